@@ -1,0 +1,198 @@
+"""The `gdrelu` command.
+
+    gdrelu run                       # the embedded default experiment
+    gdrelu run --widths 16,32 --runs 200 --out results/
+    gdrelu run --config experiment.toml --seed 3
+
+Settings come from the defaults, then the TOML file, then the flags. A bad setting is
+reported on one line naming it, with exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad request: reported on one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        raise UsageError(message)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
+
+
+# flag name -> (spec field, type, help)
+_RUN_FLAGS = {
+    "--widths": ("widths", _int_list, "comma-separated widths n (default 16,32,64,128)"),
+    "--deltas": ("deltas", _float_list, "comma-separated offsets Δ (default 0,0.01,0.1)"),
+    "--runs": ("runs", int, "runs per (width, Δ) cell (default 1000)"),
+    "--seed": ("seed", int, "master seed (default 0)"),
+    "--dtype": ("dtype", str, "float64 (default) or float32"),
+    "--check-every": ("check_every", int, "GD steps between checks (default 1000)"),
+    "--max-checks": ("max_checks", int, "checks before a run is unfinished (default 1000)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gdrelu", description="Monte Carlo studies of GD on two-layer ReLU nets")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    run = sub.add_parser("run", help="run an experiment (the paper's 1-D GD figure by default)")
+    for flag, (field, kind, text) in _RUN_FLAGS.items():
+        run.add_argument(flag, dest=field, type=kind, help=text)
+    run.add_argument("--config", type=Path, help="TOML file of experiment settings")
+    run.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _spec_from(args):
+    from gdrelu.experiment import ExperimentSpec, SpecError
+
+    values = {}
+    if args.config is not None:
+        try:
+            with open(args.config, "rb") as f:
+                values = tomllib.load(f)
+        except OSError as e:
+            raise UsageError(f"--config: cannot read {args.config}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"--config: {args.config} is not valid TOML: {e}") from None
+    for field, *_ in _RUN_FLAGS.values():
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    try:
+        return ExperimentSpec.from_dict(values)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    except TypeError as e:
+        raise UsageError(f"config: {e}") from None
+
+
+def _prepare_out(out: Path | None) -> Path:
+    """Create the output directory and prove it writable, before any compute."""
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / stamp
+    if (out / "summary.json").exists():
+        raise UsageError(f"--out: {out} already holds results; choose another directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out: cannot write to {out}: {e.strerror}") from None
+    return out
+
+
+class _Progress:
+    """A progress bar over all runs: finished runs by status, and the ETA."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="run", disable=not enabled, dynamic_ncols=True)
+        self.counts: dict[str, int] = {}
+        self.finished_in_batch = 0
+
+    def on_check(self, width, k, status):
+        from gdrelu.engine import Status
+
+        finished = int(np.sum(status != Status.RUNNING))
+        self.bar.update(finished - self.finished_in_batch)
+        self.finished_in_batch = finished
+        labels = {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
+        shown = {k: v + self.counts.get(k, 0) for k, v in labels.items()}
+        self.bar.set_postfix({k: v for k, v in shown.items() if v}, refresh=False)
+        self.bar.set_description(f"n={width} check {k}")
+
+    def on_cells_done(self, cell_results):
+        from gdrelu.engine import Status
+
+        for cr in cell_results:
+            for s in Status:
+                if s != Status.RUNNING:
+                    self.counts[s.label] = self.counts.get(s.label, 0) + int(
+                        np.sum(cr.result.status == s)
+                    )
+        self.finished_in_batch = 0
+
+    def close(self):
+        self.bar.close()
+
+
+def _run(args) -> int:
+    spec = _spec_from(args)
+    out = _prepare_out(args.out)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_default_matmul_precision", "highest")
+    from gdrelu.experiment import run_experiment
+    from gdrelu.store import format_table, write_results
+
+    total = len(spec.widths) * len(spec.deltas) * spec.runs
+    progress = _Progress(total, enabled=not args.quiet)
+    start = time.perf_counter()
+    try:
+        results = run_experiment(
+            spec, on_check=progress.on_check, on_cells_done=progress.on_cells_done
+        )
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    device = jax.devices()[0]
+    backend = f"{jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s))"
+    summary = write_results(out, spec, results, seconds=seconds, backend=backend)
+    print(format_table(summary["cells"]))
+    print(f"{total} runs in {seconds:.1f} s on {backend}; results in {out}/")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return _run(args)
+    except UsageError as e:
+        print(f"gdrelu: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("gdrelu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

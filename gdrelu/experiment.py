@@ -1,0 +1,252 @@
+"""Experiment specs, their cells, and the keys that make every run reproducible.
+
+A spec expands into cells (one per width × Δ); a run is (seed, cell, index in cell) and
+its key is fold_in(fold_in(key(seed), cell_hash), index), where cell_hash is a stable
+hash of the settings that define the cell's data and initialization. A run's result
+thus depends neither on batching nor on which other cells run, and two optimizers given
+the same seed see the same data and initial networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu import theory
+from gdrelu.data import WeightedData, paper_data
+from gdrelu.engine import SimulationResult, Status, simulate
+from gdrelu.init import INITS
+from gdrelu.model import Params
+
+DTYPES = ("float64", "float32")
+
+
+class SpecError(ValueError):
+    """A bad experiment setting; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    """What to run: the paper's 1-D GD experiment over widths × Δ (PAPER.md, "Reference protocol").
+
+    `num_samples` is N, the multinomial sample count of each run's empirical
+    distribution; None means N = n². `step_size` is "paper" (1/λ_max at initialization)
+    or a positive number.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    deltas: tuple[float, ...] = (0.0, 0.01, 0.1)
+    runs: int = 1000
+    seed: int = 0
+    dtype: str = "float64"
+    check_every: int = 1000
+    max_checks: int = 1000
+    optimizer: str = "gd"
+    init: str = "he"
+    step_size: str | float = "paper"
+    num_samples: int | None = None
+    alpha: float = 0.0
+    early_stopping: bool = False
+
+    def __post_init__(self):
+        _validate(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentSpec:
+        """Build a spec from a mapping (a TOML table), naming any unknown field."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in known:
+                raise SpecError(name, f"unknown setting (known: {', '.join(sorted(known))})")
+        values = dict(values)
+        for name in ("widths", "deltas"):
+            if name in values:
+                if not isinstance(values[name], list | tuple):
+                    raise SpecError(name, "must be a list")
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(width, delta, self) for width in self.widths for delta in self.deltas]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
+def _validate(spec: ExperimentSpec) -> None:
+    if not spec.widths:
+        raise SpecError("widths", "needs at least one width")
+    for width in spec.widths:
+        if not _is_int(width) or width < 1:
+            raise SpecError("widths", f"{width!r} is not a positive integer")
+    if len(set(spec.widths)) != len(spec.widths):
+        raise SpecError("widths", "has duplicates")
+    if not spec.deltas:
+        raise SpecError("deltas", "needs at least one offset")
+    for delta in spec.deltas:
+        if not _is_real(delta) or not math.isfinite(delta):
+            raise SpecError("deltas", f"{delta!r} is not a finite number")
+    if len(set(spec.deltas)) != len(spec.deltas):
+        raise SpecError("deltas", "has duplicates")
+    for name, low in (("runs", 1), ("seed", 0), ("check_every", 1), ("max_checks", 1)):
+        value = getattr(spec, name)
+        if not _is_int(value) or value < low:
+            raise SpecError(name, f"{value!r} is not an integer ≥ {low}")
+    if spec.seed >= 2**32:
+        raise SpecError("seed", "must be below 2**32")
+    if spec.dtype not in DTYPES:
+        raise SpecError("dtype", f"{spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    if spec.optimizer != "gd":
+        raise SpecError("optimizer", f"{spec.optimizer!r} is not supported yet (only 'gd')")
+    if spec.init not in INITS:
+        raise SpecError("init", f"{spec.init!r} is not one of {', '.join(INITS)}")
+    if spec.step_size != "paper" and not (
+        _is_real(spec.step_size) and math.isfinite(spec.step_size) and spec.step_size > 0
+    ):
+        raise SpecError("step_size", f"{spec.step_size!r} is neither 'paper' nor a positive number")
+    if spec.num_samples is not None and (not _is_int(spec.num_samples) or spec.num_samples < 1):
+        raise SpecError("num_samples", f"{spec.num_samples!r} is not a positive integer")
+    if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
+        raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
+    if not isinstance(spec.early_stopping, bool):
+        raise SpecError("early_stopping", "must be true or false")
+
+
+class Cell(NamedTuple):
+    """One (width, Δ) cell of a spec."""
+
+    width: int
+    delta: float
+    spec: ExperimentSpec
+
+    @property
+    def num_samples(self) -> int:
+        return self.spec.num_samples or self.width**2
+
+    def settings(self) -> dict[str, Any]:
+        """What defines the cell's data and initialization (not the optimizer or dtype)."""
+        return {
+            "width": int(self.width),
+            "delta": float(self.delta),
+            "init": self.spec.init,
+            "num_samples": int(self.num_samples),
+        }
+
+    @property
+    def cell_hash(self) -> int:
+        """A stable 31-bit hash of `settings()`."""
+        text = json.dumps(self.settings(), sort_keys=True)
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.cell_hash:08x}"
+
+
+def run_key(seed: int, cell_hash: int, index) -> jax.Array:
+    """The key of run `index` of a cell: fold_in(fold_in(key(seed), cell_hash), index)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), cell_hash), index)
+
+
+def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData, jax.Array]:
+    """Initial parameters, training data and validation weights of runs `indices` of a cell."""
+    spec = cell.spec
+    dtype = jnp.dtype(spec.dtype)
+    return _initial_runs(
+        jnp.asarray(spec.seed, jnp.uint32),
+        jnp.asarray(cell.cell_hash, jnp.uint32),
+        jnp.asarray(indices, jnp.uint32),
+        jnp.asarray(cell.delta, dtype),
+        jnp.asarray(cell.num_samples, dtype),
+        width=cell.width,
+        init=spec.init,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("width", "init"))
+def _initial_runs(seed, cell_hash, indices, delta, num_samples, *, width, init):
+    """One compiled program per (width, init, dtype, run count): seeds and Δ are data."""
+    dtype = delta.dtype
+
+    def one(index):
+        keys = jax.random.split(run_key(seed, cell_hash, index), 3)
+        params = INITS[init](width, key=keys[0], dtype=dtype)
+        data = paper_data(keys[1], delta, num_samples, dtype)
+        valid = paper_data(keys[2], jnp.zeros((), dtype), num_samples, dtype).weights
+        return params, data, valid
+
+    return jax.vmap(one)(indices)
+
+
+class CellResult(NamedTuple):
+    cell: Cell
+    step_size: np.ndarray
+    result: SimulationResult
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    on_check: Callable[[int, int, np.ndarray], None] | None = None,
+    on_cells_done: Callable[[Sequence[CellResult]], None] | None = None,
+) -> list[CellResult]:
+    """Run every cell of `spec`, one width at a time (all its Δ cells in one batch).
+
+    `on_check(width, k, status)` reports progress after each check; `on_cells_done`
+    receives the cells of each width as soon as they finish.
+    """
+    results = []
+    for width in spec.widths:
+        cells = [Cell(width, delta, spec) for delta in spec.deltas]
+        parts = [initial_runs(cell, np.arange(spec.runs)) for cell in cells]
+        params, data, valid = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+        if spec.step_size == "paper":
+            step = theory.paper_step_size(params, data, alpha=spec.alpha)
+        else:
+            step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
+        callback = None if on_check is None else (lambda k, status, w=width: on_check(w, k, status))
+        sim = simulate(
+            params,
+            data,
+            step,
+            check_every=spec.check_every,
+            max_checks=spec.max_checks,
+            alpha=spec.alpha,
+            validation_weights=valid if spec.early_stopping else None,
+            on_check=callback,
+        )
+        step = np.asarray(step)
+        done = []
+        for i, cell in enumerate(cells):
+            part = slice(i * spec.runs, (i + 1) * spec.runs)
+            done.append(CellResult(cell, step[part], jax.tree.map(lambda v, s=part: v[s], sim)))
+        results += done
+        if on_cells_done is not None:
+            on_cells_done(done)
+    return results
+
+
+def status_counts(status: np.ndarray) -> dict[str, int]:
+    """Counts of every final status by lowercase name (zeros included)."""
+    return {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}

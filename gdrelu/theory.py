@@ -1,0 +1,220 @@
+"""The paper's 1-D theory: linear-regression minimum, step size, "provably stuck" certificate.
+
+Symbols follow PAPER.md. Coordinates of the per-side linear model are ordered
+v = (slope₊, intercept₊, slope₋, intercept₋); side + is x > 0 (data) or a > 0 (neurons).
+Every public function takes one run (c of shape ()) or a batch (leading runs axis on
+params, data and step size) and is pure JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from gdrelu.data import WeightedData, side_masks
+from gdrelu.model import Params
+
+_A, _B, _W = 0, 1, 2
+_Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
+
+
+def _over_runs(fn):
+    """Let a one-run function take a leading runs axis (detected from params.c or data)."""
+
+    @functools.wraps(fn)
+    def wrapped(params, data, *args, **kwargs):
+        if jnp.ndim(params.c) == 0:
+            return fn(params, data, *args, **kwargs)
+        data_axis = 0 if jnp.ndim(data.weights) == 2 else None
+        arg_axes = tuple(0 if jnp.ndim(a) == 1 else None for a in args)
+        one = functools.partial(_call_with_kwargs, fn, kwargs)
+        return jax.vmap(one, in_axes=(0, data_axis, *arg_axes))(params, data, *args)
+
+    return wrapped
+
+
+def _call_with_kwargs(fn, kwargs, *args):
+    return fn(*args, **kwargs)
+
+
+def _block_diag(top: jax.Array, bottom: jax.Array) -> jax.Array:
+    z = jnp.zeros_like(top)
+    return jnp.block([[top, z], [z, bottom]])
+
+
+def _side_moment_blocks(x: jax.Array, weights: jax.Array) -> jax.Array:
+    """M_s = Σ_{j: sign x_j = s} p_j [[x_j², x_j], [x_j, 1]], shape (2, 2, 2), order (+, -)."""
+    pw = side_masks(x) * weights
+    m_xx, m_x, m_1 = pw @ (x * x), pw @ x, pw.sum(-1)
+    return jnp.stack([jnp.stack([m_xx, m_x], -1), jnp.stack([m_x, m_1], -1)], -1)
+
+
+def moment_matrix(data: WeightedData) -> jax.Array:
+    """M = diag(M₊, M₋), (4, 4)."""
+    blocks = _side_moment_blocks(data.x, data.weights)
+    return _block_diag(blocks[0], blocks[1])
+
+
+def _sqrt_and_pinv_sqrt(m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """M^{1/2} and (M^{1/2})⁺ of a symmetric PSD matrix, from one eigendecomposition."""
+    lam, vecs = jnp.linalg.eigh(m)
+    root = jnp.sqrt(jnp.clip(lam, 0.0))
+    cutoff = m.shape[-1] * jnp.finfo(m.dtype).eps * jnp.max(root)
+    inv_root = jnp.where(root > cutoff, 1.0 / jnp.where(root > cutoff, root, 1.0), 0.0)
+    return (vecs * root) @ vecs.T, (vecs * inv_root) @ vecs.T
+
+
+def _neuron_grams(params: Params) -> jax.Array:
+    """Σ_s = Σ_{i: sign a_i = s} θ_i θ_iᵀ with θ_i = (a_i, b_i, w_i); shape (2, 3, 3)."""
+    theta = jnp.stack([params.a, params.b, params.w], -1)
+    sides = jnp.stack([params.a > 0, params.a <= 0]).astype(theta.dtype)
+    return jnp.einsum("sn,ni,nj->sij", sides, theta, theta)
+
+
+def _coupling(alpha, dtype) -> jax.Array:
+    """B = [[I₂, αI₂], [αI₂, I₂]] (B = I₄ for ReLU)."""
+    eye = jnp.eye(2, dtype=dtype)
+    return jnp.block([[eye, alpha * eye], [alpha * eye, eye]])
+
+
+def _reference_matrix(grams: jax.Array, alpha) -> jax.Array:
+    """A_ref = C + B G B with G_s = Σ_s[0:2, 0:2] + Σ_s[2, 2] I₂."""
+    dtype = grams.dtype
+    g = grams[:, :2, :2] + grams[:, 2, 2][:, None, None] * jnp.eye(2, dtype=dtype)
+    c = jnp.zeros((4, 4), dtype).at[jnp.ix_(jnp.array([1, 3]), jnp.array([1, 3]))].set(1.0)
+    b = _coupling(alpha, dtype)
+    return c + b @ _block_diag(g[0], g[1]) @ b
+
+
+def _iteration_matrix(params: Params, data: WeightedData, alpha):
+    """M^{1/2} A_ref M^{1/2}, with M^{1/2}, (M^{1/2})⁺ and the neuron Grams Σ_s."""
+    root, pinv_root = _sqrt_and_pinv_sqrt(moment_matrix(data))
+    grams = _neuron_grams(params)
+    return root @ _reference_matrix(grams, alpha) @ root, root, pinv_root, grams
+
+
+@_over_runs
+def paper_step_size(params: Params, data: WeightedData, *, alpha=0.0) -> jax.Array:
+    """h = 1 / λ_max(M^{1/2} A_ref M^{1/2}) (PAPER.md, "Step size"); shape () or (runs,)."""
+    k, *_ = _iteration_matrix(params, data, alpha)
+    return 1.0 / jnp.linalg.eigvalsh(k)[-1]
+
+
+def _linear_coordinates(grams: jax.Array, alpha) -> jax.Array:
+    """The per-side lines while no kink crossed: u = B (Σ₊[w,a], Σ₊[w,b], Σ₋[w,a], Σ₋[w,b])."""
+    v = jnp.stack([grams[0, _W, _A], grams[0, _W, _B], grams[1, _W, _A], grams[1, _W, _B]])
+    return _coupling(alpha, grams.dtype) @ v
+
+
+def _side_features(x: jax.Array) -> jax.Array:
+    """Row j is x_j's features in v-coordinates: (x_j, 1) placed in its side's slot; (m, 4)."""
+    plus, minus = side_masks(x)
+    return jnp.stack([plus * x, plus, minus * x, minus], -1)
+
+
+@_over_runs
+def provably_stuck(
+    params: Params,
+    data: WeightedData,
+    step_size: jax.Array,
+    *,
+    alpha=0.0,
+    eigenvectors: str = "columns",
+) -> jax.Array:
+    """The sufficient criterion of PAPER.md: GD with step h never moves a kink across the data.
+
+    `eigenvectors="rows"` reproduces the reference code's use of the rows of U in S_ψ
+    (not the eigenvectors); the default uses the columns, as the proof does.
+    Returns a bool of shape () or (runs,).
+    """
+    dtype = params.b.dtype
+    h = step_size
+    k, root, pinv_root, grams = _iteration_matrix(params, data, alpha)
+    feats = _side_features(data.x)
+    u_lin = _linear_coordinates(grams, alpha)
+    residual = data.y - (params.c + feats @ u_lin)
+    u_hat = feats.T @ (data.weights * residual)
+    psi0 = pinv_root @ u_hat
+
+    lam, vecs = jnp.linalg.eigh(k)
+    mu = 1.0 - h * lam
+    rho = jnp.max(jnp.abs(mu))
+    big_s = 2.0 * h / (1.0 - rho)
+    basis = vecs if eigenvectors == "columns" else vecs.T
+    u_inf = jnp.max(jnp.abs(basis), axis=0)
+    s_psi = jnp.sum(h / jnp.abs(1.0 - mu) * jnp.abs(vecs.T @ psi0) * u_inf)
+
+    b_norm = 1.0 + jnp.abs(alpha)
+    root_norm = jnp.max(jnp.sum(jnp.abs(root), axis=1))
+    kappa = 2.0 * b_norm * root_norm * s_psi
+
+    q = jnp.asarray(_Q, dtype)
+    abs_grams = jnp.abs(grams)
+    gram_norms = jnp.max(jnp.sum(abs_grams, axis=2), axis=1)
+    d = (
+        kappa * (q @ abs_grams + abs_grams @ q)
+        + (8.0 * kappa**2 * jnp.exp(4.0 * kappa) * gram_norms)[:, None, None]
+    )
+    g_w = jnp.max(d[:, _W, _W])
+    g_ab = jnp.max(d[:, _A, _A] + d[:, _A, _B] + d[:, _B, _B])
+    # κ scales the Σ terms only (D already carries κ); the reference code does the same,
+    # and κ·(Σ + D) disagrees with its golden flags (tests/test_theory.py).
+    g_wab = jnp.max(
+        kappa * (abs_grams[:, _W, _A] + abs_grams[:, _W, _B]) + d[:, _W, _A] + d[:, _W, _B]
+    )
+    a_diff = b_norm**2 * (g_w + g_ab + g_wab)
+    delta = big_s * root_norm**2 * a_diff
+
+    theta = jnp.abs(jnp.stack([params.a, params.b, params.w], -1))
+    err = kappa * theta @ q.T + (2.0 * kappa**2 * jnp.exp(2.0 * kappa)) * jnp.max(
+        theta, axis=1, keepdims=True
+    )
+    x_min = jnp.min(jnp.abs(data.x))
+    kinks_hold = jnp.all((theta[:, _A] - err[:, _A]) * x_min > theta[:, _B] + err[:, _B])
+    return (rho < 1.0) & (kappa < 0.5) & (delta <= 0.5) & kinks_hold
+
+
+def a_degenerate(params: Params) -> jax.Array:
+    """All a_i of one sign: one side of the origin has no neuron. Shape () or (runs,)."""
+    return jnp.all(params.a > 0, axis=-1) | jnp.all(params.a < 0, axis=-1)
+
+
+def x_degenerate(data: WeightedData) -> jax.Array:
+    """At most one data point of positive weight on some side of the origin. () or (runs,)."""
+    positive = data.weights > 0
+    counts = jnp.stack([jnp.sum(positive & (data.x > 0), -1), jnp.sum(positive & (data.x < 0), -1)])
+    return jnp.any(counts <= 1, axis=0)
+
+
+def _over_data(fn):
+    """Let a one-run function of the data take a leading runs axis."""
+
+    @functools.wraps(fn)
+    def wrapped(data):
+        return fn(data) if jnp.ndim(data.weights) == 1 else jax.vmap(fn)(data)
+
+    return wrapped
+
+
+def _per_side_lines(data: WeightedData) -> jax.Array:
+    blocks = _side_moment_blocks(data.x, data.weights)
+    rhs = (side_masks(data.x) * data.weights) @ jnp.stack([data.x * data.y, data.y], -1)
+    return jnp.einsum("sij,sj->si", jnp.linalg.pinv(blocks), rhs).reshape(4)
+
+
+@_over_data
+def linear_regression_minimum(data: WeightedData) -> jax.Array:
+    """v_opt: each side's weighted least-squares line, (slope₊, intercept₊, slope₋, intercept₋).
+
+    GD converges here while no kink crosses the data (PAPER.md, "The bad local minimum").
+    """
+    return _per_side_lines(data)
+
+
+@_over_data
+def linear_regression_loss(data: WeightedData) -> jax.Array:
+    """L_lin = ½ Σ_j p_j (v_opt·(x_j, 1) - y_j)²: the loss of the bad local minimum."""
+    r = _side_features(data.x) @ _per_side_lines(data) - data.y
+    return 0.5 * jnp.sum(data.weights * r * r)
