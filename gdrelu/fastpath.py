@@ -75,5 +75,5 @@ def fixed_pattern_steps(
         return (a, b, w, c, jnp.maximum(kink, jnp.abs(b / a))), None
 
     kink0 = jnp.zeros_like(params.b)
-    (a, b, w, c, kink), _ = jax.lax.scan(body, (*params, kink0), length=num_steps, unroll=8)
+    (a, b, w, c, kink), _ = jax.lax.scan(body, (*params, kink0), length=num_steps)
     return Params(a, b, w, c), jnp.max(kink)

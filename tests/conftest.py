@@ -1,0 +1,27 @@
+"""Shared fixtures: float64 everywhere, and the golden vectors of the paper's reference code."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+DATA = Path(__file__).parent / "data"
+
+
+def golden_case(golden, i):
+    """The fields of trajectory case i as a dict without the `case{i}_` prefix."""
+    prefix = f"case{i}_"
+    return {k[len(prefix) :]: golden[k] for k in golden.files if k.startswith(prefix)}
+
+
+@pytest.fixture(scope="session")
+def trajectories():
+    return np.load(DATA / "gd_trajectories.npz")
+
+
+@pytest.fixture(scope="session", params=["mc_outcomes_n16.npz", "mc_outcomes_n32_delta0.1.npz"])
+def mc_outcomes(request):
+    return np.load(DATA / request.param)

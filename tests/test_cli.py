@@ -1,0 +1,101 @@
+"""The `gdrelu` command: outputs, their schema, and one-line errors with exit code 2."""
+
+import csv
+import json
+
+import pytest
+
+from gdrelu.cli import main
+
+SMALL = ["--widths", "4,8", "--deltas", "0,0.1", "--runs", "12", "--check-every", "200",
+         "--max-checks", "50", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    assert main(["run", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def test_run_writes_table_summary_and_figure(small_run):
+    with open(small_run / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 12
+    for column in ("run_id", "seed", "width", "delta", "status", "stop_step", "final_loss",
+                   "max_kink"):  # fmt: skip
+        assert column in rows[0]
+    assert len({r["run_id"] for r in rows}) == len(rows)
+    assert {r["status"] for r in rows} <= {"crossed", "stuck", "a_degenerate", "x_degenerate",
+                                           "unfinished", "diverged"}  # fmt: skip
+    summary = json.loads((small_run / "summary.json").read_text())
+    assert summary["backend"].startswith("cpu") and summary["seconds"] > 0
+    assert len(summary["cells"]) == 4
+    for cell in summary["cells"]:
+        assert {"width", "delta", "optimizer", "runs", "status_counts", "p_stuck", "ci95"} <= set(
+            cell
+        )
+        assert sum(cell["status_counts"].values()) == cell["runs"] == 12
+        stuck = sum(cell["status_counts"][k] for k in ("stuck", "a_degenerate", "x_degenerate"))
+        assert cell["p_stuck"] == stuck / 12
+        assert cell["ci95"][0] <= cell["p_stuck"] <= cell["ci95"][1]
+    assert (small_run / "failure_probability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_seed_same_table(small_run, tmp_path):
+    """A run is reproducible from its spec and seed; the table does not depend on other cells."""
+    out = tmp_path / "again"
+    assert main(["run", "--widths", "8", *SMALL[2:], "--out", str(out)]) == 0
+    with open(small_run / "runs.csv") as f:
+        first = [r for r in csv.DictReader(f) if r["width"] == "8"]
+    with open(out / "runs.csv") as f:
+        second = list(csv.DictReader(f))
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--widths", "16,x"], "--widths"),
+        (["--widths", "0"], "widths"),
+        (["--runs", "-3"], "runs"),
+        (["--dtype", "float16"], "dtype"),
+        (["--deltas", "0,nan"], "deltas"),
+        (["--check-every", "0"], "check_every"),
+        (["--max-checks", "0"], "max_checks"),
+        (["--seed", "-1"], "seed"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+    assert not out.exists()
+
+
+def test_config_file_and_flag_precedence(tmp_path, capsys):
+    config = tmp_path / "exp.toml"
+    config.write_text("widths = [4]\nruns = 0\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "runs" in capsys.readouterr().err
+    config.write_text("widths = [4]\nrunz = 3\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "runz" in capsys.readouterr().err
+    config.write_text("widths = [4\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "--config" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output_is_reported_before_compute(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", "--widths", "4", "--out", str(blocker / "sub")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_existing_results_are_not_overwritten(small_run, capsys):
+    assert main(["run", *SMALL, "--out", str(small_run)]) == 2
+    assert "already holds results" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""Specs, keys and the statistics of what the samplers draw."""
+
+import jax
+import numpy as np
+import pytest
+
+from gdrelu import ExperimentSpec, SpecError, he_init, multinomial_weights
+from gdrelu.experiment import Cell, initial_runs, run_key
+
+Z = 5.0  # Monte Carlo tolerances: five standard errors (two-sided p ≈ 6e-7)
+
+
+def test_initial_runs_do_not_depend_on_batch_or_other_cells():
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=10)
+    alone = ExperimentSpec(widths=(8, 16), deltas=(0.1,), runs=10)
+    cell = Cell(8, 0.1, spec)
+    full = initial_runs(cell, np.arange(10))
+    part = initial_runs(Cell(8, 0.1, alone), np.array([7, 2]))
+    for f, p in zip(jax.tree.leaves(full), jax.tree.leaves(part), strict=True):
+        np.testing.assert_array_equal(np.asarray(f)[[7, 2]], p)
+    assert Cell(8, 0.1, spec).cell_hash == Cell(8, 0.1, alone).cell_hash
+
+
+def test_cells_and_seeds_give_different_runs():
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=4)
+    a0 = initial_runs(Cell(8, 0.0, spec), np.arange(4))[0].a
+    a1 = initial_runs(Cell(8, 0.1, spec), np.arange(4))[0].a
+    assert not np.allclose(a0, a1)
+    assert Cell(8, 0.0, spec).cell_hash != Cell(16, 0.0, spec).cell_hash
+    k0, k1 = run_key(0, 1, 2), run_key(1, 1, 2)
+    assert not np.array_equal(jax.random.key_data(k0), jax.random.key_data(k1))
+
+
+def test_the_optimizer_and_dtype_do_not_change_the_cell():
+    """Common random numbers: the cell is defined by data and init, not by how it trains."""
+    base = ExperimentSpec(widths=(8,), runs=2)
+    other = ExperimentSpec(widths=(8,), runs=2, dtype="float32", check_every=10)
+    assert Cell(8, 0.0, base).cell_hash == Cell(8, 0.0, other).cell_hash
+
+
+def test_multinomial_weights_statistics():
+    """p_j = count_j / N with E p_j = 1/6 and Var p_j = (1/6)(5/6)/N."""
+    n_samples, runs = 64, 4000
+    keys = jax.random.split(jax.random.key(3), runs)
+    w = np.asarray(jax.vmap(lambda k: multinomial_weights(k, 6, n_samples))(keys))
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(w * n_samples, np.round(w * n_samples), atol=1e-9)
+    var = (1 / 6) * (5 / 6) / n_samples
+    assert np.all(np.abs(w.mean(0) - 1 / 6) < Z * np.sqrt(var / runs))
+    # the sample variance of p_j has standard error ≈ var·sqrt(2/runs) (near-normal counts)
+    assert np.all(np.abs(w.var(0) - var) < Z * var * np.sqrt(2 / runs))
+
+
+def test_he_init_variances():
+    n, runs = 32, 2000
+    keys = jax.random.split(jax.random.key(4), runs)
+    p = jax.vmap(lambda k: he_init(n, key=k))(keys)
+    count = n * runs
+    for values, var in ((p.a, 2.0), (p.w, 2.0 / n)):
+        assert abs(np.var(values) - var) < Z * var * np.sqrt(2 / count)
+        assert abs(np.mean(values)) < Z * np.sqrt(var / count)
+    assert np.all(p.b == 0) and np.all(p.c == 0)
+    p2 = he_init(4, 3, key=jax.random.key(0))
+    assert p2.a.shape == (3, 4) and p2.w.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("widths", (0,)),
+        ("widths", ()),
+        ("deltas", (float("nan"),)),
+        ("runs", 0),
+        ("seed", -1),
+        ("dtype", "float16"),
+        ("check_every", 0),
+        ("max_checks", 1.5),
+        ("step_size", -1.0),
+        ("alpha", 1.0),
+        ("init", "xavier"),
+    ],
+)
+def test_bad_spec_values_name_their_field(field, value):
+    with pytest.raises(SpecError) as err:
+        ExperimentSpec(**{field: value})
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}:")
+
+
+def test_unknown_setting_is_named():
+    with pytest.raises(SpecError, match="^widht:"):
+        ExperimentSpec.from_dict({"widht": [8]})

@@ -1,0 +1,72 @@
+"""The network against direct, loop-by-loop implementations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gdrelu import Params, WeightedData, activation, forward, gd_step, kinks, weighted_loss
+
+ALPHAS = [0.0, 0.1]
+
+
+def _random_params(rng, n, d=1):
+    shape = (n,) if d == 1 else (d, n)
+    return Params(rng.normal(size=shape), rng.normal(size=n), rng.normal(size=n), rng.normal())
+
+
+def _direct_forward(p, x, alpha):
+    out = []
+    for xj in x:
+        total = p.c
+        for i in range(p.b.size):
+            z = (xj * p.a[i] if np.ndim(p.a) == 1 else xj @ p.a[:, i]) + p.b[i]
+            total += p.w[i] * (z if z >= 0 else alpha * z)
+        out.append(total)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("d", [1, 3])
+def test_forward_matches_direct_sum(alpha, d):
+    rng = np.random.default_rng(0)
+    p = _random_params(rng, 7, d)
+    x = rng.normal(size=(5,) if d == 1 else (5, d))
+    np.testing.assert_allclose(forward(p, jnp.asarray(x), alpha), _direct_forward(p, x, alpha))
+
+
+def test_activation_derivative_is_one_at_zero():
+    """The reference takes σ'(0) = 1 (golden README)."""
+    assert jax.grad(activation)(0.0) == 1.0
+    assert jax.grad(activation)(-1.0, 0.2) == pytest.approx(0.2)
+
+
+def test_kinks_are_where_neurons_switch():
+    p = Params(jnp.array([2.0, -0.5]), jnp.array([1.0, 0.25]), jnp.ones(2), jnp.array(0.0))
+    np.testing.assert_allclose(kinks(p), [-0.5, 0.5])
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_gd_step_matches_explicit_gradient(alpha):
+    """θ ← θ - h ∇L with ∇L written out by hand for the weighted least-squares loss."""
+    rng = np.random.default_rng(1)
+    p = _random_params(rng, 6)
+    x, y = rng.normal(size=8), rng.normal(size=8)
+    weights = rng.random(8)
+    weights /= weights.sum()
+    h = 0.05
+    z = np.outer(x, p.a) + p.b
+    act = np.where(z >= 0, z, alpha * z)
+    slope = np.where(z >= 0, 1.0, alpha)
+    r = weights * (_direct_forward(p, x, alpha) - y)
+    expected = Params(
+        p.a - h * (r[:, None] * slope * x[:, None] * p.w).sum(0),
+        p.b - h * (r[:, None] * slope * p.w).sum(0),
+        p.w - h * (r[:, None] * act).sum(0),
+        p.c - h * r.sum(),
+    )
+    got = gd_step(p, WeightedData(x, y, weights), h, alpha)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-14)
+    loss = weighted_loss(p, x, y, weights, alpha)
+    assert loss == pytest.approx(0.5 * np.sum(weights * (_direct_forward(p, x, alpha) - y) ** 2))

@@ -1,0 +1,118 @@
+"""The paper's theory (PAPER.md) against the golden vectors and direct implementations."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+from conftest import golden_case
+
+from gdrelu import Params, WeightedData, theory
+
+GD_CASES = range(5)
+ALL_CASES = range(7)
+RTOL_STEP = 1e-10  # the issue's tolerance for `lr` and `lr_at{k}`
+
+
+def _params(case, k):
+    return Params(case[f"a{k}"], case[f"b{k}"], case[f"w{k}"], case[f"c{k}"])
+
+
+def _data(case):
+    return WeightedData(case["x"], case["y"], case["xw"])
+
+
+def _direct_step_size(p, data, alpha=0.0):
+    """1/λ_max(M^½ A_ref M^½) built entry by entry, with scipy's matrix square root."""
+    m = np.zeros((4, 4))
+    for xj, pj in zip(data.x, data.weights, strict=True):
+        s = 0 if xj > 0 else 2
+        m[s : s + 2, s : s + 2] += pj * np.array([[xj * xj, xj], [xj, 1.0]])
+    g = np.zeros((4, 4))
+    for a, b, w in zip(p.a, p.b, p.w, strict=True):
+        s = 0 if a > 0 else 2
+        theta = np.array([a, b, w])
+        sigma = np.outer(theta, theta)
+        g[s : s + 2, s : s + 2] += sigma[:2, :2] + sigma[2, 2] * np.eye(2)
+    c = np.zeros((4, 4))
+    c[np.ix_([1, 3], [1, 3])] = 1.0
+    b = np.eye(4) + alpha * (np.eye(4, k=2) + np.eye(4, k=-2))
+    root = scipy.linalg.sqrtm(m).real
+    return 1.0 / np.linalg.eigvalsh(root @ (c + b @ g @ b) @ root)[-1]
+
+
+@pytest.mark.parametrize("i", ALL_CASES)
+def test_step_size_matches_golden(trajectories, i):
+    case = golden_case(trajectories, i)
+    data = _data(case)
+    if case["lr"] != 1e-3:  # the GD cases store the paper's step size at initialization
+        assert theory.paper_step_size(_params(case, 0), data) == pytest.approx(
+            case["lr"], RTOL_STEP
+        )
+    for k in trajectories["steps"]:
+        got = theory.paper_step_size(_params(case, k), data)
+        assert got == pytest.approx(case[f"lr_at{k}"], rel=RTOL_STEP), k
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_step_size_matches_direct_construction(alpha):
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        n = 9
+        p = Params(rng.normal(size=n), 0.1 * rng.normal(size=n), rng.normal(size=n), 0.3)
+        w = rng.random(6)
+        data = WeightedData(np.array([-3.0, -2, -1, 1, 2, 3]), rng.normal(size=6), w / w.sum())
+        got = theory.paper_step_size(p, data, alpha=alpha)
+        assert got == pytest.approx(_direct_step_size(p, data, alpha), rel=1e-10)
+
+
+def test_step_size_is_batched(trajectories):
+    cases = [golden_case(trajectories, i) for i in (1, 2, 5)]  # all width 16
+    params = Params(*(np.stack([_params(c, 0)[f] for c in cases]) for f in range(4)))
+    data = WeightedData(*(np.stack([_data(c)[f] for c in cases]) for f in range(3)))
+    batched = theory.paper_step_size(params, data)
+    single = [theory.paper_step_size(_params(c, 0), _data(c)) for c in cases]
+    np.testing.assert_allclose(batched, single, rtol=1e-14)
+
+
+@pytest.mark.parametrize("i", ALL_CASES)
+def test_linear_regression_minimum_matches_golden_and_polyfit(trajectories, i):
+    case = golden_case(trajectories, i)
+    data = _data(case)
+    v = np.asarray(theory.linear_regression_minimum(data))
+    np.testing.assert_allclose(v, case["vopt"], rtol=1e-10, atol=1e-12)
+    loss = 0.0
+    for side, cols in ((data.x > 0, slice(0, 2)), (data.x < 0, slice(2, 4))):
+        x, y, p = data.x[side], data.y[side], data.weights[side]
+        direct = np.polyfit(x, y, 1, w=np.sqrt(p))  # weighted least squares: (slope, intercept)
+        np.testing.assert_allclose(v[cols], direct, rtol=1e-9, atol=1e-12)
+        loss += 0.5 * np.sum(p * (np.polyval(direct, x) - y) ** 2)
+    assert theory.linear_regression_loss(data) == pytest.approx(loss, rel=1e-10)
+
+
+@pytest.mark.parametrize("i", GD_CASES)
+def test_certificate_agrees_with_golden_flags(trajectories, i):
+    """converged{k}: the reference's criterion at the stored parameters with step `lr`."""
+    case = golden_case(trajectories, i)
+    for k in trajectories["steps"]:
+        got = bool(theory.provably_stuck(_params(case, k), _data(case), case["lr"]))
+        assert got == bool(case[f"converged{k}"]), f"step {k}"
+
+
+def test_certificate_needs_kinks_inside_the_data(trajectories):
+    """A certified state stops being certified once a kink is moved past min|x_j|."""
+    case = golden_case(trajectories, 1)
+    p, data = _params(case, 60000), _data(case)
+    assert theory.provably_stuck(p, data, case["lr"])
+    moved = p._replace(b=p.b.copy())
+    moved.b[0] = -1.01 * p.a[0]  # kink of neuron 0 at x = 1.01
+    assert not theory.provably_stuck(moved, data, case["lr"])
+    assert not theory.provably_stuck(p, data, 10 * case["lr"])  # ρ ≥ 1: step too large
+
+
+def test_degeneracy():
+    a_all_pos = Params(
+        np.array([[1.0, 2.0], [1.0, -2.0]]), np.zeros((2, 2)), np.ones((2, 2)), np.zeros(2)
+    )
+    np.testing.assert_array_equal(theory.a_degenerate(a_all_pos), [True, False])
+    x = np.array([[-3.0, -2, -1, 1, 2, 3]] * 2)
+    w = np.array([[0.2, 0.2, 0.2, 0.4, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2, 0.0]])
+    np.testing.assert_array_equal(theory.x_degenerate(WeightedData(x, x, w)), [True, False])
