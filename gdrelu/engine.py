@@ -4,7 +4,7 @@ A jit-compiled chunk runs `check_every` GD steps with `lax.scan`, vmapped over t
 in a bucket, tracking max_i |b_i/a_i| after every step; then it checks each run
 (PAPER.md, "Outcome of a run"). Between chunks the host drops finished runs and gathers
 the rest into the smallest bucket that holds them, so work shrinks as runs finish; the
-bucket sizes are powers of two, which bounds the number of compiled programs.
+bucket sizes (powers of two and, from 512 up, ¾ of one) bound the compiled programs.
 """
 
 from __future__ import annotations
@@ -168,8 +168,12 @@ def _redo_crossed(start, inputs, scalars, advance, state, code, loss, block):
 
 
 def bucket_size(active: int, min_bucket: int = 32) -> int:
-    """The power of two (at least `min_bucket`) that holds `active` runs."""
-    return max(min_bucket, 1 << max(active - 1, 0).bit_length())
+    """The smallest bucket that holds `active` runs: a power of two (at least `min_bucket`),
+    or ¾ of one from 512 up, which trims padding where compute outweighs compiling."""
+    size = max(min_bucket, 1 << max(active - 1, 0).bit_length())
+    if size >= 512 and active <= size // 4 * 3:
+        return size // 4 * 3
+    return size
 
 
 @jax.jit

@@ -35,7 +35,7 @@ def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
     ax.set_ylabel("P(provably stuck)")
     ax.set_ylim(0.0, 1.0)
     ax.grid(True, alpha=0.3)
-    ax.set_title("GD on two-layer ReLU nets: failure probability (95% Clopper-Pearson)")
+    ax.set_title("GD on two-layer ReLU nets: P(stuck), 95% Clopper-Pearson")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

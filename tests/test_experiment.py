@@ -88,5 +88,5 @@ def test_bad_spec_values_name_their_field(field, value):
 
 
 def test_unknown_setting_is_named():
-    with pytest.raises(SpecError, match="^widht:"):
+    with pytest.raises(SpecError, match=r"^widht:"):
         ExperimentSpec.from_dict({"widht": [8]})
