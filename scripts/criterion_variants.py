@@ -53,8 +53,8 @@ def main():
         seen = stuck & (m["stop_step"] <= args.checks * 1000)
         diff = (f - m["stop_step"])[seen] // 1000
         print(
-            f"{v}: stuck runs matching the reference stop step {np.sum(diff == 0)} of {seen.sum()}; "
-            f"later by 1-6 checks: {np.sum(diff > 0)}, earlier: {np.sum(diff < 0)}"
+            f"{v}: stuck runs at the reference stop step {np.sum(diff == 0)} of {seen.sum()}; "
+            f"later: {np.sum(diff > 0)}, earlier: {np.sum(diff < 0)}"
         )
 
 
