@@ -274,12 +274,11 @@ def simulate(
     for k in range(1, max_checks + 1):
         start = state
         state, code, loss = advance(state, inputs, *scalars, path=path)
-        code = np.asarray(code)
+        code = np.asarray(code)[: active.size]  # the rest are padding lanes
         if path == "fixed_pattern":
             state, code, loss = _redo_crossed(
                 start, inputs, scalars, advance, state, code, loss, min_bucket
             )
-        code = code[: active.size]
         if k == max_checks:
             code = np.where(code == Status.RUNNING, np.int8(Status.UNFINISHED), code)
         done = code != Status.RUNNING
