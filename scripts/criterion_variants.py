@@ -16,7 +16,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from gdrelu import Params, WeightedData, gd_step, theory  # noqa: E402
+from gdrelu import Params, WeightedData, engine, theory  # noqa: E402
 
 
 def main():
@@ -28,9 +28,7 @@ def main():
     runs = m["xw"].shape[0]
     data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"])
     params = Params(m["a0"], m["b0"], m["w0"], m["c0"])
-    chunk = jax.jit(
-        jax.vmap(lambda p, d, h: jax.lax.fori_loop(0, 1000, lambda _, q: gd_step(q, d, h), p))
-    )
+    chunk = jax.jit(jax.vmap(lambda p, d, h: engine._general_steps(p, d, h, 0.0, 1000)[0]))
     flags = {"columns": [], "rows": []}
     for _ in range(args.checks):
         params = chunk(params, data, m["lr"])

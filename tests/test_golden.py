@@ -7,25 +7,21 @@ import numpy as np
 import pytest
 from conftest import golden_case
 
-from gdrelu import Params, Status, WeightedData, gd_step, max_abs_kink, simulate
-from gdrelu.fastpath import fixed_pattern_steps, side_moments
+from gdrelu import Params, Status, WeightedData, engine, max_abs_kink, simulate
 
 RTOL = 1e-9  # the issue's tolerance for parameters along the trajectories
 GD_CASES = range(5)
 
 
-@functools.partial(jax.jit, static_argnames=("fixed",))
-def _train(params, data, h, steps, *, fixed):
-    """`steps` (traced: one compile per path) GD steps and the max |b_i/a_i| along them."""
-    moments = side_moments(data)
+@functools.partial(jax.jit, static_argnames=("path",))
+def _train(params, data, h, steps, *, path):
+    """`steps` (traced: one compile per path) single-step chunks of the engine's `path`,
+    and the max |b_i/a_i| along them."""
 
     def step(_, carry):
         p, kink = carry
-        if fixed:
-            p, k = fixed_pattern_steps(p, moments, h, 0.0, 1)
-            return p, jax.numpy.maximum(kink, k)
-        p = gd_step(p, data, h)
-        return p, jax.numpy.maximum(kink, max_abs_kink(p))
+        p, k = engine._PATHS[path](p, data, h, 0.0, 1)
+        return p, jax.numpy.maximum(kink, k)
 
     return jax.lax.fori_loop(0, steps, step, (params, max_abs_kink(params)))
 
@@ -38,15 +34,16 @@ def _assert_params_close(got, case, k):
         np.testing.assert_allclose(value, ref, rtol=RTOL, atol=RTOL * scale, err_msg=f"{name}{k}")
 
 
-@pytest.mark.parametrize("fixed", [False, True], ids=["general", "fixed_pattern"])
+@pytest.mark.parametrize("path", ["general", "fixed_pattern"])
 @pytest.mark.parametrize("i", GD_CASES)
-def test_gd_trajectories(trajectories, i, fixed):
+def test_gd_trajectories(trajectories, i, path):
+    fixed = path == "fixed_pattern"
     case = golden_case(trajectories, i)
     data = WeightedData(case["x"], case["y"], case["xw"])
     params = Params(case["a0"], case["b0"], case["w0"], case["c0"])
     done, kink = 0, 0.0
     for k in trajectories["steps"]:
-        params, chunk_kink = _train(params, data, case["lr"], k - done, fixed=fixed)
+        params, chunk_kink = _train(params, data, case["lr"], k - done, path=path)
         kink, done = max(kink, float(chunk_kink)), k
         if kink >= 1.0:
             assert not fixed or i == 2, "only case 2 crosses"
