@@ -1,10 +1,14 @@
 """The vectorized training engine: GD on many runs at once, with the paper's stopping checks.
 
-A jit-compiled chunk runs `check_every` GD steps with `lax.scan`, vmapped over the runs
-in a bucket, tracking max_i |b_i/a_i| after every step; then it checks each run
-(PAPER.md, "Outcome of a run"). Between chunks the host drops finished runs and gathers
-the rest into the smallest bucket that holds them, so work shrinks as runs finish; the
-bucket sizes (powers of two and, from 512 up, ¾ of one) bound the compiled programs.
+A jit-compiled chunk runs `check_every` GD steps with `lax.scan` for each block of
+`BLOCK` runs, tracking max_i |b_i/a_i| after every step; then it checks each run
+(PAPER.md, "Outcome of a run"). Between chunks the host moves the runs still active to
+the front, and the next chunk only visits their blocks (a traced count), so work shrinks
+as runs finish while every array keeps its shape: one compile per path and width.
+
+Paths (`_PATHS`): "general" (autodiff of the loss, any input dimension), "fixed_pattern"
+(O(n) per step, `fastpath`) and "propagator" (O(1) per step, `propagator`); a chunk the
+fast paths cannot do exactly is redone for its runs on an exact path.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from gdrelu import theory
 from gdrelu.data import WeightedData
 from gdrelu.fastpath import fixed_pattern_steps, side_moments
 from gdrelu.model import Params, max_abs_kink, weighted_loss
+from gdrelu.propagator import propagator_steps, regular_neurons
 
 
 class Status(enum.IntEnum):
@@ -45,12 +50,14 @@ STOP_RULES = ("crossed", "stuck", "degenerate")
 
 
 class RunState(NamedTuple):
-    """The scan carry of a bucket of runs (leading runs axis on every field)."""
+    """The scan carry of a batch of runs (leading runs axis on every field)."""
 
     params: Params
     max_kink: jax.Array  # (runs,) max over steps so far of max_i |b_i/a_i|
     best_val: jax.Array  # (runs,) best validation loss (early stopping)
     stale_checks: jax.Array  # (runs,) checks since the validation loss last improved
+    slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
+    regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
 
 
 class SimulationResult(NamedTuple):
@@ -73,9 +80,6 @@ def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
     """One GD step θ ← θ - h ∇L(θ) of one run."""
     grads = jax.grad(weighted_loss)(params, data.x, data.y, data.weights, alpha)
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads)
-
-
-TRACE_COUNT = {"general": 0, "fixed_pattern": 0}
 
 
 def _all_finite(params: Params, loss) -> jax.Array:
@@ -114,66 +118,177 @@ def _check_one(state: RunState, inputs: _CheckInputs, alpha, min_delta, patience
     return code, loss, best, stale
 
 
+def initial_state(params: Params) -> RunState:
+    """The scan carry of a batch of runs before their first step."""
+    runs, dtype = params.c.shape[0], params.c.dtype
+    if params.a.ndim == 2:
+        slope0, regular = jax.vmap(regular_neurons)(params)
+    else:  # d-dim input: only the general path
+        slope0, regular = jnp.zeros(params.b.shape, dtype), jnp.zeros(params.b.shape, bool)
+    return RunState(
+        params=params,
+        max_kink=jax.vmap(max_abs_kink)(params),
+        best_val=jnp.full((runs,), jnp.inf, dtype),
+        stale_checks=jnp.zeros((runs,), jnp.int32),
+        slope0=slope0,
+        regular=regular,
+    )
+
+
+def _side_changes(params: Params, start: Params) -> jax.Array:
+    """Which neurons of a 1-D run are on another side (sign a_i) than at `start`; (n,)."""
+    if params.a.ndim > 1:
+        return jnp.zeros(params.b.shape, bool)
+    return (params.a > 0) != (start.a > 0)
+
+
 def _general_steps(params: Params, data: WeightedData, step_size, alpha, num_steps: int):
-    """`num_steps` GD steps of one run and the max over them of max_i |b_i/a_i|."""
+    """`num_steps` GD steps of one run: (params, max over them of max_i |b_i/a_i|, which
+    neurons changed side at some step)."""
 
     def body(carry, _):
-        params, kink = carry
-        params = gd_step(params, data, step_size, alpha)
-        return (params, jnp.maximum(kink, max_abs_kink(params))), None
+        p, kink, changed = carry
+        p = gd_step(p, data, step_size, alpha)
+        return (p, jnp.maximum(kink, max_abs_kink(p)), changed | _side_changes(p, params)), None
 
-    (params, kink), _ = jax.lax.scan(body, (params, jnp.zeros_like(params.c)), length=num_steps)
-    return params, kink
+    carry = (params, jnp.zeros_like(params.c), jnp.zeros(params.b.shape, bool))
+    return jax.lax.scan(body, carry, length=num_steps)[0]
 
 
 def _fixed_pattern_steps(params, data, step_size, alpha, num_steps):
     return fixed_pattern_steps(params, side_moments(data), step_size, alpha, num_steps)
 
 
-_PATHS = {"general": _general_steps, "fixed_pattern": _fixed_pattern_steps}
+def _exact_everywhere(steps):
+    """A one-run path as a batched one, exact for every run."""
+
+    def batched(params, data, step_size, alpha, num_steps, slope0, regular):
+        one = jax.vmap(steps, in_axes=(0, 0, 0, None, None))
+        params, kink, changed = one(params, data, step_size, alpha, num_steps)
+        return params, kink, changed, jnp.ones(kink.shape, bool)
+
+    return batched
 
 
-@functools.partial(jax.jit, static_argnames=("check_every", "rules", "path"))
-def _chunk(
-    state: RunState, inputs: _CheckInputs, alpha, min_delta, patience, *, check_every, rules, path
-):
-    """`check_every` GD steps for every run of the bucket, then the checks."""
-    TRACE_COUNT[path] += 1
-    steps = jax.vmap(_PATHS[path], in_axes=(0, 0, 0, None, None))
-    params, kink = steps(state.params, inputs.data, inputs.step_size, alpha, check_every)
-    state = state._replace(params=params, max_kink=jnp.maximum(state.max_kink, kink))
+def _propagator_steps(params, data, step_size, alpha, num_steps, slope0, regular):
+    moments = jax.vmap(side_moments)(data)
+    params, kink, exact = propagator_steps(
+        params, moments, step_size, alpha, num_steps, slope0, regular
+    )
+    return params, kink, jnp.zeros(slope0.shape, bool), exact
+
+
+# Batched GD paths: (params, data, step_size, alpha, num_steps, slope0, regular), a leading
+# runs axis on all but alpha and num_steps, to (params, max |b/a|, changed side (runs, n),
+# exact (runs,)).
+_PATHS = {
+    "general": _exact_everywhere(_general_steps),
+    "fixed_pattern": _exact_everywhere(_fixed_pattern_steps),
+    "propagator": _propagator_steps,
+}
+TRACE_COUNT = dict.fromkeys(_PATHS, 0)
+BLOCK = 64  # runs per block: the propagator's per-step state then stays in L1 cache
+
+
+def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path):
+    """`check_every` GD steps for every run of one block, then the checks."""
+    params, kink, changed, exact = _PATHS[path](
+        state.params,
+        inputs.data,
+        inputs.step_size,
+        alpha,
+        check_every,
+        state.slope0,
+        state.regular,
+    )
+    state = state._replace(
+        params=params,
+        max_kink=jnp.maximum(state.max_kink, kink),
+        regular=state.regular & ~changed,
+    )
     check = jax.vmap(_check_one, in_axes=(0, 0, None, None, None, None))
     code, loss, best, stale = check(state, inputs, alpha, min_delta, patience, rules)
-    return state._replace(best_val=best, stale_checks=stale), code, loss
+    return state._replace(best_val=best, stale_checks=stale), code, loss, exact
 
 
-def _redo_crossed(start, inputs, scalars, advance, state, code, loss, block):
-    """Rerun on the general path the chunk of every lane that the fixed-pattern step left.
+@functools.partial(jax.jit, static_argnames=("check_every", "rules", "path", "block"))
+def _chunk(
+    state: RunState,
+    inputs: _CheckInputs,
+    num_blocks,
+    alpha,
+    min_delta,
+    patience,
+    *,
+    check_every,
+    rules,
+    path,
+    block,
+):
+    """A chunk for the first `num_blocks` (traced) blocks of `block` runs: (state, status
+    code, loss, exact) with a leading axis over all runs, the others left as they were.
 
-    The fixed-pattern step is exact only until a kink reaches the data; its max |b/a|
-    still shows that this happened, and then the chunk is trained again from its start
-    (so are diverged lanes: they may have crossed before their values blew up).
+    The runs' count only sets the shape, and blocks go one after the other: one compile
+    per path and width, however many runs are still active.
     """
-    lanes = np.flatnonzero(np.isin(code, (Status.CROSSED, Status.DIVERGED)))
+    TRACE_COUNT[path] += 1
+    runs = state.max_kink.shape[0]
+    out = (
+        state,
+        jnp.full((runs,), Status.RUNNING, jnp.int8),
+        jnp.zeros((runs,), state.max_kink.dtype),
+        jnp.ones((runs,), bool),
+    )
+
+    def body(i, out):
+        start = i * block
+        part = jax.tree.map(
+            lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), (state, inputs)
+        )
+        done = _block_chunk(*part, alpha, min_delta, patience, check_every, rules, path)
+        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
+        return jax.tree.map(put, out, done)
+
+    return jax.lax.fori_loop(0, num_blocks, body, out)
+
+
+def _redo(lanes, path, start, inputs, scalars, advance, state, code, loss, block):
+    """Train `lanes` again from the chunk's `start` on `path`, `block` lanes at a time."""
     code = code.copy()
     for first in range(0, lanes.size, block):
         part = lanes[first : first + block]
         picked = _padded(part, block)
-        redo_state, redo_code, redo_loss = advance(
-            _take(start, picked), _take(inputs, picked), *scalars, path="general"
+        redo_state, redo_code, redo_loss, _ = advance(
+            _take(start, picked), _take(inputs, picked), 1, *scalars, path=path
         )
         state, loss = _put((state, loss), picked, (redo_state, redo_loss))
         code[part] = np.asarray(redo_code)[: part.size]
     return state, code, loss
 
 
-def bucket_size(active: int, min_bucket: int = 32) -> int:
-    """The smallest bucket that holds `active` runs: a power of two (at least `min_bucket`),
-    or ¾ of one from 512 up, which trims padding where compute outweighs compiling."""
-    size = max(min_bucket, 1 << max(active - 1, 0).bit_length())
-    if size >= 512 and active <= size // 4 * 3:
-        return size // 4 * 3
-    return size
+def _exact_chunk(path, start, inputs, scalars, advance, block, real):
+    """One chunk of `path` for the first `real` runs, and those it left redone exactly:
+    (state, code of the `real` runs, loss).
+
+    The propagator is exact while the sides of the neurons stay put, the fixed-pattern
+    step while no kink reaches the data; a run that crossed or diverged (it may have
+    crossed before its values blew up) is trained again on the general path, one whose
+    neurons changed side on the fixed-pattern path (and then, if it crossed, generally).
+    """
+    num_blocks = -(-real // block)
+    state, code, loss, exact = advance(start, inputs, num_blocks, *scalars, path=path)
+    code, exact = np.asarray(code)[:real], np.asarray(exact)[:real]
+    redo = functools.partial(
+        _redo, start=start, inputs=inputs, scalars=scalars, advance=advance, block=block
+    )
+    left = np.isin(code, (Status.CROSSED, Status.DIVERGED))
+    if path == "propagator":
+        moved = np.flatnonzero(~exact & ~left)
+        state, code, loss = redo(moved, "fixed_pattern", state=state, code=code, loss=loss)
+        left |= np.isin(code, (Status.CROSSED, Status.DIVERGED))
+    if path != "general":
+        state, code, loss = redo(np.flatnonzero(left), "general", state=state, code=code, loss=loss)
+    return state, code, loss
 
 
 @jax.jit
@@ -206,7 +321,7 @@ def simulate(
     stop_on: tuple[str, ...] = STOP_RULES,
     eigenvectors: str = "columns",
     path: str = "auto",
-    min_bucket: int = 32,
+    block: int = BLOCK,
     on_check: Callable[[int, np.ndarray], None] | None = None,
 ) -> SimulationResult:
     """Train every run with GD until it stops, checking every `check_every` steps.
@@ -248,12 +363,7 @@ def simulate(
         validation_weights=jnp.asarray(validation_weights, dtype),
     )
     params = Params(*(jnp.asarray(v, dtype) for v in params))
-    state = RunState(
-        params=params,
-        max_kink=jax.vmap(max_abs_kink)(params),
-        best_val=jnp.full((runs,), jnp.inf, dtype),
-        stale_checks=jnp.zeros((runs,), jnp.int32),
-    )
+    state = initial_state(params)
 
     status = np.zeros(runs, np.int8)
     stop_step = np.zeros(runs, np.int64)
@@ -262,23 +372,19 @@ def simulate(
     final = [np.zeros(np.shape(leaf), dtype) for leaf in params]
 
     if path == "auto":
-        path = "fixed_pattern" if params.a.ndim == 2 and "crossed" in rules else "general"
-    elif path == "fixed_pattern" and "crossed" not in rules:
-        raise ValueError("path='fixed_pattern' needs the 'crossed' stop rule")
+        path = "propagator" if params.a.ndim == 2 and "crossed" in rules else "general"
+    elif path not in _PATHS:
+        raise ValueError(f"path must be 'auto' or one of {sorted(_PATHS)}, not {path!r}")
+    elif path != "general" and ("crossed" not in rules or params.a.ndim != 2):
+        raise ValueError(f"path={path!r} needs 1-D input and the 'crossed' stop rule")
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
-    advance = functools.partial(_chunk, check_every=check_every, rules=rules)
+    advance = functools.partial(_chunk, check_every=check_every, rules=rules, block=block)
 
     active = np.arange(runs)
-    lanes = _padded(active, bucket_size(runs, min_bucket))
-    state, inputs = _take(state, lanes), _take(inputs, lanes)
+    capacity = -(-runs // block) * block
+    state, inputs = _take((state, inputs), _padded(active, capacity))
     for k in range(1, max_checks + 1):
-        start = state
-        state, code, loss = advance(state, inputs, *scalars, path=path)
-        code = np.asarray(code)[: active.size]  # the rest are padding lanes
-        if path == "fixed_pattern":
-            state, code, loss = _redo_crossed(
-                start, inputs, scalars, advance, state, code, loss, min_bucket
-            )
+        state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, block, active.size)
         if k == max_checks:
             code = np.where(code == Status.RUNNING, np.int8(Status.UNFINISHED), code)
         done = code != Status.RUNNING
@@ -294,9 +400,8 @@ def simulate(
                 out[ids] = leaf[where]
             keep = np.flatnonzero(~done)
             active = active[keep]
-            if active.size:
-                lanes = _padded(keep, bucket_size(active.size, min_bucket))
-                state, inputs = _take(state, lanes), _take(inputs, lanes)
+            if active.size:  # the active runs first, in order: shapes never change
+                state, inputs = _take((state, inputs), _padded(keep, capacity))
         if on_check is not None:
             on_check(k, status.copy())
         if not active.size:

@@ -46,16 +46,17 @@ def side_moments(data: WeightedData) -> SideMoments:
 
 def fixed_pattern_steps(
     params: Params, moments: SideMoments, step_size, alpha, num_steps: int
-) -> tuple[Params, jax.Array]:
+) -> tuple[Params, jax.Array, jax.Array]:
     """`num_steps` GD steps of one 1-D run under a fixed activation pattern.
 
-    Returns the new parameters and max over the steps and neurons of |b_i/a_i|, which
-    tells whether the pattern really stayed fixed (it did iff that is < min_j |x_j|).
+    Returns the new parameters, max over the steps and neurons of |b_i/a_i|, which tells
+    whether the pattern really stayed fixed (it did iff that is < min_j |x_j|), and which
+    neurons were on the other side (sign a_i) than at the start after some step, (n,).
     """
     h = step_size
 
     def body(carry, _):
-        a, b, w, c, kink = carry
+        a, b, w, c, kink, changed = carry
         plus = a > 0  # a_i may change sign while its kink stays inside: sides move
         g_plus = jnp.where(plus, 1.0, alpha)
         g_minus = jnp.where(plus, alpha, 1.0)
@@ -72,8 +73,10 @@ def fixed_pattern_steps(
             w - h * (a * g1 + b * g0),
             c - h * (r0[0] + r0[1]),
         )
-        return (a, b, w, c, jnp.maximum(kink, jnp.abs(b / a))), None
+        changed = changed | ((a > 0) != start_plus)
+        return (a, b, w, c, jnp.maximum(kink, jnp.abs(b / a)), changed), None
 
-    kink0 = jnp.zeros_like(params.b)
-    (a, b, w, c, kink), _ = jax.lax.scan(body, (*params, kink0), length=num_steps)
-    return Params(a, b, w, c), jnp.max(kink)
+    start_plus = params.a > 0
+    carry = (*params, jnp.zeros_like(params.b), jnp.zeros(params.b.shape, bool))
+    (a, b, w, c, kink, changed), _ = jax.lax.scan(body, carry, length=num_steps)
+    return Params(a, b, w, c), jnp.max(kink), changed

@@ -1,0 +1,145 @@
+"""GD on a 1-D network in O(1) work per step: the neurons of a side share one 3×3 propagator.
+
+While the activation pattern is fixed (see `fastpath`), the GD step of neuron i is linear
+in θ_i = (a_i, b_i, w_i) with a matrix that only depends on its side t = sign a_i:
+
+    θ_i ← P_t θ_i,   P_t = I - h [[0, 0, G1_t], [0, 0, G0_t], [G1_t, G0_t, 0]].
+
+Over a chunk, θ_i = Φ_t θ_i(start) with Φ_t = P_t(k)…P_t(1), and the per-side lines need
+only the Grams Σ_t = Σ_{i on t} θ_iθ_iᵀ at the chunk's start: Σ_i w_i a_i over side t is
+(Φ_t Σ_t Φ_tᵀ)[w, a]. A chunk costs O(n) once (Σ_t; θ_i at its end) and O(1) per step.
+
+The kinks. He init has b = 0, so every neuron of side t starts in the plane b = 0 and
+stays in its image under the propagators: b_i/a_i = (Φ10 + Φ12 q_i)/(Φ00 + Φ02 q_i) with
+q_i = w_i/a_i at the start (`slope0`). This Möbius function of q_i is monotone while no
+a_i changes sign, and a_i/a_i(0) = Φ00 + Φ02 q_i is linear in q_i: the largest |b_i/a_i|
+and the first sign change of any a_i both occur at the neurons of least and greatest q_i.
+These two per side are tracked after every step, together with up to `IRREGULAR_CAPACITY`
+"irregular" neurons (b ≠ 0 at the start, or a changed sign once and left the plane).
+A run is not exact here, and the engine redoes its chunk on the O(n) fixed-pattern path,
+when a tracked a_i changes sign or it has more irregular neurons than that.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gdrelu.fastpath import SideMoments
+from gdrelu.model import Params
+
+IRREGULAR_CAPACITY = 4
+
+
+def regular_neurons(params: Params) -> tuple[jax.Array, jax.Array]:
+    """(slope0, regular) of one 1-D run: q_i = w_i/a_i, and whether neuron i is in b = 0."""
+    regular = (params.b == 0) & (params.a != 0) & jnp.isfinite(params.w / params.a)
+    return jnp.where(regular, params.w / jnp.where(regular, params.a, 1.0), 0.0), regular
+
+
+def tracked_neurons(params: Params, slope0, regular) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The neurons whose kinks bound all others: (indices (T,), real (T,), fits ()).
+
+    Per side, the regular neurons of least and greatest q_i, then the irregular ones;
+    `fits` is False when there are more irregular neurons than `IRREGULAR_CAPACITY`.
+    """
+    plus = params.a > 0
+    picks, real = [], []
+    for side in (plus, ~plus):
+        members = regular & side
+        picks += [
+            jnp.argmax(jnp.where(members, slope0, -jnp.inf)),
+            jnp.argmin(jnp.where(members, slope0, jnp.inf)),
+        ]
+        real += [jnp.any(members)] * 2
+    irregular = ~regular
+    count = jnp.sum(irregular)
+    (others,) = jnp.nonzero(irregular, size=IRREGULAR_CAPACITY, fill_value=0)
+    indices = jnp.concatenate([jnp.stack(picks), others])
+    real = jnp.concatenate([jnp.stack(real), jnp.arange(IRREGULAR_CAPACITY) < count])
+    return indices, real, count <= IRREGULAR_CAPACITY
+
+
+def propagator_steps(
+    params: Params,
+    moments: SideMoments,
+    step_size,
+    alpha,
+    num_steps: int,
+    slope0,
+    regular,
+    *,
+    block: int = 64,
+) -> tuple[Params, jax.Array, jax.Array]:
+    """`num_steps` GD steps of a batch of 1-D runs under fixed activation patterns.
+
+    Every argument has a leading runs axis (step_size (runs,); slope0, regular (runs, n)).
+    Returns the new parameters, per run the max over the steps of max_i |b_i/a_i|, and
+    whether the run is exact: False when some a_i changed sign (the sides moved) or too
+    many neurons are irregular; the engine then trains that chunk again on the O(n)
+    fixed-pattern path. The runs go through in blocks of `block` (they must divide the
+    batch): O(1) per step makes the per-step state tiny, and it should stay in cache.
+    """
+    runs = params.c.shape[0]
+    block = min(block, runs)
+    if runs % block:
+        raise ValueError(f"{runs} runs do not split into blocks of {block}")
+    args = (params, moments, jnp.broadcast_to(step_size, (runs,)), slope0, regular)
+    blocks = jax.tree.map(lambda v: v.reshape(runs // block, block, *v.shape[1:]), args)
+    out = jax.lax.map(lambda b: _block_steps(*b[:3], alpha, num_steps, *b[3:]), blocks)
+    return jax.tree.map(lambda v: v.reshape(runs, *v.shape[2:]), out)
+
+
+def _pair(alpha, first, second):
+    """(first + α second, α first + second): the coupling g[t, s] = 1 if t = s else α."""
+    return jnp.stack([first + alpha * second, alpha * first + second])
+
+
+def _block_steps(params, moments, h, alpha, num_steps, slope0, regular):
+    """`propagator_steps` of one block; inside, the runs axis comes last (vector lanes)."""
+    dtype = params.b.dtype
+    theta = jnp.stack([params.a, params.b, params.w], 1)  # (runs, 3, n)
+    plus = params.a > 0
+    sides = jnp.stack([plus, ~plus], 1).astype(dtype)  # t = +, -
+    grams = jnp.einsum("rtn,rin,rjn->tijr", sides, theta, theta)  # Σ_t, (2, 3, 3, runs)
+    indices, real, fits = jax.vmap(tracked_neurons)(params, slope0, regular)
+    tracked = jnp.take_along_axis(theta, indices[:, None, :], 2).transpose(1, 2, 0)  # (3, T, runs)
+    tracked_plus = jnp.take_along_axis(plus, indices, 1).T
+    real = real.T
+    p, px, pxx, py, pxy = (v.T for v in moments)  # (2, runs): data side s = +, -
+
+    def body(carry, _):
+        phi, c, tracked, kink, moved = carry  # phi: Φ_t, (2, 3, 3, runs)
+        u = jnp.sum(grams * phi[:, 2][:, None], 2)  # Σ_t Φ_t[w]ᵀ
+        wa = jnp.sum(phi[:, 0] * u, 1)  # Σ_{i on t} w_i a_i
+        wb = jnp.sum(phi[:, 1] * u, 1)
+        slope, level = _pair(alpha, wa[0], wa[1]), c + _pair(alpha, wb[0], wb[1])
+        r0 = level * p + slope * px - py
+        r1 = level * px + slope * pxx - pxy
+        g1 = h * _pair(alpha, r1[0], r1[1])[:, None]  # per neuron side t
+        g0 = h * _pair(alpha, r0[0], r0[1])[:, None]
+        phi = jnp.stack(
+            [
+                phi[:, 0] - g1 * phi[:, 2],
+                phi[:, 1] - g0 * phi[:, 2],
+                phi[:, 2] - (g1 * phi[:, 0] + g0 * phi[:, 1]),
+            ],
+            1,
+        )
+        c = c - h * (r0[0] + r0[1])
+        a, b, w = tracked
+        t1 = jnp.where(tracked_plus, g1[0], g1[1])
+        t0 = jnp.where(tracked_plus, g0[0], g0[1])
+        tracked = jnp.stack([a - w * t1, b - w * t0, w - (a * t1 + b * t0)])
+        ratio = jnp.where(real, jnp.abs(tracked[1] / tracked[0]), 0.0)
+        kink = jnp.maximum(kink, jnp.max(ratio, 0))
+        moved = moved | jnp.any(real & ((tracked[0] > 0) != tracked_plus), 0)
+        return (phi, c, tracked, kink, moved), None
+
+    runs = params.c.shape[0]
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
+    carry = (eye, params.c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
+    (phi, c, _, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps)
+    both = jnp.einsum("tijr,rjn->rtin", phi, theta)
+    a, b, w = jnp.unstack(jnp.where(plus[:, None, :], both[:, 0], both[:, 1]), axis=1)
+    return Params(a, b, w, c), kink, fits & ~moved
