@@ -188,6 +188,7 @@ _PATHS = {
 }
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
 BLOCK = 64  # runs per block: the propagator's per-step state then stays in L1 cache
+REDO_BLOCK = 16  # runs per redo: few runs leave a chunk, and their redo costs O(n) or O(nm)
 
 
 def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path):
@@ -233,6 +234,7 @@ def _chunk(
     """
     TRACE_COUNT[path] += 1
     runs = state.max_kink.shape[0]
+    block = min(block, runs)
     out = (
         state,
         jnp.full((runs,), Status.RUNNING, jnp.int8),
@@ -279,7 +281,7 @@ def _exact_chunk(path, start, inputs, scalars, advance, block, real):
     state, code, loss, exact = advance(start, inputs, num_blocks, *scalars, path=path)
     code, exact = np.asarray(code)[:real], np.asarray(exact)[:real]
     redo = functools.partial(
-        _redo, start=start, inputs=inputs, scalars=scalars, advance=advance, block=block
+        _redo, start=start, inputs=inputs, scalars=scalars, advance=advance, block=REDO_BLOCK
     )
     left = np.isin(code, (Status.CROSSED, Status.DIVERGED))
     if path == "propagator":

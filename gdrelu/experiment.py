@@ -173,30 +173,39 @@ def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData,
     """Initial parameters, training data and validation weights of runs `indices` of a cell."""
     spec = cell.spec
     dtype = jnp.dtype(spec.dtype)
-    return _initial_runs(
+    keys = (
         jnp.asarray(spec.seed, jnp.uint32),
         jnp.asarray(cell.cell_hash, jnp.uint32),
         jnp.asarray(indices, jnp.uint32),
-        jnp.asarray(cell.delta, dtype),
-        jnp.asarray(cell.num_samples, dtype),
-        width=cell.width,
-        init=spec.init,
     )
+    params = _initial_params(*keys, jnp.zeros((), dtype), width=cell.width, init=spec.init)
+    data, valid = _initial_data(*keys, jnp.asarray(cell.delta, dtype), cell.num_samples)
+    return params, data, valid
+
+
+def _run_keys(seed, cell_hash, indices):
+    """Per run: keys of (initial parameters, training data, validation weights)."""
+    return jax.vmap(lambda index: jax.random.split(run_key(seed, cell_hash, index), 3))(indices)
 
 
 @functools.partial(jax.jit, static_argnames=("width", "init"))
-def _initial_runs(seed, cell_hash, indices, delta, num_samples, *, width, init):
-    """One compiled program per (width, init, dtype, run count): seeds and Δ are data."""
-    dtype = delta.dtype
+def _initial_params(seed, cell_hash, indices, like, *, width, init):
+    """One compiled program per (width, init, dtype, run count)."""
+    keys = _run_keys(seed, cell_hash, indices)[:, 0]
+    return jax.vmap(lambda key: INITS[init](width, key=key, dtype=like.dtype))(keys)
 
-    def one(index):
-        keys = jax.random.split(run_key(seed, cell_hash, index), 3)
-        params = INITS[init](width, key=keys[0], dtype=dtype)
-        data = paper_data(keys[1], delta, num_samples, dtype)
-        valid = paper_data(keys[2], jnp.zeros((), dtype), num_samples, dtype).weights
-        return params, data, valid
 
-    return jax.vmap(one)(indices)
+@jax.jit
+def _initial_data(seed, cell_hash, indices, delta, num_samples):
+    """One compiled program per (dtype, run count), whatever the width: N and Δ are data."""
+    keys = _run_keys(seed, cell_hash, indices)
+
+    def one(key_data, key_valid):
+        data = paper_data(key_data, delta, num_samples, delta.dtype)
+        valid = paper_data(key_valid, jnp.zeros((), delta.dtype), num_samples, delta.dtype)
+        return data, valid.weights
+
+    return jax.vmap(one)(keys[:, 1], keys[:, 2])
 
 
 class CellResult(NamedTuple):
