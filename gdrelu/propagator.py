@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from gdrelu.fastpath import SideMoments
 from gdrelu.model import Params
 
-IRREGULAR_CAPACITY = 4
+IRREGULAR_CAPACITY = 2
 
 
 def regular_neurons(params: Params) -> tuple[jax.Array, jax.Array]:

@@ -1,0 +1,93 @@
+"""The O(1) propagator step: when it declares itself exact, and that the engine then agrees."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gdrelu import Params, Status, propagator, simulate, theory
+from gdrelu.experiment import Cell, ExperimentSpec, initial_runs
+from gdrelu.fastpath import fixed_pattern_steps, side_moments
+
+
+@pytest.fixture(scope="module")
+def runs():
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=16, seed=5)
+    params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(16))
+    return params, data, theory.paper_step_size(params, data)
+
+
+def _with_tiny_a(params, value=1e-7):
+    """Neuron 0 of every run starts with a_0 = ±value: it soon changes side."""
+    return params._replace(a=params.a.at[:, 0].set(value * jnp.sign(params.a[:, 0])))
+
+
+def _propagate(params, data, step, steps=200):
+    slope0, regular = jax.vmap(propagator.regular_neurons)(params)
+    moments = jax.vmap(side_moments)(data)
+    return propagator.propagator_steps(params, moments, step, 0.0, steps, slope0, regular)
+
+
+def test_exact_runs_match_the_fixed_pattern_step(runs):
+    params, data, step = runs
+    got, kink, exact = _propagate(params, data, step)
+    ref, ref_kink, changed = jax.vmap(
+        lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)
+    )(params, data, step)
+    inside = np.asarray(ref_kink) < 1.0  # the pattern stayed fixed: both are GD
+    exact, changed = np.asarray(exact), np.asarray(changed).any(axis=1)
+    np.testing.assert_array_equal(exact[inside], ~changed[inside])
+    same = inside & exact
+    assert same.sum() >= 8
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g)[same], np.asarray(r)[same], rtol=1e-11, atol=1e-14)
+    # the kinks of the two extreme neurons per side bound every other kink
+    np.testing.assert_allclose(np.asarray(kink)[same], np.asarray(ref_kink)[same], rtol=1e-11)
+
+
+def test_a_side_change_is_caught(runs):
+    params, data, step = runs
+    params = _with_tiny_a(params)
+    _, _, exact = _propagate(params, data, step)
+    _, ref_kink, changed = jax.vmap(
+        lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)
+    )(params, data, step)
+    flipped_inside = np.asarray(changed[:, 0]) & (np.asarray(ref_kink) < 1.0)
+    assert flipped_inside.any()  # the neuron changed side while its kink stayed inside
+    assert not np.any(np.asarray(exact)[np.asarray(changed).any(axis=1)])
+
+
+def test_too_many_irregular_neurons_is_not_exact(runs):
+    params, data, step = runs
+    params = params._replace(b=params.b.at[:, : propagator.IRREGULAR_CAPACITY + 1].set(1e-3))
+    _, _, exact = _propagate(params, data, step, steps=1)
+    assert not np.any(exact)
+
+
+@pytest.mark.parametrize("tweak", ["side_change", "biases"])
+def test_engine_redoes_what_the_propagator_cannot(runs, tweak):
+    params, data, step = runs
+    if tweak == "side_change":
+        params = _with_tiny_a(params)
+    else:
+        params = params._replace(b=jnp.full_like(params.b, 1e-3))
+    kwargs = dict(check_every=100, max_checks=50)
+    fast = simulate(params, data, step, path="propagator", **kwargs)
+    general = simulate(params, data, step, path="general", **kwargs)
+    assert Status.STUCK in fast.status
+    np.testing.assert_array_equal(fast.status, general.status)
+    np.testing.assert_array_equal(fast.stop_step, general.stop_step)
+    for f, g in zip(fast.params, general.params, strict=True):
+        np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-12)
+
+
+def test_regular_neurons_are_those_with_zero_bias():
+    params = Params(
+        a=jnp.array([1.0, -2.0, 0.5]),
+        b=jnp.array([0.0, 0.0, 0.1]),
+        w=jnp.array([2.0, 1.0, 1.0]),
+        c=0.0,
+    )
+    slope0, regular = propagator.regular_neurons(params)
+    np.testing.assert_array_equal(regular, [True, True, False])
+    np.testing.assert_allclose(slope0, [2.0, -0.5, 0.0])
