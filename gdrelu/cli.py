@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 import tomllib
@@ -70,7 +71,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML file of experiment settings")
     run.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="where compiled XLA programs are kept between runs ('none': nowhere; "
+        "default $GDRELU_CACHE_DIR or ~/.cache/gdrelu/xla)",
+    )
     return parser
+
+
+def default_cache_dir() -> Path | None:
+    """$GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla (~/.cache/gdrelu/xla)."""
+    if "GDRELU_CACHE_DIR" in os.environ:
+        return Path(os.environ["GDRELU_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gdrelu" / "xla"
+
+
+def use_compilation_cache(path: Path | None) -> None:
+    """Keep compiled programs on disk: a second run with the same shapes compiles nothing
+    (JAX checks the compiler version and the program in each entry's key)."""
+    if path is None or str(path).lower() == "none":
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def _spec_from(args):
@@ -149,6 +175,19 @@ class _Progress:
         self.bar.close()
 
 
+def use_every_cpu_core() -> None:
+    """One XLA CPU device per core (before JAX starts its backends), so that the engine
+    spreads its blocks of runs over all cores; on a GPU this changes nothing."""
+    import jax
+
+    if jax.config.jax_num_cpu_devices > 0:  # the caller chose
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    except (AttributeError, RuntimeError) as err:  # an older JAX, or backends already up
+        print(f"warning: one CPU device for all cores ({err})", file=sys.stderr)
+
+
 def _run(args) -> int:
     spec = _spec_from(args)
     out = _prepare_out(args.out)
@@ -157,6 +196,8 @@ def _run(args) -> int:
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_default_matmul_precision", "highest")
+    use_every_cpu_core()
+    use_compilation_cache(args.cache_dir)
     from gdrelu.experiment import run_experiment
     from gdrelu.store import format_table, write_results
 

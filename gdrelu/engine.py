@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu import theory
 from gdrelu.data import WeightedData
@@ -187,8 +188,18 @@ _PATHS = {
     "propagator": _propagator_steps,
 }
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
+RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block: the propagator's per-step state then stays in L1 cache
 REDO_BLOCK = 16  # runs per redo: few runs leave a chunk, and their redo costs O(n) or O(nm)
+
+
+def _shard_map(fn, *, mesh, in_specs, out_specs):
+    """`jax.shard_map` without the replication checks (scan carries start unvarying)."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map
+
+    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
 def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path):
@@ -212,7 +223,7 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, 
     return state._replace(best_val=best, stale_checks=stale), code, loss, exact
 
 
-@functools.partial(jax.jit, static_argnames=("check_every", "rules", "path", "block"))
+@functools.partial(jax.jit, static_argnames=("check_every", "rules", "path", "block", "mesh"))
 def _chunk(
     state: RunState,
     inputs: _CheckInputs,
@@ -225,14 +236,31 @@ def _chunk(
     rules,
     path,
     block,
+    mesh,
 ):
-    """A chunk for the first `num_blocks` (traced) blocks of `block` runs: (state, status
-    code, loss, exact) with a leading axis over all runs, the others left as they were.
+    """A chunk on every device of `mesh`, each visiting the first `num_blocks[d]` blocks of
+    `block` runs of its share: (state, status code, loss, exact), runs axis first.
 
-    The runs' count only sets the shape, and blocks go one after the other: one compile
-    per path and width, however many runs are still active.
+    The run count only sets the shape and each device's blocks go one after the other:
+    one compile per path and width, however many runs are still active.
     """
     TRACE_COUNT[path] += 1
+    local = functools.partial(
+        _local_chunk, check_every=check_every, rules=rules, path=path, block=block
+    )
+    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
+    return _shard_map(
+        lambda s, i, count, *rest: local(s, i, count[0], *rest),
+        mesh=mesh,
+        in_specs=(runs, runs, runs, scalar, scalar, scalar),
+        out_specs=runs,
+    )(state, inputs, num_blocks, alpha, min_delta, patience)
+
+
+def _local_chunk(
+    state, inputs, num_blocks, alpha, min_delta, patience, *, check_every, rules, path, block
+):
+    """`_chunk` on one device's share of the runs."""
     runs = state.max_kink.shape[0]
     block = min(block, runs)
     out = (
@@ -254,59 +282,91 @@ def _chunk(
     return jax.lax.fori_loop(0, num_blocks, body, out)
 
 
-def _redo(lanes, path, start, inputs, scalars, advance, state, code, loss, block):
-    """Train `lanes` again from the chunk's `start` on `path`, `block` lanes at a time."""
+def _redo(lanes, path, start, inputs, scalars, advance, layout, state, code, loss):
+    """Train `lanes` again from the chunk's `start` on `path`, a few lanes at a time."""
     code = code.copy()
-    for first in range(0, lanes.size, block):
-        part = lanes[first : first + block]
-        picked = _padded(part, block)
+    size = layout.redo_lanes
+    for first in range(0, lanes.size, size):
+        part = lanes[first : first + size]
+        picked = jnp.asarray(_padded(part, size))
         redo_state, redo_code, redo_loss, _ = advance(
-            _take(start, picked), _take(inputs, picked), 1, *scalars, path=path
+            *_take((start, inputs), picked, layout.sharding),
+            layout.one_block,
+            *scalars,
+            path=path,
         )
-        state, loss = _put((state, loss), picked, (redo_state, redo_loss))
+        state, loss = _put((state, loss), picked, (redo_state, redo_loss), layout.sharding)
         code[part] = np.asarray(redo_code)[: part.size]
     return state, code, loss
 
 
-def _exact_chunk(path, start, inputs, scalars, advance, block, real):
-    """One chunk of `path` for the first `real` runs, and those it left redone exactly:
-    (state, code of the `real` runs, loss).
+def _exact_chunk(path, start, inputs, scalars, advance, layout):
+    """One chunk of `path` for the active lanes, with those it left redone exactly:
+    (state, code of every lane, loss).
 
     The propagator is exact while the sides of the neurons stay put, the fixed-pattern
-    step while no kink reaches the data; a run that crossed or diverged (it may have
-    crossed before its values blew up) is trained again on the general path, one whose
-    neurons changed side on the fixed-pattern path (and then, if it crossed, generally).
+    step while no kink reaches the data: a run for which that failed, or that crossed or
+    diverged (it may have crossed before its values blew up), is trained again on the
+    general path. Few runs need this, once each (a crossed run stops), so one more
+    compiled path for side changes alone (the fixed-pattern one) would cost more than
+    it saves.
     """
-    num_blocks = -(-real // block)
-    state, code, loss, exact = advance(start, inputs, num_blocks, *scalars, path=path)
-    code, exact = np.asarray(code)[:real], np.asarray(exact)[:real]
-    redo = functools.partial(
-        _redo, start=start, inputs=inputs, scalars=scalars, advance=advance, block=REDO_BLOCK
+    state, code, loss, exact = advance(start, inputs, layout.num_blocks, *scalars, path=path)
+    code, exact = np.asarray(code), np.asarray(exact)
+    left = (layout.slots >= 0) & (np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact)
+    if path == "general" or not left.any():
+        return state, code, loss
+    return _redo(
+        np.flatnonzero(left), "general", start, inputs, scalars, advance, layout, state, code, loss
     )
-    left = np.isin(code, (Status.CROSSED, Status.DIVERGED))
-    if path == "propagator":
-        moved = np.flatnonzero(~exact & ~left)
-        state, code, loss = redo(moved, "fixed_pattern", state=state, code=code, loss=loss)
-        left |= np.isin(code, (Status.CROSSED, Status.DIVERGED))
-    if path != "general":
-        state, code, loss = redo(np.flatnonzero(left), "general", state=state, code=code, loss=loss)
-    return state, code, loss
 
 
-@jax.jit
-def _take(tree, positions):
-    return jax.tree.map(lambda leaf: jnp.take(leaf, positions, axis=0), tree)
+class _Layout(NamedTuple):
+    """Where the runs are: lane j of the state holds run slots[j] (-1: padding). Each
+    device's share of the lanes starts with its active runs, num_blocks[d] blocks of them."""
+
+    slots: np.ndarray
+    num_blocks: jax.Array
+    one_block: jax.Array
+    redo_lanes: int
+    sharding: NamedSharding
 
 
-@jax.jit
-def _put(tree, positions, parts):
-    return jax.tree.map(lambda leaf, part: leaf.at[positions].set(part), tree, parts)
+def _arrange(lanes, slots, per_device, block, sharding) -> tuple[np.ndarray, _Layout]:
+    """Spread the runs at `lanes` evenly over the devices, each share padded to
+    `per_device` lanes with copies of an active run: (positions to take, new layout)."""
+    devices = sharding.mesh.size
+    positions, new_slots, counts = [], [], []
+    for part in np.array_split(lanes, devices):
+        positions.append(_padded(part if part.size else lanes[:1], per_device))
+        new_slots.append(np.concatenate([slots[part], np.full(per_device - part.size, -1)]))
+        counts.append(-(-part.size // block))
+    layout = _Layout(
+        slots=np.concatenate(new_slots),
+        num_blocks=jax.device_put(np.asarray(counts, np.int32), sharding),
+        one_block=jax.device_put(np.ones(devices, np.int32), sharding),
+        redo_lanes=devices * -(-REDO_BLOCK // devices),
+        sharding=sharding,
+    )
+    return np.concatenate(positions), layout
 
 
-def _padded(positions: np.ndarray, size: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def _take(tree, positions, sharding):
+    taken = jax.tree.map(lambda leaf: jnp.take(leaf, positions, axis=0), tree)
+    return jax.lax.with_sharding_constraint(taken, sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def _put(tree, positions, parts, sharding):
+    put = jax.tree.map(lambda leaf, part: leaf.at[positions].set(part), tree, parts)
+    return jax.lax.with_sharding_constraint(put, sharding)
+
+
+def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     """`positions` padded to `size` with copies of its first entry (shapes stay few)."""
     pad = np.full(size - positions.size, positions[0], dtype=positions.dtype)
-    return jnp.asarray(np.concatenate([positions, pad]))
+    return np.concatenate([positions, pad])
 
 
 def simulate(
@@ -324,6 +384,7 @@ def simulate(
     eigenvectors: str = "columns",
     path: str = "auto",
     block: int = BLOCK,
+    devices=None,
     on_check: Callable[[int, np.ndarray], None] | None = None,
 ) -> SimulationResult:
     """Train every run with GD until it stops, checking every `check_every` steps.
@@ -380,19 +441,23 @@ def simulate(
     elif path != "general" and ("crossed" not in rules or params.a.ndim != 2):
         raise ValueError(f"path={path!r} needs 1-D input and the 'crossed' stop rule")
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
-    advance = functools.partial(_chunk, check_every=check_every, rules=rules, block=block)
+    mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
+    advance = functools.partial(
+        _chunk, check_every=check_every, rules=rules, block=block, mesh=mesh
+    )
 
-    active = np.arange(runs)
-    capacity = -(-runs // block) * block
-    state, inputs = _take((state, inputs), _padded(active, capacity))
+    per_device = -(-runs // (mesh.size * block)) * block
+    positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
+    state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     for k in range(1, max_checks + 1):
-        state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, block, active.size)
+        state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, layout)
         if k == max_checks:
             code = np.where(code == Status.RUNNING, np.int8(Status.UNFINISHED), code)
-        done = code != Status.RUNNING
+        done = (layout.slots >= 0) & (code != Status.RUNNING)
         if done.any():
             where = np.flatnonzero(done)
-            ids = active[where]
+            ids = layout.slots[where]
             status[ids] = code[where]
             stop_step[ids] = k * check_every
             host_params, host_kink, host_loss = jax.device_get((state.params, state.max_kink, loss))
@@ -400,12 +465,14 @@ def simulate(
             final_loss[ids] = host_loss[where]
             for out, leaf in zip(final, host_params, strict=True):
                 out[ids] = leaf[where]
-            keep = np.flatnonzero(~done)
-            active = active[keep]
-            if active.size:  # the active runs first, in order: shapes never change
-                state, inputs = _take((state, inputs), _padded(keep, capacity))
+            keep = np.flatnonzero((layout.slots >= 0) & ~done)
+            if not keep.size:
+                layout = layout._replace(slots=np.full_like(layout.slots, -1))
+            else:  # the active runs first on each device: shapes never change
+                positions, layout = _arrange(keep, layout.slots, per_device, block, sharding)
+                state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
         if on_check is not None:
             on_check(k, status.copy())
-        if not active.size:
+        if not (layout.slots >= 0).any():
             break
     return SimulationResult(status, stop_step, Params(*final), max_kink, final_loss)

@@ -1,5 +1,7 @@
 """Shared fixtures: float64 everywhere, and the golden vectors of the paper's reference code."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -7,8 +9,11 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_num_cpu_devices", 2)  # the engine shards runs over devices: test that
 
 DATA = Path(__file__).parent / "data"
+# `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests
+os.environ["GDRELU_CACHE_DIR"] = tempfile.mkdtemp(prefix="gdrelu-test-cache-")
 
 
 def golden_case(golden, i):

@@ -45,9 +45,21 @@ def test_result_does_not_depend_on_the_batch(width8, width8_result):
         np.testing.assert_array_equal(got, full[idx])
 
 
-def test_fixed_pattern_path_equals_general_path(width8, width8_result):
+def test_result_does_not_depend_on_the_device_count(width8, width8_result):
+    import jax
+
+    assert jax.device_count() == 2  # tests/conftest.py asks for two CPU devices
+    one = simulate(*width8, check_every=200, max_checks=100, devices=jax.devices()[:1])
+    np.testing.assert_array_equal(one.status, width8_result.status)
+    np.testing.assert_array_equal(one.stop_step, width8_result.stop_step)
+    for got, full in zip(one.params, width8_result.params, strict=True):
+        np.testing.assert_array_equal(got, full)
+
+
+@pytest.mark.parametrize("path", ["fixed_pattern", "propagator"])
+def test_fast_paths_equal_the_general_path(width8, path):
     general = simulate(*width8, check_every=200, max_checks=100, path="general")
-    fast = width8_result
+    fast = simulate(*width8, check_every=200, max_checks=100, path=path)
     assert {Status.CROSSED, Status.STUCK} <= set(fast.status.tolist())  # both outcomes occur
     np.testing.assert_array_equal(fast.status, general.status)
     np.testing.assert_array_equal(fast.stop_step, general.stop_step)
