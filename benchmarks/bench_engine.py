@@ -1,14 +1,18 @@
-"""Throughput of the gdrelu engine against the plain NumPy baseline, in neuron-steps/s.
+"""Throughput of the gdrelu engine's GD paths against the plain NumPy baseline.
 
-For each width, one workload (He init, six-point data with Δ = 0, multinomial weights with
-N = n², the paper's step size) is trained for a fixed number of GD steps, with the stopping
-checks every 1000 steps and no run dropped, by:
-- `numpy_baseline.simulate_numpy(..., early_exit=False)` (float64), timed once;
-- `gdrelu.engine._chunk` with path="general" and path="fixed_pattern", after one warm-up
-  call (compilation excluded), median of `--repeats` timings.
-Throughput = width × steps × runs / seconds.
+For each (width, run count, dtype), one workload (He init, six-point data with Δ = 0,
+multinomial weights with N = n², the paper's step size) is trained for `--steps` GD steps
+with the stopping checks every 1000 steps and no run dropped, by
+- `numpy_baseline.simulate_numpy(..., early_exit=False)` (always float64), timed once;
+- `gdrelu.engine.chunk_runner` for the paths general, fixed_pattern and propagator (all
+  devices: one CPU device per core), after one warm-up call: `first` is that call
+  (compile + run), the throughput is the median of `--repeats` timings.
+Throughput = width × steps × runs / s (neuron-steps/s). `check %` is the share of a
+propagator chunk spent outside its 1000 GD steps (setup, checks: a chunk of 1 step
+against one of 1000).
 
-    PYTHONPATH=. python benchmarks/bench_engine.py [--widths 16 256 2048] [--json PATH]
+    PYTHONPATH=. python benchmarks/bench_engine.py [--widths ...] [--runs ...] [--json P]
+        [--plot P]
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
+
+jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 try:
     from benchmarks import numpy_baseline
@@ -31,7 +39,7 @@ except ImportError:  # run as a script without the repository root on sys.path
     import numpy_baseline
 
 CHECK_EVERY = 1000
-PATHS = ("general", "fixed_pattern")
+PATHS = ("general", "fixed_pattern", "propagator")
 
 
 def workload(width: int, runs: int, seed: int = 0):
@@ -56,122 +64,139 @@ def time_numpy(params, data, step_size, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def time_engine(params, data, step_size, steps: int, path: str, dtype, repeats: int) -> float:
-    """Median seconds of `steps // 1000` engine chunks (steps plus checks), compile excluded."""
+def time_engine(params, data, step_size, steps, path, dtype, repeats, check_every=CHECK_EVERY):
+    """(first call: compile + one chunk, median seconds of `steps // check_every` chunks)."""
     from gdrelu import engine
     from gdrelu.data import WeightedData
-    from gdrelu.model import Params, max_abs_kink
+    from gdrelu.model import Params
 
     params = Params(*(jnp.asarray(v, dtype) for v in params))
     data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
-    runs = params.c.shape[0]
-    inputs = engine._CheckInputs(
-        data=data, step_size=jnp.asarray(step_size, dtype), validation_weights=data.weights
+    run = engine.chunk_runner(
+        params, data, jnp.asarray(step_size, dtype), path=path, check_every=check_every
     )
-    state0 = engine.RunState(
-        params=params,
-        max_kink=jax.vmap(max_abs_kink)(params),
-        best_val=jnp.full((runs,), jnp.inf, dtype),
-        stale_checks=jnp.zeros((runs,), jnp.int32),
-    )
-    scalars = (jnp.asarray(0.0, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
-
-    def run(chunks):
-        state = state0
-        for _ in range(chunks):
-            state, code, loss = engine._chunk(
-                state,
-                inputs,
-                *scalars,
-                check_every=CHECK_EVERY,
-                rules=engine.STOP_RULES,
-                path=path,
-            )
-            np.asarray(code)  # the host reads the codes after every chunk, as simulate does
-        jax.block_until_ready((state, loss))
-
-    run(1)  # compile
+    start = time.perf_counter()
+    run(1)
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run(steps // CHECK_EVERY)
+        run(max(1, steps // check_every))
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return first, statistics.median(times)
 
 
-def bench_width(width: int, runs: int, steps: int, dtype, repeats: int) -> dict:
-    """All measurements of one width, as a result row."""
+def bench(width: int, runs: int, steps: int, dtype: str, repeats: int, numpy_too: bool) -> dict:
+    """All measurements of one (width, runs, dtype), as a result row."""
     params, data, step_size = workload(width, runs)
     work = width * steps * runs
-    row = {"width": width, "runs": runs, "steps": steps}
-    row["numpy_s"] = time_numpy(params, data, step_size, steps)
-    row["numpy"] = work / row["numpy_s"]
+    row = {"width": width, "runs": runs, "steps": steps, "dtype": dtype}
+    if numpy_too:
+        row["numpy_s"] = time_numpy(params, data, step_size, steps)
+        row["numpy"] = work / row["numpy_s"]
     for path in PATHS:
-        row[f"{path}_s"] = time_engine(params, data, step_size, steps, path, dtype, repeats)
-        row[path] = work / row[f"{path}_s"]
-        row[f"{path}/numpy"] = row[path] / row["numpy"]
+        if path != "propagator" and width * runs * steps > 2**33:
+            continue  # the O(n) and O(nm) paths would take minutes here
+        first, seconds = time_engine(params, data, step_size, steps, path, dtype, repeats)
+        row[f"{path}_first_s"], row[f"{path}_s"] = first, seconds
+        row[path] = work / seconds
+        if numpy_too:
+            row[f"{path}/numpy"] = row[path] / row["numpy"]
+    _, one_step = time_engine(params, data, step_size, 1, "propagator", dtype, repeats, 1)
+    row["check_share"] = one_step / (row["propagator_s"] / max(1, steps // CHECK_EVERY))
     return row
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The results as a markdown table (throughputs in neuron-steps/s)."""
-    lines = [
-        "| width | runs | numpy | general | fixed_pattern | general/numpy | fixed/numpy |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    """The results as a markdown table (throughputs in neuron-steps/s; ratios to NumPy)."""
+    head = "| width | runs | dtype | numpy | " + " | ".join(PATHS)
+    head += " | " + " | ".join(f"{p}/numpy" for p in PATHS) + " | propagator first (s) | check % |"
+    lines = [head, "|" + "---:|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(
-            f"| {r['width']} | {r['runs']} | {r['numpy']:.3g} | {r['general']:.3g} "
-            f"| {r['fixed_pattern']:.3g} | {r['general/numpy']:.2f} "
-            f"| {r['fixed_pattern/numpy']:.2f} |"
-        )
+        cells = [str(r["width"]), str(r["runs"]), r["dtype"], _fmt(r.get("numpy"))]
+        cells += [_fmt(r.get(p)) for p in PATHS]
+        cells += [_fmt(r.get(f"{p}/numpy"), ".1f") for p in PATHS]
+        cells += [_fmt(r.get("propagator_first_s"), ".2f"), _fmt(100 * r["check_share"], ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _fmt(value, spec=".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Seconds per run-step against width (left) and against run count (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    default = [r for r in rows if r["dtype"] == "float64" and r.get("sweep") == "width"]
+    counts = [r for r in rows if r["dtype"] == "float64" and r.get("sweep") == "runs"]
+    for ax, part, key, label in (
+        (axes[0], default, "width", "width n"),
+        (axes[1], counts, "runs", f"runs (width {counts[0]['width'] if counts else '-'})"),
+    ):
+        for name in ("numpy", *PATHS):
+            pts = [(r[key], r["width"] / r[name]) for r in part if r.get(name)]
+            if pts:
+                ax.loglog(*zip(*pts, strict=False), "o-", label=name, base=2)
+        ax.set_xlabel(label)
+        ax.set_ylabel("seconds per run-step")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"gdrelu GD paths vs NumPy ({platform.machine()}, {os.cpu_count()} CPUs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 256, 2048])
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 1024, 2048])
+    parser.add_argument(
+        "--runs", type=int, nargs="+", default=[64, 256, 1024, 4096], help="run counts (width 256)"
+    )
     parser.add_argument("--steps", type=int, default=2000, help="GD steps, a multiple of 1000")
-    parser.add_argument(
-        "--runs", type=int, default=None, help="runs per width (default max(8, 2**15 // width))"
-    )
     parser.add_argument("--repeats", type=int, default=3, help="engine timings per median")
-    parser.add_argument(
-        "--dtype",
-        choices=("float64", "float32"),
-        default="float64",
-        help="engine dtype (the NumPy baseline is always float64)",
-    )
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="also plot cost against width and runs")
     args = parser.parse_args(argv)
     if args.steps < CHECK_EVERY or args.steps % CHECK_EVERY:
         parser.error(f"--steps must be a positive multiple of {CHECK_EVERY}")
 
-    jax.config.update("jax_enable_x64", True)
-    dtype = jnp.dtype(args.dtype)
     rows = []
-    for width in args.widths:
-        runs = args.runs or max(8, 2**15 // width)
-        rows.append(bench_width(width, runs, args.steps, dtype, args.repeats))
-        print(f"width {width}: done", file=sys.stderr, flush=True)
+    for dtype in args.dtypes:
+        for width in args.widths:  # as many neurons per width: runs = max(64, 2^15 / n)
+            row = bench(width, max(64, 2**15 // width), args.steps, dtype, args.repeats, True)
+            rows.append({**row, "sweep": "width"})
+            print(f"{dtype} width {width}: done", file=sys.stderr, flush=True)
+    for runs in args.runs:
+        rows.append(
+            {**bench(256, runs, args.steps, "float64", args.repeats, True), "sweep": "runs"}
+        )
+        print(f"runs {runs}: done", file=sys.stderr, flush=True)
     print(
-        f"engine dtype {args.dtype}, {args.steps} steps, device {jax.devices()[0]}, "
-        f"{os.cpu_count()} CPUs; throughput in neuron-steps/s\n"
+        f"{args.steps} steps, {len(jax.devices())} x {jax.devices()[0].device_kind}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__}; neuron-steps/s; NumPy is float64\n"
     )
     print(markdown_table(rows))
     if args.json:
         meta = {
             "argv": sys.argv,
-            "dtype": args.dtype,
             "steps": args.steps,
             "jax": jax.__version__,
             "numpy": np.__version__,
-            "device": str(jax.devices()[0]),
+            "devices": [str(d) for d in jax.devices()],
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
         }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
     return rows
 
 

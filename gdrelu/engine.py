@@ -26,8 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdrelu import theory
 from gdrelu.data import WeightedData
 from gdrelu.fastpath import fixed_pattern_steps, side_moments
-from gdrelu.model import Params, max_abs_kink, weighted_loss
-from gdrelu.propagator import propagator_steps, regular_neurons
+from gdrelu.model import Params, forward, max_abs_kink, weighted_loss
+from gdrelu.propagator import ChunkEnd, propagator_steps, regular_neurons
 
 
 class Status(enum.IntEnum):
@@ -75,6 +75,17 @@ class _CheckInputs(NamedTuple):
     data: WeightedData
     step_size: jax.Array
     validation_weights: jax.Array
+    roots: tuple[jax.Array, jax.Array]  # M^{1/2}, (M^{1/2})⁺ of the data (1-D), or zeros
+
+
+def check_inputs(data: WeightedData, step_size, validation_weights) -> _CheckInputs:
+    """What the checks need besides the state, batched; data-only terms computed once."""
+    if data.x.ndim == 2:
+        roots = jax.vmap(theory.moment_roots)(data)
+    else:  # d-dim input: no certificate
+        zeros = jnp.zeros((data.x.shape[0], 4, 4), data.y.dtype)
+        roots = (zeros, zeros)
+    return _CheckInputs(data, step_size, validation_weights, roots)
 
 
 def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
@@ -88,10 +99,29 @@ def _all_finite(params: Params, loss) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) & jnp.isfinite(loss)
 
 
-def _check_one(state: RunState, inputs: _CheckInputs, alpha, min_delta, patience, rules):
+def chunk_end(params: Params, data: WeightedData, alpha) -> ChunkEnd:
+    """The checks' view of one run after a general or fixed-pattern chunk (O(n) or O(nm))."""
+    if params.a.ndim > 1:  # d-dim input: no certificate
+        grams, theta = jnp.zeros((2, 3, 3), params.b.dtype), jnp.zeros((1, 3), params.b.dtype)
+    else:
+        grams, theta = theory.neuron_grams(params), jnp.stack([params.a, params.b, params.w], -1)
+    return ChunkEnd(grams, theta, jnp.ones(theta.shape[0], bool))
+
+
+def _network_outputs(params: Params, data: WeightedData, end: ChunkEnd, alpha, fixed_pattern):
+    """f(x_j): from the per-side lines when the pattern is known to be fixed, else directly."""
+    if fixed_pattern:
+        return params.c + theory._side_features(data.x) @ theory._linear_coordinates(
+            end.grams, alpha
+        )
+    return forward(params, data.x, alpha)
+
+
+def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_pattern):
     """Stopping checks of one run after a chunk: (status code, loss, best_val, stale)."""
     params, data = state.params, inputs.data
-    loss = weighted_loss(params, data.x, data.y, data.weights, alpha)
+    residual = _network_outputs(params, data, end, alpha, fixed_pattern) - data.y
+    loss = 0.5 * jnp.sum(data.weights * residual * residual)
     conditions = [~_all_finite(params, loss)]
     codes = [Status.DIVERGED]
     if "crossed" in rules:
@@ -102,14 +132,22 @@ def _check_one(state: RunState, inputs: _CheckInputs, alpha, min_delta, patience
         codes += [Status.A_DEGENERATE, Status.X_DEGENERATE]
     if "stuck" in rules:
         eigenvectors = "rows" if "reference_rows" in rules else "columns"
-        stuck = theory.provably_stuck(
-            params, data, inputs.step_size, alpha=alpha, eigenvectors=eigenvectors
+        stuck = theory.certificate(
+            end.grams,
+            params.c,
+            data,
+            inputs.step_size,
+            inputs.roots,
+            end.witnesses,
+            end.real,
+            alpha=alpha,
+            eigenvectors=eigenvectors,
         )
         conditions.append(stuck)
         codes.append(Status.STUCK)
     best, stale = state.best_val, state.stale_checks
     if "early_stopping" in rules:
-        val = weighted_loss(params, data.x, data.y, inputs.validation_weights, alpha)
+        val = 0.5 * jnp.sum(inputs.validation_weights * residual * residual)
         improved = val < best - min_delta
         best = jnp.where(improved, val, best)
         stale = jnp.where(improved, 0, stale + 1)
@@ -166,28 +204,31 @@ def _exact_everywhere(steps):
     def batched(params, data, step_size, alpha, num_steps, slope0, regular):
         one = jax.vmap(steps, in_axes=(0, 0, 0, None, None))
         params, kink, changed = one(params, data, step_size, alpha, num_steps)
-        return params, kink, changed, jnp.ones(kink.shape, bool)
+        end = jax.vmap(chunk_end, in_axes=(0, 0, None))(params, data, alpha)
+        return params, kink, changed, jnp.ones(kink.shape, bool), end
 
     return batched
 
 
 def _propagator_steps(params, data, step_size, alpha, num_steps, slope0, regular):
     moments = jax.vmap(side_moments)(data)
-    params, kink, exact = propagator_steps(
+    params, kink, exact, end = propagator_steps(
         params, moments, step_size, alpha, num_steps, slope0, regular
     )
-    return params, kink, jnp.zeros(slope0.shape, bool), exact
+    return params, kink, jnp.zeros(slope0.shape, bool), exact, end
 
 
 # Batched GD paths: (params, data, step_size, alpha, num_steps, slope0, regular), a leading
 # runs axis on all but alpha and num_steps, to (params, max |b/a|, changed side (runs, n),
-# exact (runs,)).
+# exact (runs,), ChunkEnd). Only the propagator's results may be inexact; its outputs at
+# the data then come from the per-side lines (FIXED_PATTERN_CHECKS).
 _PATHS = {
     "general": _exact_everywhere(_general_steps),
     "fixed_pattern": _exact_everywhere(_fixed_pattern_steps),
     "propagator": _propagator_steps,
 }
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
+FIXED_PATTERN_CHECKS = {"general": False, "fixed_pattern": False, "propagator": True}
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block: the propagator's per-step state then stays in L1 cache
 REDO_BLOCK = 16  # runs per redo: few runs leave a chunk, and their redo costs O(n) or O(nm)
@@ -204,7 +245,7 @@ def _shard_map(fn, *, mesh, in_specs, out_specs):
 
 def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path):
     """`check_every` GD steps for every run of one block, then the checks."""
-    params, kink, changed, exact = _PATHS[path](
+    params, kink, changed, exact, end = _PATHS[path](
         state.params,
         inputs.data,
         inputs.step_size,
@@ -218,8 +259,9 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, 
         max_kink=jnp.maximum(state.max_kink, kink),
         regular=state.regular & ~changed,
     )
-    check = jax.vmap(_check_one, in_axes=(0, 0, None, None, None, None))
-    code, loss, best, stale = check(state, inputs, alpha, min_delta, patience, rules)
+    check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
+    fixed = FIXED_PATTERN_CHECKS[path]
+    code, loss, best, stale = check(state, inputs, end, alpha, min_delta, patience, rules, fixed)
     return state._replace(best_val=best, stale_checks=stale), code, loss, exact
 
 
@@ -369,6 +411,50 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
+def chunk_runner(
+    params: Params,
+    data: WeightedData,
+    step_size,
+    *,
+    path: str,
+    check_every: int,
+    alpha: float = 0.0,
+    block: int = BLOCK,
+    devices=None,
+) -> Callable[[int], None]:
+    """For benchmarks: `run(chunks)` trains every run for `chunks` chunks of `check_every`
+    steps with the checks after each, as `simulate` does, but drops no run and redoes
+    nothing (the work stays the same from chunk to chunk)."""
+    runs, dtype = params.c.shape[0], params.c.dtype
+    mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
+    per_device = -(-runs // (mesh.size * block)) * block
+    positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
+    inputs = check_inputs(
+        data, jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,)), data.weights
+    )
+    state, inputs = _take((initial_state(params), inputs), jnp.asarray(positions), sharding)
+    scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
+
+    def run(chunks: int) -> None:
+        current = state
+        for _ in range(chunks):
+            current, code, _, _ = _chunk(
+                current,
+                inputs,
+                layout.num_blocks,
+                *scalars,
+                check_every=check_every,
+                rules=STOP_RULES,
+                path=path,
+                block=block,
+                mesh=mesh,
+            )
+            np.asarray(code)  # the host reads the codes after every chunk, as simulate does
+
+    return run
+
+
 def simulate(
     params: Params,
     data: WeightedData,
@@ -420,10 +506,10 @@ def simulate(
     else:
         validation_weights = data.weights
 
-    inputs = _CheckInputs(
-        data=WeightedData(*(jnp.asarray(v, dtype) for v in data)),
-        step_size=jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,)),
-        validation_weights=jnp.asarray(validation_weights, dtype),
+    inputs = check_inputs(
+        WeightedData(*(jnp.asarray(v, dtype) for v in data)),
+        jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,)),
+        jnp.asarray(validation_weights, dtype),
     )
     params = Params(*(jnp.asarray(v, dtype) for v in params))
     state = initial_state(params)

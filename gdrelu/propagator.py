@@ -22,13 +22,24 @@ when a tracked a_i changes sign or it has more irregular neurons than that.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from gdrelu.fastpath import SideMoments
 from gdrelu.model import Params
+from gdrelu.theory import neuron_grams
 
 IRREGULAR_CAPACITY = 2
+
+
+class ChunkEnd(NamedTuple):
+    """What the checks need of a run after a chunk, leading runs axis on every field."""
+
+    grams: jax.Array  # (2, 3, 3): Σ_t = Σ_{i on side t} θ_iθ_iᵀ
+    witnesses: jax.Array  # (k, 3): the θ_i whose kink margins bound all others'
+    real: jax.Array  # (k,): which witnesses are neurons (the rest is padding)
 
 
 def regular_neurons(params: Params) -> tuple[jax.Array, jax.Array]:
@@ -70,14 +81,18 @@ def propagator_steps(
     regular,
     *,
     block: int = 64,
-) -> tuple[Params, jax.Array, jax.Array]:
+) -> tuple[Params, jax.Array, jax.Array, ChunkEnd]:
     """`num_steps` GD steps of a batch of 1-D runs under fixed activation patterns.
 
     Every argument has a leading runs axis (step_size (runs,); slope0, regular (runs, n)).
-    Returns the new parameters, per run the max over the steps of max_i |b_i/a_i|, and
-    whether the run is exact: False when some a_i changed sign (the sides moved) or too
-    many neurons are irregular; the engine then trains that chunk again on the O(n)
-    fixed-pattern path. The runs go through in blocks of `block` (they must divide the
+    Returns the new parameters, per run the max over the steps of max_i |b_i/a_i|,
+    whether the run is exact (False when some a_i changed sign, so the sides moved, or
+    too many neurons are irregular: the engine then trains that chunk again on an exact
+    path), and what the checks need at the end (`ChunkEnd`): the Grams Σ_t, and the
+    tracked neurons. Their kink margins in the certificate bound all others' (the margin
+    of a_i(0)·v(q) is |a_i(0)| times a concave function of q while sign a_i holds).
+
+    The runs go through in blocks of `block` (they must divide the
     batch): O(1) per step makes the per-step state tiny, and it should stay in cache.
     """
     runs = params.c.shape[0]
@@ -100,8 +115,7 @@ def _block_steps(params, moments, h, alpha, num_steps, slope0, regular):
     dtype = params.b.dtype
     theta = jnp.stack([params.a, params.b, params.w], 1)  # (runs, 3, n)
     plus = params.a > 0
-    sides = jnp.stack([plus, ~plus], 1).astype(dtype)  # t = +, -
-    grams = jnp.einsum("rtn,rin,rjn->tijr", sides, theta, theta)  # Σ_t, (2, 3, 3, runs)
+    grams = jax.vmap(neuron_grams)(params).transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
     indices, real, fits = jax.vmap(tracked_neurons)(params, slope0, regular)
     tracked = jnp.take_along_axis(theta, indices[:, None, :], 2).transpose(1, 2, 0)  # (3, T, runs)
     tracked_plus = jnp.take_along_axis(plus, indices, 1).T
@@ -139,7 +153,13 @@ def _block_steps(params, moments, h, alpha, num_steps, slope0, regular):
     runs = params.c.shape[0]
     eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
     carry = (eye, params.c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
-    (phi, c, _, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps)
-    both = jnp.einsum("tijr,rjn->rtin", phi, theta)
-    a, b, w = jnp.unstack(jnp.where(plus[:, None, :], both[:, 0], both[:, 1]), axis=1)
-    return Params(a, b, w, c), kink, fits & ~moved
+    (phi, c, tracked, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps)
+    # θ_i ← Φ_t θ_i, written out (a batched 3×3 product per run is slow on CPUs)
+    phi_n = jnp.where(plus[:, None, None], phi[0].T[..., None], phi[1].T[..., None])
+    new = [sum(phi_n[:, j, i] * theta[:, j] for j in range(3)) for i in range(3)]
+    end = ChunkEnd(
+        grams=jnp.einsum("tikr,tklr,tjlr->rtij", phi, grams, phi),
+        witnesses=tracked.transpose(2, 1, 0),
+        real=real.T,
+    )
+    return Params(*new, c), kink, fits & ~moved, end

@@ -66,11 +66,16 @@ def _sqrt_and_pinv_sqrt(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     return (vecs * root) @ vecs.T, (vecs * inv_root) @ vecs.T
 
 
-def _neuron_grams(params: Params) -> jax.Array:
-    """Σ_s = Σ_{i: sign a_i = s} θ_i θ_iᵀ with θ_i = (a_i, b_i, w_i); shape (2, 3, 3)."""
-    theta = jnp.stack([params.a, params.b, params.w], -1)
+def neuron_grams(params: Params) -> jax.Array:
+    """Σ_s = Σ_{i: sign a_i = s} θ_i θ_iᵀ with θ_i = (a_i, b_i, w_i) of one 1-D run; (2, 3, 3)."""
+    theta = jnp.stack([params.a, params.b, params.w])  # (3, n)
     sides = jnp.stack([params.a > 0, params.a <= 0]).astype(theta.dtype)
-    return jnp.einsum("sn,ni,nj->sij", sides, theta, theta)
+    return jnp.sum(sides[:, None, None] * theta[:, None] * theta[None, :], -1)
+
+
+def moment_roots(data: WeightedData) -> tuple[jax.Array, jax.Array]:
+    """M^{1/2} and (M^{1/2})⁺ of one run's data (they do not change during training)."""
+    return _sqrt_and_pinv_sqrt(moment_matrix(data))
 
 
 def _coupling(alpha, dtype) -> jax.Array:
@@ -88,17 +93,15 @@ def _reference_matrix(grams: jax.Array, alpha) -> jax.Array:
     return c + b @ _block_diag(g[0], g[1]) @ b
 
 
-def _iteration_matrix(params: Params, data: WeightedData, alpha):
-    """M^{1/2} A_ref M^{1/2}, with M^{1/2}, (M^{1/2})⁺ and the neuron Grams Σ_s."""
-    root, pinv_root = _sqrt_and_pinv_sqrt(moment_matrix(data))
-    grams = _neuron_grams(params)
-    return root @ _reference_matrix(grams, alpha) @ root, root, pinv_root, grams
+def _iteration_matrix(grams: jax.Array, root: jax.Array, alpha) -> jax.Array:
+    """M^{1/2} A_ref M^{1/2}, (4, 4)."""
+    return root @ _reference_matrix(grams, alpha) @ root
 
 
 @_over_runs
 def paper_step_size(params: Params, data: WeightedData, *, alpha=0.0) -> jax.Array:
     """h = 1 / λ_max(M^{1/2} A_ref M^{1/2}) (PAPER.md, "Step size"); shape () or (runs,)."""
-    k, *_ = _iteration_matrix(params, data, alpha)
+    k = _iteration_matrix(neuron_grams(params), moment_roots(data)[0], alpha)
     return 1.0 / jnp.linalg.eigvalsh(k)[-1]
 
 
@@ -129,12 +132,43 @@ def provably_stuck(
     (not the eigenvectors); the default uses the columns, as the proof does.
     Returns a bool of shape () or (runs,).
     """
-    dtype = params.b.dtype
+    theta = jnp.stack([params.a, params.b, params.w], -1)
+    return certificate(
+        neuron_grams(params),
+        params.c,
+        data,
+        step_size,
+        moment_roots(data),
+        theta,
+        jnp.ones(theta.shape[0], bool),
+        alpha=alpha,
+        eigenvectors=eigenvectors,
+    )
+
+
+def certificate(
+    grams: jax.Array,
+    c: jax.Array,
+    data: WeightedData,
+    step_size: jax.Array,
+    roots: tuple[jax.Array, jax.Array],
+    witnesses: jax.Array,
+    real: jax.Array,
+    *,
+    alpha=0.0,
+    eigenvectors: str = "columns",
+) -> jax.Array:
+    """`provably_stuck` of one run from its Grams Σ_s (2, 3, 3), c, `moment_roots(data)`,
+    and the neurons θ_i (rows of `witnesses`, (k, 3); `real` (k,) masks padding) on which
+    the kinks' margin is tested: all of them, or any set whose margins bound the others'.
+    """
+    dtype = grams.dtype
     h = step_size
-    k, root, pinv_root, grams = _iteration_matrix(params, data, alpha)
+    root, pinv_root = roots
+    k = _iteration_matrix(grams, root, alpha)
     feats = _side_features(data.x)
     u_lin = _linear_coordinates(grams, alpha)
-    residual = data.y - (params.c + feats @ u_lin)
+    residual = data.y - (c + feats @ u_lin)
     u_hat = feats.T @ (data.weights * residual)
     psi0 = pinv_root @ u_hat
 
@@ -167,12 +201,13 @@ def provably_stuck(
     a_diff = b_norm**2 * (g_w + g_ab + g_wab)
     delta = big_s * root_norm**2 * a_diff
 
-    theta = jnp.abs(jnp.stack([params.a, params.b, params.w], -1))
+    theta = jnp.abs(witnesses)
     err = kappa * theta @ q.T + (2.0 * kappa**2 * jnp.exp(2.0 * kappa)) * jnp.max(
         theta, axis=1, keepdims=True
     )
     x_min = jnp.min(jnp.abs(data.x))
-    kinks_hold = jnp.all((theta[:, _A] - err[:, _A]) * x_min > theta[:, _B] + err[:, _B])
+    margin = (theta[:, _A] - err[:, _A]) * x_min - (theta[:, _B] + err[:, _B])
+    kinks_hold = jnp.all(jnp.where(real, margin > 0, True))
     return (rho < 1.0) & (kappa < 0.5) & (delta <= 0.5) & kinks_hold
 
 

@@ -20,7 +20,9 @@ def _train(state, data, h, chunks, *, path, chunk):
 
     def step(_, carry):
         s, exact = carry
-        p, k, changed, e = engine._PATHS[path](s.params, data, h, 0.0, chunk, s.slope0, s.regular)
+        p, k, changed, e, _ = engine._PATHS[path](
+            s.params, data, h, 0.0, chunk, s.slope0, s.regular
+        )
         s = s._replace(
             params=p, max_kink=jax.numpy.maximum(s.max_kink, k), regular=s.regular & ~changed
         )

@@ -22,15 +22,16 @@ def _with_tiny_a(params, value=1e-7):
     return params._replace(a=params.a.at[:, 0].set(value * jnp.sign(params.a[:, 0])))
 
 
-def _propagate(params, data, step, steps=200):
-    slope0, regular = jax.vmap(propagator.regular_neurons)(params)
+def _propagate(params, data, step, steps=200, start=None):
+    """`steps` propagator steps; `start`: the parameters that define the regular neurons."""
+    slope0, regular = jax.vmap(propagator.regular_neurons)(params if start is None else start)
     moments = jax.vmap(side_moments)(data)
     return propagator.propagator_steps(params, moments, step, 0.0, steps, slope0, regular)
 
 
 def test_exact_runs_match_the_fixed_pattern_step(runs):
     params, data, step = runs
-    got, kink, exact = _propagate(params, data, step)
+    got, kink, exact, _ = _propagate(params, data, step)
     ref, ref_kink, changed = jax.vmap(
         lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)
     )(params, data, step)
@@ -48,7 +49,7 @@ def test_exact_runs_match_the_fixed_pattern_step(runs):
 def test_a_side_change_is_caught(runs):
     params, data, step = runs
     params = _with_tiny_a(params)
-    _, _, exact = _propagate(params, data, step)
+    _, _, exact, _ = _propagate(params, data, step)
     _, ref_kink, changed = jax.vmap(
         lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)
     )(params, data, step)
@@ -60,7 +61,7 @@ def test_a_side_change_is_caught(runs):
 def test_too_many_irregular_neurons_is_not_exact(runs):
     params, data, step = runs
     params = params._replace(b=params.b.at[:, : propagator.IRREGULAR_CAPACITY + 1].set(1e-3))
-    _, _, exact = _propagate(params, data, step, steps=1)
+    _, _, exact, _ = _propagate(params, data, step, steps=1)
     assert not np.any(exact)
 
 
@@ -91,3 +92,23 @@ def test_regular_neurons_are_those_with_zero_bias():
     slope0, regular = propagator.regular_neurons(params)
     np.testing.assert_array_equal(regular, [True, True, False])
     np.testing.assert_allclose(slope0, [2.0, -0.5, 0.0])
+
+
+def test_certificate_on_tracked_neurons_equals_all_neurons(runs):
+    """The kink margins of the tracked neurons bound every other's (concavity in w/a)."""
+    params, data, step = runs
+    roots = jax.vmap(theory.moment_roots)(data)
+    got, compared = params, []
+    for _ in range(6):
+        got, _, exact, end = _propagate(got, data, step, steps=2000, start=params)
+        keep = np.asarray(exact)
+        assert keep.sum() >= 8
+        for scale in (0.5, 1.0, 1.9):
+            tracked = jax.vmap(
+                lambda e, c, d, h, r: theory.certificate(e.grams, c, d, h, r, e.witnesses, e.real)
+            )(end, got.c, data, scale * step, roots)
+            full = theory.provably_stuck(got, data, scale * step)
+            np.testing.assert_array_equal(np.asarray(tracked)[keep], np.asarray(full)[keep])
+            compared.append(np.asarray(full)[keep])
+    seen = np.concatenate(compared)
+    assert seen.any() and not seen.all()  # both outcomes were compared
