@@ -86,7 +86,9 @@ def time_engine(params, data, step_size, steps, path, dtype, repeats, check_ever
     return first, statistics.median(times)
 
 
-def bench(width: int, runs: int, steps: int, dtype: str, repeats: int, numpy_too: bool) -> dict:
+def bench(
+    width: int, runs: int, steps: int, dtype: str, repeats: int, numpy_too: bool, paths=PATHS
+) -> dict:
     """All measurements of one (width, runs, dtype), as a result row."""
     params, data, step_size = workload(width, runs)
     work = width * steps * runs
@@ -94,7 +96,7 @@ def bench(width: int, runs: int, steps: int, dtype: str, repeats: int, numpy_too
     if numpy_too:
         row["numpy_s"] = time_numpy(params, data, step_size, steps)
         row["numpy"] = work / row["numpy_s"]
-    for path in PATHS:
+    for path in paths:
         if path != "propagator" and width * runs * steps > 2**33:
             continue  # the O(n) and O(nm) paths would take minutes here
         first, seconds = time_engine(params, data, step_size, steps, path, dtype, repeats)
@@ -161,6 +163,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=2000, help="GD steps, a multiple of 1000")
     parser.add_argument("--repeats", type=int, default=3, help="engine timings per median")
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy baseline")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also plot cost against width and runs")
     args = parser.parse_args(argv)
@@ -170,7 +174,8 @@ def main(argv=None) -> list[dict]:
     rows = []
     for dtype in args.dtypes:
         for width in args.widths:  # as many neurons per width: runs = max(64, 2^15 / n)
-            row = bench(width, max(64, 2**15 // width), args.steps, dtype, args.repeats, True)
+            runs = max(64, 2**15 // width)
+            row = bench(width, runs, args.steps, dtype, args.repeats, not args.no_numpy, args.paths)
             rows.append({**row, "sweep": "width"})
             print(f"{dtype} width {width}: done", file=sys.stderr, flush=True)
     for runs in args.runs:

@@ -27,7 +27,15 @@ from gdrelu import theory
 from gdrelu.data import WeightedData
 from gdrelu.fastpath import fixed_pattern_steps, side_moments
 from gdrelu.model import Params, forward, max_abs_kink, weighted_loss
-from gdrelu.propagator import ChunkEnd, propagator_steps, regular_neurons
+from gdrelu.propagator import (
+    IRREGULAR_CAPACITY,
+    ChunkEnd,
+    Deferred,
+    deferred,
+    deferred_steps,
+    materialize,
+    regular_neurons,
+)
 
 
 class Status(enum.IntEnum):
@@ -59,6 +67,7 @@ class RunState(NamedTuple):
     stale_checks: jax.Array  # (runs,) checks since the validation loss last improved
     slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
     regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
+    deferred: Deferred  # the propagator's unapplied Φ_t, Grams, tracked neurons
 
 
 class SimulationResult(NamedTuple):
@@ -171,7 +180,25 @@ def initial_state(params: Params) -> RunState:
         stale_checks=jnp.zeros((runs,), jnp.int32),
         slope0=slope0,
         regular=regular,
+        deferred=_deferred(params, slope0, regular),
     )
+
+
+def _deferred(params: Params, slope0, regular) -> Deferred:
+    if params.a.ndim == 2:
+        return deferred(params, slope0, regular)
+    runs, dtype, size = params.c.shape[0], params.c.dtype, 4 + IRREGULAR_CAPACITY
+    zeros = jnp.zeros((runs, 2, 3, 3), dtype)
+    false = jnp.zeros((runs, size), bool)
+    return Deferred(zeros, zeros, jnp.zeros((runs, size), jnp.int32), false, false[:, 0])
+
+
+@jax.jit
+def materialized_params(state: RunState) -> Params:
+    """The parameters of a batch of runs, with the propagator's pending Φ_t applied."""
+    if state.params.a.ndim != 2:
+        return state.params
+    return materialize(state.params, state.deferred.phi)
 
 
 def _side_changes(params: Params, start: Params) -> jax.Array:
@@ -199,29 +226,34 @@ def _fixed_pattern_steps(params, data, step_size, alpha, num_steps):
 
 
 def _exact_everywhere(steps):
-    """A one-run path as a batched one, exact for every run."""
+    """A one-run path as a batched one on `RunState`s, exact for every run."""
 
-    def batched(params, data, step_size, alpha, num_steps, slope0, regular):
+    def batched(state: RunState, data, step_size, alpha, num_steps):
         one = jax.vmap(steps, in_axes=(0, 0, 0, None, None))
-        params, kink, changed = one(params, data, step_size, alpha, num_steps)
+        params, kink, changed = one(materialized_params(state), data, step_size, alpha, num_steps)
+        regular = state.regular & ~changed
+        state = state._replace(
+            params=params, regular=regular, deferred=_deferred(params, state.slope0, regular)
+        )
         end = jax.vmap(chunk_end, in_axes=(0, 0, None))(params, data, alpha)
-        return params, kink, changed, jnp.ones(kink.shape, bool), end
+        return state, kink, jnp.ones(kink.shape, bool), end
 
     return batched
 
 
-def _propagator_steps(params, data, step_size, alpha, num_steps, slope0, regular):
+def _propagator_steps(state: RunState, data, step_size, alpha, num_steps):
     moments = jax.vmap(side_moments)(data)
-    params, kink, exact, end = propagator_steps(
-        params, moments, step_size, alpha, num_steps, slope0, regular
+    c, pending, kink, exact, end = deferred_steps(
+        state.params, state.deferred, moments, step_size, alpha, num_steps
     )
-    return params, kink, jnp.zeros(slope0.shape, bool), exact, end
+    return state._replace(params=state.params._replace(c=c), deferred=pending), kink, exact, end
 
 
-# Batched GD paths: (params, data, step_size, alpha, num_steps, slope0, regular), a leading
-# runs axis on all but alpha and num_steps, to (params, max |b/a|, changed side (runs, n),
-# exact (runs,), ChunkEnd). Only the propagator's results may be inexact; its outputs at
-# the data then come from the per-side lines (FIXED_PATTERN_CHECKS).
+# Batched GD paths: (state, data, step_size, alpha, num_steps), a leading runs axis on
+# all but alpha and num_steps, to (state, max |b/a| over the steps, exact (runs,),
+# ChunkEnd). Only the propagator's results may be inexact; it leaves its Φ_t unapplied
+# (`materialized_params`), and the checks read the network's outputs at the data from
+# the per-side lines (FIXED_PATTERN_CHECKS).
 _PATHS = {
     "general": _exact_everywhere(_general_steps),
     "fixed_pattern": _exact_everywhere(_fixed_pattern_steps),
@@ -245,20 +277,8 @@ def _shard_map(fn, *, mesh, in_specs, out_specs):
 
 def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path):
     """`check_every` GD steps for every run of one block, then the checks."""
-    params, kink, changed, exact, end = _PATHS[path](
-        state.params,
-        inputs.data,
-        inputs.step_size,
-        alpha,
-        check_every,
-        state.slope0,
-        state.regular,
-    )
-    state = state._replace(
-        params=params,
-        max_kink=jnp.maximum(state.max_kink, kink),
-        regular=state.regular & ~changed,
-    )
+    state, kink, exact, end = _PATHS[path](state, inputs.data, inputs.step_size, alpha, check_every)
+    state = state._replace(max_kink=jnp.maximum(state.max_kink, kink))
     check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
     fixed = FIXED_PATTERN_CHECKS[path]
     code, loss, best, stale = check(state, inputs, end, alpha, min_delta, patience, rules, fixed)
@@ -546,7 +566,9 @@ def simulate(
             ids = layout.slots[where]
             status[ids] = code[where]
             stop_step[ids] = k * check_every
-            host_params, host_kink, host_loss = jax.device_get((state.params, state.max_kink, loss))
+            host_params, host_kink, host_loss = jax.device_get(
+                (materialized_params(state), state.max_kink, loss)
+            )
             max_kink[ids] = host_kink[where]
             final_loss[ids] = host_loss[where]
             for out, leaf in zip(final, host_params, strict=True):

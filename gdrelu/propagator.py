@@ -71,6 +71,35 @@ def tracked_neurons(params: Params, slope0, regular) -> tuple[jax.Array, jax.Arr
     return indices, real, count <= IRREGULAR_CAPACITY
 
 
+class Deferred(NamedTuple):
+    """A run whose neurons are θ_i = Φ_t θ_i^ref (t = side of neuron i), kept unapplied so
+    that a chunk costs O(1): leading runs axis on every field."""
+
+    phi: jax.Array  # (2, 3, 3): Φ_t since the parameters were last materialized
+    grams: jax.Array  # (2, 3, 3): the current Σ_t
+    tracked: jax.Array  # (T,) int: `tracked_neurons` indices
+    tracked_real: jax.Array  # (T,) bool
+    fits: jax.Array  # () bool
+
+
+def deferred(params: Params, slope0, regular) -> Deferred:
+    """A batch of materialized runs as `Deferred` ones (Φ = I); O(n) per run."""
+    runs, dtype = params.c.shape[0], params.c.dtype
+    indices, real, fits = jax.vmap(tracked_neurons)(params, slope0, regular)
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype), (runs, 2, 3, 3))
+    return Deferred(eye, jax.vmap(neuron_grams)(params), indices, real, fits)
+
+
+def materialize(params: Params, phi: jax.Array) -> Params:
+    """θ_i ← Φ_t θ_i for a batch (phi: (runs, 2, 3, 3)); written out, as a batched 3×3
+    product per run is slow on CPUs."""
+    theta = (params.a, params.b, params.w)
+    plus = (params.a > 0)[:, None, None]
+    phi_n = jnp.where(plus, phi[:, 0, :, :, None], phi[:, 1, :, :, None])  # (runs, 3, 3, n)
+    a, b, w = (sum(phi_n[:, i, j] * theta[j] for j in range(3)) for i in range(3))
+    return Params(a, b, w, params.c)
+
+
 def propagator_steps(
     params: Params,
     moments: SideMoments,
@@ -91,17 +120,43 @@ def propagator_steps(
     path), and what the checks need at the end (`ChunkEnd`): the Grams Σ_t, and the
     tracked neurons. Their kink margins in the certificate bound all others' (the margin
     of a_i(0)·v(q) is |a_i(0)| times a concave function of q while sign a_i holds).
+    """
+    state = deferred(params, slope0, regular)
+    c, state, kink, exact, end = deferred_steps(
+        params, state, moments, step_size, alpha, num_steps, block=block
+    )
+    return materialize(params._replace(c=c), state.phi), kink, exact, end
 
-    The runs go through in blocks of `block` (they must divide the
-    batch): O(1) per step makes the per-step state tiny, and it should stay in cache.
+
+def deferred_steps(
+    params: Params,
+    state: Deferred,
+    moments: SideMoments,
+    step_size,
+    alpha,
+    num_steps: int,
+    *,
+    block: int = 64,
+) -> tuple[jax.Array, Deferred, jax.Array, jax.Array, ChunkEnd]:
+    """`propagator_steps` in O(1) per run: `params` are the reference parameters of
+    `state` (only their c and the tracked neurons are read). Returns (new c, new state,
+    max kink, exact, ChunkEnd); the reference parameters stay as they are.
+
+    The runs go through in blocks of `block` (they must divide the batch): O(1) per step
+    makes the per-step state tiny, and it should stay in cache.
     """
     runs = params.c.shape[0]
     block = min(block, runs)
     if runs % block:
         raise ValueError(f"{runs} runs do not split into blocks of {block}")
-    args = (params, moments, jnp.broadcast_to(step_size, (runs,)), slope0, regular)
+    picked = (jnp.take_along_axis(v, state.tracked, 1) for v in params[:3])
+    tracked = jnp.stack(list(picked), -1)  # (runs, T, 3): O(1), not O(n)
+    tracked_plus = tracked[..., 0] > 0
+    phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
+    tracked = jnp.einsum("rkij,rkj->rki", phi_t, tracked)
+    args = (params.c, tracked, tracked_plus, state, moments, jnp.broadcast_to(step_size, (runs,)))
     blocks = jax.tree.map(lambda v: v.reshape(runs // block, block, *v.shape[1:]), args)
-    out = jax.lax.map(lambda b: _block_steps(*b[:3], alpha, num_steps, *b[3:]), blocks)
+    out = jax.lax.map(lambda b: _block_steps(*b, alpha, num_steps), blocks)
     return jax.tree.map(lambda v: v.reshape(runs, *v.shape[2:]), out)
 
 
@@ -110,16 +165,13 @@ def _pair(alpha, first, second):
     return jnp.stack([first + alpha * second, alpha * first + second])
 
 
-def _block_steps(params, moments, h, alpha, num_steps, slope0, regular):
-    """`propagator_steps` of one block; inside, the runs axis comes last (vector lanes)."""
-    dtype = params.b.dtype
-    theta = jnp.stack([params.a, params.b, params.w], 1)  # (runs, 3, n)
-    plus = params.a > 0
-    grams = jax.vmap(neuron_grams)(params).transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
-    indices, real, fits = jax.vmap(tracked_neurons)(params, slope0, regular)
-    tracked = jnp.take_along_axis(theta, indices[:, None, :], 2).transpose(1, 2, 0)  # (3, T, runs)
-    tracked_plus = jnp.take_along_axis(plus, indices, 1).T
-    real = real.T
+def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps):
+    """`deferred_steps` of one block; inside, the runs axis comes last (vector lanes)."""
+    dtype = c.dtype
+    grams = state.grams.transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
+    tracked = tracked.transpose(2, 1, 0)  # (3, T, runs)
+    tracked_plus = tracked_plus.T
+    real = state.tracked_real.T
     p, px, pxx, py, pxy = (v.T for v in moments)  # (2, runs): data side s = +, -
 
     def body(carry, _):
@@ -150,16 +202,12 @@ def _block_steps(params, moments, h, alpha, num_steps, slope0, regular):
         moved = moved | jnp.any(real & ((tracked[0] > 0) != tracked_plus), 0)
         return (phi, c, tracked, kink, moved), None
 
-    runs = params.c.shape[0]
+    runs = c.shape[0]
     eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
-    carry = (eye, params.c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
+    carry = (eye, c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
     (phi, c, tracked, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps)
-    # θ_i ← Φ_t θ_i, written out (a batched 3×3 product per run is slow on CPUs)
-    phi_n = jnp.where(plus[:, None, None], phi[0].T[..., None], phi[1].T[..., None])
-    new = [sum(phi_n[:, j, i] * theta[:, j] for j in range(3)) for i in range(3)]
-    end = ChunkEnd(
-        grams=jnp.einsum("tikr,tklr,tjlr->rtij", phi, grams, phi),
-        witnesses=tracked.transpose(2, 1, 0),
-        real=real.T,
-    )
-    return Params(*new, c), kink, fits & ~moved, end
+    new_grams = jnp.einsum("tikr,tklr,tjlr->rtij", phi, grams, phi)
+    new_phi = jnp.einsum("tikr,rtkj->rtij", phi, state.phi)
+    end = ChunkEnd(grams=new_grams, witnesses=tracked.transpose(2, 1, 0), real=real.T)
+    new = state._replace(phi=new_phi, grams=new_grams)
+    return c, new, kink, state.fits & ~moved, end

@@ -20,13 +20,8 @@ def _train(state, data, h, chunks, *, path, chunk):
 
     def step(_, carry):
         s, exact = carry
-        p, k, changed, e, _ = engine._PATHS[path](
-            s.params, data, h, 0.0, chunk, s.slope0, s.regular
-        )
-        s = s._replace(
-            params=p, max_kink=jax.numpy.maximum(s.max_kink, k), regular=s.regular & ~changed
-        )
-        return s, exact & e
+        s, k, e, _ = engine._PATHS[path](s, data, h, 0.0, chunk)
+        return s._replace(max_kink=jax.numpy.maximum(s.max_kink, k)), exact & e
 
     return jax.lax.fori_loop(0, chunks, step, (state, jax.numpy.ones((1,), bool)))
 
@@ -53,7 +48,8 @@ def test_gd_trajectories(trajectories, i, path):
         state, exact = _train(
             state, data, one(case["lr"]), (k - done) // chunk, path=path, chunk=chunk
         )
-        params, kink, done = jax.tree.map(lambda v: v[0], state.params), float(state.max_kink[0]), k
+        params = jax.tree.map(lambda v: v[0], engine.materialized_params(state))
+        kink, done = float(state.max_kink[0]), k
         if kink >= 1.0:
             assert i == 2, "only case 2 crosses"
             if path != "general":  # the fast paths are only exact until a kink reaches the data
