@@ -179,9 +179,8 @@ def main(argv=None) -> list[dict]:
             rows.append({**row, "sweep": "width"})
             print(f"{dtype} width {width}: done", file=sys.stderr, flush=True)
     for runs in args.runs:
-        rows.append(
-            {**bench(256, runs, args.steps, "float64", args.repeats, True), "sweep": "runs"}
-        )
+        row = bench(256, runs, args.steps, "float64", args.repeats, not args.no_numpy, args.paths)
+        rows.append({**row, "sweep": "runs"})
         print(f"runs {runs}: done", file=sys.stderr, flush=True)
     print(
         f"{args.steps} steps, {len(jax.devices())} x {jax.devices()[0].device_kind}, "

@@ -87,6 +87,7 @@ class _CheckInputs(NamedTuple):
     roots: tuple[jax.Array, jax.Array]  # M^{1/2}, (M^{1/2})⁺ of the data (1-D), or zeros
 
 
+@jax.jit
 def check_inputs(data: WeightedData, step_size, validation_weights) -> _CheckInputs:
     """What the checks need besides the state, batched; data-only terms computed once."""
     if data.x.ndim == 2:
@@ -166,6 +167,7 @@ def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_patt
     return code, loss, best, stale
 
 
+@jax.jit
 def initial_state(params: Params) -> RunState:
     """The scan carry of a batch of runs before their first step."""
     runs, dtype = params.c.shape[0], params.c.dtype

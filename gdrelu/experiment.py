@@ -208,6 +208,12 @@ def _initial_data(seed, cell_hash, indices, delta, num_samples):
     return jax.vmap(one)(keys[:, 1], keys[:, 2])
 
 
+@jax.jit
+def _paper_step_size(params, data, alpha):
+    """`theory.paper_step_size` as one compiled program (eagerly it is dozens of them)."""
+    return theory.paper_step_size(params, data, alpha=alpha)
+
+
 class CellResult(NamedTuple):
     cell: Cell
     step_size: np.ndarray
@@ -231,7 +237,7 @@ def run_experiment(
         parts = [initial_runs(cell, np.arange(spec.runs)) for cell in cells]
         params, data, valid = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
         if spec.step_size == "paper":
-            step = theory.paper_step_size(params, data, alpha=spec.alpha)
+            step = _paper_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype))
         else:
             step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
         callback = None if on_check is None else (lambda k, status, w=width: on_check(w, k, status))

@@ -153,7 +153,8 @@ def deferred_steps(
     tracked = jnp.stack(list(picked), -1)  # (runs, T, 3): O(1), not O(n)
     tracked_plus = tracked[..., 0] > 0
     phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
-    tracked = jnp.einsum("rkij,rkj->rki", phi_t, tracked)
+    tracked = jnp.sum(phi_t * tracked[..., None, :], -1)  # (tiny batched products are
+    # slow as dots on CPUs: written as sums here and below)
     args = (params.c, tracked, tracked_plus, state, moments, jnp.broadcast_to(step_size, (runs,)))
     blocks = jax.tree.map(lambda v: v.reshape(runs // block, block, *v.shape[1:]), args)
     out = jax.lax.map(lambda b: _block_steps(*b, alpha, num_steps), blocks)
@@ -206,8 +207,10 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps):
     eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
     carry = (eye, c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
     (phi, c, tracked, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps)
-    new_grams = jnp.einsum("tikr,tklr,tjlr->rtij", phi, grams, phi)
-    new_phi = jnp.einsum("tikr,rtkj->rtij", phi, state.phi)
+    left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
+    new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
+    old_phi = state.phi.transpose(1, 2, 3, 0)
+    new_phi = jnp.sum(phi[:, :, :, None] * old_phi[:, None], 2).transpose(3, 0, 1, 2)
     end = ChunkEnd(grams=new_grams, witnesses=tracked.transpose(2, 1, 0), real=real.T)
     new = state._replace(phi=new_phi, grams=new_grams)
     return c, new, kink, state.fits & ~moved, end
