@@ -109,7 +109,7 @@ def _all_finite(params: Params, loss) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) & jnp.isfinite(loss)
 
 
-def chunk_end(params: Params, data: WeightedData, alpha) -> ChunkEnd:
+def chunk_end(params: Params) -> ChunkEnd:
     """The checks' view of one run after a general or fixed-pattern chunk (O(n) or O(nm))."""
     if params.a.ndim > 1:  # d-dim input: no certificate
         grams, theta = jnp.zeros((2, 3, 3), params.b.dtype), jnp.zeros((1, 3), params.b.dtype)
@@ -121,9 +121,7 @@ def chunk_end(params: Params, data: WeightedData, alpha) -> ChunkEnd:
 def _network_outputs(params: Params, data: WeightedData, end: ChunkEnd, alpha, fixed_pattern):
     """f(x_j): from the per-side lines when the pattern is known to be fixed, else directly."""
     if fixed_pattern:
-        return params.c + theory._side_features(data.x) @ theory._linear_coordinates(
-            end.grams, alpha
-        )
+        return theory.linear_outputs(end.grams, params.c, data.x, alpha)
     return forward(params, data.x, alpha)
 
 
@@ -237,7 +235,7 @@ def _exact_everywhere(steps):
         state = state._replace(
             params=params, regular=regular, deferred=_deferred(params, state.slope0, regular)
         )
-        end = jax.vmap(chunk_end, in_axes=(0, 0, None))(params, data, alpha)
+        end = jax.vmap(chunk_end)(params)
         return state, kink, jnp.ones(kink.shape, bool), end
 
     return batched
@@ -255,14 +253,13 @@ def _propagator_steps(state: RunState, data, step_size, alpha, num_steps):
 # all but alpha and num_steps, to (state, max |b/a| over the steps, exact (runs,),
 # ChunkEnd). Only the propagator's results may be inexact; it leaves its Φ_t unapplied
 # (`materialized_params`), and the checks read the network's outputs at the data from
-# the per-side lines (FIXED_PATTERN_CHECKS).
+# the per-side lines.
 _PATHS = {
     "general": _exact_everywhere(_general_steps),
     "fixed_pattern": _exact_everywhere(_fixed_pattern_steps),
     "propagator": _propagator_steps,
 }
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
-FIXED_PATTERN_CHECKS = {"general": False, "fixed_pattern": False, "propagator": True}
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block: the propagator's per-step state then stays in L1 cache
 REDO_BLOCK = 16  # runs per redo: few runs leave a chunk, and their redo costs O(n) or O(nm)
@@ -282,8 +279,8 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, 
     state, kink, exact, end = _PATHS[path](state, inputs.data, inputs.step_size, alpha, check_every)
     state = state._replace(max_kink=jnp.maximum(state.max_kink, kink))
     check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
-    fixed = FIXED_PATTERN_CHECKS[path]
-    code, loss, best, stale = check(state, inputs, end, alpha, min_delta, patience, rules, fixed)
+    lines = path == "propagator"  # its params are not materialized: outputs from the lines
+    code, loss, best, stale = check(state, inputs, end, alpha, min_delta, patience, rules, lines)
     return state._replace(best_val=best, stale_checks=stale), code, loss, exact
 
 
@@ -433,6 +430,20 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
+def _placed(params, data, step_size, validation_weights, block, devices):
+    """The runs' initial state and check inputs spread evenly over `devices` (default: all
+    local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh)."""
+    runs, dtype = params.c.shape[0], params.c.dtype
+    mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
+    per_device = -(-runs // (mesh.size * block)) * block
+    positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
+    steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
+    inputs = check_inputs(data, steps, jnp.asarray(validation_weights, dtype))
+    state, inputs = _take((initial_state(params), inputs), jnp.asarray(positions), sharding)
+    return state, inputs, layout, mesh
+
+
 def chunk_runner(
     params: Params,
     data: WeightedData,
@@ -447,15 +458,8 @@ def chunk_runner(
     """For benchmarks: `run(chunks)` trains every run for `chunks` chunks of `check_every`
     steps with the checks after each, as `simulate` does, but drops no run and redoes
     nothing (the work stays the same from chunk to chunk)."""
-    runs, dtype = params.c.shape[0], params.c.dtype
-    mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
-    sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    per_device = -(-runs // (mesh.size * block)) * block
-    positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
-    inputs = check_inputs(
-        data, jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,)), data.weights
-    )
-    state, inputs = _take((initial_state(params), inputs), jnp.asarray(positions), sharding)
+    dtype = params.c.dtype
+    state, inputs, layout, mesh = _placed(params, data, step_size, data.weights, block, devices)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
 
     def run(chunks: int) -> None:
@@ -507,9 +511,10 @@ def simulate(
     "rows"` applies the reference code's variant of the certificate. `on_check(k,
     status)` is called after check k with every run's current status code.
 
-    `path="auto"` trains 1-D networks with the O(n) fixed-pattern step (`fastpath`)
-    and redoes, on the general path, the chunk of every run whose kink reached the
-    data in it, so results equal those of `path="general"`.
+    `path="auto"` trains 1-D networks on the O(1) propagator (`propagator`) and redoes,
+    on the general path, the chunk of every run it could not do exactly (a kink reached
+    the data, a neuron changed side), so results equal those of `path="general"`. The
+    runs are sharded over `devices` (default: all local ones).
     """
     runs = int(np.shape(params.c)[0])
     dtype = params.b.dtype
@@ -528,13 +533,8 @@ def simulate(
     else:
         validation_weights = data.weights
 
-    inputs = check_inputs(
-        WeightedData(*(jnp.asarray(v, dtype) for v in data)),
-        jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,)),
-        jnp.asarray(validation_weights, dtype),
-    )
+    data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
     params = Params(*(jnp.asarray(v, dtype) for v in params))
-    state = initial_state(params)
 
     status = np.zeros(runs, np.int8)
     stop_step = np.zeros(runs, np.int64)
@@ -549,15 +549,13 @@ def simulate(
     elif path != "general" and ("crossed" not in rules or params.a.ndim != 2):
         raise ValueError(f"path={path!r} needs 1-D input and the 'crossed' stop rule")
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
-    mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
-    sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
+    state, inputs, layout, mesh = _placed(
+        params, data, step_size, validation_weights, block, devices
+    )
+    per_device = layout.slots.size // mesh.size
     advance = functools.partial(
         _chunk, check_every=check_every, rules=rules, block=block, mesh=mesh
     )
-
-    per_device = -(-runs // (mesh.size * block)) * block
-    positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
-    state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     for k in range(1, max_checks + 1):
         state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, layout)
         if k == max_checks:
@@ -579,8 +577,8 @@ def simulate(
             if not keep.size:
                 layout = layout._replace(slots=np.full_like(layout.slots, -1))
             else:  # the active runs first on each device: shapes never change
-                positions, layout = _arrange(keep, layout.slots, per_device, block, sharding)
-                state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
+                positions, layout = _arrange(keep, layout.slots, per_device, block, layout.sharding)
+                state, inputs = _take((state, inputs), jnp.asarray(positions), layout.sharding)
         if on_check is not None:
             on_check(k, status.copy())
         if not (layout.slots >= 0).any():

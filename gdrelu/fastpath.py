@@ -44,6 +44,13 @@ def side_moments(data: WeightedData) -> SideMoments:
     return SideMoments(pw.sum(-1), pw @ x, pw @ (x * x), pw @ y, pw @ (x * y))
 
 
+def residual_moments(level, slope, moments: SideMoments) -> tuple[jax.Array, jax.Array]:
+    """(R0_s, R1_s) = (Σ_{j∈s} p_j r_j, Σ_{j∈s} p_j r_j x_j) for the lines level + slope·x."""
+    r0 = level * moments.p + slope * moments.px - moments.py
+    r1 = level * moments.px + slope * moments.pxx - moments.pxy
+    return r0, r1
+
+
 def fixed_pattern_steps(
     params: Params, moments: SideMoments, step_size, alpha, num_steps: int
 ) -> tuple[Params, jax.Array, jax.Array]:
@@ -63,8 +70,7 @@ def fixed_pattern_steps(
         wa, wb = w * a, w * b
         slope = jnp.stack([jnp.sum(g_plus * wa), jnp.sum(g_minus * wa)])
         level = c + jnp.stack([jnp.sum(g_plus * wb), jnp.sum(g_minus * wb)])
-        r0 = level * moments.p + slope * moments.px - moments.py
-        r1 = level * moments.px + slope * moments.pxx - moments.pxy
+        r0, r1 = residual_moments(level, slope, moments)
         g1 = g_plus * r1[0] + g_minus * r1[1]
         g0 = g_plus * r0[0] + g_minus * r0[1]
         a, b, w, c = (

@@ -7,7 +7,8 @@ in θ_i = (a_i, b_i, w_i) with a matrix that only depends on its side t = sign a
 
 Over a chunk, θ_i = Φ_t θ_i(start) with Φ_t = P_t(k)…P_t(1), and the per-side lines need
 only the Grams Σ_t = Σ_{i on t} θ_iθ_iᵀ at the chunk's start: Σ_i w_i a_i over side t is
-(Φ_t Σ_t Φ_tᵀ)[w, a]. A chunk costs O(n) once (Σ_t; θ_i at its end) and O(1) per step.
+(Φ_t Σ_t Φ_tᵀ)[w, a]. Φ_t is carried from chunk to chunk and applied to the neurons only
+when the engine needs them (`materialize`), so a chunk costs O(1) per step and run.
 
 The kinks. He init has b = 0, so every neuron of side t starts in the plane b = 0 and
 stays in its image under the propagators: b_i/a_i = (Φ10 + Φ12 q_i)/(Φ00 + Φ02 q_i) with
@@ -16,8 +17,8 @@ a_i changes sign, and a_i/a_i(0) = Φ00 + Φ02 q_i is linear in q_i: the largest
 and the first sign change of any a_i both occur at the neurons of least and greatest q_i.
 These two per side are tracked after every step, together with up to `IRREGULAR_CAPACITY`
 "irregular" neurons (b ≠ 0 at the start, or a changed sign once and left the plane).
-A run is not exact here, and the engine redoes its chunk on the O(n) fixed-pattern path,
-when a tracked a_i changes sign or it has more irregular neurons than that.
+A run is not exact here, and the engine redoes its chunk on the general path, when a
+tracked a_i changes sign or it has more irregular neurons than that.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdrelu.fastpath import SideMoments
+from gdrelu.fastpath import SideMoments, residual_moments
 from gdrelu.model import Params
 from gdrelu.theory import neuron_grams
 
@@ -44,8 +45,9 @@ class ChunkEnd(NamedTuple):
 
 def regular_neurons(params: Params) -> tuple[jax.Array, jax.Array]:
     """(slope0, regular) of one 1-D run: q_i = w_i/a_i, and whether neuron i is in b = 0."""
-    regular = (params.b == 0) & (params.a != 0) & jnp.isfinite(params.w / params.a)
-    return jnp.where(regular, params.w / jnp.where(regular, params.a, 1.0), 0.0), regular
+    slope = params.w / params.a
+    regular = (params.b == 0) & (params.a != 0) & jnp.isfinite(slope)
+    return jnp.where(regular, slope, 0.0), regular
 
 
 def tracked_neurons(params: Params, slope0, regular) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -173,7 +175,7 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps):
     tracked = tracked.transpose(2, 1, 0)  # (3, T, runs)
     tracked_plus = tracked_plus.T
     real = state.tracked_real.T
-    p, px, pxx, py, pxy = (v.T for v in moments)  # (2, runs): data side s = +, -
+    moments = SideMoments(*(v.T for v in moments))  # (2, runs): data side s = +, -
 
     def body(carry, _):
         phi, c, tracked, kink, moved = carry  # phi: Φ_t, (2, 3, 3, runs)
@@ -181,8 +183,7 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps):
         wa = jnp.sum(phi[:, 0] * u, 1)  # Σ_{i on t} w_i a_i
         wb = jnp.sum(phi[:, 1] * u, 1)
         slope, level = _pair(alpha, wa[0], wa[1]), c + _pair(alpha, wb[0], wb[1])
-        r0 = level * p + slope * px - py
-        r1 = level * px + slope * pxx - pxy
+        r0, r1 = residual_moments(level, slope, moments)
         g1 = h * _pair(alpha, r1[0], r1[1])[:, None]  # per neuron side t
         g0 = h * _pair(alpha, r0[0], r0[1])[:, None]
         phi = jnp.stack(

@@ -111,6 +111,12 @@ def _linear_coordinates(grams: jax.Array, alpha) -> jax.Array:
     return _coupling(alpha, grams.dtype) @ v
 
 
+def linear_outputs(grams: jax.Array, c: jax.Array, x: jax.Array, alpha=0.0) -> jax.Array:
+    """f(x_j) of one 1-D run while no kink has crossed the data: c plus its side's line,
+    from the Grams alone (O(m), not O(n·m)); (m,)."""
+    return c + _side_features(x) @ _linear_coordinates(grams, alpha)
+
+
 def _side_features(x: jax.Array) -> jax.Array:
     """Row j is x_j's features in v-coordinates: (x_j, 1) placed in its side's slot; (m, 4)."""
     plus, minus = side_masks(x)
@@ -166,10 +172,8 @@ def certificate(
     h = step_size
     root, pinv_root = roots
     k = _iteration_matrix(grams, root, alpha)
-    feats = _side_features(data.x)
-    u_lin = _linear_coordinates(grams, alpha)
-    residual = data.y - (c + feats @ u_lin)
-    u_hat = feats.T @ (data.weights * residual)
+    residual = data.y - linear_outputs(grams, c, data.x, alpha)
+    u_hat = _side_features(data.x).T @ (data.weights * residual)
     psi0 = pinv_root @ u_hat
 
     lam, vecs = jnp.linalg.eigh(k)
