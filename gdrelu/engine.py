@@ -21,12 +21,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu import theory
 from gdrelu.data import WeightedData
 from gdrelu.fastpath import fixed_pattern_steps, side_moments
-from gdrelu.model import Params, forward, max_abs_kink, weighted_loss
+from gdrelu.model import Params, activation_pattern, forward, max_abs_kink, weighted_loss
+from gdrelu.optim import Optimizer, batch_weights, get_optimizer
 from gdrelu.propagator import (
     IRREGULAR_CAPACITY,
     ChunkEnd,
@@ -68,6 +70,10 @@ class RunState(NamedTuple):
     slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
     regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
     deferred: Deferred  # the propagator's unapplied Φ_t, Grams, tracked neurons
+    opt_state: optax.OptState  # the optimizer's state (empty for GD)
+    noise_key: jax.Array  # (runs, 2) uint32 key data of the run's minibatch noise
+    step: jax.Array  # (runs,) steps taken
+    pattern_change: jax.Array  # (runs,) first step whose activation pattern differs; -1: none
 
 
 class SimulationResult(NamedTuple):
@@ -78,6 +84,9 @@ class SimulationResult(NamedTuple):
     params: Params  # final parameters
     max_kink: np.ndarray  # max over all steps and neurons of |b_i/a_i|
     final_loss: np.ndarray  # training loss at the final parameters
+    pattern_change_step: np.ndarray  # first step whose activation pattern differs; -1: none
+    linear_threshold: np.ndarray  # L_lin: the loss of the linear-regime minimum
+    escaped: np.ndarray  # final classification, valid for every optimizer (`detectors`)
 
 
 class _CheckInputs(NamedTuple):
@@ -165,10 +174,22 @@ def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_patt
     return code, loss, best, stale
 
 
-@jax.jit
-def initial_state(params: Params) -> RunState:
-    """The scan carry of a batch of runs before their first step."""
+GD = get_optimizer("gd")
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def initial_state(params: Params, step_size=None, noise_key=None, *, optimizer=GD) -> RunState:
+    """The scan carry of a batch of runs before their first step.
+
+    step_size (runs,) builds the optimizer's state; noise_key (runs, 2) uint32 key data
+    seeds the minibatches of a stochastic optimizer (zeros when not given).
+    """
     runs, dtype = params.c.shape[0], params.c.dtype
+    if step_size is None:
+        step_size = jnp.zeros((runs,), dtype)
+    if noise_key is None:
+        noise_key = jnp.zeros((runs, 2), jnp.uint32)
+    opt_state = jax.vmap(lambda p, h: optimizer.transformation(h).init(p))(params, step_size)
     if params.a.ndim == 2:
         slope0, regular = jax.vmap(regular_neurons)(params)
     else:  # d-dim input: only the general path
@@ -181,6 +202,10 @@ def initial_state(params: Params) -> RunState:
         slope0=slope0,
         regular=regular,
         deferred=_deferred(params, slope0, regular),
+        opt_state=opt_state,
+        noise_key=noise_key,
+        step=jnp.zeros((runs,), jnp.int32),
+        pattern_change=jnp.full((runs,), -1, jnp.int32),
     )
 
 
@@ -208,40 +233,71 @@ def _side_changes(params: Params, start: Params) -> jax.Array:
     return (params.a > 0) != (start.a > 0)
 
 
-def _general_steps(params: Params, data: WeightedData, step_size, alpha, num_steps: int):
-    """`num_steps` GD steps of one run: (params, max over them of max_i |b_i/a_i|, which
-    neurons changed side at some step)."""
+def _trained(state: RunState, data: WeightedData, step_size, alpha, num_steps, optimizer):
+    """`num_steps` steps of `optimizer` on one run, by autodiff of the loss: (state, max
+    over the steps of max_i |b_i/a_i|, which neurons changed side at some step)."""
+    params = state.params
+    transformation = optimizer.transformation(step_size)
+    key = jax.random.wrap_key_data(state.noise_key)
+    pattern = activation_pattern(params, data.x)  # the initial one until it first changes
 
-    def body(carry, _):
-        p, kink, changed = carry
-        p = gd_step(p, data, step_size, alpha)
-        return (p, jnp.maximum(kink, max_abs_kink(p)), changed | _side_changes(p, params)), None
+    def body(carry, t):
+        p, opt, kink, changed, first = carry
+        weights = batch_weights(optimizer, data.weights, key, state.step + t)
+        grads = jax.grad(weighted_loss)(p, data.x, data.y, weights, alpha)
+        updates, opt = transformation.update(grads, opt, p)
+        p = optax.apply_updates(p, updates)
+        moved = jnp.any(activation_pattern(p, data.x) != pattern)
+        first = jnp.where((first < 0) & moved, state.step + t + 1, first)
+        changed = changed | _side_changes(p, params)
+        return (p, opt, jnp.maximum(kink, max_abs_kink(p)), changed, first), None
 
-    carry = (params, jnp.zeros_like(params.c), jnp.zeros(params.b.shape, bool))
-    return jax.lax.scan(body, carry, length=num_steps)[0]
+    carry = (
+        params,
+        state.opt_state,
+        jnp.zeros_like(params.c),
+        jnp.zeros(params.b.shape, bool),
+        state.pattern_change,
+    )
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    (params, opt, kink, changed, first), _ = jax.lax.scan(body, carry, steps)
+    return state._replace(params=params, opt_state=opt, pattern_change=first), kink, changed
+
+
+def _general(state: RunState, data, step_size, alpha, num_steps, optimizer):
+    one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None))
+    state = state._replace(params=materialized_params(state))
+    state, kink, changed = one(state, data, step_size, alpha, num_steps, optimizer)
+    return (
+        _refreshed(state, changed),
+        kink,
+        jnp.ones(kink.shape, bool),
+        jax.vmap(chunk_end)(state.params),
+    )
 
 
 def _fixed_pattern_steps(params, data, step_size, alpha, num_steps):
     return fixed_pattern_steps(params, side_moments(data), step_size, alpha, num_steps)
 
 
-def _exact_everywhere(steps):
-    """A one-run path as a batched one on `RunState`s, exact for every run."""
-
-    def batched(state: RunState, data, step_size, alpha, num_steps):
-        one = jax.vmap(steps, in_axes=(0, 0, 0, None, None))
-        params, kink, changed = one(materialized_params(state), data, step_size, alpha, num_steps)
-        regular = state.regular & ~changed
-        state = state._replace(
-            params=params, regular=regular, deferred=_deferred(params, state.slope0, regular)
-        )
-        end = jax.vmap(chunk_end)(params)
-        return state, kink, jnp.ones(kink.shape, bool), end
-
-    return batched
+def _refreshed(state: RunState, changed) -> RunState:
+    """`state` with the propagator's bookkeeping recomputed from its (materialized) params."""
+    regular = state.regular & ~changed
+    return state._replace(regular=regular, deferred=_deferred(state.params, state.slope0, regular))
 
 
-def _propagator_steps(state: RunState, data, step_size, alpha, num_steps):
+def _fixed_pattern(state: RunState, data, step_size, alpha, num_steps, optimizer):
+    """GD by `fastpath`, exact while no kink reaches the data and no neuron changes side
+    (the redo on the general path then records the step of the pattern change)."""
+    del optimizer  # GD only
+    one = jax.vmap(_fixed_pattern_steps, in_axes=(0, 0, 0, None, None))
+    params, kink, changed = one(materialized_params(state), data, step_size, alpha, num_steps)
+    state = _refreshed(state._replace(params=params), changed)
+    return state, kink, ~jnp.any(changed, axis=-1), jax.vmap(chunk_end)(params)
+
+
+def _propagator_steps(state: RunState, data, step_size, alpha, num_steps, optimizer):
+    del optimizer  # GD only
     moments = jax.vmap(side_moments)(data)
     c, pending, kink, exact, end = deferred_steps(
         state.params, state.deferred, moments, step_size, alpha, num_steps
@@ -249,14 +305,15 @@ def _propagator_steps(state: RunState, data, step_size, alpha, num_steps):
     return state._replace(params=state.params._replace(c=c), deferred=pending), kink, exact, end
 
 
-# Batched GD paths: (state, data, step_size, alpha, num_steps), a leading runs axis on
-# all but alpha and num_steps, to (state, max |b/a| over the steps, exact (runs,),
-# ChunkEnd). Only the propagator's results may be inexact; it leaves its Φ_t unapplied
-# (`materialized_params`), and the checks read the network's outputs at the data from
-# the per-side lines.
+# Batched training paths: (state, data, step_size, alpha, num_steps, optimizer), a
+# leading runs axis on all but the last three, to (state, max |b/a| over the steps, exact
+# (runs,), ChunkEnd). Only "general" trains with any optimizer; the others are GD. The
+# fast paths' results may be inexact (then redone on "general"); the propagator leaves
+# its Φ_t unapplied (`materialized_params`), and the checks read the network's outputs
+# at the data from the per-side lines.
 _PATHS = {
-    "general": _exact_everywhere(_general_steps),
-    "fixed_pattern": _exact_everywhere(_fixed_pattern_steps),
+    "general": _general,
+    "fixed_pattern": _fixed_pattern,
     "propagator": _propagator_steps,
 }
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
@@ -274,17 +331,24 @@ def _shard_map(fn, *, mesh, in_specs, out_specs):
     return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
-def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path):
-    """`check_every` GD steps for every run of one block, then the checks."""
-    state, kink, exact, end = _PATHS[path](state, inputs.data, inputs.step_size, alpha, check_every)
-    state = state._replace(max_kink=jnp.maximum(state.max_kink, kink))
+def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path, optimizer):
+    """`check_every` steps for every run of one block, then the checks."""
+    train = _PATHS[path]
+    state, kink, exact, end = train(
+        state, inputs.data, inputs.step_size, alpha, check_every, optimizer
+    )
+    state = state._replace(
+        max_kink=jnp.maximum(state.max_kink, kink), step=state.step + check_every
+    )
     check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
     lines = path == "propagator"  # its params are not materialized: outputs from the lines
     code, loss, best, stale = check(state, inputs, end, alpha, min_delta, patience, rules, lines)
     return state._replace(best_val=best, stale_checks=stale), code, loss, exact
 
 
-@functools.partial(jax.jit, static_argnames=("check_every", "rules", "path", "block", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("check_every", "rules", "path", "optimizer", "block", "mesh")
+)
 def _chunk(
     state: RunState,
     inputs: _CheckInputs,
@@ -296,6 +360,7 @@ def _chunk(
     check_every,
     rules,
     path,
+    optimizer,
     block,
     mesh,
 ):
@@ -307,7 +372,12 @@ def _chunk(
     """
     TRACE_COUNT[path] += 1
     local = functools.partial(
-        _local_chunk, check_every=check_every, rules=rules, path=path, block=block
+        _local_chunk,
+        check_every=check_every,
+        rules=rules,
+        path=path,
+        optimizer=optimizer,
+        block=block,
     )
     runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
     return _shard_map(
@@ -319,7 +389,18 @@ def _chunk(
 
 
 def _local_chunk(
-    state, inputs, num_blocks, alpha, min_delta, patience, *, check_every, rules, path, block
+    state,
+    inputs,
+    num_blocks,
+    alpha,
+    min_delta,
+    patience,
+    *,
+    check_every,
+    rules,
+    path,
+    optimizer,
+    block,
 ):
     """`_chunk` on one device's share of the runs."""
     runs = state.max_kink.shape[0]
@@ -336,7 +417,7 @@ def _local_chunk(
         part = jax.tree.map(
             lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), (state, inputs)
         )
-        done = _block_chunk(*part, alpha, min_delta, patience, check_every, rules, path)
+        done = _block_chunk(*part, alpha, min_delta, patience, check_every, rules, path, optimizer)
         put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
         return jax.tree.map(put, out, done)
 
@@ -430,7 +511,7 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
-def _placed(params, data, step_size, validation_weights, block, devices):
+def _placed(params, data, step_size, validation_weights, noise_key, optimizer, block, devices):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh)."""
     runs, dtype = params.c.shape[0], params.c.dtype
@@ -440,7 +521,8 @@ def _placed(params, data, step_size, validation_weights, block, devices):
     positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
     inputs = check_inputs(data, steps, jnp.asarray(validation_weights, dtype))
-    state, inputs = _take((initial_state(params), inputs), jnp.asarray(positions), sharding)
+    state = initial_state(params, steps, noise_key, optimizer=optimizer)
+    state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     return state, inputs, layout, mesh
 
 
@@ -455,11 +537,13 @@ def chunk_runner(
     block: int = BLOCK,
     devices=None,
 ) -> Callable[[int], None]:
-    """For benchmarks: `run(chunks)` trains every run for `chunks` chunks of `check_every`
-    steps with the checks after each, as `simulate` does, but drops no run and redoes
-    nothing (the work stays the same from chunk to chunk)."""
+    """For benchmarks: `run(chunks)` trains every run with GD for `chunks` chunks of
+    `check_every` steps with the checks after each, as `simulate` does, but drops no run
+    and redoes nothing (the work stays the same from chunk to chunk)."""
     dtype = params.c.dtype
-    state, inputs, layout, mesh = _placed(params, data, step_size, data.weights, block, devices)
+    state, inputs, layout, mesh = _placed(
+        params, data, step_size, data.weights, None, GD, block, devices
+    )
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
 
     def run(chunks: int) -> None:
@@ -473,6 +557,7 @@ def chunk_runner(
                 check_every=check_every,
                 rules=STOP_RULES,
                 path=path,
+                optimizer=GD,
                 block=block,
                 mesh=mesh,
             )
@@ -481,80 +566,146 @@ def chunk_runner(
     return run
 
 
+def _stop_rules(stop_on, optimizer: Optimizer, eigenvectors, early_stopping) -> tuple[str, ...]:
+    """The checks to apply: `stop_on` (default: those valid for the optimizer) and flags."""
+    if stop_on is None:
+        stop_on = STOP_RULES if optimizer.certificate else ()
+    rules = tuple(sorted(set(stop_on)))
+    unknown = set(rules) - set(STOP_RULES)
+    if unknown:
+        raise ValueError(f"stop_on: unknown rules {sorted(unknown)}; known: {STOP_RULES}")
+    proofs = set(rules) & {"stuck", "degenerate"}
+    if proofs and not optimizer.certificate:
+        raise ValueError(
+            f"stop_on: {sorted(proofs)} are proofs for full-batch GD only, not for "
+            f"optimizer {optimizer.name!r}"
+        )
+    if eigenvectors not in ("columns", "rows"):
+        raise ValueError(f"eigenvectors must be 'columns' or 'rows', not {eigenvectors!r}")
+    if eigenvectors == "rows":
+        rules += ("reference_rows",)
+    if early_stopping:
+        rules += ("early_stopping",)
+    return rules
+
+
+def _choose_path(path: str, rules, optimizer: Optimizer, one_dimensional: bool) -> str:
+    fast = one_dimensional and "crossed" in rules and optimizer.name == "gd"
+    if path == "auto":
+        return "propagator" if fast else "general"
+    if path not in _PATHS:
+        raise ValueError(f"path must be 'auto' or one of {sorted(_PATHS)}, not {path!r}")
+    if path != "general" and not fast:
+        raise ValueError(f"path={path!r} needs GD, 1-D input and the 'crossed' stop rule")
+    return path
+
+
+def _noise_keys(key, runs: int):
+    """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
+    if key is None:
+        return None
+    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    key = jnp.asarray(key)
+    if key.shape != (runs, 2):
+        raise ValueError(f"key: expected one threefry key per run, got shape {key.shape}")
+    return key.astype(jnp.uint32)
+
+
 def simulate(
     params: Params,
     data: WeightedData,
     step_size,
     *,
+    optimizer="gd",
+    sampler: str | None = None,
+    batch_size: int = 16,
+    key=None,
     check_every: int = 1000,
     max_checks: int = 1000,
     alpha: float = 0.0,
     validation_weights=None,
     min_delta: float = 1e-8,
     patience: int = 10,
-    stop_on: tuple[str, ...] = STOP_RULES,
+    stop_on: tuple[str, ...] | None = None,
     eigenvectors: str = "columns",
     path: str = "auto",
     block: int = BLOCK,
     devices=None,
     on_check: Callable[[int, np.ndarray], None] | None = None,
 ) -> SimulationResult:
-    """Train every run with GD until it stops, checking every `check_every` steps.
+    """Train every run until it stops, checking every `check_every` steps.
 
-    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar.
+    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar
+    (None for an optax transformation that carries its own learning rate).
+    `optimizer`: "gd", "sgd", "momentum", "adam", a function h -> optax transformation,
+    or an optax transformation (`optim.get_optimizer`, with `sampler` and `batch_size`);
+    a stochastic sampler needs `key`, one key per run (typed, or (runs, 2) key data).
     At each check, in this order: DIVERGED (non-finite), CROSSED (some |b_i/a_i| ≥
     min_j |x_j| after any step so far), A_DEGENERATE, X_DEGENERATE, STUCK (the
     certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (the
     loss on `validation_weights` did not improve by `min_delta` for `patience` checks).
     Runs still going after `max_checks` checks are UNFINISHED. `stop_on` selects the
-    rules (crossed, stuck, degenerate); divergence always stops a run. `eigenvectors=
-    "rows"` applies the reference code's variant of the certificate. `on_check(k,
-    status)` is called after check k with every run's current status code.
+    rules (crossed, stuck, degenerate); by default all three for GD, none for the other
+    optimizers (the certificate is a proof for GD only): `stop_on=()` just trains
+    check_every × max_checks steps. Divergence always stops a run. `eigenvectors="rows"`
+    applies the reference code's variant of the certificate. `on_check(k, status)` is
+    called after check k with every run's current status code.
 
-    `path="auto"` trains 1-D networks on the O(1) propagator (`propagator`) and redoes,
-    on the general path, the chunk of every run it could not do exactly (a kink reached
-    the data, a neuron changed side), so results equal those of `path="general"`. The
-    runs are sharded over `devices` (default: all local ones).
+    Every run also gets the detectors of `detectors`: the first step whose activation
+    pattern differs from the initial one, L_lin, and the final escaped/stuck label.
+
+    `path="auto"` trains 1-D networks with GD on the O(1) propagator (`propagator`) and
+    redoes, on the general path, the chunk of every run it could not do exactly (a kink
+    reached the data, a neuron changed side), so results equal those of
+    `path="general"`. The runs are sharded over `devices` (default: all local ones).
     """
+    from gdrelu.detectors import classify
+
     runs = int(np.shape(params.c)[0])
     dtype = params.b.dtype
     if check_every < 1 or max_checks < 1:
         raise ValueError("check_every and max_checks must be at least 1")
-    if eigenvectors not in ("columns", "rows"):
-        raise ValueError(f"eigenvectors must be 'columns' or 'rows', not {eigenvectors!r}")
-    rules = tuple(sorted(set(stop_on)))
-    unknown = set(rules) - set(STOP_RULES)
-    if unknown:
-        raise ValueError(f"stop_on: unknown rules {sorted(unknown)}; known: {STOP_RULES}")
-    if eigenvectors == "rows":
-        rules += ("reference_rows",)
-    if validation_weights is not None:
-        rules += ("early_stopping",)
-    else:
+    optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
+    rules = _stop_rules(stop_on, optimizer, eigenvectors, validation_weights is not None)
+    if validation_weights is None:
         validation_weights = data.weights
+    if optimizer.uses_step_size == (step_size is None):
+        raise ValueError(
+            "step_size: needed for a named optimizer or a function of h, and must be None "
+            "for an optax transformation with its own learning rate"
+        )
+    if step_size is None:
+        step_size = 0.0
+    noise_key = _noise_keys(key, runs)
+    if optimizer.stochastic and noise_key is None:
+        raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
 
     data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
     params = Params(*(jnp.asarray(v, dtype) for v in params))
+    if optimizer.sampler == "epoch" and optimizer.batch_size > data.x.shape[1]:
+        raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {data.x.shape[1]} points")
 
     status = np.zeros(runs, np.int8)
     stop_step = np.zeros(runs, np.int64)
     max_kink = np.zeros(runs, dtype)
     final_loss = np.zeros(runs, dtype)
+    pattern_change = np.full(runs, -1, np.int64)
     final = [np.zeros(np.shape(leaf), dtype) for leaf in params]
 
-    if path == "auto":
-        path = "propagator" if params.a.ndim == 2 and "crossed" in rules else "general"
-    elif path not in _PATHS:
-        raise ValueError(f"path must be 'auto' or one of {sorted(_PATHS)}, not {path!r}")
-    elif path != "general" and ("crossed" not in rules or params.a.ndim != 2):
-        raise ValueError(f"path={path!r} needs 1-D input and the 'crossed' stop rule")
+    path = _choose_path(path, rules, optimizer, params.a.ndim == 2)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
     state, inputs, layout, mesh = _placed(
-        params, data, step_size, validation_weights, block, devices
+        params, data, step_size, validation_weights, noise_key, optimizer, block, devices
     )
     per_device = layout.slots.size // mesh.size
     advance = functools.partial(
-        _chunk, check_every=check_every, rules=rules, block=block, mesh=mesh
+        _chunk,
+        check_every=check_every,
+        rules=rules,
+        optimizer=optimizer,
+        block=block,
+        mesh=mesh,
     )
     for k in range(1, max_checks + 1):
         state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, layout)
@@ -566,11 +717,12 @@ def simulate(
             ids = layout.slots[where]
             status[ids] = code[where]
             stop_step[ids] = k * check_every
-            host_params, host_kink, host_loss = jax.device_get(
-                (materialized_params(state), state.max_kink, loss)
+            host_params, host_kink, host_loss, host_change = jax.device_get(
+                (materialized_params(state), state.max_kink, loss, state.pattern_change)
             )
             max_kink[ids] = host_kink[where]
             final_loss[ids] = host_loss[where]
+            pattern_change[ids] = host_change[where]
             for out, leaf in zip(final, host_params, strict=True):
                 out[ids] = leaf[where]
             keep = np.flatnonzero((layout.slots >= 0) & ~done)
@@ -583,4 +735,8 @@ def simulate(
             on_check(k, status.copy())
         if not (layout.slots >= 0).any():
             break
-    return SimulationResult(status, stop_step, Params(*final), max_kink, final_loss)
+    final = Params(*final)
+    threshold, escaped = jax.device_get(classify(params, final, data, jnp.asarray(final_loss)))
+    return SimulationResult(
+        status, stop_step, final, max_kink, final_loss, pattern_change, threshold, escaped
+    )

@@ -1,0 +1,72 @@
+"""Detectors of the linear regime, valid for every optimizer and input dimension.
+
+PAPER.md ("Outcome of a run"): a run whose activation pattern on the training points
+never changes is, on each group of points that share a pattern, an affine function of
+x, so its loss is at least
+
+    L_lin = ½ Σ_groups min_{v} Σ_{j ∈ group} p_j (y_j - v·(x_j, 1))²,
+
+the weighted least-squares error of one affine fit per group of the initial pattern. With
+zero biases the groups are the two sides of the origin in 1-D (per-side lines, the
+paper's v_opt) and the rays of the star data (lines in |x| per ray); in general they are
+the cells of the initial hyperplane arrangement that hold data. A run has escaped the
+linear regime if its final loss is below (1 - 1e-6) L_lin or its final pattern differs
+from the initial one ("a kink crossed and stayed crossed"); it is stuck otherwise.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gdrelu.data import WeightedData
+from gdrelu.model import Params, activation_pattern
+
+ESCAPE_MARGIN = 1e-6  # escaped: final loss below (1 - ESCAPE_MARGIN) L_lin
+
+
+def _packed(pattern: jax.Array) -> jax.Array:
+    """Activation pattern (m, n) bool as (m, ceil(n/32)) uint32 words, for exact sorting."""
+    m, n = pattern.shape
+    bits = jnp.pad(pattern, ((0, 0), (0, -n % 32))).reshape(m, -1, 32).astype(jnp.uint32)
+    return jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
+def pattern_groups(params: Params, x: jax.Array) -> jax.Array:
+    """Group id (m,) int of each data point: equal ids iff equal activation patterns."""
+    words = _packed(activation_pattern(params, x))
+    m, num_words = words.shape
+    keys = tuple(words[:, k] for k in range(num_words))
+    *sorted_keys, order = jax.lax.sort((*keys, jnp.arange(m)), num_keys=num_words)
+    sorted_words = jnp.stack(sorted_keys, axis=-1)
+    new = jnp.any(sorted_words[1:] != sorted_words[:-1], axis=-1)
+    ids = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(new, dtype=jnp.int32)])
+    return jnp.zeros(m, jnp.int32).at[order].set(ids)
+
+
+def linear_threshold(params: Params, data: WeightedData) -> jax.Array:
+    """L_lin of one run at its (initial) parameters: one weighted affine fit per group."""
+    x, y, p = data
+    features = jnp.concatenate([x.reshape(x.shape[0], -1), jnp.ones((x.shape[0], 1), y.dtype)], 1)
+    groups = pattern_groups(params, x)
+    m = x.shape[0]
+    grams = jax.ops.segment_sum(
+        p[:, None, None] * features[:, :, None] * features[:, None, :], groups, m
+    )
+    moments = jax.ops.segment_sum(p[:, None] * features * y[:, None], groups, m)
+    coef = jnp.einsum("gij,gj->gi", jnp.linalg.pinv(grams, hermitian=True), moments)
+    residual = y - jnp.sum(features * coef[groups], axis=-1)
+    return 0.5 * jnp.sum(p * residual * residual)
+
+
+def escaped(initial: Params, final: Params, data: WeightedData, loss, threshold) -> jax.Array:
+    """The final classification of one run: True if it left the linear regime."""
+    moved = jnp.any(activation_pattern(initial, data.x) != activation_pattern(final, data.x))
+    return moved | (loss < (1.0 - ESCAPE_MARGIN) * threshold)
+
+
+@jax.jit
+def classify(initial: Params, final: Params, data: WeightedData, loss):
+    """Batched over runs: (L_lin at the initial parameters, escaped)."""
+    threshold = jax.lax.map(lambda args: linear_threshold(*args), (initial, data), batch_size=64)
+    return threshold, jax.vmap(escaped)(initial, final, data, loss, threshold)

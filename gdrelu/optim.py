@@ -1,0 +1,138 @@
+"""Optimizers of the paper (GD, SGD, heavy-ball momentum, Adam) through optax.
+
+An `Optimizer` pairs an optax transformation, built from a run's step size h (a traced
+per-run scalar, so a sweep over step sizes compiles once), with the sampler that picks
+the weights of each step's loss ½ Σ_j q_j (f(x_j) - y_j)²:
+
+- "full": q = p, the run's weights (GD, full-batch momentum and Adam);
+- "multinomial": the paper's SGD: q = counts / B of B draws from p, fresh each step;
+- "epoch": epoch-wise reshuffled minibatches of B of the m points (the last m mod B points
+  of each permutation are left out), q_j = p_j m / B on the batch: an unbiased estimate
+  of the full loss, which for uniform p is the minibatch mean.
+
+Stochastic samplers draw step t's batch from fold_in(key, t) (epoch e's permutation from
+fold_in(key, e)), so a run's noise depends only on its key and the step count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+SAMPLERS = ("full", "multinomial", "epoch")
+MOMENTUM = 0.9  # PAPER.md: heavy ball with 0.9
+
+
+def _gd(step_size):
+    return optax.sgd(step_size)
+
+
+def _momentum(step_size):
+    return optax.sgd(step_size, momentum=MOMENTUM)
+
+
+def _adam(step_size):
+    return optax.adam(step_size)  # β1 = 0.9, β2 = 0.999, ε = 1e-8 outside the root
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fixed:
+    """A user's transformation with its own learning rate: the step size is not used."""
+
+    transformation: optax.GradientTransformation
+
+    def __call__(self, step_size):
+        del step_size
+        return self.transformation
+
+
+class Optimizer(NamedTuple):
+    """How a run trains: `transformation(h)` and the sampler of each step's batch.
+
+    Hashable, so that it can be a static argument: equal optimizers share compiled code.
+    `certificate` is True only for full-batch GD, the setting in which the paper's
+    stopping rules ("stuck", "degenerate") are proofs.
+    """
+
+    name: str
+    transformation: Callable[[jax.Array], optax.GradientTransformation]
+    sampler: str = "full"
+    batch_size: int = 16
+    certificate: bool = False
+    uses_step_size: bool = True
+
+    @property
+    def stochastic(self) -> bool:
+        return self.sampler != "full"
+
+
+# name -> (transformation of h, default sampler)
+NAMED = {
+    "gd": (_gd, "full"),
+    "sgd": (_gd, "multinomial"),
+    "momentum": (_momentum, "full"),
+    "adam": (_adam, "full"),
+}
+
+
+def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int = 16) -> Optimizer:
+    """An `Optimizer` from a name in `NAMED`, a function h -> optax.GradientTransformation,
+    a `optax.GradientTransformation` (used with its own learning rate) or an `Optimizer`.
+
+    `sampler` (default: "multinomial" for "sgd", "full" otherwise) and `batch_size` B
+    choose each step's batch; "gd" is full-batch by definition.
+    """
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        if optimizer not in NAMED:
+            raise ValueError(f"optimizer: {optimizer!r} is not one of {', '.join(NAMED)}")
+        transformation, default = NAMED[optimizer]
+        name, uses_step_size = optimizer, True
+    elif isinstance(optimizer, optax.GradientTransformation):
+        transformation, default, name, uses_step_size = _Fixed(optimizer), "full", "custom", False
+    elif callable(optimizer):
+        transformation, default = optimizer, "full"
+        name, uses_step_size = getattr(optimizer, "__name__", "custom"), True
+    else:
+        raise ValueError(f"optimizer: {optimizer!r} is neither a name nor an optax transformation")
+    sampler = sampler or default
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if name == "gd" and sampler != "full":
+        raise ValueError("sampler: 'gd' is full-batch; use optimizer='sgd' for minibatches")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: {batch_size!r} is not a positive integer")
+    return Optimizer(
+        name,
+        transformation,
+        sampler,
+        batch_size,
+        certificate=name == "gd",
+        uses_step_size=uses_step_size,
+    )
+
+
+def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step) -> jax.Array:
+    """Weights q (m,) of step `step`'s loss for one run with data weights p = `weights`."""
+    if optimizer.sampler == "full":
+        return weights
+    size = optimizer.batch_size
+    if optimizer.sampler == "multinomial":
+        n = jnp.asarray(size, weights.dtype)
+        counts = jax.random.multinomial(jax.random.fold_in(key, step), n, weights, dtype=n.dtype)
+        return counts / n
+    m = weights.shape[0]
+    if size > m:
+        raise ValueError(f"batch_size: {size} exceeds the {m} training points")
+    per_epoch = m // size
+    epoch, position = jnp.divmod(step, per_epoch)
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), m)
+    batch = jax.lax.dynamic_slice_in_dim(order, position * size, size)
+    picked = jnp.zeros_like(weights).at[batch].set(1.0)
+    return picked * weights * (m / size)
