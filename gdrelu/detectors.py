@@ -10,8 +10,10 @@ the weighted least-squares error of one affine fit per group of the initial patt
 zero biases the groups are the two sides of the origin in 1-D (per-side lines, the
 paper's v_opt) and the rays of the star data (lines in |x| per ray); in general they are
 the cells of the initial hyperplane arrangement that hold data. A run has escaped the
-linear regime if its final loss is below (1 - 1e-6) L_lin or its final pattern differs
-from the initial one ("a kink crossed and stayed crossed"); it is stuck otherwise.
+linear regime if its final loss is below (1 - 1e-6) L_lin or its final pattern groups
+the points differently from the initial one ("a kink crossed and stayed crossed"); it is
+stuck otherwise. A neuron that only changes side (a_i through 0 with its kink inside the
+data, 1-D) changes the pattern but not the groups: the network stays linear per side.
 """
 
 from __future__ import annotations
@@ -32,16 +34,32 @@ def _packed(pattern: jax.Array) -> jax.Array:
     return jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
 
 
-def pattern_groups(params: Params, x: jax.Array) -> jax.Array:
-    """Group id (m,) int of each data point: equal ids iff equal activation patterns."""
-    words = _packed(activation_pattern(params, x))
+def _sorted_groups(pattern: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(group id of each point in sorted order, that order) for a pattern (m, n) bool."""
+    words = _packed(pattern)
     m, num_words = words.shape
     keys = tuple(words[:, k] for k in range(num_words))
     *sorted_keys, order = jax.lax.sort((*keys, jnp.arange(m)), num_keys=num_words)
     sorted_words = jnp.stack(sorted_keys, axis=-1)
     new = jnp.any(sorted_words[1:] != sorted_words[:-1], axis=-1)
-    ids = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(new, dtype=jnp.int32)])
-    return jnp.zeros(m, jnp.int32).at[order].set(ids)
+    return jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(new, dtype=jnp.int32)]), order
+
+
+def pattern_groups(params: Params, x: jax.Array) -> jax.Array:
+    """Group id (m,) int of each data point: equal ids iff equal activation patterns."""
+    ids, order = _sorted_groups(activation_pattern(params, x))
+    return jnp.zeros_like(ids).at[order].set(ids)
+
+
+def same_groups(initial: Params, final: Params, x: jax.Array) -> jax.Array:
+    """Whether two networks group the points alike: both partitions have as many groups as
+    their common refinement (the partition by the concatenated patterns)."""
+    first, second = activation_pattern(initial, x), activation_pattern(final, x)
+    counts = [
+        _sorted_groups(pattern)[0][-1]
+        for pattern in (first, second, jnp.concatenate([first, second], axis=1))
+    ]
+    return (counts[0] == counts[2]) & (counts[1] == counts[2])
 
 
 def linear_threshold(params: Params, data: WeightedData) -> jax.Array:
@@ -61,8 +79,8 @@ def linear_threshold(params: Params, data: WeightedData) -> jax.Array:
 
 def escaped(initial: Params, final: Params, data: WeightedData, loss, threshold) -> jax.Array:
     """The final classification of one run: True if it left the linear regime."""
-    moved = jnp.any(activation_pattern(initial, data.x) != activation_pattern(final, data.x))
-    return moved | (loss < (1.0 - ESCAPE_MARGIN) * threshold)
+    regrouped = ~same_groups(initial, final, data.x)
+    return regrouped | (loss < (1.0 - ESCAPE_MARGIN) * threshold)
 
 
 @jax.jit

@@ -30,3 +30,17 @@ def trajectories():
 @pytest.fixture(scope="session", params=["mc_outcomes_n16.npz", "mc_outcomes_n32_delta0.1.npz"])
 def mc_outcomes(request):
     return np.load(DATA / request.param)
+
+
+@pytest.fixture(scope="session")
+def mc_simulated(mc_outcomes):
+    """The stored Monte Carlo runs simulated from their initial conditions with the paper's
+    protocol: (stored outcomes, SimulationResult); shared by the tests that read it."""
+    from gdrelu import Params, WeightedData, simulate
+
+    m = mc_outcomes
+    runs = m["xw"].shape[0]
+    data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"])
+    params = Params(m["a0"], m["b0"], m["w0"], m["c0"])
+    every, checks = int(m["check_every"]), int(m["max_checks"])
+    return m, simulate(params, data, m["lr"], check_every=every, max_checks=checks)

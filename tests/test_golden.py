@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import golden_case
 
-from gdrelu import Params, Status, WeightedData, engine, simulate
+from gdrelu import Params, Status, WeightedData, engine
 from gdrelu.optim import get_optimizer
 
 RTOL = 1e-9  # the issue's tolerance for parameters along the trajectories
@@ -93,15 +93,9 @@ def test_adam_trajectories(trajectories, i):
         assert float(state.max_kink[0]) == pytest.approx(float(case[f"maxkink{k}"]), rel=RTOL)
 
 
-def test_monte_carlo_statuses(mc_outcomes):
+def test_monte_carlo_statuses(mc_simulated):
     """simulate from the stored initial conditions reproduces every stored status."""
-    m = mc_outcomes
-    runs = m["xw"].shape[0]
-    data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"])
-    params = Params(m["a0"], m["b0"], m["w0"], m["c0"])
-    result = simulate(
-        params, data, m["lr"], check_every=int(m["check_every"]), max_checks=int(m["max_checks"])
-    )
+    m, result = mc_simulated
     expected = np.where(m["status"] == "CROSSED", Status.CROSSED, Status.STUCK)
     np.testing.assert_array_equal(result.status, expected)
     crossed = result.status == Status.CROSSED

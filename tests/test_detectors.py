@@ -1,0 +1,112 @@
+"""Detectors of the linear regime: L_lin against the reference's per-side lines and direct
+fits, pattern groups against a direct grouping, and agreement with the GD certificate."""
+
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import golden_case
+
+from gdrelu import Params, Status, WeightedData, simulate
+from gdrelu.detectors import linear_threshold, pattern_groups, same_groups
+from gdrelu.model import activation_pattern
+
+RTOL = 1e-10  # float64 least squares on six points (pinv vs closed-form lines)
+
+
+@pytest.mark.parametrize("i", range(5))
+def test_linear_threshold_is_the_loss_of_the_reference_per_side_lines(trajectories, i):
+    """vopt = (slope, intercept) for x > 0, then x < 0 (../shared/golden/README.md)."""
+    case = golden_case(trajectories, i)
+    x, y, p = case["x"], case["y"], case["xw"]
+    slope_pos, icpt_pos, slope_neg, icpt_neg = np.ravel(case["vopt"])
+    lines = np.where(x > 0, slope_pos * x + icpt_pos, slope_neg * x + icpt_neg)
+    want = 0.5 * np.sum(p * (y - lines) ** 2)
+    params = Params(*(case[f"{name}0"] for name in "abwc"))
+    got = linear_threshold(params, WeightedData(x, y, p))
+    assert float(got) == pytest.approx(want, rel=RTOL)
+
+
+def _star(rays=11, delta=0.1):
+    """PAPER.md's star: rays at 2πi/k, radii 1-δ, 1, 1+δ, targets (1, -2, 1) on every ray."""
+    angles = 2 * np.pi * np.arange(rays) / rays
+    radii = np.array([1 - delta, 1.0, 1 + delta])
+    u = np.stack([np.cos(angles), np.sin(angles)], 1)
+    x = (u[:, None, :] * radii[None, :, None]).reshape(-1, 2)
+    return x, np.tile([1.0, -2.0, 1.0], rays), radii
+
+
+def test_star_threshold_is_the_per_ray_lines_in_radius():
+    """Zero biases: every ray is one pattern group, and L_lin = ½ Σ_rays weighted LSQ
+    error of y ≈ α|x| + β on the ray (PAPER.md, star data)."""
+    x, y, radii = _star()
+    rng = np.random.default_rng(0)
+    width = 64
+    params = Params(rng.normal(size=(2, width)), np.zeros(width), rng.normal(size=width), 0.0)
+    p = rng.dirichlet(np.ones(y.size))
+    want = 0.0
+    for ray in range(11):
+        sl = slice(3 * ray, 3 * ray + 3)
+        design = np.stack([radii, np.ones(3)], 1) * np.sqrt(p[sl])[:, None]
+        coef, *_ = np.linalg.lstsq(design, y[sl] * np.sqrt(p[sl]), rcond=None)
+        want += 0.5 * np.sum(p[sl] * (y[sl] - (coef[0] * radii + coef[1])) ** 2)
+    groups = np.asarray(pattern_groups(params, jnp.asarray(x)))
+    assert len(set(groups)) == 11 and all(
+        len(set(groups[3 * r : 3 * r + 3])) == 1 for r in range(11)
+    )
+    got = linear_threshold(params, WeightedData(jnp.asarray(x), jnp.asarray(y), jnp.asarray(p)))
+    assert float(got) == pytest.approx(want, rel=RTOL)
+
+
+@pytest.mark.parametrize("width", [3, 40])  # one word and two words of packed bits
+def test_pattern_groups_match_a_direct_grouping(width):
+    rng = np.random.default_rng(width)
+    x = rng.integers(-2, 3, size=(30, 2)).astype(float)  # repeated points share groups
+    params = Params(rng.normal(size=(2, width)), rng.normal(size=width), np.ones(width), 0.0)
+    groups = np.asarray(pattern_groups(params, jnp.asarray(x)))
+    pattern = np.asarray(activation_pattern(params, jnp.asarray(x)))
+    for j, k in itertools.combinations(range(30), 2):
+        assert (groups[j] == groups[k]) == np.array_equal(pattern[j], pattern[k])
+
+
+def test_same_groups_ignores_relabelling_but_not_splitting():
+    x = jnp.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
+    one = Params(jnp.array([1.0, -1.0]), jnp.zeros(2), jnp.ones(2), 0.0)
+    flipped = Params(jnp.array([-1.0, 1.0]), jnp.zeros(2), jnp.ones(2), 0.0)  # sides swap
+    moved = Params(jnp.array([1.0, -1.0]), jnp.array([-1.5, 0.0]), jnp.ones(2), 0.0)
+    assert bool(same_groups(one, flipped, x))
+    assert not bool(same_groups(one, moved, x))  # kink at 1.5 splits {1, 2, 3}
+
+
+def test_detectors_agree_with_the_certificate_in_1d_gd(mc_simulated):
+    """Certified stuck: the final network groups the data as at the start and its loss is
+    not below L_lin; crossed: the pattern changed at the latest in the chunk of the check
+    that saw the crossing, and never in a run that did not cross or change side."""
+    m, result = mc_simulated
+    runs = m["xw"].shape[0]
+    stuck, crossed = result.status == Status.STUCK, result.status == Status.CROSSED
+    assert stuck.sum() + crossed.sum() == runs and stuck.sum() > 100
+    assert not result.escaped[stuck].any()
+    assert np.all(result.final_loss[stuck] >= result.linear_threshold[stuck] * (1 - 1e-9))
+    change = result.pattern_change_step
+    assert np.all((change[crossed] >= 1) & (change[crossed] <= result.stop_step[crossed]))
+    flipped = np.any(np.sign(result.params.a) != np.sign(m["a0"]), axis=1)
+    assert np.all((change[stuck] == -1) | flipped[stuck])
+
+
+def test_a_run_that_crossed_and_came_back_is_stuck(trajectories):
+    """Golden case 2 crosses (max |b/a| = 1.23) but by step 60 000 its kinks are back
+    inside and its loss is the reference's per-side regression loss: stuck, not escaped."""
+    case = golden_case(trajectories, 2)
+    one = lambda v: np.expand_dims(v, 0)  # noqa: E731
+    data = WeightedData(one(case["x"]), one(case["y"]), one(case["xw"]))
+    params = Params(*(one(case[f"{n}0"]) for n in "abwc"))
+    result = simulate(params, data, one(case["lr"]), check_every=1000, max_checks=60, stop_on=())
+    assert result.status[0] == Status.UNFINISHED and result.stop_step[0] == 60_000
+    assert result.max_kink[0] > 1.0 and result.pattern_change_step[0] > 0
+    x, y, p = case["x"], case["y"], case["xw"]
+    slope_pos, icpt_pos, slope_neg, icpt_neg = np.ravel(case["vopt"])
+    lines = np.where(x > 0, slope_pos * x + icpt_pos, slope_neg * x + icpt_neg)
+    assert result.final_loss[0] == pytest.approx(0.5 * np.sum(p * (y - lines) ** 2), rel=1e-9)
+    assert not result.escaped[0]

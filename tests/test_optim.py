@@ -1,0 +1,167 @@
+"""Optimizers through optax: against direct implementations, samplers by their promises,
+stop rules per optimizer, and one compile whatever the step sizes and keys."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gdrelu import Params, Status, WeightedData, engine, he_init, simulate
+from gdrelu.data import paper_data
+from gdrelu.optim import batch_weights, get_optimizer
+
+RTOL = 1e-10  # float64 trajectories of a few hundred steps, different association only
+
+
+def _batch(runs, width=8, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 2 * runs)
+    params = jax.vmap(lambda k: he_init(width, key=k))(keys[:runs])
+    data = jax.vmap(lambda k: paper_data(k, 0.0, width**2))(keys[runs:])
+    return params, data
+
+
+def _numpy_gradient(theta, x, y, p):
+    """∇ of ½ Σ p_j (f(x_j) - y_j)² for one 1-D ReLU network, written out by hand."""
+    a, b, w, c = theta
+    z = x[:, None] * a + b
+    on = z >= 0
+    act = np.where(on, z, 0.0)
+    r = p * (c + act @ w - y)
+    return [
+        (r[:, None] * on * x[:, None]).sum(0) * w,
+        (r[:, None] * on).sum(0) * w,
+        (r[:, None] * act).sum(0),
+        r.sum(),
+    ]
+
+
+def test_momentum_is_heavy_ball():
+    """v ← g + 0.9 v, θ ← θ - h v (PAPER.md: heavy ball with 0.9), per-run step sizes."""
+    params, data = _batch(2)
+    steps = np.array([0.02, 0.005])
+    result = simulate(
+        params, data, steps, optimizer="momentum", check_every=20, max_checks=15, stop_on=()
+    )
+    assert np.all(result.status == Status.UNFINISHED) and np.all(result.stop_step == 300)
+    for run in range(2):
+        theta = [np.asarray(leaf[run]) for leaf in params]
+        x, y, p = (np.asarray(v[run]) for v in data)
+        velocity = [np.zeros_like(t) for t in theta]
+        for _ in range(300):
+            grads = _numpy_gradient(theta, x, y, p)
+            velocity = [g + 0.9 * v for g, v in zip(grads, velocity, strict=True)]
+            theta = [t - steps[run] * v for t, v in zip(theta, velocity, strict=True)]
+        for got, want in zip(result.params, theta, strict=True):
+            np.testing.assert_allclose(got[run], want, rtol=RTOL, atol=RTOL)
+
+
+def test_multinomial_sampler_draws_batch_size_samples_from_the_weights():
+    """q = counts/B of B draws from p: B q is integral, Σq = 1, and E q = p (within 5 Monte
+    Carlo standard errors sqrt(p(1-p)/(B T)) over T steps)."""
+    sgd = get_optimizer("sgd", batch_size=16)
+    p = jnp.array([0.1, 0.2, 0.3, 0.05, 0.35, 0.0])
+    steps = 4000
+    q = jax.vmap(lambda t: batch_weights(sgd, p, jax.random.key(3), t))(jnp.arange(steps))
+    np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(16 * q, np.round(16 * q), atol=1e-9)
+    assert np.all(q[:, 5] == 0)  # a point of weight 0 is never drawn
+    se = np.sqrt(p * (1 - p) / (16 * steps))
+    assert np.all(np.abs(q.mean(0) - p) <= 5 * se + 1e-12)
+    assert not np.array_equal(q[0], q[1])  # fresh draws each step
+
+
+def test_epoch_sampler_visits_every_point_once_per_epoch():
+    """m = 12 points, B = 4: each epoch's 3 batches partition the points; q_j = p_j m / B."""
+    epoch = get_optimizer("sgd", sampler="epoch", batch_size=4)
+    p = jnp.arange(1.0, 13.0) / 78.0
+    q = jax.vmap(lambda t: batch_weights(epoch, p, jax.random.key(1), t))(jnp.arange(9))
+    picked = np.asarray(q > 0)
+    for e in range(3):
+        np.testing.assert_array_equal(picked[3 * e : 3 * e + 3].sum(0), np.ones(12))
+        np.testing.assert_allclose(q[3 * e : 3 * e + 3].sum(0), p * 3.0, rtol=1e-12)
+    assert not np.array_equal(picked[:3], picked[3:6])  # reshuffled between epochs
+
+
+def test_sgd_noise_depends_only_on_the_run_key():
+    """A run's SGD trajectory is the same alone or in a batch, and changes with its key."""
+    params, data = _batch(4)
+    keys = jax.random.split(jax.random.key(7), 4)
+    kwargs = dict(optimizer="sgd", check_every=20, max_checks=5)
+    together = simulate(params, data, 0.01, key=keys, **kwargs)
+    pick = lambda tree, i: jax.tree.map(lambda v: v[i : i + 1], tree)  # noqa: E731
+    alone = simulate(pick(params, 2), pick(data, 2), 0.01, key=keys[2:3], **kwargs)
+    for got, want in zip(alone.params, together.params, strict=True):
+        np.testing.assert_array_equal(got[0], want[2])
+    other = simulate(pick(params, 2), pick(data, 2), 0.01, key=keys[3:4], **kwargs)
+    assert not np.array_equal(other.params.a, alone.params.a)
+
+
+def test_transformation_with_its_own_learning_rate_equals_the_named_optimizer():
+    params, data = _batch(2)
+    kwargs = dict(check_every=20, max_checks=10, stop_on=())
+    named = simulate(params, data, 1e-3, optimizer="adam", **kwargs)
+    given = simulate(params, data, None, optimizer=optax.adam(1e-3), **kwargs)
+    for got, want in zip(given.params, named.params, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="step_size"):
+        simulate(params, data, 1e-3, optimizer=optax.adam(1e-3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(optimizer="adam", stop_on=("stuck",)), "stop_on"),
+        (dict(optimizer="momentum", stop_on=("degenerate",)), "stop_on"),
+        (dict(optimizer="sgd"), "key"),
+        (dict(optimizer="gd", sampler="multinomial"), "sampler"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(optimizer="sgd", sampler="epoch", batch_size=7, key=np.zeros((2, 2))), "batch_size"),
+    ],
+)
+def test_bad_optimizer_settings_name_the_field(kwargs, field):
+    params, data = _batch(2)
+    with pytest.raises(ValueError, match=field):
+        simulate(params, data, 0.01, check_every=20, max_checks=1, **kwargs)
+
+
+def test_default_stop_rules_follow_the_optimizer():
+    """Adam's default applies no certificate: every run trains the whole budget."""
+    params, data = _batch(3)
+    result = simulate(params, data, 1e-3, optimizer="adam", check_every=20, max_checks=2)
+    assert np.all(result.status == Status.UNFINISHED) and np.all(result.stop_step == 40)
+
+
+def test_step_sizes_and_keys_are_data():
+    """One trace of the general path for Adam and for SGD, whatever the values."""
+    params, data = _batch(2, seed=1)
+    kwargs = dict(check_every=20, max_checks=1, stop_on=())
+    for optimizer in ("adam", "sgd"):
+        traces = []
+        for h, seed in ((1e-3, 0), (3e-3, 1), (np.array([1e-2, 2e-3]), 2)):
+            keys = jax.random.split(jax.random.key(seed), 2)
+            simulate(params, data, h, optimizer=optimizer, key=keys, **kwargs)
+            traces.append(engine.TRACE_COUNT["general"])
+        assert traces[0] == traces[1] == traces[2], optimizer  # (the first may reuse a trace)
+
+
+def test_gd_through_optax_equals_the_plain_step():
+    """The general path (optax.sgd) is θ - h ∇L step for step, bit for bit."""
+    params, data = _batch(2)
+    result = simulate(params, data, 0.01, check_every=20, max_checks=2, stop_on=(), path="general")
+    one = lambda tree, i: jax.tree.map(lambda v: v[i], tree)  # noqa: E731
+    step = jax.jit(engine.gd_step)
+    for run in range(2):
+        theta, d = one(params, run), one(data, run)
+        for _ in range(40):
+            theta = step(theta, d, 0.01)
+        for got, want in zip(result.params, theta, strict=True):
+            np.testing.assert_allclose(got[run], want, rtol=1e-14, atol=1e-15)
+
+
+def test_params_of_a_transformation_stay_float64():
+    params, data = _batch(1)
+    result = simulate(
+        Params(*params), WeightedData(*data), 1e-3, optimizer="adam", check_every=20, max_checks=1
+    )
+    assert result.params.a.dtype == np.float64
