@@ -3,6 +3,7 @@
     gdrelu run                       # the embedded default experiment
     gdrelu run --widths 16,32 --runs 200 --out results/
     gdrelu run --config experiment.toml --seed 3
+    gdrelu compare --optimizers gd,sgd,adam --widths 16,32 --runs 200 --max-checks 20
 
 Settings come from the defaults, then the TOML file, then the flags. A bad setting is
 reported on one line naming it, with exit code 2, before anything is written.
@@ -59,25 +60,49 @@ _RUN_FLAGS = {
     "--dtype": ("dtype", str, "float64 (default) or float32"),
     "--check-every": ("check_every", int, "GD steps between checks (default 1000)"),
     "--max-checks": ("max_checks", int, "checks before a run is unfinished (default 1000)"),
+    "--optimizer": ("optimizer", str, "gd (default), sgd, momentum or adam"),
+    "--step-size": ("step_size", str, "paper (default), small (0.01/n) or a number"),
+    "--sampler": ("sampler", str, "minibatches: multinomial (sgd's default) or epoch"),
+    "--batch-size": ("batch_size", int, "minibatch size B (default 16)"),
 }
+
+
+def _optimizer_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of two or more distinct names")
+    return names
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gdrelu", description="Monte Carlo studies of GD on two-layer ReLU nets")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="run an experiment (the paper's 1-D GD figure by default)")
-    for flag, (field, kind, text) in _RUN_FLAGS.items():
-        run.add_argument(flag, dest=field, type=kind, help=text)
-    run.add_argument("--config", type=Path, help="TOML file of experiment settings")
-    run.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=default_cache_dir(),
-        help="where compiled XLA programs are kept between runs ('none': nowhere; "
-        "default $GDRELU_CACHE_DIR or ~/.cache/gdrelu/xla)",
+    compare = sub.add_parser(
+        "compare", help="several optimizers on the same data and initial networks, paired"
     )
+    compare.add_argument(
+        "--optimizers",
+        type=_optimizer_list,
+        required=True,
+        help="comma-separated optimizers to compare, e.g. gd,sgd,momentum,adam",
+    )
+    for command in (run, compare):
+        for flag, (field, kind, text) in _RUN_FLAGS.items():
+            if not (command is compare and field == "optimizer"):
+                command.add_argument(flag, dest=field, type=kind, help=text)
+        command.add_argument("--config", type=Path, help="TOML file of experiment settings")
+        command.add_argument(
+            "--out", type=Path, help="output directory (default runs/<timestamp>/)"
+        )
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=default_cache_dir(),
+            help="where compiled XLA programs are kept between runs ('none': nowhere; "
+            "default $GDRELU_CACHE_DIR or ~/.cache/gdrelu/xla)",
+        )
     return parser
 
 
@@ -112,14 +137,33 @@ def _spec_from(args):
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"--config: {args.config} is not valid TOML: {e}") from None
     for field, *_ in _RUN_FLAGS.values():
-        if getattr(args, field) is not None:
+        if getattr(args, field, None) is not None:
             values[field] = getattr(args, field)
+    if isinstance(values.get("step_size"), str) and values["step_size"] not in ("paper", "small"):
+        try:
+            values["step_size"] = float(values["step_size"])
+        except ValueError:
+            raise UsageError(
+                f"step_size: {values['step_size']!r} is neither 'paper', 'small' nor a number"
+            ) from None
     try:
-        return ExperimentSpec.from_dict(values)
+        if getattr(args, "optimizers", None):
+            return [ExperimentSpec.from_dict(_compared(values, o)) for o in args.optimizers]
+        return [ExperimentSpec.from_dict(values)]
     except SpecError as e:
         raise UsageError(str(e)) from None
     except TypeError as e:
         raise UsageError(f"config: {e}") from None
+
+
+def _compared(values: dict, optimizer: str) -> dict:
+    """One optimizer's settings in `gdrelu compare`: every optimizer trains to the step
+    budget unless GD's certificate stops it (a proof that its final network stays in the
+    linear regime), and P(stuck) reads the final network for all, so the pairs compare
+    like with like."""
+    values = {**values, "optimizer": optimizer, "stuck_rule": "final"}
+    values["stop_on"] = ["stuck", "degenerate"] if optimizer == "gd" else []
+    return values
 
 
 def _prepare_out(out: Path | None) -> Path:
@@ -149,7 +193,7 @@ class _Progress:
         self.counts: dict[str, int] = {}
         self.finished_in_batch = 0
 
-    def on_check(self, width, k, status):
+    def on_check(self, width, k, status, label=""):
         from gdrelu.engine import Status
 
         finished = int(np.sum(status != Status.RUNNING))
@@ -158,7 +202,7 @@ class _Progress:
         labels = {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
         shown = {k: v + self.counts.get(k, 0) for k, v in labels.items()}
         self.bar.set_postfix({k: v for k, v in shown.items() if v}, refresh=False)
-        self.bar.set_description(f"n={width} check {k}")
+        self.bar.set_description(f"{label}n={width} check {k}")
 
     def on_cells_done(self, cell_results):
         from gdrelu.engine import Status
@@ -189,7 +233,9 @@ def use_every_cpu_core() -> None:
 
 
 def _run(args) -> int:
-    spec = _spec_from(args)
+    """`gdrelu run` and `gdrelu compare`: one spec, or one per optimizer on common random
+    numbers (the cells' data and initial networks do not depend on the optimizer)."""
+    specs = _spec_from(args)
     out = _prepare_out(args.out)
 
     import jax
@@ -199,22 +245,40 @@ def _run(args) -> int:
     use_every_cpu_core()
     use_compilation_cache(args.cache_dir)
     from gdrelu.experiment import run_experiment
-    from gdrelu.store import format_table, write_results
+    from gdrelu.store import comparisons, format_table, write_results
 
-    total = len(spec.widths) * len(spec.deltas) * spec.runs
+    spec = specs[0]
+    total = len(spec.widths) * len(spec.deltas) * spec.runs * len(specs)
     progress = _Progress(total, enabled=not args.quiet)
     start = time.perf_counter()
+    results = []
     try:
-        results = run_experiment(
-            spec, on_check=progress.on_check, on_cells_done=progress.on_cells_done
-        )
+        for each in specs:
+            label = f"{each.optimizer} " if len(specs) > 1 else ""
+            results += run_experiment(
+                each,
+                on_check=lambda w, k, status, label=label: progress.on_check(w, k, status, label),
+                on_cells_done=progress.on_cells_done,
+            )
     finally:
         progress.close()
     seconds = time.perf_counter() - start
     device = jax.devices()[0]
     backend = f"{jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s))"
-    summary = write_results(out, spec, results, seconds=seconds, backend=backend)
+    extra = {}
+    if len(specs) > 1:
+        extra = {
+            "optimizers": [s.optimizer for s in specs],
+            "comparisons": comparisons(results),
+        }
+    summary = write_results(out, spec, results, seconds=seconds, backend=backend, extra=extra)
     print(format_table(summary["cells"]))
+    for c in summary.get("comparisons", []):
+        lo, hi = c["ci95"]
+        print(
+            f"{c['a']} - {c['b']}  n={c['width']} Δ={c['delta']:g}: {c['difference']:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}]  McNemar p = {c['p_value']:.3g}"
+        )
     print(f"{total} runs in {seconds:.1f} s on {backend}; results in {out}/")
     return 0
 

@@ -23,11 +23,15 @@ import numpy as np
 
 from gdrelu import theory
 from gdrelu.data import WeightedData, paper_data
-from gdrelu.engine import SimulationResult, Status, simulate
+from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
 from gdrelu.init import INITS
 from gdrelu.model import Params
+from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 
 DTYPES = ("float64", "float32")
+STEP_SIZE_RULES = ("paper", "small")
+STUCK_RULES = ("auto", "certificate", "final")
+NOISE_STREAM = 0x5EED  # fold_in(run key, NOISE_STREAM): the run's minibatch noise
 
 
 class SpecError(ValueError):
@@ -43,8 +47,13 @@ class ExperimentSpec:
     """What to run: the paper's 1-D GD experiment over widths × Δ (PAPER.md, "Reference protocol").
 
     `num_samples` is N, the multinomial sample count of each run's empirical
-    distribution; None means N = n². `step_size` is "paper" (1/λ_max at initialization)
-    or a positive number.
+    distribution; None means N = n². `step_size` is "paper" (1/λ_max at initialization),
+    "small" (0.01/n) or a positive number. `optimizer` is one of `optim.NAMED`;
+    `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
+    `stop_on` is passed to `simulate` (None: the rules valid for the optimizer).
+    `stuck_rule` says what P(stuck) counts: "certificate" (GD's default: certified or
+    degenerate), "final" (the other optimizers' default, and `gdrelu compare`'s for all:
+    certified or degenerate, or a final network still in the linear regime, `detectors`).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -55,11 +64,15 @@ class ExperimentSpec:
     check_every: int = 1000
     max_checks: int = 1000
     optimizer: str = "gd"
+    sampler: str | None = None
+    batch_size: int = 16
     init: str = "he"
     step_size: str | float = "paper"
     num_samples: int | None = None
     alpha: float = 0.0
     early_stopping: bool = False
+    stop_on: tuple[str, ...] | None = None
+    stuck_rule: str = "auto"
 
     def __post_init__(self):
         _validate(self)
@@ -72,8 +85,10 @@ class ExperimentSpec:
             if name not in known:
                 raise SpecError(name, f"unknown setting (known: {', '.join(sorted(known))})")
         values = dict(values)
-        for name in ("widths", "deltas"):
+        for name in ("widths", "deltas", "stop_on"):
             if name in values:
+                if name == "stop_on" and values[name] is None:
+                    continue
                 if not isinstance(values[name], list | tuple):
                     raise SpecError(name, "must be a list")
                 values[name] = tuple(values[name])
@@ -81,6 +96,11 @@ class ExperimentSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def final_stuck_rule(self) -> bool:
+        """Whether P(stuck) reads the final network (see `stuck_rule`)."""
+        return self.stuck_rule == "final" or (self.stuck_rule == "auto" and self.optimizer != "gd")
 
     def cells(self) -> list[Cell]:
         return [Cell(width, delta, self) for width in self.widths for delta in self.deltas]
@@ -117,20 +137,44 @@ def _validate(spec: ExperimentSpec) -> None:
         raise SpecError("seed", "must be below 2**32")
     if spec.dtype not in DTYPES:
         raise SpecError("dtype", f"{spec.dtype!r} is not one of {', '.join(DTYPES)}")
-    if spec.optimizer != "gd":
-        raise SpecError("optimizer", f"{spec.optimizer!r} is not supported yet (only 'gd')")
+    if spec.optimizer not in NAMED:
+        raise SpecError("optimizer", f"{spec.optimizer!r} is not one of {', '.join(NAMED)}")
+    if not _is_int(spec.batch_size) or spec.batch_size < 1:
+        raise SpecError("batch_size", f"{spec.batch_size!r} is not a positive integer")
+    if spec.sampler is not None and spec.sampler not in SAMPLERS:
+        raise SpecError("sampler", f"{spec.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    try:
+        get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+    except ValueError as err:
+        raise SpecError("sampler", str(err).split(": ", 1)[-1]) from None
+    if spec.sampler == "epoch" and spec.batch_size > 6:
+        raise SpecError(
+            "batch_size", f"{spec.batch_size} exceeds the 6 data points (epoch sampler)"
+        )
     if spec.init not in INITS:
         raise SpecError("init", f"{spec.init!r} is not one of {', '.join(INITS)}")
-    if spec.step_size != "paper" and not (
+    if spec.step_size not in STEP_SIZE_RULES and not (
         _is_real(spec.step_size) and math.isfinite(spec.step_size) and spec.step_size > 0
     ):
-        raise SpecError("step_size", f"{spec.step_size!r} is neither 'paper' nor a positive number")
+        raise SpecError(
+            "step_size", f"{spec.step_size!r} is neither 'paper', 'small' nor a positive number"
+        )
     if spec.num_samples is not None and (not _is_int(spec.num_samples) or spec.num_samples < 1):
         raise SpecError("num_samples", f"{spec.num_samples!r} is not a positive integer")
     if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
         raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
     if not isinstance(spec.early_stopping, bool):
         raise SpecError("early_stopping", "must be true or false")
+    if spec.stop_on is not None:
+        unknown = set(spec.stop_on) - set(STOP_RULES)
+        if unknown:
+            raise SpecError("stop_on", f"unknown rules {sorted(unknown)}; known: {STOP_RULES}")
+        if spec.optimizer != "gd" and set(spec.stop_on) & {"stuck", "degenerate"}:
+            raise SpecError("stop_on", "'stuck' and 'degenerate' are proofs for gd only")
+    if spec.stuck_rule not in STUCK_RULES:
+        raise SpecError("stuck_rule", f"{spec.stuck_rule!r} is not one of {', '.join(STUCK_RULES)}")
+    if spec.stuck_rule == "certificate" and spec.optimizer != "gd":
+        raise SpecError("stuck_rule", "the certificate is a proof for gd only; use 'final'")
 
 
 class Cell(NamedTuple):
@@ -167,6 +211,22 @@ class Cell(NamedTuple):
 def run_key(seed: int, cell_hash: int, index) -> jax.Array:
     """The key of run `index` of a cell: fold_in(fold_in(key(seed), cell_hash), index)."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), cell_hash), index)
+
+
+def noise_keys(cell: Cell, indices: np.ndarray) -> jax.Array:
+    """Key data (runs, 2) of the minibatch noise of runs `indices` of a cell: the same for
+    every optimizer (common random numbers), independent of the data and initialization."""
+    return _noise_keys(
+        jnp.asarray(cell.spec.seed, jnp.uint32),
+        jnp.asarray(cell.cell_hash, jnp.uint32),
+        jnp.asarray(indices, jnp.uint32),
+    )
+
+
+@jax.jit
+def _noise_keys(seed, cell_hash, indices):
+    keys = jax.vmap(lambda i: jax.random.fold_in(run_key(seed, cell_hash, i), NOISE_STREAM))
+    return jax.random.key_data(keys(indices))
 
 
 def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData, jax.Array]:
@@ -234,10 +294,13 @@ def run_experiment(
     results = []
     for width in spec.widths:
         cells = [Cell(width, delta, spec) for delta in spec.deltas]
-        parts = [initial_runs(cell, np.arange(spec.runs)) for cell in cells]
-        params, data, valid = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+        indices = np.arange(spec.runs)
+        parts = [(*initial_runs(cell, indices), noise_keys(cell, indices)) for cell in cells]
+        params, data, valid, keys = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
         if spec.step_size == "paper":
             step = _paper_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype))
+        elif spec.step_size == "small":
+            step = jnp.full((params.c.shape[0],), 0.01 / width, params.c.dtype)
         else:
             step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
         callback = None if on_check is None else (lambda k, status, w=width: on_check(w, k, status))
@@ -245,6 +308,11 @@ def run_experiment(
             params,
             data,
             step,
+            optimizer=spec.optimizer,
+            sampler=spec.sampler,
+            batch_size=spec.batch_size,
+            key=keys,
+            stop_on=spec.stop_on,
             check_every=spec.check_every,
             max_checks=spec.max_checks,
             alpha=spec.alpha,

@@ -25,3 +25,35 @@ def failure_probability(stuck, runs, level: float = 0.95) -> tuple[float, tuple[
     """P(stuck) = stuck / runs with its Clopper-Pearson interval."""
     lower, upper = clopper_pearson(stuck, runs, level)
     return float(stuck) / float(runs), (float(lower), float(upper))
+
+
+def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
+    """P_a(stuck) - P_b(stuck) on paired runs (common random numbers), exact McNemar test.
+
+    With discordant counts b = #(a stuck, b not) and c = #(b stuck, a not), the two-sided
+    exact McNemar p-value is the binomial test of b out of b + c against 1/2. The interval
+    is conditional on b + c: the difference is (b - c)/N = ((b + c)/N)(2θ - 1) with θ the
+    probability that a discordant pair is (a stuck, b not), and θ gets its Clopper-Pearson
+    interval, so the interval excludes 0 exactly when the test rejects at 1 - level.
+    """
+    a = np.asarray(stuck_a, bool)
+    b_runs = np.asarray(stuck_b, bool)
+    if a.shape != b_runs.shape:
+        raise ValueError("paired outcomes need equal shapes")
+    total = a.size
+    b = int(np.sum(a & ~b_runs))
+    c = int(np.sum(~a & b_runs))
+    discordant = b + c
+    if discordant == 0:
+        p_value, ci = 1.0, (0.0, 0.0)
+    else:
+        p_value = float(_scipy_stats.binomtest(b, discordant, 0.5).pvalue)
+        low, high = clopper_pearson(b, discordant, level)
+        scale = discordant / total
+        ci = (float(scale * (2 * low - 1)), float(scale * (2 * high - 1)))
+    return {
+        "difference": (b - c) / total,
+        "ci95" if level == 0.95 else f"ci{level:g}": list(ci),
+        "p_value": p_value,
+        "discordant": [b, c],
+    }

@@ -18,8 +18,8 @@ import numpy as np
 
 from gdrelu.engine import Status
 from gdrelu.experiment import CellResult, ExperimentSpec, status_counts
-from gdrelu.plot import failure_probability_plot
-from gdrelu.stats import failure_probability
+from gdrelu.plot import comparison_plot, failure_probability_plot
+from gdrelu.stats import failure_probability, paired_comparison
 
 RUN_COLUMNS = (
     "run_id",
@@ -33,28 +33,63 @@ RUN_COLUMNS = (
     "final_loss",
     "max_kink",
     "step_size",
+    "pattern_change_step",
+    "linear_threshold",
+    "escaped",
 )
 STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)
 
 
-def cell_summary(cell_result: CellResult) -> dict[str, Any]:
-    """One summary.json cell: counts by status, P(stuck) and its 95% interval.
-
-    Stuck means certified by the criterion or degenerate (PAPER.md, "Outcome of a run").
+def stuck_runs(cell_result: CellResult) -> np.ndarray:
+    """Which runs of a cell are stuck (bool, runs): certified by GD's criterion or
+    degenerate; with the spec's "final" stuck rule also the runs whose final network is
+    still in the linear regime (`detectors`; diverged runs are neither stuck nor escaped).
     """
-    cell, status = cell_result.cell, cell_result.result.status
-    stuck = int(np.isin(status, STUCK_STATUSES).sum())
-    p, ci = failure_probability(stuck, status.size)
+    res = cell_result.result
+    certified = np.isin(res.status, STUCK_STATUSES)
+    if not cell_result.cell.spec.final_stuck_rule:
+        return certified
+    return certified | (~res.escaped & (res.status != Status.DIVERGED))
+
+
+def cell_summary(cell_result: CellResult) -> dict[str, Any]:
+    """One summary.json cell: counts by status, P(stuck) and its 95% interval (`stuck_runs`;
+    PAPER.md, "Outcome of a run"), and the counts of both detectors."""
+    cell, res = cell_result.cell, cell_result.result
+    stuck = int(stuck_runs(cell_result).sum())
+    p, ci = failure_probability(stuck, res.status.size)
     return {
         "width": int(cell.width),
         "delta": float(cell.delta),
         "optimizer": cell.spec.optimizer,
         "cell_id": cell.cell_id,
-        "runs": int(status.size),
-        "status_counts": status_counts(status),
+        "runs": int(res.status.size),
+        "status_counts": status_counts(res.status),
+        "stuck_rule": "final" if cell.spec.final_stuck_rule else "certificate",
+        "stuck": stuck,
         "p_stuck": p,
         "ci95": list(ci),
+        "detectors": {
+            "pattern_changed": int(np.sum(res.pattern_change_step >= 0)),
+            "escaped_final": int(np.sum(res.escaped)),
+        },
     }
+
+
+def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """Paired differences P_a(stuck) - P_b(stuck) for every pair of optimizers a before b
+    and every (width, Δ) cell they share, with the exact McNemar test (`stats`)."""
+    by_cell: dict[tuple, dict[str, CellResult]] = {}
+    for cr in cell_results:
+        by_cell.setdefault((cr.cell.width, cr.cell.delta), {})[cr.cell.spec.optimizer] = cr
+    out = []
+    for (width, delta), per_optimizer in by_cell.items():
+        names = list(per_optimizer)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                pair = paired_comparison(stuck_runs(per_optimizer[a]), stuck_runs(per_optimizer[b]))
+                out.append({"a": a, "b": b, "width": int(width), "delta": float(delta), **pair})
+    return out
 
 
 def run_rows(cell_result: CellResult) -> list[tuple]:
@@ -73,6 +108,9 @@ def run_rows(cell_result: CellResult) -> list[tuple]:
             repr(float(res.final_loss[i])),
             repr(float(res.max_kink[i])),
             repr(float(cell_result.step_size[i])),
+            int(res.pattern_change_step[i]),
+            repr(float(res.linear_threshold[i])),
+            bool(res.escaped[i]),
         )
         for i in range(res.status.size)
     ]
@@ -94,8 +132,10 @@ def write_results(
     *,
     seconds: float,
     backend: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write runs.csv, summary.json and failure_probability.png; return the summary."""
+    """Write runs.csv, summary.json and failure_probability.png (and comparison.png when
+    `extra` holds "comparisons"); return the summary. `extra` is added to the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -109,29 +149,35 @@ def write_results(
         "seconds": seconds,
         "backend": backend,
         "spec": spec.to_dict(),
+        **(extra or {}),
     }
     _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2).encode())
     tmp_png = out_dir / ".failure_probability.png.tmp.png"
     failure_probability_plot(summary["cells"], tmp_png)
     os.replace(tmp_png, out_dir / "failure_probability.png")
+    if summary.get("comparisons"):
+        tmp_png = out_dir / ".comparison.png.tmp.png"
+        comparison_plot(summary["comparisons"], tmp_png)
+        os.replace(tmp_png, out_dir / "comparison.png")
     return summary
 
 
 def format_table(cells: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of summary cells: runs, crossed, stuck, other, P(stuck) [95% CI]."""
     header = (
-        f"{'width':>6} {'delta':>6} {'runs':>6} {'crossed':>8} {'stuck':>6} {'other':>6}"
-        "  P(stuck) [95% CI]"
+        f"{'optimizer':>9} {'width':>6} {'delta':>6} {'runs':>6} {'crossed':>8} {'stuck':>6}"
+        f" {'other':>6}  P(stuck) [95% CI]"
     )
     lines = [header]
     for c in cells:
         counts = c["status_counts"]
-        stuck = sum(counts[s.label] for s in STUCK_STATUSES)
+        stuck = c["stuck"]
         crossed = counts["crossed"]
         other = c["runs"] - stuck - crossed
         lo, hi = c["ci95"]
         lines.append(
-            f"{c['width']:>6} {c['delta']:>6g} {c['runs']:>6} {crossed:>8} {stuck:>6} {other:>6}"
+            f"{c['optimizer']:>9} {c['width']:>6} {c['delta']:>6g} {c['runs']:>6} {crossed:>8}"
+            f" {stuck:>6} {other:>6}"
             f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     return "\n".join(lines)

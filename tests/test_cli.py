@@ -65,6 +65,10 @@ def test_same_seed_same_table(small_run, tmp_path):
         (["--max-checks", "0"], "max_checks"),
         (["--seed", "-1"], "seed"),
         (["--bogus"], "--bogus"),
+        (["--optimizer", "lbfgs"], "optimizer"),
+        (["--step-size", "fast"], "step_size"),
+        (["--optimizer", "gd", "--sampler", "epoch"], "sampler"),
+        (["--batch-size", "0"], "batch_size"),
     ],
 )
 def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path, capsys):
@@ -99,3 +103,44 @@ def test_unwritable_output_is_reported_before_compute(tmp_path, capsys):
 def test_existing_results_are_not_overwritten(small_run, capsys):
     assert main(["run", *SMALL, "--out", str(small_run)]) == 2
     assert "already holds results" in capsys.readouterr().err
+
+
+def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
+    """Cells carry the optimizer; each comparison's discordant counts and difference are
+    those of the per-run table paired by run id (a seed gives every optimizer the same
+    data and initial networks)."""
+    out = tmp_path / "cmp"
+    args = ["--widths", "4", "--deltas", "0", "--runs", "24", "--check-every", "100",
+            "--max-checks", "3", "--quiet"]  # fmt: skip
+    assert main(["compare", "--optimizers", "gd,adam", *args, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizers"] == ["gd", "adam"]
+    assert [c["optimizer"] for c in summary["cells"]] == ["gd", "adam"]
+    assert all(c["stuck_rule"] == "final" for c in summary["cells"])
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    stuck = {}
+    for r in rows:
+        final_stuck = r["escaped"] == "False" and r["status"] != "diverged"
+        certified = r["status"] in ("stuck", "a_degenerate", "x_degenerate")
+        stuck[r["optimizer"], r["run_id"]] = certified or final_stuck
+    ids = sorted({r["run_id"] for r in rows})
+    assert len(ids) == 24 and len(rows) == 48
+    b = sum(stuck["gd", i] and not stuck["adam", i] for i in ids)
+    c = sum(stuck["adam", i] and not stuck["gd", i] for i in ids)
+    (comparison,) = summary["comparisons"]
+    assert {"a", "b", "width", "delta", "difference", "ci95", "p_value"} <= set(comparison)
+    assert (comparison["a"], comparison["b"]) == ("gd", "adam")
+    assert comparison["discordant"] == [b, c]
+    assert comparison["difference"] == pytest.approx((b - c) / 24)
+    assert 0.0 <= comparison["p_value"] <= 1.0
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("optimizers", "field"), [("gd", "--optimizers"), ("gd,foo", "optimizer")])
+def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["compare", "--optimizers", optimizers, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+    assert not out.exists()
