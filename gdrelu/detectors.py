@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.data import WeightedData
-from gdrelu.model import Params, activation_pattern
+from gdrelu.model import STANDARD, Params, Scaling, activation_pattern
 
 ESCAPE_MARGIN = 1e-6  # escaped: final loss below (1 - ESCAPE_MARGIN) L_lin
 
@@ -45,16 +45,17 @@ def _sorted_groups(pattern: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(new, dtype=jnp.int32)]), order
 
 
-def pattern_groups(params: Params, x: jax.Array) -> jax.Array:
+def pattern_groups(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
     """Group id (m,) int of each data point: equal ids iff equal activation patterns."""
-    ids, order = _sorted_groups(activation_pattern(params, x))
+    ids, order = _sorted_groups(activation_pattern(params, x, scaling))
     return jnp.zeros_like(ids).at[order].set(ids)
 
 
-def same_groups(initial: Params, final: Params, x: jax.Array) -> jax.Array:
+def same_groups(initial: Params, final: Params, x: jax.Array, scaling=STANDARD) -> jax.Array:
     """Whether two networks group the points alike: both partitions have as many groups as
     their common refinement (the partition by the concatenated patterns)."""
-    first, second = activation_pattern(initial, x), activation_pattern(final, x)
+    first = activation_pattern(initial, x, scaling)
+    second = activation_pattern(final, x, scaling)
     counts = [
         _sorted_groups(pattern)[0][-1]
         for pattern in (first, second, jnp.concatenate([first, second], axis=1))
@@ -62,11 +63,11 @@ def same_groups(initial: Params, final: Params, x: jax.Array) -> jax.Array:
     return (counts[0] == counts[2]) & (counts[1] == counts[2])
 
 
-def linear_threshold(params: Params, data: WeightedData) -> jax.Array:
+def linear_threshold(params: Params, data: WeightedData, scaling: Scaling = STANDARD) -> jax.Array:
     """L_lin of one run at its (initial) parameters: one weighted affine fit per group."""
     x, y, p = data
     features = jnp.concatenate([x.reshape(x.shape[0], -1), jnp.ones((x.shape[0], 1), y.dtype)], 1)
-    groups = pattern_groups(params, x)
+    groups = pattern_groups(params, x, scaling)
     m = x.shape[0]
     grams = jax.ops.segment_sum(
         p[:, None, None] * features[:, :, None] * features[:, None, :], groups, m
@@ -77,14 +78,19 @@ def linear_threshold(params: Params, data: WeightedData) -> jax.Array:
     return 0.5 * jnp.sum(p * residual * residual)
 
 
-def escaped(initial: Params, final: Params, data: WeightedData, loss, threshold) -> jax.Array:
+def escaped(
+    initial: Params, final: Params, data: WeightedData, loss, threshold, scaling=STANDARD
+) -> jax.Array:
     """The final classification of one run: True if it left the linear regime."""
-    regrouped = ~same_groups(initial, final, data.x)
+    regrouped = ~same_groups(initial, final, data.x, scaling)
     return regrouped | (loss < (1.0 - ESCAPE_MARGIN) * threshold)
 
 
 @jax.jit
-def classify(initial: Params, final: Params, data: WeightedData, loss):
-    """Batched over runs: (L_lin at the initial parameters, escaped)."""
-    threshold = jax.lax.map(lambda args: linear_threshold(*args), (initial, data), batch_size=64)
-    return threshold, jax.vmap(escaped)(initial, final, data, loss, threshold)
+def classify(initial: Params, final: Params, data: WeightedData, loss, scaling=STANDARD):
+    """Batched over runs (scalar scaling): (L_lin at the initial parameters, escaped)."""
+    threshold = jax.lax.map(
+        lambda args: linear_threshold(*args, scaling), (initial, data), batch_size=64
+    )
+    one = jax.vmap(escaped, in_axes=(0, 0, 0, 0, 0, None))
+    return threshold, one(initial, final, data, loss, threshold, scaling)

@@ -27,7 +27,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdrelu import theory
 from gdrelu.data import WeightedData
 from gdrelu.fastpath import fixed_pattern_steps, side_moments
-from gdrelu.model import Params, activation_pattern, forward, max_abs_kink, weighted_loss
+from gdrelu.model import (
+    STANDARD,
+    Params,
+    Scaling,
+    activation_pattern,
+    forward,
+    max_abs_kink,
+    scaling_of,
+    weighted_loss,
+)
 from gdrelu.optim import Optimizer, batch_weights, get_optimizer
 from gdrelu.propagator import (
     IRREGULAR_CAPACITY,
@@ -74,6 +83,7 @@ class RunState(NamedTuple):
     noise_key: jax.Array  # (runs, 2) uint32 key data of the run's minibatch noise
     step: jax.Array  # (runs,) steps taken
     pattern_change: jax.Array  # (runs,) first step whose activation pattern differs; -1: none
+    scaling: Scaling  # (runs,) each: the parameterization's forward multipliers
 
 
 class SimulationResult(NamedTuple):
@@ -127,17 +137,17 @@ def chunk_end(params: Params) -> ChunkEnd:
     return ChunkEnd(grams, theta, jnp.ones(theta.shape[0], bool))
 
 
-def _network_outputs(params: Params, data: WeightedData, end: ChunkEnd, alpha, fixed_pattern):
+def _network_outputs(state: RunState, data: WeightedData, end: ChunkEnd, alpha, fixed_pattern):
     """f(x_j): from the per-side lines when the pattern is known to be fixed, else directly."""
     if fixed_pattern:
-        return theory.linear_outputs(end.grams, params.c, data.x, alpha)
-    return forward(params, data.x, alpha)
+        return theory.linear_outputs(end.grams, state.params.c, data.x, alpha)
+    return forward(state.params, data.x, alpha, state.scaling)
 
 
 def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_pattern):
     """Stopping checks of one run after a chunk: (status code, loss, best_val, stale)."""
     params, data = state.params, inputs.data
-    residual = _network_outputs(params, data, end, alpha, fixed_pattern) - data.y
+    residual = _network_outputs(state, data, end, alpha, fixed_pattern) - data.y
     loss = 0.5 * jnp.sum(data.weights * residual * residual)
     conditions = [~_all_finite(params, loss)]
     codes = [Status.DIVERGED]
@@ -178,13 +188,19 @@ GD = get_optimizer("gd")
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
-def initial_state(params: Params, step_size=None, noise_key=None, *, optimizer=GD) -> RunState:
+def initial_state(
+    params: Params, step_size=None, noise_key=None, scaling=None, *, optimizer=GD
+) -> RunState:
     """The scan carry of a batch of runs before their first step.
 
     step_size (runs,) builds the optimizer's state; noise_key (runs, 2) uint32 key data
-    seeds the minibatches of a stochastic optimizer (zeros when not given).
+    seeds the minibatches of a stochastic optimizer (zeros when not given); scaling holds
+    (runs,) multipliers of the parameterization (standard when not given).
     """
     runs, dtype = params.c.shape[0], params.c.dtype
+    scaling = Scaling(
+        *(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling or STANDARD)
+    )
     if step_size is None:
         step_size = jnp.zeros((runs,), dtype)
     if noise_key is None:
@@ -196,7 +212,7 @@ def initial_state(params: Params, step_size=None, noise_key=None, *, optimizer=G
         slope0, regular = jnp.zeros(params.b.shape, dtype), jnp.zeros(params.b.shape, bool)
     return RunState(
         params=params,
-        max_kink=jax.vmap(max_abs_kink)(params),
+        max_kink=jax.vmap(max_abs_kink)(params, scaling),
         best_val=jnp.full((runs,), jnp.inf, dtype),
         stale_checks=jnp.zeros((runs,), jnp.int32),
         slope0=slope0,
@@ -206,6 +222,7 @@ def initial_state(params: Params, step_size=None, noise_key=None, *, optimizer=G
         noise_key=noise_key,
         step=jnp.zeros((runs,), jnp.int32),
         pattern_change=jnp.full((runs,), -1, jnp.int32),
+        scaling=scaling,
     )
 
 
@@ -239,18 +256,19 @@ def _trained(state: RunState, data: WeightedData, step_size, alpha, num_steps, o
     params = state.params
     transformation = optimizer.transformation(step_size)
     key = jax.random.wrap_key_data(state.noise_key)
-    pattern = activation_pattern(params, data.x)  # the initial one until it first changes
+    scaling = state.scaling
+    pattern = activation_pattern(params, data.x, scaling)  # the initial one until it changes
 
     def body(carry, t):
         p, opt, kink, changed, first = carry
         weights = batch_weights(optimizer, data.weights, key, state.step + t)
-        grads = jax.grad(weighted_loss)(p, data.x, data.y, weights, alpha)
+        grads = jax.grad(weighted_loss)(p, data.x, data.y, weights, alpha, scaling)
         updates, opt = transformation.update(grads, opt, p)
         p = optax.apply_updates(p, updates)
-        moved = jnp.any(activation_pattern(p, data.x) != pattern)
+        moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)
         first = jnp.where((first < 0) & moved, state.step + t + 1, first)
         changed = changed | _side_changes(p, params)
-        return (p, opt, jnp.maximum(kink, max_abs_kink(p)), changed, first), None
+        return (p, opt, jnp.maximum(kink, max_abs_kink(p, scaling)), changed, first), None
 
     carry = (
         params,
@@ -511,7 +529,9 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
-def _placed(params, data, step_size, validation_weights, noise_key, optimizer, block, devices):
+def _placed(
+    params, data, step_size, validation_weights, noise_key, scaling, optimizer, block, devices
+):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh)."""
     runs, dtype = params.c.shape[0], params.c.dtype
@@ -521,7 +541,7 @@ def _placed(params, data, step_size, validation_weights, noise_key, optimizer, b
     positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
     inputs = check_inputs(data, steps, jnp.asarray(validation_weights, dtype))
-    state = initial_state(params, steps, noise_key, optimizer=optimizer)
+    state = initial_state(params, steps, noise_key, scaling, optimizer=optimizer)
     state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     return state, inputs, layout, mesh
 
@@ -542,7 +562,7 @@ def chunk_runner(
     and redoes nothing (the work stays the same from chunk to chunk)."""
     dtype = params.c.dtype
     state, inputs, layout, mesh = _placed(
-        params, data, step_size, data.weights, None, GD, block, devices
+        params, data, step_size, data.weights, None, None, GD, block, devices
     )
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
 
@@ -566,19 +586,23 @@ def chunk_runner(
     return run
 
 
-def _stop_rules(stop_on, optimizer: Optimizer, eigenvectors, early_stopping) -> tuple[str, ...]:
-    """The checks to apply: `stop_on` (default: those valid for the optimizer) and flags."""
+def _stop_rules(
+    stop_on, optimizer: Optimizer, standard: bool, eigenvectors, early_stopping
+) -> tuple[str, ...]:
+    """The checks to apply: `stop_on` (default: those valid for the optimizer and the
+    parameterization) and flags."""
+    proven = optimizer.certificate and standard
     if stop_on is None:
-        stop_on = STOP_RULES if optimizer.certificate else ()
+        stop_on = STOP_RULES if proven else ()
     rules = tuple(sorted(set(stop_on)))
     unknown = set(rules) - set(STOP_RULES)
     if unknown:
         raise ValueError(f"stop_on: unknown rules {sorted(unknown)}; known: {STOP_RULES}")
     proofs = set(rules) & {"stuck", "degenerate"}
-    if proofs and not optimizer.certificate:
+    if proofs and not proven:
         raise ValueError(
-            f"stop_on: {sorted(proofs)} are proofs for full-batch GD only, not for "
-            f"optimizer {optimizer.name!r}"
+            f"stop_on: {sorted(proofs)} are proofs for full-batch GD in the standard "
+            f"parameterization only, not for optimizer {optimizer.name!r} there"
         )
     if eigenvectors not in ("columns", "rows"):
         raise ValueError(f"eigenvectors must be 'columns' or 'rows', not {eigenvectors!r}")
@@ -589,14 +613,17 @@ def _stop_rules(stop_on, optimizer: Optimizer, eigenvectors, early_stopping) -> 
     return rules
 
 
-def _choose_path(path: str, rules, optimizer: Optimizer, one_dimensional: bool) -> str:
-    fast = one_dimensional and "crossed" in rules and optimizer.name == "gd"
+def _choose_path(path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard) -> str:
+    fast = one_dimensional and "crossed" in rules and optimizer.name == "gd" and standard
     if path == "auto":
         return "propagator" if fast else "general"
     if path not in _PATHS:
         raise ValueError(f"path must be 'auto' or one of {sorted(_PATHS)}, not {path!r}")
     if path != "general" and not fast:
-        raise ValueError(f"path={path!r} needs GD, 1-D input and the 'crossed' stop rule")
+        raise ValueError(
+            f"path={path!r} needs GD, 1-D input, the standard parameterization and the "
+            "'crossed' stop rule"
+        )
     return path
 
 
@@ -618,6 +645,7 @@ def simulate(
     step_size,
     *,
     optimizer="gd",
+    parameterization: str = "standard",
     sampler: str | None = None,
     batch_size: int = 16,
     key=None,
@@ -641,6 +669,7 @@ def simulate(
     `optimizer`: "gd", "sgd", "momentum", "adam", a function h -> optax transformation,
     or an optax transformation (`optim.get_optimizer`, with `sampler` and `batch_size`);
     a stochastic sampler needs `key`, one key per run (typed, or (runs, 2) key data).
+    `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`, the true width).
     At each check, in this order: DIVERGED (non-finite), CROSSED (some |b_i/a_i| ≥
     min_j |x_j| after any step so far), A_DEGENERATE, X_DEGENERATE, STUCK (the
     certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (the
@@ -667,7 +696,8 @@ def simulate(
     if check_every < 1 or max_checks < 1:
         raise ValueError("check_every and max_checks must be at least 1")
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
-    rules = _stop_rules(stop_on, optimizer, eigenvectors, validation_weights is not None)
+    standard = parameterization == "standard"
+    rules = _stop_rules(stop_on, optimizer, standard, eigenvectors, validation_weights is not None)
     if validation_weights is None:
         validation_weights = data.weights
     if optimizer.uses_step_size == (step_size is None):
@@ -693,10 +723,12 @@ def simulate(
     pattern_change = np.full(runs, -1, np.int64)
     final = [np.zeros(np.shape(leaf), dtype) for leaf in params]
 
-    path = _choose_path(path, rules, optimizer, params.a.ndim == 2)
+    path = _choose_path(path, rules, optimizer, params.a.ndim == 2, standard)
+    dim = 1 if params.a.ndim == 2 else params.a.shape[-2]
+    scaling = scaling_of(parameterization, params.b.shape[-1], dim)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
     state, inputs, layout, mesh = _placed(
-        params, data, step_size, validation_weights, noise_key, optimizer, block, devices
+        params, data, step_size, validation_weights, noise_key, scaling, optimizer, block, devices
     )
     per_device = layout.slots.size // mesh.size
     advance = functools.partial(
@@ -736,7 +768,9 @@ def simulate(
         if not (layout.slots >= 0).any():
             break
     final = Params(*final)
-    threshold, escaped = jax.device_get(classify(params, final, data, jnp.asarray(final_loss)))
+    threshold, escaped = jax.device_get(
+        classify(params, final, data, jnp.asarray(final_loss), Scaling(*map(jnp.asarray, scaling)))
+    )
     return SimulationResult(
         status, stop_step, final, max_kink, final_loss, pattern_change, threshold, escaped
     )

@@ -1,8 +1,10 @@
 """The two-layer (Leaky)ReLU network of PAPER.md, as pure functions over `Params`.
 
-    f(x) = c + Σ_i w_i σ_α(a_i·x + b_i),   σ_α(t) = max(t, α t)
+    f(x) = c + s_w Σ_i w_i σ_α(s_a a_i·x + b_i),   σ_α(t) = max(t, α t)
 
-Every function here acts on one run; `jax.vmap` adds a leading runs axis.
+with the parameterization's multipliers (s_a, s_w) = `Scaling`: (1, 1) standard / He,
+(sqrt(2/d), sqrt(2/n)) NTK (PAPER.md, "Parameterizations"; n the true width). Every
+function here acts on one run; `jax.vmap` adds a leading runs axis.
 """
 
 from __future__ import annotations
@@ -27,6 +29,27 @@ class Params(NamedTuple):
     c: jax.Array
 
 
+class Scaling(NamedTuple):
+    """Forward multipliers of the layer-1 weights a and the layer-2 weights w (scalars or
+    traced arrays: data, not constants, so that widths can share a program)."""
+
+    a: float | jax.Array = 1.0
+    w: float | jax.Array = 1.0
+
+
+STANDARD = Scaling(1.0, 1.0)
+PARAMETERIZATIONS = ("standard", "ntk")
+
+
+def scaling_of(parameterization: str, width, dim: int) -> Scaling:
+    """(s_a, s_w) of a parameterization: standard (1, 1), ntk (sqrt(2/d), sqrt(2/n))."""
+    if parameterization == "standard":
+        return STANDARD
+    if parameterization == "ntk":
+        return Scaling(jnp.sqrt(2.0 / dim), jnp.sqrt(2.0 / jnp.asarray(width, float)))
+    raise ValueError(f"parameterization: {parameterization!r} is not one of {PARAMETERIZATIONS}")
+
+
 def activation(t: jax.Array, alpha: float | jax.Array = 0.0) -> jax.Array:
     """σ_α(t) = t for t ≥ 0, α t otherwise (α = 0: ReLU).
 
@@ -35,21 +58,25 @@ def activation(t: jax.Array, alpha: float | jax.Array = 0.0) -> jax.Array:
     return jnp.where(t >= 0, t, alpha * t)
 
 
-def preactivations(params: Params, x: jax.Array) -> jax.Array:
-    """z_ji = a_i·x_j + b_i for data x of shape (m,) or (m, d); returns (m, n)."""
+def preactivations(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
+    """z_ji = s_a a_i·x_j + b_i for data x of shape (m,) or (m, d); returns (m, n)."""
     if x.ndim == 1:
-        return x[:, None] * params.a + params.b
-    return x @ params.a + params.b
+        return scaling.a * (x[:, None] * params.a) + params.b
+    return scaling.a * (x @ params.a) + params.b
 
 
-def forward(params: Params, x: jax.Array, alpha: float | jax.Array = 0.0) -> jax.Array:
+def forward(
+    params: Params, x: jax.Array, alpha: float | jax.Array = 0.0, scaling: Scaling = STANDARD
+) -> jax.Array:
     """Network output f(x_j) for data x of shape (m,) or (m, d); returns (m,)."""
-    return params.c + activation(preactivations(params, x), alpha) @ params.w
+    hidden = activation(preactivations(params, x, scaling), alpha)
+    return params.c + scaling.w * (hidden @ params.w)
 
 
-def activation_pattern(params: Params, x: jax.Array) -> jax.Array:
-    """Which neuron is on at which data point: bool (m, n), z_ji ≥ 0."""
-    return preactivations(params, x) >= 0
+def activation_pattern(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
+    """Which neuron is on at which data point: bool (m, n), z_ji ≥ 0 (s_a > 0 does not
+    change it)."""
+    return preactivations(params, x, scaling) >= 0
 
 
 def kinks(params: Params) -> jax.Array:
@@ -57,14 +84,14 @@ def kinks(params: Params) -> jax.Array:
     return -params.b / params.a
 
 
-def max_abs_kink(params: Params) -> jax.Array:
-    """max_i |b_i / a_i|: a kink crossed the data once this reaches min_j |x_j|."""
-    return jnp.max(jnp.abs(params.b / params.a), axis=-1)
+def max_abs_kink(params: Params, scaling: Scaling = STANDARD) -> jax.Array:
+    """max_i |b_i / (s_a a_i)|: a kink crossed the data once this reaches min_j |x_j|."""
+    return jnp.max(jnp.abs(params.b / (scaling.a * params.a)), axis=-1)
 
 
 def weighted_loss(
-    params: Params, x: jax.Array, y: jax.Array, weights: jax.Array, alpha=0.0
+    params: Params, x: jax.Array, y: jax.Array, weights: jax.Array, alpha=0.0, scaling=STANDARD
 ) -> jax.Array:
     """L(θ) = ½ Σ_j p_j (f(x_j) - y_j)²."""
-    r = forward(params, x, alpha) - y
+    r = forward(params, x, alpha, scaling) - y
     return 0.5 * jnp.sum(weights * r * r)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.data import WeightedData, side_masks
-from gdrelu.model import Params
+from gdrelu.model import STANDARD, Params, Scaling, activation, preactivations
 
 _A, _B, _W = 0, 1, 2
 _Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
@@ -103,6 +103,35 @@ def paper_step_size(params: Params, data: WeightedData, *, alpha=0.0) -> jax.Arr
     """h = 1 / λ_max(M^{1/2} A_ref M^{1/2}) (PAPER.md, "Step size"); shape () or (runs,)."""
     k = _iteration_matrix(neuron_grams(params), moment_roots(data)[0], alpha)
     return 1.0 / jnp.linalg.eigvalsh(k)[-1]
+
+
+def neural_tangent_gram(
+    params: Params, data: WeightedData, *, alpha=0.0, scaling: Scaling = STANDARD
+) -> jax.Array:
+    """K_w = diag(√p) J Jᵀ diag(√p) of one run, (m, m); J (m, #θ) holds ∂f(x_j)/∂θ.
+
+    For f = c + s_w Σ_i w_i σ_α(z_ji), z_ji = s_a a_i·x_j + b_i, the entries are
+        (J Jᵀ)_jk = s_w² Σ_i w_i² σ'_ji σ'_ki (s_a² x_j·x_k + 1) + s_w² Σ_i σ_ji σ_ki + 1,
+    with σ'(z) = 1 for z ≥ 0 and α otherwise: O(m² n) work, no Jacobian materialized.
+    """
+    x = data.x.reshape(data.x.shape[0], -1)
+    z = preactivations(params, data.x, scaling)
+    slopes = jnp.where(z >= 0, 1.0, alpha).astype(z.dtype)
+    values = activation(z, alpha)
+    weighted = slopes * params.w
+    inner = scaling.a**2 * (x @ x.T) + 1.0
+    gram = scaling.w**2 * (inner * (weighted @ weighted.T) + values @ values.T) + 1.0
+    root = jnp.sqrt(data.weights)
+    return root[:, None] * gram * root[None, :]
+
+
+@_over_runs
+def ntk_step_size(
+    params: Params, data: WeightedData, *, alpha=0.0, scaling: Scaling = STANDARD
+) -> jax.Array:
+    """h = 1 / λ_max(K_w) (PAPER.md, star data): any input dimension; () or (runs,)."""
+    gram = neural_tangent_gram(params, data, alpha=alpha, scaling=scaling)
+    return 1.0 / jnp.linalg.eigvalsh(gram)[-1]
 
 
 def _linear_coordinates(grams: jax.Array, alpha) -> jax.Array:

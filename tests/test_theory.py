@@ -1,5 +1,7 @@
 """The paper's theory (PAPER.md) against the golden vectors and direct implementations."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
@@ -116,3 +118,42 @@ def test_degeneracy():
     x = np.array([[-3.0, -2, -1, 1, 2, 3]] * 2)
     w = np.array([[0.2, 0.2, 0.2, 0.4, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2, 0.0]])
     np.testing.assert_array_equal(theory.x_degenerate(WeightedData(x, x, w)), [True, False])
+
+
+@pytest.mark.parametrize("i", range(5))
+def test_ntk_step_size_is_the_paper_step_size_in_1d(trajectories, i):
+    """With zero biases in 1-D, λ_max of the weighted neural-tangent Gram equals λ_max of
+    M^{1/2} A_ref M^{1/2}: the golden `lr` both ways (two unrelated formulas)."""
+    case = golden_case(trajectories, i)
+    params = Params(*(case[f"{n}0"] for n in "abwc"))
+    data = WeightedData(case["x"], case["y"], case["xw"])
+    assert float(theory.ntk_step_size(params, data)) == pytest.approx(float(case["lr"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
+def test_ntk_step_size_against_a_direct_jacobian(parameterization, alpha):
+    """Batched, d = 3, nonzero biases: 1/λ_max(diag(√p) J Jᵀ diag(√p)) with J from autodiff."""
+    from jax.flatten_util import ravel_pytree
+
+    from gdrelu.model import forward, scaling_of
+
+    runs, m, d, n = 3, 9, 3, 7
+    rng = np.random.default_rng(5)
+    params = Params(
+        rng.normal(size=(runs, d, n)), rng.normal(size=(runs, n)), rng.normal(size=(runs, n)),
+        rng.normal(size=runs),
+    )  # fmt: skip
+    data = WeightedData(
+        rng.normal(size=(runs, m, d)), rng.normal(size=(runs, m)), rng.dirichlet(np.ones(m), runs)
+    )
+    scaling = scaling_of(parameterization, n, d)
+    got = theory.ntk_step_size(params, data, alpha=alpha, scaling=scaling)
+    for r in range(runs):
+        one = jax.tree.map(lambda v, r=r: jnp.asarray(v[r]), params)
+        flat, unravel = ravel_pytree(one)
+        x = jnp.asarray(data.x[r])
+        jac = jax.jacrev(lambda f: forward(unravel(f), x, alpha, scaling))(flat)
+        root = np.sqrt(data.weights[r])
+        gram = root[:, None] * np.asarray(jac @ jac.T) * root[None, :]
+        assert float(got[r]) == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)
