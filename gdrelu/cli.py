@@ -64,6 +64,8 @@ _RUN_FLAGS = {
     "--step-size": ("step_size", str, "paper (default), small (0.01/n) or a number"),
     "--sampler": ("sampler", str, "minibatches: multinomial (sgd's default) or epoch"),
     "--batch-size": ("batch_size", int, "minibatch size B (default 16)"),
+    "--init": ("init", str, "weights: he (default), swapped or ntk"),
+    "--bias-init": ("bias_init", str, "layer-1 biases: zero (default), unif, kink-neg-unif, ..."),
 }
 
 
@@ -125,7 +127,7 @@ def use_compilation_cache(path: Path | None) -> None:
 
 
 def _spec_from(args):
-    from gdrelu.experiment import ExperimentSpec, SpecError
+    from gdrelu.experiment import STEP_SIZE_RULES, ExperimentSpec, SpecError
 
     values = {}
     if args.config is not None:
@@ -139,12 +141,12 @@ def _spec_from(args):
     for field, *_ in _RUN_FLAGS.values():
         if getattr(args, field, None) is not None:
             values[field] = getattr(args, field)
-    if isinstance(values.get("step_size"), str) and values["step_size"] not in ("paper", "small"):
+    if isinstance(values.get("step_size"), str) and values["step_size"] not in STEP_SIZE_RULES:
         try:
             values["step_size"] = float(values["step_size"])
         except ValueError:
             raise UsageError(
-                f"step_size: {values['step_size']!r} is neither 'paper', 'small' nor a number"
+                f"step_size: {values['step_size']!r} is not one of {STEP_SIZE_RULES} or a number"
             ) from None
     try:
         if getattr(args, "optimizers", None):

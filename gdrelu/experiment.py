@@ -24,14 +24,15 @@ import numpy as np
 from gdrelu import theory
 from gdrelu.data import WeightedData, paper_data
 from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
-from gdrelu.init import INITS
-from gdrelu.model import Params
+from gdrelu.init import INITS, init_bias, parse_bias_init
+from gdrelu.model import Params, scaling_of
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 
 DTYPES = ("float64", "float32")
-STEP_SIZE_RULES = ("paper", "small")
+STEP_SIZE_RULES = ("paper", "ntk", "small")
 STUCK_RULES = ("auto", "certificate", "final")
 NOISE_STREAM = 0x5EED  # fold_in(run key, NOISE_STREAM): the run's minibatch noise
+BIAS_STREAM = 0xB1A5  # fold_in(parameter key, BIAS_STREAM): the run's layer-1 biases
 
 
 class SpecError(ValueError):
@@ -47,10 +48,16 @@ class ExperimentSpec:
     """What to run: the paper's 1-D GD experiment over widths × Δ (PAPER.md, "Reference protocol").
 
     `num_samples` is N, the multinomial sample count of each run's empirical
-    distribution; None means N = n². `step_size` is "paper" (1/λ_max at initialization),
-    "small" (0.01/n) or a positive number. `optimizer` is one of `optim.NAMED`;
+    distribution; None means N = n². `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
+    at initialization), "ntk" (1/λ_max of the weighted neural-tangent Gram at
+    initialization, `theory.ntk_step_size`), "small" (0.01/n) or a positive number.
+    `optimizer` is one of `optim.NAMED`;
     `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
-    `stop_on` is passed to `simulate` (None: the rules valid for the optimizer).
+    `init` is "he" (standard), "swapped" or "ntk" (raw N(0, 1) weights, scaled in the
+    forward pass); `bias_init` is one of `init.BIAS_INITS` (with σ or k filled in).
+    `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
+    when the biases do not start at zero, where the paper's crossing rule and
+    certificate do not apply).
     `stuck_rule` says what P(stuck) counts: "certificate" (GD's default: certified or
     degenerate), "final" (the other optimizers' default, and `gdrelu compare`'s for all:
     certified or degenerate, or a final network still in the linear regime, `detectors`).
@@ -67,6 +74,7 @@ class ExperimentSpec:
     sampler: str | None = None
     batch_size: int = 16
     init: str = "he"
+    bias_init: str = "zero"
     step_size: str | float = "paper"
     num_samples: int | None = None
     alpha: float = 0.0
@@ -98,9 +106,27 @@ class ExperimentSpec:
         return dataclasses.asdict(self)
 
     @property
+    def paper_setting(self) -> bool:
+        """GD's theory applies: standard or swapped weights with zero biases."""
+        return self.init != "ntk" and self.bias_init == "zero"
+
+    @property
+    def parameterization(self) -> str:
+        return "ntk" if self.init == "ntk" else "standard"
+
+    @property
+    def simulate_stop_on(self) -> tuple[str, ...] | None:
+        """`stop_on` for `simulate`: the spec's, else none outside the paper's setting."""
+        if self.stop_on is not None or self.paper_setting:
+            return self.stop_on
+        return ()
+
+    @property
     def final_stuck_rule(self) -> bool:
         """Whether P(stuck) reads the final network (see `stuck_rule`)."""
-        return self.stuck_rule == "final" or (self.stuck_rule == "auto" and self.optimizer != "gd")
+        if self.stuck_rule != "auto":
+            return self.stuck_rule == "final"
+        return self.optimizer != "gd" or not self.paper_setting
 
     def cells(self) -> list[Cell]:
         return [Cell(width, delta, self) for width in self.widths for delta in self.deltas]
@@ -153,11 +179,20 @@ def _validate(spec: ExperimentSpec) -> None:
         )
     if spec.init not in INITS:
         raise SpecError("init", f"{spec.init!r} is not one of {', '.join(INITS)}")
+    if not isinstance(spec.bias_init, str):
+        raise SpecError("bias_init", f"{spec.bias_init!r} is not a name")
+    try:
+        parse_bias_init(spec.bias_init)
+    except ValueError as err:
+        raise SpecError("bias_init", str(err).split(": ", 1)[-1]) from None
+    proofs = {"stuck", "degenerate"} & set(spec.stop_on or ())
+    if proofs and (spec.init == "ntk" or spec.bias_init != "zero"):
+        raise SpecError("stop_on", f"{sorted(proofs)} need the standard init with zero biases")
     if spec.step_size not in STEP_SIZE_RULES and not (
         _is_real(spec.step_size) and math.isfinite(spec.step_size) and spec.step_size > 0
     ):
         raise SpecError(
-            "step_size", f"{spec.step_size!r} is neither 'paper', 'small' nor a positive number"
+            "step_size", f"{spec.step_size!r} is not one of {STEP_SIZE_RULES} or a positive number"
         )
     if spec.num_samples is not None and (not _is_int(spec.num_samples) or spec.num_samples < 1):
         raise SpecError("num_samples", f"{spec.num_samples!r} is not a positive integer")
@@ -173,8 +208,10 @@ def _validate(spec: ExperimentSpec) -> None:
             raise SpecError("stop_on", "'stuck' and 'degenerate' are proofs for gd only")
     if spec.stuck_rule not in STUCK_RULES:
         raise SpecError("stuck_rule", f"{spec.stuck_rule!r} is not one of {', '.join(STUCK_RULES)}")
-    if spec.stuck_rule == "certificate" and spec.optimizer != "gd":
-        raise SpecError("stuck_rule", "the certificate is a proof for gd only; use 'final'")
+    if spec.stuck_rule == "certificate" and (spec.optimizer != "gd" or not spec.paper_setting):
+        raise SpecError(
+            "stuck_rule", "the certificate is a proof for gd with zero biases only; use 'final'"
+        )
 
 
 class Cell(NamedTuple):
@@ -195,6 +232,8 @@ class Cell(NamedTuple):
             "delta": float(self.delta),
             "init": self.spec.init,
             "num_samples": int(self.num_samples),
+            # only when set, so that the paper's cells keep their hash and their runs
+            **({"bias_init": self.spec.bias_init} if self.spec.bias_init != "zero" else {}),
         }
 
     @property
@@ -240,7 +279,24 @@ def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData,
     )
     params = _initial_params(*keys, jnp.zeros((), dtype), width=cell.width, init=spec.init)
     data, valid = _initial_data(*keys, jnp.asarray(cell.delta, dtype), cell.num_samples)
+    if spec.bias_init != "zero":
+        params = _biased(*keys, params, data, bias_init=spec.bias_init, init=spec.init)
     return params, data, valid
+
+
+@functools.partial(jax.jit, static_argnames=("bias_init", "init"))
+def _biased(seed, cell_hash, indices, params, data, *, bias_init, init):
+    """Layer-1 biases by `bias_init`, keyed by fold_in(parameter key, BIAS_STREAM)."""
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, BIAS_STREAM))(
+        _run_keys(seed, cell_hash, indices)[:, 0]
+    )
+    dim = 1 if params.a.ndim == 2 else params.a.shape[1]
+    scaling = scaling_of("ntk" if init == "ntk" else "standard", params.b.shape[-1], dim)
+
+    def one(p, x, weights, key):
+        return init_bias(p, x, weights, bias_init, key=key, scaling=scaling)
+
+    return jax.vmap(one)(params, data.x, data.weights, keys)
 
 
 def _run_keys(seed, cell_hash, indices):
@@ -274,6 +330,14 @@ def _paper_step_size(params, data, alpha):
     return theory.paper_step_size(params, data, alpha=alpha)
 
 
+@functools.partial(jax.jit, static_argnames=("init",))
+def _ntk_step_size(params, data, alpha, init):
+    """1/λ_max of each run's weighted neural-tangent Gram at initialization."""
+    dim = 1 if params.a.ndim == 2 else params.a.shape[1]
+    scaling = scaling_of("ntk" if init == "ntk" else "standard", params.b.shape[-1], dim)
+    return theory.ntk_step_size(params, data, alpha=alpha, scaling=scaling)
+
+
 class CellResult(NamedTuple):
     cell: Cell
     step_size: np.ndarray
@@ -299,6 +363,8 @@ def run_experiment(
         params, data, valid, keys = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
         if spec.step_size == "paper":
             step = _paper_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype))
+        elif spec.step_size == "ntk":
+            step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype), spec.init)
         elif spec.step_size == "small":
             step = jnp.full((params.c.shape[0],), 0.01 / width, params.c.dtype)
         else:
@@ -312,7 +378,8 @@ def run_experiment(
             sampler=spec.sampler,
             batch_size=spec.batch_size,
             key=keys,
-            stop_on=spec.stop_on,
+            stop_on=spec.simulate_stop_on,
+            parameterization=spec.parameterization,
             check_every=spec.check_every,
             max_checks=spec.max_checks,
             alpha=spec.alpha,

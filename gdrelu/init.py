@@ -1,11 +1,34 @@
-"""Weight initializations (PAPER.md, "Parameterizations"); every draw takes an explicit key."""
+"""Weight initializations and layer-1 bias inits (PAPER.md, "Parameterizations" and
+Section 10); every draw takes an explicit key.
+
+Bias inits act on the effective layer-1 weights ã_i = s_a a_i (`model.Scaling`), so a
+"kink" init puts the hyperplane ã_i·x + b_i = 0 where it promises whatever the
+parameterization. With u ~ U(0, 1) per neuron:
+
+- zero: b_i = 0;  normal(σ): N(0, σ²);  uniform(σ): U(-σ, σ);
+- unif, unif-pos, unif-neg: U(-√6, √6), U(0, √6), U(-√6, 0);  pytorch: U(-1/√d, 1/√d);
+- kink-unif: b_i = √3 (2u - 1) ‖ã_i‖, the kink at signed distance U(-√3, √3) from 0;
+- kink-neg-unif: b_i = -√3 u ‖ã_i‖, at distance U(0, √3), active away from the origin;
+- kink-uniform: b_i = -‖ã_i‖ t, t ~ U(min_j e_i·x_j, max_j e_i·x_j), e_i = ã_i/‖ã_i‖:
+  the kink uniform over the data's range along e_i;
+- he+k: b_i = -ã_i·z_i, z_i = Σ_l λ_l x_{j_l} for k training points j_l drawn by weight
+  and λ ~ Dirichlet(1, …, 1): the kink at a random convex combination of k points;
+- kink-neg-point: z_i = ã_i·x_j for a training point j drawn by weight; (a_i, w_i) flip
+  sign if z_i < 0; b_i = -|z_i|: the kink at the point, active away from the origin;
+- mean: b_i = -ã_i·x̄, x̄ = Σ_j p_j x_j: every kink through the data mean.
+
+Data-dependent inits use the points of positive training weight.
+"""
 
 from __future__ import annotations
+
+import math
+import re
 
 import jax
 import jax.numpy as jnp
 
-from gdrelu.model import Params
+from gdrelu.model import STANDARD, Params, Scaling
 
 
 def _layers(key, n, d, var_a, var_w, dtype):
@@ -28,4 +51,122 @@ def swapped_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     return _layers(key, n, d, 2.0 / n, 2.0, dtype)
 
 
-INITS = {"he": he_init, "swapped": swapped_init}
+def ntk_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
+    """NTK: raw weights a_i, w_i ~ N(0, 1) (the forward pass scales them), b = 0, c = 0."""
+    dtype = dtype or jnp.result_type(float)
+    return _layers(key, n, d, 1.0, 1.0, dtype)
+
+
+INITS = {"he": he_init, "swapped": swapped_init, "ntk": ntk_init}
+
+SQRT6, SQRT3 = math.sqrt(6.0), math.sqrt(3.0)
+BIAS_INITS = (
+    "zero",
+    "normal(σ)",
+    "uniform(σ)",
+    "unif",
+    "unif-pos",
+    "unif-neg",
+    "pytorch",
+    "kink-unif",
+    "kink-neg-unif",
+    "kink-uniform",
+    "he+k",
+    "kink-neg-point",
+    "mean",
+)
+_PARAMETRIC = re.compile(r"^(normal|uniform)\(([^()]+)\)$|^he\+(\d+)$")
+
+
+def parse_bias_init(name: str) -> tuple[str, float | None]:
+    """("normal", σ), ("uniform", σ), ("he+k", k) or (name, None); ValueError names the field."""
+    match = _PARAMETRIC.match(name.strip())
+    if match:
+        if match.group(3) is not None:
+            k = int(match.group(3))
+            if k < 1:
+                raise ValueError(f"bias_init: {name!r} needs k ≥ 1")
+            return "he+k", float(k)
+        try:
+            sigma = float(match.group(2))
+        except ValueError:
+            raise ValueError(f"bias_init: {name!r} needs a number in parentheses") from None
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"bias_init: {name!r} needs σ > 0")
+        return match.group(1), sigma
+    if name not in BIAS_INITS or "(" in name or name == "he+k":
+        raise ValueError(f"bias_init: {name!r} is not one of {', '.join(BIAS_INITS)}")
+    return name, None
+
+
+def _as_matrix(x):
+    return x[:, None] if x.ndim == 1 else x
+
+
+def _columns(a):
+    """Effective layer-1 weights as (d, n) whatever the input dimension."""
+    return a[None, :] if a.ndim == 1 else a
+
+
+def _training_points(key, x, weights, count):
+    """`count` indices of training points drawn with probability p_j."""
+    return jax.random.choice(key, x.shape[0], (count,), p=weights / jnp.sum(weights))
+
+
+def init_bias(
+    params: Params,
+    x: jax.Array,
+    weights: jax.Array,
+    name: str = "zero",
+    *,
+    key: jax.Array,
+    scaling: Scaling = STANDARD,
+) -> Params:
+    """`params` (one run, zero biases) with layer-1 biases drawn by bias init `name`;
+    x (m,) or (m, d) and weights p (m,) are the run's training data."""
+    mode, value = parse_bias_init(name)
+    n, dtype = params.b.shape[0], params.b.dtype
+    u = jax.random.uniform(key, (n,), dtype)
+    effective = scaling.a * _columns(params.a)  # (d, n)
+    norms = jnp.linalg.norm(effective, axis=0)
+    d = effective.shape[0]
+    points = _as_matrix(x)  # (m, d)
+    if mode == "zero":
+        return params
+    if mode == "normal":
+        return params._replace(b=value * jax.random.normal(key, (n,), dtype))
+    simple = {
+        "uniform": (-(value or 0.0), value or 0.0),
+        "unif": (-SQRT6, SQRT6),
+        "unif-pos": (0.0, SQRT6),
+        "unif-neg": (-SQRT6, 0.0),
+        "pytorch": (-1.0 / math.sqrt(d), 1.0 / math.sqrt(d)),
+    }
+    if mode in simple:
+        low, high = simple[mode]
+        return params._replace(b=low + (high - low) * u)
+    if mode == "kink-unif":
+        return params._replace(b=SQRT3 * (2.0 * u - 1.0) * norms)
+    if mode == "kink-neg-unif":
+        return params._replace(b=-SQRT3 * u * norms)
+    if mode == "kink-uniform":
+        live = weights > 0
+        along = points @ (effective / norms)  # (m, n): e_i·x_j
+        low = jnp.min(jnp.where(live[:, None], along, jnp.inf), axis=0)
+        high = jnp.max(jnp.where(live[:, None], along, -jnp.inf), axis=0)
+        return params._replace(b=-norms * (low + (high - low) * u))
+    if mode == "mean":
+        centre = weights @ points / jnp.sum(weights)
+        return params._replace(b=-(centre @ effective))
+    if mode == "he+k":
+        k = int(value)
+        key_points, key_mix = jax.random.split(key)
+        chosen = _training_points(key_points, points, weights, n * k).reshape(n, k)
+        mix = jax.random.dirichlet(key_mix, jnp.ones(k, dtype), (n,))  # (n, k)
+        centres = jnp.einsum("nk,nkd->nd", mix, points[chosen])
+        return params._replace(b=-jnp.sum(centres.T * effective, axis=0))
+    # kink-neg-point
+    chosen = _training_points(key, points, weights, n)
+    z = jnp.sum(points[chosen].T * effective, axis=0)
+    flip = jnp.where(z < 0, -1.0, 1.0).astype(dtype)
+    return params._replace(a=params.a * flip, w=params.w * flip, b=-jnp.abs(z))

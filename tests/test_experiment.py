@@ -90,3 +90,33 @@ def test_bad_spec_values_name_their_field(field, value):
 def test_unknown_setting_is_named():
     with pytest.raises(SpecError, match=r"^widht:"):
         ExperimentSpec.from_dict({"widht": [8]})
+
+
+def test_bias_init_cells_leave_the_paper_cells_alone():
+    """bias_init = zero keeps the paper's cell hash (and so every run); another init gives
+    other runs whose biases follow it, from the same data and weights."""
+    from gdrelu.init import SQRT3
+
+    zero = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=6)
+    biased = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=6, bias_init="kink-neg-unif")
+    assert "bias_init" not in Cell(8, 0.0, zero).settings()
+    assert Cell(8, 0.0, zero).cell_hash != Cell(8, 0.0, biased).cell_hash
+    params, _, _ = initial_runs(Cell(8, 0.0, biased), np.arange(6))
+    offsets = -np.asarray(params.b) / np.abs(np.asarray(params.a))
+    assert np.all((offsets >= 0) & (offsets <= SQRT3))
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        (dict(bias_init="kink"), "bias_init"),
+        (dict(init="xavier"), "init"),
+        (dict(bias_init="unif", stop_on=("stuck",)), "stop_on"),
+        (dict(init="ntk", stuck_rule="certificate"), "stuck_rule"),
+        (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
+        (dict(step_size="huge"), "step_size"),
+    ],
+)
+def test_bad_settings_name_their_field(values, field):
+    with pytest.raises(SpecError, match=field):
+        ExperimentSpec(**values)

@@ -165,3 +165,42 @@ def test_params_of_a_transformation_stay_float64():
         Params(*params), WeightedData(*data), 1e-3, optimizer="adam", check_every=20, max_checks=1
     )
     assert result.params.a.dtype == np.float64
+
+
+def test_ntk_parameterization_with_leaky_relu_trains_the_scaled_network():
+    """f = c + s_w Σ w_i σ_α(s_a a_i x + b_i) with (s_a, s_w) = (√2, √(2/n)), α = 0.1 and
+    nonzero biases: the engine's GD equals a hand-written gradient of that network."""
+    params, data = _batch(2)
+    rng = np.random.default_rng(1)
+    params = params._replace(b=jnp.asarray(rng.normal(scale=0.3, size=params.b.shape)))
+    alpha, h, steps, width = 0.1, 0.01, 40, params.b.shape[1]
+    result = simulate(
+        params, data, h, alpha=alpha, parameterization="ntk", check_every=20, max_checks=2,
+        stop_on=(),
+    )  # fmt: skip
+    sa, sw = np.sqrt(2.0), np.sqrt(2.0 / width)
+    for run in range(2):
+        a, b, w, c = (np.asarray(leaf[run]) for leaf in params)
+        x, y, p = (np.asarray(v[run]) for v in data)
+        for _ in range(steps):
+            z = sa * x[:, None] * a + b
+            slope = np.where(z >= 0, 1.0, alpha)
+            r = p * (c + sw * (np.where(z >= 0, z, alpha * z) @ w) - y)
+            grads = (
+                sw * sa * (r[:, None] * slope * x[:, None]).sum(0) * w,
+                sw * (r[:, None] * slope).sum(0) * w,
+                sw * (r[:, None] * np.where(z >= 0, z, alpha * z)).sum(0),
+                r.sum(),
+            )
+            a, b, w, c = (t - h * g for t, g in zip((a, b, w, c), grads, strict=True))
+        for got, want in zip(result.params, (a, b, w, c), strict=True):
+            np.testing.assert_allclose(got[run], want, rtol=RTOL, atol=RTOL)
+
+
+def test_certificate_rules_need_the_standard_parameterization():
+    params, data = _batch(2)
+    with pytest.raises(ValueError, match="stop_on"):
+        simulate(params, data, 0.01, parameterization="ntk", stop_on=("stuck",), max_checks=1)
+    with pytest.raises(ValueError, match="path"):
+        simulate(params, data, 0.01, parameterization="ntk", stop_on=("crossed",),
+                 path="propagator", max_checks=1)  # fmt: skip

@@ -153,7 +153,7 @@ def test_ntk_step_size_against_a_direct_jacobian(parameterization, alpha):
         one = jax.tree.map(lambda v, r=r: jnp.asarray(v[r]), params)
         flat, unravel = ravel_pytree(one)
         x = jnp.asarray(data.x[r])
-        jac = jax.jacrev(lambda f: forward(unravel(f), x, alpha, scaling))(flat)
+        jac = jax.jacrev(lambda f, u=unravel, x=x: forward(u(f), x, alpha, scaling))(flat)
         root = np.sqrt(data.weights[r])
         gram = root[:, None] * np.asarray(jac @ jac.T) * root[None, :]
         assert float(got[r]) == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)

@@ -1,0 +1,144 @@
+"""Bias inits: each gives the distribution of kinks it promises (init.py's table).
+
+Distribution checks use the Dvoretzky-Kiefer-Wolfowitz bound: with N draws,
+P(sup |F_N - F| > ε) ≤ 2 exp(-2 N ε²), so ε = sqrt(ln(2/δ) / (2N)) fails with
+probability at most δ = 1e-6 when the promise holds.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gdrelu.init import BIAS_INITS, he_init, init_bias, ntk_init, parse_bias_init
+from gdrelu.model import STANDARD, Scaling, activation_pattern, scaling_of
+
+RUNS, WIDTH = 400, 10  # 4000 neurons per check
+DELTA = 1e-6
+EPS = math.sqrt(math.log(2 / DELTA) / (2 * RUNS * WIDTH))
+X1 = jnp.array([-1.0, 0.5, 2.0, 4.0, 7.0])  # asymmetric, so sign mistakes show
+P1 = jnp.array([0.1, 0.2, 0.3, 0.4, 0.0])  # the last point is not a training point
+
+
+def _draw(name, x=X1, p=P1, d=1, scaling=STANDARD, init=he_init):
+    keys = jax.random.split(jax.random.key(11), 2 * RUNS)
+
+    def one(key_w, key_b):
+        return init_bias(init(WIDTH, d, key=key_w), x, p, name, key=key_b, scaling=scaling)
+
+    return jax.vmap(one)(keys[:RUNS], keys[RUNS:])
+
+
+def _effective(params, scaling=STANDARD):
+    a = params.a[:, None, :] if params.a.ndim == 2 else params.a
+    return scaling.a * a  # (runs, d, n)
+
+
+def _signed_offset(params, scaling=STANDARD):
+    """-b_i/‖ã_i‖: signed distance of the kink hyperplane from the origin along ã_i."""
+    return np.ravel(-params.b / jnp.linalg.norm(_effective(params, scaling), axis=1))
+
+
+def _assert_distribution(samples, cdf):
+    samples = np.sort(np.ravel(samples))
+    n = samples.size
+    upper = np.arange(1, n + 1) / n - cdf(samples)
+    lower = cdf(samples) - np.arange(n) / n
+    assert max(upper.max(), lower.max()) <= EPS
+
+
+def _uniform_cdf(low, high):
+    return lambda t: np.clip((t - low) / (high - low), 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"),
+    [
+        ("uniform(0.7)", -0.7, 0.7),
+        ("unif", -math.sqrt(6), math.sqrt(6)),
+        ("unif-pos", 0.0, math.sqrt(6)),
+        ("unif-neg", -math.sqrt(6), 0.0),
+        ("pytorch", -1.0, 1.0),  # d = 1
+    ],
+)
+def test_uniform_biases(name, low, high):
+    _assert_distribution(_draw(name).b, _uniform_cdf(low, high))
+
+
+def test_normal_biases():
+    from scipy.stats import norm
+
+    _assert_distribution(_draw("normal(0.3)").b, lambda t: norm.cdf(t / 0.3))
+
+
+def test_zero_keeps_every_kink_at_the_origin():
+    assert np.all(_draw("zero").b == 0.0)
+
+
+@pytest.mark.parametrize(("d", "parameterization"), [(1, "standard"), (3, "ntk")])
+def test_kink_unif_and_kink_neg_unif_distances(d, parameterization):
+    """Kinks at signed distance U(-√3, √3), resp. U(0, √3) with the origin inactive."""
+    x = jax.random.normal(jax.random.key(0), (20, d)) if d > 1 else X1
+    p = jnp.full((x.shape[0],), 1.0 / x.shape[0])
+    scaling = scaling_of(parameterization, WIDTH, d)
+    init = ntk_init if parameterization == "ntk" else he_init
+    both = _draw("kink-unif", x, p, d, scaling, init)
+    _assert_distribution(_signed_offset(both, scaling), _uniform_cdf(-math.sqrt(3), math.sqrt(3)))
+    neg = _draw("kink-neg-unif", x, p, d, scaling, init)
+    _assert_distribution(_signed_offset(neg, scaling), _uniform_cdf(0.0, math.sqrt(3)))
+    assert np.all(neg.b <= 0)  # at x = 0 the pre-activation is b ≤ 0: origin side off
+
+
+def test_kink_uniform_spans_the_training_range():
+    """1-D: kinks -b/a uniform on [min, max] of the points of positive weight ([-1, 4])."""
+    params = _draw("kink-uniform")
+    _assert_distribution(np.ravel(-params.b / params.a), _uniform_cdf(-1.0, 4.0))
+
+
+@pytest.mark.parametrize("name", ["he+1", "kink-neg-point"])
+def test_kinks_at_training_points_drawn_by_weight(name):
+    """Every kink sits on a training point j, chosen with probability p_j (5 standard
+    errors sqrt(p(1-p)/N)); kink-neg-point also flips neurons to be off at the origin."""
+    params = _draw(name)
+    kinks = np.ravel(-params.b / params.a)
+    at = np.abs(kinks[:, None] - np.asarray(X1)[None, :]) < 1e-12
+    assert np.all(at.sum(1) == 1)
+    freq, p = at.mean(0), np.asarray(P1)
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / kinks.size) + 1e-12)
+    if name == "kink-neg-point":
+        assert np.all(params.b <= 0)
+        on = jax.vmap(lambda q: activation_pattern(q, X1))(params)
+        # active on the far side of its point: on at x_j, off at the origin (b ≤ 0)
+        assert np.all(on.sum(1) >= 1)
+
+
+def test_he_plus_k_kinks_are_convex_combinations():
+    """he+3: kinks inside the training hull, with mean Σ p_j x_j (Dirichlet symmetry)."""
+    params = _draw("he+3")
+    kinks = np.ravel(-params.b / params.a)
+    assert np.all((kinks >= -1.0 - 1e-12) & (kinks <= 4.0 + 1e-12))
+    mean = float(np.asarray(P1) @ np.asarray(X1))
+    assert abs(kinks.mean() - mean) <= 5 * kinks.std() / math.sqrt(kinks.size)
+
+
+def test_mean_puts_every_kink_through_the_weighted_mean():
+    x = jax.random.normal(jax.random.key(2), (15, 2))
+    p = jax.random.dirichlet(jax.random.key(3), jnp.ones(15))
+    params = _draw("mean", x, p, d=2)
+    centre = np.asarray(p @ x)
+    np.testing.assert_allclose(np.einsum("d,rdn->rn", centre, params.a) + params.b, 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["normal(-1)", "uniform(x)", "he+0", "kink", "he+k"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(ValueError, match="bias_init"):
+        parse_bias_init(name)
+
+
+def test_every_listed_init_is_accepted():
+    for name in BIAS_INITS:
+        concrete = name.replace("σ", "0.5").replace("he+k", "he+2")
+        parse_bias_init(concrete)
+    assert Scaling(1.0, 1.0) == STANDARD
