@@ -64,6 +64,14 @@ _RUN_FLAGS = {
     "--step-size": ("step_size", str, "paper (default), small (0.01/n) or a number"),
     "--sampler": ("sampler", str, "minibatches: multinomial (sgd's default) or epoch"),
     "--batch-size": ("batch_size", int, "minibatch size B (default 16)"),
+    "--data": (
+        "data",
+        str,
+        "six-points (default), star, cross, double-cross, multi-axis, p-ex, radial or rbf",
+    ),
+    "--data-file": ("data_file", str, "CSV (header; last column y) or NPZ (x, y) with --data file"),
+    "--dim": ("dim", int, "input dimension d for multi-axis, radial, rbf (default 1)"),
+    "--num-train": ("num_train", int, "training points of continuous data (default 256·d)"),
     "--init": ("init", str, "weights: he (default), swapped or ntk"),
     "--bias-init": ("bias_init", str, "layer-1 biases: zero (default), unif, kink-neg-unif, ..."),
 }

@@ -55,3 +55,156 @@ def paper_data(
 def side_masks(x: jax.Array) -> jax.Array:
     """(2, m) masks of the data on each side of the origin, order (+, -)."""
     return jnp.stack([x > 0, x < 0]).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Multi-dimensional data (PAPER.md, "Multi-dimensional experiments"). Finite supports
+# (star and its relatives) take per-run multinomial weights like the six points; the
+# continuous distributions (P_ex, P_d, rbf) give i.i.d. samples with equal weights.
+# ---------------------------------------------------------------------------------------
+
+RAY_TARGETS = (1.0, -2.0, 1.0)  # y at radii 1-δ, 1, 1+δ on every ray
+
+
+def ray_points(directions: jax.Array, delta: float = 0.1, dtype=None):
+    """Three points per ray at radii (1-δ, 1, 1+δ) along unit `directions` (k, d), with
+    targets (1, -2, 1): x (3k, d), y (3k,), rays in order."""
+    directions = jnp.asarray(directions, dtype)
+    radii = jnp.asarray([1.0 - delta, 1.0, 1.0 + delta], directions.dtype)
+    x = (directions[:, None, :] * radii[None, :, None]).reshape(-1, directions.shape[1])
+    y = jnp.tile(jnp.asarray(RAY_TARGETS, directions.dtype), directions.shape[0])
+    return x, y
+
+
+def star_points(rays: int = 11, delta: float = 0.1, dtype=None):
+    """The star (2-D): k rays at angles 2πi/k (PAPER.md: k = 11, δ = 0.1)."""
+    angles = 2.0 * jnp.pi * jnp.arange(rays) / rays
+    return ray_points(jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1), delta, dtype)
+
+
+def cross_points(delta: float = 0.1, dtype=None):
+    """The cross: the star's construction on the four half-axes of the plane (k = 4)."""
+    return star_points(4, delta, dtype)
+
+
+def double_cross_points(delta: float = 0.1, dtype=None):
+    """The double cross: the four half-axes and the four diagonals (k = 8)."""
+    return star_points(8, delta, dtype)
+
+
+def multi_axis_points(dim: int, delta: float = 0.1, dtype=None):
+    """Rays along the 2d half-axes ±e_i of R^d."""
+    eye = jnp.eye(dim)
+    return ray_points(jnp.concatenate([eye, -eye]), delta, dtype)
+
+
+FINITE = {
+    "six-points": lambda dim, dtype: six_points(0.0, dtype),
+    "star": lambda dim, dtype: star_points(dtype=dtype),
+    "cross": lambda dim, dtype: cross_points(dtype=dtype),
+    "double-cross": lambda dim, dtype: double_cross_points(dtype=dtype),
+    "multi-axis": lambda dim, dtype: multi_axis_points(dim, dtype=dtype),
+}
+
+
+def sample_example(key: jax.Array, count: int, dim: int = 1, dtype=None):
+    """P_ex (1-D, PAPER.md Section 10): X = ±Beta(5, 2)/√(105/196) (E X² = 1, signs equal
+    odds), y = (cos(7π(X - X/√(1+X²))) + 0.2X² + 0.074)/0.727 + N(0, (0.1/0.727)²)."""
+    del dim
+    dtype = dtype or jnp.result_type(float)
+    key_b, key_s, key_n = jax.random.split(key, 3)
+    magnitude = jax.random.beta(key_b, 5.0, 2.0, (count,), dtype) / jnp.sqrt(105.0 / 196.0)
+    x = jnp.where(jax.random.bernoulli(key_s, 0.5, (count,)), magnitude, -magnitude)
+    clean = (jnp.cos(7.0 * jnp.pi * (x - x / jnp.sqrt(1.0 + x * x))) + 0.2 * x * x + 0.074) / 0.727
+    return x, clean + (0.1 / 0.727) * jax.random.normal(key_n, (count,), dtype)
+
+
+def sample_radial(key: jax.Array, count: int, dim: int, dtype=None):
+    """P_d: X = r u, u uniform on the sphere S^{d-1}, r = √3 U, U ~ U[0, 1]; y = cos(2πU)."""
+    dtype = dtype or jnp.result_type(float)
+    key_u, key_r = jax.random.split(key)
+    direction = jax.random.normal(key_u, (count, dim), dtype)
+    direction = direction / jnp.linalg.norm(direction, axis=1, keepdims=True)
+    u = jax.random.uniform(key_r, (count,), dtype)
+    x = jnp.sqrt(3.0) * u[:, None] * direction
+    return (x[:, 0] if dim == 1 else x), jnp.cos(2.0 * jnp.pi * u)
+
+
+def sample_rbf(key: jax.Array, count: int, dim: int, dtype=None):
+    """rbf (gdrelu's definition; PAPER.md names no formula): X ~ N(0, I_d) and the radial
+    bump y = exp(-‖X‖²/2), noise-free."""
+    dtype = dtype or jnp.result_type(float)
+    x = jax.random.normal(key, (count, dim), dtype)
+    y = jnp.exp(-0.5 * jnp.sum(x * x, axis=1))
+    return (x[:, 0] if dim == 1 else x), y
+
+
+CONTINUOUS = {"p-ex": sample_example, "radial": sample_radial, "rbf": sample_rbf}
+DATASETS = tuple(FINITE) + tuple(CONTINUOUS)
+
+
+class Standardization(NamedTuple):
+    """Affine maps x ↦ (x - x_mean)/x_scale, y ↦ (y - y_mean)/y_scale from training data."""
+
+    x_mean: jax.Array
+    x_scale: jax.Array
+    y_mean: jax.Array
+    y_scale: jax.Array
+
+    def apply(self, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return (x - self.x_mean) / self.x_scale, (y - self.y_mean) / self.y_scale
+
+
+def training_statistics(train: WeightedData) -> Standardization:
+    """Weighted mean and standard deviation of the training inputs (per coordinate) and
+    targets; a constant coordinate (variance at round-off level) keeps scale 1."""
+    p = train.weights / jnp.sum(train.weights)
+
+    def moments(v):
+        mean = jnp.tensordot(p, v, axes=(0, 0))
+        var = jnp.tensordot(p, (v - mean) ** 2, axes=(0, 0))
+        round_off = (64 * jnp.finfo(v.dtype).eps * jnp.maximum(jnp.abs(mean), 1.0)) ** 2
+        return mean, jnp.where(var > round_off, jnp.sqrt(var), 1.0)
+
+    return Standardization(*moments(train.x), *moments(train.y))
+
+
+def split_indices(key: jax.Array, count: int, fractions=(0.6, 0.2, 0.2)) -> tuple:
+    """A random partition of range(count) into train/validation/test by `fractions`."""
+    order = jax.random.permutation(key, count)
+    sizes = [round(f * count) for f in fractions[:-1]]
+    cuts = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    return tuple(jnp.split(order, cuts))
+
+
+def load_user_data(path) -> tuple[jax.Array, jax.Array]:
+    """x (m,) or (m, d) and y (m,) from an NPZ file (arrays `x`, `y`) or a CSV file (header
+    row; the last column is y, the others x). Rejects NaN or Inf naming the file."""
+    import numpy as np
+
+    path = str(path)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as archive:
+                if "x" not in archive or "y" not in archive:
+                    raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
+                x, y = np.asarray(archive["x"], float), np.asarray(archive["y"], float)
+        else:
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+            x, y = table[:, :-1], table[:, -1]
+            x = x[:, 0] if x.shape[1] == 1 else x
+    except OSError as err:
+        raise ValueError(f"data: cannot read {path}: {err}") from None
+    return check_user_data(x, y, path)
+
+
+def check_user_data(x, y, name="data"):
+    """User arrays as x (m,) or (m, d), y (m,); ValueError naming what is wrong."""
+    import numpy as np
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if y.ndim != 1 or x.ndim not in (1, 2) or x.shape[0] != y.shape[0] or y.size < 2:
+        raise ValueError(f"data: {name}: need x (m,) or (m, d) and y (m,), m ≥ 2")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError(f"data: {name} holds NaN or Inf values")
+    return x, y

@@ -151,8 +151,11 @@ def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_patt
     loss = 0.5 * jnp.sum(data.weights * residual * residual)
     conditions = [~_all_finite(params, loss)]
     codes = [Status.DIVERGED]
-    if "crossed" in rules:
-        conditions.append(state.max_kink >= jnp.min(jnp.abs(data.x)))
+    if "crossed" in rules:  # 1-D: the paper's kink rule; d-dim: the pattern changed
+        if data.x.ndim == 1:
+            conditions.append(state.max_kink >= jnp.min(jnp.abs(data.x)))
+        else:
+            conditions.append(state.pattern_change >= 0)
         codes.append(Status.CROSSED)
     if "degenerate" in rules:
         conditions += [theory.a_degenerate(params), theory.x_degenerate(data)]
@@ -587,11 +590,11 @@ def chunk_runner(
 
 
 def _stop_rules(
-    stop_on, optimizer: Optimizer, standard: bool, eigenvectors, early_stopping
+    stop_on, optimizer: Optimizer, standard: bool, one_dimensional, eigenvectors, early_stopping
 ) -> tuple[str, ...]:
     """The checks to apply: `stop_on` (default: those valid for the optimizer and the
     parameterization) and flags."""
-    proven = optimizer.certificate and standard
+    proven = optimizer.certificate and standard and one_dimensional
     if stop_on is None:
         stop_on = STOP_RULES if proven else ()
     rules = tuple(sorted(set(stop_on)))
@@ -601,8 +604,9 @@ def _stop_rules(
     proofs = set(rules) & {"stuck", "degenerate"}
     if proofs and not proven:
         raise ValueError(
-            f"stop_on: {sorted(proofs)} are proofs for full-batch GD in the standard "
-            f"parameterization only, not for optimizer {optimizer.name!r} there"
+            f"stop_on: {sorted(proofs)} are proofs for full-batch GD on 1-D data in the "
+            f"standard parameterization only (here: {optimizer.name!r}, "
+            f"{'1-D' if one_dimensional else 'd-dim'} data)"
         )
     if eigenvectors not in ("columns", "rows"):
         raise ValueError(f"eigenvectors must be 'columns' or 'rows', not {eigenvectors!r}")
@@ -671,7 +675,8 @@ def simulate(
     a stochastic sampler needs `key`, one key per run (typed, or (runs, 2) key data).
     `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`, the true width).
     At each check, in this order: DIVERGED (non-finite), CROSSED (some |b_i/a_i| ≥
-    min_j |x_j| after any step so far), A_DEGENERATE, X_DEGENERATE, STUCK (the
+    min_j |x_j| after any step so far; d-dim input: the activation pattern on the data
+    changed), A_DEGENERATE, X_DEGENERATE, STUCK (the
     certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (the
     loss on `validation_weights` did not improve by `min_delta` for `patience` checks).
     Runs still going after `max_checks` checks are UNFINISHED. `stop_on` selects the
@@ -697,7 +702,10 @@ def simulate(
         raise ValueError("check_every and max_checks must be at least 1")
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     standard = parameterization == "standard"
-    rules = _stop_rules(stop_on, optimizer, standard, eigenvectors, validation_weights is not None)
+    one_dimensional = np.ndim(data.x) == 2
+    rules = _stop_rules(
+        stop_on, optimizer, standard, one_dimensional, eigenvectors, validation_weights is not None
+    )
     if validation_weights is None:
         validation_weights = data.weights
     if optimizer.uses_step_size == (step_size is None):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu import theory
-from gdrelu.data import WeightedData, paper_data
+from gdrelu.data import (
+    CONTINUOUS,
+    DATASETS,
+    FINITE,
+    WeightedData,
+    load_user_data,
+    multinomial_weights,
+    training_statistics,
+)
 from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
 from gdrelu.init import INITS, init_bias, parse_bias_init
 from gdrelu.model import Params, scaling_of
@@ -30,6 +39,7 @@ from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 
 DTYPES = ("float64", "float32")
 STEP_SIZE_RULES = ("paper", "ntk", "small")
+FIXED_DIMENSION = {"six-points": 1, "star": 2, "cross": 2, "double-cross": 2, "p-ex": 1}
 STUCK_RULES = ("auto", "certificate", "final")
 NOISE_STREAM = 0x5EED  # fold_in(run key, NOISE_STREAM): the run's minibatch noise
 BIAS_STREAM = 0xB1A5  # fold_in(parameter key, BIAS_STREAM): the run's layer-1 biases
@@ -47,8 +57,12 @@ class SpecError(ValueError):
 class ExperimentSpec:
     """What to run: the paper's 1-D GD experiment over widths × Δ (PAPER.md, "Reference protocol").
 
-    `num_samples` is N, the multinomial sample count of each run's empirical
-    distribution; None means N = n². `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
+    `data` is one of `data.DATASETS`: a finite support (the six points, star, cross,
+    double-cross, multi-axis in `dim` dimensions) gets per-run multinomial weights from
+    N = `num_samples` draws (None: N = n²); a continuous distribution (p-ex, radial and
+    rbf in `dim` dimensions) gets `num_train` i.i.d. points per run (None: 256·d) with
+    equal weights, inputs and targets standardized with their training statistics.
+    Δ (`deltas`) is added to every target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
     at initialization), "ntk" (1/λ_max of the weighted neural-tangent Gram at
     initialization, `theory.ntk_step_size`), "small" (0.01/n) or a positive number.
     `optimizer` is one of `optim.NAMED`;
@@ -64,6 +78,10 @@ class ExperimentSpec:
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
+    data: str = "six-points"
+    dim: int | None = None
+    num_train: int | None = None
+    data_file: str | None = None
     deltas: tuple[float, ...] = (0.0, 0.01, 0.1)
     runs: int = 1000
     seed: int = 0
@@ -106,6 +124,31 @@ class ExperimentSpec:
         return dataclasses.asdict(self)
 
     @property
+    def input_dim(self) -> int:
+        """d: fixed by the data set or file, else `dim` (default 1)."""
+        if self.data == "file":  # numpy only: specs are checked before JAX starts
+            x = load_user_data(self.data_file)[0]
+            return 1 if x.ndim == 1 else x.shape[1]
+        return FIXED_DIMENSION.get(self.data) or self.dim or 1
+
+    @property
+    def num_points(self) -> int:
+        """Training points per run: the support's size, or `num_train` (default 256·d)."""
+        if self.data in CONTINUOUS:
+            return self.num_train or 256 * self.input_dim
+        if self.data == "file":
+            return load_user_data(self.data_file)[1].shape[0]
+        rays = {"star": 11, "cross": 4, "double-cross": 8, "multi-axis": 2 * self.input_dim}
+        return 6 if self.data == "six-points" else 3 * rays[self.data]
+
+    def support(self, dtype=None) -> tuple[jax.Array, jax.Array]:
+        """The points x (m,) or (m, d) and targets y (m,) of a finite data set (before Δ)."""
+        if self.data == "file":
+            x, y = load_user_data(self.data_file)
+            return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+        return FINITE[self.data](self.input_dim, dtype)
+
+    @property
     def paper_setting(self) -> bool:
         """GD's theory applies: standard or swapped weights with zero biases."""
         return self.init != "ntk" and self.bias_init == "zero"
@@ -140,7 +183,40 @@ def _is_real(value) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool)
 
 
+def _validate_data(spec: ExperimentSpec) -> None:
+    if spec.data not in (*DATASETS, "file"):
+        raise SpecError("data", f"{spec.data!r} is not one of {', '.join(DATASETS)} or file")
+    if (spec.data == "file") != (spec.data_file is not None):
+        raise SpecError("data_file", "is needed exactly when data = 'file'")
+    if spec.data == "file":
+        try:
+            x, _ = load_user_data(spec.data_file)
+        except ValueError as err:
+            raise SpecError("data_file", str(err).split(": ", 1)[-1]) from None
+        if spec.dim not in (None, 1 if x.ndim == 1 else x.shape[1]):
+            raise SpecError("dim", f"the inputs of {spec.data_file} are not {spec.dim}-dimensional")
+    if spec.dim is not None and (not _is_int(spec.dim) or spec.dim < 1):
+        raise SpecError("dim", f"{spec.dim!r} is not a positive integer")
+    fixed = FIXED_DIMENSION.get(spec.data)
+    if fixed is not None and spec.dim not in (None, fixed):
+        raise SpecError("dim", f"{spec.data} data are {fixed}-dimensional")
+    if spec.num_train is not None:
+        if spec.data not in CONTINUOUS:
+            raise SpecError("num_train", f"{spec.data} data have a fixed support; use num_samples")
+        if not _is_int(spec.num_train) or spec.num_train < 2:
+            raise SpecError("num_train", f"{spec.num_train!r} is not an integer ≥ 2")
+    if spec.data in CONTINUOUS and spec.num_samples is not None:
+        raise SpecError("num_samples", f"{spec.data} data are sampled i.i.d.; use num_train")
+    if spec.data in CONTINUOUS and spec.early_stopping:
+        raise SpecError(
+            "early_stopping", "needs validation points, which continuous data do not have yet"
+        )
+    if spec.input_dim > 1 and spec.step_size == "paper":
+        raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
+
+
 def _validate(spec: ExperimentSpec) -> None:
+    _validate_data(spec)
     if not spec.widths:
         raise SpecError("widths", "needs at least one width")
     for width in spec.widths:
@@ -173,9 +249,10 @@ def _validate(spec: ExperimentSpec) -> None:
         get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
     except ValueError as err:
         raise SpecError("sampler", str(err).split(": ", 1)[-1]) from None
-    if spec.sampler == "epoch" and spec.batch_size > 6:
+    if spec.sampler == "epoch" and spec.batch_size > spec.num_points:
         raise SpecError(
-            "batch_size", f"{spec.batch_size} exceeds the 6 data points (epoch sampler)"
+            "batch_size",
+            f"{spec.batch_size} exceeds the {spec.num_points} data points (epoch sampler)",
         )
     if spec.init not in INITS:
         raise SpecError("init", f"{spec.init!r} is not one of {', '.join(INITS)}")
@@ -223,6 +300,9 @@ class Cell(NamedTuple):
 
     @property
     def num_samples(self) -> int:
+        """N for a finite support, the number of training points for continuous data."""
+        if self.spec.data in CONTINUOUS:
+            return self.spec.num_points
         return self.spec.num_samples or self.width**2
 
     def settings(self) -> dict[str, Any]:
@@ -234,6 +314,9 @@ class Cell(NamedTuple):
             "num_samples": int(self.num_samples),
             # only when set, so that the paper's cells keep their hash and their runs
             **({"bias_init": self.spec.bias_init} if self.spec.bias_init != "zero" else {}),
+            **({"data": self.spec.data} if self.spec.data != "six-points" else {}),
+            **({"data_sha256": _file_hash(self.spec.data_file)} if self.spec.data_file else {}),
+            **({"dim": self.spec.input_dim} if self.spec.input_dim != 1 else {}),
         }
 
     @property
@@ -245,6 +328,12 @@ class Cell(NamedTuple):
     @property
     def cell_id(self) -> str:
         return f"{self.cell_hash:08x}"
+
+
+@functools.lru_cache(maxsize=16)
+def _file_hash(path: str) -> str:
+    """The data file's content hash: a cell (and so its runs) follows the data, not the path."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_key(seed: int, cell_hash: int, index) -> jax.Array:
@@ -277,8 +366,17 @@ def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData,
         jnp.asarray(cell.cell_hash, jnp.uint32),
         jnp.asarray(indices, jnp.uint32),
     )
-    params = _initial_params(*keys, jnp.zeros((), dtype), width=cell.width, init=spec.init)
-    data, valid = _initial_data(*keys, jnp.asarray(cell.delta, dtype), cell.num_samples)
+    params = _initial_params(
+        *keys, jnp.zeros((), dtype), width=cell.width, dim=spec.input_dim, init=spec.init
+    )
+    delta = jnp.asarray(cell.delta, dtype)
+    if spec.data in CONTINUOUS:
+        data, valid = _sampled_data(
+            *keys, delta, count=cell.num_samples, dataset=spec.data, dim=spec.input_dim
+        )
+    else:
+        x, y = spec.support(dtype)
+        data, valid = _initial_data(*keys, x, y, delta, cell.num_samples)
     if spec.bias_init != "zero":
         params = _biased(*keys, params, data, bias_init=spec.bias_init, init=spec.init)
     return params, data, valid
@@ -304,24 +402,41 @@ def _run_keys(seed, cell_hash, indices):
     return jax.vmap(lambda index: jax.random.split(run_key(seed, cell_hash, index), 3))(indices)
 
 
-@functools.partial(jax.jit, static_argnames=("width", "init"))
-def _initial_params(seed, cell_hash, indices, like, *, width, init):
-    """One compiled program per (width, init, dtype, run count)."""
+@functools.partial(jax.jit, static_argnames=("width", "dim", "init"))
+def _initial_params(seed, cell_hash, indices, like, *, width, dim, init):
+    """One compiled program per (width, dim, init, dtype, run count)."""
     keys = _run_keys(seed, cell_hash, indices)[:, 0]
-    return jax.vmap(lambda key: INITS[init](width, key=key, dtype=like.dtype))(keys)
+    return jax.vmap(lambda key: INITS[init](width, dim, key=key, dtype=like.dtype))(keys)
 
 
 @jax.jit
-def _initial_data(seed, cell_hash, indices, delta, num_samples):
-    """One compiled program per (dtype, run count), whatever the width: N and Δ are data."""
+def _initial_data(seed, cell_hash, indices, x, y, delta, num_samples):
+    """A finite support x, y with per-run multinomial training and validation weights: one
+    compiled program per (support shape, dtype, run count), whatever the width (N, Δ are
+    data)."""
     keys = _run_keys(seed, cell_hash, indices)
 
     def one(key_data, key_valid):
-        data = paper_data(key_data, delta, num_samples, delta.dtype)
-        valid = paper_data(key_valid, jnp.zeros((), delta.dtype), num_samples, delta.dtype)
-        return data, valid.weights
+        weights = multinomial_weights(key_data, x.shape[0], num_samples, delta.dtype)
+        valid = multinomial_weights(key_valid, x.shape[0], num_samples, delta.dtype)
+        return WeightedData(x, y + delta, weights), valid
 
     return jax.vmap(one)(keys[:, 1], keys[:, 2])
+
+
+@functools.partial(jax.jit, static_argnames=("count", "dataset", "dim"))
+def _sampled_data(seed, cell_hash, indices, delta, *, count, dataset, dim):
+    """`count` i.i.d. training points per run, standardized with their own statistics;
+    equal weights (validation weights too: continuous data have no early stopping yet)."""
+    keys = _run_keys(seed, cell_hash, indices)
+
+    def one(key_data):
+        x, y = CONTINUOUS[dataset](key_data, count, dim, delta.dtype)
+        weights = jnp.full((count,), 1.0 / count, delta.dtype)
+        x, y = training_statistics(WeightedData(x, y, weights)).apply(x, y)
+        return WeightedData(x, y + delta, weights), weights
+
+    return jax.vmap(one)(keys[:, 1])
 
 
 @jax.jit

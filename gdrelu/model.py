@@ -85,8 +85,14 @@ def kinks(params: Params) -> jax.Array:
 
 
 def max_abs_kink(params: Params, scaling: Scaling = STANDARD) -> jax.Array:
-    """max_i |b_i / (s_a a_i)|: a kink crossed the data once this reaches min_j |x_j|."""
-    return jnp.max(jnp.abs(params.b / (scaling.a * params.a)), axis=-1)
+    """max_i |b_i / (s_a a_i)|: a kink crossed the data once this reaches min_j |x_j|.
+
+    In d dimensions: max_i |b_i| / ‖s_a a_i‖, the largest distance of a kink hyperplane
+    from the origin."""
+    if params.a.ndim == params.b.ndim:
+        return jnp.max(jnp.abs(params.b / (scaling.a * params.a)), axis=-1)
+    norms = scaling.a * jnp.linalg.norm(params.a, axis=-2)
+    return jnp.max(jnp.abs(params.b) / norms, axis=-1)
 
 
 def weighted_loss(

@@ -120,3 +120,12 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
 def test_bad_settings_name_their_field(values, field):
     with pytest.raises(SpecError, match=field):
         ExperimentSpec(**values)
+
+
+def test_support_sizes_match_the_data_sets():
+    for data, dim in (("six-points", None), ("star", None), ("cross", None),
+                      ("double-cross", None), ("multi-axis", 3)):  # fmt: skip
+        spec = ExperimentSpec(
+            data=data, dim=dim, step_size="ntk" if data != "six-points" else "paper"
+        )
+        assert spec.num_points == spec.support()[1].shape[0]

@@ -1,0 +1,124 @@
+"""Data sets: the geometry of the ray data, the laws of the continuous samplers (Monte
+Carlo tolerances of five standard errors, or the DKW bound at δ = 1e-6), training
+statistics, and user data files."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gdrelu.data import (
+    WeightedData,
+    check_user_data,
+    cross_points,
+    double_cross_points,
+    load_user_data,
+    multi_axis_points,
+    sample_example,
+    sample_radial,
+    split_indices,
+    star_points,
+    training_statistics,
+)
+
+COUNT = 20_000
+Z = 5.0
+
+
+@pytest.mark.parametrize(
+    ("points", "rays", "dim"),
+    [
+        (star_points(), 11, 2),
+        (cross_points(), 4, 2),
+        (double_cross_points(), 8, 2),
+        (multi_axis_points(4), 8, 4),
+    ],
+)
+def test_ray_data_geometry(points, rays, dim):
+    """Three points per ray at radii (0.9, 1, 1.1) on distinct directions, targets (1, -2, 1)."""
+    x, y = (np.asarray(v) for v in points)
+    assert x.shape == (3 * rays, dim)
+    radii = np.linalg.norm(x, axis=1).reshape(rays, 3)
+    np.testing.assert_allclose(radii, np.tile([0.9, 1.0, 1.1], (rays, 1)), rtol=1e-12)
+    directions = x.reshape(rays, 3, dim)[:, 1]
+    assert (
+        np.min(np.linalg.norm(directions[:, None] - directions[None], axis=2) + 3 * np.eye(rays))
+        > 0.1
+    )
+    np.testing.assert_array_equal(y, np.tile([1.0, -2.0, 1.0], rays))
+
+
+def test_star_angles():
+    x, _ = star_points()
+    angles = np.sort(np.mod(np.arctan2(x[1::3, 1], x[1::3, 0]), 2 * np.pi))
+    np.testing.assert_allclose(angles, 2 * np.pi * np.arange(11) / 11, atol=1e-12)
+
+
+def test_example_distribution():
+    """P_ex: E X² = 1, P(X > 0) = 1/2, |X| ≤ 1/√(105/196); y - g(X) ~ N(0, (0.1/0.727)²)
+    with g written out again from PAPER.md."""
+    x, y = (np.asarray(v) for v in sample_example(jax.random.key(0), COUNT))
+    x2 = x * x
+    assert abs(x2.mean() - 1.0) <= Z * x2.std() / math.sqrt(COUNT)
+    assert abs((x > 0).mean() - 0.5) <= Z * 0.5 / math.sqrt(COUNT)
+    assert np.all(np.abs(x) <= 1 / math.sqrt(105 / 196) + 1e-12)
+    g = (np.cos(7 * np.pi * (x - x / np.sqrt(1 + x**2))) + 0.2 * x**2 + 0.074) / 0.727
+    noise_var = (0.1 / 0.727) ** 2
+    assert abs(np.var(y - g) - noise_var) <= Z * noise_var * math.sqrt(2 / COUNT)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_radial_distribution(dim):
+    """P_d: ‖X‖/√3 = U ~ U[0, 1] (DKW bound), y = cos(2πU), directions of mean zero."""
+    x, y = (np.asarray(v) for v in sample_radial(jax.random.key(1), COUNT, dim))
+    x = x.reshape(COUNT, dim)
+    u = np.sort(np.linalg.norm(x, axis=1) / math.sqrt(3))
+    eps = math.sqrt(math.log(2 / 1e-6) / (2 * COUNT))
+    ecdf = np.arange(1, COUNT + 1) / COUNT
+    assert np.max(np.abs(ecdf - u)) <= eps + 1 / COUNT
+    np.testing.assert_allclose(
+        y, np.cos(2 * np.pi * np.linalg.norm(x, axis=1) / math.sqrt(3)), atol=1e-12
+    )
+    assert np.all(np.abs(x.mean(0)) <= Z * math.sqrt(1.0 / dim) / math.sqrt(COUNT))
+
+
+def test_training_statistics_standardize_the_training_set():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(50, 2))
+    x[:, 1] = 7.0  # a constant coordinate keeps scale 1
+    y = rng.normal(-1.0, 0.5, size=50)
+    p = rng.dirichlet(np.ones(50))
+    stats = training_statistics(WeightedData(jnp.asarray(x), jnp.asarray(y), jnp.asarray(p)))
+    xs, ys = (np.asarray(v) for v in stats.apply(jnp.asarray(x), jnp.asarray(y)))
+    np.testing.assert_allclose(p @ xs, 0.0, atol=1e-12)
+    np.testing.assert_allclose(p @ xs[:, 0] ** 2, 1.0, rtol=1e-12)
+    np.testing.assert_allclose(xs[:, 1], 0.0, atol=1e-12)
+    np.testing.assert_allclose([p @ ys, p @ ys**2], [0.0, 1.0], atol=1e-12)
+
+
+def test_split_is_a_partition():
+    parts = split_indices(jax.random.key(3), 101)
+    joined = np.sort(np.concatenate([np.asarray(p) for p in parts]))
+    np.testing.assert_array_equal(joined, np.arange(101))
+    assert [p.size for p in parts] == [61, 20, 20]
+
+
+def test_user_data_files(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("x1,x2,y\n1,0,1\n0,1,-1\n-1,0.5,2\n")
+    x, y = load_user_data(csv)
+    assert x.shape == (3, 2) and y.tolist() == [1.0, -1.0, 2.0]
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.array([1.0, 2.0, 3.0]), y=np.array([0.0, 1.0, 0.0]))
+    x, y = load_user_data(npz)
+    assert x.shape == (3,) and y.shape == (3,)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.array([1.0, np.inf]), y=np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        load_user_data(bad)
+    with pytest.raises(ValueError, match="data"):
+        check_user_data(np.ones((3, 2)), np.ones(4))
+    with pytest.raises(ValueError, match="cannot read"):
+        load_user_data(tmp_path / "missing.csv")
