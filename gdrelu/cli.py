@@ -62,6 +62,7 @@ _RUN_FLAGS = {
     "--max-checks": ("max_checks", int, "checks before a run is unfinished (default 1000)"),
     "--optimizer": ("optimizer", str, "gd (default), sgd, momentum or adam"),
     "--step-size": ("step_size", str, "paper (default), small (0.01/n) or a number"),
+    "--step-factor": ("step_factor", float, "multiplies the step size (default 1)"),
     "--sampler": ("sampler", str, "minibatches: multinomial (sgd's default) or epoch"),
     "--batch-size": ("batch_size", int, "minibatch size B (default 16)"),
     "--data": (

@@ -64,7 +64,8 @@ class ExperimentSpec:
     equal weights, inputs and targets standardized with their training statistics.
     Δ (`deltas`) is added to every target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
     at initialization), "ntk" (1/λ_max of the weighted neural-tangent Gram at
-    initialization, `theory.ntk_step_size`), "small" (0.01/n) or a positive number.
+    initialization, `theory.ntk_step_size`), "small" (0.01/n) or a positive number,
+    times `step_factor`.
     `optimizer` is one of `optim.NAMED`;
     `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
     `init` is "he" (standard), "swapped" or "ntk" (raw N(0, 1) weights, scaled in the
@@ -94,6 +95,7 @@ class ExperimentSpec:
     init: str = "he"
     bias_init: str = "zero"
     step_size: str | float = "paper"
+    step_factor: float = 1.0
     num_samples: int | None = None
     alpha: float = 0.0
     early_stopping: bool = False
@@ -271,6 +273,8 @@ def _validate(spec: ExperimentSpec) -> None:
         raise SpecError(
             "step_size", f"{spec.step_size!r} is not one of {STEP_SIZE_RULES} or a positive number"
         )
+    if not _is_real(spec.step_factor) or not (0 < spec.step_factor < math.inf):
+        raise SpecError("step_factor", f"{spec.step_factor!r} is not a positive number")
     if spec.num_samples is not None and (not _is_int(spec.num_samples) or spec.num_samples < 1):
         raise SpecError("num_samples", f"{spec.num_samples!r} is not a positive integer")
     if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
@@ -484,6 +488,8 @@ def run_experiment(
             step = jnp.full((params.c.shape[0],), 0.01 / width, params.c.dtype)
         else:
             step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
+        if spec.step_factor != 1.0:
+            step = step * spec.step_factor
         callback = None if on_check is None else (lambda k, status, w=width: on_check(w, k, status))
         sim = simulate(
             params,
