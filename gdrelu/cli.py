@@ -70,6 +70,7 @@ _RUN_FLAGS = {
         str,
         "six-points (default), star, cross, double-cross, multi-axis, p-ex, radial or rbf",
     ),
+    "--num-heldout": ("num_heldout", int, "validation and test points of continuous data (1024)"),
     "--data-file": ("data_file", str, "CSV (header; last column y) or NPZ (x, y) with --data file"),
     "--dim": ("dim", int, "input dimension d for multi-axis, radial, rbf (default 1)"),
     "--num-train": ("num_train", int, "training points of continuous data (default 256·d)"),

@@ -74,8 +74,10 @@ class RunState(NamedTuple):
 
     params: Params
     max_kink: jax.Array  # (runs,) max over steps so far of max_i |b_i/a_i|
-    best_val: jax.Array  # (runs,) best validation loss (early stopping)
+    best_val: jax.Array  # (runs,) best validation loss at a check so far
     stale_checks: jax.Array  # (runs,) checks since the validation loss last improved
+    test_at_best: jax.Array  # (runs,) test loss at the check of best_val
+    best_step: jax.Array  # (runs,) step of that check
     slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
     regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
     deferred: Deferred  # the propagator's unapplied Φ_t, Grams, tracked neurons
@@ -97,24 +99,28 @@ class SimulationResult(NamedTuple):
     pattern_change_step: np.ndarray  # first step whose activation pattern differs; -1: none
     linear_threshold: np.ndarray  # L_lin: the loss of the linear-regime minimum
     escaped: np.ndarray  # final classification, valid for every optimizer (`detectors`)
+    best_validation_loss: np.ndarray  # best validation loss over the checks
+    test_loss_at_best: np.ndarray  # test loss at that check (NaN without a test set)
+    best_step: np.ndarray  # the step of that check
 
 
 class _CheckInputs(NamedTuple):
     data: WeightedData
     step_size: jax.Array
-    validation_weights: jax.Array
+    validation: WeightedData  # the training points with validation weights, or held out
+    test: WeightedData  # held-out test points (the validation set when none are given)
     roots: tuple[jax.Array, jax.Array]  # M^{1/2}, (M^{1/2})⁺ of the data (1-D), or zeros
 
 
 @jax.jit
-def check_inputs(data: WeightedData, step_size, validation_weights) -> _CheckInputs:
+def check_inputs(data: WeightedData, step_size, validation, test) -> _CheckInputs:
     """What the checks need besides the state, batched; data-only terms computed once."""
     if data.x.ndim == 2:
         roots = jax.vmap(theory.moment_roots)(data)
     else:  # d-dim input: no certificate
         zeros = jnp.zeros((data.x.shape[0], 4, 4), data.y.dtype)
         roots = (zeros, zeros)
-    return _CheckInputs(data, step_size, validation_weights, roots)
+    return _CheckInputs(data, step_size, validation, test, roots)
 
 
 def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
@@ -144,8 +150,14 @@ def _network_outputs(state: RunState, data: WeightedData, end: ChunkEnd, alpha, 
     return forward(state.params, data.x, alpha, state.scaling)
 
 
+def _held_out_loss(state: RunState, points: WeightedData, alpha) -> jax.Array:
+    residual = forward(state.params, points.x, alpha, state.scaling) - points.y
+    return 0.5 * jnp.sum(points.weights * residual * residual)
+
+
 def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_pattern):
-    """Stopping checks of one run after a chunk: (status code, loss, best_val, stale)."""
+    """Stopping checks of one run after a chunk, and the validation bookkeeping:
+    (status code, loss, state with best_val, stale_checks, test_at_best, best_step)."""
     params, data = state.params, inputs.data
     residual = _network_outputs(state, data, end, alpha, fixed_pattern) - data.y
     loss = 0.5 * jnp.sum(data.weights * residual * residual)
@@ -175,16 +187,23 @@ def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_patt
         )
         conditions.append(stuck)
         codes.append(Status.STUCK)
-    best, stale = state.best_val, state.stale_checks
+    if "held_out" in rules:
+        val = _held_out_loss(state, inputs.validation, alpha)
+        test = _held_out_loss(state, inputs.test, alpha)
+    else:
+        val = test = 0.5 * jnp.sum(inputs.validation.weights * residual * residual)
+    improved = val < state.best_val - min_delta
+    state = state._replace(
+        best_val=jnp.where(improved, val, state.best_val),
+        stale_checks=jnp.where(improved, 0, state.stale_checks + 1),
+        test_at_best=jnp.where(improved, test, state.test_at_best),
+        best_step=jnp.where(improved, state.step, state.best_step),
+    )
     if "early_stopping" in rules:
-        val = 0.5 * jnp.sum(inputs.validation_weights * residual * residual)
-        improved = val < best - min_delta
-        best = jnp.where(improved, val, best)
-        stale = jnp.where(improved, 0, stale + 1)
-        conditions.append(stale >= patience)
+        conditions.append(state.stale_checks >= patience)
         codes.append(Status.EARLY_STOPPED)
     code = jnp.select(conditions, [jnp.int8(c) for c in codes], jnp.int8(Status.RUNNING))
-    return code, loss, best, stale
+    return code, loss, state
 
 
 GD = get_optimizer("gd")
@@ -218,6 +237,8 @@ def initial_state(
         max_kink=jax.vmap(max_abs_kink)(params, scaling),
         best_val=jnp.full((runs,), jnp.inf, dtype),
         stale_checks=jnp.zeros((runs,), jnp.int32),
+        test_at_best=jnp.full((runs,), jnp.inf, dtype),
+        best_step=jnp.zeros((runs,), jnp.int32),
         slope0=slope0,
         regular=regular,
         deferred=_deferred(params, slope0, regular),
@@ -363,8 +384,8 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, 
     )
     check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
     lines = path == "propagator"  # its params are not materialized: outputs from the lines
-    code, loss, best, stale = check(state, inputs, end, alpha, min_delta, patience, rules, lines)
-    return state._replace(best_val=best, stale_checks=stale), code, loss, exact
+    code, loss, state = check(state, inputs, end, alpha, min_delta, patience, rules, lines)
+    return state, code, loss, exact
 
 
 @functools.partial(
@@ -533,7 +554,7 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
 
 
 def _placed(
-    params, data, step_size, validation_weights, noise_key, scaling, optimizer, block, devices
+    params, data, step_size, validation, test, noise_key, scaling, optimizer, block, devices
 ):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh)."""
@@ -543,7 +564,7 @@ def _placed(
     per_device = -(-runs // (mesh.size * block)) * block
     positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
-    inputs = check_inputs(data, steps, jnp.asarray(validation_weights, dtype))
+    inputs = check_inputs(data, steps, validation, test)
     state = initial_state(params, steps, noise_key, scaling, optimizer=optimizer)
     state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     return state, inputs, layout, mesh
@@ -565,7 +586,7 @@ def chunk_runner(
     and redoes nothing (the work stays the same from chunk to chunk)."""
     dtype = params.c.dtype
     state, inputs, layout, mesh = _placed(
-        params, data, step_size, data.weights, None, None, GD, block, devices
+        params, data, step_size, data, data, None, None, GD, block, devices
     )
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
 
@@ -587,6 +608,14 @@ def chunk_runner(
             np.asarray(code)  # the host reads the codes after every chunk, as simulate does
 
     return run
+
+
+_RUN_END = ("max_kink", "pattern_change", "best_val", "test_at_best", "best_step")
+
+
+def _run_end(state: RunState) -> dict[str, jax.Array]:
+    """The per-run fields of `state` that a finished run reports (`_RUN_END`)."""
+    return {name: getattr(state, name) for name in _RUN_END}
 
 
 def _stop_rules(
@@ -657,6 +686,9 @@ def simulate(
     max_checks: int = 1000,
     alpha: float = 0.0,
     validation_weights=None,
+    validation: WeightedData | None = None,
+    test: WeightedData | None = None,
+    early_stopping: bool | None = None,
     min_delta: float = 1e-8,
     patience: int = 10,
     stop_on: tuple[str, ...] | None = None,
@@ -677,8 +709,12 @@ def simulate(
     At each check, in this order: DIVERGED (non-finite), CROSSED (some |b_i/a_i| ≥
     min_j |x_j| after any step so far; d-dim input: the activation pattern on the data
     changed), A_DEGENERATE, X_DEGENERATE, STUCK (the
-    certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (the
-    loss on `validation_weights` did not improve by `min_delta` for `patience` checks).
+    certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (if
+    `early_stopping`, by default when `validation_weights` are given: the loss with
+    `validation_weights` on the training points, or on held-out `validation` points, did
+    not improve by `min_delta` for `patience` checks). Either way
+    each run reports its best validation loss over the checks, the step of that check and
+    the loss on held-out `test` points there (WeightedData, a leading runs axis).
     Runs still going after `max_checks` checks are UNFINISHED. `stop_on` selects the
     rules (crossed, stuck, degenerate); by default all three for GD, none for the other
     optimizers (the certificate is a proof for GD only): `stop_on=()` just trains
@@ -703,11 +739,16 @@ def simulate(
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
-    rules = _stop_rules(
-        stop_on, optimizer, standard, one_dimensional, eigenvectors, validation_weights is not None
-    )
-    if validation_weights is None:
-        validation_weights = data.weights
+    if validation is not None and validation_weights is not None:
+        raise ValueError("validation: give held-out points or validation_weights, not both")
+    if early_stopping is None:
+        early_stopping = validation_weights is not None
+    if early_stopping and validation is None and validation_weights is None:
+        raise ValueError("early_stopping: needs validation points or validation_weights")
+    rules = _stop_rules(stop_on, optimizer, standard, one_dimensional, eigenvectors, early_stopping)
+    held_out = validation is not None or test is not None
+    if held_out:
+        rules += ("held_out",)
     if optimizer.uses_step_size == (step_size is None):
         raise ValueError(
             "step_size: needed for a named optimizer or a function of h, and must be None "
@@ -721,22 +762,25 @@ def simulate(
 
     data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
     params = Params(*(jnp.asarray(v, dtype) for v in params))
+    if validation is None:
+        weights = data.weights if validation_weights is None else validation_weights
+        validation = data._replace(weights=jnp.asarray(weights, dtype))
+    validation = WeightedData(*(jnp.asarray(v, dtype) for v in validation))
+    test = validation if test is None else WeightedData(*(jnp.asarray(v, dtype) for v in test))
     if optimizer.sampler == "epoch" and optimizer.batch_size > data.x.shape[1]:
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {data.x.shape[1]} points")
 
     status = np.zeros(runs, np.int8)
     stop_step = np.zeros(runs, np.int64)
-    max_kink = np.zeros(runs, dtype)
-    final_loss = np.zeros(runs, dtype)
-    pattern_change = np.full(runs, -1, np.int64)
     final = [np.zeros(np.shape(leaf), dtype) for leaf in params]
+    ends = {name: np.zeros(runs, dtype) for name in ("loss", *_RUN_END)}
 
-    path = _choose_path(path, rules, optimizer, params.a.ndim == 2, standard)
+    path = _choose_path(path, rules, optimizer, params.a.ndim == 2 and not held_out, standard)
     dim = 1 if params.a.ndim == 2 else params.a.shape[-2]
     scaling = scaling_of(parameterization, params.b.shape[-1], dim)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
     state, inputs, layout, mesh = _placed(
-        params, data, step_size, validation_weights, noise_key, scaling, optimizer, block, devices
+        params, data, step_size, validation, test, noise_key, scaling, optimizer, block, devices
     )
     per_device = layout.slots.size // mesh.size
     advance = functools.partial(
@@ -757,12 +801,11 @@ def simulate(
             ids = layout.slots[where]
             status[ids] = code[where]
             stop_step[ids] = k * check_every
-            host_params, host_kink, host_loss, host_change = jax.device_get(
-                (materialized_params(state), state.max_kink, loss, state.pattern_change)
+            host_params, host_ends = jax.device_get(
+                (materialized_params(state), {"loss": loss, **_run_end(state)})
             )
-            max_kink[ids] = host_kink[where]
-            final_loss[ids] = host_loss[where]
-            pattern_change[ids] = host_change[where]
+            for name, values in host_ends.items():
+                ends[name][ids] = values[where]
             for out, leaf in zip(final, host_params, strict=True):
                 out[ids] = leaf[where]
             keep = np.flatnonzero((layout.slots >= 0) & ~done)
@@ -776,9 +819,20 @@ def simulate(
         if not (layout.slots >= 0).any():
             break
     final = Params(*final)
+    scaling = Scaling(*map(jnp.asarray, scaling))
     threshold, escaped = jax.device_get(
-        classify(params, final, data, jnp.asarray(final_loss), Scaling(*map(jnp.asarray, scaling)))
+        classify(params, final, data, jnp.asarray(ends["loss"]), scaling)
     )
     return SimulationResult(
-        status, stop_step, final, max_kink, final_loss, pattern_change, threshold, escaped
+        status=status,
+        stop_step=stop_step,
+        params=final,
+        max_kink=ends["max_kink"],
+        final_loss=ends["loss"],
+        pattern_change_step=ends["pattern_change"].astype(np.int64),
+        linear_threshold=threshold,
+        escaped=escaped,
+        best_validation_loss=ends["best_val"],
+        test_loss_at_best=ends["test_at_best"] if "held_out" in rules else np.full(runs, np.nan),
+        best_step=ends["best_step"].astype(np.int64),
     )

@@ -61,7 +61,9 @@ class ExperimentSpec:
     double-cross, multi-axis in `dim` dimensions) gets per-run multinomial weights from
     N = `num_samples` draws (None: N = n²); a continuous distribution (p-ex, radial and
     rbf in `dim` dimensions) gets `num_train` i.i.d. points per run (None: 256·d) with
-    equal weights, inputs and targets standardized with their training statistics.
+    equal weights and `num_heldout` validation and test points each, all standardized
+    with the training statistics; every run reports its best validation loss over the
+    checks and the test loss there.
     Δ (`deltas`) is added to every target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
     at initialization), "ntk" (1/λ_max of the weighted neural-tangent Gram at
     initialization, `theory.ntk_step_size`), "small" (0.01/n) or a positive number,
@@ -83,6 +85,7 @@ class ExperimentSpec:
     dim: int | None = None
     num_train: int | None = None
     data_file: str | None = None
+    num_heldout: int = 1024
     deltas: tuple[float, ...] = (0.0, 0.01, 0.1)
     runs: int = 1000
     seed: int = 0
@@ -209,10 +212,8 @@ def _validate_data(spec: ExperimentSpec) -> None:
             raise SpecError("num_train", f"{spec.num_train!r} is not an integer ≥ 2")
     if spec.data in CONTINUOUS and spec.num_samples is not None:
         raise SpecError("num_samples", f"{spec.data} data are sampled i.i.d.; use num_train")
-    if spec.data in CONTINUOUS and spec.early_stopping:
-        raise SpecError(
-            "early_stopping", "needs validation points, which continuous data do not have yet"
-        )
+    if not _is_int(spec.num_heldout) or spec.num_heldout < 1:
+        raise SpecError("num_heldout", f"{spec.num_heldout!r} is not a positive integer")
     if spec.input_dim > 1 and spec.step_size == "paper":
         raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
 
@@ -361,8 +362,10 @@ def _noise_keys(seed, cell_hash, indices):
     return jax.random.key_data(keys(indices))
 
 
-def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData, jax.Array]:
-    """Initial parameters, training data and validation weights of runs `indices` of a cell."""
+def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData, Any]:
+    """Initial parameters, training data and validation of runs `indices` of a cell: the
+    validation weights on the training points (finite supports), or held-out (validation,
+    test) points (continuous data)."""
     spec = cell.spec
     dtype = jnp.dtype(spec.dtype)
     keys = (
@@ -376,7 +379,12 @@ def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData,
     delta = jnp.asarray(cell.delta, dtype)
     if spec.data in CONTINUOUS:
         data, valid = _sampled_data(
-            *keys, delta, count=cell.num_samples, dataset=spec.data, dim=spec.input_dim
+            *keys,
+            delta,
+            count=cell.num_samples,
+            heldout=spec.num_heldout,
+            dataset=spec.data,
+            dim=spec.input_dim,
         )
     else:
         x, y = spec.support(dtype)
@@ -428,19 +436,29 @@ def _initial_data(seed, cell_hash, indices, x, y, delta, num_samples):
     return jax.vmap(one)(keys[:, 1], keys[:, 2])
 
 
-@functools.partial(jax.jit, static_argnames=("count", "dataset", "dim"))
-def _sampled_data(seed, cell_hash, indices, delta, *, count, dataset, dim):
-    """`count` i.i.d. training points per run, standardized with their own statistics;
-    equal weights (validation weights too: continuous data have no early stopping yet)."""
+@functools.partial(jax.jit, static_argnames=("count", "heldout", "dataset", "dim"))
+def _sampled_data(seed, cell_hash, indices, delta, *, count, heldout, dataset, dim):
+    """`count` i.i.d. training points per run and `heldout` validation and test points
+    each, all standardized with the training statistics; equal weights."""
     keys = _run_keys(seed, cell_hash, indices)
 
-    def one(key_data):
-        x, y = CONTINUOUS[dataset](key_data, count, dim, delta.dtype)
-        weights = jnp.full((count,), 1.0 / count, delta.dtype)
-        x, y = training_statistics(WeightedData(x, y, weights)).apply(x, y)
-        return WeightedData(x, y + delta, weights), weights
+    def sample(key, size):
+        x, y = CONTINUOUS[dataset](key, size, dim, delta.dtype)
+        return WeightedData(x, y, jnp.full((size,), 1.0 / size, delta.dtype))
 
-    return jax.vmap(one)(keys[:, 1])
+    def one(key_data, key_valid):
+        train = sample(key_data, count)
+        statistics = training_statistics(train)
+
+        def standardized(points):
+            x, y = statistics.apply(points.x, points.y)
+            return WeightedData(x, y + delta, points.weights)
+
+        key_val, key_test = jax.random.split(key_valid)
+        held = (standardized(sample(key_val, heldout)), standardized(sample(key_test, heldout)))
+        return standardized(train), held
+
+    return jax.vmap(one)(keys[:, 1], keys[:, 2])
 
 
 @jax.jit
@@ -504,7 +522,7 @@ def run_experiment(
             check_every=spec.check_every,
             max_checks=spec.max_checks,
             alpha=spec.alpha,
-            validation_weights=valid if spec.early_stopping else None,
+            **_validation_arguments(spec, valid),
             on_check=callback,
         )
         step = np.asarray(step)
@@ -516,6 +534,14 @@ def run_experiment(
         if on_cells_done is not None:
             on_cells_done(done)
     return results
+
+
+def _validation_arguments(spec: ExperimentSpec, valid) -> dict[str, Any]:
+    """`simulate`'s validation arguments: held-out sets, or weights when early stopping."""
+    if spec.data in CONTINUOUS:
+        validation, test = valid
+        return {"validation": validation, "test": test, "early_stopping": spec.early_stopping}
+    return {"validation_weights": valid if spec.early_stopping else None}
 
 
 def status_counts(status: np.ndarray) -> dict[str, int]:

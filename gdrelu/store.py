@@ -36,6 +36,9 @@ RUN_COLUMNS = (
     "pattern_change_step",
     "linear_threshold",
     "escaped",
+    "best_validation_loss",
+    "test_loss_at_best",
+    "best_step",
 )
 STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)
 
@@ -111,6 +114,9 @@ def run_rows(cell_result: CellResult) -> list[tuple]:
             int(res.pattern_change_step[i]),
             repr(float(res.linear_threshold[i])),
             bool(res.escaped[i]),
+            repr(float(res.best_validation_loss[i])),
+            repr(float(res.test_loss_at_best[i])),
+            int(res.best_step[i]),
         )
         for i in range(res.status.size)
     ]

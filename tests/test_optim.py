@@ -204,3 +204,35 @@ def test_certificate_rules_need_the_standard_parameterization():
     with pytest.raises(ValueError, match="path"):
         simulate(params, data, 0.01, parameterization="ntk", stop_on=("crossed",),
                  path="propagator", max_checks=1)  # fmt: skip
+
+
+def test_best_validation_check_and_the_test_loss_there():
+    """Held-out validation and test points: the reported best check is the argmin of the
+    validation loss over the checks, and the test loss is taken there (each check's
+    losses recomputed with numpy from separate, shorter runs)."""
+    params, data = _batch(2)
+    rng = np.random.default_rng(3)
+
+    def held_out(size):
+        x = rng.uniform(-3, 3, size=(2, size))
+        return WeightedData(x, np.sin(x), np.full((2, size), 1.0 / size))
+
+    validation, test = held_out(7), held_out(5)
+    kwargs = dict(optimizer="adam", check_every=20, stop_on=(), validation=validation, test=test)
+    full = simulate(params, data, 0.05, max_checks=6, **kwargs)
+
+    def loss(theta, points, run):
+        a, b, w, c = (np.asarray(v[run]) for v in theta)
+        x = points.x[run]
+        r = c + np.maximum(x[:, None] * a + b, 0) @ w - points.y[run]
+        return 0.5 * np.sum(points.weights[run] * r * r)
+
+    checks = [simulate(params, data, 0.05, max_checks=k, **kwargs).params for k in range(1, 7)]
+    for run in range(2):
+        val = [loss(theta, validation, run) for theta in checks]
+        best = int(np.argmin(val))
+        assert full.best_step[run] == 20 * (best + 1)
+        assert full.best_validation_loss[run] == pytest.approx(val[best], rel=1e-10)
+        assert full.test_loss_at_best[run] == pytest.approx(
+            loss(checks[best], test, run), rel=1e-10
+        )
