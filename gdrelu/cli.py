@@ -4,6 +4,7 @@
     gdrelu run --widths 16,32 --runs 200 --out results/
     gdrelu run --config experiment.toml --seed 3
     gdrelu compare --optimizers gd,sgd,adam --widths 16,32 --runs 200 --max-checks 20
+    gdrelu run --preset section10 --scale small  # the paper's Section 10 grid, laptop size
 
 Settings come from the defaults, then the TOML file, then the flags. A bad setting is
 reported on one line naming it, with exit code 2, before anything is written.
@@ -71,6 +72,7 @@ _RUN_FLAGS = {
         "six-points (default), star, cross, double-cross, multi-axis, p-ex, radial or rbf",
     ),
     "--num-heldout": ("num_heldout", int, "validation and test points of continuous data (1024)"),
+    "--split": ("split", _float_list, "train,validation,test fractions of a --data-file"),
     "--data-file": ("data_file", str, "CSV (header; last column y) or NPZ (x, y) with --data file"),
     "--dim": ("dim", int, "input dimension d for multi-axis, radial, rbf (default 1)"),
     "--num-train": ("num_train", int, "training points of continuous data (default 256·d)"),
@@ -98,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         type=_optimizer_list,
         required=True,
         help="comma-separated optimizers to compare, e.g. gd,sgd,momentum,adam",
+    )
+    run.add_argument("--preset", choices=["section10"], help="a preset grid instead of a spec")
+    run.add_argument(
+        "--scale", choices=["small", "full"], default="small", help="size of the preset grid"
     )
     for command in (run, compare):
         for flag, (field, kind, text) in _RUN_FLAGS.items():
@@ -247,6 +253,8 @@ def use_every_cpu_core() -> None:
 def _run(args) -> int:
     """`gdrelu run` and `gdrelu compare`: one spec, or one per optimizer on common random
     numbers (the cells' data and initial networks do not depend on the optimizer)."""
+    if getattr(args, "preset", None) == "section10":
+        return _section10(args)
     specs = _spec_from(args)
     out = _prepare_out(args.out)
 
@@ -275,8 +283,7 @@ def _run(args) -> int:
     finally:
         progress.close()
     seconds = time.perf_counter() - start
-    device = jax.devices()[0]
-    backend = f"{jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s))"
+    backend = _backend()
     extra = {}
     if len(specs) > 1:
         extra = {
@@ -293,6 +300,60 @@ def _run(args) -> int:
         )
     print(f"{total} runs in {seconds:.1f} s on {backend}; results in {out}/")
     return 0
+
+
+def _section10(args) -> int:
+    """`gdrelu run --preset section10 --scale S`: the grid of `gdrelu.section10`."""
+    given = [flag for flag, (field, *_) in _RUN_FLAGS.items() if getattr(args, field, None)]
+    given = [flag for flag in given if flag != "--seed"] + (["--config"] if args.config else [])
+    if given:
+        raise UsageError(f"{given[0]}: the section10 preset takes only --scale, --seed, --out")
+    out = _prepare_out(args.out)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_default_matmul_precision", "highest")
+    use_every_cpu_core()
+    use_compilation_cache(args.cache_dir)
+    from gdrelu import section10
+    from gdrelu.store import write_section10
+
+    scale = section10.SCALES[args.scale]
+    groups = section10.configurations(scale)
+    per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
+    progress = _Progress(len(groups) * per_group, enabled=not args.quiet)
+    start = time.perf_counter()
+    rows = []
+    try:
+        for group in groups:
+            label = f"{group['data']} d={group['dim']} {group['init']} {group['optimizer']} "
+            rows += section10.run_group(
+                scale,
+                group,
+                seed=args.seed or 0,
+                on_check=lambda k, status, label=label: progress.on_check(
+                    scale.width, k, status, label
+                ),
+            )
+            progress.on_cells_done([])
+            progress.bar.update(per_group - progress.finished_in_batch)
+            progress.finished_in_batch = 0
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    best = section10.best_step_sizes(rows)
+    write_section10(out, args.scale, scale, rows, best, seconds=seconds, backend=_backend())
+    print(section10.format_table(best))
+    print(f"{len(groups) * per_group} runs in {seconds:.1f} s on {_backend()}; results in {out}/")
+    return 0
+
+
+def _backend() -> str:
+    import jax
+
+    device = jax.devices()[0]
+    return f"{jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s))"
 
 
 def main(argv=None) -> int:

@@ -33,11 +33,11 @@ from gdrelu.model import (
     Scaling,
     activation_pattern,
     forward,
+    loss_gradient,
     max_abs_kink,
     scaling_of,
-    weighted_loss,
 )
-from gdrelu.optim import Optimizer, batch_weights, get_optimizer
+from gdrelu.optim import Optimizer, get_optimizer, minibatch
 from gdrelu.propagator import (
     IRREGULAR_CAPACITY,
     ChunkEnd,
@@ -125,7 +125,7 @@ def check_inputs(data: WeightedData, step_size, validation, test) -> _CheckInput
 
 def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
     """One GD step θ ← θ - h ∇L(θ) of one run."""
-    grads = jax.grad(weighted_loss)(params, data.x, data.y, data.weights, alpha)
+    grads = loss_gradient(params, data.x, data.y, data.weights, alpha)
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads)
 
 
@@ -285,8 +285,8 @@ def _trained(state: RunState, data: WeightedData, step_size, alpha, num_steps, o
 
     def body(carry, t):
         p, opt, kink, changed, first = carry
-        weights = batch_weights(optimizer, data.weights, key, state.step + t)
-        grads = jax.grad(weighted_loss)(p, data.x, data.y, weights, alpha, scaling)
+        batch = minibatch(optimizer, data, key, state.step + t)
+        grads = loss_gradient(p, batch.x, batch.y, batch.weights, alpha, scaling)
         updates, opt = transformation.update(grads, opt, p)
         p = optax.apply_updates(p, updates)
         moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)

@@ -64,7 +64,10 @@ class ExperimentSpec:
     equal weights and `num_heldout` validation and test points each, all standardized
     with the training statistics; every run reports its best validation loss over the
     checks and the test loss there.
-    Δ (`deltas`) is added to every target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
+    With `split` = (train, validation, test) fractions, a user file's points are split
+    per run (a random permutation from the run's key) and treated like continuous data:
+    equal weights, held-out sets, training statistics. Δ (`deltas`) is added to every
+    target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2})
     at initialization), "ntk" (1/λ_max of the weighted neural-tangent Gram at
     initialization, `theory.ntk_step_size`), "small" (0.01/n) or a positive number,
     times `step_factor`.
@@ -86,6 +89,7 @@ class ExperimentSpec:
     num_train: int | None = None
     data_file: str | None = None
     num_heldout: int = 1024
+    split: tuple[float, float, float] | None = None
     deltas: tuple[float, ...] = (0.0, 0.01, 0.1)
     runs: int = 1000
     seed: int = 0
@@ -116,9 +120,9 @@ class ExperimentSpec:
             if name not in known:
                 raise SpecError(name, f"unknown setting (known: {', '.join(sorted(known))})")
         values = dict(values)
-        for name in ("widths", "deltas", "stop_on"):
+        for name in ("widths", "deltas", "stop_on", "split"):
             if name in values:
-                if name == "stop_on" and values[name] is None:
+                if name in ("stop_on", "split") and values[name] is None:
                     continue
                 if not isinstance(values[name], list | tuple):
                     raise SpecError(name, "must be a list")
@@ -212,6 +216,18 @@ def _validate_data(spec: ExperimentSpec) -> None:
             raise SpecError("num_train", f"{spec.num_train!r} is not an integer ≥ 2")
     if spec.data in CONTINUOUS and spec.num_samples is not None:
         raise SpecError("num_samples", f"{spec.data} data are sampled i.i.d.; use num_train")
+    if spec.split is not None:
+        if spec.data != "file":
+            raise SpecError("split", "splits a user data file (data = 'file')")
+        if (
+            len(spec.split) != 3
+            or not all(_is_real(f) and f > 0 for f in spec.split)
+            or abs(sum(spec.split) - 1.0) > 1e-9
+        ):
+            raise SpecError("split", f"{spec.split!r} is not three positive fractions summing to 1")
+        sizes = _split_sizes(spec.num_points, spec.split)
+        if min(sizes) < 1:
+            raise SpecError("split", f"gives empty parts {sizes} of the {spec.num_points} points")
     if not _is_int(spec.num_heldout) or spec.num_heldout < 1:
         raise SpecError("num_heldout", f"{spec.num_heldout!r} is not a positive integer")
     if spec.input_dim > 1 and spec.step_size == "paper":
@@ -321,6 +337,7 @@ class Cell(NamedTuple):
             **({"bias_init": self.spec.bias_init} if self.spec.bias_init != "zero" else {}),
             **({"data": self.spec.data} if self.spec.data != "six-points" else {}),
             **({"data_sha256": _file_hash(self.spec.data_file)} if self.spec.data_file else {}),
+            **({"split": list(self.spec.split)} if self.spec.split else {}),
             **({"dim": self.spec.input_dim} if self.spec.input_dim != 1 else {}),
         }
 
@@ -377,7 +394,11 @@ def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData,
         *keys, jnp.zeros((), dtype), width=cell.width, dim=spec.input_dim, init=spec.init
     )
     delta = jnp.asarray(cell.delta, dtype)
-    if spec.data in CONTINUOUS:
+    if spec.split is not None:
+        x, y = spec.support(dtype)
+        sizes = _split_sizes(x.shape[0], spec.split)
+        data, valid = _split_data(*keys, x, y, delta, sizes=sizes)
+    elif spec.data in CONTINUOUS:
         data, valid = _sampled_data(
             *keys,
             delta,
@@ -536,9 +557,39 @@ def run_experiment(
     return results
 
 
+def _split_sizes(count: int, fractions) -> tuple[int, int, int]:
+    train, valid = round(fractions[0] * count), round(fractions[1] * count)
+    return train, valid, count - train - valid
+
+
+@functools.partial(jax.jit, static_argnames=("sizes",))
+def _split_data(seed, cell_hash, indices, x, y, delta, *, sizes):
+    """Per run: a random split of the points into train/validation/test (`sizes`), equal
+    weights, all standardized with the training statistics."""
+    keys = _run_keys(seed, cell_hash, indices)
+
+    def one(key):
+        order = jax.random.permutation(key, x.shape[0])
+        cuts = np.cumsum(sizes)[:-1]
+        parts = [
+            WeightedData(x[i], y[i], jnp.full(i.shape, 1.0 / i.shape[0], y.dtype))
+            for i in jnp.split(order, cuts)
+        ]
+        statistics = training_statistics(parts[0])
+
+        def standardized(points):
+            px, py = statistics.apply(points.x, points.y)
+            return WeightedData(px, py + delta, points.weights)
+
+        train, valid, test = map(standardized, parts)
+        return train, (valid, test)
+
+    return jax.vmap(one)(keys[:, 1])
+
+
 def _validation_arguments(spec: ExperimentSpec, valid) -> dict[str, Any]:
     """`simulate`'s validation arguments: held-out sets, or weights when early stopping."""
-    if spec.data in CONTINUOUS:
+    if spec.data in CONTINUOUS or spec.split is not None:
         validation, test = valid
         return {"validation": validation, "test": test, "early_stopping": spec.early_stopping}
     return {"validation_weights": valid if spec.early_stopping else None}

@@ -119,20 +119,35 @@ def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int
 
 
 def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step) -> jax.Array:
-    """Weights q (m,) of step `step`'s loss for one run with data weights p = `weights`."""
+    """Weights q (m,) of step `step`'s loss for one run with data weights p = `weights`
+    (zero off the minibatch; `minibatch` gathers the epoch sampler's batch instead)."""
     if optimizer.sampler == "full":
         return weights
-    size = optimizer.batch_size
     if optimizer.sampler == "multinomial":
-        n = jnp.asarray(size, weights.dtype)
+        n = jnp.asarray(optimizer.batch_size, weights.dtype)
         counts = jax.random.multinomial(jax.random.fold_in(key, step), n, weights, dtype=n.dtype)
         return counts / n
-    m = weights.shape[0]
+    batch = epoch_batch(optimizer, weights.shape[0], key, step)
+    picked = jnp.zeros_like(weights).at[batch].set(1.0)
+    return picked * weights * (weights.shape[0] / optimizer.batch_size)
+
+
+def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array:
+    """Indices (B,) of step `step`'s minibatch: slice `step mod (m // B)` of epoch
+    `step // (m // B)`'s permutation of the m points."""
+    size = optimizer.batch_size
     if size > m:
         raise ValueError(f"batch_size: {size} exceeds the {m} training points")
-    per_epoch = m // size
-    epoch, position = jnp.divmod(step, per_epoch)
+    epoch, position = jnp.divmod(step, m // size)
     order = jax.random.permutation(jax.random.fold_in(key, epoch), m)
-    batch = jax.lax.dynamic_slice_in_dim(order, position * size, size)
-    picked = jnp.zeros_like(weights).at[batch].set(1.0)
-    return picked * weights * (m / size)
+    return jax.lax.dynamic_slice_in_dim(order, position * size, size)
+
+
+def minibatch(optimizer: Optimizer, data, key: jax.Array, step):
+    """Step `step`'s loss terms as WeightedData: the epoch sampler's B points gathered
+    (O(B) work per step, not O(m)), else every point with `batch_weights`."""
+    if optimizer.sampler != "epoch":
+        return data._replace(weights=batch_weights(optimizer, data.weights, key, step))
+    batch = epoch_batch(optimizer, data.weights.shape[0], key, step)
+    scale = data.weights.shape[0] / optimizer.batch_size
+    return type(data)(data.x[batch], data.y[batch], data.weights[batch] * scale)

@@ -187,3 +187,34 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
             f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     return "\n".join(lines)
+
+
+def write_section10(
+    out_dir: Path, scale_name: str, scale, rows, best, *, seconds: float, backend: str
+) -> None:
+    """section10.csv (every configuration × step size), section10.md (the best step size
+    per configuration), summary.json and section10.png, each written atomically."""
+    import dataclasses
+
+    from gdrelu import section10
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(out_dir / "section10.csv", text.getvalue().encode())
+    _atomic_write(out_dir / "section10.md", (section10.format_table(best) + "\n").encode())
+    summary = {
+        "preset": "section10",
+        "scale": scale_name,
+        "sizes": dataclasses.asdict(scale),
+        "best": best,
+        "seconds": seconds,
+        "backend": backend,
+        "deviations": [line.strip() for line in section10.__doc__.split("Deviations")[1:]],
+    }
+    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2).encode())
+    tmp_png = out_dir / ".section10.png.tmp.png"
+    section10.relative_rmse_plot(best, tmp_png)
+    os.replace(tmp_png, out_dir / "section10.png")

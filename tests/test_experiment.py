@@ -129,3 +129,31 @@ def test_support_sizes_match_the_data_sets():
             data=data, dim=dim, step_size="ntk" if data != "six-points" else "paper"
         )
         assert spec.num_points == spec.support()[1].shape[0]
+
+
+def test_user_file_split_per_run(tmp_path):
+    """--split: each run partitions the file's points into train/validation/test (its own
+    permutation), standardized with the training statistics."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(2.0, 3.0, size=(20, 2)), rng.normal(size=20)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y)
+    spec = ExperimentSpec(
+        data="file", data_file=str(path), split=(0.5, 0.25, 0.25), step_size="ntk", runs=3,
+        widths=(4,), deltas=(0.0,),
+    )  # fmt: skip
+    _, train, (valid, test) = initial_runs(Cell(4, 0.0, spec), np.arange(3))
+    assert train.x.shape == (3, 10, 2) and valid.x.shape == test.x.shape == (3, 5, 2)
+    for r in range(3):
+        np.testing.assert_allclose(train.x[r].mean(0), 0.0, atol=1e-12)
+        np.testing.assert_allclose(train.x[r].std(0), 1.0, rtol=1e-12)
+        # the three parts hold the file's 20 points: per coordinate, the sorted standardized
+        # values are an exact affine image of the sorted raw ones
+        joined = np.concatenate([train.x[r], valid.x[r], test.x[r]])
+        for k in range(2):
+            raw, std = np.sort(x[:, k]), np.sort(np.asarray(joined[:, k]))
+            slope, icpt = np.polyfit(std, raw, 1)
+            np.testing.assert_allclose(slope * std + icpt, raw, atol=1e-10)
+    assert not np.allclose(train.x[0], train.x[1])  # each run its own split
+    with pytest.raises(SpecError, match="split"):
+        ExperimentSpec(split=(0.5, 0.5, 0.5))

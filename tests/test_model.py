@@ -70,3 +70,25 @@ def test_gd_step_matches_explicit_gradient(alpha):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-14)
     loss = weighted_loss(p, x, y, weights, alpha)
     assert loss == pytest.approx(0.5 * np.sum(weights * (_direct_forward(p, x, alpha) - y) ** 2))
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize(("alpha", "parameterization"), [(0.0, "standard"), (0.2, "ntk")])
+def test_loss_gradient_equals_autodiff(dim, alpha, parameterization):
+    """The written-out gradient used by the engine against jax.grad of the loss."""
+    from gdrelu.model import loss_gradient, scaling_of, weighted_loss
+
+    rng = np.random.default_rng(dim)
+    n, m = 9, 13
+    shape_a = (n,) if dim == 1 else (dim, n)
+    params = Params(
+        jnp.asarray(rng.normal(size=shape_a)), jnp.asarray(rng.normal(size=n)),
+        jnp.asarray(rng.normal(size=n)), jnp.asarray(0.3),
+    )  # fmt: skip
+    x = jnp.asarray(rng.normal(size=(m,) if dim == 1 else (m, dim)))
+    y, p = jnp.asarray(rng.normal(size=m)), jnp.asarray(rng.dirichlet(np.ones(m)))
+    scaling = scaling_of(parameterization, n, dim)
+    want = jax.grad(weighted_loss)(params, x, y, p, alpha, scaling)
+    got = loss_gradient(params, x, y, p, alpha, scaling)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)

@@ -236,3 +236,22 @@ def test_best_validation_check_and_the_test_loss_there():
         assert full.test_loss_at_best[run] == pytest.approx(
             loss(checks[best], test, run), rel=1e-10
         )
+
+
+def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():
+    """The epoch sampler's gathered batch and its zero-padded weights define one loss."""
+    from gdrelu.model import weighted_loss
+    from gdrelu.optim import minibatch
+
+    epoch = get_optimizer("sgd", sampler="epoch", batch_size=4)
+    params, data = _batch(1)
+    one = jax.tree.map(lambda v: v[0], (params, data))
+    theta, points = one
+    key = jax.random.key(5)
+    for step in range(5):
+        gathered = minibatch(epoch, points, key, step)
+        weights = batch_weights(epoch, points.weights, key, step)
+        g1 = jax.grad(weighted_loss)(theta, gathered.x, gathered.y, gathered.weights)
+        g2 = jax.grad(weighted_loss)(theta, points.x, points.y, weights)
+        for u, v in zip(g1, g2, strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,64 @@
+"""The Section 10 preset at a tiny scale: its grid, its step-size choice and its files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gdrelu import section10
+from gdrelu.cli import main
+
+TINY = section10.Scale(
+    dims=(1, 2),
+    width=8,
+    runs=3,
+    step_exponents=(-2, 2),
+    epochs_times_d=8,
+    heldout=16,
+    eval_epochs_times_d=4,
+    batch_size=16,
+    train_per_dim=32,
+    inits=("he",),
+    optimizers=("adam",),
+    bias_inits=("zero", "kink-neg-unif"),
+    distributions=("radial",),
+)
+
+
+def test_grid_covers_the_configurations():
+    groups = section10.configurations(section10.SCALES["small"])
+    assert len(groups) == (1 + 3) * 2 * 3  # P_ex at d = 1, P_d at d = 1, 2, 4
+    assert {g["data"] for g in groups if g["dim"] > 1} == {"radial"}
+
+
+def test_best_step_size_is_chosen_by_validation_not_test():
+    rows = [
+        dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
+             step_size=s, validation_rmse=v, test_rmse=t, test_rmse_se=0.01)
+        for s, v, t in ((0.1, 0.5, 0.2), (0.2, 0.4, 0.9))
+    ]  # fmt: skip
+    (best,) = section10.best_step_sizes(rows)
+    assert best["step_size"] == 0.2 and best["relative_test_rmse"] == 1.0
+
+
+def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
+    monkeypatch.setitem(section10.SCALES, "small", TINY)
+    out = tmp_path / "s10"
+    assert main(["run", "--preset", "section10", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best"]
+    assert len(best) == 2 * 2  # (radial d=1, radial d=2) × two bias inits
+    for row in best:
+        assert np.isfinite(row["test_rmse"]) and row["test_rmse_se"] >= 0
+        assert any(row["step_size"] == pytest.approx(1e-2 * 2 ** (k / 2)) for k in (-2, 2))
+    assert min(r["relative_test_rmse"] for r in best if r["dim"] == 2) == 1.0
+    lines = (out / "section10.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 2 * 2
+    assert (out / "section10.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["deviations"]
+
+
+def test_preset_refuses_spec_flags(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", "--preset", "section10", "--widths", "8", "--out", str(out)]) == 2
+    assert "--widths" in capsys.readouterr().err and not out.exists()
