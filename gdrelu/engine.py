@@ -373,11 +373,22 @@ def _shard_map(fn, *, mesh, in_specs, out_specs):
     return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
-def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, path, optimizer):
+class _ChunkSettings(NamedTuple):
+    """What a compiled chunk is specialized to (hashable: a static argument)."""
+
+    check_every: int
+    rules: tuple[str, ...]
+    path: str
+    optimizer: Optimizer
+    block: int
+
+
+def _block_chunk(state, inputs, alpha, min_delta, patience, settings: _ChunkSettings):
     """`check_every` steps for every run of one block, then the checks."""
+    check_every, rules, path = settings.check_every, settings.rules, settings.path
     train = _PATHS[path]
     state, kink, exact, end = train(
-        state, inputs.data, inputs.step_size, alpha, check_every, optimizer
+        state, inputs.data, inputs.step_size, alpha, check_every, settings.optimizer
     )
     state = state._replace(
         max_kink=jnp.maximum(state.max_kink, kink), step=state.step + check_every
@@ -388,9 +399,7 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, check_every, rules, 
     return state, code, loss, exact
 
 
-@functools.partial(
-    jax.jit, static_argnames=("check_every", "rules", "path", "optimizer", "block", "mesh")
-)
+@functools.partial(jax.jit, static_argnames=("settings", "mesh"))
 def _chunk(
     state: RunState,
     inputs: _CheckInputs,
@@ -399,28 +408,17 @@ def _chunk(
     min_delta,
     patience,
     *,
-    check_every,
-    rules,
-    path,
-    optimizer,
-    block,
+    settings: _ChunkSettings,
     mesh,
 ):
     """A chunk on every device of `mesh`, each visiting the first `num_blocks[d]` blocks of
-    `block` runs of its share: (state, status code, loss, exact), runs axis first.
+    `settings.block` runs of its share: (state, status code, loss, exact), runs axis first.
 
     The run count only sets the shape and each device's blocks go one after the other:
     one compile per path and width, however many runs are still active.
     """
-    TRACE_COUNT[path] += 1
-    local = functools.partial(
-        _local_chunk,
-        check_every=check_every,
-        rules=rules,
-        path=path,
-        optimizer=optimizer,
-        block=block,
-    )
+    TRACE_COUNT[settings.path] += 1
+    local = functools.partial(_local_chunk, settings=settings)
     runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
     return _shard_map(
         lambda s, i, count, *rest: local(s, i, count[0], *rest),
@@ -430,23 +428,10 @@ def _chunk(
     )(state, inputs, num_blocks, alpha, min_delta, patience)
 
 
-def _local_chunk(
-    state,
-    inputs,
-    num_blocks,
-    alpha,
-    min_delta,
-    patience,
-    *,
-    check_every,
-    rules,
-    path,
-    optimizer,
-    block,
-):
+def _local_chunk(state, inputs, num_blocks, alpha, min_delta, patience, *, settings):
     """`_chunk` on one device's share of the runs."""
     runs = state.max_kink.shape[0]
-    block = min(block, runs)
+    block = min(settings.block, runs)
     out = (
         state,
         jnp.full((runs,), Status.RUNNING, jnp.int8),
@@ -459,7 +444,7 @@ def _local_chunk(
         part = jax.tree.map(
             lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), (state, inputs)
         )
-        done = _block_chunk(*part, alpha, min_delta, patience, check_every, rules, path, optimizer)
+        done = _block_chunk(*part, alpha, min_delta, patience, settings)
         put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
         return jax.tree.map(put, out, done)
 
@@ -589,21 +574,13 @@ def chunk_runner(
         params, data, step_size, data, data, None, None, GD, block, devices
     )
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
+    settings = _ChunkSettings(check_every, STOP_RULES, path, GD, block)
 
     def run(chunks: int) -> None:
         current = state
         for _ in range(chunks):
             current, code, _, _ = _chunk(
-                current,
-                inputs,
-                layout.num_blocks,
-                *scalars,
-                check_every=check_every,
-                rules=STOP_RULES,
-                path=path,
-                optimizer=GD,
-                block=block,
-                mesh=mesh,
+                current, inputs, layout.num_blocks, *scalars, settings=settings, mesh=mesh
             )
             np.asarray(code)  # the host reads the codes after every chunk, as simulate does
 
@@ -783,14 +760,12 @@ def simulate(
         params, data, step_size, validation, test, noise_key, scaling, optimizer, block, devices
     )
     per_device = layout.slots.size // mesh.size
-    advance = functools.partial(
-        _chunk,
-        check_every=check_every,
-        rules=rules,
-        optimizer=optimizer,
-        block=block,
-        mesh=mesh,
-    )
+    settings = _ChunkSettings(check_every, rules, path, optimizer, block)
+
+    def advance(state, inputs, num_blocks, *scalars, path):
+        chunk_settings = settings._replace(path=path)
+        return _chunk(state, inputs, num_blocks, *scalars, settings=chunk_settings, mesh=mesh)
+
     for k in range(1, max_checks + 1):
         state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, layout)
         if k == max_checks:
