@@ -13,6 +13,7 @@ reported on one line naming it, with exit code 2, before anything is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import sys
@@ -113,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--out", type=Path, help="output directory (default runs/<timestamp>/)"
         )
+        command.add_argument(
+            "--resume",
+            type=Path,
+            metavar="DIR",
+            help="finish an interrupted run in DIR (same settings): finished units are kept",
+        )
         command.add_argument("--quiet", action="store_true", help="no progress bar")
         command.add_argument(
             "--cache-dir",
@@ -182,6 +189,19 @@ def _compared(values: dict, optimizer: str) -> dict:
     values = {**values, "optimizer": optimizer, "stuck_rule": "final"}
     values["stop_on"] = ["stuck", "degenerate"] if optimizer == "gd" else []
     return values
+
+
+def _prepare_resume(args, specs) -> Path:
+    """The directory of an interrupted run, checked against these specs."""
+    from gdrelu.store import ResumeError, check_manifest
+
+    if args.out is not None:
+        raise UsageError("--resume: give the run's directory there, not with --out")
+    try:
+        check_manifest(args.resume, specs)
+    except ResumeError as err:
+        raise UsageError(f"--resume: {err}") from None
+    return args.resume
 
 
 def _prepare_out(out: Path | None) -> Path:
@@ -256,7 +276,11 @@ def _run(args) -> int:
     if getattr(args, "preset", None) == "section10":
         return _section10(args)
     specs = _spec_from(args)
-    out = _prepare_out(args.out)
+    out = _prepare_resume(args, specs) if args.resume else _prepare_out(args.out)
+    if not args.resume:
+        from gdrelu.store import write_manifest
+
+        write_manifest(out, specs)
 
     import jax
 
@@ -265,21 +289,45 @@ def _run(args) -> int:
     use_every_cpu_core()
     use_compilation_cache(args.cache_dir)
     from gdrelu.experiment import run_experiment
-    from gdrelu.store import comparisons, format_table, write_results
+    from gdrelu.store import comparisons, format_table, load_unit, save_unit, write_results
 
     spec = specs[0]
     total = len(spec.widths) * len(spec.deltas) * spec.runs * len(specs)
     progress = _Progress(total, enabled=not args.quiet)
     start = time.perf_counter()
     results = []
+
+    def finished(cell_results):
+        save_unit(out, cell_results)
+        progress.on_cells_done(cell_results)
+
     try:
         for each in specs:
             label = f"{each.optimizer} " if len(specs) > 1 else ""
-            results += run_experiment(
-                each,
-                on_check=lambda w, k, status, label=label: progress.on_check(w, k, status, label),
-                on_cells_done=progress.on_cells_done,
-            )
+            stored = {w: load_unit(out, each, w) for w in each.widths}
+            for done in filter(None, stored.values()):
+                progress.bar.update(sum(cr.result.status.size for cr in done))
+                progress.on_cells_done(done)
+            remaining = tuple(w for w in each.widths if stored[w] is None)
+            fresh = []
+            if remaining:
+                fresh = run_experiment(
+                    dataclasses.replace(each, widths=remaining),
+                    on_check=lambda w, k, status, label=label: progress.on_check(
+                        w, k, status, label
+                    ),
+                    on_cells_done=finished,
+                )
+            by_width = {w: stored[w] for w in each.widths if stored[w] is not None}
+            for cr in fresh:
+                by_width.setdefault(cr.cell.width, []).append(cr)
+            results += [cr for w in each.widths for cr in by_width[w]]
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            f"gdrelu: interrupted; finish with the same flags and --resume {out}", file=sys.stderr
+        )
+        return 130
     finally:
         progress.close()
     seconds = time.perf_counter() - start

@@ -1,4 +1,5 @@
-"""Writing an experiment's results: the per-run table, summary.json and the figure.
+"""Writing an experiment's results: the per-run table, summary.json and the figure, and
+the unit store that makes a run resumable.
 
 Every file is written to a temporary name in the output directory and renamed into
 place, so a crash never leaves a half-written file under its final name.
@@ -7,6 +8,7 @@ place, so a crash never leaves a half-written file under its final name.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -218,3 +220,85 @@ def write_section10(
     tmp_png = out_dir / ".section10.png.tmp.png"
     section10.relative_rmse_plot(best, tmp_png)
     os.replace(tmp_png, out_dir / "section10.png")
+
+
+# ---------------------------------------------------------------------------------------
+# The unit store: a run directory holds a manifest (the specs and their hash) and one file
+# per finished unit (one spec's width: all its Δ cells), each written atomically, so a
+# run killed at any moment loses at most the unit in progress and `--resume` redoes only
+# what is missing.
+# ---------------------------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+UNITS = "units"
+
+
+class ResumeError(ValueError):
+    """A directory that cannot be resumed with these specs."""
+
+
+def spec_hash(specs: Sequence[ExperimentSpec]) -> str:
+    """sha256 of the specs' canonical JSON."""
+    text = json.dumps([s.to_dict() for s in specs], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(out_dir: Path, specs: Sequence[ExperimentSpec]) -> None:
+    """Record what `out_dir` holds, before any compute; a resume must match it."""
+    manifest = {"specs": [s.to_dict() for s in specs], "spec_hash": spec_hash(specs)}
+    (out_dir / UNITS).mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def check_manifest(out_dir: Path, specs: Sequence[ExperimentSpec]) -> None:
+    """Refuse to resume `out_dir` with other specs than it was started with."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise ResumeError(f"{out_dir} has no readable {MANIFEST}: not a gdrelu run") from None
+    if manifest.get("spec_hash") != spec_hash(specs):
+        started = {k: v for k, v in manifest["specs"][0].items()}
+        now = specs[0].to_dict()
+        differ = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
+        detail = f" (differs in {', '.join(differ)})" if differ else ""
+        raise ResumeError(f"{out_dir} was started with another spec{detail}")
+
+
+def _unit_path(out_dir: Path, spec: ExperimentSpec, width: int) -> Path:
+    return out_dir / UNITS / f"{spec.optimizer}-w{width}.npz"
+
+
+def save_unit(out_dir: Path, cell_results: Sequence[CellResult]) -> None:
+    """One finished unit (the cells of one spec and width), atomically."""
+    arrays = {}
+    for i, cr in enumerate(cell_results):
+        arrays[f"{i}/step_size"] = np.asarray(cr.step_size)
+        for field, value in cr.result._asdict().items():
+            if field == "params":
+                for name, leaf in value._asdict().items():
+                    arrays[f"{i}/params/{name}"] = np.asarray(leaf)
+            else:
+                arrays[f"{i}/{field}"] = np.asarray(value)
+    first = cell_results[0].cell
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _atomic_write(_unit_path(out_dir, first.spec, first.width), buffer.getvalue())
+
+
+def load_unit(out_dir: Path, spec: ExperimentSpec, width: int) -> list[CellResult] | None:
+    """The stored cells of (spec, width), or None if that unit has not finished."""
+    from gdrelu.engine import SimulationResult
+    from gdrelu.experiment import Cell
+    from gdrelu.model import Params
+
+    path = _unit_path(out_dir, spec, width)
+    if not path.exists():
+        return None
+    with np.load(path) as stored:
+        results = []
+        for i, delta in enumerate(spec.deltas):
+            fields = {f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f != "params"}
+            params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
+            result = SimulationResult(params=params, **fields)
+            results.append(CellResult(Cell(width, delta, spec), stored[f"{i}/step_size"], result))
+    return results

@@ -144,3 +144,61 @@ def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err, err
     assert not out.exists()
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
+    """SIGKILL at a random moment after the first unit is stored, then --resume: the
+    per-run table equals that of an uninterrupted run (no run lost or duplicated); a
+    resume with other settings is refused, naming the field."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "gdrelu.cli", "run", "--widths", "4,6,8", "--deltas",
+               "0,0.1", "--runs", "10", "--check-every", "100", "--max-checks", "20",
+               "--quiet"]  # fmt: skip
+    whole = tmp_path / "whole"
+    subprocess.run([*command, "--out", str(whole)], check=True, capture_output=True)
+    part = tmp_path / "part"
+    proc = subprocess.Popen([*command, "--out", str(part)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((part / "units").glob("*.npz")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 0.2))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before the kill: nothing tested"
+    assert not (part / "runs.csv").exists()
+    assert main(["run", *command[4:], "--resume", str(part)]) == 0
+    assert (part / "runs.csv").read_text() == (whole / "runs.csv").read_text()
+    capsys.readouterr()
+    assert main(["run", *command[4:6], "--runs", "11", "--resume", str(part)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "runs" in err
+
+
+def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, capsys):
+    """KeyboardInterrupt after the first width: exit 130, one unit kept, and --resume
+    finishes to the table of the uninterrupted run."""
+    import gdrelu.experiment
+
+    original = gdrelu.experiment.run_experiment
+
+    def interrupted(spec, *, on_check=None, on_cells_done=None):
+        def done(cells):
+            on_cells_done(cells)
+            raise KeyboardInterrupt
+
+        return original(spec, on_check=on_check, on_cells_done=done)
+
+    monkeypatch.setattr(gdrelu.experiment, "run_experiment", interrupted)
+    out = tmp_path / "interrupted"
+    assert main(["run", *SMALL, "--out", str(out)]) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert len(list((out / "units").glob("*.npz"))) == 1 and not (out / "runs.csv").exists()
+    monkeypatch.setattr(gdrelu.experiment, "run_experiment", original)
+    assert main(["run", *SMALL, "--resume", str(out)]) == 0
+    assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
