@@ -36,6 +36,9 @@ from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
 from gdrelu.init import INITS, init_bias, parse_bias_init
 from gdrelu.model import Params, scaling_of
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
+from gdrelu.stats import failure_probability
+
+STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)
 
 DTYPES = ("float64", "float32")
 STEP_SIZE_RULES = ("paper", "ntk", "small")
@@ -75,6 +78,8 @@ class ExperimentSpec:
     `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
     `init` is "he" (standard), "swapped" or "ntk" (raw N(0, 1) weights, scaled in the
     forward pass); `bias_init` is one of `init.BIAS_INITS` (with σ or k filled in).
+    `target_halfwidth` H (with `max_runs`) adds runs to each cell in batches of `runs`
+    until its 95% interval half-width is at most H (`run_experiment`).
     `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
     when the biases do not start at zero, where the paper's crossing rule and
     certificate do not apply).
@@ -108,6 +113,8 @@ class ExperimentSpec:
     early_stopping: bool = False
     stop_on: tuple[str, ...] | None = None
     stuck_rule: str = "auto"
+    target_halfwidth: float | None = None
+    max_runs: int | None = None
 
     def __post_init__(self):
         _validate(self)
@@ -304,6 +311,13 @@ def _validate(spec: ExperimentSpec) -> None:
             raise SpecError("stop_on", f"unknown rules {sorted(unknown)}; known: {STOP_RULES}")
         if spec.optimizer != "gd" and set(spec.stop_on) & {"stuck", "degenerate"}:
             raise SpecError("stop_on", "'stuck' and 'degenerate' are proofs for gd only")
+    if spec.target_halfwidth is not None:
+        if not _is_real(spec.target_halfwidth) or not 0 < spec.target_halfwidth < 0.5:
+            raise SpecError("target_halfwidth", f"{spec.target_halfwidth!r} is not in (0, 0.5)")
+        if spec.max_runs is None:
+            raise SpecError("max_runs", "is needed with target_halfwidth (a bound on each cell)")
+    if spec.max_runs is not None and (not _is_int(spec.max_runs) or spec.max_runs < spec.runs):
+        raise SpecError("max_runs", f"{spec.max_runs!r} is not an integer ≥ runs ({spec.runs})")
     if spec.stuck_rule not in STUCK_RULES:
         raise SpecError("stuck_rule", f"{spec.stuck_rule!r} is not one of {', '.join(STUCK_RULES)}")
     if spec.stuck_rule == "certificate" and (spec.optimizer != "gd" or not spec.paper_setting):
@@ -510,51 +524,102 @@ def run_experiment(
 ) -> list[CellResult]:
     """Run every cell of `spec`, one width at a time (all its Δ cells in one batch).
 
-    `on_check(width, k, status)` reports progress after each check; `on_cells_done`
-    receives the cells of each width as soon as they finish.
+    With `target_halfwidth` H, each width continues in batches of `runs` more runs (run
+    indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
+    wider than 2H, until it is not or a cell has `max_runs` runs: the result of a cell
+    equals a fixed-size run of its final count. `on_check(width, k, status)` reports
+    progress after each check; `on_cells_done` receives the cells of each width as soon
+    as they finish.
     """
     results = []
     for width in spec.widths:
         cells = [Cell(width, delta, spec) for delta in spec.deltas]
-        indices = np.arange(spec.runs)
-        parts = [(*initial_runs(cell, indices), noise_keys(cell, indices)) for cell in cells]
-        params, data, valid, keys = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-        if spec.step_size == "paper":
-            step = _paper_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype))
-        elif spec.step_size == "ntk":
-            step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype), spec.init)
-        elif spec.step_size == "small":
-            step = jnp.full((params.c.shape[0],), 0.01 / width, params.c.dtype)
-        else:
-            step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
-        if spec.step_factor != 1.0:
-            step = step * spec.step_factor
-        callback = None if on_check is None else (lambda k, status, w=width: on_check(w, k, status))
-        sim = simulate(
-            params,
-            data,
-            step,
-            optimizer=spec.optimizer,
-            sampler=spec.sampler,
-            batch_size=spec.batch_size,
-            key=keys,
-            stop_on=spec.simulate_stop_on,
-            parameterization=spec.parameterization,
-            check_every=spec.check_every,
-            max_checks=spec.max_checks,
-            alpha=spec.alpha,
-            **_validation_arguments(spec, valid),
-            on_check=callback,
-        )
-        step = np.asarray(step)
-        done = []
-        for i, cell in enumerate(cells):
-            part = slice(i * spec.runs, (i + 1) * spec.runs)
-            done.append(CellResult(cell, step[part], jax.tree.map(lambda v, s=part: v[s], sim)))
+        done = _run_batch(spec, width, [(cell, np.arange(spec.runs)) for cell in cells], on_check)
+        while spec.target_halfwidth is not None:
+            wanted = [
+                (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
+                for i, cr in enumerate(done)
+                if (size := cr.result.status.size) < spec.max_runs
+                and interval_halfwidth(cr) > spec.target_halfwidth
+            ]
+            if not wanted:
+                break
+            more = _run_batch(spec, width, [(cells[i], idx) for i, idx in wanted], on_check)
+            for (i, _), extra in zip(wanted, more, strict=True):
+                done[i] = _joined(done[i], extra)
         results += done
         if on_cells_done is not None:
             on_cells_done(done)
     return results
+
+
+def stuck_runs(cell_result: CellResult) -> np.ndarray:
+    """Which runs of a cell are stuck (bool, runs): certified by GD's criterion or
+    degenerate; with the spec's "final" stuck rule also the runs whose final network is
+    still in the linear regime (`detectors`; diverged runs are neither stuck nor escaped).
+    """
+    res = cell_result.result
+    certified = np.isin(res.status, STUCK_STATUSES)
+    if not cell_result.cell.spec.final_stuck_rule:
+        return certified
+    return certified | (~res.escaped & (res.status != Status.DIVERGED))
+
+
+def interval_halfwidth(cell_result: CellResult) -> float:
+    """Half the width of the 95% Clopper-Pearson interval of the cell's P(stuck)."""
+    stuck = stuck_runs(cell_result)
+    low, high = failure_probability(int(stuck.sum()), stuck.size)[1]
+    return (high - low) / 2.0
+
+
+def _joined(first: CellResult, second: CellResult) -> CellResult:
+    """One cell's results of two batches of consecutive run indices, in index order."""
+    join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
+    return CellResult(
+        first.cell,
+        np.concatenate([first.step_size, second.step_size]),
+        join(first.result, second.result),
+    )
+
+
+def _run_batch(spec, width, work, on_check) -> list[CellResult]:
+    """Train the runs `indices` of each (cell, indices) in `work` in one batch."""
+    parts = [(*initial_runs(cell, idx), noise_keys(cell, idx)) for cell, idx in work]
+    params, data, valid, keys = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    if spec.step_size == "paper":
+        step = _paper_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype))
+    elif spec.step_size == "ntk":
+        step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype), spec.init)
+    elif spec.step_size == "small":
+        step = jnp.full((params.c.shape[0],), 0.01 / width, params.c.dtype)
+    else:
+        step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
+    if spec.step_factor != 1.0:
+        step = step * spec.step_factor
+    callback = None if on_check is None else (lambda k, status: on_check(width, k, status))
+    sim = simulate(
+        params,
+        data,
+        step,
+        optimizer=spec.optimizer,
+        sampler=spec.sampler,
+        batch_size=spec.batch_size,
+        key=keys,
+        stop_on=spec.simulate_stop_on,
+        parameterization=spec.parameterization,
+        check_every=spec.check_every,
+        max_checks=spec.max_checks,
+        alpha=spec.alpha,
+        **_validation_arguments(spec, valid),
+        on_check=callback,
+    )
+    step = np.asarray(step)
+    done, first = [], 0
+    for cell, idx in work:
+        part = slice(first, first + idx.size)
+        done.append(CellResult(cell, step[part], jax.tree.map(lambda v, s=part: v[s], sim)))
+        first += idx.size
+    return done
 
 
 def _split_sizes(count: int, fractions) -> tuple[int, int, int]:

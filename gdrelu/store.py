@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from gdrelu.engine import Status
-from gdrelu.experiment import CellResult, ExperimentSpec, status_counts
+from gdrelu.experiment import (
+    CellResult,
+    ExperimentSpec,
+    status_counts,
+    stuck_runs,
+)
 from gdrelu.plot import comparison_plot, failure_probability_plot
 from gdrelu.stats import failure_probability, paired_comparison
 
@@ -42,19 +47,6 @@ RUN_COLUMNS = (
     "test_loss_at_best",
     "best_step",
 )
-STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)
-
-
-def stuck_runs(cell_result: CellResult) -> np.ndarray:
-    """Which runs of a cell are stuck (bool, runs): certified by GD's criterion or
-    degenerate; with the spec's "final" stuck rule also the runs whose final network is
-    still in the linear regime (`detectors`; diverged runs are neither stuck nor escaped).
-    """
-    res = cell_result.result
-    certified = np.isin(res.status, STUCK_STATUSES)
-    if not cell_result.cell.spec.final_stuck_rule:
-        return certified
-    return certified | (~res.escaped & (res.status != Status.DIVERGED))
 
 
 def cell_summary(cell_result: CellResult) -> dict[str, Any]:

@@ -157,3 +157,28 @@ def test_user_file_split_per_run(tmp_path):
     assert not np.allclose(train.x[0], train.x[1])  # each run its own split
     with pytest.raises(SpecError, match="split"):
         ExperimentSpec(split=(0.5, 0.5, 0.5))
+
+
+def test_adaptive_runs_equal_a_fixed_run_of_the_same_size():
+    """--target-halfwidth: each cell grows in batches of `runs` until its interval is
+    narrow enough or it has max_runs; every cell equals a fixed-size run of its count."""
+    from gdrelu.experiment import interval_halfwidth, run_experiment
+
+    base = dict(widths=(4,), deltas=(0.0, 0.1), check_every=100, max_checks=20)
+    adaptive = run_experiment(ExperimentSpec(**base, runs=8, target_halfwidth=0.2, max_runs=32))
+    sizes = [cr.result.status.size for cr in adaptive]
+    assert all(s in (8, 16, 24, 32) for s in sizes) and max(sizes) > 8
+    for cr in adaptive:
+        size = cr.result.status.size
+        assert interval_halfwidth(cr) <= 0.2 or size == 32
+        if size > 8:  # it grew because the smaller count was too wide
+            shorter = cr._replace(result=jax.tree.map(lambda v, s=size: v[: s - 8], cr.result))
+            assert interval_halfwidth(shorter) > 0.2
+        (fixed,) = [
+            c
+            for c in run_experiment(ExperimentSpec(**base, runs=size))
+            if c.cell.delta == cr.cell.delta
+        ]
+        np.testing.assert_array_equal(fixed.result.status, cr.result.status)
+        np.testing.assert_array_equal(fixed.result.stop_step, cr.result.stop_step)
+        np.testing.assert_array_equal(fixed.result.params.a, cr.result.params.a)
