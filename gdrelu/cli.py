@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import datetime
 import os
+import shutil
 import sys
 import time
 import tomllib
@@ -193,6 +194,30 @@ def _compared(values: dict, optimizer: str) -> dict:
     return values
 
 
+def _result_bytes(specs) -> int:
+    """A generous estimate of what a run writes: per run a table row and its final
+    parameters (3n + 1 numbers) in its unit file, twice (units and runs.csv), plus 1 MB."""
+    total = 0
+    for spec in specs:
+        runs = spec.max_runs or spec.runs
+        per_run = 600 + 8 * (3 * max(spec.widths) * spec.input_dim + 1)
+        total += 2 * per_run * runs * len(spec.widths) * len(spec.deltas)
+    return total + 2**20
+
+
+def _check_space(out: Path, specs) -> None:
+    """Refuse, before any compute, an output directory on a disk without room."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    need = _result_bytes(specs)
+    if free < need:
+        raise UsageError(
+            f"--out: {out} needs about {need / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free"
+        )
+
+
 def _prepare_resume(args, specs) -> Path:
     """The directory of an interrupted run, checked against these specs."""
     from gdrelu.store import ResumeError, check_manifest
@@ -278,6 +303,7 @@ def _run(args) -> int:
     if getattr(args, "preset", None) == "section10":
         return _section10(args)
     specs = _spec_from(args)
+    _check_space(args.resume or args.out or Path("runs"), specs)
     out = _prepare_resume(args, specs) if args.resume else _prepare_out(args.out)
     if not args.resume:
         from gdrelu.store import write_manifest

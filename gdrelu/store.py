@@ -148,6 +148,7 @@ def write_results(
         "cells": [cell_summary(c) for c in cell_results],
         "seconds": seconds,
         "backend": backend,
+        "peak_memory": peak_memory(),
         "spec": spec.to_dict(),
         **(extra or {}),
     }
@@ -160,6 +161,20 @@ def write_results(
         comparison_plot(summary["comparisons"], tmp_png)
         os.replace(tmp_png, out_dir / "comparison.png")
     return summary
+
+
+def peak_memory() -> dict[str, int | None]:
+    """Peak resident memory of this process (bytes) and, where JAX reports it, the peak
+    in use on the first device."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    host = rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+    return {"host_peak_rss_bytes": int(host), "device_peak_bytes": stats.get("peak_bytes_in_use")}
 
 
 def format_table(cells: Sequence[dict[str, Any]]) -> str:

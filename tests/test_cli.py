@@ -30,6 +30,7 @@ def test_run_writes_table_summary_and_figure(small_run):
                                            "unfinished", "diverged"}  # fmt: skip
     summary = json.loads((small_run / "summary.json").read_text())
     assert summary["backend"].startswith("cpu") and summary["seconds"] > 0
+    assert summary["peak_memory"]["host_peak_rss_bytes"] > 2**20
     assert len(summary["cells"]) == 4
     for cell in summary["cells"]:
         assert {"width", "delta", "optimizer", "runs", "status_counts", "p_stuck", "ci95"} <= set(
@@ -202,3 +203,16 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     monkeypatch.setattr(gdrelu.experiment, "run_experiment", original)
     assert main(["run", *SMALL, "--resume", str(out)]) == 0
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
+
+
+def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    out = tmp_path / "never"
+    assert main(["run", *SMALL, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "free" in err, err
+    assert not out.exists()
