@@ -125,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--quiet", action="store_true", help="no progress bar")
         command.add_argument(
+            "--distributed",
+            action="store_true",
+            help="one of several processes (jax.distributed): each trains a share of every "
+            "cell, process 0 writes; address, count and id from the flags below or from "
+            "the cluster's environment (SLURM, TPU pods)",
+        )
+        command.add_argument("--coordinator", help="host:port of process 0 (--distributed)")
+        command.add_argument("--num-processes", type=int, help="process count (--distributed)")
+        command.add_argument("--process-id", type=int, help="this process's id (--distributed)")
+        command.add_argument(
             "--cache-dir",
             type=Path,
             default=default_cache_dir(),
@@ -218,6 +228,30 @@ def _check_space(out: Path, specs) -> None:
         )
 
 
+def _start_processes(args, specs):
+    """jax.distributed.initialize (before any other JAX call) with CPU collectives over
+    gloo: this process's `Processes`."""
+    if args.resume:
+        raise UsageError("--distributed: not with --resume yet (units live on process 0)")
+    if any(spec.target_halfwidth is not None for spec in specs):
+        raise UsageError("--distributed: not with --target-halfwidth yet")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"--distributed: {err}") from None
+    from jax.experimental import multihost_utils
+
+    from gdrelu.experiment import Processes
+
+    count = jax.process_count()
+    if any(spec.runs < count for spec in specs):
+        raise UsageError(f"--runs: fewer runs per cell than the {count} processes")
+    return Processes(jax.process_index(), count, multihost_utils.process_allgather)
+
+
 def _prepare_resume(args, specs) -> Path:
     """The directory of an interrupted run, checked against these specs."""
     from gdrelu.store import ResumeError, check_manifest
@@ -303,36 +337,42 @@ def _run(args) -> int:
     if getattr(args, "preset", None) == "section10":
         return _section10(args)
     specs = _spec_from(args)
-    _check_space(args.resume or args.out or Path("runs"), specs)
-    out = _prepare_resume(args, specs) if args.resume else _prepare_out(args.out)
-    if not args.resume:
-        from gdrelu.store import write_manifest
+    processes = _start_processes(args, specs) if args.distributed else None
+    writer = processes is None or processes.index == 0
+    out = None
+    if writer:
+        _check_space(args.resume or args.out or Path("runs"), specs)
+        out = _prepare_resume(args, specs) if args.resume else _prepare_out(args.out)
+        if not args.resume:
+            from gdrelu.store import write_manifest
 
-        write_manifest(out, specs)
+            write_manifest(out, specs)
 
     import jax
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_default_matmul_precision", "highest")
-    use_every_cpu_core()
+    if processes is None:
+        use_every_cpu_core()
     use_compilation_cache(args.cache_dir)
     from gdrelu.experiment import run_experiment
     from gdrelu.store import comparisons, format_table, load_unit, save_unit, write_results
 
     spec = specs[0]
     total = len(spec.widths) * len(spec.deltas) * spec.runs * len(specs)
-    progress = _Progress(total, enabled=not args.quiet)
+    progress = _Progress(total, enabled=writer and not args.quiet)
     start = time.perf_counter()
     results = []
 
     def finished(cell_results):
-        save_unit(out, cell_results)
+        if writer:
+            save_unit(out, cell_results)
         progress.on_cells_done(cell_results)
 
     try:
         for each in specs:
             label = f"{each.optimizer} " if len(specs) > 1 else ""
-            stored = {w: load_unit(out, each, w) for w in each.widths}
+            stored = {w: load_unit(out, each, w) if out else None for w in each.widths}
             for done in filter(None, stored.values()):
                 progress.bar.update(sum(cr.result.status.size for cr in done))
                 progress.on_cells_done(done)
@@ -345,6 +385,7 @@ def _run(args) -> int:
                         w, k, status, label
                     ),
                     on_cells_done=finished,
+                    processes=processes,
                 )
             by_width = {w: stored[w] for w in each.widths if stored[w] is not None}
             for cr in fresh:
@@ -359,6 +400,8 @@ def _run(args) -> int:
     finally:
         progress.close()
     seconds = time.perf_counter() - start
+    if not writer:
+        return 0
     backend = _backend()
     extra = {}
     if len(specs) > 1:

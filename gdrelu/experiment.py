@@ -521,8 +521,13 @@ def run_experiment(
     *,
     on_check: Callable[[int, int, np.ndarray], None] | None = None,
     on_cells_done: Callable[[Sequence[CellResult]], None] | None = None,
+    processes: Processes | None = None,
 ) -> list[CellResult]:
     """Run every cell of `spec`, one width at a time (all its Δ cells in one batch).
+
+    With `processes`, this process trains runs index, index + count, … of every cell and
+    `processes.gather` collects every process's share, so each process returns the
+    whole result (a run's key depends only on its index: the same runs as one process).
 
     With `target_halfwidth` H, each width continues in batches of `runs` more runs (run
     indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
@@ -531,10 +536,17 @@ def run_experiment(
     progress after each check; `on_cells_done` receives the cells of each width as soon
     as they finish.
     """
+    if processes is not None and spec.target_halfwidth is not None:
+        raise ValueError("target_halfwidth: not supported across processes yet")
     results = []
     for width in spec.widths:
         cells = [Cell(width, delta, spec) for delta in spec.deltas]
-        done = _run_batch(spec, width, [(cell, np.arange(spec.runs)) for cell in cells], on_check)
+        share = np.arange(spec.runs)
+        if processes is not None:
+            share = share[processes.index :: processes.count]
+        done = _run_batch(spec, width, [(cell, share) for cell in cells], on_check)
+        if processes is not None:
+            done = [_gathered(cr, spec.runs, processes) for cr in done]
         while spec.target_halfwidth is not None:
             wanted = [
                 (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
@@ -551,6 +563,30 @@ def run_experiment(
         if on_cells_done is not None:
             on_cells_done(done)
     return results
+
+
+class Processes(NamedTuple):
+    """This process's place among `count` (index) and how to collect a pytree of host
+    arrays of equal shapes from all of them (stacked on a new leading axis)."""
+
+    index: int
+    count: int
+    gather: Callable[[Any], Any]
+
+
+def _gathered(local: CellResult, runs: int, processes: Processes) -> CellResult:
+    """A cell's whole result from every process's share (runs index::count each)."""
+    share = -(-runs // processes.count)
+    padded = jax.tree.map(
+        lambda v: np.concatenate([v, np.repeat(v[-1:], share - v.shape[0], axis=0)]),
+        (local.step_size, local.result),
+    )
+    stacked = processes.gather(padded)  # (count, share, ...)
+    order = np.arange(runs)
+    whole = jax.tree.map(
+        lambda v: np.asarray(v)[order % processes.count, order // processes.count], stacked
+    )
+    return CellResult(local.cell, *whole)
 
 
 def stuck_runs(cell_result: CellResult) -> np.ndarray:

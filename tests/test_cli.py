@@ -147,6 +147,7 @@ def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow  # 50 s: three processes; the Ctrl-C test below covers resuming in the suite
 def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
     """SIGKILL at a random moment after the first unit is stored, then --resume: the
     per-run table equals that of an uninterrupted run (no run lost or duplicated); a
@@ -216,3 +217,31 @@ def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out" in err and "free" in err, err
     assert not out.exists()
+
+
+@pytest.mark.slow  # 75 s: two processes compiling every program
+def test_two_processes_give_the_runs_of_one(small_run, tmp_path):
+    """--distributed with two local processes (gloo CPU collectives): each trains half of
+    every cell, process 0 gathers and writes the same table as one process."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "distributed"
+    common = [sys.executable, "-m", "gdrelu.cli", "run", *SMALL, "--distributed",
+              "--coordinator", f"localhost:{port}", "--num-processes", "2"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*common, "--process-id", str(i), *(["--out", str(out)] if i == 0 else [])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
