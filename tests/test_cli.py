@@ -189,12 +189,12 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
 
     original = gdrelu.experiment.run_experiment
 
-    def interrupted(spec, *, on_check=None, on_cells_done=None):
+    def interrupted(spec, *, on_cells_done, **kwargs):
         def done(cells):
             on_cells_done(cells)
             raise KeyboardInterrupt
 
-        return original(spec, on_check=on_check, on_cells_done=done)
+        return original(spec, on_cells_done=done, **kwargs)
 
     monkeypatch.setattr(gdrelu.experiment, "run_experiment", interrupted)
     out = tmp_path / "interrupted"
