@@ -455,9 +455,7 @@ def _section10(args) -> int:
                     scale.width, k, status, label
                 ),
             )
-            progress.on_cells_done([])
-            progress.bar.update(per_group - progress.finished_in_batch)
-            progress.finished_in_batch = 0
+            progress.on_cells_done([])  # the final check finished every run of the group
     finally:
         progress.close()
     seconds = time.perf_counter() - start

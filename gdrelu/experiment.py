@@ -482,18 +482,23 @@ def _sampled_data(seed, cell_hash, indices, delta, *, count, heldout, dataset, d
         return WeightedData(x, y, jnp.full((size,), 1.0 / size, delta.dtype))
 
     def one(key_data, key_valid):
-        train = sample(key_data, count)
-        statistics = training_statistics(train)
-
-        def standardized(points):
-            x, y = statistics.apply(points.x, points.y)
-            return WeightedData(x, y + delta, points.weights)
-
         key_val, key_test = jax.random.split(key_valid)
-        held = (standardized(sample(key_val, heldout)), standardized(sample(key_test, heldout)))
-        return standardized(train), held
+        held = (sample(key_val, heldout), sample(key_test, heldout))
+        return _standardized(sample(key_data, count), *held, delta)
 
     return jax.vmap(one)(keys[:, 1], keys[:, 2])
+
+
+def _standardized(train: WeightedData, validation, test, delta):
+    """(train, (validation, test)) standardized with the training statistics, Δ added to
+    every target."""
+    statistics = training_statistics(train)
+
+    def one(points):
+        x, y = statistics.apply(points.x, points.y)
+        return WeightedData(x, y + delta, points.weights)
+
+    return one(train), (one(validation), one(test))
 
 
 @jax.jit
@@ -676,14 +681,7 @@ def _split_data(seed, cell_hash, indices, x, y, delta, *, sizes):
             WeightedData(x[i], y[i], jnp.full(i.shape, 1.0 / i.shape[0], y.dtype))
             for i in jnp.split(order, cuts)
         ]
-        statistics = training_statistics(parts[0])
-
-        def standardized(points):
-            px, py = statistics.apply(points.x, points.y)
-            return WeightedData(px, py + delta, points.weights)
-
-        train, valid, test = map(standardized, parts)
-        return train, (valid, test)
+        return _standardized(*parts, delta)
 
     return jax.vmap(one)(keys[:, 1])
 

@@ -264,7 +264,7 @@ def check_manifest(out_dir: Path, specs: Sequence[ExperimentSpec]) -> None:
     except (OSError, ValueError):
         raise ResumeError(f"{out_dir} has no readable {MANIFEST}: not a gdrelu run") from None
     if manifest.get("spec_hash") != spec_hash(specs):
-        started = {k: v for k, v in manifest["specs"][0].items()}
+        started = manifest["specs"][0]
         now = specs[0].to_dict()
         differ = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
         detail = f" (differs in {', '.join(differ)})" if differ else ""
