@@ -82,6 +82,11 @@ _RUN_FLAGS = {
     "--num-train": ("num_train", int, "training points of continuous data (default 256·d)"),
     "--init": ("init", str, "weights: he (default), swapped or ntk"),
     "--bias-init": ("bias_init", str, "layer-1 biases: zero (default), unif, kink-neg-unif, ..."),
+    "--buckets": (
+        "buckets",
+        str,
+        "widths sharing a compiled program: pow2 (default), one or none (results unchanged)",
+    ),
 }
 
 
@@ -292,7 +297,7 @@ class _Progress:
         self.counts: dict[str, int] = {}
         self.finished_in_batch = 0
 
-    def on_check(self, width, k, status, label=""):
+    def on_check(self, widths, k, status, label=""):
         from gdrelu.engine import Status
 
         finished = int(np.sum(status != Status.RUNNING))
@@ -301,7 +306,8 @@ class _Progress:
         labels = {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
         shown = {k: v + self.counts.get(k, 0) for k, v in labels.items()}
         self.bar.set_postfix({k: v for k, v in shown.items() if v}, refresh=False)
-        self.bar.set_description(f"{label}n={width} check {k}")
+        widths = ",".join(map(str, np.atleast_1d(widths)))
+        self.bar.set_description(f"{label}n={widths} check {k}")
 
     def on_cells_done(self, cell_results):
         from gdrelu.engine import Status

@@ -88,9 +88,11 @@ def escaped(
 
 @jax.jit
 def classify(initial: Params, final: Params, data: WeightedData, loss, scaling=STANDARD):
-    """Batched over runs (scalar scaling): (L_lin at the initial parameters, escaped)."""
+    """Batched over runs (scaling: scalars or (runs,) each): (L_lin at the initial
+    parameters, escaped)."""
+    runs = loss.shape[0]
+    scaling = Scaling(*(jnp.broadcast_to(v, (runs,)) for v in scaling))
     threshold = jax.lax.map(
-        lambda args: linear_threshold(*args, scaling), (initial, data), batch_size=64
+        lambda args: linear_threshold(*args), (initial, data, scaling), batch_size=64
     )
-    one = jax.vmap(escaped, in_axes=(0, 0, 0, 0, 0, None))
-    return threshold, one(initial, final, data, loss, threshold, scaling)
+    return threshold, jax.vmap(escaped)(initial, final, data, loss, threshold, scaling)

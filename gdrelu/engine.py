@@ -32,6 +32,7 @@ from gdrelu.model import (
     Params,
     Scaling,
     activation_pattern,
+    active_neurons,
     forward,
     loss_gradient,
     max_abs_kink,
@@ -137,10 +138,10 @@ def _all_finite(params: Params, loss) -> jax.Array:
 def chunk_end(params: Params) -> ChunkEnd:
     """The checks' view of one run after a general or fixed-pattern chunk (O(n) or O(nm))."""
     if params.a.ndim > 1:  # d-dim input: no certificate
-        grams, theta = jnp.zeros((2, 3, 3), params.b.dtype), jnp.zeros((1, 3), params.b.dtype)
-    else:
-        grams, theta = theory.neuron_grams(params), jnp.stack([params.a, params.b, params.w], -1)
-    return ChunkEnd(grams, theta, jnp.ones(theta.shape[0], bool))
+        zeros = jnp.zeros((2, 3, 3), params.b.dtype)
+        return ChunkEnd(zeros, zeros[0, :1], jnp.ones(1, bool))
+    theta = jnp.stack([params.a, params.b, params.w], -1)
+    return ChunkEnd(theory.neuron_grams(params), theta, active_neurons(params))
 
 
 def _network_outputs(state: RunState, data: WeightedData, end: ChunkEnd, alpha, fixed_pattern):
@@ -754,7 +755,8 @@ def simulate(
 
     path = _choose_path(path, rules, optimizer, params.a.ndim == 2 and not held_out, standard)
     dim = 1 if params.a.ndim == 2 else params.a.shape[-2]
-    scaling = scaling_of(parameterization, params.b.shape[-1], dim)
+    widths = jnp.sum(active_neurons(params), axis=-1)  # the true widths of padded runs
+    scaling = scaling_of(parameterization, widths, dim)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
     state, inputs, layout, mesh = _placed(
         params, data, step_size, validation, test, noise_key, scaling, optimizer, block, devices
@@ -794,7 +796,7 @@ def simulate(
         if not (layout.slots >= 0).any():
             break
     final = Params(*final)
-    scaling = Scaling(*map(jnp.asarray, scaling))
+    scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
     threshold, escaped = jax.device_get(
         classify(params, final, data, jnp.asarray(ends["loss"]), scaling)
     )

@@ -34,7 +34,7 @@ from gdrelu.data import (
 )
 from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
 from gdrelu.init import INITS, init_bias, parse_bias_init
-from gdrelu.model import Params, scaling_of
+from gdrelu.model import Params, Scaling, padded, scaling_of
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 from gdrelu.stats import failure_probability
 
@@ -44,6 +44,7 @@ DTYPES = ("float64", "float32")
 STEP_SIZE_RULES = ("paper", "ntk", "small")
 FIXED_DIMENSION = {"six-points": 1, "star": 2, "cross": 2, "double-cross": 2, "p-ex": 1}
 STUCK_RULES = ("auto", "certificate", "final")
+BUCKETS = ("pow2", "one", "none")
 NOISE_STREAM = 0x5EED  # fold_in(run key, NOISE_STREAM): the run's minibatch noise
 BIAS_STREAM = 0xB1A5  # fold_in(parameter key, BIAS_STREAM): the run's layer-1 biases
 
@@ -86,6 +87,8 @@ class ExperimentSpec:
     `stuck_rule` says what P(stuck) counts: "certificate" (GD's default: certified or
     degenerate), "final" (the other optimizers' default, and `gdrelu compare`'s for all:
     certified or degenerate, or a final network still in the linear regime, `detectors`).
+    `buckets` says which widths share a compiled program (`width_buckets`); a run's
+    result does not depend on it.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -115,6 +118,7 @@ class ExperimentSpec:
     stuck_rule: str = "auto"
     target_halfwidth: float | None = None
     max_runs: int | None = None
+    buckets: str = "pow2"
 
     def __post_init__(self):
         _validate(self)
@@ -318,6 +322,8 @@ def _validate(spec: ExperimentSpec) -> None:
             raise SpecError("max_runs", "is needed with target_halfwidth (a bound on each cell)")
     if spec.max_runs is not None and (not _is_int(spec.max_runs) or spec.max_runs < spec.runs):
         raise SpecError("max_runs", f"{spec.max_runs!r} is not an integer ≥ runs ({spec.runs})")
+    if spec.buckets not in BUCKETS:
+        raise SpecError("buckets", f"{spec.buckets!r} is not one of {', '.join(BUCKETS)}")
     if spec.stuck_rule not in STUCK_RULES:
         raise SpecError("stuck_rule", f"{spec.stuck_rule!r} is not one of {', '.join(STUCK_RULES)}")
     if spec.stuck_rule == "certificate" and (spec.optimizer != "gd" or not spec.paper_setting):
@@ -508,11 +514,16 @@ def _paper_step_size(params, data, alpha):
 
 
 @functools.partial(jax.jit, static_argnames=("init",))
-def _ntk_step_size(params, data, alpha, init):
-    """1/λ_max of each run's weighted neural-tangent Gram at initialization."""
+def _ntk_step_size(params, data, alpha, widths, init):
+    """1/λ_max of each run's weighted neural-tangent Gram at initialization (true
+    `widths` (runs,) of padded networks)."""
     dim = 1 if params.a.ndim == 2 else params.a.shape[1]
-    scaling = scaling_of("ntk" if init == "ntk" else "standard", params.b.shape[-1], dim)
-    return theory.ntk_step_size(params, data, alpha=alpha, scaling=scaling)
+    scaling = scaling_of("ntk" if init == "ntk" else "standard", widths, dim)
+
+    def one(p, d, s):
+        return theory.ntk_step_size(p, d, alpha=alpha, scaling=Scaling(*s))
+
+    return jax.vmap(one)(params, data, tuple(jnp.broadcast_to(v, widths.shape) for v in scaling))
 
 
 class CellResult(NamedTuple):
@@ -521,35 +532,53 @@ class CellResult(NamedTuple):
     result: SimulationResult
 
 
+def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
+    """The compiled programs of a spec: (bucket width, its widths), in order of first width.
+
+    `buckets`: "pow2" pads each width to the next power of two (at most 2× the work, one
+    program per octave), "one" pads every width to the largest (one program), "none"
+    gives every width its own program.
+    """
+    if spec.buckets == "none":
+        return [(w, (w,)) for w in spec.widths]
+    if spec.buckets == "one":
+        return [(max(spec.widths), spec.widths)]
+    groups: dict[int, list[int]] = {}
+    for w in spec.widths:
+        groups.setdefault(1 << (w - 1).bit_length(), []).append(w)
+    return [(bucket, tuple(ws)) for bucket, ws in groups.items()]
+
+
 def run_experiment(
     spec: ExperimentSpec,
     *,
-    on_check: Callable[[int, int, np.ndarray], None] | None = None,
+    on_check: Callable[[tuple[int, ...], int, np.ndarray], None] | None = None,
     on_cells_done: Callable[[Sequence[CellResult]], None] | None = None,
     processes: Processes | None = None,
 ) -> list[CellResult]:
-    """Run every cell of `spec`, one width at a time (all its Δ cells in one batch).
+    """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
+    their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
 
     With `processes`, this process trains runs index, index + count, … of every cell and
     `processes.gather` collects every process's share, so each process returns the
     whole result (a run's key depends only on its index: the same runs as one process).
 
-    With `target_halfwidth` H, each width continues in batches of `runs` more runs (run
+    With `target_halfwidth` H, each bucket continues in batches of `runs` more runs (run
     indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
     wider than 2H, until it is not or a cell has `max_runs` runs: the result of a cell
-    equals a fixed-size run of its final count. `on_check(width, k, status)` reports
+    equals a fixed-size run of its final count. `on_check(widths, k, status)` reports
     progress after each check; `on_cells_done` receives the cells of each width as soon
-    as they finish.
+    as its bucket finishes.
     """
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
-    results = []
-    for width in spec.widths:
-        cells = [Cell(width, delta, spec) for delta in spec.deltas]
+    results = {}
+    for bucket, widths in width_buckets(spec):
+        cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
         share = np.arange(spec.runs)
         if processes is not None:
             share = share[processes.index :: processes.count]
-        done = _run_batch(spec, width, [(cell, share) for cell in cells], on_check)
+        done = _run_batch(spec, bucket, [(cell, share) for cell in cells], on_check)
         if processes is not None:
             done = [_gathered(cr, spec.runs, processes) for cr in done]
         while spec.target_halfwidth is not None:
@@ -561,13 +590,14 @@ def run_experiment(
             ]
             if not wanted:
                 break
-            more = _run_batch(spec, width, [(cells[i], idx) for i, idx in wanted], on_check)
+            more = _run_batch(spec, bucket, [(cells[i], idx) for i, idx in wanted], on_check)
             for (i, _), extra in zip(wanted, more, strict=True):
                 done[i] = _joined(done[i], extra)
-        results += done
-        if on_cells_done is not None:
-            on_cells_done(done)
-    return results
+        for width in widths:
+            results[width] = [cr for cr in done if cr.cell.width == width]
+            if on_cells_done is not None:
+                on_cells_done(results[width])
+    return [cr for width in spec.widths for cr in results[width]]
 
 
 class Processes(NamedTuple):
@@ -623,21 +653,27 @@ def _joined(first: CellResult, second: CellResult) -> CellResult:
     )
 
 
-def _run_batch(spec, width, work, on_check) -> list[CellResult]:
-    """Train the runs `indices` of each (cell, indices) in `work` in one batch."""
-    parts = [(*initial_runs(cell, idx), noise_keys(cell, idx)) for cell, idx in work]
-    params, data, valid, keys = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:
+    """Train the runs `indices` of each (cell, indices) in `work` in one batch, every
+    network padded to `bucket` neurons (`model.padded`)."""
+    parts = [
+        (*_padded_runs(cell, idx, bucket), noise_keys(cell, idx), np.full(idx.size, cell.width))
+        for cell, idx in work
+    ]
+    params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    dtype = params.c.dtype
     if spec.step_size == "paper":
-        step = _paper_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype))
+        step = _paper_step_size(params, data, jnp.asarray(spec.alpha, dtype))
     elif spec.step_size == "ntk":
-        step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, params.c.dtype), spec.init)
+        step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, dtype), widths, spec.init)
     elif spec.step_size == "small":
-        step = jnp.full((params.c.shape[0],), 0.01 / width, params.c.dtype)
+        step = 0.01 / widths.astype(dtype)
     else:
-        step = jnp.full((params.c.shape[0],), spec.step_size, params.c.dtype)
+        step = jnp.full((params.c.shape[0],), spec.step_size, dtype)
     if spec.step_factor != 1.0:
         step = step * spec.step_factor
-    callback = None if on_check is None else (lambda k, status: on_check(width, k, status))
+    label = tuple(sorted({cell.width for cell, _ in work}))
+    callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
     sim = simulate(
         params,
         data,
@@ -658,9 +694,17 @@ def _run_batch(spec, width, work, on_check) -> list[CellResult]:
     done, first = [], 0
     for cell, idx in work:
         part = slice(first, first + idx.size)
-        done.append(CellResult(cell, step[part], jax.tree.map(lambda v, s=part: v[s], sim)))
+        result = jax.tree.map(lambda v, s=part: v[s], sim)
+        final = Params(*(leaf[..., : cell.width] for leaf in result.params[:3]), result.params.c)
+        done.append(CellResult(cell, step[part], result._replace(params=final)))
         first += idx.size
     return done
+
+
+def _padded_runs(cell: Cell, indices: np.ndarray, bucket: int):
+    """`initial_runs` with the networks padded to `bucket` neurons."""
+    params, data, valid = initial_runs(cell, indices)
+    return padded(params, bucket), data, valid
 
 
 def _split_sizes(count: int, fractions) -> tuple[int, int, int]:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.data import WeightedData, side_masks
-from gdrelu.model import Params
+from gdrelu.model import Params, active_neurons
 
 
 class SideMoments(NamedTuple):
@@ -80,9 +80,10 @@ def fixed_pattern_steps(
             c - h * (r0[0] + r0[1]),
         )
         changed = changed | ((a > 0) != start_plus)
-        return (a, b, w, c, jnp.maximum(kink, jnp.abs(b / a)), changed), None
+        kink = jnp.maximum(kink, jnp.where(active, jnp.abs(b / a), 0.0))
+        return (a, b, w, c, kink, changed), None
 
-    start_plus = params.a > 0
+    start_plus, active = params.a > 0, active_neurons(params)
     carry = (*params, jnp.zeros_like(params.b), jnp.zeros(params.b.shape, bool))
     (a, b, w, c, kink, changed), _ = jax.lax.scan(body, carry, length=num_steps)
     return Params(a, b, w, c), jnp.max(kink), changed

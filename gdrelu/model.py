@@ -74,9 +74,33 @@ def forward(
 
 
 def activation_pattern(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
-    """Which neuron is on at which data point: bool (m, n), z_ji ≥ 0 (s_a > 0 does not
-    change it)."""
+    """Which neuron is on at which data point: bool (m, n), z_ji ≥ 0."""
     return preactivations(params, x, scaling) >= 0
+
+
+def active_neurons(params: Params) -> jax.Array:
+    """Which neurons are real, (n,) bool (leading runs axis if batched).
+
+    A padding neuron has a = b = w = 0 (`padded`): it adds nothing to f, every gradient
+    of it is zero, so no gradient method moves it, and it is left out of the kinks, the
+    checks and the NTK width. (A real neuron is never exactly 0 at a random init.)
+    """
+    a_nonzero = params.a != 0
+    if params.a.ndim > params.b.ndim:
+        a_nonzero = jnp.any(a_nonzero, axis=-2)
+    return a_nonzero | (params.b != 0) | (params.w != 0)
+
+
+def padded(params: Params, width: int) -> Params:
+    """`params` with padding neurons appended up to `width` (the last axis of a, b, w)."""
+    extra = width - params.b.shape[-1]
+    if extra < 0:
+        raise ValueError(f"width: cannot pad {params.b.shape[-1]} neurons to {width}")
+
+    def pad(leaf):
+        return jnp.pad(leaf, [(0, 0)] * (leaf.ndim - 1) + [(0, extra)])
+
+    return Params(pad(params.a), pad(params.b), pad(params.w), params.c)
 
 
 def kinks(params: Params) -> jax.Array:
@@ -88,11 +112,12 @@ def max_abs_kink(params: Params, scaling: Scaling = STANDARD) -> jax.Array:
     """max_i |b_i / (s_a a_i)|: a kink crossed the data once this reaches min_j |x_j|.
 
     In d dimensions: max_i |b_i| / ‖s_a a_i‖, the largest distance of a kink hyperplane
-    from the origin."""
+    from the origin. Padding neurons (`active_neurons`) have no kink."""
     if params.a.ndim == params.b.ndim:
-        return jnp.max(jnp.abs(params.b / (scaling.a * params.a)), axis=-1)
-    norms = scaling.a * jnp.linalg.norm(params.a, axis=-2)
-    return jnp.max(jnp.abs(params.b) / norms, axis=-1)
+        ratios = jnp.abs(params.b / (scaling.a * params.a))
+    else:
+        ratios = jnp.abs(params.b) / (scaling.a * jnp.linalg.norm(params.a, axis=-2))
+    return jnp.max(jnp.where(active_neurons(params), ratios, 0.0), axis=-1)
 
 
 def weighted_loss(

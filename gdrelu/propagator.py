@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.fastpath import SideMoments, residual_moments
-from gdrelu.model import Params
+from gdrelu.model import Params, active_neurons
 from gdrelu.theory import neuron_grams
 
 IRREGULAR_CAPACITY = 2
@@ -44,7 +44,8 @@ class ChunkEnd(NamedTuple):
 
 
 def regular_neurons(params: Params) -> tuple[jax.Array, jax.Array]:
-    """(slope0, regular) of one 1-D run: q_i = w_i/a_i, and whether neuron i is in b = 0."""
+    """(slope0, regular) of one 1-D run: q_i = w_i/a_i, and whether neuron i is in b = 0
+    (padding neurons, `model.active_neurons`, are neither regular nor irregular)."""
     slope = params.w / params.a
     regular = (params.b == 0) & (params.a != 0) & jnp.isfinite(slope)
     return jnp.where(regular, slope, 0.0), regular
@@ -65,7 +66,7 @@ def tracked_neurons(params: Params, slope0, regular) -> tuple[jax.Array, jax.Arr
             jnp.argmin(jnp.where(members, slope0, jnp.inf)),
         ]
         real += [jnp.any(members)] * 2
-    irregular = ~regular
+    irregular = ~regular & active_neurons(params)
     count = jnp.sum(irregular)
     (others,) = jnp.nonzero(irregular, size=IRREGULAR_CAPACITY, fill_value=0)
     indices = jnp.concatenate([jnp.stack(picks), others])

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.data import WeightedData, side_masks
-from gdrelu.model import STANDARD, Params, Scaling, activation, preactivations
+from gdrelu.model import STANDARD, Params, Scaling, activation, active_neurons, preactivations
 
 _A, _B, _W = 0, 1, 2
 _Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
@@ -175,7 +175,7 @@ def provably_stuck(
         step_size,
         moment_roots(data),
         theta,
-        jnp.ones(theta.shape[0], bool),
+        active_neurons(params),
         alpha=alpha,
         eigenvectors=eigenvectors,
     )
@@ -245,8 +245,10 @@ def certificate(
 
 
 def a_degenerate(params: Params) -> jax.Array:
-    """All a_i of one sign: one side of the origin has no neuron. Shape () or (runs,)."""
-    return jnp.all(params.a > 0, axis=-1) | jnp.all(params.a < 0, axis=-1)
+    """All a_i of one sign: one side of the origin has no neuron (padding neurons left
+    out). Shape () or (runs,)."""
+    padding = ~active_neurons(params)
+    return jnp.all((params.a > 0) | padding, axis=-1) | jnp.all((params.a < 0) | padding, axis=-1)
 
 
 def x_degenerate(data: WeightedData) -> jax.Array:

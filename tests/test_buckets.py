@@ -1,0 +1,95 @@
+"""Widths in one program: networks padded to a bucket width with inert neurons."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gdrelu import engine, theory
+from gdrelu.experiment import ExperimentSpec, run_experiment, width_buckets
+from gdrelu.init import he_init
+from gdrelu.model import Params, active_neurons, forward, loss_gradient, max_abs_kink, padded
+
+EXACT_FIELDS = ("status", "stop_step", "pattern_change_step", "escaped", "best_step")
+CLOSE_FIELDS = ("final_loss", "max_kink", "linear_threshold", "best_validation_loss")
+
+
+def assert_same_runs(first, second):
+    """Cell by cell and run by run: statuses and steps equal, values to relative 1e-12."""
+    assert [(c.cell.width, c.cell.delta) for c in first] == [
+        (c.cell.width, c.cell.delta) for c in second
+    ]
+    for x, y in zip(first, second, strict=True):
+        for field in EXACT_FIELDS:
+            np.testing.assert_array_equal(getattr(x.result, field), getattr(y.result, field))
+        for field in CLOSE_FIELDS:
+            np.testing.assert_allclose(
+                getattr(x.result, field), getattr(y.result, field), rtol=1e-12, atol=0
+            )
+        np.testing.assert_allclose(x.step_size, y.step_size, rtol=1e-12, atol=0)
+        for u, v in zip(x.result.params, y.result.params, strict=True):
+            assert u.shape == v.shape and u.shape[-1 if u.ndim > 1 else 0] > 0
+            np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-300)
+
+
+def test_padding_neurons_are_inert_and_have_no_kink():
+    params = he_init(5, key=jax.random.key(0))
+    params = params._replace(b=0.1 * params.a)
+    wide = padded(params, 8)
+    assert wide.a.shape == (8,) and active_neurons(wide).tolist() == [True] * 5 + [False] * 3
+    assert max_abs_kink(wide) == max_abs_kink(params)  # 0/0 is no kink, not NaN
+    x = jnp.array([-1.0, 0.5, 2.0])
+    np.testing.assert_array_equal(forward(wide, x), forward(params, x))
+    g = loss_gradient(wide, x, jnp.ones(3), jnp.ones(3) / 3, alpha=0.1)
+    assert not np.any(np.asarray(g.a[5:])) and not np.any(np.asarray(g.w[5:]))
+    # one side without a real neuron is degenerate, however the padding is signed
+    one_sided = params._replace(a=jnp.abs(params.a))
+    assert theory.a_degenerate(padded(one_sided, 8))
+    assert not theory.a_degenerate(padded(params._replace(a=params.a.at[0].set(-1.0)), 8))
+    d_dim = Params(jnp.ones((2, 3)), jnp.ones(3), jnp.ones(3), jnp.zeros(()))
+    assert active_neurons(padded(d_dim, 5)).tolist() == [True] * 3 + [False] * 2
+
+
+def test_buckets():
+    spec = ExperimentSpec(widths=(16, 24, 40, 128, 100))
+    assert width_buckets(spec) == [(16, (16,)), (32, (24,)), (64, (40,)), (128, (128, 100))]
+    assert width_buckets(ExperimentSpec(widths=(16, 40), buckets="one")) == [(40, (16, 40))]
+    with pytest.raises(ValueError, match="buckets"):
+        ExperimentSpec(buckets="some")
+
+
+def test_widths_in_one_program_equal_each_width_alone():
+    """--widths 16,24,40 in one compiled program (one trace of each path) gives, run by
+    run, what each width gives alone and unpadded."""
+    base = dict(deltas=(0.0, 0.1), runs=6, check_every=200, max_checks=30)
+    before = dict(engine.TRACE_COUNT)
+    together = run_experiment(ExperimentSpec(widths=(16, 24, 40), buckets="one", **base))
+    assert engine.TRACE_COUNT["propagator"] - before["propagator"] == 1
+    assert engine.TRACE_COUNT["general"] - before["general"] <= 1
+    statuses = np.concatenate([c.result.status for c in together])
+    assert len(set(statuses.tolist())) >= 2  # crossed and stuck runs alike
+    alone = [
+        cr
+        for width in (16, 24, 40)
+        for cr in run_experiment(ExperimentSpec(widths=(width,), buckets="none", **base))
+    ]
+    assert_same_runs(together, alone)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # NTK scaling reads the true width; Adam and nonzero biases train on the general path
+        dict(init="ntk", bias_init="kink-unif", optimizer="adam", step_size=0.01),
+        # d-dim input, the NTK step size of the true network
+        dict(data="star", step_size="ntk", widths=(3, 6)),
+    ],
+    ids=["ntk-adam-biases", "star"],
+)
+def test_a_padded_run_equals_the_unpadded_run(settings):
+    base = dict(widths=(5, 9), deltas=(0.0,), runs=3, check_every=40, max_checks=3)
+    spec = {**base, **settings}
+    assert_same_runs(
+        run_experiment(ExperimentSpec(**spec, buckets="one")),
+        run_experiment(ExperimentSpec(**spec, buckets="none")),
+    )
