@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--quiet", action="store_true", help="no progress bar")
         command.add_argument(
+            "--memory-budget",
+            type=float,
+            metavar="GB",
+            help="memory a batch of runs may use (default: 70%% of the accelerators' free "
+            "memory, or half the host's available memory); more runs go in several batches",
+        )
+        command.add_argument(
             "--distributed",
             action="store_true",
             help="one of several processes (jax.distributed): each trains a share of every "
@@ -231,6 +238,14 @@ def _check_space(out: Path, specs) -> None:
         raise UsageError(
             f"--out: {out} needs about {need / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free"
         )
+
+
+def _budget_bytes(gigabytes: float | None) -> int | None:
+    if gigabytes is None:
+        return None
+    if not gigabytes > 0 or gigabytes == float("inf"):
+        raise UsageError(f"--memory-budget: {gigabytes} is not a positive number of GB")
+    return int(gigabytes * 1e9)
 
 
 def _start_processes(args, specs):
@@ -343,6 +358,7 @@ def _run(args) -> int:
     if getattr(args, "preset", None) == "section10":
         return _section10(args)
     specs = _spec_from(args)
+    budget = _budget_bytes(args.memory_budget)
     processes = _start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
     out = None
@@ -392,6 +408,7 @@ def _run(args) -> int:
                     ),
                     on_cells_done=finished,
                     processes=processes,
+                    memory_budget=budget,
                 )
             by_width = {w: stored[w] for w in each.widths if stored[w] is not None}
             for cr in fresh:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdrelu import theory
+from gdrelu import engine, memory, theory
 from gdrelu.data import (
     CONTINUOUS,
     DATASETS,
@@ -555,9 +555,13 @@ def run_experiment(
     on_check: Callable[[tuple[int, ...], int, np.ndarray], None] | None = None,
     on_cells_done: Callable[[Sequence[CellResult]], None] | None = None,
     processes: Processes | None = None,
+    memory_budget: int | None = None,
 ) -> list[CellResult]:
     """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
     their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
+    A bucket whose runs do not fit in `memory_budget` bytes (default: a share of the free
+    device or host memory, `memory.memory_budget`) goes in several batches (a run's
+    result does not depend on its batch).
 
     With `processes`, this process trains runs index, index + count, … of every cell and
     `processes.gather` collects every process's share, so each process returns the
@@ -573,12 +577,14 @@ def run_experiment(
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
     results = {}
+    budget = memory.memory_budget(memory_budget)
     for bucket, widths in width_buckets(spec):
+        run_batch = functools.partial(_run_batches, spec, bucket, on_check=on_check, budget=budget)
         cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
         share = np.arange(spec.runs)
         if processes is not None:
             share = share[processes.index :: processes.count]
-        done = _run_batch(spec, bucket, [(cell, share) for cell in cells], on_check)
+        done = run_batch([(cell, share) for cell in cells])
         if processes is not None:
             done = [_gathered(cr, spec.runs, processes) for cr in done]
         while spec.target_halfwidth is not None:
@@ -590,7 +596,7 @@ def run_experiment(
             ]
             if not wanted:
                 break
-            more = _run_batch(spec, bucket, [(cells[i], idx) for i, idx in wanted], on_check)
+            more = run_batch([(cells[i], idx) for i, idx in wanted])
             for (i, _), extra in zip(wanted, more, strict=True):
                 done[i] = _joined(done[i], extra)
         for width in widths:
@@ -651,6 +657,60 @@ def _joined(first: CellResult, second: CellResult) -> CellResult:
         np.concatenate([first.step_size, second.step_size]),
         join(first.result, second.result),
     )
+
+
+def _run_batches(spec, bucket: int, work, *, on_check, budget: int) -> list[CellResult]:
+    """`_run_batch` on `work` split into batches that fit in `budget` bytes (`memory`):
+    each cell's runs in index order, whatever the split."""
+    total = sum(idx.size for _, idx in work)
+    per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
+    limit = memory.batch_runs(per_run, per_block_run, budget, engine.BLOCK)
+    if total <= limit:
+        return _run_batch(spec, bucket, work, on_check)
+    sizes = np.array([idx.size for _, idx in work])
+    starts = np.cumsum(sizes) - sizes  # each cell's first position in the whole work
+    parts: list[list[CellResult]] = [[] for _ in work]
+    finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
+    for first in range(0, total, limit):
+        lows = np.clip(first - starts, 0, sizes)
+        highs = np.clip(first + limit - starts, 0, sizes)
+        owners = np.flatnonzero(lows < highs)
+        batch = [(work[i][0], work[i][1][lows[i] : highs[i]]) for i in owners]
+        callback = None
+        if on_check is not None:
+            callback = functools.partial(_progress_after, on_check, finished)
+        done = _run_batch(spec, bucket, batch, callback)
+        for i, cr in zip(owners, done, strict=True):
+            parts[i].append(cr)
+        finished = np.concatenate([finished, *(cr.result.status for cr in done)])
+    return [functools.reduce(_joined, cell_parts) for cell_parts in parts]
+
+
+def _progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
+    """`on_check` of a later batch: the earlier batches' final statuses come first."""
+    on_check(widths, k, np.concatenate([before, status]))
+
+
+def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
+    """(bytes of one run's state and check inputs, bytes of its temporaries while its
+    block trains): shapes only, nothing is computed."""
+    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+
+    def one(indices):
+        params, data, valid = _padded_runs(cell, indices, bucket)
+        step = jnp.zeros((1,), params.c.dtype)
+        state = engine.initial_state(params, step, noise_keys(cell, indices), optimizer=optimizer)
+        if isinstance(valid, tuple):
+            validation, test = valid
+        else:
+            validation = test = data._replace(weights=valid)
+        return state, engine.check_inputs(data, step, validation, test)
+
+    shapes = jax.eval_shape(one, jax.ShapeDtypeStruct((1,), jnp.uint32))
+    points = max(leaf.shape[1] for leaf in (shapes[1].data.y, shapes[1].validation.y))
+    itemsize = jnp.dtype(spec.dtype).itemsize
+    temporaries = memory.TEMPORARIES * points * bucket * itemsize
+    return memory.tree_bytes(shapes), temporaries
 
 
 def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:

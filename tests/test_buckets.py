@@ -93,3 +93,27 @@ def test_a_padded_run_equals_the_unpadded_run(settings):
         run_experiment(ExperimentSpec(**spec, buckets="one")),
         run_experiment(ExperimentSpec(**spec, buckets="none")),
     )
+
+
+def test_a_small_memory_budget_splits_the_runs_without_changing_them():
+    """Batches sized from the per-run byte estimate: a budget of about 100 runs splits a
+    bucket of 2 × 80 runs into batches, and every run equals the one-batch result."""
+    from gdrelu import memory
+    from gdrelu.experiment import run_bytes
+
+    spec = ExperimentSpec(widths=(3, 4), deltas=(0.0,), runs=80, check_every=100, max_checks=5)
+    per_run, per_block_run = run_bytes(spec, 4, spec.cells()[0])
+    assert 8 * (3 * 4 + 1) < per_run < 100_000
+    devices = jax.local_device_count()
+    budget = memory.COPIES * per_run * 100 + devices * engine.BLOCK * per_block_run
+    assert memory.batch_runs(per_run, per_block_run, budget, engine.BLOCK) == 100
+    seen = []
+    split = run_experiment(
+        spec,
+        memory_budget=budget,
+        on_check=lambda widths, k, status: seen.append((status.size, int((status != 0).sum()))),
+    )
+    sizes, finished = zip(*seen, strict=True)
+    assert set(sizes) == {100, 160}  # two batches; the second reports the first's runs too
+    assert finished[-1] == 160 and np.all(np.diff(finished) >= 0)
+    assert_same_runs(split, run_experiment(spec, memory_budget=1 << 40))
