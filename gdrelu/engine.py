@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu import theory
 from gdrelu.data import WeightedData
-from gdrelu.fastpath import fixed_pattern_steps, side_moments
+from gdrelu.fastpath import fixed_pattern_gradient, side_moments
 from gdrelu.model import (
     STANDARD,
     Params,
@@ -275,23 +275,34 @@ def _side_changes(params: Params, start: Params) -> jax.Array:
     return (params.a > 0) != (start.a > 0)
 
 
-def _trained(state: RunState, data: WeightedData, step_size, alpha, num_steps, optimizer):
-    """`num_steps` steps of `optimizer` on one run, by autodiff of the loss: (state, max
-    over the steps of max_i |b_i/a_i|, which neurons changed side at some step)."""
+def _trained(
+    state: RunState, data: WeightedData, step_size, alpha, num_steps, optimizer, fixed_pattern=False
+):
+    """`num_steps` steps of `optimizer` on one run: (state, max over the steps of
+    max_i |b_i/a_i|, which neurons changed side at some step). The gradient is the
+    loss's (`model.loss_gradient`, O(n·m)), or with `fixed_pattern` the per-side lines'
+    (`fastpath.fixed_pattern_gradient`, O(n); exact while every kink stays inside the
+    data, so the caller checks the max kink and the sides)."""
     params = state.params
     transformation = optimizer.transformation(step_size)
     key = jax.random.wrap_key_data(state.noise_key)
     scaling = state.scaling
+    moments = side_moments(data) if fixed_pattern and not optimizer.stochastic else None
     pattern = activation_pattern(params, data.x, scaling)  # the initial one until it changes
+
+    def gradient(p, t):
+        batch = minibatch(optimizer, data, key, state.step + t)
+        if not fixed_pattern:
+            return loss_gradient(p, batch.x, batch.y, batch.weights, alpha, scaling)
+        return fixed_pattern_gradient(p, side_moments(batch) if moments is None else moments, alpha)
 
     def body(carry, t):
         p, opt, kink, changed, first = carry
-        batch = minibatch(optimizer, data, key, state.step + t)
-        grads = loss_gradient(p, batch.x, batch.y, batch.weights, alpha, scaling)
-        updates, opt = transformation.update(grads, opt, p)
+        updates, opt = transformation.update(gradient(p, t), opt, p)
         p = optax.apply_updates(p, updates)
-        moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)
-        first = jnp.where((first < 0) & moved, state.step + t + 1, first)
+        if not fixed_pattern:  # (an exact fixed-pattern chunk changes no pattern)
+            moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)
+            first = jnp.where((first < 0) & moved, state.step + t + 1, first)
         changed = changed | _side_changes(p, params)
         return (p, opt, jnp.maximum(kink, max_abs_kink(p, scaling)), changed, first), None
 
@@ -319,10 +330,6 @@ def _general(state: RunState, data, step_size, alpha, num_steps, optimizer):
     )
 
 
-def _fixed_pattern_steps(params, data, step_size, alpha, num_steps):
-    return fixed_pattern_steps(params, side_moments(data), step_size, alpha, num_steps)
-
-
 def _refreshed(state: RunState, changed) -> RunState:
     """`state` with the propagator's bookkeeping recomputed from its (materialized) params."""
     regular = state.regular & ~changed
@@ -330,13 +337,16 @@ def _refreshed(state: RunState, changed) -> RunState:
 
 
 def _fixed_pattern(state: RunState, data, step_size, alpha, num_steps, optimizer):
-    """GD by `fastpath`, exact while no kink reaches the data and no neuron changes side
-    (the redo on the general path then records the step of the pattern change)."""
-    del optimizer  # GD only
-    one = jax.vmap(_fixed_pattern_steps, in_axes=(0, 0, 0, None, None))
-    params, kink, changed = one(materialized_params(state), data, step_size, alpha, num_steps)
-    state = _refreshed(state._replace(params=params), changed)
-    return state, kink, ~jnp.any(changed, axis=-1), jax.vmap(chunk_end)(params)
+    """Any optimizer on the gradients of `fastpath` (O(n) per step; O(n + B) with
+    minibatches), exact while no kink reaches the data and no neuron changes side (the
+    redo on the general path then records the step of the pattern change)."""
+    one = jax.vmap(
+        functools.partial(_trained, fixed_pattern=True), in_axes=(0, 0, 0, None, None, None)
+    )
+    state = state._replace(params=materialized_params(state))
+    state, kink, changed = one(state, data, step_size, alpha, num_steps, optimizer)
+    exact = (kink < jnp.min(jnp.abs(data.x), axis=-1)) & ~jnp.any(changed, axis=-1)
+    return _refreshed(state, changed), kink, exact, jax.vmap(chunk_end)(state.params)
 
 
 def _propagator_steps(state: RunState, data, step_size, alpha, num_steps, optimizer):
@@ -397,7 +407,12 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, settings: _ChunkSett
     check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
     lines = path == "propagator"  # its params are not materialized: outputs from the lines
     code, loss, state = check(state, inputs, end, alpha, min_delta, patience, rules, lines)
-    return state, code, loss, exact
+    if path == "propagator" or state.params.a.ndim > 2:
+        fixed_next = jnp.zeros_like(exact)
+    else:  # whether the next chunk can start on the fixed-pattern path: every kink inside
+        kinks = jax.vmap(max_abs_kink)(state.params)
+        fixed_next = kinks < jnp.min(jnp.abs(inputs.data.x), axis=-1)
+    return state, code, loss, exact, fixed_next
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "mesh"))
@@ -412,8 +427,11 @@ def _chunk(
     settings: _ChunkSettings,
     mesh,
 ):
-    """A chunk on every device of `mesh`, each visiting the first `num_blocks[d]` blocks of
-    `settings.block` runs of its share: (state, status code, loss, exact), runs axis first.
+    """A chunk on every device of `mesh`, each visiting the first num_blocks[d, 1] blocks
+    of `settings.block` runs of its share: (state, status code, loss, exact, fixed_next),
+    runs axis first. On the fixed-pattern path, the blocks from num_blocks[d, 0] on (runs
+    whose kinks left the data-free zone) train on the general path; `fixed_next` says
+    which runs can start the next chunk on the fixed-pattern path.
 
     The run count only sets the shape and each device's blocks go one after the other:
     one compile per path and width, however many runs are still active.
@@ -424,7 +442,7 @@ def _chunk(
     return _shard_map(
         lambda s, i, count, *rest: local(s, i, count[0], *rest),
         mesh=mesh,
-        in_specs=(runs, runs, runs, scalar, scalar, scalar),
+        in_specs=(runs, runs, runs, scalar, scalar, scalar),  # num_blocks: (devices, 2)
         out_specs=runs,
     )(state, inputs, num_blocks, alpha, min_delta, patience)
 
@@ -438,28 +456,38 @@ def _local_chunk(state, inputs, num_blocks, alpha, min_delta, patience, *, setti
         jnp.full((runs,), Status.RUNNING, jnp.int8),
         jnp.zeros((runs,), state.max_kink.dtype),
         jnp.ones((runs,), bool),
+        jnp.zeros((runs,), bool),
     )
+
+    def on(path):
+        chunk_settings = settings._replace(path=path)
+        return lambda part: _block_chunk(*part, alpha, min_delta, patience, chunk_settings)
 
     def body(i, out):
         start = i * block
         part = jax.tree.map(
             lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), (state, inputs)
         )
-        done = _block_chunk(*part, alpha, min_delta, patience, settings)
+        if settings.path == "fixed_pattern":
+            done = jax.lax.cond(i < num_blocks[0], on("fixed_pattern"), on("general"), part)
+        else:
+            done = on(settings.path)(part)
         put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
         return jax.tree.map(put, out, done)
 
-    return jax.lax.fori_loop(0, num_blocks, body, out)
+    return jax.lax.fori_loop(0, num_blocks[1], body, out)
 
 
-def _redo(lanes, path, start, inputs, scalars, advance, layout, state, code, loss):
-    """Train `lanes` again from the chunk's `start` on `path`, a few lanes at a time."""
-    code = code.copy()
+def _redo(lanes, path, start, inputs, scalars, advance, layout, out):
+    """Train `lanes` again from the chunk's `start` on `path`, a few lanes at a time;
+    `out` = (state, code, loss, fixed_next) of the chunk, updated."""
+    state, code, loss, fixed_next = out
+    code, fixed_next = code.copy(), fixed_next.copy()
     size = layout.redo_lanes
     for first in range(0, lanes.size, size):
         part = lanes[first : first + size]
         picked = jnp.asarray(_padded(part, size))
-        redo_state, redo_code, redo_loss, _ = advance(
+        redo_state, redo_code, redo_loss, _, redo_next = advance(
             *_take((start, inputs), picked, layout.sharding),
             layout.one_block,
             *scalars,
@@ -467,54 +495,77 @@ def _redo(lanes, path, start, inputs, scalars, advance, layout, state, code, los
         )
         state, loss = _put((state, loss), picked, (redo_state, redo_loss), layout.sharding)
         code[part] = np.asarray(redo_code)[: part.size]
-    return state, code, loss
+        fixed_next[part] = np.asarray(redo_next)[: part.size]
+    return state, code, loss, fixed_next
 
 
 def _exact_chunk(path, start, inputs, scalars, advance, layout):
     """One chunk of `path` for the active lanes, with those it left redone exactly:
-    (state, code of every lane, loss).
+    (state, code of every lane, loss, fixed_next: whether every kink is inside the data).
 
     The propagator is exact while the sides of the neurons stay put, the fixed-pattern
     step while no kink reaches the data: a run for which that failed, or that crossed or
     diverged (it may have crossed before its values blew up), is trained again on the
-    general path. Few runs need this, once each (a crossed run stops), so one more
-    compiled path for side changes alone (the fixed-pattern one) would cost more than
-    it saves.
+    general path. Few runs need this, once each (a crossed GD run stops; another
+    optimizer's run goes on in the general blocks of the fixed-pattern path while its
+    kinks are out of the data-free zone).
     """
-    state, code, loss, exact = advance(start, inputs, layout.num_blocks, *scalars, path=path)
-    code, exact = np.asarray(code), np.asarray(exact)
-    left = (layout.slots >= 0) & (np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact)
-    if path == "general" or not left.any():
-        return state, code, loss
-    return _redo(
-        np.flatnonzero(left), "general", start, inputs, scalars, advance, layout, state, code, loss
+    state, code, loss, exact, fixed_next = advance(
+        start, inputs, layout.num_blocks, *scalars, path=path
     )
+    code, exact, fixed_next = np.asarray(code), np.asarray(exact), np.asarray(fixed_next)
+    left = (layout.slots >= 0) & (np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact)
+    out = (state, code, loss, fixed_next)
+    if path == "general" or not left.any():
+        return out
+    return _redo(np.flatnonzero(left), "general", start, inputs, scalars, advance, layout, out)
 
 
 class _Layout(NamedTuple):
     """Where the runs are: lane j of the state holds run slots[j] (-1: padding). Each
-    device's share of the lanes starts with its active runs, num_blocks[d] blocks of them."""
+    device's share of the lanes starts with its active runs, num_blocks[d, 1] blocks of
+    them, of which the first num_blocks[d, 0] train on the chunk's path and the rest,
+    the lanes flagged `general`, on the general path (the fixed-pattern path only)."""
 
     slots: np.ndarray
+    general: np.ndarray
     num_blocks: jax.Array
     one_block: jax.Array
     redo_lanes: int
     sharding: NamedSharding
 
 
-def _arrange(lanes, slots, per_device, block, sharding) -> tuple[np.ndarray, _Layout]:
-    """Spread the runs at `lanes` evenly over the devices, each share padded to
-    `per_device` lanes with copies of an active run: (positions to take, new layout)."""
+def _arrange(lanes, slots, per_device, block, sharding, general=None):
+    """Spread the runs at `lanes` evenly over the devices, on each the runs flagged
+    `general` (bool per entry of `lanes`) after the others, from a new block, each share
+    padded to `per_device` lanes with copies of an active run: (positions to take, new
+    layout)."""
     devices = sharding.mesh.size
-    positions, new_slots, counts = [], [], []
-    for part in np.array_split(lanes, devices):
-        positions.append(_padded(part if part.size else lanes[:1], per_device))
-        new_slots.append(np.concatenate([slots[part], np.full(per_device - part.size, -1)]))
-        counts.append(-(-part.size // block))
+    general = np.zeros(lanes.size, bool) if general is None else np.asarray(general, bool)
+    positions, new_slots, new_general, counts = [], [], [], []
+    parts = zip(
+        np.array_split(lanes[~general], devices),
+        np.array_split(lanes[general], devices),
+        strict=True,
+    )
+    for fixed, other in parts:
+        fixed_blocks = -(-fixed.size // block)
+        gap = fixed_blocks * block - fixed.size if other.size else 0
+        filler = np.concatenate([fixed, other, lanes])[:1]
+        own = np.concatenate([fixed, np.repeat(filler, gap), other])
+        real = np.arange(own.size) < fixed.size
+        real |= np.arange(own.size) >= fixed.size + gap
+        flags = np.arange(own.size) >= fixed.size + gap
+        extra = per_device - own.size
+        positions.append(np.concatenate([own, np.repeat(filler, extra)]))
+        new_slots.append(np.concatenate([np.where(real, slots[own], -1), np.full(extra, -1)]))
+        new_general.append(np.concatenate([flags, np.zeros(extra, bool)]))
+        counts.append((fixed_blocks, fixed_blocks + -(-other.size // block)))
     layout = _Layout(
         slots=np.concatenate(new_slots),
+        general=np.concatenate(new_general),
         num_blocks=jax.device_put(np.asarray(counts, np.int32), sharding),
-        one_block=jax.device_put(np.ones(devices, np.int32), sharding),
+        one_block=jax.device_put(np.ones((devices, 2), np.int32), sharding),
         redo_lanes=devices * -(-REDO_BLOCK // devices),
         sharding=sharding,
     )
@@ -540,18 +591,34 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
 
 
 def _placed(
-    params, data, step_size, validation, test, noise_key, scaling, optimizer, block, devices
+    params,
+    data,
+    step_size,
+    validation,
+    test,
+    noise_key,
+    scaling,
+    optimizer,
+    block,
+    devices,
+    mixed=False,
 ):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
-    local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh)."""
+    local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh).
+    `mixed`: the runs whose kinks start outside the data-free zone go in general blocks
+    (one block more per device leaves room to start them on a new block)."""
     runs, dtype = params.c.shape[0], params.c.dtype
     mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    per_device = -(-runs // (mesh.size * block)) * block
-    positions, layout = _arrange(np.arange(runs), np.arange(runs), per_device, block, sharding)
+    per_device = (-(-runs // (mesh.size * block)) + mixed) * block
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
     inputs = check_inputs(data, steps, validation, test)
     state = initial_state(params, steps, noise_key, scaling, optimizer=optimizer)
+    general = None
+    if mixed:
+        general = ~np.asarray(state.max_kink < jnp.min(jnp.abs(data.x), axis=-1))
+    lanes = np.arange(runs)
+    positions, layout = _arrange(lanes, lanes, per_device, block, sharding, general)
     state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     return state, inputs, layout, mesh
 
@@ -580,7 +647,7 @@ def chunk_runner(
     def run(chunks: int) -> None:
         current = state
         for _ in range(chunks):
-            current, code, _, _ = _chunk(
+            current, code, *_ = _chunk(
                 current, inputs, layout.num_blocks, *scalars, settings=settings, mesh=mesh
             )
             np.asarray(code)  # the host reads the codes after every chunk, as simulate does
@@ -624,16 +691,24 @@ def _stop_rules(
     return rules
 
 
-def _choose_path(path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard) -> str:
-    fast = one_dimensional and "crossed" in rules and optimizer.name == "gd" and standard
+def _choose_path(
+    path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard, held_out
+) -> str:
+    """ "auto": the propagator for GD that stops at a crossing (1-D, standard, no held-out
+    points), the fixed-pattern path for any other optimizer on 1-D data in the standard
+    parameterization, else the general path."""
+    fixed = one_dimensional and standard
+    propagator = fixed and "crossed" in rules and optimizer.name == "gd" and not held_out
     if path == "auto":
-        return "propagator" if fast else "general"
+        return "propagator" if propagator else "fixed_pattern" if fixed else "general"
     if path not in _PATHS:
         raise ValueError(f"path must be 'auto' or one of {sorted(_PATHS)}, not {path!r}")
-    if path != "general" and not fast:
+    if path == "fixed_pattern" and not fixed:
+        raise ValueError("path='fixed_pattern' needs 1-D input and the standard parameterization")
+    if path == "propagator" and not propagator:
         raise ValueError(
-            f"path={path!r} needs GD, 1-D input, the standard parameterization and the "
-            "'crossed' stop rule"
+            "path='propagator' needs GD, 1-D input, the standard parameterization, the "
+            "'crossed' stop rule and no held-out points"
         )
     return path
 
@@ -753,13 +828,24 @@ def simulate(
     final = [np.zeros(np.shape(leaf), dtype) for leaf in params]
     ends = {name: np.zeros(runs, dtype) for name in ("loss", *_RUN_END)}
 
-    path = _choose_path(path, rules, optimizer, params.a.ndim == 2 and not held_out, standard)
+    path = _choose_path(path, rules, optimizer, params.a.ndim == 2, standard, held_out)
+    mixed = path == "fixed_pattern"
     dim = 1 if params.a.ndim == 2 else params.a.shape[-2]
     widths = jnp.sum(active_neurons(params), axis=-1)  # the true widths of padded runs
     scaling = scaling_of(parameterization, widths, dim)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
     state, inputs, layout, mesh = _placed(
-        params, data, step_size, validation, test, noise_key, scaling, optimizer, block, devices
+        params,
+        data,
+        step_size,
+        validation,
+        test,
+        noise_key,
+        scaling,
+        optimizer,
+        block,
+        devices,
+        mixed,
     )
     per_device = layout.slots.size // mesh.size
     settings = _ChunkSettings(check_every, rules, path, optimizer, block)
@@ -769,10 +855,12 @@ def simulate(
         return _chunk(state, inputs, num_blocks, *scalars, settings=chunk_settings, mesh=mesh)
 
     for k in range(1, max_checks + 1):
-        state, code, loss = _exact_chunk(path, state, inputs, scalars, advance, layout)
+        state, code, loss, fixed_next = _exact_chunk(path, state, inputs, scalars, advance, layout)
         if k == max_checks:
             code = np.where(code == Status.RUNNING, np.int8(Status.UNFINISHED), code)
         done = (layout.slots >= 0) & (code != Status.RUNNING)
+        keep = np.flatnonzero((layout.slots >= 0) & ~done)
+        moved = mixed and np.any(layout.general[keep] == fixed_next[keep])
         if done.any():
             where = np.flatnonzero(done)
             ids = layout.slots[where]
@@ -785,12 +873,14 @@ def simulate(
                 ends[name][ids] = values[where]
             for out, leaf in zip(final, host_params, strict=True):
                 out[ids] = leaf[where]
-            keep = np.flatnonzero((layout.slots >= 0) & ~done)
-            if not keep.size:
-                layout = layout._replace(slots=np.full_like(layout.slots, -1))
-            else:  # the active runs first on each device: shapes never change
-                positions, layout = _arrange(keep, layout.slots, per_device, block, layout.sharding)
-                state, inputs = _take((state, inputs), jnp.asarray(positions), layout.sharding)
+        if not keep.size:
+            layout = layout._replace(slots=np.full_like(layout.slots, -1))
+        elif done.any() or moved:  # the active runs first on each device: shapes never change
+            general = ~fixed_next[keep] if mixed else None
+            positions, layout = _arrange(
+                keep, layout.slots, per_device, block, layout.sharding, general
+            )
+            state, inputs = _take((state, inputs), jnp.asarray(positions), layout.sharding)
         if on_check is not None:
             on_check(k, status.copy())
         if not (layout.slots >= 0).any():

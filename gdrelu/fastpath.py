@@ -51,6 +51,22 @@ def residual_moments(level, slope, moments: SideMoments) -> tuple[jax.Array, jax
     return r0, r1
 
 
+def fixed_pattern_gradient(params: Params, moments: SideMoments, alpha) -> Params:
+    """∇L of one 1-D run whose kinks all lie inside (-min|x_j|, min|x_j|), from the
+    per-side moments of its data (or minibatch): O(n), equal to `model.loss_gradient`."""
+    a, b, w, c = params
+    plus = a > 0  # a_i may change sign while its kink stays inside: sides move
+    g_plus = jnp.where(plus, 1.0, alpha)
+    g_minus = jnp.where(plus, alpha, 1.0)
+    wa, wb = w * a, w * b
+    slope = jnp.stack([jnp.sum(g_plus * wa), jnp.sum(g_minus * wa)])
+    level = c + jnp.stack([jnp.sum(g_plus * wb), jnp.sum(g_minus * wb)])
+    r0, r1 = residual_moments(level, slope, moments)
+    g1 = g_plus * r1[0] + g_minus * r1[1]
+    g0 = g_plus * r0[0] + g_minus * r0[1]
+    return Params(w * g1, w * g0, a * g1 + b * g0, r0[0] + r0[1])
+
+
 def fixed_pattern_steps(
     params: Params, moments: SideMoments, step_size, alpha, num_steps: int
 ) -> tuple[Params, jax.Array, jax.Array]:
@@ -60,30 +76,21 @@ def fixed_pattern_steps(
     whether the pattern really stayed fixed (it did iff that is < min_j |x_j|), and which
     neurons were on the other side (sign a_i) than at the start after some step, (n,).
     """
-    h = step_size
 
     def body(carry, _):
-        a, b, w, c, kink, changed = carry
-        plus = a > 0  # a_i may change sign while its kink stays inside: sides move
-        g_plus = jnp.where(plus, 1.0, alpha)
-        g_minus = jnp.where(plus, alpha, 1.0)
-        wa, wb = w * a, w * b
-        slope = jnp.stack([jnp.sum(g_plus * wa), jnp.sum(g_minus * wa)])
-        level = c + jnp.stack([jnp.sum(g_plus * wb), jnp.sum(g_minus * wb)])
-        r0, r1 = residual_moments(level, slope, moments)
-        g1 = g_plus * r1[0] + g_minus * r1[1]
-        g0 = g_plus * r0[0] + g_minus * r0[1]
-        a, b, w, c = (
-            a - h * w * g1,
-            b - h * w * g0,
-            w - h * (a * g1 + b * g0),
-            c - h * (r0[0] + r0[1]),
-        )
-        changed = changed | ((a > 0) != start_plus)
-        kink = jnp.maximum(kink, jnp.where(active, jnp.abs(b / a), 0.0))
-        return (a, b, w, c, kink, changed), None
+        p, kink, changed = carry
+        grads = fixed_pattern_gradient(p, moments, alpha)
+        p = Params(*(v - step_size * g for v, g in zip(p, grads, strict=True)))
+        return (p, *fixed_pattern_tracking(p, kink, changed, start_plus, active)), None
 
     start_plus, active = params.a > 0, active_neurons(params)
-    carry = (*params, jnp.zeros_like(params.b), jnp.zeros(params.b.shape, bool))
-    (a, b, w, c, kink, changed), _ = jax.lax.scan(body, carry, length=num_steps)
-    return Params(a, b, w, c), jnp.max(kink), changed
+    carry = (params, jnp.zeros_like(params.c), jnp.zeros(params.b.shape, bool))
+    (params, kink, changed), _ = jax.lax.scan(body, carry, length=num_steps)
+    return params, kink, changed
+
+
+def fixed_pattern_tracking(params: Params, kink, changed, start_plus, active):
+    """After a step: (max |b_i/a_i| so far over the real neurons, which neurons are on
+    another side than at the start at some step)."""
+    kink = jnp.maximum(kink, jnp.max(jnp.where(active, jnp.abs(params.b / params.a), 0.0)))
+    return kink, changed | ((params.a > 0) != start_plus)

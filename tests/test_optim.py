@@ -133,7 +133,7 @@ def test_default_stop_rules_follow_the_optimizer():
 
 
 def test_step_sizes_and_keys_are_data():
-    """One trace of the general path for Adam and for SGD, whatever the values."""
+    """One trace of each path for Adam and for SGD, whatever the values."""
     params, data = _batch(2, seed=1)
     kwargs = dict(check_every=20, max_checks=1, stop_on=())
     for optimizer in ("adam", "sgd"):
@@ -141,7 +141,7 @@ def test_step_sizes_and_keys_are_data():
         for h, seed in ((1e-3, 0), (3e-3, 1), (np.array([1e-2, 2e-3]), 2)):
             keys = jax.random.split(jax.random.key(seed), 2)
             simulate(params, data, h, optimizer=optimizer, key=keys, **kwargs)
-            traces.append(engine.TRACE_COUNT["general"])
+            traces.append(dict(engine.TRACE_COUNT))
         assert traces[0] == traces[1] == traces[2], optimizer  # (the first may reuse a trace)
 
 
@@ -255,3 +255,33 @@ def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():
         g2 = jax.grad(weighted_loss)(theta, points.x, points.y, weights)
         for u, v in zip(g1, g2, strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "optimizer, sampler",
+    [("gd", None), ("momentum", None), ("adam", None), ("sgd", "multinomial"), ("sgd", "epoch")],
+)
+def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
+    """Every optimizer on 1-D data trains on the O(n) fixed-pattern gradients while its
+    kinks stay inside the data and in general blocks once they leave: the statuses, the
+    steps of the pattern changes and the parameters equal the general path's (1e-10)."""
+    from gdrelu.experiment import Cell, ExperimentSpec, initial_runs, noise_keys
+
+    cell = Cell(8, 0.0, ExperimentSpec(widths=(8,)))
+    indices = np.arange(24)
+    params, data, _ = initial_runs(cell, indices)
+    h = 0.05 if optimizer != "adam" else 0.005
+    kwargs = dict(optimizer=optimizer, sampler=sampler, batch_size=4, key=noise_keys(cell, indices))
+    kwargs.update(check_every=50, max_checks=8, stop_on=())
+    chosen = get_optimizer(optimizer, sampler=sampler, batch_size=4)
+    assert engine._choose_path("auto", (), chosen, True, True, False) == "fixed_pattern"
+    fast = simulate(params, data, h, path="fixed_pattern", **kwargs)
+    general = simulate(params, data, h, path="general", **kwargs)
+    changed = fast.pattern_change_step >= 0
+    assert (
+        0 < changed.sum() < changed.size
+    )  # runs that left the fixed pattern and runs that did not
+    np.testing.assert_array_equal(fast.status, general.status)
+    np.testing.assert_array_equal(fast.pattern_change_step, general.pattern_change_step)
+    for got, want in zip(fast.params, general.params, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

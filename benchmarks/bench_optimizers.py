@@ -1,0 +1,112 @@
+"""Momentum, Adam and SGD on the fixed-pattern path against the general path.
+
+For each optimizer and width: `runs` runs of a 1-D workload (`--data`: the paper's six
+points with N = n² multinomial weights, or p-ex with 256 i.i.d. points and held-out
+sets; He init, Δ = 0; step size `--step-factor` × the paper's, Adam `--adam-step`),
+`--checks` chunks of 1000 steps, trained to the whole budget (stop_on=()), by `simulate`
+with path="general" and with path="fixed_pattern" (the default for these optimizers on
+1-D data). Each is timed after a warm-up call with the same shapes. The table gives
+seconds, neuron-steps/s, the speed-up, the runs whose pattern changed (they finish in
+general blocks), whether the statuses and pattern-change steps agree, and the largest
+relative difference of the final a_i next to that of the general path itself when a0
+changes by a relative 1e-15 (the trajectories' own sensitivity to round-off).
+
+    PYTHONPATH=. python benchmarks/bench_optimizers.py [--widths 16,256] [--runs 512]
+        [--data six-points|p-ex]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gdrelu.engine import simulate  # noqa: E402
+from gdrelu.experiment import (  # noqa: E402
+    Cell,
+    ExperimentSpec,
+    _paper_step_size,
+    _validation_arguments,
+    initial_runs,
+    noise_keys,
+)
+
+OPTIMIZERS = (("momentum", None), ("adam", None), ("sgd", "multinomial"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--widths", default="16,256")
+    parser.add_argument("--runs", type=int, default=512)
+    parser.add_argument("--checks", type=int, default=5)
+    parser.add_argument("--step-factor", type=float, default=0.5)
+    parser.add_argument("--adam-step", type=float, default=1e-3)
+    parser.add_argument("--data", default="six-points", choices=["six-points", "p-ex"])
+    args = parser.parse_args()
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{jax.device_count()} x {jax.devices()[0].platform}, jax {jax.__version__}, float64"
+    )
+    print(f"{args.data}, {args.runs} runs, {args.checks} x 1000 steps; neuron-steps/s\n")
+    print(
+        "| optimizer | width | general s | fixed_pattern s | general n-s/s | fixed n-s/s "
+        "| speed-up | runs that left the pattern |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for width in map(int, args.widths.split(",")):
+        spec = ExperimentSpec(widths=(width,), data=args.data)
+        cell = Cell(width, 0.0, spec)
+        indices = np.arange(args.runs)
+        params, data, valid = initial_runs(cell, indices)
+        paper = _paper_step_size(params, data, jnp.asarray(0.0))
+        for name, sampler in OPTIMIZERS:
+            h = args.adam_step if name == "adam" else args.step_factor * paper
+            kwargs = dict(
+                optimizer=name,
+                sampler=sampler,
+                key=noise_keys(cell, indices),
+                check_every=1000,
+                max_checks=args.checks,
+                stop_on=(),
+                **_validation_arguments(spec, valid),
+            )
+            seconds, results = {}, {}
+            for path in ("general", "fixed_pattern"):
+                simulate(params, data, h, path=path, **{**kwargs, "max_checks": 1})
+                start = time.perf_counter()
+                results[path] = simulate(params, data, h, path=path, **kwargs)
+                seconds[path] = time.perf_counter() - start
+            g, f = results["general"], results["fixed_pattern"]
+            nudged = params._replace(a=params.a * (1 + 1e-15))
+            g2 = simulate(nudged, data, h, path="general", **kwargs)
+            agree = np.array_equal(g.status, f.status) and np.array_equal(
+                g.pattern_change_step, f.pattern_change_step
+            )
+            work = width * args.runs * 1000 * args.checks
+            left = int(np.sum(f.pattern_change_step >= 0))
+            print(
+                f"| {name} | {width} | {seconds['general']:.2f} | {seconds['fixed_pattern']:.2f} "
+                f"| {work / seconds['general']:.3g} | {work / seconds['fixed_pattern']:.3g} "
+                f"| {seconds['general'] / seconds['fixed_pattern']:.1f} | {left}/{args.runs} "
+                f"| {'yes' if agree else 'NO'} | {_relative(f, g):.1e} | {_relative(g2, g):.1e} |",
+                flush=True,
+            )
+
+
+def _relative(result, reference) -> float:
+    """Largest relative difference of the final a_i."""
+    a, ref = np.asarray(result.params.a), np.asarray(reference.params.a)
+    return float(np.max(np.abs(a - ref) / np.maximum(np.abs(ref), 1e-300)))
+
+
+if __name__ == "__main__":
+    main()
