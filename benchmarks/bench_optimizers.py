@@ -59,9 +59,9 @@ def main() -> None:
     print(f"{args.data}, {args.runs} runs, {args.checks} x 1000 steps; neuron-steps/s\n")
     print(
         "| optimizer | width | general s | fixed_pattern s | general n-s/s | fixed n-s/s "
-        "| speed-up | runs that left the pattern |"
+        "| speed-up | pattern changed | statuses agree | max rel. diff a | same, a0 × (1+1e-15) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for width in map(int, args.widths.split(",")):
         spec = ExperimentSpec(widths=(width,), data=args.data)
         cell = Cell(width, 0.0, spec)

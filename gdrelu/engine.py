@@ -130,7 +130,7 @@ def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads)
 
 
-def _all_finite(params: Params, loss) -> jax.Array:
+def _all_finite(params, loss) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)]
     return jnp.all(jnp.stack(leaves)) & jnp.isfinite(loss)
 
@@ -162,7 +162,11 @@ def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_patt
     params, data = state.params, inputs.data
     residual = _network_outputs(state, data, end, alpha, fixed_pattern) - data.y
     loss = 0.5 * jnp.sum(data.weights * residual * residual)
-    conditions = [~_all_finite(params, loss)]
+    if fixed_pattern:  # O(1): the Grams, c and the tracked neurons, not the n neurons
+        finite = _all_finite((end.grams, end.witnesses), loss) & jnp.isfinite(params.c)
+    else:
+        finite = _all_finite(params, loss)
+    conditions = [~finite]
     codes = [Status.DIVERGED]
     if "crossed" in rules:  # 1-D: the paper's kink rule; d-dim: the pattern changed
         if data.x.ndim == 1:
@@ -171,7 +175,11 @@ def _check_one(state, inputs, end, alpha, min_delta, patience, rules, fixed_patt
             conditions.append(state.pattern_change >= 0)
         codes.append(Status.CROSSED)
     if "degenerate" in rules:
-        conditions += [theory.a_degenerate(params), theory.x_degenerate(data)]
+        if fixed_pattern:  # no real neuron on a side: its Gram is 0 (a_i = 0 counts as -)
+            one_sided = jnp.any(jnp.trace(end.grams, axis1=-2, axis2=-1) == 0)
+        else:
+            one_sided = theory.a_degenerate(params)
+        conditions += [one_sided, theory.x_degenerate(data)]
         codes += [Status.A_DEGENERATE, Status.X_DEGENERATE]
     if "stuck" in rules:
         eigenvectors = "rows" if "reference_rows" in rules else "columns"
@@ -415,8 +423,19 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, settings: _ChunkSett
     return state, code, loss, exact, fixed_next
 
 
+def _chunk(state: RunState, inputs: _CheckInputs, num_blocks, *scalars, settings, mesh):
+    """`_compiled_chunk`; on the propagator path its neurons never enter or leave the
+    compiled program (they do not change), so a chunk copies O(1) data per run."""
+    if settings.path != "propagator":
+        return _compiled_chunk(state, inputs, num_blocks, *scalars, settings=settings, mesh=mesh)
+    compact, *rest = _compiled_chunk(
+        _compact(state), inputs, num_blocks, *scalars, settings=settings, mesh=mesh
+    )
+    return (_expanded(compact, state), *rest)
+
+
 @functools.partial(jax.jit, static_argnames=("settings", "mesh"))
-def _chunk(
+def _compiled_chunk(
     state: RunState,
     inputs: _CheckInputs,
     num_blocks,
@@ -476,6 +495,32 @@ def _local_chunk(state, inputs, num_blocks, alpha, min_delta, patience, *, setti
         return jax.tree.map(put, out, done)
 
     return jax.lax.fori_loop(0, num_blocks[1], body, out)
+
+
+@jax.jit
+def _compact(state: RunState) -> RunState:
+    """The propagator's view of a batch: the tracked neurons as the only neurons (runs, T)
+    and no slope0/regular, so that a chunk moves O(1) data per run, not O(n)."""
+    tracked = state.deferred.tracked
+    picked = [jnp.take_along_axis(v, tracked, axis=1) for v in state.params[:3]]
+    index = jnp.broadcast_to(jnp.arange(tracked.shape[1], dtype=tracked.dtype), tracked.shape)
+    return state._replace(
+        params=Params(*picked, state.params.c),
+        slope0=None,
+        regular=None,
+        deferred=state.deferred._replace(tracked=index),
+    )
+
+
+def _expanded(compact: RunState, full: RunState) -> RunState:
+    """`compact` after a propagator chunk with the neurons of `full` back (they do not
+    change: the chunk's Φ_t is deferred)."""
+    return compact._replace(
+        params=full.params._replace(c=compact.params.c),
+        slope0=full.slope0,
+        regular=full.regular,
+        deferred=compact.deferred._replace(tracked=full.deferred.tracked),
+    )
 
 
 def _redo(lanes, path, start, inputs, scalars, advance, layout, out):
@@ -694,13 +739,16 @@ def _stop_rules(
 def _choose_path(
     path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard, held_out
 ) -> str:
-    """ "auto": the propagator for GD that stops at a crossing (1-D, standard, no held-out
-    points), the fixed-pattern path for any other optimizer on 1-D data in the standard
-    parameterization, else the general path."""
+    """`path`, checked; "auto": the propagator for GD that stops at a crossing (1-D,
+    standard, no held-out points), else the general path. The fixed-pattern path takes
+    any optimizer on 1-D data in the standard parameterization but is not chosen by
+    itself: with momentum, Adam and SGD most runs soon leave the fixed pattern, and the
+    rest gain little at m = 6 points (0.5-1.1× the general path's speed,
+    `benchmarks/bench_optimizers.py`)."""
     fixed = one_dimensional and standard
     propagator = fixed and "crossed" in rules and optimizer.name == "gd" and not held_out
     if path == "auto":
-        return "propagator" if propagator else "fixed_pattern" if fixed else "general"
+        return "propagator" if propagator else "general"
     if path not in _PATHS:
         raise ValueError(f"path must be 'auto' or one of {sorted(_PATHS)}, not {path!r}")
     if path == "fixed_pattern" and not fixed:
