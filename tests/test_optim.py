@@ -259,7 +259,13 @@ def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():
 
 @pytest.mark.parametrize(
     "optimizer, sampler",
-    [("gd", None), ("momentum", None), ("adam", None), ("sgd", "multinomial"), ("sgd", "epoch")],
+    [
+        ("gd", None),
+        pytest.param("momentum", None, marks=pytest.mark.slow),
+        ("adam", None),
+        pytest.param("sgd", "multinomial", marks=pytest.mark.slow),
+        ("sgd", "epoch"),
+    ],
 )
 def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
     """On path="fixed_pattern" every optimizer on 1-D data trains on the O(n) gradients of
