@@ -635,33 +635,19 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
-def _placed(
-    params,
-    data,
-    step_size,
-    validation,
-    test,
-    noise_key,
-    scaling,
-    optimizer,
-    block,
-    devices,
-    mixed=False,
-):
+def _placed(params, inputs: _CheckInputs, noise_key, scaling, optimizer, block, devices, mixed):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh).
     `mixed`: the runs whose kinks start outside the data-free zone go in general blocks
     (one block more per device leaves room to start them on a new block)."""
-    runs, dtype = params.c.shape[0], params.c.dtype
+    runs = params.c.shape[0]
     mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
     per_device = (-(-runs // (mesh.size * block)) + mixed) * block
-    steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
-    inputs = check_inputs(data, steps, validation, test)
-    state = initial_state(params, steps, noise_key, scaling, optimizer=optimizer)
+    state = initial_state(params, inputs.step_size, noise_key, scaling, optimizer=optimizer)
     general = None
     if mixed:
-        general = ~np.asarray(state.max_kink < jnp.min(jnp.abs(data.x), axis=-1))
+        general = ~np.asarray(state.max_kink < jnp.min(jnp.abs(inputs.data.x), axis=-1))
     lanes = np.arange(runs)
     positions, layout = _arrange(lanes, lanes, per_device, block, sharding, general)
     state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
@@ -683,9 +669,9 @@ def chunk_runner(
     `check_every` steps with the checks after each, as `simulate` does, but drops no run
     and redoes nothing (the work stays the same from chunk to chunk)."""
     dtype = params.c.dtype
-    state, inputs, layout, mesh = _placed(
-        params, data, step_size, data, data, None, None, GD, block, devices
-    )
+    steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), params.c.shape)
+    inputs = check_inputs(data, steps, data, data)
+    state, inputs, layout, mesh = _placed(params, inputs, None, None, GD, block, devices, False)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
     settings = _ChunkSettings(check_every, STOP_RULES, path, GD, block)
 
@@ -882,18 +868,10 @@ def simulate(
     widths = jnp.sum(active_neurons(params), axis=-1)  # the true widths of padded runs
     scaling = scaling_of(parameterization, widths, dim)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience))
+    steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
+    inputs = check_inputs(data, steps, validation, test)
     state, inputs, layout, mesh = _placed(
-        params,
-        data,
-        step_size,
-        validation,
-        test,
-        noise_key,
-        scaling,
-        optimizer,
-        block,
-        devices,
-        mixed,
+        params, inputs, noise_key, scaling, optimizer, block, devices, mixed
     )
     per_device = layout.slots.size // mesh.size
     settings = _ChunkSettings(check_every, rules, path, optimizer, block)
