@@ -296,7 +296,9 @@ def _trained(
     key = jax.random.wrap_key_data(state.noise_key)
     scaling = state.scaling
     moments = side_moments(data) if fixed_pattern and not optimizer.stochastic else None
-    pattern = activation_pattern(params, data.x, scaling)  # the initial one until it changes
+    if not fixed_pattern:  # the initial pattern until it changes
+        pattern = activation_pattern(params, data.x, scaling)
+    active = active_neurons(params)  # padding stays padding: one mask for the chunk
 
     def gradient(p, t):
         batch = minibatch(optimizer, data, key, state.step + t)
@@ -312,7 +314,8 @@ def _trained(
             moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)
             first = jnp.where((first < 0) & moved, state.step + t + 1, first)
         changed = changed | _side_changes(p, params)
-        return (p, opt, jnp.maximum(kink, max_abs_kink(p, scaling)), changed, first), None
+        kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
+        return (p, opt, kink, changed, first), None
 
     carry = (
         params,
@@ -598,9 +601,8 @@ def _arrange(lanes, slots, per_device, block, sharding, general=None):
         gap = fixed_blocks * block - fixed.size if other.size else 0
         filler = np.concatenate([fixed, other, lanes])[:1]
         own = np.concatenate([fixed, np.repeat(filler, gap), other])
-        real = np.arange(own.size) < fixed.size
-        real |= np.arange(own.size) >= fixed.size + gap
-        flags = np.arange(own.size) >= fixed.size + gap
+        flags = np.arange(own.size) >= fixed.size + gap  # the general lanes
+        real = flags | (np.arange(own.size) < fixed.size)
         extra = per_device - own.size
         positions.append(np.concatenate([own, np.repeat(filler, extra)]))
         new_slots.append(np.concatenate([np.where(real, slots[own], -1), np.full(extra, -1)]))

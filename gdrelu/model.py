@@ -108,16 +108,18 @@ def kinks(params: Params) -> jax.Array:
     return -params.b / params.a
 
 
-def max_abs_kink(params: Params, scaling: Scaling = STANDARD) -> jax.Array:
+def max_abs_kink(params: Params, scaling: Scaling = STANDARD, active=None) -> jax.Array:
     """max_i |b_i / (s_a a_i)|: a kink crossed the data once this reaches min_j |x_j|.
 
     In d dimensions: max_i |b_i| / ‖s_a a_i‖, the largest distance of a kink hyperplane
-    from the origin. Padding neurons (`active_neurons`) have no kink."""
+    from the origin. Padding neurons (`active_neurons`, or the given `active` mask: it
+    never changes during training) have no kink."""
     if params.a.ndim == params.b.ndim:
         ratios = jnp.abs(params.b / (scaling.a * params.a))
     else:
         ratios = jnp.abs(params.b) / (scaling.a * jnp.linalg.norm(params.a, axis=-2))
-    return jnp.max(jnp.where(active_neurons(params), ratios, 0.0), axis=-1)
+    active = active_neurons(params) if active is None else active
+    return jnp.max(jnp.where(active, ratios, 0.0), axis=-1)
 
 
 def weighted_loss(
