@@ -621,13 +621,15 @@ def _arrange(lanes, slots, per_device, block, sharding, general=None):
 
 @functools.partial(jax.jit, static_argnames=("sharding",))
 def _take(tree, positions, sharding):
-    taken = jax.tree.map(lambda leaf: jnp.take(leaf, positions, axis=0), tree)
+    taken = jax.tree.map(lambda leaf: jnp.take(leaf, positions, axis=0, mode="clip"), tree)
     return jax.lax.with_sharding_constraint(taken, sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("sharding",))
 def _put(tree, positions, parts, sharding):
-    put = jax.tree.map(lambda leaf, part: leaf.at[positions].set(part), tree, parts)
+    put = jax.tree.map(
+        lambda leaf, part: leaf.at[positions].set(part, mode="promise_in_bounds"), tree, parts
+    )
     return jax.lax.with_sharding_constraint(put, sharding)
 
 
