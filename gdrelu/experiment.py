@@ -33,7 +33,7 @@ from gdrelu.data import (
     training_statistics,
 )
 from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
-from gdrelu.init import INITS, init_bias, parse_bias_init
+from gdrelu.init import INITS, init_bias, padded_init, parse_bias_init
 from gdrelu.model import Params, Scaling, padded, scaling_of
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 from gdrelu.stats import failure_probability
@@ -399,20 +399,32 @@ def _noise_keys(seed, cell_hash, indices):
     return jax.random.key_data(keys(indices))
 
 
-def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData, Any]:
+def initial_runs(
+    cell: Cell, indices: np.ndarray, size: int | None = None
+) -> tuple[Params, WeightedData, Any]:
     """Initial parameters, training data and validation of runs `indices` of a cell: the
     validation weights on the training points (finite supports), or held-out (validation,
-    test) points (continuous data)."""
+    test) points (continuous data). The networks are padded to `size` neurons
+    (`model.padded`; default: the cell's width, no padding)."""
     spec = cell.spec
+    size = cell.width if size is None else size
     dtype = jnp.dtype(spec.dtype)
     keys = (
         jnp.asarray(spec.seed, jnp.uint32),
         jnp.asarray(cell.cell_hash, jnp.uint32),
         jnp.asarray(indices, jnp.uint32),
     )
-    params = _initial_params(
-        *keys, jnp.zeros((), dtype), width=cell.width, dim=spec.input_dim, init=spec.init
-    )
+    biased = spec.bias_init != "zero"  # biases are drawn for the true width, then padded
+    if spec.input_dim == 1:  # one program draws every width of the spec
+        shared = max(bucket for bucket, _ in width_buckets(spec))
+        params = _padded_params(
+            *keys, jnp.asarray(cell.width), jnp.zeros((), dtype), size=shared, init=spec.init
+        )
+        params = _cut(params, cell.width if biased else size)
+    else:
+        params = _initial_params(
+            *keys, jnp.zeros((), dtype), width=cell.width, dim=spec.input_dim, init=spec.init
+        )
     delta = jnp.asarray(cell.delta, dtype)
     if spec.split is not None:
         x, y = spec.support(dtype)
@@ -430,9 +442,14 @@ def initial_runs(cell: Cell, indices: np.ndarray) -> tuple[Params, WeightedData,
     else:
         x, y = spec.support(dtype)
         data, valid = _initial_data(*keys, x, y, delta, cell.num_samples)
-    if spec.bias_init != "zero":
+    if biased:
         params = _biased(*keys, params, data, bias_init=spec.bias_init, init=spec.init)
-    return params, data, valid
+    return padded(params, size), data, valid
+
+
+def _cut(params: Params, width: int) -> Params:
+    """The first `width` neurons of a batch of 1-D networks."""
+    return Params(params.a[:, :width], params.b[:, :width], params.w[:, :width], params.c)
 
 
 @functools.partial(jax.jit, static_argnames=("bias_init", "init"))
@@ -460,6 +477,14 @@ def _initial_params(seed, cell_hash, indices, like, *, width, dim, init):
     """One compiled program per (width, dim, init, dtype, run count)."""
     keys = _run_keys(seed, cell_hash, indices)[:, 0]
     return jax.vmap(lambda key: INITS[init](width, dim, key=key, dtype=like.dtype))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "init"))
+def _padded_params(seed, cell_hash, indices, width, like, *, size, init):
+    """1-D networks of `width` neurons padded to `size` (`init.padded_init`): one compiled
+    program per (size, init, dtype, run count), whatever the width."""
+    keys = _run_keys(seed, cell_hash, indices)[:, 0]
+    return jax.vmap(lambda key: padded_init(init, size, width, key=key, dtype=like.dtype))(keys)
 
 
 @jax.jit
@@ -697,7 +722,7 @@ def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
     optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
 
     def one(indices):
-        params, data, valid = _padded_runs(cell, indices, bucket)
+        params, data, valid = initial_runs(cell, indices, bucket)
         step = jnp.zeros((1,), params.c.dtype)
         state = engine.initial_state(params, step, noise_keys(cell, indices), optimizer=optimizer)
         if isinstance(valid, tuple):
@@ -717,7 +742,7 @@ def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:
     """Train the runs `indices` of each (cell, indices) in `work` in one batch, every
     network padded to `bucket` neurons (`model.padded`)."""
     parts = [
-        (*_padded_runs(cell, idx, bucket), noise_keys(cell, idx), np.full(idx.size, cell.width))
+        (*initial_runs(cell, idx, bucket), noise_keys(cell, idx), np.full(idx.size, cell.width))
         for cell, idx in work
     ]
     params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
@@ -759,12 +784,6 @@ def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:
         done.append(CellResult(cell, step[part], result._replace(params=final)))
         first += idx.size
     return done
-
-
-def _padded_runs(cell: Cell, indices: np.ndarray, bucket: int):
-    """`initial_runs` with the networks padded to `bucket` neurons."""
-    params, data, valid = initial_runs(cell, indices)
-    return padded(params, bucket), data, valid
 
 
 def _split_sizes(count: int, fractions) -> tuple[int, int, int]:

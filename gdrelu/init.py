@@ -39,25 +39,44 @@ def _layers(key, n, d, var_a, var_w, dtype):
     return Params(a=a, b=jnp.zeros((n,), dtype), w=w, c=jnp.zeros((), dtype))
 
 
+# (Var a_i, Var w_i) of each weight init for n neurons in d dimensions (n may be traced)
+VARIANCES = {
+    "he": lambda n, d: (2.0 / d, 2.0 / n),
+    "swapped": lambda n, d: (2.0 / n, 2.0),
+    "ntk": lambda n, d: (1.0, 1.0),
+}
+
+
 def he_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     """Standard / He: a_i ~ N(0, 2/d I), w_i ~ N(0, 2/n), b = 0, c = 0."""
-    dtype = dtype or jnp.result_type(float)
-    return _layers(key, n, d, 2.0 / d, 2.0 / n, dtype)
+    return _layers(key, n, d, *VARIANCES["he"](n, d), dtype or jnp.result_type(float))
 
 
 def swapped_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     """The paper's swapped variances: a_i ~ N(0, 2/n), w_i ~ N(0, 2), b = 0, c = 0."""
-    dtype = dtype or jnp.result_type(float)
-    return _layers(key, n, d, 2.0 / n, 2.0, dtype)
+    return _layers(key, n, d, *VARIANCES["swapped"](n, d), dtype or jnp.result_type(float))
 
 
 def ntk_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     """NTK: raw weights a_i, w_i ~ N(0, 1) (the forward pass scales them), b = 0, c = 0."""
-    dtype = dtype or jnp.result_type(float)
-    return _layers(key, n, d, 1.0, 1.0, dtype)
+    return _layers(key, n, d, *VARIANCES["ntk"](n, d), dtype or jnp.result_type(float))
 
 
 INITS = {"he": he_init, "swapped": swapped_init, "ntk": ntk_init}
+
+
+def padded_init(init: str, size: int, width: jax.Array, *, key: jax.Array, dtype) -> Params:
+    """`padded(INITS[init](width, key=key), size)` of a 1-D network, with `width` data: one
+    compiled program draws every width up to `size`.
+
+    The normals are drawn at `size`, and the first `width` are those of a width-`width`
+    draw: JAX's (partitionable, default) threefry makes an entry's bits depend on its
+    position alone. (Not so along the neurons of a (d, n) draw: d-dim inits take `INITS`.)
+    """
+    params = _layers(key, size, 1, *VARIANCES[init](width.astype(dtype), 1), dtype)
+    real = jnp.arange(size) < width
+    return params._replace(**{f: jnp.where(real, getattr(params, f), 0.0) for f in "abw"})
+
 
 SQRT6, SQRT3 = math.sqrt(6.0), math.sqrt(3.0)
 BIAS_INITS = (

@@ -96,6 +96,8 @@ def padded(params: Params, width: int) -> Params:
     extra = width - params.b.shape[-1]
     if extra < 0:
         raise ValueError(f"width: cannot pad {params.b.shape[-1]} neurons to {width}")
+    if extra == 0:
+        return params
 
     def pad(leaf):
         return jnp.pad(leaf, [(0, 0)] * (leaf.ndim - 1) + [(0, extra)])

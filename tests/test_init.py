@@ -142,3 +142,22 @@ def test_every_listed_init_is_accepted():
         concrete = name.replace("σ", "0.5").replace("he+k", "he+2")
         parse_bias_init(concrete)
     assert Scaling(1.0, 1.0) == STANDARD
+
+
+@pytest.mark.parametrize("init", ["he", "swapped", "ntk"])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_padded_init_draws_the_narrow_network(init, dtype):
+    """One program for every width: the width-n network padded to `size`, bit for bit
+    what a program compiled for width n draws."""
+    from gdrelu.init import INITS, padded_init
+    from gdrelu.model import padded
+
+    draw = jax.jit(lambda key, width: padded_init(init, 64, width, key=key, dtype=dtype))
+    for n, seed in [(1, 0), (16, 1), (37, 2), (64, 3)]:
+        key = jax.random.key(seed)
+        got = draw(key, jnp.asarray(n))
+        narrow = jax.jit(lambda k, n=n: INITS[init](n, key=k, dtype=dtype))
+        want = padded(narrow(key), 64)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == dtype
+            np.testing.assert_array_equal(g, w)
