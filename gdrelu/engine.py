@@ -751,6 +751,13 @@ def _choose_path(
     return path
 
 
+def _host_padded(params: Params, width: int) -> Params:
+    """`model.padded` of host (NumPy) parameters."""
+    pad = [(0, 0)] * (params.b.ndim - 1) + [(0, width - params.b.shape[-1])]
+    a_pad = pad if params.a.ndim == params.b.ndim else [*pad[:-1], (0, 0), pad[-1]]
+    return Params(np.pad(params.a, a_pad), np.pad(params.b, pad), np.pad(params.w, pad), params.c)
+
+
 def _noise_keys(key, runs: int):
     """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
     if key is None:
@@ -788,6 +795,7 @@ def simulate(
     block: int = BLOCK,
     devices=None,
     on_check: Callable[[int, np.ndarray], None] | None = None,
+    classify_width: int | None = None,
 ) -> SimulationResult:
     """Train every run until it stops, checking every `check_every` steps.
 
@@ -815,6 +823,9 @@ def simulate(
 
     Every run also gets the detectors of `detectors`: the first step whose activation
     pattern differs from the initial one, L_lin, and the final escaped/stuck label.
+    `classify_width` pads the networks for that last classification (padding neurons
+    change no activation group), so that one compiled program serves batches of several
+    widths.
 
     `path="auto"` trains 1-D networks with GD on the O(1) propagator (`propagator`) and
     redoes, on the general path, the chunk of every run it could not do exactly (a kink
@@ -917,8 +928,11 @@ def simulate(
             break
     final = Params(*final)
     scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
+    initial, last = jax.device_get(params), final
+    if classify_width is not None:  # on the host: no compiled padding per width
+        initial, last = (_host_padded(p, classify_width) for p in (initial, last))
     threshold, escaped = jax.device_get(
-        classify(params, final, data, jnp.asarray(ends["loss"]), scaling)
+        classify(initial, last, data, jnp.asarray(ends["loss"]), scaling)
     )
     return SimulationResult(
         status=status,

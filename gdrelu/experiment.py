@@ -416,9 +416,12 @@ def initial_runs(
     )
     biased = spec.bias_init != "zero"  # biases are drawn for the true width, then padded
     if spec.input_dim == 1:  # one program draws every width of the spec
-        shared = max(bucket for bucket, _ in width_buckets(spec))
         params = _padded_params(
-            *keys, jnp.asarray(cell.width), jnp.zeros((), dtype), size=shared, init=spec.init
+            *keys,
+            jnp.asarray(cell.width),
+            jnp.zeros((), dtype),
+            size=shared_width(spec),
+            init=spec.init,
         )
         params = _cut(params, cell.width if biased else size)
     else:
@@ -572,6 +575,12 @@ def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
     for w in spec.widths:
         groups.setdefault(1 << (w - 1).bit_length(), []).append(w)
     return [(bucket, tuple(ws)) for bucket, ws in groups.items()]
+
+
+def shared_width(spec: ExperimentSpec) -> int:
+    """The widest bucket: programs that run once per batch (the initial networks, the
+    final classification) take every network padded to it, one program for all buckets."""
+    return max(bucket for bucket, _ in width_buckets(spec))
 
 
 def run_experiment(
@@ -774,6 +783,7 @@ def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:
         alpha=spec.alpha,
         **_validation_arguments(spec, valid),
         on_check=callback,
+        classify_width=shared_width(spec),
     )
     step = np.asarray(step)
     done, first = [], 0

@@ -50,6 +50,28 @@ def test_padding_neurons_are_inert_and_have_no_kink():
     assert active_neurons(padded(d_dim, 5)).tolist() == [True] * 3 + [False] * 2
 
 
+@pytest.mark.parametrize("dim", [1, 2])
+def test_padded_networks_classify_alike(dim):
+    """`simulate(classify_width=...)`: padding neurons change no activation group, so L_lin
+    and escaped are those of the unpadded networks (with groups that move, and not)."""
+    from gdrelu.data import WeightedData
+    from gdrelu.detectors import classify
+
+    keys = jax.random.split(jax.random.key(5), 3)
+    initial = jax.vmap(lambda k: he_init(5, dim, key=k))(jax.random.split(keys[0], 8))
+    noise = 0.7 * jax.random.normal(keys[1], initial.b.shape)
+    final = initial._replace(b=initial.b + noise * (jnp.arange(8) % 2)[:, None])
+    x = jax.random.normal(keys[2], (8, 7) if dim == 1 else (8, 7, dim))
+    data = WeightedData(x, jnp.sin(x.reshape(8, 7, -1).sum(-1)), jnp.full((8, 7), 1 / 7))
+    loss = jnp.linspace(0.0, 0.2, 8)
+    host = jax.device_get((initial, final))
+    want = classify(initial, final, data, loss)
+    got = classify(*(engine._host_padded(p, 12) for p in host), data, loss)
+    assert 0 < np.sum(want[1]) < 8
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+
+
 def test_buckets():
     spec = ExperimentSpec(widths=(16, 24, 40, 128, 100))
     assert width_buckets(spec) == [(16, (16,)), (32, (24,)), (64, (40,)), (128, (128, 100))]
