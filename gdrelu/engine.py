@@ -34,6 +34,7 @@ from gdrelu.model import (
     activation_pattern,
     active_neurons,
     forward,
+    host_padded,
     loss_gradient,
     max_abs_kink,
     scaling_of,
@@ -751,13 +752,6 @@ def _choose_path(
     return path
 
 
-def _host_padded(params: Params, width: int) -> Params:
-    """`model.padded` of host (NumPy) parameters."""
-    pad = [(0, 0)] * (params.b.ndim - 1) + [(0, width - params.b.shape[-1])]
-    a_pad = pad if params.a.ndim == params.b.ndim else [*pad[:-1], (0, 0), pad[-1]]
-    return Params(np.pad(params.a, a_pad), np.pad(params.b, pad), np.pad(params.w, pad), params.c)
-
-
 def _noise_keys(key, runs: int):
     """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
     if key is None:
@@ -930,7 +924,7 @@ def simulate(
     scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
     initial, last = jax.device_get(params), final
     if classify_width is not None:  # on the host: no compiled padding per width
-        initial, last = (_host_padded(p, classify_width) for p in (initial, last))
+        initial, last = (host_padded(p, classify_width) for p in (initial, last))
     threshold, escaped = jax.device_get(
         classify(initial, last, data, jnp.asarray(ends["loss"]), scaling)
     )

@@ -34,7 +34,7 @@ from gdrelu.data import (
 )
 from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
 from gdrelu.init import INITS, init_bias, padded_init, parse_bias_init
-from gdrelu.model import Params, Scaling, padded, scaling_of
+from gdrelu.model import Params, Scaling, host_padded, padded, scaling_of
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 from gdrelu.stats import failure_probability
 
@@ -579,7 +579,8 @@ def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
 
 def shared_width(spec: ExperimentSpec) -> int:
     """The widest bucket: programs that run once per batch (the initial networks, the
-    final classification) take every network padded to it, one program for all buckets."""
+    paper's step size, the final classification) take every network padded to it, one
+    program for all buckets."""
     return max(bucket for bucket, _ in width_buckets(spec))
 
 
@@ -757,7 +758,8 @@ def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:
     params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
     dtype = params.c.dtype
     if spec.step_size == "paper":
-        step = _paper_step_size(params, data, jnp.asarray(spec.alpha, dtype))
+        wide = host_padded(jax.device_get(params), shared_width(spec))
+        step = _paper_step_size(wide, data, jnp.asarray(spec.alpha, dtype))
     elif spec.step_size == "ntk":
         step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, dtype), widths, spec.init)
     elif spec.step_size == "small":

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Params(NamedTuple):
@@ -103,6 +104,13 @@ def padded(params: Params, width: int) -> Params:
         return jnp.pad(leaf, [(0, 0)] * (leaf.ndim - 1) + [(0, extra)])
 
     return Params(pad(params.a), pad(params.b), pad(params.w), params.c)
+
+
+def host_padded(params: Params, width: int) -> Params:
+    """`padded` of host (NumPy) parameters: no compiled program per width."""
+    pad = [(0, 0)] * (params.b.ndim - 1) + [(0, width - params.b.shape[-1])]
+    a_pad = pad if params.a.ndim == params.b.ndim else [*pad[:-1], (0, 0), pad[-1]]
+    return Params(np.pad(params.a, a_pad), np.pad(params.b, pad), np.pad(params.w, pad), params.c)
 
 
 def kinks(params: Params) -> jax.Array:

@@ -8,7 +8,15 @@ import pytest
 from gdrelu import engine, theory
 from gdrelu.experiment import ExperimentSpec, run_experiment, width_buckets
 from gdrelu.init import he_init
-from gdrelu.model import Params, active_neurons, forward, loss_gradient, max_abs_kink, padded
+from gdrelu.model import (
+    Params,
+    active_neurons,
+    forward,
+    host_padded,
+    loss_gradient,
+    max_abs_kink,
+    padded,
+)
 
 EXACT_FIELDS = ("status", "stop_step", "pattern_change_step", "escaped", "best_step")
 CLOSE_FIELDS = ("final_loss", "max_kink", "linear_threshold", "best_validation_loss")
@@ -66,7 +74,7 @@ def test_padded_networks_classify_alike(dim):
     loss = jnp.linspace(0.0, 0.2, 8)
     host = jax.device_get((initial, final))
     want = classify(initial, final, data, loss)
-    got = classify(*(engine._host_padded(p, 12) for p in host), data, loss)
+    got = classify(*(host_padded(p, 12) for p in host), data, loss)
     assert 0 < np.sum(want[1]) < 8
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
