@@ -34,9 +34,9 @@ from gdrelu.model import (
     activation_pattern,
     active_neurons,
     forward,
-    host_padded,
     loss_gradient,
     max_abs_kink,
+    padded,
     scaling_of,
 )
 from gdrelu.optim import Optimizer, get_optimizer, minibatch
@@ -922,9 +922,10 @@ def simulate(
             break
     final = Params(*final)
     scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
-    initial, last = jax.device_get(params), final
+    initial, last = params, final
     if classify_width is not None:  # on the host: no compiled padding per width
-        initial, last = (host_padded(p, classify_width) for p in (initial, last))
+        initial = padded(jax.device_get(params), classify_width, xp=np)
+        last = padded(final, classify_width, xp=np)
     threshold, escaped = jax.device_get(
         classify(initial, last, data, jnp.asarray(ends["loss"]), scaling)
     )

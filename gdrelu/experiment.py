@@ -34,7 +34,7 @@ from gdrelu.data import (
 )
 from gdrelu.engine import STOP_RULES, SimulationResult, Status, simulate
 from gdrelu.init import INITS, init_bias, padded_init, parse_bias_init
-from gdrelu.model import Params, Scaling, host_padded, padded, scaling_of
+from gdrelu.model import Params, Scaling, padded, scaling_of
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 from gdrelu.stats import failure_probability
 
@@ -758,7 +758,7 @@ def _run_batch(spec, bucket: int, work, on_check) -> list[CellResult]:
     params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
     dtype = params.c.dtype
     if spec.step_size == "paper":
-        wide = host_padded(jax.device_get(params), shared_width(spec))
+        wide = padded(jax.device_get(params), shared_width(spec), xp=np)
         step = _paper_step_size(wide, data, jnp.asarray(spec.alpha, dtype))
     elif spec.step_size == "ntk":
         step = _ntk_step_size(params, data, jnp.asarray(spec.alpha, dtype), widths, spec.init)

@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 class Params(NamedTuple):
@@ -92,8 +91,9 @@ def active_neurons(params: Params) -> jax.Array:
     return a_nonzero | (params.b != 0) | (params.w != 0)
 
 
-def padded(params: Params, width: int) -> Params:
-    """`params` with padding neurons appended up to `width` (the last axis of a, b, w)."""
+def padded(params: Params, width: int, xp=jnp) -> Params:
+    """`params` with padding neurons appended up to `width` (the last axis of a, b, w).
+    `xp=numpy` pads host arrays, without a compiled program per width."""
     extra = width - params.b.shape[-1]
     if extra < 0:
         raise ValueError(f"width: cannot pad {params.b.shape[-1]} neurons to {width}")
@@ -101,16 +101,9 @@ def padded(params: Params, width: int) -> Params:
         return params
 
     def pad(leaf):
-        return jnp.pad(leaf, [(0, 0)] * (leaf.ndim - 1) + [(0, extra)])
+        return xp.pad(leaf, [(0, 0)] * (leaf.ndim - 1) + [(0, extra)])
 
     return Params(pad(params.a), pad(params.b), pad(params.w), params.c)
-
-
-def host_padded(params: Params, width: int) -> Params:
-    """`padded` of host (NumPy) parameters: no compiled program per width."""
-    pad = [(0, 0)] * (params.b.ndim - 1) + [(0, width - params.b.shape[-1])]
-    a_pad = pad if params.a.ndim == params.b.ndim else [*pad[:-1], (0, 0), pad[-1]]
-    return Params(np.pad(params.a, a_pad), np.pad(params.b, pad), np.pad(params.w, pad), params.c)
 
 
 def kinks(params: Params) -> jax.Array:
