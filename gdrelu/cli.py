@@ -63,7 +63,7 @@ _RUN_FLAGS = {
     "--dtype": ("dtype", str, "float64 (default) or float32"),
     "--check-every": ("check_every", int, "GD steps between checks (default 1000)"),
     "--max-checks": ("max_checks", int, "checks before a run is unfinished (default 1000)"),
-    "--target-halfwidth": ("target_halfwidth", float, "add runs until each 95% CI half-width ≤ H"),
+    "--target-halfwidth": ("target_halfwidth", float, "add runs until each 95%% CI half-width ≤ H"),
     "--max-runs": ("max_runs", int, "most runs per cell with --target-halfwidth"),
     "--optimizer": ("optimizer", str, "gd (default), sgd, momentum or adam"),
     "--step-size": ("step_size", str, "paper (default), small (0.01/n) or a number"),

@@ -245,3 +245,11 @@ def test_two_processes_give_the_runs_of_one(small_run, tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["compare"]])
+def test_help_of_every_command_prints(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: gdrelu" in capsys.readouterr().out
