@@ -285,7 +285,14 @@ def _side_changes(params: Params, start: Params) -> jax.Array:
 
 
 def _trained(
-    state: RunState, data: WeightedData, step_size, alpha, num_steps, optimizer, fixed_pattern=False
+    state: RunState,
+    data: WeightedData,
+    step_size,
+    alpha,
+    num_steps,
+    optimizer,
+    unroll=1,
+    fixed_pattern=False,
 ):
     """`num_steps` steps of `optimizer` on one run: (state, max over the steps of
     max_i |b_i/a_i|, which neurons changed side at some step). The gradient is the
@@ -326,14 +333,14 @@ def _trained(
         state.pattern_change,
     )
     steps = jnp.arange(num_steps, dtype=jnp.int32)
-    (params, opt, kink, changed, first), _ = jax.lax.scan(body, carry, steps)
+    (params, opt, kink, changed, first), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
     return state._replace(params=params, opt_state=opt, pattern_change=first), kink, changed
 
 
-def _general(state: RunState, data, step_size, alpha, num_steps, optimizer):
-    one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None))
+def _general(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1):
+    one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
     state = state._replace(params=materialized_params(state))
-    state, kink, changed = one(state, data, step_size, alpha, num_steps, optimizer)
+    state, kink, changed = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
     return (
         _refreshed(state, changed),
         kink,
@@ -348,30 +355,39 @@ def _refreshed(state: RunState, changed) -> RunState:
     return state._replace(regular=regular, deferred=_deferred(state.params, state.slope0, regular))
 
 
-def _fixed_pattern(state: RunState, data, step_size, alpha, num_steps, optimizer):
+def _fixed_pattern(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1):
     """Any optimizer on the gradients of `fastpath` (O(n) per step; O(n + B) with
     minibatches), exact while no kink reaches the data and no neuron changes side (the
     redo on the general path then records the step of the pattern change)."""
     one = jax.vmap(
-        functools.partial(_trained, fixed_pattern=True), in_axes=(0, 0, 0, None, None, None)
+        functools.partial(_trained, fixed_pattern=True), in_axes=(0, 0, 0, None, None, None, None)
     )
     state = state._replace(params=materialized_params(state))
-    state, kink, changed = one(state, data, step_size, alpha, num_steps, optimizer)
+    state, kink, changed = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
     exact = (kink < jnp.min(jnp.abs(data.x), axis=-1)) & ~jnp.any(changed, axis=-1)
     return _refreshed(state, changed), kink, exact, jax.vmap(chunk_end)(state.params)
 
 
-def _propagator_steps(state: RunState, data, step_size, alpha, num_steps, optimizer):
+def _propagator_steps(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1):
     del optimizer  # GD only
     moments = jax.vmap(side_moments)(data)
+    runs = state.params.c.shape[0]  # one block of the engine's: its size suits the device
     c, pending, kink, exact, end = deferred_steps(
-        state.params, state.deferred, moments, step_size, alpha, num_steps
+        state.params,
+        state.deferred,
+        moments,
+        step_size,
+        alpha,
+        num_steps,
+        block=runs,
+        unroll=unroll,
     )
     return state._replace(params=state.params._replace(c=c), deferred=pending), kink, exact, end
 
 
-# Batched training paths: (state, data, step_size, alpha, num_steps, optimizer), a
-# leading runs axis on all but the last three, to (state, max |b/a| over the steps, exact
+# Batched training paths: (state, data, step_size, alpha, num_steps, optimizer, unroll),
+# a leading runs axis on all but the last four (unroll: GD steps per iteration of the
+# compiled loop), to (state, max |b/a| over the steps, exact
 # (runs,), ChunkEnd). Only "general" trains with any optimizer; the others are GD. The
 # fast paths' results may be inexact (then redone on "general"); the propagator leaves
 # its Φ_t unapplied (`materialized_params`), and the checks read the network's outputs
@@ -383,8 +399,35 @@ _PATHS = {
 }
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
 RUNS_AXIS = "runs"
-BLOCK = 64  # runs per block: the propagator's per-step state then stays in L1 cache
-REDO_BLOCK = 16  # runs per redo: few runs leave a chunk, and their redo costs O(n) or O(nm)
+BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
+REDO_BLOCK = 16  # runs per redo on a CPU: few runs leave a chunk, a redo costs O(n) or O(nm)
+ACCELERATOR_BLOCK = 1 << 15  # most runs per block on a GPU or TPU
+ACCELERATOR_REDO = 256
+ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
+
+
+class Blocking(NamedTuple):
+    """How a device's runs go through a chunk: `block` runs at a time (one after the
+    other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop."""
+
+    block: int
+    redo: int
+    unroll: int
+
+
+def blocking_for(devices, runs: int, block: int | None = None) -> Blocking:
+    """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
+    that stay in cache. An accelerator takes its whole share in one block (rounded up to
+    `BLOCK`, at most `ACCELERATOR_BLOCK`): a block's steps are a loop of small kernels
+    whose launch cost does not grow with the runs, so small blocks would leave it idle;
+    for the same reason it redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops.
+    `block` overrides the block size."""
+    if devices[0].platform == "cpu":
+        return Blocking(block or BLOCK, REDO_BLOCK, 1)
+    share = -(-runs // len(devices))
+    if block is None:
+        block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
+    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL)
 
 
 def _shard_map(fn, *, mesh, in_specs, out_specs):
@@ -404,6 +447,7 @@ class _ChunkSettings(NamedTuple):
     path: str
     optimizer: Optimizer
     block: int
+    unroll: int = 1
 
 
 def _block_chunk(state, inputs, alpha, min_delta, patience, settings: _ChunkSettings):
@@ -411,7 +455,13 @@ def _block_chunk(state, inputs, alpha, min_delta, patience, settings: _ChunkSett
     check_every, rules, path = settings.check_every, settings.rules, settings.path
     train = _PATHS[path]
     state, kink, exact, end = train(
-        state, inputs.data, inputs.step_size, alpha, check_every, settings.optimizer
+        state,
+        inputs.data,
+        inputs.step_size,
+        alpha,
+        check_every,
+        settings.optimizer,
+        settings.unroll,
     )
     state = state._replace(
         max_kink=jnp.maximum(state.max_kink, kink), step=state.step + check_every
@@ -580,16 +630,21 @@ class _Layout(NamedTuple):
     general: np.ndarray
     num_blocks: jax.Array
     one_block: jax.Array
-    redo_lanes: int
+    blocking: Blocking
     sharding: NamedSharding
 
+    @property
+    def redo_lanes(self) -> int:
+        devices = self.sharding.mesh.size
+        return devices * -(-self.blocking.redo // devices)
 
-def _arrange(lanes, slots, per_device, block, sharding, general=None):
+
+def _arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None):
     """Spread the runs at `lanes` evenly over the devices, on each the runs flagged
     `general` (bool per entry of `lanes`) after the others, from a new block, each share
     padded to `per_device` lanes with copies of an active run: (positions to take, new
     layout)."""
-    devices = sharding.mesh.size
+    devices, block = sharding.mesh.size, blocking.block
     general = np.zeros(lanes.size, bool) if general is None else np.asarray(general, bool)
     positions, new_slots, new_general, counts = [], [], [], []
     parts = zip(
@@ -614,7 +669,7 @@ def _arrange(lanes, slots, per_device, block, sharding, general=None):
         general=np.concatenate(new_general),
         num_blocks=jax.device_put(np.asarray(counts, np.int32), sharding),
         one_block=jax.device_put(np.ones((devices, 2), np.int32), sharding),
-        redo_lanes=devices * -(-REDO_BLOCK // devices),
+        blocking=blocking,
         sharding=sharding,
     )
     return np.concatenate(positions), layout
@@ -642,19 +697,22 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
 
 def _placed(params, inputs: _CheckInputs, noise_key, scaling, optimizer, block, devices, mixed):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
-    local ones), each device's share padded to whole blocks: (state, inputs, layout, mesh).
+    local ones), each device's share padded to whole blocks (`blocking_for`, `block`
+    overrides its size): (state, inputs, layout, mesh).
     `mixed`: the runs whose kinks start outside the data-free zone go in general blocks
     (one block more per device leaves room to start them on a new block)."""
     runs = params.c.shape[0]
-    mesh = Mesh(np.asarray(jax.local_devices() if devices is None else devices), (RUNS_AXIS,))
+    devices = jax.local_devices() if devices is None else list(devices)
+    mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    per_device = (-(-runs // (mesh.size * block)) + mixed) * block
+    blocking = blocking_for(devices, runs, block)
+    per_device = (-(-runs // (mesh.size * blocking.block)) + mixed) * blocking.block
     state = initial_state(params, inputs.step_size, noise_key, scaling, optimizer=optimizer)
     general = None
     if mixed:
         general = ~np.asarray(state.max_kink < jnp.min(jnp.abs(inputs.data.x), axis=-1))
     lanes = np.arange(runs)
-    positions, layout = _arrange(lanes, lanes, per_device, block, sharding, general)
+    positions, layout = _arrange(lanes, lanes, per_device, blocking, sharding, general)
     state, inputs = _take((state, inputs), jnp.asarray(positions), sharding)
     return state, inputs, layout, mesh
 
@@ -667,18 +725,23 @@ def chunk_runner(
     path: str,
     check_every: int,
     alpha: float = 0.0,
-    block: int = BLOCK,
+    block: int | None = None,
+    unroll: int | None = None,
     devices=None,
 ) -> Callable[[int], None]:
     """For benchmarks: `run(chunks)` trains every run with GD for `chunks` chunks of
     `check_every` steps with the checks after each, as `simulate` does, but drops no run
-    and redoes nothing (the work stays the same from chunk to chunk)."""
+    and redoes nothing (the work stays the same from chunk to chunk). `block` and
+    `unroll` override the device's `blocking_for`."""
     dtype = params.c.dtype
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), params.c.shape)
     inputs = check_inputs(data, steps, data, data)
     state, inputs, layout, mesh = _placed(params, inputs, None, None, GD, block, devices, False)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
-    settings = _ChunkSettings(check_every, STOP_RULES, path, GD, block)
+    blocking = layout.blocking
+    settings = _ChunkSettings(check_every, STOP_RULES, path, GD, blocking.block, blocking.unroll)
+    if unroll is not None:
+        settings = settings._replace(unroll=unroll)
 
     def run(chunks: int) -> None:
         current = state
@@ -786,7 +849,7 @@ def simulate(
     stop_on: tuple[str, ...] | None = None,
     eigenvectors: str = "columns",
     path: str = "auto",
-    block: int = BLOCK,
+    block: int | None = None,
     devices=None,
     on_check: Callable[[int, np.ndarray], None] | None = None,
     classify_width: int | None = None,
@@ -824,7 +887,8 @@ def simulate(
     `path="auto"` trains 1-D networks with GD on the O(1) propagator (`propagator`) and
     redoes, on the general path, the chunk of every run it could not do exactly (a kink
     reached the data, a neuron changed side), so results equal those of
-    `path="general"`. The runs are sharded over `devices` (default: all local ones).
+    `path="general"`. The runs are sharded over `devices` (default: all local ones) and
+    go through a chunk in blocks (`blocking_for`; `block` sets their size).
     """
     from gdrelu.detectors import classify
 
@@ -883,7 +947,8 @@ def simulate(
         params, inputs, noise_key, scaling, optimizer, block, devices, mixed
     )
     per_device = layout.slots.size // mesh.size
-    settings = _ChunkSettings(check_every, rules, path, optimizer, block)
+    blocking = layout.blocking
+    settings = _ChunkSettings(check_every, rules, path, optimizer, blocking.block, blocking.unroll)
 
     def advance(state, inputs, num_blocks, *scalars, path):
         chunk_settings = settings._replace(path=path)
@@ -913,7 +978,7 @@ def simulate(
         elif done.any() or moved:  # the active runs first on each device: shapes never change
             general = ~fixed_next[keep] if mixed else None
             positions, layout = _arrange(
-                keep, layout.slots, per_device, block, layout.sharding, general
+                keep, layout.slots, per_device, blocking, layout.sharding, general
             )
             state, inputs = _take((state, inputs), jnp.asarray(positions), layout.sharding)
         if on_check is not None:

@@ -699,7 +699,8 @@ def _run_batches(spec, bucket: int, work, *, on_check, budget: int) -> list[Cell
     each cell's runs in index order, whatever the split."""
     total = sum(idx.size for _, idx in work)
     per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
-    limit = memory.batch_runs(per_run, per_block_run, budget, engine.BLOCK)
+    block = engine.blocking_for(jax.local_devices(), total).block
+    limit = memory.batch_runs(per_run, per_block_run, budget, block)
     if total <= limit:
         return _run_batch(spec, bucket, work, on_check)
     sizes = np.array([idx.size for _, idx in work])

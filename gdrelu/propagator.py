@@ -140,13 +140,16 @@ def deferred_steps(
     num_steps: int,
     *,
     block: int = 64,
+    unroll: int = 1,
 ) -> tuple[jax.Array, Deferred, jax.Array, jax.Array, ChunkEnd]:
     """`propagator_steps` in O(1) per run: `params` are the reference parameters of
     `state` (only their c and the tracked neurons are read). Returns (new c, new state,
     max kink, exact, ChunkEnd); the reference parameters stay as they are.
 
     The runs go through in blocks of `block` (they must divide the batch): O(1) per step
-    makes the per-step state tiny, and it should stay in cache.
+    makes the per-step state tiny, and on a CPU it should stay in cache. `unroll` steps
+    go in one iteration of the compiled loop (an accelerator launches each iteration's
+    kernels, whatever the block).
     """
     runs = params.c.shape[0]
     block = min(block, runs)
@@ -160,7 +163,7 @@ def deferred_steps(
     # slow as dots on CPUs: written as sums here and below)
     args = (params.c, tracked, tracked_plus, state, moments, jnp.broadcast_to(step_size, (runs,)))
     blocks = jax.tree.map(lambda v: v.reshape(runs // block, block, *v.shape[1:]), args)
-    out = jax.lax.map(lambda b: _block_steps(*b, alpha, num_steps), blocks)
+    out = jax.lax.map(lambda b: _block_steps(*b, alpha, num_steps, unroll), blocks)
     return jax.tree.map(lambda v: v.reshape(runs, *v.shape[2:]), out)
 
 
@@ -169,7 +172,7 @@ def _pair(alpha, first, second):
     return jnp.stack([first + alpha * second, alpha * first + second])
 
 
-def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps):
+def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps, unroll=1):
     """`deferred_steps` of one block; inside, the runs axis comes last (vector lanes)."""
     dtype = c.dtype
     grams = state.grams.transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
@@ -208,7 +211,7 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps):
     runs = c.shape[0]
     eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
     carry = (eye, c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
-    (phi, c, tracked, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps)
+    (phi, c, tracked, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps, unroll=unroll)
     left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
     new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
     old_phi = state.phi.transpose(1, 2, 3, 0)
