@@ -9,10 +9,13 @@ with the stopping checks every 1000 steps and no run dropped, by
   (compile + run), the throughput is the median of `--repeats` timings.
 Throughput = width × steps × runs / s (neuron-steps/s). `check %` is the share of a
 propagator chunk spent outside its 1000 GD steps (setup, checks: a chunk of 1 step
-against one of 1000).
+against one of 1000). `general GFLOP/s` and `GB/s`: XLA's cost model of one GD step of
+the batch (flops, bytes accessed) times the steps, over the general path's time, the
+achieved rates to set against the device's peak. On an accelerator, `--neurons 4194304`
+gives the width sweep enough runs to fill it.
 
     PYTHONPATH=. python benchmarks/bench_engine.py [--widths ...] [--runs ...] [--json P]
-        [--plot P]
+        [--plot P] [--neurons N] [--unroll U] [--no-numpy]
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def time_numpy(params, data, step_size, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def time_engine(params, data, step_size, steps, path, dtype, repeats, check_every=CHECK_EVERY):
+def time_engine(
+    params, data, step_size, steps, path, dtype, repeats, check_every=CHECK_EVERY, unroll=None
+):
     """(first call: compile + one chunk, median seconds of `steps // check_every` chunks)."""
     from gdrelu import engine
     from gdrelu.data import WeightedData
@@ -73,7 +78,12 @@ def time_engine(params, data, step_size, steps, path, dtype, repeats, check_ever
     params = Params(*(jnp.asarray(v, dtype) for v in params))
     data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
     run = engine.chunk_runner(
-        params, data, jnp.asarray(step_size, dtype), path=path, check_every=check_every
+        params,
+        data,
+        jnp.asarray(step_size, dtype),
+        path=path,
+        check_every=check_every,
+        unroll=unroll,
     )
     start = time.perf_counter()
     run(1)
@@ -86,8 +96,30 @@ def time_engine(params, data, step_size, steps, path, dtype, repeats, check_ever
     return first, statistics.median(times)
 
 
+def step_cost(params, data, step_size, dtype) -> tuple[float, float]:
+    """XLA's cost model of one GD step of every run on the general path (the body of its
+    loop): (floating-point operations, bytes read and written)."""
+    from gdrelu import engine
+    from gdrelu.data import WeightedData
+    from gdrelu.model import Params
+
+    params = Params(*(jnp.asarray(v, dtype) for v in params))
+    data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
+    step = jax.jit(jax.vmap(engine.gd_step))
+    cost = step.lower(params, data, jnp.asarray(step_size, dtype)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+
+
 def bench(
-    width: int, runs: int, steps: int, dtype: str, repeats: int, numpy_too: bool, paths=PATHS
+    width: int,
+    runs: int,
+    steps: int,
+    dtype: str,
+    repeats: int,
+    numpy_too: bool,
+    paths=PATHS,
+    unroll=None,
 ) -> dict:
     """All measurements of one (width, runs, dtype), as a result row."""
     params, data, step_size = workload(width, runs)
@@ -99,12 +131,21 @@ def bench(
     for path in paths:
         if path != "propagator" and width * runs * steps > 2**33:
             continue  # the O(n) and O(nm) paths would take minutes here
-        first, seconds = time_engine(params, data, step_size, steps, path, dtype, repeats)
+        first, seconds = time_engine(
+            params, data, step_size, steps, path, dtype, repeats, unroll=unroll
+        )
         row[f"{path}_first_s"], row[f"{path}_s"] = first, seconds
         row[path] = work / seconds
         if numpy_too:
             row[f"{path}/numpy"] = row[path] / row["numpy"]
-    _, one_step = time_engine(params, data, step_size, 1, "propagator", dtype, repeats, 1)
+    if row.get("general_s"):
+        flops, moved = step_cost(params, data, step_size, dtype)
+        chunks = max(1, steps // CHECK_EVERY) * CHECK_EVERY
+        row["general_flop_rate"] = flops * chunks / row["general_s"]
+        row["general_byte_rate"] = moved * chunks / row["general_s"]
+    _, one_step = time_engine(
+        params, data, step_size, 1, "propagator", dtype, repeats, 1, unroll=unroll
+    )
     row["check_share"] = one_step / (row["propagator_s"] / max(1, steps // CHECK_EVERY))
     return row
 
@@ -113,14 +154,31 @@ def markdown_table(rows: list[dict]) -> str:
     """The results as a markdown table (throughputs in neuron-steps/s; ratios to NumPy)."""
     head = "| width | runs | dtype | numpy | " + " | ".join(PATHS)
     head += " | " + " | ".join(f"{p}/numpy" for p in PATHS) + " | propagator first (s) | check % |"
+    head += " general GFLOP/s | general GB/s |"
     lines = [head, "|" + "---:|" * (head.count("|") - 1)]
     for r in rows:
         cells = [str(r["width"]), str(r["runs"]), r["dtype"], _fmt(r.get("numpy"))]
         cells += [_fmt(r.get(p)) for p in PATHS]
         cells += [_fmt(r.get(f"{p}/numpy"), ".1f") for p in PATHS]
         cells += [_fmt(r.get("propagator_first_s"), ".2f"), _fmt(100 * r["check_share"], ".1f")]
+        cells += [_fmt(r.get(f"general_{k}_rate", 0) / 1e9 or None) for k in ("flop", "byte")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _progress(row: dict) -> str:
+    """One finished row, for the log (a long benchmark may be stopped before the table)."""
+    rates = ", ".join(f"{p} {_fmt(row.get(p))}" for p in ("numpy", *PATHS) if p in row)
+    cost = ""
+    if "general_flop_rate" in row:
+        cost = (
+            f"; general path at {row['general_flop_rate'] / 1e9:.3g} GFLOP/s and "
+            f"{row['general_byte_rate'] / 1e9:.3g} GB/s (XLA's cost model of a step)"
+        )
+    return (
+        f"{row['dtype']} width {row['width']} runs {row['runs']}: {rates} neuron-steps/s; "
+        f"check {100 * row['check_share']:.1f}%{cost}"
+    )
 
 
 def _fmt(value, spec=".3g") -> str:
@@ -158,13 +216,19 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 1024, 2048])
     parser.add_argument(
-        "--runs", type=int, nargs="+", default=[64, 256, 1024, 4096], help="run counts (width 256)"
+        "--runs", type=int, nargs="*", default=[64, 256, 1024, 4096], help="run counts (width 256)"
     )
     parser.add_argument("--steps", type=int, default=2000, help="GD steps, a multiple of 1000")
     parser.add_argument("--repeats", type=int, default=3, help="engine timings per median")
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy baseline")
+    parser.add_argument(
+        "--neurons", type=int, default=2**15, help="runs × width of the width sweep's rows"
+    )
+    parser.add_argument(
+        "--unroll", type=int, help="GD steps per loop iteration (default: device's)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also plot cost against width and runs")
     args = parser.parse_args(argv)
@@ -173,15 +237,33 @@ def main(argv=None) -> list[dict]:
 
     rows = []
     for dtype in args.dtypes:
-        for width in args.widths:  # as many neurons per width: runs = max(64, 2^15 / n)
-            runs = max(64, 2**15 // width)
-            row = bench(width, runs, args.steps, dtype, args.repeats, not args.no_numpy, args.paths)
+        for width in args.widths:  # as many neurons per width: runs = max(64, neurons / n)
+            runs = max(64, args.neurons // width)
+            row = bench(
+                width,
+                runs,
+                args.steps,
+                dtype,
+                args.repeats,
+                not args.no_numpy,
+                args.paths,
+                args.unroll,
+            )
             rows.append({**row, "sweep": "width"})
-            print(f"{dtype} width {width}: done", file=sys.stderr, flush=True)
+            print(_progress(row), file=sys.stderr, flush=True)
     for runs in args.runs:
-        row = bench(256, runs, args.steps, "float64", args.repeats, not args.no_numpy, args.paths)
+        row = bench(
+            256,
+            runs,
+            args.steps,
+            "float64",
+            args.repeats,
+            not args.no_numpy,
+            args.paths,
+            args.unroll,
+        )
         rows.append({**row, "sweep": "runs"})
-        print(f"runs {runs}: done", file=sys.stderr, flush=True)
+        print(_progress(row), file=sys.stderr, flush=True)
     print(
         f"{args.steps} steps, {len(jax.devices())} x {jax.devices()[0].device_kind}, "
         f"{os.cpu_count()} CPUs, jax {jax.__version__}; neuron-steps/s; NumPy is float64\n"

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU checks of one device session, run from the repository root on a machine with
+# JAX installed (installs nothing). Every stage has a time limit and appends to
+# $OUT/log.txt, so a stage that fails or runs out of time leaves the others' results.
+#
+#   OUT=/tmp/out bash scripts/device_check.sh [stage ...]    # stages: see below; default all
+set -u
+OUT=${OUT:-/tmp/gdrelu-device}
+mkdir -p "$OUT"
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+LOG="$OUT/log.txt"
+FIGURE=(--widths 16,32,64,128,256,512,1024,2048 --deltas 0,0.01,0.1 --runs 1000 --quiet)
+
+stage() {  # stage LIMIT_SECONDS COMMAND...
+  local limit=$1
+  shift
+  echo "== $(date +%T) [limit ${limit}s] $*" | tee -a "$LOG"
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  echo "== $(date +%T) exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+}
+
+versions() {
+  stage 30 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+  stage 60 "$PY" -c "import jax, jaxlib, optax, chex, scipy, tqdm; print(jax.__version__, jaxlib.__version__, optax.__version__, jax.devices())"
+}
+
+unroll() {  # the propagator and general paths at the figure's batch size, loops unrolled or not
+  for u in 1 8; do
+    stage 90 "$PY" benchmarks/bench_engine.py --no-numpy --dtypes float64 --widths 2048 \
+      --neurons $((2048 * 3008)) --runs 3008 --repeats 2 --paths general propagator --unroll "$u"
+  done
+}
+
+figure() {  # the paper's GD figure at 1000 runs per cell: cold compilation cache, then warm
+  stage 240 "$PY" scripts/profile_run.py --json "$OUT/figure_cold.json" -- run "${FIGURE[@]}" \
+    --out /tmp/figure_cold --cache-dir /tmp/gdrelu-xla
+  stage 150 "$PY" scripts/profile_run.py --json "$OUT/figure_warm.json" -- run "${FIGURE[@]}" \
+    --out /tmp/figure_warm --cache-dir /tmp/gdrelu-xla
+  for d in /tmp/figure_warm /tmp/figure_cold; do
+    if [ -f "$d/runs.csv" ]; then
+      cp "$d/runs.csv" "$d/failure_probability.png" "$OUT/" && cat "$d/summary.json" >>"$LOG"
+      break
+    fi
+  done
+}
+
+check() {  # versions, agreement with the CPU on the golden data, throughput at 10 000 runs
+  stage 200 "$PY" scripts/gpu_check.py --out "$OUT"
+}
+
+bench() {  # the engine's paths with enough runs to fill the device
+  stage 240 "$PY" benchmarks/bench_engine.py --no-numpy --neurons 4194304 --repeats 2 \
+    --widths 16 256 2048 --runs 1024 16384 --json "$OUT/bench.json" --plot "$OUT/bench.png"
+}
+
+for s in "${@:-versions unroll figure check}"; do
+  for name in $s; do "$name"; done
+done

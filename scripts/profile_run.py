@@ -1,0 +1,98 @@
+"""Where the time of a `gdrelu run` goes: compilation, each batch, the general-path redos.
+
+    PYTHONPATH=. python scripts/profile_run.py [--json P] -- run --widths 16,2048 --quiet ...
+
+Runs `gdrelu` with the arguments after `--` and prints, after it:
+- the XLA compilation time, summed over the programs compiled (and their count), from
+  JAX's monitoring events (programs loaded from the compilation cache count as loads);
+- per batch (`experiment._run_batch`): its width bucket, runs, checks and seconds;
+- the seconds spent redoing on the general path the runs that left a fast path
+  (`engine._redo`, which waits for its results), and how many runs that was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="also write the profile as JSON")
+    args = parser.parse_args(argv[:split])
+    import jax.monitoring
+
+    from gdrelu import cli, engine, experiment
+
+    events = collections.defaultdict(lambda: [0, 0.0])
+
+    def on_duration(name, seconds, **_):
+        events[name][0] += 1
+        events[name][1] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    batches, redo = [], {"calls": 0, "runs": 0, "seconds": 0.0}
+    run_batch, do_redo = experiment._run_batch, engine._redo
+
+    def timed_batch(spec, bucket, work, on_check):
+        checks = [0]
+
+        def counted(*a):
+            checks[0] = a[1]
+            if on_check is not None:
+                on_check(*a)
+
+        start = time.perf_counter()
+        out = run_batch(spec, bucket, work, counted)
+        runs = int(sum(idx.size for _, idx in work))
+        batches.append(
+            {
+                "bucket": bucket,
+                "runs": runs,
+                "checks": checks[0],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        print(
+            f"[profile] bucket {bucket}: {runs} runs, {checks[0]} checks, "
+            f"{batches[-1]['seconds']:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return out
+
+    def timed_redo(lanes, *rest):
+        start = time.perf_counter()
+        out = do_redo(lanes, *rest)
+        redo["calls"] += 1
+        redo["runs"] += int(lanes.size)
+        redo["seconds"] += time.perf_counter() - start
+        return out
+
+    experiment._run_batch, engine._redo = timed_batch, timed_redo
+    start = time.perf_counter()
+    code = cli.main(argv[split + 1 :])
+    total = time.perf_counter() - start
+    compiles = {k: v for k, v in events.items() if "compile" in k or "cache" in k}
+    print(f"\n[profile] total {total:.1f} s (exit code {code})")
+    for name, (count, seconds) in sorted(compiles.items(), key=lambda kv: -kv[1][1]):
+        print(f"[profile] {name}: {count} events, {seconds:.1f} s")
+    print(
+        f"[profile] general-path redos: {redo['runs']} runs in {redo['calls']} calls, "
+        f"{redo['seconds']:.1f} s"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"total_s": total, "events": events, "batches": batches, "redo": redo}, f, indent=2
+            )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
