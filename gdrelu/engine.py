@@ -762,6 +762,26 @@ def _run_end(state: RunState) -> dict[str, jax.Array]:
     return {name: getattr(state, name) for name in _RUN_END}
 
 
+@jax.jit
+def _ending(state: RunState, loss, positions) -> tuple[Params, dict[str, jax.Array]]:
+    """The lanes at `positions`: their materialized parameters and run-end values."""
+    state, loss = jax.tree.map(lambda v: jnp.take(v, positions, axis=0, mode="clip"), (state, loss))
+    return materialized_params(state), {"loss": loss, **_run_end(state)}
+
+
+def _finished(state, loss, lanes, size, final, ends, ids) -> None:
+    """Copy the parameters and run-end values of `lanes` into `final` and `ends` at `ids`,
+    `size` lanes at a time: only the finished runs cross to the host, not the batch."""
+    for first in range(0, lanes.size, size):
+        part = lanes[first : first + size]
+        got = ids[first : first + size]
+        host_params, host_ends = jax.device_get(_ending(state, loss, _padded(part, size)))
+        for name, values in host_ends.items():
+            ends[name][got] = values[: part.size]
+        for out, leaf in zip(final, host_params, strict=True):
+            out[got] = leaf[: part.size]
+
+
 def _stop_rules(
     stop_on, optimizer: Optimizer, standard: bool, one_dimensional, eigenvectors, early_stopping
 ) -> tuple[str, ...]:
@@ -966,13 +986,7 @@ def simulate(
             ids = layout.slots[where]
             status[ids] = code[where]
             stop_step[ids] = k * check_every
-            host_params, host_ends = jax.device_get(
-                (materialized_params(state), {"loss": loss, **_run_end(state)})
-            )
-            for name, values in host_ends.items():
-                ends[name][ids] = values[where]
-            for out, leaf in zip(final, host_params, strict=True):
-                out[ids] = leaf[where]
+            _finished(state, loss, where, layout.redo_lanes, final, ends, ids)
         if not keep.size:
             layout = layout._replace(slots=np.full_like(layout.slots, -1))
         elif done.any() or moved:  # the active runs first on each device: shapes never change
