@@ -23,6 +23,7 @@ tracked a_i changes sign or it has more irregular neurons than that.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -172,6 +173,12 @@ def _pair(alpha, first, second):
     return jnp.stack([first + alpha * second, alpha * first + second])
 
 
+def _sum3(term):
+    """term(0) + term(1) + term(2): a sum over a 3-axis written out, so that a GD step is
+    elementwise over the runs (reductions would split it into several kernels on a GPU)."""
+    return term(0) + term(1) + term(2)
+
+
 def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps, unroll=1):
     """`deferred_steps` of one block; inside, the runs axis comes last (vector lanes)."""
     dtype = c.dtype
@@ -183,9 +190,9 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps, 
 
     def body(carry, _):
         phi, c, tracked, kink, moved = carry  # phi: Φ_t, (2, 3, 3, runs)
-        u = jnp.sum(grams * phi[:, 2][:, None], 2)  # Σ_t Φ_t[w]ᵀ
-        wa = jnp.sum(phi[:, 0] * u, 1)  # Σ_{i on t} w_i a_i
-        wb = jnp.sum(phi[:, 1] * u, 1)
+        u = _sum3(lambda j: grams[:, :, j] * phi[:, 2, j][:, None])  # Σ_t Φ_t[w]ᵀ
+        wa = _sum3(lambda j: phi[:, 0, j] * u[:, j])  # Σ_{i on t} w_i a_i
+        wb = _sum3(lambda j: phi[:, 1, j] * u[:, j])
         slope, level = _pair(alpha, wa[0], wa[1]), c + _pair(alpha, wb[0], wb[1])
         r0, r1 = residual_moments(level, slope, moments)
         g1 = h * _pair(alpha, r1[0], r1[1])[:, None]  # per neuron side t
@@ -204,8 +211,9 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps, 
         t0 = jnp.where(tracked_plus, g0[0], g0[1])
         tracked = jnp.stack([a - w * t1, b - w * t0, w - (a * t1 + b * t0)])
         ratio = jnp.where(real, jnp.abs(tracked[1] / tracked[0]), 0.0)
-        kink = jnp.maximum(kink, jnp.max(ratio, 0))
-        moved = moved | jnp.any(real & ((tracked[0] > 0) != tracked_plus), 0)
+        flipped = real & ((tracked[0] > 0) != tracked_plus)
+        kink = functools.reduce(jnp.maximum, ratio, kink)
+        moved = functools.reduce(jnp.logical_or, flipped, moved)
         return (phi, c, tracked, kink, moved), None
 
     runs = c.shape[0]
