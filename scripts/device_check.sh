@@ -26,7 +26,7 @@ versions() {
 }
 
 unroll() {  # the propagator and general paths at the figure's batch size, loops unrolled or not
-  for u in 1 8; do
+  for u in ${UNROLLS:-1 8}; do
     stage 90 "$PY" benchmarks/bench_engine.py --no-numpy --dtypes float64 --widths 2048 \
       --neurons $((2048 * 3008)) --runs 3008 --repeats 2 --paths general propagator --unroll "$u"
   done
