@@ -408,13 +408,11 @@ ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
 
 class Blocking(NamedTuple):
     """How a device's runs go through a chunk: `block` runs at a time (one after the
-    other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop;
-    `defer`: the redos of runs that stopped wait until `redo` of them are pending."""
+    other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop."""
 
     block: int
     redo: int
     unroll: int
-    defer: bool = False
 
 
 def blocking_for(devices, runs: int, block: int | None = None) -> Blocking:
@@ -422,15 +420,14 @@ def blocking_for(devices, runs: int, block: int | None = None) -> Blocking:
     that stay in cache. An accelerator takes its whole share in one block (rounded up to
     `BLOCK`, at most `ACCELERATOR_BLOCK`): a block's steps are a loop of small kernels
     whose launch cost does not grow with the runs, so small blocks would leave it idle;
-    for the same reason it redoes `ACCELERATOR_REDO` runs at a time, defers the redos of
-    stopped runs to do many at once (`_RedoPool`) and unrolls its loops. `block`
-    overrides the block size."""
+    for the same reason it redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops.
+    `block` overrides the block size."""
     if devices[0].platform == "cpu":
         return Blocking(block or BLOCK, REDO_BLOCK, 1)
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
-    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL, defer=True)
+    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL)
 
 
 def _shard_map(fn, *, mesh, in_specs, out_specs):
@@ -601,57 +598,9 @@ def _redo(lanes, path, start, inputs, scalars, advance, layout, out):
     return state, code, loss, fixed_next
 
 
-class _RedoPool:
-    """Runs that stopped in a chunk their fast path did not train exactly, waiting for
-    their redo on the general path: their chunk's start state, `size` lanes at a time.
-
-    A run whose chunk was exact but for a kink that crossed the data (or whose values
-    then blew up) did stop at that check: the fast path sees every step up to the
-    crossing exactly. Only its final parameters and losses need the general path, so
-    its redo can wait and share one call with others (a redo's cost on an accelerator
-    hardly depends on its lanes. `record(ids, code, state, loss)` takes the results;
-    `deferred[i]` says whether run i went through the pool (its status and results are
-    the pool's to record, not the chunk's).
-    """
-
-    def __init__(self, layout, record, runs: int):
-        self.size, self.sharding, self.record = layout.redo_lanes, layout.sharding, record
-        self.one_block = layout.one_block
-        self.tree, self.ids = None, np.zeros(0, np.int64)
-        self.deferred = np.zeros(runs, bool)
-
-    def add(self, lanes, slots, start, inputs, scalars, advance) -> None:
-        """Keep the chunk's start of `lanes` (runs `slots`); redo the pool when it is full."""
-        for first in range(0, lanes.size, self.size):
-            part = lanes[first : first + self.size]
-            if self.ids.size + part.size > self.size:
-                self.flush(scalars, advance)
-            taken = _take((start, inputs), jnp.asarray(_padded(part, self.size)), self.sharding)
-            if self.tree is None:
-                self.tree = taken
-            else:
-                spots = np.arange(self.ids.size, self.ids.size + part.size)
-                self.tree = _put(self.tree, _padded(spots, self.size), taken, self.sharding)
-            self.ids = np.concatenate([self.ids, slots[part]])
-            self.deferred[slots[part]] = True
-
-    def flush(self, scalars, advance) -> None:
-        """Redo the pending runs from their chunk's start and `record` the results."""
-        if not self.ids.size:
-            return
-        state, code, loss, *_ = advance(*self.tree, self.one_block, *scalars, path="general")
-        code = np.asarray(code)[: self.ids.size]
-        if np.any(code == Status.RUNNING):
-            raise RuntimeError("a deferred redo did not stop: the fast path's stop was wrong")
-        self.record(self.ids, code, state, loss)
-        self.tree, self.ids = None, np.zeros(0, np.int64)
-
-
-def _exact_chunk(path, start, inputs, scalars, advance, layout, pool=None):
+def _exact_chunk(path, start, inputs, scalars, advance, layout):
     """One chunk of `path` for the active lanes, with those it left redone exactly:
     (state, code of every lane, loss, fixed_next: whether every kink is inside the data).
-    With a `pool`, the redos of lanes whose runs stopped wait in it (their code and
-    results here are the fast path's until it records the exact ones).
 
     The propagator is exact while the sides of the neurons stay put, the fixed-pattern
     step while no kink reaches the data: a run for which that failed, or that crossed or
@@ -664,17 +613,10 @@ def _exact_chunk(path, start, inputs, scalars, advance, layout, pool=None):
         start, inputs, layout.num_blocks, *scalars, path=path
     )
     code, exact, fixed_next = np.asarray(code), np.asarray(exact), np.asarray(fixed_next)
-    stopped = np.isin(code, (Status.CROSSED, Status.DIVERGED))
-    left = (layout.slots >= 0) & (stopped | ~exact)
+    left = (layout.slots >= 0) & (np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact)
     out = (state, code, loss, fixed_next)
     if path == "general" or not left.any():
         return out
-    if pool is not None:
-        waiting = left & stopped & exact
-        pool.add(np.flatnonzero(waiting), layout.slots, start, inputs, scalars, advance)
-        left &= ~waiting
-        if not left.any():
-            return out
     return _redo(np.flatnonzero(left), "general", start, inputs, scalars, advance, layout, out)
 
 
@@ -1032,15 +974,8 @@ def simulate(
         chunk_settings = settings._replace(path=path)
         return _chunk(state, inputs, num_blocks, *scalars, settings=chunk_settings, mesh=mesh)
 
-    def record(ids, codes, redone, redone_loss):  # the exact results of deferred redos
-        status[ids] = codes
-        _finished(redone, redone_loss, np.arange(ids.size), layout.redo_lanes, final, ends, ids)
-
-    pool = _RedoPool(layout, record, runs) if blocking.defer else None
     for k in range(1, max_checks + 1):
-        state, code, loss, fixed_next = _exact_chunk(
-            path, state, inputs, scalars, advance, layout, pool
-        )
+        state, code, loss, fixed_next = _exact_chunk(path, state, inputs, scalars, advance, layout)
         if k == max_checks:
             code = np.where(code == Status.RUNNING, np.int8(Status.UNFINISHED), code)
         done = (layout.slots >= 0) & (code != Status.RUNNING)
@@ -1049,10 +984,8 @@ def simulate(
         if done.any():
             where = np.flatnonzero(done)
             ids = layout.slots[where]
-            stop_step[ids] = k * check_every
-            if pool is not None:  # the pool records its runs' exact results
-                where, ids = where[~pool.deferred[ids]], ids[~pool.deferred[ids]]
             status[ids] = code[where]
+            stop_step[ids] = k * check_every
             _finished(state, loss, where, layout.redo_lanes, final, ends, ids)
         if not keep.size:
             layout = layout._replace(slots=np.full_like(layout.slots, -1))
@@ -1066,8 +999,6 @@ def simulate(
             on_check(k, status.copy())
         if not (layout.slots >= 0).any():
             break
-    if pool is not None:
-        pool.flush(scalars, advance)
     final = Params(*final)
     scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
     initial, last = params, final

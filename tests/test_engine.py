@@ -57,28 +57,24 @@ def test_result_does_not_depend_on_the_device_count(width8, width8_result):
 
 
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
-    """A GPU's blocking (its whole share in one block, deferred redos, unrolled loops),
-    here on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
+    """A GPU's blocking (its whole share in one block, wide redos, unrolled loops), here
+    on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
     from types import SimpleNamespace
 
     runs = _runs(8, 130, delta=0.01)
     cpu = simulate(*runs, check_every=200, max_checks=40)
     gpu = [SimpleNamespace(platform="gpu")]
     blocking_for = engine.blocking_for
-    monkeypatch.setattr(engine, "ACCELERATOR_REDO", 16)  # deferred redos fill the pool
     monkeypatch.setattr(
         engine, "blocking_for", lambda d, n, block=None: blocking_for(gpu * len(d), n, block)
     )
-    assert engine.blocking_for([None, None], 130) == (128, 16, 8, True)
+    assert engine.blocking_for([None, None], 130) == (128, engine.ACCELERATOR_REDO, 8)
     got = simulate(*runs, check_every=200, max_checks=40)
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)
     np.testing.assert_array_equal(got.stop_step, cpu.stop_step)
     for leaf, want in zip(got.params, cpu.params, strict=True):
         np.testing.assert_allclose(leaf, want, rtol=1e-12, atol=1e-300)
-    for field in ("final_loss", "max_kink", "linear_threshold"):
-        np.testing.assert_allclose(getattr(got, field), getattr(cpu, field), rtol=1e-12)
-    np.testing.assert_array_equal(got.pattern_change_step, cpu.pattern_change_step)
 
 
 @pytest.mark.parametrize("path", ["fixed_pattern", "propagator"])
