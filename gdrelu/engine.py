@@ -1,7 +1,8 @@
 """The vectorized training engine: GD on many runs at once, with the paper's stopping checks.
 
-A jit-compiled chunk runs `check_every` GD steps with `lax.scan` for each block of
-`BLOCK` runs, tracking max_i |b_i/a_i| after every step; then it checks each run
+A jit-compiled chunk runs `check_every` GD steps with `lax.scan` for each block of runs
+(`blocking_for`: 64 on a CPU, a device's whole share on an accelerator), tracking
+max_i |b_i/a_i| after every step; then it checks each run
 (PAPER.md, "Outcome of a run"). Between chunks the host moves the runs still active to
 the front, and the next chunk only visits their blocks (a traced count), so work shrinks
 as runs finish while every array keeps its shape: one compile per path and width.
