@@ -402,6 +402,7 @@ TRACE_COUNT = dict.fromkeys(_PATHS, 0)
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
 REDO_BLOCK = 16  # runs per redo on a CPU: few runs leave a chunk, a redo costs O(n) or O(nm)
+CPU_BLOCK_LIMIT = 512  # jax 0.10.2, 2 cores: the propagator chunk hung from blocks of 768
 ACCELERATOR_BLOCK = 1 << 15  # most runs per block on a GPU or TPU
 ACCELERATOR_REDO = 256
 ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
@@ -424,6 +425,11 @@ def blocking_for(devices, runs: int, block: int | None = None) -> Blocking:
     for the same reason it redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops.
     `block` overrides the block size."""
     if devices[0].platform == "cpu":
+        if block is not None and block > CPU_BLOCK_LIMIT:
+            raise ValueError(
+                f"block: {block} runs is over {CPU_BLOCK_LIMIT} on a CPU, where jaxlib's "
+                "batched LAPACK eigh (the checks) deadlocks its thread pool in larger blocks"
+            )
         return Blocking(block or BLOCK, REDO_BLOCK, 1)
     share = -(-runs // len(devices))
     if block is None:

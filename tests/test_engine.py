@@ -193,6 +193,11 @@ def test_bad_arguments_are_named():
         simulate(params, data, step, check_every=0)
 
 
+def test_cpu_blocks_over_the_lapack_limit_are_refused(width8):
+    with pytest.raises(ValueError, match="block: 1024 runs"):
+        simulate(*width8, check_every=200, max_checks=1, block=1024)
+
+
 def test_rows_variant_of_the_certificate_is_available(width8):
     rows = simulate(*width8, check_every=200, max_checks=100, eigenvectors="rows")
     assert np.all(rows.status != Status.RUNNING)
