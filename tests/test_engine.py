@@ -57,7 +57,7 @@ def test_result_does_not_depend_on_the_device_count(width8, width8_result):
 
 
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
-    """A GPU's blocking (its whole share in one block, wide redos, unrolled loops), here
+    """A GPU's blocking (its whole share in one block, other redos, unrolled loops), here
     on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
     from types import SimpleNamespace
 
@@ -66,10 +66,11 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     gpu = [SimpleNamespace(platform="gpu")]
     blocking_for = engine.blocking_for
     monkeypatch.setattr(engine, "ACCELERATOR_REDO", 16)  # several redo calls per check
+    monkeypatch.setattr(engine, "ACCELERATOR_UNROLL", 3)  # 200 steps: a partial iteration
     monkeypatch.setattr(
         engine, "blocking_for", lambda d, n, block=None: blocking_for(gpu * len(d), n, block)
     )
-    assert engine.blocking_for([None, None], 130) == (128, 16, 8)
+    assert engine.blocking_for([None, None], 130) == (128, 16, 3)
     got = simulate(*runs, check_every=200, max_checks=40)
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)
