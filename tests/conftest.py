@@ -1,7 +1,6 @@
 """Shared fixtures: float64 everywhere, and the golden vectors of the paper's reference code."""
 
 import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -12,8 +11,13 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_num_cpu_devices", 2)  # the engine shards runs over devices: test that
 
 DATA = Path(__file__).parent / "data"
-# `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests
-os.environ["GDRELU_CACHE_DIR"] = tempfile.mkdtemp(prefix="gdrelu-test-cache-")
+# `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests, and not
+# at all in this process. The CLI tests run `gdrelu run` in-process, which would turn the
+# persistent cache on for every later test; with it on, jaxlib 0.10.2 once crashed
+# (SIGSEGV in deserialize_executable) reading back an entry of an eagerly run scan that
+# this same process had written. Separate `gdrelu run` processes sharing a cache work
+# (tests/test_cli.py::test_second_run_reads_the_compilation_cache).
+os.environ["GDRELU_CACHE_DIR"] = "none"
 
 
 def golden_case(golden, i):
@@ -44,3 +48,13 @@ def mc_simulated(mc_outcomes):
     params = Params(m["a0"], m["b0"], m["w0"], m["c0"])
     every, checks = int(m["check_every"]), int(m["max_checks"])
     return m, simulate(params, data, m["lr"], check_every=every, max_checks=checks)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. Every XLA CPU executable keeps
+    about three memory mappings (eager operations compile one per shape), and the whole
+    suite in one process passed Linux's default vm.max_map_count of 65 530, where the next
+    compile segfaults."""
+    yield
+    jax.clear_caches()

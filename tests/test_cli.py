@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -180,6 +181,32 @@ def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
     assert main(["run", *command[4:6], "--runs", "11", "--resume", str(part)]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "runs" in err
+
+
+def test_second_run_reads_the_compilation_cache(tmp_path):
+    """Two `gdrelu run` processes sharing --cache-dir: the first fills it, the second
+    loads its programs from it (XLA compiles far less) and writes the same runs."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "gdrelu.cli", "run", "--widths", "4", "--deltas", "0",
+               "--runs", "10", "--check-every", "100", "--max-checks", "20", "--quiet",
+               "--cache-dir", str(cache)]  # fmt: skip
+    logs = []
+    for name in ("first", "second"):
+        env = {**os.environ, "JAX_LOG_COMPILES": "1"}
+        proc = subprocess.run(
+            [*command, "--out", str(tmp_path / name)], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        logs.append(proc.stderr)
+        if name == "first":
+            assert any(cache.iterdir())
+    first, second = ((tmp_path / n / "runs.csv").read_text() for n in ("first", "second"))
+    assert first == second
+    hits = logs[1].count("Persistent compilation cache hit")
+    assert hits > 0, logs[1][-2000:]
 
 
 def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, capsys):
