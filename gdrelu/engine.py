@@ -2,7 +2,7 @@
 
 A jit-compiled chunk runs `check_every` GD steps with `lax.scan` for each block of runs
 (`blocking_for`: 64 on a CPU, a device's whole share on an accelerator), tracking
-max_i |b_i/a_i| after every step; then it checks each run
+max_i |b_i/a_i| after every step; then it checks the runs in larger batches
 (PAPER.md, "Outcome of a run"). Between chunks the host moves the runs still active to
 the front, and the next chunk only visits their blocks (a traced count), so work shrinks
 as runs finish while every array keeps its shape: one compile per path and width.
@@ -369,10 +369,14 @@ def _fixed_pattern(state: RunState, data, step_size, alpha, num_steps, optimizer
     return _refreshed(state, changed), kink, exact, jax.vmap(chunk_end)(state.params)
 
 
-def _propagator_steps(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1):
+def _propagator_steps(
+    state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1, blocks=None
+):
+    """GD on the propagator; `blocks` = (runs per block, traced count of blocks to train),
+    by default the whole batch in one block."""
     del optimizer  # GD only
     moments = jax.vmap(side_moments)(data)
-    runs = state.params.c.shape[0]  # one block of the engine's: its size suits the device
+    block, count = blocks or (state.params.c.shape[0], None)
     c, pending, kink, exact, end = deferred_steps(
         state.params,
         state.deferred,
@@ -380,8 +384,9 @@ def _propagator_steps(state: RunState, data, step_size, alpha, num_steps, optimi
         step_size,
         alpha,
         num_steps,
-        block=runs,
+        block=block,
         unroll=unroll,
+        num_blocks=count,
     )
     return state._replace(params=state.params._replace(c=c), deferred=pending), kink, exact, end
 
@@ -401,8 +406,8 @@ _PATHS = {
 TRACE_COUNT = dict.fromkeys(_PATHS, 0)
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
+CHECK_BLOCK = 512  # runs per check batch on a CPU: fewer kernel launches per run
 REDO_BLOCK = 16  # runs per redo on a CPU: few runs leave a chunk, a redo costs O(n) or O(nm)
-CPU_BLOCK_LIMIT = 512  # jax 0.10.2, 2 cores: the propagator chunk hung from blocks of 768
 ACCELERATOR_BLOCK = 1 << 15  # most runs per block on a GPU or TPU
 ACCELERATOR_REDO = 256
 ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
@@ -410,31 +415,30 @@ ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
 
 class Blocking(NamedTuple):
     """How a device's runs go through a chunk: `block` runs at a time (one after the
-    other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop."""
+    other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
+    the checks `check` runs at a time."""
 
     block: int
     redo: int
     unroll: int
+    check: int
 
 
 def blocking_for(devices, runs: int, block: int | None = None) -> Blocking:
     """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
-    that stay in cache. An accelerator takes its whole share in one block (rounded up to
-    `BLOCK`, at most `ACCELERATOR_BLOCK`): a block's steps are a loop of small kernels
+    that stay in cache, and checks `CHECK_BLOCK` runs at a time. An accelerator takes its
+    whole share in one block (rounded up to `BLOCK`, at most `ACCELERATOR_BLOCK`): a
+    block's steps are a loop of small kernels
     whose launch cost does not grow with the runs, so small blocks would leave it idle;
-    for the same reason it redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops.
-    `block` overrides the block size."""
+    for the same reason it checks them all at once, redoes `ACCELERATOR_REDO` runs at a
+    time and unrolls its loops. `block` overrides the block size."""
     if devices[0].platform == "cpu":
-        if block is not None and block > CPU_BLOCK_LIMIT:
-            raise ValueError(
-                f"block: {block} runs is over {CPU_BLOCK_LIMIT} on a CPU, where jaxlib's "
-                "batched LAPACK eigh (the checks) deadlocks its thread pool in larger blocks"
-            )
-        return Blocking(block or BLOCK, REDO_BLOCK, 1)
+        block = block or BLOCK
+        return Blocking(block, REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block))
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
-    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL)
+    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL, block)
 
 
 def _shard_map(fn, *, mesh, in_specs, out_specs):
@@ -455,33 +459,38 @@ class _ChunkSettings(NamedTuple):
     optimizer: Optimizer
     block: int
     unroll: int = 1
+    check: int = 1
 
 
-def _block_chunk(state, inputs, alpha, min_delta, patience, settings: _ChunkSettings):
-    """`check_every` steps for every run of one block, then the checks."""
-    check_every, rules, path = settings.check_every, settings.rules, settings.path
-    train = _PATHS[path]
-    state, kink, exact, end = train(
+def _trained_block(state, inputs, alpha, settings: _ChunkSettings, **blocks):
+    """`check_every` steps for every run of one block: (state, exact, ChunkEnd)."""
+    state, kink, exact, end = _PATHS[settings.path](
         state,
         inputs.data,
         inputs.step_size,
         alpha,
-        check_every,
+        settings.check_every,
         settings.optimizer,
         settings.unroll,
+        **blocks,
     )
     state = state._replace(
-        max_kink=jnp.maximum(state.max_kink, kink), step=state.step + check_every
+        max_kink=jnp.maximum(state.max_kink, kink), step=state.step + settings.check_every
     )
+    return state, exact, end
+
+
+def _checked_block(state, inputs, end, alpha, min_delta, patience, settings: _ChunkSettings):
+    """The checks of a block of trained runs: (state, status code, loss, fixed_next)."""
     check = jax.vmap(_check_one, in_axes=(0, 0, 0, None, None, None, None, None))
-    lines = path == "propagator"  # its params are not materialized: outputs from the lines
-    code, loss, state = check(state, inputs, end, alpha, min_delta, patience, rules, lines)
-    if path == "propagator" or state.params.a.ndim > 2:
-        fixed_next = jnp.zeros_like(exact)
+    lines = settings.path == "propagator"  # params not materialized: outputs from the lines
+    code, loss, state = check(state, inputs, end, alpha, min_delta, patience, settings.rules, lines)
+    if settings.path == "propagator" or state.params.a.ndim > 2:
+        fixed_next = jnp.zeros(code.shape, bool)
     else:  # whether the next chunk can start on the fixed-pattern path: every kink inside
         kinks = jax.vmap(max_abs_kink)(state.params)
         fixed_next = kinks < jnp.min(jnp.abs(inputs.data.x), axis=-1)
-    return state, code, loss, exact, fixed_next
+    return state, code, loss, fixed_next
 
 
 def _chunk(state: RunState, inputs: _CheckInputs, num_blocks, *scalars, settings, mesh):
@@ -495,8 +504,7 @@ def _chunk(state: RunState, inputs: _CheckInputs, num_blocks, *scalars, settings
     return (_expanded(compact, state), *rest)
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "mesh"))
-def _compiled_chunk(
+def _chunk_program(
     state: RunState,
     inputs: _CheckInputs,
     num_blocks,
@@ -527,35 +535,77 @@ def _compiled_chunk(
     )(state, inputs, num_blocks, alpha, min_delta, patience)
 
 
+# XLA's CPU backend (jax 0.10) hands reductions to YNNPACK, several times slower than its
+# own loops on the checks' sums over 3 and 4 entries: without it a check costs 0.17 µs
+# per run instead of 0.8 µs besides its eigendecomposition, and the general path's step
+# is ~15% faster (2 cores, float64). Other platforms ignore the option.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_CHUNK_PROGRAMS = {
+    platform: jax.jit(_chunk_program, static_argnames=("settings", "mesh"), compiler_options=opts)
+    for platform, opts in (("cpu", CPU_COMPILER_OPTIONS), ("other", None))
+}
+
+
+def _compiled_chunk(state, inputs, num_blocks, *scalars, settings, mesh):
+    """`_chunk_program`, compiled with the options of the mesh's platform."""
+    platform = "cpu" if mesh.devices.flat[0].platform == "cpu" else "other"
+    return _CHUNK_PROGRAMS[platform](
+        state, inputs, num_blocks, *scalars, settings=settings, mesh=mesh
+    )
+
+
 def _local_chunk(state, inputs, num_blocks, alpha, min_delta, patience, *, settings):
-    """`_chunk` on one device's share of the runs."""
+    """`_chunk` on one device's share of the runs: the first num_blocks[1] blocks train,
+    then their runs are checked `settings.check` at a time (the checks' small kernels and
+    eigendecompositions cost less per run in larger batches than the steps' blocks)."""
     runs = state.max_kink.shape[0]
     block = min(settings.block, runs)
-    out = (
-        state,
-        jnp.full((runs,), Status.RUNNING, jnp.int8),
-        jnp.zeros((runs,), state.max_kink.dtype),
-        jnp.ones((runs,), bool),
-        jnp.zeros((runs,), bool),
-    )
+    check = min(settings.check, runs)
 
     def on(path):
         chunk_settings = settings._replace(path=path)
-        return lambda part: _block_chunk(*part, alpha, min_delta, patience, chunk_settings)
+        return lambda part: _trained_block(*part, alpha, chunk_settings)
 
-    def body(i, out):
-        start = i * block
-        part = jax.tree.map(
-            lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), (state, inputs)
-        )
+    def part_at(tree, start, size):
+        return jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, size), tree)
+
+    def put_at(out, done, start):
+        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
+        return jax.tree.map(put, out, done)
+
+    def train(i, out):
+        part = part_at((out[0], inputs), i * block, block)
         if settings.path == "fixed_pattern":
             done = jax.lax.cond(i < num_blocks[0], on("fixed_pattern"), on("general"), part)
         else:
             done = on(settings.path)(part)
-        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
-        return jax.tree.map(put, out, done)
+        return put_at(out, done, i * block)
 
-    return jax.lax.fori_loop(0, num_blocks[1], body, out)
+    if settings.path == "propagator":  # O(1) per step: only its steps go block by block
+        blocks = {"blocks": (block, num_blocks[1])}
+        trained, exact, end = _trained_block(state, inputs, alpha, settings, **blocks)
+    else:
+        one_block = jax.eval_shape(on(settings.path), part_at((state, inputs), 0, block))
+        end = jax.tree.map(lambda v: jnp.zeros((runs, *v.shape[1:]), v.dtype), one_block[2])
+        trained, exact, end = jax.lax.fori_loop(
+            0, num_blocks[1], train, (state, jnp.ones((runs,), bool), end)
+        )
+
+    def checked(j, out):
+        # the last batch ends at the share's end; lanes it checks twice get the same result
+        start = jnp.minimum(j * check, runs - check)
+        part = part_at((trained, inputs, end), start, check)
+        return put_at(out, _checked_block(*part, alpha, min_delta, patience, settings), start)
+
+    out = (
+        trained,
+        jnp.full((runs,), Status.RUNNING, jnp.int8),
+        jnp.zeros((runs,), state.max_kink.dtype),
+        jnp.zeros((runs,), bool),
+    )
+    batches = (num_blocks[1] * block + check - 1) // check
+    state, code, loss, fixed_next = jax.lax.fori_loop(0, batches, checked, out)
+    return state, code, loss, exact, fixed_next
 
 
 @jax.jit
@@ -735,18 +785,21 @@ def chunk_runner(
     block: int | None = None,
     unroll: int | None = None,
     devices=None,
+    rules: tuple[str, ...] = STOP_RULES,
 ) -> Callable[[int], None]:
     """For benchmarks: `run(chunks)` trains every run with GD for `chunks` chunks of
     `check_every` steps with the checks after each, as `simulate` does, but drops no run
     and redoes nothing (the work stays the same from chunk to chunk). `block` and
-    `unroll` override the device's `blocking_for`."""
+    `unroll` override the device's `blocking_for`; `rules` are the stopping checks."""
     dtype = params.c.dtype
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), params.c.shape)
     inputs = check_inputs(data, steps, data, data)
     state, inputs, layout, mesh = _placed(params, inputs, None, None, GD, block, devices, False)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
     blocking = layout.blocking
-    settings = _ChunkSettings(check_every, STOP_RULES, path, GD, blocking.block, blocking.unroll)
+    settings = _ChunkSettings(
+        check_every, rules, path, GD, blocking.block, blocking.unroll, blocking.check
+    )
     if unroll is not None:
         settings = settings._replace(unroll=unroll)
 
@@ -975,7 +1028,9 @@ def simulate(
     )
     per_device = layout.slots.size // mesh.size
     blocking = layout.blocking
-    settings = _ChunkSettings(check_every, rules, path, optimizer, blocking.block, blocking.unroll)
+    settings = _ChunkSettings(
+        check_every, rules, path, optimizer, blocking.block, blocking.unroll, blocking.check
+    )
 
     def advance(state, inputs, num_blocks, *scalars, path):
         chunk_settings = settings._replace(path=path)

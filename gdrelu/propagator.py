@@ -142,17 +142,21 @@ def deferred_steps(
     *,
     block: int = 64,
     unroll: int = 1,
+    num_blocks=None,
 ) -> tuple[jax.Array, Deferred, jax.Array, jax.Array, ChunkEnd]:
     """`propagator_steps` in O(1) per run: `params` are the reference parameters of
     `state` (only their c and the tracked neurons are read). Returns (new c, new state,
     max kink, exact, ChunkEnd); the reference parameters stay as they are.
 
-    The runs go through in blocks of `block` (they must divide the batch): O(1) per step
-    makes the per-step state tiny, and on a CPU it should stay in cache. `unroll` steps
-    go in one iteration of the compiled loop (an accelerator launches each iteration's
-    kernels, whatever the block).
+    The steps go through the runs in blocks of `block` (they must divide the batch): O(1)
+    per step makes the per-step state tiny, and on a CPU it should stay in cache; only the
+    first `num_blocks` blocks (a traced count; default all) take steps, the others keep
+    Φ = I. The work once per chunk (the tracked neurons in, the Grams and Φ_t out) is done
+    for the whole batch at once, outside the loop over blocks. `unroll` steps go in one
+    iteration of the compiled loop (an accelerator launches each iteration's kernels,
+    whatever the block).
     """
-    runs = params.c.shape[0]
+    runs, dtype = params.c.shape[0], params.c.dtype
     block = min(block, runs)
     if runs % block:
         raise ValueError(f"{runs} runs do not split into blocks of {block}")
@@ -162,10 +166,37 @@ def deferred_steps(
     phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
     tracked = jnp.sum(phi_t * tracked[..., None, :], -1)  # (tiny batched products are
     # slow as dots on CPUs: written as sums here and below)
-    args = (params.c, tracked, tracked_plus, state, moments, jnp.broadcast_to(step_size, (runs,)))
-    blocks = jax.tree.map(lambda v: v.reshape(runs // block, block, *v.shape[1:]), args)
-    out = jax.lax.map(lambda b: _block_steps(*b, alpha, num_steps, unroll), blocks)
-    return jax.tree.map(lambda v: v.reshape(runs, *v.shape[2:]), out)
+    # inside, the runs axis comes last (vector lanes)
+    grams = state.grams.transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
+    fixed = (
+        grams,
+        tracked_plus.T,
+        state.tracked_real.T,
+        SideMoments(*(v.T for v in moments)),  # (2, runs): data side s = +, -
+        jnp.broadcast_to(step_size, (runs,)),
+    )
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
+    zeros = jnp.zeros((runs,), dtype)
+    carry = (eye, params.c, tracked.transpose(2, 1, 0), zeros, jnp.zeros((runs,), bool))
+
+    def lanes(tree, start):
+        return jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, block, -1), tree)
+
+    def one_block(i, carry):
+        start = i * block
+        done = _block_steps(*lanes((*carry, *fixed), start), alpha, num_steps, unroll)
+        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=-1)
+        return jax.tree.map(put, carry, done)
+
+    count = runs // block if num_blocks is None else num_blocks
+    phi, c, tracked, kink, moved = jax.lax.fori_loop(0, count, one_block, carry)
+    left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
+    new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
+    old_phi = state.phi.transpose(1, 2, 3, 0)
+    new_phi = jnp.sum(phi[:, :, :, None] * old_phi[:, None], 2).transpose(3, 0, 1, 2)
+    end = ChunkEnd(grams=new_grams, witnesses=tracked.transpose(2, 1, 0), real=state.tracked_real)
+    new = state._replace(phi=new_phi, grams=new_grams)
+    return c, new, kink, state.fits & ~moved, end
 
 
 def _pair(alpha, first, second):
@@ -179,14 +210,11 @@ def _sum3(term):
     return term(0) + term(1) + term(2)
 
 
-def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps, unroll=1):
-    """`deferred_steps` of one block; inside, the runs axis comes last (vector lanes)."""
-    dtype = c.dtype
-    grams = state.grams.transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
-    tracked = tracked.transpose(2, 1, 0)  # (3, T, runs)
-    tracked_plus = tracked_plus.T
-    real = state.tracked_real.T
-    moments = SideMoments(*(v.T for v in moments))  # (2, runs): data side s = +, -
+def _block_steps(
+    phi, c, tracked, kink, moved, grams, tracked_plus, real, moments, h, alpha, num_steps, unroll=1
+):
+    """`num_steps` steps of one block from (Φ_t, c, tracked, kink, moved), runs axis last:
+    the same, after the steps."""
 
     def body(carry, _):
         phi, c, tracked, kink, moved = carry  # phi: Φ_t, (2, 3, 3, runs)
@@ -216,14 +244,5 @@ def _block_steps(c, tracked, tracked_plus, state, moments, h, alpha, num_steps, 
         moved = functools.reduce(jnp.logical_or, flipped, moved)
         return (phi, c, tracked, kink, moved), None
 
-    runs = c.shape[0]
-    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
-    carry = (eye, c, tracked, jnp.zeros((runs,), dtype), jnp.zeros((runs,), bool))
-    (phi, c, tracked, kink, moved), _ = jax.lax.scan(body, carry, length=num_steps, unroll=unroll)
-    left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
-    new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
-    old_phi = state.phi.transpose(1, 2, 3, 0)
-    new_phi = jnp.sum(phi[:, :, :, None] * old_phi[:, None], 2).transpose(3, 0, 1, 2)
-    end = ChunkEnd(grams=new_grams, witnesses=tracked.transpose(2, 1, 0), real=real.T)
-    new = state._replace(phi=new_phi, grams=new_grams)
-    return c, new, kink, state.fits & ~moved, end
+    carry = (phi, c, tracked, kink, moved)
+    return jax.lax.scan(body, carry, length=num_steps, unroll=unroll)[0]

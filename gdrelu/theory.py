@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from gdrelu import jacobi
 from gdrelu.data import WeightedData, side_masks
 from gdrelu.model import STANDARD, Params, Scaling, activation, active_neurons, preactivations
 
@@ -37,6 +38,17 @@ def _over_runs(fn):
 
 def _call_with_kwargs(fn, kwargs, *args):
     return fn(*args, **kwargs)
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a @ b for small matrices, as a broadcast product and a sum: under `vmap` a batched
+    dot of 4×4 matrices is a loop of tiny GEMM calls on a CPU, this an elementwise loop."""
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _mv(a: jax.Array, v: jax.Array) -> jax.Array:
+    """a @ v for a small matrix (`_mm`'s reason)."""
+    return jnp.sum(a * v[..., None, :], axis=-1)
 
 
 def _block_diag(top: jax.Array, bottom: jax.Array) -> jax.Array:
@@ -90,12 +102,12 @@ def _reference_matrix(grams: jax.Array, alpha) -> jax.Array:
     g = grams[:, :2, :2] + grams[:, 2, 2][:, None, None] * jnp.eye(2, dtype=dtype)
     c = jnp.zeros((4, 4), dtype).at[jnp.ix_(jnp.array([1, 3]), jnp.array([1, 3]))].set(1.0)
     b = _coupling(alpha, dtype)
-    return c + b @ _block_diag(g[0], g[1]) @ b
+    return c + _mm(_mm(b, _block_diag(g[0], g[1])), b)
 
 
 def _iteration_matrix(grams: jax.Array, root: jax.Array, alpha) -> jax.Array:
     """M^{1/2} A_ref M^{1/2}, (4, 4)."""
-    return root @ _reference_matrix(grams, alpha) @ root
+    return _mm(_mm(root, _reference_matrix(grams, alpha)), root)
 
 
 @_over_runs
@@ -137,13 +149,13 @@ def ntk_step_size(
 def _linear_coordinates(grams: jax.Array, alpha) -> jax.Array:
     """The per-side lines while no kink crossed: u = B (Σ₊[w,a], Σ₊[w,b], Σ₋[w,a], Σ₋[w,b])."""
     v = jnp.stack([grams[0, _W, _A], grams[0, _W, _B], grams[1, _W, _A], grams[1, _W, _B]])
-    return _coupling(alpha, grams.dtype) @ v
+    return _mv(_coupling(alpha, grams.dtype), v)
 
 
 def linear_outputs(grams: jax.Array, c: jax.Array, x: jax.Array, alpha=0.0) -> jax.Array:
     """f(x_j) of one 1-D run while no kink has crossed the data: c plus its side's line,
     from the Grams alone (O(m), not O(n·m)); (m,)."""
-    return c + _side_features(x) @ _linear_coordinates(grams, alpha)
+    return c + _mv(_side_features(x), _linear_coordinates(grams, alpha))
 
 
 def _side_features(x: jax.Array) -> jax.Array:
@@ -202,16 +214,16 @@ def certificate(
     root, pinv_root = roots
     k = _iteration_matrix(grams, root, alpha)
     residual = data.y - linear_outputs(grams, c, data.x, alpha)
-    u_hat = _side_features(data.x).T @ (data.weights * residual)
-    psi0 = pinv_root @ u_hat
+    u_hat = _mv(_side_features(data.x).T, data.weights * residual)
+    psi0 = _mv(pinv_root, u_hat)
 
-    lam, vecs = jnp.linalg.eigh(k)
+    lam, vecs = jacobi.eigh(k)  # elementwise over runs: no LAPACK call per matrix
     mu = 1.0 - h * lam
     rho = jnp.max(jnp.abs(mu))
     big_s = 2.0 * h / (1.0 - rho)
     basis = vecs if eigenvectors == "columns" else vecs.T
     u_inf = jnp.max(jnp.abs(basis), axis=0)
-    s_psi = jnp.sum(h / jnp.abs(1.0 - mu) * jnp.abs(vecs.T @ psi0) * u_inf)
+    s_psi = jnp.sum(h / jnp.abs(1.0 - mu) * jnp.abs(_mv(vecs.T, psi0)) * u_inf)
 
     b_norm = 1.0 + jnp.abs(alpha)
     root_norm = jnp.max(jnp.sum(jnp.abs(root), axis=1))
@@ -221,7 +233,7 @@ def certificate(
     abs_grams = jnp.abs(grams)
     gram_norms = jnp.max(jnp.sum(abs_grams, axis=2), axis=1)
     d = (
-        kappa * (q @ abs_grams + abs_grams @ q)
+        kappa * (_mm(q, abs_grams) + _mm(abs_grams, q))
         + (8.0 * kappa**2 * jnp.exp(4.0 * kappa) * gram_norms)[:, None, None]
     )
     g_w = jnp.max(d[:, _W, _W])
@@ -235,7 +247,7 @@ def certificate(
     delta = big_s * root_norm**2 * a_diff
 
     theta = jnp.abs(witnesses)
-    err = kappa * theta @ q.T + (2.0 * kappa**2 * jnp.exp(2.0 * kappa)) * jnp.max(
+    err = kappa * _mm(theta, q.T) + (2.0 * kappa**2 * jnp.exp(2.0 * kappa)) * jnp.max(
         theta, axis=1, keepdims=True
     )
     x_min = jnp.min(jnp.abs(data.x))
