@@ -8,8 +8,10 @@ with the stopping checks every 1000 steps and no run dropped, by
   devices: one CPU device per core), after one warm-up call: `first` is that call
   (compile + run), the throughput is the median of `--repeats` timings.
 Throughput = width × steps × runs / s (neuron-steps/s). `check %` is the share of a
-propagator chunk spent outside its 1000 GD steps (setup, checks: a chunk of 1 step
-against one of 1000). `general GFLOP/s` and `GB/s`: XLA's cost model of one GD step of
+propagator chunk spent outside its 1000 GD steps (setup, bookkeeping, checks: a chunk of
+1 step against one of 1000); `rules %` the part of it the stopping rules take (crossed,
+degenerate and the certificate with its eigendecompositions: a 1-step chunk with them
+less one without). `general GFLOP/s` and `GB/s`: XLA's cost model of one GD step of
 the batch (flops, bytes accessed) times the steps, over the general path's time, the
 achieved rates to set against the device's peak. On an accelerator, `--neurons 4194304`
 gives the width sweep enough runs to fill it.
@@ -21,6 +23,7 @@ gives the width sweep enough runs to fill it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -68,7 +71,16 @@ def time_numpy(params, data, step_size, steps: int) -> float:
 
 
 def time_engine(
-    params, data, step_size, steps, path, dtype, repeats, check_every=CHECK_EVERY, unroll=None
+    params,
+    data,
+    step_size,
+    steps,
+    path,
+    dtype,
+    repeats,
+    check_every=CHECK_EVERY,
+    unroll=None,
+    rules=None,
 ):
     """(first call: compile + one chunk, median seconds of `steps // check_every` chunks)."""
     from gdrelu import engine
@@ -84,6 +96,7 @@ def time_engine(
         path=path,
         check_every=check_every,
         unroll=unroll,
+        **({} if rules is None else {"rules": rules}),
     )
     start = time.perf_counter()
     run(1)
@@ -143,17 +156,21 @@ def bench(
         chunks = max(1, steps // CHECK_EVERY) * CHECK_EVERY
         row["general_flop_rate"] = flops * chunks / row["general_s"]
         row["general_byte_rate"] = moved * chunks / row["general_s"]
-    _, one_step = time_engine(
-        params, data, step_size, 1, "propagator", dtype, repeats, 1, unroll=unroll
-    )
-    row["check_share"] = one_step / (row["propagator_s"] / max(1, steps // CHECK_EVERY))
+    chunk = row["propagator_s"] / max(1, steps // CHECK_EVERY)
+    # 1-step chunks are short and noisy: many repeats
+    one = functools.partial(time_engine, params, data, step_size, 1, "propagator", dtype)
+    _, one_step = one(max(repeats, 21), 1, unroll=unroll)
+    _, no_rules = one(max(repeats, 21), 1, unroll=unroll, rules=())
+    row["check_share"] = one_step / chunk
+    row["rules_share"] = max(0.0, one_step - no_rules) / chunk
     return row
 
 
 def markdown_table(rows: list[dict]) -> str:
     """The results as a markdown table (throughputs in neuron-steps/s; ratios to NumPy)."""
     head = "| width | runs | dtype | numpy | " + " | ".join(PATHS)
-    head += " | " + " | ".join(f"{p}/numpy" for p in PATHS) + " | propagator first (s) | check % |"
+    head += " | " + " | ".join(f"{p}/numpy" for p in PATHS)
+    head += " | propagator first (s) | check % | rules % |"
     head += " general GFLOP/s | general GB/s |"
     lines = [head, "|" + "---:|" * (head.count("|") - 1)]
     for r in rows:
@@ -161,6 +178,7 @@ def markdown_table(rows: list[dict]) -> str:
         cells += [_fmt(r.get(p)) for p in PATHS]
         cells += [_fmt(r.get(f"{p}/numpy"), ".1f") for p in PATHS]
         cells += [_fmt(r.get("propagator_first_s"), ".2f"), _fmt(100 * r["check_share"], ".1f")]
+        cells += [_fmt(100 * r.get("rules_share", float("nan")), ".1f")]
         cells += [_fmt(r.get(f"general_{k}_rate", 0) / 1e9 or None) for k in ("flop", "byte")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -177,7 +195,7 @@ def _progress(row: dict) -> str:
         )
     return (
         f"{row['dtype']} width {row['width']} runs {row['runs']}: {rates} neuron-steps/s; "
-        f"check {100 * row['check_share']:.1f}%{cost}"
+        f"check {100 * row['check_share']:.1f}% (rules {100 * row['rules_share']:.1f}%){cost}"
     )
 
 
