@@ -96,7 +96,7 @@ def time_engine(
         path=path,
         check_every=check_every,
         unroll=unroll,
-        **({} if rules is None else {"rules": rules}),
+        rules=engine.STOP_RULES if rules is None else rules,
     )
     start = time.perf_counter()
     run(1)

@@ -457,9 +457,7 @@ class _ChunkSettings(NamedTuple):
     rules: tuple[str, ...]
     path: str
     optimizer: Optimizer
-    block: int
-    unroll: int = 1
-    check: int = 1
+    blocking: Blocking
 
 
 def _trained_block(state, inputs, alpha, settings: _ChunkSettings, **blocks):
@@ -471,7 +469,7 @@ def _trained_block(state, inputs, alpha, settings: _ChunkSettings, **blocks):
         alpha,
         settings.check_every,
         settings.optimizer,
-        settings.unroll,
+        settings.blocking.unroll,
         **blocks,
     )
     state = state._replace(
@@ -516,8 +514,8 @@ def _chunk_program(
     mesh,
 ):
     """A chunk on every device of `mesh`, each visiting the first num_blocks[d, 1] blocks
-    of `settings.block` runs of its share: (state, status code, loss, exact, fixed_next),
-    runs axis first. On the fixed-pattern path, the blocks from num_blocks[d, 0] on (runs
+    of `settings.blocking.block` runs of its share: (state, status code, loss, exact,
+    fixed_next), runs axis first. On the fixed-pattern path, the blocks from num_blocks[d, 0] on (runs
     whose kinks left the data-free zone) train on the general path; `fixed_next` says
     which runs can start the next chunk on the fixed-pattern path.
 
@@ -556,11 +554,12 @@ def _compiled_chunk(state, inputs, num_blocks, *scalars, settings, mesh):
 
 def _local_chunk(state, inputs, num_blocks, alpha, min_delta, patience, *, settings):
     """`_chunk` on one device's share of the runs: the first num_blocks[1] blocks train,
-    then their runs are checked `settings.check` at a time (the checks' small kernels and
-    eigendecompositions cost less per run in larger batches than the steps' blocks)."""
+    then their runs are checked `settings.blocking.check` at a time (the checks' small
+    kernels and eigendecompositions cost less per run in larger batches than the steps'
+    blocks)."""
     runs = state.max_kink.shape[0]
-    block = min(settings.block, runs)
-    check = min(settings.check, runs)
+    block = min(settings.blocking.block, runs)
+    check = min(settings.blocking.check, runs)
 
     def on(path):
         chunk_settings = settings._replace(path=path)
@@ -796,12 +795,8 @@ def chunk_runner(
     inputs = check_inputs(data, steps, data, data)
     state, inputs, layout, mesh = _placed(params, inputs, None, None, GD, block, devices, False)
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
-    blocking = layout.blocking
-    settings = _ChunkSettings(
-        check_every, rules, path, GD, blocking.block, blocking.unroll, blocking.check
-    )
-    if unroll is not None:
-        settings = settings._replace(unroll=unroll)
+    blocking = layout.blocking if unroll is None else layout.blocking._replace(unroll=unroll)
+    settings = _ChunkSettings(check_every, rules, path, GD, blocking)
 
     def run(chunks: int) -> None:
         current = state
@@ -1028,9 +1023,7 @@ def simulate(
     )
     per_device = layout.slots.size // mesh.size
     blocking = layout.blocking
-    settings = _ChunkSettings(
-        check_every, rules, path, optimizer, blocking.block, blocking.unroll, blocking.check
-    )
+    settings = _ChunkSettings(check_every, rules, path, optimizer, blocking)
 
     def advance(state, inputs, num_blocks, *scalars, path):
         chunk_settings = settings._replace(path=path)
