@@ -515,9 +515,9 @@ def _chunk_program(
 ):
     """A chunk on every device of `mesh`, each visiting the first num_blocks[d, 1] blocks
     of `settings.blocking.block` runs of its share: (state, status code, loss, exact,
-    fixed_next), runs axis first. On the fixed-pattern path, the blocks from num_blocks[d, 0] on (runs
-    whose kinks left the data-free zone) train on the general path; `fixed_next` says
-    which runs can start the next chunk on the fixed-pattern path.
+    fixed_next), runs axis first. On the fixed-pattern path, the blocks from
+    num_blocks[d, 0] on (runs whose kinks left the data-free zone) train on the general
+    path; `fixed_next` says which runs can start the next chunk on the fixed-pattern path.
 
     The run count only sets the shape and each device's blocks go one after the other:
     one compile per path and width, however many runs are still active.
