@@ -164,14 +164,16 @@ def default_cache_dir() -> Path | None:
 
 
 def use_compilation_cache(path: Path | None) -> None:
-    """Keep compiled programs on disk: a second run with the same shapes compiles nothing
-    (JAX checks the compiler version and the program in each entry's key)."""
+    """Keep every compiled program on disk: a second run with the same shapes compiles
+    nothing (JAX checks the compiler version and the program in each entry's key). Small
+    programs too: a default run's 75 programs take 1.9 MB, and loading the ~60 that
+    compile in under 0.2 s saves ~3.5 s of a warm 17 s run on 2 CPU cores."""
     if path is None or str(path).lower() == "none":
         return
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _spec_from(args):
