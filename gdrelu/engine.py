@@ -638,17 +638,17 @@ def _redo(lanes, path, start, inputs, scalars, advance, layout, out):
     `out` = (state, code, loss, fixed_next) of the chunk, updated."""
     state, code, loss, fixed_next = out
     code, fixed_next = code.copy(), fixed_next.copy()
-    size = layout.redo_lanes
+    size, mesh = layout.redo_lanes, layout.sharding.mesh
     for first in range(0, lanes.size, size):
         part = lanes[first : first + size]
         picked = jnp.asarray(_padded(part, size))
         redo_state, redo_code, redo_loss, _, redo_next = advance(
-            *_take((start, inputs), picked, layout.sharding),
+            *_gathered((start, inputs), picked, mesh),
             layout.one_block,
             *scalars,
             path=path,
         )
-        state, loss = _put((state, loss), picked, (redo_state, redo_loss), layout.sharding)
+        state, loss = _put((state, loss), picked, (redo_state, redo_loss), mesh)
         code[part] = np.asarray(redo_code)[: part.size]
         fixed_next[part] = np.asarray(redo_next)[: part.size]
     return state, code, loss, fixed_next
@@ -737,12 +737,53 @@ def _take(tree, positions, sharding):
     return jax.lax.with_sharding_constraint(taken, sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("sharding",))
-def _put(tree, positions, parts, sharding):
-    put = jax.tree.map(
-        lambda leaf, part: leaf.at[positions].set(part, mode="promise_in_bounds"), tree, parts
-    )
-    return jax.lax.with_sharding_constraint(put, sharding)
+def _lanes(tree, positions, mesh):
+    """The lanes at `positions` (k,) of a runs-sharded `tree`, sharded over the runs axis
+    (k a multiple of the devices). Each device picks the lanes it holds and the devices
+    swap only those: O(k) traffic, where `_take` gathers the whole batch on every device."""
+
+    def local(tree, positions):
+        per_device = jax.tree.leaves(tree)[0].shape[0]
+        device = jax.lax.axis_index(RUNS_AXIS)
+        share = positions.shape[0] // mesh.size
+        mine = device * share + jnp.arange(share)
+        owner = (positions // per_device)[mine]
+        own = positions - device * per_device
+
+        def picked(leaf):
+            every = jax.lax.all_gather(jnp.take(leaf, own, axis=0, mode="clip"), RUNS_AXIS)
+            return every[owner, mine]
+
+        return jax.tree.map(picked, tree)
+
+    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
+    return _shard_map(local, mesh=mesh, in_specs=(runs, scalar), out_specs=runs)(tree, positions)
+
+
+_gathered = jax.jit(_lanes, static_argnames=("mesh",))
+
+
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _put(tree, positions, parts, mesh):
+    """`tree` with the lanes at `positions` set to `parts` (sharded like the result of
+    `_lanes`); each device writes the lanes it holds. (Not donated: a chunk's outputs
+    share the buffers of the fields it leaves unchanged with its inputs, which a redo
+    reads again.)"""
+
+    def local(tree, positions, parts):
+        per_device = jax.tree.leaves(tree)[0].shape[0]
+        own = positions - jax.lax.axis_index(RUNS_AXIS) * per_device
+        own = jnp.where((own >= 0) & (own < per_device), own, per_device)  # others: dropped
+
+        def put(leaf, part):
+            every = jax.lax.all_gather(part, RUNS_AXIS, tiled=True)
+            return leaf.at[own].set(every, mode="drop")
+
+        return jax.tree.map(put, tree, parts)
+
+    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
+    put = _shard_map(local, mesh=mesh, in_specs=(runs, scalar, runs), out_specs=runs)
+    return put(tree, positions, parts)
 
 
 def _padded(positions: np.ndarray, size: int) -> np.ndarray:
@@ -817,20 +858,21 @@ def _run_end(state: RunState) -> dict[str, jax.Array]:
     return {name: getattr(state, name) for name in _RUN_END}
 
 
-@jax.jit
-def _ending(state: RunState, loss, positions) -> tuple[Params, dict[str, jax.Array]]:
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _ending(state: RunState, loss, positions, mesh) -> tuple[Params, dict[str, jax.Array]]:
     """The lanes at `positions`: their materialized parameters and run-end values."""
-    state, loss = jax.tree.map(lambda v: jnp.take(v, positions, axis=0, mode="clip"), (state, loss))
+    state, loss = _lanes((state, loss), positions, mesh)
     return materialized_params(state), {"loss": loss, **_run_end(state)}
 
 
-def _finished(state, loss, lanes, size, final, ends, ids) -> None:
+def _finished(state, loss, lanes, layout, final, ends, ids) -> None:
     """Copy the parameters and run-end values of `lanes` into `final` and `ends` at `ids`,
-    `size` lanes at a time: only the finished runs cross to the host, not the batch."""
+    `layout.redo_lanes` at a time: only the finished runs cross to the host."""
+    size, mesh = layout.redo_lanes, layout.sharding.mesh
     for first in range(0, lanes.size, size):
         part = lanes[first : first + size]
         got = ids[first : first + size]
-        host_params, host_ends = jax.device_get(_ending(state, loss, _padded(part, size)))
+        host_params, host_ends = jax.device_get(_ending(state, loss, _padded(part, size), mesh))
         for name, values in host_ends.items():
             ends[name][got] = values[: part.size]
         for out, leaf in zip(final, host_params, strict=True):
@@ -1041,7 +1083,7 @@ def simulate(
             ids = layout.slots[where]
             status[ids] = code[where]
             stop_step[ids] = k * check_every
-            _finished(state, loss, where, layout.redo_lanes, final, ends, ids)
+            _finished(state, loss, where, layout, final, ends, ids)
         if not keep.size:
             layout = layout._replace(slots=np.full_like(layout.slots, -1))
         elif done.any() or moved:  # the active runs first on each device: shapes never change

@@ -57,6 +57,34 @@ def test_result_does_not_depend_on_the_device_count(width8, width8_result):
         np.testing.assert_array_equal(got, full)
 
 
+def test_lanes_and_put_move_exactly_the_lanes_asked_for():
+    """`_lanes` and `_put` (each device moves the lanes it holds) against numpy's take
+    and set, bit for bit: signed zeros, NaN, ints and bools, lanes on either device,
+    repeated lanes."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.devices()), (engine.RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(engine.RUNS_AXIS))
+    rng = np.random.default_rng(0)
+    floats = rng.normal(size=(12, 3))
+    floats[[1, 10], 0] = -0.0, np.nan
+    tree = (floats, rng.integers(0, 2**32, (12, 2), dtype=np.uint32), rng.random(12) < 0.5)
+    placed = jax.device_put(tree, sharding)
+    positions = np.array([10, 1, 1, 7, 0, 11])
+    taken = engine._gathered(placed, jax.numpy.asarray(positions), mesh)
+    for got, leaf in zip(taken, tree, strict=True):
+        expected = leaf[positions]
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint8), expected.view(np.uint8))
+        assert got.sharding.is_equivalent_to(sharding, got.ndim)
+    lanes = np.array([10, 1, 7, 7, 0, 11])  # a repeated lane gets the same value twice
+    values = tuple(np.flip(leaf[positions], 0)[[0, 1, 2, 2, 4, 5]] for leaf in tree)
+    put = engine._put(placed, jax.numpy.asarray(lanes), jax.device_put(values, sharding), mesh)
+    for got, leaf, value in zip(put, tree, values, strict=True):
+        expected = leaf.copy()
+        expected[lanes] = value
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint8), expected.view(np.uint8))
+
+
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     """A GPU's blocking (its whole share in one block, other redos, unrolled loops), here
     on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
