@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -370,10 +371,18 @@ def _fixed_pattern(state: RunState, data, step_size, alpha, num_steps, optimizer
 
 
 def _propagator_steps(
-    state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1, blocks=None
+    state: RunState,
+    data,
+    step_size,
+    alpha,
+    num_steps,
+    optimizer,
+    unroll=1,
+    blocks=None,
+    kernel="xla",
 ):
     """GD on the propagator; `blocks` = (runs per block, traced count of blocks to train),
-    by default the whole batch in one block."""
+    by default the whole batch in one block; `kernel` as in `Blocking`."""
     del optimizer  # GD only
     moments = jax.vmap(side_moments)(data)
     block, count = blocks or (state.params.c.shape[0], None)
@@ -387,6 +396,7 @@ def _propagator_steps(
         block=block,
         unroll=unroll,
         num_blocks=count,
+        kernel=kernel,
     )
     return state._replace(params=state.params._replace(c=c), deferred=pending), kink, exact, end
 
@@ -416,29 +426,52 @@ ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
 class Blocking(NamedTuple):
     """How a device's runs go through a chunk: `block` runs at a time (one after the
     other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
-    the checks `check` runs at a time."""
+    the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
+    loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
+    Pallas' interpret mode, on a CPU)."""
 
     block: int
     redo: int
     unroll: int
     check: int
+    kernel: str = "xla"
 
 
-def blocking_for(devices, runs: int, block: int | None = None) -> Blocking:
+KERNEL_VARIABLE = "GDRELU_PROPAGATOR_KERNEL"
+
+
+def _kernel_for(platform: str, kernel: str | None) -> str:
+    """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "xla"), checked for `platform`."""
+    kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "xla"
+    if kernel not in ("xla", "pallas", "interpret"):
+        raise ValueError(
+            f"kernel (${KERNEL_VARIABLE}): 'xla', 'pallas' or 'interpret', not {kernel!r}"
+        )
+    if kernel == "pallas" and platform != "gpu":
+        raise ValueError(
+            f"kernel (${KERNEL_VARIABLE}) 'pallas' compiles with Triton for NVIDIA GPUs, not "
+            f"{platform}; 'interpret' runs it in Pallas' interpret mode"
+        )
+    return kernel
+
+
+def blocking_for(devices, runs: int, block: int | None = None, kernel=None) -> Blocking:
     """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
     that stay in cache, and checks `CHECK_BLOCK` runs at a time. An accelerator takes its
     whole share in one block (rounded up to `BLOCK`, at most `ACCELERATOR_BLOCK`): a
     block's steps are a loop of small kernels
     whose launch cost does not grow with the runs, so small blocks would leave it idle;
     for the same reason it checks them all at once, redoes `ACCELERATOR_REDO` runs at a
-    time and unrolls its loops. `block` overrides the block size."""
+    time and unrolls its loops. `block` overrides the block size; `kernel` is the
+    propagator's (`Blocking`; default $GDRELU_PROPAGATOR_KERNEL, else "xla")."""
+    kernel = _kernel_for(devices[0].platform, kernel)
     if devices[0].platform == "cpu":
         block = block or BLOCK
-        return Blocking(block, REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block))
+        return Blocking(block, REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block), kernel)
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
-    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL, block)
+    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel)
 
 
 def _shard_map(fn, *, mesh, in_specs, out_specs):
@@ -581,7 +614,7 @@ def _local_chunk(state, inputs, num_blocks, alpha, min_delta, patience, *, setti
         return put_at(out, done, i * block)
 
     if settings.path == "propagator":  # O(1) per step: only its steps go block by block
-        blocks = {"blocks": (block, num_blocks[1])}
+        blocks = {"blocks": (block, num_blocks[1]), "kernel": settings.blocking.kernel}
         trained, exact, end = _trained_block(state, inputs, alpha, settings, **blocks)
     else:
         one_block = jax.eval_shape(on(settings.path), part_at((state, inputs), 0, block))
@@ -792,7 +825,9 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
-def _placed(params, inputs: _CheckInputs, noise_key, scaling, optimizer, block, devices, mixed):
+def _placed(
+    params, inputs: _CheckInputs, noise_key, scaling, optimizer, block, devices, mixed, kernel=None
+):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks (`blocking_for`, `block`
     overrides its size): (state, inputs, layout, mesh).
@@ -802,7 +837,7 @@ def _placed(params, inputs: _CheckInputs, noise_key, scaling, optimizer, block, 
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    blocking = blocking_for(devices, runs, block)
+    blocking = blocking_for(devices, runs, block, kernel)
     per_device = (-(-runs // (mesh.size * blocking.block)) + mixed) * blocking.block
     state = initial_state(params, inputs.step_size, noise_key, scaling, optimizer=optimizer)
     general = None
@@ -826,15 +861,19 @@ def chunk_runner(
     unroll: int | None = None,
     devices=None,
     rules: tuple[str, ...] = STOP_RULES,
+    kernel: str | None = None,
 ) -> Callable[[int], None]:
     """For benchmarks: `run(chunks)` trains every run with GD for `chunks` chunks of
     `check_every` steps with the checks after each, as `simulate` does, but drops no run
     and redoes nothing (the work stays the same from chunk to chunk). `block` and
-    `unroll` override the device's `blocking_for`; `rules` are the stopping checks."""
+    `unroll` override the device's `blocking_for`; `rules` are the stopping checks;
+    `kernel` is the propagator's (`Blocking`)."""
     dtype = params.c.dtype
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), params.c.shape)
     inputs = check_inputs(data, steps, data, data)
-    state, inputs, layout, mesh = _placed(params, inputs, None, None, GD, block, devices, False)
+    state, inputs, layout, mesh = _placed(
+        params, inputs, None, None, GD, block, devices, False, kernel
+    )
     scalars = (jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
     blocking = layout.blocking if unroll is None else layout.blocking._replace(unroll=unroll)
     settings = _ChunkSettings(check_every, rules, path, GD, blocking)
@@ -968,6 +1007,7 @@ def simulate(
     path: str = "auto",
     block: int | None = None,
     devices=None,
+    kernel: str | None = None,
     on_check: Callable[[int, np.ndarray], None] | None = None,
     classify_width: int | None = None,
 ) -> SimulationResult:
@@ -1005,7 +1045,10 @@ def simulate(
     redoes, on the general path, the chunk of every run it could not do exactly (a kink
     reached the data, a neuron changed side), so results equal those of
     `path="general"`. The runs are sharded over `devices` (default: all local ones) and
-    go through a chunk in blocks (`blocking_for`; `block` sets their size).
+    go through a chunk in blocks (`blocking_for`; `block` sets their size). `kernel` does
+    the propagator's steps: "xla" (XLA's loop), "pallas" (one Pallas kernel per chunk, on
+    NVIDIA GPUs, `gdrelu.kernel`) or "interpret" (that kernel in interpret mode); by
+    default $GDRELU_PROPAGATOR_KERNEL, else "xla".
     """
     from gdrelu.detectors import classify
 
@@ -1061,7 +1104,7 @@ def simulate(
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), (runs,))
     inputs = check_inputs(data, steps, validation, test)
     state, inputs, layout, mesh = _placed(
-        params, inputs, noise_key, scaling, optimizer, block, devices, mixed
+        params, inputs, noise_key, scaling, optimizer, block, devices, mixed, kernel
     )
     per_device = layout.slots.size // mesh.size
     blocking = layout.blocking

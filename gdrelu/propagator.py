@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.fastpath import SideMoments, residual_moments
+from gdrelu.kernel import kernel_steps
 from gdrelu.model import Params, active_neurons
 from gdrelu.theory import neuron_grams
 
@@ -143,6 +144,7 @@ def deferred_steps(
     block: int = 64,
     unroll: int = 1,
     num_blocks=None,
+    kernel: str = "xla",
 ) -> tuple[jax.Array, Deferred, jax.Array, jax.Array, ChunkEnd]:
     """`propagator_steps` in O(1) per run: `params` are the reference parameters of
     `state` (only their c and the tracked neurons are read). Returns (new c, new state,
@@ -154,7 +156,8 @@ def deferred_steps(
     Φ = I. The work once per chunk (the tracked neurons in, the Grams and Φ_t out) is done
     for the whole batch at once, outside the loop over blocks. `unroll` steps go in one
     iteration of the compiled loop (an accelerator launches each iteration's kernels,
-    whatever the block).
+    whatever the block). `kernel="pallas"` does the steps of all the blocks in one Pallas
+    kernel instead (`gdrelu.kernel`; "interpret": the same in Pallas' interpret mode).
     """
     runs, dtype = params.c.shape[0], params.c.dtype
     block = min(block, runs)
@@ -189,7 +192,12 @@ def deferred_steps(
         return jax.tree.map(put, carry, done)
 
     count = runs // block if num_blocks is None else num_blocks
-    phi, c, tracked, kink, moved = jax.lax.fori_loop(0, count, one_block, carry)
+    if kernel == "xla":
+        phi, c, tracked, kink, moved = jax.lax.fori_loop(0, count, one_block, carry)
+    else:
+        interpret = kernel == "interpret"
+        stepped = kernel_steps(carry, fixed, alpha, num_steps, count * block, interpret=interpret)
+        phi, c, tracked, kink, moved = stepped
     left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
     new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
     old_phi = state.phi.transpose(1, 2, 3, 0)

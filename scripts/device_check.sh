@@ -3,7 +3,11 @@
 # JAX installed (installs nothing). Every stage has a time limit and appends to
 # $OUT/log.txt, so a stage that fails or runs out of time leaves the others' results.
 #
-#   OUT=/tmp/out bash scripts/device_check.sh [stage ...]    # stages: see below; default all
+#   OUT=/tmp/out bash scripts/device_check.sh [stage ...]
+#
+# Stages (functions below): versions, kernel, figure, figure_kernel (the default, in this
+# order: about 15 minutes with every limit reached, so pass fewer when the budget is
+# short), unroll, check, bench.
 set -u
 OUT=${OUT:-/tmp/gdrelu-device}
 mkdir -p "$OUT"
@@ -49,11 +53,28 @@ check() {  # versions, agreement with the CPU on the golden data, throughput at 
   stage 200 "$PY" scripts/gpu_check.py --out "$OUT"
 }
 
+kernel() {  # the propagator's steps as one Pallas (Triton) kernel: agreement, throughput, bench
+  mkdir -p "$OUT/kernel"
+  stage 200 env GDRELU_PROPAGATOR_KERNEL=pallas "$PY" scripts/gpu_check.py --out "$OUT/kernel"
+  for k in xla pallas; do
+    stage 90 env GDRELU_PROPAGATOR_KERNEL=$k "$PY" benchmarks/bench_engine.py --no-numpy \
+      --dtypes float64 --widths 2048 --neurons $((2048 * 3008)) --runs 3008 --repeats 3 \
+      --paths propagator
+  done
+}
+
+figure_kernel() {  # the paper's GD figure with the kernel (its programs are new to the cache)
+  stage 200 env GDRELU_PROPAGATOR_KERNEL=pallas "$PY" scripts/profile_run.py \
+    --json "$OUT/figure_kernel.json" -- run "${FIGURE[@]}" --out /tmp/figure_kernel \
+    --cache-dir /tmp/gdrelu-xla
+  [ -f /tmp/figure_kernel/runs.csv ] && cp /tmp/figure_kernel/runs.csv "$OUT/runs_kernel.csv"
+}
+
 bench() {  # the engine's paths with enough runs to fill the device
   stage 240 "$PY" benchmarks/bench_engine.py --no-numpy --neurons 4194304 --repeats 2 \
     --widths 16 256 2048 --runs 1024 16384 --json "$OUT/bench.json" --plot "$OUT/bench.png"
 }
 
-for s in "${@:-versions unroll figure check}"; do
+for s in "${@:-versions kernel figure figure_kernel}"; do
   for name in $s; do "$name"; done
 done

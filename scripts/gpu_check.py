@@ -7,7 +7,8 @@ Installs nothing. Writes gpu_check.json and gpu_check.md under --out and prints 
 
 1. versions of Python, jax, jaxlib, optax, and the devices;
 2. agreement on the golden data (tests/data): the 300 stored Monte Carlo runs of
-   mc_outcomes_n16.npz simulated on the accelerator and on the CPU, in float64 and
+   mc_outcomes_n16.npz simulated on the accelerator (the propagator's steps on
+   $GDRELU_PROPAGATOR_KERNEL: xla or pallas) and on the CPU (XLA), in float64 and
    float32 (statuses equal? stop steps equal? largest parameter difference), and the
    golden GD trajectory case 3 after 20 000 steps on the accelerator (relative error);
 3. throughput of the default (propagator) path for each width with `--runs` runs:
@@ -41,6 +42,7 @@ def versions(jax) -> dict:
         "optax": optax.__version__,
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+        "propagator_kernel": os.environ.get("GDRELU_PROPAGATOR_KERNEL") or "xla",
     }
 
 
@@ -58,7 +60,12 @@ def agreement(jax, np, dtype: str) -> dict:
     here = simulate(cast(params), cast(data), np.asarray(m["lr"], dtype), **kwargs)
     seconds = time.perf_counter() - start
     cpu = simulate(
-        cast(params), cast(data), np.asarray(m["lr"], dtype), devices=jax.devices("cpu"), **kwargs
+        cast(params),
+        cast(data),
+        np.asarray(m["lr"], dtype),
+        devices=jax.devices("cpu"),
+        kernel="xla",
+        **kwargs,
     )
     scale = max(float(np.max(np.abs(v))) for v in cpu.params)
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(here.params, cpu.params, strict=True))
@@ -134,7 +141,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"# gdrelu GPU check: {', '.join(v['devices'])}",
         "",
-        f"python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, optax {v['optax']}",
+        f"python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, optax {v['optax']}; "
+        f"the propagator's steps on {v['propagator_kernel']}",
         "",
         "| dtype | statuses = CPU | stop steps = CPU | = reference (of 300) | max rel. θ diff |",
         "|---|---|---|---:|---:|",
