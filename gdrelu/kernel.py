@@ -100,6 +100,10 @@ def from_lanes(carry):
     return phi, c, tracked, kink, moved
 
 
+def _as_int(v):
+    return v.astype(jnp.int32) if v.dtype == jnp.bool_ else v
+
+
 def kernel_steps(carry, fixed, alpha, num_steps: int, active, *, interpret=False, lanes=LANES):
     """`propagator._block_steps` for a whole batch in one Pallas kernel: carry = (phi, c,
     tracked, kink, moved), fixed = (grams, tracked_plus, real, moments, h), runs axis
@@ -116,24 +120,31 @@ def kernel_steps(carry, fixed, alpha, num_steps: int, active, *, interpret=False
     steps = (fixed, jnp.broadcast_to(alpha, (runs,)), jnp.arange(runs) < active)
     carry_leaves, carry_tree = jax.tree.flatten(carry)
     fixed_leaves, fixed_tree = jax.tree.flatten(steps)
-    inputs = len(carry_leaves) + len(fixed_leaves)
+    flags = [v.dtype == jnp.bool_ for v in carry_leaves + fixed_leaves]
+    inputs = len(flags)
 
-    def kernel(*refs):
-        values = [ref[...] for ref in refs[:inputs]]
+    def kernel(*refs):  # flags cross the kernel's boundary as int32, not as i1 pointers
+        values = [
+            ref[...] != 0 if flag else ref[...] for ref, flag in zip(refs, flags, strict=False)
+        ]
         start = jax.tree.unflatten(carry_tree, values[: len(carry_leaves)])
         fixed, alpha, stepping = jax.tree.unflatten(fixed_tree, values[len(carry_leaves) :])
         end = jax.lax.fori_loop(0, num_steps, lambda _, c: lane_step(c, fixed, alpha), start)
         for ref, new, old in zip(refs[inputs:], jax.tree.leaves(end), values, strict=False):
-            ref[...] = jnp.where(stepping, new, old)
+            ref[...] = jnp.where(stepping, new, old).astype(ref.dtype)
 
     spec = pl.BlockSpec((lanes,), lambda i: (i,))
     out = pl.pallas_call(
         kernel,
-        out_shape=[jax.ShapeDtypeStruct(v.shape, v.dtype) for v in carry_leaves],
+        out_shape=[jax.ShapeDtypeStruct(v.shape, _as_int(v).dtype) for v in carry_leaves],
         grid=(runs // lanes,),
         in_specs=[spec] * inputs,
         out_specs=[spec] * len(carry_leaves),
         interpret=interpret,
         compiler_params=None if interpret else plt.CompilerParams(num_warps=WARPS),
-    )(*carry_leaves, *fixed_leaves)
+    )(*map(_as_int, carry_leaves + fixed_leaves))
+    out = [
+        v != 0 if start.dtype == jnp.bool_ else v
+        for v, start in zip(out, carry_leaves, strict=True)
+    ]
     return from_lanes(jax.tree.unflatten(carry_tree, out))
