@@ -449,7 +449,7 @@ def _kernel_for(platform: str, kernel: str | None) -> str:
         )
     if kernel == "pallas" and platform != "gpu":
         raise ValueError(
-            f"kernel (${KERNEL_VARIABLE}) 'pallas' compiles with Triton for NVIDIA GPUs, not "
+            f"kernel (${KERNEL_VARIABLE}) 'pallas' compiles with Triton for GPUs, not "
             f"{platform}; 'interpret' runs it in Pallas' interpret mode"
         )
     return kernel
@@ -773,7 +773,10 @@ def _take(tree, positions, sharding):
 def _lanes(tree, positions, mesh):
     """The lanes at `positions` (k,) of a runs-sharded `tree`, sharded over the runs axis
     (k a multiple of the devices). Each device picks the lanes it holds and the devices
-    swap only those: O(k) traffic, where `_take` gathers the whole batch on every device."""
+    swap only those: O(k · devices) traffic, where `_take` gathers the whole batch onto
+    every device."""
+    if positions.shape[0] % mesh.size:
+        raise ValueError(f"_lanes: {positions.shape[0]} lanes on {mesh.size} devices")
 
     def local(tree, positions):
         per_device = jax.tree.leaves(tree)[0].shape[0]
@@ -799,7 +802,8 @@ _gathered = jax.jit(_lanes, static_argnames=("mesh",))
 @functools.partial(jax.jit, static_argnames=("mesh",))
 def _put(tree, positions, parts, mesh):
     """`tree` with the lanes at `positions` set to `parts` (sharded like the result of
-    `_lanes`); each device writes the lanes it holds. (Not donated: a chunk's outputs
+    `_lanes`; a repeated position must carry the same part each time, as the padding
+    copies of `_padded` do); each device writes the lanes it holds. (Not donated: a chunk's outputs
     share the buffers of the fields it leaves unchanged with its inputs, which a redo
     reads again.)"""
 

@@ -20,6 +20,10 @@ def _batch(runs, width=16, seed=0):
 
     keys = jax.random.split(jax.random.key(seed), (runs, 2))
     params = jax.vmap(lambda k: he_init(width, key=k, dtype=jnp.float64))(keys[:, 0])
+    # every other run gets 1-2 irregular neurons (b ≠ 0 at the start), tracked too
+    irregular = np.zeros((runs, width))
+    irregular[::2, 0], irregular[::4, 1] = 0.05, -0.03
+    params = params._replace(b=params.b + irregular * params.a)
     data = jax.vmap(lambda k: paper_data(k, 0.1, width**2, jnp.float64))(keys[:, 1])
     slope0, regular = jax.vmap(propagator.regular_neurons)(params)
     state = propagator.deferred(params, slope0, regular)
@@ -46,6 +50,7 @@ def test_kernel_equals_the_xla_loop(alpha):
     np.testing.assert_array_equal(pending.phi[96:], np.broadcast_to(np.eye(3), (32, 2, 3, 3)))
     assert not np.allclose(pending.phi[:96], state.phi[:96])
     assert np.all(kink[:96] > 0) and exact.sum() > 64
+    assert state.tracked_real[:, 4:].sum() == 96 and state.fits.all()  # irregular ones
 
 
 def _chunk_arrays(runs):
@@ -84,13 +89,19 @@ def test_engine_with_the_kernel_reproduces_the_golden_runs(monkeypatch, mc_outco
     from gdrelu import Params, WeightedData, simulate
 
     monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", "interpret")
+    jax.clear_caches()  # the compact propagator chunk has the same shapes at every width
+    calls = []
+    steps = propagator.kernel_steps
+    monkeypatch.setattr(
+        propagator, "kernel_steps", lambda *a, **k: calls.append(k) or steps(*a, **k)
+    )
     m = mc_outcomes
     runs = 64
     data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"][:runs])
     params = Params(m["a0"][:runs], m["b0"][:runs], m["w0"][:runs], m["c0"][:runs])
     kwargs = dict(check_every=int(m["check_every"]), max_checks=int(m["max_checks"]))
     result = simulate(params, data, m["lr"][:runs], **kwargs)
-    assert engine.blocking_for(jax.devices(), runs).kernel == "interpret"
+    assert calls and all(k["interpret"] for k in calls)  # the chunk traced the kernel
     stored = m["status"][:runs]
     np.testing.assert_array_equal(result.status, np.where(stored == "CROSSED", 1, 2))
     crossed = result.status == engine.Status.CROSSED
@@ -101,8 +112,15 @@ def test_kernel_choice_is_checked(monkeypatch):
     cpu = jax.devices("cpu")
     assert engine.blocking_for(cpu, 64).kernel == "xla"
     assert engine.blocking_for(cpu, 64, kernel="interpret").kernel == "interpret"
-    with pytest.raises(ValueError, match="'pallas' compiles with Triton for NVIDIA GPUs, not cpu"):
+    with pytest.raises(ValueError, match="'pallas' compiles with Triton for GPUs, not cpu"):
         engine.blocking_for(cpu, 64, kernel="pallas")
     monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", "cuda")
     with pytest.raises(ValueError, match=r"\$GDRELU_PROPAGATOR_KERNEL.*not 'cuda'"):
         engine.blocking_for(cpu, 64)
+
+
+def test_kink_max_keeps_nan_as_xla_does():
+    """Triton's float max drops NaN; the kernel's must not (a NaN kink is a diverged run)."""
+    kink = jnp.array([0.5, np.nan, 0.5, np.nan, 2.0])
+    ratio = jnp.array([np.nan, 0.5, 1.0, np.nan, 1.0])
+    np.testing.assert_array_equal(kernel._max(kink, ratio), jnp.maximum(kink, ratio))
