@@ -12,8 +12,8 @@ interpret mode, which is slow: for tests.
 
 `lane_step` is the propagator's step of `propagator._block_steps` in the same arithmetic
 order, written per lane (on a CPU, tests/test_kernel.py finds them within 1e-12 after 1000
-steps; on a GPU Triton also fuses multiply-adds). The XLA path keeps the stacked form,
-which XLA's CPU loops run 2-4× faster.
+steps; on a GPU Triton also fuses multiply-adds, and divides approximately in float32).
+The XLA path keeps the stacked form, which XLA's CPU loops run 2-4× faster.
 """
 
 from __future__ import annotations
