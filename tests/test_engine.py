@@ -97,9 +97,11 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     monkeypatch.setattr(engine, "ACCELERATOR_REDO", 16)  # several redo calls per check
     monkeypatch.setattr(engine, "ACCELERATOR_UNROLL", 3)  # 200 steps: a partial iteration
     monkeypatch.setattr(
-        engine, "blocking_for", lambda d, n, block=None: blocking_for(gpu * len(d), n, block)
+        engine,
+        "blocking_for",
+        lambda d, n, block=None, kernel=None: blocking_for(gpu * len(d), n, block, kernel),
     )
-    assert engine.blocking_for([None, None], 130) == (128, 16, 3, 128)
+    assert engine.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla")
     got = simulate(*runs, check_every=200, max_checks=40)
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)
