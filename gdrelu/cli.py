@@ -341,6 +341,16 @@ class _Progress:
         self.bar.close()
 
 
+def _check_kernel(platform: str) -> None:
+    """$GDRELU_PROPAGATOR_KERNEL, checked for this platform before anything is written."""
+    from gdrelu.engine import propagator_kernel
+
+    try:
+        propagator_kernel(platform)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def use_every_cpu_core() -> None:
     """One XLA CPU device per core (before JAX starts its backends), so that the engine
     spreads its blocks of runs over all cores; on a GPU this changes nothing."""
@@ -363,6 +373,13 @@ def _run(args) -> int:
     budget = _budget_bytes(args.memory_budget)
     processes = _start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_default_matmul_precision", "highest")
+    if processes is None:
+        use_every_cpu_core()
+    _check_kernel(jax.devices()[0].platform)
     out = None
     if writer:
         _check_space(args.resume or args.out or Path("runs"), specs)
@@ -371,13 +388,6 @@ def _run(args) -> int:
             from gdrelu.store import write_manifest
 
             write_manifest(out, specs)
-
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_default_matmul_precision", "highest")
-    if processes is None:
-        use_every_cpu_core()
     use_compilation_cache(args.cache_dir)
     from gdrelu.experiment import run_experiment
     from gdrelu.store import comparisons, format_table, load_unit, save_unit, write_results

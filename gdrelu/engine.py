@@ -440,7 +440,7 @@ class Blocking(NamedTuple):
 KERNEL_VARIABLE = "GDRELU_PROPAGATOR_KERNEL"
 
 
-def _kernel_for(platform: str, kernel: str | None) -> str:
+def propagator_kernel(platform: str, kernel: str | None = None) -> str:
     """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "xla"), checked for `platform`."""
     kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "xla"
     if kernel not in ("xla", "pallas", "interpret"):
@@ -464,7 +464,7 @@ def blocking_for(devices, runs: int, block: int | None = None, kernel=None) -> B
     for the same reason it checks them all at once, redoes `ACCELERATOR_REDO` runs at a
     time and unrolls its loops. `block` overrides the block size; `kernel` is the
     propagator's (`Blocking`; default $GDRELU_PROPAGATOR_KERNEL, else "xla")."""
-    kernel = _kernel_for(devices[0].platform, kernel)
+    kernel = propagator_kernel(devices[0].platform, kernel)
     if devices[0].platform == "cpu":
         block = block or BLOCK
         return Blocking(block, REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block), kernel)

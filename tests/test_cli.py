@@ -55,6 +55,16 @@ def test_same_seed_same_table(small_run, tmp_path):
     assert first == second
 
 
+@pytest.mark.parametrize("kernel", ["pallas", "triton"])  # no Triton on a CPU; no such kernel
+def test_bad_kernel_exits_2_and_writes_nothing(kernel, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", kernel)
+    out = tmp_path / "never"
+    assert main(["run", "--widths", "4", "--runs", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GDRELU_PROPAGATOR_KERNEL" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
