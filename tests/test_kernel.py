@@ -71,15 +71,19 @@ def test_kernel_rejects_runs_that_do_not_split_into_programs():
 
 
 def test_kernel_lowers_to_triton_for_an_nvidia_gpu():
-    """Without a GPU: the kernel lowers to a Triton custom call for CUDA in float64 (the
-    PTX is compiled on the GPU; scripts/device_check.sh runs it there)."""
+    """Without a GPU: the kernel lowers to a Triton custom call for CUDA in float64, for
+    an abstract H100 (jax 0.11 asks for the target's kind; the PTX is compiled on the
+    GPU, where scripts/device_check.sh runs it)."""
     from jax import export
+    from jax.sharding import AbstractDevice, AbstractMesh, use_abstract_mesh
 
     carry, fixed = _chunk_arrays(128)
     steps = jax.jit(lambda carry, fixed: kernel.kernel_steps(carry, fixed, 0.0, 1000, 128))
     shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), (carry, fixed))
     unchecked = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
-    exported = export.export(steps, platforms=["cuda"], disabled_checks=unchecked)(*shapes)
+    h100 = AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=None, platform="gpu")
+    with use_abstract_mesh(AbstractMesh((1,), ("runs",), abstract_device=h100)):
+        exported = export.export(steps, platforms=["cuda"], disabled_checks=unchecked)(*shapes)
     assert "__gpu$xla.gpu.triton" in exported.mlir_module()
 
 
