@@ -8,7 +8,9 @@ program loads `lanes` runs' Φ_t, c, tracked neurons, Grams and moments (`lane_s
 ~80 numbers per run) once, steps them `num_steps` times in registers and writes them back.
 Pallas lowers it with Triton, whose blocks are vectors of a power-of-2 length, so every
 quantity is its own vector over the runs (`as_lanes`). On a CPU it only runs in Pallas'
-interpret mode, which is slow: for tests.
+interpret mode, which is slow: for tests. jax 0.11 deprecates Pallas' Triton backend in
+favour of Mosaic GPU, which refuses float64 blocks (its TMA copies have no f64): with
+float64 runs the kernel stays on Triton for as long as JAX keeps it.
 
 `lane_step` is the propagator's step of `propagator._block_steps` in the same arithmetic
 order, written per lane (on a CPU, tests/test_kernel.py finds them within 1e-12 after 1000
