@@ -803,9 +803,9 @@ _gathered = jax.jit(_lanes, static_argnames=("mesh",))
 def _put(tree, positions, parts, mesh):
     """`tree` with the lanes at `positions` set to `parts` (sharded like the result of
     `_lanes`; a repeated position must carry the same part each time, as the padding
-    copies of `_padded` do); each device writes the lanes it holds. (Not donated: a chunk's outputs
-    share the buffers of the fields it leaves unchanged with its inputs, which a redo
-    reads again.)"""
+    copies of `_padded` do); each device writes the lanes it holds. (Not donated: a
+    chunk's outputs share the buffers of the fields it leaves unchanged with its inputs,
+    which a redo reads again.)"""
 
     def local(tree, positions, parts):
         per_device = jax.tree.leaves(tree)[0].shape[0]

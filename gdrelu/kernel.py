@@ -34,7 +34,7 @@ def _max(first, second):
     return jnp.where(jnp.isnan(first) | (second <= first), first, second)
 
 
-def _pair(alpha, first, second):
+def coupled(alpha, first, second):
     """(first + α second, α first + second): the coupling g[t, s] = 1 if t = s else α."""
     return first + alpha * second, alpha * first + second
 
@@ -57,12 +57,12 @@ def lane_step(carry, fixed, alpha):
     phi, c, tracked, kink, moved = carry
     grams, plus, real, moments, h = fixed
     wa, wb = zip(*(_side_sums(grams[t], phi[t]) for t in range(2)), strict=True)
-    slope, level = _pair(alpha, *wa), tuple(c + v for v in _pair(alpha, *wb))
+    slope, level = coupled(alpha, *wa), tuple(c + v for v in coupled(alpha, *wb))
     m = moments
     r0 = [level[s] * m.p[s] + slope[s] * m.px[s] - m.py[s] for s in range(2)]
     r1 = [level[s] * m.px[s] + slope[s] * m.pxx[s] - m.pxy[s] for s in range(2)]
-    g1 = [h * v for v in _pair(alpha, *r1)]  # per neuron side t
-    g0 = [h * v for v in _pair(alpha, *r0)]
+    g1 = [h * v for v in coupled(alpha, *r1)]  # per neuron side t
+    g0 = [h * v for v in coupled(alpha, *r0)]
     phi = tuple(
         (
             tuple(phi[t][0][j] - g1[t] * phi[t][2][j] for j in range(3)),

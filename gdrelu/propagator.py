@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.fastpath import SideMoments, residual_moments
-from gdrelu.kernel import kernel_steps
+from gdrelu.kernel import coupled, kernel_steps
 from gdrelu.model import Params, active_neurons
 from gdrelu.theory import neuron_grams
 
@@ -208,8 +208,8 @@ def deferred_steps(
 
 
 def _pair(alpha, first, second):
-    """(first + α second, α first + second): the coupling g[t, s] = 1 if t = s else α."""
-    return jnp.stack([first + alpha * second, alpha * first + second])
+    """`kernel.coupled`, stacked: the coupling's two sides along a new first axis."""
+    return jnp.stack(coupled(alpha, first, second))
 
 
 def _sum3(term):
