@@ -131,6 +131,7 @@ def test_check_batches_give_the_same_runs(monkeypatch, path):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # 13-20 s: the suite's 10 minutes on 2 cores
 def test_large_cpu_blocks_train():
     """Blocks of 1024 runs on the two CPU devices (the chunk's batched LAPACK eigh used to
     deadlock XLA's thread pool from 768 on; the checks now call no LAPACK)."""
