@@ -85,7 +85,8 @@ _RUN_FLAGS = {
     "--buckets": (
         "buckets",
         str,
-        "widths sharing a compiled program: pow2 (default), one or none (results unchanged)",
+        "widths sharing a compiled program: auto (default: pow2, and widths ≤ 128 together "
+        "on GD's propagator), pow2, one or none (results unchanged)",
     ),
 }
 

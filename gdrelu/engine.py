@@ -975,6 +975,25 @@ def _choose_path(
     return path
 
 
+def auto_path(
+    optimizer="gd",
+    *,
+    sampler: str | None = None,
+    batch_size: int = 16,
+    stop_on=None,
+    parameterization: str = "standard",
+    one_dimensional: bool = True,
+    early_stopping: bool = False,
+    held_out: bool = False,
+) -> str:
+    """The path `simulate(path="auto")` takes for these settings (its arguments of the
+    same names; `one_dimensional`: 1-D input; `held_out`: validation or test points)."""
+    optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
+    standard = parameterization == "standard"
+    rules = _stop_rules(stop_on, optimizer, standard, one_dimensional, "columns", early_stopping)
+    return _choose_path("auto", rules, optimizer, one_dimensional, standard, held_out)
+
+
 def _noise_keys(key, runs: int):
     """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
     if key is None:

@@ -79,21 +79,60 @@ def test_padded_networks_classify_alike(dim):
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
 
 
-def test_buckets():
-    spec = ExperimentSpec(widths=(16, 24, 40, 128, 100))
-    assert width_buckets(spec) == [(16, (16,)), (32, (24,)), (64, (40,)), (128, (128, 100))]
-    assert width_buckets(ExperimentSpec(widths=(16, 40), buckets="one")) == [(40, (16, 40))]
+WIDE = (16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+@pytest.mark.parametrize(
+    ("settings", "buckets"),
+    [
+        (dict(widths=(16, 24, 40, 128, 100), buckets="pow2"),
+         [(16, (16,)), (32, (24,)), (64, (40,)), (128, (128, 100))]),
+        (dict(widths=(16, 40), buckets="one"), [(40, (16, 40))]),
+        (dict(widths=(16, 40), buckets="none"), [(16, (16,)), (40, (40,))]),
+        # auto, GD on the propagator: the widths up to 128 share the program of the widest
+        (dict(), [(128, (w,)) for w in (16, 32, 64, 128)]),
+        (dict(widths=(16, 24, 40)), [(64, (16,)), (64, (24,)), (64, (40,))]),
+        (dict(widths=(16,)), [(16, (16,))]),
+        (dict(widths=(300, 20, 129)), [(512, (300,)), (32, (20,)), (256, (129,))]),
+        (dict(widths=WIDE), [(128 if w <= 128 else w, (w,)) for w in WIDE]),
+        (dict(init="swapped", alpha=0.1), [(128, (w,)) for w in (16, 32, 64, 128)]),
+        # auto, the general path (O(n·m) a step): pow2
+        (dict(optimizer="adam"), [(w, (w,)) for w in (16, 32, 64, 128)]),
+        (dict(bias_init="unif"), [(w, (w,)) for w in (16, 32, 64, 128)]),
+        (dict(data="p-ex", step_size="ntk", widths=(16, 24)), [(16, (16,)), (32, (24,))]),
+        (dict(init="ntk", step_size="ntk", widths=(16, 24)), [(16, (16,)), (32, (24,))]),
+    ],
+)  # fmt: skip
+def test_buckets(settings, buckets):
+    assert width_buckets(ExperimentSpec(**settings)) == buckets
+
+
+def test_bad_buckets_are_named():
     with pytest.raises(ValueError, match="buckets"):
         ExperimentSpec(buckets="some")
 
 
+@pytest.mark.parametrize(("optimizer", "path"), [("gd", "propagator"), ("adam", "general")])
+def test_spec_path_is_the_path_simulate_takes(optimizer, path):
+    """`ExperimentSpec.path`, which the auto buckets read, is the path the runs train on."""
+    spec = ExperimentSpec(
+        widths=(4,), deltas=(0.0,), runs=2, check_every=20, max_checks=1, optimizer=optimizer
+    )
+    assert spec.path == path
+    before = dict(engine.TRACE_COUNT)
+    jax.clear_caches()
+    run_experiment(spec)
+    traced = {p for p, count in engine.TRACE_COUNT.items() if count > before[p]}
+    assert path in traced and (path == "propagator" or "propagator" not in traced)
+
+
 def test_widths_in_one_program_equal_each_width_alone():
-    """--widths 16,24,40 in one compiled program (one trace of each path) gives, run by
-    run, what each width gives alone and unpadded."""
+    """--widths 16,24,40 in one compiled program (the default buckets of GD: one trace of
+    each path) gives, run by run, what each width gives alone and unpadded."""
     base = dict(deltas=(0.0, 0.1), runs=6, check_every=200, max_checks=30)
     jax.clear_caches()  # count the traces of this run alone
     before = dict(engine.TRACE_COUNT)
-    together = run_experiment(ExperimentSpec(widths=(16, 24, 40), buckets="one", **base))
+    together = run_experiment(ExperimentSpec(widths=(16, 24, 40), **base))
     assert engine.TRACE_COUNT["propagator"] - before["propagator"] == 1
     assert engine.TRACE_COUNT["general"] - before["general"] <= 1
     statuses = np.concatenate([c.result.status for c in together])
