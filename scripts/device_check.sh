@@ -5,10 +5,12 @@
 #
 #   OUT=/tmp/out bash scripts/device_check.sh [stage ...]
 #
-# Stages (functions below): versions, kernel, figure, figure_kernel (the default, in this
-# order: about 15 minutes with every limit reached, so pass fewer when the budget is
-# short), unroll, check, bench.
+# Stages (functions below): versions, figure, kernel, figure_kernel (the default, in this
+# order), unroll, check, bench. All of them together stop at $BUDGET seconds (default 540,
+# to fit one device call of at most 600 s): each stage's limit is cut to what is left, and
+# a stage that would get under 30 s is skipped, with a line in the log saying so.
 set -u
+DEADLINE=$((SECONDS + ${BUDGET:-540}))
 OUT=${OUT:-/tmp/gdrelu-device}
 mkdir -p "$OUT"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
@@ -17,8 +19,13 @@ LOG="$OUT/log.txt"
 FIGURE=(--widths 16,32,64,128,256,512,1024,2048 --deltas 0,0.01,0.1 --runs 1000 --quiet)
 
 stage() {  # stage LIMIT_SECONDS COMMAND...
-  local limit=$1
+  local limit=$1 left=$((DEADLINE - SECONDS))
   shift
+  if [ "$left" -lt 30 ]; then
+    echo "== $(date +%T) skipped, ${left}s of the budget left: $*" | tee -a "$LOG"
+    return 0
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
   echo "== $(date +%T) [limit ${limit}s] $*" | tee -a "$LOG"
   timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
   echo "== $(date +%T) exit ${PIPESTATUS[0]}" | tee -a "$LOG"
@@ -75,6 +82,6 @@ bench() {  # the engine's paths with enough runs to fill the device
     --widths 16 256 2048 --runs 1024 16384 --json "$OUT/bench.json" --plot "$OUT/bench.png"
 }
 
-for s in "${@:-versions kernel figure figure_kernel}"; do
+for s in "${@:-versions figure kernel figure_kernel}"; do
   for name in $s; do "$name"; done
 done
