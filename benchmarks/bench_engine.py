@@ -253,34 +253,24 @@ def main(argv=None) -> list[dict]:
     if args.steps < CHECK_EVERY or args.steps % CHECK_EVERY:
         parser.error(f"--steps must be a positive multiple of {CHECK_EVERY}")
 
+    workloads = [  # as many neurons per width: runs = max(64, neurons / n)
+        (width, max(64, args.neurons // width), dtype, "width")
+        for dtype in args.dtypes
+        for width in args.widths
+    ] + [(256, runs, "float64", "runs") for runs in args.runs]
     rows = []
-    for dtype in args.dtypes:
-        for width in args.widths:  # as many neurons per width: runs = max(64, neurons / n)
-            runs = max(64, args.neurons // width)
-            row = bench(
-                width,
-                runs,
-                args.steps,
-                dtype,
-                args.repeats,
-                not args.no_numpy,
-                args.paths,
-                args.unroll,
-            )
-            rows.append({**row, "sweep": "width"})
-            print(_progress(row), file=sys.stderr, flush=True)
-    for runs in args.runs:
+    for width, runs, dtype, sweep in workloads:
         row = bench(
-            256,
+            width,
             runs,
             args.steps,
-            "float64",
+            dtype,
             args.repeats,
             not args.no_numpy,
             args.paths,
             args.unroll,
         )
-        rows.append({**row, "sweep": "runs"})
+        rows.append({**row, "sweep": sweep})
         print(_progress(row), file=sys.stderr, flush=True)
     print(
         f"{args.steps} steps, {len(jax.devices())} x {jax.devices()[0].device_kind}, "
