@@ -594,11 +594,12 @@ def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
     path the widths up to `SHARED_BUCKET` share one program: each is trained alone, padded
     to the next power of two of the largest of them. There a run's steps cost O(1) in the
     width, and only its once-per-chunk work and its redos on the general path grow with
-    the padding. Measured on 2 CPU cores, cold: the default run (widths 16-128) took 38 s
-    in one program against 47 s in four, and widths 256-2048 took 110 s in one program
-    against 86 s in four (their redos at width 2048 cost more than the compiles saved).
-    Each width alone in its batch keeps the widest one's results bit for bit those of a
-    run without the narrower ones (a batch's size and padding move the last bits).
+    the padding. Measured on 2 CPU cores, cold: the default run (widths 16-128) took
+    28.5-29.6 s against 39.3-40.4 s with "pow2"; widths 256-2048 padded to 2048 ("one")
+    took 110 s against 86 s with "pow2", their redos at width 2048 costing more than the
+    compiles saved. Each width alone in its batch keeps the widest one's results bit for
+    bit those of a run without the narrower ones (a batch's size and padding move the
+    last bits).
     """
     if spec.buckets == "none":
         return [(w, (w,)) for w in spec.widths]
