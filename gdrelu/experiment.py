@@ -186,9 +186,10 @@ class ExperimentSpec:
         """Whether runs have held-out validation and test points (else weights)."""
         return self.data in CONTINUOUS or self.split is not None
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
-        """The engine path its runs train on (`engine.auto_path`)."""
+        """The engine path its runs train on (`engine.auto_path`); kept, as `width_buckets`
+        asks for it at every batch and a --data-file's dimension is read from the file."""
         return engine.auto_path(
             self.optimizer,
             sampler=self.sampler,
