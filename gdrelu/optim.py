@@ -5,7 +5,9 @@ per-run scalar, so a sweep over step sizes compiles once), with the sampler that
 the weights of each step's loss ½ Σ_j q_j (f(x_j) - y_j)²:
 
 - "full": q = p, the run's weights (GD, full-batch momentum and Adam);
-- "multinomial": the paper's SGD: q = counts / B of B draws from p, fresh each step;
+- "multinomial": the paper's SGD: q = counts / B of B draws from p, fresh each step
+  (`multinomial_counts`: B categorical draws by inverse CDF, O(B·m) with no rejection
+  loop, so vmapped runs all take the same few operations);
 - "epoch": epoch-wise reshuffled minibatches of B of the m points (the last m mod B points
   of each permutation are left out), q_j = p_j m / B on the batch: an unbiased estimate
   of the full loss, which for uniform p is the minibatch mean.
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 SAMPLERS = ("full", "multinomial", "epoch")
-MOMENTUM = 0.9  # PAPER.md: heavy ball with 0.9
+MOMENTUM = 0.9  # heavy ball with 0.9 (docs/theory.md, "Section 10")
 
 
 def _gd(step_size):
@@ -124,17 +126,31 @@ def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step
     if optimizer.sampler == "full":
         return weights
     if optimizer.sampler == "multinomial":
-        n = jnp.asarray(optimizer.batch_size, weights.dtype)
-        counts = jax.random.multinomial(jax.random.fold_in(key, step), n, weights, dtype=n.dtype)
-        return counts / n
+        counts = multinomial_counts(jax.random.fold_in(key, step), optimizer.batch_size, weights)
+        return counts / jnp.asarray(optimizer.batch_size, weights.dtype)
     batch = epoch_batch(optimizer, weights.shape[0], key, step)
     picked = jnp.zeros_like(weights).at[batch].set(1.0)
     return picked * weights * (weights.shape[0] / optimizer.batch_size)
 
 
+def multinomial_counts(key: jax.Array, draws: int, weights: jax.Array) -> jax.Array:
+    """Counts (m,) of `draws` i.i.d. draws from the categorical distribution ∝ `weights`
+    (m,), as `weights.dtype`: each draw is the first j with u < Σ_{i≤j} p_i for a uniform
+    u, so a point of weight 0 is never drawn. Exact in distribution, O(draws·m), and
+    free of the rejection loops of `jax.random.multinomial`'s binomials, which under vmap
+    run every run to the slowest one."""
+    cdf = jnp.cumsum(weights)
+    u = jax.random.uniform(key, (draws,), weights.dtype) * cdf[-1]
+    picked = jnp.sum(cdf[None, :] <= u[:, None], axis=1)
+    last = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)  # u·Σp can round up to Σp
+    picked = jnp.minimum(picked, last)
+    return jnp.sum(picked[:, None] == jnp.arange(weights.shape[0]), axis=0, dtype=weights.dtype)
+
+
 def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array:
     """Indices (B,) of step `step`'s minibatch: slice `step mod (m // B)` of epoch
-    `step // (m // B)`'s permutation of the m points."""
+    `step // (m // B)`'s permutation of the m points. The permutation is drawn anew at
+    every step (O(m log m)): a step's cost is that sort plus the O(B) batch."""
     size = optimizer.batch_size
     if size > m:
         raise ValueError(f"batch_size: {size} exceeds the {m} training points")
@@ -144,8 +160,9 @@ def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array
 
 
 def minibatch(optimizer: Optimizer, data, key: jax.Array, step):
-    """Step `step`'s loss terms as WeightedData: the epoch sampler's B points gathered
-    (O(B) work per step, not O(m)), else every point with `batch_weights`."""
+    """Step `step`'s loss terms as WeightedData: the epoch sampler's B points gathered (the
+    loss and its gradient cost O(B), not O(m); `epoch_batch` sorts m keys), else every
+    point with `batch_weights`."""
     if optimizer.sampler != "epoch":
         return data._replace(weights=batch_weights(optimizer, data.weights, key, step))
     batch = epoch_batch(optimizer, data.weights.shape[0], key, step)

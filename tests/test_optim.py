@@ -71,6 +71,54 @@ def test_multinomial_sampler_draws_batch_size_samples_from_the_weights():
     assert not np.array_equal(q[0], q[1])  # fresh draws each step
 
 
+P_VALUE = 1e-6  # chi-square tests: a correct sampler fails one with probability 1e-6
+
+
+def _count_histograms(counts: np.ndarray, draws: int) -> np.ndarray:
+    """(points, draws + 1) frequencies of each count value of each point over the rows."""
+    return np.stack([np.bincount(c, minlength=draws + 1) for c in counts.T.astype(int)])
+
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        [0.1, 0.2, 0.3, 0.05, 0.35, 0.0],
+        [0.0, 0.5, 0.0, 0.5, 0.0, 0.0],
+        [1 / 6] * 6,
+        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        [0.97, 0.01, 0.01, 0.01, 0.0, 0.0],
+    ],
+)
+def test_multinomial_counts_are_distributed_as_numpys_multinomial(p):
+    """Each point's count, and the count of the first three points together (a joint
+    property), have the same distribution as numpy's multinomial(B, p): chi-square
+    homogeneity tests over T draws of each, bins with fewer than 5 expected draws merged."""
+    from scipy import stats
+
+    from gdrelu.optim import multinomial_counts
+
+    draws, rows = 16, 20_000
+    p = np.asarray(p)
+    keys = jax.random.split(jax.random.key(11), rows)
+    ours = np.asarray(jax.vmap(lambda k: multinomial_counts(k, draws, jnp.asarray(p)))(keys))
+    theirs = np.random.default_rng(11).multinomial(draws, p, size=rows)
+    assert np.all(ours.sum(1) == draws) and np.all(ours[:, p == 0] == 0)
+    ours_ = np.concatenate([ours, ours[:, :3].sum(1, keepdims=True)], axis=1)
+    theirs_ = np.concatenate([theirs, theirs[:, :3].sum(1, keepdims=True)], axis=1)
+    for mine, numpy_ in zip(
+        _count_histograms(ours_, draws), _count_histograms(theirs_, draws), strict=True
+    ):
+        table = np.stack([mine, numpy_])
+        table = table[:, table.sum(0) > 0]
+        while table.shape[1] > 1 and table.sum(0).min() < 10:  # merge the rarest bin
+            i = int(np.argmin(table.sum(0)))
+            j = i - 1 if i == table.shape[1] - 1 else i + 1
+            table[:, j] += table[:, i]
+            table = np.delete(table, i, axis=1)
+        if table.shape[1] > 1:
+            assert stats.chi2_contingency(table).pvalue > P_VALUE
+
+
 def test_epoch_sampler_visits_every_point_once_per_epoch():
     """m = 12 points, B = 4: each epoch's 3 batches partition the points; q_j = p_j m / B."""
     epoch = get_optimizer("sgd", sampler="epoch", batch_size=4)
