@@ -1,6 +1,6 @@
 """Detectors of the linear regime, valid for every optimizer and input dimension.
 
-PAPER.md ("Outcome of a run"): a run whose activation pattern on the training points
+docs/theory.md ("Outcome of a run"): a run whose activation pattern on the training points
 never changes is, on each group of points that share a pattern, an affine function of
 x, so its loss is at least
 
@@ -35,12 +35,20 @@ def _packed(pattern: jax.Array) -> jax.Array:
 
 
 def _sorted_groups(pattern: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(group id of each point in sorted order, that order) for a pattern (m, n) bool."""
+    """(group id of each point in sorted order, that order) for a pattern (m, n) bool.
+
+    The points are sorted lexicographically by their packed words with one stable sort of
+    m keys per word, last word first (an LSD radix sort in a loop), so the compiled
+    program's size does not grow with n."""
     words = _packed(pattern)
     m, num_words = words.shape
-    keys = tuple(words[:, k] for k in range(num_words))
-    *sorted_keys, order = jax.lax.sort((*keys, jnp.arange(m)), num_keys=num_words)
-    sorted_words = jnp.stack(sorted_keys, axis=-1)
+
+    def by_word(k, order):
+        word = jax.lax.dynamic_index_in_dim(words, num_words - 1 - k, axis=1, keepdims=False)
+        return order[jnp.argsort(word[order], stable=True)]
+
+    order = jax.lax.fori_loop(0, num_words, by_word, jnp.arange(m))
+    sorted_words = words[order]
     new = jnp.any(sorted_words[1:] != sorted_words[:-1], axis=-1)
     return jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(new, dtype=jnp.int32)]), order
 

@@ -59,7 +59,7 @@ def test_star_threshold_is_the_per_ray_lines_in_radius():
     assert float(got) == pytest.approx(want, rel=RTOL)
 
 
-@pytest.mark.parametrize("width", [3, 40])  # one word and two words of packed bits
+@pytest.mark.parametrize("width", [3, 40, 200])  # one, two and seven words of packed bits
 def test_pattern_groups_match_a_direct_grouping(width):
     rng = np.random.default_rng(width)
     x = rng.integers(-2, 3, size=(30, 2)).astype(float)  # repeated points share groups
@@ -68,6 +68,19 @@ def test_pattern_groups_match_a_direct_grouping(width):
     pattern = np.asarray(activation_pattern(params, jnp.asarray(x)))
     for j, k in itertools.combinations(range(30), 2):
         assert (groups[j] == groups[k]) == np.array_equal(pattern[j], pattern[k])
+
+
+def test_classify_compiles_to_a_program_whose_size_does_not_grow_with_the_width():
+    """Grouping points by pattern sorts word by word in a loop: one sort operand per 32
+    neurons made width 10⁶ a 31 250-operand sort that took minutes and 9 GB to compile."""
+    from gdrelu.detectors import classify
+
+    def lines(width):
+        params = Params(*(jnp.ones((2, width)) for _ in range(3)), jnp.zeros(2))
+        data = WeightedData(*(jnp.ones((2, 6)) for _ in range(3)))
+        return classify.lower(params, params, data, jnp.zeros(2)).as_text().count("\n")
+
+    assert lines(32 * 1000) == lines(64)
 
 
 def test_same_groups_ignores_relabelling_but_not_splitting():
