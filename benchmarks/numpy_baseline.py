@@ -1,4 +1,4 @@
-"""A plain vectorized NumPy (float64) version of the paper's GD experiment, as a baseline.
+"""A plain vectorized NumPy (float64) version of the paper's experiments, as a baseline.
 
 In the style of the paper's reference code: a, b, w of shape (runs, n), c of shape (runs,),
 data x, y, weights p of shape (runs, 6). Every step does the forward pass over the data by
@@ -7,6 +7,9 @@ the running max of |b_i/a_i|. Every `check_every` steps the runs are checked (th
 codes and their order are those of `gdrelu.engine.Status`: diverged, crossed, degenerate,
 provably stuck, with the certificate ported from `gdrelu.theory.provably_stuck` and batched
 over runs with `np.linalg.eigh`), and finished runs are dropped by boolean indexing.
+
+`train_stochastic` does SGD, heavy-ball momentum and Adam the same way, with the paper's
+minibatches of B = 16 multinomial draws per step.
 
 ReLU only (α = 0). `python benchmarks/numpy_baseline.py` runs `self_check`.
 """
@@ -180,6 +183,53 @@ def simulate_numpy(a, b, w, c, x, y, p, lr, check_every=1000, max_checks=1000, e
                 if not ids.size:
                     break
     return status, stop_step
+
+
+def _gradients(a, b, w, c, x, y, p):
+    """∇L of every run for weights p (runs, 6): (grad_a, grad_b, grad_w, grad_c)."""
+    z = x[:, :, None] * a[:, None, :] + b[:, None, :]
+    on = (z >= 0).astype(z.dtype)
+    act = z * on
+    pr = p * (c[:, None] + (act @ w[:, :, None])[..., 0] - y)
+    s0 = (pr[:, None, :] @ on)[:, 0]
+    s1 = ((pr * x)[:, None, :] @ on)[:, 0]
+    return w * s1, w * s0, (pr[:, None, :] @ act)[:, 0], pr.sum(1)
+
+
+def train_stochastic(
+    a, b, w, c, x, y, p, lr, *, optimizer, steps, batch_size=16, momentum=0.9, seed=0
+):
+    """`steps` steps of the paper's other optimizers, in its code's style, on every run:
+    each step draws B = `batch_size` samples per run (rng.multinomial) from its weights and
+    uses counts/B as the loss weights. "sgd": θ ← θ - h g; "momentum": heavy ball
+    v ← g + 0.9 v, θ ← θ - h v (full batch, as gdrelu's "momentum"); "adam": β = (0.9,
+    0.999), ε = 1e-8, bias-corrected, per parameter a, b, w, c. Returns (a, b, w, c)."""
+    rng = np.random.default_rng(seed)
+    theta = [np.array(v, np.float64) for v in (a, b, w, c)]
+    h = np.broadcast_to(np.asarray(lr, np.float64), theta[3].shape)
+    scale = [h[:, None], h[:, None], h[:, None], h]
+    first = [np.zeros_like(t) for t in theta]
+    second = [np.zeros_like(t) for t in theta]
+    with np.errstate(all="ignore"):
+        for t in range(1, steps + 1):
+            q = p
+            if optimizer != "momentum":
+                q = rng.multinomial(batch_size, p) / batch_size
+            grads = _gradients(*theta, x, y, q)
+            if optimizer == "sgd":
+                theta = [v - s * g for v, s, g in zip(theta, scale, grads, strict=True)]
+            elif optimizer == "momentum":
+                first = [g + momentum * m for g, m in zip(grads, first, strict=True)]
+                theta = [v - s * m for v, s, m in zip(theta, scale, first, strict=True)]
+            else:
+                first = [0.9 * m + 0.1 * g for m, g in zip(first, grads, strict=True)]
+                second = [0.999 * v + 0.001 * g * g for v, g in zip(second, grads, strict=True)]
+                c1, c2 = 1 - 0.9**t, 1 - 0.999**t
+                theta = [
+                    v - s * (m / c1) / (np.sqrt(u / c2) + 1e-8)
+                    for v, s, m, u in zip(theta, scale, first, second, strict=True)
+                ]
+    return tuple(theta)
 
 
 def self_check(width=16, runs=64, checks=6, check_every=1000, seed=0):
