@@ -1,0 +1,69 @@
+"""The ETA of a long run comes from checks done and left per cell, not from finished runs."""
+
+import pytest
+
+from gdrelu.progress import CheckClock
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _run_checks(clock, fake, spec, widths, count, seconds_each):
+    for _ in range(count):
+        fake.now += seconds_each
+        clock.on_check(spec, widths)
+
+
+def test_runs_that_cannot_stop_need_their_whole_budget():
+    """A compare whose GD cells are done and whose SGD cells (no stop rule) have done 10 of
+    1000 checks at 1 s each: 990 s are left, however few runs have finished."""
+    fake = FakeClock()
+    cells = [[(16, 0.1)], [(16, 0.1)]]
+    clock = CheckClock([1000, 1000], [True, False], cells, clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (16,), 30, 0.01)
+    clock.cell_done(0, (16, 0.1))
+    _run_checks(clock, fake, 1, (16,), 10, 1.0)
+    assert clock.seconds_left() == pytest.approx(990.0)
+
+
+def test_cells_that_can_stop_take_as_many_checks_as_the_slowest_finished_cell():
+    """Widths 16 and 2048, two Δ each: width 16's cells finished after 40 checks at 0.1 s
+    per batch check (0.05 s per cell-check); width 2048 has done 5 checks at 2 s each
+    (1 s per cell-check), so 2 cells × 35 checks × 1 s = 70 s are left."""
+    fake = FakeClock()
+    cells = [[(16, 0.0), (16, 0.1), (2048, 0.0), (2048, 0.1)]]
+    clock = CheckClock([1000], [True], cells, clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (16,), 40, 0.1)
+    clock.cell_done(0, (16, 0.0))
+    clock.cell_done(0, (16, 0.1))
+    _run_checks(clock, fake, 0, (2048,), 5, 2.0)
+    # measured over the spec: (4 s + 10 s) / (80 + 10) cell-checks
+    assert clock.checks_left(0) == 70
+    assert clock.seconds_left() == pytest.approx(70 * 14.0 / 90)
+
+
+def test_a_cell_past_the_expected_checks_still_needs_one_more():
+    fake = FakeClock()
+    clock = CheckClock([100], [True], [[(8, 0.0), (32, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 3, 1.0)
+    clock.cell_done(0, (8, 0.0))
+    _run_checks(clock, fake, 0, (32,), 7, 1.0)
+    assert clock.checks_left(0) == 1
+
+
+def test_no_estimate_before_the_first_check_and_none_left_at_the_end():
+    fake = FakeClock()
+    clock = CheckClock([10], [False], [[(8, 0.0)]], clock=fake)
+    clock.start()
+    assert clock.seconds_left() is None
+    _run_checks(clock, fake, 0, (8,), 10, 0.5)
+    clock.cell_done(0, (8, 0.0))
+    assert clock.seconds_left() == 0.0
