@@ -1,9 +1,9 @@
-"""The two-layer (Leaky)ReLU network of PAPER.md, as pure functions over `Params`.
+"""The two-layer (Leaky)ReLU network of docs/theory.md ("Model"), as pure functions over `Params`.
 
     f(x) = c + s_w Σ_i w_i σ_α(s_a a_i·x + b_i),   σ_α(t) = max(t, α t)
 
 with the parameterization's multipliers (s_a, s_w) = `Scaling`: (1, 1) standard / He,
-(sqrt(2/d), sqrt(2/n)) NTK (PAPER.md, "Parameterizations"; n the true width). Every
+(sqrt(2/d), sqrt(2/n)) NTK (docs/theory.md, "Model"; n the true width). Every
 function here acts on one run; `jax.vmap` adds a leading runs axis.
 """
 

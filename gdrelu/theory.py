@@ -1,6 +1,6 @@
 """The paper's 1-D theory: linear-regression minimum, step size, "provably stuck" certificate.
 
-Symbols follow PAPER.md. Coordinates of the per-side linear model are ordered
+Symbols follow docs/theory.md. Coordinates of the per-side linear model are ordered
 v = (slope₊, intercept₊, slope₋, intercept₋); side + is x > 0 (data) or a > 0 (neurons).
 Every public function takes one run (c of shape ()) or a batch (leading runs axis on
 params, data and step size) and is pure JAX.
@@ -112,7 +112,7 @@ def _iteration_matrix(grams: jax.Array, root: jax.Array, alpha) -> jax.Array:
 
 @_over_runs
 def paper_step_size(params: Params, data: WeightedData, *, alpha=0.0) -> jax.Array:
-    """h = 1 / λ_max(M^{1/2} A_ref M^{1/2}) (PAPER.md, "Step size"); shape () or (runs,)."""
+    """h = 1 / λ_max(M^{1/2} A_ref M^{1/2}) (docs/theory.md, "Step size"); shape () or (runs,)."""
     k = _iteration_matrix(neuron_grams(params), moment_roots(data)[0], alpha)
     return 1.0 / jnp.linalg.eigvalsh(k)[-1]
 
@@ -141,9 +141,20 @@ def neural_tangent_gram(
 def ntk_step_size(
     params: Params, data: WeightedData, *, alpha=0.0, scaling: Scaling = STANDARD
 ) -> jax.Array:
-    """h = 1 / λ_max(K_w) (PAPER.md, star data): any input dimension; () or (runs,)."""
+    """h = 1 / λ_max(K_w) (docs/theory.md, "Multi-dimensional experiments"): any input dimension; () or (runs,)."""
     gram = neural_tangent_gram(params, data, alpha=alpha, scaling=scaling)
     return 1.0 / jnp.linalg.eigvalsh(gram)[-1]
+
+
+@_over_runs
+def param_norm_step_size(params: Params, data: WeightedData) -> jax.Array:
+    """h = 1 / ‖θ‖² over all parameters (a, b, w, c): the step size of the paper's star
+    code (docs/fidelity.md). Its "neural-tangent Gram" stacked the parameter values where
+    per-point gradients belonged, so each row of its J is θ and K_w = ‖θ‖² √p √pᵀ, whose
+    λ_max is ‖θ‖² Σ_j p_j = ‖θ‖². Padding neurons (zeros) add nothing; () or (runs,)."""
+    del data  # the Gram's λ_max does not depend on the points, only on Σ_j p_j = 1
+    squares = sum(jnp.sum(jnp.square(leaf)) for leaf in params)
+    return 1.0 / squares
 
 
 def _linear_coordinates(grams: jax.Array, alpha) -> jax.Array:
@@ -173,7 +184,7 @@ def provably_stuck(
     alpha=0.0,
     eigenvectors: str = "columns",
 ) -> jax.Array:
-    """The sufficient criterion of PAPER.md: GD with step h never moves a kink across the data.
+    """The sufficient criterion (docs/theory.md, "Provably stuck"): GD with step h never moves a kink across the data.
 
     `eigenvectors="rows"` reproduces the reference code's use of the rows of U in S_ψ
     (not the eigenvectors); the default uses the columns, as the proof does.
@@ -290,7 +301,7 @@ def _per_side_lines(data: WeightedData) -> jax.Array:
 def linear_regression_minimum(data: WeightedData) -> jax.Array:
     """v_opt: each side's weighted least-squares line, (slope₊, intercept₊, slope₋, intercept₋).
 
-    GD converges here while no kink crosses the data (PAPER.md, "The bad local minimum").
+    GD converges here while no kink crosses the data (docs/theory.md, "The bad local minimum").
     """
     return _per_side_lines(data)
 

@@ -1,4 +1,4 @@
-"""The paper's theory (PAPER.md) against the golden vectors and direct implementations."""
+"""The paper's theory (docs/theory.md) against the golden vectors and direct implementations."""
 
 import jax
 import jax.numpy as jnp
@@ -157,3 +157,29 @@ def test_ntk_step_size_against_a_direct_jacobian(parameterization, alpha):
         root = np.sqrt(data.weights[r])
         gram = root[:, None] * np.asarray(jac @ jac.T) * root[None, :]
         assert float(got[r]) == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)
+
+
+def test_param_norm_step_size_is_the_star_codes_gram_built_from_parameter_values():
+    """The star code stacked each point's "gradient" as the flattened parameter vector θ:
+    J has m equal rows θ, and its h is 1/λ_max(diag(√p) J Jᵀ diag(√p)), built here as it
+    did (batched, d = 2, nonzero biases and c, zero padding neurons)."""
+    from jax.flatten_util import ravel_pytree
+
+    runs, m, d, n = 3, 33, 2, 5
+    rng = np.random.default_rng(9)
+    params = Params(
+        rng.normal(size=(runs, d, n)), rng.normal(size=(runs, n)), rng.normal(size=(runs, n)),
+        rng.normal(size=runs),
+    )  # fmt: skip
+    padded = Params(*(np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, 3)]) for v in params[:3]), params.c)
+    data = WeightedData(
+        rng.normal(size=(runs, m, d)), rng.normal(size=(runs, m)), rng.dirichlet(np.ones(m), runs)
+    )
+    got = np.asarray(theory.param_norm_step_size(params, data))
+    np.testing.assert_array_equal(got, np.asarray(theory.param_norm_step_size(padded, data)))
+    for r in range(runs):
+        theta, _ = ravel_pytree(jax.tree.map(lambda v, r=r: jnp.asarray(v[r]), params))
+        jac = np.tile(np.asarray(theta), (m, 1))
+        root = np.sqrt(data.weights[r])
+        gram = root[:, None] * (jac @ jac.T) * root[None, :]
+        assert got[r] == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)
