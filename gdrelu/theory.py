@@ -141,7 +141,8 @@ def neural_tangent_gram(
 def ntk_step_size(
     params: Params, data: WeightedData, *, alpha=0.0, scaling: Scaling = STANDARD
 ) -> jax.Array:
-    """h = 1 / λ_max(K_w) (docs/theory.md, "Multi-dimensional experiments"): any input dimension; () or (runs,)."""
+    """h = 1 / λ_max(K_w) (docs/theory.md, "Multi-dimensional experiments"): any input
+    dimension; () or (runs,)."""
     gram = neural_tangent_gram(params, data, alpha=alpha, scaling=scaling)
     return 1.0 / jnp.linalg.eigvalsh(gram)[-1]
 
@@ -184,7 +185,8 @@ def provably_stuck(
     alpha=0.0,
     eigenvectors: str = "columns",
 ) -> jax.Array:
-    """The sufficient criterion (docs/theory.md, "Provably stuck"): GD with step h never moves a kink across the data.
+    """The sufficient criterion (docs/theory.md, "Provably stuck"): GD with step h never
+    moves a kink across the data.
 
     `eigenvectors="rows"` reproduces the reference code's use of the rows of U in S_ψ
     (not the eigenvectors); the default uses the columns, as the proof does.
