@@ -30,15 +30,11 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gdrelu.cells import Cell, initial_runs, noise_keys  # noqa: E402
 from gdrelu.engine import simulate  # noqa: E402
-from gdrelu.experiment import (  # noqa: E402
-    Cell,
-    ExperimentSpec,
-    _paper_step_size,
-    _validation_arguments,
-    initial_runs,
-    noise_keys,
-)
+from gdrelu.runner import validation_arguments  # noqa: E402
+from gdrelu.spec import ExperimentSpec  # noqa: E402
+from gdrelu.step_size import paper_step_sizes  # noqa: E402
 
 OPTIMIZERS = (("momentum", None), ("adam", None), ("sgd", "multinomial"))
 
@@ -67,7 +63,7 @@ def main() -> None:
         cell = Cell(width, 0.0, spec)
         indices = np.arange(args.runs)
         params, data, valid = initial_runs(cell, indices)
-        paper = _paper_step_size(params, data, jnp.asarray(0.0))
+        paper = paper_step_sizes(params, data, jnp.asarray(0.0))
         for name, sampler in OPTIMIZERS:
             h = args.adam_step if name == "adam" else args.step_factor * paper
             kwargs = dict(
@@ -77,7 +73,7 @@ def main() -> None:
                 check_every=1000,
                 max_checks=args.checks,
                 stop_on=(),
-                **_validation_arguments(spec, valid),
+                **validation_arguments(spec, valid),
             )
             seconds, results = {}, {}
             for path in ("general", "fixed_pattern"):

@@ -13,7 +13,6 @@ reported on one line naming it, with exit code 2, before anything is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import shutil
@@ -178,7 +177,7 @@ def use_compilation_cache(path: Path | None) -> None:
 
 
 def _spec_from(args):
-    from gdrelu.experiment import STEP_SIZE_RULES, ExperimentSpec, SpecError
+    from gdrelu.spec import STEP_SIZE_RULES, ExperimentSpec, SpecError
 
     values = {}
     if args.config is not None:
@@ -267,7 +266,7 @@ def _start_processes(args, specs):
         raise UsageError(f"--distributed: {err}") from None
     from jax.experimental import multihost_utils
 
-    from gdrelu.experiment import Processes
+    from gdrelu.runner import Processes
 
     count = jax.process_count()
     if any(spec.runs < count for spec in specs):
@@ -275,14 +274,14 @@ def _start_processes(args, specs):
     return Processes(jax.process_index(), count, multihost_utils.process_allgather)
 
 
-def _prepare_resume(args, specs) -> Path:
-    """The directory of an interrupted run, checked against these specs."""
+def _prepare_resume(args, manifest) -> Path:
+    """The directory of an interrupted run, checked against this run's manifest."""
     from gdrelu.store import ResumeError, check_manifest
 
     if args.out is not None:
         raise UsageError("--resume: give the run's directory there, not with --out")
     try:
-        check_manifest(args.resume, specs)
+        check_manifest(args.resume, manifest)
     except ResumeError as err:
         raise UsageError(f"--resume: {err}") from None
     return args.resume
@@ -370,28 +369,33 @@ def _run(args) -> int:
     numbers (the cells' data and initial networks do not depend on the optimizer)."""
     if getattr(args, "preset", None) == "section10":
         return _section10(args)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # before the specs: float64 specs need it
     specs = _spec_from(args)
     budget = _budget_bytes(args.memory_budget)
     processes = _start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_default_matmul_precision", "highest")
     if processes is None:
         use_every_cpu_core()
     _check_kernel(jax.devices()[0].platform)
     out = None
     if writer:
+        from gdrelu.provenance import manifest
+
         _check_space(args.resume or args.out or Path("runs"), specs)
-        out = _prepare_resume(args, specs) if args.resume else _prepare_out(args.out)
+        started = manifest([s.to_dict() for s in specs])
+        out = _prepare_resume(args, started) if args.resume else _prepare_out(args.out)
         if not args.resume:
             from gdrelu.store import write_manifest
 
-            write_manifest(out, specs)
+            write_manifest(out, started)
     use_compilation_cache(args.cache_dir)
-    from gdrelu.experiment import run_experiment
-    from gdrelu.store import comparisons, format_table, load_unit, save_unit, write_results
+    from gdrelu import runner
+    from gdrelu.analysis import comparisons, experiment_summary, format_table
+    from gdrelu.records import table
+    from gdrelu.store import write_results
 
     spec = specs[0]
     total = len(spec.widths) * len(spec.deltas) * spec.runs * len(specs)
@@ -399,34 +403,22 @@ def _run(args) -> int:
     start = time.perf_counter()
     results = []
 
-    def finished(cell_results):
-        if writer:
-            save_unit(out, cell_results)
+    def stored(cell_results):
+        progress.bar.update(sum(cr.result.status.size for cr in cell_results))
         progress.on_cells_done(cell_results)
 
     try:
         for each in specs:
             label = f"{each.optimizer} " if len(specs) > 1 else ""
-            stored = {w: load_unit(out, each, w) if out else None for w in each.widths}
-            for done in filter(None, stored.values()):
-                progress.bar.update(sum(cr.result.status.size for cr in done))
-                progress.on_cells_done(done)
-            remaining = tuple(w for w in each.widths if stored[w] is None)
-            fresh = []
-            if remaining:
-                fresh = run_experiment(
-                    dataclasses.replace(each, widths=remaining),
-                    on_check=lambda w, k, status, label=label: progress.on_check(
-                        w, k, status, label
-                    ),
-                    on_cells_done=finished,
-                    processes=processes,
-                    memory_budget=budget,
-                )
-            by_width = {w: stored[w] for w in each.widths if stored[w] is not None}
-            for cr in fresh:
-                by_width.setdefault(cr.cell.width, []).append(cr)
-            results += [cr for w in each.widths for cr in by_width[w]]
+            results += runner.run_experiment(
+                each,
+                on_check=lambda w, k, status, label=label: progress.on_check(w, k, status, label),
+                on_cells_done=progress.on_cells_done,
+                processes=processes,
+                memory_budget=budget,
+                units=out,
+                on_stored=stored,
+            )
     except KeyboardInterrupt:
         progress.close()
         print(
@@ -445,7 +437,8 @@ def _run(args) -> int:
             "optimizers": [s.optimizer for s in specs],
             "comparisons": comparisons(results),
         }
-    summary = write_results(out, spec, results, seconds=seconds, backend=backend, extra=extra)
+    summary = experiment_summary(spec, results, seconds=seconds, backend=backend, extra=extra)
+    write_results(out, table(results), summary)
     print(format_table(summary["cells"]))
     for c in summary.get("comparisons", []):
         lo, hi = c["ci95"]
@@ -463,18 +456,20 @@ def _section10(args) -> int:
     given = [flag for flag in given if flag != "--seed"] + (["--config"] if args.config else [])
     if given:
         raise UsageError(f"{given[0]}: the section10 preset takes only --scale, --seed, --out")
-    out = _prepare_out(args.out)
-
     import jax
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_default_matmul_precision", "highest")
     use_every_cpu_core()
-    use_compilation_cache(args.cache_dir)
     from gdrelu import section10
-    from gdrelu.store import write_section10
+    from gdrelu.store import write_manifest, write_section10
 
     scale = section10.SCALES[args.scale]
+    started = section10.manifest(args.scale, scale, args.seed or 0)
+    out = _prepare_resume(args, started) if args.resume else _prepare_out(args.out)
+    if not args.resume:
+        write_manifest(out, started)
+    use_compilation_cache(args.cache_dir)
     groups = section10.configurations(scale)
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
     progress = _Progress(len(groups) * per_group, enabled=not args.quiet)
@@ -490,13 +485,16 @@ def _section10(args) -> int:
                 on_check=lambda k, status, label=label: progress.on_check(
                     scale.width, k, status, label
                 ),
+                memory_budget=_budget_bytes(args.memory_budget),
+                units=out,
             )
             progress.on_cells_done([])  # the final check finished every run of the group
     finally:
         progress.close()
     seconds = time.perf_counter() - start
     best = section10.best_step_sizes(rows)
-    write_section10(out, args.scale, scale, rows, best, seconds=seconds, backend=_backend())
+    summary = section10.summary(args.scale, scale, best, seconds=seconds, backend=_backend())
+    write_section10(out, rows, section10.format_table(best), summary)
     print(section10.format_table(best))
     print(f"{len(groups) * per_group} runs in {seconds:.1f} s on {_backend()}; results in {out}/")
     return 0

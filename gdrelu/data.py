@@ -1,7 +1,9 @@
-"""Training data as weighted empirical distributions (PAPER.md, "Data")."""
+"""Training data as weighted empirical distributions (docs/theory.md, "Data"), and the
+batched draws of every run's data from its keys."""
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -58,7 +60,7 @@ def side_masks(x: jax.Array) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------
-# Multi-dimensional data (PAPER.md, "Multi-dimensional experiments"). Finite supports
+# Multi-dimensional data (docs/theory.md, "Multi-dimensional experiments"). Finite supports
 # (star and its relatives) take per-run multinomial weights like the six points; the
 # continuous distributions (P_ex, P_d, rbf) give i.i.d. samples with equal weights.
 # ---------------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def ray_points(directions: jax.Array, delta: float = 0.1, dtype=None):
 
 
 def star_points(rays: int = 11, delta: float = 0.1, dtype=None):
-    """The star (2-D): k rays at angles 2πi/k (PAPER.md: k = 11, δ = 0.1)."""
+    """The star (2-D): k rays at angles 2πi/k (the paper: k = 11, δ = 0.1)."""
     angles = 2.0 * jnp.pi * jnp.arange(rays) / rays
     return ray_points(jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1), delta, dtype)
 
@@ -108,7 +110,7 @@ FINITE = {
 
 
 def sample_example(key: jax.Array, count: int, dim: int = 1, dtype=None):
-    """P_ex (1-D, PAPER.md Section 10): X = ±Beta(5, 2)/√(105/196) (E X² = 1, signs equal
+    """P_ex (1-D, docs/theory.md, "Section 10"): X = ±Beta(5, 2)/√(105/196) (E X² = 1, signs equal
     odds), y = (cos(7π(X - X/√(1+X²))) + 0.2X² + 0.074)/0.727 + N(0, (0.1/0.727)²)."""
     del dim
     dtype = dtype or jnp.result_type(float)
@@ -131,7 +133,7 @@ def sample_radial(key: jax.Array, count: int, dim: int, dtype=None):
 
 
 def sample_rbf(key: jax.Array, count: int, dim: int, dtype=None):
-    """rbf (gdrelu's definition; PAPER.md names no formula): X ~ N(0, I_d) and the radial
+    """rbf (gdrelu's definition; the paper names no formula): X ~ N(0, I_d) and the radial
     bump y = exp(-‖X‖²/2), noise-free."""
     dtype = dtype or jnp.result_type(float)
     x = jax.random.normal(key, (count, dim), dtype)
@@ -169,12 +171,17 @@ def training_statistics(train: WeightedData) -> Standardization:
     return Standardization(*moments(train.x), *moments(train.y))
 
 
+def split_sizes(count: int, fractions) -> tuple[int, int, int]:
+    """(train, validation, test) sizes of `count` points split by three `fractions`."""
+    train, valid = round(fractions[0] * count), round(fractions[1] * count)
+    return train, valid, count - train - valid
+
+
 def split_indices(key: jax.Array, count: int, fractions=(0.6, 0.2, 0.2)) -> tuple:
     """A random partition of range(count) into train/validation/test by `fractions`."""
     order = jax.random.permutation(key, count)
-    sizes = [round(f * count) for f in fractions[:-1]]
-    cuts = [sum(sizes[: i + 1]) for i in range(len(sizes))]
-    return tuple(jnp.split(order, cuts))
+    train, valid, _ = split_sizes(count, fractions)
+    return tuple(jnp.split(order, [train, train + valid]))
 
 
 def load_user_data(path) -> tuple[jax.Array, jax.Array]:
@@ -208,3 +215,68 @@ def check_user_data(x, y, name="data"):
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError(f"data: {name} holds NaN or Inf values")
     return x, y
+
+
+# ---------------------------------------------------------------------------------------
+# Batched draws: each run's training data and validation from its keys (runs,).
+# ---------------------------------------------------------------------------------------
+
+
+@jax.jit
+def draw_finite(data_keys, valid_keys, x, y, delta, num_samples):
+    """A finite support x (m,) or (m, d), y (m,) with per-run multinomial training and
+    validation weights (N = `num_samples` draws each), Δ added: (WeightedData, weights
+    (runs, m)). One compiled program per (support shape, dtype, run count): N, Δ are data."""
+
+    def one(key_data, key_valid):
+        weights = multinomial_weights(key_data, x.shape[0], num_samples, delta.dtype)
+        valid = multinomial_weights(key_valid, x.shape[0], num_samples, delta.dtype)
+        return WeightedData(x, y + delta, weights), valid
+
+    return jax.vmap(one)(data_keys, valid_keys)
+
+
+@functools.partial(jax.jit, static_argnames=("count", "heldout", "dataset", "dim"))
+def draw_continuous(data_keys, valid_keys, delta, *, count, heldout, dataset, dim):
+    """`count` i.i.d. training points of `CONTINUOUS[dataset]` per run and `heldout`
+    validation and test points each, equal weights, all standardized with the training
+    statistics: (train, (validation, test)), a leading runs axis on each."""
+
+    def sample(key, size):
+        x, y = CONTINUOUS[dataset](key, size, dim, delta.dtype)
+        return WeightedData(x, y, jnp.full((size,), 1.0 / size, delta.dtype))
+
+    def one(key_data, key_valid):
+        key_val, key_test = jax.random.split(key_valid)
+        held = (sample(key_val, heldout), sample(key_test, heldout))
+        return standardized(sample(key_data, count), *held, delta)
+
+    return jax.vmap(one)(data_keys, valid_keys)
+
+
+@functools.partial(jax.jit, static_argnames=("fractions",))
+def draw_split(keys, x, y, delta, *, fractions):
+    """Per run: a random split of the points x, y into train/validation/test by
+    `fractions` (`split_indices`), equal weights, all standardized with the training
+    statistics: (train, (validation, test)), a leading runs axis on each."""
+
+    def one(key):
+        parts = [
+            WeightedData(x[i], y[i], jnp.full(i.shape, 1.0 / i.shape[0], y.dtype))
+            for i in split_indices(key, x.shape[0], fractions)
+        ]
+        return standardized(*parts, delta)
+
+    return jax.vmap(one)(keys)
+
+
+def standardized(train: WeightedData, validation, test, delta):
+    """(train, (validation, test)) standardized with the training statistics, Δ added to
+    every target."""
+    statistics = training_statistics(train)
+
+    def one(points):
+        x, y = statistics.apply(points.x, points.y)
+        return WeightedData(x, y + delta, points.weights)
+
+    return one(train), (one(validation), one(test))

@@ -1,5 +1,5 @@
-"""Weight initializations and layer-1 bias inits (PAPER.md, "Parameterizations" and
-Section 10); every draw takes an explicit key.
+"""Weight initializations and layer-1 bias inits (docs/theory.md, "Model" and "Section 10");
+every draw takes an explicit key.
 
 Bias inits act on the effective layer-1 weights ã_i = s_a a_i (`model.Scaling`), so a
 "kink" init puts the hyperplane ã_i·x + b_i = 0 where it promises whatever the
@@ -22,13 +22,14 @@ Data-dependent inits use the points of positive training weight.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
 import jax
 import jax.numpy as jnp
 
-from gdrelu.model import STANDARD, Params, Scaling
+from gdrelu.model import STANDARD, Params, Scaling, scaling_of
 
 
 def _layers(key, n, d, var_a, var_w, dtype):
@@ -63,6 +64,13 @@ def ntk_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
 
 
 INITS = {"he": he_init, "swapped": swapped_init, "ntk": ntk_init}
+PARAMETERIZATION = {"he": "standard", "swapped": "standard", "ntk": "ntk"}
+
+
+def parameterization_of(init: str) -> str:
+    """The parameterization a weight init trains in (`model.scaling_of`): "ntk" scales the
+    raw N(0, 1) weights in the forward pass, the others are standard."""
+    return PARAMETERIZATION[init]
 
 
 def padded_init(init: str, size: int, width: jax.Array, *, key: jax.Array, dtype) -> Params:
@@ -189,3 +197,39 @@ def init_bias(
     z = jnp.sum(points[chosen].T * effective, axis=0)
     flip = jnp.where(z < 0, -1.0, 1.0).astype(dtype)
     return params._replace(a=params.a * flip, w=params.w * flip, b=-jnp.abs(z))
+
+
+# ---------------------------------------------------------------------------------------
+# Batched draws: one run per key, one compiled program per shape.
+# ---------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("width", "dim", "init"))
+def draw_params(keys: jax.Array, like: jax.Array, *, width: int, dim: int, init: str) -> Params:
+    """Networks of `width` neurons on `dim`-dim inputs, one per key (runs,), in the dtype
+    of `like`: one compiled program per (width, dim, init, dtype, run count)."""
+    return jax.vmap(lambda key: INITS[init](width, dim, key=key, dtype=like.dtype))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "init"))
+def draw_padded_params(
+    keys: jax.Array, width: jax.Array, like: jax.Array, *, size: int, init: str
+) -> Params:
+    """1-D networks of `width` neurons padded to `size` (`padded_init`), one per key: one
+    compiled program per (size, init, dtype, run count), whatever the width."""
+    return jax.vmap(lambda key: padded_init(init, size, width, key=key, dtype=like.dtype))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("bias_init", "init"))
+def draw_biases(
+    keys: jax.Array, params: Params, x: jax.Array, weights: jax.Array, *, bias_init: str, init: str
+) -> Params:
+    """`init_bias` of every run: keys (runs,), params with a leading runs axis, the runs'
+    training inputs x (runs, m) or (runs, m, d) and weights (runs, m)."""
+    dim = 1 if params.a.ndim == 2 else params.a.shape[1]
+    scaling = scaling_of(parameterization_of(init), params.b.shape[-1], dim)
+
+    def one(p, points, p_weights, key):
+        return init_bias(p, points, p_weights, bias_init, key=key, scaling=scaling)
+
+    return jax.vmap(one)(params, x, weights, keys)

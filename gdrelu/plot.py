@@ -1,7 +1,8 @@
-"""Figures of a finished experiment."""
+"""Figures of a finished experiment and of the Section 10 preset."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,3 +83,55 @@ def comparison_plot(comparisons: Sequence[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def relative_rmse_plot(best: Sequence[dict], path: Path) -> None:
+    """Section 10: relative test RMSE against d, one panel per (init, optimizer), one colour
+    per bias init (circles: P_d against d, squares: P_ex at d = 1). `best` are the rows of
+    `section10.best_step_sizes`."""
+    inits = sorted({r["init"] for r in best})
+    optimizers = list(dict.fromkeys(r["optimizer"] for r in best))
+    biases = list(dict.fromkeys(r["bias_init"] for r in best))
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(biases)}
+    fig, axes = plt.subplots(
+        len(inits), len(optimizers), figsize=(3.8 * len(optimizers), 3.2 * len(inits)),
+        sharex=True, sharey=True, squeeze=False,
+    )  # fmt: skip
+    for (i, init), (j, optimizer) in itertools.product(enumerate(inits), enumerate(optimizers)):
+        ax = axes[i][j]
+        for data, bias_init in itertools.product(sorted({r["data"] for r in best}), biases):
+            panel = (init, optimizer, data, bias_init)
+            rows = [r for r in best if _panel(r) == panel]
+            _relative_rmse_line(ax, sorted(rows, key=lambda r: r["dim"]), colours[bias_init])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{init}, {optimizer}", fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        if i == len(inits) - 1:
+            ax.set_xlabel("input dimension d")
+        if j == 0:
+            ax.set_ylabel("test RMSE / best at (data, d)")
+    axes[0][-1].legend(fontsize="x-small", title="bias init (■ P_ex)", title_fontsize="x-small")
+    fig.suptitle("Section 10: test RMSE at the best validation check, best step size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _panel(row: dict) -> tuple:
+    return row["init"], row["optimizer"], row["data"], row["bias_init"]
+
+
+def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
+    """One bias init's rows of one data set (sorted by d), labelled on P_d only."""
+    if not rows:
+        return
+    radial = rows[0]["data"] == "radial"
+    ax.plot(
+        [r["dim"] for r in rows],
+        [r["relative_test_rmse"] for r in rows],
+        marker="o" if radial else "s",
+        linestyle="-" if len(rows) > 1 else "none",
+        color=colour,
+        label=rows[0]["bias_init"] if radial else None,
+    )

@@ -1,4 +1,4 @@
-"""The Section 10 protocol of the paper as a preset (PAPER.md, "Section 10 comparison").
+"""The Section 10 protocol of the paper as a preset (docs/theory.md, "Section 10").
 
 A grid over distributions × d × parameterizations × optimizers × bias inits × step
 sizes; each configuration trains `runs` networks with epoch-wise minibatches, keeps for
@@ -7,26 +7,31 @@ mean validation RMSE, and reports the test RMSE there as mean ± standard error.
 figure shows, per (parameterization, optimizer), each bias init's test RMSE relative to
 the best configuration at the same (distribution, d), against d.
 
-Deviations from the paper, stated in the outputs: momentum uses the SGD base step size
-(PAPER.md gives none); the validation RMSE is evaluated every `eval_epochs` epochs
-(not after every epoch); the "small" scale uses a narrower network and fewer epochs so
-that it fits a laptop (see `SCALES`).
+Each group trains through the runner's memory-budgeted batches and is stored as one unit,
+so a grid is resumable. The deviations from the paper are stated in the outputs
+(`DEVIATIONS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gdrelu.engine import simulate
-from gdrelu.experiment import Cell, ExperimentSpec, initial_runs, noise_keys
+from gdrelu import memory, provenance, store
+from gdrelu.cells import Cell, CellResult
+from gdrelu.runner import stored_cells, train_cells
+from gdrelu.spec import ExperimentSpec
+
+DEVIATIONS = (
+    "momentum uses the SGD base step size (the paper gives none)",
+    "the validation RMSE is evaluated every `eval_epochs` epochs, not after every epoch",
+    "the 'small' scale uses a narrower network and fewer epochs so that it fits a laptop",
+)
 
 BIAS_INITS = (
     "zero",
@@ -37,7 +42,7 @@ BIAS_INITS = (
     "kink-neg-unif",
     "kink-neg-point",
 )
-BASE_STEP = {  # (init, optimizer) -> base of the grid base·√2^k (PAPER.md)
+BASE_STEP = {  # (init, optimizer) -> base of the grid base·√2^k (the paper's)
     ("he", "sgd"): 8e-3,
     ("ntk", "sgd"): 0.8,
     ("he", "momentum"): 8e-3,
@@ -102,7 +107,8 @@ def configurations(scale: Scale) -> list[dict[str, Any]]:
     ]
 
 
-def _spec(scale: Scale, group: dict[str, Any], bias_init: str, seed: int) -> ExperimentSpec:
+def _spec(scale: Scale, group: dict[str, Any], bias_init: str, step: float, seed: int):
+    """The spec of one (bias init, step size) of a group: its cell's runs."""
     dim = group["dim"]
     epochs = max(1, scale.epochs_times_d // dim)
     steps_per_epoch = (scale.train_per_dim * dim) // scale.batch_size
@@ -121,67 +127,78 @@ def _spec(scale: Scale, group: dict[str, Any], bias_init: str, seed: int) -> Exp
         optimizer=group["optimizer"],
         sampler="epoch",
         batch_size=scale.batch_size,
-        step_size=BASE_STEP[group["init"], group["optimizer"]],
+        step_size=step,
         check_every=every,
         max_checks=max(1, epochs * steps_per_epoch // every),
         stop_on=(),
     )
 
 
+def group_cells(scale: Scale, group: dict[str, Any], seed: int) -> list[tuple[tuple, Cell]]:
+    """((bias init, step exponent, step size), cell) of every configuration of a group, in
+    order. The step sizes of a bias init share a cell hash: the same data and networks."""
+    base = BASE_STEP[group["init"], group["optimizer"]]
+    return [
+        ((bias_init, k, step), Cell(scale.width, 0.0, _spec(scale, group, bias_init, step, seed)))
+        for bias_init in scale.bias_inits
+        for k in scale.step_exponents
+        for step in (base * math.sqrt(2.0) ** k,)
+    ]
+
+
+def unit_name(group: dict[str, Any]) -> str:
+    return f"section10-{group['data']}-d{group['dim']}-{group['init']}-{group['optimizer']}"
+
+
 def run_group(
-    scale: Scale, group: dict[str, Any], *, seed: int = 0, on_check: Callable | None = None
+    scale: Scale,
+    group: dict[str, Any],
+    *,
+    seed: int = 0,
+    on_check: Callable[[int, np.ndarray], None] | None = None,
+    memory_budget: int | None = None,
+    units: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Train one group (every bias init × step size × run) in one batch; one row per
-    (bias init, step size) with mean validation and test RMSE and their standard errors."""
-    parts, labels = [], []
-    for bias_init in scale.bias_inits:
-        spec = _spec(scale, group, bias_init, seed)
-        cell = Cell(scale.width, 0.0, spec)
-        indices = np.arange(scale.runs)
-        params, data, (validation, test) = initial_runs(cell, indices)
-        keys = noise_keys(cell, indices)
-        for k in scale.step_exponents:
-            step = spec.step_size * math.sqrt(2.0) ** k
-            parts.append((params, data, validation, test, keys))
-            labels.append((bias_init, k, step))
-    params, data, validation, test, keys = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-    steps = np.repeat([label[2] for label in labels], scale.runs)
-    result = simulate(
-        params,
-        data,
-        steps,
-        optimizer=group["optimizer"],
-        sampler="epoch",
-        batch_size=scale.batch_size,
-        key=keys,
-        parameterization="ntk" if group["init"] == "ntk" else "standard",
-        check_every=spec.check_every,
-        max_checks=spec.max_checks,
-        stop_on=(),
-        validation=validation,
-        test=test,
-        on_check=on_check,
-    )
-    rows = []
-    for i, (bias_init, k, step) in enumerate(labels):
-        part = slice(i * scale.runs, (i + 1) * scale.runs)
-        # weights 1/m: loss = ½ mean r², so RMSE = sqrt(2 loss); a diverged run scores inf
-        val = _rmse(result.best_validation_loss[part])
-        test_rmse = _rmse(result.test_loss_at_best[part])
-        rows.append(
-            {
-                **group,
-                "bias_init": bias_init,
-                "step_exponent": k,
-                "step_size": step,
-                "runs": scale.runs,
-                "validation_rmse": float(np.mean(val)),
-                "test_rmse": float(np.mean(test_rmse)),
-                "test_rmse_se": _standard_error(test_rmse),
-                "diverged": int(np.sum(~np.isfinite(val))),
-            }
+    """Train one group (every bias init × step size × run) in batches that fit in
+    `memory_budget` bytes (`runner.train_cells`); one row per (bias init, step size) with
+    mean validation and test RMSE and their standard errors. With `units` (a run
+    directory), a stored group is read back and a trained one stored."""
+    labelled = group_cells(scale, group, seed)
+    cells = [cell for _, cell in labelled]
+    done = stored_cells(units, unit_name(group), cells)
+    if done is not None and on_check is not None:
+        on_check(cells[0].spec.max_checks, np.concatenate([cr.result.status for cr in done]))
+    if done is None:
+        done = train_cells(
+            [(cell, np.arange(scale.runs)) for cell in cells],
+            bucket=scale.width,
+            classify_width=scale.width,
+            on_check=None if on_check is None else (lambda widths, k, status: on_check(k, status)),
+            budget=memory.memory_budget(memory_budget),
         )
-    return rows
+        if units is not None:
+            store.save_unit(units, unit_name(group), done)
+    return [_row(scale, group, label, cr) for (label, _), cr in zip(labelled, done, strict=True)]
+
+
+def _row(scale: Scale, group: dict[str, Any], label: tuple, cell_result: CellResult) -> dict:
+    """A configuration's row: mean RMSEs at each run's best-validation check."""
+    bias_init, k, step = label
+    result = cell_result.result
+    # weights 1/m: loss = ½ mean r², so RMSE = sqrt(2 loss); a diverged run scores inf
+    val = _rmse(result.best_validation_loss)
+    test_rmse = _rmse(result.test_loss_at_best)
+    return {
+        **group,
+        "bias_init": bias_init,
+        "step_exponent": k,
+        "step_size": step,
+        "runs": scale.runs,
+        "validation_rmse": float(np.mean(val)),
+        "test_rmse": float(np.mean(test_rmse)),
+        "test_rmse_se": _standard_error(test_rmse),
+        "diverged": int(np.sum(~np.isfinite(val))),
+    }
 
 
 def _standard_error(values: np.ndarray) -> float:
@@ -228,53 +245,24 @@ def format_table(best: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def relative_rmse_plot(best: list[dict[str, Any]], path) -> None:
-    """Relative test RMSE against d, one panel per (init, optimizer), one colour per bias
-    init (circles: P_d against d, squares: P_ex at d = 1)."""
-    import matplotlib
+def manifest(scale_name: str, scale: Scale, seed: int) -> dict[str, Any]:
+    """manifest.json of a grid run: a resume must match its scale, seed and settings."""
+    grid = {"preset": "section10", "scale": scale_name, "sizes": dataclasses.asdict(scale)}
+    return provenance.manifest([{**grid, "seed": seed}])
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    inits = sorted({r["init"] for r in best})
-    optimizers = list(dict.fromkeys(r["optimizer"] for r in best))
-    biases = list(dict.fromkeys(r["bias_init"] for r in best))
-    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(biases)}
-    fig, axes = plt.subplots(
-        len(inits), len(optimizers), figsize=(3.8 * len(optimizers), 3.2 * len(inits)),
-        sharex=True, sharey=True, squeeze=False,
-    )  # fmt: skip
-    for (i, init), (j, optimizer) in itertools.product(enumerate(inits), enumerate(optimizers)):
-        ax = axes[i][j]
-        for data, bias_init in itertools.product(sorted({r["data"] for r in best}), biases):
-            rows = sorted(
-                (
-                    r
-                    for r in best
-                    if (r["init"], r["optimizer"], r["data"], r["bias_init"])
-                    == (init, optimizer, data, bias_init)
-                ),
-                key=lambda r: r["dim"],
-            )
-            if rows:
-                ax.plot(
-                    [r["dim"] for r in rows],
-                    [r["relative_test_rmse"] for r in rows],
-                    marker="o" if data == "radial" else "s",
-                    linestyle="-" if len(rows) > 1 else "none",
-                    color=colours[bias_init],
-                    label=bias_init if data == "radial" else None,
-                )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"{init}, {optimizer}", fontsize="medium")
-        ax.grid(True, alpha=0.3)
-        if i == len(inits) - 1:
-            ax.set_xlabel("input dimension d")
-        if j == 0:
-            ax.set_ylabel("test RMSE / best at (data, d)")
-    axes[0][-1].legend(fontsize="x-small", title="bias init (■ P_ex)", title_fontsize="x-small")
-    fig.suptitle("Section 10: test RMSE at the best validation check, best step size")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def summary(
+    scale_name: str, scale: Scale, best: list[dict[str, Any]], *, seconds: float, backend: str
+) -> dict[str, Any]:
+    """summary.json of a grid run: the best step size per configuration, the deviations
+    from the paper, and the settings that change results (`provenance`)."""
+    return {
+        "preset": "section10",
+        "scale": scale_name,
+        "sizes": dataclasses.asdict(scale),
+        "best": best,
+        "seconds": seconds,
+        "backend": backend,
+        "deviations": list(DEVIATIONS),
+        **provenance.recorded(),
+    }

@@ -1,4 +1,4 @@
-"""The star experiment at small scale (PAPER.md, "Multi-dimensional experiments").
+"""The star experiment at small scale (docs/theory.md, "Multi-dimensional experiments").
 
     python scripts/star_experiment.py                       # widths 16-64, 200 runs, 1e5 steps
     python scripts/star_experiment.py --widths 16 --runs 20 --steps 2000 --out /tmp/star
@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="The star experiment at small scale.")
     parser.add_argument("--widths", default="16,32,64")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100_000)
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     use_every_cpu_core()
     import numpy as np
 
-    from gdrelu.experiment import ExperimentSpec, run_experiment
+    from gdrelu.runner import run_experiment
+    from gdrelu.spec import ExperimentSpec
     from gdrelu.stats import failure_probability
 
     step_size = "ntk"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gdrelu import engine, theory
-from gdrelu.experiment import ExperimentSpec, run_experiment, width_buckets
+from gdrelu.buckets import width_buckets
 from gdrelu.init import he_init
 from gdrelu.model import (
     Params,
@@ -16,6 +16,8 @@ from gdrelu.model import (
     max_abs_kink,
     padded,
 )
+from gdrelu.runner import run_experiment
+from gdrelu.spec import ExperimentSpec
 
 EXACT_FIELDS = ("status", "stop_step", "pattern_change_step", "escaped", "best_step")
 CLOSE_FIELDS = ("final_loss", "max_kink", "linear_threshold", "best_validation_loss")
@@ -168,7 +170,7 @@ def test_a_small_memory_budget_splits_the_runs_without_changing_them():
     """Batches sized from the per-run byte estimate: a budget of 64 runs splits a bucket
     of 3 × 32 runs into two batches, and every run equals the one-batch result."""
     from gdrelu import memory
-    from gdrelu.experiment import run_bytes
+    from gdrelu.runner import run_bytes
 
     spec = ExperimentSpec(
         widths=(3, 4, 5), deltas=(0.0,), runs=32, check_every=100, max_checks=5, buckets="one"

@@ -226,9 +226,9 @@ def test_second_run_reads_the_compilation_cache(tmp_path):
 def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, capsys):
     """KeyboardInterrupt after the first width: exit 130, one unit kept, and --resume
     finishes to the table of the uninterrupted run."""
-    import gdrelu.experiment
+    import gdrelu.runner
 
-    original = gdrelu.experiment.run_experiment
+    original = gdrelu.runner.run_experiment
 
     def interrupted(spec, *, on_cells_done, **kwargs):
         def done(cells):
@@ -237,12 +237,12 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
 
         return original(spec, on_cells_done=done, **kwargs)
 
-    monkeypatch.setattr(gdrelu.experiment, "run_experiment", interrupted)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", interrupted)
     out = tmp_path / "interrupted"
     assert main(["run", *SMALL, "--out", str(out)]) == 130
     assert "--resume" in capsys.readouterr().err
     assert len(list((out / "units").glob("*.npz"))) == 1 and not (out / "runs.csv").exists()
-    monkeypatch.setattr(gdrelu.experiment, "run_experiment", original)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", original)
     assert main(["run", *SMALL, "--resume", str(out)]) == 0
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
 

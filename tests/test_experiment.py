@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec, SpecError, he_init, multinomial_weights
-from gdrelu.experiment import Cell, initial_runs, run_key
+from gdrelu.cells import Cell, initial_runs, run_key
 
 Z = 5.0  # Monte Carlo tolerances: five standard errors (two-sided p ≈ 6e-7)
 
@@ -159,10 +159,11 @@ def test_user_file_split_per_run(tmp_path):
         ExperimentSpec(split=(0.5, 0.5, 0.5))
 
 
-def test_adaptive_runs_equal_a_fixed_run_of_the_same_size():
+def test_adaptive_runs_equal_a_run_of_their_final_size():
     """--target-halfwidth: each cell grows in batches of `runs` until its interval is
-    narrow enough or it has max_runs; every cell equals a fixed-size run of its count."""
-    from gdrelu.experiment import interval_halfwidth, run_experiment
+    narrow enough or it has max_runs; every cell equals a run of its final count from the start."""
+    from gdrelu.analysis import interval_halfwidth
+    from gdrelu.runner import run_experiment
 
     base = dict(widths=(4,), deltas=(0.0, 0.1), check_every=100, max_checks=20)
     adaptive = run_experiment(ExperimentSpec(**base, runs=8, target_halfwidth=0.2, max_runs=32))
@@ -174,11 +175,11 @@ def test_adaptive_runs_equal_a_fixed_run_of_the_same_size():
         if size > 8:  # it grew because the smaller count was too wide
             shorter = cr._replace(result=jax.tree.map(lambda v, s=size: v[: s - 8], cr.result))
             assert interval_halfwidth(shorter) > 0.2
-        (fixed,) = [
+        (whole,) = [
             c
             for c in run_experiment(ExperimentSpec(**base, runs=size))
             if c.cell.delta == cr.cell.delta
         ]
-        np.testing.assert_array_equal(fixed.result.status, cr.result.status)
-        np.testing.assert_array_equal(fixed.result.stop_step, cr.result.stop_step)
-        np.testing.assert_array_equal(fixed.result.params.a, cr.result.params.a)
+        np.testing.assert_array_equal(whole.result.status, cr.result.status)
+        np.testing.assert_array_equal(whole.result.stop_step, cr.result.stop_step)
+        np.testing.assert_array_equal(whole.result.params.a, cr.result.params.a)

@@ -1,0 +1,123 @@
+"""What a finished experiment says: P(stuck) per cell with its interval, status counts,
+paired comparisons of optimizers, and the summary that summary.json holds (docs/theory.md,
+"Provably stuck" and "Outcome of a run")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gdrelu.cells import CellResult
+from gdrelu.engine import Status
+from gdrelu.spec import ExperimentSpec
+from gdrelu.stats import failure_probability, paired_comparison
+
+STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)
+
+
+def status_counts(status: np.ndarray) -> dict[str, int]:
+    """Counts of every final status by lowercase name (zeros included)."""
+    return {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
+
+
+def stuck_runs(cell_result: CellResult) -> np.ndarray:
+    """Which runs of a cell are stuck (bool, runs): certified by GD's criterion or
+    degenerate; with the spec's "final" stuck rule also the runs whose final network is
+    still in the linear regime (`detectors`; diverged runs are neither stuck nor escaped).
+    """
+    res = cell_result.result
+    certified = np.isin(res.status, STUCK_STATUSES)
+    if not cell_result.cell.spec.final_stuck_rule:
+        return certified
+    return certified | (~res.escaped & (res.status != Status.DIVERGED))
+
+
+def interval_halfwidth(cell_result: CellResult) -> float:
+    """Half the width of the 95% Clopper-Pearson interval of the cell's P(stuck)."""
+    stuck = stuck_runs(cell_result)
+    low, high = failure_probability(int(stuck.sum()), stuck.size)[1]
+    return (high - low) / 2.0
+
+
+def cell_summary(cell_result: CellResult) -> dict[str, Any]:
+    """One summary.json cell: counts by status, P(stuck) and its 95% interval
+    (`stuck_runs`), and the counts of both detectors."""
+    cell, res = cell_result.cell, cell_result.result
+    stuck = int(stuck_runs(cell_result).sum())
+    p, ci = failure_probability(stuck, res.status.size)
+    return {
+        "width": int(cell.width),
+        "delta": float(cell.delta),
+        "optimizer": cell.spec.optimizer,
+        "cell_id": cell.cell_id,
+        "runs": int(res.status.size),
+        "status_counts": status_counts(res.status),
+        "stuck_rule": "final" if cell.spec.final_stuck_rule else "certificate",
+        "stuck": stuck,
+        "p_stuck": p,
+        "ci95": list(ci),
+        "detectors": {
+            "pattern_changed": int(np.sum(res.pattern_change_step >= 0)),
+            "escaped_final": int(np.sum(res.escaped)),
+        },
+    }
+
+
+def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """Paired differences P_a(stuck) - P_b(stuck) for every pair of optimizers a before b
+    and every (width, Δ) cell they share, with the exact McNemar test (`stats`)."""
+    by_cell: dict[tuple, dict[str, CellResult]] = {}
+    for cr in cell_results:
+        by_cell.setdefault((cr.cell.width, cr.cell.delta), {})[cr.cell.spec.optimizer] = cr
+    out = []
+    for (width, delta), per_optimizer in by_cell.items():
+        names = list(per_optimizer)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                pair = paired_comparison(stuck_runs(per_optimizer[a]), stuck_runs(per_optimizer[b]))
+                out.append({"a": a, "b": b, "width": int(width), "delta": float(delta), **pair})
+    return out
+
+
+def experiment_summary(
+    spec: ExperimentSpec,
+    cell_results: Sequence[CellResult],
+    *,
+    seconds: float,
+    backend: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """summary.json of an experiment: its cells, time, backend, memory, spec, the settings
+    that change results (`provenance`), and `extra`."""
+    from gdrelu import provenance
+
+    return {
+        "cells": [cell_summary(c) for c in cell_results],
+        "seconds": seconds,
+        "backend": backend,
+        "peak_memory": provenance.peak_memory(),
+        "spec": spec.to_dict(),
+        **provenance.recorded(),
+        **(extra or {}),
+    }
+
+
+def format_table(cells: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of summary cells: runs, crossed, stuck, other, P(stuck) [95% CI]."""
+    header = (
+        f"{'optimizer':>9} {'width':>6} {'delta':>6} {'runs':>6} {'crossed':>8} {'stuck':>6}"
+        f" {'other':>6}  P(stuck) [95% CI]"
+    )
+    lines = [header]
+    for c in cells:
+        stuck, crossed = c["stuck"], c["status_counts"]["crossed"]
+        other = c["runs"] - stuck - crossed
+        lo, hi = c["ci95"]
+        lines.append(
+            f"{c['optimizer']:>9} {c['width']:>6} {c['delta']:>6g} {c['runs']:>6} {crossed:>8}"
+            f" {stuck:>6} {other:>6}"
+            f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
+        )
+    return "\n".join(lines)

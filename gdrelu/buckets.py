@@ -1,0 +1,49 @@
+"""Which widths share a compiled program: every network of a batch is padded to its
+bucket width with inert neurons (`model.padded`), and batches of one bucket width and run
+count share their programs (docs/design.md, "Buckets")."""
+
+from __future__ import annotations
+
+from gdrelu.spec import ExperimentSpec
+
+# With "auto" buckets, the widths up to this share one program on the propagator, whose
+# GD step costs O(1) in the width: padding them costs less than a compile per width.
+SHARED_BUCKET = 128
+
+
+def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
+    """The batches of a spec: (bucket width, the widths trained together), in order of
+    first width.
+
+    `buckets`: "pow2" pads each width to the next power of two (at most 2× the work, one
+    program per octave), "one" pads every width to the largest (one program), "none"
+    gives every width its own program. "auto" is "pow2", except that on the propagator
+    path the widths up to `SHARED_BUCKET` share one program: each is trained alone, padded
+    to the next power of two of the largest of them (a run's steps cost O(1) in the width
+    there; only its once-per-chunk work and its redos grow with the padding). Each width
+    alone in its batch keeps the widest one's results bit for bit those of a run without
+    the narrower ones (a batch's size and padding move the last bits).
+    """
+    if spec.buckets == "none":
+        return [(w, (w,)) for w in spec.widths]
+    if spec.buckets == "one":
+        return [(max(spec.widths), spec.widths)]
+    shared = [w for w in spec.widths if w <= SHARED_BUCKET]
+    if spec.buckets == "auto" and shared and spec.path == "propagator":
+        floor = _next_power_of_two(max(shared))
+        return [(max(floor, _next_power_of_two(w)), (w,)) for w in spec.widths]
+    groups: dict[int, list[int]] = {}
+    for w in spec.widths:
+        groups.setdefault(_next_power_of_two(w), []).append(w)
+    return [(bucket, tuple(ws)) for bucket, ws in groups.items()]
+
+
+def _next_power_of_two(width: int) -> int:
+    return 1 << (width - 1).bit_length()
+
+
+def shared_width(spec: ExperimentSpec) -> int:
+    """The widest bucket: programs that run once per batch (the initial networks, the
+    paper's step size, the final classification) take every network padded to it, one
+    program for all buckets."""
+    return max(bucket for bucket, _ in width_buckets(spec))

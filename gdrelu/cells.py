@@ -1,0 +1,179 @@
+"""A spec's cells and the keys that make every run reproducible (docs/design.md, "Runner").
+
+A spec expands into cells (one per width × Δ); a run is (seed, cell, index in cell) and
+its key is fold_in(fold_in(key(seed), cell_hash), index), where cell_hash is a stable
+hash of the settings that define the cell's data and initialization. A run's result
+thus depends neither on batching nor on which other cells run, and two optimizers given
+the same seed see the same data and initial networks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu.buckets import shared_width
+from gdrelu.data import CONTINUOUS, WeightedData, draw_continuous, draw_finite, draw_split
+from gdrelu.engine import SimulationResult
+from gdrelu.init import draw_biases, draw_padded_params, draw_params
+from gdrelu.model import Params, padded
+from gdrelu.spec import ExperimentSpec
+
+NOISE_STREAM = 0x5EED  # fold_in(run key, NOISE_STREAM): the run's minibatch noise
+BIAS_STREAM = 0xB1A5  # fold_in(parameter key, BIAS_STREAM): the run's layer-1 biases
+
+
+class Cell(NamedTuple):
+    """One (width, Δ) cell of a spec."""
+
+    width: int
+    delta: float
+    spec: ExperimentSpec
+
+    @property
+    def num_samples(self) -> int:
+        """N for a finite support, the number of training points for continuous data."""
+        if self.spec.data in CONTINUOUS:
+            return self.spec.num_points
+        return self.spec.num_samples or self.width**2
+
+    def settings(self) -> dict[str, Any]:
+        """What defines the cell's data and initialization (not the optimizer or dtype)."""
+        spec = self.spec
+        return {
+            "width": int(self.width),
+            "delta": float(self.delta),
+            "init": spec.init,
+            "num_samples": int(self.num_samples),
+            # only when set, so that the paper's cells keep their hash and their runs
+            **({"bias_init": spec.bias_init} if spec.bias_init != "zero" else {}),
+            **({"data": spec.data} if spec.data != "six-points" else {}),
+            **({"data_sha256": spec.data_sha256} if spec.data_file else {}),
+            **({"split": list(spec.split)} if spec.split else {}),
+            **({"dim": spec.input_dim} if spec.input_dim != 1 else {}),
+        }
+
+    @property
+    def cell_hash(self) -> int:
+        """A stable 31-bit hash of `settings()`."""
+        text = json.dumps(self.settings(), sort_keys=True)
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.cell_hash:08x}"
+
+
+class CellResult(NamedTuple):
+    """A cell's runs: step sizes (runs,) and what `simulate` returned for them."""
+
+    cell: Cell
+    step_size: np.ndarray
+    result: SimulationResult
+
+
+class RunKeys(NamedTuple):
+    """Per run (runs,): the keys of its initial weights, training data, validation (or
+    held-out points) and layer-1 biases."""
+
+    params: jax.Array
+    data: jax.Array
+    validation: jax.Array
+    biases: jax.Array
+
+
+def run_key(seed: int, cell_hash: int, index) -> jax.Array:
+    """The key of run `index` of a cell: fold_in(fold_in(key(seed), cell_hash), index)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), cell_hash), index)
+
+
+def _key_arguments(cell: Cell, indices: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return (
+        jnp.asarray(cell.spec.seed, jnp.uint32),
+        jnp.asarray(cell.cell_hash, jnp.uint32),
+        jnp.asarray(indices, jnp.uint32),
+    )
+
+
+def noise_keys(cell: Cell, indices: np.ndarray) -> jax.Array:
+    """Key data (runs, 2) of the minibatch noise of runs `indices` of a cell: the same for
+    every optimizer (common random numbers), independent of the data and initialization."""
+    return _noise_key_data(*_key_arguments(cell, indices))
+
+
+@jax.jit
+def _noise_key_data(seed, cell_hash, indices):
+    keys = jax.vmap(lambda i: jax.random.fold_in(run_key(seed, cell_hash, i), NOISE_STREAM))
+    return jax.random.key_data(keys(indices))
+
+
+def run_keys(cell: Cell, indices: np.ndarray) -> RunKeys:
+    """The keys of runs `indices` of a cell."""
+    return _split_run_keys(*_key_arguments(cell, indices))
+
+
+@jax.jit
+def _split_run_keys(seed, cell_hash, indices) -> RunKeys:
+    split = jax.vmap(lambda index: jax.random.split(run_key(seed, cell_hash, index), 3))(indices)
+    biases = jax.vmap(lambda k: jax.random.fold_in(k, BIAS_STREAM))(split[:, 0])
+    return RunKeys(split[:, 0], split[:, 1], split[:, 2], biases)
+
+
+def initial_runs(
+    cell: Cell, indices: np.ndarray, size: int | None = None
+) -> tuple[Params, WeightedData, Any]:
+    """Initial parameters, training data and validation of runs `indices` of a cell: the
+    validation weights (runs, m) on the training points (finite supports), or held-out
+    (validation, test) points (continuous data, split files). The networks are padded to
+    `size` neurons (`model.padded`; default: the cell's width, no padding)."""
+    spec = cell.spec
+    size = cell.width if size is None else size
+    dtype = jnp.dtype(spec.dtype)
+    keys = run_keys(cell, indices)
+    biased = spec.bias_init != "zero"  # biases are drawn for the true width, then padded
+    if spec.input_dim == 1:  # one program draws every width of the spec
+        width, like = jnp.asarray(cell.width), jnp.zeros((), dtype)
+        size_drawn = shared_width(spec)
+        params = draw_padded_params(keys.params, width, like, size=size_drawn, init=spec.init)
+        params = _first_neurons(params, cell.width if biased else size)
+    else:
+        params = draw_params(
+            keys.params, jnp.zeros((), dtype), width=cell.width, dim=spec.input_dim, init=spec.init
+        )
+    data, valid = _initial_data(cell, keys, dtype)
+    if biased:
+        params = draw_biases(
+            keys.biases, params, data.x, data.weights, bias_init=spec.bias_init, init=spec.init
+        )
+    return padded(params, size), data, valid
+
+
+def _initial_data(cell: Cell, keys: RunKeys, dtype) -> tuple[WeightedData, Any]:
+    """The runs' training data and validation (`initial_runs`)."""
+    spec = cell.spec
+    delta = jnp.asarray(cell.delta, dtype)
+    if spec.split is not None:
+        x, y = spec.support(dtype)
+        return draw_split(keys.data, x, y, delta, fractions=tuple(spec.split))
+    if spec.data in CONTINUOUS:
+        return draw_continuous(
+            keys.data,
+            keys.validation,
+            delta,
+            count=cell.num_samples,
+            heldout=spec.num_heldout,
+            dataset=spec.data,
+            dim=spec.input_dim,
+        )
+    x, y = spec.support(dtype)
+    return draw_finite(keys.data, keys.validation, x, y, delta, cell.num_samples)
+
+
+def _first_neurons(params: Params, width: int) -> Params:
+    """The first `width` neurons of a batch of 1-D networks."""
+    return Params(params.a[:, :width], params.b[:, :width], params.w[:, :width], params.c)

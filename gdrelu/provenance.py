@@ -1,0 +1,54 @@
+"""The settings outside a spec that change results, recorded with every run and checked on
+resume, and the versions and memory recorded as information (docs/design.md, "Store")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from gdrelu.engine import propagator_kernel
+
+
+def settings() -> dict[str, str]:
+    """What changes results besides the spec: the propagator's kernel as resolved for this
+    platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`). Starts JAX's backends."""
+    return {"kernel": propagator_kernel(jax.devices()[0].platform)}
+
+
+def versions() -> dict[str, str]:
+    """jax and jaxlib versions: information, not checked on resume."""
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+def recorded() -> dict[str, Any]:
+    """The keys every summary.json and manifest.json carry: settings and versions."""
+    return {"settings": settings(), "versions": versions()}
+
+
+def manifest(specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """manifest.json of a run of `specs` (JSON mappings): a resume must match its
+    `spec_hash` and `settings` (`store.check_manifest`)."""
+    return {"specs": list(specs), "spec_hash": spec_hash(specs), **recorded()}
+
+
+def spec_hash(specs: Sequence[dict[str, Any]]) -> str:
+    """sha256 of the specs' canonical JSON."""
+    text = json.dumps(list(specs), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def peak_memory() -> dict[str, int | None]:
+    """Peak resident memory of this process (bytes) and, where JAX reports it, the peak
+    in use on the first device."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    host = rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+    stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+    return {"host_peak_rss_bytes": int(host), "device_peak_bytes": stats.get("peak_bytes_in_use")}

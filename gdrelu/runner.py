@@ -1,0 +1,310 @@
+"""Training a spec's runs: memory-budgeted batches of padded networks, the adaptive run
+count, several processes, and resuming from the unit store (docs/design.md, "Runner").
+
+A unit is one spec's width (all its Δ cells); each finished unit is stored at once
+(`store.save_unit`), so a run killed at any moment redoes only the unit in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu import engine, memory, store
+from gdrelu.analysis import interval_halfwidth
+from gdrelu.buckets import shared_width, width_buckets
+from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
+from gdrelu.engine import simulate
+from gdrelu.model import Params
+from gdrelu.optim import get_optimizer
+from gdrelu.spec import ExperimentSpec
+from gdrelu.step_size import initial_step_sizes
+
+Work = Sequence[tuple[Cell, np.ndarray]]  # (cell, run indices) in batch order
+OnCheck = Callable[[tuple[int, ...], int, np.ndarray], None]  # (widths, check, statuses)
+OnCells = Callable[[Sequence[CellResult]], None]
+
+
+class Processes(NamedTuple):
+    """This process's place among `count` (index) and how to collect a pytree of host
+    arrays of equal shapes from all of them (stacked on a new leading axis)."""
+
+    index: int
+    count: int
+    gather: Callable[[Any], Any]
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    on_check: OnCheck | None = None,
+    on_cells_done: OnCells | None = None,
+    processes: Processes | None = None,
+    memory_budget: int | None = None,
+    units: Path | None = None,
+    on_stored: OnCells | None = None,
+) -> list[CellResult]:
+    """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
+    their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
+    A bucket whose runs do not fit in `memory_budget` bytes (default: a share of the free
+    device or host memory, `memory.memory_budget`) goes in several batches (a run's
+    result does not depend on its batch).
+
+    With `units` (a run directory), the widths whose unit is stored there are loaded
+    (`on_stored` receives their cells) and each width trained is stored as soon as its
+    bucket finishes, before `on_cells_done` receives its cells.
+
+    With `processes`, this process trains runs index, index + count, … of every cell and
+    `processes.gather` collects every process's share, so each process returns the
+    whole result (a run's key depends only on its index: the same runs as one process).
+
+    With `target_halfwidth` H, each bucket continues in batches of `runs` more runs (run
+    indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
+    wider than 2H, until it is not or a cell has `max_runs` runs: the result of a cell
+    equals that of a spec with its final count as `runs`. `on_check(widths, k, status)`
+    reports progress after each check.
+    """
+    if processes is not None and spec.target_halfwidth is not None:
+        raise ValueError("target_halfwidth: not supported across processes yet")
+    results = _stored_widths(spec, units)
+    for cells in results.values():
+        if on_stored is not None:
+            on_stored(cells)
+    remaining = tuple(w for w in spec.widths if w not in results)
+    if remaining:
+        todo = spec if not results else dataclasses.replace(spec, widths=remaining)
+        budget = memory.memory_budget(memory_budget)
+        for width, cells in _trained_widths(todo, on_check, processes, budget):
+            if units is not None:
+                store.save_unit(units, unit_name(spec, width), cells)
+            results[width] = cells
+            if on_cells_done is not None:
+                on_cells_done(cells)
+    return [cr for width in spec.widths for cr in results[width]]
+
+
+def unit_name(spec: ExperimentSpec, width: int) -> str:
+    return f"{spec.optimizer}-w{width}"
+
+
+def stored_cells(units: Path | None, name: str, cells: Sequence[Cell]) -> list[CellResult] | None:
+    """The stored results of `cells` (unit `name` under `units`), or None if not stored."""
+    stored = None if units is None else store.load_unit(units, name)
+    if stored is None:
+        return None
+    if len(stored) != len(cells):
+        raise store.ResumeError(f"{units}: unit {name} holds {len(stored)} cells, not {len(cells)}")
+    return [CellResult(cell, *pair) for cell, pair in zip(cells, stored, strict=True)]
+
+
+def _stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[CellResult]]:
+    found = {}
+    for width in spec.widths:
+        cells = [Cell(width, delta, spec) for delta in spec.deltas]
+        stored = stored_cells(units, unit_name(spec, width), cells)
+        if stored is not None:
+            found[width] = stored
+    return found
+
+
+def _trained_widths(spec: ExperimentSpec, on_check, processes: Processes | None, budget: int):
+    """(width, its cells' results) of every width of `spec`, bucket by bucket."""
+    for bucket, widths in width_buckets(spec):
+        train = functools.partial(
+            train_cells,
+            bucket=bucket,
+            classify_width=shared_width(spec),
+            on_check=on_check,
+            budget=budget,
+        )
+        cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
+        share = np.arange(spec.runs)
+        if processes is not None:
+            share = share[processes.index :: processes.count]
+        done = train([(cell, share) for cell in cells])
+        if processes is not None:
+            done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
+        if spec.target_halfwidth is not None:
+            done = _grown_to_target(spec, cells, done, train)
+        for width in widths:
+            yield width, [cr for cr in done if cr.cell.width == width]
+
+
+def _grown_to_target(spec: ExperimentSpec, cells, done, train) -> list[CellResult]:
+    """`done` with `runs` more runs for each cell whose interval is wider than 2H, until
+    none is or it has `max_runs` runs."""
+    done = list(done)
+    while True:
+        wanted = [
+            (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
+            for i, cr in enumerate(done)
+            if (size := cr.result.status.size) < spec.max_runs
+            and interval_halfwidth(cr) > spec.target_halfwidth
+        ]
+        if not wanted:
+            return done
+        more = train([(cells[i], idx) for i, idx in wanted])
+        for (i, _), extra in zip(wanted, more, strict=True):
+            done[i] = _joined(done[i], extra)
+
+
+def _cell_from_processes(local: CellResult, runs: int, processes: Processes) -> CellResult:
+    """A cell's whole result from every process's share (runs index::count each)."""
+    share = -(-runs // processes.count)
+    padded = jax.tree.map(
+        lambda v: np.concatenate([v, np.repeat(v[-1:], share - v.shape[0], axis=0)]),
+        (local.step_size, local.result),
+    )
+    stacked = processes.gather(padded)  # (count, share, ...)
+    order = np.arange(runs)
+    whole = jax.tree.map(
+        lambda v: np.asarray(v)[order % processes.count, order // processes.count], stacked
+    )
+    return CellResult(local.cell, *whole)
+
+
+def _joined(first: CellResult, second: CellResult) -> CellResult:
+    """One cell's results of two batches of consecutive run indices, in index order."""
+    join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
+    return CellResult(
+        first.cell,
+        np.concatenate([first.step_size, second.step_size]),
+        join(first.result, second.result),
+    )
+
+
+def train_cells(
+    work: Work, *, bucket: int, classify_width: int, on_check: OnCheck | None, budget: int
+) -> list[CellResult]:
+    """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
+    neurons, in batches that fit in `budget` bytes (`memory`): each cell's runs in index
+    order, whatever the split. The cells may come from several specs that train alike
+    (`_batch_settings`), such as the step sizes of a grid."""
+    total = sum(idx.size for _, idx in work)
+    per_run, per_block_run = run_bytes(work[0][0].spec, bucket, work[0][0])
+    block = engine.blocking_for(jax.local_devices(), total).block
+    limit = memory.batch_runs(per_run, per_block_run, budget, block)
+    train = functools.partial(_train_batch, bucket=bucket, classify_width=classify_width)
+    if total <= limit:
+        return train(work, on_check=on_check)
+    sizes = np.array([idx.size for _, idx in work])
+    starts = np.cumsum(sizes) - sizes  # each cell's first position in the whole work
+    parts: list[list[CellResult]] = [[] for _ in work]
+    finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
+    for first in range(0, total, limit):
+        lows = np.clip(first - starts, 0, sizes)
+        highs = np.clip(first + limit - starts, 0, sizes)
+        owners = np.flatnonzero(lows < highs)
+        batch = [(work[i][0], work[i][1][lows[i] : highs[i]]) for i in owners]
+        callback = None
+        if on_check is not None:
+            callback = functools.partial(_progress_after, on_check, finished)
+        done = train(batch, on_check=callback)
+        for i, cr in zip(owners, done, strict=True):
+            parts[i].append(cr)
+        finished = np.concatenate([finished, *(cr.result.status for cr in done)])
+    return [functools.reduce(_joined, cell_parts) for cell_parts in parts]
+
+
+def _progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
+    """`on_check` of a later batch: the earlier batches' final statuses come first."""
+    on_check(widths, k, np.concatenate([before, status]))
+
+
+def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
+    """(bytes of one run's state and check inputs, bytes of its temporaries while its
+    block trains): shapes only, nothing is computed."""
+    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+
+    def one(indices):
+        params, data, valid = initial_runs(cell, indices, bucket)
+        step = jnp.zeros((1,), params.c.dtype)
+        state = engine.initial_state(params, step, noise_keys(cell, indices), optimizer=optimizer)
+        if isinstance(valid, tuple):
+            validation, test = valid
+        else:
+            validation = test = data._replace(weights=valid)
+        return state, engine.check_inputs(data, step, validation, test)
+
+    shapes = jax.eval_shape(one, jax.ShapeDtypeStruct((1,), jnp.uint32))
+    points = max(leaf.shape[1] for leaf in (shapes[1].data.y, shapes[1].validation.y))
+    itemsize = jnp.dtype(spec.dtype).itemsize
+    temporaries = memory.TEMPORARIES * points * bucket * itemsize
+    return memory.tree_bytes(shapes), temporaries
+
+
+def training_arguments(spec: ExperimentSpec) -> dict[str, Any]:
+    """`simulate`'s training arguments of a spec's runs."""
+    return {
+        "optimizer": spec.optimizer,
+        "sampler": spec.sampler,
+        "batch_size": spec.batch_size,
+        "stop_on": spec.simulate_stop_on,
+        "parameterization": spec.parameterization,
+        "check_every": spec.check_every,
+        "max_checks": spec.max_checks,
+        "alpha": spec.alpha,
+    }
+
+
+def validation_arguments(spec: ExperimentSpec, valid) -> dict[str, Any]:
+    """`simulate`'s validation arguments: held-out sets, or weights when early stopping."""
+    if spec.held_out:
+        validation, test = valid
+        return {"validation": validation, "test": test, "early_stopping": spec.early_stopping}
+    return {"validation_weights": valid if spec.early_stopping else None}
+
+
+def _batch_settings(spec: ExperimentSpec) -> dict[str, Any]:
+    """What every cell of one batch must share: one `simulate` call trains them."""
+    rule = spec.step_size if isinstance(spec.step_size, str) else "number"
+    return {
+        **training_arguments(spec),
+        "dtype": spec.dtype,
+        "held_out": spec.held_out,
+        "early_stopping": spec.early_stopping,
+        "step_rule": rule,
+        "step_factor": spec.step_factor,
+    }
+
+
+def _train_batch(work: Work, *, bucket: int, classify_width: int, on_check) -> list[CellResult]:
+    """Train the runs of `work` in one `simulate` call (`train_cells`)."""
+    spec = work[0][0].spec
+    if any(_batch_settings(cell.spec) != _batch_settings(spec) for cell, _ in work):
+        raise ValueError("train_cells: the cells of a batch must train alike")
+    parts = [
+        (*initial_runs(cell, idx, bucket), noise_keys(cell, idx), np.full(idx.size, cell.width))
+        for cell, idx in work
+    ]
+    params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    runs = [(cell.spec, idx.size) for cell, idx in work]
+    step = initial_step_sizes(runs, params, data, widths, classify_width)
+    label = tuple(sorted({cell.width for cell, _ in work}))
+    callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
+    sim = simulate(
+        params,
+        data,
+        step,
+        key=keys,
+        **training_arguments(spec),
+        **validation_arguments(spec, valid),
+        on_check=callback,
+        classify_width=classify_width,
+    )
+    step = np.asarray(step)
+    done, first = [], 0
+    for cell, idx in work:
+        part = slice(first, first + idx.size)
+        result = jax.tree.map(lambda v, s=part: v[s], sim)
+        final = Params(*(leaf[..., : cell.width] for leaf in result.params[:3]), result.params.c)
+        done.append(CellResult(cell, step[part], result._replace(params=final)))
+        first += idx.size
+    return done

@@ -1,0 +1,377 @@
+"""What to run: `ExperimentSpec`, and `SpecError` naming a bad setting.
+
+Every setting is checked once, here, when a spec is built (docs/theory.md: "Model",
+"Data", "Step size", "Outcome of a run"; docs/design.md for the buckets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu import engine
+from gdrelu.data import CONTINUOUS, DATASETS, FINITE, load_user_data, split_sizes
+from gdrelu.init import INITS, parameterization_of, parse_bias_init
+from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
+
+if TYPE_CHECKING:
+    from gdrelu.cells import Cell
+
+DTYPES = ("float64", "float32")
+STEP_SIZE_RULES = ("paper", "ntk", "small")
+DATASET_DIMENSION = {"six-points": 1, "star": 2, "cross": 2, "double-cross": 2, "p-ex": 1}
+STUCK_RULES = ("auto", "certificate", "final")
+BUCKETS = ("auto", "pow2", "one", "none")
+RAYS = {"star": 11, "cross": 4, "double-cross": 8}  # rays of each 2-D ray support
+
+
+class SpecError(ValueError):
+    """A bad experiment setting; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    """What to run: the paper's 1-D GD experiment over widths × Δ by default.
+
+    `data` is one of `data.DATASETS`: a finite support (the six points, star, cross,
+    double-cross, multi-axis in `dim` dimensions) gets per-run multinomial weights from
+    N = `num_samples` draws (None: N = n²); a continuous distribution (p-ex, radial and
+    rbf in `dim` dimensions) gets `num_train` i.i.d. points per run (None: 256·d) with
+    equal weights and `num_heldout` validation and test points each, all standardized
+    with the training statistics; every run reports its best validation loss over the
+    checks and the test loss there.
+    With `split` = (train, validation, test) fractions, a user file's points are split
+    per run (a random permutation from the run's key) and treated like continuous data:
+    equal weights, held-out sets, training statistics. Δ (`deltas`) is added to every
+    target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2}) at initialization),
+    "ntk" (1/λ_max of the weighted neural-tangent Gram at initialization,
+    `theory.ntk_step_size`), "small" (0.01/n) or a positive number, times `step_factor`.
+    `optimizer` is one of `optim.NAMED`;
+    `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
+    `init` is "he" (standard), "swapped" or "ntk" (raw N(0, 1) weights, scaled in the
+    forward pass); `bias_init` is one of `init.BIAS_INITS` (with σ or k filled in).
+    `target_halfwidth` H (with `max_runs`) adds runs to each cell in batches of `runs`
+    until its 95% interval half-width is at most H (`runner.run_experiment`).
+    `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
+    when the biases do not start at zero, where the paper's crossing rule and
+    certificate do not apply).
+    `stuck_rule` says what P(stuck) counts: "certificate" (GD's default: certified or
+    degenerate), "final" (the other optimizers' default, and `gdrelu compare`'s for all:
+    certified or degenerate, or a final network still in the linear regime, `detectors`).
+    `buckets` says which widths share a compiled program (`buckets.width_buckets`); a
+    run's result does not depend on it.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    data: str = "six-points"
+    dim: int | None = None
+    num_train: int | None = None
+    data_file: str | None = None
+    num_heldout: int = 1024
+    split: tuple[float, float, float] | None = None
+    deltas: tuple[float, ...] = (0.0, 0.01, 0.1)
+    runs: int = 1000
+    seed: int = 0
+    dtype: str = "float64"
+    check_every: int = 1000
+    max_checks: int = 1000
+    optimizer: str = "gd"
+    sampler: str | None = None
+    batch_size: int = 16
+    init: str = "he"
+    bias_init: str = "zero"
+    step_size: str | float = "paper"
+    step_factor: float = 1.0
+    num_samples: int | None = None
+    alpha: float = 0.0
+    early_stopping: bool = False
+    stop_on: tuple[str, ...] | None = None
+    stuck_rule: str = "auto"
+    target_halfwidth: float | None = None
+    max_runs: int | None = None
+    buckets: str = "auto"
+
+    def __post_init__(self):
+        for check in (_check_data, _check_grid, _check_training, _check_stopping):
+            check(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentSpec:
+        """Build a spec from a mapping (a TOML table), naming any unknown field."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in known:
+                raise SpecError(name, f"unknown setting (known: {', '.join(sorted(known))})")
+        values = dict(values)
+        for name in ("widths", "deltas", "stop_on", "split"):
+            if name in values:
+                if name in ("stop_on", "split") and values[name] is None:
+                    continue
+                if not isinstance(values[name], list | tuple):
+                    raise SpecError(name, "must be a list")
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @functools.cached_property
+    def user_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """x (m,) or (m, d) and y (m,) of `data_file`, read once per spec (numpy only:
+        specs are checked before JAX starts its backends)."""
+        return load_user_data(self.data_file)
+
+    @functools.cached_property
+    def data_sha256(self) -> str | None:
+        """The data file's content hash (a cell follows the data, not the path), hashed
+        once per spec; None without a file."""
+        if self.data_file is None:
+            return None
+        return hashlib.sha256(Path(self.data_file).read_bytes()).hexdigest()
+
+    @property
+    def input_dim(self) -> int:
+        """d: fixed by the data set or file, else `dim` (default 1)."""
+        if self.data == "file":
+            x = self.user_data[0]
+            return 1 if x.ndim == 1 else x.shape[1]
+        return DATASET_DIMENSION.get(self.data) or self.dim or 1
+
+    @property
+    def num_points(self) -> int:
+        """Training points per run: the support's size, or `num_train` (default 256·d)."""
+        if self.data in CONTINUOUS:
+            return self.num_train or 256 * self.input_dim
+        if self.data == "file":
+            return self.user_data[1].shape[0]
+        if self.data == "six-points":
+            return 6
+        return 3 * (RAYS.get(self.data) or 2 * self.input_dim)
+
+    def support(self, dtype=None) -> tuple[jax.Array, jax.Array]:
+        """The points x (m,) or (m, d) and targets y (m,) of a finite data set (before Δ)."""
+        if self.data == "file":
+            x, y = self.user_data
+            return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+        return FINITE[self.data](self.input_dim, dtype)
+
+    @property
+    def paper_setting(self) -> bool:
+        """GD's theory applies: standard or swapped weights with zero biases."""
+        return parameterization_of(self.init) == "standard" and self.bias_init == "zero"
+
+    @property
+    def parameterization(self) -> str:
+        return parameterization_of(self.init)
+
+    @property
+    def held_out(self) -> bool:
+        """Whether runs have held-out validation and test points (else weights)."""
+        return self.data in CONTINUOUS or self.split is not None
+
+    @functools.cached_property
+    def path(self) -> str:
+        """The engine path its runs train on (`engine.auto_path`); kept, as the buckets ask
+        for it at every batch."""
+        return engine.auto_path(
+            self.optimizer,
+            sampler=self.sampler,
+            batch_size=self.batch_size,
+            stop_on=self.simulate_stop_on,
+            parameterization=self.parameterization,
+            one_dimensional=self.input_dim == 1,
+            early_stopping=self.early_stopping,
+            held_out=self.held_out,
+        )
+
+    @property
+    def simulate_stop_on(self) -> tuple[str, ...] | None:
+        """`stop_on` for `simulate`: the spec's, else none outside the paper's setting."""
+        if self.stop_on is not None or self.paper_setting:
+            return self.stop_on
+        return ()
+
+    @property
+    def final_stuck_rule(self) -> bool:
+        """Whether P(stuck) reads the final network (see `stuck_rule`)."""
+        if self.stuck_rule != "auto":
+            return self.stuck_rule == "final"
+        return self.optimizer != "gd" or not self.paper_setting
+
+    def cells(self) -> list[Cell]:
+        from gdrelu.cells import Cell
+
+        return [Cell(width, delta, self) for width in self.widths for delta in self.deltas]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
+def _is_positive_int(value, low: int = 1) -> bool:
+    return _is_int(value) and value >= low
+
+
+def _choice(spec: ExperimentSpec, name: str, choices) -> None:
+    value = getattr(spec, name)
+    if value not in choices:
+        raise SpecError(name, f"{value!r} is not one of {', '.join(choices)}")
+
+
+def _check_data(spec: ExperimentSpec) -> None:
+    """The data set, its dimension, sizes and split."""
+    if spec.data not in (*DATASETS, "file"):
+        raise SpecError("data", f"{spec.data!r} is not one of {', '.join(DATASETS)} or file")
+    if (spec.data == "file") != (spec.data_file is not None):
+        raise SpecError("data_file", "is needed exactly when data = 'file'")
+    if spec.data == "file":
+        try:
+            spec.user_data  # noqa: B018 (read and checked once, here)
+        except ValueError as err:
+            raise SpecError("data_file", str(err).split(": ", 1)[-1]) from None
+        if spec.dim not in (None, spec.input_dim):
+            raise SpecError("dim", f"the inputs of {spec.data_file} are not {spec.dim}-dimensional")
+    if spec.dim is not None and not _is_positive_int(spec.dim):
+        raise SpecError("dim", f"{spec.dim!r} is not a positive integer")
+    dataset_dim = DATASET_DIMENSION.get(spec.data)
+    if dataset_dim is not None and spec.dim not in (None, dataset_dim):
+        raise SpecError("dim", f"{spec.data} data are {dataset_dim}-dimensional")
+    if spec.num_train is not None:
+        if spec.data not in CONTINUOUS:
+            raise SpecError("num_train", f"{spec.data} data have a fixed support; use num_samples")
+        if not _is_positive_int(spec.num_train, 2):
+            raise SpecError("num_train", f"{spec.num_train!r} is not an integer ≥ 2")
+    if spec.data in CONTINUOUS and spec.num_samples is not None:
+        raise SpecError("num_samples", f"{spec.data} data are sampled i.i.d.; use num_train")
+    if spec.num_samples is not None and not _is_positive_int(spec.num_samples):
+        raise SpecError("num_samples", f"{spec.num_samples!r} is not a positive integer")
+    if spec.split is not None:
+        _check_split(spec)
+    if not _is_positive_int(spec.num_heldout):
+        raise SpecError("num_heldout", f"{spec.num_heldout!r} is not a positive integer")
+
+
+def _check_split(spec: ExperimentSpec) -> None:
+    if spec.data != "file":
+        raise SpecError("split", "splits a user data file (data = 'file')")
+    if (
+        len(spec.split) != 3
+        or not all(_is_real(f) and f > 0 for f in spec.split)
+        or abs(sum(spec.split) - 1.0) > 1e-9
+    ):
+        raise SpecError("split", f"{spec.split!r} is not three positive fractions summing to 1")
+    sizes = split_sizes(spec.num_points, spec.split)
+    if min(sizes) < 1:
+        raise SpecError("split", f"gives empty parts {sizes} of the {spec.num_points} points")
+
+
+def _check_grid(spec: ExperimentSpec) -> None:
+    """Widths, offsets, run counts, seed and dtype."""
+    if not spec.widths:
+        raise SpecError("widths", "needs at least one width")
+    for width in spec.widths:
+        if not _is_positive_int(width):
+            raise SpecError("widths", f"{width!r} is not a positive integer")
+    if not spec.deltas:
+        raise SpecError("deltas", "needs at least one offset")
+    for delta in spec.deltas:
+        if not _is_real(delta) or not math.isfinite(delta):
+            raise SpecError("deltas", f"{delta!r} is not a finite number")
+    for name in ("widths", "deltas"):
+        if len(set(getattr(spec, name))) != len(getattr(spec, name)):
+            raise SpecError(name, "has duplicates")
+    for name, low in (("runs", 1), ("seed", 0), ("check_every", 1), ("max_checks", 1)):
+        value = getattr(spec, name)
+        if not _is_positive_int(value, low):
+            raise SpecError(name, f"{value!r} is not an integer ≥ {low}")
+    if spec.seed >= 2**32:
+        raise SpecError("seed", "must be below 2**32")
+    _choice(spec, "dtype", DTYPES)
+    if spec.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise SpecError(
+            "dtype",
+            "float64 needs JAX's 64-bit mode: call "
+            'jax.config.update("jax_enable_x64", True) at start-up, or use float32',
+        )
+    _choice(spec, "buckets", BUCKETS)
+
+
+def _check_training(spec: ExperimentSpec) -> None:
+    """Optimizer, minibatches, initialization and step size."""
+    _choice(spec, "optimizer", NAMED)
+    if not _is_positive_int(spec.batch_size):
+        raise SpecError("batch_size", f"{spec.batch_size!r} is not a positive integer")
+    if spec.sampler is not None:
+        _choice(spec, "sampler", SAMPLERS)
+    try:
+        get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+    except ValueError as err:
+        raise SpecError("sampler", str(err).split(": ", 1)[-1]) from None
+    if spec.sampler == "epoch" and spec.batch_size > spec.num_points:
+        raise SpecError(
+            "batch_size",
+            f"{spec.batch_size} exceeds the {spec.num_points} data points (epoch sampler)",
+        )
+    _choice(spec, "init", INITS)
+    if not isinstance(spec.bias_init, str):
+        raise SpecError("bias_init", f"{spec.bias_init!r} is not a name")
+    try:
+        parse_bias_init(spec.bias_init)
+    except ValueError as err:
+        raise SpecError("bias_init", str(err).split(": ", 1)[-1]) from None
+    if spec.step_size not in STEP_SIZE_RULES and not (
+        _is_real(spec.step_size) and math.isfinite(spec.step_size) and spec.step_size > 0
+    ):
+        raise SpecError(
+            "step_size", f"{spec.step_size!r} is not one of {STEP_SIZE_RULES} or a positive number"
+        )
+    if spec.input_dim > 1 and spec.step_size == "paper":
+        raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
+    if not _is_real(spec.step_factor) or not (0 < spec.step_factor < math.inf):
+        raise SpecError("step_factor", f"{spec.step_factor!r} is not a positive number")
+    if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
+        raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
+
+
+def _check_stopping(spec: ExperimentSpec) -> None:
+    """Stop rules, what P(stuck) counts, and the adaptive run count."""
+    if not isinstance(spec.early_stopping, bool):
+        raise SpecError("early_stopping", "must be true or false")
+    if spec.stop_on is not None:
+        unknown = set(spec.stop_on) - set(engine.STOP_RULES)
+        if unknown:
+            known = engine.STOP_RULES
+            raise SpecError("stop_on", f"unknown rules {sorted(unknown)}; known: {known}")
+        proofs = {"stuck", "degenerate"} & set(spec.stop_on)
+        if proofs and not spec.paper_setting:
+            raise SpecError("stop_on", f"{sorted(proofs)} need the standard init with zero biases")
+        if proofs and spec.optimizer != "gd":
+            raise SpecError("stop_on", "'stuck' and 'degenerate' are proofs for gd only")
+    if spec.target_halfwidth is not None:
+        if not _is_real(spec.target_halfwidth) or not 0 < spec.target_halfwidth < 0.5:
+            raise SpecError("target_halfwidth", f"{spec.target_halfwidth!r} is not in (0, 0.5)")
+        if spec.max_runs is None:
+            raise SpecError("max_runs", "is needed with target_halfwidth (a bound on each cell)")
+    if spec.max_runs is not None and not _is_positive_int(spec.max_runs, spec.runs):
+        raise SpecError("max_runs", f"{spec.max_runs!r} is not an integer ≥ runs ({spec.runs})")
+    _choice(spec, "stuck_rule", STUCK_RULES)
+    if spec.stuck_rule == "certificate" and (spec.optimizer != "gd" or not spec.paper_setting):
+        raise SpecError(
+            "stuck_rule", "the certificate is a proof for gd with zero biases only; use 'final'"
+        )

@@ -1,0 +1,54 @@
+"""Each run's step size at initialization, by the spec's rule (docs/theory.md, "Step size")."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu import theory
+from gdrelu.data import WeightedData
+from gdrelu.model import Params, Scaling, padded, scaling_of
+
+
+@jax.jit
+def paper_step_sizes(params: Params, data: WeightedData, alpha) -> jax.Array:
+    """`theory.paper_step_size` of every run (runs,), as one compiled program (eagerly it
+    is dozens of them)."""
+    return theory.paper_step_size(params, data, alpha=alpha)
+
+
+@functools.partial(jax.jit, static_argnames=("parameterization",))
+def ntk_step_sizes(params, data, alpha, widths, parameterization: str) -> jax.Array:
+    """1/λ_max of each run's weighted neural-tangent Gram at initialization (runs,), with
+    the true `widths` (runs,) of padded networks."""
+    dim = 1 if params.a.ndim == 2 else params.a.shape[1]
+    scaling = scaling_of(parameterization, widths, dim)
+
+    def one(p, d, s):
+        return theory.ntk_step_size(p, d, alpha=alpha, scaling=Scaling(*s))
+
+    return jax.vmap(one)(params, data, tuple(jnp.broadcast_to(v, widths.shape) for v in scaling))
+
+
+def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) -> jax.Array:
+    """Step sizes (runs,) of a batch: `specs_runs` lists (spec, run count) in batch order;
+    they share the rule and factor, numbers may differ. params, data: a leading runs axis;
+    widths (runs,) the true widths; "paper" pads the networks to `classify_width`."""
+    spec = specs_runs[0][0]
+    dtype = params.c.dtype
+    if spec.step_size == "paper":
+        wide = padded(jax.device_get(params), classify_width, xp=np)
+        step = paper_step_sizes(wide, data, jnp.asarray(spec.alpha, dtype))
+    elif spec.step_size == "ntk":
+        alpha = jnp.asarray(spec.alpha, dtype)
+        step = ntk_step_sizes(params, data, alpha, widths, spec.parameterization)
+    elif spec.step_size == "small":
+        step = 0.01 / widths.astype(dtype)
+    else:
+        step = jnp.concatenate([jnp.full((runs,), s.step_size, dtype) for s, runs in specs_runs])
+    if spec.step_factor != 1.0:
+        step = step * spec.step_factor
+    return step
