@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.data import WeightedData, side_masks
-from gdrelu.model import Params, active_neurons
+from gdrelu.model import Params
 
 
 class SideMoments(NamedTuple):
@@ -65,32 +65,3 @@ def fixed_pattern_gradient(params: Params, moments: SideMoments, alpha) -> Param
     g1 = g_plus * r1[0] + g_minus * r1[1]
     g0 = g_plus * r0[0] + g_minus * r0[1]
     return Params(w * g1, w * g0, a * g1 + b * g0, r0[0] + r0[1])
-
-
-def fixed_pattern_steps(
-    params: Params, moments: SideMoments, step_size, alpha, num_steps: int
-) -> tuple[Params, jax.Array, jax.Array]:
-    """`num_steps` GD steps of one 1-D run under a fixed activation pattern.
-
-    Returns the new parameters, max over the steps and neurons of |b_i/a_i|, which tells
-    whether the pattern really stayed fixed (it did iff that is < min_j |x_j|), and which
-    neurons were on the other side (sign a_i) than at the start after some step, (n,).
-    """
-
-    def body(carry, _):
-        p, kink, changed = carry
-        grads = fixed_pattern_gradient(p, moments, alpha)
-        p = Params(*(v - step_size * g for v, g in zip(p, grads, strict=True)))
-        return (p, *fixed_pattern_tracking(p, kink, changed, start_plus, active)), None
-
-    start_plus, active = params.a > 0, active_neurons(params)
-    carry = (params, jnp.zeros_like(params.c), jnp.zeros(params.b.shape, bool))
-    (params, kink, changed), _ = jax.lax.scan(body, carry, length=num_steps)
-    return params, kink, changed
-
-
-def fixed_pattern_tracking(params: Params, kink, changed, start_plus, active):
-    """After a step: (max |b_i/a_i| so far over the real neurons, which neurons are on
-    another side than at the start at some step)."""
-    kink = jnp.maximum(kink, jnp.max(jnp.where(active, jnp.abs(params.b / params.a), 0.0)))
-    return kink, changed | ((params.a > 0) != start_plus)

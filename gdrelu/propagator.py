@@ -105,34 +105,6 @@ def materialize(params: Params, phi: jax.Array) -> Params:
     return Params(a, b, w, params.c)
 
 
-def propagator_steps(
-    params: Params,
-    moments: SideMoments,
-    step_size,
-    alpha,
-    num_steps: int,
-    slope0,
-    regular,
-    *,
-    block: int = 64,
-) -> tuple[Params, jax.Array, jax.Array, ChunkEnd]:
-    """`num_steps` GD steps of a batch of 1-D runs under fixed activation patterns.
-
-    Every argument has a leading runs axis (step_size (runs,); slope0, regular (runs, n)).
-    Returns the new parameters, per run the max over the steps of max_i |b_i/a_i|,
-    whether the run is exact (False when some a_i changed sign, so the sides moved, or
-    too many neurons are irregular: the engine then trains that chunk again on an exact
-    path), and what the checks need at the end (`ChunkEnd`): the Grams Σ_t, and the
-    tracked neurons. Their kink margins in the certificate bound all others' (the margin
-    of a_i(0)·v(q) is |a_i(0)| times a concave function of q while sign a_i holds).
-    """
-    state = deferred(params, slope0, regular)
-    c, state, kink, exact, end = deferred_steps(
-        params, state, moments, step_size, alpha, num_steps, block=block
-    )
-    return materialize(params._replace(c=c), state.phi), kink, exact, end
-
-
 def deferred_steps(
     params: Params,
     state: Deferred,
@@ -146,9 +118,15 @@ def deferred_steps(
     num_blocks=None,
     kernel: str = "xla",
 ) -> tuple[jax.Array, Deferred, jax.Array, jax.Array, ChunkEnd]:
-    """`propagator_steps` in O(1) per run: `params` are the reference parameters of
-    `state` (only their c and the tracked neurons are read). Returns (new c, new state,
-    max kink, exact, ChunkEnd); the reference parameters stay as they are.
+    """`num_steps` GD steps of a batch of 1-D runs under fixed activation patterns, in
+    O(1) per run and step: `params` are the reference parameters of `state` (only their c
+    and the tracked neurons are read), every argument has a leading runs axis. Returns
+    (new c, new state, per run the max over the steps of max_i |b_i/a_i|, exact, ChunkEnd);
+    the reference parameters stay as they are. A run is not exact when some tracked a_i
+    changed sign (the sides moved) or it has too many irregular neurons: the engine then
+    trains that chunk again on an exact path. The tracked neurons' kink margins in the
+    certificate bound all others' (the margin of a_i(0)·v(q) is |a_i(0)| times a concave
+    function of q while sign a_i holds).
 
     The steps go through the runs in blocks of `block` (they must divide the batch): O(1)
     per step makes the per-step state tiny, and on a CPU it should stay in cache; only the

@@ -7,7 +7,8 @@ import pytest
 
 from gdrelu import Params, Status, propagator, simulate, theory
 from gdrelu.experiment import Cell, ExperimentSpec, initial_runs
-from gdrelu.fastpath import fixed_pattern_steps, side_moments
+from gdrelu.fastpath import side_moments
+from gdrelu.reference import fixed_pattern_steps, propagator_steps
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def _propagate(params, data, step, steps=200, start=None):
     """`steps` propagator steps; `start`: the parameters that define the regular neurons."""
     slope0, regular = jax.vmap(propagator.regular_neurons)(params if start is None else start)
     moments = jax.vmap(side_moments)(data)
-    return propagator.propagator_steps(params, moments, step, 0.0, steps, slope0, regular)
+    return propagator_steps(params, moments, step, 0.0, steps, slope0, regular)
 
 
 def test_exact_runs_match_the_fixed_pattern_step(runs):
