@@ -2,8 +2,8 @@
 whole check interval.
 
 On a GPU, the XLA loop of `propagator.deferred_steps` launches a few small kernels per GD
-step, so a 1000-step chunk costs ~10 ms whatever the run count (launch-bound on an H100,
-`benchmarks/results/gpu-h100-2026-11-27.md`). Here one kernel does all the steps: each
+step, so a chunk is launch-bound whatever the run count (docs/design.md, "Kernel";
+measurements in docs/performance.md). Here one kernel does all the steps: each
 program loads `lanes` runs' Φ_t, c, tracked neurons, Grams and moments (`lane_step`'s
 ~80 numbers per run) once, steps them `num_steps` times in registers and writes them back.
 Pallas lowers it with Triton, whose blocks are vectors of a power-of-2 length, so every
@@ -15,7 +15,7 @@ float64 runs the kernel stays on Triton for as long as JAX keeps it.
 `lane_step` is the propagator's step of `propagator._block_steps` in the same arithmetic
 order, written per lane (on a CPU, tests/test_kernel.py finds them within 1e-12 after 1000
 steps; on a GPU Triton also fuses multiply-adds, and divides approximately in float32).
-The XLA path keeps the stacked form, which XLA's CPU loops run 2-4× faster.
+The XLA path keeps the stacked form, which XLA's CPU loops run faster.
 """
 
 from __future__ import annotations
