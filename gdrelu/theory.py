@@ -231,12 +231,9 @@ def certificate(
     psi0 = _mv(pinv_root, u_hat)
 
     lam, vecs = jacobi.eigh(k)  # elementwise over runs: no LAPACK call per matrix
-    mu = 1.0 - h * lam
-    rho = jnp.max(jnp.abs(mu))
+    rho = jnp.max(jnp.abs(1.0 - h * lam))
     big_s = 2.0 * h / (1.0 - rho)
-    basis = vecs if eigenvectors == "columns" else vecs.T
-    u_inf = jnp.max(jnp.abs(basis), axis=0)
-    s_psi = jnp.sum(h / jnp.abs(1.0 - mu) * jnp.abs(_mv(vecs.T, psi0)) * u_inf)
+    s_psi = psi_sum(lam, vecs, psi0, h, eigenvectors)
 
     b_norm = 1.0 + jnp.abs(alpha)
     root_norm = jnp.max(jnp.sum(jnp.abs(root), axis=1))
@@ -274,6 +271,21 @@ def a_degenerate(params: Params) -> jax.Array:
     out). Shape () or (runs,)."""
     padding = ~active_neurons(params)
     return jnp.all((params.a > 0) | padding, axis=-1) | jnp.all((params.a < 0) | padding, axis=-1)
+
+
+def psi_sum(lam, vecs, psi0, h, eigenvectors: str = "columns") -> jax.Array:
+    """S_ψ = Σ_k (h / |1 - μ_k|) |(Uᵀψ₀)_k| ‖u_k‖_∞, μ_k = 1 - h λ_k, for the eigenpairs
+    (λ (4,), U (4, 4)) in any order. "rows" takes ‖·‖_∞ of row k of U in place of u_k, as
+    the reference code did with LAPACK's eigenpairs: ascending λ, so they are sorted first
+    (docs/fidelity.md)."""
+    if eigenvectors == "rows":
+        order = jnp.argsort(lam)
+        lam, vecs = lam[order], vecs[:, order]
+        vecs_inf = jnp.max(jnp.abs(vecs), axis=1)
+    else:
+        vecs_inf = jnp.max(jnp.abs(vecs), axis=0)
+    mu = 1.0 - h * lam
+    return jnp.sum(h / jnp.abs(1.0 - mu) * jnp.abs(_mv(vecs.T, psi0)) * vecs_inf)
 
 
 def x_degenerate(data: WeightedData) -> jax.Array:

@@ -183,3 +183,23 @@ def test_param_norm_step_size_is_the_star_codes_gram_built_from_parameter_values
         root = np.sqrt(data.weights[r])
         gram = root[:, None] * (jac @ jac.T) * root[None, :]
         assert got[r] == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)
+
+
+@pytest.mark.parametrize("eigenvectors", ["columns", "rows"])
+def test_psi_sum_against_lapack_eigenpairs(eigenvectors):
+    """S_ψ from the engine's unordered Jacobi eigenpairs equals S_ψ written out with
+    numpy's ascending eigh, as the reference code had it: with "rows", row k of U pairs
+    with the k-th smallest λ (unsorted Jacobi pairs broke this once)."""
+    from gdrelu import jacobi
+
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        half = rng.normal(size=(4, 4))
+        k, psi0, h = half @ half.T, rng.normal(size=4), 0.1
+        lam, vecs = np.linalg.eigh(k)
+        basis = vecs if eigenvectors == "columns" else vecs.T
+        u_inf = np.abs(basis).max(axis=0)
+        want = np.sum(h / np.abs(h * lam) * np.abs(vecs.T @ psi0) * u_inf)
+        got_lam, got_vecs = jacobi.eigh(jnp.asarray(k))
+        got = theory.psi_sum(got_lam, got_vecs, jnp.asarray(psi0), h, eigenvectors)
+        assert float(got) == pytest.approx(want, rel=1e-9)
