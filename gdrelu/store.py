@@ -132,7 +132,9 @@ def save_unit(out_dir: Path, name: str, cell_results: Sequence) -> None:
                 arrays[f"{i}/{field}"] = np.asarray(value)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _atomic_write(_unit_path(out_dir, name), buffer.getvalue())
+    path = _unit_path(out_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, buffer.getvalue())
 
 
 def load_unit(out_dir: Path, name: str) -> list[tuple[np.ndarray, SimulationResult]] | None:

@@ -183,3 +183,16 @@ def test_adaptive_runs_equal_a_run_of_their_final_size():
         np.testing.assert_array_equal(whole.result.status, cr.result.status)
         np.testing.assert_array_equal(whole.result.stop_step, cr.result.stop_step)
         np.testing.assert_array_equal(whole.result.params.a, cr.result.params.a)
+
+
+def test_float64_without_x64_says_how_to_enable_it():
+    """JAX without its 64-bit mode would train float64 specs in float32: refused, naming
+    the switch (the CLI turns it on before it builds its specs)."""
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(SpecError, match=r'jax.config.update\("jax_enable_x64", True\)') as err:
+            ExperimentSpec()
+        assert err.value.field == "dtype"
+        ExperimentSpec(dtype="float32")
+    finally:
+        jax.config.update("jax_enable_x64", True)

@@ -1,5 +1,6 @@
 """The Section 10 preset at a tiny scale: its grid, its step-size choice and its files."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -55,10 +56,41 @@ def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
     lines = (out / "section10.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * 2
     assert (out / "section10.png").read_bytes()[:4] == b"\x89PNG"
-    assert summary["deviations"]
+    assert summary["deviations"] and summary["settings"]["kernel"] == "xla"
+    # every group is a stored unit: a resume trains nothing and writes the same table
+    table = (out / "section10.csv").read_text()
+    assert main(["run", "--preset", "section10", "--resume", str(out), "--quiet"]) == 0
+    assert (out / "section10.csv").read_text() == table
+    assert main(["run", "--preset", "section10", "--seed", "1", "--resume", str(out)]) == 2
 
 
 def test_preset_refuses_spec_flags(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["run", "--preset", "section10", "--widths", "8", "--out", str(out)]) == 2
     assert "--widths" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypatch):
+    """A group of 2 bias inits × 2 step sizes × 20 runs under a budget of one block (64
+    runs) trains in two batches and gives the rows of one batch; stored, it is read back
+    without training."""
+    from gdrelu import runner
+
+    scale = dataclasses.replace(TINY, dims=(1,), runs=20, optimizers=("sgd",))
+    (group,) = section10.configurations(scale)
+    batches = []
+    train = runner._train_batch
+    monkeypatch.setattr(
+        runner, "_train_batch", lambda work, **kw: batches.append(work) or train(work, **kw)
+    )
+    whole = section10.run_group(scale, group, memory_budget=1 << 40)
+    assert len(batches) == 1
+    split = section10.run_group(scale, group, memory_budget=1, units=tmp_path)
+    assert [sum(idx.size for _, idx in work) for work in batches[1:]] == [64, 16]
+    for got, want in zip(split, whole, strict=True):  # a batch's layout moves the last bits
+        assert got.keys() == want.keys()
+        for key, value in got.items():
+            assert value == (pytest.approx(want[key], rel=1e-12) if isinstance(value, float)
+                             else want[key]), key  # fmt: skip
+    monkeypatch.setattr(runner, "_train_batch", None)  # a stored group trains nothing
+    assert section10.run_group(scale, group, units=tmp_path) == split

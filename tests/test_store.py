@@ -1,0 +1,125 @@
+"""The run directory's files: records as columns, the manifest and its checks on resume,
+the settings outside a spec that change results, and hashing a data file once."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from gdrelu import provenance, section10, store
+from gdrelu.cells import Cell, CellResult
+from gdrelu.cli import main
+from gdrelu.engine import KERNEL_VARIABLE, SimulationResult, Status
+from gdrelu.model import Params
+from gdrelu.records import RUN_COLUMNS, RunRecord, run_records, table
+from gdrelu.spec import ExperimentSpec
+
+TINY_RUN = ["--widths", "4", "--deltas", "0", "--runs", "2", "--check-every", "50",
+            "--max-checks", "2", "--quiet"]  # fmt: skip
+
+
+def fake_result(cell: Cell, runs: int) -> CellResult:
+    """A cell's result of `runs` crossed runs, without training."""
+    zeros = np.zeros(runs)
+    params = Params(*(np.zeros((runs, cell.width)),) * 3, zeros)
+    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
+    fields.update(status=np.full(runs, Status.CROSSED, np.int8), escaped=np.ones(runs, bool))
+    return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **fields))
+
+
+def test_records_are_named_and_give_the_columns():
+    spec = ExperimentSpec(widths=(4,), deltas=(0.1,), runs=3)
+    (record, *_) = run_records(fake_result(Cell(4, 0.1, spec), 3))
+    assert isinstance(record, RunRecord) and RunRecord._fields == RUN_COLUMNS
+    assert RUN_COLUMNS[:3] == ("run_id", "seed", "width")
+    assert record.status == "crossed" and record.step_size == 0.5 and record.index == 0
+    assert record.run_id == f"{Cell(4, 0.1, spec).cell_id}-0"
+
+
+def test_a_data_file_is_read_and_hashed_once_per_spec(tmp_path, monkeypatch):
+    """Every runs.csv row names its cell, whose hash covers the file's content: the file is
+    read once to check the spec and once to hash it, not once per row."""
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(12, 2)), y=rng.normal(size=12))
+    reads = []
+    original = pathlib.Path.read_bytes
+
+    def counted(self):
+        reads.append(self)
+        return original(self)
+
+    import gdrelu.spec
+
+    loads = []
+    load = gdrelu.spec.load_user_data
+    monkeypatch.setattr(pathlib.Path, "read_bytes", counted)
+    monkeypatch.setattr(gdrelu.spec, "load_user_data", lambda p: loads.append(p) or load(p))
+    spec = ExperimentSpec(data="file", data_file=str(path), step_size="ntk", widths=(4,),
+                          deltas=(0.0, 0.1), runs=50)  # fmt: skip
+    rows = table([fake_result(cell, 50) for cell in spec.cells()])
+    assert len(rows) == 100 and len({r.run_id for r in rows}) == 100
+    assert len(loads) == 1
+    assert [p for p in reads if p == path] == [path]
+
+
+def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch):
+    """The propagator's kernel ($GDRELU_PROPAGATOR_KERNEL) changes results: it is recorded
+    and a resume with another one is refused, naming it; versions are not checked."""
+    specs = [ExperimentSpec(widths=(4,), runs=2).to_dict()]
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    started = provenance.manifest(specs)
+    assert started["settings"] == {"kernel": "xla"} and set(started["versions"]) == {
+        "jax",
+        "jaxlib",
+    }
+    store.write_manifest(tmp_path, started)
+    store.check_manifest(tmp_path, {**provenance.manifest(specs), "versions": {"jax": "0"}})
+    monkeypatch.setenv(KERNEL_VARIABLE, "interpret")
+    with pytest.raises(store.ResumeError, match="kernel 'xla', this run has 'interpret'"):
+        store.check_manifest(tmp_path, provenance.manifest(specs))
+
+
+def test_a_run_records_its_kernel_and_a_resume_checks_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    out = tmp_path / "run"
+    assert main(["run", *TINY_RUN, "--out", str(out), "--cache-dir", "none"]) == 0
+    for name in ("manifest.json", "summary.json"):
+        recorded = json.loads((out / name).read_text())
+        assert recorded["settings"] == {"kernel": "xla"}, name
+        assert recorded["versions"]["jax"] and recorded["versions"]["jaxlib"]
+    capsys.readouterr()
+    monkeypatch.setenv(KERNEL_VARIABLE, "interpret")
+    assert main(["run", *TINY_RUN, "--resume", str(out), "--cache-dir", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "kernel" in err, err
+
+
+def test_section10_files_without_docstrings(tmp_path, monkeypatch):
+    """Under python -OO every __doc__ is None: the summary's deviations do not come from one."""
+    monkeypatch.setattr(section10, "__doc__", None)
+    row = dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
+               step_size=0.1, validation_rmse=0.5, test_rmse=0.4, test_rmse_se=0.01)  # fmt: skip
+    best = section10.best_step_sizes([row])
+    summary = section10.summary(
+        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu"
+    )
+    store.write_section10(tmp_path, [row], section10.format_table(best), summary)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["deviations"] and all(isinstance(d, str) for d in written["deviations"])
+    assert written["settings"]["kernel"] and (tmp_path / "section10.png").exists()
+
+
+def test_units_round_trip(tmp_path):
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
+    cells = [fake_result(cell, 3) for cell in spec.cells()]
+    assert store.load_unit(tmp_path, "gd-w4") is None
+    (tmp_path / store.UNITS).mkdir()
+    store.save_unit(tmp_path, "gd-w4", cells)
+    loaded = store.load_unit(tmp_path, "gd-w4")
+    assert len(loaded) == 2
+    for (step, result), cr in zip(loaded, cells, strict=True):
+        np.testing.assert_array_equal(step, cr.step_size)
+        np.testing.assert_array_equal(result.status, cr.result.status)
+        np.testing.assert_array_equal(result.params.a, cr.result.params.a)
