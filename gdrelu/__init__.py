@@ -9,7 +9,7 @@ such networks at once (jit + vmap + lax.scan) and estimates how often.
 from gdrelu import theory
 from gdrelu.cells import Cell, run_key
 from gdrelu.data import WeightedData, multinomial_weights, paper_data, six_points
-from gdrelu.engine import SimulationResult, Status, gd_step, simulate
+from gdrelu.engine import gd_step, simulate
 from gdrelu.init import he_init, swapped_init
 from gdrelu.model import (
     Params,
@@ -20,6 +20,7 @@ from gdrelu.model import (
     max_abs_kink,
     weighted_loss,
 )
+from gdrelu.outcome import SimulationResult, Status
 from gdrelu.runner import run_experiment
 from gdrelu.spec import ExperimentSpec, SpecError
 from gdrelu.stats import clopper_pearson, failure_probability

@@ -7,7 +7,7 @@ Runs `gdrelu` with the arguments after `--` and prints, after it:
   JAX's monitoring events (programs loaded from the compilation cache count as loads);
 - per batch (`experiment._run_batch`): its width bucket, runs, checks and seconds;
 - the seconds spent redoing on the general path the runs that left a fast path
-  (`engine._redo`, which waits for its results), and how many runs that was.
+  (`engine.chunk._redo`, which waits for its results), and how many runs that was.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv[:split])
     import jax.monitoring
 
-    from gdrelu import cli, engine, experiment
+    from gdrelu import cli, experiment
+    from gdrelu.engine import chunk
 
     events = collections.defaultdict(lambda: [0, 0.0])
 
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
 
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     batches, redo = [], {"calls": 0, "runs": 0, "seconds": 0.0}
-    run_batch, do_redo = experiment._run_batch, engine._redo
+    run_batch, do_redo = experiment._run_batch, chunk._redo
 
     def timed_batch(spec, bucket, work, on_check):
         checks = [0]
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         redo["seconds"] += time.perf_counter() - start
         return out
 
-    experiment._run_batch, engine._redo = timed_batch, timed_redo
+    experiment._run_batch, chunk._redo = timed_batch, timed_redo
     start = time.perf_counter()
     code = cli.main(argv[split + 1 :])
     total = time.perf_counter() - start

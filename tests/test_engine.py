@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec, Status, engine, simulate, theory
+from gdrelu.engine import chunk, placement
 from gdrelu.experiment import Cell, initial_runs
 
 
@@ -58,7 +59,7 @@ def test_result_does_not_depend_on_the_device_count(width8, width8_result):
 
 
 def test_lanes_and_put_move_exactly_the_lanes_asked_for():
-    """`_lanes` and `_put` (each device moves the lanes it holds) against numpy's take
+    """`lanes_at` and `put_lanes` (each device moves the lanes it holds) against numpy's take
     and set, bit for bit: signed zeros, NaN, ints and bools, lanes on either device,
     repeated lanes."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -71,14 +72,16 @@ def test_lanes_and_put_move_exactly_the_lanes_asked_for():
     tree = (floats, rng.integers(0, 2**32, (12, 2), dtype=np.uint32), rng.random(12) < 0.5)
     placed = jax.device_put(tree, sharding)
     positions = np.array([10, 1, 1, 7, 0, 11])
-    taken = engine._gathered(placed, jax.numpy.asarray(positions), mesh)
+    taken = placement.gathered_lanes(placed, jax.numpy.asarray(positions), mesh)
     for got, leaf in zip(taken, tree, strict=True):
         expected = leaf[positions]
         np.testing.assert_array_equal(np.asarray(got).view(np.uint8), expected.view(np.uint8))
         assert got.sharding.is_equivalent_to(sharding, got.ndim)
     lanes = np.array([10, 1, 7, 7, 0, 11])  # a repeated lane gets the same value twice
     values = tuple(np.flip(leaf[positions], 0)[[0, 1, 2, 2, 4, 5]] for leaf in tree)
-    put = engine._put(placed, jax.numpy.asarray(lanes), jax.device_put(values, sharding), mesh)
+    put = placement.put_lanes(
+        placed, jax.numpy.asarray(lanes), jax.device_put(values, sharding), mesh
+    )
     for got, leaf, value in zip(put, tree, values, strict=True):
         expected = leaf.copy()
         expected[lanes] = value
@@ -94,14 +97,14 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     cpu = simulate(*runs, check_every=200, max_checks=40)
     gpu = [SimpleNamespace(platform="gpu")]
     blocking_for = engine.blocking_for
-    monkeypatch.setattr(engine, "ACCELERATOR_REDO", 16)  # several redo calls per check
-    monkeypatch.setattr(engine, "ACCELERATOR_UNROLL", 3)  # 200 steps: a partial iteration
+    monkeypatch.setattr(placement, "ACCELERATOR_REDO", 16)  # several redo calls per check
+    monkeypatch.setattr(placement, "ACCELERATOR_UNROLL", 3)  # 200 steps: a partial iteration
     monkeypatch.setattr(
-        engine,
+        placement,
         "blocking_for",
         lambda d, n, block=None, kernel=None: blocking_for(gpu * len(d), n, block, kernel),
     )
-    assert engine.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla")
+    assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla")
     got = simulate(*runs, check_every=200, max_checks=40)
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)
@@ -119,10 +122,10 @@ def test_check_batches_give_the_same_runs(monkeypatch, path):
     128 over shares of 3 blocks of 64 (the last batch overlaps the one before) give every
     run exactly as checks block by block do."""
     runs = _runs(8, 300, delta=0.01, seed=1)
-    monkeypatch.setattr(engine, "CHECK_BLOCK", 64)
+    monkeypatch.setattr(placement, "CHECK_BLOCK", 64)
     by_block = simulate(*runs, check_every=200, max_checks=40, path=path)
-    monkeypatch.setattr(engine, "CHECK_BLOCK", 128)
-    assert engine.blocking_for(jax.devices(), 300).check == 128
+    monkeypatch.setattr(placement, "CHECK_BLOCK", 128)
+    assert placement.blocking_for(jax.devices(), 300).check == 128
     batched = simulate(*runs, check_every=200, max_checks=40, path=path)
     assert {Status.CROSSED, Status.STUCK} <= set(batched.status.tolist())
     np.testing.assert_array_equal(batched.status, by_block.status)
@@ -131,7 +134,7 @@ def test_check_batches_give_the_same_runs(monkeypatch, path):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.slow  # 13-20 s: the suite's 10 minutes on 2 cores
+@pytest.mark.slow  # 2048 runs in blocks of 1024
 def test_large_cpu_blocks_train():
     """Blocks of 1024 runs on the two CPU devices (the chunk's batched LAPACK eigh used to
     deadlock XLA's thread pool from 768 on; the checks now call no LAPACK)."""
@@ -173,6 +176,38 @@ def test_one_trace_per_path_however_many_runs_finish():
     assert engine.TRACE_COUNT["general"] - before["general"] == 1
     assert len(set(result.stop_step.tolist())) > 3
     assert np.all(result.status != Status.RUNNING)
+
+
+def test_one_chunk_trace_for_other_step_sizes_seeds_and_deltas(monkeypatch):
+    """The chunk program, wrapped in `chex.assert_max_traces`, is traced once for two
+    sweeps at the same width with other step sizes, seeds and Δ (general path: no redo
+    program besides it)."""
+    import chex
+
+    chex.clear_trace_counter()
+    once = chex.assert_max_traces(chunk.chunk_program, n=1)
+    monkeypatch.setattr(chunk, "CHUNK_PROGRAMS", chunk.compiled_programs(once))
+    for delta, seed, scale in ((0.0, 0, 1.0), (0.1, 4, 0.5)):
+        params, data, step = _runs(4, 6, delta=delta, seed=seed)
+        simulate(params, data, scale * step, check_every=50, max_checks=3, path="general")
+
+
+def test_float64_without_x64_is_refused():
+    """float64 numpy params or data with jax_enable_x64 off: a ValueError that says how
+    to turn it on, before anything compiles (not a silent float32 run)."""
+    params, data, step = _runs(4, 2)
+    as64 = lambda t: type(t)(*(np.asarray(f, np.float64) for f in t))  # noqa: E731
+    params, data, step = as64(params), as64(data), np.asarray(step)
+    before = dict(engine.TRACE_COUNT)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match=r'jax.config.update\("jax_enable_x64", True\)'):
+            simulate(params, data, step, check_every=10, max_checks=1)
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            simulate(params._replace(a=params.a.astype(np.float32)), data, step)  # data
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert before == engine.TRACE_COUNT  # nothing was traced
 
 
 def test_unfinished_and_stop_step():

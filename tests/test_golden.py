@@ -19,16 +19,17 @@ ADAM_HORIZON = {5: 5000, 6: 1000}
 
 
 @functools.partial(jax.jit, static_argnames=("path", "chunk", "optimizer"))
-def _train(state, data, h, chunks, *, path, chunk, optimizer=engine.GD):
+def _train(runs, data, h, chunks, *, path, chunk, optimizer=engine.GD):
     """`chunks` (traced) chunks of `chunk` steps of the engine's `path` for a batch of one run:
-    the new state and whether the path stayed exact."""
+    the new runs and whether the path stayed exact."""
 
     def step(_, carry):
-        s, exact = carry
-        s, k, e, _ = engine._PATHS[path](s, data, h, 0.0, chunk, optimizer)
-        return s._replace(max_kink=jax.numpy.maximum(s.max_kink, k)), exact & e
+        runs, exact = carry
+        trained = engine.PATHS[path](runs.state, data, h, 0.0, chunk, optimizer)
+        info = runs.info._replace(max_kink=jax.numpy.maximum(runs.info.max_kink, trained.kink))
+        return engine.Runs(trained.state, info), exact & trained.exact
 
-    return jax.lax.fori_loop(0, chunks, step, (state, jax.numpy.ones((1,), bool)))
+    return jax.lax.fori_loop(0, chunks, step, (runs, jax.numpy.ones((1,), bool)))
 
 
 def _assert_params_close(got, case, k):
@@ -45,16 +46,16 @@ def test_gd_trajectories(trajectories, i, path):
     case = golden_case(trajectories, i)
     one = functools.partial(np.expand_dims, axis=0)  # a batch of one run
     data = WeightedData(*map(one, (case["x"], case["y"], case["xw"])))
-    state = engine.initial_state(Params(*map(one, (case[f"{p}0"] for p in "abwc"))))
+    runs = engine.initial_state(Params(*map(one, (case[f"{p}0"] for p in "abwc"))))
     done = 0
     for k in trajectories["steps"]:
         # the propagator accumulates products over chunks of up to 1000 steps, as in `simulate`
         chunk = min(k - done, 1000)
-        state, exact = _train(
-            state, data, one(case["lr"]), (k - done) // chunk, path=path, chunk=chunk
+        runs, exact = _train(
+            runs, data, one(case["lr"]), (k - done) // chunk, path=path, chunk=chunk
         )
-        params = jax.tree.map(lambda v: v[0], engine.materialized_params(state))
-        kink, done = float(state.max_kink[0]), k
+        params = jax.tree.map(lambda v: v[0], engine.materialized_params(runs.state))
+        kink, done = float(runs.info.max_kink[0]), k
         if kink >= 1.0:
             assert i == 2, "only case 2 crosses"
             if path != "general":  # the fast paths are only exact until a kink reaches the data
@@ -74,14 +75,14 @@ def test_adam_trajectories(trajectories, i, path):
     one = functools.partial(np.expand_dims, axis=0)
     data = WeightedData(*map(one, (case["x"], case["y"], case["xw"])))
     adam = get_optimizer("adam")
-    state = engine.initial_state(
+    runs = engine.initial_state(
         Params(*map(one, (case[f"{p}0"] for p in "abwc"))), one(case["lr"]), optimizer=adam
     )
     done = 0
     for k in (k for k in trajectories["steps"] if k <= ADAM_HORIZON[i]):
         chunk = min(k - done, 1000)
-        state, _ = _train(
-            state,
+        runs, _ = _train(
+            runs,
             data,
             one(case["lr"]),
             (k - done) // chunk,
@@ -90,11 +91,11 @@ def test_adam_trajectories(trajectories, i, path):
             optimizer=adam,
         )
         done = k
-        if path == "fixed_pattern" and float(state.max_kink[0]) >= 1.0:
+        if path == "fixed_pattern" and float(runs.info.max_kink[0]) >= 1.0:
             assert k > trajectories["steps"][0], "the fast path ran a while"
             return
-        _assert_params_close(jax.tree.map(lambda v: v[0], state.params), case, k)
-        assert float(state.max_kink[0]) == pytest.approx(float(case[f"maxkink{k}"]), rel=RTOL)
+        _assert_params_close(jax.tree.map(lambda v: v[0], runs.state.params), case, k)
+        assert float(runs.info.max_kink[0]) == pytest.approx(float(case[f"maxkink{k}"]), rel=RTOL)
 
 
 def test_monte_carlo_statuses(mc_simulated):

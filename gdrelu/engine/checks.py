@@ -1,0 +1,148 @@
+"""The checks after a chunk: does a run stop, and how it does on validation and test points.
+
+In the order of docs/theory.md ("Outcome of a run"): DIVERGED, CROSSED, A_DEGENERATE,
+X_DEGENERATE, STUCK (the certificate, "Provably stuck"), EARLY_STOPPED; the first that
+holds is the run's status.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gdrelu import theory
+from gdrelu.data import WeightedData
+from gdrelu.engine.state import RunInfo, Runs, RunState
+from gdrelu.model import Params, active_neurons, forward
+from gdrelu.outcome import Status
+from gdrelu.propagator import ChunkEnd
+
+
+class CheckInputs(NamedTuple):
+    """What the checks need besides the runs, leading runs axis on every field."""
+
+    data: WeightedData
+    step_size: jax.Array
+    validation: WeightedData  # the training points with validation weights, or held out
+    test: WeightedData  # held-out test points (the validation set when none are given)
+    roots: tuple[jax.Array, jax.Array]  # M^{1/2}, (M^{1/2})⁺ of the data (1-D), or zeros
+
+
+class ChunkScalars(NamedTuple):
+    """The traced scalars of a chunk: the same for every run, data to the compiled program."""
+
+    alpha: jax.Array  # the leaky slope, for the steps and the checks
+    min_delta: jax.Array  # least improvement of the validation loss that counts
+    patience: jax.Array  # checks without improvement before EARLY_STOPPED
+
+
+@jax.jit
+def check_inputs(data: WeightedData, step_size, validation, test) -> CheckInputs:
+    """What the checks need besides the state, batched; data-only terms computed once."""
+    if data.x.ndim == 2:
+        roots = jax.vmap(theory.moment_roots)(data)
+    else:  # d-dim input: no certificate
+        zeros = jnp.zeros((data.x.shape[0], 4, 4), data.y.dtype)
+        roots = (zeros, zeros)
+    return CheckInputs(data, step_size, validation, test, roots)
+
+
+def chunk_end(params: Params) -> ChunkEnd:
+    """The checks' view of one run after a general or fixed-pattern chunk (O(n) or O(nm))."""
+    if params.a.ndim > 1:  # d-dim input: no certificate
+        zeros = jnp.zeros((2, 3, 3), params.b.dtype)
+        return ChunkEnd(zeros, zeros[0, :1], jnp.ones(1, bool))
+    theta = jnp.stack([params.a, params.b, params.w], -1)
+    return ChunkEnd(theory.neuron_grams(params), theta, active_neurons(params))
+
+
+def _all_finite(params, loss) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)]
+    return jnp.all(jnp.stack(leaves)) & jnp.isfinite(loss)
+
+
+def _network_outputs(state: RunState, data: WeightedData, end: ChunkEnd, alpha, lines):
+    """f(x_j): from the per-side lines when the pattern is known to be fixed, else directly."""
+    if lines:
+        return theory.linear_outputs(end.grams, state.params.c, data.x, alpha)
+    return forward(state.params, data.x, alpha, state.scaling)
+
+
+def _held_out_loss(state: RunState, points: WeightedData, alpha) -> jax.Array:
+    residual = forward(state.params, points.x, alpha, state.scaling) - points.y
+    return 0.5 * jnp.sum(points.weights * residual * residual)
+
+
+def _stops(runs: Runs, inputs: CheckInputs, end: ChunkEnd, loss, alpha, rules, lines):
+    """The stop conditions of one run before early stopping: (conditions, status codes)."""
+    params, data = runs.state.params, inputs.data
+    if lines:  # O(1): the Grams, c and the tracked neurons, not the n neurons
+        finite = _all_finite((end.grams, end.witnesses), loss) & jnp.isfinite(params.c)
+    else:
+        finite = _all_finite(params, loss)
+    conditions, codes = [~finite], [Status.DIVERGED]
+    if "crossed" in rules:  # 1-D: the paper's kink rule; d-dim: the pattern changed
+        if data.x.ndim == 1:
+            conditions.append(runs.info.max_kink >= jnp.min(jnp.abs(data.x)))
+        else:
+            conditions.append(runs.info.pattern_change >= 0)
+        codes.append(Status.CROSSED)
+    if "degenerate" in rules:
+        if lines:  # no real neuron on a side: its Gram is 0 (a_i = 0 counts as -)
+            one_sided = jnp.any(jnp.trace(end.grams, axis1=-2, axis2=-1) == 0)
+        else:
+            one_sided = theory.a_degenerate(params)
+        conditions += [one_sided, theory.x_degenerate(data)]
+        codes += [Status.A_DEGENERATE, Status.X_DEGENERATE]
+    if "stuck" in rules:
+        eigenvectors = "rows" if "reference_rows" in rules else "columns"
+        stuck = theory.certificate(
+            end.grams,
+            params.c,
+            data,
+            inputs.step_size,
+            inputs.roots,
+            end.witnesses,
+            end.real,
+            alpha=alpha,
+            eigenvectors=eigenvectors,
+        )
+        conditions.append(stuck)
+        codes.append(Status.STUCK)
+    return conditions, codes
+
+
+def _validated(info: RunInfo, step, val, test, min_delta) -> RunInfo:
+    """`info` after a check with validation loss `val` and test loss `test` at `step`."""
+    improved = val < info.best_val - min_delta
+    return info._replace(
+        best_val=jnp.where(improved, val, info.best_val),
+        stale_checks=jnp.where(improved, 0, info.stale_checks + 1),
+        test_at_best=jnp.where(improved, test, info.test_at_best),
+        best_step=jnp.where(improved, step, info.best_step),
+    )
+
+
+def check_one(
+    runs: Runs, inputs: CheckInputs, end: ChunkEnd, scalars: ChunkScalars, *, rules, lines
+):
+    """Stopping checks of one run after a chunk, and the validation bookkeeping:
+    (status code, training loss, info). `lines`: the network's outputs come from the
+    per-side lines (a propagator chunk, whose parameters are not materialized)."""
+    state, data, alpha = runs.state, inputs.data, scalars.alpha
+    residual = _network_outputs(state, data, end, alpha, lines) - data.y
+    loss = 0.5 * jnp.sum(data.weights * residual * residual)
+    conditions, codes = _stops(runs, inputs, end, loss, alpha, rules, lines)
+    if "held_out" in rules:
+        val = _held_out_loss(state, inputs.validation, alpha)
+        test = _held_out_loss(state, inputs.test, alpha)
+    else:
+        val = test = 0.5 * jnp.sum(inputs.validation.weights * residual * residual)
+    info = _validated(runs.info, state.step, val, test, scalars.min_delta)
+    if "early_stopping" in rules:
+        conditions.append(info.stale_checks >= scalars.patience)
+        codes.append(Status.EARLY_STOPPED)
+    code = jnp.select(conditions, [jnp.int8(c) for c in codes], jnp.int8(Status.RUNNING))
+    return code, loss, info

@@ -1,0 +1,274 @@
+"""The compiled chunk: `check_every` steps of every active run, then the checks.
+
+On each device the runs go through the chunk in blocks (`placement.Blocking`), the first
+num_blocks of them only (a traced count), and are then checked in larger batches: the
+run count sets only the shapes, so there is one compile per path and width however many
+runs are still active (docs/design.md, "Buckets"). `exact_chunk` redoes on the general
+path the runs a fast path could not do exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_one
+from gdrelu.engine.paths import PATHS
+from gdrelu.engine.placement import (
+    RUNS_AXIS,
+    Blocking,
+    Layout,
+    gathered_lanes,
+    padded_positions,
+    put_lanes,
+    shard_map,
+)
+from gdrelu.engine.state import Runs, RunState
+from gdrelu.model import Params, max_abs_kink
+from gdrelu.optim import Optimizer
+from gdrelu.outcome import Status
+
+TRACE_COUNT = dict.fromkeys(PATHS, 0)  # traces of the chunk program per path, for tests
+
+
+class ChunkSettings(NamedTuple):
+    """What a compiled chunk is specialized to (hashable: a static argument)."""
+
+    check_every: int
+    rules: tuple[str, ...]
+    path: str
+    optimizer: Optimizer
+    blocking: Blocking
+
+
+def _trained_block(runs: Runs, inputs: CheckInputs, alpha, settings: ChunkSettings, **blocks):
+    """`check_every` steps for every run of one block: (runs, exact, ChunkEnd)."""
+    trained = PATHS[settings.path](
+        runs.state,
+        inputs.data,
+        inputs.step_size,
+        alpha,
+        settings.check_every,
+        settings.optimizer,
+        settings.blocking.unroll,
+        **blocks,
+    )
+    info, first = runs.info, trained.pattern_change
+    info = info._replace(
+        max_kink=jnp.maximum(info.max_kink, trained.kink),
+        pattern_change=jnp.where(info.pattern_change >= 0, info.pattern_change, first),
+    )
+    state = trained.state._replace(step=trained.state.step + settings.check_every)
+    return Runs(state, info), trained.exact, trained.end
+
+
+def _checked_block(runs: Runs, inputs, end, scalars: ChunkScalars, settings: ChunkSettings):
+    """The checks of a block of trained runs: (runs, status code, loss, fixed_next)."""
+    lines = settings.path == "propagator"  # params not materialized: outputs from the lines
+    check = functools.partial(check_one, rules=settings.rules, lines=lines)
+    code, loss, info = jax.vmap(check, in_axes=(0, 0, 0, None))(runs, inputs, end, scalars)
+    params = runs.state.params
+    if settings.path == "propagator" or params.a.ndim > 2:
+        fixed_next = jnp.zeros(code.shape, bool)
+    else:  # whether the next chunk can start on the fixed-pattern path: every kink inside
+        kinks = jax.vmap(max_abs_kink)(params)
+        fixed_next = kinks < jnp.min(jnp.abs(inputs.data.x), axis=-1)
+    return runs._replace(info=info), code, loss, fixed_next
+
+
+def _part_at(tree, start, size):
+    return jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, size), tree)
+
+
+def _put_at(out, done, start):
+    put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=0)
+    return jax.tree.map(put, out, done)
+
+
+def _trained_blocks(runs: Runs, inputs, num_blocks, alpha, settings: ChunkSettings):
+    """The first num_blocks[1] blocks of one device's share trained: (runs, exact, end).
+    On the fixed-pattern path the blocks from num_blocks[0] on train on the general path."""
+    count = runs.info.max_kink.shape[0]
+    block = min(settings.blocking.block, count)
+
+    def on(path):
+        chunk_settings = settings._replace(path=path)
+        return lambda part: _trained_block(*part, alpha, chunk_settings)
+
+    if settings.path == "propagator":  # O(1) per step: only its steps go block by block
+        blocks = {"blocks": (block, num_blocks[1]), "kernel": settings.blocking.kernel}
+        return _trained_block(runs, inputs, alpha, settings, **blocks)
+
+    def train(i, out):
+        part = _part_at((out[0], inputs), i * block, block)
+        if settings.path == "fixed_pattern":
+            done = jax.lax.cond(i < num_blocks[0], on("fixed_pattern"), on("general"), part)
+        else:
+            done = on(settings.path)(part)
+        return _put_at(out, done, i * block)
+
+    one_block = jax.eval_shape(on(settings.path), _part_at((runs, inputs), 0, block))
+    end = jax.tree.map(lambda v: jnp.zeros((count, *v.shape[1:]), v.dtype), one_block[2])
+    start = (runs, jnp.ones((count,), bool), end)
+    return jax.lax.fori_loop(0, num_blocks[1], train, start)
+
+
+def _local_chunk(runs: Runs, inputs, num_blocks, scalars: ChunkScalars, *, settings):
+    """`run_chunk` on one device's share of the runs: the first num_blocks[1] blocks train,
+    then their runs are checked `settings.blocking.check` at a time (the checks' small
+    kernels and eigendecompositions cost less per run in larger batches than the steps'
+    blocks)."""
+    count = runs.info.max_kink.shape[0]
+    block = min(settings.blocking.block, count)
+    check = min(settings.blocking.check, count)
+    trained, exact, end = _trained_blocks(runs, inputs, num_blocks, scalars.alpha, settings)
+
+    def checked(j, out):
+        # the last batch ends at the share's end; lanes it checks twice get the same result
+        start = jnp.minimum(j * check, count - check)
+        part = _part_at((trained, inputs, end), start, check)
+        return _put_at(out, _checked_block(*part, scalars, settings), start)
+
+    out = (
+        trained,
+        jnp.full((count,), Status.RUNNING, jnp.int8),
+        jnp.zeros((count,), runs.info.max_kink.dtype),
+        jnp.zeros((count,), bool),
+    )
+    batches = (num_blocks[1] * block + check - 1) // check
+    runs, code, loss, fixed_next = jax.lax.fori_loop(0, batches, checked, out)
+    return runs, code, loss, exact, fixed_next
+
+
+def chunk_program(
+    runs: Runs,
+    inputs: CheckInputs,
+    num_blocks,
+    scalars: ChunkScalars,
+    *,
+    settings: ChunkSettings,
+    mesh,
+):
+    """A chunk on every device of `mesh`, each visiting the first num_blocks[d, 1] blocks
+    of `settings.blocking.block` runs of its share: (runs, status code, loss, exact,
+    fixed_next), runs axis first. On the fixed-pattern path, the blocks from
+    num_blocks[d, 0] on (runs whose kinks left the data-free zone) train on the general
+    path; `fixed_next` says which runs can start the next chunk on the fixed-pattern path.
+    """
+    TRACE_COUNT[settings.path] += 1
+    local = functools.partial(_local_chunk, settings=settings)
+    lanes, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
+    return shard_map(
+        lambda r, i, count, s: local(r, i, count[0], s),
+        mesh=mesh,
+        in_specs=(lanes, lanes, lanes, scalar),  # num_blocks: (devices, 2)
+        out_specs=lanes,
+    )(runs, inputs, num_blocks, scalars)
+
+
+# XLA's CPU backend hands reductions to YNNPACK, slower than its own loops on the checks'
+# sums over 3 and 4 entries and on the general path's step (docs/performance.md); other
+# platforms ignore the option.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compiled_programs(program=chunk_program) -> dict[str, Callable]:
+    """`program` (a chunk program) jitted with the options of each kind of platform."""
+    return {
+        platform: jax.jit(program, static_argnames=("settings", "mesh"), compiler_options=opts)
+        for platform, opts in (("cpu", CPU_COMPILER_OPTIONS), ("other", None))
+    }
+
+
+CHUNK_PROGRAMS = compiled_programs()
+
+
+def run_chunk(
+    runs: Runs, inputs: CheckInputs, num_blocks, scalars: ChunkScalars, *, settings, mesh
+):
+    """`chunk_program`, compiled for the mesh's platform; on the propagator path the
+    neurons never enter or leave the compiled program (they do not change), so a chunk
+    copies O(1) data per run."""
+    platform = "cpu" if mesh.devices.flat[0].platform == "cpu" else "other"
+    program = functools.partial(CHUNK_PROGRAMS[platform], settings=settings, mesh=mesh)
+    if settings.path != "propagator":
+        return program(runs, inputs, num_blocks, scalars)
+    compact, *rest = program(runs._replace(state=_compact(runs.state)), inputs, num_blocks, scalars)
+    return (compact._replace(state=_expanded(compact.state, runs.state)), *rest)
+
+
+@jax.jit
+def _compact(state: RunState) -> RunState:
+    """The propagator's view of a batch: the tracked neurons as the only neurons (runs, T)
+    and no slope0/regular, so that a chunk moves O(1) data per run, not O(n)."""
+    tracked = state.deferred.tracked
+    picked = [jnp.take_along_axis(v, tracked, axis=1) for v in state.params[:3]]
+    index = jnp.broadcast_to(jnp.arange(tracked.shape[1], dtype=tracked.dtype), tracked.shape)
+    return state._replace(
+        params=Params(*picked, state.params.c),
+        slope0=None,
+        regular=None,
+        deferred=state.deferred._replace(tracked=index),
+    )
+
+
+def _expanded(compact: RunState, full: RunState) -> RunState:
+    """`compact` after a propagator chunk with the neurons of `full` back (they do not
+    change: the chunk's Φ_t is deferred)."""
+    return compact._replace(
+        params=full.params._replace(c=compact.params.c),
+        slope0=full.slope0,
+        regular=full.regular,
+        deferred=compact.deferred._replace(tracked=full.deferred.tracked),
+    )
+
+
+def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: Layout, out):
+    """Train `lanes` again from the chunk's `start` with `settings`, a few lanes at a time;
+    `out` = (runs, code, loss, fixed_next) of the chunk, updated."""
+    runs, code, loss, fixed_next = out
+    code, fixed_next = code.copy(), fixed_next.copy()
+    size, mesh = layout.redo_lanes, layout.sharding.mesh
+    for first in range(0, lanes.size, size):
+        part = lanes[first : first + size]
+        picked = jnp.asarray(padded_positions(part, size))
+        redo_runs, redo_inputs = gathered_lanes((start, inputs), picked, mesh)
+        redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
+            redo_runs, redo_inputs, layout.one_block, scalars, settings=settings, mesh=mesh
+        )
+        runs, loss = put_lanes((runs, loss), picked, (redo_runs, redo_loss), mesh)
+        code[part] = np.asarray(redo_code)[: part.size]
+        fixed_next[part] = np.asarray(redo_next)[: part.size]
+    return runs, code, loss, fixed_next
+
+
+def exact_chunk(
+    start: Runs, inputs, scalars: ChunkScalars, settings: ChunkSettings, layout: Layout
+):
+    """One chunk for the active lanes, with those it left redone exactly: (runs, code of
+    every lane, loss, fixed_next: whether every kink is inside the data).
+
+    The propagator is exact while the sides of the neurons stay put, the fixed-pattern
+    step while no kink reaches the data: a run for which that failed, or that crossed or
+    diverged (it may have crossed before its values blew up), is trained again on the
+    general path. Few runs need this, once each (a crossed GD run stops; another
+    optimizer's run goes on in the general blocks of the fixed-pattern path while its
+    kinks are out of the data-free zone).
+    """
+    mesh = layout.sharding.mesh
+    runs, code, loss, exact, fixed_next = run_chunk(
+        start, inputs, layout.num_blocks, scalars, settings=settings, mesh=mesh
+    )
+    code, exact, fixed_next = np.asarray(code), np.asarray(exact), np.asarray(fixed_next)
+    left = (layout.slots >= 0) & (np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact)
+    out = (runs, code, loss, fixed_next)
+    if settings.path == "general" or not left.any():
+        return out
+    general = settings._replace(path="general")
+    return _redo(np.flatnonzero(left), start, inputs, scalars, general, layout, out)

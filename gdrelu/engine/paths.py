@@ -1,0 +1,215 @@
+"""The training paths: `check_every` steps of a batch of runs, and which path a run takes.
+
+"general" (autodiff of the loss, any optimizer and input dimension, O(n·m) per step),
+"fixed_pattern" (the per-side lines of `fastpath`, O(n)) and "propagator" (GD on the
+propagator of `propagator`, O(1)); docs/design.md ("Paths"). A fast path reports the runs
+whose chunk it could not do exactly, and the engine redoes those on "general".
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gdrelu.data import WeightedData
+from gdrelu.engine.checks import chunk_end
+from gdrelu.engine.state import RunState, materialized_params, refreshed
+from gdrelu.fastpath import fixed_pattern_gradient, side_moments
+from gdrelu.model import Params, activation_pattern, active_neurons, loss_gradient, max_abs_kink
+from gdrelu.optim import Optimizer, get_optimizer, minibatch
+from gdrelu.outcome import stop_rules
+from gdrelu.propagator import ChunkEnd, deferred_steps
+
+
+class Trained(NamedTuple):
+    """A path's chunk of a batch of runs; leading runs axis on every field."""
+
+    state: RunState
+    kink: jax.Array  # (runs,) max over the chunk's steps of max_i |b_i/a_i|
+    pattern_change: jax.Array  # (runs,) first step of the chunk whose pattern differs; -1
+    exact: jax.Array  # (runs,) the path did the chunk exactly (else: redo it on "general")
+    end: ChunkEnd  # what the checks need of the runs
+
+
+def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
+    """One GD step θ ← θ - h ∇L(θ) of one run."""
+    grads = loss_gradient(params, data.x, data.y, data.weights, alpha)
+    return jax.tree.map(lambda p, g: p - step_size * g, params, grads)
+
+
+def _side_changes(params: Params, start: Params) -> jax.Array:
+    """Which neurons of a 1-D run are on another side (sign a_i) than at `start`; (n,)."""
+    if params.a.ndim > 1:
+        return jnp.zeros(params.b.shape, bool)
+    return (params.a > 0) != (start.a > 0)
+
+
+def _gradient_of(state: RunState, data, alpha, optimizer, fixed_pattern):
+    """(p, t) -> the gradient of the run's loss (or minibatch) at step t of the chunk: the
+    loss's (`model.loss_gradient`, O(n·m)), or with `fixed_pattern` the per-side lines'
+    (`fastpath.fixed_pattern_gradient`, O(n); exact while every kink stays inside the data)."""
+    key = jax.random.wrap_key_data(state.noise_key)
+    moments = side_moments(data) if fixed_pattern and not optimizer.stochastic else None
+
+    def gradient(p, t):
+        batch = minibatch(optimizer, data, key, state.step + t)
+        if not fixed_pattern:
+            return loss_gradient(p, batch.x, batch.y, batch.weights, alpha, state.scaling)
+        return fixed_pattern_gradient(p, side_moments(batch) if moments is None else moments, alpha)
+
+    return gradient
+
+
+def _trained(
+    state: RunState,
+    data: WeightedData,
+    step_size,
+    alpha,
+    num_steps,
+    optimizer,
+    unroll=1,
+    fixed_pattern=False,
+):
+    """`num_steps` steps of `optimizer` on one run: (state, max over the steps of
+    max_i |b_i/a_i|, first step whose activation pattern differs (-1: none; not tracked
+    with `fixed_pattern`), which neurons changed side at some step)."""
+    params, scaling = state.params, state.scaling
+    transformation = optimizer.transformation(step_size)
+    gradient = _gradient_of(state, data, alpha, optimizer, fixed_pattern)
+    if not fixed_pattern:  # the initial pattern until it changes
+        pattern = activation_pattern(params, data.x, scaling)
+    active = active_neurons(params)  # padding stays padding: one mask for the chunk
+
+    def body(carry, t):
+        p, opt, kink, changed, first = carry
+        updates, opt = transformation.update(gradient(p, t), opt, p)
+        p = optax.apply_updates(p, updates)
+        if not fixed_pattern:  # (an exact fixed-pattern chunk changes no pattern)
+            moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)
+            first = jnp.where((first < 0) & moved, state.step + t + 1, first)
+        changed = changed | _side_changes(p, params)
+        kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
+        return (p, opt, kink, changed, first), None
+
+    none = jnp.full_like(state.step, -1)
+    carry = (
+        params,
+        state.opt_state,
+        jnp.zeros_like(params.c),
+        jnp.zeros(params.b.shape, bool),
+        none,
+    )
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    (params, opt, kink, changed, first), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
+    return state._replace(params=params, opt_state=opt), kink, first, changed
+
+
+def general(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1) -> Trained:
+    """Any optimizer on the loss's gradient: always exact."""
+    one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
+    state = state._replace(params=materialized_params(state))
+    state, kink, first, changed = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    end = jax.vmap(chunk_end)(state.params)
+    return Trained(refreshed(state, changed), kink, first, jnp.ones(kink.shape, bool), end)
+
+
+def fixed_pattern(
+    state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1
+) -> Trained:
+    """Any optimizer on the gradients of `fastpath` (O(n) per step; O(n + B) with
+    minibatches), exact while no kink reaches the data and no neuron changes side (the
+    redo on the general path then records the step of the pattern change)."""
+    one = jax.vmap(
+        functools.partial(_trained, fixed_pattern=True), in_axes=(0, 0, 0, None, None, None, None)
+    )
+    state = state._replace(params=materialized_params(state))
+    state, kink, first, changed = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    exact = (kink < jnp.min(jnp.abs(data.x), axis=-1)) & ~jnp.any(changed, axis=-1)
+    end = jax.vmap(chunk_end)(state.params)
+    return Trained(refreshed(state, changed), kink, first, exact, end)
+
+
+def propagator(
+    state: RunState,
+    data,
+    step_size,
+    alpha,
+    num_steps,
+    optimizer,
+    unroll=1,
+    blocks=None,
+    kernel="xla",
+) -> Trained:
+    """GD on the propagator; `blocks` = (runs per block, traced count of blocks to train),
+    by default the whole batch in one block; `kernel` as in `placement.Blocking`. The
+    parameters keep their Φ_t unapplied (`materialized_params`)."""
+    del optimizer  # GD only
+    moments = jax.vmap(side_moments)(data)
+    block, count = blocks or (state.params.c.shape[0], None)
+    c, pending, kink, exact, end = deferred_steps(
+        state.params,
+        state.deferred,
+        moments,
+        step_size,
+        alpha,
+        num_steps,
+        block=block,
+        unroll=unroll,
+        num_blocks=count,
+        kernel=kernel,
+    )
+    state = state._replace(params=state.params._replace(c=c), deferred=pending)
+    return Trained(state, kink, jnp.full_like(state.step, -1), exact, end)
+
+
+# Batched paths: (state, data, step_size, alpha, num_steps, optimizer, unroll) -> Trained,
+# a leading runs axis on all but the last four (unroll: GD steps per iteration of the
+# compiled loop). Only "general" trains with any optimizer on any data; the propagator is GD.
+PATHS = {"general": general, "fixed_pattern": fixed_pattern, "propagator": propagator}
+
+
+def choose_path(
+    path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard, held_out
+) -> str:
+    """`path`, checked; "auto": the propagator for GD that stops at a crossing (1-D,
+    standard, no held-out points), else the general path. The fixed-pattern path takes
+    any optimizer on 1-D data in the standard parameterization but is not chosen by
+    itself: with momentum, Adam and SGD most runs soon leave the fixed pattern, and the
+    rest gain little at m = 6 points (`benchmarks/bench_optimizers.py`)."""
+    fixed = one_dimensional and standard
+    propagates = fixed and "crossed" in rules and optimizer.name == "gd" and not held_out
+    if path == "auto":
+        return "propagator" if propagates else "general"
+    if path not in PATHS:
+        raise ValueError(f"path must be 'auto' or one of {sorted(PATHS)}, not {path!r}")
+    if path == "fixed_pattern" and not fixed:
+        raise ValueError("path='fixed_pattern' needs 1-D input and the standard parameterization")
+    if path == "propagator" and not propagates:
+        raise ValueError(
+            "path='propagator' needs GD, 1-D input, the standard parameterization, the "
+            "'crossed' stop rule and no held-out points"
+        )
+    return path
+
+
+def auto_path(
+    optimizer="gd",
+    *,
+    sampler: str | None = None,
+    batch_size: int = 16,
+    stop_on=None,
+    parameterization: str = "standard",
+    one_dimensional: bool = True,
+    early_stopping: bool = False,
+    held_out: bool = False,
+) -> str:
+    """The path `simulate(path="auto")` takes for these settings (its arguments of the
+    same names; `one_dimensional`: 1-D input; `held_out`: validation or test points)."""
+    optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
+    standard = parameterization == "standard"
+    rules = stop_rules(stop_on, optimizer, standard, one_dimensional, "columns", early_stopping)
+    return choose_path("auto", rules, optimizer, one_dimensional, standard, held_out)

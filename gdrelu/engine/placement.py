@@ -1,0 +1,228 @@
+"""Where the runs are: blocks per device, the lanes of a sharded batch, and moving them.
+
+The runs are sharded over the devices' runs axis; each device's share goes through a chunk
+in blocks (`blocking_for`), its active runs first (`arrange`), so that the next chunk only
+visits their blocks while every array keeps its shape (docs/design.md, "Blocking",
+"Compaction"). Runs that leave a chunk cross between devices lane by lane (`lanes_at`,
+`put_lanes`): only they move, not the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gdrelu.engine.checks import CheckInputs
+from gdrelu.engine.state import Runs, initial_state
+
+RUNS_AXIS = "runs"
+BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
+CHECK_BLOCK = 512  # runs per check batch on a CPU: fewer kernel launches per run
+REDO_BLOCK = 16  # runs per redo on a CPU: few runs leave a chunk, a redo costs O(n) or O(nm)
+ACCELERATOR_BLOCK = 1 << 15  # most runs per block on a GPU or TPU
+ACCELERATOR_REDO = 256
+ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
+KERNEL_VARIABLE = "GDRELU_PROPAGATOR_KERNEL"
+
+
+class Blocking(NamedTuple):
+    """How a device's runs go through a chunk: `block` runs at a time (one after the
+    other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
+    the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
+    loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
+    Pallas' interpret mode, on a CPU)."""
+
+    block: int
+    redo: int
+    unroll: int
+    check: int
+    kernel: str = "xla"
+
+
+def propagator_kernel(platform: str, kernel: str | None = None) -> str:
+    """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "xla"), checked for `platform`."""
+    kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "xla"
+    if kernel not in ("xla", "pallas", "interpret"):
+        raise ValueError(
+            f"kernel (${KERNEL_VARIABLE}): 'xla', 'pallas' or 'interpret', not {kernel!r}"
+        )
+    if kernel == "pallas" and platform != "gpu":
+        raise ValueError(
+            f"kernel (${KERNEL_VARIABLE}) 'pallas' compiles with Triton for GPUs, not "
+            f"{platform}; 'interpret' runs it in Pallas' interpret mode"
+        )
+    return kernel
+
+
+def blocking_for(devices, runs: int, block: int | None = None, kernel=None) -> Blocking:
+    """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
+    that stay in cache, and checks `CHECK_BLOCK` runs at a time. An accelerator takes its
+    whole share in one block (rounded up to `BLOCK`, at most `ACCELERATOR_BLOCK`): a
+    block's steps are a loop of small kernels whose launch cost does not grow with the
+    runs, so small blocks would leave it idle; for the same reason it checks them all at
+    once, redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops. `block`
+    overrides the block size; `kernel` is the propagator's (`Blocking`; default
+    $GDRELU_PROPAGATOR_KERNEL, else "xla")."""
+    kernel = propagator_kernel(devices[0].platform, kernel)
+    if devices[0].platform == "cpu":
+        block = block or BLOCK
+        return Blocking(block, REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block), kernel)
+    share = -(-runs // len(devices))
+    if block is None:
+        block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
+    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel)
+
+
+def shard_map(fn, *, mesh, in_specs, out_specs):
+    """`jax.shard_map` without the replication checks (scan carries start unvarying)."""
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+class Layout(NamedTuple):
+    """Where the runs are: lane j of the state holds run slots[j] (-1: padding). Each
+    device's share of the lanes starts with its active runs, num_blocks[d, 1] blocks of
+    them, of which the first num_blocks[d, 0] train on the chunk's path and the rest,
+    the lanes flagged `general`, on the general path (the fixed-pattern path only)."""
+
+    slots: np.ndarray
+    general: np.ndarray
+    num_blocks: jax.Array
+    one_block: jax.Array
+    blocking: Blocking
+    sharding: NamedSharding
+
+    @property
+    def redo_lanes(self) -> int:
+        devices = self.sharding.mesh.size
+        return devices * -(-self.blocking.redo // devices)
+
+
+def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None):
+    """Spread the runs at `lanes` evenly over the devices, on each the runs flagged
+    `general` (bool per entry of `lanes`) after the others, from a new block, each share
+    padded to `per_device` lanes with copies of an active run: (positions to take, new
+    layout)."""
+    devices, block = sharding.mesh.size, blocking.block
+    general = np.zeros(lanes.size, bool) if general is None else np.asarray(general, bool)
+    positions, new_slots, new_general, counts = [], [], [], []
+    parts = zip(
+        np.array_split(lanes[~general], devices),
+        np.array_split(lanes[general], devices),
+        strict=True,
+    )
+    for fixed, other in parts:
+        fixed_blocks = -(-fixed.size // block)
+        gap = fixed_blocks * block - fixed.size if other.size else 0
+        filler = np.concatenate([fixed, other, lanes])[:1]
+        own = np.concatenate([fixed, np.repeat(filler, gap), other])
+        flags = np.arange(own.size) >= fixed.size + gap  # the general lanes
+        real = flags | (np.arange(own.size) < fixed.size)
+        extra = per_device - own.size
+        positions.append(np.concatenate([own, np.repeat(filler, extra)]))
+        new_slots.append(np.concatenate([np.where(real, slots[own], -1), np.full(extra, -1)]))
+        new_general.append(np.concatenate([flags, np.zeros(extra, bool)]))
+        counts.append((fixed_blocks, fixed_blocks + -(-other.size // block)))
+    layout = Layout(
+        slots=np.concatenate(new_slots),
+        general=np.concatenate(new_general),
+        num_blocks=jax.device_put(np.asarray(counts, np.int32), sharding),
+        one_block=jax.device_put(np.ones((devices, 2), np.int32), sharding),
+        blocking=blocking,
+        sharding=sharding,
+    )
+    return np.concatenate(positions), layout
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def reordered(tree, positions, sharding):
+    """The lanes of a runs-sharded `tree` in the order `positions` (every lane moves)."""
+    taken = jax.tree.map(lambda leaf: jnp.take(leaf, positions, axis=0, mode="clip"), tree)
+    return jax.lax.with_sharding_constraint(taken, sharding)
+
+
+def lanes_at(tree, positions, mesh):
+    """The lanes at `positions` (k,) of a runs-sharded `tree`, sharded over the runs axis
+    (k a multiple of the devices). Each device picks the lanes it holds and the devices
+    swap only those: O(k · devices) traffic, where `reordered` moves the whole batch."""
+    if positions.shape[0] % mesh.size:
+        raise ValueError(f"lanes_at: {positions.shape[0]} lanes on {mesh.size} devices")
+
+    def local(tree, positions):
+        per_device = jax.tree.leaves(tree)[0].shape[0]
+        device = jax.lax.axis_index(RUNS_AXIS)
+        share = positions.shape[0] // mesh.size
+        mine = device * share + jnp.arange(share)
+        owner = (positions // per_device)[mine]
+        own = positions - device * per_device
+
+        def picked(leaf):
+            every = jax.lax.all_gather(jnp.take(leaf, own, axis=0, mode="clip"), RUNS_AXIS)
+            return every[owner, mine]
+
+        return jax.tree.map(picked, tree)
+
+    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
+    return shard_map(local, mesh=mesh, in_specs=(runs, scalar), out_specs=runs)(tree, positions)
+
+
+gathered_lanes = jax.jit(lanes_at, static_argnames=("mesh",))
+
+
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def put_lanes(tree, positions, parts, mesh):
+    """`tree` with the lanes at `positions` set to `parts` (sharded like the result of
+    `lanes_at`; a repeated position must carry the same part each time, as the copies of
+    `padded_positions` do); each device writes the lanes it holds. (Not donated: a
+    chunk's outputs share the buffers of the fields it leaves unchanged with its inputs,
+    which a redo reads again.)"""
+
+    def local(tree, positions, parts):
+        per_device = jax.tree.leaves(tree)[0].shape[0]
+        own = positions - jax.lax.axis_index(RUNS_AXIS) * per_device
+        own = jnp.where((own >= 0) & (own < per_device), own, per_device)  # others: dropped
+
+        def put(leaf, part):
+            every = jax.lax.all_gather(part, RUNS_AXIS, tiled=True)
+            return leaf.at[own].set(every, mode="drop")
+
+        return jax.tree.map(put, tree, parts)
+
+    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
+    put = shard_map(local, mesh=mesh, in_specs=(runs, scalar, runs), out_specs=runs)
+    return put(tree, positions, parts)
+
+
+def padded_positions(positions: np.ndarray, size: int) -> np.ndarray:
+    """`positions` padded to `size` with copies of its first entry (shapes stay few)."""
+    pad = np.full(size - positions.size, positions[0], dtype=positions.dtype)
+    return np.concatenate([positions, pad])
+
+
+def placed(
+    params, inputs: CheckInputs, noise_key, scaling, optimizer, block, devices, mixed, kernel=None
+):
+    """The runs' initial state and check inputs spread evenly over `devices` (default: all
+    local ones), each device's share padded to whole blocks (`blocking_for`, `block`
+    overrides its size): (runs, inputs, layout). `mixed`: the runs whose kinks start
+    outside the data-free zone go in general blocks (one block more per device leaves
+    room to start them on a new block)."""
+    count = params.c.shape[0]
+    devices = jax.local_devices() if devices is None else list(devices)
+    mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
+    blocking = blocking_for(devices, count, block, kernel)
+    per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
+    runs: Runs = initial_state(params, inputs.step_size, noise_key, scaling, optimizer=optimizer)
+    general = None
+    if mixed:
+        general = ~np.asarray(runs.info.max_kink < jnp.min(jnp.abs(inputs.data.x), axis=-1))
+    lanes = np.arange(count)
+    positions, layout = arrange(lanes, lanes, per_device, blocking, sharding, general)
+    runs, inputs = reordered((runs, inputs), jnp.asarray(positions), sharding)
+    return runs, inputs, layout

@@ -1,0 +1,351 @@
+"""`simulate`: train every run of a batch until it stops, in four steps (validate the
+arguments, place the runs, train chunk by chunk, collect the results).
+
+(The module is not named `simulate`: `gdrelu.engine.simulate` is the function.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu.data import WeightedData
+from gdrelu.detectors import classify
+from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
+from gdrelu.engine.chunk import ChunkSettings, exact_chunk
+from gdrelu.engine.paths import choose_path
+from gdrelu.engine.placement import Layout, arrange, lanes_at, padded_positions, placed, reordered
+from gdrelu.engine.state import REPORTED, Runs, materialized_params
+from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
+from gdrelu.optim import Optimizer, get_optimizer
+from gdrelu.outcome import SimulationResult, Status, stop_rules
+
+X64_HINT = 'jax.config.update("jax_enable_x64", True)'
+
+
+def simulate(
+    params: Params,
+    data: WeightedData,
+    step_size,
+    *,
+    optimizer="gd",
+    parameterization: str = "standard",
+    sampler: str | None = None,
+    batch_size: int = 16,
+    key=None,
+    check_every: int = 1000,
+    max_checks: int = 1000,
+    alpha: float = 0.0,
+    validation_weights=None,
+    validation: WeightedData | None = None,
+    test: WeightedData | None = None,
+    early_stopping: bool | None = None,
+    min_delta: float = 1e-8,
+    patience: int = 10,
+    stop_on: tuple[str, ...] | None = None,
+    eigenvectors: str = "columns",
+    path: str = "auto",
+    block: int | None = None,
+    devices=None,
+    kernel: str | None = None,
+    on_check: Callable[[int, np.ndarray], None] | None = None,
+    classify_width: int | None = None,
+) -> SimulationResult:
+    """Train every run until it stops, checking every `check_every` steps.
+
+    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar
+    (None for an optax transformation that carries its own learning rate). float64
+    arrays need `jax_enable_x64` (`jax.config.update("jax_enable_x64", True)`).
+    `optimizer`: "gd", "sgd", "momentum", "adam", a function h -> optax transformation,
+    or an optax transformation (`optim.get_optimizer`, with `sampler` and `batch_size`);
+    a stochastic sampler needs `key`, one key per run (typed, or (runs, 2) key data).
+    `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`, the true width).
+    At each check, in this order: DIVERGED (non-finite), CROSSED (some |b_i/a_i| ≥
+    min_j |x_j| after any step so far; d-dim input: the activation pattern on the data
+    changed), A_DEGENERATE, X_DEGENERATE, STUCK (the
+    certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (if
+    `early_stopping`, by default when `validation_weights` are given: the loss with
+    `validation_weights` on the training points, or on held-out `validation` points, did
+    not improve by `min_delta` for `patience` checks). Either way
+    each run reports its best validation loss over the checks, the step of that check and
+    the loss on held-out `test` points there (WeightedData, a leading runs axis).
+    Runs still going after `max_checks` checks are UNFINISHED. `stop_on` selects the
+    rules (crossed, stuck, degenerate); by default all three for GD, none for the other
+    optimizers (the certificate is a proof for GD only): `stop_on=()` just trains
+    check_every × max_checks steps. Divergence always stops a run. `eigenvectors="rows"`
+    applies the reference code's variant of the certificate. `on_check(k, status)` is
+    called after check k with every run's current status code.
+
+    Every run also gets the detectors of `detectors`: the first step whose activation
+    pattern differs from the initial one, L_lin, and the final escaped/stuck label.
+    `classify_width` pads the networks for that last classification (padding neurons
+    change no activation group), so that one compiled program serves batches of several
+    widths.
+
+    `path="auto"` trains 1-D networks with GD on the O(1) propagator (`propagator`) and
+    redoes, on the general path, the chunk of every run it could not do exactly (a kink
+    reached the data, a neuron changed side), so results equal those of
+    `path="general"`. The runs are sharded over `devices` (default: all local ones) and
+    go through a chunk in blocks (`blocking_for`; `block` sets their size). `kernel` does
+    the propagator's steps: "xla" (XLA's loop), "pallas" (one Pallas kernel per chunk, on
+    NVIDIA GPUs, `gdrelu.kernel`) or "interpret" (that kernel in interpret mode); by
+    default $GDRELU_PROPAGATOR_KERNEL, else "xla".
+    """
+    plan = _validated(
+        params,
+        data,
+        step_size,
+        get_optimizer(optimizer, sampler=sampler, batch_size=batch_size),
+        key=key,
+        parameterization=parameterization,
+        check_every=check_every,
+        max_checks=max_checks,
+        validation_weights=validation_weights,
+        validation=validation,
+        test=test,
+        early_stopping=early_stopping,
+        stop_on=stop_on,
+        eigenvectors=eigenvectors,
+        path=path,
+    )
+    params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
+    scaling = _scaling(params, parameterization)
+    steps = 0.0 if step_size is None else step_size
+    inputs = check_inputs(data, _per_run(steps, params), validation, test)
+    mixed = plan.path == "fixed_pattern"
+    runs, inputs, layout = placed(
+        params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel
+    )
+    dtype = params.b.dtype
+    scalars = ChunkScalars(
+        jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience)
+    )
+    settings = ChunkSettings(check_every, plan.rules, plan.path, plan.optimizer, layout.blocking)
+    outcomes = _Outcomes.empty(params)
+    _trained_until_stopped(runs, inputs, layout, scalars, settings, max_checks, on_check, outcomes)
+    return _result(outcomes, params, data, scaling, plan.rules, classify_width)
+
+
+class _Plan(NamedTuple):
+    """What `simulate` settles from its arguments before anything runs."""
+
+    optimizer: Optimizer
+    rules: tuple[str, ...]  # `outcome.stop_rules`, and "held_out" with held-out points
+    path: str
+    noise_key: jax.Array | None  # (runs, 2) uint32 key data
+
+
+def _validated(
+    params,
+    data,
+    step_size,
+    optimizer: Optimizer,
+    *,
+    key,
+    parameterization,
+    check_every,
+    max_checks,
+    validation_weights,
+    validation,
+    test,
+    early_stopping,
+    stop_on,
+    eigenvectors,
+    path,
+) -> _Plan:
+    """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
+    check_precision(params, data)
+    if check_every < 1 or max_checks < 1:
+        raise ValueError("check_every and max_checks must be at least 1")
+    standard = parameterization == "standard"
+    one_dimensional = np.ndim(data.x) == 2
+    if validation is not None and validation_weights is not None:
+        raise ValueError("validation: give held-out points or validation_weights, not both")
+    if early_stopping is None:
+        early_stopping = validation_weights is not None
+    if early_stopping and validation is None and validation_weights is None:
+        raise ValueError("early_stopping: needs validation points or validation_weights")
+    rules = stop_rules(stop_on, optimizer, standard, one_dimensional, eigenvectors, early_stopping)
+    held_out = validation is not None or test is not None
+    if held_out:
+        rules += ("held_out",)
+    if optimizer.uses_step_size == (step_size is None):
+        raise ValueError(
+            "step_size: needed for a named optimizer or a function of h, and must be None "
+            "for an optax transformation with its own learning rate"
+        )
+    noise_key = key_data_per_run(key, int(np.shape(params.c)[0]))
+    if optimizer.stochastic and noise_key is None:
+        raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
+    points = np.shape(data.x)[1]
+    if optimizer.sampler == "epoch" and optimizer.batch_size > points:
+        raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
+    path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
+    return _Plan(optimizer, rules, path, noise_key)
+
+
+def check_precision(params: Params, data: WeightedData) -> None:
+    """Refuse float64 params or data while `jax_enable_x64` is off: JAX would train them
+    as float32 without a word."""
+    if jax.config.read("jax_enable_x64"):
+        return
+    wide = [np.dtype(v.dtype) == np.float64 for v in (*params, *data) if hasattr(v, "dtype")]
+    if any(wide):
+        raise ValueError(
+            "params or data are float64 but jax_enable_x64 is off, so JAX would train them "
+            f"as float32; enable it at start-up with {X64_HINT} (or pass float32 arrays)"
+        )
+
+
+def key_data_per_run(key, runs: int):
+    """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
+    if key is None:
+        return None
+    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    key = jnp.asarray(key)
+    if key.shape != (runs, 2):
+        raise ValueError(f"key: expected one threefry key per run, got shape {key.shape}")
+    return key.astype(jnp.uint32)
+
+
+def _as_arrays(params, data, validation_weights, validation, test):
+    """(params, data, validation, test) as JAX arrays of the parameters' dtype; without
+    held-out points, validation is the training points with `validation_weights`."""
+    dtype = params.b.dtype
+    data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
+    params = Params(*(jnp.asarray(v, dtype) for v in params))
+    if validation is None:
+        weights = data.weights if validation_weights is None else validation_weights
+        validation = data._replace(weights=jnp.asarray(weights, dtype))
+    validation = WeightedData(*(jnp.asarray(v, dtype) for v in validation))
+    test = validation if test is None else WeightedData(*(jnp.asarray(v, dtype) for v in test))
+    return params, data, validation, test
+
+
+def _scaling(params: Params, parameterization: str) -> Scaling:
+    """The forward multipliers of each run, from its true width (padding excluded)."""
+    dim = 1 if params.a.ndim == 2 else params.a.shape[-2]
+    widths = jnp.sum(active_neurons(params), axis=-1)
+    return scaling_of(parameterization, widths, dim)
+
+
+def _per_run(value, params: Params) -> jax.Array:
+    """A scalar or (runs,) `value` as (runs,) of the parameters' dtype."""
+    return jnp.broadcast_to(jnp.asarray(value, params.b.dtype), params.c.shape)
+
+
+class _Outcomes(NamedTuple):
+    """What the finished runs have reported (host arrays, filled in as runs finish)."""
+
+    status: np.ndarray  # (runs,) Status codes
+    stop_step: np.ndarray  # (runs,)
+    params: list[np.ndarray]  # the final parameters, a leading runs axis
+    reported: dict[str, np.ndarray]  # "loss" and `state.REPORTED`, (runs,) each
+
+    @classmethod
+    def empty(cls, params: Params) -> _Outcomes:
+        runs, dtype = params.c.shape[0], params.b.dtype
+        return cls(
+            status=np.zeros(runs, np.int8),
+            stop_step=np.zeros(runs, np.int64),
+            params=[np.zeros(np.shape(leaf), dtype) for leaf in params],
+            reported={name: np.zeros(runs, dtype) for name in ("loss", *REPORTED)},
+        )
+
+
+def _trained_until_stopped(
+    runs: Runs,
+    inputs: CheckInputs,
+    layout: Layout,
+    scalars,
+    settings: ChunkSettings,
+    max_checks,
+    on_check,
+    outcomes: _Outcomes,
+) -> None:
+    """Chunk after chunk until every run stopped or `max_checks` checks: each finished
+    run goes into `outcomes`, and the active ones move to the front of their device."""
+    mixed = settings.path == "fixed_pattern"
+    per_device = layout.slots.size // layout.sharding.mesh.size
+    for k in range(1, max_checks + 1):
+        runs, code, loss, fixed_next = exact_chunk(runs, inputs, scalars, settings, layout)
+        if k == max_checks:
+            code = np.where(code == Status.RUNNING, np.int8(Status.UNFINISHED), code)
+        done = (layout.slots >= 0) & (code != Status.RUNNING)
+        keep = np.flatnonzero((layout.slots >= 0) & ~done)
+        moved = mixed and np.any(layout.general[keep] == fixed_next[keep])
+        if done.any():
+            lanes = np.flatnonzero(done)
+            ids = layout.slots[lanes]
+            outcomes.status[ids] = code[lanes]
+            outcomes.stop_step[ids] = k * settings.check_every
+            _finished(runs, loss, lanes, layout, outcomes, ids)
+        if not keep.size:
+            layout = layout._replace(slots=np.full_like(layout.slots, -1))
+        elif done.any() or moved:  # the active runs first on each device: shapes never change
+            general = ~fixed_next[keep] if mixed else None
+            args = (per_device, layout.blocking, layout.sharding, general)
+            positions, layout = arrange(keep, layout.slots, *args)
+            runs, inputs = reordered((runs, inputs), jnp.asarray(positions), layout.sharding)
+        if on_check is not None:
+            on_check(k, outcomes.status.copy())
+        if not (layout.slots >= 0).any():
+            break
+
+
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _ending(runs: Runs, loss, positions, mesh) -> tuple[Params, dict[str, jax.Array]]:
+    """The lanes at `positions`: their materialized parameters and reported values."""
+    runs, loss = lanes_at((runs, loss), positions, mesh)
+    reported = {name: getattr(runs.info, name) for name in REPORTED}
+    return materialized_params(runs.state), {"loss": loss, **reported}
+
+
+def _finished(runs: Runs, loss, lanes, layout: Layout, outcomes: _Outcomes, ids) -> None:
+    """Copy the parameters and reported values of `lanes` into `outcomes` at `ids`,
+    `layout.redo_lanes` at a time: only the finished runs cross to the host."""
+    size, mesh = layout.redo_lanes, layout.sharding.mesh
+    for first in range(0, lanes.size, size):
+        part = lanes[first : first + size]
+        got = ids[first : first + size]
+        ending = _ending(runs, loss, padded_positions(part, size), mesh)
+        host_params, host_reported = jax.device_get(ending)
+        for name, values in host_reported.items():
+            outcomes.reported[name][got] = values[: part.size]
+        for out, leaf in zip(outcomes.params, host_params, strict=True):
+            out[got] = leaf[: part.size]
+
+
+def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -> SimulationResult:
+    """The `SimulationResult` of the finished runs, with the detectors' classification."""
+    runs, dtype = params.c.shape[0], params.b.dtype
+    final = Params(*outcomes.params)
+    scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
+    initial, last = params, final
+    if classify_width is not None:  # on the host: no compiled padding per width
+        initial = padded(jax.device_get(params), classify_width, xp=np)
+        last = padded(final, classify_width, xp=np)
+    reported = outcomes.reported
+    threshold, escaped = jax.device_get(
+        classify(initial, last, data, jnp.asarray(reported["loss"]), scaling)
+    )
+    held_out = "held_out" in rules
+    return SimulationResult(
+        status=outcomes.status,
+        stop_step=outcomes.stop_step,
+        params=final,
+        max_kink=reported["max_kink"],
+        final_loss=reported["loss"],
+        pattern_change_step=reported["pattern_change"].astype(np.int64),
+        linear_threshold=threshold,
+        escaped=escaped,
+        best_validation_loss=reported["best_val"],
+        test_loss_at_best=reported["test_at_best"] if held_out else np.full(runs, np.nan),
+        best_step=reported["best_step"].astype(np.int64),
+    )

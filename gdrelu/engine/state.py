@@ -1,0 +1,119 @@
+"""The state of a batch of runs between chunks: what training reads (`RunState`) and what
+each run reports (`RunInfo`), as blackjax keeps `HMCState` apart from `HMCInfo`."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gdrelu.model import STANDARD, Params, Scaling, max_abs_kink
+from gdrelu.optim import get_optimizer
+from gdrelu.propagator import IRREGULAR_CAPACITY, Deferred, deferred, materialize, regular_neurons
+
+GD = get_optimizer("gd")
+
+
+class RunState(NamedTuple):
+    """What training reads and writes, leading runs axis on every field."""
+
+    params: Params
+    opt_state: optax.OptState  # the optimizer's state (empty for GD)
+    noise_key: jax.Array  # (runs, 2) uint32 key data of the run's minibatch noise
+    step: jax.Array  # (runs,) steps taken
+    scaling: Scaling  # (runs,) each: the parameterization's forward multipliers
+    slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
+    regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
+    deferred: Deferred  # the propagator's unapplied Φ_t, Grams, tracked neurons
+
+
+class RunInfo(NamedTuple):
+    """What a run reports, updated after each chunk; (runs,) each."""
+
+    max_kink: jax.Array  # max over steps so far of max_i |b_i/a_i|
+    pattern_change: jax.Array  # first step whose activation pattern differs; -1: none
+    best_val: jax.Array  # best validation loss at a check so far
+    stale_checks: jax.Array  # checks since the validation loss last improved
+    test_at_best: jax.Array  # test loss at the check of best_val
+    best_step: jax.Array  # step of that check
+
+
+class Runs(NamedTuple):
+    """A batch of runs: the chunk's carry, moved between devices as one tree."""
+
+    state: RunState
+    info: RunInfo
+
+
+REPORTED = ("max_kink", "pattern_change", "best_val", "test_at_best", "best_step")
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def initial_state(
+    params: Params, step_size=None, noise_key=None, scaling=None, *, optimizer=GD
+) -> Runs:
+    """A batch of runs before their first step.
+
+    step_size (runs,) builds the optimizer's state; noise_key (runs, 2) uint32 key data
+    seeds the minibatches of a stochastic optimizer (zeros when not given); scaling holds
+    (runs,) multipliers of the parameterization (standard when not given).
+    """
+    runs, dtype = params.c.shape[0], params.c.dtype
+    scaling = Scaling(
+        *(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling or STANDARD)
+    )
+    if step_size is None:
+        step_size = jnp.zeros((runs,), dtype)
+    if noise_key is None:
+        noise_key = jnp.zeros((runs, 2), jnp.uint32)
+    opt_state = jax.vmap(lambda p, h: optimizer.transformation(h).init(p))(params, step_size)
+    if params.a.ndim == 2:
+        slope0, regular = jax.vmap(regular_neurons)(params)
+    else:  # d-dim input: only the general path
+        slope0, regular = jnp.zeros(params.b.shape, dtype), jnp.zeros(params.b.shape, bool)
+    state = RunState(
+        params=params,
+        opt_state=opt_state,
+        noise_key=noise_key,
+        step=jnp.zeros((runs,), jnp.int32),
+        scaling=scaling,
+        slope0=slope0,
+        regular=regular,
+        deferred=_deferred(params, slope0, regular),
+    )
+    info = RunInfo(
+        max_kink=jax.vmap(max_abs_kink)(params, scaling),
+        pattern_change=jnp.full((runs,), -1, jnp.int32),
+        best_val=jnp.full((runs,), jnp.inf, dtype),
+        stale_checks=jnp.zeros((runs,), jnp.int32),
+        test_at_best=jnp.full((runs,), jnp.inf, dtype),
+        best_step=jnp.zeros((runs,), jnp.int32),
+    )
+    return Runs(state, info)
+
+
+def _deferred(params: Params, slope0, regular) -> Deferred:
+    if params.a.ndim == 2:
+        return deferred(params, slope0, regular)
+    runs, dtype, size = params.c.shape[0], params.c.dtype, 4 + IRREGULAR_CAPACITY
+    zeros = jnp.zeros((runs, 2, 3, 3), dtype)
+    false = jnp.zeros((runs, size), bool)
+    return Deferred(zeros, zeros, jnp.zeros((runs, size), jnp.int32), false, false[:, 0])
+
+
+@jax.jit
+def materialized_params(state: RunState) -> Params:
+    """The parameters of a batch of runs, with the propagator's pending Φ_t applied."""
+    if state.params.a.ndim != 2:
+        return state.params
+    return materialize(state.params, state.deferred.phi)
+
+
+def refreshed(state: RunState, changed) -> RunState:
+    """`state` with the propagator's bookkeeping recomputed from its (materialized) params;
+    `changed` (runs, n): the neurons that left their side's plane."""
+    regular = state.regular & ~changed
+    return state._replace(regular=regular, deferred=_deferred(state.params, state.slope0, regular))

@@ -1,0 +1,80 @@
+"""How a run ends: its status, the stop rules that end it, and what `simulate` reports.
+
+The rules, their order and what each proves are in docs/theory.md ("Outcome of a run",
+"Provably stuck").
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import numpy as np
+
+from gdrelu.model import Params
+from gdrelu.optim import Optimizer
+
+
+class Status(enum.IntEnum):
+    """How a run ended. RUNNING only appears while a simulation is in progress."""
+
+    RUNNING = 0
+    CROSSED = 1
+    STUCK = 2
+    A_DEGENERATE = 3
+    X_DEGENERATE = 4
+    EARLY_STOPPED = 5
+    DIVERGED = 6
+    UNFINISHED = 7
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+STOP_RULES = ("crossed", "stuck", "degenerate")
+STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)  # proven stuck
+
+
+class SimulationResult(NamedTuple):
+    """Per-run outcome of `simulate`, as numpy arrays with a leading runs axis."""
+
+    status: np.ndarray  # Status codes, int8
+    stop_step: np.ndarray  # GD steps taken when the run stopped
+    params: Params  # final parameters
+    max_kink: np.ndarray  # max over all steps and neurons of |b_i/a_i|
+    final_loss: np.ndarray  # training loss at the final parameters
+    pattern_change_step: np.ndarray  # first step whose activation pattern differs; -1: none
+    linear_threshold: np.ndarray  # L_lin: the loss of the linear-regime minimum
+    escaped: np.ndarray  # final classification, valid for every optimizer (`detectors`)
+    best_validation_loss: np.ndarray  # best validation loss over the checks
+    test_loss_at_best: np.ndarray  # test loss at that check (NaN without a test set)
+    best_step: np.ndarray  # the step of that check
+
+
+def stop_rules(
+    stop_on, optimizer: Optimizer, standard: bool, one_dimensional, eigenvectors, early_stopping
+) -> tuple[str, ...]:
+    """The checks to apply: `stop_on` (default: those valid for the optimizer and the
+    parameterization) and flags ("reference_rows", "early_stopping")."""
+    proven = optimizer.certificate and standard and one_dimensional
+    if stop_on is None:
+        stop_on = STOP_RULES if proven else ()
+    rules = tuple(sorted(set(stop_on)))
+    unknown = set(rules) - set(STOP_RULES)
+    if unknown:
+        raise ValueError(f"stop_on: unknown rules {sorted(unknown)}; known: {STOP_RULES}")
+    proofs = set(rules) & {"stuck", "degenerate"}
+    if proofs and not proven:
+        raise ValueError(
+            f"stop_on: {sorted(proofs)} are proofs for full-batch GD on 1-D data in the "
+            f"standard parameterization only (here: {optimizer.name!r}, "
+            f"{'1-D' if one_dimensional else 'd-dim'} data)"
+        )
+    if eigenvectors not in ("columns", "rows"):
+        raise ValueError(f"eigenvectors must be 'columns' or 'rows', not {eigenvectors!r}")
+    if eigenvectors == "rows":
+        rules += ("reference_rows",)
+    if early_stopping:
+        rules += ("early_stopping",)
+    return rules
