@@ -464,6 +464,8 @@ def _section10(args) -> int:
     from gdrelu import section10
     from gdrelu.store import write_manifest, write_section10
 
+    _check_kernel(jax.devices()[0].platform)
+    budget = _budget_bytes(args.memory_budget)
     scale = section10.SCALES[args.scale]
     started = section10.manifest(args.scale, scale, args.seed or 0)
     out = _prepare_resume(args, started) if args.resume else _prepare_out(args.out)
@@ -485,7 +487,7 @@ def _section10(args) -> int:
                 on_check=lambda k, status, label=label: progress.on_check(
                     scale.width, k, status, label
                 ),
-                memory_budget=_budget_bytes(args.memory_budget),
+                memory_budget=budget,
                 units=out,
             )
             progress.on_cells_done([])  # the final check finished every run of the group

@@ -143,7 +143,7 @@ class ExperimentSpec:
 
     @property
     def input_dim(self) -> int:
-        """d: fixed by the data set or file, else `dim` (default 1)."""
+        """d: the data set's or the file's, else `dim` (default 1)."""
         if self.data == "file":
             x = self.user_data[0]
             return 1 if x.ndim == 1 else x.shape[1]
@@ -254,7 +254,7 @@ def _check_data(spec: ExperimentSpec) -> None:
         raise SpecError("dim", f"{spec.data} data are {dataset_dim}-dimensional")
     if spec.num_train is not None:
         if spec.data not in CONTINUOUS:
-            raise SpecError("num_train", f"{spec.data} data have a fixed support; use num_samples")
+            raise SpecError("num_train", f"{spec.data} data have a finite support; use num_samples")
         if not _is_positive_int(spec.num_train, 2):
             raise SpecError("num_train", f"{spec.num_train!r} is not an integer ≥ 2")
     if spec.data in CONTINUOUS and spec.num_samples is not None:
