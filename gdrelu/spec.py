@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from gdrelu.cells import Cell
 
 DTYPES = ("float64", "float32")
-STEP_SIZE_RULES = ("paper", "ntk", "small")
+STEP_SIZE_RULES = ("paper", "ntk", "small", "param-norm")
 DATASET_DIMENSION = {"six-points": 1, "star": 2, "cross": 2, "double-cross": 2, "p-ex": 1}
 STUCK_RULES = ("auto", "certificate", "final")
 BUCKETS = ("auto", "pow2", "one", "none")
@@ -57,7 +57,9 @@ class ExperimentSpec:
     equal weights, held-out sets, training statistics. Δ (`deltas`) is added to every
     target. `step_size` is "paper" (1/λ_max(M^{1/2} A_ref M^{1/2}) at initialization),
     "ntk" (1/λ_max of the weighted neural-tangent Gram at initialization,
-    `theory.ntk_step_size`), "small" (0.01/n) or a positive number, times `step_factor`.
+    `theory.ntk_step_size`), "small" (0.01/n), "param-norm" (1/‖θ‖² at initialization,
+    the paper's star code, `theory.param_norm_step_size`) or a positive number, times
+    `step_factor`.
     `optimizer` is one of `optim.NAMED`;
     `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
     `init` is "he" (standard), "swapped" or "ntk" (raw N(0, 1) weights, scaled in the

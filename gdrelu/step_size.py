@@ -33,6 +33,12 @@ def ntk_step_sizes(params, data, alpha, widths, parameterization: str) -> jax.Ar
     return jax.vmap(one)(params, data, tuple(jnp.broadcast_to(v, widths.shape) for v in scaling))
 
 
+@jax.jit
+def param_norm_step_sizes(params: Params, data: WeightedData) -> jax.Array:
+    """`theory.param_norm_step_size` of every run (runs,); padding neurons are zeros."""
+    return theory.param_norm_step_size(params, data)
+
+
 def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) -> jax.Array:
     """Step sizes (runs,) of a batch: `specs_runs` lists (spec, run count) in batch order;
     they share the rule and factor, numbers may differ. params, data: a leading runs axis;
@@ -47,6 +53,8 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
         step = ntk_step_sizes(params, data, alpha, widths, spec.parameterization)
     elif spec.step_size == "small":
         step = 0.01 / widths.astype(dtype)
+    elif spec.step_size == "param-norm":
+        step = param_norm_step_sizes(params, data)
     else:
         step = jnp.concatenate([jnp.full((runs,), s.step_size, dtype) for s, runs in specs_runs])
     if spec.step_factor != 1.0:
