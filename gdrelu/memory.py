@@ -3,10 +3,11 @@
 A batch of runs holds, per run, its training state (`engine.RunState`) and its check
 inputs (data, validation and test points); while a chunk runs, the chunk's start state is
 kept for redos, a new state is built, and finished runs are copied to the host, so a
-batch needs about `COPIES` times that. A block of runs in flight adds its temporaries,
-(m, n) arrays per run of the block on the general path. The budget is the devices' free
-memory (`free_device_bytes`) or, on a CPU, a share of the host's available memory; the
-`--memory-budget` flag sets it.
+batch needs about `COPIES` times that, for every lane: each device's share is padded to
+whole blocks. A block of runs in flight adds its temporaries, (m, n) arrays per run of the
+block on the general path. The budget is the devices' free memory (`free_device_bytes`)
+or, on a CPU, a share of the host's available memory; the `--memory-budget` flag sets it.
+A width whose single run cannot fit is refused before anything runs (`check_fits`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from gdrelu import engine
+from gdrelu.buckets import width_buckets
+from gdrelu.cells import Cell, initial_runs, noise_keys
+from gdrelu.optim import get_optimizer
+from gdrelu.spec import ExperimentSpec
 
 COPIES = 4  # state and inputs alive at once: start, new state, taken copy, host results
 TEMPORARIES = 8  # (m, n) arrays per run of a block on the general path
 HOST_SHARE = 0.5  # of the available host memory, when the devices are CPUs
 DEVICE_SHARE = 0.7  # of each accelerator's free memory
+
+
+class BudgetError(ValueError):
+    """One run of some width needs more memory than the budget."""
 
 
 def tree_bytes(tree) -> int:
@@ -76,3 +88,57 @@ def batch_runs(per_run: int, per_block_run: int, budget: int, block: int) -> int
     devices = jax.local_device_count()
     room = budget - devices * block * per_block_run
     return max(block, room // (COPIES * per_run))
+
+
+def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
+    """(bytes of one run's state and check inputs, bytes of its temporaries while its
+    block trains), its network padded to `bucket` neurons: shapes only, nothing is
+    computed."""
+    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+
+    def one(indices):
+        params, data, valid = initial_runs(cell, indices, bucket)
+        step = jnp.zeros((1,), params.c.dtype)
+        state = engine.initial_state(params, step, noise_keys(cell, indices), optimizer=optimizer)
+        if isinstance(valid, tuple):
+            validation, test = valid
+        else:
+            validation = test = data._replace(weights=valid)
+        return state, engine.check_inputs(data, step, validation, test)
+
+    shapes = jax.eval_shape(one, jax.ShapeDtypeStruct((1,), jnp.uint32))
+    points = max(leaf.shape[1] for leaf in (shapes[1].data.y, shapes[1].validation.y))
+    itemsize = jnp.dtype(spec.dtype).itemsize
+    temporaries = TEMPORARIES * points * bucket * itemsize
+    return tree_bytes(shapes), temporaries
+
+
+def batch_bytes(
+    per_run: int, per_block_run: int, runs: int, block: int, devices: int, mixed: bool
+) -> int:
+    """Bytes of a batch of `runs` runs trained in blocks of `block` on `devices` devices:
+    `COPIES` of every lane's state and inputs (each device's share padded to whole blocks,
+    one block more when `mixed`, the fixed-pattern path's general blocks) and one block's
+    temporaries per device."""
+    lanes = devices * (-(-runs // (devices * block)) + int(mixed)) * block
+    return COPIES * per_run * lanes + devices * block * per_block_run
+
+
+def check_fits(spec: ExperimentSpec, budget: int) -> None:
+    """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
+    blocks of one, needs more than `budget` bytes (shapes only, nothing is compiled)."""
+    devices = jax.local_device_count()
+    mixed = spec.path == "fixed_pattern"
+    for bucket, widths in width_buckets(spec):
+        per_run, per_block_run = run_bytes(spec, bucket, Cell(widths[-1], spec.deltas[0], spec))
+        need = batch_bytes(per_run, per_block_run, 1, 1, devices, mixed)
+        if need > budget:
+            raise BudgetError(
+                f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
+                f"and a block's temporaries), more than the memory budget of "
+                f"{_gigabytes(budget)}; lower --widths or raise --memory-budget"
+            )
+
+
+def _gigabytes(count: int) -> str:
+    return f"{count / 1e9:.3g} GB"

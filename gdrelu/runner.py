@@ -22,8 +22,8 @@ from gdrelu.analysis import interval_halfwidth
 from gdrelu.buckets import shared_width, width_buckets
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
 from gdrelu.engine import simulate
+from gdrelu.memory import run_bytes
 from gdrelu.model import Params
-from gdrelu.optim import get_optimizer
 from gdrelu.spec import ExperimentSpec
 from gdrelu.step_size import initial_step_sizes
 
@@ -69,10 +69,13 @@ def run_experiment(
     indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
     wider than 2H, until it is not or a cell has `max_runs` runs: the result of a cell
     equals that of a spec with its final count as `runs`. `on_check(widths, k, status)`
-    reports progress after each check.
+    reports progress after each check. A width whose single run needs more than the
+    budget raises `memory.BudgetError` before anything is compiled.
     """
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
+    budget = memory.memory_budget(memory_budget)
+    memory.check_fits(spec, budget)
     results = _stored_widths(spec, units)
     for cells in results.values():
         if on_stored is not None:
@@ -80,7 +83,6 @@ def run_experiment(
     remaining = tuple(w for w in spec.widths if w not in results)
     if remaining:
         todo = spec if not results else dataclasses.replace(spec, widths=remaining)
-        budget = memory.memory_budget(memory_budget)
         for width, cells in _trained_widths(todo, on_check, processes, budget):
             if units is not None:
                 store.save_unit(units, unit_name(spec, width), cells)
@@ -216,28 +218,6 @@ def train_cells(
 def _progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
     """`on_check` of a later batch: the earlier batches' final statuses come first."""
     on_check(widths, k, np.concatenate([before, status]))
-
-
-def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
-    """(bytes of one run's state and check inputs, bytes of its temporaries while its
-    block trains): shapes only, nothing is computed."""
-    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
-
-    def one(indices):
-        params, data, valid = initial_runs(cell, indices, bucket)
-        step = jnp.zeros((1,), params.c.dtype)
-        state = engine.initial_state(params, step, noise_keys(cell, indices), optimizer=optimizer)
-        if isinstance(valid, tuple):
-            validation, test = valid
-        else:
-            validation = test = data._replace(weights=valid)
-        return state, engine.check_inputs(data, step, validation, test)
-
-    shapes = jax.eval_shape(one, jax.ShapeDtypeStruct((1,), jnp.uint32))
-    points = max(leaf.shape[1] for leaf in (shapes[1].data.y, shapes[1].validation.y))
-    itemsize = jnp.dtype(spec.dtype).itemsize
-    temporaries = memory.TEMPORARIES * points * bucket * itemsize
-    return memory.tree_bytes(shapes), temporaries
 
 
 def training_arguments(spec: ExperimentSpec) -> dict[str, Any]:
