@@ -60,7 +60,9 @@ def propagator_kernel(platform: str, kernel: str | None = None) -> str:
     return kernel
 
 
-def blocking_for(devices, runs: int, block: int | None = None, kernel=None) -> Blocking:
+def blocking_for(
+    devices, runs: int, block: int | None = None, kernel=None, redo: int | None = None
+) -> Blocking:
     """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
     that stay in cache, and checks `CHECK_BLOCK` runs at a time. An accelerator takes its
     whole share in one block (rounded up to `BLOCK`, at most `ACCELERATOR_BLOCK`): a
@@ -68,15 +70,15 @@ def blocking_for(devices, runs: int, block: int | None = None, kernel=None) -> B
     runs, so small blocks would leave it idle; for the same reason it checks them all at
     once, redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops. `block`
     overrides the block size; `kernel` is the propagator's (`Blocking`; default
-    $GDRELU_PROPAGATOR_KERNEL, else "xla")."""
+    $GDRELU_PROPAGATOR_KERNEL, else "xla"); `redo` overrides the redo size."""
     kernel = propagator_kernel(devices[0].platform, kernel)
     if devices[0].platform == "cpu":
         block = block or BLOCK
-        return Blocking(block, REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block), kernel)
+        return Blocking(block, redo or REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block), kernel)
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
-    return Blocking(block, ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel)
+    return Blocking(block, redo or ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel)
 
 
 def shard_map(fn, *, mesh, in_specs, out_specs):
@@ -205,18 +207,27 @@ def padded_positions(positions: np.ndarray, size: int) -> np.ndarray:
 
 
 def placed(
-    params, inputs: CheckInputs, noise_key, scaling, optimizer, block, devices, mixed, kernel=None
+    params,
+    inputs: CheckInputs,
+    noise_key,
+    scaling,
+    optimizer,
+    block,
+    devices,
+    mixed,
+    kernel=None,
+    redo=None,
 ):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks (`blocking_for`, `block`
-    overrides its size): (runs, inputs, layout). `mixed`: the runs whose kinks start
+    and `redo` override its sizes): (runs, inputs, layout). `mixed`: the runs whose kinks start
     outside the data-free zone go in general blocks (one block more per device leaves
     room to start them on a new block)."""
     count = params.c.shape[0]
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    blocking = blocking_for(devices, count, block, kernel)
+    blocking = blocking_for(devices, count, block, kernel, redo)
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
     runs: Runs = initial_state(params, inputs.step_size, noise_key, scaling, optimizer=optimizer)
     general = None

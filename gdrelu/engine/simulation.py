@@ -51,6 +51,7 @@ def simulate(
     eigenvectors: str = "columns",
     path: str = "auto",
     block: int | None = None,
+    redo: int | None = None,
     devices=None,
     kernel: str | None = None,
     on_check: Callable[[int, np.ndarray], None] | None = None,
@@ -91,7 +92,8 @@ def simulate(
     redoes, on the general path, the chunk of every run it could not do exactly (a kink
     reached the data, a neuron changed side), so results equal those of
     `path="general"`. The runs are sharded over `devices` (default: all local ones) and
-    go through a chunk in blocks (`blocking_for`; `block` sets their size). `kernel` does
+    go through a chunk in blocks (`blocking_for`; `block` sets their size, `redo` that of the
+    general path's redos). `kernel` does
     the propagator's steps: "xla" (XLA's loop), "pallas" (one Pallas kernel per chunk, on
     NVIDIA GPUs, `gdrelu.kernel`) or "interpret" (that kernel in interpret mode); by
     default $GDRELU_PROPAGATOR_KERNEL, else "xla".
@@ -119,7 +121,7 @@ def simulate(
     inputs = check_inputs(data, _per_run(steps, params), validation, test)
     mixed = plan.path == "fixed_pattern"
     runs, inputs, layout = placed(
-        params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel
+        params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel, redo
     )
     dtype = params.b.dtype
     scalars = ChunkScalars(
