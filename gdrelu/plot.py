@@ -135,3 +135,21 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
         color=colour,
         label=rows[0]["bias_init"] if radial else None,
     )
+
+
+def fraction_plot(lines: dict, ylabel: str, path: Path) -> None:
+    """Fractions against width (log-2 axis), one line per key of `lines` (a step budget:
+    {budget: [(width, fraction), ...]})."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for budget, points in sorted(lines.items()):
+        widths, fractions = zip(*sorted(points), strict=True)
+        ax.plot(widths, fractions, marker="o", label=f"≤ {budget:g} steps")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width n")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

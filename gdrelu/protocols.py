@@ -10,7 +10,8 @@ NAME` or `ExperimentSpec(**{**protocol("sgd"), "widths": (16,)})`.
   N = n²; min_delta 1e-8, patience 10 checks): the certificate is not a proof for SGD.
 - "adam": the same minibatches and stopping; learning rate = the paper's GD step size;
   β = (0.9, 0.999), ε = 1e-8.
-- "small-step": GD at h = 0.01/n with crossing and early stopping.
+- "small-step": GD at h = 0.01/n with crossing and early stopping; without the
+  certificate, P(stuck) reads the final network.
 - "swapped": a ~ N(0, 2/n), w ~ N(0, 2); checks every 100 steps, at most 10 000.
 """
 
@@ -27,7 +28,7 @@ PROTOCOLS = MappingProxyType(
         "gd": {"optimizer": "gd", "step_size": "paper", "check_every": 1000, "max_checks": 1000},
         "sgd": {"optimizer": "sgd", "step_size": "paper", **_MINIBATCHES, **_EARLY},
         "adam": {"optimizer": "adam", "step_size": "paper", **_MINIBATCHES, **_EARLY},
-        "small-step": {"optimizer": "gd", "step_size": "small", **_EARLY},
+        "small-step": {"optimizer": "gd", "step_size": "small", "stuck_rule": "final", **_EARLY},
         "swapped": {"optimizer": "gd", "init": "swapped", "check_every": 100, "max_checks": 10_000},
     }
 )

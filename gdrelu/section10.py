@@ -82,6 +82,17 @@ SCALES = {
         heldout=1024,
         eval_epochs_times_d=64,
     ),
+    "tiny": Scale(  # `gdrelu reproduce --scale small`: minutes on a 2-core CPU
+        dims=(1, 2),
+        width=32,
+        runs=10,
+        step_exponents=(-2, 2),
+        epochs_times_d=256,
+        heldout=256,
+        eval_epochs_times_d=32,
+        inits=("he",),
+        optimizers=("sgd", "adam"),
+    ),
     "small": Scale(
         dims=(1, 2, 4),
         width=64,

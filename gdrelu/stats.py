@@ -57,3 +57,13 @@ def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
         "p_value": p_value,
         "discordant": [b, c],
     }
+
+
+def two_proportion_z(k1, n1, k2, n2) -> float:
+    """z-score of p1 - p2 = k1/n1 - k2/n2 under the pooled null p1 = p2: the difference
+    over its standard error sqrt(p(1-p)(1/n1 + 1/n2)) with p = (k1 + k2)/(n1 + n2).
+    0 when both proportions are 0 or both 1 (no variance, no difference)."""
+    pooled = (k1 + k2) / (n1 + n2)
+    se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2))
+    difference = k1 / n1 - k2 / n2
+    return 0.0 if se == 0 else float(difference / se)

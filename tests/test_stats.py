@@ -65,3 +65,13 @@ def test_mcnemar_interval_excludes_zero_exactly_when_the_test_rejects(b, c):
     low, high = result["ci95"]
     assert low <= result["difference"] <= high
     assert (low > 0 or high < 0) == (p_direct < 0.05)
+
+
+def test_two_proportion_z_by_hand():
+    """138/400 against 150/400: pooled p = 0.36, se = sqrt(0.36 · 0.64 · 2/400) =
+    0.0339411, z = -0.03 / se = -0.883883 (worked out by hand)."""
+    from gdrelu.stats import two_proportion_z
+
+    assert two_proportion_z(138, 400, 150, 400) == pytest.approx(-0.883883, abs=1e-6)
+    assert two_proportion_z(150, 400, 138, 400) == pytest.approx(0.883883, abs=1e-6)
+    assert two_proportion_z(0, 10, 0, 30) == 0.0

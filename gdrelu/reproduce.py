@@ -1,0 +1,271 @@
+"""`gdrelu reproduce`: every experiment of the paper as its code ran it, into one report.
+
+Each experiment is run with the protocol and the metric of the paper's code
+(docs/fidelity.md), at one of two scales: "small" (all of it on a 2-core CPU in minutes)
+or "paper" (the paper's widths and run counts). Its cells are units of the result store
+under DIR/NAME/units, so a killed reproduction resumes where it stopped; a finished
+experiment leaves DIR/NAME/section.json and is not run again. The report (DIR/report.md
+and DIR/report.html) puts the numbers of the paper's code beside ours where they are
+known, with the agreement as a two-proportion z-score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gdrelu import plot, report, section10
+from gdrelu.analysis import cell_summary
+from gdrelu.cells import CellResult
+from gdrelu.detectors import ESCAPE_MARGIN
+from gdrelu.outcome import Status
+from gdrelu.protocols import protocol
+from gdrelu.runner import run_experiment
+from gdrelu.spec import ExperimentSpec
+from gdrelu.stats import failure_probability, two_proportion_z
+
+SCALES = ("small", "paper")
+PAPER_WIDTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
+# Crossed runs of 400 per (width, Δ) in the paper's own code (docs/fidelity.md).
+PAPER_CROSSED = {(16, 0.0): 138, (16, 0.1): 143, (32, 0.0): 97, (32, 0.1): 98, (64, 0.0): 70,
+                 (64, 0.1): 90}  # fmt: skip
+PAPER_RUNS = 400
+AGREEMENT_Z = 3.0  # |z| below this: within the Monte Carlo error of both estimates
+
+
+class Sizes(NamedTuple):
+    """Widths, Δ values and runs per cell of an experiment at one scale."""
+
+    widths: tuple[int, ...]
+    deltas: tuple[float, ...]
+    runs: int
+
+
+SIZES = {
+    "gd-figure": {"small": Sizes((16, 32, 64, 128, 256, 512), (0.0, 0.01, 0.1), 400),
+                  "paper": Sizes(PAPER_WIDTHS, (0.0, 0.01, 0.1), 10_000)},
+    "variants": {"small": Sizes((16, 64), (0.1,), 200),
+                 "paper": Sizes((16, 64, 256, 1024), (0.0, 0.1), 1000)},
+    "star": {"small": Sizes((16, 32, 64), (0.0,), 200),
+             "paper": Sizes((128, 256, 512, 1024, 2048, 4096, 8192), (0.0,), 1000)},
+}  # fmt: skip
+STAR_BUDGETS = {"small": (10_000, 50_000, 100_000), "paper": (100_000, 200_000, 500_000, 1_000_000)}
+STAR_CHECK_EVERY = 1000
+
+
+def experiment_specs(name: str, scale: str) -> list[ExperimentSpec]:
+    """The specs of experiment `name` at `scale` (section10 has its own grid)."""
+    if name == "gd-figure":
+        sizes = SIZES["gd-figure"][scale]
+        return [ExperimentSpec(**protocol("gd"), **sizes._asdict())]
+    if name in ("sgd", "adam", "small-step", "swapped"):
+        return [ExperimentSpec(**protocol(name), **SIZES["variants"][scale]._asdict())]
+    if name == "star":
+        return [ExperimentSpec(
+            data="star", step_size="param-norm", step_factor=2.0, dtype="float32", stop_on=(),
+            check_every=STAR_CHECK_EVERY, max_checks=STAR_BUDGETS[scale][-1] // STAR_CHECK_EVERY,
+            **SIZES["star"][scale]._asdict(),
+        )]  # fmt: skip
+    raise ValueError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}")
+
+
+def _interval(k: int, n: int) -> str:
+    p, (low, high) = failure_probability(k, n)
+    return f"{p:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _stuck_table(cells: list[CellResult], with_paper: bool) -> report.Table:
+    """Per cell: runs, status counts, P(stuck) [95% CI]; the paper's crossed runs and z."""
+    header = ["width", "Δ", "runs", "crossed", "early stopped", "unfinished",
+              "stuck (by the rule)", "P(stuck) [95% CI]"]  # fmt: skip
+    if with_paper:
+        header += ["P(crossed)", "paper's code: crossed/400", "z"]
+    rows = []
+    for cr in cells:
+        s, status = cell_summary(cr), cr.result.status
+        crossed, runs = int(np.sum(status == Status.CROSSED)), int(status.size)
+        counts = [int(np.sum(status == code)) for code in (Status.EARLY_STOPPED, Status.UNFINISHED)]
+        row = [cr.cell.width, cr.cell.delta, runs, crossed, *counts, s["stuck"],
+               _interval(s["stuck"], runs)]  # fmt: skip
+        if with_paper:
+            theirs = PAPER_CROSSED.get((cr.cell.width, cr.cell.delta))
+            z = two_proportion_z(crossed, runs, theirs, PAPER_RUNS) if theirs is not None else None
+            row += [_interval(crossed, runs), "-" if theirs is None else theirs,
+                    "-" if z is None else f"{z:+.2f}"]  # fmt: skip
+        rows.append(tuple(row))
+    return report.Table(tuple(header), rows)
+
+
+def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> report.Section:
+    figure = f"{name}.png"
+    plot.failure_probability_plot([cell_summary(cr) for cr in cells], directory / figure)
+    table = _stuck_table(cells, with_paper)
+    rule = (
+        "its final network is still linear" if spec.final_stuck_rule else "certified or degenerate"
+    )
+    text = [f"Final statuses, and P(stuck) with its 95% Clopper-Pearson interval; a run is "
+            f"stuck if {rule} (docs/theory.md, 'Outcome of a run'), so a crossed run can be "
+            "stuck too."]  # fmt: skip
+    if with_paper:
+        zs = [float(r[-1]) for r in table.rows if r[-1] != "-"]
+        worst = max(map(abs, zs), default=0.0)
+        verdict = "agree" if worst < AGREEMENT_Z else "disagree"
+        text.append(
+            f"P(crossed) against the paper's code (400 runs a cell): the largest |z| is "
+            f"{worst:.2f}, so the two {verdict} within {AGREEMENT_Z:g} standard errors."
+        )
+    return report.Section(name, title, text, [table], figure, spec.to_dict(), seconds)
+
+
+def _star_section(cells, spec, scale, directory, seconds) -> report.Section:
+    """Fractions of runs whose pattern changed, or whose loss dipped below L_lin, by the
+    end of each step budget (first-crossing steps), and those that ended below L_lin."""
+    budgets = STAR_BUDGETS[scale]
+    header = ["width", "runs"]
+    for b in budgets:
+        header += [f"pattern changed ≤ {b:g}", f"loss < L_lin ≤ {b:g}"]
+    header.append("ended below L_lin")
+    rows, lines = [], {}
+    for cr in cells:
+        res, runs = cr.result, cr.result.status.size
+        row = [cr.cell.width, runs]
+        for b in budgets:
+            changed = int(np.sum((res.pattern_change_step >= 0) & (res.pattern_change_step <= b)))
+            below = int(np.sum((res.loss_below_step >= 0) & (res.loss_below_step <= b)))
+            row += [_interval(changed, runs), _interval(below, runs)]
+            lines.setdefault(b, []).append((cr.cell.width, below / runs))
+        ended = int(np.sum(res.final_loss < (1.0 - ESCAPE_MARGIN) * res.linear_threshold))
+        rows.append((*row, _interval(ended, runs)))
+    figure = "star.png"
+    plot.fraction_plot(lines, "fraction of runs with loss < L_lin", directory / figure)
+    text = ["Star data (11 rays, 3 points each), float32, h = 2/‖θ‖² at initialization (the "
+            "star code's step size applied twice per epoch), no stopping. Fractions with 95% "
+            "Clopper-Pearson intervals, counted at ANY step up to each budget, as the paper's "
+            "code counted them; the last column reads the final network."]  # fmt: skip
+    table = report.Table(tuple(header), rows)
+    return report.Section("star", "Star data (2-D)", text, [table], figure, spec.to_dict(), seconds)
+
+
+SECTION10_SCALE = {"small": "tiny", "paper": "full"}
+
+
+def _section10(directory: Path, scale: str, on_progress) -> report.Section:
+    """The Section 10 grid (`gdrelu.section10`), each group a unit of the store."""
+    start, grid = time.perf_counter(), section10.SCALES[SECTION10_SCALE[scale]]
+    rows = []
+    for group in section10.configurations(grid):
+        on_progress(f"section10 {section10.unit_name(group)}")
+        rows += section10.run_group(grid, group, units=directory / "units")
+    best = section10.best_step_sizes(rows)
+    plot.relative_rmse_plot(best, directory / "section10.png")
+    header = ("data", "d", "init", "optimizer", "bias init", "step", "test RMSE", "± s.e.",
+              "relative")  # fmt: skip
+    table = report.Table(header, [
+        (r["data"], r["dim"], r["init"], r["optimizer"], r["bias_init"], r["step_size"],
+         r["test_rmse"], r["test_rmse_se"], r["relative_test_rmse"]) for r in best
+    ])  # fmt: skip
+    text = ["Test RMSE at the best-validation epoch, step size chosen by validation RMSE, "
+            "mean ± standard error over runs; 'relative' divides by the best bias init of the "
+            "configuration."]  # fmt: skip
+    settings = {"scale": SECTION10_SCALE[scale], **dataclasses.asdict(grid)}
+    return report.Section("section10", "Section 10 grid", text, [table], "section10.png",
+                          settings, time.perf_counter() - start)  # fmt: skip
+
+
+TITLES = {
+    "gd-figure": "GD: P(stuck) against width (the paper's figure)",
+    "sgd": "SGD, B = 16, crossing or early stopping",
+    "adam": "Adam, B = 16, the GD step size, crossing or early stopping",
+    "small-step": "GD with the small step 0.01/n, crossing or early stopping",
+    "swapped": "GD with swapped variances",
+}
+EXPERIMENTS = (*TITLES, "star", "section10")
+
+
+def run_one(name: str, scale: str, directory: Path, on_progress) -> report.Section:
+    """Run experiment `name` (resuming from its units) and return its report section."""
+    if name == "section10":
+        return _section10(directory, scale, on_progress)
+    (spec,) = experiment_specs(name, scale)
+    start = time.perf_counter()
+    cells = run_experiment(
+        spec,
+        units=directory / "units",
+        on_check=lambda widths, k, status: on_progress(f"{name} n={widths} check {k}"),
+    )
+    seconds = time.perf_counter() - start
+    if name == "star":
+        return _star_section(cells, spec, scale, directory, seconds)
+    return _stuck_section(name, TITLES[name], cells, spec, directory, seconds, name == "gd-figure")
+
+
+def reproduce(
+    out: Path,
+    *,
+    scale: str = "small",
+    only: tuple[str, ...] | None = None,
+    on_progress: Callable[[str], None] = lambda line: None,
+) -> Path:
+    """Run the experiments `only` (default: all) at `scale` into `out`, skipping those
+    already finished there, and write out/report.md and out/report.html; returns the
+    Markdown report's path."""
+    if scale not in SCALES:
+        raise ValueError(f"scale: {scale!r} is not one of {', '.join(SCALES)}")
+    names = tuple(only or EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"only: {', '.join(unknown)} not among {', '.join(EXPERIMENTS)}")
+    sections = []
+    for name in names:
+        directory = out / name
+        saved = directory / "section.json"
+        if saved.exists():
+            section = report.Section.from_json(json.loads(saved.read_text()))
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            section = run_one(name, scale, directory, on_progress)
+            _write_atomic(saved, json.dumps(section.to_json(), indent=1, default=float))
+        sections.append(section._replace(figure=f"{name}/{section.figure}"))
+    return write(out, scale, sections)
+
+
+def write(out: Path, scale: str, sections: list[report.Section]) -> Path:
+    """DIR/report.md and DIR/report.html of finished sections."""
+    title = f"gdrelu reproduction of Holzmüller & Steinwart (JMLR 2022), scale {scale}"
+    preamble = [
+        "Each section runs one experiment of the paper with the protocol and metric of the "
+        "paper's own code (docs/fidelity.md). Intervals are 95% Clopper-Pearson; z-scores "
+        "compare our proportions with the paper's code's under the pooled binomial null.",
+        f"Total time of the sections: {sum(s.seconds for s in sections):.0f} s.",
+    ]
+    _write_atomic(out / "report.md", report.markdown(title, preamble, sections))
+    _write_atomic(out / "report.html", report.html_page(title, preamble, sections, out))
+    return out / "report.md"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+def estimated_work(scale: str) -> dict[str, Any]:
+    """Neuron-steps each experiment trains at most at `scale` (GD runs end within about
+    42 000 steps, the others may use their whole budget): for the time estimate."""
+    work = {}
+    for name in EXPERIMENTS[:-1]:
+        (spec,) = experiment_specs(name, scale)
+        steps = 42_000 if name == "gd-figure" else spec.check_every * spec.max_checks
+        cost = (
+            sum(w * spec.num_points for w in spec.widths)
+            if spec.path == "general"
+            else len(spec.widths)
+        )
+        work[name] = (spec.path, spec.runs * len(spec.deltas) * steps * cost)
+    return work
