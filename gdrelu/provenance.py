@@ -7,7 +7,7 @@ import hashlib
 import json
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -34,8 +34,8 @@ def recorded() -> dict[str, Any]:
 
 
 def manifest(specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """manifest.json of a run of `specs` (JSON mappings): a resume must match its
-    `spec_hash` and `settings` (`store.check_manifest`)."""
+    """manifest.json of a run of `specs` (JSON mappings): a resume must match its specs
+    and `settings` (`store.check_manifest`); `spec_hash` names them in one string."""
     return {"specs": list(specs), "spec_hash": spec_hash(specs), **recorded()}
 
 
@@ -43,6 +43,21 @@ def spec_hash(specs: Sequence[dict[str, Any]]) -> str:
     """sha256 of the specs' canonical JSON."""
     text = json.dumps(list(specs), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differing_fields(
+    was: Mapping[str, Any], now: Mapping[str, Any], unordered: Iterable[str] = ()
+) -> list[str]:
+    """The fields whose values differ between two JSON mappings (a manifest's and this
+    run's), compared as JSON values (a tuple equals the list it is written as); the
+    fields in `unordered` are compared as sets."""
+    unordered = frozenset(unordered)
+
+    def plain(values: Mapping[str, Any], name: str) -> Any:
+        value = json.loads(json.dumps(values.get(name)))
+        return sorted(value) if name in unordered and isinstance(value, list) else value
+
+    return sorted(k for k in {*was, *now} if plain(was, k) != plain(now, k))
 
 
 def peak_memory() -> dict[str, int | None]:

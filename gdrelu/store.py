@@ -95,23 +95,39 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     _atomic_write(out_dir / MANIFEST, _json(manifest))
 
 
-def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to resume `out_dir` with other specs or settings than it was started with,
-    naming what differs."""
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """The manifest `out_dir` was started with; ResumeError if it has none."""
     try:
-        started = json.loads((out_dir / MANIFEST).read_text())
+        return json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         raise ResumeError(f"{out_dir} has no readable {MANIFEST}: not a gdrelu run") from None
-    if started.get("spec_hash") != manifest["spec_hash"]:
-        was, now = started["specs"][0], manifest["specs"][0]
-        differ = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-        detail = f" (differs in {', '.join(differ)})" if differ else ""
-        raise ResumeError(f"{out_dir} was started with another spec{detail}")
-    was = started.get("settings", {})
-    for name, value in manifest["settings"].items():
-        if was.get(name) != value:
+
+
+def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to resume `out_dir` with other specs or settings than it was started with,
+    naming what differs (`provenance.differing_fields`)."""
+    from gdrelu.provenance import differing_fields
+
+    started = read_manifest(out_dir)
+    was, now = started.get("specs", []), manifest["specs"]
+    if len(was) != len(now):
+        raise ResumeError(f"{out_dir} was started with {len(was)} specs, this run has {len(now)}")
+    for before, after in zip(was, now, strict=True):
+        differ = differing_fields(before, after)
+        if differ:
             raise ResumeError(
-                f"{out_dir} was started with {name} {was.get(name)!r}, this run has {value!r}"
+                f"{out_dir} was started with another spec (differs in {', '.join(differ)})"
+            )
+    recorded = started.get("settings", {})
+    for name, value in manifest["settings"].items():
+        if name not in recorded:
+            raise ResumeError(
+                f"{out_dir}/{MANIFEST} records no {name} (a run of an older gdrelu): "
+                "start it again in a new directory"
+            )
+        if recorded[name] != value:
+            raise ResumeError(
+                f"{out_dir} was started with {name} {recorded[name]!r}, this run has {value!r}"
             )
 
 

@@ -81,6 +81,27 @@ def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch):
         store.check_manifest(tmp_path, provenance.manifest(specs))
 
 
+def test_the_manifest_names_only_the_fields_that_differ(tmp_path):
+    """The manifest's JSON lists equal the spec's tuples: another seed is named alone."""
+    import dataclasses
+
+    spec = ExperimentSpec(widths=(4, 8), deltas=(0.0, 0.1), runs=2)
+    store.write_manifest(tmp_path, provenance.manifest([spec.to_dict()]))
+    store.check_manifest(tmp_path, provenance.manifest([spec.to_dict()]))
+    other = dataclasses.replace(spec, seed=1).to_dict()
+    with pytest.raises(store.ResumeError, match=r"\(differs in seed\)$"):
+        store.check_manifest(tmp_path, provenance.manifest([other]))
+
+
+def test_a_manifest_without_a_kernel_is_refused_in_one_clear_line(tmp_path):
+    specs = [ExperimentSpec(widths=(4,), runs=2).to_dict()]
+    old = provenance.manifest(specs)
+    del old["settings"]
+    store.write_manifest(tmp_path, old)
+    with pytest.raises(store.ResumeError, match=r"records no kernel .* older gdrelu"):
+        store.check_manifest(tmp_path, provenance.manifest(specs))
+
+
 def test_a_run_records_its_kernel_and_a_resume_checks_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
     out = tmp_path / "run"
