@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gdrelu.spec import ExperimentSpec
 
 
 class CheckClock:
@@ -86,3 +90,31 @@ class CheckClock:
                 zip(self.seconds, self.cell_checks, strict=True)
             )
         )
+
+
+def can_stop_early(spec: ExperimentSpec) -> bool:
+    """Whether a run of `spec` can stop before `max_checks`: it has stop rules (its own
+    `stop_on`, else those the engine applies by default, `outcome.stop_rules`) or early
+    stopping."""
+    from gdrelu.optim import get_optimizer
+    from gdrelu.outcome import stop_rules
+
+    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+    standard = spec.parameterization == "standard"
+    one_dimensional = spec.input_dim == 1
+    rules = stop_rules(
+        spec.simulate_stop_on, optimizer, standard, one_dimensional, "columns", spec.early_stopping
+    )
+    return bool(rules)
+
+
+def spec_clock(
+    specs: Sequence[ExperimentSpec], clock: Callable[[], float] = time.perf_counter
+) -> CheckClock:
+    """A `CheckClock` over every cell of `specs` (spec s's cells as (width, Δ))."""
+    return CheckClock(
+        [spec.max_checks for spec in specs],
+        [can_stop_early(spec) for spec in specs],
+        [[(cell.width, cell.delta) for cell in spec.cells()] for spec in specs],
+        clock=clock,
+    )

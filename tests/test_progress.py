@@ -2,7 +2,9 @@
 
 import pytest
 
-from gdrelu.progress import CheckClock
+from gdrelu.progress import CheckClock, can_stop_early, spec_clock
+from gdrelu.protocols import protocol
+from gdrelu.spec import ExperimentSpec
 
 
 class FakeClock:
@@ -67,3 +69,30 @@ def test_no_estimate_before_the_first_check_and_none_left_at_the_end():
     _run_checks(clock, fake, 0, (8,), 10, 0.5)
     clock.cell_done(0, (8, 0.0))
     assert clock.seconds_left() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "can_stop"),
+    [
+        ({}, True),  # GD's default rules: crossing and the certificate
+        ({"stop_on": ()}, False),
+        ({"stop_on": (), "early_stopping": True}, True),
+        ({"optimizer": "sgd"}, False),  # no default rule is valid for SGD
+        (protocol("sgd"), True),  # crossing and early stopping
+        ({"bias_init": "unif"}, False),  # no rule outside the paper's setting
+        ({"optimizer": "adam", "stop_on": ("crossed",)}, True),
+    ],
+)
+def test_runs_can_stop_early_with_stop_rules_or_early_stopping(fields, can_stop):
+    spec = ExperimentSpec(**{"widths": (4,), **fields})
+    assert can_stop_early(spec) is can_stop
+
+
+def test_a_clock_over_specs_has_their_budgets_and_cells():
+    specs = [
+        ExperimentSpec(widths=(4, 8), deltas=(0.0, 0.1), max_checks=7),
+        ExperimentSpec(widths=(4,), deltas=(0.0,), optimizer="sgd", max_checks=3),
+    ]
+    clock = spec_clock(specs, clock=FakeClock())
+    assert clock.budgets == [7, 3] and clock.can_stop == [True, False]
+    assert list(clock.done[0]) == [(4, 0.0), (4, 0.1), (8, 0.0), (8, 0.1)]
