@@ -43,9 +43,12 @@ def interval_halfwidth(cell_result: CellResult) -> float:
 
 def cell_summary(cell_result: CellResult) -> dict[str, Any]:
     """One summary.json cell: counts by status, P(stuck) and its 95% interval
-    (`stuck_runs`), and the counts of both detectors."""
+    (`stuck_runs`), the crossed runs not counted stuck ("crossed_not_stuck": under the
+    final-network rule a run can cross a point and still end in the linear regime), and
+    the counts of both detectors."""
     cell, res = cell_result.cell, cell_result.result
-    stuck = int(stuck_runs(cell_result).sum())
+    stuck_mask = stuck_runs(cell_result)
+    stuck = int(stuck_mask.sum())
     p, ci = failure_probability(stuck, res.status.size)
     return {
         "width": int(cell.width),
@@ -56,6 +59,7 @@ def cell_summary(cell_result: CellResult) -> dict[str, Any]:
         "status_counts": status_counts(res.status),
         "stuck_rule": "final" if cell.spec.final_stuck_rule else "certificate",
         "stuck": stuck,
+        "crossed_not_stuck": int(np.sum((res.status == Status.CROSSED) & ~stuck_mask)),
         "p_stuck": p,
         "ci95": list(ci),
         "detectors": {
@@ -105,14 +109,18 @@ def experiment_summary(
 
 
 def format_table(cells: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of summary cells: runs, crossed, stuck, other, P(stuck) [95% CI]."""
+    """A plain-text table of summary cells whose counts partition each cell's runs:
+    stuck (the runs P(stuck) counts), crossed (crossed and not stuck: under the
+    final-network rule a crossed run that ends in the linear regime is stuck, counted
+    once), and other (the rest: early-stopped, diverged, unfinished); then P(stuck) and
+    its 95% interval."""
     header = (
         f"{'optimizer':>9} {'width':>6} {'delta':>6} {'runs':>6} {'crossed':>8} {'stuck':>6}"
         f" {'other':>6}  P(stuck) [95% CI]"
     )
     lines = [header]
     for c in cells:
-        stuck, crossed = c["stuck"], c["status_counts"]["crossed"]
+        stuck, crossed = c["stuck"], c["crossed_not_stuck"]
         other = c["runs"] - stuck - crossed
         lo, hi = c["ci95"]
         lines.append(
