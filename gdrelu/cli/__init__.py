@@ -1,0 +1,62 @@
+"""The `gdrelu` command.
+
+    gdrelu run                       # the embedded default experiment
+    gdrelu run --widths 16,32 --runs 200 --out results/
+    gdrelu run --config experiment.toml --seed 3
+    gdrelu run --protocol sgd --widths 16,32
+    gdrelu compare --optimizers gd,sgd,adam --widths 16,32 --runs 200 --max-checks 20
+    gdrelu run --resume runs/20260101-120000   # finish an interrupted run
+    gdrelu run --preset section10 --scale small  # the paper's Section 10 grid, laptop size
+
+Settings come from the defaults, then a protocol, then the TOML file, then the flags. A
+bad setting is reported on one line naming it, with exit code 2, before anything is
+written.
+
+    parser     the flags, their accepted values from the package's constants
+    options    the specs a command line asks for
+    resume     --resume DIR: the manifest's specs, checked against the flags
+    outdir     the run directory: disk space, creation, manifest
+    backends   JAX's set-up: precision, CPU cores, compilation cache, kernel, processes
+    progress   the progress bar and its ETA from checks
+    run        `gdrelu run` and `gdrelu compare`
+    section10  the Section 10 preset
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gdrelu.cli.backends import default_cache_dir, use_compilation_cache, use_every_cpu_core
+from gdrelu.cli.errors import EXIT_USAGE, UsageError
+
+__all__ = [
+    "EXIT_USAGE",
+    "UsageError",
+    "default_cache_dir",
+    "main",
+    "use_compilation_cache",
+    "use_every_cpu_core",
+]
+
+
+def main(argv=None) -> int:
+    """Parse, run, and report a refused request on one line (exit code 2)."""
+    from gdrelu.cli import resume, run, section10
+    from gdrelu.cli.parser import parser
+
+    command_line = parser()
+    try:
+        args = command_line.parse_args(argv)
+        if args.command is None:
+            command_line.print_help()
+            return EXIT_USAGE
+        started = resume.started(args)
+        if getattr(args, "preset", None) == "section10" or resume.is_preset(started):
+            return section10.execute(args, started)
+        return run.execute(args, started)
+    except UsageError as e:
+        print(f"gdrelu: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("gdrelu: interrupted", file=sys.stderr)
+        return 130

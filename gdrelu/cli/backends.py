@@ -1,0 +1,104 @@
+"""JAX's set-up for a command: 64-bit floats and full matmul precision, one CPU device
+per core, the compilation cache, the propagator's kernel, several processes, and the
+backend's name for the summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from gdrelu.cli.errors import UsageError
+
+
+def enable_x64() -> None:
+    """Before any spec is built: float64 specs need it."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def prepare(*, every_core: bool) -> None:
+    """Full matmul precision, one device per CPU core (`use_every_cpu_core`), and the
+    propagator's kernel checked for this platform, before anything is written."""
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    if every_core:
+        use_every_cpu_core()
+    check_kernel(jax.devices()[0].platform)
+
+
+def default_cache_dir() -> Path | None:
+    """$GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla (~/.cache/gdrelu/xla)."""
+    if "GDRELU_CACHE_DIR" in os.environ:
+        return Path(os.environ["GDRELU_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gdrelu" / "xla"
+
+
+def use_compilation_cache(path: Path | None) -> None:
+    """Keep every compiled program on disk: a second run with the same shapes compiles
+    nothing (JAX checks the compiler version and the program in each entry's key). Small
+    programs too: most of a small run's programs compile in well under a second, and
+    loading them is faster still (docs/performance.md)."""
+    if path is None or str(path).lower() == "none":
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def use_every_cpu_core() -> None:
+    """One XLA CPU device per core (before JAX starts its backends), so that the engine
+    spreads its blocks of runs over all cores; on a GPU this changes nothing."""
+    import jax
+
+    if jax.config.jax_num_cpu_devices > 0:  # the caller chose
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    except (AttributeError, RuntimeError) as err:  # an older JAX, or backends already up
+        print(f"warning: one CPU device for all cores ({err})", file=sys.stderr)
+
+
+def check_kernel(platform: str) -> None:
+    """$GDRELU_PROPAGATOR_KERNEL, checked for this platform before anything is written."""
+    from gdrelu.engine import propagator_kernel
+
+    try:
+        propagator_kernel(platform)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def start_processes(args, specs):
+    """jax.distributed.initialize (before any other JAX call) with CPU collectives over
+    gloo: this process's `runner.Processes`."""
+    if args.resume:
+        raise UsageError("--distributed: not with --resume yet (units live on process 0)")
+    if any(spec.target_halfwidth is not None for spec in specs):
+        raise UsageError("--distributed: not with --target-halfwidth yet")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(f"--distributed: {err}") from None
+    from jax.experimental import multihost_utils
+
+    from gdrelu.runner import Processes
+
+    count = jax.process_count()
+    if any(spec.runs < count for spec in specs):
+        raise UsageError(f"--runs: fewer runs per cell than the {count} processes")
+    return Processes(jax.process_index(), count, multihost_utils.process_allgather)
+
+
+def backend_name() -> str:
+    """The backend, device kind and device count, as the summary records them."""
+    import jax
+
+    device = jax.devices()[0]
+    return f"{jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s))"

@@ -1,0 +1,7 @@
+"""How the command refuses a request: one line naming the setting, exit code 2."""
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad request: reported on one line, exit code 2, before anything is written."""

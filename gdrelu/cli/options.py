@@ -1,0 +1,82 @@
+"""The specs a command asks for: the defaults, then a protocol's fields (`protocols`),
+then a TOML file's, then the flags'. Only configuration errors (`SpecError`, a bad file
+or flag) are reported as such; any other error is a bug and propagates."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from gdrelu.cli.errors import UsageError
+from gdrelu.cli.parser import RUN_FLAGS
+from gdrelu.protocols import protocol
+from gdrelu.spec import STEP_SIZE_RULES, ExperimentSpec, SpecError
+
+
+def requested_specs(args) -> list[ExperimentSpec]:
+    """The specs of this command line: one, or one per optimizer of `gdrelu compare`."""
+    return specs_from(given_values(args), getattr(args, "optimizers", None))
+
+
+def given_values(args) -> dict[str, Any]:
+    """The spec fields this command line sets: a protocol's, a config file's, the flags'."""
+    values = protocol(args.protocol) if getattr(args, "protocol", None) else {}
+    if args.config is not None:
+        values.update(_config(args.config))
+    for field, *_ in RUN_FLAGS.values():
+        if getattr(args, field, None) is not None:
+            values[field] = getattr(args, field)
+    return values
+
+
+def specs_from(values: dict[str, Any], optimizers=None) -> list[ExperimentSpec]:
+    """The spec of `values`, or one per optimizer (`compared`); SpecError as UsageError."""
+    values = _with_step_size(values)
+    try:
+        if optimizers:
+            return [ExperimentSpec.from_dict(compared(values, o)) for o in optimizers]
+        return [ExperimentSpec.from_dict(values)]
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+
+
+def compared(values: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """One optimizer's settings in `gdrelu compare`: every optimizer trains to the step
+    budget unless GD's certificate stops it (a proof that its final network stays in the
+    linear regime), and P(stuck) reads the final network for all, so the pairs compare
+    like with like."""
+    values = {**values, "optimizer": optimizer, "stuck_rule": "final"}
+    values["stop_on"] = ["stuck", "degenerate"] if optimizer == "gd" else []
+    return values
+
+
+def _config(path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise UsageError(f"--config: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"--config: {path} is not valid TOML: {e}") from None
+
+
+def _with_step_size(values: dict[str, Any]) -> dict[str, Any]:
+    """A step size given as text: a rule's name or a number."""
+    step = values.get("step_size")
+    if not isinstance(step, str) or step in STEP_SIZE_RULES:
+        return values
+    try:
+        return {**values, "step_size": float(step)}
+    except ValueError:
+        raise UsageError(
+            f"step_size: {step!r} is not one of {', '.join(STEP_SIZE_RULES)} or a number"
+        ) from None
+
+
+def budget_bytes(gigabytes: float | None) -> int | None:
+    """--memory-budget in bytes (None: the default budget)."""
+    if gigabytes is None:
+        return None
+    if not gigabytes > 0 or gigabytes == float("inf"):
+        raise UsageError(f"--memory-budget: {gigabytes} is not a positive number of GB")
+    return int(gigabytes * 1e9)

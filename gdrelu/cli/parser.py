@@ -1,0 +1,206 @@
+"""The command line of `gdrelu run` and `gdrelu compare`. Every list of accepted values
+in the help comes from the package's constants, so that the help never drifts."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import textwrap
+from pathlib import Path
+
+from gdrelu import section10
+from gdrelu.cli.backends import default_cache_dir
+from gdrelu.cli.errors import UsageError
+from gdrelu.data import DATASETS
+from gdrelu.init import BIAS_INITS, INITS
+from gdrelu.optim import NAMED, SAMPLERS
+from gdrelu.protocols import PROTOCOLS
+from gdrelu.spec import BUCKETS, DTYPES, STEP_SIZE_RULES, ExperimentSpec
+
+DATA_CHOICES = (*DATASETS, "file")
+PRESETS = ("section10",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        raise UsageError(message)
+
+
+class _Formatter(argparse.HelpFormatter):
+    def _split_lines(self, text, width):  # names such as kink-neg-unif stay whole
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
+
+
+def _optimizer_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of two or more distinct names")
+    return names
+
+
+def _default(field: str) -> str:
+    value = {f.name: f.default for f in dataclasses.fields(ExperimentSpec)}[field]
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _one_of(values, field: str | None = None) -> str:
+    default = f" (default {_default(field)})" if field else ""
+    return f"one of {', '.join(values)}{default}"
+
+
+# flag name -> (spec field, type, help)
+RUN_FLAGS = {
+    "--widths": ("widths", _int_list, f"comma-separated widths n (default {_default('widths')})"),
+    "--deltas": (
+        "deltas",
+        _float_list,
+        f"comma-separated offsets Δ (default {_default('deltas')})",
+    ),
+    "--runs": ("runs", int, f"runs per (width, Δ) cell (default {_default('runs')})"),
+    "--seed": ("seed", int, f"master seed (default {_default('seed')})"),
+    "--dtype": ("dtype", str, _one_of(DTYPES, "dtype")),
+    "--check-every": (
+        "check_every",
+        int,
+        f"steps between checks (default {_default('check_every')})",
+    ),
+    "--max-checks": (
+        "max_checks",
+        int,
+        f"checks before a run is unfinished (default {_default('max_checks')})",
+    ),
+    "--target-halfwidth": ("target_halfwidth", float, "add runs until each 95%% CI half-width ≤ H"),
+    "--max-runs": ("max_runs", int, "most runs per cell with --target-halfwidth"),
+    "--optimizer": ("optimizer", str, _one_of(NAMED, "optimizer")),
+    "--step-size": (
+        "step_size",
+        str,
+        f"{_one_of(STEP_SIZE_RULES, 'step_size')}, or a positive number (small: 0.01/n)",
+    ),
+    "--step-factor": ("step_factor", float, "multiplies the step size (default 1)"),
+    "--sampler": ("sampler", str, f"minibatches: {_one_of(SAMPLERS)} (default: the optimizer's)"),
+    "--batch-size": ("batch_size", int, f"minibatch size B (default {_default('batch_size')})"),
+    "--data": ("data", str, f"{_one_of(DATA_CHOICES, 'data')}; file reads --data-file"),
+    "--num-heldout": (
+        "num_heldout",
+        int,
+        f"validation and test points of continuous data (default {_default('num_heldout')})",
+    ),
+    "--split": ("split", _float_list, "train,validation,test fractions of a --data-file"),
+    "--data-file": ("data_file", str, "CSV (header; last column y) or NPZ (x, y) with --data file"),
+    "--dim": ("dim", int, "input dimension d for multi-axis, radial, rbf (default 1)"),
+    "--num-train": ("num_train", int, "training points of continuous data (default 256·d)"),
+    "--init": ("init", str, f"weights: {_one_of(INITS, 'init')}"),
+    "--bias-init": ("bias_init", str, f"layer-1 biases: {_one_of(BIAS_INITS, 'bias_init')}"),
+    "--buckets": (
+        "buckets",
+        str,
+        f"widths sharing a compiled program: {_one_of(BUCKETS, 'buckets')}; auto is pow2, "
+        "but the widths ≤ 128 together on GD's propagator; results unchanged",
+    ),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """`gdrelu run` and `gdrelu compare`, with every flag."""
+    top = _Parser(
+        prog="gdrelu",
+        description="Monte Carlo studies of GD on two-layer ReLU nets",
+        formatter_class=_Formatter,
+    )
+    sub = top.add_subparsers(dest="command", parser_class=_Parser)
+    run = sub.add_parser(
+        "run",
+        help="run an experiment (the paper's 1-D GD figure by default)",
+        formatter_class=_Formatter,
+    )
+    compare = sub.add_parser(
+        "compare",
+        help="several optimizers on the same data and initial networks, paired",
+        formatter_class=_Formatter,
+    )
+    compare.add_argument(
+        "--optimizers",
+        type=_optimizer_list,
+        required=True,
+        help=f"comma-separated optimizers to compare, two or more of {', '.join(NAMED)}",
+    )
+    _add_run_only(run)
+    for command in (run, compare):
+        for flag, (field, kind, text) in RUN_FLAGS.items():
+            if not (command is compare and field == "optimizer"):
+                command.add_argument(flag, dest=field, type=kind, help=text)
+        _add_common(command)
+    return top
+
+
+def _add_run_only(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        help=f"the spec fields of one of the paper code's protocols, {', '.join(PROTOCOLS)}, "
+        "under those of --config and the flags",
+    )
+    run.add_argument(
+        "--preset", choices=PRESETS, help=f"a preset grid instead of a spec: {', '.join(PRESETS)}"
+    )
+    run.add_argument(
+        "--scale",
+        choices=list(section10.SCALES),
+        help=f"size of the preset grid: {_one_of(section10.SCALES)} (default small)",
+    )
+
+
+def _add_common(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", type=Path, help="TOML file of experiment settings")
+    command.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
+    command.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="finish an interrupted run in DIR with the specs of its manifest (flags given "
+        "must agree with them): finished units are kept",
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        help="memory a batch of runs may use (default: 70%% of the accelerators' free "
+        "memory, or half the host's available memory); more runs go in several batches",
+    )
+    command.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes (jax.distributed): each trains a share of every "
+        "cell, process 0 writes; address, count and id from the flags below or from "
+        "the cluster's environment (SLURM, TPU pods)",
+    )
+    command.add_argument("--coordinator", help="host:port of process 0 (--distributed)")
+    command.add_argument("--num-processes", type=int, help="process count (--distributed)")
+    command.add_argument("--process-id", type=int, help="this process's id (--distributed)")
+    command.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="where compiled XLA programs are kept between runs ('none': nowhere; "
+        "default $GDRELU_CACHE_DIR or ~/.cache/gdrelu/xla)",
+    )

@@ -1,0 +1,91 @@
+"""The progress bar of a command: finished runs by status, and the time left from the
+checks done and left per cell (`gdrelu.progress.CheckClock`), not from finished runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gdrelu.analysis import status_counts
+from gdrelu.progress import CheckClock
+
+BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+
+class RunProgress:
+    """A bar over `total` runs; `clock` prices the checks left. Spec s's checks are
+    labelled `labels[s]`."""
+
+    def __init__(
+        self, total: int, clock: CheckClock, *, enabled: bool, labels=None, file=None
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            unit="run",
+            disable=not enabled,
+            dynamic_ncols=True,
+            bar_format=BAR,
+            file=file,
+        )
+        self.clock = clock
+        self.labels = labels or [""] * len(clock.budgets)
+        self.counts: dict[str, int] = {}  # final statuses of the cells done
+        self.finished_in_batch = 0
+        clock.start()
+
+    def on_check(self, spec: int, widths, k: int, status: np.ndarray) -> None:
+        """After check `k` of a batch of spec `spec`'s `widths`; `status` of its runs."""
+        from gdrelu.engine import Status
+
+        self.clock.on_check(spec, widths)
+        widths = ",".join(map(str, np.atleast_1d(widths)))
+        self.bar.set_description(f"{self.labels[spec]}n={widths} check {k}", refresh=False)
+        self._show(status)
+        finished = int(np.sum(status != Status.RUNNING))
+        self.bar.update(finished - self.finished_in_batch)
+        self.finished_in_batch = finished
+
+    def on_cells_done(self, spec: int, cell_results: Sequence) -> None:
+        """Spec `spec`'s `cell_results` have finished training: the batch is done."""
+        self._count(spec, cell_results)
+        self.finished_in_batch = 0
+        self._show()
+
+    def on_stored(self, spec: int, cell_results: Sequence) -> None:
+        """Spec `spec`'s `cell_results` were loaded from their unit: done, not timed."""
+        self.bar.update(sum(cr.result.status.size for cr in cell_results))
+        self._count(spec, cell_results)
+        self._show()
+        self.clock.start()
+
+    def _count(self, spec: int, cell_results: Sequence) -> None:
+        self.finished(spec, [(cr.cell.width, cr.cell.delta) for cr in cell_results])
+        for cr in cell_results:
+            for label, count in status_counts(cr.result.status).items():
+                self.counts[label] = self.counts.get(label, 0) + count
+
+    def finished(self, spec: int, cells: Sequence[tuple[int, float]]) -> None:
+        """Spec `spec`'s `cells` (width, Δ) need no more checks."""
+        for cell in cells:
+            self.clock.cell_done(spec, cell)
+
+    def postfix(self, status: np.ndarray | None = None) -> str:
+        """Finished runs by status (those of the cells done and of `status`), and the ETA."""
+        shown = dict(self.counts)
+        if status is not None:
+            for label, count in status_counts(status).items():
+                shown[label] = shown.get(label, 0) + count
+        parts = [f"{label}={count}" for label, count in shown.items() if count]
+        left = self.clock.seconds_left()
+        if left is not None:
+            parts.append(f"eta {self.bar.format_interval(left)}")
+        return ", ".join(parts)
+
+    def _show(self, status: np.ndarray | None = None) -> None:
+        self.bar.set_postfix_str(self.postfix(status), refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

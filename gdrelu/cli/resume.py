@@ -1,0 +1,71 @@
+"""`--resume DIR`: the run in DIR goes on with the specs its manifest records; flags
+given with it must agree with them (the order of widths and offsets aside: the run keeps
+its own, so it pads, buckets and writes its table as the uninterrupted run would)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gdrelu.cli.errors import UsageError
+from gdrelu.cli.options import given_values, specs_from
+from gdrelu.spec import ExperimentSpec, SpecError
+
+UNORDERED = ("widths", "deltas")
+
+
+def started(args) -> dict[str, Any] | None:
+    """The manifest of the directory to resume (None without --resume)."""
+    from gdrelu.store import ResumeError, read_manifest
+
+    if args.resume is None:
+        return None
+    if args.out is not None:
+        raise UsageError("--resume: give the run's directory there, not with --out")
+    try:
+        manifest = read_manifest(args.resume)
+    except ResumeError as err:
+        raise UsageError(f"--resume: {err}") from None
+    if not manifest.get("specs"):
+        raise UsageError(f"--resume: {args.resume}/manifest.json records no spec")
+    return manifest
+
+
+def is_preset(manifest: dict[str, Any] | None) -> bool:
+    """Whether the manifest is that of a preset grid (`gdrelu.section10`)."""
+    return manifest is not None and "preset" in manifest["specs"][0]
+
+
+def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
+    """The manifest's specs, once the flags given are checked against them."""
+    directory: Path = args.resume
+    try:
+        specs = [ExperimentSpec.from_dict(values) for values in manifest["specs"]]
+    except SpecError as err:
+        raise UsageError(f"--resume: {directory}/manifest.json: {err}") from None
+    given = given_values(args)
+    optimizers = getattr(args, "optimizers", None)
+    if given or optimizers:
+        if optimizers:
+            requested = specs_from({**specs[0].to_dict(), **given}, optimizers)
+        else:
+            requested = [specs_from({**s.to_dict(), **given})[0] for s in specs]
+        differ = _differing(specs, requested)
+        if differ:
+            raise UsageError(
+                f"--resume: {directory} was started with another spec (differs in {differ})"
+            )
+    return specs
+
+
+def _differing(recorded: list[ExperimentSpec], requested: list[ExperimentSpec]) -> str:
+    """The fields in which the requested specs differ from the recorded ones, as text."""
+    from gdrelu.provenance import differing_fields
+
+    optimizers = [[s.optimizer for s in specs] for specs in (recorded, requested)]
+    if len(recorded) > 1 and optimizers[0] != optimizers[1]:
+        return "optimizers"
+    fields = set()
+    for was, now in zip(recorded, requested, strict=True):
+        fields.update(differing_fields(was.to_dict(), now.to_dict(), unordered=UNORDERED))
+    return ", ".join(sorted(fields))

@@ -1,0 +1,95 @@
+"""`gdrelu run` and `gdrelu compare`: one spec, or one per optimizer on common random
+numbers (a cell's data and initial networks do not depend on its optimizer).
+
+Everything is checked before the output directory is created: the specs, the memory
+budget, the processes and the kernel; then each spec's cells train (`runner`), each
+finished unit stored at once, and the tables, summary and figures are written."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+from gdrelu.cli import backends, options, outdir, resume
+from gdrelu.cli.progress import RunProgress
+from gdrelu.progress import spec_clock
+
+
+def execute(args, started: dict | None = None) -> int:
+    """Run the specs of the command line, or of the manifest `started` (--resume)."""
+    backends.enable_x64()
+    if started is not None:
+        specs = resume.recorded_specs(args, started)
+    else:
+        specs = options.requested_specs(args)
+    budget = options.budget_bytes(args.memory_budget)
+    processes = backends.start_processes(args, specs) if args.distributed else None
+    writer = processes is None or processes.index == 0
+    backends.prepare(every_core=processes is None)
+    out = None
+    if writer:
+        from gdrelu.provenance import manifest
+
+        recorded = manifest([spec.to_dict() for spec in specs])
+        out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
+    backends.use_compilation_cache(args.cache_dir)
+    labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
+    progress = RunProgress(
+        sum(spec.runs * len(spec.cells()) for spec in specs),
+        spec_clock(specs),
+        enabled=writer and not args.quiet,
+        labels=labels,
+    )
+    start = time.perf_counter()
+    try:
+        results = _train(specs, progress, processes=processes, budget=budget, out=out)
+    except KeyboardInterrupt:
+        print(f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+    if writer:
+        _report(specs, results, time.perf_counter() - start, out)
+    return 0
+
+
+def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
+    """Every spec's cell results, in order, units stored under `out`."""
+    from gdrelu import runner
+
+    results = []
+    for i, spec in enumerate(specs):
+        results += runner.run_experiment(
+            spec,
+            on_check=functools.partial(progress.on_check, i),
+            on_cells_done=functools.partial(progress.on_cells_done, i),
+            on_stored=functools.partial(progress.on_stored, i),
+            processes=processes,
+            memory_budget=budget,
+            units=out,
+        )
+    return results
+
+
+def _report(specs, results, seconds: float, out) -> None:
+    """runs.csv, summary.json and the figures, and the table on stdout."""
+    from gdrelu.analysis import comparisons, experiment_summary, format_table
+    from gdrelu.records import table
+    from gdrelu.store import write_results
+
+    backend = backends.backend_name()
+    extra = {}
+    if len(specs) > 1:
+        extra = {"optimizers": [s.optimizer for s in specs], "comparisons": comparisons(results)}
+    summary = experiment_summary(specs[0], results, seconds=seconds, backend=backend, extra=extra)
+    write_results(out, table(results), summary)
+    print(format_table(summary["cells"]))
+    for c in summary.get("comparisons", []):
+        lo, hi = c["ci95"]
+        print(
+            f"{c['a']} - {c['b']}  n={c['width']} Δ={c['delta']:g}: {c['difference']:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}]  McNemar p = {c['p_value']:.3g}"
+        )
+    runs = sum(cr.result.status.size for cr in results)
+    print(f"{runs} runs in {seconds:.1f} s on {backend}; results in {out}/")

@@ -1,0 +1,80 @@
+"""`gdrelu run --preset section10 --scale S`: the grid of `gdrelu.section10`, resumable
+like any run (its manifest records the scale and seed)."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from gdrelu import section10 as grid
+from gdrelu.cli import backends, options, outdir
+from gdrelu.cli.errors import UsageError
+from gdrelu.cli.parser import RUN_FLAGS
+from gdrelu.cli.progress import RunProgress
+from gdrelu.progress import spec_clock
+
+
+def execute(args, started: dict | None = None) -> int:
+    """Train every group of the grid, then write its table, summary and figure."""
+    _refuse_spec_flags(args)
+    scale_name, seed = _scale_and_seed(args, started)
+    scale = grid.SCALES[scale_name]
+    backends.enable_x64()
+    backends.prepare(every_core=True)
+    budget = options.budget_bytes(args.memory_budget)
+    out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
+    backends.use_compilation_cache(args.cache_dir)
+    groups = grid.configurations(scale)
+    firsts = [grid.group_cells(scale, group, seed)[0][1].spec for group in groups]
+    labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
+    per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
+    progress = RunProgress(
+        len(groups) * per_group, spec_clock(firsts), enabled=not args.quiet, labels=labels
+    )
+    start = time.perf_counter()
+    rows = []
+    try:
+        for i, group in enumerate(groups):
+            rows += grid.run_group(
+                scale,
+                group,
+                seed=seed,
+                on_check=functools.partial(progress.on_check, i, scale.width),
+                memory_budget=budget,
+                units=out,
+            )
+            progress.on_cells_done(i, [])  # the final check finished every run of the group
+            progress.finished(i, [(scale.width, 0.0)])
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    best = grid.best_step_sizes(rows)
+    backend = backends.backend_name()
+    summary = grid.summary(scale_name, scale, best, seconds=seconds, backend=backend)
+    from gdrelu.store import write_section10
+
+    write_section10(out, rows, grid.format_table(best), summary)
+    print(grid.format_table(best))
+    print(f"{len(groups) * per_group} runs in {seconds:.1f} s on {backend}; results in {out}/")
+    return 0
+
+
+def _refuse_spec_flags(args) -> None:
+    """The preset takes only --scale, --seed, --out and --resume of the spec's flags."""
+    given = [flag for flag, (field, *_) in RUN_FLAGS.items() if getattr(args, field, None)]
+    given = [flag for flag in given if flag != "--seed"]
+    given += [f"--{name}" for name in ("config", "protocol") if getattr(args, name, None)]
+    if args.command != "run":
+        given.insert(0, f"gdrelu {args.command}")
+    if given:
+        raise UsageError(f"{given[0]}: the section10 preset takes only --scale, --seed, --out")
+
+
+def _scale_and_seed(args, started: dict | None) -> tuple[str, int]:
+    """The flags', else the manifest's (--resume), else small and 0."""
+    recorded = started["specs"][0] if started is not None else {}
+    scale = args.scale or recorded.get("scale", "small")
+    seed = args.seed if args.seed is not None else recorded.get("seed", 0)
+    if scale not in grid.SCALES:
+        raise UsageError(f"--resume: {args.resume} records an unknown scale {scale!r}")
+    return scale, seed
