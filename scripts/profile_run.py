@@ -5,7 +5,7 @@
 Runs `gdrelu` with the arguments after `--` and prints, after it:
 - the XLA compilation time, summed over the programs compiled (and their count), from
   JAX's monitoring events (programs loaded from the compilation cache count as loads);
-- per batch (`experiment._run_batch`): its width bucket, runs, checks and seconds;
+- per batch (`runner._train_batch`): its width bucket, runs, checks and seconds;
 - the seconds spent redoing on the general path the runs that left a fast path
   (`engine.chunk._redo`, which waits for its results), and how many runs that was.
 """
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv[:split])
     import jax.monitoring
 
-    from gdrelu import cli, experiment
+    from gdrelu import cli, runner
     from gdrelu.engine import chunk
 
     events = collections.defaultdict(lambda: [0, 0.0])
@@ -38,18 +38,18 @@ def main(argv=None) -> int:
 
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     batches, redo = [], {"calls": 0, "runs": 0, "seconds": 0.0}
-    run_batch, do_redo = experiment._run_batch, chunk._redo
+    train_batch, do_redo = runner._train_batch, chunk._redo
 
-    def timed_batch(spec, bucket, work, on_check):
+    def timed_batch(work, *, bucket, on_check, **settings):
         checks = [0]
 
-        def counted(*a):
-            checks[0] = a[1]
+        def counted(widths, k, status):
+            checks[0] = k
             if on_check is not None:
-                on_check(*a)
+                on_check(widths, k, status)
 
         start = time.perf_counter()
-        out = run_batch(spec, bucket, work, counted)
+        out = train_batch(work, bucket=bucket, on_check=counted, **settings)
         runs = int(sum(idx.size for _, idx in work))
         batches.append(
             {
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         redo["seconds"] += time.perf_counter() - start
         return out
 
-    experiment._run_batch, chunk._redo = timed_batch, timed_redo
+    runner._train_batch, chunk._redo = timed_batch, timed_redo
     start = time.perf_counter()
     code = cli.main(argv[split + 1 :])
     total = time.perf_counter() - start
