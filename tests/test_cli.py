@@ -503,3 +503,17 @@ def test_a_protocol_lays_its_fields_under_the_config_and_flags(tmp_path):
     assert spec["optimizer"] == "sgd" and spec["sampler"] == "multinomial"
     assert spec["early_stopping"] is True and spec["stop_on"] == ["crossed"]
     assert (spec["batch_size"], spec["max_checks"], spec["check_every"]) == (4, 2, 10)
+
+
+@pytest.mark.parametrize(
+    "args", [["--widths", "4,64"], ["--preset", "section10", "--scale", "tiny"]]
+)
+def test_a_width_that_cannot_fit_the_memory_budget_exits_2(args, tmp_path, capsys):
+    """One run of these widths (and of the preset's) needs more than a 10 kB budget:
+    refused on one line naming the width and the budget, before the output directory."""
+    out = tmp_path / "never"
+    assert main(["run", *args, "--memory-budget", "1e-5", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gdrelu: width "), err
+    assert "budget" in err and "Traceback" not in err
+    assert not out.exists()

@@ -40,9 +40,11 @@ __all__ = [
 
 
 def main(argv=None) -> int:
-    """Parse, run, and report a refused request on one line (exit code 2)."""
+    """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
+    or a width of which one run cannot fit in the memory budget."""
     from gdrelu.cli import resume, run, section10
     from gdrelu.cli.parser import parser
+    from gdrelu.memory import BudgetError
 
     command_line = parser()
     try:
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
         return run.execute(args, started)
     except UsageError as e:
         print(f"gdrelu: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BudgetError as e:
+        print(f"gdrelu: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("gdrelu: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
+from gdrelu import memory
 from gdrelu.cli.errors import UsageError
 from gdrelu.cli.parser import RUN_FLAGS
 from gdrelu.protocols import protocol
@@ -80,3 +81,10 @@ def budget_bytes(gigabytes: float | None) -> int | None:
     if not gigabytes > 0 or gigabytes == float("inf"):
         raise UsageError(f"--memory-budget: {gigabytes} is not a positive number of GB")
     return int(gigabytes * 1e9)
+
+
+def check_fits(specs, budget: int | None) -> None:
+    """Refuse, before anything is written, a spec with a width of which one run alone
+    cannot fit in the memory budget (`memory.BudgetError`); after the devices are set."""
+    for spec in specs:
+        memory.check_fits(spec, memory.memory_budget(budget))

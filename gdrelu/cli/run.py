@@ -27,6 +27,7 @@ def execute(args, started: dict | None = None) -> int:
     processes = backends.start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
     backends.prepare(every_core=processes is None)
+    options.check_fits(specs, budget)
     out = None
     if writer:
         from gdrelu.provenance import manifest

@@ -22,10 +22,11 @@ def execute(args, started: dict | None = None) -> int:
     backends.enable_x64()
     backends.prepare(every_core=True)
     budget = options.budget_bytes(args.memory_budget)
-    out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
-    backends.use_compilation_cache(args.cache_dir)
     groups = grid.configurations(scale)
     firsts = [grid.group_cells(scale, group, seed)[0][1].spec for group in groups]
+    options.check_fits(firsts, budget)
+    out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
+    backends.use_compilation_cache(args.cache_dir)
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
     progress = RunProgress(
