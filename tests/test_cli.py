@@ -95,6 +95,10 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, tmp_path, capsys, monkeyp
         (["--step-size", "fast"], "step_size"),
         (["--optimizer", "gd", "--sampler", "epoch"], "sampler"),
         (["--batch-size", "0"], "batch_size"),
+        (["--protocol", "fast"], "--protocol"),
+        (["--scale", "small"], "--scale"),
+        (["--memory-budget", "-1"], "--memory-budget"),
+        (["--resume", "nowhere"], "--resume"),
     ],
 )
 def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path, capsys):

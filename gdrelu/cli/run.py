@@ -12,12 +12,15 @@ import sys
 import time
 
 from gdrelu.cli import backends, options, outdir, resume
+from gdrelu.cli.errors import UsageError
 from gdrelu.cli.progress import RunProgress
 from gdrelu.progress import spec_clock
 
 
 def execute(args, started: dict | None = None) -> int:
     """Run the specs of the command line, or of the manifest `started` (--resume)."""
+    if getattr(args, "scale", None):
+        raise UsageError("--scale: sizes a preset grid; give it with --preset section10")
     backends.enable_x64()
     if started is not None:
         specs = resume.recorded_specs(args, started)
