@@ -312,6 +312,28 @@ def _check_grid(spec: ExperimentSpec) -> None:
             'jax.config.update("jax_enable_x64", True) at start-up, or use float32',
         )
     _choice(spec, "buckets", BUCKETS)
+    _check_sample_count(spec)
+
+
+def _check_sample_count(spec: ExperimentSpec) -> None:
+    """N multinomial draws per run (N = n² by default) stay exact: the sampler counts in
+    the spec's dtype (`jax.random.multinomial`), whose integers are exact up to 2^53
+    (float64) or 2^24 (float32); above, the counts stop summing to N."""
+    if spec.data in CONTINUOUS or spec.split is not None:
+        return
+    bits = np.finfo(spec.dtype).nmant + 1
+    if spec.num_samples is not None:
+        if spec.num_samples > 2**bits:
+            raise SpecError("num_samples", f"above 2^{bits}, {spec.dtype}'s exact integers")
+        return
+    for width in spec.widths:
+        if width**2 > 2**bits:
+            raise SpecError(
+                "widths",
+                f"width {width}: N = n² = {width**2} draws exceed 2^{bits}, {spec.dtype}'s "
+                f"exact integers (widths up to {math.isqrt(2**bits)}); set num_samples ≤ "
+                f"2^{bits}" + (" or use float64" if spec.dtype == "float32" else ""),
+            )
 
 
 def _check_training(spec: ExperimentSpec) -> None:

@@ -122,3 +122,32 @@ def test_user_data_files(tmp_path):
         check_user_data(np.ones((3, 2)), np.ones(4))
     with pytest.raises(ValueError, match="cannot read"):
         load_user_data(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits", "widest"), [("float32", 24, 4096), ("float64", 53, 94_906_265)]
+)
+def test_multinomial_counts_are_exact_up_to_the_dtype_s_integers(dtype, bits, widest):
+    """The sampler counts in floats: N = 2^bits draws sum exactly to N, the square of the
+    next odd width (no float of the dtype) does not; the spec refuses the widths whose
+    N = n² is above 2^bits, naming width and dtype, unless num_samples caps N."""
+    from gdrelu import ExperimentSpec, SpecError
+
+    keys = jax.random.split(jax.random.key(0), 20)
+
+    def counts(n):
+        probs = jnp.full((6,), 1 / 6, dtype)
+        draw = jax.vmap(lambda k: jax.random.multinomial(k, n, probs, dtype=dtype))
+        return np.asarray(draw(keys)).astype(np.int64).sum(axis=1)
+
+    assert widest == math.isqrt(2**bits)
+    assert np.all(counts(2**bits) == 2**bits)
+    odd = widest + 1 + widest % 2
+    assert np.any(counts(odd**2) != odd**2)
+    ExperimentSpec(widths=(widest,), deltas=(0.0,), dtype=dtype)
+    with pytest.raises(SpecError, match=f"width {widest + 1}: .*{dtype}"):
+        ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype)
+    ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype, num_samples=2**bits)
+    with pytest.raises(SpecError, match="num_samples"):
+        ExperimentSpec(widths=(8,), deltas=(0.0,), dtype=dtype, num_samples=2**bits + 1)
+    ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype, data="p-ex")  # i.i.d.
