@@ -369,6 +369,12 @@ def test_a_resume_with_another_seed_names_only_the_seed(small_run, capsys):
     assert len(err.splitlines()) == 1 and err.endswith("(differs in seed)"), err
 
 
+def test_a_run_is_not_resumed_as_a_comparison(small_run, capsys):
+    assert main(["compare", "--optimizers", "gd,adam", "--resume", str(small_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("(differs in optimizers)"), err
+
+
 def test_a_directory_without_a_manifest_or_its_kernel_is_not_resumed(small_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -62,8 +62,8 @@ def _differing(recorded: list[ExperimentSpec], requested: list[ExperimentSpec]) 
     """The fields in which the requested specs differ from the recorded ones, as text."""
     from gdrelu.provenance import differing_fields
 
-    optimizers = [[s.optimizer for s in specs] for specs in (recorded, requested)]
-    if len(recorded) > 1 and optimizers[0] != optimizers[1]:
+    was, now = ([s.optimizer for s in specs] for specs in (recorded, requested))
+    if len(was) != len(now) or (len(was) > 1 and was != now):  # a compare's optimizers
         return "optimizers"
     fields = set()
     for was, now in zip(recorded, requested, strict=True):
