@@ -13,6 +13,7 @@ A width whose single run cannot fit is refused before anything runs (`check_fits
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -81,15 +82,6 @@ def memory_budget(budget: int | None = None, devices=None) -> int:
     return int(HOST_SHARE * host) if host else 8 << 30
 
 
-def batch_runs(per_run: int, per_block_run: int, budget: int, block: int) -> int:
-    """The most runs of `per_run` bytes each (`COPIES` times) that fit in `budget` next to
-    one block in flight per device (`per_block_run` bytes of temporaries per run of it);
-    at least one block."""
-    devices = jax.local_device_count()
-    room = budget - devices * block * per_block_run
-    return max(block, room // (COPIES * per_run))
-
-
 def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
     """(bytes of one run's state and check inputs, bytes of its temporaries while its
     block trains), its network padded to `bucket` neurons: shapes only, nothing is
@@ -114,14 +106,50 @@ def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
 
 
 def batch_bytes(
-    per_run: int, per_block_run: int, runs: int, block: int, devices: int, mixed: bool
+    per_run: int,
+    per_block_run: int,
+    runs: int,
+    block: int,
+    devices: int,
+    mixed: bool,
+    redo: int = 0,
 ) -> int:
     """Bytes of a batch of `runs` runs trained in blocks of `block` on `devices` devices:
     `COPIES` of every lane's state and inputs (each device's share padded to whole blocks,
-    one block more when `mixed`, the fixed-pattern path's general blocks) and one block's
-    temporaries per device."""
+    one block more when `mixed`, the fixed-pattern path's general blocks) and the
+    temporaries of one block per device or of one redo of `redo` runs, the larger."""
     lanes = devices * (-(-runs // (devices * block)) + int(mixed)) * block
-    return COPIES * per_run * lanes + devices * block * per_block_run
+    return COPIES * per_run * lanes + max(devices * block, redo) * per_block_run
+
+
+class Batching(NamedTuple):
+    """Runs per batch, and the engine's block and redo sizes (None: its defaults)."""
+
+    runs: int
+    block: int | None
+    redo: int | None
+
+
+def batching(
+    per_run: int, per_block_run: int, budget: int, runs: int, mixed: bool, devices=None
+) -> Batching:
+    """How `runs` runs go through `devices` (default: the local ones) within `budget`
+    bytes (`batch_bytes`): in the engine's blocks and redos (`engine.blocking_for`) if one
+    block of them per device fits, else in the largest blocks of which one per device
+    fits (at most a device's share, at least one run) and redos of at most a block per
+    device. A batch holds as many whole blocks per device as fit, at least one."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    count = len(devices)
+    default = engine.blocking_for(devices, runs)
+    block, redo = default.block, default.redo
+    shrunk = batch_bytes(per_run, per_block_run, 1, block, count, mixed, redo) > budget
+    if shrunk:
+        one_block = count * (COPIES * per_run * (1 + int(mixed)) + per_block_run)
+        block = max(1, min(budget // one_block, block, -(-runs // count)))
+        redo = min(redo, count * block)
+    room = budget - max(count * block, redo) * per_block_run
+    blocks = max(1, room // (COPIES * per_run * count * block) - int(mixed))
+    return Batching(blocks * count * block, block if shrunk else None, redo if shrunk else None)
 
 
 def check_fits(spec: ExperimentSpec, budget: int) -> None:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdrelu import engine, memory, store
+from gdrelu import memory, store
 from gdrelu.analysis import interval_halfwidth
 from gdrelu.buckets import shared_width, width_buckets
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
@@ -186,14 +186,18 @@ def train_cells(
     work: Work, *, bucket: int, classify_width: int, on_check: OnCheck | None, budget: int
 ) -> list[CellResult]:
     """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
-    neurons, in batches that fit in `budget` bytes (`memory`): each cell's runs in index
-    order, whatever the split. The cells may come from several specs that train alike
-    (`_batch_settings`), such as the step sizes of a grid."""
+    neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
+    (`memory.batching`): each cell's runs in index order, whatever the split. The cells
+    may come from several specs that train alike (`_batch_settings`), such as the step
+    sizes of a grid."""
     total = sum(idx.size for _, idx in work)
-    per_run, per_block_run = run_bytes(work[0][0].spec, bucket, work[0][0])
-    block = engine.blocking_for(jax.local_devices(), total).block
-    limit = memory.batch_runs(per_run, per_block_run, budget, block)
-    train = functools.partial(_train_batch, bucket=bucket, classify_width=classify_width)
+    spec = work[0][0].spec
+    per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
+    mixed = spec.path == "fixed_pattern"
+    limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed)
+    train = functools.partial(
+        _train_batch, bucket=bucket, classify_width=classify_width, block=block, redo=redo
+    )
     if total <= limit:
         return train(work, on_check=on_check)
     sizes = np.array([idx.size for _, idx in work])
@@ -255,8 +259,11 @@ def _batch_settings(spec: ExperimentSpec) -> dict[str, Any]:
     }
 
 
-def _train_batch(work: Work, *, bucket: int, classify_width: int, on_check) -> list[CellResult]:
-    """Train the runs of `work` in one `simulate` call (`train_cells`)."""
+def _train_batch(
+    work: Work, *, bucket: int, classify_width: int, on_check, block=None, redo=None
+) -> list[CellResult]:
+    """Train the runs of `work` in one `simulate` call (`train_cells`), in blocks and redos
+    of `block` and `redo` runs (None: the engine's)."""
     spec = work[0][0].spec
     if any(_batch_settings(cell.spec) != _batch_settings(spec) for cell, _ in work):
         raise ValueError("train_cells: the cells of a batch must train alike")
@@ -278,6 +285,8 @@ def _train_batch(work: Work, *, bucket: int, classify_width: int, on_check) -> l
         **validation_arguments(spec, valid),
         on_check=callback,
         classify_width=classify_width,
+        block=block,
+        redo=redo,
     )
     step = np.asarray(step)
     done, first = [], 0

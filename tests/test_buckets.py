@@ -21,10 +21,15 @@ from gdrelu.spec import ExperimentSpec
 
 EXACT_FIELDS = ("status", "stop_step", "pattern_change_step", "escaped", "best_step")
 CLOSE_FIELDS = ("final_loss", "max_kink", "linear_threshold", "best_validation_loss")
+# max_kink, the largest |b_i/a_i| along the path, is ill-conditioned where some a_i passes
+# near 0: batches in blocks of 16 runs against one in blocks of 64 moved a kink of 3228 by
+# 1.6e-11 relative while the final parameters agreed to 6e-13
+RTOL = {"max_kink": 1e-10}
 
 
 def assert_same_runs(first, second):
-    """Cell by cell and run by run: statuses and steps equal, values to relative 1e-12."""
+    """Cell by cell and run by run: statuses and steps equal, values to relative 1e-12
+    (`RTOL` for the ill-conditioned ones)."""
     assert [(c.cell.width, c.cell.delta) for c in first] == [
         (c.cell.width, c.cell.delta) for c in second
     ]
@@ -33,7 +38,7 @@ def assert_same_runs(first, second):
             np.testing.assert_array_equal(getattr(x.result, field), getattr(y.result, field))
         for field in CLOSE_FIELDS:
             np.testing.assert_allclose(
-                getattr(x.result, field), getattr(y.result, field), rtol=1e-12, atol=0
+                getattr(x.result, field), getattr(y.result, field), RTOL.get(field, 1e-12), 0
             )
         np.testing.assert_allclose(x.step_size, y.step_size, rtol=1e-12, atol=0)
         for u, v in zip(x.result.params, y.result.params, strict=True):
@@ -167,8 +172,9 @@ def test_a_padded_run_equals_the_unpadded_run(settings):
 
 
 def test_a_small_memory_budget_splits_the_runs_without_changing_them():
-    """Batches sized from the per-run byte estimate: a budget of 64 runs splits a bucket
-    of 3 × 32 runs into two batches, and every run equals the one-batch result."""
+    """Batches sized from the per-run byte estimate: a budget of one block of 16 runs per
+    device splits a bucket of 3 × 32 runs into batches of 16 per device, and every run
+    equals the one-batch result."""
     from gdrelu import memory
     from gdrelu.runner import run_bytes
 
@@ -178,9 +184,9 @@ def test_a_small_memory_budget_splits_the_runs_without_changing_them():
     per_run, per_block_run = run_bytes(spec, 5, spec.cells()[0])
     assert 8 * (3 * 4 + 1) < per_run < 100_000
     devices = jax.local_device_count()
-    budget = memory.COPIES * per_run * 64 + devices * engine.BLOCK * per_block_run
-    assert memory.batch_runs(per_run, per_block_run, budget, engine.BLOCK) == 64
-    assert memory.batch_runs(per_run, per_block_run, budget // 2, engine.BLOCK) == 64  # ≥ a block
+    budget = 16 * devices * (memory.COPIES * per_run + per_block_run)
+    batching = memory.batching(per_run, per_block_run, budget, 96, False)
+    assert batching == (16 * devices, 16, min(engine.REDO_BLOCK, 16 * devices))
     seen = []
     split = run_experiment(
         spec,
@@ -188,6 +194,6 @@ def test_a_small_memory_budget_splits_the_runs_without_changing_them():
         on_check=lambda widths, k, status: seen.append((status.size, int((status != 0).sum()))),
     )
     sizes, finished = zip(*seen, strict=True)
-    assert set(sizes) == {64, 96}  # two batches; the second reports the first's runs too
+    assert set(sizes) == set(range(16 * devices, 97, 16 * devices))  # each reports the earlier
     assert finished[-1] == 96 and np.all(np.diff(finished) >= 0)
     assert_same_runs(split, run_experiment(spec, memory_budget=1 << 40))

@@ -28,3 +28,66 @@ def test_a_width_whose_run_cannot_fit_is_refused_before_anything_compiles(monkey
     assert "width 4096" in message and "memory budget" in message
     assert f"{need / 1e9:.3g} GB" in message and f"{(need - 1) / 1e9:.3g} GB" in message
     assert isinstance(refused.value, ValueError)
+
+
+def test_blocks_shrink_to_fit_down_to_one_run():
+    """One block per device fits at each size the budget allows; a batch is whole blocks
+    on every device and fits too; the engine's blocks stay when they fit."""
+    devices = memory.jax.local_devices()
+    count = len(devices)
+    per_run, per_block_run = 1_000, 10_000
+    roomy = memory.batching(per_run, per_block_run, 1 << 40, 500, False, devices)
+    assert roomy.block is None and roomy.redo is None and roomy.runs >= 500
+    for mixed in (False, True):
+        one_block = count * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+        for block in (1, 3, 17):
+            got = memory.batching(per_run, per_block_run, block * one_block, 500, mixed, devices)
+            assert got.block == block and got.redo <= count * block
+            assert got.runs % (count * block) == 0
+            need = memory.batch_bytes(
+                per_run, per_block_run, got.runs, block, count, mixed, got.redo
+            )
+            assert need <= block * one_block
+        tiny = memory.batching(per_run, per_block_run, 1, 500, mixed, devices)
+        assert (tiny.runs, tiny.block) == (count, 1)  # nothing fits: one run per block
+
+
+def _blocks_seen(monkeypatch) -> list[tuple[int | None, int | None]]:
+    from gdrelu import runner
+
+    seen, simulate = [], runner.simulate
+
+    def spy(*args, block=None, redo=None, **kwargs):
+        seen.append((block, redo))
+        return simulate(*args, block=block, redo=redo, **kwargs)
+
+    monkeypatch.setattr(runner, "simulate", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(deltas=(0.0, 0.3)),  # the propagator, and its redos on the general path
+        dict(deltas=(0.0,), optimizer="adam", step_size=0.01, bias_init="kink-unif"),  # general
+    ],
+    ids=["propagator", "general"],
+)
+def test_results_do_not_depend_on_the_block_size(monkeypatch, settings):
+    """Budgets of blocks of 1 and 3 runs give the runs of the engine's default blocks:
+    statuses and stop steps equal, values to rounding (docs/design.md, "Runs and keys")."""
+    from test_buckets import assert_same_runs
+
+    spec = ExperimentSpec(widths=(8,), runs=6, check_every=50, max_checks=4, **settings)
+    per_run, per_block_run = memory.run_bytes(spec, 8, spec.cells()[0])
+    devices = memory.jax.local_device_count()
+    mixed = spec.path == "fixed_pattern"
+    one_block = devices * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+    seen = _blocks_seen(monkeypatch)
+    default = run_experiment(spec, memory_budget=1 << 40)
+    assert seen == [(None, None)]
+    for block in (1, 3):
+        seen.clear()
+        shrunk = run_experiment(spec, memory_budget=block * one_block)
+        assert {b for b, _ in seen} == {block}
+        assert_same_runs(shrunk, default)
