@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -255,17 +255,55 @@ def _write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def estimated_work(scale: str) -> dict[str, Any]:
-    """Neuron-steps each experiment trains at most at `scale` (GD runs end within about
-    42 000 steps, the others may use their whole budget): for the time estimate."""
+def estimated_work(scale: str, names=EXPERIMENTS) -> dict[str, tuple[str, float]]:
+    """(path, work) of each experiment at `scale`, at most: run-steps on the propagator
+    (GD runs end within about 42 000 steps), neuron-point-steps on the general path (the
+    others may use their whole budget; Section 10 over its minibatches)."""
     work = {}
-    for name in EXPERIMENTS[:-1]:
+    for name in names:
+        if name == "section10":
+            grid = section10.SCALES[SECTION10_SCALE[scale]]
+            configs = len(section10.configurations(grid)) * len(grid.bias_inits)
+            runs = configs * len(grid.step_exponents) * grid.runs
+            steps = grid.epochs_times_d * grid.train_per_dim // grid.batch_size
+            work[name] = ("general", runs * steps * grid.width * grid.batch_size)
+            continue
         (spec,) = experiment_specs(name, scale)
+        runs = spec.runs * len(spec.deltas)
         steps = 42_000 if name == "gd-figure" else spec.check_every * spec.max_checks
-        cost = (
-            sum(w * spec.num_points for w in spec.widths)
-            if spec.path == "general"
-            else len(spec.widths)
-        )
-        work[name] = (spec.path, spec.runs * len(spec.deltas) * steps * cost)
+        if spec.path == "general":
+            work[name] = ("general", runs * steps * spec.num_points * sum(spec.widths))
+        else:
+            work[name] = ("propagator", runs * steps * len(spec.widths))
     return work
+
+
+def path_rates() -> dict[str, float]:
+    """Seconds per unit of `estimated_work` on this backend, from a warm chunk of each
+    path: 256 runs of width 64 on the six points."""
+    import jax
+
+    from gdrelu import he_init, simulate, theory
+    from gdrelu.data import paper_data
+
+    keys = jax.random.split(jax.random.key(0), 768)
+    params = jax.vmap(lambda k: he_init(64, key=k))(keys[:256])
+    data = jax.vmap(lambda k: paper_data(k, 0.0, 64**2))(keys[256:512])
+    step = theory.paper_step_size(params, data)
+    probes = {
+        "propagator": (dict(stop_on=("crossed",)), 256 * 1000),
+        "general": (dict(optimizer="sgd", key=keys[512:], stop_on=()), 256 * 1000 * 64 * 6),
+    }
+    rates = {}
+    for path, (kwargs, units) in probes.items():
+        simulate(params, data, step, check_every=1000, max_checks=1, **kwargs)
+        start = time.perf_counter()
+        simulate(params, data, step, check_every=1000, max_checks=1, **kwargs)
+        rates[path] = (time.perf_counter() - start) / units
+    return rates
+
+
+def estimated_seconds(scale: str, names=EXPERIMENTS) -> float:
+    """An upper estimate of the time `reproduce` takes at `scale` on this backend."""
+    rates = path_rates()
+    return sum(work * rates[path] for path, work in estimated_work(scale, names).values())

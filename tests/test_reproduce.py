@@ -60,3 +60,19 @@ def test_unknown_experiments_and_scales_are_refused(tmp_path):
         reproduce.reproduce(tmp_path, only=("figure-9",))
     with pytest.raises(ValueError, match="scale"):
         reproduce.reproduce(tmp_path, scale="huge")
+
+
+def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys):
+    from gdrelu.cli import main
+
+    out = tmp_path / "repro"
+    assert main(["reproduce", "--only", "figure-9", "--out", str(out), "--quiet"]) == 2
+    assert "--only: figure-9" in capsys.readouterr().err and not out.exists()
+    assert main(["reproduce", "--only", "swapped", "--out", str(out), "--quiet"]) == 0
+    assert (out / "report.html").exists() and (out / "swapped" / "section.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["specs"] == [{"reproduce": ["swapped"], "scale": "small"}]
+    before = (out / "report.md").read_text()
+    assert main(["reproduce", "--resume", str(out), "--quiet"]) == 0  # scale, only: recorded
+    assert (out / "report.md").read_text() == before
+    assert main(["reproduce", "--resume", str(out), "--scale", "paper", "--quiet"]) == 2

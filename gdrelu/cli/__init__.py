@@ -7,6 +7,7 @@
     gdrelu compare --optimizers gd,sgd,adam --widths 16,32 --runs 200 --max-checks 20
     gdrelu run --resume runs/20260101-120000   # finish an interrupted run
     gdrelu run --preset section10 --scale small  # the paper's Section 10 grid, laptop size
+    gdrelu reproduce --scale small --out repro/  # every experiment of the paper, one report
 
 Settings come from the defaults, then a protocol, then the TOML file, then the flags. A
 bad setting is reported on one line naming it, with exit code 2, before anything is
@@ -20,6 +21,7 @@ written.
     progress   the progress bar and its ETA from checks
     run        `gdrelu run` and `gdrelu compare`
     section10  the Section 10 preset
+    reproduce  `gdrelu reproduce`
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = [
 def main(argv=None) -> int:
     """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
     or a width of which one run cannot fit in the memory budget."""
-    from gdrelu.cli import resume, run, section10
+    from gdrelu.cli import reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
 
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
             command_line.print_help()
             return EXIT_USAGE
         started = resume.started(args)
+        if args.command == "reproduce" or (started and "reproduce" in started["specs"][0]):
+            return reproduce.execute(args, started)
         if getattr(args, "preset", None) == "section10" or resume.is_preset(started):
             return section10.execute(args, started)
         return run.execute(args, started)

@@ -143,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help=f"comma-separated optimizers to compare, two or more of {', '.join(NAMED)}",
     )
+    _add_reproduce(sub)
     _add_run_only(run)
     for command in (run, compare):
         for flag, (field, kind, text) in RUN_FLAGS.items():
@@ -150,6 +151,27 @@ def parser() -> argparse.ArgumentParser:
                 command.add_argument(flag, dest=field, type=kind, help=text)
         _add_common(command)
     return top
+
+
+def _add_reproduce(sub) -> None:
+    from gdrelu.reproduce import EXPERIMENTS, SCALES
+
+    command = sub.add_parser(
+        "reproduce",
+        help="every experiment of the paper as its code ran it, into DIR/report.md and .html",
+        formatter_class=_Formatter,
+    )
+    command.add_argument(
+        "--scale", choices=SCALES, help=f"{_one_of(SCALES)} (default small: minutes on a CPU)"
+    )
+    command.add_argument("--only", help=f"comma-separated experiments of {_one_of(EXPERIMENTS)}")
+    command.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
+    command.add_argument(
+        "--resume", type=Path, metavar="DIR", help="finish the reproduction in DIR"
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress line")
+    command.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                         help="where compiled XLA programs are kept ('none': nowhere)")  # fmt: skip
 
 
 def _add_run_only(run: argparse.ArgumentParser) -> None:

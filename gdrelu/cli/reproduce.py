@@ -1,0 +1,62 @@
+"""`gdrelu reproduce`: every experiment of the paper (`gdrelu.reproduce`) into one report,
+resumable; at the paper's scale the estimated time is printed before anything runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from gdrelu.cli import backends, outdir
+from gdrelu.cli.errors import UsageError
+
+
+def _names(args) -> tuple[str, ...]:
+    from gdrelu.reproduce import EXPERIMENTS
+
+    names = tuple(v.strip() for v in (args.only or "").split(",") if v.strip()) or EXPERIMENTS
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise UsageError(f"--only: {', '.join(unknown)} not among {', '.join(EXPERIMENTS)}")
+    return names
+
+
+def _manifest(args, started: dict | None) -> dict:
+    """The manifest: on --resume the recorded scale and experiments, else the flags'."""
+    from gdrelu import provenance
+
+    if started is not None and args.resume is not None:
+        (recorded,) = started["specs"]
+        if "reproduce" not in recorded:
+            raise UsageError(f"--resume: {args.resume} holds no reproduction")
+        args.scale = args.scale or recorded["scale"]
+        args.only = args.only or ",".join(recorded["reproduce"])
+    scale = args.scale or "small"
+    return provenance.manifest([{"reproduce": list(_names(args)), "scale": scale}])
+
+
+def execute(args, started: dict | None = None) -> int:
+    """Check the request, open the directory, run what is not finished, write the report."""
+    from gdrelu import reproduce
+
+    manifest = _manifest(args, started)
+    names, scale = _names(args), args.scale or "small"
+    backends.enable_x64()
+    backends.prepare(every_core=True)
+    out = outdir.open_directory(args, manifest)
+    backends.use_compilation_cache(args.cache_dir)
+    if scale == "paper":
+        hours = reproduce.estimated_seconds(scale, names) / 3600
+        print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "
+              f"{backends.backend_name()} (from a short timing of each path here)",
+              file=sys.stderr)  # fmt: skip
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"\r{time.perf_counter() - start:7.0f} s  {line:<70}", end="", file=sys.stderr)
+
+    path = reproduce.reproduce(out, scale=scale, only=names, on_progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(f"report: {path} and {path.with_suffix('.html')}")
+    return 0
