@@ -71,11 +71,10 @@ def same_groups(initial: Params, final: Params, x: jax.Array, scaling=STANDARD) 
     return (counts[0] == counts[2]) & (counts[1] == counts[2])
 
 
-def linear_threshold(params: Params, data: WeightedData, scaling: Scaling = STANDARD) -> jax.Array:
-    """L_lin of one run at its (initial) parameters: one weighted affine fit per group."""
+def _affine_fit_loss(groups: jax.Array, data: WeightedData) -> jax.Array:
+    """½ Σ_j p_j r_j² of one weighted affine fit per group (group ids (m,) in [0, m))."""
     x, y, p = data
     features = jnp.concatenate([x.reshape(x.shape[0], -1), jnp.ones((x.shape[0], 1), y.dtype)], 1)
-    groups = pattern_groups(params, x, scaling)
     m = x.shape[0]
     grams = jax.ops.segment_sum(
         p[:, None, None] * features[:, :, None] * features[:, None, :], groups, m
@@ -86,21 +85,49 @@ def linear_threshold(params: Params, data: WeightedData, scaling: Scaling = STAN
     return 0.5 * jnp.sum(p * residual * residual)
 
 
+def linear_threshold(params: Params, data: WeightedData, scaling: Scaling = STANDARD) -> jax.Array:
+    """L_lin of one run at its (initial) parameters: one weighted affine fit per group."""
+    return _affine_fit_loss(pattern_groups(params, data.x, scaling), data)
+
+
+def linear_regime(params: Params, data: WeightedData, scaling: Scaling = STANDARD):
+    """(L_lin, within_sides) of one run at its initial parameters. within_sides (1-D): no
+    group holds points on both sides of the origin, so the groups refine the two sides and
+    a network affine on each side (every kink inside the data-free zone) has a loss of at
+    least L_lin; False for d-dim input."""
+    groups = pattern_groups(params, data.x, scaling)
+    threshold = _affine_fit_loss(groups, data)
+    if data.x.ndim > 1:
+        return threshold, jnp.zeros((), bool)
+    m = data.x.shape[0]
+    plus = jax.ops.segment_sum((data.x > 0).astype(jnp.int32), groups, m)
+    size = jax.ops.segment_sum(jnp.ones(m, jnp.int32), groups, m)
+    return threshold, jnp.all((plus == 0) | (plus == size))
+
+
+def below_linear(loss: jax.Array, threshold: jax.Array) -> jax.Array:
+    """Whether a training loss is below (1 - ESCAPE_MARGIN) L_lin: out of the linear regime."""
+    return loss < (1.0 - ESCAPE_MARGIN) * threshold
+
+
 def escaped(
     initial: Params, final: Params, data: WeightedData, loss, threshold, scaling=STANDARD
 ) -> jax.Array:
     """The final classification of one run: True if it left the linear regime."""
     regrouped = ~same_groups(initial, final, data.x, scaling)
-    return regrouped | (loss < (1.0 - ESCAPE_MARGIN) * threshold)
+    return regrouped | below_linear(loss, threshold)
 
 
 @jax.jit
-def classify(initial: Params, final: Params, data: WeightedData, loss, scaling=STANDARD):
+def classify(
+    initial: Params, final: Params, data: WeightedData, loss, scaling=STANDARD, threshold=None
+):
     """Batched over runs (scaling: scalars or (runs,) each): (L_lin at the initial
-    parameters, escaped)."""
+    parameters, escaped). A `threshold` (runs,) given is taken as L_lin, not recomputed."""
     runs = loss.shape[0]
     scaling = Scaling(*(jnp.broadcast_to(v, (runs,)) for v in scaling))
-    threshold = jax.lax.map(
-        lambda args: linear_threshold(*args), (initial, data, scaling), batch_size=64
-    )
+    if threshold is None:
+        threshold = jax.lax.map(
+            lambda args: linear_threshold(*args), (initial, data, scaling), batch_size=64
+        )
     return threshold, jax.vmap(escaped)(initial, final, data, loss, threshold, scaling)

@@ -73,6 +73,15 @@ def forward(
     return params.c + scaling.w * (hidden @ params.w)
 
 
+def loss_and_pattern(
+    params: Params, x: jax.Array, y: jax.Array, weights: jax.Array, alpha=0.0, scaling=STANDARD
+) -> tuple[jax.Array, jax.Array]:
+    """(L(θ), activation pattern (m, n) bool) from one pass over the preactivations."""
+    z = preactivations(params, x, scaling)
+    r = params.c + scaling.w * (activation(z, alpha) @ params.w) - y
+    return 0.5 * jnp.sum(weights * r * r), z >= 0
+
+
 def activation_pattern(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
     """Which neuron is on at which data point: bool (m, n), z_ji ≥ 0."""
     return preactivations(params, x, scaling) >= 0

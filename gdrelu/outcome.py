@@ -45,6 +45,8 @@ class SimulationResult(NamedTuple):
     max_kink: np.ndarray  # max over all steps and neurons of |b_i/a_i|
     final_loss: np.ndarray  # training loss at the final parameters
     pattern_change_step: np.ndarray  # first step whose activation pattern differs; -1: none
+    loss_below_step: np.ndarray  # first step with final_loss-style training loss below
+    # (1 - detectors.ESCAPE_MARGIN) * linear_threshold, checked after every step; -1: none
     linear_threshold: np.ndarray  # L_lin: the loss of the linear-regime minimum
     escaped: np.ndarray  # final classification, valid for every optimizer (`detectors`)
     best_validation_loss: np.ndarray  # best validation loss over the checks

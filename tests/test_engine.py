@@ -102,7 +102,9 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     monkeypatch.setattr(
         placement,
         "blocking_for",
-        lambda d, n, block=None, kernel=None: blocking_for(gpu * len(d), n, block, kernel),
+        lambda d, n, block=None, kernel=None, redo=None: blocking_for(
+            gpu * len(d), n, block, kernel, redo
+        ),
     )
     assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla")
     got = simulate(*runs, check_every=200, max_checks=40)

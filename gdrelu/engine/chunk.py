@@ -24,6 +24,7 @@ from gdrelu.engine.placement import (
     RUNS_AXIS,
     Blocking,
     Layout,
+    fixed_pattern_ready,
     gathered_lanes,
     padded_positions,
     put_lanes,
@@ -59,13 +60,19 @@ def _trained_block(runs: Runs, inputs: CheckInputs, alpha, settings: ChunkSettin
         settings.blocking.unroll,
         **blocks,
     )
-    info, first = runs.info, trained.pattern_change
+    info = runs.info
     info = info._replace(
         max_kink=jnp.maximum(info.max_kink, trained.kink),
-        pattern_change=jnp.where(info.pattern_change >= 0, info.pattern_change, first),
+        pattern_change=_first(info.pattern_change, trained.pattern_change),
+        loss_below=_first(info.loss_below, trained.loss_below),
     )
     state = trained.state._replace(step=trained.state.step + settings.check_every)
     return Runs(state, info), trained.exact, trained.end
+
+
+def _first(before, now):
+    """The first step of an event: `before` if it happened already (≥ 0), else `now`."""
+    return jnp.where(before >= 0, before, now)
 
 
 def _checked_block(runs: Runs, inputs, end, scalars: ChunkScalars, settings: ChunkSettings):
@@ -78,7 +85,7 @@ def _checked_block(runs: Runs, inputs, end, scalars: ChunkScalars, settings: Chu
         fixed_next = jnp.zeros(code.shape, bool)
     else:  # whether the next chunk can start on the fixed-pattern path: every kink inside
         kinks = jax.vmap(max_abs_kink)(params)
-        fixed_next = kinks < jnp.min(jnp.abs(inputs.data.x), axis=-1)
+        fixed_next = fixed_pattern_ready(kinks, inputs.data, runs.state)
     return runs._replace(info=info), code, loss, fixed_next
 
 

@@ -16,10 +16,18 @@ import jax.numpy as jnp
 import optax
 
 from gdrelu.data import WeightedData
+from gdrelu.detectors import below_linear
 from gdrelu.engine.checks import chunk_end
 from gdrelu.engine.state import RunState, materialized_params, refreshed
 from gdrelu.fastpath import fixed_pattern_gradient, side_moments
-from gdrelu.model import Params, activation_pattern, active_neurons, loss_gradient, max_abs_kink
+from gdrelu.model import (
+    Params,
+    activation_pattern,
+    active_neurons,
+    loss_and_pattern,
+    loss_gradient,
+    max_abs_kink,
+)
 from gdrelu.optim import Optimizer, get_optimizer, minibatch
 from gdrelu.outcome import stop_rules
 from gdrelu.propagator import ChunkEnd, deferred_steps
@@ -31,6 +39,7 @@ class Trained(NamedTuple):
     state: RunState
     kink: jax.Array  # (runs,) max over the chunk's steps of max_i |b_i/a_i|
     pattern_change: jax.Array  # (runs,) first step of the chunk whose pattern differs; -1
+    loss_below: jax.Array  # (runs,) first step of the chunk with its loss below L_lin; -1
     exact: jax.Array  # (runs,) the path did the chunk exactly (else: redo it on "general")
     end: ChunkEnd  # what the checks need of the runs
 
@@ -75,8 +84,9 @@ def _trained(
     fixed_pattern=False,
 ):
     """`num_steps` steps of `optimizer` on one run: (state, max over the steps of
-    max_i |b_i/a_i|, first step whose activation pattern differs (-1: none; not tracked
-    with `fixed_pattern`), which neurons changed side at some step)."""
+    max_i |b_i/a_i|, first step whose activation pattern differs, first step whose
+    training loss is below (1 - ε) L_lin (-1: none; neither tracked with `fixed_pattern`),
+    which neurons changed side at some step)."""
     params, scaling = state.params, state.scaling
     transformation = optimizer.transformation(step_size)
     gradient = _gradient_of(state, data, alpha, optimizer, fixed_pattern)
@@ -85,15 +95,18 @@ def _trained(
     active = active_neurons(params)  # padding stays padding: one mask for the chunk
 
     def body(carry, t):
-        p, opt, kink, changed, first = carry
+        p, opt, kink, changed, first, below = carry
         updates, opt = transformation.update(gradient(p, t), opt, p)
         p = optax.apply_updates(p, updates)
-        if not fixed_pattern:  # (an exact fixed-pattern chunk changes no pattern)
-            moved = jnp.any(activation_pattern(p, data.x, scaling) != pattern)
-            first = jnp.where((first < 0) & moved, state.step + t + 1, first)
+        if not fixed_pattern:  # (an exact fixed-pattern chunk changes no group: `general`)
+            loss, now = loss_and_pattern(p, data.x, data.y, data.weights, alpha, scaling)
+            step = state.step + t + 1
+            first = jnp.where((first < 0) & jnp.any(now != pattern), step, first)
+            low = below_linear(loss, state.linear_threshold)
+            below = jnp.where((below < 0) & low, step, below)
         changed = changed | _side_changes(p, params)
         kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
-        return (p, opt, kink, changed, first), None
+        return (p, opt, kink, changed, first, below), None
 
     none = jnp.full_like(state.step, -1)
     carry = (
@@ -102,35 +115,47 @@ def _trained(
         jnp.zeros_like(params.c),
         jnp.zeros(params.b.shape, bool),
         none,
+        none,
     )
     steps = jnp.arange(num_steps, dtype=jnp.int32)
-    (params, opt, kink, changed, first), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
-    return state._replace(params=params, opt_state=opt), kink, first, changed
+    (params, opt, kink, changed, first, below), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
+    return state._replace(params=params, opt_state=opt), kink, first, below, changed
 
 
 def general(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1) -> Trained:
-    """Any optimizer on the loss's gradient: always exact."""
+    """Any optimizer on the loss's gradient: always exact. The only path that tracks the
+    pattern change and the loss below L_lin after every step (one forward pass per step,
+    sharing the preactivations of the pattern)."""
     one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
     state = state._replace(params=materialized_params(state))
-    state, kink, first, changed = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    state, kink, first, below, changed = trained
     end = jax.vmap(chunk_end)(state.params)
-    return Trained(refreshed(state, changed), kink, first, jnp.ones(kink.shape, bool), end)
+    exact = jnp.ones(kink.shape, bool)
+    return Trained(refreshed(state, changed), kink, first, below, exact, end)
 
 
 def fixed_pattern(
     state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1
 ) -> Trained:
     """Any optimizer on the gradients of `fastpath` (O(n) per step; O(n + B) with
-    minibatches), exact while no kink reaches the data and no neuron changes side (the
-    redo on the general path then records the step of the pattern change)."""
+    minibatches), exact while no kink reaches the data and no neuron changes side.
+
+    An exact chunk groups the points by their side of the origin throughout, and the
+    network is affine on each side, so its loss is at least L_lin of that grouping: no
+    step of it has a loss below the run's L_lin if the initial groups refine the sides
+    (`RunState.within_sides`; the engine trains the other runs on the general path).
+    Neither the pattern change nor the loss below L_lin is tracked here: the redo of an
+    inexact chunk on the general path records both."""
     one = jax.vmap(
         functools.partial(_trained, fixed_pattern=True), in_axes=(0, 0, 0, None, None, None, None)
     )
     state = state._replace(params=materialized_params(state))
-    state, kink, first, changed = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    state, kink, first, below, changed = trained
     exact = (kink < jnp.min(jnp.abs(data.x), axis=-1)) & ~jnp.any(changed, axis=-1)
     end = jax.vmap(chunk_end)(state.params)
-    return Trained(refreshed(state, changed), kink, first, exact, end)
+    return Trained(refreshed(state, changed), kink, first, below, exact, end)
 
 
 def propagator(
@@ -146,7 +171,13 @@ def propagator(
 ) -> Trained:
     """GD on the propagator; `blocks` = (runs per block, traced count of blocks to train),
     by default the whole batch in one block; `kernel` as in `placement.Blocking`. The
-    parameters keep their Φ_t unapplied (`materialized_params`)."""
+    parameters keep their Φ_t unapplied (`materialized_params`).
+
+    Like an exact `fixed_pattern` chunk, an exact propagator chunk keeps every kink inside
+    the data-free zone, where the run started (else it crossed at its first check and was
+    redone): its groups are the initial ones, the two sides, and its loss is at least
+    L_lin at every step. So it never sets the pattern change nor the loss below L_lin;
+    the general path's redo of an inexact or crossed chunk does."""
     del optimizer  # GD only
     moments = jax.vmap(side_moments)(data)
     block, count = blocks or (state.params.c.shape[0], None)
@@ -163,7 +194,8 @@ def propagator(
         kernel=kernel,
     )
     state = state._replace(params=state.params._replace(c=c), deferred=pending)
-    return Trained(state, kink, jnp.full_like(state.step, -1), exact, end)
+    none = jnp.full_like(state.step, -1)
+    return Trained(state, kink, none, none, exact, end)
 
 
 # Batched paths: (state, data, step_size, alpha, num_steps, optimizer, unroll) -> Trained,

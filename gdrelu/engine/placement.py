@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu.engine.checks import CheckInputs
-from gdrelu.engine.state import Runs, initial_state
+from gdrelu.engine.state import Runs, RunState, initial_state
 
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
@@ -206,6 +206,13 @@ def padded_positions(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
+def fixed_pattern_ready(kinks, data, state: RunState) -> jax.Array:
+    """Which runs of a batch may train their next chunk on the fixed-pattern path: every
+    kink (max_i |b_i/a_i|, (runs,)) inside the data-free zone, and initial groups that
+    refine the sides, so that such a chunk cannot go below L_lin (`paths.fixed_pattern`)."""
+    return (kinks < jnp.min(jnp.abs(data.x), axis=-1)) & state.within_sides
+
+
 def placed(
     params,
     inputs: CheckInputs,
@@ -229,10 +236,12 @@ def placed(
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
     blocking = blocking_for(devices, count, block, kernel, redo)
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
-    runs: Runs = initial_state(params, inputs.step_size, noise_key, scaling, optimizer=optimizer)
+    runs: Runs = initial_state(
+        params, inputs.step_size, noise_key, scaling, optimizer=optimizer, data=inputs.data
+    )
     general = None
     if mixed:
-        general = ~np.asarray(runs.info.max_kink < jnp.min(jnp.abs(inputs.data.x), axis=-1))
+        general = ~np.asarray(fixed_pattern_ready(runs.info.max_kink, inputs.data, runs.state))
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding, general)
     runs, inputs = reordered((runs, inputs), jnp.asarray(positions), sharding)

@@ -20,7 +20,7 @@ from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
 from gdrelu.engine.chunk import ChunkSettings, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.engine.placement import Layout, arrange, lanes_at, padded_positions, placed, reordered
-from gdrelu.engine.state import REPORTED, Runs, materialized_params
+from gdrelu.engine.state import REPORTED, STEPS_REPORTED, Runs, materialized_params
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
 from gdrelu.optim import Optimizer, get_optimizer
 from gdrelu.outcome import SimulationResult, Status, stop_rules
@@ -83,7 +83,9 @@ def simulate(
     called after check k with every run's current status code.
 
     Every run also gets the detectors of `detectors`: the first step whose activation
-    pattern differs from the initial one, L_lin, and the final escaped/stuck label.
+    pattern differs from the initial one, L_lin (at the initial parameters), the first
+    step whose training loss is below (1 - ESCAPE_MARGIN) L_lin (both checked after
+    every step, on any path), and the final escaped/stuck label.
     `classify_width` pads the networks for that last classification (padding neurons
     change no activation group), so that one compiled program serves batches of several
     widths.
@@ -248,16 +250,20 @@ class _Outcomes(NamedTuple):
     status: np.ndarray  # (runs,) Status codes
     stop_step: np.ndarray  # (runs,)
     params: list[np.ndarray]  # the final parameters, a leading runs axis
-    reported: dict[str, np.ndarray]  # "loss" and `state.REPORTED`, (runs,) each
+    reported: dict[str, np.ndarray]  # "loss", "linear_threshold", `state.REPORTED`: (runs,)
 
     @classmethod
     def empty(cls, params: Params) -> _Outcomes:
         runs, dtype = params.c.shape[0], params.b.dtype
+        names = ("loss", "linear_threshold", *REPORTED)
         return cls(
             status=np.zeros(runs, np.int8),
             stop_step=np.zeros(runs, np.int64),
             params=[np.zeros(np.shape(leaf), dtype) for leaf in params],
-            reported={name: np.zeros(runs, dtype) for name in ("loss", *REPORTED)},
+            reported={
+                name: np.zeros(runs, np.int64 if name in STEPS_REPORTED else dtype)
+                for name in names
+            },
         )
 
 
@@ -306,7 +312,12 @@ def _ending(runs: Runs, loss, positions, mesh) -> tuple[Params, dict[str, jax.Ar
     """The lanes at `positions`: their materialized parameters and reported values."""
     runs, loss = lanes_at((runs, loss), positions, mesh)
     reported = {name: getattr(runs.info, name) for name in REPORTED}
-    return materialized_params(runs.state), {"loss": loss, **reported}
+    threshold = runs.state.linear_threshold
+    return materialized_params(runs.state), {
+        "loss": loss,
+        "linear_threshold": threshold,
+        **reported,
+    }
 
 
 def _finished(runs: Runs, loss, lanes, layout: Layout, outcomes: _Outcomes, ids) -> None:
@@ -334,9 +345,8 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         initial = padded(jax.device_get(params), classify_width, xp=np)
         last = padded(final, classify_width, xp=np)
     reported = outcomes.reported
-    threshold, escaped = jax.device_get(
-        classify(initial, last, data, jnp.asarray(reported["loss"]), scaling)
-    )
+    loss, threshold = (jnp.asarray(reported[name]) for name in ("loss", "linear_threshold"))
+    threshold, escaped = jax.device_get(classify(initial, last, data, loss, scaling, threshold))
     held_out = "held_out" in rules
     return SimulationResult(
         status=outcomes.status,
@@ -344,10 +354,11 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         params=final,
         max_kink=reported["max_kink"],
         final_loss=reported["loss"],
-        pattern_change_step=reported["pattern_change"].astype(np.int64),
+        pattern_change_step=reported["pattern_change"],
+        loss_below_step=reported["loss_below"],
         linear_threshold=threshold,
         escaped=escaped,
         best_validation_loss=reported["best_val"],
         test_loss_at_best=reported["test_at_best"] if held_out else np.full(runs, np.nan),
-        best_step=reported["best_step"].astype(np.int64),
+        best_step=reported["best_step"],
     )

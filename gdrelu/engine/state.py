@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gdrelu.data import WeightedData
+from gdrelu.detectors import linear_regime
 from gdrelu.model import STANDARD, Params, Scaling, max_abs_kink
 from gdrelu.optim import get_optimizer
 from gdrelu.propagator import IRREGULAR_CAPACITY, Deferred, deferred, materialize, regular_neurons
@@ -28,6 +30,8 @@ class RunState(NamedTuple):
     slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
     regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
     deferred: Deferred  # the propagator's unapplied Φ_t, Grams, tracked neurons
+    linear_threshold: jax.Array  # (runs,) L_lin at the initial parameters (`detectors`)
+    within_sides: jax.Array  # (runs,) its groups refine the sides (`detectors.linear_regime`)
 
 
 class RunInfo(NamedTuple):
@@ -35,6 +39,7 @@ class RunInfo(NamedTuple):
 
     max_kink: jax.Array  # max over steps so far of max_i |b_i/a_i|
     pattern_change: jax.Array  # first step whose activation pattern differs; -1: none
+    loss_below: jax.Array  # first step whose training loss is below (1 - ε) L_lin; -1: none
     best_val: jax.Array  # best validation loss at a check so far
     stale_checks: jax.Array  # checks since the validation loss last improved
     test_at_best: jax.Array  # test loss at the check of best_val
@@ -48,18 +53,28 @@ class Runs(NamedTuple):
     info: RunInfo
 
 
-REPORTED = ("max_kink", "pattern_change", "best_val", "test_at_best", "best_step")
+REPORTED = (
+    "max_kink",
+    "pattern_change",
+    "loss_below",
+    "best_val",
+    "test_at_best",
+    "best_step",
+)
+STEPS_REPORTED = ("pattern_change", "loss_below", "best_step")  # integers: step numbers
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
 def initial_state(
-    params: Params, step_size=None, noise_key=None, scaling=None, *, optimizer=GD
+    params: Params, step_size=None, noise_key=None, scaling=None, *, optimizer=GD, data=None
 ) -> Runs:
     """A batch of runs before their first step.
 
     step_size (runs,) builds the optimizer's state; noise_key (runs, 2) uint32 key data
     seeds the minibatches of a stochastic optimizer (zeros when not given); scaling holds
-    (runs,) multipliers of the parameterization (standard when not given).
+    (runs,) multipliers of the parameterization (standard when not given). `data`, the
+    training points (leading runs axis), gives each run its L_lin (O(n·m), once); without
+    it L_lin is NaN and no loss is ever below it.
     """
     runs, dtype = params.c.shape[0], params.c.dtype
     scaling = Scaling(
@@ -83,16 +98,33 @@ def initial_state(
         slope0=slope0,
         regular=regular,
         deferred=_deferred(params, slope0, regular),
+        **_linear_regime(params, data, scaling),
     )
     info = RunInfo(
         max_kink=jax.vmap(max_abs_kink)(params, scaling),
         pattern_change=jnp.full((runs,), -1, jnp.int32),
+        loss_below=jnp.full((runs,), -1, jnp.int32),
         best_val=jnp.full((runs,), jnp.inf, dtype),
         stale_checks=jnp.zeros((runs,), jnp.int32),
         test_at_best=jnp.full((runs,), jnp.inf, dtype),
         best_step=jnp.zeros((runs,), jnp.int32),
     )
     return Runs(state, info)
+
+
+def _linear_regime(params: Params, data, scaling: Scaling) -> dict[str, jax.Array]:
+    """L_lin and within_sides of each run (`detectors.linear_regime`), 64 runs at a time."""
+    runs, dtype = params.c.shape[0], params.c.dtype
+    if data is None:
+        return {
+            "linear_threshold": jnp.full((runs,), jnp.nan, dtype),
+            "within_sides": jnp.zeros((runs,), bool),
+        }
+    data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
+    threshold, within = jax.lax.map(
+        lambda args: linear_regime(*args), (params, data, scaling), batch_size=64
+    )
+    return {"linear_threshold": threshold, "within_sides": within}
 
 
 def _deferred(params: Params, slope0, regular) -> Deferred:

@@ -1,0 +1,161 @@
+"""`SimulationResult.loss_below_step`: the first step whose training loss is below
+(1 - ESCAPE_MARGIN) L_lin, checked after every step on every path (issue 17)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gdrelu import ExperimentSpec, Params, WeightedData, engine, simulate, theory
+from gdrelu.data import multinomial_weights, star_points
+from gdrelu.detectors import ESCAPE_MARGIN, classify, linear_regime, linear_threshold
+from gdrelu.experiment import Cell, initial_runs
+from gdrelu.init import he_init
+from gdrelu.model import loss_gradient, weighted_loss
+
+CHECK_EVERY, MAX_CHECKS = 250, 8
+
+
+def _paper_runs(n, count, delta=0.0, seed=0):
+    spec = ExperimentSpec(widths=(n,), deltas=(delta,), runs=count, seed=seed)
+    params, data, _ = initial_runs(Cell(n, delta, spec), np.arange(count))
+    return params, data, theory.paper_step_size(params, data)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "optimizer"))
+def _direct_first_below(params, data, h, *, steps, optimizer):
+    """One run step by step: the optax update of `optimizer(h)` on the loss's gradient,
+    then the loss on every point; the first step below (1 - ε) L_lin, or -1."""
+    transformation = optimizer(h)
+    threshold = linear_threshold(params, data)
+
+    def step(carry, _):
+        p, state = carry
+        grads = loss_gradient(p, data.x, data.y, data.weights)
+        updates, state = transformation.update(grads, state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state), weighted_loss(p, data.x, data.y, data.weights)
+
+    _, losses = jax.lax.scan(step, (params, transformation.init(params)), length=steps)
+    below = losses < (1 - ESCAPE_MARGIN) * threshold
+    return jnp.where(jnp.any(below), jnp.argmax(below) + 1, -1)
+
+
+def _direct(params, data, h, optimizer, steps):
+    one = functools.partial(_direct_first_below, steps=steps, optimizer=optimizer)
+    return np.array(
+        [
+            int(one(Params(*(v[i] for v in params)), WeightedData(*(v[i] for v in data)), h[i]))
+            for i in range(np.shape(params.c)[0])
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def width4():
+    return _paper_runs(4, 16)
+
+
+def _simulate(params, data, h, **kwargs):
+    return simulate(params, data, h, check_every=CHECK_EVERY, max_checks=MAX_CHECKS, **kwargs)
+
+
+def test_gd_equals_a_direct_loop(width4):
+    """1-D GD trained to the end (no stop rule): the first step below L_lin of each run."""
+    params, data, h = width4
+    result = _simulate(params, data, h, stop_on=())
+    want = _direct(params, data, np.asarray(h), optax.sgd, CHECK_EVERY * MAX_CHECKS)
+    np.testing.assert_array_equal(result.loss_below_step, want)
+    assert np.any(want > 0) and np.any(want < 0), "some runs escape, some do not"
+    assert np.all(result.escaped[want > 0])
+
+
+def test_paths_and_blocks_give_the_same_step(width4):
+    """The propagator (auto) stops crossed runs and redoes their chunk on the general path:
+    the step is that of the general path, whatever the block size."""
+    params, data, h = width4
+    general = _simulate(params, data, h, path="general")
+    assert np.any(general.loss_below_step > 0)
+    for kwargs in ({"path": "auto"}, {"path": "auto", "block": 8}, {"path": "fixed_pattern"}):
+        got = _simulate(params, data, h, **kwargs)
+        np.testing.assert_array_equal(got.loss_below_step, general.loss_below_step)
+        np.testing.assert_array_equal(got.stop_step, general.stop_step)
+
+
+def test_linear_threshold_is_that_of_classify(width4):
+    """L_lin, now computed at placement, has the values `classify` computes."""
+    params, data, h = width4
+    result = _simulate(params, data, h)
+    threshold, _ = classify(params, result.params, data, jnp.asarray(result.final_loss))
+    np.testing.assert_array_equal(result.linear_threshold, np.asarray(threshold))
+
+
+def test_adam_equals_a_direct_loop():
+    params, data, h = _paper_runs(8, 6, delta=0.1, seed=3)
+    h = np.asarray(h) * 0.1
+    result = _simulate(params, data, h, optimizer="adam")
+    want = _direct(params, data, h, optax.adam, CHECK_EVERY * MAX_CHECKS)
+    np.testing.assert_array_equal(result.loss_below_step, want)
+    assert np.any(want > 0)
+
+
+def test_star_equals_a_direct_loop():
+    """2-D: eleven rays, He init, GD on the general path."""
+    runs, n = 6, 4
+    keys = jax.random.split(jax.random.key(5), 2 * runs)
+    params = jax.vmap(lambda k: he_init(n, 2, key=k))(keys[:runs])
+    x, y = star_points()
+    weights = jax.vmap(lambda k: multinomial_weights(k, x.shape[0], 64, y.dtype))(keys[runs:])
+    data = WeightedData(
+        jnp.broadcast_to(x, (runs, *x.shape)), jnp.broadcast_to(y, (runs, *y.shape)), weights
+    )
+    h = np.full(runs, 0.3)
+    result = _simulate(params, data, h, stop_on=())
+    want = _direct(params, data, h, optax.sgd, CHECK_EVERY * MAX_CHECKS)
+    np.testing.assert_array_equal(result.loss_below_step, want)
+    assert np.any(want > 0)
+
+
+@pytest.mark.parametrize("path", ["propagator", "fixed_pattern"])
+def test_exact_fast_chunks_never_go_below(width4, path):
+    """Chunk after chunk from the general path's state, the fast path's chunk from the same
+    start: every run it does exactly (and that does not cross) stays above L_lin at every
+    step of that chunk, as the general path's tracking shows. (Why a fast path need not
+    track it: `paths.propagator`.)"""
+    params, data, h = _paper_runs(6, 32, delta=0.1, seed=1)
+    runs = engine.initial_state(params, h, data=data)
+    within = np.asarray(runs.state.within_sides)
+    train = jax.jit(
+        lambda state, p: engine.PATHS[p](state, data, h, 0.0, 100, engine.GD),
+        static_argnums=1,
+    )
+    zone = np.min(np.abs(np.asarray(data.x)), axis=-1)
+    escaped_in_chunk = 0
+    for _ in range(20):
+        general = train(runs.state, "general")
+        fast = train(runs.state, path)
+        exact = np.asarray(fast.exact) & (np.asarray(fast.kink) < zone)
+        if path == "fixed_pattern":
+            exact &= within
+        below = np.asarray(general.loss_below)
+        assert np.all(below[exact] < 0)
+        escaped_in_chunk += np.sum(below >= 0)
+        runs = engine.Runs(general.state._replace(step=general.state.step + 100), runs.info)
+    assert escaped_in_chunk > 0, "some chunk goes below L_lin (on the general path)"
+
+
+def test_within_sides():
+    """Initial groups that refine the two sides of the origin, or not: a kink between the
+    data points on one side refines them; every neuron on at every point merges them."""
+    x = jnp.array([-2.0, -1.0, 1.0, 2.0])
+    data = WeightedData(x, x**2, jnp.full(4, 0.25))
+    he = Params(jnp.array([1.0, -1.0]), jnp.zeros(2), jnp.ones(2), jnp.zeros(()))
+    split = he._replace(b=jnp.array([-1.5, 0.0]))  # kink at 1.5: three groups
+    merged = Params(jnp.array([1.0]), jnp.array([5.0]), jnp.ones(1), jnp.zeros(()))
+    assert bool(linear_regime(he, data)[1]) and bool(linear_regime(split, data)[1])
+    threshold, within = linear_regime(merged, data)
+    assert not bool(within)
+    assert float(threshold) == pytest.approx(float(linear_threshold(merged, data)))
