@@ -7,7 +7,6 @@ A unit is one spec's width (all its Δ cells); each finished unit is stored at o
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,10 +79,8 @@ def run_experiment(
     for cells in results.values():
         if on_stored is not None:
             on_stored(cells)
-    remaining = tuple(w for w in spec.widths if w not in results)
-    if remaining:
-        todo = spec if not results else dataclasses.replace(spec, widths=remaining)
-        for width, cells in _trained_widths(todo, on_check, processes, budget):
+    if len(results) < len(spec.widths):
+        for width, cells in _trained_widths(spec, set(results), on_check, processes, budget):
             if units is not None:
                 store.save_unit(units, unit_name(spec, width), cells)
             results[width] = cells
@@ -116,9 +113,16 @@ def _stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[C
     return found
 
 
-def _trained_widths(spec: ExperimentSpec, on_check, processes: Processes | None, budget: int):
-    """(width, its cells' results) of every width of `spec`, bucket by bucket."""
-    for bucket, widths in width_buckets(spec):
+def _trained_widths(
+    spec: ExperimentSpec, stored: set[int], on_check, processes: Processes | None, budget: int
+):
+    """(width, its cells' results) of every width of `spec` not in `stored`, bucket by
+    bucket: the buckets and padding of the whole spec, so that a resumed run pads each
+    width as the uninterrupted run did."""
+    for bucket, all_widths in width_buckets(spec):
+        widths = tuple(w for w in all_widths if w not in stored)
+        if not widths:
+            continue
         train = functools.partial(
             train_cells,
             bucket=bucket,

@@ -409,11 +409,6 @@ def _interrupted_after_first_unit(monkeypatch):
     return lambda: monkeypatch.setattr(gdrelu.runner, "run_experiment", original)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.run_experiment re-buckets the widths left on resume (a spec of those "
-    "widths only: another padding and shared width), which moves the last bits",
-)
 @pytest.mark.parametrize("buckets", ["pow2", "auto"])
 def test_a_resume_pads_and_buckets_as_the_uninterrupted_run(buckets, tmp_path, monkeypatch):
     """--widths 32,16 interrupted after width 32's unit, then resumed with --widths 16,32

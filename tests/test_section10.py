@@ -3,10 +3,12 @@
 import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
-from gdrelu import section10
+from gdrelu import memory, section10
+from gdrelu.cells import Cell
 from gdrelu.cli import main
 
 TINY = section10.Scale(
@@ -85,7 +87,10 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
     )
     whole = section10.run_group(scale, group, memory_budget=1 << 40)
     assert len(batches) == 1
-    split = section10.run_group(scale, group, memory_budget=1, units=tmp_path)
+    spec = section10.group_cells(scale, group, 0)[0][1].spec
+    per_run, per_block_run = memory.run_bytes(spec, scale.width, Cell(scale.width, 0.0, spec))
+    one_block = 32 * jax.local_device_count() * (memory.COPIES * per_run + per_block_run)
+    split = section10.run_group(scale, group, memory_budget=one_block, units=tmp_path)
     assert [sum(idx.size for _, idx in work) for work in batches[1:]] == [64, 16]
     for got, want in zip(split, whole, strict=True):  # a batch's layout moves the last bits
         assert got.keys() == want.keys()
