@@ -37,13 +37,23 @@ def multinomial_weights(
 ) -> jax.Array:
     """p_j = count_j / N for N draws from the uniform distribution on `num_points` points.
 
-    Returns (num_points,). `num_samples` may be traced (it is data, not a shape).
+    Returns (num_points,) in `dtype`. `num_samples` may be traced (it is data, not a
+    shape). The counts are drawn in `count_dtype()` whatever `dtype` (float64 when JAX has
+    it), so that they stay exact integers up to N = 2^53, as the integer counts of the
+    paper's float32 code were; only p_j is rounded to `dtype`.
     """
     dtype = dtype or jnp.result_type(float)
-    probs = jnp.full((num_points,), 1.0 / num_points, dtype=dtype)
-    n = jnp.asarray(num_samples, dtype=dtype)
-    counts = jax.random.multinomial(key, n, probs, dtype=dtype)
-    return counts / n
+    counting = count_dtype()
+    probs = jnp.full((num_points,), 1.0 / num_points, dtype=counting)
+    n = jnp.asarray(num_samples, dtype=counting)
+    counts = jax.random.multinomial(key, n, probs, dtype=counting)
+    return (counts / n).astype(dtype)
+
+
+def count_dtype():
+    """The dtype multinomial counts are drawn in: float64 when x64 is on, else float32
+    (exact integers up to 2^53 or 2^24 draws)."""
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 def paper_data(

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu import engine
-from gdrelu.data import CONTINUOUS, DATASETS, FINITE, load_user_data, split_sizes
+from gdrelu.data import CONTINUOUS, DATASETS, FINITE, count_dtype, load_user_data, split_sizes
 from gdrelu.init import INITS, parameterization_of, parse_bias_init
 from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
 
@@ -317,22 +317,23 @@ def _check_grid(spec: ExperimentSpec) -> None:
 
 def _check_sample_count(spec: ExperimentSpec) -> None:
     """N multinomial draws per run (N = n² by default) stay exact: the sampler counts in
-    the spec's dtype (`jax.random.multinomial`), whose integers are exact up to 2^53
-    (float64) or 2^24 (float32); above, the counts stop summing to N."""
+    `data.count_dtype()` (`jax.random.multinomial`), whose integers are exact up to 2^53
+    (float64, x64 on) or 2^24 (float32); above, the counts stop summing to N."""
     if spec.data in CONTINUOUS or spec.split is not None:
         return
-    bits = np.finfo(spec.dtype).nmant + 1
+    counting = np.dtype(count_dtype())
+    bits = np.finfo(counting).nmant + 1
     if spec.num_samples is not None:
         if spec.num_samples > 2**bits:
-            raise SpecError("num_samples", f"above 2^{bits}, {spec.dtype}'s exact integers")
+            raise SpecError("num_samples", f"above 2^{bits}, {counting}'s exact integers")
         return
     for width in spec.widths:
         if width**2 > 2**bits:
             raise SpecError(
                 "widths",
-                f"width {width}: N = n² = {width**2} draws exceed 2^{bits}, {spec.dtype}'s "
+                f"width {width}: N = n² = {width**2} draws exceed 2^{bits}, {counting}'s "
                 f"exact integers (widths up to {math.isqrt(2**bits)}); set num_samples ≤ "
-                f"2^{bits}" + (" or use float64" if spec.dtype == "float32" else ""),
+                f"2^{bits}" + (" or enable jax_enable_x64" if bits < 53 else ""),
             )
 
 

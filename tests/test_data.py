@@ -128,10 +128,8 @@ def test_user_data_files(tmp_path):
     ("dtype", "bits", "widest"), [("float32", 24, 4096), ("float64", 53, 94_906_265)]
 )
 def test_multinomial_counts_are_exact_up_to_the_dtype_s_integers(dtype, bits, widest):
-    """The sampler counts in floats: N = 2^bits draws sum exactly to N, the square of the
-    next odd width (no float of the dtype) does not; the spec refuses the widths whose
-    N = n² is above 2^bits, naming width and dtype, unless num_samples caps N."""
-    from gdrelu import ExperimentSpec, SpecError
+    """jax.random.multinomial counts in floats: N = 2^bits draws sum exactly to N, the
+    square of the next odd width (no float of the dtype) does not."""
 
     keys = jax.random.split(jax.random.key(0), 20)
 
@@ -144,10 +142,38 @@ def test_multinomial_counts_are_exact_up_to_the_dtype_s_integers(dtype, bits, wi
     assert np.all(counts(2**bits) == 2**bits)
     odd = widest + 1 + widest % 2
     assert np.any(counts(odd**2) != odd**2)
-    ExperimentSpec(widths=(widest,), deltas=(0.0,), dtype=dtype)
-    with pytest.raises(SpecError, match=f"width {widest + 1}: .*{dtype}"):
-        ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype)
-    ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype, num_samples=2**bits)
-    with pytest.raises(SpecError, match="num_samples"):
-        ExperimentSpec(widths=(8,), deltas=(0.0,), dtype=dtype, num_samples=2**bits + 1)
-    ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype, data="p-ex")  # i.i.d.
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_spec_admits_the_widths_whose_counts_stay_exact(dtype):
+    """Counts are drawn in float64 whatever the spec's dtype (x64 on): N = n² exact up to
+    width 94 906 265; with x64 off (float32 counts) up to 4096. Above, the spec refuses the
+    width, naming it, unless num_samples caps N."""
+    from gdrelu import ExperimentSpec, SpecError
+
+    for x64, widest, bits in ((True, 94_906_265, 53), (False, 4096, 24)):
+        if not x64 and dtype == "float64":
+            continue
+        jax.config.update("jax_enable_x64", x64)
+        try:
+            ExperimentSpec(widths=(widest,), deltas=(0.0,), dtype=dtype)
+            with pytest.raises(SpecError, match=f"width {widest + 1}: "):
+                ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype)
+            ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype, num_samples=2**bits)
+            with pytest.raises(SpecError, match="num_samples"):
+                ExperimentSpec(widths=(8,), deltas=(0.0,), dtype=dtype, num_samples=2**bits + 1)
+            ExperimentSpec(widths=(widest + 1,), deltas=(0.0,), dtype=dtype, data="p-ex")
+        finally:
+            jax.config.update("jax_enable_x64", True)
+
+
+def test_float32_weights_are_float64_counts_rounded():
+    """At width 8192 (N = 2^26 > 2^24) float32 weights are the exact float64 counts / N,
+    rounded: the paper's float32 code divided integer counts."""
+    from gdrelu.data import multinomial_weights
+
+    key = jax.random.key(5)
+    wide = np.asarray(multinomial_weights(key, 33, 8192**2, jnp.float64))
+    assert np.sum(np.round(wide * 8192**2)) == 8192**2
+    narrow = np.asarray(multinomial_weights(key, 33, 8192**2, jnp.float32))
+    np.testing.assert_array_equal(narrow, wide.astype(np.float32))
