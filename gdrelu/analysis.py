@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from gdrelu.cells import CellResult
+from gdrelu.detectors import ESCAPE_MARGIN
 from gdrelu.engine import Status
 from gdrelu.spec import ExperimentSpec
 from gdrelu.stats import failure_probability, paired_comparison
@@ -41,6 +42,20 @@ def interval_halfwidth(cell_result: CellResult) -> float:
     return (high - low) / 2.0
 
 
+def below_threshold(cell_result: CellResult) -> dict[str, np.ndarray]:
+    """Which runs had a training loss below (1 - ESCAPE_MARGIN) L_lin: "ever" (at some
+    step, `loss_below_step`, as the paper's star code counted) and "final" (the final
+    network); bool (runs,) each."""
+    res = cell_result.result
+    final = res.final_loss < (1.0 - ESCAPE_MARGIN) * res.linear_threshold
+    return {"ever": res.loss_below_step >= 0, "final": final}
+
+
+def _fraction(mask: np.ndarray) -> dict[str, Any]:
+    p, ci = failure_probability(int(mask.sum()), mask.size)
+    return {"runs": int(mask.sum()), "fraction": p, "ci95": list(ci)}
+
+
 def cell_summary(cell_result: CellResult) -> dict[str, Any]:
     """One summary.json cell: counts by status, P(stuck) and its 95% interval
     (`stuck_runs`), the crossed runs not counted stuck ("crossed_not_stuck": under the
@@ -65,6 +80,9 @@ def cell_summary(cell_result: CellResult) -> dict[str, Any]:
         "detectors": {
             "pattern_changed": int(np.sum(res.pattern_change_step >= 0)),
             "escaped_final": int(np.sum(res.escaped)),
+        },
+        "loss_below_threshold": {
+            when: _fraction(mask) for when, mask in below_threshold(cell_result).items()
         },
     }
 

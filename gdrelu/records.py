@@ -23,6 +23,7 @@ class RunRecord(NamedTuple):
     max_kink: float
     step_size: float
     pattern_change_step: int
+    loss_below_step: int  # first step with loss < (1 - 1e-6) L_lin; -1: never
     linear_threshold: float
     escaped: bool
     best_validation_loss: float
@@ -51,6 +52,7 @@ def run_records(cell_result: CellResult) -> list[RunRecord]:
             max_kink=float(res.max_kink[i]),
             step_size=float(cell_result.step_size[i]),
             pattern_change_step=int(res.pattern_change_step[i]),
+            loss_below_step=int(res.loss_below_step[i]),
             linear_threshold=float(res.linear_threshold[i]),
             escaped=bool(res.escaped[i]),
             best_validation_loss=float(res.best_validation_loss[i]),

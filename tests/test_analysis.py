@@ -1,0 +1,48 @@
+"""What summary.json says of a cell, from results built by hand."""
+
+import numpy as np
+import pytest
+
+from gdrelu import ExperimentSpec
+from gdrelu.analysis import cell_summary
+from gdrelu.cells import Cell, CellResult
+from gdrelu.model import Params
+from gdrelu.outcome import SimulationResult, Status
+from gdrelu.records import RUN_COLUMNS, run_records
+
+
+def _cell(loss_below_step, final_loss, threshold):
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=len(final_loss), stop_on=())
+    zeros = np.zeros(len(final_loss))
+    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
+    fields.update(
+        status=np.full(zeros.size, Status.UNFINISHED, np.int8),
+        escaped=np.zeros(zeros.size, bool),
+        loss_below_step=np.asarray(loss_below_step),
+        final_loss=np.asarray(final_loss, float),
+        linear_threshold=np.asarray(threshold, float),
+    )
+    params = Params(*(np.zeros((zeros.size, 4)),) * 3, zeros)
+    return CellResult(Cell(4, 0.0, spec), zeros + 0.1, SimulationResult(params=params, **fields))
+
+
+def test_the_summary_counts_runs_that_ever_and_finally_dipped_below_the_threshold():
+    """Runs 0 and 1 dipped below L_lin at some step; run 1 ended below it, run 0 came
+    back; run 2 ends exactly at the margin (1 - 1e-6) L_lin, which is not below; run 3
+    never dipped."""
+    cr = _cell([120, 30, -1, -1], [1.0, 0.5, 1.0 - 1e-6, 2.0], [1.0, 1.0, 1.0, 1.0])
+    below = cell_summary(cr)["loss_below_threshold"]
+    assert below["ever"]["runs"] == 2 and below["ever"]["fraction"] == 0.5
+    assert below["final"]["runs"] == 1
+    low, high = below["final"]["ci95"]
+    assert low < 0.25 < high
+    records = run_records(cr)
+    assert "loss_below_step" in RUN_COLUMNS
+    assert [r.loss_below_step for r in records] == [120, 30, -1, -1]
+
+
+@pytest.mark.parametrize("mask", [[True] * 3, [False] * 3])
+def test_fractions_of_none_and_all_have_one_sided_intervals(mask):
+    cr = _cell([5 if m else -1 for m in mask], [0.0] * 3, [1.0] * 3)
+    ever = cell_summary(cr)["loss_below_threshold"]["ever"]
+    assert ever["ci95"][1 if mask[0] else 0] == (1.0 if mask[0] else 0.0)
