@@ -38,10 +38,11 @@ def execute(args, started: dict | None = None) -> int:
     """Check the request, open the directory, run what is not finished, write the report."""
     from gdrelu import reproduce
 
+    _names(args)  # a bad name is refused before JAX starts
+    backends.enable_x64()
+    backends.prepare(every_core=True)  # before the manifest asks JAX for the platform
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
-    backends.enable_x64()
-    backends.prepare(every_core=True)
     out = outdir.open_directory(args, manifest)
     backends.use_compilation_cache(args.cache_dir)
     if scale == "paper":
