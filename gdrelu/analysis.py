@@ -11,11 +11,9 @@ import numpy as np
 
 from gdrelu.cells import CellResult
 from gdrelu.detectors import ESCAPE_MARGIN
-from gdrelu.engine import Status
+from gdrelu.outcome import STUCK_STATUSES, Status
 from gdrelu.spec import ExperimentSpec
 from gdrelu.stats import failure_probability, paired_comparison
-
-STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)
 
 
 def status_counts(status: np.ndarray) -> dict[str, int]:

@@ -320,7 +320,8 @@ def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
     the per-side lines while its kinks stay inside the data and in general blocks once
     they leave: the statuses, the steps of the pattern changes and the parameters equal
     the general path's (1e-10)."""
-    from gdrelu.experiment import Cell, ExperimentSpec, initial_runs, noise_keys
+    from gdrelu.cells import Cell, initial_runs, noise_keys
+    from gdrelu.spec import ExperimentSpec
 
     cell = Cell(8, 0.0, ExperimentSpec(widths=(8,)))
     indices = np.arange(24)

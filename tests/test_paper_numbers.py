@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec, run_experiment
-from gdrelu.experiment import STUCK_STATUSES
+from gdrelu.outcome import STUCK_STATUSES
 
 # PAPER.md, "Numbers measured with the paper's own implementation": (width, Δ) -> stuck/400
 PAPER = {(16, 0.0): 262 / 400, (16, 0.1): 257 / 400}
