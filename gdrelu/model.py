@@ -41,12 +41,14 @@ STANDARD = Scaling(1.0, 1.0)
 PARAMETERIZATIONS = ("standard", "ntk")
 
 
-def scaling_of(parameterization: str, width, dim: int) -> Scaling:
-    """(s_a, s_w) of a parameterization: standard (1, 1), ntk (sqrt(2/d), sqrt(2/n))."""
+def scaling_of(parameterization: str, width, dim: int, xp=jnp) -> Scaling:
+    """(s_a, s_w) of a parameterization: standard (1, 1), ntk (sqrt(2/d), sqrt(2/n));
+    `xp=numpy` computes them on the host (in JAX's default float type)."""
     if parameterization == "standard":
         return STANDARD
     if parameterization == "ntk":
-        return Scaling(jnp.sqrt(2.0 / dim), jnp.sqrt(2.0 / jnp.asarray(width, float)))
+        width = xp.asarray(width, jnp.result_type(float))
+        return Scaling(xp.sqrt(xp.asarray(2.0 / dim, width.dtype)), xp.sqrt(2.0 / width))
     raise ValueError(f"parameterization: {parameterization!r} is not one of {PARAMETERIZATIONS}")
 
 

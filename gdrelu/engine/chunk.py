@@ -85,7 +85,7 @@ def _checked_block(runs: Runs, inputs, end, scalars: ChunkScalars, settings: Chu
         fixed_next = jnp.zeros(code.shape, bool)
     else:  # whether the next chunk can start on the fixed-pattern path: every kink inside
         kinks = jax.vmap(max_abs_kink)(params)
-        fixed_next = fixed_pattern_ready(kinks, inputs.data, runs.state)
+        fixed_next = fixed_pattern_ready(kinks, inputs.data.x, runs.state.within_sides)
     return runs._replace(info=info), code, loss, fixed_next
 
 
@@ -244,7 +244,7 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
     size, mesh = layout.redo_lanes, layout.sharding.mesh
     for first in range(0, lanes.size, size):
         part = lanes[first : first + size]
-        picked = jnp.asarray(padded_positions(part, size))
+        picked = padded_positions(part, size)
         redo_runs, redo_inputs = gathered_lanes((start, inputs), picked, mesh)
         redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
             redo_runs, redo_inputs, layout.one_block, scalars, settings=settings, mesh=mesh

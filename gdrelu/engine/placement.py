@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu.engine.checks import CheckInputs
-from gdrelu.engine.state import Runs, RunState, initial_state
+from gdrelu.engine.state import Runs, initial_state
 
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
@@ -206,11 +206,12 @@ def padded_positions(positions: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([positions, pad])
 
 
-def fixed_pattern_ready(kinks, data, state: RunState) -> jax.Array:
+def fixed_pattern_ready(kinks, x, within_sides, xp=jnp) -> jax.Array:
     """Which runs of a batch may train their next chunk on the fixed-pattern path: every
-    kink (max_i |b_i/a_i|, (runs,)) inside the data-free zone, and initial groups that
-    refine the sides, so that such a chunk cannot go below L_lin (`paths.fixed_pattern`)."""
-    return (kinks < jnp.min(jnp.abs(data.x), axis=-1)) & state.within_sides
+    kink (max_i |b_i/a_i|, (runs,)) inside the data-free zone of x (runs, m), and initial
+    groups that refine the sides, so that such a chunk cannot go below L_lin
+    (`paths.fixed_pattern`)."""
+    return (kinks < xp.min(xp.abs(x), axis=-1)) & within_sides
 
 
 def placed(
@@ -241,8 +242,9 @@ def placed(
     )
     general = None
     if mixed:
-        general = ~np.asarray(fixed_pattern_ready(runs.info.max_kink, inputs.data, runs.state))
+        ready = jax.device_get((runs.info.max_kink, inputs.data.x, runs.state.within_sides))
+        general = ~fixed_pattern_ready(*ready, xp=np)
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding, general)
-    runs, inputs = reordered((runs, inputs), jnp.asarray(positions), sharding)
+    runs, inputs = reordered((runs, inputs), positions, sharding)
     return runs, inputs, layout

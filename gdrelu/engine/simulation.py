@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.cache import use_default_cache
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
 from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
@@ -98,8 +99,10 @@ def simulate(
     general path's redos). `kernel` does
     the propagator's steps: "xla" (XLA's loop), "pallas" (one Pallas kernel per chunk, on
     NVIDIA GPUs, `gdrelu.kernel`) or "interpret" (that kernel in interpret mode); by
-    default $GDRELU_PROPAGATOR_KERNEL, else "xla".
+    default $GDRELU_PROPAGATOR_KERNEL, else "xla". The first call in a process turns on
+    JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
     """
+    use_default_cache()
     plan = _validated(
         params,
         data,
@@ -127,7 +130,7 @@ def simulate(
     )
     dtype = params.b.dtype
     scalars = ChunkScalars(
-        jnp.asarray(alpha, dtype), jnp.asarray(min_delta, dtype), jnp.asarray(patience)
+        np.asarray(alpha, dtype), np.asarray(min_delta, dtype), np.asarray(patience, np.int32)
     )
     settings = ChunkSettings(check_every, plan.rules, plan.path, plan.optimizer, layout.blocking)
     outcomes = _Outcomes.empty(params)
@@ -212,36 +215,45 @@ def key_data_per_run(key, runs: int):
         return None
     if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
         key = jax.random.key_data(key)
-    key = jnp.asarray(key)
-    if key.shape != (runs, 2):
-        raise ValueError(f"key: expected one threefry key per run, got shape {key.shape}")
-    return key.astype(jnp.uint32)
+    if np.shape(key) != (runs, 2):
+        raise ValueError(f"key: expected one threefry key per run, got shape {np.shape(key)}")
+    return on_device(key, np.uint32)
 
 
 def _as_arrays(params, data, validation_weights, validation, test):
     """(params, data, validation, test) as JAX arrays of the parameters' dtype; without
     held-out points, validation is the training points with `validation_weights`."""
     dtype = params.b.dtype
-    data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
-    params = Params(*(jnp.asarray(v, dtype) for v in params))
+    data = WeightedData(*(on_device(v, dtype) for v in data))
+    params = Params(*(on_device(v, dtype) for v in params))
     if validation is None:
         weights = data.weights if validation_weights is None else validation_weights
-        validation = data._replace(weights=jnp.asarray(weights, dtype))
-    validation = WeightedData(*(jnp.asarray(v, dtype) for v in validation))
-    test = validation if test is None else WeightedData(*(jnp.asarray(v, dtype) for v in test))
+        validation = data._replace(weights=on_device(weights, dtype))
+    validation = WeightedData(*(on_device(v, dtype) for v in validation))
+    test = validation if test is None else WeightedData(*(on_device(v, dtype) for v in test))
     return params, data, validation, test
+
+
+def on_device(value, dtype) -> jax.Array:
+    """`value` as a JAX array of `dtype`: as it is if it is one, else converted on the
+    host and transferred (`jnp.asarray` of a host array compiles a program per shape)."""
+    if isinstance(value, jax.Array) and value.dtype == dtype:
+        return value
+    return jax.device_put(np.asarray(value, dtype))
 
 
 def _scaling(params: Params, parameterization: str) -> Scaling:
     """The forward multipliers of each run, from its true width (padding excluded)."""
+    if parameterization == "standard":
+        return scaling_of(parameterization, None, 1)
     dim = 1 if params.a.ndim == 2 else params.a.shape[-2]
-    widths = jnp.sum(active_neurons(params), axis=-1)
-    return scaling_of(parameterization, widths, dim)
+    widths = np.sum(active_neurons(jax.device_get(params)), axis=-1)
+    return scaling_of(parameterization, widths, dim, xp=np)
 
 
 def _per_run(value, params: Params) -> jax.Array:
     """A scalar or (runs,) `value` as (runs,) of the parameters' dtype."""
-    return jnp.broadcast_to(jnp.asarray(value, params.b.dtype), params.c.shape)
+    return jax.device_put(np.broadcast_to(np.asarray(value, params.b.dtype), params.c.shape))
 
 
 class _Outcomes(NamedTuple):
@@ -300,7 +312,7 @@ def _trained_until_stopped(
             general = ~fixed_next[keep] if mixed else None
             args = (per_device, layout.blocking, layout.sharding, general)
             positions, layout = arrange(keep, layout.slots, *args)
-            runs, inputs = reordered((runs, inputs), jnp.asarray(positions), layout.sharding)
+            runs, inputs = reordered((runs, inputs), positions, layout.sharding)
         if on_check is not None:
             on_check(k, outcomes.status.copy())
         if not (layout.slots >= 0).any():
@@ -339,13 +351,13 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
     """The `SimulationResult` of the finished runs, with the detectors' classification."""
     runs, dtype = params.c.shape[0], params.b.dtype
     final = Params(*outcomes.params)
-    scaling = Scaling(*(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling))
+    scaling = Scaling(*(np.broadcast_to(np.asarray(v, dtype), (runs,)) for v in scaling))
     initial, last = params, final
     if classify_width is not None:  # on the host: no compiled padding per width
         initial = padded(jax.device_get(params), classify_width, xp=np)
         last = padded(final, classify_width, xp=np)
     reported = outcomes.reported
-    loss, threshold = (jnp.asarray(reported[name]) for name in ("loss", "linear_threshold"))
+    loss, threshold = (reported[name] for name in ("loss", "linear_threshold"))
     threshold, escaped = jax.device_get(classify(initial, last, data, loss, scaling, threshold))
     held_out = "held_out" in rules
     return SimulationResult(
