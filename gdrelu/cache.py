@@ -2,7 +2,7 @@
 
 Compiled programs are kept on disk, so that a second process with the same shapes loads
 them instead of compiling (JAX checks the compiler version and the program in each
-entry's key; docs/design.md, "The compile cache"). `simulate` calls `use_default_cache`
+entry's key; docs/design.md, "Compilation cache"). `simulate` calls `use_default_cache`
 on its first call in a process; `gdrelu run` sets its `--cache-dir` with
 `use_compilation_cache`.
 
