@@ -32,7 +32,9 @@ def default_cache_dir() -> Path | None:
 def use_compilation_cache(path: Path | str | None) -> None:
     """Keep every compiled program in `path` (None or "none": leave the cache off). Small
     programs too: most of a small run's programs compile in well under a second, and
-    loading them is faster still (docs/performance.md)."""
+    loading them is faster still (docs/performance.md). An explicit choice, "none" too,
+    stands: `use_default_cache` changes nothing after it."""
+    _state["checked"] = True
     if path is None or str(path).lower() == "none":
         return
     import jax

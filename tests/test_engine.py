@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec, Status, engine, simulate, theory
+from gdrelu.cells import Cell, initial_runs
 from gdrelu.engine import chunk, placement
-from gdrelu.experiment import Cell, initial_runs
 
 
 def _runs(n, count, delta=0.0, seed=0):
@@ -302,7 +302,7 @@ import jax
 import numpy as np
 jax.config.update("jax_enable_x64", True)
 from gdrelu import ExperimentSpec, simulate, theory
-from gdrelu.experiment import Cell, initial_runs
+from gdrelu.cells import Cell, initial_runs
 assert jax.device_count() == 4, jax.devices()
 spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=40, seed=0)
 params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(40))

@@ -10,9 +10,9 @@ import optax
 import pytest
 
 from gdrelu import ExperimentSpec, Params, WeightedData, engine, simulate, theory
+from gdrelu.cells import Cell, initial_runs
 from gdrelu.data import multinomial_weights, star_points
 from gdrelu.detectors import ESCAPE_MARGIN, classify, linear_regime, linear_threshold
-from gdrelu.experiment import Cell, initial_runs
 from gdrelu.init import he_init
 from gdrelu.model import loss_gradient, weighted_loss
 

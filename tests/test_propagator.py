@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from gdrelu import Params, Status, propagator, simulate, theory
-from gdrelu.experiment import Cell, ExperimentSpec, initial_runs
+from gdrelu.cells import Cell, initial_runs
 from gdrelu.fastpath import side_moments
 from gdrelu.reference import fixed_pattern_steps, propagator_steps
+from gdrelu.spec import ExperimentSpec
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import sys
 
-from gdrelu.cli.backends import default_cache_dir, use_compilation_cache, use_every_cpu_core
+from gdrelu.cache import default_cache_dir, use_compilation_cache
+from gdrelu.cli.backends import use_every_cpu_core
 from gdrelu.cli.errors import EXIT_USAGE, UsageError
 
 __all__ = [

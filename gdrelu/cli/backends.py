@@ -1,12 +1,11 @@
 """JAX's set-up for a command: 64-bit floats and full matmul precision, one CPU device
-per core, the compilation cache, the propagator's kernel, several processes, and the
+per core, the propagator's kernel, several processes, and the
 backend's name for the summary."""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from gdrelu.cli.errors import UsageError
 
@@ -27,26 +26,6 @@ def prepare(*, every_core: bool) -> None:
     if every_core:
         use_every_cpu_core()
     check_kernel(jax.devices()[0].platform)
-
-
-def default_cache_dir() -> Path | None:
-    """$GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla (~/.cache/gdrelu/xla)."""
-    if "GDRELU_CACHE_DIR" in os.environ:
-        return Path(os.environ["GDRELU_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gdrelu" / "xla"
-
-
-def use_compilation_cache(path: Path | None) -> None:
-    """Keep every compiled program on disk: a second run with the same shapes compiles
-    nothing (JAX checks the compiler version and the program in each entry's key). Small
-    programs too: most of a small run's programs compile in well under a second, and
-    loading them is faster still (docs/performance.md)."""
-    if path is None or str(path).lower() == "none":
-        return
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def use_every_cpu_core() -> None:

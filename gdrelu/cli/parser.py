@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from gdrelu import section10
-from gdrelu.cli.backends import default_cache_dir
+from gdrelu.cache import default_cache_dir
 from gdrelu.cli.errors import UsageError
 from gdrelu.data import DATASETS
 from gdrelu.init import BIAS_INITS, INITS

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from gdrelu.cache import use_compilation_cache
 from gdrelu.cli import backends, outdir
 from gdrelu.cli.errors import UsageError
 
@@ -44,7 +45,7 @@ def execute(args, started: dict | None = None) -> int:
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
     out = outdir.open_directory(args, manifest)
-    backends.use_compilation_cache(args.cache_dir)
+    use_compilation_cache(args.cache_dir)
     if scale == "paper":
         hours = reproduce.estimated_seconds(scale, names) / 3600
         print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "

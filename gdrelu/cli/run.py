@@ -11,6 +11,7 @@ import functools
 import sys
 import time
 
+from gdrelu.cache import use_compilation_cache
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import UsageError
 from gdrelu.cli.progress import RunProgress
@@ -37,7 +38,7 @@ def execute(args, started: dict | None = None) -> int:
 
         recorded = manifest([spec.to_dict() for spec in specs])
         out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
-    backends.use_compilation_cache(args.cache_dir)
+    use_compilation_cache(args.cache_dir)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     progress = RunProgress(
         sum(spec.runs * len(spec.cells()) for spec in specs),

@@ -7,6 +7,7 @@ import functools
 import time
 
 from gdrelu import section10 as grid
+from gdrelu.cache import use_compilation_cache
 from gdrelu.cli import backends, options, outdir
 from gdrelu.cli.errors import UsageError
 from gdrelu.cli.parser import RUN_FLAGS
@@ -26,7 +27,7 @@ def execute(args, started: dict | None = None) -> int:
     firsts = [grid.group_cells(scale, group, seed)[0][1].spec for group in groups]
     options.check_fits(firsts, budget)
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
-    backends.use_compilation_cache(args.cache_dir)
+    use_compilation_cache(args.cache_dir)
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
     progress = RunProgress(
