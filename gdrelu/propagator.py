@@ -137,28 +137,11 @@ def deferred_steps(
     whatever the block). `kernel="pallas"` does the steps of all the blocks in one Pallas
     kernel instead (`gdrelu.kernel`; "interpret": the same in Pallas' interpret mode).
     """
-    runs, dtype = params.c.shape[0], params.c.dtype
+    runs = params.c.shape[0]
     block = min(block, runs)
     if runs % block:
         raise ValueError(f"{runs} runs do not split into blocks of {block}")
-    picked = (jnp.take_along_axis(v, state.tracked, 1) for v in params[:3])
-    tracked = jnp.stack(list(picked), -1)  # (runs, T, 3): O(1), not O(n)
-    tracked_plus = tracked[..., 0] > 0
-    phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
-    tracked = jnp.sum(phi_t * tracked[..., None, :], -1)  # (tiny batched products are
-    # slow as dots on CPUs: written as sums here and below)
-    # inside, the runs axis comes last (vector lanes)
-    grams = state.grams.transpose(1, 2, 3, 0)  # Σ_t, (2, 3, 3, runs)
-    fixed = (
-        grams,
-        tracked_plus.T,
-        state.tracked_real.T,
-        SideMoments(*(v.T for v in moments)),  # (2, runs): data side s = +, -
-        jnp.broadcast_to(step_size, (runs,)),
-    )
-    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
-    zeros = jnp.zeros((runs,), dtype)
-    carry = (eye, params.c, tracked.transpose(2, 1, 0), zeros, jnp.zeros((runs,), bool))
+    carry, fixed = _chunk_start(params, state, moments, step_size)
 
     def lanes(tree, start):
         return jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, block, -1), tree)
@@ -176,13 +159,43 @@ def deferred_steps(
         interpret = kernel == "interpret"
         stepped = kernel_steps(carry, fixed, alpha, num_steps, count * block, interpret=interpret)
         phi, c, tracked, kink, moved = stepped
+    new, end = _chunk_end(state, fixed[0], phi, tracked)
+    return c, new, kink, state.fits & ~moved, end
+
+
+def _chunk_start(params: Params, state: Deferred, moments: SideMoments, step_size):
+    """The loop's carry (Φ = I, c, the tracked neurons at the chunk's start, max kink,
+    moved) and fixed inputs (Σ_t, sides and realness of the tracked neurons, moments, h),
+    the runs axis last (vector lanes). Tiny batched products are written as sums: as dots
+    they are slow on CPUs."""
+    runs, dtype = params.c.shape[0], params.c.dtype
+    picked = (jnp.take_along_axis(v, state.tracked, 1) for v in params[:3])
+    tracked = jnp.stack(list(picked), -1)  # (runs, T, 3): O(1), not O(n)
+    tracked_plus = tracked[..., 0] > 0
+    phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
+    tracked = jnp.sum(phi_t * tracked[..., None, :], -1)
+    fixed = (
+        state.grams.transpose(1, 2, 3, 0),  # Σ_t, (2, 3, 3, runs)
+        tracked_plus.T,
+        state.tracked_real.T,
+        SideMoments(*(v.T for v in moments)),  # (2, runs): data side s = +, -
+        jnp.broadcast_to(step_size, (runs,)),
+    )
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
+    zeros = jnp.zeros((runs,), dtype)
+    carry = (eye, params.c, tracked.transpose(2, 1, 0), zeros, jnp.zeros((runs,), bool))
+    return carry, fixed
+
+
+def _chunk_end(state: Deferred, grams, phi, tracked) -> tuple[Deferred, ChunkEnd]:
+    """The state after a chunk of propagators `phi` (2, 3, 3, runs): Σ_t ← Φ_t Σ_t Φ_tᵀ,
+    Φ_t accumulated, and what the checks read."""
     left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
     new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
     old_phi = state.phi.transpose(1, 2, 3, 0)
     new_phi = jnp.sum(phi[:, :, :, None] * old_phi[:, None], 2).transpose(3, 0, 1, 2)
     end = ChunkEnd(grams=new_grams, witnesses=tracked.transpose(2, 1, 0), real=state.tracked_real)
-    new = state._replace(phi=new_phi, grams=new_grams)
-    return c, new, kink, state.fits & ~moved, end
+    return state._replace(phi=new_phi, grams=new_grams), end
 
 
 def _pair(alpha, first, second):
