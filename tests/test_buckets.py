@@ -133,6 +133,7 @@ def test_spec_path_is_the_path_simulate_takes(optimizer, path):
     assert path in traced and (path == "propagator" or "propagator" not in traced)
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_widths_in_one_program_equal_each_width_alone():
     """--widths 16,24,40 in one compiled program (the default buckets of GD: one trace of
     each path) gives, run by run, what each width gives alone and unpadded."""
@@ -171,6 +172,7 @@ def test_a_padded_run_equals_the_unpadded_run(settings):
     )
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_a_small_memory_budget_splits_the_runs_without_changing_them():
     """Batches sized from the per-run byte estimate: a budget of one block of 16 runs per
     device splits a bucket of 3 × 32 runs into batches of 16 per device, and every run

@@ -214,6 +214,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
     assert "--resume" in err and "runs" in err
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_second_run_reads_the_compilation_cache(tmp_path):
     """Two `gdrelu run` processes sharing --cache-dir: the first fills it, the second
     loads every program it runs from it (small ones too) and writes the same runs."""
@@ -409,7 +410,7 @@ def _interrupted_after_first_unit(monkeypatch):
     return lambda: monkeypatch.setattr(gdrelu.runner, "run_experiment", original)
 
 
-@pytest.mark.parametrize("buckets", ["pow2", "auto"])
+@pytest.mark.parametrize("buckets", [pytest.param("pow2", marks=pytest.mark.slow), "auto"])
 def test_a_resume_pads_and_buckets_as_the_uninterrupted_run(buckets, tmp_path, monkeypatch):
     """--widths 32,16 interrupted after width 32's unit, then resumed with --widths 16,32
     or with --resume alone: the table of the uninterrupted run, bit for bit."""

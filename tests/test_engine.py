@@ -88,6 +88,7 @@ def test_lanes_and_put_move_exactly_the_lanes_asked_for():
         np.testing.assert_array_equal(np.asarray(got).view(np.uint8), expected.view(np.uint8))
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     """A GPU's blocking (its whole share in one block, other redos, unrolled loops), here
     on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
@@ -118,7 +119,8 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     np.testing.assert_array_equal(got.pattern_change_step, cpu.pattern_change_step)
 
 
-@pytest.mark.parametrize("path", ["propagator", pytest.param("general", marks=pytest.mark.slow)])
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
+@pytest.mark.parametrize("path", ["propagator", "general"])
 def test_check_batches_give_the_same_runs(monkeypatch, path):
     """The checks go `CHECK_BLOCK` runs at a time after every block trained: batches of
     128 over shares of 3 blocks of 64 (the last batch overlaps the one before) give every
@@ -312,6 +314,7 @@ np.savez(sys.argv[1], status=r.status, stop_step=r.stop_step, *r.params)
 """
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_four_devices_in_a_subprocess_give_the_same_runs(width8_result, tmp_path):
     import os
     import subprocess

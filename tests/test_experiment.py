@@ -159,6 +159,7 @@ def test_user_file_split_per_run(tmp_path):
         ExperimentSpec(split=(0.5, 0.5, 0.5))
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_adaptive_runs_equal_a_run_of_their_final_size():
     """--target-halfwidth: each cell grows in batches of `runs` until its interval is
     narrow enough or it has max_runs; every cell equals a run of its final count from the start."""

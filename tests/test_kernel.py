@@ -87,6 +87,7 @@ def test_kernel_lowers_to_triton_for_an_nvidia_gpu():
     assert "__gpu$xla.gpu.triton" in exported.mlir_module()
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_engine_with_the_kernel_reproduces_the_golden_runs(monkeypatch, mc_outcomes):
     """`simulate` with the kernel (interpret mode on the CPU, chosen by the environment)
     gives the stored Monte Carlo status and stop step of the reference code's runs."""

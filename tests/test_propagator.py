@@ -96,6 +96,7 @@ def test_regular_neurons_are_those_with_zero_bias():
     np.testing.assert_allclose(slope0, [2.0, -0.5, 0.0])
 
 
+@pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_certificate_on_tracked_neurons_equals_all_neurons(runs):
     """The kink margins of the tracked neurons bound every other's (concavity in w/a)."""
     params, data, step = runs
