@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import numpy_gradient
 
 from gdrelu import Params, Status, WeightedData, engine, he_init, simulate
 from gdrelu.data import paper_data
@@ -21,23 +22,8 @@ def _batch(runs, width=8, seed=0):
     return params, data
 
 
-def _numpy_gradient(theta, x, y, p):
-    """∇ of ½ Σ p_j (f(x_j) - y_j)² for one 1-D ReLU network, written out by hand."""
-    a, b, w, c = theta
-    z = x[:, None] * a + b
-    on = z >= 0
-    act = np.where(on, z, 0.0)
-    r = p * (c + act @ w - y)
-    return [
-        (r[:, None] * on * x[:, None]).sum(0) * w,
-        (r[:, None] * on).sum(0) * w,
-        (r[:, None] * act).sum(0),
-        r.sum(),
-    ]
-
-
 def test_momentum_is_heavy_ball():
-    """v ← g + 0.9 v, θ ← θ - h v (PAPER.md: heavy ball with 0.9), per-run step sizes."""
+    """v ← g + 0.9 v, θ ← θ - h v (docs/theory.md: heavy ball with 0.9), per-run step sizes."""
     params, data = _batch(2)
     steps = np.array([0.02, 0.005])
     result = simulate(
@@ -49,7 +35,7 @@ def test_momentum_is_heavy_ball():
         x, y, p = (np.asarray(v[run]) for v in data)
         velocity = [np.zeros_like(t) for t in theta]
         for _ in range(300):
-            grads = _numpy_gradient(theta, x, y, p)
+            grads = numpy_gradient(theta, x, y, p)
             velocity = [g + 0.9 * v for g, v in zip(grads, velocity, strict=True)]
             theta = [t - steps[run] * v for t, v in zip(theta, velocity, strict=True)]
         for got, want in zip(result.params, theta, strict=True):

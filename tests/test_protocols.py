@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import numpy_gradient
 
 from gdrelu import ExperimentSpec, Status, run_experiment, theory
 from gdrelu.cells import Cell, initial_runs, noise_keys
@@ -20,17 +21,6 @@ from gdrelu.protocols import PROTOCOLS, protocol
 
 WIDTH, RUNS, EVERY, CHECKS = 8, 4, 20, 30
 MIN_DELTA, PATIENCE = 1e-8, 10
-
-
-def _gradient(theta, x, y, q):
-    """∇ of ½ Σ q_j (f(x_j) - y_j)² for one 1-D ReLU network, by hand."""
-    a, b, w, c = theta
-    z = x[:, None] * a + b
-    on = z >= 0
-    act = np.where(on, z, 0.0)
-    r = q * (c + act @ w - y)
-    return [(r[:, None] * on * x[:, None]).sum(0) * w, (r[:, None] * on).sum(0) * w,
-            (r[:, None] * act).sum(0), r.sum()]  # fmt: skip
 
 
 def _loss(theta, x, y, v):
@@ -50,7 +40,7 @@ def _direct(name, theta, x, y, p, v, h, key):
     for _ in range(CHECKS):
         for _ in range(EVERY):
             q = np.asarray(weights(step)) if optimizer.stochastic else p
-            grads = _gradient(theta, x, y, q)
+            grads = numpy_gradient(theta, x, y, q)
             step += 1
             if spec["optimizer"] == "adam":
                 first = [0.9 * m + 0.1 * g for m, g in zip(first, grads, strict=True)]
