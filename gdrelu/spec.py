@@ -232,7 +232,7 @@ def _is_positive_int(value, low: int = 1) -> bool:
 
 def _choice(spec: ExperimentSpec, name: str, choices) -> None:
     value = getattr(spec, name)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:  # a TOML list is unhashable
         raise SpecError(name, f"{value!r} is not one of {', '.join(choices)}")
 
 

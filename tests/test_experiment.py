@@ -197,3 +197,10 @@ def test_float64_without_x64_says_how_to_enable_it():
         ExperimentSpec(dtype="float32")
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("value", [[], {}, 3])
+def test_a_named_setting_of_the_wrong_type_is_a_spec_error(value):
+    """`optimizer = []` in a TOML file: a SpecError naming the field, not a TypeError."""
+    with pytest.raises(SpecError, match="optimizer"):
+        ExperimentSpec.from_dict({"optimizer": value})
