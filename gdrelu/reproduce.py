@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gdrelu import plot, report, section10
+from gdrelu import plot, report, section10, store
 from gdrelu.analysis import cell_summary
 from gdrelu.cells import CellResult
 from gdrelu.detectors import ESCAPE_MARGIN
@@ -230,7 +230,7 @@ def reproduce(
         else:
             directory.mkdir(parents=True, exist_ok=True)
             section = run_one(name, scale, directory, on_progress)
-            _write_atomic(saved, json.dumps(section.to_json(), indent=1, default=float))
+            store.write_text(saved, json.dumps(section.to_json(), indent=1, default=float))
         sections.append(section._replace(figure=f"{name}/{section.figure}"))
     return write(out, scale, sections)
 
@@ -244,15 +244,9 @@ def write(out: Path, scale: str, sections: list[report.Section]) -> Path:
         "compare our proportions with the paper's code's under the pooled binomial null.",
         f"Total time of the sections: {sum(s.seconds for s in sections):.0f} s.",
     ]
-    _write_atomic(out / "report.md", report.markdown(title, preamble, sections))
-    _write_atomic(out / "report.html", report.html_page(title, preamble, sections, out))
+    store.write_text(out / "report.md", report.markdown(title, preamble, sections))
+    store.write_text(out / "report.html", report.html_page(title, preamble, sections, out))
     return out / "report.md"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
 
 
 def estimated_work(scale: str, names=EXPERIMENTS) -> dict[str, tuple[str, float]]:

@@ -40,6 +40,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_text(path: Path, text: str) -> None:
+    """`text` into `path` (UTF-8), renamed into place: never half-written."""
+    _atomic_write(path, text.encode("utf-8"))
+
+
 def _atomic_figure(path: Path, draw: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")  # matplotlib picks the format by suffix
     draw(tmp)

@@ -245,23 +245,12 @@ def test_second_run_reads_the_compilation_cache(tmp_path):
 def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, capsys):
     """KeyboardInterrupt after the first width: exit 130, one unit kept, and --resume
     finishes to the table of the uninterrupted run."""
-    import gdrelu.runner
-
-    original = gdrelu.runner.run_experiment
-
-    def interrupted(spec, *, on_cells_done, **kwargs):
-        def done(cells):
-            on_cells_done(cells)
-            raise KeyboardInterrupt
-
-        return original(spec, on_cells_done=done, **kwargs)
-
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", interrupted)
+    restore = _interrupted_after_first_unit(monkeypatch)
     out = tmp_path / "interrupted"
     assert main(["run", *SMALL, "--out", str(out)]) == 130
     assert "--resume" in capsys.readouterr().err
     assert len(list((out / "units").glob("*.npz"))) == 1 and not (out / "runs.csv").exists()
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", original)
+    restore()
     assert main(["run", *SMALL, "--resume", str(out)]) == 0
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
 
