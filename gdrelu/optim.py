@@ -120,6 +120,25 @@ def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int
     )
 
 
+def _is_trace(node) -> bool:
+    return isinstance(node, optax.TraceState)
+
+
+def velocity(opt_state):
+    """The heavy-ball velocity (optax's trace, a Params) in `opt_state`, or None."""
+    traces = [node for node in jax.tree.leaves(opt_state, is_leaf=_is_trace) if _is_trace(node)]
+    return traces[0].trace if traces else None
+
+
+def with_velocity(opt_state, new):
+    """`opt_state` with its heavy-ball velocity replaced by `new`."""
+    return jax.tree.map(
+        lambda node: node._replace(trace=new) if _is_trace(node) else node,
+        opt_state,
+        is_leaf=_is_trace,
+    )
+
+
 def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step) -> jax.Array:
     """Weights q (m,) of step `step`'s loss for one run with data weights p = `weights`
     (zero off the minibatch; `minibatch` gathers the epoch sampler's batch instead)."""

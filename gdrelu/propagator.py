@@ -19,6 +19,13 @@ These two per side are tracked after every step, together with up to `IRREGULAR_
 "irregular" neurons (b ≠ 0 at the start, or a changed sign once and left the plane).
 A run is not exact here, and the engine redoes its chunk on the general path, when a
 tracked a_i changes sign or it has more irregular neurons than that.
+
+SGD and heavy ball. An SGD step is the same linear map with the moments of that step's
+minibatch weights instead of the data's (drawn as `optim.batch_weights` draws them), so
+only the per-step moments change: O(B·m) for the draw, O(1) for the neurons. Heavy ball
+(v ← μv + ∇L, θ ← θ - h v) is linear in z_i = (θ_i, v_i): a 6×6 Φ_t per side, whose
+neurons start in the plane b = 0, v = 0 and stay in its image, so the same two neurons per
+side bound the kinks (docs/theory.md, "The propagator").
 """
 
 from __future__ import annotations
@@ -29,12 +36,44 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdrelu.fastpath import SideMoments, residual_moments
+from gdrelu.data import WeightedData
+from gdrelu.fastpath import SideMoments, residual_moments, side_moments
 from gdrelu.kernel import coupled, kernel_steps
 from gdrelu.model import Params, active_neurons
-from gdrelu.theory import neuron_grams
+from gdrelu.optim import MOMENTUM, NAMED, Optimizer, batch_weights, get_optimizer
 
 IRREGULAR_CAPACITY = 2
+HEAVY_BALL = {"gd": None, "sgd": None, "momentum": MOMENTUM}  # optimizer -> μ, on this path
+GD = get_optimizer("gd")
+
+
+def propagates(optimizer: Optimizer) -> bool:
+    """Whether the propagator can train `optimizer`: the named GD, SGD or heavy ball."""
+    named = NAMED.get(optimizer.name)
+    return (
+        optimizer.name in HEAVY_BALL and named is not None and optimizer.transformation is named[0]
+    )
+
+
+def state_size(optimizer: Optimizer) -> int:
+    """D, the length of a neuron's z_i: 3 for θ_i = (a_i, b_i, w_i), 6 with a velocity."""
+    return 6 if propagates(optimizer) and HEAVY_BALL[optimizer.name] is not None else 3
+
+
+def neuron_vectors(params: Params, velocity: Params | None = None) -> jax.Array:
+    """z_i = (a_i, b_i, w_i[, v_a, v_b, v_w]) of a 1-D run: (..., n, D)."""
+    fields = [params.a, params.b, params.w]
+    if velocity is not None:
+        fields += [velocity.a, velocity.b, velocity.w]
+    return jnp.stack(fields, -1)
+
+
+def side_grams(params: Params, velocity: Params | None = None) -> jax.Array:
+    """Σ_t = Σ_{i: sign a_i = t} z_i z_iᵀ of one 1-D run, sides (+, -); (2, D, D). Padding
+    neurons are 0 and add nothing."""
+    z = neuron_vectors(params, velocity).T  # (D, n)
+    sides = jnp.stack([params.a > 0, params.a <= 0]).astype(z.dtype)
+    return jnp.sum(sides[:, None, None] * z[:, None] * z[None, :], -1)
 
 
 class ChunkEnd(NamedTuple):
@@ -80,29 +119,61 @@ class Deferred(NamedTuple):
     """A run whose neurons are θ_i = Φ_t θ_i^ref (t = side of neuron i), kept unapplied so
     that a chunk costs O(1): leading runs axis on every field."""
 
-    phi: jax.Array  # (2, 3, 3): Φ_t since the parameters were last materialized
-    grams: jax.Array  # (2, 3, 3): the current Σ_t
+    phi: jax.Array  # (2, D, D): Φ_t since the parameters were last materialized
+    grams: jax.Array  # (2, D, D): the current Σ_t of the z_i (`side_grams`)
     tracked: jax.Array  # (T,) int: `tracked_neurons` indices
     tracked_real: jax.Array  # (T,) bool
     fits: jax.Array  # () bool
 
 
-def deferred(params: Params, slope0, regular) -> Deferred:
-    """A batch of materialized runs as `Deferred` ones (Φ = I); O(n) per run."""
+def deferred(params: Params, slope0, regular, velocity: Params | None = None) -> Deferred:
+    """A batch of materialized runs as `Deferred` ones (Φ = I); O(n) per run. With the
+    heavy ball's `velocity` (Params, leading runs axis), z_i holds v_i too (D = 6)."""
     runs, dtype = params.c.shape[0], params.c.dtype
+    size = 3 if velocity is None else 6
     indices, real, fits = jax.vmap(tracked_neurons)(params, slope0, regular)
-    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype), (runs, 2, 3, 3))
-    return Deferred(eye, jax.vmap(neuron_grams)(params), indices, real, fits)
+    eye = jnp.broadcast_to(jnp.eye(size, dtype=dtype), (runs, 2, size, size))
+    return Deferred(eye, jax.vmap(side_grams)(params, velocity), indices, real, fits)
+
+
+def materialized_neurons(
+    params: Params, phi: jax.Array, velocity: Params | None = None
+) -> tuple[Params, Params | None]:
+    """z_i ← Φ_t z_i for a batch (phi: (runs, 2, D, D)): the parameters and, with D = 6,
+    the velocity (c and its velocity are never deferred). Written out, as a batched small
+    product per run is slow on CPUs."""
+    z = tuple(jnp.moveaxis(neuron_vectors(params, velocity), -1, 0))
+    plus = (params.a > 0)[:, None, None]
+    phi_n = jnp.where(plus, phi[:, 0, :, :, None], phi[:, 1, :, :, None])  # (runs, D, D, n)
+    new = [sum(phi_n[:, i, j] * z[j] for j in range(len(z))) for i in range(len(z))]
+    if velocity is None:
+        return Params(*new, params.c), None
+    return Params(*new[:3], params.c), Params(*new[3:], velocity.c)
 
 
 def materialize(params: Params, phi: jax.Array) -> Params:
-    """θ_i ← Φ_t θ_i for a batch (phi: (runs, 2, 3, 3)); written out, as a batched 3×3
-    product per run is slow on CPUs."""
-    theta = (params.a, params.b, params.w)
-    plus = (params.a > 0)[:, None, None]
-    phi_n = jnp.where(plus, phi[:, 0, :, :, None], phi[:, 1, :, :, None])  # (runs, 3, 3, n)
-    a, b, w = (sum(phi_n[:, i, j] * theta[j] for j in range(3)) for i in range(3))
-    return Params(a, b, w, params.c)
+    """θ_i ← Φ_t θ_i for a batch (phi: (runs, 2, 3, 3))."""
+    return materialized_neurons(params, phi)[0]
+
+
+class Noise(NamedTuple):
+    """What a stochastic run's per-step minibatch is drawn from (`optim.batch_weights`),
+    leading runs axis on every field."""
+
+    data: WeightedData  # (runs, m) each
+    key: jax.Array  # (runs, 2) uint32 key data of the run's minibatch noise
+    step: jax.Array  # (runs,) steps the run had taken before the chunk
+
+
+class Stepped(NamedTuple):
+    """`deferred_steps`' result; leading runs axis on every field."""
+
+    c: jax.Array  # (runs,) the output bias after the steps
+    c_velocity: jax.Array  # (runs,) its heavy-ball velocity (0 without momentum)
+    state: Deferred  # Φ_t and Σ_t after the steps
+    kink: jax.Array  # (runs,) max over the steps of max_i |b_i/a_i|
+    exact: jax.Array  # (runs,) no tracked a_i changed sign and the irregular ones fit
+    end: ChunkEnd
 
 
 def deferred_steps(
@@ -113,20 +184,25 @@ def deferred_steps(
     alpha,
     num_steps: int,
     *,
+    optimizer: Optimizer = GD,
+    velocity: Params | None = None,
+    noise: Noise | None = None,
     block: int = 64,
     unroll: int = 1,
     num_blocks=None,
     kernel: str = "xla",
-) -> tuple[jax.Array, Deferred, jax.Array, jax.Array, ChunkEnd]:
-    """`num_steps` GD steps of a batch of 1-D runs under fixed activation patterns, in
-    O(1) per run and step: `params` are the reference parameters of `state` (only their c
-    and the tracked neurons are read), every argument has a leading runs axis. Returns
-    (new c, new state, per run the max over the steps of max_i |b_i/a_i|, exact, ChunkEnd);
-    the reference parameters stay as they are. A run is not exact when some tracked a_i
-    changed sign (the sides moved) or it has too many irregular neurons: the engine then
-    trains that chunk again on an exact path. The tracked neurons' kink margins in the
-    certificate bound all others' (the margin of a_i(0)·v(q) is |a_i(0)| times a concave
-    function of q while sign a_i holds).
+) -> Stepped:
+    """`num_steps` steps of GD, SGD or heavy ball (`HEAVY_BALL`) of a batch of 1-D runs
+    under fixed activation patterns, in O(1) per run and step (plus the minibatch draw):
+    `params` (and the heavy ball's `velocity`) are the reference z_i of `state` (only c,
+    its velocity and the tracked neurons are read), every argument has a leading runs
+    axis. `moments` are the data's (full batch); a stochastic `optimizer` draws each
+    step's minibatch from `noise` instead, as the general path does. The reference
+    parameters stay as they are. A run is not exact when some tracked a_i changed sign
+    (the sides moved) or it has too many irregular neurons: the engine then trains that
+    chunk again on an exact path. The tracked neurons' kink margins in the certificate
+    bound all others' (the margin of a_i(0)·v(q) is |a_i(0)| times a concave function of
+    q while sign a_i holds).
 
     The steps go through the runs in blocks of `block` (they must divide the batch): O(1)
     per step makes the per-step state tiny, and on a CPU it should stay in cache; only the
@@ -135,66 +211,85 @@ def deferred_steps(
     for the whole batch at once, outside the loop over blocks. `unroll` steps go in one
     iteration of the compiled loop (an accelerator launches each iteration's kernels,
     whatever the block). `kernel="pallas"` does the steps of all the blocks in one Pallas
-    kernel instead (`gdrelu.kernel`; "interpret": the same in Pallas' interpret mode).
+    kernel instead (`gdrelu.kernel`, full-batch GD only; "interpret": the same in Pallas'
+    interpret mode).
     """
     runs = params.c.shape[0]
     block = min(block, runs)
     if runs % block:
         raise ValueError(f"{runs} runs do not split into blocks of {block}")
-    carry, fixed = _chunk_start(params, state, moments, step_size)
+    if not propagates(optimizer):
+        raise ValueError(f"the propagator trains {sorted(HEAVY_BALL)}, not {optimizer.name!r}")
+    if optimizer.stochastic and noise is None:
+        raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
+    if kernel != "xla" and (optimizer.name != "gd" or optimizer.stochastic):
+        raise ValueError(f"kernel {kernel!r} does full-batch GD only, not {optimizer.name!r}")
+    carry, fixed = _chunk_start(params, state, moments, step_size, velocity, noise)
 
     def lanes(tree, start):
         return jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, block, -1), tree)
 
     def one_block(i, carry):
         start = i * block
-        done = _block_steps(*lanes((*carry, *fixed), start), alpha, num_steps, unroll)
+        done = _block_steps(*lanes((carry, fixed), start), alpha, num_steps, optimizer, unroll)
         put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=-1)
         return jax.tree.map(put, carry, done)
 
     count = runs // block if num_blocks is None else num_blocks
     if kernel == "xla":
-        phi, c, tracked, kink, moved = jax.lax.fori_loop(0, count, one_block, carry)
+        carry = jax.lax.fori_loop(0, count, one_block, carry)
     else:
         interpret = kernel == "interpret"
-        stepped = kernel_steps(carry, fixed, alpha, num_steps, count * block, interpret=interpret)
-        phi, c, tracked, kink, moved = stepped
+        stepped = kernel_steps(
+            carry[:5], fixed[:5], alpha, num_steps, count * block, interpret=interpret
+        )
+        carry = (*stepped, carry[5])
+    phi, c, tracked, kink, moved, c_velocity = carry
     new, end = _chunk_end(state, fixed[0], phi, tracked)
-    return c, new, kink, state.fits & ~moved, end
+    return Stepped(c, c_velocity, new, kink, state.fits & ~moved, end)
 
 
-def _chunk_start(params: Params, state: Deferred, moments: SideMoments, step_size):
-    """The loop's carry (Φ = I, c, the tracked neurons at the chunk's start, max kink,
-    moved) and fixed inputs (Σ_t, sides and realness of the tracked neurons, moments, h),
-    the runs axis last (vector lanes). Tiny batched products are written as sums: as dots
-    they are slow on CPUs."""
+def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, noise):
+    """The loop's carry (Φ = I, c, the tracked z_i at the chunk's start, max kink, moved,
+    c's velocity) and fixed inputs (Σ_t, sides and realness of the tracked neurons,
+    moments, h, noise), the runs axis last (vector lanes). Tiny batched products are
+    written as sums: as dots they are slow on CPUs."""
     runs, dtype = params.c.shape[0], params.c.dtype
-    picked = (jnp.take_along_axis(v, state.tracked, 1) for v in params[:3])
-    tracked = jnp.stack(list(picked), -1)  # (runs, T, 3): O(1), not O(n)
+    size = state.phi.shape[-1]
+    reference = neuron_vectors(params, velocity)  # (runs, n, D)
+    tracked = jnp.take_along_axis(reference, state.tracked[..., None], 1)  # (runs, T, D)
     tracked_plus = tracked[..., 0] > 0
     phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
     tracked = jnp.sum(phi_t * tracked[..., None, :], -1)
+    if noise is not None:
+        noise = jax.tree.map(lambda v: jnp.moveaxis(v, 0, -1), noise)
     fixed = (
-        state.grams.transpose(1, 2, 3, 0),  # Σ_t, (2, 3, 3, runs)
+        state.grams.transpose(1, 2, 3, 0),  # Σ_t, (2, D, D, runs)
         tracked_plus.T,
         state.tracked_real.T,
         SideMoments(*(v.T for v in moments)),  # (2, runs): data side s = +, -
         jnp.broadcast_to(step_size, (runs,)),
+        noise,
     )
-    eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype)[None, :, :, None], (2, 3, 3, runs))
+    eye = jnp.broadcast_to(jnp.eye(size, dtype=dtype)[None, :, :, None], (2, size, size, runs))
     zeros = jnp.zeros((runs,), dtype)
-    carry = (eye, params.c, tracked.transpose(2, 1, 0), zeros, jnp.zeros((runs,), bool))
+    c_velocity = zeros if velocity is None else velocity.c
+    carry = (eye, params.c, tracked.transpose(2, 1, 0), zeros, jnp.zeros((runs,), bool), c_velocity)
     return carry, fixed
 
 
 def _chunk_end(state: Deferred, grams, phi, tracked) -> tuple[Deferred, ChunkEnd]:
-    """The state after a chunk of propagators `phi` (2, 3, 3, runs): Σ_t ← Φ_t Σ_t Φ_tᵀ,
-    Φ_t accumulated, and what the checks read."""
-    left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, 3, 3, runs)
+    """The state after a chunk of propagators `phi` (2, D, D, runs): Σ_t ← Φ_t Σ_t Φ_tᵀ,
+    Φ_t accumulated, and what the checks read (the θ parts: Σ_t[:3, :3], tracked θ_i)."""
+    left = jnp.sum(phi[:, :, :, None] * grams[:, None], 2)  # ΦΣ, (2, D, D, runs)
     new_grams = jnp.sum(left[:, :, None] * phi[:, None], 3).transpose(3, 0, 1, 2)
     old_phi = state.phi.transpose(1, 2, 3, 0)
     new_phi = jnp.sum(phi[:, :, :, None] * old_phi[:, None], 2).transpose(3, 0, 1, 2)
-    end = ChunkEnd(grams=new_grams, witnesses=tracked.transpose(2, 1, 0), real=state.tracked_real)
+    end = ChunkEnd(
+        grams=new_grams[:, :, :3, :3],
+        witnesses=tracked[:3].transpose(2, 1, 0),
+        real=state.tracked_real,
+    )
     return state._replace(phi=new_phi, grams=new_grams), end
 
 
@@ -203,45 +298,75 @@ def _pair(alpha, first, second):
     return jnp.stack(coupled(alpha, first, second))
 
 
-def _sum3(term):
-    """term(0) + term(1) + term(2): a sum over a 3-axis written out, so that a GD step is
+def _sum_over(size, term):
+    """term(0) + … + term(size - 1): a sum over a small axis written out, so that a step is
     elementwise over the runs (reductions would split it into several kernels on a GPU)."""
-    return term(0) + term(1) + term(2)
+    return functools.reduce(lambda total, j: total + term(j), range(1, size), term(0))
 
 
-def _block_steps(
-    phi, c, tracked, kink, moved, grams, tracked_plus, real, moments, h, alpha, num_steps, unroll=1
-):
-    """`num_steps` steps of one block from (Φ_t, c, tracked, kink, moved), runs axis last:
-    the same, after the steps."""
+def _minibatch_moments(optimizer: Optimizer, noise: Noise, t) -> SideMoments:
+    """The side moments of step t's minibatch of every lane (`optim.batch_weights`, the
+    general path's draw), runs axis last: (2, lanes) each."""
 
-    def body(carry, _):
-        phi, c, tracked, kink, moved = carry  # phi: Φ_t, (2, 3, 3, runs)
-        u = _sum3(lambda j: grams[:, :, j] * phi[:, 2, j][:, None])  # Σ_t Φ_t[w]ᵀ
-        wa = _sum3(lambda j: phi[:, 0, j] * u[:, j])  # Σ_{i on t} w_i a_i
-        wb = _sum3(lambda j: phi[:, 1, j] * u[:, j])
-        slope, level = _pair(alpha, wa[0], wa[1]), c + _pair(alpha, wb[0], wb[1])
-        r0, r1 = residual_moments(level, slope, moments)
-        g1 = h * _pair(alpha, r1[0], r1[1])[:, None]  # per neuron side t
-        g0 = h * _pair(alpha, r0[0], r0[1])[:, None]
-        phi = jnp.stack(
-            [
-                phi[:, 0] - g1 * phi[:, 2],
-                phi[:, 1] - g0 * phi[:, 2],
-                phi[:, 2] - (g1 * phi[:, 0] + g0 * phi[:, 1]),
-            ],
-            1,
+    def one(data, key, step):
+        key = jax.random.wrap_key_data(key)
+        return side_moments(
+            data._replace(weights=batch_weights(optimizer, data.weights, key, step + t))
         )
-        c = c - h * (r0[0] + r0[1])
-        a, b, w = tracked
+
+    return SideMoments(*(v.T for v in jax.vmap(one, in_axes=-1)(*noise)))
+
+
+def _gradient_rows(rows, g1, g0):
+    """M z for the rows (a, b, w) of a neuron vector or of Φ_t: ∇_θ L = (G1 w, G0 w,
+    G1 a + G0 b) (`fastpath`), with g1, g0 of the neuron's side."""
+    a, b, w = rows
+    return (g1 * w, g0 * w, g1 * a + g0 * b)
+
+
+def _optimizer_step(rows, g1, g0, h, momentum):
+    """GD (θ ← θ - h ∇) or heavy ball (v ← μ v + ∇, θ ← θ - h v, as optax's sgd) on the
+    rows (θ[, v]) of neuron vectors or of Φ_t."""
+    if momentum is None:
+        return tuple(r - g for r, g in zip(rows, _gradient_rows(rows, h * g1, h * g0), strict=True))
+    gradient = _gradient_rows(rows[:3], g1, g0)
+    velocity = tuple(momentum * v + g for v, g in zip(rows[3:], gradient, strict=True))
+    return (*(r - h * v for r, v in zip(rows[:3], velocity, strict=True)), *velocity)
+
+
+def _block_steps(carry, fixed, alpha, num_steps, optimizer: Optimizer, unroll=1):
+    """`num_steps` steps of one block from carry = (Φ_t, c, tracked, kink, moved, c's
+    velocity), runs axis last: the same, after the steps."""
+    grams, tracked_plus, real, moments, h, noise = fixed
+    momentum = HEAVY_BALL[optimizer.name]
+    size = grams.shape[1]
+
+    def body(carry, t):
+        phi, c, tracked, kink, moved, c_velocity = carry  # phi: Φ_t, (2, D, D, runs)
+        stochastic = optimizer.stochastic
+        step_moments = _minibatch_moments(optimizer, noise, t) if stochastic else moments
+        u = _sum_over(size, lambda j: grams[:, :, j] * phi[:, 2, j][:, None])  # Σ_t Φ_t[w]ᵀ
+        wa = _sum_over(size, lambda j: phi[:, 0, j] * u[:, j])  # Σ_{i on t} w_i a_i
+        wb = _sum_over(size, lambda j: phi[:, 1, j] * u[:, j])
+        slope, level = _pair(alpha, wa[0], wa[1]), c + _pair(alpha, wb[0], wb[1])
+        r0, r1 = residual_moments(level, slope, step_moments)
+        g1 = _pair(alpha, r1[0], r1[1])[:, None]  # per neuron side t
+        g0 = _pair(alpha, r0[0], r0[1])[:, None]
+        phi = jnp.stack(_optimizer_step(tuple(jnp.moveaxis(phi, 1, 0)), g1, g0, h, momentum), 1)
+        gc = r0[0] + r0[1]
+        if momentum is None:
+            c = c - h * gc
+        else:
+            c_velocity = momentum * c_velocity + gc
+            c = c - h * c_velocity
         t1 = jnp.where(tracked_plus, g1[0], g1[1])
         t0 = jnp.where(tracked_plus, g0[0], g0[1])
-        tracked = jnp.stack([a - w * t1, b - w * t0, w - (a * t1 + b * t0)])
+        tracked = jnp.stack(_optimizer_step(tuple(tracked), t1, t0, h, momentum))
         ratio = jnp.where(real, jnp.abs(tracked[1] / tracked[0]), 0.0)
         flipped = real & ((tracked[0] > 0) != tracked_plus)
         kink = functools.reduce(jnp.maximum, ratio, kink)
         moved = functools.reduce(jnp.logical_or, flipped, moved)
-        return (phi, c, tracked, kink, moved), None
+        return (phi, c, tracked, kink, moved, c_velocity), None
 
-    carry = (phi, c, tracked, kink, moved)
-    return jax.lax.scan(body, carry, length=num_steps, unroll=unroll)[0]
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    return jax.lax.scan(body, carry, steps, unroll=unroll)[0]

@@ -53,7 +53,6 @@ def propagator_steps(
     too many neurons are irregular), and what the checks need at the end (`ChunkEnd`).
     """
     state = deferred(params, slope0, regular)
-    c, state, kink, exact, end = deferred_steps(
-        params, state, moments, step_size, alpha, num_steps, block=block
-    )
-    return materialize(params._replace(c=c), state.phi), kink, exact, end
+    stepped = deferred_steps(params, state, moments, step_size, alpha, num_steps, block=block)
+    params = materialize(params._replace(c=stepped.c), stepped.state.phi)
+    return params, stepped.kink, stepped.exact, stepped.end

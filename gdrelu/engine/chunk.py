@@ -212,13 +212,18 @@ def run_chunk(
 
 @jax.jit
 def _compact(state: RunState) -> RunState:
-    """The propagator's view of a batch: the tracked neurons as the only neurons (runs, T)
-    and no slope0/regular, so that a chunk moves O(1) data per run, not O(n)."""
-    tracked = state.deferred.tracked
-    picked = [jnp.take_along_axis(v, tracked, axis=1) for v in state.params[:3]]
+    """The propagator's view of a batch: the tracked neurons as the only neurons (runs, T),
+    in the parameters and the optimizer's state, and no slope0/regular, so that a chunk
+    moves O(1) data per run, not O(n)."""
+    tracked, shape = state.deferred.tracked, state.params.b.shape
+
+    def pick(v):  # a leaf with a neurons axis: a, b, w and the heavy ball's velocity of them
+        return jnp.take_along_axis(v, tracked, axis=1) if v.shape == shape else v
+
     index = jnp.broadcast_to(jnp.arange(tracked.shape[1], dtype=tracked.dtype), tracked.shape)
     return state._replace(
-        params=Params(*picked, state.params.c),
+        params=Params(*map(pick, state.params[:3]), state.params.c),
+        opt_state=jax.tree.map(pick, state.opt_state),
         slope0=None,
         regular=None,
         deferred=state.deferred._replace(tracked=index),
@@ -227,9 +232,14 @@ def _compact(state: RunState) -> RunState:
 
 def _expanded(compact: RunState, full: RunState) -> RunState:
     """`compact` after a propagator chunk with the neurons of `full` back (they do not
-    change: the chunk's Φ_t is deferred)."""
+    change: the chunk's Φ_t is deferred), in the parameters and the optimizer's state."""
+    shape = full.params.b.shape
+    opt_state = jax.tree.map(
+        lambda f, c: f if f.shape == shape else c, full.opt_state, compact.opt_state
+    )
     return compact._replace(
         params=full.params._replace(c=compact.params.c),
+        opt_state=opt_state,
         slope0=full.slope0,
         regular=full.regular,
         deferred=compact.deferred._replace(tracked=full.deferred.tracked),

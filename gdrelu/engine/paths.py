@@ -18,7 +18,7 @@ import optax
 from gdrelu.data import WeightedData
 from gdrelu.detectors import below_linear
 from gdrelu.engine.checks import chunk_end
-from gdrelu.engine.state import RunState, materialized_params, refreshed
+from gdrelu.engine.state import RunState, materialized, refreshed
 from gdrelu.fastpath import fixed_pattern_gradient, side_moments
 from gdrelu.model import (
     Params,
@@ -28,9 +28,9 @@ from gdrelu.model import (
     loss_gradient,
     max_abs_kink,
 )
-from gdrelu.optim import Optimizer, get_optimizer, minibatch
+from gdrelu.optim import Optimizer, get_optimizer, minibatch, velocity, with_velocity
 from gdrelu.outcome import stop_rules
-from gdrelu.propagator import ChunkEnd, deferred_steps
+from gdrelu.propagator import HEAVY_BALL, ChunkEnd, Noise, deferred_steps, propagates, state_size
 
 
 class Trained(NamedTuple):
@@ -86,7 +86,8 @@ def _trained(
     """`num_steps` steps of `optimizer` on one run: (state, max over the steps of
     max_i |b_i/a_i|, first step whose activation pattern differs, first step whose
     training loss is below (1 - ε) L_lin (-1: none; neither tracked with `fixed_pattern`),
-    which neurons changed side at some step)."""
+    which neurons changed side or, on the general path, activation pattern at some step:
+    they leave their side's plane, `RunState.regular`)."""
     params, scaling = state.params, state.scaling
     transformation = optimizer.transformation(step_size)
     gradient = _gradient_of(state, data, alpha, optimizer, fixed_pattern)
@@ -101,7 +102,9 @@ def _trained(
         if not fixed_pattern:  # (an exact fixed-pattern chunk changes no group: `general`)
             loss, now = loss_and_pattern(p, data.x, data.y, data.weights, alpha, scaling)
             step = state.step + t + 1
-            first = jnp.where((first < 0) & jnp.any(now != pattern), step, first)
+            differs = jnp.any(now != pattern, axis=0)  # (n,): which neurons' patterns
+            first = jnp.where((first < 0) & jnp.any(differs), step, first)
+            changed = changed | differs
             low = below_linear(loss, state.linear_threshold)
             below = jnp.where((below < 0) & low, step, below)
         changed = changed | _side_changes(p, params)
@@ -127,7 +130,7 @@ def general(state: RunState, data, step_size, alpha, num_steps, optimizer, unrol
     pattern change and the loss below L_lin after every step (one forward pass per step,
     sharing the preactivations of the pattern)."""
     one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
-    state = state._replace(params=materialized_params(state))
+    state = materialized(state)
     trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
     state, kink, first, below, changed = trained
     end = jax.vmap(chunk_end)(state.params)
@@ -150,7 +153,7 @@ def fixed_pattern(
     one = jax.vmap(
         functools.partial(_trained, fixed_pattern=True), in_axes=(0, 0, 0, None, None, None, None)
     )
-    state = state._replace(params=materialized_params(state))
+    state = materialized(state)
     trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
     state, kink, first, below, changed = trained
     exact = (kink < jnp.min(jnp.abs(data.x), axis=-1)) & ~jnp.any(changed, axis=-1)
@@ -169,61 +172,73 @@ def propagator(
     blocks=None,
     kernel="xla",
 ) -> Trained:
-    """GD on the propagator; `blocks` = (runs per block, traced count of blocks to train),
-    by default the whole batch in one block; `kernel` as in `placement.Blocking`. The
-    parameters keep their Φ_t unapplied (`materialized_params`).
+    """GD, SGD or heavy ball on the propagator (`propagator.HEAVY_BALL`); `blocks` = (runs
+    per block, traced count of blocks to train), by default the whole batch in one block;
+    `kernel` as in `placement.Blocking`. The parameters (and the heavy ball's velocity)
+    keep their Φ_t unapplied (`materialized`).
 
     Like an exact `fixed_pattern` chunk, an exact propagator chunk keeps every kink inside
-    the data-free zone, where the run started (else it crossed at its first check and was
-    redone): its groups are the initial ones, the two sides, and its loss is at least
-    L_lin at every step. So it never sets the pattern change nor the loss below L_lin;
-    the general path's redo of an inexact or crossed chunk does."""
-    del optimizer  # GD only
+    the data-free zone, where the run started: its groups are the initial ones, the two
+    sides, and its loss is at least L_lin at every step. So it never sets the pattern
+    change nor the loss below L_lin. A chunk in which a kink reached the data is not
+    exact (and crossed, under that rule): the general path's redo records both."""
     moments = jax.vmap(side_moments)(data)
     block, count = blocks or (state.params.c.shape[0], None)
-    c, pending, kink, exact, end = deferred_steps(
+    noise = Noise(data, state.noise_key, state.step) if optimizer.stochastic else None
+    trace = velocity(state.opt_state) if state_size(optimizer) == 6 else None
+    stepped = deferred_steps(
         state.params,
         state.deferred,
         moments,
         step_size,
         alpha,
         num_steps,
+        optimizer=optimizer,
+        velocity=trace,
+        noise=noise,
         block=block,
         unroll=unroll,
         num_blocks=count,
         kernel=kernel,
     )
-    state = state._replace(params=state.params._replace(c=c), deferred=pending)
+    state = state._replace(params=state.params._replace(c=stepped.c), deferred=stepped.state)
+    if trace is not None:
+        trace = trace._replace(c=stepped.c_velocity)
+        state = state._replace(opt_state=with_velocity(state.opt_state, trace))
+    inside = stepped.kink < jnp.min(jnp.abs(data.x), axis=-1)
     none = jnp.full_like(state.step, -1)
-    return Trained(state, kink, none, none, exact, end)
+    return Trained(state, stepped.kink, none, none, stepped.exact & inside, stepped.end)
 
 
 # Batched paths: (state, data, step_size, alpha, num_steps, optimizer, unroll) -> Trained,
 # a leading runs axis on all but the last four (unroll: GD steps per iteration of the
-# compiled loop). Only "general" trains with any optimizer on any data; the propagator is GD.
+# compiled loop). Only "general" trains with any optimizer on any data; the propagator
+# trains GD, SGD and heavy ball on 1-D data.
 PATHS = {"general": general, "fixed_pattern": fixed_pattern, "propagator": propagator}
 
 
 def choose_path(
     path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard, held_out
 ) -> str:
-    """`path`, checked; "auto": the propagator for GD that stops at a crossing (1-D,
-    standard, no held-out points), else the general path. The fixed-pattern path takes
-    any optimizer on 1-D data in the standard parameterization but is not chosen by
-    itself: with momentum, Adam and SGD most runs soon leave the fixed pattern, and the
-    rest gain little at m = 6 points (`benchmarks/bench_optimizers.py`)."""
+    """`path`, checked; "auto": the propagator for GD, SGD and heavy ball that stop at a
+    crossing (1-D, standard, no held-out points), else the general path. Without the
+    crossing rule the propagator is still exact, but a run that crossed would be trained
+    twice (propagator, then the general redo) at every later check. The fixed-pattern
+    path takes any optimizer on 1-D data in the standard parameterization but is not
+    chosen by itself: with Adam most runs soon leave the fixed pattern, and the rest gain
+    little at m = 6 points (`benchmarks/bench_optimizers.py`)."""
     fixed = one_dimensional and standard
-    propagates = fixed and "crossed" in rules and optimizer.name == "gd" and not held_out
+    propagated = fixed and propagates(optimizer) and not held_out
     if path == "auto":
-        return "propagator" if propagates else "general"
+        return "propagator" if propagated and "crossed" in rules else "general"
     if path not in PATHS:
         raise ValueError(f"path must be 'auto' or one of {sorted(PATHS)}, not {path!r}")
     if path == "fixed_pattern" and not fixed:
         raise ValueError("path='fixed_pattern' needs 1-D input and the standard parameterization")
-    if path == "propagator" and not propagates:
+    if path == "propagator" and not propagated:
         raise ValueError(
-            "path='propagator' needs GD, 1-D input, the standard parameterization, the "
-            "'crossed' stop rule and no held-out points"
+            f"path='propagator' needs one of {sorted(HEAVY_BALL)} (not {optimizer.name!r}), "
+            "1-D input, the standard parameterization and no held-out points"
         )
     return path
 

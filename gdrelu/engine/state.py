@@ -13,8 +13,15 @@ import optax
 from gdrelu.data import WeightedData
 from gdrelu.detectors import linear_regime
 from gdrelu.model import STANDARD, Params, Scaling, max_abs_kink
-from gdrelu.optim import get_optimizer
-from gdrelu.propagator import IRREGULAR_CAPACITY, Deferred, deferred, materialize, regular_neurons
+from gdrelu.optim import get_optimizer, velocity, with_velocity
+from gdrelu.propagator import (
+    IRREGULAR_CAPACITY,
+    Deferred,
+    deferred,
+    materialized_neurons,
+    regular_neurons,
+    state_size,
+)
 
 GD = get_optimizer("gd")
 
@@ -29,7 +36,7 @@ class RunState(NamedTuple):
     scaling: Scaling  # (runs,) each: the parameterization's forward multipliers
     slope0: jax.Array  # (runs, n) w_i/a_i at the start, for the propagator path
     regular: jax.Array  # (runs, n) neuron i still lies in its side's plane (`propagator`)
-    deferred: Deferred  # the propagator's unapplied Φ_t, Grams, tracked neurons
+    deferred: Deferred  # the propagator's unapplied Φ_t (on θ, and v for heavy ball), Grams…
     linear_threshold: jax.Array  # (runs,) L_lin at the initial parameters (`detectors`)
     within_sides: jax.Array  # (runs,) its groups refine the sides (`detectors.linear_regime`)
 
@@ -97,7 +104,7 @@ def initial_state(
         scaling=scaling,
         slope0=slope0,
         regular=regular,
-        deferred=_deferred(params, slope0, regular),
+        deferred=_deferred(params, slope0, regular, _deferred_velocity(opt_state, optimizer)),
         **_linear_regime(params, data, scaling),
     )
     info = RunInfo(
@@ -127,25 +134,46 @@ def _linear_regime(params: Params, data, scaling: Scaling) -> dict[str, jax.Arra
     return {"linear_threshold": threshold, "within_sides": within}
 
 
-def _deferred(params: Params, slope0, regular) -> Deferred:
+def _deferred_velocity(opt_state, optimizer):
+    """The velocity the propagator defers with the parameters (heavy ball), else None."""
+    return velocity(opt_state) if state_size(optimizer) == 6 else None
+
+
+def _deferred(params: Params, slope0, regular, velocity=None) -> Deferred:
     if params.a.ndim == 2:
-        return deferred(params, slope0, regular)
+        return deferred(params, slope0, regular, velocity)
     runs, dtype, size = params.c.shape[0], params.c.dtype, 4 + IRREGULAR_CAPACITY
     zeros = jnp.zeros((runs, 2, 3, 3), dtype)
     false = jnp.zeros((runs, size), bool)
     return Deferred(zeros, zeros, jnp.zeros((runs, size), jnp.int32), false, false[:, 0])
 
 
+def _velocity_of(state: RunState):
+    """The heavy ball's velocity if the propagator defers it (D = 6), else None."""
+    return velocity(state.opt_state) if state.deferred.phi.shape[-1] == 6 else None
+
+
+@jax.jit
+def materialized(state: RunState) -> RunState:
+    """A batch of runs with the propagator's pending Φ_t applied to the parameters (and
+    to the heavy ball's velocity), as every path but the propagator needs them."""
+    if state.params.a.ndim != 2:
+        return state
+    params, new = materialized_neurons(state.params, state.deferred.phi, _velocity_of(state))
+    if new is None:
+        return state._replace(params=params)
+    return state._replace(params=params, opt_state=with_velocity(state.opt_state, new))
+
+
 @jax.jit
 def materialized_params(state: RunState) -> Params:
     """The parameters of a batch of runs, with the propagator's pending Φ_t applied."""
-    if state.params.a.ndim != 2:
-        return state.params
-    return materialize(state.params, state.deferred.phi)
+    return materialized(state).params
 
 
 def refreshed(state: RunState, changed) -> RunState:
-    """`state` with the propagator's bookkeeping recomputed from its (materialized) params;
-    `changed` (runs, n): the neurons that left their side's plane."""
+    """`state` with the propagator's bookkeeping recomputed from its materialized params
+    (and velocity); `changed` (runs, n): the neurons that left their side's plane."""
     regular = state.regular & ~changed
-    return state._replace(regular=regular, deferred=_deferred(state.params, state.slope0, regular))
+    pending = _deferred(state.params, state.slope0, regular, _velocity_of(state))
+    return state._replace(regular=regular, deferred=pending)

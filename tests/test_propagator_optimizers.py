@@ -1,0 +1,147 @@
+"""SGD and heavy ball on the O(1) propagator: the same runs as on the general path."""
+
+import jax
+import numpy as np
+import pytest
+
+from gdrelu import Status, propagator, simulate, theory
+from gdrelu.cells import Cell, initial_runs
+from gdrelu.engine import auto_path
+from gdrelu.engine.chunk import TRACE_COUNT
+from gdrelu.spec import ExperimentSpec
+
+RUNS, WIDTH = 32, 8
+
+
+@pytest.fixture(scope="module")
+def runs():
+    spec = ExperimentSpec(widths=(WIDTH,), deltas=(0.0,), runs=RUNS, seed=11)
+    params, data, _ = initial_runs(Cell(WIDTH, 0.0, spec), np.arange(RUNS))
+    keys = jax.random.split(jax.random.key(4), RUNS)
+    return params, data, theory.paper_step_size(params, data), keys
+
+
+def _both_paths(runs, optimizer, sampler, factor=1.0, **kwargs):
+    """Both paths on `runs`, with `factor` times the paper's step size."""
+    params, data, step, keys = runs
+    step = factor * step
+    kwargs = dict(
+        optimizer=optimizer,
+        sampler=sampler,
+        key=keys if sampler else None,
+        check_every=50,
+        max_checks=12,
+        **kwargs,
+    )
+    return [simulate(params, data, step, path=path, **kwargs) for path in ("propagator", "general")]
+
+
+def _assert_same_runs(fast, general):
+    """Statuses, stop steps and the per-step detectors identical, parameters to 1e-10."""
+    for field in ("status", "stop_step", "pattern_change_step", "loss_below_step"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(general, field), field)
+    for mine, theirs in zip(fast.params, general.params, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.max_kink, general.max_kink, rtol=1e-10)
+    np.testing.assert_allclose(fast.final_loss, general.final_loss, rtol=1e-10, atol=1e-14)
+
+
+# (optimizer, sampler, step size factor: heavy ball with μ = 0.9 moves like GD with 10 h)
+CASES = [
+    ("sgd", "multinomial", 1.0),
+    ("sgd", "epoch", 1.0),
+    ("momentum", None, 0.1),
+    ("momentum", "multinomial", 0.1),
+]
+
+
+@pytest.mark.parametrize(("optimizer", "sampler", "factor"), CASES)
+def test_crossing_rule_runs_equal_the_general_path(runs, optimizer, sampler, factor):
+    """With the paper's crossing rule: some runs cross (redone on the general path), the
+    others train on the propagator to the end; every run as on the general path."""
+    batch = {"batch_size": 2} if sampler == "epoch" else {}
+    fast, general = _both_paths(runs, optimizer, sampler, factor, stop_on=("crossed",), **batch)
+    _assert_same_runs(fast, general)
+    assert {Status.CROSSED, Status.UNFINISHED} <= set(fast.status.tolist())
+
+
+@pytest.mark.parametrize(("optimizer", "sampler"), [("sgd", "multinomial"), ("momentum", None)])
+def test_runs_that_cross_and_go_on_equal_the_general_path(runs, optimizer, sampler):
+    """Without a stop rule a crossed run keeps training: its neurons whose pattern changed
+    leave their side's plane (`RunState.regular`), and the propagator redoes every chunk
+    it cannot do exactly, so even these runs end as on the general path."""
+    factor = 0.1 if optimizer == "momentum" else 1.0
+    fast, general = _both_paths(runs, optimizer, sampler, factor, stop_on=())
+    _assert_same_runs(fast, general)
+    assert np.any(fast.pattern_change_step >= 0) and np.any(fast.pattern_change_step < 0)
+
+
+def test_side_changes_are_redone(runs):
+    """Neuron 0 of every run starts with a tiny a_0: it soon changes side, which the
+    propagator cannot follow; heavy ball's velocity carries it across the origin."""
+    params, data, step, keys = runs
+    tiny = params._replace(a=params.a.at[:, 0].set(1e-7 * np.sign(params.a[:, 0])))
+    fast, general = _both_paths(
+        (tiny, data, step, keys), "momentum", None, 0.1, stop_on=("crossed",)
+    )
+    _assert_same_runs(fast, general)
+    changed = np.sign(fast.params.a[:, 0]) != np.sign(tiny.a[:, 0])
+    assert changed.any()
+
+
+def test_one_compile_for_every_step_size_and_key(runs):
+    """Step sizes and keys are data: a second batch with others reuses the chunk program."""
+    params, data, step, keys = runs
+    kwargs = dict(optimizer="sgd", check_every=20, max_checks=2, stop_on=("crossed",))
+    simulate(params, data, step, key=keys, path="propagator", **kwargs)
+    before = TRACE_COUNT["propagator"]
+    other_keys = jax.random.split(jax.random.key(5), RUNS)
+    simulate(params, data, 0.5 * step, key=other_keys, path="propagator", **kwargs)
+    assert TRACE_COUNT["propagator"] == before
+
+
+def test_auto_path_takes_the_propagator_where_it_is_exact():
+    assert auto_path("sgd", stop_on=("crossed",)) == "propagator"
+    assert auto_path("momentum", stop_on=("crossed",)) == "propagator"
+    assert auto_path("sgd", sampler="epoch", stop_on=("crossed",)) == "propagator"
+    assert auto_path("sgd") == "general"  # no crossing rule: crossed runs would train twice
+    assert auto_path("adam", stop_on=("crossed",)) == "general"  # per-coordinate, nonlinear
+    assert auto_path("sgd", stop_on=("crossed",), held_out=True) == "general"
+    assert auto_path("sgd", stop_on=("crossed",), one_dimensional=False) == "general"
+
+    def sgd(step_size):  # a user's transformation is not the propagator's, whatever its name
+        return propagator.GD.transformation(step_size)
+
+    assert auto_path(sgd, stop_on=("crossed",)) == "general"
+
+
+def test_the_pallas_kernel_is_refused_for_other_optimizers(runs):
+    params, data, step, _ = runs
+    with pytest.raises(ValueError, match="kernel 'interpret' does full-batch GD only"):
+        simulate(
+            params, data, step, optimizer="momentum", stop_on=("crossed",), kernel="interpret",
+            check_every=5, max_checks=1,
+        )  # fmt: skip
+
+
+def test_a_neuron_whose_pattern_changes_leaves_its_plane(runs):
+    """The general path marks a neuron irregular once its activation pattern on the data
+    changes, even on its own side of the origin: after that its step is not its side's
+    linear map, so the propagator must track it (or give up), not bound it by the others.
+    Neuron 0 starts with a tiny a_0 and a large w_0: its kink sweeps through the data."""
+    from gdrelu.engine import PATHS, initial_state
+    from gdrelu.optim import get_optimizer
+
+    params, data, step, _ = runs
+    sign = np.sign(params.a[:, 0])
+    params = params._replace(a=params.a.at[:, 0].set(1e-3 * sign), w=params.w.at[:, 0].set(3.0))
+    gd = get_optimizer("gd")
+    start = initial_state(params, step, optimizer=gd, data=data).state
+    assert np.all(start.regular[:, 0])
+    trained = PATHS["general"](start, data, step, 0.0, 20, gd)
+    plus = trained.state.params.a[:, 0] > 0
+    same_side = plus == (sign > 0)
+    kink = -trained.state.params.b[:, 0] / trained.state.params.a[:, 0]
+    passed = np.abs(kink) >= np.min(np.abs(data.x), axis=1)  # past some data point now
+    assert np.any(same_side & passed)
+    assert not np.any(trained.state.regular[:, 0][same_side & passed])
