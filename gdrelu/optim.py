@@ -12,8 +12,9 @@ the weights of each step's loss ½ Σ_j q_j (f(x_j) - y_j)²:
   of each permutation are left out), q_j = p_j m / B on the batch: an unbiased estimate
   of the full loss, which for uniform p is the minibatch mean.
 
-Stochastic samplers draw step t's batch from fold_in(key, t) (epoch e's permutation from
-fold_in(key, e)), so a run's noise depends only on its key and the step count.
+The multinomial sampler draws step t's batch from threefry counters t·B' + k of the run's
+key, the epoch sampler epoch e's permutation from fold_in(key, e), so a run's noise depends
+only on its key and the step count.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.extend.random import threefry_2x32
 
 SAMPLERS = ("full", "multinomial", "epoch")
 MOMENTUM = 0.9  # heavy ball with 0.9 (docs/theory.md, "Section 10")
@@ -145,25 +147,35 @@ def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step
     if optimizer.sampler == "full":
         return weights
     if optimizer.sampler == "multinomial":
-        counts = multinomial_counts(jax.random.fold_in(key, step), optimizer.batch_size, weights)
+        counts = multinomial_counts(key, optimizer.batch_size, weights, step)
         return counts / jnp.asarray(optimizer.batch_size, weights.dtype)
     batch = epoch_batch(optimizer, weights.shape[0], key, step)
     picked = jnp.zeros_like(weights).at[batch].set(1.0)
     return picked * weights * (weights.shape[0] / optimizer.batch_size)
 
 
-def multinomial_counts(key: jax.Array, draws: int, weights: jax.Array) -> jax.Array:
+def multinomial_counts(key: jax.Array, draws: int, weights: jax.Array, step=0) -> jax.Array:
     """Counts (m,) of `draws` i.i.d. draws from the categorical distribution ∝ `weights`
-    (m,), as `weights.dtype`: each draw is the first j with u < Σ_{i≤j} p_i for a uniform
-    u, so a point of weight 0 is never drawn. Exact in distribution, O(draws·m), and
-    free of the rejection loops of `jax.random.multinomial`'s binomials, which under vmap
-    run every run to the slowest one."""
+    (m,), as `weights.dtype`: the `step`-th such batch of `key`.
+
+    Draw k takes K random bits u_k = threefry2x32(key, step·B' + k) (B' = `draws` rounded
+    up to even; K = 32, or 24 for float32 so that u_k is exact in it) and is the category
+    j with T_{j-1} ≤ u_k < T_j, T_j = ⌊2^K Σ_{i≤j} p_i / Σp⌋: each point is drawn with its
+    probability to within 2^-K, and a point of weight 0 never. Counter-based, so a step
+    costs B'/2 threefry blocks and no key derivation; O(draws·m), with none of the
+    rejection loops of `jax.random.multinomial`'s binomials, which under vmap run every
+    run to the slowest one."""
+    dtype = weights.dtype
+    bits = min(32, jnp.finfo(dtype).nmant + 1)
+    even = draws + draws % 2
+    counter = jnp.asarray(step, jnp.uint32) * jnp.uint32(even) + jnp.arange(even, dtype=jnp.uint32)
+    words = threefry_2x32(jax.random.key_data(key), counter)[:draws] >> jnp.uint32(32 - bits)
     cdf = jnp.cumsum(weights)
-    u = jax.random.uniform(key, (draws,), weights.dtype) * cdf[-1]
-    picked = jnp.sum(cdf[None, :] <= u[:, None], axis=1)
-    last = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)  # u·Σp can round up to Σp
+    thresholds = jnp.floor(cdf[:-1] * (2.0**bits / cdf[-1]))
+    picked = jnp.sum(thresholds[None, :] <= words[:, None].astype(dtype), axis=1)
+    last = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)  # T_j may round below 2^K
     picked = jnp.minimum(picked, last)
-    return jnp.sum(picked[:, None] == jnp.arange(weights.shape[0]), axis=0, dtype=weights.dtype)
+    return jnp.sum(picked[:, None] == jnp.arange(weights.shape[0]), axis=0, dtype=dtype)
 
 
 def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array:
