@@ -5,7 +5,9 @@ initial networks, data, validation weights and minibatch keys) are trained again
 plain loop over steps written here with numpy: the SGD, Adam and small-step protocols'
 stopping rules (a crossing, then early stopping on the validation weights with min_delta
 1e-8 and patience 10 checks) must give the same status at the same step. The check
-cadence is shortened (the rules, not the cadence, are under test).
+cadence is shortened (the rules, not the cadence, are under test). The swapped-variances
+protocol keeps its cadence (checks every 100 steps: that is its rule) with fewer checks,
+against a loop that stops on a crossing, degeneracy or the certificate.
 """
 
 import jax
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import numpy_gradient
 
-from gdrelu import ExperimentSpec, Status, run_experiment, theory
+from gdrelu import ExperimentSpec, Params, Status, WeightedData, run_experiment, theory
 from gdrelu.cells import Cell, initial_runs, noise_keys
 from gdrelu.optim import batch_weights, get_optimizer
 from gdrelu.protocols import PROTOCOLS, protocol
@@ -97,3 +99,76 @@ def test_protocols_name_the_paper_codes_settings():
     assert (swapped.init, swapped.check_every, swapped.max_checks) == ("swapped", 100, 10_000)
     with pytest.raises(ValueError, match="protocol"):
         protocol("lbfgs")
+
+
+SWAPPED_WIDTHS, SWAPPED_RUNS, SWAPPED_SEED, SWAPPED_STEPS = (3, 4), 12, 1, 4000
+
+
+def _direct_swapped(theta, x, y, p, h, every, certify=True):
+    """(status, stop step) of one run of GD trained step by step with checks every `every`
+    steps up to SWAPPED_STEPS: diverged, crossed (max |b_i/a_i| ≥ min |x_j| after any step),
+    a-degenerate (all a_i of one sign), x-degenerate (at most one point of positive weight
+    on a side), stuck (the certificate, if `certify`), in this order (docs/theory.md)."""
+    data = WeightedData(jnp.asarray(x), jnp.asarray(y), jnp.asarray(p))
+    positive = p > 0
+    x_degenerate = min(np.sum(positive & (x > 0)), np.sum(positive & (x < 0))) <= 1
+    max_kink, step = 0.0, 0
+    while step < SWAPPED_STEPS:
+        for _ in range(every):
+            grads = numpy_gradient(theta, x, y, p)
+            theta = [t - h * g for t, g in zip(theta, grads, strict=True)]
+            max_kink = max(max_kink, np.max(np.abs(theta[1] / theta[0])))
+            step += 1
+        if not all(np.all(np.isfinite(t)) for t in theta):
+            return Status.DIVERGED, step
+        if max_kink >= np.min(np.abs(x)):
+            return Status.CROSSED, step
+        if np.all(theta[0] > 0) or np.all(theta[0] < 0):
+            return Status.A_DEGENERATE, step
+        if x_degenerate:
+            return Status.X_DEGENERATE, step
+        if certify and _certified(Params(*map(jnp.asarray, theta)), data, h):
+            return Status.STUCK, step
+    return Status.UNFINISHED, step
+
+
+@jax.jit
+def _certified(params, data, h):
+    return theory.provably_stuck(params, data, h)
+
+
+def test_swapped_protocol_stops_as_a_direct_loop():
+    """The swapped protocol's runs (a ~ N(0, 2/n), w ~ N(0, 2), b = c = 0; checks every
+    100 steps; crossed, degenerate and stuck stop a run) against a direct loop: the same
+    statuses at the same steps. The same loop with a wrong rule (the GD protocol's cadence
+    of 1000 steps, or no certificate) disagrees, so the comparison can fail."""
+    fields = protocol("swapped")
+    checks = SWAPPED_STEPS // fields["check_every"]
+    spec = ExperimentSpec(
+        widths=SWAPPED_WIDTHS, deltas=(0.1,), runs=SWAPPED_RUNS, seed=SWAPPED_SEED,
+        **{**fields, "max_checks": checks},
+    )  # fmt: skip
+    engine_runs, direct, wrong_cadence, no_certificate = [], [], [], []
+    a_scaled, w_scaled = [], []  # a_i² n/2 and w_i²/2: mean 1 under the swapped variances
+    for cell_result in run_experiment(spec):
+        cell, indices = cell_result.cell, np.arange(SWAPPED_RUNS)
+        params, data, _ = jax.device_get(initial_runs(cell, indices))
+        assert not np.any(params.b) and not np.any(params.c)
+        a_scaled += list(params.a.ravel() ** 2 * cell.width / 2)
+        w_scaled += list(params.w.ravel() ** 2 / 2)
+        steps = np.asarray(cell_result.step_size)
+        np.testing.assert_allclose(steps, theory.paper_step_size(params, data), rtol=1e-12)
+        for r in range(SWAPPED_RUNS):
+            theta = [np.asarray(leaf[r]) for leaf in params]
+            run = (theta, *(v[r] for v in data), steps[r])
+            engine_runs.append((cell_result.result.status[r], cell_result.result.stop_step[r]))
+            direct.append(_direct_swapped(*run, every=100))
+            wrong_cadence.append(_direct_swapped(*run, every=1000))
+            no_certificate.append(_direct_swapped(*run, every=100, certify=False))
+    # 84 draws each: He's variances would put the means near n and 1/n (n = 3, 4).
+    assert 0.6 < np.mean(a_scaled) < 1.5 and 0.6 < np.mean(w_scaled) < 1.5
+    assert engine_runs == direct
+    statuses = {status for status, _ in direct}
+    assert {Status.CROSSED, Status.STUCK, Status.UNFINISHED} <= statuses  # the rules all act
+    assert any(step % 1000 for _, step in direct)  # runs stop between multiples of 1000
+    assert wrong_cadence != direct and no_certificate != direct
