@@ -152,10 +152,11 @@ def batching(
     return Batching(blocks * count * block, block if shrunk else None, redo if shrunk else None)
 
 
-def check_fits(spec: ExperimentSpec, budget: int) -> None:
+def check_fits(spec: ExperimentSpec, budget: int, devices: int | None = None) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
-    blocks of one, needs more than `budget` bytes (shapes only, nothing is compiled)."""
-    devices = jax.local_device_count()
+    blocks of one on each of `devices` devices (default: the local ones), needs more than
+    `budget` bytes (shapes only, nothing is compiled)."""
+    devices = jax.local_device_count() if devices is None else devices
     mixed = spec.path == "fixed_pattern"
     for bucket, widths in width_buckets(spec):
         per_run, per_block_run = run_bytes(spec, bucket, Cell(widths[-1], spec.deltas[0], spec))
