@@ -1,6 +1,8 @@
 """Shared fixtures: float64 everywhere, and the golden vectors of the paper's reference code."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -9,15 +11,48 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_num_cpu_devices", 2)  # the engine shards runs over devices: test that
+# What every `gdrelu` command sets (cli/backends.py) and never resets: the commands the
+# tests run in-process would otherwise change it for every later test, and with it the
+# key of every compiled program, so that a module that calls `simulate` and then `main`
+# (or the reverse) compiled each of its programs twice.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 DATA = Path(__file__).parent / "data"
-# `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests, and not
-# at all in this process. The CLI tests run `gdrelu run` in-process, which would turn the
-# persistent cache on for every later test; with it on, jaxlib 0.10.2 once crashed
-# (SIGSEGV in deserialize_executable) reading back an entry of an eagerly run scan that
-# this same process had written. Separate `gdrelu run` processes sharing a cache work
-# (tests/test_cli.py::test_second_run_reads_the_compilation_cache).
+# `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests. The CLI
+# tests run `gdrelu run` in-process, which would point the cache at ~/.cache for every
+# later test (separate `gdrelu run` processes sharing a cache:
+# tests/test_cli.py::test_second_run_reads_the_compilation_cache).
 os.environ["GDRELU_CACHE_DIR"] = "none"
+# The suite's own compilation cache instead: one new directory per session, shared by the
+# xdist workers (they inherit it from the controller's environment) and removed at the
+# end. A program that the other worker, or an earlier module of this process
+# (`_release_compiled_programs` drops the programs in memory), compiled is read back
+# instead of compiled again; a fresh clone starts empty, as CI does. On 2 cores, -n 2:
+# 156 s -> 114 s for the 15 modules that run no engine sweep (2026-12-02). A cache that
+# an in-process `gdrelu run` had turned on once crashed jaxlib 0.10.2 (SIGSEGV in
+# deserialize_executable) reading back an entry of an eagerly run scan that the same
+# process had written; not seen again since: test_loss_below, test_optim,
+# test_protocols, test_propagator and test_golden run twice in one process (the second
+# time every program read back from the cache), and the suite's eager Jacobi scans (each
+# call compiles its scan again, ~80 read-backs in one process), passed. If it comes back:
+# GDRELU_TEST_CACHE_DIR=none turns the cache off; another directory is used and kept.
+TEST_CACHE_VARIABLE = "GDRELU_TEST_CACHE_DIR"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and TEST_CACHE_VARIABLE not in os.environ:
+        config.gdrelu_test_cache = tempfile.mkdtemp(prefix="gdrelu-test-xla-")
+        os.environ[TEST_CACHE_VARIABLE] = config.gdrelu_test_cache
+    path = os.environ[TEST_CACHE_VARIABLE]
+    if path.lower() != "none":  # before anything compiles: JAX reads it at the first compile
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "gdrelu_test_cache", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def golden_case(golden, i):

@@ -19,7 +19,8 @@ from gdrelu.model import (
 from gdrelu.runner import run_experiment
 from gdrelu.spec import ExperimentSpec
 
-EXACT_FIELDS = ("status", "stop_step", "pattern_change_step", "escaped", "best_step")
+EXACT_FIELDS = ("status", "stop_step", "pattern_change_step", "loss_below_step", "escaped",
+                "best_step")  # fmt: skip
 CLOSE_FIELDS = ("final_loss", "max_kink", "linear_threshold", "best_validation_loss")
 # max_kink, the largest |b_i/a_i| along the path, is ill-conditioned where some a_i passes
 # near 0: batches in blocks of 16 runs against one in blocks of 64 moved a kink of 3228 by
@@ -120,14 +121,20 @@ def test_bad_buckets_are_named():
 
 
 @pytest.mark.parametrize(("optimizer", "path"), [("gd", "propagator"), ("adam", "general")])
-def test_spec_path_is_the_path_simulate_takes(optimizer, path):
+def test_spec_path_is_the_path_simulate_takes(optimizer, path, monkeypatch):
     """`ExperimentSpec.path`, which the auto buckets read, is the path the runs train on."""
+    from gdrelu.engine import chunk
+
+    # tests/test_engine.py's `width8` runs and checks (40 runs of width 8, every 200 steps),
+    # as test_cli's and test_store's: their programs come from the suite's compilation cache
     spec = ExperimentSpec(
-        widths=(4,), deltas=(0.0,), runs=2, check_every=20, max_checks=1, optimizer=optimizer
+        widths=(8,), deltas=(0.0,), runs=40, check_every=200, max_checks=1, optimizer=optimizer
     )
     assert spec.path == path
     before = dict(engine.TRACE_COUNT)
-    jax.clear_caches()
+    # new jitted chunk programs trace every chunk this run takes, whatever traced before
+    # (not jax.clear_caches(), which would drop every other compiled program too)
+    monkeypatch.setattr(chunk, "CHUNK_PROGRAMS", chunk.compiled_programs())
     run_experiment(spec)
     traced = {p for p, count in engine.TRACE_COUNT.items() if count > before[p]}
     assert path in traced and (path == "propagator" or "propagator" not in traced)

@@ -13,7 +13,11 @@ from gdrelu.engine import SimulationResult, Status
 from gdrelu.model import Params
 from gdrelu.protocols import protocol
 
-SMALL = ["--widths", "4,8", "--deltas", "0,0.1", "--runs", "12", "--check-every", "200",
+# The wider width first: a run interrupted after its first unit resumes width 4 alone,
+# padded to width 8 as in the uninterrupted run (test_a_resume_pads_and_buckets_...).
+# 4 cells of 10 runs in one batch at width 8, checked every 200 steps: the programs of
+# tests/test_engine.py's `width8`, from the suite's compilation cache when it has them.
+SMALL = ["--widths", "8,4", "--deltas", "0,0.1", "--runs", "10", "--check-every", "200",
          "--max-checks", "50", "--quiet"]  # fmt: skip
 
 
@@ -36,7 +40,7 @@ def small_run(tmp_path_factory):
 def test_run_writes_table_summary_and_figure(small_run):
     with open(small_run / "runs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 12
+    assert len(rows) == 2 * 2 * 10
     for column in ("run_id", "seed", "width", "delta", "status", "stop_step", "final_loss",
                    "max_kink"):  # fmt: skip
         assert column in rows[0]
@@ -51,9 +55,9 @@ def test_run_writes_table_summary_and_figure(small_run):
         assert {"width", "delta", "optimizer", "runs", "status_counts", "p_stuck", "ci95"} <= set(
             cell
         )
-        assert sum(cell["status_counts"].values()) == cell["runs"] == 12
+        assert sum(cell["status_counts"].values()) == cell["runs"] == 10
         stuck = sum(cell["status_counts"][k] for k in ("stuck", "a_degenerate", "x_degenerate"))
-        assert cell["p_stuck"] == stuck / 12
+        assert cell["p_stuck"] == stuck / 10
         assert cell["ci95"][0] <= cell["p_stuck"] <= cell["ci95"][1]
     assert (small_run / "failure_probability.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -140,7 +144,8 @@ def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
     those of the per-run table paired by run id (a seed gives every optimizer the same
     data and initial networks)."""
     out = tmp_path / "cmp"
-    args = ["--widths", "4", "--deltas", "0", "--runs", "24", "--check-every", "100",
+    # GD: tests/test_engine.py's `width8` runs and checks (programs from the suite's cache)
+    args = ["--widths", "8", "--deltas", "0", "--runs", "40", "--check-every", "200",
             "--max-checks", "3", "--quiet"]  # fmt: skip
     assert main(["compare", "--optimizers", "gd,adam", *args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -155,14 +160,14 @@ def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
         certified = r["status"] in ("stuck", "a_degenerate", "x_degenerate")
         stuck[r["optimizer"], r["run_id"]] = certified or final_stuck
     ids = sorted({r["run_id"] for r in rows})
-    assert len(ids) == 24 and len(rows) == 48
+    assert len(ids) == 40 and len(rows) == 80
     b = sum(stuck["gd", i] and not stuck["adam", i] for i in ids)
     c = sum(stuck["adam", i] and not stuck["gd", i] for i in ids)
     (comparison,) = summary["comparisons"]
     assert {"a", "b", "width", "delta", "difference", "ci95", "p_value"} <= set(comparison)
     assert (comparison["a"], comparison["b"]) == ("gd", "adam")
     assert comparison["discordant"] == [b, c]
-    assert comparison["difference"] == pytest.approx((b - c) / 24)
+    assert comparison["difference"] == pytest.approx((b - c) / 40)
     assert 0.0 <= comparison["p_value"] <= 1.0
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -400,23 +405,28 @@ def _interrupted_after_first_unit(monkeypatch):
 
 
 @pytest.mark.parametrize("buckets", [pytest.param("pow2", marks=pytest.mark.slow), "auto"])
-def test_a_resume_pads_and_buckets_as_the_uninterrupted_run(buckets, tmp_path, monkeypatch):
-    """--widths 32,16 interrupted after width 32's unit, then resumed with --widths 16,32
-    or with --resume alone: the table of the uninterrupted run, bit for bit."""
+def test_a_resume_pads_and_buckets_as_the_uninterrupted_run(
+    buckets, small_run, tmp_path, monkeypatch
+):
+    """--widths 8,4 interrupted after width 8's unit, then resumed with --widths 4,8 or
+    with --resume alone: the table of the uninterrupted run, bit for bit. (SMALL's
+    settings: with auto buckets the uninterrupted run is `small_run`, whose programs the
+    runs here reuse.)"""
     import shutil
 
-    rest = ["--deltas", "0,0.1", "--runs", "4", "--check-every", "100", "--max-checks", "5",
-            "--buckets", buckets, "--quiet"]  # fmt: skip
-    whole = tmp_path / "whole"
-    assert main(["run", "--widths", "32,16", *rest, "--out", str(whole)]) == 0
+    rest = [*SMALL[2:], "--buckets", buckets]
+    whole = small_run
+    if buckets != "auto":
+        whole = tmp_path / "whole"
+        assert main(["run", "--widths", "8,4", *rest, "--out", str(whole)]) == 0
     restore = _interrupted_after_first_unit(monkeypatch)
     part = tmp_path / "part"
-    assert main(["run", "--widths", "32,16", *rest, "--out", str(part)]) == 130
+    assert main(["run", "--widths", "8,4", *rest, "--out", str(part)]) == 130
     restore()
-    assert [p.name for p in (part / "units").iterdir()] == ["gd-w32.npz"]
+    assert [p.name for p in (part / "units").iterdir()] == ["gd-w8.npz"]
     alone = tmp_path / "alone"
     shutil.copytree(part, alone)
-    assert main(["run", "--widths", "16,32", *rest, "--resume", str(part)]) == 0
+    assert main(["run", "--widths", "4,8", *rest, "--resume", str(part)]) == 0
     assert main(["run", "--resume", str(alone), "--quiet"]) == 0
     for resumed in (part, alone):
         assert (resumed / "runs.csv").read_text() == (whole / "runs.csv").read_text()
@@ -488,16 +498,22 @@ def test_the_table_partitions_the_runs():
 
 
 def test_a_protocol_lays_its_fields_under_the_config_and_flags(tmp_path):
+    """The config's step size over the protocol's, the flag's max_checks over the
+    config's. (The runs of tests/test_reproduce.py's tiny SGD variant, 6 runs of width 8
+    at Δ = 0.1 with the protocol's minibatches and checks: their programs come from the
+    suite's compilation cache when that module compiled them first; the step sizes are
+    data.)"""
     config = tmp_path / "exp.toml"
-    config.write_text("batch_size = 4\n")
+    config.write_text('step_size = "small"\nmax_checks = 5\n')
     out = tmp_path / "sgd"
-    args = ["--protocol", "sgd", "--widths", "8", "--runs", "2", "--max-checks", "2",
-            "--check-every", "10", "--config", str(config), "--quiet"]  # fmt: skip
+    args = ["--protocol", "sgd", "--widths", "8", "--deltas", "0.1", "--runs", "6",
+            "--max-checks", "2", "--config", str(config), "--quiet"]  # fmt: skip
     assert main(["run", *args, "--out", str(out)]) == 0
     spec = json.loads((out / "summary.json").read_text())["spec"]
     assert spec["optimizer"] == "sgd" and spec["sampler"] == "multinomial"
     assert spec["early_stopping"] is True and spec["stop_on"] == ["crossed"]
-    assert (spec["batch_size"], spec["max_checks"], spec["check_every"]) == (4, 2, 10)
+    assert spec["batch_size"] == 16  # the protocol's, where nothing else sets it
+    assert (spec["step_size"], spec["max_checks"]) == ("small", 2)
 
 
 @pytest.mark.parametrize(

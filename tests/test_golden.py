@@ -1,4 +1,5 @@
-"""Exactness against the paper's reference implementation (float64, ../shared/golden/)."""
+"""Exactness against the paper's reference implementation (float64, ../shared/golden/),
+and the detectors on its Monte Carlo runs."""
 
 import functools
 
@@ -32,6 +33,13 @@ def _train(runs, data, h, chunks, *, path, chunk, optimizer=engine.GD):
     return jax.lax.fori_loop(0, chunks, step, (runs, jax.numpy.ones((1,), bool)))
 
 
+def _chunk(steps):
+    """The chunk size for `steps` steps to the next stored step: 1000 (as in `simulate`)
+    where they are whole thousands, else single steps (the first 1000 steps: 1, 9, 90 and
+    900). Two sizes per path and width: each size compiles `_train` again."""
+    return 1000 if steps % 1000 == 0 else 1
+
+
 def _assert_params_close(got, case, k):
     # relative to the size of θ (c stays at round-off level in some cases: 1e-16)
     scale = max(np.max(np.abs(case[f"{name}{k}"])) for name in "abwc")
@@ -49,8 +57,9 @@ def test_gd_trajectories(trajectories, i, path):
     runs = engine.initial_state(Params(*map(one, (case[f"{p}0"] for p in "abwc"))))
     done = 0
     for k in trajectories["steps"]:
-        # the propagator accumulates products over chunks of up to 1000 steps, as in `simulate`
-        chunk = min(k - done, 1000)
+        # from step 1000 on, the propagator accumulates products over chunks of 1000 steps,
+        # as in `simulate`
+        chunk = _chunk(k - done)
         runs, exact = _train(
             runs, data, one(case["lr"]), (k - done) // chunk, path=path, chunk=chunk
         )
@@ -80,7 +89,7 @@ def test_adam_trajectories(trajectories, i, path):
     )
     done = 0
     for k in (k for k in trajectories["steps"] if k <= ADAM_HORIZON[i]):
-        chunk = min(k - done, 1000)
+        chunk = _chunk(k - done)
         runs, _ = _train(
             runs,
             data,
@@ -107,3 +116,21 @@ def test_monte_carlo_statuses(mc_simulated):
     # crossing does not depend on the certificate's variant, so its stop step matches too
     np.testing.assert_array_equal(result.stop_step[crossed], m["stop_step"][crossed])
     assert np.all(result.max_kink[crossed] >= 1.0) and np.all(result.max_kink[~crossed] < 1.0)
+
+
+# Next to test_monte_carlo_statuses: both read the one simulation of the stored runs
+# (`mc_simulated`, per test process), which takes a while.
+def test_detectors_agree_with_the_certificate_in_1d_gd(mc_simulated):
+    """Certified stuck: the final network groups the data as at the start and its loss is
+    not below L_lin; crossed: the pattern changed at the latest in the chunk of the check
+    that saw the crossing, and never in a run that did not cross or change side."""
+    m, result = mc_simulated
+    runs = m["xw"].shape[0]
+    stuck, crossed = result.status == Status.STUCK, result.status == Status.CROSSED
+    assert stuck.sum() + crossed.sum() == runs and stuck.sum() > 100
+    assert not result.escaped[stuck].any()
+    assert np.all(result.final_loss[stuck] >= result.linear_threshold[stuck] * (1 - 1e-9))
+    change = result.pattern_change_step
+    assert np.all((change[crossed] >= 1) & (change[crossed] <= result.stop_step[crossed]))
+    flipped = np.any(np.sign(result.params.a) != np.sign(m["a0"]), axis=1)
+    assert np.all((change[stuck] == -1) | flipped[stuck])

@@ -1,6 +1,8 @@
 """The Pallas kernel of the propagator's steps (`gdrelu.kernel`), in interpret mode on the
 CPU: the same numbers as the XLA loop, and a program that lowers for an NVIDIA GPU."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,8 @@ from gdrelu import engine, kernel, propagator
 from gdrelu.fastpath import SideMoments
 
 
+@functools.cache  # the tests share one batch of 128 runs (JAX arrays: immutable)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))  # one compile, not one per operation
 def _batch(runs, width=16, seed=0):
     """He-initialized runs on the paper's data with its step size, as the propagator's
     reference parameters, deferred state and side moments."""
@@ -65,7 +69,8 @@ def _chunk_arrays(runs):
 
 
 def test_kernel_rejects_runs_that_do_not_split_into_programs():
-    carry, fixed = _chunk_arrays(48)
+    # the first 48 runs of the batch of 128 (runs axis last): no draw of 48 runs to compile
+    carry, fixed = jax.tree.map(lambda v: v[..., :48], _chunk_arrays(128))
     with pytest.raises(ValueError, match="48 runs do not split into programs of 32"):
         kernel.kernel_steps(carry, fixed, 0.0, 10, 48, interpret=True)
 

@@ -16,7 +16,10 @@ from gdrelu.detectors import ESCAPE_MARGIN, classify, linear_regime, linear_thre
 from gdrelu.init import he_init
 from gdrelu.model import loss_gradient, weighted_loss
 
-CHECK_EVERY, MAX_CHECKS = 250, 8
+# The runs and checks of tests/test_engine.py's `width8` (40 runs of width 8, checks
+# every 200 steps): the paths' programs are the same, and come from the suite's
+# compilation cache when that module compiled them first.
+CHECK_EVERY, MAX_CHECKS = 200, 10
 
 
 def _paper_runs(n, count, delta=0.0, seed=0):
@@ -55,46 +58,50 @@ def _direct(params, data, h, optimizer, steps):
 
 
 @pytest.fixture(scope="module")
-def width4():
-    return _paper_runs(4, 16)
+def width8():
+    return _paper_runs(8, 40)
 
 
 def _simulate(params, data, h, **kwargs):
     return simulate(params, data, h, check_every=CHECK_EVERY, max_checks=MAX_CHECKS, **kwargs)
 
 
-def test_gd_equals_a_direct_loop(width4):
+def test_gd_equals_a_direct_loop(width8):
     """1-D GD trained to the end (no stop rule): the first step below L_lin of each run."""
-    params, data, h = width4
+    params, data, h = width8
     result = _simulate(params, data, h, stop_on=())
     want = _direct(params, data, np.asarray(h), optax.sgd, CHECK_EVERY * MAX_CHECKS)
     np.testing.assert_array_equal(result.loss_below_step, want)
     assert np.any(want > 0) and np.any(want < 0), "some runs escape, some do not"
-    assert np.all(result.escaped[want > 0])
+    # a run whose final loss is below went below at some step (not the converse: a run
+    # can dip below L_lin and come back to its linear fit, as one of these does)
+    final_below = result.final_loss < (1 - ESCAPE_MARGIN) * result.linear_threshold
+    assert np.any(final_below) and np.all(want[final_below] > 0)
 
 
-def test_paths_and_blocks_give_the_same_step(width4):
+def test_paths_give_the_same_step(width8):
     """The propagator (auto) stops crossed runs and redoes their chunk on the general path:
-    the step is that of the general path, whatever the block size."""
-    params, data, h = width4
+    the step is that of the general path. (Whatever the block size: tests/test_memory.py
+    compares it between blocks, as every other result.)"""
+    params, data, h = width8
     general = _simulate(params, data, h, path="general")
     assert np.any(general.loss_below_step > 0)
-    for kwargs in ({"path": "auto"}, {"path": "auto", "block": 8}, {"path": "fixed_pattern"}):
+    for kwargs in ({"path": "auto"}, {"path": "fixed_pattern"}):
         got = _simulate(params, data, h, **kwargs)
         np.testing.assert_array_equal(got.loss_below_step, general.loss_below_step)
         np.testing.assert_array_equal(got.stop_step, general.stop_step)
 
 
-def test_linear_threshold_is_that_of_classify(width4):
+def test_linear_threshold_is_that_of_classify(width8):
     """L_lin, now computed at placement, has the values `classify` computes."""
-    params, data, h = width4
+    params, data, h = width8
     result = _simulate(params, data, h)
     threshold, _ = classify(params, result.params, data, jnp.asarray(result.final_loss))
     np.testing.assert_array_equal(result.linear_threshold, np.asarray(threshold))
 
 
-def test_adam_equals_a_direct_loop():
-    params, data, h = _paper_runs(8, 6, delta=0.1, seed=3)
+def test_adam_equals_a_direct_loop(width8):
+    params, data, h = width8  # the runs of the GD tests: no new draw to compile
     h = np.asarray(h) * 0.1
     result = _simulate(params, data, h, optimizer="adam")
     want = _direct(params, data, h, optax.adam, CHECK_EVERY * MAX_CHECKS)
@@ -120,12 +127,12 @@ def test_star_equals_a_direct_loop():
 
 
 @pytest.mark.parametrize("path", ["propagator", "fixed_pattern"])
-def test_exact_fast_chunks_never_go_below(width4, path):
+def test_exact_fast_chunks_never_go_below(width8, path):
     """Chunk after chunk from the general path's state, the fast path's chunk from the same
     start: every run it does exactly (and that does not cross) stays above L_lin at every
     step of that chunk, as the general path's tracking shows. (Why a fast path need not
     track it: `paths.propagator`.)"""
-    params, data, h = _paper_runs(6, 32, delta=0.1, seed=1)
+    params, data, h = width8
     runs = engine.initial_state(params, h, data=data)
     within = np.asarray(runs.state.within_sides)
     train = jax.jit(

@@ -8,15 +8,25 @@ from gdrelu import ExperimentSpec, run_experiment
 from gdrelu.cells import Cell, initial_runs
 
 
-@pytest.mark.parametrize(("data", "width"), [("star", 16), ("six-points", 8)])
-def test_param_norm_rule_is_the_factor_over_the_squared_parameter_norm(data, width):
+@pytest.mark.parametrize(
+    ("data", "width", "runs", "training"),
+    [
+        ("star", 16, 3, dict(check_every=10, stop_on=())),
+        # the draws and programs of tests/test_engine.py's `width8` (40 runs of width 8,
+        # checks every 200 steps; the step sizes are data): from the suite's compilation
+        # cache when that module compiled them first
+        ("six-points", 8, 40, dict(check_every=200)),
+    ],
+    ids=["star-16", "six-points-8"],
+)
+def test_param_norm_rule_is_the_factor_over_the_squared_parameter_norm(data, width, runs, training):
     """`--step-size param-norm --step-factor 2`: h = 2 / Σ (a² + b² + w² + c²) of each run's
     initial network, as the paper's star code applied (its Gram's λ_max twice per epoch)."""
     spec = ExperimentSpec(
-        data=data, widths=(width,), deltas=(0.0,), runs=3, step_size="param-norm",
-        step_factor=2.0, check_every=10, max_checks=1, stop_on=(),
+        data=data, widths=(width,), deltas=(0.0,), runs=runs, step_size="param-norm",
+        step_factor=2.0, max_checks=1, **training,
     )  # fmt: skip
     (cell_result,) = run_experiment(spec)
-    params, _, _ = jax.device_get(initial_runs(Cell(width, 0.0, spec), np.arange(3)))
-    squares = sum(np.sum(np.square(leaf).reshape(3, -1), axis=1) for leaf in params)
+    params, _, _ = jax.device_get(initial_runs(Cell(width, 0.0, spec), np.arange(runs)))
+    squares = sum(np.sum(np.square(leaf).reshape(runs, -1), axis=1) for leaf in params)
     np.testing.assert_allclose(cell_result.step_size, 2.0 / squares, rtol=1e-13)

@@ -15,7 +15,10 @@ from gdrelu.model import Params
 from gdrelu.records import RUN_COLUMNS, RunRecord, run_records, table
 from gdrelu.spec import ExperimentSpec
 
-TINY_RUN = ["--widths", "4", "--deltas", "0", "--runs", "2", "--check-every", "50",
+# the runs and checks of tests/test_engine.py's `width8` (40 runs of width 8, checks every
+# 200 steps): their programs come from the suite's compilation cache when another module
+# compiled them first
+TINY_RUN = ["--widths", "8", "--deltas", "0", "--runs", "40", "--check-every", "200",
             "--max-checks", "2", "--quiet"]  # fmt: skip
 
 

@@ -12,6 +12,8 @@ from gdrelu import Params, WeightedData, theory
 GD_CASES = range(5)
 ALL_CASES = range(7)
 RTOL_STEP = 1e-10  # the issue's tolerance for `lr` and `lr_at{k}`
+# Jitted once: called eagerly, the Jacobi sweeps' scan compiles again at every call
+_provably_stuck = jax.jit(theory.provably_stuck)
 
 
 def _params(case, k):
@@ -95,7 +97,7 @@ def test_certificate_agrees_with_golden_flags(trajectories, i):
     """converged{k}: the reference's criterion at the stored parameters with step `lr`."""
     case = golden_case(trajectories, i)
     for k in trajectories["steps"]:
-        got = bool(theory.provably_stuck(_params(case, k), _data(case), case["lr"]))
+        got = bool(_provably_stuck(_params(case, k), _data(case), case["lr"]))
         assert got == bool(case[f"converged{k}"]), f"step {k}"
 
 
@@ -103,11 +105,11 @@ def test_certificate_needs_kinks_inside_the_data(trajectories):
     """A certified state stops being certified once a kink is moved past min|x_j|."""
     case = golden_case(trajectories, 1)
     p, data = _params(case, 60000), _data(case)
-    assert theory.provably_stuck(p, data, case["lr"])
+    assert _provably_stuck(p, data, case["lr"])
     moved = p._replace(b=p.b.copy())
     moved.b[0] = -1.01 * p.a[0]  # kink of neuron 0 at x = 1.01
-    assert not theory.provably_stuck(moved, data, case["lr"])
-    assert not theory.provably_stuck(p, data, 10 * case["lr"])  # ρ ≥ 1: step too large
+    assert not _provably_stuck(moved, data, case["lr"])
+    assert not _provably_stuck(p, data, 10 * case["lr"])  # ρ ≥ 1: step too large
 
 
 def test_degeneracy():
@@ -193,6 +195,7 @@ def test_psi_sum_against_lapack_eigenpairs(eigenvectors):
     from gdrelu import jacobi
 
     rng = np.random.default_rng(12)
+    eigh = jax.jit(jacobi.eigh)  # eagerly, its scan would compile at every call
     for _ in range(20):
         half = rng.normal(size=(4, 4))
         k, psi0, h = half @ half.T, rng.normal(size=4), 0.1
@@ -200,6 +203,6 @@ def test_psi_sum_against_lapack_eigenpairs(eigenvectors):
         basis = vecs if eigenvectors == "columns" else vecs.T
         u_inf = np.abs(basis).max(axis=0)
         want = np.sum(h / np.abs(h * lam) * np.abs(vecs.T @ psi0) * u_inf)
-        got_lam, got_vecs = jacobi.eigh(jnp.asarray(k))
+        got_lam, got_vecs = eigh(jnp.asarray(k))
         got = theory.psi_sum(got_lam, got_vecs, jnp.asarray(psi0), h, eigenvectors)
         assert float(got) == pytest.approx(want, rel=1e-9)
