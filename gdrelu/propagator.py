@@ -25,7 +25,7 @@ minibatch weights instead of the data's (drawn as `optim.batch_weights` draws th
 only the per-step moments change: O(B·m) for the draw, O(1) for the neurons. Heavy ball
 (v ← μv + ∇L, θ ← θ - h v) is linear in z_i = (θ_i, v_i): a 6×6 Φ_t per side, whose
 neurons start in the plane b = 0, v = 0 and stay in its image, so the same two neurons per
-side bound the kinks (docs/theory.md, "The propagator").
+side bound the kinks (docs/design.md, "The propagator").
 """
 
 from __future__ import annotations

@@ -91,13 +91,13 @@ def simulate(
     change no activation group), so that one compiled program serves batches of several
     widths.
 
-    `path="auto"` trains 1-D networks with GD on the O(1) propagator (`propagator`) and
-    redoes, on the general path, the chunk of every run it could not do exactly (a kink
-    reached the data, a neuron changed side), so results equal those of
-    `path="general"`. The runs are sharded over `devices` (default: all local ones) and
-    go through a chunk in blocks (`blocking_for`; `block` sets their size, `redo` that of the
-    general path's redos). `kernel` does
-    the propagator's steps: "xla" (XLA's loop), "pallas" (one Pallas kernel per chunk, on
+    `path="auto"` trains 1-D networks with GD, SGD or heavy ball that stop at a crossing
+    on the O(1) propagator (`propagator`, `engine.choose_path`) and redoes, on the general
+    path, the chunk of every run it could not do exactly (a kink reached the data, a neuron
+    changed side), so results equal those of `path="general"`. The runs are sharded over
+    `devices` (default: all local ones) and go through a chunk in blocks (`blocking_for`;
+    `block` sets their size, `redo` that of the general path's redos). `kernel` does the
+    propagator's GD steps: "xla" (XLA's loop), "pallas" (one Pallas kernel per chunk, on
     NVIDIA GPUs, `gdrelu.kernel`) or "interpret" (that kernel in interpret mode); by
     default $GDRELU_PROPAGATOR_KERNEL, else "xla". The first call in a process turns on
     JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
