@@ -155,13 +155,14 @@ def _star_section(cells, spec, scale, directory, seconds) -> report.Section:
 SECTION10_SCALE = {"small": "tiny", "paper": "full"}
 
 
-def _section10(directory: Path, scale: str, on_progress) -> report.Section:
+def _section10(directory: Path, scale: str, on_progress, memory_budget=None) -> report.Section:
     """The Section 10 grid (`gdrelu.section10`), each group a unit of the store."""
     start, grid = time.perf_counter(), section10.SCALES[SECTION10_SCALE[scale]]
     rows = []
     for group in section10.configurations(grid):
         on_progress(f"section10 {section10.unit_name(group)}")
-        rows += section10.run_group(grid, group, units=directory / "units")
+        units = directory / "units"
+        rows += section10.run_group(grid, group, units=units, memory_budget=memory_budget)
     best = section10.best_step_sizes(rows)
     plot.relative_rmse_plot(best, directory / "section10.png")
     header = ("data", "d", "init", "optimizer", "bias init", "step", "test RMSE", "± s.e.",
@@ -188,14 +189,18 @@ TITLES = {
 EXPERIMENTS = (*TITLES, "star", "section10")
 
 
-def run_one(name: str, scale: str, directory: Path, on_progress) -> report.Section:
-    """Run experiment `name` (resuming from its units) and return its report section."""
+def run_one(
+    name: str, scale: str, directory: Path, on_progress, memory_budget: int | None = None
+) -> report.Section:
+    """Run experiment `name` (resuming from its units) in batches that fit in
+    `memory_budget` bytes (default: `memory.memory_budget`) and return its report section."""
     if name == "section10":
-        return _section10(directory, scale, on_progress)
+        return _section10(directory, scale, on_progress, memory_budget)
     (spec,) = experiment_specs(name, scale)
     start = time.perf_counter()
     cells = run_experiment(
         spec,
+        memory_budget=memory_budget,
         units=directory / "units",
         on_check=lambda widths, k, status: on_progress(f"{name} n={widths} check {k}"),
     )
@@ -211,10 +216,11 @@ def reproduce(
     scale: str = "small",
     only: tuple[str, ...] | None = None,
     on_progress: Callable[[str], None] = lambda line: None,
+    memory_budget: int | None = None,
 ) -> Path:
     """Run the experiments `only` (default: all) at `scale` into `out`, skipping those
     already finished there, and write out/report.md and out/report.html; returns the
-    Markdown report's path."""
+    Markdown report's path. `memory_budget`: bytes a batch of runs may use (`run_one`)."""
     if scale not in SCALES:
         raise ValueError(f"scale: {scale!r} is not one of {', '.join(SCALES)}")
     names = tuple(only or EXPERIMENTS)
@@ -229,7 +235,7 @@ def reproduce(
             section = report.Section.from_json(json.loads(saved.read_text()))
         else:
             directory.mkdir(parents=True, exist_ok=True)
-            section = run_one(name, scale, directory, on_progress)
+            section = run_one(name, scale, directory, on_progress, memory_budget)
             store.write_text(saved, json.dumps(section.to_json(), indent=1, default=float))
         sections.append(section._replace(figure=f"{name}/{section.figure}"))
     return write(out, scale, sections)
@@ -272,6 +278,10 @@ def estimated_work(scale: str, names=EXPERIMENTS) -> dict[str, tuple[str, float]
     return work
 
 
+PROBE_WORK = 2e8  # neuron-point-steps of a general-path probe: about 1 s on a 2-core CPU
+PROBE_BLOCK = 64  # runs per CPU device in one engine block (engine.blocking_for)
+
+
 def path_rates() -> dict[str, float]:
     """Seconds per unit of `estimated_work` on this backend, from a warm chunk of each
     path: 256 runs of width 64 on the six points."""
@@ -297,7 +307,57 @@ def path_rates() -> dict[str, float]:
     return rates
 
 
+def general_rate(spec: ExperimentSpec) -> float:
+    """Seconds per neuron-point-step of `spec`'s runs on the general path, measured at its
+    widest width with its own data, dtype and optimizer, every run training (no stopping):
+    the warm time of two chunks of S steps less that of one (so the fixed cost of a call
+    drops out), for one engine block of runs per CPU device, or all of a cell's runs on an
+    accelerator. Per neuron and point a step costs more at larger widths (caches:
+    docs/star-at-scale.md), so the widest width's rate bounds the narrower ones'."""
+    import jax
+
+    from gdrelu.buckets import shared_width
+    from gdrelu.cells import Cell, initial_runs, noise_keys
+    from gdrelu.engine import simulate
+    from gdrelu.runner import training_arguments, validation_arguments
+    from gdrelu.step_size import initial_step_sizes
+
+    width = max(spec.widths)
+    cpu = jax.default_backend() == "cpu"
+    runs = min(spec.runs, PROBE_BLOCK * jax.local_device_count()) if cpu else spec.runs
+    steps = max(10, round(PROBE_WORK / (runs * width * spec.num_points)))
+    cell, indices = Cell(width, spec.deltas[0], spec), np.arange(runs)
+    params, data, valid = initial_runs(cell, indices)
+    step = initial_step_sizes([(spec, runs)], params, data, np.full(runs, width), width)
+    arguments = {
+        **training_arguments(spec),
+        **validation_arguments(spec, valid),
+        "stop_on": (),
+        "check_every": steps,
+        "key": noise_keys(cell, indices),
+        "classify_width": shared_width(spec),
+    }
+
+    def seconds(checks: int) -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(simulate(params, data, step, **{**arguments, "max_checks": checks}))
+        return time.perf_counter() - start
+
+    seconds(1)  # compiles, or reads the programs from the cache
+    one, two = seconds(1), seconds(2)
+    return max(two - one, 0.0) / (runs * steps * width * spec.num_points)
+
+
 def estimated_seconds(scale: str, names=EXPERIMENTS) -> float:
-    """An upper estimate of the time `reproduce` takes at `scale` on this backend."""
+    """An upper estimate of the time `reproduce` takes at `scale` on this backend: the
+    propagator's and Section 10's work at `path_rates`, every other general-path
+    experiment's at its own `general_rate`."""
     rates = path_rates()
-    return sum(work * rates[path] for path, work in estimated_work(scale, names).values())
+    total = 0.0
+    for name, (path, work) in estimated_work(scale, names).items():
+        if path == "general" and name != "section10":
+            (spec,) = experiment_specs(name, scale)
+            total += work * general_rate(spec)
+        else:
+            total += work * rates[path]
+    return total

@@ -10,9 +10,10 @@ from gdrelu.reproduce import Sizes
 
 @pytest.fixture
 def tiny(monkeypatch):
-    """Every experiment at a few runs of one or two small widths."""
-    monkeypatch.setitem(reproduce.SIZES, "gd-figure", {"small": Sizes((16,), (0.0, 0.2), 12)})
-    monkeypatch.setitem(reproduce.SIZES, "variants", {"small": Sizes((8,), (0.1,), 6)})
+    """Every experiment at a few runs of one or two small widths, at both scales."""
+    figure, variants = Sizes((16,), (0.0, 0.2), 12), Sizes((8,), (0.1,), 6)
+    monkeypatch.setitem(reproduce.SIZES, "gd-figure", dict.fromkeys(reproduce.SCALES, figure))
+    monkeypatch.setitem(reproduce.SIZES, "variants", dict.fromkeys(reproduce.SCALES, variants))
 
 
 def test_the_report_compares_with_the_paper_and_embeds_its_figure(tiny, tmp_path):
@@ -78,3 +79,45 @@ def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys
     assert main(["reproduce", "--resume", str(out), "--quiet"]) == 0  # scale, only: recorded
     assert (out / "report.md").read_text() == before
     assert main(["reproduce", "--resume", str(out), "--scale", "paper", "--quiet"]) == 2
+
+
+def test_a_budget_too_small_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
+    """--memory-budget reaches reproduce: 1 kB is less than one run of width 8 needs."""
+    from gdrelu.cli import main
+
+    out = tmp_path / "repro"
+    command = ["reproduce", "--only", "sgd", "--out", str(out), "--quiet"]
+    assert main([*command, "--memory-budget", "1e-6"]) == 2
+    assert "width 8:" in capsys.readouterr().err and not out.exists()
+    assert main([*command, "--memory-budget", "-1"]) == 2
+    assert "--memory-budget" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_estimate_times_each_general_experiment_at_its_own_rate(monkeypatch):
+    """Star at the small scale: 200 runs × 10⁵ steps × 33 points × (16 + 32 + 64) neurons
+    on the general path at the rate `general_rate` measures for the star spec; the GD
+    figure on the propagator: 400 runs × 3 Δ × 42 000 steps × 6 widths at its rate."""
+    rates = {"propagator": 2e-9, "general": 1.0}  # "general": Section 10's, not used here
+    monkeypatch.setattr(reproduce, "path_rates", lambda: rates)
+    measured = []
+
+    def general_rate(spec):
+        measured.append(spec.data)
+        return 3e-12 if spec.data == "star" else 0.0
+
+    monkeypatch.setattr(reproduce, "general_rate", general_rate)
+    seconds = reproduce.estimated_seconds("small", ("star", "gd-figure"))
+    star = 200 * 100_000 * 33 * (16 + 32 + 64) * 3e-12
+    figure = 400 * 3 * 42_000 * 6 * 2e-9
+    assert seconds == pytest.approx(star + figure, rel=1e-12) and measured == ["star"]
+
+
+def test_the_general_rate_is_measured_on_the_specs_own_runs():
+    """A probe of 8 runs of width 8 on star data (float32, param-norm): some positive
+    seconds per neuron-point-step, far below a second."""
+    spec = reproduce.ExperimentSpec(
+        data="star", widths=(4, 8), deltas=(0.0,), runs=8, step_size="param-norm",
+        dtype="float32", stop_on=(), check_every=10, max_checks=1,
+    )  # fmt: skip
+    rate = reproduce.general_rate(spec)
+    assert 0.0 <= rate < 1e-3

@@ -172,6 +172,17 @@ def _add_reproduce(sub) -> None:
     command.add_argument("--quiet", action="store_true", help="no progress line")
     command.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                          help="where compiled XLA programs are kept ('none': nowhere)")  # fmt: skip
+    _add_memory_budget(command)
+
+
+def _add_memory_budget(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        help="memory a batch of runs may use (default: 70%% of the accelerators' free "
+        "memory, or half the host's available memory); more runs go in several batches",
+    )
 
 
 def _add_run_only(run: argparse.ArgumentParser) -> None:
@@ -202,13 +213,7 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         "must agree with them): finished units are kept",
     )
     command.add_argument("--quiet", action="store_true", help="no progress bar")
-    command.add_argument(
-        "--memory-budget",
-        type=float,
-        metavar="GB",
-        help="memory a batch of runs may use (default: 70%% of the accelerators' free "
-        "memory, or half the host's available memory); more runs go in several batches",
-    )
+    _add_memory_budget(command)
     command.add_argument(
         "--distributed",
         action="store_true",

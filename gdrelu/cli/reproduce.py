@@ -7,7 +7,7 @@ import sys
 import time
 
 from gdrelu.cache import use_compilation_cache
-from gdrelu.cli import backends, outdir
+from gdrelu.cli import backends, options, outdir
 from gdrelu.cli.errors import UsageError
 
 
@@ -40,10 +40,14 @@ def execute(args, started: dict | None = None) -> int:
     from gdrelu import reproduce
 
     _names(args)  # a bad name is refused before JAX starts
+    budget = options.budget_bytes(args.memory_budget)
     backends.enable_x64()
     backends.prepare(every_core=True)  # before the manifest asks JAX for the platform
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
+    specs = [spec for name in names if name != "section10"
+             for spec in reproduce.experiment_specs(name, scale)]  # fmt: skip
+    options.check_fits(specs, budget)  # before the directory is written
     out = outdir.open_directory(args, manifest)
     use_compilation_cache(args.cache_dir)
     if scale == "paper":
@@ -57,7 +61,9 @@ def execute(args, started: dict | None = None) -> int:
         if not args.quiet:
             print(f"\r{time.perf_counter() - start:7.0f} s  {line:<70}", end="", file=sys.stderr)
 
-    path = reproduce.reproduce(out, scale=scale, only=names, on_progress=progress)
+    path = reproduce.reproduce(
+        out, scale=scale, only=names, on_progress=progress, memory_budget=budget
+    )
     if not args.quiet:
         print(file=sys.stderr)
     print(f"report: {path} and {path.with_suffix('.html')}")
