@@ -197,21 +197,44 @@ def _gradients(a, b, w, c, x, y, p):
 
 
 def train_stochastic(
-    a, b, w, c, x, y, p, lr, *, optimizer, steps, batch_size=16, momentum=0.9, seed=0
+    a,
+    b,
+    w,
+    c,
+    x,
+    y,
+    p,
+    lr,
+    *,
+    optimizer,
+    steps,
+    batch_size=16,
+    momentum=0.9,
+    seed=0,
+    stop_crossed_every=None,
 ):
     """`steps` steps of the paper's other optimizers, in its code's style, on every run:
     each step draws B = `batch_size` samples per run (rng.multinomial) from its weights and
     uses counts/B as the loss weights. "sgd": θ ← θ - h g; "momentum": heavy ball
     v ← g + 0.9 v, θ ← θ - h v (full batch, as gdrelu's "momentum"); "adam": β = (0.9,
-    0.999), ε = 1e-8, bias-corrected, per parameter a, b, w, c. Returns (a, b, w, c)."""
+    0.999), ε = 1e-8, bias-corrected, per parameter a, b, w, c. With `stop_crossed_every`
+    = k, every k steps the runs whose kinks crossed (max |b_i/a_i| ≥ min |x_j|) stop and
+    leave the arrays, as the paper's protocols stop them. Returns ((a, b, w, c) of the runs
+    still training, run-steps trained)."""
     rng = np.random.default_rng(seed)
     theta = [np.array(v, np.float64) for v in (a, b, w, c)]
     h = np.broadcast_to(np.asarray(lr, np.float64), theta[3].shape)
     scale = [h[:, None], h[:, None], h[:, None], h]
     first = [np.zeros_like(t) for t in theta]
     second = [np.zeros_like(t) for t in theta]
+    run_steps = 0
     with np.errstate(all="ignore"):
         for t in range(1, steps + 1):
+            if stop_crossed_every and t > 1 and (t - 1) % stop_crossed_every == 0:
+                keep = np.max(np.abs(theta[1] / theta[0]), axis=1) < np.min(np.abs(x), axis=1)
+                theta, first, second = ([v[keep] for v in vs] for vs in (theta, first, second))
+                x, y, p, scale = x[keep], y[keep], p[keep], [v[keep] for v in scale]
+            run_steps += len(x)
             q = p
             if optimizer != "momentum":
                 q = rng.multinomial(batch_size, p) / batch_size
@@ -229,7 +252,7 @@ def train_stochastic(
                     v - s * (m / c1) / (np.sqrt(u / c2) + 1e-8)
                     for v, s, m, u in zip(theta, scale, first, second, strict=True)
                 ]
-    return tuple(theta)
+    return tuple(theta), run_steps
 
 
 def self_check(width=16, runs=64, checks=6, check_every=1000, seed=0):
