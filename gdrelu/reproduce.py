@@ -279,6 +279,7 @@ def estimated_work(scale: str, names=EXPERIMENTS) -> dict[str, tuple[str, float]
 
 
 PROBE_WORK = 2e8  # neuron-point-steps of a general-path probe: about 1 s on a 2-core CPU
+PROBE_STEPS = 1000  # at most, per probe chunk
 PROBE_BLOCK = 64  # runs per CPU device in one engine block (engine.blocking_for)
 
 
@@ -325,7 +326,8 @@ def general_rate(spec: ExperimentSpec) -> float:
     width = max(spec.widths)
     cpu = jax.default_backend() == "cpu"
     runs = min(spec.runs, PROBE_BLOCK * jax.local_device_count()) if cpu else spec.runs
-    steps = max(10, round(PROBE_WORK / (runs * width * spec.num_points)))
+    budget = spec.check_every * spec.max_checks  # no more steps than a run may take
+    steps = min(budget, PROBE_STEPS, max(10, round(PROBE_WORK / (runs * width * spec.num_points))))
     cell, indices = Cell(width, spec.deltas[0], spec), np.arange(runs)
     params, data, valid = initial_runs(cell, indices)
     step = initial_step_sizes([(spec, runs)], params, data, np.full(runs, width), width)
