@@ -280,7 +280,6 @@ def estimated_work(scale: str, names=EXPERIMENTS) -> dict[str, tuple[str, float]
 
 PROBE_WORK = 2e8  # neuron-point-steps of a general-path probe: about 1 s on a 2-core CPU
 PROBE_STEPS = 1000  # at most, per probe chunk
-PROBE_BLOCK = 64  # runs per CPU device in one engine block (engine.blocking_for)
 
 
 def path_rates() -> dict[str, float]:
@@ -320,12 +319,13 @@ def general_rate(spec: ExperimentSpec) -> float:
     from gdrelu.buckets import shared_width
     from gdrelu.cells import Cell, initial_runs, noise_keys
     from gdrelu.engine import simulate
+    from gdrelu.engine.placement import BLOCK
     from gdrelu.runner import training_arguments, validation_arguments
     from gdrelu.step_size import initial_step_sizes
 
     width = max(spec.widths)
     cpu = jax.default_backend() == "cpu"
-    runs = min(spec.runs, PROBE_BLOCK * jax.local_device_count()) if cpu else spec.runs
+    runs = min(spec.runs, BLOCK * jax.local_device_count()) if cpu else spec.runs
     budget = spec.check_every * spec.max_checks  # no more steps than a run may take
     steps = min(budget, PROBE_STEPS, max(10, round(PROBE_WORK / (runs * width * spec.num_points))))
     cell, indices = Cell(width, spec.deltas[0], spec), np.arange(runs)
