@@ -293,8 +293,8 @@ def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():
 
 @pytest.mark.parametrize(
     "optimizer, sampler",
-    [
-        ("gd", None),
+    [  # GD: tests/test_loss_below.py compares the fixed-pattern path with the general one
+        pytest.param("gd", None, marks=pytest.mark.slow),
         pytest.param("momentum", None, marks=pytest.mark.slow),
         ("adam", None),
         pytest.param("sgd", "multinomial", marks=pytest.mark.slow),

@@ -47,10 +47,12 @@ def _assert_same_runs(fast, general):
 
 
 # (optimizer, sampler, step size factor: heavy ball with μ = 0.9 moves like GD with 10 h)
+# -m slow: the epoch sampler's draws are checked in tests/test_optim.py, and full-batch
+# heavy ball by the test after this one
 CASES = [
     ("sgd", "multinomial", 1.0),
-    ("sgd", "epoch", 1.0),
-    ("momentum", None, 0.1),
+    pytest.param("sgd", "epoch", 1.0, marks=pytest.mark.slow),
+    pytest.param("momentum", None, 0.1, marks=pytest.mark.slow),
     ("momentum", "multinomial", 0.1),
 ]
 
