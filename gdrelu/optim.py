@@ -154,6 +154,22 @@ def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step
     return picked * weights * (weights.shape[0] / optimizer.batch_size)
 
 
+def multinomial_steps(draws: int) -> int:
+    """How many steps of `draws` draws one key's 2^32 counters cover (`multinomial_counts`):
+    a run may not take more, or its minibatches would repeat."""
+    return 2**32 // (draws + draws % 2)
+
+
+def check_multinomial_steps(optimizer: Optimizer, steps: int) -> None:
+    """ValueError if `steps` steps of `optimizer`'s multinomial minibatches would run out of
+    counters (`multinomial_steps`)."""
+    if optimizer.sampler == "multinomial" and steps > multinomial_steps(optimizer.batch_size):
+        raise ValueError(
+            f"max_checks: {steps} steps of {optimizer.batch_size} multinomial draws exceed the "
+            f"{multinomial_steps(optimizer.batch_size)} steps one run's counters cover"
+        )
+
+
 def multinomial_counts(key: jax.Array, draws: int, weights: jax.Array, step=0) -> jax.Array:
     """Counts (m,) of `draws` i.i.d. draws from the categorical distribution ∝ `weights`
     (m,), as `weights.dtype`: the `step`-th such batch of `key`.

@@ -20,7 +20,7 @@ import numpy as np
 from gdrelu import engine
 from gdrelu.data import CONTINUOUS, DATASETS, FINITE, count_dtype, load_user_data, split_sizes
 from gdrelu.init import INITS, parameterization_of, parse_bias_init
-from gdrelu.optim import NAMED, SAMPLERS, get_optimizer
+from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps, get_optimizer
 
 if TYPE_CHECKING:
     from gdrelu.cells import Cell
@@ -345,9 +345,13 @@ def _check_training(spec: ExperimentSpec) -> None:
     if spec.sampler is not None:
         _choice(spec, "sampler", SAMPLERS)
     try:
-        get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+        optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
     except ValueError as err:
         raise SpecError("sampler", str(err).split(": ", 1)[-1]) from None
+    try:
+        check_multinomial_steps(optimizer, spec.check_every * spec.max_checks)
+    except ValueError as err:
+        raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
     if spec.sampler == "epoch" and spec.batch_size > spec.num_points:
         raise SpecError(
             "batch_size",

@@ -325,3 +325,24 @@ def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
     np.testing.assert_array_equal(fast.pattern_change_step, general.pattern_change_step)
     for got, want in zip(fast.params, general.params, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_budget_beyond_the_multinomial_counters_is_refused():
+    """Step t of B multinomial draws uses the counters t·B'..t·B'+B'-1 (B' = B rounded up
+    to even) of a 2^32 counter space: B = 16 (or 15) covers 2^32/16 = 268 435 456 steps.
+    One check of 1000 steps past that is refused, naming max_checks; GD is not limited."""
+    from gdrelu import ExperimentSpec
+    from gdrelu.spec import SpecError
+
+    last = 268_435  # checks of 1000 steps: 268 435 000 ≤ 268 435 456 < 268 436 000
+    for batch_size in (15, 16):
+        ExperimentSpec(optimizer="sgd", batch_size=batch_size, max_checks=last)
+        with pytest.raises(SpecError, match=r"^max_checks: 268436000 steps .* 268435456 steps"):
+            ExperimentSpec(optimizer="sgd", batch_size=batch_size, max_checks=last + 1)
+    ExperimentSpec(optimizer="sgd", sampler="epoch", batch_size=2, max_checks=10**7)
+    ExperimentSpec(optimizer="gd", max_checks=10**7)
+    params = jax.vmap(lambda k: he_init(4, key=k))(jax.random.split(jax.random.key(0), 2))
+    data = jax.vmap(lambda k: paper_data(k, 0.0, 16))(jax.random.split(jax.random.key(1), 2))
+    keys = jax.random.split(jax.random.key(2), 2)
+    with pytest.raises(ValueError, match="max_checks"):  # before anything compiles
+        simulate(params, data, 0.01, optimizer="sgd", key=keys, max_checks=last + 1)

@@ -23,7 +23,7 @@ from gdrelu.engine.paths import choose_path
 from gdrelu.engine.placement import Layout, arrange, lanes_at, padded_positions, placed, reordered
 from gdrelu.engine.state import REPORTED, STEPS_REPORTED, Runs, materialized_params
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
-from gdrelu.optim import Optimizer, get_optimizer
+from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
 from gdrelu.outcome import SimulationResult, Status, stop_rules
 
 X64_HINT = 'jax.config.update("jax_enable_x64", True)'
@@ -189,6 +189,7 @@ def _validated(
     noise_key = key_data_per_run(key, int(np.shape(params.c)[0]))
     if optimizer.stochastic and noise_key is None:
         raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
+    check_multinomial_steps(optimizer, check_every * max_checks)
     points = np.shape(data.x)[1]
     if optimizer.sampler == "epoch" and optimizer.batch_size > points:
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
