@@ -6,7 +6,7 @@
 #   OUT=/tmp/out bash scripts/device_check.sh [stage ...]
 #
 # Stages (functions below): versions, figure, kernel, figure_kernel (the default, in this
-# order), unroll, check, bench. All of them together stop at $BUDGET seconds (default 540,
+# order), unroll, check, bench, optimizers. All of them together stop at $BUDGET seconds (default 540,
 # to fit one device call of at most 600 s): each stage's limit is cut to what is left, and
 # a stage that would get under 30 s is skipped, with a line in the log saying so.
 set -u
@@ -75,6 +75,11 @@ figure_kernel() {  # the paper's GD figure with the kernel (its programs are new
     --json "$OUT/figure_kernel.json" -- run "${FIGURE[@]}" --out /tmp/figure_kernel \
     --cache-dir /tmp/gdrelu-xla
   [ -f /tmp/figure_kernel/runs.csv ] && cp /tmp/figure_kernel/runs.csv "$OUT/runs_kernel.csv"
+}
+
+optimizers() {  # GD, SGD, heavy ball (propagator) and Adam against NumPy, paper protocols
+  stage 300 "$PY" benchmarks/bench_vs_numpy.py --widths 16,128 --runs 2000 --steps 5000 \
+    --protocol crossing
 }
 
 bench() {  # the engine's paths with enough runs to fill the device
