@@ -4,9 +4,8 @@ The workload is that of `gdrelu run --data star --step-size param-norm --step-fa
 --dtype float32` (and of `gdrelu reproduce --only star`): 2-D star data (33 points,
 N = n² multinomial weights per run), He init with zero biases, GD at h = 2/‖θ‖² at
 initialization, float32, no stopping rule (every run trains its whole budget). Each width's
-runs are drawn with the runner's functions (`cells.initial_runs`, `noise_keys`,
-`step_size.initial_step_sizes`) and trained by `simulate` with the spec's arguments
-(`runner.training_arguments`), on one XLA CPU device per core as `gdrelu run` sets up.
+runs are built as the runner builds a batch (`runner.batch_inputs`) and trained by `simulate`
+with the spec's arguments, on one XLA CPU device per core as `gdrelu run` sets up.
 
 Per width: one call of `simulate` that compiles (or loads from the compilation cache),
 then `--repeats` timed calls of one chunk of S steps and of two; the difference of the
@@ -55,10 +54,9 @@ def main() -> None:
 
     from gdrelu import simulate
     from gdrelu.buckets import shared_width
-    from gdrelu.cells import Cell, initial_runs, noise_keys
-    from gdrelu.runner import training_arguments, validation_arguments
+    from gdrelu.cells import Cell
+    from gdrelu.runner import batch_inputs
     from gdrelu.spec import ExperimentSpec
-    from gdrelu.step_size import initial_step_sizes
 
     widths = [int(w) for w in args.widths.split(",")]
     print(
@@ -82,24 +80,13 @@ def main() -> None:
             check_every=steps,
             max_checks=1,
         )
-        cell, indices = Cell(width, 0.0, spec), np.arange(args.runs)
-        params, data, valid = initial_runs(cell, indices)
-        keys = noise_keys(cell, indices)
-        widths_of_runs = np.full(args.runs, width)
-        step = initial_step_sizes([(spec, args.runs)], params, data, widths_of_runs, width)
+        work = [(Cell(width, 0.0, spec), np.arange(args.runs))]
+        inputs = batch_inputs(work, bucket=width, classify_width=shared_width(spec))
 
-        def train(checks, spec=spec, params=params, data=data, valid=valid, keys=keys, step=step):
-            arguments = {**training_arguments(spec), "max_checks": checks}
+        def train(checks, inputs=inputs):
+            params, data, step, arguments = inputs
             start = time.perf_counter()
-            result = simulate(
-                params,
-                data,
-                step,
-                key=keys,
-                **arguments,
-                **validation_arguments(spec, valid),
-                classify_width=shared_width(spec),
-            )
+            result = simulate(params, data, step, **{**arguments, "max_checks": checks})
             jax.block_until_ready(result.params)
             return time.perf_counter() - start, result
 

@@ -197,22 +197,9 @@ def _gradients(a, b, w, c, x, y, p):
 
 
 def train_stochastic(
-    a,
-    b,
-    w,
-    c,
-    x,
-    y,
-    p,
-    lr,
-    *,
-    optimizer,
-    steps,
-    batch_size=16,
-    momentum=0.9,
-    seed=0,
+    a, b, w, c, x, y, p, lr, *, optimizer, steps, batch_size=16, momentum=0.9, seed=0,
     stop_crossed_every=None,
-):
+):  # fmt: skip
     """`steps` steps of the paper's other optimizers, in its code's style, on every run:
     each step draws B = `batch_size` samples per run (rng.multinomial) from its weights and
     uses counts/B as the loss weights. "sgd": θ ← θ - h g; "momentum": heavy ball

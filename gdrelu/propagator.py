@@ -215,15 +215,7 @@ def deferred_steps(
     interpret mode).
     """
     runs = params.c.shape[0]
-    block = min(block, runs)
-    if runs % block:
-        raise ValueError(f"{runs} runs do not split into blocks of {block}")
-    if not propagates(optimizer):
-        raise ValueError(f"the propagator trains {sorted(HEAVY_BALL)}, not {optimizer.name!r}")
-    if optimizer.stochastic and noise is None:
-        raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
-    if kernel != "xla" and (optimizer.name != "gd" or optimizer.stochastic):
-        raise ValueError(f"kernel {kernel!r} does full-batch GD only, not {optimizer.name!r}")
+    block = _checked_block(runs, block, optimizer, noise, kernel)
     carry, fixed = _chunk_start(params, state, moments, step_size, velocity, noise)
 
     def lanes(tree, start):
@@ -247,6 +239,20 @@ def deferred_steps(
     phi, c, tracked, kink, moved, c_velocity = carry
     new, end = _chunk_end(state, fixed[0], phi, tracked)
     return Stepped(c, c_velocity, new, kink, state.fits & ~moved, end)
+
+
+def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: str) -> int:
+    """The block size of `deferred_steps`, its arguments checked."""
+    block = min(block, runs)
+    if runs % block:
+        raise ValueError(f"{runs} runs do not split into blocks of {block}")
+    if not propagates(optimizer):
+        raise ValueError(f"the propagator trains {sorted(HEAVY_BALL)}, not {optimizer.name!r}")
+    if optimizer.stochastic and noise is None:
+        raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
+    if kernel != "xla" and (optimizer.name != "gd" or optimizer.stochastic):
+        raise ValueError(f"kernel {kernel!r} does full-batch GD only, not {optimizer.name!r}")
+    return block
 
 
 def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, noise):

@@ -158,10 +158,9 @@ SECTION10_SCALE = {"small": "tiny", "paper": "full"}
 def _section10(directory: Path, scale: str, on_progress, memory_budget=None) -> report.Section:
     """The Section 10 grid (`gdrelu.section10`), each group a unit of the store."""
     start, grid = time.perf_counter(), section10.SCALES[SECTION10_SCALE[scale]]
-    rows = []
+    rows, units = [], directory / "units"
     for group in section10.configurations(grid):
         on_progress(f"section10 {section10.unit_name(group)}")
-        units = directory / "units"
         rows += section10.run_group(grid, group, units=units, memory_budget=memory_budget)
     best = section10.best_step_sizes(rows)
     plot.relative_rmse_plot(best, directory / "section10.png")
@@ -317,28 +316,21 @@ def general_rate(spec: ExperimentSpec) -> float:
     import jax
 
     from gdrelu.buckets import shared_width
-    from gdrelu.cells import Cell, initial_runs, noise_keys
+    from gdrelu.cells import Cell
     from gdrelu.engine import simulate
     from gdrelu.engine.placement import BLOCK
-    from gdrelu.runner import training_arguments, validation_arguments
-    from gdrelu.step_size import initial_step_sizes
+    from gdrelu.runner import batch_inputs
 
     width = max(spec.widths)
     cpu = jax.default_backend() == "cpu"
     runs = min(spec.runs, BLOCK * jax.local_device_count()) if cpu else spec.runs
     budget = spec.check_every * spec.max_checks  # no more steps than a run may take
     steps = min(budget, PROBE_STEPS, max(10, round(PROBE_WORK / (runs * width * spec.num_points))))
-    cell, indices = Cell(width, spec.deltas[0], spec), np.arange(runs)
-    params, data, valid = initial_runs(cell, indices)
-    step = initial_step_sizes([(spec, runs)], params, data, np.full(runs, width), width)
-    arguments = {
-        **training_arguments(spec),
-        **validation_arguments(spec, valid),
-        "stop_on": (),
-        "check_every": steps,
-        "key": noise_keys(cell, indices),
-        "classify_width": shared_width(spec),
-    }
+    work = [(Cell(width, spec.deltas[0], spec), np.arange(runs))]
+    params, data, step, arguments = batch_inputs(
+        work, bucket=width, classify_width=shared_width(spec)
+    )
+    arguments.update(stop_on=(), check_every=steps)
 
     def seconds(checks: int) -> float:
         start = time.perf_counter()

@@ -263,11 +263,10 @@ def _batch_settings(spec: ExperimentSpec) -> dict[str, Any]:
     }
 
 
-def _train_batch(
-    work: Work, *, bucket: int, classify_width: int, on_check, block=None, redo=None
-) -> list[CellResult]:
-    """Train the runs of `work` in one `simulate` call (`train_cells`), in blocks and redos
-    of `block` and `redo` runs (None: the engine's)."""
+def batch_inputs(work: Work, *, bucket: int, classify_width: int):
+    """`simulate`'s inputs for the runs of `work`, networks padded to `bucket` neurons:
+    (params, data, step sizes, keyword arguments: keys, the spec's training and validation
+    arguments, `classify_width`). The cells must train alike (`_batch_settings`)."""
     spec = work[0][0].spec
     if any(_batch_settings(cell.spec) != _batch_settings(spec) for cell, _ in work):
         raise ValueError("train_cells: the cells of a batch must train alike")
@@ -278,20 +277,24 @@ def _train_batch(
     params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
     runs = [(cell.spec, idx.size) for cell, idx in work]
     step = initial_step_sizes(runs, params, data, widths, classify_width)
-    label = tuple(sorted({cell.width for cell, _ in work}))
-    callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
-    sim = simulate(
-        params,
-        data,
-        step,
-        key=keys,
+    arguments = {
+        "key": keys,
         **training_arguments(spec),
         **validation_arguments(spec, valid),
-        on_check=callback,
-        classify_width=classify_width,
-        block=block,
-        redo=redo,
-    )
+        "classify_width": classify_width,
+    }
+    return params, data, step, arguments
+
+
+def _train_batch(
+    work: Work, *, bucket: int, classify_width: int, on_check, block=None, redo=None
+) -> list[CellResult]:
+    """Train the runs of `work` in one `simulate` call (`train_cells`), in blocks and redos
+    of `block` and `redo` runs (None: the engine's)."""
+    params, data, step, arguments = batch_inputs(work, bucket=bucket, classify_width=classify_width)
+    label = tuple(sorted({cell.width for cell, _ in work}))
+    callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
+    sim = simulate(params, data, step, **arguments, on_check=callback, block=block, redo=redo)
     step = np.asarray(step)
     done, first = [], 0
     for cell, idx in work:
