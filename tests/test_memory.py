@@ -71,8 +71,9 @@ def _blocks_seen(monkeypatch) -> list[tuple[int | None, int | None]]:
         # the propagator, and its redos on the general path: blocks of 20 runs; 40 runs
         # checked every 200 steps, as tests/test_engine.py's (the same default programs)
         (dict(runs=20, deltas=(0.0, 0.3), check_every=200), 20),
-        # the general path: blocks of 1 run
-        (
+        # the general path: blocks of 1 run (the propagator's redos cover general blocks
+        # in the suite; this one runs with -m slow)
+        pytest.param(
             dict(
                 runs=2,
                 deltas=(0.0,),
@@ -82,6 +83,7 @@ def _blocks_seen(monkeypatch) -> list[tuple[int | None, int | None]]:
                 check_every=50,
             ),
             1,
+            marks=pytest.mark.slow,
         ),
     ],
     ids=["propagator", "general"],

@@ -72,6 +72,7 @@ def test_preset_refuses_spec_flags(tmp_path, capsys):
     assert "--widths" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow  # 37 s: three batch shapes; test_memory covers budgeted blocks
 def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypatch):
     """A group of 2 bias inits × 2 step sizes × 3 runs under a budget of blocks of 4 runs
     per device trains in two batches (8 runs, then the 4 left) and gives the rows of one
