@@ -9,6 +9,7 @@ the same seed see the same data and initial networks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, NamedTuple
@@ -103,7 +104,35 @@ def _key_arguments(cell: Cell, indices: np.ndarray) -> tuple[jax.Array, jax.Arra
 def noise_keys(cell: Cell, indices: np.ndarray) -> jax.Array:
     """Key data (runs, 2) of the minibatch noise of runs `indices` of a cell: the same for
     every optimizer (common random numbers), independent of the data and initialization."""
-    return _noise_key_data(*_key_arguments(cell, indices))
+    return in_draw_batches(lambda part: _noise_key_data(*_key_arguments(cell, part)), indices)
+
+
+DRAW_BATCH = 64  # runs per call of a compiled draw
+
+
+def in_draw_batches(draw, indices):
+    """draw(indices) as draws of `DRAW_BATCH` runs joined (the last batch padded with its
+    last index): one compiled program per draw whatever the run count. A run's draws
+    depend on its own key only, so the batches change no value. Traced indices (shapes
+    only: `memory.run_bytes`) are drawn at once."""
+    if isinstance(indices, jax.core.Tracer):
+        return draw(indices)
+    indices = np.asarray(indices)
+    count = indices.size
+    if count == 0:
+        return draw(indices)
+    batches = -(-count // DRAW_BATCH)
+    padded_indices = np.concatenate(
+        [indices, np.full(batches * DRAW_BATCH - count, indices[-1], indices.dtype)]
+    )
+    parts = [draw(part) for part in np.split(padded_indices, batches)]
+    return _joined(parts, count=count)
+
+
+@functools.partial(jax.jit, static_argnames="count")
+def _joined(parts, *, count):
+    """The first `count` runs of the batches `parts`, joined along the runs axis."""
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves)[:count], *parts)
 
 
 @jax.jit
@@ -130,7 +159,12 @@ def initial_runs(
     """Initial parameters, training data and validation of runs `indices` of a cell: the
     validation weights (runs, m) on the training points (finite supports), or held-out
     (validation, test) points (continuous data, split files). The networks are padded to
-    `size` neurons (`model.padded`; default: the cell's width, no padding)."""
+    `size` neurons (`model.padded`; default: the cell's width, no padding). Drawn
+    `DRAW_BATCH` runs at a time (`in_draw_batches`)."""
+    return in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices)
+
+
+def _drawn_runs(cell: Cell, indices, size: int | None) -> tuple[Params, WeightedData, Any]:
     spec = cell.spec
     size = cell.width if size is None else size
     dtype = jnp.dtype(spec.dtype)

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from gdrelu import ExperimentSpec, SpecError, he_init, multinomial_weights
-from gdrelu.cells import Cell, initial_runs, run_key
+from gdrelu import ExperimentSpec, SpecError, cells, he_init, multinomial_weights
+from gdrelu.cells import Cell, initial_runs, noise_keys, run_key
+from gdrelu.data import draw_continuous
 
 Z = 5.0  # Monte Carlo tolerances: five standard errors (two-sided p ≈ 6e-7)
 
@@ -19,6 +20,30 @@ def test_initial_runs_do_not_depend_on_batch_or_other_cells():
     for f, p in zip(jax.tree.leaves(full), jax.tree.leaves(part), strict=True):
         np.testing.assert_array_equal(np.asarray(f)[[7, 2]], p)
     assert Cell(8, 0.1, spec).cell_hash == Cell(8, 0.1, alone).cell_hash
+
+
+def test_draws_compile_once_and_give_a_run_the_same_bits_in_any_batch():
+    """The draws go DRAW_BATCH runs per call: one run, a full batch and a batch and one
+    compile each draw once, and a run's bits are the same wherever it sits. On continuous
+    data (standardized by the run's own statistics) a one-run program used to round the
+    last bit differently."""
+    spec = ExperimentSpec(data="p-ex", widths=(8,), runs=2, optimizer="adam", step_size=0.01)
+    cell = Cell(8, 0.0, spec)
+    before = (draw_continuous._cache_size(), cells._noise_key_data._cache_size())
+    drawn = {}
+    for count in (1, cells.DRAW_BATCH, cells.DRAW_BATCH + 1):
+        indices = np.arange(count)
+        drawn[count] = jax.device_get((initial_runs(cell, indices), noise_keys(cell, indices)))
+    after = (draw_continuous._cache_size(), cells._noise_key_data._cache_size())
+    assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1
+    many = drawn[cells.DRAW_BATCH + 1]
+    for count, runs in drawn.items():
+        for got, want in zip(jax.tree.leaves(runs), jax.tree.leaves(many), strict=True):
+            assert got.shape[0] == count
+            np.testing.assert_array_equal(got.view(np.uint8), want[:count].view(np.uint8))
+    last = jax.device_get(initial_runs(cell, np.array([cells.DRAW_BATCH])))
+    for got, want in zip(jax.tree.leaves(last), jax.tree.leaves(many[0]), strict=True):
+        np.testing.assert_array_equal(got.view(np.uint8), want[-1:].view(np.uint8))
 
 
 def test_cells_and_seeds_give_different_runs():

@@ -34,7 +34,7 @@ PINNED = {
 # its arithmetic is checked in CI against the reference code's Adam trajectories
 # (tests/test_golden.py::test_adam_trajectories) and an optax loop run by run
 # (tests/test_loss_below.py::test_adam_equals_a_direct_loop), and run_experiment's
-# handling of Adam by test_cli's compare and test_memory's general-path blocks.
+# handling of Adam by test_cli's compare and test_buckets' padded Adam runs.
 @pytest.mark.parametrize("name", ["gd", pytest.param("adam", marks=pytest.mark.slow)])
 def test_results_are_those_of_the_pinned_commit(name):
     pinned = np.load(DATA / "pinned_71d13f4.npz")
