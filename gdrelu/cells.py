@@ -115,9 +115,10 @@ def in_draw_batches(draw, indices):
     last index): one compiled program per draw whatever the run count. A run's draws
     depend on its own key only, so the batches change no value. Traced indices (shapes
     only: `memory.run_bytes`) are drawn at once."""
-    if isinstance(indices, jax.core.Tracer):
+    try:
+        indices = np.asarray(indices)
+    except jax.errors.TracerArrayConversionError:
         return draw(indices)
-    indices = np.asarray(indices)
     count = indices.size
     if count == 0:
         return draw(indices)
@@ -125,13 +126,13 @@ def in_draw_batches(draw, indices):
     padded_indices = np.concatenate(
         [indices, np.full(batches * DRAW_BATCH - count, indices[-1], indices.dtype)]
     )
-    parts = [draw(part) for part in np.split(padded_indices, batches)]
-    return _joined(parts, count=count)
+    return joined([draw(part) for part in np.split(padded_indices, batches)], count=count)
 
 
 @functools.partial(jax.jit, static_argnames="count")
-def _joined(parts, *, count):
-    """The first `count` runs of the batches `parts`, joined along the runs axis."""
+def joined(parts, *, count: int):
+    """The first `count` runs of the batches `parts` (pytrees alike, leading runs axis),
+    joined along the runs axis in one compiled program."""
     return jax.tree.map(lambda *leaves: jnp.concatenate(leaves)[:count], *parts)
 
 

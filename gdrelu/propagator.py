@@ -217,6 +217,26 @@ def deferred_steps(
     runs = params.c.shape[0]
     block = _checked_block(runs, block, optimizer, noise, kernel)
     carry, fixed = _chunk_start(params, state, moments, step_size, velocity, noise)
+    count = runs // block if num_blocks is None else num_blocks
+    steps = (alpha, num_steps, optimizer, unroll)
+    phi, c, tracked, kink, moved, c_velocity = _stepped_blocks(
+        carry, fixed, steps, block, count, kernel
+    )
+    new, end = _chunk_end(state, fixed[0], phi, tracked)
+    return Stepped(c, c_velocity, new, kink, state.fits & ~moved, end)
+
+
+def _stepped_blocks(carry, fixed, steps, block: int, count, kernel: str):
+    """The carry after the steps of the first `count` blocks of `block` runs: XLA's loop
+    over the blocks, or one Pallas kernel (`kernel`); steps = (alpha, num_steps,
+    optimizer, unroll)."""
+    alpha, num_steps, optimizer, unroll = steps
+    if kernel != "xla":
+        interpret = kernel == "interpret"
+        stepped = kernel_steps(
+            carry[:5], fixed[:5], alpha, num_steps, count * block, interpret=interpret
+        )
+        return (*stepped, carry[5])
 
     def lanes(tree, start):
         return jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, block, -1), tree)
@@ -227,18 +247,7 @@ def deferred_steps(
         put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=start, axis=-1)
         return jax.tree.map(put, carry, done)
 
-    count = runs // block if num_blocks is None else num_blocks
-    if kernel == "xla":
-        carry = jax.lax.fori_loop(0, count, one_block, carry)
-    else:
-        interpret = kernel == "interpret"
-        stepped = kernel_steps(
-            carry[:5], fixed[:5], alpha, num_steps, count * block, interpret=interpret
-        )
-        carry = (*stepped, carry[5])
-    phi, c, tracked, kink, moved, c_velocity = carry
-    new, end = _chunk_end(state, fixed[0], phi, tracked)
-    return Stepped(c, c_velocity, new, kink, state.fits & ~moved, end)
+    return jax.lax.fori_loop(0, count, one_block, carry)
 
 
 def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: str) -> int:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gdrelu import memory, store
 from gdrelu.analysis import interval_halfwidth
 from gdrelu.buckets import shared_width, width_buckets
-from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
+from gdrelu.cells import Cell, CellResult, initial_runs, joined, noise_keys
 from gdrelu.engine import simulate
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
@@ -274,7 +273,8 @@ def batch_inputs(work: Work, *, bucket: int, classify_width: int):
         (*initial_runs(cell, idx, bucket), noise_keys(cell, idx), np.full(idx.size, cell.width))
         for cell, idx in work
     ]
-    params, data, valid, keys, widths = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    count = sum(idx.size for _, idx in work)
+    params, data, valid, keys, widths = joined(parts, count=count)
     runs = [(cell.spec, idx.size) for cell, idx in work]
     step = initial_step_sizes(runs, params, data, widths, classify_width)
     arguments = {
