@@ -154,16 +154,28 @@ def loss_gradient(
         ∂/∂a_i = s_w s_a w_i Σ_j g_ji x_j,  ∂/∂b_i = s_w w_i Σ_j g_ji,
         ∂/∂w_i = s_w Σ_j r_j σ_α(z_ji),      ∂/∂c = Σ_j r_j.
     """
+    return loss_pattern_and_gradient(params, x, y, weights, weights, alpha, scaling)[2]
+
+
+def loss_pattern_and_gradient(
+    params: Params, x, y, weights, batch_weights, alpha=0.0, scaling=STANDARD
+) -> tuple[jax.Array, jax.Array, Params]:
+    """(L(θ) with `weights`, activation pattern (m, n) bool, ∇_θ of the loss with
+    `batch_weights` (`loss_gradient`)) from one pass over the preactivations: a step's
+    gradient on a minibatch of the training points, and the loss and pattern of the
+    parameters it starts from."""
     z = preactivations(params, x, scaling)
     on = z >= 0
     hidden = jnp.where(on, z, alpha * z)
-    r = weights * (params.c + scaling.w * (hidden @ params.w) - y)
+    residual = params.c + scaling.w * (hidden @ params.w) - y
+    r = batch_weights * residual
     back = jnp.where(on, 1.0, alpha) * r[:, None]  # (m, n)
     outer = scaling.w * params.w
     grad_a = x @ back if x.ndim == 1 else x.T @ back  # (n,) or (d, n)
-    return Params(
+    gradient = Params(
         a=scaling.a * outer * grad_a,
         b=outer * jnp.sum(back, axis=0),
         w=scaling.w * (r @ hidden),
         c=jnp.sum(r),
     )
+    return 0.5 * jnp.sum(weights * residual * residual), on, gradient

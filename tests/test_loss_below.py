@@ -14,7 +14,8 @@ from gdrelu.cells import Cell, initial_runs
 from gdrelu.data import multinomial_weights, star_points
 from gdrelu.detectors import ESCAPE_MARGIN, classify, linear_regime, linear_threshold
 from gdrelu.init import he_init
-from gdrelu.model import loss_gradient, weighted_loss
+from gdrelu.model import activation_pattern, loss_gradient, weighted_loss
+from gdrelu.optim import get_optimizer, minibatch
 
 # The runs and checks of tests/test_engine.py's `width8` (40 runs of width 8, checks
 # every 200 steps): the paths' programs are the same, and come from the suite's
@@ -45,6 +46,11 @@ def _direct_first_below(params, data, h, *, steps, optimizer):
     _, losses = jax.lax.scan(step, (params, transformation.init(params)), length=steps)
     below = losses < (1 - ESCAPE_MARGIN) * threshold
     return jnp.where(jnp.any(below), jnp.argmax(below) + 1, -1)
+
+
+def _run(tree, i):
+    """Run i of a batch (a leading runs axis on every leaf)."""
+    return jax.tree.map(lambda v: v[i], tree)
 
 
 def _direct(params, data, h, optimizer, steps):
@@ -107,6 +113,46 @@ def test_adam_equals_a_direct_loop(width8):
     want = _direct(params, data, h, optax.adam, CHECK_EVERY * MAX_CHECKS)
     np.testing.assert_array_equal(result.loss_below_step, want)
     assert np.any(want > 0)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "optimizer"))
+def _direct_sgd_events(params, data, h, key, *, steps, optimizer):
+    """One SGD run step by step: a step on `optim.minibatch`'s batch, then the loss on
+    every point with the run's weights and the pattern on every point. (first step below
+    (1 - ε) L_lin, first step whose pattern differs from the initial one), -1: none."""
+    threshold = linear_threshold(params, data)
+    pattern = activation_pattern(params, data.x)
+
+    def step(p, s):
+        batch = minibatch(optimizer, data, key, s)
+        grads = loss_gradient(p, batch.x, batch.y, batch.weights)
+        p = jax.tree.map(lambda v, g: v - h * g, p, grads)
+        loss = weighted_loss(p, data.x, data.y, data.weights)
+        return p, (
+            loss < (1 - ESCAPE_MARGIN) * threshold,
+            jnp.any(activation_pattern(p, data.x) != pattern),
+        )
+
+    _, hits = jax.lax.scan(step, params, jnp.arange(steps))
+    return tuple(jnp.where(jnp.any(hit), jnp.argmax(hit) + 1, -1) for hit in hits)
+
+
+@pytest.mark.parametrize("sampler", ["multinomial", "epoch"])
+def test_sgd_steps_equal_a_direct_loop(width8, sampler):
+    """The general path watches a step's parameters in the next step's pass over the
+    points (a minibatch's gradient with the loss and pattern on every point; the epoch
+    sampler in a pass of its own): the first step below L_lin and the first step whose
+    pattern changed are those of a loop that checks after every step."""
+    params, data, h = width8
+    keys = jax.random.split(jax.random.key(11), np.shape(h)[0])
+    optimizer = get_optimizer("sgd", sampler=sampler, batch_size=4)
+    result = _simulate(params, data, h, optimizer=optimizer, key=keys, stop_on=())
+    one = functools.partial(_direct_sgd_events, steps=CHECK_EVERY * MAX_CHECKS, optimizer=optimizer)
+    runs = (params, data, h, keys)
+    want = np.array([[int(v) for v in one(*_run(runs, i))] for i in range(len(keys))])
+    np.testing.assert_array_equal(result.loss_below_step, want[:, 0])
+    np.testing.assert_array_equal(result.pattern_change_step, want[:, 1])
+    assert np.any(want > 0, axis=0).all() and np.any(want[:, 1] < 0), "some change, some not"
 
 
 def test_star_equals_a_direct_loop():

@@ -26,6 +26,7 @@ from gdrelu.model import (
     active_neurons,
     loss_and_pattern,
     loss_gradient,
+    loss_pattern_and_gradient,
     max_abs_kink,
 )
 from gdrelu.optim import Optimizer, get_optimizer, minibatch, velocity, with_velocity
@@ -57,20 +58,34 @@ def _side_changes(params: Params, start: Params) -> jax.Array:
     return (params.a > 0) != (start.a > 0)
 
 
+def _batch_of(state: RunState, data, optimizer):
+    """t -> the run's minibatch (WeightedData) at step t of the chunk (`optim.minibatch`)."""
+    key = jax.random.wrap_key_data(state.noise_key)
+    return lambda t: minibatch(optimizer, data, key, state.step + t)
+
+
 def _gradient_of(state: RunState, data, alpha, optimizer, fixed_pattern):
     """(p, t) -> the gradient of the run's loss (or minibatch) at step t of the chunk: the
     loss's (`model.loss_gradient`, O(n·m)), or with `fixed_pattern` the per-side lines'
     (`fastpath.fixed_pattern_gradient`, O(n); exact while every kink stays inside the data)."""
-    key = jax.random.wrap_key_data(state.noise_key)
+    batch_at = _batch_of(state, data, optimizer)
     moments = side_moments(data) if fixed_pattern and not optimizer.stochastic else None
 
     def gradient(p, t):
-        batch = minibatch(optimizer, data, key, state.step + t)
+        batch = batch_at(t)
         if not fixed_pattern:
             return loss_gradient(p, batch.x, batch.y, batch.weights, alpha, state.scaling)
         return fixed_pattern_gradient(p, side_moments(batch) if moments is None else moments, alpha)
 
     return gradient
+
+
+class _Events(NamedTuple):
+    """What the general path watches after every step of one run."""
+
+    differs: jax.Array  # (n,) bool: the neuron's pattern differed from the initial one
+    first: jax.Array  # () the first step whose pattern differs; -1
+    below: jax.Array  # () the first step whose training loss is below (1 - ε) L_lin; -1
 
 
 def _trained(
@@ -87,48 +102,69 @@ def _trained(
     max_i |b_i/a_i|, first step whose activation pattern differs, first step whose
     training loss is below (1 - ε) L_lin (-1: none; neither tracked with `fixed_pattern`),
     which neurons changed side or, on the general path, activation pattern at some step:
-    they leave their side's plane, `RunState.regular`)."""
+    they leave their side's plane, `RunState.regular`).
+
+    On the general path a step's gradient needs a pass over the preactivations at the
+    parameters it starts from, the very pass that gives their loss and pattern: so the
+    parameters after step t are watched in step t + 1's pass (`one_pass`; after the last
+    step, in a pass of their own), and each step passes over the (m, n) arrays once, not
+    twice. (Not with the epoch sampler, whose step sees B of the m points.)"""
     params, scaling = state.params, state.scaling
     transformation = optimizer.transformation(step_size)
     gradient = _gradient_of(state, data, alpha, optimizer, fixed_pattern)
-    if not fixed_pattern:  # the initial pattern until it changes
+    batch_at = _batch_of(state, data, optimizer)
+    tracked = not fixed_pattern  # (an exact fixed-pattern chunk changes no group: `general`)
+    one_pass = tracked and optimizer.sampler != "epoch"
+    if tracked:  # the initial pattern until it changes
         pattern = activation_pattern(params, data.x, scaling)
     active = active_neurons(params)  # padding stays padding: one mask for the chunk
 
+    def watched(events: _Events, loss, now, step, valid=True) -> _Events:
+        """`events` with the parameters of step `step` (loss, pattern `now`) watched."""
+        differs = jnp.any(now != pattern, axis=0) & valid  # (n,): which neurons' patterns
+        low = below_linear(loss, state.linear_threshold) & valid
+        return _Events(
+            events.differs | differs,
+            jnp.where((events.first < 0) & jnp.any(differs), step, events.first),
+            jnp.where((events.below < 0) & low, step, events.below),
+        )
+
     def body(carry, t):
-        p, opt, kink, changed, first, below = carry
-        updates, opt = transformation.update(gradient(p, t), opt, p)
+        p, opt, kink, changed, events = carry
+        if one_pass:  # p: the parameters after step state.step + t (t = 0: watched already)
+            weights = batch_at(t).weights
+            loss, now, grads = loss_pattern_and_gradient(
+                p, data.x, data.y, data.weights, weights, alpha, scaling
+            )
+            events = watched(events, loss, now, state.step + t, valid=t > 0)
+        else:
+            grads = gradient(p, t)
+        updates, opt = transformation.update(grads, opt, p)
         p = optax.apply_updates(p, updates)
-        if not fixed_pattern:  # (an exact fixed-pattern chunk changes no group: `general`)
+        if tracked and not one_pass:
             loss, now = loss_and_pattern(p, data.x, data.y, data.weights, alpha, scaling)
-            step = state.step + t + 1
-            differs = jnp.any(now != pattern, axis=0)  # (n,): which neurons' patterns
-            first = jnp.where((first < 0) & jnp.any(differs), step, first)
-            changed = changed | differs
-            low = below_linear(loss, state.linear_threshold)
-            below = jnp.where((below < 0) & low, step, below)
+            events = watched(events, loss, now, state.step + t + 1)
         changed = changed | _side_changes(p, params)
         kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
-        return (p, opt, kink, changed, first, below), None
+        return (p, opt, kink, changed, events), None
 
     none = jnp.full_like(state.step, -1)
-    carry = (
-        params,
-        state.opt_state,
-        jnp.zeros_like(params.c),
-        jnp.zeros(params.b.shape, bool),
-        none,
-        none,
-    )
+    no_neuron = jnp.zeros(params.b.shape, bool)
+    events = _Events(no_neuron, none, none)
+    carry = (params, state.opt_state, jnp.zeros_like(params.c), no_neuron, events)
     steps = jnp.arange(num_steps, dtype=jnp.int32)
-    (params, opt, kink, changed, first, below), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
-    return state._replace(params=params, opt_state=opt), kink, first, below, changed
+    (params, opt, kink, changed, events), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
+    if one_pass:  # the last step's parameters
+        loss, now = loss_and_pattern(params, data.x, data.y, data.weights, alpha, scaling)
+        events = watched(events, loss, now, state.step + num_steps)
+    state = state._replace(params=params, opt_state=opt)
+    return state, kink, events.first, events.below, changed | events.differs
 
 
 def general(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1) -> Trained:
     """Any optimizer on the loss's gradient: always exact. The only path that tracks the
-    pattern change and the loss below L_lin after every step (one forward pass per step,
-    sharing the preactivations of the pattern)."""
+    pattern change and the loss below L_lin after every step (in the pass over the points
+    that gives the next step's gradient, `_trained`)."""
     one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
     state = materialized(state)
     trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
