@@ -260,6 +260,8 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
             redo_runs, redo_inputs, layout.one_block, scalars, settings=settings, mesh=mesh
         )
         runs, loss = put_lanes((runs, loss), picked, (redo_runs, redo_loss), mesh)
+        # read back now: with every redo in flight at once (reading back after the loop),
+        # an all-gather of XLA's CPU devices hung until XLA aborted the process (2026-12-03)
         code[part] = np.asarray(redo_code)[: part.size]
         fixed_next[part] = np.asarray(redo_next)[: part.size]
     return runs, code, loss, fixed_next
