@@ -87,6 +87,30 @@ class _Events(NamedTuple):
     first: jax.Array  # () the first step whose pattern differs; -1
     below: jax.Array  # () the first step whose training loss is below (1 - ε) L_lin; -1
 
+    @classmethod
+    def none(cls, params: Params, step) -> _Events:
+        never = jnp.full_like(step, -1)
+        return cls(jnp.zeros(params.b.shape, bool), never, never)
+
+    def watched(self, pattern, threshold, loss, now, step, valid=True) -> _Events:
+        """These events with the parameters after step `step` watched: their loss and
+        pattern `now` against L_lin = `threshold` and the initial `pattern`."""
+        differs = jnp.any(now != pattern, axis=0) & valid  # (n,): which neurons' patterns
+        low = below_linear(loss, threshold) & valid
+        return _Events(
+            self.differs | differs,
+            jnp.where((self.first < 0) & jnp.any(differs), step, self.first),
+            jnp.where((self.below < 0) & low, step, self.below),
+        )
+
+
+def _one_pass(p: Params, data: WeightedData, alpha, scaling, batch_weights=None):
+    """(loss with the run's weights, activation pattern, gradient of the loss with
+    `batch_weights` or None without them) at `p`, from one pass over the preactivations."""
+    if batch_weights is None:
+        return (*loss_and_pattern(p, data.x, data.y, data.weights, alpha, scaling), None)
+    return loss_pattern_and_gradient(p, data.x, data.y, data.weights, batch_weights, alpha, scaling)
+
 
 def _trained(
     state: RunState,
@@ -104,59 +128,47 @@ def _trained(
     which neurons changed side or, on the general path, activation pattern at some step:
     they leave their side's plane, `RunState.regular`).
 
-    On the general path a step's gradient needs a pass over the preactivations at the
-    parameters it starts from, the very pass that gives their loss and pattern: so the
-    parameters after step t are watched in step t + 1's pass (`one_pass`; after the last
-    step, in a pass of their own), and each step passes over the (m, n) arrays once, not
-    twice. (Not with the epoch sampler, whose step sees B of the m points.)"""
+    On the general path the parameters after step t are watched at the start of step
+    t + 1 (after the last step, in a pass of their own): the pass over the preactivations
+    that gives their loss and pattern also gives that step's gradient (`one_pass`), so a
+    step passes over the (m, n) arrays once, not twice. (Not with the epoch sampler, whose
+    step sees B of the m points.)"""
     params, scaling = state.params, state.scaling
     transformation = optimizer.transformation(step_size)
     gradient = _gradient_of(state, data, alpha, optimizer, fixed_pattern)
     batch_at = _batch_of(state, data, optimizer)
     tracked = not fixed_pattern  # (an exact fixed-pattern chunk changes no group: `general`)
     one_pass = tracked and optimizer.sampler != "epoch"
-    if tracked:  # the initial pattern until it changes
-        pattern = activation_pattern(params, data.x, scaling)
+    pattern = activation_pattern(params, data.x, scaling) if tracked else None
+    threshold = state.linear_threshold
     active = active_neurons(params)  # padding stays padding: one mask for the chunk
-
-    def watched(events: _Events, loss, now, step, valid=True) -> _Events:
-        """`events` with the parameters of step `step` (loss, pattern `now`) watched."""
-        differs = jnp.any(now != pattern, axis=0) & valid  # (n,): which neurons' patterns
-        low = below_linear(loss, state.linear_threshold) & valid
-        return _Events(
-            events.differs | differs,
-            jnp.where((events.first < 0) & jnp.any(differs), step, events.first),
-            jnp.where((events.below < 0) & low, step, events.below),
-        )
 
     def body(carry, t):
         p, opt, kink, changed, events = carry
-        if one_pass:  # p: the parameters after step state.step + t (t = 0: watched already)
-            weights = batch_at(t).weights
-            loss, now, grads = loss_pattern_and_gradient(
-                p, data.x, data.y, data.weights, weights, alpha, scaling
-            )
-            events = watched(events, loss, now, state.step + t, valid=t > 0)
-        else:
-            grads = gradient(p, t)
-        updates, opt = transformation.update(grads, opt, p)
+        grads = None
+        if tracked:  # p: the parameters after step state.step + t (t = 0: watched already)
+            weights = batch_at(t).weights if one_pass else None
+            loss, now, grads = _one_pass(p, data, alpha, scaling, weights)
+            events = events.watched(pattern, threshold, loss, now, state.step + t, t > 0)
+        updates, opt = transformation.update(gradient(p, t) if grads is None else grads, opt, p)
         p = optax.apply_updates(p, updates)
-        if tracked and not one_pass:
-            loss, now = loss_and_pattern(p, data.x, data.y, data.weights, alpha, scaling)
-            events = watched(events, loss, now, state.step + t + 1)
         changed = changed | _side_changes(p, params)
         kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
         return (p, opt, kink, changed, events), None
 
-    none = jnp.full_like(state.step, -1)
-    no_neuron = jnp.zeros(params.b.shape, bool)
-    events = _Events(no_neuron, none, none)
-    carry = (params, state.opt_state, jnp.zeros_like(params.c), no_neuron, events)
+    no_change = jnp.zeros(params.b.shape, bool)
+    carry = (
+        params,
+        state.opt_state,
+        jnp.zeros_like(params.c),
+        no_change,
+        _Events.none(params, state.step),
+    )
     steps = jnp.arange(num_steps, dtype=jnp.int32)
     (params, opt, kink, changed, events), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
-    if one_pass:  # the last step's parameters
-        loss, now = loss_and_pattern(params, data.x, data.y, data.weights, alpha, scaling)
-        events = watched(events, loss, now, state.step + num_steps)
+    if tracked:  # the last step's parameters
+        loss, now, _ = _one_pass(params, data, alpha, scaling)
+        events = events.watched(pattern, threshold, loss, now, state.step + num_steps)
     state = state._replace(params=params, opt_state=opt)
     return state, kink, events.first, events.below, changed | events.differs
 
