@@ -105,6 +105,20 @@ def linear_regime(params: Params, data: WeightedData, scaling: Scaling = STANDAR
     return threshold, jnp.all((plus == 0) | (plus == size))
 
 
+def batched_map(fn, args, batch_size: int = 64):
+    """`fn` over the leading (runs) axis of every leaf of the tuple `args`, `batch_size`
+    runs at a time (vmapped), to bound the O(runs·n·m) memory of the patterns. The runs
+    are padded with copies of the last to a whole number of batches, so that the compiled
+    program holds one copy of `fn`: `jax.lax.map`'s separate remainder batch doubled
+    `initial_state`'s compile time."""
+    runs = jax.tree.leaves(args)[0].shape[0]
+    size = min(batch_size, runs)
+    pad = -runs % size
+    padded = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[-1:], pad, 0)]), args)
+    out = jax.lax.map(lambda part: fn(*part), padded, batch_size=size)
+    return jax.tree.map(lambda v: v[:runs], out)
+
+
 def below_linear(loss: jax.Array, threshold: jax.Array) -> jax.Array:
     """Whether a training loss is below (1 - ESCAPE_MARGIN) L_lin: out of the linear regime."""
     return loss < (1.0 - ESCAPE_MARGIN) * threshold
@@ -127,7 +141,5 @@ def classify(
     runs = loss.shape[0]
     scaling = Scaling(*(jnp.broadcast_to(v, (runs,)) for v in scaling))
     if threshold is None:
-        threshold = jax.lax.map(
-            lambda args: linear_threshold(*args), (initial, data, scaling), batch_size=64
-        )
+        threshold = batched_map(linear_threshold, (initial, data, scaling))
     return threshold, jax.vmap(escaped)(initial, final, data, loss, threshold, scaling)

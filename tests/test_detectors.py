@@ -5,13 +5,20 @@ statuses, so that the suite simulates them once)."""
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import golden_case
 
 from gdrelu import Params, Status, WeightedData, simulate
-from gdrelu.detectors import linear_threshold, pattern_groups, same_groups
+from gdrelu.detectors import (
+    batched_map,
+    linear_regime,
+    linear_threshold,
+    pattern_groups,
+    same_groups,
+)
 from gdrelu.model import activation_pattern
 
 RTOL = 1e-10  # float64 least squares on six points (pinv vs closed-form lines)
@@ -109,3 +116,22 @@ def test_a_run_that_crossed_and_came_back_is_stuck(trajectories):
     lines = np.where(x > 0, slope_pos * x + icpt_pos, slope_neg * x + icpt_neg)
     assert result.final_loss[0] == pytest.approx(0.5 * np.sum(p * (y - lines) ** 2), rel=1e-9)
     assert not result.escaped[0]
+
+
+@pytest.mark.parametrize("runs", [1, 63, 64, 70, 200])
+def test_batched_map_is_vmap_with_one_copy_of_the_function(runs):
+    """Run by run what `vmap` gives (to rounding: XLA's loops over 64 lanes and over all
+    of them may round a sum differently), whatever the batches' remainder, and the traced
+    program holds the function once (`jax.lax.map`'s remainder batch was a second copy)."""
+    rng = np.random.default_rng(runs)
+    params = Params(*(rng.standard_normal((runs, 8)) for _ in range(3)), rng.standard_normal(runs))
+    x = np.tile(np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]), (runs, 1))
+    data = WeightedData(x, rng.standard_normal((runs, 6)), rng.uniform(0.5, 1.5, (runs, 6)))
+    args = (params, data)
+    got = batched_map(linear_regime, args)
+    want = jax.vmap(linear_regime)(*args)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-14)
+    np.testing.assert_array_equal(got[1], want[1])
+    mapped = str(jax.make_jaxpr(lambda a: batched_map(linear_regime, a))(args))
+    plain = str(jax.make_jaxpr(lambda a: jax.vmap(linear_regime)(*a))(args))
+    assert mapped.count(" sort[") == plain.count(" sort[") > 0  # nested jaxprs printed too

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from gdrelu.data import WeightedData
-from gdrelu.detectors import linear_regime
+from gdrelu.detectors import batched_map, linear_regime
 from gdrelu.model import STANDARD, Params, Scaling, max_abs_kink
 from gdrelu.optim import get_optimizer, velocity, with_velocity
 from gdrelu.propagator import (
@@ -128,9 +128,7 @@ def _linear_regime(params: Params, data, scaling: Scaling) -> dict[str, jax.Arra
             "within_sides": jnp.zeros((runs,), bool),
         }
     data = WeightedData(*(jnp.asarray(v, dtype) for v in data))
-    threshold, within = jax.lax.map(
-        lambda args: linear_regime(*args), (params, data, scaling), batch_size=64
-    )
+    threshold, within = batched_map(linear_regime, (params, data, scaling))
     return {"linear_threshold": threshold, "within_sides": within}
 
 
