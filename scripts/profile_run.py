@@ -7,7 +7,10 @@ Runs `gdrelu` with the arguments after `--` and prints, after it:
   JAX's monitoring events (programs loaded from the compilation cache count as loads);
 - per batch (`runner._train_batch`): its width bucket, runs, checks and seconds;
 - the seconds spent redoing on the general path the runs that left a fast path
-  (`engine.chunk._redo`, which waits for its results), and how many runs that was.
+  (`engine.chunk._redo`, which waits for its results), and how many runs that was;
+- the chunks per path (`engine.chunk.run_chunk`) and the redos' gathers and puts of lanes,
+  each call timed to its results (`jax.block_until_ready`, which the engine does not
+  wait for there, so these calls lose their overlap with the host).
 """
 
 from __future__ import annotations
@@ -75,7 +78,23 @@ def main(argv=None) -> int:
         redo["seconds"] += time.perf_counter() - start
         return out
 
+    calls = collections.defaultdict(lambda: [0, 0.0])
+
+    def waited(name, fn):
+        def call(*args, **kwargs):
+            begin = time.perf_counter()
+            out = jax.block_until_ready(fn(*args, **kwargs))
+            key = name if name else f"chunk on the {kwargs['settings'].path} path"
+            calls[key][0] += 1
+            calls[key][1] += time.perf_counter() - begin
+            return out
+
+        return call
+
     runner._train_batch, chunk._redo = timed_batch, timed_redo
+    chunk.run_chunk = waited(None, chunk.run_chunk)
+    chunk.gathered_lanes = waited("redo: lanes gathered", chunk.gathered_lanes)
+    chunk.put_lanes = waited("redo: lanes put back", chunk.put_lanes)
     start = time.perf_counter()
     code = cli.main(argv[split + 1 :])
     total = time.perf_counter() - start
@@ -87,11 +106,14 @@ def main(argv=None) -> int:
         f"[profile] general-path redos: {redo['runs']} runs in {redo['calls']} calls, "
         f"{redo['seconds']:.1f} s"
     )
+    for name, (count, seconds) in sorted(calls.items()):
+        print(
+            f"[profile] {name}: {count} calls, {seconds:.2f} s, {1e3 * seconds / count:.1f} ms each"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"total_s": total, "events": events, "batches": batches, "redo": redo}, f, indent=2
-            )
+            profile = {"total_s": total, "events": events, "batches": batches, "redo": redo}
+            json.dump({**profile, "calls": calls}, f, indent=2)
     return code
 
 
