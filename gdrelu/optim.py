@@ -141,13 +141,19 @@ def with_velocity(opt_state, new):
     )
 
 
-def batch_weights(optimizer: Optimizer, weights: jax.Array, key: jax.Array, step) -> jax.Array:
+def batch_weights(
+    optimizer: Optimizer, weights: jax.Array, key: jax.Array, step, words=None
+) -> jax.Array:
     """Weights q (m,) of step `step`'s loss for one run with data weights p = `weights`
-    (zero off the minibatch; `minibatch` gathers the epoch sampler's batch instead)."""
+    (zero off the minibatch; `minibatch` gathers the epoch sampler's batch instead);
+    `words`: the step's multinomial words if drawn already (`multinomial_words`)."""
     if optimizer.sampler == "full":
         return weights
     if optimizer.sampler == "multinomial":
-        counts = multinomial_counts(key, optimizer.batch_size, weights, step)
+        if words is None:
+            counts = multinomial_counts(key, optimizer.batch_size, weights, step)
+        else:
+            counts = counts_from_words(words, weights)
         return counts / jnp.asarray(optimizer.batch_size, weights.dtype)
     batch = epoch_batch(optimizer, weights.shape[0], key, step)
     picked = jnp.zeros_like(weights).at[batch].set(1.0)
@@ -181,17 +187,62 @@ def multinomial_counts(key: jax.Array, draws: int, weights: jax.Array, step=0) -
     costs B'/2 threefry blocks and no key derivation; O(draws·m), with none of the
     rejection loops of `jax.random.multinomial`'s binomials, which under vmap run every
     run to the slowest one."""
+    words = multinomial_words(jax.random.key_data(key), draws, step)[0]
+    return counts_from_words(words, weights)
+
+
+def multinomial_words(key_data: jax.Array, draws: int, step, num_steps: int = 1) -> jax.Array:
+    """The 32-bit words (num_steps, draws) of the multinomial draws of steps `step`, …,
+    `step` + num_steps - 1 of one run (`multinomial_counts`; key_data (2,) uint32).
+
+    threefry2x32 maps counter pairs to word pairs; one step's B' counters pair as
+    (s·B' + k, s·B' + B'/2 + k), k < B'/2, and so they do here for every step, so that
+    one call for many steps (the loops draw a block of steps at once, `scan_steps`: a
+    long vector of counters runs several times faster than a step's few) gives each step
+    its words bit for bit."""
+    even = draws + draws % 2
+    half = even // 2
+    first = jnp.asarray(step, jnp.uint32) + jnp.arange(num_steps, dtype=jnp.uint32)
+    low = first[:, None] * jnp.uint32(even) + jnp.arange(half, dtype=jnp.uint32)
+    words = threefry_2x32(key_data, jnp.concatenate([low.ravel(), (low + half).ravel()]))
+    pairs = words.reshape(2, num_steps, half)
+    return jnp.concatenate([pairs[0], pairs[1]], axis=1)[:, :draws]
+
+
+def counts_from_words(words: jax.Array, weights: jax.Array) -> jax.Array:
+    """Counts (m,) of the draws whose 32-bit words are `words` (draws,), from the
+    categorical distribution ∝ `weights` (m,) (`multinomial_counts`)."""
     dtype = weights.dtype
     bits = min(32, jnp.finfo(dtype).nmant + 1)
-    even = draws + draws % 2
-    counter = jnp.asarray(step, jnp.uint32) * jnp.uint32(even) + jnp.arange(even, dtype=jnp.uint32)
-    words = threefry_2x32(jax.random.key_data(key), counter)[:draws] >> jnp.uint32(32 - bits)
+    words = words >> jnp.uint32(32 - bits)
     cdf = jnp.cumsum(weights)
     thresholds = jnp.floor(cdf[:-1] * (2.0**bits / cdf[-1]))
     picked = jnp.sum(thresholds[None, :] <= words[:, None].astype(dtype), axis=1)
     last = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)  # T_j may round below 2^K
     picked = jnp.minimum(picked, last)
     return jnp.sum(picked[:, None] == jnp.arange(weights.shape[0]), axis=0, dtype=dtype)
+
+
+NOISE_BLOCK = 64  # most steps whose multinomial words a loop draws at once (`scan_steps`)
+
+
+def scan_steps(body, carry, num_steps: int, unroll: int = 1, words_for=None):
+    """`jax.lax.scan` of body(carry, t, words) -> (carry, None) over the steps t of a chunk:
+    the carry after them. With `words_for(t0, size)`, the multinomial words of steps t0,
+    …, t0 + size - 1 (step axis first), the words are drawn for blocks of `size` steps
+    (the largest divisor of num_steps up to `NOISE_BLOCK`) and step t gets its own; without
+    it `words` is None."""
+    if words_for is None:
+        step = lambda c, t: body(c, t, None)  # noqa: E731
+        return jax.lax.scan(step, carry, jnp.arange(num_steps, dtype=jnp.int32), unroll=unroll)[0]
+    size = max(d for d in range(1, min(NOISE_BLOCK, num_steps) + 1) if num_steps % d == 0)
+
+    def block(c, first):
+        words = words_for(first, size)
+        step = lambda c, s: body(c, first + s, words[s])  # noqa: E731
+        return jax.lax.scan(step, c, jnp.arange(size, dtype=jnp.int32), unroll=unroll)
+
+    return jax.lax.scan(block, carry, jnp.arange(0, num_steps, size, dtype=jnp.int32))[0]
 
 
 def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array:
@@ -206,12 +257,13 @@ def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array
     return jax.lax.dynamic_slice_in_dim(order, position * size, size)
 
 
-def minibatch(optimizer: Optimizer, data, key: jax.Array, step):
+def minibatch(optimizer: Optimizer, data, key: jax.Array, step, words=None):
     """Step `step`'s loss terms as WeightedData: the epoch sampler's B points gathered (the
     loss and its gradient cost O(B), not O(m); `epoch_batch` sorts m keys), else every
-    point with `batch_weights`."""
+    point with `batch_weights` (`words`: the step's multinomial words, if drawn)."""
     if optimizer.sampler != "epoch":
-        return data._replace(weights=batch_weights(optimizer, data.weights, key, step))
+        weights = batch_weights(optimizer, data.weights, key, step, words)
+        return data._replace(weights=weights)
     batch = epoch_batch(optimizer, data.weights.shape[0], key, step)
     scale = data.weights.shape[0] / optimizer.batch_size
     return type(data)(data.x[batch], data.y[batch], data.weights[batch] * scale)

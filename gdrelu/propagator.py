@@ -40,7 +40,15 @@ from gdrelu.data import WeightedData
 from gdrelu.fastpath import SideMoments, residual_moments, side_moments
 from gdrelu.kernel import coupled, kernel_steps
 from gdrelu.model import Params, active_neurons
-from gdrelu.optim import MOMENTUM, NAMED, Optimizer, batch_weights, get_optimizer
+from gdrelu.optim import (
+    MOMENTUM,
+    NAMED,
+    Optimizer,
+    batch_weights,
+    get_optimizer,
+    multinomial_words,
+    scan_steps,
+)
 
 IRREGULAR_CAPACITY = 2
 HEAVY_BALL = {"gd": None, "sgd": None, "momentum": MOMENTUM}  # optimizer -> μ, on this path
@@ -319,17 +327,33 @@ def _sum_over(size, term):
     return functools.reduce(lambda total, j: total + term(j), range(1, size), term(0))
 
 
-def _minibatch_moments(optimizer: Optimizer, noise: Noise, t) -> SideMoments:
+def _minibatch_moments(optimizer: Optimizer, noise: Noise, t, words=None) -> SideMoments:
     """The side moments of step t's minibatch of every lane (`optim.batch_weights`, the
-    general path's draw), runs axis last: (2, lanes) each."""
+    general path's draw; `words` (draws, lanes): the step's multinomial words if drawn),
+    runs axis last: (2, lanes) each."""
 
-    def one(data, key, step):
+    def one(data, key, step, words):
         key = jax.random.wrap_key_data(key)
-        return side_moments(
-            data._replace(weights=batch_weights(optimizer, data.weights, key, step + t))
+        weights = batch_weights(optimizer, data.weights, key, step + t, words)
+        return side_moments(data._replace(weights=weights))
+
+    moments = jax.vmap(one, in_axes=(-1, -1, -1, None if words is None else -1))(*noise, words)
+    return SideMoments(*(v.T for v in moments))
+
+
+def _words_for(optimizer: Optimizer, noise: Noise):
+    """`optim.scan_steps`' words_for of a block of lanes (size, draws, lanes), or None
+    unless the multinomial sampler draws the minibatches."""
+    if optimizer.sampler != "multinomial":
+        return None
+
+    def words_for(first, size):
+        draw = functools.partial(multinomial_words, draws=optimizer.batch_size, num_steps=size)
+        return jax.vmap(lambda key, step: draw(key, step=step + first), (-1, -1), -1)(
+            noise.key, noise.step
         )
 
-    return SideMoments(*(v.T for v in jax.vmap(one, in_axes=-1)(*noise)))
+    return words_for
 
 
 def _gradient_rows(rows, g1, g0):
@@ -356,10 +380,10 @@ def _block_steps(carry, fixed, alpha, num_steps, optimizer: Optimizer, unroll=1)
     momentum = HEAVY_BALL[optimizer.name]
     size = grams.shape[1]
 
-    def body(carry, t):
+    def body(carry, t, words):
         phi, c, tracked, kink, moved, c_velocity = carry  # phi: Φ_t, (2, D, D, runs)
         stochastic = optimizer.stochastic
-        step_moments = _minibatch_moments(optimizer, noise, t) if stochastic else moments
+        step_moments = _minibatch_moments(optimizer, noise, t, words) if stochastic else moments
         u = _sum_over(size, lambda j: grams[:, :, j] * phi[:, 2, j][:, None])  # Σ_t Φ_t[w]ᵀ
         wa = _sum_over(size, lambda j: phi[:, 0, j] * u[:, j])  # Σ_{i on t} w_i a_i
         wb = _sum_over(size, lambda j: phi[:, 1, j] * u[:, j])
@@ -383,5 +407,5 @@ def _block_steps(carry, fixed, alpha, num_steps, optimizer: Optimizer, unroll=1)
         moved = functools.reduce(jnp.logical_or, flipped, moved)
         return (phi, c, tracked, kink, moved, c_velocity), None
 
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    return jax.lax.scan(body, carry, steps, unroll=unroll)[0]
+    words_for = _words_for(optimizer, noise) if optimizer.stochastic else None
+    return scan_steps(body, carry, num_steps, unroll, words_for)

@@ -10,7 +10,7 @@ from conftest import numpy_gradient
 
 from gdrelu import Params, Status, WeightedData, engine, he_init, simulate
 from gdrelu.data import paper_data
-from gdrelu.optim import batch_weights, get_optimizer
+from gdrelu.optim import batch_weights, get_optimizer, multinomial_words, scan_steps
 
 RTOL = 1e-10  # float64 trajectories of a few hundred steps, different association only
 
@@ -63,6 +63,44 @@ P_VALUE = 1e-6  # chi-square tests: a correct sampler fails one with probability
 def _count_histograms(counts: np.ndarray, draws: int) -> np.ndarray:
     """(points, draws + 1) frequencies of each count value of each point over the rows."""
     return np.stack([np.bincount(c, minlength=draws + 1) for c in counts.T.astype(int)])
+
+
+@pytest.mark.parametrize("draws", [1, 15, 16])
+def test_words_drawn_for_many_steps_are_each_steps_own(draws):
+    """One call for 7 steps gives step s the words of the step's own call: threefry2x32
+    of the counters step·B' + k, k < B' (B' = draws rounded up to even), paired as one
+    step's call pairs them, then the first `draws`."""
+    key = jax.random.key_data(jax.random.key(3))
+    even = draws + draws % 2
+    many = np.asarray(multinomial_words(key, draws, 40, 7))
+    for s in range(7):
+        counter = np.uint32((40 + s) * even) + np.arange(even, dtype=np.uint32)
+        direct = np.asarray(jax.extend.random.threefry_2x32(key, counter))[:draws]
+        np.testing.assert_array_equal(many[s], direct)
+        np.testing.assert_array_equal(many[s], np.asarray(multinomial_words(key, draws, 40 + s))[0])
+
+
+@pytest.mark.parametrize("num_steps", [1, 7, 100, 130])
+def test_scan_steps_gives_every_step_its_words_in_order(num_steps):
+    """Blocks of words (the largest divisor of the steps up to 64) or none: the body sees
+    t = 0, 1, … in order, each with the words of step t."""
+
+    def body(carry, t, words):
+        seen, total = carry
+        drawn = 0 if words is None else words
+        return (seen.at[t].set(t + 1), total * 3 + drawn + t), None
+
+    def words_for(first, size):
+        return (first + jnp.arange(size, dtype=jnp.int32)) * 1000
+
+    start = (jnp.zeros(num_steps, jnp.int32), jnp.int32(0))
+    for draw, weight in ((words_for, 1000), (None, 0)):
+        seen, total = scan_steps(body, start, num_steps, words_for=draw)
+        want = 0
+        for t in range(num_steps):
+            want = (want * 3 + weight * t + t) % 2**32
+        np.testing.assert_array_equal(seen, np.arange(1, num_steps + 1))
+        assert int(total) % 2**32 == want
 
 
 @pytest.mark.parametrize(

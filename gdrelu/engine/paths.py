@@ -29,7 +29,15 @@ from gdrelu.model import (
     loss_pattern_and_gradient,
     max_abs_kink,
 )
-from gdrelu.optim import Optimizer, get_optimizer, minibatch, velocity, with_velocity
+from gdrelu.optim import (
+    Optimizer,
+    get_optimizer,
+    minibatch,
+    multinomial_words,
+    scan_steps,
+    velocity,
+    with_velocity,
+)
 from gdrelu.outcome import stop_rules
 from gdrelu.propagator import HEAVY_BALL, ChunkEnd, Noise, deferred_steps, propagates, state_size
 
@@ -59,20 +67,31 @@ def _side_changes(params: Params, start: Params) -> jax.Array:
 
 
 def _batch_of(state: RunState, data, optimizer):
-    """t -> the run's minibatch (WeightedData) at step t of the chunk (`optim.minibatch`)."""
+    """(t, words) -> the run's minibatch (WeightedData) at step t of the chunk
+    (`optim.minibatch`; words: the step's multinomial words, or None)."""
     key = jax.random.wrap_key_data(state.noise_key)
-    return lambda t: minibatch(optimizer, data, key, state.step + t)
+    return lambda t, words: minibatch(optimizer, data, key, state.step + t, words)
+
+
+def _words_of(state: RunState, optimizer):
+    """`optim.scan_steps`' words_for of one run: None unless its minibatches are drawn
+    by the multinomial sampler."""
+    if optimizer.sampler != "multinomial":
+        return None
+    draws = optimizer.batch_size
+    return lambda first, size: multinomial_words(state.noise_key, draws, state.step + first, size)
 
 
 def _gradient_of(state: RunState, data, alpha, optimizer, fixed_pattern):
-    """(p, t) -> the gradient of the run's loss (or minibatch) at step t of the chunk: the
+    """(p, t, words) -> the gradient of the run's loss (or minibatch) at step t of the chunk
+    (words: `_batch_of`'s): the
     loss's (`model.loss_gradient`, O(n·m)), or with `fixed_pattern` the per-side lines'
     (`fastpath.fixed_pattern_gradient`, O(n); exact while every kink stays inside the data)."""
     batch_at = _batch_of(state, data, optimizer)
     moments = side_moments(data) if fixed_pattern and not optimizer.stochastic else None
 
-    def gradient(p, t):
-        batch = batch_at(t)
+    def gradient(p, t, words):
+        batch = batch_at(t, words)
         if not fixed_pattern:
             return loss_gradient(p, batch.x, batch.y, batch.weights, alpha, state.scaling)
         return fixed_pattern_gradient(p, side_moments(batch) if moments is None else moments, alpha)
@@ -143,14 +162,16 @@ def _trained(
     threshold = state.linear_threshold
     active = active_neurons(params)  # padding stays padding: one mask for the chunk
 
-    def body(carry, t):
+    def body(carry, t, words):
         p, opt, kink, changed, events = carry
         grads = None
         if tracked:  # p: the parameters after step state.step + t (t = 0: watched already)
-            weights = batch_at(t).weights if one_pass else None
+            weights = batch_at(t, words).weights if one_pass else None
             loss, now, grads = _one_pass(p, data, alpha, scaling, weights)
             events = events.watched(pattern, threshold, loss, now, state.step + t, t > 0)
-        updates, opt = transformation.update(gradient(p, t) if grads is None else grads, opt, p)
+        if grads is None:
+            grads = gradient(p, t, words)
+        updates, opt = transformation.update(grads, opt, p)
         p = optax.apply_updates(p, updates)
         changed = changed | _side_changes(p, params)
         kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
@@ -164,8 +185,8 @@ def _trained(
         no_change,
         _Events.none(params, state.step),
     )
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    (params, opt, kink, changed, events), _ = jax.lax.scan(body, carry, steps, unroll=unroll)
+    words_for = _words_of(state, optimizer)
+    params, opt, kink, changed, events = scan_steps(body, carry, num_steps, unroll, words_for)
     if tracked:  # the last step's parameters
         loss, now, _ = _one_pass(params, data, alpha, scaling)
         events = events.watched(pattern, threshold, loss, now, state.step + num_steps)
