@@ -5,9 +5,10 @@ inputs (data, validation and test points); while a chunk runs, the chunk's start
 kept for redos, a new state is built, and finished runs are copied to the host, so a
 batch needs about `COPIES` times that, for every lane: each device's share is padded to
 whole blocks. A block of runs in flight adds its temporaries, (m, n) arrays per run of the
-block on the general path. The budget is the devices' free memory (`free_device_bytes`)
-or, on a CPU, a share of the host's available memory; the `--memory-budget` flag sets it.
-A width whose single run cannot fit is refused before anything runs (`check_fits`).
+block on the general path, and the minibatch words drawn ahead (`optim.scan_steps`). The
+budget is the devices' free memory (`free_device_bytes`) or, on a CPU, a share of the
+host's available memory; the `--memory-budget` flag sets it. A width whose single run
+cannot fit is refused before anything runs (`check_fits`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from gdrelu import engine
 from gdrelu.buckets import width_buckets
 from gdrelu.cells import Cell, initial_runs, noise_keys
-from gdrelu.optim import get_optimizer
+from gdrelu.optim import NOISE_BLOCK, get_optimizer
 from gdrelu.spec import ExperimentSpec
 
 COPIES = 4  # state and inputs alive at once: start, new state, taken copy, host results
@@ -102,6 +103,8 @@ def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
     points = max(leaf.shape[1] for leaf in (shapes[1].data.y, shapes[1].validation.y))
     itemsize = jnp.dtype(spec.dtype).itemsize
     temporaries = TEMPORARIES * points * bucket * itemsize
+    if optimizer.sampler == "multinomial":  # the words of `NOISE_BLOCK` steps drawn ahead
+        temporaries += NOISE_BLOCK * (optimizer.batch_size + optimizer.batch_size % 2) * 4
     return tree_bytes(shapes), temporaries
 
 

@@ -108,3 +108,21 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch, settings, block):
     shrunk = run_experiment(spec, memory_budget=block * one_block)
     assert {b for b, _ in seen} == {block}
     assert_same_runs(shrunk, default)
+
+
+def test_a_blocks_temporaries_count_the_minibatch_words_drawn_ahead():
+    """The multinomial sampler's words for `NOISE_BLOCK` steps (`optim.scan_steps`) are
+    in the temporaries of a run of a block: at least their array's bytes more than GD's."""
+    import jax
+
+    from gdrelu.optim import NOISE_BLOCK, multinomial_words
+
+    gd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2)
+    sgd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2, optimizer="sgd")
+    words = jax.eval_shape(
+        lambda key: multinomial_words(key, 16, 0, NOISE_BLOCK), jax.ShapeDtypeStruct((2,), "uint32")
+    )
+    extra = (
+        memory.run_bytes(sgd, 16, sgd.cells()[0])[1] - memory.run_bytes(gd, 16, gd.cells()[0])[1]
+    )
+    assert extra >= words.size * words.dtype.itemsize > 0
