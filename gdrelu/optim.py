@@ -230,12 +230,14 @@ def scan_steps(body, carry, num_steps: int, unroll: int = 1, words_for=None):
     """`jax.lax.scan` of body(carry, t, words) -> (carry, None) over the steps t of a chunk:
     the carry after them. With `words_for(t0, size)`, the multinomial words of steps t0,
     …, t0 + size - 1 (step axis first), the words are drawn for blocks of `size` steps
-    (the largest divisor of num_steps up to `NOISE_BLOCK`) and step t gets its own; without
+    (the largest divisor of num_steps up to `NOISE_BLOCK`, a multiple of `unroll` if one
+    is, so that an unrolled block has no remainder loop) and step t gets its own; without
     it `words` is None."""
     if words_for is None:
         step = lambda c, t: body(c, t, None)  # noqa: E731
         return jax.lax.scan(step, carry, jnp.arange(num_steps, dtype=jnp.int32), unroll=unroll)[0]
-    size = max(d for d in range(1, min(NOISE_BLOCK, num_steps) + 1) if num_steps % d == 0)
+    divisors = [d for d in range(1, min(NOISE_BLOCK, num_steps) + 1) if num_steps % d == 0]
+    size = max(divisors, key=lambda d: (d % unroll == 0, d))
 
     def block(c, first):
         words = words_for(first, size)

@@ -80,6 +80,22 @@ def test_words_drawn_for_many_steps_are_each_steps_own(draws):
         np.testing.assert_array_equal(many[s], np.asarray(multinomial_words(key, draws, 40 + s))[0])
 
 
+@pytest.mark.parametrize(
+    ("num_steps", "unroll", "size"), [(1000, 1, 50), (1000, 8, 40), (100, 8, 50), (7, 1, 7)]
+)
+def test_scan_steps_draws_blocks_that_divide_the_steps(num_steps, unroll, size):
+    """The words come in blocks of the largest divisor of the steps up to 64, a multiple of
+    the unroll if one is (1000 = 8·125: 40, not 50)."""
+    sizes = []
+
+    def words_for(first, block):
+        sizes.append(block)
+        return jnp.zeros((block, 2), jnp.uint32)
+
+    scan_steps(lambda c, t, w: (c + w[0], None), jnp.uint32(0), num_steps, unroll, words_for)
+    assert sizes == [size]
+
+
 @pytest.mark.parametrize("num_steps", [1, 7, 100, 130])
 def test_scan_steps_gives_every_step_its_words_in_order(num_steps):
     """Blocks of words (the largest divisor of the steps up to 64) or none: the body sees
