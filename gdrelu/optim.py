@@ -247,6 +247,25 @@ def scan_steps(body, carry, num_steps: int, unroll: int = 1, words_for=None):
     return jax.lax.scan(block, carry, jnp.arange(0, num_steps, size, dtype=jnp.int32))[0]
 
 
+def words_ahead(optimizer: Optimizer, key_data: jax.Array, step, lanes_axis: int | None = None):
+    """`scan_steps`' words_for, (t0, size) -> the multinomial words of steps step + t0, …,
+    step + t0 + size - 1: of one run (key_data (2,), step ()), (size, draws); or of the
+    lanes along `lanes_axis` (key_data (2, lanes), step (lanes,)), that axis last. None
+    unless the multinomial sampler draws the minibatches."""
+    if optimizer.sampler != "multinomial":
+        return None
+
+    def words_for(t0, size):
+        def of(key, first):
+            return multinomial_words(key, optimizer.batch_size, first + t0, size)
+
+        if lanes_axis is None:
+            return of(key_data, step)
+        return jax.vmap(of, in_axes=lanes_axis, out_axes=-1)(key_data, step)
+
+    return words_for
+
+
 def epoch_batch(optimizer: Optimizer, m: int, key: jax.Array, step) -> jax.Array:
     """Indices (B,) of step `step`'s minibatch: slice `step mod (m // B)` of epoch
     `step // (m // B)`'s permutation of the m points. The permutation is drawn anew at

@@ -46,8 +46,8 @@ from gdrelu.optim import (
     Optimizer,
     batch_weights,
     get_optimizer,
-    multinomial_words,
     scan_steps,
+    words_ahead,
 )
 
 IRREGULAR_CAPACITY = 2
@@ -341,21 +341,6 @@ def _minibatch_moments(optimizer: Optimizer, noise: Noise, t, words=None) -> Sid
     return SideMoments(*(v.T for v in moments))
 
 
-def _words_for(optimizer: Optimizer, noise: Noise):
-    """`optim.scan_steps`' words_for of a block of lanes (size, draws, lanes), or None
-    unless the multinomial sampler draws the minibatches."""
-    if optimizer.sampler != "multinomial":
-        return None
-
-    def words_for(first, size):
-        draw = functools.partial(multinomial_words, draws=optimizer.batch_size, num_steps=size)
-        return jax.vmap(lambda key, step: draw(key, step=step + first), (-1, -1), -1)(
-            noise.key, noise.step
-        )
-
-    return words_for
-
-
 def _gradient_rows(rows, g1, g0):
     """M z for the rows (a, b, w) of a neuron vector or of Φ_t: ∇_θ L = (G1 w, G0 w,
     G1 a + G0 b) (`fastpath`), with g1, g0 of the neuron's side."""
@@ -407,5 +392,7 @@ def _block_steps(carry, fixed, alpha, num_steps, optimizer: Optimizer, unroll=1)
         moved = functools.reduce(jnp.logical_or, flipped, moved)
         return (phi, c, tracked, kink, moved, c_velocity), None
 
-    words_for = _words_for(optimizer, noise) if optimizer.stochastic else None
+    words_for = (
+        words_ahead(optimizer, noise.key, noise.step, lanes_axis=-1) if noise is not None else None
+    )
     return scan_steps(body, carry, num_steps, unroll, words_for)

@@ -33,10 +33,10 @@ from gdrelu.optim import (
     Optimizer,
     get_optimizer,
     minibatch,
-    multinomial_words,
     scan_steps,
     velocity,
     with_velocity,
+    words_ahead,
 )
 from gdrelu.outcome import stop_rules
 from gdrelu.propagator import HEAVY_BALL, ChunkEnd, Noise, deferred_steps, propagates, state_size
@@ -71,15 +71,6 @@ def _batch_of(state: RunState, data, optimizer):
     (`optim.minibatch`; words: the step's multinomial words, or None)."""
     key = jax.random.wrap_key_data(state.noise_key)
     return lambda t, words: minibatch(optimizer, data, key, state.step + t, words)
-
-
-def _words_of(state: RunState, optimizer):
-    """`optim.scan_steps`' words_for of one run: None unless its minibatches are drawn
-    by the multinomial sampler."""
-    if optimizer.sampler != "multinomial":
-        return None
-    draws = optimizer.batch_size
-    return lambda first, size: multinomial_words(state.noise_key, draws, state.step + first, size)
 
 
 def _gradient_of(state: RunState, data, alpha, optimizer, fixed_pattern):
@@ -177,15 +168,9 @@ def _trained(
         kink = jnp.maximum(kink, max_abs_kink(p, scaling, active))
         return (p, opt, kink, changed, events), None
 
-    no_change = jnp.zeros(params.b.shape, bool)
-    carry = (
-        params,
-        state.opt_state,
-        jnp.zeros_like(params.c),
-        no_change,
-        _Events.none(params, state.step),
-    )
-    words_for = _words_of(state, optimizer)
+    none = _Events.none(params, state.step)  # and no neuron changed side
+    carry = (params, state.opt_state, jnp.zeros_like(params.c), none.differs, none)
+    words_for = words_ahead(optimizer, state.noise_key, state.step)
     params, opt, kink, changed, events = scan_steps(body, carry, num_steps, unroll, words_for)
     if tracked:  # the last step's parameters
         loss, now, _ = _one_pass(params, data, alpha, scaling)
