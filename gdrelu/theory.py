@@ -9,6 +9,7 @@ params, data and step size) and is pure JAX.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,9 @@ _Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
 
 
 def _over_runs(fn):
-    """Let a one-run function take a leading runs axis (detected from params.c or data)."""
+    """Let a one-run function take a leading runs axis (detected from params.c or data),
+    compiled once per shape: called eagerly, its dozens of operations would each compile
+    (83 programs and 4 s for `paper_step_size`). A string option is a static argument."""
 
     @functools.wraps(fn)
     def wrapped(params, data, *args, **kwargs):
@@ -33,7 +36,8 @@ def _over_runs(fn):
         one = functools.partial(_call_with_kwargs, fn, kwargs)
         return jax.vmap(one, in_axes=(0, data_axis, *arg_axes))(params, data, *args)
 
-    return wrapped
+    static = [name for name in inspect.signature(fn).parameters if name == "eigenvectors"]
+    return jax.jit(wrapped, static_argnames=static)
 
 
 def _call_with_kwargs(fn, kwargs, *args):
@@ -302,7 +306,7 @@ def _over_data(fn):
     def wrapped(data):
         return fn(data) if jnp.ndim(data.weights) == 1 else jax.vmap(fn)(data)
 
-    return wrapped
+    return jax.jit(wrapped)
 
 
 def _per_side_lines(data: WeightedData) -> jax.Array:
