@@ -67,15 +67,22 @@ def test_vmap_equals_batch_axes():
 
 def test_certificate_matrices(trajectories):
     """The matrices the certificate decomposes: M^½ A_ref M^½ of the golden trajectories."""
+    matrix = jax.jit(  # one compile per width, not one per eager operation
+        jax.vmap(
+            lambda data, p: theory._iteration_matrix(
+                theory.neuron_grams(p), theory.moment_roots(data)[0], 0.0
+            ),
+            in_axes=(None, 0),
+        )
+    )
     mats = []
     for i in range(5):
         case = golden_case(trajectories, i)
         data = WeightedData(case["x"], case["y"], case["xw"])
-        root = theory.moment_roots(data)[0]
-        for k in trajectories["steps"]:
-            params = Params(case[f"a{k}"], case[f"b{k}"], case[f"w{k}"], case[f"c{k}"])
-            mats.append(theory._iteration_matrix(theory.neuron_grams(params), root, 0.0))
-    a = np.stack(mats)
+        steps = trajectories["steps"]
+        params = Params(*(np.stack([case[f"{v}{k}"] for k in steps]) for v in "abwc"))
+        mats.append(matrix(data, params))
+    a = np.concatenate(mats)
     lam, u = jacobi.eigh(a)
     _check(a, lam, u, jnp.float64)
 

@@ -49,18 +49,16 @@ def _direct_first_below(params, data, h, *, steps, optimizer):
 
 
 def _run(tree, i):
-    """Run i of a batch (a leading runs axis on every leaf)."""
-    return jax.tree.map(lambda v: v[i], tree)
+    """Run i of a batch (a leading runs axis on every leaf), sliced in NumPy (an eager
+    slice of a JAX array compiles a program per shape)."""
+    return jax.tree.map(
+        lambda v: v[i] if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else np.asarray(v)[i], tree
+    )
 
 
 def _direct(params, data, h, optimizer, steps):
     one = functools.partial(_direct_first_below, steps=steps, optimizer=optimizer)
-    return np.array(
-        [
-            int(one(Params(*(v[i] for v in params)), WeightedData(*(v[i] for v in data)), h[i]))
-            for i in range(np.shape(params.c)[0])
-        ]
-    )
+    return np.array([int(one(*_run((params, data, h), i))) for i in range(np.shape(params.c)[0])])
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +206,8 @@ def test_within_sides():
     he = Params(jnp.array([1.0, -1.0]), jnp.zeros(2), jnp.ones(2), jnp.zeros(()))
     split = he._replace(b=jnp.array([-1.5, 0.0]))  # kink at 1.5: three groups
     merged = Params(jnp.array([1.0]), jnp.array([5.0]), jnp.ones(1), jnp.zeros(()))
-    assert bool(linear_regime(he, data)[1]) and bool(linear_regime(split, data)[1])
-    threshold, within = linear_regime(merged, data)
+    regime = jax.jit(linear_regime)  # the engine's use; eagerly, ~80 programs
+    assert bool(regime(he, data)[1]) and bool(regime(split, data)[1])
+    threshold, within = regime(merged, data)
     assert not bool(within)
     assert float(threshold) == pytest.approx(float(linear_threshold(merged, data)))

@@ -1,5 +1,7 @@
 """The O(1) propagator step: when it declares itself exact, and that the engine then agrees."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,7 @@ def _with_tiny_a(params, value=1e-7):
     return params._replace(a=params.a.at[:, 0].set(value * jnp.sign(params.a[:, 0])))
 
 
+@functools.partial(jax.jit, static_argnames="steps")  # jitted: one compile, not ~100 eager ones
 def _propagate(params, data, step, steps=200, start=None):
     """`steps` propagator steps; `start`: the parameters that define the regular neurons."""
     slope0, regular = jax.vmap(propagator.regular_neurons)(params if start is None else start)
@@ -31,12 +34,17 @@ def _propagate(params, data, step, steps=200, start=None):
     return propagator_steps(params, moments, step, 0.0, steps, slope0, regular)
 
 
+@jax.jit
+def _fixed_pattern(params, data, step):
+    """200 GD steps of every run under its initial pattern (the reference's oracle)."""
+    steps = lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)  # noqa: E731
+    return jax.vmap(steps)(params, data, step)
+
+
 def test_exact_runs_match_the_fixed_pattern_step(runs):
     params, data, step = runs
     got, kink, exact, _ = _propagate(params, data, step)
-    ref, ref_kink, changed = jax.vmap(
-        lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)
-    )(params, data, step)
+    ref, ref_kink, changed = _fixed_pattern(params, data, step)
     inside = np.asarray(ref_kink) < 1.0  # the pattern stayed fixed: both are GD
     exact, changed = np.asarray(exact), np.asarray(changed).any(axis=1)
     np.testing.assert_array_equal(exact[inside], ~changed[inside])
@@ -52,9 +60,7 @@ def test_a_side_change_is_caught(runs):
     params, data, step = runs
     params = _with_tiny_a(params)
     _, _, exact, _ = _propagate(params, data, step)
-    _, ref_kink, changed = jax.vmap(
-        lambda p, d, h: fixed_pattern_steps(p, side_moments(d), h, 0.0, 200)
-    )(params, data, step)
+    _, ref_kink, changed = _fixed_pattern(params, data, step)
     flipped_inside = np.asarray(changed[:, 0]) & (np.asarray(ref_kink) < 1.0)
     assert flipped_inside.any()  # the neuron changed side while its kink stayed inside
     assert not np.any(np.asarray(exact)[np.asarray(changed).any(axis=1)])
