@@ -88,7 +88,7 @@ def test_loss_gradient_equals_autodiff(dim, alpha, parameterization):
     x = jnp.asarray(rng.normal(size=(m,) if dim == 1 else (m, dim)))
     y, p = jnp.asarray(rng.normal(size=m)), jnp.asarray(rng.dirichlet(np.ones(m)))
     scaling = scaling_of(parameterization, n, dim)
-    want = jax.grad(weighted_loss)(params, x, y, p, alpha, scaling)
-    got = loss_gradient(params, x, y, p, alpha, scaling)
+    want = jax.jit(jax.grad(weighted_loss))(params, x, y, p, alpha, scaling)
+    got = jax.jit(loss_gradient)(params, x, y, p, alpha, scaling)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)

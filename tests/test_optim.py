@@ -48,7 +48,7 @@ def test_multinomial_sampler_draws_batch_size_samples_from_the_weights():
     sgd = get_optimizer("sgd", batch_size=16)
     p = jnp.array([0.1, 0.2, 0.3, 0.05, 0.35, 0.0])
     steps = 4000
-    q = jax.vmap(lambda t: batch_weights(sgd, p, jax.random.key(3), t))(jnp.arange(steps))
+    q = jax.jit(jax.vmap(lambda t: batch_weights(sgd, p, jax.random.key(3), t)))(jnp.arange(steps))
     np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(16 * q, np.round(16 * q), atol=1e-9)
     assert np.all(q[:, 5] == 0)  # a point of weight 0 is never drawn
@@ -163,7 +163,7 @@ def test_epoch_sampler_visits_every_point_once_per_epoch():
     """m = 12 points, B = 4: each epoch's 3 batches partition the points; q_j = p_j m / B."""
     epoch = get_optimizer("sgd", sampler="epoch", batch_size=4)
     p = jnp.arange(1.0, 13.0) / 78.0
-    q = jax.vmap(lambda t: batch_weights(epoch, p, jax.random.key(1), t))(jnp.arange(9))
+    q = jax.jit(jax.vmap(lambda t: batch_weights(epoch, p, jax.random.key(1), t)))(jnp.arange(9))
     picked = np.asarray(q > 0)
     for e in range(3):
         np.testing.assert_array_equal(picked[3 * e : 3 * e + 3].sum(0), np.ones(12))
@@ -336,11 +336,16 @@ def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():
     one = jax.tree.map(lambda v: v[0], (params, data))
     theta, points = one
     key = jax.random.key(5)
-    for step in range(5):
+
+    @jax.jit
+    def gradients(step):
         gathered = minibatch(epoch, points, key, step)
         weights = batch_weights(epoch, points.weights, key, step)
         g1 = jax.grad(weighted_loss)(theta, gathered.x, gathered.y, gathered.weights)
-        g2 = jax.grad(weighted_loss)(theta, points.x, points.y, weights)
+        return g1, jax.grad(weighted_loss)(theta, points.x, points.y, weights)
+
+    for step in range(5):
+        g1, g2 = gradients(step)
         for u, v in zip(g1, g2, strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15)
 

@@ -140,7 +140,7 @@ def test_a_neuron_whose_pattern_changes_leaves_its_plane(runs):
     gd = get_optimizer("gd")
     start = initial_state(params, step, optimizer=gd, data=data).state
     assert np.all(start.regular[:, 0])
-    trained = PATHS["general"](start, data, step, 0.0, 20, gd)
+    trained = jax.jit(PATHS["general"], static_argnums=(4, 5))(start, data, step, 0.0, 20, gd)
     plus = trained.state.params.a[:, 0] > 0
     same_side = plus == (sign > 0)
     kink = -trained.state.params.b[:, 0] / trained.state.params.a[:, 0]
