@@ -80,7 +80,7 @@ def test_multinomial_weights_statistics():
 def test_he_init_variances():
     n, runs = 32, 2000
     keys = jax.random.split(jax.random.key(4), runs)
-    p = jax.vmap(lambda k: he_init(n, key=k))(keys)
+    p = jax.jit(jax.vmap(lambda k: he_init(n, key=k)))(keys)
     count = n * runs
     for values, var in ((p.a, 2.0), (p.w, 2.0 / n)):
         assert abs(np.var(values) - var) < Z * var * np.sqrt(2 / count)
