@@ -88,7 +88,7 @@ def _affine_fit_loss(groups: jax.Array, data: WeightedData) -> jax.Array:
 @jax.jit
 def linear_threshold(params: Params, data: WeightedData, scaling: Scaling = STANDARD) -> jax.Array:
     """L_lin of one run at its (initial) parameters: one weighted affine fit per group
-    (compiled once per shape: called eagerly, its ~50 operations compiled one by one)."""
+    (compiled once per shape, not operation by operation when called eagerly)."""
     return _affine_fit_loss(pattern_groups(params, data.x, scaling), data)
 
 

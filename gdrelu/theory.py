@@ -25,7 +25,7 @@ _Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
 def _over_runs(fn):
     """Let a one-run function take a leading runs axis (detected from params.c or data),
     compiled once per shape: called eagerly, its dozens of operations would each compile
-    (83 programs and 4 s for `paper_step_size`). A string option is a static argument."""
+    (docs/design.md, "Compilation cache"). A string option is a static argument."""
 
     @functools.wraps(fn)
     def wrapped(params, data, *args, **kwargs):

@@ -97,7 +97,7 @@ def test_same_groups_ignores_relabelling_but_not_splitting():
     one = Params(jnp.array([1.0, -1.0]), jnp.zeros(2), jnp.ones(2), 0.0)
     flipped = Params(jnp.array([-1.0, 1.0]), jnp.zeros(2), jnp.ones(2), 0.0)  # sides swap
     moved = Params(jnp.array([1.0, -1.0]), jnp.array([-1.5, 0.0]), jnp.ones(2), 0.0)
-    same = jax.jit(same_groups)  # the engine's use; eagerly, ~40 programs
+    same = jax.jit(same_groups)  # as the engine calls it: one program
     assert bool(same(one, flipped, x))
     assert not bool(same(one, moved, x))  # kink at 1.5 splits {1, 2, 3}
 
@@ -129,7 +129,9 @@ def test_batched_map_is_vmap_with_one_copy_of_the_function(runs):
     x = np.tile(np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]), (runs, 1))
     data = WeightedData(x, rng.standard_normal((runs, 6)), rng.uniform(0.5, 1.5, (runs, 6)))
     args = (params, data)
-    got = jax.jit(lambda a: batched_map(linear_regime, a))(args)  # jitted: 2 compiles, not 80
+    got = jax.jit(lambda a: batched_map(linear_regime, a))(
+        args
+    )  # one program, not one per operation
     want = jax.jit(jax.vmap(linear_regime))(*args)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-14)
     np.testing.assert_array_equal(got[1], want[1])

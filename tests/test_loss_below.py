@@ -206,7 +206,7 @@ def test_within_sides():
     he = Params(jnp.array([1.0, -1.0]), jnp.zeros(2), jnp.ones(2), jnp.zeros(()))
     split = he._replace(b=jnp.array([-1.5, 0.0]))  # kink at 1.5: three groups
     merged = Params(jnp.array([1.0]), jnp.array([5.0]), jnp.ones(1), jnp.zeros(()))
-    regime = jax.jit(linear_regime)  # the engine's use; eagerly, ~80 programs
+    regime = jax.jit(linear_regime)  # as the engine calls it: one program
     assert bool(regime(he, data)[1]) and bool(regime(split, data)[1])
     threshold, within = regime(merged, data)
     assert not bool(within)

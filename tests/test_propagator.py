@@ -26,7 +26,7 @@ def _with_tiny_a(params, value=1e-7):
     return params._replace(a=params.a.at[:, 0].set(value * jnp.sign(params.a[:, 0])))
 
 
-@functools.partial(jax.jit, static_argnames="steps")  # jitted: one compile, not ~100 eager ones
+@functools.partial(jax.jit, static_argnames="steps")  # one program, not one per operation
 def _propagate(params, data, step, steps=200, start=None):
     """`steps` propagator steps; `start`: the parameters that define the regular neurons."""
     slope0, regular = jax.vmap(propagator.regular_neurons)(params if start is None else start)
