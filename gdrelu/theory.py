@@ -36,8 +36,8 @@ def _over_runs(fn):
         one = functools.partial(_call_with_kwargs, fn, kwargs)
         return jax.vmap(one, in_axes=(0, data_axis, *arg_axes))(params, data, *args)
 
-    static = [name for name in inspect.signature(fn).parameters if name == "eigenvectors"]
-    return jax.jit(wrapped, static_argnames=static)
+    static = "eigenvectors" in inspect.signature(fn).parameters
+    return jax.jit(wrapped, static_argnames=("eigenvectors",) if static else ())
 
 
 def _call_with_kwargs(fn, kwargs, *args):

@@ -74,10 +74,10 @@ def _batch_of(state: RunState, data, optimizer):
 
 
 def _gradient_of(state: RunState, data, alpha, optimizer, fixed_pattern):
-    """(p, t, words) -> the gradient of the run's loss (or minibatch) at step t of the chunk
-    (words: `_batch_of`'s): the
-    loss's (`model.loss_gradient`, O(n·m)), or with `fixed_pattern` the per-side lines'
-    (`fastpath.fixed_pattern_gradient`, O(n); exact while every kink stays inside the data)."""
+    """(p, t, words) -> the gradient of the run's loss (or minibatch; words: `_batch_of`'s)
+    at step t of the chunk: the loss's (`model.loss_gradient`, O(n·m)), or with
+    `fixed_pattern` the per-side lines' (`fastpath.fixed_pattern_gradient`, O(n); exact
+    while every kink stays inside the data)."""
     batch_at = _batch_of(state, data, optimizer)
     moments = side_moments(data) if fixed_pattern and not optimizer.stochastic else None
 
