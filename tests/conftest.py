@@ -25,17 +25,9 @@ DATA = Path(__file__).parent / "data"
 os.environ["GDRELU_CACHE_DIR"] = "none"
 # The suite's own compilation cache instead: one new directory per session, shared by the
 # xdist workers (they inherit it from the controller's environment) and removed at the
-# end. A program that the other worker, or an earlier module of this process
-# (`_release_compiled_programs` drops the programs in memory), compiled is read back
-# instead of compiled again; a fresh clone starts empty, as CI does. On 2 cores, -n 2:
-# 156 s -> 114 s for the 15 modules that run no engine sweep (2026-12-02). A cache that
-# an in-process `gdrelu run` had turned on once crashed jaxlib 0.10.2 (SIGSEGV in
-# deserialize_executable) reading back an entry of an eagerly run scan that the same
-# process had written; not seen again since: test_loss_below, test_optim,
-# test_protocols, test_propagator and test_golden run twice in one process (the second
-# time every program read back from the cache), and the suite's eager Jacobi scans (each
-# call compiles its scan again, ~80 read-backs in one process), passed. If it comes back:
-# GDRELU_TEST_CACHE_DIR=none turns the cache off; another directory is used and kept.
+# end, so that a program the other worker or an earlier module compiled is read back, not
+# compiled again; a fresh clone starts empty, as CI does. GDRELU_TEST_CACHE_DIR=none turns
+# it off; another directory is used and kept (docs/performance.md, "The test suite").
 TEST_CACHE_VARIABLE = "GDRELU_TEST_CACHE_DIR"
 
 
