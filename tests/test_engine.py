@@ -315,6 +315,7 @@ def test_bad_arguments_are_named(width8):
         simulate(params, data, step, check_every=0)
 
 
+@pytest.mark.slow  # its arithmetic: tests/test_theory.py::test_psi_sum_against_lapack_eigenpairs
 def test_rows_variant_of_the_certificate_is_available(width8):
     rows = simulate(*width8, check_every=200, max_checks=100, eigenvectors="rows")
     assert np.all(rows.status != Status.RUNNING)

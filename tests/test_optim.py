@@ -352,10 +352,11 @@ def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():
 
 @pytest.mark.parametrize(
     "optimizer, sampler",
-    [  # GD: tests/test_loss_below.py compares the fixed-pattern path with the general one
+    [  # GD: tests/test_loss_below.py compares the fixed-pattern path with the general one;
+        # Adam's fixed-pattern runs: tests/test_golden.py::test_adam_trajectories
         pytest.param("gd", None, marks=pytest.mark.slow),
         pytest.param("momentum", None, marks=pytest.mark.slow),
-        ("adam", None),
+        pytest.param("adam", None, marks=pytest.mark.slow),
         pytest.param("sgd", "multinomial", marks=pytest.mark.slow),
         ("sgd", "epoch"),
     ],

@@ -47,10 +47,11 @@ def _assert_same_runs(fast, general):
 
 
 # (optimizer, sampler, step size factor: heavy ball with μ = 0.9 moves like GD with 10 h)
-# -m slow: the epoch sampler's draws are checked in tests/test_optim.py, and full-batch
-# heavy ball by the test after this one
+# -m slow: the epoch sampler's draws are checked in tests/test_optim.py, full-batch heavy
+# ball by test_side_changes_are_redone, and SGD's multinomial draws on both paths by
+# test_runs_that_cross_and_go_on_equal_the_general_path
 CASES = [
-    ("sgd", "multinomial", 1.0),
+    pytest.param("sgd", "multinomial", 1.0, marks=pytest.mark.slow),
     pytest.param("sgd", "epoch", 1.0, marks=pytest.mark.slow),
     pytest.param("momentum", None, 0.1, marks=pytest.mark.slow),
     ("momentum", "multinomial", 0.1),
@@ -67,7 +68,10 @@ def test_crossing_rule_runs_equal_the_general_path(runs, optimizer, sampler, fac
     assert {Status.CROSSED, Status.UNFINISHED} <= set(fast.status.tolist())
 
 
-@pytest.mark.parametrize(("optimizer", "sampler"), [("sgd", "multinomial"), ("momentum", None)])
+@pytest.mark.parametrize(
+    ("optimizer", "sampler"),
+    [("sgd", "multinomial"), pytest.param("momentum", None, marks=pytest.mark.slow)],
+)
 def test_runs_that_cross_and_go_on_equal_the_general_path(runs, optimizer, sampler):
     """Without a stop rule a crossed run keeps training: its neurons whose pattern changed
     leave their side's plane (`RunState.regular`), and the propagator redoes every chunk

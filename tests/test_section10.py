@@ -44,6 +44,7 @@ def test_best_step_size_is_chosen_by_validation_not_test():
     assert best["step_size"] == 0.2 and best["relative_test_rmse"] == 1.0
 
 
+@pytest.mark.slow  # 30 s of compiling four groups; the grid and the choice are tested above
 def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
     monkeypatch.setitem(section10.SCALES, "small", TINY)
     out = tmp_path / "s10"
