@@ -181,7 +181,7 @@ def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.slow  # 50 s: three processes; the Ctrl-C test below covers resuming in the suite
+@pytest.mark.slow  # three processes; the Ctrl-C test below covers resuming in the suite
 def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
     """SIGKILL at a random moment after the first unit is stored, then --resume: the
     per-run table equals that of an uninterrupted run (no run lost or duplicated); a
@@ -273,7 +273,7 @@ def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
-@pytest.mark.slow  # 75 s: two processes compiling every program
+@pytest.mark.slow  # two processes, each compiling every program
 def test_two_processes_give_the_runs_of_one(small_run, tmp_path):
     """--distributed with two local processes (gloo CPU collectives): each trains half of
     every cell, process 0 gathers and writes the same table as one process."""

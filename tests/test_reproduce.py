@@ -112,7 +112,7 @@ def test_the_estimate_times_each_general_experiment_at_its_own_rate(monkeypatch)
     assert seconds == pytest.approx(star + figure, rel=1e-12) and measured == ["star"]
 
 
-@pytest.mark.slow  # 12 s of compiling; the estimate from a rate: the test above
+@pytest.mark.slow  # compiles the star programs; the estimate from a rate: the test above
 def test_the_general_rate_is_measured_on_the_specs_own_runs():
     """A probe of 8 runs of width 8 on star data (float32, param-norm): some positive
     seconds per neuron-point-step, far below a second."""

@@ -44,7 +44,7 @@ def test_best_step_size_is_chosen_by_validation_not_test():
     assert best["step_size"] == 0.2 and best["relative_test_rmse"] == 1.0
 
 
-@pytest.mark.slow  # 30 s of compiling four groups; the grid and the choice are tested above
+@pytest.mark.slow  # compiles four groups' programs; the grid and the choice: tests above
 def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
     monkeypatch.setitem(section10.SCALES, "small", TINY)
     out = tmp_path / "s10"
@@ -73,7 +73,7 @@ def test_preset_refuses_spec_flags(tmp_path, capsys):
     assert "--widths" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.slow  # 37 s: three batch shapes; test_memory covers budgeted blocks
+@pytest.mark.slow  # three batch shapes; test_memory covers budgeted blocks
 def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypatch):
     """A group of 2 bias inits × 2 step sizes × 3 runs under a budget of blocks of 4 runs
     per device trains in two batches (8 runs, then the 4 left) and gives the rows of one

@@ -11,7 +11,7 @@ from gdrelu.cells import Cell, initial_runs
 @pytest.mark.parametrize(
     ("data", "width", "runs", "training"),
     [
-        # 2-D inputs (slow: 9 s of compiling the star programs for one sum of squares)
+        # 2-D inputs (slow: compiles the star programs for one sum of squares)
         pytest.param("star", 16, 3, dict(check_every=10, stop_on=()), marks=pytest.mark.slow),
         # the draws and programs of tests/test_engine.py's `width8` (40 runs of width 8,
         # checks every 200 steps; the step sizes are data): from the suite's compilation
