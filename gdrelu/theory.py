@@ -36,8 +36,9 @@ def _over_runs(fn):
         one = functools.partial(_call_with_kwargs, fn, kwargs)
         return jax.vmap(one, in_axes=(0, data_axis, *arg_axes))(params, data, *args)
 
-    static = "eigenvectors" in inspect.signature(fn).parameters
-    return jax.jit(wrapped, static_argnames=("eigenvectors",) if static else ())
+    parameters = inspect.signature(fn).parameters.items()
+    static = tuple(name for name, p in parameters if isinstance(p.default, str))
+    return jax.jit(wrapped, static_argnames=static)
 
 
 def _call_with_kwargs(fn, kwargs, *args):

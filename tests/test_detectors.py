@@ -129,9 +129,8 @@ def test_batched_map_is_vmap_with_one_copy_of_the_function(runs):
     x = np.tile(np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]), (runs, 1))
     data = WeightedData(x, rng.standard_normal((runs, 6)), rng.uniform(0.5, 1.5, (runs, 6)))
     args = (params, data)
-    got = jax.jit(lambda a: batched_map(linear_regime, a))(
-        args
-    )  # one program, not one per operation
+    # one program each, not one per operation
+    got = jax.jit(lambda a: batched_map(linear_regime, a))(args)
     want = jax.jit(jax.vmap(linear_regime))(*args)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-14)
     np.testing.assert_array_equal(got[1], want[1])
