@@ -9,6 +9,7 @@ import pytest
 from conftest import golden_case
 
 from gdrelu import Params, Status, WeightedData, engine
+from gdrelu.model import padded
 from gdrelu.optim import get_optimizer
 
 RTOL = 1e-9  # the issue's tolerance for parameters along the trajectories
@@ -17,6 +18,10 @@ GD_CASES = range(5)
 # the reference's own trajectory by more than 1e-9 (2e-4 and 6e-5 at the next stored
 # step; scripts/adam_sensitivity.py), so the stored values there are round-off-defined
 ADAM_HORIZON = {5: 5000, 6: 1000}
+# Every case's network padded with inert neurons to the widest case's width, as the width
+# buckets pad a run (`model.padded`): one compiled `_train` per path and chunk size, not one
+# per width too
+WIDTH = 256
 
 
 @functools.partial(jax.jit, static_argnames=("path", "chunk", "optimizer"))
@@ -40,7 +45,16 @@ def _chunk(steps):
     return 1000 if steps % 1000 == 0 else 1
 
 
+def _initial_params(case):
+    """The case's initial network as a batch of one run, padded to `WIDTH` neurons."""
+    one = functools.partial(np.expand_dims, axis=0)
+    return padded(Params(*(one(case[f"{p}0"]) for p in "abwc")), WIDTH, xp=np)
+
+
 def _assert_params_close(got, case, k):
+    width = case["a0"].shape[0]
+    assert not np.any(np.stack(got[:3])[:, width:]), "padding neurons stay at 0"
+    got = [*(v[:width] for v in got[:3]), got[3]]
     # relative to the size of θ (c stays at round-off level in some cases: 1e-16)
     scale = max(np.max(np.abs(case[f"{name}{k}"])) for name in "abwc")
     for name, value in zip("abwc", got, strict=True):
@@ -54,7 +68,7 @@ def test_gd_trajectories(trajectories, i, path):
     case = golden_case(trajectories, i)
     one = functools.partial(np.expand_dims, axis=0)  # a batch of one run
     data = WeightedData(*map(one, (case["x"], case["y"], case["xw"])))
-    runs = engine.initial_state(Params(*map(one, (case[f"{p}0"] for p in "abwc"))))
+    runs = engine.initial_state(_initial_params(case))
     done = 0
     for k in trajectories["steps"]:
         # from step 1000 on, the propagator accumulates products over chunks of 1000 steps,
@@ -84,9 +98,7 @@ def test_adam_trajectories(trajectories, i, path):
     one = functools.partial(np.expand_dims, axis=0)
     data = WeightedData(*map(one, (case["x"], case["y"], case["xw"])))
     adam = get_optimizer("adam")
-    runs = engine.initial_state(
-        Params(*map(one, (case[f"{p}0"] for p in "abwc"))), one(case["lr"]), optimizer=adam
-    )
+    runs = engine.initial_state(_initial_params(case), one(case["lr"]), optimizer=adam)
     done = 0
     for k in (k for k in trajectories["steps"] if k <= ADAM_HORIZON[i]):
         chunk = _chunk(k - done)
