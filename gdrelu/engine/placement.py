@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu.engine.checks import CheckInputs
 from gdrelu.engine.state import Runs, initial_state
+from gdrelu.model import STANDARD, Scaling
 
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
@@ -237,14 +238,33 @@ def placed(
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
     blocking = blocking_for(devices, count, block, kernel, redo)
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
-    runs: Runs = initial_state(
-        params, inputs.step_size, noise_key, scaling, optimizer=optimizer, data=inputs.data
-    )
-    general = None
-    if mixed:
-        ready = jax.device_get((runs.info.max_kink, inputs.data.x, runs.state.within_sides))
-        general = ~fixed_pattern_ready(*ready, xp=np)
     lanes = np.arange(count)
-    positions, layout = arrange(lanes, lanes, per_device, blocking, sharding, general)
-    runs, inputs = reordered((runs, inputs), positions, sharding)
+    positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
+    per_run = [
+        np.broadcast_to(np.asarray(v, params.c.dtype), (count,)) for v in scaling or STANDARD
+    ]
+    params, inputs, noise_key, scaling = reordered(
+        (params, inputs, noise_key, Scaling(*per_run)), positions, sharding
+    )
+    runs = _initial_runs(params, inputs, noise_key, scaling, optimizer=optimizer, mesh=mesh)
+    if mixed:  # the runs whose kinks start outside the data-free zone to general blocks
+        ready = jax.device_get((runs.info.max_kink, inputs.data.x, runs.state.within_sides))
+        keep = np.flatnonzero(layout.slots >= 0)
+        general = ~fixed_pattern_ready(*ready, xp=np)[keep]
+        positions, layout = arrange(keep, layout.slots, per_device, blocking, sharding, general)
+        runs, inputs = reordered((runs, inputs), positions, sharding)
     return runs, inputs, layout
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "mesh"))
+def _initial_runs(params, inputs: CheckInputs, noise_key, scaling, *, optimizer, mesh) -> Runs:
+    """`initial_state` of the lanes, on each device for its share: the compiled program
+    depends on the lanes per device, not on the run count."""
+
+    def local(params, step_size, noise_key, scaling, data):
+        return initial_state(params, step_size, noise_key, scaling, optimizer=optimizer, data=data)
+
+    lanes = PartitionSpec(RUNS_AXIS)
+    return shard_map(local, mesh=mesh, in_specs=lanes, out_specs=lanes)(
+        params, inputs.step_size, noise_key, scaling, inputs.data
+    )
