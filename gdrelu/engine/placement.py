@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu.engine.checks import CheckInputs
-from gdrelu.engine.state import Runs, initial_state
+from gdrelu.engine.state import initial_state
 from gdrelu.model import STANDARD, Scaling
 
 RUNS_AXIS = "runs"
@@ -144,9 +144,10 @@ def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None
 
 @functools.partial(jax.jit, static_argnames=("sharding",))
 def reordered(tree, positions, sharding):
-    """The lanes of a runs-sharded `tree` in the order `positions` (every lane moves)."""
+    """The lanes of a runs-sharded `tree` in the order `positions` (every lane moves);
+    `sharding` None: on one device."""
     taken = jax.tree.map(lambda leaf: jnp.take(leaf, positions, axis=0, mode="clip"), tree)
-    return jax.lax.with_sharding_constraint(taken, sharding)
+    return taken if sharding is None else jax.lax.with_sharding_constraint(taken, sharding)
 
 
 def lanes_at(tree, positions, mesh):
@@ -243,28 +244,20 @@ def placed(
     per_run = [
         np.broadcast_to(np.asarray(v, params.c.dtype), (count,)) for v in scaling or STANDARD
     ]
+    # initial_state on the lanes, so that its program depends on the lanes, not on the run
+    # count; on one device, as before: L_lin's pinv calls LAPACK's batched eigh, which
+    # deadlocked XLA's CPU thread pool inside a sharded program (2026-12-03)
     params, inputs, noise_key, scaling = reordered(
-        (params, inputs, noise_key, Scaling(*per_run)), positions, sharding
+        (params, inputs, noise_key, Scaling(*per_run)), positions, None
     )
-    runs = _initial_runs(params, inputs, noise_key, scaling, optimizer=optimizer, mesh=mesh)
+    runs = initial_state(
+        params, inputs.step_size, noise_key, scaling, optimizer=optimizer, data=inputs.data
+    )
+    order = np.arange(layout.slots.size)
     if mixed:  # the runs whose kinks start outside the data-free zone to general blocks
         ready = jax.device_get((runs.info.max_kink, inputs.data.x, runs.state.within_sides))
         keep = np.flatnonzero(layout.slots >= 0)
         general = ~fixed_pattern_ready(*ready, xp=np)[keep]
-        positions, layout = arrange(keep, layout.slots, per_device, blocking, sharding, general)
-        runs, inputs = reordered((runs, inputs), positions, sharding)
+        order, layout = arrange(keep, layout.slots, per_device, blocking, sharding, general)
+    runs, inputs = reordered((runs, inputs), order, sharding)
     return runs, inputs, layout
-
-
-@functools.partial(jax.jit, static_argnames=("optimizer", "mesh"))
-def _initial_runs(params, inputs: CheckInputs, noise_key, scaling, *, optimizer, mesh) -> Runs:
-    """`initial_state` of the lanes, on each device for its share: the compiled program
-    depends on the lanes per device, not on the run count."""
-
-    def local(params, step_size, noise_key, scaling, data):
-        return initial_state(params, step_size, noise_key, scaling, optimizer=optimizer, data=data)
-
-    lanes = PartitionSpec(RUNS_AXIS)
-    return shard_map(local, mesh=mesh, in_specs=lanes, out_specs=lanes)(
-        params, inputs.step_size, noise_key, scaling, inputs.data
-    )
