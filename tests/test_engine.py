@@ -49,9 +49,12 @@ def width8_general(width8):
 
 
 def test_result_does_not_depend_on_the_batch(width8, width8_result):
-    """A run gives the same result alone, in a small batch, or in the full batch."""
+    """A run gives the same result alone, in a small batch, or in the full batch; and
+    its initial state is computed on the lanes, so the smaller batch compiles no new
+    `initial_state`."""
     params, data, step = width8
     idx = np.array([3, 17, 25])
+    programs = engine.initial_state._cache_size()
     part = simulate(
         _subset(params, idx),
         _subset(data, idx),
@@ -63,6 +66,7 @@ def test_result_does_not_depend_on_the_batch(width8, width8_result):
     np.testing.assert_array_equal(part.stop_step, width8_result.stop_step[idx])
     for got, full in zip(part.params, width8_result.params, strict=True):
         np.testing.assert_array_equal(got, full[idx])
+    assert engine.initial_state._cache_size() == programs
 
 
 def test_result_does_not_depend_on_the_device_count(width8, width8_result):
