@@ -245,8 +245,8 @@ def placed(
         np.broadcast_to(np.asarray(v, params.c.dtype), (count,)) for v in scaling or STANDARD
     ]
     # initial_state on the lanes, so that its program depends on the lanes, not on the run
-    # count; on one device, as before: L_lin's pinv calls LAPACK's batched eigh, which
-    # deadlocked XLA's CPU thread pool inside a sharded program (2026-12-03)
+    # count; on one device: L_lin's pinv calls LAPACK's batched eigh, which deadlocks XLA's
+    # CPU thread pool inside a sharded program (docs/design.md, "Blocks, devices and checks")
     params, inputs, noise_key, scaling = reordered(
         (params, inputs, noise_key, Scaling(*per_run)), positions, None
     )
