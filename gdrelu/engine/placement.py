@@ -253,11 +253,20 @@ def placed(
     runs = initial_state(
         params, inputs.step_size, noise_key, scaling, optimizer=optimizer, data=inputs.data
     )
-    order = np.arange(layout.slots.size)
     if mixed:  # the runs whose kinks start outside the data-free zone to general blocks
         ready = jax.device_get((runs.info.max_kink, inputs.data.x, runs.state.within_sides))
         keep = np.flatnonzero(layout.slots >= 0)
         general = ~fixed_pattern_ready(*ready, xp=np)[keep]
-        order, layout = arrange(keep, layout.slots, per_device, blocking, sharding, general)
-    runs, inputs = reordered((runs, inputs), order, sharding)
+        return rearranged(runs, inputs, layout, keep, general)
+    runs, inputs = reordered((runs, inputs), np.arange(layout.slots.size), sharding)
+    return runs, inputs, layout
+
+
+def rearranged(runs, inputs, layout: Layout, keep, general=None):
+    """The runs at lanes `keep` first on each device (`arrange`; `general`: which of them
+    go in general blocks), every array keeping its shape: (runs, inputs, layout)."""
+    per_device = layout.slots.size // layout.sharding.mesh.size
+    args = (per_device, layout.blocking, layout.sharding, general)
+    positions, layout = arrange(keep, layout.slots, *args)
+    runs, inputs = reordered((runs, inputs), positions, layout.sharding)
     return runs, inputs, layout

@@ -20,7 +20,7 @@ from gdrelu.detectors import classify
 from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
 from gdrelu.engine.chunk import ChunkSettings, exact_chunk
 from gdrelu.engine.paths import choose_path
-from gdrelu.engine.placement import Layout, arrange, lanes_at, padded_positions, placed, reordered
+from gdrelu.engine.placement import Layout, lanes_at, padded_positions, placed, rearranged
 from gdrelu.engine.state import REPORTED, STEPS_REPORTED, Runs, materialized_params
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
@@ -293,7 +293,6 @@ def _trained_until_stopped(
     """Chunk after chunk until every run stopped or `max_checks` checks: each finished
     run goes into `outcomes`, and the active ones move to the front of their device."""
     mixed = settings.path == "fixed_pattern"
-    per_device = layout.slots.size // layout.sharding.mesh.size
     for k in range(1, max_checks + 1):
         runs, code, loss, fixed_next = exact_chunk(runs, inputs, scalars, settings, layout)
         if k == max_checks:
@@ -311,9 +310,7 @@ def _trained_until_stopped(
             layout = layout._replace(slots=np.full_like(layout.slots, -1))
         elif done.any() or moved:  # the active runs first on each device: shapes never change
             general = ~fixed_next[keep] if mixed else None
-            args = (per_device, layout.blocking, layout.sharding, general)
-            positions, layout = arrange(keep, layout.slots, *args)
-            runs, inputs = reordered((runs, inputs), positions, layout.sharding)
+            runs, inputs, layout = rearranged(runs, inputs, layout, keep, general)
         if on_check is not None:
             on_check(k, outcomes.status.copy())
         if not (layout.slots >= 0).any():
