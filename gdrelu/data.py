@@ -209,17 +209,19 @@ def load_user_data(path) -> tuple[jax.Array, jax.Array]:
         else:
             table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
             x, y = table[:, :-1], table[:, -1]
-            x = x[:, 0] if x.shape[1] == 1 else x
     except OSError as err:
         raise ValueError(f"data: cannot read {path}: {err}") from None
     return check_user_data(x, y, path)
 
 
 def check_user_data(x, y, name="data"):
-    """User arrays as x (m,) or (m, d), y (m,); ValueError naming what is wrong."""
+    """User arrays as x (m,) or (m, d ≥ 2), y (m,); ValueError naming what is wrong. One
+    input column, x (m, 1), is 1-D data, x (m,): the paper's setting."""
     import numpy as np
 
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
     if y.ndim != 1 or x.ndim not in (1, 2) or x.shape[0] != y.shape[0] or y.size < 2:
         raise ValueError(f"data: {name}: need x (m,) or (m, d) and y (m,), m ≥ 2")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):

@@ -114,6 +114,12 @@ def test_user_data_files(tmp_path):
     np.savez(npz, x=np.array([1.0, 2.0, 3.0]), y=np.array([0.0, 1.0, 0.0]))
     x, y = load_user_data(npz)
     assert x.shape == (3,) and y.shape == (3,)
+    column = tmp_path / "column.npz"  # one input column is 1-D data, as in a CSV
+    np.savez(column, x=np.array([[1.0], [2.0], [3.0]]), y=np.array([0.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(load_user_data(column)[0], x)
+    one = tmp_path / "one.csv"
+    one.write_text("x,y\n1,0\n2,1\n3,0\n")
+    np.testing.assert_array_equal(load_user_data(one)[0], x)
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.array([1.0, np.inf]), y=np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="NaN or Inf"):
