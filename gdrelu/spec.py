@@ -66,6 +66,9 @@ class ExperimentSpec:
     forward pass); `bias_init` is one of `init.BIAS_INITS` (with σ or k filled in).
     `target_halfwidth` H (with `max_runs`) adds runs to each cell in batches of `runs`
     until its 95% interval half-width is at most H (`runner.run_experiment`).
+    `early_stopping` also stops a run when its validation loss has not improved by 1e-8
+    in 10 checks (a finite support's validation weights are drawn like its training
+    weights; `gdrelu compare` sets it unless told otherwise).
     `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
     when the biases do not start at zero, where the paper's crossing rule and
     certificate do not apply).
@@ -173,6 +176,12 @@ class ExperimentSpec:
     def paper_setting(self) -> bool:
         """GD's theory applies: standard or swapped weights with zero biases."""
         return parameterization_of(self.init) == "standard" and self.bias_init == "zero"
+
+    @property
+    def certified(self) -> bool:
+        """GD's certificate (the `stop_on` rules stuck and degenerate) is a proof here:
+        full-batch GD on 1-D data in the paper's setting."""
+        return self.optimizer == "gd" and self.paper_setting and self.input_dim == 1
 
     @property
     def parameterization(self) -> str:
@@ -388,10 +397,12 @@ def _check_stopping(spec: ExperimentSpec) -> None:
             known = engine.STOP_RULES
             raise SpecError("stop_on", f"unknown rules {sorted(unknown)}; known: {known}")
         proofs = {"stuck", "degenerate"} & set(spec.stop_on)
-        if proofs and not spec.paper_setting:
-            raise SpecError("stop_on", f"{sorted(proofs)} need the standard init with zero biases")
-        if proofs and spec.optimizer != "gd":
-            raise SpecError("stop_on", "'stuck' and 'degenerate' are proofs for gd only")
+        if proofs and not spec.certified:
+            raise SpecError(
+                "stop_on",
+                f"{sorted(proofs)} are proofs for gd on 1-D data with the standard init and "
+                "zero biases only",
+            )
     if spec.target_halfwidth is not None:
         if not _is_real(spec.target_halfwidth) or not 0 < spec.target_halfwidth < 0.5:
             raise SpecError("target_halfwidth", f"{spec.target_halfwidth!r} is not in (0, 0.5)")

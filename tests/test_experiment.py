@@ -140,6 +140,7 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
         (dict(bias_init="unif", stop_on=("stuck",)), "stop_on"),
         (dict(init="ntk", stuck_rule="certificate"), "stuck_rule"),
         (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
+        (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
         (dict(step_size="huge"), "step_size"),
     ],
 )
