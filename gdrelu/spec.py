@@ -68,7 +68,7 @@ class ExperimentSpec:
     until its 95% interval half-width is at most H (`runner.run_experiment`).
     `early_stopping` also stops a run when its validation loss has not improved by 1e-8
     in 10 checks (a finite support's validation weights are drawn like its training
-    weights; `gdrelu compare` sets it unless told otherwise).
+    weights).
     `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
     when the biases do not start at zero, where the paper's crossing rule and
     certificate do not apply).

@@ -172,6 +172,37 @@ def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize(
+    ("argv", "stops_early"),
+    [
+        (["compare", "--optimizers", "gd,sgd,momentum,adam"], [False] * 4),
+        (["compare", "--optimizers", "gd,sgd", "--early-stopping", "on"], [True, True]),
+        (["compare", "--optimizers", "gd,sgd", "--config", "on.toml"], [True, True]),
+        (["run"], [False]),
+        (["run", "--early-stopping", "on"], [True]),
+        (["run", "--protocol", "sgd"], [True]),
+        (["run", "--protocol", "sgd", "--early-stopping", "off"], [False]),
+        (
+            ["compare", "--optimizers", "gd,sgd", "--data", "star", "--step-size", "ntk"],
+            [False] * 2,
+        ),
+    ],
+)
+def test_early_stopping_is_asked_for(argv, stops_early, tmp_path, monkeypatch):
+    """Early stopping stops every optimizer's runs of a `compare` when asked for (the flag
+    or a config file), and a `run`'s with the flag or a protocol that has it."""
+    from gdrelu.cli.options import requested_specs
+    from gdrelu.cli.parser import parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "on.toml").write_text("early_stopping = true\n")
+    specs = requested_specs(parser().parse_args(argv))
+    assert [s.early_stopping for s in specs] == stops_early
+    if argv[0] == "compare":  # and GD still stops on its certificate, where it is a proof
+        certificate = ("stuck", "degenerate") if "star" not in argv else ()
+        assert [s.stop_on for s in specs] == [certificate] + [()] * (len(specs) - 1)
+
+
 @pytest.mark.parametrize(("optimizers", "field"), [("gd", "--optimizers"), ("gd,foo", "optimizer")])
 def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     out = tmp_path / "never"

@@ -43,11 +43,13 @@ def specs_from(values: dict[str, Any], optimizers=None) -> list[ExperimentSpec]:
 
 def compared(values: dict[str, Any], optimizer: str) -> dict[str, Any]:
     """One optimizer's settings in `gdrelu compare`: every optimizer trains to the step
-    budget unless GD's certificate stops it (a proof that its final network stays in the
-    linear regime), and P(stuck) reads the final network for all, so the pairs compare
-    like with like."""
+    budget (or stops by early stopping, if asked) unless GD's certificate stops it (a
+    proof that its final network stays in the linear regime), and P(stuck) reads the
+    final network for all, so the pairs compare like with like."""
     values = {**values, "optimizer": optimizer, "stuck_rule": "final"}
-    values["stop_on"] = ["stuck", "degenerate"] if optimizer == "gd" else []
+    values["stop_on"] = []
+    if ExperimentSpec.from_dict(values).certified:
+        values["stop_on"] = ["stuck", "degenerate"]
     return values
 
 

@@ -49,6 +49,12 @@ def _float_list(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
+    return text == "on"
+
+
 def _optimizer_list(text: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in text.split(",") if v.strip())
     if len(names) < 2 or len(set(names)) != len(names):
@@ -86,6 +92,13 @@ RUN_FLAGS = {
         "max_checks",
         int,
         f"checks before a run is unfinished (default {_default('max_checks')})",
+    ),
+    "--early-stopping": (
+        "early_stopping",
+        _on_off,
+        "on: a run also stops when its validation loss has not improved by 1e-8 in 10 "
+        "checks, the paper code's rule for SGD and Adam; on or off (default off; a "
+        "protocol's own)",
     ),
     "--target-halfwidth": ("target_halfwidth", float, "add runs until each 95%% CI half-width ≤ H"),
     "--max-runs": ("max_runs", int, "most runs per cell with --target-halfwidth"),
