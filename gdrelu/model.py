@@ -41,6 +41,11 @@ STANDARD = Scaling(1.0, 1.0)
 PARAMETERIZATIONS = ("standard", "ntk")
 
 
+def per_run_scaling(scaling: Scaling | None, runs: int, dtype, xp=jnp) -> Scaling:
+    """`scaling` (standard when None) as (runs,) arrays of `dtype` each."""
+    return Scaling(*(xp.broadcast_to(xp.asarray(v, dtype), (runs,)) for v in scaling or STANDARD))
+
+
 def scaling_of(parameterization: str, width, dim: int, xp=jnp) -> Scaling:
     """(s_a, s_w) of a parameterization: standard (1, 1), ntk (sqrt(2/d), sqrt(2/n));
     `xp=numpy` computes them on the host (in JAX's default float type)."""

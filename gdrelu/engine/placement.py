@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdrelu.engine.checks import CheckInputs
 from gdrelu.engine.state import initial_state
-from gdrelu.model import STANDARD, Scaling
+from gdrelu.model import per_run_scaling
 
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
@@ -241,14 +241,12 @@ def placed(
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
-    per_run = [
-        np.broadcast_to(np.asarray(v, params.c.dtype), (count,)) for v in scaling or STANDARD
-    ]
+    per_run = per_run_scaling(scaling, count, params.c.dtype, xp=np)
     # initial_state on the lanes, so that its program depends on the lanes, not on the run
     # count; on one device: L_lin's pinv calls LAPACK's batched eigh, which deadlocks XLA's
     # CPU thread pool inside a sharded program (docs/design.md, "Blocks, devices and checks")
     params, inputs, noise_key, scaling = reordered(
-        (params, inputs, noise_key, Scaling(*per_run)), positions, None
+        (params, inputs, noise_key, per_run), positions, None
     )
     runs = initial_state(
         params, inputs.step_size, noise_key, scaling, optimizer=optimizer, data=inputs.data

@@ -12,7 +12,7 @@ import optax
 
 from gdrelu.data import WeightedData
 from gdrelu.detectors import batched_map, linear_regime
-from gdrelu.model import STANDARD, Params, Scaling, max_abs_kink
+from gdrelu.model import Params, Scaling, max_abs_kink, per_run_scaling
 from gdrelu.optim import get_optimizer, velocity, with_velocity
 from gdrelu.propagator import (
     IRREGULAR_CAPACITY,
@@ -84,9 +84,7 @@ def initial_state(
     it L_lin is NaN and no loss is ever below it.
     """
     runs, dtype = params.c.shape[0], params.c.dtype
-    scaling = Scaling(
-        *(jnp.broadcast_to(jnp.asarray(v, dtype), (runs,)) for v in scaling or STANDARD)
-    )
+    scaling = per_run_scaling(scaling, runs, dtype)
     if step_size is None:
         step_size = jnp.zeros((runs,), dtype)
     if noise_key is None:
