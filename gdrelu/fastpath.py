@@ -44,6 +44,14 @@ def side_moments(data: WeightedData) -> SideMoments:
     return SideMoments(pw.sum(-1), pw @ x, pw @ (x * x), pw @ y, pw @ (x * y))
 
 
+def point_moments(data: WeightedData) -> SideMoments:
+    """The side moments of each point alone with weight 1 (point j's share of
+    `side_moments` is weights_j times these), for one run: (m, 2) each."""
+    masks = side_masks(data.x).T  # (m, 2)
+    x, y = data.x[:, None], data.y[:, None]
+    return SideMoments(masks, masks * x, masks * (x * x), masks * y, masks * (x * y))
+
+
 def residual_moments(level, slope, moments: SideMoments) -> tuple[jax.Array, jax.Array]:
     """(R0_s, R1_s) = (Σ_{j∈s} p_j r_j, Σ_{j∈s} p_j r_j x_j) for the lines level + slope·x."""
     r0 = level * moments.p + slope * moments.px - moments.py

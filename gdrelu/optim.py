@@ -211,16 +211,39 @@ def multinomial_words(key_data: jax.Array, draws: int, step, num_steps: int = 1)
 
 def counts_from_words(words: jax.Array, weights: jax.Array) -> jax.Array:
     """Counts (m,) of the draws whose 32-bit words are `words` (draws,), from the
-    categorical distribution ∝ `weights` (m,) (`multinomial_counts`)."""
+    categorical distribution ∝ `weights` (m,) (`multinomial_counts`): differences of
+    `tail_counts`, C_0 = draws, C_m = 0."""
+    draws = jnp.asarray([words.shape[0]], weights.dtype)
+    tails = jnp.concatenate([draws, tail_counts(words, multinomial_thresholds(weights)), 0 * draws])
+    return tails[:-1] - tails[1:]
+
+
+def multinomial_thresholds(weights: jax.Array) -> jax.Array:
+    """(m - 1,) thresholds T'_j, j = 1, …, m - 1, of the categorical distribution ∝
+    `weights` (m,), as weights.dtype: draw k picks a category ≥ j iff T'_j ≤ u_k (u_k its
+    word's K leading bits, `multinomial_counts`). T'_j = T_{j-1}, which is nondecreasing
+    in j, or +inf past the last category of positive weight (T_j may round below 2^K)."""
     dtype = weights.dtype
-    bits = min(32, jnp.finfo(dtype).nmant + 1)
-    words = words >> jnp.uint32(32 - bits)
     cdf = jnp.cumsum(weights)
-    thresholds = jnp.floor(cdf[:-1] * (2.0**bits / cdf[-1]))
-    picked = jnp.sum(thresholds[None, :] <= words[:, None].astype(dtype), axis=1)
-    last = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)  # T_j may round below 2^K
-    picked = jnp.minimum(picked, last)
-    return jnp.sum(picked[:, None] == jnp.arange(weights.shape[0]), axis=0, dtype=dtype)
+    thresholds = jnp.floor(cdf[:-1] * (2.0 ** _draw_bits(dtype) / cdf[-1]))
+    last = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)
+    return jnp.where(jnp.arange(1, weights.shape[0]) <= last, thresholds, jnp.inf)
+
+
+def tail_counts(words: jax.Array, thresholds: jax.Array) -> jax.Array:
+    """C_j = #{k: draw k picks a category ≥ j}, j = 1, …, m - 1 (`multinomial_thresholds`),
+    as thresholds.dtype: words (draws, ...) and thresholds (m - 1, ...) share any trailing
+    axes (lanes); (m - 1, ...)."""
+    dtype = thresholds.dtype
+    bits = (words >> jnp.uint32(32 - _draw_bits(dtype))).astype(dtype)
+    tails = [jnp.sum(threshold <= bits, axis=0, dtype=dtype) for threshold in thresholds]
+    return jnp.stack(tails) if tails else jnp.zeros((0, *bits.shape[1:]), dtype)
+
+
+def _draw_bits(dtype) -> int:
+    """K, the leading bits of a word that a draw reads: 32, or fewer so that u_k is an
+    exact integer in `dtype` (24 for float32)."""
+    return min(32, jnp.finfo(dtype).nmant + 1)
 
 
 NOISE_BLOCK = 64  # most steps whose multinomial words a loop draws at once (`scan_steps`)

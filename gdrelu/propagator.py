@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu.data import WeightedData
-from gdrelu.fastpath import SideMoments, residual_moments, side_moments
+from gdrelu.fastpath import SideMoments, point_moments, residual_moments, side_moments
 from gdrelu.kernel import coupled, kernel_steps
 from gdrelu.model import Params, active_neurons
 from gdrelu.optim import (
@@ -46,7 +46,9 @@ from gdrelu.optim import (
     Optimizer,
     batch_weights,
     get_optimizer,
+    multinomial_thresholds,
     scan_steps,
+    tail_counts,
     words_ahead,
 )
 
@@ -173,6 +175,22 @@ class Noise(NamedTuple):
     step: jax.Array  # (runs,) steps the run had taken before the chunk
 
 
+class DrawTable(NamedTuple):
+    """What the side moments of a lane's multinomial minibatches are read from, fixed for
+    the chunk, runs axis last: with C_j draws of a category ≥ j (`optim.tail_counts`), a
+    step's moments are (B·first + Σ_j C_j steps_j) / B, the five `SideMoments` stacked."""
+
+    thresholds: jax.Array  # (m - 1, lanes): `optim.multinomial_thresholds`
+    first: jax.Array  # (2, 5, lanes): the moments of point 0 alone (`point_moments`)
+    steps: jax.Array  # (m - 1, 2, 5, lanes): point j's alone minus point j - 1's
+
+
+def draw_table(data: WeightedData) -> DrawTable:
+    """`DrawTable` of one run's data (no lanes axis)."""
+    alone = jnp.stack(point_moments(data), -1)  # (m, 2, 5)
+    return DrawTable(multinomial_thresholds(data.weights), alone[0], alone[1:] - alone[:-1])
+
+
 class Stepped(NamedTuple):
     """`deferred_steps`' result; leading runs axis on every field."""
 
@@ -224,7 +242,7 @@ def deferred_steps(
     """
     runs = params.c.shape[0]
     block = _checked_block(runs, block, optimizer, noise, kernel)
-    carry, fixed = _chunk_start(params, state, moments, step_size, velocity, noise)
+    carry, fixed = _chunk_start(params, state, moments, step_size, velocity, noise, optimizer)
     count = runs // block if num_blocks is None else num_blocks
     steps = (alpha, num_steps, optimizer, unroll)
     phi, c, tracked, kink, moved, c_velocity = _stepped_blocks(
@@ -272,11 +290,12 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
     return block
 
 
-def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, noise):
+def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, noise, optimizer):
     """The loop's carry (Φ = I, c, the tracked z_i at the chunk's start, max kink, moved,
     c's velocity) and fixed inputs (Σ_t, sides and realness of the tracked neurons,
-    moments, h, noise), the runs axis last (vector lanes). Tiny batched products are
-    written as sums: as dots they are slow on CPUs."""
+    moments, h, noise, the multinomial sampler's `DrawTable` or None), the runs axis last
+    (vector lanes). Tiny batched products are written as sums: as dots they are slow on
+    CPUs."""
     runs, dtype = params.c.shape[0], params.c.dtype
     size = state.phi.shape[-1]
     reference = neuron_vectors(params, velocity)  # (runs, n, D)
@@ -284,7 +303,11 @@ def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, 
     tracked_plus = tracked[..., 0] > 0
     phi_t = jnp.where(tracked_plus[..., None, None], state.phi[:, :1], state.phi[:, 1:])
     tracked = jnp.sum(phi_t * tracked[..., None, :], -1)
+    table = None
     if noise is not None:
+        if optimizer.sampler == "multinomial":  # the table replaces the data
+            table = jax.vmap(draw_table, out_axes=-1)(noise.data)
+            noise = noise._replace(data=None)
         noise = jax.tree.map(lambda v: jnp.moveaxis(v, 0, -1), noise)
     fixed = (
         state.grams.transpose(1, 2, 3, 0),  # Σ_t, (2, D, D, runs)
@@ -293,6 +316,7 @@ def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, 
         SideMoments(*(v.T for v in moments)),  # (2, runs): data side s = +, -
         jnp.broadcast_to(step_size, (runs,)),
         noise,
+        table,
     )
     eye = jnp.broadcast_to(jnp.eye(size, dtype=dtype)[None, :, :, None], (2, size, size, runs))
     zeros = jnp.zeros((runs,), dtype)
@@ -327,17 +351,23 @@ def _sum_over(size, term):
     return functools.reduce(lambda total, j: total + term(j), range(1, size), term(0))
 
 
-def _minibatch_moments(optimizer: Optimizer, noise: Noise, t, words=None) -> SideMoments:
-    """The side moments of step t's minibatch of every lane (`optim.batch_weights`, the
-    general path's draw; `words` (draws, lanes): the step's multinomial words if drawn),
-    runs axis last: (2, lanes) each."""
+def _minibatch_moments(optimizer: Optimizer, noise: Noise, table, t, words=None) -> SideMoments:
+    """The side moments of step t's minibatch of every lane, runs axis last: (2, lanes)
+    each. The multinomial sampler's from the step's `words` (draws, lanes) and the lanes'
+    `DrawTable`, O(B·m) with no counts; the epoch sampler's from its batch weights
+    (`optim.batch_weights`, the general path's draw)."""
+    if table is not None:
+        tails = tail_counts(words, table.thresholds)  # (m - 1, lanes)
+        draws = jnp.asarray(optimizer.batch_size, tails.dtype)
+        steps = _sum_over(tails.shape[0], lambda j: tails[j] * table.steps[j])
+        return SideMoments(*jnp.moveaxis((draws * table.first + steps) / draws, 1, 0))
 
-    def one(data, key, step, words):
+    def one(data, key, step):
         key = jax.random.wrap_key_data(key)
-        weights = batch_weights(optimizer, data.weights, key, step + t, words)
+        weights = batch_weights(optimizer, data.weights, key, step + t)
         return side_moments(data._replace(weights=weights))
 
-    moments = jax.vmap(one, in_axes=(-1, -1, -1, None if words is None else -1))(*noise, words)
+    moments = jax.vmap(one, in_axes=-1)(*noise)
     return SideMoments(*(v.T for v in moments))
 
 
@@ -361,14 +391,16 @@ def _optimizer_step(rows, g1, g0, h, momentum):
 def _block_steps(carry, fixed, alpha, num_steps, optimizer: Optimizer, unroll=1):
     """`num_steps` steps of one block from carry = (Φ_t, c, tracked, kink, moved, c's
     velocity), runs axis last: the same, after the steps."""
-    grams, tracked_plus, real, moments, h, noise = fixed
+    grams, tracked_plus, real, moments, h, noise, table = fixed
     momentum = HEAVY_BALL[optimizer.name]
     size = grams.shape[1]
 
     def body(carry, t, words):
         phi, c, tracked, kink, moved, c_velocity = carry  # phi: Φ_t, (2, D, D, runs)
         stochastic = optimizer.stochastic
-        step_moments = _minibatch_moments(optimizer, noise, t, words) if stochastic else moments
+        step_moments = (
+            _minibatch_moments(optimizer, noise, table, t, words) if stochastic else moments
+        )
         u = _sum_over(size, lambda j: grams[:, :, j] * phi[:, 2, j][:, None])  # Σ_t Φ_t[w]ᵀ
         wa = _sum_over(size, lambda j: phi[:, 0, j] * u[:, j])  # Σ_{i on t} w_i a_i
         wb = _sum_over(size, lambda j: phi[:, 1, j] * u[:, j])

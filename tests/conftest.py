@@ -100,3 +100,19 @@ def numpy_gradient(theta, x, y, p):
         (r[:, None] * act).sum(0),
         r.sum(),
     ]
+
+
+def multinomial_counts_by_hand(words, weights, bits=32):
+    """Counts (m,) of `optim.multinomial_counts`' rule, one draw at a time: u = the word's
+    `bits` leading bits, T_j = ⌊2^bits Σ_{i≤j} p_i / Σp⌋ for j < m - 1, category #{j: T_j ≤
+    u}, never past the last point of positive weight. Exact for weights whose partial sums
+    are exact (the cumulative sum's order then does not matter)."""
+    weights = np.asarray(weights)
+    cdf = np.cumsum(weights)
+    thresholds = np.floor(cdf[:-1] * (2.0**bits / cdf[-1]))
+    last = int(np.flatnonzero(weights > 0)[-1])
+    counts = np.zeros(weights.size, np.int64)
+    for word in np.asarray(words):
+        u = int(word) >> (32 - bits)
+        counts[min(sum(1 for t in thresholds if t <= u), last)] += 1
+    return counts

@@ -119,6 +119,33 @@ def test_scan_steps_gives_every_step_its_words_in_order(num_steps):
         assert int(total) % 2**32 == want
 
 
+@pytest.mark.parametrize(("dtype", "bits"), [(np.float64, 32), (np.float32, 24)])
+def test_counts_are_the_categories_of_the_words_drawn_one_by_one(dtype, bits):
+    """`counts_from_words` (differences of the draws at or above each category) against the
+    inverse CDF draw by draw, for weights with zeros (inside, first and last) and words
+    on every threshold, one below it and the extremes."""
+    from conftest import multinomial_counts_by_hand
+
+    from gdrelu.optim import counts_from_words
+
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 6, 9):
+        for _ in range(12):
+            weights = rng.integers(0, 4, m) * (rng.random(m) < 0.7) / 64.0  # exact sums
+            if not weights.any():
+                weights[rng.integers(m)] = 1 / 64
+            cdf = np.cumsum(weights)
+            edges = np.floor(cdf[:-1] * (2.0**bits / cdf[-1])).astype(np.uint64)
+            on_edges = np.concatenate([edges, np.maximum(edges, 1) - 1]) << np.uint64(32 - bits)
+            extremes = np.array([0, 2**32 - 1], np.uint64)
+            words = np.concatenate([on_edges, extremes, rng.integers(0, 2**32, 16, np.uint64)])
+            words = np.minimum(words, 2**32 - 1).astype(np.uint32)  # an edge may be 2^32
+            got = counts_from_words(jnp.asarray(words), jnp.asarray(weights, dtype))
+            assert got.dtype == dtype
+            want = multinomial_counts_by_hand(words, weights.astype(dtype), bits)
+            np.testing.assert_array_equal(np.asarray(got), want, f"{weights}")
+
+
 @pytest.mark.parametrize(
     "p",
     [

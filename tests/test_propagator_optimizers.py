@@ -153,3 +153,32 @@ def test_a_neuron_whose_pattern_changes_leaves_its_plane(runs):
     passed = np.abs(kink) >= np.min(np.abs(data.x), axis=1)  # past some data point now
     assert np.any(same_side & passed)
     assert not np.any(trained.state.regular[:, 0][same_side & passed])
+
+
+def test_a_steps_minibatch_moments_are_those_of_its_counts():
+    """The propagator's minibatch moments, read from the lanes' draw table and the step's
+    words, against Σ_j (c_j / B)(1, x_j, x_j², y_j, x_j y_j) on each side, summed point by
+    point from counts drawn one by one (targets and weights that are not exact in floats)."""
+    import jax.numpy as jnp
+    from conftest import multinomial_counts_by_hand
+
+    from gdrelu.data import WeightedData
+    from gdrelu.optim import get_optimizer
+
+    lanes, draws = 8, 16
+    rng = np.random.default_rng(3)
+    x = np.tile(np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]), (lanes, 1))
+    y = rng.normal(size=x.shape) + 0.1
+    weights = rng.random(x.shape) * (rng.random(x.shape) < 0.8) + np.eye(lanes, 6) / 3
+    words = rng.integers(0, 2**32, (draws, lanes), np.uint64).astype(np.uint32)
+    table = jax.vmap(propagator.draw_table, out_axes=-1)(WeightedData(x, y, weights))
+    sgd = get_optimizer("sgd", sampler="multinomial", batch_size=draws)
+    got = propagator._minibatch_moments(sgd, None, table, 0, jnp.asarray(words))
+    for lane in range(lanes):
+        q = multinomial_counts_by_hand(words[:, lane], weights[lane]) / draws
+        xs, ys = x[lane], y[lane]
+        for side, on in enumerate((xs > 0, xs < 0)):
+            terms = q * on * np.stack([np.ones_like(xs), xs, xs * xs, ys, xs * ys])
+            want, scale = terms.sum(1), np.abs(terms).sum(1)
+            mine = np.array([field[side, lane] for field in got])
+            np.testing.assert_array_less(np.abs(mine - want), 1e-14 * scale + 1e-300)
