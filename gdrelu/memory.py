@@ -134,16 +134,23 @@ class Batching(NamedTuple):
 
 
 def batching(
-    per_run: int, per_block_run: int, budget: int, runs: int, mixed: bool, devices=None
+    per_run: int,
+    per_block_run: int,
+    budget: int,
+    runs: int,
+    mixed: bool,
+    devices=None,
+    width: int | None = None,
 ) -> Batching:
     """How `runs` runs go through `devices` (default: the local ones) within `budget`
-    bytes (`batch_bytes`): in the engine's blocks and redos (`engine.blocking_for`) if one
+    bytes (`batch_bytes`): in the engine's blocks and redos (`engine.blocking_for`, for
+    networks of `width` neurons) if one
     block of them per device fits, else in the largest blocks of which one per device
     fits (at most a device's share, at least one run) and redos of at most a block per
     device. A batch holds as many whole blocks per device as fit, at least one."""
     devices = jax.local_devices() if devices is None else list(devices)
     count = len(devices)
-    default = engine.blocking_for(devices, runs)
+    default = engine.blocking_for(devices, runs, width=width)
     block, redo = default.block, default.redo
     shrunk = batch_bytes(per_run, per_block_run, 1, block, count, mixed, redo) > budget
     if shrunk:

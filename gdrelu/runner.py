@@ -197,7 +197,7 @@ def train_cells(
     spec = work[0][0].spec
     per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
     mixed = spec.path == "fixed_pattern"
-    limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed)
+    limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed, width=bucket)
     train = functools.partial(
         _train_batch, bucket=bucket, classify_width=classify_width, block=block, redo=redo
     )

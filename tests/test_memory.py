@@ -3,7 +3,7 @@ and blocks shrink with the width so that the others fit."""
 
 import pytest
 
-from gdrelu import ExperimentSpec, memory
+from gdrelu import ExperimentSpec, engine, memory
 from gdrelu.runner import run_experiment
 
 WIDE = ExperimentSpec(widths=(8, 4096), deltas=(0.0,), runs=2, check_every=10, max_checks=2)
@@ -50,6 +50,18 @@ def test_blocks_shrink_to_fit_down_to_one_run():
             assert need <= block * one_block
         tiny = memory.batching(per_run, per_block_run, 1, 500, mixed, devices)
         assert (tiny.runs, tiny.block) == (count, 1)  # nothing fits: one run per block
+
+
+def test_narrow_networks_redo_more_runs_at_a_time():
+    """A CPU redoes `REDO_BLOCK` runs at a time, up to four times as many while runs ×
+    width stay within `REDO_NEURONS`. (The runs do not depend on it: the propagator case
+    of test_results_do_not_depend_on_the_block_size redoes 40 runs at a time at width 8,
+    the engine's default 64.)"""
+    cpu = memory.jax.devices("cpu")
+    redo = {w: engine.blocking_for(cpu, 100, width=w).redo for w in (1, 8, 16, 32, 64, 128, 2048)}
+    assert redo[128] == redo[2048] == engine.blocking_for(cpu, 100).redo == engine.REDO_BLOCK
+    assert redo[1] == redo[8] == 4 * engine.REDO_BLOCK > redo[32] > redo[64]
+    assert all(r * w <= engine.REDO_NEURONS for w, r in redo.items() if r > engine.REDO_BLOCK)
 
 
 def _blocks_seen(monkeypatch) -> list[tuple[int | None, int | None]]:

@@ -26,6 +26,7 @@ RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
 CHECK_BLOCK = 512  # runs per check batch on a CPU: fewer kernel launches per run
 REDO_BLOCK = 16  # runs per redo on a CPU: few runs leave a chunk, a redo costs O(n) or O(nm)
+REDO_NEURONS = 1024  # up to 4 × REDO_BLOCK runs per redo on a CPU while runs × width fit this
 ACCELERATOR_BLOCK = 1 << 15  # most runs per block on a GPU or TPU
 ACCELERATOR_REDO = 256
 ACCELERATOR_UNROLL = 8  # GD steps per loop iteration on a GPU or TPU
@@ -62,20 +63,30 @@ def propagator_kernel(platform: str, kernel: str | None = None) -> str:
 
 
 def blocking_for(
-    devices, runs: int, block: int | None = None, kernel=None, redo: int | None = None
+    devices,
+    runs: int,
+    block: int | None = None,
+    kernel=None,
+    redo: int | None = None,
+    width: int | None = None,
 ) -> Blocking:
     """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
     that stay in cache, and checks `CHECK_BLOCK` runs at a time. An accelerator takes its
     whole share in one block (rounded up to `BLOCK`, at most `ACCELERATOR_BLOCK`): a
     block's steps are a loop of small kernels whose launch cost does not grow with the
     runs, so small blocks would leave it idle; for the same reason it checks them all at
-    once, redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops. `block`
-    overrides the block size; `kernel` is the propagator's (`Blocking`; default
-    $GDRELU_PROPAGATOR_KERNEL, else "xla"); `redo` overrides the redo size."""
+    once, redoes `ACCELERATOR_REDO` runs at a time and unrolls its loops. A CPU redoes
+    `REDO_BLOCK` runs at a time, more (at most four times as many) for networks of
+    `width` below `REDO_NEURONS` / `REDO_BLOCK` neurons: a narrow redo costs its gathers
+    and puts more than its steps. `block` overrides the block size; `kernel` is the
+    propagator's (`Blocking`; default $GDRELU_PROPAGATOR_KERNEL, else "xla"); `redo`
+    overrides the redo size."""
     kernel = propagator_kernel(devices[0].platform, kernel)
     if devices[0].platform == "cpu":
         block = block or BLOCK
-        return Blocking(block, redo or REDO_BLOCK, 1, block * max(1, CHECK_BLOCK // block), kernel)
+        narrow = REDO_NEURONS // (width or REDO_NEURONS)
+        redo = redo or min(4 * REDO_BLOCK, max(REDO_BLOCK, narrow))
+        return Blocking(block, redo, 1, block * max(1, CHECK_BLOCK // block), kernel)
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
@@ -237,7 +248,7 @@ def placed(
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    blocking = blocking_for(devices, count, block, kernel, redo)
+    blocking = blocking_for(devices, count, block, kernel, redo, params.b.shape[-1])
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
