@@ -144,10 +144,10 @@ def batching(
 ) -> Batching:
     """How `runs` runs go through `devices` (default: the local ones) within `budget`
     bytes (`batch_bytes`): in the engine's blocks and redos (`engine.blocking_for`, for
-    networks of `width` neurons) if one
-    block of them per device fits, else in the largest blocks of which one per device
-    fits (at most a device's share, at least one run) and redos of at most a block per
-    device. A batch holds as many whole blocks per device as fit, at least one."""
+    networks of `width` neurons) if one block of them per device fits, else in the
+    largest blocks of which one per device fits (at most a device's share, at least one
+    run) and redos of at most a block per device. A batch holds as many whole blocks per
+    device as fit, at least one."""
     devices = jax.local_devices() if devices is None else list(devices)
     count = len(devices)
     default = engine.blocking_for(devices, runs, width=width)

@@ -213,8 +213,9 @@ def counts_from_words(words: jax.Array, weights: jax.Array) -> jax.Array:
     """Counts (m,) of the draws whose 32-bit words are `words` (draws,), from the
     categorical distribution ∝ `weights` (m,) (`multinomial_counts`): differences of
     `tail_counts`, C_0 = draws, C_m = 0."""
-    draws = jnp.asarray([words.shape[0]], weights.dtype)
-    tails = jnp.concatenate([draws, tail_counts(words, multinomial_thresholds(weights)), 0 * draws])
+    every = jnp.asarray([words.shape[0]], weights.dtype)  # C_0
+    none = jnp.zeros_like(every)  # C_m
+    tails = jnp.concatenate([every, tail_counts(words, multinomial_thresholds(weights)), none])
     return tails[:-1] - tails[1:]
 
 

@@ -248,7 +248,7 @@ def placed(
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    blocking = blocking_for(devices, count, block, kernel, redo, params.b.shape[-1])
+    blocking = blocking_for(devices, count, block, kernel, redo, width=params.b.shape[-1])
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
