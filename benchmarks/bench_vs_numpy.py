@@ -8,7 +8,10 @@ and cold: the first call, compilation included) and by `numpy_baseline` (one cor
 `train_stochastic`; GD: `simulate_numpy` without early exit). SGD and Adam draw the
 paper's B = 16 multinomial samples per step in both; momentum is full-batch heavy ball.
 The table gives neuron-steps/s (width × steps × runs / s) and gdrelu's ratio to NumPy;
-`benchmarks/results/` and docs/performance.md keep the dated tables.
+`benchmarks/results/` and docs/performance.md keep the dated tables. With `--repeats R`
+the two sides alternate R times after gdrelu's cold call (NumPy, gdrelu warm, NumPy, …),
+so that both see the same moments of a machine whose speed drifts: the rates are the
+medians and "ratio range" the smallest and largest of the R rounds' ratios.
 
 `--protocol crossing` instead stops runs as the paper's protocols do, in both: GD on a
 crossing, degeneracy or the certificate (`simulate_numpy` with early exit, gdrelu's GD
@@ -20,6 +23,7 @@ cross, differ.
 
     PYTHONPATH=. python benchmarks/bench_vs_numpy.py [--widths 16,128] [--runs 200]
         [--steps 2000] [--optimizers gd,sgd,momentum,adam] [--protocol full|crossing]
+        [--repeats 1]
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ def workload(width: int, runs: int, seed: int = 0):
     return (*jax.device_get((params, data, steps)), keys[2 * runs :])
 
 
-def time_gdrelu(optimizer, params, data, steps, keys, num_steps, check_every, protocol):
-    """(cold seconds, warm seconds, run-steps trained) of gdrelu."""
+def gdrelu_call(optimizer, params, data, steps, keys, num_steps, check_every, protocol):
+    """A function () -> run-steps trained, calling `simulate` on the workload."""
     stop_on = () if protocol == "full" else None if optimizer == "gd" else ("crossed",)
     kwargs = dict(
         optimizer=optimizer,
@@ -67,12 +71,14 @@ def time_gdrelu(optimizer, params, data, steps, keys, num_steps, check_every, pr
         max_checks=num_steps // check_every,
         stop_on=stop_on,
     )
+    return lambda: int(np.sum(simulate(params, data, steps, **kwargs).stop_step))
+
+
+def timed(call):
+    """(seconds, result) of call()."""
     start = time.perf_counter()
-    simulate(params, data, steps, **kwargs)
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    result = simulate(params, data, steps, **kwargs)
-    return cold, time.perf_counter() - start, int(np.sum(result.stop_step))
+    result = call()
+    return time.perf_counter() - start, result
 
 
 def time_numpy(optimizer, params, data, steps, num_steps, check_every, protocol):
@@ -101,7 +107,10 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=1000)
     parser.add_argument("--optimizers", default="gd,sgd,momentum,adam")
     parser.add_argument("--protocol", choices=("full", "crossing"), default="full")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of NumPy, gdrelu warm")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats: {args.repeats} is not a positive integer")
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} "
         f"cores, jax {jax.__version__} on {jax.devices()[0].platform}, numpy {np.__version__}"
@@ -109,23 +118,30 @@ def main() -> None:
     print(f"# protocol: {args.protocol}; rates in neuron-steps/s of the steps each side trained")
     print(
         "| optimizer | width | runs | steps | numpy | gdrelu warm | gdrelu cold "
-        "| ratio warm | ratio cold | trained (numpy, gdrelu) |"
+        "| ratio warm | ratio range | ratio cold | trained (numpy, gdrelu) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for width in map(int, args.widths.split(",")):
         params, data, steps, keys = workload(width, args.runs)
         for optimizer in args.optimizers.split(","):
             timing = (optimizer, params, data, steps)
             setting = (args.steps, args.check_every, args.protocol)
-            numpy_s, numpy_steps = time_numpy(*timing, *setting)
-            cold, warm, gdrelu_steps = time_gdrelu(*timing, keys, *setting)
-            numpy_rate = width * numpy_steps / numpy_s
-            warm_rate, cold_rate = width * gdrelu_steps / warm, width * gdrelu_steps / cold
+            call = gdrelu_call(*timing, keys, *setting)
+            cold, gdrelu_steps = timed(call)
+            numpy_rates, warm_rates = [], []
+            for _ in range(args.repeats):
+                numpy_s, numpy_steps = time_numpy(*timing, *setting)
+                warm, _ = timed(call)
+                numpy_rates.append(width * numpy_steps / numpy_s)
+                warm_rates.append(width * gdrelu_steps / warm)
+            numpy_rate, warm_rate = np.median(numpy_rates), np.median(warm_rates)
+            cold_rate = width * gdrelu_steps / cold
+            ratios = np.divide(warm_rates, numpy_rates)
             full = width * args.runs * args.steps
             print(
                 f"| {optimizer} | {width} | {args.runs} | {args.steps} | {numpy_rate:.3g} "
                 f"| {warm_rate:.3g} | {cold_rate:.3g} | {warm_rate / numpy_rate:.1f}× "
-                f"| {cold_rate / numpy_rate:.1f}× "
+                f"| {ratios.min():.1f}-{ratios.max():.1f}× | {cold_rate / numpy_rate:.1f}× "
                 f"| {width * numpy_steps / full:.2f}, {width * gdrelu_steps / full:.2f} |",
                 flush=True,
             )
