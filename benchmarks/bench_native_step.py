@@ -1,0 +1,171 @@
+"""The propagator's GD steps in XLA's loop against the same steps as one native loop (CPU).
+
+XLA's CPU backend runs the propagator's step as about 14 operations per iteration of its
+loop (11 fusions and 3 copies, for a block of 64 runs). `native/propagator_gd.c` does the
+same arithmetic in the same order (`gdrelu.kernel.lane_step`) for four runs per AVX2
+vector, every step of a chunk in registers. This benchmark compiles it with the system's C
+compiler (`$CC`, else cc), then, on one CPU device and one core, builds `--runs` runs of
+width `--width` on the paper's data (He init, Δ = 0, the paper's step size) as the
+propagator's state. It takes `--steps` full-batch GD steps with `propagator.deferred_steps`
+(jitted, blocks of `--block`) and with the native loop, alternating `--repeats` times. It
+prints run-steps/s for each, and how far the native results are from XLA's (Φ_t, c, the
+largest kink, the exact flags).
+
+It measures what a native kernel could gain on a CPU; the engine does not use it. Needs a
+C compiler that understands GCC's vector extensions (gcc, clang) and an x86-64 CPU with
+AVX2.
+
+    PYTHONPATH=. python benchmarks/bench_native_step.py [--runs 1024] [--width 16]
+        [--steps 2000] [--block 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gdrelu import propagator, theory  # noqa: E402
+from gdrelu.data import paper_data  # noqa: E402
+from gdrelu.fastpath import side_moments  # noqa: E402
+from gdrelu.init import he_init  # noqa: E402
+
+SOURCE = Path(__file__).parent / "native" / "propagator_gd.c"
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC"]
+
+
+def native_library(directory: str) -> ctypes.CDLL:
+    """`SOURCE` compiled into `directory` and loaded; exit code 2 if no compiler can."""
+    name = os.environ.get("CC")
+    compiler = shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        print(
+            "bench_native_step: no C compiler (set $CC, or install gcc or clang)", file=sys.stderr
+        )
+        sys.exit(2)
+    library = Path(directory) / "propagator_gd.so"
+    if subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(library)]).returncode:
+        print(f"bench_native_step: {compiler} could not compile {SOURCE}", file=sys.stderr)
+        sys.exit(2)
+    return ctypes.CDLL(str(library))
+
+
+def workload(runs: int, width: int):
+    """(params, deferred state, side moments, step sizes) of `runs` runs at `width`."""
+    keys = jax.random.split(jax.random.key(0), (runs, 2))
+    params = jax.vmap(lambda k: he_init(width, key=k, dtype=jnp.float64))(keys[:, 0])
+    data = jax.vmap(lambda k: paper_data(k, 0.0, width**2, jnp.float64))(keys[:, 1])
+    state = propagator.deferred(params, *jax.vmap(propagator.regular_neurons)(params))
+    return params, state, jax.vmap(side_moments)(data), theory.paper_step_size(params, data)
+
+
+def native_arrays(params, state, moments, h):
+    """The native loop's (component, lanes) arrays: carry (phi, c, tracked, kink, moved) and
+    fixed (grams, plus, real, moments, h), as `deferred_steps`' loop starts them."""
+    carry, fixed = propagator._chunk_start(params, state, moments, h, None, None, propagator.GD)
+    phi, c, tracked, kink, moved, _ = (np.asarray(v) for v in carry)
+    grams, plus, real, side, step, _, _ = fixed
+    runs = c.shape[0]
+    start = (
+        phi.reshape(18, runs),
+        c,
+        tracked.transpose(1, 0, 2).reshape(-1, runs),  # (3, T, lanes) -> neuron-major
+        kink,
+        moved.astype(np.float64),
+    )
+    constant = (
+        np.asarray(grams).reshape(18, runs),
+        np.asarray(plus, np.float64),
+        np.asarray(real, np.float64),
+        np.stack([np.asarray(v) for v in side]).reshape(10, runs),
+        np.asarray(step, np.float64),
+    )
+    return start, tuple(np.ascontiguousarray(v) for v in constant)
+
+
+def native_steps(library, start, constant, steps: int):
+    """(seconds, (phi, c, tracked, kink, moved) after `steps` steps) of the native loop."""
+    out = tuple(np.array(v, np.float64, order="C") for v in start)  # fresh copies
+    pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in (*out, *constant)]
+    lanes = ctypes.c_long(out[1].shape[0])
+    begin = time.perf_counter()
+    library.gd_steps(lanes, ctypes.c_long(steps), ctypes.c_double(0.0), *pointers)
+    return time.perf_counter() - begin, out
+
+
+def largest_relative(mine, theirs) -> float:
+    """max |mine - theirs| / max |theirs|."""
+    return float(np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1024, help="a multiple of 4 and --block")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--block", type=int, default=64, help="XLA's runs per block")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.runs % 4 or args.runs % min(args.block, args.runs) or args.repeats < 1:
+        parser.error("--runs must be a multiple of 4 and of --block; --repeats positive")
+    params, state, moments, h = workload(args.runs, args.width)
+    start, constant = native_arrays(params, state, moments, h)
+    xla = jax.jit(propagator.deferred_steps, static_argnums=5, static_argnames=("block",))
+
+    def xla_steps():
+        begin = time.perf_counter()
+        out = jax.block_until_ready(
+            xla(params, state, moments, h, 0.0, args.steps, block=args.block)
+        )
+        return time.perf_counter() - begin, out
+
+    xla_steps()  # compiles
+    with tempfile.TemporaryDirectory() as directory:
+        library = native_library(directory)
+        rates = {"xla": [], "native": []}
+        for _ in range(args.repeats):
+            seconds, ours = xla_steps()
+            rates["xla"].append(args.runs * args.steps / seconds)
+            seconds, theirs = native_steps(library, start, constant, args.steps)
+            rates["native"].append(args.runs * args.steps / seconds)
+    phi, c, _, kink, moved = theirs
+    runs = args.runs
+    differences = {
+        "Φ_t": largest_relative(
+            phi, np.asarray(ours.state.phi).transpose(1, 2, 3, 0).reshape(18, runs)
+        ),
+        "c": largest_relative(c, np.asarray(ours.c)),
+        "kink": largest_relative(kink, np.asarray(ours.kink)),
+    }
+    exact = np.asarray(state.fits) & (moved < 0.5)
+    ratios = np.divide(rates["native"], rates["xla"])
+    print(
+        f"# {os.cpu_count()} cores, jax {jax.__version__}, one CPU device, {runs} runs of "
+        f"width {args.width}, {args.steps} GD steps, XLA blocks of {args.block}; run-steps/s"
+    )
+    print("| XLA loop | native loop | ratio | rounds | largest difference | exact flags equal |")
+    print("|---:|---:|---:|---:|---|---:|")
+    print(
+        f"| {np.median(rates['xla']):.3g} | {np.median(rates['native']):.3g} "
+        f"| {np.median(rates['native']) / np.median(rates['xla']):.1f}× "
+        f"| {ratios.min():.1f}-{ratios.max():.1f}× "
+        f"| {', '.join(f'{k} {v:.1e}' for k, v in differences.items())} "
+        f"| {int(np.sum(exact == np.asarray(ours.exact)))}/{runs} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
