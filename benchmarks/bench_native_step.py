@@ -1,19 +1,15 @@
-"""The propagator's GD steps in XLA's loop against the same steps as one native loop (CPU).
+"""The propagator's GD steps in XLA's loop against the same steps in the C loop (CPU).
 
 XLA's CPU backend runs the propagator's step as about 14 operations per iteration of its
-loop (11 fusions and 3 copies, for a block of 64 runs). `native/propagator_gd.c` does the
-same arithmetic in the same order (`gdrelu.kernel.lane_step`) for four runs per AVX2
-vector, every step of a chunk in registers. This benchmark compiles it with the system's C
-compiler (`$CC`, else cc), then, on one CPU device and one core, builds `--runs` runs of
-width `--width` on the paper's data (He init, Δ = 0, the paper's step size) as the
-propagator's state. It takes `--steps` full-batch GD steps with `propagator.deferred_steps`
-(jitted, blocks of `--block`) and with the native loop, alternating `--repeats` times. It
-prints run-steps/s for each, and how far the native results are from XLA's (Φ_t, c, the
-largest kink, the exact flags).
-
-It measures what a native kernel could gain on a CPU; the engine does not use it. Needs a
-C compiler that understands GCC's vector extensions (gcc, clang) and an x86-64 CPU with
-AVX2.
+loop (11 fusions and 3 copies, for a block of 64 runs). `gdrelu/native_src/propagator_gd.c`
+(kernel="native", `gdrelu.native`) does the same arithmetic in the same order
+(`gdrelu.kernel.lane_step`) for four runs per vector, every step of a chunk in registers.
+On one CPU device and one core, this benchmark builds `--runs` runs of width `--width` on
+the paper's data (He init, Δ = 0, the paper's step size) as the propagator's state. It
+takes `--steps` full-batch GD steps with `propagator.deferred_steps` (jitted, XLA's loop,
+blocks of `--block`) and with the C loop called directly (no callback), alternating
+`--repeats` times. It prints run-steps/s for each, and how far the C results are from
+XLA's (Φ_t, c, the largest kink, the exact flags). Needs a C compiler (gcc or clang; $CC).
 
     PYTHONPATH=. python benchmarks/bench_native_step.py [--runs 1024] [--width 16]
         [--steps 2000] [--block 64] [--repeats 3]
@@ -24,12 +20,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import jax
 
@@ -38,29 +30,10 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gdrelu import propagator, theory  # noqa: E402
+from gdrelu import native, propagator, theory  # noqa: E402
 from gdrelu.data import paper_data  # noqa: E402
 from gdrelu.fastpath import side_moments  # noqa: E402
 from gdrelu.init import he_init  # noqa: E402
-
-SOURCE = Path(__file__).parent / "native" / "propagator_gd.c"
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC"]
-
-
-def native_library(directory: str) -> ctypes.CDLL:
-    """`SOURCE` compiled into `directory` and loaded; exit code 2 if no compiler can."""
-    name = os.environ.get("CC")
-    compiler = shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        print(
-            "bench_native_step: no C compiler (set $CC, or install gcc or clang)", file=sys.stderr
-        )
-        sys.exit(2)
-    library = Path(directory) / "propagator_gd.so"
-    if subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(library)]).returncode:
-        print(f"bench_native_step: {compiler} could not compile {SOURCE}", file=sys.stderr)
-        sys.exit(2)
-    return ctypes.CDLL(str(library))
 
 
 def workload(runs: int, width: int):
@@ -133,14 +106,17 @@ def main() -> None:
         return time.perf_counter() - begin, out
 
     xla_steps()  # compiles
-    with tempfile.TemporaryDirectory() as directory:
-        library = native_library(directory)
-        rates = {"xla": [], "native": []}
-        for _ in range(args.repeats):
-            seconds, ours = xla_steps()
-            rates["xla"].append(args.runs * args.steps / seconds)
-            seconds, theirs = native_steps(library, start, constant, args.steps)
-            rates["native"].append(args.runs * args.steps / seconds)
+    try:
+        library = native.library()
+    except native.NativeUnavailable as error:
+        print(f"bench_native_step: {error}", file=sys.stderr)
+        sys.exit(2)
+    rates = {"xla": [], "native": []}
+    for _ in range(args.repeats):
+        seconds, ours = xla_steps()
+        rates["xla"].append(args.runs * args.steps / seconds)
+        seconds, theirs = native_steps(library, start, constant, args.steps)
+        rates["native"].append(args.runs * args.steps / seconds)
     phi, c, _, kink, moved = theirs
     runs = args.runs
     differences = {

@@ -238,7 +238,8 @@ def deferred_steps(
     iteration of the compiled loop (an accelerator launches each iteration's kernels,
     whatever the block). `kernel="pallas"` does the steps of all the blocks in one Pallas
     kernel instead (`gdrelu.kernel`, full-batch GD only; "interpret": the same in Pallas'
-    interpret mode).
+    interpret mode), and `kernel="native"` in one C loop on a CPU (`gdrelu.native`, the
+    same restrictions).
     """
     runs = params.c.shape[0]
     block = _checked_block(runs, block, optimizer, noise, kernel)
@@ -254,9 +255,13 @@ def deferred_steps(
 
 def _stepped_blocks(carry, fixed, steps, block: int, count, kernel: str):
     """The carry after the steps of the first `count` blocks of `block` runs: XLA's loop
-    over the blocks, or one Pallas kernel (`kernel`); steps = (alpha, num_steps,
+    over the blocks, one Pallas kernel or the C loop (`kernel`); steps = (alpha, num_steps,
     optimizer, unroll)."""
     alpha, num_steps, optimizer, unroll = steps
+    if kernel == "native":
+        from gdrelu.native import native_steps
+
+        return (*native_steps(carry[:5], fixed[:5], alpha, num_steps, count * block), carry[5])
     if kernel != "xla":
         interpret = kernel == "interpret"
         stepped = kernel_steps(

@@ -38,7 +38,7 @@ class Blocking(NamedTuple):
     other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
     the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
     loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
-    Pallas' interpret mode, on a CPU)."""
+    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`)."""
 
     block: int
     redo: int
@@ -47,13 +47,24 @@ class Blocking(NamedTuple):
     kernel: str = "xla"
 
 
+KERNELS = ("xla", "pallas", "interpret", "native")
+
+
 def propagator_kernel(platform: str, kernel: str | None = None) -> str:
     """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "xla"), checked for `platform`."""
     kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "xla"
-    if kernel not in ("xla", "pallas", "interpret"):
+    if kernel not in KERNELS:
         raise ValueError(
-            f"kernel (${KERNEL_VARIABLE}): 'xla', 'pallas' or 'interpret', not {kernel!r}"
+            f"kernel (${KERNEL_VARIABLE}): 'xla', 'pallas', 'interpret' or 'native', not {kernel!r}"
         )
+    if kernel == "native":
+        if platform != "cpu":
+            raise ValueError(
+                f"kernel (${KERNEL_VARIABLE}) 'native' is a C loop for CPUs, not {platform}"
+            )
+        from gdrelu.native import library
+
+        library()  # NativeUnavailable, with the reason, before anything runs
     if kernel == "pallas" and platform != "gpu":
         raise ValueError(
             f"kernel (${KERNEL_VARIABLE}) 'pallas' compiles with Triton for GPUs, not "

@@ -1,15 +1,18 @@
-/* The propagator's full-batch GD steps (gdrelu.kernel.lane_step) as one native loop, for
- * benchmarks/bench_native_step.py: what a chunk's steps cost on a CPU when every value
- * stays in registers, against XLA's loop, which dispatches about 14 operations per step.
+/* The propagator's full-batch GD steps (gdrelu.kernel.lane_step) as one native loop for a
+ * CPU: `gdrelu.native`, kernel="native". XLA's CPU loop dispatches about 14 operations per
+ * step; here every value of a run stays in registers for all the steps of a chunk.
  *
- * Four lanes (runs) per AVX2 vector; each group of four runs takes all its steps before
- * the next. Arrays are (component, lanes), lanes contiguous:
+ * Four lanes (runs) per vector of GCC's vector extensions (one AVX2 register); each group
+ * of four runs takes all its steps before the next. Arrays are (component, lanes), lanes
+ * contiguous, `lanes` a multiple of 4:
  *   phi[18]: Φ_t[i][j] at t*9 + i*3 + j;  c;  tracked[T*3]: neuron k's (a, b, w) at 3k;
  *   kink;  moved (0/1);  grams[18]: Σ_t like phi;  plus[T], real[T] (0/1);
  *   moments[10]: p, px, pxx, py, pxy at 2f + s (s = +, -);  h.
- * The operations are those of lane_step in the same order; compiled with
- * -ffp-contract=fast, as XLA's CPU backend contracts a*b + c, the results are the XLA
- * loop's to the last bit (the benchmark checks it). */
+ * The operations are those of lane_step in the same order, and the largest kink keeps a
+ * NaN as XLA's maximum does. Compiled with -ffp-contract=fast, as XLA's CPU backend
+ * contracts a*b + c: Φ_t, c and the flags are the XLA loop's to the last bit; a few of
+ * the tracked neurons' entries differ in their last bits, where the two compilers
+ * contract other multiply-adds (tests/test_native.py). */
 typedef double v4 __attribute__((vector_size(32)));
 typedef long long m4 __attribute__((vector_size(32)));
 enum { T = 6 };
@@ -71,7 +74,7 @@ void gd_steps(long lanes, long steps, double alpha, double *phi, double *c, doub
         v4 na = a - w * t1, nb = b - w * t0, nw = w - (a * t1 + b * t0);
         TR[3 * k] = na, TR[3 * k + 1] = nb, TR[3 * k + 2] = nw;
         v4 ratio = select(RE[k], absolute(nb / na), (v4){0, 0, 0, 0});
-        K = select(ratio > K, ratio, K);
+        K = select((K != K) | (ratio <= K), K, ratio);
         MV = MV | (RE[k] & ((na > 0) != PL[k]));
       }
     }
