@@ -18,7 +18,6 @@ XLA's (Φ_t, c, the largest kink, the exact flags). Needs a C compiler (gcc or c
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 import time
@@ -46,36 +45,18 @@ def workload(runs: int, width: int):
 
 
 def native_arrays(params, state, moments, h):
-    """The native loop's (component, lanes) arrays: carry (phi, c, tracked, kink, moved) and
-    fixed (grams, plus, real, moments, h), as `deferred_steps`' loop starts them."""
+    """`native.host_arrays` of every run, as `deferred_steps`' loop starts them."""
     carry, fixed = propagator._chunk_start(params, state, moments, h, None, None, propagator.GD)
-    phi, c, tracked, kink, moved, _ = (np.asarray(v) for v in carry)
     grams, plus, real, side, step, _, _ = fixed
-    runs = c.shape[0]
-    start = (
-        phi.reshape(18, runs),
-        c,
-        tracked.transpose(1, 0, 2).reshape(-1, runs),  # (3, T, lanes) -> neuron-major
-        kink,
-        moved.astype(np.float64),
-    )
-    constant = (
-        np.asarray(grams).reshape(18, runs),
-        np.asarray(plus, np.float64),
-        np.asarray(real, np.float64),
-        np.stack([np.asarray(v) for v in side]).reshape(10, runs),
-        np.asarray(step, np.float64),
-    )
-    return start, tuple(np.ascontiguousarray(v) for v in constant)
+    start = [np.asarray(v) for v in carry[:5]]
+    return native.host_arrays(*start, grams, plus, real, side, step, start[1].shape[0])
 
 
-def native_steps(library, start, constant, steps: int):
+def native_steps(start, constant, steps: int):
     """(seconds, (phi, c, tracked, kink, moved) after `steps` steps) of the native loop."""
-    out = tuple(np.array(v, np.float64, order="C") for v in start)  # fresh copies
-    pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in (*out, *constant)]
-    lanes = ctypes.c_long(out[1].shape[0])
+    out = [v.copy() for v in start]
     begin = time.perf_counter()
-    library.gd_steps(lanes, ctypes.c_long(steps), ctypes.c_double(0.0), *pointers)
+    native.run_loop(out, constant, 0.0, steps)
     return time.perf_counter() - begin, out
 
 
@@ -107,7 +88,7 @@ def main() -> None:
 
     xla_steps()  # compiles
     try:
-        library = native.library()
+        native.library()
     except native.NativeUnavailable as error:
         print(f"bench_native_step: {error}", file=sys.stderr)
         sys.exit(2)
@@ -115,7 +96,7 @@ def main() -> None:
     for _ in range(args.repeats):
         seconds, ours = xla_steps()
         rates["xla"].append(args.runs * args.steps / seconds)
-        seconds, theirs = native_steps(library, start, constant, args.steps)
+        seconds, theirs = native_steps(start, constant, args.steps)
         rates["native"].append(args.runs * args.steps / seconds)
     phi, c, _, kink, moved = theirs
     runs = args.runs

@@ -63,37 +63,46 @@ def library() -> ctypes.CDLL:
     return ctypes.CDLL(str(target))
 
 
-def _host_steps(phi, c, tracked, kink, moved, grams, plus, real, moments, h, alpha, steps, active):
-    """The C loop on the first `active` runs (runs axis last, as `native_steps`), on the
-    host: the new (phi, c, tracked, kink, moved)."""
-    runs, active = c.shape[-1], int(active)
+def host_arrays(phi, c, tracked, kink, moved, grams, plus, real, moments, h, active):
+    """The C loop's (component, lanes) float64 arrays of the first `active` runs (runs axis
+    last, as `native_steps`), padded to a multiple of `LANES` with the last run repeated:
+    (carry (phi, c, tracked, kink, moved), fixed (grams, plus, real, moments, h))."""
+    runs = c.shape[-1]
     padded = -(-active // LANES) * LANES
-    lanes = np.minimum(np.arange(padded), max(active - 1, 0))  # the last run repeated
+    lanes = np.minimum(np.arange(padded), max(active - 1, 0))
 
-    def columns(v, dtype=np.float64):  # (component, padded) contiguous
-        return np.ascontiguousarray(np.asarray(v, dtype).reshape(-1, runs)[:, lanes])
+    def columns(v):
+        return np.ascontiguousarray(np.asarray(v, np.float64).reshape(-1, runs)[:, lanes])
 
-    count = tracked.shape[1]
-    out = [
-        columns(phi),
-        columns(c),
-        columns(np.swapaxes(tracked, 0, 1)),  # (3, T, runs) -> neuron k's (a, b, w) at 3k
-        columns(kink),
-        columns(moved),
-    ]
-    fixed = [columns(grams), columns(plus), columns(real), columns(np.stack(moments)), columns(h)]
-    if active:
-        pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in (*out, *fixed)]
+    neurons = np.swapaxes(tracked, 0, 1)  # (3, T, runs) -> neuron k's (a, b, w) at 3k
+    carry = [columns(v) for v in (phi, c, neurons, kink, moved)]
+    return carry, [columns(v) for v in (grams, plus, real, np.stack(moments), h)]
+
+
+def run_loop(carry, fixed, alpha, steps: int) -> None:
+    """`gd_steps` on `host_arrays`' arrays: `carry` is updated in place."""
+    lanes = carry[1].shape[-1]
+    if lanes:
+        pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in (*carry, *fixed)]
         library().gd_steps(
-            ctypes.c_long(padded), ctypes.c_long(steps), ctypes.c_double(float(alpha)), *pointers
+            ctypes.c_long(lanes), ctypes.c_long(steps), ctypes.c_double(float(alpha)), *pointers
         )
+
+
+def _host_steps(phi, c, tracked, kink, moved, grams, plus, real, moments, h, alpha, steps, active):
+    """The C loop on the first `active` runs, on the host: the new (phi, c, tracked, kink,
+    moved), the other runs as they were."""
+    runs, active = c.shape[-1], int(active)
+    start = (phi, c, tracked, kink, moved)
+    carry, fixed = host_arrays(*start, grams, plus, real, moments, h, active)
+    run_loop(carry, fixed, alpha, steps)
     stepped = []
-    for new, old in zip(out, (phi, c, np.swapaxes(tracked, 0, 1), kink, moved), strict=True):
+    for new, old in zip(carry, (phi, c, np.swapaxes(tracked, 0, 1), kink, moved), strict=True):
         merged = np.array(old, copy=True).reshape(-1, runs)
         merged[:, :active] = new[:, :active].astype(merged.dtype)
         stepped.append(merged.reshape(np.shape(old)))
     phi, c, tracked, kink, moved = stepped
-    return phi, c, np.swapaxes(tracked.reshape(count, 3, runs), 0, 1), kink, moved
+    return phi, c, np.swapaxes(tracked, 0, 1), kink, moved
 
 
 def native_steps(carry, fixed, alpha, num_steps: int, active):
