@@ -1,4 +1,4 @@
-"""The propagator's GD steps in XLA's loop against the same steps in the C loop (CPU).
+"""The propagator's GD or heavy-ball steps in XLA's loop against the C loop's (CPU).
 
 XLA's CPU backend runs the propagator's step as about 14 operations per iteration of its
 loop (11 fusions and 3 copies, for a block of 64 runs). `gdrelu/native_src/propagator_gd.c`
@@ -6,13 +6,15 @@ loop (11 fusions and 3 copies, for a block of 64 runs). `gdrelu/native_src/propa
 (`gdrelu.kernel.lane_step`) for four runs per vector, every step of a chunk in registers.
 On one CPU device and one core, this benchmark builds `--runs` runs of width `--width` on
 the paper's data (He init, Δ = 0, the paper's step size) as the propagator's state. It
-takes `--steps` full-batch GD steps with `propagator.deferred_steps` (jitted, XLA's loop,
-blocks of `--block`) and with the C loop called directly (no callback), alternating
-`--repeats` times. It prints run-steps/s for each, and how far the C results are from
-XLA's (Φ_t, c, the largest kink, the exact flags). Needs a C compiler (gcc or clang; $CC).
+takes `--steps` full-batch steps of `--optimizer` (GD, or heavy ball with μ = 0.9 from
+v = 0 at a tenth of the step size: z_i = (θ_i, v_i), D = 6) with
+`propagator.deferred_steps` (jitted, XLA's loop, blocks of `--block`) and with the C loop
+called directly (no callback), alternating `--repeats` times. It prints run-steps/s for
+each, and how far the C results are from XLA's (Φ_t, c, the largest kink, the exact
+flags). Needs a C compiler (gcc or clang; $CC).
 
     PYTHONPATH=. python benchmarks/bench_native_step.py [--runs 1024] [--width 16]
-        [--steps 2000] [--block 64] [--repeats 3]
+        [--steps 2000] [--block 64] [--repeats 3] [--optimizer gd|momentum]
 """
 
 from __future__ import annotations
@@ -44,19 +46,20 @@ def workload(runs: int, width: int):
     return params, state, jax.vmap(side_moments)(data), theory.paper_step_size(params, data)
 
 
-def native_arrays(params, state, moments, h):
+def native_arrays(params, state, moments, h, optimizer, velocity):
     """`native.host_arrays` of every run, as `deferred_steps`' loop starts them."""
-    carry, fixed = propagator._chunk_start(params, state, moments, h, None, None, propagator.GD)
+    carry, fixed = propagator._chunk_start(params, state, moments, h, velocity, None, optimizer)
     grams, plus, real, side, step, _, _ = fixed
-    start = [np.asarray(v) for v in carry[:5]]
-    return native.host_arrays(*start, grams, plus, real, side, step, start[1].shape[0])
+    start = [np.asarray(v) for v in carry[: 6 if velocity else 5]]
+    return native.host_arrays(start, grams, plus, real, side, step, start[1].shape[0])
 
 
-def native_steps(start, constant, steps: int):
-    """(seconds, (phi, c, tracked, kink, moved) after `steps` steps) of the native loop."""
+def native_steps(start, constant, steps: int, momentum):
+    """(seconds, (phi, c, tracked, kink, moved[, c_velocity]) after `steps` steps) of the
+    native loop."""
     out = [v.copy() for v in start]
     begin = time.perf_counter()
-    native.run_loop(out, constant, 0.0, steps)
+    native.run_loop(out, constant, 0.0, steps, momentum)
     return time.perf_counter() - begin, out
 
 
@@ -72,18 +75,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--block", type=int, default=64, help="XLA's runs per block")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--optimizer", choices=("gd", "momentum"), default="gd")
     args = parser.parse_args()
     if args.runs % 4 or args.runs % min(args.block, args.runs) or args.repeats < 1:
         parser.error("--runs must be a multiple of 4 and of --block; --repeats positive")
     params, state, moments, h = workload(args.runs, args.width)
-    start, constant = native_arrays(params, state, moments, h)
-    xla = jax.jit(propagator.deferred_steps, static_argnums=5, static_argnames=("block",))
+    optimizer = propagator.get_optimizer(args.optimizer)
+    momentum = propagator.HEAVY_BALL[args.optimizer]
+    velocity = None
+    if momentum is not None:
+        velocity = jax.tree.map(jnp.zeros_like, params)
+        regular = jax.vmap(propagator.regular_neurons)(params)
+        state, h = propagator.deferred(params, *regular, velocity), 0.1 * h
+    start, constant = native_arrays(params, state, moments, h, optimizer, velocity)
+    xla = jax.jit(
+        propagator.deferred_steps, static_argnums=5, static_argnames=("block", "optimizer")
+    )
 
     def xla_steps():
         begin = time.perf_counter()
-        out = jax.block_until_ready(
-            xla(params, state, moments, h, 0.0, args.steps, block=args.block)
+        out = xla(
+            params,
+            state,
+            moments,
+            h,
+            0.0,
+            args.steps,
+            block=args.block,
+            optimizer=optimizer,
+            velocity=velocity,
         )
+        out = jax.block_until_ready(out)
         return time.perf_counter() - begin, out
 
     xla_steps()  # compiles
@@ -96,13 +118,13 @@ def main() -> None:
     for _ in range(args.repeats):
         seconds, ours = xla_steps()
         rates["xla"].append(args.runs * args.steps / seconds)
-        seconds, theirs = native_steps(start, constant, args.steps)
+        seconds, theirs = native_steps(start, constant, args.steps, momentum)
         rates["native"].append(args.runs * args.steps / seconds)
-    phi, c, _, kink, moved = theirs
-    runs = args.runs
+    phi, c, _, kink, moved = theirs[:5]
+    runs, size = args.runs, state.phi.shape[-1]
     differences = {
         "Φ_t": largest_relative(
-            phi, np.asarray(ours.state.phi).transpose(1, 2, 3, 0).reshape(18, runs)
+            phi, np.asarray(ours.state.phi).transpose(1, 2, 3, 0).reshape(2 * size * size, runs)
         ),
         "c": largest_relative(c, np.asarray(ours.c)),
         "kink": largest_relative(kink, np.asarray(ours.kink)),
@@ -111,7 +133,8 @@ def main() -> None:
     ratios = np.divide(rates["native"], rates["xla"])
     print(
         f"# {os.cpu_count()} cores, jax {jax.__version__}, one CPU device, {runs} runs of "
-        f"width {args.width}, {args.steps} GD steps, XLA blocks of {args.block}; run-steps/s"
+        f"width {args.width}, {args.steps} {args.optimizer} steps, XLA blocks of {args.block}; "
+        "run-steps/s"
     )
     print("| XLA loop | native loop | ratio | rounds | largest difference | exact flags equal |")
     print("|---:|---:|---:|---:|---|---:|")

@@ -1,14 +1,15 @@
-"""The propagator's full-batch GD steps as one native loop on a CPU (kernel="native").
+"""The propagator's full-batch GD and heavy-ball steps as one native loop on a CPU
+(kernel="native").
 
 XLA's CPU loop of `propagator.deferred_steps` dispatches about 14 operations per GD step.
 At 64 runs per block, half of the loop's time is that dispatch and the rest is the memory
 traffic between its fusions (docs/performance.md, "The propagator's loop on a CPU").
-`native_src/propagator_gd.c` does `kernel.lane_step`'s arithmetic in the same order, four
-runs per vector, every step of a chunk in registers. Compiled with multiply-adds
+`native_src/propagator_gd.c` does `propagator._block_steps`' arithmetic in the same order,
+four runs per vector, every step of a chunk in registers. Compiled with multiply-adds
 contracted as XLA's CPU backend contracts them, its Φ_t, c and flags are the XLA loop's
 bit for bit; the tracked neurons' values and the largest kink agree to 1e-14 relative
-(tests/test_native.py). It does full-batch GD, as the Pallas kernel does (`kernel`); the
-default stays "xla".
+(tests/test_native.py). It does full-batch GD and heavy ball, not SGD (whose minibatch
+draws are XLA's); the default stays "xla".
 
 The C source is compiled on first use in a process with the system's C compiler ($CC,
 else cc or gcc; GCC's vector extensions, so gcc or clang), into a temporary directory,
@@ -32,6 +33,7 @@ import numpy as np
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
 LANES = 4  # runs per vector of the C loop
+TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
 _build: dict[str, tempfile.TemporaryDirectory] = {}
 
 
@@ -63,10 +65,12 @@ def library() -> ctypes.CDLL:
     return ctypes.CDLL(str(target))
 
 
-def host_arrays(phi, c, tracked, kink, moved, grams, plus, real, moments, h, active):
+def host_arrays(carry, grams, plus, real, moments, h, active):
     """The C loop's (component, lanes) float64 arrays of the first `active` runs (runs axis
     last, as `native_steps`), padded to a multiple of `LANES` with the last run repeated:
-    (carry (phi, c, tracked, kink, moved), fixed (grams, plus, real, moments, h))."""
+    (carry (phi, c, tracked, kink, moved[, c_velocity]), fixed (grams, plus, real, moments,
+    h))."""
+    phi, c, tracked, *flags = carry
     runs = c.shape[-1]
     padded = -(-active // LANES) * LANES
     lanes = np.minimum(np.arange(padded), max(active - 1, 0))
@@ -75,50 +79,69 @@ def host_arrays(phi, c, tracked, kink, moved, grams, plus, real, moments, h, act
         return np.ascontiguousarray(np.asarray(v, np.float64).reshape(-1, runs)[:, lanes])
 
     neurons = np.swapaxes(tracked, 0, 1)  # (3, T, runs) -> neuron k's (a, b, w) at 3k
-    carry = [columns(v) for v in (phi, c, neurons, kink, moved)]
+    carry = [columns(v) for v in (phi, c, neurons, *flags)]
     return carry, [columns(v) for v in (grams, plus, real, np.stack(moments), h)]
 
 
-def run_loop(carry, fixed, alpha, steps: int) -> None:
-    """`gd_steps` on `host_arrays`' arrays: `carry` is updated in place."""
+def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
+    """The C loop on `host_arrays`' arrays, updated in place: GD (`gd_steps`, D = 3), or
+    heavy ball with `momentum` μ (`heavy_ball_steps`, D = 6, carry with c's velocity). The
+    arrays' shapes are checked first: the C loop trusts them."""
+    size = 3 if momentum is None else 6
+    rows = [2 * size * size, 1, TRACKED * size, 1, 1] + [1] * (momentum is not None)
+    rows += [2 * size * size, TRACKED, TRACKED, 10, 1]
     lanes = carry[1].shape[-1]
-    if lanes:
-        pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in (*carry, *fixed)]
-        library().gd_steps(
-            ctypes.c_long(lanes), ctypes.c_long(steps), ctypes.c_double(float(alpha)), *pointers
-        )
+    for v, expected in zip((*carry, *fixed), rows, strict=True):
+        if v.shape != (expected, lanes) or v.dtype != np.float64 or not v.flags.c_contiguous:
+            raise ValueError(
+                f"the C loop (D = {size}) takes C-contiguous float64 ({expected}, {lanes}) "
+                f"arrays, not {v.dtype} {v.shape}"
+            )
+    if lanes % LANES:
+        raise ValueError(f"the C loop takes lanes in fours, not {lanes}")
+    if not lanes:
+        return
+    number = ctypes.c_double
+    start = [ctypes.c_long(lanes), ctypes.c_long(steps), number(float(alpha))]
+    if momentum is not None:
+        start.append(number(float(momentum)))
+    loop = library().gd_steps if momentum is None else library().heavy_ball_steps
+    loop(*start, *(v.ctypes.data_as(ctypes.c_void_p) for v in (*carry, *fixed)))
 
 
-def _host_steps(phi, c, tracked, kink, moved, grams, plus, real, moments, h, alpha, steps, active):
-    """The C loop on the first `active` runs, on the host: the new (phi, c, tracked, kink,
-    moved), the other runs as they were."""
-    runs, active = c.shape[-1], int(active)
-    start = (phi, c, tracked, kink, moved)
-    carry, fixed = host_arrays(*start, grams, plus, real, moments, h, active)
-    run_loop(carry, fixed, alpha, steps)
+def _host_steps(start, fixed, alpha, steps, active, momentum):
+    """The C loop on the first `active` runs, on the host: the new carry (phi, c, tracked,
+    kink, moved[, c_velocity]), the other runs as they were."""
+    runs, active = start[1].shape[-1], int(active)
+    carry, fixed = host_arrays(start, *fixed, active)
+    run_loop(carry, fixed, alpha, steps, momentum)
     stepped = []
-    for new, old in zip(carry, (phi, c, np.swapaxes(tracked, 0, 1), kink, moved), strict=True):
+    old_carry = (start[0], start[1], np.swapaxes(start[2], 0, 1), *start[3:])
+    for new, old in zip(carry, old_carry, strict=True):
         merged = np.array(old, copy=True).reshape(-1, runs)
         merged[:, :active] = new[:, :active].astype(merged.dtype)
         stepped.append(merged.reshape(np.shape(old)))
-    phi, c, tracked, kink, moved = stepped
-    return phi, c, np.swapaxes(tracked, 0, 1), kink, moved
+    stepped[2] = np.swapaxes(stepped[2], 0, 1)
+    return tuple(stepped)
 
 
-def native_steps(carry, fixed, alpha, num_steps: int, active):
+def native_steps(carry, fixed, alpha, num_steps: int, active, momentum=None):
     """`propagator._block_steps` for a whole batch in the C loop: carry = (phi, c, tracked,
-    kink, moved), fixed = (grams, tracked_plus, real, moments, h), runs axis last (as
-    `kernel.kernel_steps`); only the first `active` runs (a traced count) step. float64."""
+    kink, moved), and c's velocity after them for heavy ball with `momentum` μ; fixed =
+    (grams, tracked_plus, real, moments, h), runs axis last (as `kernel.kernel_steps`);
+    only the first `active` runs (a traced count) step. float64."""
     library()  # built now: a missing compiler fails here, with its reason, not in a callback
     if carry[1].dtype != np.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
     grams, plus, real, moments, h = fixed
     shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in carry]
+    size = len(carry)
 
-    def host(phi, c, tracked, kink, moved, grams, plus, real, *rest):
-        *moments, h, active, alpha = rest
-        start = (phi, c, tracked, kink, moved)
-        return _host_steps(*start, grams, plus, real, moments, h, alpha, num_steps, active)
+    def host(*operands):
+        start, (grams, plus, real, *moments, h, active, alpha) = operands[:size], operands[size:]
+        return _host_steps(
+            start, (grams, plus, real, moments, h), alpha, num_steps, active, momentum
+        )
 
     operands = (*carry, grams, plus, real, *moments, h, active, alpha)
     return tuple(jax.pure_callback(host, shapes, *operands))

@@ -238,8 +238,8 @@ def deferred_steps(
     iteration of the compiled loop (an accelerator launches each iteration's kernels,
     whatever the block). `kernel="pallas"` does the steps of all the blocks in one Pallas
     kernel instead (`gdrelu.kernel`, full-batch GD only; "interpret": the same in Pallas'
-    interpret mode), and `kernel="native"` in one C loop on a CPU (`gdrelu.native`, the
-    same restrictions).
+    interpret mode), and `kernel="native"` in one C loop on a CPU (`gdrelu.native`,
+    full-batch GD and heavy ball).
     """
     runs = params.c.shape[0]
     block = _checked_block(runs, block, optimizer, noise, kernel)
@@ -261,7 +261,10 @@ def _stepped_blocks(carry, fixed, steps, block: int, count, kernel: str):
     if kernel == "native":
         from gdrelu.native import native_steps
 
-        return (*native_steps(carry[:5], fixed[:5], alpha, num_steps, count * block), carry[5])
+        momentum = HEAVY_BALL[optimizer.name]
+        start = carry if momentum else carry[:5]
+        stepped = native_steps(start, fixed[:5], alpha, num_steps, count * block, momentum)
+        return stepped if momentum else (*stepped, carry[5])
     if kernel != "xla":
         interpret = kernel == "interpret"
         stepped = kernel_steps(
@@ -290,8 +293,13 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
         raise ValueError(f"the propagator trains {sorted(HEAVY_BALL)}, not {optimizer.name!r}")
     if optimizer.stochastic and noise is None:
         raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
-    if kernel != "xla" and (optimizer.name != "gd" or optimizer.stochastic):
-        raise ValueError(f"kernel {kernel!r} does full-batch GD only, not {optimizer.name!r}")
+    trains = ("gd", "momentum") if kernel == "native" else ("gd",)
+    if kernel != "xla" and (optimizer.name not in trains or optimizer.stochastic):
+        what = "GD and heavy ball" if kernel == "native" else "GD"
+        batches = f" with {optimizer.sampler} minibatches" if optimizer.stochastic else ""
+        raise ValueError(
+            f"kernel {kernel!r} does full-batch {what} only, not {optimizer.name!r}{batches}"
+        )
     return block
 
 

@@ -1,12 +1,15 @@
-"""The propagator's GD steps as one C loop (`gdrelu.native`, kernel="native"): the XLA
-loop's numbers bit for bit, in the engine too, and a clear refusal where it cannot run."""
+"""The propagator's GD and heavy-ball steps as one C loop (`gdrelu.native`,
+kernel="native"): the XLA loop's numbers bit for bit, in the engine too, and a clear
+refusal where it cannot run."""
 
 import jax
 import numpy as np
 import pytest
 from test_kernel import _batch
 
-from gdrelu import Params, WeightedData, engine, native, propagator, simulate
+from gdrelu import Params, WeightedData, engine, native, propagator, simulate, theory
+from gdrelu.cells import Cell, initial_runs
+from gdrelu.spec import ExperimentSpec
 
 try:
     native.library()
@@ -98,16 +101,75 @@ def test_native_is_refused_without_a_compiler_and_off_the_cpu(monkeypatch):
 
 
 @needs_compiler
-def test_native_steps_gd_only():
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
+def test_native_heavy_ball_equals_the_xla_loop(alpha):
+    """Heavy ball (D = 6: z_i = (θ_i, v_i), μ = 0.9) from a nonzero velocity: 1000 steps of
+    96 of 128 runs give the XLA loop's Φ_t, Σ_t, c, c's velocity and flags bit for bit,
+    the tracked neurons and the largest kink to 1e-14; the last block keeps Φ = I."""
+    params, _, moments, h = _batch(128)
+    velocity = jax.tree.map(lambda v: -1e-3 * v, params)
+    state = propagator.deferred(params, *jax.vmap(propagator.regular_neurons)(params), velocity)
+    steps = jax.jit(
+        propagator.deferred_steps,
+        static_argnums=5,
+        static_argnames=("block", "kernel", "optimizer"),
+    )
+    momentum = propagator.get_optimizer("momentum")
+    args = (params, state, moments, 0.1 * h, alpha, 1000)
+    common = dict(block=32, num_blocks=3, optimizer=momentum, velocity=velocity)
+    xla = steps(*args, **common)
+    ours = steps(*args, **common, kernel="native")
+    _assert_same_steps(ours, xla)
+    np.testing.assert_array_equal(ours.state.phi[96:], np.broadcast_to(np.eye(6), (32, 2, 6, 6)))
+    assert not np.allclose(ours.c_velocity[:96], velocity.c[:96])
+
+
+@needs_compiler
+def test_engine_heavy_ball_with_the_native_loop_equals_the_xla_loop(monkeypatch):
+    """`simulate` of full-batch heavy ball with the crossing rule, kernel="native" and
+    "xla": every field bit for bit, on runs that cross (redone on the general path) and
+    runs whose neuron 0 changes side (its chunks redone too) as well as runs that train
+    to the end on the propagator."""
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=32, seed=11)
+    params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(32))
+    params = params._replace(a=params.a.at[:, 0].set(1e-7 * np.sign(params.a[:, 0])))
+    step = 0.1 * theory.paper_step_size(params, data)
+    kwargs = dict(optimizer="momentum", stop_on=("crossed",), check_every=50, max_checks=12)
+    xla = simulate(params, data, step, kernel="xla", **kwargs)
+    calls = []
+    steps = native.native_steps
+    monkeypatch.setattr(native, "native_steps", lambda *a: calls.append(a) or steps(*a))
+    ours = simulate(params, data, step, kernel="native", **kwargs)
+    assert calls and calls[0][-1] == 0.9  # the chunk traced the heavy-ball C loop
+    for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert {engine.Status.CROSSED, engine.Status.UNFINISHED} <= set(ours.status.tolist())
+    assert np.any(np.sign(ours.params.a[:, 0]) != np.sign(params.a[:, 0]))
+
+
+@needs_compiler
+def test_native_steps_full_batch_gd_and_heavy_ball_only():
     params, state, moments, h = _batch(128)
-    with pytest.raises(ValueError, match="kernel 'native' does full-batch GD only, not 'momentum'"):
+    sgd = propagator.get_optimizer("sgd", sampler="multinomial")
+    match = "kernel 'native' does full-batch GD and heavy ball only, not 'sgd' with multinomial"
+    with pytest.raises(ValueError, match=match):
         propagator.deferred_steps(
-            params,
-            state,
-            moments,
-            h,
-            0.0,
-            10,
-            optimizer=propagator.get_optimizer("momentum"),
-            kernel="native",
+            params, state, moments, h, 0.0, 10, optimizer=sgd, kernel="native", noise=object()
         )
+
+
+@needs_compiler
+def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
+    """`run_loop` checks what the C loop would trust: GD's D = 3 arrays are not heavy
+    ball's (D = 6), and lanes come in fours."""
+    params, state, moments, h = _batch(8)
+    carry, fixed = propagator._chunk_start(params, state, moments, h, None, None, propagator.GD)
+    grams, plus, real, side, step, _, _ = fixed
+    start = [np.asarray(v) for v in carry[:5]]
+    arrays = native.host_arrays(start, grams, plus, real, side, step, 8)
+    zeros = np.zeros((1, 8))
+    with pytest.raises(ValueError, match=r"D = 6\) takes C-contiguous float64 \(72, 8\)"):
+        native.run_loop([*arrays[0], zeros], arrays[1], 0.0, 10, momentum=0.9)
+    odd = [v[:, :6].copy() for v in arrays[0]], [v[:, :6].copy() for v in arrays[1]]
+    with pytest.raises(ValueError, match="lanes in fours, not 6"):
+        native.run_loop(*odd, 0.0, 10)
