@@ -12,8 +12,12 @@ bit for bit; the tracked neurons' values and the largest kink agree to 1e-14 rel
 draws are XLA's); the default stays "xla".
 
 The C source is compiled on first use in a process with the system's C compiler ($CC,
-else cc or gcc; GCC's vector extensions, so gcc or clang), into a temporary directory,
-and called from the compiled program through `jax.pure_callback`. Without a compiler,
+else cc or gcc; GCC's vector extensions, so gcc or clang), kept in gdrelu's compilation
+cache for later processes on the same CPU (`cached`; not while that cache is off), and
+called from the compiled program through `buffer_callback`, on the program's own buffers
+(`jax.pure_callback` first copies its operands to a CPU device, and under several CPU
+devices with asynchronous dispatch that copy can wait forever on the device whose
+program is in the callback). Without a compiler,
 kernel="native" is refused with the reason; nothing falls back.
 """
 
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -44,7 +50,8 @@ class NativeUnavailable(ValueError):
 
 @functools.cache
 def library() -> ctypes.CDLL:
-    """The compiled loop, built once per process; NativeUnavailable with the reason."""
+    """The compiled loop, built once per process (or loaded from gdrelu's cache, `cached`);
+    NativeUnavailable with the reason."""
     if not SOURCE.is_file():  # a broken install, not a missing compiler: no skip, no refusal
         raise FileNotFoundError(f"gdrelu's C source is missing: {SOURCE}")
     name = os.environ.get("CC")
@@ -55,14 +62,51 @@ def library() -> ctypes.CDLL:
             f"({'$CC=' + repr(name) if name else 'cc, gcc'}); install gcc or clang, or use "
             "kernel 'xla'"
         )
+    target = cached(compiler)
+    if target is not None and target.is_file():
+        return ctypes.CDLL(str(target))
     directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
-    target = Path(directory.name) / "propagator_gd.so"
+    built = Path(directory.name) / "propagator_gd.so"
     done = subprocess.run(
-        [compiler, *FLAGS, str(SOURCE), "-o", str(target)], capture_output=True, text=True
+        [compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True
     )
     if done.returncode:
         raise NativeUnavailable(f"{compiler} could not compile {SOURCE.name}:\n{done.stderr}")
-    return ctypes.CDLL(str(target))
+    if target is not None:
+        try:  # another process may write the same entry: each renames its own whole file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(f".{os.getpid()}.part")
+            shutil.copyfile(built, partial)
+            os.replace(partial, target)
+        except OSError:
+            pass  # a read-only cache costs the next process a compile, nothing else
+    return ctypes.CDLL(str(built))
+
+
+def cached(compiler: str) -> Path | None:
+    """Where the loop built by `compiler` for this CPU is kept: in the directory of JAX's
+    compilation cache (`gdrelu.cache`), as gdrelu-native/<key>.so, the key a hash of the
+    source, the flags, the compiler and this CPU's model and features (-march=native code
+    may not run on another CPU); None while that cache is off."""
+    directory = jax.config.jax_compilation_cache_dir
+    if not directory:
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes())
+    compiler_file = Path(compiler).resolve()
+    stat = compiler_file.stat()
+    key.update(repr((FLAGS, str(compiler_file), stat.st_size, stat.st_mtime_ns)).encode())
+    key.update(_processor().encode())
+    return Path(directory) / "gdrelu-native" / f"propagator-{key.hexdigest()[:32]}.so"
+
+
+def _processor() -> str:
+    """This CPU's model and feature flags (Linux: /proc/cpuinfo), else what Python knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.startswith(wanted)}))
 
 
 def host_arrays(carry, grams, plus, real, moments, h, active):
@@ -133,15 +177,19 @@ def native_steps(carry, fixed, alpha, num_steps: int, active, momentum=None):
     library()  # built now: a missing compiler fails here, with its reason, not in a callback
     if carry[1].dtype != np.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
+    from jax.experimental.buffer_callback import buffer_callback
+
     grams, plus, real, moments, h = fixed
     shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in carry]
     size = len(carry)
 
-    def host(*operands):
+    def host(context, out, *operands):
+        operands = [np.asarray(v) for v in operands]
         start, (grams, plus, real, *moments, h, active, alpha) = operands[:size], operands[size:]
-        return _host_steps(
-            start, (grams, plus, real, moments, h), alpha, num_steps, active, momentum
-        )
+        fixed = (grams, plus, real, moments, h)
+        stepped = _host_steps(start, fixed, alpha, num_steps, active, momentum)
+        for buffer, value in zip(out, stepped, strict=True):
+            np.asarray(buffer)[...] = value
 
     operands = (*carry, grams, plus, real, *moments, h, active, alpha)
-    return tuple(jax.pure_callback(host, shapes, *operands))
+    return tuple(buffer_callback(host, shapes)(*operands))

@@ -2,6 +2,9 @@
 kernel="native"): the XLA loop's numbers bit for bit, in the engine too, and a clear
 refusal where it cannot run."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -173,3 +176,62 @@ def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
     odd = [v[:, :6].copy() for v in arrays[0]], [v[:, :6].copy() for v in arrays[1]]
     with pytest.raises(ValueError, match="lanes in fours, not 6"):
         native.run_loop(*odd, 0.0, 10)
+
+
+@needs_compiler
+def test_the_built_loop_is_kept_in_the_compilation_cache(tmp_path, monkeypatch):
+    """With JAX's compilation cache on, the first build is kept in its directory and a
+    later process (here: the cache of `library` cleared) loads it without compiling;
+    with the cache off nothing is written there."""
+    before = jax.config.jax_compilation_cache_dir
+    native.library.cache_clear()
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+        native.library()
+        (kept,) = (tmp_path / "gdrelu-native").glob("propagator-*.so")
+        native.library.cache_clear()
+
+        def no_compiler(*args, **kwargs):
+            raise AssertionError("compiled again")
+
+        monkeypatch.setattr(native.subprocess, "run", no_compiler)
+        assert native.library().gd_steps is not None
+        jax.config.update("jax_compilation_cache_dir", None)
+        native.library.cache_clear()
+        with pytest.raises(AssertionError, match="compiled again"):
+            native.library()
+        assert list(tmp_path.rglob("*.so")) == [kept]
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        native.library.cache_clear()
+
+
+_MANY_LANES = """
+import jax, jax.numpy as jnp
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_enable_x64", True)
+from gdrelu import he_init, simulate, theory
+from gdrelu.data import paper_data
+keys = jax.random.split(jax.random.key(0), (512, 2))
+params = jax.vmap(lambda k: he_init(8, key=k, dtype=jnp.float64))(keys[:, 0])
+data = jax.vmap(lambda k: paper_data(k, 0.0, 64, jnp.float64))(keys[:, 1])
+step = theory.paper_step_size(params, data)
+kwargs = dict(stop_on=("crossed",), check_every=10, max_checks=1, kernel="native")
+simulate(params, data, step, optimizer="momentum", **kwargs)
+print("done")
+"""
+
+
+@needs_compiler
+def test_two_devices_with_large_buffers_do_not_wait_on_each_other():
+    """512 heavy-ball runs on two CPU devices, in a fresh process. Through
+    `jax.pure_callback`, whose operands are first copied to a CPU device, this waited
+    forever (the copy queued behind the program in the callback); through
+    `buffer_callback` it ends."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _MANY_LANES], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the native loop's callback waited for 120 s")
+    assert done.returncode == 0 and "done" in done.stdout, done.stderr[-2000:]
