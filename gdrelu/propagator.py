@@ -65,6 +65,18 @@ def propagates(optimizer: Optimizer) -> bool:
     )
 
 
+KERNEL_TRAINS = {"native": ("gd", "momentum"), "pallas": ("gd",), "interpret": ("gd",)}
+
+
+def kernel_trains(kernel: str, optimizer: Optimizer) -> bool:
+    """Whether `kernel` can take `optimizer`'s steps on this path: XLA's loop takes all;
+    the C loop and the Pallas kernel full-batch ones of the optimizers in KERNEL_TRAINS."""
+    if kernel == "xla":
+        return True
+    trains = KERNEL_TRAINS.get(kernel, ())
+    return propagates(optimizer) and not optimizer.stochastic and optimizer.name in trains
+
+
 def state_size(optimizer: Optimizer) -> int:
     """D, the length of a neuron's z_i: 3 for θ_i = (a_i, b_i, w_i), 6 with a velocity."""
     return 6 if propagates(optimizer) and HEAVY_BALL[optimizer.name] is not None else 3
@@ -293,8 +305,7 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
         raise ValueError(f"the propagator trains {sorted(HEAVY_BALL)}, not {optimizer.name!r}")
     if optimizer.stochastic and noise is None:
         raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
-    trains = ("gd", "momentum") if kernel == "native" else ("gd",)
-    if kernel != "xla" and (optimizer.name not in trains or optimizer.stochastic):
+    if not kernel_trains(kernel, optimizer):
         what = "GD and heavy ball" if kernel == "native" else "GD"
         batches = f" with {optimizer.sampler} minibatches" if optimizer.stochastic else ""
         raise ValueError(

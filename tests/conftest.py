@@ -54,6 +54,15 @@ def golden_case(golden, i):
 
 
 @pytest.fixture(scope="session")
+def auto_kernel() -> str:
+    """The kernel "auto" should resolve to on this CPU: "native" where a C compiler is on
+    the path ($CC, cc or gcc), "xla" otherwise (docs/design.md, "The native loop")."""
+    name = os.environ.get("CC")
+    found = shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
+    return "native" if found else "xla"
+
+
+@pytest.fixture(scope="session")
 def trajectories():
     return np.load(DATA / "gd_trajectories.npz")
 

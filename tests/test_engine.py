@@ -125,8 +125,8 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     monkeypatch.setattr(
         placement,
         "blocking_for",
-        lambda d, n, block=None, kernel=None, redo=None, width=None: blocking_for(
-            gpu * len(d), n, block, kernel, redo, width
+        lambda d, n, block=None, kernel=None, redo=None, width=None, *rest: blocking_for(
+            gpu * len(d), n, block, kernel, redo, width, *rest
         ),
     )
     assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla")

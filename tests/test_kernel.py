@@ -125,7 +125,7 @@ def test_engine_with_the_kernel_reproduces_the_golden_runs(monkeypatch, mc_outco
 
 def test_kernel_choice_is_checked(monkeypatch):
     cpu = jax.devices("cpu")
-    assert engine.blocking_for(cpu, 64).kernel == "xla"
+    assert engine.blocking_for(cpu, 64, kernel="xla").kernel == "xla"
     assert engine.blocking_for(cpu, 64, kernel="interpret").kernel == "interpret"
     with pytest.raises(ValueError, match="'pallas' compiles with Triton for GPUs, not cpu"):
         engine.blocking_for(cpu, 64, kernel="pallas")

@@ -77,7 +77,7 @@ def test_engine_with_the_native_loop_equals_the_xla_loop(monkeypatch, mc_outcome
     data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"][:runs])
     params = Params(m["a0"][:runs], m["b0"][:runs], m["w0"][:runs], m["c0"][:runs])
     kwargs = dict(check_every=int(m["check_every"]), max_checks=int(m["max_checks"]))
-    xla = simulate(params, data, m["lr"][:runs], **kwargs)
+    xla = simulate(params, data, m["lr"][:runs], kernel="xla", **kwargs)
     calls = []
     steps = native.native_steps
     monkeypatch.setattr(native, "native_steps", lambda *a: calls.append(a) or steps(*a))
@@ -148,6 +148,32 @@ def test_engine_heavy_ball_with_the_native_loop_equals_the_xla_loop(monkeypatch)
         np.testing.assert_array_equal(mine, theirs)
     assert {engine.Status.CROSSED, engine.Status.UNFINISHED} <= set(ours.status.tolist())
     assert np.any(np.sign(ours.params.a[:, 0]) != np.sign(params.a[:, 0]))
+
+
+@needs_compiler
+def test_auto_takes_the_c_loop_where_it_trains_and_xla_elsewhere(monkeypatch):
+    """The default kernel, "auto": the C loop on a CPU for full-batch GD and heavy ball,
+    XLA's loop for SGD's and stochastic heavy ball's minibatch steps and off the CPU."""
+    monkeypatch.delenv("GDRELU_PROPAGATOR_KERNEL", raising=False)
+    optimizer = propagator.get_optimizer
+    assert engine.propagator_kernel("cpu") == "native"
+    assert engine.propagator_kernel("cpu", optimizer=optimizer("momentum")) == "native"
+    assert engine.propagator_kernel("cpu", optimizer=optimizer("sgd")) == "xla"
+    stochastic = optimizer("momentum", sampler="multinomial")
+    assert engine.propagator_kernel("cpu", optimizer=stochastic) == "xla"
+    assert engine.propagator_kernel("gpu") == "xla"
+    assert engine.propagator_kernel("cpu", dtype=np.dtype(np.float32)) == "xla"
+
+
+def test_auto_without_a_compiler_warns_and_takes_xla(monkeypatch):
+    monkeypatch.delenv("GDRELU_PROPAGATOR_KERNEL", raising=False)
+    monkeypatch.setenv("CC", "/no/such/compiler")
+    native.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"found no C compiler.*take XLA's loop"):
+            assert engine.propagator_kernel("cpu") == "xla"
+    finally:
+        native.library.cache_clear()
 
 
 @needs_compiler

@@ -67,20 +67,21 @@ def test_a_data_file_is_read_and_hashed_once_per_spec(tmp_path, monkeypatch):
     assert [p for p in reads if p == path] == [path]
 
 
-def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch):
+def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel):
     """The propagator's kernel ($GDRELU_PROPAGATOR_KERNEL) changes results: it is recorded
     and a resume with another one is refused, naming it; versions are not checked."""
     specs = [ExperimentSpec(widths=(4,), runs=2).to_dict()]
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
     started = provenance.manifest(specs)
-    assert started["settings"] == {"kernel": "xla"} and set(started["versions"]) == {
+    assert started["settings"] == {"kernel": auto_kernel} and set(started["versions"]) == {
         "jax",
         "jaxlib",
     }
     store.write_manifest(tmp_path, started)
     store.check_manifest(tmp_path, {**provenance.manifest(specs), "versions": {"jax": "0"}})
     monkeypatch.setenv(KERNEL_VARIABLE, "interpret")
-    with pytest.raises(store.ResumeError, match="kernel 'xla', this run has 'interpret'"):
+    refused = f"kernel '{auto_kernel}', this run has 'interpret'"
+    with pytest.raises(store.ResumeError, match=refused):
         store.check_manifest(tmp_path, provenance.manifest(specs))
 
 
@@ -105,13 +106,15 @@ def test_a_manifest_without_a_kernel_is_refused_in_one_clear_line(tmp_path):
         store.check_manifest(tmp_path, provenance.manifest(specs))
 
 
-def test_a_run_records_its_kernel_and_a_resume_checks_it(tmp_path, monkeypatch, capsys):
+def test_a_run_records_its_kernel_and_a_resume_checks_it(
+    tmp_path, monkeypatch, capsys, auto_kernel
+):
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
     out = tmp_path / "run"
     assert main(["run", *TINY_RUN, "--out", str(out), "--cache-dir", "none"]) == 0
     for name in ("manifest.json", "summary.json"):
         recorded = json.loads((out / name).read_text())
-        assert recorded["settings"] == {"kernel": "xla"}, name
+        assert recorded["settings"] == {"kernel": auto_kernel}, name
         assert recorded["versions"]["jax"] and recorded["versions"]["jaxlib"]
     capsys.readouterr()
     monkeypatch.setenv(KERNEL_VARIABLE, "interpret")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -38,7 +39,8 @@ class Blocking(NamedTuple):
     other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
     the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
     loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
-    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`)."""
+    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`;
+    `propagator_kernel` resolves "auto")."""
 
     block: int
     redo: int
@@ -47,16 +49,23 @@ class Blocking(NamedTuple):
     kernel: str = "xla"
 
 
-KERNELS = ("xla", "pallas", "interpret", "native")
+KERNELS = ("auto", "xla", "pallas", "interpret", "native")
 
 
-def propagator_kernel(platform: str, kernel: str | None = None) -> str:
-    """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "xla"), checked for `platform`."""
-    kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "xla"
+def propagator_kernel(platform: str, kernel: str | None = None, optimizer=None, dtype=None) -> str:
+    """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "auto"), checked for `platform`.
+    "auto" is "native" on a CPU with a C compiler, unless `optimizer` (an `Optimizer`;
+    None: GD) is one the C loop does not train (`propagator.kernel_trains`) or `dtype`
+    (None: float64) is not float64, and "xla" otherwise; without a compiler it says so
+    once, as a warning."""
+    kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "auto"
     if kernel not in KERNELS:
         raise ValueError(
-            f"kernel (${KERNEL_VARIABLE}): 'xla', 'pallas', 'interpret' or 'native', not {kernel!r}"
+            f"kernel (${KERNEL_VARIABLE}): 'auto', 'xla', 'pallas', 'interpret' or 'native', "
+            f"not {kernel!r}"
         )
+    if kernel == "auto":
+        return _automatic_kernel(platform, optimizer, dtype)
     if kernel == "native":
         if platform != "cpu":
             raise ValueError(
@@ -73,6 +82,27 @@ def propagator_kernel(platform: str, kernel: str | None = None) -> str:
     return kernel
 
 
+def _automatic_kernel(platform: str, optimizer, dtype) -> str:
+    """`propagator_kernel`'s "auto"."""
+    from gdrelu.propagator import kernel_trains
+
+    trains = optimizer is None or kernel_trains("native", optimizer)
+    if platform != "cpu" or not trains or (dtype is not None and dtype != np.float64):
+        return "xla"
+    from gdrelu.native import NativeUnavailable, library
+
+    try:
+        library()
+    except NativeUnavailable as error:
+        warnings.warn(  # once per process: Python's default filter
+            f"{error}. The propagator's steps take XLA's loop, 1.5-2x slower; "
+            f"${KERNEL_VARIABLE}=xla chooses it and silences this",
+            stacklevel=2,
+        )
+        return "xla"
+    return "native"
+
+
 def blocking_for(
     devices,
     runs: int,
@@ -80,6 +110,8 @@ def blocking_for(
     kernel=None,
     redo: int | None = None,
     width: int | None = None,
+    optimizer=None,
+    dtype=None,
 ) -> Blocking:
     """`Blocking` of `runs` runs spread over `devices`. A CPU takes blocks of `BLOCK` runs
     that stay in cache, and checks `CHECK_BLOCK` runs at a time. An accelerator takes its
@@ -90,9 +122,9 @@ def blocking_for(
     `REDO_BLOCK` runs at a time, more (at most four times as many) for networks of
     `width` below `REDO_NEURONS` / `REDO_BLOCK` neurons: a narrow redo costs its gathers
     and puts more than its steps. `block` overrides the block size; `kernel` is the
-    propagator's (`Blocking`; default $GDRELU_PROPAGATOR_KERNEL, else "xla"); `redo`
+    propagator's (`Blocking`, `propagator_kernel` for `optimizer` and `dtype`); `redo`
     overrides the redo size."""
-    kernel = propagator_kernel(devices[0].platform, kernel)
+    kernel = propagator_kernel(devices[0].platform, kernel, optimizer, dtype)
     if devices[0].platform == "cpu":
         block = block or BLOCK
         narrow = REDO_NEURONS // (width or REDO_NEURONS)
@@ -259,7 +291,9 @@ def placed(
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(RUNS_AXIS))
-    blocking = blocking_for(devices, count, block, kernel, redo, width=params.b.shape[-1])
+    width = params.b.shape[-1]
+    dtype = params.c.dtype
+    blocking = blocking_for(devices, count, block, kernel, redo, width, optimizer, dtype)
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
