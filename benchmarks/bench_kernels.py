@@ -2,14 +2,15 @@
 
 `--runs` runs of width `--width` on the paper's workload (He init, Δ = 0, N = n²
 multinomial weights, the paper's step size, float64, one CPU device per core), trained by
-`--optimizer` (GD with GD's rules, or full-batch heavy ball with the crossing rule) for
+`--optimizer` (GD with GD's rules; full-batch heavy ball, or SGD with the paper's B = 16
+multinomial draws per step, with the crossing rule) for
 `--checks` checks of `--check-every` steps. Each round calls `simulate` once with each of
 `--kernels`, alternating, so that both see the same moments of a machine whose speed
 drifts; the first round compiles. Prints each kernel's seconds per round and checks that
 the kernels' statuses and stop steps agree.
 
     PYTHONPATH=. python benchmarks/bench_kernels.py [--runs 1000] [--width 16]
-        [--optimizer gd|momentum] [--checks 10] [--check-every 1000] [--rounds 4]
+        [--optimizer gd|momentum|sgd] [--checks 10] [--check-every 1000] [--rounds 4]
         [--kernels native,xla]
 """
 
@@ -35,18 +36,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--optimizer", choices=("gd", "momentum"), default="gd")
+    parser.add_argument("--optimizer", choices=("gd", "momentum", "sgd"), default="gd")
     parser.add_argument("--checks", type=int, default=10)
     parser.add_argument("--check-every", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--kernels", default="native,xla")
     args = parser.parse_args()
     kernels = args.kernels.split(",")
-    keys = jax.random.split(jax.random.key(0), (args.runs, 2))
+    keys = jax.random.split(jax.random.key(0), (args.runs, 3))
     params = jax.vmap(lambda k: he_init(args.width, key=k, dtype=jnp.float64))(keys[:, 0])
     data = jax.vmap(lambda k: paper_data(k, 0.0, args.width**2, jnp.float64))(keys[:, 1])
     step = theory.paper_step_size(params, data)
     rules = {} if args.optimizer == "gd" else {"stop_on": ("crossed",)}
+    if args.optimizer == "sgd":
+        rules["key"] = keys[:, 2]
     kwargs = dict(optimizer=args.optimizer, check_every=args.check_every, **rules)
     seconds = {kernel: [] for kernel in kernels}
     results = {}

@@ -1,15 +1,15 @@
-"""The propagator's full-batch GD and heavy-ball steps as one native loop on a CPU
-(kernel="native").
+"""The propagator's steps (GD, heavy ball, SGD) as one native loop on a CPU
+(kernel="native", the default on CPUs with a C compiler: `engine.propagator_kernel`).
 
 XLA's CPU loop of `propagator.deferred_steps` dispatches about 14 operations per GD step.
 At 64 runs per block, half of the loop's time is that dispatch and the rest is the memory
 traffic between its fusions (docs/performance.md, "The propagator's loop on a CPU").
 `native_src/propagator_gd.c` does `propagator._block_steps`' arithmetic in the same order,
-four runs per vector, every step of a chunk in registers. Compiled with multiply-adds
-contracted as XLA's CPU backend contracts them, its Φ_t, c and flags are the XLA loop's
-bit for bit; the tracked neurons' values and the largest kink agree to 1e-14 relative
-(tests/test_native.py). It does full-batch GD and heavy ball, not SGD (whose minibatch
-draws are XLA's); the default stays "xla".
+four runs per vector, every step of a chunk in registers, for full batches and for the
+multinomial sampler's minibatches (the same threefry words as `optim.multinomial_words`).
+Compiled with multiply-adds contracted as XLA's CPU backend contracts them, its Φ_t, c
+and flags are the XLA loop's bit for bit; the tracked neurons' values and the largest
+kink agree to 1e-14 relative (tests/test_native.py).
 
 The C source is compiled on first use in a process with the system's C compiler ($CC,
 else cc or gcc; GCC's vector extensions, so gcc or clang), kept in gdrelu's compilation
@@ -17,8 +17,8 @@ cache for later processes on the same CPU (`cached`; not while that cache is off
 called from the compiled program through `buffer_callback`, on the program's own buffers
 (`jax.pure_callback` first copies its operands to a CPU device, and under several CPU
 devices with asynchronous dispatch that copy can wait forever on the device whose
-program is in the callback). Without a compiler,
-kernel="native" is refused with the reason; nothing falls back.
+program is in the callback). Without a compiler, kernel="native" is refused with the
+reason, and "auto" warns and takes XLA's loop.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
 LANES = 4  # runs per vector of the C loop
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
+MAX_POINTS = 64  # most data points of a run whose minibatches the C loop draws
 _build: dict[str, tempfile.TemporaryDirectory] = {}
 
 
@@ -109,56 +110,84 @@ def _processor() -> str:
     return "\n".join(sorted({line for line in lines if line.startswith(wanted)}))
 
 
-def host_arrays(carry, grams, plus, real, moments, h, active):
-    """The C loop's (component, lanes) float64 arrays of the first `active` runs (runs axis
-    last, as `native_steps`), padded to a multiple of `LANES` with the last run repeated:
-    (carry (phi, c, tracked, kink, moved[, c_velocity]), fixed (grams, plus, real, moments,
-    h))."""
+def host_arrays(carry, grams, plus, real, moments, h, active, noise=None):
+    """The C loop's (component, lanes) arrays of the first `active` runs (runs axis last, as
+    `native_steps`), padded to a multiple of `LANES` with the last run repeated: (carry
+    (phi, c, tracked, kink, moved[, c_velocity]), fixed (grams, plus, real, moments, h[,
+    key, step, thresholds, first, table]) with SGD's `noise` (key, step, `DrawTable`),
+    float64 but for the key and step (uint32)."""
     phi, c, tracked, *flags = carry
     runs = c.shape[-1]
     padded = -(-active // LANES) * LANES
     lanes = np.minimum(np.arange(padded), max(active - 1, 0))
 
-    def columns(v):
-        return np.ascontiguousarray(np.asarray(v, np.float64).reshape(-1, runs)[:, lanes])
+    def columns(v, dtype=np.float64):
+        return np.ascontiguousarray(np.asarray(v).astype(dtype).reshape(-1, runs)[:, lanes])
 
     neurons = np.swapaxes(tracked, 0, 1)  # (3, T, runs) -> neuron k's (a, b, w) at 3k
     carry = [columns(v) for v in (phi, c, neurons, *flags)]
-    return carry, [columns(v) for v in (grams, plus, real, np.stack(moments), h)]
+    fixed = [columns(v) for v in (grams, plus, real, np.stack(moments), h)]
+    if noise is not None:
+        key, step, *table = noise
+        fixed += [columns(key, np.uint32), columns(step, np.uint32)]
+        fixed += [columns(v) for v in table]
+    return carry, fixed
 
 
-def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
+def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None:
     """The C loop on `host_arrays`' arrays, updated in place: GD (`gd_steps`, D = 3), or
-    heavy ball with `momentum` μ (`heavy_ball_steps`, D = 6, carry with c's velocity). The
-    arrays' shapes are checked first: the C loop trusts them."""
+    heavy ball with `momentum` μ (`heavy_ball_steps`, D = 6, carry with c's velocity);
+    with `draws` B, SGD or heavy ball on B multinomial draws per step (`minibatch_steps`,
+    fixed with the noise). The arrays' shapes are checked first: the C loop trusts them."""
     size = 3 if momentum is None else 6
     rows = [2 * size * size, 1, TRACKED * size, 1, 1] + [1] * (momentum is not None)
     rows += [2 * size * size, TRACKED, TRACKED, 10, 1]
+    dtypes = [np.float64] * len(rows)
+    if draws is not None:
+        points = fixed[7].shape[0] + 1 if len(fixed) > 7 else 0
+        if not 2 <= points <= MAX_POINTS:
+            raise ValueError(f"the C loop draws from 2 to {MAX_POINTS} points, not {points}")
+        rows += [2, 1, points - 1, 10, (points - 1) * 10]
+        dtypes += [np.uint32, np.uint32] + [np.float64] * 3
     lanes = carry[1].shape[-1]
-    for v, expected in zip((*carry, *fixed), rows, strict=True):
-        if v.shape != (expected, lanes) or v.dtype != np.float64 or not v.flags.c_contiguous:
+    arrays = (*carry, *fixed)
+    if len(arrays) != len(rows):
+        raise ValueError(f"the C loop takes {len(rows)} arrays, not {len(arrays)}")
+    for v, expected, dtype in zip(arrays, rows, dtypes, strict=True):
+        if v.shape != (expected, lanes) or v.dtype != dtype or not v.flags.c_contiguous:
             raise ValueError(
-                f"the C loop (D = {size}) takes C-contiguous float64 ({expected}, {lanes}) "
-                f"arrays, not {v.dtype} {v.shape}"
+                f"the C loop (D = {size}) takes C-contiguous {np.dtype(dtype)} "
+                f"({expected}, {lanes}) arrays, not {v.dtype} {v.shape}"
             )
     if lanes % LANES:
         raise ValueError(f"the C loop takes lanes in fours, not {lanes}")
     if not lanes:
         return
-    number = ctypes.c_double
-    start = [ctypes.c_long(lanes), ctypes.c_long(steps), number(float(alpha))]
+    number, whole = ctypes.c_double, ctypes.c_long
+    pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in arrays]
+    start = [whole(lanes), whole(steps), number(float(alpha))]
+    if draws is not None:
+        mu = -1.0 if momentum is None else float(momentum)
+        velocity = pointers[5] if momentum is not None else None
+        state, rest = pointers[:5], pointers[5 + (momentum is not None) :]
+        grams, plus, real, _, h, *noise = rest
+        extra = [whole(draws), whole(rows[-3] + 1)]
+        library().minibatch_steps(
+            *start, number(mu), *state, velocity, grams, plus, real, h, *extra, *noise
+        )
+        return
     if momentum is not None:
         start.append(number(float(momentum)))
     loop = library().gd_steps if momentum is None else library().heavy_ball_steps
-    loop(*start, *(v.ctypes.data_as(ctypes.c_void_p) for v in (*carry, *fixed)))
+    loop(*start, *pointers)
 
 
-def _host_steps(start, fixed, alpha, steps, active, momentum):
+def _host_steps(start, fixed, alpha, steps, active, momentum, draws=None):
     """The C loop on the first `active` runs, on the host: the new carry (phi, c, tracked,
     kink, moved[, c_velocity]), the other runs as they were."""
     runs, active = start[1].shape[-1], int(active)
-    carry, fixed = host_arrays(start, *fixed, active)
-    run_loop(carry, fixed, alpha, steps, momentum)
+    carry, fixed = host_arrays(start, *fixed[:5], active, *fixed[5:])
+    run_loop(carry, fixed, alpha, steps, momentum, draws)
     stepped = []
     old_carry = (start[0], start[1], np.swapaxes(start[2], 0, 1), *start[3:])
     for new, old in zip(carry, old_carry, strict=True):
@@ -169,11 +198,15 @@ def _host_steps(start, fixed, alpha, steps, active, momentum):
     return tuple(stepped)
 
 
-def native_steps(carry, fixed, alpha, num_steps: int, active, momentum=None):
+def native_steps(
+    carry, fixed, alpha, num_steps: int, active, momentum=None, noise=None, draws=None
+):
     """`propagator._block_steps` for a whole batch in the C loop: carry = (phi, c, tracked,
     kink, moved), and c's velocity after them for heavy ball with `momentum` μ; fixed =
     (grams, tracked_plus, real, moments, h), runs axis last (as `kernel.kernel_steps`);
-    only the first `active` runs (a traced count) step. float64."""
+    with `draws` B, each step's moments come from B multinomial draws of `noise` = (key
+    (2, runs), step (runs,), thresholds, first, table of the `DrawTable`) instead. Only the
+    first `active` runs (a traced count) step. float64."""
     library()  # built now: a missing compiler fails here, with its reason, not in a callback
     if carry[1].dtype != np.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
@@ -181,15 +214,16 @@ def native_steps(carry, fixed, alpha, num_steps: int, active, momentum=None):
 
     grams, plus, real, moments, h = fixed
     shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in carry]
-    size = len(carry)
+    size, noisy = len(carry), 0 if noise is None else len(noise)
 
     def host(context, out, *operands):
         operands = [np.asarray(v) for v in operands]
-        start, (grams, plus, real, *moments, h, active, alpha) = operands[:size], operands[size:]
-        fixed = (grams, plus, real, moments, h)
-        stepped = _host_steps(start, fixed, alpha, num_steps, active, momentum)
+        start, rest = operands[:size], operands[size:]
+        grams, plus, real, *moments, h, active, alpha = rest[: len(rest) - noisy]
+        fixed = (grams, plus, real, moments, h, *([rest[len(rest) - noisy :]] if noisy else []))
+        stepped = _host_steps(start, fixed, alpha, num_steps, active, momentum, draws)
         for buffer, value in zip(out, stepped, strict=True):
             np.asarray(buffer)[...] = value
 
-    operands = (*carry, grams, plus, real, *moments, h, active, alpha)
+    operands = (*carry, grams, plus, real, *moments, h, active, alpha, *(noise or ()))
     return tuple(buffer_callback(host, shapes)(*operands))

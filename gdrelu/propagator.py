@@ -65,16 +65,17 @@ def propagates(optimizer: Optimizer) -> bool:
     )
 
 
-KERNEL_TRAINS = {"native": ("gd", "momentum"), "pallas": ("gd",), "interpret": ("gd",)}
-
-
 def kernel_trains(kernel: str, optimizer: Optimizer) -> bool:
-    """Whether `kernel` can take `optimizer`'s steps on this path: XLA's loop takes all;
-    the C loop and the Pallas kernel full-batch ones of the optimizers in KERNEL_TRAINS."""
+    """Whether `kernel` can take `optimizer`'s steps on this path: XLA's loop all of them,
+    the C loop those with full batches or multinomial minibatches (drawn as XLA's loop
+    draws them), the Pallas kernel full-batch GD's."""
     if kernel == "xla":
         return True
-    trains = KERNEL_TRAINS.get(kernel, ())
-    return propagates(optimizer) and not optimizer.stochastic and optimizer.name in trains
+    if not propagates(optimizer):
+        return False
+    if kernel == "native":
+        return not optimizer.stochastic or optimizer.sampler == "multinomial"
+    return optimizer.name == "gd"
 
 
 def state_size(optimizer: Optimizer) -> int:
@@ -275,7 +276,12 @@ def _stepped_blocks(carry, fixed, steps, block: int, count, kernel: str):
 
         momentum = HEAVY_BALL[optimizer.name]
         start = carry if momentum else carry[:5]
-        stepped = native_steps(start, fixed[:5], alpha, num_steps, count * block, momentum)
+        noise, draws = None, None
+        if optimizer.stochastic:
+            key, step = fixed[5].key, fixed[5].step
+            noise, draws = (key, step, *fixed[6]), optimizer.batch_size
+        active = count * block
+        stepped = native_steps(start, fixed[:5], alpha, num_steps, active, momentum, noise, draws)
         return stepped if momentum else (*stepped, carry[5])
     if kernel != "xla":
         interpret = kernel == "interpret"
@@ -306,11 +312,9 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
     if optimizer.stochastic and noise is None:
         raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
     if not kernel_trains(kernel, optimizer):
-        what = "GD and heavy ball" if kernel == "native" else "GD"
+        what = "full batches or multinomial minibatches" if kernel == "native" else "full-batch GD"
         batches = f" with {optimizer.sampler} minibatches" if optimizer.stochastic else ""
-        raise ValueError(
-            f"kernel {kernel!r} does full-batch {what} only, not {optimizer.name!r}{batches}"
-        )
+        raise ValueError(f"kernel {kernel!r} trains {what} only, not {optimizer.name!r}{batches}")
     return block
 
 

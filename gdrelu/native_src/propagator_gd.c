@@ -1,4 +1,4 @@
-/* The propagator's full-batch GD and heavy-ball steps (gdrelu.propagator._block_steps,
+/* The propagator's GD, heavy-ball and SGD steps (gdrelu.propagator._block_steps,
  * gdrelu.kernel.lane_step) as one native loop for a CPU: `gdrelu.native`,
  * kernel="native". XLA's CPU loop dispatches about 14 operations per step; here every
  * value of a run stays in registers (or L1) for all the steps of a chunk.
@@ -8,7 +8,8 @@
  * contiguous, `lanes` a multiple of 4; D = 3 (GD: z = θ) or 6 (heavy ball: z = (θ, v)):
  *   phi[2D²]: Φ_t[i][j] at t*D² + i*D + j;  c;  tracked[T*D]: neuron k's z at D*k;
  *   kink;  moved (0/1);  c_velocity (heavy ball);  grams[2D²]: Σ_t like phi;
- *   plus[T], real[T] (0/1);  moments[10]: p, px, pxx, py, pxy at 2f + s (s = +, -);  h.
+ *   plus[T], real[T] (0/1);  moments[10]: p, px, pxx, py, pxy at 2f + s (s = +, -);  h;
+ *   with minibatches, `struct noise` instead of the moments.
  * The operations are the XLA loop's in the same order, and the largest kink keeps a NaN
  * as XLA's maximum does. Compiled with -ffp-contract=fast, as XLA's CPU backend contracts
  * a*b + c: Φ_t, c and the flags are the XLA loop's to the last bit; a few of the tracked
@@ -16,7 +17,17 @@
  * multiply-adds (tests/test_native.py). */
 typedef double v4 __attribute__((vector_size(32)));
 typedef long long m4 __attribute__((vector_size(32)));
-enum { T = 6, DMAX = 6 };
+typedef unsigned u4 __attribute__((vector_size(16)));
+enum { T = 6, DMAX = 6, PMAX = 64 };
+
+/* SGD's minibatches (gdrelu.optim.multinomial_words, tail_counts; propagator.DrawTable):
+ * key[2] and step0 (uint32 per lane), thresholds[points-1], first[10] (s*5 + f) and
+ * table[(points-1)*10] ((j*2 + s)*5 + f), each (component, lanes). */
+struct noise {
+  long draws, points;
+  const unsigned *key, *step0;
+  const double *thresholds, *first, *table;
+};
 
 static inline v4 load(const double *p) { v4 v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void store(double *p, v4 v) { __builtin_memcpy(p, &v, sizeof v); }
@@ -40,11 +51,67 @@ static inline __attribute__((always_inline)) void step_rows(v4 *z, int s, int he
   z[3 * s] = va, z[4 * s] = vb, z[5 * s] = vw;
 }
 
+/* a·b + c in one rounding, as XLA's CPU backend contracts the sum of Σ_j C_j table_j: its
+ * first product into the second's sum, then each next one (tests/test_native.py). */
+static inline v4 fused(v4 a, v4 b, v4 c) {
+  v4 r;
+  for (int i = 0; i < 4; i++) r[i] = __builtin_fma(a[i], b[i], c[i]);
+  return r;
+}
+
+static inline u4 rotl(u4 x, int r) { return (x << r) | (x >> (32 - r)); }
+
+/* threefry2x32 (jax._src.random.threefry2x32, 20 rounds) of the counter pairs (x0, x1). */
+static inline void threefry(u4 k0, u4 k1, u4 *x0, u4 *x1) {
+  static const int rot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  u4 ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDA};
+  u4 a = *x0 + ks[0], b = *x1 + ks[1];
+  for (int i = 0; i < 5; i++) {
+    for (int r = 0; r < 4; r++) a = a + b, b = rotl(b, rot[i % 2][r]), b = a ^ b;
+    a = a + ks[(i + 1) % 3], b = b + ks[(i + 2) % 3] + (unsigned)(i + 1);
+  }
+  *x0 = a, *x1 = b;
+}
+
+/* Step `step`'s minibatch moments M[2f + s] of the four lanes at l: the tail counts of its
+ * `draws` words against the thresholds, then (B·first + Σ_j C_j table_j) / B. */
+static inline void minibatch_moments(const struct noise *z, long lanes, long l, unsigned step,
+                                     v4 *M) {
+  const long tails = z->points - 1, even = z->draws + z->draws % 2, half = even / 2;
+  u4 k0, k1, s0;
+  __builtin_memcpy(&k0, z->key + l, sizeof k0);
+  __builtin_memcpy(&k1, z->key + lanes + l, sizeof k1);
+  __builtin_memcpy(&s0, z->step0 + l, sizeof s0);
+  v4 C[PMAX], TH[PMAX], one = {1, 1, 1, 1}, zero = {0, 0, 0, 0};
+  for (long j = 0; j < tails; j++) C[j] = zero, TH[j] = load(z->thresholds + j * lanes + l);
+  u4 base = (s0 + step) * (unsigned)even;
+  for (long k = 0; k < half; k++) {
+    u4 x0 = base + (unsigned)k, x1 = x0 + (unsigned)half;
+    threefry(k0, k1, &x0, &x1);
+    v4 u0 = __builtin_convertvector(x0, v4), u1 = __builtin_convertvector(x1, v4);
+    for (long j = 0; j < tails; j++) C[j] += select(TH[j] <= u0, one, zero);
+    if (half + k < z->draws)
+      for (long j = 0; j < tails; j++) C[j] += select(TH[j] <= u1, one, zero);
+  }
+  v4 B = {(double)z->draws, (double)z->draws, (double)z->draws, (double)z->draws};
+  for (int s = 0; s < 2; s++)
+    for (int f = 0; f < 5; f++) {
+      v4 sum = C[0] * load(z->table + (s * 5 + f) * lanes + l);
+      if (tails > 1) {
+        sum = fused(C[0], load(z->table + (s * 5 + f) * lanes + l),
+                    C[1] * load(z->table + ((2 + s) * 5 + f) * lanes + l));
+        for (long j = 2; j < tails; j++)
+          sum = fused(C[j], load(z->table + ((j * 2 + s) * 5 + f) * lanes + l), sum);
+      }
+      M[2 * f + s] = (B * load(z->first + (s * 5 + f) * lanes + l) + sum) / B;
+    }
+}
+
 static inline __attribute__((always_inline)) void steps_of(
     const int D, const int heavy, long lanes, long steps, double alpha, double mu, double *phi,
     double *c, double *tracked, double *kink, double *moved, double *c_velocity,
     const double *grams, const double *plus, const double *real, const double *moments,
-    const double *h) {
+    const double *h, const struct noise *noise) {
   const int DD = D * D;
   for (long l = 0; l < lanes; l += 4) {
     v4 P[2 * DMAX * DMAX], G[2 * DMAX * DMAX], TR[DMAX * T], M[10];
@@ -54,7 +121,8 @@ static inline __attribute__((always_inline)) void steps_of(
       G[i] = load(grams + i * lanes + l);
     }
     for (int i = 0; i < D * T; i++) TR[i] = load(tracked + i * lanes + l);
-    for (int i = 0; i < 10; i++) M[i] = load(moments + i * lanes + l);
+    if (!noise)
+      for (int i = 0; i < 10; i++) M[i] = load(moments + i * lanes + l);
     for (int k = 0; k < T; k++) {
       PL[k] = load(plus + k * lanes + l) > 0.5;
       RE[k] = load(real + k * lanes + l) > 0.5;
@@ -63,6 +131,7 @@ static inline __attribute__((always_inline)) void steps_of(
     v4 CV = heavy ? load(c_velocity + l) : (v4){0, 0, 0, 0};
     m4 MV = load(moved + l) > 0.5;
     for (long s = 0; s < steps; s++) {
+      if (noise) minibatch_moments(noise, lanes, l, (unsigned)s, M);
       v4 wa[2], wb[2];
       for (int t = 0; t < 2; t++) {
         const v4 *p = P + DD * t, *g = G + DD * t;
@@ -115,7 +184,7 @@ void gd_steps(long lanes, long steps, double alpha, double *phi, double *c, doub
               double *kink, double *moved, const double *grams, const double *plus,
               const double *real, const double *moments, const double *h) {
   steps_of(3, 0, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus, real,
-           moments, h);
+           moments, h, 0);
 }
 
 void heavy_ball_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
@@ -123,5 +192,22 @@ void heavy_ball_steps(long lanes, long steps, double alpha, double mu, double *p
                       const double *grams, const double *plus, const double *real,
                       const double *moments, const double *h) {
   steps_of(6, 1, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity, grams, plus,
-           real, moments, h);
+           real, moments, h, 0);
+}
+
+/* SGD (mu < 0: D = 3) or heavy ball with minibatches (D = 6): each step's moments from its
+ * multinomial draws (struct noise), `points` ≤ PMAX. */
+void minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
+                     double *tracked, double *kink, double *moved, double *c_velocity,
+                     const double *grams, const double *plus, const double *real,
+                     const double *h, long draws, long points, const unsigned *key,
+                     const unsigned *step0, const double *thresholds, const double *first,
+                     const double *table) {
+  struct noise z = {draws, points, key, step0, thresholds, first, table};
+  if (mu < 0)
+    steps_of(3, 0, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus, real,
+             0, h, &z);
+  else
+    steps_of(6, 1, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity, grams,
+             plus, real, 0, h, &z);
 }
