@@ -125,7 +125,7 @@ def test_auto_path_takes_the_propagator_where_it_is_exact():
 
 def test_the_pallas_kernel_is_refused_for_other_optimizers(runs):
     params, data, step, _ = runs
-    with pytest.raises(ValueError, match="kernel 'interpret' does full-batch GD only"):
+    with pytest.raises(ValueError, match="kernel 'interpret' trains full-batch GD only"):
         simulate(
             params, data, step, optimizer="momentum", stop_on=("crossed",), kernel="interpret",
             check_every=5, max_checks=1,
