@@ -40,7 +40,6 @@ SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
 LANES = 4  # runs per vector of the C loop
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
-MAX_POINTS = 64  # most data points of a run whose minibatches the C loop draws
 _build: dict[str, tempfile.TemporaryDirectory] = {}
 
 
@@ -145,8 +144,8 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None
     dtypes = [np.float64] * len(rows)
     if draws is not None:
         points = fixed[7].shape[0] + 1 if len(fixed) > 7 else 0
-        if not 2 <= points <= MAX_POINTS:
-            raise ValueError(f"the C loop draws from 2 to {MAX_POINTS} points, not {points}")
+        if points < 2:
+            raise ValueError(f"the C loop draws minibatches of 2 or more points, not {points}")
         rows += [2, 1, points - 1, 10, (points - 1) * 10]
         dtypes += [np.uint32, np.uint32] + [np.float64] * 3
     lanes = carry[1].shape[-1]
@@ -172,9 +171,11 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None
         state, rest = pointers[:5], pointers[5 + (momentum is not None) :]
         grams, plus, real, _, h, *noise = rest
         extra = [whole(draws), whole(rows[-3] + 1)]
-        library().minibatch_steps(
+        failed = library().minibatch_steps(
             *start, number(mu), *state, velocity, grams, plus, real, h, *extra, *noise
         )
+        if failed:
+            raise MemoryError(f"the C loop could not allocate its counts for {points} points")
         return
     if momentum is not None:
         start.append(number(float(momentum)))

@@ -13,6 +13,7 @@ from test_kernel import _batch
 from gdrelu import Params, WeightedData, engine, native, propagator, simulate, theory
 from gdrelu.cells import Cell, initial_runs
 from gdrelu.data import paper_data
+from gdrelu.fastpath import side_moments
 from gdrelu.spec import ExperimentSpec
 
 try:
@@ -184,6 +185,30 @@ def test_native_minibatch_steps_equal_the_xla_loop(name):
 
 
 @needs_compiler
+def test_native_minibatches_of_many_points_equal_the_xla_loop():
+    """SGD on 100 points (some of zero weight, so some thresholds are +inf): the C loop's
+    counts live on the heap, and its steps equal the XLA loop's as for the six points."""
+    params, state, _, _ = _batch(32)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.5, 3.0, (32, 100)) * rng.choice([-1.0, 1.0], (32, 100))
+    weights = rng.uniform(0.0, 1.0, (32, 100)) * (rng.uniform(size=(32, 100)) > 0.2)
+    weights[:, -3:] = 0.0
+    data = WeightedData(x, np.sin(x) + 0.1 * x, weights / weights.sum(-1, keepdims=True))
+    moments = jax.vmap(side_moments)(data)
+    h = theory.paper_step_size(params, data)
+    keys = jax.random.key_data(jax.random.split(jax.random.key(6), 32))
+    noise = propagator.Noise(data, keys, np.zeros(32, np.int32))
+    steps = jax.jit(
+        propagator.deferred_steps,
+        static_argnums=5,
+        static_argnames=("block", "kernel", "optimizer"),
+    )
+    args = (params, state, moments, h, 0.0, 200)
+    common = dict(block=8, optimizer=propagator.get_optimizer("sgd"), noise=noise)
+    _assert_same_steps(steps(*args, **common, kernel="native"), steps(*args, **common))
+
+
+@needs_compiler
 def test_engine_sgd_with_the_native_loop_equals_the_xla_loop():
     """`simulate` of SGD (B = 16 multinomial draws) with the crossing rule, kernel="native"
     and "xla": every field bit for bit, with runs that cross and runs that do not."""
@@ -288,6 +313,7 @@ jax.config.update("jax_num_cpu_devices", 2)
 jax.config.update("jax_enable_x64", True)
 from gdrelu import he_init, simulate, theory
 from gdrelu.data import paper_data
+from gdrelu.fastpath import side_moments
 keys = jax.random.split(jax.random.key(0), (512, 2))
 params = jax.vmap(lambda k: he_init(8, key=k, dtype=jnp.float64))(keys[:, 0])
 data = jax.vmap(lambda k: paper_data(k, 0.0, 64, jnp.float64))(keys[:, 1])

@@ -18,7 +18,9 @@
 typedef double v4 __attribute__((vector_size(32)));
 typedef long long m4 __attribute__((vector_size(32)));
 typedef unsigned u4 __attribute__((vector_size(16)));
-enum { T = 6, DMAX = 6, PMAX = 64 };
+#include <stdlib.h>
+
+enum { T = 6, DMAX = 6 };
 
 /* SGD's minibatches (gdrelu.optim.multinomial_words, tail_counts; propagator.DrawTable):
  * key[2] and step0 (uint32 per lane), thresholds[points-1], first[10] (s*5 + f) and
@@ -27,11 +29,12 @@ struct noise {
   long draws, points;
   const unsigned *key, *step0;
   const double *thresholds, *first, *table;
+  v4 *counts, *limits; /* scratch, points - 1 vectors each */
 };
 
 static inline v4 load(const double *p) { v4 v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void store(double *p, v4 v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline v4 select(m4 m, v4 a, v4 b) { return (v4)((m & (m4)a) | (~m & (m4)b)); }
+static inline v4 pick(m4 m, v4 a, v4 b) { return (v4)((m & (m4)a) | (~m & (m4)b)); }
 static inline v4 absolute(v4 x) { return (v4)((m4)x & ~((m4){1, 1, 1, 1} << 63)); }
 
 /* One optimizer step of the rows z = (a, b, w[, va, vb, vw]) at z[0], z[s], …, z[(D-1)s]:
@@ -82,16 +85,16 @@ static inline void minibatch_moments(const struct noise *z, long lanes, long l, 
   __builtin_memcpy(&k0, z->key + l, sizeof k0);
   __builtin_memcpy(&k1, z->key + lanes + l, sizeof k1);
   __builtin_memcpy(&s0, z->step0 + l, sizeof s0);
-  v4 C[PMAX], TH[PMAX], one = {1, 1, 1, 1}, zero = {0, 0, 0, 0};
+  v4 *C = z->counts, *TH = z->limits, one = {1, 1, 1, 1}, zero = {0, 0, 0, 0};
   for (long j = 0; j < tails; j++) C[j] = zero, TH[j] = load(z->thresholds + j * lanes + l);
   u4 base = (s0 + step) * (unsigned)even;
   for (long k = 0; k < half; k++) {
     u4 x0 = base + (unsigned)k, x1 = x0 + (unsigned)half;
     threefry(k0, k1, &x0, &x1);
     v4 u0 = __builtin_convertvector(x0, v4), u1 = __builtin_convertvector(x1, v4);
-    for (long j = 0; j < tails; j++) C[j] += select(TH[j] <= u0, one, zero);
+    for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u0, one, zero);
     if (half + k < z->draws)
-      for (long j = 0; j < tails; j++) C[j] += select(TH[j] <= u1, one, zero);
+      for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u1, one, zero);
   }
   v4 B = {(double)z->draws, (double)z->draws, (double)z->draws, (double)z->draws};
   for (int s = 0; s < 2; s++)
@@ -163,11 +166,11 @@ static inline __attribute__((always_inline)) void steps_of(
         C = C - H * (r0[0] + r0[1]);
       }
       for (int k = 0; k < T; k++) {
-        v4 t1 = select(PL[k], g1[0], g1[1]), t0 = select(PL[k], g0[0], g0[1]);
+        v4 t1 = pick(PL[k], g1[0], g1[1]), t0 = pick(PL[k], g0[0], g0[1]);
         step_rows(TR + D * k, 1, heavy, t1, t0, H, mu);
         v4 na = TR[D * k], nb = TR[D * k + 1];
-        v4 ratio = select(RE[k], absolute(nb / na), (v4){0, 0, 0, 0});
-        K = select((K != K) | (ratio <= K), K, ratio);
+        v4 ratio = pick(RE[k], absolute(nb / na), (v4){0, 0, 0, 0});
+        K = pick((K != K) | (ratio <= K), K, ratio);
         MV = MV | (RE[k] & ((na > 0) != PL[k]));
       }
     }
@@ -176,7 +179,7 @@ static inline __attribute__((always_inline)) void steps_of(
     store(c + l, C);
     if (heavy) store(c_velocity + l, CV);
     store(kink + l, K);
-    store(moved + l, select(MV, (v4){1, 1, 1, 1}, (v4){0, 0, 0, 0}));
+    store(moved + l, pick(MV, (v4){1, 1, 1, 1}, (v4){0, 0, 0, 0}));
   }
 }
 
@@ -196,18 +199,24 @@ void heavy_ball_steps(long lanes, long steps, double alpha, double mu, double *p
 }
 
 /* SGD (mu < 0: D = 3) or heavy ball with minibatches (D = 6): each step's moments from its
- * multinomial draws (struct noise), `points` ≤ PMAX. */
-void minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
+ * multinomial draws (struct noise), from `points` ≥ 2 data points. Returns 0, or -1 when
+ * its scratch memory could not be allocated (nothing stepped then). */
+int minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
                      double *tracked, double *kink, double *moved, double *c_velocity,
                      const double *grams, const double *plus, const double *real,
                      const double *h, long draws, long points, const unsigned *key,
                      const unsigned *step0, const double *thresholds, const double *first,
                      const double *table) {
-  struct noise z = {draws, points, key, step0, thresholds, first, table};
+  v4 *scratch = aligned_alloc(sizeof(v4), 2 * (size_t)(points - 1) * sizeof(v4));
+  if (!scratch) return -1;
+  struct noise z = {draws, points, key, step0, thresholds, first, table, scratch,
+                    scratch + (points - 1)};
   if (mu < 0)
     steps_of(3, 0, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus, real,
              0, h, &z);
   else
     steps_of(6, 1, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity, grams,
              plus, real, 0, h, &z);
+  free(scratch);
+  return 0;
 }
