@@ -64,7 +64,10 @@ def library() -> ctypes.CDLL:
         )
     target = cached(compiler)
     if target is not None and target.is_file():
-        return ctypes.CDLL(str(target))
+        try:
+            return ctypes.CDLL(str(target))
+        except OSError:
+            target.unlink(missing_ok=True)  # a broken entry: build it again
     directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
     built = Path(directory.name) / "propagator_gd.so"
     done = subprocess.run(
@@ -75,12 +78,16 @@ def library() -> ctypes.CDLL:
     if target is not None:
         try:  # another process may write the same entry: each renames its own whole file
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(f".{os.getpid()}.part")
+            handle, partial = tempfile.mkstemp(suffix=".part", dir=target.parent)
+            os.close(handle)
             shutil.copyfile(built, partial)
             os.replace(partial, target)
         except OSError:
             pass  # a read-only cache costs the next process a compile, nothing else
-    return ctypes.CDLL(str(built))
+    try:
+        return ctypes.CDLL(str(built))
+    except OSError as error:  # e.g. a temporary directory mounted noexec
+        raise NativeUnavailable(f"the compiled C loop could not be loaded: {error}") from None
 
 
 def cached(compiler: str) -> Path | None:
@@ -123,7 +130,7 @@ def host_arrays(carry, grams, plus, real, moments, h, active, noise=None):
     def columns(v, dtype=np.float64):
         return np.ascontiguousarray(np.asarray(v).astype(dtype).reshape(-1, runs)[:, lanes])
 
-    neurons = np.swapaxes(tracked, 0, 1)  # (3, T, runs) -> neuron k's (a, b, w) at 3k
+    neurons = np.swapaxes(tracked, 0, 1)  # (D, T, runs) -> neuron k's z at D·k
     carry = [columns(v) for v in (phi, c, neurons, *flags)]
     fixed = [columns(v) for v in (grams, plus, real, np.stack(moments), h)]
     if noise is not None:

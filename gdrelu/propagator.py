@@ -67,14 +67,17 @@ def propagates(optimizer: Optimizer) -> bool:
 
 def kernel_trains(kernel: str, optimizer: Optimizer) -> bool:
     """Whether `kernel` can take `optimizer`'s steps on this path: XLA's loop all of them,
-    the C loop those with full batches or multinomial minibatches (drawn as XLA's loop
-    draws them), the Pallas kernel full-batch GD's."""
+    the C loop those with full batches or multinomial minibatches of a power-of-two size
+    B (drawn as XLA's loop draws them; for other B its moments round differently), the
+    Pallas kernel full-batch GD's."""
     if kernel == "xla":
         return True
     if not propagates(optimizer):
         return False
-    if kernel == "native":
-        return not optimizer.stochastic or optimizer.sampler == "multinomial"
+    if kernel == "native":  # B a power of two: B·first and 1/B exact, so the bits match
+        batch = optimizer.batch_size
+        exact = batch > 0 and batch & (batch - 1) == 0
+        return not optimizer.stochastic or (optimizer.sampler == "multinomial" and exact)
     return optimizer.name == "gd"
 
 
@@ -252,7 +255,7 @@ def deferred_steps(
     whatever the block). `kernel="pallas"` does the steps of all the blocks in one Pallas
     kernel instead (`gdrelu.kernel`, full-batch GD only; "interpret": the same in Pallas'
     interpret mode), and `kernel="native"` in one C loop on a CPU (`gdrelu.native`,
-    full-batch GD and heavy ball).
+    `kernel_trains`).
     """
     runs = params.c.shape[0]
     block = _checked_block(runs, block, optimizer, noise, kernel)
@@ -275,14 +278,14 @@ def _stepped_blocks(carry, fixed, steps, block: int, count, kernel: str):
         from gdrelu.native import native_steps
 
         momentum = HEAVY_BALL[optimizer.name]
-        start = carry if momentum else carry[:5]
+        start = carry if momentum is not None else carry[:5]
         noise, draws = None, None
         if optimizer.stochastic:
             key, step = fixed[5].key, fixed[5].step
             noise, draws = (key, step, *fixed[6]), optimizer.batch_size
         active = count * block
         stepped = native_steps(start, fixed[:5], alpha, num_steps, active, momentum, noise, draws)
-        return stepped if momentum else (*stepped, carry[5])
+        return stepped if momentum is not None else (*stepped, carry[5])
     if kernel != "xla":
         interpret = kernel == "interpret"
         stepped = kernel_steps(
@@ -312,7 +315,11 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
     if optimizer.stochastic and noise is None:
         raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
     if not kernel_trains(kernel, optimizer):
-        what = "full batches or multinomial minibatches" if kernel == "native" else "full-batch GD"
+        what = (
+            "full batches or multinomial minibatches of 2^k draws"
+            if kernel == "native"
+            else "full-batch GD"
+        )
         batches = f" with {optimizer.sampler} minibatches" if optimizer.stochastic else ""
         raise ValueError(f"kernel {kernel!r} trains {what} only, not {optimizer.name!r}{batches}")
     return block

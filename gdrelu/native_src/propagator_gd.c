@@ -30,7 +30,11 @@ struct noise {
   const unsigned *key, *step0;
   const double *thresholds, *first, *table;
   v4 *counts, *limits; /* scratch, points - 1 vectors each */
+  v4 *scaled;          /* scratch: B·first of the current four lanes, 10 vectors */
 };
+
+/* a·b, out of line: XLA computes B·first once per chunk, rounded, before the steps' adds */
+__attribute__((noinline)) static v4 product(v4 a, v4 b) { return a * b; }
 
 static inline v4 load(const double *p) { v4 v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void store(double *p, v4 v) { __builtin_memcpy(p, &v, sizeof v); }
@@ -54,8 +58,9 @@ static inline __attribute__((always_inline)) void step_rows(v4 *z, int s, int he
   z[3 * s] = va, z[4 * s] = vb, z[5 * s] = vw;
 }
 
-/* a·b + c in one rounding, as XLA's CPU backend contracts the sum of Σ_j C_j table_j: its
- * first product into the second's sum, then each next one (tests/test_native.py). */
+/* a·b + c in one rounding, as XLA's CPU backend contracts Σ_j C_j table_j: the first
+ * product into the second's, then each next one; with one tail, its product into B·first.
+ * XLA then multiplies by 1/B (tests/test_native.py). */
 static inline v4 fused(v4 a, v4 b, v4 c) {
   v4 r;
   for (int i = 0; i < 4; i++) r[i] = __builtin_fma(a[i], b[i], c[i]);
@@ -96,17 +101,19 @@ static inline void minibatch_moments(const struct noise *z, long lanes, long l, 
     if (half + k < z->draws)
       for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u1, one, zero);
   }
-  v4 B = {(double)z->draws, (double)z->draws, (double)z->draws, (double)z->draws};
   for (int s = 0; s < 2; s++)
     for (int f = 0; f < 5; f++) {
-      v4 sum = C[0] * load(z->table + (s * 5 + f) * lanes + l);
-      if (tails > 1) {
-        sum = fused(C[0], load(z->table + (s * 5 + f) * lanes + l),
-                    C[1] * load(z->table + ((2 + s) * 5 + f) * lanes + l));
+      v4 base = z->scaled[s * 5 + f], total;
+      v4 S0 = load(z->table + (s * 5 + f) * lanes + l);
+      if (tails == 1) {
+        total = fused(C[0], S0, base);
+      } else {
+        v4 sum = fused(C[0], S0, C[1] * load(z->table + ((2 + s) * 5 + f) * lanes + l));
         for (long j = 2; j < tails; j++)
           sum = fused(C[j], load(z->table + ((j * 2 + s) * 5 + f) * lanes + l), sum);
+        total = base + sum;
       }
-      M[2 * f + s] = (B * load(z->first + (s * 5 + f) * lanes + l) + sum) / B;
+      M[2 * f + s] = total * (1.0 / (double)z->draws);
     }
 }
 
@@ -126,6 +133,11 @@ static inline __attribute__((always_inline)) void steps_of(
     for (int i = 0; i < D * T; i++) TR[i] = load(tracked + i * lanes + l);
     if (!noise)
       for (int i = 0; i < 10; i++) M[i] = load(moments + i * lanes + l);
+    else
+      for (int i = 0; i < 10; i++) {
+        double b = (double)noise->draws;
+        noise->scaled[i] = product((v4){b, b, b, b}, load(noise->first + i * lanes + l));
+      }
     for (int k = 0; k < T; k++) {
       PL[k] = load(plus + k * lanes + l) > 0.5;
       RE[k] = load(real + k * lanes + l) > 0.5;
@@ -207,10 +219,10 @@ int minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi
                      const double *h, long draws, long points, const unsigned *key,
                      const unsigned *step0, const double *thresholds, const double *first,
                      const double *table) {
-  v4 *scratch = aligned_alloc(sizeof(v4), 2 * (size_t)(points - 1) * sizeof(v4));
+  v4 *scratch = aligned_alloc(sizeof(v4), (2 * (size_t)(points - 1) + 10) * sizeof(v4));
   if (!scratch) return -1;
   struct noise z = {draws, points, key, step0, thresholds, first, table, scratch,
-                    scratch + (points - 1)};
+                    scratch + (points - 1), scratch + 2 * (points - 1)};
   if (mu < 0)
     steps_of(3, 0, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus, real,
              0, h, &z);
