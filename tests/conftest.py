@@ -86,14 +86,29 @@ def mc_simulated(mc_outcomes):
     return m, simulate(params, data, m["lr"], check_every=every, max_checks=checks)
 
 
+# Linux's default vm.max_map_count is 65 530; every XLA CPU executable keeps about three
+# memory mappings (eager operations compile one per shape). The margin is twice what the
+# largest module adds (docs/performance.md, "The test suite").
+MAX_MAPPINGS = 45_000
+
+
+def _mappings() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # no /proc: count as full, and release after every module
+        return MAX_MAPPINGS
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Drop JAX's compiled programs after each test module. Every XLA CPU executable keeps
-    about three memory mappings (eager operations compile one per shape), and the whole
-    suite in one process passed Linux's default vm.max_map_count of 65 530, where the next
-    compile segfaults."""
+    """Drop JAX's compiled programs after a test module once the process holds
+    `MAX_MAPPINGS` memory mappings: the whole suite in one process passed the default
+    limit, where the next compile segfaults. Not after every module: a later module would
+    trace and lower again every program it shares with an earlier one."""
     yield
-    jax.clear_caches()
+    if _mappings() >= MAX_MAPPINGS:
+        jax.clear_caches()
 
 
 def numpy_gradient(theta, x, y, p):
