@@ -126,18 +126,21 @@ def test_spec_path_is_the_path_simulate_takes(optimizer, path, monkeypatch):
     from gdrelu.engine import chunk
 
     # tests/test_engine.py's `width8` runs and checks (40 runs of width 8, every 200 steps),
-    # as test_cli's and test_store's: their programs come from the suite's compilation cache
+    # as test_cli's and test_store's: their programs are shared with those tests
     spec = ExperimentSpec(
         widths=(8,), deltas=(0.0,), runs=40, check_every=200, max_checks=1, optimizer=optimizer
     )
     assert spec.path == path
-    before = dict(engine.TRACE_COUNT)
-    # new jitted chunk programs trace every chunk this run takes, whatever traced before
-    # (not jax.clear_caches(), which would drop every other compiled program too)
-    monkeypatch.setattr(chunk, "CHUNK_PROGRAMS", chunk.compiled_programs())
+    taken = []
+    run_chunk = chunk.run_chunk
+
+    def spy(*args, settings, **kwargs):
+        taken.append(settings.path)
+        return run_chunk(*args, settings=settings, **kwargs)
+
+    monkeypatch.setattr(chunk, "run_chunk", spy)
     run_experiment(spec)
-    traced = {p for p, count in engine.TRACE_COUNT.items() if count > before[p]}
-    assert path in traced and (path == "propagator" or "propagator" not in traced)
+    assert path in taken and (path == "propagator" or "propagator" not in taken)
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow

@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import DATA
 from test_kernel import _batch
 
 from gdrelu import Params, WeightedData, engine, native, propagator, simulate, theory
@@ -69,12 +70,18 @@ def test_a_count_that_is_not_a_multiple_of_four_steps_those_runs_only():
     np.testing.assert_array_equal(ours.state.phi[10:], np.broadcast_to(np.eye(3), (2, 2, 3, 3)))
 
 
+# Δ = 0.1's runs are slow-marked: the C loop computes them for every default simulate
+# (tests/test_golden.py::test_monte_carlo_statuses), and the XLA loop equals it on Δ = 0.
 @needs_compiler
-def test_engine_with_the_native_loop_equals_the_xla_loop(monkeypatch, mc_outcomes):
+@pytest.mark.parametrize(
+    "name",
+    ["mc_outcomes_n16.npz", pytest.param("mc_outcomes_n32_delta0.1.npz", marks=pytest.mark.slow)],
+)
+def test_engine_with_the_native_loop_equals_the_xla_loop(monkeypatch, name):
     """`simulate` with kernel="native" (chosen by the environment) gives the XLA loop's
     result on the reference code's Monte Carlo runs, every field bit for bit, and so their
     stored statuses."""
-    m = mc_outcomes
+    m = np.load(DATA / name)
     runs = 64
     data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"][:runs])
     params = Params(m["a0"][:runs], m["b0"][:runs], m["w0"][:runs], m["c0"][:runs])
@@ -271,18 +278,20 @@ def test_native_steps_no_epoch_minibatches():
 @needs_compiler
 def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
     """`run_loop` checks what the C loop would trust: GD's D = 3 arrays are not heavy
-    ball's (D = 6), and lanes come in fours."""
-    params, state, moments, h = _batch(8)
-    carry, fixed = propagator._chunk_start(params, state, moments, h, None, None, propagator.GD)
-    grams, plus, real, side, step, _, _ = fixed
-    start = [np.asarray(v) for v in carry[:5]]
-    arrays = native.host_arrays(start, grams, plus, real, side, step, 8)
-    zeros = np.zeros((1, 8))
+    ball's (D = 6), and lanes come in fours. GD's arrays, (rows, lanes) in the layout of
+    `host_arrays`: carry Φ (two sides' 3×3), c, the 6 tracked z_i, kink and moved flags;
+    fixed Σ (two sides' 3×3), plus, real, the 10 side moments, h."""
+
+    def arrays(lanes):
+        carry = [np.zeros((rows, lanes)) for rows in (18, 1, 18, 1, 1)]
+        return carry, [np.zeros((rows, lanes)) for rows in (18, 6, 6, 10, 1)]
+
+    native.run_loop(*arrays(8), 0.0, 0)  # accepted
+    carry, fixed = arrays(8)
     with pytest.raises(ValueError, match=r"D = 6\) takes C-contiguous float64 \(72, 8\)"):
-        native.run_loop([*arrays[0], zeros], arrays[1], 0.0, 10, momentum=0.9)
-    odd = [v[:, :6].copy() for v in arrays[0]], [v[:, :6].copy() for v in arrays[1]]
+        native.run_loop([*carry, np.zeros((1, 8))], fixed, 0.0, 10, momentum=0.9)
     with pytest.raises(ValueError, match="lanes in fours, not 6"):
-        native.run_loop(*odd, 0.0, 10)
+        native.run_loop(*arrays(6), 0.0, 10)
 
 
 @needs_compiler
@@ -314,18 +323,18 @@ def test_the_built_loop_is_kept_in_the_compilation_cache(tmp_path, monkeypatch):
 
 
 _MANY_LANES = """
-import jax, jax.numpy as jnp
+import jax, numpy as np
 jax.config.update("jax_num_cpu_devices", 2)
 jax.config.update("jax_enable_x64", True)
-from gdrelu import he_init, simulate, theory
-from gdrelu.data import paper_data
-from gdrelu.fastpath import side_moments
-keys = jax.random.split(jax.random.key(0), (512, 2))
-params = jax.vmap(lambda k: he_init(8, key=k, dtype=jnp.float64))(keys[:, 0])
-data = jax.vmap(lambda k: paper_data(k, 0.0, 64, jnp.float64))(keys[:, 1])
-step = theory.paper_step_size(params, data)
+from gdrelu import Params, WeightedData, simulate
+rng = np.random.default_rng(0)
+zeros = np.zeros((512, 8))
+params = Params(rng.normal(0, 1, (512, 8)), zeros, rng.normal(0, 0.5, (512, 8)), zeros[:, 0])
+x = rng.uniform(-1, 1, (512, 64))
+data = WeightedData(x, np.abs(x), np.full((512, 64), 1 / 64))
+params, data = jax.device_put((params, data))  # from numpy, it did not wait
 kwargs = dict(stop_on=("crossed",), check_every=10, max_checks=1, kernel="native")
-simulate(params, data, step, optimizer="momentum", **kwargs)
+simulate(params, data, np.full(512, 0.01), optimizer="momentum", **kwargs)
 print("done")
 """
 
