@@ -17,12 +17,17 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def prepare(*, every_core: bool) -> None:
-    """Full matmul precision, one device per CPU core (`use_every_cpu_core`), and the
-    propagator's kernel checked for this platform, before anything is written."""
+def prepare(*, every_core: bool, cache_dir) -> None:
+    """Full matmul precision, one device per CPU core (`use_every_cpu_core`), the
+    compilation cache in `cache_dir` ("none": off), and the propagator's kernel checked for
+    this platform, before anything is written. The cache first: the C loop that the kernel
+    check builds is kept there (`native.cached`)."""
     import jax
 
+    from gdrelu.cache import use_compilation_cache
+
     jax.config.update("jax_default_matmul_precision", "highest")
+    use_compilation_cache(cache_dir)
     if every_core:
         use_every_cpu_core()
     check_kernel(jax.devices()[0].platform)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import time
 
-from gdrelu.cache import use_compilation_cache
 from gdrelu.cli import backends, options, outdir
 from gdrelu.cli.errors import UsageError
 
@@ -42,14 +41,13 @@ def execute(args, started: dict | None = None) -> int:
     _names(args)  # a bad name is refused before JAX starts
     budget = options.budget_bytes(args.memory_budget)
     backends.enable_x64()
-    backends.prepare(every_core=True)  # before the manifest asks JAX for the platform
+    backends.prepare(every_core=True, cache_dir=args.cache_dir)  # before the manifest
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
     specs = [spec for name in names if name != "section10"
              for spec in reproduce.experiment_specs(name, scale)]  # fmt: skip
     options.check_fits(specs, budget)  # before the directory is written
     out = outdir.open_directory(args, manifest)
-    use_compilation_cache(args.cache_dir)
     if scale == "paper":
         hours = reproduce.estimated_seconds(scale, names) / 3600
         print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "

@@ -11,7 +11,6 @@ import functools
 import sys
 import time
 
-from gdrelu.cache import use_compilation_cache
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import UsageError
 from gdrelu.cli.progress import RunProgress
@@ -30,7 +29,7 @@ def execute(args, started: dict | None = None) -> int:
     budget = options.budget_bytes(args.memory_budget)
     processes = backends.start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
-    backends.prepare(every_core=processes is None)
+    backends.prepare(every_core=processes is None, cache_dir=args.cache_dir)
     options.check_fits(specs, budget)
     out = None
     if writer:
@@ -38,7 +37,6 @@ def execute(args, started: dict | None = None) -> int:
 
         recorded = manifest([spec.to_dict() for spec in specs])
         out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
-    use_compilation_cache(args.cache_dir)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     progress = RunProgress(
         sum(spec.runs * len(spec.cells()) for spec in specs),

@@ -7,7 +7,6 @@ import functools
 import time
 
 from gdrelu import section10 as grid
-from gdrelu.cache import use_compilation_cache
 from gdrelu.cli import backends, options, outdir
 from gdrelu.cli.errors import UsageError
 from gdrelu.cli.parser import RUN_FLAGS
@@ -21,13 +20,12 @@ def execute(args, started: dict | None = None) -> int:
     scale_name, seed = _scale_and_seed(args, started)
     scale = grid.SCALES[scale_name]
     backends.enable_x64()
-    backends.prepare(every_core=True)
+    backends.prepare(every_core=True, cache_dir=args.cache_dir)
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
     firsts = [grid.group_cells(scale, group, seed)[0][1].spec for group in groups]
     options.check_fits(firsts, budget)
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
-    use_compilation_cache(args.cache_dir)
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
     progress = RunProgress(
