@@ -255,9 +255,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
-def test_second_run_reads_the_compilation_cache(tmp_path):
+def test_second_run_reads_the_compilation_cache(tmp_path, auto_kernel):
     """Two `gdrelu run` processes sharing --cache-dir: the first fills it, the second
-    loads every program it runs from it (small ones too) and writes the same runs."""
+    loads every program it runs from it (small ones too), and the C loop where it is the
+    kernel, and writes the same runs."""
     import subprocess
     import sys
 
@@ -275,8 +276,18 @@ def test_second_run_reads_the_compilation_cache(tmp_path):
         logs.append(proc.stderr)
         if name == "first":
             assert any(cache.iterdir())
+            built = list(cache.glob("gdrelu-native/propagator-*.so"))
+            assert len(built) == (auto_kernel == "native")
+            stamps = [(p, p.stat().st_mtime_ns) for p in built]
+    assert [(p, p.stat().st_mtime_ns) for p in cache.glob("gdrelu-native/*")] == stamps
     first, second = ((tmp_path / n / "runs.csv").read_text() for n in ("first", "second"))
     assert first == second
+    if auto_kernel == "native":
+        pytest.xfail(
+            "JAX keeps no program with a host callback in its cache, and the chunk program "
+            "calls the C loop through buffer_callback: it compiles in every process "
+            "(docs/design.md, 'The native loop')"
+        )
     hits = logs[1].count("Persistent compilation cache hit")
     programs = logs[1].count("Finished XLA compilation")  # logged for hits too
     assert hits == programs == logs[0].count("Finished XLA compilation") > 0, logs[1][-2000:]
