@@ -14,11 +14,11 @@ kink agree to 1e-14 relative (tests/test_native.py).
 The C source is compiled on first use in a process with the system's C compiler ($CC,
 else cc or gcc; GCC's vector extensions, so gcc or clang), kept in gdrelu's compilation
 cache for later processes on the same CPU (`cached`; not while that cache is off), and
-called from the compiled program through `buffer_callback`, on the program's own buffers
-(`jax.pure_callback` first copies its operands to a CPU device, and under several CPU
-devices with asynchronous dispatch that copy can wait forever on the device whose
-program is in the callback). Without a compiler, kernel="native" is refused with the
-reason, and "auto" warns and takes XLA's loop.
+registered with XLA as an FFI target (`registered`): the compiled program calls it by
+name on its own buffers, so JAX keeps the program in its compilation cache (it keeps none
+with a Python callback), and no operand is copied between devices (`jax.pure_callback`'s
+copy to CPU device 0 could wait forever under several CPU devices). Without a compiler,
+kernel="native" is refused with the reason, and "auto" warns and takes XLA's loop.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ import tempfile
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
-FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC", "-DGDRELU_XLA_FFI")
+TARGET = "gdrelu_propagator_steps"  # the C loop's name as an XLA FFI target
 LANES = 4  # runs per vector of the C loop
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
 _build: dict[str, tempfile.TemporaryDirectory] = {}
@@ -71,7 +73,9 @@ def library() -> ctypes.CDLL:
     directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
     built = Path(directory.name) / "propagator_gd.so"
     done = subprocess.run(
-        [compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True
+        [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)],
+        capture_output=True,
+        text=True,
     )
     if done.returncode:
         raise NativeUnavailable(f"{compiler} could not compile {SOURCE.name}:\n{done.stderr}")
@@ -101,6 +105,8 @@ def cached(compiler: str) -> Path | None:
     key = hashlib.sha256(SOURCE.read_bytes())
     compiler_file = Path(compiler).resolve()
     stat = compiler_file.stat()
+    header = Path(jax.ffi.include_dir(), "xla", "ffi", "api", "c_api.h")
+    key.update(header.read_bytes() if header.is_file() else b"")  # none: the build says so
     key.update(repr((FLAGS, str(compiler_file), stat.st_size, stat.st_mtime_ns)).encode())
     key.update(_processor().encode())
     return Path(directory) / "gdrelu-native" / f"propagator-{key.hexdigest()[:32]}.so"
@@ -190,20 +196,11 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None
     loop(*start, *pointers)
 
 
-def _host_steps(start, fixed, alpha, steps, active, momentum, draws=None):
-    """The C loop on the first `active` runs, on the host: the new carry (phi, c, tracked,
-    kink, moved[, c_velocity]), the other runs as they were."""
-    runs, active = start[1].shape[-1], int(active)
-    carry, fixed = host_arrays(start, *fixed[:5], active, *fixed[5:])
-    run_loop(carry, fixed, alpha, steps, momentum, draws)
-    stepped = []
-    old_carry = (start[0], start[1], np.swapaxes(start[2], 0, 1), *start[3:])
-    for new, old in zip(carry, old_carry, strict=True):
-        merged = np.array(old, copy=True).reshape(-1, runs)
-        merged[:, :active] = new[:, :active].astype(merged.dtype)
-        stepped.append(merged.reshape(np.shape(old)))
-    stepped[2] = np.swapaxes(stepped[2], 0, 1)
-    return tuple(stepped)
+@functools.cache
+def registered() -> str:
+    """The C loop registered with XLA as the CPU FFI target `TARGET`, once per process."""
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library().gdrelu_steps), platform="cpu")
+    return TARGET
 
 
 def native_steps(
@@ -214,24 +211,39 @@ def native_steps(
     (grams, tracked_plus, real, moments, h), runs axis last (as `kernel.kernel_steps`);
     with `draws` B, each step's moments come from B multinomial draws of `noise` = (key
     (2, runs), step (runs,), thresholds, first, table of the `DrawTable`) instead. Only the
-    first `active` runs (a traced count) step. float64."""
-    library()  # built now: a missing compiler fails here, with its reason, not in a callback
+    first `active` runs (a traced count) step. float64.
+
+    The loop is an XLA FFI custom call (`registered`): the program holds its name, so JAX
+    keeps the program in its compilation cache, and each device runs it on its own
+    buffers. The arrays go to the C loop's layout, (component, lanes) with lanes padded to a
+    multiple of `LANES` (`host_arrays`), and back, inside the program."""
+    target = registered()  # a missing compiler fails here, with its reason
     if carry[1].dtype != np.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
-    from jax.experimental.buffer_callback import buffer_callback
+    runs = carry[1].shape[-1]
+    padded = -(-runs // LANES) * LANES
 
+    def columns(v, dtype=jnp.float64):
+        v = jnp.asarray(v).astype(dtype).reshape(-1, runs)
+        return jnp.pad(v, ((0, 0), (0, padded - runs)), mode="edge") if padded > runs else v
+
+    phi, c, tracked, *flags = carry
+    old = (phi, c, jnp.swapaxes(tracked, 0, 1), *flags)
+    start = [columns(v) for v in old]
     grams, plus, real, moments, h = fixed
-    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in carry]
-    size, noisy = len(carry), 0 if noise is None else len(noise)
-
-    def host(context, out, *operands):
-        operands = [np.asarray(v) for v in operands]
-        start, rest = operands[:size], operands[size:]
-        grams, plus, real, *moments, h, active, alpha = rest[: len(rest) - noisy]
-        fixed = (grams, plus, real, moments, h, *([rest[len(rest) - noisy :]] if noisy else []))
-        stepped = _host_steps(start, fixed, alpha, num_steps, active, momentum, draws)
-        for buffer, value in zip(out, stepped, strict=True):
-            np.asarray(buffer)[...] = value
-
-    operands = (*carry, grams, plus, real, *moments, h, active, alpha, *(noise or ()))
-    return tuple(buffer_callback(host, shapes)(*operands))
+    rest = [columns(v) for v in (grams, plus, real, jnp.stack(moments), h)]
+    if noise is not None:
+        key, step, *table = noise
+        rest += [columns(key, jnp.uint32), columns(step, jnp.uint32), *map(columns, table)]
+    mu = -1.0 if momentum is None else float(momentum)
+    settings = (alpha, mu, num_steps, 0 if draws is None else draws, active)
+    config = jnp.stack([jnp.asarray(v, jnp.float64) for v in settings])
+    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in start]
+    stepped = jax.ffi.ffi_call(target, shapes)(*start, *rest, config)
+    on = jnp.arange(runs) < active
+    merged = [
+        jnp.where(on, new[:, :runs], v.reshape(-1, runs)).astype(v.dtype).reshape(v.shape)
+        for new, v in zip(stepped, old, strict=True)
+    ]
+    merged[2] = jnp.swapaxes(merged[2], 0, 1)
+    return tuple(merged)

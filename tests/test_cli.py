@@ -282,12 +282,6 @@ def test_second_run_reads_the_compilation_cache(tmp_path, auto_kernel):
     assert [(p, p.stat().st_mtime_ns) for p in cache.glob("gdrelu-native/*")] == stamps
     first, second = ((tmp_path / n / "runs.csv").read_text() for n in ("first", "second"))
     assert first == second
-    if auto_kernel == "native":
-        pytest.xfail(
-            "JAX keeps no program with a host callback in its cache, and the chunk program "
-            "calls the C loop through buffer_callback: it compiles in every process "
-            "(docs/design.md, 'The native loop')"
-        )
     hits = logs[1].count("Persistent compilation cache hit")
     programs = logs[1].count("Finished XLA compilation")  # logged for hits too
     assert hits == programs == logs[0].count("Finished XLA compilation") > 0, logs[1][-2000:]

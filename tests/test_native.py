@@ -343,8 +343,8 @@ print("done")
 def test_two_devices_with_large_buffers_do_not_wait_on_each_other():
     """512 heavy-ball runs on two CPU devices, in a fresh process. Through
     `jax.pure_callback`, whose operands are first copied to a CPU device, this waited
-    forever (the copy queued behind the program in the callback); through
-    `buffer_callback` it ends."""
+    forever (the copy queued behind the program in the callback); through the FFI
+    target, on each device's own buffers, it ends."""
     try:
         done = subprocess.run(
             [sys.executable, "-c", _MANY_LANES], capture_output=True, text=True, timeout=120

@@ -118,12 +118,13 @@ static inline void minibatch_moments(const struct noise *z, long lanes, long l, 
 }
 
 static inline __attribute__((always_inline)) void steps_of(
-    const int D, const int heavy, long lanes, long steps, double alpha, double mu, double *phi,
+    const int D, const int heavy, long lanes, long count, long steps, double alpha, double mu,
+    double *phi,
     double *c, double *tracked, double *kink, double *moved, double *c_velocity,
     const double *grams, const double *plus, const double *real, const double *moments,
     const double *h, const struct noise *noise) {
   const int DD = D * D;
-  for (long l = 0; l < lanes; l += 4) {
+  for (long l = 0; l < count; l += 4) {
     v4 P[2 * DMAX * DMAX], G[2 * DMAX * DMAX], TR[DMAX * T], M[10];
     m4 PL[T], RE[T];
     for (int i = 0; i < 2 * DD; i++) {
@@ -198,37 +199,120 @@ static inline __attribute__((always_inline)) void steps_of(
 void gd_steps(long lanes, long steps, double alpha, double *phi, double *c, double *tracked,
               double *kink, double *moved, const double *grams, const double *plus,
               const double *real, const double *moments, const double *h) {
-  steps_of(3, 0, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus, real,
-           moments, h, 0);
+  steps_of(3, 0, lanes, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus,
+           real, moments, h, 0);
 }
 
 void heavy_ball_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
                       double *tracked, double *kink, double *moved, double *c_velocity,
                       const double *grams, const double *plus, const double *real,
                       const double *moments, const double *h) {
-  steps_of(6, 1, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity, grams, plus,
-           real, moments, h, 0);
+  steps_of(6, 1, lanes, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity, grams,
+           plus, real, moments, h, 0);
 }
 
-/* SGD (mu < 0: D = 3) or heavy ball with minibatches (D = 6): each step's moments from its
- * multinomial draws (struct noise), from `points` ≥ 2 data points. Returns 0, or -1 when
- * its scratch memory could not be allocated (nothing stepped then). */
-int minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
-                     double *tracked, double *kink, double *moved, double *c_velocity,
-                     const double *grams, const double *plus, const double *real,
-                     const double *h, long draws, long points, const unsigned *key,
-                     const unsigned *step0, const double *thresholds, const double *first,
-                     const double *table) {
+/* SGD (mu < 0: D = 3) or heavy ball with minibatches (D = 6) on the first `count` of
+ * `lanes`: each step's moments from its multinomial draws (struct noise), from `points` ≥ 2
+ * data points. Returns 0, or -1 when its scratch memory could not be allocated (nothing
+ * stepped then). */
+static int minibatch_lanes(long lanes, long count, long steps, double alpha, double mu,
+                           double *phi, double *c, double *tracked, double *kink, double *moved,
+                           double *c_velocity, const double *grams, const double *plus,
+                           const double *real, const double *h, long draws, long points,
+                           const unsigned *key, const unsigned *step0, const double *thresholds,
+                           const double *first, const double *table) {
   v4 *scratch = aligned_alloc(sizeof(v4), (2 * (size_t)(points - 1) + 10) * sizeof(v4));
   if (!scratch) return -1;
   struct noise z = {draws, points, key, step0, thresholds, first, table, scratch,
                     scratch + (points - 1), scratch + 2 * (points - 1)};
   if (mu < 0)
-    steps_of(3, 0, lanes, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus, real,
-             0, h, &z);
+    steps_of(3, 0, lanes, count, steps, alpha, 0.0, phi, c, tracked, kink, moved, 0, grams, plus,
+             real, 0, h, &z);
   else
-    steps_of(6, 1, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity, grams,
-             plus, real, 0, h, &z);
+    steps_of(6, 1, lanes, count, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity,
+             grams, plus, real, 0, h, &z);
   free(scratch);
   return 0;
 }
+
+int minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
+                    double *tracked, double *kink, double *moved, double *c_velocity,
+                    const double *grams, const double *plus, const double *real,
+                    const double *h, long draws, long points, const unsigned *key,
+                    const unsigned *step0, const double *thresholds, const double *first,
+                    const double *table) {
+  return minibatch_lanes(lanes, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity,
+                         grams, plus, real, h, draws, points, key, step0, thresholds, first,
+                         table);
+}
+
+#ifdef GDRELU_XLA_FFI
+/* The same loops as an XLA FFI handler (`native.native_steps`), so that a program calling
+ * them holds a target's name, not a host callback's address, and JAX can keep it in its
+ * compilation cache. Operands, (component, lanes) with lanes a multiple of 4: the carry
+ * (phi, c, tracked, kink, moved[, c_velocity]), then grams, plus, real, moments, h[, key,
+ * step, thresholds, first, table], then config = (alpha, mu or -1, steps, draws or 0,
+ * active); results: the carry after the steps of the first `active` lanes (rounded up to
+ * 4), the others copied. */
+#include <string.h>
+
+#include "xla/ffi/api/c_api.h"
+
+static XLA_FFI_Buffer *buffer(void *arg) { return (XLA_FFI_Buffer *)arg; }
+
+static size_t bytes(XLA_FFI_Buffer *b) {
+  size_t n = b->dtype == XLA_FFI_DataType_U32 ? 4 : 8;
+  for (int64_t i = 0; i < b->rank; i++) n *= (size_t)b->dims[i];
+  return n;
+}
+
+XLA_FFI_Error *gdrelu_steps(XLA_FFI_CallFrame *call) {
+  XLA_FFI_Extension_Base *extension = call->extension_start;
+  if (extension && extension->type == XLA_FFI_Extension_Metadata) {
+    XLA_FFI_Metadata *metadata = ((XLA_FFI_Metadata_Extension *)extension)->metadata;
+    metadata->api_version = (XLA_FFI_Api_Version){XLA_FFI_Api_Version_STRUCT_SIZE, 0,
+                                                  XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR};
+    metadata->traits = 0;
+    return 0;
+  }
+  void **in = call->args.args, **out = call->rets.rets;
+  long carried = call->rets.size, operands = call->args.size;
+  const double *config = buffer(in[operands - 1])->data;
+  double alpha = config[0], mu = config[1];
+  long steps = (long)config[2], draws = (long)config[3], active = (long)config[4];
+  double *v[6];
+  for (long i = 0; i < carried; i++) {
+    v[i] = buffer(out[i])->data;
+    memcpy(v[i], buffer(in[i])->data, bytes(buffer(in[i])));
+  }
+  XLA_FFI_Buffer *cb = buffer(in[1]);
+  long lanes = cb->rank ? cb->dims[cb->rank - 1] : 1;
+  long count = (active + 3) / 4 * 4;
+  count = count < lanes ? count : lanes;
+  const double *f[5];
+  for (int i = 0; i < 5; i++) f[i] = buffer(in[carried + i])->data;
+  double *velocity = carried == 6 ? v[5] : 0;
+  if (!draws) {
+    if (carried == 6)
+      steps_of(6, 1, lanes, count, steps, alpha, mu, v[0], v[1], v[2], v[3], v[4], velocity, f[0],
+               f[1], f[2], f[3], f[4], 0);
+    else
+      steps_of(3, 0, lanes, count, steps, alpha, 0.0, v[0], v[1], v[2], v[3], v[4], 0, f[0], f[1],
+               f[2], f[3], f[4], 0);
+    return 0;
+  }
+  void **noise = in + carried + 5;
+  XLA_FFI_Buffer *thresholds = buffer(noise[2]);
+  long points = (long)(bytes(thresholds) / 8 / (size_t)lanes) + 1;
+  if (minibatch_lanes(lanes, count, steps, alpha, mu, v[0], v[1], v[2], v[3], v[4], velocity,
+                      f[0], f[1], f[2], f[4], draws, points, buffer(noise[0])->data,
+                      buffer(noise[1])->data, thresholds->data, buffer(noise[3])->data,
+                      buffer(noise[4])->data)) {
+    XLA_FFI_Error_Create_Args error = {XLA_FFI_Error_Create_Args_STRUCT_SIZE, 0,
+                                       "gdrelu's C loop could not allocate its counts",
+                                       XLA_FFI_Error_Code_RESOURCE_EXHAUSTED};
+    return call->api->XLA_FFI_Error_Create(&error);
+  }
+  return 0;
+}
+#endif
