@@ -122,28 +122,36 @@ def _processor() -> str:
     return "\n".join(sorted({line for line in lines if line.startswith(wanted)}))
 
 
-def host_arrays(carry, grams, plus, real, moments, h, active, noise=None):
-    """The C loop's (component, lanes) arrays of the first `active` runs (runs axis last, as
-    `native_steps`), padded to a multiple of `LANES` with the last run repeated: (carry
-    (phi, c, tracked, kink, moved[, c_velocity]), fixed (grams, plus, real, moments, h[,
-    key, step, thresholds, first, table]) with SGD's `noise` (key, step, `DrawTable`),
-    float64 but for the key and step (uint32)."""
+def _c_order(carry, fixed, noise, xp):
+    """`native_steps`' operands in the C loop's order, each (components..., runs): carry
+    (phi, c, tracked with neuron k's z at D·k, kink, moved[, c_velocity]), fixed (grams,
+    plus, real, the 10 moments stacked, h[, key, step, thresholds, first, table]); `xp`:
+    numpy or jax.numpy."""
     phi, c, tracked, *flags = carry
-    runs = c.shape[-1]
+    grams, plus, real, moments, h = fixed
+    fixed = [grams, plus, real, xp.stack(moments), h, *(noise or ())]
+    return [phi, c, xp.swapaxes(tracked, 0, 1), *flags], fixed
+
+
+def _dtype(position: int):
+    """The C loop's dtype of fixed operand `position` (`_c_order`): the noise's key and step
+    are uint32, the rest float64."""
+    return np.uint32 if position in (5, 6) else np.float64
+
+
+def host_arrays(carry, grams, plus, real, moments, h, active, noise=None):
+    """The C loop's (component, lanes) arrays (`_c_order`) of the first `active` runs, padded
+    to a multiple of `LANES` with the last run repeated, for `run_loop`; SGD's `noise` =
+    (key, step, `DrawTable`)."""
+    runs = carry[1].shape[-1]
     padded = -(-active // LANES) * LANES
     lanes = np.minimum(np.arange(padded), max(active - 1, 0))
 
     def columns(v, dtype=np.float64):
         return np.ascontiguousarray(np.asarray(v).astype(dtype).reshape(-1, runs)[:, lanes])
 
-    neurons = np.swapaxes(tracked, 0, 1)  # (D, T, runs) -> neuron k's z at D·k
-    carry = [columns(v) for v in (phi, c, neurons, *flags)]
-    fixed = [columns(v) for v in (grams, plus, real, np.stack(moments), h)]
-    if noise is not None:
-        key, step, *table = noise
-        fixed += [columns(key, np.uint32), columns(step, np.uint32)]
-        fixed += [columns(v) for v in table]
-    return carry, fixed
+    carry, fixed = _c_order(carry, (grams, plus, real, moments, h), noise, np)
+    return [columns(v) for v in carry], [columns(v, _dtype(i)) for i, v in enumerate(fixed)]
 
 
 def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None:
@@ -216,7 +224,7 @@ def native_steps(
     The loop is an XLA FFI custom call (`registered`): the program holds its name, so JAX
     keeps the program in its compilation cache, and each device runs it on its own
     buffers. The arrays go to the C loop's layout, (component, lanes) with lanes padded to a
-    multiple of `LANES` (`host_arrays`), and back, inside the program."""
+    multiple of `LANES`, and back, inside the program."""
     target = registered()  # a missing compiler fails here, with its reason
     if carry[1].dtype != np.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
@@ -227,14 +235,9 @@ def native_steps(
         v = jnp.asarray(v).astype(dtype).reshape(-1, runs)
         return jnp.pad(v, ((0, 0), (0, padded - runs)), mode="edge") if padded > runs else v
 
-    phi, c, tracked, *flags = carry
-    old = (phi, c, jnp.swapaxes(tracked, 0, 1), *flags)
+    old, fixed = _c_order(carry, fixed, noise, jnp)
     start = [columns(v) for v in old]
-    grams, plus, real, moments, h = fixed
-    rest = [columns(v) for v in (grams, plus, real, jnp.stack(moments), h)]
-    if noise is not None:
-        key, step, *table = noise
-        rest += [columns(key, jnp.uint32), columns(step, jnp.uint32), *map(columns, table)]
+    rest = [columns(v, _dtype(i)) for i, v in enumerate(fixed)]
     mu = -1.0 if momentum is None else float(momentum)
     settings = (alpha, mu, num_steps, 0 if draws is None else draws, active)
     config = jnp.stack([jnp.asarray(v, jnp.float64) for v in settings])

@@ -97,12 +97,11 @@ def simulate(
     changed side), so results equal those of `path="general"`. The runs are sharded over
     `devices` (default: all local ones) and go through a chunk in blocks (`blocking_for`;
     `block` sets their size, `redo` that of the general path's redos). `kernel` does the
-    propagator's steps: "xla" (XLA's loop), "native" (one C loop on a CPU, full-batch GD
-    and heavy ball, `gdrelu.native`), "pallas" (one Pallas kernel per chunk, on NVIDIA
-    GPUs, full-batch GD, `gdrelu.kernel`), "interpret" (that kernel in interpret mode) or
-    "auto" ("native" where it trains the optimizer and a C compiler is found, else "xla");
-    by default $GDRELU_PROPAGATOR_KERNEL, else "auto". The first call in a process turns on
-    JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
+    propagator's steps (`Blocking`, `propagator.kernel_trains`): by default
+    $GDRELU_PROPAGATOR_KERNEL, else "auto" (the C loop of `gdrelu.native` on a CPU with a
+    C compiler where it trains the optimizer, XLA's loop elsewhere). The first call in a
+    process turns on JAX's persistent compilation cache (`gdrelu.cache`;
+    GDRELU_CACHE_DIR=none: off).
     """
     use_default_cache()
     plan = _validated(
