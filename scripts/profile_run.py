@@ -93,8 +93,8 @@ def main(argv=None) -> int:
 
     runner._train_batch, chunk._redo = timed_batch, timed_redo
     chunk.run_chunk = waited(None, chunk.run_chunk)
-    chunk.gathered_lanes = waited("redo: lanes gathered", chunk.gathered_lanes)
-    chunk.put_lanes = waited("redo: lanes put back", chunk.put_lanes)
+    chunk.own_lanes_at = waited("redo: lanes gathered", chunk.own_lanes_at)
+    chunk.put_own_lanes = waited("redo: lanes put back", chunk.put_own_lanes)
     start = time.perf_counter()
     code = cli.main(argv[split + 1 :])
     total = time.perf_counter() - start

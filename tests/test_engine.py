@@ -80,34 +80,44 @@ def test_result_does_not_depend_on_the_device_count(width8, width8_result):
         np.testing.assert_array_equal(got, full)
 
 
-def test_lanes_and_put_move_exactly_the_lanes_asked_for():
-    """`lanes_at` and `put_lanes` (each device moves the lanes it holds) against numpy's take
-    and set, bit for bit: signed zeros, NaN, ints and bools, lanes on either device,
-    repeated lanes."""
+def test_own_lanes_move_exactly_the_lanes_asked_for():
+    """`own_lane_batches`, `own_lanes_at` and `put_own_lanes` (each device its own lanes)
+    against numpy's take and set, bit for bit: signed zeros, NaN, ints and bools, lanes
+    on either device and more on one than the other, padding dropped."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     mesh = Mesh(np.asarray(jax.devices()), (engine.RUNS_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(engine.RUNS_AXIS))
+    devices, per_device = mesh.size, 6
     rng = np.random.default_rng(0)
-    floats = rng.normal(size=(12, 3))
+    floats = rng.normal(size=(devices * per_device, 3))
     floats[[1, 10], 0] = -0.0, np.nan
-    tree = (floats, rng.integers(0, 2**32, (12, 2), dtype=np.uint32), rng.random(12) < 0.5)
+    ints = rng.integers(0, 2**32, (devices * per_device, 2), dtype=np.uint32)
+    tree = (floats, ints, rng.random(devices * per_device) < 0.5)
     placed = jax.device_put(tree, sharding)
-    positions = np.array([10, 1, 1, 7, 0, 11])
-    taken = placement.gathered_lanes(placed, jax.numpy.asarray(positions), mesh)
-    for got, leaf in zip(taken, tree, strict=True):
-        expected = leaf[positions]
-        np.testing.assert_array_equal(np.asarray(got).view(np.uint8), expected.view(np.uint8))
-        assert got.sharding.is_equivalent_to(sharding, got.ndim)
-    lanes = np.array([10, 1, 7, 7, 0, 11])  # a repeated lane gets the same value twice
-    values = tuple(np.flip(leaf[positions], 0)[[0, 1, 2, 2, 4, 5]] for leaf in tree)
-    put = placement.put_lanes(
-        placed, jax.numpy.asarray(lanes), jax.device_put(values, sharding), mesh
-    )
-    for got, leaf, value in zip(put, tree, values, strict=True):
-        expected = leaf.copy()
-        expected[lanes] = value
-        np.testing.assert_array_equal(np.asarray(got).view(np.uint8), expected.view(np.uint8))
+    lanes = np.array([0, 1, 3, 4, 5, 11])  # five on the first of two devices, one on the second
+    size = 2 * devices
+    batches = list(placement.own_lane_batches(lanes, per_device, devices, size))
+    assert devices == 2 and len(batches) == 3  # two lanes per device and batch
+    seen = np.concatenate([taken[taken >= 0] for _, taken in batches])
+    assert sorted(seen.tolist()) == list(range(lanes.size))  # each lane once
+    put = placed
+    expected = [leaf.copy() for leaf in tree]
+    for positions, taken in batches:
+        assert positions.shape == taken.shape == (size,)
+        got = placement.own_lanes_at(placed, positions, mesh)
+        real = taken >= 0
+        for g, leaf in zip(got, tree, strict=True):
+            np.testing.assert_array_equal(
+                np.asarray(g)[real].view(np.uint8), leaf[lanes[taken[real]]].view(np.uint8)
+            )
+            assert g.sharding.is_equivalent_to(sharding, g.ndim)
+        values = tuple(np.flip(np.asarray(g), 0) for g in got)  # other values, each lane its own
+        put = placement.put_own_lanes(put, positions, jax.device_put(values, sharding), mesh)
+        for e, value in zip(expected, values, strict=True):
+            e[lanes[taken[real]]] = value[real]
+    for got, e in zip(put, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(got).view(np.uint8), e.view(np.uint8))
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow

@@ -9,7 +9,7 @@ docs/design.md). `simulate` (`simulation`) drives it.
     state       RunState (training), RunInfo (diagnostics), initial_state
     checks      CheckInputs, ChunkScalars, check_one, chunk_end
     paths       general / fixed_pattern / propagator, choose_path, auto_path, gd_step
-    placement   Blocking, blocking_for, Layout, arrange, lanes_at, put_lanes, placed
+    placement   Blocking, blocking_for, Layout, arrange, own_lanes_at, put_own_lanes, placed
     chunk       ChunkSettings, chunk_program, run_chunk, exact_chunk
     simulation  simulate: validate, place, train until stopped, collect
     bench       chunk_runner, for benchmarks

@@ -25,9 +25,8 @@ from gdrelu.engine.placement import (
     Blocking,
     Layout,
     fixed_pattern_ready,
-    gathered_lanes,
-    padded_positions,
-    put_lanes,
+    own_lanes_at,
+    put_own_lanes,
     shard_map,
 )
 from gdrelu.engine.state import Runs, RunState
@@ -247,23 +246,22 @@ def _expanded(compact: RunState, full: RunState) -> RunState:
 
 
 def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: Layout, out):
-    """Train `lanes` again from the chunk's `start` with `settings`, a few lanes at a time;
-    `out` = (runs, code, loss, fixed_next) of the chunk, updated."""
+    """Train `lanes` again from the chunk's `start` with `settings`, a few lanes at a time,
+    each device its own; `out` = (runs, code, loss, fixed_next) of the chunk, updated."""
     runs, code, loss, fixed_next = out
     code, fixed_next = code.copy(), fixed_next.copy()
-    size, mesh = layout.redo_lanes, layout.sharding.mesh
-    for first in range(0, lanes.size, size):
-        part = lanes[first : first + size]
-        picked = padded_positions(part, size)
-        redo_runs, redo_inputs = gathered_lanes((start, inputs), picked, mesh)
+    mesh = layout.sharding.mesh
+    for positions, taken in layout.own_batches(lanes, layout.redo_lanes):
+        redo_runs, redo_inputs = own_lanes_at((start, inputs), positions, mesh)
         redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
             redo_runs, redo_inputs, layout.one_block, scalars, settings=settings, mesh=mesh
         )
-        runs, loss = put_lanes((runs, loss), picked, (redo_runs, redo_loss), mesh)
+        runs, loss = put_own_lanes((runs, loss), positions, (redo_runs, redo_loss), mesh)
         # read back now: with every redo in flight at once (reading back after the loop),
         # an all-gather of XLA's CPU devices hung until XLA aborted the process (2026-12-03)
-        code[part] = np.asarray(redo_code)[: part.size]
-        fixed_next[part] = np.asarray(redo_next)[: part.size]
+        real = taken >= 0
+        code[lanes[taken[real]]] = np.asarray(redo_code)[real]
+        fixed_next[lanes[taken[real]]] = np.asarray(redo_next)[real]
     return runs, code, loss, fixed_next
 
 

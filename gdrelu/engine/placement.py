@@ -3,8 +3,8 @@
 The runs are sharded over the devices' runs axis; each device's share goes through a chunk
 in blocks (`blocking_for`), its active runs first (`arrange`), so that the next chunk only
 visits their blocks while every array keeps its shape (docs/design.md, "Blocking",
-"Compaction"). Runs that leave a chunk cross between devices lane by lane (`lanes_at`,
-`put_lanes`): only they move, not the batch.
+"Compaction"). The runs a chunk left to redo, and those that finished, are taken lane by
+lane, each device its own (`own_lanes_at`, `put_own_lanes`): only they move, not the batch.
 """
 
 from __future__ import annotations
@@ -159,6 +159,17 @@ class Layout(NamedTuple):
         devices = self.sharding.mesh.size
         return devices * -(-self.blocking.redo // devices)
 
+    @property
+    def finished_lanes(self) -> int:
+        """Lanes per copy of finished runs to the host: they only move, so more at a time
+        than a redo trains."""
+        return 4 * self.redo_lanes
+
+    def own_batches(self, lanes: np.ndarray, size: int):
+        """`own_lane_batches` of `lanes` (positions in this layout) in batches of `size`."""
+        devices = self.sharding.mesh.size
+        return own_lane_batches(lanes, self.slots.size // devices, devices, size)
+
 
 def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None):
     """Spread the runs at `lanes` evenly over the devices, on each the runs flagged
@@ -204,62 +215,52 @@ def reordered(tree, positions, sharding):
     return taken if sharding is None else jax.lax.with_sharding_constraint(taken, sharding)
 
 
-def lanes_at(tree, positions, mesh):
-    """The lanes at `positions` (k,) of a runs-sharded `tree`, sharded over the runs axis
-    (k a multiple of the devices). Each device picks the lanes it holds and the devices
-    swap only those: O(k · devices) traffic, where `reordered` moves the whole batch."""
-    if positions.shape[0] % mesh.size:
-        raise ValueError(f"lanes_at: {positions.shape[0]} lanes on {mesh.size} devices")
-
-    def local(tree, positions):
-        per_device = jax.tree.leaves(tree)[0].shape[0]
-        device = jax.lax.axis_index(RUNS_AXIS)
-        share = positions.shape[0] // mesh.size
-        mine = device * share + jnp.arange(share)
-        owner = (positions // per_device)[mine]
-        own = positions - device * per_device
-
-        def picked(leaf):
-            every = jax.lax.all_gather(jnp.take(leaf, own, axis=0, mode="clip"), RUNS_AXIS)
-            return every[owner, mine]
-
-        return jax.tree.map(picked, tree)
-
-    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
-    return shard_map(local, mesh=mesh, in_specs=(runs, scalar), out_specs=runs)(tree, positions)
+def own_lane_batches(lanes: np.ndarray, per_device: int, devices: int, size: int):
+    """`lanes` (positions in a runs-sharded batch of `per_device` lanes per device) in
+    batches of `size` (a multiple of `devices`) in which each device takes only lanes it
+    holds, size // devices at most. Per batch: (positions within each device's share,
+    (size,), padding = per_device; which entry of `lanes` each is, -1 for padding)."""
+    share = size // devices
+    owner = lanes // per_device
+    mine = [np.flatnonzero(owner == d) for d in range(devices)]
+    for first in range(0, max(m.size for m in mine), share):
+        positions, taken = [], []
+        for device, entries in enumerate(mine):
+            part = entries[first : first + share]
+            pad = share - part.size
+            positions += [lanes[part] - device * per_device, np.full(pad, per_device)]
+            taken += [part, np.full(pad, -1)]
+        yield np.concatenate(positions).astype(np.int32), np.concatenate(taken)
 
 
-gathered_lanes = jax.jit(lanes_at, static_argnames=("mesh",))
+def _local_lanes(tree, positions, mesh, fn, *rest):
+    """fn(leaf, positions, *leaves of rest) on every device's own share of `tree`."""
+    runs = PartitionSpec(RUNS_AXIS)
+
+    def local(tree, positions, *rest):
+        return jax.tree.map(lambda leaf, *more: fn(leaf, positions, *more), tree, *rest)
+
+    specs = (runs,) * (2 + len(rest))
+    return shard_map(local, mesh=mesh, in_specs=specs, out_specs=runs)(tree, positions, *rest)
 
 
 @functools.partial(jax.jit, static_argnames=("mesh",))
-def put_lanes(tree, positions, parts, mesh):
-    """`tree` with the lanes at `positions` set to `parts` (sharded like the result of
-    `lanes_at`; a repeated position must carry the same part each time, as the copies of
-    `padded_positions` do); each device writes the lanes it holds. (Not donated: a
-    chunk's outputs share the buffers of the fields it leaves unchanged with its inputs,
-    which a redo reads again.)"""
-
-    def local(tree, positions, parts):
-        per_device = jax.tree.leaves(tree)[0].shape[0]
-        own = positions - jax.lax.axis_index(RUNS_AXIS) * per_device
-        own = jnp.where((own >= 0) & (own < per_device), own, per_device)  # others: dropped
-
-        def put(leaf, part):
-            every = jax.lax.all_gather(part, RUNS_AXIS, tiled=True)
-            return leaf.at[own].set(every, mode="drop")
-
-        return jax.tree.map(put, tree, parts)
-
-    runs, scalar = PartitionSpec(RUNS_AXIS), PartitionSpec()
-    put = shard_map(local, mesh=mesh, in_specs=(runs, scalar, runs), out_specs=runs)
-    return put(tree, positions, parts)
+def own_lanes_at(tree, positions, mesh):
+    """The lanes of a runs-sharded `tree` at `positions` (`own_lane_batches`: each device
+    its own lanes, so no lane crosses devices; padding takes the share's last lane)."""
+    return _local_lanes(tree, positions, mesh, lambda leaf, at: jnp.take(leaf, at, 0, mode="clip"))
 
 
-def padded_positions(positions: np.ndarray, size: int) -> np.ndarray:
-    """`positions` padded to `size` with copies of its first entry (shapes stay few)."""
-    pad = np.full(size - positions.size, positions[0], dtype=positions.dtype)
-    return np.concatenate([positions, pad])
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def put_own_lanes(tree, positions, parts, mesh):
+    """`tree` with its lanes at `positions` (`own_lane_batches`) set to `parts` (sharded like
+    `own_lanes_at`'s result); padding is dropped. (Not donated: a chunk's outputs share the
+    buffers of the fields it leaves unchanged with its inputs, which a redo reads again.)"""
+
+    def put(leaf, at, part):
+        return leaf.at[at].set(part, mode="drop")
+
+    return _local_lanes(tree, positions, mesh, put, parts)
 
 
 def fixed_pattern_ready(kinks, x, within_sides, xp=jnp) -> jax.Array:

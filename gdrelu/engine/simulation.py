@@ -20,7 +20,7 @@ from gdrelu.detectors import classify
 from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
 from gdrelu.engine.chunk import ChunkSettings, exact_chunk
 from gdrelu.engine.paths import choose_path
-from gdrelu.engine.placement import Layout, lanes_at, padded_positions, placed, rearranged
+from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
 from gdrelu.engine.state import REPORTED, STEPS_REPORTED, Runs, materialized_params
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
@@ -320,8 +320,9 @@ def _trained_until_stopped(
 
 @functools.partial(jax.jit, static_argnames=("mesh",))
 def _ending(runs: Runs, loss, positions, mesh) -> tuple[Params, dict[str, jax.Array]]:
-    """The lanes at `positions`: their materialized parameters and reported values."""
-    runs, loss = lanes_at((runs, loss), positions, mesh)
+    """The lanes at `positions` (`own_lane_batches`): their materialized parameters and
+    reported values."""
+    runs, loss = own_lanes_at((runs, loss), positions, mesh)
     reported = {name: getattr(runs.info, name) for name in REPORTED}
     threshold = runs.state.linear_threshold
     return materialized_params(runs.state), {
@@ -333,17 +334,17 @@ def _ending(runs: Runs, loss, positions, mesh) -> tuple[Params, dict[str, jax.Ar
 
 def _finished(runs: Runs, loss, lanes, layout: Layout, outcomes: _Outcomes, ids) -> None:
     """Copy the parameters and reported values of `lanes` into `outcomes` at `ids`,
-    `layout.redo_lanes` at a time: only the finished runs cross to the host."""
-    size, mesh = layout.redo_lanes, layout.sharding.mesh
-    for first in range(0, lanes.size, size):
-        part = lanes[first : first + size]
-        got = ids[first : first + size]
-        ending = _ending(runs, loss, padded_positions(part, size), mesh)
-        host_params, host_reported = jax.device_get(ending)
+    `layout.finished_lanes` at a time, each device its own: only the finished runs cross
+    to the host."""
+    mesh = layout.sharding.mesh
+    for positions, taken in layout.own_batches(lanes, layout.finished_lanes):
+        host_params, host_reported = jax.device_get(_ending(runs, loss, positions, mesh))
+        real = taken >= 0
+        got = ids[taken[real]]
         for name, values in host_reported.items():
-            outcomes.reported[name][got] = values[: part.size]
+            outcomes.reported[name][got] = values[real]
         for out, leaf in zip(outcomes.params, host_params, strict=True):
-            out[got] = leaf[: part.size]
+            out[got] = leaf[real]
 
 
 def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -> SimulationResult:
