@@ -13,6 +13,8 @@ cannot fit is refused before anything runs (`check_fits`).
 
 from __future__ import annotations
 
+import functools
+
 import os
 from typing import NamedTuple
 
@@ -83,10 +85,11 @@ def memory_budget(budget: int | None = None, devices=None) -> int:
     return int(HOST_SHARE * host) if host else 8 << 30
 
 
+@functools.lru_cache(maxsize=256)
 def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
     """(bytes of one run's state and check inputs, bytes of its temporaries while its
     block trains), its network padded to `bucket` neurons: shapes only, nothing is
-    computed."""
+    computed (traced once per argument: the budget check and the runner ask alike)."""
     optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
 
     def one(indices):
