@@ -14,7 +14,6 @@ cannot fit is refused before anything runs (`check_fits`).
 from __future__ import annotations
 
 import functools
-
 import os
 from typing import NamedTuple
 

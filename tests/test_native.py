@@ -91,8 +91,10 @@ def test_engine_with_the_native_loop_equals_the_xla_loop(monkeypatch, name):
     steps = native.native_steps
     monkeypatch.setattr(native, "native_steps", lambda *a: calls.append(a) or steps(*a))
     monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", "native")
+    general = engine.TRACE_COUNT["general"]
     ours = simulate(params, data, m["lr"][:runs], **kwargs)
     assert calls  # the chunk traced the C loop
+    assert engine.TRACE_COUNT["general"] == general  # the redos' program serves both kernels
     for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
         np.testing.assert_array_equal(mine, theirs)
     stored = m["status"][:runs]

@@ -198,10 +198,12 @@ CHUNK_PROGRAMS = compiled_programs()
 def run_chunk(
     runs: Runs, inputs: CheckInputs, num_blocks, scalars: ChunkScalars, *, settings, mesh
 ):
-    """`chunk_program`, compiled for the mesh's platform; on the propagator path the
-    neurons never enter or leave the compiled program (they do not change), so a chunk
-    copies O(1) data per run."""
+    """`chunk_program`, compiled for the mesh's platform (one program for every kernel off
+    the propagator path); on the propagator path the neurons never enter or leave the
+    compiled program (they do not change), so a chunk copies O(1) data per run."""
     platform = "cpu" if mesh.devices.flat[0].platform == "cpu" else "other"
+    if settings.path != "propagator":  # only the propagator's steps read the kernel
+        settings = settings._replace(blocking=settings.blocking._replace(kernel="xla"))
     program = functools.partial(CHUNK_PROGRAMS[platform], settings=settings, mesh=mesh)
     if settings.path != "propagator":
         return program(runs, inputs, num_blocks, scalars)
