@@ -260,7 +260,8 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
         )
         runs, loss = put_own_lanes((runs, loss), positions, (redo_runs, redo_loss), mesh)
         # read back now: with every redo in flight at once (reading back after the loop),
-        # an all-gather of XLA's CPU devices hung until XLA aborted the process (2026-12-03)
+        # XLA's CPU devices hung until XLA aborted the process (2026-12-03, when the lanes
+        # were all-gathered)
         real = taken >= 0
         code[lanes[taken[real]]] = np.asarray(redo_code)[real]
         fixed_next[lanes[taken[real]]] = np.asarray(redo_next)[real]

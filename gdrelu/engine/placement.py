@@ -162,8 +162,9 @@ class Layout(NamedTuple):
     @property
     def finished_lanes(self) -> int:
         """Lanes per copy of finished runs to the host: they only move, so more at a time
-        than a redo trains."""
-        return 4 * self.redo_lanes
+        than a redo trains, up to the batch's lanes (the memory budget counts one copy of
+        those, `memory.COPIES`), and never fewer than a redo's."""
+        return max(self.redo_lanes, min(4 * self.redo_lanes, self.slots.size))
 
     def own_batches(self, lanes: np.ndarray, size: int):
         """`own_lane_batches` of `lanes` (positions in this layout) in batches of `size`."""
