@@ -120,6 +120,22 @@ def test_own_lanes_move_exactly_the_lanes_asked_for():
         np.testing.assert_array_equal(np.asarray(got).view(np.uint8), e.view(np.uint8))
 
 
+def test_finished_runs_are_copied_at_most_a_batch_at_a_time():
+    """Four redo sizes of finished lanes per copy, but no more than the batch's lanes (the
+    memory budget counts one copy of those) and no fewer than a redo's."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.devices()), (engine.RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(engine.RUNS_AXIS))
+    blocking = engine.Blocking(block=8, redo=16, unroll=1, check=8)
+
+    def copied(lanes):
+        layout = placement.Layout(np.zeros(lanes, int), None, None, None, blocking, sharding)
+        return layout.finished_lanes
+
+    assert [copied(n) for n in (8, 40, 1024)] == [16, 40, 64]
+
+
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     """A GPU's blocking (its whole share in one block, other redos, unrolled loops), here
