@@ -139,18 +139,23 @@ def _dtype(position: int):
     return np.uint32 if position in (5, 6) else np.float64
 
 
+def _lanes(v, dtype, runs: int, count: int, xp):
+    """v (components..., runs) as the C loop's (component, lanes) array of its first `count`
+    runs, padded to a multiple of `LANES` with the last of them repeated."""
+    v = xp.asarray(v).astype(dtype).reshape(-1, runs)[:, :count]
+    extra = -count % LANES
+    return xp.pad(v, ((0, 0), (0, extra)), mode="edge") if extra and count else v
+
+
 def host_arrays(carry, grams, plus, real, moments, h, active, noise=None):
-    """The C loop's (component, lanes) arrays (`_c_order`) of the first `active` runs, padded
-    to a multiple of `LANES` with the last run repeated, for `run_loop`; SGD's `noise` =
-    (key, step, `DrawTable`)."""
+    """The C loop's (component, lanes) arrays (`_c_order`, `_lanes`) of the first `active`
+    runs, for `run_loop`; SGD's `noise` = (key, step, `DrawTable`)."""
     runs = carry[1].shape[-1]
-    padded = -(-active // LANES) * LANES
-    lanes = np.minimum(np.arange(padded), max(active - 1, 0))
+    carry, fixed = _c_order(carry, (grams, plus, real, moments, h), noise, np)
 
     def columns(v, dtype=np.float64):
-        return np.ascontiguousarray(np.asarray(v).astype(dtype).reshape(-1, runs)[:, lanes])
+        return np.ascontiguousarray(_lanes(v, dtype, runs, active, np))
 
-    carry, fixed = _c_order(carry, (grams, plus, real, moments, h), noise, np)
     return [columns(v) for v in carry], [columns(v, _dtype(i)) for i, v in enumerate(fixed)]
 
 
@@ -229,15 +234,9 @@ def native_steps(
     if carry[1].dtype != np.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
     runs = carry[1].shape[-1]
-    padded = -(-runs // LANES) * LANES
-
-    def columns(v, dtype=jnp.float64):
-        v = jnp.asarray(v).astype(dtype).reshape(-1, runs)
-        return jnp.pad(v, ((0, 0), (0, padded - runs)), mode="edge") if padded > runs else v
-
     old, fixed = _c_order(carry, fixed, noise, jnp)
-    start = [columns(v) for v in old]
-    rest = [columns(v, _dtype(i)) for i, v in enumerate(fixed)]
+    start = [_lanes(v, jnp.float64, runs, runs, jnp) for v in old]
+    rest = [_lanes(v, _dtype(i), runs, runs, jnp) for i, v in enumerate(fixed)]
     mu = -1.0 if momentum is None else float(momentum)
     settings = (alpha, mu, num_steps, 0 if draws is None else draws, active)
     config = jnp.stack([jnp.asarray(v, jnp.float64) for v in settings])

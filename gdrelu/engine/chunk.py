@@ -202,12 +202,12 @@ def run_chunk(
     the propagator path); on the propagator path the neurons never enter or leave the
     compiled program (they do not change), so a chunk copies O(1) data per run."""
     platform = "cpu" if mesh.devices.flat[0].platform == "cpu" else "other"
+    program = functools.partial(CHUNK_PROGRAMS[platform], mesh=mesh)
     if settings.path != "propagator":  # only the propagator's steps read the kernel
         settings = settings._replace(blocking=settings.blocking._replace(kernel="xla"))
-    program = functools.partial(CHUNK_PROGRAMS[platform], settings=settings, mesh=mesh)
-    if settings.path != "propagator":
-        return program(runs, inputs, num_blocks, scalars)
-    compact, *rest = program(runs._replace(state=_compact(runs.state)), inputs, num_blocks, scalars)
+        return program(runs, inputs, num_blocks, scalars, settings=settings)
+    compact = runs._replace(state=_compact(runs.state))
+    compact, *rest = program(compact, inputs, num_blocks, scalars, settings=settings)
     return (compact._replace(state=_expanded(compact.state, runs.state)), *rest)
 
 

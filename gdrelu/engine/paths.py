@@ -2,8 +2,8 @@
 
 "general" (autodiff of the loss, any optimizer and input dimension, O(n·m) per step),
 "fixed_pattern" (the per-side lines of `fastpath`, O(n)) and "propagator" (GD on the
-propagator of `propagator`, O(1)); docs/design.md ("Paths"). A fast path reports the runs
-whose chunk it could not do exactly, and the engine redoes those on "general".
+propagator of `propagator`, O(1)); docs/design.md ("Training paths"). A fast path reports
+the runs whose chunk it could not do exactly, and the engine redoes those on "general".
 """
 
 from __future__ import annotations

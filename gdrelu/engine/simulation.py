@@ -58,50 +58,34 @@ def simulate(
     on_check: Callable[[int, np.ndarray], None] | None = None,
     classify_width: int | None = None,
 ) -> SimulationResult:
-    """Train every run until it stops, checking every `check_every` steps.
+    """Train every run until it stops, checking every `check_every` steps, at most
+    `max_checks` times (then UNFINISHED).
 
-    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar
-    (None for an optax transformation that carries its own learning rate). float64
-    arrays need `jax_enable_x64` (`jax.config.update("jax_enable_x64", True)`).
-    `optimizer`: "gd", "sgd", "momentum", "adam", a function h -> optax transformation,
-    or an optax transformation (`optim.get_optimizer`, with `sampler` and `batch_size`);
-    a stochastic sampler needs `key`, one key per run (typed, or (runs, 2) key data).
-    `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`, the true width).
-    At each check, in this order: DIVERGED (non-finite), CROSSED (some |b_i/a_i| ≥
-    min_j |x_j| after any step so far; d-dim input: the activation pattern on the data
-    changed), A_DEGENERATE, X_DEGENERATE, STUCK (the
-    certificate `theory.provably_stuck` with the run's step size), EARLY_STOPPED (if
-    `early_stopping`, by default when `validation_weights` are given: the loss with
-    `validation_weights` on the training points, or on held-out `validation` points, did
-    not improve by `min_delta` for `patience` checks). Either way
-    each run reports its best validation loss over the checks, the step of that check and
-    the loss on held-out `test` points there (WeightedData, a leading runs axis).
-    Runs still going after `max_checks` checks are UNFINISHED. `stop_on` selects the
-    rules (crossed, stuck, degenerate); by default all three for GD, none for the other
-    optimizers (the certificate is a proof for GD only): `stop_on=()` just trains
-    check_every × max_checks steps. Divergence always stops a run. `eigenvectors="rows"`
-    applies the reference code's variant of the certificate. `on_check(k, status)` is
-    called after check k with every run's current status code.
+    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar (None
+    for an optax transformation with its own learning rate); float64 needs
+    `jax_enable_x64`. `optimizer`: "gd", "sgd", "momentum", "adam", a function h -> optax
+    transformation, or a transformation (`optim.get_optimizer`, with `sampler` and
+    `batch_size`); a stochastic sampler needs `key`, one key per run (typed, or (runs, 2)
+    key data). `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`).
 
-    Every run also gets the detectors of `detectors`: the first step whose activation
-    pattern differs from the initial one, L_lin (at the initial parameters), the first
-    step whose training loss is below (1 - ESCAPE_MARGIN) L_lin (both checked after
-    every step, on any path), and the final escaped/stuck label.
-    `classify_width` pads the networks for that last classification (padding neurons
-    change no activation group), so that one compiled program serves batches of several
-    widths.
+    The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
+    `stop_on` selects crossed, stuck and degenerate (default: all three for GD, none for
+    the other optimizers, for which the certificate is no proof); divergence always stops
+    a run; `eigenvectors="rows"` is the reference code's variant of the certificate. With
+    `early_stopping` (default: when `validation_weights` are given) a run stops once its
+    validation loss (`validation_weights` on the training points, or held-out `validation`
+    points) has not improved by `min_delta` for `patience` checks. Every run reports its
+    best validation loss, that check's step and the loss on `test` points there, and the
+    detectors of `gdrelu.detectors` (`classify_width`: the width their final
+    classification pads to, one program for several widths). `on_check(k, status)` is
+    called after check k with every run's status code.
 
-    `path="auto"` trains 1-D networks with GD, SGD or heavy ball that stop at a crossing
-    on the O(1) propagator (`propagator`, `engine.choose_path`) and redoes, on the general
-    path, the chunk of every run it could not do exactly (a kink reached the data, a neuron
-    changed side), so results equal those of `path="general"`. The runs are sharded over
-    `devices` (default: all local ones) and go through a chunk in blocks (`blocking_for`;
-    `block` sets their size, `redo` that of the general path's redos). `kernel` does the
-    propagator's steps (`Blocking`, `propagator.kernel_trains`): by default
-    $GDRELU_PROPAGATOR_KERNEL, else "auto" (the C loop of `gdrelu.native` on a CPU with a
-    C compiler where it trains the optimizer, XLA's loop elsewhere). The first call in a
-    process turns on JAX's persistent compilation cache (`gdrelu.cache`;
-    GDRELU_CACHE_DIR=none: off).
+    `path` ("auto": `engine.choose_path`), `devices` (default: the local ones), `block` and
+    `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`; default
+    $GDRELU_PROPAGATOR_KERNEL, else "auto") choose how the runs train: a fast path redoes
+    on the general path every chunk it could not do exactly, so statuses and steps do not
+    depend on them (docs/design.md, "Training paths"). The first call in a process turns on
+    JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
     """
     use_default_cache()
     plan = _validated(
