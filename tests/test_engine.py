@@ -122,7 +122,8 @@ def test_own_lanes_move_exactly_the_lanes_asked_for():
 
 def test_finished_runs_are_copied_at_most_a_batch_at_a_time():
     """Four redo sizes of finished lanes per copy, but no more than the batch's lanes (the
-    memory budget counts one copy of those) and no fewer than a redo's."""
+    memory budget counts one copy of those) and no fewer than a redo's, which is at most
+    the batch's lanes."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     mesh = Mesh(np.asarray(jax.devices()), (engine.RUNS_AXIS,))
@@ -133,7 +134,36 @@ def test_finished_runs_are_copied_at_most_a_batch_at_a_time():
         layout = placement.Layout(np.zeros(lanes, int), None, None, None, blocking, sharding)
         return layout.finished_lanes
 
-    assert [copied(n) for n in (8, 40, 1024)] == [16, 40, 64]
+    assert [copied(n) for n in (8, 40, 1024)] == [8, 40, 64]
+
+
+def test_a_redo_trains_every_lane_it_takes(monkeypatch):
+    """Redos of more lanes per device than a block (here 16 lanes, blocks of 4) train
+    all of them, block by block: every run as with the default blocks. (The redo used to
+    train its first block only; the rest came back unchanged and still running, and ran
+    the same chunk again at the next check.)"""
+    runs = _runs(16, 64, seed=3)
+    default = simulate(*runs, check_every=500, max_checks=3)
+    redos = []
+    monkeypatch.setattr(chunk, "run_chunk", _spy(chunk.run_chunk, redos))
+    small = simulate(*runs, check_every=500, max_checks=3, block=4, redo=32)
+    crossed = default.status == Status.CROSSED
+    assert np.sum(crossed & (default.stop_step == 500)) > 8  # more than a block per device
+    assert set(redos) == {64, 32}  # the batch's lanes; a redo's, 4 blocks per device
+    np.testing.assert_array_equal(small.status, default.status)
+    np.testing.assert_array_equal(small.stop_step, default.stop_step)
+    for got, want in zip(small.params, default.params, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+
+
+def _spy(run_chunk, counts):
+    """`run_chunk` that records each call's lane count (the batch's, or a redo's)."""
+
+    def spied(runs, *args, **kwargs):
+        counts.append(runs.info.max_kink.shape[0])
+        return run_chunk(runs, *args, **kwargs)
+
+    return spied
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow

@@ -256,7 +256,7 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
     for positions, taken in layout.own_batches(lanes, layout.redo_lanes):
         redo_runs, redo_inputs = own_lanes_at((start, inputs), positions, mesh)
         redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
-            redo_runs, redo_inputs, layout.one_block, scalars, settings=settings, mesh=mesh
+            redo_runs, redo_inputs, layout.redo_blocks, scalars, settings=settings, mesh=mesh
         )
         runs, loss = put_own_lanes((runs, loss), positions, (redo_runs, redo_loss), mesh)
         # read back now: with every redo in flight at once (reading back after the loop),

@@ -150,14 +150,14 @@ class Layout(NamedTuple):
     slots: np.ndarray
     general: np.ndarray
     num_blocks: jax.Array
-    one_block: jax.Array
+    redo_blocks: jax.Array  # num_blocks of a redo: every lane of its share (`redo_share`)
     blocking: Blocking
     sharding: NamedSharding
 
     @property
     def redo_lanes(self) -> int:
         devices = self.sharding.mesh.size
-        return devices * -(-self.blocking.redo // devices)
+        return devices * redo_share(self.blocking, devices, self.slots.size // devices)[0]
 
     @property
     def finished_lanes(self) -> int:
@@ -170,6 +170,16 @@ class Layout(NamedTuple):
         """`own_lane_batches` of `lanes` (positions in this layout) in batches of `size`."""
         devices = self.sharding.mesh.size
         return own_lane_batches(lanes, self.slots.size // devices, devices, size)
+
+
+def redo_share(blocking: Blocking, devices: int, per_device: int) -> tuple[int, int]:
+    """(lanes per device, blocks) of a redo of `blocking.redo` lanes in a batch of
+    `per_device` lanes per device: a device's share, at most its lanes, in one block, or
+    rounded up to whole blocks where it is larger than a block, so that the redo trains
+    every lane it takes."""
+    share = min(-(-blocking.redo // devices), per_device)
+    blocks = -(-share // blocking.block)
+    return (share, 1) if blocks == 1 else (blocks * blocking.block, blocks)
 
 
 def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None):
@@ -201,7 +211,10 @@ def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None
         slots=np.concatenate(new_slots),
         general=np.concatenate(new_general),
         num_blocks=jax.device_put(np.asarray(counts, np.int32), sharding),
-        one_block=jax.device_put(np.ones((devices, 2), np.int32), sharding),
+        redo_blocks=jax.device_put(
+            np.full((devices, 2), redo_share(blocking, devices, per_device)[1], np.int32),
+            sharding,
+        ),
         blocking=blocking,
         sharding=sharding,
     )
