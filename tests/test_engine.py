@@ -373,6 +373,10 @@ def test_bad_arguments_are_named(width8):
         simulate(params, data, step, eigenvectors="diagonal")
     with pytest.raises(ValueError, match="check_every"):
         simulate(params, data, step, check_every=0)
+    bad_counts = [("block", 0), ("block", -3), ("block", 2.5), ("redo", -1), ("redo", True)]
+    for field, bad in [*bad_counts, ("max_checks", 0), ("check_every", 2.5)]:
+        with pytest.raises(ValueError, match=f"^{field}: must be a positive integer"):
+            simulate(params, data, step, **{field: bad})
 
 
 @pytest.mark.slow  # its arithmetic: tests/test_theory.py::test_psi_sum_against_lapack_eigenpairs

@@ -104,6 +104,7 @@ def simulate(
         stop_on=stop_on,
         eigenvectors=eigenvectors,
         path=path,
+        sizes={"block": block, "redo": redo},
     )
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
@@ -149,11 +150,14 @@ def _validated(
     stop_on,
     eigenvectors,
     path,
+    sizes,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     check_precision(params, data)
-    if check_every < 1 or max_checks < 1:
-        raise ValueError("check_every and max_checks must be at least 1")
+    counts = {"check_every": check_every, "max_checks": max_checks, **sizes}
+    for name, count in counts.items():  # block, redo: None for the engine's own sizes
+        if (count is not None or name not in sizes) and not (_is_integer(count) and count >= 1):
+            raise ValueError(f"{name}: must be a positive integer, not {count!r}")
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     if validation is not None and validation_weights is not None:
@@ -180,6 +184,10 @@ def _validated(
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
     return _Plan(optimizer, rules, path, noise_key)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def check_precision(params: Params, data: WeightedData) -> None:
