@@ -137,19 +137,18 @@ def test_finished_runs_are_copied_at_most_a_batch_at_a_time():
     assert [copied(n) for n in (8, 40, 1024)] == [8, 40, 64]
 
 
-def test_a_redo_trains_every_lane_it_takes(monkeypatch):
+def test_a_redo_trains_every_lane_it_takes(monkeypatch, width8, width8_result):
     """Redos of more lanes per device than a block (here 16 lanes, blocks of 4) train
     all of them, block by block: every run as with the default blocks. (The redo used to
     train its first block only; the rest came back unchanged and still running, and ran
     the same chunk again at the next check.)"""
-    runs = _runs(16, 64, seed=3)
-    default = simulate(*runs, check_every=500, max_checks=3)
+    default = width8_result
     redos = []
     monkeypatch.setattr(chunk, "run_chunk", _spy(chunk.run_chunk, redos))
-    small = simulate(*runs, check_every=500, max_checks=3, block=4, redo=32)
-    crossed = default.status == Status.CROSSED
-    assert np.sum(crossed & (default.stop_step == 500)) > 8  # more than a block per device
-    assert set(redos) == {64, 32}  # the batch's lanes; a redo's, 4 blocks per device
+    small = simulate(*width8, check_every=200, max_checks=100, block=4, redo=32)
+    first = default.stop_step == 200
+    assert np.sum(first & (default.status == Status.CROSSED)) > 8  # > a block per device
+    assert set(redos) == {40, 32}  # the batch's lanes; a redo's: 4 blocks per device
     np.testing.assert_array_equal(small.status, default.status)
     np.testing.assert_array_equal(small.stop_step, default.stop_step)
     for got, want in zip(small.params, default.params, strict=True):
