@@ -41,7 +41,33 @@ def _momentum(step_size):
 
 
 def _adam(step_size):
-    return optax.adam(step_size)  # β1 = 0.9, β2 = 0.999, ε = 1e-8 outside the root
+    return optax.chain(scale_by_adam(), optax.scale_by_learning_rate(step_size))
+
+
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
+    """`optax.scale_by_adam` (ε outside the root, no ε inside, optax's state) with each bias
+    correction a product by its reciprocal, m̂ = m · (1/(1 - β₁ᵗ)) and v̂ = v · (1/(1 -
+    β₂ᵗ)), where optax divides every entry by 1 - βᵗ. XLA's CPU compiler rewrites optax's
+    division into this product in some pipelines (one device) and not in others (runs
+    sharded over several), so with optax's Adam a run's bits depended on the device count
+    (docs/fidelity.md, "Adam")."""
+    optax_adam = optax.scale_by_adam(b1, b2, eps)
+
+    def update(updates, state, params=None):
+        del params
+        mu = optax.tree_utils.tree_update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+
+        def scaled(m, v):
+            m_hat = m * (1 / (1 - b1**count).astype(m.dtype))
+            v_hat = v * (1 / (1 - b2**count).astype(v.dtype))
+            return m_hat / (jnp.sqrt(v_hat) + eps)
+
+        updates = jax.tree.map(scaled, mu, nu)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(optax_adam.init, update)
 
 
 @dataclasses.dataclass(frozen=True)

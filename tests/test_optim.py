@@ -10,7 +10,7 @@ from conftest import numpy_gradient
 
 from gdrelu import Params, Status, WeightedData, engine, he_init, simulate
 from gdrelu.data import paper_data
-from gdrelu.optim import batch_weights, get_optimizer, multinomial_words, scan_steps
+from gdrelu.optim import batch_weights, get_optimizer, multinomial_words, scale_by_adam, scan_steps
 
 RTOL = 1e-10  # float64 trajectories of a few hundred steps, different association only
 
@@ -213,14 +213,33 @@ def test_sgd_noise_depends_only_on_the_run_key():
 
 
 def test_transformation_with_its_own_learning_rate_equals_the_named_optimizer():
+    """A transformation with its own learning rate trains as the named optimizer does,
+    bit for bit; the named Adam, whose bias corrections are products by reciprocals, is
+    optax's Adam to rounding."""
     params, data = _batch(2)
     kwargs = dict(check_every=20, max_checks=10, stop_on=())
     named = simulate(params, data, 1e-3, optimizer="adam", **kwargs)
-    given = simulate(params, data, None, optimizer=optax.adam(1e-3), **kwargs)
-    for got, want in zip(given.params, named.params, strict=True):
+    ours = optax.chain(scale_by_adam(), optax.scale_by_learning_rate(1e-3))
+    given = simulate(params, data, None, optimizer=ours, **kwargs)
+    by_optax = simulate(params, data, None, optimizer=optax.adam(1e-3), **kwargs)
+    for got, want, optax_adam in zip(given.params, named.params, by_optax.params, strict=True):
         np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(optax_adam, want, rtol=1e-12)
     with pytest.raises(ValueError, match="step_size"):
         simulate(params, data, 1e-3, optimizer=optax.adam(1e-3), **kwargs)
+
+
+def test_adam_runs_do_not_depend_on_the_device_count():
+    """Adam's runs are the same bit for bit on one device and sharded over two. (With
+    optax's division by 1 - βᵗ, XLA's CPU compiler turned it into a product by the
+    reciprocal on one device only, and every run differed in its last bits.)"""
+    params, data = _batch(2)
+    kwargs = dict(check_every=20, max_checks=10, stop_on=())
+    assert jax.device_count() == 2
+    two = simulate(params, data, 1e-3, optimizer="adam", **kwargs)
+    one = simulate(params, data, 1e-3, optimizer="adam", devices=jax.devices()[:1], **kwargs)
+    for got, want in zip(one.params, two.params, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(
