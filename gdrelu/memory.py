@@ -147,9 +147,10 @@ def batching(
     """How `runs` runs go through `devices` (default: the local ones) within `budget`
     bytes (`batch_bytes`): in the engine's blocks and redos (`engine.blocking_for`, for
     networks of `width` neurons) if one block of them per device fits, else in the
-    largest blocks of which one per device fits (at most a device's share, at least one
-    run) and redos of at most a block per device. A batch holds as many whole blocks per
-    device as fit, at least one."""
+    largest blocks of which one per device fits (at most a device's share, but at least
+    `engine.MIN_BLOCK` runs, padding included, where those fit, else one) and redos of at
+    most a block per device. A batch holds as many whole blocks per device as fit, at
+    least one."""
     devices = jax.local_devices() if devices is None else list(devices)
     count = len(devices)
     default = engine.blocking_for(devices, runs, width=width)
@@ -157,7 +158,10 @@ def batching(
     shrunk = batch_bytes(per_run, per_block_run, 1, block, count, mixed, redo) > budget
     if shrunk:
         one_block = count * (COPIES * per_run * (1 + int(mixed)) + per_block_run)
-        block = max(1, min(budget // one_block, block, -(-runs // count)))
+        fit = budget // one_block
+        block = max(1, min(fit, block, -(-runs // count)))
+        if block < engine.MIN_BLOCK <= fit:  # a block of one rounds otherwise
+            block = engine.MIN_BLOCK
         redo = min(redo, count * block)
     room = budget - max(count * block, redo) * per_block_run
     blocks = max(1, room // (COPIES * per_run * count * block) - int(mixed))

@@ -378,6 +378,18 @@ def test_bad_arguments_are_named(width8):
             simulate(params, data, step, **{field: bad})
 
 
+def test_no_block_or_redo_trains_a_single_lane():
+    """XLA compiles a vmapped batch of one lane to other roundings (momentum moved by
+    1e-11, Adam's chaotic runs by O(1)): a redo's share has at least `MIN_BLOCK` lanes
+    where the batch has them, however small the redo size asked for."""
+    blocking = engine.Blocking(block=64, redo=1, unroll=1, check=64)
+    assert engine.MIN_BLOCK == 2
+    assert placement.redo_share(blocking, 2, 64) == (2, 1)
+    assert placement.redo_share(blocking._replace(block=1), 2, 1) == (1, 1)
+    assert placement.redo_share(blocking._replace(redo=40), 2, 64) == (20, 1)
+    assert placement.redo_share(blocking._replace(block=4, redo=40), 2, 64) == (20, 5)
+
+
 @pytest.mark.slow  # its arithmetic: tests/test_theory.py::test_psi_sum_against_lapack_eigenpairs
 def test_rows_variant_of_the_certificate_is_available(width8):
     rows = simulate(*width8, check_every=200, max_checks=100, eigenvectors="rows")

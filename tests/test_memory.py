@@ -50,6 +50,10 @@ def test_blocks_shrink_to_fit_down_to_one_run():
             assert need <= block * one_block
         tiny = memory.batching(per_run, per_block_run, 1, 500, mixed, devices)
         assert (tiny.runs, tiny.block) == (count, 1)  # nothing fits: one run per block
+        # one run per device, room for two: a padding lane, not a block of one, whose
+        # compiled step rounds otherwise (engine.MIN_BLOCK)
+        few = memory.batching(per_run, per_block_run, 2 * one_block, count, mixed, devices)
+        assert few.block == engine.MIN_BLOCK == 2
 
 
 def test_narrow_networks_redo_more_runs_at_a_time():

@@ -25,6 +25,8 @@ from gdrelu.model import per_run_scaling
 
 RUNS_AXIS = "runs"
 BLOCK = 64  # runs per block on a CPU: the propagator's per-step state stays in L1 cache
+MIN_BLOCK = 2  # fewest lanes a block or redo trains at once where two fit: XLA compiles a
+# batch of one to other roundings (docs/design.md, "Blocks, devices and checks")
 CHECK_BLOCK = 512  # runs per check batch on a CPU: fewer kernel launches per run
 REDO_BLOCK = 16  # runs per redo on a CPU: few runs leave a chunk, a redo costs O(n) or O(nm)
 REDO_NEURONS = 1024  # up to 4 × REDO_BLOCK runs per redo on a CPU while runs × width fit this
@@ -174,10 +176,10 @@ class Layout(NamedTuple):
 
 def redo_share(blocking: Blocking, devices: int, per_device: int) -> tuple[int, int]:
     """(lanes per device, blocks) of a redo of `blocking.redo` lanes in a batch of
-    `per_device` lanes per device: a device's share, at most its lanes, in one block, or
-    rounded up to whole blocks where it is larger than a block, so that the redo trains
-    every lane it takes."""
-    share = min(-(-blocking.redo // devices), per_device)
+    `per_device` lanes per device: a device's share, at most its lanes and at least
+    `MIN_BLOCK` of them, in one block, or rounded up to whole blocks where it is larger
+    than a block, so that the redo trains every lane it takes."""
+    share = max(min(MIN_BLOCK, per_device), min(-(-blocking.redo // devices), per_device))
     blocks = -(-share // blocking.block)
     return (share, 1) if blocks == 1 else (blocks * blocking.block, blocks)
 
