@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu import theory
+from gdrelu.cells import in_draw_batches
 from gdrelu.data import WeightedData
 from gdrelu.model import Params, Scaling, padded, scaling_of
 
@@ -45,18 +46,32 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
     widths (runs,) the true widths; "paper" pads the networks to `classify_width`."""
     spec = specs_runs[0][0]
     dtype = params.c.dtype
+    alpha = jnp.asarray(spec.alpha, dtype)
     if spec.step_size == "paper":
         wide = padded(jax.device_get(params), classify_width, xp=np)
-        step = paper_step_sizes(wide, data, jnp.asarray(spec.alpha, dtype))
+        step = _in_batches(lambda p, d: paper_step_sizes(p, d, alpha), wide, data)
     elif spec.step_size == "ntk":
-        alpha = jnp.asarray(spec.alpha, dtype)
-        step = ntk_step_sizes(params, data, alpha, widths, spec.parameterization)
+        ntk = functools.partial(ntk_step_sizes, parameterization=spec.parameterization)
+        step = _in_batches(lambda p, d, w: ntk(p, d, alpha, w), params, data, widths)
     elif spec.step_size == "small":
         step = 0.01 / widths.astype(dtype)
     elif spec.step_size == "param-norm":
-        step = param_norm_step_sizes(params, data)
+        step = _in_batches(param_norm_step_sizes, params, data)
     else:
         step = jnp.concatenate([jnp.full((runs,), s.step_size, dtype) for s, runs in specs_runs])
     if spec.step_factor != 1.0:
         step = step * spec.step_factor
     return step
+
+
+def _in_batches(step_sizes, *trees) -> jax.Array:
+    """step_sizes(*trees) (runs,) computed `cells.DRAW_BATCH` runs at a time: every run's
+    step size comes from the same compiled program, whatever the batch's run count (batches
+    of 1-8 runs were compiled to other roundings than batches of 64 and more, and Adam's
+    runs amplified the last bit of h)."""
+    runs = np.shape(jax.tree.leaves(trees[0])[0])[0]
+
+    def part(indices):
+        return step_sizes(*jax.tree.map(lambda v: v[indices], trees))
+
+    return in_draw_batches(part, np.arange(runs))
