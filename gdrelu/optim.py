@@ -58,10 +58,11 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
         mu = optax.tree_utils.tree_update_moment(updates, state.mu, b1, 1)
         nu = optax.tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count = optax.safe_increment(state.count)
+        first, second = 1 - b1**count, 1 - b2**count  # optax's 1 - βᵗ, in its dtype
 
         def scaled(m, v):
-            m_hat = m * (1 / (1 - b1**count).astype(m.dtype))
-            v_hat = v * (1 / (1 - b2**count).astype(v.dtype))
+            m_hat = m * (1 / first.astype(m.dtype))
+            v_hat = v * (1 / second.astype(v.dtype))
             return m_hat / (jnp.sqrt(v_hat) + eps)
 
         updates = jax.tree.map(scaled, mu, nu)

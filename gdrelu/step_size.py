@@ -51,8 +51,10 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
         wide = padded(jax.device_get(params), classify_width, xp=np)
         step = _in_batches(lambda p, d: paper_step_sizes(p, d, alpha), wide, data)
     elif spec.step_size == "ntk":
-        ntk = functools.partial(ntk_step_sizes, parameterization=spec.parameterization)
-        step = _in_batches(lambda p, d, w: ntk(p, d, alpha, w), params, data, widths)
+        rule = spec.parameterization
+        step = _in_batches(
+            lambda p, d, w: ntk_step_sizes(p, d, alpha, w, rule), params, data, widths
+        )
     elif spec.step_size == "small":
         step = 0.01 / widths.astype(dtype)
     elif spec.step_size == "param-norm":
@@ -69,9 +71,10 @@ def _in_batches(step_sizes, *trees) -> jax.Array:
     step size comes from the same compiled program, whatever the batch's run count (batches
     of 1-8 runs were compiled to other roundings than batches of 64 and more, and Adam's
     runs amplified the last bit of h)."""
+    trees = jax.device_get(trees)  # on the host, each batch is a numpy slice, not a gather
     runs = np.shape(jax.tree.leaves(trees[0])[0])[0]
 
     def part(indices):
-        return step_sizes(*jax.tree.map(lambda v: v[indices], trees))
+        return step_sizes(*jax.tree.map(lambda v: np.asarray(v)[indices], trees))
 
     return in_draw_batches(part, np.arange(runs))

@@ -181,7 +181,7 @@ def redo_share(blocking: Blocking, devices: int, per_device: int) -> tuple[int, 
     than a block, so that the redo trains every lane it takes."""
     share = max(min(MIN_BLOCK, per_device), min(-(-blocking.redo // devices), per_device))
     blocks = -(-share // blocking.block)
-    return (share, 1) if blocks == 1 else (blocks * blocking.block, blocks)
+    return (share if blocks == 1 else blocks * blocking.block), blocks
 
 
 def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None):

@@ -104,7 +104,8 @@ def simulate(
         stop_on=stop_on,
         eigenvectors=eigenvectors,
         path=path,
-        sizes={"block": block, "redo": redo},
+        block=block,
+        redo=redo,
     )
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
@@ -150,13 +151,16 @@ def _validated(
     stop_on,
     eigenvectors,
     path,
-    sizes,
+    block,
+    redo,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     check_precision(params, data)
-    counts = {"check_every": check_every, "max_checks": max_checks, **sizes}
-    for name, count in counts.items():  # block, redo: None for the engine's own sizes
-        if (count is not None or name not in sizes) and not (_is_integer(count) and count >= 1):
+    counts = {"check_every": check_every, "max_checks": max_checks, "block": block, "redo": redo}
+    for name, count in counts.items():
+        if count is None and name in ("block", "redo"):  # the engine's own sizes
+            continue
+        if not (_is_integer(count) and count >= 1):
             raise ValueError(f"{name}: must be a positive integer, not {count!r}")
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
@@ -187,7 +191,7 @@ def _validated(
 
 
 def _is_integer(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def check_precision(params: Params, data: WeightedData) -> None:
