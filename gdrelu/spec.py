@@ -19,6 +19,7 @@ import numpy as np
 
 from gdrelu import engine
 from gdrelu.data import CONTINUOUS, DATASETS, FINITE, count_dtype, load_user_data, split_sizes
+from gdrelu.engine.simulation import is_integer
 from gdrelu.init import INITS, parameterization_of, parse_bias_init
 from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps, get_optimizer
 
@@ -227,16 +228,12 @@ class ExperimentSpec:
         return [Cell(width, delta, self) for width in self.widths for delta in self.deltas]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def _is_real(value) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool)
 
 
 def _is_positive_int(value, low: int = 1) -> bool:
-    return _is_int(value) and value >= low
+    return is_integer(value) and value >= low
 
 
 def _choice(spec: ExperimentSpec, name: str, choices) -> None:

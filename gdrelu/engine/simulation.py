@@ -160,7 +160,7 @@ def _validated(
     for name, count in counts.items():
         if count is None and name in ("block", "redo"):  # the engine's own sizes
             continue
-        if not (_is_integer(count) and count >= 1):
+        if not (is_integer(count) and count >= 1):
             raise ValueError(f"{name}: must be a positive integer, not {count!r}")
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
@@ -190,7 +190,8 @@ def _validated(
     return _Plan(optimizer, rules, path, noise_key)
 
 
-def _is_integer(value) -> bool:
+def is_integer(value) -> bool:
+    """Whether `value` is a Python or numpy integer (a bool is not)."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
