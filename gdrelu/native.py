@@ -3,7 +3,7 @@
 
 XLA's CPU loop of `propagator.deferred_steps` dispatches about 14 operations per GD step.
 At 64 runs per block, half of the loop's time is that dispatch and the rest is the memory
-traffic between its fusions (docs/performance.md, "The propagator's loop on a CPU").
+traffic between its fusions (docs/performance-log.md, "The propagator's loop on a CPU").
 `native_src/propagator_gd.c` does `propagator._block_steps`' arithmetic in the same order,
 four runs per vector, every step of a chunk in registers, for full batches and for the
 multinomial sampler's minibatches (the same threefry words as `optim.multinomial_words`).
