@@ -79,7 +79,7 @@ def comparison_plot(comparisons: Sequence[dict], path: Path) -> None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("P(stuck) difference (paired)")
     axes[0][-1].legend(fontsize="small")
-    fig.suptitle("Paired P(stuck) differences, exact 95% intervals (McNemar)", fontsize="medium")
+    fig.suptitle("Paired P(stuck) differences, Newcombe 95% intervals", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""Monte Carlo estimates of failure probabilities, with exact intervals."""
+"""Monte Carlo estimates of failure probabilities with exact intervals, and paired
+differences between optimizers."""
 
 from __future__ import annotations
 
@@ -29,14 +30,52 @@ def failure_probability(stuck, runs, level: float = 0.95) -> tuple[float, tuple[
     return float(stuck) / float(runs), (float(lower), float(upper))
 
 
+def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's score interval for a binomial proportion k/n: the p with
+    |k/n - p| <= z sqrt(p(1 - p)/n), z the normal quantile at (1 + level)/2."""
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    z = special.ndtri(0.5 + level / 2.0)
+    center = (k + z * z / 2.0) / (n + z * z)
+    half = z * np.sqrt(k * (n - k) / n + z * z / 4.0) / (n + z * z)
+    return center - half, center + half
+
+
+def paired_difference_interval(table, level: float = 0.95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (1998, method 10) for P_a - P_b on paired runs.
+
+    `table` = (both stuck, a stuck and b not, b stuck and a not, neither). The Wilson
+    intervals [l_a, u_a], [l_b, u_b] of the two marginal proportions combine by squaring
+    and adding, with φ, the continuity-corrected correlation of the two outcomes:
+    D - sqrt((p_a - l_a)² - 2φ(p_a - l_a)(u_b - p_b) + (u_b - p_b)²) and D + the same with
+    a and b swapped, D = p_a - p_b.
+    """
+    both, only_a, only_b, neither = (int(v) for v in table)
+    total = both + only_a + only_b + neither
+    if total == 0:
+        raise ValueError("paired outcomes: no runs to compare")
+    p_a, p_b = (both + only_a) / total, (both + only_b) / total
+    (l_a, l_b), (u_a, u_b) = wilson([both + only_a, both + only_b], total, level)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    cross = both * neither - only_a * only_b
+    corrected = cross - total / 2 if cross > total / 2 else min(cross, 0)
+    phi = corrected / np.sqrt(margins) if margins > 0 else 0.0
+
+    def spread(below, above):
+        return np.sqrt(max(0.0, below * below - 2 * phi * below * above + above * above))
+
+    difference = p_a - p_b
+    lower = difference - spread(p_a - l_a, u_b - p_b)
+    upper = difference + spread(p_b - l_b, u_a - p_a)
+    return max(-1.0, float(lower)), min(1.0, float(upper))
+
+
 def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
-    """P_a(stuck) - P_b(stuck) on paired runs (common random numbers), exact McNemar test.
+    """P_a(stuck) - P_b(stuck) on paired runs (common random numbers): the exact McNemar
+    test and Newcombe's interval (`paired_difference_interval`).
 
     With discordant counts b = #(a stuck, b not) and c = #(b stuck, a not), the two-sided
-    exact McNemar p-value is the binomial test of b out of b + c against 1/2. The interval
-    is conditional on b + c: the difference is (b - c)/N = ((b + c)/N)(2θ - 1) with θ the
-    probability that a discordant pair is (a stuck, b not), and θ gets its Clopper-Pearson
-    interval, so the interval excludes 0 exactly when the test rejects at 1 - level.
+    exact McNemar p-value is the binomial test of b out of b + c against 1/2.
     """
     a = np.asarray(stuck_a, bool)
     b_runs = np.asarray(stuck_b, bool)
@@ -45,19 +84,18 @@ def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
     total = a.size
     b = int(np.sum(a & ~b_runs))
     c = int(np.sum(~a & b_runs))
-    discordant = b + c
-    if discordant == 0:
-        p_value, ci = 1.0, (0.0, 0.0)
+    both = int(np.sum(a & b_runs))
+    ci = paired_difference_interval((both, b, c, total - both - b - c), level)
+    if b + c == 0:
+        p_value = 1.0
     else:
         from scipy.stats import binomtest  # here: only compare's pairs need scipy.stats
 
-        p_value = float(binomtest(b, discordant, 0.5).pvalue)
-        low, high = clopper_pearson(b, discordant, level)
-        scale = discordant / total
-        ci = (float(scale * (2 * low - 1)), float(scale * (2 * high - 1)))
+        p_value = float(binomtest(b, b + c, 0.5).pvalue)
     return {
+        "runs": total,
         "difference": (b - c) / total,
-        "ci95" if level == 0.95 else f"ci{level:g}": list(ci),
+        f"ci{100 * level:g}": list(ci),
         "p_value": p_value,
         "discordant": [b, c],
     }
