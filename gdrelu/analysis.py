@@ -75,6 +75,7 @@ def cell_summary(cell_result: CellResult) -> dict[str, Any]:
         "crossed_not_stuck": int(np.sum((res.status == Status.CROSSED) & ~stuck_mask)),
         "p_stuck": p,
         "ci95": list(ci),
+        **_target_met(cell_result),
         "detectors": {
             "pattern_changed": int(np.sum(res.pattern_change_step >= 0)),
             "escaped_final": int(np.sum(res.escaped)),
@@ -85,9 +86,20 @@ def cell_summary(cell_result: CellResult) -> dict[str, Any]:
     }
 
 
+def _target_met(cell_result: CellResult) -> dict[str, bool]:
+    """Whether a cell grown to `target_halfwidth` met it (it may stop at `max_runs`)."""
+    target = cell_result.cell.spec.target_halfwidth
+    if target is None:
+        return {}
+    return {"target_halfwidth_met": bool(interval_halfwidth(cell_result) <= target)}
+
+
 def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
     """Paired differences P_a(stuck) - P_b(stuck) for every pair of optimizers a before b
-    and every (width, Δ) cell they share, with the exact McNemar test (`stats`)."""
+    and every (width, Δ) cell they share, with the exact McNemar test and Newcombe's
+    interval (`stats`). Run i of a cell starts from the same data and network for every
+    optimizer, so the pairs are the run indices both have: all of them, or the first
+    ones where `target_halfwidth` grew one optimizer's cell further than another's."""
     by_cell: dict[tuple, dict[str, CellResult]] = {}
     for cr in cell_results:
         by_cell.setdefault((cr.cell.width, cr.cell.delta), {})[cr.cell.spec.optimizer] = cr
@@ -96,7 +108,9 @@ def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
         names = list(per_optimizer)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
-                pair = paired_comparison(stuck_runs(per_optimizer[a]), stuck_runs(per_optimizer[b]))
+                stuck_a, stuck_b = stuck_runs(per_optimizer[a]), stuck_runs(per_optimizer[b])
+                shared = min(stuck_a.size, stuck_b.size)
+                pair = paired_comparison(stuck_a[:shared], stuck_b[:shared])
                 out.append({"a": a, "b": b, "width": int(width), "delta": float(delta), **pair})
     return out
 

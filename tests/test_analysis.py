@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec
-from gdrelu.analysis import cell_summary
+from gdrelu.analysis import cell_summary, comparisons
 from gdrelu.cells import Cell, CellResult
 from gdrelu.model import Params
 from gdrelu.outcome import SimulationResult, Status
@@ -46,3 +46,39 @@ def test_fractions_of_none_and_all_have_one_sided_intervals(mask):
     cr = _cell([5 if m else -1 for m in mask], [0.0] * 3, [1.0] * 3)
     ever = cell_summary(cr)["loss_below_threshold"]["ever"]
     assert ever["ci95"][1 if mask[0] else 0] == (1.0 if mask[0] else 0.0)
+
+
+def _optimizer_cell(optimizer, stuck, **spec_fields):
+    """A cell of `optimizer` whose runs are stuck where `stuck` says: certified stuck or
+    crossed and escaped, so every stuck rule reads them alike."""
+    stuck = np.asarray(stuck, bool)
+    spec = ExperimentSpec(
+        widths=(4,), deltas=(0.0,), runs=stuck.size, optimizer=optimizer, **spec_fields
+    )
+    zeros = np.zeros(stuck.size)
+    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
+    fields.update(
+        status=np.where(stuck, Status.STUCK, Status.CROSSED).astype(np.int8),
+        escaped=~stuck,
+        loss_below_step=np.full(stuck.size, -1),
+    )
+    params = Params(*(np.zeros((stuck.size, 4)),) * 3, zeros)
+    return CellResult(Cell(4, 0.0, spec), zeros + 0.1, SimulationResult(params=params, **fields))
+
+
+def test_cells_grown_to_different_sizes_are_paired_on_the_runs_both_have():
+    """`target_halfwidth` grows each optimizer's cell on its own; run i is the same start
+    for both, so the comparison pairs runs 0-3 and leaves GD's runs 4-7 out."""
+    gd = _optimizer_cell("gd", [1, 1, 1, 0, 1, 1, 1, 1])
+    adam = _optimizer_cell("adam", [0, 1, 0, 0])
+    (pair,) = comparisons([gd, adam])
+    assert (pair["a"], pair["b"], pair["runs"]) == ("gd", "adam", 4)
+    assert pair["discordant"] == [2, 0] and pair["difference"] == 0.5
+
+
+@pytest.mark.parametrize(("halfwidth", "met"), [(None, None), (0.4, True), (0.3, False)])
+def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
+    """4 stuck of 8: the interval (0.157, 0.843) has half-width 0.343."""
+    growth = {} if halfwidth is None else {"target_halfwidth": halfwidth, "max_runs": 8}
+    summary = cell_summary(_optimizer_cell("gd", [1, 0] * 4, **growth))
+    assert summary.get("target_halfwidth_met") == met

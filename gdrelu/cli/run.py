@@ -92,7 +92,7 @@ def _report(specs, results, seconds: float, out) -> None:
         lo, hi = c["ci95"]
         print(
             f"{c['a']} - {c['b']}  n={c['width']} Δ={c['delta']:g}: {c['difference']:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}]  McNemar p = {c['p_value']:.3g}"
+            f"[{lo:+.3f}, {hi:+.3f}] over {c['runs']} pairs  McNemar p = {c['p_value']:.3g}"
         )
     runs = sum(cr.result.status.size for cr in results)
     print(f"{runs} runs in {seconds:.1f} s on {backend}; results in {out}/")
