@@ -222,8 +222,9 @@ def check_user_data(x, y, name="data"):
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
-    if y.ndim != 1 or x.ndim not in (1, 2) or x.shape[0] != y.shape[0] or y.size < 2:
-        raise ValueError(f"data: {name}: need x (m,) or (m, d) and y (m,), m ≥ 2")
+    shapes_fit = x.ndim == 1 or (x.ndim == 2 and x.shape[1] >= 1)
+    if y.ndim != 1 or not shapes_fit or x.shape[0] != y.shape[0] or y.size < 2:
+        raise ValueError(f"data: {name}: need x (m,) or (m, d ≥ 1) and y (m,), m ≥ 2")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError(f"data: {name} holds NaN or Inf values")
     return x, y

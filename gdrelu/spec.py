@@ -31,6 +31,7 @@ STEP_SIZE_RULES = ("paper", "ntk", "small", "param-norm")
 DATASET_DIMENSION = {"six-points": 1, "star": 2, "cross": 2, "double-cross": 2, "p-ex": 1}
 STUCK_RULES = ("auto", "certificate", "final")
 BUCKETS = ("auto", "pow2", "one", "none")
+MAX_WIDTH = 2**40  # 24 bytes of parameters per neuron: 26 TB for one run
 RAYS = {"star": 11, "cross": 4, "double-cross": 8}  # rays of each 2-D ray support
 
 
@@ -296,6 +297,8 @@ def _check_grid(spec: ExperimentSpec) -> None:
     for width in spec.widths:
         if not _is_positive_int(width):
             raise SpecError("widths", f"{width!r} is not a positive integer")
+        if width > MAX_WIDTH:
+            raise SpecError("widths", f"{width} is above 2^40 neurons (26 TB of parameters a run)")
     if not spec.deltas:
         raise SpecError("deltas", "needs at least one offset")
     for delta in spec.deltas:
@@ -310,6 +313,12 @@ def _check_grid(spec: ExperimentSpec) -> None:
             raise SpecError(name, f"{value!r} is not an integer ≥ {low}")
     if spec.seed >= 2**32:
         raise SpecError("seed", "must be below 2**32")
+    if spec.check_every * spec.max_checks > engine.MAX_STEPS:
+        raise SpecError(
+            "max_checks",
+            f"check_every × max_checks = {spec.check_every * spec.max_checks} steps exceed "
+            f"{engine.MAX_STEPS}, the most a run's int32 step counter holds",
+        )
     _choice(spec, "dtype", DTYPES)
     if spec.dtype == "float64" and not jax.config.jax_enable_x64:
         raise SpecError(
@@ -389,6 +398,8 @@ def _check_stopping(spec: ExperimentSpec) -> None:
     if not isinstance(spec.early_stopping, bool):
         raise SpecError("early_stopping", "must be true or false")
     if spec.stop_on is not None:
+        if not all(isinstance(rule, str) for rule in spec.stop_on):
+            raise SpecError("stop_on", f"{spec.stop_on!r} is not a list of rule names")
         unknown = set(spec.stop_on) - set(engine.STOP_RULES)
         if unknown:
             known = engine.STOP_RULES

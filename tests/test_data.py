@@ -126,6 +126,8 @@ def test_user_data_files(tmp_path):
         load_user_data(bad)
     with pytest.raises(ValueError, match="data"):
         check_user_data(np.ones((3, 2)), np.ones(4))
+    with pytest.raises(ValueError, match="data"):  # a file with a y column alone
+        check_user_data(np.ones((3, 0)), np.ones(3))
     with pytest.raises(ValueError, match="cannot read"):
         load_user_data(tmp_path / "missing.csv")
 

@@ -376,6 +376,8 @@ def test_bad_arguments_are_named(width8):
     for field, bad in [*bad_counts, ("max_checks", 0), ("check_every", 2.5)]:
         with pytest.raises(ValueError, match=f"^{field}: must be a positive integer"):
             simulate(params, data, step, **{field: bad})
+    with pytest.raises(ValueError, match=r"^max_checks: .* int32 step counter"):
+        simulate(params, data, step, check_every=2**16, max_checks=2**15)
 
 
 def test_no_block_or_redo_trains_a_single_lane():

@@ -59,7 +59,7 @@ def _config(path) -> dict[str, Any]:
             return tomllib.load(f)
     except OSError as e:
         raise UsageError(f"--config: cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"--config: {path} is not valid TOML: {e}") from None
 
 
@@ -80,8 +80,8 @@ def budget_bytes(gigabytes: float | None) -> int | None:
     """--memory-budget in bytes (None: the default budget)."""
     if gigabytes is None:
         return None
-    if not gigabytes > 0 or gigabytes == float("inf"):
-        raise UsageError(f"--memory-budget: {gigabytes} is not a positive number of GB")
+    if not 1e-6 <= gigabytes <= 1e9:
+        raise UsageError(f"--memory-budget: {gigabytes} is not a number of GB in [1e-6, 1e9]")
     return int(gigabytes * 1e9)
 
 

@@ -22,6 +22,9 @@ PRESETS = ("section10",)
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):  # --optimizer must not pass for --optimizers
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message):  # one line instead of argparse's usage block
         raise UsageError(message)
 

@@ -35,7 +35,15 @@ from gdrelu.engine.placement import (
     propagator_kernel,
 )
 from gdrelu.engine.simulation import simulate
-from gdrelu.engine.state import GD, RunInfo, Runs, RunState, initial_state, materialized_params
+from gdrelu.engine.state import (
+    GD,
+    MAX_STEPS,
+    RunInfo,
+    Runs,
+    RunState,
+    initial_state,
+    materialized_params,
+)
 from gdrelu.outcome import STOP_RULES, STUCK_STATUSES, SimulationResult, Status
 
 __all__ = [
@@ -47,6 +55,7 @@ __all__ = [
     "CPU_COMPILER_OPTIONS",
     "GD",
     "KERNEL_VARIABLE",
+    "MAX_STEPS",
     "MIN_BLOCK",
     "PATHS",
     "REDO_BLOCK",

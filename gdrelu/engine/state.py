@@ -24,6 +24,7 @@ from gdrelu.propagator import (
 )
 
 GD = get_optimizer("gd")
+MAX_STEPS = 2**31 - 1  # a run's step counters (step, pattern_change, ...) are int32
 
 
 class RunState(NamedTuple):
