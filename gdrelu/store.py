@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,11 +165,16 @@ def load_unit(out_dir: Path, name: str) -> list[tuple[np.ndarray, SimulationResu
     path = _unit_path(out_dir, name)
     if not path.exists():
         return None
-    with np.load(path) as stored:
-        count = sum(1 for key in stored.files if key.endswith("/step_size"))
-        cells = []
-        for i in range(count):
-            fields = {f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f != "params"}
-            params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
-            cells.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
+    try:
+        with np.load(path) as stored:
+            count = sum(1 for key in stored.files if key.endswith("/step_size"))
+            cells = []
+            for i in range(count):
+                fields = {f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f != "params"}
+                params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
+                cells.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ResumeError(
+            f"{path} is not a readable unit ({err}); delete it to train that unit again"
+        ) from None
     return cells

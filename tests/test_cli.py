@@ -102,6 +102,10 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, tmp_path, capsys, monkeyp
         (["--protocol", "fast"], "--protocol"),
         (["--scale", "small"], "--scale"),
         (["--memory-budget", "-1"], "--memory-budget"),
+        (["--memory-budget", "1e-300"], "--memory-budget"),
+        (["--memory-budget", "1e300"], "--memory-budget"),
+        (["--check-every", "1000", "--max-checks", "3000000"], "max_checks"),
+        (["--preset", "section10", "--seed", "-1"], "seed"),
         (["--resume", "nowhere"], "--resume"),
     ],
 )
@@ -137,6 +141,69 @@ def test_unwritable_output_is_reported_before_compute(tmp_path, capsys):
 def test_existing_results_are_not_overwritten(small_run, capsys):
     assert main(["run", *SMALL, "--out", str(small_run)]) == 2
     assert "already holds results" in capsys.readouterr().err
+
+
+def _started_copy(small_run, directory):
+    """`small_run`'s manifest and units without its results: a run killed at its end."""
+    import shutil
+
+    (directory / "units").mkdir(parents=True)
+    shutil.copy(small_run / "manifest.json", directory)
+    for unit in (small_run / "units").iterdir():
+        shutil.copy(unit, directory / "units")
+    return directory
+
+
+def test_a_new_run_does_not_take_the_units_of_a_started_one(small_run, tmp_path, capsys):
+    """A started run's units were trained with its spec: another spec (here seed 7) must
+    not read them as its own, so --out refuses the directory and leaves it as it was."""
+    started = _started_copy(small_run, tmp_path / "started")
+    before = {p.name: p.read_bytes() for p in started.rglob("*") if p.is_file()}
+    assert main(["run", *SMALL, "--seed", "7", "--out", str(started)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--resume {started}" in err, err
+    assert {p.name: p.read_bytes() for p in started.rglob("*") if p.is_file()} == before
+
+
+def test_an_unreadable_unit_is_named_on_resume(small_run, tmp_path, capsys):
+    started = _started_copy(small_run, tmp_path / "started")
+    unit = sorted((started / "units").iterdir())[0]
+    unit.write_bytes(unit.read_bytes()[:100])
+    assert main(["run", *SMALL, "--resume", str(started)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and unit.name in err and "delete it" in err, err
+    assert not (started / "runs.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        ([1], "records no spec"),
+        ({"specs": [{"reproduce": ["gd"], "scale": "small"}]}, "reproduce --resume"),
+    ],
+)
+def test_a_directory_another_command_started_is_not_resumed(manifest, field, tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (b"widths = [4]\n\xff\xfe\n", "--config"),
+        (b"stop_on = [[1]]\n", "stop_on"),
+        (b"widths = [9223372036854775807]\nnum_samples = 100\n", "2^40"),
+    ],
+)
+def test_a_config_file_that_is_not_a_spec_exits_2(config, field, tmp_path, capsys):
+    path = tmp_path / "exp.toml"
+    path.write_bytes(config)
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
@@ -207,10 +274,17 @@ def test_early_stopping_is_asked_for(argv, stops_early, tmp_path, monkeypatch):
         assert [s.stop_on for s in specs] == [certificate] + [()] * (len(specs) - 1)
 
 
-@pytest.mark.parametrize(("optimizers", "field"), [("gd", "--optimizers"), ("gd,foo", "optimizer")])
+@pytest.mark.parametrize(
+    ("optimizers", "field"),
+    [
+        ("gd", "--optimizers"),
+        ("gd,foo", "optimizer"),
+        ("gd,sgd --optimizer adam", "unrecognized arguments: --optimizer adam"),
+    ],
+)
 def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["compare", "--optimizers", optimizers, "--out", str(out)]) == 2
+    assert main(["compare", "--optimizers", *optimizers.split(), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err, err
     assert not out.exists()

@@ -44,10 +44,13 @@ __all__ = [
 
 def main(argv=None) -> int:
     """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
-    or a width of which one run cannot fit in the memory budget."""
+    a width of which one run cannot fit in the memory budget, or a run directory that
+    cannot be resumed (a stored unit unreadable or of other cells)."""
     from gdrelu.cli import reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
+    from gdrelu.spec import SpecError
+    from gdrelu.store import ResumeError
 
     command_line = parser()
     try:
@@ -56,13 +59,21 @@ def main(argv=None) -> int:
             command_line.print_help()
             return EXIT_USAGE
         started = resume.started(args)
-        if args.command == "reproduce" or (started and "reproduce" in started["specs"][0]):
+        if started and "reproduce" in started["specs"][0] and args.command != "reproduce":
+            raise UsageError(
+                f"--resume: {args.resume} holds a reproduction; finish it with "
+                f"gdrelu reproduce --resume {args.resume}"
+            )
+        if args.command == "reproduce":
             return reproduce.execute(args, started)
         if getattr(args, "preset", None) == "section10" or resume.is_preset(started):
             return section10.execute(args, started)
         return run.execute(args, started)
-    except UsageError as e:
+    except (UsageError, SpecError) as e:
         print(f"gdrelu: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ResumeError as e:
+        print(f"gdrelu: error: --resume: {e}", file=sys.stderr)
         return EXIT_USAGE
     except BudgetError as e:
         print(f"gdrelu: {e}", file=sys.stderr)

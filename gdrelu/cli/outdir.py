@@ -54,8 +54,15 @@ def _created(out: Path | None) -> Path:
     """The output directory (default runs/<timestamp>/), created and proven writable."""
     if out is None:
         out = Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    from gdrelu.store import MANIFEST, UNITS
+
     if (out / "summary.json").exists():
         raise UsageError(f"--out: {out} already holds results; choose another directory")
+    if (out / MANIFEST).exists() or (out / UNITS).exists():
+        raise UsageError(
+            f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
+            "another directory"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
