@@ -217,6 +217,7 @@ def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
     assert main(["compare", "--optimizers", "gd,adam", *args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizers"] == ["gd", "adam"]
+    assert [s["optimizer"] for s in summary["specs"]] == ["gd", "adam"]  # each its stop rules
     assert [c["optimizer"] for c in summary["cells"]] == ["gd", "adam"]
     assert all(c["stuck_rule"] == "final" for c in summary["cells"])
     with open(out / "runs.csv") as f:

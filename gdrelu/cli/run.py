@@ -48,7 +48,9 @@ def execute(args, started: dict | None = None) -> int:
     try:
         results = _train(specs, progress, processes=processes, budget=budget, out=out)
     except KeyboardInterrupt:
-        print(f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", file=sys.stderr)
+        progress.close()  # before the message, so that no part of the bar follows it
+        if writer:
+            print(f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", file=sys.stderr)
         return 130
     finally:
         progress.close()
@@ -84,7 +86,11 @@ def _report(specs, results, seconds: float, out) -> None:
     backend = backends.backend_name()
     extra = {}
     if len(specs) > 1:
-        extra = {"optimizers": [s.optimizer for s in specs], "comparisons": comparisons(results)}
+        extra = {
+            "optimizers": [s.optimizer for s in specs],
+            "specs": [s.to_dict() for s in specs],
+            "comparisons": comparisons(results),
+        }
     summary = experiment_summary(specs[0], results, seconds=seconds, backend=backend, extra=extra)
     write_results(out, table(results), summary)
     print(format_table(summary["cells"]))
