@@ -26,6 +26,10 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
 
 def failure_probability(stuck, runs, level: float = 0.95) -> tuple[float, tuple[float, float]]:
     """P(stuck) = stuck / runs with its Clopper-Pearson interval."""
+    if not 0 <= stuck <= runs or runs == 0:
+        raise ValueError(
+            f"failure_probability: need 0 ≤ stuck ≤ runs, runs ≥ 1, not {stuck}, {runs}"
+        )
     lower, upper = clopper_pearson(stuck, runs, level)
     return float(stuck) / float(runs), (float(lower), float(upper))
 

@@ -36,6 +36,9 @@ def test_interval_tail_probabilities_are_exact():
 
 
 def test_failure_probability():
+    for stuck, runs in [(0, 0), (3, 2), (-1, 5)]:
+        with pytest.raises(ValueError, match="failure_probability"):
+            failure_probability(stuck, runs)
     p, (lo, hi) = failure_probability(262, 400)
     assert p == pytest.approx(0.655) and lo < p < hi
     np.testing.assert_allclose(clopper_pearson([0, 3], [5, 5])[1][0], 1 - 0.025**0.2)
