@@ -221,7 +221,7 @@ class ExperimentSpec:
         """Whether P(stuck) reads the final network (see `stuck_rule`)."""
         if self.stuck_rule != "auto":
             return self.stuck_rule == "final"
-        return self.optimizer != "gd" or not self.paper_setting
+        return not self.certified
 
     def cells(self) -> list[Cell]:
         from gdrelu.cells import Cell
@@ -419,7 +419,8 @@ def _check_stopping(spec: ExperimentSpec) -> None:
     if spec.max_runs is not None and not _is_positive_int(spec.max_runs, spec.runs):
         raise SpecError("max_runs", f"{spec.max_runs!r} is not an integer ≥ runs ({spec.runs})")
     _choice(spec, "stuck_rule", STUCK_RULES)
-    if spec.stuck_rule == "certificate" and (spec.optimizer != "gd" or not spec.paper_setting):
+    if spec.stuck_rule == "certificate" and not spec.certified:
         raise SpecError(
-            "stuck_rule", "the certificate is a proof for gd with zero biases only; use 'final'"
+            "stuck_rule",
+            "the certificate is a proof for gd on 1-D data with zero biases only; use 'final'",
         )

@@ -139,6 +139,7 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
         (dict(init="xavier"), "init"),
         (dict(bias_init="unif", stop_on=("stuck",)), "stop_on"),
         (dict(init="ntk", stuck_rule="certificate"), "stuck_rule"),
+        (dict(data="star", step_size="ntk", stuck_rule="certificate"), "stuck_rule"),
         (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
         (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
         (dict(step_size="huge"), "step_size"),
@@ -147,6 +148,23 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
 def test_bad_settings_name_their_field(values, field):
     with pytest.raises(SpecError, match=field):
         ExperimentSpec(**values)
+
+
+@pytest.mark.parametrize(
+    ("values", "final"),
+    [
+        ({}, False),  # the paper's: certified and degenerate runs are the stuck ones
+        (dict(optimizer="sgd"), True),
+        (dict(bias_init="unif"), True),
+        (dict(data="star", step_size="ntk"), True),  # no certificate in d dimensions
+        (dict(data="cross", step_size="param-norm"), True),
+    ],
+)
+def test_p_stuck_reads_the_final_network_wherever_no_certificate_applies(values, final):
+    """Without the certificate no run can be certified stuck, so a certificate rule would
+    count P(stuck) = 0 whatever the runs did."""
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), **values)
+    assert spec.final_stuck_rule == final
 
 
 def test_support_sizes_match_the_data_sets():

@@ -69,8 +69,9 @@ def simulate(
     key data). `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`).
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
-    `stop_on` selects crossed, stuck and degenerate (default: all three for GD, none for
-    the other optimizers, for which the certificate is no proof); divergence always stops
+    `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
+    on 1-D data in the standard parameterization, none elsewhere, where the certificate is
+    no proof); divergence always stops
     a run; `eigenvectors="rows"` is the reference code's variant of the certificate. With
     `early_stopping` (default: when `validation_weights` are given) a run stops once its
     validation loss (`validation_weights` on the training points, or held-out `validation`
