@@ -74,9 +74,10 @@ class ExperimentSpec:
     `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
     when the biases do not start at zero, where the paper's crossing rule and
     certificate do not apply).
-    `stuck_rule` says what P(stuck) counts: "certificate" (GD's default: certified or
-    degenerate), "final" (the other optimizers' default, and `gdrelu compare`'s for all:
-    certified or degenerate, or a final network still in the linear regime, `detectors`).
+    `stuck_rule` says what P(stuck) counts: "certificate" (certified or degenerate; the
+    default where the certificate is a proof: full-batch GD on 1-D data, the paper's init),
+    "final" (the default elsewhere, and `gdrelu compare`'s for all: certified or
+    degenerate, or a final network still in the linear regime, `detectors`).
     `buckets` says which widths share a compiled program (`buckets.width_buckets`); a
     run's result does not depend on it.
     """
