@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
     """P(stuck) against width (log-2 axis), one line per Δ, with 95% interval bands.
 
-    `cells` are summary.json cell records (width, delta, p_stuck, ci95).
+    `cells` are summary.json cell records (width, delta, p_stuck, ci95, stuck_rule): the
+    axis says "provably" only where every cell counts certified runs.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     optimizers = list(dict.fromkeys(c.get("optimizer", "gd") for c in cells))
@@ -40,7 +41,8 @@ def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("width n")
-    ax.set_ylabel("P(provably stuck)")
+    rules = {c.get("stuck_rule", "certificate") for c in cells}
+    ax.set_ylabel("P(provably stuck)" if rules == {"certificate"} else "P(stuck)")
     ax.set_ylim(0.0, 1.0)
     ax.grid(True, alpha=0.3)
     names = ", ".join(optimizers).upper() if len(optimizers) > 1 else optimizers[0].upper()

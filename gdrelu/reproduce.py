@@ -171,8 +171,8 @@ def _section10(directory: Path, scale: str, on_progress, memory_budget=None) -> 
          r["test_rmse"], r["test_rmse_se"], r["relative_test_rmse"]) for r in best
     ])  # fmt: skip
     text = ["Test RMSE at the best-validation epoch, step size chosen by validation RMSE, "
-            "mean ± standard error over runs; 'relative' divides by the best bias init of the "
-            "configuration."]  # fmt: skip
+            "mean ± standard error over runs; 'relative' divides by the best row of the same "
+            "data and d, over every init, optimizer and bias init."]  # fmt: skip
     settings = {"scale": SECTION10_SCALE[scale], **dataclasses.asdict(grid)}
     return report.Section("section10", "Section 10 grid", text, [table], "section10.png",
                           settings, time.perf_counter() - start)  # fmt: skip

@@ -161,6 +161,12 @@ def unit_name(group: dict[str, Any]) -> str:
     return f"section10-{group['data']}-d{group['dim']}-{group['init']}-{group['optimizer']}"
 
 
+def group_specs(scale: Scale, seed: int = 0) -> list[ExperimentSpec]:
+    """One spec per group of the grid (its first configuration's): what the memory budget
+    and the progress clock need to know of each group."""
+    return [group_cells(scale, group, seed)[0][1].spec for group in configurations(scale)]
+
+
 def run_group(
     scale: Scale,
     group: dict[str, Any],

@@ -91,6 +91,31 @@ def test_a_budget_too_small_is_refused_before_anything_is_written(tiny, tmp_path
     assert "width 8:" in capsys.readouterr().err and not out.exists()
     assert main([*command, "--memory-budget", "-1"]) == 2
     assert "--memory-budget" in capsys.readouterr().err and not out.exists()
+    section10 = ["reproduce", "--only", "section10", "--out", str(out), "--quiet"]
+    assert main([*section10, "--memory-budget", "1e-6"]) == 2  # as the preset is
+    assert "width" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("only", "message"),
+    [("", "not a list of distinct"), (",", "not a list of distinct"), ("sgd,sgd", "distinct")],
+)
+def test_only_names_each_experiment_once(only, message, tmp_path, capsys):
+    from gdrelu.cli import main
+
+    out = tmp_path / "repro"
+    assert main(["reproduce", "--only", only, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gdrelu: error: --only:") and message in err and not out.exists(), err
+
+
+def test_a_comparison_is_not_resumed_as_a_reproduction(tmp_path, capsys):
+    from gdrelu.cli import main
+
+    manifest = {"specs": [{"optimizer": "gd"}, {"optimizer": "sgd"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["reproduce", "--resume", str(tmp_path), "--quiet"]) == 2
+    assert "holds no reproduction" in capsys.readouterr().err
 
 
 def test_the_estimate_times_each_general_experiment_at_its_own_rate(monkeypatch):

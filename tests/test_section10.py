@@ -67,10 +67,22 @@ def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch, auto_kernel)
     assert main(["run", "--preset", "section10", "--seed", "1", "--resume", str(out)]) == 2
 
 
-def test_preset_refuses_spec_flags(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--widths", "8"], "--widths"),
+        (["--runs", "0"], "--runs"),  # values that are false are given all the same
+        (["--early-stopping", "off"], "--early-stopping"),
+        (["--step-factor", "0"], "--step-factor"),
+        (["--distributed"], "--distributed"),  # every process would write the same grid
+        (["--num-processes", "4"], "--num-processes"),
+    ],
+)
+def test_preset_refuses_spec_flags(flags, named, tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["run", "--preset", "section10", "--widths", "8", "--out", str(out)]) == 2
-    assert "--widths" in capsys.readouterr().err and not out.exists()
+    assert main(["run", "--preset", "section10", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gdrelu: error: {named}:") and not out.exists(), err
 
 
 @pytest.mark.slow  # three batch shapes; test_memory covers budgeted blocks

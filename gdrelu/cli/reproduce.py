@@ -13,10 +13,14 @@ from gdrelu.cli.errors import UsageError
 def _names(args) -> tuple[str, ...]:
     from gdrelu.reproduce import EXPERIMENTS
 
-    names = tuple(v.strip() for v in (args.only or "").split(",") if v.strip()) or EXPERIMENTS
+    if args.only is None:
+        return EXPERIMENTS
+    names = tuple(v.strip() for v in args.only.split(",") if v.strip())
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise UsageError(f"--only: {', '.join(unknown)} not among {', '.join(EXPERIMENTS)}")
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"--only: {args.only!r} is not a list of distinct experiments")
     return names
 
 
@@ -25,8 +29,8 @@ def _manifest(args, started: dict | None) -> dict:
     from gdrelu import provenance
 
     if started is not None and args.resume is not None:
-        (recorded,) = started["specs"]
-        if "reproduce" not in recorded:
+        recorded = started["specs"][0]
+        if len(started["specs"]) != 1 or "reproduce" not in recorded:
             raise UsageError(f"--resume: {args.resume} holds no reproduction")
         args.scale = args.scale or recorded["scale"]
         args.only = args.only or ",".join(recorded["reproduce"])
@@ -37,6 +41,7 @@ def _manifest(args, started: dict | None) -> dict:
 def execute(args, started: dict | None = None) -> int:
     """Check the request, open the directory, run what is not finished, write the report."""
     from gdrelu import reproduce
+    from gdrelu.section10 import SCALES, group_specs
 
     _names(args)  # a bad name is refused before JAX starts
     budget = options.budget_bytes(args.memory_budget)
@@ -46,6 +51,8 @@ def execute(args, started: dict | None = None) -> int:
     names, scale = _names(args), args.scale or "small"
     specs = [spec for name in names if name != "section10"
              for spec in reproduce.experiment_specs(name, scale)]  # fmt: skip
+    if "section10" in names:
+        specs += group_specs(SCALES[reproduce.SECTION10_SCALE[scale]])
     options.check_fits(specs, budget)  # before the directory is written
     out = outdir.open_directory(args, manifest)
     if scale == "paper":

@@ -13,6 +13,8 @@ from gdrelu.cli.parser import RUN_FLAGS
 from gdrelu.cli.progress import RunProgress
 from gdrelu.progress import spec_clock
 
+_OTHERS = ("config", "protocol", "coordinator", "num_processes", "process_id")
+
 
 def execute(args, started: dict | None = None) -> int:
     """Train every group of the grid, then write its table, summary and figure."""
@@ -23,7 +25,7 @@ def execute(args, started: dict | None = None) -> int:
     backends.prepare(every_core=True, cache_dir=args.cache_dir)
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
-    firsts = [grid.group_cells(scale, group, seed)[0][1].spec for group in groups]
+    firsts = grid.group_specs(scale, seed)
     options.check_fits(firsts, budget)
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
@@ -60,14 +62,19 @@ def execute(args, started: dict | None = None) -> int:
 
 
 def _refuse_spec_flags(args) -> None:
-    """The preset takes only --scale, --seed, --out and --resume of the spec's flags."""
-    given = [flag for flag, (field, *_) in RUN_FLAGS.items() if getattr(args, field, None)]
-    given = [flag for flag in given if flag != "--seed"]
-    given += [f"--{name}" for name in ("config", "protocol") if getattr(args, name, None)]
+    """The preset takes only --scale, --seed, --out and --resume of the spec's flags, and
+    runs in one process."""
+    fields = [(flag, field) for flag, (field, *_) in RUN_FLAGS.items() if flag != "--seed"]
+    fields += [(f"--{name.replace('_', '-')}", name) for name in _OTHERS]
+    given = [flag for flag, field in fields if getattr(args, field, None) is not None]
+    if getattr(args, "distributed", False):
+        given.append("--distributed")
     if args.command != "run":
         given.insert(0, f"gdrelu {args.command}")
     if given:
-        raise UsageError(f"{given[0]}: the section10 preset takes only --scale, --seed, --out")
+        raise UsageError(
+            f"{given[0]}: the section10 preset takes only --scale, --seed, --out, --resume"
+        )
 
 
 def _scale_and_seed(args, started: dict | None) -> tuple[str, int]:
