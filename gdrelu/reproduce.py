@@ -1,7 +1,8 @@
 """`gdrelu reproduce`: every experiment of the paper as its code ran it, into one report.
 
-Each experiment is run with the protocol and the metric of the paper's code
-(docs/fidelity.md), at one of two scales: "small" (all of it on a 2-core CPU in minutes)
+Each experiment is run with the protocol of the paper's code (docs/fidelity.md), and its
+tables give that code's counts (crossed, early stopped) beside gdrelu's P(stuck), at one
+of two scales: "small" (all of it on a 2-core CPU in minutes)
 or "paper" (the paper's widths and run counts). Its cells are units of the result store
 under DIR/NAME/units, so a killed reproduction resumes where it stopped; a finished
 experiment leaves DIR/NAME/section.json and is not run again. The report (DIR/report.md
@@ -112,6 +113,9 @@ def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> 
     text = [f"Final statuses, and P(stuck) with its 95% Clopper-Pearson interval; a run is "
             f"stuck if {rule} (docs/theory.md, 'Outcome of a run'), so a crossed run can be "
             "stuck too."]  # fmt: skip
+    if spec.final_stuck_rule and spec.early_stopping:
+        text.append("The paper's code called a run stuck when early stopping ended it before "
+                    "any crossing: the column 'early stopped' (docs/fidelity.md).")  # fmt: skip
     if with_paper:
         zs = [float(r[-1]) for r in table.rows if r[-1] != "-"]
         worst = max(map(abs, zs), default=0.0)
