@@ -436,7 +436,9 @@ def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
 def test_a_budget_beyond_the_multinomial_counters_is_refused():
     """Step t of B multinomial draws uses the counters t·B'..t·B'+B'-1 (B' = B rounded up
     to even) of a 2^32 counter space: B = 16 (or 15) covers 2^32/16 = 268 435 456 steps.
-    One check of 1000 steps past that is refused, naming max_checks; GD is not limited."""
+    One check of 1000 steps past that is refused, naming max_checks. GD and the epoch
+    sampler are limited only by the int32 step counters: 2 147 483 checks of 1000 steps
+    (≤ 2^31 - 1 = 2 147 483 647 steps), not one more."""
     from gdrelu import ExperimentSpec
     from gdrelu.spec import SpecError
 
@@ -445,8 +447,10 @@ def test_a_budget_beyond_the_multinomial_counters_is_refused():
         ExperimentSpec(optimizer="sgd", batch_size=batch_size, max_checks=last)
         with pytest.raises(SpecError, match=r"^max_checks: 268436000 steps .* 268435456 steps"):
             ExperimentSpec(optimizer="sgd", batch_size=batch_size, max_checks=last + 1)
-    ExperimentSpec(optimizer="sgd", sampler="epoch", batch_size=2, max_checks=10**7)
-    ExperimentSpec(optimizer="gd", max_checks=10**7)
+    for unlimited in (dict(optimizer="sgd", sampler="epoch", batch_size=2), {}):
+        ExperimentSpec(**unlimited, max_checks=2_147_483)
+        with pytest.raises(SpecError, match="int32 step counter"):
+            ExperimentSpec(**unlimited, max_checks=2_147_484)
     params = jax.vmap(lambda k: he_init(4, key=k))(jax.random.split(jax.random.key(0), 2))
     data = jax.vmap(lambda k: paper_data(k, 0.0, 16))(jax.random.split(jax.random.key(1), 2))
     keys = jax.random.split(jax.random.key(2), 2)
