@@ -30,7 +30,7 @@ import sys
 
 from gdrelu.cache import default_cache_dir, use_compilation_cache
 from gdrelu.cli.backends import use_every_cpu_core
-from gdrelu.cli.errors import EXIT_USAGE, UsageError
+from gdrelu.cli.errors import EXIT_USAGE, Interrupted, UsageError
 
 __all__ = [
     "EXIT_USAGE",
@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     except BudgetError as e:
         print(f"gdrelu: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as resume_with:
+        print(f"gdrelu: interrupted; finish with: {resume_with}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("gdrelu: interrupted", file=sys.stderr)
         return 130

@@ -5,3 +5,7 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """A bad request: reported on one line, exit code 2, before anything is written."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C once the run directory holds its manifest: the command that finishes it."""

@@ -7,7 +7,7 @@ import sys
 import time
 
 from gdrelu.cli import backends, options, outdir
-from gdrelu.cli.errors import UsageError
+from gdrelu.cli.errors import Interrupted, UsageError
 
 
 def _names(args) -> tuple[str, ...]:
@@ -66,9 +66,14 @@ def execute(args, started: dict | None = None) -> int:
         if not args.quiet:
             print(f"\r{time.perf_counter() - start:7.0f} s  {line:<70}", end="", file=sys.stderr)
 
-    path = reproduce.reproduce(
-        out, scale=scale, only=names, on_progress=progress, memory_budget=budget
-    )
+    try:
+        path = reproduce.reproduce(
+            out, scale=scale, only=names, on_progress=progress, memory_budget=budget
+        )
+    except KeyboardInterrupt:
+        if not args.quiet:
+            print(file=sys.stderr)  # end the progress line
+        raise Interrupted(f"gdrelu reproduce --resume {out}") from None
     if not args.quiet:
         print(file=sys.stderr)
     print(f"report: {path} and {path.with_suffix('.html')}")

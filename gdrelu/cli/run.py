@@ -8,11 +8,10 @@ finished unit stored at once, and the tables, summary and figures are written.""
 from __future__ import annotations
 
 import functools
-import sys
 import time
 
 from gdrelu.cli import backends, options, outdir, resume
-from gdrelu.cli.errors import UsageError
+from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.progress import RunProgress
 from gdrelu.progress import spec_clock
 
@@ -50,7 +49,7 @@ def execute(args, started: dict | None = None) -> int:
     except KeyboardInterrupt:
         progress.close()  # before the message, so that no part of the bar follows it
         if writer:
-            print(f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", file=sys.stderr)
+            raise Interrupted(f"gdrelu run --resume {out}") from None
         return 130
     finally:
         progress.close()

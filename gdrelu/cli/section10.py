@@ -8,7 +8,7 @@ import time
 
 from gdrelu import section10 as grid
 from gdrelu.cli import backends, options, outdir
-from gdrelu.cli.errors import UsageError
+from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.parser import RUN_FLAGS
 from gdrelu.cli.progress import RunProgress
 from gdrelu.progress import spec_clock
@@ -47,6 +47,9 @@ def execute(args, started: dict | None = None) -> int:
             )
             progress.on_cells_done(i, [])  # the final check finished every run of the group
             progress.finished(i, [(scale.width, 0.0)])
+    except KeyboardInterrupt:
+        progress.close()
+        raise Interrupted(f"gdrelu run --resume {out}") from None
     finally:
         progress.close()
     seconds = time.perf_counter() - start
