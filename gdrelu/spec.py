@@ -417,6 +417,8 @@ def _check_stopping(spec: ExperimentSpec) -> None:
             raise SpecError("target_halfwidth", f"{spec.target_halfwidth!r} is not in (0, 0.5)")
         if spec.max_runs is None:
             raise SpecError("max_runs", "is needed with target_halfwidth (a bound on each cell)")
+    if spec.max_runs is not None and spec.target_halfwidth is None:
+        raise SpecError("max_runs", "bounds the growth of target_halfwidth, which is not set")
     if spec.max_runs is not None and not _is_positive_int(spec.max_runs, spec.runs):
         raise SpecError("max_runs", f"{spec.max_runs!r} is not an integer ≥ runs ({spec.runs})")
     _choice(spec, "stuck_rule", STUCK_RULES)

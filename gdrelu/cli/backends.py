@@ -56,6 +56,15 @@ def check_kernel(platform: str) -> None:
         raise UsageError(str(e)) from None
 
 
+def refuse_process_flags_alone(args) -> None:
+    """--coordinator, --num-processes and --process-id mean nothing without --distributed."""
+    if args.distributed:
+        return
+    for flag in ("coordinator", "num_processes", "process_id"):
+        if getattr(args, flag, None) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')}: needs --distributed")
+
+
 def start_processes(args, specs):
     """jax.distributed.initialize (before any other JAX call) with CPU collectives over
     gloo: this process's `runner.Processes`."""

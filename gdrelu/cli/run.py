@@ -26,6 +26,7 @@ def execute(args, started: dict | None = None) -> int:
     else:
         specs = options.requested_specs(args)
     budget = options.budget_bytes(args.memory_budget)
+    backends.refuse_process_flags_alone(args)
     processes = backends.start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
     backends.prepare(every_core=processes is None, cache_dir=args.cache_dir)
