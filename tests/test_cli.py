@@ -600,6 +600,23 @@ def test_the_bar_shows_the_time_left_from_checks_not_runs():
     progress.close()
 
 
+def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds():
+    """A cell of 3 runs grown to 6: the bar counts 6 of 6, not 6 of 3."""
+    import io
+
+    from gdrelu.cli.progress import RunProgress
+    from gdrelu.progress import spec_clock
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=6)
+    progress = RunProgress(3, spec_clock([spec]), enabled=True, file=io.StringIO())
+    for _ in range(2):  # the first batch, then the grown one
+        progress.on_check(0, (4,), 1, np.full(3, Status.UNFINISHED, np.int8))
+        progress.on_cells_done(0, [])
+    assert (progress.bar.n, progress.bar.total) == (6, 6)
+    progress.close()
+
+
 def test_the_table_partitions_the_runs():
     """SGD with stop_on = crossed and the final-network rule: a crossed run that ends in
     the linear regime is stuck, counted once; crossed + stuck + other = runs."""

@@ -45,7 +45,7 @@ class RunProgress:
         self.bar.set_description(f"{self.labels[spec]}n={widths} check {k}", refresh=False)
         self._show(status)
         finished = int(np.sum(status != Status.RUNNING))
-        self.bar.update(finished - self.finished_in_batch)
+        self._advance(finished - self.finished_in_batch)
         self.finished_in_batch = finished
 
     def on_cells_done(self, spec: int, cell_results: Sequence) -> None:
@@ -56,7 +56,7 @@ class RunProgress:
 
     def on_stored(self, spec: int, cell_results: Sequence) -> None:
         """Spec `spec`'s `cell_results` were loaded from their unit: done, not timed."""
-        self.bar.update(sum(cr.result.status.size for cr in cell_results))
+        self._advance(sum(cr.result.status.size for cr in cell_results))
         self._count(spec, cell_results)
         self._show()
         self.clock.start()
@@ -83,6 +83,12 @@ class RunProgress:
         if left is not None:
             parts.append(f"eta {self.bar.format_interval(left)}")
         return ", ".join(parts)
+
+    def _advance(self, runs: int) -> None:
+        """`runs` more finished; the total grows with cells that `target_halfwidth` grew."""
+        if self.bar.total is not None and self.bar.n + runs > self.bar.total:
+            self.bar.total = self.bar.n + runs
+        self.bar.update(runs)
 
     def _show(self, status: np.ndarray | None = None) -> None:
         self.bar.set_postfix_str(self.postfix(status), refresh=False)
