@@ -377,6 +377,26 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
 
 
+@pytest.mark.parametrize(
+    ("command", "interrupted", "finish"),
+    [
+        (["reproduce", "--only", "sgd"], "gdrelu.reproduce.reproduce", "gdrelu reproduce"),
+        (["run", "--preset", "section10"], "gdrelu.section10.run_group", "gdrelu run"),
+    ],
+)
+def test_ctrl_c_names_the_command_that_finishes_it(
+    command, interrupted, finish, tmp_path, monkeypatch, capsys
+):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(interrupted, stop)
+    out = tmp_path / "out"
+    assert main([*command, "--out", str(out), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"gdrelu: interrupted; finish with: {finish} --resume {out}", err
+
+
 def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
     import collections
     import shutil

@@ -147,16 +147,3 @@ def test_the_general_rate_is_measured_on_the_specs_own_runs():
     )  # fmt: skip
     rate = reproduce.general_rate(spec)
     assert 0.0 <= rate < 1e-3
-
-
-def test_ctrl_c_names_the_command_that_finishes_the_reproduction(tmp_path, monkeypatch, capsys):
-    from gdrelu.cli import main
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(reproduce, "reproduce", interrupted)
-    out = tmp_path / "repro"
-    assert main(["reproduce", "--only", "sgd", "--out", str(out), "--quiet"]) == 130
-    err = capsys.readouterr().err.strip()
-    assert err == f"gdrelu: interrupted; finish with: gdrelu reproduce --resume {out}", err

@@ -115,14 +115,3 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
                              else want[key]), key  # fmt: skip
     monkeypatch.setattr(runner, "_train_batch", None)  # a stored group trains nothing
     assert section10.run_group(scale, group, units=tmp_path) == split
-
-
-def test_ctrl_c_names_the_command_that_finishes_the_preset(tmp_path, monkeypatch, capsys):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(section10, "run_group", interrupted)
-    out = tmp_path / "grid"
-    assert main(["run", "--preset", "section10", "--out", str(out), "--quiet"]) == 130
-    err = capsys.readouterr().err.strip()
-    assert err == f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", err
