@@ -106,7 +106,7 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, tmp_path, capsys, monkeyp
         (["--memory-budget", "1e300"], "--memory-budget"),
         (["--check-every", "1000", "--max-checks", "3000000"], "max_checks"),
         (["--preset", "section10", "--seed", "-1"], "seed"),
-        (["--max-runs", "100"], "max_runs"),  # bounds a growth that was not asked for
+        (["--runs", "10", "--max-runs", "50"], "max_runs: bounds"),  # no growth asked for
         (["--num-processes", "2"], "--num-processes: needs --distributed"),
         (["--resume", "nowhere"], "--resume"),
     ],
