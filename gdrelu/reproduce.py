@@ -61,7 +61,8 @@ STAR_CHECK_EVERY = 1000
 
 
 def experiment_specs(name: str, scale: str) -> list[ExperimentSpec]:
-    """The specs of experiment `name` at `scale` (section10 has its own grid)."""
+    """The specs of experiment `name` at `scale`; section10's are one per group of its grid
+    (`section10.group_specs`), for the memory budget."""
     if name == "gd-figure":
         sizes = SIZES["gd-figure"][scale]
         return [ExperimentSpec(**protocol("gd"), **sizes._asdict())]
@@ -73,6 +74,8 @@ def experiment_specs(name: str, scale: str) -> list[ExperimentSpec]:
             check_every=STAR_CHECK_EVERY, max_checks=STAR_BUDGETS[scale][-1] // STAR_CHECK_EVERY,
             **SIZES["star"][scale]._asdict(),
         )]  # fmt: skip
+    if name == "section10":
+        return section10.group_specs(section10.SCALES[SECTION10_SCALE[scale]])
     raise ValueError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}")
 
 

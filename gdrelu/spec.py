@@ -314,12 +314,10 @@ def _check_grid(spec: ExperimentSpec) -> None:
             raise SpecError(name, f"{value!r} is not an integer ≥ {low}")
     if spec.seed >= 2**32:
         raise SpecError("seed", "must be below 2**32")
-    if spec.check_every * spec.max_checks > engine.MAX_STEPS:
-        raise SpecError(
-            "max_checks",
-            f"check_every × max_checks = {spec.check_every * spec.max_checks} steps exceed "
-            f"{engine.MAX_STEPS}, the most a run's int32 step counter holds",
-        )
+    try:
+        engine.check_step_budget(spec.check_every, spec.max_checks)
+    except ValueError as err:
+        raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
     _choice(spec, "dtype", DTYPES)
     if spec.dtype == "float64" and not jax.config.jax_enable_x64:
         raise SpecError(

@@ -56,11 +56,14 @@ def check_kernel(platform: str) -> None:
         raise UsageError(str(e)) from None
 
 
+PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")  # of --distributed
+
+
 def refuse_process_flags_alone(args) -> None:
     """--coordinator, --num-processes and --process-id mean nothing without --distributed."""
     if args.distributed:
         return
-    for flag in ("coordinator", "num_processes", "process_id"):
+    for flag in PROCESS_FLAGS:
         if getattr(args, flag, None) is not None:
             raise UsageError(f"--{flag.replace('_', '-')}: needs --distributed")
 

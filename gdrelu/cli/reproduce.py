@@ -41,7 +41,6 @@ def _manifest(args, started: dict | None) -> dict:
 def execute(args, started: dict | None = None) -> int:
     """Check the request, open the directory, run what is not finished, write the report."""
     from gdrelu import reproduce
-    from gdrelu.section10 import SCALES, group_specs
 
     _names(args)  # a bad name is refused before JAX starts
     budget = options.budget_bytes(args.memory_budget)
@@ -49,10 +48,7 @@ def execute(args, started: dict | None = None) -> int:
     backends.prepare(every_core=True, cache_dir=args.cache_dir)  # before the manifest
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
-    specs = [spec for name in names if name != "section10"
-             for spec in reproduce.experiment_specs(name, scale)]  # fmt: skip
-    if "section10" in names:
-        specs += group_specs(SCALES[reproduce.SECTION10_SCALE[scale]])
+    specs = [spec for name in names for spec in reproduce.experiment_specs(name, scale)]
     options.check_fits(specs, budget)  # before the directory is written
     out = outdir.open_directory(args, manifest)
     if scale == "paper":

@@ -13,7 +13,7 @@ from gdrelu.cli.parser import RUN_FLAGS
 from gdrelu.cli.progress import RunProgress
 from gdrelu.progress import spec_clock
 
-_OTHERS = ("config", "protocol", "coordinator", "num_processes", "process_id")
+_OTHERS = ("config", "protocol", *backends.PROCESS_FLAGS)
 
 
 def execute(args, started: dict | None = None) -> int:

@@ -41,6 +41,7 @@ from gdrelu.engine.state import (
     RunInfo,
     Runs,
     RunState,
+    check_step_budget,
     initial_state,
     materialized_params,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "auto_path",
     "blocking_for",
     "check_inputs",
+    "check_step_budget",
     "chunk_end",
     "chunk_runner",
     "gd_step",

@@ -21,7 +21,13 @@ from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
 from gdrelu.engine.chunk import ChunkSettings, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
-from gdrelu.engine.state import MAX_STEPS, REPORTED, STEPS_REPORTED, Runs, materialized_params
+from gdrelu.engine.state import (
+    REPORTED,
+    STEPS_REPORTED,
+    Runs,
+    check_step_budget,
+    materialized_params,
+)
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
 from gdrelu.outcome import SimulationResult, Status, stop_rules
@@ -163,11 +169,7 @@ def _validated(
             continue
         if not (is_integer(count) and count >= 1):
             raise ValueError(f"{name}: must be a positive integer, not {count!r}")
-    if check_every * max_checks > MAX_STEPS:
-        raise ValueError(
-            f"max_checks: {check_every} × {max_checks} steps exceed {MAX_STEPS}, the most a "
-            "run's int32 step counter holds"
-        )
+    check_step_budget(check_every, max_checks)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     if validation is not None and validation_weights is not None:

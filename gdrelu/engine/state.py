@@ -27,6 +27,16 @@ GD = get_optimizer("gd")
 MAX_STEPS = 2**31 - 1  # a run's step counters (step, pattern_change, ...) are int32
 
 
+def check_step_budget(check_every: int, max_checks: int) -> None:
+    """ValueError naming max_checks if a run's `check_every × max_checks` steps would
+    overflow its int32 step counters (`MAX_STEPS`)."""
+    if check_every * max_checks > MAX_STEPS:
+        raise ValueError(
+            f"max_checks: {check_every} × {max_checks} steps exceed {MAX_STEPS}, the most a "
+            "run's int32 step counter holds"
+        )
+
+
 class RunState(NamedTuple):
     """What training reads and writes, leading runs axis on every field."""
 
