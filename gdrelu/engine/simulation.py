@@ -64,8 +64,7 @@ def simulate(
     on_check: Callable[[int, np.ndarray], None] | None = None,
     classify_width: int | None = None,
 ) -> SimulationResult:
-    """Train every run until it stops, checking every `check_every` steps, at most
-    `max_checks` times (then UNFINISHED).
+    """Train every run until it stops, or for `max_checks` checks `check_every` steps apart.
 
     params, data: a leading runs axis on every field; step_size: (runs,) or a scalar (None
     for an optax transformation with its own learning rate); float64 needs
@@ -76,16 +75,14 @@ def simulate(
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
-    on 1-D data in the standard parameterization, none elsewhere, where the certificate is
-    no proof); divergence always stops
-    a run; `eigenvectors="rows"` is the reference code's variant of the certificate. With
-    `early_stopping` (default: when `validation_weights` are given) a run stops once its
-    validation loss (`validation_weights` on the training points, or held-out `validation`
-    points) has not improved by `min_delta` for `patience` checks. Every run reports its
-    best validation loss, that check's step and the loss on `test` points there, and the
+    on 1-D data in the standard parameterization, none elsewhere); divergence always stops
+    a run; `eigenvectors="rows"` is the reference code's certificate. With `early_stopping`
+    (default: when `validation_weights` are given) a run stops once its validation loss
+    (`validation_weights` on the training points, or held-out `validation` points) has
+    not improved by `min_delta` for `patience` checks. Every run reports its best
+    validation loss, that check's step, the loss on `test` points there, and the
     detectors of `gdrelu.detectors` (`classify_width`: the width their final
-    classification pads to, one program for several widths). `on_check(k, status)` is
-    called after check k with every run's status code.
+    classification pads to). `on_check(k, status)` gets every status after check k.
 
     `path` ("auto": `engine.choose_path`), `devices` (default: the local ones), `block` and
     `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`; default
@@ -94,26 +91,36 @@ def simulate(
     depend on them (docs/design.md, "Training paths"). The first call in a process turns on
     JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
     """
+    arguments = dict(locals())  # every argument by name: what the checks and training read
     use_default_cache()
-    plan = _validated(
-        params,
-        data,
-        step_size,
-        get_optimizer(optimizer, sampler=sampler, batch_size=batch_size),
-        key=key,
-        parameterization=parameterization,
-        check_every=check_every,
-        max_checks=max_checks,
-        validation_weights=validation_weights,
-        validation=validation,
-        test=test,
-        early_stopping=early_stopping,
-        stop_on=stop_on,
-        eigenvectors=eigenvectors,
-        path=path,
-        block=block,
-        redo=redo,
-    )
+    return _trained(_validated(**arguments), **arguments)
+
+
+def _trained(
+    plan,
+    params,
+    data,
+    step_size,
+    *,
+    parameterization,
+    check_every,
+    max_checks,
+    alpha,
+    validation_weights,
+    validation,
+    test,
+    min_delta,
+    patience,
+    block,
+    redo,
+    devices,
+    kernel,
+    on_check,
+    classify_width,
+    **_,
+) -> SimulationResult:
+    """`simulate`'s runs placed on the devices, trained by chunks until every one stopped,
+    and their result, once `plan` (`_validated`) settled how."""
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
     steps = 0.0 if step_size is None else step_size
@@ -145,8 +152,10 @@ def _validated(
     params,
     data,
     step_size,
-    optimizer: Optimizer,
     *,
+    optimizer,
+    sampler,
+    batch_size,
     key,
     parameterization,
     check_every,
@@ -160,8 +169,10 @@ def _validated(
     path,
     block,
     redo,
+    **_,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
+    optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
     counts = {"check_every": check_every, "max_checks": max_checks, "block": block, "redo": redo}
     for name, count in counts.items():
