@@ -4,7 +4,7 @@ Each experiment is run with the protocol of the paper's code (docs/fidelity.md),
 tables give that code's counts (crossed, early stopped) beside gdrelu's P(stuck), at one
 of two scales: "small" (all of it on a 2-core CPU in minutes)
 or "paper" (the paper's widths and run counts). Its cells are units of the result store
-under DIR/NAME/units, so a killed reproduction resumes where it stopped; a finished
+under DIR/NAME/units/, so a killed reproduction resumes where it stopped; a finished
 experiment leaves DIR/NAME/section.json and is not run again. The report (DIR/report.md
 and DIR/report.html) puts the numbers of the paper's code beside ours where they are
 known, with the agreement as a two-proportion z-score.
@@ -165,7 +165,8 @@ SECTION10_SCALE = {"small": "tiny", "paper": "full"}
 def _section10(directory: Path, scale: str, on_progress, memory_budget=None) -> report.Section:
     """The Section 10 grid (`gdrelu.section10`), each group a unit of the store."""
     start, grid = time.perf_counter(), section10.SCALES[SECTION10_SCALE[scale]]
-    rows, units = [], directory / "units"
+    rows, units = [], _units(directory)
+    before = store.stored_seconds(units)
     for group in section10.configurations(grid):
         on_progress(f"section10 {section10.unit_name(group)}")
         rows += section10.run_group(grid, group, units=units, memory_budget=memory_budget)
@@ -182,7 +183,7 @@ def _section10(directory: Path, scale: str, on_progress, memory_budget=None) -> 
             "data and d, over every init, optimizer and bias init."]  # fmt: skip
     settings = {"scale": SECTION10_SCALE[scale], **dataclasses.asdict(grid)}
     return report.Section("section10", "Section 10 grid", text, [table], "section10.png",
-                          settings, time.perf_counter() - start)  # fmt: skip
+                          settings, before + time.perf_counter() - start)  # fmt: skip
 
 
 TITLES = {
@@ -203,17 +204,25 @@ def run_one(
     if name == "section10":
         return _section10(directory, scale, on_progress, memory_budget)
     (spec,) = experiment_specs(name, scale)
-    start = time.perf_counter()
+    units = _units(directory)
+    before, start = store.stored_seconds(units), time.perf_counter()
     cells = run_experiment(
         spec,
         memory_budget=memory_budget,
-        units=directory / "units",
+        units=units,
         on_check=lambda widths, k, status: on_progress(f"{name} n={widths} check {k}"),
     )
-    seconds = time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
     if name == "star":
         return _star_section(cells, spec, scale, directory, seconds)
     return _stuck_section(name, TITLES[name], cells, spec, directory, seconds, name == "gd-figure")
+
+
+def _units(directory: Path) -> Path:
+    """Where experiment `directory` keeps its units: in its own units/, or, for a
+    reproduction an older gdrelu started, in units/units/."""
+    started_before = directory / "units"
+    return started_before if (started_before / store.UNITS).is_dir() else directory
 
 
 def reproduce(

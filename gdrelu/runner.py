@@ -8,6 +8,7 @@ A unit is one spec's width (all its Δ cells); each finished unit is stored at o
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -79,9 +80,11 @@ def run_experiment(
         if on_stored is not None:
             on_stored(cells)
     if len(results) < len(spec.widths):
+        clock = time.perf_counter()
         for width, cells in _trained_widths(spec, set(results), on_check, processes, budget):
-            if units is not None:
-                store.save_unit(units, unit_name(spec, width), cells)
+            if units is not None:  # a bucket's time goes to its first width's unit
+                seconds, clock = time.perf_counter() - clock, time.perf_counter()
+                store.save_unit(units, unit_name(spec, width), cells, seconds)
             results[width] = cells
             if on_cells_done is not None:
                 on_cells_done(cells)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,7 @@ def run_group(
     if done is not None and on_check is not None:
         on_check(cells[0].spec.max_checks, np.concatenate([cr.result.status for cr in done]))
     if done is None:
+        start = time.perf_counter()
         done = train_cells(
             [(cell, np.arange(scale.runs)) for cell in cells],
             bucket=scale.width,
@@ -194,7 +196,7 @@ def run_group(
             budget=memory.memory_budget(memory_budget),
         )
         if units is not None:
-            store.save_unit(units, unit_name(group), done)
+            store.save_unit(units, unit_name(group), done, time.perf_counter() - start)
     return [_row(scale, group, label, cr) for (label, _), cr in zip(labelled, done, strict=True)]
 
 

@@ -141,9 +141,10 @@ def _unit_path(out_dir: Path, name: str) -> Path:
     return out_dir / UNITS / f"{name}.npz"
 
 
-def save_unit(out_dir: Path, name: str, cell_results: Sequence) -> None:
-    """One finished unit: the step sizes and `SimulationResult` of each cell, atomically."""
-    arrays = {}
+def save_unit(out_dir: Path, name: str, cell_results: Sequence, seconds: float) -> None:
+    """One finished unit: the step sizes and `SimulationResult` of each cell, and the
+    `seconds` its training took, atomically."""
+    arrays = {"seconds": np.float64(seconds)}
     for i, cr in enumerate(cell_results):
         arrays[f"{i}/step_size"] = np.asarray(cr.step_size)
         for field, value in cr.result._asdict().items():
@@ -174,7 +175,23 @@ def load_unit(out_dir: Path, name: str) -> list[tuple[np.ndarray, SimulationResu
                 params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
                 cells.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise ResumeError(
-            f"{path} is not a readable unit ({err}); delete it to train that unit again"
-        ) from None
+        raise _unreadable(path, err) from None
     return cells
+
+
+def stored_seconds(out_dir: Path) -> float:
+    """The training seconds recorded by the units finished under `out_dir` (0 if none):
+    what a resumed run spent before it was resumed. Units written before gdrelu recorded
+    their time count as 0."""
+    total = 0.0
+    for path in sorted((out_dir / UNITS).glob("*.npz")):
+        try:
+            with np.load(path) as stored:
+                total += float(stored["seconds"]) if "seconds" in stored.files else 0.0
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise _unreadable(path, err) from None
+    return total
+
+
+def _unreadable(path: Path, err: Exception) -> ResumeError:
+    return ResumeError(f"{path} is not a readable unit ({err}); delete it to train that unit again")

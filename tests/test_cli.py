@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from gdrelu import store
 from gdrelu.cells import Cell, CellResult
 from gdrelu.cli import main
 from gdrelu.engine import SimulationResult, Status
@@ -372,9 +373,15 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     assert main(["run", *SMALL, "--out", str(out)]) == 130
     assert "--resume" in capsys.readouterr().err
     assert len(list((out / "units").glob("*.npz"))) == 1 and not (out / "runs.csv").exists()
+    (unit,) = (out / "units").glob("*.npz")
+    cells = [CellResult(None, *pair) for pair in store.load_unit(out, unit.stem)]
+    store.save_unit(out, unit.stem, cells, 1000.0)  # as if the first width took 1000 s
     restore()
     assert main(["run", *SMALL, "--resume", str(out)]) == 0
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
+    seconds = json.loads((out / "summary.json").read_text())["seconds"]
+    assert 1000 < seconds < 1600  # the time before the resume counts
+    assert "(1000.0 s of it before the resume)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gdrelu import reproduce, runner
+from gdrelu import reproduce, runner, store
 from gdrelu.reproduce import Sizes
 
 
@@ -54,6 +54,22 @@ def test_a_finished_experiment_is_not_run_again_and_a_killed_one_resumes(
     assert trained == []  # read back from the units, not trained again
     section = json.loads((tmp_path / "sgd" / "section.json").read_text())
     assert section["settings"]["early_stopping"] and section["settings"]["sampler"] == "multinomial"
+    assert section["seconds"] >= store.stored_seconds(tmp_path / "sgd") > 0  # still counts
+    units = sorted(p.name for p in (tmp_path / "sgd" / "units").iterdir())
+    assert units and all(name.endswith(".npz") for name in units), units
+
+
+def test_a_reproduction_an_older_gdrelu_started_resumes_from_its_units(tiny, tmp_path, monkeypatch):
+    """Older reproductions kept their units in DIR/NAME/units/units/: still read there."""
+    reproduce.reproduce(tmp_path, scale="small", only=("sgd",))
+    older = tmp_path / "sgd" / "units" / "units"
+    older.mkdir()
+    for unit in (tmp_path / "sgd" / "units").glob("*.npz"):
+        unit.rename(older / unit.name)
+    (tmp_path / "sgd" / "section.json").unlink()
+    monkeypatch.setattr(runner, "_trained_widths", lambda *a, **k: pytest.fail("trained"))
+    reproduce.reproduce(tmp_path, scale="small", only=("sgd",))
+    assert (tmp_path / "sgd" / "section.json").exists()
 
 
 def test_unknown_experiments_and_scales_are_refused(tmp_path):
@@ -107,6 +123,23 @@ def test_only_names_each_experiment_once(only, message, tmp_path, capsys):
     assert main(["reproduce", "--only", only, "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gdrelu: error: --only:") and message in err and not out.exists(), err
+
+
+def test_the_paper_scale_estimate_comes_before_the_directory(tiny, tmp_path, monkeypatch, capsys):
+    """At the paper's scale the estimate is printed before anything is written, so a user
+    who stops there (Ctrl-C) leaves no directory behind."""
+    from gdrelu.cli import main
+
+    out = tmp_path / "repro"
+
+    def estimate(scale, names):
+        assert not out.exists(), "the directory was made before the estimate"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "estimated_seconds", estimate)
+    command = ["reproduce", "--only", "sgd", "--scale", "paper", "--out", str(out), "--quiet"]
+    assert main(command) == 130
+    assert not out.exists()
 
 
 def test_a_comparison_is_not_resumed_as_a_reproduction(tmp_path, capsys):

@@ -143,7 +143,10 @@ def test_units_round_trip(tmp_path):
     cells = [fake_result(cell, 3) for cell in spec.cells()]
     assert store.load_unit(tmp_path, "gd-w4") is None
     (tmp_path / store.UNITS).mkdir()
-    store.save_unit(tmp_path, "gd-w4", cells)
+    assert store.stored_seconds(tmp_path) == 0.0
+    store.save_unit(tmp_path, "gd-w4", cells, 2.5)
+    store.save_unit(tmp_path, "gd-w8", cells, 0.25)
+    assert store.stored_seconds(tmp_path) == 2.75  # what a resume adds to its own time
     loaded = store.load_unit(tmp_path, "gd-w4")
     assert len(loaded) == 2
     for (step, result), cr in zip(loaded, cells, strict=True):

@@ -95,3 +95,9 @@ class RunProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def finished_line(runs: int, seconds: float, before: float, backend: str, out) -> str:
+    """The last line of a run: `seconds` in all, `before` of them before a resume."""
+    earlier = f" ({before:.1f} s of it before the resume)" if before else ""
+    return f"{runs} runs in {seconds:.1f} s{earlier} on {backend}; results in {out}/"

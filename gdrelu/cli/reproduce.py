@@ -50,12 +50,12 @@ def execute(args, started: dict | None = None) -> int:
     names, scale = _names(args), args.scale or "small"
     specs = [spec for name in names for spec in reproduce.experiment_specs(name, scale)]
     options.check_fits(specs, budget)  # before the directory is written
-    out = outdir.open_directory(args, manifest)
     if scale == "paper":
         hours = reproduce.estimated_seconds(scale, names) / 3600
         print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "
               f"{backends.backend_name()} (from a short timing of each path here)",
               file=sys.stderr)  # fmt: skip
+    out = outdir.open_directory(args, manifest)
     start = time.perf_counter()
 
     def progress(line: str) -> None:

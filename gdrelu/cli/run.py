@@ -12,7 +12,7 @@ import time
 
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import Interrupted, UsageError
-from gdrelu.cli.progress import RunProgress
+from gdrelu.cli.progress import RunProgress, finished_line
 from gdrelu.progress import spec_clock
 
 
@@ -44,6 +44,9 @@ def execute(args, started: dict | None = None) -> int:
         enabled=writer and not args.quiet,
         labels=labels,
     )
+    from gdrelu.store import stored_seconds
+
+    before = 0.0 if out is None else stored_seconds(out)  # a resumed run's earlier time
     start = time.perf_counter()
     try:
         results = _train(specs, progress, processes=processes, budget=budget, out=out)
@@ -55,7 +58,7 @@ def execute(args, started: dict | None = None) -> int:
     finally:
         progress.close()
     if writer:
-        _report(specs, results, time.perf_counter() - start, out)
+        _report(specs, results, before + time.perf_counter() - start, out, before)
     return 0
 
 
@@ -77,8 +80,9 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     return results
 
 
-def _report(specs, results, seconds: float, out) -> None:
-    """runs.csv, summary.json and the figures, and the table on stdout."""
+def _report(specs, results, seconds: float, out, before: float) -> None:
+    """runs.csv, summary.json and the figures, and the table on stdout; `seconds` counts
+    the `before` seconds of the units stored before a resume."""
     from gdrelu.analysis import comparisons, experiment_summary, format_table
     from gdrelu.records import table
     from gdrelu.store import write_results
@@ -101,4 +105,4 @@ def _report(specs, results, seconds: float, out) -> None:
             f"[{lo:+.3f}, {hi:+.3f}] over {c['runs']} pairs  McNemar p = {c['p_value']:.3g}"
         )
     runs = sum(cr.result.status.size for cr in results)
-    print(f"{runs} runs in {seconds:.1f} s on {backend}; results in {out}/")
+    print(finished_line(runs, seconds, before, backend, out))

@@ -10,7 +10,7 @@ from gdrelu import section10 as grid
 from gdrelu.cli import backends, options, outdir
 from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.parser import RUN_FLAGS
-from gdrelu.cli.progress import RunProgress
+from gdrelu.cli.progress import RunProgress, finished_line
 from gdrelu.progress import spec_clock
 
 _OTHERS = ("config", "protocol", *backends.PROCESS_FLAGS)
@@ -33,7 +33,9 @@ def execute(args, started: dict | None = None) -> int:
     progress = RunProgress(
         len(groups) * per_group, spec_clock(firsts), enabled=not args.quiet, labels=labels
     )
-    start = time.perf_counter()
+    from gdrelu.store import stored_seconds, write_section10
+
+    before, start = stored_seconds(out), time.perf_counter()  # a resumed grid's earlier time
     rows = []
     try:
         for i, group in enumerate(groups):
@@ -52,15 +54,13 @@ def execute(args, started: dict | None = None) -> int:
         raise Interrupted(f"gdrelu run --resume {out}") from None
     finally:
         progress.close()
-    seconds = time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
     best = grid.best_step_sizes(rows)
     backend = backends.backend_name()
     summary = grid.summary(scale_name, scale, best, seconds=seconds, backend=backend)
-    from gdrelu.store import write_section10
-
     write_section10(out, rows, grid.format_table(best), summary)
     print(grid.format_table(best))
-    print(f"{len(groups) * per_group} runs in {seconds:.1f} s on {backend}; results in {out}/")
+    print(finished_line(len(groups) * per_group, seconds, before, backend, out))
     return 0
 
 
