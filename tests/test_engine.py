@@ -311,23 +311,23 @@ def test_diverged_runs_leave_the_others_untouched(width8, width8_result):
 
 
 def test_degenerate_runs(width8):
-    """Run 0 has all a_i > 0; run 1 has one point of positive weight for x < 0 (the
-    others have all a_i > 0 too, unless one changed sign in the 10 steps)."""
+    """Run 0 has all a_i > 0; run 1 has one point of positive weight for x < 0; run 2
+    both, which the paper's code calls x-degenerate (the others have all a_i > 0 too,
+    unless one changed sign in the 10 steps). With early stopping after 0 checks, every
+    run stops early: the paper's code checks early stopping before degeneracy."""
     params, data, step = width8
     a = np.abs(np.asarray(params.a))
     a[1] = np.asarray(params.a[1])
     weights = np.asarray(data.weights).copy()
-    weights[1] = [0.3, 0.0, 0.0, 0.3, 0.2, 0.2]  # one point of positive weight for x < 0
-    result = simulate(
-        params._replace(a=a),
-        data._replace(weights=weights),
-        step,
-        check_every=10,
-        max_checks=1,
-        stop_on=("degenerate",),
-    )
-    assert result.status[:2].tolist() == [Status.A_DEGENERATE, Status.X_DEGENERATE]
-    assert set(result.status[2:].tolist()) <= {Status.A_DEGENERATE, Status.UNFINISHED}
+    weights[1:3] = [0.3, 0.0, 0.0, 0.3, 0.2, 0.2]  # one point of positive weight for x < 0
+    settings = {"check_every": 10, "max_checks": 1, "stop_on": ("degenerate",)}
+    degenerate = (params._replace(a=a), data._replace(weights=weights), step)
+    result = simulate(*degenerate, **settings)
+    want = [Status.A_DEGENERATE, Status.X_DEGENERATE, Status.X_DEGENERATE]
+    assert result.status[:3].tolist() == want
+    assert set(result.status[3:].tolist()) <= {Status.A_DEGENERATE, Status.UNFINISHED}
+    early = simulate(*degenerate, **settings, validation_weights=weights, patience=0)
+    assert set(early.status.tolist()) == {Status.EARLY_STOPPED}
 
 
 def test_early_stopping_on_validation_weights(width8):

@@ -25,10 +25,11 @@ WIDTH, RUNS, EVERY, CHECKS = 8, 4, 20, 30
 MIN_DELTA, PATIENCE = 1e-8, 10
 
 
-def _loss(theta, x, y, v):
+def _validation_loss(theta, x, y, v):
+    """The paper code's validation loss: Σ_j v_j r_j², without the ½ of the training loss."""
     a, b, w, c = theta
     r = c + np.maximum(x[:, None] * a + b, 0.0) @ w - y
-    return 0.5 * np.sum(v * r * r)
+    return np.sum(v * r * r)
 
 
 def _direct(name, theta, x, y, p, v, h, key):
@@ -57,7 +58,7 @@ def _direct(name, theta, x, y, p, v, h, key):
             return Status.DIVERGED, step
         if max_kink >= np.min(np.abs(x)):
             return Status.CROSSED, step
-        val = _loss(theta, x, y, v)
+        val = _validation_loss(theta, x, y, v)
         improved = val < best - MIN_DELTA
         best, stale = (val, 0) if improved else (best, stale + 1)
         if stale >= PATIENCE:
@@ -83,6 +84,24 @@ def test_protocol_stops_as_a_direct_loop(name):
         status, step = _direct(name, theta, *(v[r] for v in data), valid[r], steps[r], keys[r])
         assert cell_result.result.status[r] == status, (r, cell_result.result.status[r], status)
         assert cell_result.result.stop_step[r] == step
+
+
+def test_min_delta_is_on_the_paper_codes_validation_loss():
+    """The paper's code counts an improvement of its Σ v r² by more than 1e-8; a run's
+    reported validation loss is ½ Σ v r², so 0.75e-8 there (1.5e-8 in the paper's code's)
+    counts and 0.25e-8 does not."""
+    import inspect
+
+    from gdrelu import simulate
+    from gdrelu.engine.checks import _validated
+    from gdrelu.engine.state import RunInfo
+
+    default = inspect.signature(simulate).parameters["min_delta"].default
+    assert default == MIN_DELTA
+    info = RunInfo(*(jnp.zeros(()),) * 3, jnp.float64(0.5), jnp.int32(3), *(jnp.zeros(()),) * 2)
+    after = [_validated(info, 7, 0.5 - d, 0.0, default) for d in (0.75e-8, 0.25e-8)]
+    assert [int(i.stale_checks) for i in after] == [0, 4]
+    assert float(after[0].best_val) == 0.5 - 0.75e-8 and float(after[1].best_val) == 0.5
 
 
 def test_protocols_name_the_paper_codes_settings():

@@ -1,8 +1,8 @@
 """The checks after a chunk: does a run stop, and how it does on validation and test points.
 
-In the order of docs/theory.md ("Outcome of a run"): DIVERGED, CROSSED, A_DEGENERATE,
-X_DEGENERATE, STUCK (the certificate, "Provably stuck"), EARLY_STOPPED; the first that
-holds is the run's status.
+In the order of docs/theory.md ("Outcome of a run"), the paper code's: DIVERGED, CROSSED,
+EARLY_STOPPED, X_DEGENERATE, A_DEGENERATE, STUCK (the certificate, "Provably stuck"); the
+first that holds is the run's status.
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def _held_out_loss(state: RunState, points: WeightedData, alpha) -> jax.Array:
     return 0.5 * jnp.sum(points.weights * residual * residual)
 
 
-def _stops(runs: Runs, inputs: CheckInputs, end: ChunkEnd, loss, alpha, rules, lines):
-    """The stop conditions of one run before early stopping: (conditions, status codes)."""
+def _stops(runs: Runs, inputs: CheckInputs, end: ChunkEnd, loss, alpha, rules, lines, stale):
+    """The stop conditions of one run, in order: (conditions, status codes). `stale`: its
+    validation loss has not improved for `patience` checks."""
     params, data = runs.state.params, inputs.data
     if lines:  # O(1): the Grams, c and the tracked neurons, not the n neurons
         finite = _all_finite((end.grams, end.witnesses), loss) & jnp.isfinite(params.c)
@@ -89,13 +90,16 @@ def _stops(runs: Runs, inputs: CheckInputs, end: ChunkEnd, loss, alpha, rules, l
         else:
             conditions.append(runs.info.pattern_change >= 0)
         codes.append(Status.CROSSED)
+    if "early_stopping" in rules:
+        conditions.append(stale)
+        codes.append(Status.EARLY_STOPPED)
     if "degenerate" in rules:
         if lines:  # no real neuron on a side: its Gram is 0 (a_i = 0 counts as -)
             one_sided = jnp.any(jnp.trace(end.grams, axis1=-2, axis2=-1) == 0)
         else:
             one_sided = theory.a_degenerate(params)
-        conditions += [one_sided, theory.x_degenerate(data)]
-        codes += [Status.A_DEGENERATE, Status.X_DEGENERATE]
+        conditions += [theory.x_degenerate(data), one_sided]
+        codes += [Status.X_DEGENERATE, Status.A_DEGENERATE]
     if "stuck" in rules:
         eigenvectors = "rows" if "reference_rows" in rules else "columns"
         stuck = theory.certificate(
@@ -115,8 +119,10 @@ def _stops(runs: Runs, inputs: CheckInputs, end: ChunkEnd, loss, alpha, rules, l
 
 
 def _validated(info: RunInfo, step, val, test, min_delta) -> RunInfo:
-    """`info` after a check with validation loss `val` and test loss `test` at `step`."""
-    improved = val < info.best_val - min_delta
+    """`info` after a check with validation loss `val` and test loss `test` at `step`.
+    `min_delta` is on the paper code's validation loss Σ p r², twice `val` = ½ Σ p r²
+    (halving is exact, so the comparison is the paper code's to the bit)."""
+    improved = val < info.best_val - 0.5 * min_delta
     return info._replace(
         best_val=jnp.where(improved, val, info.best_val),
         stale_checks=jnp.where(improved, 0, info.stale_checks + 1),
@@ -134,15 +140,13 @@ def check_one(
     state, data, alpha = runs.state, inputs.data, scalars.alpha
     residual = _network_outputs(state, data, end, alpha, lines) - data.y
     loss = 0.5 * jnp.sum(data.weights * residual * residual)
-    conditions, codes = _stops(runs, inputs, end, loss, alpha, rules, lines)
     if "held_out" in rules:
         val = _held_out_loss(state, inputs.validation, alpha)
         test = _held_out_loss(state, inputs.test, alpha)
     else:
         val = test = 0.5 * jnp.sum(inputs.validation.weights * residual * residual)
     info = _validated(runs.info, state.step, val, test, scalars.min_delta)
-    if "early_stopping" in rules:
-        conditions.append(info.stale_checks >= scalars.patience)
-        codes.append(Status.EARLY_STOPPED)
+    stale = info.stale_checks >= scalars.patience
+    conditions, codes = _stops(runs, inputs, end, loss, alpha, rules, lines, stale)
     code = jnp.select(conditions, [jnp.int8(c) for c in codes], jnp.int8(Status.RUNNING))
     return code, loss, info

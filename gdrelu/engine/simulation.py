@@ -79,7 +79,8 @@ def simulate(
     a run; `eigenvectors="rows"` is the reference code's certificate. With `early_stopping`
     (default: when `validation_weights` are given) a run stops once its validation loss
     (`validation_weights` on the training points, or held-out `validation` points) has
-    not improved by `min_delta` for `patience` checks. Every run reports its best
+    not improved by `min_delta` for `patience` checks (`min_delta` on Σ p r², the paper
+    code's validation loss, twice the ½ Σ p r² a run reports). Every run reports its best
     validation loss, that check's step, the loss on `test` points there, and the
     detectors of `gdrelu.detectors` (`classify_width`: the width their final
     classification pads to). `on_check(k, status)` gets every status after check k.
