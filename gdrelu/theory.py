@@ -189,12 +189,17 @@ def provably_stuck(
     *,
     alpha=0.0,
     eigenvectors: str = "columns",
+    gwab: str = "conservative",
 ) -> jax.Array:
     """The sufficient criterion (docs/theory.md, "Provably stuck"): GD with step h never
     moves a kink across the data.
 
     `eigenvectors="rows"` reproduces the reference code's use of the rows of U in S_ψ
     (not the eigenvectors); the default uses the columns, as the proof does.
+    `gwab="paper"` reads G_wab as PAPER.md and the published code write it,
+    κ max_s(|Σ_s[w,a]| + |Σ_s[w,b]| + D_s[w,a] + D_s[w,b]); the default,
+    max_s(κ(|Σ_s[w,a]| + |Σ_s[w,b]|) + D_s[w,a] + D_s[w,b]), is at least as large
+    (κ < 1/2), so it certifies no run the other does not (docs/fidelity.md).
     Returns a bool of shape () or (runs,).
     """
     theta = jnp.stack([params.a, params.b, params.w], -1)
@@ -208,6 +213,7 @@ def provably_stuck(
         active_neurons(params),
         alpha=alpha,
         eigenvectors=eigenvectors,
+        gwab=gwab,
     )
 
 
@@ -222,6 +228,7 @@ def certificate(
     *,
     alpha=0.0,
     eigenvectors: str = "columns",
+    gwab: str = "conservative",
 ) -> jax.Array:
     """`provably_stuck` of one run from its Grams Σ_s (2, 3, 3), c, `moment_roots(data)`,
     and the neurons θ_i (rows of `witnesses`, (k, 3); `real` (k,) masks padding) on which
@@ -253,11 +260,13 @@ def certificate(
     )
     g_w = jnp.max(d[:, _W, _W])
     g_ab = jnp.max(d[:, _A, _A] + d[:, _A, _B] + d[:, _B, _B])
-    # κ scales the Σ terms only (D already carries κ); the reference code does the same,
-    # and κ·(Σ + D) disagrees with its golden flags (tests/test_theory.py).
-    g_wab = jnp.max(
-        kappa * (abs_grams[:, _W, _A] + abs_grams[:, _W, _B]) + d[:, _W, _A] + d[:, _W, _B]
-    )
+    sigma_wab = abs_grams[:, _W, _A] + abs_grams[:, _W, _B]
+    if gwab not in ("conservative", "paper"):
+        raise ValueError(f"gwab: {gwab!r} is not 'conservative' or 'paper'")
+    if gwab == "paper":
+        g_wab = kappa * jnp.max(sigma_wab + d[:, _W, _A] + d[:, _W, _B])
+    else:  # κ < 1/2 scales the Σ terms only: one golden flag rules out the paper's reading
+        g_wab = jnp.max(kappa * sigma_wab + d[:, _W, _A] + d[:, _W, _B])
     a_diff = b_norm**2 * (g_w + g_ab + g_wab)
     delta = big_s * root_norm**2 * a_diff
 

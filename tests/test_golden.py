@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import golden_case
 
-from gdrelu import Params, Status, WeightedData, engine
+from gdrelu import Params, Status, WeightedData, engine, theory
 from gdrelu.model import padded
 from gdrelu.optim import get_optimizer
 
@@ -128,6 +128,15 @@ def test_monte_carlo_statuses(mc_simulated):
     # crossing does not depend on the certificate's variant, so its stop step matches too
     np.testing.assert_array_equal(result.stop_step[crossed], m["stop_step"][crossed])
     assert np.all(result.max_kink[crossed] >= 1.0) and np.all(result.max_kink[~crossed] < 1.0)
+
+
+def test_monte_carlo_step_sizes(mc_outcomes):
+    """The paper's step size of every stored run, batched, equals the stored one."""
+    m = mc_outcomes
+    runs = m["xw"].shape[0]
+    data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"])
+    params = Params(m["a0"], m["b0"], m["w0"], m["c0"])
+    np.testing.assert_allclose(theory.paper_step_size(params, data), m["lr"], rtol=1e-13)
 
 
 # Next to test_monte_carlo_statuses: both read the one simulation of the stored runs
