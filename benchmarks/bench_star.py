@@ -81,7 +81,7 @@ def main() -> None:
             max_checks=1,
         )
         work = [(Cell(width, 0.0, spec), np.arange(args.runs))]
-        inputs = batch_inputs(work, bucket=width, classify_width=shared_width(spec))
+        inputs = batch_inputs(work, bucket=width, classify_width=shared_width(spec, width))
 
         def train(checks, inputs=inputs):
             params, data, step, arguments = inputs

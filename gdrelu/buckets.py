@@ -42,8 +42,17 @@ def _next_power_of_two(width: int) -> int:
     return 1 << (width - 1).bit_length()
 
 
-def shared_width(spec: ExperimentSpec) -> int:
-    """The widest bucket: programs that run once per batch (the initial networks, the
-    paper's step size, the final classification) take every network padded to it, one
-    program for all buckets."""
-    return max(bucket for bucket, _ in width_buckets(spec))
+# The programs that run once per batch pad no network beyond this width to a wider one.
+SHARED_LIMIT = 4096
+
+
+def shared_width(spec: ExperimentSpec, width: int) -> int:
+    """The width that programs run once per batch (the initial networks, the paper's step
+    size, the final classification) pad networks of `width` (one of the spec's) to: the
+    widest bucket up to `SHARED_LIMIT` for every bucket up to it, one program for them
+    all; a wider bucket's own width, so that a narrow width is never padded to a huge one."""
+    buckets = width_buckets(spec)
+    (own,) = [bucket for bucket, widths in buckets if width in widths]
+    if own > SHARED_LIMIT:
+        return own
+    return max(bucket for bucket, _ in buckets if bucket <= SHARED_LIMIT)

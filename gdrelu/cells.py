@@ -9,7 +9,6 @@ the same seed see the same data and initial networks.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.batched import in_draw_batches
 from gdrelu.buckets import shared_width
 from gdrelu.data import CONTINUOUS, WeightedData, draw_continuous, draw_finite, draw_split
 from gdrelu.engine import SimulationResult
@@ -107,35 +107,6 @@ def noise_keys(cell: Cell, indices: np.ndarray) -> jax.Array:
     return in_draw_batches(lambda part: _noise_key_data(*_key_arguments(cell, part)), indices)
 
 
-DRAW_BATCH = 64  # runs per call of a compiled draw
-
-
-def in_draw_batches(draw, indices):
-    """draw(indices) as draws of `DRAW_BATCH` runs joined (the last batch padded with its
-    last index): one compiled program per draw whatever the run count. A run's draws
-    depend on its own key only, so the batches change no value. Traced indices (shapes
-    only: `memory.run_bytes`) are drawn at once."""
-    try:
-        indices = np.asarray(indices)
-    except jax.errors.TracerArrayConversionError:
-        return draw(indices)
-    count = indices.size
-    if count == 0:
-        return draw(indices)
-    batches = -(-count // DRAW_BATCH)
-    padded_indices = np.concatenate(
-        [indices, np.full(batches * DRAW_BATCH - count, indices[-1], indices.dtype)]
-    )
-    return joined([draw(part) for part in np.split(padded_indices, batches)], count=count)
-
-
-@functools.partial(jax.jit, static_argnames="count")
-def joined(parts, *, count: int):
-    """The first `count` runs of the batches `parts` (pytrees alike, leading runs axis),
-    joined along the runs axis in one compiled program."""
-    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves)[:count], *parts)
-
-
 @jax.jit
 def _noise_key_data(seed, cell_hash, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(run_key(seed, cell_hash, i), NOISE_STREAM))
@@ -161,8 +132,9 @@ def initial_runs(
     validation weights (runs, m) on the training points (finite supports), or held-out
     (validation, test) points (continuous data, split files). The networks are padded to
     `size` neurons (`model.padded`; default: the cell's width, no padding). Drawn
-    `DRAW_BATCH` runs at a time (`in_draw_batches`)."""
-    return in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices)
+    `draw_batch` runs at a time (`in_draw_batches`)."""
+    drawn = shared_width(cell.spec, cell.width) if cell.spec.input_dim == 1 else cell.width
+    return in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices, drawn)
 
 
 def _drawn_runs(cell: Cell, indices, size: int | None) -> tuple[Params, WeightedData, Any]:
@@ -173,7 +145,7 @@ def _drawn_runs(cell: Cell, indices, size: int | None) -> tuple[Params, Weighted
     biased = spec.bias_init != "zero"  # biases are drawn for the true width, then padded
     if spec.input_dim == 1:  # one program draws every width of the spec
         width, like = jnp.asarray(cell.width), jnp.zeros((), dtype)
-        size_drawn = shared_width(spec)
+        size_drawn = shared_width(spec, cell.width)
         params = draw_padded_params(keys.params, width, like, size=size_drawn, init=spec.init)
         params = _first_neurons(params, cell.width if biased else size)
     else:

@@ -168,12 +168,25 @@ def batching(
     return Batching(blocks * count * block, block if shrunk else None, redo if shrunk else None)
 
 
+RESULT_SCALARS = 16  # a finished run's reported numbers besides its parameters, at most
+
+
+def results_bytes(spec: ExperimentSpec) -> int:
+    """Bytes of every finished run of `spec` held on the host until the end: its final
+    parameters (a, b, w at its own width, c) and its reported numbers."""
+    runs = (spec.max_runs or spec.runs) * len(spec.deltas)
+    numbers = sum(3 * w * spec.input_dim + 1 + RESULT_SCALARS for w in spec.widths)
+    return runs * numbers * jnp.dtype(spec.dtype).itemsize
+
+
 def check_fits(spec: ExperimentSpec, budget: int, devices: int | None = None) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
     blocks of one on each of `devices` devices (default: the local ones), needs more than
-    `budget` bytes (shapes only, nothing is compiled)."""
+    `budget` bytes, or naming --runs if the largest such run and the finished runs
+    (`results_bytes`) together do; shapes only, nothing is compiled."""
     devices = jax.local_device_count() if devices is None else devices
     mixed = spec.path == "fixed_pattern"
+    largest = 0
     for bucket, widths in width_buckets(spec):
         per_run, per_block_run = run_bytes(spec, bucket, Cell(widths[-1], spec.deltas[0], spec))
         need = batch_bytes(per_run, per_block_run, 1, 1, devices, mixed)
@@ -183,6 +196,15 @@ def check_fits(spec: ExperimentSpec, budget: int, devices: int | None = None) ->
                 f"and a block's temporaries), more than the memory budget of "
                 f"{_gigabytes(budget)}; lower --widths or raise --memory-budget"
             )
+        largest = max(largest, need)
+    kept = results_bytes(spec)
+    if largest + kept > budget:
+        raise BudgetError(
+            f"--runs: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
+            f"up to {max(spec.widths)}, need about {_gigabytes(kept)}, and one run in training "
+            f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
+            "lower --runs or --widths, or raise --memory-budget"
+        )
 
 
 def _gigabytes(count: int) -> str:

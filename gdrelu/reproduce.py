@@ -344,7 +344,7 @@ def general_rate(spec: ExperimentSpec) -> float:
     steps = min(budget, PROBE_STEPS, max(10, round(PROBE_WORK / (runs * width * spec.num_points))))
     work = [(Cell(width, spec.deltas[0], spec), np.arange(runs))]
     params, data, step, arguments = batch_inputs(
-        work, bucket=width, classify_width=shared_width(spec)
+        work, bucket=width, classify_width=shared_width(spec, width)
     )
     arguments.update(stop_on=(), check_every=steps)
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from gdrelu import memory, store
 from gdrelu.analysis import interval_halfwidth
+from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
-from gdrelu.cells import Cell, CellResult, initial_runs, joined, noise_keys
+from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
 from gdrelu.engine import simulate
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
@@ -53,8 +54,9 @@ def run_experiment(
     """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
     their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
     A bucket whose runs do not fit in `memory_budget` bytes (default: a share of the free
-    device or host memory, `memory.memory_budget`) goes in several batches (a run's
-    result does not depend on its batch).
+    device or host memory, `memory.memory_budget`), less what the finished runs hold
+    (`memory.results_bytes`), goes in several batches (a run's result does not depend on
+    its batch).
 
     With `units` (a run directory), the widths whose unit is stored there are loaded
     (`on_stored` receives their cells) and each width trained is stored as soon as its
@@ -75,6 +77,7 @@ def run_experiment(
         raise ValueError("target_halfwidth: not supported across processes yet")
     budget = memory.memory_budget(memory_budget)
     memory.check_fits(spec, budget)
+    budget -= memory.results_bytes(spec)  # what the batches may use besides the results
     results = _stored_widths(spec, units)
     for cells in results.values():
         if on_stored is not None:
@@ -128,7 +131,7 @@ def _trained_widths(
         train = functools.partial(
             train_cells,
             bucket=bucket,
-            classify_width=shared_width(spec),
+            classify_width=shared_width(spec, widths[0]),
             on_check=on_check,
             budget=budget,
         )

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu import theory
-from gdrelu.cells import in_draw_batches
+from gdrelu.batched import in_draw_batches
 from gdrelu.data import WeightedData
 from gdrelu.model import Params, Scaling, padded, scaling_of
 
@@ -47,18 +47,22 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
     spec = specs_runs[0][0]
     dtype = params.c.dtype
     alpha = jnp.asarray(spec.alpha, dtype)
+    width = params.b.shape[-1]
     if spec.step_size == "paper":
-        wide = padded(jax.device_get(params), classify_width, xp=np)
-        step = _in_batches(lambda p, d: paper_step_sizes(p, d, alpha), wide, data)
+
+        def paper(p, d):  # padded a batch at a time: never every run at `classify_width`
+            return paper_step_sizes(padded(p, classify_width, xp=np), d, alpha)
+
+        step = _in_batches(paper, classify_width, params, data)
     elif spec.step_size == "ntk":
         rule = spec.parameterization
         step = _in_batches(
-            lambda p, d, w: ntk_step_sizes(p, d, alpha, w, rule), params, data, widths
+            lambda p, d, w: ntk_step_sizes(p, d, alpha, w, rule), width, params, data, widths
         )
     elif spec.step_size == "small":
         step = 0.01 / widths.astype(dtype)
     elif spec.step_size == "param-norm":
-        step = _in_batches(param_norm_step_sizes, params, data)
+        step = _in_batches(param_norm_step_sizes, width, params, data)
     else:
         step = jnp.concatenate([jnp.full((runs,), s.step_size, dtype) for s, runs in specs_runs])
     if spec.step_factor != 1.0:
@@ -66,15 +70,15 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
     return step
 
 
-def _in_batches(step_sizes, *trees) -> jax.Array:
-    """step_sizes(*trees) (runs,) computed `cells.DRAW_BATCH` runs at a time: every run's
-    step size comes from the same compiled program, whatever the batch's run count (batches
-    of 1-8 runs were compiled to other roundings than batches of 64 and more, and Adam's
-    runs amplified the last bit of h)."""
+def _in_batches(step_sizes, width: int, *trees) -> jax.Array:
+    """step_sizes(*trees) (runs,) computed `cells.draw_batch(width)` runs at a time, for
+    networks of `width` neurons: every run's step size comes from the same compiled
+    program, whatever the batch's run count (batches of 1-8 runs were compiled to other
+    roundings than batches of 64 and more, and Adam's runs amplified the last bit of h)."""
     trees = jax.device_get(trees)  # on the host, each batch is a numpy slice, not a gather
     runs = np.shape(jax.tree.leaves(trees[0])[0])[0]
 
     def part(indices):
         return step_sizes(*jax.tree.map(lambda v: np.asarray(v)[indices], trees))
 
-    return in_draw_batches(part, np.arange(runs))
+    return in_draw_batches(part, np.arange(runs), width)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gdrelu import engine, theory
-from gdrelu.buckets import width_buckets
+from gdrelu.buckets import SHARED_LIMIT, shared_width, width_buckets
 from gdrelu.init import he_init
 from gdrelu.model import (
     Params,
@@ -115,6 +115,20 @@ def test_buckets(settings, buckets):
     assert width_buckets(ExperimentSpec(**settings)) == buckets
 
 
+@pytest.mark.parametrize(
+    ("widths", "shared"),
+    [
+        ((16, 128), {16: 128, 128: 128}),
+        ((8, 2048), {8: 2048, 2048: 2048}),
+        # a bucket past the limit keeps its own width and pads no narrower network to it
+        ((8, 300, 2 * SHARED_LIMIT), {8: 512, 300: 512, 2 * SHARED_LIMIT: 2 * SHARED_LIMIT}),
+    ],
+)
+def test_the_once_per_batch_programs_pad_no_network_to_a_huge_width(widths, shared):
+    spec = ExperimentSpec(widths=widths, optimizer="adam")  # pow2 buckets
+    assert {w: shared_width(spec, w) for w in widths} == shared
+
+
 def test_bad_buckets_are_named():
     with pytest.raises(ValueError, match="buckets"):
         ExperimentSpec(buckets="some")
@@ -202,7 +216,7 @@ def test_a_small_memory_budget_splits_the_runs_without_changing_them():
     seen = []
     split = run_experiment(
         spec,
-        memory_budget=budget,
+        memory_budget=budget + memory.results_bytes(spec),
         on_check=lambda widths, k, status: seen.append((status.size, int((status != 0).sum()))),
     )
     sizes, finished = zip(*seen, strict=True)

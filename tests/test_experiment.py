@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from gdrelu import ExperimentSpec, SpecError, cells, he_init, multinomial_weights
+from gdrelu import ExperimentSpec, SpecError, batched, cells, he_init, multinomial_weights
 from gdrelu.cells import Cell, initial_runs, noise_keys, run_key
 from gdrelu.data import draw_continuous
 
@@ -31,19 +31,39 @@ def test_draws_compile_once_and_give_a_run_the_same_bits_in_any_batch():
     cell = Cell(8, 0.0, spec)
     before = (draw_continuous._cache_size(), cells._noise_key_data._cache_size())
     drawn = {}
-    for count in (1, cells.DRAW_BATCH, cells.DRAW_BATCH + 1):
+    for count in (1, batched.DRAW_BATCH, batched.DRAW_BATCH + 1):
         indices = np.arange(count)
         drawn[count] = jax.device_get((initial_runs(cell, indices), noise_keys(cell, indices)))
     after = (draw_continuous._cache_size(), cells._noise_key_data._cache_size())
     assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1
-    many = drawn[cells.DRAW_BATCH + 1]
+    many = drawn[batched.DRAW_BATCH + 1]
     for count, runs in drawn.items():
         for got, want in zip(jax.tree.leaves(runs), jax.tree.leaves(many), strict=True):
             assert got.shape[0] == count
             np.testing.assert_array_equal(got.view(np.uint8), want[:count].view(np.uint8))
-    last = jax.device_get(initial_runs(cell, np.array([cells.DRAW_BATCH])))
+    last = jax.device_get(initial_runs(cell, np.array([batched.DRAW_BATCH])))
     for got, want in zip(jax.tree.leaves(last), jax.tree.leaves(many[0]), strict=True):
         np.testing.assert_array_equal(got.view(np.uint8), want[-1:].view(np.uint8))
+
+
+def test_wide_networks_are_drawn_a_few_runs_at_a_time_to_the_same_bits(monkeypatch):
+    """A call draws at most DRAW_NEURONS neurons (runs × width), however wide the
+    networks; the runs' bits do not depend on it."""
+    width, runs = 4 * batched.DRAW_NEURONS // batched.DRAW_BATCH, 20
+    spec = ExperimentSpec(widths=(width,), deltas=(0.0,), runs=runs)
+    cell, indices = Cell(width, 0.0, spec), np.arange(runs)
+    calls = []
+    original = cells._drawn_runs
+    monkeypatch.setattr(
+        cells, "_drawn_runs", lambda c, i, s: calls.append(i.size) or original(c, i, s)
+    )
+    few = jax.device_get(initial_runs(cell, indices))
+    assert calls == [batched.DRAW_BATCH // 4] * 2  # 20 runs: 16, then 4 padded to 16
+    monkeypatch.setattr(batched, "DRAW_NEURONS", batched.DRAW_NEURONS * 4)
+    many = jax.device_get(initial_runs(cell, indices))
+    assert calls[2:] == [batched.DRAW_BATCH]
+    for got, want in zip(jax.tree.leaves(few), jax.tree.leaves(many), strict=True):
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
 
 
 def test_cells_and_seeds_give_different_runs():

@@ -18,16 +18,29 @@ def one_run_bytes(spec: ExperimentSpec, width: int) -> int:
 def test_a_width_whose_run_cannot_fit_is_refused_before_anything_compiles(monkeypatch):
     from gdrelu import runner
 
-    need = one_run_bytes(WIDE, 4096)
-    assert one_run_bytes(WIDE, 8) < need // 100
-    memory.check_fits(WIDE, need)  # exactly enough
+    one, kept = one_run_bytes(WIDE, 4096), memory.results_bytes(WIDE)
+    assert one_run_bytes(WIDE, 8) < one // 100
+    memory.check_fits(WIDE, one + kept)  # exactly enough
     monkeypatch.setattr(runner, "_train_batch", None)  # nothing may train
-    with pytest.raises(memory.BudgetError) as refused:
-        run_experiment(WIDE, memory_budget=need - 1)
-    message = str(refused.value)
-    assert "width 4096" in message and "memory budget" in message
-    assert f"{need / 1e9:.3g} GB" in message and f"{(need - 1) / 1e9:.3g} GB" in message
-    assert isinstance(refused.value, ValueError)
+    for budget, names in ((one - 1, "width 4096"), (one + kept - 1, "--runs")):
+        with pytest.raises(memory.BudgetError) as refused:
+            run_experiment(WIDE, memory_budget=budget)
+        message = str(refused.value)
+        assert names in message and "memory budget" in message
+        assert f"{one / 1e9:.3g} GB" in message and f"{budget / 1e9:.3g} GB" in message
+        assert isinstance(refused.value, ValueError)
+
+
+def test_the_finished_runs_count_against_the_budget():
+    """`results_bytes` bounds what a spec's finished runs hold (measured on a run), and a
+    spec whose final networks alone exceed the budget is refused for its run count."""
+    spec = ExperimentSpec(widths=(8, 16), deltas=(0.0, 0.1), runs=3, check_every=10, max_checks=2)
+    held = sum(memory.tree_bytes((cr.step_size, cr.result)) for cr in run_experiment(spec))
+    assert held <= memory.results_bytes(spec) <= 2 * held
+    huge = ExperimentSpec(widths=(8, 2**18), deltas=(0.0,), runs=1000)
+    assert memory.results_bytes(huge) > 6e9  # 1000 final networks of 2¹⁸ neurons: 6.3 GB
+    with pytest.raises(memory.BudgetError, match="--runs"):
+        memory.check_fits(huge, 4 * 10**9)
 
 
 def test_blocks_shrink_to_fit_down_to_one_run():
@@ -121,7 +134,7 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch, settings, block):
     default = run_experiment(spec, memory_budget=1 << 40)
     assert seen == [(None, None)]
     seen.clear()
-    shrunk = run_experiment(spec, memory_budget=block * one_block)
+    shrunk = run_experiment(spec, memory_budget=block * one_block + memory.results_bytes(spec))
     assert {b for b, _ in seen} == {block}
     assert_same_runs(shrunk, default)
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
@@ -369,13 +370,16 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
     runs, dtype = params.c.shape[0], params.b.dtype
     final = Params(*outcomes.params)
     scaling = Scaling(*(np.broadcast_to(np.asarray(v, dtype), (runs,)) for v in scaling))
-    initial, last = params, final
-    if classify_width is not None:  # on the host: no compiled padding per width
-        initial = padded(jax.device_get(params), classify_width, xp=np)
-        last = padded(final, classify_width, xp=np)
     reported = outcomes.reported
     loss, threshold = (reported[name] for name in ("loss", "linear_threshold"))
-    threshold, escaped = jax.device_get(classify(initial, last, data, loss, scaling, threshold))
+    trees = jax.device_get((params, final, data, loss, scaling, threshold))
+    width = params.b.shape[-1] if classify_width is None else classify_width
+
+    def classified(indices):  # padded on the host a batch at a time: no program per width
+        initial, last, *rest = jax.tree.map(lambda v: np.asarray(v)[indices], trees)
+        return classify(padded(initial, width, xp=np), padded(last, width, xp=np), *rest)
+
+    threshold, escaped = jax.device_get(in_draw_batches(classified, np.arange(runs), width))
     held_out = "held_out" in rules
     return SimulationResult(
         status=outcomes.status,

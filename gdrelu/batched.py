@@ -1,0 +1,49 @@
+"""Programs that run once per batch of runs (draws, step sizes, the final classification)
+called on fixed-size batches of runs, so that each compiles once per width whatever the
+run count, and its arrays stay bounded however wide the networks."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DRAW_BATCH = 64  # runs per call of a compiled draw
+DRAW_NEURONS = 2**16  # at most this many neurons (runs × width) per call
+
+
+def draw_batch(width: int | None) -> int:
+    """Runs per call of a once-per-batch program (draws, step sizes, classification) on
+    networks of `width` neurons: `DRAW_BATCH`, fewer for networks wider than
+    DRAW_NEURONS / DRAW_BATCH, so that a call's arrays stay bounded (one run at least)."""
+    if width is None:
+        return DRAW_BATCH
+    return max(1, min(DRAW_BATCH, DRAW_NEURONS // width))
+
+
+def in_draw_batches(draw, indices, width: int | None = None):
+    """draw(indices) as draws of `draw_batch(width)` runs joined (the last batch padded
+    with its last index): one compiled program per draw and width whatever the run count.
+    A run's draws depend on its own key only, so the batches change no value. Traced
+    indices (shapes only: `memory.run_bytes`) are drawn at once."""
+    try:
+        indices = np.asarray(indices)
+    except jax.errors.TracerArrayConversionError:
+        return draw(indices)
+    count, size = indices.size, draw_batch(width)
+    if count == 0:
+        return draw(indices)
+    batches = -(-count // size)
+    padded_indices = np.concatenate(
+        [indices, np.full(batches * size - count, indices[-1], indices.dtype)]
+    )
+    return joined([draw(part) for part in np.split(padded_indices, batches)], count=count)
+
+
+@functools.partial(jax.jit, static_argnames="count")
+def joined(parts, *, count: int):
+    """The first `count` runs of the batches `parts` (pytrees alike, leading runs axis),
+    joined along the runs axis in one compiled program."""
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves)[:count], *parts)
