@@ -130,6 +130,8 @@ def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int
     elif callable(optimizer):
         transformation, default = optimizer, "full"
         name, uses_step_size = getattr(optimizer, "__name__", "custom"), True
+        if name in NAMED:  # not the named optimizer: no certificate, no fast path of its own
+            name = f"custom {name}"
     else:
         raise ValueError(f"optimizer: {optimizer!r} is neither a name nor an optax transformation")
     sampler = sampler or default

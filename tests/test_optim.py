@@ -259,6 +259,45 @@ def test_bad_optimizer_settings_name_the_field(kwargs, field):
         simulate(params, data, 0.01, check_every=20, max_checks=1, **kwargs)
 
 
+def test_a_function_named_like_a_named_optimizer_is_not_that_optimizer():
+    """A user's Adam in a function called `gd` gets no GD certificate: its default stop
+    rules are none, as any function's."""
+
+    def gd(h):
+        return optax.adam(h)
+
+    optimizer = get_optimizer(gd)
+    assert optimizer.name == "custom gd" and not optimizer.certificate
+    assert get_optimizer(gd, sampler="multinomial").sampler == "multinomial"
+    params, data = _batch(2)
+    result = simulate(params, data, 1e-3, optimizer=gd, check_every=20, max_checks=2)
+    assert np.all(result.status == Status.UNFINISHED)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda p, d, h: (p, d._replace(x=d.x[:1]), h), "data"),
+        (lambda p, d, h: (p, d, h, {"validation_weights": d.weights[:1]}), "validation_weights"),
+        (lambda p, d, h: (p, d, np.array([0.01, 0.01, 0.01])), "step_size"),
+        (lambda p, d, h: (p, d, -0.01), "step_size"),
+        (lambda p, d, h: (p, d, np.array([0.01, np.nan])), "step_size"),
+        (lambda p, d, h: (p, d, 0.0), "step_size"),
+        (
+            lambda p, d, h: (p, WeightedData(d.x[:, :1], d.y[:, :1], d.weights[:, :1] * 0 + 1), h),
+            "data",
+        ),
+    ],
+)
+def test_inputs_for_other_runs_or_bad_step_sizes_are_refused(change, field):
+    """Data or validation weights for another number of runs would train a run on another
+    run's points; a step size that is not positive and finite burns the whole budget."""
+    params, data = _batch(2)
+    params, data, h, *extra = change(params, data, 0.01)
+    with pytest.raises(ValueError, match=f"^{field}"):
+        simulate(params, data, h, check_every=20, max_checks=1, **(extra[0] if extra else {}))
+
+
 def test_default_stop_rules_follow_the_optimizer():
     """Adam's default applies no certificate: every run trains the whole budget."""
     params, data = _batch(3)

@@ -200,15 +200,37 @@ def _validated(
             "step_size: needed for a named optimizer or a function of h, and must be None "
             "for an optax transformation with its own learning rate"
         )
+    _check_runs(params, data=data, validation_weights=validation_weights)
+    _check_runs(params, validation=validation, test=test)
+    if step_size is not None:
+        h = np.asarray(jax.device_get(step_size))
+        if h.ndim > 1 or (h.ndim == 1 and h.shape[0] != np.shape(params.c)[0]):
+            raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
+        if not np.all(np.isfinite(h) & (h > 0)):
+            raise ValueError("step_size: every step size must be positive and finite")
     noise_key = key_data_per_run(key, int(np.shape(params.c)[0]))
     if optimizer.stochastic and noise_key is None:
         raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
     check_multinomial_steps(optimizer, check_every * max_checks)
     points = np.shape(data.x)[1]
+    if points < 2:  # a least-squares fit of one point; the minibatch samplers need two
+        raise ValueError(f"data: {points} point per run; a run needs at least 2")
     if optimizer.sampler == "epoch" and optimizer.batch_size > points:
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
     return _Plan(optimizer, rules, path, noise_key)
+
+
+def _check_runs(params: Params, **inputs) -> None:
+    """Refuse an input (a pytree or None) whose leaves' leading axis is not the runs axis
+    of `params`, naming it: its runs would train on another run's points."""
+    runs = int(np.shape(params.c)[0])
+    for name, tree in inputs.items():
+        for leaf in jax.tree.leaves(tree):
+            if np.ndim(leaf) == 0 or np.shape(leaf)[0] != runs:
+                raise ValueError(
+                    f"{name}: shape {np.shape(leaf)} does not lead with the {runs} runs of params"
+                )
 
 
 def is_integer(value) -> bool:
