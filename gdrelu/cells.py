@@ -93,7 +93,20 @@ def run_key(seed: int, cell_hash: int, index) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), cell_hash), index)
 
 
+def check_threefry() -> None:
+    """Refuse JAX's non-partitionable threefry: a network drawn at a wider padded width
+    keeps its first neurons' bits only with the partitionable one (JAX's default), and
+    results would change with the other widths of a spec. (A JAX without the flag has
+    only the partitionable one.)"""
+    if not getattr(jax.config, "jax_threefry_partitionable", True):
+        raise ValueError(
+            "jax_threefry_partitionable is off (JAX_THREEFRY_PARTITIONABLE): gdrelu's draws "
+            "need it on, JAX's default"
+        )
+
+
 def _key_arguments(cell: Cell, indices: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
+    check_threefry()
     return (
         jnp.asarray(cell.spec.seed, jnp.uint32),
         jnp.asarray(cell.cell_hash, jnp.uint32),

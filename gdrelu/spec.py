@@ -112,6 +112,9 @@ class ExperimentSpec:
     buckets: str = "auto"
 
     def __post_init__(self):
+        for name in ("widths", "deltas", "stop_on", "split"):  # lists, as a caller may pass
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         for check in (_check_data, _check_grid, _check_training, _check_stopping):
             check(self)
 
@@ -275,6 +278,8 @@ def _check_data(spec: ExperimentSpec) -> None:
         _check_split(spec)
     if not _is_positive_int(spec.num_heldout):
         raise SpecError("num_heldout", f"{spec.num_heldout!r} is not a positive integer")
+    if spec.num_heldout != DEFAULTS["num_heldout"] and spec.data not in CONTINUOUS:
+        raise SpecError("num_heldout", f"only continuous data draw held-out points; {spec.data}")
 
 
 def _check_split(spec: ExperimentSpec) -> None:
@@ -351,6 +356,9 @@ def _check_sample_count(spec: ExperimentSpec) -> None:
             )
 
 
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentSpec)}
+
+
 def _check_training(spec: ExperimentSpec) -> None:
     """Optimizer, minibatches, initialization and step size."""
     _choice(spec, "optimizer", NAMED)
@@ -366,6 +374,10 @@ def _check_training(spec: ExperimentSpec) -> None:
         check_multinomial_steps(optimizer, spec.check_every * spec.max_checks)
     except ValueError as err:
         raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
+    if optimizer.sampler == "full" and spec.batch_size != DEFAULTS["batch_size"]:
+        raise SpecError(
+            "batch_size", f"{spec.optimizer} trains full-batch (sampler 'full'): no batch size"
+        )
     if spec.sampler == "epoch" and spec.batch_size > spec.num_points:
         raise SpecError(
             "batch_size",

@@ -548,6 +548,37 @@ def _interrupted_after_first_unit(monkeypatch):
     return lambda: monkeypatch.setattr(gdrelu.runner, "run_experiment", original)
 
 
+def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, capsys):
+    """The manifest records the data file's content hash: the units stored before the
+    change were trained on other points, so --resume refuses, naming it."""
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
+    restore = _interrupted_after_first_unit(monkeypatch)
+    out = tmp_path / "out"
+    flags = ["--data", "file", "--data-file", str(path), "--widths", "8,4", "--deltas", "0",
+             "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
+    assert main(["run", *flags, "--out", str(out)]) == 130
+    restore()
+    capsys.readouterr()
+    path.write_text("x,y\n-3,5\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,-4\n")
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data_sha256" in err, err
+    assert not (out / "runs.csv").exists()
+
+
+def test_jax_threefry_that_is_not_partitionable_is_refused(tmp_path, capsys):
+    import jax
+
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        assert main(["run", *SMALL, "--out", str(tmp_path / "o")]) == 2
+    finally:
+        jax.config.update("jax_threefry_partitionable", True)
+    err = capsys.readouterr().err.strip()
+    assert "jax_threefry_partitionable" in err and not (tmp_path / "o").exists(), err
+
+
 @pytest.mark.parametrize("buckets", [pytest.param("pow2", marks=pytest.mark.slow), "auto"])
 def test_a_resume_pads_and_buckets_as_the_uninterrupted_run(
     buckets, small_run, tmp_path, monkeypatch

@@ -67,6 +67,16 @@ def test_a_data_file_is_read_and_hashed_once_per_spec(tmp_path, monkeypatch):
     assert [p for p in reads if p == path] == [path]
 
 
+def test_a_spec_given_lists_holds_tuples():
+    """Lists where the spec's fields are tuples (as a Python caller may pass them) are
+    taken as tuples, so the spec hashes and its cells can be drawn."""
+    spec = ExperimentSpec(widths=[8, 4], deltas=[0.0], stop_on=["crossed"], runs=2)
+    assert (spec.widths, spec.deltas, spec.stop_on) == ((8, 4), (0.0,), ("crossed",))
+    assert hash(spec) == hash(
+        ExperimentSpec(widths=(8, 4), deltas=(0.0,), stop_on=("crossed",), runs=2)
+    )
+
+
 def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel):
     """The propagator's kernel ($GDRELU_PROPAGATOR_KERNEL) changes results: it is recorded
     and a resume with another one is refused, naming it; versions are not checked."""

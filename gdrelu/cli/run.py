@@ -36,6 +36,9 @@ def execute(args, started: dict | None = None) -> int:
         from gdrelu.provenance import manifest
 
         recorded = manifest([spec.to_dict() for spec in specs])
+        hashes = [spec.data_sha256 for spec in specs]
+        if any(hashes):  # a resume must read the same points, not only the same path
+            recorded["settings"]["data_sha256"] = hashes
         out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     progress = RunProgress(
