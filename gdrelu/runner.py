@@ -143,14 +143,15 @@ def _trained_widths(
         if processes is not None:
             done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
         if spec.target_halfwidth is not None:
-            done = _grown_to_target(spec, cells, done, train)
+            done = _grown_to_target(spec, cells, done, train, on_check)
         for width in widths:
             yield width, [cr for cr in done if cr.cell.width == width]
 
 
-def _grown_to_target(spec: ExperimentSpec, cells, done, train) -> list[CellResult]:
+def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list[CellResult]:
     """`done` with `runs` more runs for each cell whose interval is wider than 2H, until
-    none is or it has `max_runs` runs."""
+    none is or it has `max_runs` runs. `on_check` sees each added batch after the runs
+    before it, as `train_cells` reports its batches."""
     done = list(done)
     while True:
         wanted = [
@@ -161,7 +162,11 @@ def _grown_to_target(spec: ExperimentSpec, cells, done, train) -> list[CellResul
         ]
         if not wanted:
             return done
-        more = train([(cells[i], idx) for i, idx in wanted])
+        callback = None
+        if on_check is not None:
+            before = np.concatenate([cr.result.status for cr in done])
+            callback = functools.partial(_progress_after, on_check, before)
+        more = train([(cells[i], idx) for i, idx in wanted], on_check=callback)
         for (i, _), extra in zip(wanted, more, strict=True):
             done[i] = _joined(done[i], extra)
 

@@ -659,18 +659,24 @@ def test_the_bar_shows_the_time_left_from_checks_not_runs():
 
 
 def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds():
-    """A cell of 3 runs grown to 6: the bar counts 6 of 6, not 6 of 3."""
+    """A cell of 3 runs grown to 6 by the runner: the bar counts 6 of 6, not 3 of 3."""
+    import functools
     import io
 
     from gdrelu.cli.progress import RunProgress
     from gdrelu.progress import spec_clock
+    from gdrelu.runner import run_experiment
     from gdrelu.spec import ExperimentSpec
 
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=6)
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=6,
+                          check_every=20, max_checks=2)  # fmt: skip
     progress = RunProgress(3, spec_clock([spec]), enabled=True, file=io.StringIO())
-    for _ in range(2):  # the first batch, then the grown one
-        progress.on_check(0, (4,), 1, np.full(3, Status.UNFINISHED, np.int8))
-        progress.on_cells_done(0, [])
+    (cell,) = run_experiment(
+        spec,
+        on_check=functools.partial(progress.on_check, 0),
+        on_cells_done=functools.partial(progress.on_cells_done, 0),
+    )
+    assert cell.result.status.size == 6
     assert (progress.bar.n, progress.bar.total) == (6, 6)
     progress.close()
 

@@ -80,8 +80,8 @@ class RunProgress:
                 shown[label] = shown.get(label, 0) + count
         parts = [f"{label}={count}" for label, count in shown.items() if count]
         left = self.clock.seconds_left()
-        if left is not None:
-            parts.append(f"eta {self.bar.format_interval(left)}")
+        if left is not None:  # past its estimate (cells grown to a target): 0, not negative
+            parts.append(f"eta {self.bar.format_interval(max(0.0, left))}")
         return ", ".join(parts)
 
     def _advance(self, runs: int) -> None:
