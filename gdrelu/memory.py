@@ -188,7 +188,7 @@ def check_fits(spec: ExperimentSpec, budget: int, devices: int | None = None) ->
     mixed = spec.path == "fixed_pattern"
     largest = 0
     for bucket, widths in width_buckets(spec):
-        per_run, per_block_run = run_bytes(spec, bucket, Cell(widths[-1], spec.deltas[0], spec))
+        per_run, per_block_run = run_bytes(spec, bucket, Cell(max(widths), spec.deltas[0], spec))
         need = batch_bytes(per_run, per_block_run, 1, 1, devices, mixed)
         if need > budget:
             raise BudgetError(
