@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import golden_case
+from conftest import DATA, golden_case
 
 from gdrelu import Params, WeightedData, theory
 
@@ -227,3 +227,79 @@ def test_psi_sum_against_lapack_eigenpairs(eigenvectors):
         got_lam, got_vecs = eigh(jnp.asarray(k))
         got = theory.psi_sum(got_lam, got_vecs, jnp.asarray(psi0), h, eigenvectors)
         assert float(got) == pytest.approx(want, rel=1e-9)
+
+
+def _direct_certificate(p, data, h, alpha):
+    """docs/theory.md's certificate step by step in numpy (S_ψ from the eigenvectors,
+    gdrelu's reading of G_wab), for one 1-D run with leaky slope `alpha`."""
+    a, b, w, c = (np.asarray(v) for v in p)
+    x, y, weights = (np.asarray(v) for v in data)
+    m = np.zeros((4, 4))
+    for xj, pj in zip(x, weights, strict=True):
+        s = 0 if xj > 0 else 2
+        m[s : s + 2, s : s + 2] += pj * np.array([[xj * xj, xj], [xj, 1.0]])
+    sigma = [sum(np.outer(t, t) for t in zip(a, b, w, strict=True) if (t[0] > 0) == (s == 0))
+             for s in (0, 1)]  # fmt: skip
+    g = scipy.linalg.block_diag(*(sg[:2, :2] + sg[2, 2] * np.eye(2) for sg in sigma))
+    coupling = np.eye(4) + alpha * (np.eye(4, k=2) + np.eye(4, k=-2))
+    ones = np.zeros((4, 4))
+    ones[np.ix_([1, 3], [1, 3])] = 1.0
+    root = scipy.linalg.sqrtm(m).real
+    lam, vecs = np.linalg.eigh(root @ (ones + coupling @ g @ coupling) @ root)
+    lines = coupling @ [sigma[0][2, 0], sigma[0][2, 1], sigma[1][2, 0], sigma[1][2, 1]]
+    u_hat = np.zeros(4)
+    for xj, yj, pj in zip(x, y, weights, strict=True):
+        s = 0 if xj > 0 else 2
+        u_hat[s : s + 2] += pj * (yj - c - lines[s] * xj - lines[s + 1]) * np.array([xj, 1.0])
+    psi0 = np.linalg.pinv(root) @ u_hat
+    mu = 1.0 - h * lam
+    rho = np.max(np.abs(mu))
+    if rho >= 1.0:
+        return False
+    s_psi = sum(h / abs(1 - mu[k]) * abs(vecs[:, k] @ psi0) * np.max(np.abs(vecs[:, k]))
+                for k in range(4))  # fmt: skip
+    norm = lambda v: np.max(np.sum(np.abs(v), axis=1))  # noqa: E731
+    kappa = 2 * norm(coupling) * norm(root) * s_psi
+    if kappa >= 0.5:
+        return False
+    q = np.array([[0.0, 0, 1], [0, 0, 1], [1, 1, 0]])
+    d = [kappa * (q @ np.abs(sg) + np.abs(sg) @ q) + 8 * kappa**2 * np.exp(4 * kappa) * norm(sg)
+         for sg in sigma]  # fmt: skip
+    g_w = max(ds[2, 2] for ds in d)
+    g_ab = max(ds[0, 0] + ds[0, 1] + ds[1, 1] for ds in d)
+    g_wab = max(kappa * (abs(sg[2, 0]) + abs(sg[2, 1])) + ds[2, 0] + ds[2, 1]
+                for sg, ds in zip(sigma, d, strict=True))  # fmt: skip
+    delta = 2 * h / (1 - rho) * norm(root) ** 2 * norm(coupling) ** 2 * (g_w + g_ab + g_wab)
+    if delta > 0.5:
+        return False
+    for theta in np.abs(np.stack([a, b, w], 1)):
+        err = kappa * q @ theta + 2 * kappa**2 * np.exp(2 * kappa) * theta.max()
+        if not (theta[0] - err[0]) * np.min(np.abs(x)) > theta[1] + err[1]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
+def test_the_certificate_against_a_direct_implementation(alpha):
+    """On leaky ReLU, which no golden vector covers, and on ReLU: 40 golden initial
+    networks trained by GD until certified, crossed or 20 checks, judged at step sizes
+    h·s around the one they trained with. Both verdicts occur, and every one agrees with
+    the direct implementation."""
+    from gdrelu import simulate
+
+    m = np.load(DATA / "mc_outcomes_n16.npz")
+    runs = 40
+    data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"][:runs])
+    params = Params(m["a0"][:runs], m["b0"][:runs], m["w0"][:runs], m["c0"][:runs])
+    h = np.asarray(theory.paper_step_size(params, data, alpha=alpha))
+    final = simulate(params, data, h, alpha=alpha, check_every=1000, max_checks=20).params
+    stuck = jax.jit(functools.partial(theory.provably_stuck, alpha=alpha))
+    verdicts = []
+    for scale in (1.0, 1.5, 1.9, 2.5):
+        got = np.asarray(stuck(final, data, h * scale))
+        for r in range(runs):
+            one = (Params(*(np.asarray(v)[r] for v in final)), WeightedData(*(v[r] for v in data)))
+            want = _direct_certificate(*one, h[r] * scale, alpha)
+            assert got[r] == want, (scale, r)
+            verdicts.append(want)
+    assert 20 < sum(verdicts) < len(verdicts) - 20
