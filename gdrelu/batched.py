@@ -23,11 +23,12 @@ def draw_batch(width: int | None) -> int:
     return max(1, min(DRAW_BATCH, DRAW_NEURONS // width))
 
 
-def in_draw_batches(draw, indices, width: int | None = None):
+def in_draw_batches(draw, indices, width: int | None = None, on_host: bool = False):
     """draw(indices) as draws of `draw_batch(width)` runs joined (the last batch padded
     with its last index): one compiled program per draw and width whatever the run count.
     A run's draws depend on its own key only, so the batches change no value. Traced
-    indices (shapes only: `memory.run_bytes`) are drawn at once."""
+    indices (shapes only: `memory.run_bytes`) are drawn at once. `on_host`: the batches
+    are joined by numpy on the host (no compiled join per run count)."""
     try:
         indices = np.asarray(indices)
     except jax.errors.TracerArrayConversionError:
@@ -39,7 +40,10 @@ def in_draw_batches(draw, indices, width: int | None = None):
     padded_indices = np.concatenate(
         [indices, np.full(batches * size - count, indices[-1], indices.dtype)]
     )
-    return joined([draw(part) for part in np.split(padded_indices, batches)], count=count)
+    parts = [draw(part) for part in np.split(padded_indices, batches)]
+    if on_host:
+        return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:count], *jax.device_get(parts))
+    return joined(parts, count=count)
 
 
 @functools.partial(jax.jit, static_argnames="count")

@@ -401,7 +401,7 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         initial, last, *rest = jax.tree.map(lambda v: np.asarray(v)[indices], trees)
         return classify(padded(initial, width, xp=np), padded(last, width, xp=np), *rest)
 
-    threshold, escaped = jax.device_get(in_draw_batches(classified, np.arange(runs), width))
+    threshold, escaped = in_draw_batches(classified, np.arange(runs), width, on_host=True)
     held_out = "held_out" in rules
     return SimulationResult(
         status=outcomes.status,
