@@ -19,10 +19,10 @@ def enable_x64() -> None:
 
 def prepare(*, every_core: bool, cache_dir) -> None:
     """JAX's partitionable threefry (`cells.check_threefry`), full matmul precision, one
-    device per CPU core (`use_every_cpu_core`), the
-    compilation cache in `cache_dir` ("none": off), and the propagator's kernel checked for
-    this platform, before anything is written. The cache first: the C loop that the kernel
-    check builds is kept there (`native.cached`)."""
+    device per CPU core (`use_every_cpu_core`), the compilation cache in `cache_dir`
+    ("none": off), and the propagator's kernel checked for this platform, before anything
+    is written. The cache first: the C loop that the kernel check builds is kept there
+    (`native.cached`)."""
     import jax
 
     from gdrelu.cache import use_compilation_cache
