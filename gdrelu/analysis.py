@@ -142,7 +142,8 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of summary cells whose counts partition each cell's runs:
     stuck (the runs P(stuck) counts), crossed (crossed and not stuck: under the
     final-network rule a crossed run that ends in the linear regime is stuck, counted
-    once), and other (the rest: early-stopped, diverged, unfinished); then P(stuck) and
+    once), and other (the rest: early-stopped, diverged, unfinished; under the final
+    rule these are the runs whose final network escaped, or diverged); then P(stuck) and
     its 95% interval."""
     header = (
         f"{'optimizer':>9} {'width':>6} {'delta':>6} {'runs':>6} {'crossed':>8} {'stuck':>6}"

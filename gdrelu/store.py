@@ -2,9 +2,10 @@
 manifest, and one file per finished unit (docs/design.md, "Store").
 
 Only files: what goes in them comes from `analysis`, `records`, `provenance` and
-`section10`. Every file is written to a temporary name in the output directory and
-renamed into place, so a crash never leaves a half-written file under its final name,
-and a run killed at any moment loses at most the unit in progress.
+`section10`. Every file is written to a temporary name in the output directory, flushed,
+renamed into place, and the directory flushed, so a crash never leaves a half-written
+file under its final name, and a run killed at any moment (or a power failure) loses at
+most the unit in progress.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush `directory`'s entries (a rename just made) to disk, so that a power failure
+    keeps the renamed file; POSIX only (Windows opens no directory)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -67,6 +67,21 @@ def test_a_data_file_is_read_and_hashed_once_per_spec(tmp_path, monkeypatch):
     assert [p for p in reads if p == path] == [path]
 
 
+def test_a_unit_is_on_disk_with_its_directory_entry(tmp_path, monkeypatch):
+    """A unit's file is flushed, renamed into place, and then its directory is flushed,
+    so that a power failure after save_unit keeps the unit (not only its bytes)."""
+    import os
+    import stat
+
+    synced = []
+    original = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_mode) or original(fd))
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    (tmp_path / store.UNITS).mkdir()
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    assert [stat.S_ISDIR(mode) for mode in synced] == [False, True]
+
+
 def test_a_spec_given_lists_holds_tuples():
     """Lists where the spec's fields are tuples (as a Python caller may pass them) are
     taken as tuples, so the spec hashes and its cells can be drawn."""
