@@ -4,6 +4,7 @@ count share their programs (docs/design.md, "Buckets")."""
 
 from __future__ import annotations
 
+from gdrelu.batched import DRAW_BATCH, DRAW_NEURONS
 from gdrelu.spec import ExperimentSpec
 
 # With "auto" buckets, the widths up to this share one program on the propagator, whose
@@ -42,8 +43,10 @@ def _next_power_of_two(width: int) -> int:
     return 1 << (width - 1).bit_length()
 
 
-# The programs that run once per batch pad no network beyond this width to a wider one.
-SHARED_LIMIT = 4096
+# The programs that run once per batch pad no network beyond this width to a wider one:
+# the widest at which they still take `DRAW_BATCH` runs a call, so that a narrow width's
+# calls (and their last bits) do not depend on the spec's other widths.
+SHARED_LIMIT = DRAW_NEURONS // DRAW_BATCH
 
 
 def shared_width(spec: ExperimentSpec, width: int) -> int:
@@ -52,7 +55,9 @@ def shared_width(spec: ExperimentSpec, width: int) -> int:
     widest bucket up to `SHARED_LIMIT` for every bucket up to it, one program for them
     all; a wider bucket's own width, so that a narrow width is never padded to a huge one."""
     buckets = width_buckets(spec)
-    (own,) = [bucket for bucket, widths in buckets if width in widths]
-    if own > SHARED_LIMIT:
-        return own
+    own = [bucket for bucket, widths in buckets if width in widths]
+    if not own:
+        raise ValueError(f"width: {width} is not one of the spec's widths {spec.widths}")
+    if own[0] > SHARED_LIMIT:
+        return own[0]
     return max(bucket for bucket, _ in buckets if bucket <= SHARED_LIMIT)

@@ -173,17 +173,20 @@ RESULT_SCALARS = 16  # a finished run's reported numbers besides its parameters,
 
 def results_bytes(spec: ExperimentSpec) -> int:
     """Bytes of every finished run of `spec` held on the host until the end: its final
-    parameters (a, b, w at its own width, c) and its reported numbers."""
+    parameters (a: d·n numbers, b and w: n each, c) and its reported numbers."""
     runs = (spec.max_runs or spec.runs) * len(spec.deltas)
-    numbers = sum(3 * w * spec.input_dim + 1 + RESULT_SCALARS for w in spec.widths)
+    numbers = sum((spec.input_dim + 2) * w + 1 + RESULT_SCALARS for w in spec.widths)
     return runs * numbers * jnp.dtype(spec.dtype).itemsize
 
 
-def check_fits(spec: ExperimentSpec, budget: int, devices: int | None = None) -> None:
+def check_fits(
+    spec: ExperimentSpec, budget: int, devices: int | None = None, held: int = 0
+) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
     blocks of one on each of `devices` devices (default: the local ones), needs more than
     `budget` bytes, or naming --runs if the largest such run and the finished runs
-    (`results_bytes`) together do; shapes only, nothing is compiled."""
+    (`results_bytes`, plus `held` bytes of other specs' results) together do; shapes
+    only, nothing is compiled."""
     devices = jax.local_device_count() if devices is None else devices
     mixed = spec.path == "fixed_pattern"
     largest = 0
@@ -197,11 +200,12 @@ def check_fits(spec: ExperimentSpec, budget: int, devices: int | None = None) ->
                 f"{_gigabytes(budget)}; lower --widths or raise --memory-budget"
             )
         largest = max(largest, need)
-    kept = results_bytes(spec)
+    kept = results_bytes(spec) + held
     if largest + kept > budget:
         raise BudgetError(
             f"--runs: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
-            f"up to {max(spec.widths)}, need about {_gigabytes(kept)}, and one run in training "
+            f"up to {max(spec.widths)} (and of the specs before it, if any), need about "
+            f"{_gigabytes(kept)}, and one run in training "
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
             "lower --runs or --widths, or raise --memory-budget"
         )

@@ -374,10 +374,6 @@ def _check_training(spec: ExperimentSpec) -> None:
         check_multinomial_steps(optimizer, spec.check_every * spec.max_checks)
     except ValueError as err:
         raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
-    if optimizer.sampler == "full" and spec.batch_size != DEFAULTS["batch_size"]:
-        raise SpecError(
-            "batch_size", f"{spec.optimizer} trains full-batch (sampler 'full'): no batch size"
-        )
     if spec.sampler == "epoch" and spec.batch_size > spec.num_points:
         raise SpecError(
             "batch_size",

@@ -119,7 +119,8 @@ def test_buckets(settings, buckets):
     ("widths", "shared"),
     [
         ((16, 128), {16: 128, 128: 128}),
-        ((8, 2048), {8: 2048, 2048: 2048}),
+        ((8, 1024), {8: 1024, 1024: 1024}),
+        ((8, 2048), {8: 8, 2048: 2048}),
         # a bucket past the limit keeps its own width and pads no narrower network to it
         ((8, 300, 2 * SHARED_LIMIT), {8: 512, 300: 512, 2 * SHARED_LIMIT: 2 * SHARED_LIMIT}),
     ],
@@ -127,6 +128,24 @@ def test_buckets(settings, buckets):
 def test_the_once_per_batch_programs_pad_no_network_to_a_huge_width(widths, shared):
     spec = ExperimentSpec(widths=widths, optimizer="adam")  # pow2 buckets
     assert {w: shared_width(spec, w) for w in widths} == shared
+
+
+def test_a_narrow_width_draws_the_same_bits_beside_a_wide_one():
+    """Width 8's networks and paper step sizes, alone and in a spec with width 2048 (whose
+    once-per-batch calls take fewer runs): the same bits."""
+    from gdrelu.cells import Cell
+    from gdrelu.runner import batch_inputs
+
+    got = []
+    for widths in ((8,), (8, 2048)):
+        spec = ExperimentSpec(widths=widths, deltas=(0.0,), runs=70)
+        work = [(Cell(8, 0.0, spec), np.arange(70))]
+        params, _, step, _ = batch_inputs(work, bucket=8, classify_width=shared_width(spec, 8))
+        got.append(jax.device_get((params, step)))
+    for alone, beside in zip(*map(jax.tree.leaves, got), strict=True):
+        np.testing.assert_array_equal(alone.view(np.uint8), beside.view(np.uint8))
+    with pytest.raises(ValueError, match="width: 16"):
+        shared_width(ExperimentSpec(widths=(8,)), 16)
 
 
 def test_bad_buckets_are_named():

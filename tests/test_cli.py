@@ -100,6 +100,7 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, tmp_path, capsys, monkeyp
         (["--step-size", "fast"], "step_size"),
         (["--optimizer", "gd", "--sampler", "epoch"], "sampler"),
         (["--batch-size", "0"], "batch_size"),
+        (["--optimizer", "adam", "--batch-size", "4"], "--batch-size: adam train full-batch"),
         (["--protocol", "fast"], "--protocol"),
         (["--scale", "small"], "--scale"),
         (["--memory-budget", "-1"], "--memory-budget"),
@@ -546,6 +547,18 @@ def _interrupted_after_first_unit(monkeypatch):
 
     monkeypatch.setattr(gdrelu.runner, "run_experiment", interrupted)
     return lambda: monkeypatch.setattr(gdrelu.runner, "run_experiment", original)
+
+
+def test_compare_takes_a_batch_size_for_its_minibatch_optimizers():
+    """--batch-size in a compare acts on SGD, so GD beside it is not refused."""
+    from gdrelu.cli import options
+    from gdrelu.cli.parser import parser
+
+    args = parser().parse_args(["compare", "--optimizers", "gd,sgd", "--batch-size", "32"])
+    assert [(s.optimizer, s.batch_size) for s in options.requested_specs(args)] == [
+        ("gd", 32),
+        ("sgd", 32),
+    ]
 
 
 def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, capsys):

@@ -164,7 +164,6 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
         (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
         (dict(step_size="huge"), "step_size"),
         # settings nothing would read: refused rather than recorded as if they had acted
-        (dict(optimizer="adam", batch_size=4), "batch_size"),
         (dict(num_heldout=10), "num_heldout"),
     ],
 )

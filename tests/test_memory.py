@@ -155,3 +155,19 @@ def test_a_blocks_temporaries_count_the_minibatch_words_drawn_ahead():
         memory.run_bytes(sgd, 16, sgd.cells()[0])[1] - memory.run_bytes(gd, 16, gd.cells()[0])[1]
     )
     assert extra >= words.size * words.dtype.itemsize > 0
+
+
+def test_the_results_of_every_compared_optimizer_count():
+    """`gdrelu compare` holds every optimizer's finished runs until the end: four specs
+    whose results fit one by one, but not together, are refused together."""
+    from gdrelu.cli import options
+
+    specs = [
+        ExperimentSpec(widths=(8, 2**16), deltas=(0.0,), runs=1000, optimizer=optimizer)
+        for optimizer in ("gd", "sgd", "momentum", "adam")
+    ]
+    budget = 2 * memory.results_bytes(specs[0])
+    for spec in specs:
+        memory.check_fits(spec, budget)
+    with pytest.raises(memory.BudgetError, match="--runs"):
+        options.check_fits(specs, budget)

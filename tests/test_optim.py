@@ -298,6 +298,13 @@ def test_inputs_for_other_runs_or_bad_step_sizes_are_refused(change, field):
         simulate(params, data, h, check_every=20, max_checks=1, **(extra[0] if extra else {}))
 
 
+def test_a_step_size_of_one_value_serves_every_run():
+    params, data = _batch(2)
+    one = simulate(params, data, np.array([0.01]), check_every=20, max_checks=1)
+    scalar = simulate(params, data, 0.01, check_every=20, max_checks=1)
+    np.testing.assert_array_equal(one.params.a, scalar.params.a)
+
+
 def test_default_stop_rules_follow_the_optimizer():
     """Adam's default applies no certificate: every run trains the whole budget."""
     params, data = _batch(3)

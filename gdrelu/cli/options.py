@@ -15,8 +15,20 @@ from gdrelu.spec import STEP_SIZE_RULES, ExperimentSpec, SpecError
 
 
 def requested_specs(args) -> list[ExperimentSpec]:
-    """The specs of this command line: one, or one per optimizer of `gdrelu compare`."""
-    return specs_from(given_values(args), getattr(args, "optimizers", None))
+    """The specs of this command line: one, or one per optimizer of `gdrelu compare`. A
+    batch size given where no optimizer draws minibatches is refused, not ignored."""
+    values = given_values(args)
+    specs = specs_from(values, getattr(args, "optimizers", None))
+    if "batch_size" in values and all(_full_batch(spec) for spec in specs):
+        optimizers = ", ".join(spec.optimizer for spec in specs)
+        raise UsageError(f"--batch-size: {optimizers} train full-batch (sampler 'full')")
+    return specs
+
+
+def _full_batch(spec: ExperimentSpec) -> bool:
+    from gdrelu.optim import get_optimizer
+
+    return get_optimizer(spec.optimizer, sampler=spec.sampler).sampler == "full"
 
 
 def given_values(args) -> dict[str, Any]:
@@ -88,5 +100,7 @@ def budget_bytes(gigabytes: float | None) -> int | None:
 def check_fits(specs, budget: int | None) -> None:
     """Refuse, before anything is written, a spec with a width of which one run alone
     cannot fit in the memory budget (`memory.BudgetError`); after the devices are set."""
+    held = 0  # every spec's results stay until the end (`gdrelu compare`)
     for spec in specs:
-        memory.check_fits(spec, memory.memory_budget(budget))
+        memory.check_fits(spec, memory.memory_budget(budget), held=held)
+        held += memory.results_bytes(spec)

@@ -67,19 +67,20 @@ def execute(args, started: dict | None = None) -> int:
 
 def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     """Every spec's cell results, in order, units stored under `out`."""
-    from gdrelu import runner
+    from gdrelu import memory, runner
 
-    results = []
-    for i, spec in enumerate(specs):
+    results, budget, held = [], memory.memory_budget(budget), 0
+    for i, spec in enumerate(specs):  # the earlier specs' results stay until the end
         results += runner.run_experiment(
             spec,
             on_check=functools.partial(progress.on_check, i),
             on_cells_done=functools.partial(progress.on_cells_done, i),
             on_stored=functools.partial(progress.on_stored, i),
             processes=processes,
-            memory_budget=budget,
+            memory_budget=budget - held,
             units=out,
         )
+        held += memory.results_bytes(spec)
     return results
 
 

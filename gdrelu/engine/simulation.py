@@ -204,7 +204,7 @@ def _validated(
     _check_runs(params, validation=validation, test=test)
     if step_size is not None:
         h = np.asarray(jax.device_get(step_size))
-        if h.ndim > 1 or (h.ndim == 1 and h.shape[0] != np.shape(params.c)[0]):
+        if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
             raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
         if not np.all(np.isfinite(h) & (h > 0)):
             raise ValueError("step_size: every step size must be positive and finite")
