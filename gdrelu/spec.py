@@ -190,6 +190,11 @@ class ExperimentSpec:
         return self.optimizer == "gd" and self.paper_setting and self.input_dim == 1
 
     @property
+    def full_batch(self) -> bool:
+        """Whether its optimizer trains on every point at every step (sampler "full")."""
+        return get_optimizer(self.optimizer, sampler=self.sampler).sampler == "full"
+
+    @property
     def parameterization(self) -> str:
         return parameterization_of(self.init)
 

@@ -234,7 +234,6 @@ def certificate(
     and the neurons θ_i (rows of `witnesses`, (k, 3); `real` (k,) masks padding) on which
     the kinks' margin is tested: all of them, or any set whose margins bound the others'.
     """
-    dtype = grams.dtype
     h = step_size
     root, pinv_root = roots
     k = _iteration_matrix(grams, root, alpha)
@@ -251,7 +250,15 @@ def certificate(
     root_norm = jnp.max(jnp.sum(jnp.abs(root), axis=1))
     kappa = 2.0 * b_norm * root_norm * s_psi
 
-    q = jnp.asarray(_Q, dtype)
+    a_diff = b_norm**2 * _gram_drift(grams, kappa, gwab)
+    delta = big_s * root_norm**2 * a_diff
+    kinks_hold = _kinks_hold(witnesses, real, kappa, jnp.min(jnp.abs(data.x)))
+    return (rho < 1.0) & (kappa < 0.5) & (delta <= 0.5) & kinks_hold
+
+
+def _gram_drift(grams: jax.Array, kappa, gwab: str) -> jax.Array:
+    """Step 5's G_w + G_ab + G_wab: how far the Grams Σ_s (2, 3, 3) can still move."""
+    q = jnp.asarray(_Q, grams.dtype)
     abs_grams = jnp.abs(grams)
     gram_norms = jnp.max(jnp.sum(abs_grams, axis=2), axis=1)
     d = (
@@ -267,17 +274,18 @@ def certificate(
         g_wab = kappa * jnp.max(sigma_wab + d[:, _W, _A] + d[:, _W, _B])
     else:  # κ < 1/2 scales the Σ terms only: one golden flag rules out the paper's reading
         g_wab = jnp.max(kappa * sigma_wab + d[:, _W, _A] + d[:, _W, _B])
-    a_diff = b_norm**2 * (g_w + g_ab + g_wab)
-    delta = big_s * root_norm**2 * a_diff
+    return g_w + g_ab + g_wab
 
+
+def _kinks_hold(witnesses: jax.Array, real: jax.Array, kappa, x_min) -> jax.Array:
+    """Step 6: every real neuron θ_i (rows of `witnesses`) keeps its kink inside min|x_j|."""
+    q = jnp.asarray(_Q, witnesses.dtype)
     theta = jnp.abs(witnesses)
     err = kappa * _mm(theta, q.T) + (2.0 * kappa**2 * jnp.exp(2.0 * kappa)) * jnp.max(
         theta, axis=1, keepdims=True
     )
-    x_min = jnp.min(jnp.abs(data.x))
     margin = (theta[:, _A] - err[:, _A]) * x_min - (theta[:, _B] + err[:, _B])
-    kinks_hold = jnp.all(jnp.where(real, margin > 0, True))
-    return (rho < 1.0) & (kappa < 0.5) & (delta <= 0.5) & kinks_hold
+    return jnp.all(jnp.where(real, margin > 0, True))
 
 
 def a_degenerate(params: Params) -> jax.Array:

@@ -19,16 +19,10 @@ def requested_specs(args) -> list[ExperimentSpec]:
     batch size given where no optimizer draws minibatches is refused, not ignored."""
     values = given_values(args)
     specs = specs_from(values, getattr(args, "optimizers", None))
-    if "batch_size" in values and all(_full_batch(spec) for spec in specs):
+    if "batch_size" in values and all(spec.full_batch for spec in specs):
         optimizers = ", ".join(spec.optimizer for spec in specs)
         raise UsageError(f"--batch-size: {optimizers} train full-batch (sampler 'full')")
     return specs
-
-
-def _full_batch(spec: ExperimentSpec) -> bool:
-    from gdrelu.optim import get_optimizer
-
-    return get_optimizer(spec.optimizer, sampler=spec.sampler).sampler == "full"
 
 
 def given_values(args) -> dict[str, Any]:

@@ -80,11 +80,10 @@ def simulate(
     a run; `eigenvectors="rows"` is the reference code's certificate. With `early_stopping`
     (default: when `validation_weights` are given) a run stops once its validation loss
     (`validation_weights` on the training points, or held-out `validation` points) has
-    not improved by `min_delta` for `patience` checks (`min_delta` on Σ p r², the paper
-    code's validation loss, twice the ½ Σ p r² a run reports). Every run reports its best
-    validation loss, that check's step, the loss on `test` points there, and the
-    detectors of `gdrelu.detectors` (`classify_width`: the width their final
-    classification pads to). `on_check(k, status)` gets every status after check k.
+    not improved by `min_delta` (on the paper code's Σ p r², twice the ½ Σ p r² reported)
+    for `patience` checks. Every run reports its best validation loss, that check's step,
+    the test loss there, and `gdrelu.detectors`' verdicts (classified at `classify_width`
+    neurons). `on_check(k, status)` gets every status after check k.
 
     `path` ("auto": `engine.choose_path`), `devices` (default: the local ones), `block` and
     `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`; default
@@ -176,13 +175,9 @@ def _validated(
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
-    counts = {"check_every": check_every, "max_checks": max_checks, "block": block, "redo": redo}
-    for name, count in counts.items():
-        if count is None and name in ("block", "redo"):  # the engine's own sizes
-            continue
-        if not (is_integer(count) and count >= 1):
-            raise ValueError(f"{name}: must be a positive integer, not {count!r}")
+    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
     check_step_budget(check_every, max_checks)
+    _check_inputs(params, data, step_size, validation_weights, validation, test)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     if validation is not None and validation_weights is not None:
@@ -200,6 +195,30 @@ def _validated(
             "step_size: needed for a named optimizer or a function of h, and must be None "
             "for an optax transformation with its own learning rate"
         )
+    noise_key = key_data_per_run(key, int(np.shape(params.c)[0]))
+    if optimizer.stochastic and noise_key is None:
+        raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
+    check_multinomial_steps(optimizer, check_every * max_checks)
+    points = np.shape(data.x)[1]
+    if optimizer.sampler == "epoch" and optimizer.batch_size > points:
+        raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
+    path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
+    return _Plan(optimizer, rules, path, noise_key)
+
+
+def _check_counts(**counts) -> None:
+    """Refuse a count that is not a positive integer, naming it (block and redo may be
+    None: the engine's own sizes)."""
+    for name, count in counts.items():
+        if count is None and name in ("block", "redo"):
+            continue
+        if not (is_integer(count) and count >= 1):
+            raise ValueError(f"{name}: must be a positive integer, not {count!r}")
+
+
+def _check_inputs(params: Params, data, step_size, validation_weights, validation, test):
+    """Refuse inputs of other runs than `params`', step sizes that are not positive and
+    finite (a scalar or one per run), and runs of fewer than two points."""
     _check_runs(params, data=data, validation_weights=validation_weights)
     _check_runs(params, validation=validation, test=test)
     if step_size is not None:
@@ -208,17 +227,9 @@ def _validated(
             raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
         if not np.all(np.isfinite(h) & (h > 0)):
             raise ValueError("step_size: every step size must be positive and finite")
-    noise_key = key_data_per_run(key, int(np.shape(params.c)[0]))
-    if optimizer.stochastic and noise_key is None:
-        raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
-    check_multinomial_steps(optimizer, check_every * max_checks)
     points = np.shape(data.x)[1]
     if points < 2:  # a least-squares fit of one point; the minibatch samplers need two
         raise ValueError(f"data: {points} point per run; a run needs at least 2")
-    if optimizer.sampler == "epoch" and optimizer.batch_size > points:
-        raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
-    path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
-    return _Plan(optimizer, rules, path, noise_key)
 
 
 def _check_runs(params: Params, **inputs) -> None:
