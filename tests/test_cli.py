@@ -295,6 +295,22 @@ def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "setting", ['stop_on = ["crossed"]', 'stuck_rule = "certificate"', 'optimizer = "adam"']
+)
+def test_compare_refuses_a_config_field_it_sets_itself(setting, tmp_path, capsys):
+    """compare sets each optimizer's stopping and stuck rules (and the optimizer): a
+    config file's value for one of them would be dropped, so it is refused instead."""
+    config, out = tmp_path / "exp.toml", tmp_path / "never"
+    config.write_text(setting + "\n")
+    small = ["--widths", "8", "--deltas", "0", "--runs", "2", "--max-checks", "1"]
+    argv = ["compare", "--optimizers", "gd,sgd", "--config", str(config), "--out", str(out)]
+    assert main(argv + small) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {setting.split()[0]}:" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.slow  # three processes; the Ctrl-C test below covers resuming in the suite
 def test_a_killed_run_resumes_to_the_uninterrupted_table(tmp_path, capsys):
     """SIGKILL at a random moment after the first unit is stored, then --resume: the

@@ -13,6 +13,8 @@ from gdrelu.cli.parser import RUN_FLAGS
 from gdrelu.protocols import protocol
 from gdrelu.spec import STEP_SIZE_RULES, ExperimentSpec, SpecError
 
+COMPARE_SETS = ("optimizer", "stop_on", "stuck_rule")  # the fields `compared` overrides
+
 
 def requested_specs(args) -> list[ExperimentSpec]:
     """The specs of this command line: one, or one per optimizer of `gdrelu compare`. A
@@ -26,10 +28,17 @@ def requested_specs(args) -> list[ExperimentSpec]:
 
 
 def given_values(args) -> dict[str, Any]:
-    """The spec fields this command line sets: a protocol's, a config file's, the flags'."""
+    """The spec fields this command line sets: a protocol's, a config file's, the flags'.
+    A config file's field that `compared` sets for every optimizer is refused."""
     values = protocol(args.protocol) if getattr(args, "protocol", None) else {}
     if args.config is not None:
         values.update(_config(args.config))
+        for field in COMPARE_SETS if getattr(args, "optimizers", None) else ():
+            if field in values:
+                raise UsageError(
+                    f"{field}: gdrelu compare sets it for each optimizer itself "
+                    "(docs/theory.md, 'Outcome of a run'); remove it from --config"
+                )
     for field, *_ in RUN_FLAGS.values():
         if getattr(args, field, None) is not None:
             values[field] = getattr(args, field)
