@@ -63,7 +63,7 @@ def paired_difference_interval(table, level: float = 0.95) -> tuple[float, float
     margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
     cross = both * neither - only_a * only_b
     corrected = cross - total / 2 if cross > total / 2 else min(cross, 0)
-    phi = corrected / np.sqrt(margins) if margins > 0 else 0.0
+    phi = corrected / np.sqrt(float(margins)) if margins > 0 else 0.0  # margins: any size
 
     def spread(below, above):
         return np.sqrt(max(0.0, below * below - 2 * phi * below * above + above * above))

@@ -5,6 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
+from scipy import special
 
 from gdrelu import clopper_pearson, failure_probability
 from gdrelu.stats import paired_comparison, paired_difference_interval
@@ -81,6 +82,20 @@ def test_paired_interval_of_a_published_table():
     result = paired_comparison(*_paired(6, 16, same_stuck=59, same_free=80))
     assert result["difference"] == pytest.approx(-10 / 161)
     assert result["ci95"] == [low, high] and result["runs"] == 161
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_paired_interval_of_many_pairs_is_the_normal_one(scale):
+    """Past about 131 000 pairs the product of the four margins exceeds 2⁶⁴ (it crashed
+    there). With N pairs, b and c discordant, the interval tends to the normal one,
+    D ± z √((b + c)/N² - (b - c)²/N³)."""
+    table = np.array([30_000, 24_000, 16_000, 30_000]) * scale
+    total, b, c = table.sum(), table[1], table[2]
+    difference = (b - c) / total
+    half = special.ndtri(0.975) * np.sqrt((b + c) / total**2 - (b - c) ** 2 / total**3)
+    lower, upper = paired_difference_interval(table)
+    assert (upper + lower) / 2 == pytest.approx(difference, abs=half / 50)
+    assert (upper - lower) / 2 == pytest.approx(half, rel=0.02)
 
 
 def test_paired_interval_leaves_room_beyond_what_was_observed():
