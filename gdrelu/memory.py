@@ -184,9 +184,9 @@ def check_fits(
 ) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
     blocks of one on each of `devices` devices (default: the local ones), needs more than
-    `budget` bytes, or naming --runs if the largest such run and the finished runs
-    (`results_bytes`, plus `held` bytes of other specs' results) together do; shapes
-    only, nothing is compiled."""
+    `budget` bytes, or naming --runs (--max-runs if set) if the largest such run and the
+    finished runs (`results_bytes`, plus `held` bytes of other specs' results) together
+    do; shapes only, nothing is compiled."""
     devices = jax.local_device_count() if devices is None else devices
     mixed = spec.path == "fixed_pattern"
     largest = 0
@@ -202,12 +202,13 @@ def check_fits(
         largest = max(largest, need)
     kept = results_bytes(spec) + held
     if largest + kept > budget:
+        flag = "--max-runs" if spec.max_runs else "--runs"
         raise BudgetError(
-            f"--runs: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
+            f"{flag}: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
             f"up to {max(spec.widths)} (and of the specs before it, if any), need about "
             f"{_gigabytes(kept)}, and one run in training "
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
-            "lower --runs or --widths, or raise --memory-budget"
+            f"lower {flag} or --widths, or raise --memory-budget"
         )
 
 

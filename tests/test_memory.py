@@ -1,6 +1,8 @@
 """The memory budget: a width whose single run cannot fit is refused before anything runs,
 and blocks shrink with the width so that the others fit."""
 
+import dataclasses
+
 import pytest
 
 from gdrelu import ExperimentSpec, engine, memory
@@ -39,8 +41,11 @@ def test_the_finished_runs_count_against_the_budget():
     assert held <= memory.results_bytes(spec) <= 2 * held
     huge = ExperimentSpec(widths=(8, 2**18), deltas=(0.0,), runs=1000)
     assert memory.results_bytes(huge) > 6e9  # 1000 final networks of 2¹⁸ neurons: 6.3 GB
-    with pytest.raises(memory.BudgetError, match="--runs"):
+    with pytest.raises(memory.BudgetError, match=r"^--runs: .* lower --runs or"):
         memory.check_fits(huge, 4 * 10**9)
+    grown = dataclasses.replace(huge, runs=10, target_halfwidth=0.1, max_runs=1000)
+    with pytest.raises(memory.BudgetError, match=r"^--max-runs: .* lower --max-runs or"):
+        memory.check_fits(grown, 4 * 10**9)
 
 
 def test_blocks_shrink_to_fit_down_to_one_run():
