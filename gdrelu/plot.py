@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def relative_rmse_plot(best: Sequence[dict], path: Path) -> None:
             rows = [r for r in best if _panel(r) == panel]
             _relative_rmse_line(ax, sorted(rows, key=lambda r: r["dim"]), colours[bias_init])
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if any(0 < r["relative_test_rmse"] < math.inf for r in best):  # else: all diverged
+            ax.set_yscale("log")
         ax.set_title(f"{init}, {optimizer}", fontsize="medium")
         ax.grid(True, alpha=0.3)
         if i == len(inits) - 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import zipfile
 from collections.abc import Callable, Sequence
@@ -75,7 +76,18 @@ def _csv(header: Sequence[str], rows) -> bytes:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, indent=2).encode()
+    """Strict JSON (what `jq` and JavaScript parse): a non-finite number is written null."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_results(out_dir: Path, records: Sequence[RunRecord], summary: dict[str, Any]) -> None:

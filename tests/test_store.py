@@ -2,6 +2,7 @@
 the settings outside a spec that change results, and hashing a data file once."""
 
 import json
+import math
 import pathlib
 
 import numpy as np
@@ -161,6 +162,29 @@ def test_section10_files_without_docstrings(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["deviations"] and all(isinstance(d, str) for d in written["deviations"])
     assert written["settings"]["kernel"] and (tmp_path / "section10.png").exists()
+
+
+def test_a_diverged_configuration_writes_strict_json(tmp_path):
+    """Every step size of a configuration diverged: its RMSEs are inf and its relative RMSE
+    inf/inf; summary.json says null for them (json.dumps wrote Infinity and NaN, which
+    jq and JavaScript refuse)."""
+    rows = [dict(data="radial", dim=2, init="he", optimizer="adam", bias_init=bias,
+                 step_size=step, validation_rmse=math.inf, test_rmse=math.inf,
+                 test_rmse_se=math.inf)
+            for bias in ("zero", "unif") for step in (0.1, 1.0)]  # fmt: skip
+    best = section10.best_step_sizes(rows)
+    summary = section10.summary(
+        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu"
+    )
+    store.write_section10(tmp_path, rows, section10.format_table(best), summary)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in summary.json")
+
+    written = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert written["best"][0]["test_rmse"] is None
+    assert written["best"][0]["relative_test_rmse"] is None
+    assert (tmp_path / "section10.png").exists()
 
 
 def test_units_round_trip(tmp_path):
