@@ -110,12 +110,12 @@ def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> 
     figure = f"{name}.png"
     plot.failure_probability_plot([cell_summary(cr) for cr in cells], directory / figure)
     table = _stuck_table(cells, with_paper)
-    rule = (
-        "its final network is still linear" if spec.final_stuck_rule else "certified or degenerate"
-    )
+    if spec.final_stuck_rule:
+        rule = "its final network is still linear (so a crossed run can be stuck too)"
+    else:
+        rule = "certified or degenerate (so no crossed run is)"
     text = [f"Final statuses, and P(stuck) with its 95% Clopper-Pearson interval; a run is "
-            f"stuck if {rule} (docs/theory.md, 'Outcome of a run'), so a crossed run can be "
-            "stuck too."]  # fmt: skip
+            f"stuck if {rule}: docs/theory.md, 'Outcome of a run'."]  # fmt: skip
     if spec.final_stuck_rule and spec.early_stopping:
         text.append("The paper's code called a run stuck when early stopping ended it before "
                     "any crossing: the column 'early stopped' (docs/fidelity.md).")  # fmt: skip
