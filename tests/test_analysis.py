@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec
-from gdrelu.analysis import cell_summary, comparisons
+from gdrelu.analysis import cell_summary, comparisons, format_table
 from gdrelu.cells import Cell, CellResult
 from gdrelu.model import Params
 from gdrelu.outcome import SimulationResult, Status
@@ -82,3 +82,12 @@ def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
     growth = {} if halfwidth is None else {"target_halfwidth": halfwidth, "max_runs": 8}
     summary = cell_summary(_optimizer_cell("gd", [1, 0] * 4, **growth))
     assert summary.get("target_halfwidth_met") == met
+    assert summary.get("ci95_nominal") == (None if halfwidth is None else True)
+    lines = format_table([summary]).splitlines()[2:]  # after the header and the row
+    nominal = ["95% CIs are nominal: --target-halfwidth chose the run counts from the outcomes"]
+    missed = ["--max-runs reached before the target half-width: gd n=4 Δ=0"]
+    assert [line.split(" (docs")[0] for line in lines] == {
+        None: [],
+        True: nominal,
+        False: nominal + missed,
+    }[met]
