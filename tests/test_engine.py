@@ -392,12 +392,6 @@ def test_no_block_or_redo_trains_a_single_lane():
     assert placement.redo_share(blocking._replace(block=4, redo=40), 2, 64) == (20, 5)
 
 
-@pytest.mark.slow  # its arithmetic: tests/test_theory.py::test_psi_sum_against_lapack_eigenpairs
-def test_rows_variant_of_the_certificate_is_available(width8):
-    rows = simulate(*width8, check_every=200, max_checks=100, eigenvectors="rows")
-    assert np.all(rows.status != Status.RUNNING)
-
-
 _FOUR_DEVICES = """
 import sys
 import jax

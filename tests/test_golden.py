@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import golden_case
 
-from gdrelu import Params, Status, WeightedData, engine, theory
+from gdrelu import Params, Status, WeightedData, engine, simulate, theory
 from gdrelu.model import padded
 from gdrelu.optim import get_optimizer
 
@@ -128,6 +128,23 @@ def test_monte_carlo_statuses(mc_simulated):
     # crossing does not depend on the certificate's variant, so its stop step matches too
     np.testing.assert_array_equal(result.stop_step[crossed], m["stop_step"][crossed])
     assert np.all(result.max_kink[crossed] >= 1.0) and np.all(result.max_kink[~crossed] < 1.0)
+
+
+@pytest.mark.slow  # trains the stored runs again (theory tests check its arithmetic)
+def test_rows_variant_gives_every_stored_status(mc_simulated):
+    """S_ψ from the eigenvector rows (the published code's reading, docs/fidelity.md) gives
+    the stored status of every run, and certifies some run at another check than the
+    default columns, so the option is not ignored. (Neither reading gives the stored stop
+    steps of the certified runs: docs/fidelity.md, scripts/criterion_variants.py.)"""
+    m, columns = mc_simulated
+    runs = m["xw"].shape[0]
+    data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"])
+    params = Params(m["a0"], m["b0"], m["w0"], m["c0"])
+    every, checks = int(m["check_every"]), int(m["max_checks"])
+    rows = simulate(params, data, m["lr"], check_every=every, max_checks=checks,
+                    eigenvectors="rows")  # fmt: skip
+    np.testing.assert_array_equal(rows.status, columns.status)
+    assert np.any(rows.stop_step != columns.stop_step)
 
 
 def test_monte_carlo_step_sizes(mc_outcomes):
