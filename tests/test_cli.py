@@ -397,7 +397,7 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     assert main(["run", *SMALL, "--resume", str(out)]) == 0
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
     seconds = json.loads((out / "summary.json").read_text())["seconds"]
-    assert 1000 < seconds < 1600  # the time before the resume counts
+    assert seconds > 1000  # the time before the resume counts (no bound on the resume's own)
     assert "(1000.0 s of it before the resume)" in capsys.readouterr().out
 
 
