@@ -176,6 +176,17 @@ def test_spec_path_is_the_path_simulate_takes(optimizer, path, monkeypatch):
     assert path in taken and (path == "propagator" or "propagator" not in taken)
 
 
+def test_the_widths_of_a_bucket_trace_one_chunk_program():
+    """Adam trains on the general path, whose state grows with the width: widths 5 and 7
+    share the bucket of 8, one trace of its chunk program for both and every Δ
+    (check_every = 37, which no other test uses, so no program is cached)."""
+    spec = ExperimentSpec(widths=(5, 7), deltas=(0.0, 0.1), runs=2, optimizer="adam",
+                          step_size=0.01, check_every=37, max_checks=2)  # fmt: skip
+    before = dict(engine.TRACE_COUNT)
+    run_experiment(spec)
+    assert engine.TRACE_COUNT["general"] - before["general"] == 1
+
+
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_widths_in_one_program_equal_each_width_alone():
     """--widths 16,24,40 in one compiled program (the default buckets of GD: one trace of
