@@ -4,9 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from gdrelu import ExperimentSpec, SpecError, batched, cells, he_init, multinomial_weights
+from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights
 from gdrelu.cells import Cell, initial_runs, noise_keys, run_key
 from gdrelu.data import draw_continuous
+from gdrelu.init import parameterization_of
+from gdrelu.model import scaling_of
 
 Z = 5.0  # Monte Carlo tolerances: five standard errors (two-sided p ≈ 6e-7)
 
@@ -97,17 +99,42 @@ def test_multinomial_weights_statistics():
     assert np.all(np.abs(w.var(0) - var) < Z * var * np.sqrt(2 / runs))
 
 
-def test_he_init_variances():
-    n, runs = 32, 2000
-    keys = jax.random.split(jax.random.key(4), runs)
-    p = jax.jit(jax.vmap(lambda k: he_init(n, key=k)))(keys)
-    count = n * runs
-    for values, var in ((p.a, 2.0), (p.w, 2.0 / n)):
-        assert abs(np.var(values) - var) < Z * var * np.sqrt(2 / count)
-        assert abs(np.mean(values)) < Z * np.sqrt(var / count)
-    assert np.all(p.b == 0) and np.all(p.c == 0)
-    p2 = he_init(4, 3, key=jax.random.key(0))
-    assert p2.a.shape == (3, 4) and p2.w.shape == (4,)
+INIT_WIDTH, INIT_RUNS = 256, 400  # 102 400 draws of w_i, and of each coordinate of a_i
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("init", ["he", "ntk", "swapped"])
+def test_init_variances(init, dim):
+    """The runs' initial networks (`initial_runs`: the padded 1-D and the d-dim draw) have
+    the paper's variances (docs/theory.md, "Model"): He a ~ N(0, 2/d I), w ~ N(0, 2/n); swapped
+    a ~ N(0, 2/n), w ~ N(0, 2) (1-D in the paper, per coordinate in docs/theory.md); NTK
+    raw N(0, 1), scaled by sqrt(2/d), sqrt(2/n) to He's. Mean 0 and variance within 5 SE
+    (σ²/N and 2σ⁴/(N - 1) for N normals); b = c = 0."""
+    n = INIT_WIDTH
+    raw = {"he": (2 / dim, 2 / n), "swapped": (2 / n, 2.0), "ntk": (1.0, 1.0)}[init]
+    effective = {"he": (2 / dim, 2 / n), "swapped": (2 / n, 2.0), "ntk": (2 / dim, 2 / n)}[init]
+    data = {} if dim == 1 else {"data": "multi-axis", "dim": dim, "step_size": 0.1}
+    spec = ExperimentSpec(widths=(n,), deltas=(0.0,), runs=INIT_RUNS, init=init, **data)
+    params, _, _ = jax.device_get(initial_runs(Cell(n, 0.0, spec), np.arange(INIT_RUNS)))
+    assert params.a.shape == ((INIT_RUNS, n) if dim == 1 else (INIT_RUNS, dim, n))
+    assert params.w.shape == (INIT_RUNS, n)
+    assert not np.any(params.b) and not np.any(params.c)
+    scaling = scaling_of(parameterization_of(init), n, dim, xp=np)
+    groups = {
+        "a": (params.a, raw[0]),
+        "w": (params.w, raw[1]),
+        "s_a a": (float(scaling.a) * params.a, effective[0]),
+        "s_w w": (float(scaling.w) * params.w, effective[1]),
+    }
+    for name, (values, var) in groups.items():
+        count = values.size
+        assert abs(np.mean(values)) < Z * np.sqrt(var / count), name
+        assert abs(np.var(values, ddof=1) - var) < Z * var * np.sqrt(2 / (count - 1)), name
+    if dim > 1:  # each coordinate of a_i alike
+        for coordinate in np.moveaxis(params.a, 1, 0):
+            assert abs(np.var(coordinate, ddof=1) - raw[0]) < Z * raw[0] * np.sqrt(
+                2 / (coordinate.size - 1)
+            )
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,17 @@
 
 import dataclasses
 import json
+import math
 
 import jax
 import numpy as np
 import pytest
 
 from gdrelu import memory, section10
-from gdrelu.cells import Cell
+from gdrelu.cells import Cell, CellResult
 from gdrelu.cli import main
+from gdrelu.model import Params
+from gdrelu.outcome import SimulationResult
 
 TINY = section10.Scale(
     dims=(1, 2),
@@ -35,13 +38,129 @@ def test_grid_covers_the_configurations():
 
 
 def test_best_step_size_is_chosen_by_validation_not_test():
+    """Per bias init the step size of least validation RMSE is kept, whatever its test
+    RMSE; `relative` divides by the least chosen test RMSE at the same (data, d) only.
+    zero: 0.2 (validation 0.4 < 0.5) with test 0.9; kink-neg-unif: 0.1 (0.3 < 0.35) with
+    test 0.45; so relative = 0.9 / 0.45 = 2 and 1. The d = 2 row's smaller test RMSE
+    (0.1) is another (data, d): it must not be the d = 1 floor."""
     rows = [
-        dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
+        dict(data="radial", dim=d, init="he", optimizer="sgd", bias_init=b,
              step_size=s, validation_rmse=v, test_rmse=t, test_rmse_se=0.01)
-        for s, v, t in ((0.1, 0.5, 0.2), (0.2, 0.4, 0.9))
+        for d, b, s, v, t in (
+            (1, "zero", 0.1, 0.5, 0.2), (1, "zero", 0.2, 0.4, 0.9),
+            (1, "kink-neg-unif", 0.1, 0.3, 0.45), (1, "kink-neg-unif", 0.2, 0.35, 0.3),
+            (2, "zero", 0.1, 0.2, 0.1),
+        )
     ]  # fmt: skip
-    (best,) = section10.best_step_sizes(rows)
-    assert best["step_size"] == 0.2 and best["relative_test_rmse"] == 1.0
+    best = {(r["dim"], r["bias_init"]): r for r in section10.best_step_sizes(rows)}
+    assert best.keys() == {(1, "zero"), (1, "kink-neg-unif"), (2, "zero")}
+    chosen = {key: (r["step_size"], r["test_rmse"]) for key, r in best.items()}
+    assert chosen == {(1, "zero"): (0.2, 0.9), (1, "kink-neg-unif"): (0.1, 0.45),
+                      (2, "zero"): (0.1, 0.1)}  # fmt: skip
+    assert best[1, "zero"]["relative_test_rmse"] == pytest.approx(2.0, rel=1e-15)
+    assert best[1, "kink-neg-unif"]["relative_test_rmse"] == 1.0
+    assert best[2, "zero"]["relative_test_rmse"] == 1.0
+
+
+def _losses_cell(validation_loss, test_loss):
+    """A cell result whose runs have these best-validation and test losses (the rest 0)."""
+    runs = len(validation_loss)
+    spec = section10._spec(TINY, {"data": "radial", "dim": 1, "init": "he",
+                                  "optimizer": "adam"}, "zero", 0.01, 0)  # fmt: skip
+    zeros = np.zeros(runs)
+    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
+    fields.update(
+        best_validation_loss=np.asarray(validation_loss, float),
+        test_loss_at_best=np.asarray(test_loss, float),
+    )
+    params = Params(*(np.zeros((runs, 4)),) * 3, zeros)
+    result = SimulationResult(params=params, **fields)
+    return CellResult(Cell(TINY.width, 0.0, spec), zeros + 0.01, result)
+
+
+GROUP = {"data": "radial", "dim": 1, "init": "he", "optimizer": "adam"}
+
+
+def test_a_row_is_the_mean_rmse_and_its_standard_error_over_runs():
+    """Losses are ½ mean r² (weights 1/m), so a run's RMSE is sqrt(2 loss): validation
+    losses (0.5, 2, 4.5, 0.125) are RMSEs (1, 2, 3, 0.5), mean 1.625; test losses
+    (0.08, 0.18, 0.32, 0.5) are RMSEs (0.4, 0.6, 0.8, 1), mean 0.7, deviations ±0.1, ±0.3,
+    sample sd sqrt(0.2/3) and standard error sqrt(0.2/3)/sqrt(4) = sqrt(1/60)."""
+    cell = _losses_cell([0.5, 2.0, 4.5, 0.125], [0.08, 0.18, 0.32, 0.5])
+    row = section10._row(TINY, GROUP, ("zero", -2, 0.005), cell)
+    assert {k: row[k] for k in GROUP} == GROUP
+    assert (row["bias_init"], row["step_exponent"], row["step_size"]) == ("zero", -2, 0.005)
+    assert row["runs"] == TINY.runs and row["diverged"] == 0
+    assert row["validation_rmse"] == pytest.approx(1.625, rel=1e-14)
+    assert row["test_rmse"] == pytest.approx(0.7, rel=1e-14)
+    assert row["test_rmse_se"] == pytest.approx(math.sqrt(1 / 60), rel=1e-14)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_diverged_run_scores_infinite_rmse(bad):
+    """A run whose losses are not finite (diverged) has RMSE inf: it is counted in
+    `diverged`, the mean RMSEs are inf and so is the standard error, and such a step size
+    is never chosen over a finite one."""
+    cell = _losses_cell([0.5, bad, 2.0], [0.08, bad, 0.18])
+    row = section10._row(TINY, GROUP, ("zero", 2, 0.02), cell)
+    assert row["diverged"] == 1
+    assert row["validation_rmse"] == math.inf and row["test_rmse"] == math.inf
+    assert row["test_rmse_se"] == math.inf
+    finite = section10._row(TINY, GROUP, ("zero", -2, 0.005), _losses_cell([8.0], [8.0]))
+    assert finite["validation_rmse"] == 4.0 and finite["diverged"] == 0
+    assert finite["test_rmse_se"] == math.inf  # one run: no standard error
+    (best,) = section10.best_step_sizes([row, finite])
+    assert best["step_size"] == 0.005 and best["relative_test_rmse"] == 1.0
+
+
+def test_the_paper_scale_grid():
+    """`--scale full` (`gdrelu reproduce --scale paper`) is the paper's grid, each value
+    read from the paper (docs/theory.md, "Section 10"; PAPER.md in the project notes)."""
+    from gdrelu.reproduce import SECTION10_SCALE
+
+    assert SECTION10_SCALE["paper"] == "full"
+    full = section10.SCALES["full"]
+    # "radial P_d for d = 1, 2, 4, …, 64"; "distributions P_ex (1-D: ...) and radial P_d"
+    assert full.dims == (1, 2, 4, 8, 16, 32, 64)
+    assert full.distributions == ("p-ex", "radial")
+    # "n_train = 256d, n_valid = n_test = 1024, width 512, batch 256, 8192/d epochs, 100 runs"
+    assert (full.train_per_dim, full.heldout, full.width) == (256, 1024, 512)
+    assert (full.batch_size, full.epochs_times_d, full.runs) == (256, 8192, 100)
+    # "parameterizations He and NTK; optimizers SGD, SGD + momentum 0.9, Adam"
+    assert full.inits == ("he", "ntk") and full.optimizers == ("sgd", "momentum", "adam")
+    # "layer-1 bias inits: zero; ... unif ... unif-pos ... unif-neg; PyTorch's ...;
+    # kink-neg-unif ...; kink-neg-point"
+    assert set(full.bias_inits) == {
+        "zero", "unif", "unif-pos", "unif-neg", "pytorch", "kink-neg-unif", "kink-neg-point"
+    }  # fmt: skip
+    # "Step sizes: a grid base·√2^k, k = -12…10"
+    assert full.step_exponents == tuple(range(-12, 11))
+    # "base 8e-3 (He, SGD), 0.8 (NTK, SGD), 1e-2 (He, Adam), 8e-2 (NTK, Adam)"; momentum
+    # takes SGD's (a stated deviation: the paper gives none)
+    paper_base = {("he", "sgd"): 8e-3, ("ntk", "sgd"): 0.8, ("he", "adam"): 1e-2,
+                  ("ntk", "adam"): 8e-2}  # fmt: skip
+    for (init, optimizer), base in paper_base.items():
+        assert section10.BASE_STEP[init, optimizer] == base
+    for init in full.inits:
+        assert section10.BASE_STEP[init, "momentum"] == paper_base[init, "sgd"]
+    groups = section10.configurations(full)
+    assert len(groups) == (1 + 7) * 2 * 3  # P_ex at d = 1 only, P_d at seven d
+    for group in (g for g in groups if g["dim"] in (1, 64)):  # the ends of the d range
+        labelled = section10.group_cells(full, group, seed=0)
+        assert len(labelled) == 7 * 23
+        base = section10.BASE_STEP[group["init"], group["optimizer"]]  # checked above
+        for (_, k, step), cell in labelled:
+            assert step == pytest.approx(base * 2 ** (k / 2), rel=1e-14)
+            spec, d = cell.spec, group["dim"]
+            assert (spec.num_train, spec.num_heldout) == (256 * d, 1024)
+            assert (spec.widths, spec.runs, spec.batch_size) == ((512,), 100, 256)
+            assert spec.sampler == "epoch" and spec.data == group["data"]
+            assert (spec.optimizer, spec.init, spec.input_dim) == (
+                group["optimizer"], group["init"], d
+            )  # fmt: skip
+            # 8192/d epochs of 256d / 256 = d steps: 8192 steps at every d, validated
+            # every 64/d epochs = 64 steps (the stated deviation from every epoch)
+            assert (spec.check_every, spec.max_checks) == (64, 8192 // 64)
 
 
 @pytest.mark.slow  # compiles four groups' programs; the grid and the choice: tests above
