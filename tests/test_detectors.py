@@ -14,6 +14,8 @@ from conftest import golden_case
 from gdrelu import Params, Status, WeightedData, simulate
 from gdrelu.detectors import (
     batched_map,
+    classify,
+    escaped,
     linear_regime,
     linear_threshold,
     pattern_groups,
@@ -137,3 +139,67 @@ def test_batched_map_is_vmap_with_one_copy_of_the_function(runs):
     mapped = str(jax.make_jaxpr(lambda a: batched_map(linear_regime, a))(args))
     plain = str(jax.make_jaxpr(lambda a: jax.vmap(linear_regime)(*a))(args))
     assert mapped.count(" sort[") == plain.count(" sort[") > 0  # nested jaxprs printed too
+
+
+# The paper's six points, uniform weights: the best line on each side is y = 0 (its points
+# have mean 0 and zero covariance with x), so L_lin = ½ · (1/6) · Σ_j y_j² = 1 by hand.
+SIX_X = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
+SIX_Y = np.array([-1.0, 2.0, -1.0, 1.0, -2.0, 1.0])
+SIX_L_LIN = 1.0
+# Neurons on for x ≥ 0, x ≤ 0 and x ≥ -0.2: the initial groups are the two sides.
+START = Params(
+    np.array([1.0, -1.0, 0.5]), np.array([0.0, 0.0, 0.1]), np.array([0.5, -0.5, 0.2]), 0.0
+)
+SIDES = {(-3.0, -2.0, -1.0), (1.0, 2.0, 3.0)}
+
+
+def _by_hand(params):
+    """(pattern z_ji ≥ 0, its groups as sets of points, ½ Σ_j p_j (f(x_j) - y_j)²)."""
+    on = SIX_X[:, None] * params.a + params.b >= 0
+    groups = {tuple(SIX_X[(on == row).all(1)]) for row in on}
+    hidden = np.maximum(SIX_X[:, None] * params.a + params.b, 0.0)
+    loss = 0.5 * np.mean((params.c + hidden @ params.w - SIX_Y) ** 2)
+    return on, groups, loss
+
+
+def test_escaped_on_hand_built_networks():
+    """docs/theory.md ("Outcome of a run"): escaped iff the final loss is below
+    (1 - 10⁻⁶) L_lin or the final pattern groups the points differently from the initial
+    one. A kink that crossed and came back, or a neuron whose a_i passes through 0, keeps
+    the groups: stuck. (A network with the initial groups is affine on each and cannot go
+    below L_lin: the losses below it are given by hand, to test the rule.)"""
+    stayed = START._replace(b=np.array([-1.5, 0.0, 0.1]))  # kink at 1.5 splits {1, 2, 3}
+    merged = START._replace(b=np.array([5.0, 5.0, 5.0]))  # every neuron on everywhere
+    back = START._replace(a=np.array([1.2, -0.8, 0.5]), b=np.array([-0.5, 0.3, 0.1]))
+    flipped = START._replace(a=np.array([1.0, -1.0, -0.5]))  # neuron 3: on for x ≤ 0.2
+    same = START._replace(w=2 * START.w)  # the initial pattern
+    pattern, _, _ = _by_hand(START)
+    assert _by_hand(stayed)[1] == {(-3.0, -2.0, -1.0), (1.0,), (2.0, 3.0)}
+    assert _by_hand(merged)[1] == {tuple(SIX_X)}
+    for final in (back, flipped, same):
+        assert _by_hand(final)[1] == SIDES == _by_hand(START)[1]
+    assert np.array_equal(_by_hand(back)[0], pattern)  # every kink back inside (-1, 1)
+    assert not np.array_equal(_by_hand(flipped)[0], pattern)  # neuron 3 changed side
+    cases = {  # name: (final network, its training loss, escaped)
+        "crossed and stayed": (stayed, _by_hand(stayed)[2], True),
+        "merged the sides": (merged, _by_hand(merged)[2], True),
+        "below L_lin": (same, (1 - 2e-6) * SIX_L_LIN, True),
+        "within the margin": (same, (1 - 0.5e-6) * SIX_L_LIN, False),
+        "crossed and came back": (back, _by_hand(back)[2], False),
+        "a_i through 0": (flipped, _by_hand(flipped)[2], False),
+    }
+    by_hand = {"below L_lin", "within the margin"}  # the others: only the groups decide
+    assert all(loss > SIX_L_LIN for name, (_, loss, _) in cases.items() if name not in by_hand)
+    data = WeightedData(SIX_X, SIX_Y, np.full(6, 1 / 6))
+    one = jax.jit(escaped)
+    for name, (final, loss, want) in cases.items():
+        assert bool(one(START, final, data, loss, SIX_L_LIN)) is want, name
+    # batched, with L_lin computed by `classify` from the initial networks
+    stack = lambda trees: jax.tree.map(lambda *v: np.stack(v), *trees)  # noqa: E731
+    finals, losses, want = zip(*cases.values(), strict=True)
+    runs = len(cases)
+    threshold, flags = classify(
+        stack([START] * runs), stack(finals), stack([data] * runs), np.array(losses)
+    )
+    np.testing.assert_allclose(threshold, SIX_L_LIN, rtol=1e-12)
+    assert np.asarray(flags).tolist() == list(want)

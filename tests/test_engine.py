@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from conftest import numpy_gradient
 
 from gdrelu import ExperimentSpec, Status, engine, simulate, theory
 from gdrelu.cells import Cell, initial_runs
@@ -286,6 +287,50 @@ def test_float64_without_x64_is_refused(width8):
     finally:
         jax.config.update("jax_enable_x64", True)
     assert before == engine.TRACE_COUNT  # nothing was traced
+
+
+def _kinks_by_numpy_gd(params, data, h, steps):
+    """One 1-D run, GD θ ← θ - h ∇L(θ) in numpy: max_i |b_i/a_i| after each step (steps,)."""
+    theta = [np.array(v, float) for v in params]
+    kinks = np.empty(steps)
+    for t in range(steps):
+        theta = [v - h * g for v, g in zip(theta, numpy_gradient(theta, *data), strict=True)]
+        kinks[t] = np.max(np.abs(theta[1] / theta[0]))
+    return kinks
+
+
+def _first_check_at(kinks, x_min, every):
+    """The first check (step a multiple of `every`) by which a step's kink reached x_min; -1."""
+    reached = np.flatnonzero(kinks >= x_min)
+    return -1 if reached.size == 0 else -(-(reached[0] + 1) // every) * every
+
+
+@pytest.mark.parametrize("x_scale", [0.5, 2.0])
+def test_crossing_on_scaled_data_equals_a_direct_loop(width8, x_scale):
+    """Crossed (docs/theory.md): some max_i |b_i/a_i| ≥ min_j |x_j| after any step, the run
+    stopped at the check that follows. With the points and targets scaled (min_j |x_j| =
+    `x_scale`, not the six points' 1), every CROSSED run stops at the check a numpy GD
+    loop gives, no other run crossed before its stop (a certified one never does), and
+    some runs would stop at another check were min_j |x_j| taken as 1."""
+    params, data, _ = width8  # its shapes and checks: the module's compiled programs
+    every, checks = 200, 5
+    data = data._replace(x=x_scale * np.asarray(data.x), y=x_scale * np.asarray(data.y))
+    h = np.asarray(theory.paper_step_size(params, data))
+    result = simulate(params, data, h, check_every=every, max_checks=checks)
+    assert Status.CROSSED in result.status.tolist()
+    differs_at_one = 0
+    for r in range(h.size):
+        one = lambda tree, r=r: type(tree)(*(np.asarray(f)[r] for f in tree))  # noqa: E731
+        kinks = _kinks_by_numpy_gd(one(params), one(data), h[r], every * checks)
+        crossing = _first_check_at(kinks, np.min(np.abs(data.x[r])), every)
+        stop, status = result.stop_step[r], result.status[r]
+        if status == Status.CROSSED:
+            assert stop == crossing, r
+        else:
+            assert crossing < 0 or (crossing > stop and status != Status.STUCK), r
+        differs_at_one += _first_check_at(kinks, 1.0, every) != crossing
+        assert result.max_kink[r] == pytest.approx(np.max(kinks[:stop]), rel=1e-8), r
+    assert differs_at_one > 0
 
 
 def test_unfinished_and_stop_step(width8, width8_result):

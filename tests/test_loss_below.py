@@ -2,6 +2,7 @@
 (1 - ESCAPE_MARGIN) L_lin, checked after every step on every path (issue 17)."""
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,8 @@ def _paper_runs(n, count, delta=0.0, seed=0):
 @functools.partial(jax.jit, static_argnames=("steps", "optimizer"))
 def _direct_first_below(params, data, h, *, steps, optimizer):
     """One run step by step: the optax update of `optimizer(h)` on the loss's gradient,
-    then the loss on every point; the first step below (1 - ε) L_lin, or -1."""
+    then the loss on every point: (the first step below (1 - ε) L_lin, or -1; the final
+    parameters)."""
     transformation = optimizer(h)
     threshold = linear_threshold(params, data)
 
@@ -43,9 +45,9 @@ def _direct_first_below(params, data, h, *, steps, optimizer):
         p = optax.apply_updates(p, updates)
         return (p, state), weighted_loss(p, data.x, data.y, data.weights)
 
-    _, losses = jax.lax.scan(step, (params, transformation.init(params)), length=steps)
+    (final, _), losses = jax.lax.scan(step, (params, transformation.init(params)), length=steps)
     below = losses < (1 - ESCAPE_MARGIN) * threshold
-    return jnp.where(jnp.any(below), jnp.argmax(below) + 1, -1)
+    return jnp.where(jnp.any(below), jnp.argmax(below) + 1, -1), final
 
 
 def _run(tree, i):
@@ -57,8 +59,51 @@ def _run(tree, i):
 
 
 def _direct(params, data, h, optimizer, steps):
+    """Each run's first step below L_lin (-1: none), and the final parameters of all runs."""
     one = functools.partial(_direct_first_below, steps=steps, optimizer=optimizer)
-    return np.array([int(one(*_run((params, data, h), i))) for i in range(np.shape(params.c)[0])])
+    runs = [one(*_run((params, data, h), i)) for i in range(np.shape(params.c)[0])]
+    finals = Params(*(np.stack(leaf) for leaf in zip(*(final for _, final in runs), strict=True)))
+    return np.array([int(step) for step, _ in runs]), finals
+
+
+def _groups_in_numpy(params, x):
+    """Point j's group id: points of equal activation patterns (z_ji ≥ 0) share one."""
+    z = x[:, None] * params.a + params.b if x.ndim == 1 else x @ params.a + params.b
+    ids = {}
+    return np.array([ids.setdefault(row.tobytes(), len(ids)) for row in z >= 0])
+
+
+def _linear_threshold_in_numpy(groups, x, y, p):
+    """L_lin = ½ Σ_groups min_v Σ_{j ∈ group} p_j (y_j - v·(x_j, 1))²: one weighted affine
+    least-squares fit per group (numpy's lstsq on rows scaled by √p_j)."""
+    features = np.column_stack([x.reshape(y.size, -1), np.ones(y.size)])
+    total = 0.0
+    for g in np.unique(groups):
+        rows = groups == g
+        root = np.sqrt(p[rows])
+        coef, *_ = np.linalg.lstsq(features[rows] * root[:, None], y[rows] * root, rcond=None)
+        total += 0.5 * np.sum(p[rows] * (y[rows] - features[rows] @ coef) ** 2)
+    return total
+
+
+def _escaped_in_numpy(initial, final, data):
+    """Per run (L_lin, escaped): docs/theory.md's final-network rule written out. Escaped
+    if a pair of points shares a group at the start but not at the end or the reverse,
+    or if the final loss (ReLU, standard parameterization) is below (1 - 10⁻⁶) L_lin."""
+    thresholds, flags = [], []
+    for r in range(np.shape(initial.c)[0]):
+        start, end = (Params(*(np.asarray(v)[r] for v in p)) for p in (initial, final))
+        x, y, p = (np.asarray(v)[r] for v in data)
+        before, after = _groups_in_numpy(start, x), _groups_in_numpy(end, x)
+        regrouped = any(
+            (before[j] == before[k]) != (after[j] == after[k])
+            for j, k in itertools.combinations(range(y.size), 2)
+        )
+        z = x[:, None] * end.a + end.b if x.ndim == 1 else x @ end.a + end.b
+        loss = 0.5 * np.sum(p * (end.c + np.maximum(z, 0.0) @ end.w - y) ** 2)
+        thresholds.append(_linear_threshold_in_numpy(before, x, y, p))
+        flags.append(regrouped or loss < (1 - 1e-6) * thresholds[-1])
+    return np.array(thresholds), np.array(flags)
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +116,17 @@ def _simulate(params, data, h, **kwargs):
 
 
 def test_gd_equals_a_direct_loop(width8):
-    """1-D GD trained to the end (no stop rule): the first step below L_lin of each run."""
+    """1-D GD trained to the end (no stop rule): the first step below L_lin of each run,
+    and its final classification (escaped or stuck) by docs/theory.md's rule."""
     params, data, h = width8
     result = _simulate(params, data, h, stop_on=())
-    want = _direct(params, data, np.asarray(h), optax.sgd, CHECK_EVERY * MAX_CHECKS)
+    want, final = _direct(params, data, np.asarray(h), optax.sgd, CHECK_EVERY * MAX_CHECKS)
     np.testing.assert_array_equal(result.loss_below_step, want)
     assert np.any(want > 0) and np.any(want < 0), "some runs escape, some do not"
+    threshold, escaped = _escaped_in_numpy(params, final, data)
+    np.testing.assert_allclose(result.linear_threshold, threshold, rtol=1e-9)
+    np.testing.assert_array_equal(result.escaped, escaped)
+    assert np.any(escaped) and not np.all(escaped)
     # a run whose final loss is below went below at some step (not the converse: a run
     # can dip below L_lin and come back to its linear fit, as one of these does)
     final_below = result.final_loss < (1 - ESCAPE_MARGIN) * result.linear_threshold
@@ -108,7 +158,7 @@ def test_adam_equals_a_direct_loop(width8):
     params, data, h = width8  # the runs of the GD tests: no new draw to compile
     h = np.asarray(h) * 0.1
     result = _simulate(params, data, h, optimizer="adam")
-    want = _direct(params, data, h, optax.adam, CHECK_EVERY * MAX_CHECKS)
+    want, _ = _direct(params, data, h, optax.adam, CHECK_EVERY * MAX_CHECKS)
     np.testing.assert_array_equal(result.loss_below_step, want)
     assert np.any(want > 0)
 
@@ -154,7 +204,7 @@ def test_sgd_steps_equal_a_direct_loop(width8, sampler):
 
 
 def test_star_equals_a_direct_loop():
-    """2-D: eleven rays, He init, GD on the general path."""
+    """2-D: eleven rays, He init, GD on the general path; the final classification too."""
     runs, n = 6, 4
     keys = jax.random.split(jax.random.key(5), 2 * runs)
     params = jax.vmap(lambda k: he_init(n, 2, key=k))(keys[:runs])
@@ -165,9 +215,12 @@ def test_star_equals_a_direct_loop():
     )
     h = np.full(runs, 0.3)
     result = _simulate(params, data, h, stop_on=())
-    want = _direct(params, data, h, optax.sgd, CHECK_EVERY * MAX_CHECKS)
+    want, final = _direct(params, data, h, optax.sgd, CHECK_EVERY * MAX_CHECKS)
     np.testing.assert_array_equal(result.loss_below_step, want)
     assert np.any(want > 0)
+    threshold, escaped = _escaped_in_numpy(params, final, data)
+    np.testing.assert_allclose(result.linear_threshold, threshold, rtol=1e-9)
+    np.testing.assert_array_equal(result.escaped, escaped)
 
 
 @pytest.mark.parametrize("path", ["propagator", "fixed_pattern"])
@@ -200,7 +253,9 @@ def test_exact_fast_chunks_never_go_below(width8, path):
 
 def test_within_sides():
     """Initial groups that refine the two sides of the origin, or not: a kink between the
-    data points on one side refines them; every neuron on at every point merges them."""
+    data points on one side refines them; every neuron on at every point merges them, and
+    L_lin is then one weighted affine fit to all four points (numpy's lstsq; by hand: the
+    line y = 2.5, ½ · Σ_j ¼ · 1.5² = 1.125)."""
     x = jnp.array([-2.0, -1.0, 1.0, 2.0])
     data = WeightedData(x, x**2, jnp.full(4, 0.25))
     he = Params(jnp.array([1.0, -1.0]), jnp.zeros(2), jnp.ones(2), jnp.zeros(()))
@@ -210,4 +265,7 @@ def test_within_sides():
     assert bool(regime(he, data)[1]) and bool(regime(split, data)[1])
     threshold, within = regime(merged, data)
     assert not bool(within)
-    assert float(threshold) == pytest.approx(float(linear_threshold(merged, data)))
+    one_group = np.zeros(4, int)
+    want = _linear_threshold_in_numpy(one_group, *(np.asarray(v) for v in data))
+    assert want == pytest.approx(1.125, rel=1e-12)
+    assert float(threshold) == pytest.approx(want, rel=1e-12)
