@@ -33,12 +33,17 @@ def test_a_width_whose_run_cannot_fit_is_refused_before_anything_compiles(monkey
         assert isinstance(refused.value, ValueError)
 
 
-def test_the_finished_runs_count_against_the_budget():
-    """`results_bytes` bounds what a spec's finished runs hold (measured on a run), and a
-    spec whose final networks alone exceed the budget is refused for its run count."""
+@pytest.mark.slow  # trains a spec (11 s) to measure it; the refusal: the test below
+def test_results_bytes_bounds_what_the_finished_runs_hold():
+    """`results_bytes` bounds what a spec's finished runs hold (measured on a run)."""
     spec = ExperimentSpec(widths=(8, 16), deltas=(0.0, 0.1), runs=3, check_every=10, max_checks=2)
     held = sum(memory.tree_bytes((cr.step_size, cr.result)) for cr in run_experiment(spec))
     assert held <= memory.results_bytes(spec) <= 2 * held
+
+
+def test_the_finished_runs_count_against_the_budget():
+    """A spec whose final networks alone exceed the budget is refused for its run count
+    (--max-runs where it grows to it)."""
     huge = ExperimentSpec(widths=(8, 2**18), deltas=(0.0,), runs=1000)
     assert memory.results_bytes(huge) > 6e9  # 1000 final networks of 2¹⁸ neurons: 6.3 GB
     with pytest.raises(memory.BudgetError, match=r"^--runs: .* lower --runs or"):

@@ -341,6 +341,7 @@ print("done")
 """
 
 
+@pytest.mark.slow  # a fresh process compiles every program (12 s); the FFI design's regression
 @needs_compiler
 def test_two_devices_with_large_buffers_do_not_wait_on_each_other():
     """512 heavy-ball runs on two CPU devices, in a fresh process. Through
