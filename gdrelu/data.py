@@ -197,21 +197,59 @@ def split_indices(key: jax.Array, count: int, fractions=(0.6, 0.2, 0.2)) -> tupl
 def load_user_data(path) -> tuple[jax.Array, jax.Array]:
     """x (m,) or (m, d) and y (m,) from an NPZ file (arrays `x`, `y`) or a CSV file (header
     row; the last column is y, the others x). Rejects NaN or Inf naming the file."""
+    import warnings
+    import zipfile
+
     import numpy as np
 
     path = str(path)
+    kind = "an NPZ archive of arrays x and y" if path.endswith(".npz") else "CSV with a header"
     try:
-        if path.endswith(".npz"):
-            with np.load(path) as archive:
-                if "x" not in archive or "y" not in archive:
-                    raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
-                x, y = np.asarray(archive["x"], float), np.asarray(archive["y"], float)
-        else:
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-            x, y = table[:, :-1], table[:, -1]
+        with warnings.catch_warnings():  # an empty file: numpy warns, then we refuse it
+            warnings.simplefilter("ignore")
+            if path.endswith(".npz"):
+                x, y = _npz_arrays(path)
+            else:
+                _check_header(path)
+                table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+                x, y = table[:, :-1], table[:, -1]
     except OSError as err:
-        raise ValueError(f"data: cannot read {path}: {err}") from None
+        raise ValueError(f"data: cannot read {path}: {err.strerror or err}") from None
+    except (ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        if str(err).startswith("data: "):  # ours, already naming the file
+            raise
+        raise ValueError(f"data: {path} is not {kind} of real numbers ({err})") from None
     return check_user_data(x, y, path)
+
+
+def _npz_arrays(path: str):
+    import numpy as np
+
+    archive = np.load(path)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"data: {path} is one array, not an NPZ archive of x and y")
+    with archive:
+        if "x" not in archive or "y" not in archive:
+            raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
+        x, y = archive["x"], archive["y"]
+        if not all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
+                   for v in (x, y)):  # fmt: skip
+            raise ValueError(
+                f"data: {path}: x and y must be real numbers, not {x.dtype}, {y.dtype}"
+            )
+        return np.asarray(x, float), np.asarray(y, float)
+
+
+def _check_header(path: str) -> None:
+    """A CSV's first row names its columns: a first row of numbers would be lost."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().strip()
+    try:
+        [float(cell) for cell in first.split(",")]
+    except ValueError:
+        return
+    if first:
+        raise ValueError(f"data: {path}: its first row is numbers; a CSV needs a header row")
 
 
 def check_user_data(x, y, name="data"):

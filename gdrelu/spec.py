@@ -265,11 +265,18 @@ def _check_data(spec: ExperimentSpec) -> None:
             raise SpecError("data_file", str(err).split(": ", 1)[-1]) from None
         if spec.dim not in (None, spec.input_dim):
             raise SpecError("dim", f"the inputs of {spec.data_file} are not {spec.dim}-dimensional")
+        if spec.input_dim == 1 and spec.split is None and 0 in spec.user_data[0]:
+            raise SpecError(
+                "data_file", f"{spec.data_file} has a point at x = 0, where every initial kink "
+                "is (zero biases): the theory needs x_j ≠ 0 (or give --split to standardize)"
+            )  # fmt: skip
     if spec.dim is not None and not _is_positive_int(spec.dim):
         raise SpecError("dim", f"{spec.dim!r} is not a positive integer")
     dataset_dim = DATASET_DIMENSION.get(spec.data)
     if dataset_dim is not None and spec.dim not in (None, dataset_dim):
         raise SpecError("dim", f"{spec.data} data are {dataset_dim}-dimensional")
+    if spec.data == "multi-axis" and (spec.dim or 1) < 2:
+        raise SpecError("dim", "multi-axis data need dim ≥ 2 (in 1-D: six-points)")
     if spec.num_train is not None:
         if spec.data not in CONTINUOUS:
             raise SpecError("num_train", f"{spec.data} data have a finite support; use num_samples")
@@ -299,6 +306,8 @@ def _check_split(spec: ExperimentSpec) -> None:
     sizes = split_sizes(spec.num_points, spec.split)
     if min(sizes) < 1:
         raise SpecError("split", f"gives empty parts {sizes} of the {spec.num_points} points")
+    if sizes[0] < 2:
+        raise SpecError("split", f"leaves {sizes[0]} training point of {spec.num_points}; need 2")
 
 
 def _check_grid(spec: ExperimentSpec) -> None:
@@ -379,10 +388,13 @@ def _check_training(spec: ExperimentSpec) -> None:
         check_multinomial_steps(optimizer, spec.check_every * spec.max_checks)
     except ValueError as err:
         raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
-    if spec.sampler == "epoch" and spec.batch_size > spec.num_points:
+    training = spec.num_points
+    if spec.split is not None:
+        training = split_sizes(spec.num_points, spec.split)[0]
+    if spec.sampler == "epoch" and spec.batch_size > training:
         raise SpecError(
             "batch_size",
-            f"{spec.batch_size} exceeds the {spec.num_points} data points (epoch sampler)",
+            f"{spec.batch_size} exceeds the {training} training points (epoch sampler)",
         )
     _choice(spec, "init", INITS)
     if not isinstance(spec.bias_init, str):
@@ -401,6 +413,16 @@ def _check_training(spec: ExperimentSpec) -> None:
         raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
     if not _is_real(spec.step_factor) or not (0 < spec.step_factor < math.inf):
         raise SpecError("step_factor", f"{spec.step_factor!r} is not a positive number")
+    if _is_real(spec.step_size) and spec.dtype in DTYPES:
+        with np.errstate(over="ignore", under="ignore"):
+            step = np.dtype(spec.dtype).type(spec.step_size) * np.dtype(spec.dtype).type(
+                spec.step_factor
+            )
+        if not (0 < step < np.inf):
+            raise SpecError(
+                "step_size", f"{spec.step_size!r} × step_factor {spec.step_factor!r} is "
+                f"{step} in {spec.dtype}: not a positive finite step"
+            )  # fmt: skip
     if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
         raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
 

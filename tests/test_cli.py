@@ -755,3 +755,80 @@ def test_a_width_that_cannot_fit_the_memory_budget_exits_2(args, tmp_path, capsy
     assert len(err.splitlines()) == 1 and err.startswith("gdrelu: width "), err
     assert "budget" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _write_bad_data(directory):
+    """Data files each refused for one reason (tests below)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    files = {
+        "no_header.csv": "-3,-1\n-2,2\n-1,-1\n1,1\n2,-2\n3,1\n",
+        "zero.csv": "x,y\n-3,-1\n0,2\n-1,-1\n1,1\n2,-2\n",
+        "good.csv": "x,y\n-3,-1\n-2,2\n-1,-1\n1,1\n2,-2\n3,1\n",
+        "empty.csv": "",
+    }
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    x = np.array([-3.0, -2, -1, 1, 2, 3])
+    np.save(directory / "one.npy", x)
+    (directory / "one.npz").write_bytes((directory / "one.npy").read_bytes())  # not an archive
+    np.savez(directory / "complex.npz", x=x + 1j, y=x)
+    np.savez(directory / "text.npz", x=np.array(["a"] * 6), y=x)
+    whole = io.BytesIO()
+    np.savez(whole, x=x, y=x)
+    (directory / "cut.npz").write_bytes(whole.getvalue()[:60])  # a truncated zip
+    assert not zipfile.is_zipfile(directory / "cut.npz")
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ("--data-file no_header.csv", "data_file: {d}/no_header.csv: its first row is numbers"),
+        ("--data-file zero.csv", "data_file: {d}/zero.csv has a point at x = 0"),
+        ("--data-file empty.csv", "data_file: {d}/empty.csv"),
+        ("--data-file one.npz", "data_file: {d}/one.npz is one array"),
+        ("--data-file complex.npz", "data_file: {d}/complex.npz: x and y must be real"),
+        ("--data-file text.npz", "data_file: {d}/text.npz: x and y must be real"),
+        ("--data-file cut.npz", "data_file: {d}/cut.npz is not an NPZ archive"),
+        ("--data-file good.csv --split 0.2,0.4,0.4", "split: leaves 1 training point of 6"),
+        (
+            "--data-file good.csv --split 0.5,0.25,0.25 --step-size ntk --optimizer sgd "
+            "--sampler epoch --batch-size 4",
+            "batch_size: 4 exceeds the 3 training points",
+        ),
+    ],
+)
+def test_bad_data_files_exit_2_naming_the_field(flags, field, tmp_path, capsys):
+    """A data file refused before anything is written, in one line naming the field: each
+    of these crashed in the middle of a run, or (no header: its first row dropped; a point
+    at x = 0: every run crossed at once; complex: cast to real) trained on wrong data."""
+    _write_bad_data(tmp_path)
+    out = tmp_path / "never"
+    flags = flags.replace("--data-file ", f"--data-file {tmp_path}/").split()
+    argv = ["run", "--data", "file", *flags, "--widths", "4", "--deltas", "0", "--runs", "2",
+            "--max-checks", "1", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field.format(d=tmp_path) in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ("--data multi-axis", "dim: multi-axis data need dim ≥ 2"),
+        ("--step-size 1e300 --step-factor 1e300", "step_size: 1e+300 × step_factor 1e+300"),
+        ("--step-size 1e-50 --dtype float32", "step_size: 1e-50 × step_factor 1.0 is 0.0"),
+    ],
+)
+def test_settings_that_crashed_mid_run_exit_2(flags, field, tmp_path, capsys):
+    out = tmp_path / "never"
+    argv = ["run", *flags.split(), "--widths", "4", "--deltas", "0", "--runs", "2",
+            "--max-checks", "1", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+    assert not out.exists()
