@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -74,11 +75,25 @@ def test_same_seed_same_table(small_run, tmp_path):
     assert first == second
 
 
-@pytest.mark.parametrize("kernel", ["pallas", "triton"])  # no Triton on a CPU; no such kernel
-def test_bad_kernel_exits_2_and_writes_nothing(kernel, tmp_path, capsys, monkeypatch):
+_COMPILER = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+needs_compiler = pytest.mark.skipif(not _COMPILER, reason="no C compiler for kernel 'native'")
+
+
+@pytest.mark.parametrize(
+    ("kernel", "flags"),
+    [
+        ("pallas", []),  # no Triton on a CPU
+        ("triton", []),  # no such kernel
+        # the C loop steps float64 runs, and multinomial minibatches of 2^k draws only
+        pytest.param("native", ["--dtype", "float32"], marks=needs_compiler),
+        pytest.param("native", ["--protocol", "sgd", "--batch-size", "5"], marks=needs_compiler),
+        ("interpret", ["--protocol", "sgd"]),  # the Pallas kernel: full-batch GD
+    ],
+)
+def test_bad_kernel_exits_2_and_writes_nothing(kernel, flags, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", kernel)
     out = tmp_path / "never"
-    assert main(["run", "--widths", "4", "--runs", "2", "--out", str(out)]) == 2
+    assert main(["run", "--widths", "4", "--runs", "2", *flags, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "GDRELU_PROPAGATOR_KERNEL" in err, err
     assert not out.exists()

@@ -17,7 +17,7 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def prepare(*, every_core: bool, cache_dir) -> None:
+def prepare(*, every_core: bool, cache_dir, specs=()) -> None:
     """JAX's partitionable threefry (`cells.check_threefry`), full matmul precision, one
     device per CPU core (`use_every_cpu_core`), the compilation cache in `cache_dir`
     ("none": off), and the propagator's kernel checked for this platform, before anything
@@ -36,7 +36,7 @@ def prepare(*, every_core: bool, cache_dir) -> None:
     use_compilation_cache(cache_dir)
     if every_core:
         use_every_cpu_core()
-    check_kernel(jax.devices()[0].platform)
+    check_kernel(jax.devices()[0].platform, specs)
 
 
 def use_every_cpu_core() -> None:
@@ -52,14 +52,29 @@ def use_every_cpu_core() -> None:
         print(f"warning: one CPU device for all cores ({err})", file=sys.stderr)
 
 
-def check_kernel(platform: str) -> None:
-    """$GDRELU_PROPAGATOR_KERNEL, checked for this platform before anything is written."""
-    from gdrelu.engine import propagator_kernel
+def check_kernel(platform: str, specs=()) -> None:
+    """$GDRELU_PROPAGATOR_KERNEL, checked for this platform and for the specs whose runs
+    take the propagator (its optimizer and dtype) before anything is written."""
+    from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel
+    from gdrelu.optim import get_optimizer
+    from gdrelu.propagator import kernel_trains
 
     try:
-        propagator_kernel(platform)
+        kernel = propagator_kernel(platform)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if os.environ.get(KERNEL_VARIABLE, "auto") in ("", "auto"):  # "auto" picks per spec
+        return
+    for spec in specs:
+        if spec.path != "propagator":
+            continue
+        optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+        if not kernel_trains(kernel, optimizer) or (kernel == "native" and spec.dtype != "float64"):
+            raise UsageError(
+                f"kernel (${KERNEL_VARIABLE}) {kernel!r} does not train {spec.optimizer} "
+                f"(sampler {optimizer.sampler}, batch size {optimizer.batch_size}) in "
+                f"{spec.dtype} (docs/design.md, 'The native loop'); unset it or use 'xla'"
+            )
 
 
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")  # of --distributed

@@ -29,7 +29,7 @@ def execute(args, started: dict | None = None) -> int:
     backends.refuse_process_flags_alone(args)
     processes = backends.start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
-    backends.prepare(every_core=processes is None, cache_dir=args.cache_dir)
+    backends.prepare(every_core=processes is None, cache_dir=args.cache_dir, specs=specs)
     options.check_fits(specs, budget)
     out = None
     if writer:
