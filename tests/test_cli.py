@@ -99,6 +99,9 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, flags, tmp_path, capsys, 
     assert not out.exists()
 
 
+DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
@@ -126,6 +129,7 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, flags, tmp_path, capsys, 
         (["--runs", "10", "--max-runs", "50"], "max_runs: bounds"),  # no growth asked for
         (["--num-processes", "2"], "--num-processes: needs --distributed"),
         (["--resume", "nowhere"], "--resume"),
+        ([*DISTRIBUTED, "--coordinator", "host0"], "--coordinator: 'host0' is not host:port"),
     ],
 )
 def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path, capsys):
@@ -133,6 +137,17 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path
     assert main(["run", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err, err
+    assert not out.exists()
+
+
+def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
+    """JAX only warns at every program when its cache directory is a file."""
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "never"
+    argv = ["run", "--widths", "4", "--runs", "2", "--cache-dir", str(tmp_path / "a_file")]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--cache-dir: " in err and "not a directory" in err
     assert not out.exists()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from gdrelu.cli.errors import UsageError
 
@@ -33,10 +34,24 @@ def prepare(*, every_core: bool, cache_dir, specs=()) -> None:
     except ValueError as err:
         raise UsageError(str(err)) from None
     jax.config.update("jax_default_matmul_precision", "highest")
+    if cache_dir is not None and str(cache_dir).lower() != "none":
+        _check_cache_dir(Path(cache_dir))
     use_compilation_cache(cache_dir)
     if every_core:
         use_every_cpu_core()
     check_kernel(jax.devices()[0].platform, specs)
+
+
+def _check_cache_dir(path: Path) -> None:
+    """--cache-dir (or $GDRELU_CACHE_DIR) is a directory, or can be made one: JAX only
+    warns, at every program, when it cannot write there."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(
+            f"--cache-dir: {path} is not a directory we can write ({err.strerror or err}); "
+            "'none' turns the cache off"
+        ) from None
 
 
 def use_every_cpu_core() -> None:
@@ -96,6 +111,10 @@ def start_processes(args, specs):
         raise UsageError("--distributed: not with --resume yet (units live on process 0)")
     if any(spec.target_halfwidth is not None for spec in specs):
         raise UsageError("--distributed: not with --target-halfwidth yet")
+    if args.coordinator is not None:
+        host, colon, port = args.coordinator.rpartition(":")
+        if not (host and colon and port.isdigit()):
+            raise UsageError(f"--coordinator: {args.coordinator!r} is not host:port")
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
