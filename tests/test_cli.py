@@ -626,6 +626,23 @@ def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, 
     assert not (out / "runs.csv").exists()
 
 
+def test_a_relative_data_file_resumes_from_another_directory(tmp_path, monkeypatch, capsys):
+    """The manifest records the data file's absolute path: --resume from elsewhere reads
+    the same file (it was refused: 'cannot read d.csv')."""
+    (tmp_path / "d.csv").write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
+    monkeypatch.chdir(tmp_path)
+    restore = _interrupted_after_first_unit(monkeypatch)
+    flags = ["--data", "file", "--data-file", "d.csv", "--widths", "8,4", "--deltas", "0",
+             "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
+    assert main(["run", *flags, "--out", "out"]) == 130
+    restore()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["run", "--resume", str(tmp_path / "out"), "--quiet"]) == 0, capsys.readouterr()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["specs"][0]["data_file"] == str(tmp_path / "d.csv")
+
+
 def test_jax_threefry_that_is_not_partitionable_is_refused(tmp_path, capsys):
     import jax
 

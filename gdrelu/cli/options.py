@@ -5,6 +5,7 @@ or flag) are reported as such; any other error is a bug and propagates."""
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from gdrelu import memory
@@ -28,8 +29,9 @@ def requested_specs(args) -> list[ExperimentSpec]:
 
 
 def given_values(args) -> dict[str, Any]:
-    """The spec fields this command line sets: a protocol's, a config file's, the flags'.
-    A config file's field that `compared` sets for every optimizer is refused."""
+    """The spec fields this command line sets: a protocol's, a config file's, the flags'
+    (a data file's path made absolute). A config file's field that `compared` sets for
+    every optimizer is refused."""
     values = protocol(args.protocol) if getattr(args, "protocol", None) else {}
     if args.config is not None:
         values.update(_config(args.config))
@@ -42,6 +44,8 @@ def given_values(args) -> dict[str, Any]:
     for field, *_ in RUN_FLAGS.values():
         if getattr(args, field, None) is not None:
             values[field] = getattr(args, field)
+    if isinstance(values.get("data_file"), str):  # a resume may start in another directory
+        values["data_file"] = str(Path(values["data_file"]).absolute())
     return values
 
 
