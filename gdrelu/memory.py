@@ -14,6 +14,7 @@ cannot fit is refused before anything runs (`check_fits`).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ import numpy as np
 from gdrelu import engine
 from gdrelu.buckets import width_buckets
 from gdrelu.cells import Cell, initial_runs, noise_keys
+from gdrelu.data import CONTINUOUS
 from gdrelu.optim import NOISE_BLOCK, get_optimizer
 from gdrelu.spec import ExperimentSpec
 
@@ -40,7 +42,7 @@ class BudgetError(ValueError):
 def tree_bytes(tree) -> int:
     """Bytes of a pytree of arrays or shape-dtype structs."""
     leaves = jax.tree.leaves(tree)
-    return int(sum(np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in leaves))
+    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
 
 
 def available_host_bytes() -> int | None:
@@ -197,7 +199,7 @@ def check_fits(
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "
-                f"{_gigabytes(budget)}; lower --widths or raise --memory-budget"
+                f"{_gigabytes(budget)}; lower {_sizes(spec)}, or raise --memory-budget"
             )
         largest = max(largest, need)
     kept = results_bytes(spec) + held
@@ -210,6 +212,13 @@ def check_fits(
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
             f"lower {flag} or --widths, or raise --memory-budget"
         )
+
+
+def _sizes(spec: ExperimentSpec) -> str:
+    """The flags that size one run: the width, and the points of sampled data."""
+    if spec.data in CONTINUOUS:
+        return "--widths, --dim, --num-train or --num-heldout"
+    return "--widths"
 
 
 def _gigabytes(count: int) -> str:

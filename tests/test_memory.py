@@ -2,6 +2,7 @@
 and blocks shrink with the width so that the others fit."""
 
 import dataclasses
+import warnings
 
 import pytest
 
@@ -39,6 +40,17 @@ def test_results_bytes_bounds_what_the_finished_runs_hold():
     spec = ExperimentSpec(widths=(8, 16), deltas=(0.0, 0.1), runs=3, check_every=10, max_checks=2)
     held = sum(memory.tree_bytes((cr.step_size, cr.result)) for cr in run_experiment(spec))
     assert held <= memory.results_bytes(spec) <= 2 * held
+
+
+def test_a_run_too_large_for_its_data_names_the_data_sizes():
+    """RBF data in d = 10⁹: 256·d training points make one run need about 8·10¹² GB; the
+    refusal names the flags that size the data too, and counts without an int64 overflow
+    (numpy warned and counted wrong)."""
+    spec = ExperimentSpec(data="rbf", dim=10**9, widths=(4,), runs=2, step_size=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(memory.BudgetError, match=r"--dim, --num-train or --num-heldout, or"):
+            memory.check_fits(spec, 4 * 10**9)
 
 
 def test_the_finished_runs_count_against_the_budget():
