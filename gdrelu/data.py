@@ -205,12 +205,17 @@ def load_user_data(path) -> tuple[jax.Array, jax.Array]:
     path = str(path)
     kind = "an NPZ archive of arrays x and y" if path.endswith(".npz") else "CSV with a header"
     try:
+        if not path.endswith(".npz") and _numeric_header(path):
+            warnings.warn(
+                f"{path}: its first row is numbers, read as the header (column names), not "
+                "as a point",
+                stacklevel=2,
+            )
         with warnings.catch_warnings():  # an empty file: numpy warns, then we refuse it
             warnings.simplefilter("ignore")
             if path.endswith(".npz"):
                 x, y = _npz_arrays(path)
             else:
-                _check_header(path)
                 table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
                 x, y = table[:, :-1], table[:, -1]
     except OSError as err:
@@ -240,16 +245,16 @@ def _npz_arrays(path: str):
         return np.asarray(x, float), np.asarray(y, float)
 
 
-def _check_header(path: str) -> None:
-    """A CSV's first row names its columns: a first row of numbers would be lost."""
+def _numeric_header(path: str) -> bool:
+    """Whether a CSV's first row, its header, is numbers: a file without a header, whose
+    first point is read as column names (or pandas' header 0,1,... for unnamed columns)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         first = f.readline().strip()
     try:
         [float(cell) for cell in first.split(",")]
     except ValueError:
-        return
-    if first:
-        raise ValueError(f"data: {path}: its first row is numbers; a CSV needs a header row")
+        return False
+    return bool(first)
 
 
 def check_user_data(x, y, name="data"):

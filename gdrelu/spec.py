@@ -265,10 +265,11 @@ def _check_data(spec: ExperimentSpec) -> None:
             raise SpecError("data_file", str(err).split(": ", 1)[-1]) from None
         if spec.dim not in (None, spec.input_dim):
             raise SpecError("dim", f"the inputs of {spec.data_file} are not {spec.dim}-dimensional")
-        if spec.input_dim == 1 and spec.split is None and 0 in spec.user_data[0]:
+        zero_biases = spec.bias_init == "zero"  # every initial kink at 0
+        if zero_biases and spec.input_dim == 1 and spec.split is None and 0 in spec.user_data[0]:
             raise SpecError(
                 "data_file", f"{spec.data_file} has a point at x = 0, where every initial kink "
-                "is (zero biases): the theory needs x_j ≠ 0 (or give --split to standardize)"
+                "is with zero biases: the theory needs x_j ≠ 0"
             )  # fmt: skip
     if spec.dim is not None and not _is_positive_int(spec.dim):
         raise SpecError("dim", f"{spec.dim!r} is not a positive integer")
@@ -415,9 +416,12 @@ def _check_training(spec: ExperimentSpec) -> None:
         raise SpecError("step_factor", f"{spec.step_factor!r} is not a positive number")
     if _is_real(spec.step_size) and spec.dtype in DTYPES:
         with np.errstate(over="ignore", under="ignore"):
-            step = np.dtype(spec.dtype).type(spec.step_size) * np.dtype(spec.dtype).type(
-                spec.step_factor
-            )
+            try:
+                step = np.dtype(spec.dtype).type(spec.step_size) * np.dtype(spec.dtype).type(
+                    spec.step_factor
+                )
+            except OverflowError:  # an int beyond the dtype
+                step = np.inf
         if not (0 < step < np.inf):
             raise SpecError(
                 "step_size", f"{spec.step_size!r} × step_factor {spec.step_factor!r} is "

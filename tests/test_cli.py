@@ -640,7 +640,26 @@ def test_a_relative_data_file_resumes_from_another_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["run", "--resume", str(tmp_path / "out"), "--quiet"]) == 0, capsys.readouterr()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["specs"][0]["data_file"] == str(tmp_path / "d.csv")
+    assert manifest["specs"][0]["data_file"] == str((tmp_path / "d.csv").resolve())
+
+
+def test_a_run_that_recorded_a_relative_data_file_resumes_with_the_flag(
+    tmp_path, monkeypatch, capsys
+):
+    """A manifest from before paths were recorded absolute holds the path as given: the
+    same file named again on --resume agrees with it."""
+    (tmp_path / "d.csv").write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
+    monkeypatch.chdir(tmp_path)
+    restore = _interrupted_after_first_unit(monkeypatch)
+    flags = ["--data", "file", "--data-file", "d.csv", "--widths", "8,4", "--deltas", "0",
+             "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
+    assert main(["run", *flags, "--out", "out"]) == 130
+    restore()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["specs"][0]["data_file"] = "d.csv"  # as recorded before
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    resumed = ["run", "--resume", "out", "--data", "file", "--data-file", "./d.csv", "--quiet"]
+    assert main(resumed) == 0, capsys.readouterr().err
 
 
 def test_jax_threefry_that_is_not_partitionable_is_refused(tmp_path, capsys):
@@ -833,7 +852,6 @@ def _write_bad_data(directory):
 @pytest.mark.parametrize(
     ("flags", "field"),
     [
-        ("--data-file no_header.csv", "data_file: {d}/no_header.csv: its first row is numbers"),
         ("--data-file zero.csv", "data_file: {d}/zero.csv has a point at x = 0"),
         ("--data-file empty.csv", "data_file: {d}/empty.csv"),
         ("--data-file one.npz", "data_file: {d}/one.npz is one array"),
@@ -850,8 +868,8 @@ def _write_bad_data(directory):
 )
 def test_bad_data_files_exit_2_naming_the_field(flags, field, tmp_path, capsys):
     """A data file refused before anything is written, in one line naming the field: each
-    of these crashed in the middle of a run, or (no header: its first row dropped; a point
-    at x = 0: every run crossed at once; complex: cast to real) trained on wrong data."""
+    of these crashed in the middle of a run, or (a point at x = 0 with zero biases: every
+    run crossed at once; complex: cast to real) trained on wrong data."""
     _write_bad_data(tmp_path)
     out = tmp_path / "never"
     flags = flags.replace("--data-file ", f"--data-file {tmp_path}/").split()
@@ -861,6 +879,29 @@ def test_bad_data_files_exit_2_naming_the_field(flags, field, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field.format(d=tmp_path) in err, err
     assert not out.exists()
+
+
+def test_a_csv_whose_header_is_numbers_warns(tmp_path):
+    """A CSV's first row is its header; numbers there (no header, or pandas' 0,1 for
+    unnamed columns) are still taken as the header, with a warning that names the file."""
+    from gdrelu.data import load_user_data
+
+    _write_bad_data(tmp_path)
+    with pytest.warns(UserWarning, match="no_header.csv: its first row is numbers"):
+        x, _ = load_user_data(tmp_path / "no_header.csv")
+    np.testing.assert_array_equal(x, [-2, -1, 1, 2, 3])
+    (tmp_path / "pandas.csv").write_text("0,1\n0.5,1.0\n-0.5,2.0\n1.5,0.3\n")
+    with pytest.warns(UserWarning, match="first row is numbers"):
+        assert load_user_data(tmp_path / "pandas.csv")[0].tolist() == [0.5, -0.5, 1.5]
+
+
+def test_a_point_at_zero_is_taken_with_random_biases(tmp_path):
+    """x = 0 is refused only where every initial kink is there (zero biases)."""
+    from gdrelu.spec import ExperimentSpec
+
+    _write_bad_data(tmp_path)
+    spec = ExperimentSpec(data="file", data_file=str(tmp_path / "zero.csv"), bias_init="unif")
+    assert spec.num_points == 5
 
 
 @pytest.mark.parametrize(

@@ -43,15 +43,11 @@ def prepare(*, every_core: bool, cache_dir, specs=()) -> None:
 
 
 def _check_cache_dir(path: Path) -> None:
-    """--cache-dir (or $GDRELU_CACHE_DIR) is a directory, or can be made one: JAX only
-    warns, at every program, when it cannot write there."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(
-            f"--cache-dir: {path} is not a directory we can write ({err.strerror or err}); "
-            "'none' turns the cache off"
-        ) from None
+    """--cache-dir (or $GDRELU_CACHE_DIR) is not a file: JAX only warns, at every program,
+    when it cannot write there. (A directory it cannot create or write, as a read-only
+    default ~/.cache, leaves JAX's warning and the run going on without the cache.)"""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--cache-dir: {path} is a file, not a directory; 'none' turns it off")
 
 
 def use_every_cpu_core() -> None:

@@ -45,7 +45,7 @@ def given_values(args) -> dict[str, Any]:
         if getattr(args, field, None) is not None:
             values[field] = getattr(args, field)
     if isinstance(values.get("data_file"), str):  # a resume may start in another directory
-        values["data_file"] = str(Path(values["data_file"]).absolute())
+        values["data_file"] = str(Path(values["data_file"]).resolve())
     return values
 
 
