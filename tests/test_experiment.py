@@ -190,6 +190,8 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
         (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
         (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
         (dict(step_size="huge"), "step_size"),
+        (dict(step_size=10**400, dtype="float32"), "step_size"),  # beyond float32 as an int
+        (dict(step_size=1e-30, step_factor=1e-30, dtype="float32"), "step_size"),  # 0 there
         # settings nothing would read: refused rather than recorded as if they had acted
         (dict(num_heldout=10), "num_heldout"),
     ],
