@@ -405,7 +405,7 @@ def _check_training(spec: ExperimentSpec) -> None:
     except ValueError as err:
         raise SpecError("bias_init", str(err).split(": ", 1)[-1]) from None
     if spec.step_size not in STEP_SIZE_RULES and not (
-        _is_real(spec.step_size) and math.isfinite(spec.step_size) and spec.step_size > 0
+        _is_real(spec.step_size) and 0 < _as_float(spec.step_size) < math.inf
     ):
         raise SpecError(
             "step_size", f"{spec.step_size!r} is not one of {STEP_SIZE_RULES} or a positive number"
@@ -429,6 +429,14 @@ def _check_training(spec: ExperimentSpec) -> None:
             )  # fmt: skip
     if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
         raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
+
+
+def _as_float(value) -> float:
+    """A real number as a float; inf beyond float64 (an int of 400 digits)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _check_stopping(spec: ExperimentSpec) -> None:
