@@ -75,6 +75,16 @@ def test_same_seed_same_table(small_run, tmp_path):
     assert first == second
 
 
+def _refused_in_one_line(argv, out, capsys) -> str:
+    """`main(argv)` exits with code 2, creates nothing at `out`, and says why in one line
+    of stderr: that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert not out.exists()
+    return err
+
+
 _COMPILER = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
 needs_compiler = pytest.mark.skipif(not _COMPILER, reason="no C compiler for kernel 'native'")
 
@@ -93,10 +103,9 @@ needs_compiler = pytest.mark.skipif(not _COMPILER, reason="no C compiler for ker
 def test_bad_kernel_exits_2_and_writes_nothing(kernel, flags, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", kernel)
     out = tmp_path / "never"
-    assert main(["run", "--widths", "4", "--runs", "2", *flags, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "GDRELU_PROPAGATOR_KERNEL" in err, err
-    assert not out.exists()
+    argv = ["run", "--widths", "4", "--runs", "2", *flags, "--out", str(out)]
+    err = _refused_in_one_line(argv, out, capsys)
+    assert "GDRELU_PROPAGATOR_KERNEL" in err, err
 
 
 DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
@@ -134,10 +143,8 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
 )
 def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["run", *args, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and field in err, err
-    assert not out.exists()
+    err = _refused_in_one_line(["run", *args, "--out", str(out)], out, capsys)
+    assert field in err, err
 
 
 def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
@@ -319,10 +326,9 @@ def test_early_stopping_is_asked_for(argv, stops_early, tmp_path, monkeypatch):
 )
 def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["compare", "--optimizers", *optimizers.split(), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and field in err, err
-    assert not out.exists()
+    argv = ["compare", "--optimizers", *optimizers.split(), "--out", str(out)]
+    err = _refused_in_one_line(argv, out, capsys)
+    assert field in err, err
 
 
 @pytest.mark.parametrize(
@@ -335,10 +341,8 @@ def test_compare_refuses_a_config_field_it_sets_itself(setting, tmp_path, capsys
     config.write_text(setting + "\n")
     small = ["--widths", "8", "--deltas", "0", "--runs", "2", "--max-checks", "1"]
     argv = ["compare", "--optimizers", "gd,sgd", "--config", str(config), "--out", str(out)]
-    assert main(argv + small) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"error: {setting.split()[0]}:" in err, err
-    assert not out.exists()
+    err = _refused_in_one_line(argv + small, out, capsys)
+    assert f"error: {setting.split()[0]}:" in err, err
 
 
 @pytest.mark.slow  # three processes; the Ctrl-C test below covers resuming in the suite
@@ -458,10 +462,8 @@ def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
     out = tmp_path / "never"
-    assert main(["run", *SMALL, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--out" in err and "free" in err, err
-    assert not out.exists()
+    err = _refused_in_one_line(["run", *SMALL, "--out", str(out)], out, capsys)
+    assert "--out" in err and "free" in err, err
 
 
 @pytest.mark.slow  # two processes, each compiling every program
@@ -626,9 +628,8 @@ def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, 
     assert not (out / "runs.csv").exists()
 
 
-def test_a_relative_data_file_resumes_from_another_directory(tmp_path, monkeypatch, capsys):
-    """The manifest records the data file's absolute path: --resume from elsewhere reads
-    the same file (it was refused: 'cannot read d.csv')."""
+def _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch) -> None:
+    """`gdrelu run --data-file d.csv --out out` in tmp_path, stopped after its first unit."""
     (tmp_path / "d.csv").write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
     monkeypatch.chdir(tmp_path)
     restore = _interrupted_after_first_unit(monkeypatch)
@@ -636,6 +637,12 @@ def test_a_relative_data_file_resumes_from_another_directory(tmp_path, monkeypat
              "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
     assert main(["run", *flags, "--out", "out"]) == 130
     restore()
+
+
+def test_a_relative_data_file_resumes_from_another_directory(tmp_path, monkeypatch, capsys):
+    """The manifest records the data file's absolute path: --resume from elsewhere reads
+    the same file (it was refused: 'cannot read d.csv')."""
+    _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["run", "--resume", str(tmp_path / "out"), "--quiet"]) == 0, capsys.readouterr()
@@ -648,13 +655,7 @@ def test_a_run_that_recorded_a_relative_data_file_resumes_with_the_flag(
 ):
     """A manifest from before paths were recorded absolute holds the path as given: the
     same file named again on --resume agrees with it."""
-    (tmp_path / "d.csv").write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
-    monkeypatch.chdir(tmp_path)
-    restore = _interrupted_after_first_unit(monkeypatch)
-    flags = ["--data", "file", "--data-file", "d.csv", "--widths", "8,4", "--deltas", "0",
-             "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
-    assert main(["run", *flags, "--out", "out"]) == 130
-    restore()
+    _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     manifest["specs"][0]["data_file"] = "d.csv"  # as recorded before
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
@@ -864,21 +865,22 @@ def _write_bad_data(directory):
             "--sampler epoch --batch-size 4",
             "batch_size: 4 exceeds the 3 training points",
         ),
+        ("--data multi-axis", "dim: multi-axis data need dim ≥ 2"),
+        ("--step-size 1e300 --step-factor 1e300", "step_size: 1e+300 × step_factor 1e+300"),
+        ("--step-size 1e-50 --dtype float32", "step_size: 1e-50 × step_factor 1.0 is 0.0"),
     ],
 )
-def test_bad_data_files_exit_2_naming_the_field(flags, field, tmp_path, capsys):
-    """A data file refused before anything is written, in one line naming the field: each
-    of these crashed in the middle of a run, or (a point at x = 0 with zero biases: every
-    run crossed at once; complex: cast to real) trained on wrong data."""
+def test_bad_data_and_settings_exit_2_naming_the_field(flags, field, tmp_path, capsys):
+    """A data file or setting refused before anything is written, in one line naming the
+    field: each of these crashed in the middle of a run, or (a point at x = 0 with zero
+    biases: every run crossed at once; complex: cast to real) trained on wrong data."""
     _write_bad_data(tmp_path)
     out = tmp_path / "never"
-    flags = flags.replace("--data-file ", f"--data-file {tmp_path}/").split()
-    argv = ["run", "--data", "file", *flags, "--widths", "4", "--deltas", "0", "--runs", "2",
-            "--max-checks", "1", "--out", str(out), "--quiet"]  # fmt: skip
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and field.format(d=tmp_path) in err, err
-    assert not out.exists()
+    flags = flags.replace("--data-file ", f"--data file --data-file {tmp_path}/").split()
+    argv = ["run", *flags, "--widths", "4", "--deltas", "0", "--runs", "2", "--max-checks",
+            "1", "--out", str(out), "--quiet"]  # fmt: skip
+    err = _refused_in_one_line(argv, out, capsys)
+    assert field.format(d=tmp_path) in err, err
 
 
 def test_a_csv_whose_header_is_numbers_warns(tmp_path):
@@ -902,21 +904,3 @@ def test_a_point_at_zero_is_taken_with_random_biases(tmp_path):
     _write_bad_data(tmp_path)
     spec = ExperimentSpec(data="file", data_file=str(tmp_path / "zero.csv"), bias_init="unif")
     assert spec.num_points == 5
-
-
-@pytest.mark.parametrize(
-    ("flags", "field"),
-    [
-        ("--data multi-axis", "dim: multi-axis data need dim ≥ 2"),
-        ("--step-size 1e300 --step-factor 1e300", "step_size: 1e+300 × step_factor 1e+300"),
-        ("--step-size 1e-50 --dtype float32", "step_size: 1e-50 × step_factor 1.0 is 0.0"),
-    ],
-)
-def test_settings_that_crashed_mid_run_exit_2(flags, field, tmp_path, capsys):
-    out = tmp_path / "never"
-    argv = ["run", *flags.split(), "--widths", "4", "--deltas", "0", "--runs", "2",
-            "--max-checks", "1", "--out", str(out), "--quiet"]  # fmt: skip
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and field in err, err
-    assert not out.exists()
