@@ -147,6 +147,13 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path
     assert field in err, err
 
 
+def test_a_config_batch_size_for_a_full_batch_optimizer_is_named_as_in_the_file(tmp_path, capsys):
+    config, out = tmp_path / "exp.toml", tmp_path / "never"
+    config.write_text('optimizer = "adam"\nbatch_size = 4\n')
+    argv = ["run", "--config", str(config), "--out", str(out)]
+    assert "error: batch_size: adam train full-batch" in _refused_in_one_line(argv, out, capsys)
+
+
 def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
     """JAX only warns at every program when its cache directory is a file."""
     (tmp_path / "a_file").write_text("")

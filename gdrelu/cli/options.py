@@ -24,7 +24,8 @@ def requested_specs(args) -> list[ExperimentSpec]:
     specs = specs_from(values, getattr(args, "optimizers", None))
     if "batch_size" in values and all(spec.full_batch for spec in specs):
         optimizers = ", ".join(spec.optimizer for spec in specs)
-        raise UsageError(f"--batch-size: {optimizers} train full-batch (sampler 'full')")
+        given = "--batch-size" if getattr(args, "batch_size", None) is not None else "batch_size"
+        raise UsageError(f"{given}: {optimizers} train full-batch (sampler 'full')")
     return specs
 
 
