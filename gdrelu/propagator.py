@@ -314,6 +314,13 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
         raise ValueError(f"the propagator trains {sorted(HEAVY_BALL)}, not {optimizer.name!r}")
     if optimizer.stochastic and noise is None:
         raise ValueError(f"sampler {optimizer.sampler!r} needs the minibatch noise")
+    check_kernel_trains(kernel, optimizer)
+    return block
+
+
+def check_kernel_trains(kernel: str, optimizer: Optimizer, dtype=None) -> None:
+    """ValueError unless `kernel` can take `optimizer`'s steps (`kernel_trains`) on runs
+    of `dtype` (None: not checked; the C loop steps float64 runs only)."""
     if not kernel_trains(kernel, optimizer):
         what = (
             "full batches or multinomial minibatches of 2^k draws"
@@ -322,7 +329,8 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
         )
         batches = f" with {optimizer.sampler} minibatches" if optimizer.stochastic else ""
         raise ValueError(f"kernel {kernel!r} trains {what} only, not {optimizer.name!r}{batches}")
-    return block
+    if kernel == "native" and dtype is not None and jnp.dtype(dtype) != jnp.float64:
+        raise ValueError(f"kernel 'native' steps float64 runs, not {jnp.dtype(dtype)}")
 
 
 def _chunk_start(params: Params, state: Deferred, moments, step_size, velocity, noise, optimizer):

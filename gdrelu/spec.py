@@ -190,6 +190,13 @@ class ExperimentSpec:
         return self.optimizer == "gd" and self.paper_setting and self.input_dim == 1
 
     @property
+    def training_points(self) -> int:
+        """Points each run trains on: `num_points`, or a split file's training part."""
+        if self.split is None:
+            return self.num_points
+        return split_sizes(self.num_points, self.split)[0]
+
+    @property
     def full_batch(self) -> bool:
         """Whether its optimizer trains on every point at every step (sampler "full")."""
         return get_optimizer(self.optimizer, sampler=self.sampler).sampler == "full"
@@ -307,8 +314,8 @@ def _check_split(spec: ExperimentSpec) -> None:
     sizes = split_sizes(spec.num_points, spec.split)
     if min(sizes) < 1:
         raise SpecError("split", f"gives empty parts {sizes} of the {spec.num_points} points")
-    if sizes[0] < 2:
-        raise SpecError("split", f"leaves {sizes[0]} training point of {spec.num_points}; need 2")
+    if spec.training_points < 2:
+        raise SpecError("split", f"leaves 1 training point of {spec.num_points}; need 2")
 
 
 def _check_grid(spec: ExperimentSpec) -> None:
@@ -389,13 +396,10 @@ def _check_training(spec: ExperimentSpec) -> None:
         check_multinomial_steps(optimizer, spec.check_every * spec.max_checks)
     except ValueError as err:
         raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
-    training = spec.num_points
-    if spec.split is not None:
-        training = split_sizes(spec.num_points, spec.split)[0]
-    if spec.sampler == "epoch" and spec.batch_size > training:
+    if spec.sampler == "epoch" and spec.batch_size > spec.training_points:
         raise SpecError(
             "batch_size",
-            f"{spec.batch_size} exceeds the {training} training points (epoch sampler)",
+            f"{spec.batch_size} exceeds the {spec.training_points} training points (epoch sampler)",
         )
     _choice(spec, "init", INITS)
     if not isinstance(spec.bias_init, str):

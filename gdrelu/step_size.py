@@ -71,7 +71,7 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
 
 
 def _in_batches(step_sizes, width: int, *trees) -> jax.Array:
-    """step_sizes(*trees) (runs,) computed `cells.draw_batch(width)` runs at a time, for
+    """step_sizes(*trees) (runs,) computed `batched.draw_batch(width)` runs at a time, for
     networks of `width` neurons: every run's step size comes from the same compiled
     program, whatever the batch's run count (batches of 1-8 runs were compiled to other
     roundings than batches of 64 and more, and Adam's runs amplified the last bit of h)."""

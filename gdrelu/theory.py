@@ -258,6 +258,8 @@ def certificate(
 
 def _gram_drift(grams: jax.Array, kappa, gwab: str) -> jax.Array:
     """Step 5's G_w + G_ab + G_wab: how far the Grams Σ_s (2, 3, 3) can still move."""
+    if gwab not in ("conservative", "paper"):
+        raise ValueError(f"gwab: {gwab!r} is not 'conservative' or 'paper'")
     q = jnp.asarray(_Q, grams.dtype)
     abs_grams = jnp.abs(grams)
     gram_norms = jnp.max(jnp.sum(abs_grams, axis=2), axis=1)
@@ -268,8 +270,6 @@ def _gram_drift(grams: jax.Array, kappa, gwab: str) -> jax.Array:
     g_w = jnp.max(d[:, _W, _W])
     g_ab = jnp.max(d[:, _A, _A] + d[:, _A, _B] + d[:, _B, _B])
     sigma_wab = abs_grams[:, _W, _A] + abs_grams[:, _W, _B]
-    if gwab not in ("conservative", "paper"):
-        raise ValueError(f"gwab: {gwab!r} is not 'conservative' or 'paper'")
     if gwab == "paper":
         g_wab = kappa * jnp.max(sigma_wab + d[:, _W, _A] + d[:, _W, _B])
     else:  # κ < 1/2 scales the Σ terms only: one golden flag rules out the paper's reading

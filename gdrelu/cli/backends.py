@@ -68,7 +68,7 @@ def check_kernel(platform: str, specs=()) -> None:
     take the propagator (its optimizer and dtype) before anything is written."""
     from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel
     from gdrelu.optim import get_optimizer
-    from gdrelu.propagator import kernel_trains
+    from gdrelu.propagator import check_kernel_trains
 
     try:
         kernel = propagator_kernel(platform)
@@ -80,12 +80,10 @@ def check_kernel(platform: str, specs=()) -> None:
         if spec.path != "propagator":
             continue
         optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
-        if not kernel_trains(kernel, optimizer) or (kernel == "native" and spec.dtype != "float64"):
-            raise UsageError(
-                f"kernel (${KERNEL_VARIABLE}) {kernel!r} does not train {spec.optimizer} "
-                f"(sampler {optimizer.sampler}, batch size {optimizer.batch_size}) in "
-                f"{spec.dtype} (docs/design.md, 'The native loop'); unset it or use 'xla'"
-            )
+        try:
+            check_kernel_trains(kernel, optimizer, spec.dtype)
+        except ValueError as e:
+            raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None
 
 
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")  # of --distributed

@@ -45,8 +45,8 @@ def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
     except SpecError as err:
         raise UsageError(f"--resume: {directory}/manifest.json: {err}") from None
     given = given_values(args)
-    recorded = specs[0].data_file
-    if recorded and "data_file" in given and _same_file(given["data_file"], recorded):
+    recorded, named = specs[0].data_file, given.get("data_file")
+    if recorded and named and Path(named).resolve() == Path(recorded).resolve():
         given["data_file"] = recorded  # a run from before paths were recorded absolute
     optimizers = getattr(args, "optimizers", None)
     if given or optimizers:
@@ -73,7 +73,3 @@ def _differing(recorded: list[ExperimentSpec], requested: list[ExperimentSpec]) 
     for was, now in zip(recorded, requested, strict=True):
         fields.update(differing_fields(was.to_dict(), now.to_dict(), unordered=UNORDERED))
     return ", ".join(sorted(fields))
-
-
-def _same_file(given: str, recorded: str) -> bool:
-    return Path(given).resolve() == Path(recorded).resolve()
