@@ -128,6 +128,9 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--optimizer", "gd", "--sampler", "epoch"], "sampler"),
         (["--batch-size", "0"], "batch_size"),
         (["--optimizer", "adam", "--batch-size", "4"], "--batch-size: adam train full-batch"),
+        # a protocol's field that a flag contradicts is named with the protocol
+        (["--protocol", "sgd", "--optimizer", "gd"], "(sampler is set by --protocol sgd)"),
+        (["--num-heldout", "1024"], "--num-heldout: only continuous data"),  # the default
         (["--protocol", "fast"], "--protocol"),
         (["--scale", "small"], "--scale"),
         (["--memory-budget", "-1"], "--memory-budget"),
@@ -883,7 +886,7 @@ def test_bad_data_and_settings_exit_2_naming_the_field(flags, field, tmp_path, c
     biases: every run crossed at once; complex: cast to real) trained on wrong data."""
     _write_bad_data(tmp_path)
     out = tmp_path / "never"
-    flags = flags.replace("--data-file ", f"--data file --data-file {tmp_path}/").split()
+    flags = flags.replace("--data-file ", f"--data-file {tmp_path}/").split()  # means --data file
     argv = ["run", *flags, "--widths", "4", "--deltas", "0", "--runs", "2", "--max-checks",
             "1", "--out", str(out), "--quiet"]  # fmt: skip
     err = _refused_in_one_line(argv, out, capsys)

@@ -11,6 +11,7 @@ from typing import Any
 from gdrelu import memory
 from gdrelu.cli.errors import UsageError
 from gdrelu.cli.parser import RUN_FLAGS
+from gdrelu.data import CONTINUOUS
 from gdrelu.protocols import protocol
 from gdrelu.spec import STEP_SIZE_RULES, ExperimentSpec, SpecError
 
@@ -19,35 +20,69 @@ COMPARE_SETS = ("optimizer", "stop_on", "stuck_rule")  # the fields `compared` o
 
 def requested_specs(args) -> list[ExperimentSpec]:
     """The specs of this command line: one, or one per optimizer of `gdrelu compare`. A
-    batch size given where no optimizer draws minibatches is refused, not ignored."""
-    values = given_values(args)
-    specs = specs_from(values, getattr(args, "optimizers", None))
+    batch size given where no optimizer draws minibatches, or --num-heldout for data that
+    draw no held-out points, is refused, not ignored; a refused field that a protocol or
+    the config file set says so."""
+    layers = _layers(args)
+    values = _merged(layers)
+    try:
+        specs = specs_from(values, getattr(args, "optimizers", None))
+    except UsageError as e:
+        raise UsageError(_with_origin(str(e), layers)) from None
     if "batch_size" in values and all(spec.full_batch for spec in specs):
         optimizers = ", ".join(spec.optimizer for spec in specs)
         given = "--batch-size" if getattr(args, "batch_size", None) is not None else "batch_size"
         raise UsageError(f"{given}: {optimizers} train full-batch (sampler 'full')")
+    if getattr(args, "num_heldout", None) is not None and specs[0].data not in CONTINUOUS:
+        data = specs[0].data
+        raise UsageError(f"--num-heldout: only continuous data draw held-out points; {data}")
     return specs
 
 
 def given_values(args) -> dict[str, Any]:
-    """The spec fields this command line sets: a protocol's, a config file's, the flags'
-    (a data file's path made absolute). A config file's field that `compared` sets for
-    every optimizer is refused."""
-    values = protocol(args.protocol) if getattr(args, "protocol", None) else {}
+    """The spec fields this command line sets: a protocol's, then a config file's, then
+    the flags' (a data file alone means data = 'file'; its path made absolute)."""
+    return _merged(_layers(args))
+
+
+def _layers(args) -> list[tuple[str, dict[str, Any]]]:
+    """(origin, fields) of a protocol, the config file and the flags, in the order they
+    apply. A config file's field that `compared` sets for every optimizer is refused."""
+    layers = []
+    if getattr(args, "protocol", None):
+        layers.append((f"--protocol {args.protocol}", protocol(args.protocol)))
     if args.config is not None:
-        values.update(_config(args.config))
+        config = _config(args.config)
         for field in COMPARE_SETS if getattr(args, "optimizers", None) else ():
-            if field in values:
+            if field in config:
                 raise UsageError(
                     f"{field}: gdrelu compare sets it for each optimizer itself "
                     "(docs/theory.md, 'Outcome of a run'); remove it from --config"
                 )
-    for field, *_ in RUN_FLAGS.values():
-        if getattr(args, field, None) is not None:
-            values[field] = getattr(args, field)
+        layers.append((f"--config {args.config}", config))
+    flags = {field: getattr(args, field, None) for field, *_ in RUN_FLAGS.values()}
+    layers.append(("flags", {k: v for k, v in flags.items() if v is not None}))
+    return layers
+
+
+def _merged(layers) -> dict[str, Any]:
+    values = {}
+    for _, fields in layers:
+        values.update(fields)
+    if "data_file" in values and "data" not in values:
+        values["data"] = "file"
     if isinstance(values.get("data_file"), str):  # a resume may start in another directory
         values["data_file"] = str(Path(values["data_file"]).resolve())
     return values
+
+
+def _with_origin(message: str, layers) -> str:
+    """`message` ("field: ...") with where its field was set, unless by a flag."""
+    field = message.split(":", 1)[0]
+    origins = [origin for origin, fields in layers if field in fields]
+    if not origins or origins[-1] == "flags":
+        return message
+    return f"{message} ({field} is set by {origins[-1]})"
 
 
 def specs_from(values: dict[str, Any], optimizers=None) -> list[ExperimentSpec]:

@@ -121,7 +121,7 @@ RUN_FLAGS = {
         f"validation and test points of continuous data (default {_default('num_heldout')})",
     ),
     "--split": ("split", _float_list, "train,validation,test fractions of a --data-file"),
-    "--data-file": ("data_file", str, "CSV (header; last column y) or NPZ (x, y) with --data file"),
+    "--data-file": ("data_file", str, "CSV (header; last column y) or NPZ (x, y): --data file"),
     "--dim": ("dim", int, "input dimension d for multi-axis, radial, rbf (default 1)"),
     "--num-train": ("num_train", int, "training points of continuous data (default 256·d)"),
     "--init": ("init", str, f"weights: {_one_of(INITS, 'init')}"),
