@@ -141,25 +141,34 @@ def experiment_summary(
 
 
 def format_table(cells: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of summary cells whose counts partition each cell's runs:
-    stuck (the runs P(stuck) counts), crossed (crossed and not stuck: under the
-    final-network rule a crossed run that ends in the linear regime is stuck, counted
-    once), and other (the rest: early-stopped, diverged, unfinished; under the final
-    rule these are the runs whose final network escaped, or diverged); then P(stuck) and
-    its 95% interval. Cells grown to a target half-width get a line saying their intervals
-    are nominal, and one naming those that stopped at --max-runs short of it."""
+    """A plain-text table of summary cells whose counts partition each cell's runs into
+    stuck (the runs P(stuck) counts) and two more columns, by the cell's stuck rule:
+    under the certificate rule crossed and other (early-stopped, diverged, unfinished);
+    under the final-network rule escaped (the final network left the linear regime,
+    crossed or not) and diverged. Then P(stuck) and its 95% interval. Cells grown to a
+    target half-width get a line saying their intervals are nominal, and one naming those
+    that stopped at --max-runs short of it."""
+    rules = sorted({c["stuck_rule"] for c in cells}) or ["certificate"]
+    first = "/".join({"certificate": "crossed", "final": "escaped"}[r] for r in rules)
+    last = "/".join({"certificate": "other", "final": "diverged"}[r] for r in rules)
+    wide = max(6, len(last))
     header = (
-        f"{'optimizer':>9} {'width':>6} {'delta':>6} {'runs':>6} {'crossed':>8} {'stuck':>6}"
-        f" {'other':>6}  P(stuck) [95% CI]"
+        f"{'optimizer':>9} {'width':>6} {'delta':>6} {'runs':>6} {first:>8} {'stuck':>6}"
+        f" {last:>{wide}}  P(stuck) [95% CI]"
     )
     lines = [header]
     for c in cells:
-        stuck, crossed = c["stuck"], c["crossed_not_stuck"]
-        other = c["runs"] - stuck - crossed
+        stuck = c["stuck"]
+        if c["stuck_rule"] == "final":
+            last_count = c["status_counts"]["diverged"]
+            first_count = c["runs"] - stuck - last_count
+        else:
+            first_count = c["crossed_not_stuck"]  # every crossed run: none is certified
+            last_count = c["runs"] - stuck - first_count
         lo, hi = c["ci95"]
         lines.append(
-            f"{c['optimizer']:>9} {c['width']:>6} {c['delta']:>6g} {c['runs']:>6} {crossed:>8}"
-            f" {stuck:>6} {other:>6}"
+            f"{c['optimizer']:>9} {c['width']:>6} {c['delta']:>6g} {c['runs']:>6}"
+            f" {first_count:>8} {stuck:>6} {last_count:>{wide}}"
             f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     if any(c.get("ci95_nominal") for c in cells):

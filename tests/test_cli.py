@@ -789,16 +789,27 @@ def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds():
 
 def test_the_table_partitions_the_runs():
     """SGD with stop_on = crossed and the final-network rule: a crossed run that ends in
-    the linear regime is stuck, counted once; crossed + stuck + other = runs."""
+    the linear regime is stuck, counted once; escaped + stuck + diverged = runs. Under
+    GD's certificate rule the same statuses partition as crossed, stuck (certified) and
+    other (early-stopped, diverged)."""
     from gdrelu.analysis import cell_summary, format_table
     from gdrelu.spec import ExperimentSpec
 
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=6, **protocol("sgd"))
-    status = [Status.CROSSED] * 4 + [Status.EARLY_STOPPED, Status.DIVERGED]
-    cell = cell_summary(finished_cell(Cell(4, 0.0, spec), status, [True] + [False] * 5))
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7, **protocol("sgd"))
+    status = [Status.CROSSED] * 4 + [Status.EARLY_STOPPED, Status.EARLY_STOPPED, Status.DIVERGED]
+    escaped = [True, False, False, False, True, False, True]  # a diverged run reads escaped
+    cell = cell_summary(finished_cell(Cell(4, 0.0, spec), status, escaped))
     assert (cell["stuck"], cell["crossed_not_stuck"]) == (4, 1)
-    runs, crossed_column, stuck, other = format_table([cell]).splitlines()[1].split()[3:7]
-    assert (runs, crossed_column, stuck, other) == ("6", "1", "4", "1")
+    header, row = format_table([cell]).splitlines()
+    assert header.split()[3:7] == ["runs", "escaped", "stuck", "diverged"]
+    assert row.split()[3:7] == ["7", "2", "4", "1"]
+
+    gd = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7)
+    status[1] = Status.STUCK
+    cell = cell_summary(finished_cell(Cell(4, 0.0, gd), status, escaped))
+    header, row = format_table([cell]).splitlines()
+    assert header.split()[3:7] == ["runs", "crossed", "stuck", "other"]
+    assert row.split()[3:7] == ["7", "3", "1", "3"]
 
 
 def test_a_protocol_lays_its_fields_under_the_config_and_flags(tmp_path):
