@@ -75,6 +75,7 @@ def run_experiment(
     """
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
+    units = None if units is None else Path(units)
     budget = memory.memory_budget(memory_budget)
     memory.check_fits(spec, budget)
     budget -= memory.results_bytes(spec)  # what the batches may use besides the results
@@ -100,11 +101,9 @@ def unit_name(spec: ExperimentSpec, width: int) -> str:
 
 def stored_cells(units: Path | None, name: str, cells: Sequence[Cell]) -> list[CellResult] | None:
     """The stored results of `cells` (unit `name` under `units`), or None if not stored."""
-    stored = None if units is None else store.load_unit(units, name)
+    stored = None if units is None else store.load_unit(Path(units), name, cells)
     if stored is None:
         return None
-    if len(stored) != len(cells):
-        raise store.ResumeError(f"{units}: unit {name} holds {len(stored)} cells, not {len(cells)}")
     return [CellResult(cell, *pair) for cell, pair in zip(cells, stored, strict=True)]
 
 

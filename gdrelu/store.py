@@ -168,10 +168,11 @@ def _unit_path(out_dir: Path, name: str) -> Path:
 
 
 def save_unit(out_dir: Path, name: str, cell_results: Sequence, seconds: float) -> None:
-    """One finished unit: the step sizes and `SimulationResult` of each cell, and the
-    `seconds` its training took, atomically."""
+    """One finished unit: each cell's width, Δ and spec, step sizes and
+    `SimulationResult`, and the `seconds` its training took, atomically."""
     arrays = {"seconds": np.float64(seconds)}
     for i, cr in enumerate(cell_results):
+        arrays[f"{i}/cell"] = np.asarray(json.dumps(_described(cr.cell), sort_keys=True))
         arrays[f"{i}/step_size"] = np.asarray(cr.step_size)
         for field, value in cr.result._asdict().items():
             if field == "params":
@@ -186,23 +187,52 @@ def save_unit(out_dir: Path, name: str, cell_results: Sequence, seconds: float) 
     _atomic_write(path, buffer.getvalue())
 
 
-def load_unit(out_dir: Path, name: str) -> list[tuple[np.ndarray, SimulationResult]] | None:
-    """The stored (step sizes, result) of each cell of unit `name`, in the order saved, or
-    None if that unit has not finished."""
+def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
+    """The stored (step sizes, result) of each of `cells` (`cells.Cell`) in unit `name`,
+    or None if that unit has not finished. A unit of other cells (another width, Δ or
+    spec setting, or another number of cells) is refused: its runs are not these cells'.
+    Units written before gdrelu stored their cells are taken as they are."""
     path = _unit_path(out_dir, name)
     if not path.exists():
         return None
     try:
         with np.load(path) as stored:
             count = sum(1 for key in stored.files if key.endswith("/step_size"))
-            cells = []
-            for i in range(count):
+            if count != len(cells):
+                raise ResumeError(f"{path} holds {count} cells, not {len(cells)}")
+            found = []
+            for i, cell in enumerate(cells):
+                if f"{i}/cell" in stored.files:
+                    _check_same_cell(path, json.loads(str(stored[f"{i}/cell"])), cell)
                 fields = {f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f != "params"}
                 params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
-                cells.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
+                found.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        if isinstance(err, ResumeError):
+            raise
         raise _unreadable(path, err) from None
-    return cells
+    return found
+
+
+def _described(cell) -> dict[str, Any]:
+    """What a unit records of a cell, in JSON's types: its width, Δ and spec, with a data
+    file named by its content (`data_sha256`), as cells are, not by its path."""
+    spec = cell.spec
+    described = {"width": int(cell.width), "delta": float(cell.delta), **spec.to_dict()}
+    described.update(data_file=None, data_sha256=spec.data_sha256)
+    return json.loads(json.dumps(described))
+
+
+def _check_same_cell(path: Path, stored: dict[str, Any], cell) -> None:
+    expected = _described(cell)
+    fields = sorted(stored.keys() | expected.keys())
+    differ = [k for k in fields if stored.get(k) != expected.get(k)]
+    if differ:
+        field = differ[0]
+        raise ResumeError(
+            f"{path} was trained with {field} = {stored.get(field)!r}, not "
+            f"{expected.get(field)!r}: use another directory for another spec"
+        )
 
 
 def stored_seconds(out_dir: Path) -> float:

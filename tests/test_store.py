@@ -1,9 +1,11 @@
 """The run directory's files: records as columns, the manifest and its checks on resume,
 the settings outside a spec that change results, and hashing a data file once."""
 
+import dataclasses
 import json
 import math
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -190,15 +192,58 @@ def test_a_diverged_configuration_writes_strict_json(tmp_path):
 def test_units_round_trip(tmp_path):
     spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
     cells = [fake_result(cell, 3) for cell in spec.cells()]
-    assert store.load_unit(tmp_path, "gd-w4") is None
+    assert store.load_unit(tmp_path, "gd-w4", spec.cells()) is None
     (tmp_path / store.UNITS).mkdir()
     assert store.stored_seconds(tmp_path) == 0.0
     store.save_unit(tmp_path, "gd-w4", cells, 2.5)
     store.save_unit(tmp_path, "gd-w8", cells, 0.25)
     assert store.stored_seconds(tmp_path) == 2.75  # what a resume adds to its own time
-    loaded = store.load_unit(tmp_path, "gd-w4")
+    loaded = store.load_unit(tmp_path, "gd-w4", spec.cells())
     assert len(loaded) == 2
     for (step, result), cr in zip(loaded, cells, strict=True):
         np.testing.assert_array_equal(step, cr.step_size)
         np.testing.assert_array_equal(result.status, cr.result.status)
         np.testing.assert_array_equal(result.params.a, cr.result.params.a)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seed": 7}, "seed = 0, not 7"),
+        ({"runs": 6}, "runs = 3, not 6"),
+        ({"deltas": (0.1, 0.0)}, "delta = 0.0, not 0.1"),  # the cells in another order
+        ({"step_factor": 0.5}, "step_factor = 1.0, not 0.5"),
+        ({"deltas": (0.0,)}, "holds 2 cells, not 1"),
+    ],
+)
+def test_a_unit_of_other_cells_is_refused(change, message, tmp_path):
+    """A unit directory given to another spec (`run_experiment(units=...)` from Python,
+    where no manifest guards it) is refused: its runs are another cell's or seed's."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    other = ExperimentSpec(**{**spec.to_dict(), **change})
+    with pytest.raises(store.ResumeError, match=re.escape(message)):
+        store.load_unit(tmp_path, "gd-w4", other.cells())
+
+
+def test_a_unit_from_before_cells_were_stored_is_read(tmp_path):
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    with np.load(path) as stored:
+        arrays = {k: v for k, v in stored.items() if not k.endswith("/cell")}
+    np.savez(path, **arrays)
+    assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())) == 2
+
+
+def test_run_experiment_refuses_the_units_of_another_spec(tmp_path):
+    """The path as a str, as a user types it; a second spec with another seed is refused
+    instead of returning the first spec's runs as its own."""
+    from gdrelu.runner import run_experiment
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=40, check_every=200, max_checks=2)
+    first = run_experiment(spec, units=str(tmp_path))
+    again = run_experiment(spec, units=str(tmp_path))  # read back
+    np.testing.assert_array_equal(first[0].result.final_loss, again[0].result.final_loss)
+    with pytest.raises(store.ResumeError, match="seed = 0, not 1"):
+        run_experiment(dataclasses.replace(spec, seed=1), units=str(tmp_path))
