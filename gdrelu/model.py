@@ -66,9 +66,16 @@ def activation(t: jax.Array, alpha: float | jax.Array = 0.0) -> jax.Array:
 
 
 def preactivations(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
-    """z_ji = s_a a_i·x_j + b_i for data x of shape (m,) or (m, d); returns (m, n)."""
-    if x.ndim == 1:
+    """z_ji = s_a a_i·x_j + b_i for data x of shape (m,) (a 1-D network: a of shape (n,))
+    or (m, d) (a (d, n)); returns (m, n). Other shapes of x are refused: they broadcast."""
+    if params.a.ndim == params.b.ndim:
+        if x.ndim != 1:
+            raise ValueError(f"x: shape {x.shape}; a 1-D network takes points of shape (m,)")
         return scaling.a * (x[:, None] * params.a) + params.b
+    if x.ndim != 2 or x.shape[1] != params.a.shape[0]:
+        raise ValueError(
+            f"x: shape {x.shape}; this network takes points of shape (m, {params.a.shape[0]})"
+        )
     return scaling.a * (x @ params.a) + params.b
 
 
@@ -124,6 +131,8 @@ def padded(params: Params, width: int, xp=jnp) -> Params:
 
 def kinks(params: Params) -> jax.Array:
     """Kink positions k_i = -b_i / a_i of a 1-D network, shape (n,)."""
+    if params.a.ndim != params.b.ndim:
+        raise ValueError(f"params: a of shape {params.a.shape} is not a 1-D network's (n,)")
     return -params.b / params.a
 
 
