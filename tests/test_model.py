@@ -92,3 +92,22 @@ def test_loss_gradient_equals_autodiff(dim, alpha, parameterization):
     got = jax.jit(loss_gradient)(params, x, y, p, alpha, scaling)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+def test_points_of_another_dimension_than_the_network_are_refused():
+    """Taken from x.ndim, one 2-D point (2,) met a 2-D network as two 1-D points and
+    broadcast to two outputs; the (1, 2) batch gives the one true output."""
+    key = jax.random.PRNGKey(0)
+    a, b, w = jax.random.normal(key, (3, 2, 5))
+    net2 = Params(a, b[0], w[0], jnp.zeros(()))
+    point = jnp.array([0.5, -1.0])
+    expected = jnp.sum(jnp.maximum(point @ a + b[0], 0.0) * w[0])
+    np.testing.assert_allclose(forward(net2, point[None, :]), [expected], rtol=1e-12)
+    for x in (point, jnp.ones((4, 3))):
+        with pytest.raises(ValueError, match=r"x: shape .* takes points of shape \(m, 2\)"):
+            forward(net2, x)
+    net1 = Params(a[0], b[0], w[0], jnp.zeros(()))
+    with pytest.raises(ValueError, match=r"a 1-D network takes points of shape \(m,\)"):
+        forward(net1, jnp.ones((4, 1)))
+    with pytest.raises(ValueError, match="not a 1-D network"):
+        kinks(net2)
