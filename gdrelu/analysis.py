@@ -11,7 +11,7 @@ import numpy as np
 
 from gdrelu.cells import CellResult
 from gdrelu.detectors import ESCAPE_MARGIN
-from gdrelu.outcome import STUCK_STATUSES, Status
+from gdrelu.outcome import Status
 from gdrelu.spec import ExperimentSpec
 from gdrelu.stats import failure_probability, paired_comparison
 
@@ -26,11 +26,8 @@ def stuck_runs(cell_result: CellResult) -> np.ndarray:
     degenerate; with the spec's "final" stuck rule also the runs whose final network is
     still in the linear regime (`detectors`; diverged runs are neither stuck nor escaped).
     """
-    res = cell_result.result
-    certified = np.isin(res.status, STUCK_STATUSES)
-    if not cell_result.cell.spec.final_stuck_rule:
-        return certified
-    return certified | (~res.escaped & (res.status != Status.DIVERGED))
+    rule = "final" if cell_result.cell.spec.final_stuck_rule else "certificate"
+    return cell_result.result.stuck(rule)
 
 
 def interval_halfwidth(cell_result: CellResult) -> float:

@@ -40,18 +40,31 @@ class SimulationResult(NamedTuple):
     """Per-run outcome of `simulate`, as numpy arrays with a leading runs axis."""
 
     status: np.ndarray  # Status codes, int8
-    stop_step: np.ndarray  # GD steps taken when the run stopped
+    stop_step: np.ndarray  # steps taken when the run stopped (a multiple of check_every)
     params: Params  # final parameters
-    max_kink: np.ndarray  # max over all steps and neurons of |b_i/a_i|
+    max_kink: np.ndarray  # max over all steps and neurons of |b_i/a_i| (|b_i|/‖s_a a_i‖ in d-D)
     final_loss: np.ndarray  # training loss at the final parameters
     pattern_change_step: np.ndarray  # first step whose activation pattern differs; -1: none
     loss_below_step: np.ndarray  # first step with final_loss-style training loss below
     # (1 - detectors.ESCAPE_MARGIN) * linear_threshold, checked after every step; -1: none
     linear_threshold: np.ndarray  # L_lin: the loss of the linear-regime minimum
-    escaped: np.ndarray  # final classification, valid for every optimizer (`detectors`)
-    best_validation_loss: np.ndarray  # best validation loss over the checks
+    escaped: np.ndarray  # final classification (`detectors`); True for a diverged run too
+    best_validation_loss: np.ndarray  # best validation loss over the checks (without
+    # validation points or weights: of the training loss)
     test_loss_at_best: np.ndarray  # test loss at that check (NaN without a test set)
     best_step: np.ndarray  # the step of that check
+
+    def stuck(self, rule: str = "certificate") -> np.ndarray:
+        """Which runs are stuck, bool (runs,) (docs/theory.md, "Outcome of a run"):
+        "certificate", those GD's certificate proved stuck or found degenerate
+        (`STUCK_STATUSES`); "final", also those whose final network is still in the linear
+        regime (not `escaped`, not diverged), the rule where no proof exists."""
+        certified = np.isin(self.status, STUCK_STATUSES)
+        if rule == "certificate":
+            return certified
+        if rule == "final":
+            return certified | (~np.asarray(self.escaped) & (self.status != Status.DIVERGED))
+        raise ValueError(f"rule: {rule!r} is not 'certificate' or 'final'")
 
 
 def stop_rules(

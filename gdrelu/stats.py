@@ -24,12 +24,24 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     return lower, upper
 
 
-def failure_probability(stuck, runs, level: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """P(stuck) = stuck / runs with its Clopper-Pearson interval."""
+def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """P(stuck) = stuck / runs with its Clopper-Pearson interval at `level`: two counts,
+    or one bool array of the runs (`SimulationResult.stuck`) and no `runs`."""
+    if runs is None:
+        mask = np.asarray(stuck)
+        if mask.dtype != bool or mask.ndim != 1:
+            raise ValueError(f"stuck: a bool array (runs,) without runs, not {mask.dtype} "
+                             f"{mask.shape}")  # fmt: skip
+        stuck, runs = int(mask.sum()), mask.size
+    for name, count in (("stuck", stuck), ("runs", runs)):
+        if not isinstance(count, int | np.integer) or isinstance(count, bool):
+            raise ValueError(f"{name}: {count!r} is not an integer count")
     if not 0 <= stuck <= runs or runs == 0:
         raise ValueError(
             f"failure_probability: need 0 ≤ stuck ≤ runs, runs ≥ 1, not {stuck}, {runs}"
         )
+    if not 0 < level < 1:
+        raise ValueError(f"level: {level!r} is not in (0, 1)")
     lower, upper = clopper_pearson(stuck, runs, level)
     return float(stuck) / float(runs), (float(lower), float(upper))
 

@@ -91,3 +91,27 @@ def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
         True: nominal,
         False: nominal + missed,
     }[met]
+
+
+def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
+    """Every final status twice, once escaped and once not: the certificate rule reads the
+    status alone (stuck, a- and x-degenerate); the final rule adds the runs not escaped,
+    except a diverged one."""
+    final = [s for s in Status if s != Status.RUNNING]
+    status = np.array(final * 2, np.int8)
+    escaped = np.repeat([True, False], len(final))
+    zeros = np.zeros(status.size)
+    fields = {f: zeros for f in SimulationResult._fields if f not in ("params", "status")}
+    result = SimulationResult(
+        params=Params(zeros, zeros, zeros, zeros),
+        **{**fields, "status": status, "escaped": escaped},
+    )
+    proven = {Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE}
+    expected = {
+        "certificate": [s in proven for s in final] * 2,
+        "final": [s in proven for s in final] + [s != Status.DIVERGED for s in final],
+    }
+    for rule, stuck in expected.items():
+        np.testing.assert_array_equal(result.stuck(rule), stuck)
+    with pytest.raises(ValueError, match="rule: 'paper'"):
+        result.stuck("paper")

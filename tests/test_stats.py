@@ -2,6 +2,7 @@
 comparison against hand counts, a published table and its exact coverage."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -43,6 +44,29 @@ def test_failure_probability():
     p, (lo, hi) = failure_probability(262, 400)
     assert p == pytest.approx(0.655) and lo < p < hi
     np.testing.assert_allclose(clopper_pearson([0, 3], [5, 5])[1][0], 1 - 0.025**0.2)
+
+
+def test_failure_probability_of_a_mask_of_runs():
+    """A bool array of the runs (`SimulationResult.stuck`): k = 5 of n = 10 gives the
+    textbook exact interval (0.1871, 0.8129)."""
+    p, (lo, hi) = failure_probability(np.arange(10) % 2 == 0)
+    assert p == 0.5 and (round(lo, 4), round(hi, 4)) == (0.1871, 0.8129)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((3, 10, 95), "level: 95"),  # a percentage: the interval was (nan, nan)
+        ((3, 10, 1.5), "level: 1.5"),
+        ((2.5, 10), "stuck: 2.5 is not an integer count"),
+        ((True, 10), "stuck: True is not an integer count"),
+        ((np.array([0, 1, 1]),), "stuck: a bool array"),
+        ((np.ones((2, 3), bool),), "stuck: a bool array"),
+    ],
+)
+def test_failure_probability_refuses(args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        failure_probability(*args)
 
 
 def _paired(b, c, same_stuck=10, same_free=20):
