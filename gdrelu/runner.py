@@ -202,7 +202,14 @@ def train_cells(
     neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
     (`memory.batching`): each cell's runs in index order, whatever the split. The cells
     may come from several specs that train alike (`_batch_settings`), such as the step
-    sizes of a grid."""
+    sizes of a grid. JAX's 64-bit mode must be on: without it the multinomial counts,
+    and so a float32 spec's runs, would be drawn otherwise than the CLI draws them."""
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            "run_experiment: a spec's runs draw their multinomial counts in float64, as the "
+            'CLI\'s do: call jax.config.update("jax_enable_x64", True) at start-up (float32 '
+            "specs still train in float32)"
+        )
     total = sum(idx.size for _, idx in work)
     spec = work[0][0].spec
     per_run, per_block_run = run_bytes(spec, bucket, work[0][0])

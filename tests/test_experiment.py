@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights
+from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
 from gdrelu.cells import Cell, initial_runs, noise_keys, run_key
 from gdrelu.data import draw_continuous
 from gdrelu.init import parameterization_of
@@ -300,3 +300,15 @@ def test_a_named_setting_of_the_wrong_type_is_a_spec_error(value):
     """`optimizer = []` in a TOML file: a SpecError naming the field, not a TypeError."""
     with pytest.raises(SpecError, match="optimizer"):
         ExperimentSpec.from_dict({"optimizer": value})
+
+
+def test_run_experiment_needs_64_bit_mode_even_for_float32():
+    """Without x64 the multinomial counts were drawn in float32: a float32 spec's weights
+    and statuses differed from the CLI's (which turns x64 on) for the same seed."""
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=4, dtype="float32", max_checks=1)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            run_experiment(spec)
+    finally:
+        jax.config.update("jax_enable_x64", True)
