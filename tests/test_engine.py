@@ -423,6 +423,22 @@ def test_bad_arguments_are_named(width8):
             simulate(params, data, step, **{field: bad})
     with pytest.raises(ValueError, match=r"^max_checks: .* int32 step counter"):
         simulate(params, data, step, check_every=2**16, max_checks=2**15)
+    # each of these ran: α outside [0, 1) diverged or kept the certificate of ReLU, a
+    # negative patience stopped every run at its first check, NaN never stopped any
+    for field, bad in [("alpha", np.nan), ("alpha", 1.0), ("alpha", -0.5), ("min_delta", np.nan),
+                       ("min_delta", -1e-8)]:  # fmt: skip
+        with pytest.raises(ValueError, match=rf"^{field}: .* is not in \[0, "):
+            simulate(params, data, step, **{field: bad})
+    with pytest.raises(ValueError, match=r"^alpha: one real number"):
+        simulate(params, data, step, alpha=np.zeros(1))  # crashed in the C loop's arguments
+    with pytest.raises(ValueError, match=r"^patience: must be a positive integer"):
+        simulate(params, data, step, patience=-1)
+    with pytest.raises(
+        ValueError, match=r"^stop_on: a tuple of rule names, such as \('crossed',\)"
+    ):
+        simulate(params, data, step, stop_on="crossed")  # read as the letters c, r, o, ...
+    with pytest.raises(ValueError, match=r"^step_size: 'paper' is a rule of ExperimentSpec"):
+        simulate(params, data, "paper")
 
 
 def test_no_block_or_redo_trains_a_single_lane():

@@ -7,6 +7,7 @@ arguments, place the runs, train chunk by chunk, collect the results).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -170,13 +171,21 @@ def _validated(
     path,
     block,
     redo,
+    alpha,
+    min_delta,
+    patience,
     **_,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
-    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
+    _check_counts(
+        check_every=check_every, max_checks=max_checks, block=block, redo=redo, patience=patience
+    )
     check_step_budget(check_every, max_checks)
+    _check_scalars(alpha=alpha, min_delta=min_delta)
+    if isinstance(stop_on, str):
+        raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
     _check_inputs(params, data, step_size, validation_weights, validation, test)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
@@ -216,11 +225,28 @@ def _check_counts(**counts) -> None:
             raise ValueError(f"{name}: must be a positive integer, not {count!r}")
 
 
+def _check_scalars(**scalars) -> None:
+    """The leak α of σ_α in [0, 1) (the paper's LeakyReLU) and early stopping's
+    min_delta ≥ 0, each one finite real number."""
+    for name, value in scalars.items():
+        number = np.asarray(value).item() if np.ndim(value) == 0 else None
+        if not isinstance(number, int | float) or isinstance(number, bool):
+            raise ValueError(f"{name}: one real number, not {value!r}")
+        high = 1.0 if name == "alpha" else math.inf
+        if not (math.isfinite(number) and 0.0 <= number < high):
+            raise ValueError(f"{name}: {value!r} is not in [0, {high:g})")
+
+
 def _check_inputs(params: Params, data, step_size, validation_weights, validation, test):
     """Refuse inputs of other runs than `params`', step sizes that are not positive and
     finite (a scalar or one per run), and runs of fewer than two points."""
     _check_runs(params, data=data, validation_weights=validation_weights)
     _check_runs(params, validation=validation, test=test)
+    if isinstance(step_size, str):
+        raise ValueError(
+            f"step_size: {step_size!r} is a rule of ExperimentSpec; simulate takes numbers "
+            "(a scalar or one per run), e.g. theory.paper_step_size(params, data)"
+        )
     if step_size is not None:
         h = np.asarray(jax.device_get(step_size))
         if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
