@@ -107,7 +107,7 @@ _PARAMETRIC = re.compile(r"^(normal|uniform)\(([^()]+)\)$|^he\+(\d+)$")
 
 def parse_bias_init(name: str) -> tuple[str, float | None]:
     """("normal", σ), ("uniform", σ), ("he+k", k) or (name, None); ValueError names the field."""
-    match = _PARAMETRIC.match(name.strip())
+    match = _PARAMETRIC.match(name)  # no stripping: the name is hashed into the cell
     if match:
         if match.group(3) is not None:
             k = int(match.group(3))

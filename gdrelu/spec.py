@@ -113,8 +113,13 @@ class ExperimentSpec:
 
     def __post_init__(self):
         for name in ("widths", "deltas", "stop_on", "split"):  # lists, as a caller may pass
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):  # numbers as Python's, for hashing and JSON
+                value = value.tolist()
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+            elif name in ("widths", "deltas") and not isinstance(value, tuple):
+                raise SpecError(name, f"a tuple, such as ({value!r},), not {value!r}")
         for check in (_check_data, _check_grid, _check_training, _check_stopping):
             check(self)
 

@@ -1,5 +1,7 @@
 """Specs, keys and the statistics of what the samplers draw."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -165,6 +167,14 @@ def test_unknown_setting_is_named():
         ExperimentSpec.from_dict({"widht": [8]})
 
 
+def test_numpy_grids_are_stored_as_tuples_of_python_numbers():
+    """A spec of numpy arrays could not be hashed or written to JSON."""
+    spec = ExperimentSpec(widths=np.array([16, 32]), deltas=np.array([0.0, 0.1]), runs=2)
+    assert spec.widths == (16, 32) and type(spec.widths[0]) is int
+    assert json.loads(json.dumps(spec.to_dict()))["deltas"] == [0.0, 0.1]
+    assert hash(spec) == hash(ExperimentSpec(widths=(16, 32), deltas=(0.0, 0.1), runs=2))
+
+
 def test_bias_init_cells_leave_the_paper_cells_alone():
     """bias_init = zero keeps the paper's cell hash (and so every run); another init gives
     other runs whose biases follow it, from the same data and weights."""
@@ -194,6 +204,10 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
         (dict(step_size=1e-30, step_factor=1e-30, dtype="float32"), "step_size"),  # 0 there
         # settings nothing would read: refused rather than recorded as if they had acted
         (dict(num_heldout=10), "num_heldout"),
+        # a bare number ('int' object is not iterable); padded names were other cells
+        (dict(widths=16), r"widths: a tuple, such as \(16,\)"),
+        (dict(deltas=0.1), r"deltas: a tuple, such as \(0.1,\)"),
+        (dict(bias_init=" normal(1)"), "bias_init: ' normal"),
     ],
 )
 def test_bad_settings_name_their_field(values, field):
