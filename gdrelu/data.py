@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SIX_POINTS_X = (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0)
 SIX_POINTS_Y = (-1.0, 2.0, -1.0, 1.0, -2.0, 1.0)
@@ -42,6 +43,10 @@ def multinomial_weights(
     it), so that they stay exact integers up to N = 2^53, as the integer counts of the
     paper's float32 code were; only p_j is rounded to `dtype`.
     """
+    if isinstance(num_samples, int | float | np.number) and not (
+        float(num_samples).is_integer() and num_samples >= 1
+    ):  # a traced N is the caller's to check
+        raise ValueError(f"num_samples: {num_samples!r} is not a positive integer")
     dtype = dtype or jnp.result_type(float)
     counting = count_dtype()
     probs = jnp.full((num_points,), 1.0 / num_points, dtype=counting)

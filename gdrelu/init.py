@@ -28,6 +28,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gdrelu.model import STANDARD, Params, Scaling, scaling_of
 
@@ -50,17 +51,25 @@ VARIANCES = {
 
 def he_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     """Standard / He: a_i ~ N(0, 2/d I), w_i ~ N(0, 2/n), b = 0, c = 0."""
-    return _layers(key, n, d, *VARIANCES["he"](n, d), dtype or jnp.result_type(float))
+    return _initialized("he", n, d, key, dtype)
 
 
 def swapped_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     """The paper's swapped variances: a_i ~ N(0, 2/n), w_i ~ N(0, 2), b = 0, c = 0."""
-    return _layers(key, n, d, *VARIANCES["swapped"](n, d), dtype or jnp.result_type(float))
+    return _initialized("swapped", n, d, key, dtype)
 
 
 def ntk_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
     """NTK: raw weights a_i, w_i ~ N(0, 1) (the forward pass scales them), b = 0, c = 0."""
-    return _layers(key, n, d, *VARIANCES["ntk"](n, d), dtype or jnp.result_type(float))
+    return _initialized("ntk", n, d, key, dtype)
+
+
+def _initialized(init: str, n: int, d: int, key, dtype) -> Params:
+    """One network of `n` neurons on R^d (n and d are shapes: static Python integers)."""
+    for name, size in (("n", n), ("d", d)):
+        if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"{name}: {size!r} is not a positive integer (a static shape)")
+    return _layers(key, n, d, *VARIANCES[init](n, d), dtype or jnp.result_type(float))
 
 
 INITS = {"he": he_init, "swapped": swapped_init, "ntk": ntk_init}

@@ -17,6 +17,10 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     """
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
+    if not np.all((k >= 0) & (k <= n) & (n >= 1) & (k == np.round(k)) & (n == np.round(n))):
+        raise ValueError(f"clopper_pearson: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level: {level!r} is not in (0, 1)")
     tail = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
         lower = np.where(k > 0, special.betaincinv(k, n - k + 1, tail), 0.0)
@@ -40,8 +44,6 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
         raise ValueError(
             f"failure_probability: need 0 ≤ stuck ≤ runs, runs ≥ 1, not {stuck}, {runs}"
         )
-    if not 0 < level < 1:
-        raise ValueError(f"level: {level!r} is not in (0, 1)")
     lower, upper = clopper_pearson(stuck, runs, level)
     return float(stuck) / float(runs), (float(lower), float(upper))
 

@@ -16,6 +16,7 @@ from gdrelu.data import (
     double_cross_points,
     load_user_data,
     multi_axis_points,
+    multinomial_weights,
     sample_example,
     sample_radial,
     split_indices,
@@ -222,3 +223,10 @@ def test_validation_weights_are_a_draw_independent_of_the_training_weights(name)
         assert abs(np.var(valid[:, j], ddof=1) - var) < Z * math.sqrt(var_of_var), j
         correlation = np.corrcoef(train[:, j], valid[:, j])[0, 1]
         assert abs(correlation) < Z / math.sqrt(runs), (j, correlation)
+
+
+@pytest.mark.parametrize("count", [2.5, 0, -5])
+def test_a_sample_count_that_is_not_a_positive_integer_is_refused(count):
+    """N = 2.5 gave weights summing to 0.8, N ≤ 0 NaN weights."""
+    with pytest.raises(ValueError, match=f"^num_samples: {count!r} is not a positive integer"):
+        multinomial_weights(jax.random.PRNGKey(0), 6, count)

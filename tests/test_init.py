@@ -163,3 +163,11 @@ def test_padded_init_draws_the_narrow_network(init, dtype):
         for g, w in zip(got, want, strict=True):
             assert g.dtype == dtype
             np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize(("args", "field"), [((0,), "n: 0"), ((4, 0), "d: 0"), ((-3,), "n: -3"),
+                                             ((4.0,), "n: 4.0")])  # fmt: skip
+def test_a_network_without_neurons_or_inputs_is_refused(args, field):
+    """he_init(0) divided by zero (Var w = 2/n); he_init(-3) failed in MLIR."""
+    with pytest.raises(ValueError, match=f"^{field} is not a positive integer"):
+        he_init(*args, key=jax.random.PRNGKey(0))

@@ -69,6 +69,13 @@ def test_failure_probability_refuses(args, message):
         failure_probability(*args)
 
 
+@pytest.mark.parametrize(("k", "n"), [(11, 10), (-1, 10), (0, 0), (2.5, 10), ([1, 5], [4, 4])])
+def test_clopper_pearson_refuses_what_is_no_binomial_count(k, n):
+    """k > n gave (nan, 1.0) without a word."""
+    with pytest.raises(ValueError, match="clopper_pearson: need integers"):
+        clopper_pearson(k, n)
+
+
 def _paired(b, c, same_stuck=10, same_free=20):
     """Paired outcomes with b runs (a stuck, b not) and c runs (b stuck, a not)."""
     a = [True] * b + [False] * c + [True] * same_stuck + [False] * same_free
