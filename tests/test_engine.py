@@ -439,6 +439,10 @@ def test_bad_arguments_are_named(width8):
         simulate(params, data, step, stop_on="crossed")  # read as the letters c, r, o, ...
     with pytest.raises(ValueError, match=r"^step_size: 'paper' is a rule of ExperimentSpec"):
         simulate(params, data, "paper")
+    one = jax.tree.map(lambda v: v[0], (params, data, step))
+    for bad in (one[0], params._replace(b=params.b[:, :0], a=params.a[:, :0], w=params.w[:, :0])):
+        with pytest.raises(ValueError, match=r"^params: .* a leading runs axis"):
+            simulate(bad, data, step)  # an IndexError; width 0: argmax of an empty sequence
 
 
 def test_no_block_or_redo_trains_a_single_lane():

@@ -261,6 +261,12 @@ def _check_inputs(params: Params, data, step_size, validation_weights, validatio
 def _check_runs(params: Params, **inputs) -> None:
     """Refuse an input (a pytree or None) whose leaves' leading axis is not the runs axis
     of `params`, naming it: its runs would train on another run's points."""
+    if np.ndim(params.c) != 1 or np.shape(params.c)[0] < 1 or np.shape(params.b)[-1] < 1:
+        raise ValueError(
+            f"params: c of shape {np.shape(params.c)}, b of {np.shape(params.b)}; simulate "
+            "takes a batch of at least one run of at least one neuron, a leading runs axis "
+            "on every field (jax.vmap the init over keys)"
+        )
     runs = int(np.shape(params.c)[0])
     for name, tree in inputs.items():
         for leaf in jax.tree.leaves(tree):
