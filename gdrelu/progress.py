@@ -78,6 +78,13 @@ class CheckClock:
             if cell not in self.finished[spec]
         )
 
+    def bounded(self) -> bool:
+        """Whether `seconds_left` is an upper bound rather than an estimate: some spec
+        whose runs can stop early has no finished cell yet, so its cells are priced at
+        their whole budget."""
+        specs = zip(self.can_stop, self.finished, self.done, strict=True)
+        return any(can_stop and not finished and done for can_stop, finished, done in specs)
+
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each
         spec's checks left at the seconds per cell-check measured on it, else on all."""

@@ -96,3 +96,29 @@ def test_a_clock_over_specs_has_their_budgets_and_cells():
     clock = spec_clock(specs, clock=FakeClock())
     assert clock.budgets == [7, 3] and clock.can_stop == [True, False]
     assert list(clock.done[0]) == [(4, 0.0), (4, 0.1), (8, 0.0), (8, 0.1)]
+
+
+def test_the_estimate_is_a_bound_until_a_cell_that_can_stop_has_stopped():
+    """Priced at the whole budget while none has stopped, a first ETA of hours for a run
+    of seconds: the bar says it is an upper bound. A spec that cannot stop needs its
+    budget: an estimate from the start."""
+    fake = FakeClock()
+    clock = CheckClock([1000, 10], [True, False], [[(8, 0.0), (16, 0.0)], [(8, 0.0)]], fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8, 16), 1, 1.0)
+    assert clock.bounded()
+    clock.cell_done(0, (8, 0.0))
+    assert not clock.bounded()
+    assert not CheckClock([10], [False], [[(8, 0.0)]], fake).bounded()
+
+
+def test_the_bar_marks_a_bound():
+    from gdrelu.cli.progress import RunProgress
+
+    fake = FakeClock()
+    clock = CheckClock([1000], [True], [[(8, 0.0), (16, 0.0)]], fake)
+    bar = RunProgress(20, clock, enabled=False)
+    _run_checks(clock, fake, 0, (8, 16), 1, 1.0)
+    assert bar.postfix().endswith("eta ≤ 16:39")  # 2 cells × 999 checks × 0.5 s
+    clock.cell_done(0, (8, 0.0))
+    assert bar.postfix().endswith("eta 00:00")  # width 16 is expected to stop now too

@@ -81,7 +81,8 @@ class RunProgress:
         parts = [f"{label}={count}" for label, count in shown.items() if count]
         left = self.clock.seconds_left()
         if left is not None:  # past its estimate (cells grown to a target): 0, not negative
-            parts.append(f"eta {self.bar.format_interval(max(0.0, left))}")
+            bound = "≤ " if self.clock.bounded() else ""  # no cell has stopped yet
+            parts.append(f"eta {bound}{self.bar.format_interval(max(0.0, left))}")
         return ", ".join(parts)
 
     def _advance(self, runs: int) -> None:
