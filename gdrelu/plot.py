@@ -11,10 +11,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
 
 def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
-    """P(stuck) against width (log-2 axis), one line per Δ, with 95% interval bands.
+    """P(stuck) against width (log-2 axis), one line per Δ, with 95% interval bars and
+    bands (`failure_probability_figure`), saved to `path`."""
+    fig = failure_probability_figure(cells)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def failure_probability_figure(cells: Sequence[dict]):
+    """The figure of `failure_probability_plot`: each cell's 95% interval as an error bar
+    (a band joins them across widths; one width has only its bars).
 
     `cells` are summary.json cell records (width, delta, p_stuck, ci95, stuck_rule): the
     axis says "provably" only where every cell counts certified runs.
@@ -29,17 +39,11 @@ def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
             key=lambda c: c["width"],
         )
         widths = [c["width"] for c in rows]
-        p = [c["p_stuck"] for c in rows]
+        p = np.array([c["p_stuck"] for c in rows])
+        low, high = np.array([c["ci95"] for c in rows]).T
         label = f"Δ = {delta:g}" if len(optimizers) == 1 else f"{optimizer}, Δ = {delta:g}"
-        (line,) = ax.plot(widths, p, marker="o", label=label)
-        ax.fill_between(
-            widths,
-            [c["ci95"][0] for c in rows],
-            [c["ci95"][1] for c in rows],
-            color=line.get_color(),
-            alpha=0.2,
-            linewidth=0,
-        )
+        bars = ax.errorbar(widths, p, yerr=[p - low, high - p], marker="o", capsize=3, label=label)
+        ax.fill_between(widths, low, high, color=bars.lines[0].get_color(), alpha=0.2, linewidth=0)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("width n")
     rules = {c.get("stuck_rule", "certificate") for c in cells}
@@ -53,8 +57,7 @@ def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
     ax.set_title(title, fontsize="medium")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def comparison_plot(comparisons: Sequence[dict], path: Path) -> None:
