@@ -443,6 +443,9 @@ def test_bad_arguments_are_named(width8):
     for bad in (one[0], params._replace(b=params.b[:, :0], a=params.a[:, :0], w=params.w[:, :0])):
         with pytest.raises(ValueError, match=r"^params: .* a leading runs axis"):
             simulate(bad, data, step)  # an IndexError; width 0: argmax of an empty sequence
+    for dtype in (np.int64, np.float16):  # "not inexact"; no float16 eigensolver
+        with pytest.raises(ValueError, match=f"^params: {np.dtype(dtype)} weights"):
+            simulate(jax.tree.map(lambda v, t=dtype: np.asarray(v, t), params), data, step)
 
 
 def test_no_block_or_redo_trains_a_single_lane():

@@ -326,3 +326,10 @@ def test_run_experiment_needs_64_bit_mode_even_for_float32():
             run_experiment(spec)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_run_experiment_names_a_spec_or_budget_of_the_wrong_type():
+    with pytest.raises(TypeError, match="spec: an ExperimentSpec"):
+        run_experiment({"widths": [4]})  # 'dict' object has no attribute 'path'
+    with pytest.raises(TypeError, match="memory_budget: a number of bytes"):
+        run_experiment(ExperimentSpec(widths=(4,), runs=2), memory_budget="1GB")

@@ -282,8 +282,12 @@ def is_integer(value) -> bool:
 
 
 def check_precision(params: Params, data: WeightedData) -> None:
-    """Refuse float64 params or data while `jax_enable_x64` is off: JAX would train them
-    as float32 without a word."""
+    """Refuse params that are not float32 or float64 (the runs train in their dtype: an
+    integer network cannot, and float16 has no eigensolver), and float64 params or data
+    while `jax_enable_x64` is off: JAX would train them as float32 without a word."""
+    dtype = np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
     if jax.config.read("jax_enable_x64"):
         return
     wide = [np.dtype(v.dtype) == np.float64 for v in (*params, *data) if hasattr(v, "dtype")]
