@@ -269,6 +269,31 @@ def test_user_file_split_per_run(tmp_path):
         ExperimentSpec(split=(0.5, 0.5, 0.5))
 
 
+def test_a_split_that_puts_a_training_point_at_the_mean_is_warned_of(tmp_path):
+    """x = 0, ..., 9, six training points: 20 of the C(10, 6) = 210 subsets hold their own
+    mean (counted by hand in the test), which standardizes to x = 0, where every initial
+    kink of zero biases is: such runs 'cross' at once. Of 3000 runs the warnings count
+    Binomial(3000, 2/21) of them, within 5 standard errors."""
+    import itertools
+    import re
+    import warnings
+
+    subsets = list(itertools.combinations(range(10), 6))
+    holding = sum(sum(s) % 6 == 0 and sum(s) // 6 in s for s in subsets)
+    assert (holding, len(subsets)) == (20, 210)
+    path = tmp_path / "ints.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{(7 * i) % 5}\n" for i in range(10)))
+    spec = ExperimentSpec(data="file", data_file=str(path), split=(0.6, 0.2, 0.2), runs=3000,
+                          widths=(4,), deltas=(0.0,))  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        initial_runs(Cell(4, 0.0, spec), np.arange(3000))
+    counts = [re.match(r"(\d+) of (\d+) runs of width 4", str(w.message)) for w in caught]
+    assert all(counts) and sum(int(m.group(2)) for m in counts) == 3000
+    p = holding / len(subsets)
+    assert abs(sum(int(m.group(1)) for m in counts) - 3000 * p) < 5 * np.sqrt(3000 * p * (1 - p))
+
+
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_adaptive_runs_equal_a_run_of_their_final_size():
     """--target-halfwidth: each cell grows in batches of `runs` until its interval is

@@ -27,6 +27,7 @@ written.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from gdrelu.cache import default_cache_dir, use_compilation_cache
 from gdrelu.cli.backends import use_every_cpu_core
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     from gdrelu.store import ResumeError
 
     command_line = parser()
+    warnings.formatwarning = _one_line
     try:
         args = command_line.parse_args(argv)
         if args.command is None:
@@ -84,3 +86,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gdrelu: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command prints it: one line, without Python's source location."""
+    return f"gdrelu: warning: {message}\n"
