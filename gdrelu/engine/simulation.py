@@ -69,11 +69,12 @@ def simulate(
     """Train every run until it stops, or for `max_checks` checks `check_every` steps apart.
 
     params, data: a leading runs axis on every field; step_size: (runs,) or a scalar (None
-    for an optax transformation with its own learning rate); float64 needs
-    `jax_enable_x64`. `optimizer`: "gd", "sgd", "momentum", "adam", a function h -> optax
-    transformation, or a transformation (`optim.get_optimizer`, with `sampler` and
-    `batch_size`); a stochastic sampler needs `key`, one key per run (typed, or (runs, 2)
-    key data). `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`).
+    for an optax transformation with its own learning rate). The runs train in the
+    parameters' dtype, float32 or float64 (which needs `jax_enable_x64`); data, step sizes
+    and held-out points are cast to it. `optimizer`: "gd", "sgd", "momentum", "adam", a
+    function h -> optax transformation, or a transformation (`optim.get_optimizer`, with
+    `sampler` and `batch_size`); a stochastic sampler needs `key`, one key per run (typed,
+    or (runs, 2) key data). `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`).
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
