@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -246,14 +247,25 @@ def reproduce(
     for name in names:
         directory = out / name
         saved = directory / "section.json"
-        if saved.exists():
-            section = report.Section.from_json(json.loads(saved.read_text()))
-        else:
+        section = _saved_section(saved)
+        if section is None:
             directory.mkdir(parents=True, exist_ok=True)
             section = run_one(name, scale, directory, on_progress, memory_budget)
             store.write_text(saved, json.dumps(section.to_json(), indent=1, default=float))
         sections.append(section._replace(figure=f"{name}/{section.figure}"))
     return write(out, scale, sections)
+
+
+def _saved_section(path: Path) -> report.Section | None:
+    """The finished section stored at `path`, or None: not finished, or its file damaged
+    (then the section runs again, from its stored units where it has them)."""
+    if not path.exists():
+        return None
+    try:
+        return report.Section.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"{path} is unreadable ({err}); that section runs again", stacklevel=2)
+        return None
 
 
 def write(out: Path, scale: str, sections: list[report.Section]) -> Path:

@@ -35,7 +35,7 @@ class ResumeError(ValueError):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share it
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -62,7 +62,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def _atomic_figure(path: Path, draw: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")  # matplotlib picks the format by suffix
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # the suffix: PNG
     draw(tmp)
     os.replace(tmp, path)
 
@@ -128,11 +128,23 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """The manifest `out_dir` was started with; ResumeError if it has none."""
+    """The manifest `out_dir` was started with; ResumeError if it has none, or one that
+    is cut or edited out of shape."""
+    path = out_dir / MANIFEST
+    if not out_dir.is_dir():
+        raise ResumeError(f"{out_dir} is not a directory")
+    if not path.exists():
+        raise ResumeError(f"{out_dir} has no {MANIFEST}: not a gdrelu run")
     try:
-        return json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        raise ResumeError(f"{out_dir} has no readable {MANIFEST}: not a gdrelu run") from None
+        started = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ResumeError(f"{path} is unreadable ({err}): the run cannot be resumed") from None
+    specs = started.get("specs") if isinstance(started, dict) else None
+    if not (isinstance(specs, list) and specs and all(isinstance(x, dict) for x in specs)):
+        raise ResumeError(f"{path} records no spec: the run cannot be resumed")
+    if not isinstance(started.get("settings", {}), dict):
+        raise ResumeError(f"{path} records its settings out of shape: the run cannot be resumed")
+    return started
 
 
 def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -141,7 +153,7 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     from gdrelu.provenance import differing_fields
 
     started = read_manifest(out_dir)
-    was, now = started.get("specs", []), manifest["specs"]
+    was, now = started["specs"], manifest["specs"]
     if len(was) != len(now):
         raise ResumeError(f"{out_dir} was started with {len(was)} specs, this run has {len(now)}")
     for before, after in zip(was, now, strict=True):
@@ -207,7 +219,7 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
                 fields = {f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f != "params"}
                 params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
                 found.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
         if isinstance(err, ResumeError):
             raise
         raise _unreadable(path, err) from None
@@ -244,7 +256,7 @@ def stored_seconds(out_dir: Path) -> float:
         try:
             with np.load(path) as stored:
                 total += float(stored["seconds"]) if "seconds" in stored.files else 0.0
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
             raise _unreadable(path, err) from None
     return total
 

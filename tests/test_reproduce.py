@@ -62,6 +62,11 @@ def test_a_finished_experiment_is_not_run_again_and_a_killed_one_resumes(
     assert section["seconds"] >= store.stored_seconds(tmp_path / "sgd") > 0  # still counts
     units = sorted(p.name for p in (tmp_path / "sgd" / "units").iterdir())
     assert units and all(name.endswith(".npz") for name in units), units
+    saved = tmp_path / "sgd" / "section.json"
+    saved.write_text(saved.read_text()[:-10])  # cut (a copy, a full disk): a JSONDecodeError
+    with pytest.warns(UserWarning, match="section.json is unreadable .* that section runs again"):
+        reproduce.reproduce(tmp_path, scale="small", only=("sgd",))
+    assert trained == [] and json.loads(saved.read_text())["settings"]["early_stopping"]
 
 
 def test_a_reproduction_an_older_gdrelu_started_resumes_from_its_units(tiny, tmp_path, monkeypatch):

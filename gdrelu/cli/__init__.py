@@ -26,6 +26,7 @@ written.
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
     a width of which one run cannot fit in the memory budget, or a run directory that
     cannot be resumed (a stored unit unreadable or of other cells)."""
-    from gdrelu.cli import reproduce, resume, run, section10
+    from gdrelu.cli import outdir, reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
     from gdrelu.spec import SpecError
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
 
     command_line = parser()
     warnings.formatwarning = _one_line
+    args = None
     try:
         args = command_line.parse_args(argv)
         if args.command is None:
@@ -86,8 +88,29 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gdrelu: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRORS:
+            raise
+        print(f"gdrelu: error: {e.strerror}: {e.filename}{_resume_hint(args)}", file=sys.stderr)
+        return 1
+    finally:
+        outdir.release()
 
 
 def _one_line(message, category, filename, lineno, line=None) -> str:
     """A warning as the command prints it: one line, without Python's source location."""
     return f"gdrelu: warning: {message}\n"
+
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _resume_hint(args) -> str:
+    """How to finish the run this process held, if it held one."""
+    from gdrelu.cli import outdir
+
+    started = outdir.held()
+    if started is None:
+        return ""
+    command = "reproduce" if getattr(args, "command", None) == "reproduce" else "run"
+    return f"; finish with: gdrelu {command} --resume {started}"

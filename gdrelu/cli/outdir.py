@@ -1,9 +1,11 @@
-"""The run directory of a command: room on its disk, created and proven writable, and
-its manifest written or, on --resume, checked, all before any compute."""
+"""The run directory of a command: room on its disk, created and proven writable, held
+by this process alone, and its manifest written or, on --resume, checked, all before any
+compute."""
 
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ from gdrelu.cli.errors import UsageError
 
 
 def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
-    """The directory to resume, checked against `manifest`, or a new one holding it."""
+    """The directory to resume, checked against `manifest`, or a new one holding it; held
+    (`_held`) until `release` so that no second gdrelu process writes into it."""
     from gdrelu.store import ResumeError, check_manifest, write_manifest
 
     check_space(args.resume or args.out or Path("runs"), need_bytes)
@@ -21,6 +24,8 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
             check_manifest(args.resume, manifest)
         except ResumeError as err:
             raise UsageError(f"--resume: {err}") from None
+        _writable(args.resume, "--resume")
+        _held(args.resume, "--resume")
         return args.resume
     out = _created(args.out)
     write_manifest(out, manifest)
@@ -51,9 +56,29 @@ def check_space(out: Path, need: int) -> None:
 
 
 def _created(out: Path | None) -> Path:
-    """The output directory (default runs/<timestamp>/), created and proven writable."""
+    """The output directory, new or empty, created, proven writable and held; by default
+    runs/<timestamp>/, with a suffix when another run took that second's name."""
     if out is None:
-        out = Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", *(f"-{i}" for i in range(2, 100))):
+            out = stamp.with_name(stamp.name + suffix)
+            try:
+                out.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise UsageError(f"--out: cannot create {out}: {e.strerror}") from None
+    _refuse_used(out)
+    _writable(out, "--out")
+    _held(out, "--out")
+    _refuse_used(out)  # again, now that no other gdrelu process can start there
+    return out
+
+
+def _refuse_used(out: Path) -> None:
+    """Refuse a directory that holds anything: a run's results or start, or other files
+    that runs.csv, summary.json and the figures would overwrite."""
     from gdrelu.store import MANIFEST, UNITS
 
     if (out / "summary.json").exists():
@@ -63,11 +88,51 @@ def _created(out: Path | None) -> Path:
             f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
             "another directory"
         )
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
+    if found:
+        named = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise UsageError(f"--out: {out} is not empty ({named}); choose a new or empty directory")
+
+
+def _writable(out: Path, flag: str) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test.{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"--out: cannot write to {out}: {e.strerror}") from None
-    return out
+        raise UsageError(f"{flag}: cannot write to {out}: {e.strerror}") from None
+
+
+LOCK = ".lock"
+_HELD: list[tuple[Path, int]] = []  # directories held, and their locks' descriptors
+
+
+def _held(out: Path, flag: str) -> None:
+    """Hold `out` with an exclusive lock on out/.lock (where the OS has flock): a second
+    gdrelu process writing there (a requeued job, another terminal) is refused."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; nothing guards the directory
+        _HELD.append((out, -1))
+        return
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UsageError(f"{flag}: another gdrelu process is writing to {out}") from None
+    _HELD.append((out, fd))
+
+
+def held() -> Path | None:
+    """The run directory this process holds, if any."""
+    return _HELD[-1][0] if _HELD else None
+
+
+def release() -> None:
+    """Let go of every directory this process holds (at the end of a command)."""
+    while _HELD:
+        _, fd = _HELD.pop()
+        if fd >= 0:
+            os.close(fd)

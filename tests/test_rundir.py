@@ -1,0 +1,123 @@
+"""The run directory is this run's alone: a used directory is refused, a second process
+is kept out, and a damaged or unwritable directory is reported in one line, not a
+traceback after the compute."""
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+
+import pytest
+
+from gdrelu import store
+from gdrelu.cli import main, outdir
+
+# the runs of tests/test_store.py's TINY_RUN: their programs come from the suite's cache
+TINY = ["--widths", "8", "--deltas", "0", "--runs", "40", "--check-every", "200",
+        "--max-checks", "2", "--quiet"]  # fmt: skip
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_directory_holding_other_files_is_refused_and_left_alone(tmp_path, capsys):
+    """Its runs.csv was overwritten (a user's file, or an earlier run's table)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "runs.csv").write_text("my precious,table\n")
+    assert main(["run", *TINY, "--out", str(out)]) == 2
+    assert "is not empty (runs.csv)" in _one_line(capsys)
+    assert sorted(os.listdir(out)) == ["runs.csv"]
+    assert (out / "runs.csv").read_text() == "my precious,table\n"
+    assert main(["run", *TINY, "--out", str(tmp_path / "empty")]) == 0  # new: fine
+
+
+def test_two_runs_in_one_second_get_two_directories(tmp_path, monkeypatch, capsys):
+    """runs/<timestamp> has a one-second resolution: the second run of a sweep started in
+    the same second was refused as a 'started run'."""
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 12, 5, 3, 0, 0)
+
+    monkeypatch.setattr(outdir.datetime, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *TINY]) == 0
+    assert main(["run", *TINY, "--seed", "1"]) == 0
+    assert sorted(os.listdir(tmp_path / "runs")) == ["20261205-030000", "20261205-030000-2"]
+    second = json.loads((tmp_path / "runs" / "20261205-030000-2" / "manifest.json").read_text())
+    assert second["specs"][0]["seed"] == 1
+
+
+@pytest.fixture
+def started(tmp_path):
+    """A finished tiny run's directory (resumable: it is read back from its units)."""
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_a_directory_another_process_writes_is_refused(started, capsys):
+    """Two `--resume` of one directory (a requeued job, a second terminal) raced on the
+    same temporary files; the second is refused while the first holds the lock."""
+    fd = os.open(started / outdir.LOCK, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would hold it
+    try:
+        assert main(["run", "--resume", str(started), "--quiet"]) == 2
+        assert "another gdrelu process is writing to" in _one_line(capsys)
+    finally:
+        os.close(fd)
+    assert main(["run", "--resume", str(started), "--quiet"]) == 0  # released: fine
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "units" / "gd-w8.npz").write_bytes(b""), "is not a readable unit"),
+        (lambda d: _edited_manifest(d, settings=None), "records its settings out of shape"),
+        (lambda d: _edited_manifest(d, specs=[]), "records no spec"),
+    ],
+)
+def test_a_damaged_directory_is_refused_in_one_line(started, damage, message, capsys):
+    """An empty unit ended in EOFError, settings of null in a TypeError."""
+    damage(started)
+    assert main(["run", "--resume", str(started), "--quiet"]) == 2
+    assert message in _one_line(capsys)
+
+
+def _edited_manifest(out, **fields):
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, **fields}))
+
+
+def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
+    tmp_path, monkeypatch, capsys
+):
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "_atomic_write", full)
+    out = tmp_path / "run"
+    monkeypatch.setattr(store, "write_manifest", lambda d, m: (d / "units").mkdir())
+    assert main(["run", *TINY, "--out", str(out)]) == 1
+    err = _one_line(capsys)
+    assert err.startswith("gdrelu: error: No space left on device: ")
+    assert err.endswith(f"finish with: gdrelu run --resume {out}")
+
+
+def test_a_directory_that_cannot_be_written_is_refused_before_training(
+    started, monkeypatch, capsys
+):
+    """A resume into a read-only directory trained its first width, then crashed."""
+
+    def read_only(self, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(type(started), "write_bytes", read_only)
+    assert main(["run", "--resume", str(started), "--quiet"]) == 2
+    assert "--resume: cannot write to" in _one_line(capsys)
