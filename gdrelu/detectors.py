@@ -111,10 +111,12 @@ def batched_map(fn, args, batch_size: int = 64):
     """`fn` over the leading (runs) axis of every leaf of the tuple `args`, `batch_size`
     runs at a time (vmapped), to bound the O(runs·n·m) memory of the patterns. The runs
     are padded with copies of the last to a whole number of batches, so that the compiled
-    program holds one copy of `fn`: `jax.lax.map`'s separate remainder batch doubled
-    `initial_state`'s compile time."""
+    program holds one copy of `fn` (`jax.lax.map`'s separate remainder batch doubled
+    `initial_state`'s compile time), and every run is computed in a batch of the same
+    size, whatever the run count: a batch of fewer runs is another program, whose pinv
+    rounds otherwise (L_lin moved in its last bits with the memory budget's batches)."""
     runs = jax.tree.leaves(args)[0].shape[0]
-    size = min(batch_size, runs)
+    size = batch_size
     pad = -runs % size
     padded = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[-1:], pad, 0)]), args)
     out = jax.lax.map(lambda part: fn(*part), padded, batch_size=size)
