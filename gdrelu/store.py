@@ -149,15 +149,17 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
 
 def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Refuse to resume `out_dir` with other specs or settings than it was started with,
-    naming what differs (`provenance.differing_fields`)."""
+    naming what differs (`provenance.differing_fields`); a data file whose content hash
+    is recorded may have moved."""
     from gdrelu.provenance import differing_fields
 
     started = read_manifest(out_dir)
     was, now = started["specs"], manifest["specs"]
     if len(was) != len(now):
         raise ResumeError(f"{out_dir} was started with {len(was)} specs, this run has {len(now)}")
+    hashed = "data_sha256" in started.get("settings", {})  # then a file is named by content
     for before, after in zip(was, now, strict=True):
-        differ = differing_fields(before, after)
+        differ = [f for f in differing_fields(before, after) if not (hashed and f == "data_file")]
         if differ:
             raise ResumeError(
                 f"{out_dir} was started with another spec (differs in {', '.join(differ)})"
@@ -169,6 +171,8 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
                 f"{out_dir}/{MANIFEST} records no {name} (a run of an older gdrelu): "
                 "start it again in a new directory"
             )
+        if recorded[name] != value and name == "data_sha256":
+            raise ResumeError(f"{out_dir} was started on another data file (its SHA-256 differs)")
         if recorded[name] != value:
             raise ResumeError(
                 f"{out_dir} was started with {name} {recorded[name]!r}, this run has {value!r}"

@@ -634,7 +634,7 @@ def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, 
     path.write_text("x,y\n-3,5\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,-4\n")
     assert main(["run", "--resume", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "data_sha256" in err, err
+    assert len(err.splitlines()) == 1 and "started on another data file" in err, err
     assert not (out / "runs.csv").exists()
 
 
@@ -671,6 +671,19 @@ def test_a_run_that_recorded_a_relative_data_file_resumes_with_the_flag(
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
     resumed = ["run", "--resume", "out", "--data", "file", "--data-file", "./d.csv", "--quiet"]
     assert main(resumed) == 0, capsys.readouterr().err
+
+
+def test_a_run_whose_data_file_moved_resumes_with_its_new_path(tmp_path, monkeypatch, capsys):
+    """The file is named by its content hash: the recorded path was read first ('cannot
+    read d.csv'), so a moved file could not be resumed without editing the manifest."""
+    _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch)
+    (tmp_path / "d.csv").rename(tmp_path / "moved.csv")
+    assert main(["run", "--resume", "out", "--data-file", "moved.csv", "--quiet"]) == 0, (
+        capsys.readouterr().err
+    )
+    (tmp_path / "other.csv").write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2.5\n")
+    assert main(["run", "--resume", "out", "--data-file", "other.csv", "--quiet"]) == 2
+    assert "started on another data file" in capsys.readouterr().err
 
 
 def test_jax_threefry_that_is_not_partitionable_is_refused(tmp_path, capsys):

@@ -37,14 +37,16 @@ def is_preset(manifest: dict[str, Any] | None) -> bool:
 def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
     """The manifest's specs, once the flags given are checked against them."""
     directory: Path = args.resume
+    given = given_values(args)
+    values = manifest["specs"]
+    if given.get("data_file"):  # the file may have moved: its content must hash as recorded
+        values = [
+            {**v, "data_file": given["data_file"]} if v.get("data_file") else v for v in values
+        ]
     try:
-        specs = [ExperimentSpec.from_dict(values) for values in manifest["specs"]]
+        specs = [ExperimentSpec.from_dict(v) for v in values]
     except SpecError as err:
         raise UsageError(f"--resume: {directory}/manifest.json: {err}") from None
-    given = given_values(args)
-    recorded, named = specs[0].data_file, given.get("data_file")
-    if recorded and named and Path(named).resolve() == Path(recorded).resolve():
-        given["data_file"] = recorded  # a run from before paths were recorded absolute
     optimizers = getattr(args, "optimizers", None)
     if given or optimizers:
         if optimizers:
