@@ -1,6 +1,6 @@
 """The run directory is this run's alone: a used directory is refused, a second process
 is kept out, and a damaged or unwritable directory is reported in one line, not a
-traceback after the compute."""
+traceback after the compute; a Ctrl-C is never lost."""
 
 import datetime
 import errno
@@ -121,3 +121,25 @@ def test_a_directory_that_cannot_be_written_is_refused_before_training(
     monkeypatch.setattr(type(started), "write_bytes", read_only)
     assert main(["run", "--resume", str(started), "--quiet"]) == 2
     assert "--resume: cannot write to" in _one_line(capsys)
+
+
+def test_a_ctrl_c_that_a_callback_swallowed_still_stops_the_run(tmp_path, monkeypatch, capsys):
+    """Python drops a KeyboardInterrupt raised in a gc or weakref callback (JAX runs
+    some): the run went on to its end with exit 0. The next check raises it again."""
+    import signal
+
+    import gdrelu.runner
+
+    original = gdrelu.runner.simulate
+
+    def swallowing(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, swallowed as a callback's
+        except KeyboardInterrupt:
+            pass
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gdrelu.runner, "simulate", swallowing)
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--out", str(out)]) == 130
+    assert f"finish with: gdrelu run --resume {out}" in capsys.readouterr().err

@@ -19,6 +19,7 @@ written.
     outdir     the run directory: disk space, creation, manifest
     backends   JAX's set-up: precision, CPU cores, compilation cache, kernel, processes
     progress   the progress bar and its ETA from checks
+    interrupt  Ctrl-C that a callback swallowed, raised again at the next check
     run        `gdrelu run` and `gdrelu compare`
     section10  the Section 10 preset
     reproduce  `gdrelu reproduce`
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
     a width of which one run cannot fit in the memory budget, or a run directory that
     cannot be resumed (a stored unit unreadable or of other cells)."""
-    from gdrelu.cli import outdir, reproduce, resume, run, section10
+    from gdrelu.cli import interrupt, outdir, reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
     from gdrelu.spec import SpecError
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     command_line = parser()
     warnings.formatwarning = _one_line
     args = None
+    previous_handler = interrupt.install()
     try:
         args = command_line.parse_args(argv)
         if args.command is None:
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
         return 1
     finally:
         outdir.release()
+        interrupt.restore(previous_handler)
 
 
 def _one_line(message, category, filename, lineno, line=None) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gdrelu.analysis import status_counts
+from gdrelu.cli import interrupt
 from gdrelu.progress import CheckClock
 
 BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
@@ -40,6 +41,8 @@ class RunProgress:
         """After check `k` of a batch of spec `spec`'s `widths`; `status` of its runs."""
         from gdrelu.engine import Status
 
+        interrupt.raise_if_pending()
+
         self.clock.on_check(spec, widths)
         widths = ",".join(map(str, np.atleast_1d(widths)))
         self.bar.set_description(f"{self.labels[spec]}n={widths} check {k}", refresh=False)
@@ -50,6 +53,7 @@ class RunProgress:
 
     def on_cells_done(self, spec: int, cell_results: Sequence) -> None:
         """Spec `spec`'s `cell_results` have finished training: the batch is done."""
+        interrupt.raise_if_pending()
         self._count(spec, cell_results)
         self.finished_in_batch = 0
         self._show()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from gdrelu.cli import backends, options, outdir
+from gdrelu.cli import backends, interrupt, options, outdir
 from gdrelu.cli.errors import Interrupted, UsageError
 
 
@@ -59,6 +59,7 @@ def execute(args, started: dict | None = None) -> int:
     start = time.perf_counter()
 
     def progress(line: str) -> None:
+        interrupt.raise_if_pending()
         if not args.quiet:
             print(f"\r{time.perf_counter() - start:7.0f} s  {line:<70}", end="", file=sys.stderr)
 
