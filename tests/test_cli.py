@@ -288,6 +288,9 @@ def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
     assert comparison["difference"] == pytest.approx((b - c) / 40)
     assert 0.0 <= comparison["p_value"] <= 1.0
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "runs.csv").read_text()
+    assert main(["compare", "--resume", str(out), "--quiet"]) == 0  # its optimizers: recorded
+    assert (out / "runs.csv").read_text() == table
 
 
 @pytest.mark.parametrize(
@@ -329,13 +332,15 @@ def test_early_stopping_is_asked_for(argv, stops_early, tmp_path, monkeypatch):
     ("optimizers", "field"),
     [
         ("gd", "--optimizers"),
+        ("", "--optimizers: needed, two or more of"),  # required, but not with --resume
         ("gd,foo", "optimizer"),
         ("gd,sgd --optimizer adam", "unrecognized arguments: --optimizer adam"),
     ],
 )
 def test_bad_compare_exits_2(optimizers, field, tmp_path, capsys):
     out = tmp_path / "never"
-    argv = ["compare", "--optimizers", *optimizers.split(), "--out", str(out)]
+    given = ["--optimizers", *optimizers.split()] if optimizers else []
+    argv = ["compare", *given, "--out", str(out)]
     err = _refused_in_one_line(argv, out, capsys)
     assert field in err, err
 

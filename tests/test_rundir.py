@@ -2,6 +2,7 @@
 is kept out, and a damaged or unwritable directory is reported in one line, not a
 traceback after the compute; a Ctrl-C is never lost."""
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -133,10 +134,8 @@ def test_a_ctrl_c_that_a_callback_swallowed_still_stops_the_run(tmp_path, monkey
     original = gdrelu.runner.simulate
 
     def swallowing(*args, **kwargs):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)  # delivered here, swallowed as a callback's
-        except KeyboardInterrupt:
-            pass
+        with contextlib.suppress(KeyboardInterrupt):  # as a gc callback's is swallowed
+            os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(gdrelu.runner, "simulate", swallowing)

@@ -156,8 +156,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--optimizers",
         type=_optimizer_list,
-        required=True,
-        help=f"comma-separated optimizers to compare, two or more of {', '.join(NAMED)}",
+        help=f"comma-separated optimizers to compare, two or more of {', '.join(NAMED)} "
+        "(with --resume: the recorded ones)",
     )
     _add_reproduce(sub)
     _add_run_only(run)

@@ -13,6 +13,7 @@ import time
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
+from gdrelu.optim import NAMED
 from gdrelu.progress import spec_clock
 
 
@@ -20,6 +21,8 @@ def execute(args, started: dict | None = None) -> int:
     """Run the specs of the command line, or of the manifest `started` (--resume)."""
     if getattr(args, "scale", None):
         raise UsageError("--scale: sizes a preset grid; give it with --preset section10")
+    if args.command == "compare" and started is None and args.optimizers is None:
+        raise UsageError(f"--optimizers: needed, two or more of {', '.join(NAMED)}")
     backends.enable_x64()
     if started is not None:
         specs = resume.recorded_specs(args, started)
