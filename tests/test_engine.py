@@ -431,7 +431,7 @@ def test_bad_arguments_are_named(width8):
             simulate(params, data, step, **{field: bad})
     with pytest.raises(ValueError, match=r"^alpha: one real number"):
         simulate(params, data, step, alpha=np.zeros(1))  # crashed in the C loop's arguments
-    with pytest.raises(ValueError, match=r"^patience: must be a positive integer"):
+    with pytest.raises(ValueError, match=r"^patience: must be an integer ≥ 0"):
         simulate(params, data, step, patience=-1)
     with pytest.raises(
         ValueError, match=r"^stop_on: a tuple of rule names, such as \('crossed',\)"

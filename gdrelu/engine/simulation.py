@@ -180,9 +180,9 @@ def _validated(
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
-    _check_counts(
-        check_every=check_every, max_checks=max_checks, block=block, redo=redo, patience=patience
-    )
+    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
+    if not (is_integer(patience) and patience >= 0):  # 0: stop at the first check
+        raise ValueError(f"patience: must be an integer ≥ 0, not {patience!r}")
     check_step_budget(check_every, max_checks)
     _check_scalars(alpha=alpha, min_delta=min_delta)
     if isinstance(stop_on, str):
