@@ -24,7 +24,7 @@ from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
 from gdrelu.engine import simulate
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
-from gdrelu.spec import ExperimentSpec
+from gdrelu.spec import ExperimentSpec, SpecError
 from gdrelu.step_size import initial_step_sizes
 
 Work = Sequence[tuple[Cell, np.ndarray]]  # (cell, run indices) in batch order
@@ -302,6 +302,7 @@ def batch_inputs(work: Work, *, bucket: int, classify_width: int):
     params, data, valid, keys, widths = joined(parts, count=count)
     runs = [(cell.spec, idx.size) for cell, idx in work]
     step = initial_step_sizes(runs, params, data, widths, classify_width)
+    _check_step_sizes(work, np.asarray(step))
     arguments = {
         "key": keys,
         **training_arguments(spec),
@@ -309,6 +310,25 @@ def batch_inputs(work: Work, *, bucket: int, classify_width: int):
         "classify_width": classify_width,
     }
     return params, data, step, arguments
+
+
+def _check_step_sizes(work: Work, step: np.ndarray) -> None:
+    """Refuse, naming the first such run, step sizes that are not positive and finite: a
+    data-dependent rule on training data without curvature (all points at one x, as a
+    split of a file with repeated x can leave) gives 1/0."""
+    bad = np.flatnonzero(~(np.isfinite(step) & (step > 0)))
+    if bad.size == 0:
+        return
+    sizes = np.cumsum([idx.size for _, idx in work])
+    owner = int(np.searchsorted(sizes, bad[0], side="right"))
+    cell, indices = work[owner]
+    index = int(indices[bad[0] - (sizes[owner - 1] if owner else 0)])
+    raise SpecError(
+        "step_size",
+        f"rule {cell.spec.step_size!r} gives h = {step[bad[0]]} for run {index} of width "
+        f"{cell.width}, Δ = {cell.delta:g} ({bad.size} such runs in its batch): its training "
+        "points leave no curvature (for --split: points that share one x); give a number",
+    )
 
 
 def _train_batch(

@@ -943,3 +943,17 @@ def test_a_point_at_zero_is_taken_with_random_biases(tmp_path):
     _write_bad_data(tmp_path)
     spec = ExperimentSpec(data="file", data_file=str(tmp_path / "zero.csv"), bias_init="unif")
     assert spec.num_points == 5
+
+
+def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_path, capsys):
+    """Four of five points at x = 1 and two training points: many splits train on one x,
+    where the paper's step size is 1/0. Only the draws can tell, so the run directory is
+    started; the run stopped with simulate's traceback."""
+    (tmp_path / "d.csv").write_text("x,y\n1,1\n1,2\n1,0\n1,1\n2,3\n")
+    argv = ["run", "--data-file", str(tmp_path / "d.csv"), "--split", "0.4,0.4,0.2",
+            "--widths", "4", "--deltas", "0", "--runs", "20", "--out", str(tmp_path / "o"),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gdrelu: error: step_size: rule 'paper' gives h = inf for run ")
+    assert "such runs in its batch" in err[-1]
