@@ -156,6 +156,8 @@ def bench(
         chunks = max(1, steps // CHECK_EVERY) * CHECK_EVERY
         row["general_flop_rate"] = flops * chunks / row["general_s"]
         row["general_byte_rate"] = moved * chunks / row["general_s"]
+    if "propagator_s" not in row:  # the shares below are the propagator's
+        return row
     chunk = row["propagator_s"] / max(1, steps // CHECK_EVERY)
     # 1-step chunks are short and noisy: many repeats
     one = functools.partial(time_engine, params, data, step_size, 1, "propagator", dtype)
@@ -177,8 +179,8 @@ def markdown_table(rows: list[dict]) -> str:
         cells = [str(r["width"]), str(r["runs"]), r["dtype"], _fmt(r.get("numpy"))]
         cells += [_fmt(r.get(p)) for p in PATHS]
         cells += [_fmt(r.get(f"{p}/numpy"), ".1f") for p in PATHS]
-        cells += [_fmt(r.get("propagator_first_s"), ".2f"), _fmt(100 * r["check_share"], ".1f")]
-        cells += [_fmt(100 * r.get("rules_share", float("nan")), ".1f")]
+        cells += [_fmt(r.get("propagator_first_s"), ".2f")]
+        cells += [_fmt(_percent(r.get(k)), ".1f") for k in ("check_share", "rules_share")]
         cells += [_fmt(r.get(f"general_{k}_rate", 0) / 1e9 or None) for k in ("flop", "byte")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -193,10 +195,17 @@ def _progress(row: dict) -> str:
             f"; general path at {row['general_flop_rate'] / 1e9:.3g} GFLOP/s and "
             f"{row['general_byte_rate'] / 1e9:.3g} GB/s (XLA's cost model of a step)"
         )
+    shares = ""
+    if "check_share" in row:
+        shares = f"; check {100 * row['check_share']:.1f}% (rules {100 * row['rules_share']:.1f}%)"
     return (
-        f"{row['dtype']} width {row['width']} runs {row['runs']}: {rates} neuron-steps/s; "
-        f"check {100 * row['check_share']:.1f}% (rules {100 * row['rules_share']:.1f}%){cost}"
+        f"{row['dtype']} width {row['width']} runs {row['runs']}: {rates} neuron-steps/s"
+        f"{shares}{cost}"
     )
+
+
+def _percent(share):
+    return None if share is None else 100 * share
 
 
 def _fmt(value, spec=".3g") -> str:

@@ -4,12 +4,13 @@ For each optimizer and width: `runs` runs of a 1-D workload (`--data`: the paper
 points with N = n² multinomial weights, or p-ex with 256 i.i.d. points and held-out
 sets; He init, Δ = 0; step size `--step-factor` × the paper's, Adam `--adam-step`),
 `--checks` chunks of 1000 steps, trained to the whole budget (stop_on=()), by `simulate`
-with path="general" and with path="fixed_pattern" (the default for these optimizers on
-1-D data). Each is timed after a warm-up call with the same shapes. The table gives
-seconds, neuron-steps/s, the speed-up, the runs whose pattern changed (they finish in
-general blocks), whether the statuses and pattern-change steps agree, and the largest
-relative difference of the final a_i next to that of the general path itself when a0
-changes by a relative 1e-15 (the trajectories' own sensitivity to round-off).
+with path="general" and with path="fixed_pattern" (chosen only when asked for:
+`engine.choose_path` never picks it). Each is timed after a warm-up call with the same
+shapes. The table gives seconds, neuron-steps/s, the speed-up, the runs whose pattern
+changed (they finish in general blocks), whether the statuses and pattern-change steps
+agree, and the largest relative difference of the final a_i next to that of the general
+path itself when a0 changes by a relative 1e-15 (the trajectories' own sensitivity to
+round-off).
 
     PYTHONPATH=. python benchmarks/bench_optimizers.py [--widths 16,256] [--runs 512]
         [--data six-points|p-ex]

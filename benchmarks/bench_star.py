@@ -45,10 +45,11 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from gdrelu.cli import backends
+    from gdrelu.cli import backends, default_cache_dir
 
     backends.enable_x64()
-    backends.prepare(every_core=True)  # one CPU device per core, as gdrelu run
+    # one CPU device per core and the compilation cache ($GDRELU_CACHE_DIR), as gdrelu run
+    backends.prepare(every_core=True, cache_dir=default_cache_dir())
     import jax
     import numpy as np
 

@@ -9,8 +9,6 @@ runs relative to max|θ_k|. Where it exceeds 1e-9 the trajectory amplifies round
 values there; tests/test_golden.py checks Adam only up to the last step below 1e-9.
 """
 
-import sys
-
 import numpy as np
 
 
@@ -54,4 +52,9 @@ def main(path="tests/data/gd_trajectories.npz"):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", nargs="?", default="tests/data/gd_trajectories.npz",
+                        help="the golden trajectories (NPZ)")  # fmt: skip
+    main(parser.parse_args().path)

@@ -5,14 +5,26 @@
 #
 #   OUT=/tmp/out bash scripts/device_check.sh [stage ...]
 #
+# Its run directories and compilation cache are new folders of each call (a warm machine
+# called twice measures a cold cache again). At the end every result but log.txt is packed
+# into $OUT/results.tar.gz: the device tool brings back only a few files. The exit status
+# is the number of stages that failed (0: all ran).
+#
 # Stages (functions below): versions, figure, kernel, figure_kernel (the default, in this
 # order), unroll, check, bench, optimizers. All of them together stop at $BUDGET seconds (default 540,
 # to fit one device call of at most 600 s): each stage's limit is cut to what is left, and
 # a stage that would get under 30 s is skipped, with a line in the log saying so.
 set -u
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 DEADLINE=$((SECONDS + ${BUDGET:-540}))
 OUT=${OUT:-/tmp/gdrelu-device}
 mkdir -p "$OUT"
+WORK=$(mktemp -d)  # this call's run directories and compilation cache
+CACHE="$WORK/xla"
+FAILED=0
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 LOG="$OUT/log.txt"
@@ -28,7 +40,9 @@ stage() {  # stage LIMIT_SECONDS COMMAND...
   [ "$limit" -le "$left" ] || limit=$left
   echo "== $(date +%T) [limit ${limit}s] $*" | tee -a "$LOG"
   timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
-  echo "== $(date +%T) exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+  local status=${PIPESTATUS[0]}
+  echo "== $(date +%T) exit $status" | tee -a "$LOG"
+  [ "$status" -eq 0 ] || FAILED=$((FAILED + 1))
 }
 
 versions() {
@@ -45,10 +59,10 @@ unroll() {  # the propagator and general paths at the figure's batch size, loops
 
 figure() {  # the paper's GD figure at 1000 runs per cell: cold compilation cache, then warm
   stage 240 "$PY" scripts/profile_run.py --json "$OUT/figure_cold.json" -- run "${FIGURE[@]}" \
-    --out /tmp/figure_cold --cache-dir /tmp/gdrelu-xla
+    --out "$WORK/figure_cold" --cache-dir "$CACHE"
   stage 150 "$PY" scripts/profile_run.py --json "$OUT/figure_warm.json" -- run "${FIGURE[@]}" \
-    --out /tmp/figure_warm --cache-dir /tmp/gdrelu-xla
-  for d in /tmp/figure_warm /tmp/figure_cold; do
+    --out "$WORK/figure_warm" --cache-dir "$CACHE"
+  for d in "$WORK/figure_warm" "$WORK/figure_cold"; do
     if [ -f "$d/runs.csv" ]; then
       cp "$d/runs.csv" "$d/failure_probability.png" "$OUT/" && cat "$d/summary.json" >>"$LOG"
       break
@@ -72,9 +86,9 @@ kernel() {  # the propagator's steps as one Pallas (Triton) kernel: agreement, t
 
 figure_kernel() {  # the paper's GD figure with the kernel (its programs are new to the cache)
   stage 200 env GDRELU_PROPAGATOR_KERNEL=pallas "$PY" scripts/profile_run.py \
-    --json "$OUT/figure_kernel.json" -- run "${FIGURE[@]}" --out /tmp/figure_kernel \
-    --cache-dir /tmp/gdrelu-xla
-  [ -f /tmp/figure_kernel/runs.csv ] && cp /tmp/figure_kernel/runs.csv "$OUT/runs_kernel.csv"
+    --json "$OUT/figure_kernel.json" -- run "${FIGURE[@]}" --out "$WORK/figure_kernel" \
+    --cache-dir "$CACHE"
+  [ -f "$WORK/figure_kernel/runs.csv" ] && cp "$WORK/figure_kernel/runs.csv" "$OUT/runs_kernel.csv"
 }
 
 optimizers() {  # GD, SGD, heavy ball (propagator) and Adam against NumPy, paper protocols
@@ -87,6 +101,15 @@ bench() {  # the engine's paths with enough runs to fill the device
     --widths 16 256 2048 --runs 1024 16384 --json "$OUT/bench.json" --plot "$OUT/bench.png"
 }
 
+echo "== $(date -u '+%F %T UTC') $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(hostname)" | tee -a "$LOG"
 for s in "${@:-versions figure kernel figure_kernel}"; do
-  for name in $s; do "$name"; done
+  for name in $s; do
+    case " versions figure kernel figure_kernel unroll check bench optimizers " in
+      *" $name "*) "$name" ;;
+      *) echo "== unknown stage $name (see --help)" | tee -a "$LOG"; FAILED=$((FAILED + 1)) ;;
+    esac
+  done
 done
+(cd "$OUT" && find . -type f ! -name log.txt ! -name results.tar.gz | tar -czf results.tar.gz -T - \
+  && find . -type f ! -name log.txt ! -name results.tar.gz -delete)
+exit "$FAILED"

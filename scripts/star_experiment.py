@@ -35,14 +35,14 @@ def main(argv=None) -> int:
     if args.steps % args.check_every:
         parser.error("--steps must be a multiple of --check-every")
 
+    from gdrelu.cli import backends, default_cache_dir
+
+    backends.enable_x64()  # and below the set-up of gdrelu run: precision, cores, cache
+    backends.prepare(every_core=True, cache_dir=default_cache_dir())
     import jax
-
-    jax.config.update("jax_enable_x64", True)
-    from gdrelu.cli import use_every_cpu_core
-
-    use_every_cpu_core()
     import numpy as np
 
+    from gdrelu.outcome import Status
     from gdrelu.runner import run_experiment
     from gdrelu.spec import ExperimentSpec
     from gdrelu.stats import failure_probability
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                 "below_linear_threshold": below,
                 "p_below_linear_threshold": failure_probability(below, res.status.size),
                 "median_first_change_step": float(np.median(res.pattern_change_step)),
-                "diverged": int(np.sum(res.status == 6)),
+                "diverged": int(np.sum(res.status == Status.DIVERGED)),
             }
         )
     seconds = time.perf_counter() - start

@@ -1,0 +1,49 @@
+"""The scripts and benchmarks run: each answers --help, and the ones a doc tells a reader
+to run start and finish on a tiny workload (bench_star crashed at start-up for a day
+without a test noticing). Slow: each is a fresh Python process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(
+    p.relative_to(ROOT) for d in ("scripts", "benchmarks") for p in (ROOT / d).glob("*.py")
+)
+
+
+def _run(args, tmp_path, timeout=240):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GDRELU_CACHE_DIR": str(tmp_path / "xla")}
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=str)
+def test_each_script_answers_help(script, tmp_path):
+    done = _run([script, "--help"], tmp_path)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["benchmarks/bench_star.py", "--widths", "16,32", "--runs", "4", "--work", "2000",
+         "--repeats", "1"],
+        ["benchmarks/bench_engine.py", "--paths", "general", "--no-numpy", "--widths", "16",
+         "--neurons", "64", "--steps", "1000", "--repeats", "1", "--dtypes", "float64"],
+        ["scripts/star_experiment.py", "--widths", "4", "--runs", "4", "--steps", "2000",
+         "--out", "{tmp}/star"],
+        ["scripts/adam_sensitivity.py"],
+    ],
+    ids=lambda args: Path(args[0]).name,
+)  # fmt: skip
+def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
+    done = _run([a.format(tmp=tmp_path) for a in args], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
