@@ -107,16 +107,25 @@ def linear_regime(params: Params, data: WeightedData, scaling: Scaling = STANDAR
     return threshold, jnp.all((plus == 0) | (plus == size))
 
 
+BATCH_ELEMENTS = 2**22  # a batch's (points × neurons) entries, per array of its patterns
+
+
 def batched_map(fn, args, batch_size: int = 64):
-    """`fn` over the leading (runs) axis of every leaf of the tuple `args`, `batch_size`
-    runs at a time (vmapped), to bound the O(runs·n·m) memory of the patterns. The runs
-    are padded with copies of the last to a whole number of batches, so that the compiled
-    program holds one copy of `fn` (`jax.lax.map`'s separate remainder batch doubled
-    `initial_state`'s compile time), and every run is computed in a batch of the same
-    size, whatever the run count: a batch of fewer runs is another program, whose pinv
-    rounds otherwise (L_lin moved in its last bits with the memory budget's batches)."""
-    runs = jax.tree.leaves(args)[0].shape[0]
-    size = batch_size
+    """`fn` over the leading (runs) axis of every leaf of the tuple `args` (data x of
+    shape (runs, m) or (runs, m, d), networks of n neurons), vmapped over batches of runs.
+
+    The batch size follows from the shapes only, `batch_size` runs or fewer so that a
+    batch holds at most `BATCH_ELEMENTS` pattern entries (m·n per run): it bounds the
+    memory of wide networks on many points, and every run is computed in a batch of the
+    same size whatever the run count (a batch of fewer runs is another program, whose
+    pinv rounds otherwise: L_lin moved in its last bits with the memory budget's
+    batches). The runs are padded with copies of the last to a whole number of batches,
+    so that the compiled program holds one copy of `fn` (`jax.lax.map`'s separate
+    remainder batch doubled `initial_state`'s compile time)."""
+    leaves = jax.tree.leaves(args)
+    runs = leaves[0].shape[0]
+    points, width = args[1].x.shape[1], args[0].b.shape[-1]
+    size = max(1, min(batch_size, BATCH_ELEMENTS // max(1, points * width)))
     pad = -runs % size
     padded = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[-1:], pad, 0)]), args)
     out = jax.lax.map(lambda part: fn(*part), padded, batch_size=size)
