@@ -122,9 +122,10 @@ def write_section10(
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Record what `out_dir` holds (`provenance.manifest`), before any compute."""
-    (out_dir / UNITS).mkdir(parents=True, exist_ok=True)
+    """Record what `out_dir` holds (`provenance.manifest`), before any compute; then
+    units/, so that a directory with units/ always has its manifest."""
     _atomic_write(out_dir / MANIFEST, _json(manifest))
+    (out_dir / UNITS).mkdir(parents=True, exist_ok=True)
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -5,7 +5,6 @@ traceback after the compute; a Ctrl-C is never lost."""
 import contextlib
 import datetime
 import errno
-import fcntl
 import json
 import os
 
@@ -66,6 +65,7 @@ def started(tmp_path):
 def test_a_directory_another_process_writes_is_refused(started, capsys):
     """Two `--resume` of one directory (a requeued job, a second terminal) raced on the
     same temporary files; the second is refused while the first holds the lock."""
+    fcntl = pytest.importorskip("fcntl")
     fd = os.open(started / outdir.LOCK, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would hold it
     try:
@@ -99,16 +99,40 @@ def _edited_manifest(out, **fields):
 def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
     tmp_path, monkeypatch, capsys
 ):
-    def full(path, data):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    """write() gives no file name ('None' was printed); the hint comes only with a
+    manifest to resume from, and a directory left without one can be used again."""
 
-    monkeypatch.setattr(store, "_atomic_write", full)
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     out = tmp_path / "run"
-    monkeypatch.setattr(store, "write_manifest", lambda d, m: (d / "units").mkdir())
+    monkeypatch.setattr(store, "save_unit", full)
     assert main(["run", *TINY, "--out", str(out)]) == 1
-    err = _one_line(capsys)
-    assert err.startswith("gdrelu: error: No space left on device: ")
-    assert err.endswith(f"finish with: gdrelu run --resume {out}")
+    assert (
+        _one_line(capsys)
+        == f"gdrelu: error: No space left on device; finish with: gdrelu run --resume {out}"
+    )
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+
+    early = tmp_path / "early"
+    monkeypatch.setattr(store, "_atomic_write", full)  # the manifest cannot be written
+    assert main(["run", *TINY, "--out", str(early)]) == 1
+    assert _one_line(capsys) == "gdrelu: error: No space left on device"
+    monkeypatch.undo()
+    assert main(["run", *TINY, "--out", str(early)]) == 0
+
+
+def test_a_filesystem_without_locks_runs_with_a_warning(tmp_path, monkeypatch):
+    """NFS without lockd (ENOLCK) refused every run as 'another gdrelu process'."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot be locked .No locks available."):
+        assert main(["run", *TINY, "--out", str(tmp_path / "run")]) == 0
 
 
 def test_a_directory_that_cannot_be_written_is_refused_before_training(

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from gdrelu.store import ResumeError
 
     command_line = parser()
-    warnings.formatwarning = _one_line
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     args = None
     previous_handler = interrupt.install()
     try:
@@ -93,11 +93,13 @@ def main(argv=None) -> int:
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
             raise
-        print(f"gdrelu: error: {e.strerror}: {e.filename}{_resume_hint(args)}", file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"gdrelu: error: {e.strerror}{where}{_resume_hint(args)}", file=sys.stderr)
         return 1
     finally:
         outdir.release()
         interrupt.restore(previous_handler)
+        warnings.formatwarning = formatwarning
 
 
 def _one_line(message, category, filename, lineno, line=None) -> str:
@@ -111,9 +113,10 @@ _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 def _resume_hint(args) -> str:
     """How to finish the run this process held, if it held one."""
     from gdrelu.cli import outdir
+    from gdrelu.store import MANIFEST
 
     started = outdir.held()
-    if started is None:
+    if started is None or not (started / MANIFEST).exists():  # nothing to resume yet
         return ""
     command = "reproduce" if getattr(args, "command", None) == "reproduce" else "run"
     return f"; finish with: gdrelu {command} --resume {started}"

@@ -5,8 +5,10 @@ compute."""
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +118,21 @@ def _held(out: Path, flag: str) -> None:
     except ImportError:  # Windows: no advisory locks; nothing guards the directory
         _HELD.append((out, -1))
         return
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:  # another user's lock file in a shared directory: read it
+        fd = os.open(out / LOCK, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise UsageError(f"{flag}: another gdrelu process is writing to {out}") from None
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):  # no locks on this filesystem
+            warnings.warn(f"{out} cannot be locked ({err.strerror}); nothing keeps a second "
+                          "gdrelu process out of it", stacklevel=2)  # fmt: skip
+            os.close(fd)
+            fd = -1
+        else:
+            os.close(fd)
+            raise UsageError(f"{flag}: another gdrelu process is writing to {out}") from None
     _HELD.append((out, fd))
 
 
