@@ -76,8 +76,9 @@ def memory_budget(budget: int | None = None, devices=None) -> int:
     """Bytes a batch of runs may use: `budget` if given, else a share of the devices'
     free memory, else a share of the host's available memory (CPU)."""
     if budget is not None:
-        if budget <= 0:
-            raise ValueError(f"memory_budget: {budget} is not a positive number of bytes")
+        number = isinstance(budget, int | float | np.number) and not isinstance(budget, bool)
+        if not number or not budget > 0:
+            raise ValueError(f"memory_budget: {budget!r} is not a positive number of bytes")
         return int(budget)
     free = free_device_bytes(devices)
     if free is not None:

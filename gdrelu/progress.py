@@ -70,7 +70,7 @@ class CheckClock:
         """The checks spec `spec`'s unfinished cells are expected to need still, summed."""
         budget = self.budgets[spec]
         done = self.done[spec]
-        ran = [done[c] for c in self.finished[spec] if done.get(c)]
+        ran = self._measured(spec)
         expected = max(ran) if self.can_stop[spec] and ran else budget
         return sum(
             max(expected, min(n + 1, budget)) - n
@@ -78,12 +78,21 @@ class CheckClock:
             if cell not in self.finished[spec]
         )
 
+    def _measured(self, spec: int) -> list[int]:
+        """The checks each finished cell of spec `spec` took here (not loaded from a unit)."""
+        done = self.done[spec]
+        return [done[c] for c in self.finished[spec] if done.get(c)]
+
     def bounded(self) -> bool:
         """Whether `seconds_left` is an upper bound rather than an estimate: some spec
-        whose runs can stop early has no finished cell yet, so its cells are priced at
-        their whole budget."""
-        specs = zip(self.can_stop, self.finished, self.done, strict=True)
-        return any(can_stop and not finished and done for can_stop, finished, done in specs)
+        whose runs can stop early has no cell whose checks were counted here, so its
+        unfinished cells are priced at their whole budget."""
+        return any(
+            self.can_stop[spec]
+            and not self._measured(spec)
+            and any(c not in self.finished[spec] for c in self.done[spec])
+            for spec in range(len(self.done))
+        )
 
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each

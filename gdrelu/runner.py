@@ -77,10 +77,6 @@ def run_experiment(
         raise TypeError(
             f"spec: an ExperimentSpec (ExperimentSpec.from_dict for a dict), not {spec!r}"
         )
-    if memory_budget is not None and not (
-        isinstance(memory_budget, int | float | np.number) and memory_budget > 0
-    ):
-        raise TypeError(f"memory_budget: a number of bytes > 0, not {memory_budget!r}")
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
     units = None if units is None else Path(units)

@@ -116,8 +116,9 @@ class ExperimentSpec:
             value = getattr(self, name)
             if isinstance(value, np.ndarray):  # numbers as Python's, for hashing and JSON
                 value = value.tolist()
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+            if isinstance(value, list | tuple):
+                plain = (v.item() if isinstance(v, np.generic) else v for v in value)
+                object.__setattr__(self, name, tuple(plain))
             elif name in ("widths", "deltas") and not isinstance(value, tuple):
                 raise SpecError(name, f"a tuple, such as ({value!r},), not {value!r}")
         for check in (_check_data, _check_grid, _check_training, _check_stopping):

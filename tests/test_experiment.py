@@ -173,6 +173,9 @@ def test_numpy_grids_are_stored_as_tuples_of_python_numbers():
     assert spec.widths == (16, 32) and type(spec.widths[0]) is int
     assert json.loads(json.dumps(spec.to_dict()))["deltas"] == [0.0, 0.1]
     assert hash(spec) == hash(ExperimentSpec(widths=(16, 32), deltas=(0.0, 0.1), runs=2))
+    scalars = ExperimentSpec(widths=[np.int64(16)], deltas=tuple(np.array([0.0])), runs=2)
+    assert type(scalars.widths[0]) is int and type(scalars.deltas[0]) is float
+    json.dumps(scalars.to_dict())  # numpy scalars were not JSON
 
 
 def test_bias_init_cells_leave_the_paper_cells_alone():
@@ -353,8 +356,9 @@ def test_run_experiment_needs_64_bit_mode_even_for_float32():
         jax.config.update("jax_enable_x64", True)
 
 
-def test_run_experiment_names_a_spec_or_budget_of_the_wrong_type():
+def test_run_experiment_names_a_spec_or_budget_it_cannot_take():
     with pytest.raises(TypeError, match="spec: an ExperimentSpec"):
         run_experiment({"widths": [4]})  # 'dict' object has no attribute 'path'
-    with pytest.raises(TypeError, match="memory_budget: a number of bytes"):
-        run_experiment(ExperimentSpec(widths=(4,), runs=2), memory_budget="1GB")
+    for budget in ("1GB", True, -1):
+        with pytest.raises(ValueError, match=r"memory_budget: .* is not a positive number"):
+            run_experiment(ExperimentSpec(widths=(4,), runs=2), memory_budget=budget)

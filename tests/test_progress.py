@@ -110,6 +110,11 @@ def test_the_estimate_is_a_bound_until_a_cell_that_can_stop_has_stopped():
     clock.cell_done(0, (8, 0.0))
     assert not clock.bounded()
     assert not CheckClock([10], [False], [[(8, 0.0)]], fake).bounded()
+    resumed = CheckClock([1000], [True], [[(8, 0.0), (16, 0.0)]], fake)
+    resumed.start()
+    resumed.cell_done(0, (8, 0.0))  # loaded from its unit: no check of it was counted
+    _run_checks(resumed, fake, 0, (16,), 1, 1.0)
+    assert resumed.checks_left(0) == 999 and resumed.bounded()
 
 
 def test_the_bar_marks_a_bound():
