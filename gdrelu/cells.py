@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -147,12 +146,8 @@ def initial_runs(
     (validation, test) points (continuous data, split files). The networks are padded to
     `size` neurons (`model.padded`; default: the cell's width, no padding). Drawn
     `draw_batch` runs at a time (`in_draw_batches`)."""
-    spec = cell.spec
-    drawn = shared_width(spec, cell.width) if spec.input_dim == 1 else cell.width
-    runs = in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices, drawn)
-    if spec.split is not None and spec.input_dim == 1 and spec.bias_init == "zero":
-        _warn_of_points_at_zero(cell, runs[1].x)
-    return runs
+    drawn = shared_width(cell.spec, cell.width) if cell.spec.input_dim == 1 else cell.width
+    return in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices, drawn)
 
 
 def _drawn_runs(cell: Cell, indices, size: int | None) -> tuple[Params, WeightedData, Any]:
@@ -199,23 +194,17 @@ def _initial_data(cell: Cell, keys: RunKeys, dtype) -> tuple[WeightedData, Any]:
     return draw_finite(keys.data, keys.validation, x, y, delta, cell.num_samples)
 
 
-def _warn_of_points_at_zero(cell: Cell, x: jax.Array) -> None:
-    """Warn of runs (rows of x) whose split puts a training point at the training mean: at
-    x = 0 after standardizing, where every initial kink of zero biases is, so they count as
-    crossed at their first check (the theory needs x_j ≠ 0). Integer inputs do this often."""
-    try:
-        x = np.asarray(x)
-    except jax.errors.TracerArrayConversionError:  # shapes only (`memory.run_bytes`)
-        return
+def points_at_zero(spec: ExperimentSpec, x) -> np.ndarray | None:
+    """Which runs (rows of their training inputs x) have a point at x = 0 where every
+    initial kink of zero biases is (1-D data): a split that puts a training point at the
+    training mean, which standardizes to 0. Such a run counts as crossed at its first check
+    (the theory needs x_j ≠ 0); integer inputs do this often. None where it cannot happen
+    (no split, d-dim data, other biases)."""
+    if spec.split is None or spec.input_dim != 1 or spec.bias_init != "zero":
+        return None
+    x = np.asarray(x)
     tiny = 64 * np.finfo(x.dtype).eps * np.max(np.abs(x), axis=1)
-    at_zero = int(np.sum(np.any(np.abs(x) <= tiny[:, None], axis=1)))
-    if at_zero:
-        warnings.warn(
-            f"{at_zero} of {x.shape[0]} runs of width {cell.width}, Δ = {cell.delta:g}: the "
-            "split puts a training point at the training mean, x = 0 after standardizing, "
-            "where every initial kink is; they count as crossed at once (docs/theory.md)",
-            stacklevel=2,
-        )
+    return np.any(np.abs(x) <= tiny[:, None], axis=1)
 
 
 def _first_neurons(params: Params, width: int) -> Params:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ from gdrelu import memory, store
 from gdrelu.analysis import interval_halfwidth
 from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
-from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys
+from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, points_at_zero
 from gdrelu.engine import simulate
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
@@ -219,11 +220,19 @@ def train_cells(
     per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
     mixed = spec.path == "fixed_pattern"
     limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed, width=bucket)
+    at_zero: dict[Cell, int] = {}  # runs with a training point at x = 0, per cell
     train = functools.partial(
-        _train_batch, bucket=bucket, classify_width=classify_width, block=block, redo=redo
+        _train_batch,
+        bucket=bucket,
+        classify_width=classify_width,
+        block=block,
+        redo=redo,
+        at_zero=at_zero,
     )
     if total <= limit:
-        return train(work, on_check=on_check)
+        done = train(work, on_check=on_check)
+        _warn_of_points_at_zero(work, at_zero)
+        return done
     sizes = np.array([idx.size for _, idx in work])
     starts = np.cumsum(sizes) - sizes  # each cell's first position in the whole work
     parts: list[list[CellResult]] = [[] for _ in work]
@@ -240,7 +249,21 @@ def train_cells(
         for i, cr in zip(owners, done, strict=True):
             parts[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
+    _warn_of_points_at_zero(work, at_zero)
     return [functools.reduce(_joined, cell_parts) for cell_parts in parts]
+
+
+def _warn_of_points_at_zero(work: Work, at_zero: dict[Cell, int]) -> None:
+    """One warning per cell whose runs had a training point at x = 0 (`points_at_zero`)."""
+    for cell, indices in work:
+        if at_zero.get(cell):
+            warnings.warn(
+                f"{at_zero[cell]} of {indices.size} runs of width {cell.width}, Δ = "
+                f"{cell.delta:g}: the split puts a training point at the training mean, x = 0 "
+                "after standardizing, where every initial kink is; they count as crossed at "
+                "once (docs/theory.md)",
+                stacklevel=2,
+            )
 
 
 def _progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
@@ -328,11 +351,13 @@ def _check_step_sizes(work: Work, step: np.ndarray) -> None:
 
 
 def _train_batch(
-    work: Work, *, bucket: int, classify_width: int, on_check, block=None, redo=None
+    work: Work, *, bucket: int, classify_width: int, on_check, block=None, redo=None, at_zero
 ) -> list[CellResult]:
     """Train the runs of `work` in one `simulate` call (`train_cells`), in blocks and redos
-    of `block` and `redo` runs (None: the engine's)."""
+    of `block` and `redo` runs (None: the engine's); count in `at_zero` each cell's runs
+    with a training point at x = 0."""
     params, data, step, arguments = batch_inputs(work, bucket=bucket, classify_width=classify_width)
+    flagged = points_at_zero(work[0][0].spec, data.x)
     label = tuple(sorted({cell.width for cell, _ in work}))
     callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
     sim = simulate(params, data, step, **arguments, on_check=callback, block=block, redo=redo)
@@ -343,5 +368,7 @@ def _train_batch(
         result = jax.tree.map(lambda v, s=part: v[s], sim)
         final = Params(*(leaf[..., : cell.width] for leaf in result.params[:3]), result.params.c)
         done.append(CellResult(cell, step[part], result._replace(params=final)))
+        if flagged is not None:
+            at_zero[cell] = at_zero.get(cell, 0) + int(flagged[part].sum())
         first += idx.size
     return done
