@@ -42,7 +42,7 @@ class SimulationResult(NamedTuple):
     status: np.ndarray  # Status codes, int8
     stop_step: np.ndarray  # steps taken when the run stopped (a multiple of check_every)
     params: Params  # final parameters
-    max_kink: np.ndarray  # max over all steps and neurons of |b_i/a_i| (|b_i|/‖s_a a_i‖ in d-D)
+    max_kink: np.ndarray  # max over steps and neurons of |b_i/(s_a a_i)| (d-D: |b_i|/‖s_a a_i‖)
     final_loss: np.ndarray  # training loss at the final parameters
     pattern_change_step: np.ndarray  # first step whose activation pattern differs; -1: none
     loss_below_step: np.ndarray  # first step with final_loss-style training loss below

@@ -683,6 +683,8 @@ def test_a_run_whose_data_file_moved_resumes_with_its_new_path(tmp_path, monkeyp
     read d.csv'), so a moved file could not be resumed without editing the manifest."""
     _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch)
     (tmp_path / "d.csv").rename(tmp_path / "moved.csv")
+    assert main(["run", "--resume", "out", "--quiet"]) == 2
+    assert "if the file moved, name it with --data-file" in capsys.readouterr().err
     assert main(["run", "--resume", "out", "--data-file", "moved.csv", "--quiet"]) == 0, (
         capsys.readouterr().err
     )

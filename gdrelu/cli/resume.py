@@ -46,7 +46,9 @@ def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
     try:
         specs = [ExperimentSpec.from_dict(v) for v in values]
     except SpecError as err:
-        raise UsageError(f"--resume: {directory}/manifest.json: {err}") from None
+        moved = err.field == "data_file" and not given.get("data_file")
+        hint = "; if the file moved, name it with --data-file" if moved else ""
+        raise UsageError(f"--resume: {directory}/manifest.json: {err}{hint}") from None
     optimizers = getattr(args, "optimizers", None)
     if given or optimizers:
         if optimizers:
