@@ -39,6 +39,8 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gdrelu import provenance  # noqa: E402
+
 try:
     from benchmarks import numpy_baseline
 except ImportError:  # run as a script without the repository root on sys.path
@@ -281,21 +283,11 @@ def main(argv=None) -> list[dict]:
         )
         rows.append({**row, "sweep": sweep})
         print(_progress(row), file=sys.stderr, flush=True)
-    print(
-        f"{args.steps} steps, {len(jax.devices())} x {jax.devices()[0].device_kind}, "
-        f"{os.cpu_count()} CPUs, jax {jax.__version__}; neuron-steps/s; NumPy is float64\n"
-    )
+    print(f"{args.steps} steps, {provenance.measured_line()}; neuron-steps/s; NumPy is float64\n")
     print(markdown_table(rows))
     if args.json:
-        meta = {
-            "argv": sys.argv,
-            "steps": args.steps,
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-            "devices": [str(d) for d in jax.devices()],
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-        }
+        meta = {"argv": sys.argv, "steps": args.steps, "numpy": np.__version__}
+        meta.update(provenance.measured_on())
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
     if args.plot:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
@@ -31,6 +30,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gdrelu import provenance  # noqa: E402
 from gdrelu.cells import Cell, initial_runs, noise_keys  # noqa: E402
 from gdrelu.engine import simulate  # noqa: E402
 from gdrelu.runner import validation_arguments  # noqa: E402
@@ -49,10 +49,7 @@ def main() -> None:
     parser.add_argument("--adam-step", type=float, default=1e-3)
     parser.add_argument("--data", default="six-points", choices=["six-points", "p-ex"])
     args = parser.parse_args()
-    print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{jax.device_count()} x {jax.devices()[0].platform}, jax {jax.__version__}, float64"
-    )
+    print(f"{provenance.measured_line()}, float64")
     print(f"{args.data}, {args.runs} runs, {args.checks} x 1000 steps; neuron-steps/s\n")
     print(
         "| optimizer | width | general s | fixed_pattern s | general n-s/s | fixed n-s/s "

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 
@@ -53,7 +52,7 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from gdrelu import simulate
+    from gdrelu import provenance, simulate
     from gdrelu.buckets import shared_width
     from gdrelu.cells import Cell
     from gdrelu.runner import batch_inputs
@@ -61,9 +60,7 @@ def main() -> None:
 
     widths = [int(w) for w in args.widths.split(",")]
     print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-        f"{jax.device_count()} x {jax.devices()[0].platform}, jax {jax.__version__}, float32; "
+        f"{provenance.measured_line()}, load average {os.getloadavg()[0]:.2f}, float32; "
         f"star data, {args.runs} runs, param-norm step × 2, no stopping\n"
     )
     rows = []

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy_baseline  # noqa: E402
 
-from gdrelu import he_init, simulate, theory  # noqa: E402
+from gdrelu import he_init, provenance, simulate, theory  # noqa: E402
 from gdrelu.data import paper_data  # noqa: E402
 
 SAMPLER = {"gd": None, "sgd": "multinomial", "momentum": None, "adam": "multinomial"}
@@ -111,10 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats: {args.repeats} is not a positive integer")
-    print(
-        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} "
-        f"cores, jax {jax.__version__} on {jax.devices()[0].platform}, numpy {np.__version__}"
-    )
+    print(f"# {provenance.measured_line()}, numpy {np.__version__}")
     print(f"# protocol: {args.protocol}; rates in neuron-steps/s of the steps each side trained")
     print(
         "| optimizer | width | runs | steps | numpy | gdrelu warm | gdrelu cold "

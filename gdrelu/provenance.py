@@ -33,6 +33,39 @@ def recorded() -> dict[str, Any]:
     return {"settings": settings(), "versions": versions()}
 
 
+def measured_on() -> dict[str, Any]:
+    """What a benchmark's output names besides its numbers: the UTC date and time, the
+    commit (if a git checkout), the machine, its cores, JAX's platform, device count and
+    versions, and the propagator's kernel (`settings`: on a CPU with a C compiler the C
+    loop, otherwise XLA's)."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        ).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "cores": os.cpu_count(),
+        "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+        **versions(),
+        **settings(),
+    }
+
+
+def measured_line() -> str:
+    """`measured_on` as one line."""
+    return ", ".join(f"{k} {v}" for k, v in measured_on().items())
+
+
 def manifest(specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """manifest.json of a run of `specs` (JSON mappings): a resume must match its specs
     and `settings` (`store.check_manifest`); `spec_hash` names them in one string."""

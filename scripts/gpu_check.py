@@ -34,6 +34,8 @@ def versions(jax) -> dict:
     import jaxlib
     import optax
 
+    from gdrelu import provenance
+
     devices = jax.devices()
     return {
         "python": platform.python_version(),
@@ -42,7 +44,7 @@ def versions(jax) -> dict:
         "optax": optax.__version__,
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
-        "propagator_kernel": os.environ.get("GDRELU_PROPAGATOR_KERNEL") or "xla",
+        "propagator_kernel": provenance.settings()["kernel"],  # as resolved here
     }
 
 
