@@ -572,6 +572,13 @@ def test_a_resume_with_another_seed_names_only_the_seed(small_run, capsys):
     assert len(err.splitlines()) == 1 and err.endswith("(differs in seed)"), err
 
 
+def test_a_run_is_not_resumed_as_a_preset(small_run, capsys):
+    """It listed the 21 fields in which a run's spec differs from the preset's."""
+    assert main(["run", "--preset", "section10", "--resume", str(small_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("holds a run, not the section10 preset; resume it without --preset")
+
+
 def test_a_run_is_not_resumed_as_a_comparison(small_run, capsys):
     assert main(["compare", "--optimizers", "gd,adam", "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()

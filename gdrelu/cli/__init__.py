@@ -72,6 +72,11 @@ def main(argv=None) -> int:
             )
         if args.command == "reproduce":
             return reproduce.execute(args, started)
+        if started and getattr(args, "preset", None) and not resume.is_preset(started):
+            raise UsageError(
+                f"--resume: {args.resume} holds a run, not the {args.preset} preset; "
+                "resume it without --preset"
+            )
         if getattr(args, "preset", None) == "section10" or resume.is_preset(started):
             return section10.execute(args, started)
         return run.execute(args, started)
