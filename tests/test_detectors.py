@@ -219,6 +219,5 @@ def test_linear_thresholds_do_not_depend_on_how_many_runs_are_computed_together(
     params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(100))
     scaling = Scaling(*(jnp.ones(100, params.c.dtype),) * 2)
     whole = np.asarray(_linear_regime(params, data, scaling)["linear_threshold"])
-    for low, high in [(0, 10), (10, 50), (50, 100), (3, 7)]:
-        part = jax.tree.map(lambda v, lo=low, hi=high: v[lo:hi], (params, data, scaling))
-        np.testing.assert_array_equal(_linear_regime(*part)["linear_threshold"], whole[low:high])
+    part = jax.tree.map(lambda v: v[3:7], (params, data, scaling))  # fewer than one batch
+    np.testing.assert_array_equal(_linear_regime(*part)["linear_threshold"], whole[3:7])

@@ -294,12 +294,12 @@ def test_a_split_that_puts_a_training_point_at_the_mean_is_warned_of(tmp_path):
     flagged = points_at_zero(spec, initial_runs(Cell(4, 0.0, spec), np.arange(3000))[1].x)
     p = holding / len(subsets)
     assert abs(flagged.sum() - 3000 * p) < 5 * np.sqrt(3000 * p * (1 - p))
-    small = dataclasses.replace(spec, runs=200)
+    small = dataclasses.replace(spec, runs=60)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run_experiment(small, memory_budget=100_000)  # batches of a few runs
+        run_experiment(small, memory_budget=100_000)  # batches of 9 runs
     (warning,) = [str(w.message) for w in caught if "training mean" in str(w.message)]
-    assert warning.startswith(f"{flagged[:200].sum()} of 200 runs of width 4, Δ = 0: ")
+    assert warning.startswith(f"{flagged[:60].sum()} of 60 runs of width 4, Δ = 0: ")
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
