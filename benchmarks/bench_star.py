@@ -135,15 +135,19 @@ def main() -> None:
     (c0, c1), *_ = np.linalg.lstsq(np.stack([np.ones_like(nm), nm], axis=1), t, rcond=None)
     if c0 < 0:  # no negative fixed cost: the best line through the origin
         c0, c1 = 0.0, float(nm @ t / (nm @ nm))
-    misfit = (c0 + c1 * nm) / t - 1
-    print(
-        f"\nfit: seconds per run-step ≈ c0 + c1·n·m, c0 = {c0:.3g} s, c1 = {c1:.3g} s "
-        f"(1/c1 = {1 / c1:.3g} neuron-data-steps/s); model / measured - 1 per width: "
-        + ", ".join(f"{r['width']}: {e:+.2f}" for r, e in zip(rows, misfit, strict=True))
-    )
+    if c1 <= 0:  # the widths too close, or too few, for a cost per neuron (tiny runs)
+        print(f"\nfit: no cost per neuron-data-step from these widths (c1 = {c1:.3g} s)")
+    else:
+        misfit = (c0 + c1 * nm) / t - 1
+        print(
+            f"\nfit: seconds per run-step ≈ c0 + c1·n·m, c0 = {c0:.3g} s, c1 = {c1:.3g} s "
+            f"(1/c1 = {1 / c1:.3g} neuron-data-steps/s); model / measured - 1 per width: "
+            + ", ".join(f"{r['width']}: {e:+.2f}" for r, e in zip(rows, misfit, strict=True))
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "c0": c0, "c1": c1, "jax": jax.__version__}, f, indent=1)
+            meta = provenance.measured_on()
+            json.dump({"rows": rows, "c0": c0, "c1": c1, "meta": meta}, f, indent=1)
 
 
 if __name__ == "__main__":
