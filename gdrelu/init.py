@@ -28,9 +28,9 @@ import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gdrelu.model import STANDARD, Params, Scaling, scaling_of
+from gdrelu.numbers import is_integer
 
 
 def _layers(key, n, d, var_a, var_w, dtype):
@@ -67,7 +67,7 @@ def ntk_init(n: int, d: int = 1, *, key: jax.Array, dtype=None) -> Params:
 def _initialized(init: str, n: int, d: int, key, dtype) -> Params:
     """One network of `n` neurons on R^d (n and d are shapes: static Python integers)."""
     for name, size in (("n", n), ("d", d)):
-        if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 1:
+        if not is_integer(size) or size < 1:
             raise ValueError(f"{name}: {size!r} is not a positive integer (a static shape)")
     return _layers(key, n, d, *VARIANCES[init](n, d), dtype or jnp.result_type(float))
 

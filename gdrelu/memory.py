@@ -26,6 +26,7 @@ from gdrelu import engine
 from gdrelu.buckets import width_buckets
 from gdrelu.cells import Cell, initial_runs, noise_keys
 from gdrelu.data import CONTINUOUS
+from gdrelu.numbers import is_real
 from gdrelu.optim import NOISE_BLOCK, get_optimizer
 from gdrelu.spec import ExperimentSpec
 
@@ -76,8 +77,7 @@ def memory_budget(budget: int | None = None, devices=None) -> int:
     """Bytes a batch of runs may use: `budget` if given, else a share of the devices'
     free memory, else a share of the host's available memory (CPU)."""
     if budget is not None:
-        number = isinstance(budget, int | float | np.number) and not isinstance(budget, bool)
-        if not number or not budget > 0:
+        if not is_real(budget) or not budget > 0:
             raise ValueError(f"memory_budget: {budget!r} is not a positive number of bytes")
         return int(budget)
     free = free_device_bytes(devices)

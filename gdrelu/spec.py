@@ -19,8 +19,8 @@ import numpy as np
 
 from gdrelu import engine
 from gdrelu.data import CONTINUOUS, DATASETS, FINITE, count_dtype, load_user_data, split_sizes
-from gdrelu.engine.simulation import is_integer
 from gdrelu.init import INITS, parameterization_of, parse_bias_init
+from gdrelu.numbers import is_integer, is_real
 from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps, get_optimizer
 
 if TYPE_CHECKING:
@@ -251,10 +251,6 @@ class ExperimentSpec:
         return [Cell(width, delta, self) for width in self.widths for delta in self.deltas]
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
-
-
 def _is_positive_int(value, low: int = 1) -> bool:
     return is_integer(value) and value >= low
 
@@ -313,7 +309,7 @@ def _check_split(spec: ExperimentSpec) -> None:
         raise SpecError("split", "splits a user data file (data = 'file')")
     if (
         len(spec.split) != 3
-        or not all(_is_real(f) and f > 0 for f in spec.split)
+        or not all(is_real(f) and f > 0 for f in spec.split)
         or abs(sum(spec.split) - 1.0) > 1e-9
     ):
         raise SpecError("split", f"{spec.split!r} is not three positive fractions summing to 1")
@@ -336,7 +332,7 @@ def _check_grid(spec: ExperimentSpec) -> None:
     if not spec.deltas:
         raise SpecError("deltas", "needs at least one offset")
     for delta in spec.deltas:
-        if not _is_real(delta) or not math.isfinite(delta):
+        if not is_real(delta) or not math.isfinite(delta):
             raise SpecError("deltas", f"{delta!r} is not a finite number")
     for name in ("widths", "deltas"):
         if len(set(getattr(spec, name))) != len(getattr(spec, name)):
@@ -415,16 +411,16 @@ def _check_training(spec: ExperimentSpec) -> None:
     except ValueError as err:
         raise SpecError("bias_init", str(err).split(": ", 1)[-1]) from None
     if spec.step_size not in STEP_SIZE_RULES and not (
-        _is_real(spec.step_size) and 0 < _as_float(spec.step_size) < math.inf
+        is_real(spec.step_size) and 0 < _as_float(spec.step_size) < math.inf
     ):
         raise SpecError(
             "step_size", f"{spec.step_size!r} is not one of {STEP_SIZE_RULES} or a positive number"
         )
     if spec.input_dim > 1 and spec.step_size == "paper":
         raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
-    if not _is_real(spec.step_factor) or not (0 < spec.step_factor < math.inf):
+    if not is_real(spec.step_factor) or not (0 < spec.step_factor < math.inf):
         raise SpecError("step_factor", f"{spec.step_factor!r} is not a positive number")
-    if _is_real(spec.step_size) and spec.dtype in DTYPES:
+    if is_real(spec.step_size) and spec.dtype in DTYPES:
         with np.errstate(over="ignore", under="ignore"):
             try:
                 step = np.dtype(spec.dtype).type(spec.step_size) * np.dtype(spec.dtype).type(
@@ -437,7 +433,7 @@ def _check_training(spec: ExperimentSpec) -> None:
                 "step_size", f"{spec.step_size!r} × step_factor {spec.step_factor!r} is "
                 f"{step} in {spec.dtype}: not a positive finite step"
             )  # fmt: skip
-    if not _is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
+    if not is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
         raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
 
 
@@ -468,7 +464,7 @@ def _check_stopping(spec: ExperimentSpec) -> None:
                 "zero biases only",
             )
     if spec.target_halfwidth is not None:
-        if not _is_real(spec.target_halfwidth) or not 0 < spec.target_halfwidth < 0.5:
+        if not is_real(spec.target_halfwidth) or not 0 < spec.target_halfwidth < 0.5:
             raise SpecError("target_halfwidth", f"{spec.target_halfwidth!r} is not in (0, 0.5)")
         if spec.max_runs is None:
             raise SpecError("max_runs", "is needed with target_halfwidth (a bound on each cell)")

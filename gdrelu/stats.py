@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from gdrelu.numbers import is_integer
+
 
 def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Exact (Clopper-Pearson) two-sided interval for a binomial proportion.
@@ -38,7 +40,7 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
                              f"{mask.shape}")  # fmt: skip
         stuck, runs = int(mask.sum()), mask.size
     for name, count in (("stuck", stuck), ("runs", runs)):
-        if not isinstance(count, int | np.integer) or isinstance(count, bool):
+        if not is_integer(count):
             raise ValueError(f"{name}: {count!r} is not an integer count")
     if not 0 <= stuck <= runs or runs == 0:
         raise ValueError(

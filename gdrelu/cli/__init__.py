@@ -65,18 +65,9 @@ def main(argv=None) -> int:
             command_line.print_help()
             return EXIT_USAGE
         started = resume.started(args)
-        if started and "reproduce" in started["specs"][0] and args.command != "reproduce":
-            raise UsageError(
-                f"--resume: {args.resume} holds a reproduction; finish it with "
-                f"gdrelu reproduce --resume {args.resume}"
-            )
+        resume.check_command(args, started)
         if args.command == "reproduce":
             return reproduce.execute(args, started)
-        if started and getattr(args, "preset", None) and not resume.is_preset(started):
-            raise UsageError(
-                f"--resume: {args.resume} holds a run, not the {args.preset} preset; "
-                "resume it without --preset"
-            )
         if getattr(args, "preset", None) == "section10" or resume.is_preset(started):
             return section10.execute(args, started)
         return run.execute(args, started)

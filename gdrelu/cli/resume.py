@@ -29,6 +29,23 @@ def started(args) -> dict[str, Any] | None:
     return manifest
 
 
+def check_command(args, manifest: dict[str, Any] | None) -> None:
+    """Refuse to resume a reproduction with `run`, or a plain run with `--preset`: the
+    directory is finished by the command that started it."""
+    if manifest is None:
+        return
+    if "reproduce" in manifest["specs"][0] and args.command != "reproduce":
+        raise UsageError(
+            f"--resume: {args.resume} holds a reproduction; finish it with "
+            f"gdrelu reproduce --resume {args.resume}"
+        )
+    if args.command != "reproduce" and getattr(args, "preset", None) and not is_preset(manifest):
+        raise UsageError(
+            f"--resume: {args.resume} holds a run, not the {args.preset} preset; "
+            "resume it without --preset"
+        )
+
+
 def is_preset(manifest: dict[str, Any] | None) -> bool:
     """Whether the manifest is that of a preset grid (`gdrelu.section10`)."""
     return manifest is not None and "preset" in manifest["specs"][0]

@@ -31,6 +31,7 @@ from gdrelu.engine.state import (
     materialized_params,
 )
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
+from gdrelu.numbers import is_integer, is_real
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
 from gdrelu.outcome import SimulationResult, Status, stop_rules
 
@@ -68,13 +69,12 @@ def simulate(
 ) -> SimulationResult:
     """Train every run until it stops, or for `max_checks` checks `check_every` steps apart.
 
-    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar (None
-    for an optax transformation with its own learning rate). The runs train in the
-    parameters' dtype, float32 or float64 (which needs `jax_enable_x64`); data, step sizes
-    and held-out points are cast to it. `optimizer`: "gd", "sgd", "momentum", "adam", a
-    function h -> optax transformation, or a transformation (`optim.get_optimizer`, with
-    `sampler` and `batch_size`); a stochastic sampler needs `key`, one key per run (typed,
-    or (runs, 2) key data). `parameterization`: "standard" (He) or "ntk" (`model.scaling_of`).
+    params, data: a leading runs axis on every field; step_size: (runs,) or a scalar (None for
+    an optax transformation with its own learning rate). Runs train in the params' dtype
+    (float64 needs `jax_enable_x64`), to which the other inputs are cast. `optimizer`: "gd",
+    "sgd", "momentum", "adam", a function h -> optax transformation, or a transformation
+    (`optim.get_optimizer`, with `sampler` and `batch_size`); a stochastic sampler needs `key`,
+    one key per run (typed, or (runs, 2) key data). `parameterization`: "standard" (He), "ntk".
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
@@ -180,22 +180,11 @@ def _validated(
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
-    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
-    if not (is_integer(patience) and patience >= 0):  # 0: stop at the first check
-        raise ValueError(f"patience: must be an integer ≥ 0, not {patience!r}")
-    check_step_budget(check_every, max_checks)
-    _check_scalars(alpha=alpha, min_delta=min_delta)
-    if isinstance(stop_on, str):
-        raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
+    _check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
     _check_inputs(params, data, step_size, validation_weights, validation, test)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
-    if validation is not None and validation_weights is not None:
-        raise ValueError("validation: give held-out points or validation_weights, not both")
-    if early_stopping is None:
-        early_stopping = validation_weights is not None
-    if early_stopping and validation is None and validation_weights is None:
-        raise ValueError("early_stopping: needs validation points or validation_weights")
+    early_stopping = _early_stopping(early_stopping, validation_weights, validation)
     rules = stop_rules(stop_on, optimizer, standard, one_dimensional, eigenvectors, early_stopping)
     held_out = validation is not None or test is not None
     if held_out:
@@ -216,6 +205,29 @@ def _validated(
     return _Plan(optimizer, rules, path, noise_key)
 
 
+def _check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on):
+    """The counts, the step budget and the scalars of `simulate`, each named if refused."""
+    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
+    if not (is_integer(patience) and patience >= 0):  # 0: stop at the first check
+        raise ValueError(f"patience: must be an integer ≥ 0, not {patience!r}")
+    check_step_budget(check_every, max_checks)
+    _check_scalars(alpha=alpha, min_delta=min_delta)
+    if isinstance(stop_on, str):
+        raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
+
+
+def _early_stopping(early_stopping, validation_weights, validation) -> bool:
+    """Whether runs stop early (default: when validation weights are given), checked
+    against the validation given."""
+    if validation is not None and validation_weights is not None:
+        raise ValueError("validation: give held-out points or validation_weights, not both")
+    if early_stopping is None:
+        early_stopping = validation_weights is not None
+    if early_stopping and validation is None and validation_weights is None:
+        raise ValueError("early_stopping: needs validation points or validation_weights")
+    return early_stopping
+
+
 def _check_counts(**counts) -> None:
     """Refuse a count that is not a positive integer, naming it (block and redo may be
     None: the engine's own sizes)."""
@@ -231,7 +243,7 @@ def _check_scalars(**scalars) -> None:
     min_delta ≥ 0, each one finite real number."""
     for name, value in scalars.items():
         number = np.asarray(value).item() if np.ndim(value) == 0 else None
-        if not isinstance(number, int | float) or isinstance(number, bool):
+        if not is_real(number):
             raise ValueError(f"{name}: one real number, not {value!r}")
         high = 1.0 if name == "alpha" else math.inf
         if not (math.isfinite(number) and 0.0 <= number < high):
@@ -275,11 +287,6 @@ def _check_runs(params: Params, **inputs) -> None:
                 raise ValueError(
                     f"{name}: shape {np.shape(leaf)} does not lead with the {runs} runs of params"
                 )
-
-
-def is_integer(value) -> bool:
-    """Whether `value` is a Python or numpy integer (a bool is not)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def check_precision(params: Params, data: WeightedData) -> None:
