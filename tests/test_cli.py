@@ -503,10 +503,15 @@ def test_two_processes_give_the_runs_of_one(small_run, tmp_path):
         )
         for i in range(2)
     ]
+    errs = []
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
+        errs.append(err.decode())
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
+    # a dead peer aborts the others in C++: process 0 says beforehand how to finish
+    assert f"`gdrelu run --resume {out}` (one process" in errs[0], errs[0][-2000:]
+    assert "--resume" not in errs[1]
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["compare"]])

@@ -8,6 +8,7 @@ finished unit stored at once, and the tables, summary and figures are written.""
 from __future__ import annotations
 
 import functools
+import sys
 import time
 
 from gdrelu.cli import backends, options, outdir, resume
@@ -43,6 +44,8 @@ def execute(args, started: dict | None = None) -> int:
         if any(hashes):  # a resume must read the same points, not only the same path
             recorded["settings"]["data_sha256"] = hashes
         out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
+        if processes is not None:
+            _announce_resume(out, processes.count)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     progress = RunProgress(
         sum(spec.runs * len(spec.cells()) for spec in specs),
@@ -66,6 +69,16 @@ def execute(args, started: dict | None = None) -> int:
     if writer:
         _report(specs, results, before + time.perf_counter() - start, out, before)
     return 0
+
+
+def _announce_resume(out, count: int) -> None:
+    """Before a distributed run trains: a process that dies makes the others abort in
+    C++ (no Python handler runs), so the way to finish comes first."""
+    print(
+        f"gdrelu: {count} processes; if one dies the others abort, and "
+        f"`gdrelu run --resume {out}` (one process, no --distributed) finishes the run",
+        file=sys.stderr,
+    )
 
 
 def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
