@@ -577,6 +577,23 @@ def test_a_resume_with_another_seed_names_only_the_seed(small_run, capsys):
     assert len(err.splitlines()) == 1 and err.endswith("(differs in seed)"), err
 
 
+@pytest.mark.parametrize("flag", [["--batch-size", "16"], ["--num-heldout", "1024"]])
+def test_a_resume_refuses_a_setting_a_fresh_run_refuses(small_run, flag, capsys):
+    """Each value is the spec's own (16, 1024), so the specs agree; a fresh GD run on the
+    six points refuses both as settings that change nothing, and so does its resume."""
+    assert main(["run", *SMALL, *flag, "--resume", str(small_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {flag[0]}: " in err, err
+
+
+def test_a_config_held_out_count_for_finite_data_is_refused(tmp_path, capsys):
+    """Only --num-heldout was refused; the config file's equal value passed."""
+    config, out = tmp_path / "exp.toml", tmp_path / "never"
+    config.write_text("num_heldout = 1024\n")
+    argv = ["run", "--config", str(config), "--out", str(out)]
+    assert "error: num_heldout: only continuous data" in _refused_in_one_line(argv, out, capsys)
+
+
 def test_a_run_is_not_resumed_as_a_preset(small_run, capsys):
     """It listed the 21 fields in which a run's spec differs from the preset's."""
     assert main(["run", "--preset", "section10", "--resume", str(small_run)]) == 2

@@ -20,23 +20,30 @@ COMPARE_SETS = ("optimizer", "stop_on", "stuck_rule")  # the fields `compared` o
 
 def requested_specs(args) -> list[ExperimentSpec]:
     """The specs of this command line: one, or one per optimizer of `gdrelu compare`. A
-    batch size given where no optimizer draws minibatches, or --num-heldout for data that
-    draw no held-out points, is refused, not ignored; a refused field that a protocol or
-    the config file set says so."""
+    setting that would change nothing is refused, not ignored (`refuse_unused`); a refused
+    field that a protocol or the config file set says so."""
     layers = _layers(args)
     values = _merged(layers)
     try:
         specs = specs_from(values, getattr(args, "optimizers", None))
     except UsageError as e:
         raise UsageError(_with_origin(str(e), layers)) from None
+    refuse_unused(values, args, specs)
+    return specs
+
+
+def refuse_unused(values: dict[str, Any], args, specs: list[ExperimentSpec]) -> None:
+    """Refuse a batch size set (by a flag, a protocol or the config file) where no
+    optimizer draws minibatches, and a held-out count for data that draw no held-out
+    points: the specs would carry a setting that changes nothing."""
     if "batch_size" in values and all(spec.full_batch for spec in specs):
         optimizers = ", ".join(spec.optimizer for spec in specs)
         given = "--batch-size" if getattr(args, "batch_size", None) is not None else "batch_size"
         raise UsageError(f"{given}: {optimizers} train full-batch (sampler 'full')")
-    if getattr(args, "num_heldout", None) is not None and specs[0].data not in CONTINUOUS:
+    if "num_heldout" in values and specs[0].data not in CONTINUOUS:
+        given = "--num-heldout" if getattr(args, "num_heldout", None) is not None else "num_heldout"
         data = specs[0].data
-        raise UsageError(f"--num-heldout: only continuous data draw held-out points; {data}")
-    return specs
+        raise UsageError(f"{given}: only continuous data draw held-out points; {data}")
 
 
 def given_values(args) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gdrelu.cli.errors import UsageError
-from gdrelu.cli.options import given_values, specs_from
+from gdrelu.cli.options import given_values, refuse_unused, specs_from
 from gdrelu.spec import ExperimentSpec, SpecError
 
 UNORDERED = ("widths", "deltas")
@@ -77,6 +77,7 @@ def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
             raise UsageError(
                 f"--resume: {directory} was started with another spec (differs in {differ})"
             )
+        refuse_unused(given, args, specs)  # as a fresh run refuses them
     return specs
 
 
