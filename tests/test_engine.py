@@ -409,6 +409,33 @@ def test_float32_runs_and_agrees_on_status(width8, width8_result):
     }
 
 
+def test_points_and_weights_that_are_no_distribution_are_named(width8):
+    """They trained: a NaN or infinite point or a weight of -0.1 ended the run diverged, a
+    weight of -1e-300 did not show, validation weights of sum 0 gave a flat validation
+    loss; now the input, its first bad run and the count are named."""
+    params, data, step = _first_runs(width8, 4)
+    x, w = np.array(data.x), np.array(data.weights)
+    x[2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"^data: run 2: points that are not finite"):
+        simulate(params, data._replace(x=x), step)
+    y = np.array(data.y)
+    y[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"^data: run 0: points"):
+        simulate(params, data._replace(y=y), step)
+    w[1, 0], w[3, 5] = -0.1, -1e-300
+    with pytest.raises(ValueError, match=r"^data: run 1 and 1 more: .* weights that are neg"):
+        simulate(params, data._replace(weights=w), step)
+    zero = np.array(data.weights)
+    zero[3] = 0.0
+    with pytest.raises(ValueError, match=r"^validation_weights: run 3: "):
+        simulate(params, data, step, validation_weights=zero)
+    test = data._replace(x=x)
+    with pytest.raises(ValueError, match=r"^test: run 2: "):
+        simulate(params, data, step, validation=data, test=test)
+    with pytest.raises(ValueError, match=r"^validation: run 2: "):
+        simulate(params, data, step, validation=test, test=data)
+
+
 def test_bad_arguments_are_named(width8):
     params, data, step = _first_runs(width8, 1)
     with pytest.raises(ValueError, match="stop_on"):

@@ -49,6 +49,25 @@ def check_inputs(data: WeightedData, step_size, validation, test) -> CheckInputs
     return CheckInputs(data, step_size, validation, test, roots)
 
 
+@jax.jit
+def checked_inputs(data: WeightedData, step_size, validation, test):
+    """`check_inputs`, and whether each run's training, validation and test points are
+    usable (runs, 3): x and y finite, weights finite, ≥ 0 and of positive sum. One
+    program: `simulate` reads the flags back before any run trains."""
+    usable = jnp.stack([_usable(points) for points in (data, validation, test)], -1)
+    return check_inputs(data, step_size, validation, test), usable
+
+
+def _usable(points: WeightedData) -> jax.Array:
+    """(runs,) whether every point of a run is finite and its weights a distribution's
+    multiple (non-negative, positive sum)."""
+    axes = tuple(range(1, points.x.ndim))
+    finite = jnp.all(jnp.isfinite(points.x), axes) & jnp.all(jnp.isfinite(points.y), 1)
+    weights = points.weights
+    proper = jnp.all(jnp.isfinite(weights) & (weights >= 0), 1) & (jnp.sum(weights, 1) > 0)
+    return finite & proper
+
+
 def chunk_end(params: Params) -> ChunkEnd:
     """The checks' view of one run after a general or fixed-pattern chunk (O(n) or O(nm))."""
     if params.a.ndim > 1:  # d-dim input: no certificate

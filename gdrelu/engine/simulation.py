@@ -19,7 +19,7 @@ from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
-from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_inputs
+from gdrelu.engine.checks import CheckInputs, ChunkScalars, checked_inputs
 from gdrelu.engine.chunk import ChunkSettings, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
@@ -127,7 +127,8 @@ def _trained(
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
     steps = 0.0 if step_size is None else step_size
-    inputs = check_inputs(data, _per_run(steps, params), validation, test)
+    inputs, usable = checked_inputs(data, _per_run(steps, params), validation, test)
+    _refuse_unusable(np.asarray(usable), validation_weights is not None)
     mixed = plan.path == "fixed_pattern"
     runs, inputs, layout = placed(
         params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel, redo
@@ -140,6 +141,21 @@ def _trained(
     outcomes = _Outcomes.empty(params)
     _trained_until_stopped(runs, inputs, layout, scalars, settings, max_checks, on_check, outcomes)
     return _result(outcomes, params, data, scaling, plan.rules, classify_width)
+
+
+def _refuse_unusable(usable: np.ndarray, reweighted: bool) -> None:
+    """Refuse runs whose points are not finite or whose weights are not those of a
+    distribution (`checks.checked_inputs`' flags), naming the input and the first run: they
+    would end diverged, or stopped on a meaningless loss, with no word of why."""
+    names = ("data", "validation_weights" if reweighted else "validation", "test")
+    for column, name in enumerate(names):
+        bad = np.flatnonzero(~usable[:, column])
+        if bad.size:
+            more = f" and {bad.size - 1} more" if bad.size > 1 else ""
+            raise ValueError(
+                f"{name}: run {bad[0]}{more}: points that are not finite, or weights that "
+                "are negative, not finite or of sum 0"
+            )
 
 
 class _Plan(NamedTuple):
