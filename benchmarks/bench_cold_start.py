@@ -1,7 +1,8 @@
 """Cold start of `gdrelu.simulate`: the first call in a fresh process against the second.
 
 The workload of issue 16: `--runs` runs (400) of width `--width` (128), He init, the six
-points with Δ = 0 and N = n² multinomial weights, the paper's step size, GD with
+points with Δ = 0 and N = n² multinomial weights, the paper's step size
+(`paper_workload.build`, seed 0), GD with
 `simulate`'s defaults, float64, one CPU device per core (as `gdrelu run`). A fresh
 subprocess builds it, then times the first and the second `simulate` call; every XLA
 compilation is counted with its duration (`jax.monitoring`'s backend-compile event), and
@@ -40,19 +41,14 @@ def child(runs: int, width: int) -> dict:
         events.append((event, kwargs.get("fun_name", "?"), duration))
 
     jax.monitoring.register_event_duration_secs_listener(listener)
-    import jax.numpy as jnp
+    import paper_workload  # benchmarks/, this script's directory
 
     import gdrelu
-    from gdrelu import theory
-    from gdrelu.data import paper_data
 
     out = {"import_s": time.perf_counter() - start, "devices": jax.device_count()}
     phases = {}
     begin = time.perf_counter()
-    keys = jax.random.split(jax.random.key(0), (runs, 2))
-    params = jax.vmap(lambda k: gdrelu.he_init(width, key=k, dtype=jnp.float64))(keys[:, 0])
-    data = jax.vmap(lambda k: paper_data(k, 0.0, width**2, jnp.float64))(keys[:, 1])
-    step_size = theory.paper_step_size(params, data)
+    params, data, step_size, _ = paper_workload.build(width, runs)
     jax.block_until_ready(step_size)
     phases["workload"] = (time.perf_counter() - begin, len(events))
     for name in ("first", "second"):

@@ -1,7 +1,8 @@
 """Throughput of the gdrelu engine's GD paths against the plain NumPy baseline.
 
-For each (width, run count, dtype), one workload (He init, six-point data with Δ = 0,
-multinomial weights with N = n², the paper's step size) is trained for `--steps` GD steps
+For each (width, run count, dtype), one workload (`paper_workload.build`: He init,
+six-point data with Δ = 0, multinomial weights with N = n², the paper's step size; drawn
+in float64, seed 0, then cast to the dtype) is trained for `--steps` GD steps
 with the stopping checks every 1000 steps and no run dropped, by
 - `numpy_baseline.simulate_numpy(..., early_exit=False)` (always float64), timed once;
 - `gdrelu.engine.chunk_runner` for the paths general, fixed_pattern and propagator (all
@@ -42,24 +43,13 @@ import numpy as np  # noqa: E402
 from gdrelu import provenance  # noqa: E402
 
 try:
-    from benchmarks import numpy_baseline
+    from benchmarks import numpy_baseline, paper_workload
 except ImportError:  # run as a script without the repository root on sys.path
     import numpy_baseline
+    import paper_workload
 
 CHECK_EVERY = 1000
 PATHS = ("general", "fixed_pattern", "propagator")
-
-
-def workload(width: int, runs: int, seed: int = 0):
-    """Float64 initial (params, data, step size) of `runs` runs, each with a leading runs axis."""
-    from gdrelu import theory
-    from gdrelu.data import paper_data
-    from gdrelu.init import he_init
-
-    keys = jax.random.split(jax.random.key(seed), (runs, 2))
-    params = jax.vmap(lambda k: he_init(width, key=k, dtype=jnp.float64))(keys[:, 0])
-    data = jax.vmap(lambda k: paper_data(k, 0.0, width**2, jnp.float64))(keys[:, 1])
-    return params, data, theory.paper_step_size(params, data)
 
 
 def time_numpy(params, data, step_size, steps: int) -> float:
@@ -137,7 +127,7 @@ def bench(
     unroll=None,
 ) -> dict:
     """All measurements of one (width, runs, dtype), as a result row."""
-    params, data, step_size = workload(width, runs)
+    params, data, step_size, _ = paper_workload.build(width, runs)  # float64, seed 0
     work = width * steps * runs
     row = {"width": width, "runs": runs, "steps": steps, "dtype": dtype}
     if numpy_too:

@@ -1,6 +1,7 @@
 """What issue 16's rate targets ask of this machine, against the pieces every step must do.
 
-Side by side in one process, on the paper's 1-D workload (`bench_vs_numpy.workload`),
+Side by side in one process, on the paper's 1-D workload (`bench_vs_numpy.workload`:
+`paper_workload.build` with the "blocks" keys that its dated results were measured on),
 `--runs` runs × `--steps` steps (one chunk, as the crossing protocol trains Adam: all its
 runs cross in the first), warm, float64, the runs sharded over every CPU device as
 `gdrelu.simulate` shards them. Rates in neuron-steps/s (width × steps × runs / s):

@@ -1,7 +1,8 @@
 """`simulate` with the propagator's kernels side by side: the C loop against XLA's (CPU).
 
-`--runs` runs of width `--width` on the paper's workload (He init, Δ = 0, N = n²
-multinomial weights, the paper's step size, float64, one CPU device per core), trained by
+`--runs` runs of width `--width` on the paper's workload (`paper_workload.build`: He init,
+Δ = 0, N = n² multinomial weights, the paper's step size, float64, seed 0; one CPU device
+per core), trained by
 `--optimizer` (GD with GD's rules; full-batch heavy ball, or SGD with the paper's B = 16
 multinomial draws per step, with the crossing rule) for
 `--checks` checks of `--check-every` steps. Each round calls `simulate` once with each of
@@ -18,18 +19,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 
 jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gdrelu import he_init, simulate, theory  # noqa: E402
-from gdrelu.data import paper_data  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+import paper_workload  # noqa: E402
+
+from gdrelu import simulate  # noqa: E402
 
 
 def main() -> None:
@@ -43,13 +47,10 @@ def main() -> None:
     parser.add_argument("--kernels", default="native,xla")
     args = parser.parse_args()
     kernels = args.kernels.split(",")
-    keys = jax.random.split(jax.random.key(0), (args.runs, 3))
-    params = jax.vmap(lambda k: he_init(args.width, key=k, dtype=jnp.float64))(keys[:, 0])
-    data = jax.vmap(lambda k: paper_data(k, 0.0, args.width**2, jnp.float64))(keys[:, 1])
-    step = theory.paper_step_size(params, data)
+    params, data, step, noise = paper_workload.build(args.width, args.runs)  # seed 0
     rules = {} if args.optimizer == "gd" else {"stop_on": ("crossed",)}
     if args.optimizer == "sgd":
-        rules["key"] = keys[:, 2]
+        rules["key"] = noise
     kwargs = dict(optimizer=args.optimizer, check_every=args.check_every, **rules)
     seconds = {kernel: [] for kernel in kernels}
     results = {}

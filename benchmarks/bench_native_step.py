@@ -5,7 +5,8 @@ loop (11 fusions and 3 copies, for a block of 64 runs). `gdrelu/native_src/propa
 (kernel="native", `gdrelu.native`) does the same arithmetic in the same order
 (`gdrelu.kernel.lane_step`) for four runs per vector, every step of a chunk in registers.
 On one CPU device and one core, this benchmark builds `--runs` runs of width `--width` on
-the paper's data (He init, Δ = 0, the paper's step size) as the propagator's state. It
+the paper's data (`paper_workload.build`: He init, Δ = 0, the paper's step size) as the
+propagator's state. It
 takes `--steps` full-batch steps of `--optimizer` (GD, or heavy ball with μ = 0.9 from
 v = 0 at a tenth of the step size: z_i = (θ_i, v_i), D = 6) with
 `propagator.deferred_steps` (jitted, XLA's loop, blocks of `--block`) and with the C loop
@@ -23,6 +24,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -31,19 +33,19 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gdrelu import native, propagator, theory  # noqa: E402
-from gdrelu.data import paper_data  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+import paper_workload  # noqa: E402
+
+from gdrelu import native, propagator  # noqa: E402
 from gdrelu.fastpath import side_moments  # noqa: E402
-from gdrelu.init import he_init  # noqa: E402
 
 
 def workload(runs: int, width: int):
-    """(params, deferred state, side moments, step sizes) of `runs` runs at `width`."""
-    keys = jax.random.split(jax.random.key(0), (runs, 2))
-    params = jax.vmap(lambda k: he_init(width, key=k, dtype=jnp.float64))(keys[:, 0])
-    data = jax.vmap(lambda k: paper_data(k, 0.0, width**2, jnp.float64))(keys[:, 1])
+    """(params, deferred state, side moments, step sizes) of `runs` runs at `width`
+    (`paper_workload.build`, float64, seed 0)."""
+    params, data, step_size, _ = paper_workload.build(width, runs)
     state = propagator.deferred(params, *jax.vmap(propagator.regular_neurons)(params))
-    return params, state, jax.vmap(side_moments)(data), theory.paper_step_size(params, data)
+    return params, state, jax.vmap(side_moments)(data), step_size
 
 
 def native_arrays(params, state, moments, h, optimizer, velocity):

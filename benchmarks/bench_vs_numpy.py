@@ -2,11 +2,12 @@
 
 For each optimizer and width: `--runs` runs of the paper's 1-D workload (six points,
 N = n² multinomial weights, He init, Δ = 0, the paper's GD step size, Adam's learning
-rate the same, as the paper's code did), every run trained `--steps` steps with no
-stopping (`stop_on=()`), by `gdrelu.simulate` (warm: after one call of the same shapes,
-and cold: the first call, compilation included) and by `numpy_baseline` (one core,
-`train_stochastic`; GD: `simulate_numpy` without early exit). SGD and Adam draw the
-paper's B = 16 multinomial samples per step in both; momentum is full-batch heavy ball.
+rate the same, as the paper's code did; `paper_workload.build` with its "blocks" keys),
+every run trained `--steps` steps with no stopping (`stop_on=()`), by `gdrelu.simulate`
+(warm: after one call of the same shapes, and cold: the first call, compilation included)
+and by `numpy_baseline` (one core, `train_stochastic`; GD: `simulate_numpy` without early
+exit). SGD and Adam draw the paper's B = 16 multinomial samples per step in both;
+momentum is full-batch heavy ball.
 The table gives neuron-steps/s (width × steps × runs / s) and gdrelu's ratio to NumPy;
 `benchmarks/results/` and docs/performance.md keep the dated tables. With `--repeats R`
 the two sides alternate R times after gdrelu's cold call (NumPy, gdrelu warm, NumPy, …),
@@ -43,20 +44,20 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy_baseline  # noqa: E402
+import paper_workload  # noqa: E402
 
-from gdrelu import he_init, provenance, simulate, theory  # noqa: E402
-from gdrelu.data import paper_data  # noqa: E402
+from gdrelu import provenance, simulate  # noqa: E402
 
 SAMPLER = {"gd": None, "sgd": "multinomial", "momentum": None, "adam": "multinomial"}
 
 
 def workload(width: int, runs: int, seed: int = 0):
-    """(params, data, step sizes, noise keys) of `runs` runs at `width`, as numpy arrays."""
-    keys = jax.random.split(jax.random.key(seed), 3 * runs)
-    params = jax.vmap(lambda k: he_init(width, key=k))(keys[:runs])
-    data = jax.vmap(lambda k: paper_data(k, 0.0, width**2))(keys[runs : 2 * runs])
-    steps = theory.paper_step_size(params, data)
-    return (*jax.device_get((params, data, steps)), keys[2 * runs :])
+    """(params, data, step sizes, noise keys) of `runs` runs at `width`, all but the keys as
+    numpy arrays. The keys are `paper_workload`'s "blocks" layout, this benchmark's since
+    its first dated result: the tables in benchmarks/results/ (vs-numpy-*, floors-*) stay
+    comparable, the crossing protocol's steps trained depending on which runs cross."""
+    built = paper_workload.build(width, runs, seed, layout="blocks")
+    return (*jax.device_get(built[:3]), built.noise)
 
 
 def gdrelu_call(optimizer, params, data, steps, keys, num_steps, check_every, protocol):

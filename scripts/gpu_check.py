@@ -11,9 +11,10 @@ Installs nothing. Writes gpu_check.json and gpu_check.md under --out and prints 
    $GDRELU_PROPAGATOR_KERNEL: xla or pallas) and on the CPU (XLA), in float64 and
    float32 (statuses equal? stop steps equal? largest parameter difference), and the
    golden GD trajectory case 3 after 20 000 steps on the accelerator (relative error);
-3. throughput of the default (propagator) path for each width with `--runs` runs:
-   2 chunks of 1000 GD steps with the checks, compile excluded, in neuron-steps/s, and
-   the device's peak memory where JAX reports it.
+3. throughput of the default (propagator) path for each width with `--runs` runs of the
+   benchmarks' workload (benchmarks/paper_workload.py): 2 chunks of 1000 GD steps with
+   the checks, compile excluded, in neuron-steps/s, and the device's peak memory where
+   JAX reports it.
 """
 
 from __future__ import annotations
@@ -104,18 +105,16 @@ def trajectory(jax, np) -> dict:
 
 
 def throughput(jax, np, widths, runs: int) -> list[dict]:
-    import jax.numpy as jnp
+    """The propagator on `runs` runs of the benchmarks' workload (`paper_workload.build`,
+    float64, seed 0) at each width."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import paper_workload
 
-    from gdrelu import engine, theory
-    from gdrelu.data import paper_data
-    from gdrelu.init import he_init
+    from gdrelu import engine
 
     rows = []
     for width in widths:
-        keys = jax.random.split(jax.random.key(width), (runs, 2))
-        params = jax.vmap(lambda k, w=width: he_init(w, key=k, dtype=jnp.float64))(keys[:, 0])
-        data = jax.vmap(lambda k, w=width: paper_data(k, 0.0, w * w, jnp.float64))(keys[:, 1])
-        step = theory.paper_step_size(params, data)
+        params, data, step, _ = paper_workload.build(width, runs)
         run = engine.chunk_runner(params, data, step, path="propagator", check_every=1000)
         start = time.perf_counter()
         run(1)
