@@ -106,11 +106,23 @@ def show(label: str, report: dict, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=400)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--cache-dir", default="none")
-    parser.add_argument("--top", type=int, default=8, help="slowest compiles to list")
-    parser.add_argument("--json", help="write the reports here")
+    parser.add_argument("--runs", type=int, default=400, help="runs (default: %(default)s)")
+    parser.add_argument(
+        "--width", type=int, default=128, help="neurons n; N = n² draws (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default="none",
+        help="JAX's persistent compilation cache: a directory (two fresh processes, the "
+        "second reading it) or none (one process, no cache) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=8,
+        help="slowest compiles listed per phase (default: %(default)s)",
+    )
+    parser.add_argument("--json", help="also write the reports as JSON to this path")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -233,20 +233,51 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 1024, 2048])
     parser.add_argument(
-        "--runs", type=int, nargs="*", default=[64, 256, 1024, 4096], help="run counts (width 256)"
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[16, 64, 256, 1024, 2048],
+        help="widths n of the width sweep (default: %(default)s)",
     )
-    parser.add_argument("--steps", type=int, default=2000, help="GD steps, a multiple of 1000")
-    parser.add_argument("--repeats", type=int, default=3, help="engine timings per median")
-    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        nargs="*",
+        default=[64, 256, 1024, 4096],
+        help="run counts of the run sweep at width 256; --runs alone: none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=2000,
+        help="GD steps per timing, a multiple of 1000 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="engine timings per median (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float64", "float32"],
+        help="dtypes of the width sweep (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=list(PATHS),
+        choices=PATHS,
+        help="engine paths timed (default: %(default)s)",
+    )
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy baseline")
     parser.add_argument(
-        "--neurons", type=int, default=2**15, help="runs × width of the width sweep's rows"
+        "--neurons",
+        type=int,
+        default=2**15,
+        help="runs × width of each width-sweep row, at least 64 runs (default: %(default)s)",
     )
     parser.add_argument(
-        "--unroll", type=int, help="GD steps per loop iteration (default: device's)"
+        "--unroll", type=int, help="GD steps per loop iteration (default: the device's)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also plot cost against width and runs")

@@ -140,10 +140,24 @@ def width_rows(width: int, runs: int, steps: int, gd_steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--widths", default="16,128")
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--gd-steps", type=int, default=10000)
+    parser.add_argument(
+        "--widths", default="16,128", help="comma-separated widths (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1000, help="runs per width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=1000,
+        help="steps per run and per GD check (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gd-steps",
+        type=int,
+        default=10000,
+        help="most GD steps per run (propagator row) (default: %(default)s)",
+    )
     args = parser.parse_args()
     print(f"# {os.cpu_count()} cores, {jax.device_count()} devices, jax {jax.__version__}")
     print("| width | piece | neuron-steps/s | target it bounds |")

@@ -38,13 +38,31 @@ from gdrelu import simulate  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--optimizer", choices=("gd", "momentum", "sgd"), default="gd")
-    parser.add_argument("--checks", type=int, default=10)
-    parser.add_argument("--check-every", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--kernels", default="native,xla")
+    parser.add_argument("--runs", type=int, default=1000, help="runs (default: %(default)s)")
+    parser.add_argument(
+        "--width", type=int, default=16, help="neurons n; N = n² draws (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("gd", "momentum", "sgd"),
+        default="gd",
+        help="GD, heavy ball, or SGD with B = 16 multinomial draws (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checks", type=int, default=10, help="checks per call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--check-every", type=int, default=1000, help="steps per check (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="calls per kernel, the first compiling (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kernels", default="native,xla", help="comma-separated kernels (default: %(default)s)"
+    )
     args = parser.parse_args()
     kernels = args.kernels.split(",")
     params, data, step, noise = paper_workload.build(args.width, args.runs)  # seed 0

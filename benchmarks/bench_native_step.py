@@ -72,12 +72,31 @@ def largest_relative(mine, theirs) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1024, help="a multiple of 4 and --block")
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--block", type=int, default=64, help="XLA's runs per block")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--optimizer", choices=("gd", "momentum"), default="gd")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1024,
+        help="runs, a multiple of 4 and of --block (default: %(default)s)",
+    )
+    parser.add_argument("--width", type=int, default=16, help="neurons n (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=int, default=2000, help="steps per timing (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--block", type=int, default=64, help="XLA's runs per block (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timings of each loop, alternating (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("gd", "momentum"),
+        default="gd",
+        help="GD, or heavy ball with μ = 0.9 (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.runs % 4 or args.runs % min(args.block, args.runs) or args.repeats < 1:
         parser.error("--runs must be a multiple of 4 and of --block; --repeats positive")

@@ -41,13 +41,31 @@ OPTIMIZERS = (("momentum", None), ("adam", None), ("sgd", "multinomial"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--widths", default="16,256")
-    parser.add_argument("--runs", type=int, default=512)
-    parser.add_argument("--checks", type=int, default=5)
-    parser.add_argument("--step-factor", type=float, default=0.5)
-    parser.add_argument("--adam-step", type=float, default=1e-3)
-    parser.add_argument("--data", default="six-points", choices=["six-points", "p-ex"])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--widths", default="16,256", help="comma-separated widths (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=512, help="runs per width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--checks", type=int, default=5, help="chunks of 1000 steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--step-factor",
+        type=float,
+        default=0.5,
+        help="step size of momentum and SGD, in multiples of the paper's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--adam-step", type=float, default=1e-3, help="Adam's learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data",
+        default="six-points",
+        choices=["six-points", "p-ex"],
+        help="1-D data (default: %(default)s)",
+    )
     args = parser.parse_args()
     print(f"{provenance.measured_line()}, float64")
     print(f"{args.data}, {args.runs} runs, {args.checks} x 1000 steps; neuron-steps/s\n")

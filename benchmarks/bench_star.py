@@ -37,11 +37,27 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--widths", default="128,256,512,1024,2048,4096,8192")
-    parser.add_argument("--runs", type=int, default=128)
-    parser.add_argument("--work", type=float, default=2e7)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--widths",
+        default="128,256,512,1024,2048,4096,8192",
+        help="comma-separated widths (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=128, help="runs per width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--work",
+        type=float,
+        default=2e7,
+        help="run-neuron-steps per chunk, which sets its steps S per width (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed calls of one and of two chunks (default: %(default)s)",
+    )
+    parser.add_argument("--json", default=None, help="also write the rows and fit as JSON here")
     args = parser.parse_args()
 
     from gdrelu.cli import backends, default_cache_dir

@@ -101,13 +101,36 @@ def time_numpy(optimizer, params, data, steps, num_steps, check_every, protocol)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--widths", default="16,128")
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--check-every", type=int, default=1000)
-    parser.add_argument("--optimizers", default="gd,sgd,momentum,adam")
-    parser.add_argument("--protocol", choices=("full", "crossing"), default="full")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of NumPy, gdrelu warm")
+    parser.add_argument(
+        "--widths", default="16,128", help="comma-separated widths (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=200, help="runs per width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=2000, help="step budget per run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--check-every",
+        type=int,
+        default=1000,
+        help="steps per check or chunk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizers",
+        default="gd,sgd,momentum,adam",
+        help="comma-separated optimizers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("full", "crossing"),
+        default="full",
+        help="full: every run trains every step; crossing: runs stop as in the paper's "
+        "protocols (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of NumPy, gdrelu warm (default: %(default)s)"
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats: {args.repeats} is not a positive integer")

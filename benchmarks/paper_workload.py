@@ -78,14 +78,24 @@ def main() -> None:
     import numpy as np
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=16, help="neurons n (default %(default)s)")
-    parser.add_argument("--runs", type=int, default=4, help="runs (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="root key's seed (default %(default)s)")
     parser.add_argument(
-        "--dtype", default="float64", choices=("float64", "float32"), help="default %(default)s"
+        "--width", type=int, default=16, help="neurons n; N = n² draws (default: %(default)s)"
+    )
+    parser.add_argument("--runs", type=int, default=4, help="runs (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the root key (default: %(default)s)"
     )
     parser.add_argument(
-        "--layout", default="per-run", choices=LAYOUTS, help="key layout (default %(default)s)"
+        "--dtype",
+        default="float64",
+        choices=("float64", "float32"),
+        help="dtype of the parameters and data (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--layout",
+        default="per-run",
+        choices=LAYOUTS,
+        help="key layout, see the module doc (default: %(default)s)",
     )
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)

@@ -56,5 +56,5 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", nargs="?", default="tests/data/gd_trajectories.npz",
-                        help="the golden trajectories (NPZ)")  # fmt: skip
+                        help="the golden trajectories (NPZ) (default: %(default)s)")  # fmt: skip
     main(parser.parse_args().path)

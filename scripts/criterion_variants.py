@@ -29,9 +29,23 @@ READINGS = list(itertools.product(("columns", "rows"), ("conservative", "paper")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("npz", nargs="?", default="tests/data/mc_outcomes_n16.npz")
-    parser.add_argument("--checks", type=int, default=25)
-    parser.add_argument("--float32", action="store_true")
+    parser.add_argument(
+        "npz",
+        nargs="?",
+        default="tests/data/mc_outcomes_n16.npz",
+        help="the golden Monte Carlo runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checks",
+        type=int,
+        default=25,
+        help="checks, each after 1000 GD steps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="also count the checks where float32 copies disagree with float64",
+    )
     args = parser.parse_args()
     m = np.load(args.npz)
     runs = m["xw"].shape[0]

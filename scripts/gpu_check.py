@@ -173,8 +173,14 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", default="16,32,64,128,256,512,1024,2048")
-    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument(
+        "--widths",
+        default="16,32,64,128,256,512,1024,2048",
+        help="comma-separated widths of the throughput rows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=10_000, help="runs per throughput row (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu_check")))
     args = parser.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="also write the profile as JSON")
+    parser.add_argument("--json", help="also write the profile as JSON to this path")
     args = parser.parse_args(argv[:split])
     import jax.monitoring
 

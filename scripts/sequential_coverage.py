@@ -34,8 +34,12 @@ def coverage(p, runs, halfwidth, max_runs, cells, rng) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cells", type=int, default=100_000, help="simulated cells per case (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="NumPy generator seed (default: %(default)s)"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     se = np.sqrt(0.95 * 0.05 / args.cells)

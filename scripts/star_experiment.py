@@ -23,12 +23,30 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="The star experiment at small scale.")
-    parser.add_argument("--widths", default="16,32,64")
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--check-every", type=int, default=1000)
-    parser.add_argument("--step-factor", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--widths", default="16,32,64", help="comma-separated widths (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=200, help="runs per width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=100_000,
+        help="GD steps per run, a multiple of --check-every (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--check-every", type=int, default=1000, help="steps per check (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--step-factor",
+        type=float,
+        default=1.0,
+        help="step size in units of 1/λ_max(K_w); 2 mimics the reference (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the spec's seed (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/star"))
     args = parser.parse_args(argv)
     widths = tuple(int(w) for w in args.widths.split(","))
