@@ -3,7 +3,9 @@
     PYTHONPATH=. python scripts/gpu_check.py --out "$OUT"          # on the GPU machine
     PYTHONPATH=. python scripts/gpu_check.py --runs 256 --widths 16,64 --out /tmp/check
 
-Installs nothing. Writes gpu_check.json and gpu_check.md under --out and prints the table:
+Installs nothing. Writes gpu_check.json and gpu_check.md under --out (default $OUT, the
+folder the device machine brings back, else runs/gpu_check relative to the working
+directory, git-ignored like `gdrelu run`'s runs/) and prints the table and where it wrote:
 
 1. versions of Python, jax, jaxlib, optax, and the devices;
 2. agreement on the golden data (tests/data): the 300 stored Monte Carlo runs of
@@ -181,7 +183,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--runs", type=int, default=10_000, help="runs per throughput row (default: %(default)s)"
     )
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu_check")))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("OUT", "runs/gpu_check")),
+        help="directory for gpu_check.json and gpu_check.md, replaced there: $OUT where set "
+        "(the device machine's), else runs/gpu_check, git-ignored (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]
 
@@ -201,6 +209,7 @@ def main(argv=None) -> int:
     text = markdown(report)
     (args.out / "gpu_check.md").write_text(text)
     print(text)
+    print(f"wrote gpu_check.json and gpu_check.md to {args.out.resolve()}")
     return 0
 
 

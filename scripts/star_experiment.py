@@ -9,7 +9,9 @@ initialization (`--step-factor 2` mimics the reference code, which applied each 
 twice). Reports per width the fraction of runs whose activation pattern on the data
 changed, and the fraction whose final loss fell below the "linear on every ray"
 threshold L_lin, each with a 95% Clopper-Pearson interval; writes star.md, star.json and
-star.png under --out.
+star.png under --out (default runs/star, relative to the working directory: like `gdrelu
+run`'s runs/<timestamp>/, inside the checkout and git-ignored; a second run replaces the
+files) and prints where. The dated results in scripts/results/ are copies of such files.
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--seed", type=int, default=0, help="the spec's seed (default: %(default)s)"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/star"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/star"),
+        help="directory for star.md, star.json and star.png, replaced there; runs/ is "
+        "git-ignored, as for gdrelu run (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     widths = tuple(int(w) for w in args.widths.split(","))
     if args.steps % args.check_every:
@@ -116,6 +124,7 @@ def main(argv=None) -> int:
     (args.out / "star.json").write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=2))
     _plot(rows, args.out / "star.png")
     print(text)
+    print(f"wrote star.md, star.json and star.png to {args.out.resolve()}")
     return 0
 
 
