@@ -4,8 +4,9 @@
     PYTHONPATH=. python scripts/gpu_check.py --runs 256 --widths 16,64 --out /tmp/check
 
 Installs nothing. Writes gpu_check.json and gpu_check.md under --out (default $OUT, the
-folder the device machine brings back, else runs/gpu_check relative to the working
-directory, git-ignored like `gdrelu run`'s runs/) and prints the table and where it wrote:
+folder the device machine brings back, else a new runs/gpu_check-<timestamp> relative to
+the working directory, git-ignored like `gdrelu run`'s runs/) and prints the table and
+where it wrote:
 
 1. versions of Python, jax, jaxlib, optax, and the devices;
 2. agreement on the golden data (tests/data): the 300 stored Monte Carlo runs of
@@ -186,9 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(os.environ.get("OUT", "runs/gpu_check")),
+        default=Path(os.environ.get("OUT") or time.strftime("runs/gpu_check-%Y%m%d-%H%M%S")),
         help="directory for gpu_check.json and gpu_check.md, replaced there: $OUT where set "
-        "(the device machine's), else runs/gpu_check, git-ignored (default: %(default)s)",
+        "(the device machine's), else a new runs/gpu_check-<timestamp>, git-ignored",
     )
     args = parser.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]

@@ -9,9 +9,9 @@ initialization (`--step-factor 2` mimics the reference code, which applied each 
 twice). Reports per width the fraction of runs whose activation pattern on the data
 changed, and the fraction whose final loss fell below the "linear on every ray"
 threshold L_lin, each with a 95% Clopper-Pearson interval; writes star.md, star.json and
-star.png under --out (default runs/star, relative to the working directory: like `gdrelu
-run`'s runs/<timestamp>/, inside the checkout and git-ignored; a second run replaces the
-files) and prints where. The dated results in scripts/results/ are copies of such files.
+star.png under --out (default a new runs/star-<timestamp>, relative to the working
+directory: like `gdrelu run`'s runs/<timestamp>/, git-ignored) and prints where. The
+dated results in scripts/results/ are copies of such files.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("runs/star"),
-        help="directory for star.md, star.json and star.png, replaced there; runs/ is "
-        "git-ignored, as for gdrelu run (default: %(default)s)",
+        default=Path("runs") / time.strftime("star-%Y%m%d-%H%M%S"),
+        help="directory for star.md, star.json and star.png, replaced there (default: a "
+        "new runs/star-<timestamp>, git-ignored, as for gdrelu run)",
     )
     args = parser.parse_args(argv)
     widths = tuple(int(w) for w in args.widths.split(","))
