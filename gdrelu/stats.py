@@ -19,10 +19,8 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     """
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
-    if not np.all((k >= 0) & (k <= n) & (n >= 1) & (k == np.round(k)) & (n == np.round(n))):
-        raise ValueError(f"clopper_pearson: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
-    if not 0 < level < 1:
-        raise ValueError(f"level: {level!r} is not in (0, 1)")
+    _check_counts("clopper_pearson", k, n)
+    _check_level(level)
     tail = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
         lower = np.where(k > 0, special.betaincinv(k, n - k + 1, tail), 0.0)
@@ -50,11 +48,50 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
     return float(stuck) / float(runs), (float(lower), float(upper))
 
 
+def _check_counts(name: str, k: np.ndarray, n: np.ndarray) -> None:
+    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, n ≥ 1."""
+    if not np.all((k >= 0) & (k <= n) & (n >= 1) & (k == np.round(k)) & (n == np.round(n))):
+        raise ValueError(f"{name}: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
+
+
+def _check_level(level) -> None:
+    """Refuse a confidence level outside (0, 1), such as 95 for 0.95."""
+    if not (np.ndim(level) == 0 and 0 < level < 1):
+        raise ValueError(f"level: {level!r} is not in (0, 1)")
+
+
+def adaptive_coverage(p: float, runs: int, halfwidth: float, max_runs: int, level=0.95) -> float:
+    """Exact probability that the Clopper-Pearson interval at `level` of a cell grown by
+    `--target-halfwidth` covers its true P(stuck) = p. The runner's rule: start with
+    `runs` runs and add `runs` more (at most up to `max_runs`) while the interval's
+    half-width exceeds `halfwidth`. Summed over the distribution of (runs so far, stuck so
+    far) among the cells still growing, one batch at a time (docs/theory.md)."""
+    counts = is_integer(runs) and is_integer(max_runs) and 1 <= runs <= max_runs
+    if not (counts and 0 <= p <= 1 and halfwidth > 0):
+        raise ValueError(f"need 0 ≤ p ≤ 1, halfwidth > 0, 1 ≤ runs ≤ max_runs; not "
+                         f"{p}, {halfwidth}, {runs}, {max_runs}")  # fmt: skip
+    from scipy.stats import binom
+
+    size, growing, covered = runs, binom.pmf(np.arange(runs + 1), runs, p), 0.0
+    while True:
+        stuck = np.arange(size + 1)
+        low, high = clopper_pearson(stuck, np.full(size + 1, size), level)
+        stops = ((high - low) / 2 <= halfwidth) | (size >= max_runs)
+        covered += growing[stops & (low <= p) & (p <= high)].sum()
+        growing = np.where(stops, 0.0, growing)
+        if not growing.any():
+            return float(covered)
+        more = min(runs, max_runs - size)
+        growing, size = np.convolve(growing, binom.pmf(np.arange(more + 1), more, p)), size + more
+
+
 def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson's score interval for a binomial proportion k/n: the p with
     |k/n - p| <= z sqrt(p(1 - p)/n), z the normal quantile at (1 + level)/2."""
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
+    _check_counts("wilson", k, n)
+    _check_level(level)
     z = special.ndtri(0.5 + level / 2.0)
     center = (k + z * z / 2.0) / (n + z * z)
     half = z * np.sqrt(k * (n - k) / n + z * z / 4.0) / (n + z * z)
@@ -70,10 +107,14 @@ def paired_difference_interval(table, level: float = 0.95) -> tuple[float, float
     D - sqrt((p_a - l_a)² - 2φ(p_a - l_a)(u_b - p_b) + (u_b - p_b)²) and D + the same with
     a and b swapped, D = p_a - p_b.
     """
-    both, only_a, only_b, neither = (int(v) for v in table)
+    counts = np.asarray(table)
+    if counts.shape != (4,) or not all(is_integer(v) and v >= 0 for v in counts.tolist()):
+        raise ValueError(f"table: four counts ≥ 0 (both, a only, b only, neither), not {table}")
+    both, only_a, only_b, neither = (int(v) for v in counts)
     total = both + only_a + only_b + neither
     if total == 0:
         raise ValueError("paired outcomes: no runs to compare")
+    _check_level(level)
     p_a, p_b = (both + only_a) / total, (both + only_b) / total
     (l_a, l_b), (u_a, u_b) = wilson([both + only_a, both + only_b], total, level)
     margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
@@ -97,10 +138,13 @@ def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
     With discordant counts b = #(a stuck, b not) and c = #(b stuck, a not), the two-sided
     exact McNemar p-value is the binomial test of b out of b + c against 1/2.
     """
-    a = np.asarray(stuck_a, bool)
-    b_runs = np.asarray(stuck_b, bool)
-    if a.shape != b_runs.shape:
-        raise ValueError("paired outcomes need equal shapes")
+    a = np.asarray(stuck_a)
+    b_runs = np.asarray(stuck_b)
+    if a.dtype != bool or b_runs.dtype != bool or a.ndim != 1 or a.shape != b_runs.shape:
+        raise ValueError(
+            f"stuck_a, stuck_b: two bool arrays (runs,) of the same runs, not {a.dtype} "
+            f"{a.shape} and {b_runs.dtype} {b_runs.shape}"
+        )
     total = a.size
     b = int(np.sum(a & ~b_runs))
     c = int(np.sum(~a & b_runs))

@@ -1,6 +1,7 @@
 """How often the 95% Clopper-Pearson interval of a cell grown by `--target-halfwidth`
 covers the true P(stuck): cells simulated as binomial draws, grown by the runner's rule
-(batches of `runs` more runs while the half-width exceeds H, up to `max_runs`).
+(batches of `runs` more runs while the half-width exceeds H, up to `max_runs`), next to
+the exact coverage of `gdrelu.stats.adaptive_coverage`.
 
     python scripts/sequential_coverage.py [--cells 100000] [--seed 0]
 """
@@ -11,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from gdrelu.stats import clopper_pearson
+from gdrelu.stats import adaptive_coverage, clopper_pearson
 
 CASES = ((0.09, 20, 0.05, 2000), (0.175, 10, 0.1, 1000), (0.02, 100, 0.01, 20000))
 
@@ -43,10 +44,14 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     se = np.sqrt(0.95 * 0.05 / args.cells)
-    print(f"P(stuck)  runs  H      max_runs  coverage (MC s.e. {se:.4f})  mean runs")
+    print(f"P(stuck)  runs  H      max_runs  simulated (MC s.e. {se:.4f})  exact   mean runs")
     for p, runs, halfwidth, max_runs in CASES:
         covered, mean_runs = coverage(p, runs, halfwidth, max_runs, args.cells, rng)
-        print(f"{p:<9} {runs:<5} {halfwidth:<6} {max_runs:<9} {covered:.4f}{'':22} {mean_runs:.1f}")
+        exact = adaptive_coverage(p, runs, halfwidth, max_runs)
+        print(
+            f"{p:<9} {runs:<5} {halfwidth:<6} {max_runs:<9} {covered:.4f}{'':23} {exact:.4f}"
+            f"  {mean_runs:.1f}"
+        )
 
 
 if __name__ == "__main__":

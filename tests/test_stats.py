@@ -9,7 +9,7 @@ import pytest
 from scipy import special
 
 from gdrelu import clopper_pearson, failure_probability
-from gdrelu.stats import paired_comparison, paired_difference_interval
+from gdrelu.stats import adaptive_coverage, paired_comparison, paired_difference_interval
 
 
 @pytest.mark.parametrize("n", [1, 10, 1000])
@@ -27,14 +27,16 @@ def test_tabulated_value():
     assert (round(float(lo), 4), round(float(hi), 4)) == (0.1871, 0.8129)
 
 
-def test_interval_tail_probabilities_are_exact():
-    """At the bounds, the binomial tails equal α/2 (the interval's definition)."""
+@pytest.mark.parametrize("level", [0.9, 0.95, 0.99])
+def test_interval_tail_probabilities_are_exact(level):
+    """At the bounds, the binomial tails equal (1 - level)/2 (the interval's definition)."""
     from scipy.stats import binom
 
     k, n = 37, 120
-    lo, hi = clopper_pearson(k, n)
-    assert binom.sf(k - 1, n, lo) == pytest.approx(0.025, rel=1e-8)
-    assert binom.cdf(k, n, hi) == pytest.approx(0.025, rel=1e-8)
+    lo, hi = clopper_pearson(k, n, level)
+    tail = (1 - level) / 2
+    assert binom.sf(k - 1, n, lo) == pytest.approx(tail, rel=1e-8)
+    assert binom.cdf(k, n, hi) == pytest.approx(tail, rel=1e-8)
 
 
 def test_failure_probability():
@@ -115,6 +117,41 @@ def test_paired_interval_of_a_published_table():
     assert result["ci95"] == [low, high] and result["runs"] == 161
 
 
+@pytest.mark.parametrize(
+    ("table", "level", "expected"),
+    [
+        ((59, 6, 16, 80), 0.9, (-0.1097448428717901, -0.013785990793168515)),
+        ((59, 6, 16, 80), 0.99, (-0.13563850636498026, 0.013076551184499727)),
+        ((300_000, 240_000, 160_000, 300_000), 0.95, (0.07877017400545484, 0.08122943914971113)),
+    ],
+)
+def test_paired_interval_at_other_levels_and_a_million_pairs(table, level, expected):
+    """Newcombe's method 10 written out separately from Wilson's quadratic (the stats
+    review of the twentieth session, which agreed to 8e-11 on every table of up to 30
+    pairs at three levels): levels other than 0.95 and N = 10⁶ (the normal approximation
+    below checks such sizes only to 2%)."""
+    np.testing.assert_allclose(paired_difference_interval(table, level), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: paired_difference_interval((59, 6, 16, 80), level=95), "level: 95"),
+        (lambda: paired_difference_interval((-1, 5, 3, 2)), "table: four counts ≥ 0"),
+        (lambda: paired_difference_interval((2.7, 5, 3, 2)), "table: four counts ≥ 0"),
+        (lambda: paired_difference_interval((1, 2, 3)), "table: four counts ≥ 0"),
+        (lambda: paired_comparison(*_paired(3, 1), level=95), "level: 95"),
+        (lambda: paired_comparison([1, 0], [0, 0]), "stuck_a, stuck_b: two bool arrays"),
+        (lambda: paired_comparison(np.ones(3, bool), np.ones(4, bool)), "two bool arrays"),
+    ],
+)
+def test_paired_comparison_refuses_what_is_no_pair_of_outcomes(call, message):
+    """A level of 95 collapsed the interval to the point estimate, a negative count gave an
+    interval, 2.7 was truncated to 2: all without a word."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
 @pytest.mark.parametrize("scale", [1, 4])
 def test_paired_interval_of_many_pairs_is_the_normal_one(scale):
     """Past about 131 000 pairs the product of the four margins exceeds 2⁶⁴ (it crashed
@@ -143,9 +180,10 @@ def test_paired_interval_covers_the_difference_as_often_as_it_says():
     """Exact coverage, by summing the multinomial probabilities of all 5456 tables of 30
     pairs, on a grid of (P(both), P(a only), P(b only)) in steps of 0.1. Newcombe's
     interval is approximate: its coverage dips below 95% at some points and exceeds it at
-    others (Newcombe 1998, Fagerland et al. 2014); here it is at least 0.92 everywhere,
-    0.95-0.97 on average. The interval conditional on the discordant pairs covered 0.56
-    at (0.3, 0.5, 0)."""
+    others (Newcombe 1998, Fagerland et al. 2014). The values asserted, 0.9298 at worst at
+    (0, 0.7, 0.3) and its mirror, and 0.9573 on average, are those of the stats review's independent
+    enumeration with its own method-10 implementation (docs/theory.md quotes them). The
+    interval conditional on the discordant pairs covered 0.56 at (0.3, 0.5, 0)."""
     from scipy.special import gammaln, xlogy
 
     pairs = 30
@@ -163,12 +201,56 @@ def test_paired_interval_covers_the_difference_as_often_as_it_says():
         true = only_a - only_b
         inside = (intervals[:, 0] <= true + 1e-12) & (true - 1e-12 <= intervals[:, 1])
         coverage.append(probability[inside].sum())
-    assert min(coverage) >= 0.92
-    assert 0.95 <= np.mean(coverage) <= 0.97
-    assert (
-        coverage[grid.index(min(grid, key=lambda p: np.abs(np.subtract(p, (0.3, 0.5, 0))).sum()))]
-        >= 0.92
+    assert min(coverage) == pytest.approx(0.9298, abs=5e-4)
+    worst = [grid[i] for i in np.flatnonzero(np.isclose(coverage, min(coverage), atol=1e-12))]
+    assert np.allclose(worst, [(0, 0.3, 0.7), (0, 0.7, 0.3)])  # a and b swapped: the same
+    assert np.mean(coverage) == pytest.approx(0.9573, abs=5e-4)
+
+
+def _grown_cells(p, runs, halfwidth, max_runs, cells, rng):
+    """Whether each of `cells` simulated cells, grown one cell at a time by the runner's
+    rule (`runs` more runs while the half-width exceeds H, up to `max_runs`), ends with an
+    interval that holds p."""
+    covered = []
+    for _ in range(cells):
+        stuck, size = rng.binomial(runs, p), runs
+        while True:
+            low, high = failure_probability(int(stuck), size)[1]
+            if (high - low) / 2 <= halfwidth or size >= max_runs:
+                break
+            more = min(runs, max_runs - size)
+            stuck, size = stuck + rng.binomial(more, p), size + more
+        covered.append(low <= p <= high)
+    return np.mean(covered)
+
+
+@pytest.mark.parametrize("case", [(0.175, 10, 0.1, 1000), (0.3, 25, 0.12, 60)])
+def test_adaptive_coverage_is_that_of_simulated_cells(case):
+    """The exact sum over (size, stuck) against 4000 cells grown one by one: within 4
+    Monte Carlo standard errors."""
+    exact = adaptive_coverage(*case)
+    cells = 4000
+    simulated = _grown_cells(*case, cells, np.random.default_rng(7))
+    assert abs(simulated - exact) <= 4 * np.sqrt(exact * (1 - exact) / cells), (simulated, exact)
+
+
+def test_adaptive_coverage_without_growth_is_the_fixed_interval_s():
+    """max_runs = runs: the Clopper-Pearson coverage at fixed n, summed here over scipy's
+    own exact intervals (binomtest), not gdrelu's; and the docs' three cases."""
+    from scipy.stats import binom, binomtest
+
+    p, n = 0.3, 25
+    fixed = sum(
+        binom.pmf(k, n, p)
+        for k in range(n + 1)
+        if (ci := binomtest(k, n).proportion_ci(0.95, "exact")).low <= p <= ci.high
     )
+    assert adaptive_coverage(p, n, 0.01, n) == pytest.approx(fixed, abs=1e-12)
+    docs = [adaptive_coverage(*c) for c in [(0.09, 20, 0.05, 2000), (0.175, 10, 0.1, 1000),
+                                            (0.02, 100, 0.01, 20000)]]  # fmt: skip
+    np.testing.assert_allclose(docs, [0.934, 0.941, 0.947], atol=5e-4)
+    with pytest.raises(ValueError, match="need 0 ≤ p ≤ 1"):
+        adaptive_coverage(0.3, 30, 0.1, 20)
 
 
 def test_two_proportion_z_by_hand():
