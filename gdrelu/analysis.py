@@ -93,6 +93,12 @@ def _target_met(cell_result: CellResult) -> dict[str, bool]:
     return {"target_halfwidth_met": met, "ci95_nominal": True}
 
 
+NOMINAL = (
+    "95% CIs are nominal: --target-halfwidth chose the run counts from the outcomes "
+    "(docs/theory.md, 'Outcome of a run')"
+)
+
+
 def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
     """Paired differences P_a(stuck) - P_b(stuck) for every pair of optimizers a before b
     and every (width, Δ) cell they share, with the exact McNemar test and Newcombe's
@@ -110,8 +116,27 @@ def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
                 stuck_a, stuck_b = stuck_runs(per_optimizer[a]), stuck_runs(per_optimizer[b])
                 shared = min(stuck_a.size, stuck_b.size)
                 pair = paired_comparison(stuck_a[:shared], stuck_b[:shared])
-                out.append({"a": a, "b": b, "width": int(width), "delta": float(delta), **pair})
+                grown = any(per_optimizer[o].cell.spec.target_halfwidth for o in (a, b))
+                nominal = {"ci95_nominal": True} if grown else {}
+                out.append(
+                    {"a": a, "b": b, "width": int(width), "delta": float(delta), **pair, **nominal}
+                )
     return out
+
+
+def format_comparisons(pairs: Sequence[dict[str, Any]]) -> str:
+    """One line per comparison (`comparisons`): the difference, its 95% interval, the pairs
+    and McNemar's p; then a line when the intervals are nominal (`--target-halfwidth`: the
+    number of pairs is a stopping time of the outcomes, as for a cell's interval)."""
+    lines = [
+        f"{c['a']} - {c['b']}  n={c['width']} Δ={c['delta']:g}: {c['difference']:+.3f} "
+        f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] over {c['runs']} pairs  "
+        f"McNemar p = {c['p_value']:.3g}"
+        for c in pairs
+    ]
+    if any(c.get("ci95_nominal") for c in pairs):
+        lines.append(NOMINAL.replace("95% CIs", "95% CIs of the differences"))
+    return "\n".join(lines)
 
 
 def experiment_summary(
@@ -169,10 +194,7 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
             f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     if any(c.get("ci95_nominal") for c in cells):
-        lines.append(
-            "95% CIs are nominal: --target-halfwidth chose the run counts from the outcomes "
-            "(docs/theory.md, 'Outcome of a run')"
-        )
+        lines.append(NOMINAL)
     missed = [c for c in cells if c.get("target_halfwidth_met") is False]
     if missed:
         named = ", ".join(f"{c['optimizer']} n={c['width']} Δ={c['delta']:g}" for c in missed)

@@ -61,8 +61,16 @@ def failure_probability_figure(cells: Sequence[dict]):
 
 
 def comparison_plot(comparisons: Sequence[dict], path: Path) -> None:
+    """`comparison_figure` saved to `path`."""
+    fig = comparison_figure(comparisons)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def comparison_figure(comparisons: Sequence[dict]):
     """Paired differences P_a(stuck) - P_b(stuck) against width, one panel per Δ, one line
-    per optimizer pair, with the 95% intervals of `stats.paired_comparison` as error bars."""
+    per optimizer pair, with the 95% intervals of `stats.paired_comparison` as error bars
+    (`comparisons`: summary.json's records, `analysis.comparisons`)."""
     deltas = sorted({c["delta"] for c in comparisons})
     fig, axes = plt.subplots(
         1, len(deltas), figsize=(max(6.4, 4.2 * len(deltas)), 4.0), sharey=True, squeeze=False
@@ -88,10 +96,12 @@ def comparison_plot(comparisons: Sequence[dict], path: Path) -> None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("P(stuck) difference (paired)")
     axes[0][-1].legend(fontsize="small")
-    fig.suptitle("Paired P(stuck) differences, Newcombe 95% intervals", fontsize="medium")
+    title = "Paired P(stuck) differences, Newcombe 95% intervals"
+    if any(c.get("ci95_nominal") for c in comparisons):  # pair counts chosen by the outcomes
+        title += " (nominal: --target-halfwidth)"
+    fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def relative_rmse_plot(best: Sequence[dict], path: Path) -> None:

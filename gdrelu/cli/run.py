@@ -103,7 +103,12 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
 def _report(specs, results, seconds: float, out, before: float) -> None:
     """runs.csv, summary.json and the figures, and the table on stdout; `seconds` counts
     the `before` seconds of the units stored before a resume."""
-    from gdrelu.analysis import comparisons, experiment_summary, format_table
+    from gdrelu.analysis import (
+        comparisons,
+        experiment_summary,
+        format_comparisons,
+        format_table,
+    )
     from gdrelu.records import table
     from gdrelu.store import write_results
 
@@ -118,11 +123,7 @@ def _report(specs, results, seconds: float, out, before: float) -> None:
     summary = experiment_summary(specs[0], results, seconds=seconds, backend=backend, extra=extra)
     write_results(out, table(results), summary)
     print(format_table(summary["cells"]))
-    for c in summary.get("comparisons", []):
-        lo, hi = c["ci95"]
-        print(
-            f"{c['a']} - {c['b']}  n={c['width']} Δ={c['delta']:g}: {c['difference']:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] over {c['runs']} pairs  McNemar p = {c['p_value']:.3g}"
-        )
+    if summary.get("comparisons"):
+        print(format_comparisons(summary["comparisons"]))
     runs = sum(cr.result.status.size for cr in results)
     print(finished_line(runs, seconds, before, backend, out))
