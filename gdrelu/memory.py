@@ -1,6 +1,6 @@
 """How many runs fit in memory at once: a per-run byte estimate against a budget.
 
-A batch of runs holds, per run, its training state (`engine.RunState`) and its check
+A batch of runs holds, per run, its training state (`engine.state.RunState`) and its check
 inputs (data, validation and test points); while a chunk runs, the chunk's start state is
 kept for redos, a new state is built, and finished runs are copied to the host, so a
 batch needs about `COPIES` times that, for every lane: each device's share is padded to
