@@ -31,18 +31,10 @@ import errno
 import sys
 import warnings
 
-from gdrelu.cache import default_cache_dir, use_compilation_cache
-from gdrelu.cli.backends import use_every_cpu_core
+from gdrelu.cache import default_cache_dir
 from gdrelu.cli.errors import EXIT_USAGE, Interrupted, UsageError
 
-__all__ = [
-    "EXIT_USAGE",
-    "UsageError",
-    "default_cache_dir",
-    "main",
-    "use_compilation_cache",
-    "use_every_cpu_core",
-]
+__all__ = ["default_cache_dir", "main"]
 
 
 def main(argv=None) -> int:
