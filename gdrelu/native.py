@@ -147,41 +147,33 @@ def _lanes(v, dtype, runs: int, count: int, xp):
     return xp.pad(v, ((0, 0), (0, extra)), mode="edge") if extra and count else v
 
 
-def host_arrays(carry, grams, plus, real, moments, h, active, noise=None):
+def host_arrays(carry, grams, plus, real, moments, h, active):
     """The C loop's (component, lanes) arrays (`_c_order`, `_lanes`) of the first `active`
-    runs, for `run_loop`; SGD's `noise` = (key, step, `DrawTable`)."""
+    runs, for `run_loop`."""
     runs = carry[1].shape[-1]
-    carry, fixed = _c_order(carry, (grams, plus, real, moments, h), noise, np)
+    carry, fixed = _c_order(carry, (grams, plus, real, moments, h), None, np)
 
-    def columns(v, dtype=np.float64):
-        return np.ascontiguousarray(_lanes(v, dtype, runs, active, np))
+    def columns(v):
+        return np.ascontiguousarray(_lanes(v, np.float64, runs, active, np))
 
-    return [columns(v) for v in carry], [columns(v, _dtype(i)) for i, v in enumerate(fixed)]
+    return [columns(v) for v in carry], [columns(v) for v in fixed]
 
 
-def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None:
+def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
     """The C loop on `host_arrays`' arrays, updated in place: GD (`gd_steps`, D = 3), or
-    heavy ball with `momentum` μ (`heavy_ball_steps`, D = 6, carry with c's velocity);
-    with `draws` B, SGD or heavy ball on B multinomial draws per step (`minibatch_steps`,
-    fixed with the noise). The arrays' shapes are checked first: the C loop trusts them."""
+    heavy ball with `momentum` μ (`heavy_ball_steps`, D = 6, carry with c's velocity).
+    The arrays' shapes are checked first: the C loop trusts them."""
     size = 3 if momentum is None else 6
     rows = [2 * size * size, 1, TRACKED * size, 1, 1] + [1] * (momentum is not None)
     rows += [2 * size * size, TRACKED, TRACKED, 10, 1]
-    dtypes = [np.float64] * len(rows)
-    if draws is not None:
-        points = fixed[7].shape[0] + 1 if len(fixed) > 7 else 0
-        if points < 2:
-            raise ValueError(f"the C loop draws minibatches of 2 or more points, not {points}")
-        rows += [2, 1, points - 1, 10, (points - 1) * 10]
-        dtypes += [np.uint32, np.uint32] + [np.float64] * 3
     lanes = carry[1].shape[-1]
     arrays = (*carry, *fixed)
     if len(arrays) != len(rows):
         raise ValueError(f"the C loop takes {len(rows)} arrays, not {len(arrays)}")
-    for v, expected, dtype in zip(arrays, rows, dtypes, strict=True):
-        if v.shape != (expected, lanes) or v.dtype != dtype or not v.flags.c_contiguous:
+    for v, expected in zip(arrays, rows, strict=True):
+        if v.shape != (expected, lanes) or v.dtype != np.float64 or not v.flags.c_contiguous:
             raise ValueError(
-                f"the C loop (D = {size}) takes C-contiguous {np.dtype(dtype)} "
+                f"the C loop (D = {size}) takes C-contiguous float64 "
                 f"({expected}, {lanes}) arrays, not {v.dtype} {v.shape}"
             )
     if lanes % LANES:
@@ -191,18 +183,6 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None, draws=None) -> None
     number, whole = ctypes.c_double, ctypes.c_long
     pointers = [v.ctypes.data_as(ctypes.c_void_p) for v in arrays]
     start = [whole(lanes), whole(steps), number(float(alpha))]
-    if draws is not None:
-        mu = -1.0 if momentum is None else float(momentum)
-        velocity = pointers[5] if momentum is not None else None
-        state, rest = pointers[:5], pointers[5 + (momentum is not None) :]
-        grams, plus, real, _, h, *noise = rest
-        extra = [whole(draws), whole(rows[-3] + 1)]
-        failed = library().minibatch_steps(
-            *start, number(mu), *state, velocity, grams, plus, real, h, *extra, *noise
-        )
-        if failed:
-            raise MemoryError(f"the C loop could not allocate its counts for {points} points")
-        return
     if momentum is not None:
         start.append(number(float(momentum)))
     loop = library().gd_steps if momentum is None else library().heavy_ball_steps

@@ -235,17 +235,6 @@ static int minibatch_lanes(long lanes, long count, long steps, double alpha, dou
   return 0;
 }
 
-int minibatch_steps(long lanes, long steps, double alpha, double mu, double *phi, double *c,
-                    double *tracked, double *kink, double *moved, double *c_velocity,
-                    const double *grams, const double *plus, const double *real,
-                    const double *h, long draws, long points, const unsigned *key,
-                    const unsigned *step0, const double *thresholds, const double *first,
-                    const double *table) {
-  return minibatch_lanes(lanes, lanes, steps, alpha, mu, phi, c, tracked, kink, moved, c_velocity,
-                         grams, plus, real, h, draws, points, key, step0, thresholds, first,
-                         table);
-}
-
 #ifdef GDRELU_XLA_FFI
 /* The same loops as an XLA FFI handler (`native.native_steps`), so that a program calling
  * them holds a target's name, not a host callback's address, and JAX can keep it in its
