@@ -61,11 +61,11 @@ def available_host_bytes() -> int | None:
         return None
 
 
-def free_device_bytes(devices=None) -> int | None:
-    """Free memory summed over `devices` (default: the local ones) where JAX reports it
-    (accelerators); None on CPUs."""
+def free_device_bytes() -> int | None:
+    """Free memory summed over the local devices where JAX reports it (accelerators);
+    None on CPUs."""
     total = 0
-    for device in devices or jax.local_devices():
+    for device in jax.local_devices():
         stats = device.memory_stats() or {}
         if "bytes_limit" not in stats:
             return None
@@ -73,14 +73,14 @@ def free_device_bytes(devices=None) -> int | None:
     return total
 
 
-def memory_budget(budget: int | None = None, devices=None) -> int:
+def memory_budget(budget: int | None = None) -> int:
     """Bytes a batch of runs may use: `budget` if given, else a share of the devices'
     free memory, else a share of the host's available memory (CPU)."""
     if budget is not None:
         if not is_real(budget) or not budget > 0:
             raise ValueError(f"memory_budget: {budget!r} is not a positive number of bytes")
         return int(budget)
-    free = free_device_bytes(devices)
+    free = free_device_bytes()
     if free is not None:
         return int(DEVICE_SHARE * free)
     host = available_host_bytes()
