@@ -112,16 +112,16 @@ def _as_int(v):
     return v.astype(jnp.int32) if v.dtype == jnp.bool_ else v
 
 
-def kernel_steps(carry, fixed, alpha, num_steps: int, active, *, interpret=False, lanes=LANES):
+def kernel_steps(carry, fixed, alpha, num_steps: int, active, *, interpret=False):
     """`propagator._block_steps` for a whole batch in one Pallas kernel: carry = (phi, c,
     tracked, kink, moved), fixed = (grams, tracked_plus, real, moments, h), runs axis
     last; only the first `active` runs (a traced count) step, the others keep their carry.
-    The runs must split into programs of `lanes` (a power of 2)."""
+    The runs must split into programs of `LANES` runs (or one program of a power of 2)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
 
     runs = carry[1].shape[-1]
-    lanes = min(lanes, runs)
+    lanes = min(LANES, runs)
     if runs % lanes or lanes & (lanes - 1):
         raise ValueError(f"kernel_steps: {runs} runs do not split into programs of {lanes}")
     carry, fixed = as_lanes(carry, fixed)
