@@ -23,23 +23,19 @@ def chunk_runner(
     *,
     path: str,
     check_every: int,
-    alpha: float = 0.0,
-    block: int | None = None,
     unroll: int | None = None,
-    devices=None,
     rules: tuple[str, ...] = STOP_RULES,
-    kernel: str | None = None,
 ) -> Callable[[int], None]:
     """For benchmarks: `run(chunks)` trains every run with GD for `chunks` chunks of
     `check_every` steps with the checks after each, as `simulate` does, but drops no run
-    and redoes nothing (the work stays the same from chunk to chunk). `block` and
-    `unroll` override the device's `blocking_for`; `rules` are the stopping checks;
-    `kernel` is the propagator's (`Blocking`)."""
+    and redoes nothing (the work stays the same from chunk to chunk), α = 0, on every
+    local device. `unroll` overrides the devices' `blocking_for`; `rules` are the
+    stopping checks."""
     dtype = params.c.dtype
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), params.c.shape)
     inputs = check_inputs(data, steps, data, data)
-    runs, inputs, layout = placed(params, inputs, None, None, GD, block, devices, False, kernel)
-    scalars = ChunkScalars(jnp.asarray(alpha, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
+    runs, inputs, layout = placed(params, inputs, None, None, GD, None, None, False)
+    scalars = ChunkScalars(jnp.asarray(0.0, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
     blocking = layout.blocking if unroll is None else layout.blocking._replace(unroll=unroll)
     settings = ChunkSettings(check_every, rules, path, GD, blocking)
     mesh = layout.sharding.mesh
