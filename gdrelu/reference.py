@@ -42,8 +42,6 @@ def propagator_steps(
     num_steps: int,
     slope0,
     regular,
-    *,
-    block: int = 64,
 ) -> tuple[Params, jax.Array, jax.Array, ChunkEnd]:
     """`num_steps` GD steps of a batch of 1-D runs on the propagator, materialized.
 
@@ -53,6 +51,6 @@ def propagator_steps(
     too many neurons are irregular), and what the checks need at the end (`ChunkEnd`).
     """
     state = deferred(params, slope0, regular)
-    stepped = deferred_steps(params, state, moments, step_size, alpha, num_steps, block=block)
+    stepped = deferred_steps(params, state, moments, step_size, alpha, num_steps)
     params = materialize(params._replace(c=stepped.c), stepped.state.phi)
     return params, stepped.kink, stepped.exact, stepped.end
