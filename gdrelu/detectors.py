@@ -107,14 +107,15 @@ def linear_regime(params: Params, data: WeightedData, scaling: Scaling = STANDAR
     return threshold, jnp.all((plus == 0) | (plus == size))
 
 
+BATCH_RUNS = 64  # most runs per batch
 BATCH_ELEMENTS = 2**22  # a batch's (points × neurons) entries, per array of its patterns
 
 
-def batched_map(fn, args, batch_size: int = 64):
+def batched_map(fn, args):
     """`fn` over the leading (runs) axis of every leaf of the tuple `args` (data x of
     shape (runs, m) or (runs, m, d), networks of n neurons), vmapped over batches of runs.
 
-    The batch size follows from the shapes only, `batch_size` runs or fewer so that a
+    The batch size follows from the shapes only, `BATCH_RUNS` runs or fewer so that a
     batch holds at most `BATCH_ELEMENTS` pattern entries (m·n per run): it bounds the
     memory of wide networks on many points, and every run is computed in a batch of the
     same size whatever the run count (a batch of fewer runs is another program, whose
@@ -125,7 +126,7 @@ def batched_map(fn, args, batch_size: int = 64):
     leaves = jax.tree.leaves(args)
     runs = leaves[0].shape[0]
     points, width = args[1].x.shape[1], args[0].b.shape[-1]
-    size = max(1, min(batch_size, BATCH_ELEMENTS // max(1, points * width)))
+    size = max(1, min(BATCH_RUNS, BATCH_ELEMENTS // max(1, points * width)))
     pad = -runs % size
     padded = jax.tree.map(lambda v: jnp.concatenate([v, jnp.repeat(v[-1:], pad, 0)]), args)
     out = jax.lax.map(lambda part: fn(*part), padded, batch_size=size)
