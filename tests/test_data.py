@@ -230,3 +230,27 @@ def test_a_sample_count_that_is_not_a_positive_integer_is_refused(count):
     """N = 2.5 gave weights summing to 0.8, N ≤ 0 NaN weights."""
     with pytest.raises(ValueError, match=f"^num_samples: {count!r} is not a positive integer"):
         multinomial_weights(jax.random.PRNGKey(0), 6, count)
+
+
+def test_num_samples_sets_each_runs_multinomial_count():
+    """N = 7 instead of the default n² = 64 at width 8: every run's weights times 7 are
+    counts (integers summing to 7); with 64 samples most would not be."""
+    import jax
+
+    from gdrelu.cells import Cell, initial_runs
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=20, num_samples=7)
+    _, data, _ = jax.device_get(initial_runs(Cell(8, 0.0, spec), np.arange(20)))
+    counts = np.asarray(data.weights) * 7
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+    np.testing.assert_allclose(counts.sum(axis=1), 7)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**40])
+def test_a_seed_beyond_32_bits_is_refused(seed):
+    """The key takes the seed as uint32: 2**32 would wrap to seed 0's runs."""
+    from gdrelu.spec import ExperimentSpec, SpecError
+
+    with pytest.raises(SpecError, match="seed"):
+        ExperimentSpec(widths=(8,), deltas=(0.0,), seed=seed)

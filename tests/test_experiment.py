@@ -302,6 +302,17 @@ def test_a_split_that_puts_a_training_point_at_the_mean_is_warned_of(tmp_path):
     assert warning.startswith(f"{flagged[:60].sum()} of 60 runs of width 4, Δ = 0: ")
 
 
+def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly():
+    """A target no 6 runs can meet (half-width 0.01): batches of 4 grow each cell to 4,
+    then to 6 (a last batch of 2, not 4), and no further."""
+    from gdrelu.runner import run_experiment
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4, check_every=100, max_checks=5,
+                          target_halfwidth=0.01, max_runs=6)  # fmt: skip
+    (cell,) = run_experiment(spec)
+    assert cell.result.status.size == 6
+
+
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_adaptive_runs_equal_a_run_of_their_final_size():
     """--target-halfwidth: each cell grows in batches of `runs` until its interval is

@@ -17,6 +17,7 @@ import pytest
 from conftest import numpy_gradient
 
 from gdrelu import ExperimentSpec, Params, Status, WeightedData, run_experiment, theory
+from gdrelu.analysis import stuck_runs
 from gdrelu.cells import Cell, initial_runs, noise_keys
 from gdrelu.optim import batch_weights, get_optimizer
 from gdrelu.protocols import PROTOCOLS, protocol
@@ -84,6 +85,13 @@ def test_protocol_stops_as_a_direct_loop(name):
         status, step = _direct(name, theta, *(v[r] for v in data), valid[r], steps[r], keys[r])
         assert cell_result.result.status[r] == status, (r, cell_result.result.status[r], status)
         assert cell_result.result.stop_step[r] == step
+    # the paper's protocols stop only on crossing or early stopping, so P(stuck) counts
+    # the runs whose final network is still linear (the final rule), never certificates:
+    # under the certificate rule every such cell would report P(stuck) = 0
+    result = cell_result.result
+    final_stuck = ~result.escaped & (result.status != Status.DIVERGED)
+    assert final_stuck.any() and not (result.status == Status.STUCK).any()
+    np.testing.assert_array_equal(stuck_runs(cell_result), final_stuck)
 
 
 def test_min_delta_is_on_the_paper_codes_validation_loss():
