@@ -240,6 +240,20 @@ def test_fast_paths_equal_the_general_path(width8, width8_general, path):
     np.testing.assert_allclose(fast.final_loss, general.final_loss, rtol=1e-9)
 
 
+def test_the_fixed_pattern_path_equals_the_general_one_for_leaky_relu(width8):
+    """α = 0.2 is data to both paths' programs (the shapes of `width8`): the fixed-pattern
+    gradient's leaky slopes on each side must be the general path's, or its parameters
+    drift (nothing redoes a chunk whose pattern held)."""
+    params, data, step = _first_runs(width8, 8)
+    kwargs = dict(check_every=200, max_checks=10, alpha=0.2)
+    general = simulate(params, data, step, path="general", **kwargs)
+    fast = simulate(params, data, step, path="fixed_pattern", **kwargs)
+    np.testing.assert_array_equal(fast.status, general.status)
+    np.testing.assert_array_equal(fast.stop_step, general.stop_step)
+    for f, g in zip(fast.params, general.params, strict=True):
+        np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-12)
+
+
 def test_no_compile_for_other_step_sizes_or_data(width8, width8_general):
     """Step sizes and data are arrays: a second sweep with other values compiles nothing."""
     params, data, step = width8  # `width8_general` ran them on the general path
