@@ -186,6 +186,14 @@ def test_multinomial_counts_are_distributed_as_numpys_multinomial(p):
             assert stats.chi2_contingency(table).pvalue > P_VALUE
 
 
+def test_an_epoch_of_one_batch_of_every_point_is_full_batch_gd():
+    """B = m = 12: each step's batch is every point, with weights q_j = p_j m / B = p_j."""
+    epoch = get_optimizer("sgd", sampler="epoch", batch_size=12)
+    p = jnp.arange(1.0, 13.0) / 78.0
+    q = jax.jit(jax.vmap(lambda t: batch_weights(epoch, p, jax.random.key(1), t)))(jnp.arange(3))
+    np.testing.assert_allclose(q, np.broadcast_to(p, (3, 12)), rtol=1e-12)
+
+
 def test_epoch_sampler_visits_every_point_once_per_epoch():
     """m = 12 points, B = 4: each epoch's 3 batches partition the points; q_j = p_j m / B."""
     epoch = get_optimizer("sgd", sampler="epoch", batch_size=4)
