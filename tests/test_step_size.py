@@ -50,3 +50,20 @@ def test_a_runs_step_size_does_not_depend_on_its_batch(rule):
     whole = step_sizes(np.arange(100))
     pieces = np.concatenate([step_sizes(np.arange(s, min(s + 3, 100))) for s in range(0, 100, 3)])
     np.testing.assert_array_equal(pieces, whole)
+
+
+@pytest.mark.parametrize("rule", ["paper", "ntk"])
+def test_a_leaky_specs_step_size_uses_its_slope(rule):
+    """α = 0.3: each run's h is theory's for that α (a run at a time, here), not ReLU's;
+    the wiring is what is tested (theory's rules are checked against the golden runs)."""
+    from gdrelu import theory
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.1,), runs=5, step_size=rule, alpha=0.3)
+    params, data, _ = jax.device_get(initial_runs(Cell(8, 0.1, spec), np.arange(5)))
+    steps = np.asarray(initial_step_sizes([(spec, 5)], params, data, np.full(5, 8), 8))
+    direct = theory.paper_step_size if rule == "paper" else theory.ntk_step_size
+    one = [jax.tree.map(lambda v, r=r: v[r], (params, data)) for r in range(5)]
+    leaky = np.array([direct(p, d, alpha=0.3) for p, d in one])
+    relu = np.array([direct(p, d, alpha=0.0) for p, d in one])
+    np.testing.assert_allclose(steps, leaky, rtol=1e-10)
+    assert np.all(np.abs(leaky / relu - 1) > 1e-3)
