@@ -133,6 +133,19 @@ def test_gd_equals_a_direct_loop(width8):
     assert np.any(final_below) and np.all(want[final_below] > 0)
 
 
+def test_an_event_on_a_chunks_last_step_is_that_step(width8):
+    """Checks every 2 steps: about half the runs go below L_lin on the last step of
+    a chunk, which the chunk's final parameters report (one step early passed
+    every other test)."""
+    params, data, h = width8
+    steps = 2000
+    result = simulate(params, data, h, check_every=2, max_checks=steps // 2, stop_on=(),
+                      path="general")  # fmt: skip
+    want, _ = _direct(params, data, np.asarray(h), optax.sgd, steps)
+    assert np.sum(want % 2 == 0) >= 2, want  # events that fall on a chunk's last step
+    np.testing.assert_array_equal(result.loss_below_step, want)
+
+
 def test_paths_give_the_same_step(width8):
     """The propagator (auto) stops crossed runs and redoes their chunk on the general path:
     the step is that of the general path. (Whatever the block size: tests/test_memory.py
