@@ -378,3 +378,19 @@ def test_run_experiment_names_a_spec_or_budget_it_cannot_take():
     for budget in ("1GB", True, -1):
         with pytest.raises(ValueError, match=r"memory_budget: .* is not a positive number"):
             run_experiment(ExperimentSpec(widths=(4,), runs=2), memory_budget=budget)
+
+
+@pytest.mark.parametrize(("bad", "named"), [(0, (8, 0.0, 5)), (3, (8, 0.0, 8)),
+                                            (4, (4, 0.1, 2)), (6, (4, 0.1, 4))])  # fmt: skip
+def test_a_bad_step_size_names_its_own_cell_and_run(bad, named):
+    """A batch of two cells, runs 5-8 of (8, 0) then 2-4 of (4, 0.1): the h at batch
+    position `bad` belongs to the run counted here by hand, at every cell boundary."""
+    from gdrelu.runner import _check_step_sizes
+
+    spec = ExperimentSpec(widths=(4, 8), deltas=(0.0, 0.1), runs=10)
+    work = [(Cell(8, 0.0, spec), np.arange(5, 9)), (Cell(4, 0.1, spec), np.arange(2, 5))]
+    step = np.full(7, 0.1)
+    step[bad] = np.inf
+    width, delta, run = named
+    with pytest.raises(SpecError, match=rf"for run {run} of width {width}, Δ = {delta:g} \(1 "):
+        _check_step_sizes(work, step)
