@@ -138,3 +138,38 @@ def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
         np.testing.assert_array_equal(result.stuck(rule), stuck)
     with pytest.raises(ValueError, match="rule: 'paper'"):
         result.stuck("paper")
+
+
+@pytest.mark.parametrize(("runs", "count"), [(4, 3), (5, 2), (6, 3)])
+def test_processes_shares_join_into_the_cell_in_run_order(runs, count):
+    """Process i holds runs i, i + P, ... (shares of unequal size when P does not divide
+    the runs); each pads its share to the largest, and the joined cell is run 0, 1, 2, ...
+    again. The gather here stacks every process's share padded as this one padded its own."""
+    import jax
+
+    from gdrelu.runner import Processes, _cell_from_processes
+
+    whole = _optimizer_cell("gd", np.arange(runs) % 2 == 0)
+    whole = whole._replace(step_size=np.arange(runs) + 0.5)
+    shares = [
+        whole._replace(
+            step_size=whole.step_size[i::count],
+            result=jax.tree.map(lambda v, i=i: np.asarray(v)[i::count], whole.result),
+        )
+        for i in range(count)
+    ]
+
+    def gather(tree):
+        size = jax.tree.leaves(tree)[0].shape[0]  # the share this process padded to
+
+        def padded(share):
+            return jax.tree.map(
+                lambda v: np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], 0)]),
+                (share.step_size, share.result),
+            )
+
+        return jax.tree.map(lambda *v: np.stack(v), *[padded(s) for s in shares])
+
+    joined = _cell_from_processes(shares[0], runs, Processes(0, count, gather))
+    np.testing.assert_array_equal(joined.step_size, whole.step_size)
+    np.testing.assert_array_equal(joined.result.status, whole.result.status)
