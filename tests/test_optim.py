@@ -487,6 +487,32 @@ def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+def test_simulated_epochs_of_one_batch_of_every_point_are_gd():
+    """B = m = 6 (the paper's points): every step's gathered batch is all the points in a
+    new order with weights p_j m / B = p_j, so `simulate` trains as full-batch GD written
+    out in numpy (the sums' order aside: 1e-10). (The fixed-pattern path equals the general
+    one: the test below.)"""
+    from gdrelu.cells import Cell, initial_runs, noise_keys
+    from gdrelu.spec import ExperimentSpec
+
+    cell = Cell(8, 0.0, ExperimentSpec(widths=(8,)))
+    indices = np.arange(2)
+    params, data, _ = initial_runs(cell, indices)
+    epoch = dict(optimizer="sgd", sampler="epoch", batch_size=6, key=noise_keys(cell, indices))
+    sgd = simulate(params, data, 0.05, path="general", check_every=50, max_checks=4, **epoch)
+    assert np.all(sgd.status == Status.UNFINISHED) and np.all(sgd.stop_step == 200)
+    for run in indices:
+        theta = [np.asarray(leaf[run]) for leaf in params]
+        x, y, p = (np.asarray(v[run]) for v in data)
+        for _ in range(200):
+            theta = [
+                t - 0.05 * g for t, g in zip(theta, numpy_gradient(theta, x, y, p), strict=True)
+            ]
+        for got, want in zip(sgd.params, theta, strict=True):
+            np.testing.assert_allclose(got[run], want, rtol=1e-10, atol=1e-12)
+        assert not np.allclose(theta[0], params.a[run])
+
+
 def test_a_budget_beyond_the_multinomial_counters_is_refused():
     """Step t of B multinomial draws uses the counters t·B'..t·B'+B'-1 (B' = B rounded up
     to even) of a 2^32 counter space: B = 16 (or 15) covers 2^32/16 = 268 435 456 steps.
