@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu import theory
 from gdrelu.batched import in_draw_batches
 from gdrelu.buckets import shared_width
 from gdrelu.data import CONTINUOUS, WeightedData, draw_continuous, draw_finite, draw_split
@@ -202,9 +203,7 @@ def points_at_zero(spec: ExperimentSpec, x) -> np.ndarray | None:
     (no split, d-dim data, other biases)."""
     if spec.split is None or spec.input_dim != 1 or spec.bias_init != "zero":
         return None
-    x = np.asarray(x)
-    tiny = 64 * np.finfo(x.dtype).eps * np.max(np.abs(x), axis=1)
-    return np.any(np.abs(x) <= tiny[:, None], axis=1)
+    return theory.point_at_zero(np.asarray(x), xp=np)
 
 
 def _first_neurons(params: Params, width: int) -> Params:

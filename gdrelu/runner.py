@@ -22,7 +22,7 @@ from gdrelu.analysis import interval_halfwidth
 from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, points_at_zero
-from gdrelu.engine import simulate
+from gdrelu.engine import PointAtZeroWarning, simulate
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
 from gdrelu.spec import ExperimentSpec, SpecError
@@ -360,7 +360,9 @@ def _train_batch(
     flagged = points_at_zero(work[0][0].spec, data.x)
     label = tuple(sorted({cell.width for cell, _ in work}))
     callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
-    sim = simulate(params, data, step, **arguments, on_check=callback, block=block, redo=redo)
+    with warnings.catch_warnings():  # said per cell instead, `_warn_of_points_at_zero`
+        warnings.simplefilter("ignore", PointAtZeroWarning)
+        sim = simulate(params, data, step, **arguments, on_check=callback, block=block, redo=redo)
     step = np.asarray(step)
     done, first = [], 0
     for cell, idx in work:

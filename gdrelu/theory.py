@@ -310,6 +310,14 @@ def psi_sum(lam, vecs, psi0, h, eigenvectors: str = "columns") -> jax.Array:
     return jnp.sum(h / jnp.abs(1.0 - mu) * jnp.abs(_mv(vecs.T, psi0)) * vecs_inf)
 
 
+def point_at_zero(x, xp=jnp):
+    """(runs,) whether a run's 1-D training inputs x (runs, m) have a point at 0 (within 64
+    ulp of its largest |x_j|), where every kink of a zero bias is: the kink rule
+    (max |b_i/a_i| ≥ min |x_j|) then holds at once. The theory needs x_j ≠ 0."""
+    tiny = 64 * xp.finfo(x.dtype).eps * xp.max(xp.abs(x), axis=1)
+    return xp.any(xp.abs(x) <= tiny[:, None], axis=1)
+
+
 def x_degenerate(data: WeightedData) -> jax.Array:
     """At most one data point of positive weight on some side of the origin. () or (runs,)."""
     positive = data.weights > 0

@@ -450,6 +450,26 @@ def test_points_and_weights_that_are_no_distribution_are_named(width8):
         simulate(params, data, step, validation=test, test=data)
 
 
+def test_training_points_at_zero_are_warned_of(width8):
+    """A point at x = 0 (or within 64 ulp of it) puts min |x_j| = 0 under the kink rule:
+    such a run stopped as crossed at its first check, silently; now `simulate` names the
+    first and counts the others. Without the kink rule nothing is said."""
+    import warnings
+
+    params, data, step = _first_runs(width8, 4)
+    x = np.array(data.x)
+    x[1, 2], x[3, 0] = 0.0, 1e-17 * x[3, 0]
+    kwargs = dict(check_every=200, max_checks=3)
+    with pytest.warns(engine.PointAtZeroWarning, match=r"^data: run 1 and 1 more: .* x = 0"):
+        result = simulate(params, data._replace(x=x), step, **kwargs)
+    assert result.status[1] == result.status[3] == Status.CROSSED
+    assert result.stop_step[1] == result.stop_step[3] == 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", engine.PointAtZeroWarning)
+        simulate(params, data, step, **kwargs)
+        simulate(params, data._replace(x=x), step, stop_on=("stuck",), **kwargs)
+
+
 def test_bad_arguments_are_named(width8):
     params, data, step = _first_runs(width8, 1)
     with pytest.raises(ValueError, match="stop_on"):

@@ -10,6 +10,7 @@ import pytest
 from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
 from gdrelu.cells import Cell, initial_runs, noise_keys, run_key
 from gdrelu.data import draw_continuous
+from gdrelu.engine import PointAtZeroWarning
 from gdrelu.init import parameterization_of
 from gdrelu.model import scaling_of
 
@@ -332,6 +333,7 @@ def test_a_split_that_puts_a_training_point_at_the_mean_is_warned_of(tmp_path):
         warnings.simplefilter("always")
         run_experiment(small, memory_budget=100_000)  # batches of 9 runs
     (warning,) = [str(w.message) for w in caught if "training mean" in str(w.message)]
+    assert not [w for w in caught if w.category is PointAtZeroWarning]  # said per cell
     assert warning.startswith(f"{flagged[:60].sum()} of 60 runs of width 4, Δ = 0: ")
 
 

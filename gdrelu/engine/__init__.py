@@ -29,7 +29,7 @@ from gdrelu.engine.placement import (
     blocking_for,
     propagator_kernel,
 )
-from gdrelu.engine.simulation import simulate
+from gdrelu.engine.simulation import PointAtZeroWarning, simulate
 from gdrelu.engine.state import (
     GD,
     Runs,
@@ -50,6 +50,7 @@ __all__ = [
     "STOP_RULES",
     "TRACE_COUNT",
     "Blocking",
+    "PointAtZeroWarning",
     "Runs",
     "SimulationResult",
     "Status",

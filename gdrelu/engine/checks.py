@@ -51,11 +51,14 @@ def check_inputs(data: WeightedData, step_size, validation, test) -> CheckInputs
 
 @jax.jit
 def checked_inputs(data: WeightedData, step_size, validation, test):
-    """`check_inputs`, and whether each run's training, validation and test points are
-    usable (runs, 3): x and y finite, weights finite, ≥ 0 and of positive sum. One
+    """`check_inputs`, whether each run's training, validation and test points are usable
+    (runs, 3): x and y finite, weights finite, ≥ 0 and of positive sum, and whether its
+    1-D training points have one at 0 (runs,) (`theory.point_at_zero`; d-dim: False). One
     program: `simulate` reads the flags back before any run trains."""
     usable = jnp.stack([_usable(points) for points in (data, validation, test)], -1)
-    return check_inputs(data, step_size, validation, test), usable
+    one_dim = data.x.ndim == 2
+    at_zero = theory.point_at_zero(data.x) if one_dim else jnp.zeros(data.x.shape[0], bool)
+    return check_inputs(data, step_size, validation, test), usable, at_zero
 
 
 def _usable(points: WeightedData) -> jax.Array:

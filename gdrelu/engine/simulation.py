@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -127,8 +128,10 @@ def _trained(
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
     steps = 0.0 if step_size is None else step_size
-    inputs, usable = checked_inputs(data, _per_run(steps, params), validation, test)
+    inputs, usable, at_zero = checked_inputs(data, _per_run(steps, params), validation, test)
     _refuse_unusable(np.asarray(usable), validation_weights is not None)
+    if "crossed" in plan.rules:
+        _warn_of_points_at_zero(np.asarray(at_zero))
     mixed = plan.path == "fixed_pattern"
     runs, inputs, layout = placed(
         params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel, redo
@@ -156,6 +159,25 @@ def _refuse_unusable(usable: np.ndarray, reweighted: bool) -> None:
                 f"{name}: run {bad[0]}{more}: points that are not finite, or weights that "
                 "are negative, not finite or of sum 0"
             )
+
+
+def _warn_of_points_at_zero(at_zero: np.ndarray) -> None:
+    """Warn of runs with a training point at x = 0 (`checks.checked_inputs`' flags): the
+    kink rule stops them as crossed at their first check, whatever they would have done."""
+    flagged = np.flatnonzero(at_zero)
+    if flagged.size:
+        more = f" and {flagged.size - 1} more" if flagged.size > 1 else ""
+        warnings.warn(
+            f"data: run {flagged[0]}{more}: a training point at x = 0, where the kink of "
+            "every zero bias is; the kink rule stops such a run as crossed at its first "
+            "check (the theory needs x_j ≠ 0, docs/theory.md)",
+            PointAtZeroWarning,
+            stacklevel=4,
+        )
+
+
+class PointAtZeroWarning(UserWarning):
+    """A run's 1-D training data have a point at x = 0 (`simulate`)."""
 
 
 class _Plan(NamedTuple):
