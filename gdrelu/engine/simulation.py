@@ -161,6 +161,10 @@ def _refuse_unusable(usable: np.ndarray, reweighted: bool) -> None:
             )
 
 
+class PointAtZeroWarning(UserWarning):
+    """A run's 1-D training data have a point at x = 0 (`simulate`)."""
+
+
 def _warn_of_points_at_zero(at_zero: np.ndarray) -> None:
     """Warn of runs with a training point at x = 0 (`checks.checked_inputs`' flags): the
     kink rule stops them as crossed at their first check, whatever they would have done."""
@@ -174,10 +178,6 @@ def _warn_of_points_at_zero(at_zero: np.ndarray) -> None:
             PointAtZeroWarning,
             stacklevel=4,
         )
-
-
-class PointAtZeroWarning(UserWarning):
-    """A run's 1-D training data have a point at x = 0 (`simulate`)."""
 
 
 class _Plan(NamedTuple):
