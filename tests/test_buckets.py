@@ -96,6 +96,10 @@ WIDE = (16, 32, 64, 128, 256, 512, 1024, 2048)
         (dict(widths=(16, 24, 40, 128, 100), buckets="pow2"),
          [(16, (16,)), (32, (24,)), (64, (40,)), (128, (128, 100))]),
         (dict(widths=(16, 40), buckets="one"), [(40, (16, 40))]),
+        # in order of first width, each bucket with its widths in the spec's order
+        (dict(widths=(40, 16, 24, 20), buckets="pow2"), [(64, (40,)), (16, (16,)), (32, (24, 20))]),
+        # "one" pads to the largest width, not the last
+        (dict(widths=(40, 16, 24), buckets="one"), [(40, (40, 16, 24))]),
         (dict(widths=(16, 40), buckets="none"), [(16, (16,)), (40, (40,))]),
         # auto, GD on the propagator: the widths up to 128 share the program of the widest
         (dict(), [(128, (w,)) for w in (16, 32, 64, 128)]),

@@ -194,6 +194,8 @@ def test_escaped_on_hand_built_networks():
     one = jax.jit(escaped)
     for name, (final, loss, want) in cases.items():
         assert bool(one(START, final, data, loss, SIX_L_LIN)) is want, name
+    # "below (1 - 10⁻⁶) L_lin": a loss of exactly (1 - 10⁻⁶) L_lin is not below it
+    assert not bool(one(START, same, data, (1 - 1e-6) * SIX_L_LIN, SIX_L_LIN))
     # batched, with L_lin computed by `classify` from the initial networks
     stack = lambda trees: jax.tree.map(lambda *v: np.stack(v), *trees)  # noqa: E731
     finals, losses, want = zip(*cases.values(), strict=True)
@@ -203,6 +205,15 @@ def test_escaped_on_hand_built_networks():
     )
     np.testing.assert_allclose(threshold, SIX_L_LIN, rtol=1e-12)
     assert np.asarray(flags).tolist() == list(want)
+    # a threshold given is taken as L_lin, not recomputed: with L_lin = 0 no loss is
+    # below it, and only the runs whose groups changed escaped
+    given, flags = classify(
+        stack([START] * runs), stack(finals), stack([data] * runs), np.array(losses),
+        threshold=np.zeros(runs),
+    )  # fmt: skip
+    assert np.asarray(given).tolist() == [0.0] * runs
+    regrouped = ("crossed and stayed", "merged the sides")
+    assert np.asarray(flags).tolist() == [name in regrouped for name in cases]
 
 
 def test_linear_thresholds_do_not_depend_on_how_many_runs_are_computed_together():
@@ -221,3 +232,27 @@ def test_linear_thresholds_do_not_depend_on_how_many_runs_are_computed_together(
     whole = np.asarray(_linear_regime(params, data, scaling)["linear_threshold"])
     part = jax.tree.map(lambda v: v[3:7], (params, data, scaling))  # fewer than one batch
     np.testing.assert_array_equal(_linear_regime(*part)["linear_threshold"], whole[3:7])
+
+
+def test_a_batch_of_runs_holds_at_most_batch_elements_pattern_entries():
+    """`batched_map`: `BATCH_RUNS` runs a batch or fewer, so that a batch holds at most
+    `BATCH_ELEMENTS` = 2²² pattern entries (m·n per run). 6 points and 8 neurons: 64 runs a
+    batch, 100 runs in 2; 2¹⁶ neurons, 393 216 entries a run: 10 runs a batch (11 would
+    be 4 325 376 > 2²²), 25 runs in 3; 2¹⁹ neurons: one run a batch. Traced from shapes
+    only: nothing is allocated or compiled."""
+    from gdrelu.detectors import BATCH_ELEMENTS, BATCH_RUNS
+
+    assert (BATCH_RUNS, BATCH_ELEMENTS) == (64, 2**22)
+
+    def batches(runs, width):
+        shape = lambda *dims: jax.ShapeDtypeStruct(dims, jnp.float32)  # noqa: E731
+        params = Params(*(shape(runs, width),) * 3, shape(runs))
+        data = WeightedData(*(shape(runs, 6),) * 3)
+        fn = lambda p, d: jnp.sum(p.b) + jnp.sum(d.y)  # noqa: E731
+        jaxpr = jax.make_jaxpr(lambda a: batched_map(fn, a))((params, data))
+        (scan,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+        return scan.params["length"]
+
+    assert batches(100, 8) == 2
+    assert batches(25, 2**16) == 3
+    assert batches(3, 2**19) == 3

@@ -24,6 +24,10 @@ def test_a_width_whose_run_cannot_fit_is_refused_before_anything_compiles(monkey
     one, kept = one_run_bytes(WIDE, 4096), memory.results_bytes(WIDE)
     assert one_run_bytes(WIDE, 8) < one // 100
     memory.check_fits(WIDE, one + kept)  # exactly enough
+    # one run of width 4096 alone fits a budget of exactly its bytes: what is refused then
+    # is the finished runs beside it
+    with pytest.raises(memory.BudgetError, match=r"^--runs: "):
+        memory.check_fits(WIDE, one)
     monkeypatch.setattr(runner, "_train_batch", None)  # nothing may train
     for budget, names in ((one - 1, "width 4096"), (one + kept - 1, "--runs")):
         with pytest.raises(memory.BudgetError) as refused:
@@ -60,6 +64,10 @@ def test_the_finished_runs_count_against_the_budget():
     assert memory.results_bytes(huge) > 6e9  # 1000 final networks of 2¹⁸ neurons: 6.3 GB
     with pytest.raises(memory.BudgetError, match=r"^--runs: .* lower --runs or"):
         memory.check_fits(huge, 4 * 10**9)
+    # every Δ's cell holds its runs: three Δs hold three times one Δ's final networks
+    assert memory.results_bytes(dataclasses.replace(huge, deltas=(0.0, 0.1, 0.2))) == 3 * (
+        memory.results_bytes(huge)
+    )
     grown = dataclasses.replace(huge, runs=10, target_halfwidth=0.1, max_runs=1000)
     with pytest.raises(memory.BudgetError, match=r"^--max-runs: .* lower --max-runs or"):
         memory.check_fits(grown, 4 * 10**9)
@@ -193,3 +201,59 @@ def test_the_results_of_every_compared_optimizer_count():
         memory.check_fits(spec, budget)
     with pytest.raises(memory.BudgetError, match="--runs"):
         options.check_fits(specs, budget)
+
+
+def test_batch_bytes_pad_each_devices_share_to_whole_blocks():
+    """docs/design.md ("Memory and batches"): `COPIES` of every lane's state and inputs,
+    each device's share of the runs padded to whole blocks (one block more on the mixed
+    fixed-pattern path), plus the temporaries of one block per device or of one redo, the
+    larger. 5 runs on 2 devices in blocks of 4 take one block each (8 lanes); 9 runs two
+    each (16 lanes)."""
+    per_run, per_block_run, copies = 1_000, 10, memory.COPIES
+    assert memory.batch_bytes(per_run, per_block_run, 1, 1, 1, False) == copies * 1_000 + 10
+    assert memory.batch_bytes(per_run, per_block_run, 5, 4, 2, False) == copies * 8_000 + 80
+    assert memory.batch_bytes(per_run, per_block_run, 9, 4, 2, False) == copies * 16_000 + 80
+    assert memory.batch_bytes(per_run, per_block_run, 5, 4, 2, True) == copies * 16_000 + 80
+    assert memory.batch_bytes(per_run, per_block_run, 5, 4, 2, False, 20) == copies * 8_000 + 200
+    assert memory.batch_bytes(per_run, per_block_run, 5, 4, 2, False, 3) == copies * 8_000 + 80
+
+
+class _Device:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+def test_the_default_budget_is_a_share_of_the_free_memory(monkeypatch):
+    """docs/design.md: 70% of the accelerators' free memory (their limits less what is in
+    use, summed), or on a CPU (no memory stats) half the host's available memory; a given
+    budget is taken as it is."""
+    gpus = [_Device({"bytes_limit": 10e9, "bytes_in_use": 4e9}), _Device({"bytes_limit": 10e9})]
+    monkeypatch.setattr(memory.jax, "local_devices", lambda: gpus)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 10e9)
+    assert memory.memory_budget() == pytest.approx(0.7 * 16e9, rel=1e-9)
+    assert memory.memory_budget(3e9) == 3e9
+    monkeypatch.setattr(memory.jax, "local_devices", lambda: [_Device(None), _Device({})])
+    assert memory.memory_budget() == pytest.approx(0.5 * 10e9, rel=1e-9)
+
+
+def test_a_refusal_names_the_width_not_its_bucket():
+    """The refusal names the width that cannot fit (docs/wide-networks.md), here 3000,
+    whose run is padded to the bucket of 4096 neurons."""
+    spec = dataclasses.replace(WIDE, widths=(8, 3000))
+    assert [bucket for bucket, _ in memory.width_buckets(spec)] == [8, 4096]
+    with pytest.raises(memory.BudgetError, match=r"^width 3000: "):
+        memory.check_fits(spec, one_run_bytes(WIDE, 4096) - 1)
+
+
+def test_the_temporaries_cover_the_larger_of_the_training_and_held_out_points():
+    """A block's `TEMPORARIES` (m, n) arrays per run: the checks evaluate the held-out
+    points as the steps do the training points, so m is the larger of the two counts."""
+    for train, heldout in ((8, 64), (64, 8)):
+        spec = ExperimentSpec(data="rbf", dim=2, num_train=train, num_heldout=heldout,
+                              widths=(16,), deltas=(0.0,), runs=2, step_size=0.1)  # fmt: skip
+        itemsize = memory.jnp.dtype(spec.dtype).itemsize
+        _, temporaries = memory.run_bytes(spec, 16, spec.cells()[0])
+        assert temporaries == memory.TEMPORARIES * 64 * 16 * itemsize

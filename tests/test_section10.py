@@ -62,6 +62,37 @@ def test_best_step_size_is_chosen_by_validation_not_test():
     assert best[2, "zero"]["relative_test_rmse"] == 1.0
 
 
+def test_each_optimizer_keeps_its_own_step_size_and_relative_spans_the_data_and_d():
+    """docs/theory.md ("Section 10"): the step size is chosen per configuration, a
+    (parameterization, optimizer, bias init) at a (distribution, d), so SGD's and Adam's
+    rows never compete; `relative` divides by the best chosen test RMSE over every
+    configuration at the same (distribution, d), whatever its optimizer, and only there.
+    radial d = 1: SGD keeps 0.1 (test 0.3), Adam 0.2 (test 0.6, though its validation RMSE
+    0.2 is below SGD's 0.5), relative 0.6 / 0.3 = 2; P_ex at d = 1 (test 0.1) is another
+    distribution. The table prints each chosen row's step size, test RMSE ± its standard
+    error and relative."""
+    rows = [
+        dict(data=data, dim=1, init="he", optimizer=opt, bias_init="zero", step_size=s,
+             validation_rmse=v, test_rmse=t, test_rmse_se=se)
+        for data, opt, s, v, t, se in (
+            ("radial", "sgd", 0.1, 0.5, 0.3, 0.01), ("radial", "sgd", 0.2, 0.7, 0.25, 0.01),
+            ("radial", "adam", 0.1, 0.25, 0.2, 0.04), ("radial", "adam", 0.2, 0.2, 0.6, 0.02),
+            ("p-ex", "sgd", 0.1, 0.1, 0.1, 0.03),
+        )
+    ]  # fmt: skip
+    best = section10.best_step_sizes(rows)
+    chosen = {(r["data"], r["optimizer"]): (r["step_size"], r["relative_test_rmse"]) for r in best}
+    assert chosen == {("radial", "sgd"): (0.1, 1.0), ("radial", "adam"): (0.2, 2.0),
+                      ("p-ex", "sgd"): (0.1, 1.0)}  # fmt: skip
+    lines = section10.format_table(best).splitlines()
+    assert len(lines) == 2 + 3
+    assert set(lines[2:]) == {
+        "| radial | 1 | he | sgd | zero | 0.1 | 0.3000 ± 0.0100 | 1.000 |",
+        "| radial | 1 | he | adam | zero | 0.2 | 0.6000 ± 0.0200 | 2.000 |",
+        "| p-ex | 1 | he | sgd | zero | 0.1 | 0.1000 ± 0.0300 | 1.000 |",
+    }
+
+
 def _losses_cell(validation_loss, test_loss):
     """A cell result whose runs have these best-validation and test losses (the rest 0)."""
     runs = len(validation_loss)
@@ -111,6 +142,15 @@ def test_a_diverged_run_scores_infinite_rmse(bad):
     assert finite["test_rmse_se"] == math.inf  # one run: no standard error
     (best,) = section10.best_step_sizes([row, finite])
     assert best["step_size"] == 0.005 and best["relative_test_rmse"] == 1.0
+
+
+def test_diverged_counts_the_runs_without_a_finite_validation_loss():
+    """docs/outputs.md: `diverged` counts the runs with no finite validation loss; a run
+    whose validation loss is finite but whose test loss at that check is not counts in the
+    test RMSE (inf), not in `diverged`."""
+    row = section10._row(TINY, GROUP, ("zero", 2, 0.02), _losses_cell([0.5, 2.0], [0.08, math.inf]))
+    assert row["diverged"] == 0 and row["validation_rmse"] == 1.5
+    assert row["test_rmse"] == math.inf and row["test_rmse_se"] == math.inf
 
 
 def test_the_paper_scale_grid():
