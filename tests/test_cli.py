@@ -46,6 +46,10 @@ def test_run_writes_table_summary_and_figure(small_run):
                    "max_kink"):  # fmt: skip
         assert column in rows[0]
     assert len({r["run_id"] for r in rows}) == len(rows)
+    # docs/outputs.md: the cells in order (the spec's widths 8, 4; its Δ 0, 0.1), each
+    # cell's runs by index
+    cells = [(int(r["width"]), float(r["delta"]), int(r["index"])) for r in rows]
+    assert cells == [(w, d, i) for w in (8, 4) for d in (0.0, 0.1) for i in range(10)]
     assert {r["status"] for r in rows} <= {"crossed", "stuck", "a_degenerate", "x_degenerate",
                                            "unfinished", "diverged"}  # fmt: skip
     summary = json.loads((small_run / "summary.json").read_text())
@@ -443,7 +447,15 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
         arrays = {**stored, "seconds": np.float64(1000.0)}  # as if the first width took 1000 s
     np.savez(unit, **arrays)
     restore()
+    import gdrelu.store
+
+    saved = []
+    save_unit = gdrelu.store.save_unit
+    monkeypatch.setattr(
+        gdrelu.store, "save_unit", lambda d, n, *a: saved.append(n) or save_unit(d, n, *a)
+    )
     assert main(["run", *SMALL, "--resume", str(out)]) == 0
+    assert saved == ["gd-w4"]  # width 8's unit is read back, not trained and stored again
     assert (out / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
     seconds = json.loads((out / "summary.json").read_text())["seconds"]
     assert seconds > 1000  # the time before the resume counts (no bound on the resume's own)
@@ -575,6 +587,31 @@ def test_a_resume_with_another_seed_names_only_the_seed(small_run, capsys):
     assert main(["run", *SMALL, "--seed", "1", "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.endswith("(differs in seed)"), err
+
+
+def test_a_resume_with_another_optimizer_names_the_optimizer(small_run, capsys):
+    """One spec: its field `optimizer` differs (`optimizers` is a comparison's list)."""
+    assert main(["run", *SMALL, "--optimizer", "adam", "--resume", str(small_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("(differs in optimizer)"), err
+
+
+def test_a_resume_takes_the_deltas_in_any_order(small_run, tmp_path):
+    """docs: flags given with --resume must agree, the order of widths and offsets aside;
+    the run keeps its own order, so its table is the uninterrupted run's."""
+    started = _started_copy(small_run, tmp_path / "started")
+    flags = [*SMALL[:2], "--deltas", "0.1,0", *SMALL[4:]]
+    assert main(["run", *flags, "--resume", str(started)]) == 0
+    assert (started / "runs.csv").read_text() == (small_run / "runs.csv").read_text()
+
+
+def test_resume_and_out_together_are_refused(small_run, tmp_path, capsys):
+    """--resume names the run's directory: an --out beside it is refused, not ignored."""
+    other = tmp_path / "other"
+    assert main(["run", "--resume", str(small_run), "--out", str(other), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not with --out" in err, err
+    assert not other.exists()
 
 
 @pytest.mark.parametrize("flag", [["--batch-size", "16"], ["--num-heldout", "1024"]])

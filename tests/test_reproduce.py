@@ -190,3 +190,20 @@ def test_the_general_rate_is_measured_on_the_specs_own_runs():
     )  # fmt: skip
     rate = reproduce.general_rate(spec)
     assert 0.0 <= rate < 1e-3
+
+
+def test_the_report_tables_keep_their_columns_and_escape_html(tmp_path):
+    """Markdown: a header, a separator of one cell per column (else no table renders) and
+    each row's cells in the header's order. HTML: text such as `<0.5` is shown as text,
+    not parsed as a tag."""
+    from gdrelu import report
+
+    table = report.Table(("width", "delta", "P(stuck)"), [(16, 0.25, "<0.5")])
+    section = report.Section("s", "A & B", ["p"], [table], None, {"seed": 0}, 1.0)
+    lines = report.markdown("T", [], [section]).splitlines()
+    at = lines.index("| width | delta | P(stuck) |")
+    assert lines[at + 1] == "|---|---|---|"
+    assert lines[at + 2] == "| 16 | 0.25 | <0.5 |"
+    page = report.html_page("T", [], [section], tmp_path)
+    assert "<td>16</td><td>0.25</td><td>&lt;0.5</td>" in page and "<0.5" not in page
+    assert "<h2>A &amp; B</h2>" in page

@@ -166,3 +166,35 @@ def test_a_ctrl_c_that_a_callback_swallowed_still_stops_the_run(tmp_path, monkey
     out = tmp_path / "run"
     assert main(["run", *TINY, "--out", str(out)]) == 130
     assert f"finish with: gdrelu run --resume {out}" in capsys.readouterr().err
+
+
+def test_the_space_estimate_counts_every_cell_at_its_widest_and_largest_count(tmp_path):
+    """`result_bytes`: each run's row and final parameters (3n + 1 numbers of 8 bytes,
+    n up to the widest width), twice, for every cell (width × Δ) at its largest run count
+    (`max_runs` with a target half-width), plus 1 MB; less room free is refused."""
+    import collections
+    import dataclasses
+    import shutil
+
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=10)
+    one = outdir.result_bytes([spec]) - 2**20
+    assert one > 0
+    two_deltas = dataclasses.replace(spec, deltas=(0.0, 0.1))
+    assert outdir.result_bytes([two_deltas]) - 2**20 == 2 * one
+    grown = dataclasses.replace(spec, target_halfwidth=0.05, max_runs=100)
+    assert outdir.result_bytes([grown]) - 2**20 == 10 * one
+    wide = dataclasses.replace(spec, widths=(4, 4000))
+    assert outdir.result_bytes([wide]) - 2**20 >= 2 * 10 * 8 * (3 * 4000 + 1)
+
+    usage = collections.namedtuple("usage", "total used free")
+    need = outdir.result_bytes([spec])
+    for free, refused in ((need - 1, True), (need, False)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(shutil, "disk_usage", lambda path, f=free: usage(2 * need, 0, f))
+            if refused:
+                with pytest.raises(outdir.UsageError, match="MiB free"):
+                    outdir.check_space(tmp_path / "new" / "dir", need)
+            else:
+                outdir.check_space(tmp_path / "new" / "dir", need)

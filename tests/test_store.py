@@ -247,3 +247,78 @@ def test_run_experiment_refuses_the_units_of_another_spec(tmp_path):
     np.testing.assert_array_equal(first[0].result.final_loss, again[0].result.final_loss)
     with pytest.raises(store.ResumeError, match="seed = 0, not 1"):
         run_experiment(dataclasses.replace(spec, seed=1), units=str(tmp_path))
+
+
+def test_a_manifest_of_more_specs_is_refused_naming_both_counts(tmp_path):
+    """A compare started with two optimizers, checked against one spec: refused as a
+    ResumeError that names both counts (not a ValueError from pairing the specs)."""
+    gd = ExperimentSpec(widths=(4,), runs=2)
+    adam = dataclasses.replace(gd, optimizer="adam")
+    store.write_manifest(tmp_path, provenance.manifest([gd.to_dict(), adam.to_dict()]))
+    with pytest.raises(store.ResumeError, match="started with 2 specs, this run has 1"):
+        store.check_manifest(tmp_path, provenance.manifest([gd.to_dict()]))
+
+
+def test_summary_json_is_strict_whatever_holds_the_numbers(tmp_path):
+    """docs/outputs.md: a non-finite number is written null, also inside a tuple (as a
+    Python caller's summary may hold an interval)."""
+    row = dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
+               step_size=0.1, validation_rmse=0.5, test_rmse=0.4, test_rmse_se=0.01)  # fmt: skip
+    best = section10.best_step_sizes([row])
+    summary = section10.summary(
+        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu"
+    )
+    summary["interval"] = (0.25, math.inf, (math.nan, 1.0))
+    store.write_section10(tmp_path, [row], section10.format_table(best), summary)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["interval"] == [0.25, None, [None, 1.0]]
+
+
+@pytest.mark.parametrize("edit", ["drop", "add"])
+def test_a_unit_recording_other_cell_fields_is_refused(edit, tmp_path):
+    """A unit whose recorded cell lacks a field of this cell (or records one this cell does
+    not have) does not say it was trained as this cell: refused, naming the field."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    with np.load(path) as stored:
+        arrays = dict(stored.items())
+    cell = json.loads(str(arrays["0/cell"]))
+    if edit == "drop":
+        del cell["seed"]
+        message = "seed = None, not 0"
+    else:
+        cell["zeta"] = 1
+        message = "zeta = 1, not None"
+    arrays["0/cell"] = np.asarray(json.dumps(cell))
+    np.savez(path, **arrays)
+    with pytest.raises(store.ResumeError, match=re.escape(message)):
+        store.load_unit(tmp_path, "gd-w4", spec.cells())
+
+
+def test_each_unit_records_only_its_own_training_time(tmp_path, monkeypatch):
+    """A bucket's training time goes to one unit (the first width's), so the units' seconds
+    add up to the time trained, which a resume adds to its own; stored units go to
+    `on_stored` and are not trained again. (Training is faked: 100 s per bucket.)"""
+    import types
+
+    from gdrelu import runner
+
+    clock = types.SimpleNamespace(now=0.0)
+    trained = []
+
+    def train(work, **kwargs):
+        trained.append(sorted({cell.width for cell, _ in work}))
+        clock.now += 100.0
+        return [fake_result(cell, idx.size) for cell, idx in work]
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    spec = ExperimentSpec(widths=(8, 4), deltas=(0.0, 0.1), runs=3)
+    runner.run_experiment(spec, units=tmp_path)
+    assert trained and sorted(w for ws in trained for w in ws) == [4, 8]
+    assert store.stored_seconds(tmp_path) == 100.0 * len(trained)
+    loaded, buckets = [], len(trained)
+    again = runner.run_experiment(spec, units=tmp_path, on_stored=loaded.extend)
+    assert len(trained) == buckets  # read back, not trained again
+    assert [cr.cell for cr in loaded] == [cr.cell for cr in again] == spec.cells()
