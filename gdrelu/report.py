@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 
 class Table(NamedTuple):
-    """A table: column names and rows of cells (numbers are written as given)."""
+    """A table: column names and rows of cells (floats written to 4 significant digits,
+    everything else as `str` gives it)."""
 
     header: tuple[str, ...]
     rows: list[tuple]
