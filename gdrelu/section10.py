@@ -232,8 +232,9 @@ def _rmse(loss: np.ndarray) -> np.ndarray:
 
 
 def best_step_sizes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per configuration, the row of the step size with the best mean validation RMSE,
-    with `relative_test_rmse` = its test RMSE over the best one at its (data, d)."""
+    """Per configuration, the row of the step size with the best mean validation RMSE (a
+    tie keeps the earlier row: in the grid's order, the smaller step size), with
+    `relative_test_rmse` = its test RMSE over the best one at its (data, d)."""
     best: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         key = (row["data"], row["dim"], row["init"], row["optimizer"], row["bias_init"])

@@ -93,6 +93,18 @@ def test_each_optimizer_keeps_its_own_step_size_and_relative_spans_the_data_and_
     }
 
 
+def test_a_tie_in_validation_keeps_the_smaller_step_size():
+    """Two step sizes of one configuration with the same validation RMSE: the earlier row,
+    in the grid's order of increasing step size, is kept."""
+    rows = [
+        dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero", step_size=s,
+             validation_rmse=0.5, test_rmse=t, test_rmse_se=0.01)
+        for s, t in ((0.1, 0.3), (0.2, 0.2))
+    ]  # fmt: skip
+    (best,) = section10.best_step_sizes(rows)
+    assert best["step_size"] == 0.1 and best["test_rmse"] == 0.3
+
+
 def _losses_cell(validation_loss, test_loss):
     """A cell result whose runs have these best-validation and test losses (the rest 0)."""
     runs = len(validation_loss)
