@@ -48,12 +48,12 @@ def test_fractions_of_none_and_all_have_one_sided_intervals(mask):
     assert ever["ci95"][1 if mask[0] else 0] == (1.0 if mask[0] else 0.0)
 
 
-def _optimizer_cell(optimizer, stuck, **spec_fields):
+def _optimizer_cell(optimizer, stuck, delta=0.0, **spec_fields):
     """A cell of `optimizer` whose runs are stuck where `stuck` says: certified stuck or
     crossed and escaped, so every stuck rule reads them alike."""
     stuck = np.asarray(stuck, bool)
     spec = ExperimentSpec(
-        widths=(4,), deltas=(0.0,), runs=stuck.size, optimizer=optimizer, **spec_fields
+        widths=(4,), deltas=(delta,), runs=stuck.size, optimizer=optimizer, **spec_fields
     )
     zeros = np.zeros(stuck.size)
     fields = {f: zeros for f in SimulationResult._fields if f != "params"}
@@ -63,7 +63,23 @@ def _optimizer_cell(optimizer, stuck, **spec_fields):
         loss_below_step=np.full(stuck.size, -1),
     )
     params = Params(*(np.zeros((stuck.size, 4)),) * 3, zeros)
-    return CellResult(Cell(4, 0.0, spec), zeros + 0.1, SimulationResult(params=params, **fields))
+    return CellResult(Cell(4, delta, spec), zeros + 0.1, SimulationResult(params=params, **fields))
+
+
+def test_optimizers_are_compared_within_each_delta():
+    """Two Δ: each (width, Δ) cell is its own comparison, pairing GD's and Adam's runs of
+    that Δ alone: at Δ = 0 GD alone is stuck in 2 runs, at Δ = 0.1 Adam alone in 1."""
+    cells = [
+        _optimizer_cell("gd", [1, 1, 0], 0.0),
+        _optimizer_cell("gd", [0, 0, 0], 0.1),
+        _optimizer_cell("adam", [0, 0, 0], 0.0),
+        _optimizer_cell("adam", [1, 0, 0], 0.1),
+    ]
+    pairs = comparisons(cells)
+    assert [(c["a"], c["b"], c["delta"], c["discordant"]) for c in pairs] == [
+        ("gd", "adam", 0.0, [2, 0]),
+        ("gd", "adam", 0.1, [0, 1]),
+    ]
 
 
 def test_cells_grown_to_different_sizes_are_paired_on_the_runs_both_have():
@@ -97,6 +113,24 @@ def test_a_comparison_of_grown_cells_says_its_interval_is_nominal(halfwidth):
     )
 
 
+def test_a_grown_cell_that_stopped_first_makes_its_comparison_nominal():
+    """GD's cell met its target after 4 runs, Adam's has a fixed 8: the 4 pairs are a
+    count GD's outcomes chose, so the comparison's interval is nominal (docs/theory.md,
+    "Outcome of a run") though only one of the cells was grown."""
+    gd = _optimizer_cell("gd", [1, 1, 1, 0], target_halfwidth=0.45, max_runs=8)
+    adam = _optimizer_cell("adam", [0, 1, 0, 0, 1, 1, 0, 0])
+    (pair,) = comparisons([gd, adam])
+    assert pair["runs"] == 4 and pair.get("ci95_nominal") is True
+
+
+def test_status_counts_name_every_final_status_once():
+    """summary.json's status_counts: runs per `status` of runs.csv, every status named,
+    zeros included (docs/outputs.md), and nothing else: no count of still-running runs."""
+    counts = cell_summary(_optimizer_cell("gd", [1, 0, 0]))["status_counts"]
+    assert counts == {"crossed": 2, "stuck": 1, "a_degenerate": 0, "x_degenerate": 0,
+                      "early_stopped": 0, "diverged": 0, "unfinished": 0}  # fmt: skip
+
+
 @pytest.mark.parametrize(("halfwidth", "met"), [(None, None), (0.4, True), (0.3, False)])
 def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
     """4 stuck of 8: the interval (0.157, 0.843) has half-width 0.343."""
@@ -112,6 +146,18 @@ def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
         True: nominal,
         False: nominal + missed,
     }[met]
+
+
+def test_a_target_equal_to_the_half_width_is_met():
+    """A cell grows until its half-width is at most H (`ExperimentSpec`): 4 stuck of 8
+    with H exactly the interval's half-width has met it."""
+    from gdrelu.stats import failure_probability
+
+    low, high = failure_probability(4, 8)[1]
+    summary = cell_summary(
+        _optimizer_cell("gd", [1, 0] * 4, target_halfwidth=(high - low) / 2, max_runs=8)
+    )
+    assert summary["target_halfwidth_met"] is True
 
 
 def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():

@@ -19,6 +19,7 @@ from gdrelu.data import (
     multinomial_weights,
     sample_example,
     sample_radial,
+    sample_rbf,
     split_indices,
     star_points,
     training_statistics,
@@ -85,6 +86,18 @@ def test_radial_distribution(dim):
     assert np.all(np.abs(x.mean(0)) <= Z * math.sqrt(1.0 / dim) / math.sqrt(COUNT))
 
 
+@pytest.mark.parametrize("dim", [1, 3])
+def test_rbf_distribution(dim):
+    """rbf: X ~ N(0, I_d) (each coordinate of mean 0 and variance 1, within 5 SE; x (m,)
+    in 1-D) and the noise-free radial bump y = exp(-‖X‖²/2) (docs/theory.md, "Data")."""
+    x, y = (np.asarray(v) for v in sample_rbf(jax.random.key(2), COUNT, dim))
+    assert x.shape == ((COUNT,) if dim == 1 else (COUNT, dim)) and y.shape == (COUNT,)
+    x = x.reshape(COUNT, dim)
+    assert np.all(np.abs(x.mean(0)) <= Z / math.sqrt(COUNT))
+    assert np.all(np.abs(x.var(0) - 1.0) <= Z * math.sqrt(2 / COUNT))
+    np.testing.assert_allclose(y, np.exp(-(np.linalg.norm(x, axis=1) ** 2) / 2), rtol=1e-12)
+
+
 def test_training_statistics_standardize_the_training_set():
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 2.0, size=(50, 2))
@@ -131,6 +144,8 @@ def test_user_data_files(tmp_path):
         check_user_data(np.ones((3, 0)), np.ones(3))
     with pytest.raises(ValueError, match="cannot read"):
         load_user_data(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="m ≥ 2"):  # one point: nothing to fit or split
+        check_user_data(np.ones(1), np.ones(1))
 
 
 @pytest.mark.parametrize(
@@ -225,6 +240,12 @@ def test_validation_weights_are_a_draw_independent_of_the_training_weights(name)
         assert abs(correlation) < Z / math.sqrt(runs), (j, correlation)
 
 
+def test_a_single_sample_puts_all_weight_on_one_point():
+    """N = 1 is a positive integer: one draw, so p is one point's indicator."""
+    weights = np.asarray(multinomial_weights(jax.random.PRNGKey(0), 6, 1))
+    np.testing.assert_array_equal(np.sort(weights), [0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+
+
 @pytest.mark.parametrize("count", [2.5, 0, -5])
 def test_a_sample_count_that_is_not_a_positive_integer_is_refused(count):
     """N = 2.5 gave weights summing to 0.8, N ≤ 0 NaN weights."""
@@ -245,6 +266,19 @@ def test_num_samples_sets_each_runs_multinomial_count():
     counts = np.asarray(data.weights) * 7
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
     np.testing.assert_allclose(counts.sum(axis=1), 7)
+
+
+def test_the_papers_targets_are_shifted_by_delta():
+    """docs/theory.md, "Data": every run's x = (-3, -2, -1, 1, 2, 3) and
+    y = (-1, 2, -1, 1, -2, 1) + Δ (the draws of the test above, at Δ = 0.25)."""
+    from gdrelu.cells import Cell, initial_runs
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.25,), runs=20, num_samples=7)
+    _, data, _ = jax.device_get(initial_runs(Cell(8, 0.25, spec), np.arange(20)))
+    np.testing.assert_array_equal(data.x, np.tile([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], (20, 1)))
+    targets = np.array([-1.0, 2.0, -1.0, 1.0, -2.0, 1.0]) + 0.25
+    np.testing.assert_allclose(data.y, np.tile(targets, (20, 1)), rtol=1e-15)
 
 
 @pytest.mark.parametrize("seed", [2**32, 2**40])

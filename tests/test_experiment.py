@@ -52,6 +52,24 @@ def test_draws_compile_once_and_give_a_run_the_same_bits_in_any_batch():
         np.testing.assert_array_equal(got.view(np.uint8), want[-1:].view(np.uint8))
 
 
+def test_continuous_held_out_sets_are_own_draws_and_delta_follows_standardizing():
+    """docs/theory.md, "Data": a continuous data set standardizes the training set (weighted
+    mean 0, standard deviation 1) and adds Δ after, to every target; the validation and
+    test sets are separate draws of `num_heldout` points each. The draws of the test above
+    (p-ex, 2 runs), at Δ = 2: held-out target means within 0.5 of Δ (7 standard errors of
+    the 1024 held-out and 256 training points)."""
+    spec = ExperimentSpec(data="p-ex", widths=(8,), runs=2, optimizer="adam", step_size=0.01)
+    _, train, (valid, test) = jax.device_get(initial_runs(Cell(8, 2.0, spec), np.arange(2)))
+    mean_y = np.sum(train.weights * train.y, axis=1)
+    np.testing.assert_allclose(mean_y, 2.0, rtol=1e-12)
+    np.testing.assert_allclose(np.sum(train.weights * (train.y - 2.0) ** 2, axis=1), 1.0, 1e-12)
+    np.testing.assert_allclose(np.sum(train.weights * train.x, axis=1), 0.0, atol=1e-12)
+    for held in (valid, test):
+        assert held.x.shape == (2, spec.num_heldout)
+        assert np.all(np.abs(held.y.mean(axis=1) - 2.0) < 0.5)
+    assert not np.allclose(valid.x, test.x)
+
+
 def test_wide_networks_are_drawn_a_few_runs_at_a_time_to_the_same_bits(monkeypatch):
     """A call draws at most DRAW_NEURONS neurons (runs × width), however wide the
     networks; the runs' bits do not depend on it."""
@@ -192,6 +210,19 @@ def test_bias_init_cells_leave_the_paper_cells_alone():
     params, _, _ = initial_runs(Cell(8, 0.0, biased), np.arange(6))
     offsets = -np.asarray(params.b) / np.abs(np.asarray(params.a))
     assert np.all((offsets >= 0) & (offsets <= SQRT3))
+
+
+def test_an_ntk_cells_bias_init_acts_on_the_scaled_weights():
+    """docs/theory.md, "Bias inits": they act on ã_i = s_a a_i, with s_a = √2 for 1-D NTK.
+    kink-neg-unif's kinks -b_i/(s_a |a_i|) then fill [0, √3], past √3/√2 where kinks
+    drawn from the raw a_i would end: all 48 short of it has probability 2^-24."""
+    from gdrelu.init import SQRT3
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=6, init="ntk", bias_init="kink-neg-unif")
+    params, _, _ = initial_runs(Cell(8, 0.0, spec), np.arange(6))
+    offsets = -np.asarray(params.b) / (np.sqrt(2.0) * np.abs(np.asarray(params.a)))
+    assert np.all((offsets >= 0) & (offsets <= SQRT3 * (1 + 1e-12)))
+    assert np.max(offsets) > SQRT3 / np.sqrt(2.0)
 
 
 def test_runs_follow_the_documented_key_derivation():

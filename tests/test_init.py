@@ -67,6 +67,15 @@ def test_uniform_biases(name, low, high):
     _assert_distribution(_draw(name).b, _uniform_cdf(low, high))
 
 
+def test_pytorch_biases_in_d_dimensions():
+    """pytorch: U(-1/√d, 1/√d) for d = 3 inputs (d = 1 above cannot tell 1/√d from 1/d)."""
+    x = jax.random.normal(jax.random.key(0), (20, 3))  # the d = 3 draws of the test below
+    p = jnp.full((20,), 1.0 / 20)
+    params = _draw("pytorch", x, p, 3, scaling_of("ntk", WIDTH, 3), ntk_init)
+    bound = 1.0 / math.sqrt(3)
+    _assert_distribution(params.b, _uniform_cdf(-bound, bound))
+
+
 def test_normal_biases():
     from scipy.stats import norm
 
@@ -115,12 +124,17 @@ def test_kinks_at_training_points_drawn_by_weight(name):
 
 
 def test_he_plus_k_kinks_are_convex_combinations():
-    """he+3: kinks inside the training hull, with mean Σ p_j x_j (Dirichlet symmetry)."""
+    """he+3: kinks inside the training hull, with mean Σ p_j x_j (Dirichlet symmetry) and
+    variance σ² E Σ λ_l² = σ²/2 for the points' variance σ² (λ ~ Dirichlet(1, 1, 1):
+    E λ_l² = 1/6), not the σ²/3 of equal weights; within 5 SE, √((m₄ - s⁴)/N)."""
     params = _draw("he+3")
     kinks = np.ravel(-params.b / params.a)
     assert np.all((kinks >= -1.0 - 1e-12) & (kinks <= 4.0 + 1e-12))
     mean = float(np.asarray(P1) @ np.asarray(X1))
     assert abs(kinks.mean() - mean) <= 5 * kinks.std() / math.sqrt(kinks.size)
+    sigma2 = float(np.asarray(P1) @ (np.asarray(X1) - mean) ** 2)
+    var, fourth = kinks.var(), np.mean((kinks - kinks.mean()) ** 4)
+    assert abs(var - sigma2 / 2) <= 5 * math.sqrt((fourth - var**2) / kinks.size)
 
 
 def test_mean_puts_every_kink_through_the_weighted_mean():
@@ -131,7 +145,11 @@ def test_mean_puts_every_kink_through_the_weighted_mean():
     np.testing.assert_allclose(np.einsum("d,rdn->rn", centre, params.a) + params.b, 0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["normal(-1)", "uniform(x)", "he+0", "kink", "he+k"])
+@pytest.mark.parametrize(
+    "name",
+    ["normal(-1)", "uniform(x)", "he+0", "kink", "he+k", "normal(0)", "uniform(0)", "normal(inf)",
+     "uniform(nan)"],
+)  # fmt: skip
 def test_bad_names_are_refused(name):
     with pytest.raises(ValueError, match="bias_init"):
         parse_bias_init(name)

@@ -1,5 +1,7 @@
 """Step-size rules through the spec, against direct computations on the initial runs."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -67,3 +69,29 @@ def test_a_leaky_specs_step_size_uses_its_slope(rule):
     relu = np.array([direct(p, d, alpha=0.0) for p, d in one])
     np.testing.assert_allclose(steps, leaky, rtol=1e-10)
     assert np.all(np.abs(leaky / relu - 1) > 1e-3)
+
+
+def test_numbers_are_each_specs_own_times_the_factor():
+    """A number sets h directly, times `step_factor` (docs/theory.md, "Step size"); a batch
+    of two specs' runs gets each spec's number, in batch order."""
+    from gdrelu.model import Params
+
+    first = ExperimentSpec(widths=(8,), deltas=(0.0,), step_size=0.1, step_factor=2.0)
+    second = dataclasses.replace(first, step_size=0.3)
+    params = Params(*(np.zeros((5, 8)),) * 3, np.zeros(5))
+    steps = initial_step_sizes([(first, 2), (second, 3)], params, None, np.full(5, 8), 8)
+    np.testing.assert_allclose(steps, [0.2, 0.2, 0.6, 0.6, 0.6], rtol=1e-15)
+
+
+def test_an_ntk_runs_step_size_takes_its_true_width_when_padded():
+    """docs/theory.md, "Model": in the NTK parameterization n is the true width, never the
+    width a network is padded to; padding neurons take no part. Runs of width 8 padded to
+    16 neurons get the step sizes of the unpadded runs (`ntk` rule, NTK init)."""
+    spec = ExperimentSpec(widths=(8,), deltas=(0.1,), runs=5, init="ntk", step_size="ntk")
+    cell, indices, widths = Cell(8, 0.1, spec), np.arange(5), np.full(5, 8)
+    params, data, _ = jax.device_get(initial_runs(cell, indices))
+    wide, _, _ = jax.device_get(initial_runs(cell, indices, size=16))
+    assert wide.a.shape == (5, 16)
+    steps = np.asarray(initial_step_sizes([(spec, 5)], params, data, widths, 8))
+    padded = np.asarray(initial_step_sizes([(spec, 5)], wide, data, widths, 16))
+    np.testing.assert_allclose(padded, steps, rtol=1e-12)
