@@ -294,6 +294,8 @@ def _check_data(spec: ExperimentSpec) -> None:
             raise SpecError("num_train", f"{spec.num_train!r} is not an integer ≥ 2")
     if spec.data in CONTINUOUS and spec.num_samples is not None:
         raise SpecError("num_samples", f"{spec.data} data are sampled i.i.d.; use num_train")
+    if spec.split is not None and spec.num_samples is not None:  # draw_split weighs equally
+        raise SpecError("num_samples", "a split file's points have equal weights; N draws none")
     if spec.num_samples is not None and not _is_positive_int(spec.num_samples):
         raise SpecError("num_samples", f"{spec.num_samples!r} is not a positive integer")
     if spec.split is not None:

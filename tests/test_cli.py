@@ -330,6 +330,8 @@ def test_early_stopping_is_asked_for(argv, stops_early, tmp_path, monkeypatch):
     if argv[0] == "compare":  # and GD's certificate stops it where it is a proof (not d-dim, NTK)
         certificate = () if "ntk" in argv else ("stuck", "degenerate")
         assert [s.stop_on for s in specs] == [certificate] + [()] * (len(specs) - 1)
+        # P(stuck) reads the final network for every optimizer (docs/theory.md)
+        assert all(s.stuck_rule == "final" and s.final_stuck_rule for s in specs)
 
 
 @pytest.mark.parametrize(
@@ -1025,3 +1027,61 @@ def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("gdrelu: error: step_size: rule 'paper' gives h = inf for run ")
     assert "such runs in its batch" in err[-1]
+
+
+def test_a_refused_field_names_the_layer_that_set_it_last(tmp_path, capsys):
+    """docs: the defaults, then a protocol's fields, then a config file's, then the flags'.
+    A refused field is traced to the last layer that set it; a flag's value needs no
+    origin. (protocol gd sets max_checks = 1000; the config's 0 lies over it.)"""
+    config, out = tmp_path / "exp.toml", tmp_path / "never"
+    config.write_text("max_checks = 0\nruns = 0\n")
+    argv = ["run", "--protocol", "gd", "--config", str(config), "--out", str(out)]
+    err = _refused_in_one_line([*argv, "--runs", "2"], out, capsys)
+    assert err.endswith(f"(max_checks is set by --config {config})"), err
+    config.write_text("runs = 0\n")
+    err = _refused_in_one_line([*argv, "--runs", "0"], out, capsys)
+    assert "error: runs: " in err and "is set by" not in err, err
+
+
+def test_run_flags_and_config_reach_their_own_fields(tmp_path, monkeypatch):
+    """--num-train sets num_train (not N); a run's config may set stop_on, which only
+    `compare` sets itself; the data set given beside --data-file is not replaced by
+    'file' (the pair is refused, naming data_file)."""
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.cli.options import requested_specs
+    from gdrelu.cli.parser import parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('stop_on = ["crossed"]\n')
+    (tmp_path / "d.csv").write_text("x,y\n-2,1\n-1,0\n1,0\n2,1\n")
+    specs = requested_specs(parser().parse_args(["run", "--config", "c.toml"]))
+    assert [s.stop_on for s in specs] == [("crossed",)]
+    argv = ["run", "--data", "p-ex", "--num-train", "64", "--step-size", "0.01"]
+    (spec,) = requested_specs(parser().parse_args(argv))
+    assert (spec.num_train, spec.num_points, spec.num_samples) == (64, 64, None)
+    with pytest.raises(UsageError, match=r"^data_file: is needed exactly when data = 'file'"):
+        requested_specs(parser().parse_args(["run", "--data", "star", "--data-file", "d.csv"]))
+
+
+def test_memory_budget_takes_both_ends_of_its_range():
+    """--memory-budget GB in [1e-6, 1e9], in bytes (1 GB = 1e9 bytes)."""
+    from gdrelu.cli.options import budget_bytes
+
+    assert (budget_bytes(1e-6), budget_bytes(1e9), budget_bytes(None)) == (1000, 10**18, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--early-stopping", "yes"], "'yes' is not on or off"),
+        (["compare", "--optimizers", "gd,sgd,gd"], "is not a list of two or more distinct names"),
+    ],
+)
+def test_the_parser_refuses_a_value_outside_its_flag(argv, message):
+    """--early-stopping takes on or off; --optimizers two or more distinct names: anything
+    else is refused as it is parsed, before a spec is built."""
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.cli.parser import parser
+
+    with pytest.raises(UsageError, match=message):
+        parser().parse_args(argv)

@@ -277,11 +277,65 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(widths=16), r"widths: a tuple, such as \(16,\)"),
         (dict(deltas=0.1), r"deltas: a tuple, such as \(0.1,\)"),
         (dict(bias_init=" normal(1)"), "bias_init: ' normal"),
+        # each bound as the docs and messages state it (docs/theory.md, README)
+        (dict(data="p-ex", num_train=1, step_size=0.01), "num_train"),  # an integer ≥ 2
+        (dict(num_samples=0), "num_samples"),  # N draws: a positive integer
+        (dict(data="p-ex", num_heldout=0, step_size=0.01), "num_heldout"),
+        (dict(widths=(8, 8)), "widths: has duplicates"),  # the same cell twice
+        (dict(deltas=(0.1, 0.1)), "deltas: has duplicates"),
+        (dict(seed=2**32), "seed: must be below 2\\*\\*32"),
+        (dict(data="star"), "step_size: 'paper' is the 1-D rule"),  # star is 2-D
+        (dict(step_factor=0.0), "step_factor"),  # h = 0 with a rule's step size
+        (dict(alpha=-0.1), "alpha"),  # [0, 1)
+        (dict(target_halfwidth=0.5, max_runs=2000), "target_halfwidth"),  # (0, 0.5)
+        (dict(target_halfwidth=0.1), "max_runs: is needed"),
+        (dict(target_halfwidth=0.1, max_runs=10), "max_runs"),  # fewer than runs = 1000
+        (dict(data_file="points.csv"), "data_file: is needed exactly when"),  # data: six-points
+        (dict(data="star", dim=3, step_size="ntk"), "dim: star data are 2-dimensional"),
+        (dict(early_stopping=1), "early_stopping"),  # true or false, not a number
     ],
 )
 def test_bad_settings_name_their_field(values, field):
     with pytest.raises(SpecError, match=field):
         ExperimentSpec(**values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        dict(data="multi-axis", dim=2, step_size="ntk"),  # "--dim d ≥ 2" (docs/theory.md)
+        dict(widths=(2**40,), num_samples=100),  # refused only above 2^40 neurons
+        dict(seed=2**32 - 1),  # below 2**32
+        dict(num_samples=2**53),  # float64 counts are exact integers up to 2^53
+        dict(target_halfwidth=0.49, max_runs=1000),  # max_runs may equal runs
+        # the epoch sampler takes B = m: one minibatch per epoch (docs/theory.md)
+        dict(data="p-ex", num_train=16, optimizer="sgd", sampler="epoch", batch_size=16),
+    ],
+)
+def test_settings_at_their_documented_bounds_are_taken(values):
+    ExperimentSpec(**{"step_size": 0.01, **values})
+
+
+def test_a_data_file_split_and_dimension_are_checked(tmp_path):
+    """--split takes three positive fractions summing to 1, each part non-empty; --dim
+    must be the file's own dimension. 20 points in 1-D, all nonzero."""
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(1, 21)))
+    file = dict(data="file", data_file=str(path))
+    assert ExperimentSpec(**file, split=(0.5, 0.25, 0.25)).training_points == 10
+    for split, message in [
+        ((0.5, 0.25, 0.5), "split: .* not three positive fractions summing to 1"),
+        ((0.96, 0.02, 0.02), r"split: gives empty parts \(19, 0, 1\)"),  # 0.02·20 rounds to 0
+    ]:
+        with pytest.raises(SpecError, match=message):
+            ExperimentSpec(**file, split=split)
+    with pytest.raises(SpecError, match=r"dim: the inputs of .* are not 2-dimensional"):
+        ExperimentSpec(**file, dim=2)
+    # a split file's training points have equal weights (docs/theory.md): N multinomial
+    # draws would act on nothing, yet give the cells another id and a recorded N
+    with pytest.raises(SpecError, match="num_samples: a split file's points have equal"):
+        ExperimentSpec(**file, split=(0.5, 0.25, 0.25), num_samples=100)
+    assert ExperimentSpec(**file, num_samples=100).num_points == 20  # weighted: N acts
 
 
 @pytest.mark.parametrize(
