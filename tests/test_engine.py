@@ -456,7 +456,7 @@ def test_training_points_at_zero_are_warned_of(width8):
     first and counts the others. Without the kink rule nothing is said."""
     import warnings
 
-    params, data, step = _first_runs(width8, 4)
+    params, data, step = width8  # the shapes of `width8_result`: its programs
     x = np.array(data.x)
     x[1, 2], x[3, 0] = 0.0, 1e-17 * x[3, 0]
     kwargs = dict(check_every=200, max_checks=3)
