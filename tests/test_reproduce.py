@@ -89,7 +89,9 @@ def test_unknown_experiments_and_scales_are_refused(tmp_path):
         reproduce.reproduce(tmp_path, scale="huge")
 
 
-def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys):
+def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys, monkeypatch):
+    """A resume at another scale is refused before the paper scale's estimate, which
+    times each path (it took 10 s here before the refusal)."""
     from gdrelu.cli import main
 
     out = tmp_path / "repro"
@@ -104,7 +106,15 @@ def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys
     before = (out / "report.md").read_text()
     assert main(["reproduce", "--resume", str(out), "--quiet"]) == 0  # scale, only: recorded
     assert (out / "report.md").read_text() == before
+    capsys.readouterr()
+
+    def timed(scale, names):
+        raise AssertionError("the paper scale was timed for a resume that is refused")
+
+    monkeypatch.setattr(reproduce, "estimated_seconds", timed)
     assert main(["reproduce", "--resume", str(out), "--scale", "paper", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gdrelu: error: --resume: "), err
 
 
 def test_a_budget_too_small_is_refused_before_anything_is_written(tiny, tmp_path, capsys):

@@ -50,6 +50,8 @@ def execute(args, started: dict | None = None) -> int:
     names, scale = _names(args), args.scale or "small"
     specs = [spec for name in names for spec in reproduce.experiment_specs(name, scale)]
     options.check_fits(specs, budget)  # before the directory is written
+    if args.resume is not None:  # a resume that cannot go on is refused before the timing
+        outdir.check_resumable(args.resume, manifest)
     if scale == "paper":
         hours = reproduce.estimated_seconds(scale, names) / 3600
         print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "
