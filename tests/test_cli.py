@@ -208,6 +208,18 @@ def _started_copy(small_run, directory):
     return directory
 
 
+def test_units_without_a_manifest_are_no_run_to_resume(small_run, tmp_path, capsys):
+    """A directory holding units/ but no manifest was not started by gdrelu (it writes the
+    manifest first): it is refused as not empty, without a --resume hint that would fail."""
+    started = _started_copy(small_run, tmp_path / "started")
+    (started / "manifest.json").unlink()
+    assert main(["run", *SMALL, "--out", str(started)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not empty (units)" in err, err
+    assert main(["run", "--resume", str(started), "--quiet"]) == 2  # what the hint said
+    capsys.readouterr()
+
+
 def test_a_new_run_does_not_take_the_units_of_a_started_one(small_run, tmp_path, capsys):
     """A started run's units were trained with its spec: another spec (here seed 7) must
     not read them as its own, so --out refuses the directory and leaves it as it was."""

@@ -88,11 +88,11 @@ def _created(out: Path | None) -> Path:
 def _refuse_used(out: Path) -> None:
     """Refuse a directory that holds anything: a run's results or start, or other files
     that runs.csv, summary.json and the figures would overwrite."""
-    from gdrelu.store import MANIFEST, UNITS
+    from gdrelu.store import MANIFEST
 
     if (out / "summary.json").exists():
         raise UsageError(f"--out: {out} already holds results; choose another directory")
-    if (out / MANIFEST).exists() or (out / UNITS).exists():
+    if (out / MANIFEST).exists():  # units/ alone is no run a resume could finish
         raise UsageError(
             f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
             "another directory"
