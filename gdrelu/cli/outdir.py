@@ -18,27 +18,20 @@ from gdrelu.cli.errors import UsageError
 def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
     """The directory to resume, checked against `manifest`, or a new one holding it; held
     (`_held`) until `release` so that no second gdrelu process writes into it."""
-    from gdrelu.store import write_manifest
+    from gdrelu.store import ResumeError, check_manifest, write_manifest
 
     check_space(args.resume or args.out or Path("runs"), need_bytes)
     if args.resume is not None:
-        check_resumable(args.resume, manifest)
+        try:
+            check_manifest(args.resume, manifest)
+        except ResumeError as err:
+            raise UsageError(f"--resume: {err}") from None
         _writable(args.resume, "--resume")
         _held(args.resume, "--resume")
         return args.resume
     out = _created(args.out)
     write_manifest(out, manifest)
     return out
-
-
-def check_resumable(directory: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to resume `directory` unless its recorded manifest agrees with `manifest`."""
-    from gdrelu.store import ResumeError, check_manifest
-
-    try:
-        check_manifest(directory, manifest)
-    except ResumeError as err:
-        raise UsageError(f"--resume: {err}") from None
 
 
 def result_bytes(specs) -> int:

@@ -50,14 +50,15 @@ def execute(args, started: dict | None = None) -> int:
     names, scale = _names(args), args.scale or "small"
     specs = [spec for name in names for spec in reproduce.experiment_specs(name, scale)]
     options.check_fits(specs, budget)  # before the directory is written
-    if args.resume is not None:  # a resume that cannot go on is refused before the timing
-        outdir.check_resumable(args.resume, manifest)
+    # a resume's directory is checked against its manifest before the paper scale's
+    # estimate times each path; a new one is made after it, so a Ctrl-C there leaves none
+    out = outdir.open_directory(args, manifest) if args.resume is not None else None
     if scale == "paper":
         hours = reproduce.estimated_seconds(scale, names) / 3600
         print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "
               f"{backends.backend_name()} (from a short timing of each path here)",
               file=sys.stderr)  # fmt: skip
-    out = outdir.open_directory(args, manifest)
+    out = out or outdir.open_directory(args, manifest)
     start = time.perf_counter()
 
     def progress(line: str) -> None:

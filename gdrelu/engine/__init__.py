@@ -7,7 +7,7 @@ shrinks as runs finish while shapes stay put: one compile per path and width (`c
 docs/design.md). `simulate` (`simulation`) drives it.
 
     state       RunState (training), RunInfo (diagnostics), initial_state
-    checks      CheckInputs, check_one
+    checks      CheckInputs, check_one, checked_inputs and its refusals and warnings
     paths       general / fixed_pattern / propagator, choose_path, auto_path, gd_step
     placement   Blocking, blocking_for, Layout, arrange, own_lanes_at, put_own_lanes, placed
     chunk       ChunkSettings, chunk_program, run_chunk, exact_chunk
@@ -16,7 +16,7 @@ docs/design.md). `simulate` (`simulation`) drives it.
 """
 
 from gdrelu.engine.bench import chunk_runner
-from gdrelu.engine.checks import check_inputs
+from gdrelu.engine.checks import PointAtZeroWarning, check_inputs
 from gdrelu.engine.chunk import TRACE_COUNT
 from gdrelu.engine.paths import PATHS, auto_path, gd_step
 from gdrelu.engine.placement import (
@@ -29,7 +29,7 @@ from gdrelu.engine.placement import (
     blocking_for,
     propagator_kernel,
 )
-from gdrelu.engine.simulation import PointAtZeroWarning, simulate
+from gdrelu.engine.simulation import simulate
 from gdrelu.engine.state import (
     GD,
     Runs,

@@ -7,10 +7,12 @@ first that holds is the run's status.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gdrelu import theory
 from gdrelu.data import WeightedData
@@ -69,6 +71,45 @@ def _usable(points: WeightedData) -> jax.Array:
     weights = points.weights
     proper = jnp.all(jnp.isfinite(weights) & (weights >= 0), 1) & (jnp.sum(weights, 1) > 0)
     return finite & proper
+
+
+def _runs_named(indices: np.ndarray) -> str:
+    """ "run 3", or "run 3 and 4 more": the first of some runs and how many others."""
+    more = f" and {indices.size - 1} more" if indices.size > 1 else ""
+    return f"run {indices[0]}{more}"
+
+
+def refuse_unusable(usable: np.ndarray, reweighted: bool) -> None:
+    """Refuse runs whose points are not finite or whose weights are not those of a
+    distribution (`checked_inputs`' flags, read back), naming the input and the first run:
+    they would end diverged, or stopped on a meaningless loss, with no word of why."""
+    names = ("data", "validation_weights" if reweighted else "validation", "test")
+    for column, name in enumerate(names):
+        bad = np.flatnonzero(~usable[:, column])
+        if bad.size:
+            raise ValueError(
+                f"{name}: {_runs_named(bad)}: points that are not finite, or weights that "
+                "are negative, not finite or of sum 0"
+            )
+
+
+class PointAtZeroWarning(UserWarning):
+    """A run's 1-D training data have a point at x = 0 (`simulate`)."""
+
+
+def warn_of_points_at_zero(at_zero: np.ndarray) -> None:
+    """Warn of runs with a training point at x = 0 (`checked_inputs`' flags, read back):
+    the kink rule stops them as crossed at their first check, whatever they would have
+    done. Called from `simulate`'s helper, so the warning points at `simulate`'s caller."""
+    flagged = np.flatnonzero(at_zero)
+    if flagged.size:
+        warnings.warn(
+            f"data: {_runs_named(flagged)}: a training point at x = 0, where the kink of "
+            "every zero bias is; the kink rule stops such a run as crossed at its first "
+            "check (the theory needs x_j ≠ 0, docs/theory.md)",
+            PointAtZeroWarning,
+            stacklevel=4,
+        )
 
 
 def chunk_end(params: Params) -> ChunkEnd:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -20,7 +19,13 @@ from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
-from gdrelu.engine.checks import CheckInputs, ChunkScalars, checked_inputs
+from gdrelu.engine.checks import (
+    CheckInputs,
+    ChunkScalars,
+    checked_inputs,
+    refuse_unusable,
+    warn_of_points_at_zero,
+)
 from gdrelu.engine.chunk import ChunkSettings, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
@@ -129,9 +134,9 @@ def _trained(
     scaling = _scaling(params, parameterization)
     steps = 0.0 if step_size is None else step_size
     inputs, usable, at_zero = checked_inputs(data, _per_run(steps, params), validation, test)
-    _refuse_unusable(np.asarray(usable), validation_weights is not None)
+    refuse_unusable(np.asarray(usable), validation_weights is not None)
     if "crossed" in plan.rules:
-        _warn_of_points_at_zero(np.asarray(at_zero))
+        warn_of_points_at_zero(np.asarray(at_zero))
     mixed = plan.path == "fixed_pattern"
     runs, inputs, layout = placed(
         params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel, redo
@@ -144,40 +149,6 @@ def _trained(
     outcomes = _Outcomes.empty(params)
     _trained_until_stopped(runs, inputs, layout, scalars, settings, max_checks, on_check, outcomes)
     return _result(outcomes, params, data, scaling, plan.rules, classify_width)
-
-
-def _refuse_unusable(usable: np.ndarray, reweighted: bool) -> None:
-    """Refuse runs whose points are not finite or whose weights are not those of a
-    distribution (`checks.checked_inputs`' flags), naming the input and the first run: they
-    would end diverged, or stopped on a meaningless loss, with no word of why."""
-    names = ("data", "validation_weights" if reweighted else "validation", "test")
-    for column, name in enumerate(names):
-        bad = np.flatnonzero(~usable[:, column])
-        if bad.size:
-            more = f" and {bad.size - 1} more" if bad.size > 1 else ""
-            raise ValueError(
-                f"{name}: run {bad[0]}{more}: points that are not finite, or weights that "
-                "are negative, not finite or of sum 0"
-            )
-
-
-class PointAtZeroWarning(UserWarning):
-    """A run's 1-D training data have a point at x = 0 (`simulate`)."""
-
-
-def _warn_of_points_at_zero(at_zero: np.ndarray) -> None:
-    """Warn of runs with a training point at x = 0 (`checks.checked_inputs`' flags): the
-    kink rule stops them as crossed at their first check, whatever they would have done."""
-    flagged = np.flatnonzero(at_zero)
-    if flagged.size:
-        more = f" and {flagged.size - 1} more" if flagged.size > 1 else ""
-        warnings.warn(
-            f"data: run {flagged[0]}{more}: a training point at x = 0, where the kink of "
-            "every zero bias is; the kink rule stops such a run as crossed at its first "
-            "check (the theory needs x_j ≠ 0, docs/theory.md)",
-            PointAtZeroWarning,
-            stacklevel=4,
-        )
 
 
 class _Plan(NamedTuple):
