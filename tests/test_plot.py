@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from gdrelu import plot
 from gdrelu.plot import comparison_figure, failure_probability_figure
 
 
@@ -33,3 +34,51 @@ def test_a_comparison_figure_says_when_its_intervals_are_nominal():
         (segments,) = fig.axes[0].containers[0].lines[2]
         np.testing.assert_allclose(segments.get_segments()[0][:, 1], (0.05, 0.4))
         assert ("nominal: --target-halfwidth" in fig._suptitle.get_text()) == nominal
+
+
+def test_the_lines_go_by_width_with_their_bands_and_say_their_optimizer():
+    """Cells given out of width order are drawn left to right; each band spans the cells'
+    intervals, not p to the upper end; with two optimizers each label names its own."""
+    cells = [_cell(64, 0.1, 0.2, 0.1, 0.3), _cell(16, 0.1, 0.6, 0.4, 0.8),
+             _cell(32, 0.1, 0.5, 0.35, 0.65)]  # fmt: skip
+    (ax,) = failure_probability_figure(cells).axes
+    (bars,) = ax.containers
+    np.testing.assert_array_equal(bars.lines[0].get_xdata(), [16, 32, 64])
+    np.testing.assert_allclose(bars.lines[0].get_ydata(), [0.6, 0.5, 0.2])
+    (band,) = ax.collections[-1:]
+    y = band.get_paths()[0].vertices[:, 1]
+    assert (y.min(), y.max()) == (0.1, 0.8)
+    assert ax.get_legend_handles_labels()[1] == ["Δ = 0.1"]
+    adam = [{**c, "optimizer": "adam"} for c in cells]
+    (ax,) = failure_probability_figure(cells + adam).axes
+    assert ax.get_legend_handles_labels()[1] == ["sgd, Δ = 0.1", "adam, Δ = 0.1"]
+
+
+def test_the_axis_says_provably_only_when_every_cell_counts_certified_runs():
+    """GD's certificate proves a run stuck, the final-network rule does not: one cell of
+    the final rule among certificate cells makes the label plain P(stuck); an interval of
+    --target-halfwidth is marked nominal in the title."""
+    certified = {**_cell(16, 0.0, 0.5, 0.3, 0.7), "stuck_rule": "certificate"}
+    (ax,) = failure_probability_figure([certified]).axes
+    assert ax.get_ylabel() == "P(provably stuck)" and "nominal" not in ax.get_title()
+    (ax,) = failure_probability_figure([certified, _cell(32, 0.0, 0.5, 0.3, 0.7)]).axes
+    assert ax.get_ylabel() == "P(stuck)"
+    (ax,) = failure_probability_figure([{**certified, "ci95_nominal": True}]).axes
+    assert "(nominal: --target-halfwidth)" in ax.get_title()
+
+
+def test_the_fraction_plot_draws_each_budget_by_width(tmp_path, monkeypatch):
+    """The star figure: one line per step budget, in budget order, its points sorted by
+    width whatever order they came in; the file is written."""
+    figures = []
+    monkeypatch.setattr(plot.plt, "close", figures.append)
+    lines = {50_000: [(64, 0.9), (16, 0.5)], 10_000: [(32, 0.3), (16, 0.1), (64, 0.4)]}
+    plot.fraction_plot(lines, "fraction below", tmp_path / "star.png")
+    (ax,) = figures[0].axes
+    first, second = ax.lines
+    assert ax.get_legend_handles_labels()[1] == ["≤ 10000 steps", "≤ 50000 steps"]
+    np.testing.assert_array_equal(first.get_xdata(), [16, 32, 64])
+    np.testing.assert_allclose(first.get_ydata(), [0.1, 0.3, 0.4])
+    np.testing.assert_array_equal(second.get_xdata(), [16, 64])
+    assert ax.get_ylabel() == "fraction below" and ax.get_xscale() == "log"
+    assert (tmp_path / "star.png").read_bytes()[:4] == b"\x89PNG"

@@ -127,3 +127,64 @@ def test_the_bar_marks_a_bound():
     assert bar.postfix().endswith("eta ≤ 16:39")  # 2 cells × 999 checks × 0.5 s
     clock.cell_done(0, (8, 0.0))
     assert bar.postfix().endswith("eta 00:00")  # width 16 is expected to stop now too
+
+
+def test_cells_that_can_stop_are_priced_at_the_slowest_finished_cell_not_the_fastest():
+    """Widths 8 and 16 finished after 10 and 40 checks (each its own batch): width 32,
+    at 5 checks, is expected to need 40, so 35 are left (not 10 - 5 = 5)."""
+    fake = FakeClock()
+    clock = CheckClock([1000], [True], [[(8, 0.0), (16, 0.0), (32, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 10, 1.0)
+    clock.cell_done(0, (8, 0.0))
+    _run_checks(clock, fake, 0, (16,), 40, 1.0)
+    clock.cell_done(0, (16, 0.0))
+    _run_checks(clock, fake, 0, (32,), 5, 1.0)
+    assert clock.checks_left(0) == 35
+
+
+def test_a_finished_cell_stops_counting_checks_of_its_batch():
+    """Width 16's two Δ share a batch: Δ = 0 finished after 10 checks, Δ = 0.1 went on for
+    5 more. Δ = 0 took 10, not 15: width 32 (2 done) needs 8 more, Δ = 0.1 one (9 in all),
+    priced at 17 s over 20 + 5 + 2 = 27 cell-checks."""
+    fake = FakeClock()
+    clock = CheckClock([1000], [True], [[(16, 0.0), (16, 0.1), (32, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (16,), 10, 1.0)
+    clock.cell_done(0, (16, 0.0))
+    _run_checks(clock, fake, 0, (16,), 5, 1.0)
+    _run_checks(clock, fake, 0, (32,), 2, 1.0)
+    assert clock.checks_left(0) == 9
+    assert clock.seconds_left() == pytest.approx(9 * 17 / 27)
+
+
+@pytest.mark.parametrize("can_stop", [True, False])
+def test_a_cell_at_its_budget_needs_no_more_checks(can_stop):
+    """A run never takes more than `max_checks` checks: a cell that has done all 5 of its
+    budget (its runs not yet collected) has none left, with or without stop rules."""
+    fake = FakeClock()
+    clock = CheckClock([5], [can_stop], [[(8, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 5, 1.0)
+    assert clock.checks_left(0) == 0 and clock.seconds_left() == 0.0
+
+
+def test_a_spec_not_yet_started_is_priced_at_the_rate_measured_on_the_others():
+    """Spec 0 ran 2 of its 10 checks at 1.5 s; spec 1 (4 checks, no stop rule) has run
+    none: 8 × 1.5 s + 4 × 1.5 s = 18 s are left, not 12 s (spec 1 free) or no estimate."""
+    fake = FakeClock()
+    clock = CheckClock([10, 4], [False, False], [[(8, 0.0)], [(8, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 2, 1.5)
+    assert clock.seconds_left() == pytest.approx(18.0)
+
+
+def test_a_spec_loaded_whole_from_its_units_does_not_make_the_estimate_a_bound():
+    """Spec 0 (its runs can stop) was loaded from units, so no check of it was counted,
+    but it has nothing left: the estimate, spec 1's budget, is not an upper bound."""
+    fake = FakeClock()
+    clock = CheckClock([100, 10], [True, False], [[(8, 0.0)], [(8, 0.0)]], clock=fake)
+    clock.start()
+    clock.cell_done(0, (8, 0.0))
+    _run_checks(clock, fake, 1, (8,), 1, 1.0)
+    assert not clock.bounded() and clock.seconds_left() == pytest.approx(9.0)

@@ -2,10 +2,16 @@
 
 import json
 import math
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from gdrelu import reproduce, runner, store
+from gdrelu import report, reproduce, runner, store
+from gdrelu.cells import Cell, CellResult
+from gdrelu.model import Params
+from gdrelu.outcome import SimulationResult, Status
 from gdrelu.reproduce import Sizes
 
 
@@ -217,3 +223,100 @@ def test_the_report_tables_keep_their_columns_and_escape_html(tmp_path):
     page = report.html_page("T", [], [section], tmp_path)
     assert "<td>16</td><td>0.25</td><td>&lt;0.5</td>" in page and "<0.5" not in page
     assert "<h2>A &amp; B</h2>" in page
+
+
+def _finished(cell, status, **fields) -> CellResult:
+    """A cell's result with these statuses (and any other fields given), without training."""
+    zeros = np.zeros(len(status))
+    params = Params(*(np.zeros((zeros.size, cell.width)),) * 3, zeros)
+    values = {f: zeros for f in SimulationResult._fields if f != "params"}
+    values.update(status=np.asarray(status, np.int8), escaped=zeros.astype(bool))
+    values.update({k: np.asarray(v) for k, v in fields.items()})
+    return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **values))
+
+
+def test_the_star_table_counts_each_budget_inclusively(tmp_path, monkeypatch):
+    """Six runs of width 16 at the small budgets 10⁴, 5·10⁴, 10⁵: a first crossing at
+    exactly a budget counts within it, -1 (never) in none; "ended below L_lin" needs the
+    final loss below (1 - 10⁻⁶) L_lin, as the escape detector reads it (not just below
+    L_lin). The figure plots the loss fractions per budget."""
+    drawn = {}
+    monkeypatch.setattr(reproduce.plot, "fraction_plot", lambda lines, *a: drawn.update(lines))
+    (spec,) = reproduce.experiment_specs("star", "small")
+    cell = _finished(
+        Cell(16, 0.0, spec),
+        [Status.UNFINISHED] * 6,
+        pattern_change_step=[-1, 0, 10_000, 10_001, 100_000, 100_001],
+        loss_below_step=[-1, -1, 5, 50_000, 50_001, -1],
+        final_loss=[0.5, 1.0 - 0.5e-6, 1.0, 2.0, 0.9, 1.0 - 2e-6],
+        linear_threshold=np.ones(6),
+    )
+    section = reproduce._star_section([cell], spec, "small", tmp_path, 1.0)
+    (row,) = section.tables[0].rows
+    assert row[:2] == (16, 6)
+    fractions = [float(interval.split()[0]) for interval in row[2:]]
+    # (changed, below) per budget, then ended below: counted by hand from the arrays
+    counts = [2, 1, 3, 2, 4, 3, 3]
+    assert fractions == pytest.approx([round(k / 6, 3) for k in counts])
+    assert drawn == {10_000: [(16, 1 / 6)], 50_000: [(16, 2 / 6)], 100_000: [(16, 3 / 6)]}
+
+
+def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):
+    """n = 16 crossed 138 of 400 as the paper's code did (z = 0); n = 32 crossed none where
+    the paper's code crossed 97: z is far below -3, so the two disagree."""
+    (spec,) = reproduce.experiment_specs("gd-figure", "small")
+    cells = [
+        _finished(Cell(16, 0.0, spec), [Status.CROSSED] * 138 + [Status.STUCK] * 262),
+        _finished(Cell(32, 0.0, spec), [Status.STUCK] * 400),
+    ]
+    section = reproduce._stuck_section("gd-figure", "t", cells, spec, tmp_path, 1.0, True)
+    pooled = 97 / 800
+    z = (0 - 97 / 400) / math.sqrt(pooled * (1 - pooled) * (2 / 400))
+    assert f"the largest |z| is {abs(z):.2f}, so the two disagree" in section.paragraphs[-1]
+    assert (tmp_path / "gd-figure.png").exists()
+
+
+def test_the_files_of_a_reproduction_are_renamed_into_place(tmp_path, monkeypatch):
+    """section.json marks an experiment finished: half-written (a kill, a full disk), it
+    would be discarded and the experiment run again, so it is written to a temporary file
+    and renamed, as the reports are (`store.write_text`)."""
+
+    def run_one(name, scale, directory, on_progress, memory_budget=None):
+        (directory / "sgd.png").write_bytes(b"\x89PNG")
+        return report.Section(name, "t", ["p"], [], "sgd.png", {}, 1.0)
+
+    monkeypatch.setattr(reproduce, "run_one", run_one)
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(Path(b)), replace(a, b)))
+    reproduce.reproduce(tmp_path, only=("sgd",))
+    assert renamed == [tmp_path / "sgd" / "section.json", tmp_path / "report.md",
+                       tmp_path / "report.html"]  # fmt: skip
+
+
+def test_a_resume_keeps_the_paper_scale_it_was_started_at(tmp_path, monkeypatch, capsys):
+    """`--resume DIR` without --scale runs at the scale DIR's manifest records (the
+    paper's here, with its estimate printed first), and its experiments."""
+    from gdrelu.cli import main
+
+    calls = []
+
+    def run(out, *, scale, only, on_progress, memory_budget):
+        calls.append((scale, only))
+        return out / "report.md"
+
+    monkeypatch.setattr(reproduce, "estimated_seconds", lambda scale, names: 3600.0)
+    monkeypatch.setattr(reproduce, "reproduce", run)
+    out = tmp_path / "repro"
+    assert main(["reproduce", "--only", "sgd", "--scale", "paper", "--out", str(out)]) == 0
+    assert main(["reproduce", "--resume", str(out), "--quiet"]) == 0
+    assert calls == [("paper", ("sgd",))] * 2
+    assert capsys.readouterr().err.count("the paper's scale needs at most about 1.0 h") == 2
+
+
+def test_the_section10_estimate_counts_every_run_of_the_tiny_grid():
+    """The small reproduction's Section 10 grid (docs/theory.md): P_ex at d = 1 and P_d at
+    d = 1, 2, He, SGD and Adam: 6 groups, each of 7 bias inits × 2 step sizes × 10 runs,
+    256 steps each (256·d points a run, 256/d epochs, batches of 256), width 32."""
+    assert reproduce.estimated_work("small", ("section10",)) == {
+        "section10": ("general", 6 * 7 * 2 * 10 * 256 * 32 * 256)
+    }
