@@ -20,6 +20,7 @@ only on its key and the step count.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -139,13 +140,14 @@ def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int
         raise ValueError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
     if name == "gd" and sampler != "full":
         raise ValueError("sampler: 'gd' is full-batch; use optimizer='sgd' for minibatches")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+    if not integral or batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} is not a positive integer")
     return Optimizer(
         name,
         transformation,
         sampler,
-        batch_size,
+        int(batch_size),
         certificate=name == "gd",
         uses_step_size=uses_step_size,
     )

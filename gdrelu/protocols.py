@@ -23,15 +23,14 @@ from typing import Any
 _EARLY = {"early_stopping": True, "stop_on": ("crossed",)}
 _MINIBATCHES = {"sampler": "multinomial", "batch_size": 16}
 
-PROTOCOLS = MappingProxyType(
-    {
-        "gd": {"optimizer": "gd", "step_size": "paper", "check_every": 1000, "max_checks": 1000},
-        "sgd": {"optimizer": "sgd", "step_size": "paper", **_MINIBATCHES, **_EARLY},
-        "adam": {"optimizer": "adam", "step_size": "paper", **_MINIBATCHES, **_EARLY},
-        "small-step": {"optimizer": "gd", "step_size": "small", "stuck_rule": "final", **_EARLY},
-        "swapped": {"optimizer": "gd", "init": "swapped", "check_every": 100, "max_checks": 10_000},
-    }
-)
+_FIELDS = {
+    "gd": {"optimizer": "gd", "step_size": "paper", "check_every": 1000, "max_checks": 1000},
+    "sgd": {"optimizer": "sgd", "step_size": "paper", **_MINIBATCHES, **_EARLY},
+    "adam": {"optimizer": "adam", "step_size": "paper", **_MINIBATCHES, **_EARLY},
+    "small-step": {"optimizer": "gd", "step_size": "small", "stuck_rule": "final", **_EARLY},
+    "swapped": {"optimizer": "gd", "init": "swapped", "check_every": 100, "max_checks": 10_000},
+}
+PROTOCOLS = MappingProxyType({name: MappingProxyType(f) for name, f in _FIELDS.items()})
 
 
 def protocol(name: str) -> dict[str, Any]:

@@ -119,6 +119,70 @@ def test_scan_steps_gives_every_step_its_words_in_order(num_steps):
         assert int(total) % 2**32 == want
 
 
+def _threefry_words(key_data, draws, step):
+    """Step `step`'s words of one run, from the counters step·B' + k, k < B' (B' = draws
+    rounded up to even), by threefry2x32 directly."""
+    even = draws + draws % 2
+    counter = np.uint32(step * even) + np.arange(even, dtype=np.uint32)
+    return np.asarray(jax.extend.random.threefry_2x32(jnp.asarray(key_data), counter))[:draws]
+
+
+def test_words_ahead_give_each_step_of_every_block_its_own_words():
+    """A chunk of 128 steps draws its words in two blocks of 64 (`scan_steps`): step t of a
+    chunk that starts at run step s gets the words of step s + t in the second block too
+    (with the block's offset dropped, steps 64..127 repeated the minibatches of 0..63), for
+    one run and for lanes (key data (2, lanes), steps (lanes,), lanes last)."""
+    from gdrelu.optim import words_ahead
+
+    sgd = get_optimizer("sgd", batch_size=3)
+    keys = np.asarray(jax.random.key_data(jax.random.split(jax.random.key(4), 2)))
+    starts, num_steps = np.array([1000, 7]), 128
+
+    def record(words_for, shape):
+        def body(seen, t, words):
+            return seen.at[t].set(words), None
+
+        return scan_steps(body, jnp.zeros(shape, jnp.uint32), num_steps, 1, words_for)
+
+    one = jax.jit(lambda k, s: record(words_ahead(sgd, k, s), (num_steps, 3)))
+    lanes = np.asarray(record(words_ahead(sgd, keys.T, starts, lanes_axis=-1), (num_steps, 3, 2)))
+    assert words_ahead(get_optimizer("sgd", sampler="epoch"), keys[0], 0) is None
+    for lane in range(2):
+        got = np.asarray(one(keys[lane], starts[lane]))
+        for t in (0, 1, 63, 64, 100, 127):
+            want = _threefry_words(keys[lane], 3, starts[lane] + t)
+            np.testing.assert_array_equal(got[t], want)
+            np.testing.assert_array_equal(lanes[t, :, lane], want)
+
+
+def test_multinomial_budget_ends_at_the_last_unused_counter():
+    """S steps of B draws use the counters 0, …, S·B' - 1 (B' = B rounded up to even), so
+    S = 2^32 / B' steps (rounded down) are the most before the 2^32 counters repeat:
+    allowed, one more refused, naming max_checks. The epoch sampler has no such limit."""
+    from gdrelu.optim import check_multinomial_steps
+
+    for draws, last in ((16, 2**28), (15, 2**28), (1, 2**31), (5, 715_827_882)):
+        assert last * (draws + draws % 2) <= 2**32 < (last + 1) * (draws + draws % 2)
+        sgd = get_optimizer("sgd", batch_size=draws)
+        check_multinomial_steps(sgd, last)
+        with pytest.raises(ValueError, match=f"^max_checks: {last + 1} steps"):
+            check_multinomial_steps(sgd, last + 1)
+    check_multinomial_steps(get_optimizer("sgd", sampler="epoch", batch_size=16), 2**31)
+
+
+@pytest.mark.parametrize("batch_size", [True, 2.0, "16", 0, -3])
+def test_a_batch_size_that_is_not_a_positive_integer_is_refused(batch_size):
+    """`True` is an int to Python, not a batch size; nor are 2.0, "16", 0 or -3."""
+    with pytest.raises(ValueError, match=r"^batch_size: "):
+        get_optimizer("sgd", batch_size=batch_size)
+
+
+def test_a_numpy_integer_batch_size_is_a_batch_size():
+    """A batch size read from an array (np.int64) is taken, as a Python int."""
+    batch = get_optimizer("sgd", batch_size=np.int64(8)).batch_size
+    assert batch == 8 and type(batch) is int
+
+
 @pytest.mark.parametrize(("dtype", "bits"), [(np.float64, 32), (np.float32, 24)])
 def test_counts_are_the_categories_of_the_words_drawn_one_by_one(dtype, bits):
     """`counts_from_words` (differences of the draws at or above each category) against the
@@ -206,6 +270,23 @@ def test_epoch_sampler_visits_every_point_once_per_epoch():
     assert not np.array_equal(picked[:3], picked[3:6])  # reshuffled between epochs
 
 
+def test_epoch_sampler_leaves_the_remainder_out_of_each_permutation():
+    """m = 12, B = 5: an epoch is ⌊12/5⌋ = 2 disjoint batches, the first 10 points of
+    permutation(fold_in(key, e), 12) (the module's documented draw), 2 points left out;
+    step 2 starts epoch 1 with a new permutation."""
+    from gdrelu.optim import epoch_batch
+
+    epoch = get_optimizer("sgd", sampler="epoch", batch_size=5)
+    key = jax.random.key(2)
+    batches = [np.asarray(epoch_batch(epoch, 12, key, jnp.int32(t))) for t in range(6)]
+    for e in range(3):
+        first, second = batches[2 * e], batches[2 * e + 1]
+        assert len(set(first) | set(second)) == 10  # disjoint, two points out
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), 12))
+        np.testing.assert_array_equal(np.concatenate([first, second]), order[:10])
+    assert not np.array_equal(batches[0], batches[2])
+
+
 def test_sgd_noise_depends_only_on_the_run_key():
     """A run's SGD trajectory is the same alone or in a batch, and changes with its key."""
     params, data = _batch(4)
@@ -259,11 +340,14 @@ def test_adam_runs_do_not_depend_on_the_device_count():
         (dict(optimizer="gd", sampler="multinomial"), "sampler"),
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(optimizer="sgd", sampler="epoch", batch_size=7, key=np.zeros((2, 2))), "batch_size"),
+        (dict(optimizer="sgd", sampler="epoch", batch_size=0, key=np.zeros((2, 2))), "batch_size"),
     ],
 )
 def test_bad_optimizer_settings_name_the_field(kwargs, field):
+    """The message starts with the field at fault (GD with a minibatch sampler and no key
+    is refused for its sampler, not for the missing key)."""
     params, data = _batch(2)
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"^{field}"):
         simulate(params, data, 0.01, check_every=20, max_checks=1, **kwargs)
 
 

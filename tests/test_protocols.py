@@ -115,6 +115,7 @@ def test_min_delta_is_on_the_paper_codes_validation_loss():
 def test_protocols_name_the_paper_codes_settings():
     """What docs/fidelity.md says the paper's code did, field by field."""
     assert PROTOCOLS["gd"]["check_every"] == 1000 and PROTOCOLS["gd"]["max_checks"] == 1000
+    assert (protocol("gd")["optimizer"], protocol("gd")["step_size"]) == ("gd", "paper")
     for name in ("sgd", "adam"):
         assert protocol(name)["sampler"] == "multinomial" and protocol(name)["batch_size"] == 16
         assert protocol(name)["early_stopping"] and protocol(name)["stop_on"] == ("crossed",)
@@ -126,6 +127,17 @@ def test_protocols_name_the_paper_codes_settings():
     assert (swapped.init, swapped.check_every, swapped.max_checks) == ("swapped", 100, 10_000)
     with pytest.raises(ValueError, match="protocol"):
         protocol("lbfgs")
+
+
+def test_a_protocol_is_a_fresh_dict():
+    """`protocol` returns a copy: a caller that fills in its own fields (widths, max_checks)
+    leaves the protocol as docs/fidelity.md gives it for the next caller."""
+    fields = protocol("sgd")
+    fields.update(max_checks=3, batch_size=4, widths=(8,))
+    assert protocol("sgd")["batch_size"] == 16 and "max_checks" not in protocol("sgd")
+    assert "widths" not in PROTOCOLS["sgd"]
+    with pytest.raises(TypeError):  # nor can a caller change the table in place
+        PROTOCOLS["sgd"]["batch_size"] = 4
 
 
 SWAPPED_WIDTHS, SWAPPED_RUNS, SWAPPED_SEED, SWAPPED_STEPS = (3, 4), 12, 1, 4000
