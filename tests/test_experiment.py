@@ -108,6 +108,42 @@ def test_the_optimizer_and_dtype_do_not_change_the_cell():
     assert Cell(8, 0.0, base).cell_hash == Cell(8, 0.0, other).cell_hash
 
 
+def test_the_cell_follows_every_setting_that_defines_its_data(tmp_path):
+    """Cells of other data are other cells (docs/design.md, "Runner"): another data file's
+    content (not its path), another split, another dimension of the same data set; else
+    their runs would share keys and run ids. Settings only, nothing is drawn."""
+    text = "x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(1, 21))
+    for name, content in [("a.csv", text), ("b.csv", text), ("c.csv", text.replace(",2", ",5"))]:
+        (tmp_path / name).write_text(content)
+
+    def cell_id(**values):
+        spec = ExperimentSpec(**{"widths": (4,), "deltas": (0.0,), **values})
+        return Cell(4, 0.0, spec).cell_id
+
+    a, b, c = (dict(data="file", data_file=str(tmp_path / n)) for n in ("a.csv", "b.csv", "c.csv"))
+    assert cell_id(**a) == cell_id(**b) != cell_id(**c)
+    splits = [cell_id(**a, split=split) for split in [(0.5, 0.25, 0.25), (0.6, 0.2, 0.2)]]
+    assert len({cell_id(**a), *splits}) == 3
+    dims = {cell_id(data="multi-axis", dim=dim, step_size="ntk") for dim in (2, 3)}
+    assert len(dims) == 2
+
+
+def test_points_at_zero_are_looked_for_only_with_a_split_and_zero_biases(tmp_path):
+    """`points_at_zero` flags the runs with a training input x = 0, where every zero-bias
+    kink starts, and says None where it cannot happen: no split, or biases drawn away from
+    0 (their kinks are not at 0). Rows given by hand, nothing drawn."""
+    from gdrelu.cells import points_at_zero
+
+    (tmp_path / "d.csv").write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(1, 21)))
+    file = dict(data="file", data_file=str(tmp_path / "d.csv"), widths=(4,), deltas=(0.0,))
+    x = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -2.0], [-0.0, 3.0, 1.0]])
+    split = (0.6, 0.2, 0.2)
+    flagged = points_at_zero(ExperimentSpec(**file, split=split), x)
+    np.testing.assert_array_equal(flagged, [False, True, True])
+    assert points_at_zero(ExperimentSpec(**file), x) is None
+    assert points_at_zero(ExperimentSpec(**file, split=split, bias_init="unif"), x) is None
+
+
 def test_multinomial_weights_statistics():
     """p_j = count_j / N with E p_j = 1/6 and Var p_j = (1/6)(5/6)/N."""
     n_samples, runs = 64, 4000

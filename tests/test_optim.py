@@ -404,6 +404,33 @@ def test_default_stop_rules_follow_the_optimizer():
     assert np.all(result.status == Status.UNFINISHED) and np.all(result.stop_step == 40)
 
 
+def test_stop_rules_of_each_setting():
+    """`outcome.stop_rules` directly (no program compiled): by default the three rules only
+    where the certificate is a proof (GD, standard, 1-D), none elsewhere, d-dim GD
+    included; the proofs asked for elsewhere refused, crossing allowed; the rules sorted
+    and once each (one compiled program per set of rules), then the flags "reference_rows"
+    (eigenvectors from the rows, otherwise only a slow test sees it) and "early_stopping"."""
+    from gdrelu.outcome import stop_rules
+
+    gd, adam = get_optimizer("gd"), get_optimizer("adam")
+    assert stop_rules(None, gd, True, True, "columns", False) == ("crossed", "degenerate", "stuck")
+    for optimizer, standard, one_dimensional in [(gd, True, False), (gd, False, True),
+                                                 (adam, True, True)]:  # fmt: skip
+        setting = (optimizer, standard, one_dimensional, "columns", False)
+        assert stop_rules(None, *setting) == ()
+        for proof in ("stuck", "degenerate"):
+            with pytest.raises(ValueError, match=rf"^stop_on: \['{proof}'\] are proofs"):
+                stop_rules((proof,), *setting)
+        assert stop_rules(("crossed",), *setting) == ("crossed",)
+    stop_on = ("stuck", "crossed", "stuck")
+    assert stop_rules(stop_on, gd, True, True, "columns", False) == ("crossed", "stuck")
+    assert stop_rules(stop_on, gd, True, True, "rows", True) == (
+        "crossed", "stuck", "reference_rows", "early_stopping"
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^stop_on: unknown rules \['sometimes'\]"):
+        stop_rules(("sometimes",), gd, True, True, "columns", False)
+
+
 def test_step_sizes_and_keys_are_data():
     """One trace of each path for Adam and for SGD, whatever the values."""
     params, data = _batch(2, seed=1)

@@ -78,6 +78,22 @@ def test_clopper_pearson_refuses_what_is_no_binomial_count(k, n):
         clopper_pearson(k, n)
 
 
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_levels_at_the_ends_of_0_1_are_refused(level):
+    """The ends of (0, 1) are no confidence levels: at 1 every interval is [0, 1], at 0
+    Wilson's z = 0 and its interval is the point k/n. Every entry refuses both."""
+    from gdrelu.stats import wilson
+
+    for call in (
+        lambda: clopper_pearson(3, 10, level),
+        lambda: wilson(3, 10, level),
+        lambda: failure_probability(3, 10, level),
+        lambda: paired_difference_interval((59, 6, 16, 80), level),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"level: {level!r}")):
+            call()
+
+
 def _paired(b, c, same_stuck=10, same_free=20):
     """Paired outcomes with b runs (a stuck, b not) and c runs (b stuck, a not)."""
     a = [True] * b + [False] * c + [True] * same_stuck + [False] * same_free
@@ -131,6 +147,65 @@ def test_paired_interval_at_other_levels_and_a_million_pairs(table, level, expec
     pairs at three levels): levels other than 0.95 and N = 10⁶ (the normal approximation
     below checks such sizes only to 2%)."""
     np.testing.assert_allclose(paired_difference_interval(table, level), expected, rtol=1e-9)
+
+
+def _wilson_by_root_finding(k, n, z):
+    """The two p with |k/n - p| = z sqrt(p(1 - p)/n), found by bisection (not the closed
+    form of `stats.wilson`); 0 and 1 themselves at k = 0 and k = n."""
+    from scipy.optimize import brentq
+
+    def gap(p):
+        return (k / n - p) ** 2 - z * z * p * (1 - p) / n
+
+    inner = min(max(k / n, 1e-9), 1 - 1e-9)  # off the root p = k/n at k = 0 and k = n
+    low = 0.0 if k == 0 else brentq(gap, 0.0, inner, xtol=1e-15, rtol=1e-15)
+    high = 1.0 if k == n else brentq(gap, inner, 1.0, xtol=1e-15, rtol=1e-15)
+    return low, high
+
+
+@pytest.mark.parametrize("level", [0.9, 0.95])
+def test_paired_interval_is_newcombes_method_10_on_every_table_of_seven_pairs(level):
+    """All 120 tables of 7 pairs against Newcombe's (1998) method 10 written out here: the
+    Wilson bounds by root finding, and his continuity-corrected φ, whose numerator is
+    AD - BC - N/2 above N/2, 0 for 0 ≤ AD - BC ≤ N/2 (e.g. (1, 1, 1, 4): AD - BC = 3,
+    which no other test reaches) and AD - BC below 0; φ = 0 where a margin is 0."""
+    from gdrelu.stats import wilson
+
+    pairs, z = 7, special.ndtri((1 + level) / 2)
+    tables = [(a, b, c, pairs - a - b - c) for a in range(pairs + 1)
+              for b in range(pairs + 1 - a) for c in range(pairs + 1 - a - b)]  # fmt: skip
+    in_between = 0
+    for both, only_a, only_b, neither in tables:
+        k_a, k_b = both + only_a, both + only_b
+        (l_a, u_a), (l_b, u_b) = (_wilson_by_root_finding(k, pairs, z) for k in (k_a, k_b))
+        np.testing.assert_allclose(wilson([k_a, k_b], pairs, level), [[l_a, l_b], [u_a, u_b]],
+                                   rtol=1e-12, atol=1e-15)  # fmt: skip
+        cross = both * neither - only_a * only_b
+        if cross > pairs / 2:
+            numerator = cross - pairs / 2
+        elif cross >= 0:
+            numerator, in_between = 0.0, in_between + (cross > 0)
+        else:
+            numerator = cross
+        margins = [k_a, pairs - k_a, k_b, pairs - k_b]
+        phi = numerator / np.sqrt(np.prod(margins, dtype=float)) if min(margins) else 0.0
+        p_a, p_b = k_a / pairs, k_b / pairs
+        d_low = np.sqrt((p_a - l_a) ** 2 - 2 * phi * (p_a - l_a) * (u_b - p_b) + (u_b - p_b) ** 2)
+        d_up = np.sqrt((u_a - p_a) ** 2 - 2 * phi * (u_a - p_a) * (p_b - l_b) + (p_b - l_b) ** 2)
+        expected = (max(-1.0, p_a - p_b - d_low), min(1.0, p_a - p_b + d_up))
+        got = paired_difference_interval((both, only_a, only_b, neither), level)
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    assert in_between > 0
+
+
+def test_paired_comparison_names_its_interval_by_its_level():
+    """At level 0.9 the interval is "ci90", the 90% interval of the published table above
+    (the values of the independent method-10 implementation)."""
+    result = paired_comparison(*_paired(6, 16, same_stuck=59, same_free=80), level=0.9)
+    assert "ci95" not in result
+    np.testing.assert_allclose(
+        result["ci90"], (-0.1097448428717901, -0.013785990793168515), rtol=1e-9
+    )
 
 
 @pytest.mark.parametrize(
@@ -251,6 +326,48 @@ def test_adaptive_coverage_without_growth_is_the_fixed_interval_s():
     np.testing.assert_allclose(docs, [0.934, 0.941, 0.947], atol=5e-4)
     with pytest.raises(ValueError, match="need 0 ≤ p ≤ 1"):
         adaptive_coverage(0.3, 30, 0.1, 20)
+
+
+def _fixed_coverage(p, n):
+    """Coverage at fixed n of scipy's own exact intervals (binomtest), not gdrelu's."""
+    from scipy.stats import binom, binomtest
+
+    return sum(
+        binom.pmf(k, n, p)
+        for k in range(n + 1)
+        if (ci := binomtest(k, n).proportion_ci(0.95, "exact")).low <= p <= ci.high
+    )
+
+
+def test_adaptive_coverage_of_a_target_never_met_ends_at_max_runs_exactly():
+    """Batches of 10 toward max_runs = 25 with a target no cell meets: 10, 20, then a last
+    batch of 5, not 10 (as the runner grows a cell), so the coverage is the fixed interval's
+    at n = 25, not at 30."""
+    p = 0.3
+    expected = _fixed_coverage(p, 25)
+    assert abs(expected - _fixed_coverage(p, 30)) > 1e-4  # the two sizes are told apart
+    assert adaptive_coverage(p, 10, 0.01, 25) == pytest.approx(expected, abs=1e-12)
+
+
+def test_adaptive_coverage_at_p_0_and_1_and_at_a_half_width_equal_to_the_target():
+    """At p = 0 every cell has k = 0 and an interval [0, u] (k = n at p = 1: [l, 1]), which
+    covers p: coverage 1. A cell whose half-width equals the target stops (the runner adds
+    runs while it exceeds H): at p = 0.01, 10 runs, max_runs 20 and H the half-width at
+    k = 0 of 10 runs, the k = 0 cells stop at 10 (covering p) and the others grow to 20,
+    summed here run by run with scipy's exact intervals."""
+    from scipy.stats import binom, binomtest
+
+    for p in (0.0, 1.0):
+        assert adaptive_coverage(p, 10, 0.05, 200) == pytest.approx(1.0, abs=1e-12)
+    p, runs = 0.01, 10
+    target = float(clopper_pearson(0, runs)[1]) / 2  # the interval at k = 0 is [0, 2H]
+    expected = binom.pmf(0, runs, p)  # they stop: 0 ≤ p ≤ 2H
+    for first in range(1, runs + 1):
+        for more in range(runs + 1):
+            ci = binomtest(first + more, 2 * runs).proportion_ci(0.95, "exact")
+            if ci.low <= p <= ci.high:
+                expected += binom.pmf(first, runs, p) * binom.pmf(more, runs, p)
+    assert adaptive_coverage(p, runs, target, 2 * runs) == pytest.approx(expected, abs=1e-12)
 
 
 def test_two_proportion_z_by_hand():
