@@ -138,6 +138,10 @@ def test_native_heavy_ball_equals_the_xla_loop(alpha):
     assert not np.allclose(ours.c_velocity[:96], velocity.c[:96])
 
 
+# -m slow (16 s, programs no other test needs): the C loop's heavy-ball bits are checked
+# step by step above, and `simulate` on the C loop ("auto") against the general path, side
+# changes included, by tests/test_propagator_optimizers.py::test_side_changes_are_redone
+@pytest.mark.slow
 @needs_compiler
 def test_engine_heavy_ball_with_the_native_loop_equals_the_xla_loop(monkeypatch):
     """`simulate` of full-batch heavy ball with the crossing rule, kernel="native" and
@@ -221,6 +225,10 @@ def test_native_minibatches_of_any_number_of_points_equal_the_xla_loop(points):
     _assert_same_steps(steps(*args, **common, kernel="native"), steps(*args, **common))
 
 
+# -m slow (11 s, programs no other test needs): the C loop's minibatch bits are checked
+# step by step above, and `simulate` of SGD on the C loop ("auto") against the general
+# path by tests/test_propagator_optimizers.py::test_runs_that_cross_and_go_on_equal_the_general_path
+@pytest.mark.slow
 @needs_compiler
 def test_engine_sgd_with_the_native_loop_equals_the_xla_loop():
     """`simulate` of SGD (B = 16 multinomial draws) with the crossing rule, kernel="native"
