@@ -540,6 +540,167 @@ def test_two_processes_give_the_runs_of_one(small_run, tmp_path):
     assert "--resume" not in errs[1]
 
 
+def _interrupt_at_once(spec, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_a_distributed_run_is_refused_with_resume_or_target_halfwidth(small_run, tmp_path, capsys):
+    """docs/design.md: --distributed is not yet combined with --resume or --target-halfwidth;
+    each is refused in one line (exit 2) before jax.distributed starts, writing nothing."""
+    out = tmp_path / "never"
+    grown = [*DISTRIBUTED, "--runs", "10", "--target-halfwidth", "0.1", "--max-runs", "100"]
+    err = _refused_in_one_line(["run", *grown, "--out", str(out)], out, capsys)
+    assert "--distributed: not with --target-halfwidth" in err, err
+    before = sorted(p.name for p in small_run.rglob("*"))
+    assert main(["run", "--resume", str(small_run), *DISTRIBUTED]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--distributed: not with --resume" in err, err
+    assert sorted(p.name for p in small_run.rglob("*")) == before
+
+
+def test_processes_need_a_coordinator_at_host_port_and_a_run_each(monkeypatch):
+    """`start_processes` (jax.distributed stubbed, 3 processes): a --coordinator that is not
+    host:port with a numeric port is refused before jax.distributed starts; a spec with as
+    many runs per cell as processes is taken, one with fewer is refused."""
+    import argparse
+    import dataclasses
+
+    import jax
+
+    from gdrelu.cli import backends
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.spec import ExperimentSpec
+
+    started = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *args: started.append(args))
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    monkeypatch.setattr(jax, "process_index", lambda: 2)
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+
+    def args(coordinator):
+        return argparse.Namespace(resume=None, coordinator=coordinator, num_processes=3,
+                                  process_id=2)  # fmt: skip
+
+    collectives = jax.config.jax_cpu_collectives_implementation
+    try:
+        for bad in ("host0:port", "host0:", ":12355", "host0"):
+            with pytest.raises(UsageError, match=rf"^--coordinator: '{bad}' is not host:port$"):
+                backends.start_processes(args(bad), [spec])
+        assert started == []
+        processes = backends.start_processes(args("host0:12355"), [spec])
+        assert (processes.index, processes.count) == (2, 3)
+        assert started == [("host0:12355", 3, 2)]
+        fewer = [spec, dataclasses.replace(spec, runs=2)]
+        with pytest.raises(UsageError, match=r"^--runs: fewer runs per cell than the 3 "):
+            backends.start_processes(args("host0:12355"), fewer)
+    finally:
+        jax.config.update("jax_cpu_collectives_implementation", collectives)
+
+
+def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path, monkeypatch,
+                                                                          capsys):  # fmt: skip
+    """--distributed process 1 of 2 (jax.distributed stubbed, training interrupted at once):
+    it leaves the CPU device count alone (jax.distributed has started the backends),
+    creates no run directory, and exits 130 without naming a directory to resume."""
+    import gdrelu.runner
+    from gdrelu.cli import backends
+    from gdrelu.runner import Processes
+
+    monkeypatch.setattr(backends, "start_processes", lambda args, specs: Processes(1, 2, None))
+    every_core, prepare = [], backends.prepare
+    monkeypatch.setattr(
+        backends, "prepare", lambda **kw: every_core.append(kw["every_core"]) or prepare(**kw)
+    )
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)
+    monkeypatch.chdir(tmp_path)  # where the default --out, runs/<time>, would go
+    argv = ["run", *SMALL, "--distributed", "--num-processes", "2", "--process-id", "1"]
+    assert main(argv) == 130
+    assert "--resume" not in capsys.readouterr().err
+    assert every_core == [False] and list(tmp_path.iterdir()) == []
+
+
+def test_every_cpu_core_is_a_device_unless_the_caller_chose_a_count(monkeypatch):
+    """`use_every_cpu_core` (JAX's config stubbed): one XLA CPU device per core as
+    os.cpu_count() says (1 where it cannot say), nothing where jax_num_cpu_devices was set."""
+    import types
+
+    import jax
+
+    from gdrelu.cli import backends
+
+    updates = []
+    config = types.SimpleNamespace(jax_num_cpu_devices=-1, update=lambda *a: updates.append(a))
+    monkeypatch.setattr(jax, "config", config)
+    for cores, devices in ((6, 6), (None, 1)):
+        monkeypatch.setattr(backends.os, "cpu_count", lambda cores=cores: cores)
+        backends.use_every_cpu_core()
+        assert updates.pop() == ("jax_num_cpu_devices", devices) and updates == []
+    config.jax_num_cpu_devices = 2  # the caller's count (the test suite's conftest sets 2)
+    backends.use_every_cpu_core()
+    assert updates == []
+
+
+def test_the_bar_counts_every_run_of_every_cell_of_every_spec(tmp_path, monkeypatch):
+    """The bar's total (training interrupted at once): widths 8, 4 × Δ 0, 0.1 × 10 runs =
+    40 runs for `run`, twice as many for `compare` of two optimizers."""
+    import gdrelu.runner
+    from gdrelu.cli import run
+
+    totals = []
+
+    class Recording(run.RunProgress):
+        def __init__(self, total, *args, **kwargs):
+            totals.append(total)
+            super().__init__(total, *args, **kwargs)
+
+    monkeypatch.setattr(run, "RunProgress", Recording)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)
+    assert main(["run", *SMALL, "--out", str(tmp_path / "run")]) == 130
+    compare = ["compare", "--optimizers", "gd,momentum", *SMALL, "--out", str(tmp_path / "cmp")]
+    assert main(compare) == 130
+    assert totals == [40, 80]
+
+
+def test_compare_trains_each_optimizer_in_what_the_earlier_results_leave(monkeypatch):
+    """`gdrelu compare` keeps every optimizer's finished runs to the end: the second spec's
+    batches get the budget less the first spec's results (`memory.results_bytes`), the third
+    less both (the runner stubbed: only the budgets it is given are checked)."""
+    import types
+
+    from gdrelu import memory, runner
+    from gdrelu.cli import run
+    from gdrelu.spec import ExperimentSpec
+
+    budgets = []
+    monkeypatch.setattr(
+        runner,
+        "run_experiment",
+        lambda spec, *, memory_budget, **kw: budgets.append(memory_budget) or [],
+    )
+    specs = [
+        ExperimentSpec(widths=(4, 8), runs=10, optimizer=name)
+        for name in ("gd", "momentum", "adam")
+    ]
+    progress = types.SimpleNamespace(on_check=print, on_cells_done=print, on_stored=print)
+    assert run._train(specs, progress, processes=None, budget=10**9, out=None) == []
+    first, second = (memory.results_bytes(spec) for spec in specs[:2])
+    assert first > 0 and second > 0
+    assert budgets == [10**9, 10**9 - first, 10**9 - first - second]
+
+
+def test_the_last_line_names_the_time_before_a_resume_only_after_one():
+    from gdrelu.cli.progress import finished_line
+
+    backend = "cpu (cpu, 2 device(s))"
+    assert finished_line(40, 2.04, 0.0, backend, "runs/a") == (
+        "40 runs in 2.0 s on cpu (cpu, 2 device(s)); results in runs/a/"
+    )
+    assert finished_line(40, 1002.04, 1000.0, backend, "runs/a") == (
+        "40 runs in 1002.0 s (1000.0 s of it before the resume) on cpu (cpu, 2 device(s)); "
+        "results in runs/a/"
+    )
+
+
 @pytest.mark.parametrize("command", [[], ["run"], ["compare"]])
 def test_help_of_every_command_prints(command, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -884,6 +1045,94 @@ def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds():
     )
     assert cell.result.status.size == 6
     assert (progress.bar.n, progress.bar.total) == (6, 6)
+    progress.close()
+
+
+def test_the_bar_counts_each_batch_from_its_own_first_check():
+    """Width 4's batch finishes its 3 runs, then width 8's batch reports 1 of its 3
+    finished: 4 runs done, not 1 (a batch's statuses count from its own start)."""
+    import io
+
+    from gdrelu.cli.progress import RunProgress
+    from gdrelu.progress import spec_clock
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4, 8), deltas=(0.0,), runs=3, max_checks=10, stop_on=())
+    progress = RunProgress(6, spec_clock([spec]), enabled=True, file=io.StringIO())
+    done = np.full(3, Status.UNFINISHED, np.int8)
+    progress.on_check(0, (4,), 1, done)
+    progress.on_cells_done(0, [finished_cell(Cell(4, 0.0, spec), done, [False] * 3)])
+    assert progress.bar.n == 3
+    one = np.array([Status.UNFINISHED, Status.RUNNING, Status.RUNNING], np.int8)
+    progress.on_check(0, (8,), 1, one)
+    assert progress.bar.n == 4
+    progress.close()
+
+
+def test_a_swallowed_ctrl_c_stops_the_run_at_the_next_check():
+    """A Ctrl-C whose KeyboardInterrupt a gc callback swallowed is raised again at the next
+    check of the batch in training, not only once the batch ends; `restore` forgets it."""
+    import contextlib
+    import signal
+
+    from gdrelu.cli import interrupt
+    from gdrelu.cli.progress import RunProgress
+    from gdrelu.progress import spec_clock
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, max_checks=10, stop_on=())
+    progress = RunProgress(3, spec_clock([spec]), enabled=False)
+    running = np.full(3, Status.RUNNING, np.int8)
+    previous = interrupt.install()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # as a gc callback's is swallowed
+            os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            progress.on_check(0, (4,), 1, running)
+        with pytest.raises(KeyboardInterrupt):
+            progress.on_cells_done(0, [])
+    finally:
+        interrupt.restore(previous)
+    progress.on_check(0, (4,), 2, running)
+    progress.close()
+
+
+def test_the_bar_of_process_0_counts_the_runs_every_process_trained(monkeypatch):
+    """--distributed: process 0's checks see only its own share (runs 0, 3, 6 of 7 with 3
+    processes; training and the other processes stubbed), but the cell it gathers holds
+    all 7: the bar ends at 7 of 7, not 3 of 7."""
+    import functools
+    import io
+
+    import jax
+
+    from gdrelu import runner
+    from gdrelu.cli.progress import RunProgress
+    from gdrelu.progress import spec_clock
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7, max_checks=10, stop_on=())
+    cell = Cell(4, 0.0, spec)
+
+    def train(work, *, on_check, **kwargs):
+        ((_, indices),) = work
+        on_check((4,), 1, np.full(indices.size, Status.UNFINISHED, np.int8))
+        return [finished_cell(cell, [Status.UNFINISHED] * indices.size, [False] * indices.size)]
+
+    def gather(local):
+        shares = [finished_cell(cell, [Status.UNFINISHED] * 3, [False] * 3)] * 3
+        return jax.tree.map(lambda *v: np.stack(v), *[(s.step_size, s.result) for s in shares])
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    progress = RunProgress(7, spec_clock([spec]), enabled=True, file=io.StringIO())
+    (result,) = runner.run_experiment(
+        spec,
+        on_check=functools.partial(progress.on_check, 0),
+        on_cells_done=functools.partial(progress.on_cells_done, 0),
+        processes=runner.Processes(0, 3, gather),
+    )
+    assert result.result.status.size == 7
+    assert (progress.bar.n, progress.bar.total) == (7, 7)
     progress.close()
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
-from gdrelu.cells import Cell, initial_runs, noise_keys, run_key
+from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, run_key
 from gdrelu.data import draw_continuous
-from gdrelu.engine import PointAtZeroWarning
+from gdrelu.engine import PointAtZeroWarning, SimulationResult, Status
 from gdrelu.init import parameterization_of
-from gdrelu.model import scaling_of
+from gdrelu.model import Params, scaling_of
 
 Z = 5.0  # Monte Carlo tolerances: five standard errors (two-sided p ≈ 6e-7)
 
@@ -456,6 +456,97 @@ def test_a_split_that_puts_a_training_point_at_the_mean_is_warned_of(tmp_path):
     (warning,) = [str(w.message) for w in caught if "training mean" in str(w.message)]
     assert not [w for w in caught if w.category is PointAtZeroWarning]  # said per cell
     assert warning.startswith(f"{flagged[:60].sum()} of 60 runs of width 4, Δ = 0: ")
+
+
+def _indexed(cell: Cell, indices, bucket: int | None = None) -> CellResult:
+    """A cell's result whose step size, stop step and final network hold each run's index,
+    and final loss its Δ (training stubbed)."""
+    index = np.asarray(indices, float)
+    params = Params(*(np.repeat(index[:, None], bucket or cell.width, axis=1),) * 3, index)
+    fields = {f: index for f in SimulationResult._fields if f != "params"}
+    fields.update(
+        status=np.full(index.size, Status.CROSSED, np.int8), final_loss=index * 0 + cell.delta
+    )
+    return CellResult(cell, index, SimulationResult(params=params, **fields))
+
+
+def test_processes_train_their_share_and_gather_every_run_in_index_order(monkeypatch):
+    """Process 1 of 3, 7 runs per cell (training stubbed, each run's values its index):
+    it trains runs 1 and 4; `gather` receives them padded to ⌈7/3⌉ = 3 runs by repeating
+    the last; from every process's share padded alike, the cell's runs 0-6 in order."""
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7)
+    trained = []
+
+    def train(work, **kwargs):
+        trained.extend([list(indices) for _, indices in work])
+        return [_indexed(cell, indices) for cell, indices in work]
+
+    shares = [[0, 3, 6], [1, 4, 4], [2, 5, 5]]  # by hand: runs p, p + 3, … padded to 3
+
+    def gather(local):
+        np.testing.assert_array_equal(local[0], shares[1])
+        parts = [_indexed(Cell(4, 0.0, spec), share) for share in shares]
+        return jax.tree.map(lambda *v: np.stack(v), *[(p.step_size, p.result) for p in parts])
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    (cell,) = run_experiment(spec, processes=runner.Processes(1, 3, gather))
+    assert trained == [[1, 4]]
+    for values in (cell.step_size, cell.result.stop_step, cell.result.params.w[:, 0]):
+        np.testing.assert_array_equal(values, np.arange(7))
+
+
+def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):
+    """Two cells of 5 runs in batches of 4 (training stubbed): batches of runs 0-3 of Δ 0,
+    then run 4 and runs 0-2 of Δ 0.1, then runs 3-4; each cell comes back in run order,
+    its networks cut from the bucket's 8 neurons to its 4; a later batch's checks report
+    the earlier batches' runs too (4, 8, 10 statuses); and each cell warns of its own runs
+    with a point at x = 0 (runs 0 and 4 of Δ 0, run 3 of Δ 0.1), not of its batches'."""
+    import types
+    import warnings
+
+    from gdrelu import memory, runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=5)
+    work = [(Cell(4, delta, spec), np.arange(5)) for delta in spec.deltas]
+    at_zero = {0.0: {0, 4}, 0.1: {3}}
+
+    def inputs(batch, *, bucket, classify_width):
+        step = np.concatenate([indices for _, indices in batch]).astype(float)
+        return None, types.SimpleNamespace(x=batch), step, {}
+
+    def simulate(params, data, step, *, on_check, block, redo):
+        on_check(1, np.full(step.size, Status.CROSSED, np.int8))
+        parts = [_indexed(cell, indices, bucket=8) for cell, indices in data.x]
+        return jax.tree.map(lambda *v: np.concatenate(v), *[p.result for p in parts])
+
+    def flagged(spec, batch):
+        return np.array([i in at_zero[cell.delta] for cell, indices in batch for i in indices])
+
+    monkeypatch.setattr(runner, "run_bytes", lambda *args: (1, 1))
+    monkeypatch.setattr(memory, "batching", lambda *args, **kwargs: (4, None, None))
+    monkeypatch.setattr(runner, "batch_inputs", inputs)
+    monkeypatch.setattr(runner, "simulate", simulate)
+    monkeypatch.setattr(runner, "points_at_zero", flagged)
+    seen = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = runner.train_cells(
+            work, bucket=8, classify_width=8, budget=1,
+            on_check=lambda widths, k, status: seen.append((widths, status.size)),
+        )  # fmt: skip
+    assert seen == [((4,), 4), ((4,), 8), ((4,), 10)]
+    for (cell, _), result in zip(work, done, strict=True):
+        assert result.cell == cell and result.result.params.w.shape == (5, 4)
+        for values in (result.step_size, result.result.stop_step):
+            np.testing.assert_array_equal(values, np.arange(5))
+        np.testing.assert_array_equal(result.result.final_loss, np.full(5, cell.delta))
+    messages = [str(w.message) for w in caught]
+    assert [m.split(":")[0] for m in messages] == [
+        "2 of 5 runs of width 4, Δ = 0",
+        "1 of 5 runs of width 4, Δ = 0.1",
+    ]
 
 
 def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly():

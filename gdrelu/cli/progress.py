@@ -35,6 +35,7 @@ class RunProgress:
         self.labels = labels or [""] * len(clock.budgets)
         self.counts: dict[str, int] = {}  # final statuses of the cells done
         self.finished_in_batch = 0
+        self.done = 0  # runs of the cells done
         clock.start()
 
     def on_check(self, spec: int, widths, k: int, status: np.ndarray) -> None:
@@ -55,6 +56,8 @@ class RunProgress:
         """Spec `spec`'s `cell_results` have finished training: the batch is done."""
         interrupt.raise_if_pending()
         self._count(spec, cell_results)
+        # the runs the checks did not see: the other processes' shares (--distributed)
+        self._advance(max(0, self.done - self.bar.n))
         self.finished_in_batch = 0
         self._show()
 
@@ -66,6 +69,7 @@ class RunProgress:
         self.clock.start()
 
     def _count(self, spec: int, cell_results: Sequence) -> None:
+        self.done += sum(cr.result.status.size for cr in cell_results)
         self.finished(spec, [(cr.cell.width, cr.cell.delta) for cr in cell_results])
         for cr in cell_results:
             for label, count in status_counts(cr.result.status).items():
