@@ -138,6 +138,23 @@ def test_finished_runs_are_copied_at_most_a_batch_at_a_time():
     assert [copied(n) for n in (8, 40, 1024)] == [8, 40, 64]
 
 
+def test_finished_runs_copied_in_several_batches_go_back_to_their_runs(
+    monkeypatch, width8, width8_result
+):
+    """Finished runs cross to the host `finished_lanes` at a time, each batch's lanes put
+    back at their own runs: with 4 lanes per copy (more runs than that finish at the first
+    check) every run's result equals the one copied in a single batch."""
+    monkeypatch.setattr(placement.Layout, "finished_lanes", property(lambda self: 4))
+    got = simulate(*width8, check_every=200, max_checks=100)
+    assert np.sum(width8_result.stop_step == 200) > 4
+    np.testing.assert_array_equal(got.status, width8_result.status)
+    np.testing.assert_array_equal(got.stop_step, width8_result.stop_step)
+    for leaf, want in zip(got.params, width8_result.params, strict=True):
+        np.testing.assert_array_equal(leaf, want)
+    for field in ("max_kink", "final_loss", "pattern_change_step", "best_validation_loss"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(width8_result, field))
+
+
 def test_a_redo_trains_every_lane_it_takes(monkeypatch, width8, width8_result):
     """Redos of more lanes per device than a block (here 16 lanes, blocks of 4) train
     all of them, block by block: every run as with the default blocks. (The redo used to
@@ -509,6 +526,83 @@ def test_bad_arguments_are_named(width8):
             simulate(jax.tree.map(lambda v, t=dtype: np.asarray(v, t), params), data, step)
 
 
+def _tiny_runs():
+    """Two 1-D runs of width 2 on three points, written out: for refusals, which come
+    before anything compiles."""
+    from gdrelu import Params, WeightedData
+
+    params = Params(*(np.full((2, 2), v) for v in (1.0, 0.0, 0.5)), np.zeros(2))
+    x = np.array([[-1.0, 0.5, 2.0], [-2.0, -0.5, 1.0]])
+    return params, WeightedData(x, np.sin(x), np.full((2, 3), 1 / 3))
+
+
+def test_inputs_that_do_not_fit_the_runs_are_named():
+    """Held-out points of another run count, keys of another run count, early stopping
+    without validation, both kinds of validation at once, and no step size for a named
+    optimizer are each refused, naming the argument, before anything compiles. Unrefused,
+    a missing step size trains at h = 0 and keys are taken by lane, clipped: every run
+    ends unfinished, or trains on another run's noise, without a word."""
+    params, data = _tiny_runs()
+    three = type(data)(*(np.concatenate([v, v[:1]]) for v in data))
+    for name in ("validation", "test"):
+        with pytest.raises(ValueError, match=rf"^{name}: shape \(3, 3\) does not lead with"):
+            simulate(params, data, 0.01, **{name: three})
+    for keys in (jax.random.split(jax.random.key(0), 3), np.zeros((2, 4), np.uint32)):
+        with pytest.raises(ValueError, match=r"^key: expected one threefry key per run"):
+            simulate(params, data, 0.01, optimizer="sgd", key=keys)
+    with pytest.raises(ValueError, match=r"^early_stopping: needs validation"):
+        simulate(params, data, 0.01, early_stopping=True)
+    with pytest.raises(ValueError, match=r"^validation: give held-out points or validation_w"):
+        simulate(params, data, 0.01, validation=data, validation_weights=data.weights)
+    with pytest.raises(ValueError, match=r"^step_size: needed for a named optimizer"):
+        simulate(params, data, None)
+
+
+def test_validation_defaults():
+    """Without test points the test loss is the validation points' (held out or the
+    training points with validation weights); early stopping is on by default only with
+    validation weights, not with held-out points (`simulate`'s docstring)."""
+    from gdrelu.engine.simulation import _as_arrays, _early_stopping
+
+    params, data = _tiny_runs()
+    held_out = data._replace(x=2 * data.x)
+    weights = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    reweighted = data._replace(weights=weights)
+    for given, want in (((None, held_out), held_out), ((weights, None), reweighted)):
+        _, _, validation, test = _as_arrays(params, data, *given, None)
+        for got in (validation, test):
+            for field, value in zip(got, want, strict=True):
+                np.testing.assert_array_equal(field, value)
+    assert _early_stopping(None, None, held_out) is False
+    assert _early_stopping(None, weights, None) is True
+    assert _early_stopping(True, None, held_out) is True
+
+
+def test_the_step_budget_ends_at_the_int32_maximum():
+    """A run may take 2^31 - 1 steps, the most its int32 step counters hold; one more is
+    refused, naming max_checks."""
+    engine.check_step_budget(1, 2**31 - 1)
+    engine.check_step_budget(2**31 - 1, 1)
+    with pytest.raises(ValueError, match=r"^max_checks: 2 × 1073741824 steps exceed"):
+        engine.check_step_budget(2, 2**30)
+
+
+def test_points_at_zero_are_looked_for_in_the_training_points_only():
+    """The kink rule reads the training points: a validation or test point at x = 0 is no
+    reason to warn, a training point at 0 (or within 64 ulp of the largest |x_j|) is."""
+    from gdrelu.engine.checks import checked_inputs
+
+    _, data = _tiny_runs()
+    x = data.x.copy()
+    x[1, 1] = 1e-15  # 1e-15 ≤ 64 · 2.2e-16 · 2 = 2.8e-14: at zero
+    with_zero = data._replace(x=x)
+    held_out = data._replace(x=np.where(data.x == 0.5, 0.0, data.x))  # run 0's 0.5 at 0
+    step = np.full(2, 0.01)
+    _, usable, at_zero = checked_inputs(with_zero, step, held_out, held_out)
+    assert np.asarray(at_zero).tolist() == [False, True]
+    assert np.asarray(usable).all()
+
+
 def test_no_block_or_redo_trains_a_single_lane():
     """XLA compiles a vmapped batch of one lane to other roundings (momentum moved by
     1e-11, Adam's chaotic runs by O(1)): a redo's share has at least `MIN_BLOCK` lanes
@@ -519,6 +613,14 @@ def test_no_block_or_redo_trains_a_single_lane():
     assert placement.redo_share(blocking._replace(block=1), 2, 1) == (1, 1)
     assert placement.redo_share(blocking._replace(redo=40), 2, 64) == (20, 1)
     assert placement.redo_share(blocking._replace(block=4, redo=40), 2, 64) == (20, 5)
+
+
+def test_a_redo_takes_its_size_rounded_up_over_the_devices():
+    """A redo of 41 lanes over two devices takes ⌈41/2⌉ = 21 lanes on each, at least the
+    lanes asked for (not 20); in blocks of 4 that is 6 blocks, 24 lanes."""
+    blocking = engine.Blocking(block=64, redo=41, unroll=1, check=64)
+    assert placement.redo_share(blocking, 2, 64) == (21, 1)
+    assert placement.redo_share(blocking._replace(block=4), 2, 64) == (24, 6)
 
 
 _FOUR_DEVICES = """
