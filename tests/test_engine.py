@@ -558,6 +558,31 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
         simulate(params, data, None)
 
 
+def test_points_that_do_not_fit_the_data_are_named():
+    """A point set whose x, y and weights disagree on the points per run, held-out points
+    with features the data lacks, and validation weights for another number of points are
+    refused naming the argument, before anything compiles (XLA's broadcasting error named
+    none of them)."""
+    from gdrelu.engine.arguments import check_inputs
+
+    params, data = _tiny_runs()
+    short = data._replace(weights=data.weights[:, :2])
+    with pytest.raises(
+        ValueError, match=r"^data: x of shape \(2, 3\), y of \(2, 3\), weights of \(2, 2\)"
+    ):
+        simulate(params, short, 0.01)
+    for name in ("validation", "test"):
+        with pytest.raises(ValueError, match=rf"^{name}: x of shape \(2, 4\), y of \(2, 3\)"):
+            simulate(params, data, 0.01, **{name: data._replace(x=np.ones((2, 4)))})
+        planar = data._replace(x=np.ones((2, 3, 2)))
+        with pytest.raises(ValueError, match=rf"^{name}: x of shape \(2, 3, 2\), but the data's"):
+            simulate(params, data, 0.01, **{name: planar})
+    with pytest.raises(ValueError, match=r"^validation_weights: shape \(2, 4\), not one per"):
+        simulate(params, data, 0.01, validation_weights=np.full((2, 4), 0.25))
+    fewer = type(data)(*(v[:, :2] for v in data))  # held-out sets may have their own size
+    check_inputs(params, data, 0.01, None, fewer, fewer)
+
+
 def test_validation_defaults():
     """Without test points the test loss is the validation points' (held out or the
     training points with validation weights); early stopping is on by default only with

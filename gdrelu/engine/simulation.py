@@ -7,7 +7,6 @@ arguments, place the runs, train chunk by chunk, collect the results).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -19,6 +18,7 @@ from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
+from gdrelu.engine.arguments import check_inputs, check_precision, check_settings
 from gdrelu.engine.checks import (
     CheckInputs,
     ChunkScalars,
@@ -33,15 +33,11 @@ from gdrelu.engine.state import (
     REPORTED,
     STEPS_REPORTED,
     Runs,
-    check_step_budget,
     materialized_params,
 )
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
-from gdrelu.numbers import is_integer, is_real
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
 from gdrelu.outcome import SimulationResult, Status, stop_rules
-
-X64_HINT = 'jax.config.update("jax_enable_x64", True)'
 
 
 def simulate(
@@ -189,8 +185,8 @@ def _validated(
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
-    _check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
-    _check_inputs(params, data, step_size, validation_weights, validation, test)
+    check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
+    check_inputs(params, data, step_size, validation_weights, validation, test)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     early_stopping = _early_stopping(early_stopping, validation_weights, validation)
@@ -214,17 +210,6 @@ def _validated(
     return _Plan(optimizer, rules, path, noise_key)
 
 
-def _check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on):
-    """The counts, the step budget and the scalars of `simulate`, each named if refused."""
-    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
-    if not (is_integer(patience) and patience >= 0):  # 0: stop at the first check
-        raise ValueError(f"patience: must be an integer ≥ 0, not {patience!r}")
-    check_step_budget(check_every, max_checks)
-    _check_scalars(alpha=alpha, min_delta=min_delta)
-    if isinstance(stop_on, str):
-        raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
-
-
 def _early_stopping(early_stopping, validation_weights, validation) -> bool:
     """Whether runs stop early (default: when validation weights are given), checked
     against the validation given."""
@@ -235,84 +220,6 @@ def _early_stopping(early_stopping, validation_weights, validation) -> bool:
     if early_stopping and validation is None and validation_weights is None:
         raise ValueError("early_stopping: needs validation points or validation_weights")
     return early_stopping
-
-
-def _check_counts(**counts) -> None:
-    """Refuse a count that is not a positive integer, naming it (block and redo may be
-    None: the engine's own sizes)."""
-    for name, count in counts.items():
-        if count is None and name in ("block", "redo"):
-            continue
-        if not (is_integer(count) and count >= 1):
-            raise ValueError(f"{name}: must be a positive integer, not {count!r}")
-
-
-def _check_scalars(**scalars) -> None:
-    """The leak α of σ_α in [0, 1) (the paper's LeakyReLU) and early stopping's
-    min_delta ≥ 0, each one finite real number."""
-    for name, value in scalars.items():
-        number = np.asarray(value).item() if np.ndim(value) == 0 else None
-        if not is_real(number):
-            raise ValueError(f"{name}: one real number, not {value!r}")
-        high = 1.0 if name == "alpha" else math.inf
-        if not (math.isfinite(number) and 0.0 <= number < high):
-            raise ValueError(f"{name}: {value!r} is not in [0, {high:g})")
-
-
-def _check_inputs(params: Params, data, step_size, validation_weights, validation, test):
-    """Refuse inputs of other runs than `params`', step sizes that are not positive and
-    finite (a scalar or one per run), and runs of fewer than two points."""
-    _check_runs(params, data=data, validation_weights=validation_weights)
-    _check_runs(params, validation=validation, test=test)
-    if isinstance(step_size, str):
-        raise ValueError(
-            f"step_size: {step_size!r} is a rule of ExperimentSpec; simulate takes numbers "
-            "(a scalar or one per run), e.g. theory.paper_step_size(params, data)"
-        )
-    if step_size is not None:
-        h = np.asarray(jax.device_get(step_size))
-        if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
-            raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
-        if not np.all(np.isfinite(h) & (h > 0)):
-            raise ValueError("step_size: every step size must be positive and finite")
-    points = np.shape(data.x)[1]
-    if points < 2:  # a least-squares fit of one point; the minibatch samplers need two
-        raise ValueError(f"data: {points} point per run; a run needs at least 2")
-
-
-def _check_runs(params: Params, **inputs) -> None:
-    """Refuse an input (a pytree or None) whose leaves' leading axis is not the runs axis
-    of `params`, naming it: its runs would train on another run's points."""
-    if np.ndim(params.c) != 1 or np.shape(params.c)[0] < 1 or np.shape(params.b)[-1] < 1:
-        raise ValueError(
-            f"params: c of shape {np.shape(params.c)}, b of {np.shape(params.b)}; simulate "
-            "takes a batch of at least one run of at least one neuron, a leading runs axis "
-            "on every field (jax.vmap the init over keys)"
-        )
-    runs = int(np.shape(params.c)[0])
-    for name, tree in inputs.items():
-        for leaf in jax.tree.leaves(tree):
-            if np.ndim(leaf) == 0 or np.shape(leaf)[0] != runs:
-                raise ValueError(
-                    f"{name}: shape {np.shape(leaf)} does not lead with the {runs} runs of params"
-                )
-
-
-def check_precision(params: Params, data: WeightedData) -> None:
-    """Refuse params that are not float32 or float64 (the runs train in their dtype: an
-    integer network cannot, and float16 has no eigensolver), and float64 params or data
-    while `jax_enable_x64` is off: JAX would train them as float32 without a word."""
-    dtype = np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
-    if jax.config.read("jax_enable_x64"):
-        return
-    wide = [np.dtype(v.dtype) == np.float64 for v in (*params, *data) if hasattr(v, "dtype")]
-    if any(wide):
-        raise ValueError(
-            "params or data are float64 but jax_enable_x64 is off, so JAX would train them "
-            f"as float32; enable it at start-up with {X64_HINT} (or pass float32 arrays)"
-        )
 
 
 def key_data_per_run(key, runs: int):

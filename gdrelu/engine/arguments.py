@@ -1,0 +1,129 @@
+"""`simulate`'s arguments, refused before anything compiles, each naming the argument at
+fault and why (the counts and scalars of a run, the step sizes, and the runs axis, points
+and dtype of the inputs)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+from gdrelu.data import WeightedData
+from gdrelu.engine.state import check_step_budget
+from gdrelu.model import Params
+from gdrelu.numbers import is_integer, is_real
+
+X64_HINT = 'jax.config.update("jax_enable_x64", True)'
+
+
+def check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on):
+    """The counts, the step budget and the scalars of `simulate`, each named if refused."""
+    _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
+    if not (is_integer(patience) and patience >= 0):  # 0: stop at the first check
+        raise ValueError(f"patience: must be an integer ≥ 0, not {patience!r}")
+    check_step_budget(check_every, max_checks)
+    _check_scalars(alpha=alpha, min_delta=min_delta)
+    if isinstance(stop_on, str):
+        raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
+
+
+def _check_counts(**counts) -> None:
+    """Refuse a count that is not a positive integer, naming it (block and redo may be
+    None: the engine's own sizes)."""
+    for name, count in counts.items():
+        if count is None and name in ("block", "redo"):
+            continue
+        if not (is_integer(count) and count >= 1):
+            raise ValueError(f"{name}: must be a positive integer, not {count!r}")
+
+
+def _check_scalars(**scalars) -> None:
+    """The leak α of σ_α in [0, 1) (the paper's LeakyReLU) and early stopping's
+    min_delta ≥ 0, each one finite real number."""
+    for name, value in scalars.items():
+        number = np.asarray(value).item() if np.ndim(value) == 0 else None
+        if not is_real(number):
+            raise ValueError(f"{name}: one real number, not {value!r}")
+        high = 1.0 if name == "alpha" else math.inf
+        if not (math.isfinite(number) and 0.0 <= number < high):
+            raise ValueError(f"{name}: {value!r} is not in [0, {high:g})")
+
+
+def check_inputs(params: Params, data, step_size, validation_weights, validation, test):
+    """Refuse inputs of other runs than `params`', step sizes that are not positive and
+    finite (a scalar or one per run), and runs of fewer than two points."""
+    _check_runs(params, data=data, validation_weights=validation_weights)
+    _check_runs(params, validation=validation, test=test)
+    _check_points(data, validation_weights, validation=validation, test=test)
+    if isinstance(step_size, str):
+        raise ValueError(
+            f"step_size: {step_size!r} is a rule of ExperimentSpec; simulate takes numbers "
+            "(a scalar or one per run), e.g. theory.paper_step_size(params, data)"
+        )
+    if step_size is not None:
+        h = np.asarray(jax.device_get(step_size))
+        if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
+            raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
+        if not np.all(np.isfinite(h) & (h > 0)):
+            raise ValueError("step_size: every step size must be positive and finite")
+    points = np.shape(data.x)[1]
+    if points < 2:  # a least-squares fit of one point; the minibatch samplers need two
+        raise ValueError(f"data: {points} point per run; a run needs at least 2")
+
+
+def _check_points(data, validation_weights, **held_out) -> None:
+    """Refuse point sets whose x, y and weights disagree on the points per run, held-out
+    points of other features than the data's, and validation weights that are not one
+    per training point: each would fail inside XLA without naming its argument."""
+    for name, points in {"data": data, **held_out}.items():
+        if points is None:
+            continue
+        x, y, weights = (np.shape(v) for v in points)
+        if x[:2] != y or weights != y:
+            raise ValueError(
+                f"{name}: x of shape {x}, y of {y}, weights of {weights}; each run needs one "
+                "x, y and weight per point"
+            )
+        if x[2:] != np.shape(data.x)[2:]:
+            raise ValueError(f"{name}: x of shape {x}, but the data's x is {np.shape(data.x)}")
+    if validation_weights is not None and np.shape(validation_weights) != np.shape(data.y):
+        raise ValueError(
+            f"validation_weights: shape {np.shape(validation_weights)}, not one per training "
+            f"point as the data's weights, {np.shape(data.y)}"
+        )
+
+
+def _check_runs(params: Params, **inputs) -> None:
+    """Refuse an input (a pytree or None) whose leaves' leading axis is not the runs axis
+    of `params`, naming it: its runs would train on another run's points."""
+    if np.ndim(params.c) != 1 or np.shape(params.c)[0] < 1 or np.shape(params.b)[-1] < 1:
+        raise ValueError(
+            f"params: c of shape {np.shape(params.c)}, b of {np.shape(params.b)}; simulate "
+            "takes a batch of at least one run of at least one neuron, a leading runs axis "
+            "on every field (jax.vmap the init over keys)"
+        )
+    runs = int(np.shape(params.c)[0])
+    for name, tree in inputs.items():
+        for leaf in jax.tree.leaves(tree):
+            if np.ndim(leaf) == 0 or np.shape(leaf)[0] != runs:
+                raise ValueError(
+                    f"{name}: shape {np.shape(leaf)} does not lead with the {runs} runs of params"
+                )
+
+
+def check_precision(params: Params, data: WeightedData) -> None:
+    """Refuse params that are not float32 or float64 (the runs train in their dtype: an
+    integer network cannot, and float16 has no eigensolver), and float64 params or data
+    while `jax_enable_x64` is off: JAX would train them as float32 without a word."""
+    dtype = np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
+    if jax.config.read("jax_enable_x64"):
+        return
+    wide = [np.dtype(v.dtype) == np.float64 for v in (*params, *data) if hasattr(v, "dtype")]
+    if any(wide):
+        raise ValueError(
+            "params or data are float64 but jax_enable_x64 is off, so JAX would train them "
+            f"as float32; enable it at start-up with {X64_HINT} (or pass float32 arrays)"
+        )
