@@ -78,8 +78,9 @@ def _sqrt_and_pinv_sqrt(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     """M^{1/2} and (M^{1/2})⁺ of a symmetric PSD matrix, from one eigendecomposition."""
     lam, vecs = jnp.linalg.eigh(m)
     root = jnp.sqrt(jnp.clip(lam, 0.0))
-    cutoff = m.shape[-1] * jnp.finfo(m.dtype).eps * jnp.max(root)
-    inv_root = jnp.where(root > cutoff, 1.0 / jnp.where(root > cutoff, root, 1.0), 0.0)
+    # Rounding leaves λ ≈ ε λ_max where M is singular: cut λ, not √λ (≈ √ε √λ_max)
+    kept = lam > m.shape[-1] * jnp.finfo(m.dtype).eps * jnp.max(lam)
+    inv_root = jnp.where(kept, 1.0 / jnp.where(kept, root, 1.0), 0.0)
     return (vecs * root) @ vecs.T, (vecs * inv_root) @ vecs.T
 
 

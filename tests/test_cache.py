@@ -39,3 +39,34 @@ def _cache_dirs_after(cases):
 def test_the_cache_follows_the_variable_and_none_turns_it_off_and_a_callers_is_kept(tmp_path):
     cases = [(str(tmp_path), None), ("none", None), (None, None), (str(tmp_path), "/mine")]
     assert _cache_dirs_after(cases) == [str(tmp_path), None, "/nonexistent-xdg/gdrelu/xla", "/mine"]
+
+
+EXPLICIT = """
+import importlib, json, os, sys
+import jax
+import gdrelu.cache
+path = sys.argv[1]
+seen = []
+os.environ["GDRELU_CACHE_DIR"] = path
+jax.config.update("jax_compilation_cache_dir", None)
+cache = importlib.reload(gdrelu.cache)
+cache.use_compilation_cache("none")
+cache.use_default_cache()
+seen.append(jax.config.jax_compilation_cache_dir)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+importlib.reload(gdrelu.cache).use_compilation_cache(path)
+config = jax.config
+seen += [config.jax_compilation_cache_dir, config.jax_persistent_cache_min_compile_time_secs]
+print(json.dumps(seen))
+"""
+
+
+def test_an_explicit_none_stands_and_a_cache_keeps_small_programs(tmp_path):
+    """`use_compilation_cache("none")` (`--cache-dir none`) is a choice `use_default_cache`
+    leaves alone, though $GDRELU_CACHE_DIR names a directory; a cache that is turned on
+    keeps every program, however fast it compiled (JAX's default keeps those over 1 s)."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXPLICIT, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [None, str(tmp_path), 0.0]

@@ -209,6 +209,9 @@ def test_init_variances(init, dim):
         ("step_size", -1.0),
         ("alpha", 1.0),
         ("init", "xavier"),
+        ("deltas", (True,)),  # a bool is not a number (`numbers.is_real`), nor a count
+        ("step_factor", True),
+        ("runs", True),
     ],
 )
 def test_bad_spec_values_name_their_field(field, value):
@@ -221,6 +224,15 @@ def test_bad_spec_values_name_their_field(field, value):
 def test_unknown_setting_is_named():
     with pytest.raises(SpecError, match=r"^widht:"):
         ExperimentSpec.from_dict({"widht": [8]})
+
+
+def test_numpy_scalars_of_any_width_are_numbers():
+    """A float32 or int32 numpy scalar (not a Python float or int subclass, as float64 is)
+    is a number where a spec takes one."""
+    spec = ExperimentSpec(widths=(np.int32(4),), deltas=(np.float32(0.5),), runs=np.int32(2),
+                          step_size=np.float32(0.25), step_factor=np.float32(2.0))  # fmt: skip
+    assert (spec.widths, spec.deltas, spec.runs) == ((4,), (0.5,), 2)
+    assert spec.step_size == 0.25 and spec.step_factor == 2.0
 
 
 def test_numpy_grids_are_stored_as_tuples_of_python_numbers():

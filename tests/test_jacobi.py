@@ -90,3 +90,25 @@ def test_certificate_matrices(trajectories):
 def test_odd_order_is_refused():
     with pytest.raises(ValueError, match="even order"):
         jacobi.eigh(jnp.eye(3))
+
+
+def test_equal_diagonal_entries_are_rotated():
+    """Where a_pp = a_qq the zeroing rotation is by 45° (θ = 0, t = 1), not none: random
+    matrices never hit it. Eigenvalues by hand: 2 ± 1 for [[2, 1], [1, 2]] beside 5 and 7,
+    and 3 + 3 = 6 and 3 - 1 = 2 (three times) for ones(4) + 2 I, whose diagonal is all equal."""
+    a = np.stack([np.diag([2.0, 2.0, 5.0, 7.0]), np.ones((4, 4)) + 2 * np.eye(4)])
+    a[0, 0, 1] = a[0, 1, 0] = 1.0
+    lam, u = jax.jit(jacobi.eigh)(a)
+    np.testing.assert_allclose(np.sort(lam, -1), [[1, 3, 5, 7], [2, 2, 2, 6]], rtol=1e-14)
+    _check(a, lam, u, jnp.float64)
+
+
+def test_dense_matrices_need_more_than_four_sweeps():
+    """`SWEEPS` keeps a margin that random dense matrices use: among 5000, four sweeps
+    leave some residuals far above rounding (1e5 ε), and the default reaches it."""
+    x = np.random.default_rng(1).normal(size=(5000, 4, 4))
+    a = x + np.swapaxes(x, 1, 2)
+    eigh = jax.jit(jacobi.eigh, static_argnums=1)
+    _check(a, *eigh(a, jacobi.SWEEPS), jnp.float64)
+    with pytest.raises(AssertionError):
+        _check(a, *eigh(a, 4), jnp.float64)

@@ -111,3 +111,48 @@ def test_points_of_another_dimension_than_the_network_are_refused():
         forward(net1, jnp.ones((4, 1)))
     with pytest.raises(ValueError, match="not a 1-D network"):
         kinks(net2)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_a_point_exactly_on_a_kink_counts_as_on(alpha):
+    """z_ji = 0 exactly (b_i = -a_i x_j, as with a zero bias and a point at the origin) is
+    on, σ'(0) = 1 (the reference's convention): in the pattern and in the written-out
+    gradient, against a hand-written numpy gradient with that convention."""
+    from gdrelu.model import activation_pattern, loss_and_pattern, loss_gradient
+
+    x = np.array([0.5, -1.0, 2.0, 0.0])  # z = 0: neurons 0 and 1 at x = 0.5, neuron 2 at x = 0
+    a, b = np.array([1.0, -2.0, 0.7]), np.array([-0.5, 1.0, 0.0])
+    w, c = np.array([0.7, -1.3, 0.4]), 0.2
+    y, p = np.array([0.3, -0.2, 1.1, 0.5]), np.array([0.4, 0.1, 0.2, 0.3])
+    z = np.outer(x, a) + b
+    on = z >= 0
+    assert on[0, 0] and on[0, 1] and on[3, 2] and z[0, 0] == z[0, 1] == z[3, 2] == 0.0
+    r = p * (c + np.where(on, z, alpha * z) @ w - y)
+    back = np.where(on, 1.0, alpha) * r[:, None]
+    want = (w * (x @ back), w * back.sum(0), r @ np.where(on, z, alpha * z), r.sum())
+    params = Params(*(jnp.asarray(v) for v in (a, b, w, c)))
+    args = (params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(p), alpha)
+    for got, expected in zip(loss_gradient(*args), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(loss_and_pattern(*args)[1], on)
+    np.testing.assert_array_equal(activation_pattern(params, jnp.asarray(x)), on)
+
+
+def test_max_abs_kink_and_active_neurons_by_hand():
+    """max_i |b_i| / ‖s_a a_i‖ over the real neurons (1-D: |b_i / (s_a a_i)|), worked by
+    hand with s_a = 0.5; a d-dim neuron with one zero coordinate of a_i is real, and only
+    a = b = w = 0 is padding."""
+    from gdrelu.model import Scaling, active_neurons, max_abs_kink
+
+    half = Scaling(0.5, 3.0)  # s_w plays no part
+    one = Params(jnp.array([2.0, -4.0, 0.0]), jnp.array([1.0, 6.0, 0.0]),
+                 jnp.array([1.0, 1.0, 0.0]), jnp.asarray(0.0))  # fmt: skip
+    # |1 / (0.5·2)| = 1, |6 / (0.5·-4)| = 3, the padding neuron has none
+    assert float(max_abs_kink(one, half)) == pytest.approx(3.0, rel=1e-15)
+    np.testing.assert_array_equal(active_neurons(one), [True, True, False])
+    # columns a_i: (3, 4) of norm 5 with b = 2: 2 / 2.5 = 0.8; (0, 2) of norm 2 with b = 0
+    # and w = 0 (a real neuron through the origin); (0, 0) padding
+    d2 = Params(jnp.array([[3.0, 0.0, 0.0], [4.0, 2.0, 0.0]]), jnp.array([2.0, 0.0, 0.0]),
+                jnp.array([1.0, 0.0, 0.0]), jnp.asarray(0.0))  # fmt: skip
+    assert float(max_abs_kink(d2, half)) == pytest.approx(0.8, rel=1e-15)
+    np.testing.assert_array_equal(active_neurons(d2), [True, True, False])

@@ -7,6 +7,7 @@ import math
 import pathlib
 import re
 
+import jax
 import numpy as np
 import pytest
 
@@ -41,6 +42,33 @@ def test_records_are_named_and_give_the_columns():
     assert RUN_COLUMNS[:3] == ("run_id", "seed", "width")
     assert record.status == "crossed" and record.step_size == 0.5 and record.index == 0
     assert record.run_id == f"{Cell(4, 0.1, spec).cell_id}-0"
+
+
+def test_each_record_field_comes_from_its_own_column_and_run():
+    """Every result field set to a value that names it and the run (field k, run i:
+    10 k + i), so that a record reading another field or another run shows."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.1,), runs=2, seed=7, optimizer="momentum")
+    cell = Cell(4, 0.1, spec)
+    runs = np.arange(2)
+    fields = {
+        f: 10.0 * k + runs
+        for k, f in enumerate(SimulationResult._fields)
+        if f not in ("params", "status", "escaped")
+    }
+    fields.update(status=np.array([Status.STUCK, Status.DIVERGED], np.int8),
+                  escaped=np.array([False, True]))  # fmt: skip
+    params = Params(*(np.zeros((2, 4)),) * 3, np.zeros(2))
+    result = SimulationResult(params=params, **fields)
+    records = run_records(CellResult(cell, np.array([0.25, 0.5]), result))
+    for i, record in enumerate(records):
+        assert record.run_id == f"{cell.cell_id}-{i}" and record.index == i
+        where = (record.seed, record.width, record.delta, record.optimizer)
+        assert where == (7, 4, 0.1, "momentum")
+        assert record.status == ("stuck", "diverged")[i] and record.escaped == bool(i)
+        assert record.step_size == (0.25, 0.5)[i]
+        for k, f in enumerate(SimulationResult._fields):
+            if f in fields and f not in ("status", "escaped"):
+                assert getattr(record, f) == 10 * k + i, f
 
 
 def test_a_data_file_is_read_and_hashed_once_per_spec(tmp_path, monkeypatch):
@@ -111,6 +139,23 @@ def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel)
     refused = f"kernel '{auto_kernel}', this run has 'interpret'"
     with pytest.raises(store.ResumeError, match=refused):
         store.check_manifest(tmp_path, provenance.manifest(specs))
+
+
+def test_the_recorded_versions_and_the_spec_hash(monkeypatch):
+    """versions() names jax's and jaxlib's own versions (told apart here: they are often
+    equal); spec_hash is a sha256 that does not depend on the order of a spec's keys (a
+    spec read back from JSON may come in another order) and changes with a value."""
+    import jaxlib
+
+    monkeypatch.setattr(jaxlib, "__version__", "0.0.jaxlib")
+    assert provenance.versions() == {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+    spec = ExperimentSpec(widths=(4,), runs=2).to_dict()
+    reordered = dict(reversed(list(spec.items())))
+    assert list(reordered) != list(spec)
+    digest = provenance.spec_hash([spec])
+    assert re.fullmatch("[0-9a-f]{64}", digest)
+    assert provenance.spec_hash([reordered]) == digest
+    assert provenance.spec_hash([{**spec, "seed": 1}]) != digest
 
 
 def test_the_manifest_names_only_the_fields_that_differ(tmp_path):

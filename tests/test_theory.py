@@ -264,21 +264,33 @@ def _direct_certificate(p, data, h, alpha, x_min=None):
     kappa = 2 * norm(coupling) * norm(root) * s_psi
     if kappa >= 0.5:
         return False
-    q = np.array([[0.0, 0, 1], [0, 0, 1], [1, 1, 0]])
-    d = [kappa * (q @ np.abs(sg) + np.abs(sg) @ q) + 8 * kappa**2 * np.exp(4 * kappa) * norm(sg)
-         for sg in sigma]  # fmt: skip
-    g_w = max(ds[2, 2] for ds in d)
-    g_ab = max(ds[0, 0] + ds[0, 1] + ds[1, 1] for ds in d)
-    g_wab = max(kappa * (abs(sg[2, 0]) + abs(sg[2, 1])) + ds[2, 0] + ds[2, 1]
-                for sg, ds in zip(sigma, d, strict=True))  # fmt: skip
-    delta = 2 * h / (1 - rho) * norm(root) ** 2 * norm(coupling) ** 2 * (g_w + g_ab + g_wab)
+    drift = _direct_gram_drift(sigma, kappa)
+    delta = 2 * h / (1 - rho) * norm(root) ** 2 * norm(coupling) ** 2 * drift
     if delta > 0.5:
         return False
+    q = np.array([[0.0, 0, 1], [0, 0, 1], [1, 1, 0]])
     for theta in np.abs(np.stack([a, b, w], 1)):
         err = kappa * q @ theta + 2 * kappa**2 * np.exp(2 * kappa) * theta.max()
         if not (theta[0] - err[0]) * x_min > theta[1] + err[1]:
             return False
     return True
+
+
+def _direct_gram_drift(sigma, kappa, gwab="conservative"):
+    """Step 5's G_w + G_ab + G_wab (docs/theory.md) in numpy, for the per-side Grams `sigma`."""
+    q = np.array([[0.0, 0, 1], [0, 0, 1], [1, 1, 0]])
+    norm = lambda v: np.max(np.sum(np.abs(v), axis=1))  # noqa: E731
+    d = [kappa * (q @ np.abs(sg) + np.abs(sg) @ q) + 8 * kappa**2 * np.exp(4 * kappa) * norm(sg)
+         for sg in sigma]  # fmt: skip
+    g_w = max(ds[2, 2] for ds in d)
+    g_ab = max(ds[0, 0] + ds[0, 1] + ds[1, 1] for ds in d)
+    if gwab == "paper":
+        g_wab = kappa * max(abs(sg[2, 0]) + abs(sg[2, 1]) + ds[2, 0] + ds[2, 1]
+                            for sg, ds in zip(sigma, d, strict=True))  # fmt: skip
+    else:
+        g_wab = max(kappa * (abs(sg[2, 0]) + abs(sg[2, 1])) + ds[2, 0] + ds[2, 1]
+                    for sg, ds in zip(sigma, d, strict=True))  # fmt: skip
+    return g_w + g_ab + g_wab
 
 
 @pytest.mark.parametrize("x_scale", [1.0, 0.5, 2.0])
@@ -314,3 +326,101 @@ def test_the_certificate_against_a_direct_implementation(alpha, x_scale):
     # in (min|x_j|, 1) on a run the crossing rule stopped: rare.
     if x_scale > 1:
         assert verdicts != at_one
+
+
+@pytest.mark.parametrize("gwab", ["conservative", "paper"])
+@pytest.mark.parametrize("kappa", [0.05, 0.3, 0.45])
+def test_gram_drift_against_the_formula(kappa, gwab):
+    """Step 5's drift bound against docs/theory.md written out in numpy, at κ up to the
+    certificate's 1/2: near convergence κ is small and its κ² e^{4κ} term is invisible in
+    the verdicts, so the exponent and each D_s entry are checked here directly."""
+    rng = np.random.default_rng(3)
+    theta = rng.normal(size=(2, 5, 3))  # five neurons (a, b, w) per side, mixed signs
+    sigma = np.einsum("sni,snj->sij", theta, theta)
+    got = theory._gram_drift(jnp.asarray(sigma), kappa, gwab)
+    assert float(got) == pytest.approx(_direct_gram_drift(sigma, kappa, gwab), rel=1e-12)
+
+
+def test_kinks_margin_by_hand():
+    """Step 6 on a hand-worked neuron θ = (|a|, |b|, |w|) = (1, 0.8, 1): with κ = 0.1,
+    E_a = E_b = κ|w| + 2κ²e^{2κ} max θ = 0.12443, so the margin (1 - E_a) x_min - (0.8 + E_b)
+    is -0.049 at x_min = 1 (not certified), +0.126 at x_min = 1.2, and 0.2 at κ = 0
+    (certified). A padding row (all zero) is ignored where `real` masks it, and has no
+    margin where it does not."""
+    witnesses = jnp.array([[-1.0, -0.8, 1.0], [0.0, 0.0, 0.0]])
+    padding = jnp.array([True, False])
+    assert not theory._kinks_hold(witnesses, padding, 0.1, 1.0)
+    assert theory._kinks_hold(witnesses, padding, 0.1, 1.2)
+    assert theory._kinks_hold(witnesses, padding, 0.0, 1.0)
+    assert not theory._kinks_hold(witnesses, jnp.array([True, True]), 0.0, 1.0)
+
+
+def test_a_neuron_with_a_zero_counts_on_the_negative_side():
+    """docs/theory.md: a neuron with a_i > 0 is on side +, one with a_i ≤ 0 on side -. A
+    real neuron with a_i = 0 (b_i, w_i ≠ 0) adds its Gram to G₋; on side + the step size
+    would differ."""
+    rng = np.random.default_rng(4)
+    n = 6
+    p = Params(rng.normal(size=n), 0.1 * rng.normal(size=n), rng.normal(size=n), 0.2)
+    p.a[0], p.b[0], p.w[0] = 0.0, 0.5, 2.0
+    data = WeightedData(np.array([-3.0, -2, -1, 1, 2, 3]), rng.normal(size=6), np.full(6, 1 / 6))
+    got = float(theory.paper_step_size(p, data))
+    assert got == pytest.approx(_direct_step_size(p, data), rel=1e-10)
+    plus = p._replace(a=p.a.copy())
+    plus.a[0] = 1e-300  # the same Gram on side +
+    assert got != pytest.approx(_direct_step_size(plus, data), rel=1e-6)
+
+
+def test_moment_roots_on_a_one_point_side():
+    """(M^{1/2})⁺ is a pseudo-inverse: with one point on side + (rank-one M₊ = p v vᵀ,
+    v = (x, 1)) it is v vᵀ / (√p ‖v‖³), and M₊^{1/2} = √p v vᵀ / ‖v‖, by hand; side -
+    against scipy. Eigenvalues of M₊ that round to a tiny positive number instead of 0
+    must not be inverted."""
+    for x_plus, p_plus in [(0.37, 0.4), (1.7, 0.4), (3.1, 0.123)]:
+        weights = np.array([0.2, 0.3, 0.1, p_plus])
+        weights /= weights.sum()
+        x = np.array([-3.0, -2.0, -1.0, x_plus])
+        root, pinv_root = theory.moment_roots(WeightedData(x, x, weights))
+        v, p = np.array([x_plus, 1.0]), weights[3]
+        outer = np.outer(v, v)
+        pairs = zip(x[:3], weights[:3], strict=True)
+        m_minus = sum(pj * np.array([[xj * xj, xj], [xj, 1.0]]) for xj, pj in pairs)
+        root_minus = scipy.linalg.sqrtm(m_minus).real
+        want_root = scipy.linalg.block_diag(np.sqrt(p) * outer / np.linalg.norm(v), root_minus)
+        want_pinv = scipy.linalg.block_diag(
+            outer / (np.sqrt(p) * np.linalg.norm(v) ** 3), np.linalg.inv(root_minus)
+        )
+        np.testing.assert_allclose(root, want_root, atol=1e-12)
+        np.testing.assert_allclose(pinv_root, want_pinv, rtol=1e-9, atol=1e-9)
+
+
+def test_linear_regression_on_a_one_point_side_and_an_empty_side():
+    """Where M_s is singular v_opt takes its pseudo-inverse: one point (x, y) on a side
+    gives the minimum-norm line through it, y (x, 1) / (x² + 1), and a side without
+    weight gives (0, 0); L_lin is then the other side's least-squares loss (polyfit)."""
+    x = np.array([-3.0, -2.0, -1.0, 2.0, 3.0])
+    y = np.array([1.0, -2.0, 0.5, 0.5, 7.0])
+    weights = np.array([0.3, 0.2, 0.1, 0.4, 0.0])  # side +: one point of positive weight
+    v = np.asarray(theory.linear_regression_minimum(WeightedData(x, y, weights)))
+    np.testing.assert_allclose(v[:2], 0.5 * np.array([2.0, 1.0]) / 5.0, rtol=1e-12)
+    line = np.polyfit(x[:3], y[:3], 1, w=np.sqrt(weights[:3]))
+    np.testing.assert_allclose(v[2:], line, rtol=1e-10)
+    loss = 0.5 * np.sum(weights[:3] * (np.polyval(line, x[:3]) - y[:3]) ** 2)
+    assert float(theory.linear_regression_loss(WeightedData(x, y, weights))) == pytest.approx(
+        loss, rel=1e-10
+    )
+    empty = np.array([0.5, 0.3, 0.2, 0.0, 0.0])
+    v = np.asarray(theory.linear_regression_minimum(WeightedData(x, y, empty)))
+    np.testing.assert_array_equal(v[:2], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("xp", [np, jnp])
+def test_point_at_zero_is_within_64_ulp_of_the_largest_input(xp):
+    """A point within 64 ulp of max_j |x_j| of 0 counts as at 0 (docs/theory.md, "Data");
+    64 ulp of 3 is 2.8e-14 (64 ε · 3 = 4.3e-14), so 1e-14 is at 0 and 1e-13 is not."""
+    x = np.array(
+        [[3.0, -1.0, 1e-14], [3.0, -1.0, -1e-14], [3.0, -1.0, 1e-13], [3.0, -1.0, -0.0],
+         [3.0, -1.0, 2.0]]
+    )  # fmt: skip
+    got = theory.point_at_zero(xp.asarray(x), xp=xp)
+    np.testing.assert_array_equal(np.asarray(got), [True, True, False, True, False])
