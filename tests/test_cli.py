@@ -1025,26 +1025,36 @@ def test_the_bar_shows_the_time_left_from_checks_not_runs():
     progress.close()
 
 
-def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds():
-    """A cell of 3 runs grown to 6 by the runner: the bar counts 6 of 6, not 3 of 3."""
+def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds(monkeypatch):
+    """A cell of 3 runs grown to 6 by the runner (training stubbed: no 6 runs meet a
+    half-width of 0.1): the added batch's check counts the 3 earlier runs and its own 3,
+    so the bar shows 6 of 6 then, not only once the cell is done."""
     import functools
     import io
 
+    from gdrelu import runner
     from gdrelu.cli.progress import RunProgress
     from gdrelu.progress import spec_clock
-    from gdrelu.runner import run_experiment
     from gdrelu.spec import ExperimentSpec
 
+    def train(work, *, on_check, **kwargs):
+        ((cell, indices),) = work
+        on_check((4,), 1, np.full(indices.size, Status.UNFINISHED, np.int8))
+        shown.append((progress.bar.n, progress.bar.total))
+        return [finished_cell(cell, [Status.UNFINISHED] * indices.size, [False] * indices.size)]
+
+    shown = []
+    monkeypatch.setattr(runner, "train_cells", train)
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=6,
                           check_every=20, max_checks=2)  # fmt: skip
     progress = RunProgress(3, spec_clock([spec]), enabled=True, file=io.StringIO())
-    (cell,) = run_experiment(
+    (cell,) = runner.run_experiment(
         spec,
         on_check=functools.partial(progress.on_check, 0),
         on_cells_done=functools.partial(progress.on_cells_done, 0),
     )
     assert cell.result.status.size == 6
-    assert (progress.bar.n, progress.bar.total) == (6, 6)
+    assert shown == [(3, 3), (6, 6)] and (progress.bar.n, progress.bar.total) == (6, 6)
     progress.close()
 
 

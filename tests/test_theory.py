@@ -103,6 +103,9 @@ def test_certificate_agrees_with_golden_flags(trajectories, i):
         assert got == bool(case[f"converged{k}"]), f"step {k}"
 
 
+# -m slow (10 s: a program per golden width for the reading gdrelu does not take); the
+# default reading's flags are checked against every golden flag above
+@pytest.mark.slow
 def test_the_papers_reading_of_gwab_certifies_more_and_misses_a_golden_flag(trajectories):
     """G_wab as PAPER.md writes it (κ on the whole sum) is at most gdrelu's (κ < 1/2), so it
     certifies wherever gdrelu's does; of the 35 golden flags it misses exactly the one
