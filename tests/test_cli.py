@@ -496,6 +496,36 @@ def test_ctrl_c_names_the_command_that_finishes_it(
     assert err == f"gdrelu: interrupted; finish with: {finish} --resume {out}", err
 
 
+@pytest.mark.parametrize(
+    ("command", "stopped", "finish"),
+    [
+        (["reproduce", "--only", "sgd"], "gdrelu.reproduce.reproduce", "gdrelu reproduce"),
+        (["run", "--preset", "section10"], "gdrelu.section10.run_group", "gdrelu run"),
+    ],
+)
+def test_a_full_disk_names_the_command_that_finishes_it(
+    command, stopped, finish, tmp_path, monkeypatch, capsys
+):
+    """A storage error once the manifest is written: exit 1, one line whose hint is the
+    command that started the directory (a reproduction is not finished by `gdrelu run`).
+    Nothing trains: no memory estimate, XLA's kernel (no C build)."""
+    import errno
+
+    from gdrelu.cli import options
+    from gdrelu.engine.placement import KERNEL_VARIABLE
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stopped, full)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget: None)
+    monkeypatch.setenv(KERNEL_VARIABLE, "xla")
+    out = tmp_path / "out"
+    assert main([*command, "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"gdrelu: error: No space left on device; finish with: {finish} --resume {out}"
+
+
 def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
     import collections
     import shutil
@@ -986,6 +1016,41 @@ def test_a_bug_building_the_spec_is_not_a_configuration_error(tmp_path, monkeypa
     with pytest.raises(TypeError, match="a bug"):
         main(["run", "--widths", "4", "--out", str(out)])
     assert not out.exists()
+
+
+def test_only_storage_errors_are_reported_in_one_line(tmp_path, monkeypatch, capsys):
+    """An OSError of the disk (a quota, here) ends in one line naming its file, exit 1;
+    any other OSError (a missing file) is a bug and keeps its traceback. The command's
+    warning format and Ctrl-C handler are Python's again once it returns."""
+    import errno
+    import signal
+    import warnings
+
+    from gdrelu.cli import run
+
+    raised, seen = [], []
+
+    def execute(args, started):
+        seen.append(warnings.formatwarning("careful", UserWarning, "f.py", 1))
+        raise raised[-1]
+
+    monkeypatch.setattr(run, "execute", execute)
+    formatwarning, handler = warnings.formatwarning, signal.getsignal(signal.SIGINT)
+    argv = ["run", "--widths", "4", "--out", str(tmp_path / "never")]
+    raised.append(OSError(errno.EDQUOT, "Disk quota exceeded", "/data/runs.csv"))
+    assert main(argv) == 1
+    assert capsys.readouterr().err == "gdrelu: error: Disk quota exceeded: /data/runs.csv\n"
+    raised.append(FileNotFoundError(errno.ENOENT, "No such file or directory", "/a/bug"))
+    with pytest.raises(FileNotFoundError):
+        main(argv)
+    assert seen == ["gdrelu: warning: careful\n"] * 2
+    assert warnings.formatwarning is formatwarning
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_no_command_prints_the_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().out.startswith("usage: gdrelu")
 
 
 class FakeClock:

@@ -90,6 +90,46 @@ def test_wide_networks_are_drawn_a_few_runs_at_a_time_to_the_same_bits(monkeypat
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
 
 
+def test_a_draw_batch_is_the_most_runs_whose_neurons_fit_and_one_run_at_least():
+    """`draw_batch(width)`: the most runs, up to DRAW_BATCH, whose neurons (runs × width)
+    stay within DRAW_NEURONS, found here by counting up; one run for a network wider than
+    DRAW_NEURONS (0 runs a call divided by zero)."""
+    neurons, most = batched.DRAW_NEURONS, batched.DRAW_BATCH
+    assert batched.draw_batch(None) == most
+    for width in (1, 8, neurons // most, neurons // most + 1, 3000, neurons - 1, neurons):
+        runs = 1
+        while runs < most and (runs + 1) * width <= neurons:
+            runs += 1
+        assert batched.draw_batch(width) == runs, width
+    assert batched.draw_batch(neurons + 1) == batched.draw_batch(16 * neurons) == 1
+
+
+@pytest.mark.parametrize(
+    ("count", "calls"), [(0, 1), (1, 1), (batched.DRAW_BATCH, 1), (batched.DRAW_BATCH + 1, 2)]
+)
+def test_draws_in_batches_call_each_batch_once_and_give_every_run_once(count, calls):
+    """`in_draw_batches`: ceil(count / DRAW_BATCH) calls of DRAW_BATCH runs each (a count
+    that fills its batches takes no batch of padding alone; no runs, one call of none), and
+    the runs asked for, in order, without the padding (joined on the host and on the
+    device). The draw is a stub: the claim is the batches' bookkeeping."""
+    sizes = []
+
+    def draw(part):
+        sizes.append(len(part))
+        return {"run": np.asarray(part) * 10, "twice": np.stack([part, part], axis=1)}
+
+    indices = np.arange(100, 100 + count)
+    want = {"run": indices * 10, "twice": np.stack([indices, indices], axis=1)}
+    got = batched.in_draw_batches(draw, indices, on_host=True)
+    assert sizes == ([0] if count == 0 else [batched.DRAW_BATCH] * calls)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value)
+    if count == batched.DRAW_BATCH + 1:  # the device's join: one small concatenation
+        on_device = batched.in_draw_batches(draw, indices)
+        for key, value in want.items():
+            np.testing.assert_array_equal(np.asarray(on_device[key]), value)
+
+
 def test_cells_and_seeds_give_different_runs():
     # two runs, as the part above: the draws' programs are compiled for that count already
     spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=2)

@@ -247,13 +247,72 @@ def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch, auto_kernel)
         (["--step-factor", "0"], "--step-factor"),
         (["--distributed"], "--distributed"),  # every process would write the same grid
         (["--num-processes", "4"], "--num-processes"),
+        (["--config", "grid.toml"], "--config"),  # the grid sets every field itself
+        (["--protocol", "sgd"], "--protocol"),
     ],
 )
-def test_preset_refuses_spec_flags(flags, named, tmp_path, capsys):
+def test_preset_refuses_spec_flags(flags, named, tmp_path, capsys, monkeypatch):
+    def trained(*args, **kwargs):  # a flag let through fails here, not after a grid's run
+        raise AssertionError(f"{named} was not refused")
+
+    monkeypatch.setattr(section10, "run_group", trained)
     out = tmp_path / "never"
     assert main(["run", "--preset", "section10", *flags, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"gdrelu: error: {named}:") and not out.exists(), err
+
+
+def _started_grid(argv, monkeypatch):
+    """`gdrelu run --preset section10 ARGV`, stopped by Ctrl-C in its first group (no
+    training, no memory estimate, the backends as they are, XLA's kernel: no C build):
+    its exit code and the (scale, seed) the group was asked for."""
+    from gdrelu.cli import backends, options
+    from gdrelu.engine.placement import KERNEL_VARIABLE
+
+    asked = []
+
+    def stop(scale, group, *, seed, **kwargs):
+        asked.append((scale, seed))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(section10, "run_group", stop)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget: None)
+    monkeypatch.setattr(backends, "prepare", lambda **kwargs: None)
+    monkeypatch.setenv(KERNEL_VARIABLE, "xla")
+    return main(["run", "--preset", "section10", *argv, "--quiet"]), asked
+
+
+def test_the_preset_takes_its_seed_and_scale_else_small_and_0(tmp_path, monkeypatch):
+    """--seed and --scale are the preset's own flags (not refused as the spec's); without
+    them the grid is the small one at seed 0 (the help's default), and a resume takes the
+    manifest's (a --seed 0 that differs from it is refused, not dropped as false)."""
+    fresh, small = tmp_path / "fresh", section10.SCALES["small"]
+    assert _started_grid(["--out", str(fresh)], monkeypatch) == (130, [(small, 0)])
+    recorded = json.loads((fresh / "manifest.json").read_text())["specs"][0]
+    assert (recorded["scale"], recorded["seed"]) == ("small", 0)
+    tiny = section10.SCALES["tiny"]
+    seeded = tmp_path / "seeded"
+    argv = ["--scale", "tiny", "--seed", "3", "--out", str(seeded)]
+    assert _started_grid(argv, monkeypatch) == (130, [(tiny, 3)])
+    assert _started_grid(["--resume", str(seeded)], monkeypatch) == (130, [(tiny, 3)])
+    assert _started_grid(["--seed", "0", "--resume", str(seeded)], monkeypatch) == (2, [])
+
+
+def test_a_grid_is_resumed_only_by_run_and_at_a_known_scale(tmp_path, monkeypatch, capsys):
+    """`gdrelu compare --resume` of a grid is refused naming the command, and a manifest
+    with a scale this version lacks in one line (it was a KeyError), both exit 2."""
+    out = tmp_path / "grid"
+    assert _started_grid(["--out", str(out)], monkeypatch)[0] == 130
+    capsys.readouterr()
+    assert main(["compare", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gdrelu: error: gdrelu compare: the section10 preset"), err
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["specs"][0]["scale"] = "huge"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"gdrelu: error: --resume: {out} records an unknown scale 'huge'", err
 
 
 @pytest.mark.slow  # three batch shapes; test_memory covers budgeted blocks
