@@ -8,6 +8,8 @@ from gdrelu import Status, propagator, simulate, theory
 from gdrelu.cells import Cell, initial_runs
 from gdrelu.engine import auto_path
 from gdrelu.engine.chunk import TRACE_COUNT
+from gdrelu.engine.paths import choose_path
+from gdrelu.optim import get_optimizer
 from gdrelu.spec import ExperimentSpec
 
 RUNS, WIDTH = 32, 8
@@ -112,7 +114,10 @@ def test_auto_path_takes_the_propagator_where_it_is_exact():
     assert auto_path("sgd", stop_on=("crossed",)) == "propagator"
     assert auto_path("momentum", stop_on=("crossed",)) == "propagator"
     assert auto_path("sgd", sampler="epoch", stop_on=("crossed",)) == "propagator"
+    assert auto_path() == "propagator"  # GD's default rules include the crossing
     assert auto_path("sgd") == "general"  # no crossing rule: crossed runs would train twice
+    assert auto_path(stop_on=("stuck",)) == "general"  # other rules, still no crossing rule
+    assert auto_path(stop_on=("crossed",), parameterization="ntk") == "general"
     assert auto_path("adam", stop_on=("crossed",)) == "general"  # per-coordinate, nonlinear
     assert auto_path("sgd", stop_on=("crossed",), held_out=True) == "general"
     assert auto_path("sgd", stop_on=("crossed",), one_dimensional=False) == "general"
@@ -121,6 +126,32 @@ def test_auto_path_takes_the_propagator_where_it_is_exact():
         return propagator.GD.transformation(step_size)
 
     assert auto_path(sgd, stop_on=("crossed",)) == "general"
+
+
+def test_an_explicit_path_is_refused_where_it_is_not_exact():
+    """`choose_path` directly (no program compiled): the fixed-pattern path takes any
+    optimizer on 1-D data in the standard parameterization; the propagator only the named
+    GD, SGD and heavy ball there, without held-out points; no other name is a path."""
+    gd, adam = get_optimizer("gd"), get_optimizer("adam")
+    custom = get_optimizer(lambda h: propagator.GD.transformation(h))
+    rules = ("crossed",)
+    # (optimizer, 1-D input, standard parameterization, held-out points)
+    assert choose_path("fixed_pattern", rules, adam, True, True, True) == "fixed_pattern"
+    assert choose_path("propagator", (), gd, True, True, False) == "propagator"  # asked for
+    for one_dimensional, standard in ((False, True), (True, False)):
+        with pytest.raises(ValueError, match=r"^path='fixed_pattern' needs 1-D input"):
+            choose_path("fixed_pattern", rules, adam, one_dimensional, standard, False)
+        with pytest.raises(ValueError, match=r"^path='propagator' needs"):
+            choose_path("propagator", rules, gd, one_dimensional, standard, False)
+    with pytest.raises(ValueError, match=r"^path='propagator' needs .* \(not 'adam'\)"):
+        choose_path("propagator", rules, adam, True, True, False)
+    with pytest.raises(ValueError, match=r"^path='propagator' needs .* \(not '<lambda>'\)"):
+        choose_path("propagator", rules, custom, True, True, False)
+    with pytest.raises(ValueError, match=r"^path='propagator' needs"):
+        choose_path("propagator", rules, gd, True, True, True)  # held-out points
+    for path in ("Propagator", "fixed-pattern", ""):
+        with pytest.raises(ValueError, match=r"^path must be 'auto' or one of \['fixed_pattern'"):
+            choose_path(path, rules, gd, True, True, False)
 
 
 def test_the_pallas_kernel_is_refused_for_other_optimizers(runs):
