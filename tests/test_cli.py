@@ -476,13 +476,15 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     assert "(1000.0 s of it before the resume)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("command", "interrupted", "finish"),
-    [
-        (["reproduce", "--only", "sgd"], "gdrelu.reproduce.reproduce", "gdrelu reproduce"),
-        (["run", "--preset", "section10"], "gdrelu.section10.run_group", "gdrelu run"),
-    ],
-)
+# (argv, the work to stub, the command whose --resume finishes the directory) of the
+# commands other than a plain `gdrelu run`
+OTHER_COMMANDS = [
+    (["reproduce", "--only", "sgd"], "gdrelu.reproduce.reproduce", "gdrelu reproduce"),
+    (["run", "--preset", "section10"], "gdrelu.section10.run_group", "gdrelu run"),
+]
+
+
+@pytest.mark.parametrize(("command", "interrupted", "finish"), OTHER_COMMANDS)
 def test_ctrl_c_names_the_command_that_finishes_it(
     command, interrupted, finish, tmp_path, monkeypatch, capsys
 ):
@@ -496,13 +498,7 @@ def test_ctrl_c_names_the_command_that_finishes_it(
     assert err == f"gdrelu: interrupted; finish with: {finish} --resume {out}", err
 
 
-@pytest.mark.parametrize(
-    ("command", "stopped", "finish"),
-    [
-        (["reproduce", "--only", "sgd"], "gdrelu.reproduce.reproduce", "gdrelu reproduce"),
-        (["run", "--preset", "section10"], "gdrelu.section10.run_group", "gdrelu run"),
-    ],
-)
+@pytest.mark.parametrize(("command", "stopped", "finish"), OTHER_COMMANDS)
 def test_a_full_disk_names_the_command_that_finishes_it(
     command, stopped, finish, tmp_path, monkeypatch, capsys
 ):
