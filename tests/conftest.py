@@ -47,6 +47,22 @@ def pytest_unconfigure(config):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def finished_cell(cell, status, escaped=None, **fields):
+    """A cell's result with these statuses, `escaped` (default none) and any other result
+    fields as given, zeros elsewhere (step sizes 0.5), without training."""
+    from gdrelu.cells import CellResult
+    from gdrelu.model import Params
+    from gdrelu.outcome import SimulationResult
+
+    zeros = np.zeros(len(status))
+    params = Params(*(np.zeros((zeros.size, cell.width)),) * 3, zeros)
+    values = {f: zeros for f in SimulationResult._fields if f != "params"}
+    escaped = zeros.astype(bool) if escaped is None else np.asarray(escaped, bool)
+    values.update(status=np.asarray(status, np.int8), escaped=escaped)
+    values.update({k: np.asarray(v) for k, v in fields.items()})
+    return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **values))
+
+
 def golden_case(golden, i):
     """The fields of trajectory case i as a dict without the `case{i}_` prefix."""
     prefix = f"case{i}_"

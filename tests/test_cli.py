@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import finished_cell
 
-from gdrelu.cells import Cell, CellResult
+from gdrelu.cells import Cell
 from gdrelu.cli import main
-from gdrelu.engine import SimulationResult, Status
-from gdrelu.model import Params
+from gdrelu.engine import Status
 from gdrelu.protocols import protocol
 
 # The wider width first: a run interrupted after its first unit resumes width 4 alone,
@@ -20,15 +20,6 @@ from gdrelu.protocols import protocol
 # tests/test_engine.py's `width8`, from the suite's compilation cache when it has them.
 SMALL = ["--widths", "8,4", "--deltas", "0,0.1", "--runs", "10", "--check-every", "200",
          "--max-checks", "50", "--quiet"]  # fmt: skip
-
-
-def finished_cell(cell: Cell, status, escaped) -> CellResult:
-    """A cell's result with these statuses and final classifications, without training."""
-    zeros = np.zeros(len(status))
-    params = Params(*(np.zeros((zeros.size, cell.width)),) * 3, zeros)
-    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
-    fields.update(status=np.asarray(status, np.int8), escaped=np.asarray(escaped, bool))
-    return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **fields))
 
 
 @pytest.fixture(scope="module")

@@ -563,7 +563,7 @@ def test_points_that_do_not_fit_the_data_are_named():
     with features the data lacks, and validation weights for another number of points are
     refused naming the argument, before anything compiles (XLA's broadcasting error named
     none of them)."""
-    from gdrelu.engine.arguments import check_inputs
+    from gdrelu.engine.arguments import check_arrays
 
     params, data = _tiny_runs()
     short = data._replace(weights=data.weights[:, :2])
@@ -580,7 +580,7 @@ def test_points_that_do_not_fit_the_data_are_named():
     with pytest.raises(ValueError, match=r"^validation_weights: shape \(2, 4\), not one per"):
         simulate(params, data, 0.01, validation_weights=np.full((2, 4), 0.25))
     fewer = type(data)(*(v[:, :2] for v in data))  # held-out sets may have their own size
-    check_inputs(params, data, 0.01, None, fewer, fewer)
+    check_arrays(params, data, 0.01, None, fewer, fewer)
 
 
 def test_validation_defaults():

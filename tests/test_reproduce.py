@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import finished_cell
 
 from gdrelu import report, reproduce, runner, store
-from gdrelu.cells import Cell, CellResult
-from gdrelu.model import Params
-from gdrelu.outcome import SimulationResult, Status
+from gdrelu.cells import Cell
+from gdrelu.outcome import Status
 from gdrelu.reproduce import Sizes
 
 
@@ -225,16 +225,6 @@ def test_the_report_tables_keep_their_columns_and_escape_html(tmp_path):
     assert "<h2>A &amp; B</h2>" in page
 
 
-def _finished(cell, status, **fields) -> CellResult:
-    """A cell's result with these statuses (and any other fields given), without training."""
-    zeros = np.zeros(len(status))
-    params = Params(*(np.zeros((zeros.size, cell.width)),) * 3, zeros)
-    values = {f: zeros for f in SimulationResult._fields if f != "params"}
-    values.update(status=np.asarray(status, np.int8), escaped=zeros.astype(bool))
-    values.update({k: np.asarray(v) for k, v in fields.items()})
-    return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **values))
-
-
 def test_the_star_table_counts_each_budget_inclusively(tmp_path, monkeypatch):
     """Six runs of width 16 at the small budgets 10⁴, 5·10⁴, 10⁵: a first crossing at
     exactly a budget counts within it, -1 (never) in none; "ended below L_lin" needs the
@@ -243,7 +233,7 @@ def test_the_star_table_counts_each_budget_inclusively(tmp_path, monkeypatch):
     drawn = {}
     monkeypatch.setattr(reproduce.plot, "fraction_plot", lambda lines, *a: drawn.update(lines))
     (spec,) = reproduce.experiment_specs("star", "small")
-    cell = _finished(
+    cell = finished_cell(
         Cell(16, 0.0, spec),
         [Status.UNFINISHED] * 6,
         pattern_change_step=[-1, 0, 10_000, 10_001, 100_000, 100_001],
@@ -266,8 +256,8 @@ def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):
     the paper's code crossed 97: z is far below -3, so the two disagree."""
     (spec,) = reproduce.experiment_specs("gd-figure", "small")
     cells = [
-        _finished(Cell(16, 0.0, spec), [Status.CROSSED] * 138 + [Status.STUCK] * 262),
-        _finished(Cell(32, 0.0, spec), [Status.STUCK] * 400),
+        finished_cell(Cell(16, 0.0, spec), [Status.CROSSED] * 138 + [Status.STUCK] * 262),
+        finished_cell(Cell(32, 0.0, spec), [Status.STUCK] * 400),
     ]
     section = reproduce._stuck_section("gd-figure", "t", cells, spec, tmp_path, 1.0, True)
     pooled = 97 / 800

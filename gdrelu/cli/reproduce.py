@@ -52,13 +52,15 @@ def execute(args, started: dict | None = None) -> int:
     options.check_fits(specs, budget)  # before the directory is written
     # a resume's directory is checked against its manifest before the paper scale's
     # estimate times each path; a new one is made after it, so a Ctrl-C there leaves none
-    out = outdir.open_directory(args, manifest) if args.resume is not None else None
+    resumed = args.resume is not None
+    out = outdir.open_directory(args, manifest) if resumed else None
     if scale == "paper":
         hours = reproduce.estimated_seconds(scale, names) / 3600
         print(f"gdrelu: the paper's scale needs at most about {hours:.1f} h on "
               f"{backends.backend_name()} (from a short timing of each path here)",
               file=sys.stderr)  # fmt: skip
-    out = out or outdir.open_directory(args, manifest)
+    if not resumed:
+        out = outdir.open_directory(args, manifest)
     start = time.perf_counter()
 
     def progress(line: str) -> None:

@@ -50,11 +50,12 @@ def _check_scalars(**scalars) -> None:
             raise ValueError(f"{name}: {value!r} is not in [0, {high:g})")
 
 
-def check_inputs(params: Params, data, step_size, validation_weights, validation, test):
-    """Refuse inputs of other runs than `params`', step sizes that are not positive and
-    finite (a scalar or one per run), and runs of fewer than two points."""
-    _check_runs(params, data=data, validation_weights=validation_weights)
-    _check_runs(params, validation=validation, test=test)
+def check_arrays(params: Params, data, step_size, validation_weights, validation, test):
+    """Refuse inputs of other runs than `params`', point sets whose x, y and weights
+    disagree (`_check_points`), step sizes that are not positive and finite (a scalar or
+    one per run), and runs of fewer than two points."""
+    _check_runs(params, data=data, validation_weights=validation_weights, validation=validation,
+                test=test)  # fmt: skip
     _check_points(data, validation_weights, validation=validation, test=test)
     if isinstance(step_size, str):
         raise ValueError(

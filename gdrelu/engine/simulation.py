@@ -18,7 +18,7 @@ from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
-from gdrelu.engine.arguments import check_inputs, check_precision, check_settings
+from gdrelu.engine.arguments import check_arrays, check_precision, check_settings
 from gdrelu.engine.checks import (
     CheckInputs,
     ChunkScalars,
@@ -186,7 +186,7 @@ def _validated(
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
-    check_inputs(params, data, step_size, validation_weights, validation, test)
+    check_arrays(params, data, step_size, validation_weights, validation, test)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     early_stopping = _early_stopping(early_stopping, validation_weights, validation)
