@@ -309,34 +309,31 @@ def test_adaptive_coverage_is_that_of_simulated_cells(case):
     assert abs(simulated - exact) <= 4 * np.sqrt(exact * (1 - exact) / cells), (simulated, exact)
 
 
+def _exact_covers(k, n, p) -> bool:
+    """Whether scipy's own exact 95% interval (binomtest) of k in n covers p."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(0.95, "exact")
+    return ci.low <= p <= ci.high
+
+
+def _fixed_coverage(p, n):
+    """Coverage at fixed n of scipy's exact intervals, not gdrelu's."""
+    from scipy.stats import binom
+
+    return sum(binom.pmf(k, n, p) for k in range(n + 1) if _exact_covers(k, n, p))
+
+
 def test_adaptive_coverage_without_growth_is_the_fixed_interval_s():
     """max_runs = runs: the Clopper-Pearson coverage at fixed n, summed here over scipy's
     own exact intervals (binomtest), not gdrelu's; and the docs' three cases."""
-    from scipy.stats import binom, binomtest
-
     p, n = 0.3, 25
-    fixed = sum(
-        binom.pmf(k, n, p)
-        for k in range(n + 1)
-        if (ci := binomtest(k, n).proportion_ci(0.95, "exact")).low <= p <= ci.high
-    )
-    assert adaptive_coverage(p, n, 0.01, n) == pytest.approx(fixed, abs=1e-12)
+    assert adaptive_coverage(p, n, 0.01, n) == pytest.approx(_fixed_coverage(p, n), abs=1e-12)
     docs = [adaptive_coverage(*c) for c in [(0.09, 20, 0.05, 2000), (0.175, 10, 0.1, 1000),
                                             (0.02, 100, 0.01, 20000)]]  # fmt: skip
     np.testing.assert_allclose(docs, [0.934, 0.941, 0.947], atol=5e-4)
     with pytest.raises(ValueError, match="need 0 ≤ p ≤ 1"):
         adaptive_coverage(0.3, 30, 0.1, 20)
-
-
-def _fixed_coverage(p, n):
-    """Coverage at fixed n of scipy's own exact intervals (binomtest), not gdrelu's."""
-    from scipy.stats import binom, binomtest
-
-    return sum(
-        binom.pmf(k, n, p)
-        for k in range(n + 1)
-        if (ci := binomtest(k, n).proportion_ci(0.95, "exact")).low <= p <= ci.high
-    )
 
 
 def test_adaptive_coverage_of_a_target_never_met_ends_at_max_runs_exactly():
@@ -355,7 +352,7 @@ def test_adaptive_coverage_at_p_0_and_1_and_at_a_half_width_equal_to_the_target(
     runs while it exceeds H): at p = 0.01, 10 runs, max_runs 20 and H the half-width at
     k = 0 of 10 runs, the k = 0 cells stop at 10 (covering p) and the others grow to 20,
     summed here run by run with scipy's exact intervals."""
-    from scipy.stats import binom, binomtest
+    from scipy.stats import binom
 
     for p in (0.0, 1.0):
         assert adaptive_coverage(p, 10, 0.05, 200) == pytest.approx(1.0, abs=1e-12)
@@ -364,8 +361,7 @@ def test_adaptive_coverage_at_p_0_and_1_and_at_a_half_width_equal_to_the_target(
     expected = binom.pmf(0, runs, p)  # they stop: 0 ≤ p ≤ 2H
     for first in range(1, runs + 1):
         for more in range(runs + 1):
-            ci = binomtest(first + more, 2 * runs).proportion_ci(0.95, "exact")
-            if ci.low <= p <= ci.high:
+            if _exact_covers(first + more, 2 * runs, p):
                 expected += binom.pmf(first, runs, p) * binom.pmf(more, runs, p)
     assert adaptive_coverage(p, runs, target, 2 * runs) == pytest.approx(expected, abs=1e-12)
 
