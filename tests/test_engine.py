@@ -102,7 +102,7 @@ def test_own_lanes_move_exactly_the_lanes_asked_for():
     assert devices == 2 and len(batches) == 3  # two lanes per device and batch
     seen = np.concatenate([taken[taken >= 0] for _, taken in batches])
     assert sorted(seen.tolist()) == list(range(lanes.size))  # each lane once
-    put = placed
+    put = jax.device_put(tree, sharding)  # put_own_lanes donates it: `placed` stays
     expected = [leaf.copy() for leaf in tree]
     for positions, taken in batches:
         assert positions.shape == taken.shape == (size,)

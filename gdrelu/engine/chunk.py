@@ -253,8 +253,11 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
     runs, code, loss, fixed_next = out
     code, fixed_next = code.copy(), fixed_next.copy()
     mesh = layout.sharding.mesh
-    for positions, taken in layout.own_batches(lanes, layout.redo_lanes):
-        redo_runs, redo_inputs = own_lanes_at((start, inputs), positions, mesh)
+    batches = list(layout.own_batches(lanes, layout.redo_lanes))
+    # every batch gathered before the first put, which deletes the buffers `runs` shares
+    # with `start`
+    starts = [own_lanes_at((start, inputs), positions, mesh) for positions, _ in batches]
+    for (positions, taken), (redo_runs, redo_inputs) in zip(batches, starts, strict=True):
         redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
             redo_runs, redo_inputs, layout.redo_blocks, scalars, settings=settings, mesh=mesh
         )
