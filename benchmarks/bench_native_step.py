@@ -3,7 +3,7 @@
 XLA's CPU backend runs the propagator's step as about 14 operations per iteration of its
 loop (11 fusions and 3 copies, for a block of 64 runs). `gdrelu/native_src/propagator_gd.c`
 (kernel="native", `gdrelu.native`) does the same arithmetic in the same order
-(`gdrelu.kernel.lane_step`) for four runs per vector, every step of a chunk in registers.
+(`gdrelu.kernel.lane_step`) for eight runs per vector, every step of a chunk in registers.
 On one CPU device and one core, this benchmark builds `--runs` runs of width `--width` on
 the paper's data (`paper_workload.build`: He init, Δ = 0, the paper's step size) as the
 propagator's state. It
@@ -76,7 +76,7 @@ def main() -> None:
         "--runs",
         type=int,
         default=1024,
-        help="runs, a multiple of 4 and of --block (default: %(default)s)",
+        help="runs, a multiple of 8 (the C loop's lanes) and of --block (default: %(default)s)",
     )
     parser.add_argument("--width", type=int, default=16, help="neurons n (default: %(default)s)")
     parser.add_argument(
@@ -98,8 +98,8 @@ def main() -> None:
         help="GD, or heavy ball with μ = 0.9 (default: %(default)s)",
     )
     args = parser.parse_args()
-    if args.runs % 4 or args.runs % min(args.block, args.runs) or args.repeats < 1:
-        parser.error("--runs must be a multiple of 4 and of --block; --repeats positive")
+    if args.runs % native.LANES or args.runs % min(args.block, args.runs) or args.repeats < 1:
+        parser.error("--runs must be a multiple of 8 and of --block; --repeats positive")
     params, state, moments, h = workload(args.runs, args.width)
     optimizer = propagator.get_optimizer(args.optimizer)
     momentum = propagator.HEAVY_BALL[args.optimizer]

@@ -5,7 +5,7 @@ XLA's CPU loop of `propagator.deferred_steps` dispatches about 14 operations per
 At 64 runs per block, half of the loop's time is that dispatch and the rest is the memory
 traffic between its fusions (docs/performance-log.md, "The propagator's loop on a CPU").
 `native_src/propagator_gd.c` does `propagator._block_steps`' arithmetic in the same order,
-four runs per vector, every step of a chunk in registers, for full batches and for the
+eight runs per vector, every step of a chunk in registers, for full batches and for the
 multinomial sampler's minibatches (the same threefry words as `optim.multinomial_words`).
 Compiled with multiply-adds contracted as XLA's CPU backend contracts them, its Φ_t, c
 and flags are the XLA loop's bit for bit; the tracked neurons' values and the largest
@@ -40,7 +40,7 @@ import numpy as np
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC", "-DGDRELU_XLA_FFI")
 TARGET = "gdrelu_propagator_steps"  # the C loop's name as an XLA FFI target
-LANES = 4  # runs per vector of the C loop
+LANES = 8  # runs per vector of the C loop (its LANES)
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
 _build: dict[str, tempfile.TemporaryDirectory] = {}
 
@@ -177,7 +177,7 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
                 f"({expected}, {lanes}) arrays, not {v.dtype} {v.shape}"
             )
     if lanes % LANES:
-        raise ValueError(f"the C loop takes lanes in fours, not {lanes}")
+        raise ValueError(f"the C loop takes lanes in multiples of {LANES}, not {lanes}")
     if not lanes:
         return
     number, whole = ctypes.c_double, ctypes.c_long

@@ -56,9 +56,9 @@ def test_native_loop_equals_the_xla_loop(alpha):
 
 
 @needs_compiler
-def test_a_count_that_is_not_a_multiple_of_four_steps_those_runs_only():
-    """The C loop takes four runs at a time: 10 runs stepping of 12 pads the last group
-    with a copy of run 9, and runs 10 and 11 keep their carry."""
+def test_a_count_that_is_not_a_multiple_of_the_lanes_steps_those_runs_only():
+    """The C loop takes `native.LANES` = 8 runs at a time: with 10 of 12 runs stepping, it
+    steps a last group of lanes 8-15 (12-15 padding), and runs 10 and 11 keep their carry."""
     params, state, moments, h = jax.tree.map(lambda v: v[:12], _batch(128))
     steps = jax.jit(
         propagator.deferred_steps, static_argnums=5, static_argnames=("block", "kernel")
@@ -288,9 +288,10 @@ def test_native_steps_no_epoch_minibatches():
 @needs_compiler
 def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
     """`run_loop` checks what the C loop would trust: GD's D = 3 arrays are not heavy
-    ball's (D = 6), and lanes come in fours. GD's arrays, (rows, lanes) in the layout of
-    `host_arrays`: carry Φ (two sides' 3×3), c, the 6 tracked z_i, kink and moved flags;
-    fixed Σ (two sides' 3×3), plus, real, the 10 side moments, h."""
+    ball's (D = 6), and lanes come in multiples of `native.LANES` (8). GD's arrays,
+    (rows, lanes) in the layout of `host_arrays`: carry Φ (two sides' 3×3), c, the 6
+    tracked z_i, kink and moved flags; fixed Σ (two sides' 3×3), plus, real, the 10 side
+    moments, h."""
 
     def arrays(lanes):
         carry = [np.zeros((rows, lanes)) for rows in (18, 1, 18, 1, 1)]
@@ -300,7 +301,7 @@ def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
     carry, fixed = arrays(8)
     with pytest.raises(ValueError, match=r"D = 6\) takes C-contiguous float64 \(72, 8\)"):
         native.run_loop([*carry, np.zeros((1, 8))], fixed, 0.0, 10, momentum=0.9)
-    with pytest.raises(ValueError, match="lanes in fours, not 6"):
+    with pytest.raises(ValueError, match="lanes in multiples of 8, not 6"):
         native.run_loop(*arrays(6), 0.0, 10)
 
 

@@ -3,9 +3,10 @@
  * kernel="native". XLA's CPU loop dispatches about 14 operations per step; here every
  * value of a run stays in registers (or L1) for all the steps of a chunk.
  *
- * Four lanes (runs) per vector of GCC's vector extensions (one AVX2 register); each group
- * of four runs takes all its steps before the next. Arrays are (component, lanes), lanes
- * contiguous, `lanes` a multiple of 4; D = 3 (GD: z = θ) or 6 (heavy ball: z = (θ, v)):
+ * LANES = 8 runs per vector of GCC's vector extensions: two AVX2 registers, so that two
+ * chains of dependent operations overlap (docs/performance-log.md); each group of eight
+ * runs takes all its steps before the next. Arrays are (component, lanes), lanes
+ * contiguous, `lanes` a multiple of LANES; D = 3 (GD: z = θ) or 6 (heavy ball: z = (θ, v)):
  *   phi[2D²]: Φ_t[i][j] at t*D² + i*D + j;  c;  tracked[T*D]: neuron k's z at D*k;
  *   kink;  moved (0/1);  c_velocity (heavy ball);  grams[2D²]: Σ_t like phi;
  *   plus[T], real[T] (0/1);  moments[10]: p, px, pxx, py, pxy at 2f + s (s = +, -);  h;
@@ -15,9 +16,10 @@
  * a*b + c: Φ_t, c and the flags are the XLA loop's to the last bit; a few of the tracked
  * neurons' entries differ in their last bits, where the two compilers contract other
  * multiply-adds (tests/test_native.py). */
-typedef double v4 __attribute__((vector_size(32)));
-typedef long long m4 __attribute__((vector_size(32)));
-typedef unsigned u4 __attribute__((vector_size(16)));
+#define LANES 8
+typedef double vd __attribute__((vector_size(8 * LANES)));
+typedef long long vm __attribute__((vector_size(8 * LANES)));
+typedef unsigned vu __attribute__((vector_size(4 * LANES)));
 #include <stdlib.h>
 
 enum { T = 6, DMAX = 6 };
@@ -29,31 +31,31 @@ struct noise {
   long draws, points;
   const unsigned *key, *step0;
   const double *thresholds, *first, *table;
-  v4 *counts, *limits; /* scratch, points - 1 vectors each */
-  v4 *scaled;          /* scratch: B·first of the current four lanes, 10 vectors */
+  vd *counts, *limits; /* scratch, points - 1 vectors each */
+  vd *scaled;          /* scratch: B·first of the current lanes, 10 vectors */
 };
 
 /* a·b, out of line: XLA computes B·first once per chunk, rounded, before the steps' adds */
-__attribute__((noinline)) static v4 product(v4 a, v4 b) { return a * b; }
+__attribute__((noinline)) static vd product(vd a, vd b) { return a * b; }
 
-static inline v4 load(const double *p) { v4 v; __builtin_memcpy(&v, p, sizeof v); return v; }
-static inline void store(double *p, v4 v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline v4 pick(m4 m, v4 a, v4 b) { return (v4)((m & (m4)a) | (~m & (m4)b)); }
-static inline v4 absolute(v4 x) { return (v4)((m4)x & ~((m4){1, 1, 1, 1} << 63)); }
+static inline vd load(const double *p) { vd v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void store(double *p, vd v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline vd pick(vm m, vd a, vd b) { return (vd)((m & (vm)a) | (~m & (vm)b)); }
+static inline vd absolute(vd x) { return (vd)((vm)x & ~(((vm){} + 1) << 63)); }
 
 /* One optimizer step of the rows z = (a, b, w[, va, vb, vw]) at z[0], z[s], …, z[(D-1)s]:
  * GD θ ← θ - (h g1, h g0)·∇ (g1, g0 already times h), heavy ball v ← μ v + ∇, θ ← θ - h v. */
-static inline __attribute__((always_inline)) void step_rows(v4 *z, int s, int heavy, v4 g1,
-                                                             v4 g0, v4 h, double mu) {
-  v4 a = z[0], b = z[s], w = z[2 * s];
+static inline __attribute__((always_inline)) void step_rows(vd *z, int s, int heavy, vd g1,
+                                                             vd g0, vd h, double mu) {
+  vd a = z[0], b = z[s], w = z[2 * s];
   if (!heavy) {
     z[0] = a - g1 * w;
     z[s] = b - g0 * w;
     z[2 * s] = w - (g1 * a + g0 * b);
     return;
   }
-  v4 va = mu * z[3 * s] + g1 * w, vb = mu * z[4 * s] + g0 * w;
-  v4 vw = mu * z[5 * s] + (g1 * a + g0 * b);
+  vd va = mu * z[3 * s] + g1 * w, vb = mu * z[4 * s] + g0 * w;
+  vd vw = mu * z[5 * s] + (g1 * a + g0 * b);
   z[0] = a - h * va, z[s] = b - h * vb, z[2 * s] = w - h * vw;
   z[3 * s] = va, z[4 * s] = vb, z[5 * s] = vw;
 }
@@ -61,19 +63,19 @@ static inline __attribute__((always_inline)) void step_rows(v4 *z, int s, int he
 /* a·b + c in one rounding, as XLA's CPU backend contracts Σ_j C_j table_j: the first
  * product into the second's, then each next one; with one tail, its product into B·first.
  * XLA then multiplies by 1/B (tests/test_native.py). */
-static inline v4 fused(v4 a, v4 b, v4 c) {
-  v4 r;
-  for (int i = 0; i < 4; i++) r[i] = __builtin_fma(a[i], b[i], c[i]);
+static inline vd fused(vd a, vd b, vd c) {
+  vd r;
+  for (int i = 0; i < LANES; i++) r[i] = __builtin_fma(a[i], b[i], c[i]);
   return r;
 }
 
-static inline u4 rotl(u4 x, int r) { return (x << r) | (x >> (32 - r)); }
+static inline vu rotl(vu x, int r) { return (x << r) | (x >> (32 - r)); }
 
 /* threefry2x32 (jax._src.random.threefry2x32, 20 rounds) of the counter pairs (x0, x1). */
-static inline void threefry(u4 k0, u4 k1, u4 *x0, u4 *x1) {
+static inline void threefry(vu k0, vu k1, vu *x0, vu *x1) {
   static const int rot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
-  u4 ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDA};
-  u4 a = *x0 + ks[0], b = *x1 + ks[1];
+  vu ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDA};
+  vu a = *x0 + ks[0], b = *x1 + ks[1];
   for (int i = 0; i < 5; i++) {
     for (int r = 0; r < 4; r++) a = a + b, b = rotl(b, rot[i % 2][r]), b = a ^ b;
     a = a + ks[(i + 1) % 3], b = b + ks[(i + 2) % 3] + (unsigned)(i + 1);
@@ -81,34 +83,34 @@ static inline void threefry(u4 k0, u4 k1, u4 *x0, u4 *x1) {
   *x0 = a, *x1 = b;
 }
 
-/* Step `step`'s minibatch moments M[2f + s] of the four lanes at l: the tail counts of its
+/* Step `step`'s minibatch moments M[2f + s] of the LANES lanes at l: the tail counts of its
  * `draws` words against the thresholds, then (B·first + Σ_j C_j table_j) / B. */
 static inline void minibatch_moments(const struct noise *z, long lanes, long l, unsigned step,
-                                     v4 *M) {
+                                     vd *M) {
   const long tails = z->points - 1, even = z->draws + z->draws % 2, half = even / 2;
-  u4 k0, k1, s0;
+  vu k0, k1, s0;
   __builtin_memcpy(&k0, z->key + l, sizeof k0);
   __builtin_memcpy(&k1, z->key + lanes + l, sizeof k1);
   __builtin_memcpy(&s0, z->step0 + l, sizeof s0);
-  v4 *C = z->counts, *TH = z->limits, one = {1, 1, 1, 1}, zero = {0, 0, 0, 0};
+  vd *C = z->counts, *TH = z->limits, one = (vd){} + 1.0, zero = (vd){};
   for (long j = 0; j < tails; j++) C[j] = zero, TH[j] = load(z->thresholds + j * lanes + l);
-  u4 base = (s0 + step) * (unsigned)even;
+  vu base = (s0 + step) * (unsigned)even;
   for (long k = 0; k < half; k++) {
-    u4 x0 = base + (unsigned)k, x1 = x0 + (unsigned)half;
+    vu x0 = base + (unsigned)k, x1 = x0 + (unsigned)half;
     threefry(k0, k1, &x0, &x1);
-    v4 u0 = __builtin_convertvector(x0, v4), u1 = __builtin_convertvector(x1, v4);
+    vd u0 = __builtin_convertvector(x0, vd), u1 = __builtin_convertvector(x1, vd);
     for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u0, one, zero);
     if (half + k < z->draws)
       for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u1, one, zero);
   }
   for (int s = 0; s < 2; s++)
     for (int f = 0; f < 5; f++) {
-      v4 base = z->scaled[s * 5 + f], total;
-      v4 S0 = load(z->table + (s * 5 + f) * lanes + l);
+      vd base = z->scaled[s * 5 + f], total;
+      vd S0 = load(z->table + (s * 5 + f) * lanes + l);
       if (tails == 1) {
         total = fused(C[0], S0, base);
       } else {
-        v4 sum = fused(C[0], S0, C[1] * load(z->table + ((2 + s) * 5 + f) * lanes + l));
+        vd sum = fused(C[0], S0, C[1] * load(z->table + ((2 + s) * 5 + f) * lanes + l));
         for (long j = 2; j < tails; j++)
           sum = fused(C[j], load(z->table + ((j * 2 + s) * 5 + f) * lanes + l), sum);
         total = base + sum;
@@ -124,9 +126,9 @@ static inline __attribute__((always_inline)) void steps_of(
     const double *grams, const double *plus, const double *real, const double *moments,
     const double *h, const struct noise *noise) {
   const int DD = D * D;
-  for (long l = 0; l < count; l += 4) {
-    v4 P[2 * DMAX * DMAX], G[2 * DMAX * DMAX], TR[DMAX * T], M[10];
-    m4 PL[T], RE[T];
+  for (long l = 0; l < count; l += LANES) {
+    vd P[2 * DMAX * DMAX], G[2 * DMAX * DMAX], TR[DMAX * T], M[10];
+    vm PL[T], RE[T];
     for (int i = 0; i < 2 * DD; i++) {
       P[i] = load(phi + i * lanes + l);
       G[i] = load(grams + i * lanes + l);
@@ -137,21 +139,21 @@ static inline __attribute__((always_inline)) void steps_of(
     else
       for (int i = 0; i < 10; i++) {
         double b = (double)noise->draws;
-        noise->scaled[i] = product((v4){b, b, b, b}, load(noise->first + i * lanes + l));
+        noise->scaled[i] = product((vd){} + b, load(noise->first + i * lanes + l));
       }
     for (int k = 0; k < T; k++) {
       PL[k] = load(plus + k * lanes + l) > 0.5;
       RE[k] = load(real + k * lanes + l) > 0.5;
     }
-    v4 C = load(c + l), K = load(kink + l), H = load(h + l);
-    v4 CV = heavy ? load(c_velocity + l) : (v4){0, 0, 0, 0};
-    m4 MV = load(moved + l) > 0.5;
+    vd C = load(c + l), K = load(kink + l), H = load(h + l);
+    vd CV = heavy ? load(c_velocity + l) : (vd){};
+    vm MV = load(moved + l) > 0.5;
     for (long s = 0; s < steps; s++) {
       if (noise) minibatch_moments(noise, lanes, l, (unsigned)s, M);
-      v4 wa[2], wb[2];
+      vd wa[2], wb[2];
       for (int t = 0; t < 2; t++) {
-        const v4 *p = P + DD * t, *g = G + DD * t;
-        v4 u[DMAX];
+        const vd *p = P + DD * t, *g = G + DD * t;
+        vd u[DMAX];
         for (int i = 0; i < D; i++) {
           u[i] = g[D * i] * p[2 * D];
           for (int j = 1; j < D; j++) u[i] = u[i] + g[D * i + j] * p[2 * D + j];
@@ -159,15 +161,15 @@ static inline __attribute__((always_inline)) void steps_of(
         wa[t] = p[0] * u[0], wb[t] = p[D] * u[0];
         for (int j = 1; j < D; j++) wa[t] = wa[t] + p[j] * u[j], wb[t] = wb[t] + p[D + j] * u[j];
       }
-      v4 slope[2] = {wa[0] + alpha * wa[1], alpha * wa[0] + wa[1]};
-      v4 level[2] = {C + (wb[0] + alpha * wb[1]), C + (alpha * wb[0] + wb[1])};
-      v4 r0[2], r1[2];
+      vd slope[2] = {wa[0] + alpha * wa[1], alpha * wa[0] + wa[1]};
+      vd level[2] = {C + (wb[0] + alpha * wb[1]), C + (alpha * wb[0] + wb[1])};
+      vd r0[2], r1[2];
       for (int d = 0; d < 2; d++) {
         r0[d] = level[d] * M[0 + d] + slope[d] * M[2 + d] - M[6 + d];
         r1[d] = level[d] * M[2 + d] + slope[d] * M[4 + d] - M[8 + d];
       }
-      v4 g1[2] = {r1[0] + alpha * r1[1], alpha * r1[0] + r1[1]};
-      v4 g0[2] = {r0[0] + alpha * r0[1], alpha * r0[0] + r0[1]};
+      vd g1[2] = {r1[0] + alpha * r1[1], alpha * r1[0] + r1[1]};
+      vd g0[2] = {r0[0] + alpha * r0[1], alpha * r0[0] + r0[1]};
       if (!heavy)
         for (int t = 0; t < 2; t++) g1[t] = H * g1[t], g0[t] = H * g0[t];
       for (int t = 0; t < 2; t++)
@@ -179,10 +181,10 @@ static inline __attribute__((always_inline)) void steps_of(
         C = C - H * (r0[0] + r0[1]);
       }
       for (int k = 0; k < T; k++) {
-        v4 t1 = pick(PL[k], g1[0], g1[1]), t0 = pick(PL[k], g0[0], g0[1]);
+        vd t1 = pick(PL[k], g1[0], g1[1]), t0 = pick(PL[k], g0[0], g0[1]);
         step_rows(TR + D * k, 1, heavy, t1, t0, H, mu);
-        v4 na = TR[D * k], nb = TR[D * k + 1];
-        v4 ratio = pick(RE[k], absolute(nb / na), (v4){0, 0, 0, 0});
+        vd na = TR[D * k], nb = TR[D * k + 1];
+        vd ratio = pick(RE[k], absolute(nb / na), (vd){});
         K = pick((K != K) | (ratio <= K), K, ratio);
         MV = MV | (RE[k] & ((na > 0) != PL[k]));
       }
@@ -192,7 +194,7 @@ static inline __attribute__((always_inline)) void steps_of(
     store(c + l, C);
     if (heavy) store(c_velocity + l, CV);
     store(kink + l, K);
-    store(moved + l, pick(MV, (v4){1, 1, 1, 1}, (v4){0, 0, 0, 0}));
+    store(moved + l, pick(MV, (vd){} + 1.0, (vd){}));
   }
 }
 
@@ -221,7 +223,7 @@ static int minibatch_lanes(long lanes, long count, long steps, double alpha, dou
                            const double *real, const double *h, long draws, long points,
                            const unsigned *key, const unsigned *step0, const double *thresholds,
                            const double *first, const double *table) {
-  v4 *scratch = aligned_alloc(sizeof(v4), (2 * (size_t)(points - 1) + 10) * sizeof(v4));
+  vd *scratch = aligned_alloc(sizeof(vd), (2 * (size_t)(points - 1) + 10) * sizeof(vd));
   if (!scratch) return -1;
   struct noise z = {draws, points, key, step0, thresholds, first, table, scratch,
                     scratch + (points - 1), scratch + 2 * (points - 1)};
@@ -238,11 +240,11 @@ static int minibatch_lanes(long lanes, long count, long steps, double alpha, dou
 #ifdef GDRELU_XLA_FFI
 /* The same loops as an XLA FFI handler (`native.native_steps`), so that a program calling
  * them holds a target's name, not a host callback's address, and JAX can keep it in its
- * compilation cache. Operands, (component, lanes) with lanes a multiple of 4: the carry
+ * compilation cache. Operands, (component, lanes) with lanes a multiple of LANES: the carry
  * (phi, c, tracked, kink, moved[, c_velocity]), then grams, plus, real, moments, h[, key,
  * step, thresholds, first, table], then config = (alpha, mu or -1, steps, draws or 0,
  * active); results: the carry after the steps of the first `active` lanes (rounded up to
- * 4), the others copied. */
+ * LANES), the others copied. */
 #include <string.h>
 
 #include "xla/ffi/api/c_api.h"
@@ -276,7 +278,7 @@ XLA_FFI_Error *gdrelu_steps(XLA_FFI_CallFrame *call) {
   }
   XLA_FFI_Buffer *cb = buffer(in[1]);
   long lanes = cb->rank ? cb->dims[cb->rank - 1] : 1;
-  long count = (active + 3) / 4 * 4;
+  long count = (active + LANES - 1) / LANES * LANES;
   count = count < lanes ? count : lanes;
   const double *f[5];
   for (int i = 0; i < 5; i++) f[i] = buffer(in[carried + i])->data;
