@@ -143,10 +143,10 @@ def initial_runs(
     cell: Cell, indices: np.ndarray, size: int | None = None
 ) -> tuple[Params, WeightedData, Any]:
     """Initial parameters, training data and validation of runs `indices` of a cell: the
-    validation weights (runs, m) on the training points (finite supports), or held-out
-    (validation, test) points (continuous data, split files). The networks are padded to
-    `size` neurons (`model.padded`; default: the cell's width, no padding). Drawn
-    `draw_batch` runs at a time (`in_draw_batches`)."""
+    validation weights (runs, m) on the training points (finite supports; None unless the
+    runs stop early), or held-out (validation, test) points (continuous data, split
+    files). The networks are padded to `size` neurons (`model.padded`; default: the
+    cell's width, no padding). Drawn `draw_batch` runs at a time (`in_draw_batches`)."""
     drawn = shared_width(cell.spec, cell.width) if cell.spec.input_dim == 1 else cell.width
     return in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices, drawn)
 
@@ -192,7 +192,9 @@ def _initial_data(cell: Cell, keys: RunKeys, dtype) -> tuple[WeightedData, Any]:
             dim=spec.input_dim,
         )
     x, y = spec.support(dtype)
-    return draw_finite(keys.data, keys.validation, x, y, delta, cell.num_samples)
+    return draw_finite(
+        keys.data, keys.validation, x, y, delta, cell.num_samples, validation=spec.early_stopping
+    )
 
 
 def points_at_zero(spec: ExperimentSpec, x) -> np.ndarray | None:

@@ -283,14 +283,18 @@ def check_user_data(x, y, name="data"):
 # ---------------------------------------------------------------------------------------
 
 
-@jax.jit
-def draw_finite(data_keys, valid_keys, x, y, delta, num_samples):
+@functools.partial(jax.jit, static_argnames=("validation",))
+def draw_finite(data_keys, valid_keys, x, y, delta, num_samples, *, validation=True):
     """A finite support x (m,) or (m, d), y (m,) with per-run multinomial training and
     validation weights (N = `num_samples` draws each), Δ added: (WeightedData, weights
-    (runs, m)). One compiled program per (support shape, dtype, run count): N, Δ are data."""
+    (runs, m)), or (WeightedData, None) without `validation` (runs that never stop early
+    read none: the draws' rejection-sampled binomials cost time to compile and to run).
+    One compiled program per (support shape, dtype, run count): N, Δ are data."""
 
     def one(key_data, key_valid):
         weights = multinomial_weights(key_data, x.shape[0], num_samples, delta.dtype)
+        if not validation:
+            return WeightedData(x, y + delta, weights), None
         valid = multinomial_weights(key_valid, x.shape[0], num_samples, delta.dtype)
         return WeightedData(x, y + delta, weights), valid
 

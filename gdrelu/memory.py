@@ -100,8 +100,8 @@ def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
         state = engine.initial_state(params, step, noise_keys(cell, indices), optimizer=optimizer)
         if isinstance(valid, tuple):
             validation, test = valid
-        else:
-            validation = test = data._replace(weights=valid)
+        else:  # no validation weights: simulate validates on the training weights
+            validation = test = data if valid is None else data._replace(weights=valid)
         return state, engine.check_inputs(data, step, validation, test)
 
     shapes = jax.eval_shape(one, jax.ShapeDtypeStruct((1,), jnp.uint32))

@@ -313,8 +313,9 @@ def batch_inputs(work: Work, *, bucket: int, classify_width: int):
     spec = work[0][0].spec
     if any(_batch_settings(cell.spec) != _batch_settings(spec) for cell, _ in work):
         raise ValueError("train_cells: the cells of a batch must train alike")
+    keys_of = noise_keys if not spec.full_batch else lambda cell, idx: None  # none to draw
     parts = [
-        (*initial_runs(cell, idx, bucket), noise_keys(cell, idx), np.full(idx.size, cell.width))
+        (*initial_runs(cell, idx, bucket), keys_of(cell, idx), np.full(idx.size, cell.width))
         for cell, idx in work
     ]
     count = sum(idx.size for _, idx in work)

@@ -268,6 +268,23 @@ def test_num_samples_sets_each_runs_multinomial_count():
     np.testing.assert_allclose(counts.sum(axis=1), 7)
 
 
+def test_runs_that_never_stop_early_draw_no_validation_weights():
+    """Runs without early stopping (GD's) never read validation weights, so none are drawn;
+    the training weights are the same either way (their own key)."""
+    from gdrelu.cells import Cell, initial_runs
+    from gdrelu.spec import ExperimentSpec
+
+    drawn = {}
+    for early in (False, True):
+        spec = ExperimentSpec(
+            widths=(8,), deltas=(0.0,), runs=20, num_samples=7, early_stopping=early
+        )
+        drawn[early] = jax.device_get(initial_runs(Cell(8, 0.0, spec), np.arange(20)))
+    assert drawn[False][2] is None
+    assert np.shape(drawn[True][2]) == (20, 6)
+    np.testing.assert_array_equal(drawn[False][1].weights, drawn[True][1].weights)
+
+
 def test_the_papers_targets_are_shifted_by_delta():
     """docs/theory.md, "Data": every run's x = (-3, -2, -1, 1, 2, 3) and
     y = (-1, 2, -1, 1, -2, 1) + Δ (the draws of the test above, at Δ = 0.25)."""

@@ -315,11 +315,14 @@ def test_an_ntk_cells_bias_init_acts_on_the_scaled_weights():
 
 def test_runs_follow_the_documented_key_derivation():
     """docs/design.md, "Run draws": run key k = fold_in(fold_in(key(seed), cell_hash), i)
-    splits into (parameters, data, validation); the biases use fold_in(parameter key,
-    0xB1A5), the minibatch noise fold_in(k, 0x5EED). Rebuilt here one run at a time."""
+    splits into (parameters, data, validation: drawn for runs that stop early); the biases
+    use fold_in(parameter key, 0xB1A5), the minibatch noise fold_in(k, 0x5EED). Rebuilt
+    here one run at a time."""
     from gdrelu.init import he_init, init_bias
 
-    spec = ExperimentSpec(widths=(8,), deltas=(0.1,), runs=6, seed=11, bias_init="unif")
+    spec = ExperimentSpec(
+        widths=(8,), deltas=(0.1,), runs=6, seed=11, bias_init="unif", early_stopping=True
+    )
     cell = Cell(8, 0.1, spec)
     indices = np.array([0, 5])
     params, data, valid = jax.device_get(initial_runs(cell, indices))
