@@ -20,6 +20,7 @@
 typedef double vd __attribute__((vector_size(8 * LANES)));
 typedef long long vm __attribute__((vector_size(8 * LANES)));
 typedef unsigned vu __attribute__((vector_size(4 * LANES)));
+typedef int vs __attribute__((vector_size(4 * LANES)));
 #include <stdlib.h>
 
 enum { T = 6, DMAX = 6 };
@@ -98,7 +99,9 @@ static inline void minibatch_moments(const struct noise *z, long lanes, long l, 
   for (long k = 0; k < half; k++) {
     vu x0 = base + (unsigned)k, x1 = x0 + (unsigned)half;
     threefry(k0, k1, &x0, &x1);
-    vd u0 = __builtin_convertvector(x0, vd), u1 = __builtin_convertvector(x1, vd);
+    /* as doubles through signed words (AVX2 converts only those): x - 2³¹, + 2³¹, exact */
+    vd u0 = __builtin_convertvector((vs)(x0 ^ 0x80000000u), vd) + 2147483648.0;
+    vd u1 = __builtin_convertvector((vs)(x1 ^ 0x80000000u), vd) + 2147483648.0;
     for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u0, one, zero);
     if (half + k < z->draws)
       for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u1, one, zero);
