@@ -129,6 +129,36 @@ def test_the_bar_marks_a_bound():
     assert bar.postfix().endswith("eta 00:00")  # width 16 is expected to stop now too
 
 
+def test_the_bar_shows_each_check_while_no_run_finishes(monkeypatch):
+    """After runs finished fast (tqdm then draws only every so many runs), the checks of a
+    batch whose runs train their whole budget still reach the screen: a `compare` showed
+    the same check for 19 minutes."""
+    import io
+    import time
+
+    import numpy as np
+
+    from gdrelu.cli import progress
+    from gdrelu.engine import Status
+
+    monkeypatch.setattr(progress, "REFRESH_SECONDS", 0.0)
+    fake = FakeClock()
+    clock = CheckClock([1000, 1000], [True, False], [[(8, 0.0)], [(8, 0.0)]], fake)
+    screen = io.StringIO()
+    bar = progress.RunProgress(4000, clock, enabled=True, labels=["gd ", "sgd "], file=screen)
+    for k in (1, 2, 3):  # a thousand runs stop at each check, a tenth of a second apart
+        time.sleep(0.12)
+        status = np.where(np.arange(3000) < 1000 * k, Status.STUCK, Status.RUNNING)
+        bar.on_check(0, (8,), k, status)
+    bar.on_cells_done(0, [])
+    for k in (1, 2, 3):  # then no run stops
+        time.sleep(0.12)
+        bar.on_check(1, (8,), k, np.full(1000, Status.RUNNING))
+    assert (
+        screen.getvalue().replace("\r", "\n").strip().splitlines()[-1].startswith("sgd n=8 check 3")
+    )
+
+
 def test_cells_that_can_stop_are_priced_at_the_slowest_finished_cell_not_the_fastest():
     """Widths 8 and 16 finished after 10 and 40 checks (each its own batch): width 32,
     at 5 checks, is expected to need 40, so 35 are left (not 10 - 5 = 5)."""

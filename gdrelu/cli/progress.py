@@ -3,6 +3,7 @@ checks done and left per cell (`gdrelu.progress.CheckClock`), not from finished 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +13,7 @@ from gdrelu.cli import interrupt
 from gdrelu.progress import CheckClock
 
 BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+REFRESH_SECONDS = 1.0  # the longest a check's news waits to be drawn
 
 
 class RunProgress:
@@ -36,6 +38,7 @@ class RunProgress:
         self.counts: dict[str, int] = {}  # final statuses of the cells done
         self.finished_in_batch = 0
         self.done = 0  # runs of the cells done
+        self.drawn = time.monotonic()
         clock.start()
 
     def on_check(self, spec: int, widths, k: int, status: np.ndarray) -> None:
@@ -51,6 +54,17 @@ class RunProgress:
         finished = int(np.sum(status != Status.RUNNING))
         self._advance(finished - self.finished_in_batch)
         self.finished_in_batch = finished
+        self._draw_if_due()
+
+    def _draw_if_due(self) -> None:
+        """Draw the bar if it has not been drawn for `REFRESH_SECONDS`. tqdm draws on
+        progress only, and after fast progress only every so many runs: while no run
+        finishes (a whole budget, after cells that stopped fast) its check and ETA would
+        stay as they were for hours."""
+        now = time.monotonic()
+        if now - self.drawn >= REFRESH_SECONDS:
+            self.bar.refresh()
+            self.drawn = now
 
     def on_cells_done(self, spec: int, cell_results: Sequence) -> None:
         """Spec `spec`'s `cell_results` have finished training: the batch is done."""
