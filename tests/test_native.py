@@ -285,6 +285,16 @@ def test_native_steps_no_epoch_minibatches():
         )
 
 
+def test_the_python_side_pads_to_the_c_loops_lanes():
+    """`native.LANES` is the C source's LANES: the program pads the runs to a multiple of
+    it, and the C loop reads whole vectors of that many lanes (a smaller multiple would
+    read past the arrays)."""
+    import re
+
+    defined = re.search(r"^#define LANES (\d+)$", native.SOURCE.read_text(), re.MULTILINE)
+    assert defined is not None and int(defined.group(1)) == native.LANES
+
+
 @needs_compiler
 def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
     """`run_loop` checks what the C loop would trust: GD's D = 3 arrays are not heavy
