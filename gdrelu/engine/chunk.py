@@ -253,11 +253,14 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
     runs, code, loss, fixed_next = out
     code, fixed_next = code.copy(), fixed_next.copy()
     mesh = layout.sharding.mesh
-    batches = list(layout.own_batches(lanes, layout.redo_lanes))
-    # every batch gathered before the first put, which deletes the buffers `runs` shares
-    # with `start`
-    starts = [own_lanes_at((start, inputs), positions, mesh) for positions, _ in batches]
-    for (positions, taken), (redo_runs, redo_inputs) in zip(batches, starts, strict=True):
+    # The fields the chunk left unchanged are `start`'s own arrays in `runs`, which the
+    # first put (donating `runs`) deletes: they are read from `runs`, whose lanes not yet
+    # redone still hold the start's values. (Gathering every batch first would hold them
+    # all at once: up to a second copy of the batch where every run diverged.)
+    unchanged = jax.tree.map(lambda first, now: first is now, start, runs)
+    for positions, taken in layout.own_batches(lanes, layout.redo_lanes):
+        source = jax.tree.map(lambda s, r, same: r if same else s, start, runs, unchanged)
+        redo_runs, redo_inputs = own_lanes_at((source, inputs), positions, mesh)
         redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
             redo_runs, redo_inputs, layout.redo_blocks, scalars, settings=settings, mesh=mesh
         )
