@@ -99,7 +99,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.runs % native.LANES or args.runs % min(args.block, args.runs) or args.repeats < 1:
-        parser.error("--runs must be a multiple of 8 and of --block; --repeats positive")
+        lanes = native.LANES
+        parser.error(f"--runs must be a multiple of {lanes} and of --block; --repeats positive")
     params, state, moments, h = workload(args.runs, args.width)
     optimizer = propagator.get_optimizer(args.optimizer)
     momentum = propagator.HEAVY_BALL[args.optimizer]

@@ -173,6 +173,24 @@ def test_a_redo_trains_every_lane_it_takes(monkeypatch, width8, width8_result):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
 
 
+def test_a_redo_in_several_batches_equals_the_general_path(monkeypatch, width8, width8_general):
+    """A chunk's crossed runs redone two lanes per device at a time: each put updates the
+    batch in place (donated), and each next batch still starts from the chunk's start,
+    the fields the chunk left unchanged read from its outputs (`chunk._redo`). Against
+    the general path, which redoes nothing: the same statuses and steps, parameters to
+    1e-10 (redone from the chunk's end instead, a run ended otherwise)."""
+    general, _ = width8_general
+    redos = []
+    monkeypatch.setattr(chunk, "run_chunk", _spy(chunk.run_chunk, redos))
+    small = simulate(*width8, check_every=200, max_checks=100, redo=4)
+    assert np.sum((general.stop_step == 200) & (general.status == Status.CROSSED)) > 8
+    assert redos[1:4] == [4, 4, 4]  # the first chunk's redos: three batches or more
+    np.testing.assert_array_equal(small.status, general.status)
+    np.testing.assert_array_equal(small.stop_step, general.stop_step)
+    for got, want in zip(small.params, general.params, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 def _spy(run_chunk, counts):
     """`run_chunk` that records each call's lane count (the batch's, or a redo's)."""
 

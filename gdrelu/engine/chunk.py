@@ -254,8 +254,9 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
     code, fixed_next = code.copy(), fixed_next.copy()
     mesh = layout.sharding.mesh
     # The fields the chunk left unchanged are `start`'s own arrays in `runs`, which the
-    # first put (donating `runs`) deletes: they are read from `runs`, whose lanes not yet
-    # redone still hold the start's values. (Gathering every batch first would hold them
+    # first put (donating `runs`) deletes: they are read from `runs`, whose real lanes not
+    # yet redone still hold the start's values (a padding lane may read a redone one: its
+    # result is dropped). (Gathering every batch first would hold them
     # all at once: up to a second copy of the batch where every run diverged.)
     unchanged = jax.tree.map(lambda first, now: first is now, start, runs)
     for positions, taken in layout.own_batches(lanes, layout.redo_lanes):
