@@ -296,6 +296,19 @@ def test_the_python_side_pads_to_the_c_loops_lanes():
 
 
 @needs_compiler
+def test_the_ffi_target_refuses_lanes_that_are_not_whole_vectors():
+    """Called as an XLA FFI target with 4 lanes, not a multiple of the loop's 8, the C
+    loop returns an error rather than read past its arrays."""
+    rows = (18, 1, 18, 1, 1, 18, 6, 6, 10, 1)  # GD's carry, then its fixed operands
+    arrays = [jax.device_put(np.zeros((r, 4))) for r in rows]
+    config = jax.device_put(np.array([0.0, -1.0, 10.0, 0.0, 4.0]))  # alpha, mu, steps, B, active
+    shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays[:5]]
+    call = jax.ffi.ffi_call(native.registered(), shapes)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="multiples of LANES"):
+        jax.block_until_ready(call(*arrays, config))
+
+
+@needs_compiler
 def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
     """`run_loop` checks what the C loop would trust: GD's D = 3 arrays are not heavy
     ball's (D = 6), and lanes come in multiples of `native.LANES` (8). GD's arrays,

@@ -281,6 +281,12 @@ XLA_FFI_Error *gdrelu_steps(XLA_FFI_CallFrame *call) {
   }
   XLA_FFI_Buffer *cb = buffer(in[1]);
   long lanes = cb->rank ? cb->dims[cb->rank - 1] : 1;
+  if (lanes % LANES) { /* whole vectors only: the loop would read past the arrays */
+    XLA_FFI_Error_Create_Args error = {XLA_FFI_Error_Create_Args_STRUCT_SIZE, 0,
+                                       "gdrelu's C loop takes lanes in multiples of LANES",
+                                       XLA_FFI_Error_Code_INVALID_ARGUMENT};
+    return call->api->XLA_FFI_Error_Create(&error);
+  }
   long count = (active + LANES - 1) / LANES * LANES;
   count = count < lanes ? count : lanes;
   const double *f[5];
