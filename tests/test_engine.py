@@ -155,36 +155,21 @@ def test_finished_runs_copied_in_several_batches_go_back_to_their_runs(
         np.testing.assert_array_equal(getattr(got, field), getattr(width8_result, field))
 
 
-def test_a_redo_trains_every_lane_it_takes(monkeypatch, width8, width8_result):
-    """Redos of more lanes per device than a block (here 16 lanes, blocks of 4) train
-    all of them, block by block: every run as with the default blocks. (The redo used to
-    train its first block only; the rest came back unchanged and still running, and ran
-    the same chunk again at the next check.)"""
-    default = width8_result
-    redos = []
-    monkeypatch.setattr(chunk, "run_chunk", _spy(chunk.run_chunk, redos))
-    small = simulate(*width8, check_every=200, max_checks=100, block=4, redo=32)
-    first = default.stop_step == 200
-    assert np.sum(first & (default.status == Status.CROSSED)) > 8  # > a block per device
-    assert set(redos) == {40, 32}  # the batch's lanes; a redo's: 4 blocks per device
-    np.testing.assert_array_equal(small.status, default.status)
-    np.testing.assert_array_equal(small.stop_step, default.stop_step)
-    for got, want in zip(small.params, default.params, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
-
-
-def test_a_redo_in_several_batches_equals_the_general_path(monkeypatch, width8, width8_general):
-    """A chunk's crossed runs redone two lanes per device at a time: each put updates the
-    batch in place (donated), and each next batch still starts from the chunk's start,
-    the fields the chunk left unchanged read from its outputs (`chunk._redo`). Against
+def test_a_redo_trains_every_lane_it_takes_batch_after_batch(monkeypatch, width8, width8_general):
+    """Redos of more lanes per device than a block (4 lanes, blocks of 2) train all of
+    them, block by block (the redo used to train its first block only; the rest came
+    back unchanged and still running). A chunk's crossed runs take several such batches:
+    each put updates the batch in place (donated), and each next batch still starts from
+    the chunk's start, the fields the chunk left unchanged read from its outputs
+    (`chunk._redo`; redone from the chunk's end instead, a run ended otherwise). Against
     the general path, which redoes nothing: the same statuses and steps, parameters to
-    1e-10 (redone from the chunk's end instead, a run ended otherwise)."""
+    1e-10."""
     general, _ = width8_general
     redos = []
     monkeypatch.setattr(chunk, "run_chunk", _spy(chunk.run_chunk, redos))
-    small = simulate(*width8, check_every=200, max_checks=100, redo=4)
+    small = simulate(*width8, check_every=200, max_checks=100, block=2, redo=8)
     assert np.sum((general.stop_step == 200) & (general.status == Status.CROSSED)) > 8
-    assert redos[1:4] == [4, 4, 4]  # the first chunk's redos: three batches or more
+    assert redos[:3] == [40, 8, 8]  # the batch, then the first chunk's redos of 8 lanes
     np.testing.assert_array_equal(small.status, general.status)
     np.testing.assert_array_equal(small.stop_step, general.stop_step)
     for got, want in zip(small.params, general.params, strict=True):
