@@ -20,7 +20,6 @@ only on its key and the step count.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.extend.random import threefry_2x32
+
+from gdrelu.numbers import is_integer
 
 SAMPLERS = ("full", "multinomial", "epoch")
 MOMENTUM = 0.9  # heavy ball with 0.9 (docs/theory.md, "Section 10")
@@ -140,8 +141,7 @@ def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int
         raise ValueError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
     if name == "gd" and sampler != "full":
         raise ValueError("sampler: 'gd' is full-batch; use optimizer='sgd' for minibatches")
-    integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-    if not integral or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} is not a positive integer")
     return Optimizer(
         name,
