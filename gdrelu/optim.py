@@ -281,25 +281,47 @@ def _draw_bits(dtype) -> int:
 NOISE_BLOCK = 64  # most steps whose multinomial words a loop draws at once (`scan_steps`)
 
 
-def scan_steps(body, carry, num_steps: int, unroll: int = 1, words_for=None):
-    """`jax.lax.scan` of body(carry, t, words) -> (carry, None) over the steps t of a chunk:
-    the carry after them. With `words_for(t0, size)`, the multinomial words of steps t0,
-    …, t0 + size - 1 (step axis first), the words are drawn for blocks of `size` steps
-    (the largest divisor of num_steps up to `NOISE_BLOCK`, a multiple of `unroll` if one
-    is, so that an unrolled block has no remainder loop) and step t gets its own; without
+def noise_block(unroll: int = 1) -> int:
+    """Steps whose multinomial words `scan_steps` draws at once: `NOISE_BLOCK`, rounded
+    down to a multiple of `unroll` (at least `unroll`)."""
+    return max(unroll, NOISE_BLOCK - NOISE_BLOCK % unroll)
+
+
+def scan_steps(body, carry, num_steps, unroll: int = 1, words_for=None):
+    """The carry after steps t = 0, 1, …, num_steps - 1 of body(carry, t, words) ->
+    (carry, None). `num_steps` is data (an int or a traced int32), so one compiled loop
+    takes every step count; `unroll` steps go in one iteration of the loop. With
+    `words_for(t0, size)`, the multinomial words of steps t0, …, t0 + size - 1 (step axis
+    first), the words are drawn for blocks of `noise_block(unroll)` steps and step t gets
+    its own (the last block's are drawn whole, its first num_steps mod size taken); without
     it `words` is None."""
+    num_steps = jnp.asarray(num_steps, jnp.int32)
     if words_for is None:
-        step = lambda c, t: body(c, t, None)  # noqa: E731
-        return jax.lax.scan(step, carry, jnp.arange(num_steps, dtype=jnp.int32), unroll=unroll)[0]
-    divisors = [d for d in range(1, min(NOISE_BLOCK, num_steps) + 1) if num_steps % d == 0]
-    size = max(divisors, key=lambda d: (d % unroll == 0, d))
 
-    def block(c, first):
-        words = words_for(first, size)
-        step = lambda c, s: body(c, first + s, words[s])  # noqa: E731
-        return jax.lax.scan(step, c, jnp.arange(size, dtype=jnp.int32), unroll=unroll)
+        def group(i, c):
+            for s in range(unroll):
+                c = body(c, i * unroll + s, None)[0]
+            return c
 
-    return jax.lax.scan(block, carry, jnp.arange(0, num_steps, size, dtype=jnp.int32))[0]
+        carry = jax.lax.fori_loop(0, num_steps // unroll, group, carry)
+        done = num_steps // unroll * unroll
+        tail = lambda t, c: body(c, t, None)[0]  # noqa: E731
+        if unroll == 1:
+            return carry
+    else:
+        size = noise_block(unroll)
+
+        def block(b, c):
+            first = b * size
+            words = words_for(first, size)
+            step = lambda c, s: body(c, first + s, words[s])  # noqa: E731
+            return jax.lax.scan(step, c, jnp.arange(size, dtype=jnp.int32), unroll=unroll)[0]
+
+        carry = jax.lax.fori_loop(0, num_steps // size, block, carry)
+        done = num_steps // size * size
+        words = words_for(done, size)
+        tail = lambda t, c: body(c, t, words[t - done])[0]  # noqa: E731
+    return jax.lax.fori_loop(done, num_steps, tail, carry)
 
 
 def words_ahead(optimizer: Optimizer, key_data: jax.Array, step, lanes_axis: int | None = None):

@@ -80,26 +80,27 @@ def test_words_drawn_for_many_steps_are_each_steps_own(draws):
         np.testing.assert_array_equal(many[s], np.asarray(multinomial_words(key, draws, 40 + s))[0])
 
 
-@pytest.mark.parametrize(
-    ("num_steps", "unroll", "size"), [(1000, 1, 50), (1000, 8, 40), (100, 8, 50), (7, 1, 7)]
-)
-def test_scan_steps_draws_blocks_that_divide_the_steps(num_steps, unroll, size):
-    """The words come in blocks of the largest divisor of the steps up to 64, a multiple of
-    the unroll if one is (1000 = 8·125: 40, not 50)."""
+@pytest.mark.parametrize(("unroll", "size"), [(1, 64), (8, 64), (3, 63), (48, 48), (100, 100)])
+def test_scan_steps_draws_blocks_of_a_multiple_of_the_unroll(unroll, size):
+    """The words come in blocks of 64 steps rounded down to a multiple of the unroll (at
+    least one unroll): one block in the loop over whole blocks, one for the last, partial
+    block, whatever the step count."""
     sizes = []
 
     def words_for(first, block):
         sizes.append(block)
         return jnp.zeros((block, 2), jnp.uint32)
 
-    scan_steps(lambda c, t, w: (c + w[0], None), jnp.uint32(0), num_steps, unroll, words_for)
-    assert sizes == [size]
+    scan_steps(lambda c, t, w: (c + w[0], None), jnp.uint32(0), 1000, unroll, words_for)
+    assert sizes == [size, size]
 
 
-@pytest.mark.parametrize("num_steps", [1, 7, 100, 130])
-def test_scan_steps_gives_every_step_its_words_in_order(num_steps):
-    """Blocks of words (the largest divisor of the steps up to 64) or none: the body sees
-    t = 0, 1, … in order, each with the words of step t."""
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_scan_steps_gives_every_step_its_words_in_order(unroll):
+    """Blocks of words or none, any unroll: the body sees t = 0, 1, … in order, each with
+    the words of step t, for step counts below, at and past a block (64 or 63 steps) and
+    not a multiple of the unroll; the count is data: one compiled loop takes them all."""
+    traces = []
 
     def body(carry, t, words):
         seen, total = carry
@@ -109,14 +110,23 @@ def test_scan_steps_gives_every_step_its_words_in_order(num_steps):
     def words_for(first, size):
         return (first + jnp.arange(size, dtype=jnp.int32)) * 1000
 
-    start = (jnp.zeros(num_steps, jnp.int32), jnp.int32(0))
     for draw, weight in ((words_for, 1000), (None, 0)):
-        seen, total = scan_steps(body, start, num_steps, words_for=draw)
-        want = 0
-        for t in range(num_steps):
-            want = (want * 3 + weight * t + t) % 2**32
-        np.testing.assert_array_equal(seen, np.arange(1, num_steps + 1))
-        assert int(total) % 2**32 == want
+
+        @jax.jit
+        def loop(num_steps, draw=draw):
+            traces.append(num_steps)
+            start = (jnp.zeros(200, jnp.int32), jnp.int32(0))
+            return scan_steps(body, start, num_steps, unroll, draw)
+
+        for num_steps in (0, 1, 7, 63, 64, 100, 130):
+            seen, total = loop(num_steps)
+            want = 0
+            for t in range(num_steps):
+                want = (want * 3 + weight * t + t) % 2**32
+            np.testing.assert_array_equal(seen[:num_steps], np.arange(1, num_steps + 1))
+            assert not np.any(seen[num_steps:])
+            assert int(total) % 2**32 == want
+    assert len(traces) == 2
 
 
 def _threefry_words(key_data, draws, step):
@@ -431,15 +441,18 @@ def test_stop_rules_of_each_setting():
         stop_rules(("sometimes",), gd, True, True, "columns", False)
 
 
-def test_step_sizes_and_keys_are_data():
-    """One trace of each path for Adam and for SGD, whatever the values."""
+def test_step_sizes_keys_and_check_every_are_data():
+    """One trace of each path for Adam and SGD on the general path and for GD on the
+    propagator, whatever the step sizes, keys and steps per check; a run stops at its
+    check's step."""
     params, data = _batch(2, seed=1)
-    kwargs = dict(check_every=20, max_checks=1, stop_on=())
-    for optimizer in ("adam", "sgd"):
+    for optimizer, stop_on in (("adam", ()), ("sgd", ()), ("gd", None)):
         traces = []
-        for h, seed in ((1e-3, 0), (3e-3, 1), (np.array([1e-2, 2e-3]), 2)):
+        for h, seed, check_every in ((1e-3, 0, 20), (3e-3, 1, 50), (np.array([1e-2, 2e-3]), 2, 7)):
             keys = jax.random.split(jax.random.key(seed), 2)
-            simulate(params, data, h, optimizer=optimizer, key=keys, **kwargs)
+            result = simulate(params, data, h, optimizer=optimizer, key=keys, stop_on=stop_on,
+                              check_every=check_every, max_checks=1)  # fmt: skip
+            np.testing.assert_array_equal(result.stop_step, [check_every] * 2)
             traces.append(dict(engine.TRACE_COUNT))
         assert traces[0] == traces[1] == traces[2], optimizer  # (the first may reuse a trace)
 

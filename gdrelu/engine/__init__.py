@@ -10,7 +10,7 @@ docs/design.md). `simulate` (`simulation`) drives it.
     checks      CheckInputs, check_one, checked_inputs and its refusals and warnings
     paths       general / fixed_pattern / propagator, choose_path, auto_path, gd_step
     placement   Blocking, blocking_for, Layout, arrange, own_lanes_at, put_own_lanes, placed
-    chunk       ChunkSettings, chunk_program, run_chunk, exact_chunk
+    chunk       ChunkSettings, chunk_settings, chunk_program, run_chunk, exact_chunk
     simulation  simulate: validate, place, train until stopped, collect
     bench       chunk_runner, for benchmarks
 """

@@ -9,7 +9,7 @@ import numpy as np
 
 from gdrelu.data import WeightedData
 from gdrelu.engine.checks import ChunkScalars, check_inputs
-from gdrelu.engine.chunk import ChunkSettings, run_chunk
+from gdrelu.engine.chunk import chunk_settings, run_chunk
 from gdrelu.engine.placement import placed
 from gdrelu.engine.state import GD
 from gdrelu.model import Params
@@ -35,9 +35,11 @@ def chunk_runner(
     steps = jnp.broadcast_to(jnp.asarray(step_size, dtype), params.c.shape)
     inputs = check_inputs(data, steps, data, data)
     runs, inputs, layout = placed(params, inputs, None, None, GD, None, None, False)
-    scalars = ChunkScalars(jnp.asarray(0.0, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10))
+    scalars = ChunkScalars(
+        jnp.asarray(0.0, dtype), jnp.asarray(1e-8, dtype), jnp.asarray(10), jnp.int32(check_every)
+    )
     blocking = layout.blocking if unroll is None else layout.blocking._replace(unroll=unroll)
-    settings = ChunkSettings(check_every, rules, path, GD, blocking)
+    settings = chunk_settings(check_every, rules, path, GD, blocking)
     mesh = layout.sharding.mesh
 
     def run(chunks: int) -> None:

@@ -38,6 +38,7 @@ class ChunkScalars(NamedTuple):
     alpha: jax.Array  # the leaky slope, for the steps and the checks
     min_delta: jax.Array  # least improvement of the validation loss that counts
     patience: jax.Array  # checks without improvement before EARLY_STOPPED
+    check_every: jax.Array  # the chunk's steps (int32): one compiled chunk for every count
 
 
 @jax.jit

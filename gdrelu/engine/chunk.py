@@ -38,23 +38,36 @@ TRACE_COUNT = dict.fromkeys(PATHS, 0)  # traces of the chunk program per path, f
 
 
 class ChunkSettings(NamedTuple):
-    """What a compiled chunk is specialized to (hashable: a static argument)."""
+    """What a compiled chunk is specialized to (hashable: a static argument). The chunk's
+    step count is data (`ChunkScalars.check_every`) but for the Pallas kernel, whose loop
+    count is compiled in (`static_steps`, with `chunk_settings`)."""
 
-    check_every: int
     rules: tuple[str, ...]
     path: str
     optimizer: Optimizer
     blocking: Blocking
+    static_steps: int | None = None
 
 
-def _trained_block(runs: Runs, inputs: CheckInputs, alpha, settings: ChunkSettings, **blocks):
+STATIC_STEP_KERNELS = ("pallas", "interpret")  # kernels that compile the step count in
+
+
+def chunk_settings(check_every: int, rules, path: str, optimizer, blocking) -> ChunkSettings:
+    """The settings of a chunk of `check_every` steps: the count stays data unless the
+    propagator's steps go through the Pallas kernel."""
+    static = path == "propagator" and blocking.kernel in STATIC_STEP_KERNELS
+    return ChunkSettings(rules, path, optimizer, blocking, check_every if static else None)
+
+
+def _trained_block(runs: Runs, inputs: CheckInputs, scalars, settings: ChunkSettings, **blocks):
     """`check_every` steps for every run of one block: (runs, exact, ChunkEnd)."""
+    num_steps = scalars.check_every if settings.static_steps is None else settings.static_steps
     trained = PATHS[settings.path](
         runs.state,
         inputs.data,
         inputs.step_size,
-        alpha,
-        settings.check_every,
+        scalars.alpha,
+        num_steps,
         settings.optimizer,
         settings.blocking.unroll,
         **blocks,
@@ -65,7 +78,7 @@ def _trained_block(runs: Runs, inputs: CheckInputs, alpha, settings: ChunkSettin
         pattern_change=_first(info.pattern_change, trained.pattern_change),
         loss_below=_first(info.loss_below, trained.loss_below),
     )
-    state = trained.state._replace(step=trained.state.step + settings.check_every)
+    state = trained.state._replace(step=trained.state.step + num_steps)
     return Runs(state, info), trained.exact, trained.end
 
 
@@ -97,7 +110,7 @@ def _put_at(out, done, start):
     return jax.tree.map(put, out, done)
 
 
-def _trained_blocks(runs: Runs, inputs, num_blocks, alpha, settings: ChunkSettings):
+def _trained_blocks(runs: Runs, inputs, num_blocks, scalars, settings: ChunkSettings):
     """The first num_blocks[1] blocks of one device's share trained: (runs, exact, end).
     On the fixed-pattern path the blocks from num_blocks[0] on train on the general path."""
     count = runs.info.max_kink.shape[0]
@@ -105,11 +118,11 @@ def _trained_blocks(runs: Runs, inputs, num_blocks, alpha, settings: ChunkSettin
 
     def on(path):
         chunk_settings = settings._replace(path=path)
-        return lambda part: _trained_block(*part, alpha, chunk_settings)
+        return lambda part: _trained_block(*part, scalars, chunk_settings)
 
     if settings.path == "propagator":  # O(1) per step: only its steps go block by block
         blocks = {"blocks": (block, num_blocks[1]), "kernel": settings.blocking.kernel}
-        return _trained_block(runs, inputs, alpha, settings, **blocks)
+        return _trained_block(runs, inputs, scalars, settings, **blocks)
 
     def train(i, out):
         part = _part_at((out[0], inputs), i * block, block)
@@ -133,7 +146,7 @@ def _local_chunk(runs: Runs, inputs, num_blocks, scalars: ChunkScalars, *, setti
     count = runs.info.max_kink.shape[0]
     block = min(settings.blocking.block, count)
     check = min(settings.blocking.check, count)
-    trained, exact, end = _trained_blocks(runs, inputs, num_blocks, scalars.alpha, settings)
+    trained, exact, end = _trained_blocks(runs, inputs, num_blocks, scalars, settings)
 
     def checked(j, out):
         # the last batch ends at the share's end; lanes it checks twice get the same result

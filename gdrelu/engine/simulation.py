@@ -26,7 +26,7 @@ from gdrelu.engine.checks import (
     refuse_unusable,
     warn_of_points_at_zero,
 )
-from gdrelu.engine.chunk import ChunkSettings, exact_chunk
+from gdrelu.engine.chunk import ChunkSettings, chunk_settings, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
 from gdrelu.engine.state import (
@@ -139,9 +139,12 @@ def _trained(
     )
     dtype = params.b.dtype
     scalars = ChunkScalars(
-        np.asarray(alpha, dtype), np.asarray(min_delta, dtype), np.asarray(patience, np.int32)
+        np.asarray(alpha, dtype),
+        np.asarray(min_delta, dtype),
+        np.asarray(patience, np.int32),
+        np.asarray(check_every, np.int32),
     )
-    settings = ChunkSettings(check_every, plan.rules, plan.path, plan.optimizer, layout.blocking)
+    settings = chunk_settings(check_every, plan.rules, plan.path, plan.optimizer, layout.blocking)
     outcomes = _Outcomes.empty(params)
     _trained_until_stopped(runs, inputs, layout, scalars, settings, max_checks, on_check, outcomes)
     return _result(outcomes, params, data, scaling, plan.rules, classify_width)
@@ -316,7 +319,7 @@ def _trained_until_stopped(
             lanes = np.flatnonzero(done)
             ids = layout.slots[lanes]
             outcomes.status[ids] = code[lanes]
-            outcomes.stop_step[ids] = k * settings.check_every
+            outcomes.stop_step[ids] = k * int(scalars.check_every)
             _finished(runs, loss, lanes, layout, outcomes, ids)
         if not keep.size:
             layout = layout._replace(slots=np.full_like(layout.slots, -1))
