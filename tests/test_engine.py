@@ -43,6 +43,7 @@ def width8_general(width8):
     """The runs of `width8` on the general path, and the chunk traces that took per path.
     (The tests below reuse the shapes of `width8`, 40 runs of width 8 checked every 200
     steps, wherever their claim allows: each new shape or setting compiles its programs.)"""
+    jax.clear_caches()  # count this run's traces, whatever an earlier test compiled
     before = dict(engine.TRACE_COUNT)
     result = simulate(*width8, check_every=200, max_checks=100, path="general")
     traces = {p: engine.TRACE_COUNT[p] - before[p] for p in before}
