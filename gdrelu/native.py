@@ -196,15 +196,13 @@ def registered() -> str:
     return TARGET
 
 
-def native_steps(
-    carry, fixed, alpha, num_steps: int, active, momentum=None, noise=None, draws=None
-):
+def native_steps(carry, fixed, alpha, num_steps, active, momentum=None, noise=None, draws=None):
     """`propagator._block_steps` for a whole batch in the C loop: carry = (phi, c, tracked,
     kink, moved), and c's velocity after them for heavy ball with `momentum` μ; fixed =
     (grams, tracked_plus, real, moments, h), runs axis last (as `kernel.kernel_steps`);
     with `draws` B, each step's moments come from B multinomial draws of `noise` = (key
     (2, runs), step (runs,), thresholds, first, table of the `DrawTable`) instead. Only the
-    first `active` runs (a traced count) step. float64.
+    first `active` runs (a traced count) step, `num_steps` times (an int or traced). float64.
 
     The loop is an XLA FFI custom call (`registered`): the program holds its name, so JAX
     keeps the program in its compilation cache, and each device runs it on its own

@@ -224,7 +224,7 @@ def deferred_steps(
     moments: SideMoments,
     step_size,
     alpha,
-    num_steps: int,
+    num_steps,
     *,
     optimizer: Optimizer = GD,
     velocity: Params | None = None,
@@ -234,8 +234,9 @@ def deferred_steps(
     num_blocks=None,
     kernel: str = "xla",
 ) -> Stepped:
-    """`num_steps` steps of GD, SGD or heavy ball (`HEAVY_BALL`) of a batch of 1-D runs
-    under fixed activation patterns, in O(1) per run and step (plus the minibatch draw):
+    """`num_steps` steps (an int or a traced int32; an int for the Pallas kernel) of GD,
+    SGD or heavy ball (`HEAVY_BALL`) of a batch of 1-D runs under fixed activation
+    patterns, in O(1) per run and step (plus the minibatch draw):
     `params` (and the heavy ball's `velocity`) are the reference z_i of `state` (only c,
     its velocity and the tracked neurons are read), every argument has a leading runs
     axis. `moments` are the data's (full batch); a stochastic `optimizer` draws each
