@@ -296,6 +296,8 @@ def scan_steps(body, carry, num_steps, unroll: int = 1, words_for=None):
     its own (the last block's are drawn whole, its first num_steps mod size taken); without
     it `words` is None."""
     num_steps = jnp.asarray(num_steps, jnp.int32)
+    size = unroll if words_for is None else noise_block(unroll)
+    done = num_steps // size * size  # the steps of whole blocks
     if words_for is None:
 
         def group(i, c):
@@ -303,25 +305,23 @@ def scan_steps(body, carry, num_steps, unroll: int = 1, words_for=None):
                 c = body(c, i * unroll + s, None)[0]
             return c
 
-        carry = jax.lax.fori_loop(0, num_steps // unroll, group, carry)
-        done = num_steps // unroll * unroll
-        tail = lambda t, c: body(c, t, None)[0]  # noqa: E731
-        if unroll == 1:
-            return carry
-    else:
-        size = noise_block(unroll)
+        carry = jax.lax.fori_loop(0, num_steps // size, group, carry)
+        step = lambda t, c: body(c, t, None)[0]  # noqa: E731
+        return carry if unroll == 1 else jax.lax.fori_loop(done, num_steps, step, carry)
 
-        def block(b, c):
-            first = b * size
-            words = words_for(first, size)
-            step = lambda c, s: body(c, first + s, words[s])  # noqa: E731
-            return jax.lax.scan(step, c, jnp.arange(size, dtype=jnp.int32), unroll=unroll)[0]
+    def block(b, c):
+        first = b * size
+        words = words_for(first, size)
+        step = lambda c, s: body(c, first + s, words[s])  # noqa: E731
+        return jax.lax.scan(step, c, jnp.arange(size, dtype=jnp.int32), unroll=unroll)[0]
 
-        carry = jax.lax.fori_loop(0, num_steps // size, block, carry)
-        done = num_steps // size * size
+    def last_block(c):  # its words drawn here, never beside a whole block's
         words = words_for(done, size)
-        tail = lambda t, c: body(c, t, words[t - done])[0]  # noqa: E731
-    return jax.lax.fori_loop(done, num_steps, tail, carry)
+        step = lambda t, c: body(c, t, words[t - done])[0]  # noqa: E731
+        return jax.lax.fori_loop(done, num_steps, step, c)
+
+    carry = jax.lax.fori_loop(0, num_steps // size, block, carry)
+    return jax.lax.cond(done < num_steps, last_block, lambda c: c, carry)
 
 
 def words_ahead(optimizer: Optimizer, key_data: jax.Array, step, lanes_axis: int | None = None):
