@@ -22,6 +22,7 @@ from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_one
 from gdrelu.engine.paths import PATHS
 from gdrelu.engine.placement import (
     RUNS_AXIS,
+    STATIC_STEP_KERNELS,
     Blocking,
     Layout,
     fixed_pattern_ready,
@@ -47,9 +48,6 @@ class ChunkSettings(NamedTuple):
     optimizer: Optimizer
     blocking: Blocking
     static_steps: int | None = None
-
-
-STATIC_STEP_KERNELS = ("pallas", "interpret")  # kernels that compile the step count in
 
 
 def chunk_settings(check_every: int, rules, path: str, optimizer, blocking) -> ChunkSettings:

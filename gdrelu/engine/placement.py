@@ -52,6 +52,7 @@ class Blocking(NamedTuple):
 
 
 KERNELS = ("auto", "xla", "pallas", "interpret", "native")
+STATIC_STEP_KERNELS = ("pallas", "interpret")  # a kernel cannot close over a traced loop count
 
 
 def propagator_kernel(platform: str, kernel: str | None = None, optimizer=None, dtype=None) -> str:
