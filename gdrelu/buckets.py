@@ -19,7 +19,8 @@ def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
     `buckets`: "pow2" pads each width to the next power of two (at most 2× the work, one
     program per octave), "one" pads every width to the largest (one program), "none"
     gives every width its own program. "auto" is "pow2", except that on the propagator
-    path the widths up to `SHARED_BUCKET` share one program: each is trained alone, padded
+    path without general blocks (`ExperimentSpec.mixed_layout`, whose runs train at O(n·m)
+    a step) the widths up to `SHARED_BUCKET` share one program: each is trained alone, padded
     to the next power of two of the largest of them (a run's steps cost O(1) in the width
     there; only its once-per-chunk work and its redos grow with the padding). Each width
     alone in its batch keeps the widest one's results bit for bit those of a run without
@@ -30,7 +31,7 @@ def width_buckets(spec: ExperimentSpec) -> list[tuple[int, tuple[int, ...]]]:
     if spec.buckets == "one":
         return [(max(spec.widths), spec.widths)]
     shared = [w for w in spec.widths if w <= SHARED_BUCKET]
-    if spec.buckets == "auto" and shared and spec.path == "propagator":
+    if spec.buckets == "auto" and shared and spec.path == "propagator" and not spec.mixed_layout:
         floor = _next_power_of_two(max(shared))
         return [(max(floor, _next_power_of_two(w)), (w,)) for w in spec.widths]
     groups: dict[int, list[int]] = {}

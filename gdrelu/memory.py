@@ -191,7 +191,7 @@ def check_fits(
     finished runs (`results_bytes`, plus `held` bytes of other specs' results) together
     do; shapes only, nothing is compiled."""
     devices = jax.local_device_count() if devices is None else devices
-    mixed = spec.path == "fixed_pattern"
+    mixed = spec.mixed_layout
     largest = 0
     for bucket, widths in width_buckets(spec):
         per_run, per_block_run = run_bytes(spec, bucket, Cell(max(widths), spec.deltas[0], spec))

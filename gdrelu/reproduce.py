@@ -298,7 +298,7 @@ def estimated_work(scale: str, names=EXPERIMENTS) -> dict[str, tuple[str, float]
         (spec,) = experiment_specs(name, scale)
         runs = spec.runs * len(spec.deltas)
         steps = 42_000 if name == "gd-figure" else spec.check_every * spec.max_checks
-        if spec.path == "general":
+        if spec.path == "general" or spec.mixed_layout:  # general blocks: at most that
             work[name] = ("general", runs * steps * spec.num_points * sum(spec.widths))
         else:
             work[name] = ("propagator", runs * steps * len(spec.widths))

@@ -218,7 +218,7 @@ def train_cells(
     total = sum(idx.size for _, idx in work)
     spec = work[0][0].spec
     per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
-    mixed = spec.path == "fixed_pattern"
+    mixed = spec.mixed_layout
     limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed, width=bucket)
     at_zero: dict[Cell, int] = {}  # runs with a training point at x = 0, per cell
     train = functools.partial(

@@ -216,11 +216,21 @@ class ExperimentSpec:
         """Whether runs have held-out validation and test points (else weights)."""
         return self.data in CONTINUOUS or self.split is not None
 
-    @functools.cached_property
+    @property
     def path(self) -> str:
-        """The engine path its runs train on (`engine.auto_path`); kept, as the buckets ask
-        for it at every batch."""
-        return engine.auto_path(
+        """The engine path its runs train on (`engine.auto_plan`)."""
+        return self.engine_plan[0]
+
+    @property
+    def mixed_layout(self) -> bool:
+        """Whether its batches keep general blocks beside the path's (`engine.mixes_paths`)."""
+        return self.engine_plan[1]
+
+    @functools.cached_property
+    def engine_plan(self) -> tuple[str, bool]:
+        """(path, mixed layout) of `engine.auto_plan`; kept, as the buckets ask for it at
+        every batch."""
+        return engine.auto_plan(
             self.optimizer,
             sampler=self.sampler,
             batch_size=self.batch_size,

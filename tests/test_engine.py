@@ -133,7 +133,7 @@ def test_finished_runs_are_copied_at_most_a_batch_at_a_time():
     blocking = engine.Blocking(block=8, redo=16, unroll=1, check=8)
 
     def copied(lanes):
-        layout = placement.Layout(np.zeros(lanes, int), None, None, None, blocking, sharding)
+        layout = placement.Layout(np.zeros(lanes, int), None, None, blocking, sharding)
         return layout.finished_lanes
 
     assert [copied(n) for n in (8, 40, 1024)] == [8, 40, 64]
@@ -206,7 +206,7 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
             gpu * len(d), n, block, kernel, redo, width, *rest
         ),
     )
-    assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla")
+    assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla", None)
     got = simulate(*runs, check_every=200, max_checks=40)
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)

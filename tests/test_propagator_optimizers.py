@@ -6,8 +6,8 @@ import pytest
 
 from gdrelu import Status, propagator, simulate, theory
 from gdrelu.cells import Cell, initial_runs
-from gdrelu.engine import auto_path
-from gdrelu.engine.chunk import TRACE_COUNT
+from gdrelu.engine import auto_path, auto_plan, blocking_for, simulation
+from gdrelu.engine.chunk import TRACE_COUNT, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.optim import get_optimizer
 from gdrelu.spec import ExperimentSpec
@@ -84,6 +84,37 @@ def test_runs_that_cross_and_go_on_equal_the_general_path(runs, optimizer, sampl
     assert np.any(fast.pattern_change_step >= 0) and np.any(fast.pattern_change_step < 0)
 
 
+def test_runs_that_crossed_train_in_general_blocks(runs, monkeypatch):
+    """Without a stop rule a run whose kinks reached the data moves to its batch's general
+    blocks, which the propagator leaves untrained (they are trained as redos), and stays
+    there while its kinks are in the data; the other runs stay on the propagator."""
+    params, data, step, keys = runs
+    seen = []
+
+    def spy(start, inputs, scalars, settings, layout):
+        seen.append((layout.slots.copy(), layout.general.copy(), np.asarray(layout.num_blocks)))
+        return exact_chunk(start, inputs, scalars, settings, layout)
+
+    monkeypatch.setattr(simulation, "exact_chunk", spy)
+    kwargs = dict(optimizer="sgd", sampler="multinomial", key=keys, check_every=50)
+    result = simulate(params, data, step, max_checks=12, stop_on=(), **kwargs)
+    block = blocking_for(jax.local_devices(), RUNS).block
+    moved = 0
+    for k, (slots, general, num_blocks) in enumerate(seen):
+        real = slots >= 0
+        before = result.pattern_change_step[slots[real]] < 50 * k  # changed in chunk < k
+        # general lanes hold exactly the runs whose pattern changed and whose kinks are in
+        # the data now; each device's first num_blocks[d, 0] blocks hold the others
+        assert not np.any(general[real] & ~before)
+        moved += np.sum(general[real])
+        within = np.arange(slots.size).reshape(len(num_blocks), -1) % (
+            slots.size // len(num_blocks)
+        )
+        on_propagator = (within < num_blocks[:, :1] * block).ravel()
+        np.testing.assert_array_equal(on_propagator[real], ~general[real])
+    assert moved > 0
+
+
 def test_side_changes_are_redone(runs):
     """Neuron 0 of every run starts with a tiny a_0: it soon changes side, which the
     propagator cannot follow; heavy ball's velocity carries it across the origin."""
@@ -114,9 +145,11 @@ def test_auto_path_takes_the_propagator_where_it_is_exact():
     assert auto_path("sgd", stop_on=("crossed",)) == "propagator"
     assert auto_path("momentum", stop_on=("crossed",)) == "propagator"
     assert auto_path("sgd", sampler="epoch", stop_on=("crossed",)) == "propagator"
-    assert auto_path() == "propagator"  # GD's default rules include the crossing
-    assert auto_path("sgd") == "general"  # no crossing rule: crossed runs would train twice
-    assert auto_path(stop_on=("stuck",)) == "general"  # other rules, still no crossing rule
+    assert auto_plan() == ("propagator", False)  # GD's default rules include the crossing
+    # no crossing rule: the runs that crossed go on in general blocks
+    assert auto_plan("sgd") == ("propagator", True)
+    assert auto_plan(stop_on=("stuck",)) == ("propagator", True)
+    assert auto_plan(stop_on=("crossed", "stuck")) == ("propagator", False)
     assert auto_path(stop_on=("crossed",), parameterization="ntk") == "general"
     assert auto_path("adam", stop_on=("crossed",)) == "general"  # per-coordinate, nonlinear
     assert auto_path("sgd", stop_on=("crossed",), held_out=True) == "general"

@@ -8,7 +8,7 @@ docs/design.md). `simulate` (`simulation`) drives it.
 
     state       RunState (training), RunInfo (diagnostics), initial_state
     checks      CheckInputs, check_one, checked_inputs and its refusals and warnings
-    paths       general / fixed_pattern / propagator, choose_path, auto_path, gd_step
+    paths       general / fixed_pattern / propagator, choose_path, auto_plan, gd_step
     placement   Blocking, blocking_for, Layout, arrange, own_lanes_at, put_own_lanes, placed
     chunk       ChunkSettings, chunk_settings, chunk_program, run_chunk, exact_chunk
     simulation  simulate: validate, place, train until stopped, collect
@@ -18,7 +18,7 @@ docs/design.md). `simulate` (`simulation`) drives it.
 from gdrelu.engine.bench import chunk_runner
 from gdrelu.engine.checks import PointAtZeroWarning, check_inputs
 from gdrelu.engine.chunk import TRACE_COUNT
-from gdrelu.engine.paths import PATHS, auto_path, gd_step
+from gdrelu.engine.paths import PATHS, auto_path, auto_plan, gd_step, mixes_paths
 from gdrelu.engine.placement import (
     KERNEL_VARIABLE,
     MIN_BLOCK,
@@ -55,6 +55,7 @@ __all__ = [
     "SimulationResult",
     "Status",
     "auto_path",
+    "auto_plan",
     "blocking_for",
     "check_inputs",
     "check_step_budget",
@@ -62,6 +63,7 @@ __all__ = [
     "gd_step",
     "initial_state",
     "materialized_params",
+    "mixes_paths",
     "propagator_kernel",
     "simulate",
 ]

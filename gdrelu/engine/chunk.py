@@ -86,12 +86,15 @@ def _first(before, now):
 
 
 def _checked_block(runs: Runs, inputs, end, scalars: ChunkScalars, settings: ChunkSettings):
-    """The checks of a block of trained runs: (runs, status code, loss, fixed_next)."""
+    """The checks of a block of trained runs: (runs, status code, loss, fixed_next: whether
+    the run may train the next chunk on the path's own blocks, `paths.mixes_paths`)."""
     lines = settings.path == "propagator"  # params not materialized: outputs from the lines
     check = functools.partial(check_one, rules=settings.rules, lines=lines)
     code, loss, info = jax.vmap(check, in_axes=(0, 0, 0, None))(runs, inputs, end, scalars)
     params = runs.state.params
-    if settings.path == "propagator" or params.a.ndim > 2:
+    if lines:  # an exact propagator chunk leaves every kink in the data-free zone
+        fixed_next = jnp.ones(code.shape, bool)
+    elif params.a.ndim > 2:
         fixed_next = jnp.zeros(code.shape, bool)
     else:  # whether the next chunk can start on the fixed-pattern path: every kink inside
         kinks = jax.vmap(max_abs_kink)(params)
@@ -110,7 +113,8 @@ def _put_at(out, done, start):
 
 def _trained_blocks(runs: Runs, inputs, num_blocks, scalars, settings: ChunkSettings):
     """The first num_blocks[1] blocks of one device's share trained: (runs, exact, end).
-    On the fixed-pattern path the blocks from num_blocks[0] on train on the general path."""
+    On the fixed-pattern path the blocks from num_blocks[0] on train on the general path;
+    the propagator trains the first num_blocks[0] only (`exact_chunk` redoes the others)."""
     count = runs.info.max_kink.shape[0]
     block = min(settings.blocking.block, count)
 
@@ -119,7 +123,7 @@ def _trained_blocks(runs: Runs, inputs, num_blocks, scalars, settings: ChunkSett
         return lambda part: _trained_block(*part, scalars, chunk_settings)
 
     if settings.path == "propagator":  # O(1) per step: only its steps go block by block
-        blocks = {"blocks": (block, num_blocks[1]), "kernel": settings.blocking.kernel}
+        blocks = {"blocks": (block, num_blocks[0]), "kernel": settings.blocking.kernel}
         return _trained_block(runs, inputs, scalars, settings, **blocks)
 
     def train(i, out):
@@ -158,7 +162,8 @@ def _local_chunk(runs: Runs, inputs, num_blocks, scalars: ChunkScalars, *, setti
         jnp.zeros((count,), runs.info.max_kink.dtype),
         jnp.zeros((count,), bool),
     )
-    batches = (num_blocks[1] * block + check - 1) // check
+    trained_blocks = num_blocks[0] if settings.path == "propagator" else num_blocks[1]
+    batches = (trained_blocks * block + check - 1) // check
     runs, code, loss, fixed_next = jax.lax.fori_loop(0, batches, checked, out)
     return runs, code, loss, exact, fixed_next
 
@@ -176,7 +181,8 @@ def chunk_program(
     of `settings.blocking.block` runs of its share: (runs, status code, loss, exact,
     fixed_next), runs axis first. On the fixed-pattern path, the blocks from
     num_blocks[d, 0] on (runs whose kinks left the data-free zone) train on the general
-    path; `fixed_next` says which runs can start the next chunk on the fixed-pattern path.
+    path; the propagator visits the first num_blocks[d, 0] only. `fixed_next` says which
+    runs can start the next chunk on the path's own blocks (`paths.mixes_paths`).
     """
     TRACE_COUNT[settings.path] += 1
     local = functools.partial(_local_chunk, settings=settings)
@@ -270,11 +276,13 @@ def _redo(lanes, start: Runs, inputs, scalars, settings: ChunkSettings, layout: 
     # result is dropped). (Gathering every batch first would hold them
     # all at once: up to a second copy of the batch where every run diverged.)
     unchanged = jax.tree.map(lambda first, now: first is now, start, runs)
+    blocking = settings.blocking._replace(block=layout.redo_block)
+    settings = settings._replace(blocking=blocking)
     for positions, taken in layout.own_batches(lanes, layout.redo_lanes):
         source = jax.tree.map(lambda s, r, same: r if same else s, start, runs, unchanged)
         redo_runs, redo_inputs = own_lanes_at((source, inputs), positions, mesh)
         redo_runs, redo_code, redo_loss, _, redo_next = run_chunk(
-            redo_runs, redo_inputs, layout.redo_blocks, scalars, settings=settings, mesh=mesh
+            redo_runs, redo_inputs, layout.redo_blocks(taken), scalars, settings=settings, mesh=mesh
         )
         runs, loss = put_own_lanes((runs, loss), positions, (redo_runs, redo_loss), mesh)
         # read back now: with every redo in flight at once (reading back after the loop),
@@ -296,15 +304,19 @@ def exact_chunk(
     step while no kink reaches the data: a run for which that failed, or that crossed or
     diverged (it may have crossed before its values blew up), is trained again on the
     general path. Few runs need this, once each (a crossed GD run stops; another
-    optimizer's run goes on in the general blocks of the fixed-pattern path while its
-    kinks are out of the data-free zone).
+    optimizer's run goes on in the general blocks of its batch while its kinks are out of
+    the data-free zone). The propagator leaves the runs of those blocks untrained: they
+    are trained here, a redo of a block per device at a time (`placed`).
     """
     mesh = layout.sharding.mesh
     runs, code, loss, exact, fixed_next = run_chunk(
         start, inputs, layout.num_blocks, scalars, settings=settings, mesh=mesh
     )
     code, exact, fixed_next = np.asarray(code), np.asarray(exact), np.asarray(fixed_next)
-    left = (layout.slots >= 0) & (np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact)
+    left = np.isin(code, (Status.CROSSED, Status.DIVERGED)) | ~exact
+    if settings.path == "propagator":
+        left |= layout.general
+    left &= layout.slots >= 0
     out = (runs, code, loss, fixed_next)
     if settings.path == "general" or not left.any():
         return out

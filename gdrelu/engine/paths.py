@@ -274,17 +274,16 @@ PATHS = {"general": general, "fixed_pattern": fixed_pattern, "propagator": propa
 def choose_path(
     path: str, rules, optimizer: Optimizer, one_dimensional: bool, standard, held_out
 ) -> str:
-    """`path`, checked; "auto": the propagator for GD, SGD and heavy ball that stop at a
-    crossing (1-D, standard, no held-out points), else the general path. Without the
-    crossing rule the propagator is still exact, but a run that crossed would be trained
-    twice (propagator, then the general redo) at every later check. The fixed-pattern
-    path takes any optimizer on 1-D data in the standard parameterization but is not
-    chosen by itself: with Adam most runs soon leave the fixed pattern, and the rest gain
-    little at m = 6 points (`benchmarks/bench_optimizers.py`)."""
+    """`path`, checked; "auto": the propagator for GD, SGD and heavy ball (1-D, standard,
+    no held-out points), else the general path. Without the crossing rule a run whose kinks
+    reached the data goes on in the batch's general blocks (`mixes_paths`). The
+    fixed-pattern path takes any optimizer on 1-D data in the standard parameterization
+    but is not chosen by itself: with Adam most runs soon leave the fixed pattern, and the
+    rest gain little at m = 6 points (`benchmarks/bench_optimizers.py`)."""
     fixed = one_dimensional and standard
     propagated = fixed and propagates(optimizer) and not held_out
     if path == "auto":
-        return "propagator" if propagated and "crossed" in rules else "general"
+        return "propagator" if propagated else "general"
     if path not in PATHS:
         raise ValueError(f"path must be 'auto' or one of {sorted(PATHS)}, not {path!r}")
     if path == "fixed_pattern" and not fixed:
@@ -297,7 +296,16 @@ def choose_path(
     return path
 
 
-def auto_path(
+def mixes_paths(path: str, rules) -> bool:
+    """Whether a batch on `path` keeps general blocks beside the path's own, for the runs
+    it cannot train: on the fixed-pattern path those whose kinks are out of the data-free
+    zone; on the propagator, without the crossing rule, those whose kinks reached the
+    data (they go on training; the propagator would fail on them, and redo them, at every
+    chunk). The others train on the path's blocks (docs/design.md, "Training paths")."""
+    return path == "fixed_pattern" or (path == "propagator" and "crossed" not in rules)
+
+
+def auto_plan(
     optimizer="gd",
     *,
     sampler: str | None = None,
@@ -307,10 +315,17 @@ def auto_path(
     one_dimensional: bool = True,
     early_stopping: bool = False,
     held_out: bool = False,
-) -> str:
-    """The path `simulate(path="auto")` takes for these settings (its arguments of the
-    same names; `one_dimensional`: 1-D input; `held_out`: validation or test points)."""
+) -> tuple[str, bool]:
+    """(path, mixed): the path `simulate(path="auto")` takes for these settings (its
+    arguments of the same names; `one_dimensional`: 1-D input; `held_out`: validation or
+    test points), and whether its batches keep general blocks (`mixes_paths`)."""
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     standard = parameterization == "standard"
     rules = stop_rules(stop_on, optimizer, standard, one_dimensional, "columns", early_stopping)
-    return choose_path("auto", rules, optimizer, one_dimensional, standard, held_out)
+    path = choose_path("auto", rules, optimizer, one_dimensional, standard, held_out)
+    return path, mixes_paths(path, rules)
+
+
+def auto_path(optimizer="gd", **settings) -> str:
+    """The path `simulate(path="auto")` takes (`auto_plan`'s, with its keyword settings)."""
+    return auto_plan(optimizer, **settings)[0]

@@ -42,13 +42,15 @@ class Blocking(NamedTuple):
     the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
     loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
     Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`;
-    `propagator_kernel` resolves "auto")."""
+    `propagator_kernel` resolves "auto"); a redo's share of a device in blocks of
+    `redo_block` runs (None: one block, or blocks of `block` where the share is larger)."""
 
     block: int
     redo: int
     unroll: int
     check: int
     kernel: str = "xla"
+    redo_block: int | None = None
 
 
 KERNELS = ("auto", "xla", "pallas", "interpret", "native")
@@ -148,19 +150,35 @@ class Layout(NamedTuple):
     """Where the runs are: lane j of the state holds run slots[j] (-1: padding). Each
     device's share of the lanes starts with its active runs, num_blocks[d, 1] blocks of
     them, of which the first num_blocks[d, 0] train on the chunk's path and the rest,
-    the lanes flagged `general`, on the general path (the fixed-pattern path only)."""
+    the lanes flagged `general`, on the general path (`paths.mixes_paths`)."""
 
     slots: np.ndarray
     general: np.ndarray
     num_blocks: jax.Array
-    redo_blocks: jax.Array  # num_blocks of a redo: every lane of its share (`redo_share`)
     blocking: Blocking
     sharding: NamedSharding
 
     @property
     def redo_lanes(self) -> int:
+        return self.sharding.mesh.size * self._redo_share[0]
+
+    @property
+    def redo_block(self) -> int:
+        """Runs per block of a redo."""
+        share, blocks = self._redo_share
+        return share // blocks
+
+    @property
+    def _redo_share(self) -> tuple[int, int]:
         devices = self.sharding.mesh.size
-        return devices * redo_share(self.blocking, devices, self.slots.size // devices)[0]
+        return redo_share(self.blocking, devices, self.slots.size // devices)
+
+    def redo_blocks(self, taken: np.ndarray) -> jax.Array:
+        """num_blocks of a redo batch (`own_batches`' `taken`): on each device the blocks
+        that hold its lanes, none where it has none."""
+        real = np.sum(taken.reshape(self.sharding.mesh.size, -1) >= 0, axis=1)
+        blocks = -(-real // self.redo_block)
+        return jax.device_put(np.stack([blocks, blocks], 1).astype(np.int32), self.sharding)
 
     @property
     def finished_lanes(self) -> int:
@@ -178,11 +196,13 @@ class Layout(NamedTuple):
 def redo_share(blocking: Blocking, devices: int, per_device: int) -> tuple[int, int]:
     """(lanes per device, blocks) of a redo of `blocking.redo` lanes in a batch of
     `per_device` lanes per device: a device's share, at most its lanes and at least
-    `MIN_BLOCK` of them, in one block, or rounded up to whole blocks where it is larger
-    than a block, so that the redo trains every lane it takes."""
+    `MIN_BLOCK` of them, in one block, or rounded up to whole blocks (`redo_block`, else
+    `block`) where it is larger than a block, so that the redo can train every lane it
+    takes."""
     share = max(min(MIN_BLOCK, per_device), min(-(-blocking.redo // devices), per_device))
-    blocks = -(-share // blocking.block)
-    return (share if blocks == 1 else blocks * blocking.block), blocks
+    block = blocking.redo_block or blocking.block
+    blocks = -(-share // block)
+    return (share if blocks == 1 else blocks * block), blocks
 
 
 def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None):
@@ -214,10 +234,6 @@ def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None
         slots=np.concatenate(new_slots),
         general=np.concatenate(new_general),
         num_blocks=jax.device_put(np.asarray(counts, np.int32), sharding),
-        redo_blocks=jax.device_put(
-            np.full((devices, 2), redo_share(blocking, devices, per_device)[1], np.int32),
-            sharding,
-        ),
         blocking=blocking,
         sharding=sharding,
     )
@@ -301,12 +317,15 @@ def placed(
     mixed,
     kernel=None,
     redo=None,
+    redone_blocks=False,
 ):
     """The runs' initial state and check inputs spread evenly over `devices` (default: all
     local ones), each device's share padded to whole blocks (`blocking_for`, `block`
     and `redo` override its sizes): (runs, inputs, layout). `mixed`: the runs whose kinks start
     outside the data-free zone go in general blocks (one block more per device leaves
-    room to start them on a new block)."""
+    room to start them on a new block). `redone_blocks`: the general blocks train as redos
+    (the propagator's, `chunk.exact_chunk`), by default up to a block per device at a
+    time, in blocks of a redo's size (at least `REDO_BLOCK`)."""
     count = params.c.shape[0]
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
@@ -315,6 +334,10 @@ def placed(
     dtype = params.c.dtype
     blocking = blocking_for(devices, count, block, kernel, redo, width, optimizer, dtype)
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
+    if redone_blocks and redo is None:  # up to a block per device, in blocks of a redo
+        share = redo_share(blocking, mesh.size, per_device)[0]
+        redo_block = min(blocking.block, max(share, REDO_BLOCK))
+        blocking = blocking._replace(redo=mesh.size * blocking.block, redo_block=redo_block)
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
     per_run = per_run_scaling(scaling, count, params.c.dtype, xp=np)

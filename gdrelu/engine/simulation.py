@@ -27,7 +27,7 @@ from gdrelu.engine.checks import (
     warn_of_points_at_zero,
 )
 from gdrelu.engine.chunk import ChunkSettings, chunk_settings, exact_chunk
-from gdrelu.engine.paths import choose_path
+from gdrelu.engine.paths import choose_path, mixes_paths
 from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
 from gdrelu.engine.state import (
     REPORTED,
@@ -133,9 +133,20 @@ def _trained(
     refuse_unusable(np.asarray(usable), validation_weights is not None)
     if "crossed" in plan.rules:
         warn_of_points_at_zero(np.asarray(at_zero))
-    mixed = plan.path == "fixed_pattern"
+    mixed = mixes_paths(plan.path, plan.rules)
+    redone = mixed and plan.path == "propagator"
     runs, inputs, layout = placed(
-        params, inputs, plan.noise_key, scaling, plan.optimizer, block, devices, mixed, kernel, redo
+        params,
+        inputs,
+        plan.noise_key,
+        scaling,
+        plan.optimizer,
+        block,
+        devices,
+        mixed,
+        kernel,
+        redo,
+        redone,
     )
     dtype = params.b.dtype
     scalars = ChunkScalars(
@@ -307,7 +318,7 @@ def _trained_until_stopped(
 ) -> None:
     """Chunk after chunk until every run stopped or `max_checks` checks: each finished
     run goes into `outcomes`, and the active ones move to the front of their device."""
-    mixed = settings.path == "fixed_pattern"
+    mixed = mixes_paths(settings.path, settings.rules)
     for k in range(1, max_checks + 1):
         runs, code, loss, fixed_next = exact_chunk(runs, inputs, scalars, settings, layout)
         if k == max_checks:
