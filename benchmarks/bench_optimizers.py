@@ -1,19 +1,21 @@
-"""Momentum, Adam and SGD on the fixed-pattern path against the general path.
+"""Momentum, Adam and SGD on a fast path against the general path.
 
 For each optimizer and width: `runs` runs of a 1-D workload (`--data`: the paper's six
 points with N = n² multinomial weights, or p-ex with 256 i.i.d. points and held-out
 sets; He init, Δ = 0; step size `--step-factor` × the paper's, Adam `--adam-step`),
 `--checks` chunks of 1000 steps, trained to the whole budget (stop_on=()), by `simulate`
-with path="general" and with path="fixed_pattern" (chosen only when asked for:
-`engine.choose_path` never picks it). Each is timed after a warm-up call with the same
-shapes. The table gives seconds, neuron-steps/s, the speed-up, the runs whose pattern
-changed (they finish in general blocks), whether the statuses and pattern-change steps
-agree, and the largest relative difference of the final a_i next to that of the general
-path itself when a0 changes by a relative 1e-15 (the trajectories' own sensitivity to
-round-off).
+with path="general" and with `--fast-path`: "fixed_pattern" (chosen only when asked for:
+`engine.choose_path` never picks it) or "propagator" (GD, SGD and momentum only; the runs
+whose kinks reach the data go on in general blocks, `engine.mixes_paths`, as in `gdrelu
+compare`). Each is timed after a warm-up call with the same shapes. The table gives
+seconds, neuron-steps/s, the speed-up, the runs whose pattern changed (they finish in
+general blocks), whether the statuses and pattern-change steps agree, and the largest
+relative difference of the final a_i next to that of the general path itself when a0
+changes by a relative 1e-15 (the trajectories' own sensitivity to round-off).
 
     PYTHONPATH=. python benchmarks/bench_optimizers.py [--widths 16,256] [--runs 512]
-        [--data six-points|p-ex]
+        [--data six-points|p-ex] [--fast-path fixed_pattern|propagator]
+        [--optimizers momentum,adam,sgd] [--checks 5] [--step-factor 0.5]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from gdrelu.runner import validation_arguments  # noqa: E402
 from gdrelu.spec import ExperimentSpec  # noqa: E402
 from gdrelu.step_size import paper_step_sizes  # noqa: E402
 
-OPTIMIZERS = (("momentum", None), ("adam", None), ("sgd", "multinomial"))
+SAMPLERS = {"sgd": "multinomial"}
 
 
 def main() -> None:
@@ -66,11 +68,23 @@ def main() -> None:
         choices=["six-points", "p-ex"],
         help="1-D data (default: %(default)s)",
     )
+    parser.add_argument(
+        "--fast-path",
+        default="fixed_pattern",
+        choices=["fixed_pattern", "propagator"],
+        help="the path timed against the general path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--optimizers",
+        default="momentum,adam,sgd",
+        help="comma-separated: gd, sgd (multinomial), momentum, adam (default: %(default)s)",
+    )
     args = parser.parse_args()
+    fast = args.fast_path
     print(f"{provenance.measured_line()}, float64")
     print(f"{args.data}, {args.runs} runs, {args.checks} x 1000 steps; neuron-steps/s\n")
     print(
-        "| optimizer | width | general s | fixed_pattern s | general n-s/s | fixed n-s/s "
+        f"| optimizer | width | general s | {fast} s | general n-s/s | {fast} n-s/s "
         "| speed-up | pattern changed | statuses agree | max rel. diff a | same, a0 × (1+1e-15) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
@@ -80,7 +94,8 @@ def main() -> None:
         indices = np.arange(args.runs)
         params, data, valid = initial_runs(cell, indices)
         paper = paper_step_sizes(params, data, jnp.asarray(0.0))
-        for name, sampler in OPTIMIZERS:
+        for name in args.optimizers.split(","):
+            sampler = SAMPLERS.get(name)
             h = args.adam_step if name == "adam" else args.step_factor * paper
             kwargs = dict(
                 optimizer=name,
@@ -92,12 +107,12 @@ def main() -> None:
                 **validation_arguments(spec, valid),
             )
             seconds, results = {}, {}
-            for path in ("general", "fixed_pattern"):
+            for path in ("general", fast):
                 simulate(params, data, h, path=path, **{**kwargs, "max_checks": 1})
                 start = time.perf_counter()
                 results[path] = simulate(params, data, h, path=path, **kwargs)
                 seconds[path] = time.perf_counter() - start
-            g, f = results["general"], results["fixed_pattern"]
+            g, f = results["general"], results[fast]
             nudged = params._replace(a=params.a * (1 + 1e-15))
             g2 = simulate(nudged, data, h, path="general", **kwargs)
             agree = np.array_equal(g.status, f.status) and np.array_equal(
@@ -106,9 +121,9 @@ def main() -> None:
             work = width * args.runs * 1000 * args.checks
             left = int(np.sum(f.pattern_change_step >= 0))
             print(
-                f"| {name} | {width} | {seconds['general']:.2f} | {seconds['fixed_pattern']:.2f} "
-                f"| {work / seconds['general']:.3g} | {work / seconds['fixed_pattern']:.3g} "
-                f"| {seconds['general'] / seconds['fixed_pattern']:.1f} | {left}/{args.runs} "
+                f"| {name} | {width} | {seconds['general']:.2f} | {seconds[fast]:.2f} "
+                f"| {work / seconds['general']:.3g} | {work / seconds[fast]:.3g} "
+                f"| {seconds['general'] / seconds[fast]:.1f} | {left}/{args.runs} "
                 f"| {'yes' if agree else 'NO'} | {_relative(f, g):.1e} | {_relative(g2, g):.1e} |",
                 flush=True,
             )
