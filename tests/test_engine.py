@@ -644,6 +644,44 @@ def test_no_block_or_redo_trains_a_single_lane():
     assert placement.redo_share(blocking._replace(block=4, redo=40), 2, 64) == (20, 5)
 
 
+def test_a_batch_with_general_blocks_redoes_a_block_per_device_in_small_blocks():
+    """The propagator's mixed batches (general blocks trained as redos): on a CPU, blocks
+    of `REDO_BLOCK` runs and redos of `BLOCK` runs per device in blocks of the usual redo
+    share (32 runs at width 16, where a redo takes 64 runs over two devices; 16 at
+    width 128); an accelerator redoes the whole batch in one block; sizes given win."""
+    from types import SimpleNamespace
+
+    cpu, gpu = [SimpleNamespace(platform="cpu")] * 2, [SimpleNamespace(platform="gpu")] * 2
+    narrow = engine.Blocking(block=64, redo=64, unroll=1, check=512)
+    wide = narrow._replace(redo=16)
+    assert placement.redone_blocking(narrow, cpu) == narrow._replace(
+        block=16, redo=128, redo_block=32
+    )
+    assert placement.redone_blocking(wide, cpu) == wide._replace(block=16, redo=128, redo_block=16)
+    assert placement.redone_blocking(narrow, cpu, block=64) == narrow._replace(
+        redo=128, redo_block=32
+    )
+    assert placement.redone_blocking(narrow, cpu, redo=64) == narrow._replace(block=16)
+    accelerator = engine.Blocking(block=4096, redo=256, unroll=8, check=4096)
+    assert placement.redone_blocking(accelerator, gpu) == accelerator._replace(redo=8192)
+    share = placement.redo_share(narrow._replace(block=16, redo=128, redo_block=32), 2, 192)
+    assert share == (64, 2)
+
+
+def test_a_redo_trains_only_the_blocks_that_hold_its_lanes():
+    """A redo batch's num_blocks, per device: the blocks of `redo_block` runs its real
+    lanes fill, none on a device without any (`own_lane_batches` pads with -1)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.devices()[:2]), (engine.RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(engine.RUNS_AXIS))
+    blocking = engine.Blocking(block=16, redo=128, unroll=1, check=512, redo_block=32)
+    layout = placement.Layout(np.zeros(2 * 192, int), None, None, blocking, sharding)
+    assert (layout.redo_lanes, layout.redo_block) == (128, 32)
+    taken = np.concatenate([np.arange(33), np.full(31, -1), np.full(64, -1)])
+    np.testing.assert_array_equal(np.asarray(layout.redo_blocks(taken)), [[2, 2], [0, 0]])
+
+
 def test_a_redo_takes_its_size_rounded_up_over_the_devices():
     """A redo of 41 lanes over two devices takes ⌈41/2⌉ = 21 lanes on each, at least the
     lanes asked for (not 20); in blocks of 4 that is 6 blocks, 24 lanes."""

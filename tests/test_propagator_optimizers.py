@@ -6,7 +6,7 @@ import pytest
 
 from gdrelu import Status, propagator, simulate, theory
 from gdrelu.cells import Cell, initial_runs
-from gdrelu.engine import auto_path, auto_plan, blocking_for, simulation
+from gdrelu.engine import auto_path, auto_plan, simulation
 from gdrelu.engine.chunk import TRACE_COUNT, exact_chunk
 from gdrelu.engine.paths import choose_path
 from gdrelu.optim import get_optimizer
@@ -92,25 +92,24 @@ def test_runs_that_crossed_train_in_general_blocks(runs, monkeypatch):
     seen = []
 
     def spy(start, inputs, scalars, settings, layout):
-        seen.append((layout.slots.copy(), layout.general.copy(), np.asarray(layout.num_blocks)))
+        lanes = np.asarray(layout.num_blocks) * layout.blocking.block  # (devices, 2)
+        seen.append((layout.slots.copy(), layout.general.copy(), lanes))
         return exact_chunk(start, inputs, scalars, settings, layout)
 
     monkeypatch.setattr(simulation, "exact_chunk", spy)
     kwargs = dict(optimizer="sgd", sampler="multinomial", key=keys, check_every=50)
     result = simulate(params, data, step, max_checks=12, stop_on=(), **kwargs)
-    block = blocking_for(jax.local_devices(), RUNS).block
     moved = 0
-    for k, (slots, general, num_blocks) in enumerate(seen):
+    for k, (slots, general, lanes) in enumerate(seen):
         real = slots >= 0
         before = result.pattern_change_step[slots[real]] < 50 * k  # changed in chunk < k
-        # general lanes hold exactly the runs whose pattern changed and whose kinks are in
-        # the data now; each device's first num_blocks[d, 0] blocks hold the others
+        # general lanes hold only runs whose pattern changed; each device's first
+        # num_blocks[d, 0] blocks hold the others
         assert not np.any(general[real] & ~before)
         moved += np.sum(general[real])
-        within = np.arange(slots.size).reshape(len(num_blocks), -1) % (
-            slots.size // len(num_blocks)
-        )
-        on_propagator = (within < num_blocks[:, :1] * block).ravel()
+        devices = len(lanes)
+        within = np.arange(slots.size).reshape(devices, -1) % (slots.size // devices)
+        on_propagator = (within < lanes[:, :1]).ravel()
         np.testing.assert_array_equal(on_propagator[real], ~general[real])
     assert moved > 0
 

@@ -141,6 +141,27 @@ def blocking_for(
     return Blocking(block, redo or ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel)
 
 
+def redone_blocking(blocking: Blocking, devices, block=None, redo=None) -> Blocking:
+    """`blocking` for a propagator batch whose general blocks train as redos
+    (`paths.mixes_paths`). On a CPU its blocks hold `REDO_BLOCK` runs, not `BLOCK`, so
+    that the propagator's last block and the general lanes' first one train few padding
+    lanes, and a redo takes up to `BLOCK` runs per device (a general block, not a few
+    runs) in blocks of a redo's usual share, at least `REDO_BLOCK`. An accelerator's redo
+    takes every lane of the batch in one block. `block` and `redo`, where given,
+    override the sizes as in `blocking_for`."""
+    if devices[0].platform != "cpu":
+        return (
+            blocking if redo is not None else blocking._replace(redo=len(devices) * blocking.block)
+        )
+    if block is None:
+        blocking = blocking._replace(block=min(blocking.block, REDO_BLOCK))
+    if redo is not None:
+        return blocking
+    share = redo_share(blocking, len(devices), BLOCK)[0]
+    redo_block = min(BLOCK, max(share, REDO_BLOCK))
+    return blocking._replace(redo=len(devices) * max(blocking.block, BLOCK), redo_block=redo_block)
+
+
 def shard_map(fn, *, mesh, in_specs, out_specs):
     """`jax.shard_map` without the replication checks (scan carries start unvarying)."""
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
@@ -324,8 +345,7 @@ def placed(
     and `redo` override its sizes): (runs, inputs, layout). `mixed`: the runs whose kinks start
     outside the data-free zone go in general blocks (one block more per device leaves
     room to start them on a new block). `redone_blocks`: the general blocks train as redos
-    (the propagator's, `chunk.exact_chunk`), by default up to a block per device at a
-    time, in blocks of a redo's size (at least `REDO_BLOCK`)."""
+    (the propagator's, `chunk.exact_chunk`; `redone_blocking`)."""
     count = params.c.shape[0]
     devices = jax.local_devices() if devices is None else list(devices)
     mesh = Mesh(np.asarray(devices), (RUNS_AXIS,))
@@ -333,11 +353,9 @@ def placed(
     width = params.b.shape[-1]
     dtype = params.c.dtype
     blocking = blocking_for(devices, count, block, kernel, redo, width, optimizer, dtype)
+    if redone_blocks:
+        blocking = redone_blocking(blocking, devices, block, redo)
     per_device = (-(-count // (mesh.size * blocking.block)) + mixed) * blocking.block
-    if redone_blocks and redo is None:  # up to a block per device, in blocks of a redo
-        share = redo_share(blocking, mesh.size, per_device)[0]
-        redo_block = min(blocking.block, max(share, REDO_BLOCK))
-        blocking = blocking._replace(redo=mesh.size * blocking.block, redo_block=redo_block)
     lanes = np.arange(count)
     positions, layout = arrange(lanes, lanes, per_device, blocking, sharding)
     per_run = per_run_scaling(scaling, count, params.c.dtype, xp=np)
