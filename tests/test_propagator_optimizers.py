@@ -12,7 +12,7 @@ from gdrelu.engine.paths import choose_path
 from gdrelu.optim import get_optimizer
 from gdrelu.spec import ExperimentSpec
 
-RUNS, WIDTH = 32, 8
+RUNS, WIDTH, CHECK_EVERY = 32, 8, 50
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def _both_paths(runs, optimizer, sampler, factor=1.0, **kwargs):
         optimizer=optimizer,
         sampler=sampler,
         key=keys if sampler else None,
-        check_every=50,
+        check_every=CHECK_EVERY,
         max_checks=12,
         **kwargs,
     )
@@ -74,43 +74,37 @@ def test_crossing_rule_runs_equal_the_general_path(runs, optimizer, sampler, fac
     ("optimizer", "sampler"),
     [("sgd", "multinomial"), pytest.param("momentum", None, marks=pytest.mark.slow)],
 )
-def test_runs_that_cross_and_go_on_equal_the_general_path(runs, optimizer, sampler):
+def test_runs_that_cross_and_go_on_equal_the_general_path(runs, optimizer, sampler, monkeypatch):
     """Without a stop rule a crossed run keeps training: its neurons whose pattern changed
-    leave their side's plane (`RunState.regular`), and the propagator redoes every chunk
-    it cannot do exactly, so even these runs end as on the general path."""
+    leave their side's plane (`RunState.regular`), so it moves to its batch's general
+    blocks, which the propagator leaves untrained (they are trained as redos), and stays
+    there while its kinks are in the data; the other runs stay on the propagator. Every
+    run ends as on the general path."""
+    seen = []
+
+    def spy(start, inputs, scalars, settings, layout):
+        if settings.path == "propagator":
+            lanes = np.asarray(layout.num_blocks) * layout.blocking.block  # (devices, 2)
+            seen.append((layout.slots.copy(), layout.general.copy(), lanes))
+        return exact_chunk(start, inputs, scalars, settings, layout)
+
+    monkeypatch.setattr(simulation, "exact_chunk", spy)
     factor = 0.1 if optimizer == "momentum" else 1.0
     fast, general = _both_paths(runs, optimizer, sampler, factor, stop_on=())
     _assert_same_runs(fast, general)
     assert np.any(fast.pattern_change_step >= 0) and np.any(fast.pattern_change_step < 0)
-
-
-def test_runs_that_crossed_train_in_general_blocks(runs, monkeypatch):
-    """Without a stop rule a run whose kinks reached the data moves to its batch's general
-    blocks, which the propagator leaves untrained (they are trained as redos), and stays
-    there while its kinks are in the data; the other runs stay on the propagator."""
-    params, data, step, keys = runs
-    seen = []
-
-    def spy(start, inputs, scalars, settings, layout):
-        lanes = np.asarray(layout.num_blocks) * layout.blocking.block  # (devices, 2)
-        seen.append((layout.slots.copy(), layout.general.copy(), lanes))
-        return exact_chunk(start, inputs, scalars, settings, layout)
-
-    monkeypatch.setattr(simulation, "exact_chunk", spy)
-    kwargs = dict(optimizer="sgd", sampler="multinomial", key=keys, check_every=50)
-    result = simulate(params, data, step, max_checks=12, stop_on=(), **kwargs)
     moved = 0
-    for k, (slots, general, lanes) in enumerate(seen):
+    for k, (slots, general_lanes, lanes) in enumerate(seen):
         real = slots >= 0
-        before = result.pattern_change_step[slots[real]] < 50 * k  # changed in chunk < k
+        before = fast.pattern_change_step[slots[real]] < CHECK_EVERY * k  # in chunk < k
         # general lanes hold only runs whose pattern changed; each device's first
         # num_blocks[d, 0] blocks hold the others
-        assert not np.any(general[real] & ~before)
-        moved += np.sum(general[real])
+        assert not np.any(general_lanes[real] & ~before)
+        moved += np.sum(general_lanes[real])
         devices = len(lanes)
         within = np.arange(slots.size).reshape(devices, -1) % (slots.size // devices)
         on_propagator = (within < lanes[:, :1]).ravel()
-        np.testing.assert_array_equal(on_propagator[real], ~general[real])
+        np.testing.assert_array_equal(on_propagator[real], ~general_lanes[real])
     assert moved > 0
 
 
