@@ -306,7 +306,7 @@ def exact_chunk(
     general path. Few runs need this, once each (a crossed GD run stops; another
     optimizer's run goes on in the general blocks of its batch while its kinks are out of
     the data-free zone). The propagator leaves the runs of those blocks untrained: they
-    are trained here, a redo of a block per device at a time (`placed`).
+    are trained here, as redos (`placement.redone_blocking`).
     """
     mesh = layout.sharding.mesh
     runs, code, loss, exact, fixed_next = run_chunk(
