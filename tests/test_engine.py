@@ -177,6 +177,39 @@ def test_a_redo_trains_every_lane_it_takes_batch_after_batch(monkeypatch, width8
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # the CPU's mixed batches are checked by test_propagator_optimizers
+def test_accelerator_blocking_of_a_mixed_batch_gives_the_same_runs(monkeypatch):
+    """Heavy ball without a stop rule (a mixed batch, `paths.mixes_paths`) under a GPU's
+    blocking: its whole share in one block, the general blocks redone in one call, loops
+    unrolled; every run as with the CPU's blocks of 16."""
+    from types import SimpleNamespace
+
+    params, data, step = _runs(8, 130, delta=0.01)
+    kwargs = dict(optimizer="momentum", check_every=200, max_checks=30, stop_on=())
+    cpu = simulate(params, data, 0.1 * step, **kwargs)
+    gpu = [SimpleNamespace(platform="gpu")]
+    blocking_for, redone_blocking = engine.blocking_for, placement.redone_blocking
+    monkeypatch.setattr(placement, "ACCELERATOR_UNROLL", 3)
+    monkeypatch.setattr(
+        placement,
+        "blocking_for",
+        lambda d, n, block=None, kernel=None, redo=None, width=None, *rest: blocking_for(
+            gpu * len(d), n, block, kernel, redo, width, *rest
+        ),
+    )
+    monkeypatch.setattr(
+        placement,
+        "redone_blocking",
+        lambda b, d, block=None, redo=None: redone_blocking(b, gpu * len(d), block, redo),
+    )
+    got = simulate(params, data, 0.1 * step, **kwargs)
+    assert 0 < np.sum(got.pattern_change_step >= 0) < 130  # some runs in general blocks
+    np.testing.assert_array_equal(got.status, cpu.status)
+    np.testing.assert_array_equal(got.pattern_change_step, cpu.pattern_change_step)
+    for leaf, want in zip(got.params, cpu.params, strict=True):
+        np.testing.assert_allclose(leaf, want, rtol=1e-10, atol=1e-12)
+
+
 def _spy(run_chunk, counts):
     """`run_chunk` that records each call's lane count (the batch's, or a redo's)."""
 
