@@ -220,12 +220,21 @@ def run_chunk(
     compiled program (they do not change), so a chunk copies O(1) data per run."""
     platform = "cpu" if mesh.devices.flat[0].platform == "cpu" else "other"
     program = functools.partial(CHUNK_PROGRAMS[platform], mesh=mesh)
+    settings = settings._replace(blocking=_compiled_blocking(settings.blocking, runs, mesh))
     if settings.path != "propagator":  # only the propagator's steps read the kernel
         settings = settings._replace(blocking=settings.blocking._replace(kernel="xla"))
         return program(runs, inputs, num_blocks, scalars, settings=settings)
     compact = runs._replace(state=_compact(runs.state))
     compact, *rest = program(compact, inputs, num_blocks, scalars, settings=settings)
     return (compact._replace(state=_expanded(compact.state, runs.state)), *rest)
+
+
+def _compiled_blocking(blocking, runs: Runs, mesh):
+    """`blocking` as the chunk program reads it: blocks and check batches of at most a
+    device's lanes, no redo sizes (layouts that differ only there share one program)."""
+    count = runs.info.max_kink.shape[0] // mesh.size
+    block, check = min(blocking.block, count), min(blocking.check, count)
+    return blocking._replace(block=block, check=check, redo=0, redo_block=None)
 
 
 @jax.jit
