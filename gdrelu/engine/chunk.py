@@ -123,7 +123,8 @@ def _trained_blocks(runs: Runs, inputs, num_blocks, scalars, settings: ChunkSett
         return lambda part: _trained_block(*part, scalars, chunk_settings)
 
     if settings.path == "propagator":  # O(1) per step: only its steps go block by block
-        blocks = {"blocks": (block, num_blocks[0]), "kernel": settings.blocking.kernel}
+        visited = _visited_blocks(num_blocks, settings)
+        blocks = {"blocks": (block, visited), "kernel": settings.blocking.kernel}
         return _trained_block(runs, inputs, scalars, settings, **blocks)
 
     def train(i, out):
@@ -138,6 +139,12 @@ def _trained_blocks(runs: Runs, inputs, num_blocks, scalars, settings: ChunkSett
     end = jax.tree.map(lambda v: jnp.zeros((count, *v.shape[1:]), v.dtype), one_block[2])
     start = (runs, jnp.ones((count,), bool), end)
     return jax.lax.fori_loop(0, num_blocks[1], train, start)
+
+
+def _visited_blocks(num_blocks, settings: ChunkSettings):
+    """The blocks a chunk trains and checks: num_blocks[1], but num_blocks[0] on the
+    propagator, which leaves its batch's general blocks to `exact_chunk`'s redos."""
+    return num_blocks[0] if settings.path == "propagator" else num_blocks[1]
 
 
 def _local_chunk(runs: Runs, inputs, num_blocks, scalars: ChunkScalars, *, settings):
@@ -162,8 +169,7 @@ def _local_chunk(runs: Runs, inputs, num_blocks, scalars: ChunkScalars, *, setti
         jnp.zeros((count,), runs.info.max_kink.dtype),
         jnp.zeros((count,), bool),
     )
-    trained_blocks = num_blocks[0] if settings.path == "propagator" else num_blocks[1]
-    batches = (trained_blocks * block + check - 1) // check
+    batches = (_visited_blocks(num_blocks, settings) * block + check - 1) // check
     runs, code, loss, fixed_next = jax.lax.fori_loop(0, batches, checked, out)
     return runs, code, loss, exact, fixed_next
 
@@ -220,21 +226,22 @@ def run_chunk(
     compiled program (they do not change), so a chunk copies O(1) data per run."""
     platform = "cpu" if mesh.devices.flat[0].platform == "cpu" else "other"
     program = functools.partial(CHUNK_PROGRAMS[platform], mesh=mesh)
-    settings = settings._replace(blocking=_compiled_blocking(settings.blocking, runs, mesh))
-    if settings.path != "propagator":  # only the propagator's steps read the kernel
-        settings = settings._replace(blocking=settings.blocking._replace(kernel="xla"))
+    settings = settings._replace(blocking=_compiled_blocking(settings, runs, mesh))
+    if settings.path != "propagator":
         return program(runs, inputs, num_blocks, scalars, settings=settings)
     compact = runs._replace(state=_compact(runs.state))
     compact, *rest = program(compact, inputs, num_blocks, scalars, settings=settings)
     return (compact._replace(state=_expanded(compact.state, runs.state)), *rest)
 
 
-def _compiled_blocking(blocking, runs: Runs, mesh):
-    """`blocking` as the chunk program reads it: blocks and check batches of at most a
-    device's lanes, no redo sizes (layouts that differ only there share one program)."""
-    count = runs.info.max_kink.shape[0] // mesh.size
+def _compiled_blocking(settings: ChunkSettings, runs: Runs, mesh):
+    """The settings' blocking as the chunk program reads it: blocks and check batches of at
+    most a device's lanes, no redo sizes, and a kernel on the propagator only (settings
+    that differ only elsewhere share one program)."""
+    blocking, count = settings.blocking, runs.info.max_kink.shape[0] // mesh.size
+    kernel = blocking.kernel if settings.path == "propagator" else "xla"
     block, check = min(blocking.block, count), min(blocking.check, count)
-    return blocking._replace(block=block, check=check, redo=0, redo_block=None)
+    return blocking._replace(block=block, check=check, redo=0, redo_block=None, kernel=kernel)
 
 
 @jax.jit
