@@ -229,9 +229,10 @@ def test_linear_thresholds_do_not_depend_on_how_many_runs_are_computed_together(
                           deltas=(0.0,), runs=100, step_size="ntk", optimizer="adam")  # fmt: skip
     params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(100))
     scaling = Scaling(*(jnp.ones(100, params.c.dtype),) * 2)
-    whole = np.asarray(_linear_regime(params, data, scaling)["linear_threshold"])
-    part = jax.tree.map(lambda v: v[3:7], (params, data, scaling))  # fewer than one batch
-    np.testing.assert_array_equal(_linear_regime(*part)["linear_threshold"], whole[3:7])
+    regime = jax.jit(_linear_regime)  # as `initial_state` calls it: inside one program
+    whole = np.asarray(regime(params, data, scaling)["linear_threshold"])
+    part = jax.tree.map(lambda v: np.asarray(v)[3:7], (params, data, scaling))  # < one batch
+    np.testing.assert_array_equal(regime(*part)["linear_threshold"], whole[3:7])
 
 
 def test_a_batch_of_runs_holds_at_most_batch_elements_pattern_entries():

@@ -121,8 +121,14 @@ def test_native_heavy_ball_equals_the_xla_loop(alpha):
     96 of 128 runs give the XLA loop's Φ_t, Σ_t, c, c's velocity and flags bit for bit,
     the tracked neurons and the largest kink to 1e-14; the last block keeps Φ = I."""
     params, _, moments, h = _batch(128)
-    velocity = jax.tree.map(lambda v: -1e-3 * v, params)
-    state = propagator.deferred(params, *jax.vmap(propagator.regular_neurons)(params), velocity)
+    velocity = jax.tree.map(lambda v: -1e-3 * np.asarray(v), params)
+
+    @jax.jit  # one program, not one per eager operation
+    def deferred(params, velocity):
+        regular = jax.vmap(propagator.regular_neurons)(params)
+        return propagator.deferred(params, *regular, velocity)
+
+    state = deferred(params, velocity)
     steps = jax.jit(
         propagator.deferred_steps,
         static_argnums=5,

@@ -228,9 +228,14 @@ def test_a_steps_minibatch_moments_are_those_of_its_counts():
     y = rng.normal(size=x.shape) + 0.1
     weights = rng.random(x.shape) * (rng.random(x.shape) < 0.8) + np.eye(lanes, 6) / 3
     words = rng.integers(0, 2**32, (draws, lanes), np.uint64).astype(np.uint32)
-    table = jax.vmap(propagator.draw_table, out_axes=-1)(WeightedData(x, y, weights))
     sgd = get_optimizer("sgd", sampler="multinomial", batch_size=draws)
-    got = propagator._minibatch_moments(sgd, None, table, 0, jnp.asarray(words))
+
+    @jax.jit  # one program, not one per eager operation
+    def moments(data, words):
+        table = jax.vmap(propagator.draw_table, out_axes=-1)(data)
+        return propagator._minibatch_moments(sgd, None, table, 0, words)
+
+    got = [np.asarray(f) for f in moments(WeightedData(x, y, weights), jnp.asarray(words))]
     for lane in range(lanes):
         q = multinomial_counts_by_hand(words[:, lane], weights[lane]) / draws
         xs, ys = x[lane], y[lane]
