@@ -41,9 +41,13 @@ def test_each_script_answers_help(script, tmp_path):
         ["scripts/star_experiment.py", "--widths", "4", "--runs", "4", "--steps", "2000",
          "--out", "{tmp}/star"],
         ["scripts/adam_sensitivity.py"],
+        ["scripts/profile_suite.py", "--out", "{tmp}/profile", "--top", "3", "--", "-q",
+         "-n", "0", "-p", "no:cacheprovider", "tests/test_model.py"],
     ],
     ids=lambda args: Path(args[0]).name,
 )  # fmt: skip
 def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
     done = _run([a.format(tmp=tmp_path) for a in args], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    if args[0] == "scripts/profile_suite.py":  # the tests' programs, named and timed
+        assert "tests/test_model.py::" in done.stdout and " jit(" in done.stdout, done.stdout
