@@ -81,6 +81,11 @@ def sharded(tree):
 def adam_steps(num_steps: int, with_words: bool):
     """Batched (params, step size, key data) -> params after `num_steps` Adam updates
     whose gradient is 1e-3 p (+ a multiple of the step's words' sum `with_words`)."""
+    return jax.jit(jax.vmap(adam_run(num_steps, with_words)))
+
+
+def adam_run(num_steps: int, with_words: bool):
+    """`adam_steps` of one run: (params, step size, key data) -> params."""
 
     def one(params, step_size, key_data):
         transformation = ADAM.transformation(step_size)
@@ -96,7 +101,7 @@ def adam_steps(num_steps: int, with_words: bool):
         carry = (params, transformation.init(params))
         return scan_steps(body, carry, num_steps, 1, words_for)[0]
 
-    return jax.jit(jax.vmap(one))
+    return one
 
 
 def words_only(num_steps: int):

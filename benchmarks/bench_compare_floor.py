@@ -1,0 +1,127 @@
+"""The least time the default `gdrelu compare`'s Adam units can take on this machine.
+
+`gdrelu compare` trains every run of its default cells (`ExperimentSpec`'s widths, Δ and
+runs) for the whole budget (check_every × max_checks steps), and Adam takes the general
+path: O(n) per step for its update, O(n·m) for the full-batch gradient. Side by side at
+each width, on the paper's workload (`bench_vs_numpy.workload`), `--runs` runs ×
+`--steps` steps, warm, float64, laid out as the engine trains them on a CPU: sharded over
+every device, each device's runs in blocks of `placement.BLOCK` that take all their steps
+before the next block starts (so that a block's state stays in cache), compiled with the
+chunk program's CPU options:
+
+- adam update: the engine's Adam (optax, the paper's β and ε) on the `Params` pytree with
+  a stand-in gradient of two flops per parameter (`bench_floors.adam_run`): a piece
+  every Adam step contains;
+- gradient pass: θ ← θ - h ∇L(θ) with the full-batch gradient of the six points
+  (`model.loss_gradient`, the general path's), nothing else: the other such piece.
+
+Each piece's rate bounds the Adam units from below: compare's Adam neuron-steps at width
+n over the piece's rate at n, summed over the widths. Doing both pieces cannot take less
+than either; the table also gives their sum, what the two take one after the other.
+Rates in neuron-steps/s, bounds in seconds.
+
+    PYTHONPATH=. python benchmarks/bench_compare_floor.py [--runs R] [--steps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_floors import adam_run, best_of, sharded  # noqa: E402
+from bench_vs_numpy import workload  # noqa: E402
+from jax.sharding import Mesh, PartitionSpec  # noqa: E402
+
+from gdrelu.engine.chunk import CPU_COMPILER_OPTIONS  # noqa: E402
+from gdrelu.engine.placement import BLOCK, shard_map  # noqa: E402
+from gdrelu.model import Params, loss_gradient  # noqa: E402
+from gdrelu.optim import scan_steps  # noqa: E402
+from gdrelu.spec import ExperimentSpec  # noqa: E402
+
+
+def gradient_run(num_steps: int):
+    """(params, x, y, weights, step size) of one run -> its params after `num_steps` GD
+    steps on the full-batch gradient: the general path's pass over the points, alone."""
+
+    def one(params, x, y, weights, step_size):
+        def body(p, t, words):
+            grads = loss_gradient(p, x, y, weights)
+            return jax.tree.map(lambda v, g: v - step_size * g, p, grads), None
+
+        return scan_steps(body, params, num_steps)
+
+    return one
+
+
+def in_blocks(one):
+    """`one` (a run's arguments -> its result) over a runs-sharded batch, each device's
+    runs `BLOCK` at a time (the runs per device: a multiple of `BLOCK`), compiled."""
+
+    def local(*args):
+        blocks = jax.tree.map(lambda v: v.reshape(-1, BLOCK, *v.shape[1:]), args)
+        done = jax.lax.map(lambda block: jax.vmap(one)(*block), blocks)
+        return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), done)
+
+    mesh = Mesh(jax.devices(), ("runs",))
+    lanes = PartitionSpec("runs")
+    program = shard_map(local, mesh=mesh, in_specs=lanes, out_specs=lanes)
+    return jax.jit(program, compiler_options=CPU_COMPILER_OPTIONS)
+
+
+def rates(width: int, runs: int, steps: int) -> dict[str, float]:
+    """Neuron-steps/s of each piece at `width`."""
+    params, data, step_sizes, keys = workload(width, runs)
+    params = sharded(Params(*map(jnp.asarray, params)))
+    step_sizes, key_data = sharded(jnp.asarray(step_sizes)), sharded(jax.random.key_data(keys))
+    points = sharded(tuple(map(jnp.asarray, data)))
+    work = width * runs * steps
+    update = best_of(in_blocks(adam_run(steps, False)), params, step_sizes, key_data)
+    gradient = best_of(in_blocks(gradient_run(steps)), params, *points, step_sizes)
+    return {"adam update": work / update, "gradient pass": work / gradient}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    lanes = BLOCK * jax.device_count()
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=-(-1000 // lanes) * lanes,
+        help=f"runs per width, a multiple of {lanes} (BLOCK × devices) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=1000, help="steps per run (default: %(default)s)"
+    )
+    args = parser.parse_args()
+    if args.runs <= 0 or args.runs % lanes:
+        parser.error(f"--runs: {args.runs} is not a positive multiple of {lanes} (BLOCK × devices)")
+    spec = ExperimentSpec()
+    budget = spec.check_every * spec.max_checks
+    print(f"# {os.cpu_count()} cores, {jax.device_count()} devices, jax {jax.__version__}; "
+          f"compare's Adam: widths {spec.widths}, {len(spec.deltas)} Δ, {spec.runs} runs, "
+          f"{budget} steps")  # fmt: skip
+    print("| width | adam update | gradient pass | least s: update | gradient | both |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    total = [0.0, 0.0]
+    for width in spec.widths:
+        rate = rates(width, args.runs, args.steps)
+        work = len(spec.deltas) * spec.runs * width * budget
+        least = [work / rate["adam update"], work / rate["gradient pass"]]
+        total = [t + s for t, s in zip(total, least, strict=True)]
+        print(f"| {width} | {rate['adam update']:.3g} | {rate['gradient pass']:.3g} | "
+              f"{least[0]:.0f} | {least[1]:.0f} | {sum(least):.0f} |", flush=True)  # fmt: skip
+    print(f"| all | | | {total[0]:.0f} | {total[1]:.0f} | {sum(total):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
