@@ -4,10 +4,9 @@
 runs) for the whole budget (check_every × max_checks steps), and Adam takes the general
 path: O(n) per step for its update, O(n·m) for the full-batch gradient. Side by side at
 each width, on the paper's workload (`bench_vs_numpy.workload`), `--runs` runs ×
-`--steps` steps, warm, float64, laid out as the engine trains them on a CPU: sharded over
-every device, each device's runs in blocks of `placement.BLOCK` that take all their steps
-before the next block starts (so that a block's state stays in cache), compiled with the
-chunk program's CPU options:
+`--steps` steps, warm, float64, laid out as the engine trains them on a CPU
+(`bench_floors.in_blocks`: each device's runs in blocks of `placement.BLOCK` that take all
+their steps before the next block starts, so that a block's state stays in cache):
 
 - adam update: the engine's Adam (optax, the paper's β and ε) on the `Params` pytree with
   a stand-in gradient of two flops per parameter (`bench_floors.adam_run`): a piece
@@ -38,12 +37,10 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_floors import adam_run, best_of, sharded  # noqa: E402
+from bench_floors import adam_run, best_of, in_blocks, sharded  # noqa: E402
 from bench_vs_numpy import workload  # noqa: E402
-from jax.sharding import Mesh, PartitionSpec  # noqa: E402
 
-from gdrelu.engine.chunk import CPU_COMPILER_OPTIONS  # noqa: E402
-from gdrelu.engine.placement import BLOCK, shard_map  # noqa: E402
+from gdrelu.engine.placement import BLOCK  # noqa: E402
 from gdrelu.model import Params, loss_gradient  # noqa: E402
 from gdrelu.optim import scan_steps  # noqa: E402
 from gdrelu.spec import ExperimentSpec  # noqa: E402
@@ -61,21 +58,6 @@ def gradient_run(num_steps: int):
         return scan_steps(body, params, num_steps)
 
     return one
-
-
-def in_blocks(one):
-    """`one` (a run's arguments -> its result) over a runs-sharded batch, each device's
-    runs `BLOCK` at a time (the runs per device: a multiple of `BLOCK`), compiled."""
-
-    def local(*args):
-        blocks = jax.tree.map(lambda v: v.reshape(-1, BLOCK, *v.shape[1:]), args)
-        done = jax.lax.map(lambda block: jax.vmap(one)(*block), blocks)
-        return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), done)
-
-    mesh = Mesh(jax.devices(), ("runs",))
-    lanes = PartitionSpec("runs")
-    program = shard_map(local, mesh=mesh, in_specs=lanes, out_specs=lanes)
-    return jax.jit(program, compiler_options=CPU_COMPILER_OPTIONS)
 
 
 def rates(width: int, runs: int, steps: int) -> dict[str, float]:

@@ -3,8 +3,11 @@
 Side by side in one process, on the paper's 1-D workload (`bench_vs_numpy.workload`:
 `paper_workload.build` with the "blocks" keys that its dated results were measured on),
 `--runs` runs × `--steps` steps (one chunk, as the crossing protocol trains Adam: all its
-runs cross in the first), warm, float64, the runs sharded over every CPU device as
-`gdrelu.simulate` shards them. Rates in neuron-steps/s (width × steps × runs / s):
+runs cross in the first), warm, float64, the runs laid out as `gdrelu.simulate` trains
+them on a CPU: sharded over every device, each device's runs in blocks of
+`placement.BLOCK` that take all their steps before the next block starts (`in_blocks`),
+compiled with the chunk program's CPU options. Rates in neuron-steps/s (width × steps ×
+runs / s):
 
 - numpy: `numpy_baseline.train_stochastic`, every run the whole budget, the faster of two
   calls (the issue's baseline); target: 50× it for SGD and heavy ball, 20× for Adam;
@@ -24,8 +27,12 @@ runs cross in the first), warm, float64, the runs sharded over every CPU device 
 A piece's rate is a ceiling for every step that contains it: where it is below the
 target, that target cannot be met by a step that does this piece this way.
 
-    PYTHONPATH=. python benchmarks/bench_floors.py [--widths 16,128] [--runs 1000]
+    PYTHONPATH=. python benchmarks/bench_floors.py [--widths 16,128] [--runs R]
         [--steps 1000] [--gd-steps 10000]
+
+(Before 2026-12-05 the pieces ran with each device's runs in one block and the default
+compile options: floors-cpu-2core-2026-12-03.md. With 500 runs per device a step's state
+left the cache, and Adam's update ran 1.4× slower at width 16 than in blocks.)
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ import numpy_baseline  # noqa: E402
 from bench_vs_numpy import workload  # noqa: E402
 
 from gdrelu import simulate  # noqa: E402
+from gdrelu.engine.chunk import CPU_COMPILER_OPTIONS  # noqa: E402
+from gdrelu.engine.placement import BLOCK, shard_map  # noqa: E402
 from gdrelu.model import Params  # noqa: E402
 from gdrelu.optim import get_optimizer, scan_steps, words_ahead  # noqa: E402
 
@@ -78,14 +87,26 @@ def sharded(tree):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("runs")))
 
 
-def adam_steps(num_steps: int, with_words: bool):
-    """Batched (params, step size, key data) -> params after `num_steps` Adam updates
-    whose gradient is 1e-3 p (+ a multiple of the step's words' sum `with_words`)."""
-    return jax.jit(jax.vmap(adam_run(num_steps, with_words)))
+def in_blocks(one):
+    """`one` (a run's arguments -> its result) over a runs-sharded batch, each device's
+    runs `BLOCK` at a time, every step of a block before the next (the runs per device: a
+    multiple of `BLOCK`), compiled as the chunk program is on a CPU."""
+
+    def local(*args):
+        blocks = jax.tree.map(lambda v: v.reshape(-1, BLOCK, *v.shape[1:]), args)
+        done = jax.lax.map(lambda block: jax.vmap(one)(*block), blocks)
+        return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), done)
+
+    mesh = Mesh(jax.devices(), ("runs",))
+    lanes = PartitionSpec("runs")
+    program = shard_map(local, mesh=mesh, in_specs=lanes, out_specs=lanes)
+    return jax.jit(program, compiler_options=CPU_COMPILER_OPTIONS)
 
 
 def adam_run(num_steps: int, with_words: bool):
-    """`adam_steps` of one run: (params, step size, key data) -> params."""
+    """(params, step size, key data) of one run -> its params after `num_steps` Adam
+    updates whose gradient is 1e-3 p (+ a multiple of the step's words' sum
+    `with_words`)."""
 
     def one(params, step_size, key_data):
         transformation = ADAM.transformation(step_size)
@@ -104,8 +125,8 @@ def adam_run(num_steps: int, with_words: bool):
     return one
 
 
-def words_only(num_steps: int):
-    """Batched key data -> the sum of the run's multinomial words over `num_steps` steps."""
+def words_run(num_steps: int):
+    """Key data of one run -> the sum of its multinomial words over `num_steps` steps."""
 
     def one(key_data):
         words_for = words_ahead(ADAM, key_data, jnp.zeros((), jnp.int32))
@@ -115,7 +136,7 @@ def words_only(num_steps: int):
 
         return scan_steps(body, jnp.zeros((), jnp.uint32), num_steps, 1, words_for)
 
-    return jax.jit(jax.vmap(one))
+    return one
 
 
 def width_rows(width: int, runs: int, steps: int, gd_steps: int) -> None:
@@ -134,8 +155,8 @@ def width_rows(width: int, runs: int, steps: int, gd_steps: int) -> None:
     batch = sharded((Params(*map(jnp.asarray, params)), jnp.asarray(step_sizes)))
     for with_words in (False, True):
         piece = "adam update" + (" + words" if with_words else "")
-        row(piece, best_of(adam_steps(steps, with_words), *batch, key_data), "adam")
-    row("words", best_of(words_only(steps), key_data), "sgd")
+        row(piece, best_of(in_blocks(adam_run(steps, with_words)), *batch, key_data), "adam")
+    row("words", best_of(in_blocks(words_run(steps)), key_data), "sgd")
     gd = functools.partial(simulate, params, data, step_sizes)
     rules = dict(check_every=steps, max_checks=gd_steps // steps)
     trained = int(np.sum(gd(**rules).stop_step))  # and compiled: no warm-up call
@@ -148,8 +169,12 @@ def main() -> None:
     parser.add_argument(
         "--widths", default="16,128", help="comma-separated widths (default: %(default)s)"
     )
+    lanes = BLOCK * jax.device_count()
     parser.add_argument(
-        "--runs", type=int, default=1000, help="runs per width (default: %(default)s)"
+        "--runs",
+        type=int,
+        default=-(-1000 // lanes) * lanes,
+        help=f"runs per width, a multiple of {lanes} (BLOCK × devices) (default: %(default)s)",
     )
     parser.add_argument(
         "--steps",
@@ -164,6 +189,8 @@ def main() -> None:
         help="most GD steps per run (propagator row) (default: %(default)s)",
     )
     args = parser.parse_args()
+    if args.runs <= 0 or args.runs % lanes:
+        parser.error(f"--runs: {args.runs} is not a positive multiple of {lanes} (BLOCK × devices)")
     print(f"# {os.cpu_count()} cores, {jax.device_count()} devices, jax {jax.__version__}")
     print("| width | piece | neuron-steps/s | target it bounds |")
     print("|---:|---|---:|---|")
