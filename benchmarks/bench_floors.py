@@ -30,9 +30,9 @@ target, that target cannot be met by a step that does this piece this way.
     PYTHONPATH=. python benchmarks/bench_floors.py [--widths 16,128] [--runs R]
         [--steps 1000] [--gd-steps 10000]
 
-(Before 2026-12-05 the pieces ran with each device's runs in one block and the default
-compile options: floors-cpu-2core-2026-12-03.md. With 500 runs per device a step's state
-left the cache, and Adam's update ran 1.4× slower at width 16 than in blocks.)
+(Until 2026-12-05 the pieces ran with each device's runs in one block and the default
+compile options, floors-cpu-2core-2026-12-03.md; docs/performance-log.md, twenty-seventh
+session, compares the two layouts.)
 """
 
 from __future__ import annotations
