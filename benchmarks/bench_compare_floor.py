@@ -37,10 +37,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_floors import adam_run, best_of, in_blocks, sharded  # noqa: E402
+from bench_floors import adam_run, add_runs_argument, best_of, in_blocks, sharded  # noqa: E402
 from bench_vs_numpy import workload  # noqa: E402
 
-from gdrelu.engine.placement import BLOCK  # noqa: E402
 from gdrelu.model import Params, loss_gradient  # noqa: E402
 from gdrelu.optim import scan_steps  # noqa: E402
 from gdrelu.spec import ExperimentSpec  # noqa: E402
@@ -74,19 +73,11 @@ def rates(width: int, runs: int, steps: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    lanes = BLOCK * jax.device_count()
-    parser.add_argument(
-        "--runs",
-        type=int,
-        default=-(-1000 // lanes) * lanes,
-        help=f"runs per width, a multiple of {lanes} (BLOCK × devices) (default: %(default)s)",
-    )
+    add_runs_argument(parser)
     parser.add_argument(
         "--steps", type=int, default=1000, help="steps per run (default: %(default)s)"
     )
     args = parser.parse_args()
-    if args.runs <= 0 or args.runs % lanes:
-        parser.error(f"--runs: {args.runs} is not a positive multiple of {lanes} (BLOCK × devices)")
     spec = ExperimentSpec()
     budget = spec.check_every * spec.max_checks
     print(f"# {os.cpu_count()} cores, {jax.device_count()} devices, jax {jax.__version__}; "

@@ -103,6 +103,25 @@ def in_blocks(one):
     return jax.jit(program, compiler_options=CPU_COMPILER_OPTIONS)
 
 
+def _whole_blocks(text: str) -> int:
+    """A run count that fills whole blocks on every device (`in_blocks`)."""
+    runs, lanes = int(text), BLOCK * jax.device_count()
+    if runs <= 0 or runs % lanes:
+        raise argparse.ArgumentTypeError(f"{runs} is not a positive multiple of {lanes}")
+    return runs
+
+
+def add_runs_argument(parser: argparse.ArgumentParser) -> None:
+    """--runs: runs per width, whole blocks on every device (about 1000 by default)."""
+    lanes = BLOCK * jax.device_count()
+    parser.add_argument(
+        "--runs",
+        type=_whole_blocks,
+        default=-(-1000 // lanes) * lanes,
+        help=f"runs per width, a multiple of {lanes} (BLOCK × devices) (default: %(default)s)",
+    )
+
+
 def adam_run(num_steps: int, with_words: bool):
     """(params, step size, key data) of one run -> its params after `num_steps` Adam
     updates whose gradient is 1e-3 p (+ a multiple of the step's words' sum
@@ -169,13 +188,7 @@ def main() -> None:
     parser.add_argument(
         "--widths", default="16,128", help="comma-separated widths (default: %(default)s)"
     )
-    lanes = BLOCK * jax.device_count()
-    parser.add_argument(
-        "--runs",
-        type=int,
-        default=-(-1000 // lanes) * lanes,
-        help=f"runs per width, a multiple of {lanes} (BLOCK × devices) (default: %(default)s)",
-    )
+    add_runs_argument(parser)
     parser.add_argument(
         "--steps",
         type=int,
@@ -189,8 +202,6 @@ def main() -> None:
         help="most GD steps per run (propagator row) (default: %(default)s)",
     )
     args = parser.parse_args()
-    if args.runs <= 0 or args.runs % lanes:
-        parser.error(f"--runs: {args.runs} is not a positive multiple of {lanes} (BLOCK × devices)")
     print(f"# {os.cpu_count()} cores, {jax.device_count()} devices, jax {jax.__version__}")
     print("| width | piece | neuron-steps/s | target it bounds |")
     print("|---:|---|---:|---|")

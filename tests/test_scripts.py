@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gdrelu.engine.placement import BLOCK
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(
     p.relative_to(ROOT) for d in ("scripts", "benchmarks") for p in (ROOT / d).glob("*.py")
@@ -41,7 +43,7 @@ def test_each_script_answers_help(script, tmp_path):
         ["scripts/star_experiment.py", "--widths", "4", "--runs", "4", "--steps", "2000",
          "--out", "{tmp}/star"],
         ["scripts/adam_sensitivity.py"],
-        ["benchmarks/bench_compare_floor.py", "--runs", str(64 * (os.cpu_count() or 1)),
+        ["benchmarks/bench_compare_floor.py", "--runs", str(BLOCK * (os.cpu_count() or 1)),
          "--steps", "10"],
         ["scripts/profile_suite.py", "--out", "{tmp}/profile", "--top", "3", "--", "-q",
          "-n", "0", "-p", "no:cacheprovider", "tests/test_model.py"],
