@@ -12,7 +12,7 @@ their steps before the next block starts, so that a block's state stays in cache
   a stand-in gradient of two flops per parameter (`bench_floors.adam_run`): a piece
   every Adam step contains;
 - gradient pass: θ ← θ - h ∇L(θ) with the full-batch gradient of the six points
-  (`model.loss_gradient`, the general path's), nothing else: the other such piece.
+  (`engine.paths.gd_step`, the general path's gradient), nothing else: the other such piece.
 
 Each piece's rate bounds the Adam units from below: compare's Adam neuron-steps at width
 n over the piece's rate at n, summed over the widths. Doing both pieces cannot take less
@@ -40,21 +40,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_floors import adam_run, add_runs_argument, best_of, in_blocks, sharded  # noqa: E402
 from bench_vs_numpy import workload  # noqa: E402
 
-from gdrelu.model import Params, loss_gradient  # noqa: E402
+from gdrelu.data import WeightedData  # noqa: E402
+from gdrelu.engine.paths import gd_step  # noqa: E402
+from gdrelu.model import Params  # noqa: E402
 from gdrelu.optim import scan_steps  # noqa: E402
 from gdrelu.spec import ExperimentSpec  # noqa: E402
 
 
 def gradient_run(num_steps: int):
-    """(params, x, y, weights, step size) of one run -> its params after `num_steps` GD
-    steps on the full-batch gradient: the general path's pass over the points, alone."""
+    """(params, data, step size) of one run -> its params after `num_steps` GD steps on
+    the full-batch gradient (`engine.paths.gd_step`): the general path's pass over the
+    points, alone."""
 
-    def one(params, x, y, weights, step_size):
-        def body(p, t, words):
-            grads = loss_gradient(p, x, y, weights)
-            return jax.tree.map(lambda v, g: v - step_size * g, p, grads), None
-
-        return scan_steps(body, params, num_steps)
+    def one(params, data, step_size):
+        step = lambda p, t, words: (gd_step(p, data, step_size), None)  # noqa: E731
+        return scan_steps(step, params, num_steps)
 
     return one
 
@@ -64,10 +64,10 @@ def rates(width: int, runs: int, steps: int) -> dict[str, float]:
     params, data, step_sizes, keys = workload(width, runs)
     params = sharded(Params(*map(jnp.asarray, params)))
     step_sizes, key_data = sharded(jnp.asarray(step_sizes)), sharded(jax.random.key_data(keys))
-    points = sharded(tuple(map(jnp.asarray, data)))
+    points = sharded(WeightedData(*map(jnp.asarray, data)))
     work = width * runs * steps
     update = best_of(in_blocks(adam_run(steps, False)), params, step_sizes, key_data)
-    gradient = best_of(in_blocks(gradient_run(steps)), params, *points, step_sizes)
+    gradient = best_of(in_blocks(gradient_run(steps)), params, points, step_sizes)
     return {"adam update": work / update, "gradient pass": work / gradient}
 
 

@@ -60,7 +60,7 @@ from bench_vs_numpy import workload  # noqa: E402
 
 from gdrelu import simulate  # noqa: E402
 from gdrelu.engine.chunk import CPU_COMPILER_OPTIONS  # noqa: E402
-from gdrelu.engine.placement import BLOCK, shard_map  # noqa: E402
+from gdrelu.engine.placement import BLOCK, RUNS_AXIS, shard_map  # noqa: E402
 from gdrelu.model import Params  # noqa: E402
 from gdrelu.optim import get_optimizer, scan_steps, words_ahead  # noqa: E402
 
@@ -81,10 +81,14 @@ def best_of(fn, *args, repeats: int = 3, warm_up: bool = True, **kwargs) -> floa
     return min(times)
 
 
+def runs_mesh() -> Mesh:
+    """Every device along the engine's runs axis."""
+    return Mesh(np.array(jax.devices()), (RUNS_AXIS,))
+
+
 def sharded(tree):
     """`tree` with its leading runs axis split over the devices."""
-    mesh = Mesh(np.array(jax.devices()), ("runs",))
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("runs")))
+    return jax.device_put(tree, NamedSharding(runs_mesh(), PartitionSpec(RUNS_AXIS)))
 
 
 def in_blocks(one):
@@ -97,9 +101,8 @@ def in_blocks(one):
         done = jax.lax.map(lambda block: jax.vmap(one)(*block), blocks)
         return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), done)
 
-    mesh = Mesh(jax.devices(), ("runs",))
-    lanes = PartitionSpec("runs")
-    program = shard_map(local, mesh=mesh, in_specs=lanes, out_specs=lanes)
+    lanes = PartitionSpec(RUNS_AXIS)
+    program = shard_map(local, mesh=runs_mesh(), in_specs=lanes, out_specs=lanes)
     return jax.jit(program, compiler_options=CPU_COMPILER_OPTIONS)
 
 
