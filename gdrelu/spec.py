@@ -75,7 +75,8 @@ class ExperimentSpec:
     when the biases do not start at zero, where the paper's crossing rule and
     certificate do not apply).
     `stuck_rule` says what P(stuck) counts: "certificate" (certified or degenerate; the
-    default where the certificate is a proof: full-batch GD on 1-D data, the paper's init),
+    default where the certificate is a proof: full-batch GD on 1-D data, the paper's init,
+    and `stop_on` has both rules),
     "final" (the default elsewhere, and `gdrelu compare`'s for all: certified or
     degenerate, or a final network still in the linear regime, `detectors`).
     `buckets` says which widths share a compiled program (`buckets.width_buckets`); a
@@ -249,11 +250,17 @@ class ExperimentSpec:
         return ()
 
     @property
+    def stops_on_proofs(self) -> bool:
+        """Whether runs stop on both statuses the certificate rule counts, stuck and
+        degenerate: `simulate` sets them only where `stop_on` asks for them."""
+        return self.stop_on is None or {"stuck", "degenerate"} <= set(self.stop_on)
+
+    @property
     def final_stuck_rule(self) -> bool:
         """Whether P(stuck) reads the final network (see `stuck_rule`)."""
         if self.stuck_rule != "auto":
             return self.stuck_rule == "final"
-        return not self.certified
+        return not (self.certified and self.stops_on_proofs)
 
     def cells(self) -> list[Cell]:
         from gdrelu.cells import Cell
@@ -468,6 +475,12 @@ def _check_stopping(spec: ExperimentSpec) -> None:
         if unknown:
             known = engine.STOP_RULES
             raise SpecError("stop_on", f"unknown rules {sorted(unknown)}; known: {known}")
+        if "crossed" in spec.stop_on and spec.input_dim == 1 and spec.bias_init != "zero":
+            raise SpecError(
+                "stop_on",
+                f"'crossed' stops a 1-D run once a kink reaches the data; bias_init "
+                f"{spec.bias_init!r} puts kinks there from the start (drop 'crossed')",
+            )
         proofs = {"stuck", "degenerate"} & set(spec.stop_on)
         if proofs and not spec.certified:
             raise SpecError(
@@ -489,4 +502,10 @@ def _check_stopping(spec: ExperimentSpec) -> None:
         raise SpecError(
             "stuck_rule",
             "the certificate is a proof for gd on 1-D data with zero biases only; use 'final'",
+        )
+    if spec.stuck_rule == "certificate" and not spec.stops_on_proofs:
+        raise SpecError(
+            "stuck_rule",
+            f"'certificate' counts the stuck and degenerate statuses, which stop_on "
+            f"{list(spec.stop_on)} never sets; add them to stop_on or use 'final'",
         )

@@ -355,7 +355,10 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(bias_init="kink"), "bias_init"),
         (dict(init="xavier"), "init"),
         (dict(bias_init="unif", stop_on=("stuck",)), "stop_on"),
+        # random biases put kinks among the data at once: every run would stop there
+        (dict(bias_init="unif", stop_on=("crossed",)), "stop_on"),
         (dict(init="ntk", stuck_rule="certificate"), "stuck_rule"),
+        (dict(stop_on=("crossed",), stuck_rule="certificate"), "stuck_rule"),
         (dict(data="star", step_size="ntk", stuck_rule="certificate"), "stuck_rule"),
         (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
         (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
@@ -437,6 +440,10 @@ def test_a_data_file_split_and_dimension_are_checked(tmp_path):
         (dict(bias_init="unif"), True),
         (dict(data="star", step_size="ntk"), True),  # no certificate in d dimensions
         (dict(data="cross", step_size="param-norm"), True),
+        (dict(stop_on=("crossed", "stuck", "degenerate")), False),
+        (dict(stop_on=()), True),  # no run is ever set stuck or degenerate
+        (dict(stop_on=("crossed",)), True),
+        (dict(stop_on=("crossed", "stuck")), True),  # degenerate runs would go uncounted
     ],
 )
 def test_p_stuck_reads_the_final_network_wherever_no_certificate_applies(values, final):
