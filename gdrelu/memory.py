@@ -183,13 +183,18 @@ def results_bytes(spec: ExperimentSpec) -> int:
 
 
 def check_fits(
-    spec: ExperimentSpec, budget: int, devices: int | None = None, held: int = 0
+    spec: ExperimentSpec,
+    budget: int,
+    devices: int | None = None,
+    held: int = 0,
+    lower: str | None = None,
 ) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
     blocks of one on each of `devices` devices (default: the local ones), needs more than
     `budget` bytes, or naming --runs (--max-runs if set) if the largest such run and the
     finished runs (`results_bytes`, plus `held` bytes of other specs' results) together
-    do; shapes only, nothing is compiled."""
+    do; shapes only, nothing is compiled. `lower`: the flags the message says to lower
+    (default: those that set the spec's sizes)."""
     devices = jax.local_device_count() if devices is None else devices
     mixed = spec.mixed_layout
     largest = 0
@@ -200,7 +205,7 @@ def check_fits(
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "
-                f"{_gigabytes(budget)}; lower {_sizes(spec)}, or raise --memory-budget"
+                f"{_gigabytes(budget)}; lower {lower or _sizes(spec)}, or raise --memory-budget"
             )
         largest = max(largest, need)
     kept = results_bytes(spec) + held
@@ -211,7 +216,7 @@ def check_fits(
             f"up to {max(spec.widths)} (and of the specs before it, if any), need about "
             f"{_gigabytes(kept)}, and one run in training "
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
-            f"lower {flag} or --widths, or raise --memory-budget"
+            f"lower {lower or flag + ' or --widths'}, or raise --memory-budget"
         )
 
 

@@ -130,12 +130,39 @@ def test_a_budget_too_small_is_refused_before_anything_is_written(tiny, tmp_path
     out = tmp_path / "repro"
     command = ["reproduce", "--only", "sgd", "--out", str(out), "--quiet"]
     assert main([*command, "--memory-budget", "1e-6"]) == 2
-    assert "width 8:" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err  # names the flags reproduce has, not run's --widths
+    assert "width 8:" in err and "--scale" in err and "--widths" not in err, err
+    assert not out.exists()
     assert main([*command, "--memory-budget", "-1"]) == 2
     assert "--memory-budget" in capsys.readouterr().err and not out.exists()
     section10 = ["reproduce", "--only", "section10", "--out", str(out), "--quiet"]
     assert main([*section10, "--memory-budget", "1e-6"]) == 2  # as the preset is
     assert "width" in capsys.readouterr().err and not out.exists()
+
+
+def test_experiments_run_one_at_a_time_need_the_budget_one_at_a_time():
+    """reproduce and the Section 10 preset train one spec after the other, each with the
+    whole budget: a budget that fits each alone is accepted, though not both held at once
+    as `compare` holds them."""
+    from gdrelu import memory
+    from gdrelu.cli import options
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(8, 16), deltas=(0.0,), runs=4096)
+    low, high = 1, 10**12  # the least budget of one spec: bisection on check_fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            memory.check_fits(spec, middle)
+            high = middle
+        except memory.BudgetError:
+            low = middle
+    budget = high + memory.results_bytes(spec) // 2
+    options.check_fits([spec, spec], budget, together=False)
+    with pytest.raises(memory.BudgetError, match="--runs"):
+        options.check_fits([spec, spec], budget)
+    with pytest.raises(memory.BudgetError, match="lower --scale, or"):
+        options.check_fits([spec, spec], budget, lower="--scale")
 
 
 @pytest.mark.parametrize(

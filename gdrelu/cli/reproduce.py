@@ -49,7 +49,8 @@ def execute(args, started: dict | None = None) -> int:
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
     specs = [spec for name in names for spec in reproduce.experiment_specs(name, scale)]
-    options.check_fits(specs, budget)  # before the directory is written
+    # before the directory is written; one experiment at a time, with the whole budget
+    options.check_fits(specs, budget, together=False, lower="--scale (or --only)")
     # a resume's directory is checked against its manifest before the paper scale's
     # estimate times each path; a new one is made after it, so a Ctrl-C there leaves none
     resumed = args.resume is not None

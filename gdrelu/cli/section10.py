@@ -26,7 +26,7 @@ def execute(args, started: dict | None = None) -> int:
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
     firsts = grid.group_specs(scale, seed)
-    options.check_fits(firsts, budget)
+    options.check_fits(firsts, budget, together=False, lower="--scale")
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
