@@ -705,6 +705,27 @@ def test_compare_trains_each_optimizer_in_what_the_earlier_results_leave(monkeyp
     assert budgets == [10**9, 10**9 - first, 10**9 - first - second]
 
 
+def test_compare_measures_the_free_memory_once(monkeypatch, tmp_path):
+    """The budget that the specs were checked against is the one they train in: free
+    memory measured again after the directory is written could refuse, or go below the
+    first spec's results, halfway (the runner stubbed)."""
+    from gdrelu import memory, runner
+    from gdrelu.cli import main
+
+    measured, budgets = [], []
+    monkeypatch.setattr(memory, "free_device_bytes", lambda: None)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: measured.append(1) or 2**32)
+    monkeypatch.setattr(
+        runner,
+        "run_experiment",
+        lambda spec, *, memory_budget, **kw: budgets.append(memory_budget) or [],
+    )
+    monkeypatch.setattr("gdrelu.cli.run._report", lambda *args: None)
+    compare = ["compare", "--optimizers", "gd,momentum", *SMALL, "--quiet"]
+    assert main([*compare, "--out", str(tmp_path / "cmp")]) == 0
+    assert len(measured) == 1 and budgets[0] == int(memory.HOST_SHARE * 2**32)
+
+
 def test_the_last_line_names_the_time_before_a_resume_only_after_one():
     from gdrelu.cli.progress import finished_line
 
@@ -1341,7 +1362,8 @@ def test_a_point_at_zero_is_taken_with_random_biases(tmp_path):
 def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_path, capsys):
     """Four of five points at x = 1 and two training points: many splits train on one x,
     where the paper's step size is 1/0. Only the draws can tell, so the run directory is
-    started; the run stopped with simulate's traceback."""
+    started, then removed with nothing stored in it: the same command may be given again
+    (it stopped with simulate's traceback, and left a run only --resume could open)."""
     (tmp_path / "d.csv").write_text("x,y\n1,1\n1,2\n1,0\n1,1\n2,3\n")
     argv = ["run", "--data-file", str(tmp_path / "d.csv"), "--split", "0.4,0.4,0.2",
             "--widths", "4", "--deltas", "0", "--runs", "20", "--out", str(tmp_path / "o"),
@@ -1350,6 +1372,7 @@ def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("gdrelu: error: step_size: rule 'paper' gives h = inf for run ")
     assert "such runs in its batch" in err[-1]
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_refused_field_names_the_layer_that_set_it_last(tmp_path, capsys):

@@ -147,13 +147,15 @@ def budget_bytes(gigabytes: float | None) -> int | None:
     return int(gigabytes * 1e9)
 
 
-def check_fits(specs, budget: int | None, *, together: bool = True, lower=None) -> None:
+def check_fits(specs, budget: int | None, *, together: bool = True, lower=None) -> int:
     """Refuse, before anything is written, a spec with a width of which one run alone
     cannot fit in the memory budget (`memory.BudgetError`); after the devices are set.
+    Returns the budget in bytes, measured once (`memory.memory_budget`), for the run.
     `together`: every spec's results stay until the end (`gdrelu compare`), else each
     spec runs alone (`gdrelu reproduce`, the Section 10 preset). `lower`: the flags the
     message names (default: the spec's own, `memory.check_fits`)."""
-    held = 0
+    held, budget = 0, memory.memory_budget(budget)
     for spec in specs:
-        memory.check_fits(spec, memory.memory_budget(budget), held=held, lower=lower)
+        memory.check_fits(spec, budget, held=held, lower=lower)
         held += memory.results_bytes(spec) if together else 0
+    return budget

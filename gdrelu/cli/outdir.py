@@ -34,6 +34,17 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
     return out
 
 
+def discard_unstarted(out: Path) -> None:
+    """Remove a new run directory in which no unit is stored yet (a run refused once its
+    draws showed a bad setting), so that nothing half-written stays and the same --out
+    can be given again; one holding units is kept."""
+    from gdrelu.store import UNITS
+
+    units = out / UNITS
+    if not (units.is_dir() and any(units.iterdir())):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def result_bytes(specs) -> int:
     """A generous estimate of what a run writes: per run a table row and its final
     parameters (3n + 1 numbers) in its unit file, twice (units and runs.csv), plus 1 MB."""

@@ -16,6 +16,7 @@ from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
 from gdrelu.optim import NAMED
 from gdrelu.progress import spec_clock
+from gdrelu.spec import SpecError
 
 
 def execute(args, started: dict | None = None) -> int:
@@ -34,7 +35,7 @@ def execute(args, started: dict | None = None) -> int:
     processes = backends.start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
     backends.prepare(every_core=processes is None, cache_dir=args.cache_dir, specs=specs)
-    options.check_fits(specs, budget)
+    budget = options.check_fits(specs, budget)  # free memory is measured once, here
     out = None
     if writer:
         from gdrelu.provenance import manifest
@@ -64,6 +65,10 @@ def execute(args, started: dict | None = None) -> int:
         if writer:
             raise Interrupted(f"gdrelu run --resume {out}") from None
         return 130
+    except SpecError:  # a setting only the draws refute (`runner`): no half-written run
+        if out is not None and started is None:
+            outdir.discard_unstarted(out)
+        raise
     finally:
         progress.close()
     if writer:
