@@ -148,9 +148,11 @@ def experiment_summary(
     seconds: float,
     backend: str,
     extra: dict[str, Any] | None = None,
+    together: Sequence[ExperimentSpec] = (),
 ) -> dict[str, Any]:
     """summary.json of an experiment: its cells, time, backend, memory, spec, the settings
-    that change results (`provenance`), and `extra`."""
+    that change results (`provenance.settings` of `spec`, or of every spec trained
+    `together`, as `gdrelu compare` does), and `extra`."""
     from gdrelu import provenance
 
     return {
@@ -159,7 +161,7 @@ def experiment_summary(
         "backend": backend,
         "peak_memory": provenance.peak_memory(),
         "spec": spec.to_dict(),
-        **provenance.recorded(),
+        **provenance.recorded(together or [spec]),
         **(extra or {}),
     }
 

@@ -8,17 +8,36 @@ import json
 import resource
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
+import numpy as np
 
 from gdrelu.engine import propagator_kernel
+from gdrelu.optim import get_optimizer
+
+if TYPE_CHECKING:
+    from gdrelu.spec import ExperimentSpec
 
 
-def settings() -> dict[str, str]:
-    """What changes results besides the spec: the propagator's kernel as resolved for this
-    platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`). Starts JAX's backends."""
-    return {"kernel": propagator_kernel(jax.devices()[0].platform)}
+def settings(specs: Sequence[ExperimentSpec] = ()) -> dict[str, str]:
+    """What changes results besides the spec: the kernel of the propagator's steps as
+    resolved on this platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`) for
+    the optimizer and dtype of each of `specs` whose runs take the propagator, distinct
+    names joined by commas, or "none" where no spec's runs do; without specs, full-batch
+    GD's in float64. Starts JAX's backends."""
+    platform = jax.devices()[0].platform
+    if not specs:
+        return {"kernel": propagator_kernel(platform)}
+    kernels = []
+    for spec in specs:
+        if spec.path == "propagator":
+            optimizer = get_optimizer(
+                spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size
+            )
+            kernel = propagator_kernel(platform, None, optimizer, np.dtype(spec.dtype))
+            kernels += [kernel] if kernel not in kernels else []
+    return {"kernel": ",".join(kernels) or "none"}
 
 
 def versions() -> dict[str, str]:
@@ -28,9 +47,10 @@ def versions() -> dict[str, str]:
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
 
-def recorded() -> dict[str, Any]:
-    """The keys every summary.json and manifest.json carry: settings and versions."""
-    return {"settings": settings(), "versions": versions()}
+def recorded(specs: Sequence[ExperimentSpec] = ()) -> dict[str, Any]:
+    """The keys every summary.json and manifest.json carry: the settings (`settings`) of a
+    run of `specs`, and versions."""
+    return {"settings": settings(specs), "versions": versions()}
 
 
 def measured_on() -> dict[str, Any]:
@@ -66,10 +86,13 @@ def measured_line() -> str:
     return ", ".join(f"{k} {v}" for k, v in measured_on().items())
 
 
-def manifest(specs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """manifest.json of a run of `specs` (JSON mappings): a resume must match its specs
-    and `settings` (`store.check_manifest`); `spec_hash` names them in one string."""
-    return {"specs": list(specs), "spec_hash": spec_hash(specs), **recorded()}
+def manifest(
+    specs: Sequence[dict[str, Any]], trained: Sequence[ExperimentSpec] = ()
+) -> dict[str, Any]:
+    """manifest.json of a run of `specs` (JSON mappings; `trained`: the same as
+    `ExperimentSpec`s, where they are such): a resume must match its specs and `settings`
+    (`store.check_manifest`); `spec_hash` names them in one string."""
+    return {"specs": list(specs), "spec_hash": spec_hash(specs), **recorded(trained)}
 
 
 def spec_hash(specs: Sequence[dict[str, Any]]) -> str:

@@ -123,6 +123,29 @@ def test_a_spec_given_lists_holds_tuples():
     )
 
 
+@pytest.mark.parametrize(
+    ("values", "kernel"),
+    [
+        (dict(optimizer="adam"), "none"),  # the general path: no propagator steps
+        (dict(dtype="float32"), "xla"),  # the C loop trains float64 only
+        (dict(optimizer="sgd", batch_size=5), "xla"),  # and minibatches of 2^k draws
+    ],
+)
+def test_the_kernel_recorded_is_the_one_the_runs_take(values, kernel, tmp_path, monkeypatch):
+    """Whatever the machine's C compiler: a run that cannot take the C loop records so,
+    and resumes on a machine where `auto` would not pick it either (or that forces XLA's
+    loop), though the spec-less default (GD, float64) differs there."""
+    specs = [ExperimentSpec(widths=(4,), runs=2, **values)]
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    started = provenance.manifest([s.to_dict() for s in specs], specs)
+    assert started["settings"] == {"kernel": kernel}
+    store.write_manifest(tmp_path, started)
+    monkeypatch.setenv(KERNEL_VARIABLE, "xla")
+    store.check_manifest(tmp_path, provenance.manifest([s.to_dict() for s in specs], specs))
+    both = [ExperimentSpec(widths=(4,), runs=2), *specs]
+    assert provenance.settings(both)["kernel"] == "xla"
+
+
 def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel):
     """The propagator's kernel ($GDRELU_PROPAGATOR_KERNEL) changes results: it is recorded
     and a resume with another one is refused, naming it; versions are not checked."""

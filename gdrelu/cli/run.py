@@ -40,7 +40,7 @@ def execute(args, started: dict | None = None) -> int:
     if writer:
         from gdrelu.provenance import manifest
 
-        recorded = manifest([spec.to_dict() for spec in specs])
+        recorded = manifest([spec.to_dict() for spec in specs], specs)
         hashes = [spec.data_sha256 for spec in specs]
         if any(hashes):  # a resume must read the same points, not only the same path
             recorded["settings"]["data_sha256"] = hashes
@@ -125,7 +125,9 @@ def _report(specs, results, seconds: float, out, before: float) -> None:
             "specs": [s.to_dict() for s in specs],
             "comparisons": comparisons(results),
         }
-    summary = experiment_summary(specs[0], results, seconds=seconds, backend=backend, extra=extra)
+    summary = experiment_summary(
+        specs[0], results, seconds=seconds, backend=backend, extra=extra, together=specs
+    )
     write_results(out, table(results), summary)
     print(format_table(summary["cells"]))
     if summary.get("comparisons"):
