@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 
@@ -14,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def failure_probability_plot(cells: Sequence[dict], path: Path) -> None:
+def failure_probability_plot(cells: Sequence[dict], path: Path | BinaryIO) -> None:
     """P(stuck) against width (log-2 axis), one line per Δ, with 95% interval bars and
     bands (`failure_probability_figure`), saved to `path`."""
     fig = failure_probability_figure(cells)
@@ -60,7 +61,7 @@ def failure_probability_figure(cells: Sequence[dict]):
     return fig
 
 
-def comparison_plot(comparisons: Sequence[dict], path: Path) -> None:
+def comparison_plot(comparisons: Sequence[dict], path: Path | BinaryIO) -> None:
     """`comparison_figure` saved to `path`."""
     fig = comparison_figure(comparisons)
     fig.savefig(path, dpi=120)
@@ -104,7 +105,7 @@ def comparison_figure(comparisons: Sequence[dict]):
     return fig
 
 
-def relative_rmse_plot(best: Sequence[dict], path: Path) -> None:
+def relative_rmse_plot(best: Sequence[dict], path: Path | BinaryIO) -> None:
     """Section 10: relative test RMSE against d, one panel per (init, optimizer), one colour
     per bias init (circles: P_d against d, squares: P_ex at d = 1). `best` are the rows of
     `section10.best_step_sizes`."""

@@ -18,7 +18,7 @@ import os
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -61,10 +61,15 @@ def write_text(path: Path, text: str) -> None:
     _atomic_write(path, text.encode("utf-8"))
 
 
-def _atomic_figure(path: Path, draw: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # the suffix: PNG
-    draw(tmp)
-    os.replace(tmp, path)
+def _atomic_figure(path: Path, draw: Callable[[BinaryIO], None]) -> None:
+    """The PNG that `draw` saves to a buffer, written as every file is (`_atomic_write`):
+    a figure that fails partway leaves no file."""
+    import matplotlib
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"savefig.format": "png"}):  # whatever the user's rc file says
+        draw(buffer)
+    _atomic_write(path, buffer.getvalue())
 
 
 def _csv(header: Sequence[str], rows) -> bytes:

@@ -505,7 +505,7 @@ def test_a_full_disk_names_the_command_that_finishes_it(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(stopped, full)
-    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: None)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
     monkeypatch.setenv(KERNEL_VARIABLE, "xla")
     out = tmp_path / "out"
     assert main([*command, "--out", str(out), "--quiet"]) == 1

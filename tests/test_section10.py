@@ -276,7 +276,7 @@ def _started_grid(argv, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(section10, "run_group", stop)
-    monkeypatch.setattr(options, "check_fits", lambda specs, budget: None)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
     monkeypatch.setattr(backends, "prepare", lambda **kwargs: None)
     monkeypatch.setenv(KERNEL_VARIABLE, "xla")
     return main(["run", "--preset", "section10", *argv, "--quiet"]), asked

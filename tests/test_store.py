@@ -113,6 +113,36 @@ def test_a_unit_is_on_disk_with_its_directory_entry(tmp_path, monkeypatch):
     assert [stat.S_ISDIR(mode) for mode in synced] == [False, True]
 
 
+def test_a_figure_is_written_as_every_file_is(tmp_path, monkeypatch):
+    """A figure whose drawing fails partway leaves nothing behind; one drawn is a PNG,
+    flushed with its directory entry, whatever format the user's matplotlib rc asks for."""
+    import os
+    import stat
+
+    import matplotlib
+
+    def fails(buffer):
+        buffer.write(b"\x89PNG half")
+        raise RuntimeError("the drawing failed")
+
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        store._atomic_figure(tmp_path / "figure.png", fails)
+    assert list(tmp_path.iterdir()) == []
+    synced = []
+    original = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_mode) or original(fd))
+    monkeypatch.setitem(matplotlib.rcParams, "savefig.format", "svg")
+    cells = [{"width": 16, "delta": 0.0, "p_stuck": 0.5, "ci95": [0.4, 0.6]}]
+    store.write_results(tmp_path, [], {"cells": cells})
+    png = (tmp_path / "failure_probability.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n") and sorted(p.name for p in tmp_path.iterdir()) == [
+        "failure_probability.png",
+        "runs.csv",
+        "summary.json",
+    ]
+    assert [stat.S_ISDIR(mode) for mode in synced] == [False, True] * 3
+
+
 def test_a_spec_given_lists_holds_tuples():
     """Lists where the spec's fields are tuples (as a Python caller may pass them) are
     taken as tuples, so the spec hashes and its cells can be drawn."""
