@@ -1,5 +1,7 @@
 """What summary.json says of a cell, from results built by hand."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,18 @@ def test_processes_shares_join_into_the_cell_in_run_order(runs, count):
     joined = _cell_from_processes(shares[0], runs, Processes(0, count, gather))
     np.testing.assert_array_equal(joined.step_size, whole.step_size)
     np.testing.assert_array_equal(joined.result.status, whole.result.status)
+
+
+def test_the_table_columns_fit_wide_networks_and_many_runs():
+    """Width 2^20 beside width 4, 10^7 runs, Δ = 0.125: every value stands under its
+    header's last letter (right-aligned), as in the narrow table."""
+    narrow = cell_summary(_optimizer_cell("gd", [1, 0, 0]))
+    wide = {**narrow, "width": 2**20, "delta": 0.125, "runs": 10**7, "stuck": 10**7 - 2}
+    wide["crossed_not_stuck"] = 2
+    header, *rows = format_table([narrow, wide]).splitlines()
+    counts = len(header) - len("  P(stuck) [95% CI]")  # where the counts' columns end
+
+    def ends(line):
+        return [m.end() for m in re.finditer(r"\S+", line[:counts])]
+
+    assert [ends(row) for row in rows] == [ends(header)] * 2
