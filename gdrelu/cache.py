@@ -22,11 +22,12 @@ _state = {"checked": False}
 
 
 def default_cache_dir() -> Path | None:
-    """$GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla (~/.cache/gdrelu/xla); "none"
-    comes back as Path("none"), which `use_compilation_cache` takes as off."""
-    if VARIABLE in os.environ:
+    """$GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla (~/.cache/gdrelu/xla), empty
+    values read as unset; "none" comes back as Path("none"), which
+    `use_compilation_cache` takes as off."""
+    if os.environ.get(VARIABLE):  # set and not empty: an empty one would be Path(".")
         return Path(os.environ[VARIABLE])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gdrelu" / "xla"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gdrelu" / "xla"
 
 
 def use_compilation_cache(path: Path | str | None) -> None:

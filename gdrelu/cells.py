@@ -49,7 +49,7 @@ class Cell(NamedTuple):
         spec = self.spec
         return {
             "width": int(self.width),
-            "delta": float(self.delta),
+            "delta": float(self.delta) + 0.0,  # -0.0 is 0.0: the same data, the same runs
             "init": spec.init,
             "num_samples": int(self.num_samples),
             # only when set, so that the paper's cells keep their hash and their runs

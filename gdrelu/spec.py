@@ -119,6 +119,8 @@ class ExperimentSpec:
                 value = value.tolist()
             if isinstance(value, list | tuple):
                 plain = (v.item() if isinstance(v, np.generic) else v for v in value)
+                if name == "deltas":  # -0.0 as 0.0: one cell, recorded and printed alike
+                    plain = (v + 0.0 if isinstance(v, float) else v for v in plain)
                 object.__setattr__(self, name, tuple(plain))
             elif name in ("widths", "deltas") and not isinstance(value, tuple):
                 raise SpecError(name, f"a tuple, such as ({value!r},), not {value!r}")
@@ -433,7 +435,8 @@ def _check_training(spec: ExperimentSpec) -> None:
         is_real(spec.step_size) and 0 < _as_float(spec.step_size) < math.inf
     ):
         raise SpecError(
-            "step_size", f"{spec.step_size!r} is not one of {STEP_SIZE_RULES} or a positive number"
+            "step_size",
+            f"{spec.step_size!r} is not one of {', '.join(STEP_SIZE_RULES)} or a positive number",
         )
     if spec.input_dim > 1 and spec.step_size == "paper":
         raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")

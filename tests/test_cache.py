@@ -70,3 +70,21 @@ def test_an_explicit_none_stands_and_a_cache_keeps_small_programs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [None, str(tmp_path), 0.0]
+
+
+def test_empty_variables_read_as_unset_and_an_empty_flag_is_refused(monkeypatch, tmp_path, capsys):
+    """An empty $GDRELU_CACHE_DIR or $XDG_CACHE_HOME (as `export VAR=` leaves) is Path("."),
+    the working directory: read as unset instead. An empty --cache-dir is refused."""
+    from pathlib import Path
+
+    from gdrelu.cache import default_cache_dir
+    from gdrelu.cli import main
+
+    monkeypatch.setenv("GDRELU_CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert default_cache_dir() == Path.home() / ".cache" / "gdrelu" / "xla"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "gdrelu" / "xla"
+    out = tmp_path / "never"
+    assert main(["run", "--cache-dir", "", "--out", str(out)]) == 2 and not out.exists()
+    assert "--cache-dir: an empty path" in capsys.readouterr().err

@@ -119,6 +119,10 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--bogus"], "--bogus"),
         (["--optimizer", "lbfgs"], "optimizer"),
         (["--step-size", "fast"], "step_size"),
+        (["--step-size", "nan"], "step_size: nan is not one of paper, ntk, small"),
+        # an empty item is a typo (a width left out), not a shorter list
+        (["--widths", "16,,32"], "--widths: '16,,32' has an empty item"),
+        (["--deltas", "0,"], "--deltas: '0,' has an empty item"),
         (["--optimizer", "gd", "--sampler", "epoch"], "sampler"),
         (["--batch-size", "0"], "batch_size"),
         (["--optimizer", "adam", "--batch-size", "4"], "--batch-size: adam train full-batch"),

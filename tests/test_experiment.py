@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import jax
 import numpy as np
@@ -139,6 +140,16 @@ def test_cells_and_seeds_give_different_runs():
     assert Cell(8, 0.0, spec).cell_hash != Cell(16, 0.0, spec).cell_hash
     k0, k1 = run_key(0, 1, 2), run_key(1, 1, 2)
     assert not np.array_equal(jax.random.key_data(k0), jax.random.key_data(k1))
+
+
+def test_a_negative_zero_offset_is_the_zero_offset():
+    """Δ = -0.0 adds the same data as Δ = 0: the same cell and runs, recorded as 0.0 (the
+    cell hash read its sign, so --deltas -0 drew other runs than --deltas 0)."""
+    spec = ExperimentSpec(widths=(8,), deltas=(-0.0,), runs=2)
+    assert math.copysign(1.0, spec.deltas[0]) == 1.0 and tuple(spec.to_dict()["deltas"]) == (0.0,)
+    zero = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=2)
+    assert Cell(8, -0.0, zero).cell_hash == Cell(8, 0.0, zero).cell_hash
+    assert spec.cells()[0].cell_hash == zero.cells()[0].cell_hash
 
 
 def test_the_optimizer_and_dtype_do_not_change_the_cell():

@@ -167,7 +167,12 @@ def test_experiments_run_one_at_a_time_need_the_budget_one_at_a_time():
 
 @pytest.mark.parametrize(
     ("only", "message"),
-    [("", "not a list of distinct"), (",", "not a list of distinct"), ("sgd,sgd", "distinct")],
+    [
+        ("", "not a list of distinct"),
+        (",", "not a list of distinct"),
+        ("sgd,sgd", "distinct"),
+        ("sgd,,adam", "distinct"),
+    ],
 )
 def test_only_names_each_experiment_once(only, message, tmp_path, capsys):
     from gdrelu.cli import main

@@ -134,7 +134,7 @@ def _with_step_size(values: dict[str, Any]) -> dict[str, Any]:
         return {**values, "step_size": float(step)}
     except ValueError:
         raise UsageError(
-            f"step_size: {step!r} is not one of {', '.join(STEP_SIZE_RULES)} or a number"
+            f"step_size: {step!r} is not one of {', '.join(STEP_SIZE_RULES)} or a positive number"
         ) from None
 
 

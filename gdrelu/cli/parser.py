@@ -34,9 +34,18 @@ class _Formatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
+def _items(text: str) -> list[str]:
+    """The comma-separated items of `text`; an empty one (a typo such as 16,,32) refused."""
+    items = [v.strip() for v in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item")
+    return items
+
+
 def _int_list(text: str) -> tuple[int, ...]:
+    items = _items(text)
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        return tuple(int(v) for v in items)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers"
@@ -44,12 +53,20 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _float_list(text: str) -> tuple[float, ...]:
+    items = _items(text)
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(float(v) for v in items)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of numbers"
         ) from None
+
+
+def _cache_dir(text: str) -> Path:
+    """A directory; an empty value (Path's '.', the working directory) refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; 'none' turns the cache off")
+    return Path(text)
 
 
 def _on_off(text: str) -> bool:
@@ -59,7 +76,7 @@ def _on_off(text: str) -> bool:
 
 
 def _optimizer_list(text: str) -> tuple[str, ...]:
-    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    names = tuple(_items(text))
     if len(names) < 2 or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of two or more distinct names")
     return names
@@ -186,7 +203,7 @@ def _add_reproduce(sub) -> None:
         "--resume", type=Path, metavar="DIR", help="finish the reproduction in DIR"
     )
     command.add_argument("--quiet", action="store_true", help="no progress line")
-    command.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+    command.add_argument("--cache-dir", type=_cache_dir, default=default_cache_dir(),
                          help="where compiled XLA programs are kept ('none': nowhere)")  # fmt: skip
     _add_memory_budget(command)
 
@@ -196,8 +213,9 @@ def _add_memory_budget(command: argparse.ArgumentParser) -> None:
         "--memory-budget",
         type=float,
         metavar="GB",
-        help="memory a batch of runs may use (default: 70%% of the accelerators' free "
-        "memory, or half the host's available memory); more runs go in several batches",
+        help="memory the runs may use, finished ones included (default: 70%% of the "
+        "accelerators' free memory, or half the host's available memory); more runs go in "
+        "several batches",
     )
 
 
@@ -242,8 +260,8 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--process-id", type=int, help="this process's id (--distributed)")
     command.add_argument(
         "--cache-dir",
-        type=Path,
+        type=_cache_dir,
         default=default_cache_dir(),
         help="where compiled XLA programs are kept between runs ('none': nowhere; "
-        "default $GDRELU_CACHE_DIR or ~/.cache/gdrelu/xla)",
+        "default $GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla, ~/.cache/gdrelu/xla)",
     )

@@ -15,12 +15,12 @@ def _names(args) -> tuple[str, ...]:
 
     if args.only is None:
         return EXPERIMENTS
-    names = tuple(v.strip() for v in args.only.split(",") if v.strip())
+    names = tuple(v.strip() for v in args.only.split(","))
+    if not all(names) or len(set(names)) != len(names):  # an empty item too: a typo
+        raise UsageError(f"--only: {args.only!r} is not a list of distinct experiments")
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise UsageError(f"--only: {', '.join(unknown)} not among {', '.join(EXPERIMENTS)}")
-    if not names or len(set(names)) != len(names):
-        raise UsageError(f"--only: {args.only!r} is not a list of distinct experiments")
     return names
 
 

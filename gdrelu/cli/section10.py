@@ -65,8 +65,8 @@ def execute(args, started: dict | None = None) -> int:
 
 
 def _refuse_spec_flags(args) -> None:
-    """The preset takes only --scale, --seed, --out and --resume of the spec's flags, and
-    runs in one process."""
+    """Of the spec's flags the preset takes only --seed (with its own --scale, and --out,
+    --resume, --quiet, --cache-dir and --memory-budget), and runs in one process."""
     fields = [(flag, field) for flag, (field, *_) in RUN_FLAGS.items() if flag != "--seed"]
     fields += [(f"--{name.replace('_', '-')}", name) for name in _OTHERS]
     given = [flag for flag, field in fields if getattr(args, field, None) is not None]
@@ -76,7 +76,8 @@ def _refuse_spec_flags(args) -> None:
         given.insert(0, f"gdrelu {args.command}")
     if given:
         raise UsageError(
-            f"{given[0]}: the section10 preset takes only --scale, --seed, --out, --resume"
+            f"{given[0]}: the section10 preset sets it; of the spec's flags it takes only "
+            "--seed (and --scale, --out, --resume, --quiet, --cache-dir, --memory-budget)"
         )
 
 
