@@ -72,8 +72,8 @@ class CheckClock:
         done = self.done[spec]
         ran = self._measured(spec)
         expected = max(ran) if self.can_stop[spec] and ran else budget
-        return sum(
-            max(expected, min(n + 1, budget)) - n
+        return sum(  # a cell trained in several batches (memory, growth) passes its budget
+            max(0, max(expected, min(n + 1, budget)) - n)
             for cell, n in done.items()
             if cell not in self.finished[spec]
         )

@@ -61,6 +61,17 @@ def test_a_cell_past_the_expected_checks_still_needs_one_more():
     assert clock.checks_left(0) == 1
 
 
+def test_cells_trained_in_several_batches_owe_nothing_past_their_budget():
+    """A memory budget or a grown cell trains a cell's runs in batches, each up to the
+    budget's checks: its count passes the budget, and must not cancel other cells' checks."""
+    fake = FakeClock()
+    clock = CheckClock([4], [False], [[(5, 0.0), (6, 0.0), (8, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (5, 6), 10, 1.0)  # three batches of the (5, 6) bucket
+    assert clock.checks_left(0) == 4  # width 8's, none of 5's and 6's
+    assert clock.seconds_left() == pytest.approx(4 * 10.0 / 20)
+
+
 def test_no_estimate_before_the_first_check_and_none_left_at_the_end():
     fake = FakeClock()
     clock = CheckClock([10], [False], [[(8, 0.0)]], clock=fake)
