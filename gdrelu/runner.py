@@ -140,11 +140,11 @@ def _trained_widths(
             budget=budget,
         )
         cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
-        share = np.arange(spec.runs)
-        if processes is not None:
-            share = share[processes.index :: processes.count]
-        done = train([(cell, share) for cell in cells])
-        if processes is not None:
+        if processes is None:
+            done = train([(cell, np.arange(spec.runs)) for cell in cells])
+        else:
+            share = np.arange(spec.runs)[processes.index :: processes.count]
+            done = _trained_everywhere(train, [(cell, share) for cell in cells], processes)
             done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
         if spec.target_halfwidth is not None:
             done = _grown_to_target(spec, cells, done, train, on_check)
@@ -173,6 +173,22 @@ def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list
         more = train([(cells[i], idx) for i, idx in wanted], on_check=callback)
         for (i, _), extra in zip(wanted, more, strict=True):
             done[i] = _joined(done[i], extra)
+
+
+def _trained_everywhere(train, work: Work, processes: Processes) -> list[CellResult]:
+    """`train(work)` on this process, once every process has said whether its share was
+    refused (`SpecError`: a step size that only its own draws refute). A refusal then
+    ends every process, not only its own, where the others would wait at their gather."""
+    try:
+        done, refusal = train(work), None
+    except SpecError as err:
+        done, refusal = None, err
+    everyone = np.asarray(processes.gather(np.asarray(refusal is None))).all()
+    if refusal is not None:
+        raise refusal
+    if not everyone:
+        raise SpecError("step_size", "another process's runs were refused (it says which)")
+    return done
 
 
 def _cell_from_processes(local: CellResult, runs: int, processes: Processes) -> CellResult:

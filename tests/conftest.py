@@ -63,6 +63,18 @@ def finished_cell(cell, status, escaped=None, **fields):
     return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **values))
 
 
+def agreeing(gather, count: int):
+    """A stub `runner.Processes.gather` of `count` processes in which none refused its
+    share (the flag `runner._trained_everywhere` gathers before the runs), then `gather`."""
+
+    def gathered(local):
+        if isinstance(local, np.ndarray) and local.ndim == 0:
+            return np.stack([local] * count)
+        return gather(local)
+
+    return gathered
+
+
 def golden_case(golden, i):
     """The fields of trajectory case i as a dict without the `case{i}_` prefix."""
     prefix = f"case{i}_"

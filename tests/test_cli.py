@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import finished_cell
+from conftest import agreeing, finished_cell
 
 from gdrelu.cells import Cell
 from gdrelu.cli import main
@@ -627,7 +627,8 @@ def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path,
     from gdrelu.cli import backends
     from gdrelu.runner import Processes
 
-    monkeypatch.setattr(backends, "start_processes", lambda args, specs: Processes(1, 2, None))
+    both = Processes(1, 2, lambda opened: np.stack([opened, opened]))  # process 0 opened
+    monkeypatch.setattr(backends, "start_processes", lambda args, specs: both)
     every_core, prepare = [], backends.prepare
     monkeypatch.setattr(
         backends, "prepare", lambda **kw: every_core.append(kw["every_core"]) or prepare(**kw)
@@ -638,6 +639,39 @@ def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path,
     assert main(argv) == 130
     assert "--resume" not in capsys.readouterr().err
     assert every_core == [False] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_run_directory_refused_on_process_0_ends_every_process_in_one_line(
+    index, tmp_path, monkeypatch, capsys
+):
+    """--distributed, process 0 of 2 given an --out that is not empty: every process
+    learns so at once (jax.distributed stubbed: the gather returns both processes'
+    answers) and exits 2 on one line, before any training; process 0 names the directory.
+    The others used to wait at their first gather until it timed out, in a traceback."""
+    import gdrelu.runner
+    from gdrelu.cli import backends
+    from gdrelu.runner import Processes
+
+    answers = []
+
+    def gather(opened):
+        answers.append(bool(opened))
+        return np.stack([np.asarray(False), np.asarray(True)])  # process 0 failed
+
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.setattr(
+        backends, "start_processes", lambda args, specs: Processes(index, 2, gather)
+    )
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)  # never reached
+    argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
+    assert main([*argv, "--process-id", str(index)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and answers == [index == 1], err
+    assert ("is not empty (notes.txt)" if index == 0 else "process 0 could not open") in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_every_cpu_core_is_a_device_unless_the_caller_chose_a_count(monkeypatch):
@@ -1216,7 +1250,7 @@ def test_the_bar_of_process_0_counts_the_runs_every_process_trained(monkeypatch)
         spec,
         on_check=functools.partial(progress.on_check, 0),
         on_cells_done=functools.partial(progress.on_cells_done, 0),
-        processes=runner.Processes(0, 3, gather),
+        processes=runner.Processes(0, 3, agreeing(gather, 3)),
     )
     assert result.result.status.size == 7
     assert (progress.bar.n, progress.bar.total) == (7, 7)

@@ -7,6 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
+from conftest import agreeing
 
 from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, run_key
@@ -564,10 +565,37 @@ def test_processes_train_their_share_and_gather_every_run_in_index_order(monkeyp
         return jax.tree.map(lambda *v: np.stack(v), *[(p.step_size, p.result) for p in parts])
 
     monkeypatch.setattr(runner, "train_cells", train)
-    (cell,) = run_experiment(spec, processes=runner.Processes(1, 3, gather))
+    (cell,) = run_experiment(spec, processes=runner.Processes(1, 3, agreeing(gather, 3)))
     assert trained == [[1, 4]]
     for values in (cell.step_size, cell.result.stop_step, cell.result.params.w[:, 0]):
         np.testing.assert_array_equal(values, np.arange(7))
+
+
+@pytest.mark.parametrize("refused", [0, 1])
+def test_a_share_refused_on_one_process_ends_them_all(refused, monkeypatch):
+    """Process 0 of 2 (training stubbed): where process `refused`'s draws give a step size
+    of 1/0, every process raises a SpecError naming step_size, none waits to gather runs;
+    the refused process names its run."""
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4)
+    said = []
+
+    def train(work, **kwargs):
+        if refused == 0:
+            raise SpecError("step_size", "rule 'paper' gives h = inf for run 2")
+        return [_indexed(cell, indices) for cell, indices in work]
+
+    def gather(local):
+        assert isinstance(local, np.ndarray) and local.ndim == 0, "runs gathered after a refusal"
+        said.append(bool(local))
+        return np.stack([local, np.asarray(refused != 1)])
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    message = "h = inf for run 2" if refused == 0 else "another process's runs were refused"
+    with pytest.raises(SpecError, match=f"step_size: .*{message}"):
+        run_experiment(spec, processes=runner.Processes(0, 2, gather))
+    assert said == [refused != 0]
 
 
 def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):

@@ -11,6 +11,8 @@ import functools
 import sys
 import time
 
+import numpy as np
+
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
@@ -36,17 +38,7 @@ def execute(args, started: dict | None = None) -> int:
     writer = processes is None or processes.index == 0
     backends.prepare(every_core=processes is None, cache_dir=args.cache_dir, specs=specs)
     budget = options.check_fits(specs, budget)  # free memory is measured once, here
-    out = None
-    if writer:
-        from gdrelu.provenance import manifest
-
-        recorded = manifest([spec.to_dict() for spec in specs], specs)
-        hashes = [spec.data_sha256 for spec in specs]
-        if any(hashes):  # a resume must read the same points, not only the same path
-            recorded["settings"]["data_sha256"] = hashes
-        out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
-        if processes is not None:
-            _announce_resume(out, processes.count)
+    out = _run_directory(args, specs, processes)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     progress = RunProgress(
         sum(spec.runs * len(spec.cells()) for spec in specs),
@@ -74,6 +66,37 @@ def execute(args, started: dict | None = None) -> int:
     if writer:
         _report(specs, results, before + time.perf_counter() - start, out, before)
     return 0
+
+
+def _run_directory(args, specs, processes):
+    """The writer's run directory, opened with the manifest (None on the other processes).
+    With several processes each learns whether process 0 opened it: a refusal there ends
+    them all on one line, where the others would wait at their first gather until it
+    timed out, and end in a traceback."""
+    from gdrelu.provenance import manifest
+
+    out, refusal = None, None
+    if processes is None or processes.index == 0:
+        recorded = manifest([spec.to_dict() for spec in specs], specs)
+        hashes = [spec.data_sha256 for spec in specs]
+        if any(hashes):  # a resume must read the same points, not only the same path
+            recorded["settings"]["data_sha256"] = hashes
+        try:
+            out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
+        except (UsageError, OSError) as err:
+            if processes is None:
+                raise
+            refusal = err
+    if processes is None:
+        return out
+    opened = np.asarray(processes.gather(np.asarray(refusal is None)))
+    if refusal is not None:
+        raise refusal
+    if not opened.all():
+        raise UsageError("--distributed: process 0 could not open the run directory (it says why)")
+    if out is not None:
+        _announce_resume(out, processes.count)
+    return out
 
 
 def _announce_resume(out, count: int) -> None:
