@@ -76,8 +76,8 @@ def _refuse_spec_flags(args) -> None:
         given.insert(0, f"gdrelu {args.command}")
     if given:
         raise UsageError(
-            f"{given[0]}: the section10 preset sets it; of the spec's flags it takes only "
-            "--seed (and --scale, --out, --resume, --quiet, --cache-dir, --memory-budget)"
+            f"{given[0]}: not with the section10 preset, which takes --scale, --seed, --out, "
+            "--resume, --quiet, --cache-dir and --memory-budget"
         )
 
 
