@@ -4,7 +4,8 @@ For each optimizer and width: `--runs` runs of the paper's 1-D workload (six poi
 N = n² multinomial weights, He init, Δ = 0, the paper's GD step size, Adam's learning
 rate the same, as the paper's code did; `paper_workload.build` with its "blocks" keys),
 every run trained `--steps` steps with no stopping (`stop_on=()`), by `gdrelu.simulate`
-(warm: after one call of the same shapes, and cold: the first call, compilation included)
+(warm: after one call of the same shapes, and cold: the first call, compilation included:
+the library's compilation cache is off unless $GDRELU_CACHE_DIR names one)
 and by `numpy_baseline` (one core, `train_stochastic`; GD: `simulate_numpy` without early
 exit). SGD and Adam draw the paper's B = 16 multinomial samples per step in both;
 momentum is full-batch heavy ball.
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import jax
 
+os.environ.setdefault("GDRELU_CACHE_DIR", "none")  # cold: compiled here, not read back
 jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
 jax.config.update("jax_enable_x64", True)
 
