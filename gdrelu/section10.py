@@ -174,19 +174,20 @@ def run_group(
     *,
     seed: int = 0,
     on_check: Callable[[int, np.ndarray], None] | None = None,
+    on_done: Callable[[list[CellResult], bool], None] | None = None,
     memory_budget: int | None = None,
     units: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train one group (every bias init × step size × run) in batches that fit in
     `memory_budget` bytes (`runner.train_cells`); one row per (bias init, step size) with
     mean validation and test RMSE and their standard errors. With `units` (a run
-    directory), a stored group is read back and a trained one stored."""
+    directory), a stored group is read back and a trained one stored. `on_check(k,
+    status)` follows the training; `on_done(cell results, read back)` ends the group."""
     labelled = group_cells(scale, group, seed)
     cells = [cell for _, cell in labelled]
     done = stored_cells(units, unit_name(group), cells)
-    if done is not None and on_check is not None:
-        on_check(cells[0].spec.max_checks, np.concatenate([cr.result.status for cr in done]))
-    if done is None:
+    stored = done is not None
+    if not stored:
         start = time.perf_counter()
         done = train_cells(
             [(cell, np.arange(scale.runs)) for cell in cells],
@@ -197,6 +198,8 @@ def run_group(
         )
         if units is not None:
             store.save_unit(units, unit_name(group), done, time.perf_counter() - start)
+    if on_done is not None:
+        on_done(done, stored)
     return [_row(scale, group, label, cr) for (label, _), cr in zip(labelled, done, strict=True)]
 
 

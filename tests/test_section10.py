@@ -306,13 +306,41 @@ def test_a_grid_is_resumed_only_by_run_and_at_a_known_scale(tmp_path, monkeypatc
     capsys.readouterr()
     assert main(["compare", "--resume", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("gdrelu: error: gdrelu compare: the section10 preset"), err
+    assert err.startswith("gdrelu: error: gdrelu compare: not with the section10 preset"), err
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["specs"][0]["scale"] = "huge"
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert main(["run", "--resume", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"gdrelu: error: --resume: {out} records an unknown scale 'huge'", err
+
+
+def test_a_group_says_whether_it_trained_or_was_read_back(tmp_path, monkeypatch):
+    """Training stubbed: a trained group reports its checks, then its cells' results; read
+    back from its unit it reports no check (the preset's bar used to time one, of about 0
+    s, and price the groups left from it), and the same results, as read back."""
+    from conftest import finished_cell
+
+    from gdrelu.outcome import Status
+
+    scale = dataclasses.replace(TINY, dims=(1,))
+    (group,) = section10.configurations(scale)
+
+    def train(work, *, on_check, **kwargs):
+        on_check((scale.width,), 7, np.zeros(3, np.int8))
+        return [finished_cell(cell, [Status.UNFINISHED] * idx.size) for cell, idx in work]
+
+    monkeypatch.setattr(section10, "train_cells", train)
+    checks, ends = [], []
+    callbacks = dict(
+        on_check=lambda k, status: checks.append(k),
+        on_done=lambda results, stored: ends.append((len(results), stored)),
+    )
+    trained = section10.run_group(scale, group, units=tmp_path, **callbacks)
+    read_back = section10.run_group(scale, group, units=tmp_path, **callbacks)
+    cells = len(section10.group_cells(scale, group, 0))
+    assert checks == [7] and ends == [(cells, False), (cells, True)]
+    assert read_back == trained
 
 
 @pytest.mark.slow  # three batch shapes; test_memory covers budgeted blocks

@@ -44,11 +44,10 @@ def execute(args, started: dict | None = None) -> int:
                 group,
                 seed=seed,
                 on_check=functools.partial(progress.on_check, i, scale.width),
+                on_done=functools.partial(_group_done, progress, i),
                 memory_budget=budget,
                 units=out,
             )
-            progress.on_cells_done(i, [])  # the final check finished every run of the group
-            progress.finished(i, [(scale.width, 0.0)])
     except KeyboardInterrupt:
         progress.close()
         raise Interrupted(f"gdrelu run --resume {out}") from None
@@ -62,6 +61,15 @@ def execute(args, started: dict | None = None) -> int:
     print(grid.format_table(best))
     print(finished_line(len(groups) * per_group, seconds, before, backend, out))
     return 0
+
+
+def _group_done(progress: RunProgress, i: int, cell_results, stored: bool) -> None:
+    """Group i's runs, trained (their checks timed) or read back from its unit (not timed:
+    the clock restarts after them); every cell of the group is done."""
+    if stored:
+        progress.on_stored(i, cell_results)
+    else:
+        progress.on_cells_done(i, cell_results)
 
 
 def _refuse_spec_flags(args) -> None:
