@@ -84,7 +84,7 @@ def run_experiment(
     budget = memory.memory_budget(memory_budget)
     memory.check_fits(spec, budget)
     budget -= memory.results_bytes(spec)  # what the batches may use besides the results
-    results = _stored_widths(spec, units)
+    results = stored_widths(spec, units)
     for cells in results.values():
         if on_stored is not None:
             on_stored(cells)
@@ -112,7 +112,8 @@ def stored_cells(units: Path | None, name: str, cells: Sequence[Cell]) -> list[C
     return [CellResult(cell, *pair) for cell, pair in zip(cells, stored, strict=True)]
 
 
-def _stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[CellResult]]:
+def stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[CellResult]]:
+    """{width: its cells' results} of every width of `spec` whose unit is stored."""
     found = {}
     for width in spec.widths:
         cells = [Cell(width, delta, spec) for delta in spec.deltas]

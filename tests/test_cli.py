@@ -1107,6 +1107,34 @@ class FakeClock:
         return self.now
 
 
+def test_a_resumed_comparison_counts_every_optimizers_stored_units_first(tmp_path, monkeypatch):
+    """Resuming `compare`: heavy ball's stored unit is on the bar before GD trains (it
+    was counted only once heavy ball started, so the bar sat low and the ETA high); each
+    spec's runs are then trained or read back by the runner (stubbed here)."""
+    import types
+
+    from gdrelu import runner, store
+    from gdrelu.cli import run
+    from gdrelu.spec import ExperimentSpec
+
+    specs = [ExperimentSpec(widths=(4, 8), deltas=(0.0,), runs=3, optimizer=name)
+             for name in ("gd", "momentum")]  # fmt: skip
+    (tmp_path / store.UNITS).mkdir()
+    momentum_4 = [finished_cell(specs[1].cells()[0], [Status.CROSSED] * 3)]
+    store.save_unit(tmp_path, runner.unit_name(specs[1], 4), momentum_4, 1.0)
+    events = []
+    monkeypatch.setattr(
+        runner, "run_experiment", lambda spec, **kw: events.append(("train", spec.optimizer)) or []
+    )
+    progress = types.SimpleNamespace(
+        on_check=print,
+        on_cells_done=print,
+        on_stored=lambda i, cells: events.append(("stored", i, [c.cell.width for c in cells])),
+    )
+    run._train(specs, progress, processes=None, budget=10**9, out=tmp_path)
+    assert events == [("stored", 1, [4]), ("train", "gd"), ("train", "momentum")]
+
+
 def test_the_bar_shows_the_time_left_from_checks_not_runs():
     """Runs that cannot stop early need every check, whatever the runs finished: after 3
     of 10 checks of width 4 at 2 s each, its cell needs 7 more and width 8's all 10 (34 s);

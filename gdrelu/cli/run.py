@@ -110,16 +110,19 @@ def _announce_resume(out, count: int) -> None:
 
 
 def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
-    """Every spec's cell results, in order, units stored under `out`."""
+    """Every spec's cell results, in order, units stored under `out`; the bar counts the
+    units stored there before (a resume) at once, those of every spec."""
     from gdrelu import memory, runner
 
+    for i, spec in enumerate(specs):  # a resume's stored runs, before any spec trains
+        for cells in runner.stored_widths(spec, out).values():
+            progress.on_stored(i, cells)
     results, budget, held = [], memory.memory_budget(budget), 0
     for i, spec in enumerate(specs):  # the earlier specs' results stay until the end
         results += runner.run_experiment(
             spec,
             on_check=functools.partial(progress.on_check, i),
             on_cells_done=functools.partial(progress.on_cells_done, i),
-            on_stored=functools.partial(progress.on_stored, i),
             processes=processes,
             memory_budget=budget - held,
             units=out,
