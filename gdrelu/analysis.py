@@ -177,18 +177,13 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
     rules = sorted({c["stuck_rule"] for c in cells}) or ["certificate"]
     first = "/".join({"certificate": "crossed", "final": "escaped"}[r] for r in rules)
     last = "/".join({"certificate": "other", "final": "diverged"}[r] for r in rules)
-    counts = max((len(str(c["runs"])) for c in cells), default=0)  # columns fit the data
+    digits = max((len(str(c["runs"])) for c in cells), default=0)  # no count exceeds runs
     n = max([6, *(len(str(c["width"])) for c in cells)])
     d = max([6, *(len(f"{c['delta']:g}") for c in cells)])
-    r, f, s, wide = (
-        max(6, counts),
-        max(8, len(first), counts),
-        max(6, counts),
-        max(6, len(last), counts),
-    )
+    r, f, wide = max(6, digits), max(8, len(first), digits), max(6, len(last), digits)
     header = (
         f"{'optimizer':>9} {'width':>{n}} {'delta':>{d}} {'runs':>{r}} {first:>{f}}"
-        f" {'stuck':>{s}} {last:>{wide}}  P(stuck) [95% CI]"
+        f" {'stuck':>{r}} {last:>{wide}}  P(stuck) [95% CI]"
     )
     lines = [header]
     for c in cells:
@@ -202,7 +197,7 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
         lo, hi = c["ci95"]
         lines.append(
             f"{c['optimizer']:>9} {c['width']:>{n}} {c['delta']:>{d}g} {c['runs']:>{r}}"
-            f" {first_count:>{f}} {stuck:>{s}} {last_count:>{wide}}"
+            f" {first_count:>{f}} {stuck:>{r}} {last_count:>{wide}}"
             f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     if any(c.get("ci95_nominal") for c in cells):

@@ -27,7 +27,7 @@ from gdrelu.buckets import width_buckets
 from gdrelu.cells import Cell, initial_runs, noise_keys
 from gdrelu.data import CONTINUOUS
 from gdrelu.numbers import is_real
-from gdrelu.optim import NOISE_BLOCK, get_optimizer
+from gdrelu.optim import NOISE_BLOCK
 from gdrelu.spec import ExperimentSpec
 
 COPIES = 4  # state and inputs alive at once: start, new state, taken copy, host results
@@ -92,7 +92,7 @@ def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
     """(bytes of one run's state and check inputs, bytes of its temporaries while its
     block trains), its network padded to `bucket` neurons: shapes only, nothing is
     computed (traced once per argument: the budget check and the runner ask alike)."""
-    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+    optimizer = spec.trained_by
 
     def one(indices):
         params, data, valid = initial_runs(cell, indices, bucket)

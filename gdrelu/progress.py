@@ -112,10 +112,9 @@ def can_stop_early(spec: ExperimentSpec) -> bool:
     """Whether a run of `spec` can stop before `max_checks`: it has stop rules (its own
     `stop_on`, else those the engine applies by default, `outcome.stop_rules`) or early
     stopping."""
-    from gdrelu.optim import get_optimizer
     from gdrelu.outcome import stop_rules
 
-    optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+    optimizer = spec.trained_by
     standard = spec.parameterization == "standard"
     one_dimensional = spec.input_dim == 1
     rules = stop_rules(

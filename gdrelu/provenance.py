@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from gdrelu.engine import propagator_kernel
-from gdrelu.optim import get_optimizer
 
 if TYPE_CHECKING:
     from gdrelu.spec import ExperimentSpec
@@ -29,15 +28,12 @@ def settings(specs: Sequence[ExperimentSpec] = ()) -> dict[str, str]:
     platform = jax.devices()[0].platform
     if not specs:
         return {"kernel": propagator_kernel(platform)}
-    kernels = []
-    for spec in specs:
-        if spec.path == "propagator":
-            optimizer = get_optimizer(
-                spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size
-            )
-            kernel = propagator_kernel(platform, None, optimizer, np.dtype(spec.dtype))
-            kernels += [kernel] if kernel not in kernels else []
-    return {"kernel": ",".join(kernels) or "none"}
+    kernels = [
+        propagator_kernel(platform, None, spec.trained_by, np.dtype(spec.dtype))
+        for spec in specs
+        if spec.path == "propagator"
+    ]
+    return {"kernel": ",".join(dict.fromkeys(kernels)) or "none"}
 
 
 def versions() -> dict[str, str]:

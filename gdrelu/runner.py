@@ -41,6 +41,10 @@ class Processes(NamedTuple):
     count: int
     gather: Callable[[Any], Any]
 
+    def all_say(self, ok: bool) -> bool:
+        """Whether every process says `ok` (each asks at the same point, as it gathers)."""
+        return bool(np.asarray(self.gather(np.asarray(ok))).all())
+
 
 def run_experiment(
     spec: ExperimentSpec,
@@ -51,6 +55,7 @@ def run_experiment(
     memory_budget: int | None = None,
     units: Path | None = None,
     on_stored: OnCells | None = None,
+    stored: dict[int, list[CellResult]] | None = None,
 ) -> list[CellResult]:
     """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
     their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
@@ -60,8 +65,9 @@ def run_experiment(
     its batch).
 
     With `units` (a run directory), the widths whose unit is stored there are loaded
-    (`on_stored` receives their cells) and each width trained is stored as soon as its
-    bucket finishes, before `on_cells_done` receives its cells.
+    (`on_stored` receives their cells; `stored`: those the caller read already,
+    `stored_widths`) and each width trained is stored as soon as its bucket finishes,
+    before `on_cells_done` receives its cells.
 
     With `processes`, this process trains runs index, index + count, … of every cell and
     `processes.gather` collects every process's share, so each process returns the
@@ -84,7 +90,7 @@ def run_experiment(
     budget = memory.memory_budget(memory_budget)
     memory.check_fits(spec, budget)
     budget -= memory.results_bytes(spec)  # what the batches may use besides the results
-    results = stored_widths(spec, units)
+    results = dict(stored_widths(spec, units) if stored is None else stored)
     for cells in results.values():
         if on_stored is not None:
             on_stored(cells)
@@ -184,7 +190,7 @@ def _trained_everywhere(train, work: Work, processes: Processes) -> list[CellRes
         done, refusal = train(work), None
     except SpecError as err:
         done, refusal = None, err
-    everyone = np.asarray(processes.gather(np.asarray(refusal is None))).all()
+    everyone = processes.all_say(refusal is None)
     if refusal is not None:
         raise refusal
     if not everyone:

@@ -22,6 +22,7 @@ from gdrelu.optim import get_optimizer
 
 if TYPE_CHECKING:
     from gdrelu.cells import Cell
+    from gdrelu.optim import Optimizer
 
 DTYPES = ("float64", "float32")
 STEP_SIZE_RULES = ("paper", "ntk", "small", "param-norm")
@@ -204,9 +205,14 @@ class ExperimentSpec:
         return split_sizes(self.num_points, self.split)[0]
 
     @property
+    def trained_by(self) -> Optimizer:
+        """The `optim.Optimizer` its runs train with: `optimizer`, `sampler`, `batch_size`."""
+        return get_optimizer(self.optimizer, sampler=self.sampler, batch_size=self.batch_size)
+
+    @property
     def full_batch(self) -> bool:
         """Whether its optimizer trains on every point at every step (sampler "full")."""
-        return get_optimizer(self.optimizer, sampler=self.sampler).sampler == "full"
+        return self.trained_by.sampler == "full"
 
     @property
     def parameterization(self) -> str:

@@ -14,7 +14,7 @@ from gdrelu import engine
 from gdrelu.data import CONTINUOUS, DATASETS, count_dtype, split_sizes
 from gdrelu.init import INITS, parse_bias_init
 from gdrelu.numbers import is_integer, is_real
-from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps, get_optimizer
+from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps
 from gdrelu.spec import (
     BUCKETS,
     DATASET_DIMENSION,
@@ -175,7 +175,7 @@ def _check_training(spec: ExperimentSpec) -> None:
     if spec.sampler is not None:
         _choice(spec, "sampler", SAMPLERS)
     try:
-        optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
+        optimizer = spec.trained_by
     except ValueError as err:
         raise SpecError("sampler", str(err).split(": ", 1)[-1]) from None
     try:

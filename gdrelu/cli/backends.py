@@ -67,7 +67,6 @@ def check_kernel(platform: str, specs=()) -> None:
     """$GDRELU_PROPAGATOR_KERNEL, checked for this platform and for the specs whose runs
     take the propagator (its optimizer and dtype) before anything is written."""
     from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel
-    from gdrelu.optim import get_optimizer
     from gdrelu.propagator import check_kernel_trains
 
     try:
@@ -79,9 +78,8 @@ def check_kernel(platform: str, specs=()) -> None:
     for spec in specs:
         if spec.path != "propagator":
             continue
-        optimizer = get_optimizer(spec.optimizer, sampler=spec.sampler, batch_size=spec.batch_size)
         try:
-            check_kernel_trains(kernel, optimizer, spec.dtype)
+            check_kernel_trains(kernel, spec.trained_by, spec.dtype)
         except ValueError as e:
             raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None
 

@@ -11,8 +11,6 @@ import functools
 import sys
 import time
 
-import numpy as np
-
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
@@ -89,10 +87,10 @@ def _run_directory(args, specs, processes):
             refusal = err
     if processes is None:
         return out
-    opened = np.asarray(processes.gather(np.asarray(refusal is None)))
+    opened = processes.all_say(refusal is None)
     if refusal is not None:
         raise refusal
-    if not opened.all():
+    if not opened:
         raise UsageError("--distributed: process 0 could not open the run directory (it says why)")
     if out is not None:
         _announce_resume(out, processes.count)
@@ -114,13 +112,15 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     units stored there before (a resume) at once, those of every spec."""
     from gdrelu import memory, runner
 
-    for i, spec in enumerate(specs):  # a resume's stored runs, before any spec trains
-        for cells in runner.stored_widths(spec, out).values():
+    stored = [runner.stored_widths(spec, out) for spec in specs]
+    for i, widths in enumerate(stored):  # a resume's stored runs, before any spec trains
+        for cells in widths.values():
             progress.on_stored(i, cells)
     results, budget, held = [], memory.memory_budget(budget), 0
     for i, spec in enumerate(specs):  # the earlier specs' results stay until the end
         results += runner.run_experiment(
             spec,
+            stored=stored[i],
             on_check=functools.partial(progress.on_check, i),
             on_cells_done=functools.partial(progress.on_cells_done, i),
             processes=processes,
