@@ -59,7 +59,7 @@ import numpy_baseline  # noqa: E402
 from bench_vs_numpy import workload  # noqa: E402
 
 from gdrelu import simulate  # noqa: E402
-from gdrelu.engine.chunk import CPU_COMPILER_OPTIONS  # noqa: E402
+from gdrelu.compiled import CPU_COMPILER_OPTIONS  # noqa: E402
 from gdrelu.engine.placement import BLOCK, RUNS_AXIS, shard_map  # noqa: E402
 from gdrelu.model import Params  # noqa: E402
 from gdrelu.optim import get_optimizer, scan_steps, words_ahead  # noqa: E402

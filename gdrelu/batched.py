@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.compiled import jit
+
 DRAW_BATCH = 64  # runs per call of a compiled draw
 DRAW_NEURONS = 2**16  # at most this many neurons (runs × width) per call
 
@@ -46,7 +48,7 @@ def in_draw_batches(draw, indices, width: int | None = None, on_host: bool = Fal
     return joined(parts, count=count)
 
 
-@functools.partial(jax.jit, static_argnames="count")
+@functools.partial(jit, static_argnames="count")
 def joined(parts, *, count: int):
     """The first `count` runs of the batches `parts` (pytrees alike, leading runs axis),
     joined along the runs axis in one compiled program."""

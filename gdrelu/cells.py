@@ -20,6 +20,7 @@ import numpy as np
 from gdrelu import theory
 from gdrelu.batched import in_draw_batches
 from gdrelu.buckets import shared_width
+from gdrelu.compiled import jit
 from gdrelu.data import CONTINUOUS, WeightedData, draw_continuous, draw_finite, draw_split
 from gdrelu.engine import SimulationResult
 from gdrelu.init import draw_biases, draw_padded_params, draw_params
@@ -121,7 +122,7 @@ def noise_keys(cell: Cell, indices: np.ndarray) -> jax.Array:
     return in_draw_batches(lambda part: _noise_key_data(*_key_arguments(cell, part)), indices)
 
 
-@jax.jit
+@jit
 def _noise_key_data(seed, cell_hash, indices):
     keys = jax.vmap(lambda i: jax.random.fold_in(run_key(seed, cell_hash, i), NOISE_STREAM))
     return jax.random.key_data(keys(indices))
@@ -132,7 +133,7 @@ def run_keys(cell: Cell, indices: np.ndarray) -> RunKeys:
     return _split_run_keys(*_key_arguments(cell, indices))
 
 
-@jax.jit
+@jit
 def _split_run_keys(seed, cell_hash, indices) -> RunKeys:
     split = jax.vmap(lambda index: jax.random.split(run_key(seed, cell_hash, index), 3))(indices)
     biases = jax.vmap(lambda k: jax.random.fold_in(k, BIAS_STREAM))(split[:, 0])

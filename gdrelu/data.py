@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.compiled import jit
+
 SIX_POINTS_X = (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0)
 SIX_POINTS_Y = (-1.0, 2.0, -1.0, 1.0, -2.0, 1.0)
 
@@ -283,7 +285,7 @@ def check_user_data(x, y, name="data"):
 # ---------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("validation",))
+@functools.partial(jit, static_argnames=("validation",))
 def draw_finite(data_keys, valid_keys, x, y, delta, num_samples, *, validation=True):
     """A finite support x (m,) or (m, d), y (m,) with per-run multinomial training and
     validation weights (N = `num_samples` draws each), Δ added: (WeightedData, weights
@@ -301,7 +303,7 @@ def draw_finite(data_keys, valid_keys, x, y, delta, num_samples, *, validation=T
     return jax.vmap(one)(data_keys, valid_keys)
 
 
-@functools.partial(jax.jit, static_argnames=("count", "heldout", "dataset", "dim"))
+@functools.partial(jit, static_argnames=("count", "heldout", "dataset", "dim"))
 def draw_continuous(data_keys, valid_keys, delta, *, count, heldout, dataset, dim):
     """`count` i.i.d. training points of `CONTINUOUS[dataset]` per run and `heldout`
     validation and test points each, equal weights, all standardized with the training
@@ -319,7 +321,7 @@ def draw_continuous(data_keys, valid_keys, delta, *, count, heldout, dataset, di
     return jax.vmap(one)(data_keys, valid_keys)
 
 
-@functools.partial(jax.jit, static_argnames=("fractions",))
+@functools.partial(jit, static_argnames=("fractions",))
 def draw_split(keys, x, y, delta, *, fractions):
     """Per run: a random split of the points x, y into train/validation/test by
     `fractions` (`split_indices`), equal weights, all standardized with the training

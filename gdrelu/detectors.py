@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.model import STANDARD, Params, Scaling, activation_pattern
 
@@ -85,7 +86,7 @@ def _affine_fit_loss(groups: jax.Array, data: WeightedData) -> jax.Array:
     return 0.5 * jnp.sum(p * residual * residual)
 
 
-@jax.jit
+@jit
 def linear_threshold(params: Params, data: WeightedData, scaling: Scaling = STANDARD) -> jax.Array:
     """L_lin of one run at its (initial) parameters: one weighted affine fit per group
     (compiled once per shape, not operation by operation when called eagerly)."""
@@ -146,7 +147,7 @@ def escaped(
     return regrouped | below_linear(loss, threshold)
 
 
-@jax.jit
+@jit
 def classify(
     initial: Params, final: Params, data: WeightedData, loss, scaling=STANDARD, threshold=None
 ):

@@ -29,6 +29,7 @@ import re
 import jax
 import jax.numpy as jnp
 
+from gdrelu.compiled import jit
 from gdrelu.model import STANDARD, Params, Scaling, scaling_of
 from gdrelu.numbers import is_integer
 
@@ -213,14 +214,14 @@ def init_bias(
 # ---------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("width", "dim", "init"))
+@functools.partial(jit, static_argnames=("width", "dim", "init"))
 def draw_params(keys: jax.Array, like: jax.Array, *, width: int, dim: int, init: str) -> Params:
     """Networks of `width` neurons on `dim`-dim inputs, one per key (runs,), in the dtype
     of `like`: one compiled program per (width, dim, init, dtype, run count)."""
     return jax.vmap(lambda key: INITS[init](width, dim, key=key, dtype=like.dtype))(keys)
 
 
-@functools.partial(jax.jit, static_argnames=("size", "init"))
+@functools.partial(jit, static_argnames=("size", "init"))
 def draw_padded_params(
     keys: jax.Array, width: jax.Array, like: jax.Array, *, size: int, init: str
 ) -> Params:
@@ -229,7 +230,7 @@ def draw_padded_params(
     return jax.vmap(lambda key: padded_init(init, size, width, key=key, dtype=like.dtype))(keys)
 
 
-@functools.partial(jax.jit, static_argnames=("bias_init", "init"))
+@functools.partial(jit, static_argnames=("bias_init", "init"))
 def draw_biases(
     keys: jax.Array, params: Params, x: jax.Array, weights: jax.Array, *, bias_init: str, init: str
 ) -> Params:

@@ -10,18 +10,19 @@ import numpy as np
 
 from gdrelu import theory
 from gdrelu.batched import in_draw_batches
+from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.model import Params, Scaling, padded, scaling_of
 
 
-@jax.jit
+@jit
 def paper_step_sizes(params: Params, data: WeightedData, alpha) -> jax.Array:
     """`theory.paper_step_size` of every run (runs,), as one compiled program (eagerly it
     is dozens of them)."""
     return theory.paper_step_size(params, data, alpha=alpha)
 
 
-@functools.partial(jax.jit, static_argnames=("parameterization",))
+@functools.partial(jit, static_argnames=("parameterization",))
 def ntk_step_sizes(params, data, alpha, widths, parameterization: str) -> jax.Array:
     """1/λ_max of each run's weighted neural-tangent Gram at initialization (runs,), with
     the true `widths` (runs,) of padded networks."""
@@ -34,7 +35,7 @@ def ntk_step_sizes(params, data, alpha, widths, parameterization: str) -> jax.Ar
     return jax.vmap(one)(params, data, tuple(jnp.broadcast_to(v, widths.shape) for v in scaling))
 
 
-@jax.jit
+@jit
 def param_norm_step_sizes(params: Params, data: WeightedData) -> jax.Array:
     """`theory.param_norm_step_size` of every run (runs,); padding neurons are zeros."""
     return theory.param_norm_step_size(params, data)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gdrelu import jacobi
+from gdrelu.compiled import jit
 from gdrelu.data import WeightedData, side_masks
 from gdrelu.model import STANDARD, Params, Scaling, activation, active_neurons, preactivations
 
@@ -38,7 +39,7 @@ def _over_runs(fn):
 
     parameters = inspect.signature(fn).parameters.items()
     static = tuple(name for name, p in parameters if isinstance(p.default, str))
-    return jax.jit(wrapped, static_argnames=static)
+    return jit(wrapped, static_argnames=static)
 
 
 def _call_with_kwargs(fn, kwargs, *args):
@@ -333,7 +334,7 @@ def _over_data(fn):
     def wrapped(data):
         return fn(data) if jnp.ndim(data.weights) == 1 else jax.vmap(fn)(data)
 
-    return jax.jit(wrapped)
+    return jit(wrapped)
 
 
 def _per_side_lines(data: WeightedData) -> jax.Array:

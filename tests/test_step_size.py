@@ -54,6 +54,29 @@ def test_a_runs_step_size_does_not_depend_on_its_batch(rule):
     np.testing.assert_array_equal(pieces, whole)
 
 
+def test_a_float32_runs_step_size_alone_in_its_call():
+    """A width above DRAW_NEURONS / 2 computes one run per call. XLA's CPU backend, with
+    its YNNPACK fusions, summed one run's neuron Gram matrices wrongly in float32 from
+    width 256 (h about 30% low; `gdrelu.compiled`). Each of four runs alone, against the
+    four together and against float64."""
+    from gdrelu import theory
+
+    spec = ExperimentSpec(widths=(256,), deltas=(0.0,), runs=4, dtype="float32")
+    params, data, _ = jax.device_get(initial_runs(Cell(256, 0.0, spec), np.arange(4)))
+
+    def step_sizes(indices):
+        part = [jax.tree.map(lambda v: v[indices], tree) for tree in (params, data)]
+        return np.asarray(
+            initial_step_sizes([(spec, indices.size)], *part, [256] * indices.size, 256)
+        )
+
+    whole = step_sizes(np.arange(4))
+    alone = np.concatenate([step_sizes(np.array([i])) for i in range(4)])
+    np.testing.assert_allclose(alone, whole, rtol=1e-5)
+    wide = [jax.tree.map(lambda v: v.astype(np.float64), tree) for tree in (params, data)]
+    np.testing.assert_allclose(whole, theory.paper_step_size(*wide), rtol=1e-4)
+
+
 @pytest.mark.parametrize("rule", ["paper", "ntk"])
 def test_a_leaky_specs_step_size_uses_its_slope(rule):
     """α = 0.3: each run's h is theory's for that α (a run at a time, here), not ReLU's;

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu import theory
+from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.engine.state import RunInfo, Runs, RunState
 from gdrelu.model import Params, active_neurons, forward
@@ -41,7 +42,7 @@ class ChunkScalars(NamedTuple):
     check_every: jax.Array  # the chunk's steps (int32): one compiled chunk for every count
 
 
-@jax.jit
+@jit
 def check_inputs(data: WeightedData, step_size, validation, test) -> CheckInputs:
     """What the checks need besides the state, batched; data-only terms computed once."""
     if data.x.ndim == 2:
@@ -52,7 +53,7 @@ def check_inputs(data: WeightedData, step_size, validation, test) -> CheckInputs
     return CheckInputs(data, step_size, validation, test, roots)
 
 
-@jax.jit
+@jit
 def checked_inputs(data: WeightedData, step_size, validation, test):
     """`check_inputs`, whether each run's training, validation and test points are usable
     (runs, 3): x and y finite, weights finite, ≥ 0 and of positive sum, and whether its

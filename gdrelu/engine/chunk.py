@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from gdrelu.compiled import CPU_COMPILER_OPTIONS
 from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_one
 from gdrelu.engine.paths import PATHS
 from gdrelu.engine.placement import (
@@ -201,14 +202,9 @@ def chunk_program(
     )(runs, inputs, num_blocks, scalars)
 
 
-# XLA's CPU backend hands reductions to YNNPACK, slower than its own loops on the checks'
-# sums over 3 and 4 entries and on the general path's step (docs/performance.md); other
-# platforms ignore the option.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
 def compiled_programs(program=chunk_program) -> dict[str, Callable]:
-    """`program` (a chunk program) jitted with the options of each kind of platform."""
+    """`program` (a chunk program) jitted with the options of each kind of platform
+    (`compiled.CPU_COMPILER_OPTIONS`), chosen by its mesh's platform."""
     return {
         platform: jax.jit(program, static_argnames=("settings", "mesh"), compiler_options=opts)
         for platform, opts in (("cpu", CPU_COMPILER_OPTIONS), ("other", None))

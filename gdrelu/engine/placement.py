@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gdrelu.compiled import jit
 from gdrelu.engine.checks import CheckInputs
 from gdrelu.engine.state import initial_state
 from gdrelu.model import per_run_scaling
@@ -261,7 +262,7 @@ def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None
     return np.concatenate(positions), layout
 
 
-@functools.partial(jax.jit, static_argnames=("sharding",))
+@functools.partial(jit, static_argnames=("sharding",))
 def reordered(tree, positions, sharding):
     """The lanes of a runs-sharded `tree` in the order `positions` (every lane moves);
     `sharding` None: on one device."""
@@ -298,14 +299,14 @@ def _local_lanes(tree, positions, mesh, fn, *rest):
     return shard_map(local, mesh=mesh, in_specs=specs, out_specs=runs)(tree, positions, *rest)
 
 
-@functools.partial(jax.jit, static_argnames=("mesh",))
+@functools.partial(jit, static_argnames=("mesh",))
 def own_lanes_at(tree, positions, mesh):
     """The lanes of a runs-sharded `tree` at `positions` (`own_lane_batches`: each device
     its own lanes, so no lane crosses devices; padding takes the share's last lane)."""
     return _local_lanes(tree, positions, mesh, lambda leaf, at: jnp.take(leaf, at, 0, mode="clip"))
 
 
-@functools.partial(jax.jit, static_argnames=("mesh",), donate_argnums=(0,))
+@functools.partial(jit, static_argnames=("mesh",), donate_argnums=(0,))
 def put_own_lanes(tree, positions, parts, mesh):
     """`tree` with its lanes at `positions` (`own_lane_batches`) set to `parts` (sharded like
     `own_lanes_at`'s result); padding is dropped. `tree` is donated: updated in place, not

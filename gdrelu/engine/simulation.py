@@ -16,6 +16,7 @@ import numpy as np
 
 from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
+from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
 from gdrelu.engine.arguments import check_arrays, check_precision, check_settings
@@ -343,7 +344,7 @@ def _trained_until_stopped(
             break
 
 
-@functools.partial(jax.jit, static_argnames=("mesh",))
+@functools.partial(jit, static_argnames=("mesh",))
 def _ending(runs: Runs, loss, positions, mesh) -> tuple[Params, dict[str, jax.Array]]:
     """The lanes at `positions` (`own_lane_batches`): their materialized parameters and
     reported values."""

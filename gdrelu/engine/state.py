@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.detectors import batched_map, linear_regime
 from gdrelu.model import Params, Scaling, max_abs_kink, per_run_scaling
@@ -82,7 +83,7 @@ REPORTED = (
 STEPS_REPORTED = ("pattern_change", "loss_below", "best_step")  # integers: step numbers
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer",))
+@functools.partial(jit, static_argnames=("optimizer",))
 def initial_state(
     params: Params, step_size=None, noise_key=None, scaling=None, *, optimizer=GD, data=None
 ) -> Runs:
@@ -160,7 +161,7 @@ def _velocity_of(state: RunState):
     return velocity(state.opt_state) if state.deferred.phi.shape[-1] == 6 else None
 
 
-@jax.jit
+@jit
 def materialized(state: RunState) -> RunState:
     """A batch of runs with the propagator's pending Φ_t applied to the parameters (and
     to the heavy ball's velocity), as every path but the propagator needs them."""
@@ -172,7 +173,7 @@ def materialized(state: RunState) -> RunState:
     return state._replace(params=params, opt_state=with_velocity(state.opt_state, new))
 
 
-@jax.jit
+@jit
 def materialized_params(state: RunState) -> Params:
     """The parameters of a batch of runs, with the propagator's pending Φ_t applied."""
     return materialized(state).params
