@@ -53,9 +53,8 @@ def _fraction(mask: np.ndarray) -> dict[str, Any]:
 
 def cell_summary(cell_result: CellResult) -> dict[str, Any]:
     """One summary.json cell: counts by status, P(stuck) and its 95% interval
-    (`stuck_runs`), the crossed runs not counted stuck ("crossed_not_stuck": under the
-    final-network rule a run can cross a point and still end in the linear regime), and
-    the counts of both detectors."""
+    (`stuck_runs`), the crossed runs not counted stuck ("crossed_not_stuck": every run the
+    crossing rule stopped, under either rule), and the counts of both detectors."""
     cell, res = cell_result.cell, cell_result.result
     stuck_mask = stuck_runs(cell_result)
     stuck = int(stuck_mask.sum())
@@ -170,10 +169,10 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of summary cells whose counts partition each cell's runs into
     stuck (the runs P(stuck) counts) and two more columns, by the cell's stuck rule:
     under the certificate rule crossed and other (early-stopped, diverged, unfinished);
-    under the final-network rule escaped (the final network left the linear regime,
-    crossed or not) and diverged. Then P(stuck) and its 95% interval. Cells grown to a
-    target half-width get a line saying their intervals are nominal, and one naming those
-    that stopped at --max-runs short of it."""
+    under the final-network rule escaped (the final network left the linear regime, or
+    the crossing rule stopped the run where it may escape) and diverged. Then P(stuck)
+    and its 95% interval. Cells grown to a target half-width get a line saying their
+    intervals are nominal, and one naming those that stopped at --max-runs short of it."""
     rules = sorted({c["stuck_rule"] for c in cells}) or ["certificate"]
     first = "/".join({"certificate": "crossed", "final": "escaped"}[r] for r in rules)
     last = "/".join({"certificate": "other", "final": "diverged"}[r] for r in rules)

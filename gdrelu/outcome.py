@@ -58,12 +58,15 @@ class SimulationResult(NamedTuple):
         """Which runs are stuck, bool (runs,) (docs/theory.md, "Outcome of a run"):
         "certificate", those GD's certificate proved stuck or found degenerate
         (`STUCK_STATUSES`); "final", also those whose final network is still in the linear
-        regime (not `escaped`, not diverged), the rule where no proof exists."""
+        regime (not `escaped`), the rule where no proof exists. Neither counts a diverged
+        run, nor one the crossing rule stopped: it was halted where it may escape, before
+        its budget, so its last network is no final one."""
         certified = np.isin(self.status, STUCK_STATUSES)
         if rule == "certificate":
             return certified
         if rule == "final":
-            return certified | (~np.asarray(self.escaped) & (self.status != Status.DIVERGED))
+            halted = np.isin(self.status, (Status.DIVERGED, Status.CROSSED))
+            return certified | (~np.asarray(self.escaped) & ~halted)
         raise ValueError(f"rule: {rule!r} is not 'certificate' or 'final'")
 
 

@@ -112,7 +112,10 @@ def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> 
     plot.failure_probability_plot([cell_summary(cr) for cr in cells], directory / figure)
     table = _stuck_table(cells, with_paper)
     if spec.final_stuck_rule:
-        rule = "its final network is still linear (so a crossed run can be stuck too)"
+        rule = (
+            "its final network is still linear (a run the crossing rule stopped is "
+            "not: it may escape)"
+        )
     else:
         rule = "certified or degenerate (so no crossed run is)"
     text = [f"Final statuses, and P(stuck) with its 95% Clopper-Pearson interval; a run is "

@@ -165,7 +165,7 @@ def test_a_target_equal_to_the_half_width_is_met():
 def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
     """Every final status twice, once escaped and once not: the certificate rule reads the
     status alone (stuck, a- and x-degenerate); the final rule adds the runs not escaped,
-    except a diverged one."""
+    except a diverged one and one the crossing rule stopped (halted where it may escape)."""
     final = [s for s in Status if s != Status.RUNNING]
     status = np.array(final * 2, np.int8)
     escaped = np.repeat([True, False], len(final))
@@ -180,7 +180,7 @@ def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
     proven = [False, True, True, True, False, False, False]
     expected = {
         "certificate": proven * 2,
-        "final": [*proven, True, True, True, True, True, False, True],
+        "final": [*proven, False, True, True, True, True, False, True],
     }
     for rule, stuck in expected.items():
         np.testing.assert_array_equal(result.stuck(rule), stuck)

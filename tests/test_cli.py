@@ -1286,8 +1286,9 @@ def test_the_bar_of_process_0_counts_the_runs_every_process_trained(monkeypatch)
 
 
 def test_the_table_partitions_the_runs():
-    """SGD with stop_on = crossed and the final-network rule: a crossed run that ends in
-    the linear regime is stuck, counted once; escaped + stuck + diverged = runs. Under
+    """SGD with stop_on = crossed and the final-network rule: a run the crossing rule
+    stopped is not stuck, even where its last network is in the linear regime (it was
+    halted where it may escape); escaped + stuck + diverged = runs. Under
     GD's certificate rule the same statuses partition as crossed, stuck (certified) and
     other (early-stopped, diverged)."""
     from gdrelu.analysis import cell_summary, format_table
@@ -1297,10 +1298,10 @@ def test_the_table_partitions_the_runs():
     status = [Status.CROSSED] * 4 + [Status.EARLY_STOPPED, Status.EARLY_STOPPED, Status.DIVERGED]
     escaped = [True, False, False, False, True, False, True]  # a diverged run reads escaped
     cell = cell_summary(finished_cell(Cell(4, 0.0, spec), status, escaped))
-    assert (cell["stuck"], cell["crossed_not_stuck"]) == (4, 1)
+    assert (cell["stuck"], cell["crossed_not_stuck"]) == (1, 4)
     header, row = format_table([cell]).splitlines()
     assert header.split()[3:7] == ["runs", "escaped", "stuck", "diverged"]
-    assert row.split()[3:7] == ["7", "2", "4", "1"]
+    assert row.split()[3:7] == ["7", "5", "1", "1"]
 
     gd = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7)
     status[1] = Status.STUCK

@@ -86,11 +86,13 @@ def test_protocol_stops_as_a_direct_loop(name):
         assert cell_result.result.status[r] == status, (r, cell_result.result.status[r], status)
         assert cell_result.result.stop_step[r] == step
     # the paper's protocols stop only on crossing or early stopping, so P(stuck) counts
-    # the runs whose final network is still linear (the final rule), never certificates:
-    # under the certificate rule every such cell would report P(stuck) = 0
+    # the runs whose final network is still linear (the final rule), never certificates
+    # (under the certificate rule every such cell would report P(stuck) = 0), and no run
+    # the crossing rule halted, though its last network may be linear again
     result = cell_result.result
-    final_stuck = ~result.escaped & (result.status != Status.DIVERGED)
-    assert final_stuck.any() and not (result.status == Status.STUCK).any()
+    halted = np.isin(result.status, (Status.DIVERGED, Status.CROSSED))
+    final_stuck = ~result.escaped & ~halted
+    assert (~result.escaped).any() and not (result.status == Status.STUCK).any()
     np.testing.assert_array_equal(stuck_runs(cell_result), final_stuck)
 
 
