@@ -19,21 +19,25 @@ if TYPE_CHECKING:
     from gdrelu.spec import ExperimentSpec
 
 
-def settings(specs: Sequence[ExperimentSpec] = ()) -> dict[str, str]:
-    """What changes results besides the spec: the kernel of the propagator's steps as
-    resolved on this platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`) for
-    the optimizer and dtype of each of `specs` whose runs take the propagator, distinct
-    names joined by commas, or "none" where no spec's runs do; without specs, full-batch
-    GD's in float64. Starts JAX's backends."""
+def settings(specs: Sequence[ExperimentSpec]) -> dict[str, str]:
+    """What changes results besides the specs: `kernels`, the kernel of the propagator's
+    steps as resolved on this platform ($GDRELU_PROPAGATOR_KERNEL,
+    `engine.propagator_kernel`) for the optimizer and dtype of each of `specs` whose runs
+    take the propagator, distinct names joined by commas, or "none" where no spec's runs
+    do. Starts JAX's backends."""
     platform = jax.devices()[0].platform
-    if not specs:
-        return {"kernel": propagator_kernel(platform)}
     kernels = [
         propagator_kernel(platform, None, spec.trained_by, np.dtype(spec.dtype))
         for spec in specs
         if spec.path == "propagator"
     ]
-    return {"kernel": ",".join(dict.fromkeys(kernels)) or "none"}
+    return {"kernels": ",".join(dict.fromkeys(kernels)) or "none"}
+
+
+def gd_kernel() -> str:
+    """The kernel of full-batch GD's propagator in float64 on this platform: what a
+    benchmark names, and what a manifest of an older gdrelu recorded as `kernel`."""
+    return propagator_kernel(jax.devices()[0].platform)
 
 
 def versions() -> dict[str, str]:
@@ -43,7 +47,7 @@ def versions() -> dict[str, str]:
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
 
-def recorded(specs: Sequence[ExperimentSpec] = ()) -> dict[str, Any]:
+def recorded(specs: Sequence[ExperimentSpec]) -> dict[str, Any]:
     """The keys every summary.json and manifest.json carry: the settings (`settings`) of a
     run of `specs`, and versions."""
     return {"settings": settings(specs), "versions": versions()}
@@ -52,7 +56,7 @@ def recorded(specs: Sequence[ExperimentSpec] = ()) -> dict[str, Any]:
 def measured_on() -> dict[str, Any]:
     """What a benchmark's output names besides its numbers: the UTC date and time, the
     commit (if a git checkout), the machine, its cores, JAX's platform, device count and
-    versions, and the propagator's kernel (`settings`: on a CPU with a C compiler the C
+    versions, and GD's propagator kernel (`gd_kernel`: on a CPU with a C compiler the C
     loop, otherwise XLA's)."""
     import datetime
     import os
@@ -73,7 +77,7 @@ def measured_on() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
         **versions(),
-        **settings(),
+        "kernel": gd_kernel(),
     }
 
 
@@ -82,12 +86,10 @@ def measured_line() -> str:
     return ", ".join(f"{k} {v}" for k, v in measured_on().items())
 
 
-def manifest(
-    specs: Sequence[dict[str, Any]], trained: Sequence[ExperimentSpec] = ()
-) -> dict[str, Any]:
-    """manifest.json of a run of `specs` (JSON mappings; `trained`: the same as
-    `ExperimentSpec`s, where they are such): a resume must match its specs and `settings`
-    (`store.check_manifest`); `spec_hash` names them in one string."""
+def manifest(specs: Sequence[dict[str, Any]], trained: Sequence[ExperimentSpec]) -> dict[str, Any]:
+    """manifest.json of a run of `specs` (JSON mappings) that trains the runs of `trained`:
+    a resume must match its specs and `settings` (`store.check_manifest`); `spec_hash`
+    names them in one string."""
     return {"specs": list(specs), "spec_hash": spec_hash(specs), **recorded(trained)}
 
 

@@ -163,8 +163,9 @@ def unit_name(group: dict[str, Any]) -> str:
 
 
 def group_specs(scale: Scale, seed: int = 0) -> list[ExperimentSpec]:
-    """One spec per group of the grid (its first configuration's): what the memory budget
-    and the progress clock need to know of each group."""
+    """One spec per group of the grid (its first configuration's): what the memory budget,
+    the progress clock and the recorded kernels (`provenance.settings`) need to know of
+    each group (its configurations differ in step size and bias init only)."""
     return [group_cells(scale, group, seed)[0][1].spec for group in configurations(scale)]
 
 
@@ -271,11 +272,17 @@ def format_table(best: list[dict[str, Any]]) -> str:
 def manifest(scale_name: str, scale: Scale, seed: int) -> dict[str, Any]:
     """manifest.json of a grid run: a resume must match its scale, seed and settings."""
     grid = {"preset": "section10", "scale": scale_name, "sizes": dataclasses.asdict(scale)}
-    return provenance.manifest([{**grid, "seed": seed}])
+    return provenance.manifest([{**grid, "seed": seed}], group_specs(scale, seed))
 
 
 def summary(
-    scale_name: str, scale: Scale, best: list[dict[str, Any]], *, seconds: float, backend: str
+    scale_name: str,
+    scale: Scale,
+    best: list[dict[str, Any]],
+    *,
+    seconds: float,
+    backend: str,
+    seed: int,
 ) -> dict[str, Any]:
     """summary.json of a grid run: the best step size per configuration, the deviations
     from the paper, and the settings that change results (`provenance`)."""
@@ -287,5 +294,5 @@ def summary(
         "seconds": seconds,
         "backend": backend,
         "deviations": list(DEVIATIONS),
-        **provenance.recorded(),
+        **provenance.recorded(group_specs(scale, seed)),
     }

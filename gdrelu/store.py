@@ -170,7 +170,7 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
             raise ResumeError(
                 f"{out_dir} was started with another spec (differs in {', '.join(differ)})"
             )
-    recorded = started.get("settings", {})
+    recorded = _as_recorded_now(out_dir, started.get("settings", {}), manifest["settings"])
     for name, value in manifest["settings"].items():
         if name not in recorded:
             raise ResumeError(
@@ -183,6 +183,22 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
             raise ResumeError(
                 f"{out_dir} was started with {name} {recorded[name]!r}, this run has {value!r}"
             )
+
+
+def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
+    """A manifest's `recorded` settings in this gdrelu's terms. An older gdrelu recorded
+    `kernel`, full-batch GD's in float64, not each spec's `kernels`: where it is the same
+    on this machine, every spec's kernel resolves here as it did there."""
+    from gdrelu.provenance import gd_kernel
+
+    if "kernel" not in recorded or "kernels" in recorded:
+        return recorded
+    if recorded["kernel"] != gd_kernel():
+        raise ResumeError(
+            f"{out_dir} was started with kernel {recorded['kernel']!r}, this run has "
+            f"{gd_kernel()!r}"
+        )
+    return {**recorded, "kernels": now["kernels"]}
 
 
 def _unit_path(out_dir: Path, name: str) -> Path:

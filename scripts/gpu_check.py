@@ -48,7 +48,7 @@ def versions(jax) -> dict:
         "optax": optax.__version__,
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.device_kind}" for d in devices],
-        "propagator_kernel": provenance.settings()["kernel"],  # as resolved here
+        "propagator_kernel": provenance.gd_kernel(),  # as resolved here
     }
 
 

@@ -168,30 +168,65 @@ def test_the_kernel_recorded_is_the_one_the_runs_take(values, kernel, tmp_path, 
     specs = [ExperimentSpec(widths=(4,), runs=2, **values)]
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
     started = provenance.manifest([s.to_dict() for s in specs], specs)
-    assert started["settings"] == {"kernel": kernel}
+    assert started["settings"] == {"kernels": kernel}
     store.write_manifest(tmp_path, started)
     monkeypatch.setenv(KERNEL_VARIABLE, "xla")
     store.check_manifest(tmp_path, provenance.manifest([s.to_dict() for s in specs], specs))
     both = [ExperimentSpec(widths=(4,), runs=2), *specs]
-    assert provenance.settings(both)["kernel"] == "xla"
+    assert provenance.settings(both)["kernels"] == "xla"
+
+
+def test_a_compare_records_each_kernel_its_optimizers_take(monkeypatch, auto_kernel):
+    """GD first, then SGD on minibatches of 5 draws (XLA's loop only), then Adam (no
+    propagator): the distinct kernels in the specs' order."""
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    specs = [
+        ExperimentSpec(widths=(4,), runs=2, **values)
+        for values in ({}, dict(optimizer="sgd", batch_size=5), dict(optimizer="adam"))
+    ]
+    expected = "xla" if auto_kernel == "xla" else f"{auto_kernel},xla"
+    assert provenance.settings(specs) == {"kernels": expected}
+
+
+@pytest.mark.parametrize("then", ["same", "other"])
+def test_a_manifest_of_an_older_gdrelu_resumes_where_its_kernel_is_this_machines(
+    then, tmp_path, monkeypatch
+):
+    """Before each spec's kernel was recorded, a manifest held `kernel`: full-batch GD's in
+    float64 where the run started, whatever the spec's optimizer. Where that is this
+    machine's too, every spec's kernel resolves alike and the run resumes; otherwise the
+    resume is refused naming both."""
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    specs = [ExperimentSpec(widths=(4,), runs=2, optimizer="adam")]
+    now = provenance.manifest([s.to_dict() for s in specs], specs)
+    gd = provenance.gd_kernel()
+    was = gd if then == "same" else "interpret"
+    store.write_manifest(tmp_path, {**now, "settings": {"kernel": was}})
+    if then == "same":
+        store.check_manifest(tmp_path, now)
+    else:
+        with pytest.raises(store.ResumeError, match=f"kernel 'interpret', this run has '{gd}'"):
+            store.check_manifest(tmp_path, now)
 
 
 def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel):
     """The propagator's kernel ($GDRELU_PROPAGATOR_KERNEL) changes results: it is recorded
     and a resume with another one is refused, naming it; versions are not checked."""
-    specs = [ExperimentSpec(widths=(4,), runs=2).to_dict()]
+    trained = [ExperimentSpec(widths=(4,), runs=2)]
+    specs = [s.to_dict() for s in trained]
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
-    started = provenance.manifest(specs)
-    assert started["settings"] == {"kernel": auto_kernel} and set(started["versions"]) == {
+    started = provenance.manifest(specs, trained)
+    assert started["settings"] == {"kernels": auto_kernel} and set(started["versions"]) == {
         "jax",
         "jaxlib",
     }
     store.write_manifest(tmp_path, started)
-    store.check_manifest(tmp_path, {**provenance.manifest(specs), "versions": {"jax": "0"}})
+    later = {**provenance.manifest(specs, trained), "versions": {"jax": "0"}}
+    store.check_manifest(tmp_path, later)
     monkeypatch.setenv(KERNEL_VARIABLE, "interpret")
-    refused = f"kernel '{auto_kernel}', this run has 'interpret'"
+    refused = f"kernels '{auto_kernel}', this run has 'interpret'"
     with pytest.raises(store.ResumeError, match=refused):
-        store.check_manifest(tmp_path, provenance.manifest(specs))
+        store.check_manifest(tmp_path, provenance.manifest(specs, trained))
 
 
 def test_the_recorded_versions_and_the_spec_hash(monkeypatch):
@@ -216,20 +251,20 @@ def test_the_manifest_names_only_the_fields_that_differ(tmp_path):
     import dataclasses
 
     spec = ExperimentSpec(widths=(4, 8), deltas=(0.0, 0.1), runs=2)
-    store.write_manifest(tmp_path, provenance.manifest([spec.to_dict()]))
-    store.check_manifest(tmp_path, provenance.manifest([spec.to_dict()]))
-    other = dataclasses.replace(spec, seed=1).to_dict()
+    store.write_manifest(tmp_path, provenance.manifest([spec.to_dict()], [spec]))
+    store.check_manifest(tmp_path, provenance.manifest([spec.to_dict()], [spec]))
+    other = dataclasses.replace(spec, seed=1)
     with pytest.raises(store.ResumeError, match=r"\(differs in seed\)$"):
-        store.check_manifest(tmp_path, provenance.manifest([other]))
+        store.check_manifest(tmp_path, provenance.manifest([other.to_dict()], [other]))
 
 
 def test_a_manifest_without_a_kernel_is_refused_in_one_clear_line(tmp_path):
-    specs = [ExperimentSpec(widths=(4,), runs=2).to_dict()]
-    old = provenance.manifest(specs)
+    trained = [ExperimentSpec(widths=(4,), runs=2)]
+    old = provenance.manifest([s.to_dict() for s in trained], trained)
     del old["settings"]
     store.write_manifest(tmp_path, old)
-    with pytest.raises(store.ResumeError, match=r"records no kernel .* older gdrelu"):
-        store.check_manifest(tmp_path, provenance.manifest(specs))
+    with pytest.raises(store.ResumeError, match=r"records no kernels .* older gdrelu"):
+        store.check_manifest(tmp_path, provenance.manifest(old["specs"], trained))
 
 
 def test_a_run_records_its_kernel_and_a_resume_checks_it(
@@ -240,7 +275,7 @@ def test_a_run_records_its_kernel_and_a_resume_checks_it(
     assert main(["run", *TINY_RUN, "--out", str(out), "--cache-dir", "none"]) == 0
     for name in ("manifest.json", "summary.json"):
         recorded = json.loads((out / name).read_text())
-        assert recorded["settings"] == {"kernel": auto_kernel}, name
+        assert recorded["settings"] == {"kernels": auto_kernel}, name
         assert recorded["versions"]["jax"] and recorded["versions"]["jaxlib"]
     capsys.readouterr()
     monkeypatch.setenv(KERNEL_VARIABLE, "interpret")
@@ -256,12 +291,12 @@ def test_section10_files_without_docstrings(tmp_path, monkeypatch):
                step_size=0.1, validation_rmse=0.5, test_rmse=0.4, test_rmse_se=0.01)  # fmt: skip
     best = section10.best_step_sizes([row])
     summary = section10.summary(
-        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu"
+        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu", seed=0
     )
     store.write_section10(tmp_path, [row], section10.format_table(best), summary)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["deviations"] and all(isinstance(d, str) for d in written["deviations"])
-    assert written["settings"]["kernel"] and (tmp_path / "section10.png").exists()
+    assert written["settings"] == {"kernels": "none"} and (tmp_path / "section10.png").exists()
 
 
 def test_a_diverged_configuration_writes_strict_json(tmp_path):
@@ -274,7 +309,7 @@ def test_a_diverged_configuration_writes_strict_json(tmp_path):
             for bias in ("zero", "unif") for step in (0.1, 1.0)]  # fmt: skip
     best = section10.best_step_sizes(rows)
     summary = section10.summary(
-        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu"
+        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu", seed=0
     )
     store.write_section10(tmp_path, rows, section10.format_table(best), summary)
 
@@ -352,9 +387,10 @@ def test_a_manifest_of_more_specs_is_refused_naming_both_counts(tmp_path):
     ResumeError that names both counts (not a ValueError from pairing the specs)."""
     gd = ExperimentSpec(widths=(4,), runs=2)
     adam = dataclasses.replace(gd, optimizer="adam")
-    store.write_manifest(tmp_path, provenance.manifest([gd.to_dict(), adam.to_dict()]))
+    both = provenance.manifest([gd.to_dict(), adam.to_dict()], [gd, adam])
+    store.write_manifest(tmp_path, both)
     with pytest.raises(store.ResumeError, match="started with 2 specs, this run has 1"):
-        store.check_manifest(tmp_path, provenance.manifest([gd.to_dict()]))
+        store.check_manifest(tmp_path, provenance.manifest([gd.to_dict()], [gd]))
 
 
 def test_summary_json_is_strict_whatever_holds_the_numbers(tmp_path):
@@ -364,7 +400,7 @@ def test_summary_json_is_strict_whatever_holds_the_numbers(tmp_path):
                step_size=0.1, validation_rmse=0.5, test_rmse=0.4, test_rmse_se=0.01)  # fmt: skip
     best = section10.best_step_sizes([row])
     summary = section10.summary(
-        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu"
+        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu", seed=0
     )
     summary["interval"] = (0.25, math.inf, (math.nan, 1.0))
     store.write_section10(tmp_path, [row], section10.format_table(best), summary)

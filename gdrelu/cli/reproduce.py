@@ -34,8 +34,14 @@ def _manifest(args, started: dict | None) -> dict:
             raise UsageError(f"--resume: {args.resume} holds no reproduction")
         args.scale = args.scale or recorded["scale"]
         args.only = args.only or ",".join(recorded["reproduce"])
-    scale = args.scale or "small"
-    return provenance.manifest([{"reproduce": list(_names(args)), "scale": scale}])
+    scale, names = args.scale or "small", _names(args)
+    return provenance.manifest([{"reproduce": list(names), "scale": scale}], _specs(names, scale))
+
+
+def _specs(names, scale: str) -> list:
+    from gdrelu.reproduce import experiment_specs
+
+    return [spec for name in names for spec in experiment_specs(name, scale)]
 
 
 def execute(args, started: dict | None = None) -> int:
@@ -48,7 +54,7 @@ def execute(args, started: dict | None = None) -> int:
     backends.prepare(every_core=True, cache_dir=args.cache_dir)  # before the manifest
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
-    specs = [spec for name in names for spec in reproduce.experiment_specs(name, scale)]
+    specs = _specs(names, scale)
     # before the directory is written; one experiment at a time, with the whole budget
     options.check_fits(specs, budget, together=False, lower="--scale (or --only)")
     # a resume's directory is checked against its manifest before the paper scale's

@@ -56,7 +56,7 @@ def execute(args, started: dict | None = None) -> int:
     seconds = before + time.perf_counter() - start
     best = grid.best_step_sizes(rows)
     backend = backends.backend_name()
-    summary = grid.summary(scale_name, scale, best, seconds=seconds, backend=backend)
+    summary = grid.summary(scale_name, scale, best, seconds=seconds, backend=backend, seed=seed)
     write_section10(out, rows, grid.format_table(best), summary)
     print(grid.format_table(best))
     print(finished_line(len(groups) * per_group, seconds, before, backend, out))
