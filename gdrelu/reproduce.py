@@ -30,7 +30,7 @@ from gdrelu.outcome import Status
 from gdrelu.protocols import protocol
 from gdrelu.runner import run_experiment
 from gdrelu.spec import ExperimentSpec
-from gdrelu.stats import failure_probability, two_proportion_z
+from gdrelu.stats import combined_z, failure_probability, two_proportion_z
 
 SCALES = ("small", "paper")
 PAPER_WIDTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -85,17 +85,19 @@ def _interval(k: int, n: int) -> str:
     return f"{p:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _stuck_table(cells: list[CellResult], with_paper: bool) -> report.Table:
-    """Per cell: runs, status counts, P(stuck) [95% CI]; the paper's crossed runs and z."""
-    header = ["width", "Δ", "runs", "crossed", "early stopped", "unfinished",
+def _stuck_table(cells: list[CellResult], with_paper: bool) -> tuple[report.Table, list[float]]:
+    """Per cell: runs, status counts, P(stuck) [95% CI]; the paper's crossed runs and z.
+    Also the z of each cell the paper's code reports."""
+    header = ["width", "Δ", "runs", "crossed", "early stopped", "unfinished", "diverged",
               "stuck (by the rule)", "P(stuck) [95% CI]"]  # fmt: skip
     if with_paper:
         header += ["P(crossed)", "paper's code: crossed/400", "z"]
-    rows = []
+    rows, zs = [], []
+    others = (Status.EARLY_STOPPED, Status.UNFINISHED, Status.DIVERGED)
     for cr in cells:
         s, status = cell_summary(cr), cr.result.status
         crossed, runs = int(np.sum(status == Status.CROSSED)), int(status.size)
-        counts = [int(np.sum(status == code)) for code in (Status.EARLY_STOPPED, Status.UNFINISHED)]
+        counts = [int(np.sum(status == code)) for code in others]
         row = [cr.cell.width, cr.cell.delta, runs, crossed, *counts, s["stuck"],
                _interval(s["stuck"], runs)]  # fmt: skip
         if with_paper:
@@ -103,14 +105,15 @@ def _stuck_table(cells: list[CellResult], with_paper: bool) -> report.Table:
             z = two_proportion_z(crossed, runs, theirs, PAPER_RUNS) if theirs is not None else None
             row += [_interval(crossed, runs), "-" if theirs is None else theirs,
                     "-" if z is None else f"{z:+.2f}"]  # fmt: skip
+            zs += [] if z is None else [z]
         rows.append(tuple(row))
-    return report.Table(tuple(header), rows)
+    return report.Table(tuple(header), rows), zs
 
 
 def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> report.Section:
     figure = f"{name}.png"
     plot.failure_probability_plot([cell_summary(cr) for cr in cells], directory / figure)
-    table = _stuck_table(cells, with_paper)
+    table, zs = _stuck_table(cells, with_paper)
     if spec.final_stuck_rule:
         rule = (
             "its final network is still linear (a run the crossing rule stopped is "
@@ -123,13 +126,15 @@ def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> 
     if spec.final_stuck_rule and spec.early_stopping:
         text.append("The paper's code called a run stuck when early stopping ended it before "
                     "any crossing: the column 'early stopped' (docs/fidelity.md).")  # fmt: skip
-    if with_paper:
-        zs = [float(r[-1]) for r in table.rows if r[-1] != "-"]
-        worst = max(map(abs, zs), default=0.0)
+    if with_paper and zs:
+        worst = max(map(abs, zs))
         verdict = "agree" if worst < AGREEMENT_Z else "disagree"
+        statistic, p = combined_z(zs)
         text.append(
             f"P(crossed) against the paper's code (400 runs a cell): the largest |z| is "
-            f"{worst:.2f}, so the two {verdict} within {AGREEMENT_Z:g} standard errors."
+            f"{worst:.2f}, so the two {verdict} within {AGREEMENT_Z:g} standard errors; "
+            f"together, Σz² = {statistic:.2f} over {len(zs)} cells (p = {p:.2f} under χ² "
+            f"with {len(zs)} degrees of freedom)."
         )
     return report.Section(name, title, text, [table], figure, spec.to_dict(), seconds)
 

@@ -39,6 +39,7 @@ def test_the_report_compares_with_the_paper_and_embeds_its_figure(tiny, tmp_path
     want = (crossed / runs - 138 / 400) / math.sqrt(pooled * (1 - pooled) * (1 / runs + 1 / 400))
     assert float(rows[16, 0.0][-1]) == pytest.approx(want, abs=0.005)  # two decimals
     assert "largest |z|" in text and "![" in text and "gd-figure/gd-figure.png" in text
+    assert "Σz² = " in text and "diverged" in table["header"]
     assert "certified or degenerate (so no crossed run is)" in section["paragraphs"][0]
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "<table>" in page

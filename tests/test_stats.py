@@ -268,7 +268,9 @@ def test_paired_interval_covers_the_difference_as_often_as_it_says():
     )  # fmt: skip
     intervals = np.array([paired_difference_interval(t) for t in tables])
     log_count = gammaln(pairs + 1) - gammaln(tables + 1).sum(axis=1)
-    grid = [p for p in itertools.product(np.arange(0, 1.01, 0.1), repeat=3) if sum(p) <= 1]
+    tenths = itertools.product(range(11), repeat=3)  # integers: 0.7 + 0.2 + 0.1 > 1 in floats
+    grid = [tuple(np.array(p) / 10) for p in tenths if sum(p) <= 10]
+    assert len(grid) == 286
     coverage = []
     for both, only_a, only_b in grid:
         cells = np.array([both, only_a, only_b, max(0.0, 1 - both - only_a - only_b)])
@@ -374,3 +376,17 @@ def test_two_proportion_z_by_hand():
     assert two_proportion_z(138, 400, 150, 400) == pytest.approx(-0.883883, abs=1e-6)
     assert two_proportion_z(150, 400, 138, 400) == pytest.approx(0.883883, abs=1e-6)
     assert two_proportion_z(0, 10, 0, 30) == 0.0
+
+
+def test_combined_z_is_the_chi_square_test_of_the_cells_together():
+    """χ² with 2 degrees of freedom has P(X ≥ x) = exp(-x/2): z = (1, -1) gives Σz² = 2 and
+    p = e⁻¹; with 6 cells, scipy's χ² survival function. Six cells each |z| = 1.2 (none
+    alone far off) together give p ≈ 0.12, and |z| = 2 each p < 0.001."""
+    from scipy import stats
+
+    from gdrelu.stats import combined_z
+
+    assert combined_z([1.0, -1.0]) == pytest.approx((2.0, np.exp(-1.0)), rel=1e-12)
+    statistic, p = combined_z([1.2] * 6)
+    assert statistic == pytest.approx(8.64) and p == pytest.approx(stats.chi2.sf(8.64, 6))
+    assert 0.1 < p < 0.2 and combined_z([2.0] * 6)[1] < 0.001
