@@ -1430,16 +1430,19 @@ def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_pa
     """Four of five points at x = 1 and two training points: many splits train on one x,
     where the paper's step size is 1/0. Only the draws can tell, so the run directory is
     started, then removed with nothing stored in it: the same command may be given again
-    (it stopped with simulate's traceback, and left a run only --resume could open)."""
+    (it stopped with simulate's traceback, and left a run only --resume could open). An
+    empty --out the user made stays, empty."""
     (tmp_path / "d.csv").write_text("x,y\n1,1\n1,2\n1,0\n1,1\n2,3\n")
     argv = ["run", "--data-file", str(tmp_path / "d.csv"), "--split", "0.4,0.4,0.2",
-            "--widths", "4", "--deltas", "0", "--runs", "20", "--out", str(tmp_path / "o"),
-            "--quiet"]  # fmt: skip
-    assert main(argv) == 2
+            "--widths", "4", "--deltas", "0", "--runs", "20", "--quiet", "--out"]  # fmt: skip
+    assert main([*argv, str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("gdrelu: error: step_size: rule 'paper' gives h = inf for run ")
     assert "such runs in its batch" in err[-1]
     assert not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()
+    assert main([*argv, str(tmp_path / "mine")]) == 2
+    assert list((tmp_path / "mine").iterdir()) == []
 
 
 def test_a_refused_field_names_the_layer_that_set_it_last(tmp_path, capsys):

@@ -4,6 +4,7 @@ compute."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import os
@@ -35,14 +36,20 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
 
 
 def discard_unstarted(out: Path) -> None:
-    """Remove a new run directory in which no unit is stored yet (a run refused once its
-    draws showed a bad setting), so that nothing half-written stays and the same --out
-    can be given again; one holding units is kept."""
-    from gdrelu.store import UNITS
+    """Remove what a new run wrote in `out` while no unit is stored there yet (a run
+    refused once its draws showed a bad setting), so that nothing half-written stays and
+    the same --out can be given again: its manifest, lock and empty units/, and `out`
+    itself where this run created it. A directory holding units is kept."""
+    from gdrelu.store import MANIFEST, UNITS
 
     units = out / UNITS
-    if not (units.is_dir() and any(units.iterdir())):
-        shutil.rmtree(out, ignore_errors=True)
+    if units.is_dir() and any(units.iterdir()):
+        return
+    for name in (MANIFEST, LOCK):
+        (out / name).unlink(missing_ok=True)
+    for made in (units, *([out] if out in _MADE else [])):
+        with contextlib.suppress(OSError):  # absent, or not empty: the user's files stay
+            made.rmdir()
 
 
 def result_bytes(specs) -> int:
@@ -71,12 +78,15 @@ def check_space(out: Path, need: int) -> None:
 def _created(out: Path | None) -> Path:
     """The output directory, new or empty, created, proven writable and held; by default
     runs/<timestamp>/, with a suffix when another run took that second's name."""
+    if out is not None and not out.exists():
+        _MADE.add(out)
     if out is None:
         stamp = Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         for suffix in ("", *(f"-{i}" for i in range(2, 100))):
             out = stamp.with_name(stamp.name + suffix)
             try:
                 out.mkdir(parents=True)
+                _MADE.add(out)
                 break
             except FileExistsError:
                 continue
@@ -118,6 +128,7 @@ def _writable(out: Path, flag: str) -> None:
 
 
 LOCK = ".lock"
+_MADE: set[Path] = set()  # run directories this process created
 _HELD: list[tuple[Path, int]] = []  # directories held, and their locks' descriptors
 
 
