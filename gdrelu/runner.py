@@ -23,7 +23,7 @@ from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, points_at_zero
 from gdrelu.engine import PointAtZeroWarning, simulate
-from gdrelu.memory import run_bytes
+from gdrelu.memory import BudgetError, run_bytes
 from gdrelu.model import Params
 from gdrelu.spec import ExperimentSpec, SpecError
 from gdrelu.step_size import initial_step_sizes
@@ -44,6 +44,22 @@ class Processes(NamedTuple):
     def all_say(self, ok: bool) -> bool:
         """Whether every process says `ok` (each asks at the same point, as it gathers)."""
         return bool(np.asarray(self.gather(np.asarray(ok))).all())
+
+    def agreed(self, fn: Callable[[], Any], errors, elsewhere: Exception) -> Any:
+        """fn() on this process, once every process has said whether its own call raised
+        one of `errors`. A refusal on one process then ends them all (it raises its own,
+        the others `elsewhere`), where the others would wait at their next gather until it
+        timed out, and end in a traceback."""
+        try:
+            value, refusal = fn(), None
+        except errors as err:
+            value, refusal = None, err
+        everyone = self.all_say(refusal is None)
+        if refusal is not None:
+            raise refusal
+        if not everyone:
+            raise elsewhere
+        return value
 
 
 def run_experiment(
@@ -184,18 +200,10 @@ def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list
 
 def _trained_everywhere(train, work: Work, processes: Processes) -> list[CellResult]:
     """`train(work)` on this process, once every process has said whether its share was
-    refused (`SpecError`: a step size that only its own draws refute). A refusal then
-    ends every process, not only its own, where the others would wait at their gather."""
-    try:
-        done, refusal = train(work), None
-    except SpecError as err:
-        done, refusal = None, err
-    everyone = processes.all_say(refusal is None)
-    if refusal is not None:
-        raise refusal
-    if not everyone:
-        raise SpecError("step_size", "another process's runs were refused (it says which)")
-    return done
+    refused (`SpecError`: a step size that only its own draws refute; `BudgetError`: a
+    batch its memory cannot hold): a refusal ends every process (`Processes.agreed`)."""
+    elsewhere = SpecError("step_size", "another process's runs were refused (it says why)")
+    return processes.agreed(lambda: train(work), (SpecError, BudgetError), elsewhere)
 
 
 def _cell_from_processes(local: CellResult, runs: int, processes: Processes) -> CellResult:

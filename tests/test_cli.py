@@ -655,9 +655,9 @@ def test_a_run_directory_refused_on_process_0_ends_every_process_in_one_line(
 
     answers = []
 
-    def gather(opened):
+    def gather(opened):  # first the checks (both passed), then the directory
         answers.append(bool(opened))
-        return np.stack([np.asarray(False), np.asarray(True)])  # process 0 failed
+        return np.stack([np.asarray(len(answers) == 1), np.asarray(True)])  # process 0 failed
 
     out = tmp_path / "used"
     out.mkdir()
@@ -669,9 +669,38 @@ def test_a_run_directory_refused_on_process_0_ends_every_process_in_one_line(
     argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
     assert main([*argv, "--process-id", str(index)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and answers == [index == 1], err
+    assert len(err.splitlines()) == 1 and answers == [True, index == 1], err
     assert ("is not empty (notes.txt)" if index == 0 else "process 0 could not open") in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_memory_check_refused_on_one_host_ends_every_process_in_one_line(
+    index, tmp_path, monkeypatch, capsys
+):
+    """--distributed, process 1's host has too little free memory: both processes exit 2
+    on one line before the directory is made (process 0 would have made it, then waited
+    at its first gather until it timed out); process 1 says why."""
+    import gdrelu.runner
+    from gdrelu.cli import backends, options
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.runner import Processes
+
+    def check_fits(specs, budget, **kw):
+        if index == 1:
+            raise UsageError("--memory-budget: too little here")
+        return budget
+
+    gather = lambda ok: np.stack([np.asarray(True), np.asarray(False)])  # noqa: E731
+    monkeypatch.setattr(backends, "start_processes", lambda a, s: Processes(index, 2, gather))
+    monkeypatch.setattr(options, "check_fits", check_fits)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)  # never reached
+    out = tmp_path / "run"
+    argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
+    assert main([*argv, "--process-id", str(index)]) == 2
+    err = capsys.readouterr().err.strip()
+    want = "too little here" if index == 1 else "another process refused the run"
+    assert len(err.splitlines()) == 1 and want in err and not out.exists(), err
 
 
 def test_every_cpu_core_is_a_device_unless_the_caller_chose_a_count(monkeypatch):

@@ -34,8 +34,7 @@ def execute(args, started: dict | None = None) -> int:
     backends.refuse_process_flags_alone(args)
     processes = backends.start_processes(args, specs) if args.distributed else None
     writer = processes is None or processes.index == 0
-    backends.prepare(every_core=processes is None, cache_dir=args.cache_dir, specs=specs)
-    budget = options.check_fits(specs, budget)  # free memory is measured once, here
+    budget = _checked_on_every_process(args, specs, budget, processes)
     out = _run_directory(args, specs, processes)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     progress = RunProgress(
@@ -66,32 +65,42 @@ def execute(args, started: dict | None = None) -> int:
     return 0
 
 
+def _checked_on_every_process(args, specs, budget, processes) -> int:
+    """The backends prepared (kernel, compiler) and the specs checked against the memory
+    budget, which is measured once, here: its bytes. With several processes a refusal on
+    one host ends them all on one line (`Processes.agreed`)."""
+
+    def checked():
+        backends.prepare(every_core=processes is None, cache_dir=args.cache_dir, specs=specs)
+        return options.check_fits(specs, budget)
+
+    if processes is None:
+        return checked()
+    from gdrelu.memory import BudgetError
+
+    elsewhere = UsageError("--distributed: another process refused the run (it says why)")
+    return processes.agreed(checked, (UsageError, BudgetError), elsewhere)
+
+
 def _run_directory(args, specs, processes):
     """The writer's run directory, opened with the manifest (None on the other processes).
     With several processes each learns whether process 0 opened it: a refusal there ends
-    them all on one line, where the others would wait at their first gather until it
-    timed out, and end in a traceback."""
+    them all on one line (`Processes.agreed`)."""
     from gdrelu.provenance import manifest
 
-    out, refusal = None, None
-    if processes is None or processes.index == 0:
+    def opened():
+        if processes is not None and processes.index != 0:
+            return None
         recorded = manifest([spec.to_dict() for spec in specs], specs)
         hashes = [spec.data_sha256 for spec in specs]
         if any(hashes):  # a resume must read the same points, not only the same path
             recorded["settings"]["data_sha256"] = hashes
-        try:
-            out = outdir.open_directory(args, recorded, outdir.result_bytes(specs))
-        except (UsageError, OSError) as err:
-            if processes is None:
-                raise
-            refusal = err
+        return outdir.open_directory(args, recorded, outdir.result_bytes(specs))
+
     if processes is None:
-        return out
-    opened = processes.all_say(refusal is None)
-    if refusal is not None:
-        raise refusal
-    if not opened:
-        raise UsageError("--distributed: process 0 could not open the run directory (it says why)")
+        return opened()
+    elsewhere = UsageError("--distributed: process 0 could not open the run directory (it says)")
+    out = processes.agreed(opened, (UsageError, OSError), elsewhere)
     if out is not None:
         _announce_resume(out, processes.count)
     return out
