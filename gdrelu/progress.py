@@ -26,10 +26,12 @@ class CheckClock:
 
     `budgets[s]` is spec s's check budget (`max_checks`), `can_stop[s]` whether its runs
     can stop before it (stop rules or early stopping), `cells[s]` its cells as (width, Δ).
-    A cell that cannot stop early needs its whole budget; one that can is expected to
-    need as many checks as the slowest finished cell of its spec needed, and at least
-    one more than it has done (the whole budget while none has finished). A check of a
-    batch advances each of its cells by one; its time is shared among them.
+    A cell's batch that cannot stop early needs its whole budget; one that can is
+    expected to need as many checks as the slowest batch of a finished cell of its spec
+    needed, and at least one more than it has done (the whole budget while none has
+    finished). A check of a batch advances each of its cells; its time is shared among
+    them. A cell trained in several batches (a memory budget, a target half-width) is
+    priced for the batch under way: the clock does not know how many follow.
     """
 
     def __init__(
@@ -40,7 +42,8 @@ class CheckClock:
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.budgets, self.can_stop, self.clock = list(budgets), list(can_stop), clock
-        self.done = [dict.fromkeys(spec_cells, 0) for spec_cells in cells]
+        self.done = [dict.fromkeys(spec_cells, 0) for spec_cells in cells]  # this batch's
+        self.most = [dict.fromkeys(spec_cells, 0) for spec_cells in cells]  # any batch's
         self.finished: list[set[tuple[int, float]]] = [set() for _ in cells]
         self.seconds = [0.0 for _ in cells]  # time in each spec's checks
         self.cell_checks = [0 for _ in cells]  # checks done, summed over the spec's cells
@@ -50,8 +53,8 @@ class CheckClock:
         """Start the clock, or restart it after a pause (loading stored units, say)."""
         self._last = self.clock()
 
-    def on_check(self, spec: int, widths: Sequence[int]) -> None:
-        """A check of the batch of `widths` of spec `spec` is done."""
+    def on_check(self, spec: int, widths: Sequence[int], k: int) -> None:
+        """Check `k` (from 1) of the batch of `widths` of spec `spec` is done."""
         now = self.clock()
         if self._last is not None:
             self.seconds[spec] += now - self._last
@@ -59,7 +62,8 @@ class CheckClock:
         widths = {int(w) for w in np.atleast_1d(widths)}
         for cell in self.done[spec]:
             if cell[0] in widths and cell not in self.finished[spec]:
-                self.done[spec][cell] += 1
+                self.done[spec][cell] = k
+                self.most[spec][cell] = max(self.most[spec][cell], k)
                 self.cell_checks[spec] += 1
 
     def cell_done(self, spec: int, cell: tuple[int, float]) -> None:
@@ -72,16 +76,17 @@ class CheckClock:
         done = self.done[spec]
         ran = self._measured(spec)
         expected = max(ran) if self.can_stop[spec] and ran else budget
-        return sum(  # a cell trained in several batches (memory, growth) passes its budget
+        return sum(
             max(0, max(expected, min(n + 1, budget)) - n)
             for cell, n in done.items()
             if cell not in self.finished[spec]
         )
 
     def _measured(self, spec: int) -> list[int]:
-        """The checks each finished cell of spec `spec` took here (not loaded from a unit)."""
-        done = self.done[spec]
-        return [done[c] for c in self.finished[spec] if done.get(c)]
+        """The checks the slowest batch of each finished cell of spec `spec` took here (not
+        loaded from a unit)."""
+        most = self.most[spec]
+        return [most[c] for c in self.finished[spec] if most.get(c)]
 
     def bounded(self) -> bool:
         """Whether `seconds_left` is an upper bound rather than an estimate: some spec

@@ -15,10 +15,11 @@ class FakeClock:
         return self.now
 
 
-def _run_checks(clock, fake, spec, widths, count, seconds_each):
-    for _ in range(count):
+def _run_checks(clock, fake, spec, widths, count, seconds_each, first=1):
+    """Checks first, ..., first + count - 1 of one batch, `seconds_each` apart."""
+    for k in range(first, first + count):
         fake.now += seconds_each
-        clock.on_check(spec, widths)
+        clock.on_check(spec, widths, k)
 
 
 def test_runs_that_cannot_stop_need_their_whole_budget():
@@ -61,15 +62,25 @@ def test_a_cell_past_the_expected_checks_still_needs_one_more():
     assert clock.checks_left(0) == 1
 
 
-def test_cells_trained_in_several_batches_owe_nothing_past_their_budget():
+def test_cells_trained_in_several_batches_owe_the_rest_of_the_batch_under_way():
     """A memory budget or a grown cell trains a cell's runs in batches, each up to the
-    budget's checks: its count passes the budget, and must not cancel other cells' checks."""
+    budget's checks: two batches of 4 checks and 2 of a third leave 2 checks each to
+    widths 5 and 6 (not 0, nor a negative count cancelling width 8's 4). With stop rules,
+    the slowest batch of a finished cell (4 checks), not the cell's sum over its batches
+    (7), prices the others: width 8, one check in, needs 3 more."""
     fake = FakeClock()
     clock = CheckClock([4], [False], [[(5, 0.0), (6, 0.0), (8, 0.0)]], clock=fake)
     clock.start()
-    _run_checks(clock, fake, 0, (5, 6), 10, 1.0)  # three batches of the (5, 6) bucket
-    assert clock.checks_left(0) == 4  # width 8's, none of 5's and 6's
-    assert clock.seconds_left() == pytest.approx(4 * 10.0 / 20)
+    for count in (4, 4, 2):  # three batches of the (5, 6) bucket
+        _run_checks(clock, fake, 0, (5, 6), count, 1.0)
+    assert clock.checks_left(0) == 2 + 2 + 4
+    assert clock.seconds_left() == pytest.approx(8 * 10.0 / 20)
+    stops = CheckClock([10], [True], [[(5, 0.0), (8, 0.0)]], clock=fake)
+    for count in (4, 3):
+        _run_checks(stops, fake, 0, (5,), count, 1.0)
+    stops.cell_done(0, (5, 0.0))
+    _run_checks(stops, fake, 0, (8,), 1, 1.0)
+    assert stops.checks_left(0) == 3
 
 
 def test_no_estimate_before_the_first_check_and_none_left_at_the_end():
@@ -193,7 +204,7 @@ def test_a_finished_cell_stops_counting_checks_of_its_batch():
     clock.start()
     _run_checks(clock, fake, 0, (16,), 10, 1.0)
     clock.cell_done(0, (16, 0.0))
-    _run_checks(clock, fake, 0, (16,), 5, 1.0)
+    _run_checks(clock, fake, 0, (16,), 5, 1.0, first=11)
     _run_checks(clock, fake, 0, (32,), 2, 1.0)
     assert clock.checks_left(0) == 9
     assert clock.seconds_left() == pytest.approx(9 * 17 / 27)

@@ -47,7 +47,7 @@ class RunProgress:
 
         interrupt.raise_if_pending()
 
-        self.clock.on_check(spec, widths)
+        self.clock.on_check(spec, widths, k)
         widths = ",".join(map(str, np.atleast_1d(widths)))
         self.bar.set_description(f"{self.labels[spec]}n={widths} check {k}", refresh=False)
         self._show(status)
