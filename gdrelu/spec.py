@@ -120,7 +120,7 @@ class ExperimentSpec:
                 if name == "deltas":  # -0.0 as 0.0: one cell, recorded and printed alike
                     plain = (v + 0.0 if isinstance(v, float) else v for v in plain)
                 object.__setattr__(self, name, tuple(plain))
-            elif name in ("widths", "deltas") and not isinstance(value, tuple):
+            elif name in ("widths", "deltas", "stop_on") and value is not None:
                 raise SpecError(name, f"a tuple, such as ({value!r},), not {value!r}")
         from gdrelu.spec_checks import check  # it reads this module's names
 
@@ -257,8 +257,9 @@ class ExperimentSpec:
 
     @property
     def stops_on_proofs(self) -> bool:
-        """Whether runs stop on both statuses the certificate rule counts, stuck and
-        degenerate: `simulate` sets them only where `stop_on` asks for them."""
+        """Whether `stop_on` asks for both statuses the certificate rule counts, stuck and
+        degenerate (`simulate` sets them only then); None asks for them only where the
+        spec is `certified`, so read it together with that."""
         return self.stop_on is None or {"stuck", "degenerate"} <= set(self.stop_on)
 
     @property

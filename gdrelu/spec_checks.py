@@ -270,8 +270,11 @@ def _check_stopping(spec: ExperimentSpec) -> None:
             "the certificate is a proof for gd on 1-D data with zero biases only; use 'final'",
         )
     if spec.stuck_rule == "certificate" and not spec.stops_on_proofs:
+        missing = sorted({"stuck", "degenerate"} - set(spec.stop_on))
         raise SpecError(
             "stuck_rule",
-            f"'certificate' counts the stuck and degenerate statuses, which stop_on "
-            f"{list(spec.stop_on)} never sets; add them to stop_on or use 'final'",
+            f"'certificate' counts the stuck and degenerate statuses, which runs get only "
+            f"from those stop_on rules; stop_on {list(spec.stop_on)} lacks "
+            f"{' and '.join(missing)}: add {'it' if len(missing) == 1 else 'them'} or use "
+            "'final'",
         )

@@ -595,6 +595,25 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
         simulate(params, data, None)
 
 
+def test_networks_and_callers_that_cannot_train_are_named():
+    """Before anything compiles: neuron counts that differ between a, b and w (a broadcast
+    error in the propagator), a weight that is not finite (the run came back diverged, no
+    word), no device, an `on_check` that is no function and a `classify_width` below the
+    width (each failed only after training)."""
+    params, data = _tiny_runs()
+    with pytest.raises(ValueError, match=r"^params: a of shape \(2, 1\), b of \(2, 2\)"):
+        simulate(params._replace(a=params.a[:, :1]), data, 0.01)
+    with pytest.raises(ValueError, match=r"^params: some weights are not finite"):
+        simulate(params._replace(w=np.where(np.eye(2), np.nan, params.w)), data, 0.01)
+    with pytest.raises(ValueError, match=r"^devices: an empty list"):
+        simulate(params, data, 0.01, devices=[])
+    with pytest.raises(ValueError, match=r"^on_check: 5 is not a function"):
+        simulate(params, data, 0.01, on_check=5)
+    for width in (0, 1, 2.0, True):
+        with pytest.raises(ValueError, match=r"^classify_width: .* ≥ the networks' 2 neurons"):
+            simulate(params, data, 0.01, classify_width=width)
+
+
 def test_points_that_do_not_fit_the_data_are_named():
     """A point set whose x, y and weights disagree on the points per run, held-out points
     with features the data lacks, and validation weights for another number of points are

@@ -370,7 +370,8 @@ def test_runs_follow_the_documented_key_derivation():
         # random biases put kinks among the data at once: every run would stop there
         (dict(bias_init="unif", stop_on=("crossed",)), "stop_on"),
         (dict(init="ntk", stuck_rule="certificate"), "stuck_rule"),
-        (dict(stop_on=("crossed",), stuck_rule="certificate"), "stuck_rule"),
+        (dict(stop_on=("crossed",), stuck_rule="certificate"), "lacks degenerate and stuck"),
+        (dict(stop_on=("crossed", "stuck"), stuck_rule="certificate"), "lacks degenerate: add it"),
         (dict(data="star", step_size="ntk", stuck_rule="certificate"), "stuck_rule"),
         (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
         (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
@@ -381,6 +382,7 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(num_heldout=10), "num_heldout"),
         # a bare number ('int' object is not iterable); padded names were other cells
         (dict(widths=16), r"widths: a tuple, such as \(16,\)"),
+        (dict(stop_on="stuck"), r"stop_on: a tuple, such as \('stuck',\)"),  # not s, t, u, c, k
         (dict(deltas=0.1), r"deltas: a tuple, such as \(0.1,\)"),
         (dict(bias_init=" normal(1)"), "bias_init: ' normal"),
         # each bound as the docs and messages state it (docs/theory.md, README)

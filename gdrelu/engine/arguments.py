@@ -104,6 +104,14 @@ def _check_runs(params: Params, **inputs) -> None:
             "takes a batch of at least one run of at least one neuron, a leading runs axis "
             "on every field (jax.vmap the init over keys)"
         )
+    a, b, w = (np.shape(v) for v in params[:3])
+    if (a[0], a[-1]) != b or w != b:  # a: (runs, n), or (runs, d, n) on d-dim data
+        raise ValueError(
+            f"params: a of shape {a}, b of {b}, w of {w}; each run needs one a, b and w per neuron"
+        )
+    finite = [np.all(np.isfinite(np.asarray(jax.device_get(v)))) for v in params]
+    if not all(finite):
+        raise ValueError("params: some weights are not finite; a run must start from a network")
     runs = int(np.shape(params.c)[0])
     for name, tree in inputs.items():
         for leaf in jax.tree.leaves(tree):
@@ -111,6 +119,25 @@ def _check_runs(params: Params, **inputs) -> None:
                 raise ValueError(
                     f"{name}: shape {np.shape(leaf)} does not lead with the {runs} runs of params"
                 )
+
+
+def check_callers(params: Params, devices, on_check, classify_width) -> None:
+    """Refuse an empty device list, an `on_check` that cannot be called and a
+    `classify_width` narrower than the networks before anything trains: each would fail
+    only after training, or deep inside the placement."""
+    if devices is not None and len(devices) == 0:
+        raise ValueError("devices: an empty list; give at least one device, or None for all")
+    if on_check is not None and not callable(on_check):
+        raise ValueError(f"on_check: {on_check!r} is not a function of (k, status)")
+    width = np.shape(params.b)[-1]
+    if classify_width is not None and (
+        isinstance(classify_width, bool)
+        or not isinstance(classify_width, int | np.integer)
+        or classify_width < width
+    ):
+        raise ValueError(
+            f"classify_width: {classify_width!r} is not an integer ≥ the networks' {width} neurons"
+        )
 
 
 def check_precision(params: Params, data: WeightedData) -> None:

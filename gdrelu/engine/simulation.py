@@ -19,7 +19,12 @@ from gdrelu.cache import use_default_cache
 from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.detectors import classify
-from gdrelu.engine.arguments import check_arrays, check_precision, check_settings
+from gdrelu.engine.arguments import (
+    check_arrays,
+    check_callers,
+    check_precision,
+    check_settings,
+)
 from gdrelu.engine.checks import (
     CheckInputs,
     ChunkScalars,
@@ -195,6 +200,9 @@ def _validated(
     alpha,
     min_delta,
     patience,
+    devices,
+    on_check,
+    classify_width,
     **_,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
@@ -202,6 +210,7 @@ def _validated(
     check_precision(params, data)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
     check_arrays(params, data, step_size, validation_weights, validation, test)
+    check_callers(params, devices, on_check, classify_width)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     early_stopping = _early_stopping(early_stopping, validation_weights, validation)
