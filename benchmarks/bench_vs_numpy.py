@@ -38,7 +38,8 @@ from pathlib import Path
 
 import jax
 
-os.environ.setdefault("GDRELU_CACHE_DIR", "none")  # cold: compiled here, not read back
+if not os.environ.get("GDRELU_CACHE_DIR"):  # empty reads as unset: cold, compiled here
+    os.environ["GDRELU_CACHE_DIR"] = "none"
 jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
 jax.config.update("jax_enable_x64", True)
 
