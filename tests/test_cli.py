@@ -1152,16 +1152,20 @@ def test_a_resumed_comparison_counts_every_optimizers_stored_units_first(tmp_pat
     momentum_4 = [finished_cell(specs[1].cells()[0], [Status.CROSSED] * 3)]
     store.save_unit(tmp_path, runner.unit_name(specs[1], 4), momentum_4, 1.0)
     events = []
-    monkeypatch.setattr(
-        runner, "run_experiment", lambda spec, **kw: events.append(("train", spec.optimizer)) or []
-    )
+
+    def run_experiment(spec, *, stored, **kw):  # the units read once, not counted again
+        assert "on_stored" not in kw
+        events.append(("train", spec.optimizer, sorted(stored)))
+        return []
+
+    monkeypatch.setattr(runner, "run_experiment", run_experiment)
     progress = types.SimpleNamespace(
         on_check=print,
         on_cells_done=print,
         on_stored=lambda i, cells: events.append(("stored", i, [c.cell.width for c in cells])),
     )
     run._train(specs, progress, processes=None, budget=10**9, out=tmp_path)
-    assert events == [("stored", 1, [4]), ("train", "gd"), ("train", "momentum")]
+    assert events == [("stored", 1, [4]), ("train", "gd", []), ("train", "momentum", [4])]
 
 
 def test_the_bar_shows_the_time_left_from_checks_not_runs():
