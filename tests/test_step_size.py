@@ -54,27 +54,23 @@ def test_a_runs_step_size_does_not_depend_on_its_batch(rule):
     np.testing.assert_array_equal(pieces, whole)
 
 
-def test_a_float32_runs_step_size_alone_in_its_call():
-    """A width above DRAW_NEURONS / 2 computes one run per call. XLA's CPU backend, with
-    its YNNPACK fusions, summed one run's neuron Gram matrices wrongly in float32 from
-    width 256 (h about 30% low; `gdrelu.compiled`). Each of four runs alone, against the
-    four together and against float64."""
-    from gdrelu import theory
+def test_a_float32_runs_step_size_alone_in_its_call(monkeypatch):
+    """A width above DRAW_NEURONS / 2 computes one run per call (here made so at width
+    256). XLA's CPU backend, with its YNNPACK fusions, summed one run's neuron Gram
+    matrices wrongly in float32 from width 256: h about 30% low (`gdrelu.compiled`).
+    Four runs one by one, and `theory.paper_step_size` on one run, against float64."""
+    from gdrelu import batched, theory
 
     spec = ExperimentSpec(widths=(256,), deltas=(0.0,), runs=4, dtype="float32")
     params, data, _ = jax.device_get(initial_runs(Cell(256, 0.0, spec), np.arange(4)))
-
-    def step_sizes(indices):
-        part = [jax.tree.map(lambda v: v[indices], tree) for tree in (params, data)]
-        return np.asarray(
-            initial_step_sizes([(spec, indices.size)], *part, [256] * indices.size, 256)
-        )
-
-    whole = step_sizes(np.arange(4))
-    alone = np.concatenate([step_sizes(np.array([i])) for i in range(4)])
-    np.testing.assert_allclose(alone, whole, rtol=1e-5)
     wide = [jax.tree.map(lambda v: v.astype(np.float64), tree) for tree in (params, data)]
-    np.testing.assert_allclose(whole, theory.paper_step_size(*wide), rtol=1e-4)
+    exact = np.asarray(theory.paper_step_size(*wide))
+    monkeypatch.setattr(batched, "DRAW_NEURONS", 256)
+    assert batched.draw_batch(256) == 1
+    alone = initial_step_sizes([(spec, 4)], params, data, [256] * 4, 256)
+    np.testing.assert_allclose(alone, exact, rtol=1e-4)
+    first = [jax.tree.map(lambda v: v[:1], tree) for tree in (params, data)]
+    np.testing.assert_allclose(theory.paper_step_size(*first), exact[:1], rtol=1e-4)
 
 
 @pytest.mark.parametrize("rule", ["paper", "ntk"])
