@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import transforms
 
 
 def failure_probability_plot(cells: Sequence[dict], path: Path | BinaryIO) -> None:
@@ -39,6 +40,8 @@ def failure_probability_figure(cells: Sequence[dict]):
             (c for c in cells if c["delta"] == delta and c.get("optimizer", "gd") == optimizer),
             key=lambda c: c["width"],
         )
+        if not rows:  # an optimizer without this Δ
+            continue
         widths = [c["width"] for c in rows]
         p = np.array([c["p_stuck"] for c in rows])
         low, high = np.array([c["ci95"] for c in rows]).T
@@ -132,7 +135,10 @@ def relative_rmse_plot(best: Sequence[dict], path: Path | BinaryIO) -> None:
             ax.set_xlabel("input dimension d")
         if j == 0:
             ax.set_ylabel("test RMSE / best at (data, d)")
-    axes[0][-1].legend(fontsize="x-small", title="bias init (■ P_ex)", title_fontsize="x-small")
+    axes[0][-1].legend(
+        fontsize="x-small", title="bias init (■ P_ex; × at the top: diverged)",
+        title_fontsize="x-small",
+    )  # fmt: skip
     fig.suptitle("Section 10: test RMSE at the best validation check, best step size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,6 +162,10 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
         color=colour,
         label=rows[0]["bias_init"] if radial else None,
     )
+    lost = [r["dim"] for r in rows if not 0 < r["relative_test_rmse"] < math.inf]
+    if lost:  # diverged (∞) or undefined: a log axis would drop them without a mark
+        top = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot(lost, [0.97] * len(lost), "x", color=colour, transform=top, clip_on=False)
 
 
 def fraction_plot(lines: dict, ylabel: str, path: Path) -> None:

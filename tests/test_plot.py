@@ -82,3 +82,28 @@ def test_the_fraction_plot_draws_each_budget_by_width(tmp_path, monkeypatch):
     np.testing.assert_array_equal(second.get_xdata(), [16, 64])
     assert ax.get_ylabel() == "fraction below" and ax.get_xscale() == "log"
     assert (tmp_path / "star.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_optimizer_without_a_delta_is_drawn_without_it():
+    """gd at Δ = 0 and sgd at Δ = 0.1 only: each draws its own line (an empty row raised
+    'not enough values to unpack')."""
+    gd = {**_cell(16, 0.0, 0.5, 0.3, 0.7), "optimizer": "gd"}
+    (ax,) = failure_probability_figure([gd, _cell(16, 0.1, 0.6, 0.4, 0.8)]).axes
+    assert ax.get_legend_handles_labels()[1] == ["gd, Δ = 0", "sgd, Δ = 0.1"]
+
+
+def test_section_10_marks_a_configuration_whose_runs_all_diverged(tmp_path, monkeypatch):
+    """A log axis drops an infinite relative RMSE without a word: d = 2's diverged row is
+    an × at the panel's top, at d = 2, in its bias init's colour."""
+    figures = []
+    monkeypatch.setattr(plot.plt, "close", figures.append)
+    row = dict(data="radial", init="he", optimizer="sgd", bias_init="zero")
+    best = [{**row, "dim": 1, "relative_test_rmse": 1.0},
+            {**row, "dim": 2, "relative_test_rmse": float("inf")},
+            {**row, "dim": 4, "relative_test_rmse": 1.5}]  # fmt: skip
+    plot.relative_rmse_plot(best, tmp_path / "s10.png")
+    (ax,) = figures[0].axes
+    line, crosses = ax.lines
+    assert line.get_color() == crosses.get_color() and crosses.get_marker() == "x"
+    np.testing.assert_array_equal(crosses.get_xdata(), [2])
+    assert crosses.get_transform() != line.get_transform()  # y in axes fractions: the top
