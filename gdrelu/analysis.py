@@ -24,8 +24,8 @@ def status_counts(status: np.ndarray) -> dict[str, int]:
 def stuck_runs(cell_result: CellResult) -> np.ndarray:
     """Which runs of a cell are stuck (bool, runs): certified by GD's criterion or
     degenerate; with the spec's "final" stuck rule also the runs whose final network is
-    still in the linear regime (`detectors`; diverged runs are neither stuck nor escaped).
-    """
+    still in the linear regime (`detectors`), but for diverged runs and runs the crossing
+    rule stopped (`SimulationResult.stuck`)."""
     rule = "final" if cell_result.cell.spec.final_stuck_rule else "certificate"
     return cell_result.result.stuck(rule)
 

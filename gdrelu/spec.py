@@ -76,7 +76,8 @@ class ExperimentSpec:
     default where the certificate is a proof: full-batch GD on 1-D data, the paper's init,
     and `stop_on` has both rules),
     "final" (the default elsewhere, and `gdrelu compare`'s for all: certified or
-    degenerate, or a final network still in the linear regime, `detectors`).
+    degenerate, or a final network still in the linear regime, `detectors`, of a run
+    neither diverged nor stopped by the crossing rule).
     `buckets` says which widths share a compiled program (`buckets.width_buckets`); a
     run's result does not depend on it.
     """
