@@ -187,13 +187,14 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
 
 def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
     """A manifest's `recorded` settings in this gdrelu's terms. An older gdrelu recorded
-    `kernel`, full-batch GD's in float64, not each spec's `kernels`: where it is the same
-    on this machine, every spec's kernel resolves here as it did there."""
+    `kernel`: full-batch GD's in float64 until 879a849, then each spec's, what `kernels`
+    holds now. It stands for this run's `kernels` where it is either here: GD's kernel the
+    same, every spec's resolves here as it did there."""
     from gdrelu.provenance import gd_kernel
 
     if "kernel" not in recorded or "kernels" in recorded:
         return recorded
-    if recorded["kernel"] != gd_kernel():
+    if recorded["kernel"] not in (gd_kernel(), now["kernels"]):
         raise ResumeError(
             f"{out_dir} was started with kernel {recorded['kernel']!r}, this run has "
             f"{gd_kernel()!r}"

@@ -188,21 +188,21 @@ def test_a_compare_records_each_kernel_its_optimizers_take(monkeypatch, auto_ker
     assert provenance.settings(specs) == {"kernels": expected}
 
 
-@pytest.mark.parametrize("then", ["same", "other"])
+@pytest.mark.parametrize("then", ["gd", "spec", "other"])
 def test_a_manifest_of_an_older_gdrelu_resumes_where_its_kernel_is_this_machines(
     then, tmp_path, monkeypatch
 ):
-    """Before each spec's kernel was recorded, a manifest held `kernel`: full-batch GD's in
-    float64 where the run started, whatever the spec's optimizer. Where that is this
-    machine's too, every spec's kernel resolves alike and the run resumes; otherwise the
-    resume is refused naming both."""
+    """Before `kernels`, a manifest held `kernel`: full-batch GD's in float64 where the
+    run started, whatever the spec's optimizer (until 879a849), then the spec's own (here
+    Adam's "none"). Where either is this machine's, every spec's kernel resolves alike and
+    the run resumes; otherwise the resume is refused naming both."""
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
     specs = [ExperimentSpec(widths=(4,), runs=2, optimizer="adam")]
     now = provenance.manifest([s.to_dict() for s in specs], specs)
     gd = provenance.gd_kernel()
-    was = gd if then == "same" else "interpret"
+    was = {"gd": gd, "spec": "none", "other": "interpret"}[then]
     store.write_manifest(tmp_path, {**now, "settings": {"kernel": was}})
-    if then == "same":
+    if then != "other":
         store.check_manifest(tmp_path, now)
     else:
         with pytest.raises(store.ResumeError, match=f"kernel 'interpret', this run has '{gd}'"):
