@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from gdrelu.compiled import CPU_COMPILER_OPTIONS
+from gdrelu.compiled import CPU_COMPILER_OPTIONS, jit
 from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_one
 from gdrelu.engine.paths import PATHS
 from gdrelu.engine.placement import (
@@ -240,7 +240,7 @@ def _compiled_blocking(settings: ChunkSettings, runs: Runs, mesh):
     return blocking._replace(block=block, check=check, redo=0, redo_block=None, kernel=kernel)
 
 
-@jax.jit
+@jit
 def _compact(state: RunState) -> RunState:
     """The propagator's view of a batch: the tracked neurons as the only neurons (runs, T),
     in the parameters and the optimizer's state, and no slope0/regular, so that a chunk

@@ -1,0 +1,42 @@
+"""`gdrelu.compiled.jit`: gdrelu's programs on a CPU without XLA's YNNPACK fusions, which
+summed one run's neuron Gram matrices wrongly in float32 (jaxlib 0.10.2), wherever
+they are called from."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdrelu
+from gdrelu import theory
+
+
+@pytest.fixture(scope="module")
+def one_run():
+    """One float32 run of width 256 (where the fusions went wrong) and its paper step
+    size in float64."""
+    key = jax.random.key(0)
+    params = gdrelu.he_init(256, key=jax.random.fold_in(key, 0), dtype=jnp.float32)
+    data = gdrelu.paper_data(jax.random.fold_in(key, 1), 0.0, 256**2, dtype=jnp.float32)
+    params, data = jax.tree.map(lambda v: np.asarray(v)[None], (params, data))
+    wide = jax.tree.map(lambda v: v.astype(np.float64), (params, data))
+    return params, data, float(theory.paper_step_size(*wide)[0])
+
+
+def test_arrays_on_a_cpu_take_the_cpu_program_whatever_the_default_backend(one_run, monkeypatch):
+    """On a GPU host with the arrays put on its CPU, the CPU's options still apply (the
+    default backend alone would have said gpu, and the plain program erred by 30%)."""
+    params, data, exact = one_run
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    cpu = jax.devices("cpu")[0]
+    on_cpu = jax.device_put((params, data), cpu)
+    np.testing.assert_allclose(theory.paper_step_size(*on_cpu), [exact], rtol=1e-4)
+
+
+def test_a_call_inside_another_trace_is_traced_into_it(one_run):
+    """Arrays closed over by a caller's jit or eval_shape are no tracers: the call must
+    still see the trace (JAX refuses compiler options on a nested jit)."""
+    params, data, _ = one_run
+    shape = jax.eval_shape(lambda: theory.paper_step_size(params, data))
+    assert shape.shape == (1,) and shape.dtype == jnp.float32
+    assert jax.jit(lambda: theory.paper_step_size(params, data))().shape == (1,)
