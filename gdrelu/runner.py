@@ -202,7 +202,7 @@ def _trained_everywhere(train, work: Work, processes: Processes) -> list[CellRes
     """`train(work)` on this process, once every process has said whether its share was
     refused (`SpecError`: a step size that only its own draws refute; `BudgetError`: a
     batch its memory cannot hold): a refusal ends every process (`Processes.agreed`)."""
-    elsewhere = SpecError("step_size", "another process's runs were refused (it says why)")
+    elsewhere = SpecError("runs", "another process refused its share (it says why)")
     return processes.agreed(lambda: train(work), (SpecError, BudgetError), elsewhere)
 
 

@@ -14,6 +14,7 @@ import time
 from gdrelu.cli import backends, options, outdir, resume
 from gdrelu.cli.errors import Interrupted, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
+from gdrelu.memory import BudgetError
 from gdrelu.optim import NAMED
 from gdrelu.progress import spec_clock
 from gdrelu.spec import SpecError
@@ -54,7 +55,7 @@ def execute(args, started: dict | None = None) -> int:
         if writer:
             raise Interrupted(f"gdrelu run --resume {out}") from None
         return 130
-    except SpecError:  # a setting only the draws refute (`runner`): no half-written run
+    except (SpecError, BudgetError):  # refuted by the draws (`runner`): no half-written run
         if out is not None and started is None:
             outdir.discard_unstarted(out)
         raise
@@ -76,8 +77,6 @@ def _checked_on_every_process(args, specs, budget, processes) -> int:
 
     if processes is None:
         return checked()
-    from gdrelu.memory import BudgetError
-
     elsewhere = UsageError("--distributed: another process refused the run (it says why)")
     return processes.agreed(checked, (UsageError, BudgetError), elsewhere)
 
