@@ -93,6 +93,7 @@ def test_protocol_stops_as_a_direct_loop(name):
     halted = np.isin(result.status, (Status.DIVERGED, Status.CROSSED))
     final_stuck = ~result.escaped & ~halted
     assert (~result.escaped).any() and not (result.status == Status.STUCK).any()
+    assert final_stuck.any() or name == "adam"  # Adam's 4 runs all crossed (2 came back)
     np.testing.assert_array_equal(stuck_runs(cell_result), final_stuck)
 
 
