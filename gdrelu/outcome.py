@@ -53,16 +53,27 @@ class SimulationResult(NamedTuple):
     # validation points or weights: of the training loss)
     test_loss_at_best: np.ndarray  # test loss at that check (NaN without a test set)
     best_step: np.ndarray  # the step of that check
+    certificate_checked: np.ndarray  # bool: whether the run was checked against both of
+    # the certificate's stop rules, stuck and degenerate (`stuck("certificate")` needs it)
 
     def stuck(self, rule: str = "certificate") -> np.ndarray:
         """Which runs are stuck, bool (runs,) (docs/theory.md, "Outcome of a run"):
         "certificate", those GD's certificate proved stuck or found degenerate
-        (`STUCK_STATUSES`); "final", also those whose final network is still in the linear
-        regime (not `escaped`), the rule where no proof exists. Neither counts a diverged
-        run, nor one the crossing rule stopped: it was halted where it may escape, before
-        its budget, so its last network is no final one."""
+        (`STUCK_STATUSES`), refused (ValueError) unless every run was checked against its
+        rules (`certificate_checked`); "final", also those whose final network is still in
+        the linear regime (not `escaped`), the rule where no proof exists. Neither counts a
+        diverged run, nor one the crossing rule stopped: it was halted where it may escape,
+        before its budget, so its last network is no final one."""
         certified = np.isin(self.status, STUCK_STATUSES)
         if rule == "certificate":
+            unchecked = int(np.size(self.status) - np.count_nonzero(self.certificate_checked))
+            if unchecked:
+                raise ValueError(
+                    f"rule: 'certificate' counts the stuck and degenerate statuses, but "
+                    f"{unchecked} of {np.size(self.status)} runs were never checked for them "
+                    "(stop_on lacked stuck or degenerate, or the certificate is no proof for "
+                    "this optimizer and data); use 'final'"
+                )
             return certified
         if rule == "final":
             halted = np.isin(self.status, (Status.DIVERGED, Status.CROSSED))

@@ -264,11 +264,17 @@ class ExperimentSpec:
         return self.stop_on is None or {"stuck", "degenerate"} <= set(self.stop_on)
 
     @property
+    def applies_certificate(self) -> bool:
+        """Whether `simulate` checks these runs against both of the certificate's rules
+        (`SimulationResult.certificate_checked`): `certified` and `stops_on_proofs`."""
+        return self.certified and self.stops_on_proofs
+
+    @property
     def final_stuck_rule(self) -> bool:
         """Whether P(stuck) reads the final network (see `stuck_rule`)."""
         if self.stuck_rule != "auto":
             return self.stuck_rule == "final"
-        return not (self.certified and self.stops_on_proofs)
+        return not self.applies_certificate
 
     def cells(self) -> list[Cell]:
         from gdrelu.cells import Cell

@@ -58,7 +58,8 @@ def finished_cell(cell, status, escaped=None, **fields):
     params = Params(*(np.zeros((zeros.size, cell.width)),) * 3, zeros)
     values = {f: zeros for f in SimulationResult._fields if f != "params"}
     escaped = zeros.astype(bool) if escaped is None else np.asarray(escaped, bool)
-    values.update(status=np.asarray(status, np.int8), escaped=escaped)
+    checked = np.full(zeros.size, cell.spec.applies_certificate)
+    values.update(status=np.asarray(status, np.int8), escaped=escaped, certificate_checked=checked)
     values.update({k: np.asarray(v) for k, v in fields.items()})
     return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **values))
 

@@ -62,6 +62,7 @@ def _optimizer_cell(optimizer, stuck, delta=0.0, **spec_fields):
     fields.update(
         status=np.where(stuck, Status.STUCK, Status.CROSSED).astype(np.int8),
         escaped=~stuck,
+        certificate_checked=np.full(stuck.size, spec.applies_certificate),
         loss_below_step=np.full(stuck.size, -1),
     )
     params = Params(*(np.zeros((stuck.size, 4)),) * 3, zeros)
@@ -171,9 +172,10 @@ def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
     escaped = np.repeat([True, False], len(final))
     zeros = np.zeros(status.size)
     fields = {f: zeros for f in SimulationResult._fields if f not in ("params", "status")}
+    checked = np.ones(status.size, bool)
     result = SimulationResult(
         params=Params(zeros, zeros, zeros, zeros),
-        **{**fields, "status": status, "escaped": escaped},
+        **{**fields, "status": status, "escaped": escaped, "certificate_checked": checked},
     )
     assert [s.label for s in final] == ["crossed", "stuck", "a_degenerate", "x_degenerate",
                                         "early_stopped", "diverged", "unfinished"]  # fmt: skip
@@ -186,6 +188,10 @@ def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
         np.testing.assert_array_equal(result.stuck(rule), stuck)
     with pytest.raises(ValueError, match="rule: 'paper'"):
         result.stuck("paper")
+    unchecked = result._replace(certificate_checked=np.arange(status.size) != 3)
+    np.testing.assert_array_equal(unchecked.stuck("final"), expected["final"])
+    with pytest.raises(ValueError, match="1 of 14 runs were never checked"):
+        unchecked.stuck()
 
 
 @pytest.mark.parametrize(("runs", "count"), [(4, 3), (5, 2), (6, 3)])

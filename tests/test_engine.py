@@ -458,6 +458,9 @@ def test_early_stopping_on_validation_weights(width8):
     )
     assert Status.EARLY_STOPPED in result.status.tolist()
     assert set(result.status.tolist()) <= {Status.EARLY_STOPPED, Status.CROSSED}
+    assert not result.certificate_checked.any()  # stop_on lacks stuck and degenerate:
+    with pytest.raises(ValueError, match="40 of 40 runs were never checked"):
+        result.stuck()  # no proof ran, so no run may be counted stuck by it
 
 
 def test_float32_runs_and_agrees_on_status(width8, width8_result):
@@ -465,6 +468,7 @@ def test_float32_runs_and_agrees_on_status(width8, width8_result):
     as32 = lambda t: type(t)(*(np.asarray(f, np.float32) for f in t))  # noqa: E731
     result = simulate(as32(params), as32(data), np.float32(step), check_every=200, max_checks=100)
     assert result.params.a.dtype == np.float32
+    assert width8_result.certificate_checked.all() and result.certificate_checked.all()
     assert Status.DIVERGED not in result.status.tolist()
     # Crossing is robust to float32 rounding; the certificate is not: it needs residuals far
     # below float32's resolution, so float32 runs that do not cross often end UNFINISHED.

@@ -541,7 +541,9 @@ def _indexed(cell: Cell, indices, bucket: int | None = None) -> CellResult:
     params = Params(*(np.repeat(index[:, None], bucket or cell.width, axis=1),) * 3, index)
     fields = {f: index for f in SimulationResult._fields if f != "params"}
     fields.update(
-        status=np.full(index.size, Status.CROSSED, np.int8), final_loss=index * 0 + cell.delta
+        status=np.full(index.size, Status.CROSSED, np.int8),
+        final_loss=index * 0 + cell.delta,
+        certificate_checked=np.full(index.size, cell.spec.applies_certificate),
     )
     return CellResult(cell, index, SimulationResult(params=params, **fields))
 

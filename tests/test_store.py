@@ -31,7 +31,8 @@ def fake_result(cell: Cell, runs: int) -> CellResult:
     zeros = np.zeros(runs)
     params = Params(*(np.zeros((runs, cell.width)),) * 3, zeros)
     fields = {f: zeros for f in SimulationResult._fields if f != "params"}
-    fields.update(status=np.full(runs, Status.CROSSED, np.int8), escaped=np.ones(runs, bool))
+    fields.update(status=np.full(runs, Status.CROSSED, np.int8), escaped=np.ones(runs, bool),
+                  certificate_checked=np.full(runs, cell.spec.applies_certificate))  # fmt: skip
     return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **fields))
 
 
@@ -66,8 +67,8 @@ def test_each_record_field_comes_from_its_own_column_and_run():
         assert where == (7, 4, 0.1, "momentum")
         assert record.status == ("stuck", "diverged")[i] and record.escaped == bool(i)
         assert record.step_size == (0.25, 0.5)[i]
-        for k, f in enumerate(SimulationResult._fields):
-            if f in fields and f not in ("status", "escaped"):
+        for k, f in enumerate(SimulationResult._fields):  # but the spec's certificate_checked
+            if f in fields and f not in ("status", "escaped", "certificate_checked"):
                 assert getattr(record, f) == 10 * k + i, f
 
 
@@ -367,6 +368,27 @@ def test_a_unit_from_before_cells_were_stored_is_read(tmp_path):
         arrays = {k: v for k, v in stored.items() if not k.endswith("/cell")}
     np.savez(path, **arrays)
     assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())) == 2
+
+
+@pytest.mark.parametrize(("stop_on", "checked"), [(None, True), (("crossed",), False)])
+def test_a_unit_from_before_the_certificate_check_was_stored_reads_its_spec(
+    stop_on, checked, tmp_path
+):
+    """A unit stores whether its runs met the certificate's rules and is read back as
+    stored; an older unit without that record takes it from its spec's stop_on."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, stop_on=stop_on)
+    (result,) = [fake_result(cell, 3) for cell in spec.cells()]
+    flipped = result.result._replace(certificate_checked=np.full(3, not checked))
+    store.save_unit(tmp_path, "gd-w4", [result._replace(result=flipped)], 1.0)
+    ((_, loaded),) = store.load_unit(tmp_path, "gd-w4", spec.cells())
+    np.testing.assert_array_equal(loaded.certificate_checked, [not checked] * 3)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    with np.load(path) as stored:
+        arrays = {k: v for k, v in stored.items() if not k.endswith("/certificate_checked")}
+    np.savez(path, **arrays)
+    ((_, older),) = store.load_unit(tmp_path, "gd-w4", spec.cells())
+    np.testing.assert_array_equal(older.certificate_checked, [checked] * 3)
+    assert older.certificate_checked.dtype == bool
 
 
 def test_run_experiment_refuses_the_units_of_another_spec(tmp_path):

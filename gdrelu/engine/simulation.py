@@ -411,4 +411,5 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         best_validation_loss=reported["best_val"],
         test_loss_at_best=reported["test_at_best"] if held_out else np.full(runs, np.nan),
         best_step=reported["best_step"],
+        certificate_checked=np.full(runs, {"stuck", "degenerate"} <= set(rules)),
     )
