@@ -12,6 +12,7 @@ at the seconds per check measured on its spec so far.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,11 +28,13 @@ class CheckClock:
     `budgets[s]` is spec s's check budget (`max_checks`), `can_stop[s]` whether its runs
     can stop before it (stop rules or early stopping), `cells[s]` its cells as (width, Δ).
     A cell's batch that cannot stop early needs its whole budget; one that can is
-    expected to need as many checks as the slowest batch of a finished cell of its spec
-    needed, and at least one more than it has done (the whole budget while none has
-    finished). A check of a batch advances each of its cells; its time is shared among
-    them. A cell trained in several batches (a memory budget, a target half-width) is
-    priced for the batch under way: the clock does not know how many follow.
+    expected to need as many checks as the slowest batch of a finished cell of its spec,
+    or the slowest planned batch that has ended, needed, and at least one more than it
+    has done (the whole budget while none has). A check of a batch advances each of its
+    cells; its time is shared among them. A cell trained in several batches (a memory
+    budget, a target half-width) owes the rest of the batch under way and, for each batch
+    `plan` announced that it is in and that has not begun, the checks expected of a
+    batch; without a plan, the batch under way alone.
     """
 
     def __init__(
@@ -45,6 +48,11 @@ class CheckClock:
         self.done = [dict.fromkeys(spec_cells, 0) for spec_cells in cells]  # this batch's
         self.most = [dict.fromkeys(spec_cells, 0) for spec_cells in cells]  # any batch's
         self.finished: list[set[tuple[int, float]]] = [set() for _ in cells]
+        self.queued: list[deque[list[tuple[int, float]]]] = [deque() for _ in cells]
+        self.current: list[list[tuple[int, float]] | None] = [None for _ in cells]
+        self.planned: list[set[tuple[int, float]]] = [set() for _ in cells]
+        self.ended: list[list[int]] = [[] for _ in cells]  # checks of planned batches done
+        self.last_k = [0 for _ in cells]
         self.seconds = [0.0 for _ in cells]  # time in each spec's checks
         self.cell_checks = [0 for _ in cells]  # checks done, summed over the spec's cells
         self._last: float | None = None
@@ -60,11 +68,31 @@ class CheckClock:
             self.seconds[spec] += now - self._last
         self._last = now
         widths = {int(w) for w in np.atleast_1d(widths)}
-        for cell in self.done[spec]:
-            if cell[0] in widths and cell not in self.finished[spec]:
+        queued = self.queued[spec]
+        if k == 1:  # a batch begins: the first planned of these widths, if any
+            if self.current[spec] is not None:  # the planned batch before it has ended
+                self.ended[spec].append(self.last_k[spec])
+            at = [i for i, batch in enumerate(queued) if {c[0] for c in batch} == widths]
+            self.current[spec] = queued[at[0]] if at else None
+            if at:
+                del queued[at[0]]
+        self.last_k[spec] = k
+        advanced = self.current[spec] or [c for c in self.done[spec] if c[0] in widths]
+        for cell in advanced:
+            if cell not in self.finished[spec]:
                 self.done[spec][cell] = k
                 self.most[spec][cell] = max(self.most[spec][cell], k)
                 self.cell_checks[spec] += 1
+
+    def plan(self, spec: int, batches: Sequence[Sequence[tuple[int, float]]]) -> None:
+        """Spec `spec` will train these batches; each holds the cells (width, Δ) whose runs
+        it trains. A batch that begins takes the first planned of its widths: a cell grown
+        to a target announces its batches as they begin, before later buckets' planned
+        ones."""
+        for batch in batches:
+            cells = [(int(w), float(d)) for w, d in batch]
+            self.queued[spec].append(cells)
+            self.planned[spec].update(cells)
 
     def cell_done(self, spec: int, cell: tuple[int, float]) -> None:
         """Every run of `cell` of spec `spec` has finished (or was loaded from a unit)."""
@@ -76,17 +104,23 @@ class CheckClock:
         done = self.done[spec]
         ran = self._measured(spec)
         expected = max(ran) if self.can_stop[spec] and ran else budget
-        return sum(
-            max(0, max(expected, min(n + 1, budget)) - n)
-            for cell, n in done.items()
-            if cell not in self.finished[spec]
-        )
+        current = self.current[spec] or ()
+        left = 0
+        for cell, n in done.items():
+            if cell in self.finished[spec]:
+                continue
+            under_way = max(0, max(expected, min(n + 1, budget)) - n)
+            if cell in self.planned[spec]:
+                queued = sum(cell in batch for batch in self.queued[spec])
+                under_way = queued * expected + (under_way if cell in current else 0)
+            left += under_way
+        return left
 
     def _measured(self, spec: int) -> list[int]:
         """The checks the slowest batch of each finished cell of spec `spec` took here (not
-        loaded from a unit)."""
+        loaded from a unit), and those each planned batch that has ended took."""
         most = self.most[spec]
-        return [most[c] for c in self.finished[spec] if most.get(c)]
+        return [most[c] for c in self.finished[spec] if most.get(c)] + self.ended[spec]
 
     def bounded(self) -> bool:
         """Whether `seconds_left` is an upper bound rather than an estimate: some spec

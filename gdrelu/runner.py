@@ -31,6 +31,7 @@ from gdrelu.step_size import initial_step_sizes
 Work = Sequence[tuple[Cell, np.ndarray]]  # (cell, run indices) in batch order
 OnCheck = Callable[[tuple[int, ...], int, np.ndarray], None]  # (widths, check, statuses)
 OnCells = Callable[[Sequence[CellResult]], None]
+OnBatches = Callable[[Sequence[Sequence[Cell]]], None]  # the cells of each batch to come
 
 
 class Processes(NamedTuple):
@@ -72,6 +73,7 @@ def run_experiment(
     units: Path | None = None,
     on_stored: OnCells | None = None,
     stored: dict[int, list[CellResult]] | None = None,
+    on_batches: OnBatches | None = None,
 ) -> list[CellResult]:
     """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
     their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
@@ -93,7 +95,9 @@ def run_experiment(
     indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
     wider than 2H, until it is not or a cell has `max_runs` runs: the result of a cell
     equals that of a spec with its final count as `runs`. `on_check(widths, k, status)`
-    reports progress after each check. A width whose single run needs more than the
+    reports progress after each check; `on_batches(batches)` the cells of each batch to
+    come, once for every bucket to train before the first trains, then for each batch of
+    added runs as it begins (`batch_plan`). A width whose single run needs more than the
     budget raises `memory.BudgetError` before anything is compiled.
     """
     if not isinstance(spec, ExperimentSpec):
@@ -112,7 +116,10 @@ def run_experiment(
             on_stored(cells)
     if len(results) < len(spec.widths):
         clock = time.perf_counter()
-        for width, cells in _trained_widths(spec, set(results), on_check, processes, budget):
+        if on_batches is not None:
+            _announce_batches(spec, set(results), processes, budget, on_batches)
+        trained = _trained_widths(spec, set(results), on_check, processes, budget, on_batches)
+        for width, cells in trained:
             if units is not None:  # a bucket's time goes to its first width's unit
                 seconds, clock = time.perf_counter() - clock, time.perf_counter()
                 store.save_unit(units, unit_name(spec, width), cells, seconds)
@@ -145,16 +152,40 @@ def stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[Ce
     return found
 
 
-def _trained_widths(
-    spec: ExperimentSpec, stored: set[int], on_check, processes: Processes | None, budget: int
-):
-    """(width, its cells' results) of every width of `spec` not in `stored`, bucket by
-    bucket: the buckets and padding of the whole spec, so that a resumed run pads each
-    width as the uninterrupted run did."""
+def _bucket_work(spec: ExperimentSpec, stored: set[int], processes: Processes | None):
+    """(bucket, widths, work) of every bucket of `spec` with a width not in `stored`: the
+    buckets and padding of the whole spec, so that a resumed run pads each width as the
+    uninterrupted run did; the work holds every run of each cell, or this process's
+    share (runs index, index + count, ...)."""
+    runs = np.arange(spec.runs)
+    if processes is not None:
+        runs = runs[processes.index :: processes.count]
     for bucket, all_widths in width_buckets(spec):
         widths = tuple(w for w in all_widths if w not in stored)
-        if not widths:
-            continue
+        if widths:
+            cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
+            yield bucket, widths, [(cell, runs) for cell in cells]
+
+
+def _announce_batches(spec, stored, processes, budget: int, on_batches: OnBatches) -> None:
+    """`on_batches` of every batch the first pass over `spec`'s buckets will train."""
+    planned = []
+    for bucket, _, work in _bucket_work(spec, stored, processes):
+        planned += _cells_of(work, batch_plan(work, bucket=bucket, budget=budget)[0])
+    on_batches(planned)
+
+
+def _trained_widths(
+    spec: ExperimentSpec,
+    stored: set[int],
+    on_check,
+    processes: Processes | None,
+    budget: int,
+    on_batches: OnBatches | None = None,
+):
+    """(width, its cells' results) of every width of `spec` not in `stored`, bucket by
+    bucket (`_bucket_work`); `on_batches` hears of a growing cell's batches as they come."""
+    for bucket, widths, work in _bucket_work(spec, stored, processes):
         train = functools.partial(
             train_cells,
             bucket=bucket,
@@ -162,15 +193,15 @@ def _trained_widths(
             on_check=on_check,
             budget=budget,
         )
-        cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
         if processes is None:
-            done = train([(cell, np.arange(spec.runs)) for cell in cells])
+            done = train(work)
         else:
-            share = np.arange(spec.runs)[processes.index :: processes.count]
-            done = _trained_everywhere(train, [(cell, share) for cell in cells], processes)
+            done = _trained_everywhere(train, work, processes)
             done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
         if spec.target_halfwidth is not None:
-            done = _grown_to_target(spec, cells, done, train, on_check)
+            cells = [cell for cell, _ in work]
+            grow = functools.partial(train, on_batches=on_batches)
+            done = _grown_to_target(spec, cells, done, grow, on_check)
         for width in widths:
             yield width, [cr for cr in done if cr.cell.width == width]
 
@@ -232,13 +263,20 @@ def _joined(first: CellResult, second: CellResult) -> CellResult:
 
 
 def train_cells(
-    work: Work, *, bucket: int, classify_width: int, on_check: OnCheck | None, budget: int
+    work: Work,
+    *,
+    bucket: int,
+    classify_width: int,
+    on_check: OnCheck | None,
+    budget: int,
+    on_batches: OnBatches | None = None,
 ) -> list[CellResult]:
     """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
     neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
     (`memory.batching`): each cell's runs in index order, whatever the split. The cells
     may come from several specs that train alike (`_batch_settings`), such as the step
-    sizes of a grid. JAX's 64-bit mode must be on: without it the multinomial counts,
+    sizes of a grid. `on_batches` receives the cells of each batch before the first
+    trains (`batch_plan`). JAX's 64-bit mode must be on: without it the multinomial counts,
     and so a float32 spec's runs, would be drawn otherwise than the CLI draws them."""
     if not jax.config.jax_enable_x64:
         raise ValueError(
@@ -246,11 +284,7 @@ def train_cells(
             'CLI\'s do: call jax.config.update("jax_enable_x64", True) at start-up (float32 '
             "specs still train in float32)"
         )
-    total = sum(idx.size for _, idx in work)
-    spec = work[0][0].spec
-    per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
-    mixed = spec.mixed_layout
-    limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed, width=bucket)
+    batches, block, redo = batch_plan(work, bucket=bucket, budget=budget)
     at_zero: dict[Cell, int] = {}  # runs with a training point at x = 0, per cell
     train = functools.partial(
         _train_batch,
@@ -260,28 +294,49 @@ def train_cells(
         redo=redo,
         at_zero=at_zero,
     )
-    if total <= limit:
+    if on_batches is not None:
+        on_batches(_cells_of(work, batches))
+    if len(batches) == 1:
         done = train(work, on_check=on_check)
         _warn_of_points_at_zero(work, at_zero)
         return done
-    sizes = np.array([idx.size for _, idx in work])
-    starts = np.cumsum(sizes) - sizes  # each cell's first position in the whole work
     parts: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
-    for first in range(0, total, limit):
-        lows = np.clip(first - starts, 0, sizes)
-        highs = np.clip(first + limit - starts, 0, sizes)
-        owners = np.flatnonzero(lows < highs)
-        batch = [(work[i][0], work[i][1][lows[i] : highs[i]]) for i in owners]
+    for owned in batches:
         callback = None
         if on_check is not None:
             callback = functools.partial(_progress_after, on_check, finished)
-        done = train(batch, on_check=callback)
-        for i, cr in zip(owners, done, strict=True):
+        done = train([(work[i][0], idx) for i, idx in owned], on_check=callback)
+        for (i, _), cr in zip(owned, done, strict=True):
             parts[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
     _warn_of_points_at_zero(work, at_zero)
     return [functools.reduce(_joined, cell_parts) for cell_parts in parts]
+
+
+def batch_plan(work: Work, *, bucket: int, budget: int) -> tuple[list, int | None, int | None]:
+    """How `train_cells` splits `work` to fit in `budget` bytes (`memory.batching`): its
+    batches, each a list of (position in `work`, run indices) in work order, consecutive
+    runs of the cells in turn; and the block and redo sizes they train in (None: the
+    engine's)."""
+    total = sum(idx.size for _, idx in work)
+    spec = work[0][0].spec
+    per_run, per_block_run = run_bytes(spec, bucket, work[0][0])
+    mixed = spec.mixed_layout
+    limit, block, redo = memory.batching(per_run, per_block_run, budget, total, mixed, width=bucket)
+    sizes = np.array([idx.size for _, idx in work])
+    starts = np.cumsum(sizes) - sizes  # each cell's first position in the whole work
+    batches = []
+    for first in range(0, total, limit):
+        lows = np.clip(first - starts, 0, sizes)
+        highs = np.clip(first + limit - starts, 0, sizes)
+        batches.append([(i, work[i][1][lows[i] : highs[i]]) for i in np.flatnonzero(lows < highs)])
+    return batches, block, redo
+
+
+def _cells_of(work: Work, batches) -> list[list[Cell]]:
+    """The cells of each of `batch_plan`'s batches."""
+    return [[work[i][0] for i, _ in owned] for owned in batches]
 
 
 def _warn_of_points_at_zero(work: Work, at_zero: dict[Cell, int]) -> None:

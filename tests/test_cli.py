@@ -765,7 +765,9 @@ def test_compare_trains_each_optimizer_in_what_the_earlier_results_leave(monkeyp
         ExperimentSpec(widths=(4, 8), runs=10, optimizer=name)
         for name in ("gd", "momentum", "adam")
     ]
-    progress = types.SimpleNamespace(on_check=print, on_cells_done=print, on_stored=print)
+    progress = types.SimpleNamespace(
+        on_check=print, on_cells_done=print, on_stored=print, on_batches=print
+    )
     assert run._train(specs, progress, processes=None, budget=10**9, out=None) == []
     first, second = (memory.results_bytes(spec) for spec in specs[:2])
     assert first > 0 and second > 0
@@ -1163,6 +1165,7 @@ def test_a_resumed_comparison_counts_every_optimizers_stored_units_first(tmp_pat
         on_check=print,
         on_cells_done=print,
         on_stored=lambda i, cells: events.append(("stored", i, [c.cell.width for c in cells])),
+        on_batches=print,
     )
     run._train(specs, progress, processes=None, budget=10**9, out=tmp_path)
     assert events == [("stored", 1, [4]), ("train", "gd", []), ("train", "momentum", [4])]

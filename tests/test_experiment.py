@@ -602,20 +602,14 @@ def test_a_share_refused_on_one_process_ends_them_all(refused, monkeypatch):
     assert said == [refused != 0]
 
 
-def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):
-    """Two cells of 5 runs in batches of 4 (training stubbed): batches of runs 0-3 of Δ 0,
-    then run 4 and runs 0-2 of Δ 0.1, then runs 3-4; each cell comes back in run order,
-    its networks cut from the bucket's 8 neurons to its 4; a later batch's checks report
-    the earlier batches' runs too (4, 8, 10 statuses); and each cell warns of its own runs
-    with a point at x = 0 (runs 0 and 4 of Δ 0, run 3 of Δ 0.1), not of its batches'."""
+def _stub_training(monkeypatch, at_zero=None):
+    """Training stubbed in batches of 4 runs: each batch reports one check, its runs
+    crossed with `_indexed` results, and the runs `at_zero` (by Δ) with a point at 0."""
     import types
-    import warnings
 
     from gdrelu import memory, runner
 
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=5)
-    work = [(Cell(4, delta, spec), np.arange(5)) for delta in spec.deltas]
-    at_zero = {0.0: {0, 4}, 0.1: {3}}
+    at_zero = at_zero or {}
 
     def inputs(batch, *, bucket, classify_width):
         step = np.concatenate([indices for _, indices in batch]).astype(float)
@@ -623,25 +617,45 @@ def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):
 
     def simulate(params, data, step, *, on_check, block, redo):
         on_check(1, np.full(step.size, Status.CROSSED, np.int8))
-        parts = [_indexed(cell, indices, bucket=8) for cell, indices in data.x]
+        parts = [_indexed(cell, indices, bucket=2 * cell.width) for cell, indices in data.x]
         return jax.tree.map(lambda *v: np.concatenate(v), *[p.result for p in parts])
 
     def flagged(spec, batch):
-        return np.array([i in at_zero[cell.delta] for cell, indices in batch for i in indices])
+        return np.array([i in at_zero.get(cell.delta, ()) for cell, indices in batch
+                         for i in indices])  # fmt: skip
 
     monkeypatch.setattr(runner, "run_bytes", lambda *args: (1, 1))
     monkeypatch.setattr(memory, "batching", lambda *args, **kwargs: (4, None, None))
     monkeypatch.setattr(runner, "batch_inputs", inputs)
     monkeypatch.setattr(runner, "simulate", simulate)
     monkeypatch.setattr(runner, "points_at_zero", flagged)
-    seen = []
+
+
+def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):
+    """Two cells of 5 runs in batches of 4 (training stubbed): batches of runs 0-3 of Δ 0,
+    then run 4 and runs 0-2 of Δ 0.1, then runs 3-4, announced so before the first; each
+    cell comes back in run order, its networks cut from the bucket's 8 neurons to its 4; a
+    later batch's checks report the earlier batches' runs too (4, 8, 10 statuses); and
+    each cell warns of its own runs with a point at x = 0 (runs 0 and 4 of Δ 0, run 3 of
+    Δ 0.1), not of its batches'."""
+    import warnings
+
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=5)
+    work = [(Cell(4, delta, spec), np.arange(5)) for delta in spec.deltas]
+    _stub_training(monkeypatch, at_zero={0.0: {0, 4}, 0.1: {3}})
+    seen, planned = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         done = runner.train_cells(
             work, bucket=8, classify_width=8, budget=1,
             on_check=lambda widths, k, status: seen.append((widths, status.size)),
+            on_batches=planned.append,
         )  # fmt: skip
     assert seen == [((4,), 4), ((4,), 8), ((4,), 10)]
+    first, second = (cell for cell, _ in work)
+    assert planned == [[[first], [first, second], [second]]]
     for (cell, _), result in zip(work, done, strict=True):
         assert result.cell == cell and result.result.params.w.shape == (5, 4)
         for values in (result.step_size, result.result.stop_step):
@@ -652,6 +666,32 @@ def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):
         "2 of 5 runs of width 4, Δ = 0",
         "1 of 5 runs of width 4, Δ = 0.1",
     ]
+
+
+def test_the_batches_to_come_are_announced_before_they_train(monkeypatch):
+    """run_experiment announces every batch of its buckets before the first trains, then
+    a grown cell's batches as they begin (training stubbed, batches of 4): widths 4 and 64
+    (two buckets) of 5 runs per Δ, three batches each; every crossed, so each cell's
+    interval (half-width 0.26 at 5 runs) is too wide for 0.2 and it grows to max_runs 7:
+    2 more runs per cell, one batch per bucket, before the next bucket trains. Each batch
+    announced is one that trains: as many checks 1, and of its widths."""
+    from gdrelu.runner import run_experiment
+
+    _stub_training(monkeypatch)
+    spec = ExperimentSpec(widths=(4, 64), deltas=(0.0, 0.1), runs=5, target_halfwidth=0.2,
+                          max_runs=7)  # fmt: skip
+    begun, planned = [], []
+    done = run_experiment(
+        spec,
+        on_check=lambda widths, k, status: begun.append(widths) if k == 1 else None,
+        on_batches=planned.append,
+    )
+    assert [cr.result.status.size for cr in done] == [7] * 4
+    c4, c4b, c64, c64b = spec.cells()
+    thirds = [[[c4], [c4, c4b], [c4b], [c64], [c64, c64b], [c64b]], [[c4, c4b]], [[c64, c64b]]]
+    assert planned == thirds
+    first, grown4, grown64 = ([tuple(sorted({c.width for c in b})) for b in p] for p in planned)
+    assert begun == first[:3] + grown4 + first[3:] + grown64 == [(4,)] * 4 + [(64,)] * 4
 
 
 def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly():

@@ -240,3 +240,79 @@ def test_a_spec_loaded_whole_from_its_units_does_not_make_the_estimate_a_bound()
     clock.cell_done(0, (8, 0.0))
     _run_checks(clock, fake, 1, (8,), 1, 1.0)
     assert not clock.bounded() and clock.seconds_left() == pytest.approx(9.0)
+
+
+def test_a_planned_cell_owes_each_batch_of_it_still_to_come():
+    """A memory budget splits two cells (Δ 0 and 0.1 of width 8, 5 runs each, a budget of
+    10 checks, no stop rule) into batches of 4 runs: Δ 0's runs 0-3, then its run 4 with
+    Δ 0.1's 0-2, then Δ 0.1's 3-4. Four checks into the first batch, Δ 0 owes 6 of it and
+    10 of the second, Δ 0.1 10 of each of its two: 36 cell-checks at the 1 s each took.
+    Through the second batch, Δ 0 is done (0 left) and Δ 0.1 owes the third (10); once
+    the third begins, 9 more. Unplanned, the clock saw only the batch under way: 6 + 6."""
+    fake = FakeClock()
+    cells = [(8, 0.0), (8, 0.1)]
+    clock = CheckClock([10], [False], [cells], clock=fake)
+    unplanned = CheckClock([10], [False], [cells], clock=fake)
+    clock.plan(0, [[cells[0]], cells, [cells[1]]])
+    for each in (clock, unplanned):
+        each.start()
+    for k in range(1, 5):
+        fake.now += 1.0
+        for each in (clock, unplanned):
+            each.on_check(0, (8,), k)
+    assert clock.checks_left(0) == 6 + 10 + 10 + 10
+    assert clock.seconds_left() == pytest.approx(36.0)
+    assert unplanned.checks_left(0) == 6 + 6
+    _run_checks(clock, fake, 0, (8,), 10, 1.0)
+    assert clock.checks_left(0) == 10
+    _run_checks(clock, fake, 0, (8,), 1, 1.0)
+    assert clock.checks_left(0) == 9
+
+
+def test_a_batch_takes_the_first_planned_of_its_widths_else_counts_by_widths():
+    """A batch of widths no planned batch has leaves the plan queued and advances every
+    cell of its widths, as without a plan; one of planned widths takes the first planned
+    of them, whatever comes before it (a grown cell's batch, announced as it begins)."""
+    fake = FakeClock()
+    clock = CheckClock([10], [False], [[(8, 0.0), (16, 0.0)]], clock=fake)
+    clock.plan(0, [[(16, 0.0)]])
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 3, 1.0)
+    assert clock.done[0] == {(8, 0.0): 3, (16, 0.0): 0}
+    assert clock.checks_left(0) == 7 + 10  # width 16's planned batch is still to come
+    _run_checks(clock, fake, 0, (16,), 2, 1.0)
+    assert clock.checks_left(0) == 7 + 8
+    later = CheckClock([10], [False], [[(8, 0.0), (16, 0.0)]], clock=fake)
+    later.plan(0, [[(16, 0.0)], [(8, 0.0)], [(8, 0.0)]])
+    _run_checks(later, fake, 0, (8,), 3, 1.0)
+    assert list(later.queued[0]) == [[(16, 0.0)], [(8, 0.0)]]
+    assert later.current[0] == [(8, 0.0)] and later.done[0] == {(8, 0.0): 3, (16, 0.0): 0}
+    assert later.checks_left(0) == 7 + 10 + 10
+
+
+def test_the_bar_hands_the_batches_to_the_clock():
+    from types import SimpleNamespace
+
+    from gdrelu.cli.progress import RunProgress
+
+    clock = CheckClock([10], [False], [[(8, 0.0), (8, 0.1)]], FakeClock())
+    bar = RunProgress(10, clock, enabled=False)
+    cell = lambda delta: SimpleNamespace(width=8, delta=delta)  # noqa: E731
+    bar.on_batches(0, [[cell(0.0)], [cell(0.0), cell(0.1)]])
+    assert list(clock.queued[0]) == [[(8, 0.0)], [(8, 0.0), (8, 0.1)]]
+
+
+def test_a_planned_batch_that_ended_prices_the_batches_to_come():
+    """One cell in three planned batches, with stop rules: while the first runs, nothing
+    has ended, and the rest (a budget of 100 checks, 3 done) is a bound: 97 + 2 × 100.
+    Once the first ended after 12 checks and the second has done 2, the second is
+    expected to need 12 (10 more) and the third 12: 22, an estimate."""
+    fake = FakeClock()
+    clock = CheckClock([100], [True], [[(8, 0.0)]], clock=fake)
+    clock.plan(0, [[(8, 0.0)]] * 3)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 3, 1.0)
+    assert clock.checks_left(0) == 97 + 200 and clock.bounded()
+    _run_checks(clock, fake, 0, (8,), 9, 1.0, first=4)
+    _run_checks(clock, fake, 0, (8,), 2, 1.0)
+    assert clock.checks_left(0) == 10 + 12 and not clock.bounded()

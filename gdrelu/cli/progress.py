@@ -56,6 +56,12 @@ class RunProgress:
         self.finished_in_batch = finished
         self._draw_if_due()
 
+    def on_batches(self, spec: int, batches: Sequence[Sequence]) -> None:
+        """Spec `spec` will train `batches` (each a list of `cells.Cell`): the clock prices
+        the batches to come (`CheckClock.plan`)."""
+        self.clock.plan(spec, [[(cell.width, cell.delta) for cell in batch] for batch in batches])
+        self._show()
+
     def _draw_if_due(self) -> None:
         """Draw the bar if it has not been drawn for `REFRESH_SECONDS`. tqdm draws on
         progress only, and after fast progress only every so many runs: while no run

@@ -131,6 +131,7 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
             stored=stored[i],
             on_check=functools.partial(progress.on_check, i),
             on_cells_done=functools.partial(progress.on_cells_done, i),
+            on_batches=functools.partial(progress.on_batches, i),
             processes=processes,
             memory_budget=budget - held,
             units=out,
