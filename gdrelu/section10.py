@@ -178,12 +178,14 @@ def run_group(
     on_done: Callable[[list[CellResult], bool], None] | None = None,
     memory_budget: int | None = None,
     units: Path | None = None,
+    on_batches: Callable[[list[list[Cell]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train one group (every bias init × step size × run) in batches that fit in
     `memory_budget` bytes (`runner.train_cells`); one row per (bias init, step size) with
     mean validation and test RMSE and their standard errors. With `units` (a run
     directory), a stored group is read back and a trained one stored. `on_check(k,
-    status)` follows the training; `on_done(cell results, read back)` ends the group."""
+    status)` follows the training, `on_batches` hears of its batches before the first
+    trains (`runner.batch_plan`); `on_done(cell results, read back)` ends the group."""
     labelled = group_cells(scale, group, seed)
     cells = [cell for _, cell in labelled]
     done = stored_cells(units, unit_name(group), cells)
@@ -196,6 +198,7 @@ def run_group(
             classify_width=scale.width,
             on_check=None if on_check is None else (lambda widths, k, status: on_check(k, status)),
             budget=memory.memory_budget(memory_budget),
+            on_batches=on_batches,
         )
         if units is not None:
             store.save_unit(units, unit_name(group), done, time.perf_counter() - start)

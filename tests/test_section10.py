@@ -327,20 +327,23 @@ def test_a_group_says_whether_it_trained_or_was_read_back(tmp_path, monkeypatch)
     scale = dataclasses.replace(TINY, dims=(1,))
     (group,) = section10.configurations(scale)
 
-    def train(work, *, on_check, **kwargs):
+    def train(work, *, on_check, on_batches, **kwargs):
+        on_batches([[cell for cell, _ in work]])
         on_check((scale.width,), 7, np.zeros(3, np.int8))
         return [finished_cell(cell, [Status.UNFINISHED] * idx.size) for cell, idx in work]
 
     monkeypatch.setattr(section10, "train_cells", train)
-    checks, ends = [], []
+    checks, ends, planned = [], [], []
     callbacks = dict(
         on_check=lambda k, status: checks.append(k),
         on_done=lambda results, stored: ends.append((len(results), stored)),
+        on_batches=planned.append,
     )
     trained = section10.run_group(scale, group, units=tmp_path, **callbacks)
     read_back = section10.run_group(scale, group, units=tmp_path, **callbacks)
     cells = len(section10.group_cells(scale, group, 0))
     assert checks == [7] and ends == [(cells, False), (cells, True)]
+    assert [len(batch) for (batch,) in planned] == [cells]  # the trained group's, once
     assert read_back == trained
 
 

@@ -45,6 +45,7 @@ def execute(args, started: dict | None = None) -> int:
                 seed=seed,
                 on_check=functools.partial(progress.on_check, i, scale.width),
                 on_done=functools.partial(_group_done, progress, i),
+                on_batches=functools.partial(progress.on_batches, i),
                 memory_budget=budget,
                 units=out,
             )
