@@ -12,7 +12,7 @@ at the seconds per check measured on its spec so far.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ class CheckClock:
         self.queued: list[deque[list[tuple[int, float]]]] = [deque() for _ in cells]
         self.current: list[list[tuple[int, float]] | None] = [None for _ in cells]
         self.planned: list[set[tuple[int, float]]] = [set() for _ in cells]
+        self.waiting: list[Counter[tuple[int, float]]] = [Counter() for _ in cells]  # queued
         self.ended: list[list[int]] = [[] for _ in cells]  # checks of planned batches done
         self.last_k = [0 for _ in cells]
         self.seconds = [0.0 for _ in cells]  # time in each spec's checks
@@ -76,6 +77,7 @@ class CheckClock:
             self.current[spec] = queued[at[0]] if at else None
             if at:
                 del queued[at[0]]
+                self.waiting[spec].subtract(self.current[spec])
         self.last_k[spec] = k
         advanced = self.current[spec] or [c for c in self.done[spec] if c[0] in widths]
         for cell in advanced:
@@ -88,11 +90,13 @@ class CheckClock:
         """Spec `spec` will train these batches; each holds the cells (width, Δ) whose runs
         it trains. A batch that begins takes the first planned of its widths: a cell grown
         to a target announces its batches as they begin, before later buckets' planned
-        ones."""
+        ones. A cell named twice in a batch (the Section 10 preset's configurations, one
+        (width, Δ) each) counts once."""
         for batch in batches:
-            cells = [(int(w), float(d)) for w, d in batch]
+            cells = list(dict.fromkeys((int(w), float(d)) for w, d in batch))
             self.queued[spec].append(cells)
             self.planned[spec].update(cells)
+            self.waiting[spec].update(cells)
 
     def cell_done(self, spec: int, cell: tuple[int, float]) -> None:
         """Every run of `cell` of spec `spec` has finished (or was loaded from a unit)."""
@@ -111,7 +115,7 @@ class CheckClock:
                 continue
             under_way = max(0, max(expected, min(n + 1, budget)) - n)
             if cell in self.planned[spec]:
-                queued = sum(cell in batch for batch in self.queued[spec])
+                queued = self.waiting[spec][cell]
                 under_way = queued * expected + (under_way if cell in current else 0)
             left += under_way
         return left

@@ -242,3 +242,38 @@ def test_the_table_columns_fit_wide_networks_and_many_runs():
         return [m.end() for m in re.finditer(r"\S+", line[:counts])]
 
     assert [ends(row) for row in rows] == [ends(header)] * 2
+
+
+def test_the_spec_knows_when_simulate_applies_the_certificate():
+    """`ExperimentSpec.applies_certificate` (what an older unit's `certificate_checked` is
+    read as, and what decides the stuck rule) agrees with the rules `simulate` applies to
+    the arguments the runner gives it, over every valid combination of optimizer, bias
+    init, init, stop_on and early stopping in 1-D."""
+    import itertools
+
+    from gdrelu.optim import get_optimizer
+    from gdrelu.outcome import stop_rules
+    from gdrelu.runner import training_arguments
+    from gdrelu.spec import SpecError
+
+    stop_ons = [None, (), ("crossed",), ("stuck", "degenerate"), ("crossed", "degenerate"),
+                ("crossed", "stuck", "degenerate")]  # fmt: skip
+    seen = []
+    for optimizer, bias_init, init, stop_on, early in itertools.product(
+        ("gd", "sgd", "momentum", "adam"), ("zero", "unif"), ("he", "swapped", "ntk"),
+        stop_ons, (False, True),
+    ):  # fmt: skip
+        try:
+            spec = ExperimentSpec(widths=(4,), optimizer=optimizer, bias_init=bias_init,
+                                  init=init, stop_on=stop_on, early_stopping=early)  # fmt: skip
+        except SpecError:
+            continue
+        args = training_arguments(spec)
+        trained_by = get_optimizer(args["optimizer"], sampler=args["sampler"],
+                                   batch_size=args["batch_size"])  # fmt: skip
+        rules = stop_rules(args["stop_on"], trained_by, args["parameterization"] == "standard",
+                           spec.input_dim == 1, "columns", spec.early_stopping)  # fmt: skip
+        applied = {"stuck", "degenerate"} <= set(rules)
+        assert applied == spec.applies_certificate, spec
+        seen.append(applied)
+    assert seen.count(True) >= 4 and seen.count(False) >= 40

@@ -316,3 +316,20 @@ def test_a_planned_batch_that_ended_prices_the_batches_to_come():
     _run_checks(clock, fake, 0, (8,), 9, 1.0, first=4)
     _run_checks(clock, fake, 0, (8,), 2, 1.0)
     assert clock.checks_left(0) == 10 + 12 and not clock.bounded()
+
+
+def test_a_cell_named_twice_in_a_planned_batch_counts_once():
+    """The Section 10 preset's configurations are one (width, Δ) each: a batch of three
+    of them is one cell for the clock, priced as without a plan (5 checks at 1 s left
+    of its budget of 10), not at a third of a second per check."""
+    fake = FakeClock()
+    planned = CheckClock([10], [False], [[(8, 0.0)]], clock=fake)
+    unplanned = CheckClock([10], [False], [[(8, 0.0)]], clock=fake)
+    planned.plan(0, [[(8, 0.0)] * 3])
+    for each in (planned, unplanned):
+        each.start()
+    for k in range(1, 6):
+        fake.now += 1.0
+        for each in (planned, unplanned):
+            each.on_check(0, (8,), k)
+    assert planned.seconds_left() == unplanned.seconds_left() == pytest.approx(5.0)
