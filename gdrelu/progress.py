@@ -91,9 +91,12 @@ class CheckClock:
         it trains. A batch that begins takes the first planned of its widths: a cell grown
         to a target announces its batches as they begin, before later buckets' planned
         ones. A cell named twice in a batch (the Section 10 preset's configurations, one
-        (width, Δ) each) counts once."""
-        for batch in batches:
-            cells = list(dict.fromkeys((int(w), float(d)) for w, d in batch))
+        (width, Δ) each) counts once. The batches still queued, announced again (ahead of
+        the run, then by it), are not queued twice."""
+        announced = [list(dict.fromkeys((int(w), float(d)) for w, d in b)) for b in batches]
+        if announced == list(self.queued[spec]):
+            return
+        for cells in announced:
             self.queued[spec].append(cells)
             self.planned[spec].update(cells)
             self.waiting[spec].update(cells)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -107,9 +107,9 @@ def run_experiment(
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
     units = None if units is None else Path(units)
-    budget = memory.memory_budget(memory_budget)
-    memory.check_fits(spec, budget)
-    budget -= memory.results_bytes(spec)  # what the batches may use besides the results
+    measured = memory.memory_budget(memory_budget)
+    memory.check_fits(spec, measured)
+    budget = measured - memory.results_bytes(spec)  # the batches' besides the results
     results = dict(stored_widths(spec, units) if stored is None else stored)
     for cells in results.values():
         if on_stored is not None:
@@ -117,7 +117,9 @@ def run_experiment(
     if len(results) < len(spec.widths):
         clock = time.perf_counter()
         if on_batches is not None:
-            _announce_batches(spec, set(results), processes, budget, on_batches)
+            on_batches(
+                first_batches(spec, memory_budget=measured, stored=results, processes=processes)
+            )
         trained = _trained_widths(spec, set(results), on_check, processes, budget, on_batches)
         for width, cells in trained:
             if units is not None:  # a bucket's time goes to its first width's unit
@@ -167,12 +169,21 @@ def _bucket_work(spec: ExperimentSpec, stored: set[int], processes: Processes | 
             yield bucket, widths, [(cell, runs) for cell in cells]
 
 
-def _announce_batches(spec, stored, processes, budget: int, on_batches: OnBatches) -> None:
-    """`on_batches` of every batch the first pass over `spec`'s buckets will train."""
+def first_batches(
+    spec: ExperimentSpec,
+    *,
+    memory_budget: int,
+    stored: Collection[int] = (),
+    processes: Processes | None = None,
+) -> list[list[Cell]]:
+    """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...)`
+    trains in its first pass over the widths not in `stored` (a grown cell's batches come
+    after), as it announces them to `on_batches`."""
+    budget = memory.memory_budget(memory_budget) - memory.results_bytes(spec)
     planned = []
-    for bucket, _, work in _bucket_work(spec, stored, processes):
+    for bucket, _, work in _bucket_work(spec, set(stored), processes):
         planned += _cells_of(work, batch_plan(work, bucket=bucket, budget=budget)[0])
-    on_batches(planned)
+    return planned
 
 
 def _trained_widths(

@@ -748,30 +748,37 @@ def test_the_bar_counts_every_run_of_every_cell_of_every_spec(tmp_path, monkeypa
 def test_compare_trains_each_optimizer_in_what_the_earlier_results_leave(monkeypatch):
     """`gdrelu compare` keeps every optimizer's finished runs to the end: the second spec's
     batches get the budget less the first spec's results (`memory.results_bytes`), the third
-    less both (the runner stubbed: only the budgets it is given are checked)."""
+    less both (the runner stubbed: only the budgets it is given are checked). Before any
+    trains, the bar hears of every spec's batches, planned for the budget that spec gets
+    (a budget that splits the later specs' cells: more batches)."""
     import types
 
     from gdrelu import memory, runner
     from gdrelu.cli import run
     from gdrelu.spec import ExperimentSpec
 
-    budgets = []
+    events = []
     monkeypatch.setattr(
         runner,
         "run_experiment",
-        lambda spec, *, memory_budget, **kw: budgets.append(memory_budget) or [],
+        lambda spec, *, memory_budget, **kw: events.append(("train", memory_budget)) or [],
     )
     specs = [
-        ExperimentSpec(widths=(4, 8), runs=10, optimizer=name)
+        ExperimentSpec(widths=(4, 8), runs=400, optimizer=name)
         for name in ("gd", "momentum", "adam")
     ]
     progress = types.SimpleNamespace(
-        on_check=print, on_cells_done=print, on_stored=print, on_batches=print
-    )
-    assert run._train(specs, progress, processes=None, budget=10**9, out=None) == []
+        on_check=print, on_cells_done=print, on_stored=print,
+        on_batches=lambda i, batches: events.append(("plan", i, batches)),
+    )  # fmt: skip
     first, second = (memory.results_bytes(spec) for spec in specs[:2])
+    budget = 2 * first + second + 3 * 10**6  # the last spec's batches get 3 MB
+    assert run._train(specs, progress, processes=None, budget=budget, out=None) == []
     assert first > 0 and second > 0
-    assert budgets == [10**9, 10**9 - first, 10**9 - first - second]
+    budgets = [budget, budget - first, budget - first - second]
+    plans = [runner.first_batches(s, memory_budget=b) for s, b in zip(specs, budgets, strict=True)]
+    assert events == [("plan", i, p) for i, p in enumerate(plans)] + [("train", b) for b in budgets]
+    assert len(plans[0]) < len(plans[2]) and {c.width for b in plans[2] for c in b} == {4, 8}
 
 
 def test_compare_measures_the_free_memory_once(monkeypatch, tmp_path):

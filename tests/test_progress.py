@@ -333,3 +333,16 @@ def test_a_cell_named_twice_in_a_planned_batch_counts_once():
         for each in (planned, unplanned):
             each.on_check(0, (8,), k)
     assert planned.seconds_left() == unplanned.seconds_left() == pytest.approx(5.0)
+
+
+def test_the_batches_still_queued_announced_again_are_not_queued_twice():
+    """`gdrelu compare` plans every spec's batches ahead; each spec's run announces the
+    same batches again as it starts: they are queued once. Other batches (a grown cell's)
+    are queued after them."""
+    clock = CheckClock([10], [False], [[(8, 0.0), (16, 0.0)]], FakeClock())
+    batches = [[(8, 0.0)], [(8, 0.0)], [(16, 0.0)]]
+    clock.plan(0, batches)
+    clock.plan(0, batches)
+    assert list(clock.queued[0]) == batches and clock.waiting[0][(8, 0.0)] == 2
+    clock.plan(0, [[(8, 0.0)]])
+    assert list(clock.queued[0]) == [*batches, [(8, 0.0)]] and clock.checks_left(0) == 40

@@ -124,7 +124,14 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     for i, widths in enumerate(stored):  # a resume's stored runs, before any spec trains
         for cells in widths.values():
             progress.on_stored(i, cells)
-    results, budget, held = [], memory.memory_budget(budget), 0
+    budget = memory.memory_budget(budget)
+    held = [sum(memory.results_bytes(s) for s in specs[:i]) for i in range(len(specs))]
+    for i, spec in enumerate(specs):  # every spec's batches priced from the start
+        planned = runner.first_batches(
+            spec, memory_budget=budget - held[i], stored=stored[i], processes=processes
+        )
+        progress.on_batches(i, planned)
+    results = []
     for i, spec in enumerate(specs):  # the earlier specs' results stay until the end
         results += runner.run_experiment(
             spec,
@@ -133,10 +140,9 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
             on_cells_done=functools.partial(progress.on_cells_done, i),
             on_batches=functools.partial(progress.on_batches, i),
             processes=processes,
-            memory_budget=budget - held,
+            memory_budget=budget - held[i],
             units=out,
         )
-        held += memory.results_bytes(spec)
     return results
 
 
