@@ -242,6 +242,21 @@ def test_a_spec_loaded_whole_from_its_units_does_not_make_the_estimate_a_bound()
     assert not clock.bounded() and clock.seconds_left() == pytest.approx(9.0)
 
 
+def _with_and_without_plan(cells, batches, checks: int):
+    """Two clocks over `cells` of width 8 (a budget of 10 checks, no stop rule), one
+    told of `batches`, after `checks` checks of width 8 one second apart."""
+    fake = FakeClock()
+    planned, unplanned = (CheckClock([10], [False], [cells], clock=fake) for _ in range(2))
+    planned.plan(0, batches)
+    for each in (planned, unplanned):
+        each.start()
+    for k in range(1, checks + 1):
+        fake.now += 1.0
+        for each in (planned, unplanned):
+            each.on_check(0, (8,), k)
+    return fake, planned, unplanned
+
+
 def test_a_planned_cell_owes_each_batch_of_it_still_to_come():
     """A memory budget splits two cells (Δ 0 and 0.1 of width 8, 5 runs each, a budget of
     10 checks, no stop rule) into batches of 4 runs: Δ 0's runs 0-3, then its run 4 with
@@ -249,17 +264,8 @@ def test_a_planned_cell_owes_each_batch_of_it_still_to_come():
     10 of the second, Δ 0.1 10 of each of its two: 36 cell-checks at the 1 s each took.
     Through the second batch, Δ 0 is done (0 left) and Δ 0.1 owes the third (10); once
     the third begins, 9 more. Unplanned, the clock saw only the batch under way: 6 + 6."""
-    fake = FakeClock()
     cells = [(8, 0.0), (8, 0.1)]
-    clock = CheckClock([10], [False], [cells], clock=fake)
-    unplanned = CheckClock([10], [False], [cells], clock=fake)
-    clock.plan(0, [[cells[0]], cells, [cells[1]]])
-    for each in (clock, unplanned):
-        each.start()
-    for k in range(1, 5):
-        fake.now += 1.0
-        for each in (clock, unplanned):
-            each.on_check(0, (8,), k)
+    fake, clock, unplanned = _with_and_without_plan(cells, [[cells[0]], cells, [cells[1]]], 4)
     assert clock.checks_left(0) == 6 + 10 + 10 + 10
     assert clock.seconds_left() == pytest.approx(36.0)
     assert unplanned.checks_left(0) == 6 + 6
@@ -322,16 +328,7 @@ def test_a_cell_named_twice_in_a_planned_batch_counts_once():
     """The Section 10 preset's configurations are one (width, Δ) each: a batch of three
     of them is one cell for the clock, priced as without a plan (5 checks at 1 s left
     of its budget of 10), not at a third of a second per check."""
-    fake = FakeClock()
-    planned = CheckClock([10], [False], [[(8, 0.0)]], clock=fake)
-    unplanned = CheckClock([10], [False], [[(8, 0.0)]], clock=fake)
-    planned.plan(0, [[(8, 0.0)] * 3])
-    for each in (planned, unplanned):
-        each.start()
-    for k in range(1, 6):
-        fake.now += 1.0
-        for each in (planned, unplanned):
-            each.on_check(0, (8,), k)
+    _, planned, unplanned = _with_and_without_plan([(8, 0.0)], [[(8, 0.0)] * 3], 5)
     assert planned.seconds_left() == unplanned.seconds_left() == pytest.approx(5.0)
 
 
