@@ -114,6 +114,17 @@ def differing_fields(
     return sorted(k for k in {*was, *now} if plain(was, k) != plain(now, k))
 
 
+def recorded_and_given(was: Mapping[str, Any], now: Mapping[str, Any], field: str) -> str:
+    """`field` with its recorded (`was`) and given (`now`) values, for a refusal to
+    resume: "runs: recorded 200, given 100"; a long value is cut."""
+
+    def shown(values: Mapping[str, Any]) -> str:
+        text = json.dumps(values.get(field), ensure_ascii=False)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return f"{field}: recorded {shown(was)}, given {shown(now)}"
+
+
 def peak_memory() -> dict[str, int | None]:
     """Peak resident memory of this process (bytes) and, where JAX reports it, the peak
     in use on the first device."""

@@ -157,7 +157,7 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Refuse to resume `out_dir` with other specs or settings than it was started with,
     naming what differs (`provenance.differing_fields`); a data file whose content hash
     is recorded may have moved."""
-    from gdrelu.provenance import differing_fields
+    from gdrelu.provenance import differing_fields, recorded_and_given
 
     started = read_manifest(out_dir)
     was, now = started["specs"], manifest["specs"]
@@ -167,9 +167,8 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     for before, after in zip(was, now, strict=True):
         differ = [f for f in differing_fields(before, after) if not (hashed and f == "data_file")]
         if differ:
-            raise ResumeError(
-                f"{out_dir} was started with another spec (differs in {', '.join(differ)})"
-            )
+            said = "; ".join(recorded_and_given(before, after, f) for f in differ)
+            raise ResumeError(f"{out_dir} was started with another spec (differs in {said})")
     recorded = _as_recorded_now(out_dir, started.get("settings", {}), manifest["settings"])
     for name, value in manifest["settings"].items():
         if name not in recorded:

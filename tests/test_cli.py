@@ -125,7 +125,7 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--deltas", "0,"], "--deltas: '0,' has an empty item"),
         (["--optimizer", "gd", "--sampler", "epoch"], "sampler"),
         (["--batch-size", "0"], "batch_size"),
-        (["--optimizer", "adam", "--batch-size", "4"], "--batch-size: adam train full-batch"),
+        (["--optimizer", "adam", "--batch-size", "4"], "--batch-size: adam trains full-batch"),
         # a protocol's field that a flag contradicts is named with the protocol
         (["--protocol", "sgd", "--optimizer", "gd"], "(sampler is set by --protocol sgd)"),
         (["--num-heldout", "1024"], "--num-heldout: only continuous data"),  # the default
@@ -152,7 +152,7 @@ def test_a_config_batch_size_for_a_full_batch_optimizer_is_named_as_in_the_file(
     config, out = tmp_path / "exp.toml", tmp_path / "never"
     config.write_text('optimizer = "adam"\nbatch_size = 4\n')
     argv = ["run", "--config", str(config), "--out", str(out)]
-    assert "error: batch_size: adam train full-batch" in _refused_in_one_line(argv, out, capsys)
+    assert "error: batch_size: adam trains full-batch" in _refused_in_one_line(argv, out, capsys)
 
 
 def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
@@ -875,14 +875,16 @@ def test_help_lists_every_accepted_value(command, capsys, monkeypatch):
 def test_a_resume_with_another_seed_names_only_the_seed(small_run, capsys):
     assert main(["run", *SMALL, "--seed", "1", "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.endswith("(differs in seed)"), err
+    assert len(err.splitlines()) == 1, err
+    assert err.endswith("(differs in seed: recorded 0, given 1)"), err
 
 
 def test_a_resume_with_another_optimizer_names_the_optimizer(small_run, capsys):
     """One spec: its field `optimizer` differs (`optimizers` is a comparison's list)."""
     assert main(["run", *SMALL, "--optimizer", "adam", "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.endswith("(differs in optimizer)"), err
+    assert len(err.splitlines()) == 1, err
+    assert err.endswith('(differs in optimizer: recorded "gd", given "adam")'), err
 
 
 def test_a_resume_takes_the_deltas_in_any_order(small_run, tmp_path):
@@ -930,7 +932,8 @@ def test_a_run_is_not_resumed_as_a_preset(small_run, capsys):
 def test_a_run_is_not_resumed_as_a_comparison(small_run, capsys):
     assert main(["compare", "--optimizers", "gd,adam", "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.endswith("(differs in optimizers)"), err
+    assert len(err.splitlines()) == 1, err
+    assert err.endswith("(differs in optimizers: recorded gd, given gd,adam)"), err
 
 
 def test_a_directory_without_a_manifest_or_its_kernel_is_not_resumed(small_run, tmp_path, capsys):
@@ -1382,7 +1385,7 @@ def test_a_width_that_cannot_fit_the_memory_budget_exits_2(args, tmp_path, capsy
     out = tmp_path / "never"
     assert main(["run", *args, "--memory-budget", "1e-5", "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("gdrelu: width "), err
+    assert len(err.splitlines()) == 1 and err.startswith("gdrelu: error: width "), err
     assert "budget" in err and "Traceback" not in err
     assert not out.exists()
 
@@ -1544,3 +1547,17 @@ def test_the_parser_refuses_a_value_outside_its_flag(argv, message):
 
     with pytest.raises(UsageError, match=message):
         parser().parse_args(argv)
+
+
+def test_a_distributed_run_without_a_coordinator_names_the_flag(tmp_path, capsys, monkeypatch):
+    """Outside a cluster JAX detects, jax.distributed refuses a missing coordinator in its
+    own words (stubbed here as it says them); the line also names --coordinator."""
+    import jax
+
+    def initialize(coordinator_address=None, num_processes=None, process_id=None):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", initialize)
+    out = tmp_path / "never"
+    err = _refused_in_one_line(["run", *SMALL, *DISTRIBUTED, "--out", str(out)], out, capsys)
+    assert err.endswith("give --coordinator host:port"), err

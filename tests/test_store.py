@@ -255,7 +255,7 @@ def test_the_manifest_names_only_the_fields_that_differ(tmp_path):
     store.write_manifest(tmp_path, provenance.manifest([spec.to_dict()], [spec]))
     store.check_manifest(tmp_path, provenance.manifest([spec.to_dict()], [spec]))
     other = dataclasses.replace(spec, seed=1)
-    with pytest.raises(store.ResumeError, match=r"\(differs in seed\)$"):
+    with pytest.raises(store.ResumeError, match=r"\(differs in seed: recorded 0, given 1\)$"):
         store.check_manifest(tmp_path, provenance.manifest([other.to_dict()], [other]))
 
 

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         print(f"gdrelu: error: --resume: {e}", file=sys.stderr)
         return EXIT_USAGE
     except BudgetError as e:
-        print(f"gdrelu: {e}", file=sys.stderr)
+        print(f"gdrelu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as resume_with:
         print(f"gdrelu: interrupted; finish with: {resume_with}", file=sys.stderr)

@@ -113,7 +113,10 @@ def start_processes(args, specs):
     try:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     except (ValueError, RuntimeError) as err:
-        raise UsageError(f"--distributed: {err}") from None
+        hint = ""
+        if args.coordinator is None and "coordinator" in str(err):
+            hint = "; outside a cluster JAX detects (SLURM, ...) give --coordinator host:port"
+        raise UsageError(f"--distributed: {err}{hint}") from None
     from jax.experimental import multihost_utils
 
     from gdrelu.runner import Processes

@@ -39,7 +39,8 @@ def refuse_unused(values: dict[str, Any], args, specs: list[ExperimentSpec]) -> 
     if "batch_size" in values and all(spec.full_batch for spec in specs):
         optimizers = ", ".join(spec.optimizer for spec in specs)
         given = "--batch-size" if getattr(args, "batch_size", None) is not None else "batch_size"
-        raise UsageError(f"{given}: {optimizers} train full-batch (sampler 'full')")
+        train = "trains" if len(specs) == 1 else "train"
+        raise UsageError(f"{given}: {optimizers} {train} full-batch (sampler 'full')")
     if "num_heldout" in values and specs[0].data not in CONTINUOUS:
         given = "--num-heldout" if getattr(args, "num_heldout", None) is not None else "num_heldout"
         data = specs[0].data

@@ -117,11 +117,11 @@ RUN_FLAGS = {
         "early_stopping",
         _on_off,
         "on: a run also stops when its validation loss has not improved by 1e-8 in 10 "
-        "checks, the paper code's rule for SGD and Adam; on or off (default off; a "
-        "protocol's own)",
+        "checks, the paper code's rule for SGD and Adam; on or off (default off, or "
+        "run --protocol's own)",
     ),
     "--target-halfwidth": ("target_halfwidth", float, "add runs until each 95%% CI half-width ≤ H"),
-    "--max-runs": ("max_runs", int, "most runs per cell with --target-halfwidth"),
+    "--max-runs": ("max_runs", int, "most runs per cell, needed with --target-halfwidth"),
     "--optimizer": ("optimizer", str, _one_of(NAMED, "optimizer")),
     "--step-size": (
         "step_size",
@@ -147,7 +147,9 @@ RUN_FLAGS = {
         "buckets",
         str,
         f"widths sharing a compiled program: {_one_of(BUCKETS, 'buckets')}; auto is pow2, "
-        "but the widths ≤ 128 together on GD's propagator; results unchanged",
+        "but the widths ≤ 128 together on GD's propagator; results unchanged to rounding; a "
+        "bucket's widths are stored (for --resume) when it finishes, and a run directory "
+        "keeps its buckets",
     ),
 }
 
@@ -163,11 +165,14 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run an experiment (the paper's 1-D GD figure by default)",
+        description="Train every (width, Δ) cell of an experiment and estimate P(stuck).",
         formatter_class=_Formatter,
     )
     compare = sub.add_parser(
         "compare",
         help="several optimizers on the same data and initial networks, paired",
+        description="Train several optimizers on the same data and initial networks and "
+        "compare their P(stuck) pairwise.",
         formatter_class=_Formatter,
     )
     compare.add_argument(
@@ -192,6 +197,8 @@ def _add_reproduce(sub) -> None:
     command = sub.add_parser(
         "reproduce",
         help="every experiment of the paper as its code ran it, into DIR/report.md and .html",
+        description="Every experiment of the paper as its code ran it, into DIR/report.md "
+        "and .html.",
         formatter_class=_Formatter,
     )
     command.add_argument(

@@ -83,12 +83,14 @@ def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
 
 def _differing(recorded: list[ExperimentSpec], requested: list[ExperimentSpec]) -> str:
     """The fields in which the requested specs differ from the recorded ones, as text."""
-    from gdrelu.provenance import differing_fields
+    from gdrelu.provenance import differing_fields, recorded_and_given
 
     was, now = ([s.optimizer for s in specs] for specs in (recorded, requested))
     if len(was) != len(now) or (len(was) > 1 and was != now):  # a compare's optimizers
-        return "optimizers"
-    fields = set()
+        return f"optimizers: recorded {','.join(was)}, given {','.join(now)}"
+    fields: dict[str, str] = {}  # each field as the first spec that differs in it has it
     for was, now in zip(recorded, requested, strict=True):
-        fields.update(differing_fields(was.to_dict(), now.to_dict(), unordered=UNORDERED))
-    return ", ".join(sorted(fields))
+        before, after = was.to_dict(), now.to_dict()
+        for field in differing_fields(before, after, unordered=UNORDERED):
+            fields.setdefault(field, recorded_and_given(before, after, field))
+    return "; ".join(fields[f] for f in sorted(fields))
