@@ -6,6 +6,7 @@ Every setting is checked once, when a spec is built (`spec_checks`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 from pathlib import Path
@@ -133,7 +134,9 @@ class ExperimentSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         for name in values:
             if name not in known:
-                raise SpecError(name, f"unknown setting (known: {', '.join(sorted(known))})")
+                close = difflib.get_close_matches(str(name), known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise SpecError(name, f"unknown setting ({hint}known: {', '.join(sorted(known))})")
         values = dict(values)
         for name in ("widths", "deltas", "stop_on", "split"):
             if name in values:

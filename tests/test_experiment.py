@@ -273,9 +273,11 @@ def test_bad_spec_values_name_their_field(field, value):
     assert str(err.value).startswith(f"{field}:")
 
 
-def test_unknown_setting_is_named():
-    with pytest.raises(SpecError, match=r"^widht:"):
+def test_unknown_setting_is_named_with_the_closest_known_one():
+    with pytest.raises(SpecError, match=r"^widht: unknown setting \(did you mean 'widths'\? "):
         ExperimentSpec.from_dict({"widht": [8]})
+    with pytest.raises(SpecError, match=r"^zzz: unknown setting \(known: "):
+        ExperimentSpec.from_dict({"zzz": 1})
 
 
 def test_numpy_scalars_of_any_width_are_numbers():
