@@ -114,15 +114,27 @@ def differing_fields(
     return sorted(k for k in {*was, *now} if plain(was, k) != plain(now, k))
 
 
-def recorded_and_given(was: Mapping[str, Any], now: Mapping[str, Any], field: str) -> str:
-    """`field` with its recorded (`was`) and given (`now`) values, for a refusal to
-    resume: "runs: recorded 200, given 100"; a long value is cut."""
+def recorded_and_given(
+    was: Mapping[str, Any], now: Mapping[str, Any], field: str, given: str = "given"
+) -> str:
+    """`field` with its recorded (`was`) and `given` (`now`) values, for a refusal to
+    resume: "runs: recorded 200, given 100". A value longer than 40 characters is shown
+    from a little before where the two first differ ("..., 512, 1024]" against "..., 512,
+    2048]"); a field one side lacks is "not recorded" or "given none".
+    """
+    texts = [json.dumps(v[field], ensure_ascii=False) if field in v else None for v in (was, now)]
+    first, second = (t or "" for t in texts)
+    pairs = enumerate(zip(first, second, strict=False))
+    differ = next((i for i, (x, y) in pairs if x != y), min(len(first), len(second)))
+    start = max(0, differ - 12) if max(len(first), len(second)) > 40 else 0
 
-    def shown(values: Mapping[str, Any]) -> str:
-        text = json.dumps(values.get(field), ensure_ascii=False)
-        return text if len(text) <= 40 else text[:37] + "..."
+    def shown(text: str | None, said: str) -> str:
+        if text is None:
+            return "not recorded" if said == "recorded" else f"{said} none"
+        more = "..." if start + 40 < len(text) else ""
+        return f"{said} {'...' if start else ''}{text[start : start + 40]}{more}"
 
-    return f"{field}: recorded {shown(was)}, given {shown(now)}"
+    return f"{field}: {shown(texts[0], 'recorded')}, {shown(texts[1], given)}"
 
 
 def peak_memory() -> dict[str, int | None]:

@@ -167,7 +167,7 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     for before, after in zip(was, now, strict=True):
         differ = [f for f in differing_fields(before, after) if not (hashed and f == "data_file")]
         if differ:
-            said = "; ".join(recorded_and_given(before, after, f) for f in differ)
+            said = "; ".join(recorded_and_given(before, after, f, "this run has") for f in differ)
             raise ResumeError(f"{out_dir} was started with another spec (differs in {said})")
     recorded = _as_recorded_now(out_dir, started.get("settings", {}), manifest["settings"])
     for name, value in manifest["settings"].items():

@@ -611,9 +611,10 @@ def test_a_share_refused_on_one_process_ends_them_all(refused, monkeypatch):
     assert said == [refused != 0]
 
 
-def _stub_training(monkeypatch, at_zero=None):
-    """Training stubbed in batches of 4 runs: each batch reports one check, its runs
-    crossed with `_indexed` results, and the runs `at_zero` (by Δ) with a point at 0."""
+def _stub_training(monkeypatch, at_zero=None, batches_of_four=True):
+    """Training stubbed in batches of 4 runs (else as the memory budget splits them):
+    each batch reports one check, its runs crossed with `_indexed` results, and the runs
+    `at_zero` (by Δ) with a point at 0."""
     import types
 
     from gdrelu import memory, runner
@@ -633,8 +634,9 @@ def _stub_training(monkeypatch, at_zero=None):
         return np.array([i in at_zero.get(cell.delta, ()) for cell, indices in batch
                          for i in indices])  # fmt: skip
 
-    monkeypatch.setattr(runner, "run_bytes", lambda *args: (1, 1))
-    monkeypatch.setattr(memory, "batching", lambda *args, **kwargs: (4, None, None))
+    if batches_of_four:
+        monkeypatch.setattr(runner, "run_bytes", lambda *args: (1, 1))
+        monkeypatch.setattr(memory, "batching", lambda *args, **kwargs: (4, None, None))
     monkeypatch.setattr(runner, "batch_inputs", inputs)
     monkeypatch.setattr(runner, "simulate", simulate)
     monkeypatch.setattr(runner, "points_at_zero", flagged)
@@ -701,6 +703,35 @@ def test_the_batches_to_come_are_announced_before_they_train(monkeypatch):
     assert planned == thirds
     first, grown4, grown64 = ([tuple(sorted({c.width for c in b})) for b in p] for p in planned)
     assert begun == first[:3] + grown4 + first[3:] + grown64 == [(4,)] * 4 + [(64,)] * 4
+
+
+def test_a_compares_batches_are_each_priced_once_and_all_begin(monkeypatch):
+    """`gdrelu compare` plans every spec's batches ahead, and each spec's run announces
+    them again: with the real memory split (training stubbed) of two specs under a budget
+    that splits both, every batch planned begins, none is queued twice, and none is left
+    owed at the end."""
+    from gdrelu import memory, runner
+    from gdrelu.cli import run
+    from gdrelu.cli.progress import RunProgress
+    from gdrelu.progress import spec_clock
+
+    _stub_training(monkeypatch, batches_of_four=False)
+    specs = [ExperimentSpec(widths=(4, 64), deltas=(0.0, 0.1), runs=400, optimizer=name)
+             for name in ("gd", "momentum")]  # fmt: skip
+    budget = 2 * sum(memory.results_bytes(s) for s in specs)
+    left = [budget, budget - memory.results_bytes(specs[0])]  # the first spec's results kept
+    planned = [
+        len(runner.first_batches(s, memory_budget=b)) for s, b in zip(specs, left, strict=True)
+    ]
+    clock = spec_clock(specs)
+    progress = RunProgress(sum(s.runs * 4 for s in specs), clock, enabled=False)
+    begun = []
+    on_check = clock.on_check
+    monkeypatch.setattr(clock, "on_check", lambda i, w, k: begun.append(i) or on_check(i, w, k))
+    done = run._train(specs, progress, processes=None, budget=budget, out=None)
+    assert len(done) == 8 and min(planned) > 2
+    assert [begun.count(i) for i in (0, 1)] == planned  # one check per stubbed batch
+    assert not any(clock.queued) and all(not any(w.values()) for w in clock.waiting)
 
 
 def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly():

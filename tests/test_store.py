@@ -255,8 +255,28 @@ def test_the_manifest_names_only_the_fields_that_differ(tmp_path):
     store.write_manifest(tmp_path, provenance.manifest([spec.to_dict()], [spec]))
     store.check_manifest(tmp_path, provenance.manifest([spec.to_dict()], [spec]))
     other = dataclasses.replace(spec, seed=1)
-    with pytest.raises(store.ResumeError, match=r"\(differs in seed: recorded 0, given 1\)$"):
+    said = r"\(differs in seed: recorded 0, this run has 1\)$"
+    with pytest.raises(store.ResumeError, match=said):
         store.check_manifest(tmp_path, provenance.manifest([other.to_dict()], [other]))
+
+
+TEN = [2**k for k in range(1, 11)]  # 2, 4, ..., 1024: 56 characters as JSON
+
+
+@pytest.mark.parametrize(
+    ("was", "now", "said"),
+    [
+        (200, 100, "recorded 200, given 100"),
+        # long values from a little before where they first differ, not cut alike
+        (TEN, [*TEN[:-1], 2048], "recorded ..., 256, 512, 1024], given ..., 256, 512, 2048]"),
+        (TEN, [*TEN, 2048], "recorded ...6, 512, 1024], given ...6, 512, 1024, 2048]"),
+        (None, [4], "not recorded, given [4]"),
+        ([4], None, "recorded [4], given none"),
+    ],
+)
+def test_a_refused_resume_shows_where_the_values_differ(was, now, said):
+    as_recorded = [{} if v is None else {"widths": v} for v in (was, now)]
+    assert provenance.recorded_and_given(*as_recorded, "widths") == f"widths: {said}"
 
 
 def test_a_manifest_without_a_kernel_is_refused_in_one_clear_line(tmp_path):
