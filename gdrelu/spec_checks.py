@@ -163,7 +163,8 @@ def _check_sample_count(spec: ExperimentSpec) -> None:
                 "widths",
                 f"width {width}: N = n² = {width**2} draws exceed 2^{bits}, {counting}'s "
                 f"exact integers (widths up to {math.isqrt(2**bits)}); set num_samples ≤ "
-                f"2^{bits} in a --config file" + (" or enable jax_enable_x64" if bits < 53 else ""),
+                f"2^{bits} (in a --config file)"
+                + (" or enable jax_enable_x64" if bits < 53 else ""),
             )
 
 

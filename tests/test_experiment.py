@@ -429,7 +429,7 @@ def test_settings_at_their_documented_bounds_are_taken(values):
 def test_a_width_whose_n_squared_draws_are_not_exact_says_where_num_samples_is_set():
     """N = n² multinomial draws above 2^53 are no exact float64 integers; num_samples,
     which has no flag, is set in a --config file."""
-    with pytest.raises(SpecError, match=r"widths: width 94906267: .* in a --config file$"):
+    with pytest.raises(SpecError, match=r"widths: width 94906267: .* \(in a --config file\)$"):
         ExperimentSpec(widths=(94906267,), step_size=0.01)
 
 
