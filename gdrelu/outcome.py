@@ -33,6 +33,7 @@ class Status(enum.IntEnum):
 
 
 STOP_RULES = ("crossed", "stuck", "degenerate")
+PROOF_RULES = frozenset({"stuck", "degenerate"})  # the certificate's: their statuses are proofs
 STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)  # proven stuck
 
 
@@ -93,7 +94,7 @@ def stop_rules(
     unknown = set(rules) - set(STOP_RULES)
     if unknown:
         raise ValueError(f"stop_on: unknown rules {sorted(unknown)}; known: {STOP_RULES}")
-    proofs = set(rules) & {"stuck", "degenerate"}
+    proofs = PROOF_RULES & set(rules)
     if proofs and not proven:
         raise ValueError(
             f"stop_on: {sorted(proofs)} are proofs for full-batch GD on 1-D data in the "

@@ -50,8 +50,8 @@ class CheckClock:
         self.finished: list[set[tuple[int, float]]] = [set() for _ in cells]
         self.queued: list[deque[list[tuple[int, float]]]] = [deque() for _ in cells]
         self.current: list[list[tuple[int, float]] | None] = [None for _ in cells]
-        self.planned: list[set[tuple[int, float]]] = [set() for _ in cells]
-        self.waiting: list[Counter[tuple[int, float]]] = [Counter() for _ in cells]  # queued
+        # batches still queued per cell; a cell ever planned stays a key (count 0 once begun)
+        self.waiting: list[Counter[tuple[int, float]]] = [Counter() for _ in cells]
         self.ended: list[list[int]] = [[] for _ in cells]  # checks of planned batches done
         self.last_k = [0 for _ in cells]
         self.seconds = [0.0 for _ in cells]  # time in each spec's checks
@@ -98,7 +98,6 @@ class CheckClock:
             return
         for cells in announced:
             self.queued[spec].append(cells)
-            self.planned[spec].update(cells)
             self.waiting[spec].update(cells)
 
     def cell_done(self, spec: int, cell: tuple[int, float]) -> None:
@@ -117,7 +116,7 @@ class CheckClock:
             if cell in self.finished[spec]:
                 continue
             under_way = max(0, max(expected, min(n + 1, budget)) - n)
-            if cell in self.planned[spec]:
+            if cell in self.waiting[spec]:  # planned
                 queued = self.waiting[spec][cell]
                 under_way = queued * expected + (under_way if cell in current else 0)
             left += under_way

@@ -109,26 +109,38 @@ def run_experiment(
     units = None if units is None else Path(units)
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)
-    budget = measured - memory.results_bytes(spec)  # the batches' besides the results
     results = dict(stored_widths(spec, units) if stored is None else stored)
-    for cells in results.values():
-        if on_stored is not None:
+    if on_stored is not None:
+        for cells in results.values():
             on_stored(cells)
     if len(results) < len(spec.widths):
-        clock = time.perf_counter()
         if on_batches is not None:
             on_batches(
                 first_batches(spec, memory_budget=measured, stored=results, processes=processes)
             )
+        budget = _batches_budget(spec, measured)
         trained = _trained_widths(spec, set(results), on_check, processes, budget, on_batches)
-        for width, cells in trained:
-            if units is not None:  # a bucket's time goes to its first width's unit
-                seconds, clock = time.perf_counter() - clock, time.perf_counter()
-                store.save_unit(units, unit_name(spec, width), cells, seconds)
-            results[width] = cells
-            if on_cells_done is not None:
-                on_cells_done(cells)
+        results |= _stored_as_trained(spec, trained, units, on_cells_done)
     return [cr for width in spec.widths for cr in results[width]]
+
+
+def _batches_budget(spec: ExperimentSpec, measured: int) -> int:
+    """The bytes a spec's batches may use: the budget less its finished runs' results."""
+    return measured - memory.results_bytes(spec)
+
+
+def _stored_as_trained(spec, trained, units: Path | None, on_cells_done) -> dict:
+    """{width: cells} of each (width, cells) of `trained`, each width's unit stored under
+    `units` (a bucket's time goes to its first width's unit), then `on_cells_done`."""
+    results, clock = {}, time.perf_counter()
+    for width, cells in trained:
+        if units is not None:
+            seconds, clock = time.perf_counter() - clock, time.perf_counter()
+            store.save_unit(units, unit_name(spec, width), cells, seconds)
+        results[width] = cells
+        if on_cells_done is not None:
+            on_cells_done(cells)
+    return results
 
 
 def unit_name(spec: ExperimentSpec, width: int) -> str:
@@ -179,7 +191,7 @@ def first_batches(
     """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...)`
     trains in its first pass over the widths not in `stored` (a grown cell's batches come
     after), as it announces them to `on_batches`."""
-    budget = memory.memory_budget(memory_budget) - memory.results_bytes(spec)
+    budget = _batches_budget(spec, memory.memory_budget(memory_budget))
     planned = []
     for bucket, _, work in _bucket_work(spec, set(stored), processes):
         planned += _cells_of(work, batch_plan(work, bucket=bucket, budget=budget)[0])

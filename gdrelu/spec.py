@@ -264,7 +264,7 @@ class ExperimentSpec:
         """Whether `stop_on` asks for both statuses the certificate rule counts, stuck and
         degenerate (`simulate` sets them only then); None asks for them only where the
         spec is `certified`, so read it together with that."""
-        return self.stop_on is None or {"stuck", "degenerate"} <= set(self.stop_on)
+        return self.stop_on is None or set(self.stop_on) >= engine.PROOF_RULES
 
     @property
     def applies_certificate(self) -> bool:

@@ -248,7 +248,7 @@ def _check_stopping(spec: ExperimentSpec) -> None:
                 f"'crossed' stops a 1-D run once a kink reaches the data; bias_init "
                 f"{spec.bias_init!r} puts kinks there from the start (drop 'crossed')",
             )
-        proofs = {"stuck", "degenerate"} & set(spec.stop_on)
+        proofs = engine.PROOF_RULES & set(spec.stop_on)
         if proofs and not spec.certified:
             raise SpecError(
                 "stop_on",
@@ -271,7 +271,7 @@ def _check_stopping(spec: ExperimentSpec) -> None:
             "the certificate is a proof for gd on 1-D data with zero biases only; use 'final'",
         )
     if spec.stuck_rule == "certificate" and not spec.stops_on_proofs:
-        missing = sorted({"stuck", "degenerate"} - set(spec.stop_on))
+        missing = sorted(engine.PROOF_RULES - set(spec.stop_on))
         raise SpecError(
             "stuck_rule",
             f"'certificate' counts the stuck and degenerate statuses, which runs get only "

@@ -242,12 +242,14 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
             for i, cell in enumerate(cells):
                 if f"{i}/cell" in stored.files:
                     _check_same_cell(path, json.loads(str(stored[f"{i}/cell"])), cell)
-                names = [f for f in SimulationResult._fields if f != "params"]
-                if f"{i}/certificate_checked" not in stored.files:  # an older unit
-                    names.remove("certificate_checked")
-                fields = {f: stored[f"{i}/{f}"] for f in names}
-                if "certificate_checked" not in fields:
-                    fields["certificate_checked"] = _certificate_checked(cell, stored, i)
+                older = f"{i}/certificate_checked" not in stored.files  # before it was stored
+                skipped = {"params", "certificate_checked"} if older else {"params"}
+                fields = {
+                    f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f not in skipped
+                }
+                if older:  # what its spec asked for
+                    checked = cell.spec.applies_certificate
+                    fields["certificate_checked"] = np.full(len(stored[f"{i}/status"]), checked)
                 params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
                 found.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
@@ -255,12 +257,6 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
             raise
         raise _unreadable(path, err) from None
     return found
-
-
-def _certificate_checked(cell, stored, i: int) -> np.ndarray:
-    """Whether a unit's runs were checked against the certificate's rules, for a unit
-    written before gdrelu stored it: what its spec asked for."""
-    return np.full(stored[f"{i}/status"].shape, cell.spec.applies_certificate)
 
 
 def _described(cell) -> dict[str, Any]:

@@ -37,13 +37,14 @@ from gdrelu.engine.state import (
     initial_state,
     materialized_params,
 )
-from gdrelu.outcome import STOP_RULES, SimulationResult, Status
+from gdrelu.outcome import PROOF_RULES, STOP_RULES, SimulationResult, Status
 
 __all__ = [
     "GD",
     "KERNEL_VARIABLE",
     "MIN_BLOCK",
     "PATHS",
+    "PROOF_RULES",
     "REDO_BLOCK",
     "REDO_NEURONS",
     "RUNS_AXIS",

@@ -43,7 +43,7 @@ from gdrelu.engine.state import (
 )
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
-from gdrelu.outcome import SimulationResult, Status, stop_rules
+from gdrelu.outcome import PROOF_RULES, SimulationResult, Status, stop_rules
 
 
 def simulate(
@@ -411,5 +411,5 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         best_validation_loss=reported["best_val"],
         test_loss_at_best=reported["test_at_best"] if held_out else np.full(runs, np.nan),
         best_step=reported["best_step"],
-        certificate_checked=np.full(runs, {"stuck", "degenerate"} <= set(rules)),
+        certificate_checked=np.full(runs, set(rules) >= PROOF_RULES),
     )
