@@ -2,7 +2,8 @@
 count, several processes, and resuming from the unit store (docs/design.md, "Runner").
 
 A unit is one spec's width (all its Δ cells); each finished unit is stored at once
-(`store.save_unit`), so a run killed at any moment redoes only the unit in progress.
+(`store.save_unit`), and so is each finished batch of a bucket trained in several
+(`store.save_part`), so a run killed at any moment redoes only the batch in progress.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ Work = Sequence[tuple[Cell, np.ndarray]]  # (cell, run indices) in batch order
 OnCheck = Callable[[tuple[int, ...], int, np.ndarray], None]  # (widths, check, statuses)
 OnCells = Callable[[Sequence[CellResult]], None]
 OnBatches = Callable[[Sequence[Sequence[Cell]]], None]  # the cells of each batch to come
+OnBatchDone = Callable[[Sequence[tuple[CellResult, np.ndarray]], float], None]
 
 
 class Processes(NamedTuple):
@@ -85,7 +87,9 @@ def run_experiment(
     With `units` (a run directory), the widths whose unit is stored there are loaded
     (`on_stored` receives their cells; `stored`: those the caller read already,
     `stored_widths`) and each width trained is stored as soon as its bucket finishes,
-    before `on_cells_done` receives its cells.
+    before `on_cells_done` receives its cells. A bucket trained in several batches also
+    stores each batch of its first pass as it ends (`store.save_part`; not across
+    processes), and a resume trains only the runs no batch stored.
 
     With `processes`, this process trains runs index, index + count, … of every cell and
     `processes.gather` collects every process's share, so each process returns the
@@ -115,11 +119,15 @@ def run_experiment(
             on_stored(cells)
     if len(results) < len(spec.widths):
         if on_batches is not None:
-            on_batches(
-                first_batches(spec, memory_budget=measured, stored=results, processes=processes)
+            planned = first_batches(
+                spec, memory_budget=measured, stored=results, processes=processes, units=units
             )
+            on_batches(planned)
         budget = _batches_budget(spec, measured)
-        trained = _trained_widths(spec, set(results), on_check, processes, budget, on_batches)
+        parts = units if processes is None else None
+        trained = _trained_widths(
+            spec, set(results), on_check, processes, budget, on_batches, parts=parts
+        )
         results |= _stored_as_trained(spec, trained, units, on_cells_done)
     return [cr for width in spec.widths for cr in results[width]]
 
@@ -130,13 +138,16 @@ def _batches_budget(spec: ExperimentSpec, measured: int) -> int:
 
 
 def _stored_as_trained(spec, trained, units: Path | None, on_cells_done) -> dict:
-    """{width: cells} of each (width, cells) of `trained`, each width's unit stored under
-    `units` (a bucket's time goes to its first width's unit), then `on_cells_done`."""
-    results, clock = {}, time.perf_counter()
-    for width, cells in trained:
+    """{width: cells} of each (width, cells, seconds before) of `trained`, each width's
+    unit stored under `units` (a bucket's time, and that of its parts stored before,
+    goes to its first width's unit) and its parts then removed, then `on_cells_done`."""
+    results, clock, stored = {}, time.perf_counter(), []
+    for width, cells, before in trained:
         if units is not None:
             seconds, clock = time.perf_counter() - clock, time.perf_counter()
-            store.save_unit(units, unit_name(spec, width), cells, seconds)
+            store.save_unit(units, unit_name(spec, width), cells, before + seconds)
+            stored += [cr.cell for cr in cells]
+            store.remove_parts(units, stored)
         results[width] = cells
         if on_cells_done is not None:
             on_cells_done(cells)
@@ -166,11 +177,14 @@ def stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[Ce
     return found
 
 
-def _bucket_work(spec: ExperimentSpec, stored: set[int], processes: Processes | None):
-    """(bucket, widths, work) of every bucket of `spec` with a width not in `stored`: the
-    buckets and padding of the whole spec, so that a resumed run pads each width as the
-    uninterrupted run did; the work holds every run of each cell, or this process's
-    share (runs index, index + count, ...)."""
+def _bucket_work(
+    spec: ExperimentSpec, stored: set[int], processes: Processes | None, parts: Path | None
+):
+    """(bucket, widths, cells, work) of every bucket of `spec` with a width not in
+    `stored`: the buckets and padding of the whole spec, so that a resumed run pads each
+    width as the uninterrupted run did; the work holds every run of each cell, or this
+    process's share (runs index, index + count, ...), less the runs stored in `parts`
+    (`store.part_runs`), and no cell without runs left."""
     runs = np.arange(spec.runs)
     if processes is not None:
         runs = runs[processes.index :: processes.count]
@@ -178,7 +192,9 @@ def _bucket_work(spec: ExperimentSpec, stored: set[int], processes: Processes | 
         widths = tuple(w for w in all_widths if w not in stored)
         if widths:
             cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
-            yield bucket, widths, [(cell, runs) for cell in cells]
+            done = {} if parts is None else store.part_runs(parts, cells)
+            work = [(cell, np.setdiff1d(runs, done.get(cell, ()))) for cell in cells]
+            yield bucket, widths, cells, [(cell, idx) for cell, idx in work if idx.size]
 
 
 def first_batches(
@@ -187,14 +203,17 @@ def first_batches(
     memory_budget: int,
     stored: Collection[int] = (),
     processes: Processes | None = None,
+    units: Path | None = None,
 ) -> list[list[Cell]]:
-    """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...)`
-    trains in its first pass over the widths not in `stored` (a grown cell's batches come
-    after), as it announces them to `on_batches`."""
+    """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...,
+    units=...)` trains in its first pass over the widths not in `stored` (a grown cell's
+    batches come after), as it announces them to `on_batches`."""
     budget = _batches_budget(spec, memory.memory_budget(memory_budget))
+    parts = None if units is None or processes is not None else Path(units)
     planned = []
-    for bucket, _, work in _bucket_work(spec, set(stored), processes):
-        planned += _cells_of(work, batch_plan(work, bucket=bucket, budget=budget)[0])
+    for bucket, _, _, work in _bucket_work(spec, set(stored), processes, parts):
+        if work:
+            planned += _cells_of(work, batch_plan(work, bucket=bucket, budget=budget)[0])
     return planned
 
 
@@ -205,10 +224,15 @@ def _trained_widths(
     processes: Processes | None,
     budget: int,
     on_batches: OnBatches | None = None,
+    *,
+    parts: Path | None = None,
 ):
-    """(width, its cells' results) of every width of `spec` not in `stored`, bucket by
-    bucket (`_bucket_work`); `on_batches` hears of a growing cell's batches as they come."""
-    for bucket, widths, work in _bucket_work(spec, stored, processes):
+    """(width, its cells' results, seconds its bucket's parts took before) of every width
+    of `spec` not in `stored`, bucket by bucket (`_bucket_work`); `on_batches` hears of a
+    growing cell's batches as they come. With `parts` (a unit directory), the first pass's
+    batches are stored there as they finish when a bucket takes several, and those stored
+    before are not trained again."""
+    for bucket, widths, cells, work in _bucket_work(spec, stored, processes, parts):
         train = functools.partial(
             train_cells,
             bucket=bucket,
@@ -216,17 +240,47 @@ def _trained_widths(
             on_check=on_check,
             budget=budget,
         )
-        if processes is None:
-            done = train(work)
-        else:
+        before = 0.0
+        if processes is not None:
             done = _trained_everywhere(train, work, processes)
             done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
+        elif parts is None:
+            done = train(work)
+        else:
+            done, before = _trained_beside_parts(train, cells, work, parts, on_check)
         if spec.target_halfwidth is not None:
-            cells = [cell for cell, _ in work]
             grow = functools.partial(train, on_batches=on_batches)
             done = _grown_to_target(spec, cells, done, grow, on_check)
-        for width in widths:
-            yield width, [cr for cr in done if cr.cell.width == width]
+        for i, width in enumerate(widths):
+            yield width, [cr for cr in done if cr.cell.width == width], before if i == 0 else 0.0
+
+
+def _trained_beside_parts(train, cells, work: Work, parts: Path, on_check):
+    """(each of `cells`' results, the seconds its stored parts took): the runs of `work`
+    trained, each batch stored as a part under `parts` as it finishes, joined in index
+    order with the runs stored there before; `on_check` counts those as finished."""
+    stored, seconds = store.load_parts(parts, cells)
+    finished = [piece[2].status for cell in cells for piece in stored.get(cell, ())]
+    if on_check is not None and finished:
+        on_check = functools.partial(_progress_after, on_check, np.concatenate(finished))
+    keep = functools.partial(store.save_part, parts)
+    done = train(work, on_check=on_check, on_batch_done=keep) if work else []
+    for cr, (_, idx) in zip(done, work, strict=True):
+        stored.setdefault(cr.cell, []).append((idx, cr.step_size, cr.result))
+    return [_in_index_order(cell, stored[cell]) for cell in cells], seconds
+
+
+def _in_index_order(cell: Cell, pieces) -> CellResult:
+    """One cell's result from (run indices, step sizes, result) pieces, by run index."""
+    indices = np.concatenate([idx for idx, _, _ in pieces])
+    order = np.argsort(indices, kind="stable")
+    if np.any(np.diff(indices[order]) == 0):
+        raise store.ResumeError(
+            f"the parts stored for width {cell.width}, Δ = {cell.delta:g} hold a run twice"
+        )
+    step = np.concatenate([step for _, step, _ in pieces])[order]
+    join = functools.partial(jax.tree.map, lambda *v: np.concatenate(v)[order])
+    return CellResult(cell, step, join(*(result for _, _, result in pieces)))
 
 
 def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list[CellResult]:
@@ -293,14 +347,17 @@ def train_cells(
     on_check: OnCheck | None,
     budget: int,
     on_batches: OnBatches | None = None,
+    on_batch_done: OnBatchDone | None = None,
 ) -> list[CellResult]:
     """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
     neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
     (`memory.batching`): each cell's runs in index order, whatever the split. The cells
     may come from several specs that train alike (`_batch_settings`), such as the step
     sizes of a grid. `on_batches` receives the cells of each batch before the first
-    trains (`batch_plan`). JAX's 64-bit mode must be on: without it the multinomial counts,
-    and so a float32 spec's runs, would be drawn otherwise than the CLI draws them."""
+    trains (`batch_plan`); where there are several, `on_batch_done` each batch's (cell
+    result, run indices) and seconds as it ends. JAX's 64-bit mode must be on: without
+    it the multinomial counts, and so a float32 spec's runs, would be drawn otherwise
+    than the CLI draws them."""
     if not jax.config.jax_enable_x64:
         raise ValueError(
             "run_experiment: a spec's runs draw their multinomial counts in float64, as the "
@@ -329,7 +386,11 @@ def train_cells(
         callback = None
         if on_check is not None:
             callback = functools.partial(_progress_after, on_check, finished)
+        start = time.perf_counter()
         done = train([(work[i][0], idx) for i, idx in owned], on_check=callback)
+        if on_batch_done is not None:
+            pieces = [(cr, idx) for cr, (_, idx) in zip(done, owned, strict=True)]
+            on_batch_done(pieces, time.perf_counter() - start)
         for (i, _), cr in zip(owned, done, strict=True):
             parts[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])

@@ -1,16 +1,18 @@
 """The files of a run directory: the per-run table, summary.json and the figures, the
-manifest, and one file per finished unit (docs/design.md, "Store").
+manifest, one file per finished unit and one per finished batch of a unit in progress
+(a part; docs/design.md, "Store").
 
 Only files: what goes in them comes from `analysis`, `records`, `provenance` and
 `section10`. Every file is written to a temporary name in the output directory, flushed,
 renamed into place, and the directory flushed, so a crash never leaves a half-written
 file under its final name, and a run killed at any moment (or a power failure) loses at
-most the unit in progress.
+most the batch in progress.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -28,6 +30,7 @@ from gdrelu.records import RUN_COLUMNS, RunRecord
 
 MANIFEST = "manifest.json"
 UNITS = "units"
+PARTS = "parts"  # under units/: the finished batches of a unit in progress
 
 
 class ResumeError(ValueError):
@@ -208,6 +211,10 @@ def _unit_path(out_dir: Path, name: str) -> Path:
 def save_unit(out_dir: Path, name: str, cell_results: Sequence, seconds: float) -> None:
     """One finished unit: each cell's width, Δ and spec, step sizes and
     `SimulationResult`, and the `seconds` its training took, atomically."""
+    _save_npz(_unit_path(out_dir, name), _unit_arrays(cell_results, seconds))
+
+
+def _unit_arrays(cell_results: Sequence, seconds: float) -> dict[str, np.ndarray]:
     arrays = {"seconds": np.float64(seconds)}
     for i, cr in enumerate(cell_results):
         arrays[f"{i}/cell"] = np.asarray(json.dumps(_described(cr.cell), sort_keys=True))
@@ -218,9 +225,12 @@ def save_unit(out_dir: Path, name: str, cell_results: Sequence, seconds: float) 
                     arrays[f"{i}/params/{leaf_name}"] = np.asarray(leaf)
             else:
                 arrays[f"{i}/{field}"] = np.asarray(value)
+    return arrays
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    path = _unit_path(out_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, buffer.getvalue())
 
@@ -242,21 +252,104 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
             for i, cell in enumerate(cells):
                 if f"{i}/cell" in stored.files:
                     _check_same_cell(path, json.loads(str(stored[f"{i}/cell"])), cell)
-                older = f"{i}/certificate_checked" not in stored.files  # before it was stored
-                skipped = {"params", "certificate_checked"} if older else {"params"}
-                fields = {
-                    f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f not in skipped
-                }
-                if older:  # what its spec asked for
-                    checked = cell.spec.applies_certificate
-                    fields["certificate_checked"] = np.full(len(stored[f"{i}/status"]), checked)
-                params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
-                found.append((stored[f"{i}/step_size"], SimulationResult(params=params, **fields)))
+                found.append(_stored_cell(stored, i, cell))
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
         if isinstance(err, ResumeError):
             raise
         raise _unreadable(path, err) from None
     return found
+
+
+def _stored_cell(stored, i: int, cell) -> tuple[np.ndarray, SimulationResult]:
+    """(step sizes, result) of the `i`-th cell of an open unit or part, `cell`'s."""
+    older = f"{i}/certificate_checked" not in stored  # before it was stored
+    skipped = {"params", "certificate_checked"} if older else {"params"}
+    fields = {f: stored[f"{i}/{f}"] for f in SimulationResult._fields if f not in skipped}
+    if older:  # what its spec asked for
+        checked = cell.spec.applies_certificate
+        fields["certificate_checked"] = np.full(len(stored[f"{i}/status"]), checked)
+    params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
+    return stored[f"{i}/step_size"], SimulationResult(params=params, **fields)
+
+
+def save_part(out_dir: Path, pieces: Sequence[tuple[Any, np.ndarray]], seconds: float) -> None:
+    """One finished batch of a unit not yet finished: each (cell result, its run indices)
+    of `pieces` and the `seconds` the batch took, atomically, under units/parts/ (named
+    by its cells and runs, so a batch trained twice overwrites itself)."""
+    arrays = _unit_arrays([cr for cr, _ in pieces], seconds)
+    for i, (_, indices) in enumerate(pieces):
+        arrays[f"{i}/runs"] = np.asarray(indices, np.int64)
+    names = [f"{i}/cell" for i in range(len(pieces))] + [f"{i}/runs" for i in range(len(pieces))]
+    digest = hashlib.sha256(b"".join(arrays[k].tobytes() for k in names)).hexdigest()[:16]
+    _save_npz(out_dir / UNITS / PARTS / f"{digest}.npz", arrays)
+
+
+def _part_paths(out_dir: Path) -> list[Path]:
+    return sorted((out_dir / UNITS / PARTS).glob("*.npz"))
+
+
+def _part_cells(stored) -> list[str]:
+    """The described cells of an open part, in order."""
+    return [str(stored[f"{i}/cell"]) for i in range(sum(k.endswith("/runs") for k in stored))]
+
+
+def part_runs(out_dir: Path, cells: Sequence) -> dict[Any, np.ndarray]:
+    """{cell: the sorted run indices of it stored in parts} for each of `cells` with any:
+    the runs a resume need not train again."""
+    found: dict[Any, list[np.ndarray]] = {}
+    read = lambda stored, here: [(cell, stored[f"{i}/runs"]) for i, cell in here]  # noqa: E731
+    for pieces in _read_parts(out_dir, cells, read):
+        for cell, runs in pieces:
+            found.setdefault(cell, []).append(runs)
+    return {cell: np.unique(np.concatenate(runs)) for cell, runs in found.items()}
+
+
+def load_parts(out_dir: Path, cells: Sequence) -> tuple[dict[Any, list[tuple]], float]:
+    """({cell: [(run indices, step sizes, result), ...]} of each of `cells` stored in
+    parts, the seconds those parts' batches took)."""
+
+    def read(stored, here):
+        pieces = [(cell, (stored[f"{i}/runs"], *_stored_cell(stored, i, cell))) for i, cell in here]
+        return float(stored["seconds"]), pieces
+
+    found: dict[Any, list[tuple]] = {}
+    seconds = 0.0
+    for took, pieces in _read_parts(out_dir, cells, read):
+        seconds += took
+        for cell, piece in pieces:
+            found.setdefault(cell, []).append(piece)
+    return found, seconds
+
+
+def _read_parts(out_dir: Path, cells: Sequence, read: Callable) -> list:
+    """read(part, [(position, cell), ...]) of each part under `out_dir` (open) that holds
+    some of `cells`; parts of other cells are passed over."""
+    wanted = {json.dumps(_described(cell), sort_keys=True): cell for cell in cells}
+    out = []
+    for path in _part_paths(out_dir):
+        try:
+            with np.load(path) as stored:
+                here = [(i, wanted[d]) for i, d in enumerate(_part_cells(stored)) if d in wanted]
+                if here:
+                    out.append(read(stored, here))
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise _unreadable(path, err) from None
+    return out
+
+
+def remove_parts(out_dir: Path, cells: Sequence) -> None:
+    """Delete the parts that hold only runs of `cells` (whose units are stored now)."""
+    done = {json.dumps(_described(cell), sort_keys=True) for cell in cells}
+    for path in _part_paths(out_dir):
+        try:
+            with np.load(path) as stored:
+                removable = set(_part_cells(stored)) <= done
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise _unreadable(path, err) from None
+        if removable:
+            path.unlink()
+    if _part_paths(out_dir) == [] and (out_dir / UNITS / PARTS).is_dir():
+        (out_dir / UNITS / PARTS).rmdir()
 
 
 def _described(cell) -> dict[str, Any]:
@@ -281,11 +374,11 @@ def _check_same_cell(path: Path, stored: dict[str, Any], cell) -> None:
 
 
 def stored_seconds(out_dir: Path) -> float:
-    """The training seconds recorded by the units finished under `out_dir` (0 if none):
-    what a resumed run spent before it was resumed. Units written before gdrelu recorded
-    their time count as 0."""
+    """The training seconds recorded by the units and parts finished under `out_dir` (0
+    if none): what a resumed run spent before it was resumed. Units written before gdrelu
+    recorded their time count as 0."""
     total = 0.0
-    for path in sorted((out_dir / UNITS).glob("*.npz")):
+    for path in sorted((out_dir / UNITS).glob("*.npz")) + _part_paths(out_dir):
         try:
             with np.load(path) as stored:
                 total += float(stored["seconds"]) if "seconds" in stored.files else 0.0
@@ -295,4 +388,7 @@ def stored_seconds(out_dir: Path) -> float:
 
 
 def _unreadable(path: Path, err: Exception) -> ResumeError:
-    return ResumeError(f"{path} is not a readable unit ({err}); delete it to train that unit again")
+    what = "part" if path.parent.name == PARTS else "unit"
+    return ResumeError(
+        f"{path} is not a readable {what} ({err}); delete it to train its runs again"
+    )

@@ -471,6 +471,39 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     assert "(1000.0 s of it before the resume)" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # tests/test_store.py resumes from finished batches in the suite
+def test_ctrl_c_between_batches_keeps_the_finished_batches(tmp_path, monkeypatch, capsys):
+    """A bucket trained in several batches (a small --memory-budget) keeps each batch it
+    finished when Ctrl-C comes before the bucket's unit; --resume trains the other runs
+    only and writes every run's row once (that they equal the uninterrupted run's:
+    tests/test_store.py)."""
+    import gdrelu.store
+
+    argv = ["run", "--widths", "8", "--deltas", "0,0.1", "--runs", "40", "--check-every",
+            "200", "--max-checks", "2", "--memory-budget", "0.00025", "--quiet"]  # fmt: skip
+    out = tmp_path / "interrupted"
+    save_part, kept = gdrelu.store.save_part, []
+
+    def interrupted_after_two(out_dir, pieces, seconds):
+        save_part(out_dir, pieces, seconds)
+        kept.append(sum(idx.size for _, idx in pieces))
+        if len(kept) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(gdrelu.store, "save_part", interrupted_after_two)
+    assert main([*argv, "--out", str(out)]) == 130
+    assert len(list((out / "units" / "parts").glob("*.npz"))) == 2
+    assert not list((out / "units").glob("*.npz")) and not (out / "runs.csv").exists()
+    trained = []
+    monkeypatch.setattr(gdrelu.store, "save_part", lambda d, p, s: trained.append(p))
+    assert main([*argv, "--resume", str(out)]) == 0
+    assert sum(idx.size for batch in trained for _, idx in batch) == 80 - sum(kept)
+    with open(out / "runs.csv") as f:
+        rows = [(r["delta"], int(r["index"])) for r in csv.DictReader(f)]
+    assert rows == [(d, i) for d in ("0.0", "0.1") for i in range(40)]
+    assert not (out / "units" / "parts").exists()
+
+
 # (argv, the work to stub, the command whose --resume finishes the directory) of the
 # commands other than a plain `gdrelu run`
 OTHER_COMMANDS = [

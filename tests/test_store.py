@@ -2,6 +2,7 @@
 the settings outside a spec that change results, and hashing a data file once."""
 
 import dataclasses
+import itertools
 import json
 import math
 import pathlib
@@ -498,3 +499,95 @@ def test_each_unit_records_only_its_own_training_time(tmp_path, monkeypatch):
     again = runner.run_experiment(spec, units=tmp_path, on_stored=loaded.extend)
     assert len(trained) == buckets  # read back, not trained again
     assert [cr.cell for cr in loaded] == [cr.cell for cr in again] == spec.cells()
+
+
+def test_parts_round_trip_and_go_once_their_cells_are_units(tmp_path):
+    """A batch's runs are stored as a part, found by cell and run index (parts of other
+    cells passed over), timed into `stored_seconds`, and removed only when every cell
+    they hold has its unit."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=6)
+    zero, tenth = spec.cells()
+    other = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=6, seed=3).cells()[0]
+    assert store.part_runs(tmp_path, spec.cells()) == {}
+    straddling = [(fake_result(zero, 2), np.array([4, 5])), (fake_result(tenth, 1), np.array([0]))]
+    store.save_part(tmp_path, [(fake_result(zero, 3), np.array([0, 2, 1]))], 1.5)
+    store.save_part(tmp_path, straddling, 2.0)
+    store.save_part(tmp_path, [(fake_result(other, 1), np.array([3]))], 0.25)
+    runs = store.part_runs(tmp_path, spec.cells())
+    assert set(runs) == {zero, tenth}
+    np.testing.assert_array_equal(runs[zero], [0, 1, 2, 4, 5])
+    np.testing.assert_array_equal(runs[tenth], [0])
+    found, seconds = store.load_parts(tmp_path, [tenth])
+    assert seconds == 2.0  # the straddling batch's, once
+    ((indices, step, result),) = found[tenth]
+    np.testing.assert_array_equal(indices, [0])
+    np.testing.assert_array_equal(step, [0.5])
+    assert result.status.tolist() == [Status.CROSSED] and result.params.a.shape == (1, 4)
+    assert store.stored_seconds(tmp_path) == 3.75
+    store.remove_parts(tmp_path, [zero])  # the straddling part still holds Δ = 0.1's run
+    assert set(store.part_runs(tmp_path, spec.cells())[zero]) == {4, 5}
+    store.remove_parts(tmp_path, [zero, tenth, other])
+    assert not (tmp_path / store.UNITS / store.PARTS).exists()
+
+
+def test_an_unreadable_part_is_named(tmp_path):
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=2)
+    store.save_part(tmp_path, [(fake_result(spec.cells()[0], 2), np.array([0, 1]))], 1.0)
+    (path,) = (tmp_path / store.UNITS / store.PARTS).glob("*.npz")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(store.ResumeError, match=r"is not a readable part .*train its runs again"):
+        store.part_runs(tmp_path, spec.cells())
+
+
+def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_path, monkeypatch):
+    """A bucket trained in several batches stores each as it ends; killed in its second
+    batch, a resume (whose batches are others: they split the runs left) trains only the
+    runs no batch stored, and every run equals the uninterrupted run's. Batches of 40
+    runs (20 of each cell) reuse the programs of the 40-run tests above."""
+    from gdrelu import runner
+
+    def halves(work, *, bucket, budget):  # `batch_plan`: (batches, block, redo)
+        starts = range(0, max(idx.size for _, idx in work), 20)
+        return (
+            [[(i, idx[k : k + 20]) for i, (_, idx) in enumerate(work)] for k in starts],
+            None,
+            None,
+        )
+
+    monkeypatch.setattr(runner, "batch_plan", halves)
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=40, check_every=200,
+                          max_checks=2)  # fmt: skip
+    whole = runner.run_experiment(spec)
+    train_batch, trained = runner._train_batch, []
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_the_second(work, **kwargs):
+        trained.append([(cell.delta, idx.tolist()) for cell, idx in work])
+        if len(trained) == 2 and not seen:
+            raise Killed
+        return train_batch(work, **kwargs)
+
+    seen = []
+    monkeypatch.setattr(runner, "_train_batch", killed_in_the_second)
+    with pytest.raises(Killed):
+        runner.run_experiment(spec, units=tmp_path)
+    stored = store.part_runs(tmp_path, spec.cells())
+    first = [(d, i) for d, idx in trained[0] for i in idx]
+    assert sorted((c.delta, int(i)) for c, idx in stored.items() for i in idx) == first
+    assert store.stored_seconds(tmp_path) > 0
+    trained.clear()
+    seen.append(0)
+    resumed = runner.run_experiment(
+        spec, units=tmp_path, on_check=lambda w, k, s: seen.append(s.size)
+    )
+    again = sorted((d, i) for batch in trained for d, idx in batch for i in idx)
+    assert again == sorted(set(itertools.product((0.0, 0.1), range(40))) - set(first))
+    assert seen[-1] == 80  # the stored runs count as finished from the first check on
+    for got, want in zip(resumed, whole, strict=True):
+        assert got.cell == want.cell
+        for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / store.UNITS / store.PARTS).exists()  # the unit holds them now
+    assert (tmp_path / store.UNITS / "gd-w8.npz").exists()

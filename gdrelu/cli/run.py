@@ -128,7 +128,11 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     held = [sum(memory.results_bytes(s) for s in specs[:i]) for i in range(len(specs))]
     for i, spec in enumerate(specs):  # every spec's batches priced from the start
         planned = runner.first_batches(
-            spec, memory_budget=budget - held[i], stored=stored[i], processes=processes
+            spec,
+            memory_budget=budget - held[i],
+            stored=stored[i],
+            processes=processes,
+            units=out,
         )
         progress.on_batches(i, planned)
     results = []
