@@ -192,9 +192,15 @@ def _bucket_work(
         widths = tuple(w for w in all_widths if w not in stored)
         if widths:
             cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
-            done = {} if parts is None else store.part_runs(parts, cells)
-            work = [(cell, np.setdiff1d(runs, done.get(cell, ()))) for cell in cells]
-            yield bucket, widths, cells, [(cell, idx) for cell, idx in work if idx.size]
+            yield bucket, widths, cells, runs_left(cells, runs, parts)
+
+
+def runs_left(cells: Sequence[Cell], runs: np.ndarray, parts: Path | None) -> Work:
+    """(cell, the indices of `runs` that no part under `parts` holds) of each of `cells`
+    with any left (`store.part_runs`; every run without `parts`)."""
+    done = {} if parts is None else store.part_runs(parts, cells)
+    work = [(cell, np.setdiff1d(runs, done.get(cell, ()))) for cell in cells]
+    return [(cell, idx) for cell, idx in work if idx.size]
 
 
 def first_batches(
@@ -247,7 +253,7 @@ def _trained_widths(
         elif parts is None:
             done = train(work)
         else:
-            done, before = _trained_beside_parts(train, cells, work, parts, on_check)
+            done, before = trained_beside_parts(train, cells, work, parts, on_check)
         if spec.target_halfwidth is not None:
             grow = functools.partial(train, on_batches=on_batches)
             done = _grown_to_target(spec, cells, done, grow, on_check)
@@ -255,10 +261,11 @@ def _trained_widths(
             yield width, [cr for cr in done if cr.cell.width == width], before if i == 0 else 0.0
 
 
-def _trained_beside_parts(train, cells, work: Work, parts: Path, on_check):
+def trained_beside_parts(train, cells, work: Work, parts: Path, on_check):
     """(each of `cells`' results, the seconds its stored parts took): the runs of `work`
-    trained, each batch stored as a part under `parts` as it finishes, joined in index
-    order with the runs stored there before; `on_check` counts those as finished."""
+    (`runs_left`) trained by `train` (`train_cells` but for `work`, `on_check` and
+    `on_batch_done`), each batch stored as a part under `parts` as it finishes, joined in
+    index order with the runs stored there before; `on_check` counts those as finished."""
     stored, seconds = store.load_parts(parts, cells)
     finished = [piece[2].status for cell in cells for piece in stored.get(cell, ())]
     if on_check is not None and finished:

@@ -15,6 +15,7 @@ so a grid is resumable. The deviations from the paper are stated in the outputs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import numpy as np
 
 from gdrelu import memory, provenance, store
 from gdrelu.cells import Cell, CellResult
-from gdrelu.runner import stored_cells, train_cells
+from gdrelu.runner import runs_left, stored_cells, train_cells, trained_beside_parts
 from gdrelu.spec import ExperimentSpec
 
 DEVIATIONS = (
@@ -183,7 +184,8 @@ def run_group(
     """Train one group (every bias init × step size × run) in batches that fit in
     `memory_budget` bytes (`runner.train_cells`); one row per (bias init, step size) with
     mean validation and test RMSE and their standard errors. With `units` (a run
-    directory), a stored group is read back and a trained one stored. `on_check(k,
+    directory), a stored group is read back and a trained one stored, and so is each
+    batch of a group trained in several, which a resume does not train again. `on_check(k,
     status)` follows the training, `on_batches` hears of its batches before the first
     trains (`runner.batch_plan`); `on_done(cell results, read back)` ends the group."""
     labelled = group_cells(scale, group, seed)
@@ -192,16 +194,22 @@ def run_group(
     stored = done is not None
     if not stored:
         start = time.perf_counter()
-        done = train_cells(
-            [(cell, np.arange(scale.runs)) for cell in cells],
+        train = functools.partial(
+            train_cells,
             bucket=scale.width,
             classify_width=scale.width,
-            on_check=None if on_check is None else (lambda widths, k, status: on_check(k, status)),
             budget=memory.memory_budget(memory_budget),
             on_batches=on_batches,
         )
-        if units is not None:
-            store.save_unit(units, unit_name(group), done, time.perf_counter() - start)
+        checked = None if on_check is None else (lambda widths, k, status: on_check(k, status))
+        work = runs_left(cells, np.arange(scale.runs), units)
+        if units is None:
+            done = train(work, on_check=checked)
+        else:
+            done, before = trained_beside_parts(train, cells, work, units, checked)
+            seconds = before + time.perf_counter() - start
+            store.save_unit(units, unit_name(group), done, seconds)
+            store.remove_parts(units, cells)
     if on_done is not None:
         on_done(done, stored)
     return [_row(scale, group, label, cr) for (label, _), cr in zip(labelled, done, strict=True)]

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from gdrelu import memory, section10
+from gdrelu import memory, section10, store
 from gdrelu.cells import Cell, CellResult
 from gdrelu.cli import main
 from gdrelu.model import Params
@@ -351,7 +351,8 @@ def test_a_group_says_whether_it_trained_or_was_read_back(tmp_path, monkeypatch)
 def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypatch):
     """A group of 2 bias inits × 2 step sizes × 3 runs under a budget of blocks of 4 runs
     per device trains in two batches (8 runs, then the 4 left) and gives the rows of one
-    batch; stored, it is read back without training. (The group is the tiny preset's at
+    batch; stored, it is read back without training; killed in its second batch, a resume
+    trains the 4 runs the first batch's part lacks. (The group is the tiny preset's at
     d = 1: its one-batch programs are those the preset test compiled.)"""
     from gdrelu import runner
 
@@ -377,3 +378,22 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
                              else want[key]), key  # fmt: skip
     monkeypatch.setattr(runner, "_train_batch", None)  # a stored group trains nothing
     assert section10.run_group(scale, group, units=tmp_path) == split
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_the_second(work, **kw):  # after the first batch, stored as a part
+        batches.append(work)
+        if len(batches) == 2:
+            raise Killed
+        return train(work, **kw)
+
+    batches.clear()
+    monkeypatch.setattr(runner, "_train_batch", killed_in_the_second)
+    with pytest.raises(Killed):
+        section10.run_group(scale, group, memory_budget=one_block, units=tmp_path / "killed")
+    batches.append(None)  # resumed: its batches train
+    resumed = section10.run_group(scale, group, memory_budget=one_block, units=tmp_path / "killed")
+    assert [sum(idx.size for _, idx in work) for work in batches[3:]] == [4]  # the runs left
+    assert resumed == split
+    assert not (tmp_path / "killed" / store.UNITS / store.PARTS).exists()
