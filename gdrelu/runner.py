@@ -236,8 +236,8 @@ def _trained_widths(
     """(width, its cells' results, seconds its bucket's parts took before) of every width
     of `spec` not in `stored`, bucket by bucket (`_bucket_work`); `on_batches` hears of a
     growing cell's batches as they come. With `parts` (a unit directory), the first pass's
-    batches are stored there as they finish when a bucket takes several, and those stored
-    before are not trained again."""
+    batches are stored there as they finish when a bucket takes several or will grow, and
+    so is each grown batch; those stored before are not trained again."""
     for bucket, widths, cells, work in _bucket_work(spec, stored, processes, parts):
         train = functools.partial(
             train_cells,
@@ -253,24 +253,32 @@ def _trained_widths(
         elif parts is None:
             done = train(work)
         else:
-            done, before = trained_beside_parts(train, cells, work, parts, on_check)
+            growing = spec.target_halfwidth is not None
+            done, before = trained_beside_parts(train, cells, work, parts, on_check, growing)
         if spec.target_halfwidth is not None:
-            grow = functools.partial(train, on_batches=on_batches)
+            keep = None if parts is None else functools.partial(store.save_part, parts)
+            grow = functools.partial(train, on_batches=on_batches, on_batch_done=keep)
             done = _grown_to_target(spec, cells, done, grow, on_check)
         for i, width in enumerate(widths):
             yield width, [cr for cr in done if cr.cell.width == width], before if i == 0 else 0.0
 
 
-def trained_beside_parts(train, cells, work: Work, parts: Path, on_check):
+def trained_beside_parts(train, cells, work: Work, parts: Path, on_check, whole=False):
     """(each of `cells`' results, the seconds its stored parts took): the runs of `work`
     (`runs_left`) trained by `train` (`train_cells` but for `work`, `on_check` and
-    `on_batch_done`), each batch stored as a part under `parts` as it finishes, joined in
-    index order with the runs stored there before; `on_check` counts those as finished."""
+    `on_batch_done`), each batch stored as a part under `parts` as it finishes (one that
+    holds the whole work only if `whole`: else its unit follows at once), joined in index
+    order with every run stored there before; `on_check` counts those as finished."""
     stored, seconds = store.load_parts(parts, cells)
     finished = [piece[2].status for cell in cells for piece in stored.get(cell, ())]
     if on_check is not None and finished:
         on_check = functools.partial(_progress_after, on_check, np.concatenate(finished))
-    keep = functools.partial(store.save_part, parts)
+    total = sum(idx.size for _, idx in work)
+
+    def keep(pieces, took):
+        if whole or sum(idx.size for _, idx in pieces) < total:
+            store.save_part(parts, pieces, took)
+
     done = train(work, on_check=on_check, on_batch_done=keep) if work else []
     for cr, (_, idx) in zip(done, work, strict=True):
         stored.setdefault(cr.cell, []).append((idx, cr.step_size, cr.result))
@@ -292,15 +300,17 @@ def _in_index_order(cell: Cell, pieces) -> CellResult:
 
 def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list[CellResult]:
     """`done` with `runs` more runs for each cell whose interval is wider than 2H, until
-    none is or it has `max_runs` runs. `on_check` sees each added batch after the runs
-    before it, as `train_cells` reports its batches."""
+    none is or it has `max_runs` runs. A cell whose runs end inside such a round (resumed
+    from the parts of a round cut short) first finishes that round, whatever its interval:
+    the run that began the round had decided to. `on_check` sees each added batch after
+    the runs before it, as `train_cells` reports its batches."""
     done = list(done)
     while True:
         wanted = [
-            (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
+            (i, np.arange(size, min(size - size % spec.runs + spec.runs, spec.max_runs)))
             for i, cr in enumerate(done)
             if (size := cr.result.status.size) < spec.max_runs
-            and interval_halfwidth(cr) > spec.target_halfwidth
+            and (size % spec.runs or interval_halfwidth(cr) > spec.target_halfwidth)
         ]
         if not wanted:
             return done
@@ -361,8 +371,8 @@ def train_cells(
     (`memory.batching`): each cell's runs in index order, whatever the split. The cells
     may come from several specs that train alike (`_batch_settings`), such as the step
     sizes of a grid. `on_batches` receives the cells of each batch before the first
-    trains (`batch_plan`); where there are several, `on_batch_done` each batch's (cell
-    result, run indices) and seconds as it ends. JAX's 64-bit mode must be on: without
+    trains (`batch_plan`); `on_batch_done` each batch's (cell result, run indices) and
+    seconds as it ends. JAX's 64-bit mode must be on: without
     it the multinomial counts, and so a float32 spec's runs, would be drawn otherwise
     than the CLI draws them."""
     if not jax.config.jax_enable_x64:
@@ -383,10 +393,6 @@ def train_cells(
     )
     if on_batches is not None:
         on_batches(_cells_of(work, batches))
-    if len(batches) == 1:
-        done = train(work, on_check=on_check)
-        _warn_of_points_at_zero(work, at_zero)
-        return done
     parts: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
     for owned in batches:

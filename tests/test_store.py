@@ -591,3 +591,52 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
             np.testing.assert_array_equal(a, b)
     assert not (tmp_path / store.UNITS / store.PARTS).exists()  # the unit holds them now
     assert (tmp_path / store.UNITS / "gd-w8.npz").exists()
+
+
+def _batches_of_40(work, *, bucket, budget):
+    """`runner.batch_plan` in batches of 40 runs, in work order: the 40-run tests' shapes."""
+    sizes = np.array([idx.size for _, idx in work])
+    starts = np.cumsum(sizes) - sizes
+    batches = []
+    for first in range(0, sizes.sum(), 40):
+        lows, highs = np.clip(first - starts, 0, sizes), np.clip(first + 40 - starts, 0, sizes)
+        batches.append([(i, work[i][1][lows[i] : highs[i]]) for i in np.flatnonzero(lows < highs)])
+    return batches, None, None
+
+
+def test_a_growing_bucket_keeps_its_first_pass_and_grown_batches(tmp_path, monkeypatch):
+    """With a target half-width the first pass is stored even in one batch (the growth
+    may be long), and so is each grown batch; killed in the second batch of the first
+    round, a resume trains that batch and the rounds after it only, and every cell ends as
+    the uninterrupted run's, run for run."""
+    from gdrelu import runner
+
+    monkeypatch.setattr(runner, "batch_plan", _batches_of_40)
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=40, check_every=200,
+                          max_checks=2, target_halfwidth=0.001, max_runs=120)  # fmt: skip
+    whole = runner.run_experiment(spec)
+    assert [cr.result.status.size for cr in whole] == [120, 120]
+    train_batch, trained = runner._train_batch, []
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_the_fourth(work, **kwargs):
+        trained.append([(cell.delta, int(idx.min())) for cell, idx in work])
+        if len(trained) == 4:
+            raise Killed
+        return train_batch(work, **kwargs)
+
+    monkeypatch.setattr(runner, "_train_batch", killed_in_the_fourth)
+    with pytest.raises(Killed):
+        runner.run_experiment(spec, units=tmp_path)
+    assert trained == [[(0.0, 0)], [(0.1, 0)], [(0.0, 40)], [(0.1, 40)]]
+    stored = store.part_runs(tmp_path, spec.cells())
+    assert [stored[cell].tolist() for cell in spec.cells()] == [list(range(80)), list(range(40))]
+    trained.clear()
+    resumed = runner.run_experiment(spec, units=tmp_path)
+    assert sorted(trained) == [[(0.0, 80)], [(0.1, 40)], [(0.1, 80)]]
+    for got, want in zip(resumed, whole, strict=True):
+        for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / store.UNITS / store.PARTS).exists()
