@@ -2,8 +2,9 @@
 count, several processes, and resuming from the unit store (docs/design.md, "Runner").
 
 A unit is one spec's width (all its Δ cells); each finished unit is stored at once
-(`store.save_unit`), and so is each finished batch of a bucket trained in several
-(`store.save_part`), so a run killed at any moment redoes only the batch in progress.
+(`store.save_unit`), and so is each finished batch of a bucket trained in several or
+grown to a target (`store.save_part`), so a run killed at any moment redoes only the batch
+in progress (the bucket in progress across processes).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -87,9 +88,10 @@ def run_experiment(
     With `units` (a run directory), the widths whose unit is stored there are loaded
     (`on_stored` receives their cells; `stored`: those the caller read already,
     `stored_widths`) and each width trained is stored as soon as its bucket finishes,
-    before `on_cells_done` receives its cells. A bucket trained in several batches also
-    stores each batch of its first pass as it ends (`store.save_part`; not across
-    processes), and a resume trains only the runs no batch stored.
+    before `on_cells_done` receives its cells. A bucket trained in several batches, or
+    that `target_halfwidth` may grow, also stores each batch as it ends
+    (`store.save_part`; not across processes), and a resume reads those batches instead
+    of training them.
 
     With `processes`, this process trains runs index, index + count, … of every cell and
     `processes.gather` collects every process's share, so each process returns the
@@ -125,7 +127,7 @@ def run_experiment(
             on_batches(planned)
         budget = _batches_budget(spec, measured)
         parts = units if processes is None else None
-        trained = _trained_widths(
+        trained = _trained_buckets(
             spec, set(results), on_check, processes, budget, on_batches, parts=parts
         )
         results |= _stored_as_trained(spec, trained, units, on_cells_done)
@@ -138,19 +140,22 @@ def _batches_budget(spec: ExperimentSpec, measured: int) -> int:
 
 
 def _stored_as_trained(spec, trained, units: Path | None, on_cells_done) -> dict:
-    """{width: cells} of each (width, cells, seconds before) of `trained`, each width's
-    unit stored under `units` (a bucket's time, and that of its parts stored before,
-    goes to its first width's unit) and its parts then removed, then `on_cells_done`."""
-    results, clock, stored = {}, time.perf_counter(), []
-    for width, cells, before in trained:
+    """{width: cells} of each bucket's {width: cells} and seconds before of `trained`:
+    every width's unit of a bucket stored under `units` (the bucket's time, that of its
+    parts stored before included, goes to its first width's unit), then its parts
+    removed, then `on_cells_done` for each width."""
+    results, clock = {}, time.perf_counter()
+    for widths, before in trained:
         if units is not None:
             seconds, clock = time.perf_counter() - clock, time.perf_counter()
-            store.save_unit(units, unit_name(spec, width), cells, before + seconds)
-            stored += [cr.cell for cr in cells]
-            store.remove_parts(units, stored)
-        results[width] = cells
+            for i, (width, cells) in enumerate(widths.items()):
+                took = before + seconds if i == 0 else 0.0
+                store.save_unit(units, unit_name(spec, width), cells, took)
+            store.remove_superseded_parts(units)
+        results |= widths
         if on_cells_done is not None:
-            on_cells_done(cells)
+            for cells in widths.values():
+                on_cells_done(cells)
     return results
 
 
@@ -177,14 +182,11 @@ def stored_widths(spec: ExperimentSpec, units: Path | None) -> dict[int, list[Ce
     return found
 
 
-def _bucket_work(
-    spec: ExperimentSpec, stored: set[int], processes: Processes | None, parts: Path | None
-):
-    """(bucket, widths, cells, work) of every bucket of `spec` with a width not in
-    `stored`: the buckets and padding of the whole spec, so that a resumed run pads each
-    width as the uninterrupted run did; the work holds every run of each cell, or this
-    process's share (runs index, index + count, ...), less the runs stored in `parts`
-    (`store.part_runs`), and no cell without runs left."""
+def _bucket_work(spec: ExperimentSpec, stored: set[int], processes: Processes | None):
+    """(bucket, widths, work) of every bucket of `spec` with a width not in `stored`: the
+    buckets and padding of the whole spec, so that a resumed run pads each width as the
+    uninterrupted run did; the work holds every run of each cell, or this process's
+    share (runs index, index + count, ...)."""
     runs = np.arange(spec.runs)
     if processes is not None:
         runs = runs[processes.index :: processes.count]
@@ -192,15 +194,7 @@ def _bucket_work(
         widths = tuple(w for w in all_widths if w not in stored)
         if widths:
             cells = [Cell(width, delta, spec) for width in widths for delta in spec.deltas]
-            yield bucket, widths, cells, runs_left(cells, runs, parts)
-
-
-def runs_left(cells: Sequence[Cell], runs: np.ndarray, parts: Path | None) -> Work:
-    """(cell, the indices of `runs` that no part under `parts` holds) of each of `cells`
-    with any left (`store.part_runs`; every run without `parts`)."""
-    done = {} if parts is None else store.part_runs(parts, cells)
-    work = [(cell, np.setdiff1d(runs, done.get(cell, ()))) for cell in cells]
-    return [(cell, idx) for cell, idx in work if idx.size]
+            yield bucket, widths, [(cell, runs) for cell in cells]
 
 
 def first_batches(
@@ -213,17 +207,21 @@ def first_batches(
 ) -> list[list[Cell]]:
     """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...,
     units=...)` trains in its first pass over the widths not in `stored` (a grown cell's
-    batches come after), as it announces them to `on_batches`."""
+    batches come after), as it announces them to `on_batches`: not those whose runs are
+    all stored in parts under `units`."""
     budget = _batches_budget(spec, memory.memory_budget(memory_budget))
     parts = None if units is None or processes is not None else Path(units)
     planned = []
-    for bucket, _, _, work in _bucket_work(spec, set(stored), processes, parts):
-        if work:
-            planned += _cells_of(work, batch_plan(work, bucket=bucket, budget=budget)[0])
+    for bucket, widths, work in _bucket_work(spec, set(stored), processes):
+        cells = [cell for cell, _ in work]
+        names = [unit_name(spec, width) for width in widths]
+        held = {} if parts is None else store.part_runs(parts, cells, names)
+        batches = _pieces(work, batch_plan(work, bucket=bucket, budget=budget)[0])
+        planned += [[cell for cell, _ in p] for p in batches if not _is_held(held, p)]
     return planned
 
 
-def _trained_widths(
+def _trained_buckets(
     spec: ExperimentSpec,
     stored: set[int],
     on_check,
@@ -233,12 +231,12 @@ def _trained_widths(
     *,
     parts: Path | None = None,
 ):
-    """(width, its cells' results, seconds its bucket's parts took before) of every width
-    of `spec` not in `stored`, bucket by bucket (`_bucket_work`); `on_batches` hears of a
-    growing cell's batches as they come. With `parts` (a unit directory), the first pass's
-    batches are stored there as they finish when a bucket takes several or will grow, and
-    so is each grown batch; those stored before are not trained again."""
-    for bucket, widths, cells, work in _bucket_work(spec, stored, processes, parts):
+    """({width: its cells' results}, seconds its parts took before) of every bucket of
+    `spec` with a width not in `stored` (`_bucket_work`); `on_batches` hears of a growing
+    cell's batches as they come. With `parts` (a unit directory), each batch is stored
+    there as a part as it ends (`train_keeping_parts`) where a bucket takes several or
+    will grow, and a batch whose runs are stored there already is read, not trained."""
+    for bucket, widths, work in _bucket_work(spec, stored, processes):
         train = functools.partial(
             train_cells,
             bucket=bucket,
@@ -246,6 +244,7 @@ def _trained_widths(
             on_check=on_check,
             budget=budget,
         )
+        cells = [cell for cell, _ in work]
         before = 0.0
         if processes is not None:
             done = _trained_everywhere(train, work, processes)
@@ -253,64 +252,80 @@ def _trained_widths(
         elif parts is None:
             done = train(work)
         else:
+            names = {cell: unit_name(spec, cell.width) for cell in cells}
             growing = spec.target_halfwidth is not None
-            done, before = trained_beside_parts(train, cells, work, parts, on_check, growing)
+            train, before = train_keeping_parts(train, work, parts, names, growing)
+            done = train(work)
         if spec.target_halfwidth is not None:
-            keep = None if parts is None else functools.partial(store.save_part, parts)
-            grow = functools.partial(train, on_batches=on_batches, on_batch_done=keep)
+            grow = functools.partial(train, on_batches=on_batches)
             done = _grown_to_target(spec, cells, done, grow, on_check)
-        for i, width in enumerate(widths):
-            yield width, [cr for cr in done if cr.cell.width == width], before if i == 0 else 0.0
+        yield {width: [cr for cr in done if cr.cell.width == width] for width in widths}, before
 
 
-def trained_beside_parts(train, cells, work: Work, parts: Path, on_check, whole=False):
-    """(each of `cells`' results, the seconds its stored parts took): the runs of `work`
-    (`runs_left`) trained by `train` (`train_cells` but for `work`, `on_check` and
-    `on_batch_done`), each batch stored as a part under `parts` as it finishes (one that
-    holds the whole work only if `whole`: else its unit follows at once), joined in index
-    order with every run stored there before; `on_check` counts those as finished."""
-    stored, seconds = store.load_parts(parts, cells)
-    finished = [piece[2].status for cell in cells for piece in stored.get(cell, ())]
-    if on_check is not None and finished:
-        on_check = functools.partial(_progress_after, on_check, np.concatenate(finished))
+class HeldRuns(NamedTuple):
+    """The runs of one cell stored in parts: their indices, sorted and unique, and their
+    results in that order."""
+
+    indices: np.ndarray
+    result: CellResult
+
+
+def train_keeping_parts(
+    train, work: Work, parts: Path, names: Mapping[Cell, str], every_batch=False
+) -> tuple[Callable, float]:
+    """(`train` (`train_cells` but for the work) storing each batch it trains as a part
+    under `parts` (`store.save_part`, of the units `names` gives the work's cells) and
+    reading each batch whose runs are stored there, the seconds the parts stored took).
+    A batch that holds all of `work` is stored only with `every_batch` (its unit follows
+    at once otherwise). The batches are planned on the whole work, as the uninterrupted
+    run planned them, so a resume with the same memory budget trains the same batches."""
+    cells, units = [cell for cell, _ in work], sorted(set(names.values()))
+    pieces, seconds = store.load_parts(parts, cells, units)
+    held = {cell: _held_runs(cell, p) for cell, p in pieces.items()}
     total = sum(idx.size for _, idx in work)
 
-    def keep(pieces, took):
-        if whole or sum(idx.size for _, idx in pieces) < total:
-            store.save_part(parts, pieces, took)
+    def keep(done, took):
+        if every_batch or sum(idx.size for _, idx in done) < total:
+            store.save_part(parts, done, took, units)
 
-    done = train(work, on_check=on_check, on_batch_done=keep) if work else []
-    for cr, (_, idx) in zip(done, work, strict=True):
-        stored.setdefault(cr.cell, []).append((idx, cr.step_size, cr.result))
-    return [_in_index_order(cell, stored[cell]) for cell in cells], seconds
+    return functools.partial(train, on_batch_done=keep, held=held), seconds
 
 
-def _in_index_order(cell: Cell, pieces) -> CellResult:
-    """One cell's result from (run indices, step sizes, result) pieces, by run index."""
+def _held_runs(cell: Cell, pieces) -> HeldRuns:
+    """One cell's runs from (run indices, step sizes, result) pieces, by run index; a
+    run stored twice (by batches of two memory budgets) is taken once."""
     indices = np.concatenate([idx for idx, _, _ in pieces])
-    order = np.argsort(indices, kind="stable")
-    if np.any(np.diff(indices[order]) == 0):
-        raise store.ResumeError(
-            f"the parts stored for width {cell.width}, Δ = {cell.delta:g} hold a run twice"
-        )
-    step = np.concatenate([step for _, step, _ in pieces])[order]
-    join = functools.partial(jax.tree.map, lambda *v: np.concatenate(v)[order])
-    return CellResult(cell, step, join(*(result for _, _, result in pieces)))
+    indices, first = np.unique(indices, return_index=True)
+    step = np.concatenate([step for _, step, _ in pieces])[first]
+    join = functools.partial(jax.tree.map, lambda *v: np.concatenate(v)[first])
+    return HeldRuns(indices, CellResult(cell, step, join(*(result for _, _, result in pieces))))
+
+
+def _is_held(held: Mapping[Cell, Any], pieces) -> bool:
+    """Whether every run of a batch's (cell, indices) `pieces` is in `held` ({cell:
+    HeldRuns or its indices})."""
+    indices = {cell: getattr(h, "indices", h) for cell, h in held.items()}
+    return all(cell in indices and np.isin(idx, indices[cell]).all() for cell, idx in pieces)
+
+
+def _taken(held: HeldRuns, indices: np.ndarray) -> CellResult:
+    """The held results of the runs `indices`, in that order."""
+    at = np.searchsorted(held.indices, indices)
+    cr = held.result
+    return CellResult(cr.cell, cr.step_size[at], jax.tree.map(lambda v: v[at], cr.result))
 
 
 def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list[CellResult]:
     """`done` with `runs` more runs for each cell whose interval is wider than 2H, until
-    none is or it has `max_runs` runs. A cell whose runs end inside such a round (resumed
-    from the parts of a round cut short) first finishes that round, whatever its interval:
-    the run that began the round had decided to. `on_check` sees each added batch after
-    the runs before it, as `train_cells` reports its batches."""
+    none is or it has `max_runs` runs. `on_check` sees each added batch after the runs
+    before it, as `train_cells` reports its batches."""
     done = list(done)
     while True:
         wanted = [
-            (i, np.arange(size, min(size - size % spec.runs + spec.runs, spec.max_runs)))
+            (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
             for i, cr in enumerate(done)
             if (size := cr.result.status.size) < spec.max_runs
-            and (size % spec.runs or interval_halfwidth(cr) > spec.target_halfwidth)
+            and interval_halfwidth(cr) > spec.target_halfwidth
         ]
         if not wanted:
             return done
@@ -365,6 +380,7 @@ def train_cells(
     budget: int,
     on_batches: OnBatches | None = None,
     on_batch_done: OnBatchDone | None = None,
+    held: Mapping[Cell, HeldRuns] | None = None,
 ) -> list[CellResult]:
     """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
     neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
@@ -372,7 +388,8 @@ def train_cells(
     may come from several specs that train alike (`_batch_settings`), such as the step
     sizes of a grid. `on_batches` receives the cells of each batch before the first
     trains (`batch_plan`); `on_batch_done` each batch's (cell result, run indices) and
-    seconds as it ends. JAX's 64-bit mode must be on: without
+    seconds as it ends. A batch whose every run is `held` (stored before) is taken from
+    there instead: neither announced nor trained. JAX's 64-bit mode must be on: without
     it the multinomial counts, and so a float32 spec's runs, would be drawn otherwise
     than the CLI draws them."""
     if not jax.config.jax_enable_x64:
@@ -391,19 +408,25 @@ def train_cells(
         redo=redo,
         at_zero=at_zero,
     )
+    held = held or {}
+    pieces = _pieces(work, batches)
+    fresh = [not _is_held(held, p) for p in pieces]
     if on_batches is not None:
-        on_batches(_cells_of(work, batches))
+        on_batches([[cell for cell, _ in p] for p, new in zip(pieces, fresh, strict=True) if new])
     parts: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
-    for owned in batches:
-        callback = None
-        if on_check is not None:
-            callback = functools.partial(_progress_after, on_check, finished)
-        start = time.perf_counter()
-        done = train([(work[i][0], idx) for i, idx in owned], on_check=callback)
-        if on_batch_done is not None:
-            pieces = [(cr, idx) for cr, (_, idx) in zip(done, owned, strict=True)]
-            on_batch_done(pieces, time.perf_counter() - start)
+    for owned, batch, new in zip(batches, pieces, fresh, strict=True):
+        if not new:
+            done = [_taken(held[cell], idx) for cell, idx in batch]
+        else:
+            callback = None
+            if on_check is not None:
+                callback = functools.partial(_progress_after, on_check, finished)
+            start = time.perf_counter()
+            done = train(batch, on_check=callback)
+            if on_batch_done is not None:
+                kept = [(cr, idx) for cr, (_, idx) in zip(done, batch, strict=True)]
+                on_batch_done(kept, time.perf_counter() - start)
         for (i, _), cr in zip(owned, done, strict=True):
             parts[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
@@ -431,9 +454,9 @@ def batch_plan(work: Work, *, bucket: int, budget: int) -> tuple[list, int | Non
     return batches, block, redo
 
 
-def _cells_of(work: Work, batches) -> list[list[Cell]]:
-    """The cells of each of `batch_plan`'s batches."""
-    return [[work[i][0] for i, _ in owned] for owned in batches]
+def _pieces(work: Work, batches) -> list[Work]:
+    """The (cell, run indices) of each of `batch_plan`'s batches."""
+    return [[(work[i][0], idx) for i, idx in owned] for owned in batches]
 
 
 def _warn_of_points_at_zero(work: Work, at_zero: dict[Cell, int]) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from gdrelu import memory, provenance, store
 from gdrelu.cells import Cell, CellResult
-from gdrelu.runner import runs_left, stored_cells, train_cells, trained_beside_parts
+from gdrelu.runner import stored_cells, train_cells, train_keeping_parts
 from gdrelu.spec import ExperimentSpec
 
 DEVIATIONS = (
@@ -202,14 +202,16 @@ def run_group(
             on_batches=on_batches,
         )
         checked = None if on_check is None else (lambda widths, k, status: on_check(k, status))
-        work = runs_left(cells, np.arange(scale.runs), units)
-        if units is None:
-            done = train(work, on_check=checked)
-        else:
-            done, before = trained_beside_parts(train, cells, work, units, checked)
-            seconds = before + time.perf_counter() - start
-            store.save_unit(units, unit_name(group), done, seconds)
-            store.remove_parts(units, cells)
+        work = [(cell, np.arange(scale.runs)) for cell in cells]
+        before = 0.0
+        if units is not None:
+            names = dict.fromkeys(cells, unit_name(group))
+            train, before = train_keeping_parts(train, work, units, names)
+        done = train(work, on_check=checked)
+        if units is not None:
+            took = before + time.perf_counter() - start
+            store.save_unit(units, unit_name(group), done, took)
+            store.remove_superseded_parts(units)
     if on_done is not None:
         on_done(done, stored)
     return [_row(scale, group, label, cr) for (label, _), cr in zip(labelled, done, strict=True)]

@@ -6,11 +6,12 @@ Only files: what goes in them comes from `analysis`, `records`, `provenance` and
 `section10`. Every file is written to a temporary name in the output directory, flushed,
 renamed into place, and the directory flushed, so a crash never leaves a half-written
 file under its final name, and a run killed at any moment (or a power failure) loses at
-most the batch in progress.
+most the batch in progress (the runner's bucket in progress across processes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -272,13 +273,18 @@ def _stored_cell(stored, i: int, cell) -> tuple[np.ndarray, SimulationResult]:
     return stored[f"{i}/step_size"], SimulationResult(params=params, **fields)
 
 
-def save_part(out_dir: Path, pieces: Sequence[tuple[Any, np.ndarray]], seconds: float) -> None:
-    """One finished batch of a unit not yet finished: each (cell result, its run indices)
-    of `pieces` and the `seconds` the batch took, atomically, under units/parts/ (named
-    by its cells and runs, so a batch trained twice overwrites itself)."""
+def save_part(
+    out_dir: Path, pieces: Sequence[tuple[Any, np.ndarray]], seconds: float, units: Sequence[str]
+) -> None:
+    """One finished batch of the bucket (or group) of `units` (the names of its units,
+    none stored yet): each (cell result, its run indices) of `pieces` and the `seconds`
+    the batch took, atomically, under units/parts/ (named by its cells and runs, so a
+    batch trained twice overwrites itself). Its seconds count until one of `units` is
+    stored, its runs until all are."""
     arrays = _unit_arrays([cr for cr, _ in pieces], seconds)
     for i, (_, indices) in enumerate(pieces):
         arrays[f"{i}/runs"] = np.asarray(indices, np.int64)
+    arrays["units"] = np.asarray(json.dumps(sorted(units)))
     names = [f"{i}/cell" for i in range(len(pieces))] + [f"{i}/runs" for i in range(len(pieces))]
     digest = hashlib.sha256(b"".join(arrays[k].tobytes() for k in names)).hexdigest()[:16]
     _save_npz(out_dir / UNITS / PARTS / f"{digest}.npz", arrays)
@@ -288,67 +294,102 @@ def _part_paths(out_dir: Path) -> list[Path]:
     return sorted((out_dir / UNITS / PARTS).glob("*.npz"))
 
 
-def _part_cells(stored) -> list[str]:
+def _part_cells(part) -> list[str]:
     """The described cells of an open part, in order."""
-    return [str(stored[f"{i}/cell"]) for i in range(sum(k.endswith("/runs") for k in stored))]
+    return [str(part[f"{i}/cell"]) for i in range(sum(k.endswith("/runs") for k in part))]
 
 
-def part_runs(out_dir: Path, cells: Sequence) -> dict[Any, np.ndarray]:
-    """{cell: the sorted run indices of it stored in parts} for each of `cells` with any:
-    the runs a resume need not train again."""
+def _part_units(part) -> list[str]:
+    return json.loads(str(part["units"]))
+
+
+def _superseded(out_dir: Path, part) -> bool:
+    """Whether every unit an open part was trained for is stored: its runs are theirs."""
+    return all(_unit_path(out_dir, name).exists() for name in _part_units(part))
+
+
+def _timed_in_a_unit(out_dir: Path, part) -> bool:
+    """Whether some unit an open part was trained for is stored: the first unit of a
+    bucket (or group) stored takes the seconds of all its parts (`runner`)."""
+    return any(_unit_path(out_dir, name).exists() for name in _part_units(part))
+
+
+def part_runs(out_dir: Path, cells: Sequence, units: Sequence[str]) -> dict[Any, np.ndarray]:
+    """{cell: the sorted run indices of it stored in parts} for each of `cells` (of the
+    units named `units`) with any: the runs a resume need not train again."""
     found: dict[Any, list[np.ndarray]] = {}
-    read = lambda stored, here: [(cell, stored[f"{i}/runs"]) for i, cell in here]  # noqa: E731
-    for pieces in _read_parts(out_dir, cells, read):
+    read = lambda part, here: [(cell, part[f"{i}/runs"]) for i, cell in here]  # noqa: E731
+    for pieces in _read_parts(out_dir, cells, units, read):
         for cell, runs in pieces:
             found.setdefault(cell, []).append(runs)
     return {cell: np.unique(np.concatenate(runs)) for cell, runs in found.items()}
 
 
-def load_parts(out_dir: Path, cells: Sequence) -> tuple[dict[Any, list[tuple]], float]:
-    """({cell: [(run indices, step sizes, result), ...]} of each of `cells` stored in
-    parts, the seconds those parts' batches took)."""
+def load_parts(
+    out_dir: Path, cells: Sequence, units: Sequence[str]
+) -> tuple[dict[Any, list[tuple]], float]:
+    """({cell: [(run indices, step sizes, result), ...]} of each of `cells` (of the units
+    named `units`) stored in parts, the seconds those parts' batches took)."""
 
-    def read(stored, here):
-        pieces = [(cell, (stored[f"{i}/runs"], *_stored_cell(stored, i, cell))) for i, cell in here]
-        return float(stored["seconds"]), pieces
+    def read(part, here):
+        pieces = [(cell, (part[f"{i}/runs"], *_stored_cell(part, i, cell))) for i, cell in here]
+        return 0.0 if _timed_in_a_unit(out_dir, part) else float(part["seconds"]), pieces
 
     found: dict[Any, list[tuple]] = {}
     seconds = 0.0
-    for took, pieces in _read_parts(out_dir, cells, read):
+    for took, pieces in _read_parts(out_dir, cells, units, read):
         seconds += took
         for cell, piece in pieces:
             found.setdefault(cell, []).append(piece)
     return found, seconds
 
 
-def _read_parts(out_dir: Path, cells: Sequence, read: Callable) -> list:
+def _read_parts(out_dir: Path, cells: Sequence, units: Sequence[str], read: Callable) -> list:
     """read(part, [(position, cell), ...]) of each part under `out_dir` (open) that holds
-    some of `cells`; parts of other cells are passed over."""
+    some of `cells` and belongs to a unit not yet stored. Parts of other units are passed
+    over; a part of one of `units` that holds another cell at the width and Δ of one of
+    `cells` (another seed, say) is refused, as a unit of other cells is (`load_unit`)."""
     wanted = {json.dumps(_described(cell), sort_keys=True): cell for cell in cells}
     out = []
     for path in _part_paths(out_dir):
         try:
-            with np.load(path) as stored:
-                here = [(i, wanted[d]) for i, d in enumerate(_part_cells(stored)) if d in wanted]
+            with np.load(path) as part:
+                if _superseded(out_dir, part):
+                    continue
+                described = _part_cells(part)
+                if set(_part_units(part)) & set(units):
+                    for d in described:
+                        same = None if d in wanted else _same_place(json.loads(d), cells)
+                        if same is not None:
+                            _check_same_cell(path, json.loads(d), same)
+                here = [(i, wanted[d]) for i, d in enumerate(described) if d in wanted]
                 if here:
-                    out.append(read(stored, here))
+                    out.append(read(part, here))
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            if isinstance(err, ResumeError):
+                raise
             raise _unreadable(path, err) from None
     return out
 
 
-def remove_parts(out_dir: Path, cells: Sequence) -> None:
-    """Delete the parts that hold only runs of `cells` (whose units are stored now)."""
-    done = {json.dumps(_described(cell), sort_keys=True) for cell in cells}
+def _same_place(stored: dict[str, Any], cells: Sequence):
+    """The first cell of `cells` at the stored cell's width and Δ, or None."""
+    place = (stored.get("width"), stored.get("delta"))
+    return next((c for c in cells if (c.width, c.delta) == place), None)
+
+
+def remove_superseded_parts(out_dir: Path) -> None:
+    """Delete the parts whose every unit is stored (`_superseded`), and units/parts/ once
+    empty."""
     for path in _part_paths(out_dir):
         try:
-            with np.load(path) as stored:
-                removable = set(_part_cells(stored)) <= done
+            with np.load(path) as part:
+                superseded = _superseded(out_dir, part)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise _unreadable(path, err) from None
-        if removable:
+        if superseded:
             path.unlink()
-    if _part_paths(out_dir) == [] and (out_dir / UNITS / PARTS).is_dir():
+    with contextlib.suppress(OSError):  # absent, or holding parts still
         (out_dir / UNITS / PARTS).rmdir()
 
 
@@ -374,15 +415,17 @@ def _check_same_cell(path: Path, stored: dict[str, Any], cell) -> None:
 
 
 def stored_seconds(out_dir: Path) -> float:
-    """The training seconds recorded by the units and parts finished under `out_dir` (0
-    if none): what a resumed run spent before it was resumed. Units written before gdrelu
-    recorded their time count as 0."""
+    """The training seconds recorded by the units finished under `out_dir` and by the
+    parts of units not yet stored (0 if none): what a resumed run spent before it was
+    resumed. Units written before gdrelu recorded their time count as 0."""
     total = 0.0
     for path in sorted((out_dir / UNITS).glob("*.npz")) + _part_paths(out_dir):
         try:
             with np.load(path) as stored:
+                if path.parent.name == PARTS and _timed_in_a_unit(out_dir, stored):
+                    continue
                 total += float(stored["seconds"]) if "seconds" in stored.files else 0.0
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise _unreadable(path, err) from None
     return total
 

@@ -484,8 +484,8 @@ def test_ctrl_c_between_batches_keeps_the_finished_batches(tmp_path, monkeypatch
     out = tmp_path / "interrupted"
     save_part, kept = gdrelu.store.save_part, []
 
-    def interrupted_after_two(out_dir, pieces, seconds):
-        save_part(out_dir, pieces, seconds)
+    def interrupted_after_two(out_dir, pieces, seconds, units):
+        save_part(out_dir, pieces, seconds, units)
         kept.append(sum(idx.size for _, idx in pieces))
         if len(kept) == 2:
             raise KeyboardInterrupt
@@ -495,7 +495,7 @@ def test_ctrl_c_between_batches_keeps_the_finished_batches(tmp_path, monkeypatch
     assert len(list((out / "units" / "parts").glob("*.npz"))) == 2
     assert not list((out / "units").glob("*.npz")) and not (out / "runs.csv").exists()
     trained = []
-    monkeypatch.setattr(gdrelu.store, "save_part", lambda d, p, s: trained.append(p))
+    monkeypatch.setattr(gdrelu.store, "save_part", lambda d, p, s, u: trained.append(p))
     assert main([*argv, "--resume", str(out)]) == 0
     assert sum(idx.size for batch in trained for _, idx in batch) == 80 - sum(kept)
     with open(out / "runs.csv") as f:

@@ -826,29 +826,3 @@ def test_a_bad_step_size_names_its_own_cell_and_run(bad, named):
     width, delta, run = named
     with pytest.raises(SpecError, match=rf"for run {run} of width {width}, Δ = {delta:g} \(1 "):
         _check_step_sizes(work, step)
-
-
-def test_a_round_cut_short_is_finished_before_the_interval_is_asked():
-    """A cell resumed with runs inside a round (its parts end at 60 of the round 40..79)
-    finishes that round even where 60 runs would meet H: the uninterrupted run grew it to
-    80 and asked there, so the resume asks there too."""
-    from gdrelu import runner
-    from gdrelu.analysis import interval_halfwidth
-
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=40, target_halfwidth=0.035,
-                          max_runs=400)  # fmt: skip
-    (cell,) = spec.cells()
-    trained = []
-
-    def train(work, on_check=None):
-        trained.append([(c.delta, idx.min(), idx.max()) for c, idx in work])
-        return [_indexed(c, idx) for c, idx in work]
-
-    assert interval_halfwidth(_indexed(cell, range(60))) < 0.035  # met at 60 runs: no round
-    assert interval_halfwidth(_indexed(cell, range(40))) > 0.035  # not at 40: a round
-    done = runner._grown_to_target(spec, [cell], [_indexed(cell, range(60))], train, None)
-    assert trained == [[(0.0, 60, 79)]] and done[0].result.status.size == 80
-    np.testing.assert_array_equal(done[0].step_size, np.arange(80))
-    trained.clear()
-    runner._grown_to_target(spec, [cell], [_indexed(cell, range(40))], train, None)
-    assert trained == [[(0.0, 40, 79)]]  # a whole round, asked for at 40

@@ -198,3 +198,21 @@ def test_the_space_estimate_counts_every_cell_at_its_widest_and_largest_count(tm
                     outdir.check_space(tmp_path / "new" / "dir", need)
             else:
                 outdir.check_space(tmp_path / "new" / "dir", need)
+
+
+def test_a_refused_new_run_removes_the_batches_it_stored(tmp_path):
+    """A run refused by a later batch's draws had stored its first batches as parts:
+    they go with the manifest (the spec is refused, so they would serve no resume); a
+    directory holding a unit stays as it is."""
+    out = tmp_path / "o"
+    (out / store.UNITS / store.PARTS).mkdir(parents=True)
+    (out / store.MANIFEST).write_text("{}")
+    (out / store.UNITS / store.PARTS / "0123.npz").write_bytes(b"part")
+    outdir.discard_unstarted(out)
+    assert list(out.iterdir()) == []  # not made by this run: the directory stays, empty
+    (out / store.UNITS / store.PARTS).mkdir(parents=True)
+    (out / store.MANIFEST).write_text("{}")
+    (out / store.UNITS / "gd-w4.npz").write_bytes(b"unit")
+    (out / store.UNITS / store.PARTS / "0123.npz").write_bytes(b"part")
+    outdir.discard_unstarted(out)
+    assert (out / store.MANIFEST).exists() and (out / store.UNITS / store.PARTS).is_dir()

@@ -352,7 +352,7 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
     """A group of 2 bias inits × 2 step sizes × 3 runs under a budget of blocks of 4 runs
     per device trains in two batches (8 runs, then the 4 left) and gives the rows of one
     batch; stored, it is read back without training; killed in its second batch, a resume
-    trains the 4 runs the first batch's part lacks. (The group is the tiny preset's at
+    reads the first batch's part and trains the second. (The group is the tiny preset's at
     d = 1: its one-batch programs are those the preset test compiled.)"""
     from gdrelu import runner
 
@@ -394,6 +394,6 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
         section10.run_group(scale, group, memory_budget=one_block, units=tmp_path / "killed")
     batches.append(None)  # resumed: its batches train
     resumed = section10.run_group(scale, group, memory_budget=one_block, units=tmp_path / "killed")
-    assert [sum(idx.size for _, idx in work) for work in batches[3:]] == [4]  # the runs left
+    assert [sum(idx.size for _, idx in work) for work in batches[3:]] == [4]  # the second
     assert resumed == split
     assert not (tmp_path / "killed" / store.UNITS / store.PARTS).exists()

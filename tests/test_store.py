@@ -2,7 +2,6 @@
 the settings outside a spec that change results, and hashing a data file once."""
 
 import dataclasses
-import itertools
 import json
 import math
 import pathlib
@@ -501,90 +500,110 @@ def test_each_unit_records_only_its_own_training_time(tmp_path, monkeypatch):
     assert [cr.cell for cr in loaded] == [cr.cell for cr in again] == spec.cells()
 
 
-def test_parts_round_trip_and_go_once_their_cells_are_units(tmp_path):
-    """A batch's runs are stored as a part, found by cell and run index (parts of other
-    cells passed over), timed into `stored_seconds`, and removed only when every cell
-    they hold has its unit."""
+def test_parts_round_trip_and_go_once_their_units_are_stored(tmp_path):
+    """A batch's runs are stored as a part of its units, found by cell and run index
+    (parts of other units passed over), timed into `stored_seconds` until those units are
+    stored, and removed only then."""
     spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=6)
     zero, tenth = spec.cells()
-    other = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=6, seed=3).cells()[0]
-    assert store.part_runs(tmp_path, spec.cells()) == {}
+    other = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=6, optimizer="sgd").cells()[0]
+    assert store.part_runs(tmp_path, spec.cells(), ["gd-w4"]) == {}
     straddling = [(fake_result(zero, 2), np.array([4, 5])), (fake_result(tenth, 1), np.array([0]))]
-    store.save_part(tmp_path, [(fake_result(zero, 3), np.array([0, 2, 1]))], 1.5)
-    store.save_part(tmp_path, straddling, 2.0)
-    store.save_part(tmp_path, [(fake_result(other, 1), np.array([3]))], 0.25)
-    runs = store.part_runs(tmp_path, spec.cells())
+    store.save_part(tmp_path, [(fake_result(zero, 3), np.array([0, 2, 1]))], 1.5, ["gd-w4"])
+    store.save_part(tmp_path, straddling, 2.0, ["gd-w4"])
+    store.save_part(tmp_path, [(fake_result(other, 1), np.array([3]))], 0.25, ["sgd-w4"])
+    runs = store.part_runs(tmp_path, spec.cells(), ["gd-w4"])
     assert set(runs) == {zero, tenth}
     np.testing.assert_array_equal(runs[zero], [0, 1, 2, 4, 5])
     np.testing.assert_array_equal(runs[tenth], [0])
-    found, seconds = store.load_parts(tmp_path, [tenth])
+    found, seconds = store.load_parts(tmp_path, [tenth], ["gd-w4"])
     assert seconds == 2.0  # the straddling batch's, once
     ((indices, step, result),) = found[tenth]
     np.testing.assert_array_equal(indices, [0])
     np.testing.assert_array_equal(step, [0.5])
     assert result.status.tolist() == [Status.CROSSED] and result.params.a.shape == (1, 4)
     assert store.stored_seconds(tmp_path) == 3.75
-    store.remove_parts(tmp_path, [zero])  # the straddling part still holds Δ = 0.1's run
-    assert set(store.part_runs(tmp_path, spec.cells())[zero]) == {4, 5}
-    store.remove_parts(tmp_path, [zero, tenth, other])
+    store.remove_superseded_parts(tmp_path)  # no unit stored: every part stays
+    assert len(store.part_runs(tmp_path, spec.cells(), ["gd-w4"])[zero]) == 5
+    store.save_unit(tmp_path, "gd-w4", [fake_result(c, 6) for c in spec.cells()], 10.0)
+    assert store.stored_seconds(tmp_path) == 10.25  # gd-w4's parts are in its unit now
+    assert store.part_runs(tmp_path, spec.cells(), ["gd-w4"]) == {}
+    store.remove_superseded_parts(tmp_path)
+    assert len(list((tmp_path / store.UNITS / store.PARTS).glob("*.npz"))) == 1  # sgd's
+    store.save_unit(tmp_path, "sgd-w4", [fake_result(other, 6)], 1.0)
+    store.remove_superseded_parts(tmp_path)
     assert not (tmp_path / store.UNITS / store.PARTS).exists()
+
+
+def test_a_part_of_other_cells_is_refused(tmp_path):
+    """A part of a unit of these names that holds another seed's cell at one of these
+    cells' width and Δ is refused, as such a unit is."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    other = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, seed=7).cells()[0]
+    store.save_part(tmp_path, [(fake_result(other, 2), np.array([0, 1]))], 1.0, ["gd-w4"])
+    with pytest.raises(store.ResumeError, match=re.escape("seed = 7, not 0")):
+        store.part_runs(tmp_path, spec.cells(), ["gd-w4"])
 
 
 def test_an_unreadable_part_is_named(tmp_path):
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=2)
-    store.save_part(tmp_path, [(fake_result(spec.cells()[0], 2), np.array([0, 1]))], 1.0)
+    piece = (fake_result(spec.cells()[0], 2), np.array([0, 1]))
+    store.save_part(tmp_path, [piece], 1.0, ["gd-w4"])
     (path,) = (tmp_path / store.UNITS / store.PARTS).glob("*.npz")
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(store.ResumeError, match=r"is not a readable part .*train its runs again"):
-        store.part_runs(tmp_path, spec.cells())
+        store.part_runs(tmp_path, spec.cells(), ["gd-w4"])
+
+
+def _work_order_batches(work, limit):
+    """`runner.batch_plan`'s batches of `limit` runs in work order, default blocks."""
+    sizes = np.array([idx.size for _, idx in work])
+    starts = np.cumsum(sizes) - sizes
+    batches = []
+    for first in range(0, sizes.sum(), limit):
+        lows = np.clip(first - starts, 0, sizes)
+        highs = np.clip(first + limit - starts, 0, sizes)
+        batches.append([(i, work[i][1][lows[i] : highs[i]]) for i in np.flatnonzero(lows < highs)])
+    return batches, None, None
 
 
 def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_path, monkeypatch):
     """A bucket trained in several batches stores each as it ends; killed in its second
-    batch, a resume (whose batches are others: they split the runs left) trains only the
-    runs no batch stored, and every run equals the uninterrupted run's. Batches of 40
-    runs (20 of each cell) reuse the programs of the 40-run tests above."""
+    batch, a resume reads the first and trains the second as the uninterrupted run did
+    (batches of half the work: planned on the runs left, the resume would train two
+    batches of 20), and every run equals the uninterrupted run's, to the bit. Batches of
+    40 runs reuse the programs of the 40-run tests above."""
     from gdrelu import runner
 
-    def halves(work, *, bucket, budget):  # `batch_plan`: (batches, block, redo)
-        starts = range(0, max(idx.size for _, idx in work), 20)
-        return (
-            [[(i, idx[k : k + 20]) for i, (_, idx) in enumerate(work)] for k in starts],
-            None,
-            None,
-        )
-
+    halves = lambda work, **_: _work_order_batches(work, sum(i.size for _, i in work) // 2)  # noqa: E731
     monkeypatch.setattr(runner, "batch_plan", halves)
     spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=40, check_every=200,
                           max_checks=2)  # fmt: skip
     whole = runner.run_experiment(spec)
-    train_batch, trained = runner._train_batch, []
+    train_batch, trained, seen = runner._train_batch, [], []
 
     class Killed(Exception):
         pass
 
     def killed_in_the_second(work, **kwargs):
-        trained.append([(cell.delta, idx.tolist()) for cell, idx in work])
+        trained.append([(cell.delta, idx.size) for cell, idx in work])
         if len(trained) == 2 and not seen:
             raise Killed
         return train_batch(work, **kwargs)
 
-    seen = []
     monkeypatch.setattr(runner, "_train_batch", killed_in_the_second)
     with pytest.raises(Killed):
         runner.run_experiment(spec, units=tmp_path)
-    stored = store.part_runs(tmp_path, spec.cells())
-    first = [(d, i) for d, idx in trained[0] for i in idx]
-    assert sorted((c.delta, int(i)) for c, idx in stored.items() for i in idx) == first
+    stored = store.part_runs(tmp_path, spec.cells(), ["gd-w8"])
+    assert {c.delta: idx.tolist() for c, idx in stored.items()} == {0.0: list(range(40))}
     assert store.stored_seconds(tmp_path) > 0
     trained.clear()
     seen.append(0)
     resumed = runner.run_experiment(
         spec, units=tmp_path, on_check=lambda w, k, s: seen.append(s.size)
     )
-    again = sorted((d, i) for batch in trained for d, idx in batch for i in idx)
-    assert again == sorted(set(itertools.product((0.0, 0.1), range(40))) - set(first))
-    assert seen[-1] == 80  # the stored runs count as finished from the first check on
+    assert trained == [[(0.1, 40)]]
+    assert seen[-1] == 80  # the stored runs count as finished on the bar
     for got, want in zip(resumed, whole, strict=True):
         assert got.cell == want.cell
         for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
@@ -593,25 +612,14 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     assert (tmp_path / store.UNITS / "gd-w8.npz").exists()
 
 
-def _batches_of_40(work, *, bucket, budget):
-    """`runner.batch_plan` in batches of 40 runs, in work order: the 40-run tests' shapes."""
-    sizes = np.array([idx.size for _, idx in work])
-    starts = np.cumsum(sizes) - sizes
-    batches = []
-    for first in range(0, sizes.sum(), 40):
-        lows, highs = np.clip(first - starts, 0, sizes), np.clip(first + 40 - starts, 0, sizes)
-        batches.append([(i, work[i][1][lows[i] : highs[i]]) for i in np.flatnonzero(lows < highs)])
-    return batches, None, None
-
-
-def test_a_growing_bucket_keeps_its_first_pass_and_grown_batches(tmp_path, monkeypatch):
+def test_a_growing_bucket_replays_its_rounds_from_its_stored_batches(tmp_path, monkeypatch):
     """With a target half-width the first pass is stored even in one batch (the growth
     may be long), and so is each grown batch; killed in the second batch of the first
-    round, a resume trains that batch and the rounds after it only, and every cell ends as
-    the uninterrupted run's, run for run."""
+    round, a resume replays the rounds, reading the batches stored and training the
+    others, and every cell ends as the uninterrupted run's, run for run."""
     from gdrelu import runner
 
-    monkeypatch.setattr(runner, "batch_plan", _batches_of_40)
+    monkeypatch.setattr(runner, "batch_plan", lambda work, **_: _work_order_batches(work, 40))
     spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=40, check_every=200,
                           max_checks=2, target_halfwidth=0.001, max_runs=120)  # fmt: skip
     whole = runner.run_experiment(spec)
@@ -631,12 +639,47 @@ def test_a_growing_bucket_keeps_its_first_pass_and_grown_batches(tmp_path, monke
     with pytest.raises(Killed):
         runner.run_experiment(spec, units=tmp_path)
     assert trained == [[(0.0, 0)], [(0.1, 0)], [(0.0, 40)], [(0.1, 40)]]
-    stored = store.part_runs(tmp_path, spec.cells())
+    stored = store.part_runs(tmp_path, spec.cells(), ["gd-w8"])
     assert [stored[cell].tolist() for cell in spec.cells()] == [list(range(80)), list(range(40))]
     trained.clear()
     resumed = runner.run_experiment(spec, units=tmp_path)
-    assert sorted(trained) == [[(0.0, 80)], [(0.1, 40)], [(0.1, 80)]]
+    assert trained == [[(0.1, 40)], [(0.0, 80)], [(0.1, 80)]]
     for got, want in zip(resumed, whole, strict=True):
         for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
             np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / store.UNITS / store.PARTS).exists()
+
+
+def test_a_unit_stored_before_a_kill_removes_its_parts_and_their_seconds(tmp_path, monkeypatch):
+    """Killed after a bucket's first unit and before its second: the parts holding both
+    widths' runs count their seconds once (in the first unit), and go once the second
+    unit is stored on resume. (Training is faked: 10 s per batch.)"""
+    import types
+
+    from gdrelu import runner
+
+    clock = types.SimpleNamespace(now=0.0)
+
+    def train(work, **kwargs):
+        clock.now += 10.0
+        return [fake_result(cell, idx.size) for cell, idx in work]
+
+    monkeypatch.setattr(runner, "_train_batch", train)
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(runner, "batch_plan", lambda work, **_: _work_order_batches(work, 4))
+    spec = ExperimentSpec(widths=(4, 6), deltas=(0.0,), runs=6, buckets="one")
+    save_unit = store.save_unit
+
+    def killed_after_the_first(out_dir, name, *args):
+        if name == "gd-w6":
+            raise KeyboardInterrupt
+        save_unit(out_dir, name, *args)
+
+    monkeypatch.setattr(store, "save_unit", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(spec, units=tmp_path)
+    assert store.stored_seconds(tmp_path) == 30.0  # three batches, in gd-w4's unit
+    monkeypatch.setattr(store, "save_unit", save_unit)
+    runner.run_experiment(spec, units=tmp_path)
+    assert store.stored_seconds(tmp_path) == 30.0  # width 6 read from parts: nothing trained
     assert not (tmp_path / store.UNITS / store.PARTS).exists()

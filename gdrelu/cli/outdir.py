@@ -38,16 +38,19 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
 def discard_unstarted(out: Path) -> None:
     """Remove what a new run wrote in `out` while no unit is stored there yet (a run
     refused once its draws showed a bad setting), so that nothing half-written stays and
-    the same --out can be given again: its manifest, lock and empty units/, and `out`
-    itself where this run created it. A directory holding units is kept."""
-    from gdrelu.store import MANIFEST, UNITS
+    the same --out can be given again: its manifest, lock, units/ with the parts of the
+    batches it trained before the refusal, and `out` itself where this run created it. A
+    directory holding units is kept."""
+    from gdrelu.store import MANIFEST, PARTS, UNITS
 
     units = out / UNITS
-    if units.is_dir() and any(units.iterdir()):
+    if units.is_dir() and any(units.glob("*.npz")):
         return
     for name in (MANIFEST, LOCK):
         (out / name).unlink(missing_ok=True)
-    for made in (units, *([out] if out in _MADE else [])):
+    for part in (units / PARTS).glob("*.npz"):
+        part.unlink()
+    for made in (units / PARTS, units, *([out] if out in _MADE else [])):
         with contextlib.suppress(OSError):  # absent, or not empty: the user's files stay
             made.rmdir()
 
