@@ -50,14 +50,14 @@ def test_a_finished_experiment_is_not_run_again_and_a_killed_one_resumes(
 ):
     reproduce.reproduce(tmp_path, scale="small", only=("sgd",))
     trained = []
-    original = runner._trained_widths
+    original = runner._trained_buckets
 
     def counting(*args, **kwargs):
         for item in original(*args, **kwargs):
-            trained.append(item[0])
+            trained.extend(item[0])
             yield item
 
-    monkeypatch.setattr(runner, "_trained_widths", counting)
+    monkeypatch.setattr(runner, "_trained_buckets", counting)
     first = (tmp_path / "report.md").read_text()
     reproduce.reproduce(tmp_path, scale="small", only=("sgd",))
     assert trained == [] and (tmp_path / "report.md").read_text() == first
@@ -84,7 +84,7 @@ def test_a_reproduction_an_older_gdrelu_started_resumes_from_its_units(tiny, tmp
     for unit in (tmp_path / "sgd" / "units").glob("*.npz"):
         unit.rename(older / unit.name)
     (tmp_path / "sgd" / "section.json").unlink()
-    monkeypatch.setattr(runner, "_trained_widths", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(runner, "_trained_buckets", lambda *a, **k: pytest.fail("trained"))
     reproduce.reproduce(tmp_path, scale="small", only=("sgd",))
     assert (tmp_path / "sgd" / "section.json").exists()
 
