@@ -116,6 +116,8 @@ def run_experiment(
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)
     results = dict(stored_widths(spec, units) if stored is None else stored)
+    if units is not None:  # those a kill left after their units were stored
+        store.remove_superseded_parts(units)
     if on_stored is not None:
         for cells in results.values():
             on_stored(cells)
@@ -399,7 +401,7 @@ def train_cells(
             "specs still train in float32)"
         )
     batches, block, redo = batch_plan(work, bucket=bucket, budget=budget)
-    at_zero: dict[Cell, int] = {}  # runs with a training point at x = 0, per cell
+    at_zero: dict[Cell, list[int]] = {}  # per cell: runs with a point at x = 0, runs trained
     train = functools.partial(
         _train_batch,
         bucket=bucket,
@@ -459,12 +461,14 @@ def _pieces(work: Work, batches) -> list[Work]:
     return [[(work[i][0], idx) for i, idx in owned] for owned in batches]
 
 
-def _warn_of_points_at_zero(work: Work, at_zero: dict[Cell, int]) -> None:
-    """One warning per cell whose runs had a training point at x = 0 (`points_at_zero`)."""
-    for cell, indices in work:
-        if at_zero.get(cell):
+def _warn_of_points_at_zero(work: Work, at_zero: dict[Cell, list[int]]) -> None:
+    """One warning per cell whose runs had a training point at x = 0 (`points_at_zero`),
+    of the runs trained here (not those read from parts)."""
+    for cell, _ in work:
+        flagged, trained = at_zero.get(cell, (0, 0))
+        if flagged:
             warnings.warn(
-                f"{at_zero[cell]} of {indices.size} runs of width {cell.width}, Δ = "
+                f"{flagged} of {trained} runs of width {cell.width}, Δ = "
                 f"{cell.delta:g}: the split puts a training point at the training mean, x = 0 "
                 "after standardizing, where every initial kink is; they count as crossed at "
                 "once (docs/theory.md)",
@@ -562,7 +566,7 @@ def _train_batch(
 ) -> list[CellResult]:
     """Train the runs of `work` in one `simulate` call (`train_cells`), in blocks and redos
     of `block` and `redo` runs (None: the engine's); count in `at_zero` each cell's runs
-    with a training point at x = 0."""
+    with a training point at x = 0, and its runs trained: [flagged, trained]."""
     params, data, step, arguments = batch_inputs(work, bucket=bucket, classify_width=classify_width)
     flagged = points_at_zero(work[0][0].spec, data.x)
     label = tuple(sorted({cell.width for cell, _ in work}))
@@ -578,6 +582,8 @@ def _train_batch(
         final = Params(*(leaf[..., : cell.width] for leaf in result.params[:3]), result.params.c)
         done.append(CellResult(cell, step[part], result._replace(params=final)))
         if flagged is not None:
-            at_zero[cell] = at_zero.get(cell, 0) + int(flagged[part].sum())
+            counts = at_zero.setdefault(cell, [0, 0])
+            counts[0] += int(flagged[part].sum())
+            counts[1] += idx.size
         first += idx.size
     return done

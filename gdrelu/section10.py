@@ -192,7 +192,9 @@ def run_group(
     cells = [cell for _, cell in labelled]
     done = stored_cells(units, unit_name(group), cells)
     stored = done is not None
-    if not stored:
+    if stored:  # its parts, where a kill left them after its unit was stored
+        store.remove_superseded_parts(units)
+    else:
         start = time.perf_counter()
         train = functools.partial(
             train_cells,

@@ -356,12 +356,13 @@ def _read_parts(out_dir: Path, cells: Sequence, units: Sequence[str], read: Call
             with np.load(path) as part:
                 if _superseded(out_dir, part):
                     continue
+                if not set(_part_units(part)) & set(units):
+                    continue
                 described = _part_cells(part)
-                if set(_part_units(part)) & set(units):
-                    for d in described:
-                        same = None if d in wanted else _same_place(json.loads(d), cells)
-                        if same is not None:
-                            _check_same_cell(path, json.loads(d), same)
+                for d in described:
+                    same = None if d in wanted else _closest(json.loads(d), cells)
+                    if same is not None:
+                        _check_same_cell(path, json.loads(d), same)
                 here = [(i, wanted[d]) for i, d in enumerate(described) if d in wanted]
                 if here:
                     out.append(read(part, here))
@@ -372,10 +373,17 @@ def _read_parts(out_dir: Path, cells: Sequence, units: Sequence[str], read: Call
     return out
 
 
-def _same_place(stored: dict[str, Any], cells: Sequence):
-    """The first cell of `cells` at the stored cell's width and Δ, or None."""
+def _closest(stored: dict[str, Any], cells: Sequence):
+    """The cell of `cells` at the stored cell's width and Δ that differs from it in the
+    fewest fields (a Section 10 group's cells share both), or None."""
     place = (stored.get("width"), stored.get("delta"))
-    return next((c for c in cells if (c.width, c.delta) == place), None)
+    same = [c for c in cells if (c.width, c.delta) == place]
+
+    def differing(cell) -> int:
+        expected = _described(cell)
+        return sum(stored.get(k) != expected.get(k) for k in stored.keys() | expected.keys())
+
+    return min(same, key=differing, default=None)
 
 
 def remove_superseded_parts(out_dir: Path) -> None:

@@ -545,6 +545,30 @@ def test_a_part_of_other_cells_is_refused(tmp_path):
         store.part_runs(tmp_path, spec.cells(), ["gd-w4"])
 
 
+def test_a_refused_part_names_what_differs_from_its_closest_cell(tmp_path):
+    """Cells that share width and Δ (a Section 10 group's step sizes): a part of another
+    seed is compared with the cell it differs from least, so the message names the seed."""
+    zero, unif = (ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, bias_init=b).cells()[0]
+                  for b in ("zero", "unif"))  # fmt: skip
+    seeded = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, bias_init="unif", seed=7)
+    store.save_part(tmp_path, [(fake_result(seeded.cells()[0], 2), np.arange(2))], 1.0, ["g"])
+    with pytest.raises(store.ResumeError, match=re.escape("seed = 7, not 0")):
+        store.part_runs(tmp_path, [zero, unif], ["g"])  # not "bias_init = 'unif', not 'zero'"
+    assert store.part_runs(tmp_path, [zero, unif], ["other"]) == {}  # another unit's part
+
+
+def test_parts_a_kill_left_after_their_units_go_at_the_next_run(tmp_path):
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=2)
+    (cell,) = spec.cells()
+    store.save_part(tmp_path, [(fake_result(cell, 2), np.array([0, 1]))], 1.0, ["gd-w4"])
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 2)], 1.0)
+    assert store.stored_seconds(tmp_path) == 1.0
+    runner.run_experiment(spec, units=tmp_path)  # every unit stored: nothing trains
+    assert not (tmp_path / store.UNITS / store.PARTS).exists()
+
+
 def test_an_unreadable_part_is_named(tmp_path):
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=2)
     piece = (fake_result(spec.cells()[0], 2), np.array([0, 1]))

@@ -152,7 +152,7 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
 
 def _report(specs, results, seconds: float, out, before: float) -> None:
     """runs.csv, summary.json and the figures, and the table on stdout; `seconds` counts
-    the `before` seconds of the units stored before a resume."""
+    the `before` seconds of the units and parts stored before a resume."""
     from gdrelu.analysis import (
         comparisons,
         experiment_summary,
