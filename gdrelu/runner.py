@@ -219,7 +219,7 @@ def first_batches(
         names = [unit_name(spec, width) for width in widths]
         held = {} if parts is None else store.part_runs(parts, cells, names)
         batches = _pieces(work, batch_plan(work, bucket=bucket, budget=budget)[0])
-        planned += [[cell for cell, _ in p] for p in batches if not _is_held(held, p)]
+        planned += [[cell for cell, _ in p] for p in batches if _not_held(held, p)]
     return planned
 
 
@@ -303,11 +303,26 @@ def _held_runs(cell: Cell, pieces) -> HeldRuns:
     return HeldRuns(indices, CellResult(cell, step, join(*(result for _, _, result in pieces))))
 
 
-def _is_held(held: Mapping[Cell, Any], pieces) -> bool:
-    """Whether every run of a batch's (cell, indices) `pieces` is in `held` ({cell:
-    HeldRuns or its indices})."""
+def _not_held(held: Mapping[Cell, Any], pieces) -> Work:
+    """The (cell, indices) of a batch's `pieces` with the runs in `held` ({cell: HeldRuns
+    or its indices}) left out, and the cells with none left."""
     indices = {cell: getattr(h, "indices", h) for cell, h in held.items()}
-    return all(cell in indices and np.isin(idx, indices[cell]).all() for cell, idx in pieces)
+    left = [(cell, idx[~np.isin(idx, indices.get(cell, ()))]) for cell, idx in pieces]
+    return [(cell, idx) for cell, idx in left if idx.size]
+
+
+def _batch_result(cell: Cell, indices, held: HeldRuns | None, trained) -> CellResult:
+    """A cell's result of the runs `indices` (ascending) of a batch: those `held` read,
+    the others from `trained` = (their result, their indices), or None."""
+    if trained is None:
+        return _taken(held, indices)
+    cr, idx = trained
+    if idx.size == indices.size:
+        return cr
+    read = indices[np.isin(indices, held.indices)]
+    got = _taken(held, read)
+    pieces = [(read, got.step_size, got.result), (idx, cr.step_size, cr.result)]
+    return _held_runs(cell, pieces).result
 
 
 def _taken(held: HeldRuns, indices: np.ndarray) -> CellResult:
@@ -390,8 +405,9 @@ def train_cells(
     may come from several specs that train alike (`_batch_settings`), such as the step
     sizes of a grid. `on_batches` receives the cells of each batch before the first
     trains (`batch_plan`); `on_batch_done` each batch's (cell result, run indices) and
-    seconds as it ends. A batch whose every run is `held` (stored before) is taken from
-    there instead: neither announced nor trained. JAX's 64-bit mode must be on: without
+    seconds as it ends. The runs `held` (stored before) are read instead of trained: a
+    batch holding only such runs is neither announced nor trained, and one holding some
+    trains the others alone. JAX's 64-bit mode must be on: without
     it the multinomial counts, and so a float32 spec's runs, would be drawn otherwise
     than the CLI draws them."""
     if not jax.config.jax_enable_x64:
@@ -412,23 +428,24 @@ def train_cells(
     )
     held = held or {}
     pieces = _pieces(work, batches)
-    fresh = [not _is_held(held, p) for p in pieces]
+    fresh = [_not_held(held, p) for p in pieces]
     if on_batches is not None:
         on_batches([[cell for cell, _ in p] for p, new in zip(pieces, fresh, strict=True) if new])
     parts: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
     for owned, batch, new in zip(batches, pieces, fresh, strict=True):
-        if not new:
-            done = [_taken(held[cell], idx) for cell, idx in batch]
-        else:
+        trained = {}
+        if new:
             callback = None
             if on_check is not None:
                 callback = functools.partial(_progress_after, on_check, finished)
             start = time.perf_counter()
-            done = train(batch, on_check=callback)
+            done = train(new, on_check=callback)
+            kept = [(cr, idx) for cr, (_, idx) in zip(done, new, strict=True)]
             if on_batch_done is not None:
-                kept = [(cr, idx) for cr, (_, idx) in zip(done, batch, strict=True)]
                 on_batch_done(kept, time.perf_counter() - start)
+            trained = {cr.cell: (cr, idx) for cr, idx in kept}
+        done = [_batch_result(cell, idx, held.get(cell), trained.get(cell)) for cell, idx in batch]
         for (i, _), cr in zip(owned, done, strict=True):
             parts[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])

@@ -6,6 +6,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -595,10 +596,12 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     """A bucket trained in several batches stores each as it ends; killed in its second
     batch, a resume reads the first and trains the second as the uninterrupted run did
     (batches of half the work: planned on the runs left, the resume would train two
-    batches of 20), and every run equals the uninterrupted run's, to the bit. Batches of
-    40 runs reuse the programs of the 40-run tests above."""
+    batches of 20), and every run equals the uninterrupted run's, to the bit; so does a
+    resume whose budget takes every run in one batch, which trains only the runs left.
+    Batches of 40 runs reuse the programs of the 40-run tests above."""
     from gdrelu import runner
 
+    run_dir, copy = tmp_path / "run", tmp_path / "one-batch"
     halves = lambda work, **_: _work_order_batches(work, sum(i.size for _, i in work) // 2)  # noqa: E731
     monkeypatch.setattr(runner, "batch_plan", halves)
     spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=40, check_every=200,
@@ -617,14 +620,15 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
 
     monkeypatch.setattr(runner, "_train_batch", killed_in_the_second)
     with pytest.raises(Killed):
-        runner.run_experiment(spec, units=tmp_path)
-    stored = store.part_runs(tmp_path, spec.cells(), ["gd-w8"])
+        runner.run_experiment(spec, units=run_dir)
+    stored = store.part_runs(run_dir, spec.cells(), ["gd-w8"])
     assert {c.delta: idx.tolist() for c, idx in stored.items()} == {0.0: list(range(40))}
-    assert store.stored_seconds(tmp_path) > 0
+    assert store.stored_seconds(run_dir) > 0
+    shutil.copytree(run_dir, copy)
     trained.clear()
     seen.append(0)
     resumed = runner.run_experiment(
-        spec, units=tmp_path, on_check=lambda w, k, s: seen.append(s.size)
+        spec, units=run_dir, on_check=lambda w, k, s: seen.append(s.size)
     )
     assert trained == [[(0.1, 40)]]
     assert seen[-1] == 80  # the stored runs count as finished on the bar
@@ -632,8 +636,17 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
         assert got.cell == want.cell
         for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
             np.testing.assert_array_equal(a, b)
-    assert not (tmp_path / store.UNITS / store.PARTS).exists()  # the unit holds them now
-    assert (tmp_path / store.UNITS / "gd-w8.npz").exists()
+    assert not (run_dir / store.UNITS / store.PARTS).exists()  # the unit holds them now
+    assert (run_dir / store.UNITS / "gd-w8.npz").exists()
+    # resumed with a budget that takes every run in one batch: the stored runs are read,
+    # the others trained (in a batch of their own)
+    monkeypatch.setattr(runner, "batch_plan", lambda work, **_: _work_order_batches(work, 80))
+    trained.clear()
+    again = runner.run_experiment(spec, units=copy)
+    assert trained == [[(0.1, 40)]]
+    for got, want in zip(again, whole, strict=True):
+        for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_growing_bucket_replays_its_rounds_from_its_stored_batches(tmp_path, monkeypatch):
