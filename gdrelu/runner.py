@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gdrelu import memory, store
+from gdrelu import memory, parts, store
 from gdrelu.analysis import interval_halfwidth
 from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
@@ -128,9 +128,9 @@ def run_experiment(
             )
             on_batches(planned)
         budget = _batches_budget(spec, measured)
-        parts = units if processes is None else None
+        part_dir = units if processes is None else None
         trained = _trained_buckets(
-            spec, set(results), on_check, processes, budget, on_batches, parts=parts
+            spec, set(results), on_check, processes, budget, on_batches, part_dir=part_dir
         )
         results |= _stored_as_trained(spec, trained, units, on_cells_done)
     return [cr for width in spec.widths for cr in results[width]]
@@ -212,14 +212,14 @@ def first_batches(
     batches come after), as it announces them to `on_batches`: not those whose runs are
     all stored in parts under `units`."""
     budget = _batches_budget(spec, memory.memory_budget(memory_budget))
-    parts = None if units is None or processes is not None else Path(units)
+    part_dir = None if units is None or processes is not None else Path(units)
     planned = []
     for bucket, widths, work in _bucket_work(spec, set(stored), processes):
         cells = [cell for cell, _ in work]
         names = [unit_name(spec, width) for width in widths]
-        held = {} if parts is None else store.part_runs(parts, cells, names)
+        held = {} if part_dir is None else store.part_runs(part_dir, cells, names)
         batches = _pieces(work, batch_plan(work, bucket=bucket, budget=budget)[0])
-        planned += [[cell for cell, _ in p] for p in batches if _not_held(held, p)]
+        planned += [[cell for cell, _ in p] for p in batches if parts.not_held(held, p)]
     return planned
 
 
@@ -231,12 +231,12 @@ def _trained_buckets(
     budget: int,
     on_batches: OnBatches | None = None,
     *,
-    parts: Path | None = None,
+    part_dir: Path | None = None,
 ):
     """({width: its cells' results}, seconds its parts took before) of every bucket of
     `spec` with a width not in `stored` (`_bucket_work`); `on_batches` hears of a growing
-    cell's batches as they come. With `parts` (a unit directory), each batch is stored
-    there as a part as it ends (`train_keeping_parts`) where a bucket takes several or
+    cell's batches as they come. With `part_dir` (a unit directory), each batch is stored
+    there as a part as it ends (`parts.train_keeping_parts`) where a bucket takes several or
     will grow, and a batch whose runs are stored there already is read, not trained."""
     for bucket, widths, work in _bucket_work(spec, stored, processes):
         train = functools.partial(
@@ -251,85 +251,17 @@ def _trained_buckets(
         if processes is not None:
             done = _trained_everywhere(train, work, processes)
             done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
-        elif parts is None:
+        elif part_dir is None:
             done = train(work)
         else:
             names = {cell: unit_name(spec, cell.width) for cell in cells}
             growing = spec.target_halfwidth is not None
-            train, before = train_keeping_parts(train, work, parts, names, growing)
+            train, before = parts.train_keeping_parts(train, work, part_dir, names, growing)
             done = train(work)
         if spec.target_halfwidth is not None:
             grow = functools.partial(train, on_batches=on_batches)
             done = _grown_to_target(spec, cells, done, grow, on_check)
         yield {width: [cr for cr in done if cr.cell.width == width] for width in widths}, before
-
-
-class HeldRuns(NamedTuple):
-    """The runs of one cell stored in parts: their indices, sorted and unique, and their
-    results in that order."""
-
-    indices: np.ndarray
-    result: CellResult
-
-
-def train_keeping_parts(
-    train, work: Work, parts: Path, names: Mapping[Cell, str], every_batch=False
-) -> tuple[Callable, float]:
-    """(`train` (`train_cells` but for the work) storing each batch it trains as a part
-    under `parts` (`store.save_part`, of the units `names` gives the work's cells) and
-    reading each batch whose runs are stored there, the seconds the parts stored took).
-    A batch that holds all of `work` is stored only with `every_batch` (its unit follows
-    at once otherwise). The batches are planned on the whole work, as the uninterrupted
-    run planned them, so a resume with the same memory budget trains the same batches."""
-    cells, units = [cell for cell, _ in work], sorted(set(names.values()))
-    pieces, seconds = store.load_parts(parts, cells, units)
-    held = {cell: _held_runs(cell, p) for cell, p in pieces.items()}
-    total = sum(idx.size for _, idx in work)
-
-    def keep(done, took):
-        if every_batch or sum(idx.size for _, idx in done) < total:
-            store.save_part(parts, done, took, units)
-
-    return functools.partial(train, on_batch_done=keep, held=held), seconds
-
-
-def _held_runs(cell: Cell, pieces) -> HeldRuns:
-    """One cell's runs from (run indices, step sizes, result) pieces, by run index; a
-    run stored twice (by batches of two memory budgets) is taken once."""
-    indices = np.concatenate([idx for idx, _, _ in pieces])
-    indices, first = np.unique(indices, return_index=True)
-    step = np.concatenate([step for _, step, _ in pieces])[first]
-    join = functools.partial(jax.tree.map, lambda *v: np.concatenate(v)[first])
-    return HeldRuns(indices, CellResult(cell, step, join(*(result for _, _, result in pieces))))
-
-
-def _not_held(held: Mapping[Cell, Any], pieces) -> Work:
-    """The (cell, indices) of a batch's `pieces` with the runs in `held` ({cell: HeldRuns
-    or its indices}) left out, and the cells with none left."""
-    indices = {cell: getattr(h, "indices", h) for cell, h in held.items()}
-    left = [(cell, idx[~np.isin(idx, indices.get(cell, ()))]) for cell, idx in pieces]
-    return [(cell, idx) for cell, idx in left if idx.size]
-
-
-def _batch_result(cell: Cell, indices, held: HeldRuns | None, trained) -> CellResult:
-    """A cell's result of the runs `indices` (ascending) of a batch: those `held` read,
-    the others from `trained` = (their result, their indices), or None."""
-    if trained is None:
-        return _taken(held, indices)
-    cr, idx = trained
-    if idx.size == indices.size:
-        return cr
-    read = indices[np.isin(indices, held.indices)]
-    got = _taken(held, read)
-    pieces = [(read, got.step_size, got.result), (idx, cr.step_size, cr.result)]
-    return _held_runs(cell, pieces).result
-
-
-def _taken(held: HeldRuns, indices: np.ndarray) -> CellResult:
-    """The held results of the runs `indices`, in that order."""
-    at = np.searchsorted(held.indices, indices)
-    cr = held.result
-    return CellResult(cr.cell, cr.step_size[at], jax.tree.map(lambda v: v[at], cr.result))
 
 
 def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list[CellResult]:
@@ -397,7 +329,7 @@ def train_cells(
     budget: int,
     on_batches: OnBatches | None = None,
     on_batch_done: OnBatchDone | None = None,
-    held: Mapping[Cell, HeldRuns] | None = None,
+    held: Mapping[Cell, parts.HeldRuns] | None = None,
 ) -> list[CellResult]:
     """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
     neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
@@ -428,10 +360,10 @@ def train_cells(
     )
     held = held or {}
     pieces = _pieces(work, batches)
-    fresh = [_not_held(held, p) for p in pieces]
+    fresh = [parts.not_held(held, p) for p in pieces]
     if on_batches is not None:
         on_batches([[cell for cell, _ in p] for p, new in zip(pieces, fresh, strict=True) if new])
-    parts: list[list[CellResult]] = [[] for _ in work]
+    results: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
     for owned, batch, new in zip(batches, pieces, fresh, strict=True):
         trained = {}
@@ -445,12 +377,14 @@ def train_cells(
             if on_batch_done is not None:
                 on_batch_done(kept, time.perf_counter() - start)
             trained = {cr.cell: (cr, idx) for cr, idx in kept}
-        done = [_batch_result(cell, idx, held.get(cell), trained.get(cell)) for cell, idx in batch]
+        done = [
+            parts.batch_result(cell, idx, held.get(cell), trained.get(cell)) for cell, idx in batch
+        ]
         for (i, _), cr in zip(owned, done, strict=True):
-            parts[i].append(cr)
+            results[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
     _warn_of_points_at_zero(work, at_zero)
-    return [functools.reduce(_joined, cell_parts) for cell_parts in parts]
+    return [functools.reduce(_joined, batches_of_cell) for batches_of_cell in results]
 
 
 def batch_plan(work: Work, *, bucket: int, budget: int) -> tuple[list, int | None, int | None]:

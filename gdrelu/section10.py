@@ -26,7 +26,8 @@ import numpy as np
 
 from gdrelu import memory, provenance, store
 from gdrelu.cells import Cell, CellResult
-from gdrelu.runner import stored_cells, train_cells, train_keeping_parts
+from gdrelu.parts import train_keeping_parts
+from gdrelu.runner import stored_cells, train_cells
 from gdrelu.spec import ExperimentSpec
 
 DEVIATIONS = (
