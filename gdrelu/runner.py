@@ -209,18 +209,33 @@ def first_batches(
 ) -> list[list[Cell]]:
     """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...,
     units=...)` trains in its first pass over the widths not in `stored` (a grown cell's
-    batches come after), as it announces them to `on_batches`: not those whose runs are
-    all stored in parts under `units`."""
-    budget = _batches_budget(spec, memory.memory_budget(memory_budget))
+    batches come after), as it announces them to `on_batches`: of each, the cells with
+    runs no part under `units` holds."""
+    return _first_pass(spec, memory.memory_budget(memory_budget), stored, processes, units)[0]
+
+
+def cells_in_parts(
+    spec: ExperimentSpec, *, stored: Collection[int] = (), units: Path | None = None
+) -> list[Cell]:
+    """The cells of the widths of `spec` not in `stored` whose every run a part under
+    `units` holds: the first pass trains none of their runs."""
+    return _first_pass(spec, None, stored, None, units)[1]
+
+
+def _first_pass(spec, measured: int | None, stored, processes, units):
+    """(`first_batches`, `cells_in_parts`) with `measured` bytes (None: no batches)."""
     part_dir = None if units is None or processes is not None else Path(units)
-    planned = []
+    planned, done = [], []
     for bucket, widths, work in _bucket_work(spec, set(stored), processes):
         cells = [cell for cell, _ in work]
         names = [unit_name(spec, width) for width in widths]
         held = {} if part_dir is None else store.part_runs(part_dir, cells, names)
-        batches = _pieces(work, batch_plan(work, bucket=bucket, budget=budget)[0])
-        planned += [[cell for cell, _ in p] for p in batches if parts.not_held(held, p)]
-    return planned
+        done += [cell for cell, idx in work if not parts.not_held(held, [(cell, idx)])]
+        if measured is not None:
+            budget = _batches_budget(spec, measured)
+            batches = _pieces(work, batch_plan(work, bucket=bucket, budget=budget)[0])
+            planned += [[c for c, _ in new] for p in batches if (new := parts.not_held(held, p))]
+    return planned, done
 
 
 def _trained_buckets(
@@ -362,7 +377,7 @@ def train_cells(
     pieces = _pieces(work, batches)
     fresh = [parts.not_held(held, p) for p in pieces]
     if on_batches is not None:
-        on_batches([[cell for cell, _ in p] for p, new in zip(pieces, fresh, strict=True) if new])
+        on_batches([[cell for cell, _ in new] for new in fresh if new])
     results: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
     for owned, batch, new in zip(batches, pieces, fresh, strict=True):

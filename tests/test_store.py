@@ -624,13 +624,19 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     stored = store.part_runs(run_dir, spec.cells(), ["gd-w8"])
     assert {c.delta: idx.tolist() for c, idx in stored.items()} == {0.0: list(range(40))}
     assert store.stored_seconds(run_dir) > 0
+    assert runner.cells_in_parts(spec, units=run_dir) == spec.cells()[:1]  # the ETA's
+    assert runner.first_batches(spec, memory_budget=1 << 30, units=run_dir) == [spec.cells()[1:]]
     shutil.copytree(run_dir, copy)
     trained.clear()
     seen.append(0)
+    announced = []
     resumed = runner.run_experiment(
-        spec, units=run_dir, on_check=lambda w, k, s: seen.append(s.size)
+        spec,
+        units=run_dir,
+        on_check=lambda w, k, s: seen.append(s.size),
+        on_batches=announced.append,
     )
-    assert trained == [[(0.1, 40)]]
+    assert trained == [[(0.1, 40)]] and announced == [[spec.cells()[1:]]]
     assert seen[-1] == 80  # the stored runs count as finished on the bar
     for got, want in zip(resumed, whole, strict=True):
         assert got.cell == want.cell

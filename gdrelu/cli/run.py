@@ -135,6 +135,10 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
             units=out,
         )
         progress.on_batches(i, planned)
+        parts = out if processes is None else None  # (runs across processes store none)
+        done = runner.cells_in_parts(spec, stored=stored[i], units=parts)
+        if done:  # priced at nothing
+            progress.finished(i, [(cell.width, cell.delta) for cell in done])
     results = []
     for i, spec in enumerate(specs):  # the earlier specs' results stay until the end
         results += runner.run_experiment(
