@@ -251,7 +251,8 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="finish an interrupted run in DIR with the specs of its manifest (flags given "
-        "must agree with them): finished units are kept",
+        "must agree with them): finished units, and the finished batches of the bucket in "
+        "progress, are kept (the same --memory-budget keeps results to the bit)",
     )
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_memory_budget(command)
