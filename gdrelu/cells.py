@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -212,3 +213,53 @@ def points_at_zero(spec: ExperimentSpec, x) -> np.ndarray | None:
 def _first_neurons(params: Params, width: int) -> Params:
     """The first `width` neurons of a batch of 1-D networks."""
     return Params(params.a[:, :width], params.b[:, :width], params.w[:, :width], params.c)
+
+
+def training_arguments(spec: ExperimentSpec) -> dict[str, Any]:
+    """`simulate`'s training arguments of a spec's runs."""
+    return {
+        "optimizer": spec.optimizer,
+        "sampler": spec.sampler,
+        "batch_size": spec.batch_size,
+        "stop_on": spec.simulate_stop_on,
+        "parameterization": spec.parameterization,
+        "check_every": spec.check_every,
+        "max_checks": spec.max_checks,
+        "alpha": spec.alpha,
+    }
+
+
+def validation_arguments(spec: ExperimentSpec, valid) -> dict[str, Any]:
+    """`simulate`'s validation arguments: held-out sets, or weights when early stopping."""
+    if spec.held_out:
+        validation, test = valid
+        return {"validation": validation, "test": test, "early_stopping": spec.early_stopping}
+    return {"validation_weights": valid if spec.early_stopping else None}
+
+
+def batch_settings(spec: ExperimentSpec) -> dict[str, Any]:
+    """What every cell of one batch must share: one `simulate` call trains them."""
+    rule = spec.step_size if isinstance(spec.step_size, str) else "number"
+    return {
+        **training_arguments(spec),
+        "dtype": spec.dtype,
+        "held_out": spec.held_out,
+        "early_stopping": spec.early_stopping,
+        "step_rule": rule,
+        "step_factor": spec.step_factor,
+    }
+
+
+def warn_of_cells_at_zero(work, at_zero: dict[Cell, list[int]]) -> None:
+    """One warning per cell of `work` ((cell, run indices)) whose runs had a training point
+    at x = 0 (`points_at_zero`): at_zero[cell] = [such runs, runs trained here]."""
+    for cell, _ in work:
+        flagged, trained = at_zero.get(cell, (0, 0))
+        if flagged:
+            warnings.warn(
+                f"{flagged} of {trained} runs of width {cell.width}, Δ = "
+                f"{cell.delta:g}: the split puts a training point at the training mean, x = 0 "
+                "after standardizing, where every initial kink is; they count as crossed at "
+                "once (docs/theory.md)",
+                stacklevel=2,
+            )

@@ -31,16 +31,16 @@ class HeldRuns(NamedTuple):
 
 
 def train_keeping_parts(
-    train, work: Work, directory: Path, names: Mapping[Cell, str], every_batch=False
+    train, work: Work, directory: Path, units: Sequence[str], every_batch=False
 ) -> tuple[Callable, float]:
     """(`train` (`train_cells` but for the work) storing the runs each batch trains as a
-    part under `directory` (`store.save_part`, of the units `names` gives the work's
-    cells) and reading the runs stored there (a batch trains only those it lacks), the
-    seconds the parts stored took). What a batch trains is stored only with `every_batch`
-    if it is all of `work` (its unit follows at once otherwise). The batches are planned
-    on the whole work, as the uninterrupted run planned them, so a resume with the same
-    memory budget trains the same batches."""
-    cells, units = [cell for cell, _ in work], sorted(set(names.values()))
+    part under `directory` (`store.save_part`, of the units named `units`, the work's)
+    and reading the runs stored there (a batch trains only those it lacks), the seconds
+    the parts stored took). What a batch trains is stored only with `every_batch` if it
+    is all of `work` (its unit follows at once otherwise). The batches are planned on the
+    whole work, as the uninterrupted run planned them, so a resume with the same memory
+    budget trains the same batches."""
+    cells = [cell for cell, _ in work]
     pieces, seconds = store.load_parts(directory, cells, units)
     held = {cell: held_runs(cell, p) for cell, p in pieces.items()}
     total = sum(idx.size for _, idx in work)

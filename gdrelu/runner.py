@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -23,10 +22,21 @@ from gdrelu import memory, parts, store
 from gdrelu.analysis import interval_halfwidth
 from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
-from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, points_at_zero
+from gdrelu.cells import (
+    Cell,
+    CellResult,
+    batch_settings,
+    initial_runs,
+    noise_keys,
+    points_at_zero,
+    training_arguments,
+    validation_arguments,
+    warn_of_cells_at_zero,
+)
 from gdrelu.engine import PointAtZeroWarning, simulate
-from gdrelu.memory import BudgetError, run_bytes
+from gdrelu.memory import run_bytes
 from gdrelu.model import Params
+from gdrelu.processes import Processes, cell_from_processes, trained_everywhere
 from gdrelu.spec import ExperimentSpec, SpecError
 from gdrelu.step_size import initial_step_sizes
 
@@ -35,35 +45,6 @@ OnCheck = Callable[[tuple[int, ...], int, np.ndarray], None]  # (widths, check, 
 OnCells = Callable[[Sequence[CellResult]], None]
 OnBatches = Callable[[Sequence[Sequence[Cell]]], None]  # the cells of each batch to come
 OnBatchDone = Callable[[Sequence[tuple[CellResult, np.ndarray]], float], None]
-
-
-class Processes(NamedTuple):
-    """This process's place among `count` (index) and how to collect a pytree of host
-    arrays of equal shapes from all of them (stacked on a new leading axis)."""
-
-    index: int
-    count: int
-    gather: Callable[[Any], Any]
-
-    def all_say(self, ok: bool) -> bool:
-        """Whether every process says `ok` (each asks at the same point, as it gathers)."""
-        return bool(np.asarray(self.gather(np.asarray(ok))).all())
-
-    def agreed(self, fn: Callable[[], Any], errors, elsewhere: Exception) -> Any:
-        """fn() on this process, once every process has said whether its own call raised
-        one of `errors`. A refusal on one process then ends them all (it raises its own,
-        the others `elsewhere`), where the others would wait at their next gather until it
-        timed out, and end in a traceback."""
-        try:
-            value, refusal = fn(), None
-        except errors as err:
-            value, refusal = None, err
-        everyone = self.all_say(refusal is None)
-        if refusal is not None:
-            raise refusal
-        if not everyone:
-            raise elsewhere
-        return value
 
 
 def run_experiment(
@@ -106,21 +87,11 @@ def run_experiment(
     added runs as it begins (`batch_plan`). A width whose single run needs more than the
     budget raises `memory.BudgetError` before anything is compiled.
     """
-    if not isinstance(spec, ExperimentSpec):
-        raise TypeError(
-            f"spec: an ExperimentSpec (ExperimentSpec.from_dict for a dict), not {spec!r}"
-        )
-    if processes is not None and spec.target_halfwidth is not None:
-        raise ValueError("target_halfwidth: not supported across processes yet")
+    _check_arguments(spec, processes)
     units = None if units is None else Path(units)
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)
-    results = dict(stored_widths(spec, units) if stored is None else stored)
-    if units is not None:  # those a kill left after their units were stored
-        store.remove_superseded_parts(units)
-    if on_stored is not None:
-        for cells in results.values():
-            on_stored(cells)
+    results = _stored_before(spec, units, stored, on_stored)
     if len(results) < len(spec.widths):
         if on_batches is not None:
             planned = first_batches(
@@ -134,6 +105,27 @@ def run_experiment(
         )
         results |= _stored_as_trained(spec, trained, units, on_cells_done)
     return [cr for width in spec.widths for cr in results[width]]
+
+
+def _check_arguments(spec, processes: Processes | None) -> None:
+    if not isinstance(spec, ExperimentSpec):
+        raise TypeError(
+            f"spec: an ExperimentSpec (ExperimentSpec.from_dict for a dict), not {spec!r}"
+        )
+    if processes is not None and spec.target_halfwidth is not None:
+        raise ValueError("target_halfwidth: not supported across processes yet")
+
+
+def _stored_before(spec, units: Path | None, stored, on_stored) -> dict:
+    """{width: cells} of the units stored under `units` (`stored`: read already), each
+    given to `on_stored`; the parts a kill left after their units were stored removed."""
+    results = dict(stored_widths(spec, units) if stored is None else stored)
+    if units is not None:
+        store.remove_superseded_parts(units)
+    if on_stored is not None:
+        for cells in results.values():
+            on_stored(cells)
+    return results
 
 
 def _batches_budget(spec: ExperimentSpec, measured: int) -> int:
@@ -211,7 +203,21 @@ def first_batches(
     units=...)` trains in its first pass over the widths not in `stored` (a grown cell's
     batches come after), as it announces them to `on_batches`: of each, the cells with
     runs no part under `units` holds."""
-    return _first_pass(spec, memory.memory_budget(memory_budget), stored, processes, units)[0]
+    return first_pass(
+        spec, memory_budget=memory_budget, stored=stored, processes=processes, units=units
+    )[0]
+
+
+def first_pass(
+    spec: ExperimentSpec,
+    *,
+    memory_budget: int,
+    stored: Collection[int] = (),
+    processes: Processes | None = None,
+    units: Path | None = None,
+) -> tuple[list[list[Cell]], list[Cell]]:
+    """(`first_batches`, `cells_in_parts`) at once, the parts read once."""
+    return _first_pass(spec, memory.memory_budget(memory_budget), stored, processes, units)
 
 
 def cells_in_parts(
@@ -264,12 +270,12 @@ def _trained_buckets(
         cells = [cell for cell, _ in work]
         before = 0.0
         if processes is not None:
-            done = _trained_everywhere(train, work, processes)
-            done = [_cell_from_processes(cr, spec.runs, processes) for cr in done]
+            done = trained_everywhere(train, work, processes)
+            done = [cell_from_processes(cr, spec.runs, processes) for cr in done]
         elif part_dir is None:
             done = train(work)
         else:
-            names = {cell: unit_name(spec, cell.width) for cell in cells}
+            names = [unit_name(spec, width) for width in widths]
             growing = spec.target_halfwidth is not None
             train, before = parts.train_keeping_parts(train, work, part_dir, names, growing)
             done = train(work)
@@ -302,29 +308,6 @@ def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list
             done[i] = _joined(done[i], extra)
 
 
-def _trained_everywhere(train, work: Work, processes: Processes) -> list[CellResult]:
-    """`train(work)` on this process, once every process has said whether its share was
-    refused (`SpecError`: a step size that only its own draws refute; `BudgetError`: a
-    batch its memory cannot hold): a refusal ends every process (`Processes.agreed`)."""
-    elsewhere = SpecError("runs", "another process refused its share (it says why)")
-    return processes.agreed(lambda: train(work), (SpecError, BudgetError), elsewhere)
-
-
-def _cell_from_processes(local: CellResult, runs: int, processes: Processes) -> CellResult:
-    """A cell's whole result from every process's share (runs index::count each)."""
-    share = -(-runs // processes.count)
-    padded = jax.tree.map(
-        lambda v: np.concatenate([v, np.repeat(v[-1:], share - v.shape[0], axis=0)]),
-        (local.step_size, local.result),
-    )
-    stacked = processes.gather(padded)  # (count, share, ...)
-    order = np.arange(runs)
-    whole = jax.tree.map(
-        lambda v: np.asarray(v)[order % processes.count, order // processes.count], stacked
-    )
-    return CellResult(local.cell, *whole)
-
-
 def _joined(first: CellResult, second: CellResult) -> CellResult:
     """One cell's results of two batches of consecutive run indices, in index order."""
     join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
@@ -349,7 +332,7 @@ def train_cells(
     """Train the runs of each (cell, indices) of `work`, every network padded to `bucket`
     neurons, in batches that fit in `budget` bytes, in blocks that shrink to fit
     (`memory.batching`): each cell's runs in index order, whatever the split. The cells
-    may come from several specs that train alike (`_batch_settings`), such as the step
+    may come from several specs that train alike (`cells.batch_settings`), such as the step
     sizes of a grid. `on_batches` receives the cells of each batch before the first
     trains (`batch_plan`); `on_batch_done` each batch's (cell result, run indices) and
     seconds as it ends. The runs `held` (stored before) are read instead of trained: a
@@ -357,12 +340,7 @@ def train_cells(
     trains the others alone. JAX's 64-bit mode must be on: without
     it the multinomial counts, and so a float32 spec's runs, would be drawn otherwise
     than the CLI draws them."""
-    if not jax.config.jax_enable_x64:
-        raise ValueError(
-            "run_experiment: a spec's runs draw their multinomial counts in float64, as the "
-            'CLI\'s do: call jax.config.update("jax_enable_x64", True) at start-up (float32 '
-            "specs still train in float32)"
-        )
+    _require_x64()
     batches, block, redo = batch_plan(work, bucket=bucket, budget=budget)
     at_zero: dict[Cell, list[int]] = {}  # per cell: runs with a point at x = 0, runs trained
     train = functools.partial(
@@ -381,25 +359,38 @@ def train_cells(
     results: list[list[CellResult]] = [[] for _ in work]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
     for owned, batch, new in zip(batches, pieces, fresh, strict=True):
-        trained = {}
-        if new:
-            callback = None
-            if on_check is not None:
-                callback = functools.partial(_progress_after, on_check, finished)
-            start = time.perf_counter()
-            done = train(new, on_check=callback)
-            kept = [(cr, idx) for cr, (_, idx) in zip(done, new, strict=True)]
-            if on_batch_done is not None:
-                on_batch_done(kept, time.perf_counter() - start)
-            trained = {cr.cell: (cr, idx) for cr, idx in kept}
-        done = [
-            parts.batch_result(cell, idx, held.get(cell), trained.get(cell)) for cell, idx in batch
-        ]
+        callback = None
+        if on_check is not None:
+            callback = functools.partial(_progress_after, on_check, finished)
+        done = _batch_results(train, batch, new, held, callback, on_batch_done)
         for (i, _), cr in zip(owned, done, strict=True):
             results[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
-    _warn_of_points_at_zero(work, at_zero)
+    warn_of_cells_at_zero(work, at_zero)
     return [functools.reduce(_joined, batches_of_cell) for batches_of_cell in results]
+
+
+def _require_x64() -> None:
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            "run_experiment: a spec's runs draw their multinomial counts in float64, as the "
+            'CLI\'s do: call jax.config.update("jax_enable_x64", True) at start-up (float32 '
+            "specs still train in float32)"
+        )
+
+
+def _batch_results(train, batch: Work, new: Work, held, on_check, on_batch_done) -> list:
+    """Each cell's result of `batch`: its runs `new` trained (their results and seconds to
+    `on_batch_done`), the others read from `held`."""
+    trained = {}
+    if new:
+        start = time.perf_counter()
+        done = train(new, on_check=on_check)
+        kept = [(cr, idx) for cr, (_, idx) in zip(done, new, strict=True)]
+        if on_batch_done is not None:
+            on_batch_done(kept, time.perf_counter() - start)
+        trained = {cr.cell: (cr, idx) for cr, idx in kept}
+    return [parts.batch_result(c, idx, held.get(c), trained.get(c)) for c, idx in batch]
 
 
 def batch_plan(work: Work, *, bucket: int, budget: int) -> tuple[list, int | None, int | None]:
@@ -427,67 +418,17 @@ def _pieces(work: Work, batches) -> list[Work]:
     return [[(work[i][0], idx) for i, idx in owned] for owned in batches]
 
 
-def _warn_of_points_at_zero(work: Work, at_zero: dict[Cell, list[int]]) -> None:
-    """One warning per cell whose runs had a training point at x = 0 (`points_at_zero`),
-    of the runs trained here (not those read from parts)."""
-    for cell, _ in work:
-        flagged, trained = at_zero.get(cell, (0, 0))
-        if flagged:
-            warnings.warn(
-                f"{flagged} of {trained} runs of width {cell.width}, Δ = "
-                f"{cell.delta:g}: the split puts a training point at the training mean, x = 0 "
-                "after standardizing, where every initial kink is; they count as crossed at "
-                "once (docs/theory.md)",
-                stacklevel=2,
-            )
-
-
 def _progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
     """`on_check` of a later batch: the earlier batches' final statuses come first."""
     on_check(widths, k, np.concatenate([before, status]))
 
 
-def training_arguments(spec: ExperimentSpec) -> dict[str, Any]:
-    """`simulate`'s training arguments of a spec's runs."""
-    return {
-        "optimizer": spec.optimizer,
-        "sampler": spec.sampler,
-        "batch_size": spec.batch_size,
-        "stop_on": spec.simulate_stop_on,
-        "parameterization": spec.parameterization,
-        "check_every": spec.check_every,
-        "max_checks": spec.max_checks,
-        "alpha": spec.alpha,
-    }
-
-
-def validation_arguments(spec: ExperimentSpec, valid) -> dict[str, Any]:
-    """`simulate`'s validation arguments: held-out sets, or weights when early stopping."""
-    if spec.held_out:
-        validation, test = valid
-        return {"validation": validation, "test": test, "early_stopping": spec.early_stopping}
-    return {"validation_weights": valid if spec.early_stopping else None}
-
-
-def _batch_settings(spec: ExperimentSpec) -> dict[str, Any]:
-    """What every cell of one batch must share: one `simulate` call trains them."""
-    rule = spec.step_size if isinstance(spec.step_size, str) else "number"
-    return {
-        **training_arguments(spec),
-        "dtype": spec.dtype,
-        "held_out": spec.held_out,
-        "early_stopping": spec.early_stopping,
-        "step_rule": rule,
-        "step_factor": spec.step_factor,
-    }
-
-
 def batch_inputs(work: Work, *, bucket: int, classify_width: int):
     """`simulate`'s inputs for the runs of `work`, networks padded to `bucket` neurons:
     (params, data, step sizes, keyword arguments: keys, the spec's training and validation
-    arguments, `classify_width`). The cells must train alike (`_batch_settings`)."""
+    arguments, `classify_width`). The cells must train alike (`cells.batch_settings`)."""
     spec = work[0][0].spec
-    if any(_batch_settings(cell.spec) != _batch_settings(spec) for cell, _ in work):
+    if any(batch_settings(cell.spec) != batch_settings(spec) for cell, _ in work):
         raise ValueError("train_cells: the cells of a batch must train alike")
     keys_of = noise_keys if not spec.full_batch else lambda cell, idx: None  # none to draw
     parts = [
@@ -537,7 +478,7 @@ def _train_batch(
     flagged = points_at_zero(work[0][0].spec, data.x)
     label = tuple(sorted({cell.width for cell, _ in work}))
     callback = None if on_check is None else (lambda k, status: on_check(label, k, status))
-    with warnings.catch_warnings():  # said per cell instead, `_warn_of_points_at_zero`
+    with warnings.catch_warnings():  # said per cell instead, `warn_of_cells_at_zero`
         warnings.simplefilter("ignore", PointAtZeroWarning)
         sim = simulate(params, data, step, **arguments, on_check=callback, block=block, redo=redo)
     step = np.asarray(step)

@@ -208,8 +208,7 @@ def run_group(
         work = [(cell, np.arange(scale.runs)) for cell in cells]
         before = 0.0
         if units is not None:
-            names = dict.fromkeys(cells, unit_name(group))
-            train, before = train_keeping_parts(train, work, units, names)
+            train, before = train_keeping_parts(train, work, units, [unit_name(group)])
         done = train(work, on_check=checked)
         if units is not None:
             took = before + time.perf_counter() - start

@@ -308,10 +308,11 @@ def _superseded(out_dir: Path, part) -> bool:
     return all(_unit_path(out_dir, name).exists() for name in _part_units(part))
 
 
-def _timed_in_a_unit(out_dir: Path, part) -> bool:
-    """Whether some unit an open part was trained for is stored: the first unit of a
-    bucket (or group) stored takes the seconds of all its parts (`runner`)."""
-    return any(_unit_path(out_dir, name).exists() for name in _part_units(part))
+def _part_seconds(out_dir: Path, part) -> float:
+    """An open part's seconds, or 0 once some unit it was trained for is stored: the first
+    unit of a bucket (or group) stored takes the seconds of all its parts (`runner`)."""
+    timed = any(_unit_path(out_dir, name).exists() for name in _part_units(part))
+    return 0.0 if timed else float(part["seconds"])
 
 
 def part_runs(out_dir: Path, cells: Sequence, units: Sequence[str]) -> dict[Any, np.ndarray]:
@@ -333,7 +334,7 @@ def load_parts(
 
     def read(part, here):
         pieces = [(cell, (part[f"{i}/runs"], *_stored_cell(part, i, cell))) for i, cell in here]
-        return 0.0 if _timed_in_a_unit(out_dir, part) else float(part["seconds"]), pieces
+        return _part_seconds(out_dir, part), pieces
 
     found: dict[Any, list[tuple]] = {}
     seconds = 0.0
@@ -430,9 +431,10 @@ def stored_seconds(out_dir: Path) -> float:
     for path in sorted((out_dir / UNITS).glob("*.npz")) + _part_paths(out_dir):
         try:
             with np.load(path) as stored:
-                if path.parent.name == PARTS and _timed_in_a_unit(out_dir, stored):
-                    continue
-                total += float(stored["seconds"]) if "seconds" in stored.files else 0.0
+                if path.parent.name == PARTS:
+                    total += _part_seconds(out_dir, stored)
+                elif "seconds" in stored.files:
+                    total += float(stored["seconds"])
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise _unreadable(path, err) from None
     return total

@@ -66,7 +66,7 @@ def finished_cell(cell, status, escaped=None, **fields):
 
 def agreeing(gather, count: int):
     """A stub `runner.Processes.gather` of `count` processes in which none refused its
-    share (the flag `runner._trained_everywhere` gathers before the runs), then `gather`."""
+    share (the flag `processes.trained_everywhere` gathers before the runs), then `gather`."""
 
     def gathered(local):
         if isinstance(local, np.ndarray) and local.ndim == 0:

@@ -201,7 +201,7 @@ def test_processes_shares_join_into_the_cell_in_run_order(runs, count):
     again. The gather here stacks every process's share padded as this one padded its own."""
     import jax
 
-    from gdrelu.runner import Processes, _cell_from_processes
+    from gdrelu.processes import Processes, cell_from_processes
 
     whole = _optimizer_cell("gd", np.arange(runs) % 2 == 0)
     whole = whole._replace(step_size=np.arange(runs) + 0.5)
@@ -224,7 +224,7 @@ def test_processes_shares_join_into_the_cell_in_run_order(runs, count):
 
         return jax.tree.map(lambda *v: np.stack(v), *[padded(s) for s in shares])
 
-    joined = _cell_from_processes(shares[0], runs, Processes(0, count, gather))
+    joined = cell_from_processes(shares[0], runs, Processes(0, count, gather))
     np.testing.assert_array_equal(joined.step_size, whole.step_size)
     np.testing.assert_array_equal(joined.result.status, whole.result.status)
 

@@ -127,7 +127,7 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     budget = memory.memory_budget(budget)
     held = [sum(memory.results_bytes(s) for s in specs[:i]) for i in range(len(specs))]
     for i, spec in enumerate(specs):  # every spec's batches priced from the start
-        planned = runner.first_batches(
+        planned, done = runner.first_pass(
             spec,
             memory_budget=budget - held[i],
             stored=stored[i],
@@ -135,9 +135,7 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
             units=out,
         )
         progress.on_batches(i, planned)
-        parts = out if processes is None else None  # (runs across processes store none)
-        done = runner.cells_in_parts(spec, stored=stored[i], units=parts)
-        if done:  # priced at nothing
+        if done:  # cells whose every run a part holds: priced at nothing
             progress.finished(i, [(cell.width, cell.delta) for cell in done])
     results = []
     for i, spec in enumerate(specs):  # the earlier specs' results stay until the end

@@ -130,11 +130,7 @@ def check_callers(params: Params, devices, on_check, classify_width) -> None:
     if on_check is not None and not callable(on_check):
         raise ValueError(f"on_check: {on_check!r} is not a function of (k, status)")
     width = np.shape(params.b)[-1]
-    if classify_width is not None and (
-        isinstance(classify_width, bool)
-        or not isinstance(classify_width, int | np.integer)
-        or classify_width < width
-    ):
+    if classify_width is not None and not (is_integer(classify_width) and classify_width >= width):
         raise ValueError(
             f"classify_width: {classify_width!r} is not an integer ≥ the networks' {width} neurons"
         )
