@@ -38,8 +38,19 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
-FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC", "-DGDRELU_XLA_FFI")
+SOURCES = (SOURCE, SOURCE.with_name("adam_general.c"))  # one library (`native_adam`: Adam's)
+HEADERS = (SOURCE.with_name("lanes.h"), SOURCE.with_name("ffi.h"))
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-ffp-contract=fast",
+    "-fno-math-errno",  # square roots as vector instructions, not calls that may set errno
+    "-shared",
+    "-fPIC",
+    "-DGDRELU_XLA_FFI",
+)
 TARGET = "gdrelu_propagator_steps"  # the C loop's name as an XLA FFI target
+ADAM_TARGET = "gdrelu_adam_steps"  # Adam's loop (`native_adam`)
 LANES = 8  # runs per vector of the C loop (its LANES)
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
 _build: dict[str, tempfile.TemporaryDirectory] = {}
@@ -54,8 +65,9 @@ class NativeUnavailable(ValueError):
 def library() -> ctypes.CDLL:
     """The compiled loop, built once per process (or loaded from gdrelu's cache, `cached`);
     NativeUnavailable with the reason."""
-    if not SOURCE.is_file():  # a broken install, not a missing compiler: no skip, no refusal
-        raise FileNotFoundError(f"gdrelu's C source is missing: {SOURCE}")
+    for source in (*SOURCES, *HEADERS):  # a broken install, not a missing compiler: no skip
+        if not source.is_file():
+            raise FileNotFoundError(f"gdrelu's C source is missing: {source}")
     name = os.environ.get("CC")
     compiler = shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -73,12 +85,13 @@ def library() -> ctypes.CDLL:
     directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
     built = Path(directory.name) / "propagator_gd.so"
     done = subprocess.run(
-        [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)],
+        [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", str(built)],
         capture_output=True,
         text=True,
     )
     if done.returncode:
-        raise NativeUnavailable(f"{compiler} could not compile {SOURCE.name}:\n{done.stderr}")
+        names = ", ".join(source.name for source in SOURCES)
+        raise NativeUnavailable(f"{compiler} could not compile {names}:\n{done.stderr}")
     if target is not None:
         try:  # another process may write the same entry: each renames its own whole file
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +115,7 @@ def cached(compiler: str) -> Path | None:
     directory = jax.config.jax_compilation_cache_dir
     if not directory:
         return None
-    key = hashlib.sha256(SOURCE.read_bytes())
+    key = hashlib.sha256(b"".join(source.read_bytes() for source in (*SOURCES, *HEADERS)))
     compiler_file = Path(compiler).resolve()
     stat = compiler_file.stat()
     header = Path(jax.ffi.include_dir(), "xla", "ffi", "api", "c_api.h")
@@ -191,8 +204,11 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
 
 @functools.cache
 def registered() -> str:
-    """The C loop registered with XLA as the CPU FFI target `TARGET`, once per process."""
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library().gdrelu_steps), platform="cpu")
+    """The C loops registered with XLA as the CPU FFI targets `TARGET` and `ADAM_TARGET`,
+    once per process; returns `TARGET`."""
+    loops = library()
+    for name, handler in ((TARGET, loops.gdrelu_steps), (ADAM_TARGET, loops.gdrelu_adam_steps)):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
     return TARGET
 
 

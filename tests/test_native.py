@@ -292,12 +292,12 @@ def test_native_steps_no_epoch_minibatches():
 
 
 def test_the_python_side_pads_to_the_c_loops_lanes():
-    """`native.LANES` is the C source's LANES: the program pads the runs to a multiple of
+    """`native.LANES` is the C loops' LANES (lanes.h): the program pads the runs to a multiple of
     it, and the C loop reads whole vectors of that many lanes (a smaller multiple would
     read past the arrays)."""
     import re
 
-    defined = re.search(r"^#define LANES (\d+)$", native.SOURCE.read_text(), re.MULTILINE)
+    defined = re.search(r"^#define LANES (\d+)$", native.HEADERS[0].read_text(), re.MULTILINE)
     assert defined is not None and int(defined.group(1)) == native.LANES
 
 

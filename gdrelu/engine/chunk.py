@@ -33,6 +33,7 @@ from gdrelu.engine.placement import (
 )
 from gdrelu.engine.state import Runs, RunState
 from gdrelu.model import Params, max_abs_kink
+from gdrelu.native_adam import trains as adam_trains
 from gdrelu.optim import Optimizer
 from gdrelu.outcome import Status
 
@@ -61,6 +62,8 @@ def chunk_settings(check_every: int, rules, path: str, optimizer, blocking) -> C
 def _trained_block(runs: Runs, inputs: CheckInputs, scalars, settings: ChunkSettings, **blocks):
     """`check_every` steps for every run of one block: (runs, exact, ChunkEnd)."""
     num_steps = scalars.check_every if settings.static_steps is None else settings.static_steps
+    if settings.path == "general" and settings.blocking.kernel == "native":
+        blocks = {"kernel": "native"}  # Adam's C loop (`native_adam`)
     trained = PATHS[settings.path](
         runs.state,
         inputs.data,
@@ -232,10 +235,11 @@ def run_chunk(
 
 def _compiled_blocking(settings: ChunkSettings, runs: Runs, mesh):
     """The settings' blocking as the chunk program reads it: blocks and check batches of at
-    most a device's lanes, no redo sizes, and a kernel on the propagator only (settings
-    that differ only elsewhere share one program)."""
+    most a device's lanes, no redo sizes, and a kernel on the propagator and for Adam's
+    general path only (settings that differ only elsewhere share one program)."""
     blocking, count = settings.blocking, runs.info.max_kink.shape[0] // mesh.size
-    kernel = blocking.kernel if settings.path == "propagator" else "xla"
+    native_adam = settings.path == "general" and adam_trains(settings.optimizer)
+    kernel = blocking.kernel if settings.path == "propagator" or native_adam else "xla"
     block, check = min(blocking.block, count), min(blocking.check, count)
     return blocking._replace(block=block, check=check, redo=0, redo_block=None, kernel=kernel)
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gdrelu import native_adam
 from gdrelu.data import WeightedData
 from gdrelu.detectors import below_linear
 from gdrelu.engine.checks import chunk_end
@@ -179,13 +180,19 @@ def _trained(
     return state, kink, events.first, events.below, changed | events.differs
 
 
-def general(state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1) -> Trained:
+def general(
+    state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1, kernel="xla"
+) -> Trained:
     """Any optimizer on the loss's gradient: always exact. The only path that tracks the
     pattern change and the loss below L_lin after every step (in the pass over the points
-    that gives the next step's gradient, `_trained`)."""
-    one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
+    that gives the next step's gradient, `_trained`). With `kernel` "native", Adam's steps
+    go through its C loop (`native_adam`), the others through XLA's."""
     state = materialized(state)
-    trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
+    if kernel == "native" and native_adam.trains(optimizer):
+        trained = native_adam.adam_chunk(state, data, step_size, alpha, num_steps, optimizer)
+    else:
+        one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
+        trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)
     state, kink, first, below, changed = trained
     end = jax.vmap(chunk_end)(state.params)
     exact = jnp.ones(kink.shape, bool)

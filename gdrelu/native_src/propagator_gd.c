@@ -16,12 +16,9 @@
  * a*b + c: Φ_t, c and the flags are the XLA loop's to the last bit; a few of the tracked
  * neurons' entries differ in their last bits, where the two compilers contract other
  * multiply-adds (tests/test_native.py). */
-#define LANES 8
-typedef double vd __attribute__((vector_size(8 * LANES)));
-typedef long long vm __attribute__((vector_size(8 * LANES)));
-typedef unsigned vu __attribute__((vector_size(4 * LANES)));
-typedef int vs __attribute__((vector_size(4 * LANES)));
 #include <stdlib.h>
+
+#include "lanes.h"
 
 enum { T = 6, DMAX = 6 };
 
@@ -38,11 +35,6 @@ struct noise {
 
 /* a·b, out of line: XLA computes B·first once per chunk, rounded, before the steps' adds */
 __attribute__((noinline)) static vd product(vd a, vd b) { return a * b; }
-
-static inline vd load(const double *p) { vd v; __builtin_memcpy(&v, p, sizeof v); return v; }
-static inline void store(double *p, vd v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline vd pick(vm m, vd a, vd b) { return (vd)((m & (vm)a) | (~m & (vm)b)); }
-static inline vd absolute(vd x) { return (vd)((vm)x & ~(((vm){} + 1) << 63)); }
 
 /* One optimizer step of the rows z = (a, b, w[, va, vb, vw]) at z[0], z[s], …, z[(D-1)s]:
  * GD θ ← θ - (h g1, h g0)·∇ (g1, g0 already times h), heavy ball v ← μ v + ∇, θ ← θ - h v. */
@@ -70,42 +62,18 @@ static inline vd fused(vd a, vd b, vd c) {
   return r;
 }
 
-static inline vu rotl(vu x, int r) { return (x << r) | (x >> (32 - r)); }
-
-/* threefry2x32 (jax._src.random.threefry2x32, 20 rounds) of the counter pairs (x0, x1). */
-static inline void threefry(vu k0, vu k1, vu *x0, vu *x1) {
-  static const int rot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
-  vu ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDA};
-  vu a = *x0 + ks[0], b = *x1 + ks[1];
-  for (int i = 0; i < 5; i++) {
-    for (int r = 0; r < 4; r++) a = a + b, b = rotl(b, rot[i % 2][r]), b = a ^ b;
-    a = a + ks[(i + 1) % 3], b = b + ks[(i + 2) % 3] + (unsigned)(i + 1);
-  }
-  *x0 = a, *x1 = b;
-}
-
 /* Step `step`'s minibatch moments M[2f + s] of the LANES lanes at l: the tail counts of its
  * `draws` words against the thresholds, then (B·first + Σ_j C_j table_j) / B. */
 static inline void minibatch_moments(const struct noise *z, long lanes, long l, unsigned step,
                                      vd *M) {
-  const long tails = z->points - 1, even = z->draws + z->draws % 2, half = even / 2;
+  const long tails = z->points - 1;
   vu k0, k1, s0;
   __builtin_memcpy(&k0, z->key + l, sizeof k0);
   __builtin_memcpy(&k1, z->key + lanes + l, sizeof k1);
   __builtin_memcpy(&s0, z->step0 + l, sizeof s0);
-  vd *C = z->counts, *TH = z->limits, one = (vd){} + 1.0, zero = (vd){};
-  for (long j = 0; j < tails; j++) C[j] = zero, TH[j] = load(z->thresholds + j * lanes + l);
-  vu base = (s0 + step) * (unsigned)even;
-  for (long k = 0; k < half; k++) {
-    vu x0 = base + (unsigned)k, x1 = x0 + (unsigned)half;
-    threefry(k0, k1, &x0, &x1);
-    /* as doubles through signed words (AVX2 converts only those): x - 2³¹, + 2³¹, exact */
-    vd u0 = __builtin_convertvector((vs)(x0 ^ 0x80000000u), vd) + 2147483648.0;
-    vd u1 = __builtin_convertvector((vs)(x1 ^ 0x80000000u), vd) + 2147483648.0;
-    for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u0, one, zero);
-    if (half + k < z->draws)
-      for (long j = 0; j < tails; j++) C[j] += pick(TH[j] <= u1, one, zero);
-  }
+  vd *C = z->counts, *TH = z->limits;
+  for (long j = 0; j < tails; j++) TH[j] = load(z->thresholds + j * lanes + l);
+  tail_counts(k0, k1, s0 + step, z->draws, tails, TH, C);
   for (int s = 0; s < 2; s++)
     for (int f = 0; f < 5; f++) {
       vd base = z->scaled[s * 5 + f], total;
@@ -248,27 +216,10 @@ static int minibatch_lanes(long lanes, long count, long steps, double alpha, dou
  * step, thresholds, first, table], then config = (alpha, mu or -1, steps, draws or 0,
  * active); results: the carry after the steps of the first `active` lanes (rounded up to
  * LANES), the others copied. */
-#include <string.h>
-
-#include "xla/ffi/api/c_api.h"
-
-static XLA_FFI_Buffer *buffer(void *arg) { return (XLA_FFI_Buffer *)arg; }
-
-static size_t bytes(XLA_FFI_Buffer *b) {
-  size_t n = b->dtype == XLA_FFI_DataType_U32 ? 4 : 8;
-  for (int64_t i = 0; i < b->rank; i++) n *= (size_t)b->dims[i];
-  return n;
-}
+#include "ffi.h"
 
 XLA_FFI_Error *gdrelu_steps(XLA_FFI_CallFrame *call) {
-  XLA_FFI_Extension_Base *extension = call->extension_start;
-  if (extension && extension->type == XLA_FFI_Extension_Metadata) {
-    XLA_FFI_Metadata *metadata = ((XLA_FFI_Metadata_Extension *)extension)->metadata;
-    metadata->api_version = (XLA_FFI_Api_Version){XLA_FFI_Api_Version_STRUCT_SIZE, 0,
-                                                  XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR};
-    metadata->traits = 0;
-    return 0;
-  }
+  if (metadata_query(call)) return 0;
   void **in = call->args.args, **out = call->rets.rets;
   long carried = call->rets.size, operands = call->args.size;
   const double *config = buffer(in[operands - 1])->data;
@@ -279,14 +230,10 @@ XLA_FFI_Error *gdrelu_steps(XLA_FFI_CallFrame *call) {
     v[i] = buffer(out[i])->data;
     memcpy(v[i], buffer(in[i])->data, bytes(buffer(in[i])));
   }
-  XLA_FFI_Buffer *cb = buffer(in[1]);
-  long lanes = cb->rank ? cb->dims[cb->rank - 1] : 1;
-  if (lanes % LANES) { /* whole vectors only: the loop would read past the arrays */
-    XLA_FFI_Error_Create_Args error = {XLA_FFI_Error_Create_Args_STRUCT_SIZE, 0,
-                                       "gdrelu's C loop takes lanes in multiples of LANES",
-                                       XLA_FFI_Error_Code_INVALID_ARGUMENT};
-    return call->api->XLA_FFI_Error_Create(&error);
-  }
+  long lanes = lanes_of(buffer(in[1]));
+  if (lanes % LANES) /* whole vectors only: the loop would read past the arrays */
+    return failure(call, "gdrelu's C loop takes lanes in multiples of LANES",
+                   XLA_FFI_Error_Code_INVALID_ARGUMENT);
   long count = (active + LANES - 1) / LANES * LANES;
   count = count < lanes ? count : lanes;
   const double *f[5];
@@ -308,10 +255,8 @@ XLA_FFI_Error *gdrelu_steps(XLA_FFI_CallFrame *call) {
                       f[0], f[1], f[2], f[4], draws, points, buffer(noise[0])->data,
                       buffer(noise[1])->data, thresholds->data, buffer(noise[3])->data,
                       buffer(noise[4])->data)) {
-    XLA_FFI_Error_Create_Args error = {XLA_FFI_Error_Create_Args_STRUCT_SIZE, 0,
-                                       "gdrelu's C loop could not allocate its counts",
-                                       XLA_FFI_Error_Code_RESOURCE_EXHAUSTED};
-    return call->api->XLA_FFI_Error_Create(&error);
+    return failure(call, "gdrelu's C loop could not allocate its counts",
+                   XLA_FFI_Error_Code_RESOURCE_EXHAUSTED);
   }
   return 0;
 }

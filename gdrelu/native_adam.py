@@ -1,0 +1,117 @@
+"""Adam's chunk on the general path as one native loop on a CPU (kernel="native").
+
+XLA's loop of the general path (`engine.paths._trained`) passes over each run's (m, n)
+preactivations in about 40 small operations per step, each a round trip through memory;
+with Adam that is the whole cost of a step (Adam never takes the propagator).
+`native_src/adam_general.c` does the same step, LANES runs per vector, a run's neurons in
+L1 or L2 for all the steps of a chunk: the multinomial minibatch (the same threefry words
+as `optim.multinomial_words`), the loss and activation pattern of θ_t, its gradient,
+`optim.scale_by_adam`'s update, the largest kink, and the events the general path
+watches (the first pattern change, the first loss below (1 - ε) L_lin, the neurons that
+changed pattern or side).
+
+Its sums over the points and neurons run in another order than XLA's, so a run's bits are
+not those of XLA's loop: the parameters agree to about 1e-12 relative over a few hundred
+steps, and a run whose trajectory is chaotic parts from XLA's later
+(tests/test_native_adam.py). So this loop is never chosen by "auto": it is kernel
+"native" by name (`simulate(kernel="native")`, $GDRELU_PROPAGATOR_KERNEL), and the
+results record their kernel. It steps float64 runs of 1-D data with at most 63 points
+(a neuron's pattern is a bit mask), in either parameterization, with ReLU or LeakyReLU.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdrelu import native
+from gdrelu.detectors import ESCAPE_MARGIN
+from gdrelu.model import Params
+from gdrelu.optim import NAMED, Optimizer, multinomial_thresholds
+
+MAX_POINTS = 63  # the C loop's MAX_POINTS
+
+
+def trains(optimizer: Optimizer) -> bool:
+    """Whether the C loop takes `optimizer`'s steps: gdrelu's Adam (`optim.scale_by_adam`,
+    β = (0.9, 0.999), ε = 1e-8, the run's step size as learning rate) with full batches or
+    multinomial minibatches."""
+    adam = optimizer.name == "adam" and optimizer.transformation is NAMED["adam"][0]
+    return adam and optimizer.sampler in ("full", "multinomial")
+
+
+def check_trains(data, dtype) -> None:
+    """ValueError unless the C loop can step runs of `dtype` on `data` (leading runs axis):
+    1-D points, at most `MAX_POINTS` of them, float64."""
+    if data.x.ndim != 2:
+        raise ValueError(f"kernel 'native' trains Adam on 1-D data, not points {data.x.shape[2:]}")
+    if data.x.shape[-1] > MAX_POINTS:
+        raise ValueError(
+            f"kernel 'native' trains Adam on at most {MAX_POINTS} points, not {data.x.shape[-1]}"
+        )
+    if jnp.dtype(dtype) != jnp.float64:
+        raise ValueError(f"kernel 'native' steps float64 runs, not {jnp.dtype(dtype)}")
+
+
+def _rows(params: Params) -> jax.Array:
+    """(3n + 1, runs): a, b, w of every neuron, then c."""
+    return jnp.concatenate([params.a.T, params.b.T, params.w.T, params.c[None]])
+
+
+def _params(rows: jax.Array, n: int) -> Params:
+    return Params(rows[:n].T, rows[n : 2 * n].T, rows[2 * n : 3 * n].T, rows[3 * n])
+
+
+def adam_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer):
+    """`num_steps` steps (an int or traced) of Adam on a batch of runs (`engine.state.
+    RunState`, data with a leading runs axis), as the vmapped `engine.paths._trained`:
+    (state, kink, first pattern change, first loss below L_lin, changed (runs, n))."""
+    check_trains(data, state.params.c.dtype)
+    native.registered()  # a missing compiler fails here, with its reason
+    params, scaling = state.params, state.scaling
+    runs, n = params.a.shape
+    adam, *rest = state.opt_state
+    f64, never = jnp.float64, jnp.full((1, runs), -1.0)
+    carry = [
+        _rows(params),
+        _rows(adam.mu),
+        _rows(adam.nu),
+        adam.count[None].astype(f64),
+        jnp.zeros((1, runs)),
+        never,
+        never,
+        jnp.zeros((n, runs)),
+    ]
+    stochastic = optimizer.sampler == "multinomial"
+    thresholds = jax.vmap(multinomial_thresholds)(data.weights).T if stochastic else None
+    limit = (1.0 - ESCAPE_MARGIN) * state.linear_threshold
+    fixed = [
+        data.x.T,
+        data.y.T,
+        data.weights.T,
+        jnp.broadcast_to(step_size, (runs,))[None],
+        scaling.a[None],
+        scaling.w[None],
+        limit[None],
+        state.noise_key.T,
+        state.step[None],
+        jnp.zeros((data.x.shape[-1] - 1, runs)) if thresholds is None else thresholds,
+    ]
+    start = [native._lanes(v, np.float64, runs, runs, jnp) for v in carry]
+    rest_in = [
+        native._lanes(v, np.uint32 if i in (7, 8) else np.float64, runs, runs, jnp)
+        for i, v in enumerate(fixed)
+    ]
+    draws = optimizer.batch_size if stochastic else 0
+    settings = (alpha, num_steps, draws, runs)
+    config = jnp.stack([jnp.asarray(v, f64) for v in settings])
+    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in start]
+    stepped = jax.ffi.ffi_call(native.ADAM_TARGET, shapes)(*start, *rest_in, config)
+    theta, mu, nu, count, kink, first, below, flags = (v[:, :runs] for v in stepped)
+    adam = adam._replace(
+        count=count[0].astype(adam.count.dtype), mu=_params(mu, n), nu=_params(nu, n)
+    )
+    state = state._replace(params=_params(theta, n), opt_state=(adam, *rest))
+    as_step = state.step.dtype
+    return state, kink[0], first[0].astype(as_step), below[0].astype(as_step), flags.T > 0.5

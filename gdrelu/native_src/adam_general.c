@@ -1,0 +1,256 @@
+/* Adam on the general path (gdrelu.engine.paths._trained for 1-D data, optax's Adam as
+ * gdrelu.optim.scale_by_adam) as one native loop for a CPU: `gdrelu.native_adam`, with
+ * kernel="native". XLA's loop passes over the (m, n) preactivations with about 40
+ * operations per step, each a round trip through memory; here a run's neurons stay in L1
+ * or L2 for all the steps of a chunk, LANES runs per vector.
+ *
+ * Arrays are (component, lanes), lanes contiguous, `lanes` a multiple of LANES:
+ *   theta[3n + 1]: a_i at i, b_i at n + i, w_i at 2n + i, c at 3n;  mu, nu: Adam's moments,
+ *   the same rows;  count: Adam's step count;  kink: the largest |b_i / (s_a a_i)| of the
+ *   chunk;  first, below: the first step whose activation pattern differs from the chunk's
+ *   first, and whose loss is below `limit` = (1 - ε) L_lin (-1: none);  flags[n]: the
+ *   neurons whose pattern or side of the origin changed (0/1);
+ *   x, y, p[m]: the points, targets and weights;  h, sa, sw, limit;  key[2], step (uint32):
+ *   the multinomial sampler's key and the chunk's first step;  thresholds[m - 1]
+ *   (gdrelu.optim.multinomial_thresholds).
+ *
+ * Each step does one pass over the neurons: its gradient at θ_t from the outputs f(x_j)
+ * of θ_t, Adam's update, and θ_{t+1}'s contribution to the next outputs and pattern. The
+ * operations are the XLA loop's, but its sums over the neurons and points run in another
+ * order: the parameters agree to about 1e-12 relative over a few hundred steps, not to the
+ * bit (tests/test_native_adam.py), so this loop is a kernel of its own, chosen by name. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "lanes.h"
+
+enum { MAX_POINTS = 63 }; /* a neuron's pattern is a bit mask of the points */
+
+static const double B1 = 0.9, B2 = 0.999, EPS = 1e-8;
+static const double COUNT_MAX = 2147483647.0; /* optax's int32 count saturates */
+
+struct adam_arrays {
+  long n, m, lanes, steps, draws;
+  double alpha;
+  double *theta, *mu, *nu, *count, *kink, *first, *below, *flags;
+  const double *x, *y, *p, *h, *sa, *sw, *limit, *thresholds;
+  const unsigned *key, *step0;
+  const double *c1, *c2; /* 1 / (1 - β^t) of the chunk's steps when every lane's count is
+                            the same (else 0: each lane's, from pow) */
+  vm *scratch;           /* 4n vectors */
+};
+
+/* Adam's update of one parameter: m ← (1 - β₁) g + β₁ m, v ← (1 - β₂) g² + β₂ v, then
+ * θ ← θ - h m̂ / (√v̂ + ε) with m̂ = m · c1, v̂ = v · c2. */
+static inline __attribute__((always_inline)) vd adam(vd theta, vd g, double *mu, double *nu,
+                                                    vd c1, vd c2, vd minus_h) {
+  vd m = (1.0 - B1) * g + B1 * load(mu), v = (1.0 - B2) * (g * g) + B2 * load(nu);
+  store(mu, m), store(nu, v);
+  vd root, scaled = v * c2;
+  for (int q = 0; q < LANES; q++) root[q] = __builtin_sqrt(scaled[q]);
+  return theta + (m * c1) / (root + EPS) * minus_h;
+}
+
+/* max(K, |b / sa_a|) where `real`, keeping a NaN as XLA's maximum does. The division
+ * only where some lane may raise K: |b| < fl(K |sa_a|)(1 - 2⁻⁵⁰) proves |b / sa_a| < K,
+ * and otherwise (a NaN, a zero sa_a, a larger |b|) the quotient decides. */
+static inline __attribute__((always_inline)) vd largest_kink(vd K, vd b, vd sa_a, vm real) {
+  vm below = absolute(b) < K * absolute(sa_a) * (1.0 - 0x1p-50);
+  vm open = real & ~below;
+  for (int q = 0; q < LANES; q++)
+    if (open[q]) {
+      vd ratio = pick(real, absolute(b / sa_a), (vd){});
+      return pick((K != K) | (ratio <= K), K, ratio);
+    }
+  return K;
+}
+
+/* σ_α(z) and the gradient's σ'_α(z)·r, ReLU (relu: α = 0) as masks. */
+static inline __attribute__((always_inline)) vd hidden(const int relu, vm on, vd z, double alpha) {
+  return relu ? (vd)((vm)z & on) : pick(on, z, alpha * z);
+}
+
+static inline __attribute__((always_inline)) void lanes_at(const int relu, const long m,
+                                                           const struct adam_arrays *A, long l) {
+  const long n = A->n, L = A->lanes, rows = 3 * n;
+  vd X[MAX_POINTS], Y[MAX_POINTS], P[MAX_POINTS], TH[MAX_POINTS], F[MAX_POINTS], S[MAX_POINTS];
+  vd R[MAX_POINTS];
+  for (long j = 0; j < m; j++)
+    X[j] = load(A->x + j * L + l), Y[j] = load(A->y + j * L + l), P[j] = load(A->p + j * L + l);
+  for (long j = 0; j + 1 < m; j++) TH[j] = load(A->thresholds + j * L + l);
+  vu k0, k1, s0;
+  __builtin_memcpy(&k0, A->key + l, sizeof k0);
+  __builtin_memcpy(&k1, A->key + L + l, sizeof k1);
+  __builtin_memcpy(&s0, A->step0 + l, sizeof s0);
+  vd SA = load(A->sa + l), SW = load(A->sw + l), MINUS_H = -load(A->h + l);
+  vd LIMIT = load(A->limit + l), COUNT = load(A->count + l), K = (vd){};
+  vd FIRST = (vd){} - 1.0, BELOW = (vd){} - 1.0, STEP0 = __builtin_convertvector(s0, vd);
+  vm *start = A->scratch, *plus = start + n, *real = plus + n, *changed = real + n;
+  double *theta = A->theta + l, *mu = A->mu + l, *nu = A->nu + l;
+  vd C = load(theta + rows * L);
+
+  /* the chunk's first outputs, and each neuron's pattern, side and realness */
+  for (long j = 0; j < m; j++) S[j] = (vd){};
+  for (long i = 0; i < n; i++) {
+    vd a = load(theta + i * L), b = load(theta + (n + i) * L), w = load(theta + (2 * n + i) * L);
+    vm bits = (vm){};
+    for (long j = 0; j < m; j++) {
+      vd z = SA * (X[j] * a) + b;
+      vm on = z >= 0;
+      S[j] += hidden(relu, on, z, A->alpha) * w;
+      bits |= on & ((vm){} + (1ll << j));
+    }
+    start[i] = bits, plus[i] = a > 0, changed[i] = (vm){};
+    real[i] = (a != 0) | (b != 0) | (w != 0);
+  }
+  for (long j = 0; j < m; j++) F[j] = C + SW * S[j];
+
+  for (long s = 0;; s++) {
+    vd now = STEP0 + (double)s, loss = (vd){};
+    for (long j = 0; j < m; j++) {
+      vd e = F[j] - Y[j];
+      loss += P[j] * e * e;
+      R[j] = e;
+    }
+    loss = 0.5 * loss;
+    vm low = (loss < LIMIT) & (BELOW < 0);
+    if (s > 0 || A->steps == 0) BELOW = pick(low, now, BELOW); /* θ_0 is the chunk's start */
+    if (s == A->steps) break;
+    if (A->draws) {
+      vd tails[MAX_POINTS], B = (vd){} + (double)A->draws;
+      tail_counts(k0, k1, s0 + (unsigned)s, A->draws, m - 1, TH, tails);
+      vd above = B;
+      for (long j = 0; j + 1 < m; j++) R[j] = (above - tails[j]) / B * R[j], above = tails[j];
+      R[m - 1] = (above - (vd){}) / B * R[m - 1];
+    } else {
+      for (long j = 0; j < m; j++) R[j] = P[j] * R[j];
+    }
+    vd c1, c2;
+    COUNT = COUNT + 1.0;
+    COUNT = pick(COUNT > COUNT_MAX, (vd){} + COUNT_MAX, COUNT);
+    if (A->c1) {
+      c1 = (vd){} + A->c1[s], c2 = (vd){} + A->c2[s];
+    } else {
+      for (int q = 0; q < LANES; q++)
+        c1[q] = 1.0 / (1.0 - pow(B1, COUNT[q])), c2[q] = 1.0 / (1.0 - pow(B2, COUNT[q]));
+    }
+    vd gc = R[0];
+    for (long j = 1; j < m; j++) gc += R[j];
+    C = adam(C, gc, mu + rows * L, nu + rows * L, c1, c2, MINUS_H);
+    vm differs = (vm){};
+    for (long j = 0; j < m; j++) S[j] = (vd){};
+    for (long i = 0; i < n; i++) {
+      double *pa = theta + i * L, *pb = theta + (n + i) * L, *pw = theta + (2 * n + i) * L;
+      vd a = load(pa), b = load(pb), w = load(pw), ga = (vd){}, gb = (vd){}, gw = (vd){};
+      for (long j = 0; j < m; j++) {
+        vd z = SA * (X[j] * a) + b;
+        vm on = z >= 0;
+        vd back = hidden(relu, on, R[j], A->alpha);
+        ga += X[j] * back, gb += back, gw += R[j] * hidden(relu, on, z, A->alpha);
+      }
+      vd outer = SW * w;
+      vd na = adam(a, SA * outer * ga, mu + i * L, nu + i * L, c1, c2, MINUS_H);
+      vd nb = adam(b, outer * gb, mu + (n + i) * L, nu + (n + i) * L, c1, c2, MINUS_H);
+      vd nw = adam(w, SW * gw, mu + (2 * n + i) * L, nu + (2 * n + i) * L, c1, c2, MINUS_H);
+      store(pa, na), store(pb, nb), store(pw, nw);
+      K = largest_kink(K, nb, SA * na, real[i]);
+      vm bits = (vm){};
+      for (long j = 0; j < m; j++) {
+        vd z = SA * (X[j] * na) + nb;
+        vm on = z >= 0;
+        S[j] += hidden(relu, on, z, A->alpha) * nw;
+        bits |= on & ((vm){} + (1ll << j));
+      }
+      vm moved = bits != start[i];
+      differs |= moved;
+      changed[i] |= moved | ((na > 0) != plus[i]);
+    }
+    for (long j = 0; j < m; j++) F[j] = C + SW * S[j];
+    FIRST = pick(differs & (FIRST < 0), now + 1.0, FIRST);
+  }
+  store(theta + rows * L, C);
+  store(A->count + l, COUNT), store(A->kink + l, K);
+  store(A->first + l, FIRST), store(A->below + l, BELOW);
+  for (long i = 0; i < n; i++) store(A->flags + i * L + l, pick(changed[i], (vd){} + 1.0, (vd){}));
+}
+
+/* Every lane group of the first `count` lanes; ReLU and the paper's six points compiled
+ * apart, so that their loops over the points unroll. */
+static void adam_lanes(const struct adam_arrays *A, long count) {
+  const int relu = A->alpha == 0.0;
+  for (long l = 0; l < count; l += LANES) {
+    if (relu && A->m == 6)
+      lanes_at(1, 6, A, l);
+    else if (relu)
+      lanes_at(1, A->m, A, l);
+    else if (A->m == 6)
+      lanes_at(0, 6, A, l);
+    else
+      lanes_at(0, A->m, A, l);
+  }
+}
+
+#ifdef GDRELU_XLA_FFI
+/* The loop as an XLA FFI handler (`native_adam.adam_chunk`). Operands: the carry (theta,
+ * mu, nu, count, kink, first, below, flags), then x, y, p, h, sa, sw, limit, key, step,
+ * thresholds, then config = (alpha, steps, draws or 0, active); results: the carry after
+ * the steps of the first `active` lanes (rounded up to LANES), the others copied. */
+#include "ffi.h"
+
+XLA_FFI_Error *gdrelu_adam_steps(XLA_FFI_CallFrame *call) {
+  if (metadata_query(call)) return 0;
+  void **in = call->args.args, **out = call->rets.rets;
+  const long carried = 8;
+  if (call->rets.size != carried || call->args.size != carried + 11)
+    return failure(call, "gdrelu's Adam loop takes 8 carried and 11 fixed operands",
+                   XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  double *v[8];
+  for (long i = 0; i < carried; i++) {
+    v[i] = buffer(out[i])->data;
+    memcpy(v[i], buffer(in[i])->data, bytes(buffer(in[i])));
+  }
+  const double *config = buffer(in[carried + 10])->data;
+  long lanes = lanes_of(buffer(in[0])), rows = buffer(in[0])->dims[0];
+  long m = buffer(in[carried])->dims[0], active = (long)config[3];
+  if (lanes % LANES || m < 1 || m > MAX_POINTS || rows % 3 != 1)
+    return failure(call, "gdrelu's Adam loop takes lanes in multiples of LANES, 1-63 points "
+                         "and 3n + 1 parameter rows",
+                   XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  long count = (active + LANES - 1) / LANES * LANES;
+  count = count < lanes ? count : lanes;
+  const double *f[11];
+  for (int i = 0; i < 10; i++) f[i] = buffer(in[carried + i])->data;
+  struct adam_arrays A = {
+      rows / 3, m, lanes, (long)config[1], (long)config[2], config[0],
+      v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+      f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[9],
+      (const unsigned *)f[7], (const unsigned *)f[8], 0, 0, 0};
+  if (!count) return 0;
+  /* one table of bias corrections when the lanes' counts agree (they do within a batch) */
+  int same = 1;
+  for (long q = 1; q < count; q++) same &= v[3][q] == v[3][0];
+  double *table = 0;
+  if (same && v[3][0] + (double)A.steps < COUNT_MAX) {
+    table = malloc(2 * (size_t)(A.steps + 1) * sizeof(double));
+    if (!table)
+      return failure(call, "gdrelu's Adam loop could not allocate its table",
+                     XLA_FFI_Error_Code_RESOURCE_EXHAUSTED);
+    for (long s = 0; s < A.steps; s++) {
+      double t = v[3][0] + (double)(s + 1);
+      table[s] = 1.0 / (1.0 - pow(B1, t));
+      table[A.steps + 1 + s] = 1.0 / (1.0 - pow(B2, t));
+    }
+    A.c1 = table, A.c2 = table + A.steps + 1;
+  }
+  A.scratch = aligned_alloc(sizeof(vm), 4 * (size_t)A.n * sizeof(vm) + sizeof(vm));
+  if (!A.scratch) {
+    free(table);
+    return failure(call, "gdrelu's Adam loop could not allocate its scratch",
+                   XLA_FFI_Error_Code_RESOURCE_EXHAUSTED);
+  }
+  adam_lanes(&A, count);
+  free(A.scratch);
+  free(table);
+  return 0;
+}
+#endif

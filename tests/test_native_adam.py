@@ -1,0 +1,230 @@
+"""Adam's general-path chunk as one C loop (`gdrelu.native_adam`, kernel="native"): a
+direct NumPy implementation's numbers to 1e-12, XLA's loop's to 1e-10 in the engine, its
+events exactly, and a clear refusal where it cannot run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_native import needs_compiler
+
+from gdrelu import Params, WeightedData, engine, native_adam, simulate
+from gdrelu.detectors import ESCAPE_MARGIN
+from gdrelu.engine.state import initial_state
+from gdrelu.model import Scaling
+from gdrelu.optim import counts_from_words, get_optimizer, multinomial_words
+from gdrelu.propagator import check_kernel_trains
+
+B1, B2, EPS = 0.9, 0.999, 1e-8
+
+
+def _runs(runs=11, n=7, m=6, seed=0, padding=2):
+    """Params (some runs' last `padding` neurons zero: a wider bucket's padding), data and
+    step sizes of `runs` runs, float64."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(runs, n)) * np.sqrt(2)
+    b = rng.normal(size=(runs, n)) * 0.3
+    w = rng.normal(size=(runs, n)) * np.sqrt(2 / n)
+    for v in (a, b, w):
+        v[::2, n - padding :] = 0.0
+    params = Params(a, b, w, rng.normal(size=runs) * 0.1)
+    x = np.sort(rng.uniform(-2, 2, size=(runs, m)), axis=1)
+    data = WeightedData(x, rng.normal(size=(runs, m)), rng.dirichlet(np.ones(m), size=runs))
+    return params, data, rng.uniform(0.01, 0.06, size=runs)
+
+
+def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments):
+    """Adam's chunk on one run, written out: (params, mu, nu, count, kink, first pattern
+    change, first loss below `limit`, changed neurons) after `steps` steps from Adam's
+    `moments` = (mu, nu, count); `counts` (steps, m): each step's multinomial counts / B,
+    None: the full batch. Step numbers count from 0 at the chunk's start."""
+    a, b, w, c = (np.array(v, float) for v in params)
+    x, y, p = (np.asarray(v) for v in data)
+    (sa, sw), (mu, nu, count) = scaling, moments
+    mu, nu = [np.array(v, float) for v in mu], [np.array(v, float) for v in nu]
+    real = (a != 0) | (b != 0) | (w != 0)
+    start_pattern, start_side = sa * np.outer(x, a) + b >= 0, a > 0
+    kink, first, below, changed = 0.0, -1, -1, np.zeros(a.shape, bool)
+
+    def watch(t, a, b, w, c):
+        nonlocal first, below, changed
+        z = sa * np.outer(x, a) + b
+        residual = c + sw * (np.where(z >= 0, z, alpha * z) @ w) - y
+        if (t > 0 or steps == 0) and below < 0 and 0.5 * np.sum(p * residual**2) < limit:
+            below = t
+        differs = np.any((z >= 0) != start_pattern, axis=0)
+        if t > 0 and first < 0 and differs.any():
+            first = t
+        changed |= differs | ((a > 0) != start_side)
+        return z, residual
+
+    for t in range(steps):
+        z, residual = watch(t, a, b, w, c)
+        r = (p if counts is None else counts[t]) * residual
+        on = z >= 0
+        back = np.where(on, 1.0, alpha) * r[:, None]
+        grads = [
+            sa * sw * w * (x @ back),
+            sw * w * back.sum(0),
+            sw * (r @ np.where(on, z, alpha * z)),
+            r.sum(),
+        ]
+        count += 1
+        theta = []
+        for k, (v, g) in enumerate(zip((a, b, w, c), grads, strict=True)):
+            mu[k] = (1 - B1) * g + B1 * mu[k]
+            nu[k] = (1 - B2) * g**2 + B2 * nu[k]
+            m_hat, v_hat = mu[k] / (1 - B1**count), nu[k] / (1 - B2**count)
+            theta.append(v - h * m_hat / (np.sqrt(v_hat) + EPS))
+        a, b, w, c = theta
+        with np.errstate(invalid="ignore", divide="ignore"):  # padding: 0/0, not counted
+            kink = max(kink, np.max(np.where(real, np.abs(b / (sa * a)), 0.0)))
+    watch(steps, a, b, w, c)
+    return (a, b, w, c), mu, nu, count, kink, first, below, changed
+
+
+def _chunk(state, data, h, alpha, steps, optimizer):
+    run = jax.jit(native_adam.adam_chunk, static_argnames="optimizer")
+    return run(state, data, h, alpha, steps, optimizer=optimizer)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "alpha, sampler, scaling, m",
+    [
+        (0.0, "full", (1.0, 1.0), 6),
+        (0.0, "multinomial", (1.0, 1.0), 6),
+        (0.1, "multinomial", (0.5, 1.7), 6),
+        (0.0, "full", (1.0, 1.0), 5),
+        (0.2, "multinomial", (1.0, 1.0), 9),
+    ],
+)
+def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m):
+    """Two chunks (13 and 24 steps) of 11 runs, some with padding neurons: the parameters
+    and Adam's moments to 1e-12 relative, its count, the largest kink to 1e-12, and the
+    events (first pattern change, first loss below L_lin, neurons that changed pattern or
+    side) exactly, against `_reference`; ReLU and LeakyReLU, full batches and multinomial
+    minibatches, both parameterizations' multipliers, the paper's six points (its own
+    compiled loop) and others."""
+    params, data, h = _runs(m=m)
+    runs = h.shape[0]
+    optimizer = get_optimizer("adam", sampler=sampler)
+    keys = np.random.default_rng(1).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
+    multipliers = Scaling(*(np.full(runs, v) for v in scaling))
+    state = initial_state(params, h, keys, multipliers, optimizer=optimizer, data=data).state
+    # a threshold that some runs pass within the chunks: the loss below L_lin happens
+    threshold = np.asarray(state.linear_threshold) * np.linspace(1.5, 30.0, runs)
+    state = state._replace(linear_threshold=jnp.asarray(threshold))
+    limit = (1.0 - ESCAPE_MARGIN) * threshold
+    events = {"first": 0, "below": 0}
+    for chunk in (13, 24):
+        start, before = int(state.step[0]), jax.device_get(state)
+        state, kink, first, below, changed = _chunk(state, data, h, alpha, chunk, optimizer)
+        state = state._replace(step=state.step + chunk)
+        got = jax.device_get((state.params, state.opt_state[0]))
+        for i in range(runs):
+            counts = None
+            if sampler == "multinomial":
+                words = multinomial_words(keys[i], 16, start, chunk)
+                counts = np.stack([counts_from_words(v, data.weights[i]) for v in words]) / 16
+            adam = jax.tree.map(lambda v, i=i: v[i], before.opt_state[0])
+            one = jax.tree.map(lambda v, i=i: v[i], (before.params, data))
+            moments = (list(adam.mu), list(adam.nu), int(adam.count))
+            want = _reference(*one, h[i], alpha, scaling, limit[i], chunk, counts, moments)
+            mine = jax.tree.map(lambda v, i=i: v[i], got)
+            pairs = (*mine[0], *mine[1].mu, *mine[1].nu), (*want[0], *want[1], *want[2])
+            for ours, theirs in zip(*pairs, strict=True):  # cancelling entries: 1e-12 of the max
+                scale = np.max(np.abs(theirs))
+                np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12 * scale)
+            assert int(mine[1].count) == want[3]
+            np.testing.assert_allclose(kink[i], want[4], rtol=1e-12)
+            assert int(first[i]) == (want[5] + start if want[5] >= 0 else -1)
+            assert int(below[i]) == (want[6] + start if want[6] >= 0 else -1)
+            np.testing.assert_array_equal(np.asarray(changed[i]), want[7])
+            events["first"] += int(first[i]) >= 0
+            events["below"] += int(below[i]) >= 0
+    assert events["first"] > 0 and events["below"] > 0  # the events were exercised
+
+
+def _simulate(kernel, runs=16, steps=300, sampler="multinomial", **settings):
+    params, data, h = _runs(runs=runs, n=9)
+    keys = np.random.default_rng(2).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
+    return simulate(
+        params, data, h, optimizer="adam", sampler=sampler, key=keys, check_every=steps // 3,
+        max_checks=3, stop_on=(), kernel=kernel, **settings,
+    )  # fmt: skip
+
+
+@needs_compiler
+@pytest.mark.parametrize("sampler", ["full", "multinomial"])
+def test_engine_adam_with_the_c_loop_agrees_with_the_xla_loop(sampler):
+    """`simulate(kernel="native")` for Adam, 300 steps in three chunks: the parameters agree
+    with XLA's loop to 1e-10 relative (the two sum the points and neurons in other orders),
+    and every status, event step and final classification is the same."""
+    ours, xla = _simulate("native", sampler=sampler), _simulate("xla", sampler=sampler)
+    for mine, theirs in zip(ours.params, xla.params, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-10 * np.max(np.abs(theirs)))
+    np.testing.assert_allclose(ours.max_kink, xla.max_kink, rtol=1e-9)
+    for field in ("status", "stop_step", "pattern_change_step", "loss_below_step", "escaped"):
+        np.testing.assert_array_equal(getattr(ours, field), getattr(xla, field), err_msg=field)
+    assert not np.allclose(ours.params.a, _runs(runs=16, n=9)[0].a)  # it trained
+
+
+@needs_compiler
+def test_the_c_loop_gives_a_run_the_same_bits_in_any_batch():
+    """A run's numbers do not depend on the runs beside it: the first 5 of 13 runs trained
+    alone equal the same runs trained with the others, bit for bit (padding lanes)."""
+    params, data, h = _runs(runs=13, n=9)
+    keys = np.random.default_rng(2).integers(0, 2**32, size=(13, 2), dtype=np.uint32)
+
+    def run(count):
+        cut = jax.tree.map(lambda v: v[:count], (params, data, h, keys))
+        return simulate(
+            *cut[:3], optimizer="adam", sampler="multinomial", key=cut[3], check_every=50,
+            max_checks=2, stop_on=(), kernel="native",
+        )  # fmt: skip
+
+    alone, together = run(5), run(13)
+    for mine, theirs in zip(alone.params, together.params, strict=True):
+        np.testing.assert_array_equal(mine, np.asarray(theirs)[:5])
+
+
+@needs_compiler
+def test_adam_on_the_c_loop_compiles_once_for_any_step_sizes_and_steps():
+    """Step sizes and the chunk's step count are data: a second `simulate` with other step
+    sizes and another `check_every` traces no new chunk program."""
+    params, data, h = _runs(runs=24, n=5, m=7, seed=3)
+
+    def run(step_sizes, every):
+        simulate(params, data, step_sizes, optimizer="adam", check_every=every, max_checks=2,
+                 stop_on=(), kernel="native")  # fmt: skip
+
+    run(h, 20)
+    before = engine.TRACE_COUNT["general"]
+    run(h * 0.5, 35)
+    assert engine.TRACE_COUNT["general"] == before
+
+
+@needs_compiler
+def test_the_c_loop_refuses_what_it_cannot_train():
+    """Kernel "native" takes Adam with full batches or multinomial minibatches of float64
+    runs on 1-D data with at most 63 points; "auto" leaves Adam on XLA's loop, whose bits
+    the results had before; the other kernels' refusals stand."""
+    adam = get_optimizer("adam")
+    check_kernel_trains("native", adam)
+    check_kernel_trains("native", get_optimizer("adam", sampler="multinomial", batch_size=3))
+    with pytest.raises(ValueError, match="float64"):
+        check_kernel_trains("native", adam, np.float32)
+    with pytest.raises(ValueError, match="epoch"):
+        check_kernel_trains("native", get_optimizer("adam", sampler="epoch"))
+    with pytest.raises(ValueError, match="2\\^k"):
+        check_kernel_trains("native", get_optimizer("sgd", batch_size=3))
+    assert engine.propagator_kernel("cpu", "auto", adam) == "xla"
+    params, data, h = _runs(runs=8, m=64)
+    with pytest.raises(ValueError, match="at most 63 points"):
+        simulate(params, data, h, optimizer="adam", check_every=5, max_checks=1, kernel="native")
+    flat = _runs(runs=8)
+    planar = WeightedData(np.stack([flat[1].x, flat[1].x], -1), flat[1].y, flat[1].weights)
+    wide = Params(np.stack([flat[0].a, flat[0].a], 1), flat[0].b, flat[0].w, flat[0].c)
+    with pytest.raises(ValueError, match="1-D data"):
+        simulate(wide, planar, h, optimizer="adam", check_every=5, max_checks=1, kernel="native")
