@@ -326,7 +326,7 @@ def check_kernel_trains(kernel: str, optimizer: Optimizer, dtype=None) -> None:
     adam = kernel == "native" and native_adam.trains(optimizer)  # on the general path
     if not (kernel_trains(kernel, optimizer) or adam):
         what = (
-            "full batches or multinomial minibatches of 2^k draws, and Adam"
+            "full batches or multinomial minibatches of 2^k draws (Adam's: of any size)"
             if kernel == "native"
             else "full-batch GD"
         )

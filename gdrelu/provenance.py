@@ -14,23 +14,25 @@ import jax
 import numpy as np
 
 from gdrelu.engine import propagator_kernel
+from gdrelu.native_adam import trains
 
 if TYPE_CHECKING:
     from gdrelu.spec import ExperimentSpec
 
 
 def settings(specs: Sequence[ExperimentSpec]) -> dict[str, str]:
-    """What changes results besides the specs: `kernels`, the kernel of the propagator's
-    steps as resolved on this platform ($GDRELU_PROPAGATOR_KERNEL,
-    `engine.propagator_kernel`) for the optimizer and dtype of each of `specs` whose runs
-    take the propagator, distinct names joined by commas, or "none" where no spec's runs
-    do. Starts JAX's backends."""
+    """What changes results besides the specs: `kernels`, the kernel as resolved on this
+    platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`) for the optimizer and
+    dtype of each of `specs` whose runs take the propagator, or Adam's C loop on the
+    general path (`native_adam`, whose bits are not XLA's), distinct names joined by
+    commas, or "none" where no spec's runs do. Starts JAX's backends."""
     platform = jax.devices()[0].platform
-    kernels = [
-        propagator_kernel(platform, None, spec.trained_by, np.dtype(spec.dtype))
-        for spec in specs
-        if spec.path == "propagator"
-    ]
+    kernels = []
+    for spec in specs:
+        kernel = propagator_kernel(platform, None, spec.trained_by, np.dtype(spec.dtype))
+        adam = spec.path == "general" and kernel == "native" and trains(spec.trained_by)
+        if spec.path == "propagator" or adam:
+            kernels.append(kernel)
     return {"kernels": ",".join(dict.fromkeys(kernels)) or "none"}
 
 

@@ -284,7 +284,7 @@ def test_auto_without_a_compiler_warns_and_takes_xla(monkeypatch):
 def test_native_steps_no_epoch_minibatches():
     params, state, moments, h = _batch(128)
     sgd = propagator.get_optimizer("sgd", sampler="epoch")
-    match = "kernel 'native' trains full batches or multinomial minibatches of 2\\^k draws only"
+    match = "kernel 'native' trains full batches or multinomial minibatches of 2\\^k draws"
     with pytest.raises(ValueError, match=match):
         propagator.deferred_steps(
             params, state, moments, h, 0.0, 10, optimizer=sgd, kernel="native", noise=object()

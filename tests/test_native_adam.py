@@ -228,3 +228,26 @@ def test_the_c_loop_refuses_what_it_cannot_train():
     wide = Params(np.stack([flat[0].a, flat[0].a], 1), flat[0].b, flat[0].w, flat[0].c)
     with pytest.raises(ValueError, match="1-D data"):
         simulate(wide, planar, h, optimizer="adam", check_every=5, max_checks=1, kernel="native")
+
+
+@needs_compiler
+def test_a_run_directory_records_adams_c_loop_and_never_mixes_it(tmp_path, monkeypatch):
+    """An Adam spec records "none" with "auto" (XLA's general path, as before) and "native"
+    with the C loop, whose bits differ: a directory started with one refuses to resume
+    with the other, naming both; GD beside it records its own kernel."""
+    from gdrelu import provenance, store
+    from gdrelu.engine import KERNEL_VARIABLE
+    from gdrelu.spec import ExperimentSpec
+
+    specs = [ExperimentSpec(widths=(4,), runs=2, optimizer="adam")]
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    started = provenance.manifest([s.to_dict() for s in specs], specs)
+    assert started["settings"] == {"kernels": "none"}
+    store.write_manifest(tmp_path, started)
+    monkeypatch.setenv(KERNEL_VARIABLE, "native")
+    later = provenance.manifest([s.to_dict() for s in specs], specs)
+    assert later["settings"] == {"kernels": "native"}
+    with pytest.raises(ValueError, match="native"):
+        store.check_manifest(tmp_path, later)
+    both = [ExperimentSpec(widths=(4,), runs=2), *specs]
+    assert provenance.settings(both) == {"kernels": "native"}
