@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import golden_case
+from test_native import NO_COMPILER
 
 from gdrelu import Params, Status, WeightedData, engine, simulate, theory
 from gdrelu.model import padded
@@ -26,12 +27,15 @@ WIDTH = 256
 
 @functools.partial(jax.jit, static_argnames=("path", "chunk", "optimizer"))
 def _train(runs, data, h, chunks, *, path, chunk, optimizer=engine.GD):
-    """`chunks` (traced) chunks of `chunk` steps of the engine's `path` for a batch of one run:
-    the new runs and whether the path stayed exact."""
+    """`chunks` (traced) chunks of `chunk` steps of the engine's `path` for a batch of one run
+    ("native": the general path with Adam's C loop): the new runs and whether the path
+    stayed exact."""
+    kernel = {"kernel": "native"} if path == "native" else {}
+    path = "general" if path == "native" else path
 
     def step(_, carry):
         runs, exact = carry
-        trained = engine.PATHS[path](runs.state, data, h, 0.0, chunk, optimizer)
+        trained = engine.PATHS[path](runs.state, data, h, 0.0, chunk, optimizer, **kernel)
         info = runs.info._replace(max_kink=jax.numpy.maximum(runs.info.max_kink, trained.kink))
         return engine.Runs(trained.state, info), exact & trained.exact
 
@@ -88,11 +92,14 @@ def test_gd_trajectories(trajectories, i, path):
         assert kink == pytest.approx(float(case[f"maxkink{k}"]), rel=RTOL)
 
 
-@pytest.mark.parametrize("path", ["general", "fixed_pattern"])
+@pytest.mark.parametrize("path", ["general", "fixed_pattern", "native"])
 @pytest.mark.parametrize("i", sorted(ADAM_HORIZON))
 def test_adam_trajectories(trajectories, i, path):
     """optax.adam with the run's step size follows the reference's Adam: on the general
-    path throughout, on the fixed-pattern path until a kink reaches the data."""
+    path throughout, with XLA's loop or Adam's C loop ("native", `native_adam`), and on
+    the fixed-pattern path until a kink reaches the data."""
+    if path == "native" and NO_COMPILER is not None:
+        pytest.skip(NO_COMPILER)
     case = golden_case(trajectories, i)
     assert trajectories["cases"][i].endswith("adam")
     one = functools.partial(np.expand_dims, axis=0)
