@@ -8,7 +8,9 @@ every run trained `--steps` steps with no stopping (`stop_on=()`), by `gdrelu.si
 the library's compilation cache is off unless $GDRELU_CACHE_DIR names one)
 and by `numpy_baseline` (one core, `train_stochastic`; GD: `simulate_numpy` without early
 exit). SGD and Adam draw the paper's B = 16 multinomial samples per step in both;
-momentum is full-batch heavy ball.
+momentum is full-batch heavy ball. Each optimizer takes the kernel that
+$GDRELU_PROPAGATOR_KERNEL (default "auto") gives it, named in the header: with "native",
+Adam's chunks run in its C loop (`gdrelu.native_adam`), whose bits are not XLA's.
 The table gives neuron-steps/s (width × steps × runs / s) and gdrelu's ratio to NumPy;
 `benchmarks/results/` and docs/performance.md keep the dated tables. With `--repeats R`
 the two sides alternate R times after gdrelu's cold call (NumPy, gdrelu warm, NumPy, …),
@@ -49,7 +51,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy_baseline  # noqa: E402
 import paper_workload  # noqa: E402
 
-from gdrelu import provenance, simulate  # noqa: E402
+from gdrelu import native_adam, provenance, simulate  # noqa: E402
+from gdrelu.engine import propagator_kernel  # noqa: E402
+from gdrelu.optim import get_optimizer  # noqa: E402
 
 SAMPLER = {"gd": None, "sgd": "multinomial", "momentum": None, "adam": "multinomial"}
 
@@ -75,6 +79,20 @@ def gdrelu_call(optimizer, params, data, steps, keys, num_steps, check_every, pr
         stop_on=stop_on,
     )
     return lambda: int(np.sum(simulate(params, data, steps, **kwargs).stop_step))
+
+
+def kernels(optimizers) -> str:
+    """The kernel each optimizer's steps take here ($GDRELU_PROPAGATOR_KERNEL or "auto"):
+    the propagator's, or Adam's on the general path ("native": its C loop, else "xla")."""
+    platform = jax.devices()[0].platform
+    names = []
+    for name in optimizers:
+        optimizer = get_optimizer(name, sampler=SAMPLER[name])
+        kernel = propagator_kernel(platform, None, optimizer)
+        if name == "adam" and not (kernel == "native" and native_adam.trains(optimizer)):
+            kernel = "xla"
+        names.append(f"{name} {kernel}")
+    return ", ".join(names)
 
 
 def timed(call):
@@ -139,6 +157,7 @@ def main() -> None:
         parser.error(f"--repeats: {args.repeats} is not a positive integer")
     print(f"# {provenance.measured_line()}, numpy {np.__version__}")
     print(f"# protocol: {args.protocol}; rates in neuron-steps/s of the steps each side trained")
+    print(f"# kernels: {kernels(args.optimizers.split(','))}")
     print(
         "| optimizer | width | runs | steps | numpy | gdrelu warm | gdrelu cold "
         "| ratio warm | ratio range | ratio cold | trained (numpy, gdrelu) |"

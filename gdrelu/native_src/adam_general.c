@@ -70,6 +70,65 @@ static inline __attribute__((always_inline)) vd hidden(const int relu, vm on, vd
   return relu ? (vd)((vm)z & on) : pick(on, z, alpha * z);
 }
 
+/* What one step's pass over the neurons reads and writes (`neurons`). */
+struct neuron_step {
+  long n, L;
+  double *theta, *mu, *nu;
+  const vd *X, *R;
+  vd SA, SW, c1, c2, minus_h;
+  double alpha;
+  vd *K, *S;
+  const vm *start, *plus, *real;
+  vm *changed, *differs;
+};
+
+/* Neurons i, …, i + P - 1 (P = 1 or 2) of one step: the gradient at θ_t (from the
+ * residuals R), Adam's update, the largest kink, and θ_{t+1}'s share S of the next outputs
+ * and its pattern. Two neurons' independent chains interleave, which the CPU's window
+ * would not hold otherwise; the sums over the neurons keep their order. */
+static inline __attribute__((always_inline)) void neurons(const int P, const int relu,
+                                                          const long m,
+                                                          const struct neuron_step *t, long i) {
+  const long n = t->n, L = t->L;
+  vd a[2], b[2], w[2], ga[2], gb[2], gw[2], theta[3][2];
+  for (int k = 0; k < P; k++) {
+    a[k] = load(t->theta + (i + k) * L), b[k] = load(t->theta + (n + i + k) * L);
+    w[k] = load(t->theta + (2 * n + i + k) * L);
+    ga[k] = gb[k] = gw[k] = (vd){};
+  }
+  for (long j = 0; j < m; j++)
+    for (int k = 0; k < P; k++) {
+      vd z = t->SA * (t->X[j] * a[k]) + b[k];
+      vm on = z >= 0;
+      vd back = hidden(relu, on, t->R[j], t->alpha);
+      ga[k] += t->X[j] * back, gb[k] += back, gw[k] += t->R[j] * hidden(relu, on, z, t->alpha);
+    }
+  for (int k = 0; k < P; k++) {
+    vd outer = t->SW * w[k];
+    vd g[3] = {t->SA * outer * ga[k], outer * gb[k], t->SW * gw[k]}, old[3] = {a[k], b[k], w[k]};
+    for (int f = 0; f < 3; f++) {
+      long row = (f * n + i + k) * L;
+      theta[f][k] = adam(old[f], g[f], t->mu + row, t->nu + row, t->c1, t->c2, t->minus_h);
+      store(t->theta + row, theta[f][k]);
+    }
+  }
+  vm bits[2] = {(vm){}, (vm){}};
+  for (int k = 0; k < P; k++)
+    *t->K = largest_kink(*t->K, theta[1][k], t->SA * theta[0][k], t->real[i + k]);
+  for (long j = 0; j < m; j++)
+    for (int k = 0; k < P; k++) {
+      vd z = t->SA * (t->X[j] * theta[0][k]) + theta[1][k];
+      vm on = z >= 0;
+      t->S[j] += hidden(relu, on, z, t->alpha) * theta[2][k];
+      bits[k] |= on & ((vm){} + (1ll << j));
+    }
+  for (int k = 0; k < P; k++) {
+    vm moved = bits[k] != t->start[i + k];
+    *t->differs |= moved;
+    t->changed[i + k] |= moved | ((theta[0][k] > 0) != t->plus[i + k]);
+  }
+}
+
 static inline __attribute__((always_inline)) void lanes_at(const int relu, const long m,
                                                            const struct adam_arrays *A, long l) {
   const long n = A->n, L = A->lanes, rows = 3 * n;
@@ -139,32 +198,11 @@ static inline __attribute__((always_inline)) void lanes_at(const int relu, const
     C = adam(C, gc, mu + rows * L, nu + rows * L, c1, c2, MINUS_H);
     vm differs = (vm){};
     for (long j = 0; j < m; j++) S[j] = (vd){};
-    for (long i = 0; i < n; i++) {
-      double *pa = theta + i * L, *pb = theta + (n + i) * L, *pw = theta + (2 * n + i) * L;
-      vd a = load(pa), b = load(pb), w = load(pw), ga = (vd){}, gb = (vd){}, gw = (vd){};
-      for (long j = 0; j < m; j++) {
-        vd z = SA * (X[j] * a) + b;
-        vm on = z >= 0;
-        vd back = hidden(relu, on, R[j], A->alpha);
-        ga += X[j] * back, gb += back, gw += R[j] * hidden(relu, on, z, A->alpha);
-      }
-      vd outer = SW * w;
-      vd na = adam(a, SA * outer * ga, mu + i * L, nu + i * L, c1, c2, MINUS_H);
-      vd nb = adam(b, outer * gb, mu + (n + i) * L, nu + (n + i) * L, c1, c2, MINUS_H);
-      vd nw = adam(w, SW * gw, mu + (2 * n + i) * L, nu + (2 * n + i) * L, c1, c2, MINUS_H);
-      store(pa, na), store(pb, nb), store(pw, nw);
-      K = largest_kink(K, nb, SA * na, real[i]);
-      vm bits = (vm){};
-      for (long j = 0; j < m; j++) {
-        vd z = SA * (X[j] * na) + nb;
-        vm on = z >= 0;
-        S[j] += hidden(relu, on, z, A->alpha) * nw;
-        bits |= on & ((vm){} + (1ll << j));
-      }
-      vm moved = bits != start[i];
-      differs |= moved;
-      changed[i] |= moved | ((na > 0) != plus[i]);
-    }
+    struct neuron_step step = {n, L, theta, mu, nu, X, R, SA, SW, c1, c2, MINUS_H, A->alpha,
+                               &K, S, start, plus, real, changed, &differs};
+    long i = 0;
+    for (; i + 1 < n; i += 2) neurons(2, relu, m, &step, i);
+    if (i < n) neurons(1, relu, m, &step, i);
     for (long j = 0; j < m; j++) F[j] = C + SW * S[j];
     FIRST = pick(differs & (FIRST < 0), now + 1.0, FIRST);
   }
