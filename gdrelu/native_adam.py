@@ -41,15 +41,14 @@ def trains(optimizer: Optimizer) -> bool:
     return adam and optimizer.sampler in ("full", "multinomial")
 
 
-def check_trains(data, dtype) -> None:
-    """ValueError unless the C loop can step runs of `dtype` on `data` (leading runs axis):
-    1-D points, at most `MAX_POINTS` of them, float64."""
-    if data.x.ndim != 2:
-        raise ValueError(f"kernel 'native' trains Adam on 1-D data, not points {data.x.shape[2:]}")
-    if data.x.shape[-1] > MAX_POINTS:
-        raise ValueError(
-            f"kernel 'native' trains Adam on at most {MAX_POINTS} points, not {data.x.shape[-1]}"
-        )
+def check_trains(dimension: int, points: int, dtype) -> None:
+    """ValueError unless the C loop can step runs of `dtype` on `points` training points of
+    `dimension`: 1-D, at most `MAX_POINTS` of them, float64."""
+    if dimension != 1:
+        raise ValueError(f"kernel 'native' trains Adam on 1-D data, not {dimension}-D")
+    if points > MAX_POINTS:
+        most = f"at most {MAX_POINTS} points"
+        raise ValueError(f"kernel 'native' trains Adam on {most}, not {points}")
     if jnp.dtype(dtype) != jnp.float64:
         raise ValueError(f"kernel 'native' steps float64 runs, not {jnp.dtype(dtype)}")
 
@@ -67,7 +66,8 @@ def adam_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer):
     """`num_steps` steps (an int or traced) of Adam on a batch of runs (`engine.state.
     RunState`, data with a leading runs axis), as the vmapped `engine.paths._trained`:
     (state, kink, first pattern change, first loss below L_lin, changed (runs, n))."""
-    check_trains(data, state.params.c.dtype)
+    dimension = 1 if data.x.ndim == 2 else data.x.shape[-1]
+    check_trains(dimension, data.x.shape[1], state.params.c.dtype)
     native.registered()  # a missing compiler fails here, with its reason
     params, scaling = state.params, state.scaling
     runs, n = params.a.shape

@@ -226,7 +226,7 @@ def test_the_c_loop_refuses_what_it_cannot_train():
     flat = _runs(runs=8)
     planar = WeightedData(np.stack([flat[1].x, flat[1].x], -1), flat[1].y, flat[1].weights)
     wide = Params(np.stack([flat[0].a, flat[0].a], 1), flat[0].b, flat[0].w, flat[0].c)
-    with pytest.raises(ValueError, match="1-D data"):
+    with pytest.raises(ValueError, match="1-D data, not 2-D"):
         simulate(wide, planar, h, optimizer="adam", check_every=5, max_checks=1, kernel="native")
 
 

@@ -65,7 +65,8 @@ def use_every_cpu_core() -> None:
 
 def check_kernel(platform: str, specs=()) -> None:
     """$GDRELU_PROPAGATOR_KERNEL, checked for this platform and for the specs whose runs
-    take the propagator (its optimizer and dtype) before anything is written."""
+    take the propagator, or Adam's C loop (`native_adam`), before anything is written."""
+    from gdrelu import native_adam
     from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel
     from gdrelu.propagator import check_kernel_trains
 
@@ -76,10 +77,13 @@ def check_kernel(platform: str, specs=()) -> None:
     if os.environ.get(KERNEL_VARIABLE, "auto") in ("", "auto"):  # "auto" picks per spec
         return
     for spec in specs:
-        if spec.path != "propagator":
+        adam = spec.path == "general" and kernel == "native" and native_adam.trains(spec.trained_by)
+        if spec.path != "propagator" and not adam:
             continue
         try:
             check_kernel_trains(kernel, spec.trained_by, spec.dtype)
+            if adam:
+                native_adam.check_trains(spec.input_dim, spec.num_points, spec.dtype)
         except ValueError as e:
             raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None
 
