@@ -33,12 +33,30 @@ from gdrelu.optim import NAMED, Optimizer, multinomial_thresholds
 MAX_POINTS = 63  # the C loop's MAX_POINTS
 
 
+def is_adam(optimizer: Optimizer) -> bool:
+    """Whether `optimizer` is gdrelu's Adam (`optim.scale_by_adam`, β = (0.9, 0.999), ε =
+    1e-8, the run's step size as learning rate), whatever its sampler."""
+    return optimizer.name == "adam" and optimizer.transformation is NAMED["adam"][0]
+
+
 def trains(optimizer: Optimizer) -> bool:
-    """Whether the C loop takes `optimizer`'s steps: gdrelu's Adam (`optim.scale_by_adam`,
-    β = (0.9, 0.999), ε = 1e-8, the run's step size as learning rate) with full batches or
-    multinomial minibatches."""
-    adam = optimizer.name == "adam" and optimizer.transformation is NAMED["adam"][0]
-    return adam and optimizer.sampler in ("full", "multinomial")
+    """Whether the C loop takes `optimizer`'s steps: gdrelu's Adam (`is_adam`) with full
+    batches or multinomial minibatches."""
+    return is_adam(optimizer) and optimizer.sampler in ("full", "multinomial")
+
+
+def check_requested(kernel: str, optimizer: Optimizer, dimension: int, points: int, dtype):
+    """ValueError where `kernel` "native" is asked of an Adam that the C loop cannot train
+    (`trains`, `check_trains`), before anything compiles; nothing for other kernels and
+    optimizers (they do not take this loop)."""
+    if kernel != "native" or not is_adam(optimizer):
+        return
+    if not trains(optimizer):
+        raise ValueError(
+            "kernel 'native' trains Adam with full batches or multinomial minibatches, not "
+            f"{optimizer.sampler} minibatches"
+        )
+    check_trains(dimension, points, dtype)
 
 
 def check_trains(dimension: int, points: int, dtype) -> None:

@@ -23,16 +23,21 @@ if TYPE_CHECKING:
 def settings(specs: Sequence[ExperimentSpec]) -> dict[str, str]:
     """What changes results besides the specs: `kernels`, the kernel as resolved on this
     platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`) for the optimizer and
-    dtype of each of `specs` whose runs take the propagator, or Adam's C loop on the
-    general path (`native_adam`, whose bits are not XLA's), distinct names joined by
-    commas, or "none" where no spec's runs do. Starts JAX's backends."""
+    dtype of each of `specs` whose runs take the propagator, and "adam-native" for an Adam
+    spec on its C loop (`native_adam`: its bits are not XLA's general path's, which records
+    nothing, as before), distinct names joined by commas, or "none" where no spec's runs
+    take either. Starts JAX's backends."""
     platform = jax.devices()[0].platform
     kernels = []
     for spec in specs:
+        adam = spec.path == "general" and trains(spec.trained_by)
+        if spec.path != "propagator" and not adam:
+            continue
         kernel = propagator_kernel(platform, None, spec.trained_by, np.dtype(spec.dtype))
-        adam = spec.path == "general" and kernel == "native" and trains(spec.trained_by)
-        if spec.path == "propagator" or adam:
+        if spec.path == "propagator":
             kernels.append(kernel)
+        elif kernel == "native":
+            kernels.append("adam-native")
     return {"kernels": ",".join(dict.fromkeys(kernels)) or "none"}
 
 

@@ -90,41 +90,48 @@ def _chunk(state, data, h, alpha, steps, optimizer):
 
 @needs_compiler
 @pytest.mark.parametrize(
-    "alpha, sampler, scaling, m",
+    "alpha, sampler, scaling, m, chunks, staggered",
     [
-        (0.0, "full", (1.0, 1.0), 6),
-        (0.0, "multinomial", (1.0, 1.0), 6),
-        (0.1, "multinomial", (0.5, 1.7), 6),
-        (0.0, "full", (1.0, 1.0), 5),
-        (0.2, "multinomial", (1.0, 1.0), 9),
+        (0.0, "full", (1.0, 1.0), 6, (13, 24), False),
+        (0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
+        (0.1, "multinomial", (0.5, 1.7), 6, (13, 24), True),
+        (0.0, "full", (1.0, 1.0), 5, (13, 24), False),
+        (0.2, "multinomial", (1.0, 1.0), 9, (13, 24), False),
+        (0.0, "multinomial", (1.0, 1.0), 40, (0, 13, 24), False),
+        (0.0, "full", (1.0, 1.0), 1, (0, 13), True),
     ],
 )
-def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m):
-    """Two chunks (13 and 24 steps) of 11 runs, some with padding neurons: the parameters
-    and Adam's moments to 1e-12 relative, its count, the largest kink to 1e-12, and the
-    events (first pattern change, first loss below L_lin, neurons that changed pattern or
-    side) exactly, against `_reference`; ReLU and LeakyReLU, full batches and multinomial
-    minibatches, both parameterizations' multipliers, the paper's six points (its own
-    compiled loop) and others."""
+def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m, chunks, staggered):
+    """Chunks of 13 and 24 steps (and 0) of 11 runs, some with padding neurons: the
+    parameters and Adam's moments to 1e-12 relative, its count, the largest kink to 1e-12,
+    and the events (first pattern change, first loss below L_lin, neurons that changed
+    pattern or side) exactly, against `_reference`; ReLU and LeakyReLU, full batches and
+    multinomial minibatches, both parameterizations' multipliers, the paper's six points
+    (its own compiled loop) and others (40: pattern bits past 32), and runs whose Adam
+    step counts differ (`staggered`: each lane's bias corrections, not one table)."""
     params, data, h = _runs(m=m)
     runs = h.shape[0]
     optimizer = get_optimizer("adam", sampler=sampler)
     keys = np.random.default_rng(1).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
     multipliers = Scaling(*(np.full(runs, v) for v in scaling))
     state = initial_state(params, h, keys, multipliers, optimizer=optimizer, data=data).state
+    if staggered:
+        adam, *rest = state.opt_state
+        count = jnp.asarray(np.arange(runs) * 7, adam.count.dtype)
+        state = state._replace(opt_state=(adam._replace(count=count), *rest))
     # a threshold that some runs pass within the chunks: the loss below L_lin happens
     threshold = np.asarray(state.linear_threshold) * np.linspace(1.5, 30.0, runs)
     state = state._replace(linear_threshold=jnp.asarray(threshold))
     limit = (1.0 - ESCAPE_MARGIN) * threshold
     events = {"first": 0, "below": 0}
-    for chunk in (13, 24):
+    for chunk in chunks:
         start, before = int(state.step[0]), jax.device_get(state)
         state, kink, first, below, changed = _chunk(state, data, h, alpha, chunk, optimizer)
         state = state._replace(step=state.step + chunk)
         got = jax.device_get((state.params, state.opt_state[0]))
         for i in range(runs):
             counts = None
-            if sampler == "multinomial":
+            if sampler == "multinomial" and chunk:
                 words = multinomial_words(keys[i], 16, start, chunk)
                 counts = np.stack([counts_from_words(v, data.weights[i]) for v in words]) / 16
             adam = jax.tree.map(lambda v, i=i: v[i], before.opt_state[0])
@@ -143,7 +150,8 @@ def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m):
             np.testing.assert_array_equal(np.asarray(changed[i]), want[7])
             events["first"] += int(first[i]) >= 0
             events["below"] += int(below[i]) >= 0
-    assert events["first"] > 0 and events["below"] > 0  # the events were exercised
+    if m > 1:  # the events were exercised
+        assert events["first"] > 0 and events["below"] > 0
 
 
 def _simulate(kernel, runs=16, steps=300, sampler="multinomial", **settings):
@@ -156,18 +164,31 @@ def _simulate(kernel, runs=16, steps=300, sampler="multinomial", **settings):
 
 
 @needs_compiler
-@pytest.mark.parametrize("sampler", ["full", "multinomial"])
-def test_engine_adam_with_the_c_loop_agrees_with_the_xla_loop(sampler):
+@pytest.mark.parametrize(
+    "sampler, settings",
+    [
+        ("full", {}),
+        ("multinomial", {}),
+        ("multinomial", {"alpha": 0.1, "parameterization": "ntk"}),
+        ("full", {"path": "fixed_pattern"}),  # its general blocks take the C loop
+    ],
+)
+def test_engine_adam_with_the_c_loop_agrees_with_the_xla_loop(sampler, settings):
     """`simulate(kernel="native")` for Adam, 300 steps in three chunks: the parameters agree
     with XLA's loop to 1e-10 relative (the two sum the points and neurons in other orders),
-    and every status, event step and final classification is the same."""
-    ours, xla = _simulate("native", sampler=sampler), _simulate("xla", sampler=sampler)
+    and every status, event step and final classification is the same; ReLU and
+    LeakyReLU, both parameterizations, and the fixed-pattern path's general blocks."""
+    ours = _simulate("native", sampler=sampler, **settings)
+    xla = _simulate("xla", sampler=sampler, **settings)
     for mine, theirs in zip(ours.params, xla.params, strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-10 * np.max(np.abs(theirs)))
     np.testing.assert_allclose(ours.max_kink, xla.max_kink, rtol=1e-9)
     for field in ("status", "stop_step", "pattern_change_step", "loss_below_step", "escaped"):
         np.testing.assert_array_equal(getattr(ours, field), getattr(xla, field), err_msg=field)
     assert not np.allclose(ours.params.a, _runs(runs=16, n=9)[0].a)  # it trained
+    pairs = zip(ours.params, xla.params, strict=True)
+    bits = [np.array_equal(mine, theirs) for mine, theirs in pairs]
+    assert not all(bits)  # the C loop ran: its sums round otherwise than XLA's
 
 
 @needs_compiler
@@ -220,6 +241,11 @@ def test_the_c_loop_refuses_what_it_cannot_train():
     with pytest.raises(ValueError, match="2\\^k"):
         check_kernel_trains("native", get_optimizer("sgd", batch_size=3))
     assert engine.propagator_kernel("cpu", "auto", adam) == "xla"
+    params, data, h = _runs(runs=8)
+    with pytest.raises(ValueError, match="not epoch minibatches"):  # before compiling
+        keys = np.zeros((8, 2), np.uint32)
+        simulate(params, data, h, optimizer="adam", sampler="epoch", batch_size=2, key=keys,
+                 check_every=5, max_checks=1, kernel="native")  # fmt: skip
     params, data, h = _runs(runs=8, m=64)
     with pytest.raises(ValueError, match="at most 63 points"):
         simulate(params, data, h, optimizer="adam", check_every=5, max_checks=1, kernel="native")
@@ -232,22 +258,33 @@ def test_the_c_loop_refuses_what_it_cannot_train():
 
 @needs_compiler
 def test_a_run_directory_records_adams_c_loop_and_never_mixes_it(tmp_path, monkeypatch):
-    """An Adam spec records "none" with "auto" (XLA's general path, as before) and "native"
-    with the C loop, whose bits differ: a directory started with one refuses to resume
-    with the other, naming both; GD beside it records its own kernel."""
+    """An Adam spec records nothing with "auto" (XLA's general path, as before) and
+    "adam-native" with its C loop, whose bits differ, beside GD's own kernel: a directory
+    started with one refuses to resume with the other, naming what differs, with or
+    without a GD spec beside it (whose C loop is "native" either way)."""
     from gdrelu import provenance, store
     from gdrelu.engine import KERNEL_VARIABLE
     from gdrelu.spec import ExperimentSpec
 
-    specs = [ExperimentSpec(widths=(4,), runs=2, optimizer="adam")]
+    def manifest(specs):
+        return provenance.manifest([s.to_dict() for s in specs], specs)
+
+    for name in ("auto", "gd-auto", "native"):
+        (tmp_path / name).mkdir()
+
+    adam = [ExperimentSpec(widths=(4,), runs=2, optimizer="adam")]
+    both = [ExperimentSpec(widths=(4,), runs=2), *adam]
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
-    started = provenance.manifest([s.to_dict() for s in specs], specs)
-    assert started["settings"] == {"kernels": "none"}
-    store.write_manifest(tmp_path, started)
+    assert provenance.settings(adam) == {"kernels": "none"}
+    store.write_manifest(tmp_path / "auto", manifest(adam))
+    store.write_manifest(tmp_path / "gd-auto", manifest(both))  # GD's C loop, Adam's XLA
     monkeypatch.setenv(KERNEL_VARIABLE, "native")
-    later = provenance.manifest([s.to_dict() for s in specs], specs)
-    assert later["settings"] == {"kernels": "native"}
-    with pytest.raises(ValueError, match="native"):
-        store.check_manifest(tmp_path, later)
-    both = [ExperimentSpec(widths=(4,), runs=2), *specs]
-    assert provenance.settings(both) == {"kernels": "native"}
+    assert provenance.settings(adam) == {"kernels": "adam-native"}
+    assert provenance.settings(both) == {"kernels": "native,adam-native"}
+    store.write_manifest(tmp_path / "native", manifest(both))
+    for started in ("auto", "gd-auto"):
+        with pytest.raises(ValueError, match="adam-native"):
+            store.check_manifest(tmp_path / started, manifest(adam if started == "auto" else both))
+    monkeypatch.delenv(KERNEL_VARIABLE)
+    with pytest.raises(ValueError, match="adam-native"):
+        store.check_manifest(tmp_path / "native", manifest(both))

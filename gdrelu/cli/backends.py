@@ -77,13 +77,11 @@ def check_kernel(platform: str, specs=()) -> None:
     if os.environ.get(KERNEL_VARIABLE, "auto") in ("", "auto"):  # "auto" picks per spec
         return
     for spec in specs:
-        adam = spec.path == "general" and kernel == "native" and native_adam.trains(spec.trained_by)
-        if spec.path != "propagator" and not adam:
-            continue
         try:
-            check_kernel_trains(kernel, spec.trained_by, spec.dtype)
-            if adam:
-                native_adam.check_trains(spec.input_dim, spec.num_points, spec.dtype)
+            if spec.path == "propagator":
+                check_kernel_trains(kernel, spec.trained_by, spec.dtype)
+            dimension, points = spec.input_dim, spec.num_points
+            native_adam.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
             raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None
 

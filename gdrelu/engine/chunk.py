@@ -236,9 +236,10 @@ def run_chunk(
 def _compiled_blocking(settings: ChunkSettings, runs: Runs, mesh):
     """The settings' blocking as the chunk program reads it: blocks and check batches of at
     most a device's lanes, no redo sizes, and a kernel on the propagator and for Adam's
-    general path only (settings that differ only elsewhere share one program)."""
+    general steps only (settings that differ only elsewhere share one program)."""
     blocking, count = settings.blocking, runs.info.max_kink.shape[0] // mesh.size
-    native_adam = settings.path == "general" and adam_trains(settings.optimizer)
+    adam_paths = ("general", "fixed_pattern")  # the fixed-pattern path's general blocks
+    native_adam = settings.path in adam_paths and adam_trains(settings.optimizer)
     kernel = blocking.kernel if settings.path == "propagator" or native_adam else "xla"
     block, check = min(blocking.block, count), min(blocking.check, count)
     return blocking._replace(block=block, check=check, redo=0, redo_block=None, kernel=kernel)

@@ -7,6 +7,7 @@ arguments, place the runs, train chunk by chunk, collect the results).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu import native_adam
 from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.compiled import jit
@@ -34,7 +36,7 @@ from gdrelu.engine.checks import (
 )
 from gdrelu.engine.chunk import ChunkSettings, chunk_settings, exact_chunk
 from gdrelu.engine.paths import choose_path, mixes_paths
-from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged
+from gdrelu.engine.placement import KERNEL_VARIABLE, Layout, own_lanes_at, placed, rearranged
 from gdrelu.engine.state import (
     REPORTED,
     STEPS_REPORTED,
@@ -99,7 +101,9 @@ def simulate(
     `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`; default
     $GDRELU_PROPAGATOR_KERNEL, else "auto") choose how the runs train: a fast path redoes
     on the general path every chunk it could not do exactly, so statuses and steps do not
-    depend on them (docs/design.md, "Training paths"). The first call in a process turns on
+    depend on them (docs/design.md, "Training paths"). Kernel "native" also takes Adam's
+    steps to a C loop whose runs agree with XLA's to rounding only (`native_adam`); "auto"
+    leaves Adam on XLA's loop. The first call in a process turns on
     JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
     """
     arguments = dict(locals())  # every argument by name: what the checks and training read
@@ -203,6 +207,7 @@ def _validated(
     devices,
     on_check,
     classify_width,
+    kernel,
     **_,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
@@ -231,6 +236,9 @@ def _validated(
     if optimizer.sampler == "epoch" and optimizer.batch_size > points:
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
+    requested = kernel or os.environ.get(KERNEL_VARIABLE) or "auto"
+    dimension = 1 if one_dimensional else np.shape(data.x)[-1]
+    native_adam.check_requested(requested, optimizer, dimension, points, np.result_type(params.c))
     return _Plan(optimizer, rules, path, noise_key)
 
 
