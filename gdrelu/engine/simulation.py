@@ -238,7 +238,8 @@ def _validated(
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
     requested = kernel or os.environ.get(KERNEL_VARIABLE) or "auto"
     dimension = 1 if one_dimensional else np.shape(data.x)[-1]
-    native_adam.check_requested(requested, optimizer, dimension, points, np.result_type(params.c))
+    dtype = np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
+    native_adam.check_requested(requested, optimizer, dimension, points, dtype)
     return _Plan(optimizer, rules, path, noise_key)
 
 
