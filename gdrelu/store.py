@@ -192,11 +192,18 @@ def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
     """A manifest's `recorded` settings in this gdrelu's terms. An older gdrelu recorded
     `kernel`: full-batch GD's in float64 until 879a849, then each spec's, what `kernels`
     holds now. It stands for this run's `kernels` where it is either here: GD's kernel the
-    same, every spec's resolves here as it did there."""
+    same, every spec's resolves here as it did there. Such a gdrelu had no Adam C loop:
+    its Adam runs trained on XLA's, so a run whose Adam takes the C loop is refused."""
     from gdrelu.provenance import gd_kernel
 
     if "kernel" not in recorded or "kernels" in recorded:
         return recorded
+    if "adam-native" in now["kernels"].split(","):
+        raise ResumeError(
+            f"{out_dir} was started before Adam's C loop, with kernel {recorded['kernel']!r}, "
+            "and its Adam runs trained on XLA's loop; this run's take the C loop "
+            "(adam-native): unset $GDRELU_PROPAGATOR_KERNEL to resume it"
+        )
     if recorded["kernel"] not in (gd_kernel(), now["kernels"]):
         raise ResumeError(
             f"{out_dir} was started with kernel {recorded['kernel']!r}, this run has "

@@ -288,3 +288,25 @@ def test_a_run_directory_records_adams_c_loop_and_never_mixes_it(tmp_path, monke
     monkeypatch.delenv(KERNEL_VARIABLE)
     with pytest.raises(ValueError, match="adam-native"):
         store.check_manifest(tmp_path / "native", manifest(both))
+
+
+@needs_compiler
+def test_a_manifest_from_before_adams_c_loop_does_not_resume_on_it(tmp_path, monkeypatch):
+    """A manifest of an older gdrelu records `kernel`, GD's "native" here: its Adam runs
+    trained on XLA's loop. Resumed with Adam on the C loop it is refused; with "auto"
+    (Adam on XLA's loop, GD on its C loop as before) it resumes."""
+    from gdrelu import provenance, store
+    from gdrelu.engine import KERNEL_VARIABLE
+    from gdrelu.spec import ExperimentSpec
+
+    specs = [
+        ExperimentSpec(widths=(4,), runs=2),
+        ExperimentSpec(widths=(4,), runs=2, optimizer="adam"),
+    ]
+    monkeypatch.setenv(KERNEL_VARIABLE, "native")
+    now = provenance.manifest([s.to_dict() for s in specs], specs)
+    store.write_manifest(tmp_path, {**now, "settings": {"kernel": "native"}})
+    with pytest.raises(store.ResumeError, match="before Adam's C loop"):
+        store.check_manifest(tmp_path, now)
+    monkeypatch.delenv(KERNEL_VARIABLE)
+    store.check_manifest(tmp_path, provenance.manifest([s.to_dict() for s in specs], specs))

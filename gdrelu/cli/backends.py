@@ -80,7 +80,7 @@ def check_kernel(platform: str, specs=()) -> None:
         try:
             if spec.path == "propagator":
                 check_kernel_trains(kernel, spec.trained_by, spec.dtype)
-            dimension, points = spec.input_dim, spec.num_points
+            dimension, points = spec.input_dim, spec.training_points
             native_adam.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
             raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None

@@ -42,9 +42,10 @@ class Blocking(NamedTuple):
     other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
     the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
     loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
-    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`;
-    `propagator_kernel` resolves "auto"); a redo's share of a device in blocks of
-    `redo_block` runs (None: one block, or blocks of `block` where the share is larger)."""
+    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`, and
+    Adam's general steps too, `gdrelu.native_adam`; `propagator_kernel` resolves "auto");
+    a redo's share of a device in blocks of `redo_block` runs (None: one block, or blocks
+    of `block` where the share is larger)."""
 
     block: int
     redo: int
