@@ -212,6 +212,19 @@ def registered() -> str:
     return TARGET
 
 
+def lanes_call(target: str, carry, fixed, fixed_dtypes, settings):
+    """FFI target `target` (`registered`) called inside a program on (components..., runs)
+    arrays in the C loops' layout (`_lanes`: (component, lanes), lanes padded to a multiple
+    of `LANES`): the float64 `carry`, the `fixed` operands in `fixed_dtypes`, then
+    `settings` stacked as the float64 config. Returns the carry after the call, padded."""
+    runs = carry[0].shape[-1]
+    start = [_lanes(v, jnp.float64, runs, runs, jnp) for v in carry]
+    rest = [_lanes(v, d, runs, runs, jnp) for v, d in zip(fixed, fixed_dtypes, strict=True)]
+    config = jnp.stack([jnp.asarray(v, jnp.float64) for v in settings])
+    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in start]
+    return jax.ffi.ffi_call(target, shapes)(*start, *rest, config)
+
+
 def native_steps(carry, fixed, alpha, num_steps, active, momentum=None, noise=None, draws=None):
     """`propagator._block_steps` for a whole batch in the C loop: carry = (phi, c, tracked,
     kink, moved), and c's velocity after them for heavy ball with `momentum` μ; fixed =
@@ -229,13 +242,10 @@ def native_steps(carry, fixed, alpha, num_steps, active, momentum=None, noise=No
         raise ValueError(f"kernel 'native' steps float64 runs, not {carry[1].dtype}")
     runs = carry[1].shape[-1]
     old, fixed = _c_order(carry, fixed, noise, jnp)
-    start = [_lanes(v, jnp.float64, runs, runs, jnp) for v in old]
-    rest = [_lanes(v, _dtype(i), runs, runs, jnp) for i, v in enumerate(fixed)]
     mu = -1.0 if momentum is None else float(momentum)
     settings = (alpha, mu, num_steps, 0 if draws is None else draws, active)
-    config = jnp.stack([jnp.asarray(v, jnp.float64) for v in settings])
-    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in start]
-    stepped = jax.ffi.ffi_call(target, shapes)(*start, *rest, config)
+    dtypes = [_dtype(i) for i in range(len(fixed))]
+    stepped = lanes_call(target, old, fixed, dtypes, settings)
     on = jnp.arange(runs) < active
     merged = [
         jnp.where(on, new[:, :runs], v.reshape(-1, runs)).astype(v.dtype).reshape(v.shape)

@@ -72,6 +72,11 @@ def check_trains(dimension: int, points: int, dtype) -> None:
         raise ValueError(f"kernel 'native' steps float64 runs, not {jnp.dtype(dtype)}")
 
 
+def data_shape(x) -> tuple[int, int]:
+    """(dimension, points) of a batch's training points x, (runs, m) or (runs, m, d)."""
+    return (1 if len(np.shape(x)) == 2 else np.shape(x)[-1]), np.shape(x)[1]
+
+
 def _rows(params: Params) -> jax.Array:
     """(3n + 1, runs): a, b, w of every neuron, then c."""
     return jnp.concatenate([params.a.T, params.b.T, params.w.T, params.c[None]])
@@ -85,18 +90,17 @@ def adam_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer):
     """`num_steps` steps (an int or traced) of Adam on a batch of runs (`engine.state.
     RunState`, data with a leading runs axis), as the vmapped `engine.paths._trained`:
     (state, kink, first pattern change, first loss below L_lin, changed (runs, n))."""
-    dimension = 1 if data.x.ndim == 2 else data.x.shape[-1]
-    check_trains(dimension, data.x.shape[1], state.params.c.dtype)
+    check_trains(*data_shape(data.x), state.params.c.dtype)  # for callers of the path itself
     native.registered()  # a missing compiler fails here, with its reason
     params, scaling = state.params, state.scaling
     runs, n = params.a.shape
     adam, *rest = state.opt_state
-    f64, never = jnp.float64, jnp.full((1, runs), -1.0)
+    never = jnp.full((1, runs), -1.0)
     carry = [
         _rows(params),
         _rows(adam.mu),
         _rows(adam.nu),
-        adam.count[None].astype(f64),
+        adam.count[None].astype(jnp.float64),
         jnp.zeros((1, runs)),
         never,
         never,
@@ -109,7 +113,7 @@ def adam_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer):
         data.x.T,
         data.y.T,
         data.weights.T,
-        jnp.broadcast_to(step_size, (runs,))[None],
+        step_size[None],
         scaling.a[None],
         scaling.w[None],
         limit[None],
@@ -117,16 +121,9 @@ def adam_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer):
         state.step[None],
         jnp.zeros((data.x.shape[-1] - 1, runs)) if thresholds is None else thresholds,
     ]
-    start = [native._lanes(v, np.float64, runs, runs, jnp) for v in carry]
-    rest_in = [
-        native._lanes(v, np.uint32 if i in (7, 8) else np.float64, runs, runs, jnp)
-        for i, v in enumerate(fixed)
-    ]
-    draws = optimizer.batch_size if stochastic else 0
-    settings = (alpha, num_steps, draws, runs)
-    config = jnp.stack([jnp.asarray(v, f64) for v in settings])
-    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in start]
-    stepped = jax.ffi.ffi_call(native.ADAM_TARGET, shapes)(*start, *rest_in, config)
+    dtypes = [np.uint32 if i in (7, 8) else np.float64 for i in range(len(fixed))]  # key, step
+    settings = (alpha, num_steps, optimizer.batch_size if stochastic else 0, runs)
+    stepped = native.lanes_call(native.ADAM_TARGET, carry, fixed, dtypes, settings)
     theta, mu, nu, count, kink, first, below, flags = (v[:, :runs] for v in stepped)
     adam = adam._replace(
         count=count[0].astype(adam.count.dtype), mu=_params(mu, n), nu=_params(nu, n)

@@ -191,21 +191,12 @@ def _bucket_work(spec: ExperimentSpec, stored: set[int], processes: Processes | 
             yield bucket, widths, [(cell, runs) for cell in cells]
 
 
-def first_batches(
-    spec: ExperimentSpec,
-    *,
-    memory_budget: int,
-    stored: Collection[int] = (),
-    processes: Processes | None = None,
-    units: Path | None = None,
-) -> list[list[Cell]]:
+def first_batches(spec: ExperimentSpec, **settings) -> list[list[Cell]]:
     """The cells of each batch `run_experiment(spec, memory_budget=..., processes=...,
     units=...)` trains in its first pass over the widths not in `stored` (a grown cell's
     batches come after), as it announces them to `on_batches`: of each, the cells with
-    runs no part under `units` holds."""
-    return first_pass(
-        spec, memory_budget=memory_budget, stored=stored, processes=processes, units=units
-    )[0]
+    runs no part under `units` holds (`first_pass`'s keywords)."""
+    return first_pass(spec, **settings)[0]
 
 
 def first_pass(

@@ -67,14 +67,14 @@ def check_kernel(platform: str, specs=()) -> None:
     """$GDRELU_PROPAGATOR_KERNEL, checked for this platform and for the specs whose runs
     take the propagator, or Adam's C loop (`native_adam`), before anything is written."""
     from gdrelu import native_adam
-    from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel
+    from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel, requested_kernel
     from gdrelu.propagator import check_kernel_trains
 
     try:
         kernel = propagator_kernel(platform)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if os.environ.get(KERNEL_VARIABLE, "auto") in ("", "auto"):  # "auto" picks per spec
+    if requested_kernel() == "auto":  # "auto" picks per spec
         return
     for spec in specs:
         try:

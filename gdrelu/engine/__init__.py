@@ -28,6 +28,7 @@ from gdrelu.engine.placement import (
     Blocking,
     blocking_for,
     propagator_kernel,
+    requested_kernel,
 )
 from gdrelu.engine.simulation import simulate
 from gdrelu.engine.state import (
@@ -66,5 +67,6 @@ __all__ = [
     "materialized_params",
     "mixes_paths",
     "propagator_kernel",
+    "requested_kernel",
     "simulate",
 ]

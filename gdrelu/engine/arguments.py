@@ -136,11 +136,16 @@ def check_callers(params: Params, devices, on_check, classify_width) -> None:
         )
 
 
+def params_dtype(params: Params) -> np.dtype:
+    """The dtype the runs train in: their weights' (arrays or array-likes)."""
+    return np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
+
+
 def check_precision(params: Params, data: WeightedData) -> None:
     """Refuse params that are not float32 or float64 (the runs train in their dtype: an
     integer network cannot, and float16 has no eigensolver), and float64 params or data
     while `jax_enable_x64` is off: JAX would train them as float32 without a word."""
-    dtype = np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
+    dtype = params_dtype(params)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
     if jax.config.read("jax_enable_x64"):

@@ -62,8 +62,8 @@ def chunk_settings(check_every: int, rules, path: str, optimizer, blocking) -> C
 def _trained_block(runs: Runs, inputs: CheckInputs, scalars, settings: ChunkSettings, **blocks):
     """`check_every` steps for every run of one block: (runs, exact, ChunkEnd)."""
     num_steps = scalars.check_every if settings.static_steps is None else settings.static_steps
-    if settings.path == "general" and settings.blocking.kernel == "native":
-        blocks = {"kernel": "native"}  # Adam's C loop (`native_adam`)
+    if settings.path == "general":  # "native" only for Adam (`_compiled_blocking`)
+        blocks = {"kernel": settings.blocking.kernel}
     trained = PATHS[settings.path](
         runs.state,
         inputs.data,

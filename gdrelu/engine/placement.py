@@ -59,13 +59,18 @@ KERNELS = ("auto", "xla", "pallas", "interpret", "native")
 STATIC_STEP_KERNELS = ("pallas", "interpret")  # a kernel cannot close over a traced loop count
 
 
+def requested_kernel(kernel: str | None = None) -> str:
+    """The kernel asked for: `kernel`, else $GDRELU_PROPAGATOR_KERNEL, else "auto"."""
+    return kernel or os.environ.get(KERNEL_VARIABLE) or "auto"
+
+
 def propagator_kernel(platform: str, kernel: str | None = None, optimizer=None, dtype=None) -> str:
     """`kernel` (default: $GDRELU_PROPAGATOR_KERNEL, else "auto"), checked for `platform`.
     "auto" is "native" on a CPU with a C compiler, unless `optimizer` (an `Optimizer`;
     None: GD) is one the C loop does not train (`propagator.kernel_trains`) or `dtype`
     (None: float64) is not float64, and "xla" otherwise; without a compiler it says so
     once, as a warning."""
-    kernel = kernel or os.environ.get(KERNEL_VARIABLE) or "auto"
+    kernel = requested_kernel(kernel)
     if kernel not in KERNELS:
         raise ValueError(
             f"kernel (${KERNEL_VARIABLE}): 'auto', 'xla', 'pallas', 'interpret' or 'native', "

@@ -7,7 +7,6 @@ arguments, place the runs, train chunk by chunk, collect the results).
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -26,6 +25,7 @@ from gdrelu.engine.arguments import (
     check_callers,
     check_precision,
     check_settings,
+    params_dtype,
 )
 from gdrelu.engine.checks import (
     CheckInputs,
@@ -36,7 +36,7 @@ from gdrelu.engine.checks import (
 )
 from gdrelu.engine.chunk import ChunkSettings, chunk_settings, exact_chunk
 from gdrelu.engine.paths import choose_path, mixes_paths
-from gdrelu.engine.placement import KERNEL_VARIABLE, Layout, own_lanes_at, placed, rearranged
+from gdrelu.engine.placement import Layout, own_lanes_at, placed, rearranged, requested_kernel
 from gdrelu.engine.state import (
     REPORTED,
     STEPS_REPORTED,
@@ -98,13 +98,11 @@ def simulate(
     neurons). `on_check(k, status)` gets every status after check k.
 
     `path` ("auto": `engine.choose_path`), `devices` (default: the local ones), `block` and
-    `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`; default
-    $GDRELU_PROPAGATOR_KERNEL, else "auto") choose how the runs train: a fast path redoes
-    on the general path every chunk it could not do exactly, so statuses and steps do not
-    depend on them (docs/design.md, "Training paths"). Kernel "native" also takes Adam's
-    steps to a C loop whose runs agree with XLA's to rounding only (`native_adam`); "auto"
-    leaves Adam on XLA's loop. The first call in a process turns on
-    JAX's persistent compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
+    `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`) choose
+    how the runs train: a fast path redoes on the general path every chunk it could not do
+    exactly, so statuses and steps do not depend on them (docs/design.md, "Training
+    paths"), but for Adam's C loop (`native_adam`: "native" only, to rounding). The first
+    call turns on JAX's compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
     """
     arguments = dict(locals())  # every argument by name: what the checks and training read
     use_default_cache()
@@ -236,10 +234,8 @@ def _validated(
     if optimizer.sampler == "epoch" and optimizer.batch_size > points:
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
-    requested = kernel or os.environ.get(KERNEL_VARIABLE) or "auto"
-    dimension = 1 if one_dimensional else np.shape(data.x)[-1]
-    dtype = np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
-    native_adam.check_requested(requested, optimizer, dimension, points, dtype)
+    shape, dtype = native_adam.data_shape(data.x), params_dtype(params)
+    native_adam.check_requested(requested_kernel(kernel), optimizer, *shape, dtype)
     return _Plan(optimizer, rules, path, noise_key)
 
 

@@ -256,7 +256,7 @@ XLA_FFI_Error *gdrelu_adam_steps(XLA_FFI_CallFrame *call) {
                    XLA_FFI_Error_Code_INVALID_ARGUMENT);
   long count = (active + LANES - 1) / LANES * LANES;
   count = count < lanes ? count : lanes;
-  const double *f[11];
+  const double *f[10];
   for (int i = 0; i < 10; i++) f[i] = buffer(in[carried + i])->data;
   struct adam_arrays A = {
       rows / 3, m, lanes, (long)config[1], (long)config[2], config[0],
