@@ -10,7 +10,8 @@ and by `numpy_baseline` (one core, `train_stochastic`; GD: `simulate_numpy` with
 exit). SGD and Adam draw the paper's B = 16 multinomial samples per step in both;
 momentum is full-batch heavy ball. Each optimizer takes the kernel that
 $GDRELU_PROPAGATOR_KERNEL (default "auto") gives it, named in the header: with "native",
-Adam's chunks run in its C loop (`gdrelu.native_adam`), whose bits are not XLA's.
+the general path's steps (Adam's chunks, the others' redos) run in its C loop
+(`gdrelu.native_general`), whose bits are not XLA's.
 The table gives neuron-steps/s (width × steps × runs / s) and gdrelu's ratio to NumPy;
 `benchmarks/results/` and docs/performance.md keep the dated tables. With `--repeats R`
 the two sides alternate R times after gdrelu's cold call (NumPy, gdrelu warm, NumPy, …),
@@ -51,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy_baseline  # noqa: E402
 import paper_workload  # noqa: E402
 
-from gdrelu import native_adam, provenance, simulate  # noqa: E402
-from gdrelu.engine import propagator_kernel  # noqa: E402
+from gdrelu import provenance, simulate  # noqa: E402
+from gdrelu.engine import general_kernel, propagator_kernel  # noqa: E402
 from gdrelu.optim import get_optimizer  # noqa: E402
 
 SAMPLER = {"gd": None, "sgd": "multinomial", "momentum": None, "adam": "multinomial"}
@@ -82,17 +83,17 @@ def gdrelu_call(optimizer, params, data, steps, keys, num_steps, check_every, pr
 
 
 def kernels(optimizers) -> str:
-    """The kernel each optimizer's steps take here ($GDRELU_PROPAGATOR_KERNEL or "auto"):
-    the propagator's, or Adam's on the general path ("native": its C loop, else "xla")."""
+    """The kernels each optimizer's steps take here ($GDRELU_PROPAGATOR_KERNEL or "auto"):
+    the propagator's (Adam takes none), then the general path's ("native": its C loop,
+    else "xla")."""
     platform = jax.devices()[0].platform
     names = []
     for name in optimizers:
         optimizer = get_optimizer(name, sampler=SAMPLER[name])
-        kernel = propagator_kernel(platform, None, optimizer)
-        if name == "adam" and not (kernel == "native" and native_adam.trains(optimizer)):
-            kernel = "xla"
-        names.append(f"{name} {kernel}")
-    return ", ".join(names)
+        general = f"general {general_kernel(None, optimizer)}"
+        propagated = "" if name == "adam" else f"{propagator_kernel(platform, None, optimizer)}, "
+        names.append(f"{name} {propagated}{general}")
+    return "; ".join(names)
 
 
 def timed(call):

@@ -38,7 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
-SOURCES = (SOURCE, SOURCE.with_name("adam_general.c"))  # one library (`native_adam`: Adam's)
+SOURCES = (
+    SOURCE,
+    SOURCE.with_name("general.c"),
+)  # one library (`native_general`: the general path's)
 HEADERS = (SOURCE.with_name("lanes.h"), SOURCE.with_name("ffi.h"))
 FLAGS = (
     "-O3",
@@ -50,7 +53,7 @@ FLAGS = (
     "-DGDRELU_XLA_FFI",
 )
 TARGET = "gdrelu_propagator_steps"  # the C loop's name as an XLA FFI target
-ADAM_TARGET = "gdrelu_adam_steps"  # Adam's loop (`native_adam`)
+GENERAL_TARGET = "gdrelu_general_steps"  # the general path's loop (`native_general`)
 LANES = 8  # runs per vector of the C loop (its LANES)
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
 _build: dict[str, tempfile.TemporaryDirectory] = {}
@@ -204,10 +207,11 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
 
 @functools.cache
 def registered() -> str:
-    """The C loops registered with XLA as the CPU FFI targets `TARGET` and `ADAM_TARGET`,
+    """The C loops registered with XLA as the CPU FFI targets `TARGET` and `GENERAL_TARGET`,
     once per process; returns `TARGET`."""
     loops = library()
-    for name, handler in ((TARGET, loops.gdrelu_steps), (ADAM_TARGET, loops.gdrelu_adam_steps)):
+    targets = ((TARGET, loops.gdrelu_steps), (GENERAL_TARGET, loops.gdrelu_general_steps))
+    for name, handler in targets:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
     return TARGET
 

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdrelu import native_adam
+from gdrelu import native_general
 from gdrelu.data import WeightedData
 from gdrelu.fastpath import SideMoments, point_moments, residual_moments, side_moments
 from gdrelu.kernel import coupled, kernel_steps
@@ -323,7 +323,11 @@ def _checked_block(runs: int, block: int, optimizer: Optimizer, noise, kernel: s
 def check_kernel_trains(kernel: str, optimizer: Optimizer, dtype=None) -> None:
     """ValueError unless `kernel` can take `optimizer`'s steps (`kernel_trains`) on runs
     of `dtype` (None: not checked; the C loop steps float64 runs only)."""
-    adam = kernel == "native" and native_adam.trains(optimizer)  # on the general path
+    adam = (
+        kernel == "native"
+        and native_general.is_adam(optimizer)
+        and native_general.trains(optimizer)
+    )
     if not (kernel_trains(kernel, optimizer) or adam):
         what = (
             "full batches or multinomial minibatches of 2^k draws (Adam's: of any size)"

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from gdrelu.engine import propagator_kernel
-from gdrelu.native_adam import trains
+from gdrelu import native_general
+from gdrelu.engine import general_kernel, propagator_kernel
 
 if TYPE_CHECKING:
     from gdrelu.spec import ExperimentSpec
@@ -23,21 +23,19 @@ if TYPE_CHECKING:
 def settings(specs: Sequence[ExperimentSpec]) -> dict[str, str]:
     """What changes results besides the specs: `kernels`, the kernel as resolved on this
     platform ($GDRELU_PROPAGATOR_KERNEL, `engine.propagator_kernel`) for the optimizer and
-    dtype of each of `specs` whose runs take the propagator, and "adam-native" for an Adam
-    spec on its C loop (`native_adam`: its bits are not XLA's general path's, which records
+    dtype of each of `specs` whose runs take the propagator, and the general path's C loop
+    where a spec's general steps take it ("adam-native", "general-native":
+    `native_general.kernel_name`; its bits are not XLA's general path's, which records
     nothing, as before), distinct names joined by commas, or "none" where no spec's runs
     take either. Starts JAX's backends."""
     platform = jax.devices()[0].platform
     kernels = []
     for spec in specs:
-        adam = spec.path == "general" and trains(spec.trained_by)
-        if spec.path != "propagator" and not adam:
-            continue
-        kernel = propagator_kernel(platform, None, spec.trained_by, np.dtype(spec.dtype))
         if spec.path == "propagator":
-            kernels.append(kernel)
-        elif kernel == "native":
-            kernels.append("adam-native")
+            dtype = np.dtype(spec.dtype)
+            kernels.append(propagator_kernel(platform, None, spec.trained_by, dtype))
+        if general_kernel(None, spec.trained_by) == "native":
+            kernels.append(native_general.kernel_name(spec.trained_by))
     return {"kernels": ",".join(dict.fromkeys(kernels)) or "none"}
 
 

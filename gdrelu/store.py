@@ -193,16 +193,19 @@ def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
     `kernel`: full-batch GD's in float64 until 879a849, then each spec's, what `kernels`
     holds now. It stands for this run's `kernels` where it is either here: GD's kernel the
     same, every spec's resolves here as it did there. Such a gdrelu had no Adam C loop:
-    its Adam runs trained on XLA's, so a run whose Adam takes the C loop is refused."""
+    its general steps trained on XLA's loop, so a run whose general steps take the C loop
+    (`native_general`) is refused."""
     from gdrelu.provenance import gd_kernel
 
     if "kernel" not in recorded or "kernels" in recorded:
         return recorded
-    if "adam-native" in now["kernels"].split(","):
+    general = {"adam-native", "general-native"} & set(now["kernels"].split(","))
+    if general:
         raise ResumeError(
-            f"{out_dir} was started before Adam's C loop, with kernel {recorded['kernel']!r}, "
-            "and its Adam runs trained on XLA's loop; this run's take the C loop "
-            "(adam-native): unset $GDRELU_PROPAGATOR_KERNEL to resume it"
+            f"{out_dir} was started before the general path's C loop, with kernel "
+            f"{recorded['kernel']!r}, and its general steps trained on XLA's loop; this run's "
+            f"take the C loop ({', '.join(sorted(general))}): unset "
+            "$GDRELU_PROPAGATOR_KERNEL to resume it"
         )
     if recorded["kernel"] not in (gd_kernel(), now["kernels"]):
         raise ResumeError(

@@ -28,7 +28,7 @@ WIDTH = 256
 @functools.partial(jax.jit, static_argnames=("path", "chunk", "optimizer"))
 def _train(runs, data, h, chunks, *, path, chunk, optimizer=engine.GD):
     """`chunks` (traced) chunks of `chunk` steps of the engine's `path` for a batch of one run
-    ("native": the general path with Adam's C loop): the new runs and whether the path
+    ("native": the general path on its C loop): the new runs and whether the path
     stayed exact."""
     kernel = {"kernel": "native"} if path == "native" else {}
     path = "general" if path == "native" else path
@@ -66,9 +66,13 @@ def _assert_params_close(got, case, k):
         np.testing.assert_allclose(value, ref, rtol=RTOL, atol=RTOL * scale, err_msg=f"{name}{k}")
 
 
-@pytest.mark.parametrize("path", ["general", "fixed_pattern", "propagator"])
+@pytest.mark.parametrize("path", ["general", "fixed_pattern", "propagator", "native"])
 @pytest.mark.parametrize("i", GD_CASES)
 def test_gd_trajectories(trajectories, i, path):
+    """GD follows the reference's trajectory on every path, the general path's C loop
+    ("native", `native_general`) included; the fast paths until a kink reaches the data."""
+    if path == "native" and NO_COMPILER is not None:
+        pytest.skip(NO_COMPILER)
     case = golden_case(trajectories, i)
     one = functools.partial(np.expand_dims, axis=0)  # a batch of one run
     data = WeightedData(*map(one, (case["x"], case["y"], case["xw"])))
@@ -85,7 +89,10 @@ def test_gd_trajectories(trajectories, i, path):
         kink, done = float(runs.info.max_kink[0]), k
         if kink >= 1.0:
             assert i == 2, "only case 2 crosses"
-            if path != "general":  # the fast paths are only exact until a kink reaches the data
+            if path not in (
+                "general",
+                "native",
+            ):  # the fast paths: exact until a kink reaches the data
                 return
         assert exact, "no neuron changes side in these cases"
         _assert_params_close(params, case, k)
@@ -96,7 +103,7 @@ def test_gd_trajectories(trajectories, i, path):
 @pytest.mark.parametrize("i", sorted(ADAM_HORIZON))
 def test_adam_trajectories(trajectories, i, path):
     """optax.adam with the run's step size follows the reference's Adam: on the general
-    path throughout, with XLA's loop or Adam's C loop ("native", `native_adam`), and on
+    path throughout, with XLA's loop or the C loop ("native", `native_general`), and on
     the fixed-pattern path until a kink reaches the data."""
     if path == "native" and NO_COMPILER is not None:
         pytest.skip(NO_COMPILER)

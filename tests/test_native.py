@@ -77,9 +77,10 @@ def test_a_count_that_is_not_a_multiple_of_the_lanes_steps_those_runs_only():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mc_outcomes_n16.npz", "mc_outcomes_n32_delta0.1.npz"])
 def test_engine_with_the_native_loop_equals_the_xla_loop(monkeypatch, name):
-    """`simulate` with kernel="native" (chosen by the environment) gives the XLA loop's
-    result on the reference code's Monte Carlo runs, every field bit for bit, and so their
-    stored statuses."""
+    """`simulate` with kernel "auto" (chosen by the environment: the propagator's C loop,
+    XLA's general path) gives the XLA loop's result on the reference code's Monte Carlo
+    runs, every field bit for bit, and so their stored statuses. (Kernel "native" by name
+    also takes the general path's C loop, to rounding: tests/test_native_general.py.)"""
     m = np.load(DATA / name)
     runs = 64
     data = WeightedData(np.tile(m["x"], (runs, 1)), np.tile(m["y"], (runs, 1)), m["xw"][:runs])
@@ -90,7 +91,7 @@ def test_engine_with_the_native_loop_equals_the_xla_loop(monkeypatch, name):
     calls = []
     steps = native.native_steps
     monkeypatch.setattr(native, "native_steps", lambda *a: calls.append(a) or steps(*a))
-    monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", "native")
+    monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", "auto")
     general = engine.TRACE_COUNT["general"]
     ours = simulate(params, data, m["lr"][:runs], **kwargs)
     assert calls  # the chunk traced the C loop
@@ -150,10 +151,10 @@ def test_native_heavy_ball_equals_the_xla_loop(alpha):
 @pytest.mark.slow
 @needs_compiler
 def test_engine_heavy_ball_with_the_native_loop_equals_the_xla_loop(monkeypatch):
-    """`simulate` of full-batch heavy ball with the crossing rule, kernel="native" and
-    "xla": every field bit for bit, on runs that cross (redone on the general path) and
-    runs whose neuron 0 changes side (its chunks redone too) as well as runs that train
-    to the end on the propagator."""
+    """`simulate` of full-batch heavy ball with the crossing rule, kernel "auto" (the
+    propagator's C loop) and "xla": every field bit for bit, on runs that cross (redone on
+    the general path) and runs whose neuron 0 changes side (its chunks redone too) as well
+    as runs that train to the end on the propagator."""
     spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=32, seed=11)
     params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(32))
     params = params._replace(a=params.a.at[:, 0].set(1e-7 * np.sign(params.a[:, 0])))
@@ -163,7 +164,7 @@ def test_engine_heavy_ball_with_the_native_loop_equals_the_xla_loop(monkeypatch)
     calls = []
     steps = native.native_steps
     monkeypatch.setattr(native, "native_steps", lambda *a: calls.append(a) or steps(*a))
-    ours = simulate(params, data, step, kernel="native", **kwargs)
+    ours = simulate(params, data, step, kernel="auto", **kwargs)
     assert calls and calls[0][5] == 0.9  # the chunk traced the heavy-ball C loop
     for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
         np.testing.assert_array_equal(mine, theirs)
@@ -237,14 +238,15 @@ def test_native_minibatches_of_any_number_of_points_equal_the_xla_loop(points):
 @pytest.mark.slow
 @needs_compiler
 def test_engine_sgd_with_the_native_loop_equals_the_xla_loop():
-    """`simulate` of SGD (B = 16 multinomial draws) with the crossing rule, kernel="native"
-    and "xla": every field bit for bit, with runs that cross and runs that do not."""
+    """`simulate` of SGD (B = 16 multinomial draws) with the crossing rule, kernel "auto"
+    (the propagator's C loop) and "xla": every field bit for bit, with runs that cross and
+    runs that do not."""
     spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=32, seed=11)
     params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(32))
     step = theory.paper_step_size(params, data)
     keys = jax.random.split(jax.random.key(4), 32)
     kwargs = dict(optimizer="sgd", key=keys, stop_on=("crossed",), check_every=50, max_checks=12)
-    xla, ours = (simulate(params, data, step, kernel=k, **kwargs) for k in ("xla", "native"))
+    xla, ours = (simulate(params, data, step, kernel=k, **kwargs) for k in ("xla", "auto"))
     for mine, theirs in zip(jax.tree.leaves(ours), jax.tree.leaves(xla), strict=True):
         np.testing.assert_array_equal(mine, theirs)
     assert {engine.Status.CROSSED, engine.Status.UNFINISHED} <= set(ours.status.tolist())
@@ -373,7 +375,7 @@ params = Params(rng.normal(0, 1, (512, 8)), zeros, rng.normal(0, 0.5, (512, 8)),
 x = rng.uniform(-1, 1, (512, 64))
 data = WeightedData(x, np.abs(x), np.full((512, 64), 1 / 64))
 params, data = jax.device_put((params, data))  # from numpy, it did not wait
-kwargs = dict(stop_on=("crossed",), check_every=10, max_checks=1, kernel="native")
+kwargs = dict(stop_on=("crossed",), check_every=10, max_checks=1, kernel="auto")
 simulate(params, data, np.full(512, 0.01), optimizer="momentum", **kwargs)
 print("done")
 """

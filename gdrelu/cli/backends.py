@@ -65,8 +65,9 @@ def use_every_cpu_core() -> None:
 
 def check_kernel(platform: str, specs=()) -> None:
     """$GDRELU_PROPAGATOR_KERNEL, checked for this platform and for the specs whose runs
-    take the propagator, or Adam's C loop (`native_adam`), before anything is written."""
-    from gdrelu import native_adam
+    take the propagator or the general path's C loop (`native_general`), before anything is
+    written."""
+    from gdrelu import native_general
     from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel, requested_kernel
     from gdrelu.propagator import check_kernel_trains
 
@@ -81,7 +82,7 @@ def check_kernel(platform: str, specs=()) -> None:
             if spec.path == "propagator":
                 check_kernel_trains(kernel, spec.trained_by, spec.dtype)
             dimension, points = spec.input_dim, spec.training_points
-            native_adam.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
+            native_general.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
             raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None
 

@@ -27,6 +27,7 @@ from gdrelu.engine.placement import (
     RUNS_AXIS,
     Blocking,
     blocking_for,
+    general_kernel,
     propagator_kernel,
     requested_kernel,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "check_step_budget",
     "chunk_runner",
     "gd_step",
+    "general_kernel",
     "initial_state",
     "materialized_params",
     "mixes_paths",

@@ -33,7 +33,6 @@ from gdrelu.engine.placement import (
 )
 from gdrelu.engine.state import Runs, RunState
 from gdrelu.model import Params, max_abs_kink
-from gdrelu.native_adam import trains as adam_trains
 from gdrelu.optim import Optimizer
 from gdrelu.outcome import Status
 
@@ -62,8 +61,8 @@ def chunk_settings(check_every: int, rules, path: str, optimizer, blocking) -> C
 def _trained_block(runs: Runs, inputs: CheckInputs, scalars, settings: ChunkSettings, **blocks):
     """`check_every` steps for every run of one block: (runs, exact, ChunkEnd)."""
     num_steps = scalars.check_every if settings.static_steps is None else settings.static_steps
-    if settings.path == "general":  # "native" only for Adam (`_compiled_blocking`)
-        blocks = {"kernel": settings.blocking.kernel}
+    if settings.path == "general":
+        blocks = {"kernel": settings.blocking.general}
     trained = PATHS[settings.path](
         runs.state,
         inputs.data,
@@ -235,14 +234,17 @@ def run_chunk(
 
 def _compiled_blocking(settings: ChunkSettings, runs: Runs, mesh):
     """The settings' blocking as the chunk program reads it: blocks and check batches of at
-    most a device's lanes, no redo sizes, and a kernel on the propagator and for Adam's
-    general steps only (settings that differ only elsewhere share one program)."""
+    most a device's lanes, no redo sizes, the propagator's kernel on the propagator only,
+    and the general path's on the paths with general blocks only (settings that differ
+    only elsewhere share one program)."""
     blocking, count = settings.blocking, runs.info.max_kink.shape[0] // mesh.size
-    adam_paths = ("general", "fixed_pattern")  # the fixed-pattern path's general blocks
-    native_adam = settings.path in adam_paths and adam_trains(settings.optimizer)
-    kernel = blocking.kernel if settings.path == "propagator" or native_adam else "xla"
+    propagated = settings.path == "propagator"
+    kernel = blocking.kernel if propagated else "xla"
+    general = "xla" if propagated else blocking.general  # and the fixed-pattern path's blocks
     block, check = min(blocking.block, count), min(blocking.check, count)
-    return blocking._replace(block=block, check=check, redo=0, redo_block=None, kernel=kernel)
+    return blocking._replace(
+        block=block, check=check, redo=0, redo_block=None, kernel=kernel, general=general
+    )
 
 
 @jit

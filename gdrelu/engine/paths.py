@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdrelu import native_adam
+from gdrelu import native_general
 from gdrelu.data import WeightedData
 from gdrelu.detectors import below_linear
 from gdrelu.engine.checks import chunk_end
@@ -185,11 +185,11 @@ def general(
 ) -> Trained:
     """Any optimizer on the loss's gradient: always exact. The only path that tracks the
     pattern change and the loss below L_lin after every step (in the pass over the points
-    that gives the next step's gradient, `_trained`). With `kernel` "native", Adam's steps
-    go through its C loop (`native_adam`), the others through XLA's."""
+    that gives the next step's gradient, `_trained`). With `kernel` "native"
+    (`placement.Blocking.general`), the steps go through the C loop (`native_general`)."""
     state = materialized(state)
-    if kernel == "native" and native_adam.trains(optimizer):
-        trained = native_adam.adam_chunk(state, data, step_size, alpha, num_steps, optimizer)
+    if kernel == "native":
+        trained = native_general.general_chunk(state, data, step_size, alpha, num_steps, optimizer)
     else:
         one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
         trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)

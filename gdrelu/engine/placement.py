@@ -42,10 +42,11 @@ class Blocking(NamedTuple):
     other), redos of `redo` runs, `unroll` GD steps per iteration of the compiled loop,
     the checks `check` runs at a time, the propagator's steps on `kernel` ("xla": XLA's
     loop; "pallas": one Pallas kernel, `gdrelu.kernel`; "interpret": that kernel in
-    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`, and
-    Adam's general steps too, `gdrelu.native_adam`; `propagator_kernel` resolves "auto");
-    a redo's share of a device in blocks of `redo_block` runs (None: one block, or blocks
-    of `block` where the share is larger)."""
+    Pallas' interpret mode, on a CPU; "native": one C loop on a CPU, `gdrelu.native`;
+    `propagator_kernel` resolves "auto"); a redo's share of a device in blocks of
+    `redo_block` runs (None: one block, or blocks of `block` where the share is larger);
+    the general path's steps on `general` ("xla", or "native": its C loop,
+    `gdrelu.native_general`, where "native" is asked for by name, `general_kernel`)."""
 
     block: int
     redo: int
@@ -53,6 +54,7 @@ class Blocking(NamedTuple):
     check: int
     kernel: str = "xla"
     redo_block: int | None = None
+    general: str = "xla"
 
 
 KERNELS = ("auto", "xla", "pallas", "interpret", "native")
@@ -92,6 +94,17 @@ def propagator_kernel(platform: str, kernel: str | None = None, optimizer=None, 
             f"{platform}; 'interpret' runs it in Pallas' interpret mode"
         )
     return kernel
+
+
+def general_kernel(kernel: str | None = None, optimizer=None) -> str:
+    """The general path's kernel for `optimizer` (None: GD): "native" (its C loop,
+    `native_general`) where `kernel` (`requested_kernel`) is "native" by name and the loop
+    trains the optimizer, else "xla". Never chosen by "auto": its bits are not XLA's."""
+    from gdrelu import native_general
+    from gdrelu.propagator import GD
+
+    trains = native_general.trains(GD if optimizer is None else optimizer)
+    return "native" if requested_kernel(kernel) == "native" and trains else "xla"
 
 
 def _automatic_kernel(platform: str, optimizer, dtype) -> str:
@@ -135,17 +148,21 @@ def blocking_for(
     `width` below `REDO_NEURONS` / `REDO_BLOCK` neurons: a narrow redo costs its gathers
     and puts more than its steps. `block` overrides the block size; `kernel` is the
     propagator's (`Blocking`, `propagator_kernel` for `optimizer` and `dtype`); `redo`
-    overrides the redo size."""
+    overrides the redo size; the general path's kernel is `general_kernel`'s."""
+    general = general_kernel(kernel, optimizer)
     kernel = propagator_kernel(devices[0].platform, kernel, optimizer, dtype)
     if devices[0].platform == "cpu":
         block = block or BLOCK
         narrow = REDO_NEURONS // (width or REDO_NEURONS)
         redo = redo or min(4 * REDO_BLOCK, max(REDO_BLOCK, narrow))
-        return Blocking(block, redo, 1, block * max(1, CHECK_BLOCK // block), kernel)
+        check = block * max(1, CHECK_BLOCK // block)
+        return Blocking(block, redo, 1, check, kernel, general=general)
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
-    return Blocking(block, redo or ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel)
+    return Blocking(
+        block, redo or ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel, None, general
+    )
 
 
 def redone_blocking(blocking: Blocking, devices, block=None, redo=None) -> Blocking:

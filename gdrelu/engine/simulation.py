@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdrelu import native_adam
+from gdrelu import native_general
 from gdrelu.batched import in_draw_batches
 from gdrelu.cache import use_default_cache
 from gdrelu.compiled import jit
@@ -101,7 +101,8 @@ def simulate(
     `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`) choose
     how the runs train: a fast path redoes on the general path every chunk it could not do
     exactly, so statuses and steps do not depend on them (docs/design.md, "Training
-    paths"), but for Adam's C loop (`native_adam`: "native" only, to rounding). The first
+    paths"), but for the general path's C loop (`native_general`: "native" by name only,
+    to rounding). The first
     call turns on JAX's compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
     """
     arguments = dict(locals())  # every argument by name: what the checks and training read
@@ -234,8 +235,8 @@ def _validated(
     if optimizer.sampler == "epoch" and optimizer.batch_size > points:
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
-    shape, dtype = native_adam.data_shape(data.x), params_dtype(params)
-    native_adam.check_requested(requested_kernel(kernel), optimizer, *shape, dtype)
+    shape, dtype = native_general.data_shape(data.x), params_dtype(params)
+    native_general.check_requested(requested_kernel(kernel), optimizer, *shape, dtype)
     return _Plan(optimizer, rules, path, noise_key)
 
 

@@ -1,12 +1,14 @@
-/* Adam on the general path (gdrelu.engine.paths._trained for 1-D data, optax's Adam as
- * gdrelu.optim.scale_by_adam) as one native loop for a CPU: `gdrelu.native_adam`, with
- * kernel="native". XLA's loop passes over the (m, n) preactivations with about 40
- * operations per step, each a round trip through memory; here a run's neurons stay in L1
- * or L2 for all the steps of a chunk, LANES runs per vector.
+/* The general path (gdrelu.engine.paths._trained for 1-D data) of GD, SGD, heavy ball
+ * (optax.sgd with momentum μ) and Adam (gdrelu.optim.scale_by_adam) as one native loop
+ * for a CPU: `gdrelu.native_general`, with kernel="native". XLA's loop passes over the
+ * (m, n) preactivations with about 40 operations per step, each a round trip through
+ * memory; here a run's neurons stay in L1 or L2 for all the steps of a chunk, LANES runs
+ * per vector.
  *
  * Arrays are (component, lanes), lanes contiguous, `lanes` a multiple of LANES:
  *   theta[3n + 1]: a_i at i, b_i at n + i, w_i at 2n + i, c at 3n;  mu, nu: Adam's moments,
- *   the same rows;  count: Adam's step count;  kink: the largest |b_i / (s_a a_i)| of the
+ *   the same rows (heavy ball: mu its velocity; GD and SGD: neither);  count: Adam's step
+ *   count;  kink: the largest |b_i / (s_a a_i)| of the
  *   chunk;  first, below: the first step whose activation pattern differs from the chunk's
  *   first, and whose loss is below `limit` = (1 - ε) L_lin (-1: none);  flags[n]: the
  *   neurons whose pattern or side of the origin changed (0/1);
@@ -15,7 +17,7 @@
  *   (gdrelu.optim.multinomial_thresholds).
  *
  * Each step does one pass over the neurons: its gradient at θ_t from the outputs f(x_j)
- * of θ_t, Adam's update, and θ_{t+1}'s contribution to the next outputs and pattern. The
+ * of θ_t, the optimizer's update, and θ_{t+1}'s contribution to the next outputs and pattern. The
  * operations are the XLA loop's, but its sums over the neurons and points run in another
  * order: the parameters agree with XLA's to 1e-10 relative over 300 steps, not to the bit
  * (tests/test_native_adam.py), so this loop is a kernel of its own, chosen by name. */
@@ -25,13 +27,14 @@
 #include "lanes.h"
 
 enum { MAX_POINTS = 63 }; /* a neuron's pattern is a bit mask of the points */
+enum { PLAIN, HEAVY_BALL, ADAM }; /* θ - h g (GD, SGD); v ← g + μ v, θ - h v; Adam */
 
 static const double B1 = 0.9, B2 = 0.999, EPS = 1e-8;
 static const double COUNT_MAX = 2147483647.0; /* optax's int32 count saturates */
 
-struct adam_arrays {
+struct general_arrays {
   long n, m, lanes, steps, draws;
-  double alpha;
+  double alpha, momentum;
   double *theta, *mu, *nu, *count, *kink, *first, *below, *flags;
   const double *x, *y, *p, *h, *sa, *sw, *limit, *thresholds;
   const unsigned *key, *step0;
@@ -49,6 +52,18 @@ static inline __attribute__((always_inline)) vd adam(vd theta, vd g, double *mu,
   vd root, scaled = v * c2;
   for (int q = 0; q < LANES; q++) root[q] = __builtin_sqrt(scaled[q]);
   return theta + (m * c1) / (root + EPS) * minus_h;
+}
+
+/* The optimizer's update of one parameter with gradient g (`mode`: PLAIN, HEAVY_BALL,
+ * ADAM; mu, nu: its state's rows, as `adam`). */
+static inline __attribute__((always_inline)) vd update(const int mode, vd theta, vd g,
+                                                      double *mu, double *nu, vd c1, vd c2,
+                                                      vd minus_h, double momentum) {
+  if (mode == ADAM) return adam(theta, g, mu, nu, c1, c2, minus_h);
+  if (mode == PLAIN) return theta + g * minus_h;
+  vd v = g + momentum * load(mu);
+  store(mu, v);
+  return theta + v * minus_h;
 }
 
 /* max(K, |b / sa_a|) where `real`, keeping a NaN as XLA's maximum does. The division
@@ -76,18 +91,18 @@ struct neuron_step {
   double *theta, *mu, *nu;
   const vd *X, *R;
   vd SA, SW, c1, c2, minus_h;
-  double alpha;
+  double alpha, momentum;
   vd *K, *S;
   const vm *start, *plus, *real;
   vm *changed, *differs;
 };
 
 /* Neurons i, …, i + P - 1 (P = 1 or 2) of one step: the gradient at θ_t (from the
- * residuals R), Adam's update, the largest kink, and θ_{t+1}'s share S of the next outputs
+ * residuals R), the optimizer's update, the largest kink, and θ_{t+1}'s share S of the next outputs
  * and its pattern. Two neurons' independent chains interleave, which the CPU's window
  * would not hold otherwise; the sums over the neurons keep their order. */
-static inline __attribute__((always_inline)) void neurons(const int P, const int relu,
-                                                          const long m,
+static inline __attribute__((always_inline)) void neurons(const int P, const int mode,
+                                                          const int relu, const long m,
                                                           const struct neuron_step *t, long i) {
   const long n = t->n, L = t->L;
   vd a[2], b[2], w[2], ga[2], gb[2], gw[2], theta[3][2];
@@ -108,7 +123,8 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
     vd g[3] = {t->SA * outer * ga[k], outer * gb[k], t->SW * gw[k]}, old[3] = {a[k], b[k], w[k]};
     for (int f = 0; f < 3; f++) {
       long row = (f * n + i + k) * L;
-      theta[f][k] = adam(old[f], g[f], t->mu + row, t->nu + row, t->c1, t->c2, t->minus_h);
+      theta[f][k] = update(mode, old[f], g[f], t->mu + row, t->nu + row, t->c1, t->c2,
+                           t->minus_h, t->momentum);
       store(t->theta + row, theta[f][k]);
     }
   }
@@ -129,8 +145,10 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
   }
 }
 
-static inline __attribute__((always_inline)) void lanes_at(const int relu, const long m,
-                                                           const struct adam_arrays *A, long l) {
+static inline __attribute__((always_inline)) void lanes_at(const int mode, const int relu,
+                                                           const long m,
+                                                           const struct general_arrays *A,
+                                                           long l) {
   const long n = A->n, L = A->lanes, rows = 3 * n;
   vd X[MAX_POINTS], Y[MAX_POINTS], P[MAX_POINTS], TH[MAX_POINTS], F[MAX_POINTS], S[MAX_POINTS];
   vd R[MAX_POINTS];
@@ -184,10 +202,13 @@ static inline __attribute__((always_inline)) void lanes_at(const int relu, const
     } else {
       for (long j = 0; j < m; j++) R[j] = P[j] * R[j];
     }
-    vd c1, c2;
-    COUNT = COUNT + 1.0;
-    COUNT = pick(COUNT > COUNT_MAX, (vd){} + COUNT_MAX, COUNT);
-    if (A->c1) {
+    vd c1 = (vd){}, c2 = (vd){};
+    if (mode == ADAM) {
+      COUNT = COUNT + 1.0;
+      COUNT = pick(COUNT > COUNT_MAX, (vd){} + COUNT_MAX, COUNT);
+    }
+    if (mode != ADAM) {
+    } else if (A->c1) {
       c1 = (vd){} + A->c1[s], c2 = (vd){} + A->c2[s];
     } else {
       for (int q = 0; q < LANES; q++)
@@ -195,14 +216,15 @@ static inline __attribute__((always_inline)) void lanes_at(const int relu, const
     }
     vd gc = R[0];
     for (long j = 1; j < m; j++) gc += R[j];
-    C = adam(C, gc, mu + rows * L, nu + rows * L, c1, c2, MINUS_H);
+    C = update(mode, C, gc, mu + rows * L, nu + rows * L, c1, c2, MINUS_H, A->momentum);
     vm differs = (vm){};
     for (long j = 0; j < m; j++) S[j] = (vd){};
-    struct neuron_step step = {n, L, theta, mu, nu, X, R, SA, SW, c1, c2, MINUS_H, A->alpha,
-                               &K, S, start, plus, real, changed, &differs};
+    struct neuron_step step = {n,       L,         theta, mu, nu, X, R, SA, SW, c1, c2, MINUS_H,
+                               A->alpha, A->momentum, &K, S, start, plus, real, changed,
+                               &differs};
     long i = 0;
-    for (; i + 1 < n; i += 2) neurons(2, relu, m, &step, i);
-    if (i < n) neurons(1, relu, m, &step, i);
+    for (; i + 1 < n; i += 2) neurons(2, mode, relu, m, &step, i);
+    if (i < n) neurons(1, mode, relu, m, &step, i);
     for (long j = 0; j < m; j++) F[j] = C + SW * S[j];
     FIRST = pick(differs & (FIRST < 0), now + 1.0, FIRST);
   }
@@ -212,35 +234,63 @@ static inline __attribute__((always_inline)) void lanes_at(const int relu, const
   for (long i = 0; i < n; i++) store(A->flags + i * L + l, pick(changed[i], (vd){} + 1.0, (vd){}));
 }
 
-/* Every lane group of the first `count` lanes; ReLU and the paper's six points compiled
- * apart, so that their loops over the points unroll. */
-static void adam_lanes(const struct adam_arrays *A, long count) {
+/* Every lane group of the first `count` lanes, in `mode`'s loop; ReLU and the paper's six
+ * points compiled apart, so that their loops over the points unroll. */
+static inline __attribute__((always_inline)) void mode_lanes(const int mode,
+                                                             const struct general_arrays *A,
+                                                             long count) {
   const int relu = A->alpha == 0.0;
   for (long l = 0; l < count; l += LANES) {
     if (relu && A->m == 6)
-      lanes_at(1, 6, A, l);
+      lanes_at(mode, 1, 6, A, l);
     else if (relu)
-      lanes_at(1, A->m, A, l);
+      lanes_at(mode, 1, A->m, A, l);
     else if (A->m == 6)
-      lanes_at(0, 6, A, l);
+      lanes_at(mode, 0, 6, A, l);
     else
-      lanes_at(0, A->m, A, l);
+      lanes_at(mode, 0, A->m, A, l);
   }
 }
 
+static void general_lanes(int mode, const struct general_arrays *A, long count) {
+  if (mode == ADAM)
+    mode_lanes(ADAM, A, count);
+  else if (mode == HEAVY_BALL)
+    mode_lanes(HEAVY_BALL, A, count);
+  else
+    mode_lanes(PLAIN, A, count);
+}
+
+/* Adam's bias corrections 1 / (1 - β^t) for the chunk's steps t, c1 then c2 (`steps` + 1
+ * apart), when the first `count` lanes' counts agree (they do within a batch) and stay
+ * below optax's saturation: a table the caller frees; else 0 (each lane's, from pow). */
+static double *bias_corrections(const double *counts, long count, long steps) {
+  int same = 1;
+  for (long q = 1; q < count; q++) same &= counts[q] == counts[0];
+  if (!same || counts[0] + (double)steps >= COUNT_MAX) return 0;
+  double *table = malloc(2 * (size_t)(steps + 1) * sizeof(double));
+  for (long s = 0; table && s < steps; s++) {
+    double t = counts[0] + (double)(s + 1);
+    table[s] = 1.0 / (1.0 - pow(B1, t));
+    table[steps + 1 + s] = 1.0 / (1.0 - pow(B2, t));
+  }
+  return table;
+}
+
 #ifdef GDRELU_XLA_FFI
-/* The loop as an XLA FFI handler (`native_adam.adam_chunk`). Operands: the carry (theta,
- * mu, nu, count, kink, first, below, flags), then x, y, p, h, sa, sw, limit, key, step,
- * thresholds, then config = (alpha, steps, draws or 0, active); results: the carry after
- * the steps of the first `active` lanes (rounded up to LANES), the others copied. */
+/* The loop as an XLA FFI handler (`native_general.general_chunk`). Operands: the carry
+ * (theta, mu, nu, count, kink, first, below, flags; mu, nu and count of one row where the
+ * optimizer has none), then x, y, p, h, sa, sw, limit, key, step, thresholds, then config
+ * = (alpha, steps, draws or 0, active, mode, μ); results: the carry after the steps of the
+ * first `active` lanes (rounded up to LANES), the others copied. */
 #include "ffi.h"
 
-XLA_FFI_Error *gdrelu_adam_steps(XLA_FFI_CallFrame *call) {
+XLA_FFI_Error *gdrelu_general_steps(XLA_FFI_CallFrame *call) {
   if (metadata_query(call)) return 0;
   void **in = call->args.args, **out = call->rets.rets;
   const long carried = 8;
   if (call->rets.size != carried || call->args.size != carried + 11)
-    return failure(call, "gdrelu's Adam loop takes 8 carried and 11 fixed operands",
+    return failure(call, "gdrelu's general loop takes 8 carried and 11 fixed operands",
                    XLA_FFI_Error_Code_INVALID_ARGUMENT);
   double *v[8];
   for (long i = 0; i < carried; i++) {
@@ -249,44 +299,33 @@ XLA_FFI_Error *gdrelu_adam_steps(XLA_FFI_CallFrame *call) {
   }
   const double *config = buffer(in[carried + 10])->data;
   long lanes = lanes_of(buffer(in[0])), rows = buffer(in[0])->dims[0];
-  long m = buffer(in[carried])->dims[0], active = (long)config[3];
-  if (lanes % LANES || m < 1 || m > MAX_POINTS || rows % 3 != 1)
-    return failure(call, "gdrelu's Adam loop takes lanes in multiples of LANES, 1-63 points "
-                         "and 3n + 1 parameter rows",
+  long m = buffer(in[carried])->dims[0], active = (long)config[3], mode = (long)config[4];
+  long state_rows = mode == PLAIN ? 1 : rows;
+  if (lanes % LANES || m < 1 || m > MAX_POINTS || rows % 3 != 1 || mode < PLAIN ||
+      mode > ADAM || buffer(in[1])->dims[0] != state_rows ||
+      buffer(in[2])->dims[0] != (mode == ADAM ? rows : 1))
+    return failure(call, "gdrelu's general loop takes lanes in multiples of LANES, 1-63 "
+                         "points, 3n + 1 parameter rows and the optimizer's state rows",
                    XLA_FFI_Error_Code_INVALID_ARGUMENT);
   long count = (active + LANES - 1) / LANES * LANES;
   count = count < lanes ? count : lanes;
   const double *f[10];
   for (int i = 0; i < 10; i++) f[i] = buffer(in[carried + i])->data;
-  struct adam_arrays A = {
-      rows / 3, m, lanes, (long)config[1], (long)config[2], config[0],
+  struct general_arrays A = {
+      rows / 3, m, lanes, (long)config[1], (long)config[2], config[0], config[5],
       v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
       f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[9],
       (const unsigned *)f[7], (const unsigned *)f[8], 0, 0, 0};
   if (!count) return 0;
-  /* one table of bias corrections when the lanes' counts agree (they do within a batch) */
-  int same = 1;
-  for (long q = 1; q < count; q++) same &= v[3][q] == v[3][0];
-  double *table = 0;
-  if (same && v[3][0] + (double)A.steps < COUNT_MAX) {
-    table = malloc(2 * (size_t)(A.steps + 1) * sizeof(double));
-    if (!table)
-      return failure(call, "gdrelu's Adam loop could not allocate its table",
-                     XLA_FFI_Error_Code_RESOURCE_EXHAUSTED);
-    for (long s = 0; s < A.steps; s++) {
-      double t = v[3][0] + (double)(s + 1);
-      table[s] = 1.0 / (1.0 - pow(B1, t));
-      table[A.steps + 1 + s] = 1.0 / (1.0 - pow(B2, t));
-    }
-    A.c1 = table, A.c2 = table + A.steps + 1;
-  }
+  double *table = mode == ADAM ? bias_corrections(v[3], count, A.steps) : 0;
+  if (table) A.c1 = table, A.c2 = table + A.steps + 1;
   A.scratch = aligned_alloc(sizeof(vm), 4 * (size_t)A.n * sizeof(vm) + sizeof(vm));
   if (!A.scratch) {
     free(table);
-    return failure(call, "gdrelu's Adam loop could not allocate its scratch",
+    return failure(call, "gdrelu's general loop could not allocate its scratch",
                    XLA_FFI_Error_Code_RESOURCE_EXHAUSTED);
   }
-  adam_lanes(&A, count);
+  general_lanes((int)mode, &A, count);
   free(A.scratch);
   free(table);
   return 0;

@@ -1,6 +1,7 @@
-"""Adam's general-path chunk as one C loop (`gdrelu.native_adam`, kernel="native"): a
-direct NumPy implementation's numbers to 1e-12, XLA's loop's to 1e-10 in the engine, its
-events exactly, and a clear refusal where it cannot run."""
+"""The general path's chunk as one C loop (`gdrelu.native_general`, kernel="native"), for
+GD, SGD, heavy ball and Adam: a direct NumPy implementation's numbers to 1e-12, XLA's
+loop's to 1e-10 in the engine, its events exactly, and a clear refusal where it cannot
+run."""
 
 import jax
 import jax.numpy as jnp
@@ -8,14 +9,20 @@ import numpy as np
 import pytest
 from test_native import needs_compiler
 
-from gdrelu import Params, WeightedData, engine, native_adam, simulate
+from gdrelu import Params, WeightedData, engine, native_general, simulate
 from gdrelu.detectors import ESCAPE_MARGIN
 from gdrelu.engine.state import initial_state
 from gdrelu.model import Scaling
-from gdrelu.optim import counts_from_words, get_optimizer, multinomial_words
+from gdrelu.optim import (
+    counts_from_words,
+    get_optimizer,
+    multinomial_words,
+    velocity,
+    with_velocity,
+)
 from gdrelu.propagator import check_kernel_trains
 
-B1, B2, EPS = 0.9, 0.999, 1e-8
+B1, B2, EPS, MU = 0.9, 0.999, 1e-8, 0.9
 
 
 def _runs(runs=11, n=7, m=6, seed=0, padding=2):
@@ -33,11 +40,26 @@ def _runs(runs=11, n=7, m=6, seed=0, padding=2):
     return params, data, rng.uniform(0.01, 0.06, size=runs)
 
 
-def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments):
-    """Adam's chunk on one run, written out: (params, mu, nu, count, kink, first pattern
-    change, first loss below `limit`, changed neurons) after `steps` steps from Adam's
-    `moments` = (mu, nu, count); `counts` (steps, m): each step's multinomial counts / B,
-    None: the full batch. Step numbers count from 0 at the chunk's start."""
+def _updated(name, v, g, k, mu, nu, count, h):
+    """Parameter v after one step of optimizer `name` with gradient g (its state's entry k
+    of mu, nu updated in place; count: Adam's, already incremented)."""
+    if name in ("gd", "sgd"):
+        return v - h * g
+    if name == "momentum":  # optax.trace: v ← g + μ v
+        mu[k] = g + MU * mu[k]
+        return v - h * mu[k]
+    mu[k] = (1 - B1) * g + B1 * mu[k]
+    nu[k] = (1 - B2) * g**2 + B2 * nu[k]
+    m_hat, v_hat = mu[k] / (1 - B1**count), nu[k] / (1 - B2**count)
+    return v - h * m_hat / (np.sqrt(v_hat) + EPS)
+
+
+def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments, name="adam"):
+    """A chunk of optimizer `name` on one run, written out: (params, mu, nu, count, kink,
+    first pattern change, first loss below `limit`, changed neurons) after `steps` steps
+    from the optimizer's state `moments` = (mu, nu, count) (Adam's moments, the heavy
+    ball's velocity as mu); `counts` (steps, m): each step's multinomial counts / B, None:
+    the full batch. Step numbers count from 0 at the chunk's start."""
     a, b, w, c = (np.array(v, float) for v in params)
     x, y, p = (np.asarray(v) for v in data)
     (sa, sw), (mu, nu, count) = scaling, moments
@@ -69,14 +91,9 @@ def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments):
             sw * (r @ np.where(on, z, alpha * z)),
             r.sum(),
         ]
-        count += 1
-        theta = []
-        for k, (v, g) in enumerate(zip((a, b, w, c), grads, strict=True)):
-            mu[k] = (1 - B1) * g + B1 * mu[k]
-            nu[k] = (1 - B2) * g**2 + B2 * nu[k]
-            m_hat, v_hat = mu[k] / (1 - B1**count), nu[k] / (1 - B2**count)
-            theta.append(v - h * m_hat / (np.sqrt(v_hat) + EPS))
-        a, b, w, c = theta
+        count += name == "adam"
+        params = zip((a, b, w, c), grads, strict=True)
+        a, b, w, c = [_updated(name, v, g, k, mu, nu, count, h) for k, (v, g) in enumerate(params)]
         with np.errstate(invalid="ignore", divide="ignore"):  # padding: 0/0, not counted
             kink = max(kink, np.max(np.where(real, np.abs(b / (sa * a)), 0.0)))
     watch(steps, a, b, w, c)
@@ -84,34 +101,55 @@ def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments):
 
 
 def _chunk(state, data, h, alpha, steps, optimizer):
-    run = jax.jit(native_adam.adam_chunk, static_argnames="optimizer")
+    run = jax.jit(native_general.general_chunk, static_argnames="optimizer")
     return run(state, data, h, alpha, steps, optimizer=optimizer)
+
+
+def _state_of(name, opt_state):
+    """(mu, nu, count) of `_reference` from one run's optimizer state, and the arrays the C
+    loop carries for it (Adam's moments, the heavy ball's velocity, or none)."""
+    if name == "adam":
+        adam = opt_state[0]
+        return (list(adam.mu), list(adam.nu), int(adam.count)), (*adam.mu, *adam.nu)
+    if name == "momentum":
+        trace = velocity(opt_state)
+        return (list(trace), [0.0] * 4, 0), tuple(trace)
+    return ([0.0] * 4, [0.0] * 4, 0), ()
 
 
 @needs_compiler
 @pytest.mark.parametrize(
-    "alpha, sampler, scaling, m, chunks, staggered",
+    "name, alpha, sampler, scaling, m, chunks, staggered",
     [
-        (0.0, "full", (1.0, 1.0), 6, (13, 24), False),
-        (0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
-        (0.1, "multinomial", (0.5, 1.7), 6, (13, 24), True),
-        (0.0, "full", (1.0, 1.0), 5, (13, 24), False),
-        (0.2, "multinomial", (1.0, 1.0), 9, (13, 24), False),
-        (0.0, "multinomial", (1.0, 1.0), 40, (0, 13, 24), False),
-        (0.0, "full", (1.0, 1.0), 1, (0, 13), True),
+        ("adam", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
+        ("adam", 0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
+        ("adam", 0.1, "multinomial", (0.5, 1.7), 6, (13, 24), True),
+        ("adam", 0.0, "full", (1.0, 1.0), 5, (13, 24), False),
+        ("adam", 0.2, "multinomial", (1.0, 1.0), 9, (13, 24), False),
+        ("adam", 0.0, "multinomial", (1.0, 1.0), 40, (0, 13, 24), False),
+        ("adam", 0.0, "full", (1.0, 1.0), 1, (0, 13), True),
+        ("gd", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
+        ("gd", 0.1, "full", (0.5, 1.7), 9, (0, 13), False),
+        ("sgd", 0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
+        ("sgd", 0.2, "multinomial", (1.0, 1.0), 40, (13, 24), False),
+        ("momentum", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
+        ("momentum", 0.1, "multinomial", (0.5, 1.7), 5, (0, 13, 24), False),
     ],
 )
-def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m, chunks, staggered):
+def test_the_c_loop_equals_the_optimizers_written_out(
+    name, alpha, sampler, scaling, m, chunks, staggered
+):
     """Chunks of 13 and 24 steps (and 0) of 11 runs, some with padding neurons: the
-    parameters and Adam's moments to 1e-12 relative, its count, the largest kink to 1e-12,
-    and the events (first pattern change, first loss below L_lin, neurons that changed
-    pattern or side) exactly, against `_reference`; ReLU and LeakyReLU, full batches and
+    parameters and the optimizer's state (Adam's moments and count, the heavy ball's
+    velocity) to 1e-12 relative, the largest kink to 1e-12, and the events (first pattern
+    change, first loss below L_lin, neurons that changed pattern or side) exactly, against
+    `_reference`; GD, SGD, heavy ball and Adam, ReLU and LeakyReLU, full batches and
     multinomial minibatches, both parameterizations' multipliers, the paper's six points
-    (its own compiled loop) and others (40: pattern bits past 32), and runs whose Adam
+    (its own compiled loop) and others (40: pattern bits past 32), and Adam runs whose
     step counts differ (`staggered`: each lane's bias corrections, not one table)."""
     params, data, h = _runs(m=m)
     runs = h.shape[0]
-    optimizer = get_optimizer("adam", sampler=sampler)
+    optimizer = get_optimizer(name, sampler=sampler)
     keys = np.random.default_rng(1).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
     multipliers = Scaling(*(np.full(runs, v) for v in scaling))
     state = initial_state(params, h, keys, multipliers, optimizer=optimizer, data=data).state
@@ -119,6 +157,9 @@ def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m, chunks, 
         adam, *rest = state.opt_state
         count = jnp.asarray(np.arange(runs) * 7, adam.count.dtype)
         state = state._replace(opt_state=(adam._replace(count=count), *rest))
+    if name == "momentum":  # a velocity that is not zero at the first chunk's start
+        start = jax.tree.map(lambda v: 0.1 * jnp.ones_like(v), velocity(state.opt_state))
+        state = state._replace(opt_state=with_velocity(state.opt_state, start))
     # a threshold that some runs pass within the chunks: the loss below L_lin happens
     threshold = np.asarray(state.linear_threshold) * np.linspace(1.5, 30.0, runs)
     state = state._replace(linear_threshold=jnp.asarray(threshold))
@@ -128,22 +169,24 @@ def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m, chunks, 
         start, before = int(state.step[0]), jax.device_get(state)
         state, kink, first, below, changed = _chunk(state, data, h, alpha, chunk, optimizer)
         state = state._replace(step=state.step + chunk)
-        got = jax.device_get((state.params, state.opt_state[0]))
+        got = jax.device_get((state.params, state.opt_state))
         for i in range(runs):
             counts = None
             if sampler == "multinomial" and chunk:
                 words = multinomial_words(keys[i], 16, start, chunk)
                 counts = np.stack([counts_from_words(v, data.weights[i]) for v in words]) / 16
-            adam = jax.tree.map(lambda v, i=i: v[i], before.opt_state[0])
-            one = jax.tree.map(lambda v, i=i: v[i], (before.params, data))
-            moments = (list(adam.mu), list(adam.nu), int(adam.count))
-            want = _reference(*one, h[i], alpha, scaling, limit[i], chunk, counts, moments)
+            one = jax.tree.map(lambda v, i=i: v[i], (before.params, data, before.opt_state))
+            moments, _ = _state_of(name, one[2])
+            want = _reference(
+                *one[:2], h[i], alpha, scaling, limit[i], chunk, counts, moments, name
+            )
             mine = jax.tree.map(lambda v, i=i: v[i], got)
-            pairs = (*mine[0], *mine[1].mu, *mine[1].nu), (*want[0], *want[1], *want[2])
-            for ours, theirs in zip(*pairs, strict=True):  # cancelling entries: 1e-12 of the max
-                scale = np.max(np.abs(theirs))
+            carried = _state_of(name, mine[1])[1]
+            wanted = (*want[1], *want[2])[: len(carried)]
+            for ours, theirs in zip((*mine[0], *carried), (*want[0], *wanted), strict=True):
+                scale = np.max(np.abs(theirs))  # cancelling entries: 1e-12 of the max
                 np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12 * scale)
-            assert int(mine[1].count) == want[3]
+            assert _state_of(name, mine[1])[0][2] == want[3]
             np.testing.assert_allclose(kink[i], want[4], rtol=1e-12)
             assert int(first[i]) == (want[5] + start if want[5] >= 0 else -1)
             assert int(below[i]) == (want[6] + start if want[6] >= 0 else -1)
@@ -154,11 +197,11 @@ def test_the_c_loop_equals_adam_written_out(alpha, sampler, scaling, m, chunks, 
         assert events["first"] > 0 and events["below"] > 0
 
 
-def _simulate(kernel, runs=16, steps=300, sampler="multinomial", **settings):
+def _simulate(kernel, runs=16, steps=300, sampler="multinomial", optimizer="adam", **settings):
     params, data, h = _runs(runs=runs, n=9)
     keys = np.random.default_rng(2).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
     return simulate(
-        params, data, h, optimizer="adam", sampler=sampler, key=keys, check_every=steps // 3,
+        params, data, h, optimizer=optimizer, sampler=sampler, key=keys, check_every=steps // 3,
         max_checks=3, stop_on=(), kernel=kernel, **settings,
     )  # fmt: skip
 
@@ -171,13 +214,20 @@ def _simulate(kernel, runs=16, steps=300, sampler="multinomial", **settings):
         ("multinomial", {}),
         ("multinomial", {"alpha": 0.1, "parameterization": "ntk"}),
         ("full", {"path": "fixed_pattern"}),  # its general blocks take the C loop
+        ("multinomial", {"optimizer": "sgd"}),  # the propagator's general blocks (redos)
+        ("multinomial", {"optimizer": "sgd", "batch_size": 3, "path": "general"}),
+        ("full", {"optimizer": "momentum"}),
+        ("full", {"optimizer": "gd", "alpha": 0.1}),
+        ("full", {"optimizer": "gd", "path": "general", "parameterization": "ntk"}),
     ],
 )
-def test_engine_adam_with_the_c_loop_agrees_with_the_xla_loop(sampler, settings):
-    """`simulate(kernel="native")` for Adam, 300 steps in three chunks: the parameters agree
-    with XLA's loop to 1e-10 relative (the two sum the points and neurons in other orders),
-    and every status, event step and final classification is the same; ReLU and
-    LeakyReLU, both parameterizations, and the fixed-pattern path's general blocks."""
+def test_engine_with_the_c_loop_agrees_with_the_xla_loop(sampler, settings):
+    """`simulate(kernel="native")` for Adam, SGD, heavy ball and GD, 300 steps in three
+    chunks: the parameters agree with XLA's loop to 1e-10 relative (the two sum the points
+    and neurons in other orders), and every status, event step and final classification
+    is the same; ReLU and LeakyReLU, both parameterizations, the general path, the
+    fixed-pattern path's general blocks, and the propagator's (the runs whose kinks reach
+    the data, trained as redos)."""
     ours = _simulate("native", sampler=sampler, **settings)
     xla = _simulate("xla", sampler=sampler, **settings)
     for mine, theirs in zip(ours.params, xla.params, strict=True):
@@ -228,9 +278,10 @@ def test_adam_on_the_c_loop_compiles_once_for_any_step_sizes_and_steps():
 
 @needs_compiler
 def test_the_c_loop_refuses_what_it_cannot_train():
-    """Kernel "native" takes Adam with full batches or multinomial minibatches of float64
-    runs on 1-D data with at most 63 points; "auto" leaves Adam on XLA's loop, whose bits
-    the results had before; the other kernels' refusals stand."""
+    """Kernel "native" takes GD, SGD, heavy ball and Adam with full batches or multinomial
+    minibatches of float64 runs on 1-D data with at most 63 points; "auto" leaves the
+    general path on XLA's loop, whose bits the results had before; the other kernels'
+    refusals stand."""
     adam = get_optimizer("adam")
     check_kernel_trains("native", adam)
     check_kernel_trains("native", get_optimizer("adam", sampler="multinomial", batch_size=3))
@@ -241,6 +292,11 @@ def test_the_c_loop_refuses_what_it_cannot_train():
     with pytest.raises(ValueError, match="2\\^k"):
         check_kernel_trains("native", get_optimizer("sgd", batch_size=3))
     assert engine.propagator_kernel("cpu", "auto", adam) == "xla"
+    sgd = get_optimizer("sgd", batch_size=3)
+    assert [engine.general_kernel(k, sgd) for k in ("auto", "xla", "native")] == ["xla"] * 2 + [
+        "native"
+    ]
+    assert engine.general_kernel("native", get_optimizer("sgd", sampler="epoch")) == "xla"
     params, data, h = _runs(runs=8)
     with pytest.raises(ValueError, match="not epoch minibatches"):  # before compiling
         keys = np.zeros((8, 2), np.uint32)
@@ -252,16 +308,21 @@ def test_the_c_loop_refuses_what_it_cannot_train():
     flat = _runs(runs=8)
     planar = WeightedData(np.stack([flat[1].x, flat[1].x], -1), flat[1].y, flat[1].weights)
     wide = Params(np.stack([flat[0].a, flat[0].a], 1), flat[0].b, flat[0].w, flat[0].c)
-    with pytest.raises(ValueError, match="1-D data, not 2-D"):
-        simulate(wide, planar, h, optimizer="adam", check_every=5, max_checks=1, kernel="native")
+    for name in ("adam", "gd"):
+        with pytest.raises(ValueError, match="1-D data, not 2-D"):
+            simulate(wide, planar, h, optimizer=name, check_every=5, max_checks=1, kernel="native")
+    with pytest.raises(ValueError, match="momentum with full batches or multinomial"):
+        simulate(params, data, h, optimizer="momentum", sampler="epoch", batch_size=2, key=keys,
+                 check_every=5, max_checks=1, kernel="native")  # fmt: skip
 
 
 @needs_compiler
-def test_a_run_directory_records_adams_c_loop_and_never_mixes_it(tmp_path, monkeypatch):
+def test_a_run_directory_records_the_general_c_loop_and_never_mixes_it(tmp_path, monkeypatch):
     """An Adam spec records nothing with "auto" (XLA's general path, as before) and
-    "adam-native" with its C loop, whose bits differ, beside GD's own kernel: a directory
-    started with one refuses to resume with the other, naming what differs, with or
-    without a GD spec beside it (whose C loop is "native" either way)."""
+    "adam-native" with the C loop, whose bits differ, beside GD's propagator kernel
+    ("native" either way) and "general-native" for GD's general steps on the C loop: a
+    directory started with one refuses to resume with the other, naming what differs,
+    with or without a GD spec beside it."""
     from gdrelu import provenance, store
     from gdrelu.engine import KERNEL_VARIABLE
     from gdrelu.spec import ExperimentSpec
@@ -280,7 +341,7 @@ def test_a_run_directory_records_adams_c_loop_and_never_mixes_it(tmp_path, monke
     store.write_manifest(tmp_path / "gd-auto", manifest(both))  # GD's C loop, Adam's XLA
     monkeypatch.setenv(KERNEL_VARIABLE, "native")
     assert provenance.settings(adam) == {"kernels": "adam-native"}
-    assert provenance.settings(both) == {"kernels": "native,adam-native"}
+    assert provenance.settings(both) == {"kernels": "native,general-native,adam-native"}
     store.write_manifest(tmp_path / "native", manifest(both))
     for started in ("auto", "gd-auto"):
         with pytest.raises(ValueError, match="adam-native"):
@@ -291,7 +352,7 @@ def test_a_run_directory_records_adams_c_loop_and_never_mixes_it(tmp_path, monke
 
 
 @needs_compiler
-def test_a_manifest_from_before_adams_c_loop_does_not_resume_on_it(tmp_path, monkeypatch):
+def test_a_manifest_from_before_the_general_c_loop_does_not_resume_on_it(tmp_path, monkeypatch):
     """A manifest of an older gdrelu records `kernel`, GD's "native" here: its Adam runs
     trained on XLA's loop. Resumed with Adam on the C loop it is refused; with "auto"
     (Adam on XLA's loop, GD on its C loop as before) it resumes."""
@@ -306,7 +367,7 @@ def test_a_manifest_from_before_adams_c_loop_does_not_resume_on_it(tmp_path, mon
     monkeypatch.setenv(KERNEL_VARIABLE, "native")
     now = provenance.manifest([s.to_dict() for s in specs], specs)
     store.write_manifest(tmp_path, {**now, "settings": {"kernel": "native"}})
-    with pytest.raises(store.ResumeError, match="before Adam's C loop"):
+    with pytest.raises(store.ResumeError, match="before the general path's C loop"):
         store.check_manifest(tmp_path, now)
     monkeypatch.delenv(KERNEL_VARIABLE)
     store.check_manifest(tmp_path, provenance.manifest([s.to_dict() for s in specs], specs))
