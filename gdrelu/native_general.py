@@ -130,7 +130,12 @@ def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer
     (`engine.state.RunState`, data with a leading runs axis), as the vmapped
     `engine.paths._trained`: (state, kink, first pattern change, first loss below L_lin,
     changed (runs, n))."""
-    check_trains(*data_shape(data.x), state.params.c.dtype)  # for callers of the path itself
+    if not trains(optimizer):  # for callers of the path itself; `simulate` refuses earlier
+        raise ValueError(
+            f"kernel 'native' trains gdrelu's gd, sgd, momentum and adam with full batches or "
+            f"multinomial minibatches, not {optimizer.name!r} with {optimizer.sampler} ones"
+        )
+    check_trains(*data_shape(data.x), state.params.c.dtype)
     native.registered()  # a missing compiler fails here, with its reason
     params, scaling = state.params, state.scaling
     runs, n = params.a.shape

@@ -330,7 +330,8 @@ def check_kernel_trains(kernel: str, optimizer: Optimizer, dtype=None) -> None:
     )
     if not (kernel_trains(kernel, optimizer) or adam):
         what = (
-            "full batches or multinomial minibatches of 2^k draws (Adam's: of any size)"
+            "full batches or multinomial minibatches of 2^k draws on the propagator (Adam, on "
+            "the general path: of any size)"
             if kernel == "native"
             else "full-batch GD"
         )

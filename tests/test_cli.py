@@ -91,7 +91,7 @@ needs_compiler = pytest.mark.skipif(not _COMPILER, reason="no C compiler for ker
         # the C loop steps float64 runs, and multinomial minibatches of 2^k draws only
         pytest.param("native", ["--dtype", "float32"], marks=needs_compiler),
         pytest.param("native", ["--protocol", "sgd", "--batch-size", "5"], marks=needs_compiler),
-        # Adam's C loop: float64, 1-D data, at most 63 points
+        # the general path's C loop: float64, 1-D data, at most 63 points
         pytest.param("native", ["--optimizer", "adam", "--dtype", "float32"], marks=needs_compiler),
         pytest.param(
             "native",

@@ -239,7 +239,7 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
             gpu * len(d), n, block, kernel, redo, width, *rest
         ),
     )
-    assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla", None)
+    assert placement.blocking_for([None, None], 130) == (128, 16, 3, 128, "xla", None, "xla")
     got = simulate(*runs, check_every=200, max_checks=40)
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)

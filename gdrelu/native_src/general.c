@@ -17,10 +17,11 @@
  *   (gdrelu.optim.multinomial_thresholds).
  *
  * Each step does one pass over the neurons: its gradient at θ_t from the outputs f(x_j)
- * of θ_t, the optimizer's update, and θ_{t+1}'s contribution to the next outputs and pattern. The
- * operations are the XLA loop's, but its sums over the neurons and points run in another
- * order: the parameters agree with XLA's to 1e-10 relative over 300 steps, not to the bit
- * (tests/test_native_adam.py), so this loop is a kernel of its own, chosen by name. */
+ * of θ_t, the optimizer's update, and θ_{t+1}'s contribution to the next outputs and
+ * pattern. The operations are the XLA loop's, but its sums over the neurons and points
+ * run in another order: the parameters agree with XLA's to 1e-10 relative over 300 steps,
+ * not to the bit (tests/test_native_general.py), so this loop is a kernel of its own,
+ * chosen by name. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -55,14 +56,15 @@ static inline __attribute__((always_inline)) vd adam(vd theta, vd g, double *mu,
 }
 
 /* The optimizer's update of one parameter with gradient g (`mode`: PLAIN, HEAVY_BALL,
- * ADAM; mu, nu: its state's rows, as `adam`). */
+ * ADAM), whose state is at offset `at` of mu and nu (as `adam`; only the rows a mode
+ * has are addressed: mu and nu are one row where it has none). */
 static inline __attribute__((always_inline)) vd update(const int mode, vd theta, vd g,
-                                                      double *mu, double *nu, vd c1, vd c2,
-                                                      vd minus_h, double momentum) {
-  if (mode == ADAM) return adam(theta, g, mu, nu, c1, c2, minus_h);
+                                                      double *mu, double *nu, long at, vd c1,
+                                                      vd c2, vd minus_h, double momentum) {
+  if (mode == ADAM) return adam(theta, g, mu + at, nu + at, c1, c2, minus_h);
   if (mode == PLAIN) return theta + g * minus_h;
-  vd v = g + momentum * load(mu);
-  store(mu, v);
+  vd v = g + momentum * load(mu + at);
+  store(mu + at, v);
   return theta + v * minus_h;
 }
 
@@ -123,8 +125,8 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
     vd g[3] = {t->SA * outer * ga[k], outer * gb[k], t->SW * gw[k]}, old[3] = {a[k], b[k], w[k]};
     for (int f = 0; f < 3; f++) {
       long row = (f * n + i + k) * L;
-      theta[f][k] = update(mode, old[f], g[f], t->mu + row, t->nu + row, t->c1, t->c2,
-                           t->minus_h, t->momentum);
+      theta[f][k] = update(mode, old[f], g[f], t->mu, t->nu, row, t->c1, t->c2, t->minus_h,
+                           t->momentum);
       store(t->theta + row, theta[f][k]);
     }
   }
@@ -216,7 +218,7 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
     }
     vd gc = R[0];
     for (long j = 1; j < m; j++) gc += R[j];
-    C = update(mode, C, gc, mu + rows * L, nu + rows * L, c1, c2, MINUS_H, A->momentum);
+    C = update(mode, C, gc, mu, nu, rows * L, c1, c2, MINUS_H, A->momentum);
     vm differs = (vm){};
     for (long j = 0; j < m; j++) S[j] = (vd){};
     struct neuron_step step = {n,       L,         theta, mu, nu, X, R, SA, SW, c1, c2, MINUS_H,
