@@ -41,32 +41,42 @@ struct general_arrays {
   const unsigned *key, *step0;
   const double *c1, *c2; /* 1 / (1 - β^t) of the chunk's steps when every lane's count is
                             the same (else 0: each lane's, from pow) */
-  vm *scratch;           /* 4n vectors */
+  vd *records;           /* (n + 1) records of `record(ADAM)` vectors */
 };
 
 /* Adam's update of one parameter: m ← (1 - β₁) g + β₁ m, v ← (1 - β₂) g² + β₂ v, then
  * θ ← θ - h m̂ / (√v̂ + ε) with m̂ = m · c1, v̂ = v · c2. */
-static inline __attribute__((always_inline)) vd adam(vd theta, vd g, double *mu, double *nu,
-                                                    vd c1, vd c2, vd minus_h) {
-  vd m = (1.0 - B1) * g + B1 * load(mu), v = (1.0 - B2) * (g * g) + B2 * load(nu);
-  store(mu, m), store(nu, v);
+static inline __attribute__((always_inline)) vd adam(vd theta, vd g, vd *mu, vd *nu, vd c1,
+                                                    vd c2, vd minus_h) {
+  vd m = (1.0 - B1) * g + B1 * *mu, v = (1.0 - B2) * (g * g) + B2 * *nu;
+  *mu = m, *nu = v;
   vd root, scaled = v * c2;
   for (int q = 0; q < LANES; q++) root[q] = __builtin_sqrt(scaled[q]);
   return theta + (m * c1) / (root + EPS) * minus_h;
 }
 
 /* The optimizer's update of one parameter with gradient g (`mode`: PLAIN, HEAVY_BALL,
- * ADAM), whose state is at offset `at` of mu and nu (as `adam`; only the rows a mode
- * has are addressed: mu and nu are one row where it has none). */
-static inline __attribute__((always_inline)) vd update(const int mode, vd theta, vd g,
-                                                      double *mu, double *nu, long at, vd c1,
-                                                      vd c2, vd minus_h, double momentum) {
-  if (mode == ADAM) return adam(theta, g, mu + at, nu + at, c1, c2, minus_h);
+ * ADAM) and state mu, nu (as `adam`; a mode reads only the state it has). */
+static inline __attribute__((always_inline)) vd update(const int mode, vd theta, vd g, vd *mu,
+                                                      vd *nu, vd c1, vd c2, vd minus_h,
+                                                      double momentum) {
+  if (mode == ADAM) return adam(theta, g, mu, nu, c1, c2, minus_h);
   if (mode == PLAIN) return theta + g * minus_h;
-  vd v = g + momentum * load(mu + at);
-  store(mu + at, v);
+  vd v = g + momentum * *mu;
+  *mu = v;
   return theta + v * minus_h;
 }
+
+/* A lane group's neurons while it steps: one record of `record(mode)` vectors each,
+ * contiguous (a, b, w; the optimizer's state, MU and NU; the chunk's first pattern, side
+ * and realness, and whether it changed), then c's (its state at MU and NU). The arrays'
+ * rows are `lanes` doubles apart, a multiple of 4 KiB for 512 or 1024 lanes: loads and
+ * stores of different rows then share their address bits below 4 KiB, and the CPU stalls
+ * each load behind the stores it cannot tell apart (about twice as slow for heavy ball
+ * and Adam, 2026-12-06). */
+enum { MU = 3, NU = 6 };
+static inline long record(const int mode) { return mode == ADAM ? 13 : mode == HEAVY_BALL ? 10 : 7; }
+enum { START = 4, PLUS = 3, REAL = 2, CHANGED = 1 }; /* counted back from a record's end */
 
 /* max(K, |b / sa_a|) where `real`, keeping a NaN as XLA's maximum does. The division
  * only where some lane may raise K: |b| < fl(K |sa_a|)(1 - 2⁻⁵⁰) proves |b / sa_a| < K,
@@ -89,14 +99,12 @@ static inline __attribute__((always_inline)) vd hidden(const int relu, vm on, vd
 
 /* What one step's pass over the neurons reads and writes (`neurons`). */
 struct neuron_step {
-  long n, L;
-  double *theta, *mu, *nu;
+  vd *rec;
   const vd *X, *R;
   vd SA, SW, c1, c2, minus_h;
   double alpha, momentum;
   vd *K, *S;
-  const vm *start, *plus, *real;
-  vm *changed, *differs;
+  vm *differs;
 };
 
 /* Neurons i, …, i + P - 1 (P = 1 or 2) of one step: the gradient at θ_t (from the
@@ -106,11 +114,11 @@ struct neuron_step {
 static inline __attribute__((always_inline)) void neurons(const int P, const int mode,
                                                           const int relu, const long m,
                                                           const struct neuron_step *t, long i) {
-  const long n = t->n, L = t->L;
-  vd a[2], b[2], w[2], ga[2], gb[2], gw[2], theta[3][2];
+  const long size = record(mode);
+  vd a[2], b[2], w[2], ga[2], gb[2], gw[2], theta[3][2], *r[2];
   for (int k = 0; k < P; k++) {
-    a[k] = load(t->theta + (i + k) * L), b[k] = load(t->theta + (n + i + k) * L);
-    w[k] = load(t->theta + (2 * n + i + k) * L);
+    r[k] = t->rec + (i + k) * size;
+    a[k] = r[k][0], b[k] = r[k][1], w[k] = r[k][2];
     ga[k] = gb[k] = gw[k] = (vd){};
   }
   for (long j = 0; j < m; j++)
@@ -124,15 +132,14 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
     vd outer = t->SW * w[k];
     vd g[3] = {t->SA * outer * ga[k], outer * gb[k], t->SW * gw[k]}, old[3] = {a[k], b[k], w[k]};
     for (int f = 0; f < 3; f++) {
-      long row = (f * n + i + k) * L;
-      theta[f][k] = update(mode, old[f], g[f], t->mu, t->nu, row, t->c1, t->c2, t->minus_h,
-                           t->momentum);
-      store(t->theta + row, theta[f][k]);
+      theta[f][k] = update(mode, old[f], g[f], r[k] + MU + f, r[k] + NU + f, t->c1, t->c2,
+                           t->minus_h, t->momentum);
+      r[k][f] = theta[f][k];
     }
   }
   vm bits[2] = {(vm){}, (vm){}};
   for (int k = 0; k < P; k++)
-    *t->K = largest_kink(*t->K, theta[1][k], t->SA * theta[0][k], t->real[i + k]);
+    *t->K = largest_kink(*t->K, theta[1][k], t->SA * theta[0][k], (vm)r[k][size - REAL]);
   for (long j = 0; j < m; j++)
     for (int k = 0; k < P; k++) {
       vd z = t->SA * (t->X[j] * theta[0][k]) + theta[1][k];
@@ -141,9 +148,10 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
       bits[k] |= on & ((vm){} + (1ll << j));
     }
   for (int k = 0; k < P; k++) {
-    vm moved = bits[k] != t->start[i + k];
+    vm moved = bits[k] != (vm)r[k][size - START];
     *t->differs |= moved;
-    t->changed[i + k] |= moved | ((theta[0][k] > 0) != t->plus[i + k]);
+    vm side = (theta[0][k] > 0) != (vm)r[k][size - PLUS];
+    r[k][size - CHANGED] = (vd)((vm)r[k][size - CHANGED] | moved | side);
   }
 }
 
@@ -164,14 +172,21 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
   vd SA = load(A->sa + l), SW = load(A->sw + l), MINUS_H = -load(A->h + l);
   vd LIMIT = load(A->limit + l), COUNT = load(A->count + l), K = (vd){};
   vd FIRST = (vd){} - 1.0, BELOW = (vd){} - 1.0, STEP0 = __builtin_convertvector(s0, vd);
-  vm *start = A->scratch, *plus = start + n, *real = plus + n, *changed = real + n;
-  double *theta = A->theta + l, *mu = A->mu + l, *nu = A->nu + l;
-  vd C = load(theta + rows * L);
+  const long size = record(mode), states = (size - 7) / 3;
+  double *theta = A->theta + l, *state[2] = {A->mu + l, A->nu + l};
+  vd *rec = A->records, C = load(theta + rows * L);
+  for (long q = 0; q < states; q++) rec[n * size + MU + 3 * q] = load(state[q] + rows * L);
 
-  /* the chunk's first outputs, and each neuron's pattern, side and realness */
+  /* the neurons' records; the chunk's first outputs, and each neuron's pattern, side and
+   * realness */
   for (long j = 0; j < m; j++) S[j] = (vd){};
   for (long i = 0; i < n; i++) {
-    vd a = load(theta + i * L), b = load(theta + (n + i) * L), w = load(theta + (2 * n + i) * L);
+    vd *r = rec + i * size;
+    for (long f = 0; f < 3; f++) {
+      r[f] = load(theta + (f * n + i) * L);
+      for (long q = 0; q < states; q++) r[MU + 3 * q + f] = load(state[q] + (f * n + i) * L);
+    }
+    vd a = r[0], b = r[1], w = r[2];
     vm bits = (vm){};
     for (long j = 0; j < m; j++) {
       vd z = SA * (X[j] * a) + b;
@@ -179,8 +194,8 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
       S[j] += hidden(relu, on, z, A->alpha) * w;
       bits |= on & ((vm){} + (1ll << j));
     }
-    start[i] = bits, plus[i] = a > 0, changed[i] = (vm){};
-    real[i] = (a != 0) | (b != 0) | (w != 0);
+    r[size - START] = (vd)bits, r[size - PLUS] = (vd)(a > 0), r[size - CHANGED] = (vd){};
+    r[size - REAL] = (vd)((a != 0) | (b != 0) | (w != 0));
   }
   for (long j = 0; j < m; j++) F[j] = C + SW * S[j];
 
@@ -218,12 +233,12 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
     }
     vd gc = R[0];
     for (long j = 1; j < m; j++) gc += R[j];
-    C = update(mode, C, gc, mu, nu, rows * L, c1, c2, MINUS_H, A->momentum);
+    C = update(mode, C, gc, rec + n * size + MU, rec + n * size + NU, c1, c2, MINUS_H,
+               A->momentum);
     vm differs = (vm){};
     for (long j = 0; j < m; j++) S[j] = (vd){};
-    struct neuron_step step = {n,       L,         theta, mu, nu, X, R, SA, SW, c1, c2, MINUS_H,
-                               A->alpha, A->momentum, &K, S, start, plus, real, changed,
-                               &differs};
+    struct neuron_step step = {rec, X, R, SA, SW, c1, c2, MINUS_H, A->alpha, A->momentum,
+                               &K, S, &differs};
     long i = 0;
     for (; i + 1 < n; i += 2) neurons(2, mode, relu, m, &step, i);
     if (i < n) neurons(1, mode, relu, m, &step, i);
@@ -231,9 +246,17 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
     FIRST = pick(differs & (FIRST < 0), now + 1.0, FIRST);
   }
   store(theta + rows * L, C);
+  for (long q = 0; q < states; q++) store(state[q] + rows * L, rec[n * size + MU + 3 * q]);
+  for (long i = 0; i < n; i++) {
+    const vd *r = rec + i * size;
+    for (long f = 0; f < 3; f++) {
+      store(theta + (f * n + i) * L, r[f]);
+      for (long q = 0; q < states; q++) store(state[q] + (f * n + i) * L, r[MU + 3 * q + f]);
+    }
+    store(A->flags + i * L + l, pick((vm)r[size - CHANGED], (vd){} + 1.0, (vd){}));
+  }
   store(A->count + l, COUNT), store(A->kink + l, K);
   store(A->first + l, FIRST), store(A->below + l, BELOW);
-  for (long i = 0; i < n; i++) store(A->flags + i * L + l, pick(changed[i], (vd){} + 1.0, (vd){}));
 }
 
 /* Every lane group of the first `count` lanes, in `mode`'s loop; ReLU and the paper's six
@@ -321,14 +344,14 @@ XLA_FFI_Error *gdrelu_general_steps(XLA_FFI_CallFrame *call) {
   if (!count) return 0;
   double *table = mode == ADAM ? bias_corrections(v[3], count, A.steps) : 0;
   if (table) A.c1 = table, A.c2 = table + A.steps + 1;
-  A.scratch = aligned_alloc(sizeof(vm), 4 * (size_t)A.n * sizeof(vm) + sizeof(vm));
-  if (!A.scratch) {
+  A.records = aligned_alloc(sizeof(vd), (size_t)(A.n + 1) * record(ADAM) * sizeof(vd));
+  if (!A.records) {
     free(table);
     return failure(call, "gdrelu's general loop could not allocate its scratch",
                    XLA_FFI_Error_Code_RESOURCE_EXHAUSTED);
   }
   general_lanes((int)mode, &A, count);
-  free(A.scratch);
+  free(A.records);
   free(table);
   return 0;
 }
