@@ -122,6 +122,19 @@ def _state_of(name, opt_state):
     return ([0.0] * 4, [0.0] * 4, 0), ()
 
 
+def _assert_run_equals(name, mine, want, start):
+    """One run's (params, opt_state) after a chunk against `_reference`'s `want`: the
+    parameters and the state the C loop carries to 1e-12 relative (cancelling entries:
+    1e-12 of the largest), Adam's count, and its padding (in `start`) still 0."""
+    counts, carried = _state_of(name, mine[1])
+    wanted = (*want[1], *want[2])[: len(carried)]
+    for ours, theirs in zip((*mine[0], *carried), (*want[0], *wanted), strict=True):
+        scale = np.max(np.abs(theirs))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12 * scale)
+    assert counts[2] == want[3]  # Adam's count (the others: 0)
+    assert not np.any(np.stack(mine[0][:3])[:, ~np.asarray(_real(start))])
+
+
 @needs_compiler
 @pytest.mark.parametrize(
     "name, alpha, sampler, scaling, m, chunks, staggered",
@@ -187,14 +200,7 @@ def test_the_c_loop_equals_the_optimizers_written_out(
             want = _reference(
                 *one[:2], h[i], alpha, scaling, limit[i], chunk, counts, moments, name
             )
-            mine = jax.tree.map(lambda v, i=i: v[i], got)
-            carried = _state_of(name, mine[1])[1]
-            wanted = (*want[1], *want[2])[: len(carried)]
-            for ours, theirs in zip((*mine[0], *carried), (*want[0], *wanted), strict=True):
-                scale = np.max(np.abs(theirs))  # cancelling entries: 1e-12 of the max
-                np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12 * scale)
-            assert _state_of(name, mine[1])[0][2] == want[3]  # Adam's count (others: 0)
-            assert not np.any(np.stack(mine[0][:3])[:, ~np.asarray(_real(one[0]))])
+            _assert_run_equals(name, jax.tree.map(lambda v, i=i: v[i], got), want, one[0])
             np.testing.assert_allclose(kink[i], want[4], rtol=1e-12)
             assert int(first[i]) == (want[5] + start if want[5] >= 0 else -1)
             assert int(below[i]) == (want[6] + start if want[6] >= 0 else -1)

@@ -155,6 +155,30 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
   }
 }
 
+/* Lane group l's parameters and optimizer state (c's state too) copied from the arrays
+ * into its records (`back` = 0), or from the records back, with the change flags
+ * (`back` = 1). */
+static inline __attribute__((always_inline)) void records(const int mode,
+                                                          const struct general_arrays *A,
+                                                          long l, int back) {
+  const long n = A->n, L = A->lanes, size = record(mode), states = (size - 7) / 3;
+  double *theta = A->theta + l, *state[2] = {A->mu + l, A->nu + l};
+  for (long i = 0; i <= n; i++) { /* neuron n: c, whose value the loop holds itself */
+    vd *r = A->records + i * size;
+    for (long f = 0; f < 3 && (i < n || f == 0); f++) {
+      long at = (i < n ? f * n + i : 3 * n) * L;
+      if (i < n && back) store(theta + at, r[f]);
+      if (i < n && !back) r[f] = load(theta + at);
+      for (long q = 0; q < states; q++) {
+        if (back) store(state[q] + at, r[MU + 3 * q + f]);
+        else r[MU + 3 * q + f] = load(state[q] + at);
+      }
+    }
+    if (i < n && back)
+      store(A->flags + i * L + l, pick((vm)r[size - CHANGED], (vd){} + 1.0, (vd){}));
+  }
+}
+
 static inline __attribute__((always_inline)) void lanes_at(const int mode, const int relu,
                                                            const long m,
                                                            const struct general_arrays *A,
@@ -172,21 +196,14 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
   vd SA = load(A->sa + l), SW = load(A->sw + l), MINUS_H = -load(A->h + l);
   vd LIMIT = load(A->limit + l), COUNT = load(A->count + l), K = (vd){};
   vd FIRST = (vd){} - 1.0, BELOW = (vd){} - 1.0, STEP0 = __builtin_convertvector(s0, vd);
-  const long size = record(mode), states = (size - 7) / 3;
-  double *theta = A->theta + l, *state[2] = {A->mu + l, A->nu + l};
-  vd *rec = A->records, C = load(theta + rows * L);
-  for (long q = 0; q < states; q++) rec[n * size + MU + 3 * q] = load(state[q] + rows * L);
+  const long size = record(mode);
+  vd *rec = A->records, C = load(A->theta + l + rows * L);
+  records(mode, A, l, 0);
 
-  /* the neurons' records; the chunk's first outputs, and each neuron's pattern, side and
-   * realness */
+  /* the chunk's first outputs, and each neuron's pattern, side and realness */
   for (long j = 0; j < m; j++) S[j] = (vd){};
   for (long i = 0; i < n; i++) {
-    vd *r = rec + i * size;
-    for (long f = 0; f < 3; f++) {
-      r[f] = load(theta + (f * n + i) * L);
-      for (long q = 0; q < states; q++) r[MU + 3 * q + f] = load(state[q] + (f * n + i) * L);
-    }
-    vd a = r[0], b = r[1], w = r[2];
+    vd *r = rec + i * size, a = r[0], b = r[1], w = r[2];
     vm bits = (vm){};
     for (long j = 0; j < m; j++) {
       vd z = SA * (X[j] * a) + b;
@@ -245,16 +262,8 @@ static inline __attribute__((always_inline)) void lanes_at(const int mode, const
     for (long j = 0; j < m; j++) F[j] = C + SW * S[j];
     FIRST = pick(differs & (FIRST < 0), now + 1.0, FIRST);
   }
-  store(theta + rows * L, C);
-  for (long q = 0; q < states; q++) store(state[q] + rows * L, rec[n * size + MU + 3 * q]);
-  for (long i = 0; i < n; i++) {
-    const vd *r = rec + i * size;
-    for (long f = 0; f < 3; f++) {
-      store(theta + (f * n + i) * L, r[f]);
-      for (long q = 0; q < states; q++) store(state[q] + (f * n + i) * L, r[MU + 3 * q + f]);
-    }
-    store(A->flags + i * L + l, pick((vm)r[size - CHANGED], (vd){} + 1.0, (vd){}));
-  }
+  store(A->theta + l + rows * L, C);
+  records(mode, A, l, 1);
   store(A->count + l, COUNT), store(A->kink + l, K);
   store(A->first + l, FIRST), store(A->below + l, BELOW);
 }
