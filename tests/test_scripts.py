@@ -45,6 +45,7 @@ def test_each_script_answers_help(script, tmp_path):
         ["scripts/adam_sensitivity.py"],
         ["benchmarks/bench_compare_floor.py", "--runs", str(BLOCK * (os.cpu_count() or 1)),
          "--steps", "10"],
+        ["benchmarks/bench_general_loop.py", "--widths", "4", "--lanes", "16", "--steps", "5"],
         ["scripts/profile_suite.py", "--out", "{tmp}/profile", "--top", "3", "--", "-q",
          "-n", "0", "-p", "no:cacheprovider", "tests/test_model.py"],
     ],
@@ -55,5 +56,7 @@ def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     if args[0] == "benchmarks/bench_compare_floor.py":  # a bound for every width, summed
         assert done.stdout.count("\n| ") == 6 and "| all |" in done.stdout, done.stdout
+    if args[0] == "benchmarks/bench_general_loop.py":  # a rate for every optimizer
+        assert done.stdout.count("\n| ") == 6, done.stdout
     if args[0] == "scripts/profile_suite.py":  # the tests' programs, named and timed
         assert "tests/test_model.py::" in done.stdout and " jit(" in done.stdout, done.stdout
