@@ -38,10 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
-SOURCES = (
-    SOURCE,
-    SOURCE.with_name("general.c"),
-)  # one library (`native_general`: the general path's)
+SOURCES = (SOURCE, SOURCE.with_name("general.c"))  # one library: `native_general`'s loop too
 HEADERS = (SOURCE.with_name("lanes.h"), SOURCE.with_name("ffi.h"))
 FLAGS = (
     "-O3",

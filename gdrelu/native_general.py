@@ -32,7 +32,14 @@ import numpy as np
 from gdrelu import native
 from gdrelu.detectors import ESCAPE_MARGIN
 from gdrelu.model import Params
-from gdrelu.optim import MOMENTUM, NAMED, Optimizer, multinomial_thresholds, velocity, with_velocity
+from gdrelu.optim import (
+    MOMENTUM,
+    Optimizer,
+    is_named,
+    multinomial_thresholds,
+    velocity,
+    with_velocity,
+)
 
 MAX_POINTS = 63  # the C loop's MAX_POINTS
 MODES = {"gd": 0, "sgd": 0, "momentum": 1, "adam": 2}  # the C loop's PLAIN, HEAVY_BALL, ADAM
@@ -41,19 +48,12 @@ MODES = {"gd": 0, "sgd": 0, "momentum": 1, "adam": 2}  # the C loop's PLAIN, HEA
 def is_adam(optimizer: Optimizer) -> bool:
     """Whether `optimizer` is gdrelu's Adam (`optim.scale_by_adam`, β = (0.9, 0.999), ε =
     1e-8, the run's step size as learning rate), whatever its sampler."""
-    return optimizer.name == "adam" and optimizer.transformation is NAMED["adam"][0]
-
-
-def is_named(optimizer: Optimizer) -> bool:
-    """Whether `optimizer` is one of gdrelu's GD, SGD, heavy ball (μ = 0.9) or Adam, with
-    the run's step size as learning rate, whatever its sampler."""
-    named = NAMED.get(optimizer.name)
-    return named is not None and optimizer.transformation is named[0]
+    return optimizer.name == "adam" and is_named(optimizer)
 
 
 def trains(optimizer: Optimizer) -> bool:
     """Whether the C loop takes `optimizer`'s steps: one of gdrelu's named optimizers
-    (`is_named`) with full batches or multinomial minibatches (of any size B)."""
+    (`optim.is_named`) with full batches or multinomial minibatches (of any size B)."""
     return is_named(optimizer) and optimizer.sampler in ("full", "multinomial")
 
 
@@ -64,7 +64,7 @@ def kernel_name(optimizer: Optimizer) -> str:
 
 
 def check_requested(kernel: str, optimizer: Optimizer, dimension: int, points: int, dtype):
-    """ValueError where `kernel` "native" is asked of a named optimizer (`is_named`) that
+    """ValueError where `kernel` "native" is asked of a named optimizer (`optim.is_named`) that
     the C loop cannot train (`trains`, `check_trains`), before anything compiles; nothing
     for other kernels and optimizers (the loop does not take their steps)."""
     if kernel != "native" or not is_named(optimizer):

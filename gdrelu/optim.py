@@ -113,6 +113,13 @@ NAMED = {
 }
 
 
+def is_named(optimizer: Optimizer) -> bool:
+    """Whether `optimizer` is one of `NAMED` (GD, SGD, heavy ball with μ = `MOMENTUM`,
+    Adam) with the run's step size as learning rate, whatever its sampler."""
+    named = NAMED.get(optimizer.name)
+    return named is not None and optimizer.transformation is named[0]
+
+
 def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int = 16) -> Optimizer:
     """An `Optimizer` from a name in `NAMED`, a function h -> optax.GradientTransformation,
     a `optax.GradientTransformation` (used with its own learning rate) or an `Optimizer`.

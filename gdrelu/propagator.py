@@ -43,10 +43,10 @@ from gdrelu.kernel import coupled, kernel_steps
 from gdrelu.model import Params, active_neurons
 from gdrelu.optim import (
     MOMENTUM,
-    NAMED,
     Optimizer,
     batch_weights,
     get_optimizer,
+    is_named,
     multinomial_thresholds,
     scan_steps,
     tail_counts,
@@ -60,10 +60,7 @@ GD = get_optimizer("gd")
 
 def propagates(optimizer: Optimizer) -> bool:
     """Whether the propagator can train `optimizer`: the named GD, SGD or heavy ball."""
-    named = NAMED.get(optimizer.name)
-    return (
-        optimizer.name in HEAVY_BALL and named is not None and optimizer.transformation is named[0]
-    )
+    return optimizer.name in HEAVY_BALL and is_named(optimizer)
 
 
 def kernel_trains(kernel: str, optimizer: Optimizer) -> bool:

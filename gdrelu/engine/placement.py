@@ -160,9 +160,8 @@ def blocking_for(
     share = -(-runs // len(devices))
     if block is None:
         block = min(ACCELERATOR_BLOCK, BLOCK * -(-share // BLOCK))
-    return Blocking(
-        block, redo or ACCELERATOR_REDO, ACCELERATOR_UNROLL, block, kernel, None, general
-    )
+    redo = redo or ACCELERATOR_REDO
+    return Blocking(block, redo, ACCELERATOR_UNROLL, block, kernel, general=general)
 
 
 def redone_blocking(blocking: Blocking, devices, block=None, redo=None) -> Blocking:

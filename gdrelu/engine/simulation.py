@@ -102,8 +102,8 @@ def simulate(
     how the runs train: a fast path redoes on the general path every chunk it could not do
     exactly, so statuses and steps do not depend on them (docs/design.md, "Training
     paths"), but for the general path's C loop (`native_general`: "native" by name only,
-    to rounding). The first
-    call turns on JAX's compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off).
+    to rounding). The first call turns on JAX's compilation cache (`gdrelu.cache`;
+    GDRELU_CACHE_DIR=none: off).
     """
     arguments = dict(locals())  # every argument by name: what the checks and training read
     use_default_cache()

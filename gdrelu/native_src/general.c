@@ -75,8 +75,10 @@ static inline __attribute__((always_inline)) vd update(const int mode, vd theta,
  * each load behind the stores it cannot tell apart (about twice as slow for heavy ball
  * and Adam, 2026-12-06). */
 enum { MU = 3, NU = 6 };
-static inline long record(const int mode) { return mode == ADAM ? 13 : mode == HEAVY_BALL ? 10 : 7; }
 enum { START = 4, PLUS = 3, REAL = 2, CHANGED = 1 }; /* counted back from a record's end */
+/* The optimizer's state per parameter (mu, nu), and a record's length. */
+static inline long states(const int mode) { return mode == ADAM ? 2 : mode == HEAVY_BALL; }
+static inline long record(const int mode) { return 7 + 3 * states(mode); }
 
 /* max(K, |b / sa_a|) where `real`, keeping a NaN as XLA's maximum does. The division
  * only where some lane may raise K: |b| < fl(K |sa_a|)(1 - 2⁻⁵⁰) proves |b / sa_a| < K,
@@ -158,25 +160,29 @@ static inline __attribute__((always_inline)) void neurons(const int P, const int
 /* Lane group l's parameters and optimizer state (c's state too) copied from the arrays
  * into its records (`back` = 0), or from the records back, with the change flags
  * (`back` = 1). */
+static inline void copy(double *row, vd *slot, int back) {
+  if (back)
+    store(row, *slot);
+  else
+    *slot = load(row);
+}
+
 static inline __attribute__((always_inline)) void records(const int mode,
                                                           const struct general_arrays *A,
                                                           long l, int back) {
-  const long n = A->n, L = A->lanes, size = record(mode), states = (size - 7) / 3;
+  const long n = A->n, L = A->lanes, size = record(mode), kept = states(mode);
   double *theta = A->theta + l, *state[2] = {A->mu + l, A->nu + l};
-  for (long i = 0; i <= n; i++) { /* neuron n: c, whose value the loop holds itself */
+  for (long i = 0; i < n; i++) {
     vd *r = A->records + i * size;
-    for (long f = 0; f < 3 && (i < n || f == 0); f++) {
-      long at = (i < n ? f * n + i : 3 * n) * L;
-      if (i < n && back) store(theta + at, r[f]);
-      if (i < n && !back) r[f] = load(theta + at);
-      for (long q = 0; q < states; q++) {
-        if (back) store(state[q] + at, r[MU + 3 * q + f]);
-        else r[MU + 3 * q + f] = load(state[q] + at);
-      }
+    for (long f = 0; f < 3; f++) {
+      long at = (f * n + i) * L;
+      copy(theta + at, r + f, back);
+      for (long q = 0; q < kept; q++) copy(state[q] + at, r + MU + 3 * q + f, back);
     }
-    if (i < n && back)
-      store(A->flags + i * L + l, pick((vm)r[size - CHANGED], (vd){} + 1.0, (vd){}));
+    if (back) store(A->flags + i * L + l, pick((vm)r[size - CHANGED], (vd){} + 1.0, (vd){}));
   }
+  for (long q = 0; q < kept; q++) /* c's state; the loop holds c itself */
+    copy(state[q] + 3 * n * L, A->records + n * size + MU + 3 * q, back);
 }
 
 static inline __attribute__((always_inline)) void lanes_at(const int mode, const int relu,
