@@ -11,14 +11,16 @@ Compiled with multiply-adds contracted as XLA's CPU backend contracts them, its 
 and flags are the XLA loop's bit for bit; the tracked neurons' values and the largest
 kink agree to 1e-14 relative (tests/test_native.py).
 
-The C source is compiled on first use in a process with the system's C compiler ($CC,
-else cc or gcc; GCC's vector extensions, so gcc or clang), kept in gdrelu's compilation
+Each C source is compiled on first use in a process with the system's C compiler ($CC,
+else cc or gcc; GCC's vector extensions, so gcc or clang), as a library of its own (this
+loop's, `library`; the general path's, `general_library`), kept in gdrelu's compilation
 cache for later processes on the same CPU (`cached`; not while that cache is off), and
-registered with XLA as an FFI target (`registered`): the compiled program calls it by
-name on its own buffers, so JAX keeps the program in its compilation cache (it keeps none
-with a Python callback), and no operand is copied between devices (`jax.pure_callback`'s
-copy to CPU device 0 could wait forever under several CPU devices). Without a compiler,
-kernel="native" is refused with the reason, and "auto" warns and takes XLA's loop.
+registered with XLA as an FFI target (`registered`, `general_registered`): the compiled
+program calls it by name on its own buffers, so JAX keeps the program in its compilation
+cache (it keeps none with a Python callback), and no operand is copied between devices
+(`jax.pure_callback`'s copy to CPU device 0 could wait forever under several CPU
+devices). Without a compiler, kernel="native" is refused with the reason, and "auto"
+warns and takes XLA's loop.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
-SOURCES = (SOURCE, SOURCE.with_name("general.c"))  # one library: `native_general`'s loop too
+GENERAL_SOURCE = SOURCE.with_name("general.c")  # `native_general`'s loop
 HEADERS = (SOURCE.with_name("lanes.h"), SOURCE.with_name("ffi.h"))
 FLAGS = (
     "-O3",
@@ -63,11 +65,25 @@ class NativeUnavailable(ValueError):
 
 @functools.cache
 def library() -> ctypes.CDLL:
-    """The compiled loop, built once per process (or loaded from gdrelu's cache, `cached`);
-    NativeUnavailable with the reason."""
-    for source in (*SOURCES, *HEADERS):  # a broken install, not a missing compiler: no skip
-        if not source.is_file():
-            raise FileNotFoundError(f"gdrelu's C source is missing: {source}")
+    """The propagator's loop, built once per process (or loaded from gdrelu's cache,
+    `cached`); NativeUnavailable with the reason."""
+    return _built(SOURCE)
+
+
+@functools.cache
+def general_library() -> ctypes.CDLL:
+    """The general path's loop (`native_general`), as `library`. A library of its own: its
+    twelve specialized loops take three times as long to compile as the propagator's, which
+    a GD run (the propagator's loop alone) then never waits for."""
+    return _built(GENERAL_SOURCE)
+
+
+def _built(source: Path) -> ctypes.CDLL:
+    """`source` compiled as a shared library with the system's C compiler, or loaded from
+    gdrelu's cache; NativeUnavailable with the reason."""
+    for path in (source, *HEADERS):  # a broken install, not a missing compiler: no skip
+        if not path.is_file():
+            raise FileNotFoundError(f"gdrelu's C source is missing: {path}")
     name = os.environ.get("CC")
     compiler = shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -76,22 +92,21 @@ def library() -> ctypes.CDLL:
             f"({'$CC=' + repr(name) if name else 'cc, gcc'}); install gcc or clang, or use "
             "kernel 'xla'"
         )
-    target = cached(compiler)
+    target = cached(compiler, source)
     if target is not None and target.is_file():
         try:
             return ctypes.CDLL(str(target))
         except OSError:
             target.unlink(missing_ok=True)  # a broken entry: build it again
     directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
-    built = Path(directory.name) / "propagator_gd.so"
+    built = Path(directory.name) / f"{source.stem}.so"
     done = subprocess.run(
-        [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", str(built)],
+        [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(built)],
         capture_output=True,
         text=True,
     )
     if done.returncode:
-        names = ", ".join(source.name for source in SOURCES)
-        raise NativeUnavailable(f"{compiler} could not compile {names}:\n{done.stderr}")
+        raise NativeUnavailable(f"{compiler} could not compile {source.name}:\n{done.stderr}")
     if target is not None:
         try:  # another process may write the same entry: each renames its own whole file
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,22 +122,24 @@ def library() -> ctypes.CDLL:
         raise NativeUnavailable(f"the compiled C loop could not be loaded: {error}") from None
 
 
-def cached(compiler: str) -> Path | None:
-    """Where the loop built by `compiler` for this CPU is kept: in the directory of JAX's
-    compilation cache (`gdrelu.cache`), as gdrelu-native/<key>.so, the key a hash of the
-    source, the flags, the compiler and this CPU's model and features (-march=native code
-    may not run on another CPU); None while that cache is off."""
+def cached(compiler: str, source: Path = SOURCE) -> Path | None:
+    """Where the loop of `source` built by `compiler` for this CPU is kept: in the
+    directory of JAX's compilation cache (`gdrelu.cache`), as gdrelu-native/<name>-<key>.so
+    (name "propagator" or "general"), the key a hash of the source, the headers, the
+    flags, the compiler and this CPU's model and features (-march=native code may not run
+    on another CPU); None while that cache is off."""
     directory = jax.config.jax_compilation_cache_dir
     if not directory:
         return None
-    key = hashlib.sha256(b"".join(source.read_bytes() for source in (*SOURCES, *HEADERS)))
+    key = hashlib.sha256(b"".join(path.read_bytes() for path in (source, *HEADERS)))
     compiler_file = Path(compiler).resolve()
     stat = compiler_file.stat()
     header = Path(jax.ffi.include_dir(), "xla", "ffi", "api", "c_api.h")
     key.update(header.read_bytes() if header.is_file() else b"")  # none: the build says so
     key.update(repr((FLAGS, str(compiler_file), stat.st_size, stat.st_mtime_ns)).encode())
     key.update(_processor().encode())
-    return Path(directory) / "gdrelu-native" / f"propagator-{key.hexdigest()[:32]}.so"
+    name = "propagator" if source == SOURCE else source.stem
+    return Path(directory) / "gdrelu-native" / f"{name}-{key.hexdigest()[:32]}.so"
 
 
 def _processor() -> str:
@@ -204,13 +221,20 @@ def run_loop(carry, fixed, alpha, steps: int, momentum=None) -> None:
 
 @functools.cache
 def registered() -> str:
-    """The C loops registered with XLA as the CPU FFI targets `TARGET` and `GENERAL_TARGET`,
-    once per process; returns `TARGET`."""
-    loops = library()
-    targets = ((TARGET, loops.gdrelu_steps), (GENERAL_TARGET, loops.gdrelu_general_steps))
-    for name, handler in targets:
-        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
+    """The propagator's C loop registered with XLA as the CPU FFI target `TARGET`, once per
+    process; returns `TARGET`."""
+    handler = library().gdrelu_steps
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
     return TARGET
+
+
+@functools.cache
+def general_registered() -> str:
+    """The general path's C loop (`general_library`) registered as `GENERAL_TARGET`, once
+    per process; returns `GENERAL_TARGET`."""
+    handler = general_library().gdrelu_general_steps
+    jax.ffi.register_ffi_target(GENERAL_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    return GENERAL_TARGET
 
 
 def lanes_call(target: str, carry, fixed, fixed_dtypes, settings):

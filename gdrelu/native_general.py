@@ -136,7 +136,7 @@ def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer
             f"multinomial minibatches, not {optimizer.name!r} with {optimizer.sampler} ones"
         )
     check_trains(*data_shape(data.x), state.params.c.dtype)
-    native.registered()  # a missing compiler fails here, with its reason
+    target = native.general_registered()  # a missing compiler fails here, with its reason
     params, scaling = state.params, state.scaling
     runs, n = params.a.shape
     never = jnp.full((1, runs), -1.0)
@@ -167,7 +167,7 @@ def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer
     draws = optimizer.batch_size if stochastic else 0
     mode = MODES[optimizer.name]
     settings = (alpha, num_steps, draws, runs, mode, MOMENTUM)
-    stepped = native.lanes_call(native.GENERAL_TARGET, carry, fixed, dtypes, settings)
+    stepped = native.lanes_call(target, carry, fixed, dtypes, settings)
     theta, mu, nu, count, kink, first, below, flags = (v[:, :runs] for v in stepped)
     opt_state = _opt_state(optimizer, state.opt_state, mu, nu, count, n)
     state = state._replace(params=_params(theta, n), opt_state=opt_state)

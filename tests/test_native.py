@@ -343,25 +343,32 @@ def test_the_built_loop_is_kept_in_the_compilation_cache(tmp_path, monkeypatch):
     with the cache off nothing is written there."""
     before = jax.config.jax_compilation_cache_dir
     native.library.cache_clear()
+    native.general_library.cache_clear()
     try:
         jax.config.update("jax_compilation_cache_dir", str(tmp_path))
         native.library()
-        (kept,) = (tmp_path / "gdrelu-native").glob("propagator-*.so")
+        (kept,) = (tmp_path / "gdrelu-native").glob("*.so")  # the propagator's alone
+        assert kept.name.startswith("propagator-")
+        native.general_library()
+        (general,) = (tmp_path / "gdrelu-native").glob("general-*.so")
         native.library.cache_clear()
+        native.general_library.cache_clear()
 
         def no_compiler(*args, **kwargs):
             raise AssertionError("compiled again")
 
         monkeypatch.setattr(native.subprocess, "run", no_compiler)
         assert native.library().gd_steps is not None
+        assert native.general_library().gdrelu_general_steps is not None
         jax.config.update("jax_compilation_cache_dir", None)
         native.library.cache_clear()
         with pytest.raises(AssertionError, match="compiled again"):
             native.library()
-        assert list(tmp_path.rglob("*.so")) == [kept]
+        assert sorted(tmp_path.rglob("*.so")) == sorted([kept, general])
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
         native.library.cache_clear()
+        native.general_library.cache_clear()
 
 
 _MANY_LANES = """
