@@ -238,10 +238,11 @@ def general_registered() -> str:
 
 
 def lanes_call(target: str, carry, fixed, fixed_dtypes, settings):
-    """FFI target `target` (`registered`) called inside a program on (components..., runs)
-    arrays in the C loops' layout (`_lanes`: (component, lanes), lanes padded to a multiple
-    of `LANES`): the float64 `carry`, the `fixed` operands in `fixed_dtypes`, then
-    `settings` stacked as the float64 config. Returns the carry after the call, padded."""
+    """FFI target `target` (`registered` or `general_registered`) called inside a program
+    on (components..., runs) arrays in the C loops' layout (`_lanes`: (component, lanes),
+    lanes padded to a multiple of `LANES`): the float64 `carry`, the `fixed` operands in
+    `fixed_dtypes`, then `settings` stacked as the float64 config. Returns the carry after
+    the call, padded."""
     runs = carry[0].shape[-1]
     start = [_lanes(v, jnp.float64, runs, runs, jnp) for v in carry]
     rest = [_lanes(v, d, runs, runs, jnp) for v, d in zip(fixed, fixed_dtypes, strict=True)]

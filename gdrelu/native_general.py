@@ -65,8 +65,10 @@ def kernel_name(optimizer: Optimizer) -> str:
 
 def check_requested(kernel: str, optimizer: Optimizer, dimension: int, points: int, dtype):
     """ValueError where `kernel` "native" is asked of a named optimizer (`optim.is_named`) that
-    the C loop cannot train (`trains`, `check_trains`), before anything compiles; nothing
-    for other kernels and optimizers (the loop does not take their steps)."""
+    the C loop cannot train (`trains`, `check_trains`), before anything compiles, or where
+    the loop cannot be built here (`native.NativeUnavailable`, with the reason: it is built
+    now, not at the first general block, which may come after results were written);
+    nothing for other kernels and optimizers (the loop does not take their steps)."""
     if kernel != "native" or not is_named(optimizer):
         return
     if not trains(optimizer):
@@ -75,6 +77,7 @@ def check_requested(kernel: str, optimizer: Optimizer, dimension: int, points: i
             f"minibatches, not {optimizer.sampler} minibatches"
         )
     check_trains(dimension, points, dtype)
+    native.general_library()
 
 
 def check_trains(dimension: int, points: int, dtype) -> None:

@@ -331,6 +331,36 @@ def test_the_c_loop_refuses_what_it_cannot_train():
 
 
 @needs_compiler
+def test_a_general_loop_that_does_not_build_is_refused_before_any_run(tmp_path, monkeypatch):
+    """The general loop is a library of its own (`native.general_library`): where only it
+    fails to compile, kernel "native" is refused with the compiler's message before a
+    chunk runs, as a missing compiler is, not at the first general block; "auto" never
+    builds it."""
+    from gdrelu import native
+    from gdrelu.engine import chunk
+
+    broken = tmp_path / "general.c"
+    broken.write_text("this is not C;\n")
+    monkeypatch.setattr(native, "GENERAL_SOURCE", broken)
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a chunk ran")
+
+    monkeypatch.setattr(chunk, "run_chunk", trained)
+    native.general_library.cache_clear()
+    try:
+        params, data, h = _runs(runs=8)
+        for name in ("gd", "adam"):
+            with pytest.raises(native.NativeUnavailable, match=r"could not compile general\.c"):
+                simulate(params, data, h, optimizer=name, check_every=5, max_checks=1,
+                         kernel="native")  # fmt: skip
+        with pytest.raises(AssertionError, match="a chunk ran"):  # auto: on to the chunks
+            simulate(params, data, h, optimizer="adam", check_every=5, max_checks=1, kernel="auto")
+    finally:
+        native.general_library.cache_clear()
+
+
+@needs_compiler
 def test_a_run_directory_records_the_general_c_loop_and_never_mixes_it(tmp_path, monkeypatch):
     """An Adam spec records nothing with "auto" (XLA's general path, as before) and
     "adam-native" with the C loop, whose bits differ, beside GD's propagator kernel
