@@ -139,6 +139,15 @@ class CheckClock:
             for spec in range(len(self.done))
         )
 
+    def untimed(self) -> int:
+        """The specs with cells left none of whose checks have run here: `seconds_left`
+        prices them at the other specs' rate, which may be far from theirs (a `compare`'s
+        Adam checks cost many times GD's)."""
+        return sum(
+            not checks and any(c not in self.finished[spec] for c in self.done[spec])
+            for spec, checks in enumerate(self.cell_checks)
+        )
+
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each
         spec's checks left at the seconds per cell-check measured on it, else on all."""

@@ -231,6 +231,26 @@ def test_a_spec_not_yet_started_is_priced_at_the_rate_measured_on_the_others():
     assert clock.seconds_left() == pytest.approx(18.0)
 
 
+def test_the_bar_says_how_many_specs_its_estimate_has_not_timed():
+    """A `compare` said 10 minutes were left when GD's units ended and 68 minutes in all
+    were taken: its SGD and Adam checks were priced at GD's rate. The bar says so until
+    each spec has been timed; a spec already done (or loaded) is not counted."""
+    from gdrelu.cli.progress import RunProgress
+
+    fake = FakeClock()
+    cells = [[(8, 0.0)], [(8, 0.0)], [(8, 0.0)]]
+    clock = CheckClock([10, 4, 4], [False] * 3, cells, clock=fake)
+    bar = RunProgress(30, clock, enabled=False)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 2, 1.5)
+    assert clock.untimed() == 2
+    assert bar.postfix().endswith("eta 00:24 + 2 untimed")  # (8 + 4 + 4) checks × 1.5 s
+    clock.cell_done(2, (8, 0.0))  # loaded from its unit
+    _run_checks(clock, fake, 1, (8,), 1, 3.0)
+    assert clock.untimed() == 0
+    assert bar.postfix().endswith("eta 00:21")  # 8 × 1.5 s + 3 × 3 s, all timed
+
+
 def test_a_spec_loaded_whole_from_its_units_does_not_make_the_estimate_a_bound():
     """Spec 0 (its runs can stop) was loaded from units, so no check of it was counted,
     but it has nothing left: the estimate, spec 1's budget, is not an upper bound."""

@@ -110,7 +110,9 @@ class RunProgress:
         left = self.clock.seconds_left()
         if left is not None:  # past its estimate (cells grown to a target): 0, not negative
             bound = "≤ " if self.clock.bounded() else ""  # no cell has stopped yet
-            parts.append(f"eta {bound}{self.bar.format_interval(max(0.0, left))}")
+            untimed = self.clock.untimed()  # priced at the timed specs' rate
+            guess = f" + {untimed} untimed" if untimed else ""
+            parts.append(f"eta {bound}{self.bar.format_interval(max(0.0, left))}{guess}")
         return ", ".join(parts)
 
     def _advance(self, runs: int) -> None:
