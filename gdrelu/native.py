@@ -67,7 +67,7 @@ class NativeUnavailable(ValueError):
 def library() -> ctypes.CDLL:
     """The propagator's loop, built once per process (or loaded from gdrelu's cache,
     `cached`); NativeUnavailable with the reason."""
-    return _built(SOURCE)
+    return _built(SOURCE, "propagator")
 
 
 @functools.cache
@@ -75,12 +75,12 @@ def general_library() -> ctypes.CDLL:
     """The general path's loop (`native_general`), as `library`. A library of its own: its
     twelve specialized loops take three times as long to compile as the propagator's, which
     a GD run (the propagator's loop alone) then never waits for."""
-    return _built(GENERAL_SOURCE)
+    return _built(GENERAL_SOURCE, "general")
 
 
-def _built(source: Path) -> ctypes.CDLL:
-    """`source` compiled as a shared library with the system's C compiler, or loaded from
-    gdrelu's cache; NativeUnavailable with the reason."""
+def _built(source: Path, library_name: str) -> ctypes.CDLL:
+    """`source` compiled as the shared library `library_name` with the system's C compiler, or
+    loaded from gdrelu's cache; NativeUnavailable with the reason."""
     for path in (source, *HEADERS):  # a broken install, not a missing compiler: no skip
         if not path.is_file():
             raise FileNotFoundError(f"gdrelu's C source is missing: {path}")
@@ -92,14 +92,14 @@ def _built(source: Path) -> ctypes.CDLL:
             f"({'$CC=' + repr(name) if name else 'cc, gcc'}); install gcc or clang, or use "
             "kernel 'xla'"
         )
-    target = cached(compiler, source)
+    target = cached(compiler, source, library_name)
     if target is not None and target.is_file():
         try:
             return ctypes.CDLL(str(target))
         except OSError:
             target.unlink(missing_ok=True)  # a broken entry: build it again
     directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
-    built = Path(directory.name) / f"{source.stem}.so"
+    built = Path(directory.name) / f"{library_name}.so"
     done = subprocess.run(
         [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(built)],
         capture_output=True,
@@ -122,10 +122,10 @@ def _built(source: Path) -> ctypes.CDLL:
         raise NativeUnavailable(f"the compiled C loop could not be loaded: {error}") from None
 
 
-def cached(compiler: str, source: Path = SOURCE) -> Path | None:
-    """Where the loop of `source` built by `compiler` for this CPU is kept: in the
-    directory of JAX's compilation cache (`gdrelu.cache`), as gdrelu-native/<name>-<key>.so
-    (name "propagator" or "general"), the key a hash of the source, the headers, the
+def cached(compiler: str, source: Path, name: str) -> Path | None:
+    """Where the library `name` of `source` built by `compiler` for this CPU is kept: in
+    the directory of JAX's compilation cache (`gdrelu.cache`), as
+    gdrelu-native/<name>-<key>.so, the key a hash of the source, the headers, the
     flags, the compiler and this CPU's model and features (-march=native code may not run
     on another CPU); None while that cache is off."""
     directory = jax.config.jax_compilation_cache_dir
@@ -138,7 +138,6 @@ def cached(compiler: str, source: Path = SOURCE) -> Path | None:
     key.update(header.read_bytes() if header.is_file() else b"")  # none: the build says so
     key.update(repr((FLAGS, str(compiler_file), stat.st_size, stat.st_mtime_ns)).encode())
     key.update(_processor().encode())
-    name = "propagator" if source == SOURCE else source.stem
     return Path(directory) / "gdrelu-native" / f"{name}-{key.hexdigest()[:32]}.so"
 
 

@@ -133,13 +133,12 @@ def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer
     (`engine.state.RunState`, data with a leading runs axis), as the vmapped
     `engine.paths._trained`: (state, kink, first pattern change, first loss below L_lin,
     changed (runs, n))."""
-    if not trains(optimizer):  # for callers of the path itself; `simulate` refuses earlier
+    if not is_named(optimizer):  # for callers of the path itself; `simulate` refuses earlier
         raise ValueError(
-            f"kernel 'native' trains gdrelu's gd, sgd, momentum and adam with full batches or "
-            f"multinomial minibatches, not {optimizer.name!r} with {optimizer.sampler} ones"
+            f"kernel 'native' trains gdrelu's gd, sgd, momentum and adam, not {optimizer.name!r}"
         )
-    check_trains(*data_shape(data.x), state.params.c.dtype)
-    target = native.general_registered()  # a missing compiler fails here, with its reason
+    check_requested("native", optimizer, *data_shape(data.x), state.params.c.dtype)
+    target = native.general_registered()
     params, scaling = state.params, state.scaling
     runs, n = params.a.shape
     never = jnp.full((1, runs), -1.0)
