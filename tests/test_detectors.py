@@ -121,7 +121,9 @@ def test_a_run_that_crossed_and_came_back_is_stuck(trajectories):
     assert not result.escaped[0]
 
 
-@pytest.mark.parametrize("runs", [1, 63, 64, 70, 200])
+@pytest.mark.parametrize(
+    "runs", [1, 70, *(pytest.param(r, marks=pytest.mark.slow) for r in (63, 64, 200))]
+)
 def test_batched_map_is_vmap_with_one_copy_of_the_function(runs):
     """Run by run what `vmap` gives (to rounding: XLA's loops over 64 lanes and over all
     of them may round a sum differently), whatever the batches' remainder, and the traced

@@ -140,18 +140,23 @@ def _assert_run_equals(name, mine, want, start):
     "name, alpha, sampler, scaling, m, chunks, staggered",
     [
         ("adam", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
-        ("adam", 0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
         ("adam", 0.1, "multinomial", (0.5, 1.7), 6, (13, 24), True),
-        ("adam", 0.0, "full", (1.0, 1.0), 5, (13, 24), False),
-        ("adam", 0.2, "multinomial", (1.0, 1.0), 9, (13, 24), False),
         ("adam", 0.0, "multinomial", (1.0, 1.0), 40, (0, 13, 24), False),
         ("adam", 0.0, "full", (1.0, 1.0), 1, (0, 13), True),
-        ("gd", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
         ("gd", 0.1, "full", (0.5, 1.7), 9, (0, 13), False),
         ("sgd", 0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
-        ("sgd", 0.2, "multinomial", (1.0, 1.0), 40, (13, 24), False),
-        ("momentum", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
         ("momentum", 0.1, "multinomial", (0.5, 1.7), 5, (0, 13, 24), False),
+        *(
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in [
+                ("adam", 0.0, "multinomial", (1.0, 1.0), 6, (13, 24), False),
+                ("adam", 0.0, "full", (1.0, 1.0), 5, (13, 24), False),
+                ("adam", 0.2, "multinomial", (1.0, 1.0), 9, (13, 24), False),
+                ("gd", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
+                ("sgd", 0.2, "multinomial", (1.0, 1.0), 40, (13, 24), False),
+                ("momentum", 0.0, "full", (1.0, 1.0), 6, (13, 24), False),
+            ]
+        ),
     ],
 )
 def test_the_c_loop_equals_the_optimizers_written_out(
@@ -164,7 +169,8 @@ def test_the_c_loop_equals_the_optimizers_written_out(
     `_reference`; GD, SGD, heavy ball and Adam, ReLU and LeakyReLU, full batches and
     multinomial minibatches, both parameterizations' multipliers, the paper's six points
     (its own compiled loop) and others (40: pattern bits past 32), and Adam runs whose
-    step counts differ (`staggered`: each lane's bias corrections, not one table)."""
+    step counts differ (`staggered`: each lane's bias corrections, not one table); six
+    cases that repeat what another covers run with `-m slow`."""
     params, data, h = _runs(m=m)
     runs = h.shape[0]
     optimizer = get_optimizer(name, sampler=sampler)
@@ -224,15 +230,20 @@ def _simulate(kernel, runs=16, steps=300, sampler="multinomial", optimizer="adam
 @pytest.mark.parametrize(
     "sampler, settings",
     [
-        ("full", {}),
         ("multinomial", {}),
-        ("multinomial", {"alpha": 0.1, "parameterization": "ntk"}),
-        ("full", {"path": "fixed_pattern"}),  # its general blocks take the C loop
         ("multinomial", {"optimizer": "sgd"}),  # the propagator's general blocks (redos)
-        ("multinomial", {"optimizer": "sgd", "batch_size": 3, "path": "general"}),
         ("full", {"optimizer": "momentum"}),
-        ("full", {"optimizer": "gd", "alpha": 0.1}),
-        ("full", {"optimizer": "gd", "path": "general", "parameterization": "ntk"}),
+        *(
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in [
+                ("full", {}),
+                ("multinomial", {"alpha": 0.1, "parameterization": "ntk"}),
+                ("full", {"path": "fixed_pattern"}),  # its general blocks take the C loop
+                ("multinomial", {"optimizer": "sgd", "batch_size": 3, "path": "general"}),
+                ("full", {"optimizer": "gd", "alpha": 0.1}),
+                ("full", {"optimizer": "gd", "path": "general", "parameterization": "ntk"}),
+            ]
+        ),
     ],
 )
 def test_engine_with_the_c_loop_agrees_with_the_xla_loop(sampler, settings):
@@ -241,7 +252,8 @@ def test_engine_with_the_c_loop_agrees_with_the_xla_loop(sampler, settings):
     and neurons in other orders), and every status, event step and final classification
     is the same; ReLU and LeakyReLU, both parameterizations, the general path, the
     fixed-pattern path's general blocks, and the propagator's (the runs whose kinks reach
-    the data, trained as redos)."""
+    the data, trained as redos). Adam, SGD's redos and heavy ball run by default, the
+    other settings with `-m slow`."""
     ours = _simulate("native", sampler=sampler, **settings)
     xla = _simulate("xla", sampler=sampler, **settings)
     for mine, theirs in zip(ours.params, xla.params, strict=True):

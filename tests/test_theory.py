@@ -296,8 +296,13 @@ def _direct_gram_drift(sigma, kappa, gwab="conservative"):
     return g_w + g_ab + g_wab
 
 
-@pytest.mark.parametrize("x_scale", [1.0, 0.5, 2.0])
-@pytest.mark.parametrize("alpha", [0.0, 0.1])
+SLOW_SCALES = [(0.0, 1.0), (0.0, 0.5), (0.1, 1.0), (0.1, 2.0)]
+
+
+@pytest.mark.parametrize(
+    "alpha, x_scale",
+    [(0.0, 2.0), (0.1, 0.5), *(pytest.param(*c, marks=pytest.mark.slow) for c in SLOW_SCALES)],
+)
 def test_the_certificate_against_a_direct_implementation(alpha, x_scale):
     """On leaky ReLU, which no golden vector covers, and on ReLU: 40 golden initial
     networks trained by GD until certified, crossed or 60 checks, judged at step sizes
