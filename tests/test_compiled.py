@@ -40,3 +40,26 @@ def test_a_call_inside_another_trace_is_traced_into_it(one_run):
     shape = jax.eval_shape(lambda: theory.paper_step_size(params, data))
     assert shape.shape == (1,) and shape.dtype == jnp.float32
     assert jax.jit(lambda: theory.paper_step_size(params, data))().shape == (1,)
+
+
+def test_host_arrays_under_a_default_cpu_device_take_the_cpu_program(one_run, monkeypatch):
+    """On a GPU host, host arrays (committed to no device) called under
+    `jax.default_device(cpu)` run on the CPU: its options apply there too."""
+    params, data, exact = one_run
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with jax.default_device(jax.devices("cpu")[0]):
+        np.testing.assert_allclose(theory.paper_step_size(params, data), [exact], rtol=1e-4)
+
+
+def test_the_cache_size_counts_the_programs_compiled_on_a_cpu():
+    """`_cache_size()` counts the CPU programs too (tests use it to see that a call
+    compiled nothing new): one per shape."""
+    from gdrelu.compiled import jit
+
+    double = jit(lambda v: 2 * v)
+    assert double._cache_size() == 0
+    double(np.ones(3))
+    double(np.zeros(3))
+    assert double._cache_size() == 1
+    double(np.ones(4))
+    assert double._cache_size() == 2

@@ -363,3 +363,18 @@ def test_the_batches_still_queued_announced_again_are_not_queued_twice():
     assert list(clock.queued[0]) == batches and clock.waiting[0][(8, 0.0)] == 2
     clock.plan(0, [[(8, 0.0)]])
     assert list(clock.queued[0]) == [*batches, [(8, 0.0)]] and clock.checks_left(0) == 40
+
+
+def test_a_planned_cell_whose_batches_have_all_ended_owes_no_check():
+    """Δ 0's runs are all in the first planned batch, which ended after 12 checks (runs
+    that stop early); the second batch trains Δ 0.1's other runs. Before the bucket ends
+    (and says Δ 0 is done), Δ 0 owes nothing, not one more check: Δ 0.1, 2 checks in,
+    owes the 10 an ended batch took more."""
+    fake = FakeClock()
+    cells = [(8, 0.0), (8, 0.1)]
+    clock = CheckClock([100], [True], [cells], clock=fake)
+    clock.plan(0, [cells, [cells[1]]])
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 12, 1.0)
+    _run_checks(clock, fake, 0, (8,), 2, 1.0)
+    assert clock.checks_left(0) == 10

@@ -726,3 +726,102 @@ def test_a_unit_stored_before_a_kill_removes_its_parts_and_their_seconds(tmp_pat
     runner.run_experiment(spec, units=tmp_path)
     assert store.stored_seconds(tmp_path) == 30.0  # width 6 read from parts: nothing trained
     assert not (tmp_path / store.UNITS / store.PARTS).exists()
+
+
+class Killed(Exception):
+    pass
+
+
+def _fake_batches(monkeypatch, limit, trained, kill_at=None, each=10.0):
+    """`runner._train_batch` stubbed (each run's step size its index + 0.5, `each` s of
+    `runner.time` per batch, the runs of each batch appended to `trained`, `Killed` raised
+    by the batch numbered `kill_at` from 1), in batches of `limit` runs in work order."""
+    import types
+
+    from gdrelu import runner
+
+    clock = types.SimpleNamespace(now=0.0)
+
+    def train(work, **kwargs):
+        trained.append([idx.tolist() for _, idx in work])
+        if len(trained) == kill_at:
+            raise Killed
+        clock.now += each
+        return [fake_result(cell, idx.size)._replace(step_size=idx + 0.5) for cell, idx in work]
+
+    monkeypatch.setattr(runner, "_train_batch", train)
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(runner, "batch_plan", lambda work, **_: _work_order_batches(work, limit))
+
+
+def test_a_resume_with_another_budget_reads_the_stored_runs_of_a_batch_and_trains_the_rest(
+    tmp_path, monkeypatch
+):
+    """Batches of 2 runs, killed in the third: runs 0-3 are stored. Resumed in batches of
+    3, the first batch (0-2) is read whole and the second (3-5) trains only runs 4 and 5,
+    read beside run 3: the cell holds runs 0-5 once each, in index order. Its unit's
+    seconds are the three batches' (two before the kill, one after), not the resume's
+    alone. (Training is faked: 10 s per batch.)"""
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=6)
+    trained = []
+    _fake_batches(monkeypatch, 2, trained, kill_at=3)
+    with pytest.raises(Killed):
+        runner.run_experiment(spec, units=tmp_path)
+    (stored,) = store.part_runs(tmp_path, spec.cells(), ["gd-w4"]).values()
+    assert stored.tolist() == [0, 1, 2, 3]
+    trained.clear()
+    _fake_batches(monkeypatch, 3, trained)
+    (cell,) = runner.run_experiment(spec, units=tmp_path)
+    assert trained == [[[4, 5]]]
+    np.testing.assert_array_equal(cell.step_size, np.arange(6) + 0.5)
+    assert cell.result.status.size == 6
+    assert store.stored_seconds(tmp_path) == 30.0
+
+
+@pytest.mark.parametrize("target", [None, 0.001])
+def test_a_bucket_in_one_batch_stores_a_part_only_if_it_may_grow(target, tmp_path, monkeypatch):
+    """A bucket trained in one batch goes to its unit at once: no part is written (a kill
+    trains it again). With a target half-width it may grow for long, so its first pass
+    is stored as a part: killed in the first added batch, a resume trains that batch
+    alone. (Training is faked.)"""
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=target,
+                          max_runs=6 if target else None)  # fmt: skip
+    trained, saved = [], []
+    save_part = store.save_part
+    monkeypatch.setattr(store, "save_part", lambda d, p, *a: saved.append(p) or save_part(d, p, *a))
+    _fake_batches(monkeypatch, 100, trained, kill_at=2 if target else None)
+    if target is None:
+        runner.run_experiment(spec, units=tmp_path)
+        assert trained == [[[0, 1, 2]]] and saved == []
+        return
+    with pytest.raises(Killed):
+        runner.run_experiment(spec, units=tmp_path)
+    assert trained == [[[0, 1, 2]], [[3, 4, 5]]] and len(saved) == 1
+    trained.clear()
+    (cell,) = runner.run_experiment(spec, units=tmp_path)
+    assert trained == [[[3, 4, 5]]]
+    np.testing.assert_array_equal(cell.step_size, np.arange(6) + 0.5)
+
+
+def test_a_run_stored_twice_is_held_once_with_its_own_values():
+    """Parts of two memory budgets may hold a run twice: the runs held are unique and in
+    index order, each with its own step size and result."""
+    from gdrelu import parts
+
+    cell = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=6).cells()[0]
+
+    def piece(indices):
+        indices = np.array(indices)
+        cr = fake_result(cell, indices.size)
+        result = cr.result._replace(stop_step=indices * 10)
+        return indices, indices + 0.5, result
+
+    held = parts.held_runs(cell, [piece([4, 5, 2]), piece([0, 2, 1]), piece([5])])
+    np.testing.assert_array_equal(held.indices, [0, 1, 2, 4, 5])
+    np.testing.assert_array_equal(held.result.step_size, held.indices + 0.5)
+    np.testing.assert_array_equal(held.result.result.stop_step, held.indices * 10)
+    assert held.result.result.params.a.shape == (5, 4)
