@@ -114,6 +114,8 @@ def _check_arguments(spec, processes: Processes | None) -> None:
         )
     if processes is not None and spec.target_halfwidth is not None:
         raise ValueError("target_halfwidth: not supported across processes yet")
+    if processes is not None and spec.runs < processes.count:
+        raise ValueError(f"runs: {spec.runs} per cell, fewer than the {processes.count} processes")
 
 
 def _stored_before(spec, units: Path | None, stored, on_stored) -> dict:

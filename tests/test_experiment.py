@@ -611,6 +611,40 @@ def test_a_share_refused_on_one_process_ends_them_all(refused, monkeypatch):
     assert said == [refused != 0]
 
 
+def test_fewer_runs_than_processes_are_refused_before_any_run(monkeypatch):
+    """3 runs per cell on 4 processes: process 3 would hold no run of any cell, and its
+    share could not be gathered beside the others'; refused naming the field."""
+    from gdrelu import runner
+
+    monkeypatch.setattr(runner, "train_cells", lambda *a, **k: pytest.fail("trained"))
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    with pytest.raises(ValueError, match=r"^runs: 3 per cell, fewer than the 4 processes"):
+        run_experiment(spec, processes=runner.Processes(3, 4, lambda v: pytest.fail("gathered")))
+
+
+def test_a_batch_refused_for_memory_on_one_process_ends_them_all(monkeypatch):
+    """Process 0 of 2 (training stubbed): where its share does not fit its memory budget
+    (`BudgetError`), it says so at the gather the others wait at, then raises its own
+    error; had it raised at once, the others would wait for its runs until timed out."""
+    from gdrelu import runner
+    from gdrelu.memory import BudgetError
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4)
+    said = []
+
+    def train(work, **kwargs):
+        raise BudgetError("width 4: one run needs more than the memory budget")
+
+    def gather(local):
+        said.append(bool(local))
+        return np.stack([local, np.asarray(True)])
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    with pytest.raises(BudgetError, match="width 4: one run needs"):
+        run_experiment(spec, processes=runner.Processes(0, 2, gather))
+    assert said == [False]
+
+
 def _stub_training(monkeypatch, at_zero=None, batches_of_four=True):
     """Training stubbed in batches of 4 runs (else as the memory budget splits them):
     each batch reports one check, its runs crossed with `_indexed` results, and the runs
