@@ -4,6 +4,7 @@ refusal where it cannot run."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -369,6 +370,137 @@ def test_the_built_loop_is_kept_in_the_compilation_cache(tmp_path, monkeypatch):
         jax.config.update("jax_compilation_cache_dir", before)
         native.library.cache_clear()
         native.general_library.cache_clear()
+
+
+def test_a_missing_source_or_header_is_an_error_not_a_missing_compiler(tmp_path, monkeypatch):
+    """A C source or header missing from the install is a FileNotFoundError naming it, with
+    the compilation cache on or off: not `NativeUnavailable` (a compiler that failed, which
+    "auto" passes over with a warning and the tests skip)."""
+    before = jax.config.jax_compilation_cache_dir
+    missing = tmp_path / "general.c"
+    try:
+        for directory in (None, str(tmp_path)):
+            jax.config.update("jax_compilation_cache_dir", directory)
+            with monkeypatch.context() as patched:
+                patched.setattr(native, "GENERAL_SOURCE", missing)
+                native.general_library.cache_clear()
+                with pytest.raises(FileNotFoundError, match=r"C source is missing: .*general\.c"):
+                    native.general_library()
+            with monkeypatch.context() as patched:
+                patched.setattr(native, "HEADERS", (tmp_path / "lanes.h", native.HEADERS[1]))
+                native.general_library.cache_clear()
+                with pytest.raises(FileNotFoundError, match=r"C source is missing: .*lanes\.h"):
+                    native.general_library()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        native.general_library.cache_clear()
+
+
+def _fake_compiler(monkeypatch, built: bytes):
+    """`subprocess.run` as a compiler that writes `built` as its output (-o) at once, in a
+    new build directory (a library loaded from a path is what that path loads again)."""
+
+    def compile_(command, **kwargs):
+        output = Path(command[command.index("-o") + 1])
+        output.unlink(missing_ok=True)  # as a linker does: the loaded file stays as it was
+        output.write_bytes(built)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(native.subprocess, "run", compile_)
+    monkeypatch.setattr(native, "_build", {})
+
+
+@needs_compiler
+def test_a_broken_or_unwritable_cache_costs_a_compile_and_nothing_else(tmp_path, monkeypatch):
+    """A cache entry that does not load (a truncated write, say) is built again and
+    replaced; a cache directory that cannot be written is passed over; a build that does
+    not load is `NativeUnavailable` with the reason (the compiler here: a copy of the
+    loop already built in this process)."""
+    real = Path(native.library()._name).read_bytes()
+    _fake_compiler(monkeypatch, real)
+    before = jax.config.jax_compilation_cache_dir
+    native.library.cache_clear()
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+        native.library()
+        (kept,) = (tmp_path / "cache" / "gdrelu-native").glob("propagator-*.so")
+        kept.write_bytes(b"not a library")
+        native.library.cache_clear()
+        assert native.library().gd_steps is not None
+        assert kept.read_bytes() == real  # replaced
+        (tmp_path / "file").write_text("")  # the cache's directory is a file
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "file"))
+        native.library.cache_clear()
+        assert native.library().gd_steps is not None
+        jax.config.update("jax_compilation_cache_dir", None)
+        _fake_compiler(monkeypatch, b"not a library")
+        native.library.cache_clear()
+        with pytest.raises(native.NativeUnavailable, match="could not be loaded"):
+            native.library()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        native.library.cache_clear()
+
+
+def test_the_cache_key_changes_with_everything_the_build_depends_on(tmp_path, monkeypatch):
+    """`native.cached`'s entry is the same for the same build and another one where the
+    source, either header, the flags, the compiler (another, or the same one changed) or
+    the CPU differ (-march=native code may not run on another CPU: its model and feature
+    flags are in the key)."""
+    before = jax.config.jax_compilation_cache_dir
+    files = {p.name: tmp_path / p.name for p in (native.SOURCE, *native.HEADERS)}
+    for original in (native.SOURCE, *native.HEADERS):
+        files[original.name].write_bytes(original.read_bytes())
+    source = files[native.SOURCE.name]
+    monkeypatch.setattr(native, "HEADERS", tuple(files[p.name] for p in native.HEADERS))
+    compilers = [tmp_path / "cc", tmp_path / "other-cc"]
+    for i, compiler in enumerate(compilers):
+        compiler.write_text(f"compiler {i}")
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+        first = native.cached(str(compilers[0]), source, "propagator")
+        assert first.parent == tmp_path / "cache" / "gdrelu-native"
+        assert native.cached(str(compilers[0]), source, "propagator") == first
+        entries = {first, native.cached(str(compilers[0]), source, "general")}
+        for path in files.values():
+            path.write_bytes(path.read_bytes() + b"\n")
+            entries.add(native.cached(str(compilers[0]), source, "propagator"))
+        entries.add(native.cached(str(compilers[1]), source, "propagator"))
+        compilers[0].write_text("compiler 0, updated")
+        entries.add(native.cached(str(compilers[0]), source, "propagator"))
+        with monkeypatch.context() as patched:
+            patched.setattr(native, "FLAGS", (*native.FLAGS, "-DOTHER"))
+            entries.add(native.cached(str(compilers[0]), source, "propagator"))
+        with monkeypatch.context() as patched:
+            patched.setattr(native, "_processor", lambda: "another CPU")
+            entries.add(native.cached(str(compilers[0]), source, "propagator"))
+        assert len(entries) == 9
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return
+    features = {line for line in lines if line.startswith(("flags", "Features"))}
+    assert features <= set(native._processor().splitlines())
+
+
+@needs_compiler
+def test_native_steps_refuse_float32_runs():
+    """The C loop steps float64 runs: float32 ones are refused as the program is traced,
+    not widened to float64 and back."""
+
+    def narrowed(v):  # shapes only: nothing runs
+        floating = np.issubdtype(v.dtype, np.floating)
+        return jax.ShapeDtypeStruct(v.shape, np.float32 if floating else v.dtype)
+
+    runs = jax.tree.map(narrowed, jax.eval_shape(lambda: _batch(8)))
+
+    def steps(runs):
+        return propagator.deferred_steps(*runs, 0.0, 10, kernel="native")
+
+    with pytest.raises(ValueError, match="kernel 'native' steps float64 runs, not float32"):
+        jax.eval_shape(steps, runs)
 
 
 _MANY_LANES = """

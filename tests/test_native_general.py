@@ -342,12 +342,90 @@ def test_the_c_loop_refuses_what_it_cannot_train():
                  check_every=5, max_checks=1, kernel="native")  # fmt: skip
 
 
+def test_the_c_loop_takes_up_to_63_points_of_1_d_data():
+    """`native_general.MAX_POINTS` is the C loop's (general.c): 63 points are taken, 64
+    refused; `data_shape` reads (dimension, points) from (runs, m) and (runs, m, d)."""
+    import re
+
+    from gdrelu import native
+
+    defined = re.search(r"MAX_POINTS = (\d+)", native.GENERAL_SOURCE.read_text())
+    assert defined is not None and int(defined.group(1)) == native_general.MAX_POINTS == 63
+    native_general.check_trains(1, 63, np.float64)
+    with pytest.raises(ValueError, match="at most 63 points, not 64"):
+        native_general.check_trains(1, 64, np.float64)
+    assert native_general.data_shape(np.zeros((2, 63))) == (1, 63)
+    assert native_general.data_shape(np.zeros((2, 64, 1))) == (1, 64)
+    assert native_general.data_shape(np.zeros((2, 5, 3))) == (3, 5)
+
+
+def test_custom_optimizers_never_take_the_c_loop():
+    """An optax transformation, or a function of h (even one named "adam"), is not one of
+    gdrelu's named optimizers: the C loop does not train it, kernel "native" leaves it on
+    XLA's general path without a refusal, and `general_chunk` refuses it by name before
+    it reads the batch."""
+    import optax
+
+    def adam(h):
+        return optax.adam(h)
+
+    for custom in (get_optimizer(optax.sgd(0.1)), get_optimizer(adam)):
+        assert not native_general.trains(custom)
+        assert engine.general_kernel("native", custom) == "xla"
+        native_general.check_requested("native", custom, 1, 6, np.float64)
+        with pytest.raises(ValueError, match=f"sgd, momentum and adam, not '{custom.name}'"):
+            native_general.general_chunk(None, None, None, 0.0, 1, custom)
+
+
+def _nine_runs():
+    """9 runs of GD (one more than a group of `native.LANES` = 8 lanes) on 9 points, as
+    `initial_state` starts them: params, data, step sizes, state."""
+    params, data, h = _runs(runs=9, m=9)
+    ones = Scaling(np.ones(9), np.ones(9))
+    gd = get_optimizer("gd")
+    return params, data, h, initial_state(params, h, None, ones, optimizer=gd, data=data).state
+
+
+@needs_compiler
+def test_the_last_run_steps_in_a_group_of_lanes_of_its_own():
+    """With 9 runs, the C loop's second group of lanes holds the ninth run and 7 lanes of
+    padding: all 9 runs, the ninth too, equal `_reference` after 13 GD steps."""
+    params, data, h, state = _nine_runs()
+    gd = get_optimizer("gd")
+    stepped = _chunk(state, data, h, 0.1, 13, gd)[0]
+    got = jax.device_get((stepped.params, stepped.opt_state))
+    none = ([0.0] * 4, [0.0] * 4, 0)
+    for i in range(9):
+        one = jax.tree.map(lambda v, i=i: v[i], (params, data))
+        want = _reference(*one, h[i], 0.1, (1.0, 1.0), 0.0, 13, None, none, "gd")
+        _assert_run_equals("gd", jax.tree.map(lambda v, i=i: v[i], got), want, one[0])
+    assert not np.allclose(got[0].a[8], params.a[8])
+
+
+@needs_compiler
+def test_the_loss_below_event_keeps_the_escape_margin():
+    """A loss counts as below L_lin where it is below (1 - ε) L_lin (ε = `ESCAPE_MARGIN`,
+    as on XLA's loop): a chunk of 0 steps reports its start for the runs whose starting
+    loss L_0 is (1 - 2ε) L_lin, and nothing for those where it is (1 - ε/2) L_lin, below
+    L_lin but within the margin."""
+    params, data, h, state = _nine_runs()
+    a, b, w, c = (np.asarray(v) for v in params)
+    z = data.x[:, :, None] * a[:, None] + b[:, None]
+    fit = c[:, None] + np.einsum("rmn,rn->rm", np.where(z >= 0, z, 0.1 * z), w)
+    start = 0.5 * np.sum(data.weights * (fit - data.y) ** 2, axis=1)
+    outside = np.arange(9) % 2 == 0
+    threshold = start / np.where(outside, 1.0 - ESCAPE_MARGIN / 2, 1.0 - 2 * ESCAPE_MARGIN)
+    state = state._replace(linear_threshold=jnp.asarray(threshold))
+    below = _chunk(state, data, h, 0.1, 0, get_optimizer("gd"))[3]
+    np.testing.assert_array_equal(below, np.where(outside, -1, state.step))
+
+
 @needs_compiler
 def test_a_general_loop_that_does_not_build_is_refused_before_any_run(tmp_path, monkeypatch):
     """The general loop is a library of its own (`native.general_library`): where only it
-    fails to compile, kernel "native" is refused with the compiler's message before a
-    chunk runs, as a missing compiler is, not at the first general block; "auto" never
-    builds it."""
+    fails to compile, kernel "native" is refused with the compiler's message (its
+    diagnostics, general.c:1:...: error) before a chunk runs, as a missing compiler is,
+    not at the first general block; "auto" never builds it."""
     from gdrelu import native
     from gdrelu.engine import chunk
 
@@ -363,7 +441,8 @@ def test_a_general_loop_that_does_not_build_is_refused_before_any_run(tmp_path, 
     try:
         params, data, h = _runs(runs=8)
         for name in ("gd", "adam"):
-            with pytest.raises(native.NativeUnavailable, match=r"could not compile general\.c"):
+            compiled = r"(?s)could not compile general\.c:\n.*general\.c:1:\d+: error"
+            with pytest.raises(native.NativeUnavailable, match=compiled):
                 simulate(params, data, h, optimizer=name, check_every=5, max_checks=1,
                          kernel="native")  # fmt: skip
         with pytest.raises(AssertionError, match="a chunk ran"):  # auto: on to the chunks
