@@ -40,11 +40,16 @@ class ResumeError(ValueError):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share it
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a Ctrl-C: no temporary file stays behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _sync_directory(path.parent)
 
 

@@ -123,6 +123,22 @@ def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
     assert main(["run", *TINY, "--out", str(early)]) == 0
 
 
+def test_a_disk_full_at_the_manifest_leaves_the_directory_as_it_was(tmp_path, monkeypatch, capsys):
+    """The disk fills while the manifest is flushed: the run ends in one line and leaves
+    the empty --out it was given as empty as a run takes it, its lock aside (a temporary
+    manifest left behind made the next run with the same --out refused as "not empty")."""
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "run"
+    out.mkdir()
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["run", *TINY, "--out", str(out)]) == 1
+    assert _one_line(capsys) == "gdrelu: error: No space left on device"
+    assert {p.name for p in out.iterdir()} <= {outdir.LOCK}
+
+
 def test_a_filesystem_without_locks_runs_with_a_warning(tmp_path, monkeypatch):
     """NFS without lockd (ENOLCK) refused every run as 'another gdrelu process'."""
     fcntl = pytest.importorskip("fcntl")
