@@ -25,6 +25,7 @@ from gdrelu.spec import ExperimentSpec
 # compiled them first
 TINY_RUN = ["--widths", "8", "--deltas", "0", "--runs", "40", "--check-every", "200",
             "--max-checks", "2", "--quiet"]  # fmt: skip
+POINTS = "x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n"  # a data file's six points
 
 
 def fake_result(cell: Cell, runs: int) -> CellResult:
@@ -145,6 +146,26 @@ def test_a_figure_is_written_as_every_file_is(tmp_path, monkeypatch):
     assert [stat.S_ISDIR(mode) for mode in synced] == [False, True] * 3
 
 
+def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk while a file is written (here at its flush): the file keeps what it
+    held, and the temporary file goes (one left behind held the disk's room, and made a
+    new run's directory "not empty" for the same --out)."""
+    import errno
+    import os
+
+    path = tmp_path / "summary.json"
+    store.write_text(path, "before")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        store.write_text(path, "after")
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert path.read_text() == "before"
+
+
 def test_a_spec_given_lists_holds_tuples():
     """Lists where the spec's fields are tuples (as a Python caller may pass them) are
     taken as tuples, so the spec hashes and its cells can be drawn."""
@@ -180,7 +201,8 @@ def test_the_kernel_recorded_is_the_one_the_runs_take(values, kernel, tmp_path, 
 
 def test_a_compare_records_each_kernel_its_optimizers_take(monkeypatch, auto_kernel):
     """GD first, then SGD on minibatches of 5 draws (XLA's loop only), then Adam (no
-    propagator): the distinct kernels in the specs' order."""
+    propagator): the distinct kernels in the specs' order (not sorted: the other way
+    round, the other order), each spec's in the manifest, not only the first's."""
     monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
     specs = [
         ExperimentSpec(widths=(4,), runs=2, **values)
@@ -188,6 +210,10 @@ def test_a_compare_records_each_kernel_its_optimizers_take(monkeypatch, auto_ker
     ]
     expected = "xla" if auto_kernel == "xla" else f"{auto_kernel},xla"
     assert provenance.settings(specs) == {"kernels": expected}
+    manifest = provenance.manifest([s.to_dict() for s in specs], specs)
+    assert manifest["settings"] == {"kernels": expected}
+    backwards = "xla" if auto_kernel == "xla" else f"xla,{auto_kernel}"
+    assert provenance.settings(specs[::-1]) == {"kernels": backwards}
 
 
 @pytest.mark.parametrize("then", ["gd", "spec", "other"])
@@ -246,6 +272,9 @@ def test_the_recorded_versions_and_the_spec_hash(monkeypatch):
     assert re.fullmatch("[0-9a-f]{64}", digest)
     assert provenance.spec_hash([reordered]) == digest
     assert provenance.spec_hash([{**spec, "seed": 1}]) != digest
+    trained = [ExperimentSpec(widths=(4,), runs=2), ExperimentSpec(widths=(4,), runs=2, seed=1)]
+    both = [s.to_dict() for s in trained]
+    assert provenance.manifest(both, trained)["spec_hash"] == provenance.spec_hash(both)
 
 
 def test_the_manifest_names_only_the_fields_that_differ(tmp_path):
@@ -259,6 +288,21 @@ def test_the_manifest_names_only_the_fields_that_differ(tmp_path):
     said = r"\(differs in seed: recorded 0, this run has 1\)$"
     with pytest.raises(store.ResumeError, match=said):
         store.check_manifest(tmp_path, provenance.manifest([other.to_dict()], [other]))
+
+
+def test_a_field_that_one_side_lacks_differs(tmp_path):
+    """A spec field that only this run has (the manifest of an older gdrelu lacks it) or
+    that only the manifest has differs, whichever side lacks it: a resume is refused
+    naming it as not recorded."""
+    assert provenance.differing_fields({"runs": 2}, {"runs": 2, "seed": 0}) == ["seed"]
+    assert provenance.differing_fields({"runs": 2, "seed": 0}, {"runs": 2}) == ["seed"]
+    spec = ExperimentSpec(widths=(4,), runs=2)
+    now = provenance.manifest([spec.to_dict()], [spec])
+    older = {k: v for k, v in spec.to_dict().items() if k != "stuck_rule"}
+    store.write_manifest(tmp_path, {**now, "specs": [older]})
+    said = 'differs in stuck_rule: not recorded, this run has "auto"'
+    with pytest.raises(store.ResumeError, match=re.escape(said)):
+        store.check_manifest(tmp_path, now)
 
 
 TEN = [2**k for k in range(1, 11)]  # 2, 4, ..., 1024: 56 characters as JSON
@@ -287,6 +331,28 @@ def test_a_manifest_without_a_kernel_is_refused_in_one_clear_line(tmp_path):
     store.write_manifest(tmp_path, old)
     with pytest.raises(store.ResumeError, match=r"records no kernels .* older gdrelu"):
         store.check_manifest(tmp_path, provenance.manifest(old["specs"], trained))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda text: text[: len(text) // 2], "is unreadable"),  # a copy cut short
+        (lambda text: "[]", "records no spec"),
+        (lambda text: json.dumps({**json.loads(text), "specs": [1]}), "records no spec"),
+        (lambda text: json.dumps({**json.loads(text), "settings": []}), "settings out of shape"),
+    ],
+)
+def test_a_damaged_manifest_is_refused_naming_what_is_wrong(edit, message, tmp_path):
+    """A manifest cut or edited out of shape is refused as a ResumeError (reported in one
+    line), not a JSONDecodeError, IndexError or TypeError from what reads it next."""
+    trained = [ExperimentSpec(widths=(4,), runs=2)]
+    started = provenance.manifest([s.to_dict() for s in trained], trained)
+    store.write_manifest(tmp_path, started)
+    path = tmp_path / store.MANIFEST
+    path.write_text(edit(path.read_text()))
+    for check in (store.read_manifest, lambda out: store.check_manifest(out, started)):
+        with pytest.raises(store.ResumeError, match=message):
+            check(tmp_path)
 
 
 def test_a_run_records_its_kernel_and_a_resume_checks_it(
@@ -345,8 +411,13 @@ def test_a_diverged_configuration_writes_strict_json(tmp_path):
 
 
 def test_units_round_trip(tmp_path):
+    """Each cell of a unit is read back with its own step sizes and result (the cells'
+    values differ here, so that one read in another cell's place shows)."""
     spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
-    cells = [fake_result(cell, 3) for cell in spec.cells()]
+    cells = [
+        cr._replace(step_size=cr.step_size + k, result=cr.result._replace(final_loss=np.full(3, k)))
+        for k, cr in enumerate(fake_result(cell, 3) for cell in spec.cells())
+    ]
     assert store.load_unit(tmp_path, "gd-w4", spec.cells()) is None
     (tmp_path / store.UNITS).mkdir()
     assert store.stored_seconds(tmp_path) == 0.0
@@ -358,6 +429,7 @@ def test_units_round_trip(tmp_path):
     for (step, result), cr in zip(loaded, cells, strict=True):
         np.testing.assert_array_equal(step, cr.step_size)
         np.testing.assert_array_equal(result.status, cr.result.status)
+        np.testing.assert_array_equal(result.final_loss, cr.result.final_loss)
         np.testing.assert_array_equal(result.params.a, cr.result.params.a)
 
 
@@ -412,6 +484,56 @@ def test_a_unit_from_before_the_certificate_check_was_stored_reads_its_spec(
     assert older.certificate_checked.dtype == bool
 
 
+def test_a_unit_follows_its_data_file_by_content_not_path(tmp_path):
+    """A unit records a data file by its content hash: the same points at another path
+    are its cells (a moved file), other points at the same path are refused (from Python
+    no manifest guards `run_experiment(spec, units=DIR)`)."""
+    data, moved = tmp_path / "d.csv", tmp_path / "moved.csv"
+    for path in (data, moved):
+        path.write_text(POINTS)
+
+    def cells(path):
+        return ExperimentSpec(data="file", data_file=str(path), step_size="ntk", widths=(4,),
+                              deltas=(0.0,), runs=3).cells()  # fmt: skip
+
+    units = tmp_path / "run"
+    store.save_unit(units, "gd-w4", [fake_result(cell, 3) for cell in cells(data)], 1.0)
+    assert len(store.load_unit(units, "gd-w4", cells(moved))) == 1
+    data.write_text(POINTS.replace("3,2", "3,-4"))
+    with pytest.raises(store.ResumeError, match="trained with data_sha256 = '"):
+        store.load_unit(units, "gd-w4", cells(data))
+
+
+def test_a_unit_from_before_its_seconds_were_stored_counts_as_none(tmp_path):
+    """A unit without its training time (written before gdrelu stored it) counts 0 s in
+    `stored_seconds`, beside the units that have one, and is read as it is."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    cells = [fake_result(cell, 3) for cell in spec.cells()]
+    store.save_unit(tmp_path, "gd-w4", cells, 2.5)
+    store.save_unit(tmp_path, "gd-w8", cells, 0.25)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    with np.load(path) as stored:
+        arrays = {k: v for k, v in stored.items() if k != "seconds"}
+    np.savez(path, **arrays)
+    assert store.stored_seconds(tmp_path) == 0.25
+    assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())) == 1
+
+
+@pytest.mark.parametrize("kept", [0, 100])  # an empty file (EOFError), one cut short
+def test_an_unreadable_unit_is_named(kept, tmp_path):
+    """Reading a unit back (`load_unit`) or counting its seconds, a damaged unit is named
+    as a ResumeError that says to delete it, not numpy's or zipfile's error."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    path.write_bytes(path.read_bytes()[:kept])
+    said = r"gd-w4.npz is not a readable unit .*delete it to train its runs again"
+    with pytest.raises(store.ResumeError, match=said):
+        store.load_unit(tmp_path, "gd-w4", spec.cells())
+    with pytest.raises(store.ResumeError, match=said):
+        store.stored_seconds(tmp_path)
+
+
 def test_run_experiment_refuses_the_units_of_another_spec(tmp_path):
     """The path as a str, as a user types it; a second spec with another seed is refused
     instead of returning the first spec's runs as its own."""
@@ -434,6 +556,35 @@ def test_a_manifest_of_more_specs_is_refused_naming_both_counts(tmp_path):
     store.write_manifest(tmp_path, both)
     with pytest.raises(store.ResumeError, match="started with 2 specs, this run has 1"):
         store.check_manifest(tmp_path, provenance.manifest([gd.to_dict()], [gd]))
+
+
+def test_a_data_file_is_checked_by_its_content_on_resume(tmp_path):
+    """docs/design.md, "Resume": where the manifest records the data file's hash (as
+    `gdrelu run` does), the file may have moved (another path resumes) but not changed
+    (refused, naming the data file); a manifest without the hash (one written from Python)
+    names the file by its path alone, so another path is refused."""
+    data, moved = tmp_path / "d.csv", tmp_path / "moved.csv"
+    for path in (data, moved):
+        path.write_text(POINTS)
+
+    def manifest(path, hashed=True):
+        spec = ExperimentSpec(data="file", data_file=str(path), step_size="ntk", widths=(4,),
+                              runs=2)  # fmt: skip
+        recorded = provenance.manifest([spec.to_dict()], [spec])
+        if hashed:  # as cli/run.py records it
+            recorded["settings"]["data_sha256"] = [spec.data_sha256]
+        return recorded
+
+    hashed, unhashed = tmp_path / "hashed", tmp_path / "unhashed"
+    for out in (hashed, unhashed):
+        out.mkdir()
+        store.write_manifest(out, manifest(data, hashed=out == hashed))
+    store.check_manifest(hashed, manifest(moved))
+    with pytest.raises(store.ResumeError, match="differs in data_file"):
+        store.check_manifest(unhashed, manifest(moved, hashed=False))
+    data.write_text(POINTS.replace("3,2", "3,-4"))
+    with pytest.raises(store.ResumeError, match=r"started on another data file \(its SHA-256"):
+        store.check_manifest(hashed, manifest(data))
 
 
 def test_summary_json_is_strict_whatever_holds_the_numbers(tmp_path):
