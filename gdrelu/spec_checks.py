@@ -95,7 +95,8 @@ def _check_split(spec: ExperimentSpec) -> None:
     if spec.data != "file":
         raise SpecError("split", "splits a user data file (data = 'file')")
     if (
-        len(spec.split) != 3
+        not isinstance(spec.split, tuple)  # a bare number: __post_init__ keeps it as given
+        or len(spec.split) != 3
         or not all(is_real(f) and f > 0 for f in spec.split)
         or abs(sum(spec.split) - 1.0) > 1e-9
     ):

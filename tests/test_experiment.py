@@ -264,6 +264,10 @@ def test_init_variances(init, dim):
         ("deltas", (True,)),  # a bool is not a number (`numbers.is_real`), nor a count
         ("step_factor", True),
         ("runs", True),
+        ("deltas", (float("inf"),)),  # finite: Δ is added to every target
+        ("deltas", ()),  # no cell to run
+        ("data", "csv"),  # a file is data = "file" with data_file
+        ("bias_init", 3),  # a name, not a TypeError from its parser
     ],
 )
 def test_bad_spec_values_name_their_field(field, value):
@@ -403,6 +407,14 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(data_file="points.csv"), "data_file: is needed exactly when"),  # data: six-points
         (dict(data="star", dim=3, step_size="ntk"), "dim: star data are 2-dimensional"),
         (dict(early_stopping=1), "early_stopping"),  # true or false, not a number
+        (dict(target_halfwidth=0.0, max_runs=2000), "target_halfwidth"),  # H > 0
+        (dict(data="radial", dim=0, step_size="ntk"), "dim: 0 is not a positive integer"),
+        (dict(data="file"), "data_file: is needed exactly when"),  # and no file named
+        # settings the data would not read: N draws for continuous data, m for a support
+        (dict(num_train=10), "num_train: six-points data have a finite support"),
+        (dict(data="p-ex", num_samples=100, step_size=0.01), "num_samples: p-ex data are"),
+        # SGD's multinomial counters cover 2^32 / B steps: check_every × max_checks of them
+        (dict(optimizer="sgd", check_every=1000, max_checks=300_000), "max_checks: 300000000"),
     ],
 )
 def test_bad_settings_name_their_field(values, field):
@@ -420,6 +432,10 @@ def test_bad_settings_name_their_field(values, field):
         dict(target_halfwidth=0.49, max_runs=1000),  # max_runs may equal runs
         # the epoch sampler takes B = m: one minibatch per epoch (docs/theory.md)
         dict(data="p-ex", num_train=16, optimizer="sgd", sampler="epoch", batch_size=16),
+        dict(data="p-ex", num_train=2),  # "an integer ≥ 2"
+        # the crossed rule is refused with random biases in 1-D only (docs/theory.md): in
+        # d dimensions it stops a run whose activation pattern changed
+        dict(data="star", bias_init="unif", stop_on=("crossed",)),
     ],
 )
 def test_settings_at_their_documented_bounds_are_taken(values):
@@ -442,6 +458,9 @@ def test_a_data_file_split_and_dimension_are_checked(tmp_path):
     assert ExperimentSpec(**file, split=(0.5, 0.25, 0.25)).training_points == 10
     for split, message in [
         ((0.5, 0.25, 0.5), "split: .* not three positive fractions summing to 1"),
+        ((0.5, 0.25, 0.255), "split: .* not three positive fractions summing to 1"),
+        ((0.5, 0.5, 0.0), "split: .* not three positive fractions"),  # no empty test part
+        (0.5, "split: 0.5 is not three positive fractions"),  # not a TypeError: no len()
         ((0.96, 0.02, 0.02), r"split: gives empty parts \(19, 0, 1\)"),  # 0.02·20 rounds to 0
     ]:
         with pytest.raises(SpecError, match=message):
@@ -453,6 +472,27 @@ def test_a_data_file_split_and_dimension_are_checked(tmp_path):
     with pytest.raises(SpecError, match="num_samples: a split file's points have equal"):
         ExperimentSpec(**file, split=(0.5, 0.25, 0.25), num_samples=100)
     assert ExperimentSpec(**file, num_samples=100).num_points == 20  # weighted: N acts
+    # a split is treated like continuous data (docs/theory.md, "Data"): held-out points,
+    # and no multinomial, so no limit on the width from N = n² draws (docs/wide-networks.md)
+    split = ExperimentSpec(**file, split=(0.5, 0.25, 0.25), widths=(94906267,))
+    assert split.held_out and not ExperimentSpec(**file).held_out
+    plane = tmp_path / "plane.csv"
+    plane.write_text("x1,x2,y\n" + "".join(f"{i},{-i},{i % 3}\n" for i in range(1, 6)))
+    spec = ExperimentSpec(data="file", data_file=str(plane), step_size="ntk")
+    assert (spec.input_dim, spec.num_points) == (2, 5)
+
+
+def test_a_point_at_zero_is_refused_only_where_every_initial_kink_is_there(tmp_path):
+    """docs/theory.md, "Data": with zero biases every initial kink is at 0, so 1-D file
+    data with a point at x = 0 is refused, unless --split standardizes it (or the biases
+    start elsewhere)."""
+    path = tmp_path / "zero.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(-10, 10)))
+    file = dict(data="file", data_file=str(path))
+    with pytest.raises(SpecError, match=r"data_file: .* has a point at x = 0"):
+        ExperimentSpec(**file)
+    assert ExperimentSpec(**file, split=(0.5, 0.25, 0.25)).training_points == 10
+    assert ExperimentSpec(**file, bias_init="unif").num_points == 20
 
 
 @pytest.mark.parametrize(
@@ -483,6 +523,9 @@ def test_support_sizes_match_the_data_sets():
             data=data, dim=dim, step_size="ntk" if data != "six-points" else "paper"
         )
         assert spec.num_points == spec.support()[1].shape[0]
+    # continuous data draw num_train points a run, 256·d by default
+    assert ExperimentSpec(data="radial", dim=3, step_size="ntk").num_points == 768
+    assert ExperimentSpec(data="radial", dim=3, num_train=40, step_size="ntk").num_points == 40
 
 
 def test_user_file_split_per_run(tmp_path):
@@ -824,6 +867,55 @@ def test_a_named_setting_of_the_wrong_type_is_a_spec_error(value):
     """`optimizer = []` in a TOML file: a SpecError naming the field, not a TypeError."""
     with pytest.raises(SpecError, match="optimizer"):
         ExperimentSpec.from_dict({"optimizer": value})
+
+
+def test_from_dict_takes_back_what_to_dict_wrote_and_names_a_bare_value():
+    """A resume rebuilds its specs from the manifest's `to_dict` (None where stop_on or
+    split is unset, lists after JSON); a bare value where a list belongs is a SpecError
+    naming the field, not a TypeError."""
+    specs = (
+        ExperimentSpec(widths=(8,), runs=2),
+        ExperimentSpec(
+            widths=(8, 16), deltas=(0.1,), runs=2, optimizer="sgd", stop_on=("crossed",)
+        ),
+    )
+    for spec in specs:
+        assert ExperimentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    for name, value in (("widths", 16), ("split", 1), ("stop_on", 3)):
+        with pytest.raises(SpecError, match=f"^{name}: must be a list"):
+            ExperimentSpec.from_dict({name: value})
+
+
+def test_the_defaults_are_the_documented_job():
+    """README.md: widths 16-128, Δ ∈ {0, 0.01, 0.1}, 1000 runs per cell, float64, GD with
+    the paper's step size; docs/theory.md: checks every 1000 steps, at most 1000."""
+    spec = ExperimentSpec()
+    assert (spec.widths, spec.deltas, spec.runs) == ((16, 32, 64, 128), (0.0, 0.01, 0.1), 1000)
+    assert (spec.dtype, spec.optimizer, spec.step_size) == ("float64", "gd", "paper")
+    assert (spec.check_every, spec.max_checks, spec.seed) == (1000, 1000, 0)
+    assert spec.certified and not spec.final_stuck_rule
+
+
+def test_cells_run_width_by_width_each_delta_in_the_given_order():
+    """The rows follow the cells in order (docs/outputs.md): width by width as given, each
+    width's offsets Δ in the order given."""
+    spec = ExperimentSpec(widths=(16, 8), deltas=(0.1, 0.0), runs=2)
+    assert [(c.width, c.delta) for c in spec.cells()] == [(16, 0.1), (16, 0.0), (8, 0.1), (8, 0.0)]
+
+
+@pytest.mark.parametrize(
+    ("values", "full"),
+    [
+        ({}, True),
+        (dict(optimizer="adam"), True),
+        (dict(optimizer="sgd"), False),  # the multinomial sampler by default
+        (dict(optimizer="sgd", sampler="full"), True),
+        (dict(data="p-ex", optimizer="sgd", sampler="epoch", step_size=0.01), False),
+    ],
+)
+def test_full_batch_follows_the_optimizers_sampler(values, full):
+    """Whether runs draw minibatch noise (`runner`) and take --batch-size (`cli`)."""
+    assert ExperimentSpec(widths=(8,), runs=2, **values).full_batch is full
 
 
 def test_run_experiment_needs_64_bit_mode_even_for_float32():
