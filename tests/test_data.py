@@ -305,3 +305,43 @@ def test_a_seed_beyond_32_bits_is_refused(seed):
 
     with pytest.raises(SpecError, match="seed"):
         ExperimentSpec(widths=(8,), deltas=(0.0,), seed=seed)
+
+
+def test_a_runs_keys_fold_the_seed_the_cell_and_its_own_index():
+    """docs/design.md, "Runner": run i of a cell has key fold_in(fold_in(key(seed),
+    cell_hash), i) (seed first, then the cell, then the index), and its minibatch noise
+    fold_in(that key, 0x5EED), whatever its position among the runs drawn together
+    (indices 5 and 2, in that order: their noise is not that of runs 0 and 1)."""
+    from gdrelu.cells import Cell, noise_keys, run_key
+    from gdrelu.spec import ExperimentSpec
+
+    for seed, cell_hash, index in ((7, 123, 5), (0, 2**31 - 1, 0)):
+        want = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), cell_hash), index)
+        got = run_key(seed, cell_hash, index)
+        np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(want))
+    cell = Cell(8, 0.0, ExperimentSpec(widths=(8,), deltas=(0.0,), runs=6, seed=3))
+    indices = np.array([5, 2])
+    noise = np.asarray(noise_keys(cell, indices))
+    for row, index in enumerate(indices):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(3), cell.cell_hash), index)
+        np.testing.assert_array_equal(
+            noise[row], jax.random.key_data(jax.random.fold_in(key, 0x5EED))
+        )
+    assert not np.array_equal(noise, np.asarray(noise_keys(cell, np.arange(2))))
+
+
+def test_a_cells_runs_follow_its_width_and_default_to_n_squared_samples():
+    """A cell's hash (its runs' keys) follows its width even where the sample count does
+    not (N set, or continuous data's points): else widths 8 and 16 would train on the same
+    data. Without N a run's weights come from N = n² samples (docs/fidelity.md)."""
+    from gdrelu.cells import Cell
+    from gdrelu.spec import ExperimentSpec
+
+    for spec in (
+        ExperimentSpec(widths=(8, 16), deltas=(0.0,), num_samples=7),
+        ExperimentSpec(data="p-ex", widths=(8, 16), optimizer="adam", step_size=0.01),
+    ):
+        assert Cell(8, 0.0, spec).num_samples == Cell(16, 0.0, spec).num_samples
+        assert Cell(8, 0.0, spec).cell_hash != Cell(16, 0.0, spec).cell_hash
+    paper = ExperimentSpec(widths=(8, 16), deltas=(0.0,))
+    assert [Cell(n, 0.0, paper).num_samples for n in (8, 16)] == [64, 256]

@@ -189,3 +189,41 @@ def test_a_network_without_neurons_or_inputs_is_refused(args, field):
     """he_init(0) divided by zero (Var w = 2/n); he_init(-3) failed in MLIR."""
     with pytest.raises(ValueError, match=f"^{field} is not a positive integer"):
         he_init(*args, key=jax.random.PRNGKey(0))
+
+
+def test_cell_draws_refuse_the_non_partitionable_threefry():
+    """With JAX's non-partitionable threefry a network drawn at a wider padded width does
+    not keep its first neurons' bits (the test above), so a cell's runs would change with
+    the spec's other widths: the cells' draws refuse it, naming the flag."""
+    from gdrelu.cells import Cell, check_threefry, noise_keys
+    from gdrelu.spec import ExperimentSpec
+
+    check_threefry()  # JAX's default: partitionable
+    cell = Cell(8, 0.0, ExperimentSpec(widths=(8,), deltas=(0.0,), runs=2))
+    with jax.threefry_partitionable(False):
+        with pytest.raises(ValueError, match=r"^jax_threefry_partitionable is off"):
+            check_threefry()
+        with pytest.raises(ValueError, match=r"^jax_threefry_partitionable is off"):
+            noise_keys(cell, np.arange(2))
+
+
+def test_a_padded_cells_biases_are_drawn_for_its_true_width():
+    """`initial_runs(cell, indices, size)` with a bias init: the networks of widths 8 and
+    16 come from one draw of 16 neurons, but the biases are drawn for the cell's 8 only,
+    then padded, so a run padded to 16 neurons is the unpadded run with 8 zero neurons (a
+    padding neuron with b ≠ 0 would have ∂L/∂w = Σ p_j r_j σ(b) ≠ 0 and take part in
+    training)."""
+    from gdrelu.cells import Cell, initial_runs
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(8, 16), deltas=(0.0,), runs=3, bias_init="normal(0.5)")
+    cell = Cell(8, 0.0, spec)
+    narrow, _, _ = jax.device_get(initial_runs(cell, np.arange(3)))
+    wide, _, _ = jax.device_get(initial_runs(cell, np.arange(3), size=16))
+    assert np.any(narrow.b != 0)
+    for name in ("a", "b", "w"):
+        got, want = getattr(wide, name), getattr(narrow, name)
+        assert got.shape == (3, 16)
+        np.testing.assert_array_equal(got[:, :8], want)
+        np.testing.assert_array_equal(got[:, 8:], 0.0)
+    np.testing.assert_array_equal(wide.c, narrow.c)

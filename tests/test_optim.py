@@ -204,6 +204,61 @@ def test_a_numpy_integer_batch_size_is_a_batch_size():
     assert batch == 8 and type(batch) is int
 
 
+def test_the_default_minibatch_is_the_papers_16_multinomial_draws():
+    """docs/theory.md: the paper's SGD draws B = 16 multinomial samples per step; "sgd"
+    without a sampler or batch size is that, and so is an `Optimizer` left to its defaults."""
+    from gdrelu.optim import Optimizer
+
+    sgd = get_optimizer("sgd")
+    assert (sgd.sampler, sgd.batch_size) == ("multinomial", 16)
+    assert get_optimizer("adam", sampler="multinomial").batch_size == 16
+    assert get_optimizer(sgd) is sgd
+    assert Optimizer("sgd", sgd.transformation, "multinomial") == sgd
+
+
+def test_only_the_named_transformations_are_named_optimizers():
+    """`is_named` (which sends heavy ball to the propagator and named optimizers to the C
+    loop, where they are written out) holds for `NAMED`'s transformations under any
+    sampler, never for an `Optimizer` built by hand with a name of `NAMED` and a user's
+    transformation: that one would otherwise train as the named one, not as given."""
+    from gdrelu.optim import NAMED, Optimizer, is_named
+
+    for name in NAMED:
+        assert is_named(get_optimizer(name))
+    assert is_named(get_optimizer("sgd", sampler="epoch"))
+    assert is_named(get_optimizer("momentum", sampler="multinomial"))
+    for name in NAMED:
+        assert not is_named(Optimizer(name, lambda h: optax.adam(h)))
+    assert not is_named(get_optimizer(optax.sgd(0.1)))
+
+
+@pytest.mark.parametrize("sampler", ["epochs", "Multinomial", "bogus"])
+def test_an_unknown_sampler_is_refused(sampler):
+    """A misspelt sampler is refused, naming the field (else it trained as the epoch
+    sampler, the one `batch_weights` falls through to)."""
+    with pytest.raises(ValueError, match=rf"^sampler: {sampler!r} is not one of"):
+        get_optimizer("sgd", sampler=sampler)
+
+
+def test_a_point_of_weight_zero_past_the_last_is_never_drawn_whatever_the_rounding():
+    """T_j = ⌊2^K Σ_{i≤j} p_i / Σp⌋ of a category past the last of positive weight may
+    round to 2^K - 1 (p = (0.013, 0) in float64, (0.007, 0) in float32: x·(2^K/x) < 2^K),
+    so its threshold is +inf (`multinomial_thresholds`): the largest word still picks the
+    last point of positive weight, never the point of weight 0 after it."""
+    from gdrelu.optim import counts_from_words, multinomial_thresholds
+
+    words = jnp.asarray([0xFFFFFFFF, 0xFFFFFF00, 0], jnp.uint32)
+    for dtype, bits, x in ((jnp.float64, 32, 0.013), (jnp.float32, 24, 0.007)):
+        one = np.asarray(x, dtype)
+        assert np.floor(one * (np.asarray(2.0**bits, dtype) / one)) < 2.0**bits  # the rounding
+        for p in ([x, 0.0], [0.0, x, 0.0, 0.0]):
+            weights = jnp.asarray(p, dtype)
+            thresholds = np.asarray(multinomial_thresholds(weights))
+            assert np.all(np.isinf(thresholds[np.flatnonzero(p)[-1] :]))
+            want = np.where(np.asarray(p) > 0, 3.0, 0.0)
+            np.testing.assert_array_equal(np.asarray(counts_from_words(words, weights)), want)
+
+
 @pytest.mark.parametrize(("dtype", "bits"), [(np.float64, 32), (np.float32, 24)])
 def test_counts_are_the_categories_of_the_words_drawn_one_by_one(dtype, bits):
     """`counts_from_words` (differences of the draws at or above each category) against the
@@ -306,6 +361,18 @@ def test_epoch_sampler_leaves_the_remainder_out_of_each_permutation():
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), 12))
         np.testing.assert_array_equal(np.concatenate([first, second]), order[:10])
     assert not np.array_equal(batches[0], batches[2])
+
+
+def test_an_epoch_batch_larger_than_the_data_is_refused():
+    """B > m cannot be an epoch's batch: refused naming batch_size, by `epoch_batch`
+    itself and so by `batch_weights` (not a shape error from the slice)."""
+    from gdrelu.optim import epoch_batch
+
+    epoch = get_optimizer("sgd", sampler="epoch", batch_size=7)
+    with pytest.raises(ValueError, match=r"^batch_size: 7 exceeds the 6 training points"):
+        epoch_batch(epoch, 6, jax.random.key(0), 0)
+    with pytest.raises(ValueError, match=r"^batch_size: 7 exceeds"):
+        batch_weights(epoch, jnp.full(6, 1 / 6), jax.random.key(0), 0)
 
 
 def test_sgd_noise_depends_only_on_the_run_key():
