@@ -1602,3 +1602,79 @@ def test_a_distributed_run_without_a_coordinator_names_the_flag(tmp_path, capsys
     out = tmp_path / "never"
     err = _refused_in_one_line(["run", *SMALL, *DISTRIBUTED, "--out", str(out)], out, capsys)
     assert err.endswith("give --coordinator host:port"), err
+
+
+def test_process_0_of_a_distributed_run_writes_and_names_its_directory_on_ctrl_c(
+    tmp_path, monkeypatch, capsys
+):
+    """--distributed process 0 of 2 (jax.distributed stubbed, training interrupted at
+    once) is the writer: it opens the run directory with its manifest, and on Ctrl-C
+    exits 130 naming the command that finishes the run."""
+    import gdrelu.runner
+    from gdrelu.cli import backends
+    from gdrelu.runner import Processes
+
+    both = Processes(0, 2, lambda opened: np.stack([opened, opened]))
+    monkeypatch.setattr(backends, "start_processes", lambda args, specs: both)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)
+    out = tmp_path / "run"
+    argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
+    assert main([*argv, "--process-id", "0"]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", last
+    assert (out / "manifest.json").exists()
+
+
+def test_a_resume_prices_the_cells_its_parts_hold_whole_at_nothing(tmp_path, monkeypatch):
+    """Resuming a run whose parts hold every run of width 4's Δ = 0 cell (its unit not
+    stored): before anything trains, the bar hears of the batches left, which hold only
+    the Δ = 0.1 cell, and of the Δ = 0 cell as finished (the runner stubbed)."""
+    import types
+
+    from gdrelu import runner, store
+    from gdrelu.cli import run
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
+    zero, tenth = spec.cells()
+    piece = (finished_cell(zero, [Status.CROSSED] * 3), np.arange(3))
+    store.save_part(tmp_path, [piece], 1.0, ["gd-w4"])
+    events = []
+    monkeypatch.setattr(runner, "run_experiment", lambda spec, **kw: events.append("train") or [])
+    progress = types.SimpleNamespace(
+        on_check=print,
+        on_cells_done=print,
+        on_stored=lambda i, cells: events.append(("stored", i)),
+        on_batches=lambda i, batches: events.append(("plan", i, batches)),
+        finished=lambda i, cells: events.append(("finished", i, cells)),
+    )
+    run._train([spec], progress, processes=None, budget=10**9, out=tmp_path)
+    assert events == [("plan", 0, [[tenth]]), ("finished", 0, [(4, 0.0)]), "train"]
+
+
+def test_a_process_other_than_0_that_finishes_prints_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """--distributed process 1 of 2 (jax.distributed stubbed, the runner stubbed to
+    return every run): exit 0 with nothing on stdout (no table), its progress bar off
+    and no file written; process 0 alone reports the run."""
+    import gdrelu.runner
+    from gdrelu.cli import backends, run
+    from gdrelu.runner import Processes
+
+    def finished(spec, **kwargs):
+        return [finished_cell(cell, [Status.CROSSED] * spec.runs) for cell in spec.cells()]
+
+    both = Processes(1, 2, lambda opened: np.stack([opened, opened]))
+    monkeypatch.setattr(backends, "start_processes", lambda args, specs: both)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", finished)
+    bars = []
+    progress = run.RunProgress
+    monkeypatch.setattr(run, "RunProgress", lambda *a, **kw: bars.append(kw) or progress(*a, **kw))
+    monkeypatch.chdir(tmp_path)
+    loud = [arg for arg in SMALL if arg != "--quiet"]  # the bar off all the same
+    argv = ["run", *loud, "--distributed", "--num-processes", "2", "--process-id", "1"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == ""
+    assert [kw["enabled"] for kw in bars] == [False]
+    assert list(tmp_path.iterdir()) == []

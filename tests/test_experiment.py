@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import agreeing
+from conftest import agreeing, finished_cell
 
 from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, run_key
@@ -952,3 +952,147 @@ def test_a_bad_step_size_names_its_own_cell_and_run(bad, named):
     width, delta, run = named
     with pytest.raises(SpecError, match=rf"for run {run} of width {width}, Δ = {delta:g} \(1 "):
         _check_step_sizes(work, step)
+
+
+def test_as_many_runs_as_processes_are_taken(monkeypatch):
+    """3 runs per cell on 3 processes: each holds one run of every cell, so the run goes
+    ahead (process 2 trains its run 2) and gathers runs 0-2 (training stubbed)."""
+    from gdrelu import runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    trained = []
+
+    def train(work, **kwargs):
+        trained.extend([list(indices) for _, indices in work])
+        return [_indexed(cell, indices) for cell, indices in work]
+
+    def gather(local):
+        parts = [_indexed(Cell(4, 0.0, spec), [p]) for p in range(3)]
+        return jax.tree.map(lambda *v: np.stack(v), *[(p.step_size, p.result) for p in parts])
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    (cell,) = run_experiment(spec, processes=runner.Processes(2, 3, agreeing(gather, 3)))
+    assert trained == [[2]]
+    np.testing.assert_array_equal(cell.step_size, np.arange(3))
+
+
+def test_a_batch_whose_runs_are_all_held_is_neither_announced_nor_trained(monkeypatch):
+    """One cell of 8 runs in batches of 4 (training stubbed), runs 0-3 held (stored
+    before): only the second batch is announced and trains; its check counts the 4 held
+    runs as finished, and the cell holds runs 0-7 in index order."""
+    from gdrelu import parts, runner
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=8)
+    (cell,) = spec.cells()
+    _stub_training(monkeypatch)
+    trained, planned, seen = [], [], []
+    simulate = runner.simulate
+
+    def counted(params, data, *args, **kwargs):
+        trained.append([idx.tolist() for _, idx in data.x])
+        return simulate(params, data, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "simulate", counted)
+    stored = _indexed(cell, np.arange(4))
+    held = {cell: parts.held_runs(cell, [(np.arange(4), stored.step_size, stored.result)])}
+    (done,) = runner.train_cells(
+        [(cell, np.arange(8))], bucket=4, classify_width=4, budget=1,
+        on_check=lambda widths, k, status: seen.append(status.size),
+        on_batches=planned.append, held=held,
+    )  # fmt: skip
+    assert planned == [[[cell]]] and trained == [[[4, 5, 6, 7]]] and seen == [8]
+    np.testing.assert_array_equal(done.step_size, np.arange(8))
+    np.testing.assert_array_equal(done.result.stop_step, np.arange(8))
+
+
+def test_a_bucket_of_several_widths_times_only_its_first_unit(tmp_path, monkeypatch):
+    """One bucket of widths 4 and 6 (buckets "one"), its training faked at 100 s: the
+    bucket's time goes to its first width's unit and none to the second, so the stored
+    seconds are the 100 s trained, not counted once per width nor from the clock's zero."""
+    import types
+
+    from gdrelu import runner, store
+
+    clock = types.SimpleNamespace(now=1000.0)  # the clock's reading at the start
+    trained = []
+
+    def train(work, **kwargs):
+        trained.append(sorted({cell.width for cell, _ in work}))
+        clock.now += 100.0
+        return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    spec = ExperimentSpec(widths=(4, 6), deltas=(0.0,), runs=3, buckets="one")
+    runner.run_experiment(spec, units=tmp_path)
+    assert trained == [[4, 6]]
+    units = [tmp_path / store.UNITS / f"gd-w{width}.npz" for width in (4, 6)]
+    assert [float(np.load(unit)["seconds"]) for unit in units] == [100.0, 0.0]
+    assert store.stored_seconds(tmp_path) == 100.0
+
+
+def test_a_widths_cells_are_reported_done_only_once_its_unit_is_stored(tmp_path, monkeypatch):
+    """`on_cells_done` hears of a width's cells only once its unit is on disk, so a
+    Ctrl-C there keeps them: widths 4 and 64 in two buckets (training stubbed), each
+    width's unit exists when its cells are reported, the next width's not yet."""
+    from gdrelu import runner, store
+
+    def train(work, **kwargs):
+        return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
+
+    def done(cells):
+        on_disk = [(tmp_path / store.UNITS / f"gd-w{w}.npz").exists() for w in (4, 64)]
+        seen.append((cells[0].cell.width, on_disk))
+
+    seen = []
+    monkeypatch.setattr(runner, "train_cells", train)
+    spec = ExperimentSpec(widths=(4, 64), deltas=(0.0,), runs=3)
+    runner.run_experiment(spec, units=tmp_path, on_cells_done=done)
+    assert seen == [(4, [True, False]), (64, [True, True])]
+
+
+def test_a_buckets_batches_get_the_budget_less_the_finished_runs(monkeypatch):
+    """Each bucket's batches are planned in the memory budget less what the spec's
+    finished runs hold (`memory.results_bytes`: they stay in memory until the end)
+    (training stubbed)."""
+    from gdrelu import memory, runner
+
+    budgets = []
+
+    def train(work, *, budget, **kwargs):
+        budgets.append(budget)
+        return [_indexed(cell, indices) for cell, indices in work]
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    spec = ExperimentSpec(widths=(4, 64), deltas=(0.0,), runs=3)
+    run_experiment(spec, memory_budget=1 << 30)
+    assert budgets == [(1 << 30) - memory.results_bytes(spec)] * 2
+
+
+def test_the_batches_announced_on_resume_leave_out_the_stored_widths(tmp_path, monkeypatch):
+    """Resuming with width 4's unit stored: the batches announced before training hold
+    only width 64's cells, those that train (training stubbed)."""
+    from gdrelu import runner, store
+
+    def train(work, **kwargs):
+        return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
+
+    monkeypatch.setattr(runner, "train_cells", train)
+    spec = ExperimentSpec(widths=(4, 64), deltas=(0.0,), runs=3)
+    c4, c64 = spec.cells()
+    (tmp_path / store.UNITS).mkdir()
+    store.save_unit(tmp_path, "gd-w4", [finished_cell(c4, [Status.CROSSED] * 3)], 1.0)
+    planned = []
+    done = run_experiment(spec, units=tmp_path, on_batches=planned.append)
+    assert planned == [[[c64]]] and [cr.cell for cr in done] == [c4, c64]
+
+
+def test_a_target_halfwidth_across_processes_is_refused_before_any_run(monkeypatch):
+    """docs/design.md: growing cells to a target is not yet done across processes; the
+    runner refuses it, naming the field, before anything trains or is gathered."""
+    from gdrelu import runner
+
+    monkeypatch.setattr(runner, "train_cells", lambda *a, **k: pytest.fail("trained"))
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4, target_halfwidth=0.1, max_runs=8)
+    with pytest.raises(ValueError, match=r"^target_halfwidth: not supported across processes"):
+        run_experiment(spec, processes=runner.Processes(0, 2, lambda v: pytest.fail("gathered")))

@@ -8,9 +8,11 @@ import errno
 import json
 import os
 
+import numpy as np
 import pytest
+from conftest import finished_cell
 
-from gdrelu import store
+from gdrelu import ExperimentSpec, store
 from gdrelu.cli import main, outdir
 
 # the runs of tests/test_store.py's TINY_RUN: their programs come from the suite's cache
@@ -232,3 +234,39 @@ def test_a_refused_new_run_removes_the_batches_it_stored(tmp_path):
     (out / store.UNITS / store.PARTS / "0123.npz").write_bytes(b"part")
     outdir.discard_unstarted(out)
     assert (out / store.MANIFEST).exists() and (out / store.UNITS / store.PARTS).is_dir()
+
+
+def test_a_run_refused_for_memory_by_its_runner_removes_a_new_directory_only(
+    tmp_path, monkeypatch, capsys
+):
+    """A BudgetError from the runner (a batch that cannot fit, the runner stubbed) ends a
+    new run in one line (exit 2) and removes the directory it started, as a bad step
+    size does; the same error on --resume leaves the started run's manifest and the
+    batches it stored, for a resume with more memory."""
+    import gdrelu.runner
+    from gdrelu.engine import Status
+    from gdrelu.memory import BudgetError
+
+    def refused(spec, **kwargs):
+        raise BudgetError("width 8: one run needs more than the memory budget")
+
+    def interrupted(spec, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", refused)
+    new = tmp_path / "new"
+    assert main(["run", *TINY, "--out", str(new)]) == 2
+    assert "width 8: one run needs" in _one_line(capsys)
+    assert not new.exists()
+    started = tmp_path / "started"
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", interrupted)
+    assert main(["run", *TINY, "--out", str(started)]) == 130
+    capsys.readouterr()
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=40, check_every=200, max_checks=2)
+    piece = (finished_cell(spec.cells()[0], [Status.CROSSED] * 20), np.arange(20))
+    store.save_part(started, [piece], 1.0, ["gd-w8"])
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", refused)
+    assert main(["run", "--resume", str(started), "--quiet"]) == 2
+    assert "width 8: one run needs" in _one_line(capsys)
+    assert (started / store.MANIFEST).exists()
+    assert store.part_runs(started, spec.cells(), ["gd-w8"])[spec.cells()[0]].size == 20
