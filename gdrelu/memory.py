@@ -77,7 +77,7 @@ def memory_budget(budget: int | None = None) -> int:
     """Bytes a batch of runs may use: `budget` if given, else a share of the devices'
     free memory, else a share of the host's available memory (CPU)."""
     if budget is not None:
-        if not is_real(budget) or not budget > 0:
+        if not is_real(budget) or not 0 < budget < math.inf:  # NaN and inf too
             raise ValueError(f"memory_budget: {budget!r} is not a positive number of bytes")
         return int(budget)
     free = free_device_bytes()

@@ -277,3 +277,25 @@ def test_the_spec_knows_when_simulate_applies_the_certificate():
         assert applied == spec.applies_certificate, spec
         seen.append(applied)
     assert seen.count(True) >= 4 and seen.count(False) >= 40
+
+
+def test_the_final_rule_table_partitions_the_runs_into_escaped_stuck_and_diverged():
+    """Under the final-network rule (no certificate: stop_on=()), the table's columns are
+    escaped (final network out of the linear regime, or halted by the crossing rule),
+    stuck and diverged, and they add up to the runs; `escaped_final` counts the runs the
+    detector classified escaped (a diverged run among them, `SimulationResult.escaped`)."""
+    status = [Status.UNFINISHED, Status.UNFINISHED, Status.UNFINISHED, Status.CROSSED,
+              Status.DIVERGED, Status.DIVERGED, Status.EARLY_STOPPED]  # fmt: skip
+    escaped = [False, False, True, False, True, True, False]
+    cr = _cell([-1] * 7, [1.0] * 7, [1.0] * 7)
+    cr = cr._replace(
+        result=cr.result._replace(status=np.asarray(status, np.int8), escaped=np.asarray(escaped))
+    )
+    summary = cell_summary(cr)
+    assert summary["stuck_rule"] == "final"
+    assert summary["stuck"] == 3  # two unfinished and the early-stopped one, not escaped
+    assert summary["detectors"]["escaped_final"] == 3
+    header, row = format_table([summary]).splitlines()
+    columns = dict(zip(header.split()[:7], row.split()[:7], strict=True))
+    assert columns["escaped"] == "2"  # the escaped unfinished run and the crossed one
+    assert (columns["stuck"], columns["diverged"], columns["runs"]) == ("3", "2", "7")

@@ -210,6 +210,7 @@ def test_batch_bytes_pad_each_devices_share_to_whole_blocks():
     larger. 5 runs on 2 devices in blocks of 4 take one block each (8 lanes); 9 runs two
     each (16 lanes)."""
     per_run, per_block_run, copies = 1_000, 10, memory.COPIES
+    assert copies == 4  # start, new state, taken copy, host results: "times 4" in the docs
     assert memory.batch_bytes(per_run, per_block_run, 1, 1, 1, False) == copies * 1_000 + 10
     assert memory.batch_bytes(per_run, per_block_run, 5, 4, 2, False) == copies * 8_000 + 80
     assert memory.batch_bytes(per_run, per_block_run, 9, 4, 2, False) == copies * 16_000 + 80
@@ -257,3 +258,40 @@ def test_the_temporaries_cover_the_larger_of_the_training_and_held_out_points():
         itemsize = memory.jnp.dtype(spec.dtype).itemsize
         _, temporaries = memory.run_bytes(spec, 16, spec.cells()[0])
         assert temporaries == memory.TEMPORARIES * 64 * 16 * itemsize
+
+
+@pytest.mark.parametrize("budget", [0, -1, float("nan"), float("inf")])
+def test_a_budget_that_is_no_positive_number_of_bytes_is_refused(budget):
+    """A given budget must be a positive, finite number of bytes: 0 (or below, or NaN)
+    would refuse every width with a misleading message, and infinity was an
+    OverflowError; each is refused as what it is (ValueError)."""
+    with pytest.raises(ValueError, match="is not a positive number of bytes"):
+        memory.memory_budget(budget)
+
+
+def test_an_odd_minibatch_draws_its_words_in_pairs():
+    """threefry2x32 draws the multinomial words in pairs (`optim.multinomial_words`): a
+    minibatch of 15 draws as many words ahead as one of 16, and its temporaries count them
+    all, not 15 a step."""
+
+    def extra(batch_size):
+        sgd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2, optimizer="sgd",
+                             batch_size=batch_size)  # fmt: skip
+        gd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2)
+        temporaries = [memory.run_bytes(s, 16, s.cells()[0])[1] for s in (sgd, gd)]
+        return temporaries[0] - temporaries[1]
+
+    assert extra(15) == extra(16) > extra(14) > 0
+
+
+def test_a_shrunk_block_holds_at_most_a_devices_share_of_the_runs():
+    """`memory.batching`: blocks shrink to the largest of which one per device fits, but
+    at most a device's share of the runs: 3 runs on each device with room for 10 runs a block take
+    blocks of 3, not 10 (padding lanes would cost memory and time for nothing)."""
+    devices = memory.jax.local_devices()
+    count = len(devices)
+    per_run, per_block_run = 1_000, 10_000
+    for mixed in (False, True):
+        one_block = count * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+        got = memory.batching(per_run, per_block_run, 10 * one_block, 3 * count, mixed, devices)
+        assert got.block == 3 and got.runs % (count * 3) == 0

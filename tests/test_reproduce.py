@@ -343,3 +343,48 @@ def test_the_section10_estimate_counts_every_run_of_the_tiny_grid():
     assert reproduce.estimated_work("small", ("section10",)) == {
         "section10": ("general", 6 * 7 * 2 * 10 * 256 * 32 * 256)
     }
+
+
+def test_the_stuck_table_counts_each_status_under_its_own_column():
+    """Each count stands under the header that names its status: 3 crossed, 1 early
+    stopped, 2 unfinished, 4 diverged and 5 stuck of 15 runs (distinct counts, so a
+    column swapped with another shows); the rows follow the cells' order."""
+    (spec,) = reproduce.experiment_specs("gd-figure", "small")
+    status = ([Status.CROSSED] * 3 + [Status.EARLY_STOPPED] + [Status.UNFINISHED] * 2
+              + [Status.DIVERGED] * 4 + [Status.STUCK] * 5)  # fmt: skip
+    cells = [finished_cell(Cell(w, 0.0, spec), status[:k]) for w, k in ((128, 15), (256, 3))]
+    table, zs = reproduce._stuck_table(cells, True)
+    row, other = table.rows  # in the cells' order
+    assert other[:4] == (256, 0.0, 3, 3)
+    got = dict(zip(table.header, row, strict=True))
+    assert (got["width"], got["runs"], got["crossed"]) == (128, 15, 3)
+    assert (got["early stopped"], got["unfinished"], got["diverged"]) == (1, 2, 4)
+    assert got["stuck (by the rule)"] == 5 and got["P(stuck) [95% CI]"].startswith("0.333 [")
+    assert got["paper's code: crossed/400"] == got["z"] == "-" and zs == []  # none at 128
+
+
+def test_a_z_within_three_standard_errors_agrees_and_its_sign_says_which_is_larger(tmp_path):
+    """n = 16, Δ = 0 crossed 173 of 400 where the paper's code crossed 138: z = +2.54
+    (ours the larger), within `AGREEMENT_Z` = 3 standard errors of the pooled binomial
+    null, so the two agree; the table shows the signed z."""
+    (spec,) = reproduce.experiment_specs("gd-figure", "small")
+    cell = finished_cell(Cell(16, 0.0, spec), [Status.CROSSED] * 173 + [Status.STUCK] * 227)
+    section = reproduce._stuck_section("gd-figure", "t", [cell], spec, tmp_path, 1.0, True)
+    pooled = (173 + 138) / 800
+    z = (173 / 400 - 138 / 400) / math.sqrt(pooled * (1 - pooled) * (2 / 400))
+    assert 2.5 < z < reproduce.AGREEMENT_Z == 3.0
+    assert f"the largest |z| is {z:.2f}, so the two agree" in section.paragraphs[-1]
+    (row,) = section.tables[0].rows
+    assert row[-2:] == (138, f"{z:+.2f}") and row[-1].startswith("+")
+
+
+def test_the_star_experiment_at_the_papers_scale_is_the_paper_codes():
+    """docs/fidelity.md ("Star data"): widths 128-8192 with 1000 runs, h = 2/‖θ‖² (the star
+    code's step applied twice), float32, no stopping, and step budgets 10⁵, 2·10⁵, 5·10⁵ and
+    10⁶, the last the run's whole budget."""
+    (spec,) = reproduce.experiment_specs("star", "paper")
+    assert spec.widths == (128, 256, 512, 1024, 2048, 4096, 8192) and spec.runs == 1000
+    assert (spec.step_size, spec.step_factor, spec.dtype) == ("param-norm", 2.0, "float32")
+    assert spec.stop_on == () and spec.data == "star"
+    assert reproduce.STAR_BUDGETS["paper"] == (100_000, 200_000, 500_000, 1_000_000)
+    assert spec.check_every * spec.max_checks == 10**6

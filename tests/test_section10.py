@@ -250,6 +250,8 @@ def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
         (["--num-processes", "4"], "--num-processes"),
         (["--config", "grid.toml"], "--config"),  # the grid sets every field itself
         (["--protocol", "sgd"], "--protocol"),
+        (["--optimizer", "adam"], "--optimizer"),  # the grid trains every optimizer
+        (["--data", "rbf"], "--data"),
     ],
 )
 def test_preset_refuses_spec_flags(flags, named, tmp_path, capsys, monkeypatch):
@@ -297,6 +299,8 @@ def test_the_preset_takes_its_seed_and_scale_else_small_and_0(tmp_path, monkeypa
     assert _started_grid(argv, monkeypatch) == (130, [(tiny, 3)])
     assert _started_grid(["--resume", str(seeded)], monkeypatch) == (130, [(tiny, 3)])
     assert _started_grid(["--seed", "0", "--resume", str(seeded)], monkeypatch) == (2, [])
+    # a --scale given with --resume is the flag's, refused where the manifest differs
+    assert _started_grid(["--scale", "small", "--resume", str(seeded)], monkeypatch) == (2, [])
 
 
 def test_a_grid_is_resumed_only_by_run_and_at_a_known_scale(tmp_path, monkeypatch, capsys):
@@ -397,3 +401,41 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
     assert [sum(idx.size for _, idx in work) for work in batches[3:]] == [4]  # the second
     assert resumed == split
     assert not (tmp_path / "killed" / store.UNITS / store.PARTS).exists()
+
+
+def _least_budget(spec) -> int:
+    """The least budget `memory.check_fits` accepts for `spec` alone (bisection)."""
+    low, high = 1, 10**12
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            memory.check_fits(spec, middle)
+            high = middle
+        except memory.BudgetError:
+            low = middle
+    return high
+
+
+def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch):
+    """The preset and `gdrelu reproduce --only section10` train the groups one after the
+    other, each storing its results before the next starts: a budget that fits the
+    neediest group alone is accepted (not refused for the results of every group held
+    at once). Training stubbed: nothing runs."""
+    from gdrelu import reproduce
+
+    firsts = section10.group_specs(section10.SCALES["tiny"])
+    kept = sum(memory.results_bytes(spec) for spec in firsts[:-1])
+    budget = max(_least_budget(spec) for spec in firsts) + 100  # the GB flag's rounding
+    assert kept > 100  # with the other groups' results held, it would not fit
+    gigabytes = repr(budget / 1e9)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(section10, "run_group", stop)
+    preset = ["run", "--preset", "section10", "--scale", "tiny", "--quiet"]
+    out = tmp_path / "grid"
+    assert main([*preset, "--memory-budget", gigabytes, "--out", str(out)]) == 130
+    monkeypatch.setattr(reproduce, "reproduce", lambda out, **kwargs: out / "report.md")
+    command = ["reproduce", "--only", "section10", "--quiet", "--out", str(tmp_path / "r")]
+    assert main([*command, "--memory-budget", gigabytes]) == 0
