@@ -1578,6 +1578,8 @@ def test_memory_budget_takes_both_ends_of_its_range():
     [
         (["run", "--early-stopping", "yes"], "'yes' is not on or off"),
         (["compare", "--optimizers", "gd,sgd,gd"], "is not a list of two or more distinct names"),
+        (["run", "--num-processes", "two"], "--num-processes: invalid int value"),
+        (["run", "--process-id", "0.5"], "--process-id: invalid int value"),
     ],
 )
 def test_the_parser_refuses_a_value_outside_its_flag(argv, message):
@@ -1678,3 +1680,65 @@ def test_a_process_other_than_0_that_finishes_prints_and_writes_nothing(
     assert capsys.readouterr().out == ""
     assert [kw["enabled"] for kw in bars] == [False]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_config_file_exits_2_naming_the_flag(tmp_path, capsys):
+    """A --config path that cannot be read (absent, or a directory) is a bad setting:
+    one line naming --config, exit code 2, nothing written."""
+    out = tmp_path / "never"
+    for config in (tmp_path / "absent.toml", tmp_path):
+        err = _refused_in_one_line(["run", "--config", str(config), "--out", str(out)], out, capsys)
+        assert f"--config: cannot read {config}" in err, err
+
+
+def test_the_cache_dir_defaults_to_the_variable_of_the_docs(tmp_path, monkeypatch):
+    """Without --cache-dir, every command keeps its programs in $GDRELU_CACHE_DIR (else
+    $XDG_CACHE_HOME/gdrelu/xla), as the help and README say; the flag wins over both."""
+    from pathlib import Path
+
+    from gdrelu.cli.parser import parser
+
+    monkeypatch.setenv("GDRELU_CACHE_DIR", str(tmp_path / "cache"))
+    for command in (["run"], ["compare"], ["reproduce"]):
+        assert parser().parse_args(command).cache_dir == tmp_path / "cache"
+    assert parser().parse_args(["run", "--cache-dir", "mine"]).cache_dir == Path("mine")
+    monkeypatch.delenv("GDRELU_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert parser().parse_args(["compare"]).cache_dir == tmp_path / "xdg" / "gdrelu" / "xla"
+
+
+def test_integer_flags_reach_the_spec_as_integers():
+    """--runs, --max-runs, --seed, --check-every, --max-checks and --batch-size are parsed
+    as integers: an integer written plainly is taken (a float parse would turn 50 into
+    50.0, which the spec refuses)."""
+    from gdrelu.cli.options import requested_specs
+    from gdrelu.cli.parser import parser
+
+    argv = ["run", "--runs", "10", "--max-runs", "50", "--target-halfwidth", "0.1", "--seed",
+            "7", "--check-every", "20", "--max-checks", "30", "--optimizer", "sgd",
+            "--batch-size", "16"]  # fmt: skip
+    (spec,) = requested_specs(parser().parse_args(argv))
+    values = (spec.runs, spec.max_runs, spec.seed, spec.check_every, spec.max_checks)
+    assert (*values, spec.batch_size) == (10, 50, 7, 20, 30, 16)
+    assert all(type(v) is int for v in values)
+
+
+def test_compare_checks_each_optimizer_beside_the_results_of_the_earlier_ones(monkeypatch):
+    """`check_fits` (memory's check stubbed): in a comparison every optimizer's results
+    stay until the end, so each spec is checked with the earlier specs' results held; a
+    spec that runs alone (together=False) holds none."""
+    from gdrelu import memory
+    from gdrelu.cli import options
+    from gdrelu.cli.parser import parser
+
+    monkeypatch.setattr(memory, "memory_budget", lambda budget: 10**12)
+    seen = []
+    monkeypatch.setattr(memory, "check_fits", lambda spec, budget, held, lower: seen.append(held))
+    args = parser().parse_args(["compare", "--optimizers", "gd,sgd,adam", "--widths", "8"])
+    specs = options.requested_specs(args)
+    assert options.check_fits(specs, None) == 10**12
+    first, second = (memory.results_bytes(s) for s in specs[:2])
+    assert seen == [0, first, first + second] and first > 0
+    seen.clear()
+    options.check_fits(specs, None, together=False)
+    assert seen == [0, 0, 0]

@@ -378,3 +378,26 @@ def test_a_planned_cell_whose_batches_have_all_ended_owes_no_check():
     _run_checks(clock, fake, 0, (8,), 12, 1.0)
     _run_checks(clock, fake, 0, (8,), 2, 1.0)
     assert clock.checks_left(0) == 10
+
+
+def test_an_estimate_past_its_end_is_shown_as_no_time_left():
+    """Cells grown past their estimate (a target half-width) leave the clock's seconds
+    left below 0: the bar shows eta 00:00, never a negative time."""
+    from gdrelu.cli.progress import RunProgress
+
+    class Late:
+        budgets = (10,)
+
+        def start(self):
+            pass
+
+        def seconds_left(self):
+            return -75.0
+
+        def bounded(self):
+            return False
+
+        def untimed(self):
+            return 0
+
+    assert RunProgress(4, Late(), enabled=False).postfix() == "eta 00:00"

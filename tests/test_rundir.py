@@ -270,3 +270,17 @@ def test_a_run_refused_for_memory_by_its_runner_removes_a_new_directory_only(
     assert "width 8: one run needs" in _one_line(capsys)
     assert (started / store.MANIFEST).exists()
     assert store.part_runs(started, spec.cells(), ["gd-w8"])[spec.cells()[0]].size == 20
+
+
+def test_a_refused_new_run_keeps_the_empty_directory_the_user_gave(tmp_path):
+    """`discard_unstarted` removes `out` only where this run created it: an empty --out
+    the user made beforehand stays (emptied of the run's manifest and lock), one the run
+    created goes."""
+    given, made = tmp_path / "given", tmp_path / "made"
+    given.mkdir()
+    for out in (given, made):
+        assert outdir._created(out) == out and (out / outdir.LOCK).exists()
+        outdir.release()
+        outdir.discard_unstarted(out)
+    assert given.is_dir() and not any(given.iterdir())
+    assert not made.exists()
