@@ -169,3 +169,18 @@ def multinomial_counts_by_hand(words, weights, bits=32):
         u = int(word) >> (32 - bits)
         counts[min(sum(1 for t in thresholds if t <= u), last)] += 1
     return counts
+
+
+def least_budget(spec) -> int:
+    """The least memory budget `memory.check_fits` accepts for `spec` alone (bisection)."""
+    from gdrelu import memory
+
+    low, high = 1, 10**12
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            memory.check_fits(spec, middle)
+            high = middle
+        except memory.BudgetError:
+            low = middle
+    return high

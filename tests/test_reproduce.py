@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import finished_cell
+from conftest import finished_cell, least_budget
 
 from gdrelu import report, reproduce, runner, store
 from gdrelu.cells import Cell
@@ -150,15 +150,7 @@ def test_experiments_run_one_at_a_time_need_the_budget_one_at_a_time():
     from gdrelu.spec import ExperimentSpec
 
     spec = ExperimentSpec(widths=(8, 16), deltas=(0.0,), runs=4096)
-    low, high = 1, 10**12  # the least budget of one spec: bisection on check_fits
-    while high - low > 1:
-        middle = (low + high) // 2
-        try:
-            memory.check_fits(spec, middle)
-            high = middle
-        except memory.BudgetError:
-            low = middle
-    budget = high + memory.results_bytes(spec) // 2
+    budget = least_budget(spec) + memory.results_bytes(spec) // 2
     options.check_fits([spec, spec], budget, together=False)
     with pytest.raises(memory.BudgetError, match="--runs"):
         options.check_fits([spec, spec], budget)

@@ -7,6 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
+from conftest import least_budget
 
 from gdrelu import memory, section10, store
 from gdrelu.cells import Cell, CellResult
@@ -403,19 +404,6 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
     assert not (tmp_path / "killed" / store.UNITS / store.PARTS).exists()
 
 
-def _least_budget(spec) -> int:
-    """The least budget `memory.check_fits` accepts for `spec` alone (bisection)."""
-    low, high = 1, 10**12
-    while high - low > 1:
-        middle = (low + high) // 2
-        try:
-            memory.check_fits(spec, middle)
-            high = middle
-        except memory.BudgetError:
-            low = middle
-    return high
-
-
 def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch):
     """The preset and `gdrelu reproduce --only section10` train the groups one after the
     other, each storing its results before the next starts: a budget that fits the
@@ -425,7 +413,7 @@ def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch)
 
     firsts = section10.group_specs(section10.SCALES["tiny"])
     kept = sum(memory.results_bytes(spec) for spec in firsts[:-1])
-    budget = max(_least_budget(spec) for spec in firsts) + 100  # the GB flag's rounding
+    budget = max(least_budget(spec) for spec in firsts) + 100  # the GB flag's rounding
     assert kept > 100  # with the other groups' results held, it would not fit
     gigabytes = repr(budget / 1e9)
 
