@@ -28,6 +28,10 @@ TINY_RUN = ["--widths", "8", "--deltas", "0", "--runs", "40", "--check-every", "
 POINTS = "x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n"  # a data file's six points
 
 
+class Killed(Exception):
+    """A kill at a chosen moment of a run (tests raise it from stubbed steps)."""
+
+
 def fake_result(cell: Cell, runs: int) -> CellResult:
     """A cell's result of `runs` crossed runs, without training."""
     zeros = np.zeros(runs)
@@ -760,9 +764,6 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     whole = runner.run_experiment(spec)
     train_batch, trained, seen = runner._train_batch, [], []
 
-    class Killed(Exception):
-        pass
-
     def killed_in_the_second(work, **kwargs):
         trained.append([(cell.delta, idx.size) for cell, idx in work])
         if len(trained) == 2 and not seen:
@@ -820,9 +821,6 @@ def test_a_growing_bucket_replays_its_rounds_from_its_stored_batches(tmp_path, m
     assert [cr.result.status.size for cr in whole] == [120, 120]
     train_batch, trained = runner._train_batch, []
 
-    class Killed(Exception):
-        pass
-
     def killed_in_the_fourth(work, **kwargs):
         trained.append([(cell.delta, int(idx.min())) for cell, idx in work])
         if len(trained) == 4:
@@ -848,19 +846,9 @@ def test_a_unit_stored_before_a_kill_removes_its_parts_and_their_seconds(tmp_pat
     """Killed after a bucket's first unit and before its second: the parts holding both
     widths' runs count their seconds once (in the first unit), and go once the second
     unit is stored on resume. (Training is faked: 10 s per batch.)"""
-    import types
-
     from gdrelu import runner
 
-    clock = types.SimpleNamespace(now=0.0)
-
-    def train(work, **kwargs):
-        clock.now += 10.0
-        return [fake_result(cell, idx.size) for cell, idx in work]
-
-    monkeypatch.setattr(runner, "_train_batch", train)
-    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
-    monkeypatch.setattr(runner, "batch_plan", lambda work, **_: _work_order_batches(work, 4))
+    _fake_batches(monkeypatch, 4, [])
     spec = ExperimentSpec(widths=(4, 6), deltas=(0.0,), runs=6, buckets="one")
     save_unit = store.save_unit
 
@@ -877,10 +865,6 @@ def test_a_unit_stored_before_a_kill_removes_its_parts_and_their_seconds(tmp_pat
     runner.run_experiment(spec, units=tmp_path)
     assert store.stored_seconds(tmp_path) == 30.0  # width 6 read from parts: nothing trained
     assert not (tmp_path / store.UNITS / store.PARTS).exists()
-
-
-class Killed(Exception):
-    pass
 
 
 def _fake_batches(monkeypatch, limit, trained, kill_at=None, each=10.0):
