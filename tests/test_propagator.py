@@ -56,6 +56,32 @@ def test_exact_runs_match_the_fixed_pattern_step(runs):
     np.testing.assert_allclose(np.asarray(kink)[same], np.asarray(ref_kink)[same], rtol=1e-11)
 
 
+def test_what_the_checks_read_after_a_chunk(runs):
+    """After the steps, the checks read each side's Gram Σ_t = Σ_{i: sign a_i = t} θ_iθ_iᵀ
+    of the trained neurons and the tracked neurons θ_i themselves: per side the neurons of
+    least and greatest q_i = w_i/a_i at the start (no irregular ones here)."""
+    params, data, step = runs
+    got, _, exact, end = _propagate(params, data, step)
+    exact = np.asarray(exact)
+    assert exact.sum() >= 8
+    theta = np.stack([np.asarray(v) for v in got[:3]], -1)[exact]  # (runs, n, 3)
+    grams = np.asarray(end.grams)[exact]
+    for side, on in enumerate((theta[..., 0] > 0, theta[..., 0] < 0)):
+        want = np.einsum("rn,rni,rnj->rij", on, theta, theta)
+        np.testing.assert_allclose(grams[:, side], want, rtol=1e-11, atol=1e-14)
+    a0 = np.asarray(params.a)[exact]
+    q = np.asarray(params.w)[exact] / a0
+    real, witnesses = np.asarray(end.real)[exact], np.asarray(end.witnesses)[exact]
+    for r in range(len(q)):
+        picks = [f(np.where(on, q[r], np.nan)) for on in (a0[r] > 0, a0[r] < 0)
+                 for f in (np.nanargmin, np.nanargmax)]  # fmt: skip
+        mine = witnesses[r][real[r]]
+        assert len(mine) == len(picks) == 4
+        want = theta[r, picks]
+        order = lambda v: v[np.lexsort(v.T[::-1])]  # noqa: E731
+        np.testing.assert_allclose(order(mine), order(want), rtol=1e-11, atol=1e-14)
+
+
 def test_a_side_change_is_caught(runs):
     params, data, step = runs
     params = _with_tiny_a(params)
@@ -123,3 +149,25 @@ def test_certificate_on_tracked_neurons_equals_all_neurons(runs):
             compared.append(np.asarray(full)[keep])
     seen = np.concatenate(compared)
     assert seen.any() and not seen.all()  # both outcomes were compared
+
+
+def test_deferred_steps_refuses_what_it_cannot_step(runs):
+    """The steps go through the runs in blocks that must divide the batch; the propagator
+    trains only the named GD, SGD and heavy ball, and a stochastic optimizer's minibatches
+    are drawn from its noise: each is refused, naming what is wrong, before anything runs."""
+    from gdrelu.optim import get_optimizer
+
+    params, data, step = runs  # 16 runs
+
+    @jax.jit  # one program, not one per eager operation
+    def start(params, data):
+        state = propagator.deferred(params, *jax.vmap(propagator.regular_neurons)(params))
+        return state, jax.vmap(side_moments)(data)
+
+    args = (params, *start(params, data), step, 0.0, 10)
+    with pytest.raises(ValueError, match=r"^16 runs do not split into blocks of 6$"):
+        propagator.deferred_steps(*args, block=6)
+    with pytest.raises(ValueError, match=r"^the propagator trains .*, not 'adam'$"):
+        propagator.deferred_steps(*args, optimizer=get_optimizer("adam"))
+    with pytest.raises(ValueError, match=r"^sampler 'multinomial' needs the minibatch noise$"):
+        propagator.deferred_steps(*args, optimizer=get_optimizer("sgd"))

@@ -244,3 +244,23 @@ def test_a_steps_minibatch_moments_are_those_of_its_counts():
             want, scale = terms.sum(1), np.abs(terms).sum(1)
             mine = np.array([field[side, lane] for field in got])
             np.testing.assert_array_less(np.abs(mine - want), 1e-14 * scale + 1e-300)
+
+
+def test_only_full_batch_gd_takes_the_pallas_kernel():
+    """The Pallas kernel (and its interpret mode) takes full-batch GD's steps only: SGD's
+    minibatches of either sampler, heavy ball and Adam are refused, naming the optimizer
+    and its minibatches; XLA's loop takes them all."""
+    propagator.check_kernel_trains("interpret", get_optimizer("gd"))
+    refused = [
+        (get_optimizer("sgd"), "'sgd' with multinomial minibatches"),
+        (get_optimizer("sgd", sampler="epoch"), "'sgd' with epoch minibatches"),
+        (get_optimizer("momentum"), "'momentum'"),
+        (get_optimizer("adam"), "'adam'"),
+    ]
+    for optimizer, what in refused:
+        assert propagator.kernel_trains("xla", optimizer)
+        for kernel in ("pallas", "interpret"):
+            assert not propagator.kernel_trains(kernel, optimizer)
+            message = rf"^kernel '{kernel}' trains full-batch GD only, not {what}$"
+            with pytest.raises(ValueError, match=message):
+                propagator.check_kernel_trains(kernel, optimizer)
