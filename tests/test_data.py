@@ -69,6 +69,7 @@ def test_example_distribution():
     g = (np.cos(7 * np.pi * (x - x / np.sqrt(1 + x**2))) + 0.2 * x**2 + 0.074) / 0.727
     noise_var = (0.1 / 0.727) ** 2
     assert abs(np.var(y - g) - noise_var) <= Z * noise_var * math.sqrt(2 / COUNT)
+    assert abs(np.mean(y - g)) <= Z * math.sqrt(noise_var / COUNT)  # the noise has mean 0
 
 
 @pytest.mark.parametrize("dim", [1, 3])
@@ -201,6 +202,7 @@ def test_float32_weights_are_float64_counts_rounded():
     assert np.sum(np.round(wide * 8192**2)) == 8192**2
     narrow = np.asarray(multinomial_weights(key, 33, 8192**2, jnp.float32))
     np.testing.assert_array_equal(narrow, wide.astype(np.float32))
+    assert narrow.dtype == np.float32 and wide.dtype == np.float64  # p_j in the dtype asked
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -345,3 +347,90 @@ def test_a_cells_runs_follow_its_width_and_default_to_n_squared_samples():
         assert Cell(8, 0.0, spec).cell_hash != Cell(16, 0.0, spec).cell_hash
     paper = ExperimentSpec(widths=(8, 16), deltas=(0.0,))
     assert [Cell(n, 0.0, paper).num_samples for n in (8, 16)] == [64, 256]
+
+
+def test_training_statistics_are_weighted_by_weights_that_need_not_sum_to_1():
+    """docs/theory.md, "Data": the weighted mean and standard deviation of the training
+    inputs (per coordinate) and targets, Σ p_j v_j / Σ p_j, whatever the weights' total
+    (numpy's weighted average here)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 2)) * [2.0, 3.0] + [1.0, -1.0]
+    y = rng.normal(size=30) + 4.0
+    w = rng.uniform(0.5, 2.0, size=30)  # total about 37
+    stats = training_statistics(WeightedData(jnp.asarray(x), jnp.asarray(y), jnp.asarray(w)))
+    for v, mean, scale in ((x, stats.x_mean, stats.x_scale), (y, stats.y_mean, stats.y_scale)):
+        want = np.average(v, weights=w, axis=0)
+        np.testing.assert_allclose(mean, want, rtol=1e-12)
+        np.testing.assert_allclose(
+            scale, np.sqrt(np.average((v - want) ** 2, weights=w, axis=0)), rtol=1e-12
+        )
+
+
+def test_user_data_refused_for_each_fault_naming_it(tmp_path):
+    """An NPZ file needs both arrays x and y (one alone was a KeyError); integer arrays are
+    real numbers; NaN or Inf is refused in y as in x; y must be one column (m,)."""
+    alone = tmp_path / "x_only.npz"
+    np.savez(alone, x=np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="needs arrays 'x' and 'y'"):
+        load_user_data(alone)
+    integers = tmp_path / "integers.npz"
+    np.savez(integers, x=np.array([1, 2, 3]), y=np.array([0, 1, 0]))
+    x, y = load_user_data(integers)
+    assert x.tolist() == [1.0, 2.0, 3.0] and y.tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        check_user_data(np.array([1.0, 2.0, 3.0]), np.array([0.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match="need x"):
+        check_user_data(np.array([1.0, 2.0, 3.0]), np.ones((3, 1)))
+
+
+def test_runs_that_stop_early_train_on_targets_shifted_by_delta():
+    """docs/theory.md, "Data": y = (-1, 2, -1, 1, -2, 1) + Δ also for runs that stop early
+    (drawing validation weights), the program of the test above, at Δ = 0.25."""
+    from gdrelu.cells import Cell, initial_runs
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.25,), runs=20, num_samples=7, early_stopping=True)
+    _, data, valid = jax.device_get(initial_runs(Cell(8, 0.25, spec), np.arange(20)))
+    assert np.shape(valid) == (20, 6)
+    targets = np.array([-1.0, 2.0, -1.0, 1.0, -2.0, 1.0]) + 0.25
+    np.testing.assert_allclose(data.y, np.tile(targets, (20, 1)), rtol=1e-15)
+
+
+def test_a_split_is_split_indices_parts_standardized_with_the_training_part():
+    """docs/theory.md, "Data": a file split by --split fractions is, per run, the parts of
+    `split_indices` with equal weights (1/4 of 4 training points, 1/2 of 2 held out), every
+    part standardized with the training part's mean and standard deviation (numpy here),
+    then Δ added to every target."""
+    from gdrelu.data import draw_split
+
+    x = np.array([-4.0, -3.0, -1.0, 0.5, 1.0, 2.0, 3.0, 5.0])
+    y = np.array([2.0, -1.0, 0.0, 3.0, 1.0, -2.0, 4.0, 0.5])
+    fractions, delta = (0.5, 0.25, 0.25), 0.5
+    keys = jax.random.split(jax.random.key(4), 3)
+    train, held = jax.device_get(
+        draw_split(keys, jnp.asarray(x), jnp.asarray(y), jnp.asarray(delta), fractions=fractions)
+    )
+    for run, key in enumerate(keys):
+        parts = [np.asarray(i) for i in split_indices(key, x.size, fractions)]
+        mx, sx = x[parts[0]].mean(), x[parts[0]].std()
+        my, sy = y[parts[0]].mean(), y[parts[0]].std()
+        for got, index in zip((train, *held), parts, strict=True):
+            np.testing.assert_allclose(got.x[run], (x[index] - mx) / sx, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(got.y[run], (y[index] - my) / sy + delta, rtol=1e-12)
+            np.testing.assert_allclose(got.weights[run], 1 / index.size, rtol=1e-15)
+
+
+def test_continuous_held_out_sets_weigh_their_own_points_equally():
+    """docs/theory.md, "Data": `--num-train` training points and `--num-heldout` validation
+    and test points each, with equal weights: 1/256 on the training points, 1/1024 on each
+    held-out set's (the draws of tests/test_experiment.py's p-ex cell, 2 runs)."""
+    from gdrelu.cells import Cell, initial_runs
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(data="p-ex", widths=(8,), runs=2, optimizer="adam", step_size=0.01)
+    _, train, held = jax.device_get(initial_runs(Cell(8, 2.0, spec), np.arange(2)))
+    assert train.weights.shape == (2, 256) and spec.num_heldout == 1024
+    np.testing.assert_allclose(train.weights, 1 / 256, rtol=1e-15)
+    for part in held:
+        assert part.weights.shape == part.y.shape == (2, 1024)
+        np.testing.assert_allclose(part.weights, 1 / 1024, rtol=1e-15)

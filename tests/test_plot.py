@@ -107,3 +107,69 @@ def test_section_10_marks_a_configuration_whose_runs_all_diverged(tmp_path, monk
     assert line.get_color() == crosses.get_color() and crosses.get_marker() == "x"
     np.testing.assert_array_equal(crosses.get_xdata(), [2])
     assert crosses.get_transform() != line.get_transform()  # y in axes fractions: the top
+
+
+def test_the_failure_figure_is_a_probability_against_log_2_width_in_delta_order():
+    """One line per Δ in increasing Δ (cells given Δ = 0.5 first), P(stuck) on [0, 1]
+    against width on a log-2 axis, the title naming the optimizer; one cell of
+    --target-halfwidth among others makes the title say nominal."""
+    cells = [_cell(16, 0.5, 0.2, 0.1, 0.3), _cell(16, 0.0, 0.6, 0.4, 0.8)]
+    (ax,) = failure_probability_figure(cells).axes
+    assert ax.get_legend_handles_labels()[1] == ["Δ = 0", "Δ = 0.5"]
+    assert ax.get_ylim() == (0.0, 1.0) and ax.xaxis.get_transform().base == 2
+    assert ax.get_title().startswith("SGD on") and "nominal" not in ax.get_title()
+    (ax,) = failure_probability_figure([cells[0], {**cells[1], "ci95_nominal": True}]).axes
+    assert "(nominal: --target-halfwidth)" in ax.get_title()
+
+
+def test_a_comparison_figure_has_one_panel_per_delta_its_rows_by_width():
+    """Paired differences against width, one panel per Δ holding only its Δ's pairs, drawn
+    left to right; one nominal pair among others makes the title say nominal."""
+    pair = {"a": "gd", "b": "adam", "ci95": [-0.5, 0.5]}
+    rows = [
+        {**pair, "width": 32, "delta": 0.0, "difference": 0.3},
+        {**pair, "width": 16, "delta": 0.0, "difference": 0.1},
+        {**pair, "width": 16, "delta": 0.1, "difference": -0.2, "ci95_nominal": True},
+    ]
+    fig = comparison_figure(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["Δ = 0", "Δ = 0.1"]
+    expected = (([16, 32], [0.1, 0.3]), ([16], [-0.2]))
+    for ax, (widths, differences) in zip(fig.axes, expected, strict=True):
+        (bars,) = ax.containers
+        np.testing.assert_array_equal(bars.lines[0].get_xdata(), widths)
+        np.testing.assert_allclose(np.asarray(bars.lines[0].get_ydata(), float), differences)
+    assert "nominal: --target-halfwidth" in fig._suptitle.get_text()
+
+
+def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, monkeypatch):
+    """One colour per bias init, P_d as circles joined in order of d (rows given out of
+    order), P_ex at d = 1 as a lone square, labelled once per bias init (on P_d); an
+    undefined (NaN) relative RMSE is marked × as a diverged one is; a log y-axis only
+    where some value is finite and positive (all diverged: linear, the × marks alone)."""
+    figures = []
+    monkeypatch.setattr(plot.plt, "close", figures.append)
+    keys = ("data", "bias_init", "dim", "relative_test_rmse")
+    best = [
+        {"init": "he", "optimizer": "sgd", **dict(zip(keys, values, strict=True))}
+        for values in [("radial", "zero", 4, 1.5), ("radial", "zero", 1, 1.0),
+                       ("radial", "zero", 2, np.nan), ("radial", "unif", 2, 1.2),
+                       ("radial", "unif", 1, 1.1), ("p-ex", "zero", 1, 1.3)]
+    ]  # fmt: skip
+    plot.relative_rmse_plot(best, tmp_path / "s10.png")
+    (ax,) = figures[0].axes
+    circles = [line for line in ax.lines if line.get_marker() == "o"]
+    (square,) = [line for line in ax.lines if line.get_marker() == "s"]
+    (crosses,) = [line for line in ax.lines if line.get_marker() == "x"]
+    zero, unif = circles
+    np.testing.assert_array_equal(zero.get_xdata(), [1, 2, 4])
+    np.testing.assert_array_equal(unif.get_xdata(), [1, 2])
+    np.testing.assert_array_equal(crosses.get_xdata(), [2])
+    assert square.get_linestyle() == "None" and zero.get_linestyle() == "-"
+    assert square.get_color() == zero.get_color() == crosses.get_color() != unif.get_color()
+    assert ax.get_legend_handles_labels()[1] == ["zero", "unif"]
+    assert ax.get_yscale() == "log"
+    diverged = [{**r, "relative_test_rmse": np.inf} for r in best]  # no value a log axis shows
+    plot.relative_rmse_plot(diverged, tmp_path / "all.png")
+    (ax,) = figures[1].axes
+    assert ax.get_yscale() == "linear"
+    assert [line.get_marker() for line in ax.lines].count("x") == 3  # one × line per line

@@ -71,7 +71,9 @@ def test_failure_probability_refuses(args, message):
         failure_probability(*args)
 
 
-@pytest.mark.parametrize(("k", "n"), [(11, 10), (-1, 10), (0, 0), (2.5, 10), ([1, 5], [4, 4])])
+@pytest.mark.parametrize(
+    ("k", "n"), [(11, 10), (-1, 10), (0, 0), (2.5, 10), (2, 10.5), ([1, 5], [4, 4])]
+)
 def test_clopper_pearson_refuses_what_is_no_binomial_count(k, n):
     """k > n gave (nan, 1.0) without a word."""
     with pytest.raises(ValueError, match="clopper_pearson: need integers"):
@@ -218,6 +220,8 @@ def test_paired_comparison_names_its_interval_by_its_level():
         (lambda: paired_comparison(*_paired(3, 1), level=95), "level: 95"),
         (lambda: paired_comparison([1, 0], [0, 0]), "stuck_a, stuck_b: two bool arrays"),
         (lambda: paired_comparison(np.ones(3, bool), np.ones(4, bool)), "two bool arrays"),
+        (lambda: paired_comparison(np.ones(0, bool), np.ones(0, bool)), "no runs to compare"),
+        (lambda: paired_difference_interval((0, 0, 0, 0)), "no runs to compare"),
     ],
 )
 def test_paired_comparison_refuses_what_is_no_pair_of_outcomes(call, message):
@@ -376,6 +380,26 @@ def test_two_proportion_z_by_hand():
     assert two_proportion_z(138, 400, 150, 400) == pytest.approx(-0.883883, abs=1e-6)
     assert two_proportion_z(150, 400, 138, 400) == pytest.approx(0.883883, abs=1e-6)
     assert two_proportion_z(0, 10, 0, 30) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("p", "runs", "halfwidth", "max_runs"),
+    [(1.5, 10, 0.1, 100), (-0.1, 10, 0.1, 100), (0.3, 10, 0.0, 100), (0.3, 0, 0.1, 100)],
+)
+def test_adaptive_coverage_refuses_what_is_no_growth_rule(p, runs, halfwidth, max_runs):
+    """A probability outside [0, 1], a target half-width of 0 (never met: every cell grows
+    to max_runs) and a first batch of 0 runs are refused, naming what is needed."""
+    with pytest.raises(ValueError, match="need 0 ≤ p ≤ 1, halfwidth > 0, 1 ≤ runs"):
+        adaptive_coverage(p, runs, halfwidth, max_runs)
+
+
+def test_two_proportion_z_of_unequal_run_counts_by_hand():
+    """10/100 against 30/200 (gdrelu's runs against the paper's 400 need not be equal):
+    pooled p = 40/300 = 2/15, se = sqrt(2/15 · 13/15 · (1/100 + 1/200)) = sqrt(13/7500),
+    z = -0.05 / sqrt(13/7500) = -1.2009612 (by hand)."""
+    from gdrelu.stats import two_proportion_z
+
+    assert two_proportion_z(10, 100, 30, 200) == pytest.approx(-1.2009612, abs=1e-6)
 
 
 def test_combined_z_is_the_chi_square_test_of_the_cells_together():
