@@ -1096,3 +1096,167 @@ def test_a_target_halfwidth_across_processes_is_refused_before_any_run(monkeypat
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4, target_halfwidth=0.1, max_runs=8)
     with pytest.raises(ValueError, match=r"^target_halfwidth: not supported across processes"):
         run_experiment(spec, processes=runner.Processes(0, 2, lambda v: pytest.fail("gathered")))
+
+
+def _paper_runs(runs=40):
+    """The first `runs` paper runs of width 8 at Δ = 0 and their h (tests/test_engine.py's
+    `width8`: the same shapes, so the same compiled programs)."""
+    from gdrelu import theory
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=40, seed=0)
+    params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(runs))
+    return params, data, theory.paper_step_size(params, data)
+
+
+def test_simulate_reports_every_check_until_the_last_run_stops():
+    """`simulate`'s docstring: `on_check(k, status)` gets every status after check k, and
+    a run stopped at check k is reported from that check on with its final status (the
+    others RUNNING); the checks end with the last run, not at `max_checks`. Without
+    held-out points the test loss is NaN (docs/outputs.md); step numbers are integers;
+    the certificate was checked only where both of its rules, stuck and degenerate, were
+    applied (`certificate_checked`)."""
+    from gdrelu import simulate
+
+    params, data, step = _paper_runs(38)  # the first 38 stop by check 80, the 39th at 100
+    seen = []
+    result = simulate(
+        params,
+        data,
+        step,
+        check_every=200,
+        max_checks=100,
+        on_check=lambda k, status: seen.append((k, status)),
+    )
+    last = int(result.stop_step.max()) // 200
+    assert 1 < last < 100 and Status.UNFINISHED not in result.status.tolist()
+    assert [k for k, _ in seen] == list(range(1, last + 1))
+    for k, status in seen:
+        want = np.where(result.stop_step <= 200 * k, result.status, Status.RUNNING)
+        np.testing.assert_array_equal(status, want)
+    assert np.isnan(result.test_loss_at_best).all()
+    for field in ("stop_step", "pattern_change_step", "loss_below_step", "best_step"):
+        assert np.issubdtype(getattr(result, field).dtype, np.integer), field
+    assert result.certificate_checked.all()
+    # one of the proofs: the programs of tests/test_engine.py's points at zero
+    one_proof = simulate(params, data, step, check_every=200, max_checks=1, stop_on=("stuck",))
+    assert not one_proof.certificate_checked.any()
+
+
+def test_simulate_casts_jax_inputs_to_the_parameters_dtype():
+    """`simulate`'s docstring: runs train in the params' dtype, to which the other inputs
+    are cast, JAX arrays as well as numpy ones: float32 runs given float64 points and
+    step sizes as JAX arrays equal those given them as float32 numpy arrays, bit for bit."""
+    from gdrelu import simulate
+
+    params, data, step = _paper_runs()
+    as32 = lambda t: type(t)(*(np.asarray(f, np.float32) for f in t))  # noqa: E731
+    kwargs = dict(check_every=200, max_checks=2)
+    want = simulate(as32(params), as32(data), np.float32(step), **kwargs)
+    got = simulate(as32(params), jax.device_put(data), jax.device_put(step), **kwargs)
+    assert got.params.a.dtype == np.float32
+    np.testing.assert_array_equal(got.status, want.status)
+    for g, w in zip(got.params, want.params, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_simulate_ntk_on_d_dim_data_trains_the_scaled_network():
+    """docs/theory.md: the NTK parameterization's forward multipliers are (√(2/d), √(2/n))
+    for d-dimensional inputs and n neurons: f = c + √(2/n) Σ w_i σ(√(2/d) a_i·x + b_i).
+    GD on d = 2, n = 3 (so that d and n differ) equals a hand-written gradient loop."""
+    from gdrelu import WeightedData, simulate
+
+    rng = np.random.default_rng(11)
+    runs, dim, width, points, h, steps = 2, 2, 3, 5, 0.05, 20
+    params = Params(
+        rng.normal(size=(runs, dim, width)),
+        rng.normal(scale=0.3, size=(runs, width)),
+        rng.normal(size=(runs, width)),
+        rng.normal(scale=0.1, size=runs),
+    )
+    x = rng.normal(size=(runs, points, dim))
+    data = WeightedData(x, np.sin(x.sum(-1)), np.full((runs, points), 1.0 / points))
+    result = simulate(params, data, h, parameterization="ntk", check_every=10, max_checks=2,
+                      stop_on=())  # fmt: skip
+    assert result.status.tolist() == [Status.UNFINISHED] * runs
+    sa, sw = np.sqrt(2.0 / dim), np.sqrt(2.0 / width)
+    for run in range(runs):
+        a, b, w, c = (np.asarray(leaf[run]) for leaf in params)
+        xs, y, p = (np.asarray(v[run]) for v in data)
+        for _ in range(steps):
+            z = sa * (xs @ a) + b  # (points, width)
+            on = z >= 0
+            act = np.where(on, z, 0.0)
+            r = p * (c + sw * (act @ w) - y)
+            grads = (
+                sw * sa * np.einsum("j,ji,jk->ki", r, on, xs) * w,
+                sw * (r[:, None] * on).sum(0) * w,
+                sw * (r[:, None] * act).sum(0),
+                r.sum(),
+            )
+            a, b, w, c = (t - h * g for t, g in zip((a, b, w, c), grads, strict=True))
+        for got, want in zip(result.params, (a, b, w, c), strict=True):
+            np.testing.assert_allclose(got[run], want, rtol=1e-10, atol=1e-12)
+
+
+def test_simulate_passes_the_data_and_held_out_points_to_its_choices():
+    """Refused before any run trains, naming the argument: the certificate's rules on
+    d-dim data and the propagator for d-dim inputs or with held-out test points
+    (`simulate`'s docstring, docs/design.md "Training paths"), and more multinomial SGD
+    steps (check_every × max_checks) than one run's counters cover. Each input also has a
+    point that is not finite, refused later: the refusal asked for must come first."""
+    from gdrelu import WeightedData, simulate
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 4, 2))
+    x[0, 0, 0] = np.nan
+    planar = WeightedData(x, np.ones((2, 4)), np.full((2, 4), 0.25))
+    wide = Params(np.ones((2, 2, 3)), np.zeros((2, 3)), np.ones((2, 3)), np.zeros(2))
+    with pytest.raises(ValueError, match=r"^stop_on: \['stuck'\] are proofs .* d-dim data"):
+        simulate(wide, planar, 0.01, stop_on=("stuck",))
+    with pytest.raises(ValueError, match=r"^path='propagator' needs"):
+        simulate(wide, planar, 0.01, stop_on=(), path="propagator")
+    line = np.array([[-1.0, 0.5, 2.0, np.nan], [-2.0, -0.5, 1.0, 3.0]])
+    data = WeightedData(line, np.sin(line), np.full((2, 4), 0.25))
+    params = Params(*(np.full((2, 2), v) for v in (1.0, 0.0, 0.5)), np.zeros(2))
+    clean = data._replace(x=np.nan_to_num(line))
+    with pytest.raises(ValueError, match=r"^path='propagator' needs"):
+        simulate(params, data, 0.01, path="propagator", stop_on=("crossed",), test=clean)
+    keys = np.zeros((2, 2), np.uint32)
+    with pytest.raises(ValueError, match=r"^max_checks: 268451840 steps of 16 multinomial"):
+        simulate(params, data, 0.01, optimizer="sgd", key=keys, check_every=2**14,
+                 max_checks=2**14 + 1)  # fmt: skip
+
+
+def test_simulate_turns_on_the_default_compilation_cache(monkeypatch):
+    """`simulate`'s docstring: its call turns on JAX's compilation cache (`gdrelu.cache`,
+    which acts once per process; tests/test_cache.py checks what it does), whatever the
+    call is then refused for."""
+    from gdrelu import WeightedData, simulate
+    from gdrelu.engine import simulation
+
+    calls = []
+    monkeypatch.setattr(simulation, "use_default_cache", lambda: calls.append(True))
+    params = Params(*(np.full((2, 2), v) for v in (1.0, 0.0, 0.5)), np.zeros(2))
+    data = WeightedData(np.ones((2, 3)), np.ones((2, 3)), np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"^check_every: must be a positive integer"):
+        simulate(params, data, 0.01, check_every=0)
+    assert calls == [True]
+
+
+def test_simulate_stops_early_after_ten_checks_without_improvement_by_default():
+    """docs/theory.md, "Outcome of a run": by default a run stops once its validation loss
+    has not improved by 1e-8 for 10 checks, so an early-stopped run stops 10 checks after
+    its best one, and the defaults are those values given (tests/test_engine.py's
+    early-stopping call, with the defaults)."""
+    from gdrelu import simulate
+
+    params, data, step = _paper_runs()
+    kwargs = dict(check_every=1000, max_checks=200, stop_on=("crossed",),
+                  validation_weights=data.weights)  # fmt: skip
+    result = simulate(params, data, step, **kwargs)
+    early = result.status == Status.EARLY_STOPPED
+    assert early.any()
+    np.testing.assert_array_equal(result.stop_step[early] - result.best_step[early], 10_000)
+    given = simulate(params, data, step, **kwargs, min_delta=1e-8, patience=10)
+    for field in ("status", "stop_step", "best_step", "best_validation_loss"):
+        np.testing.assert_array_equal(getattr(result, field), getattr(given, field))
