@@ -257,3 +257,251 @@ def test_a_small_memory_budget_splits_the_runs_without_changing_them():
     assert set(sizes) == set(range(16 * devices, 97, 16 * devices))  # each reports the earlier
     assert finished[-1] == 96 and np.all(np.diff(finished) >= 0)
     assert_same_runs(split, run_experiment(spec, memory_budget=1 << 40))
+
+
+# How runs are placed and checked (`gdrelu.engine.placement`, `arguments`, `state`, `checks`):
+# claims of docs/design.md ("Blocks, devices and checks") and docs/theory.md ("Outcome of a
+# run") checked on the functions themselves, without training.
+
+
+def test_an_accelerator_takes_its_whole_share_in_one_block():
+    """docs/design.md's table: a GPU or TPU trains a device's whole share in one block of
+    whole `BLOCK`s (at most 2¹⁵ runs), checks it all at once, redoes 256 runs at a time
+    and unrolls 8 GD steps per loop iteration; `block` and `redo` given win."""
+    from types import SimpleNamespace
+
+    from gdrelu.engine import placement
+
+    gpus = [SimpleNamespace(platform="gpu")] * 2
+    # 129 runs over two devices: 65 on one of them, two blocks of 64 (not 64 in one)
+    assert placement.blocking_for(gpus, 129, kernel="xla") == (128, 256, 8, 128, "xla", None, "xla")
+    assert placement.blocking_for(gpus, 3, kernel="xla")[:4] == (64, 256, 8, 64)
+    assert placement.blocking_for(gpus, 10**6, kernel="xla").block == 2**15
+    given = placement.blocking_for(gpus, 129, block=32, kernel="xla", redo=7)
+    assert given[:4] == (32, 7, 8, 32)
+    with pytest.raises(ValueError, match=r"'pallas' compiles with Triton for GPUs, not tpu"):
+        placement.propagator_kernel("tpu", "pallas")
+
+
+def test_a_kernel_given_by_name_wins_over_the_environment(monkeypatch):
+    """The kernel asked for is `kernel`, else $GDRELU_PROPAGATOR_KERNEL, else "auto"; the
+    general path takes its C loop only where "native" is asked for and the loop trains
+    the optimizer."""
+    from gdrelu.engine import placement
+    from gdrelu.optim import get_optimizer
+
+    monkeypatch.setenv(placement.KERNEL_VARIABLE, "interpret")
+    assert placement.requested_kernel("xla") == "xla"
+    assert placement.propagator_kernel("cpu", "xla") == "xla"
+    assert placement.requested_kernel() == "interpret"
+    monkeypatch.delenv(placement.KERNEL_VARIABLE)
+    assert placement.requested_kernel() == "auto"
+    epochs = get_optimizer("sgd", sampler="epoch")  # the C loop does not train it
+    assert placement.general_kernel("native", epochs) == "xla"
+
+
+def test_a_run_is_ready_for_the_fixed_pattern_path_only_with_every_kink_off_the_data():
+    """A run may train its next chunk on the fixed-pattern path while every kink lies
+    strictly inside the data-free zone (-min_j |x_j|, min_j |x_j|) and its groups refine
+    the sides: a kink that reached min_j |x_j| has crossed a point (docs/theory.md)."""
+    from gdrelu.engine.placement import fixed_pattern_ready
+
+    x = np.array([[1.0, -2.0], [-1.0, 3.0], [-1.0, 3.0], [0.5, 2.0]])
+    kinks = np.array([1.0, np.nextafter(1.0, 0.0), 0.5, 0.25])
+    sides = np.array([True, True, False, True])
+    got = fixed_pattern_ready(kinks, x, sides, xp=np)
+    assert got.tolist() == [False, True, False, True]
+
+
+def _small_runs():
+    """Three 1-D runs of width 2 with biases (kinks |b_i/a_i| of 0.3, 0.25 and 0.5 at
+    most), on four points each, two on either side of 0, written out."""
+    from gdrelu import Params, WeightedData
+
+    a = np.array([[1.0, -2.0], [0.5, 4.0], [-1.0, 1.0]])
+    b = np.array([[0.3, 0.5], [0.125, -1.0], [0.5, 0.0]])
+    w = np.array([[1.0, -0.5], [2.0, 0.25], [-1.0, 1.5]])
+    params = Params(a, b, w, np.array([0.1, -0.2, 0.0]))
+    x = np.array([[-1.0, -0.75, 0.5, 2.0], [-2.0, -0.5, 1.0, 1.5], [-1.5, -1.25, 0.75, 1.25]])
+    data = WeightedData(x, np.sin(x), np.full((3, 4), 1 / 4))
+    return params, data
+
+
+def test_a_run_starts_with_its_initial_kinks_and_no_event():
+    """Before its first step a run reports max_i |b_i/a_i| of its initial network (the
+    max over steps so far), no pattern change and no loss below L_lin (-1), step 0, no
+    validation loss yet (∞) and no stale check; without data its L_lin is NaN."""
+    from gdrelu.engine.state import initial_state
+
+    params, _ = _small_runs()
+    runs = jax.device_get(initial_state(params))
+    np.testing.assert_array_equal(runs.info.max_kink, [0.3, 0.25, 0.5])
+    assert runs.info.pattern_change.tolist() == runs.info.loss_below.tolist() == [-1] * 3
+    assert runs.state.step.tolist() == runs.info.stale_checks.tolist() == [0] * 3
+    assert np.all(runs.info.best_val == np.inf) and np.all(runs.info.test_at_best == np.inf)
+    assert np.all(np.isnan(runs.state.linear_threshold))
+    assert not runs.state.within_sides.any()  # nothing is known to be fixed-pattern ready
+
+
+def test_the_checks_of_a_run_follow_the_stop_rules(monkeypatch):
+    """`check_one` on three runs: crossed once max_i |b_i/a_i| reached min_j |x_j| (not
+    before); with early stopping, patience 0 stops at the first check and patience 1 does
+    not; the training loss is ½ Σ p r², the validation loss ½ Σ v r² under the validation
+    weights, taken at the run's step (each by numpy); a-degenerate where every a_i has one
+    sign (run 1), from the per-side lines too; diverged where the loss overflows though
+    every weight is finite; the certificate reads eigenvector rows only where asked."""
+    import functools
+
+    from gdrelu import theory
+    from gdrelu.engine.checks import CheckInputs, ChunkScalars, check_one, chunk_end
+    from gdrelu.engine.state import initial_state
+    from gdrelu.outcome import Status
+
+    params, data = _small_runs()
+    v = np.array([[0.4, 0.1, 0.25, 0.25], [0.0, 0.5, 0.25, 0.25], [0.2, 0.2, 0.3, 0.3]])
+    validation = data._replace(weights=v)
+    step = np.full(3, 0.01)
+    runs = initial_state(params, step)  # no L_lin: the checks do not read it
+    nearest = np.min(np.abs(data.x), axis=1)  # 0.5, 0.5, 0.75
+    kinks = np.array([nearest[0], np.nextafter(nearest[1], 0.0), 0.25])
+    runs = runs._replace(
+        state=runs.state._replace(step=jnp.full(3, 7, jnp.int32)),
+        info=runs.info._replace(max_kink=jnp.asarray(kinks)),
+    )
+    roots = (jnp.zeros((3, 4, 4)),) * 2  # the certificate's alone (stubbed below)
+    inputs = CheckInputs(data, step, validation, validation, roots)
+    eigenvectors = []  # the certificate itself is theory's (tests/test_theory.py)
+    monkeypatch.setattr(
+        theory,
+        "certificate",
+        lambda *args, **kwargs: eigenvectors.append(kwargs["eigenvectors"]) or jnp.bool_(False),
+    )
+
+    def checked(rules, patience=10, lines=False, network=params):
+        scalars = ChunkScalars(*map(jnp.asarray, (0.0, 1e-8, patience, 10)))
+        check = functools.partial(check_one, rules=rules, lines=lines)
+        start = runs._replace(state=runs.state._replace(params=network))
+        end = jax.vmap(chunk_end)(network)
+        checks = jax.jit(jax.vmap(check, in_axes=(0, 0, 0, None)))  # one program per call
+        return jax.device_get(checks(start, inputs, end, scalars))
+
+    code, loss, info = checked(("crossed",))
+    assert code.tolist() == [Status.CROSSED, Status.RUNNING, Status.RUNNING]
+    r = np.maximum(data.x[:, :, None] * params.a[:, None] + params.b[:, None], 0.0)
+    r = np.einsum("jmn,jn->jm", r, params.w) + params.c[:, None] - data.y
+    np.testing.assert_allclose(loss, 0.5 * np.sum(data.weights * r * r, 1), rtol=1e-13)
+    np.testing.assert_allclose(info.best_val, 0.5 * np.sum(v * r * r, 1), rtol=1e-13)
+    assert info.best_step.tolist() == [7] * 3 and info.stale_checks.tolist() == [0] * 3
+    assert checked(("early_stopping",), 0)[0].tolist() == [Status.EARLY_STOPPED] * 3
+    assert checked(("early_stopping",), 1)[0].tolist() == [Status.RUNNING] * 3
+    one_signed = [Status.RUNNING, Status.A_DEGENERATE, Status.RUNNING]
+    for lines in (False, True):
+        assert checked(("degenerate",), lines=lines)[0].tolist() == one_signed
+    huge = params._replace(a=1e200 * params.a, w=1e200 * params.w)  # finite, (1e200)² is not
+    assert checked(("crossed",), network=huge)[0].tolist() == [Status.DIVERGED] * 3
+    checked(("stuck",))
+    checked(("stuck", "reference_rows"))
+    assert eigenvectors == ["columns", "rows"]
+
+
+def test_an_equal_validation_loss_is_no_improvement():
+    """Without min_delta a check whose validation loss equals the best so far does not
+    improve it: the check is stale and the best check stays where it was."""
+    from gdrelu.engine.checks import _validated
+    from gdrelu.engine.state import RunInfo
+
+    info = RunInfo(*(jnp.zeros(()),) * 3, jnp.float64(0.5), jnp.int32(3), jnp.float64(1.0),
+                   jnp.int32(20))  # fmt: skip
+    kept = lambda i: (int(i.stale_checks), int(i.best_step), float(i.test_at_best))  # noqa: E731
+    assert kept(_validated(info, 30, 0.5, 2.0, 0.0)) == (4, 20, 1.0)
+    assert kept(_validated(info, 30, np.nextafter(0.5, 0.0), 2.0, 0.0)) == (0, 30, 2.0)
+
+
+def test_finished_runs_are_copied_at_least_a_redo_at_a_time():
+    """A redo of 41 lanes in blocks of 4 over two devices of 22 lanes takes 24 lanes on
+    each (whole blocks), more than the batch holds: finished runs still cross to the host
+    at least a redo's lanes at a time, never fewer."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from gdrelu.engine import placement
+
+    mesh = Mesh(np.asarray(jax.devices()[:2]), (placement.RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(placement.RUNS_AXIS))
+    blocking = placement.Blocking(block=4, redo=41, unroll=1, check=4)
+    layout = placement.Layout(np.zeros(2 * 22, int), None, None, blocking, sharding)
+    assert (layout.redo_lanes, layout.redo_block) == (48, 4)
+    assert layout.finished_lanes == 48
+
+
+def test_general_runs_go_after_the_others_from_a_new_block():
+    """`arrange`: the runs spread evenly over two devices, on each the runs flagged general
+    after the others from a new block of 4, the rest padding (slot -1) that copies an
+    active run; num_blocks counts each device's blocks of the others, then of all its
+    runs, a partial block of general runs included (worked out by hand)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from gdrelu.engine import placement
+
+    mesh = Mesh(np.asarray(jax.devices()[:2]), (placement.RUNS_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(placement.RUNS_AXIS))
+    blocking = placement.Blocking(block=4, redo=4, unroll=1, check=4)
+    lanes, slots = np.arange(10), 100 + np.arange(10)
+    general = np.isin(lanes, [1, 4, 7, 8, 9])
+    positions, layout = placement.arrange(lanes, slots, 12, blocking, sharding, general)
+    pad = [-1] * 5
+    assert layout.slots.tolist() == [100, 102, 103, -1, 101, 104, 107, *pad,
+                                     105, 106, -1, -1, 108, 109, *pad, -1]  # fmt: skip
+    on, off = [True] * 3, [False] * 5
+    assert layout.general.tolist() == [False] * 4 + on + off + [False] * 4 + on[:2] + off + [False]
+    np.testing.assert_array_equal(np.asarray(layout.num_blocks), [[1, 2], [1, 2]])
+    real = layout.slots >= 0
+    np.testing.assert_array_equal(slots[positions[real]], layout.slots[real])
+    assert np.isin(positions[~real], lanes).all() and positions.size == 24
+
+
+def test_argument_checks_accept_the_documented_forms_and_name_the_rest():
+    """`simulate`'s argument checks directly (nothing compiles): a step size is a
+    scalar, one value or one per run, each positive; w needs one weight per neuron as b;
+    a run needs two points; every input leads with the runs axis; a `classify_width` equal
+    to the networks' width is theirs; every count may be 1 and patience 0; d-dim data take
+    validation weights one per point; float64 data are refused while jax_enable_x64 is off."""
+    from gdrelu import Params, WeightedData
+    from gdrelu.engine.arguments import (
+        check_arrays,
+        check_callers,
+        check_precision,
+        check_settings,
+    )
+
+    params = Params(*(np.full((2, 2), v) for v in (1.0, 0.0, 0.5)), np.zeros(2))
+    x = np.array([[-1.0, 0.5, 2.0], [-2.0, -0.5, 1.0]])
+    data = WeightedData(x, np.sin(x), np.full((2, 3), 1 / 3))
+    for step in (0.01, np.array([0.01]), np.array([0.01, 0.02])):
+        check_arrays(params, data, step, None, None, None)
+    for step in (np.array([0.01, 0.0]), np.full(3, 0.01), np.full((2, 1), 0.01)):
+        with pytest.raises(ValueError, match=r"^step_size: "):
+            check_arrays(params, data, step, None, None, None)
+    with pytest.raises(ValueError, match=r"^params: a of shape \(2, 2\), b of .* w of \(2, 3\)"):
+        check_arrays(params._replace(w=np.ones((2, 3))), data, 0.01, None, None, None)
+    one = WeightedData(*(v[:, :1] for v in data))
+    with pytest.raises(ValueError, match=r"^data: 1 point per run; a run needs at least 2"):
+        check_arrays(params, one, 0.01, None, None, None)
+    scalar = WeightedData(1.0, 0.0, 1.0)  # no runs axis at all
+    with pytest.raises(ValueError, match=r"^validation: shape \(\) does not lead with the 2 runs"):
+        check_arrays(params, data, 0.01, None, scalar, None)
+    check_callers(params, None, None, 2)
+    check_callers(params, jax.devices()[:1], print, 5)
+    check_settings(1, 1, 1, 1, 0, 0.0, 0.0, ("crossed",))  # each count may be 1
+    # d-dim points: validation weights are one per point, as the data's y and weights
+    planar = Params(np.ones((2, 2, 2)), *params[1:])
+    flat = WeightedData(np.ones((2, 3, 2)), data.y, data.weights)
+    check_arrays(planar, flat, 0.01, data.weights, None, None)
+    # float32 networks on float64 data while jax_enable_x64 is off: JAX would train float32
+    as32 = lambda t: type(t)(*(np.asarray(f, np.float32) for f in t))  # noqa: E731
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match=r"^params or data are float64"):
+            check_precision(as32(params), data)
+        check_precision(as32(params), as32(data))
+    finally:
+        jax.config.update("jax_enable_x64", True)
