@@ -140,19 +140,31 @@ def _release_compiled_programs():
         jax.clear_caches()
 
 
-def numpy_gradient(theta, x, y, p):
-    """∇ of ½ Σ p_j (f(x_j) - y_j)² for one 1-D ReLU network, written out by hand."""
+def numpy_gradient(theta, x, y, p, scales=(1.0, 1.0)):
+    """∇ of ½ Σ p_j (f(x_j) - y_j)² for one ReLU network f = c + s_w Σ w_i σ(s_a a_i·x + b_i),
+    written out by hand: x (m,) with a (n,), or x (m, d) with a (d, n); (s_a, s_w) =
+    `scales`, (1, 1) in the standard parameterization."""
     a, b, w, c = theta
-    z = x[:, None] * a + b
+    sa, sw = scales
+    xs = x.reshape(len(x), -1)
+    z = sa * xs @ a.reshape(xs.shape[1], -1) + b
     on = z >= 0
     act = np.where(on, z, 0.0)
-    r = p * (c + act @ w - y)
+    r = p * (c + sw * act @ w - y)
     return [
-        (r[:, None] * on * x[:, None]).sum(0) * w,
-        (r[:, None] * on).sum(0) * w,
-        (r[:, None] * act).sum(0),
+        (sw * sa * np.einsum("j,jk,ji->ki", r, xs, on) * w).reshape(a.shape),
+        sw * (r[:, None] * on).sum(0) * w,
+        sw * (r[:, None] * act).sum(0),
         r.sum(),
     ]
+
+
+def numpy_gd(theta, x, y, p, step_size, steps, scales=(1.0, 1.0)):
+    """`steps` full-batch GD steps of `numpy_gradient`'s network from θ = (a, b, w, c)."""
+    for _ in range(steps):
+        grads = numpy_gradient(theta, x, y, p, scales)
+        theta = [t - step_size * g for t, g in zip(theta, grads, strict=True)]
+    return theta
 
 
 def multinomial_counts_by_hand(words, weights, bits=32):

@@ -308,6 +308,57 @@ def test_the_fixed_pattern_path_equals_the_general_one_for_leaky_relu(width8):
         np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture(scope="module")
+def width8_unstopped(width8):
+    """The runs of `width8` on the general path without a stop rule, 4 checks."""
+    return simulate(*width8, check_every=200, max_checks=4, stop_on=(), path="general")
+
+
+@pytest.mark.parametrize("path", ["fixed_pattern", "propagator"])
+def test_runs_out_of_the_zone_train_in_general_blocks(monkeypatch, width8, width8_unstopped, path):
+    """Without a stop rule a fast path's batch is mixed: "A run whose kinks leave the
+    data-free zone continues in the chunk's general blocks ... until its kinks are back
+    inside" (docs/design.md). At every chunk a run is in a general block exactly when its
+    start has some |b_i/a_i| ≥ min_j |x_j| (numpy) or initial groups that do not refine
+    the sides; on the fixed-pattern path only runs of its own blocks are ever redone (a
+    general block is trained on the general path, exactly). In blocks of 4 runs (the
+    propagator's redos then take 24 lanes per device, in one block of their own size,
+    `Layout.redo_block`), every run ends as on the general path."""
+    from gdrelu.engine import simulation
+    from gdrelu.engine.state import materialized_params
+
+    chunks, redone = [], []
+
+    def spy(start, inputs, scalars, settings, layout):
+        a, b = (np.asarray(v) for v in materialized_params(start.state)[:2])
+        kink = np.max(np.abs(b / a), axis=1)
+        inside = kink < np.min(np.abs(np.asarray(inputs.data.x)), axis=1)
+        ready = inside & np.asarray(start.state.within_sides)
+        chunks.append((layout.slots.copy(), layout.general.copy(), ready))
+        return chunk.exact_chunk(start, inputs, scalars, settings, layout)
+
+    def redo(lanes, start, inputs, scalars, settings, layout, out):
+        redone.append(layout.general[lanes].copy())
+        return _redo(lanes, start, inputs, scalars, settings, layout, out)
+
+    _redo = chunk._redo
+    monkeypatch.setattr(simulation, "exact_chunk", spy)
+    monkeypatch.setattr(chunk, "_redo", redo)
+    fast = simulate(*width8, check_every=200, max_checks=4, stop_on=(), path=path, block=4)
+    general_lanes = 0
+    for slots, general, ready in chunks:
+        real = slots >= 0
+        np.testing.assert_array_equal(general[real], ~ready[real])
+        general_lanes += np.sum(general[real])
+    assert general_lanes > 0 and len(redone) > 0  # runs moved, after a redo
+    if path == "fixed_pattern":
+        assert not np.concatenate(redone).any()
+    for field in ("status", "pattern_change_step", "loss_below_step"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(width8_unstopped, field))
+    for f, g in zip(fast.params, width8_unstopped.params, strict=True):
+        np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-12)
+
+
 def test_no_compile_for_other_step_sizes_or_data(width8, width8_general):
     """Step sizes and data are arrays: a second sweep with other values compiles nothing."""
     params, data, step = width8  # `width8_general` ran them on the general path

@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import agreeing, finished_cell
+from conftest import agreeing, finished_cell, numpy_gd
 
 from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, run_key
@@ -1178,24 +1178,12 @@ def test_simulate_ntk_on_d_dim_data_trains_the_scaled_network():
     result = simulate(params, data, h, parameterization="ntk", check_every=10, max_checks=2,
                       stop_on=())  # fmt: skip
     assert result.status.tolist() == [Status.UNFINISHED] * runs
-    sa, sw = np.sqrt(2.0 / dim), np.sqrt(2.0 / width)
+    scales = (np.sqrt(2.0 / dim), np.sqrt(2.0 / width))
     for run in range(runs):
-        a, b, w, c = (np.asarray(leaf[run]) for leaf in params)
-        xs, y, p = (np.asarray(v[run]) for v in data)
-        for _ in range(steps):
-            z = sa * (xs @ a) + b  # (points, width)
-            on = z >= 0
-            act = np.where(on, z, 0.0)
-            r = p * (c + sw * (act @ w) - y)
-            grads = (
-                sw * sa * np.einsum("j,ji,jk->ki", r, on, xs) * w,
-                sw * (r[:, None] * on).sum(0) * w,
-                sw * (r[:, None] * act).sum(0),
-                r.sum(),
-            )
-            a, b, w, c = (t - h * g for t, g in zip((a, b, w, c), grads, strict=True))
-        for got, want in zip(result.params, (a, b, w, c), strict=True):
-            np.testing.assert_allclose(got[run], want, rtol=1e-10, atol=1e-12)
+        theta = [np.asarray(leaf[run]) for leaf in params]
+        want = numpy_gd(theta, *(np.asarray(v[run]) for v in data), h, steps, scales)
+        for got, w in zip(result.params, want, strict=True):
+            np.testing.assert_allclose(got[run], w, rtol=1e-10, atol=1e-12)
 
 
 def test_simulate_passes_the_data_and_held_out_points_to_its_choices():

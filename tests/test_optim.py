@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import numpy_gradient
+from conftest import numpy_gd, numpy_gradient
 
 from gdrelu import Params, Status, WeightedData, engine, he_init, simulate
 from gdrelu.data import paper_data
@@ -689,11 +689,13 @@ def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_simulated_epochs_of_one_batch_of_every_point_are_gd():
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+def test_simulated_epochs_of_one_batch_of_every_point_are_gd(parameterization):
     """B = m = 6 (the paper's points): every step's gathered batch is all the points in a
     new order with weights p_j m / B = p_j, so `simulate` trains as full-batch GD written
-    out in numpy (the sums' order aside: 1e-10). (The fixed-pattern path equals the general
-    one: the test below.)"""
+    out in numpy (the sums' order aside: 1e-10), in either parameterization: the epoch
+    sampler's gradient pass scales the network as the NTK's (s_a, s_w) = (√2, √(2/n)) do.
+    (The fixed-pattern path equals the general one: the test below.)"""
     from gdrelu.cells import Cell, initial_runs, noise_keys
     from gdrelu.spec import ExperimentSpec
 
@@ -701,15 +703,14 @@ def test_simulated_epochs_of_one_batch_of_every_point_are_gd():
     indices = np.arange(2)
     params, data, _ = initial_runs(cell, indices)
     epoch = dict(optimizer="sgd", sampler="epoch", batch_size=6, key=noise_keys(cell, indices))
-    sgd = simulate(params, data, 0.05, path="general", check_every=50, max_checks=4, **epoch)
+    epoch.update(parameterization=parameterization, path="general")
+    sgd = simulate(params, data, 0.05, check_every=50, max_checks=4, **epoch)
     assert np.all(sgd.status == Status.UNFINISHED) and np.all(sgd.stop_step == 200)
+    scales = (1.0, 1.0) if parameterization == "standard" else (np.sqrt(2.0), np.sqrt(2.0 / 8))
     for run in indices:
         theta = [np.asarray(leaf[run]) for leaf in params]
         x, y, p = (np.asarray(v[run]) for v in data)
-        for _ in range(200):
-            theta = [
-                t - 0.05 * g for t, g in zip(theta, numpy_gradient(theta, x, y, p), strict=True)
-            ]
+        theta = numpy_gd(theta, x, y, p, 0.05, 200, scales)
         for got, want in zip(sgd.params, theta, strict=True):
             np.testing.assert_allclose(got[run], want, rtol=1e-10, atol=1e-12)
         assert not np.allclose(theta[0], params.a[run])
