@@ -259,3 +259,21 @@ def test_a_batch_of_runs_holds_at_most_batch_elements_pattern_entries():
     assert batches(100, 8) == 2
     assert batches(25, 2**16) == 3
     assert batches(3, 2**19) == 3
+
+
+def test_classify_groups_by_the_scaled_preactivations():
+    """`classify` with (s_a, s_w) = (0.5, 1): the pattern is s_a a_i x + b_i ≥ 0, so a = 1,
+    b = -1.5 has its kink at 3, not 1.5: groups {-3, -2, -1, 1, 2} and {3}, and L_lin is
+    the weighted LSQ error of one line through the five (numpy), the point alone fitting
+    exactly."""
+    from gdrelu.model import Scaling
+
+    net = Params(np.array([[1.0]]), np.array([[-1.5]]), np.array([[1.0]]), np.zeros(1))
+    data = WeightedData(SIX_X[None], SIX_Y[None], np.full((1, 6), 1 / 6))
+    design = np.stack([SIX_X[:5], np.ones(5)], 1)
+    coef, *_ = np.linalg.lstsq(design, SIX_Y[:5], rcond=None)
+    want = 0.5 * np.sum((SIX_Y[:5] - design @ coef) ** 2) / 6
+    scaling = Scaling(np.array([0.5]), np.array([1.0]))
+    threshold, flags = classify(net, net, data, np.array([want]), scaling)
+    assert float(threshold[0]) == pytest.approx(want, rel=1e-12)
+    assert not bool(flags[0])  # the same network, its loss at L_lin: stuck

@@ -227,3 +227,68 @@ def test_a_padded_cells_biases_are_drawn_for_its_true_width():
         np.testing.assert_array_equal(got[:, :8], want)
         np.testing.assert_array_equal(got[:, 8:], 0.0)
     np.testing.assert_array_equal(wide.c, narrow.c)
+
+
+def test_kink_neg_point_flips_a_and_w_together():
+    """kink-neg-point: (a_i, w_i) flip sign together where ã_i·x_j < 0 and are kept
+    otherwise; he+1 moves no weight: only the biases are drawn."""
+    keys = jax.random.split(jax.random.key(11), 2 * RUNS)  # `_draw`'s keys
+    drawn = jax.vmap(lambda key: he_init(WIDTH, 1, key=key))(keys[:RUNS])
+    flipped = _draw("kink-neg-point")
+    sign = np.asarray(flipped.a) / np.asarray(drawn.a)
+    assert set(np.unique(sign)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(flipped.w, sign * np.asarray(drawn.w))
+    # the kink's point x_j = -b/a: flipped iff a_i x_j < 0 for the drawn a_i
+    points = np.asarray(-flipped.b / flipped.a)
+    np.testing.assert_array_equal(sign < 0, np.asarray(drawn.a) * points < 0)
+    kept = _draw("he+1")
+    np.testing.assert_array_equal(kept.a, drawn.a)
+    np.testing.assert_array_equal(kept.w, drawn.w)
+
+
+def test_batched_kink_biases_use_the_ntk_s_a_of_the_input_dimension():
+    """`draw_biases`, as the cells draw them, NTK on d = 3 inputs: kink-unif puts the kink
+    hyperplane s_a a_i·x + b_i = 0 at distance U(0, √3) from the origin with the table's
+    s_a = √(2/d), not √(2/n) of the width."""
+    from gdrelu.init import draw_biases, draw_params
+
+    keys = jax.random.split(jax.random.key(4), 2 * RUNS)
+    like = jnp.zeros((), jnp.float64)
+    params = draw_params(keys[:RUNS], like, width=WIDTH, dim=3, init="ntk")
+    x = jax.random.normal(jax.random.key(0), (RUNS, 20, 3))
+    p = jnp.full((RUNS, 20), 1.0 / 20)
+    biased = draw_biases(keys[RUNS:], params, x, p, bias_init="kink-unif", init="ntk")
+    distance = np.abs(biased.b) / (math.sqrt(2 / 3) * np.linalg.norm(biased.a, axis=1))
+    _assert_distribution(distance, _uniform_cdf(0.0, math.sqrt(3)))
+
+
+def test_data_dependent_kinks_sit_where_promised_in_the_ntk_parameterization():
+    """The kink of neuron i is where the forward pass's pre-activation s_a a_i·x + b_i
+    (`model.preactivations`, s_a = √(2/3) for NTK on d = 3) is 0, whatever the
+    parameterization: mean through the weighted mean, he+1 and kink-neg-point through a
+    training point (kink-neg-point off at the origin), kink-uniform at a distance along
+    e_i inside the training points' range."""
+    from gdrelu.model import preactivations
+
+    x = jax.random.normal(jax.random.key(0), (6, 3))
+    p = jnp.array([0.1, 0.2, 0.3, 0.4, 0.0, 0.0])  # the last two are no training points
+    scaling = scaling_of("ntk", WIDTH, 3)
+    keys = jax.random.split(jax.random.key(8), 16)
+    for name in ("mean", "he+1", "kink-neg-point", "kink-uniform"):
+        for k in range(8):
+            params = init_bias(ntk_init(WIDTH, 3, key=keys[k]), x, p, name, key=keys[8 + k],
+                               scaling=scaling)  # fmt: skip
+            if name == "mean":
+                z = preactivations(params, (p @ x)[None, :], scaling)
+                np.testing.assert_allclose(z, 0.0, atol=1e-12)
+            elif name == "kink-uniform":
+                effective = math.sqrt(2 / 3) * np.asarray(params.a)
+                norms = np.linalg.norm(effective, axis=0)
+                along = np.asarray(x[:4]) @ (effective / norms)  # (4, n)
+                t = -np.asarray(params.b) / norms
+                assert np.all((along.min(0) - 1e-12 <= t) & (t <= along.max(0) + 1e-12))
+            else:
+                z = np.asarray(preactivations(params, x[:4], scaling))
+                assert np.all(np.min(np.abs(z), axis=0) < 1e-12), name
+                if name == "kink-neg-point":
+                    assert np.all(params.b <= 0)

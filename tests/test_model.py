@@ -156,3 +156,36 @@ def test_max_abs_kink_and_active_neurons_by_hand():
                 jnp.array([1.0, 0.0, 0.0]), jnp.asarray(0.0))  # fmt: skip
     assert float(max_abs_kink(d2, half)) == pytest.approx(0.8, rel=1e-15)
     np.testing.assert_array_equal(active_neurons(d2), [True, True, False])
+
+
+def test_a_neuron_with_only_b_or_only_w_nonzero_is_real():
+    """Only a = b = w = 0 is padding (`active_neurons`): a neuron with a_i = 0 but b_i ≠ 0
+    adds w_i σ(b_i) to f, one with only w_i ≠ 0 has ∂L/∂a_i = w_i Σ_j r_j x_j ≠ 0 and
+    moves: both are real."""
+    from gdrelu.model import active_neurons
+
+    one = Params(jnp.array([0.0, 0.0, 0.0, 1.5]), jnp.array([2.0, 0.0, 0.0, 0.0]),
+                 jnp.array([0.0, -1.0, 0.0, 0.0]), jnp.asarray(0.0))  # fmt: skip
+    np.testing.assert_array_equal(active_neurons(one), [True, True, False, True])
+    d2 = one._replace(a=jnp.stack([one.a, jnp.zeros(4)]))
+    np.testing.assert_array_equal(active_neurons(d2), [True, True, False, True])
+
+
+def test_padding_appends_zero_neurons_and_refuses_to_narrow():
+    """`padded`: zero neurons appended on the last axis of a, b, w (c kept), the network's
+    output unchanged; a width below the network's is refused, naming it, even by one."""
+    from gdrelu.model import padded
+
+    rng = np.random.default_rng(4)
+    p = _random_params(rng, 3, 2)
+    wide = padded(p, 5, xp=np)
+    assert wide.a.shape == (2, 5) and wide.b.shape == wide.w.shape == (5,)
+    np.testing.assert_array_equal(wide.a[:, 3:], 0.0)
+    np.testing.assert_array_equal(wide.b[3:], 0.0)
+    np.testing.assert_array_equal(wide.w[3:], 0.0)
+    x = rng.normal(size=(4, 2))
+    np.testing.assert_allclose(forward(wide, jnp.asarray(x)), _direct_forward(p, x, 0.0))
+    assert padded(p, 3) is p
+    for width in (2, 1):
+        with pytest.raises(ValueError, match=f"^width: cannot pad 3 neurons to {width}$"):
+            padded(p, width)
