@@ -114,3 +114,34 @@ def test_an_ntk_runs_step_size_takes_its_true_width_when_padded():
     steps = np.asarray(initial_step_sizes([(spec, 5)], params, data, widths, 8))
     padded = np.asarray(initial_step_sizes([(spec, 5)], wide, data, widths, 16))
     np.testing.assert_allclose(padded, steps, rtol=1e-12)
+
+
+def test_small_rule_is_a_hundredth_over_the_true_width_times_a_factor_below_one():
+    """`small`: h = 0.01 / n with n each run's true width (docs/theory.md, "Step size"),
+    times `step_factor` also when the factor is below 1: 0.5 · 0.01 / 8 and 0.5 · 0.01 / 5
+    for runs of widths 8 and 5 padded to 8 neurons."""
+    from gdrelu.model import Params
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), step_size="small", step_factor=0.5)
+    params = Params(*(np.zeros((3, 8)),) * 3, np.zeros(3))
+    steps = initial_step_sizes([(spec, 3)], params, None, np.array([8, 5, 8]), 8)
+    np.testing.assert_allclose(steps, [0.000625, 0.001, 0.000625], rtol=1e-15)
+
+
+def test_a_runs_paper_step_size_does_not_depend_on_its_bucket(monkeypatch):
+    """docs/design.md, "Buckets": the paper's step size takes the networks padded on the
+    host, a call's runs at a time, to the widest bucket: one compiled program for all
+    buckets. 40 runs of width 8 trained in a bucket of 8 neurons or of 64 (`classify_width`
+    64) get the same h, bit for bit, also where the calls' run counts follow the width
+    (DRAW_NEURONS made 512: 8 runs a call at 64 neurons)."""
+    from gdrelu import batched
+    from gdrelu.model import padded
+
+    spec = ExperimentSpec(widths=(8,), deltas=(0.1,), runs=40)
+    params, data, _ = jax.device_get(initial_runs(Cell(8, 0.1, spec), np.arange(40)))
+    monkeypatch.setattr(batched, "DRAW_NEURONS", 512)
+    assert batched.draw_batch(64) == 8
+    widths = np.full(40, 8)
+    narrow = initial_step_sizes([(spec, 40)], params, data, widths, 64)
+    wide = initial_step_sizes([(spec, 40)], padded(params, 64, xp=np), data, widths, 64)
+    np.testing.assert_array_equal(np.asarray(narrow), np.asarray(wide))

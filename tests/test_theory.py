@@ -299,6 +299,22 @@ def _direct_gram_drift(sigma, kappa, gwab="conservative"):
 SLOW_SCALES = [(0.0, 1.0), (0.0, 0.5), (0.1, 1.0), (0.1, 2.0)]
 
 
+@functools.cache
+def _trained_until_certified(alpha, x_scale):
+    """40 golden initial networks (points and targets scaled by `x_scale`) trained by GD
+    at the paper's step size h until certified, crossed or 60 checks: (final, data, h)."""
+    from gdrelu import simulate
+
+    m = np.load(DATA / "mc_outcomes_n16.npz")
+    runs = 40
+    x, y = x_scale * np.tile(m["x"], (runs, 1)), x_scale * np.tile(m["y"], (runs, 1))
+    data = WeightedData(x, y, m["xw"][:runs])
+    params = Params(m["a0"][:runs], m["b0"][:runs], m["w0"][:runs], m["c0"][:runs])
+    h = np.asarray(theory.paper_step_size(params, data, alpha=alpha))
+    final = simulate(params, data, h, alpha=alpha, check_every=1000, max_checks=60).params
+    return jax.device_get(final), data, h
+
+
 @pytest.mark.parametrize(
     "alpha, x_scale",
     [(0.0, 2.0), (0.1, 0.5), *(pytest.param(*c, marks=pytest.mark.slow) for c in SLOW_SCALES)],
@@ -310,15 +326,8 @@ def test_the_certificate_against_a_direct_implementation(alpha, x_scale):
     the direct implementation. The points and targets scaled by `x_scale` move min_j |x_j|
     off 1, where the reference hard-codes it (PAPER.md): at 2, some verdicts are those
     of min_j |x_j| = 2 and not of 1 (kinks between 1 and 2 are still inside the data)."""
-    from gdrelu import simulate
-
-    m = np.load(DATA / "mc_outcomes_n16.npz")
-    runs = 40
-    x, y = x_scale * np.tile(m["x"], (runs, 1)), x_scale * np.tile(m["y"], (runs, 1))
-    data = WeightedData(x, y, m["xw"][:runs])
-    params = Params(m["a0"][:runs], m["b0"][:runs], m["w0"][:runs], m["c0"][:runs])
-    h = np.asarray(theory.paper_step_size(params, data, alpha=alpha))
-    final = simulate(params, data, h, alpha=alpha, check_every=1000, max_checks=60).params
+    final, data, h = _trained_until_certified(alpha, x_scale)
+    runs = h.size
     stuck = jax.jit(functools.partial(theory.provably_stuck, alpha=alpha))
     verdicts, at_one = [], []
     for scale in (1.0, 1.5, 1.9, 2.5):
@@ -425,10 +434,97 @@ def test_linear_regression_on_a_one_point_side_and_an_empty_side():
 @pytest.mark.parametrize("xp", [np, jnp])
 def test_point_at_zero_is_within_64_ulp_of_the_largest_input(xp):
     """A point within 64 ulp of max_j |x_j| of 0 counts as at 0 (docs/theory.md, "Data");
-    64 ulp of 3 is 2.8e-14 (64 ε · 3 = 4.3e-14), so 1e-14 is at 0 and 1e-13 is not."""
+    64 ulp of 3 is 2.8e-14 (64 ε · 3 = 4.3e-14), so 1e-14 and 2.5e-14 are at 0 (32 ε · 3 =
+    2.1e-14 would miss the second) and 5e-14 and 1e-13 are not."""
     x = np.array(
         [[3.0, -1.0, 1e-14], [3.0, -1.0, -1e-14], [3.0, -1.0, 1e-13], [3.0, -1.0, -0.0],
-         [3.0, -1.0, 2.0]]
+         [3.0, -1.0, 2.0], [3.0, -1.0, 2.5e-14], [-3.0, 1.0, -5e-14]]
     )  # fmt: skip
     got = theory.point_at_zero(xp.asarray(x), xp=xp)
-    np.testing.assert_array_equal(np.asarray(got), [True, True, False, True, False])
+    np.testing.assert_array_equal(np.asarray(got), [True, True, False, True, False, True, False])
+
+
+def test_a_degenerate_leaves_padding_neurons_out():
+    """docs/theory.md: a-degenerate is "all a_i of one sign", over the real neurons only;
+    a padding neuron (a = b = w = 0, a network padded to a wider width) is on neither side.
+    Runs: all positive + padding, all negative + padding, mixed signs + padding."""
+    a = np.array([[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0], [1.0, -2.0, 0.0]])
+    b = np.zeros((3, 3))
+    w = np.array([[0.5, -0.5, 0.0]] * 3)
+    got = theory.a_degenerate(Params(a, b, w, np.zeros(3)))
+    np.testing.assert_array_equal(np.asarray(got), [True, True, False])
+
+
+def test_x_degenerate_counts_only_points_of_positive_weight():
+    """x-degenerate: at most one point of *positive weight* on some side (docs/theory.md);
+    three points on a side of which two have weight 0 leave that side one point, on either
+    side of the origin."""
+    x = np.array([[-3.0, -2, -1, 1, 2, 3]] * 3)
+    w = np.array(
+        [[0.5, 0.0, 0.0, 0.2, 0.2, 0.1], [0.2, 0.2, 0.1, 0.5, 0.0, 0.0],
+         [0.2, 0.2, 0.0, 0.5, 0.1, 0.0]]
+    )  # fmt: skip
+    got = theory.x_degenerate(WeightedData(x, x, w))
+    np.testing.assert_array_equal(np.asarray(got), [True, True, False])
+
+
+def test_moment_root_pseudo_inverse_drops_eigenvalues_below_4_eps_lambda_max():
+    """docs/theory.md, step 2: the pseudo-inverse drops the eigenvalues of M below
+    4ε λ_max(M) and inverts the others. On M = diag(1, 0.25, 2ε, 8ε) (exact eigenvalues),
+    (M^{1/2})⁺ = diag(1, 2, 0, 1/√(8ε)), M^{1/2} = diag(1, 0.5, √(2ε), √(8ε))."""
+    eps = np.finfo(np.float64).eps
+    lam = np.array([1.0, 0.25, 2 * eps, 8 * eps])
+    root, pinv_root = theory._sqrt_and_pinv_sqrt(jnp.asarray(np.diag(lam)))
+    np.testing.assert_allclose(np.asarray(root), np.diag(np.sqrt(lam)), rtol=1e-14, atol=0)
+    want = np.diag([1.0, 2.0, 0.0, 1.0 / np.sqrt(8 * eps)])
+    np.testing.assert_allclose(np.asarray(pinv_root), want, rtol=1e-14, atol=0)
+
+
+def test_the_certificate_flips_at_the_direct_implementations_step_size():
+    """Leaky ReLU (α = 0.1), where ‖B‖_∞ = 1.1: on the runs trained for
+    `test_the_certificate_against_a_direct_implementation` that are certified at h and not
+    at 2.5 h, bisect (in the direct implementation) the step size h* where the verdict
+    flips; gdrelu certifies at h*(1 - 10⁻⁶) and not at h*(1 + 10⁻⁶). A verdict far from
+    its threshold cannot see a constant of ρ, S, κ or δ; this one sits on it."""
+    alpha = 0.1
+    final, data, h = _trained_until_certified(alpha, 0.5)
+    one = [(Params(*(np.asarray(v)[r] for v in final)), WeightedData(*(v[r] for v in data)))
+           for r in range(h.size)]  # fmt: skip
+    flips = [r for r in range(h.size)
+             if _direct_certificate(*one[r], h[r], alpha)
+             and not _direct_certificate(*one[r], 2.5 * h[r], alpha)]  # fmt: skip
+    assert len(flips) >= 5
+    at = h.copy()
+    for r in flips:
+        lo, hi = h[r], 2.5 * h[r]
+        while hi - lo > 1e-9 * lo:
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _direct_certificate(*one[r], mid, alpha) else (lo, mid)
+        at[r] = 0.5 * (lo + hi)
+    stuck = jax.jit(functools.partial(theory.provably_stuck, alpha=alpha))
+    below = np.asarray(stuck(final, data, at * (1 - 1e-6)))[flips]
+    above = np.asarray(stuck(final, data, at * (1 + 1e-6)))[flips]
+    np.testing.assert_array_equal(below, True)
+    np.testing.assert_array_equal(above, False)
+
+
+def test_ntk_gram_takes_slope_one_at_a_kink():
+    """σ'(0) = 1, the reference's convention (`model.activation`): at a point x = 0 with
+    zero biases every z_ji = 0, and K_w equals the Gram of the autodiff Jacobian of the
+    network, whose ReLU is 1 there (two neurons, three points; ReLU and α = 0.2)."""
+    from jax.flatten_util import ravel_pytree
+
+    from gdrelu.model import forward
+
+    params = Params(np.array([1.5, -0.7]), np.zeros(2), np.array([0.8, -1.1]), 0.3)
+    data = WeightedData(np.array([-1.0, 0.0, 2.0]), np.zeros(3), np.array([0.3, 0.5, 0.2]))
+    flat, unravel = ravel_pytree(jax.tree.map(jnp.asarray, params))
+    x = jnp.asarray(data.x)
+    for alpha in (0.0, 0.2):
+        jac = np.asarray(jax.jacrev(lambda f, a=alpha: forward(unravel(f), x, a))(flat))
+        # at x = 0, by hand: ∂f/∂a_i = 0, ∂f/∂b_i = w_i σ'(0) = w_i, ∂f/∂w_i = 0, ∂f/∂c = 1
+        np.testing.assert_array_equal(jac[1], [0.0, 0.0, 0.8, -1.1, 0.0, 0.0, 1.0])
+        root = np.sqrt(data.weights)
+        gram = root[:, None] * (jac @ jac.T) * root[None, :]
+        got = theory.ntk_step_size(params, data, alpha=alpha)
+        assert float(got) == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)
