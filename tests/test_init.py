@@ -109,8 +109,16 @@ def test_kink_uniform_spans_the_training_range():
 @pytest.mark.parametrize("name", ["he+1", "kink-neg-point"])
 def test_kinks_at_training_points_drawn_by_weight(name):
     """Every kink sits on a training point j, chosen with probability p_j (5 standard
-    errors sqrt(p(1-p)/N)); kink-neg-point also flips neurons to be off at the origin."""
+    errors sqrt(p(1-p)/N)); kink-neg-point also flips neurons to be off at the origin,
+    (a_i, w_i) together where ã_i x_j < 0 for the drawn ã_i; he+1 moves no weight."""
     params = _draw(name)
+    keys = jax.random.split(jax.random.key(11), 2 * RUNS)  # `_draw`'s keys
+    drawn = jax.vmap(lambda key: he_init(WIDTH, 1, key=key))(keys[:RUNS])
+    sign = np.asarray(params.a) / np.asarray(drawn.a)
+    np.testing.assert_array_equal(params.w, sign * np.asarray(drawn.w))
+    flips = name == "kink-neg-point" and np.asarray(drawn.a * -params.b / params.a) < 0
+    np.testing.assert_array_equal(sign, np.where(flips, -1.0, 1.0))
+    assert np.any(flips) == (name == "kink-neg-point")
     kinks = np.ravel(-params.b / params.a)
     at = np.abs(kinks[:, None] - np.asarray(X1)[None, :]) < 1e-12
     assert np.all(at.sum(1) == 1)
@@ -227,23 +235,6 @@ def test_a_padded_cells_biases_are_drawn_for_its_true_width():
         np.testing.assert_array_equal(got[:, :8], want)
         np.testing.assert_array_equal(got[:, 8:], 0.0)
     np.testing.assert_array_equal(wide.c, narrow.c)
-
-
-def test_kink_neg_point_flips_a_and_w_together():
-    """kink-neg-point: (a_i, w_i) flip sign together where ã_i·x_j < 0 and are kept
-    otherwise; he+1 moves no weight: only the biases are drawn."""
-    keys = jax.random.split(jax.random.key(11), 2 * RUNS)  # `_draw`'s keys
-    drawn = jax.vmap(lambda key: he_init(WIDTH, 1, key=key))(keys[:RUNS])
-    flipped = _draw("kink-neg-point")
-    sign = np.asarray(flipped.a) / np.asarray(drawn.a)
-    assert set(np.unique(sign)) == {-1.0, 1.0}
-    np.testing.assert_array_equal(flipped.w, sign * np.asarray(drawn.w))
-    # the kink's point x_j = -b/a: flipped iff a_i x_j < 0 for the drawn a_i
-    points = np.asarray(-flipped.b / flipped.a)
-    np.testing.assert_array_equal(sign < 0, np.asarray(drawn.a) * points < 0)
-    kept = _draw("he+1")
-    np.testing.assert_array_equal(kept.a, drawn.a)
-    np.testing.assert_array_equal(kept.w, drawn.w)
 
 
 def test_batched_kink_biases_use_the_ntk_s_a_of_the_input_dimension():
