@@ -277,3 +277,17 @@ def test_classify_groups_by_the_scaled_preactivations():
     threshold, flags = classify(net, net, data, np.array([want]), scaling)
     assert float(threshold[0]) == pytest.approx(want, rel=1e-12)
     assert not bool(flags[0])  # the same network, its loss at L_lin: stuck
+
+
+def test_a_kink_past_a_point_of_zero_weight_is_an_escape():
+    """docs/theory.md, "Outcome of a run": the final rule groups all m points, those of
+    weight p_j = 0 included, as the crossing rule reads min_j |x_j|. A kink moved from 0.5
+    to 1.5 crosses only x = 1, of weight 0 here: escaped; the same move on the points
+    without x = 1 is not (a threshold of 0: the loss rule never fires)."""
+    initial = Params(np.ones((2, 1)), np.full((2, 1), -0.5), np.ones((2, 1)), np.zeros(2))
+    final = initial._replace(b=np.full((2, 1), -1.5))
+    weights = np.array([[0.2, 0.2, 0.2, 0.0, 0.2, 0.2], [0.2, 0.2, 0.2, 0.0, 0.2, 0.2]])
+    x = np.stack([SIX_X, np.where(SIX_X == 1.0, -1.0, SIX_X)])  # run 1: x = 1 moved to -1
+    data = WeightedData(x, np.tile(SIX_Y, (2, 1)), weights)
+    _, flags = classify(initial, final, data, np.ones(2), threshold=np.zeros(2))
+    assert np.asarray(flags).tolist() == [True, False]
