@@ -1,5 +1,6 @@
 """Shared fixtures: float64 everywhere, and the golden vectors of the paper's reference code."""
 
+import errno
 import os
 import shutil
 import tempfile
@@ -165,6 +166,22 @@ def numpy_gd(theta, x, y, p, step_size, steps, scales=(1.0, 1.0)):
         grads = numpy_gradient(theta, x, y, p, scales)
         theta = [t - step_size * g for t, g in zip(theta, grads, strict=True)]
     return theta
+
+
+def paper_runs(n, count, delta=0.0, seed=0):
+    """`count` paper runs of width n (He init, six points, N = n² weights) and their h:
+    (params, data, step), the runs of a cell of `count` runs."""
+    from gdrelu import ExperimentSpec, theory
+    from gdrelu.cells import Cell, initial_runs
+
+    spec = ExperimentSpec(widths=(n,), deltas=(delta,), runs=count, seed=seed)
+    params, data, _ = initial_runs(Cell(n, delta, spec), np.arange(count))
+    return params, data, theory.paper_step_size(params, data)
+
+
+def disk_full(*args, **kwargs):
+    """A stub for any write (`os.fsync`, a store function): the disk is full."""
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def multinomial_counts_by_hand(words, weights, bits=32):

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import agreeing, finished_cell
+from conftest import agreeing, disk_full, finished_cell
 
 from gdrelu.cells import Cell
 from gdrelu.cli import main
@@ -541,15 +541,11 @@ def test_a_full_disk_names_the_command_that_finishes_it(
     """A storage error once the manifest is written: exit 1, one line whose hint is the
     command that started the directory (a reproduction is not finished by `gdrelu run`).
     Nothing trains: no memory estimate, XLA's kernel (no C build)."""
-    import errno
 
     from gdrelu.cli import options
     from gdrelu.engine.placement import KERNEL_VARIABLE
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(stopped, full)
+    monkeypatch.setattr(stopped, disk_full)
     monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
     monkeypatch.setenv(KERNEL_VARIABLE, "xla")
     out = tmp_path / "out"

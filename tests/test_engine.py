@@ -3,18 +3,10 @@
 import jax
 import numpy as np
 import pytest
-from conftest import numpy_gradient
+from conftest import numpy_gradient, paper_runs
 
-from gdrelu import ExperimentSpec, Status, engine, simulate, theory
-from gdrelu.cells import Cell, initial_runs
+from gdrelu import Status, engine, simulate, theory
 from gdrelu.engine import chunk, placement
-
-
-def _runs(n, count, delta=0.0, seed=0):
-    """`count` paper runs of width n (He init, six points, N = n² weights) and their h."""
-    spec = ExperimentSpec(widths=(n,), deltas=(delta,), runs=count, seed=seed)
-    params, data, _ = initial_runs(Cell(n, delta, spec), np.arange(count))
-    return params, data, theory.paper_step_size(params, data)
 
 
 def _subset(tree, idx):
@@ -30,7 +22,7 @@ def _first_runs(runs, count):
 
 @pytest.fixture(scope="module")
 def width8():
-    return _runs(8, 40)
+    return paper_runs(8, 40)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +176,7 @@ def test_accelerator_blocking_of_a_mixed_batch_gives_the_same_runs(monkeypatch):
     unrolled; every run as with the CPU's blocks of 16."""
     from types import SimpleNamespace
 
-    params, data, step = _runs(8, 130, delta=0.01)
+    params, data, step = paper_runs(8, 130, delta=0.01)
     kwargs = dict(optimizer="momentum", check_every=200, max_checks=30, stop_on=())
     cpu = simulate(params, data, 0.1 * step, **kwargs)
     gpu = [SimpleNamespace(platform="gpu")]
@@ -226,7 +218,7 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
     from types import SimpleNamespace
 
-    runs = _runs(8, 130, delta=0.01)
+    runs = paper_runs(8, 130, delta=0.01)
     cpu = simulate(*runs, check_every=200, max_checks=40)
     gpu = [SimpleNamespace(platform="gpu")]
     blocking_for = engine.blocking_for
@@ -257,7 +249,7 @@ def test_check_batches_give_the_same_runs(monkeypatch, path):
     """The checks go `CHECK_BLOCK` runs at a time after every block trained: batches of
     128 over shares of 3 blocks of 64 (the last batch overlaps the one before) give every
     run exactly as checks block by block do."""
-    runs = _runs(8, 300, delta=0.01, seed=1)
+    runs = paper_runs(8, 300, delta=0.01, seed=1)
     monkeypatch.setattr(placement, "CHECK_BLOCK", 64)
     by_block = simulate(*runs, check_every=200, max_checks=40, path=path)
     monkeypatch.setattr(placement, "CHECK_BLOCK", 128)
@@ -274,7 +266,7 @@ def test_check_batches_give_the_same_runs(monkeypatch, path):
 def test_large_cpu_blocks_train():
     """Blocks of 1024 runs on the two CPU devices (the chunk's batched LAPACK eigh used to
     deadlock XLA's thread pool from 768 on; the checks now call no LAPACK)."""
-    params, data, step = _runs(4, 2048, seed=2)
+    params, data, step = paper_runs(4, 2048, seed=2)
     big = simulate(params, data, step, check_every=100, max_checks=2, block=1024)
     small = simulate(params, data, step, check_every=100, max_checks=2)
     np.testing.assert_array_equal(big.status, small.status)
@@ -385,7 +377,7 @@ def test_one_chunk_trace_for_other_step_sizes_seeds_and_deltas(monkeypatch, widt
     chex.clear_trace_counter()
     once = chex.assert_max_traces(chunk.chunk_program, n=1)
     monkeypatch.setattr(chunk, "CHUNK_PROGRAMS", chunk.compiled_programs(once))
-    for runs, scale in ((width8, 1.0), (_runs(8, 40, delta=0.1, seed=4), 0.5)):
+    for runs, scale in ((width8, 1.0), (paper_runs(8, 40, delta=0.1, seed=4), 0.5)):
         params, data, step = runs
         simulate(params, data, scale * step, check_every=200, max_checks=3, path="general")
 
@@ -495,23 +487,24 @@ def test_degenerate_runs(width8):
 
 
 def test_early_stopping_on_validation_weights(width8):
-    """Without the certificate, a converged run stops once validation stalls for 10 checks."""
+    """Without the certificate, a converged run stops once validation stalls for 10 checks:
+    by default (docs/theory.md, "Outcome of a run") a run stops once its validation loss
+    has not improved by 1e-8 for 10 checks, so an early-stopped run stops 10 checks after
+    its best one, and the defaults are those values given."""
     params, data, step = width8
-    result = simulate(
-        params,
-        data,
-        step,
-        check_every=1000,
-        max_checks=200,
-        stop_on=("crossed",),
-        validation_weights=data.weights,
-        patience=10,
-    )
+    kwargs = dict(check_every=1000, max_checks=200, stop_on=("crossed",),
+                  validation_weights=data.weights)  # fmt: skip
+    result = simulate(params, data, step, **kwargs, min_delta=1e-8, patience=10)
     assert Status.EARLY_STOPPED in result.status.tolist()
     assert set(result.status.tolist()) <= {Status.EARLY_STOPPED, Status.CROSSED}
     assert not result.certificate_checked.any()  # stop_on lacks stuck and degenerate:
     with pytest.raises(ValueError, match="40 of 40 runs were never checked"):
         result.stuck()  # no proof ran, so no run may be counted stuck by it
+    early = result.status == Status.EARLY_STOPPED
+    np.testing.assert_array_equal(result.stop_step[early] - result.best_step[early], 10_000)
+    defaults = simulate(params, data, step, **kwargs)
+    for field in ("status", "stop_step", "best_step", "best_validation_loss"):
+        np.testing.assert_array_equal(getattr(defaults, field), getattr(result, field))
 
 
 def test_float32_runs_and_agrees_on_status(width8, width8_result):

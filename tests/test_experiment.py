@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import agreeing, finished_cell, numpy_gd
+from conftest import agreeing, finished_cell, numpy_gd, paper_runs
 
 from gdrelu import ExperimentSpec, SpecError, batched, cells, multinomial_weights, run_experiment
 from gdrelu.cells import Cell, CellResult, initial_runs, noise_keys, run_key
@@ -600,6 +600,22 @@ def _indexed(cell: Cell, indices, bucket: int | None = None) -> CellResult:
     return CellResult(cell, index, SimulationResult(params=params, **fields))
 
 
+def _recording(trained: list):
+    """A `runner.train_cells` stub of `_indexed` results that appends each cell's indices
+    to `trained`."""
+
+    def train(work, **kwargs):
+        trained.extend([list(indices) for _, indices in work])
+        return [_indexed(cell, indices) for cell, indices in work]
+
+    return train
+
+
+def _crossed(work, **kwargs):
+    """A `runner.train_cells` stub: every run crossed."""
+    return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
+
+
 def test_processes_train_their_share_and_gather_every_run_in_index_order(monkeypatch):
     """Process 1 of 3, 7 runs per cell (training stubbed, each run's values its index):
     it trains runs 1 and 4; `gather` receives them padded to ⌈7/3⌉ = 3 runs by repeating
@@ -609,9 +625,7 @@ def test_processes_train_their_share_and_gather_every_run_in_index_order(monkeyp
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7)
     trained = []
 
-    def train(work, **kwargs):
-        trained.extend([list(indices) for _, indices in work])
-        return [_indexed(cell, indices) for cell, indices in work]
+    train = _recording(trained)
 
     shares = [[0, 3, 6], [1, 4, 4], [2, 5, 5]]  # by hand: runs p, p + 3, … padded to 3
 
@@ -962,9 +976,7 @@ def test_as_many_runs_as_processes_are_taken(monkeypatch):
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
     trained = []
 
-    def train(work, **kwargs):
-        trained.extend([list(indices) for _, indices in work])
-        return [_indexed(cell, indices) for cell, indices in work]
+    train = _recording(trained)
 
     def gather(local):
         parts = [_indexed(Cell(4, 0.0, spec), [p]) for p in range(3)]
@@ -1037,8 +1049,7 @@ def test_a_widths_cells_are_reported_done_only_once_its_unit_is_stored(tmp_path,
     width's unit exists when its cells are reported, the next width's not yet."""
     from gdrelu import runner, store
 
-    def train(work, **kwargs):
-        return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
+    train = _crossed
 
     def done(cells):
         on_disk = [(tmp_path / store.UNITS / f"gd-w{w}.npz").exists() for w in (4, 64)]
@@ -1074,8 +1085,7 @@ def test_the_batches_announced_on_resume_leave_out_the_stored_widths(tmp_path, m
     only width 64's cells, those that train (training stubbed)."""
     from gdrelu import runner, store
 
-    def train(work, **kwargs):
-        return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
+    train = _crossed
 
     monkeypatch.setattr(runner, "train_cells", train)
     spec = ExperimentSpec(widths=(4, 64), deltas=(0.0,), runs=3)
@@ -1099,13 +1109,9 @@ def test_a_target_halfwidth_across_processes_is_refused_before_any_run(monkeypat
 
 
 def _paper_runs(runs=40):
-    """The first `runs` paper runs of width 8 at Δ = 0 and their h (tests/test_engine.py's
+    """The first `runs` of 40 paper runs of width 8 at Δ = 0 and their h (tests/test_engine.py's
     `width8`: the same shapes, so the same compiled programs)."""
-    from gdrelu import theory
-
-    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=40, seed=0)
-    params, data, _ = initial_runs(Cell(8, 0.0, spec), np.arange(runs))
-    return params, data, theory.paper_step_size(params, data)
+    return jax.tree.map(lambda v: np.asarray(v)[:runs], paper_runs(8, 40))
 
 
 def test_simulate_reports_every_check_until_the_last_run_stops():
@@ -1229,22 +1235,3 @@ def test_simulate_turns_on_the_default_compilation_cache(monkeypatch):
     with pytest.raises(ValueError, match=r"^check_every: must be a positive integer"):
         simulate(params, data, 0.01, check_every=0)
     assert calls == [True]
-
-
-def test_simulate_stops_early_after_ten_checks_without_improvement_by_default():
-    """docs/theory.md, "Outcome of a run": by default a run stops once its validation loss
-    has not improved by 1e-8 for 10 checks, so an early-stopped run stops 10 checks after
-    its best one, and the defaults are those values given (tests/test_engine.py's
-    early-stopping call, with the defaults)."""
-    from gdrelu import simulate
-
-    params, data, step = _paper_runs()
-    kwargs = dict(check_every=1000, max_checks=200, stop_on=("crossed",),
-                  validation_weights=data.weights)  # fmt: skip
-    result = simulate(params, data, step, **kwargs)
-    early = result.status == Status.EARLY_STOPPED
-    assert early.any()
-    np.testing.assert_array_equal(result.stop_step[early] - result.best_step[early], 10_000)
-    given = simulate(params, data, step, **kwargs, min_delta=1e-8, patience=10)
-    for field in ("status", "stop_step", "best_step", "best_validation_loss"):
-        np.testing.assert_array_equal(getattr(result, field), getattr(given, field))

@@ -337,63 +337,65 @@ def test_the_c_loop_refuses_arrays_of_the_wrong_shape():
         native.run_loop(*arrays(6), 0.0, 10)
 
 
-@needs_compiler
-def test_the_built_loop_is_kept_in_the_compilation_cache(tmp_path, monkeypatch):
-    """With JAX's compilation cache on, the first build is kept in its directory and a
-    later process (here: the cache of `library` cleared) loads it without compiling;
-    with the cache off nothing is written there."""
+@pytest.fixture
+def cache_setting():
+    """For a test that changes JAX's compilation-cache setting: the setting restored after
+    it, and the C libraries loaded afresh before and after it."""
     before = jax.config.jax_compilation_cache_dir
     native.library.cache_clear()
     native.general_library.cache_clear()
-    try:
-        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    yield
+    jax.config.update("jax_compilation_cache_dir", before)
+    native.library.cache_clear()
+    native.general_library.cache_clear()
+
+
+@needs_compiler
+def test_the_built_loop_is_kept_in_the_compilation_cache(tmp_path, monkeypatch, cache_setting):
+    """With JAX's compilation cache on, the first build is kept in its directory and a
+    later process (here: the cache of `library` cleared) loads it without compiling;
+    with the cache off nothing is written there."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    native.library()
+    (kept,) = (tmp_path / "gdrelu-native").glob("*.so")  # the propagator's alone
+    assert kept.name.startswith("propagator-")
+    native.general_library()
+    (general,) = (tmp_path / "gdrelu-native").glob("general-*.so")
+    native.library.cache_clear()
+    native.general_library.cache_clear()
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(native.subprocess, "run", no_compiler)
+    assert native.library().gd_steps is not None
+    assert native.general_library().gdrelu_general_steps is not None
+    jax.config.update("jax_compilation_cache_dir", None)
+    native.library.cache_clear()
+    with pytest.raises(AssertionError, match="compiled again"):
         native.library()
-        (kept,) = (tmp_path / "gdrelu-native").glob("*.so")  # the propagator's alone
-        assert kept.name.startswith("propagator-")
-        native.general_library()
-        (general,) = (tmp_path / "gdrelu-native").glob("general-*.so")
-        native.library.cache_clear()
-        native.general_library.cache_clear()
-
-        def no_compiler(*args, **kwargs):
-            raise AssertionError("compiled again")
-
-        monkeypatch.setattr(native.subprocess, "run", no_compiler)
-        assert native.library().gd_steps is not None
-        assert native.general_library().gdrelu_general_steps is not None
-        jax.config.update("jax_compilation_cache_dir", None)
-        native.library.cache_clear()
-        with pytest.raises(AssertionError, match="compiled again"):
-            native.library()
-        assert sorted(tmp_path.rglob("*.so")) == sorted([kept, general])
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before)
-        native.library.cache_clear()
-        native.general_library.cache_clear()
+    assert sorted(tmp_path.rglob("*.so")) == sorted([kept, general])
 
 
-def test_a_missing_source_or_header_is_an_error_not_a_missing_compiler(tmp_path, monkeypatch):
+def test_a_missing_source_or_header_is_an_error_not_a_missing_compiler(
+    tmp_path, monkeypatch, cache_setting
+):
     """A C source or header missing from the install is a FileNotFoundError naming it, with
     the compilation cache on or off: not `NativeUnavailable` (a compiler that failed, which
     "auto" passes over with a warning and the tests skip)."""
-    before = jax.config.jax_compilation_cache_dir
     missing = tmp_path / "general.c"
-    try:
-        for directory in (None, str(tmp_path)):
-            jax.config.update("jax_compilation_cache_dir", directory)
-            with monkeypatch.context() as patched:
-                patched.setattr(native, "GENERAL_SOURCE", missing)
-                native.general_library.cache_clear()
-                with pytest.raises(FileNotFoundError, match=r"C source is missing: .*general\.c"):
-                    native.general_library()
-            with monkeypatch.context() as patched:
-                patched.setattr(native, "HEADERS", (tmp_path / "lanes.h", native.HEADERS[1]))
-                native.general_library.cache_clear()
-                with pytest.raises(FileNotFoundError, match=r"C source is missing: .*lanes\.h"):
-                    native.general_library()
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before)
-        native.general_library.cache_clear()
+    for directory in (None, str(tmp_path)):
+        jax.config.update("jax_compilation_cache_dir", directory)
+        with monkeypatch.context() as patched:
+            patched.setattr(native, "GENERAL_SOURCE", missing)
+            native.general_library.cache_clear()
+            with pytest.raises(FileNotFoundError, match=r"C source is missing: .*general\.c"):
+                native.general_library()
+        with monkeypatch.context() as patched:
+            patched.setattr(native, "HEADERS", (tmp_path / "lanes.h", native.HEADERS[1]))
+            native.general_library.cache_clear()
+            with pytest.raises(FileNotFoundError, match=r"C source is missing: .*lanes\.h"):
+                native.general_library()
 
 
 def _fake_compiler(monkeypatch, built: bytes):
@@ -411,43 +413,41 @@ def _fake_compiler(monkeypatch, built: bytes):
 
 
 @needs_compiler
-def test_a_broken_or_unwritable_cache_costs_a_compile_and_nothing_else(tmp_path, monkeypatch):
+def test_a_broken_or_unwritable_cache_costs_a_compile_and_nothing_else(
+    tmp_path, monkeypatch, cache_setting
+):
     """A cache entry that does not load (a truncated write, say) is built again and
     replaced; a cache directory that cannot be written is passed over; a build that does
     not load is `NativeUnavailable` with the reason (the compiler here: a copy of the
     loop already built in this process)."""
     real = Path(native.library()._name).read_bytes()
     _fake_compiler(monkeypatch, real)
-    before = jax.config.jax_compilation_cache_dir
     native.library.cache_clear()
-    try:
-        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    native.library()
+    (kept,) = (tmp_path / "cache" / "gdrelu-native").glob("propagator-*.so")
+    kept.write_bytes(b"not a library")
+    native.library.cache_clear()
+    assert native.library().gd_steps is not None
+    assert kept.read_bytes() == real  # replaced
+    (tmp_path / "file").write_text("")  # the cache's directory is a file
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "file"))
+    native.library.cache_clear()
+    assert native.library().gd_steps is not None
+    jax.config.update("jax_compilation_cache_dir", None)
+    _fake_compiler(monkeypatch, b"not a library")
+    native.library.cache_clear()
+    with pytest.raises(native.NativeUnavailable, match="could not be loaded"):
         native.library()
-        (kept,) = (tmp_path / "cache" / "gdrelu-native").glob("propagator-*.so")
-        kept.write_bytes(b"not a library")
-        native.library.cache_clear()
-        assert native.library().gd_steps is not None
-        assert kept.read_bytes() == real  # replaced
-        (tmp_path / "file").write_text("")  # the cache's directory is a file
-        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "file"))
-        native.library.cache_clear()
-        assert native.library().gd_steps is not None
-        jax.config.update("jax_compilation_cache_dir", None)
-        _fake_compiler(monkeypatch, b"not a library")
-        native.library.cache_clear()
-        with pytest.raises(native.NativeUnavailable, match="could not be loaded"):
-            native.library()
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before)
-        native.library.cache_clear()
 
 
-def test_the_cache_key_changes_with_everything_the_build_depends_on(tmp_path, monkeypatch):
+def test_the_cache_key_changes_with_everything_the_build_depends_on(
+    tmp_path, monkeypatch, cache_setting
+):
     """`native.cached`'s entry is the same for the same build and another one where the
     source, either header, the flags, the compiler (another, or the same one changed) or
     the CPU differ (-march=native code may not run on another CPU: its model and feature
     flags are in the key)."""
-    before = jax.config.jax_compilation_cache_dir
     files = {p.name: tmp_path / p.name for p in (native.SOURCE, *native.HEADERS)}
     for original in (native.SOURCE, *native.HEADERS):
         files[original.name].write_bytes(original.read_bytes())
@@ -456,27 +456,24 @@ def test_the_cache_key_changes_with_everything_the_build_depends_on(tmp_path, mo
     compilers = [tmp_path / "cc", tmp_path / "other-cc"]
     for i, compiler in enumerate(compilers):
         compiler.write_text(f"compiler {i}")
-    try:
-        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
-        first = native.cached(str(compilers[0]), source, "propagator")
-        assert first.parent == tmp_path / "cache" / "gdrelu-native"
-        assert native.cached(str(compilers[0]), source, "propagator") == first
-        entries = {first, native.cached(str(compilers[0]), source, "general")}
-        for path in files.values():
-            path.write_bytes(path.read_bytes() + b"\n")
-            entries.add(native.cached(str(compilers[0]), source, "propagator"))
-        entries.add(native.cached(str(compilers[1]), source, "propagator"))
-        compilers[0].write_text("compiler 0, updated")
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    first = native.cached(str(compilers[0]), source, "propagator")
+    assert first.parent == tmp_path / "cache" / "gdrelu-native"
+    assert native.cached(str(compilers[0]), source, "propagator") == first
+    entries = {first, native.cached(str(compilers[0]), source, "general")}
+    for path in files.values():
+        path.write_bytes(path.read_bytes() + b"\n")
         entries.add(native.cached(str(compilers[0]), source, "propagator"))
-        with monkeypatch.context() as patched:
-            patched.setattr(native, "FLAGS", (*native.FLAGS, "-DOTHER"))
-            entries.add(native.cached(str(compilers[0]), source, "propagator"))
-        with monkeypatch.context() as patched:
-            patched.setattr(native, "_processor", lambda: "another CPU")
-            entries.add(native.cached(str(compilers[0]), source, "propagator"))
-        assert len(entries) == 9
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before)
+    entries.add(native.cached(str(compilers[1]), source, "propagator"))
+    compilers[0].write_text("compiler 0, updated")
+    entries.add(native.cached(str(compilers[0]), source, "propagator"))
+    with monkeypatch.context() as patched:
+        patched.setattr(native, "FLAGS", (*native.FLAGS, "-DOTHER"))
+        entries.add(native.cached(str(compilers[0]), source, "propagator"))
+    with monkeypatch.context() as patched:
+        patched.setattr(native, "_processor", lambda: "another CPU")
+        entries.add(native.cached(str(compilers[0]), source, "propagator"))
+    assert len(entries) == 9
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:

@@ -1,6 +1,7 @@
 """The figures draw what the summary says: each cell's interval, at its width."""
 
 import numpy as np
+import pytest
 
 from gdrelu import plot
 from gdrelu.plot import comparison_figure, failure_probability_figure
@@ -9,6 +10,14 @@ from gdrelu.plot import comparison_figure, failure_probability_figure
 def _cell(width, delta, p, low, high):
     return {"width": width, "delta": delta, "p_stuck": p, "ci95": [low, high],
             "stuck_rule": "final", "optimizer": "sgd"}  # fmt: skip
+
+
+@pytest.fixture
+def closed_figures(monkeypatch):
+    """The figures a plot closes (`plt.close` recorded instead), in order."""
+    figures = []
+    monkeypatch.setattr(plot.plt, "close", figures.append)
+    return figures
 
 
 def test_each_cell_has_its_interval_even_alone():
@@ -67,14 +76,12 @@ def test_the_axis_says_provably_only_when_every_cell_counts_certified_runs():
     assert "(nominal: --target-halfwidth)" in ax.get_title()
 
 
-def test_the_fraction_plot_draws_each_budget_by_width(tmp_path, monkeypatch):
+def test_the_fraction_plot_draws_each_budget_by_width(tmp_path, closed_figures):
     """The star figure: one line per step budget, in budget order, its points sorted by
     width whatever order they came in; the file is written."""
-    figures = []
-    monkeypatch.setattr(plot.plt, "close", figures.append)
     lines = {50_000: [(64, 0.9), (16, 0.5)], 10_000: [(32, 0.3), (16, 0.1), (64, 0.4)]}
     plot.fraction_plot(lines, "fraction below", tmp_path / "star.png")
-    (ax,) = figures[0].axes
+    (ax,) = closed_figures[0].axes
     first, second = ax.lines
     assert ax.get_legend_handles_labels()[1] == ["≤ 10000 steps", "≤ 50000 steps"]
     np.testing.assert_array_equal(first.get_xdata(), [16, 32, 64])
@@ -92,17 +99,15 @@ def test_an_optimizer_without_a_delta_is_drawn_without_it():
     assert ax.get_legend_handles_labels()[1] == ["gd, Δ = 0", "sgd, Δ = 0.1"]
 
 
-def test_section_10_marks_a_configuration_whose_runs_all_diverged(tmp_path, monkeypatch):
+def test_section_10_marks_a_configuration_whose_runs_all_diverged(tmp_path, closed_figures):
     """A log axis drops an infinite relative RMSE without a word: d = 2's diverged row is
     an × at the panel's top, at d = 2, in its bias init's colour."""
-    figures = []
-    monkeypatch.setattr(plot.plt, "close", figures.append)
     row = dict(data="radial", init="he", optimizer="sgd", bias_init="zero")
     best = [{**row, "dim": 1, "relative_test_rmse": 1.0},
             {**row, "dim": 2, "relative_test_rmse": float("inf")},
             {**row, "dim": 4, "relative_test_rmse": 1.5}]  # fmt: skip
     plot.relative_rmse_plot(best, tmp_path / "s10.png")
-    (ax,) = figures[0].axes
+    (ax,) = closed_figures[0].axes
     line, crosses = ax.lines
     assert line.get_color() == crosses.get_color() and crosses.get_marker() == "x"
     np.testing.assert_array_equal(crosses.get_xdata(), [2])
@@ -141,13 +146,11 @@ def test_a_comparison_figure_has_one_panel_per_delta_its_rows_by_width():
     assert "nominal: --target-halfwidth" in fig._suptitle.get_text()
 
 
-def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, monkeypatch):
+def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, closed_figures):
     """One colour per bias init, P_d as circles joined in order of d (rows given out of
     order), P_ex at d = 1 as a lone square, labelled once per bias init (on P_d); an
     undefined (NaN) relative RMSE is marked × as a diverged one is; a log y-axis only
     where some value is finite and positive (all diverged: linear, the × marks alone)."""
-    figures = []
-    monkeypatch.setattr(plot.plt, "close", figures.append)
     keys = ("data", "bias_init", "dim", "relative_test_rmse")
     best = [
         {"init": "he", "optimizer": "sgd", **dict(zip(keys, values, strict=True))}
@@ -156,7 +159,7 @@ def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, monk
                        ("radial", "unif", 1, 1.1), ("p-ex", "zero", 1, 1.3)]
     ]  # fmt: skip
     plot.relative_rmse_plot(best, tmp_path / "s10.png")
-    (ax,) = figures[0].axes
+    (ax,) = closed_figures[0].axes
     circles = [line for line in ax.lines if line.get_marker() == "o"]
     (square,) = [line for line in ax.lines if line.get_marker() == "s"]
     (crosses,) = [line for line in ax.lines if line.get_marker() == "x"]
@@ -170,6 +173,6 @@ def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, monk
     assert ax.get_yscale() == "log"
     diverged = [{**r, "relative_test_rmse": np.inf} for r in best]  # no value a log axis shows
     plot.relative_rmse_plot(diverged, tmp_path / "all.png")
-    (ax,) = figures[1].axes
+    (ax,) = closed_figures[1].axes
     assert ax.get_yscale() == "linear"
     assert [line.get_marker() for line in ax.lines].count("x") == 3  # one × line per line

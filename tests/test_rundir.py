@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import finished_cell
+from conftest import disk_full, finished_cell
 
 from gdrelu import ExperimentSpec, store
 from gdrelu.cli import main, outdir
@@ -104,11 +104,8 @@ def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
     """write() gives no file name ('None' was printed); the hint comes only with a
     manifest to resume from, and a directory left without one can be used again."""
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     out = tmp_path / "run"
-    monkeypatch.setattr(store, "save_unit", full)
+    monkeypatch.setattr(store, "save_unit", disk_full)
     assert main(["run", *TINY, "--out", str(out)]) == 1
     assert (
         _one_line(capsys)
@@ -118,7 +115,7 @@ def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
 
     early = tmp_path / "early"
-    monkeypatch.setattr(store, "_atomic_write", full)  # the manifest cannot be written
+    monkeypatch.setattr(store, "_atomic_write", disk_full)  # the manifest cannot be written
     assert main(["run", *TINY, "--out", str(early)]) == 1
     assert _one_line(capsys) == "gdrelu: error: No space left on device"
     monkeypatch.undo()
@@ -130,12 +127,9 @@ def test_a_disk_full_at_the_manifest_leaves_the_directory_as_it_was(tmp_path, mo
     the empty --out it was given as empty as a run takes it, its lock aside (a temporary
     manifest left behind made the next run with the same --out refused as "not empty")."""
 
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     out = tmp_path / "run"
     out.mkdir()
-    monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     assert main(["run", *TINY, "--out", str(out)]) == 1
     assert _one_line(capsys) == "gdrelu: error: No space left on device"
     assert {p.name for p in out.iterdir()} <= {outdir.LOCK}

@@ -9,7 +9,12 @@ import pytest
 from scipy import special
 
 from gdrelu import clopper_pearson, failure_probability
-from gdrelu.stats import adaptive_coverage, paired_comparison, paired_difference_interval
+from gdrelu.stats import (
+    adaptive_coverage,
+    paired_comparison,
+    paired_difference_interval,
+    two_proportion_z,
+)
 
 
 @pytest.mark.parametrize("n", [1, 10, 1000])
@@ -375,8 +380,6 @@ def test_adaptive_coverage_at_p_0_and_1_and_at_a_half_width_equal_to_the_target(
 def test_two_proportion_z_by_hand():
     """138/400 against 150/400: pooled p = 0.36, se = sqrt(0.36 · 0.64 · 2/400) =
     0.0339411, z = -0.03 / se = -0.883883 (worked out by hand)."""
-    from gdrelu.stats import two_proportion_z
-
     assert two_proportion_z(138, 400, 150, 400) == pytest.approx(-0.883883, abs=1e-6)
     assert two_proportion_z(150, 400, 138, 400) == pytest.approx(0.883883, abs=1e-6)
     assert two_proportion_z(0, 10, 0, 30) == 0.0
@@ -397,8 +400,6 @@ def test_two_proportion_z_of_unequal_run_counts_by_hand():
     """10/100 against 30/200 (gdrelu's runs against the paper's 400 need not be equal):
     pooled p = 40/300 = 2/15, se = sqrt(2/15 · 13/15 · (1/100 + 1/200)) = sqrt(13/7500),
     z = -0.05 / sqrt(13/7500) = -1.2009612 (by hand)."""
-    from gdrelu.stats import two_proportion_z
-
     assert two_proportion_z(10, 100, 30, 200) == pytest.approx(-1.2009612, abs=1e-6)
 
 

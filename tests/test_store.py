@@ -11,6 +11,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import disk_full
 
 from gdrelu import provenance, section10, store
 from gdrelu.cells import Cell, CellResult
@@ -154,16 +155,12 @@ def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(tmp_
     """A full disk while a file is written (here at its flush): the file keeps what it
     held, and the temporary file goes (one left behind held the disk's room, and made a
     new run's directory "not empty" for the same --out)."""
-    import errno
     import os
 
     path = tmp_path / "summary.json"
     store.write_text(path, "before")
 
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left on device"):
         store.write_text(path, "after")
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
@@ -867,8 +864,8 @@ def test_a_unit_stored_before_a_kill_removes_its_parts_and_their_seconds(tmp_pat
     assert not (tmp_path / store.UNITS / store.PARTS).exists()
 
 
-def _fake_batches(monkeypatch, limit, trained, kill_at=None, each=10.0):
-    """`runner._train_batch` stubbed (each run's step size its index + 0.5, `each` s of
+def _fake_batches(monkeypatch, limit, trained, kill_at=None):
+    """`runner._train_batch` stubbed (each run's step size its index + 0.5, 10 s of
     `runner.time` per batch, the runs of each batch appended to `trained`, `Killed` raised
     by the batch numbered `kill_at` from 1), in batches of `limit` runs in work order."""
     import types
@@ -881,7 +878,7 @@ def _fake_batches(monkeypatch, limit, trained, kill_at=None, each=10.0):
         trained.append([idx.tolist() for _, idx in work])
         if len(trained) == kill_at:
             raise Killed
-        clock.now += each
+        clock.now += 10.0
         return [fake_result(cell, idx.size)._replace(step_size=idx + 0.5) for cell, idx in work]
 
     monkeypatch.setattr(runner, "_train_batch", train)

@@ -315,6 +315,12 @@ def _trained_until_certified(alpha, x_scale):
     return jax.device_get(final), data, h
 
 
+def _each_run(final, data):
+    """(params, data) of each run alone, for `_direct_certificate`."""
+    return [(Params(*(np.asarray(v)[r] for v in final)), WeightedData(*(v[r] for v in data)))
+            for r in range(len(data.x))]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "alpha, x_scale",
     [(0.0, 2.0), (0.1, 0.5), *(pytest.param(*c, marks=pytest.mark.slow) for c in SLOW_SCALES)],
@@ -330,10 +336,11 @@ def test_the_certificate_against_a_direct_implementation(alpha, x_scale):
     runs = h.size
     stuck = jax.jit(functools.partial(theory.provably_stuck, alpha=alpha))
     verdicts, at_one = [], []
+    each = _each_run(final, data)
     for scale in (1.0, 1.5, 1.9, 2.5):
         got = np.asarray(stuck(final, data, h * scale))
         for r in range(runs):
-            one = (Params(*(np.asarray(v)[r] for v in final)), WeightedData(*(v[r] for v in data)))
+            one = each[r]
             want = _direct_certificate(*one, h[r] * scale, alpha)
             assert got[r] == want, (scale, r)
             verdicts.append(want)
@@ -488,8 +495,7 @@ def test_the_certificate_flips_at_the_direct_implementations_step_size():
     its threshold cannot see a constant of ρ, S, κ or δ; this one sits on it."""
     alpha = 0.1
     final, data, h = _trained_until_certified(alpha, 0.5)
-    one = [(Params(*(np.asarray(v)[r] for v in final)), WeightedData(*(v[r] for v in data)))
-           for r in range(h.size)]  # fmt: skip
+    one = _each_run(final, data)
     flips = [r for r in range(h.size)
              if _direct_certificate(*one[r], h[r], alpha)
              and not _direct_certificate(*one[r], 2.5 * h[r], alpha)]  # fmt: skip
