@@ -156,6 +156,20 @@ def test_ntk_step_size_is_the_paper_step_size_in_1d(trajectories, i):
     assert float(theory.ntk_step_size(params, data)) == pytest.approx(float(case["lr"]), rel=1e-12)
 
 
+def _normal_runs(runs, m, d, n, seed):
+    """`runs` networks (d inputs, width n) and data sets of m points, all entries
+    standard normal (biases and c too), with Dirichlet(1) weights."""
+    rng = np.random.default_rng(seed)
+    params = Params(
+        rng.normal(size=(runs, d, n)), rng.normal(size=(runs, n)), rng.normal(size=(runs, n)),
+        rng.normal(size=runs),
+    )  # fmt: skip
+    data = WeightedData(
+        rng.normal(size=(runs, m, d)), rng.normal(size=(runs, m)), rng.dirichlet(np.ones(m), runs)
+    )
+    return params, data
+
+
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 @pytest.mark.parametrize("alpha", [0.0, 0.1])
 def test_ntk_step_size_against_a_direct_jacobian(parameterization, alpha):
@@ -164,15 +178,8 @@ def test_ntk_step_size_against_a_direct_jacobian(parameterization, alpha):
 
     from gdrelu.model import forward, scaling_of
 
-    runs, m, d, n = 3, 9, 3, 7
-    rng = np.random.default_rng(5)
-    params = Params(
-        rng.normal(size=(runs, d, n)), rng.normal(size=(runs, n)), rng.normal(size=(runs, n)),
-        rng.normal(size=runs),
-    )  # fmt: skip
-    data = WeightedData(
-        rng.normal(size=(runs, m, d)), rng.normal(size=(runs, m)), rng.dirichlet(np.ones(m), runs)
-    )
+    runs, d, n = 3, 3, 7
+    params, data = _normal_runs(runs, 9, d, n, seed=5)
     scaling = scaling_of(parameterization, n, d)
     got = theory.ntk_step_size(params, data, alpha=alpha, scaling=scaling)
     for r in range(runs):
@@ -192,15 +199,8 @@ def test_param_norm_step_size_is_the_star_codes_gram_built_from_parameter_values
     from jax.flatten_util import ravel_pytree
 
     runs, m, d, n = 3, 33, 2, 5
-    rng = np.random.default_rng(9)
-    params = Params(
-        rng.normal(size=(runs, d, n)), rng.normal(size=(runs, n)), rng.normal(size=(runs, n)),
-        rng.normal(size=runs),
-    )  # fmt: skip
+    params, data = _normal_runs(runs, m, d, n, seed=9)
     padded = Params(*(np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, 3)]) for v in params[:3]), params.c)
-    data = WeightedData(
-        rng.normal(size=(runs, m, d)), rng.normal(size=(runs, m)), rng.dirichlet(np.ones(m), runs)
-    )
     got = np.asarray(theory.param_norm_step_size(params, data))
     np.testing.assert_array_equal(got, np.asarray(theory.param_norm_step_size(padded, data)))
     for r in range(runs):
