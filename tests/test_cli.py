@@ -157,20 +157,25 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path
 
 
 @pytest.mark.parametrize(
-    "toml, error",
+    ("config", "field"),
     [
-        ('optimizer = "adam"\nbatch_size = 4\n', "error: batch_size: adam trains full-batch"),
+        (b"widths = [4]\nruns = 0\n", "runs"),
+        (b"widths = [4]\nrunz = 3\n", "runz"),
+        (b"widths = [4\n", "--config"),
+        (b"widths = [4]\n\xff\xfe\n", "--config"),
+        (b"stop_on = [[1]]\n", "stop_on"),
+        (b"widths = [9223372036854775807]\nnum_samples = 100\n", "2^40"),
+        # a value that changes nothing is refused as named in the file
+        (b'optimizer = "adam"\nbatch_size = 4\n', "error: batch_size: adam trains full-batch"),
         # only --num-heldout was refused once; the config file's equal value passed
-        ("num_heldout = 1024\n", "error: num_heldout: only continuous data"),
+        (b"num_heldout = 1024\n", "error: num_heldout: only continuous data"),
     ],
 )
-def test_a_config_value_that_changes_nothing_is_refused_as_named_in_the_file(
-    toml, error, tmp_path, capsys
-):
-    config, out = tmp_path / "exp.toml", tmp_path / "never"
-    config.write_text(toml)
-    argv = ["run", "--config", str(config), "--out", str(out)]
-    assert error in _refused_in_one_line(argv, out, capsys)
+def test_a_config_file_that_is_not_a_spec_exits_2(config, field, tmp_path, capsys):
+    path, out = tmp_path / "exp.toml", tmp_path / "never"
+    path.write_bytes(config)
+    err = _refused_in_one_line(["run", "--config", str(path), "--out", str(out)], out, capsys)
+    assert field in err, err
 
 
 def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
@@ -178,24 +183,8 @@ def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     out = tmp_path / "never"
     argv = ["run", "--widths", "4", "--runs", "2", "--cache-dir", str(tmp_path / "a_file")]
-    assert main([*argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--cache-dir: " in err and "not a directory" in err
-    assert not out.exists()
-
-
-def test_config_file_and_flag_precedence(tmp_path, capsys):
-    config = tmp_path / "exp.toml"
-    config.write_text("widths = [4]\nruns = 0\n")
-    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
-    assert "runs" in capsys.readouterr().err
-    config.write_text("widths = [4]\nrunz = 3\n")
-    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
-    assert "runz" in capsys.readouterr().err
-    config.write_text("widths = [4\n")
-    assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
-    assert "--config" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    err = _refused_in_one_line([*argv, "--out", str(out)], out, capsys)
+    assert "--cache-dir: " in err and "not a directory" in err, err
 
 
 def test_unwritable_output_is_reported_before_compute(tmp_path, capsys):
@@ -266,23 +255,6 @@ def test_a_directory_another_command_started_is_not_resumed(manifest, field, tmp
     assert main(["run", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err, err
-
-
-@pytest.mark.parametrize(
-    ("config", "field"),
-    [
-        (b"widths = [4]\n\xff\xfe\n", "--config"),
-        (b"stop_on = [[1]]\n", "stop_on"),
-        (b"widths = [9223372036854775807]\nnum_samples = 100\n", "2^40"),
-    ],
-)
-def test_a_config_file_that_is_not_a_spec_exits_2(config, field, tmp_path, capsys):
-    path = tmp_path / "exp.toml"
-    path.write_bytes(config)
-    assert main(["run", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and field in err, err
-    assert not (tmp_path / "o").exists()
 
 
 def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
@@ -522,6 +494,11 @@ def test_ctrl_c_between_batches_keeps_the_finished_batches(tmp_path, monkeypatch
     assert not (out / "units" / "parts").exists()
 
 
+def _interrupt_at_once(*args, **kwargs):
+    """A stub of the work: Ctrl-C before it starts."""
+    raise KeyboardInterrupt
+
+
 # (argv, the work to stub, the command whose --resume finishes the directory) of the
 # commands other than a plain `gdrelu run`
 OTHER_COMMANDS = [
@@ -534,10 +511,7 @@ OTHER_COMMANDS = [
 def test_ctrl_c_names_the_command_that_finishes_it(
     command, interrupted, finish, tmp_path, monkeypatch, capsys
 ):
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(interrupted, stop)
+    monkeypatch.setattr(interrupted, _interrupt_at_once)
     out = tmp_path / "out"
     assert main([*command, "--out", str(out), "--quiet"]) == 130
     err = capsys.readouterr().err.strip()
@@ -608,8 +582,21 @@ def test_two_processes_give_the_runs_of_one(small_run, tmp_path):
     assert "--resume" not in errs[1]
 
 
-def _interrupt_at_once(spec, **kwargs):
-    raise KeyboardInterrupt
+def _as_process(monkeypatch, index, gather=None, run_experiment=_interrupt_at_once):
+    """Stub jax.distributed so that `main` runs as --distributed process `index` of 2,
+    whose gathers return `gather(local)` (by default both processes' values equal this
+    one's), training with `run_experiment` (by default interrupted at once): the flags of
+    that process."""
+    import gdrelu.runner
+    from gdrelu.cli import backends
+    from gdrelu.runner import Processes
+
+    if gather is None:
+        gather = lambda local: np.stack([local, local])  # noqa: E731
+    processes = Processes(index, 2, gather)
+    monkeypatch.setattr(backends, "start_processes", lambda args, specs: processes)
+    monkeypatch.setattr(gdrelu.runner, "run_experiment", run_experiment)
+    return ["--distributed", "--num-processes", "2", "--process-id", str(index)]
 
 
 def test_a_distributed_run_is_refused_with_resume_or_target_halfwidth(small_run, tmp_path, capsys):
@@ -670,20 +657,15 @@ def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path,
     """--distributed process 1 of 2 (jax.distributed stubbed, training interrupted at once):
     it leaves the CPU device count alone (jax.distributed has started the backends),
     creates no run directory, and exits 130 without naming a directory to resume."""
-    import gdrelu.runner
     from gdrelu.cli import backends
-    from gdrelu.runner import Processes
 
-    both = Processes(1, 2, lambda opened: np.stack([opened, opened]))  # process 0 opened
-    monkeypatch.setattr(backends, "start_processes", lambda args, specs: both)
+    process_1 = _as_process(monkeypatch, 1)  # process 0 opened the directory
     every_core, prepare = [], backends.prepare
     monkeypatch.setattr(
         backends, "prepare", lambda **kw: every_core.append(kw["every_core"]) or prepare(**kw)
     )
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)
     monkeypatch.chdir(tmp_path)  # where the default --out, runs/<time>, would go
-    argv = ["run", *SMALL, "--distributed", "--num-processes", "2", "--process-id", "1"]
-    assert main(argv) == 130
+    assert main(["run", *SMALL, *process_1]) == 130
     assert "--resume" not in capsys.readouterr().err
     assert every_core == [False] and list(tmp_path.iterdir()) == []
 
@@ -696,10 +678,6 @@ def test_a_run_directory_refused_on_process_0_ends_every_process_in_one_line(
     learns so at once (jax.distributed stubbed: the gather returns both processes'
     answers) and exits 2 on one line, before any training; process 0 names the directory.
     The others used to wait at their first gather until it timed out, in a traceback."""
-    import gdrelu.runner
-    from gdrelu.cli import backends
-    from gdrelu.runner import Processes
-
     answers = []
 
     def gather(opened):  # first the checks (both passed), then the directory
@@ -709,12 +687,8 @@ def test_a_run_directory_refused_on_process_0_ends_every_process_in_one_line(
     out = tmp_path / "used"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    monkeypatch.setattr(
-        backends, "start_processes", lambda args, specs: Processes(index, 2, gather)
-    )
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)  # never reached
-    argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
-    assert main([*argv, "--process-id", str(index)]) == 2
+    process = _as_process(monkeypatch, index, gather)  # training: never reached
+    assert main(["run", *SMALL, "--out", str(out), *process]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and answers == [True, index == 1], err
     assert ("is not empty (notes.txt)" if index == 0 else "process 0 could not open") in err
@@ -728,10 +702,8 @@ def test_a_memory_check_refused_on_one_host_ends_every_process_in_one_line(
     """--distributed, process 1's host has too little free memory: both processes exit 2
     on one line before the directory is made (process 0 would have made it, then waited
     at its first gather until it timed out); process 1 says why."""
-    import gdrelu.runner
-    from gdrelu.cli import backends, options
+    from gdrelu.cli import options
     from gdrelu.cli.errors import UsageError
-    from gdrelu.runner import Processes
 
     def check_fits(specs, budget, **kw):
         if index == 1:
@@ -739,12 +711,10 @@ def test_a_memory_check_refused_on_one_host_ends_every_process_in_one_line(
         return budget
 
     gather = lambda ok: np.stack([np.asarray(True), np.asarray(False)])  # noqa: E731
-    monkeypatch.setattr(backends, "start_processes", lambda a, s: Processes(index, 2, gather))
+    process = _as_process(monkeypatch, index, gather)  # training: never reached
     monkeypatch.setattr(options, "check_fits", check_fits)
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)  # never reached
     out = tmp_path / "run"
-    argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
-    assert main([*argv, "--process-id", str(index)]) == 2
+    assert main(["run", *SMALL, "--out", str(out), *process]) == 2
     err = capsys.readouterr().err.strip()
     want = "too little here" if index == 1 else "another process refused the run"
     assert len(err.splitlines()) == 1 and want in err and not out.exists(), err
@@ -919,19 +889,33 @@ def test_help_lists_every_accepted_value(command, capsys, monkeypatch):
             assert re.search(pattern, blocks[flag]), (flag, value, blocks[flag])
 
 
-def test_a_resume_with_another_seed_names_only_the_seed(small_run, capsys):
-    assert main(["run", *SMALL, "--seed", "1", "--resume", str(small_run)]) == 2
+@pytest.mark.parametrize(
+    ("argv", "ending"),
+    [
+        (["run", *SMALL, "--seed", "1"], "(differs in seed: recorded 0, given 1)"),  # only it
+        # one spec: its field `optimizer` differs (`optimizers` is a comparison's list)
+        (
+            ["run", *SMALL, "--optimizer", "adam"],
+            '(differs in optimizer: recorded "gd", given "adam")',
+        ),
+        # it listed the 21 fields in which a run's spec differs from the preset's
+        (
+            ["run", "--preset", "section10"],
+            "holds a run, not the section10 preset; resume it without --preset",
+        ),
+        (
+            ["compare", "--optimizers", "gd,adam"],
+            "(differs in optimizers: recorded gd, given gd,adam)",
+        ),
+    ],
+)
+def test_a_resume_with_other_settings_names_what_differs(argv, ending, small_run, capsys):
+    """A resume whose flags disagree with the run's manifest exits 2 in one line naming
+    the difference."""
+    assert main([*argv, "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.endswith("(differs in seed: recorded 0, given 1)"), err
-
-
-def test_a_resume_with_another_optimizer_names_the_optimizer(small_run, capsys):
-    """One spec: its field `optimizer` differs (`optimizers` is a comparison's list)."""
-    assert main(["run", *SMALL, "--optimizer", "adam", "--resume", str(small_run)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.endswith('(differs in optimizer: recorded "gd", given "adam")'), err
+    assert err.endswith(ending), err
 
 
 def test_a_resume_takes_the_deltas_in_any_order(small_run, tmp_path):
@@ -946,10 +930,8 @@ def test_a_resume_takes_the_deltas_in_any_order(small_run, tmp_path):
 def test_resume_and_out_together_are_refused(small_run, tmp_path, capsys):
     """--resume names the run's directory: an --out beside it is refused, not ignored."""
     other = tmp_path / "other"
-    assert main(["run", "--resume", str(small_run), "--out", str(other), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not with --out" in err, err
-    assert not other.exists()
+    argv = ["run", "--resume", str(small_run), "--out", str(other), "--quiet"]
+    assert "not with --out" in _refused_in_one_line(argv, other, capsys)
 
 
 @pytest.mark.parametrize("flag", [["--batch-size", "16"], ["--num-heldout", "1024"]])
@@ -959,20 +941,6 @@ def test_a_resume_refuses_a_setting_a_fresh_run_refuses(small_run, flag, capsys)
     assert main(["run", *SMALL, *flag, "--resume", str(small_run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"error: {flag[0]}: " in err, err
-
-
-def test_a_run_is_not_resumed_as_a_preset(small_run, capsys):
-    """It listed the 21 fields in which a run's spec differs from the preset's."""
-    assert main(["run", "--preset", "section10", "--resume", str(small_run)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.endswith("holds a run, not the section10 preset; resume it without --preset")
-
-
-def test_a_run_is_not_resumed_as_a_comparison(small_run, capsys):
-    assert main(["compare", "--optimizers", "gd,adam", "--resume", str(small_run)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.endswith("(differs in optimizers: recorded gd, given gd,adam)"), err
 
 
 def test_a_directory_without_a_manifest_or_its_kernel_is_not_resumed(small_run, tmp_path, capsys):
@@ -1021,25 +989,6 @@ def test_compare_takes_a_batch_size_for_its_minibatch_optimizers():
     ]
 
 
-def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, capsys):
-    """The manifest records the data file's content hash: the units stored before the
-    change were trained on other points, so --resume refuses, naming it."""
-    path = tmp_path / "d.csv"
-    path.write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
-    restore = _interrupted_after_first_unit(monkeypatch)
-    out = tmp_path / "out"
-    flags = ["--data", "file", "--data-file", str(path), "--widths", "8,4", "--deltas", "0",
-             "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
-    assert main(["run", *flags, "--out", str(out)]) == 130
-    restore()
-    capsys.readouterr()
-    path.write_text("x,y\n-3,5\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,-4\n")
-    assert main(["run", "--resume", str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "started on another data file" in err, err
-    assert not (out / "runs.csv").exists()
-
-
 def _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch) -> None:
     """`gdrelu run --data-file d.csv --out out` in tmp_path, stopped after its first unit."""
     (tmp_path / "d.csv").write_text("x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n")
@@ -1049,6 +998,19 @@ def _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch) -> None:
              "--runs", "4", "--check-every", "20", "--max-checks", "2", "--quiet"]  # fmt: skip
     assert main(["run", *flags, "--out", "out"]) == 130
     restore()
+
+
+def test_a_resume_after_the_data_file_changed_is_refused(tmp_path, monkeypatch, capsys):
+    """The manifest records the data file's content hash: the units stored before the
+    change were trained on other points, so --resume refuses, naming it."""
+    _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch)
+    capsys.readouterr()
+    (tmp_path / "d.csv").write_text("x,y\n-3,5\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,-4\n")
+    out = tmp_path / "out"
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "started on another data file" in err, err
+    assert not (out / "runs.csv").exists()
 
 
 def test_a_relative_data_file_resumes_from_another_directory(tmp_path, monkeypatch, capsys):
@@ -1249,17 +1211,16 @@ def test_the_bar_shows_the_time_left_from_checks_not_runs():
     progress.close()
 
 
-def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds(monkeypatch):
-    """A cell of 3 runs grown to 6 by the runner (training stubbed: no 6 runs meet a
-    half-width of 0.1): the added batch's check counts the 3 earlier runs and its own 3,
-    so the bar shows 6 of 6 then, not only once the cell is done."""
+def _run_under_a_bar(spec, monkeypatch, processes=None):
+    """`runner.run_experiment(spec)` of one cell of width 4 reporting to a bar of
+    `spec.runs` runs, training stubbed (each batch checks once, its runs all unfinished):
+    the cell results, the bar's (n, total) after each batch's check, and at the end."""
     import functools
     import io
 
     from gdrelu import runner
     from gdrelu.cli.progress import RunProgress
     from gdrelu.progress import spec_clock
-    from gdrelu.spec import ExperimentSpec
 
     def train(work, *, on_check, **kwargs):
         ((cell, indices),) = work
@@ -1269,17 +1230,29 @@ def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds(monkeypatch):
 
     shown = []
     monkeypatch.setattr(runner, "train_cells", train)
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=6,
-                          check_every=20, max_checks=2)  # fmt: skip
-    progress = RunProgress(3, spec_clock([spec]), enabled=True, file=io.StringIO())
-    (cell,) = runner.run_experiment(
+    progress = RunProgress(spec.runs, spec_clock([spec]), enabled=True, file=io.StringIO())
+    cells = runner.run_experiment(
         spec,
         on_check=functools.partial(progress.on_check, 0),
         on_cells_done=functools.partial(progress.on_cells_done, 0),
+        processes=processes,
     )
-    assert cell.result.status.size == 6
-    assert shown == [(3, 3), (6, 6)] and (progress.bar.n, progress.bar.total) == (6, 6)
+    end = (progress.bar.n, progress.bar.total)
     progress.close()
+    return cells, shown, end
+
+
+def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds(monkeypatch):
+    """A cell of 3 runs grown to 6 by the runner (training stubbed: no 6 runs meet a
+    half-width of 0.1): the added batch's check counts the 3 earlier runs and its own 3,
+    so the bar shows 6 of 6 then, not only once the cell is done."""
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=6,
+                          check_every=20, max_checks=2)  # fmt: skip
+    (cell,), shown, end = _run_under_a_bar(spec, monkeypatch)
+    assert cell.result.status.size == 6
+    assert shown == [(3, 3), (6, 6)] and end == (6, 6)
 
 
 def test_the_bar_counts_each_batch_from_its_own_first_check():
@@ -1335,39 +1308,22 @@ def test_the_bar_of_process_0_counts_the_runs_every_process_trained(monkeypatch)
     """--distributed: process 0's checks see only its own share (runs 0, 3, 6 of 7 with 3
     processes; training and the other processes stubbed), but the cell it gathers holds
     all 7: the bar ends at 7 of 7, not 3 of 7."""
-    import functools
-    import io
-
     import jax
 
     from gdrelu import runner
-    from gdrelu.cli.progress import RunProgress
-    from gdrelu.progress import spec_clock
     from gdrelu.spec import ExperimentSpec
 
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7, max_checks=10, stop_on=())
     cell = Cell(4, 0.0, spec)
 
-    def train(work, *, on_check, **kwargs):
-        ((_, indices),) = work
-        on_check((4,), 1, np.full(indices.size, Status.UNFINISHED, np.int8))
-        return [finished_cell(cell, [Status.UNFINISHED] * indices.size, [False] * indices.size)]
-
     def gather(local):
         shares = [finished_cell(cell, [Status.UNFINISHED] * 3, [False] * 3)] * 3
         return jax.tree.map(lambda *v: np.stack(v), *[(s.step_size, s.result) for s in shares])
 
-    monkeypatch.setattr(runner, "train_cells", train)
-    progress = RunProgress(7, spec_clock([spec]), enabled=True, file=io.StringIO())
-    (result,) = runner.run_experiment(
-        spec,
-        on_check=functools.partial(progress.on_check, 0),
-        on_cells_done=functools.partial(progress.on_cells_done, 0),
-        processes=runner.Processes(0, 3, agreeing(gather, 3)),
-    )
+    processes = runner.Processes(0, 3, agreeing(gather, 3))
+    (result,), _, end = _run_under_a_bar(spec, monkeypatch, processes)
     assert result.result.status.size == 7
-    assert (progress.bar.n, progress.bar.total) == (7, 7)
-    progress.close()
+    assert end == (7, 7)
 
 
 def test_the_table_partitions_the_runs():
@@ -1422,11 +1378,10 @@ def test_a_width_that_cannot_fit_the_memory_budget_exits_2(args, tmp_path, capsy
     """One run of these widths (and of the preset's) needs more than a 10 kB budget:
     refused on one line naming the width and the budget, before the output directory."""
     out = tmp_path / "never"
-    assert main(["run", *args, "--memory-budget", "1e-5", "--quiet", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("gdrelu: error: width "), err
+    argv = ["run", *args, "--memory-budget", "1e-5", "--quiet", "--out", str(out)]
+    err = _refused_in_one_line(argv, out, capsys)
+    assert err.startswith("gdrelu: error: width "), err
     assert "budget" in err and "Traceback" not in err
-    assert not out.exists()
 
 
 def _write_bad_data(directory):
@@ -1610,16 +1565,8 @@ def test_process_0_of_a_distributed_run_writes_and_names_its_directory_on_ctrl_c
     """--distributed process 0 of 2 (jax.distributed stubbed, training interrupted at
     once) is the writer: it opens the run directory with its manifest, and on Ctrl-C
     exits 130 naming the command that finishes the run."""
-    import gdrelu.runner
-    from gdrelu.cli import backends
-    from gdrelu.runner import Processes
-
-    both = Processes(0, 2, lambda opened: np.stack([opened, opened]))
-    monkeypatch.setattr(backends, "start_processes", lambda args, specs: both)
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", _interrupt_at_once)
     out = tmp_path / "run"
-    argv = ["run", *SMALL, "--out", str(out), "--distributed", "--num-processes", "2"]
-    assert main([*argv, "--process-id", "0"]) == 130
+    assert main(["run", *SMALL, "--out", str(out), *_as_process(monkeypatch, 0)]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", last
     assert (out / "manifest.json").exists()
@@ -1658,23 +1605,18 @@ def test_a_process_other_than_0_that_finishes_prints_and_writes_nothing(
     """--distributed process 1 of 2 (jax.distributed stubbed, the runner stubbed to
     return every run): exit 0 with nothing on stdout (no table), its progress bar off
     and no file written; process 0 alone reports the run."""
-    import gdrelu.runner
-    from gdrelu.cli import backends, run
-    from gdrelu.runner import Processes
+    from gdrelu.cli import run
 
     def finished(spec, **kwargs):
         return [finished_cell(cell, [Status.CROSSED] * spec.runs) for cell in spec.cells()]
 
-    both = Processes(1, 2, lambda opened: np.stack([opened, opened]))
-    monkeypatch.setattr(backends, "start_processes", lambda args, specs: both)
-    monkeypatch.setattr(gdrelu.runner, "run_experiment", finished)
+    process_1 = _as_process(monkeypatch, 1, run_experiment=finished)
     bars = []
     progress = run.RunProgress
     monkeypatch.setattr(run, "RunProgress", lambda *a, **kw: bars.append(kw) or progress(*a, **kw))
     monkeypatch.chdir(tmp_path)
     loud = [arg for arg in SMALL if arg != "--quiet"]  # the bar off all the same
-    argv = ["run", *loud, "--distributed", "--num-processes", "2", "--process-id", "1"]
-    assert main(argv) == 0
+    assert main(["run", *loud, *process_1]) == 0
     assert capsys.readouterr().out == ""
     assert [kw["enabled"] for kw in bars] == [False]
     assert list(tmp_path.iterdir()) == []

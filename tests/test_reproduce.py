@@ -15,6 +15,14 @@ from gdrelu.outcome import Status
 from gdrelu.reproduce import Sizes
 
 
+def _pooled_z(crossed, runs, paper_crossed, paper_runs=400):
+    """The pooled two-proportion z statistic of `crossed` of `runs` against the paper's
+    code's `paper_crossed` of `paper_runs`, worked out here."""
+    pooled = (crossed + paper_crossed) / (runs + paper_runs)
+    difference = crossed / runs - paper_crossed / paper_runs
+    return difference / math.sqrt(pooled * (1 - pooled) * (1 / runs + 1 / paper_runs))
+
+
 @pytest.fixture
 def tiny(monkeypatch):
     """Every experiment at a few runs of one or two small widths, at both scales."""
@@ -34,9 +42,7 @@ def test_the_report_compares_with_the_paper_and_embeds_its_figure(tiny, tmp_path
     rows = {(r[0], r[1]): r for r in table["rows"]}
     assert rows[16, 0.0][-2] == 138
     assert rows[16, 0.2][-1] == "-"  # no number of the paper's code for Δ = 0.2
-    crossed, runs = rows[16, 0.0][3], rows[16, 0.0][2]
-    pooled = (crossed + 138) / (runs + 400)
-    want = (crossed / runs - 138 / 400) / math.sqrt(pooled * (1 - pooled) * (1 / runs + 1 / 400))
+    want = _pooled_z(crossed=rows[16, 0.0][3], runs=rows[16, 0.0][2], paper_crossed=138)
     assert float(rows[16, 0.0][-1]) == pytest.approx(want, abs=0.005)  # two decimals
     assert "largest |z|" in text and "![" in text and "gd-figure/gd-figure.png" in text
     assert "Σz² = " in text and "diverged" in table["header"]
@@ -285,8 +291,7 @@ def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):
         finished_cell(Cell(32, 0.0, spec), [Status.STUCK] * 400),
     ]
     section = reproduce._stuck_section("gd-figure", "t", cells, spec, tmp_path, 1.0, True)
-    pooled = 97 / 800
-    z = (0 - 97 / 400) / math.sqrt(pooled * (1 - pooled) * (2 / 400))
+    z = _pooled_z(crossed=0, runs=400, paper_crossed=97)
     assert f"the largest |z| is {abs(z):.2f}, so the two disagree" in section.paragraphs[-1]
     assert (tmp_path / "gd-figure.png").exists()
 
@@ -362,8 +367,7 @@ def test_a_z_within_three_standard_errors_agrees_and_its_sign_says_which_is_larg
     (spec,) = reproduce.experiment_specs("gd-figure", "small")
     cell = finished_cell(Cell(16, 0.0, spec), [Status.CROSSED] * 173 + [Status.STUCK] * 227)
     section = reproduce._stuck_section("gd-figure", "t", [cell], spec, tmp_path, 1.0, True)
-    pooled = (173 + 138) / 800
-    z = (173 / 400 - 138 / 400) / math.sqrt(pooled * (1 - pooled) * (2 / 400))
+    z = _pooled_z(crossed=173, runs=400, paper_crossed=138)
     assert 2.5 < z < reproduce.AGREEMENT_Z == 3.0
     assert f"the largest |z| is {z:.2f}, so the two agree" in section.paragraphs[-1]
     (row,) = section.tables[0].rows

@@ -266,13 +266,9 @@ def test_preset_refuses_spec_flags(flags, named, tmp_path, capsys, monkeypatch):
     assert err.startswith(f"gdrelu: error: {named}:") and not out.exists(), err
 
 
-def _started_grid(argv, monkeypatch):
-    """`gdrelu run --preset section10 ARGV`, stopped by Ctrl-C in its first group (no
-    training, no memory estimate, the backends as they are, XLA's kernel: no C build):
-    its exit code and the (scale, seed) the group was asked for."""
-    from gdrelu.cli import backends, options
-    from gdrelu.engine.placement import KERNEL_VARIABLE
-
+def _stop_in_the_first_group(monkeypatch):
+    """Stub `section10.run_group` with Ctrl-C as a group starts: the (scale, seed) each
+    group was asked for."""
     asked = []
 
     def stop(scale, group, *, seed, **kwargs):
@@ -280,6 +276,17 @@ def _started_grid(argv, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(section10, "run_group", stop)
+    return asked
+
+
+def _started_grid(argv, monkeypatch):
+    """`gdrelu run --preset section10 ARGV`, stopped by Ctrl-C in its first group (no
+    training, no memory estimate, the backends as they are, XLA's kernel: no C build):
+    its exit code and the (scale, seed) the group was asked for."""
+    from gdrelu.cli import backends, options
+    from gdrelu.engine.placement import KERNEL_VARIABLE
+
+    asked = _stop_in_the_first_group(monkeypatch)
     monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
     monkeypatch.setattr(backends, "prepare", lambda **kwargs: None)
     monkeypatch.setenv(KERNEL_VARIABLE, "xla")
@@ -416,11 +423,7 @@ def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch)
     budget = max(least_budget(spec) for spec in firsts) + 100  # the GB flag's rounding
     assert kept > 100  # with the other groups' results held, it would not fit
     gigabytes = repr(budget / 1e9)
-
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(section10, "run_group", stop)
+    _stop_in_the_first_group(monkeypatch)
     preset = ["run", "--preset", "section10", "--scale", "tiny", "--quiet"]
     out = tmp_path / "grid"
     assert main([*preset, "--memory-budget", gigabytes, "--out", str(out)]) == 130
