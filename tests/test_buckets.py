@@ -417,16 +417,23 @@ def test_an_equal_validation_loss_is_no_improvement():
     assert kept(_validated(info, 30, np.nextafter(0.5, 0.0), 2.0, 0.0)) == (0, 30, 2.0)
 
 
-def test_finished_runs_are_copied_at_least_a_redo_at_a_time():
-    """A redo of 41 lanes in blocks of 4 over two devices of 22 lanes takes 24 lanes on
-    each (whole blocks), more than the batch holds: finished runs still cross to the host
-    at least a redo's lanes at a time, never fewer."""
+def _over_two_devices():
+    """The runs axis split over the first two devices (the suite's two CPU devices)."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     from gdrelu.engine import placement
 
     mesh = Mesh(np.asarray(jax.devices()[:2]), (placement.RUNS_AXIS,))
-    sharding = NamedSharding(mesh, PartitionSpec(placement.RUNS_AXIS))
+    return NamedSharding(mesh, PartitionSpec(placement.RUNS_AXIS))
+
+
+def test_finished_runs_are_copied_at_least_a_redo_at_a_time():
+    """A redo of 41 lanes in blocks of 4 over two devices of 22 lanes takes 24 lanes on
+    each (whole blocks), more than the batch holds: finished runs still cross to the host
+    at least a redo's lanes at a time, never fewer."""
+    from gdrelu.engine import placement
+
+    sharding = _over_two_devices()
     blocking = placement.Blocking(block=4, redo=41, unroll=1, check=4)
     layout = placement.Layout(np.zeros(2 * 22, int), None, None, blocking, sharding)
     assert (layout.redo_lanes, layout.redo_block) == (48, 4)
@@ -438,12 +445,9 @@ def test_general_runs_go_after_the_others_from_a_new_block():
     after the others from a new block of 4, the rest padding (slot -1) that copies an
     active run; num_blocks counts each device's blocks of the others, then of all its
     runs, a partial block of general runs included (worked out by hand)."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     from gdrelu.engine import placement
 
-    mesh = Mesh(np.asarray(jax.devices()[:2]), (placement.RUNS_AXIS,))
-    sharding = NamedSharding(mesh, PartitionSpec(placement.RUNS_AXIS))
+    sharding = _over_two_devices()
     blocking = placement.Blocking(block=4, redo=4, unroll=1, check=4)
     lanes, slots = np.arange(10), 100 + np.arange(10)
     general = np.isin(lanes, [1, 4, 7, 8, 9])

@@ -26,17 +26,22 @@ from gdrelu.model import activation_pattern
 RTOL = 1e-10  # float64 least squares on six points (pinv vs closed-form lines)
 
 
-@pytest.mark.parametrize("i", range(5))
-def test_linear_threshold_is_the_loss_of_the_reference_per_side_lines(trajectories, i):
-    """vopt = (slope, intercept) for x > 0, then x < 0 (../shared/golden/README.md)."""
-    case = golden_case(trajectories, i)
+def _reference_lines_loss(case):
+    """½ Σ_j p_j (y_j - line(x_j))² of a golden case's per-side lines, vopt = (slope,
+    intercept) for x > 0, then x < 0 (../shared/golden/README.md)."""
     x, y, p = case["x"], case["y"], case["xw"]
     slope_pos, icpt_pos, slope_neg, icpt_neg = np.ravel(case["vopt"])
     lines = np.where(x > 0, slope_pos * x + icpt_pos, slope_neg * x + icpt_neg)
-    want = 0.5 * np.sum(p * (y - lines) ** 2)
+    return 0.5 * np.sum(p * (y - lines) ** 2)
+
+
+@pytest.mark.parametrize("i", range(5))
+def test_linear_threshold_is_the_loss_of_the_reference_per_side_lines(trajectories, i):
+    """L_lin is the loss of the reference's per-side regression lines (`vopt`)."""
+    case = golden_case(trajectories, i)
     params = Params(*(case[f"{name}0"] for name in "abwc"))
-    got = linear_threshold(params, WeightedData(x, y, p))
-    assert float(got) == pytest.approx(want, rel=RTOL)
+    got = linear_threshold(params, WeightedData(case["x"], case["y"], case["xw"]))
+    assert float(got) == pytest.approx(_reference_lines_loss(case), rel=RTOL)
 
 
 def _star(rays=11, delta=0.1):
@@ -114,10 +119,7 @@ def test_a_run_that_crossed_and_came_back_is_stuck(trajectories):
     result = simulate(params, data, one(case["lr"]), check_every=1000, max_checks=60, stop_on=())
     assert result.status[0] == Status.UNFINISHED and result.stop_step[0] == 60_000
     assert result.max_kink[0] > 1.0 and result.pattern_change_step[0] > 0
-    x, y, p = case["x"], case["y"], case["xw"]
-    slope_pos, icpt_pos, slope_neg, icpt_neg = np.ravel(case["vopt"])
-    lines = np.where(x > 0, slope_pos * x + icpt_pos, slope_neg * x + icpt_neg)
-    assert result.final_loss[0] == pytest.approx(0.5 * np.sum(p * (y - lines) ** 2), rel=1e-9)
+    assert result.final_loss[0] == pytest.approx(_reference_lines_loss(case), rel=1e-9)
     assert not result.escaped[0]
 
 

@@ -18,6 +18,22 @@ def one_run_bytes(spec: ExperimentSpec, width: int) -> int:
     return memory.batch_bytes(per_run, per_block_run, 1, 1, devices, spec.path == "fixed_pattern")
 
 
+def _block_of_one_bytes(per_run, per_block_run, devices, mixed):
+    """A block of one run on each of `devices` devices (docs/design.md, "Memory and
+    batches"): `COPIES` of its lane's state and inputs (two lanes on the mixed
+    fixed-pattern path) and one block's temporaries, on every device."""
+    return devices * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+
+
+def _sgd_temporaries_over_gd(**sgd):
+    """How many bytes more a run of a block holds in temporaries with SGD (`sgd`: its
+    settings) than with GD: two runs of width 16 on the paper's six points."""
+    specs = [ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2, optimizer="sgd", **sgd),
+             ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2)]  # fmt: skip
+    temporaries = [memory.run_bytes(s, 16, s.cells()[0])[1] for s in specs]
+    return temporaries[0] - temporaries[1]
+
+
 def test_a_width_whose_run_cannot_fit_is_refused_before_anything_compiles(monkeypatch):
     from gdrelu import runner
 
@@ -82,7 +98,7 @@ def test_blocks_shrink_to_fit_down_to_one_run():
     roomy = memory.batching(per_run, per_block_run, 1 << 40, 500, False, devices)
     assert roomy.block is None and roomy.redo is None and roomy.runs >= 500
     for mixed in (False, True):
-        one_block = count * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+        one_block = _block_of_one_bytes(per_run, per_block_run, count, mixed)
         for block in (1, 3, 17):
             got = memory.batching(per_run, per_block_run, block * one_block, 500, mixed, devices)
             assert got.block == block and got.redo <= count * block
@@ -159,7 +175,7 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch, settings, block):
     per_run, per_block_run = memory.run_bytes(spec, 8, spec.cells()[0])
     devices = memory.jax.local_device_count()
     mixed = spec.path == "fixed_pattern"
-    one_block = devices * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+    one_block = _block_of_one_bytes(per_run, per_block_run, devices, mixed)
     seen = _blocks_seen(monkeypatch)
     default = run_experiment(spec, memory_budget=1 << 40)
     assert seen == [(None, None)]
@@ -176,15 +192,10 @@ def test_a_blocks_temporaries_count_the_minibatch_words_drawn_ahead():
 
     from gdrelu.optim import NOISE_BLOCK, multinomial_words
 
-    gd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2)
-    sgd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2, optimizer="sgd")
     words = jax.eval_shape(
         lambda key: multinomial_words(key, 16, 0, NOISE_BLOCK), jax.ShapeDtypeStruct((2,), "uint32")
     )
-    extra = (
-        memory.run_bytes(sgd, 16, sgd.cells()[0])[1] - memory.run_bytes(gd, 16, gd.cells()[0])[1]
-    )
-    assert extra >= words.size * words.dtype.itemsize > 0
+    assert _sgd_temporaries_over_gd() >= words.size * words.dtype.itemsize > 0
 
 
 def test_the_results_of_every_compared_optimizer_count():
@@ -273,15 +284,8 @@ def test_an_odd_minibatch_draws_its_words_in_pairs():
     """threefry2x32 draws the multinomial words in pairs (`optim.multinomial_words`): a
     minibatch of 15 draws as many words ahead as one of 16, and its temporaries count them
     all, not 15 a step."""
-
-    def extra(batch_size):
-        sgd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2, optimizer="sgd",
-                             batch_size=batch_size)  # fmt: skip
-        gd = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=2)
-        temporaries = [memory.run_bytes(s, 16, s.cells()[0])[1] for s in (sgd, gd)]
-        return temporaries[0] - temporaries[1]
-
-    assert extra(15) == extra(16) > extra(14) > 0
+    extra = {size: _sgd_temporaries_over_gd(batch_size=size) for size in (14, 15, 16)}
+    assert extra[15] == extra[16] > extra[14] > 0
 
 
 def test_a_shrunk_block_holds_at_most_a_devices_share_of_the_runs():
@@ -292,6 +296,6 @@ def test_a_shrunk_block_holds_at_most_a_devices_share_of_the_runs():
     count = len(devices)
     per_run, per_block_run = 1_000, 10_000
     for mixed in (False, True):
-        one_block = count * (memory.COPIES * per_run * (1 + mixed) + per_block_run)
+        one_block = _block_of_one_bytes(per_run, per_block_run, count, mixed)
         got = memory.batching(per_run, per_block_run, 10 * one_block, 3 * count, mixed, devices)
         assert got.block == 3 and got.runs % (count * 3) == 0

@@ -54,6 +54,14 @@ def _updated(name, v, g, k, mu, nu, count, h):
     return v - h * m_hat / (np.sqrt(v_hat) + EPS)
 
 
+def _fit(a, b, w, c, x, alpha, scaling):
+    """One run's pre-activations z_ji = s_a a_i x_j + b_i and outputs c + s_w Σ_i w_i σ(z_ji)
+    on its points x, written out (`scaling` = (s_a, s_w))."""
+    sa, sw = scaling
+    z = sa * np.outer(x, a) + b
+    return z, c + sw * (np.where(z >= 0, z, alpha * z) @ w)
+
+
 def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments, name="adam"):
     """A chunk of optimizer `name` on one run, written out: (params, mu, nu, count, kink,
     first pattern change, first loss below `limit`, changed neurons) after `steps` steps
@@ -70,8 +78,8 @@ def _reference(params, data, h, alpha, scaling, limit, steps, counts, moments, n
 
     def watch(t, a, b, w, c):
         nonlocal first, below, changed
-        z = sa * np.outer(x, a) + b
-        residual = c + sw * (np.where(z >= 0, z, alpha * z) @ w) - y
+        z, fit = _fit(a, b, w, c, x, alpha, scaling)
+        residual = fit - y
         if (t > 0 or steps == 0) and below < 0 and 0.5 * np.sum(p * residual**2) < limit:
             below = t
         differs = np.any((z >= 0) != start_pattern, axis=0)
@@ -120,6 +128,23 @@ def _state_of(name, opt_state):
         trace = velocity(opt_state)
         return (list(trace), [0.0] * 4, 0), tuple(trace)
     return ([0.0] * 4, [0.0] * 4, 0), ()
+
+
+def _assert_chunk_equals_reference(name, before, got, data, h, alpha, scaling, limit, steps,
+                                   counts):  # fmt: skip
+    """Each run of a chunk of `steps` steps from the state `before` (host arrays), `got` =
+    (params, opt_state) after it, against `_reference` (`_assert_run_equals`); `limit`
+    and `counts` (each an entry per run; counts None: full batches) as `_reference` takes
+    them. Returns `_reference`'s results, run by run, for the events."""
+    wants = []
+    for i in range(len(h)):
+        one = jax.tree.map(lambda v, i=i: v[i], (before.params, data, before.opt_state))
+        moments, _ = _state_of(name, one[2])
+        want = _reference(*one[:2], h[i], alpha, scaling, limit[i], steps, counts[i], moments,
+                          name)  # fmt: skip
+        _assert_run_equals(name, jax.tree.map(lambda v, i=i: v[i], got), want, one[0])
+        wants.append(want)
+    return wants
 
 
 def _assert_run_equals(name, mine, want, start):
@@ -196,17 +221,15 @@ def test_the_c_loop_equals_the_optimizers_written_out(
         state, kink, first, below, changed = _chunk(state, data, h, alpha, chunk, optimizer)
         state = state._replace(step=state.step + chunk)
         got = jax.device_get((state.params, state.opt_state))
-        for i in range(runs):
-            counts = None
-            if sampler == "multinomial" and chunk:
+        counts = [None] * runs
+        if sampler == "multinomial" and chunk:
+            for i in range(runs):
                 words = multinomial_words(keys[i], 16, start, chunk)
-                counts = np.stack([counts_from_words(v, data.weights[i]) for v in words]) / 16
-            one = jax.tree.map(lambda v, i=i: v[i], (before.params, data, before.opt_state))
-            moments, _ = _state_of(name, one[2])
-            want = _reference(
-                *one[:2], h[i], alpha, scaling, limit[i], chunk, counts, moments, name
-            )
-            _assert_run_equals(name, jax.tree.map(lambda v, i=i: v[i], got), want, one[0])
+                counts[i] = np.stack([counts_from_words(v, data.weights[i]) for v in words]) / 16
+        wants = _assert_chunk_equals_reference(
+            name, before, got, data, h, alpha, scaling, limit, chunk, counts
+        )
+        for i, want in enumerate(wants):
             np.testing.assert_allclose(kink[i], want[4], rtol=1e-12)
             assert int(first[i]) == (want[5] + start if want[5] >= 0 else -1)
             assert int(below[i]) == (want[6] + start if want[6] >= 0 else -1)
@@ -394,11 +417,9 @@ def test_the_last_run_steps_in_a_group_of_lanes_of_its_own():
     gd = get_optimizer("gd")
     stepped = _chunk(state, data, h, 0.1, 13, gd)[0]
     got = jax.device_get((stepped.params, stepped.opt_state))
-    none = ([0.0] * 4, [0.0] * 4, 0)
-    for i in range(9):
-        one = jax.tree.map(lambda v, i=i: v[i], (params, data))
-        want = _reference(*one, h[i], 0.1, (1.0, 1.0), 0.0, 13, None, none, "gd")
-        _assert_run_equals("gd", jax.tree.map(lambda v, i=i: v[i], got), want, one[0])
+    before = jax.device_get(state)
+    _assert_chunk_equals_reference("gd", before, got, data, h, 0.1, (1.0, 1.0), [0.0] * 9, 13,
+                                   [None] * 9)  # fmt: skip
     assert not np.allclose(got[0].a[8], params.a[8])
 
 
@@ -409,9 +430,8 @@ def test_the_loss_below_event_keeps_the_escape_margin():
     loss L_0 is (1 - 2ε) L_lin, and nothing for those where it is (1 - ε/2) L_lin, below
     L_lin but within the margin."""
     params, data, h, state = _nine_runs()
-    a, b, w, c = (np.asarray(v) for v in params)
-    z = data.x[:, :, None] * a[:, None] + b[:, None]
-    fit = c[:, None] + np.einsum("rmn,rn->rm", np.where(z >= 0, z, 0.1 * z), w)
+    runs = zip(*(np.asarray(v) for v in params), data.x, strict=True)
+    fit = np.stack([_fit(*one, 0.1, (1.0, 1.0))[1] for one in runs])
     start = 0.5 * np.sum(data.weights * (fit - data.y) ** 2, axis=1)
     outside = np.arange(9) % 2 == 0
     threshold = start / np.where(outside, 1.0 - ESCAPE_MARGIN / 2, 1.0 - 2 * ESCAPE_MARGIN)

@@ -136,14 +136,49 @@ def test_certificate_needs_kinks_inside_the_data(trajectories):
     assert not _provably_stuck(p, data, 10 * case["lr"])  # ρ ≥ 1: step too large
 
 
-def test_degeneracy():
-    a_all_pos = Params(
-        np.array([[1.0, 2.0], [1.0, -2.0]]), np.zeros((2, 2)), np.ones((2, 2)), np.zeros(2)
-    )
-    np.testing.assert_array_equal(theory.a_degenerate(a_all_pos), [True, False])
-    x = np.array([[-3.0, -2, -1, 1, 2, 3]] * 2)
-    w = np.array([[0.2, 0.2, 0.2, 0.4, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2, 0.0]])
-    np.testing.assert_array_equal(theory.x_degenerate(WeightedData(x, x, w)), [True, False])
+@pytest.mark.parametrize(
+    "a, w, want",
+    [
+        pytest.param([[1.0, 2.0], [1.0, -2.0]], [[1.0, 1.0]] * 2, [True, False], id="one-sign"),
+        pytest.param(
+            [[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0], [1.0, -2.0, 0.0]], [[0.5, -0.5, 0.0]] * 3,
+            [True, True, False], id="padding",
+        ),
+    ],
+)  # fmt: skip
+def test_a_degenerate(a, w, want):
+    """docs/theory.md: a-degenerate is "all a_i of one sign" (zero biases here). "one-sign":
+    all positive, mixed signs. "padding": over the real neurons only, a padding neuron
+    (a = b = w = 0, a network padded to a wider width) is on neither side; all positive +
+    padding, all negative + padding, mixed signs + padding."""
+    a = np.array(a)
+    got = theory.a_degenerate(Params(a, np.zeros_like(a), np.array(w), np.zeros(len(a))))
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize(
+    "weights, want",
+    [
+        pytest.param(
+            [[0.2, 0.2, 0.2, 0.4, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2, 0.0]], [True, False],
+            id="one-point-on-a-side",
+        ),
+        pytest.param(
+            [[0.5, 0.0, 0.0, 0.2, 0.2, 0.1], [0.2, 0.2, 0.1, 0.5, 0.0, 0.0],
+             [0.2, 0.2, 0.0, 0.5, 0.1, 0.0]], [True, True, False],
+            id="zero-weights",
+        ),
+    ],
+)  # fmt: skip
+def test_x_degenerate_counts_only_points_of_positive_weight(weights, want):
+    """x-degenerate: at most one point of *positive weight* on some side (docs/theory.md),
+    on x = -3, -2, -1, 1, 2, 3. "one-point-on-a-side": one point of positive weight on side
+    + (degenerate), two (not). "zero-weights": three points on a side of which two have
+    weight 0 leave that side one point, on either side of the origin."""
+    w = np.array(weights)
+    x = np.array([[-3.0, -2, -1, 1, 2, 3]] * len(w))
+    got = theory.x_degenerate(WeightedData(x, x, w))
+    np.testing.assert_array_equal(np.asarray(got), want)
 
 
 @pytest.mark.parametrize("i", range(5))
@@ -449,30 +484,6 @@ def test_point_at_zero_is_within_64_ulp_of_the_largest_input(xp):
     )  # fmt: skip
     got = theory.point_at_zero(xp.asarray(x), xp=xp)
     np.testing.assert_array_equal(np.asarray(got), [True, True, False, True, False, True, False])
-
-
-def test_a_degenerate_leaves_padding_neurons_out():
-    """docs/theory.md: a-degenerate is "all a_i of one sign", over the real neurons only;
-    a padding neuron (a = b = w = 0, a network padded to a wider width) is on neither side.
-    Runs: all positive + padding, all negative + padding, mixed signs + padding."""
-    a = np.array([[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0], [1.0, -2.0, 0.0]])
-    b = np.zeros((3, 3))
-    w = np.array([[0.5, -0.5, 0.0]] * 3)
-    got = theory.a_degenerate(Params(a, b, w, np.zeros(3)))
-    np.testing.assert_array_equal(np.asarray(got), [True, True, False])
-
-
-def test_x_degenerate_counts_only_points_of_positive_weight():
-    """x-degenerate: at most one point of *positive weight* on some side (docs/theory.md);
-    three points on a side of which two have weight 0 leave that side one point, on either
-    side of the origin."""
-    x = np.array([[-3.0, -2, -1, 1, 2, 3]] * 3)
-    w = np.array(
-        [[0.5, 0.0, 0.0, 0.2, 0.2, 0.1], [0.2, 0.2, 0.1, 0.5, 0.0, 0.0],
-         [0.2, 0.2, 0.0, 0.5, 0.1, 0.0]]
-    )  # fmt: skip
-    got = theory.x_degenerate(WeightedData(x, x, w))
-    np.testing.assert_array_equal(np.asarray(got), [True, True, False])
 
 
 def test_moment_root_pseudo_inverse_drops_eigenvalues_below_4_eps_lambda_max():
