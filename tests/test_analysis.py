@@ -4,28 +4,30 @@ import re
 
 import numpy as np
 import pytest
+from conftest import finished_cell
 
 from gdrelu import ExperimentSpec
 from gdrelu.analysis import cell_summary, comparisons, format_comparisons, format_table
-from gdrelu.cells import Cell, CellResult
-from gdrelu.model import Params
-from gdrelu.outcome import SimulationResult, Status
+from gdrelu.cells import Cell
+from gdrelu.outcome import Status
 from gdrelu.records import RUN_COLUMNS, run_records
 
 
-def _cell(loss_below_step, final_loss, threshold):
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=len(final_loss), stop_on=())
-    zeros = np.zeros(len(final_loss))
-    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
-    fields.update(
-        status=np.full(zeros.size, Status.UNFINISHED, np.int8),
-        escaped=np.zeros(zeros.size, bool),
-        loss_below_step=np.asarray(loss_below_step),
+def _cell(loss_below_step, final_loss, threshold, status=None, escaped=None):
+    """A cell of width 4 under the final-network rule (stop_on=()) whose runs have these
+    first steps below L_lin, final losses and L_lin, unfinished and not escaped unless
+    `status` and `escaped` say otherwise."""
+    runs = len(final_loss)
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=runs, stop_on=())
+    status = [Status.UNFINISHED] * runs if status is None else status
+    return finished_cell(
+        Cell(4, 0.0, spec),
+        status,
+        escaped,
+        loss_below_step=loss_below_step,
         final_loss=np.asarray(final_loss, float),
         linear_threshold=np.asarray(threshold, float),
     )
-    params = Params(*(np.zeros((zeros.size, 4)),) * 3, zeros)
-    return CellResult(Cell(4, 0.0, spec), zeros + 0.1, SimulationResult(params=params, **fields))
 
 
 def test_the_summary_counts_runs_that_ever_and_finally_dipped_below_the_threshold():
@@ -57,16 +59,9 @@ def _optimizer_cell(optimizer, stuck, delta=0.0, **spec_fields):
     spec = ExperimentSpec(
         widths=(4,), deltas=(delta,), runs=stuck.size, optimizer=optimizer, **spec_fields
     )
-    zeros = np.zeros(stuck.size)
-    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
-    fields.update(
-        status=np.where(stuck, Status.STUCK, Status.CROSSED).astype(np.int8),
-        escaped=~stuck,
-        certificate_checked=np.full(stuck.size, spec.applies_certificate),
-        loss_below_step=np.full(stuck.size, -1),
-    )
-    params = Params(*(np.zeros((stuck.size, 4)),) * 3, zeros)
-    return CellResult(Cell(4, delta, spec), zeros + 0.1, SimulationResult(params=params, **fields))
+    status = np.where(stuck, Status.STUCK, Status.CROSSED)
+    never_below = np.full(stuck.size, -1)
+    return finished_cell(Cell(4, delta, spec), status, ~stuck, loss_below_step=never_below)
 
 
 def test_optimizers_are_compared_within_each_delta():
@@ -170,13 +165,9 @@ def test_a_simulation_result_says_which_runs_are_stuck_by_either_rule():
     final = [s for s in Status if s != Status.RUNNING]
     status = np.array(final * 2, np.int8)
     escaped = np.repeat([True, False], len(final))
-    zeros = np.zeros(status.size)
-    fields = {f: zeros for f in SimulationResult._fields if f not in ("params", "status")}
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=status.size)
     checked = np.ones(status.size, bool)
-    result = SimulationResult(
-        params=Params(zeros, zeros, zeros, zeros),
-        **{**fields, "status": status, "escaped": escaped, "certificate_checked": checked},
-    )
+    result = finished_cell(Cell(4, 0.0, spec), status, escaped, certificate_checked=checked).result
     assert [s.label for s in final] == ["crossed", "stuck", "a_degenerate", "x_degenerate",
                                         "early_stopped", "diverged", "unfinished"]  # fmt: skip
     proven = [False, True, True, True, False, False, False]
@@ -287,10 +278,7 @@ def test_the_final_rule_table_partitions_the_runs_into_escaped_stuck_and_diverge
     status = [Status.UNFINISHED, Status.UNFINISHED, Status.UNFINISHED, Status.CROSSED,
               Status.DIVERGED, Status.DIVERGED, Status.EARLY_STOPPED]  # fmt: skip
     escaped = [False, False, True, False, True, True, False]
-    cr = _cell([-1] * 7, [1.0] * 7, [1.0] * 7)
-    cr = cr._replace(
-        result=cr.result._replace(status=np.asarray(status, np.int8), escaped=np.asarray(escaped))
-    )
+    cr = _cell([-1] * 7, [1.0] * 7, [1.0] * 7, status, escaped)
     summary = cell_summary(cr)
     assert summary["stuck_rule"] == "final"
     assert summary["stuck"] == 3  # two unfinished and the early-stopped one, not escaped

@@ -287,14 +287,21 @@ def test_runs_that_never_stop_early_draw_no_validation_weights():
     np.testing.assert_array_equal(drawn[False][1].weights, drawn[True][1].weights)
 
 
-def test_the_papers_targets_are_shifted_by_delta():
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_the_papers_targets_are_shifted_by_delta(early_stopping):
     """docs/theory.md, "Data": every run's x = (-3, -2, -1, 1, 2, 3) and
-    y = (-1, 2, -1, 1, -2, 1) + Δ (the draws of the test above, at Δ = 0.25)."""
+    y = (-1, 2, -1, 1, -2, 1) + Δ, also for runs that stop early (drawing validation
+    weights): the draws of the tests above, at Δ = 0.25."""
     from gdrelu.cells import Cell, initial_runs
     from gdrelu.spec import ExperimentSpec
 
-    spec = ExperimentSpec(widths=(8,), deltas=(0.25,), runs=20, num_samples=7)
-    _, data, _ = jax.device_get(initial_runs(Cell(8, 0.25, spec), np.arange(20)))
+    spec = ExperimentSpec(widths=(8,), deltas=(0.25,), runs=20, num_samples=7,
+                          early_stopping=early_stopping)  # fmt: skip
+    _, data, valid = jax.device_get(initial_runs(Cell(8, 0.25, spec), np.arange(20)))
+    if early_stopping:
+        assert np.shape(valid) == (20, 6)
+    else:
+        assert valid is None
     np.testing.assert_array_equal(data.x, np.tile([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], (20, 1)))
     targets = np.array([-1.0, 2.0, -1.0, 1.0, -2.0, 1.0]) + 0.25
     np.testing.assert_allclose(data.y, np.tile(targets, (20, 1)), rtol=1e-15)
@@ -381,19 +388,6 @@ def test_user_data_refused_for_each_fault_naming_it(tmp_path):
         check_user_data(np.array([1.0, 2.0, 3.0]), np.array([0.0, np.nan, 1.0]))
     with pytest.raises(ValueError, match="need x"):
         check_user_data(np.array([1.0, 2.0, 3.0]), np.ones((3, 1)))
-
-
-def test_runs_that_stop_early_train_on_targets_shifted_by_delta():
-    """docs/theory.md, "Data": y = (-1, 2, -1, 1, -2, 1) + Δ also for runs that stop early
-    (drawing validation weights), the program of the test above, at Δ = 0.25."""
-    from gdrelu.cells import Cell, initial_runs
-    from gdrelu.spec import ExperimentSpec
-
-    spec = ExperimentSpec(widths=(8,), deltas=(0.25,), runs=20, num_samples=7, early_stopping=True)
-    _, data, valid = jax.device_get(initial_runs(Cell(8, 0.25, spec), np.arange(20)))
-    assert np.shape(valid) == (20, 6)
-    targets = np.array([-1.0, 2.0, -1.0, 1.0, -2.0, 1.0]) + 0.25
-    np.testing.assert_allclose(data.y, np.tile(targets, (20, 1)), rtol=1e-15)
 
 
 def test_a_split_is_split_indices_parts_standardized_with_the_training_part():

@@ -616,29 +616,36 @@ def _crossed(work, **kwargs):
     return [finished_cell(cell, [Status.CROSSED] * idx.size) for cell, idx in work]
 
 
-def test_processes_train_their_share_and_gather_every_run_in_index_order(monkeypatch):
-    """Process 1 of 3, 7 runs per cell (training stubbed, each run's values its index):
-    it trains runs 1 and 4; `gather` receives them padded to ⌈7/3⌉ = 3 runs by repeating
-    the last; from every process's share padded alike, the cell's runs 0-6 in order."""
+@pytest.mark.parametrize(
+    ("runs", "process", "trains", "shares"),
+    [
+        (7, 1, [1, 4], [[0, 3, 6], [1, 4, 4], [2, 5, 5]]),  # by hand: p, p + 3, … padded to 3
+        (3, 2, [2], [[0], [1], [2]]),  # as many runs as processes: one run each
+    ],
+)
+def test_processes_train_their_share_and_gather_every_run_in_index_order(
+    runs, process, trains, shares, monkeypatch
+):
+    """Process `process` of 3 (training stubbed, each run's values its index) trains its
+    runs p, p + 3, … (of 7 runs process 1 trains runs 1 and 4; of 3 runs, as many as the
+    processes, each holds one run of every cell, and the run goes ahead); `gather` receives
+    them padded to ⌈runs/3⌉ by repeating the last; from every process's share padded
+    alike, the cell's runs 0, 1, … in order."""
     from gdrelu import runner
 
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=7)
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=runs)
     trained = []
 
-    train = _recording(trained)
-
-    shares = [[0, 3, 6], [1, 4, 4], [2, 5, 5]]  # by hand: runs p, p + 3, … padded to 3
-
     def gather(local):
-        np.testing.assert_array_equal(local[0], shares[1])
+        np.testing.assert_array_equal(local[0], shares[process])
         parts = [_indexed(Cell(4, 0.0, spec), share) for share in shares]
         return jax.tree.map(lambda *v: np.stack(v), *[(p.step_size, p.result) for p in parts])
 
-    monkeypatch.setattr(runner, "train_cells", train)
-    (cell,) = run_experiment(spec, processes=runner.Processes(1, 3, agreeing(gather, 3)))
-    assert trained == [[1, 4]]
+    monkeypatch.setattr(runner, "train_cells", _recording(trained))
+    (cell,) = run_experiment(spec, processes=runner.Processes(process, 3, agreeing(gather, 3)))
+    assert trained == [trains]
     for values in (cell.step_size, cell.result.stop_step, cell.result.params.w[:, 0]):
-        np.testing.assert_array_equal(values, np.arange(7))
+        np.testing.assert_array_equal(values, np.arange(runs))
 
 
 @pytest.mark.parametrize("refused", [0, 1])
@@ -968,26 +975,6 @@ def test_a_bad_step_size_names_its_own_cell_and_run(bad, named):
         _check_step_sizes(work, step)
 
 
-def test_as_many_runs_as_processes_are_taken(monkeypatch):
-    """3 runs per cell on 3 processes: each holds one run of every cell, so the run goes
-    ahead (process 2 trains its run 2) and gathers runs 0-2 (training stubbed)."""
-    from gdrelu import runner
-
-    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
-    trained = []
-
-    train = _recording(trained)
-
-    def gather(local):
-        parts = [_indexed(Cell(4, 0.0, spec), [p]) for p in range(3)]
-        return jax.tree.map(lambda *v: np.stack(v), *[(p.step_size, p.result) for p in parts])
-
-    monkeypatch.setattr(runner, "train_cells", train)
-    (cell,) = run_experiment(spec, processes=runner.Processes(2, 3, agreeing(gather, 3)))
-    assert trained == [[2]]
-    np.testing.assert_array_equal(cell.step_size, np.arange(3))
-
-
 def test_a_batch_whose_runs_are_all_held_is_neither_announced_nor_trained(monkeypatch):
     """One cell of 8 runs in batches of 4 (training stubbed), runs 0-3 held (stored
     before): only the second batch is announced and trains; its check counts the 4 held
@@ -1017,10 +1004,20 @@ def test_a_batch_whose_runs_are_all_held_is_neither_announced_nor_trained(monkey
     np.testing.assert_array_equal(done.result.stop_step, np.arange(8))
 
 
-def test_a_bucket_of_several_widths_times_only_its_first_unit(tmp_path, monkeypatch):
-    """One bucket of widths 4 and 6 (buckets "one"), its training faked at 100 s: the
-    bucket's time goes to its first width's unit and none to the second, so the stored
-    seconds are the 100 s trained, not counted once per width nor from the clock's zero."""
+@pytest.mark.parametrize(
+    ("widths", "deltas", "buckets", "trains", "unit_seconds"),
+    [
+        ((4, 6), (0.0,), "one", [[4, 6]], {4: 100.0, 6: 0.0}),  # one bucket of two widths
+        ((8, 4), (0.0, 0.1), "auto", [[8], [4]], {8: 100.0, 4: 100.0}),  # a bucket each
+    ],
+)
+def test_each_unit_records_only_its_own_training_time(
+    widths, deltas, buckets, trains, unit_seconds, tmp_path, monkeypatch
+):
+    """A bucket's training time (faked: 100 s per bucket) goes to its first width's unit
+    and none to the others, so the stored seconds add up to the time trained (which a
+    resume adds to its own), not counted once per width nor from the clock's zero; a
+    resume hands the stored units to `on_stored` and trains none of them again."""
     import types
 
     from gdrelu import runner, store
@@ -1035,12 +1032,16 @@ def test_a_bucket_of_several_widths_times_only_its_first_unit(tmp_path, monkeypa
 
     monkeypatch.setattr(runner, "train_cells", train)
     monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
-    spec = ExperimentSpec(widths=(4, 6), deltas=(0.0,), runs=3, buckets="one")
+    spec = ExperimentSpec(widths=widths, deltas=deltas, runs=3, buckets=buckets)
     runner.run_experiment(spec, units=tmp_path)
-    assert trained == [[4, 6]]
-    units = [tmp_path / store.UNITS / f"gd-w{width}.npz" for width in (4, 6)]
-    assert [float(np.load(unit)["seconds"]) for unit in units] == [100.0, 0.0]
-    assert store.stored_seconds(tmp_path) == 100.0
+    assert trained == trains
+    units = {width: tmp_path / store.UNITS / f"gd-w{width}.npz" for width in widths}
+    assert {width: float(np.load(unit)["seconds"]) for width, unit in units.items()} == unit_seconds
+    assert store.stored_seconds(tmp_path) == 100.0 * len(trains)
+    loaded = []
+    again = runner.run_experiment(spec, units=tmp_path, on_stored=loaded.extend)
+    assert trained == trains  # read back, not trained again
+    assert [cr.cell for cr in loaded] == [cr.cell for cr in again] == spec.cells()
 
 
 def test_a_widths_cells_are_reported_done_only_once_its_unit_is_stored(tmp_path, monkeypatch):

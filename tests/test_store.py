@@ -11,7 +11,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import disk_full
+from conftest import disk_full, finished_cell
 
 from gdrelu import provenance, section10, store
 from gdrelu.cells import Cell, CellResult
@@ -27,6 +27,10 @@ from gdrelu.spec import ExperimentSpec
 TINY_RUN = ["--widths", "8", "--deltas", "0", "--runs", "40", "--check-every", "200",
             "--max-checks", "2", "--quiet"]  # fmt: skip
 POINTS = "x,y\n-3,1\n-2,0.5\n-1,0\n1,0\n2,0.7\n3,2\n"  # a data file's six points
+# one Section 10 configuration's row at one step size
+SECTION10_ROW = dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
+                     step_size=0.1, validation_rmse=0.5, test_rmse=0.4,
+                     test_rmse_se=0.01)  # fmt: skip
 
 
 class Killed(Exception):
@@ -34,13 +38,8 @@ class Killed(Exception):
 
 
 def fake_result(cell: Cell, runs: int) -> CellResult:
-    """A cell's result of `runs` crossed runs, without training."""
-    zeros = np.zeros(runs)
-    params = Params(*(np.zeros((runs, cell.width)),) * 3, zeros)
-    fields = {f: zeros for f in SimulationResult._fields if f != "params"}
-    fields.update(status=np.full(runs, Status.CROSSED, np.int8), escaped=np.ones(runs, bool),
-                  certificate_checked=np.full(runs, cell.spec.applies_certificate))  # fmt: skip
-    return CellResult(cell, zeros + 0.5, SimulationResult(params=params, **fields))
+    """A cell's result of `runs` crossed runs, escaped, without training."""
+    return finished_cell(cell, [Status.CROSSED] * runs, escaped=np.ones(runs, bool))
 
 
 def test_records_are_named_and_give_the_columns():
@@ -373,16 +372,20 @@ def test_a_run_records_its_kernel_and_a_resume_checks_it(
     assert "--resume" in err and "kernel" in err, err
 
 
-def test_section10_files_without_docstrings(tmp_path, monkeypatch):
-    """Under python -OO every __doc__ is None: the summary's deviations do not come from one."""
-    monkeypatch.setattr(section10, "__doc__", None)
-    row = dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
-               step_size=0.1, validation_rmse=0.5, test_rmse=0.4, test_rmse_se=0.01)  # fmt: skip
-    best = section10.best_step_sizes([row])
+def _write_section10(out_dir, rows, **summary_fields):
+    """A small Section 10 run's files of `rows` written under `out_dir` as `gdrelu
+    section10` writes them, its summary with `summary_fields` added."""
+    best = section10.best_step_sizes(rows)
     summary = section10.summary(
         "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu", seed=0
     )
-    store.write_section10(tmp_path, [row], section10.format_table(best), summary)
+    store.write_section10(out_dir, rows, section10.format_table(best), summary | summary_fields)
+
+
+def test_section10_files_without_docstrings(tmp_path, monkeypatch):
+    """Under python -OO every __doc__ is None: the summary's deviations do not come from one."""
+    monkeypatch.setattr(section10, "__doc__", None)
+    _write_section10(tmp_path, [SECTION10_ROW])
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["deviations"] and all(isinstance(d, str) for d in written["deviations"])
     assert written["settings"] == {"kernels": "none"} and (tmp_path / "section10.png").exists()
@@ -396,11 +399,7 @@ def test_a_diverged_configuration_writes_strict_json(tmp_path):
                  step_size=step, validation_rmse=math.inf, test_rmse=math.inf,
                  test_rmse_se=math.inf)
             for bias in ("zero", "unif") for step in (0.1, 1.0)]  # fmt: skip
-    best = section10.best_step_sizes(rows)
-    summary = section10.summary(
-        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu", seed=0
-    )
-    store.write_section10(tmp_path, rows, section10.format_table(best), summary)
+    _write_section10(tmp_path, rows)
 
     def refuse(constant):
         raise AssertionError(f"{constant} in summary.json")
@@ -454,13 +453,19 @@ def test_a_unit_of_other_cells_is_refused(change, message, tmp_path):
         store.load_unit(tmp_path, "gd-w4", other.cells())
 
 
+def _stored_without(out_dir, name, array):
+    """Unit `name` under `out_dir` rewritten without `array` (every cell's, or the unit's
+    own), as a gdrelu from before it stored that array wrote it."""
+    path = out_dir / store.UNITS / f"{name}.npz"
+    with np.load(path) as stored:
+        arrays = {k: v for k, v in stored.items() if k.rpartition("/")[2] != array}
+    np.savez(path, **arrays)
+
+
 def test_a_unit_from_before_cells_were_stored_is_read(tmp_path):
     spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
     store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
-    path = tmp_path / store.UNITS / "gd-w4.npz"
-    with np.load(path) as stored:
-        arrays = {k: v for k, v in stored.items() if not k.endswith("/cell")}
-    np.savez(path, **arrays)
+    _stored_without(tmp_path, "gd-w4", "cell")
     assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())) == 2
 
 
@@ -476,10 +481,7 @@ def test_a_unit_from_before_the_certificate_check_was_stored_reads_its_spec(
     store.save_unit(tmp_path, "gd-w4", [result._replace(result=flipped)], 1.0)
     ((_, loaded),) = store.load_unit(tmp_path, "gd-w4", spec.cells())
     np.testing.assert_array_equal(loaded.certificate_checked, [not checked] * 3)
-    path = tmp_path / store.UNITS / "gd-w4.npz"
-    with np.load(path) as stored:
-        arrays = {k: v for k, v in stored.items() if not k.endswith("/certificate_checked")}
-    np.savez(path, **arrays)
+    _stored_without(tmp_path, "gd-w4", "certificate_checked")
     ((_, older),) = store.load_unit(tmp_path, "gd-w4", spec.cells())
     np.testing.assert_array_equal(older.certificate_checked, [checked] * 3)
     assert older.certificate_checked.dtype == bool
@@ -512,10 +514,7 @@ def test_a_unit_from_before_its_seconds_were_stored_counts_as_none(tmp_path):
     cells = [fake_result(cell, 3) for cell in spec.cells()]
     store.save_unit(tmp_path, "gd-w4", cells, 2.5)
     store.save_unit(tmp_path, "gd-w8", cells, 0.25)
-    path = tmp_path / store.UNITS / "gd-w4.npz"
-    with np.load(path) as stored:
-        arrays = {k: v for k, v in stored.items() if k != "seconds"}
-    np.savez(path, **arrays)
+    _stored_without(tmp_path, "gd-w4", "seconds")
     assert store.stored_seconds(tmp_path) == 0.25
     assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())) == 1
 
@@ -591,14 +590,7 @@ def test_a_data_file_is_checked_by_its_content_on_resume(tmp_path):
 def test_summary_json_is_strict_whatever_holds_the_numbers(tmp_path):
     """docs/outputs.md: a non-finite number is written null, also inside a tuple (as a
     Python caller's summary may hold an interval)."""
-    row = dict(data="radial", dim=1, init="he", optimizer="sgd", bias_init="zero",
-               step_size=0.1, validation_rmse=0.5, test_rmse=0.4, test_rmse_se=0.01)  # fmt: skip
-    best = section10.best_step_sizes([row])
-    summary = section10.summary(
-        "small", section10.SCALES["small"], best, seconds=1.0, backend="cpu", seed=0
-    )
-    summary["interval"] = (0.25, math.inf, (math.nan, 1.0))
-    store.write_section10(tmp_path, [row], section10.format_table(best), summary)
+    _write_section10(tmp_path, [SECTION10_ROW], interval=(0.25, math.inf, (math.nan, 1.0)))
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["interval"] == [0.25, None, [None, 1.0]]
 
@@ -623,34 +615,6 @@ def test_a_unit_recording_other_cell_fields_is_refused(edit, tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(store.ResumeError, match=re.escape(message)):
         store.load_unit(tmp_path, "gd-w4", spec.cells())
-
-
-def test_each_unit_records_only_its_own_training_time(tmp_path, monkeypatch):
-    """A bucket's training time goes to one unit (the first width's), so the units' seconds
-    add up to the time trained, which a resume adds to its own; stored units go to
-    `on_stored` and are not trained again. (Training is faked: 100 s per bucket.)"""
-    import types
-
-    from gdrelu import runner
-
-    clock = types.SimpleNamespace(now=0.0)
-    trained = []
-
-    def train(work, **kwargs):
-        trained.append(sorted({cell.width for cell, _ in work}))
-        clock.now += 100.0
-        return [fake_result(cell, idx.size) for cell, idx in work]
-
-    monkeypatch.setattr(runner, "train_cells", train)
-    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
-    spec = ExperimentSpec(widths=(8, 4), deltas=(0.0, 0.1), runs=3)
-    runner.run_experiment(spec, units=tmp_path)
-    assert trained and sorted(w for ws in trained for w in ws) == [4, 8]
-    assert store.stored_seconds(tmp_path) == 100.0 * len(trained)
-    loaded, buckets = [], len(trained)
-    again = runner.run_experiment(spec, units=tmp_path, on_stored=loaded.extend)
-    assert len(trained) == buckets  # read back, not trained again
-    assert [cr.cell for cr in loaded] == [cr.cell for cr in again] == spec.cells()
 
 
 def test_parts_round_trip_and_go_once_their_units_are_stored(tmp_path):
@@ -744,6 +708,31 @@ def _work_order_batches(work, limit):
     return batches, None, None
 
 
+def _killed_in_batch(monkeypatch, kill_at, trained):
+    """`runner._train_batch` training as before, each batch's cells appended to `trained`
+    as (Δ, first run, runs), `Killed` raised by the batch numbered `kill_at` from 1."""
+    from gdrelu import runner
+
+    train_batch = runner._train_batch
+
+    def killed(work, **kwargs):
+        trained.append([(cell.delta, int(idx.min()), idx.size) for cell, idx in work])
+        if len(trained) == kill_at:
+            raise Killed
+        return train_batch(work, **kwargs)
+
+    monkeypatch.setattr(runner, "_train_batch", killed)
+
+
+def _assert_same_runs(got, want):
+    """Every cell of `got` is `want`'s, with its step sizes and result to the bit."""
+    for got_cell, want_cell in zip(got, want, strict=True):
+        assert got_cell.cell == want_cell.cell
+        leaves = zip(jax.tree.leaves(got_cell[1:]), jax.tree.leaves(want_cell[1:]), strict=True)
+        for a, b in leaves:
+            np.testing.assert_array_equal(a, b)
+
+
 def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_path, monkeypatch):
     """A bucket trained in several batches stores each as it ends; killed in its second
     batch, a resume reads the first and trains the second as the uninterrupted run did
@@ -759,15 +748,8 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     spec = ExperimentSpec(widths=(8,), deltas=(0.0, 0.1), runs=40, check_every=200,
                           max_checks=2)  # fmt: skip
     whole = runner.run_experiment(spec)
-    train_batch, trained, seen = runner._train_batch, [], []
-
-    def killed_in_the_second(work, **kwargs):
-        trained.append([(cell.delta, idx.size) for cell, idx in work])
-        if len(trained) == 2 and not seen:
-            raise Killed
-        return train_batch(work, **kwargs)
-
-    monkeypatch.setattr(runner, "_train_batch", killed_in_the_second)
+    trained, seen = [], []
+    _killed_in_batch(monkeypatch, 2, trained)
     with pytest.raises(Killed):
         runner.run_experiment(spec, units=run_dir)
     stored = store.part_runs(run_dir, spec.cells(), ["gd-w8"])
@@ -777,7 +759,6 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     assert runner.first_batches(spec, memory_budget=1 << 30, units=run_dir) == [spec.cells()[1:]]
     shutil.copytree(run_dir, copy)
     trained.clear()
-    seen.append(0)
     announced = []
     resumed = runner.run_experiment(
         spec,
@@ -785,12 +766,9 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
         on_check=lambda w, k, s: seen.append(s.size),
         on_batches=announced.append,
     )
-    assert trained == [[(0.1, 40)]] and announced == [[spec.cells()[1:]]]
+    assert trained == [[(0.1, 0, 40)]] and announced == [[spec.cells()[1:]]]
     assert seen[-1] == 80  # the stored runs count as finished on the bar
-    for got, want in zip(resumed, whole, strict=True):
-        assert got.cell == want.cell
-        for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
-            np.testing.assert_array_equal(a, b)
+    _assert_same_runs(resumed, whole)
     assert not (run_dir / store.UNITS / store.PARTS).exists()  # the unit holds them now
     assert (run_dir / store.UNITS / "gd-w8.npz").exists()
     # resumed with a budget that takes every run in one batch: the stored runs are read,
@@ -798,10 +776,8 @@ def test_a_bucket_killed_between_batches_resumes_from_its_finished_batches(tmp_p
     monkeypatch.setattr(runner, "batch_plan", lambda work, **_: _work_order_batches(work, 80))
     trained.clear()
     again = runner.run_experiment(spec, units=copy)
-    assert trained == [[(0.1, 40)]]
-    for got, want in zip(again, whole, strict=True):
-        for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
-            np.testing.assert_array_equal(a, b)
+    assert trained == [[(0.1, 0, 40)]]
+    _assert_same_runs(again, whole)
 
 
 def test_a_growing_bucket_replays_its_rounds_from_its_stored_batches(tmp_path, monkeypatch):
@@ -816,26 +792,17 @@ def test_a_growing_bucket_replays_its_rounds_from_its_stored_batches(tmp_path, m
                           max_checks=2, target_halfwidth=0.001, max_runs=120)  # fmt: skip
     whole = runner.run_experiment(spec)
     assert [cr.result.status.size for cr in whole] == [120, 120]
-    train_batch, trained = runner._train_batch, []
-
-    def killed_in_the_fourth(work, **kwargs):
-        trained.append([(cell.delta, int(idx.min())) for cell, idx in work])
-        if len(trained) == 4:
-            raise Killed
-        return train_batch(work, **kwargs)
-
-    monkeypatch.setattr(runner, "_train_batch", killed_in_the_fourth)
+    trained = []
+    _killed_in_batch(monkeypatch, 4, trained)
     with pytest.raises(Killed):
         runner.run_experiment(spec, units=tmp_path)
-    assert trained == [[(0.0, 0)], [(0.1, 0)], [(0.0, 40)], [(0.1, 40)]]
+    assert trained == [[(0.0, 0, 40)], [(0.1, 0, 40)], [(0.0, 40, 40)], [(0.1, 40, 40)]]
     stored = store.part_runs(tmp_path, spec.cells(), ["gd-w8"])
     assert [stored[cell].tolist() for cell in spec.cells()] == [list(range(80)), list(range(40))]
     trained.clear()
     resumed = runner.run_experiment(spec, units=tmp_path)
-    assert trained == [[(0.1, 40)], [(0.0, 80)], [(0.1, 80)]]
-    for got, want in zip(resumed, whole, strict=True):
-        for a, b in zip(jax.tree.leaves(got[1:]), jax.tree.leaves(want[1:]), strict=True):
-            np.testing.assert_array_equal(a, b)
+    assert trained == [[(0.1, 40, 40)], [(0.0, 80, 40)], [(0.1, 80, 40)]]
+    _assert_same_runs(resumed, whole)
     assert not (tmp_path / store.UNITS / store.PARTS).exists()
 
 
