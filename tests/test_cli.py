@@ -336,7 +336,7 @@ def test_early_stopping_is_asked_for(argv, stops_early, tmp_path, monkeypatch):
     [
         ("gd", "--optimizers"),
         ("", "--optimizers: needed, two or more of"),  # required, but not with --resume
-        ("gd,foo", "optimizer"),
+        ("gd,foo", "--optimizers: 'foo' is not one of gd, sgd, momentum, adam"),
         ("gd,sgd --optimizer adam", "unrecognized arguments: --optimizer adam"),
     ],
 )

@@ -79,6 +79,9 @@ def _optimizer_list(text: str) -> tuple[str, ...]:
     names = tuple(_items(text))
     if len(names) < 2 or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of two or more distinct names")
+    for name in names:
+        if name not in NAMED:
+            raise argparse.ArgumentTypeError(f"{name!r} is not {_one_of(NAMED)}")
     return names
 
 
