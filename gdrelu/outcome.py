@@ -82,6 +82,12 @@ class SimulationResult(NamedTuple):
         raise ValueError(f"rule: {rule!r} is not 'certificate' or 'final'")
 
 
+def not_rules(unknown) -> str:
+    """The refusal of stop rules that are not in `STOP_RULES`, as for other settings."""
+    names = ", ".join(map(repr, unknown))
+    return f"{names} {'is' if len(unknown) == 1 else 'are'} not one of {', '.join(STOP_RULES)}"
+
+
 def stop_rules(
     stop_on, optimizer: Optimizer, standard: bool, one_dimensional, eigenvectors, early_stopping
 ) -> tuple[str, ...]:
@@ -91,9 +97,9 @@ def stop_rules(
     if stop_on is None:
         stop_on = STOP_RULES if proven else ()
     rules = tuple(sorted(set(stop_on)))
-    unknown = set(rules) - set(STOP_RULES)
+    unknown = [rule for rule in rules if rule not in STOP_RULES]
     if unknown:
-        raise ValueError(f"stop_on: unknown rules {sorted(unknown)}; known: {STOP_RULES}")
+        raise ValueError(f"stop_on: {not_rules(unknown)}")
     proofs = PROOF_RULES & set(rules)
     if proofs and not proven:
         raise ValueError(

@@ -15,6 +15,7 @@ from gdrelu.data import CONTINUOUS, DATASETS, count_dtype, split_sizes
 from gdrelu.init import INITS, parse_bias_init
 from gdrelu.numbers import is_integer, is_real
 from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps
+from gdrelu.outcome import not_rules
 from gdrelu.spec import (
     BUCKETS,
     DATASET_DIMENSION,
@@ -239,10 +240,9 @@ def _check_stopping(spec: ExperimentSpec) -> None:
     if spec.stop_on is not None:
         if not all(isinstance(rule, str) for rule in spec.stop_on):
             raise SpecError("stop_on", f"{spec.stop_on!r} is not a list of rule names")
-        unknown = set(spec.stop_on) - set(engine.STOP_RULES)
+        unknown = sorted(set(spec.stop_on) - set(engine.STOP_RULES))
         if unknown:
-            known = engine.STOP_RULES
-            raise SpecError("stop_on", f"unknown rules {sorted(unknown)}; known: {known}")
+            raise SpecError("stop_on", not_rules(unknown))
         if "crossed" in spec.stop_on and spec.input_dim == 1 and spec.bias_init != "zero":
             raise SpecError(
                 "stop_on",

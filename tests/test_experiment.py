@@ -389,6 +389,10 @@ def test_runs_follow_the_documented_key_derivation():
         # a bare number ('int' object is not iterable); padded names were other cells
         (dict(widths=16), r"widths: a tuple, such as \(16,\)"),
         (dict(stop_on="stuck"), r"stop_on: a tuple, such as \('stuck',\)"),  # not s, t, u, c, k
+        (
+            dict(stop_on=("stuck", "never", "often")),
+            "stop_on: 'never', 'often' are not one of crossed, stuck, degenerate$",
+        ),
         (dict(deltas=0.1), r"deltas: a tuple, such as \(0.1,\)"),
         (dict(bias_init=" normal(1)"), "bias_init: ' normal"),
         # each bound as the docs and messages state it (docs/theory.md, README)
