@@ -188,9 +188,28 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
         if recorded[name] != value and name == "data_sha256":
             raise ResumeError(f"{out_dir} was started on another data file (its SHA-256 differs)")
         if recorded[name] != value:
+            hint = (
+                f": resume with --kernel {kernel_flag(recorded[name])}" if name == "kernels" else ""
+            )
             raise ResumeError(
                 f"{out_dir} was started with {name} {recorded[name]!r}, this run has {value!r}"
+                + hint
             )
+
+
+def kernel_flag(kernels: str) -> str:
+    """The --kernel (or $GDRELU_PROPAGATOR_KERNEL) under which a run's recorded `kernels`
+    (`provenance.settings`) resolve again on a machine like the one that started it:
+    "native" where the general path took the C loop, the GPU kernels by name, "auto"
+    where the propagator's C loop was auto's choice (or no spec took the propagator),
+    else "xla"."""
+    names = kernels.split(",")
+    if any(name.endswith("-native") for name in names):
+        return "native"
+    for name in ("pallas", "interpret"):
+        if name in names:
+            return name
+    return "auto" if "native" in names or "xla" not in names else "xla"
 
 
 def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:

@@ -2,6 +2,7 @@
 the settings outside a spec that change results, and hashing a data file once."""
 
 import dataclasses
+import itertools
 import json
 import math
 import pathlib
@@ -255,6 +256,38 @@ def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel)
     refused = f"kernels '{auto_kernel}', this run has 'interpret'"
     with pytest.raises(store.ResumeError, match=refused):
         store.check_manifest(tmp_path, provenance.manifest(specs, trained))
+
+
+def test_a_refused_kernel_names_the_flag_that_resumes(tmp_path, monkeypatch, auto_kernel):
+    """Specs started under each kernel and resumed under another whose kernels differ: the
+    refusal names a --kernel (which sets $GDRELU_PROPAGATOR_KERNEL) under which the same
+    check passes. GD alone, and GD then Adam then SGD on minibatches of 5 draws (which only
+    XLA's loop trains)."""
+    kernels = ["xla", "auto", "interpret", *(["native"] if auto_kernel == "native" else [])]
+    grids = [
+        [ExperimentSpec(widths=(4,), runs=2)],
+        [
+            ExperimentSpec(widths=(4,), runs=2, **values)
+            for values in ({}, dict(optimizer="adam"), dict(optimizer="sgd", batch_size=5))
+        ],
+    ]
+    refused = 0
+    for specs, started, now in itertools.product(grids, kernels, kernels):
+        if "interpret" in (started, now) and len(specs) > 1:
+            continue  # the Pallas kernel trains full-batch GD only
+        as_dicts = [s.to_dict() for s in specs]
+        monkeypatch.setenv(KERNEL_VARIABLE, started)
+        store.write_manifest(tmp_path, provenance.manifest(as_dicts, specs))
+        monkeypatch.setenv(KERNEL_VARIABLE, now)
+        try:
+            store.check_manifest(tmp_path, provenance.manifest(as_dicts, specs))
+            continue
+        except store.ResumeError as e:
+            flag = re.fullmatch(r".*: resume with --kernel (\w+)", str(e)).group(1)
+        refused += 1
+        monkeypatch.setenv(KERNEL_VARIABLE, flag)
+        store.check_manifest(tmp_path, provenance.manifest(as_dicts, specs))
+    assert refused >= 8
 
 
 def test_the_recorded_versions_and_the_spec_hash(monkeypatch):
