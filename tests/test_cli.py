@@ -110,6 +110,36 @@ def test_bad_kernel_exits_2_and_writes_nothing(kernel, flags, tmp_path, capsys, 
     assert "GDRELU_PROPAGATOR_KERNEL" in err, err
 
 
+def test_the_kernel_flag_holds_for_its_command_only(tmp_path, monkeypatch, capsys):
+    """--kernel is $GDRELU_PROPAGATOR_KERNEL for one command: it wins over the variable,
+    the manifest records it, and the variable is as it was afterwards; a kernel that a
+    spec cannot take is refused naming the flag. Nothing trains (Ctrl-C at the work)."""
+    from gdrelu import runner
+    from gdrelu.cli import options
+    from gdrelu.engine.placement import KERNEL_VARIABLE
+
+    monkeypatch.setattr(runner, "train_cells", _interrupt_at_once)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
+    tiny = ["run", "--widths", "4", "--runs", "2", "--quiet"]
+    for before in (None, "interpret"):
+        if before is None:
+            monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+        else:
+            monkeypatch.setenv(KERNEL_VARIABLE, before)
+        out = tmp_path / f"after-{before}"
+        assert main([*tiny, "--kernel", "xla", "--out", str(out)]) == 130
+        assert json.loads((out / "manifest.json").read_text())["settings"] == {"kernels": "xla"}
+        assert os.environ.get(KERNEL_VARIABLE) == before
+    capsys.readouterr()
+    out = tmp_path / "never"
+    argv = [*tiny, "--protocol", "sgd", "--kernel", "interpret", "--out", str(out)]
+    assert _refused_in_one_line(argv, out, capsys) == (
+        "gdrelu: error: --kernel: kernel 'interpret' trains full-batch GD only, not 'sgd' "
+        "with multinomial minibatches; use --kernel xla"
+    )
+    assert os.environ.get(KERNEL_VARIABLE) == "interpret"
+
+
 DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
 
 

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
     a width of which one run cannot fit in the memory budget, or a run directory that
     cannot be resumed (a stored unit unreadable or of other cells)."""
-    from gdrelu.cli import interrupt, outdir, reproduce, resume, run, section10
+    from gdrelu.cli import backends, interrupt, outdir, reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
     from gdrelu.spec import SpecError
@@ -51,8 +51,10 @@ def main(argv=None) -> int:
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     args = None
     previous_handler = interrupt.install()
+    restore_kernel = None
     try:
         args = command_line.parse_args(argv)
+        restore_kernel = backends.use_kernel(getattr(args, "kernel", None))
         if args.command is None:
             command_line.print_help()
             return EXIT_USAGE
@@ -87,6 +89,8 @@ def main(argv=None) -> int:
     finally:
         outdir.release()
         interrupt.restore(previous_handler)
+        if restore_kernel is not None:
+            restore_kernel()
         warnings.formatwarning = formatwarning
 
 

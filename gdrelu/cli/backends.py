@@ -18,12 +18,30 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def prepare(*, every_core: bool, cache_dir, specs=()) -> None:
+def use_kernel(kernel: str | None):
+    """--kernel, when given, as $GDRELU_PROPAGATOR_KERNEL for this command (the engine
+    reads it there): a function that restores the variable as it was."""
+    from gdrelu.engine import KERNEL_VARIABLE
+
+    before = os.environ.get(KERNEL_VARIABLE)
+    if kernel is not None:
+        os.environ[KERNEL_VARIABLE] = kernel
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(KERNEL_VARIABLE, None)
+        else:
+            os.environ[KERNEL_VARIABLE] = before
+
+    return restore
+
+
+def prepare(*, every_core: bool, cache_dir, specs=(), kernel_flag=None) -> None:
     """JAX's partitionable threefry (`cells.check_threefry`), full matmul precision, one
     device per CPU core (`use_every_cpu_core`), the compilation cache in `cache_dir`
     ("none": off), and the propagator's kernel checked for this platform, before anything
-    is written. The cache first: the C loop that the kernel check builds is kept there
-    (`native.cached`)."""
+    is written (a refusal names --kernel where `kernel_flag` set it). The cache first: the
+    C loop that the kernel check builds is kept there (`native.cached`)."""
     import jax
 
     from gdrelu.cache import use_compilation_cache
@@ -39,7 +57,7 @@ def prepare(*, every_core: bool, cache_dir, specs=()) -> None:
     use_compilation_cache(cache_dir)
     if every_core:
         use_every_cpu_core()
-    check_kernel(jax.devices()[0].platform, specs)
+    check_kernel(jax.devices()[0].platform, specs, from_flag=kernel_flag is not None)
 
 
 def _check_cache_dir(path: Path) -> None:
@@ -63,10 +81,10 @@ def use_every_cpu_core() -> None:
         print(f"warning: one CPU device for all cores ({err})", file=sys.stderr)
 
 
-def check_kernel(platform: str, specs=()) -> None:
-    """$GDRELU_PROPAGATOR_KERNEL, checked for this platform and for the specs whose runs
-    take the propagator or the general path's C loop (`native_general`), before anything is
-    written."""
+def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
+    """$GDRELU_PROPAGATOR_KERNEL (set by --kernel where `from_flag`), checked for this
+    platform and for the specs whose runs take the propagator or the general path's C loop
+    (`native_general`), before anything is written."""
     from gdrelu import native_general
     from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel, requested_kernel
     from gdrelu.propagator import check_kernel_trains
@@ -84,7 +102,9 @@ def check_kernel(platform: str, specs=()) -> None:
             dimension, points = spec.input_dim, spec.training_points
             native_general.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
-            raise UsageError(f"${KERNEL_VARIABLE}: {e}; unset it or use 'xla'") from None
+            fix = "use --kernel xla" if from_flag else "unset it or use 'xla'"
+            source = "--kernel" if from_flag else f"${KERNEL_VARIABLE}"
+            raise UsageError(f"{source}: {e}; {fix}") from None
 
 
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")  # of --distributed

@@ -12,6 +12,7 @@ from gdrelu import section10
 from gdrelu.cache import default_cache_dir
 from gdrelu.cli.errors import UsageError
 from gdrelu.data import DATASETS
+from gdrelu.engine.placement import KERNEL_VARIABLE, KERNELS
 from gdrelu.init import BIAS_INITS, INITS
 from gdrelu.optim import NAMED, SAMPLERS
 from gdrelu.protocols import PROTOCOLS
@@ -215,7 +216,19 @@ def _add_reproduce(sub) -> None:
     command.add_argument("--quiet", action="store_true", help="no progress line")
     command.add_argument("--cache-dir", type=_cache_dir, default=default_cache_dir(),
                          help="where compiled XLA programs are kept ('none': nowhere)")  # fmt: skip
+    _add_kernel(command)
     _add_memory_budget(command)
+
+
+def _add_kernel(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        help=f"the kernel of the steps (default ${KERNEL_VARIABLE}, else auto: the "
+        "propagator's C loop on a CPU with a C compiler, XLA's loops otherwise); native also "
+        "puts the general path (Adam's steps, the others' redos) in C: faster, other bits "
+        "than XLA's; pallas: the propagator's GPU kernel",
+    )
 
 
 def _add_memory_budget(command: argparse.ArgumentParser) -> None:
@@ -276,3 +289,4 @@ def _add_common(command: argparse.ArgumentParser) -> None:
         help="where compiled XLA programs are kept between runs ('none': nowhere; "
         "default $GDRELU_CACHE_DIR, else $XDG_CACHE_HOME/gdrelu/xla, ~/.cache/gdrelu/xla)",
     )
+    _add_kernel(command)

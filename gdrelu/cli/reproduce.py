@@ -51,7 +51,8 @@ def execute(args, started: dict | None = None) -> int:
     _names(args)  # a bad name is refused before JAX starts
     budget = options.budget_bytes(args.memory_budget)
     backends.enable_x64()
-    backends.prepare(every_core=True, cache_dir=args.cache_dir)  # before the manifest
+    # before the manifest
+    backends.prepare(every_core=True, cache_dir=args.cache_dir, kernel_flag=args.kernel)
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
     specs = _specs(names, scale)

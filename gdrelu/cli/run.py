@@ -72,7 +72,12 @@ def _checked_on_every_process(args, specs, budget, processes) -> int:
     one host ends them all on one line (`Processes.agreed`)."""
 
     def checked():
-        backends.prepare(every_core=processes is None, cache_dir=args.cache_dir, specs=specs)
+        backends.prepare(
+            every_core=processes is None,
+            cache_dir=args.cache_dir,
+            specs=specs,
+            kernel_flag=args.kernel,
+        )
         return options.check_fits(specs, budget)
 
     if processes is None:

@@ -22,7 +22,7 @@ def execute(args, started: dict | None = None) -> int:
     scale_name, seed = _scale_and_seed(args, started)
     scale = grid.SCALES[scale_name]
     backends.enable_x64()
-    backends.prepare(every_core=True, cache_dir=args.cache_dir)
+    backends.prepare(every_core=True, cache_dir=args.cache_dir, kernel_flag=args.kernel)
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
     firsts = grid.group_specs(scale, seed)
