@@ -42,6 +42,19 @@ def width8_general(width8):
     return result, traces
 
 
+def test_only_the_pallas_kernel_compiles_its_step_count_in():
+    """A chunk's step count is data, one program for every `check_every`, but where the
+    propagator's steps go through the Pallas kernel (or its interpret mode), whose loop
+    cannot close over a traced count: there the count is compiled in. The other paths
+    never take the kernel, so they keep the count as data whatever kernel is named."""
+    for kernel in ("xla", "native", "pallas", "interpret"):
+        blocking = placement.Blocking(block=64, redo=8, unroll=1, check=64, kernel=kernel)
+        for path in ("propagator", "fixed_pattern", "general"):
+            settings = chunk.chunk_settings(250, (), path, engine.GD, blocking)
+            pallas = path == "propagator" and kernel in ("pallas", "interpret")
+            assert settings.static_steps == (250 if pallas else None), (kernel, path)
+
+
 def test_result_does_not_depend_on_the_batch(width8, width8_result):
     """A run gives the same result alone, in a small batch, or in the full batch; and
     its initial state is computed on the lanes, so the smaller batch compiles no new
