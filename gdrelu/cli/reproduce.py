@@ -51,8 +51,9 @@ def execute(args, started: dict | None = None) -> int:
     _names(args)  # a bad name is refused before JAX starts
     budget = options.budget_bytes(args.memory_budget)
     backends.enable_x64()
-    # before the manifest
-    backends.prepare(every_core=True, cache_dir=args.cache_dir, kernel_flag=args.kernel)
+    backends.prepare(  # before the manifest
+        every_core=True, cache_dir=args.cache_dir, kernel_flag=args.kernel
+    )
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
     specs = _specs(names, scale)
