@@ -188,13 +188,23 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
         if recorded[name] != value and name == "data_sha256":
             raise ResumeError(f"{out_dir} was started on another data file (its SHA-256 differs)")
         if recorded[name] != value:
-            hint = (
-                f": resume with --kernel {kernel_flag(recorded[name])}" if name == "kernels" else ""
-            )
+            hint = _kernel_hint(recorded[name]) if name == "kernels" else ""
             raise ResumeError(
                 f"{out_dir} was started with {name} {recorded[name]!r}, this run has {value!r}"
                 + hint
             )
+
+
+def _kernel_hint(kernels) -> str:
+    """How to resume a run recorded with other `kernels`: the --kernel that would give
+    them (`kernel_flag`), unless this run asked for that one already (then they are not
+    this machine's or this gdrelu's)."""
+    from gdrelu.engine import requested_kernel
+
+    flag = kernel_flag(kernels) if isinstance(kernels, str) else None
+    if flag is None or flag == requested_kernel():
+        return ": no kernel here gives them (another machine or gdrelu started it)"
+    return f": resume with --kernel {flag}"
 
 
 def kernel_flag(kernels: str) -> str:
@@ -228,8 +238,8 @@ def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
         raise ResumeError(
             f"{out_dir} was started before the general path's C loop, with kernel "
             f"{recorded['kernel']!r}, and its general steps trained on XLA's loop; this run's "
-            f"take the C loop ({', '.join(sorted(general))}): unset "
-            "$GDRELU_PROPAGATOR_KERNEL to resume it"
+            f"take the C loop ({', '.join(sorted(general))}): resume it without --kernel "
+            "native (and $GDRELU_PROPAGATOR_KERNEL unset)"
         )
     if recorded["kernel"] not in (gd_kernel(), now["kernels"]):
         raise ResumeError(

@@ -102,12 +102,47 @@ needs_compiler = pytest.mark.skipif(not _COMPILER, reason="no C compiler for ker
         ("interpret", ["--protocol", "sgd"]),  # the Pallas kernel: full-batch GD
     ],
 )
-def test_bad_kernel_exits_2_and_writes_nothing(kernel, flags, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", kernel)
+@pytest.mark.parametrize("source", ["variable", "flag"])
+def test_bad_kernel_exits_2_and_writes_nothing(
+    kernel, flags, source, tmp_path, capsys, monkeypatch
+):
+    """Refused in one line naming what set the kernel: $GDRELU_PROPAGATOR_KERNEL, or
+    --kernel (which wins over it: here the variable holds a kernel that would run)."""
     out = tmp_path / "never"
     argv = ["run", "--widths", "4", "--runs", "2", *flags, "--out", str(out)]
-    err = _refused_in_one_line(argv, out, capsys)
-    assert "GDRELU_PROPAGATOR_KERNEL" in err, err
+    if source == "variable":
+        monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", kernel)
+        err = _refused_in_one_line(argv, out, capsys)
+        assert err.startswith("gdrelu: error: $GDRELU_PROPAGATOR_KERNEL: "), err
+        return
+    monkeypatch.setenv("GDRELU_PROPAGATOR_KERNEL", "xla")
+    err = _refused_in_one_line([*argv, "--kernel", kernel], out, capsys)
+    named = "argument --kernel: invalid choice" if kernel == "triton" else "--kernel: "
+    assert err.startswith(f"gdrelu: error: {named}") and "$GDRELU" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("command", "kernel", "refusal"),
+    [
+        # the Pallas kernel trains full-batch GD only: the first experiment could take it
+        (["reproduce", "--only", "gd-figure,sgd"], "interpret", "kernel 'interpret' trains"),
+        # the general path's C loop takes no epoch minibatches
+        pytest.param(
+            ["run", "--preset", "section10"],
+            "native",
+            "kernel 'native' trains",
+            marks=needs_compiler,
+        ),
+    ],
+)
+def test_a_kernel_one_experiment_cannot_take_is_refused_before_any_starts(
+    command, kernel, refusal, tmp_path, capsys
+):
+    """`reproduce` and the section10 preset check the kernel against every experiment
+    they will train, before the directory is made."""
+    out = tmp_path / "never"
+    err = _refused_in_one_line([*command, "--kernel", kernel, "--out", str(out)], out, capsys)
+    assert err.startswith(f"gdrelu: error: --kernel: {refusal}"), err
 
 
 def test_the_kernel_flag_holds_for_its_command_only(tmp_path, monkeypatch, capsys):
@@ -553,8 +588,9 @@ def test_a_full_disk_names_the_command_that_finishes_it(
     command, stopped, finish, tmp_path, monkeypatch, capsys
 ):
     """A storage error once the manifest is written: exit 1, one line whose hint is the
-    command that started the directory (a reproduction is not finished by `gdrelu run`).
-    Nothing trains: no memory estimate, XLA's kernel (no C build)."""
+    command that started the directory (a reproduction is not finished by `gdrelu run`),
+    with the kernel it was started with. Nothing trains: no memory estimate, XLA's kernel
+    (no C build)."""
 
     from gdrelu.cli import options
     from gdrelu.engine.placement import KERNEL_VARIABLE
@@ -565,7 +601,8 @@ def test_a_full_disk_names_the_command_that_finishes_it(
     out = tmp_path / "out"
     assert main([*command, "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"gdrelu: error: No space left on device; finish with: {finish} --resume {out}"
+    finished = f"{finish} --resume {out} --kernel xla"
+    assert err == f"gdrelu: error: No space left on device; finish with: {finished}"
 
 
 def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):

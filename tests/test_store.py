@@ -2,6 +2,7 @@
 the settings outside a spec that change results, and hashing a data file once."""
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -259,35 +260,56 @@ def test_the_manifest_refuses_another_kernel(tmp_path, monkeypatch, auto_kernel)
 
 
 def test_a_refused_kernel_names_the_flag_that_resumes(tmp_path, monkeypatch, auto_kernel):
-    """Specs started under each kernel and resumed under another whose kernels differ: the
-    refusal names a --kernel (which sets $GDRELU_PROPAGATOR_KERNEL) under which the same
-    check passes. GD alone, and GD then Adam then SGD on minibatches of 5 draws (which only
-    XLA's loop trains)."""
-    kernels = ["xla", "auto", "interpret", *(["native"] if auto_kernel == "native" else [])]
+    """Specs started under each kernel they can take and resumed under another whose
+    kernels differ: the refusal names a --kernel (which sets $GDRELU_PROPAGATOR_KERNEL)
+    under which the same check passes. GD alone (every kernel); GD and Adam (all but
+    the Pallas kernel's interpret mode, which trains full-batch GD only); GD, Adam and SGD
+    on minibatches of 5 draws, which only XLA's loop trains (auto and xla)."""
+    native = ["native"] if auto_kernel == "native" else []
+    spec = functools.partial(ExperimentSpec, widths=(4,), runs=2)
     grids = [
-        [ExperimentSpec(widths=(4,), runs=2)],
-        [
-            ExperimentSpec(widths=(4,), runs=2, **values)
-            for values in ({}, dict(optimizer="adam"), dict(optimizer="sgd", batch_size=5))
-        ],
+        ([spec()], ["xla", "auto", "interpret", *native]),
+        ([spec(), spec(optimizer="adam")], ["xla", "auto", *native]),
+        ([spec(), spec(optimizer="adam"), spec(optimizer="sgd", batch_size=5)], ["xla", "auto"]),
     ]
     refused = 0
-    for specs, started, now in itertools.product(grids, kernels, kernels):
-        if "interpret" in (started, now) and len(specs) > 1:
-            continue  # the Pallas kernel trains full-batch GD only
+    for specs, kernels in grids:
         as_dicts = [s.to_dict() for s in specs]
-        monkeypatch.setenv(KERNEL_VARIABLE, started)
-        store.write_manifest(tmp_path, provenance.manifest(as_dicts, specs))
-        monkeypatch.setenv(KERNEL_VARIABLE, now)
-        try:
+        for started, now in itertools.product(kernels, kernels):
+            monkeypatch.setenv(KERNEL_VARIABLE, started)
+            store.write_manifest(tmp_path, provenance.manifest(as_dicts, specs))
+            monkeypatch.setenv(KERNEL_VARIABLE, now)
+            try:
+                store.check_manifest(tmp_path, provenance.manifest(as_dicts, specs))
+                continue
+            except store.ResumeError as e:
+                flag = re.fullmatch(r".*: resume with --kernel (\w+)", str(e)).group(1)
+            refused += 1
+            monkeypatch.setenv(KERNEL_VARIABLE, flag)
             store.check_manifest(tmp_path, provenance.manifest(as_dicts, specs))
-            continue
-        except store.ResumeError as e:
-            flag = re.fullmatch(r".*: resume with --kernel (\w+)", str(e)).group(1)
-        refused += 1
-        monkeypatch.setenv(KERNEL_VARIABLE, flag)
-        store.check_manifest(tmp_path, provenance.manifest(as_dicts, specs))
-    assert refused >= 8
+    assert refused == (20 if native else 4)  # the pairs whose kernels differ here
+
+
+def test_kernels_that_no_flag_here_gives_are_said_to_be_another_machines(
+    tmp_path, monkeypatch, auto_kernel
+):
+    """No --kernel is named where the one that would give the recorded kernels is the one
+    asked for already (an older gdrelu's record, another machine's), nor for a record
+    that is not a list of kernels."""
+    specs = [ExperimentSpec(widths=(4,), runs=2)]
+    as_dicts = [s.to_dict() for s in specs]
+    now = "native" if auto_kernel == "native" else "xla"
+    monkeypatch.setenv(KERNEL_VARIABLE, now)
+    started = provenance.manifest(as_dicts, specs)
+    # kernels that `kernel_flag` maps to the kernel asked for, which gives other ones here
+    other = {"native": "xla,general-native", "xla": "none,xla"}[now]
+    for recorded in (None, other):
+        store.write_manifest(tmp_path, {**started, "settings": {"kernels": recorded}})
+        with pytest.raises(store.ResumeError) as refused:
+            store.check_manifest(tmp_path, provenance.manifest(as_dicts, specs))
+        assert str(refused.value).endswith(
+            ": no kernel here gives them (another machine or gdrelu started it)"
+        ), refused.value
 
 
 def test_the_recorded_versions_and_the_spec_hash(monkeypatch):

@@ -87,10 +87,10 @@ def main(argv=None) -> int:
         print(f"gdrelu: error: {e.strerror}{where}{_resume_hint(args)}", file=sys.stderr)
         return 1
     finally:
-        outdir.release()
-        interrupt.restore(previous_handler)
         if restore_kernel is not None:
             restore_kernel()
+        outdir.release()
+        interrupt.restore(previous_handler)
         warnings.formatwarning = formatwarning
 
 
@@ -104,11 +104,11 @@ _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 def _resume_hint(args) -> str:
     """How to finish the run this process held, if it held one."""
-    from gdrelu.cli import outdir
+    from gdrelu.cli import backends, outdir
     from gdrelu.store import MANIFEST
 
     started = outdir.held()
     if started is None or not (started / MANIFEST).exists():  # nothing to resume yet
         return ""
     command = "reproduce" if getattr(args, "command", None) == "reproduce" else "run"
-    return f"; finish with: gdrelu {command} --resume {started}"
+    return f"; finish with: {backends.resume_command(command, started)}"

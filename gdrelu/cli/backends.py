@@ -36,6 +36,22 @@ def use_kernel(kernel: str | None):
     return restore
 
 
+def resume_command(command: str, out) -> str:
+    """The command that finishes the run directory `out`: with the --kernel it needs
+    where the kernel asked for (the flag's or $GDRELU_PROPAGATOR_KERNEL's) is not auto."""
+    from gdrelu.engine import requested_kernel
+
+    kernel = requested_kernel()
+    return f"gdrelu {command} --resume {out}" + (f" --kernel {kernel}" if kernel != "auto" else "")
+
+
+def check_specs_kernel(specs, kernel_flag=None) -> None:
+    """`check_kernel` on this process's platform, for `specs` (see `prepare`)."""
+    import jax
+
+    check_kernel(jax.devices()[0].platform, specs, from_flag=kernel_flag is not None)
+
+
 def prepare(*, every_core: bool, cache_dir, specs=(), kernel_flag=None) -> None:
     """JAX's partitionable threefry (`cells.check_threefry`), full matmul precision, one
     device per CPU core (`use_every_cpu_core`), the compilation cache in `cache_dir`
@@ -57,7 +73,7 @@ def prepare(*, every_core: bool, cache_dir, specs=(), kernel_flag=None) -> None:
     use_compilation_cache(cache_dir)
     if every_core:
         use_every_cpu_core()
-    check_kernel(jax.devices()[0].platform, specs, from_flag=kernel_flag is not None)
+    check_specs_kernel(specs, kernel_flag)
 
 
 def _check_cache_dir(path: Path) -> None:
@@ -89,10 +105,13 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
     from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel, requested_kernel
     from gdrelu.propagator import check_kernel_trains
 
+    source = "--kernel" if from_flag else f"${KERNEL_VARIABLE}"
     try:
         kernel = propagator_kernel(platform)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    except ValueError as e:  # the engine's message names the variable: name the source
+        text = str(e).replace(f"kernel (${KERNEL_VARIABLE}): ", "")
+        text = text.replace(f"kernel (${KERNEL_VARIABLE}) ", "kernel ")
+        raise UsageError(f"{source}: {text}") from None
     if requested_kernel() == "auto":  # "auto" picks per spec
         return
     for spec in specs:
@@ -103,7 +122,6 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
             native_general.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
             fix = "use --kernel xla" if from_flag else "unset it or use 'xla'"
-            source = "--kernel" if from_flag else f"${KERNEL_VARIABLE}"
             raise UsageError(f"{source}: {e}; {fix}") from None
 
 

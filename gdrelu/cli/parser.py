@@ -225,9 +225,10 @@ def _add_kernel(command: argparse.ArgumentParser) -> None:
         "--kernel",
         choices=KERNELS,
         help=f"the kernel of the steps (default ${KERNEL_VARIABLE}, else auto: the "
-        "propagator's C loop on a CPU with a C compiler, XLA's loops otherwise); native also "
-        "puts the general path (Adam's steps, the others' redos) in C: faster, other bits "
-        "than XLA's; pallas: the propagator's GPU kernel",
+        "propagator's C loop on a CPU with a C compiler where it trains the runs, XLA's "
+        "loops otherwise); native also puts the general path (Adam's steps, the others' "
+        "redos) in C for float64 1-D data: faster, other bits than XLA's; pallas: the "
+        "propagator's GPU kernel for full-batch GD (interpret: the same, interpreted)",
     )
 
 

@@ -57,6 +57,7 @@ def execute(args, started: dict | None = None) -> int:
     manifest = _manifest(args, started)
     names, scale = _names(args), args.scale or "small"
     specs = _specs(names, scale)
+    backends.check_specs_kernel(specs, args.kernel)  # every experiment's, before it starts
     # before the directory is written; one experiment at a time, with the whole budget
     options.check_fits(specs, budget, together=False, lower="--scale (or --only)")
     # a resume's directory is checked against its manifest before the paper scale's
@@ -84,7 +85,7 @@ def execute(args, started: dict | None = None) -> int:
     except KeyboardInterrupt:
         if not args.quiet:
             print(file=sys.stderr)  # end the progress line
-        raise Interrupted(f"gdrelu reproduce --resume {out}") from None
+        raise Interrupted(backends.resume_command("reproduce", out)) from None
     if not args.quiet:
         print(file=sys.stderr)
     print(f"report: {path} and {path.with_suffix('.html')}")

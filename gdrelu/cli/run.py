@@ -53,7 +53,7 @@ def execute(args, started: dict | None = None) -> int:
     except KeyboardInterrupt:
         progress.close()  # before the message, so that no part of the bar follows it
         if writer:
-            raise Interrupted(f"gdrelu run --resume {out}") from None
+            raise Interrupted(backends.resume_command("run", out)) from None
         return 130
     except (SpecError, BudgetError):  # refuted by the draws (`runner`): no half-written run
         if out is not None and started is None:
@@ -115,7 +115,8 @@ def _announce_resume(out, count: int) -> None:
     C++ (no Python handler runs), so the way to finish comes first."""
     print(
         f"gdrelu: {count} processes; if one dies the others abort, and "
-        f"`gdrelu run --resume {out}` (one process, no --distributed) finishes the run",
+        f"`{backends.resume_command('run', out)}` (one process, no --distributed) finishes "
+        "the run",
         file=sys.stderr,
     )
 

@@ -26,6 +26,7 @@ def execute(args, started: dict | None = None) -> int:
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
     firsts = grid.group_specs(scale, seed)
+    backends.check_specs_kernel(firsts, args.kernel)
     options.check_fits(firsts, budget, together=False, lower="--scale")
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
@@ -51,7 +52,7 @@ def execute(args, started: dict | None = None) -> int:
             )
     except KeyboardInterrupt:
         progress.close()
-        raise Interrupted(f"gdrelu run --resume {out}") from None
+        raise Interrupted(backends.resume_command("run", out)) from None
     finally:
         progress.close()
     seconds = before + time.perf_counter() - start
@@ -75,7 +76,7 @@ def _group_done(progress: RunProgress, i: int, cell_results, stored: bool) -> No
 
 def _refuse_spec_flags(args) -> None:
     """Of the spec's flags the preset takes only --seed (with its own --scale, and --out,
-    --resume, --quiet, --cache-dir and --memory-budget), and runs in one process."""
+    --resume, --quiet, --cache-dir, --kernel and --memory-budget), and runs in one process."""
     fields = [(flag, field) for flag, (field, *_) in RUN_FLAGS.items() if flag != "--seed"]
     fields += [(f"--{name.replace('_', '-')}", name) for name in _OTHERS]
     given = [flag for flag, field in fields if getattr(args, field, None) is not None]
@@ -86,7 +87,7 @@ def _refuse_spec_flags(args) -> None:
     if given:
         raise UsageError(
             f"{given[0]}: not with the section10 preset, which takes --scale, --seed, --out, "
-            "--resume, --quiet, --cache-dir and --memory-budget"
+            "--resume, --quiet, --cache-dir, --kernel and --memory-budget"
         )
 
 

@@ -121,7 +121,7 @@ def _automatic_kernel(platform: str, optimizer, dtype) -> str:
     except NativeUnavailable as error:
         warnings.warn(  # once per process: Python's default filter
             f"{error}. The propagator's steps take XLA's loop, 1.5-2x slower; "
-            f"${KERNEL_VARIABLE}=xla chooses it and silences this",
+            f"kernel 'xla' (--kernel xla, ${KERNEL_VARIABLE}=xla) chooses it and silences this",
             stacklevel=2,
         )
         return "xla"
