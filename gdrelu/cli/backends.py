@@ -106,12 +106,10 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
     from gdrelu.propagator import check_kernel_trains
 
     source = "--kernel" if from_flag else f"${KERNEL_VARIABLE}"
-    try:
-        kernel = propagator_kernel(platform)
-    except ValueError as e:  # the engine's message names the variable: name the source
-        text = str(e).replace(f"kernel (${KERNEL_VARIABLE}): ", "")
-        text = text.replace(f"kernel (${KERNEL_VARIABLE}) ", "kernel ")
-        raise UsageError(f"{source}: {text}") from None
+    try:  # asked for by name, so that the engine's message leaves the source to this one
+        kernel = propagator_kernel(platform, requested_kernel())
+    except ValueError as e:
+        raise UsageError(f"{source}: {e}") from None
     if requested_kernel() == "auto":  # "auto" picks per spec
         return
     for spec in specs:

@@ -22,11 +22,12 @@ def execute(args, started: dict | None = None) -> int:
     scale_name, seed = _scale_and_seed(args, started)
     scale = grid.SCALES[scale_name]
     backends.enable_x64()
-    backends.prepare(every_core=True, cache_dir=args.cache_dir, kernel_flag=args.kernel)
+    firsts = grid.group_specs(scale, seed)
+    backends.prepare(
+        every_core=True, cache_dir=args.cache_dir, specs=firsts, kernel_flag=args.kernel
+    )
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
-    firsts = grid.group_specs(scale, seed)
-    backends.check_specs_kernel(firsts, args.kernel)
     options.check_fits(firsts, budget, together=False, lower="--scale")
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]

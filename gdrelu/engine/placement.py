@@ -72,26 +72,24 @@ def propagator_kernel(platform: str, kernel: str | None = None, optimizer=None, 
     None: GD) is one the C loop does not train (`propagator.kernel_trains`) or `dtype`
     (None: float64) is not float64, and "xla" otherwise; without a compiler it says so
     once, as a warning."""
+    name = "kernel" if kernel else f"kernel (${KERNEL_VARIABLE})"  # where it was asked for
     kernel = requested_kernel(kernel)
     if kernel not in KERNELS:
         raise ValueError(
-            f"kernel (${KERNEL_VARIABLE}): 'auto', 'xla', 'pallas', 'interpret' or 'native', "
-            f"not {kernel!r}"
+            f"{name} must be 'auto', 'xla', 'pallas', 'interpret' or 'native', not {kernel!r}"
         )
     if kernel == "auto":
         return _automatic_kernel(platform, optimizer, dtype)
     if kernel == "native":
         if platform != "cpu":
-            raise ValueError(
-                f"kernel (${KERNEL_VARIABLE}) 'native' is a C loop for CPUs, not {platform}"
-            )
+            raise ValueError(f"{name} 'native' is a C loop for CPUs, not {platform}")
         from gdrelu.native import library
 
         library()  # NativeUnavailable, with the reason, before anything runs
     if kernel == "pallas" and platform != "gpu":
         raise ValueError(
-            f"kernel (${KERNEL_VARIABLE}) 'pallas' compiles with Triton for GPUs, not "
-            f"{platform}; 'interpret' runs it in Pallas' interpret mode"
+            f"{name} 'pallas' compiles with Triton for GPUs, not {platform}; 'interpret' "
+            "runs it in Pallas' interpret mode"
         )
     return kernel
 
