@@ -92,10 +92,10 @@ def _target_met(cell_result: CellResult) -> dict[str, bool]:
     return {"target_halfwidth_met": met, "ci95_nominal": True}
 
 
-def _nominal(intervals: str) -> str:
-    """The line that says which 95% intervals are nominal after --target-halfwidth."""
+def _nominal(what: str) -> str:
+    """The line that says what is nominal or biased after --target-halfwidth."""
     return (
-        f"{intervals} are nominal: --target-halfwidth chose the run counts from the outcomes "
+        f"{what}: --target-halfwidth chose the run counts from the outcomes "
         "(docs/theory.md, 'Outcome of a run')"
     )
 
@@ -136,7 +136,7 @@ def format_comparisons(pairs: Sequence[dict[str, Any]]) -> str:
         for c in pairs
     ]
     if any(c.get("ci95_nominal") for c in pairs):
-        lines.append(_nominal("95% CIs of the differences"))
+        lines.append(_nominal("95% CIs of the differences are nominal"))
     return "\n".join(lines)
 
 
@@ -200,7 +200,7 @@ def format_table(cells: Sequence[dict[str, Any]]) -> str:
             f"  {c['p_stuck']:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     if any(c.get("ci95_nominal") for c in cells):
-        lines.append(_nominal("95% CIs"))
+        lines.append(_nominal("95% CIs are nominal and P(stuck) leans slightly away from 1/2"))
     missed = [c for c in cells if c.get("target_halfwidth_met") is False]
     if missed:
         named = ", ".join(f"{c['optimizer']} n={c['width']} Δ={c['delta']:g}" for c in missed)

@@ -30,7 +30,7 @@ from gdrelu.outcome import Status
 from gdrelu.protocols import protocol
 from gdrelu.runner import run_experiment
 from gdrelu.spec import ExperimentSpec
-from gdrelu.stats import combined_z, failure_probability, two_proportion_z
+from gdrelu.stats import combined_z, failure_probability, stouffer_z, two_proportion_z
 
 SCALES = ("small", "paper")
 PAPER_WIDTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -128,13 +128,14 @@ def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> 
                     "any crossing: the column 'early stopped' (docs/fidelity.md).")  # fmt: skip
     if with_paper and zs:
         worst = max(map(abs, zs))
-        verdict = "agree" if worst < AGREEMENT_Z else "disagree"
-        statistic, p = combined_z(zs)
+        verdict = "agree: within" if worst < AGREEMENT_Z else "disagree: beyond"
+        (squares, p_squares), (shift, p_shift) = combined_z(zs), stouffer_z(zs)
         text.append(
             f"P(crossed) against the paper's code (400 runs a cell): the largest |z| is "
-            f"{worst:.2f}, so the two {verdict} within {AGREEMENT_Z:g} standard errors; "
-            f"together, Σz² = {statistic:.2f} over {len(zs)} cells (p = {p:.2f} under χ² "
-            f"with {len(zs)} degrees of freedom)."
+            f"{worst:.2f}, so the two {verdict} {AGREEMENT_Z:g} standard errors. Together, "
+            f"Σz² = {squares:.2f} over {len(zs)} cells (p = {p_squares:.3g} under χ² with "
+            f"{len(zs)} degrees of freedom), and Stouffer's Σz/√{len(zs)} = {shift:+.2f} "
+            f"(p = {p_shift:.3g}), which a bias of one sign in every cell would move."
         )
     return report.Section(name, title, text, [table], figure, spec.to_dict(), seconds)
 

@@ -60,29 +60,48 @@ def _check_level(level) -> None:
         raise ValueError(f"level: {level!r} is not in (0, 1)")
 
 
-def adaptive_coverage(p: float, runs: int, halfwidth: float, max_runs: int, level=0.95) -> float:
-    """Exact probability that the Clopper-Pearson interval at `level` of a cell grown by
-    `--target-halfwidth` covers its true P(stuck) = p. The runner's rule: start with
-    `runs` runs and add `runs` more (at most up to `max_runs`) while the interval's
-    half-width exceeds `halfwidth`. Summed over the distribution of (runs so far, stuck so
-    far) among the cells still growing, one batch at a time (docs/theory.md)."""
+def _grown_cells(p: float, runs: int, halfwidth: float, max_runs: int):
+    """The cells `--target-halfwidth` grows, by the runner's rule: start with `runs` runs
+    and add `runs` more (at most up to `max_runs`) while the 95% interval's half-width
+    exceeds `halfwidth`. Yields (size, stops): stops[k] is the probability that a cell
+    ends at `size` runs with k stuck, summed over the distribution of (runs so far, stuck
+    so far) among the cells still growing, one batch at a time (docs/theory.md)."""
     counts = is_integer(runs) and is_integer(max_runs) and 1 <= runs <= max_runs
     if not (counts and 0 <= p <= 1 and halfwidth > 0):
         raise ValueError(f"need 0 ≤ p ≤ 1, halfwidth > 0, 1 ≤ runs ≤ max_runs; not "
                          f"{p}, {halfwidth}, {runs}, {max_runs}")  # fmt: skip
     from scipy.stats import binom
 
-    size, growing, covered = runs, binom.pmf(np.arange(runs + 1), runs, p), 0.0
-    while True:
-        stuck = np.arange(size + 1)
-        low, high = clopper_pearson(stuck, np.full(size + 1, size), level)
+    size, growing = runs, binom.pmf(np.arange(runs + 1), runs, p)
+    while growing.any():
+        low, high = clopper_pearson(np.arange(size + 1), np.full(size + 1, size))
         stops = ((high - low) / 2 <= halfwidth) | (size >= max_runs)
-        covered += growing[stops & (low <= p) & (p <= high)].sum()
+        yield size, np.where(stops, growing, 0.0)
         growing = np.where(stops, 0.0, growing)
-        if not growing.any():
-            return float(covered)
         more = min(runs, max_runs - size)
         growing, size = np.convolve(growing, binom.pmf(np.arange(more + 1), more, p)), size + more
+
+
+def adaptive_coverage(p: float, runs: int, halfwidth: float, max_runs: int, level=0.95) -> float:
+    """Exact probability that the Clopper-Pearson interval at `level` of a cell grown by
+    `--target-halfwidth` (`_grown_cells`: the runner grows on the 95% interval whatever
+    `level`) covers its true P(stuck) = p."""
+    _check_level(level)
+    covered = 0.0
+    for size, stops in _grown_cells(p, runs, halfwidth, max_runs):
+        low, high = clopper_pearson(np.arange(size + 1), np.full(size + 1, size), level)
+        covered += stops[(low <= p) & (p <= high)].sum()
+    return float(covered)
+
+
+def adaptive_bias(p: float, runs: int, halfwidth: float, max_runs: int) -> float:
+    """Exact bias E[k/N] - p of the P(stuck) a cell grown by `--target-halfwidth` reports
+    (`_grown_cells`): N too is chosen by the outcomes, and a cell stops sooner where k/N is
+    far from 1/2 (its interval is narrower there), so k/N leans away from 1/2."""
+    mean = 0.0
+    for size, stops in _grown_cells(p, runs, halfwidth, max_runs):
+        mean += float(np.dot(stops, np.arange(size + 1))) / size
+    return mean - p
 
 
 def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +196,17 @@ def two_proportion_z(k1, n1, k2, n2) -> float:
 
 def combined_z(zs) -> tuple[float, float]:
     """Σ z² of k independent z-scores and its p-value, P(χ²_k ≥ Σ z²): the cells tested
-    together, which finds a small bias common to all that no single |z| reveals."""
+    together for any departure, whatever its sign in each. A shift of one sign in every
+    cell is better found by `stouffer_z`."""
     zs = np.asarray(zs, dtype=float)
     statistic = float(np.sum(zs**2))
     return statistic, float(special.chdtrc(zs.size, statistic))
+
+
+def stouffer_z(zs) -> tuple[float, float]:
+    """Stouffer's Z = Σ z / √k of k independent z-scores, standard normal when every cell
+    agrees, and its two-sided p-value: finds a bias of one sign common to the cells that
+    no single |z| reveals."""
+    zs = np.asarray(zs, dtype=float)
+    statistic = float(np.sum(zs) / np.sqrt(zs.size))
+    return statistic, float(2.0 * special.ndtr(-abs(statistic)))

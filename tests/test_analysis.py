@@ -137,7 +137,10 @@ def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
     assert summary.get("target_halfwidth_met") == met
     assert summary.get("ci95_nominal") == (None if halfwidth is None else True)
     lines = format_table([summary]).splitlines()[2:]  # after the header and the row
-    nominal = ["95% CIs are nominal: --target-halfwidth chose the run counts from the outcomes"]
+    nominal = [
+        "95% CIs are nominal and P(stuck) leans slightly away from 1/2: --target-halfwidth "
+        "chose the run counts from the outcomes"
+    ]
     missed = ["--max-runs reached before the target half-width: gd n=4 Δ=0"]
     assert [line.split(" (docs")[0] for line in lines] == {
         None: [],

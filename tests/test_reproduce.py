@@ -292,7 +292,14 @@ def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):
     ]
     section = reproduce._stuck_section("gd-figure", "t", cells, spec, tmp_path, 1.0, True)
     z = _pooled_z(crossed=0, runs=400, paper_crossed=97)
-    assert f"the largest |z| is {abs(z):.2f}, so the two disagree" in section.paragraphs[-1]
+    text = section.paragraphs[-1]
+    assert f"the largest |z| is {abs(z):.2f}, so the two disagree: beyond 3 standard" in text
+    from scipy.stats import chi2, norm
+
+    assert chi2.sf(z * z, 2) < 1e-20  # printed in 3 digits, not as 0.00
+    assert f"Σz² = {z * z:.2f} over 2 cells (p = {chi2.sf(z * z, 2):.3g} under χ²" in text
+    shift = (0.0 + z) / np.sqrt(2)
+    assert f"Stouffer's Σz/√2 = {shift:+.2f} (p = {2 * norm.sf(abs(shift)):.3g})" in text
     assert (tmp_path / "gd-figure.png").exists()
 
 
@@ -369,7 +376,9 @@ def test_a_z_within_three_standard_errors_agrees_and_its_sign_says_which_is_larg
     section = reproduce._stuck_section("gd-figure", "t", [cell], spec, tmp_path, 1.0, True)
     z = _pooled_z(crossed=173, runs=400, paper_crossed=138)
     assert 2.5 < z < reproduce.AGREEMENT_Z == 3.0
-    assert f"the largest |z| is {z:.2f}, so the two agree" in section.paragraphs[-1]
+    assert (
+        f"the largest |z| is {z:.2f}, so the two agree: within 3 standard" in section.paragraphs[-1]
+    )
     (row,) = section.tables[0].rows
     assert row[-2:] == (138, f"{z:+.2f}") and row[-1].startswith("+")
 

@@ -10,6 +10,7 @@ from scipy import special
 
 from gdrelu import clopper_pearson, failure_probability
 from gdrelu.stats import (
+    adaptive_bias,
     adaptive_coverage,
     paired_comparison,
     paired_difference_interval,
@@ -320,11 +321,11 @@ def test_adaptive_coverage_is_that_of_simulated_cells(case):
     assert abs(simulated - exact) <= 4 * np.sqrt(exact * (1 - exact) / cells), (simulated, exact)
 
 
-def _exact_covers(k, n, p) -> bool:
-    """Whether scipy's own exact 95% interval (binomtest) of k in n covers p."""
+def _exact_covers(k, n, p, level=0.95) -> bool:
+    """Whether scipy's own exact interval (binomtest) at `level` of k in n covers p."""
     from scipy.stats import binomtest
 
-    ci = binomtest(k, n).proportion_ci(0.95, "exact")
+    ci = binomtest(k, n).proportion_ci(level, "exact")
     return ci.low <= p <= ci.high
 
 
@@ -406,7 +407,7 @@ def test_two_proportion_z_of_unequal_run_counts_by_hand():
 def test_combined_z_is_the_chi_square_test_of_the_cells_together():
     """χ² with 2 degrees of freedom has P(X ≥ x) = exp(-x/2): z = (1, -1) gives Σz² = 2 and
     p = e⁻¹; with 6 cells, scipy's χ² survival function. Six cells each |z| = 1.2 (none
-    alone far off) together give p ≈ 0.12, and |z| = 2 each p < 0.001."""
+    alone far off) together give p ≈ 0.19, and |z| = 2 each p < 0.001."""
     from scipy import stats
 
     from gdrelu.stats import combined_z
@@ -415,3 +416,83 @@ def test_combined_z_is_the_chi_square_test_of_the_cells_together():
     statistic, p = combined_z([1.2] * 6)
     assert statistic == pytest.approx(8.64) and p == pytest.approx(stats.chi2.sf(8.64, 6))
     assert 0.1 < p < 0.2 and combined_z([2.0] * 6)[1] < 0.001
+
+
+def test_adaptive_coverage_at_another_level_grows_on_the_95_percent_interval():
+    """The runner grows a cell while its 95% interval is wider than 2H, whatever level a
+    reader then asks of the final interval. With 10 runs, max_runs 20 and H = 0.14, which
+    the 90% interval at k = 0 of 10 runs meets (half-width 0.129) and no 95% interval of
+    10 runs does (0.154 at k = 0), every cell grows to 20: the coverage of the 90% interval
+    at n = 20, summed with scipy's; growing on the 90% interval would stop the k = 0 cells
+    at 10."""
+    from scipy.stats import binom
+
+    p, runs, target = 0.1, 10, 0.14
+    assert float(clopper_pearson(0, runs, 0.90)[1]) / 2 < target
+    assert float(clopper_pearson(0, runs)[1]) / 2 > target
+
+    def covered(n, level):
+        return sum(binom.pmf(k, n, p) for k in range(n + 1) if _exact_covers(k, n, p, level))
+
+    expected = covered(2 * runs, 0.90)
+    on_the_90 = binom.pmf(0, runs, p) * _exact_covers(0, runs, p, 0.90)
+    for first in range(1, runs + 1):
+        for more in range(runs + 1):
+            if _exact_covers(first + more, 2 * runs, p, 0.90):
+                on_the_90 += binom.pmf(first, runs, p) * binom.pmf(more, runs, p)
+    got = adaptive_coverage(p, runs, target, 2 * runs, level=0.90)
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert abs(expected - on_the_90) > 1e-4 and abs(expected - covered(2 * runs, 0.95)) > 1e-3
+
+
+def test_adaptive_bias_summed_run_by_run():
+    """The same two-batch rule as above at p = 0.2: E[k/N] summed over the first batch's k
+    and the second's by hand; no bias without growth (max_runs = runs) and at p = 1/2; the
+    bias at 1 - p is minus that at p."""
+    from scipy.stats import binom
+
+    p, runs = 0.2, 10
+    target = float(clopper_pearson(0, runs)[1]) / 2
+    mean = 0.0  # k = 0 stops at 10 with k/N = 0
+    for first in range(1, runs + 1):
+        for more in range(runs + 1):
+            mean += binom.pmf(first, runs, p) * binom.pmf(more, runs, p) * (first + more) / 20
+    assert adaptive_bias(p, runs, target, 2 * runs) == pytest.approx(mean - p, abs=1e-12)
+    assert adaptive_bias(0.3, 25, 0.01, 25) == pytest.approx(0.0, abs=1e-12)
+    assert adaptive_bias(0.5, 20, 0.05, 2000) == pytest.approx(0.0, abs=1e-12)
+    assert adaptive_bias(0.9, 20, 0.05, 2000) == pytest.approx(-adaptive_bias(0.1, 20, 0.05, 2000))
+
+
+def test_adaptive_bias_is_that_of_simulated_cells():
+    """The docs' first case (P = 0.09 from 20 runs to H = 0.05): the exact bias, about -7%
+    of P, against 4000 cells grown one by one, within 4 Monte Carlo standard errors of their
+    mean k/N; the bias is several of those errors, so a zero bias would fail."""
+    p, runs, halfwidth, max_runs = 0.09, 20, 0.05, 2000
+    rng, estimates = np.random.default_rng(11), []
+    for _ in range(4000):
+        stuck, size = rng.binomial(runs, p), runs
+        while True:
+            low, high = failure_probability(int(stuck), size)[1]
+            if (high - low) / 2 <= halfwidth or size >= max_runs:
+                break
+            more = min(runs, max_runs - size)
+            stuck, size = stuck + rng.binomial(more, p), size + more
+        estimates.append(stuck / size)
+    error = np.std(estimates) / np.sqrt(len(estimates))
+    bias = adaptive_bias(p, runs, halfwidth, max_runs)
+    assert abs(np.mean(estimates) - p - bias) <= 4 * error
+    assert bias < -5 * error and bias == pytest.approx(-0.0066, abs=5e-5)
+
+
+def test_stouffer_z_by_hand():
+    """Six cells of z = 1.2: Σz/√6 = 7.2/2.4495 = 2.9394, two-sided p = 2(1 - Φ(2.9394))
+    = 0.00329, where Σz² over the same cells gives p ≈ 0.19; signs cancel: (2, -2) gives 0."""
+    from scipy import stats
+
+    from gdrelu.stats import stouffer_z
+
+    statistic, p = stouffer_z([1.2] * 6)
+    assert statistic == pytest.approx(7.2 / np.sqrt(6), rel=1e-12)
+    assert p == pytest.approx(2 * stats.norm.sf(7.2 / np.sqrt(6)), rel=1e-10)
+    assert p == pytest.approx(0.00329, abs=1e-5)
+    assert stouffer_z([2.0, -2.0]) == pytest.approx((0.0, 1.0))
