@@ -52,7 +52,7 @@ class SimulationResult(NamedTuple):
     escaped: np.ndarray  # final classification (`detectors`); True for a diverged run too
     best_validation_loss: np.ndarray  # best validation loss over the checks (without
     # validation points or weights: of the training loss)
-    test_loss_at_best: np.ndarray  # test loss at that check (NaN without held-out points)
+    test_loss_at_best: np.ndarray  # test loss at that check (NaN without test points)
     best_step: np.ndarray  # the step of that check
     certificate_checked: np.ndarray  # bool: whether the run was checked against both of
     # the certificate's stop rules, stuck and degenerate (`stuck("certificate")` needs it)

@@ -585,6 +585,30 @@ def test_training_points_at_zero_are_warned_of(width8):
         simulate(params, data._replace(x=x), step, stop_on=("stuck",), **kwargs)
 
 
+def test_kinks_that_start_among_the_data_are_warned_of(width8):
+    """Non-zero biases can put a kink at or beyond the nearest point before any step: the
+    kink rule then stops the run as crossed at its first check, and P(stuck) read 0 with
+    no word of why. Now `simulate` names the first such run; a kink inside the gap, or no
+    kink rule, is no reason to warn."""
+    import warnings
+
+    params, data, step = width8
+    nearest = np.min(np.abs(np.asarray(data.x)), axis=1)
+    b = np.zeros(params.b.shape)
+    b[2, 0] = 1.5 * nearest[2] * params.a[2, 0]  # kink |b / a| = 1.5 min |x_j|
+    b[5, 3] = -0.5 * nearest[5] * params.a[5, 3]  # inside the gap
+    kwargs = dict(check_every=200, max_checks=3)
+    with pytest.warns(engine.KinksAmongDataWarning, match=r"^params: run 2: a kink"):
+        result = simulate(params._replace(b=b), data, step, **kwargs)
+    assert result.status[2] == Status.CROSSED and result.stop_step[2] == 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", engine.KinksAmongDataWarning)
+        b[2, 0] = 0.0
+        simulate(params._replace(b=b), data, step, **kwargs)
+        b[2, 0] = 1.5 * nearest[2] * params.a[2, 0]
+        simulate(params._replace(b=b), data, step, stop_on=("stuck",), **kwargs)
+
+
 def test_bad_arguments_are_named(width8):
     params, data, step = _first_runs(width8, 1)
     with pytest.raises(ValueError, match="stop_on"):
@@ -740,9 +764,11 @@ def test_points_at_zero_are_looked_for_in_the_training_points_only():
     with_zero = data._replace(x=x)
     held_out = data._replace(x=np.where(data.x == 0.5, 0.0, data.x))  # run 0's 0.5 at 0
     step = np.full(2, 0.01)
-    _, usable, at_zero = checked_inputs(with_zero, step, held_out, held_out)
+    params, _ = _tiny_runs()
+    _, usable, at_zero, among = checked_inputs(with_zero, step, held_out, held_out, params, 1.0)
     assert np.asarray(at_zero).tolist() == [False, True]
     assert np.asarray(usable).all()
+    assert not np.asarray(among).any()  # zero biases: every kink at 0, named as at_zero
 
 
 def test_no_block_or_redo_trains_a_single_lane():

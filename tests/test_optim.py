@@ -627,6 +627,10 @@ def test_best_validation_check_and_the_test_loss_there():
         assert full.test_loss_at_best[run] == pytest.approx(
             loss(checks[best], test, run), rel=1e-10
         )
+    # without test points no test loss: it read the validation loss
+    untested = simulate(params, data, 0.05, max_checks=6, **{**kwargs, "test": None})
+    np.testing.assert_array_equal(untested.best_validation_loss, full.best_validation_loss)
+    assert np.isnan(untested.test_loss_at_best).all()
 
 
 def test_gathered_minibatch_gives_the_gradient_of_the_weighted_one():

@@ -16,7 +16,7 @@ docs/design.md). `simulate` (`simulation`) drives it.
 """
 
 from gdrelu.engine.bench import chunk_runner
-from gdrelu.engine.checks import PointAtZeroWarning, check_inputs
+from gdrelu.engine.checks import KinksAmongDataWarning, PointAtZeroWarning, check_inputs
 from gdrelu.engine.chunk import TRACE_COUNT
 from gdrelu.engine.paths import PATHS, auto_path, auto_plan, gd_step, mixes_paths
 from gdrelu.engine.placement import (
@@ -53,6 +53,7 @@ __all__ = [
     "STOP_RULES",
     "TRACE_COUNT",
     "Blocking",
+    "KinksAmongDataWarning",
     "PointAtZeroWarning",
     "Runs",
     "SimulationResult",

@@ -18,7 +18,7 @@ from gdrelu import theory
 from gdrelu.compiled import jit
 from gdrelu.data import WeightedData
 from gdrelu.engine.state import RunInfo, Runs, RunState
-from gdrelu.model import Params, active_neurons, forward
+from gdrelu.model import Params, Scaling, active_neurons, forward, max_abs_kink
 from gdrelu.outcome import Status
 from gdrelu.propagator import ChunkEnd
 
@@ -54,15 +54,21 @@ def check_inputs(data: WeightedData, step_size, validation, test) -> CheckInputs
 
 
 @jit
-def checked_inputs(data: WeightedData, step_size, validation, test):
+def checked_inputs(data: WeightedData, step_size, validation, test, params: Params, scale_a):
     """`check_inputs`, whether each run's training, validation and test points are usable
-    (runs, 3): x and y finite, weights finite, ≥ 0 and of positive sum, and whether its
-    1-D training points have one at 0 (runs,) (`theory.point_at_zero`; d-dim: False). One
-    program: `simulate` reads the flags back before any run trains."""
+    (runs, 3): x and y finite, weights finite, ≥ 0 and of positive sum, and two (runs,)
+    flags of 1-D runs (d-dim: False): a training point at 0 (`theory.point_at_zero`), and
+    no such point but a kink of `params` (s_a = `scale_a`) already at or beyond the nearest
+    one, as non-zero biases put it. One program: `simulate` reads the flags back before any
+    run trains."""
     usable = jnp.stack([_usable(points) for points in (data, validation, test)], -1)
-    one_dim = data.x.ndim == 2
-    at_zero = theory.point_at_zero(data.x) if one_dim else jnp.zeros(data.x.shape[0], bool)
-    return check_inputs(data, step_size, validation, test), usable, at_zero
+    if data.x.ndim == 2:
+        at_zero = theory.point_at_zero(data.x)
+        nearest = jnp.min(jnp.abs(data.x), axis=1)
+        among = (max_abs_kink(params, Scaling(scale_a, 1.0)) >= nearest) & ~at_zero
+    else:
+        at_zero = among = jnp.zeros(data.x.shape[0], bool)
+    return check_inputs(data, step_size, validation, test), usable, at_zero, among
 
 
 def _usable(points: WeightedData) -> jax.Array:
@@ -110,6 +116,25 @@ def warn_of_points_at_zero(at_zero: np.ndarray) -> None:
             "every zero bias is; the kink rule stops such a run as crossed at its first "
             "check (the theory needs x_j ≠ 0, docs/theory.md)",
             PointAtZeroWarning,
+            stacklevel=4,
+        )
+
+
+class KinksAmongDataWarning(UserWarning):
+    """A run's 1-D network starts with a kink among its training points (`simulate`)."""
+
+
+def warn_of_kinks_among_data(among: np.ndarray) -> None:
+    """Warn of runs whose network starts with a kink at or beyond the nearest training
+    point (`checked_inputs`' flags, read back): the kink rule stops them as crossed at
+    their first check. As `warn_of_points_at_zero`, it points at `simulate`'s caller."""
+    flagged = np.flatnonzero(among)
+    if flagged.size:
+        warnings.warn(
+            f"params: {_runs_named(flagged)}: a kink |b_i / (s_a a_i)| at or beyond the "
+            "nearest training point before any step (non-zero biases); the kink rule stops "
+            "such a run as crossed at its first check: leave 'crossed' out of stop_on",
+            KinksAmongDataWarning,
             stacklevel=4,
         )
 

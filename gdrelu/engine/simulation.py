@@ -32,6 +32,7 @@ from gdrelu.engine.checks import (
     ChunkScalars,
     checked_inputs,
     refuse_unusable,
+    warn_of_kinks_among_data,
     warn_of_points_at_zero,
 )
 from gdrelu.engine.chunk import ChunkSettings, chunk_settings, exact_chunk
@@ -94,8 +95,8 @@ def simulate(
     (`validation_weights` on the training points, or held-out `validation` points) has
     not improved by `min_delta` (on the paper code's Σ p r², twice the ½ Σ p r² reported)
     for `patience` checks. Every run reports its best validation loss, that check's step,
-    the test loss there, and `gdrelu.detectors`' verdicts (classified at `classify_width`
-    neurons). `on_check(k, status)` gets every status after check k.
+    the test loss there (NaN without `test`), and `gdrelu.detectors`' verdicts (classified
+    at `classify_width` neurons). `on_check(k, status)` gets every status after check k.
 
     `path` ("auto": `engine.choose_path`), `devices` (default: the local ones), `block` and
     `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`) choose
@@ -135,13 +136,17 @@ def _trained(
 ) -> SimulationResult:
     """`simulate`'s runs placed on the devices, trained by chunks until every one stopped,
     and their result, once `plan` (`_validated`) settled how."""
+    tested = test is not None  # else the checks read the validation set as the test set
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
     steps = 0.0 if step_size is None else step_size
-    inputs, usable, at_zero = checked_inputs(data, _per_run(steps, params), validation, test)
+    inputs, usable, at_zero, among = checked_inputs(
+        data, _per_run(steps, params), validation, test, params, scaling.a
+    )
     refuse_unusable(np.asarray(usable), validation_weights is not None)
     if "crossed" in plan.rules:
         warn_of_points_at_zero(np.asarray(at_zero))
+        warn_of_kinks_among_data(np.asarray(among))
     mixed = mixes_paths(plan.path, plan.rules)
     redone = mixed and plan.path == "propagator"
     runs, inputs, layout = placed(
@@ -167,7 +172,7 @@ def _trained(
     settings = chunk_settings(check_every, plan.rules, plan.path, plan.optimizer, layout.blocking)
     outcomes = _Outcomes.empty(params)
     _trained_until_stopped(runs, inputs, layout, scalars, settings, max_checks, on_check, outcomes)
-    return _result(outcomes, params, data, scaling, plan.rules, classify_width)
+    return _result(outcomes, params, data, scaling, plan.rules, classify_width, tested)
 
 
 class _Plan(NamedTuple):
@@ -388,8 +393,11 @@ def _finished(runs: Runs, loss, lanes, layout: Layout, outcomes: _Outcomes, ids)
             out[got] = leaf[real]
 
 
-def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -> SimulationResult:
-    """The `SimulationResult` of the finished runs, with the detectors' classification."""
+def _result(
+    outcomes: _Outcomes, params, data, scaling, rules, classify_width, tested: bool
+) -> SimulationResult:
+    """The `SimulationResult` of the finished runs, with the detectors' classification;
+    `tested`: whether `simulate` was given test points (else the test loss is NaN)."""
     runs, dtype = params.c.shape[0], params.b.dtype
     final = Params(*outcomes.params)
     scaling = Scaling(*(np.broadcast_to(np.asarray(v, dtype), (runs,)) for v in scaling))
@@ -403,7 +411,6 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         return classify(padded(initial, width, xp=np), padded(last, width, xp=np), *rest)
 
     threshold, escaped = in_draw_batches(classified, np.arange(runs), width, on_host=True)
-    held_out = "held_out" in rules
     return SimulationResult(
         status=outcomes.status,
         stop_step=outcomes.stop_step,
@@ -415,7 +422,7 @@ def _result(outcomes: _Outcomes, params, data, scaling, rules, classify_width) -
         linear_threshold=threshold,
         escaped=escaped,
         best_validation_loss=reported["best_val"],
-        test_loss_at_best=reported["test_at_best"] if held_out else np.full(runs, np.nan),
+        test_loss_at_best=reported["test_at_best"] if tested else np.full(runs, np.nan),
         best_step=reported["best_step"],
         certificate_checked=np.full(runs, set(rules) >= PROOF_RULES),
     )
