@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu.compiled import jit
+from gdrelu.numbers import is_integer
 
 SIX_POINTS_X = (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0)
 SIX_POINTS_Y = (-1.0, 2.0, -1.0, 1.0, -2.0, 1.0)
@@ -45,10 +46,13 @@ def multinomial_weights(
     it), so that they stay exact integers up to N = 2^53, as the integer counts of the
     paper's float32 code were; only p_j is rounded to `dtype`.
     """
-    if isinstance(num_samples, int | float | np.number) and not (
-        float(num_samples).is_integer() and num_samples >= 1
-    ):  # a traced N is the caller's to check
-        raise ValueError(f"num_samples: {num_samples!r} is not a positive integer")
+    if not isinstance(num_samples, jax.core.Tracer):  # a traced N is the caller's to check
+        value = np.asarray(num_samples)
+        whole = value.ndim == 0 and value.dtype.kind in "iuf" and float(value).is_integer()
+        if not (whole and value >= 1):
+            raise ValueError(f"num_samples: {num_samples!r} is not a positive integer")
+    if not (is_integer(num_points) and num_points >= 1):
+        raise ValueError(f"num_points: {num_points!r} is not a positive integer")
     dtype = dtype or jnp.result_type(float)
     counting = count_dtype()
     probs = jnp.full((num_points,), 1.0 / num_points, dtype=counting)

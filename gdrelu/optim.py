@@ -120,15 +120,25 @@ def is_named(optimizer: Optimizer) -> bool:
     return named is not None and optimizer.transformation is named[0]
 
 
-def get_optimizer(optimizer="gd", *, sampler: str | None = None, batch_size: int = 16) -> Optimizer:
+def get_optimizer(
+    optimizer="gd", *, sampler: str | None = None, batch_size: int | None = None
+) -> Optimizer:
     """An `Optimizer` from a name in `NAMED`, a function h -> optax.GradientTransformation,
     a `optax.GradientTransformation` (used with its own learning rate) or an `Optimizer`.
 
     `sampler` (default: "multinomial" for "sgd", "full" otherwise) and `batch_size` B
-    choose each step's batch; "gd" is full-batch by definition.
+    (default 16) choose each step's batch; "gd" is full-batch by definition. An
+    `Optimizer` has its own: a `sampler` or `batch_size` other than its is refused.
     """
     if isinstance(optimizer, Optimizer):
+        for field, value in (("sampler", sampler), ("batch_size", batch_size)):
+            if value is not None and value != getattr(optimizer, field):
+                raise ValueError(
+                    f"{field}: {value!r}, but the Optimizer given has {field} "
+                    f"{getattr(optimizer, field)!r}: set it in get_optimizer"
+                )
         return optimizer
+    batch_size = 16 if batch_size is None else batch_size
     if isinstance(optimizer, str):
         if optimizer not in NAMED:
             raise ValueError(f"optimizer: {optimizer!r} is not one of {', '.join(NAMED)}")

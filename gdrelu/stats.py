@@ -37,9 +37,14 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
             raise ValueError(f"stuck: a bool array (runs,) without runs, not {mask.dtype} "
                              f"{mask.shape}")  # fmt: skip
         stuck, runs = int(mask.sum()), mask.size
+    counts = []
     for name, count in (("stuck", stuck), ("runs", runs)):
+        if np.ndim(count) == 0 and np.asarray(count).dtype.kind in "iu":
+            count = int(count)  # a 0-d array too, such as jnp.sum of a mask
         if not is_integer(count):
             raise ValueError(f"{name}: {count!r} is not an integer count")
+        counts.append(count)
+    stuck, runs = counts
     if not 0 <= stuck <= runs or runs == 0:
         raise ValueError(
             f"failure_probability: need 0 ≤ stuck ≤ runs, runs ≥ 1, not {stuck}, {runs}"

@@ -248,11 +248,26 @@ def test_a_single_sample_puts_all_weight_on_one_point():
     np.testing.assert_array_equal(np.sort(weights), [0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
 
-@pytest.mark.parametrize("count", [2.5, 0, -5])
+@pytest.mark.parametrize("count", [2.5, 0, -5, True, np.array([4, 4])])
 def test_a_sample_count_that_is_not_a_positive_integer_is_refused(count):
     """N = 2.5 gave weights summing to 0.8, N ≤ 0 NaN weights."""
-    with pytest.raises(ValueError, match=f"^num_samples: {count!r} is not a positive integer"):
+    with pytest.raises(ValueError, match=r"^num_samples: .* is not a positive integer"):
         multinomial_weights(jax.random.PRNGKey(0), 6, count)
+
+
+def test_a_sample_count_in_a_concrete_array_is_checked_and_a_traced_one_is_not():
+    """A concrete JAX array N = 0 skipped the check and gave NaN weights; it is refused as
+    the Python 0 is, while N = 16 in an array draws as 16 does. A traced N (inside `jit`)
+    is the caller's to check. No points at all was a ZeroDivisionError."""
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"^num_samples: .* is not a positive integer"):
+        multinomial_weights(key, 6, jnp.asarray(0))
+    drawn = multinomial_weights(key, 6, jnp.asarray(16))
+    np.testing.assert_array_equal(drawn, multinomial_weights(key, 6, 16))
+    traced = jax.jit(lambda n: multinomial_weights(key, 6, n))(jnp.asarray(16))
+    np.testing.assert_array_equal(traced, drawn)
+    with pytest.raises(ValueError, match=r"^num_points: 0 is not a positive integer"):
+        multinomial_weights(key, 0, 5)
 
 
 def test_num_samples_sets_each_runs_multinomial_count():

@@ -680,6 +680,21 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
         simulate(params, data, None)
 
 
+def test_plain_tuples_for_the_named_inputs_are_refused_by_name():
+    """`simulate(tuple(params), …)` failed with "'tuple' object has no attribute 'b'", a
+    tuple for data with one about 'x'; each is refused naming the input and its type."""
+    params, data = _tiny_runs()
+    for given, named in (
+        (dict(params=tuple(params)), r"^params: a gdrelu.Params\(a, b, w, c\), not tuple"),
+        (dict(params=params._asdict()), r"^params: a gdrelu.Params\(a, b, w, c\), not dict"),
+        (dict(data=tuple(data)), r"^data: a gdrelu.WeightedData\(x, y, weights\), not tuple"),
+        (dict(test=list(data)), r"^test: a gdrelu.WeightedData\(x, y, weights\), not list"),
+    ):
+        arguments = {"params": params, "data": data, "step_size": 0.01, **given}
+        with pytest.raises(ValueError, match=named):
+            simulate(**arguments)
+
+
 def test_networks_and_callers_that_cannot_train_are_named():
     """Before anything compiles: neuron counts that differ between a, b and w (a broadcast
     error in the propagator), a weight that is not finite (the run came back diverged, no

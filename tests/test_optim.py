@@ -216,6 +216,28 @@ def test_the_default_minibatch_is_the_papers_16_multinomial_draws():
     assert Optimizer("sgd", sgd.transformation, "multinomial") == sgd
 
 
+def test_an_optimizer_given_whole_refuses_another_sampler_or_batch_size():
+    """`simulate(optimizer=get_optimizer("sgd", batch_size=4), batch_size=32)` trained with
+    B = 4, and an `Optimizer` of GD took sampler="multinomial" and trained full-batch, both
+    without a word; now each is refused naming the argument. Its own values, or none, pass."""
+    sgd = get_optimizer("sgd", batch_size=4)
+    with pytest.raises(ValueError, match=r"^batch_size: 32, but the Optimizer given has "):
+        get_optimizer(sgd, batch_size=32)
+    with pytest.raises(ValueError, match=r"^sampler: 'multinomial', but the Optimizer given has "):
+        get_optimizer(get_optimizer("gd"), sampler="multinomial")
+    assert get_optimizer(sgd, sampler="multinomial", batch_size=4) is sgd
+    params, data = _batch(2)
+    with pytest.raises(ValueError, match=r"^batch_size: 32"):
+        simulate(
+            params,
+            data,
+            0.1,
+            optimizer=sgd,
+            batch_size=32,
+            key=jax.random.split(jax.random.key(0), 2),
+        )
+
+
 def test_only_the_named_transformations_are_named_optimizers():
     """`is_named` (which sends heavy ball to the propagator and named optimizers to the C
     loop, where they are written out) holds for `NAMED`'s transformations under any

@@ -61,6 +61,19 @@ def test_failure_probability_of_a_mask_of_runs():
     assert p == 0.5 and (round(lo, 4), round(hi, 4)) == (0.1871, 0.8129)
 
 
+def test_failure_probability_of_counts_in_0_d_arrays():
+    """A count summed by JAX or numpy (`jnp.sum(mask)`, a 0-d integer array) was refused
+    as no integer count; it is one. A 0-d float or bool array is not."""
+    import jax.numpy as jnp
+
+    mask = jnp.arange(10) % 2 == 0
+    assert failure_probability(jnp.sum(mask), jnp.asarray(10)) == failure_probability(5, 10)
+    assert failure_probability(np.sum(np.asarray(mask)), 10) == failure_probability(5, 10)
+    for bad in (np.asarray(5.0), jnp.asarray(True)):
+        with pytest.raises(ValueError, match=r"stuck: .* is not an integer count"):
+            failure_probability(bad, 10)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -73,6 +73,20 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
         raise ValueError(f"data: {points} point per run; a run needs at least 2")
 
 
+def check_kinds(params, data, validation, test) -> None:
+    """Refuse a plain tuple, list or dict where a `Params` or `WeightedData` goes (None
+    stands for no held-out points): the fields are read by name. First of the checks."""
+    given = {"params": (params, Params), "data": (data, WeightedData),
+             "validation": (validation, WeightedData), "test": (test, WeightedData)}  # fmt: skip
+    for name, (value, kind) in given.items():
+        if not (isinstance(value, kind) or (value is None and name in ("validation", "test"))):
+            fields = ", ".join(kind._fields)
+            raise ValueError(
+                f"{name}: a gdrelu.{kind.__name__}({fields}), not {type(value).__name__}; "
+                f"build one with gdrelu.{kind.__name__}(*values)"
+            )
+
+
 def _check_points(data, validation_weights, **held_out) -> None:
     """Refuse point sets whose x, y and weights disagree on the points per run, held-out
     points of other features than the data's, and validation weights that are not one

@@ -316,7 +316,7 @@ def auto_plan(
     optimizer="gd",
     *,
     sampler: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     stop_on=None,
     parameterization: str = "standard",
     one_dimensional: bool = True,

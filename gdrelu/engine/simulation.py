@@ -23,6 +23,7 @@ from gdrelu.detectors import classify
 from gdrelu.engine.arguments import (
     check_arrays,
     check_callers,
+    check_kinds,
     check_precision,
     check_settings,
     params_dtype,
@@ -57,7 +58,7 @@ def simulate(
     optimizer="gd",
     parameterization: str = "standard",
     sampler: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     key=None,
     check_every: int = 1000,
     max_checks: int = 1000,
@@ -84,8 +85,9 @@ def simulate(
     an optax transformation with its own learning rate). Runs train in the params' dtype
     (float64 needs `jax_enable_x64`), to which the other inputs are cast. `optimizer`: "gd",
     "sgd", "momentum", "adam", a function h -> optax transformation, or a transformation
-    (`optim.get_optimizer`, with `sampler` and `batch_size`); a stochastic sampler needs `key`,
-    one key per run (typed, or (runs, 2) key data). `parameterization`: "standard" (He), "ntk".
+    (`optim.get_optimizer`, with `sampler` and `batch_size`, default 16; an `Optimizer`
+    brings its own); a stochastic sampler needs `key`, one key per run (typed, or (runs, 2)
+    key data). `parameterization`: "standard" (He), "ntk".
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
@@ -215,6 +217,7 @@ def _validated(
     **_,
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
+    check_kinds(params, data, validation, test)
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
     check_precision(params, data)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
