@@ -23,12 +23,14 @@ _A, _B, _W = 0, 1, 2
 _Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
 
 
-def _over_runs(fn):
-    """Let a one-run function take a leading runs axis (detected from params.c or data),
-    compiled once per shape: called eagerly, its dozens of operations would each compile
-    (docs/design.md, "Compilation cache"). A string option is a static argument."""
+def _over_runs(fn=None, *, one_dimensional: bool = False):
+    """Let a one-run function take a leading runs axis (detected from params.c), compiled
+    once per shape: called eagerly, its dozens of operations would each compile
+    (docs/design.md, "Compilation cache"). A string option is a static argument. Inputs
+    are checked first (`_check_batch`), naming the one at fault."""
+    if fn is None:
+        return functools.partial(_over_runs, one_dimensional=one_dimensional)
 
-    @functools.wraps(fn)
     def wrapped(params, data, *args, **kwargs):
         if jnp.ndim(params.c) == 0:
             return fn(params, data, *args, **kwargs)
@@ -39,7 +41,58 @@ def _over_runs(fn):
 
     parameters = inspect.signature(fn).parameters.items()
     static = tuple(name for name, p in parameters if isinstance(p.default, str))
-    return jit(wrapped, static_argnames=static)
+    names = tuple(name for name, p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD)[2:]
+    compiled = jit(wrapped, static_argnames=static)
+
+    @functools.wraps(fn)
+    def checked(params, data, *args, **kwargs):
+        if len(args) > len(names):
+            raise TypeError(f"{fn.__name__}: {len(names) + 2} positional arguments at most")
+        given = dict(zip(names, args, strict=False))
+        given.update((n, kwargs.pop(n)) for n in names[len(args) :] if n in kwargs)
+        _check_alpha(kwargs.get("alpha", 0.0))
+        return compiled(
+            params, data, *_check_batch(fn.__name__, one_dimensional, params, data, given), **kwargs
+        )
+
+    return checked
+
+
+def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> tuple:
+    """Refuse inputs that would fail inside `vmap`: params, data and each of `args` (a
+    number or one per run) batched alike, and a d-dimensional network where `name` needs
+    a 1-D one. Returns `args` as arrays, a (1,) one as a scalar."""
+    if not (isinstance(params, Params) and isinstance(data, WeightedData)):
+        raise ValueError(f"{name}: takes a gdrelu.Params and a gdrelu.WeightedData, not "
+                         f"{type(params).__name__} and {type(data).__name__}")  # fmt: skip
+    runs = jnp.shape(params.c)[0] if jnp.ndim(params.c) == 1 else None
+    if jnp.ndim(params.c) > 1:
+        raise ValueError(f"params: c of shape {jnp.shape(params.c)}; () or (runs,)")
+    if one_dimensional and jnp.ndim(params.a) != jnp.ndim(params.b):
+        raise ValueError(f"params: a of shape {jnp.shape(params.a)}: {name} is of 1-D networks")
+    data_runs = jnp.shape(data.weights)[0] if jnp.ndim(data.weights) == 2 else None
+    if data_runs is not None and data_runs != runs:
+        raise ValueError(f"data: weights of shape {jnp.shape(data.weights)}, but params of "
+                         f"{runs or 'one'} run(s) (c of shape {jnp.shape(params.c)})")  # fmt: skip
+    checked = []
+    for arg, value in args.items():
+        value = jnp.asarray(value) if isinstance(value, list | tuple) else value
+        shape = jnp.shape(value)
+        if shape == (1,):
+            value = jnp.reshape(value, ())
+        elif shape and (len(shape) > 1 or shape[0] != runs):
+            raise ValueError(f"{arg}: shape {shape}; one number, or one per run "
+                             f"({runs or 'params of one run: a number'})")  # fmt: skip
+        checked.append(value)
+    return tuple(checked)
+
+
+def _check_alpha(alpha) -> None:
+    """σ_α's leak: one number, in [0, 1) where it is known (not traced)."""
+    if jnp.ndim(alpha) != 0:
+        raise ValueError(f"alpha: shape {jnp.shape(alpha)}; one number for every run")
+    if not isinstance(alpha, jax.core.Tracer) and not 0.0 <= float(alpha) < 1.0:
+        raise ValueError(f"alpha: {alpha!r} is not in [0, 1)")
 
 
 def _call_with_kwargs(fn, kwargs, *args):
@@ -117,7 +170,7 @@ def _iteration_matrix(grams: jax.Array, root: jax.Array, alpha) -> jax.Array:
     return _mm(_mm(root, _reference_matrix(grams, alpha)), root)
 
 
-@_over_runs
+@_over_runs(one_dimensional=True)
 def paper_step_size(params: Params, data: WeightedData, *, alpha=0.0) -> jax.Array:
     """h = 1 / λ_max(M^{1/2} A_ref M^{1/2}) (docs/theory.md, "Step size"); shape () or (runs,)."""
     k = _iteration_matrix(neuron_grams(params), moment_roots(data)[0], alpha)
@@ -183,7 +236,7 @@ def _side_features(x: jax.Array) -> jax.Array:
     return jnp.stack([plus * x, plus, minus * x, minus], -1)
 
 
-@_over_runs
+@_over_runs(one_dimensional=True)
 def provably_stuck(
     params: Params,
     data: WeightedData,
@@ -302,6 +355,8 @@ def psi_sum(lam, vecs, psi0, h, eigenvectors: str = "columns") -> jax.Array:
     (λ (4,), U (4, 4)) in any order. "rows" takes ‖·‖_∞ of row k of U in place of u_k, as
     the reference code did with LAPACK's eigenpairs: ascending λ, so they are sorted first
     (docs/fidelity.md)."""
+    if eigenvectors not in ("columns", "rows"):
+        raise ValueError(f"eigenvectors: {eigenvectors!r} is not 'columns' or 'rows'")
     if eigenvectors == "rows":
         order = jnp.argsort(lam)
         lam, vecs = lam[order], vecs[:, order]

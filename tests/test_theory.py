@@ -94,6 +94,39 @@ def test_linear_regression_minimum_matches_golden_and_polyfit(trajectories, i):
     assert theory.linear_regression_loss(data) == pytest.approx(loss, rel=1e-10)
 
 
+def test_batched_inputs_that_do_not_fit_are_named(trajectories):
+    """Each of these failed deep inside vmap or dot_general (or, for the options, ran on):
+    one network with batched data, data of another run count, a 2-D network, a step size
+    per run for one network or of another run count, α per run or outside [0, 1), an
+    unknown eigenvector reading. A (1,) step size is one number, a list one per run, and a
+    step size by keyword is the positional one."""
+    cases = [golden_case(trajectories, i) for i in (1, 2, 5)]  # all width 16
+    params = Params(*(np.stack([_params(c, 0)[f] for c in cases]) for f in range(4)))
+    data = WeightedData(*(np.stack([_data(c)[f] for c in cases]) for f in range(3)))
+    one, one_data = _params(cases[0], 0), _data(cases[0])
+    h = np.asarray(theory.paper_step_size(params, data))
+    flat = params._replace(a=params.a[:, None, :])  # (runs, d = 1, n): a d-dim network
+    refused = [
+        (lambda: theory.paper_step_size(one, data), r"^data: weights of shape \(3, 6\), but"),
+        (lambda: theory.paper_step_size(params, data._replace(weights=data.weights[:2])), "^data"),
+        (lambda: theory.paper_step_size(flat, data), r"^params: a of shape \(3, 1, 16\)"),
+        (lambda: theory.provably_stuck(one, one_data, h), r"^step_size: shape \(3,\); one"),
+        (lambda: theory.provably_stuck(params, data, h[:2]), r"^step_size: shape \(2,\)"),
+        (lambda: theory.paper_step_size(params, data, alpha=np.full(3, 0.1)), r"^alpha: shape"),
+        (lambda: theory.paper_step_size(one, one_data, alpha=1.5), r"^alpha: 1.5 is not in"),
+        (lambda: theory.provably_stuck(one, one_data, h[0], eigenvectors="foo"), "^eigenvec"),
+    ]
+    for call, named in refused:
+        with pytest.raises(ValueError, match=named):
+            call()
+    stuck = np.asarray(theory.provably_stuck(params, data, h))
+    np.testing.assert_array_equal(theory.provably_stuck(params, data, list(h)), stuck)
+    np.testing.assert_array_equal(theory.provably_stuck(params, data, step_size=h), stuck)
+    np.testing.assert_array_equal(
+        theory.provably_stuck(params, data, h[:1]), theory.provably_stuck(params, data, h[0])
+    )
+
+
 @pytest.mark.parametrize("i", GD_CASES)
 def test_certificate_agrees_with_golden_flags(trajectories, i):
     """converged{k}: the reference's criterion at the stored parameters with step `lr`."""
