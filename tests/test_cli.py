@@ -985,6 +985,27 @@ def test_a_resume_with_other_settings_names_what_differs(argv, ending, small_run
     assert err.endswith(ending), err
 
 
+def test_a_flag_that_makes_no_spec_with_a_comparisons_names_what_differs(
+    small_run, tmp_path, capsys
+):
+    """`run --resume DIR --optimizer adam` on a comparison of GD and SGD said "stop_on:
+    ['degenerate', 'stuck'] are proofs for gd ... only": the flag merged into the recorded
+    GD spec (with its proofs) made no spec, and that error came first. Now the refusal
+    names the field the flag changes."""
+    import json
+
+    from gdrelu.cli.options import specs_from
+
+    started = _started_copy(small_run, tmp_path / "compared")
+    manifest = json.loads((started / "manifest.json").read_text())
+    (recorded,) = manifest["specs"]
+    manifest["specs"] = [s.to_dict() for s in specs_from(recorded, ["gd", "sgd"])]
+    (started / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", "--resume", str(started), "--optimizer", "adam"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('(differs in optimizer: recorded "gd", given "adam")'), err
+
+
 def test_a_resume_takes_the_deltas_in_any_order(small_run, tmp_path):
     """docs: flags given with --resume must agree, the order of widths and offsets aside;
     the run keeps its own order, so its table is the uninterrupted run's."""

@@ -68,17 +68,37 @@ def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
         raise UsageError(f"--resume: {directory}/manifest.json: {err}{hint}") from None
     optimizers = getattr(args, "optimizers", None)
     if given or optimizers:
-        if optimizers:
-            requested = specs_from({**specs[0].to_dict(), **given}, optimizers)
+        try:
+            if optimizers:
+                requested = specs_from({**specs[0].to_dict(), **given}, optimizers)
+            else:
+                requested = [specs_from({**s.to_dict(), **given})[0] for s in specs]
+        except UsageError:  # the flags and a recorded spec make no spec together
+            differ = _given_otherwise(specs, given)
+            if not differ:
+                raise
         else:
-            requested = [specs_from({**s.to_dict(), **given})[0] for s in specs]
-        differ = _differing(specs, requested)
+            differ = _differing(specs, requested)
         if differ:
             raise UsageError(
                 f"--resume: {directory} was started with another spec (differs in {differ})"
             )
         refuse_unused(given, args, specs)  # as a fresh run refuses them
     return specs
+
+
+def _given_otherwise(recorded: list[ExperimentSpec], given: dict[str, Any]) -> str:
+    """The fields in which the flags `given` differ from the first recorded spec they
+    change, as text ("" if they change none)."""
+    from gdrelu.provenance import differing_fields, recorded_and_given
+
+    for spec in recorded:
+        before = spec.to_dict()
+        after = {**before, **given}
+        fields = differing_fields(before, after, unordered=UNORDERED)
+        if fields:
+            return "; ".join(recorded_and_given(before, after, f) for f in fields)
+    return ""
 
 
 def _differing(recorded: list[ExperimentSpec], requested: list[ExperimentSpec]) -> str:
