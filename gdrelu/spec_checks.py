@@ -145,6 +145,22 @@ def _check_grid(spec: ExperimentSpec) -> None:
         )
     _choice(spec, "buckets", BUCKETS)
     _check_sample_count(spec)
+    _check_range(spec)
+
+
+def _check_range(spec: ExperimentSpec) -> None:
+    """Offsets and a data file's values within a quarter of the dtype's largest number:
+    Δ is added to the targets (or to the star's radii), and a sum beyond the range is inf,
+    which the engine refused in every run, after the run's directory was made."""
+    limit = float(np.finfo(spec.dtype).max) / 4
+    within = f"within a quarter of {spec.dtype}'s largest number, {limit:.3g}"
+    for delta in spec.deltas:
+        if abs(delta) > limit:
+            raise SpecError("deltas", f"{delta:g} is not {within}")
+    if spec.data == "file":
+        largest = max(float(np.max(np.abs(v))) for v in spec.user_data)
+        if largest > limit:
+            raise SpecError("data_file", f"{spec.data_file}: a value {largest:.3g} is not {within}")
 
 
 def _check_sample_count(spec: ExperimentSpec) -> None:

@@ -277,6 +277,22 @@ def test_bad_spec_values_name_their_field(field, value):
     assert str(err.value).startswith(f"{field}:")
 
 
+def test_offsets_and_file_values_beyond_the_dtypes_range_are_refused(tmp_path):
+    """Δ = 1e39 in float32 made every target inf: the engine refused the runs with a
+    traceback after the run's directory was made. Refused in the spec now, as is a file
+    value beyond the range; the same values in float64, and Δ = 1e37 in float32 (the
+    targets stay finite), are accepted."""
+    with pytest.raises(SpecError, match=r"^deltas: 1e\+39 is not within a quarter of float32"):
+        ExperimentSpec(deltas=(0.0, 1e39), dtype="float32")
+    ExperimentSpec(deltas=(0.0, 1e37), dtype="float32")
+    ExperimentSpec(deltas=(1e39,))
+    (tmp_path / "d.csv").write_text("x,y\n1,1e39\n2,2\n-1,3\n")
+    file = dict(data="file", data_file=str(tmp_path / "d.csv"), deltas=(0.0,))
+    with pytest.raises(SpecError, match=r"^data_file: .*d.csv: a value 1e\+39 is not within"):
+        ExperimentSpec(**file, dtype="float32")
+    ExperimentSpec(**file)
+
+
 def test_unknown_setting_is_named_with_the_closest_known_one():
     with pytest.raises(SpecError, match=r"^widht: unknown setting \(did you mean 'widths'\? "):
         ExperimentSpec.from_dict({"widht": [8]})
