@@ -583,6 +583,55 @@ def test_ctrl_c_names_the_command_that_finishes_it(
     assert err == f"gdrelu: interrupted; finish with: {finish} --resume {out}", err
 
 
+@pytest.mark.parametrize(
+    ("command", "writer"),
+    [
+        (["run"], "gdrelu.cli.run._report"),
+        (["run", "--preset", "section10"], "gdrelu.store.write_section10"),
+    ],
+)
+def test_ctrl_c_while_the_results_are_written_names_the_resume(
+    command, writer, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C after the last run, while the table, figure and summary were written, said
+    only "gdrelu: interrupted" and left a directory without its figure; a resume writes
+    them again, and the line now says so. Nothing trains here (stubs)."""
+    monkeypatch.setattr("gdrelu.cli.run._train", lambda *args, **kwargs: [])
+    monkeypatch.setattr("gdrelu.section10.run_group", lambda *args, **kwargs: [])
+    monkeypatch.setattr("gdrelu.section10.best_step_sizes", lambda rows: {})
+    monkeypatch.setattr("gdrelu.section10.summary", lambda *args, **kwargs: {})
+    monkeypatch.setattr("gdrelu.section10.format_table", lambda best: "")
+    monkeypatch.setattr("gdrelu.cli.options.check_fits", lambda specs, budget, **kw: budget)
+    monkeypatch.setattr(writer, _interrupt_at_once)
+    out = tmp_path / "out"
+    assert main([*command, "--out", str(out), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", err
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """Ctrl-C while the parser was built (it imports JAX and matplotlib: seconds) printed a
+    traceback; now one line, exit 130."""
+    monkeypatch.setattr("gdrelu.cli.parser.parser", _interrupt_at_once)
+    assert main(["run"]) == 130
+    assert capsys.readouterr().err == "gdrelu: interrupted\n"
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A shell starts `gdrelu run &` with SIGINT ignored; the command no longer takes it
+    back (a Ctrl-C meant for the shell's foreground job stopped the background run)."""
+    import signal
+
+    from gdrelu.cli import interrupt
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert interrupt.install() is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(("command", "stopped", "finish"), OTHER_COMMANDS)
 def test_a_full_disk_names_the_command_that_finishes_it(
     command, stopped, finish, tmp_path, monkeypatch, capsys

@@ -40,23 +40,31 @@ __all__ = ["default_cache_dir", "main"]
 def main(argv=None) -> int:
     """Parse, run, and report a refused request on one line (exit code 2): a bad setting,
     a width of which one run cannot fit in the memory budget, or a run directory that
-    cannot be resumed (a stored unit unreadable or of other cells)."""
+    cannot be resumed (a stored unit unreadable or of other cells). Ctrl-C while the
+    command starts (its imports take seconds) ends it on one line too."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("gdrelu: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
     from gdrelu.cli import backends, interrupt, outdir, reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
     from gdrelu.spec import SpecError
     from gdrelu.store import ResumeError
 
-    command_line = parser()
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     args = None
     previous_handler = interrupt.install()
     restore_kernel = None
     try:
-        args = command_line.parse_args(argv)
+        args = parser().parse_args(argv)
         restore_kernel = backends.use_kernel(getattr(args, "kernel", None))
         if args.command is None:
-            command_line.print_help()
+            parser().print_help()
             return EXIT_USAGE
         started = resume.started(args)
         resume.check_command(args, started)

@@ -16,9 +16,12 @@ def _on_sigint(signum, frame) -> None:
 
 
 def install():
-    """Handle SIGINT here (from the main thread only); returns the handler to restore."""
+    """Handle SIGINT here (from the main thread only, and unless the parent had it
+    ignored, as a shell does for `gdrelu run &`); returns the handler to restore."""
     _pending.clear()
     if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return None
     return signal.signal(signal.SIGINT, _on_sigint)
 

@@ -62,7 +62,10 @@ def execute(args, started: dict | None = None) -> int:
     finally:
         progress.close()
     if writer:
-        _report(specs, results, before + time.perf_counter() - start, out, before)
+        try:
+            _report(specs, results, before + time.perf_counter() - start, out, before)
+        except KeyboardInterrupt:  # the table, figure or summary half-written: resume them
+            raise Interrupted(backends.resume_command("run", out)) from None
     return 0
 
 
