@@ -132,7 +132,10 @@ def parse_bias_init(name: str) -> tuple[str, float | None]:
             raise ValueError(f"bias_init: {name!r} needs σ > 0")
         return match.group(1), sigma
     if name not in BIAS_INITS or "(" in name or name == "he+k":
-        raise ValueError(f"bias_init: {name!r} is not one of {', '.join(BIAS_INITS)}")
+        raise ValueError(
+            f"bias_init: {name!r} is not one of {', '.join(BIAS_INITS)}, σ > 0 and k ≥ 1 "
+            "written as numbers: normal(0.1), he+1"
+        )
     return name, None
 
 

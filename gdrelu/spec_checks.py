@@ -135,7 +135,8 @@ def _check_grid(spec: ExperimentSpec) -> None:
     try:
         engine.check_step_budget(spec.check_every, spec.max_checks)
     except ValueError as err:
-        raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
+        field, reason = str(err).split(": ", 1)
+        raise SpecError(field, reason) from None
     _choice(spec, "dtype", DTYPES)
     if spec.dtype == "float64" and not jax.config.jax_enable_x64:
         raise SpecError(

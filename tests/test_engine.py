@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import numpy_gradient, paper_runs
 
-from gdrelu import Status, engine, simulate, theory
+from gdrelu import ExperimentSpec, SpecError, Status, engine, simulate, theory
 from gdrelu.engine import chunk, placement
 
 
@@ -764,6 +764,10 @@ def test_the_step_budget_ends_at_the_int32_maximum():
     refused, naming max_checks."""
     engine.check_step_budget(1, 2**31 - 1)
     engine.check_step_budget(2**31 - 1, 1)
+    with pytest.raises(ValueError, match=r"^check_every: 3000000000 steps exceed"):
+        engine.check_step_budget(3_000_000_000, 1)  # one check alone: not max_checks' fault
+    with pytest.raises(SpecError, match=r"^check_every: 3000000000 steps exceed"):
+        ExperimentSpec(check_every=3_000_000_000, max_checks=1)
     with pytest.raises(ValueError, match=r"^max_checks: 2 × 1073741824 steps exceed"):
         engine.check_step_budget(2, 2**30)
 

@@ -162,6 +162,16 @@ def test_bad_names_are_refused(name):
         parse_bias_init(name)
 
 
+@pytest.mark.parametrize("name", ["he+k", "kink"])  # normal(σ): "needs a number"
+def test_a_template_name_is_told_how_to_write_its_number(name):
+    """`--bias-init he+k` answered "'he+k' is not one of ..., he+k, ...": the templates
+    of the list now come with how their numbers are written."""
+    with pytest.raises(
+        ValueError, match=r"σ > 0 and k ≥ 1 written as numbers: normal\(0.1\), he\+1$"
+    ):
+        parse_bias_init(name)
+
+
 def test_every_listed_init_is_accepted():
     for name in BIAS_INITS:
         concrete = name.replace("σ", "0.5").replace("he+k", "he+2")

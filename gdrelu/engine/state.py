@@ -29,8 +29,13 @@ MAX_STEPS = 2**31 - 1  # a run's step counters (step, pattern_change, ...) are i
 
 
 def check_step_budget(check_every: int, max_checks: int) -> None:
-    """ValueError naming max_checks if a run's `check_every × max_checks` steps would
-    overflow its int32 step counters (`MAX_STEPS`)."""
+    """ValueError naming check_every if one check's steps, else max_checks if a run's
+    `check_every × max_checks` steps, would overflow its int32 step counters (`MAX_STEPS`)."""
+    if check_every > MAX_STEPS:
+        raise ValueError(
+            f"check_every: {check_every} steps exceed {MAX_STEPS}, the most a run's int32 "
+            "step counter holds"
+        )
     if check_every * max_checks > MAX_STEPS:
         raise ValueError(
             f"max_checks: {check_every} × {max_checks} steps exceed {MAX_STEPS}, the most a "
