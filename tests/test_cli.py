@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -663,6 +664,24 @@ def test_a_full_disk_is_reported_before_compute(tmp_path, capsys, monkeypatch):
     out = tmp_path / "never"
     err = _refused_in_one_line(["run", *SMALL, "--out", str(out)], out, capsys)
     assert "--out" in err and "free" in err, err
+
+
+def test_an_out_that_is_a_file_or_unwritable_is_named_as_such(tmp_path, capsys):
+    """--out naming a file said "cannot write to it: File exists", and --out under /proc
+    "needs about 1 MiB, 0 MiB free": the space was checked before whether the place can
+    hold a directory at all. A full disk stays refused (above), after the place."""
+    file = tmp_path / "afile"
+    file.write_text("mine")
+    assert main(["run", *SMALL, "--out", str(file)]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"gdrelu: error: --out: {file} is a file, not a directory"
+    )
+    assert file.read_text() == "mine"
+    if Path("/proc/self").is_dir():  # Linux: no directory can be made under /proc
+        out = Path("/proc/gdrelu-test-out")
+        err = _refused_in_one_line(["run", *SMALL, "--out", str(out)], out, capsys)
+        assert "cannot" in err and "MiB" not in err, err
 
 
 @pytest.mark.slow  # two processes, each compiling every program
@@ -1612,11 +1631,11 @@ def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_pa
     (tmp_path / "d.csv").write_text("x,y\n1,1\n1,2\n1,0\n1,1\n2,3\n")
     argv = ["run", "--data-file", str(tmp_path / "d.csv"), "--split", "0.4,0.4,0.2",
             "--widths", "4", "--deltas", "0", "--runs", "20", "--quiet", "--out"]  # fmt: skip
-    assert main([*argv, str(tmp_path / "o")]) == 2
+    assert main([*argv, str(tmp_path / "nest" / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("gdrelu: error: step_size: rule 'paper' gives h = inf for run ")
     assert "such runs in its batch" in err[-1]
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "nest").exists()  # nor the parent it made
     (tmp_path / "mine").mkdir()
     assert main([*argv, str(tmp_path / "mine")]) == 2
     assert list((tmp_path / "mine").iterdir()) == []

@@ -21,8 +21,8 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
     (`_held`) until `release` so that no second gdrelu process writes into it."""
     from gdrelu.store import ResumeError, check_manifest, write_manifest
 
-    check_space(args.resume or args.out or Path("runs"), need_bytes)
     if args.resume is not None:
+        check_space(args.resume, need_bytes)
         try:
             check_manifest(args.resume, manifest)
         except ResumeError as err:
@@ -30,7 +30,12 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
         _writable(args.resume, "--resume")
         _held(args.resume, "--resume")
         return args.resume
-    out = _created(args.out)
+    out = _created(args.out)  # first: a place it cannot write is no question of space
+    try:
+        check_space(out, need_bytes)
+    except UsageError:
+        discard_unstarted(out)
+        raise
     write_manifest(out, manifest)
     return out
 
@@ -50,7 +55,8 @@ def discard_unstarted(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for part in (units / PARTS).glob("*.npz"):
         part.unlink()
-    for made in (units / PARTS, units, *([out] if out in _MADE else [])):
+    made_here = [p for p in (out, *out.parents) if p in _MADE]  # out, then parents it needed
+    for made in (units / PARTS, units, *made_here):
         with contextlib.suppress(OSError):  # absent, or not empty: the user's files stay
             made.rmdir()
 
@@ -81,15 +87,18 @@ def check_space(out: Path, need: int) -> None:
 def _created(out: Path | None) -> Path:
     """The output directory, new or empty, created, proven writable and held; by default
     runs/<timestamp>/, with a suffix when another run took that second's name."""
-    if out is not None and not out.exists():
-        _MADE.add(out)
-    if out is None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} is a file, not a directory")
+    if out is not None:
+        _MADE.update(_missing(out))
+    else:
         stamp = Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         for suffix in ("", *(f"-{i}" for i in range(2, 100))):
             out = stamp.with_name(stamp.name + suffix)
             try:
+                missing = _missing(out)
                 out.mkdir(parents=True)
-                _MADE.add(out)
+                _MADE.update(missing)
                 break
             except FileExistsError:
                 continue
@@ -118,6 +127,11 @@ def _refuse_used(out: Path) -> None:
     if found:
         named = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise UsageError(f"--out: {out} is not empty ({named}); choose a new or empty directory")
+
+
+def _missing(out: Path) -> list[Path]:
+    """`out` and those of its parents that do not exist yet: what creating it makes."""
+    return [p for p in (out, *out.parents) if not p.exists()]
 
 
 def _writable(out: Path, flag: str) -> None:
