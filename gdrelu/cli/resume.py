@@ -30,14 +30,20 @@ def started(args) -> dict[str, Any] | None:
 
 
 def check_command(args, manifest: dict[str, Any] | None) -> None:
-    """Refuse to resume a reproduction with `run`, or a plain run with `--preset`: the
-    directory is finished by the command that started it."""
+    """Refuse to resume a reproduction with `run`, a plain run with `--preset` or with
+    `compare`: the directory is finished by the command that started it (`run` finishes
+    a comparison too)."""
     if manifest is None:
         return
     if "reproduce" in manifest["specs"][0] and args.command != "reproduce":
         raise UsageError(
             f"--resume: {args.resume} holds a reproduction; finish it with "
             f"gdrelu reproduce --resume {args.resume}"
+        )
+    if args.command == "compare" and not is_preset(manifest) and len(manifest["specs"]) == 1:
+        raise UsageError(
+            f"--resume: {args.resume} holds a run of one optimizer, not a comparison; "
+            f"finish it with gdrelu run --resume {args.resume}"
         )
     if args.command != "reproduce" and getattr(args, "preset", None) and not is_preset(manifest):
         raise UsageError(
