@@ -1145,6 +1145,15 @@ def test_compare_takes_a_batch_size_for_its_minibatch_optimizers():
         ("gd", 32),
         ("sgd", 32),
     ]
+    # --sampler too: it was refused for GD with advice to pass --optimizer sgd, a flag
+    # compare does not have
+    flags = ["compare", "--optimizers", "gd,sgd,adam", "--sampler", "epoch", "--batch-size", "4"]
+    specs = options.requested_specs(parser().parse_args(flags))
+    assert [(s.optimizer, s.trained_by.sampler) for s in specs] == [
+        ("gd", "full"),
+        ("sgd", "epoch"),
+        ("adam", "epoch"),
+    ]
 
 
 def _interrupted_run_of_a_relative_data_file(tmp_path, monkeypatch) -> None:

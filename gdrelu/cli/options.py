@@ -108,8 +108,11 @@ def compared(values: dict[str, Any], optimizer: str) -> dict[str, Any]:
     """One optimizer's settings in `gdrelu compare`: every optimizer trains to the step
     budget (or stops by early stopping, if asked) unless GD's certificate stops it (a
     proof that its final network stays in the linear regime), and P(stuck) reads the
-    final network for all, so the pairs compare like with like."""
+    final network for all, so the pairs compare like with like. The minibatch settings
+    are the other optimizers' (GD ignores a batch size, and takes no sampler)."""
     values = {**values, "optimizer": optimizer, "stuck_rule": "final"}
+    if optimizer == "gd":  # full-batch by definition: --sampler sets the others' minibatches
+        values.pop("sampler", None)
     values["stop_on"] = []
     if ExperimentSpec.from_dict(values).certified:
         values["stop_on"] = ["stuck", "degenerate"]

@@ -133,7 +133,11 @@ RUN_FLAGS = {
         f"{_one_of(STEP_SIZE_RULES, 'step_size')}, or a positive number (small: 0.01/n)",
     ),
     "--step-factor": ("step_factor", float, "multiplies the step size (default 1)"),
-    "--sampler": ("sampler", str, f"minibatches: {_one_of(SAMPLERS)} (default: the optimizer's)"),
+    "--sampler": (
+        "sampler",
+        str,
+        f"minibatches: {_one_of(SAMPLERS)} (default: the optimizer's; gd is full-batch)",
+    ),
     "--batch-size": ("batch_size", int, f"minibatch size B (default {_default('batch_size')})"),
     "--data": ("data", str, f"{_one_of(DATA_CHOICES, 'data')}; file reads --data-file"),
     "--num-heldout": (
