@@ -618,6 +618,20 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == "gdrelu: interrupted\n"
 
 
+@pytest.mark.parametrize("module", ["gdrelu", "gdrelu.cli"])
+def test_python_m_runs_the_command(module, monkeypatch, capsys):
+    """`python -m gdrelu` said that gdrelu cannot be executed; both modules are the
+    command."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert stop.value.code == 0
+    assert "{run,compare,reproduce}" in capsys.readouterr().out
+
+
 def test_an_ignored_sigint_stays_ignored():
     """A shell starts `gdrelu run &` with SIGINT ignored; the command no longer takes it
     back (a Ctrl-C meant for the shell's foreground job stopped the background run)."""
