@@ -188,13 +188,16 @@ def check_fits(
     devices: int | None = None,
     held: int = 0,
     lower: str | None = None,
+    as_flags: bool = False,
 ) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
     blocks of one on each of `devices` devices (default: the local ones), needs more than
     `budget` bytes, or naming --runs (--max-runs if set) if the largest such run and the
     finished runs (`results_bytes`, plus `held` bytes of other specs' results) together
     do; shapes only, nothing is compiled. `lower`: the flags the message says to lower
-    (default: those that set the spec's sizes)."""
+    (default: those that set the spec's sizes); it names the spec's fields, or with
+    `as_flags` the CLI's flags."""
+    named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
     mixed = spec.mixed_layout
     largest = 0
@@ -205,26 +208,34 @@ def check_fits(
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "
-                f"{_gigabytes(budget)}; lower {lower or _sizes(spec)}, or raise --memory-budget"
+                f"{_gigabytes(budget)}; lower {lower or _sizes(spec, named)}, or raise "
+                f"{named('memory_budget')}"
             )
         largest = max(largest, need)
     kept = results_bytes(spec) + held
     if largest + kept > budget:
-        flag = "--max-runs" if spec.max_runs else "--runs"
+        flag = named("max_runs" if spec.max_runs else "runs")
         raise BudgetError(
             f"{flag}: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
             f"up to {max(spec.widths)} (and of the specs before it, if any), need about "
             f"{_gigabytes(kept)}, and one run in training "
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
-            f"lower {lower or flag + ' or --widths'}, or raise --memory-budget"
+            f"lower {lower or flag + ' or ' + named('widths')}, or raise "
+            f"{named('memory_budget')}"
         )
 
 
-def _sizes(spec: ExperimentSpec) -> str:
-    """The flags that size one run: the width, and the points of sampled data."""
+def _flag(field: str) -> str:
+    """The CLI flag of a spec field (or of `run_experiment`'s memory_budget)."""
+    return "--" + field.replace("_", "-")
+
+
+def _sizes(spec: ExperimentSpec, named) -> str:
+    """The fields or flags (`named`) that size one run: the width, and the points of
+    sampled data."""
     if spec.data in CONTINUOUS:
-        return "--widths, --dim, --num-train or --num-heldout"
-    return "--widths"
+        return ", ".join(map(named, ("widths", "dim", "num_train"))) + f" or {named('num_heldout')}"
+    return named("widths")
 
 
 def _gigabytes(count: int) -> str:

@@ -67,7 +67,13 @@ def activation(t: jax.Array, alpha: float | jax.Array = 0.0) -> jax.Array:
 
 def preactivations(params: Params, x: jax.Array, scaling: Scaling = STANDARD) -> jax.Array:
     """z_ji = s_a a_i·x_j + b_i for data x of shape (m,) (a 1-D network: a of shape (n,))
-    or (m, d) (a (d, n)); returns (m, n). Other shapes of x are refused: they broadcast."""
+    or (m, d) (a (d, n)); returns (m, n). Other shapes of x are refused: they broadcast,
+    and so is a batch of networks (b of shape (runs, n)): vmap over its runs."""
+    if params.b.ndim != 1:
+        raise ValueError(
+            f"params: b of shape {params.b.shape}; one run's network, b of shape (n,): "
+            "jax.vmap over a batch of runs"
+        )
     if params.a.ndim == params.b.ndim:
         if x.ndim != 1:
             raise ValueError(f"x: shape {x.shape}; a 1-D network takes points of shape (m,)")

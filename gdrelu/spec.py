@@ -115,14 +115,16 @@ class ExperimentSpec:
     def __post_init__(self):
         for name in ("widths", "deltas", "stop_on", "split"):  # lists, as a caller may pass
             value = getattr(self, name)
-            if isinstance(value, np.ndarray):  # numbers as Python's, for hashing and JSON
-                value = value.tolist()
+            if hasattr(value, "__array__") and not isinstance(value, str):  # numpy, JAX
+                value = np.asarray(value).tolist()  # numbers as Python's, for hashing and JSON
             if isinstance(value, list | tuple):
                 plain = (v.item() if isinstance(v, np.generic) else v for v in value)
                 if name == "deltas":  # -0.0 as 0.0: one cell, recorded and printed alike
                     plain = (v + 0.0 if isinstance(v, float) else v for v in plain)
                 object.__setattr__(self, name, tuple(plain))
             elif name in ("widths", "deltas", "stop_on") and value is not None:
+                if hasattr(value, "__iter__") and not isinstance(value, str):  # a generator
+                    raise SpecError(name, f"a tuple or list, not a {type(value).__name__}")
                 raise SpecError(name, f"a tuple, such as ({value!r},), not {value!r}")
         from gdrelu.spec_checks import check  # it reads this module's names
 

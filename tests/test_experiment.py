@@ -320,6 +320,20 @@ def test_numpy_grids_are_stored_as_tuples_of_python_numbers():
     json.dumps(scalars.to_dict())  # numpy scalars were not JSON
 
 
+def test_jax_grids_are_numpy_grids_and_a_generator_is_named():
+    """widths=jnp.array([16, 32]) was refused as "a tuple, such as (Array([16, 32]),)",
+    advice that fails again; a generator got the same."""
+    import jax.numpy as jnp
+
+    spec = ExperimentSpec(widths=jnp.array([16, 32]), deltas=jnp.array([0.0, 0.1]), runs=2)
+    assert spec == ExperimentSpec(widths=(16, 32), deltas=(0.0, 0.1), runs=2)
+    assert type(spec.widths[0]) is int
+    with pytest.raises(SpecError, match=r"^widths: a tuple or list, not a generator$"):
+        ExperimentSpec(widths=(w for w in (16, 32)))
+    with pytest.raises(SpecError, match=r"^widths: a tuple, such as \(16,\), not 16$"):
+        ExperimentSpec(widths=16)
+
+
 def test_bias_init_cells_leave_the_paper_cells_alone():
     """bias_init = zero keeps the paper's cell hash (and so every run); another init gives
     other runs whose biases follow it, from the same data and weights."""

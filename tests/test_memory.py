@@ -42,10 +42,10 @@ def test_a_width_whose_run_cannot_fit_is_refused_before_anything_compiles(monkey
     memory.check_fits(WIDE, one + kept)  # exactly enough
     # one run of width 4096 alone fits a budget of exactly its bytes: what is refused then
     # is the finished runs beside it
-    with pytest.raises(memory.BudgetError, match=r"^--runs: "):
+    with pytest.raises(memory.BudgetError, match=r"^runs: "):
         memory.check_fits(WIDE, one)
     monkeypatch.setattr(runner, "_train_batch", None)  # nothing may train
-    for budget, names in ((one - 1, "width 4096"), (one + kept - 1, "--runs")):
+    for budget, names in ((one - 1, "width 4096"), (one + kept - 1, "runs: ")):
         with pytest.raises(memory.BudgetError) as refused:
             run_experiment(WIDE, memory_budget=budget)
         message = str(refused.value)
@@ -70,7 +70,9 @@ def test_a_run_too_large_for_its_data_names_the_data_sizes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(memory.BudgetError, match=r"--dim, --num-train or --num-heldout, or"):
-            memory.check_fits(spec, 4 * 10**9)
+            memory.check_fits(spec, 4 * 10**9, as_flags=True)
+        with pytest.raises(memory.BudgetError, match=r"dim, num_train or num_heldout, or raise m"):
+            memory.check_fits(spec, 4 * 10**9)  # from Python: the spec's fields
 
 
 def test_the_finished_runs_count_against_the_budget():
@@ -79,6 +81,9 @@ def test_the_finished_runs_count_against_the_budget():
     huge = ExperimentSpec(widths=(8, 2**18), deltas=(0.0,), runs=1000)
     assert memory.results_bytes(huge) > 6e9  # 1000 final networks of 2¹⁸ neurons: 6.3 GB
     with pytest.raises(memory.BudgetError, match=r"^--runs: .* lower --runs or"):
+        memory.check_fits(huge, 4 * 10**9, as_flags=True)
+    said = r"^runs: .* lower runs or widths, or raise memory_budget$"  # run_experiment's
+    with pytest.raises(memory.BudgetError, match=said):
         memory.check_fits(huge, 4 * 10**9)
     # every Δ's cell holds its runs: three Δs hold three times one Δ's final networks
     assert memory.results_bytes(dataclasses.replace(huge, deltas=(0.0, 0.1, 0.2))) == 3 * (
@@ -86,7 +91,7 @@ def test_the_finished_runs_count_against_the_budget():
     )
     grown = dataclasses.replace(huge, runs=10, target_halfwidth=0.1, max_runs=1000)
     with pytest.raises(memory.BudgetError, match=r"^--max-runs: .* lower --max-runs or"):
-        memory.check_fits(grown, 4 * 10**9)
+        memory.check_fits(grown, 4 * 10**9, as_flags=True)
 
 
 def test_blocks_shrink_to_fit_down_to_one_run():

@@ -94,6 +94,19 @@ def test_loss_gradient_equals_autodiff(dim, alpha, parameterization):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
 
 
+def test_a_batch_of_networks_is_refused_naming_the_params():
+    """forward and gd_step take one run: given a batch (b of shape (runs, n)) with batched
+    points, they blamed x ("a 1-D network takes points of shape (m,)")."""
+    a, b, w = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 4))
+    batch = Params(a, b, w, jnp.zeros(8))
+    x = jnp.ones((8, 6))
+    with pytest.raises(ValueError, match=r"^params: b of shape \(8, 4\); one run's network"):
+        forward(batch, x)
+    data = WeightedData(x, x, jnp.full((8, 6), 1 / 6))
+    with pytest.raises(ValueError, match=r"^params: b of shape \(8, 4\)"):
+        gd_step(batch, data, 0.1)
+
+
 def test_points_of_another_dimension_than_the_network_are_refused():
     """Taken from x.ndim, one 2-D point (2,) met a 2-D network as two 1-D points and
     broadcast to two outputs; the (1, 2) batch gives the one true output."""

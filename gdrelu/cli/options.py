@@ -160,6 +160,6 @@ def check_fits(specs, budget: int | None, *, together: bool = True, lower=None) 
     message names (default: the spec's own, `memory.check_fits`)."""
     held, budget = 0, memory.memory_budget(budget)
     for spec in specs:
-        memory.check_fits(spec, budget, held=held, lower=lower)
+        memory.check_fits(spec, budget, held=held, lower=lower, as_flags=True)
         held += memory.results_bytes(spec) if together else 0
     return budget
