@@ -13,6 +13,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gdrelu import jacobi
 from gdrelu.compiled import jit
@@ -83,6 +84,10 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
         elif shape and (len(shape) > 1 or shape[0] != runs):
             raise ValueError(f"{arg}: shape {shape}; one number, or one per run "
                              f"({runs or 'params of one run: a number'})")  # fmt: skip
+        if arg == "step_size" and not isinstance(value, jax.core.Tracer):
+            h = np.asarray(value)
+            if not np.all(np.isfinite(h) & (h > 0)):
+                raise ValueError("step_size: every step size must be positive and finite")
         checked.append(value)
     return tuple(checked)
 

@@ -115,6 +115,8 @@ def test_batched_inputs_that_do_not_fit_are_named(trajectories):
         (lambda: theory.paper_step_size(params, data, alpha=np.full(3, 0.1)), r"^alpha: shape"),
         (lambda: theory.paper_step_size(one, one_data, alpha=1.5), r"^alpha: 1.5 is not in"),
         (lambda: theory.provably_stuck(one, one_data, h[0], eigenvectors="foo"), "^eigenvec"),
+        (lambda: theory.provably_stuck(params, data, -h), "^step_size: every step size must"),
+        (lambda: theory.provably_stuck(one, one_data, np.nan), "^step_size: every"),
     ]
     for call, named in refused:
         with pytest.raises(ValueError, match=named):
