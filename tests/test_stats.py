@@ -308,10 +308,10 @@ def test_paired_interval_covers_the_difference_as_often_as_it_says():
 
 
 def _grown_cells(p, runs, halfwidth, max_runs, cells, rng):
-    """Whether each of `cells` simulated cells, grown one cell at a time by the runner's
-    rule (`runs` more runs while the half-width exceeds H, up to `max_runs`), ends with an
-    interval that holds p."""
-    covered = []
+    """(stuck, runs, low, high) of each of `cells` simulated cells, grown one cell at a
+    time by the runner's rule (`runs` more runs while the half-width exceeds H, up to
+    `max_runs`): its final counts and 95% interval."""
+    grown = []
     for _ in range(cells):
         stuck, size = rng.binomial(runs, p), runs
         while True:
@@ -320,8 +320,8 @@ def _grown_cells(p, runs, halfwidth, max_runs, cells, rng):
                 break
             more = min(runs, max_runs - size)
             stuck, size = stuck + rng.binomial(more, p), size + more
-        covered.append(low <= p <= high)
-    return np.mean(covered)
+        grown.append((stuck, size, low, high))
+    return grown
 
 
 @pytest.mark.parametrize("case", [(0.175, 10, 0.1, 1000), (0.3, 25, 0.12, 60)])
@@ -330,7 +330,8 @@ def test_adaptive_coverage_is_that_of_simulated_cells(case):
     Monte Carlo standard errors."""
     exact = adaptive_coverage(*case)
     cells = 4000
-    simulated = _grown_cells(*case, cells, np.random.default_rng(7))
+    grown = _grown_cells(*case, cells, np.random.default_rng(7))
+    simulated = np.mean([low <= case[0] <= high for _, _, low, high in grown])
     assert abs(simulated - exact) <= 4 * np.sqrt(exact * (1 - exact) / cells), (simulated, exact)
 
 
@@ -480,17 +481,9 @@ def test_adaptive_bias_is_that_of_simulated_cells():
     """The docs' first case (P = 0.09 from 20 runs to H = 0.05): the exact bias, about -7%
     of P, against 4000 cells grown one by one, within 4 Monte Carlo standard errors of their
     mean k/N; the bias is several of those errors, so a zero bias would fail."""
-    p, runs, halfwidth, max_runs = 0.09, 20, 0.05, 2000
-    rng, estimates = np.random.default_rng(11), []
-    for _ in range(4000):
-        stuck, size = rng.binomial(runs, p), runs
-        while True:
-            low, high = failure_probability(int(stuck), size)[1]
-            if (high - low) / 2 <= halfwidth or size >= max_runs:
-                break
-            more = min(runs, max_runs - size)
-            stuck, size = stuck + rng.binomial(more, p), size + more
-        estimates.append(stuck / size)
+    case = p, runs, halfwidth, max_runs = 0.09, 20, 0.05, 2000
+    grown = _grown_cells(*case, 4000, np.random.default_rng(11))
+    estimates = [stuck / size for stuck, size, _, _ in grown]
     error = np.std(estimates) / np.sqrt(len(estimates))
     bias = adaptive_bias(p, runs, halfwidth, max_runs)
     assert abs(np.mean(estimates) - p - bias) <= 4 * error
