@@ -256,7 +256,7 @@ def provably_stuck(
 
     `eigenvectors="rows"` reproduces the reference code's use of the rows of U in S_ψ
     (not the eigenvectors); the default uses the columns, as the proof does.
-    `gwab="paper"` reads G_wab as PAPER.md and the published code write it,
+    `gwab="paper"` reads G_wab as the paper's text and its published code write it,
     κ max_s(|Σ_s[w,a]| + |Σ_s[w,b]| + D_s[w,a] + D_s[w,b]); the default,
     max_s(κ(|Σ_s[w,a]| + |Σ_s[w,b]|) + D_s[w,a] + D_s[w,b]), is at least as large
     (κ < 1/2), so it certifies no run the other does not (docs/fidelity.md).

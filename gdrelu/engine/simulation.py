@@ -100,7 +100,7 @@ def simulate(
     the test loss there (NaN without `test`), and `gdrelu.detectors`' verdicts (classified
     at `classify_width` neurons). `on_check(k, status)` gets every status after check k.
 
-    `path` ("auto": `engine.choose_path`), `devices` (default: the local ones), `block` and
+    `path` ("auto": `engine.paths.choose_path`), `devices` (default: the local ones), `block` and
     `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`) choose
     how the runs train: a fast path redoes on the general path every chunk it could not do
     exactly, so statuses and steps do not depend on them (docs/design.md, "Training
