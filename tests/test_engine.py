@@ -788,6 +788,10 @@ def test_points_at_zero_are_looked_for_in_the_training_points_only():
     assert np.asarray(at_zero).tolist() == [False, True]
     assert np.asarray(usable).all()
     assert not np.asarray(among).any()  # zero biases: every kink at 0, named as at_zero
+    exact = data._replace(x=np.where(data.x == 0.5, 0.0, data.x))  # run 0's 0.5 at 0 exactly
+    _, _, at_zero, among = checked_inputs(exact, step, held_out, held_out, params, 1.0)
+    assert np.asarray(at_zero).tolist() == [True, False]
+    assert not np.asarray(among).any()  # its kink 0 ≥ min |x_j| = 0: warned of once, as at 0
 
 
 def test_no_block_or_redo_trains_a_single_lane():
