@@ -68,9 +68,10 @@ def _check_level(level) -> None:
 def _grown_cells(p: float, runs: int, halfwidth: float, max_runs: int):
     """The cells `--target-halfwidth` grows, by the runner's rule: start with `runs` runs
     and add `runs` more (at most up to `max_runs`) while the 95% interval's half-width
-    exceeds `halfwidth`. Yields (size, stops): stops[k] is the probability that a cell
-    ends at `size` runs with k stuck, summed over the distribution of (runs so far, stuck
-    so far) among the cells still growing, one batch at a time (docs/theory.md)."""
+    exceeds `halfwidth`. Yields (size, stops, low, high): stops[k] is the probability
+    that a cell ends at `size` runs with k stuck, summed over the distribution of (runs so
+    far, stuck so far) among the cells still growing, one batch at a time
+    (docs/theory.md); low, high are the 95% intervals of every k at that size."""
     counts = is_integer(runs) and is_integer(max_runs) and 1 <= runs <= max_runs
     if not (counts and 0 <= p <= 1 and halfwidth > 0):
         raise ValueError(f"need 0 ≤ p ≤ 1, halfwidth > 0, 1 ≤ runs ≤ max_runs; not "
@@ -81,7 +82,7 @@ def _grown_cells(p: float, runs: int, halfwidth: float, max_runs: int):
     while growing.any():
         low, high = clopper_pearson(np.arange(size + 1), np.full(size + 1, size))
         stops = ((high - low) / 2 <= halfwidth) | (size >= max_runs)
-        yield size, np.where(stops, growing, 0.0)
+        yield size, np.where(stops, growing, 0.0), low, high
         growing = np.where(stops, 0.0, growing)
         more = min(runs, max_runs - size)
         growing, size = np.convolve(growing, binom.pmf(np.arange(more + 1), more, p)), size + more
@@ -93,8 +94,9 @@ def adaptive_coverage(p: float, runs: int, halfwidth: float, max_runs: int, leve
     `level`) covers its true P(stuck) = p."""
     _check_level(level)
     covered = 0.0
-    for size, stops in _grown_cells(p, runs, halfwidth, max_runs):
-        low, high = clopper_pearson(np.arange(size + 1), np.full(size + 1, size), level)
+    for size, stops, low, high in _grown_cells(p, runs, halfwidth, max_runs):
+        if level != 0.95:
+            low, high = clopper_pearson(np.arange(size + 1), np.full(size + 1, size), level)
         covered += stops[(low <= p) & (p <= high)].sum()
     return float(covered)
 
@@ -104,7 +106,7 @@ def adaptive_bias(p: float, runs: int, halfwidth: float, max_runs: int) -> float
     (`_grown_cells`): N too is chosen by the outcomes, and a cell stops sooner where k/N is
     far from 1/2 (its interval is narrower there), so k/N leans away from 1/2."""
     mean = 0.0
-    for size, stops in _grown_cells(p, runs, halfwidth, max_runs):
+    for size, stops, _, _ in _grown_cells(p, runs, halfwidth, max_runs):
         mean += float(np.dot(stops, np.arange(size + 1))) / size
     return mean - p
 

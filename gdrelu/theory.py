@@ -19,6 +19,7 @@ from gdrelu import jacobi
 from gdrelu.compiled import jit
 from gdrelu.data import WeightedData, side_masks
 from gdrelu.model import STANDARD, Params, Scaling, activation, active_neurons, preactivations
+from gdrelu.numbers import check_kind
 
 _A, _B, _W = 0, 1, 2
 _Q = ((0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0))
@@ -63,9 +64,8 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
     """Refuse inputs that would fail inside `vmap`: params, data and each of `args` (a
     number or one per run) batched alike, and a d-dimensional network where `name` needs
     a 1-D one. Returns `args` as arrays, a (1,) one as a scalar."""
-    if not (isinstance(params, Params) and isinstance(data, WeightedData)):
-        raise ValueError(f"{name}: takes a gdrelu.Params and a gdrelu.WeightedData, not "
-                         f"{type(params).__name__} and {type(data).__name__}")  # fmt: skip
+    check_kind("params", params, Params)
+    check_kind("data", data, WeightedData)
     runs = jnp.shape(params.c)[0] if jnp.ndim(params.c) == 1 else None
     if jnp.ndim(params.c) > 1:
         raise ValueError(f"params: c of shape {jnp.shape(params.c)}; () or (runs,)")

@@ -85,8 +85,8 @@ def _main(argv) -> int:
     except Interrupted as resume_with:
         print(f"gdrelu: interrupted; finish with: {resume_with}", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
-        print("gdrelu: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # outside training (results being written): the held run's hint
+        print(f"gdrelu: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:

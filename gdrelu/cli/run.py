@@ -62,10 +62,7 @@ def execute(args, started: dict | None = None) -> int:
     finally:
         progress.close()
     if writer:
-        try:
-            _report(specs, results, before + time.perf_counter() - start, out, before)
-        except KeyboardInterrupt:  # the table, figure or summary half-written: resume them
-            raise Interrupted(backends.resume_command("run", out)) from None
+        _report(specs, results, before + time.perf_counter() - start, out, before)
     return 0
 
 

@@ -60,10 +60,7 @@ def execute(args, started: dict | None = None) -> int:
     best = grid.best_step_sizes(rows)
     backend = backends.backend_name()
     summary = grid.summary(scale_name, scale, best, seconds=seconds, backend=backend, seed=seed)
-    try:
-        write_section10(out, rows, grid.format_table(best), summary)
-    except KeyboardInterrupt:  # its files half-written: a resume writes them again
-        raise Interrupted(backends.resume_command("run", out)) from None
+    write_section10(out, rows, grid.format_table(best), summary)
     print(grid.format_table(best))
     print(finished_line(len(groups) * per_group, seconds, before, backend, out))
     return 0

@@ -12,7 +12,7 @@ import numpy as np
 from gdrelu.data import WeightedData
 from gdrelu.engine.state import check_step_budget
 from gdrelu.model import Params
-from gdrelu.numbers import is_integer, is_real
+from gdrelu.numbers import check_kind, is_integer, is_real
 
 X64_HINT = 'jax.config.update("jax_enable_x64", True)'
 
@@ -74,17 +74,13 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
 
 
 def check_kinds(params, data, validation, test) -> None:
-    """Refuse a plain tuple, list or dict where a `Params` or `WeightedData` goes (None
-    stands for no held-out points): the fields are read by name. First of the checks."""
-    given = {"params": (params, Params), "data": (data, WeightedData),
-             "validation": (validation, WeightedData), "test": (test, WeightedData)}  # fmt: skip
-    for name, (value, kind) in given.items():
-        if not (isinstance(value, kind) or (value is None and name in ("validation", "test"))):
-            fields = ", ".join(kind._fields)
-            raise ValueError(
-                f"{name}: a gdrelu.{kind.__name__}({fields}), not {type(value).__name__}; "
-                f"build one with gdrelu.{kind.__name__}(*values)"
-            )
+    """`numbers.check_kind` of the named inputs (None stands for no held-out points):
+    first of the checks."""
+    check_kind("params", params, Params)
+    check_kind("data", data, WeightedData)
+    for name, points in (("validation", validation), ("test", test)):
+        if points is not None:
+            check_kind(name, points, WeightedData)
 
 
 def _check_points(data, validation_weights, **held_out) -> None:

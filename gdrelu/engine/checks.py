@@ -108,7 +108,7 @@ class PointAtZeroWarning(UserWarning):
 def warn_of_points_at_zero(at_zero: np.ndarray) -> None:
     """Warn of runs with a training point at x = 0 (`checked_inputs`' flags, read back):
     the kink rule stops them as crossed at their first check, whatever they would have
-    done. Called from `simulate`'s helper, so the warning points at `simulate`'s caller."""
+    done. Called from `simulate`'s helpers, so the warning points at `simulate`'s caller."""
     flagged = np.flatnonzero(at_zero)
     if flagged.size:
         warnings.warn(
@@ -116,7 +116,7 @@ def warn_of_points_at_zero(at_zero: np.ndarray) -> None:
             "every zero bias is; the kink rule stops such a run as crossed at its first "
             "check (the theory needs x_j ≠ 0, docs/theory.md)",
             PointAtZeroWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -135,7 +135,7 @@ def warn_of_kinks_among_data(among: np.ndarray) -> None:
             "nearest training point before any step (non-zero biases); the kink rule stops "
             "such a run as crossed at its first check: leave 'crossed' out of stop_on",
             KinksAmongDataWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 

@@ -100,14 +100,12 @@ def simulate(
     the test loss there (NaN without `test`), and `gdrelu.detectors`' verdicts (classified
     at `classify_width` neurons). `on_check(k, status)` gets every status after check k.
 
-    `path` ("auto": `engine.paths.choose_path`), `devices` (default: the local ones), `block` and
-    `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`) choose
-    how the runs train: a fast path redoes on the general path every chunk it could not do
-    exactly, so statuses and steps do not depend on them (docs/design.md, "Training
-    paths"), but for the general path's C loop (`native_general`: "native" by name only,
-    to rounding). The first call turns on JAX's compilation cache (`gdrelu.cache`;
-    GDRELU_CACHE_DIR=none: off).
-    """
+    `path` ("auto": `engine.paths.choose_path`), `devices` (default: the local ones),
+    `block`, `redo` (`placement.blocking_for`) and `kernel` (`placement.propagator_kernel`)
+    choose how the runs train: statuses and steps do not depend on them (a fast path redoes
+    on the general path what it cannot do exactly; docs/design.md, "Training paths"), but
+    for the C loop `native_general` ("native" by name only, to rounding). The first call
+    turns on the compilation cache (`gdrelu.cache`; GDRELU_CACHE_DIR=none: off)."""
     arguments = dict(locals())  # every argument by name: what the checks and training read
     use_default_cache()
     return _trained(_validated(**arguments), **arguments)
@@ -141,14 +139,8 @@ def _trained(
     tested = test is not None  # else the checks read the validation set as the test set
     params, data, validation, test = _as_arrays(params, data, validation_weights, validation, test)
     scaling = _scaling(params, parameterization)
-    steps = 0.0 if step_size is None else step_size
-    inputs, usable, at_zero, among = checked_inputs(
-        data, _per_run(steps, params), validation, test, params, scaling.a
-    )
-    refuse_unusable(np.asarray(usable), validation_weights is not None)
-    if "crossed" in plan.rules:
-        warn_of_points_at_zero(np.asarray(at_zero))
-        warn_of_kinks_among_data(np.asarray(among))
+    points = (data, validation, test, validation_weights is not None)
+    inputs = _inputs(plan.rules, params, step_size, scaling, *points)
     mixed = mixes_paths(plan.path, plan.rules)
     redone = mixed and plan.path == "propagator"
     runs, inputs, layout = placed(
@@ -175,6 +167,21 @@ def _trained(
     outcomes = _Outcomes.empty(params)
     _trained_until_stopped(runs, inputs, layout, scalars, settings, max_checks, on_check, outcomes)
     return _result(outcomes, params, data, scaling, plan.rules, classify_width, tested)
+
+
+def _inputs(rules, params, step_size, scaling, data, validation, test, reweighted: bool):
+    """The checks' inputs (`checked_inputs`, one program), once runs whose points are not
+    usable are refused and those the kink rule (in `rules`) would stop at their first
+    check are warned of: a point at x = 0, or a kink that starts among the data."""
+    steps = 0.0 if step_size is None else step_size
+    inputs, usable, at_zero, among = checked_inputs(
+        data, _per_run(steps, params), validation, test, params, scaling.a
+    )
+    refuse_unusable(np.asarray(usable), reweighted)
+    if "crossed" in rules:
+        warn_of_points_at_zero(np.asarray(at_zero))
+        warn_of_kinks_among_data(np.asarray(among))
+    return inputs
 
 
 class _Plan(NamedTuple):
@@ -239,8 +246,7 @@ def _validated(
     if optimizer.stochastic and noise_key is None:
         raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
     check_multinomial_steps(optimizer, check_every * max_checks)
-    points = np.shape(data.x)[1]
-    if optimizer.sampler == "epoch" and optimizer.batch_size > points:
+    if optimizer.sampler == "epoch" and optimizer.batch_size > (points := np.shape(data.x)[1]):
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
     path = choose_path(path, rules, optimizer, np.ndim(params.a) == 2, standard, held_out)
     shape, dtype = native_general.data_shape(data.x), params_dtype(params)
