@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from gdrelu import engine
+from gdrelu import engine, theory
 from gdrelu.data import CONTINUOUS, DATASETS, count_dtype, split_sizes
 from gdrelu.init import INITS, parse_bias_init
 from gdrelu.numbers import is_integer, is_real
@@ -60,12 +60,6 @@ def _check_data(spec: ExperimentSpec) -> None:
             raise SpecError("data_file", str(err).split(": ", 1)[-1]) from None
         if spec.dim not in (None, spec.input_dim):
             raise SpecError("dim", f"the inputs of {spec.data_file} are not {spec.dim}-dimensional")
-        zero_biases = spec.bias_init == "zero"  # every initial kink at 0
-        if zero_biases and spec.input_dim == 1 and spec.split is None and 0 in spec.user_data[0]:
-            raise SpecError(
-                "data_file", f"{spec.data_file} has a point at x = 0, where every initial kink "
-                "is with zero biases: the theory needs x_j ≠ 0"
-            )  # fmt: skip
     if spec.dim is not None and not _is_positive_int(spec.dim):
         raise SpecError("dim", f"{spec.dim!r} is not a positive integer")
     dataset_dim = DATASET_DIMENSION.get(spec.data)
@@ -147,6 +141,7 @@ def _check_grid(spec: ExperimentSpec) -> None:
     _choice(spec, "buckets", BUCKETS)
     _check_sample_count(spec)
     _check_range(spec)
+    _check_point_at_zero(spec)
 
 
 def _check_range(spec: ExperimentSpec) -> None:
@@ -162,6 +157,23 @@ def _check_range(spec: ExperimentSpec) -> None:
         largest = max(float(np.max(np.abs(v))) for v in spec.user_data)
         if largest > limit:
             raise SpecError("data_file", f"{spec.data_file}: a value {largest:.3g} is not {within}")
+
+
+def _check_point_at_zero(spec: ExperimentSpec) -> None:
+    """A data file's 1-D point at x = 0 in the run's dtype (`theory.point_at_zero`: within
+    64 ulp of its largest |x|), where every initial kink of zero biases is: every run would
+    count as crossed at its first check, with nothing said (a split's draws are warned of
+    per cell instead, `cells.points_at_zero`)."""
+    if spec.data != "file" or spec.bias_init != "zero" or spec.input_dim != 1 or spec.split is not None:
+        return
+    x = np.asarray(spec.user_data[0], spec.dtype).reshape(1, -1)
+    if theory.point_at_zero(x, xp=np)[0]:
+        nearest = float(x.flat[np.argmin(np.abs(x))])
+        raise SpecError(
+            "data_file", f"{spec.data_file} has a point at x = {nearest:.3g}, 0 to {spec.dtype}'s "
+            "precision (within 64 ulp of its largest |x|), where every initial kink is with "
+            "zero biases: the theory needs x_j ≠ 0"
+        )  # fmt: skip
 
 
 def _check_sample_count(spec: ExperimentSpec) -> None:

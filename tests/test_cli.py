@@ -1575,6 +1575,8 @@ def _write_bad_data(directory):
     files = {
         "no_header.csv": "-3,-1\n-2,2\n-1,-1\n1,1\n2,-2\n3,1\n",
         "zero.csv": "x,y\n-3,-1\n0,2\n-1,-1\n1,1\n2,-2\n",
+        "near_zero.csv": "x,y\n-0.3,1\n-0.2,2\n5.55e-17,0\n0.1,1\n0.2,-2\n",
+        "small.csv": "x,y\n-3,-1\n1e-9,2\n-1,-1\n1,1\n2,-2\n",
         "good.csv": "x,y\n-3,-1\n-2,2\n-1,-1\n1,1\n2,-2\n3,1\n",
         "empty.csv": "",
     }
@@ -1594,7 +1596,9 @@ def _write_bad_data(directory):
 @pytest.mark.parametrize(
     ("flags", "field"),
     [
-        ("--data-file zero.csv", "data_file: {d}/zero.csv has a point at x = 0"),
+        ("--data-file zero.csv", "data_file: {d}/zero.csv has a point at x = 0,"),
+        ("--data-file near_zero.csv", "near_zero.csv has a point at x = 5.55e-17, 0 to float64's"),
+        ("--data-file small.csv --dtype float32", "small.csv has a point at x = 1e-09, 0 to float32"),
         ("--data-file empty.csv", "data_file: {d}/empty.csv"),
         ("--data-file one.npz", "data_file: {d}/one.npz is one array"),
         ("--data-file complex.npz", "data_file: {d}/complex.npz: x and y must be real"),
@@ -1645,6 +1649,8 @@ def test_a_point_at_zero_is_taken_with_random_biases(tmp_path):
     _write_bad_data(tmp_path)
     spec = ExperimentSpec(data="file", data_file=str(tmp_path / "zero.csv"), bias_init="unif")
     assert spec.num_points == 5
+    small = ExperimentSpec(data="file", data_file=str(tmp_path / "small.csv"))  # 1e-9 in float64
+    assert small.num_points == 5
 
 
 def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_path, capsys):
