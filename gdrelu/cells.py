@@ -24,7 +24,7 @@ from gdrelu.buckets import shared_width
 from gdrelu.compiled import jit
 from gdrelu.data import CONTINUOUS, WeightedData, draw_continuous, draw_finite, draw_split
 from gdrelu.engine import SimulationResult
-from gdrelu.init import draw_biases, draw_padded_params, draw_params
+from gdrelu.init import draw_biases, draw_padded_params, draw_params, points_per_neuron
 from gdrelu.model import Params, padded
 from gdrelu.spec import ExperimentSpec
 
@@ -150,6 +150,7 @@ def initial_runs(
     files). The networks are padded to `size` neurons (`model.padded`; default: the
     cell's width, no padding). Drawn `draw_batch` runs at a time (`in_draw_batches`)."""
     drawn = shared_width(cell.spec, cell.width) if cell.spec.input_dim == 1 else cell.width
+    drawn *= points_per_neuron(cell.spec.bias_init)  # he+k's (n, k) draws count as neurons
     return in_draw_batches(lambda part: _drawn_runs(cell, part, size), indices, drawn)
 
 

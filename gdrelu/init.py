@@ -112,6 +112,7 @@ BIAS_INITS = (
     "kink-neg-point",
     "mean",
 )
+MAX_MIXED_POINTS = 64  # he+k: k training points drawn per neuron at start-up, at most
 _PARAMETRIC = re.compile(r"^(normal|uniform)\(([^()]+)\)$|^he\+(\d+)$")
 
 
@@ -121,8 +122,11 @@ def parse_bias_init(name: str) -> tuple[str, float | None]:
     if match:
         if match.group(3) is not None:
             k = int(match.group(3))
-            if k < 1:
-                raise ValueError(f"bias_init: {name!r} needs k ≥ 1")
+            if not 1 <= k <= MAX_MIXED_POINTS:
+                raise ValueError(
+                    f"bias_init: {name!r} needs 1 ≤ k ≤ {MAX_MIXED_POINTS}: each neuron draws k "
+                    "training points at start-up (k → ∞ is bias init 'mean')"
+                )
             return "he+k", float(k)
         try:
             sigma = float(match.group(2))
@@ -137,6 +141,13 @@ def parse_bias_init(name: str) -> tuple[str, float | None]:
             "written as numbers: normal(0.1), he+1"
         )
     return name, None
+
+
+def points_per_neuron(name: str) -> int:
+    """How many training points bias init `name` draws per neuron (k of he+k; else 1): the
+    start-up draws hold (runs, n, k, d) of them."""
+    mode, value = parse_bias_init(name)
+    return int(value) if mode == "he+k" else 1
 
 
 def _as_matrix(x):

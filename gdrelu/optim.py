@@ -217,7 +217,14 @@ def multinomial_steps(draws: int) -> int:
 def check_multinomial_steps(optimizer: Optimizer, steps: int) -> None:
     """ValueError if `steps` steps of `optimizer`'s multinomial minibatches would run out of
     counters (`multinomial_steps`)."""
-    if optimizer.sampler == "multinomial" and steps > multinomial_steps(optimizer.batch_size):
+    if optimizer.sampler != "multinomial":
+        return
+    if multinomial_steps(optimizer.batch_size) < 1:
+        raise ValueError(
+            f"batch_size: {optimizer.batch_size} multinomial draws a step exceed one run's 2^32 "
+            "counters"
+        )
+    if steps > multinomial_steps(optimizer.batch_size):
         raise ValueError(
             f"max_checks: {steps} steps of {optimizer.batch_size} multinomial draws exceed the "
             f"{multinomial_steps(optimizer.batch_size)} steps one run's counters cover"

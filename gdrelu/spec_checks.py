@@ -164,7 +164,12 @@ def _check_point_at_zero(spec: ExperimentSpec) -> None:
     64 ulp of its largest |x|), where every initial kink of zero biases is: every run would
     count as crossed at its first check, with nothing said (a split's draws are warned of
     per cell instead, `cells.points_at_zero`)."""
-    if spec.data != "file" or spec.bias_init != "zero" or spec.input_dim != 1 or spec.split is not None:
+    if (
+        spec.data != "file"
+        or spec.bias_init != "zero"
+        or spec.input_dim != 1
+        or spec.split is not None
+    ):
         return
     x = np.asarray(spec.user_data[0], spec.dtype).reshape(1, -1)
     if theory.point_at_zero(x, xp=np)[0]:
@@ -173,6 +178,20 @@ def _check_point_at_zero(spec: ExperimentSpec) -> None:
             "data_file", f"{spec.data_file} has a point at x = {nearest:.3g}, 0 to {spec.dtype}'s "
             "precision (within 64 ulp of its largest |x|), where every initial kink is with "
             "zero biases: the theory needs x_j ≠ 0"
+        )  # fmt: skip
+
+
+def _check_bias_scale(spec: ExperimentSpec, sigma: float) -> None:
+    """normal(σ) and uniform(σ): σ non-zero in the run's dtype, and its square (the loss
+    and the paper's step size square the biases) far from the dtype's largest number."""
+    finfo = np.finfo(spec.dtype)
+    largest = math.sqrt(float(finfo.max)) / 1024
+    if float(np.asarray(sigma, spec.dtype)) == 0:
+        raise SpecError("bias_init", f"σ = {sigma:g} is 0 in {spec.dtype}")
+    if sigma > largest:
+        raise SpecError(
+            "bias_init", f"σ = {sigma:g} is above {largest:.3g}, the square root of {spec.dtype}'s "
+            "largest number over 1024: the loss and the step size square the biases"
         )  # fmt: skip
 
 
@@ -213,7 +232,7 @@ def _check_training(spec: ExperimentSpec) -> None:
     try:
         check_multinomial_steps(optimizer, spec.check_every * spec.max_checks)
     except ValueError as err:
-        raise SpecError("max_checks", str(err).split(": ", 1)[-1]) from None
+        raise SpecError(*str(err).split(": ", 1)) from None
     if spec.sampler == "epoch" and spec.batch_size > spec.training_points:
         raise SpecError(
             "batch_size",
@@ -223,9 +242,11 @@ def _check_training(spec: ExperimentSpec) -> None:
     if not isinstance(spec.bias_init, str):
         raise SpecError("bias_init", f"{spec.bias_init!r} is not a name")
     try:
-        parse_bias_init(spec.bias_init)
+        mode, sigma = parse_bias_init(spec.bias_init)
     except ValueError as err:
         raise SpecError("bias_init", str(err).split(": ", 1)[-1]) from None
+    if mode in ("normal", "uniform"):
+        _check_bias_scale(spec, sigma)
     if spec.step_size not in STEP_SIZE_RULES and not (
         is_real(spec.step_size) and 0 < _as_float(spec.step_size) < math.inf
     ):

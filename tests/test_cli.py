@@ -1598,7 +1598,10 @@ def _write_bad_data(directory):
     [
         ("--data-file zero.csv", "data_file: {d}/zero.csv has a point at x = 0,"),
         ("--data-file near_zero.csv", "near_zero.csv has a point at x = 5.55e-17, 0 to float64's"),
-        ("--data-file small.csv --dtype float32", "small.csv has a point at x = 1e-09, 0 to float32"),
+        (
+            "--data-file small.csv --dtype float32",
+            "small.csv has a point at x = 1e-09, 0 to float32",
+        ),
         ("--data-file empty.csv", "data_file: {d}/empty.csv"),
         ("--data-file one.npz", "data_file: {d}/one.npz is one array"),
         ("--data-file complex.npz", "data_file: {d}/complex.npz: x and y must be real"),

@@ -293,6 +293,33 @@ def test_offsets_and_file_values_beyond_the_dtypes_range_are_refused(tmp_path):
     ExperimentSpec(**file)
 
 
+def test_bias_scales_beyond_the_dtype_and_too_many_mixed_points_are_refused(monkeypatch):
+    """normal(1e200) made the paper's step size NaN, refused as if the data had no
+    curvature; with a given step size every run read diverged. σ that rounds to 0 in the
+    dtype trained zero biases as another bias init. he+k drew (runs, n, k) indices with
+    no bound on k (a traceback from MLIR, a run directory left half-made): k ≤ 64, and
+    its draws run fewer runs per call as k grows (`batched.draw_batch` of n·k)."""
+    with pytest.raises(SpecError, match=r"^bias_init: σ = 1e\+200 is above 1.31e\+151, the sq"):
+        ExperimentSpec(bias_init="normal(1e200)")
+    with pytest.raises(SpecError, match=r"^bias_init: σ = 1e\+30 is above 1.8e\+16"):
+        ExperimentSpec(bias_init="uniform(1e30)", dtype="float32")
+    with pytest.raises(SpecError, match=r"^bias_init: σ = 1e-50 is 0 in float32$"):
+        ExperimentSpec(bias_init="normal(1e-50)", dtype="float32")
+    for accepted in ("normal(1e30)", "normal(1e-50)", "he+64"):
+        ExperimentSpec(bias_init=accepted)
+    with pytest.raises(SpecError, match=r"^bias_init: 'he\+65' needs 1 ≤ k ≤ 64: each neuron"):
+        ExperimentSpec(bias_init="he+65")
+
+    widths = []
+    drawing = cells.in_draw_batches
+    monkeypatch.setattr(
+        cells, "in_draw_batches", lambda d, i, w: widths.append(w) or drawing(d, i, w)
+    )
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, bias_init="he+5", stop_on=())
+    params, _, _ = cells.initial_runs(cells.Cell(4, 0.0, spec), np.arange(3))
+    assert widths == [20] and params.b.shape == (3, 4) and np.all(np.asarray(params.b) != 0)
+
+
 def test_unknown_setting_is_named_with_the_closest_known_one():
     with pytest.raises(SpecError, match=r"^widht: unknown setting \(did you mean 'widths'\? "):
         ExperimentSpec.from_dict({"widht": [8]})

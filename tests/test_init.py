@@ -154,7 +154,7 @@ def test_mean_puts_every_kink_through_the_weighted_mean():
 
 @pytest.mark.parametrize(
     "name",
-    ["normal(-1)", "uniform(x)", "he+0", "kink", "he+k", "normal(0)", "uniform(0)", "normal(inf)",
+    ["normal(-1)", "uniform(x)", "he+0", "he+65", "kink", "he+k", "normal(0)", "uniform(0)", "normal(inf)",
      "uniform(nan)"],
 )  # fmt: skip
 def test_bad_names_are_refused(name):

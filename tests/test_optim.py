@@ -179,7 +179,8 @@ def test_words_ahead_give_each_step_of_every_block_its_own_words():
 def test_multinomial_budget_ends_at_the_last_unused_counter():
     """S steps of B draws use the counters 0, …, S·B' - 1 (B' = B rounded up to even), so
     S = 2^32 / B' steps (rounded down) are the most before the 2^32 counters repeat:
-    allowed, one more refused, naming max_checks. The epoch sampler has no such limit."""
+    allowed, one more refused, naming max_checks; a batch larger than the counters, naming
+    batch_size, which no max_checks mends. The epoch sampler has no such limit."""
     from gdrelu.optim import check_multinomial_steps
 
     for draws, last in ((16, 2**28), (15, 2**28), (1, 2**31), (5, 715_827_882)):
@@ -189,6 +190,9 @@ def test_multinomial_budget_ends_at_the_last_unused_counter():
         with pytest.raises(ValueError, match=f"^max_checks: {last + 1} steps"):
             check_multinomial_steps(sgd, last + 1)
     check_multinomial_steps(get_optimizer("sgd", sampler="epoch", batch_size=16), 2**31)
+    check_multinomial_steps(get_optimizer("sgd", batch_size=2**32), 1)  # B' = 2^32: one step
+    with pytest.raises(ValueError, match=r"^batch_size: 4294967297 multinomial draws a step"):
+        check_multinomial_steps(get_optimizer("sgd", batch_size=2**32 + 1), 1)  # no step at all
 
 
 @pytest.mark.parametrize("batch_size", [True, 2.0, "16", 0, -3])
@@ -757,6 +761,8 @@ def test_a_budget_beyond_the_multinomial_counters_is_refused():
         ExperimentSpec(optimizer="sgd", batch_size=batch_size, max_checks=last)
         with pytest.raises(SpecError, match=r"^max_checks: 268436000 steps .* 268435456 steps"):
             ExperimentSpec(optimizer="sgd", batch_size=batch_size, max_checks=last + 1)
+    with pytest.raises(SpecError, match=r"^batch_size: 100000000000000000000 multinomial"):
+        ExperimentSpec(optimizer="sgd", batch_size=10**20)  # blamed max_checks
     for unlimited in (dict(optimizer="sgd", sampler="epoch", batch_size=2), {}):
         ExperimentSpec(**unlimited, max_checks=2_147_483)
         with pytest.raises(SpecError, match="int32 step counter"):
