@@ -154,8 +154,8 @@ def test_mean_puts_every_kink_through_the_weighted_mean():
 
 @pytest.mark.parametrize(
     "name",
-    ["normal(-1)", "uniform(x)", "he+0", "he+65", "kink", "he+k", "normal(0)", "uniform(0)", "normal(inf)",
-     "uniform(nan)"],
+    ["normal(-1)", "uniform(x)", "he+0", "he+65", "kink", "he+k", "normal(0)", "uniform(0)",
+     "normal(inf)", "uniform(nan)"],
 )  # fmt: skip
 def test_bad_names_are_refused(name):
     with pytest.raises(ValueError, match="bias_init"):
