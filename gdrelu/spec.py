@@ -42,6 +42,16 @@ class SpecError(ValueError):
         self.field = field
 
 
+def _plain(value):
+    """A numpy or JAX scalar (0-d array) as the Python number or bool it holds; any other
+    value as it is."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__array__") and not isinstance(value, str) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
     """What to run: the paper's 1-D GD experiment over widths × Δ by default.
@@ -113,12 +123,14 @@ class ExperimentSpec:
     buckets: str = "auto"
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):  # numpy and JAX scalars as Python's, for JSON
+            object.__setattr__(self, field.name, _plain(getattr(self, field.name)))
         for name in ("widths", "deltas", "stop_on", "split"):  # lists, as a caller may pass
             value = getattr(self, name)
             if hasattr(value, "__array__") and not isinstance(value, str):  # numpy, JAX
                 value = np.asarray(value).tolist()  # numbers as Python's, for hashing and JSON
             if isinstance(value, list | tuple):
-                plain = (v.item() if isinstance(v, np.generic) else v for v in value)
+                plain = (_plain(v) for v in value)
                 if name == "deltas":  # -0.0 as 0.0: one cell, recorded and printed alike
                     plain = (v + 0.0 if isinstance(v, float) else v for v in plain)
                 object.__setattr__(self, name, tuple(plain))

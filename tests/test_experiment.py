@@ -361,6 +361,23 @@ def test_jax_grids_are_numpy_grids_and_a_generator_is_named():
         ExperimentSpec(widths=16)
 
 
+def test_numpy_and_jax_scalars_are_python_numbers_in_every_field():
+    """jnp.int32(4) as a width was refused as "Array(4) is not a positive integer", as
+    were JAX run counts, α, step sizes and Δ, and np.bool_(True) as "must be true or
+    false"; a numpy run count stayed numpy and the spec could not be written to JSON."""
+    import jax.numpy as jnp
+
+    odd = ExperimentSpec(widths=(jnp.int32(4),), deltas=(jnp.float64(0.1),), runs=jnp.array(3),
+                         alpha=jnp.float64(0.25), step_size=jnp.float64(0.5), seed=np.int64(7),
+                         early_stopping=np.bool_(True))  # fmt: skip
+    plain = ExperimentSpec(widths=(4,), deltas=(0.1,), runs=3, alpha=0.25, step_size=0.5, seed=7,
+                           early_stopping=True)  # fmt: skip
+    assert odd == plain and hash(odd) == hash(plain)
+    assert [type(getattr(odd, f)) for f in ("runs", "alpha", "seed", "early_stopping")] == [
+        int, float, int, bool]  # fmt: skip
+    assert json.loads(json.dumps(odd.to_dict())) == json.loads(json.dumps(plain.to_dict()))
+
+
 def test_bias_init_cells_leave_the_paper_cells_alone():
     """bias_init = zero keeps the paper's cell hash (and so every run); another init gives
     other runs whose biases follow it, from the same data and weights."""

@@ -64,6 +64,8 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
         )
     if step_size is not None:
         h = np.asarray(jax.device_get(step_size))
+        if h.dtype.kind not in "iuf":  # True trained with h = 1
+            raise ValueError(f"step_size: {h.dtype} values; give real numbers")
         if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
             raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
         if not np.all(np.isfinite(h) & (h > 0)):

@@ -261,6 +261,9 @@ def _early_stopping(early_stopping, validation_weights, validation) -> bool:
         raise ValueError("validation: give held-out points or validation_weights, not both")
     if early_stopping is None:
         early_stopping = validation_weights is not None
+    if not isinstance(early_stopping, (bool, np.bool_)):  # "off" would be true
+        raise ValueError(f"early_stopping: {early_stopping!r} is not True, False or None")
+    early_stopping = bool(early_stopping)
     if early_stopping and validation is None and validation_weights is None:
         raise ValueError("early_stopping: needs validation points or validation_weights")
     return early_stopping
