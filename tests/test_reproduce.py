@@ -208,6 +208,26 @@ def test_a_comparison_is_not_resumed_as_a_reproduction(tmp_path, capsys):
     assert "holds no reproduction" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("recorded", "said"),
+    [
+        ({"reproduce": ["sgd"]}, "records an unknown scale None"),  # KeyError: 'scale'
+        ({"reproduce": ["sgd"], "scale": "huge"}, "records an unknown scale 'huge'"),
+        ({"reproduce": 5, "scale": "small"}, "records its experiments out of shape"),
+        ({"reproduce": "gd-figure", "scale": "small"}, "records its experiments out of shape"),
+    ],
+)
+def test_a_reproduction_manifest_edited_out_of_shape_is_refused(recorded, said, tmp_path, capsys):
+    """Each of these stopped with a KeyError or TypeError traceback (or, for a string,
+    with --only's error about 'g,d,-,f,i,g,u,r,e')."""
+    from gdrelu.cli import main
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"specs": [recorded]}))
+    assert main(["reproduce", "--resume", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"gdrelu: error: --resume: {tmp_path} {said}", err
+
+
 def test_the_estimate_times_each_general_experiment_at_its_own_rate(monkeypatch):
     """Star at the small scale: 200 runs × 10⁵ steps × 33 points × (16 + 32 + 64) neurons
     on the general path at the rate `general_rate` measures for the star spec; the GD

@@ -27,13 +27,19 @@ def _names(args) -> tuple[str, ...]:
 def _manifest(args, started: dict | None) -> dict:
     """The manifest: on --resume the recorded scale and experiments, else the flags'."""
     from gdrelu import provenance
+    from gdrelu.reproduce import SCALES
 
     if started is not None and args.resume is not None:
         recorded = started["specs"][0]
         if len(started["specs"]) != 1 or "reproduce" not in recorded:
             raise UsageError(f"--resume: {args.resume} holds no reproduction")
-        args.scale = args.scale or recorded["scale"]
-        args.only = args.only or ",".join(recorded["reproduce"])
+        names, scale = recorded["reproduce"], recorded.get("scale")
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise UsageError(f"--resume: {args.resume} records its experiments out of shape")
+        if scale not in SCALES:
+            raise UsageError(f"--resume: {args.resume} records an unknown scale {scale!r}")
+        args.scale = args.scale or scale
+        args.only = args.only or ",".join(names)
     scale, names = args.scale or "small", _names(args)
     return provenance.manifest([{"reproduce": list(names), "scale": scale}], _specs(names, scale))
 
