@@ -221,7 +221,7 @@ def training_arguments(spec: ExperimentSpec) -> dict[str, Any]:
     return {
         "optimizer": spec.optimizer,
         "sampler": spec.sampler,
-        "batch_size": spec.batch_size,
+        "batch_size": None if spec.full_batch else spec.batch_size,
         "stop_on": spec.simulate_stop_on,
         "parameterization": spec.parameterization,
         "check_every": spec.check_every,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from gdrelu.numbers import is_integer
+from gdrelu.numbers import is_integer, is_real
 
 
 def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -19,6 +19,10 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     """
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
+    try:
+        np.broadcast_shapes(k.shape, n.shape)
+    except ValueError:
+        raise ValueError(f"clopper_pearson: counts of shapes {k.shape} and {n.shape}") from None
     _check_counts("clopper_pearson", k, n)
     _check_level(level)
     tail = (1.0 - level) / 2.0
@@ -61,8 +65,8 @@ def _check_counts(name: str, k: np.ndarray, n: np.ndarray) -> None:
 
 def _check_level(level) -> None:
     """Refuse a confidence level outside (0, 1), such as 95 for 0.95."""
-    if not (np.ndim(level) == 0 and 0 < level < 1):
-        raise ValueError(f"level: {level!r} is not in (0, 1)")
+    if not (np.ndim(level) == 0 and is_real(np.asarray(level).item()) and 0 < level < 1):
+        raise ValueError(f"level: {level!r} is not a number in (0, 1)")
 
 
 def _grown_cells(p: float, runs: int, halfwidth: float, max_runs: int):

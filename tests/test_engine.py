@@ -660,11 +660,12 @@ def _tiny_runs():
 
 def test_inputs_that_do_not_fit_the_runs_are_named():
     """Held-out points of another run count, keys of another run count, early stopping
-    without validation or not a bool, a bool or complex step size, both kinds of
-    validation at once, and no step size for a named optimizer are each refused, naming
-    the argument, before anything compiles. Unrefused, a missing step size trains at h = 0
-    and keys are taken by lane, clipped: every run ends unfinished, or trains on another
-    run's noise, without a word."""
+    without validation or not a bool, a bool or complex step size, devices that are not a
+    list of devices, stop rules that are not names, both kinds of validation at once, and
+    no step size for a named optimizer are each refused, naming the argument, before
+    anything compiles. Unrefused, a missing step size trains at h = 0 and keys are taken
+    by lane, clipped: every run ends unfinished, or trains on another run's noise, without
+    a word."""
     params, data = _tiny_runs()
     three = type(data)(*(np.concatenate([v, v[:1]]) for v in data))
     for name in ("validation", "test"):
@@ -678,6 +679,12 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
     for word in ("off", 0):  # "off" is truthy: every run stopped early at its first check
         with pytest.raises(ValueError, match=r"^early_stopping: .* is not True, False or None"):
             simulate(params, data, 0.01, validation_weights=data.weights, early_stopping=word)
+    for devices in (jax.devices()[0], ["cpu"]):  # no len(); 'str' has no 'platform'
+        with pytest.raises(ValueError, match=r"^devices: a list of JAX devices, such as jax"):
+            simulate(params, data, 0.01, devices=devices)
+    for stop_on in ([["crossed"]], 3):  # unhashable type: 'list'
+        with pytest.raises(ValueError, match=r"^stop_on: a tuple of rule names, such as \('cr"):
+            simulate(params, data, 0.01, stop_on=stop_on)
     for value in (True, 0.1 + 0j):  # True trained with h = 1; complex broke on h > 0
         with pytest.raises(ValueError, match=r"^step_size: (bool|complex128) values; give real"):
             simulate(params, data, value)

@@ -242,6 +242,24 @@ def test_an_optimizer_given_whole_refuses_another_sampler_or_batch_size():
         )
 
 
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
+def test_a_batch_size_for_a_full_batch_optimizer_is_refused(optimizer):
+    """`simulate(optimizer="gd", batch_size=4)` trained on every point with nothing said
+    (the CLI refused it); a full-batch experiment's batch_size (ExperimentSpec keeps one
+    for `compare`) reaches simulate as None."""
+    from gdrelu import ExperimentSpec
+    from gdrelu.cells import training_arguments
+
+    params, data = _batch(2)
+    with pytest.raises(ValueError, match=rf"^batch_size: 4, but '{optimizer}' trains on every"):
+        simulate(params, data, 0.01, optimizer=optimizer, batch_size=4)
+    spec = ExperimentSpec(optimizer=optimizer, batch_size=4)
+    assert training_arguments(spec)["batch_size"] is None
+    if optimizer != "gd":  # minibatches of its own
+        epochs = ExperimentSpec(optimizer=optimizer, sampler="epoch", batch_size=4, stop_on=())
+        assert training_arguments(epochs)["batch_size"] == 4
+
+
 def test_only_the_named_transformations_are_named_optimizers():
     """`is_named` (which sends heavy ball to the propagator and named optimizers to the C
     loop, where they are written out) holds for `NAMED`'s transformations under any

@@ -99,10 +99,11 @@ def test_clopper_pearson_refuses_what_is_no_binomial_count(k, n):
         clopper_pearson(k, n)
 
 
-@pytest.mark.parametrize("level", [0.0, 1.0])
+@pytest.mark.parametrize("level", [0.0, 1.0, "0.9", True])
 def test_levels_at_the_ends_of_0_1_are_refused(level):
     """The ends of (0, 1) are no confidence levels: at 1 every interval is [0, 1], at 0
-    Wilson's z = 0 and its interval is the point k/n. Every entry refuses both."""
+    Wilson's z = 0 and its interval is the point k/n. Every entry refuses both, and a
+    level that is no number ("0.9" failed on '<' between str and int)."""
     from gdrelu.stats import wilson
 
     for call in (
@@ -113,6 +114,11 @@ def test_levels_at_the_ends_of_0_1_are_refused(level):
     ):
         with pytest.raises(ValueError, match=re.escape(f"level: {level!r}")):
             call()
+
+
+def test_counts_of_shapes_that_do_not_broadcast_are_named():
+    with pytest.raises(ValueError, match=r"^clopper_pearson: counts of shapes \(3,\) and \(2,\)"):
+        clopper_pearson([0, 1, 2], [2, 2])
 
 
 def _paired(b, c, same_stuck=10, same_free=20):

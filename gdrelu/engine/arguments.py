@@ -26,6 +26,11 @@ def check_settings(check_every, max_checks, block, redo, patience, alpha, min_de
     _check_scalars(alpha=alpha, min_delta=min_delta)
     if isinstance(stop_on, str):
         raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
+    names = stop_on if isinstance(stop_on, list | tuple) else ()
+    if (stop_on is not None and not isinstance(stop_on, list | tuple)) or not all(
+        isinstance(name, str) for name in names
+    ):
+        raise ValueError(f"stop_on: a tuple of rule names, such as ('crossed',), not {stop_on!r}")
 
 
 def _check_counts(**counts) -> None:
@@ -137,6 +142,10 @@ def check_callers(params: Params, devices, on_check, classify_width) -> None:
     """Refuse an empty device list, an `on_check` that cannot be called and a
     `classify_width` narrower than the networks before anything trains: each would fail
     only after training, or deep inside the placement."""
+    if devices is not None and not (
+        isinstance(devices, list | tuple) and all(isinstance(d, jax.Device) for d in devices)
+    ):
+        raise ValueError(f"devices: a list of JAX devices, such as jax.devices(), not {devices!r}")
     if devices is not None and len(devices) == 0:
         raise ValueError("devices: an empty list; give at least one device, or None for all")
     if on_check is not None and not callable(on_check):

@@ -225,7 +225,13 @@ def _validated(
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     check_kinds(params, data, validation, test)
+    named = optimizer
     optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
+    if batch_size is not None and optimizer.sampler == "full" and named is not optimizer:
+        raise ValueError(
+            f"batch_size: {batch_size!r}, but {optimizer.name!r} trains on every point each step "
+            "(sampler 'full'); give sampler='multinomial' or 'epoch' for minibatches"
+        )
     check_precision(params, data)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
     check_arrays(params, data, step_size, validation_weights, validation, test)
