@@ -214,6 +214,12 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--num-processes", "2"], "--num-processes: needs --distributed"),
         (["--resume", "nowhere"], "--resume"),
         ([*DISTRIBUTED, "--coordinator", "host0"], "--coordinator: 'host0' is not host:port"),
+        ([*DISTRIBUTED, "--coordinator", "h:99999"], "'h:99999' is not host:port (port 1-65535)"),
+        # the protocol set the batch size that the sampler leaves unused
+        (
+            ["--protocol", "sgd", "--sampler", "full"],
+            "sgd trains full-batch (sampler 'full') (batch_size is set by --protocol sgd)",
+        ),
     ],
 )
 def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path, capsys):
@@ -251,6 +257,17 @@ def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
     argv = ["run", "--widths", "4", "--runs", "2", "--cache-dir", str(tmp_path / "a_file")]
     err = _refused_in_one_line([*argv, "--out", str(out)], out, capsys)
     assert "--cache-dir: " in err and "not a directory" in err, err
+
+
+def test_a_cache_variable_that_names_a_file_is_named(tmp_path, capsys, monkeypatch):
+    """The refusal named --cache-dir, a flag the command line never gave."""
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("GDRELU_CACHE_DIR", str(tmp_path / "a_file"))
+    out = tmp_path / "never"
+    err = _refused_in_one_line(["run", "--widths", "4", "--runs", "2", "--out", str(out)], out,
+                               capsys)  # fmt: skip
+    assert err.endswith(f"$GDRELU_CACHE_DIR: {tmp_path}/a_file is a file, not a directory; 'none' "
+                        "turns it off"), err  # fmt: skip
 
 
 def test_unwritable_output_is_reported_before_compute(tmp_path, capsys):
@@ -1707,6 +1724,28 @@ def test_run_flags_and_config_reach_their_own_fields(tmp_path, monkeypatch):
     assert (spec.num_train, spec.num_points, spec.num_samples) == (64, 64, None)
     with pytest.raises(UsageError, match=r"^data_file: is needed exactly when data = 'file'"):
         requested_specs(parser().parse_args(["run", "--data", "star", "--data-file", "d.csv"]))
+
+
+def test_a_configs_data_file_is_read_beside_the_config(tmp_path, monkeypatch):
+    """A relative data_file in a config was read from the working directory, where the
+    command happened to run; now from the config's directory (a flag's stays relative to
+    the working directory). An empty one read the working directory as a file."""
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.cli.options import requested_specs
+    from gdrelu.cli.parser import parser
+
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "c.toml").write_text('data_file = "d.csv"\nstep_size = 0.01\n')
+    (tmp_path / "exp" / "d.csv").write_text("x,y\n-2,1\n-1,0\n1,0\n2,1\n")
+    (tmp_path / "d.csv").write_text("x,y\n-2,1\n-1,0\n1,0\n")  # the working directory's
+    monkeypatch.chdir(tmp_path)
+    (spec,) = requested_specs(parser().parse_args(["run", "--config", "exp/c.toml"]))
+    assert spec.data_file == str(tmp_path / "exp" / "d.csv") and spec.num_points == 4
+    (flag,) = requested_specs(parser().parse_args(["run", "--data-file", "d.csv"]))
+    assert flag.data_file == str(tmp_path / "d.csv") and flag.num_points == 3
+    (tmp_path / "empty.toml").write_text('data_file = ""\n')
+    with pytest.raises(UsageError, match=r"^data_file: an empty path$"):
+        requested_specs(parser().parse_args(["run", "--config", "empty.toml"]))
 
 
 def test_memory_budget_takes_both_ends_of_its_range():

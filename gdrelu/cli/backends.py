@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from gdrelu import cache
 from gdrelu.cli.errors import UsageError
 
 
@@ -81,7 +82,9 @@ def _check_cache_dir(path: Path) -> None:
     when it cannot write there. (A directory it cannot create or write, as a read-only
     default ~/.cache, leaves JAX's warning and the run going on without the cache.)"""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--cache-dir: {path} is a file, not a directory; 'none' turns it off")
+        variable = os.environ.get(cache.VARIABLE)
+        named = f"${cache.VARIABLE}" if variable and Path(variable) == path else "--cache-dir"
+        raise UsageError(f"{named}: {path} is a file, not a directory; 'none' turns it off")
 
 
 def use_every_cpu_core() -> None:
@@ -144,8 +147,8 @@ def start_processes(args, specs):
         raise UsageError("--distributed: not with --target-halfwidth yet")
     if args.coordinator is not None:
         host, colon, port = args.coordinator.rpartition(":")
-        if not (host and colon and port.isdigit()):
-            raise UsageError(f"--coordinator: {args.coordinator!r} is not host:port")
+        if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+            raise UsageError(f"--coordinator: {args.coordinator!r} is not host:port (port 1-65535)")
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -26,9 +26,9 @@ def requested_specs(args) -> list[ExperimentSpec]:
     values = _merged(layers)
     try:
         specs = specs_from(values, getattr(args, "optimizers", None))
+        refuse_unused(values, args, specs)
     except UsageError as e:
         raise UsageError(_with_origin(str(e), layers)) from None
-    refuse_unused(values, args, specs)
     return specs
 
 
@@ -79,6 +79,8 @@ def _merged(layers) -> dict[str, Any]:
         values.update(fields)
     if "data_file" in values and "data" not in values:
         values["data"] = "file"
+    if values.get("data_file") == "":  # Path("") is the working directory
+        raise UsageError("data_file: an empty path")
     if isinstance(values.get("data_file"), str):  # a resume may start in another directory
         values["data_file"] = str(Path(values["data_file"]).resolve())
     return values
@@ -120,9 +122,14 @@ def compared(values: dict[str, Any], optimizer: str) -> dict[str, Any]:
 
 
 def _config(path) -> dict[str, Any]:
+    """The config file's fields; its data_file relative to the file's own directory."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            config = tomllib.load(f)
+        data_file = config.get("data_file")
+        if isinstance(data_file, str) and data_file.strip():
+            config["data_file"] = str(Path(path).parent / Path(data_file).expanduser())
+        return config
     except OSError as e:
         raise UsageError(f"--config: cannot read {path}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -265,7 +265,11 @@ def _add_run_only(run: argparse.ArgumentParser) -> None:
 
 
 def _add_common(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--config", type=Path, help="TOML file of experiment settings")
+    command.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file of experiment settings (its data_file relative to the file)",
+    )
     command.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
     command.add_argument(
         "--resume",
