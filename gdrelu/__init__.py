@@ -4,51 +4,59 @@ Holzmüller & Steinwart (JMLR 2022) proved that two-layer (Leaky)ReLU networks w
 initialization and zero biases, trained by GD on least squares, usually cannot move
 their kinks past the data and end in a per-side linear regression. gdrelu trains many
 such networks at once (jit + vmap + lax.scan) and estimates how often.
+
+The names below are imported on first use (PEP 562), so that `import gdrelu.cli` does
+not start JAX: the `gdrelu` command then handles Ctrl-C from its first instant.
 """
 
-from gdrelu import theory
-from gdrelu.cells import Cell, run_key
-from gdrelu.data import WeightedData, multinomial_weights, paper_data, six_points
-from gdrelu.engine import gd_step, simulate
-from gdrelu.init import he_init, swapped_init
-from gdrelu.model import (
-    Params,
-    activation,
-    activation_pattern,
-    forward,
-    kinks,
-    max_abs_kink,
-    weighted_loss,
-)
-from gdrelu.outcome import SimulationResult, Status
-from gdrelu.runner import run_experiment
-from gdrelu.spec import ExperimentSpec, SpecError
-from gdrelu.stats import clopper_pearson, failure_probability
+from __future__ import annotations
 
-__all__ = [
-    "Cell",
-    "ExperimentSpec",
-    "Params",
-    "SimulationResult",
-    "SpecError",
-    "Status",
-    "WeightedData",
-    "activation",
-    "activation_pattern",
-    "clopper_pearson",
-    "failure_probability",
-    "forward",
-    "gd_step",
-    "he_init",
-    "kinks",
-    "max_abs_kink",
-    "multinomial_weights",
-    "paper_data",
-    "run_experiment",
-    "run_key",
-    "simulate",
-    "six_points",
-    "swapped_init",
-    "theory",
-    "weighted_loss",
-]
+import importlib
+
+_HOMES = {
+    "Cell": "cells",
+    "run_key": "cells",
+    "WeightedData": "data",
+    "multinomial_weights": "data",
+    "paper_data": "data",
+    "six_points": "data",
+    "gd_step": "engine",
+    "simulate": "engine",
+    "he_init": "init",
+    "swapped_init": "init",
+    "Params": "model",
+    "activation": "model",
+    "activation_pattern": "model",
+    "forward": "model",
+    "kinks": "model",
+    "max_abs_kink": "model",
+    "weighted_loss": "model",
+    "SimulationResult": "outcome",
+    "Status": "outcome",
+    "run_experiment": "runner",
+    "ExperimentSpec": "spec",
+    "SpecError": "spec",
+    "clopper_pearson": "stats",
+    "failure_probability": "stats",
+}
+
+__all__ = sorted([*_HOMES, "theory"])
+
+
+def __getattr__(name: str):
+    """An exported name from its module, or a submodule (`gdrelu.theory`), on first use."""
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"gdrelu.{_HOMES[name]}"), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"gdrelu.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"gdrelu.{name}":
+                raise
+    raise AttributeError(f"module 'gdrelu' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,5 +1,6 @@
 """The `gdrelu` command: outputs, their schema, and one-line errors with exit code 2."""
 
+import contextlib
 import csv
 import json
 import os
@@ -662,6 +663,62 @@ def test_an_ignored_sigint_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_command_handles_ctrl_c_before_jax_loads(tmp_path, monkeypatch, capsys):
+    """`gdrelu` imported `gdrelu/__init__`, and JAX with it (over a second), before
+    `main` could handle Ctrl-C: a traceback, or a Ctrl-C that a callback dropped and the
+    run went on to its end. The package now imports its names on first use, and a Ctrl-C
+    dropped while JAX loads ends the command before it writes anything."""
+    import subprocess
+    import sys
+
+    from gdrelu.cli import interrupt
+
+    code = "import sys, gdrelu.cli; print('jax' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"  # fmt: skip
+    install = interrupt.install
+
+    def dropped_while_loading():
+        previous = install()
+        interrupt._pending.set()  # as a gc callback swallows its KeyboardInterrupt
+        return previous
+
+    monkeypatch.setattr(interrupt, "install", dropped_while_loading)
+    out = tmp_path / "never"
+    assert main(["run", "--widths", "4", "--runs", "2", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "gdrelu: interrupted\n" and not out.exists()
+
+
+def test_a_dropped_ctrl_c_prints_no_traceback(monkeypatch):
+    """A KeyboardInterrupt raised in a gc callback printed "Exception ignored in ..." and
+    its traceback before the one-line message; while the handler is installed and the
+    interrupt pending, such an exception is quiet, and any other reaches the hook that
+    was there before."""
+    import signal
+    import sys
+
+    from gdrelu.cli import interrupt
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    class Dropped:
+        def __init__(self, exc_type):
+            self.exc_type = exc_type
+
+    previous = interrupt.install()
+    try:
+        sys.unraisablehook(Dropped(KeyboardInterrupt))  # not pending: reported
+        with contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        sys.unraisablehook(Dropped(KeyboardInterrupt))  # pending: quiet
+        sys.unraisablehook(Dropped(ValueError))
+    finally:
+        interrupt.restore(previous)
+    assert [r.exc_type for r in reported] == [KeyboardInterrupt, ValueError]
+    assert sys.unraisablehook == reported.append
 
 
 @pytest.mark.parametrize(("command", "stopped", "finish"), OTHER_COMMANDS)
@@ -1477,7 +1534,6 @@ def test_the_bar_counts_each_batch_from_its_own_first_check():
 def test_a_swallowed_ctrl_c_stops_the_run_at_the_next_check():
     """A Ctrl-C whose KeyboardInterrupt a gc callback swallowed is raised again at the next
     check of the batch in training, not only once the batch ends; `restore` forgets it."""
-    import contextlib
     import signal
 
     from gdrelu.cli import interrupt

@@ -32,6 +32,7 @@ import sys
 import warnings
 
 from gdrelu.cache import default_cache_dir
+from gdrelu.cli import interrupt
 from gdrelu.cli.errors import EXIT_USAGE, Interrupted, UsageError
 
 __all__ = ["default_cache_dir", "main"]
@@ -42,23 +43,26 @@ def main(argv=None) -> int:
     a width of which one run cannot fit in the memory budget, or a run directory that
     cannot be resumed (a stored unit unreadable or of other cells). Ctrl-C while the
     command starts (its imports take seconds) ends it on one line too."""
+    previous_handler = interrupt.install()  # before JAX is imported (`gdrelu` imports lazily)
     try:
         return _main(argv)
     except KeyboardInterrupt:
         print("gdrelu: interrupted", file=sys.stderr)
         return 130
+    finally:
+        interrupt.restore(previous_handler)
 
 
 def _main(argv) -> int:
-    from gdrelu.cli import backends, interrupt, outdir, reproduce, resume, run, section10
+    from gdrelu.cli import backends, outdir, reproduce, resume, run, section10
     from gdrelu.cli.parser import parser
     from gdrelu.memory import BudgetError
     from gdrelu.spec import SpecError
     from gdrelu.store import ResumeError
 
+    interrupt.raise_if_pending()  # a Ctrl-C that a callback swallowed while JAX loaded
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     args = None
-    previous_handler = interrupt.install()
     restore_kernel = None
     try:
         args = parser().parse_args(argv)
@@ -98,7 +102,6 @@ def _main(argv) -> int:
         if restore_kernel is not None:
             restore_kernel()
         outdir.release()
-        interrupt.restore(previous_handler)
         warnings.formatwarning = formatwarning
 
 
