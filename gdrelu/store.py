@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +52,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
             tmp.unlink()
         raise
     _sync_directory(path.parent)
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")  # `_atomic_write`'s .NAME.PID.tmp
+
+
+def stale_temporaries(out: Path) -> list[Path]:
+    """`_atomic_write`'s temporary files in `out`, units/ and units/parts/ whose writer is
+    gone (a process killed while it wrote): never a finished file, safe to remove."""
+    found = []
+    for directory in (out, out / UNITS, out / UNITS / PARTS):
+        for path in sorted(directory.iterdir()) if directory.is_dir() else ():
+            match = _TEMPORARY.match(path.name)
+            if match and not _alive(int(match.group(1))):
+                found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (on Windows, where signal 0 is Ctrl-C: assumed so)."""
+    if os.name == "nt" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _sync_directory(directory: Path) -> None:
@@ -149,6 +178,12 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     if not out_dir.is_dir():
         raise ResumeError(f"{out_dir} is not a directory")
     if not path.exists():
+        writing = [p.name for p in stale_temporaries(out_dir) if p.name.startswith(f".{MANIFEST}.")]
+        if writing:
+            raise ResumeError(
+                f"{out_dir} holds only the {MANIFEST} its run was writing when it stopped "
+                f"({writing[0]}): nothing was trained; start the run again there with --out"
+            )
         raise ResumeError(f"{out_dir} has no {MANIFEST}: not a gdrelu run")
     try:
         started = json.loads(path.read_text())

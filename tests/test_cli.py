@@ -306,6 +306,47 @@ def test_units_without_a_manifest_are_no_run_to_resume(small_run, tmp_path, caps
     capsys.readouterr()
 
 
+def _dead_pid() -> int:
+    """The id of a process that has ended."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
+
+
+def test_files_a_killed_writer_left_are_swept(small_run, tmp_path, capsys):
+    """A process killed inside `store._atomic_write` leaves .NAME.PID.tmp: a run killed
+    while it wrote its manifest left a directory that --out refused as not empty and
+    --resume as no gdrelu run, and a resume kept such files of its units. Each is now
+    said or removed once the directory is held; a live writer's file is left alone."""
+    from gdrelu.cli import outdir
+
+    dead, alive = _dead_pid(), os.getpid()
+    out = tmp_path / "killed"
+    out.mkdir()
+    (out / f".manifest.json.{dead}.tmp").write_bytes(b'{"specs": [')
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gdrelu: error: --resume: {out} holds only the manifest.json its run was "
+                   f"writing when it stopped (.manifest.json.{dead}.tmp): nothing was trained; "
+                   "start the run again there with --out"), err  # fmt: skip
+    (out / f".runs.csv.{alive}.tmp").write_bytes(b"")
+    with pytest.raises(outdir.UsageError, match=rf"is not empty \(.runs.csv.{alive}.tmp\)"):
+        outdir._created(out)
+    (out / f".runs.csv.{alive}.tmp").unlink()
+    try:
+        assert outdir._created(out) == out and sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        outdir.release()
+    started = _started_copy(small_run, tmp_path / "started")
+    (started / "units" / f".gd-w4.npz.{dead}.tmp").write_bytes(b"PK")
+    assert main(["run", "--resume", str(started), "--quiet"]) == 0
+    assert not list(started.rglob("*.tmp")) and (started / "summary.json").exists()
+    capsys.readouterr()
+
+
 def test_a_new_run_does_not_take_the_units_of_a_started_one(small_run, tmp_path, capsys):
     """A started run's units were trained with its spec: another spec (here seed 7) must
     not read them as its own, so --out refuses the directory and leaves it as it was."""

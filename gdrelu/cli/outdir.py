@@ -29,6 +29,7 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
             raise UsageError(f"--resume: {err}") from None
         _writable(args.resume, "--resume")
         _held(args.resume, "--resume")
+        _remove_stale_temporaries(args.resume)
         return args.resume
     out = _created(args.out)  # first: a place it cannot write is no question of space
     try:
@@ -108,14 +109,25 @@ def _created(out: Path | None) -> Path:
     _writable(out, "--out")
     _held(out, "--out")
     _refuse_used(out)  # again, now that no other gdrelu process can start there
+    _remove_stale_temporaries(out)
     return out
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove what a killed writer left in `out` (`store.stale_temporaries`), once held."""
+    from gdrelu.store import stale_temporaries
+
+    for path in stale_temporaries(out):
+        path.unlink(missing_ok=True)
 
 
 def _refuse_used(out: Path) -> None:
     """Refuse a directory that holds anything: a run's results or start, or other files
     that runs.csv, summary.json and the figures would overwrite."""
-    from gdrelu.store import MANIFEST
+    from gdrelu.store import MANIFEST, stale_temporaries
 
+    if not out.is_dir():
+        return
     if (out / "summary.json").exists():
         raise UsageError(f"--out: {out} already holds results; choose another directory")
     if (out / MANIFEST).exists():  # units/ alone is no run a resume could finish
@@ -123,7 +135,8 @@ def _refuse_used(out: Path) -> None:
             f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
             "another directory"
         )
-    found = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
+    stale = {p.name for p in stale_temporaries(out)}  # removed once `out` is held
+    found = [p.name for p in sorted(out.iterdir()) if p.name not in (LOCK, *stale)]
     if found:
         named = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise UsageError(f"--out: {out} is not empty ({named}); choose a new or empty directory")
