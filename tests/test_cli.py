@@ -1890,11 +1890,15 @@ def test_process_0_of_a_distributed_run_writes_and_names_its_directory_on_ctrl_c
 ):
     """--distributed process 0 of 2 (jax.distributed stubbed, training interrupted at
     once) is the writer: it opens the run directory with its manifest, and on Ctrl-C
-    exits 130 naming the command that finishes the run."""
+    exits 130 naming the command that finishes the run, with the memory budget it gave
+    (the same budget keeps the results to the bit; the hint left it out)."""
     out = tmp_path / "run"
-    assert main(["run", *SMALL, "--out", str(out), *_as_process(monkeypatch, 0)]) == 130
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == f"gdrelu: interrupted; finish with: gdrelu run --resume {out}", last
+    argv = ["run", *SMALL, "--out", str(out), "--memory-budget", "2.5"]
+    assert main([*argv, *_as_process(monkeypatch, 0)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    finish = f"gdrelu run --resume {out} --memory-budget 2.5"
+    assert err[-1] == f"gdrelu: interrupted; finish with: {finish}", err
+    assert f"`{finish}` (one process, no --distributed) finishes the run" in err[0], err
     assert (out / "manifest.json").exists()
 
 

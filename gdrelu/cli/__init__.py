@@ -122,4 +122,4 @@ def _resume_hint(args) -> str:
     if started is None or not (started / MANIFEST).exists():  # nothing to resume yet
         return ""
     command = "reproduce" if getattr(args, "command", None) == "reproduce" else "run"
-    return f"; finish with: {backends.resume_command(command, started)}"
+    return f"; finish with: {backends.resume_command(command, started, args)}"

@@ -37,13 +37,18 @@ def use_kernel(kernel: str | None):
     return restore
 
 
-def resume_command(command: str, out) -> str:
+def resume_command(command: str, out, args=None) -> str:
     """The command that finishes the run directory `out`: with the --kernel it needs
-    where the kernel asked for (the flag's or $GDRELU_PROPAGATOR_KERNEL's) is not auto."""
+    where the kernel asked for (the flag's or $GDRELU_PROPAGATOR_KERNEL's) is not auto,
+    and the --memory-budget of `args` if it gave one (the same budget keeps the bits)."""
     from gdrelu.engine import requested_kernel
 
-    kernel = requested_kernel()
-    return f"gdrelu {command} --resume {out}" + (f" --kernel {kernel}" if kernel != "auto" else "")
+    kernel, budget = requested_kernel(), getattr(args, "memory_budget", None)
+    return (
+        f"gdrelu {command} --resume {out}"
+        + (f" --kernel {kernel}" if kernel != "auto" else "")
+        + (f" --memory-budget {budget:g}" if budget is not None else "")
+    )
 
 
 def check_specs_kernel(specs, kernel_flag=None) -> None:

@@ -91,7 +91,7 @@ def execute(args, started: dict | None = None) -> int:
     except KeyboardInterrupt:
         if not args.quiet:
             print(file=sys.stderr)  # end the progress line
-        raise Interrupted(backends.resume_command("reproduce", out)) from None
+        raise Interrupted(backends.resume_command("reproduce", out, args)) from None
     if not args.quiet:
         print(file=sys.stderr)
     print(f"report: {path} and {path.with_suffix('.html')}")

@@ -53,7 +53,7 @@ def execute(args, started: dict | None = None) -> int:
     except KeyboardInterrupt:
         progress.close()  # before the message, so that no part of the bar follows it
         if writer:
-            raise Interrupted(backends.resume_command("run", out)) from None
+            raise Interrupted(backends.resume_command("run", out, args)) from None
         return 130
     except (SpecError, BudgetError):  # refuted by the draws (`runner`): no half-written run
         if out is not None and started is None:
@@ -106,16 +106,16 @@ def _run_directory(args, specs, processes):
     elsewhere = UsageError("--distributed: process 0 could not open the run directory (it says)")
     out = processes.agreed(opened, (UsageError, OSError), elsewhere)
     if out is not None:
-        _announce_resume(out, processes.count)
+        _announce_resume(out, processes.count, args)
     return out
 
 
-def _announce_resume(out, count: int) -> None:
+def _announce_resume(out, count: int, args) -> None:
     """Before a distributed run trains: a process that dies makes the others abort in
     C++ (no Python handler runs), so the way to finish comes first."""
     print(
         f"gdrelu: {count} processes; if one dies the others abort, and "
-        f"`{backends.resume_command('run', out)}` (one process, no --distributed) finishes "
+        f"`{backends.resume_command('run', out, args)}` (one process, no --distributed) finishes "
         "the run",
         file=sys.stderr,
     )

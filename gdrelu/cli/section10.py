@@ -53,7 +53,7 @@ def execute(args, started: dict | None = None) -> int:
             )
     except KeyboardInterrupt:
         progress.close()
-        raise Interrupted(backends.resume_command("run", out)) from None
+        raise Interrupted(backends.resume_command("run", out, args)) from None
     finally:
         progress.close()
     seconds = before + time.perf_counter() - start
