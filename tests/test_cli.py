@@ -1203,6 +1203,9 @@ def test_a_flag_that_makes_no_spec_with_a_comparisons_names_what_differs(
     assert main(["compare", "--resume", str(started), "--optimizers", "gd,adam"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("(differs in optimizers: recorded gd,sgd, given gd,adam)"), err
+    assert main(["run", "--resume", str(started), "--optimizer", "gd"]) == 2  # "given gd,gd"
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("(differs in optimizers: recorded gd,sgd, given gd)"), err
 
 
 def test_a_resume_takes_the_deltas_in_any_order(small_run, tmp_path):

@@ -113,7 +113,8 @@ def _differing(recorded: list[ExperimentSpec], requested: list[ExperimentSpec]) 
 
     was, now = ([s.optimizer for s in specs] for specs in (recorded, requested))
     if len(was) != len(now) or (len(was) > 1 and was != now):  # a compare's optimizers
-        return f"optimizers: recorded {','.join(was)}, given {','.join(now)}"
+        given = ",".join(dict.fromkeys(now))  # --optimizer gd set every spec's: "gd"
+        return f"optimizers: recorded {','.join(was)}, given {given}"
     fields: dict[str, str] = {}  # each field as the first spec that differs in it has it
     for was, now in zip(recorded, requested, strict=True):
         before, after = was.to_dict(), now.to_dict()
