@@ -209,6 +209,13 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
         raise ResumeError(f"{out_dir} was started with {len(was)} specs, this run has {len(now)}")
     hashed = "data_sha256" in started.get("settings", {})  # then a file is named by content
     for before, after in zip(was, now, strict=True):
+        missing = [f for f in after if f not in before]
+        if len(missing) > 3:  # fewer: named below, each "not recorded"
+            raise ResumeError(
+                f"{out_dir}/{MANIFEST} records a spec without {len(missing)} of its fields "
+                f"({', '.join(missing[:3])}, ...): an edited manifest, or a run of an older "
+                "gdrelu; start it again in a new directory"
+            )
         differ = [f for f in differing_fields(before, after) if not (hashed and f == "data_file")]
         if differ:
             said = "; ".join(recorded_and_given(before, after, f, "this run has") for f in differ)

@@ -358,6 +358,11 @@ def test_a_field_that_one_side_lacks_differs(tmp_path):
     said = 'differs in stuck_rule: not recorded, this run has "auto"'
     with pytest.raises(store.ResumeError, match=re.escape(said)):
         store.check_manifest(tmp_path, now)
+    store.write_manifest(tmp_path, {**now, "specs": [{"widths": [4], "runs": 2}]})
+    fields = len(spec.to_dict()) - 2  # each was listed, "not recorded"
+    said = f"records a spec without {fields} of its fields (data, dim, num_train, ...)"
+    with pytest.raises(store.ResumeError, match=re.escape(said)):
+        store.check_manifest(tmp_path, now)
 
 
 TEN = [2**k for k in range(1, 11)]  # 2, 4, ..., 1024: 56 characters as JSON
