@@ -9,7 +9,7 @@ the best configuration at the same (distribution, d), against d.
 
 Each group trains through the runner's memory-budgeted batches and is stored as one unit,
 so a grid is resumable. The deviations from the paper are stated in the outputs
-(`DEVIATIONS`).
+(`deviations`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ from gdrelu.cells import Cell, CellResult
 from gdrelu.parts import train_keeping_parts
 from gdrelu.runner import stored_cells, train_cells
 from gdrelu.spec import ExperimentSpec
-
-DEVIATIONS = (
-    "momentum uses the SGD base step size (the paper gives none)",
-    "the validation RMSE is evaluated every `eval_epochs` epochs, not after every epoch",
-    "the 'small' scale uses a narrower network and fewer epochs so that it fits a laptop",
-)
 
 BIAS_INITS = (
     "zero",
@@ -106,6 +100,38 @@ SCALES = {
         eval_epochs_times_d=32,
     ),
 }
+
+
+def deviations(name: str, scale: Scale) -> list[str]:
+    """How a grid of `scale` (named `name`) departs from the paper's Section 10, as its
+    summary.json says: the evaluation interval, momentum's step sizes where it trains,
+    and every size other than the "full" scale's (the paper's)."""
+    said = [
+        "the validation RMSE is evaluated every max(1, eval_epochs_times_d / d) epochs "
+        "(`sizes`), not after every epoch"
+    ]
+    if "momentum" in scale.optimizers:
+        said.append("momentum uses the SGD base step size (the paper gives none)")
+    full = SCALES["full"]
+    cuts = [
+        f"{field.name} {_short(getattr(scale, field.name))} (full: "
+        f"{_short(getattr(full, field.name))})"
+        for field in dataclasses.fields(Scale)
+        if getattr(scale, field.name) != getattr(full, field.name)
+    ]
+    if cuts:
+        said.append(
+            f"the {name!r} scale is cut down to fit a laptop from 'full', the paper's sizes "
+            f"(but the evaluation interval): {'; '.join(cuts)}"
+        )
+    return said
+
+
+def _short(value) -> str:
+    """A size as summary.json states it: a long tuple by its ends."""
+    if isinstance(value, tuple) and len(value) > 8:
+        return f"({value[0]}, ..., {value[-1]})"
+    return str(value)
 
 
 def configurations(scale: Scale) -> list[dict[str, Any]]:
@@ -308,6 +334,6 @@ def summary(
         "best": best,
         "seconds": seconds,
         "backend": backend,
-        "deviations": list(DEVIATIONS),
+        "deviations": deviations(scale_name, scale),
         **provenance.recorded(group_specs(scale, seed)),
     }

@@ -83,10 +83,11 @@ class ExperimentSpec:
     `stop_on` is passed to `simulate` (None: the rules valid for the optimizer; none
     when the biases do not start at zero, where the paper's crossing rule and
     certificate do not apply).
-    `stuck_rule` says what P(stuck) counts: "certificate" (certified or degenerate; the
-    default where the certificate is a proof: full-batch GD on 1-D data, the paper's init,
-    and `stop_on` has both rules),
-    "final" (the default elsewhere, and `gdrelu compare`'s for all: certified or
+    `alpha` is the leak α ∈ [0, 1) of σ_α (0: ReLU).
+    `stuck_rule` says what P(stuck) counts: "certificate" (certified or degenerate; what
+    "auto", the default, takes where the certificate is a proof: full-batch GD on 1-D
+    data, the paper's init, and `stop_on` has both rules),
+    "final" (what "auto" takes elsewhere, and `gdrelu compare`'s for all: certified or
     degenerate, or a final network still in the linear regime, `detectors`, of a run
     neither diverged nor stopped by the crossing rule).
     `buckets` says which widths share a compiled program (`buckets.width_buckets`); a

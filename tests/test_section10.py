@@ -216,6 +216,22 @@ def test_the_paper_scale_grid():
             assert (spec.check_every, spec.max_checks) == (64, 8192 // 64)
 
 
+def test_each_scale_states_its_own_deviations():
+    """summary.json said "the 'small' scale uses a narrower network" and named momentum's
+    step sizes at every scale, tiny (no momentum) and full (the paper's sizes) included."""
+    full, tiny = (section10.deviations(n, section10.SCALES[n]) for n in ("full", "tiny"))
+    assert len(full) == 2 and "momentum uses the SGD base step size" in full[1]
+    assert not any("momentum uses" in d for d in tiny)
+    assert tiny[-1].startswith("the 'tiny' scale is cut down to fit a laptop from 'full'")
+    for cut in (
+        "dims (1, 2) (full: (1, 2, 4, 8, 16, 32, 64))",
+        "width 32 (full: 512)",
+        "step_exponents (-2, 2) (full: (-12, ..., 10))",
+        "inits ('he',) (full: ",
+    ):
+        assert cut in tiny[-1], tiny[-1]  # fmt: skip
+
+
 @pytest.mark.slow  # compiles four groups' programs; the grid and the choice: tests above
 def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
     monkeypatch.setitem(section10.SCALES, "small", TINY)
@@ -232,7 +248,11 @@ def test_tiny_preset_writes_table_and_figure(tmp_path, monkeypatch):
     assert len(lines) == 1 + 2 * 2 * 2
     assert (out / "section10.png").read_bytes()[:4] == b"\x89PNG"
     # held-out points: every group trains on the general path, off the propagator's kernels
-    assert summary["deviations"] and summary["settings"] == {"kernels": "none"}
+    assert summary["settings"] == {"kernels": "none"}
+    # this grid's own cuts, no momentum here (the deviations were one text for all grids)
+    said = " ".join(summary["deviations"])
+    assert "the 'small' scale is cut down" in said and "optimizers ('adam',)" in said
+    assert "width 8 (full: 512)" in said and "momentum uses" not in said
     # every group is a stored unit: a resume trains nothing and writes the same table
     table = (out / "section10.csv").read_text()
     assert main(["run", "--preset", "section10", "--resume", str(out), "--quiet"]) == 0

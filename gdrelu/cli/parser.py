@@ -96,6 +96,14 @@ def _one_of(values, field: str | None = None) -> str:
     return f"one of {', '.join(values)}{default}"
 
 
+def _sampler_defaults() -> str:
+    """Each sampler with the named optimizers that take it by default (`optim.NAMED`)."""
+    takes: dict[str, list[str]] = {}
+    for name, (_, sampler) in NAMED.items():
+        takes.setdefault(sampler, []).append(name)
+    return "; ".join(f"{sampler} for {', '.join(names)}" for sampler, names in takes.items())
+
+
 # flag name -> (spec field, type, help)
 RUN_FLAGS = {
     "--widths": ("widths", _int_list, f"comma-separated widths n (default {_default('widths')})"),
@@ -121,8 +129,8 @@ RUN_FLAGS = {
         "early_stopping",
         _on_off,
         "on: a run also stops when its validation loss has not improved by 1e-8 in 10 "
-        "checks, the paper code's rule for SGD and Adam; on or off (default off, or "
-        "run --protocol's own)",
+        "checks, the paper code's rule for SGD and Adam; on or off (default off; with "
+        "run --protocol, the protocol's)",
     ),
     "--target-halfwidth": ("target_halfwidth", float, "add runs until each 95%% CI half-width ≤ H"),
     "--max-runs": ("max_runs", int, "most runs per cell, needed with --target-halfwidth"),
@@ -136,7 +144,8 @@ RUN_FLAGS = {
     "--sampler": (
         "sampler",
         str,
-        f"minibatches: {_one_of(SAMPLERS)} (default: the optimizer's; gd is full-batch)",
+        f"minibatches: {_one_of(SAMPLERS)} (default: {_sampler_defaults()}; full: every "
+        "point at every step)",
     ),
     "--batch-size": ("batch_size", int, f"minibatch size B (default {_default('batch_size')})"),
     "--data": ("data", str, f"{_one_of(DATA_CHOICES, 'data')}; file reads --data-file"),
