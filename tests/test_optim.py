@@ -724,7 +724,9 @@ def test_fixed_pattern_path_equals_the_general_path(optimizer, sampler):
     indices = np.arange(24)
     params, data, _ = initial_runs(cell, indices)
     h = 0.05 if optimizer != "adam" else 0.005
-    kwargs = dict(optimizer=optimizer, sampler=sampler, batch_size=4, key=noise_keys(cell, indices))
+    batch_size = None if sampler is None else 4  # full-batch: none to give
+    kwargs = dict(optimizer=optimizer, sampler=sampler, batch_size=batch_size,
+                  key=noise_keys(cell, indices))  # fmt: skip
     kwargs.update(check_every=50, max_checks=8, stop_on=())
     fast = simulate(params, data, h, path="fixed_pattern", **kwargs)
     general = simulate(params, data, h, path="general", **kwargs)
