@@ -142,11 +142,14 @@ def _with_step_size(values: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(step, str) or step in STEP_SIZE_RULES:
         return values
     try:
-        return {**values, "step_size": float(step)}
+        number = float(step)
     except ValueError:
         raise UsageError(
             f"step_size: {step!r} is not one of {', '.join(STEP_SIZE_RULES)} or a positive number"
         ) from None
+    if number == 0 and any(digit in step for digit in "123456789"):  # 1e-400 reads as 0.0
+        raise UsageError(f"step_size: {step!r} is 0 in floating point")
+    return {**values, "step_size": number}
 
 
 def budget_bytes(gigabytes: float | None) -> int | None:
