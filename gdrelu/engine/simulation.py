@@ -225,13 +225,7 @@ def _validated(
 ) -> _Plan:
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     check_kinds(params, data, validation, test)
-    named = optimizer
-    optimizer = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
-    if batch_size is not None and optimizer.sampler == "full" and named is not optimizer:
-        raise ValueError(
-            f"batch_size: {batch_size!r}, but {optimizer.name!r} trains on every point each step "
-            "(sampler 'full'); give sampler='multinomial' or 'epoch' for minibatches"
-        )
+    optimizer = _optimizer(optimizer, sampler, batch_size)
     check_precision(params, data)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
     check_arrays(params, data, step_size, validation_weights, validation, test)
@@ -258,6 +252,18 @@ def _validated(
     shape, dtype = native_general.data_shape(data.x), params_dtype(params)
     native_general.check_requested(requested_kernel(kernel), optimizer, *shape, dtype)
     return _Plan(optimizer, rules, path, noise_key)
+
+
+def _optimizer(optimizer, sampler, batch_size) -> Optimizer:
+    """`get_optimizer`, refusing a batch size given for an optimizer that trains on every
+    point at every step (sampler "full"), which would have been ignored."""
+    trained = get_optimizer(optimizer, sampler=sampler, batch_size=batch_size)
+    if batch_size is not None and trained.sampler == "full" and trained is not optimizer:
+        raise ValueError(
+            f"batch_size: {batch_size!r}, but {trained.name!r} trains on every point each step "
+            "(sampler 'full'); give sampler='multinomial' or 'epoch' for minibatches"
+        )
+    return trained
 
 
 def _early_stopping(early_stopping, validation_weights, validation) -> bool:
