@@ -9,9 +9,8 @@ The names below are imported on first use (PEP 562), so that `import gdrelu.cli`
 not start JAX: the `gdrelu` command then handles Ctrl-C from its first instant.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
+import pkgutil as _pkgutil
 
 _HOMES = {
     "Cell": "cells",
@@ -46,12 +45,12 @@ __all__ = sorted([*_HOMES, "theory"])
 def __getattr__(name: str):
     """An exported name from its module, or a submodule (`gdrelu.theory`), on first use."""
     if name in _HOMES:
-        value = getattr(importlib.import_module(f"gdrelu.{_HOMES[name]}"), name)
+        value = getattr(_importlib.import_module(f"gdrelu.{_HOMES[name]}"), name)
         globals()[name] = value
         return value
-    if not name.startswith("_"):
+    if name.isidentifier() and not name.startswith("_"):
         try:
-            return importlib.import_module(f"gdrelu.{name}")
+            return _importlib.import_module(f"gdrelu.{name}")
         except ModuleNotFoundError as err:
             if err.name != f"gdrelu.{name}":
                 raise
@@ -59,4 +58,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    submodules = (module.name for module in _pkgutil.iter_modules(__path__))
+    return sorted({*globals(), *__all__, *submodules})

@@ -137,8 +137,8 @@ def parse_bias_init(name: str) -> tuple[str, float | None]:
         return match.group(1), sigma
     if name not in BIAS_INITS or "(" in name or name == "he+k":
         raise ValueError(
-            f"bias_init: {name!r} is not one of {', '.join(BIAS_INITS)}, σ > 0 and k ≥ 1 "
-            "written as numbers: normal(0.1), he+1"
+            f"bias_init: {name!r} is not one of {', '.join(BIAS_INITS)}, σ > 0 and "
+            f"1 ≤ k ≤ {MAX_MIXED_POINTS} written as numbers: normal(0.1), he+1"
         )
     return name, None
 

@@ -48,7 +48,10 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     if hasattr(value, "__array__") and not isinstance(value, str) and np.ndim(value) == 0:
-        return np.asarray(value).item()
+        try:
+            return np.asarray(value).item()
+        except TypeError:  # a JAX PRNG key: no number, refused by the field's check
+            return value
     return value
 
 

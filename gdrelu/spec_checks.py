@@ -173,11 +173,11 @@ def _check_point_at_zero(spec: ExperimentSpec) -> None:
         return
     x = np.asarray(spec.user_data[0], spec.dtype).reshape(1, -1)
     if theory.point_at_zero(x, xp=np)[0]:
-        nearest = float(x.flat[np.argmin(np.abs(x))])
+        nearest, largest = float(x.flat[np.argmin(np.abs(x))]), float(np.max(np.abs(x)))
         raise SpecError(
-            "data_file", f"{spec.data_file} has a point at x = {nearest:.3g}, 0 to {spec.dtype}'s "
-            "precision (within 64 ulp of its largest |x|), where every initial kink is with "
-            "zero biases: the theory needs x_j ≠ 0"
+            "data_file", f"{spec.data_file} has a point at x = {nearest:.3g}, 0 within 64 "
+            f"{spec.dtype} ulp of its largest |x| ({largest:.3g}), where every initial kink is "
+            "with zero biases: the theory needs x_j ≠ 0"
         )  # fmt: skip
 
 

@@ -54,32 +54,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _sync_directory(path.parent)
 
 
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")  # `_atomic_write`'s .NAME.PID.tmp
+# `_atomic_write`'s .NAME.PID.tmp of the files gdrelu writes (a user's .notes.txt.1.tmp
+# is none of them)
+_TEMPORARY = re.compile(r"^\..+\.(json|csv|npz|png|md|html)\.\d+\.tmp$")
 
 
-def stale_temporaries(out: Path) -> list[Path]:
-    """`_atomic_write`'s temporary files in `out`, units/ and units/parts/ whose writer is
-    gone (a process killed while it wrote): never a finished file, safe to remove."""
-    found = []
-    for directory in (out, out / UNITS, out / UNITS / PARTS):
-        for path in sorted(directory.iterdir()) if directory.is_dir() else ():
-            match = _TEMPORARY.match(path.name)
-            if match and not _alive(int(match.group(1))):
-                found.append(path)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs (on Windows, where signal 0 is Ctrl-C: assumed so)."""
-    if os.name == "nt" or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
+def temporaries(out: Path) -> list[Path]:
+    """`_atomic_write`'s temporary files anywhere under `out`: a writer's in progress, or
+    one a killed process left (no finished file is one; once `out` is held, every such
+    file is a dead writer's, since every writer holds the directory)."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.rglob(".*.tmp") if _TEMPORARY.match(p.name) and p.is_file())
 
 
 def _sync_directory(directory: Path) -> None:
@@ -178,7 +164,7 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     if not out_dir.is_dir():
         raise ResumeError(f"{out_dir} is not a directory")
     if not path.exists():
-        writing = [p.name for p in stale_temporaries(out_dir) if p.name.startswith(f".{MANIFEST}.")]
+        writing = [p.name for p in temporaries(out_dir) if p.name.startswith(f".{MANIFEST}.")]
         if writing:
             raise ResumeError(
                 f"{out_dir} holds only the {MANIFEST} its run was writing when it stopped "

@@ -685,6 +685,14 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
     for stop_on in ([["crossed"]], 3):  # unhashable type: 'list'
         with pytest.raises(ValueError, match=r"^stop_on: a tuple of rule names, such as \('cr"):
             simulate(params, data, 0.01, stop_on=stop_on)
+    from gdrelu.engine import arguments, simulation
+
+    for names in ({"crossed"}, frozenset(["crossed"]), np.array(["crossed"]), ["crossed"]):
+        assert arguments.rule_names(names) == ("crossed",)  # any collection of names
+    assert arguments.rule_names(n for n in ("stuck", "crossed")) == ("stuck", "crossed")
+    arguments.check_callers(params, np.array(jax.devices()), None, None)  # a mesh's devices
+    arguments.check_arrays(params, data, jax.numpy.bfloat16(0.01), None, None, None)
+    assert simulation._early_stopping(np.array(True), data.weights, None) is True
     for value in (True, 0.1 + 0j):  # True trained with h = 1; complex broke on h > 0
         with pytest.raises(ValueError, match=r"^step_size: (bool|complex128) values; give real"):
             simulate(params, data, value)

@@ -376,6 +376,8 @@ def test_numpy_and_jax_scalars_are_python_numbers_in_every_field():
     assert [type(getattr(odd, f)) for f in ("runs", "alpha", "seed", "early_stopping")] == [
         int, float, int, bool]  # fmt: skip
     assert json.loads(json.dumps(odd.to_dict())) == json.loads(json.dumps(plain.to_dict()))
+    with pytest.raises(SpecError, match=r"^seed: "):  # a key is no number (it raised TypeError)
+        ExperimentSpec(seed=jax.random.key(0))
 
 
 def test_bias_init_cells_leave_the_paper_cells_alone():

@@ -167,7 +167,7 @@ def test_a_template_name_is_told_how_to_write_its_number(name):
     """`--bias-init he+k` answered "'he+k' is not one of ..., he+k, ...": the templates
     of the list now come with how their numbers are written."""
     with pytest.raises(
-        ValueError, match=r"σ > 0 and k ≥ 1 written as numbers: normal\(0.1\), he\+1$"
+        ValueError, match=r"σ > 0 and 1 ≤ k ≤ 64 written as numbers: normal\(0.1\), he\+1$"
     ):
         parse_bias_init(name)
 

@@ -47,7 +47,7 @@ def resume_command(command: str, out, args=None) -> str:
     return (
         f"gdrelu {command} --resume {out}"
         + (f" --kernel {kernel}" if kernel != "auto" else "")
-        + (f" --memory-budget {budget:g}" if budget is not None else "")
+        + (f" --memory-budget {budget!r}" if budget is not None else "")  # every digit
     )
 
 

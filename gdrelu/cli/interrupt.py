@@ -42,7 +42,8 @@ def install():
 
 def restore(previous) -> None:
     if previous is not None:
-        signal.signal(signal.SIGINT, previous[0])
+        if previous[0] is not None:  # None: a handler not set from Python, left as it is
+            signal.signal(signal.SIGINT, previous[0])
         sys.unraisablehook = previous[1]
     _pending.clear()
 

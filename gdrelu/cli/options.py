@@ -147,7 +147,8 @@ def _with_step_size(values: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(
             f"step_size: {step!r} is not one of {', '.join(STEP_SIZE_RULES)} or a positive number"
         ) from None
-    if number == 0 and any(digit in step for digit in "123456789"):  # 1e-400 reads as 0.0
+    mantissa = step.lower().split("e")[0]
+    if number == 0 and any(digit in mantissa for digit in "123456789"):  # 1e-400 reads as 0.0
         raise UsageError(f"step_size: {step!r} is 0 in floating point")
     return {**values, "step_size": number}
 

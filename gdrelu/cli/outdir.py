@@ -114,17 +114,20 @@ def _created(out: Path | None) -> Path:
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Remove what a killed writer left in `out` (`store.stale_temporaries`), once held."""
-    from gdrelu.store import stale_temporaries
+    """Remove what killed writers left in `out` (`store.temporaries`), now that this
+    process holds it: no other writer can be at work there. Without a lock (a filesystem
+    without flock, Windows) nothing is removed."""
+    from gdrelu.store import temporaries
 
-    for path in stale_temporaries(out):
-        path.unlink(missing_ok=True)
+    if _HELD and _HELD[-1][0] == out and _HELD[-1][1] >= 0:
+        for path in temporaries(out):
+            path.unlink(missing_ok=True)
 
 
 def _refuse_used(out: Path) -> None:
     """Refuse a directory that holds anything: a run's results or start, or other files
     that runs.csv, summary.json and the figures would overwrite."""
-    from gdrelu.store import MANIFEST, stale_temporaries
+    from gdrelu.store import MANIFEST, temporaries
 
     if not out.is_dir():
         return
@@ -135,7 +138,7 @@ def _refuse_used(out: Path) -> None:
             f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
             "another directory"
         )
-    stale = {p.name for p in stale_temporaries(out)}  # removed once `out` is held
+    stale = {p.name for p in temporaries(out) if p.parent == out}  # removed once held
     found = [p.name for p in sorted(out.iterdir()) if p.name not in (LOCK, *stale)]
     if found:
         named = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")

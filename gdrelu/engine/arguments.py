@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gdrelu.data import WeightedData
@@ -17,20 +18,28 @@ from gdrelu.numbers import check_kind, is_integer, is_real
 X64_HINT = 'jax.config.update("jax_enable_x64", True)'
 
 
-def check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on):
+def check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta):
     """The counts, the step budget and the scalars of `simulate`, each named if refused."""
     _check_counts(check_every=check_every, max_checks=max_checks, block=block, redo=redo)
     if not (is_integer(patience) and patience >= 0):  # 0: stop at the first check
         raise ValueError(f"patience: must be an integer ≥ 0, not {patience!r}")
     check_step_budget(check_every, max_checks)
     _check_scalars(alpha=alpha, min_delta=min_delta)
+
+
+def rule_names(stop_on) -> tuple[str, ...] | None:
+    """`stop_on` as a tuple of rule names (None stays None): any collection of strings."""
+    if stop_on is None:
+        return None
     if isinstance(stop_on, str):
         raise ValueError(f"stop_on: a tuple of rule names, such as ({stop_on!r},)")
-    names = stop_on if isinstance(stop_on, list | tuple) else ()
-    if (stop_on is not None and not isinstance(stop_on, list | tuple)) or not all(
-        isinstance(name, str) for name in names
-    ):
+    try:
+        names = tuple(stop_on)
+    except TypeError:
+        names = (stop_on,)
+    if not all(isinstance(name, str) for name in names):
         raise ValueError(f"stop_on: a tuple of rule names, such as ('crossed',), not {stop_on!r}")
+    return tuple(str(name) for name in names)
 
 
 def _check_counts(**counts) -> None:
@@ -69,7 +78,8 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
         )
     if step_size is not None:
         h = np.asarray(jax.device_get(step_size))
-        if h.dtype.kind not in "iuf":  # True trained with h = 1
+        if not (jnp.issubdtype(h.dtype, jnp.floating) or jnp.issubdtype(h.dtype, jnp.integer)):
+            # True trained with h = 1
             raise ValueError(f"step_size: {h.dtype} values; give real numbers")
         if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
             raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
@@ -143,7 +153,8 @@ def check_callers(params: Params, devices, on_check, classify_width) -> None:
     `classify_width` narrower than the networks before anything trains: each would fail
     only after training, or deep inside the placement."""
     if devices is not None and not (
-        isinstance(devices, list | tuple) and all(isinstance(d, jax.Device) for d in devices)
+        isinstance(devices, list | tuple | np.ndarray)
+        and all(isinstance(d, jax.Device) for d in np.ravel(np.asarray(devices, object)))
     ):
         raise ValueError(f"devices: a list of JAX devices, such as jax.devices(), not {devices!r}")
     if devices is not None and len(devices) == 0:

@@ -27,6 +27,7 @@ from gdrelu.engine.arguments import (
     check_precision,
     check_settings,
     params_dtype,
+    rule_names,
 )
 from gdrelu.engine.checks import (
     CheckInputs,
@@ -85,9 +86,9 @@ def simulate(
     an optax transformation with its own learning rate). Runs train in the params' dtype
     (float64 needs `jax_enable_x64`), to which the other inputs are cast. `optimizer`: "gd",
     "sgd", "momentum", "adam", a function h -> optax transformation, or a transformation
-    (`optim.get_optimizer`, with `sampler` and `batch_size`, default 16; an `Optimizer`
-    brings its own); a stochastic sampler needs `key`, one key per run (typed, or (runs, 2)
-    key data). `parameterization`: "standard" (He), "ntk".
+    (`optim.get_optimizer`, with `sampler` and `batch_size`, default 16, refused for a
+    full-batch sampler; an `Optimizer` brings its own); a stochastic sampler needs `key`,
+    one key per run (typed, or (runs, 2) key data). `parameterization`: "standard" (He), "ntk".
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
@@ -227,7 +228,8 @@ def _validated(
     check_kinds(params, data, validation, test)
     optimizer = _optimizer(optimizer, sampler, batch_size)
     check_precision(params, data)
-    check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta, stop_on)
+    check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta)
+    stop_on = rule_names(stop_on)
     check_arrays(params, data, step_size, validation_weights, validation, test)
     check_callers(params, devices, on_check, classify_width)
     standard = parameterization == "standard"
@@ -273,9 +275,9 @@ def _early_stopping(early_stopping, validation_weights, validation) -> bool:
         raise ValueError("validation: give held-out points or validation_weights, not both")
     if early_stopping is None:
         early_stopping = validation_weights is not None
-    if not isinstance(early_stopping, (bool, np.bool_)):  # "off" would be true
+    if not (np.ndim(early_stopping) == 0 and np.asarray(early_stopping).dtype == bool):
         raise ValueError(f"early_stopping: {early_stopping!r} is not True, False or None")
-    early_stopping = bool(early_stopping)
+    early_stopping = bool(early_stopping)  # "off" would have been true
     if early_stopping and validation is None and validation_weights is None:
         raise ValueError("early_stopping: needs validation points or validation_weights")
     return early_stopping
