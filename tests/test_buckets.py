@@ -534,7 +534,7 @@ def test_argument_checks_accept_the_documented_forms_and_name_the_rest():
         check_arrays(params, data, 0.01, None, scalar, None)
     check_callers(params, None, None, 2)
     check_callers(params, jax.devices()[:1], print, 5)
-    check_settings(1, 1, 1, 1, 0, 0.0, 0.0, ("crossed",))  # each count may be 1
+    check_settings(1, 1, 1, 1, 0, 0.0, 0.0)  # each count may be 1
     # d-dim points: validation weights are one per point, as the data's y and weights
     planar = Params(np.ones((2, 2, 2)), *params[1:])
     flat = WeightedData(np.ones((2, 3, 2)), data.y, data.weights)
