@@ -229,16 +229,15 @@ def _validated(
     optimizer = _optimizer(optimizer, sampler, batch_size)
     check_precision(params, data)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta)
-    stop_on = rule_names(stop_on)
     check_arrays(params, data, step_size, validation_weights, validation, test)
     check_callers(params, devices, on_check, classify_width)
     standard = parameterization == "standard"
     one_dimensional = np.ndim(data.x) == 2
     early_stopping = _early_stopping(early_stopping, validation_weights, validation)
+    stop_on = rule_names(stop_on)
     rules = stop_rules(stop_on, optimizer, standard, one_dimensional, eigenvectors, early_stopping)
     held_out = validation is not None or test is not None
-    if held_out:
-        rules += ("held_out",)
+    rules += ("held_out",) if held_out else ()
     if optimizer.uses_step_size == (step_size is None):
         raise ValueError(
             "step_size: needed for a named optimizer or a function of h, and must be None "
