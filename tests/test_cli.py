@@ -196,6 +196,8 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--step-size", "fast"], "step_size"),
         (["--step-size", "nan"], "step_size: nan is not one of paper, ntk, small"),
         (["--step-size", "1e-400"], "step_size: '1e-400' is 0 in floating point"),  # "0.0 is"
+        (["--out", ""], "--out: an empty path"),  # read as '.', refused as "not empty"
+        (["--config", ""], "--config: an empty path"),
         # an empty item is a typo (a width left out), not a shorter list
         (["--widths", "16,,32"], "--widths: '16,,32' has an empty item"),
         (["--deltas", "0,"], "--deltas: '0,' has an empty item"),

@@ -70,6 +70,13 @@ def _cache_dir(text: str) -> Path:
     return Path(text)
 
 
+def _path(text: str) -> Path:
+    """A path; an empty value refused (Path('') is '.', the working directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
 def _on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
@@ -222,9 +229,9 @@ def _add_reproduce(sub) -> None:
         "--scale", choices=SCALES, help=f"{_one_of(SCALES)} (default small: minutes on a CPU)"
     )
     command.add_argument("--only", help=f"comma-separated experiments of {_one_of(EXPERIMENTS)}")
-    command.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
+    command.add_argument("--out", type=_path, help="output directory (default runs/<timestamp>/)")
     command.add_argument(
-        "--resume", type=Path, metavar="DIR", help="finish the reproduction in DIR"
+        "--resume", type=_path, metavar="DIR", help="finish the reproduction in DIR"
     )
     command.add_argument("--quiet", action="store_true", help="no progress line")
     command.add_argument("--cache-dir", type=_cache_dir, default=default_cache_dir(),
@@ -276,13 +283,13 @@ def _add_run_only(run: argparse.ArgumentParser) -> None:
 def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--config",
-        type=Path,
+        type=_path,
         help="TOML file of experiment settings (its data_file relative to the file)",
     )
-    command.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>/)")
+    command.add_argument("--out", type=_path, help="output directory (default runs/<timestamp>/)")
     command.add_argument(
         "--resume",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="finish an interrupted run in DIR with the specs of its manifest (flags given "
         "must agree with them): finished units, and the finished batches of the bucket in "
