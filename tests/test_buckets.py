@@ -276,9 +276,9 @@ def _compared(optimizer: str) -> dict:
 @pytest.mark.parametrize("settings", ["sgd", "adam", "momentum"])
 def test_other_optimizers_runs_depend_on_no_batch_nor_other_cell(settings):
     """The paper code's SGD and Adam (minibatches, early stopping, the crossing rule) and
-    heavy ball as `compare` trains it: batches of 8 runs per device that span cells, and
-    one cell run alone, give every run as the whole experiment does (only GD's were
-    tested; an invariance review found these hold)."""
+    heavy ball as `compare` trains it: batches of 8 runs per device that span cells, one
+    cell run alone, and one device instead of two give every run as the whole experiment
+    does (only GD's were tested; an invariance review found these hold)."""
     from gdrelu import memory
     from gdrelu.protocols import protocol
     from gdrelu.runner import run_bytes
@@ -296,6 +296,16 @@ def test_other_optimizers_runs_depend_on_no_batch_nor_other_cell(settings):
     assert_same_runs(whole, split)
     alone = run_experiment(dataclasses.replace(spec, widths=(32,), deltas=(0.1,)))
     assert_same_runs([c for c in whole if (c.cell.width, c.cell.delta) == (32, 0.1)], alone)
+    from gdrelu.runner import batch_inputs
+
+    params, data, step, arguments = batch_inputs([(spec.cells()[0], np.arange(24))], bucket=16,
+                                                 classify_width=16)  # fmt: skip
+    one, two = (engine.simulate(params, data, step, **arguments, devices=jax.devices()[:k])
+                for k in (1, 2))  # fmt: skip
+    np.testing.assert_array_equal(one.status, two.status)  # one device or two
+    np.testing.assert_array_equal(one.stop_step, two.stop_step)
+    for u, v in zip(one.params, two.params, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15)
 
 
 # How runs are placed and checked (`gdrelu.engine.placement`, `arguments`, `state`, `checks`):
