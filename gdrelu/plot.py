@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 from matplotlib import transforms
 
@@ -33,9 +34,8 @@ def failure_probability_figure(cells: Sequence[dict]):
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     optimizers = list(dict.fromkeys(c.get("optimizer", "gd") for c in cells))
-    for optimizer, delta in (
-        (o, d) for o in optimizers for d in sorted({c["delta"] for c in cells})
-    ):
+    deltas = sorted({c["delta"] for c in cells})
+    for optimizer, delta in ((o, d) for o in optimizers for d in deltas):
         rows = sorted(
             (c for c in cells if c["delta"] == delta and c.get("optimizer", "gd") == optimizer),
             key=lambda c: c["width"],
@@ -46,22 +46,39 @@ def failure_probability_figure(cells: Sequence[dict]):
         p = np.array([c["p_stuck"] for c in rows])
         low, high = np.array([c["ci95"] for c in rows]).T
         label = f"Δ = {delta:g}" if len(optimizers) == 1 else f"{optimizer}, Δ = {delta:g}"
-        bars = ax.errorbar(widths, p, yerr=[p - low, high - p], marker="o", capsize=3, label=label)
-        ax.fill_between(widths, low, high, color=bars.lines[0].get_color(), alpha=0.2, linewidth=0)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("width n")
+        kind = optimizers.index(optimizer)  # a colour per Δ, a marker and line per optimizer
+        color = f"C{deltas.index(delta) % 10}"
+        style = dict(marker=_MARKERS[kind % 5], linestyle=_LINES[kind % 4], color=color)
+        ax.errorbar(widths, p, yerr=[p - low, high - p], capsize=3, label=label, **style)
+        ax.fill_between(widths, low, high, color=color, alpha=0.2, linewidth=0)
+    _width_axis(ax, [c["width"] for c in cells])
     rules = {c.get("stuck_rule", "certificate") for c in cells}
     ax.set_ylabel("P(provably stuck)" if rules == {"certificate"} else "P(stuck)")
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(-0.03, 1.03)  # a cell at P = 0 or 1 whole, not cut in half by the frame
     ax.grid(True, alpha=0.3)
     names = ", ".join(optimizers).upper() if len(optimizers) > 1 else optimizers[0].upper()
-    title = f"{names} on two-layer ReLU nets: P(stuck), 95% Clopper-Pearson"
+    title = f"{names} on two-layer ReLU nets:\nP(stuck), 95% Clopper-Pearson"
     if any(c.get("ci95_nominal") for c in cells):  # run counts chosen by the outcomes
-        title += "\n(nominal: --target-halfwidth)"
+        title += " (nominal: --target-halfwidth)"
     ax.set_title(title, fontsize="medium")
-    ax.legend()
+    if len(optimizers) * len(deltas) > 6:  # outside: a long legend would cover the bars
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+_MARKERS, _LINES = "os^Dv", ("-", "--", ":", "-.")
+
+
+def _width_axis(ax, widths) -> None:
+    """Width n on a log-2 axis, ticked at the widths run, as plain numbers (not 2⁴)."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width n")
+    ticks = sorted(set(widths))
+    ax.set_xticks(ticks, [str(w) for w in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def comparison_plot(comparisons: Sequence[dict], path: Path | BinaryIO) -> None:
@@ -94,8 +111,7 @@ def comparison_figure(comparisons: Sequence[dict]):
             ]
             ax.errorbar(widths, diff, yerr=errors, marker="o", capsize=3, label=f"{a} − {b}")
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width n")
+        _width_axis(ax, [c["width"] for c in comparisons if c["delta"] == delta])
         ax.set_title(f"Δ = {delta:g}")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("P(stuck) difference (paired)")
@@ -175,10 +191,9 @@ def fraction_plot(lines: dict, ylabel: str, path: Path) -> None:
     for budget, points in sorted(lines.items()):
         widths, fractions = zip(*sorted(points), strict=True)
         ax.plot(widths, fractions, marker="o", label=f"≤ {budget:g} steps")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("width n")
+    _width_axis(ax, [w for points in lines.values() for w, _ in points])
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0.0, 1.0)
+    ax.set_ylim(-0.03, 1.03)
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -121,10 +121,28 @@ def test_the_failure_figure_is_a_probability_against_log_2_width_in_delta_order(
     cells = [_cell(16, 0.5, 0.2, 0.1, 0.3), _cell(16, 0.0, 0.6, 0.4, 0.8)]
     (ax,) = failure_probability_figure(cells).axes
     assert ax.get_legend_handles_labels()[1] == ["Δ = 0", "Δ = 0.5"]
-    assert ax.get_ylim() == (0.0, 1.0) and ax.xaxis.get_transform().base == 2
+    assert ax.get_ylim() == (-0.03, 1.03) and ax.xaxis.get_transform().base == 2
     assert ax.get_title().startswith("SGD on") and "nominal" not in ax.get_title()
     (ax,) = failure_probability_figure([cells[0], {**cells[1], "ci95_nominal": True}]).axes
     assert "(nominal: --target-halfwidth)" in ax.get_title()
+
+
+def test_every_line_of_a_four_optimizer_figure_is_told_apart_at_plain_widths():
+    """Four optimizers × three Δ took matplotlib's ten colours in turn: "adam, Δ = 0.01"
+    drew as "gd, Δ = 0" did. A colour per Δ, a marker and line style per optimizer make
+    each line its own; the widths are ticked as 24 and 100, not 2⁴; a cell at P = 0 or 1
+    lies inside the frame, not half under it; the twelve-line legend sits outside."""
+    cells = [{**_cell(w, d, p, max(p - 0.1, 0.0), min(p + 0.1, 1.0)), "optimizer": o}
+             for o in ("gd", "sgd", "momentum", "adam") for d in (0.0, 0.01, 0.1)
+             for w, p in ((24, 0.0), (100, 1.0))]  # fmt: skip
+    (ax,) = failure_probability_figure(cells).axes
+    looks = {(c.lines[0].get_color(), c.lines[0].get_marker(), c.lines[0].get_linestyle())
+             for c in ax.containers}  # fmt: skip
+    assert len(ax.containers) == 12 and len(looks) == 12
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["24", "100"]
+    low, high = ax.get_ylim()
+    assert low < 0.0 and high > 1.0
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1
 
 
 def test_a_comparison_figure_has_one_panel_per_delta_its_rows_by_width():
