@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gdrelu import plot, report, section10, store
+from gdrelu import atomic, plot, report, section10, store
 from gdrelu.analysis import cell_summary
 from gdrelu.cells import CellResult
 from gdrelu.detectors import ESCAPE_MARGIN
@@ -260,7 +260,7 @@ def reproduce(
         if section is None:
             directory.mkdir(parents=True, exist_ok=True)
             section = run_one(name, scale, directory, on_progress, memory_budget)
-            store.write_text(saved, json.dumps(section.to_json(), indent=1, default=float))
+            atomic.write_text(saved, json.dumps(section.to_json(), indent=1, default=float))
         sections.append(section._replace(figure=f"{name}/{section.figure}"))
     return write(out, scale, sections)
 
@@ -286,8 +286,8 @@ def write(out: Path, scale: str, sections: list[report.Section]) -> Path:
         "compare our proportions with the paper's code's under the pooled binomial null.",
         f"Total time of the sections: {sum(s.seconds for s in sections):.0f} s.",
     ]
-    store.write_text(out / "report.md", report.markdown(title, preamble, sections))
-    store.write_text(out / "report.html", report.html_page(title, preamble, sections, out))
+    atomic.write_text(out / "report.md", report.markdown(title, preamble, sections))
+    atomic.write_text(out / "report.html", report.html_page(title, preamble, sections, out))
     return out / "report.md"
 
 

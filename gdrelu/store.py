@@ -17,15 +17,14 @@ import hashlib
 import io
 import json
 import math
-import os
-import re
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from gdrelu.atomic import temporaries, write_bytes, write_figure
 from gdrelu.engine import SimulationResult
 from gdrelu.model import Params
 from gdrelu.records import RUN_COLUMNS, RunRecord
@@ -37,63 +36,6 @@ PARTS = "parts"  # under units/: the finished batches of a unit in progress
 
 class ResumeError(ValueError):
     """A directory that cannot be resumed with these settings."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share it
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, a Ctrl-C: no temporary file stays behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _sync_directory(path.parent)
-
-
-# `_atomic_write`'s .NAME.PID.tmp of the files gdrelu writes (a user's .notes.txt.1.tmp
-# is none of them)
-_TEMPORARY = re.compile(r"^\..+\.(json|csv|npz|png|md|html)\.\d+\.tmp$")
-
-
-def temporaries(out: Path) -> list[Path]:
-    """`_atomic_write`'s temporary files anywhere under `out`: a writer's in progress, or
-    one a killed process left (no finished file is one; once `out` is held, every such
-    file is a dead writer's, since every writer holds the directory)."""
-    if not out.is_dir():
-        return []
-    return sorted(p for p in out.rglob(".*.tmp") if _TEMPORARY.match(p.name) and p.is_file())
-
-
-def _sync_directory(directory: Path) -> None:
-    """Flush `directory`'s entries (a rename just made) to disk, so that a power failure
-    keeps the renamed file; POSIX only (Windows opens no directory)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text(path: Path, text: str) -> None:
-    """`text` into `path` (UTF-8), renamed into place: never half-written."""
-    _atomic_write(path, text.encode("utf-8"))
-
-
-def _atomic_figure(path: Path, draw: Callable[[BinaryIO], None]) -> None:
-    """The PNG that `draw` saves to a buffer, written as every file is (`_atomic_write`):
-    a figure that fails partway leaves no file."""
-    import matplotlib
-
-    buffer = io.BytesIO()
-    with matplotlib.rc_context({"savefig.format": "png"}):  # whatever the user's rc file says
-        draw(buffer)
-    _atomic_write(path, buffer.getvalue())
 
 
 def _csv(header: Sequence[str], rows) -> bytes:
@@ -125,14 +67,14 @@ def write_results(out_dir: Path, records: Sequence[RunRecord], summary: dict[str
     from gdrelu.plot import comparison_plot, failure_probability_plot
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "runs.csv", _csv(RUN_COLUMNS, records))
-    _atomic_write(out_dir / "summary.json", _json(summary))
+    write_bytes(out_dir / "runs.csv", _csv(RUN_COLUMNS, records))
+    write_bytes(out_dir / "summary.json", _json(summary))
     cells = summary["cells"]
     figure = out_dir / "failure_probability.png"
-    _atomic_figure(figure, lambda p: failure_probability_plot(cells, p))
+    write_figure(figure, lambda p: failure_probability_plot(cells, p))
     if summary.get("comparisons"):
         pairs = summary["comparisons"]
-        _atomic_figure(out_dir / "comparison.png", lambda p: comparison_plot(pairs, p))
+        write_figure(out_dir / "comparison.png", lambda p: comparison_plot(pairs, p))
 
 
 def write_section10(
@@ -144,16 +86,16 @@ def write_section10(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     header = list(rows[0])
-    _atomic_write(out_dir / "section10.csv", _csv(header, ([r[k] for k in header] for r in rows)))
-    _atomic_write(out_dir / "section10.md", (table + "\n").encode())
-    _atomic_write(out_dir / "summary.json", _json(summary))
-    _atomic_figure(out_dir / "section10.png", lambda p: relative_rmse_plot(summary["best"], p))
+    write_bytes(out_dir / "section10.csv", _csv(header, ([r[k] for k in header] for r in rows)))
+    write_bytes(out_dir / "section10.md", (table + "\n").encode())
+    write_bytes(out_dir / "summary.json", _json(summary))
+    write_figure(out_dir / "section10.png", lambda p: relative_rmse_plot(summary["best"], p))
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Record what `out_dir` holds (`provenance.manifest`), before any compute; then
     units/, so that a directory with units/ always has its manifest."""
-    _atomic_write(out_dir / MANIFEST, _json(manifest))
+    write_bytes(out_dir / MANIFEST, _json(manifest))
     (out_dir / UNITS).mkdir(parents=True, exist_ok=True)
 
 
@@ -305,7 +247,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:

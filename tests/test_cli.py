@@ -310,7 +310,7 @@ def test_units_without_a_manifest_are_no_run_to_resume(small_run, tmp_path, caps
 
 
 def test_files_a_killed_writer_left_are_swept(small_run, tmp_path, capsys):
-    """A process killed inside `store._atomic_write` leaves .NAME.PID.tmp: a run killed
+    """A process killed inside `atomic.write_bytes` leaves .NAME.PID.tmp: a run killed
     while it wrote its manifest left a directory that --out refused as not empty and
     --resume as no gdrelu run, and a resume kept such files of its units. Each is now
     said, or removed once the directory is held (every writer holds it: any such file

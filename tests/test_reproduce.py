@@ -326,7 +326,7 @@ def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):
 def test_the_files_of_a_reproduction_are_renamed_into_place(tmp_path, monkeypatch):
     """section.json marks an experiment finished: half-written (a kill, a full disk), it
     would be discarded and the experiment run again, so it is written to a temporary file
-    and renamed, as the reports are (`store.write_text`)."""
+    and renamed, as the reports are (`atomic.write_text`)."""
 
     def run_one(name, scale, directory, on_progress, memory_budget=None):
         (directory / "sgd.png").write_bytes(b"\x89PNG")

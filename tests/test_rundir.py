@@ -115,7 +115,7 @@ def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
 
     early = tmp_path / "early"
-    monkeypatch.setattr(store, "_atomic_write", disk_full)  # the manifest cannot be written
+    monkeypatch.setattr(store, "write_bytes", disk_full)  # the manifest cannot be written
     assert main(["run", *TINY, "--out", str(early)]) == 1
     assert _one_line(capsys) == "gdrelu: error: No space left on device"
     monkeypatch.undo()

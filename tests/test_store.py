@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import disk_full, finished_cell
 
-from gdrelu import provenance, section10, store
+from gdrelu import atomic, provenance, section10, store
 from gdrelu.cells import Cell, CellResult
 from gdrelu.cli import main
 from gdrelu.engine import KERNEL_VARIABLE, SimulationResult, Status
@@ -135,7 +135,7 @@ def test_a_figure_is_written_as_every_file_is(tmp_path, monkeypatch):
         raise RuntimeError("the drawing failed")
 
     with pytest.raises(RuntimeError, match="drawing failed"):
-        store._atomic_figure(tmp_path / "figure.png", fails)
+        atomic.write_figure(tmp_path / "figure.png", fails)
     assert list(tmp_path.iterdir()) == []
     synced = []
     original = os.fsync
@@ -159,11 +159,11 @@ def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(tmp_
     import os
 
     path = tmp_path / "summary.json"
-    store.write_text(path, "before")
+    atomic.write_text(path, "before")
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left on device"):
-        store.write_text(path, "after")
+        atomic.write_text(path, "after")
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
     assert path.read_text() == "before"
 

@@ -114,10 +114,10 @@ def _created(out: Path | None) -> Path:
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Remove what killed writers left in `out` (`store.temporaries`), now that this
+    """Remove what killed writers left in `out` (`atomic.temporaries`), now that this
     process holds it: no other writer can be at work there. Without a lock (a filesystem
     without flock, Windows) nothing is removed."""
-    from gdrelu.store import temporaries
+    from gdrelu.atomic import temporaries
 
     if _HELD and _HELD[-1][0] == out and _HELD[-1][1] >= 0:
         for path in temporaries(out):
@@ -127,7 +127,8 @@ def _remove_stale_temporaries(out: Path) -> None:
 def _refuse_used(out: Path) -> None:
     """Refuse a directory that holds anything: a run's results or start, or other files
     that runs.csv, summary.json and the figures would overwrite."""
-    from gdrelu.store import MANIFEST, temporaries
+    from gdrelu.atomic import temporaries
+    from gdrelu.store import MANIFEST
 
     if not out.is_dir():
         return
