@@ -41,7 +41,12 @@ def temporaries(out: Path) -> list[Path]:
     file is a dead writer's, since every writer holds the directory)."""
     if not out.is_dir():
         return []
-    return sorted(p for p in out.rglob(".*.tmp") if _TEMPORARY.match(p.name) and p.is_file())
+    return sorted(p for p in out.rglob(".*.tmp") if is_temporary(p))
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is a file of `write_bytes`'s .NAME.PID.tmp form."""
+    return bool(_TEMPORARY.match(path.name)) and path.is_file()
 
 
 def _sync_directory(directory: Path) -> None:

@@ -127,7 +127,7 @@ def _remove_stale_temporaries(out: Path) -> None:
 def _refuse_used(out: Path) -> None:
     """Refuse a directory that holds anything: a run's results or start, or other files
     that runs.csv, summary.json and the figures would overwrite."""
-    from gdrelu.atomic import temporaries
+    from gdrelu.atomic import is_temporary
     from gdrelu.store import MANIFEST
 
     if not out.is_dir():
@@ -139,8 +139,7 @@ def _refuse_used(out: Path) -> None:
             f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
             "another directory"
         )
-    stale = {p.name for p in temporaries(out) if p.parent == out}  # removed once held
-    found = [p.name for p in sorted(out.iterdir()) if p.name not in (LOCK, *stale)]
+    found = [p.name for p in sorted(out.iterdir()) if p.name != LOCK and not is_temporary(p)]
     if found:
         named = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise UsageError(f"--out: {out} is not empty ({named}); choose a new or empty directory")

@@ -64,16 +64,14 @@ def _float_list(text: str) -> tuple[float, ...]:
 
 
 def _cache_dir(text: str) -> Path:
-    """A directory; an empty value (Path's '.', the working directory) refused."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path; 'none' turns the cache off")
-    return Path(text)
+    """A directory (`_path`); 'none' turns the cache off."""
+    return _path(text, "; 'none' turns the cache off")
 
 
-def _path(text: str) -> Path:
+def _path(text: str, hint: str = "") -> Path:
     """A path; an empty value refused (Path('') is '.', the working directory)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path")
+        raise argparse.ArgumentTypeError(f"an empty path{hint}")
     return Path(text)
 
 
