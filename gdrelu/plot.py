@@ -17,32 +17,36 @@ import numpy as np
 from matplotlib import transforms
 
 
-def failure_probability_plot(cells: Sequence[dict], path: Path | BinaryIO) -> None:
+def failure_probability_plot(
+    cells: Sequence[dict], path: Path | BinaryIO, setting: str = ""
+) -> None:
     """P(stuck) against width (log-2 axis), one line per Δ, with 95% interval bars and
     bands (`failure_probability_figure`), saved to `path`."""
-    fig = failure_probability_figure(cells)
+    fig = failure_probability_figure(cells, setting)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def failure_probability_figure(cells: Sequence[dict]):
+def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
     """The figure of `failure_probability_plot`: each cell's 95% interval as an error bar
-    (a band joins them across widths; one width has only its bars).
+    (a band joins them across widths; one width has only its bars). Lines sharing a width
+    are set apart a little along the axis; a cell with unfinished runs has an open marker.
 
-    `cells` are summary.json cell records (width, delta, p_stuck, ci95, stuck_rule): the
-    axis says "provably" only where every cell counts certified runs.
+    `cells` are summary.json cell records (width, delta, p_stuck, ci95, stuck_rule, and
+    status_counts where known): the axis says "provably" only where every cell counts
+    certified runs. `setting` (`setting_line`) is the title's line on data and init.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     optimizers = list(dict.fromkeys(c.get("optimizer", "gd") for c in cells))
     deltas = sorted({c["delta"] for c in cells})
-    for optimizer, delta in ((o, d) for o in optimizers for d in deltas):
-        rows = sorted(
-            (c for c in cells if c["delta"] == delta and c.get("optimizer", "gd") == optimizer),
-            key=lambda c: c["width"],
-        )
-        if not rows:  # an optimizer without this Δ
-            continue
-        widths = [c["width"] for c in rows]
+    lines = [
+        (optimizer, delta, rows)
+        for optimizer in optimizers
+        for delta in deltas
+        if (rows := _rows(cells, optimizer, delta))  # else an optimizer without this Δ
+    ]
+    for k, (optimizer, delta, rows) in enumerate(lines):
+        widths = _dodged([c["width"] for c in rows], k, len(lines))
         p = np.array([c["p_stuck"] for c in rows])
         low, high = np.array([c["ci95"] for c in rows]).T
         label = f"Δ = {delta:g}" if len(optimizers) == 1 else f"{optimizer}, Δ = {delta:g}"
@@ -51,22 +55,66 @@ def failure_probability_figure(cells: Sequence[dict]):
         style = dict(marker=_MARKERS[kind % 5], linestyle=_LINES[kind % 4], color=color)
         ax.errorbar(widths, p, yerr=[p - low, high - p], capsize=3, label=label, **style)
         ax.fill_between(widths, low, high, color=color, alpha=0.2, linewidth=0)
+        open_ = [i for i, c in enumerate(rows) if _unfinished(c)]
+        if open_:
+            ax.plot(widths[open_], p[open_], linestyle="none", marker=style["marker"],
+                    markerfacecolor="white", markeredgecolor=color, zorder=3)  # fmt: skip
+    if any(_unfinished(c) for c in cells):
+        ax.plot([], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL)
     _width_axis(ax, [c["width"] for c in cells])
     rules = {c.get("stuck_rule", "certificate") for c in cells}
     ax.set_ylabel("P(provably stuck)" if rules == {"certificate"} else "P(stuck)")
     ax.set_ylim(-0.03, 1.03)  # a cell at P = 0 or 1 whole, not cut in half by the frame
     ax.grid(True, alpha=0.3)
     names = ", ".join(optimizers).upper() if len(optimizers) > 1 else optimizers[0].upper()
-    title = f"{names} on two-layer ReLU nets:\nP(stuck), 95% Clopper-Pearson"
+    head = [f"{names} on two-layer ReLU nets:", *([setting] if setting else [])]
+    title = "\n".join([*head, "P(stuck), 95% Clopper-Pearson"])
     if any(c.get("ci95_nominal") for c in cells):  # run counts chosen by the outcomes
         title += " (nominal: --target-halfwidth)"
     ax.set_title(title, fontsize="medium")
-    if len(optimizers) * len(deltas) > 6:  # outside: a long legend would cover the bars
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend(fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == UNFINISHED_LABEL)  # last
+    where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(lines) > 6 else {}
+    ax.legend(  # outside when long: it would cover the bars
+        [handles[i] for i in order], [labels[i] for i in order], fontsize="small", **where
+    )
     fig.tight_layout()
     return fig
+
+
+UNFINISHED_LABEL = "open: some runs unfinished"
+
+
+def _rows(cells: Sequence[dict], optimizer: str, delta: float) -> list[dict]:
+    """The cells of one line, by width."""
+    rows = (c for c in cells if c["delta"] == delta and c.get("optimizer", "gd") == optimizer)
+    return sorted(rows, key=lambda c: c["width"])
+
+
+def _unfinished(cell: dict) -> bool:
+    """Whether some of the cell's runs used their whole step budget undecided."""
+    return cell.get("status_counts", {}).get("unfinished", 0) > 0
+
+
+def _dodged(widths: Sequence[int], k: int, count: int) -> np.ndarray:
+    """Line k of `count`'s widths moved apart from the others' on the log-2 axis, by at
+    most 0.15 of an octave either way, so bars at one width do not hide each other."""
+    shift = (k - (count - 1) / 2) * min(0.04, 0.3 / count)
+    return np.asarray(widths, float) * 2.0**shift
+
+
+def setting_line(spec: dict) -> str:
+    """What a figure's title says of a spec (`ExperimentSpec.to_dict`): the data set, the
+    initialization, the biases and a LeakyReLU slope."""
+    data = spec.get("data", "six-points")
+    if data == "file" and spec.get("data_file"):
+        data = Path(spec["data_file"]).name
+    if spec.get("dim"):
+        data += f" (d = {spec['dim']})"
+    line = f"data {data}, init {spec.get('init', 'he')}, biases {spec.get('bias_init', 'zero')}"
+    if spec.get("alpha"):
+        line += f", LeakyReLU α = {spec['alpha']:g}"
+    return line
 
 
 _MARKERS, _LINES = "os^Dv", ("-", "--", ":", "-.")
@@ -81,29 +129,30 @@ def _width_axis(ax, widths) -> None:
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
-def comparison_plot(comparisons: Sequence[dict], path: Path | BinaryIO) -> None:
+def comparison_plot(comparisons: Sequence[dict], path: Path | BinaryIO, setting: str = "") -> None:
     """`comparison_figure` saved to `path`."""
-    fig = comparison_figure(comparisons)
+    fig = comparison_figure(comparisons, setting)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def comparison_figure(comparisons: Sequence[dict]):
+def comparison_figure(comparisons: Sequence[dict], setting: str = ""):
     """Paired differences P_a(stuck) - P_b(stuck) against width, one panel per Δ, one line
-    per optimizer pair, with the 95% intervals of `stats.paired_comparison` as error bars
-    (`comparisons`: summary.json's records, `analysis.comparisons`)."""
+    per optimizer pair (set apart a little along the axis), with the 95% intervals of
+    `stats.paired_comparison` as error bars (`comparisons`: summary.json's records,
+    `analysis.comparisons`); `setting` (`setting_line`) is a line of the title."""
     deltas = sorted({c["delta"] for c in comparisons})
     fig, axes = plt.subplots(
         1, len(deltas), figsize=(max(6.4, 4.2 * len(deltas)), 4.0), sharey=True, squeeze=False
     )
     pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comparisons))
     for ax, delta in zip(axes[0], deltas, strict=True):
-        for a, b in pairs:
+        for k, (a, b) in enumerate(pairs):
             rows = sorted(
                 (c for c in comparisons if (c["a"], c["b"]) == (a, b) and c["delta"] == delta),
                 key=lambda c: c["width"],
             )
-            widths = [c["width"] for c in rows]
+            widths = _dodged([c["width"] for c in rows], k, len(pairs))
             diff = [c["difference"] for c in rows]
             errors = [
                 [d - c["ci95"][0] for d, c in zip(diff, rows, strict=True)],
@@ -119,7 +168,7 @@ def comparison_figure(comparisons: Sequence[dict]):
     title = "Paired P(stuck) differences, Newcombe 95% intervals"
     if any(c.get("ci95_nominal") for c in comparisons):  # pair counts chosen by the outcomes
         title += " (nominal: --target-halfwidth)"
-    fig.suptitle(title, fontsize="medium")
+    fig.suptitle(f"{title}\n{setting}" if setting else title, fontsize="medium")
     fig.tight_layout()
     return fig
 

@@ -112,7 +112,8 @@ def _stuck_table(cells: list[CellResult], with_paper: bool) -> tuple[report.Tabl
 
 def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> report.Section:
     figure = f"{name}.png"
-    plot.failure_probability_plot([cell_summary(cr) for cr in cells], directory / figure)
+    summaries = [cell_summary(cr) for cr in cells]
+    plot.failure_probability_plot(summaries, directory / figure, plot.setting_line(spec.to_dict()))
     table, zs = _stuck_table(cells, with_paper)
     if spec.final_stuck_rule:
         rule = (

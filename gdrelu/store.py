@@ -64,17 +64,17 @@ def _finite(value: Any) -> Any:
 def write_results(out_dir: Path, records: Sequence[RunRecord], summary: dict[str, Any]) -> None:
     """runs.csv (one row per record), summary.json and failure_probability.png (and
     comparison.png when the summary holds "comparisons")."""
-    from gdrelu.plot import comparison_plot, failure_probability_plot
+    from gdrelu.plot import comparison_plot, failure_probability_plot, setting_line
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(out_dir / "runs.csv", _csv(RUN_COLUMNS, records))
     write_bytes(out_dir / "summary.json", _json(summary))
-    cells = summary["cells"]
+    cells, setting = summary["cells"], setting_line(summary.get("spec", {}))
     figure = out_dir / "failure_probability.png"
-    write_figure(figure, lambda p: failure_probability_plot(cells, p))
+    write_figure(figure, lambda p: failure_probability_plot(cells, p, setting))
     if summary.get("comparisons"):
         pairs = summary["comparisons"]
-        write_figure(out_dir / "comparison.png", lambda p: comparison_plot(pairs, p))
+        write_figure(out_dir / "comparison.png", lambda p: comparison_plot(pairs, p, setting))
 
 
 def write_section10(

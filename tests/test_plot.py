@@ -194,3 +194,45 @@ def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, clos
     (ax,) = closed_figures[1].axes
     assert ax.get_yscale() == "linear"
     assert [line.get_marker() for line in ax.lines].count("x") == 3  # one × line per line
+
+
+def test_bars_at_one_width_stand_apart_and_unfinished_cells_are_open():
+    """Three lines at the same widths drew their bars over each other: each line now sits
+    at its own small offset on the log-2 axis (symmetric about the width, under 0.15 of an
+    octave), ticks still at the widths run. A cell with unfinished runs (its P(stuck) reads
+    only the runs that ended) gets an open marker at its point, and the legend says so."""
+    cells = [_cell(w, d, 0.5, 0.3, 0.7) for d in (0.0, 0.01, 0.1) for w in (16, 64)]
+    cells[3] = {**cells[3], "status_counts": {"unfinished": 2, "crossed": 5}}
+    cells[4] = {**cells[4], "status_counts": {"unfinished": 0, "crossed": 5}}
+    (ax,) = failure_probability_figure(cells).axes
+    x = np.array([c.lines[0].get_xdata() for c in ax.containers])  # (lines, widths)
+    octaves = np.log2(x / [16, 64])
+    assert len(np.unique(x[:, 0])) == 3 and np.all(np.abs(octaves) < 0.15)
+    np.testing.assert_allclose(octaves.sum(axis=0), 0.0, atol=1e-12)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "64"]
+    (open_,) = [line for line in ax.lines if line.get_markerfacecolor() == "white"
+                and len(line.get_xdata())]  # fmt: skip
+    np.testing.assert_allclose(open_.get_xdata(), [x[1, 1]])  # Δ = 0.01's width 64
+    np.testing.assert_allclose(open_.get_ydata(), [0.5])
+    assert open_.get_markeredgecolor() == ax.containers[1].lines[0].get_color()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-1] == plot.UNFINISHED_LABEL and len(labels) == 4
+    (ax,) = failure_probability_figure(cells[:3]).axes
+    assert plot.UNFINISHED_LABEL not in ax.get_legend_handles_labels()[1]
+
+
+def test_the_title_names_the_data_and_initialization():
+    """A figure's title said which optimizer but not on what data or from which init:
+    the spec's data set (a file by its name, a dimension where given), init, bias init
+    and LeakyReLU slope are a line of it, in both figures."""
+    spec = {"data": "radial", "dim": 4, "init": "kaiming", "bias_init": "pytorch",
+            "alpha": 0.01}  # fmt: skip
+    line = plot.setting_line(spec)
+    assert line == "data radial (d = 4), init kaiming, biases pytorch, LeakyReLU α = 0.01"
+    own = plot.setting_line({"data": "file", "data_file": "/x/y/points.csv", "alpha": 0.0})
+    assert own == "data points.csv, init he, biases zero"
+    (ax,) = failure_probability_figure([_cell(16, 0.0, 0.5, 0.3, 0.7)], line).axes
+    assert ax.get_title().splitlines()[1] == line
+    pair = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
+            "ci95": [0.05, 0.4]}  # fmt: skip
+    assert comparison_figure([pair], line)._suptitle.get_text().endswith("\n" + line)

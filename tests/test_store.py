@@ -152,6 +152,27 @@ def test_a_figure_is_written_as_every_file_is(tmp_path, monkeypatch):
     assert [stat.S_ISDIR(mode) for mode in synced] == [False, True] * 3
 
 
+def test_the_figures_titles_name_the_summarys_data_and_init(tmp_path, monkeypatch):
+    """The figures are drawn with their spec's setting line (data set, init), the
+    comparison as the failure figure; a summary without a spec gets the defaults'."""
+    from gdrelu import plot
+
+    drawn = {}
+    monkeypatch.setattr(
+        plot,
+        "failure_probability_plot",
+        lambda cells, path, setting: drawn.setdefault("p", setting),
+    )
+    monkeypatch.setattr(plot, "comparison_plot",
+                        lambda pairs, path, setting: drawn.setdefault("c", setting))  # fmt: skip
+    spec = ExperimentSpec(data="radial", dim=3, runs=2, step_size="ntk", bias_init="normal(0.1)")
+    spec = spec.to_dict()
+    store.write_results(tmp_path, [], {"cells": [], "spec": spec, "comparisons": [{}]})
+    assert drawn == {"p": "data radial (d = 3), init he, biases normal(0.1)"} | {
+        "c": "data radial (d = 3), init he, biases normal(0.1)"
+    }
+
+
 def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path, monkeypatch):
     """A full disk while a file is written (here at its flush): the file keeps what it
     held, and the temporary file goes (one left behind held the disk's room, and made a
