@@ -12,6 +12,13 @@ def _cell(width, delta, p, low, high):
             "stuck_rule": "final", "optimizer": "sgd"}  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _close_all():
+    """Each test's figures closed after it (more than 20 open make matplotlib warn)."""
+    yield
+    plot.plt.close("all")
+
+
 @pytest.fixture
 def closed_figures(monkeypatch):
     """The figures a plot closes (`plt.close` recorded instead), in order."""
