@@ -164,17 +164,9 @@ class CheckClock:
 
 def can_stop_early(spec: ExperimentSpec) -> bool:
     """Whether a run of `spec` can stop before `max_checks`: it has stop rules (its own
-    `stop_on`, else those the engine applies by default, `outcome.stop_rules`) or early
-    stopping."""
-    from gdrelu.outcome import stop_rules
-
-    optimizer = spec.trained_by
-    standard = spec.parameterization == "standard"
-    one_dimensional = spec.input_dim == 1
-    rules = stop_rules(
-        spec.simulate_stop_on, optimizer, standard, one_dimensional, "columns", spec.early_stopping
-    )
-    return bool(rules)
+    `stop_on`, else those the engine applies by default, `ExperimentSpec.stop_rules`) or
+    early stopping."""
+    return bool(spec.stop_rules) or spec.early_stopping
 
 
 def spec_clock(

@@ -22,7 +22,8 @@ class Table(NamedTuple):
 
 class Section(NamedTuple):
     """One experiment's part of the report. `figure` is a file name in the report's
-    directory (or None); `settings` are the spec fields that define the experiment."""
+    directory (or None); `settings` are the spec fields that define the experiment, as its
+    runs got them (`ExperimentSpec.applied`)."""
 
     name: str
     title: str

@@ -138,7 +138,7 @@ def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> 
             f"{len(zs)} degrees of freedom), and Stouffer's Σz/√{len(zs)} = {shift:+.2f} "
             f"(p = {p_shift:.3g}), which a bias of one sign in every cell would move."
         )
-    return report.Section(name, title, text, [table], figure, spec.to_dict(), seconds)
+    return report.Section(name, title, text, [table], figure, spec.applied(), seconds)
 
 
 def _star_section(cells, spec, scale, directory, seconds) -> report.Section:
@@ -167,7 +167,7 @@ def _star_section(cells, spec, scale, directory, seconds) -> report.Section:
             "Clopper-Pearson intervals, counted at ANY step up to each budget, as the paper's "
             "code counted them; the last column reads the final network."]  # fmt: skip
     table = report.Table(tuple(header), rows)
-    return report.Section("star", "Star data (2-D)", text, [table], figure, spec.to_dict(), seconds)
+    return report.Section("star", "Star data (2-D)", text, [table], figure, spec.applied(), seconds)
 
 
 SECTION10_SCALE = {"small": "tiny", "paper": "full"}

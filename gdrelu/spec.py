@@ -168,6 +168,26 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def applied(self) -> dict[str, Any]:
+        """`to_dict` with what its open fields leave to the engine filled in: the sampler,
+        the stop rules and the stuck rule its runs get (as the reproduction report prints
+        them); the step-size rule stays a name, as each run has its own h."""
+        stuck_rule = "final" if self.final_stuck_rule else "certificate"
+        return {**self.to_dict(), "sampler": self.trained_by.sampler,
+                "stop_on": self.stop_rules, "stuck_rule": stuck_rule}  # fmt: skip
+
+    @property
+    def stop_rules(self) -> tuple[str, ...]:
+        """The rules that stop its runs at a check (`outcome.stop_rules`, without early
+        stopping): `stop_on`, else those the engine applies to this optimizer and data."""
+        from gdrelu.outcome import stop_rules
+
+        standard = self.parameterization == "standard"
+        rules = stop_rules(
+            self.simulate_stop_on, self.trained_by, standard, self.input_dim == 1, "columns", False
+        )
+        return tuple(rules)
+
     @functools.cached_property
     def user_data(self) -> tuple[np.ndarray, np.ndarray]:
         """x (m,) or (m, d) and y (m,) of `data_file`, read once per spec (numpy only:

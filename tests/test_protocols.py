@@ -132,6 +132,27 @@ def test_protocols_name_the_paper_codes_settings():
         protocol("lbfgs")
 
 
+def test_the_settings_a_report_prints_are_those_the_runs_got():
+    """The reproduction's settings line printed the spec's open fields (sampler None,
+    stop_on None, stuck_rule "auto"); `applied` fills in what the engine does with them,
+    as docs/theory.md and docs/fidelity.md give it: GD in the paper's setting trains full
+    batch, stops on all three rules and counts certified runs; the star's 2-D GD has no
+    proof; SGD draws multinomial minibatches and reads the final network."""
+
+    def applied(name, **more):
+        spec = ExperimentSpec(**{**protocol(name), "widths": (WIDTH,), "runs": 2, **more})
+        return {k: spec.applied()[k] for k in ("sampler", "stop_on", "stuck_rule")}
+
+    assert applied("gd") == {"sampler": "full", "stop_on": ("crossed", "degenerate", "stuck"),
+                             "stuck_rule": "certificate"}  # fmt: skip
+    assert applied("gd", data="star", step_size="param-norm") == {
+        "sampler": "full", "stop_on": (), "stuck_rule": "final"}  # fmt: skip
+    assert applied("sgd") == {"sampler": "multinomial", "stop_on": ("crossed",),
+                              "stuck_rule": "final"}  # fmt: skip
+    spec = ExperimentSpec(**protocol("sgd"), widths=(WIDTH,), runs=2)
+    assert spec.applied() == {**spec.to_dict(), "stuck_rule": "final"}  # the rest as given
+
+
 def test_a_protocol_is_a_fresh_dict():
     """`protocol` returns a copy: a caller that fills in its own fields (widths, max_checks)
     leaves the protocol as docs/fidelity.md gives it for the next caller."""

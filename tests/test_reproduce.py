@@ -72,6 +72,7 @@ def test_a_finished_experiment_is_not_run_again_and_a_killed_one_resumes(
     assert trained == []  # read back from the units, not trained again
     section = json.loads((tmp_path / "sgd" / "section.json").read_text())
     assert section["settings"]["early_stopping"] and section["settings"]["sampler"] == "multinomial"
+    assert section["settings"]["stuck_rule"] == "final"  # as applied, not the spec's "auto"
     assert section["seconds"] >= store.stored_seconds(tmp_path / "sgd") > 0  # still counts
     units = sorted(p.name for p in (tmp_path / "sgd" / "units").iterdir())
     assert units and all(name.endswith(".npz") for name in units), units
