@@ -3,10 +3,14 @@ differences between optimizers."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy import special
 
-from gdrelu.numbers import is_integer, is_real
+from gdrelu.numbers import is_integer
+
+MAX_COUNT = 2**53  # float64 holds every integer count up to here, and the quantiles work
 
 
 def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +28,7 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     except ValueError:
         raise ValueError(f"clopper_pearson: counts of shapes {k.shape} and {n.shape}") from None
     _check_counts("clopper_pearson", k, n)
-    _check_level(level)
+    level = _check_level(level)
     tail = (1.0 - level) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
         lower = np.where(k > 0, special.betaincinv(k, n - k + 1, tail), 0.0)
@@ -53,20 +57,28 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
         raise ValueError(
             f"failure_probability: need 0 ≤ stuck ≤ runs, runs ≥ 1, not {stuck}, {runs}"
         )
+    if runs > MAX_COUNT:
+        raise ValueError(f"runs: {runs} is above 2^53: float64 no longer holds every count")
     lower, upper = clopper_pearson(stuck, runs, level)
     return float(stuck) / float(runs), (float(lower), float(upper))
 
 
 def _check_counts(name: str, k: np.ndarray, n: np.ndarray) -> None:
-    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, n ≥ 1."""
+    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, 1 ≤ n ≤ 2^53."""
     if not np.all((k >= 0) & (k <= n) & (n >= 1) & (k == np.round(k)) & (n == np.round(n))):
         raise ValueError(f"{name}: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
+    if np.any(n > MAX_COUNT):
+        raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {n}")
 
 
-def _check_level(level) -> None:
-    """Refuse a confidence level outside (0, 1), such as 95 for 0.95."""
-    if not (np.ndim(level) == 0 and is_real(np.asarray(level).item()) and 0 < level < 1):
+def _check_level(level) -> float:
+    """`level` as a float; refused outside (0, 1), such as 95 for 0.95. Any real number
+    (a numpy scalar, a `Fraction`) will do, a bool will not."""
+    value = np.asarray(level).item() if np.ndim(level) == 0 else None
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and 0 < value < 1):
         raise ValueError(f"level: {level!r} is not a number in (0, 1)")
+    return float(value)
 
 
 def _grown_cells(p: float, runs: int, halfwidth: float, max_runs: int):
@@ -96,7 +108,7 @@ def adaptive_coverage(p: float, runs: int, halfwidth: float, max_runs: int, leve
     """Exact probability that the Clopper-Pearson interval at `level` of a cell grown by
     `--target-halfwidth` (`_grown_cells`: the runner grows on the 95% interval whatever
     `level`) covers its true P(stuck) = p."""
-    _check_level(level)
+    level = _check_level(level)
     covered = 0.0
     for size, stops, low, high in _grown_cells(p, runs, halfwidth, max_runs):
         if level != 0.95:
@@ -121,7 +133,7 @@ def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarr
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
     _check_counts("wilson", k, n)
-    _check_level(level)
+    level = _check_level(level)
     z = special.ndtri(0.5 + level / 2.0)
     center = (k + z * z / 2.0) / (n + z * z)
     half = z * np.sqrt(k * (n - k) / n + z * z / 4.0) / (n + z * z)
@@ -144,7 +156,7 @@ def paired_difference_interval(table, level: float = 0.95) -> tuple[float, float
     total = both + only_a + only_b + neither
     if total == 0:
         raise ValueError("paired outcomes: no runs to compare")
-    _check_level(level)
+    level = _check_level(level)
     p_a, p_b = (both + only_a) / total, (both + only_b) / total
     (l_a, l_b), (u_a, u_b) = wilson([both + only_a, both + only_b], total, level)
     margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
@@ -175,7 +187,7 @@ def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
             f"stuck_a, stuck_b: two bool arrays (runs,) of the same runs, not {a.dtype} "
             f"{a.shape} and {b_runs.dtype} {b_runs.shape}"
         )
-    total = a.size
+    level, total = _check_level(level), a.size
     b = int(np.sum(a & ~b_runs))
     c = int(np.sum(~a & b_runs))
     both = int(np.sum(a & b_runs))

@@ -116,6 +116,33 @@ def test_levels_at_the_ends_of_0_1_are_refused(level):
             call()
 
 
+def test_a_level_may_be_any_real_number():
+    """A `Fraction(19, 20)` or a numpy float32 level was refused as "no number": each gives
+    what 0.95 gives (to float32's rounding of 0.95), in every entry."""
+    from fractions import Fraction
+
+    from gdrelu.stats import wilson
+
+    assert failure_probability(3, 10, Fraction(19, 20)) == failure_probability(3, 10, 0.95)
+    np.testing.assert_allclose(wilson(3, 10, np.float32(0.95)), wilson(3, 10, 0.95), rtol=1e-6)
+    stuck_a = np.array([True, True, False, False, True])
+    stuck_b = np.array([True, False, False, True, False])
+    fraction = paired_comparison(stuck_a, stuck_b, Fraction(19, 20))
+    assert fraction == paired_comparison(stuck_a, stuck_b) and "ci95" in fraction
+
+
+def test_counts_beyond_float64s_integers_are_refused():
+    """Above 2^53 runs a count is no longer exact in float64: 10^19 of 10^20 gave the
+    interval (nan, nan), and n - 1 of n = 10^18 read as n of n. Refused, naming runs;
+    2^53 itself still works (its interval brackets 1/2 by about 1e-8)."""
+    with pytest.raises(ValueError, match=r"^runs: 100000000000000000000 is above 2\^53"):
+        failure_probability(10**19, 10**20)
+    with pytest.raises(ValueError, match=r"^clopper_pearson: counts above 2\^53"):
+        clopper_pearson(1, 2.0**60)
+    p, (low, high) = failure_probability(2**52, 2**53)
+    assert p == 0.5 and 0.5 - 1e-7 < low < 0.5 < high < 0.5 + 1e-7
+
+
 def test_counts_of_shapes_that_do_not_broadcast_are_named():
     with pytest.raises(ValueError, match=r"^clopper_pearson: counts of shapes \(3,\) and \(2,\)"):
         clopper_pearson([0, 1, 2], [2, 2])
