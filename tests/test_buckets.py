@@ -517,7 +517,8 @@ def test_argument_checks_accept_the_documented_forms_and_name_the_rest():
     scalar, one value or one per run, each positive; w needs one weight per neuron as b;
     a run needs two points; every input leads with the runs axis; a `classify_width` equal
     to the networks' width is theirs; every count may be 1 and patience 0; d-dim data take
-    validation weights one per point; float64 data are refused while jax_enable_x64 is off."""
+    validation weights one per point; float64 networks are refused while jax_enable_x64 is
+    off, float64 data beside float32 networks are not."""
     from gdrelu import Params, WeightedData
     from gdrelu.engine.arguments import (
         check_arrays,
@@ -549,12 +550,14 @@ def test_argument_checks_accept_the_documented_forms_and_name_the_rest():
     planar = Params(np.ones((2, 2, 2)), *params[1:])
     flat = WeightedData(np.ones((2, 3, 2)), data.y, data.weights)
     check_arrays(planar, flat, 0.01, data.weights, None, None)
-    # float32 networks on float64 data while jax_enable_x64 is off: JAX would train float32
+    # float64 networks while jax_enable_x64 is off: JAX would train them float32; float64
+    # data (numpy's default) beside float32 networks are cast, as simulate's docstring says
     as32 = lambda t: type(t)(*(np.asarray(f, np.float32) for f in t))  # noqa: E731
     jax.config.update("jax_enable_x64", False)
     try:
-        with pytest.raises(ValueError, match=r"^params or data are float64"):
-            check_precision(as32(params), data)
+        with pytest.raises(ValueError, match=r"^params: float64 but jax_enable_x64 is off"):
+            check_precision(params, as32(data))
+        check_precision(as32(params), data)
         check_precision(as32(params), as32(data))
     finally:
         jax.config.update("jax_enable_x64", True)

@@ -175,16 +175,17 @@ def params_dtype(params: Params) -> np.dtype:
 
 def check_precision(params: Params, data: WeightedData) -> None:
     """Refuse params that are not float32 or float64 (the runs train in their dtype: an
-    integer network cannot, and float16 has no eigensolver), and float64 params or data
-    while `jax_enable_x64` is off: JAX would train them as float32 without a word."""
+    integer network cannot, and float16 has no eigensolver), and float64 params while
+    `jax_enable_x64` is off: JAX would train them as float32 without a word. Float64 data
+    (numpy's default) beside float32 params is cast to float32, as every other input."""
     dtype = params_dtype(params)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
     if jax.config.read("jax_enable_x64"):
         return
-    wide = [np.dtype(v.dtype) == np.float64 for v in (*params, *data) if hasattr(v, "dtype")]
+    wide = [np.dtype(v.dtype) == np.float64 for v in params if hasattr(v, "dtype")]
     if any(wide):
         raise ValueError(
-            "params or data are float64 but jax_enable_x64 is off, so JAX would train them "
-            f"as float32; enable it at start-up with {X64_HINT} (or pass float32 arrays)"
+            "params: float64 but jax_enable_x64 is off, so JAX would train them as float32; "
+            f"enable it at start-up with {X64_HINT} (or pass float32 arrays)"
         )
