@@ -37,6 +37,7 @@ _HOMES = {
     "SpecError": "spec",
     "clopper_pearson": "stats",
     "failure_probability": "stats",
+    "paired_comparison": "stats",
 }
 
 __all__ = sorted([*_HOMES, "theory"])

@@ -80,6 +80,15 @@ class CellResult(NamedTuple):
     step_size: np.ndarray
     result: SimulationResult
 
+    def __repr__(self) -> str:
+        """The cell by its id, width, Δ and optimizer, and its result's counts (not the
+        whole spec and every run's arrays)."""
+        c = self.cell
+        return (
+            f"CellResult({c.cell_id}: width={c.width}, delta={c.delta:g}, "
+            f"optimizer={c.spec.optimizer!r}, {self.result!r})"
+        )
+
 
 class RunKeys(NamedTuple):
     """Per run (runs,): the keys of its initial weights, training data, validation (or

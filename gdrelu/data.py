@@ -20,8 +20,10 @@ SIX_POINTS_Y = (-1.0, 2.0, -1.0, 1.0, -2.0, 1.0)
 class WeightedData(NamedTuple):
     """An empirical distribution Σ_j p_j δ_(x_j, y_j).
 
-    x: (m,) or (m, d); y: (m,); weights p: (m,), summing to 1.
-    Batched: a leading runs axis on every field.
+    x: (m,) or (m, d); y: (m,); weights p: (m,), ≥ 0, summing to 1 for a distribution.
+    Batched: a leading runs axis on every field. Weights are not normalized: c·p trains as
+    p with the step size times c (the loss is linear in p), as counts in place of
+    frequencies would.
     """
 
     x: jax.Array

@@ -57,6 +57,16 @@ class SimulationResult(NamedTuple):
     certificate_checked: np.ndarray  # bool: whether the run was checked against both of
     # the certificate's stop rules, stuck and degenerate (`stuck("certificate")` needs it)
 
+    def __repr__(self) -> str:
+        """Runs, width and status counts: the arrays of a thousand runs printed whole
+        filled a notebook's screen many times over."""
+        status = np.asarray(self.status)
+        counts = ", ".join(
+            f"{s.label}={n}" for s in Status if (n := int(np.count_nonzero(status == s)))
+        )
+        width = np.shape(self.params.b)[-1] if np.ndim(self.params.b) else "?"
+        return f"SimulationResult(runs={status.size}, width={width}, {counts or 'no runs'})"
+
     def stuck(self, rule: str = "certificate") -> np.ndarray:
         """Which runs are stuck, bool (runs,) (docs/theory.md, "Outcome of a run"):
         "certificate", those GD's certificate proved stuck or found degenerate

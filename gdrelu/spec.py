@@ -55,6 +55,14 @@ def _plain(value):
     return value
 
 
+def _dtype_name(value):
+    """A numpy or JAX type's dtype name ("float32"), or the value where it is none."""
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
     """What to run: the paper's 1-D GD experiment over widths × Δ by default.
@@ -129,6 +137,8 @@ class ExperimentSpec:
     def __post_init__(self):
         for field in dataclasses.fields(self):  # numpy and JAX scalars as Python's, for JSON
             object.__setattr__(self, field.name, _plain(getattr(self, field.name)))
+        if isinstance(self.dtype, type | np.dtype):  # np.float32, jnp.float64: by name
+            object.__setattr__(self, "dtype", _dtype_name(self.dtype))
         for name in ("widths", "deltas", "stop_on", "split"):  # lists, as a caller may pass
             value = getattr(self, name)
             if hasattr(value, "__array__") and not isinstance(value, str):  # numpy, JAX

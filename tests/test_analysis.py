@@ -290,3 +290,16 @@ def test_the_final_rule_table_partitions_the_runs_into_escaped_stuck_and_diverge
     columns = dict(zip(header.split()[:7], row.split()[:7], strict=True))
     assert columns["escaped"] == "2"  # the escaped unfinished run and the crossed one
     assert (columns["stuck"], columns["diverged"], columns["runs"]) == ("3", "2", "7")
+
+
+def test_a_results_repr_is_its_counts_not_its_arrays():
+    """A thousand runs' result printed every array whole (about 200 KB in a notebook): its
+    repr is now its runs, width and the counts of each status, and a cell's adds the cell."""
+    spec = ExperimentSpec(widths=(24,), deltas=(0.1,), runs=1000)
+    status = [Status.CROSSED] * 120 + [Status.STUCK] * 870 + [Status.UNFINISHED] * 10
+    cell_result = finished_cell(Cell(24, 0.1, spec), status)
+    text = repr(cell_result.result)
+    assert text == "SimulationResult(runs=1000, width=24, crossed=120, stuck=870, unfinished=10)"
+    cell_text = repr(cell_result)
+    assert cell_text.startswith(f"CellResult({cell_result.cell.cell_id}: width=24, delta=0.1, ")
+    assert cell_text.endswith(f"optimizer='gd', {text})") and len(cell_text) < 200

@@ -408,7 +408,7 @@ def test_float64_without_x64_is_refused(width8):
     try:
         with pytest.raises(ValueError, match=r'jax.config.update\("jax_enable_x64", True\)'):
             simulate(params, data, step, check_every=10, max_checks=1)
-        with pytest.raises(ValueError, match="^params: float64 but jax_enable_x64"):
+        with pytest.raises(ValueError, match=r"^params: float64 but jax_enable_x64"):
             simulate(params._replace(a=params.a.astype(np.float32)), data, step)  # b, w, c
         assert before == engine.TRACE_COUNT  # nothing was traced
         as32 = lambda t: type(t)(*(np.asarray(f, np.float32) for f in t))  # noqa: E731
@@ -680,8 +680,12 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
     for name in ("validation", "test"):
         with pytest.raises(ValueError, match=rf"^{name}: shape \(3, 3\) does not lead with"):
             simulate(params, data, 0.01, **{name: three})
-    for keys in (jax.random.split(jax.random.key(0), 3), np.zeros((2, 4), np.uint32)):
-        with pytest.raises(ValueError, match=r"^key: expected one threefry key per run"):
+    cases = [(jax.random.split(jax.random.key(0), 3), r"typed keys of shape \(3,\)"),
+             (jax.random.key(0), r"typed keys of shape \(\)"),  # one key: its data is (2,)
+             (np.zeros((2, 4), np.uint32), r"key data of shape \(2, 4\)")]  # fmt: skip
+    for keys, given in cases:
+        with pytest.raises(ValueError, match=r"^key: one threefry key per run, \(2,\) typed "
+                           rf"keys or \(2, 2\) key data .*, not {given}$"):  # fmt: skip
             simulate(params, data, 0.01, optimizer="sgd", key=keys)
     with pytest.raises(ValueError, match=r"^early_stopping: needs validation"):
         simulate(params, data, 0.01, early_stopping=True)

@@ -364,7 +364,8 @@ def test_jax_grids_are_numpy_grids_and_a_generator_is_named():
 def test_numpy_and_jax_scalars_are_python_numbers_in_every_field():
     """jnp.int32(4) as a width was refused as "Array(4) is not a positive integer", as
     were JAX run counts, α, step sizes and Δ, and np.bool_(True) as "must be true or
-    false"; a numpy run count stayed numpy and the spec could not be written to JSON."""
+    false"; a numpy run count stayed numpy and the spec could not be written to JSON.
+    A dtype may be numpy's or JAX's type, kept by name."""
     import jax.numpy as jnp
 
     odd = ExperimentSpec(widths=(jnp.int32(4),), deltas=(jnp.float64(0.1),), runs=jnp.array(3),
@@ -378,6 +379,11 @@ def test_numpy_and_jax_scalars_are_python_numbers_in_every_field():
     assert json.loads(json.dumps(odd.to_dict())) == json.loads(json.dumps(plain.to_dict()))
     with pytest.raises(SpecError, match=r"^seed: "):  # a key is no number (it raised TypeError)
         ExperimentSpec(seed=jax.random.key(0))
+    # a dtype as numpy or JAX spells it: "<class 'numpy.float32'> is not one of float32"
+    for dtype in (np.float32, jnp.float32, np.dtype("float32")):
+        assert ExperimentSpec(dtype=dtype, runs=3) == ExperimentSpec(dtype="float32", runs=3)
+    with pytest.raises(SpecError, match=r"^dtype: 'int32' is not one of float64, float32"):
+        ExperimentSpec(dtype=np.int32)
 
 
 def test_bias_init_cells_leave_the_paper_cells_alone():

@@ -535,3 +535,15 @@ def test_stouffer_z_by_hand():
     assert p == pytest.approx(2 * stats.norm.sf(7.2 / np.sqrt(6)), rel=1e-10)
     assert p == pytest.approx(0.00329, abs=1e-5)
     assert stouffer_z([2.0, -2.0]) == pytest.approx((0.0, 1.0))
+
+
+def test_every_exported_name_resolves_paired_comparison_among_them():
+    """`gdrelu.paired_comparison` raised AttributeError though compare's statistics rest
+    on it: it is exported beside failure_probability, and every name of `__all__` (which
+    the package imports on first use) resolves to its module's object."""
+    import gdrelu
+    from gdrelu import stats
+
+    assert gdrelu.paired_comparison is stats.paired_comparison
+    for name in gdrelu.__all__:
+        assert getattr(gdrelu, name) is not None, name

@@ -286,10 +286,16 @@ def key_data_per_run(key, runs: int):
     """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
     if key is None:
         return None
-    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
+    typed = jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key)
+    given = np.shape(key)
+    if typed:
         key = jax.random.key_data(key)
     if np.shape(key) != (runs, 2):
-        raise ValueError(f"key: expected one threefry key per run, got shape {np.shape(key)}")
+        kind = "typed keys" if typed else "key data"
+        raise ValueError(
+            f"key: one threefry key per run, ({runs},) typed keys or ({runs}, 2) key data "
+            f"(jax.random.split(key, {runs})), not {kind} of shape {given}"
+        )
     return on_device(key, np.uint32)
 
 
