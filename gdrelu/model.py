@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gdrelu.numbers import check_kind
+
 
 class Params(NamedTuple):
     """Network parameters θ = (a, b, w, c).
@@ -69,6 +71,8 @@ def preactivations(params: Params, x: jax.Array, scaling: Scaling = STANDARD) ->
     """z_ji = s_a a_i·x_j + b_i for data x of shape (m,) (a 1-D network: a of shape (n,))
     or (m, d) (a (d, n)); returns (m, n). Other shapes of x are refused: they broadcast,
     and so is a batch of networks (b of shape (runs, n)): vmap over its runs."""
+    check_kind("params", params, Params)
+    x = jnp.asarray(x)
     if params.b.ndim != 1:
         raise ValueError(
             f"params: b of shape {params.b.shape}; one run's network, b of shape (n,): "
@@ -159,8 +163,13 @@ def max_abs_kink(params: Params, scaling: Scaling = STANDARD, active=None) -> ja
 def weighted_loss(
     params: Params, x: jax.Array, y: jax.Array, weights: jax.Array, alpha=0.0, scaling=STANDARD
 ) -> jax.Array:
-    """L(θ) = ½ Σ_j p_j (f(x_j) - y_j)²."""
-    r = forward(params, x, alpha, scaling) - y
+    """L(θ) = ½ Σ_j p_j (f(x_j) - y_j)², y and p of shape (m,) for the m points x."""
+    f = forward(params, x, alpha, scaling)
+    y, weights = jnp.asarray(y), jnp.asarray(weights)
+    for name, value in (("y", y), ("weights", weights)):
+        if value.shape != f.shape:
+            raise ValueError(f"{name}: shape {value.shape}; one value per point, {f.shape}")
+    r = f - y
     return 0.5 * jnp.sum(weights * r * r)
 
 

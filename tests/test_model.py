@@ -107,6 +107,26 @@ def test_a_batch_of_networks_is_refused_naming_the_params():
         gd_step(batch, data, 0.1)
 
 
+def test_the_loss_names_targets_or_weights_that_do_not_fit_and_takes_lists():
+    """Five weights for six points raised JAX's "mul got incompatible shapes", a tuple as
+    params "'tuple' object has no attribute 'b'", and a list of points "'list' object has
+    no attribute 'ndim'": each is named; lists of numbers give what arrays give (½ Σ p r²
+    of a network with one neuron written out by hand)."""
+    net = Params(jnp.array([2.0]), jnp.array([-1.0]), jnp.array([3.0]), jnp.array(0.5))
+    x, y, p = [-1.0, 0.0, 1.0], [0.0, 1.0, 2.0], [0.25, 0.25, 0.5]
+    outputs = [0.5 + 3.0 * max(2.0 * xi - 1.0, 0.0) for xi in x]  # 0.5, 0.5, 3.5
+    expected = 0.5 * sum(pj * (f - yj) ** 2 for pj, f, yj in zip(p, outputs, y, strict=True))
+    np.testing.assert_allclose(weighted_loss(net, x, y, p), expected, rtol=1e-15)
+    np.testing.assert_allclose(forward(net, x), outputs, rtol=1e-15)
+    for name, args in (("weights", (x, y, p[:2])), ("y", (x, y[:2], p))):
+        with pytest.raises(
+            ValueError, match=rf"^{name}: shape \(2,\); one value per point, \(3,\)"
+        ):
+            weighted_loss(net, *args)
+    with pytest.raises(ValueError, match=r"^params: a gdrelu.Params\(a, b, w, c\), not tuple"):
+        forward(tuple(net), x)
+
+
 def test_points_of_another_dimension_than_the_network_are_refused():
     """Taken from x.ndim, one 2-D point (2,) met a 2-D network as two 1-D points and
     broadcast to two outputs; the (1, 2) batch gives the one true output."""
