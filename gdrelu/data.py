@@ -32,7 +32,10 @@ class WeightedData(NamedTuple):
 
 
 def six_points(delta: float | jax.Array = 0.0, dtype=None) -> tuple[jax.Array, jax.Array]:
-    """The paper's 1-D data: x = (-3, -2, -1, 1, 2, 3), y = (-1, 2, -1, 1, -2, 1) + Δ."""
+    """The paper's 1-D data: x = (-3, -2, -1, 1, 2, 3), y = (-1, 2, -1, 1, -2, 1) + Δ, one
+    number Δ (vmap for several)."""
+    if np.ndim(delta) != 0:
+        raise ValueError(f"delta: one number Δ (jax.vmap over several), not {delta!r}")
     x = jnp.asarray(SIX_POINTS_X, dtype=dtype)
     y = jnp.asarray(SIX_POINTS_Y, dtype=dtype) + delta
     return x, y

@@ -70,6 +70,8 @@ def _initialized(init: str, n: int, d: int, key, dtype) -> Params:
     for name, size in (("n", n), ("d", d)):
         if not is_integer(size) or size < 1:
             raise ValueError(f"{name}: {size!r} is not a positive integer (a static shape)")
+    if isinstance(key, int | float):
+        raise ValueError(f"key: a JAX PRNG key, such as jax.random.key({key!r}), not {key!r}")
     return _layers(key, n, d, *VARIANCES[init](n, d), dtype or jnp.result_type(float))
 
 

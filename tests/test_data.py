@@ -242,6 +242,17 @@ def test_validation_weights_are_a_draw_independent_of_the_training_weights(name)
         assert abs(correlation) < Z / math.sqrt(runs), (j, correlation)
 
 
+def test_six_points_take_one_delta_and_vmap_over_several():
+    """A list of Δ raised "unsupported operand type(s) for +": it is refused, naming delta,
+    and vmap gives each Δ's targets."""
+    from gdrelu import six_points
+
+    with pytest.raises(ValueError, match=r"^delta: one number Δ \(jax.vmap over several\)"):
+        six_points([0.0, 0.1])
+    _, y = jax.vmap(six_points)(jnp.array([0.0, 0.5]))
+    np.testing.assert_array_equal(y, [[-1, 2, -1, 1, -2, 1], [-0.5, 2.5, -0.5, 1.5, -1.5, 1.5]])
+
+
 def test_a_single_sample_puts_all_weight_on_one_point():
     """N = 1 is a positive integer: one draw, so p is one point's indicator."""
     weights = np.asarray(multinomial_weights(jax.random.PRNGKey(0), 6, 1))

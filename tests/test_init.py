@@ -203,9 +203,12 @@ def test_padded_init_draws_the_narrow_network(init, dtype):
 @pytest.mark.parametrize(("args", "field"), [((0,), "n: 0"), ((4, 0), "d: 0"), ((-3,), "n: -3"),
                                              ((4.0,), "n: 4.0")])  # fmt: skip
 def test_a_network_without_neurons_or_inputs_is_refused(args, field):
-    """he_init(0) divided by zero (Var w = 2/n); he_init(-3) failed in MLIR."""
+    """he_init(0) divided by zero (Var w = 2/n); he_init(-3) failed in MLIR; a seed where
+    the key goes gave JAX's "invalid PRNG key data"."""
     with pytest.raises(ValueError, match=f"^{field} is not a positive integer"):
         he_init(*args, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"^key: a JAX PRNG key, such as jax.random.key\(7\)"):
+        he_init(4, key=7)
 
 
 def test_cell_draws_refuse_the_non_partitionable_threefry():
