@@ -138,6 +138,9 @@ class Batching(NamedTuple):
     redo: int | None
 
 
+FEW_RUNS_WIDTH = 1 << 14  # from here a block's padding lanes cost more than a compile
+
+
 def batching(
     per_run: int,
     per_block_run: int,
@@ -153,11 +156,18 @@ def batching(
     largest blocks of which one per device fits (at most a device's share, but at least
     `engine.MIN_BLOCK` runs, padding included, where those fit, else one) and redos of at
     most a block per device. A batch holds as many whole blocks per device as fit, at
-    least one."""
+    least one. Networks of `FEW_RUNS_WIDTH` neurons or more whose runs are fewer than a
+    block per device take blocks of their share, rounded up to a power of two (at least
+    `engine.MIN_BLOCK`): the padding lanes would do most of the work."""
     devices = jax.local_devices() if devices is None else list(devices)
     count = len(devices)
     default = engine.blocking_for(devices, runs, width=width)
     block, redo = default.block, default.redo
+    share = -(-runs // count)
+    few = width is not None and width >= FEW_RUNS_WIDTH and share < block
+    if few:
+        block = max(engine.MIN_BLOCK, 1 << (share - 1).bit_length())
+        redo = min(redo, count * block)
     shrunk = batch_bytes(per_run, per_block_run, 1, block, count, mixed, redo) > budget
     if shrunk:
         one_block = count * (COPIES * per_run * (1 + int(mixed)) + per_block_run)
@@ -168,7 +178,8 @@ def batching(
         redo = min(redo, count * block)
     room = budget - max(count * block, redo) * per_block_run
     blocks = max(1, room // (COPIES * per_run * count * block) - int(mixed))
-    return Batching(blocks * count * block, block if shrunk else None, redo if shrunk else None)
+    chosen = shrunk or few
+    return Batching(blocks * count * block, block if chosen else None, redo if chosen else None)
 
 
 RESULT_SCALARS = 16  # a finished run's reported numbers besides its parameters, at most

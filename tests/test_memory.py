@@ -120,6 +120,27 @@ def test_blocks_shrink_to_fit_down_to_one_run():
         assert few.block == engine.MIN_BLOCK == 2
 
 
+def test_few_runs_of_a_wide_network_train_in_blocks_of_their_share():
+    """Two runs of width 65 536 trained in the default blocks of 64 lanes per device: 2.6
+    GB and 11 s for what blocks of two do in 0.5 GB and 6 s (`gdrelu run --widths 65536
+    --runs 2`, the same runs.csv). From `FEW_RUNS_WIDTH` neurons, fewer runs than a block
+    per device take their share rounded up to a power of two, at least two lanes; a
+    narrower network, or enough runs, keeps the engine's blocks."""
+    devices = memory.jax.local_devices()
+    count, wide = len(devices), memory.FEW_RUNS_WIDTH
+    budget = 1 << 40
+    for runs, block in ((1, 2), (2, 2), (3 * count, 4), (5 * count, 8), (33 * count, 64)):
+        got = memory.batching(1_000, 10_000, budget, runs, False, devices, width=wide)
+        assert got.block == block and got.redo <= count * block, (runs, got)
+        assert got.runs % (count * block) == 0 and got.runs >= runs
+    for runs, width in ((2, wide // 2), (64 * count, wide), (2, None)):
+        got = memory.batching(1_000, 10_000, budget, runs, False, devices, width=width)
+        assert got.block is None and got.redo is None
+    tight = _block_of_one_bytes(1_000, 10_000, count, False)  # the budget still rules
+    got = memory.batching(1_000, 10_000, tight, 6 * count, False, devices, width=wide)
+    assert got.block == 1
+
+
 def test_narrow_networks_redo_more_runs_at_a_time():
     """A CPU redoes `REDO_BLOCK` runs at a time, up to four times as many while runs ×
     width stay within `REDO_NEURONS`. (The runs do not depend on it: the propagator case
