@@ -216,11 +216,12 @@ def check_fits(
         per_run, per_block_run = run_bytes(spec, bucket, Cell(max(widths), spec.deltas[0], spec))
         need = batch_bytes(per_run, per_block_run, 1, 1, devices, mixed)
         if need > budget:
+            unpadded = _unpadded(spec, max(widths), bucket, budget, named, devices)
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "
                 f"{_gigabytes(budget)}; lower {lower or _sizes(spec, named)}, or raise "
-                f"{named('memory_budget')}"
+                f"{named('memory_budget')}{unpadded}"
             )
         largest = max(largest, need)
     kept = results_bytes(spec) + held
@@ -234,6 +235,22 @@ def check_fits(
             f"lower {lower or flag + ' or ' + named('widths')}, or raise "
             f"{named('memory_budget')}"
         )
+
+
+def _unpadded(spec: ExperimentSpec, width: int, bucket: int, budget: int, named, devices) -> str:
+    """The refusal's last words where the bucket's padding alone breaks the budget: that
+    `buckets` "none" trains the run at its own width, and in how much memory."""
+    if bucket == width:
+        return ""
+    per_run, per_block_run = run_bytes(spec, width, Cell(width, spec.deltas[0], spec))
+    need = batch_bytes(per_run, per_block_run, 1, 1, devices, spec.mixed_layout)
+    if need > budget:
+        return ""
+    setting = "--buckets none" if named is _flag else "buckets='none'"
+    return (
+        f" (it is padded to {bucket} neurons: {setting} trains it at its own width, "
+        f"in about {_gigabytes(need)})"
+    )
 
 
 def _flag(field: str) -> str:

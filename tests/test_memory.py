@@ -286,6 +286,27 @@ def test_a_refusal_names_the_width_not_its_bucket():
         memory.check_fits(spec, one_run_bytes(WIDE, 4096) - 1)
 
 
+def test_a_refusal_by_the_padding_alone_names_buckets_none():
+    """Width 1 048 577 is padded to 2²¹ neurons: refused at a budget its own width fits
+    (the review's --memory-budget 2, where --buckets none ran it in 1.1 GB), the refusal
+    says so and how much the unpadded run needs; where even that does not fit, it does
+    not. As CLI flags or as the spec's field."""
+    spec = dataclasses.replace(WIDE, widths=(3000,))
+    own = dataclasses.replace(WIDE, widths=(3000,), buckets="none")
+    padded, unpadded = one_run_bytes(spec, 4096), one_run_bytes(own, 3000)
+    assert unpadded < padded
+    hint = (r"\(it is padded to 4096 neurons: --buckets none trains it at its own width, "
+            rf"in about {unpadded / 1e9:.3g} GB\)$")  # fmt: skip
+    with pytest.raises(memory.BudgetError, match=r"^width 3000: .*" + hint):
+        memory.check_fits(spec, padded - 1, as_flags=True)
+    with pytest.raises(memory.BudgetError, match=r"buckets='none' trains it"):
+        memory.check_fits(spec, padded - 1)
+    with pytest.raises(memory.BudgetError) as refused:
+        memory.check_fits(spec, unpadded - 1, as_flags=True)
+    assert "buckets" not in str(refused.value)
+    memory.check_fits(own, unpadded + memory.results_bytes(own))
+
+
 def test_the_temporaries_cover_the_larger_of_the_training_and_held_out_points():
     """A block's `TEMPORARIES` (m, n) arrays per run: the checks evaluate the held-out
     points as the steps do the training points, so m is the larger of the two counts."""
