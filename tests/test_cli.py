@@ -852,7 +852,13 @@ def _as_process(monkeypatch, index, gather=None, run_experiment=_interrupt_at_on
 
     if gather is None:
         gather = lambda local: np.stack([local, local])  # noqa: E731
-    processes = Processes(index, 2, gather)
+
+    def answered(local):
+        if isinstance(local, np.ndarray) and local.dtype == np.uint8 and local.ndim == 2:
+            return np.stack([local, local])  # `check_same_experiment`: the same everywhere
+        return gather(local)
+
+    processes = Processes(index, 2, answered)
     monkeypatch.setattr(backends, "start_processes", lambda args, specs: processes)
     monkeypatch.setattr(gdrelu.runner, "run_experiment", run_experiment)
     return ["--distributed", "--num-processes", "2", "--process-id", str(index)]
@@ -875,9 +881,8 @@ def test_a_distributed_run_is_refused_with_resume_or_target_halfwidth(small_run,
 def test_processes_need_a_coordinator_at_host_port_and_a_run_each(monkeypatch):
     """`start_processes` (jax.distributed stubbed, 3 processes): a --coordinator that is not
     host:port with a numeric port is refused before jax.distributed starts; a spec with as
-    many runs per cell as processes is taken, one with fewer is refused."""
+    many runs per cell as processes is taken (fewer are refused by `check_same_experiment`)."""
     import argparse
-    import dataclasses
 
     import jax
 
@@ -904,11 +909,66 @@ def test_processes_need_a_coordinator_at_host_port_and_a_run_each(monkeypatch):
         processes = backends.start_processes(args("host0:12355"), [spec])
         assert (processes.index, processes.count) == (2, 3)
         assert started == [("host0:12355", 3, 2)]
-        fewer = [spec, dataclasses.replace(spec, runs=2)]
-        with pytest.raises(UsageError, match=r"^--runs: fewer runs per cell than the 3 "):
-            backends.start_processes(args("host0:12355"), fewer)
     finally:
         jax.config.update("jax_cpu_collectives_implementation", collectives)
+
+
+def test_processes_given_other_experiments_are_refused_on_every_process(tmp_path):
+    """Process 1 with --runs 59 where process 0 had 60 padded its share with its last run
+    (run 59 of runs.csv was run 57's copy), and with --seed 1 mixed two seeds' runs under
+    seed 0, without a word. Every process gathers a digest of each spec field and refuses
+    alike, naming the processes and the flags that differ; a data file's path may differ
+    where its contents do not. Then fewer runs per cell than processes are refused."""
+    import dataclasses
+
+    from gdrelu.cli import backends
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.runner import Processes
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=60)
+
+    def check(mine, theirs, count=3, num_processes=3, their_count=3):
+        """Process 0 given `mine`, processes 1 and 2 `theirs`: process 0's verdict."""
+        stack = lambda local: np.stack([local, *[other] * (count - 1)])  # noqa: E731
+        other = np.stack([backends._digest(v) for v in _digests_of(theirs, their_count)])
+        backends.check_same_experiment(mine, Processes(0, count, stack), num_processes)
+
+    check([spec], [spec])
+    for changed, named in (({"runs": 59}, "--runs"), ({"seed": 1}, "--seed"),
+                           ({"runs": 59, "deltas": (0.1,)}, "--deltas, --runs")):  # fmt: skip
+        said = r"^--distributed: process 1, 2 was given another experiment than process 0 "
+        with pytest.raises(UsageError, match=said + rf"\({named}\); give every process"):
+            check([spec], [dataclasses.replace(spec, **changed)])
+    compare = [spec, dataclasses.replace(spec, optimizer="adam", sampler="multinomial")]
+    with pytest.raises(UsageError, match=r"\(--optimizers\); give"):  # not every field
+        check([spec], compare)
+    with pytest.raises(UsageError, match=r"\(--optimizer, --sampler\); give"):
+        check(compare[::-1], compare)
+    with pytest.raises(UsageError, match=r"\(--num-processes\)"):
+        check([spec], [spec], their_count=2)
+    few = dataclasses.replace(spec, runs=2)
+    with pytest.raises(UsageError, match=r"^--runs: fewer runs per cell than the 3 processes"):
+        check([few], [few])
+    text = "x,y\n-2,1\n-1,2\n1,0\n2,1\n"  # each host's copy of the data file
+    for name, content in (("a.csv", text), ("b.csv", text), ("c.csv", text.replace(",2", ",5"))):
+        (tmp_path / name).write_text(content)
+    a, b, c = (dataclasses.replace(spec, data="file", data_file=str(tmp_path / name))
+               for name in ("a.csv", "b.csv", "c.csv"))  # fmt: skip
+    check([a], [b])  # the same points at another path
+    with pytest.raises(UsageError, match=r"\(the data file\); give"):
+        check([a], [c])
+
+
+def _digests_of(specs, num_processes):
+    """What `check_same_experiment` digests of a process's specs: written out here."""
+    import dataclasses
+
+    from gdrelu.spec import ExperimentSpec
+
+    names = [f.name for f in dataclasses.fields(ExperimentSpec) if f.name != "data_file"]
+    values = [[dataclasses.asdict(spec)[name] for spec in specs] for name in names]
+    return [*values, [spec.data_sha256 for spec in specs], len(specs), num_processes]
 
 
 def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path, monkeypatch,

@@ -168,10 +168,55 @@ def start_processes(args, specs):
 
     from gdrelu.runner import Processes
 
-    count = jax.process_count()
-    if any(spec.runs < count for spec in specs):
-        raise UsageError(f"--runs: fewer runs per cell than the {count} processes")
-    return Processes(jax.process_index(), count, multihost_utils.process_allgather)
+    return Processes(jax.process_index(), jax.process_count(), multihost_utils.process_allgather)
+
+
+def check_same_experiment(specs, processes, num_processes) -> None:
+    """Refuse, on every process alike, processes given different experiments: each
+    gathers a digest of every spec field (a data file by its contents, not its path), of
+    the number of specs and of --num-processes, and all end with one line naming what
+    differs (a --runs or --seed of its own mixed two experiments' runs into one runs.csv
+    without a word). Then refuse fewer runs per cell than processes."""
+    import dataclasses
+
+    import numpy as np
+
+    from gdrelu.spec import ExperimentSpec
+
+    fields = [f.name for f in dataclasses.fields(ExperimentSpec) if f.name != "data_file"]
+    values = [[spec.to_dict()[name] for spec in specs] for name in fields]
+    values += [[spec.data_sha256 for spec in specs], len(specs), num_processes]
+    flags = [_flag(name) for name in fields] + ["the data file", "--optimizers", "--num-processes"]
+    local = np.stack([_digest(value) for value in values])
+    everyone = np.asarray(processes.gather(local))  # (processes, values, 8)
+    same = (everyone == everyone[:1]).all(axis=2)  # (processes, values)
+    if not same.all():
+        others = ", ".join(str(i) for i in np.flatnonzero(~same.all(axis=1)))
+        agree = same.all(axis=0)
+        if not agree[-2]:  # another number of specs: every field's list differs
+            agree[:-2] = True
+        differ = ", ".join(f for f, ok in zip(flags, agree, strict=True) if not ok)
+        raise UsageError(
+            f"--distributed: process {others} was given another experiment than process 0 "
+            f"({differ}); give every process the same flags"
+        )
+    if any(spec.runs < processes.count for spec in specs):
+        raise UsageError(f"--runs: fewer runs per cell than the {processes.count} processes")
+
+
+def _digest(value):
+    """8 bytes of the SHA-256 of `value` as JSON, as uint8 (8,)."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    text = json.dumps(value, sort_keys=True, default=str).encode()
+    return np.frombuffer(hashlib.sha256(text).digest()[:8], np.uint8)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def backend_name() -> str:

@@ -34,6 +34,8 @@ def execute(args, started: dict | None = None) -> int:
     budget = options.budget_bytes(args.memory_budget)
     backends.refuse_process_flags_alone(args)
     processes = backends.start_processes(args, specs) if args.distributed else None
+    if processes is not None:
+        backends.check_same_experiment(specs, processes, args.num_processes)
     writer = processes is None or processes.index == 0
     budget = _checked_on_every_process(args, specs, budget, processes)
     out = _run_directory(args, specs, processes)
@@ -114,7 +116,7 @@ def _announce_resume(out, count: int, args) -> None:
     """Before a distributed run trains: a process that dies makes the others abort in
     C++ (no Python handler runs), so the way to finish comes first."""
     print(
-        f"gdrelu: {count} processes; if one dies the others abort, and "
+        f"gdrelu: {count} process{'es' if count > 1 else ''}; if one dies the others abort, and "
         f"`{backends.resume_command('run', out, args)}` (one process, no --distributed) finishes "
         "the run",
         file=sys.stderr,
