@@ -990,6 +990,37 @@ def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path,
 
 
 @pytest.mark.parametrize("index", [0, 1])
+def test_a_process_that_ended_elsewhere_is_one_line_with_the_way_to_finish(
+    index, tmp_path, monkeypatch, capsys
+):
+    """Another process killed mid-run: this one's next gather raises Gloo's ValueError
+    within seconds (the distributed review saw it after 4-10 s), which printed a whole
+    traceback. It is one line, exit 1: process 0 names the command that finishes the run,
+    the others say that process 0 does. Any other ValueError still propagates."""
+
+    def lost(*args, **kwargs):
+        raise ValueError("UNKNOWN: Gloo AllGather failed: Connection closed by peer\nmore")
+
+    out = tmp_path / "run"
+    process = _as_process(monkeypatch, index, run_experiment=lost)
+    assert main(["run", *SMALL, "--out", str(out), *process]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    said = "gdrelu: error: another process ended (UNKNOWN: Gloo AllGather failed: Connection "
+    assert err.startswith(said + "closed by peer); "), err
+    if index == 0:
+        assert err.endswith(f"finish with: gdrelu run --resume {out}"), err
+    else:
+        assert err.endswith("process 0 says how to finish the run") and not out.exists()
+
+    def other(*args, **kwargs):
+        raise ValueError("not a collective's")
+
+    process = _as_process(monkeypatch, index, run_experiment=other)
+    with pytest.raises(ValueError, match="not a collective's"):
+        main(["run", *SMALL, "--out", str(tmp_path / "other"), *process])
+
+
+@pytest.mark.parametrize("index", [0, 1])
 def test_a_run_directory_refused_on_process_0_ends_every_process_in_one_line(
     index, tmp_path, monkeypatch, capsys
 ):

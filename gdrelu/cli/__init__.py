@@ -33,7 +33,7 @@ import warnings
 
 from gdrelu.cache import default_cache_dir
 from gdrelu.cli import interrupt
-from gdrelu.cli.errors import EXIT_USAGE, Interrupted, UsageError
+from gdrelu.cli.errors import EXIT_USAGE, Interrupted, PeerLost, UsageError
 
 __all__ = ["default_cache_dir", "main"]
 
@@ -86,6 +86,9 @@ def _main(argv) -> int:
     except BudgetError as e:
         print(f"gdrelu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except PeerLost as e:
+        print(f"gdrelu: error: {e}", file=sys.stderr)
+        return 1
     except Interrupted as resume_with:
         print(f"gdrelu: interrupted; finish with: {resume_with}", file=sys.stderr)
         return 130

@@ -9,3 +9,9 @@ class UsageError(Exception):
 
 class Interrupted(Exception):
     """Ctrl-C once the run directory holds its manifest: the command that finishes it."""
+
+
+class PeerLost(Exception):
+    """Another --distributed process ended while this one trained: one line, with the
+    command that finishes the run where this process knows it (process 0); `main` returns
+    1, though JAX's shutdown then aborts the process (exit code 134, docs/design.md)."""

@@ -12,7 +12,7 @@ import sys
 import time
 
 from gdrelu.cli import backends, options, outdir, resume
-from gdrelu.cli.errors import Interrupted, UsageError
+from gdrelu.cli.errors import Interrupted, PeerLost, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
 from gdrelu.memory import BudgetError
 from gdrelu.optim import NAMED
@@ -61,6 +61,11 @@ def execute(args, started: dict | None = None) -> int:
         if out is not None and started is None:
             outdir.discard_unstarted(out)
         raise
+    except (ValueError, RuntimeError) as err:
+        if processes is None or "gloo" not in str(err).lower():
+            raise
+        progress.close()
+        raise PeerLost(_peer_lost(err, out, args)) from None
     finally:
         progress.close()
     if writer:
@@ -110,6 +115,17 @@ def _run_directory(args, specs, processes):
     if out is not None:
         _announce_resume(out, processes.count, args)
     return out
+
+
+def _peer_lost(err, out, args) -> str:
+    """What a process says when a gather failed because another process ended: the
+    collective's first line, and how to finish (process 0) or who says it (the others)."""
+    first = str(err).strip().splitlines()[0][:200]
+    if out is None:
+        return f"another process ended ({first}); process 0 says how to finish the run"
+    return (
+        f"another process ended ({first}); finish with: {backends.resume_command('run', out, args)}"
+    )
 
 
 def _announce_resume(out, count: int, args) -> None:
