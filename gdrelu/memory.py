@@ -156,17 +156,19 @@ def batching(
     largest blocks of which one per device fits (at most a device's share, but at least
     `engine.MIN_BLOCK` runs, padding included, where those fit, else one) and redos of at
     most a block per device. A batch holds as many whole blocks per device as fit, at
-    least one. Networks of `FEW_RUNS_WIDTH` neurons or more whose runs are fewer than a
-    block per device take blocks of their share, rounded up to a power of two (at least
-    `engine.MIN_BLOCK`): the padding lanes would do most of the work."""
+    least one. On a CPU, networks of `FEW_RUNS_WIDTH` neurons or more whose runs are
+    fewer than a block per device take blocks of their share, rounded up to a power of two
+    (at least `engine.MIN_BLOCK`): the padding lanes would do most of the work. (Not on
+    the mixed layout, whose blocks `engine.redone_blocking` sizes.)"""
     devices = jax.local_devices() if devices is None else list(devices)
     count = len(devices)
     default = engine.blocking_for(devices, runs, width=width)
     block, redo = default.block, default.redo
     share = -(-runs // count)
-    few = width is not None and width >= FEW_RUNS_WIDTH and share < block
+    cpu = devices[0].platform == "cpu"  # an accelerator's blocks are its share already
+    few = cpu and not mixed and width is not None and width >= FEW_RUNS_WIDTH and share < block
     if few:
-        block = max(engine.MIN_BLOCK, 1 << (share - 1).bit_length())
+        block = min(block, max(engine.MIN_BLOCK, 1 << (share - 1).bit_length()))
         redo = min(redo, count * block)
     shrunk = batch_bytes(per_run, per_block_run, 1, block, count, mixed, redo) > budget
     if shrunk:
@@ -216,7 +218,7 @@ def check_fits(
         per_run, per_block_run = run_bytes(spec, bucket, Cell(max(widths), spec.deltas[0], spec))
         need = batch_bytes(per_run, per_block_run, 1, 1, devices, mixed)
         if need > budget:
-            unpadded = _unpadded(spec, max(widths), bucket, budget, named, devices)
+            unpadded = "" if lower else _unpadded(spec, max(widths), bucket, budget, named, devices)
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "

@@ -21,6 +21,7 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     quantiles are `scipy.special.betaincinv`, what `scipy.stats.beta.ppf` computes,
     without importing the much larger scipy.stats.)
     """
+    _check_exact("clopper_pearson", trials)
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
     try:
@@ -69,6 +70,14 @@ def _check_counts(name: str, k: np.ndarray, n: np.ndarray) -> None:
         raise ValueError(f"{name}: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
     if np.any(n > MAX_COUNT):
         raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {n}")
+
+
+def _check_exact(name: str, trials) -> None:
+    """Refuse integer trial counts above 2^53 before they become floats (2^53 + 1 would
+    read as 2^53, and k = 2^53 of it as every run)."""
+    raw = np.asarray(trials)
+    if raw.dtype.kind in "iuO" and np.any(raw > MAX_COUNT):
+        raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {trials}")
 
 
 def _check_level(level) -> float:
@@ -130,6 +139,7 @@ def adaptive_bias(p: float, runs: int, halfwidth: float, max_runs: int) -> float
 def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson's score interval for a binomial proportion k/n: the p with
     |k/n - p| <= z sqrt(p(1 - p)/n), z the normal quantile at (1 + level)/2."""
+    _check_exact("wilson", trials)
     k = np.asarray(successes, dtype=float)
     n = np.asarray(trials, dtype=float)
     _check_counts("wilson", k, n)

@@ -917,8 +917,11 @@ def test_processes_given_other_experiments_are_refused_on_every_process(tmp_path
     """Process 1 with --runs 59 where process 0 had 60 padded its share with its last run
     (run 59 of runs.csv was run 57's copy), and with --seed 1 mixed two seeds' runs under
     seed 0, without a word. Every process gathers a digest of each spec field and refuses
-    alike, naming the processes and the flags that differ; a data file's path may differ
-    where its contents do not. Then fewer runs per cell than processes are refused."""
+    alike, naming the processes and the fields that differ; a data file's path may differ
+    where its contents do not, and --num-processes may be left to the cluster on one
+    process where another gives the same count. Then fewer runs per cell than processes
+    are refused."""
+    import contextlib
     import dataclasses
 
     from gdrelu.cli import backends
@@ -928,25 +931,38 @@ def test_processes_given_other_experiments_are_refused_on_every_process(tmp_path
 
     spec = ExperimentSpec(widths=(16,), deltas=(0.0,), runs=60)
 
-    def check(mine, theirs, count=3, num_processes=3, their_count=3):
+    def sent(specs, num_processes):
+        """What a process given `specs` sends to the gather (the function's own digest)."""
+        seen = []
+
+        def gather(local):
+            seen.append(local)
+            return np.stack([local] * 3)
+
+        with contextlib.suppress(UsageError):  # fewer runs than processes: after the gather
+            backends.check_same_experiment(specs, Processes(1, 3, gather), num_processes)
+        return seen[0]
+
+    def check(mine, theirs, num_processes=3, their_num_processes=3):
         """Process 0 given `mine`, processes 1 and 2 `theirs`: process 0's verdict."""
-        stack = lambda local: np.stack([local, *[other] * (count - 1)])  # noqa: E731
-        other = np.stack([backends._digest(v) for v in _digests_of(theirs, their_count)])
-        backends.check_same_experiment(mine, Processes(0, count, stack), num_processes)
+        other = sent(theirs, their_num_processes)
+        stack = lambda local: np.stack([local, other, other])  # noqa: E731
+        backends.check_same_experiment(mine, Processes(0, 3, stack), num_processes)
 
     check([spec], [spec])
-    for changed, named in (({"runs": 59}, "--runs"), ({"seed": 1}, "--seed"),
-                           ({"runs": 59, "deltas": (0.1,)}, "--deltas, --runs")):  # fmt: skip
+    check([spec], [spec], their_num_processes=None)  # the cluster's count: 3 as well
+    for changed, named in (({"runs": 59}, "runs"), ({"seed": 1}, "seed"),
+                           ({"runs": 59, "deltas": (0.1,)}, "deltas, runs")):  # fmt: skip
         said = r"^--distributed: process 1, 2 was given another experiment than process 0 "
-        with pytest.raises(UsageError, match=said + rf"\({named}\); give every process"):
+        with pytest.raises(UsageError, match=said + rf"\(it differs in {named}\); give every"):
             check([spec], [dataclasses.replace(spec, **changed)])
     compare = [spec, dataclasses.replace(spec, optimizer="adam", sampler="multinomial")]
-    with pytest.raises(UsageError, match=r"\(--optimizers\); give"):  # not every field
-        check([spec], compare)
-    with pytest.raises(UsageError, match=r"\(--optimizer, --sampler\); give"):
+    with pytest.raises(UsageError, match=r"\(it differs in the optimizers\); give"):
+        check([spec], compare)  # not every field's list
+    with pytest.raises(UsageError, match=r"\(it differs in optimizer, sampler\); give"):
         check(compare[::-1], compare)
-    with pytest.raises(UsageError, match=r"\(--num-processes\)"):
-        check([spec], [spec], their_count=2)
+    with pytest.raises(UsageError, match=r"\(it differs in --num-processes\)"):
+        check([spec], [spec], their_num_processes=2)
     few = dataclasses.replace(spec, runs=2)
     with pytest.raises(UsageError, match=r"^--runs: fewer runs per cell than the 3 processes"):
         check([few], [few])
@@ -956,19 +972,8 @@ def test_processes_given_other_experiments_are_refused_on_every_process(tmp_path
     a, b, c = (dataclasses.replace(spec, data="file", data_file=str(tmp_path / name))
                for name in ("a.csv", "b.csv", "c.csv"))  # fmt: skip
     check([a], [b])  # the same points at another path
-    with pytest.raises(UsageError, match=r"\(the data file\); give"):
+    with pytest.raises(UsageError, match=r"\(it differs in the data file's contents\); give"):
         check([a], [c])
-
-
-def _digests_of(specs, num_processes):
-    """What `check_same_experiment` digests of a process's specs: written out here."""
-    import dataclasses
-
-    from gdrelu.spec import ExperimentSpec
-
-    names = [f.name for f in dataclasses.fields(ExperimentSpec) if f.name != "data_file"]
-    values = [[dataclasses.asdict(spec)[name] for spec in specs] for name in names]
-    return [*values, [spec.data_sha256 for spec in specs], len(specs), num_processes]
 
 
 def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path, monkeypatch,

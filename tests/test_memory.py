@@ -2,6 +2,7 @@
 and blocks shrink with the width so that the others fit."""
 
 import dataclasses
+import types
 import warnings
 
 import pytest
@@ -124,8 +125,9 @@ def test_few_runs_of_a_wide_network_train_in_blocks_of_their_share():
     """Two runs of width 65 536 trained in the default blocks of 64 lanes per device: 2.6
     GB and 11 s for what blocks of two do in 0.5 GB and 6 s (`gdrelu run --widths 65536
     --runs 2`, the same runs.csv). From `FEW_RUNS_WIDTH` neurons, fewer runs than a block
-    per device take their share rounded up to a power of two, at least two lanes; a
-    narrower network, or enough runs, keeps the engine's blocks."""
+    per CPU device take their share rounded up to a power of two, at least two lanes; a
+    narrower network, enough runs, an accelerator or the mixed layout keeps the engine's
+    blocks."""
     devices = memory.jax.local_devices()
     count, wide = len(devices), memory.FEW_RUNS_WIDTH
     budget = 1 << 40
@@ -139,6 +141,12 @@ def test_few_runs_of_a_wide_network_train_in_blocks_of_their_share():
     tight = _block_of_one_bytes(1_000, 10_000, count, False)  # the budget still rules
     got = memory.batching(1_000, 10_000, tight, 6 * count, False, devices, width=wide)
     assert got.block == 1
+    # an accelerator's blocks are its share already (rounded up to 64: a power of two
+    # made 300 runs' block 512); the mixed layout's blocks are `redone_blocking`'s
+    gpu = [types.SimpleNamespace(platform="gpu")]
+    for runs, mixed, where in ((2, False, gpu), (300, False, gpu), (2, True, devices)):
+        got = memory.batching(1_000, 10_000, budget, runs, mixed, where, width=wide)
+        assert got.block is None and got.redo is None, (runs, mixed)
 
 
 def test_narrow_networks_redo_more_runs_at_a_time():
@@ -287,10 +295,11 @@ def test_a_refusal_names_the_width_not_its_bucket():
 
 
 def test_a_refusal_by_the_padding_alone_names_buckets_none():
-    """Width 1 048 577 is padded to 2²¹ neurons: refused at a budget its own width fits
-    (the review's --memory-budget 2, where --buckets none ran it in 1.1 GB), the refusal
-    says so and how much the unpadded run needs; where even that does not fit, it does
-    not. As CLI flags or as the spec's field."""
+    """Width 1 048 577 is padded to 2²¹ neurons and was refused at --memory-budget 2,
+    where --buckets none ran it in 1.1 GB. Here width 3000 (padded to 4096) at a budget
+    its own width fits: the refusal says so and how much the unpadded run needs; where
+    even that does not fit, or the command has its own sizes to lower (`lower`:
+    reproduce, which has no --buckets), it does not. As CLI flags or as the field."""
     spec = dataclasses.replace(WIDE, widths=(3000,))
     own = dataclasses.replace(WIDE, widths=(3000,), buckets="none")
     padded, unpadded = one_run_bytes(spec, 4096), one_run_bytes(own, 3000)
@@ -303,6 +312,9 @@ def test_a_refusal_by_the_padding_alone_names_buckets_none():
         memory.check_fits(spec, padded - 1)
     with pytest.raises(memory.BudgetError) as refused:
         memory.check_fits(spec, unpadded - 1, as_flags=True)
+    assert "buckets" not in str(refused.value)
+    with pytest.raises(memory.BudgetError) as refused:
+        memory.check_fits(spec, padded - 1, lower="--scale (or --only)", as_flags=True)
     assert "buckets" not in str(refused.value)
     memory.check_fits(own, unpadded + memory.results_bytes(own))
 

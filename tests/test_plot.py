@@ -206,8 +206,9 @@ def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, clos
 def test_bars_at_one_width_stand_apart_and_unfinished_cells_are_open():
     """Three lines at the same widths drew their bars over each other: each line now sits
     at its own small offset on the log-2 axis (symmetric about the width, under 0.15 of an
-    octave), ticks still at the widths run. A cell with unfinished runs (its P(stuck) reads
-    only the runs that ended) gets an open marker at its point, and the legend says so."""
+    octave), ticks still at the widths run. A cell with unfinished runs (its P(stuck) may
+    still change as they would finish) gets an open marker at its point, and the legend
+    says so."""
     cells = [_cell(w, d, 0.5, 0.3, 0.7) for d in (0.0, 0.01, 0.1) for w in (16, 64)]
     cells[3] = {**cells[3], "status_counts": {"unfinished": 2, "crossed": 5}}
     cells[4] = {**cells[4], "status_counts": {"unfinished": 0, "crossed": 5}}

@@ -139,6 +139,13 @@ def test_counts_beyond_float64s_integers_are_refused():
         failure_probability(10**19, 10**20)
     with pytest.raises(ValueError, match=r"^clopper_pearson: counts above 2\^53"):
         clopper_pearson(1, 2.0**60)
+    from gdrelu.stats import wilson
+
+    for entry in (clopper_pearson, wilson):  # an integer 2^53 + 1 read as 2^53 once a float
+        with pytest.raises(ValueError, match=rf"^{entry.__name__}: counts above 2\^53"):
+            entry(2**53, 2**53 + 1)
+        with pytest.raises(ValueError, match=r"counts above 2\^53"):
+            entry([1, 2], np.array([4, 2**53 + 1], np.int64))
     p, (low, high) = failure_probability(2**52, 2**53)
     assert p == 0.5 and 0.5 - 1e-7 < low < 0.5 < high < 0.5 + 1e-7
 

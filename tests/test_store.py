@@ -171,6 +171,9 @@ def test_the_figures_titles_name_the_summarys_data_and_init(tmp_path, monkeypatc
     assert drawn == {"p": "data radial (d = 3), init he, biases normal(0.1)"} | {
         "c": "data radial (d = 3), init he, biases normal(0.1)"
     }
+    drawn.clear()
+    store.write_results(tmp_path, [], {"cells": []})
+    assert drawn == {"p": "data six-points, init he, biases zero"}
 
 
 def test_a_write_that_fails_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path, monkeypatch):

@@ -174,9 +174,10 @@ def start_processes(args, specs):
 def check_same_experiment(specs, processes, num_processes) -> None:
     """Refuse, on every process alike, processes given different experiments: each
     gathers a digest of every spec field (a data file by its contents, not its path), of
-    the number of specs and of --num-processes, and all end with one line naming what
-    differs (a --runs or --seed of its own mixed two experiments' runs into one runs.csv
-    without a word). Then refuse fewer runs per cell than processes."""
+    the number of specs and of --num-processes (the cluster's count where not given), and
+    all end with one line naming the fields that differ (a --runs or --seed of its own
+    mixed two experiments' runs into one runs.csv without a word). Then refuse fewer runs
+    per cell than processes."""
     import dataclasses
 
     import numpy as np
@@ -185,8 +186,9 @@ def check_same_experiment(specs, processes, num_processes) -> None:
 
     fields = [f.name for f in dataclasses.fields(ExperimentSpec) if f.name != "data_file"]
     values = [[spec.to_dict()[name] for spec in specs] for name in fields]
-    values += [[spec.data_sha256 for spec in specs], len(specs), num_processes]
-    flags = [_flag(name) for name in fields] + ["the data file", "--optimizers", "--num-processes"]
+    count = processes.count if num_processes is None else num_processes  # a cluster's own
+    values += [[spec.data_sha256 for spec in specs], len(specs), count]
+    flags = [*fields, "the data file's contents", "the optimizers", "--num-processes"]
     local = np.stack([_digest(value) for value in values])
     everyone = np.asarray(processes.gather(local))  # (processes, values, 8)
     same = (everyone == everyone[:1]).all(axis=2)  # (processes, values)
@@ -198,7 +200,7 @@ def check_same_experiment(specs, processes, num_processes) -> None:
         differ = ", ".join(f for f, ok in zip(flags, agree, strict=True) if not ok)
         raise UsageError(
             f"--distributed: process {others} was given another experiment than process 0 "
-            f"({differ}); give every process the same flags"
+            f"(it differs in {differ}); give every process the same flags and --config"
         )
     if any(spec.runs < processes.count for spec in specs):
         raise UsageError(f"--runs: fewer runs per cell than the {processes.count} processes")
@@ -213,10 +215,6 @@ def _digest(value):
 
     text = json.dumps(value, sort_keys=True, default=str).encode()
     return np.frombuffer(hashlib.sha256(text).digest()[:8], np.uint8)
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 def backend_name() -> str:
