@@ -913,6 +913,22 @@ def test_processes_need_a_coordinator_at_host_port_and_a_run_each(monkeypatch):
         jax.config.update("jax_cpu_collectives_implementation", collectives)
 
 
+def test_what_c_prints_on_stdout_while_gloo_connects_goes_to_stderr(capfd):
+    """Gloo's "[Gloo] Rank 0 is connected to 1 peer ranks" went to the standard output
+    before process 0's table: the first gather (where gloo connects) runs with file
+    descriptor 1 pointed at 2, and the table's stdout is its own again after."""
+    import os
+
+    from gdrelu.cli import backends
+
+    print("before")
+    with backends.stdout_to_stderr():
+        os.write(1, b"[Gloo] Rank 0 is connected\n")
+    print("after")
+    out, err = capfd.readouterr()
+    assert out == "before\nafter\n" and err == "[Gloo] Rank 0 is connected\n"
+
+
 def test_processes_given_other_experiments_are_refused_on_every_process(tmp_path):
     """Process 1 with --runs 59 where process 0 had 60 padded its share with its last run
     (run 59 of runs.csv was run 57's copy), and with --seed 1 mixed two seeds' runs under

@@ -4,6 +4,7 @@ backend's name for the summary."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -190,7 +191,8 @@ def check_same_experiment(specs, processes, num_processes) -> None:
     values += [[spec.data_sha256 for spec in specs], len(specs), count]
     flags = [*fields, "the data file's contents", "the optimizers", "--num-processes"]
     local = np.stack([_digest(value) for value in values])
-    everyone = np.asarray(processes.gather(local))  # (processes, values, 8)
+    with stdout_to_stderr():  # the first gather connects gloo, which says so on stdout
+        everyone = np.asarray(processes.gather(local))  # (processes, values, 8)
     same = (everyone == everyone[:1]).all(axis=2)  # (processes, values)
     if not same.all():
         others = ", ".join(str(i) for i in np.flatnonzero(~same.all(axis=1)))
@@ -204,6 +206,21 @@ def check_same_experiment(specs, processes, num_processes) -> None:
         )
     if any(spec.runs < processes.count for spec in specs):
         raise UsageError(f"--runs: fewer runs per cell than the {processes.count} processes")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """File descriptor 1 pointed at 2 inside the block (what C++ prints there, too), so
+    that the command's standard output holds its table alone."""
+    sys.stdout.flush()
+    kept = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(kept, 1)
+        os.close(kept)
 
 
 def _digest(value):
