@@ -1,5 +1,7 @@
 """The ETA of a long run comes from checks done and left per cell, not from finished runs."""
 
+import io
+
 import pytest
 
 from gdrelu.progress import CheckClock, can_stop_early, spec_clock
@@ -151,11 +153,44 @@ def test_the_bar_marks_a_bound():
     assert bar.postfix().endswith("eta 00:00")  # width 16 is expected to stop now too
 
 
+class _Terminal(io.StringIO):
+    """A screen: the bar is drawn every `REFRESH_SECONDS` on a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_gets_the_bar_every_half_minute_not_every_second(monkeypatch):
+    """stderr to a batch job's log (no terminal) kept every state of the bar, about one a
+    second for the whole run: there it is drawn every `LOG_SECONDS`, and once at the end
+    with the final counts, where a terminal gets each check."""
+    import time
+
+    import numpy as np
+
+    from gdrelu.cli import progress
+    from gdrelu.engine import Status
+
+    monkeypatch.setattr(progress, "REFRESH_SECONDS", 0.0)
+    screens = {"log": io.StringIO(), "terminal": _Terminal()}
+    for screen in screens.values():
+        clock = CheckClock([1000], [False], [[(8, 0.0)]], FakeClock())
+        bar = progress.RunProgress(10, clock, enabled=True, file=screen)
+        for k in range(1, 6):
+            time.sleep(0.02)
+            bar.on_check(0, (8,), k, np.full(10, Status.RUNNING))
+        drawn = screen.getvalue().count("check ")
+        bar.on_cells_done(0, [])
+        bar.close()
+        screen.drawn_before_close = drawn
+    assert screens["terminal"].drawn_before_close >= 5 and screens["log"].drawn_before_close == 0
+    assert "n=8 check 5" in screens["log"].getvalue().replace("\r", "\n").splitlines()[-1]
+
+
 def test_the_bar_shows_each_check_while_no_run_finishes(monkeypatch):
     """After runs finished fast (tqdm then draws only every so many runs), the checks of a
     batch whose runs train their whole budget still reach the screen: a `compare` showed
     the same check for 19 minutes."""
-    import io
     import time
 
     import numpy as np
@@ -166,7 +201,7 @@ def test_the_bar_shows_each_check_while_no_run_finishes(monkeypatch):
     monkeypatch.setattr(progress, "REFRESH_SECONDS", 0.0)
     fake = FakeClock()
     clock = CheckClock([1000, 1000], [True, False], [[(8, 0.0)], [(8, 0.0)]], fake)
-    screen = io.StringIO()
+    screen = _Terminal()
     bar = progress.RunProgress(4000, clock, enabled=True, labels=["gd ", "sgd "], file=screen)
     for k in (1, 2, 3):  # a thousand runs stop at each check, a tenth of a second apart
         time.sleep(0.12)

@@ -14,6 +14,7 @@ from gdrelu.progress import CheckClock
 
 BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 REFRESH_SECONDS = 1.0  # the longest a check's news waits to be drawn
+LOG_SECONDS = 30.0  # the same where stderr is no terminal (a batch job's log): fewer lines
 
 
 class RunProgress:
@@ -23,8 +24,13 @@ class RunProgress:
     def __init__(
         self, total: int, clock: CheckClock, *, enabled: bool, labels=None, file=None
     ) -> None:
+        import sys
+
         from tqdm.auto import tqdm
 
+        screen = file if file is not None else sys.stderr
+        terminal = bool(getattr(screen, "isatty", lambda: False)())
+        self.every = REFRESH_SECONDS if terminal else max(REFRESH_SECONDS, LOG_SECONDS)
         self.bar = tqdm(
             total=total,
             unit="run",
@@ -32,6 +38,7 @@ class RunProgress:
             dynamic_ncols=True,
             bar_format=BAR,
             file=file,
+            mininterval=self.every if not terminal else 0.1,  # 0.1: tqdm's default
         )
         self.clock = clock
         self.labels = labels or [""] * len(clock.budgets)
@@ -63,12 +70,13 @@ class RunProgress:
         self._show()
 
     def _draw_if_due(self) -> None:
-        """Draw the bar if it has not been drawn for `REFRESH_SECONDS`. tqdm draws on
-        progress only, and after fast progress only every so many runs: while no run
-        finishes (a whole budget, after cells that stopped fast) its check and ETA would
-        stay as they were for hours."""
+        """Draw the bar if it has not been drawn for `REFRESH_SECONDS` (`LOG_SECONDS`
+        where stderr is no terminal: a log would keep every state). tqdm draws on progress
+        only, and after fast progress only every so many runs: while no run finishes (a
+        whole budget, after cells that stopped fast) its check and ETA would stay as they
+        were for hours."""
         now = time.monotonic()
-        if now - self.drawn >= REFRESH_SECONDS:
+        if now - self.drawn >= self.every:
             self.bar.refresh()
             self.drawn = now
 
