@@ -1010,14 +1010,32 @@ def test_a_process_other_than_0_writes_nothing_and_exits_130_on_ctrl_c(tmp_path,
     assert every_core == [False] and list(tmp_path.iterdir()) == []
 
 
+def test_leaving_at_once_skips_the_exit_handlers_and_keeps_the_output():
+    """`leave_at_once` (after a lost peer): the exit code given, what was printed flushed,
+    and no exit handler run (JAX's would wait for the dead process, then abort)."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys; from gdrelu.cli import leave_at_once; print('said'); "
+            "atexit.register(lambda: print('handler ran')); leave_at_once(3)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (3, "said\n")
+
+
 @pytest.mark.parametrize("index", [0, 1])
 def test_a_process_that_ended_elsewhere_is_one_line_with_the_way_to_finish(
     index, tmp_path, monkeypatch, capsys
 ):
     """Another process killed mid-run: this one's next gather raises Gloo's ValueError
     within seconds (the distributed review saw it after 4-10 s), which printed a whole
-    traceback. It is one line, exit 1: process 0 names the command that finishes the run,
-    the others say that process 0 does. Any other ValueError still propagates."""
+    traceback, and JAX's exit handler aborted the process in C++ about 75 s later. It is
+    one line, then exit 1 at once, past the exit handlers (`leave_at_once`): process 0
+    names the command that finishes the run, the others say that process 0 does. Any
+    other ValueError still propagates."""
+    import gdrelu.cli
+
+    left = []
+    monkeypatch.setattr(gdrelu.cli, "leave_at_once", left.append)
 
     def lost(*args, **kwargs):
         raise ValueError("UNKNOWN: Gloo AllGather failed: Connection closed by peer\nmore")
@@ -1032,6 +1050,7 @@ def test_a_process_that_ended_elsewhere_is_one_line_with_the_way_to_finish(
         assert err.endswith(f"finish with: gdrelu run --resume {out}"), err
     else:
         assert err.endswith("process 0 says how to finish the run") and not out.exists()
+    assert left == [1]
 
     def other(*args, **kwargs):
         raise ValueError("not a collective's")

@@ -28,6 +28,7 @@ written.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import warnings
 
@@ -49,8 +50,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gdrelu: interrupted", file=sys.stderr)
         return 130
+    except PeerLost as e:  # _main has cleaned up: its directory released, its kernel reset
+        print(f"gdrelu: error: {e}", file=sys.stderr)
+        leave_at_once(1)
+        return 1
     finally:
         interrupt.restore(previous_handler)
+
+
+def leave_at_once(code: int) -> None:
+    """End the process with `code` now, its output flushed, without Python's exit
+    handlers: once another --distributed process has died, JAX's handler waits for it
+    and aborts in C++ (exit code 134 and a stack trace, up to about 90 s later)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _main(argv) -> int:
@@ -86,9 +100,6 @@ def _main(argv) -> int:
     except BudgetError as e:
         print(f"gdrelu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except PeerLost as e:
-        print(f"gdrelu: error: {e}", file=sys.stderr)
-        return 1
     except Interrupted as resume_with:
         print(f"gdrelu: interrupted; finish with: {resume_with}", file=sys.stderr)
         return 130

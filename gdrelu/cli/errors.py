@@ -13,5 +13,5 @@ class Interrupted(Exception):
 
 class PeerLost(Exception):
     """Another --distributed process ended while this one trained: one line, with the
-    command that finishes the run where this process knows it (process 0); `main` returns
-    1, though JAX's shutdown then aborts the process (exit code 134, docs/design.md)."""
+    command that finishes the run where this process knows it (process 0); the process
+    then exits with code 1 at once (`cli.leave_at_once`, docs/design.md)."""
