@@ -11,14 +11,9 @@ import numpy as np
 
 from gdrelu.cells import CellResult
 from gdrelu.detectors import ESCAPE_MARGIN
-from gdrelu.outcome import Status
+from gdrelu.outcome import Status, status_counts
 from gdrelu.spec import ExperimentSpec
 from gdrelu.stats import failure_probability, paired_comparison
-
-
-def status_counts(status: np.ndarray) -> dict[str, int]:
-    """Counts of every final status by lowercase name (zeros included)."""
-    return {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
 
 
 def stuck_runs(cell_result: CellResult) -> np.ndarray:

@@ -212,11 +212,9 @@ def check_fits(
     `as_flags` the CLI's flags."""
     named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
-    mixed = spec.mixed_layout
     largest = 0
     for bucket, widths in width_buckets(spec):
-        per_run, per_block_run = run_bytes(spec, bucket, Cell(max(widths), spec.deltas[0], spec))
-        need = batch_bytes(per_run, per_block_run, 1, 1, devices, mixed)
+        need = _alone(spec, bucket, max(widths), devices)
         if need > budget:
             unpadded = "" if lower else _unpadded(spec, max(widths), bucket, budget, named, devices)
             raise BudgetError(
@@ -239,13 +237,19 @@ def check_fits(
         )
 
 
+def _alone(spec: ExperimentSpec, size: int, width: int, devices: int) -> int:
+    """Bytes of one run of `width` neurons padded to `size`, alone in blocks of one on
+    each of `devices` devices."""
+    per_run, per_block_run = run_bytes(spec, size, Cell(width, spec.deltas[0], spec))
+    return batch_bytes(per_run, per_block_run, 1, 1, devices, spec.mixed_layout)
+
+
 def _unpadded(spec: ExperimentSpec, width: int, bucket: int, budget: int, named, devices) -> str:
     """The refusal's last words where the bucket's padding alone breaks the budget: that
     `buckets` "none" trains the run at its own width, and in how much memory."""
     if bucket == width:
         return ""
-    per_run, per_block_run = run_bytes(spec, width, Cell(width, spec.deltas[0], spec))
-    need = batch_bytes(per_run, per_block_run, 1, 1, devices, spec.mixed_layout)
+    need = _alone(spec, width, width, devices)
     if need > budget:
         return ""
     setting = "--buckets none" if named is _flag else "buckets='none'"

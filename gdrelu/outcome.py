@@ -32,6 +32,12 @@ class Status(enum.IntEnum):
         return self.name.lower()
 
 
+def status_counts(status: np.ndarray) -> dict[str, int]:
+    """Counts of every final status by lowercase name (zeros included)."""
+    status = np.asarray(status)
+    return {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
+
+
 STOP_RULES = ("crossed", "stuck", "degenerate")
 PROOF_RULES = frozenset({"stuck", "degenerate"})  # the certificate's: their statuses are proofs
 STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)  # proven stuck
@@ -60,12 +66,10 @@ class SimulationResult(NamedTuple):
     def __repr__(self) -> str:
         """Runs, width and status counts: the arrays of a thousand runs printed whole
         filled a notebook's screen many times over."""
-        status = np.asarray(self.status)
-        counts = ", ".join(
-            f"{s.label}={n}" for s in Status if (n := int(np.count_nonzero(status == s)))
-        )
+        counts = ", ".join(f"{k}={n}" for k, n in status_counts(self.status).items() if n)
         width = np.shape(self.params.b)[-1] if np.ndim(self.params.b) else "?"
-        return f"SimulationResult(runs={status.size}, width={width}, {counts or 'no runs'})"
+        runs = np.size(self.status)
+        return f"SimulationResult(runs={runs}, width={width}, {counts or 'no runs'})"
 
     def stuck(self, rule: str = "certificate") -> np.ndarray:
         """Which runs are stuck, bool (runs,) (docs/theory.md, "Outcome of a run"):

@@ -65,18 +65,17 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
 
 
 def _check_counts(name: str, k: np.ndarray, n: np.ndarray) -> None:
-    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, 1 ≤ n ≤ 2^53."""
+    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, n ≥ 1 (n ≤ 2^53:
+    `_check_exact`)."""
     if not np.all((k >= 0) & (k <= n) & (n >= 1) & (k == np.round(k)) & (n == np.round(n))):
         raise ValueError(f"{name}: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
-    if np.any(n > MAX_COUNT):
-        raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {n}")
 
 
 def _check_exact(name: str, trials) -> None:
-    """Refuse integer trial counts above 2^53 before they become floats (2^53 + 1 would
-    read as 2^53, and k = 2^53 of it as every run)."""
+    """Refuse trial counts above 2^53, checked before integers become floats (2^53 + 1
+    would read as 2^53, and k = 2^53 of it as every run)."""
     raw = np.asarray(trials)
-    if raw.dtype.kind in "iuO" and np.any(raw > MAX_COUNT):
+    if raw.dtype.kind in "iufO" and np.any(raw > MAX_COUNT):
         raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {trials}")
 
 

@@ -38,7 +38,7 @@ class RunProgress:
             dynamic_ncols=True,
             bar_format=BAR,
             file=file,
-            mininterval=self.every if not terminal else 0.1,  # 0.1: tqdm's default
+            mininterval=0.1 if terminal else self.every,  # 0.1: tqdm's default
         )
         self.clock = clock
         self.labels = labels or [""] * len(clock.budgets)

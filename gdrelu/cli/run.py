@@ -129,8 +129,8 @@ def _peer_lost(err, out, args) -> str:
 
 
 def _announce_resume(out, count: int, args) -> None:
-    """Before a distributed run trains: a process that dies makes the others abort in
-    C++ (no Python handler runs), so the way to finish comes first."""
+    """Before a distributed run trains: the way to finish comes first, since process 0
+    may be the one that dies (the others then only say that a process ended)."""
     print(
         f"gdrelu: {count} process{'es' if count > 1 else ''}; if one dies the others abort, and "
         f"`{backends.resume_command('run', out, args)}` (one process, no --distributed) finishes "
