@@ -1,5 +1,7 @@
 """The engine: statuses, batching independence, paths, compile counts, faults."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -387,12 +389,20 @@ def test_one_chunk_trace_for_other_step_sizes_seeds_and_deltas(monkeypatch, widt
     program besides it)."""
     import chex
 
+    traced = []
+
+    @functools.wraps(chunk.chunk_program)
+    def counted(*args, **kwargs):
+        traced.append(1)
+        return chunk.chunk_program(*args, **kwargs)
+
     chex.clear_trace_counter()
-    once = chex.assert_max_traces(chunk.chunk_program, n=1)
+    once = chex.assert_max_traces(counted, n=1)
     monkeypatch.setattr(chunk, "CHUNK_PROGRAMS", chunk.compiled_programs(once))
     for runs, scale in ((width8, 1.0), (paper_runs(8, 40, delta=0.1, seed=4), 0.5)):
         params, data, step = runs
         simulate(params, data, scale * step, check_every=200, max_checks=3, path="general")
+    assert traced == [1]  # the wrapped program is the one that ran
 
 
 def test_float64_without_x64_is_refused(width8):
