@@ -160,6 +160,16 @@ def test_the_papers_reading_of_gwab_certifies_more_and_misses_a_golden_flag(traj
         theory.provably_stuck(*args, gwab="literal")
 
 
+def test_the_papers_reading_of_gwab_is_applied(trajectories):
+    """`gwab="paper"` is not ignored: at the one golden flag it misses (case 4, step
+    60 000, above) it gives the opposite of gdrelu's reading, which matches the flag."""
+    case = golden_case(trajectories, 4)
+    args = (_params(case, 60000), _data(case), case["lr"])
+    paper = jax.jit(functools.partial(theory.provably_stuck, gwab="paper"))
+    ours, theirs = bool(_provably_stuck(*args)), bool(paper(*args))
+    assert ours == bool(case["converged60000"]) and theirs != ours
+
+
 def test_certificate_needs_kinks_inside_the_data(trajectories):
     """A certified state stops being certified once a kink is moved past min|x_j|."""
     case = golden_case(trajectories, 1)
