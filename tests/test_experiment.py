@@ -223,7 +223,7 @@ def test_init_variances(init, dim):
     n = INIT_WIDTH
     raw = {"he": (2 / dim, 2 / n), "swapped": (2 / n, 2.0), "ntk": (1.0, 1.0)}[init]
     effective = {"he": (2 / dim, 2 / n), "swapped": (2 / n, 2.0), "ntk": (2 / dim, 2 / n)}[init]
-    data = {} if dim == 1 else {"data": "multi-axis", "dim": dim, "step_size": 0.1}
+    data = {"step_size": 0.1} if dim == 1 else {"data": "multi-axis", "dim": dim, "step_size": 0.1}
     spec = ExperimentSpec(widths=(n,), deltas=(0.0,), runs=INIT_RUNS, init=init, **data)
     params, _, _ = jax.device_get(initial_runs(Cell(n, 0.0, spec), np.arange(INIT_RUNS)))
     assert params.a.shape == ((INIT_RUNS, n) if dim == 1 else (INIT_RUNS, dim, n))
@@ -406,7 +406,9 @@ def test_an_ntk_cells_bias_init_acts_on_the_scaled_weights():
     drawn from the raw a_i would end: all 48 short of it has probability 2^-24."""
     from gdrelu.init import SQRT3
 
-    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=6, init="ntk", bias_init="kink-neg-unif")
+    spec = ExperimentSpec(
+        widths=(8,), deltas=(0.0,), runs=6, init="ntk", bias_init="kink-neg-unif", step_size="ntk"
+    )
     params, _, _ = initial_runs(Cell(8, 0.0, spec), np.arange(6))
     offsets = -np.asarray(params.b) / (np.sqrt(2.0) * np.abs(np.asarray(params.a)))
     assert np.all((offsets >= 0) & (offsets <= SQRT3 * (1 + 1e-12)))
@@ -457,7 +459,7 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(bias_init="unif", stop_on=("stuck",)), "stop_on"),
         # random biases put kinks among the data at once: every run would stop there
         (dict(bias_init="unif", stop_on=("crossed",)), "stop_on"),
-        (dict(init="ntk", stuck_rule="certificate"), "stuck_rule"),
+        (dict(init="ntk", step_size="ntk", stuck_rule="certificate"), "stuck_rule"),
         (dict(stop_on=("crossed",), stuck_rule="certificate"), "lacks degenerate and stuck"),
         (dict(stop_on=("crossed", "stuck"), stuck_rule="certificate"), "lacks degenerate: add it"),
         (dict(data="star", step_size="ntk", stuck_rule="certificate"), "stuck_rule"),
@@ -485,6 +487,8 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(deltas=(0.1, 0.1)), "deltas: has duplicates"),
         (dict(seed=2**32), "seed: must be below 2\\*\\*32"),
         (dict(data="star"), "step_size: 'paper' is the 1-D rule"),  # star is 2-D
+        # the paper's rule ignores (s_a, s_w): 4x too small at width 16, 63x at 256
+        (dict(init="ntk"), "step_size: 'paper' reads the raw"),
         (dict(step_factor=0.0), "step_factor"),  # h = 0 with a rule's step size
         (dict(alpha=-0.1), "alpha"),  # [0, 1)
         (dict(target_halfwidth=0.5, max_runs=2000), "target_halfwidth"),  # (0, 0.5)
