@@ -9,7 +9,11 @@ runs relative to max|θ_k|. Where it exceeds 1e-9 the trajectory amplifies round
 values there; tests/test_golden.py checks Adam only up to the last step below 1e-9.
 """
 
+from pathlib import Path
+
 import numpy as np
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "data" / "gd_trajectories.npz"
 
 
 def adam_trajectory(case, steps, scale=1.0, b1=0.9, b2=0.999, eps=1e-8):
@@ -36,7 +40,7 @@ def adam_trajectory(case, steps, scale=1.0, b1=0.9, b2=0.999, eps=1e-8):
     return out
 
 
-def main(path="tests/data/gd_trajectories.npz"):
+def main(path=GOLDEN):
     golden = np.load(path)
     steps = [int(s) for s in golden["steps"]]
     for i, name in enumerate(golden["cases"]):
@@ -55,6 +59,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", nargs="?", default="tests/data/gd_trajectories.npz",
-                        help="the golden trajectories (NPZ) (default: %(default)s)")  # fmt: skip
+    parser.add_argument("path", nargs="?", default=GOLDEN,
+                        help="the golden trajectories (NPZ) (default: the repository's "
+                        "tests/data/gd_trajectories.npz)")  # fmt: skip
     main(parser.parse_args().path)

@@ -15,6 +15,7 @@ on float32 copies of the same parameters and data disagrees with float64.
 
 import argparse
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ jax.config.update("jax_enable_x64", True)
 
 from gdrelu import Params, WeightedData, engine, theory  # noqa: E402
 
+STORED = Path(__file__).resolve().parents[1] / "tests" / "data" / "mc_outcomes_n16.npz"
 READINGS = list(itertools.product(("columns", "rows"), ("conservative", "paper")))
 
 
@@ -32,8 +34,9 @@ def main():
     parser.add_argument(
         "npz",
         nargs="?",
-        default="tests/data/mc_outcomes_n16.npz",
-        help="the golden Monte Carlo runs (default: %(default)s)",
+        default=STORED,
+        help="the golden Monte Carlo runs (default: the repository's "
+        "tests/data/mc_outcomes_n16.npz)",
     )
     parser.add_argument(
         "--checks",

@@ -42,6 +42,8 @@ def test_each_script_answers_help(script, tmp_path):
          "--neurons", "64", "--steps", "1000", "--repeats", "1", "--dtypes", "float64"],
         ["scripts/star_experiment.py", "--widths", "4", "--runs", "4", "--steps", "2000",
          "--out", "{tmp}/star"],
+        ["scripts/star_experiment.py", "--widths", "4", "--runs", "4", "--steps", "2000",
+         "--step-size", "param-norm", "--step-factor", "2", "--out", "{tmp}/star"],
         ["scripts/adam_sensitivity.py"],
         ["benchmarks/bench_compare_floor.py", "--runs", str(BLOCK * (os.cpu_count() or 1)),
          "--steps", "10"],
@@ -58,5 +60,43 @@ def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
         assert done.stdout.count("\n| ") == 6 and "| all |" in done.stdout, done.stdout
     if args[0] == "benchmarks/bench_general_loop.py":  # a rate for every optimizer
         assert done.stdout.count("\n| ") == 6, done.stdout
+    if args[0] == "scripts/star_experiment.py":  # the step rule the title names
+        title = (tmp_path / "star" / "star.md").read_text().splitlines()[0]
+        assert ("step 2/‖θ‖²" if "param-norm" in args else "step 1/λ_max(K_w)") in title, title
     if args[0] == "scripts/profile_suite.py":  # the tests' programs, named and timed
         assert "tests/test_model.py::" in done.stdout and " jit(" in done.stdout, done.stdout
+
+
+def test_device_check_keeps_a_folder_that_holds_files(tmp_path):
+    """scripts/device_check.sh packs and removes every file in $OUT at its end: a folder
+    that already holds files is refused (exit 2) and left as it was; an empty one gets the
+    log and the archive (here of no stage but an unknown one: exit 1, one failure)."""
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "notes.txt").write_text("keep")
+    env = {**os.environ, "PYTHON": sys.executable}
+    script = str(ROOT / "scripts" / "device_check.sh")
+
+    def call(out):
+        env["OUT"] = str(out)
+        return subprocess.run(["bash", script, "nostage"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = call(held)
+    assert done.returncode == 2 and "not empty" in done.stderr, done.stderr
+    assert sorted(p.name for p in held.iterdir()) == ["notes.txt"]
+    done = call(tmp_path / "new")
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["log.txt", "results.tar.gz"]
+    assert "unknown stage nostage" in (tmp_path / "new" / "log.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--widths", "x"], "--widths: 'x' is not"), (["--runs", "0"], "runs: 0 is not")],
+)
+def test_star_experiment_refuses_bad_flags_by_name(args, message, tmp_path):
+    done = _run(["scripts/star_experiment.py", *args, "--out", tmp_path / "star"], tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "star").exists()
