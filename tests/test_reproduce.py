@@ -414,3 +414,24 @@ def test_the_star_experiment_at_the_papers_scale_is_the_paper_codes():
     assert spec.stop_on == () and spec.data == "star"
     assert reproduce.STAR_BUDGETS["paper"] == (100_000, 200_000, 500_000, 1_000_000)
     assert spec.check_every * spec.max_checks == 10**6
+
+
+def test_progress_in_a_log_is_a_line_per_log_interval(tmp_path, monkeypatch, capsys):
+    """With stderr no terminal (a batch job's log), the reproduction's progress is not a
+    line redrawn with carriage returns at every check: the first state at once, then one
+    line per `progress.LOG_SECONDS`, each ending in a newline."""
+    from gdrelu.cli import main, progress
+
+    def run(out, *, scale, only, on_progress, memory_budget):
+        for k in range(5):
+            on_progress(f"sgd n=16 check {k}")
+        return out / "report.md"
+
+    monkeypatch.setattr(reproduce, "reproduce", run)
+    assert main(["reproduce", "--only", "sgd", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("check") == 1 and "check 0\n" in err, err
+    monkeypatch.setattr(progress, "LOG_SECONDS", 0.0)
+    assert main(["reproduce", "--only", "sgd", "--out", str(tmp_path / "b")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "check" in line]
+    assert [line.split(" s  ", 1)[1] for line in lines] == [f"sgd n=16 check {k}" for k in range(5)]

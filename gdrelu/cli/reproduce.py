@@ -77,22 +77,44 @@ def execute(args, started: dict | None = None) -> int:
               file=sys.stderr)  # fmt: skip
     if not resumed:
         out = outdir.open_directory(args, manifest)
-    start = time.perf_counter()
-
-    def progress(line: str) -> None:
-        interrupt.raise_if_pending()
-        if not args.quiet:
-            print(f"\r{time.perf_counter() - start:7.0f} s  {line:<70}", end="", file=sys.stderr)
-
+    progress = _ProgressLine(args.quiet)
     try:
         path = reproduce.reproduce(
             out, scale=scale, only=names, on_progress=progress, memory_budget=budget
         )
     except KeyboardInterrupt:
-        if not args.quiet:
-            print(file=sys.stderr)  # end the progress line
+        progress.end()
         raise Interrupted(backends.resume_command("reproduce", out, args)) from None
-    if not args.quiet:
-        print(file=sys.stderr)
+    progress.end()
     print(f"report: {path} and {path.with_suffix('.html')}")
     return 0
+
+
+class _ProgressLine:
+    """The reproduction's progress: one line redrawn in place on a terminal; where stderr
+    is no terminal (a batch job's log), one line per `progress.LOG_SECONDS`, the first at
+    once."""
+
+    def __init__(self, quiet: bool) -> None:
+        from gdrelu.cli.progress import LOG_SECONDS
+
+        self.every = LOG_SECONDS
+        self.quiet, self.start = quiet, time.perf_counter()
+        self.terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.drawn = None  # when the last line was written
+
+    def __call__(self, line: str) -> None:
+        interrupt.raise_if_pending()
+        now = time.perf_counter()
+        due = self.terminal or self.drawn is None or now - self.drawn >= self.every
+        if self.quiet or not due:
+            return
+        text = f"{now - self.start:7.0f} s  {line:<70}"
+        print(f"\r{text}" if self.terminal else text.rstrip(), end="" if self.terminal else "\n",
+              file=sys.stderr)  # fmt: skip
+        self.drawn = now
+
+    def end(self) -> None:
+        """After the last line: end the terminal's line."""
+        if self.terminal and self.drawn is not None and not self.quiet:
+            print(file=sys.stderr)
