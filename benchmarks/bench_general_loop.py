@@ -50,9 +50,10 @@ def batch(width: int, lanes: int, step_size: float, seed: int = 0):
     return params, data, np.full(lanes, step_size), keys
 
 
-def marginal_rate(name: str, sampler: str, inputs, steps: int) -> float:
-    """Neuron-steps/s of the loop between `steps` and 4 × `steps` steps (each timed after
-    a first call of the same shapes)."""
+def marginal_rate(name: str, sampler: str, inputs, steps: int, repeats: int = 3) -> float:
+    """Neuron-steps/s of the loop between `steps` and 4 × `steps` steps (each the best of
+    `repeats` timings after a first call of the same shapes); nan where the difference is
+    not positive (a loaded machine, or too few steps to tell)."""
     params, data, h, keys = inputs
     optimizer = get_optimizer(name, sampler=sampler)
     lanes, width = params.a.shape
@@ -62,10 +63,14 @@ def marginal_rate(name: str, sampler: str, inputs, steps: int) -> float:
     seconds = []
     for count in (steps, 4 * steps):
         jax.block_until_ready(chunk(state, data, h, 0.0, count, optimizer=optimizer))
-        start = time.perf_counter()
-        jax.block_until_ready(chunk(state, data, h, 0.0, count, optimizer=optimizer))
-        seconds.append(time.perf_counter() - start)
-    return lanes * width * 3 * steps / (seconds[1] - seconds[0])
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(chunk(state, data, h, 0.0, count, optimizer=optimizer))
+            timings.append(time.perf_counter() - start)
+        seconds.append(min(timings))
+    marginal = seconds[1] - seconds[0]
+    return lanes * width * 3 * steps / marginal if marginal > 0 else float("nan")
 
 
 def main() -> None:
@@ -82,7 +87,8 @@ def main() -> None:
         inputs = batch(width, args.lanes, args.h)
         for name, sampler in OPTIMIZERS:
             rate = marginal_rate(name, sampler, inputs, args.steps)
-            print(f"| {name} | {sampler} | {width} | {rate:.3g} |", flush=True)
+            shown = "n/a" if rate != rate else f"{rate:.3g}"  # nan: too few steps to tell
+            print(f"| {name} | {sampler} | {width} | {shown} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ where it wrote:
 
 1. versions of Python, jax, jaxlib, optax, and the devices;
 2. agreement on the golden data (tests/data): the 300 stored Monte Carlo runs of
-   mc_outcomes_n16.npz simulated on the accelerator (the propagator's steps on
-   $GDRELU_PROPAGATOR_KERNEL: xla or pallas) and on the CPU (XLA), in float64 and
+   mc_outcomes_n16.npz simulated on the accelerator (the propagator's steps on the
+   kernel that $GDRELU_PROPAGATOR_KERNEL, default auto, picks there) and on the CPU
+   (XLA), in float64 and
    float32 (statuses equal? stop steps equal? largest parameter difference), and the
    golden GD trajectory case 3 after 20 000 steps on the accelerator (relative error);
 3. throughput of the default (propagator) path for each width with `--runs` runs of the

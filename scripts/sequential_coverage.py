@@ -34,7 +34,7 @@ def coverage(p, runs, halfwidth, max_runs, cells, rng) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cells", type=int, default=100_000, help="simulated cells per case (default: %(default)s)"
     )

@@ -121,6 +121,8 @@ def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys
     assert main(["reproduce", "--resume", str(out), "--quiet"]) == 0  # scale, only: recorded
     assert (out / "report.md").read_text() == before
     capsys.readouterr()
+    assert main(["reproduce", "--only", "sgd", "--out", str(out), "--quiet"]) == 2
+    assert "already holds results" in capsys.readouterr().err  # finished: no --resume hint
 
     def timed(scale, names):
         raise AssertionError("the paper scale was timed for a resume that is refused")

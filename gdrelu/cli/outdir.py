@@ -132,7 +132,7 @@ def _refuse_used(out: Path) -> None:
 
     if not out.is_dir():
         return
-    if (out / "summary.json").exists():
+    if (out / "summary.json").exists() or (out / "report.md").exists():  # run's, reproduce's
         raise UsageError(f"--out: {out} already holds results; choose another directory")
     if (out / MANIFEST).exists():  # units/ alone is no run a resume could finish
         raise UsageError(
