@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gdrelu import engine, theory
+from gdrelu import engine, runner, theory
 from gdrelu.buckets import SHARED_LIMIT, shared_width, width_buckets
 from gdrelu.init import he_init
 from gdrelu.model import (
@@ -227,13 +227,24 @@ def test_widths_in_one_program_equal_each_width_alone():
     ],
     ids=["ntk-adam-biases", "star"],
 )
-def test_a_padded_run_equals_the_unpadded_run(settings):
+def test_a_padded_run_equals_the_unpadded_run(settings, monkeypatch):
     base = dict(widths=(5, 9), deltas=(0.0,), runs=3, check_every=40, max_checks=3)
     spec = {**base, **settings}
-    assert_same_runs(
-        run_experiment(ExperimentSpec(**spec, buckets="one")),
-        run_experiment(ExperimentSpec(**spec, buckets="none")),
-    )
+    buckets = []
+
+    def train_cells(work, *, bucket, **kwargs):
+        buckets.append((sorted({cell.width for cell, _ in work}), bucket))
+        return train(work, bucket=bucket, **kwargs)
+
+    train = runner.train_cells
+    monkeypatch.setattr(runner, "train_cells", train_cells)
+    padded = run_experiment(ExperimentSpec(**spec, buckets="one"))
+    small, large = spec["widths"]
+    assert buckets == [([small, large], large)]  # the narrow width padded to the wide one
+    buckets.clear()
+    alone = run_experiment(ExperimentSpec(**spec, buckets="none"))
+    assert buckets == [([small], small), ([large], large)]
+    assert_same_runs(padded, alone)
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow

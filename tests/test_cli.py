@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import agreeing, disk_full, finished_cell
+from scipy.stats import binomtest
 
 from gdrelu.cells import Cell
 from gdrelu.cli import main
@@ -53,10 +55,17 @@ def test_run_writes_table_summary_and_figure(small_run):
         assert {"width", "delta", "optimizer", "runs", "status_counts", "p_stuck", "ci95"} <= set(
             cell
         )
-        assert sum(cell["status_counts"].values()) == cell["runs"] == 10
-        stuck = sum(cell["status_counts"][k] for k in ("stuck", "a_degenerate", "x_degenerate"))
+        # each cell's counts are those of its own rows in runs.csv, its interval scipy's
+        # exact one of those counts
+        own = [r["status"] for r in rows if (int(r["width"]), float(r["delta"])) == (
+            cell["width"], cell["delta"])]  # fmt: skip
+        counted = {label: own.count(label) for label in cell["status_counts"]}
+        assert cell["status_counts"] == counted and sum(counted.values()) == cell["runs"] == 10
+        stuck = sum(own.count(k) for k in ("stuck", "a_degenerate", "x_degenerate"))
         assert cell["p_stuck"] == stuck / 10
-        assert cell["ci95"][0] <= cell["p_stuck"] <= cell["ci95"][1]
+        exact = binomtest(stuck, 10).proportion_ci(0.95, "exact")
+        assert cell["ci95"] == pytest.approx([exact.low, exact.high], abs=1e-12)
+    assert len({json.dumps(c["status_counts"]) for c in summary["cells"]}) > 1  # cells differ
     assert (small_run / "failure_probability.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -216,7 +225,7 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--preset", "section10", "--seed", "-1"], "seed"),
         (["--runs", "10", "--max-runs", "50"], "max_runs: bounds"),  # no growth asked for
         (["--num-processes", "2"], "--num-processes: needs --distributed"),
-        (["--resume", "nowhere"], "--resume"),
+        (["--resume", "nowhere"], "--resume: give the run's directory there, not with --out"),
         ([*DISTRIBUTED, "--coordinator", "host0"], "--coordinator: 'host0' is not host:port"),
         ([*DISTRIBUTED, "--coordinator", "h:99999"], "'h:99999' is not host:port (port 1-65535)"),
         # the protocol set the batch size that the sampler leaves unused
@@ -230,6 +239,12 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(args, field, tmp_path
     out = tmp_path / "never"
     err = _refused_in_one_line(["run", *args, "--out", str(out)], out, capsys)
     assert field in err, err
+
+
+def test_a_resume_of_a_missing_directory_is_refused_by_name(tmp_path, capsys):
+    path = tmp_path / "nowhere"
+    err = _refused_in_one_line(["run", "--resume", str(path)], path, capsys)
+    assert err == f"gdrelu: error: --resume: {path} is not a directory"
 
 
 @pytest.mark.parametrize(
@@ -407,7 +422,9 @@ def test_compare_pairs_the_runs_of_every_optimizer(tmp_path):
     assert (comparison["a"], comparison["b"]) == ("gd", "adam")
     assert comparison["discordant"] == [b, c]
     assert comparison["difference"] == pytest.approx((b - c) / 40)
-    assert 0.0 <= comparison["p_value"] <= 1.0
+    # McNemar's exact test by hand: twice the smaller tail of Binomial(b + c, 1/2)
+    tail = sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c)
+    assert comparison["p_value"] == pytest.approx(min(1.0, 2 * tail), rel=1e-12)
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     table = (out / "runs.csv").read_text()
     assert main(["compare", "--resume", str(out), "--quiet"]) == 0  # its optimizers: recorded

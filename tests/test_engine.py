@@ -78,11 +78,22 @@ def test_result_does_not_depend_on_the_batch(width8, width8_result):
     assert engine.initial_state._cache_size() == programs
 
 
-def test_result_does_not_depend_on_the_device_count(width8, width8_result):
+def test_result_does_not_depend_on_the_device_count(width8, width8_result, monkeypatch):
     import jax
 
+    from gdrelu.engine import simulation
+
     assert jax.device_count() == 2  # tests/conftest.py asks for two CPU devices
+    meshes = []
+
+    def placed(*args, **kwargs):
+        runs, inputs, layout = placement.placed(*args, **kwargs)
+        meshes.append(len(jax.tree.leaves(runs)[0].devices()))  # where the runs were put
+        return runs, inputs, layout
+
+    monkeypatch.setattr(simulation, "placed", placed)
     one = simulate(*width8, check_every=200, max_checks=100, devices=jax.devices()[:1])
+    assert meshes and set(meshes) == {1}  # the runs were put on one device
     np.testing.assert_array_equal(one.status, width8_result.status)
     np.testing.assert_array_equal(one.stop_step, width8_result.stop_step)
     for got, full in zip(one.params, width8_result.params, strict=True):
@@ -366,13 +377,34 @@ def test_runs_out_of_the_zone_train_in_general_blocks(monkeypatch, width8, width
         np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-12)
 
 
+_TRACED = []  # (event, seconds) of every trace and compile while a test listens
+_LISTENING = []
+
+
+def _on_duration(event, seconds, **kwargs):
+    if _LISTENING and event in ("/jax/core/compile/jaxpr_trace_duration",
+                                "/jax/core/compile/backend_compile_duration"):  # fmt: skip
+        _TRACED.append((event, seconds))
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
 def test_no_compile_for_other_step_sizes_or_data(width8, width8_general):
-    """Step sizes and data are arrays: a second sweep with other values compiles nothing."""
+    """Step sizes and data are arrays: a second sweep with other values traces and compiles
+    nothing, neither its chunk program nor any other (JAX's own trace and compile events;
+    the inputs are made in numpy first, as an eager JAX operation would compile)."""
     params, data, step = width8  # `width8_general` ran them on the general path
     before = dict(engine.TRACE_COUNT)
-    other = data._replace(y=data.y + 0.1)
-    simulate(params, other, 0.5 * step, check_every=200, max_checks=3, path="general")
-    assert before == engine.TRACE_COUNT
+    other = data._replace(y=np.asarray(data.y) + 0.1)
+    half = 0.5 * np.asarray(step)
+    _TRACED.clear()
+    _LISTENING.append(True)
+    try:
+        simulate(params, other, half, check_every=200, max_checks=3, path="general")
+    finally:
+        _LISTENING.clear()
+    assert before == engine.TRACE_COUNT and _TRACED == []
 
 
 def test_one_trace_per_path_however_many_runs_finish(width8_general):

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import jax
 import numpy as np
@@ -466,7 +467,8 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(optimizer="adam", stop_on=("degenerate",)), "stop_on"),
         (dict(data="star", step_size="ntk", stop_on=("stuck",)), "stop_on"),
         (dict(step_size="huge"), "step_size"),
-        (dict(step_size=10**400, dtype="float32"), "step_size"),  # beyond float32 as an int
+        (dict(step_size=10**400, dtype="float32"), "step_size"),  # beyond float64 as an int
+        (dict(step_size=10**39, dtype="float32"), r"^step_size: .* is inf in float32"),
         (dict(step_size=1e-30, step_factor=1e-30, dtype="float32"), "step_size"),  # 0 there
         # settings nothing would read: refused rather than recorded as if they had acted
         (dict(num_heldout=10), "num_heldout"),
@@ -508,8 +510,10 @@ def test_runs_follow_the_documented_key_derivation():
     ],
 )
 def test_bad_settings_name_their_field(values, field):
-    with pytest.raises(SpecError, match=field):
+    with pytest.raises(SpecError, match=field) as err:
         ExperimentSpec(**values)
+    if re.fullmatch(r"\w+", field):  # a bare name ("init" is in "bias_init: ..." too)
+        assert err.value.field == field
 
 
 @pytest.mark.parametrize(
@@ -922,15 +926,24 @@ def test_a_compares_batches_are_each_priced_once_and_all_begin(monkeypatch):
     assert not any(clock.queued) and all(not any(w.values()) for w in clock.waiting)
 
 
-def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly():
+def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly(monkeypatch):
     """A target no 6 runs can meet (half-width 0.01): batches of 4 grow each cell to 4,
-    then to 6 (a last batch of 2, not 4), and no further."""
-    from gdrelu.runner import run_experiment
+    then to 6 (a last batch of runs 4 and 5, not 4 runs), and no further."""
+    from gdrelu import runner
 
+    trained = []
+
+    def train_cells(work, **kwargs):
+        trained.extend([list(indices) for _, indices in work])
+        return train(work, **kwargs)
+
+    train = runner.train_cells
+    monkeypatch.setattr(runner, "train_cells", train_cells)
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4, check_every=100, max_checks=5,
                           target_halfwidth=0.01, max_runs=6)  # fmt: skip
-    (cell,) = run_experiment(spec)
+    (cell,) = runner.run_experiment(spec)
     assert cell.result.status.size == 6
+    assert trained == [[0, 1, 2, 3], [4, 5]]
 
 
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow

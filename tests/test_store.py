@@ -494,14 +494,32 @@ def test_a_diverged_configuration_writes_strict_json(tmp_path):
     assert (tmp_path / "section10.png").exists()
 
 
+def _distinct(cell: Cell, k: int, runs: int) -> CellResult:
+    """Cell k's result in which every value names its field j, run i and cell k
+    (1000 k + 10 i + j, parameters 1000 k + 10 i + neuron / 100 per array), so that a
+    unit read back with a field, run or cell in another's place shows."""
+    i = np.arange(runs)[:, None]
+    fields = {}
+    for j, f in enumerate(SimulationResult._fields):
+        if f != "params":
+            fields[f] = 1000.0 * k + 10 * i[:, 0] + j
+    fields.update(
+        status=np.array([Status.STUCK, Status.CROSSED, Status.UNFINISHED][:runs], np.int8),
+        escaped=(i[:, 0] + k) % 2 == 0,
+        certificate_checked=(i[:, 0] + k) % 2 == 1,
+        stop_step=(1000 * k + 10 * i[:, 0]).astype(np.int64),
+    )
+    neurons = np.arange(cell.width) / 100
+    params = Params(*(1000.0 * k + 10 * i + neurons + q for q in (0.1, 0.2, 0.3)),
+                    1000.0 * k + 10 * i[:, 0] + 0.4)  # fmt: skip
+    return CellResult(cell, 1000.0 * k + i[:, 0] + 0.5, SimulationResult(params=params, **fields))
+
+
 def test_units_round_trip(tmp_path):
-    """Each cell of a unit is read back with its own step sizes and result (the cells'
-    values differ here, so that one read in another cell's place shows)."""
+    """Each cell of a unit is read back with its own step sizes and every value of its
+    result, each of its own field and run (`_distinct`), in its dtype."""
     spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
-    cells = [
-        cr._replace(step_size=cr.step_size + k, result=cr.result._replace(final_loss=np.full(3, k)))
-        for k, cr in enumerate(fake_result(cell, 3) for cell in spec.cells())
-    ]
+    cells = [_distinct(cell, k, 3) for k, cell in enumerate(spec.cells())]
     assert store.load_unit(tmp_path, "gd-w4", spec.cells()) is None
     (tmp_path / store.UNITS).mkdir()
     assert store.stored_seconds(tmp_path) == 0.0
@@ -512,9 +530,11 @@ def test_units_round_trip(tmp_path):
     assert len(loaded) == 2
     for (step, result), cr in zip(loaded, cells, strict=True):
         np.testing.assert_array_equal(step, cr.step_size)
-        np.testing.assert_array_equal(result.status, cr.result.status)
-        np.testing.assert_array_equal(result.final_loss, cr.result.final_loss)
-        np.testing.assert_array_equal(result.params.a, cr.result.params.a)
+        for f in SimulationResult._fields:
+            for got, want in zip(jax.tree.leaves(getattr(result, f)),
+                                 jax.tree.leaves(getattr(cr.result, f)), strict=True):  # fmt: skip
+                np.testing.assert_array_equal(got, want, err_msg=f)
+                assert np.asarray(got).dtype == np.asarray(want).dtype, f
 
 
 @pytest.mark.parametrize(
