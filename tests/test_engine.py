@@ -530,6 +530,18 @@ def test_diverged_runs_leave_the_others_untouched(width8, width8_result):
     np.testing.assert_array_equal(result.params.w[others], width8_result.params.w[others])
 
 
+def test_a_diverged_run_reads_escaped_whatever_its_parameters(width8):
+    """30 times the paper's step, checked every 5 steps: some runs diverge with finite
+    parameters (an infinite loss), whose pattern groups the points as before; they read
+    escaped, as the NaN ones do (docs/outputs.md)."""
+    params, data, step = width8
+    result = simulate(params, data, 30 * np.asarray(step), check_every=5, max_checks=4)
+    diverged = result.status == Status.DIVERGED
+    finite = np.isfinite(np.asarray(result.params.a)).all(axis=1)
+    assert np.any(diverged & finite) and not np.all(np.isfinite(result.final_loss[diverged]))
+    assert np.all(result.escaped[diverged])
+
+
 def test_degenerate_runs(width8):
     """Run 0 has all a_i > 0; run 1 has one point of positive weight for x < 0; run 2
     both, which the paper's code calls x-degenerate (the others have all a_i > 0 too,

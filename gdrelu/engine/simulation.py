@@ -442,6 +442,7 @@ def _result(
         return classify(padded(initial, width, xp=np), padded(last, width, xp=np), *rest)
 
     threshold, escaped = in_draw_batches(classified, np.arange(runs), width, on_host=True)
+    escaped = escaped | (outcomes.status == Status.DIVERGED)  # finite params, infinite loss too
     return SimulationResult(
         status=outcomes.status,
         stop_step=outcomes.stop_step,
