@@ -106,10 +106,18 @@ def run_key(seed: int, cell_hash: int, index) -> jax.Array:
 
 
 def check_threefry() -> None:
-    """Refuse JAX's non-partitionable threefry: a network drawn at a wider padded width
-    keeps its first neurons' bits only with the partitionable one (JAX's default), and
-    results would change with the other widths of a spec. (A JAX without the flag has
-    only the partitionable one.)"""
+    """Refuse a default generator other than threefry2x32 (the keys, their data's shape
+    and the documented derivation are threefry's; the rbg ones hung a run) and JAX's
+    non-partitionable threefry: a network drawn at a wider padded width keeps its first
+    neurons' bits only with the partitionable one (JAX's default), and results would
+    change with the other widths of a spec. (A JAX without the flag has only the
+    partitionable one.)"""
+    impl = getattr(jax.config, "jax_default_prng_impl", "threefry2x32")
+    if impl != "threefry2x32":
+        raise ValueError(
+            f"jax_default_prng_impl is {impl!r} (JAX_DEFAULT_PRNG_IMPL): gdrelu's draws "
+            "need 'threefry2x32', JAX's default"
+        )
     if not getattr(jax.config, "jax_threefry_partitionable", True):
         raise ValueError(
             "jax_threefry_partitionable is off (JAX_THREEFRY_PARTITIONABLE): gdrelu's draws "

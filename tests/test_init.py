@@ -214,7 +214,8 @@ def test_a_network_without_neurons_or_inputs_is_refused(args, field):
 def test_cell_draws_refuse_the_non_partitionable_threefry():
     """With JAX's non-partitionable threefry a network drawn at a wider padded width does
     not keep its first neurons' bits (the test above), so a cell's runs would change with
-    the spec's other widths: the cells' draws refuse it, naming the flag."""
+    the spec's other widths: the cells' draws refuse it, naming the flag; and another
+    default generator than threefry2x32 (rbg hung a run)."""
     from gdrelu.cells import Cell, check_threefry, noise_keys
     from gdrelu.spec import ExperimentSpec
 
@@ -225,6 +226,12 @@ def test_cell_draws_refuse_the_non_partitionable_threefry():
             check_threefry()
         with pytest.raises(ValueError, match=r"^jax_threefry_partitionable is off"):
             noise_keys(cell, np.arange(2))
+    jax.config.update("jax_default_prng_impl", "rbg")
+    try:
+        with pytest.raises(ValueError, match=r"^jax_default_prng_impl is 'rbg'"):
+            noise_keys(cell, np.arange(2))
+    finally:
+        jax.config.update("jax_default_prng_impl", "threefry2x32")
 
 
 def test_a_padded_cells_biases_are_drawn_for_its_true_width():
