@@ -2157,3 +2157,31 @@ def test_compare_checks_each_optimizer_beside_the_results_of_the_earlier_ones(mo
     seen.clear()
     options.check_fits(specs, None, together=False)
     assert seen == [0, 0, 0]
+
+
+def test_a_resume_takes_the_kernel_its_run_recorded(tmp_path, monkeypatch, capsys):
+    """A run started with --kernel xla resumes under xla without the flag (its kernels
+    resolve again, so the manifest check passes) and its hint names it; the variable set
+    to another kernel, or --kernel given, still wins and is refused naming the flag that
+    resumes. The variable is as it was afterwards."""
+    from gdrelu import runner
+    from gdrelu.cli import options
+    from gdrelu.engine.placement import KERNEL_VARIABLE
+
+    monkeypatch.setattr(runner, "train_cells", _interrupt_at_once)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
+    monkeypatch.delenv(KERNEL_VARIABLE, raising=False)
+    out = tmp_path / "xla"
+    assert main(["run", "--widths", "4", "--runs", "2", "--quiet", "--kernel", "xla",
+                 "--out", str(out)]) == 130  # fmt: skip
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 130  # trained: the check passed
+    assert f"--resume {out} --kernel xla" in capsys.readouterr().err
+    assert KERNEL_VARIABLE not in os.environ
+    refused = ": resume with --kernel xla"
+    assert main(["run", "--resume", str(out), "--quiet", "--kernel", "interpret"]) == 2
+    assert capsys.readouterr().err.strip().endswith(refused)
+    monkeypatch.setenv(KERNEL_VARIABLE, "interpret")
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith(refused)
+    assert os.environ[KERNEL_VARIABLE] == "interpret"

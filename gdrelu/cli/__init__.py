@@ -80,11 +80,13 @@ def _main(argv) -> int:
     restore_kernel = None
     try:
         args = parser().parse_args(argv)
-        restore_kernel = backends.use_kernel(getattr(args, "kernel", None))
         if args.command is None:
             parser().print_help()
             return EXIT_USAGE
         started = resume.started(args)
+        if started is not None:
+            args.kernel = resume.recorded_kernel(args, started)  # named as if given
+        restore_kernel = backends.use_kernel(getattr(args, "kernel", None))
         resume.check_command(args, started)
         if args.command == "reproduce":
             return reproduce.execute(args, started)

@@ -242,7 +242,8 @@ def _add_kernel(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--kernel",
         choices=KERNELS,
-        help=f"the kernel of the steps (default ${KERNEL_VARIABLE}, else auto: the "
+        help=f"the kernel of the steps (default ${KERNEL_VARIABLE}, else with --resume the "
+        "one the run recorded, else auto: the "
         "propagator's C loop on a CPU with a C compiler where it trains the runs, XLA's "
         "loops otherwise); native also puts the general path (Adam's steps, the others' "
         "redos) in C for float64 1-D data: faster, other bits than XLA's; pallas: the "

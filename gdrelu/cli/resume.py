@@ -57,6 +57,23 @@ def is_preset(manifest: dict[str, Any] | None) -> bool:
     return manifest is not None and "preset" in manifest["specs"][0]
 
 
+def recorded_kernel(args, manifest: dict[str, Any] | None) -> str | None:
+    """--kernel as given; on --resume without it and without $GDRELU_PROPAGATOR_KERNEL,
+    the kernel under which the run's recorded kernels resolve again (`store.kernel_flag`),
+    unless that is auto: a run started with --kernel native resumes as it was started."""
+    import os
+
+    from gdrelu.engine.placement import KERNEL_VARIABLE
+    from gdrelu.store import kernel_flag
+
+    given = getattr(args, "kernel", None)
+    if given is not None or manifest is None or KERNEL_VARIABLE in os.environ:
+        return given
+    kernels = manifest.get("settings", {}).get("kernels")
+    flag = kernel_flag(kernels) if isinstance(kernels, str) else None
+    return None if flag == "auto" else flag
+
+
 def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
     """The manifest's specs, once the flags given are checked against them."""
     directory: Path = args.resume
