@@ -36,6 +36,14 @@ def _assert_same_steps(ours: propagator.Stepped, xla: propagator.Stepped):
     np.testing.assert_allclose(ours.kink, xla.kink, rtol=1e-14, atol=1e-300)
 
 
+def _natively(steps, *args, **kwargs):
+    """`steps(*args, kernel="native", **kwargs)`, whose program is checked to call the C
+    loop (so that a "native" that quietly ran XLA's loop cannot equal XLA's loop)."""
+    text = steps.lower(*args, **kwargs, kernel="native").as_text()
+    assert "gdrelu_propagator_steps" in text, "the C loop is not in the program"
+    return steps(*args, **kwargs, kernel="native")
+
+
 @needs_compiler
 @pytest.mark.parametrize("alpha", [0.0, 0.1])
 def test_native_loop_equals_the_xla_loop(alpha):
@@ -50,7 +58,7 @@ def test_native_loop_equals_the_xla_loop(alpha):
     )
     args = (params, state, moments, h, alpha, 1000)
     xla = steps(*args, block=32, num_blocks=3)
-    ours = steps(*args, block=32, num_blocks=3, kernel="native")
+    ours = _natively(steps, *args, block=32, num_blocks=3)
     _assert_same_steps(ours, xla)
     np.testing.assert_array_equal(ours.state.phi[96:], np.broadcast_to(np.eye(3), (32, 2, 3, 3)))
     assert not np.allclose(ours.state.phi[:96], state.phi[:96])
@@ -59,14 +67,15 @@ def test_native_loop_equals_the_xla_loop(alpha):
 @needs_compiler
 def test_a_count_that_is_not_a_multiple_of_the_lanes_steps_those_runs_only():
     """The C loop takes `native.LANES` = 8 runs at a time: with 10 of 12 runs stepping, it
-    steps a last group of lanes 8-15 (12-15 padding), and runs 10 and 11 keep their carry."""
+    steps a last group of lanes 8-15 (12-15 padding), and runs 10 and 11 keep their carry
+    (which `native.native_steps` merges back: the C loop itself steps whole groups)."""
     params, state, moments, h = jax.tree.map(lambda v: v[:12], _batch(128))
     steps = jax.jit(
         propagator.deferred_steps, static_argnums=5, static_argnames=("block", "kernel")
     )
     args = (params, state, moments, h, 0.0, 200)
     xla = steps(*args, block=2, num_blocks=5)
-    ours = steps(*args, block=2, num_blocks=5, kernel="native")
+    ours = _natively(steps, *args, block=2, num_blocks=5)
     _assert_same_steps(ours, xla)
     np.testing.assert_array_equal(ours.state.phi[10:], np.broadcast_to(np.eye(3), (2, 2, 3, 3)))
 
@@ -140,7 +149,7 @@ def test_native_heavy_ball_equals_the_xla_loop(alpha):
     args = (params, state, moments, 0.1 * h, alpha, 1000)
     common = dict(block=32, num_blocks=3, optimizer=momentum, velocity=velocity)
     xla = steps(*args, **common)
-    ours = steps(*args, **common, kernel="native")
+    ours = _natively(steps, *args, **common)
     _assert_same_steps(ours, xla)
     np.testing.assert_array_equal(ours.state.phi[96:], np.broadcast_to(np.eye(6), (32, 2, 6, 6)))
     assert not np.allclose(ours.c_velocity[:96], velocity.c[:96])
@@ -200,7 +209,7 @@ def test_native_minibatch_steps_equal_the_xla_loop(name):
     args = (params, state, moments, h, 0.1, 300)
     common = dict(block=32, num_blocks=3, optimizer=optimizer, velocity=velocity, noise=noise)
     xla = steps(*args, **common)
-    ours = steps(*args, **common, kernel="native")
+    ours = _natively(steps, *args, **common)
     _assert_same_steps(ours, xla)
     assert not np.allclose(ours.c[:96], params.c[:96])
 
@@ -230,7 +239,7 @@ def test_native_minibatches_of_any_number_of_points_equal_the_xla_loop(points):
     )
     args = (params, state, moments, h, 0.0, 200)
     common = dict(block=8, optimizer=propagator.get_optimizer("sgd"), noise=noise)
-    _assert_same_steps(steps(*args, **common, kernel="native"), steps(*args, **common))
+    _assert_same_steps(_natively(steps, *args, **common), steps(*args, **common))
 
 
 # -m slow (11 s, programs no other test needs): the C loop's minibatch bits are checked
