@@ -246,8 +246,13 @@ def run_group(
 
 
 def _row(scale: Scale, group: dict[str, Any], label: tuple, cell_result: CellResult) -> dict:
-    """A configuration's row: mean RMSEs at each run's best-validation check."""
+    """A configuration's row: mean RMSEs at each run's best-validation check. The label
+    must be that of the cell the results come from (a row of another step size's results
+    would pick the wrong best step size)."""
     bias_init, k, step = label
+    spec = cell_result.cell.spec
+    if (spec.bias_init, spec.step_size) != (bias_init, step):
+        raise ValueError(f"row {label} holds the results of ({spec.bias_init}, {spec.step_size})")
     result = cell_result.result
     # weights 1/m: loss = ½ mean r², so RMSE = sqrt(2 loss); a diverged run scores inf
     val = _rmse(result.best_validation_loss)
@@ -257,7 +262,7 @@ def _row(scale: Scale, group: dict[str, Any], label: tuple, cell_result: CellRes
         "bias_init": bias_init,
         "step_exponent": k,
         "step_size": step,
-        "runs": scale.runs,
+        "runs": int(result.status.size),
         "validation_rmse": float(np.mean(val)),
         "test_rmse": float(np.mean(test_rmse)),
         "test_rmse_se": _standard_error(test_rmse),

@@ -106,11 +106,12 @@ def test_a_tie_in_validation_keeps_the_smaller_step_size():
     assert best["step_size"] == 0.1 and best["test_rmse"] == 0.3
 
 
-def _losses_cell(validation_loss, test_loss):
-    """A cell result whose runs have these best-validation and test losses (the rest 0)."""
+def _losses_cell(validation_loss, test_loss, step=0.01):
+    """A cell result whose runs have these best-validation and test losses (the rest 0),
+    of bias init zero and this step size."""
     runs = len(validation_loss)
     spec = section10._spec(TINY, {"data": "radial", "dim": 1, "init": "he",
-                                  "optimizer": "adam"}, "zero", 0.01, 0)  # fmt: skip
+                                  "optimizer": "adam"}, "zero", step, 0)  # fmt: skip
     zeros = np.zeros(runs)
     fields = {f: zeros for f in SimulationResult._fields if f != "params"}
     fields.update(
@@ -131,10 +132,13 @@ def test_a_row_is_the_mean_rmse_and_its_standard_error_over_runs():
     (0.08, 0.18, 0.32, 0.5) are RMSEs (0.4, 0.6, 0.8, 1), mean 0.7, deviations ±0.1, ±0.3,
     sample sd sqrt(0.2/3) and standard error sqrt(0.2/3)/sqrt(4) = sqrt(1/60)."""
     cell = _losses_cell([0.5, 2.0, 4.5, 0.125], [0.08, 0.18, 0.32, 0.5])
-    row = section10._row(TINY, GROUP, ("zero", -2, 0.005), cell)
+    row = section10._row(TINY, GROUP, ("zero", 0, 0.01), cell)
     assert {k: row[k] for k in GROUP} == GROUP
-    assert (row["bias_init"], row["step_exponent"], row["step_size"]) == ("zero", -2, 0.005)
-    assert row["runs"] == TINY.runs and row["diverged"] == 0
+    assert (row["bias_init"], row["step_exponent"], row["step_size"]) == ("zero", 0, 0.01)
+    assert row["runs"] == 4 and row["diverged"] == 0  # the runs of the result, not the scale's
+    for other in (("zero", -2, 0.005), ("unif", 0, 0.01)):  # another cell's label
+        with pytest.raises(ValueError, match=r"holds the results of \(zero, 0.01\)"):
+            section10._row(TINY, GROUP, other, cell)
     assert row["validation_rmse"] == pytest.approx(1.625, rel=1e-14)
     assert row["test_rmse"] == pytest.approx(0.7, rel=1e-14)
     assert row["test_rmse_se"] == pytest.approx(math.sqrt(1 / 60), rel=1e-14)
@@ -145,12 +149,12 @@ def test_a_diverged_run_scores_infinite_rmse(bad):
     """A run whose losses are not finite (diverged) has RMSE inf: it is counted in
     `diverged`, the mean RMSEs are inf and so is the standard error, and such a step size
     is never chosen over a finite one."""
-    cell = _losses_cell([0.5, bad, 2.0], [0.08, bad, 0.18])
+    cell = _losses_cell([0.5, bad, 2.0], [0.08, bad, 0.18], step=0.02)
     row = section10._row(TINY, GROUP, ("zero", 2, 0.02), cell)
     assert row["diverged"] == 1
     assert row["validation_rmse"] == math.inf and row["test_rmse"] == math.inf
     assert row["test_rmse_se"] == math.inf
-    finite = section10._row(TINY, GROUP, ("zero", -2, 0.005), _losses_cell([8.0], [8.0]))
+    finite = section10._row(TINY, GROUP, ("zero", -2, 0.005), _losses_cell([8.0], [8.0], 0.005))
     assert finite["validation_rmse"] == 4.0 and finite["diverged"] == 0
     assert finite["test_rmse_se"] == math.inf  # one run: no standard error
     (best,) = section10.best_step_sizes([row, finite])
@@ -161,7 +165,7 @@ def test_diverged_counts_the_runs_without_a_finite_validation_loss():
     """docs/outputs.md: `diverged` counts the runs with no finite validation loss; a run
     whose validation loss is finite but whose test loss at that check is not counts in the
     test RMSE (inf), not in `diverged`."""
-    row = section10._row(TINY, GROUP, ("zero", 2, 0.02), _losses_cell([0.5, 2.0], [0.08, math.inf]))
+    row = section10._row(TINY, GROUP, ("zero", 0, 0.01), _losses_cell([0.5, 2.0], [0.08, math.inf]))
     assert row["diverged"] == 0 and row["validation_rmse"] == 1.5
     assert row["test_rmse"] == math.inf and row["test_rmse_se"] == math.inf
 
