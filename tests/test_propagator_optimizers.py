@@ -96,7 +96,8 @@ def test_runs_that_cross_and_go_on_equal_the_general_path(runs, optimizer, sampl
     moved = 0
     for k, (slots, general_lanes, lanes) in enumerate(seen):
         real = slots >= 0
-        before = fast.pattern_change_step[slots[real]] < CHECK_EVERY * k  # in chunk < k
+        changed = fast.pattern_change_step[slots[real]]
+        before = (changed >= 0) & (changed < CHECK_EVERY * k)  # in chunk < k (-1: never)
         # general lanes hold only runs whose pattern changed; each device's first
         # num_blocks[d, 0] blocks hold the others
         assert not np.any(general_lanes[real] & ~before)
