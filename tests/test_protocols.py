@@ -34,7 +34,8 @@ def _validation_loss(theta, x, y, v):
 
 
 def _direct(name, theta, x, y, p, v, h, key):
-    """(status, stop step) of one run trained step by step under protocol `name`."""
+    """(status, stop step, final (a, b, w, c)) of one run trained step by step under
+    protocol `name`."""
     spec = protocol(name)
     optimizer = get_optimizer(spec["optimizer"], sampler=spec.get("sampler"))
     weights = jax.jit(lambda t: batch_weights(optimizer, jnp.asarray(p), key, t))
@@ -56,15 +57,15 @@ def _direct(name, theta, x, y, p, v, h, key):
             theta = [t - h * g for t, g in zip(theta, grads, strict=True)]
             max_kink = max(max_kink, np.max(np.abs(theta[1] / theta[0])))
         if not all(np.all(np.isfinite(t)) for t in theta):
-            return Status.DIVERGED, step
+            return Status.DIVERGED, step, theta
         if max_kink >= np.min(np.abs(x)):
-            return Status.CROSSED, step
+            return Status.CROSSED, step, theta
         val = _validation_loss(theta, x, y, v)
         improved = val < best - MIN_DELTA
         best, stale = (val, 0) if improved else (best, stale + 1)
         if stale >= PATIENCE:
-            return Status.EARLY_STOPPED, step
-    return Status.UNFINISHED, step
+            return Status.EARLY_STOPPED, step, theta
+    return Status.UNFINISHED, step, theta
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "small-step"])
@@ -82,9 +83,12 @@ def test_protocol_stops_as_a_direct_loop(name):
         np.testing.assert_allclose(steps, 0.01 / WIDTH, rtol=1e-15)
     for r in range(RUNS):
         theta = [np.asarray(leaf[r]) for leaf in params]
-        status, step = _direct(name, theta, *(v[r] for v in data), valid[r], steps[r], keys[r])
+        status, step, final = _direct(name, theta, *(v[r] for v in data), valid[r], steps[r],
+                                      keys[r])  # fmt: skip
         assert cell_result.result.status[r] == status, (r, cell_result.result.status[r], status)
         assert cell_result.result.stop_step[r] == step
+        for got, want in zip(cell_result.result.params, final, strict=True):  # the trajectory
+            np.testing.assert_allclose(np.asarray(got)[r], want, rtol=1e-9, atol=1e-12)
     # the paper's protocols stop only on crossing or early stopping, so P(stuck) counts
     # the runs whose final network is still linear (the final rule), never certificates
     # (under the certificate rule every such cell would report P(stuck) = 0), and no run
