@@ -219,7 +219,7 @@ def _check_sample_count(spec: ExperimentSpec) -> None:
 
 
 def _check_training(spec: ExperimentSpec) -> None:
-    """Optimizer, minibatches, initialization and step size."""
+    """Optimizer, minibatches, initialization, step size and α."""
     _choice(spec, "optimizer", NAMED)
     if not _is_positive_int(spec.batch_size):
         raise SpecError("batch_size", f"{spec.batch_size!r} is not a positive integer")
@@ -247,6 +247,14 @@ def _check_training(spec: ExperimentSpec) -> None:
         raise SpecError("bias_init", str(err).split(": ", 1)[-1]) from None
     if mode in ("normal", "uniform"):
         _check_bias_scale(spec, sigma)
+    _check_step_size(spec)
+    if not is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
+        raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
+
+
+def _check_step_size(spec: ExperimentSpec) -> None:
+    """A rule that applies to the data and parameterization, or a positive number that
+    stays positive and finite times `step_factor` in the dtype."""
     if spec.step_size not in STEP_SIZE_RULES and not (
         is_real(spec.step_size) and 0 < _as_float(spec.step_size) < math.inf
     ):
@@ -276,8 +284,6 @@ def _check_training(spec: ExperimentSpec) -> None:
                 "step_size", f"{spec.step_size!r} × step_factor {spec.step_factor!r} is "
                 f"{step} in {spec.dtype}: not a positive finite step"
             )  # fmt: skip
-    if not is_real(spec.alpha) or not 0.0 <= spec.alpha < 1.0:
-        raise SpecError("alpha", f"{spec.alpha!r} is not in [0, 1)")
 
 
 def _as_float(value) -> float:
