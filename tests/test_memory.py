@@ -8,6 +8,8 @@ import warnings
 import pytest
 
 from gdrelu import ExperimentSpec, engine, memory
+from gdrelu.cells import Cell
+from gdrelu.memory import run_bytes
 from gdrelu.runner import run_experiment
 
 WIDE = ExperimentSpec(widths=(8, 4096), deltas=(0.0,), runs=2, check_every=10, max_checks=2)
@@ -358,3 +360,31 @@ def test_a_shrunk_block_holds_at_most_a_devices_share_of_the_runs():
         one_block = _block_of_one_bytes(per_run, per_block_run, count, mixed)
         got = memory.batching(per_run, per_block_run, 10 * one_block, 3 * count, mixed, devices)
         assert got.block == 3 and got.runs % (count * 3) == 0
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "dtype", "per_neuron"),
+    [
+        ("gd", "float64", 3 * 8 + 8 + 1),  # a, b, w; slope0 = w/a; the `regular` flag (bool)
+        ("gd", "float32", 3 * 4 + 4 + 1),
+        ("momentum", "float64", 3 * 8 + 8 + 1 + 3 * 8),  # and the velocity of a, b, w
+        ("adam", "float64", 3 * 8 + 8 + 1 + 6 * 8),  # and the two moments of a, b, w
+        ("adam", "float32", 3 * 4 + 4 + 1 + 6 * 4),
+    ],
+)
+def test_a_runs_bytes_grow_by_its_per_neuron_fields_counted_by_hand(optimizer, dtype, per_neuron):
+    """`run_bytes` against the run state's fields (`engine.RunState`) counted by hand: one
+    run padded to 128 neurons instead of 64 holds 64 × the bytes of one neuron's fields
+    more, and its temporaries double (they are per bucket neuron). SGD's temporaries hold
+    the words of 64 steps drawn ahead, 16 words of 4 bytes each, more than GD's."""
+    spec = ExperimentSpec(widths=(8,), deltas=(0.0,), runs=2, optimizer=optimizer, dtype=dtype)
+    cell = Cell(8, 0.0, spec)
+    (small, small_temporaries), (large, large_temporaries) = (
+        run_bytes(spec, size, cell) for size in (64, 128)
+    )
+    assert large - small == 64 * per_neuron
+    assert large_temporaries == 2 * small_temporaries
+    if (optimizer, dtype) == ("gd", "float64"):
+        sgd = dataclasses.replace(spec, optimizer="sgd")
+        words = run_bytes(sgd, 64, Cell(8, 0.0, sgd))[1] - small_temporaries
+        assert words == 64 * 16 * 4
