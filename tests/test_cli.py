@@ -2194,3 +2194,15 @@ def test_a_resume_takes_the_kernel_its_run_recorded(tmp_path, monkeypatch, capsy
     assert main(["run", "--resume", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err.strip().endswith(refused)
     assert os.environ[KERNEL_VARIABLE] == "interpret"
+    monkeypatch.setenv(KERNEL_VARIABLE, "")  # empty reads as unset, as the engine reads it
+    assert main(["run", "--resume", str(out), "--quiet"]) == 130
+    capsys.readouterr()
+    # a record this machine cannot run (the GPU kernel) is refused naming the run, not a
+    # flag the user did not give, nor advice (--kernel xla) that the record would refuse
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["settings"]["kernels"] = "pallas"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gdrelu: error: --resume: {out} was started with kernel 'pallas': ")
+    assert "--kernel" not in err and err.endswith("resume it on a machine that runs that kernel")

@@ -84,9 +84,10 @@ def _main(argv) -> int:
             parser().print_help()
             return EXIT_USAGE
         started = resume.started(args)
-        if started is not None:
-            args.kernel = resume.recorded_kernel(args, started)  # named as if given
-        restore_kernel = backends.use_kernel(getattr(args, "kernel", None))
+        kernel, recorded = getattr(args, "kernel", None), resume.recorded_kernel(args, started)
+        restore_kernel = backends.use_kernel(
+            kernel or recorded, recorded_by=args.resume if kernel is None and recorded else None
+        )
         resume.check_command(args, started)
         if args.command == "reproduce":
             return reproduce.execute(args, started)

@@ -20,16 +20,23 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def use_kernel(kernel: str | None):
+_RECORDED_BY: list[Path] = []  # the --resume directory whose record chose the kernel, if any
+RESUME_ELSEWHERE = "resume it on a machine that runs that kernel"
+
+
+def use_kernel(kernel: str | None, recorded_by: Path | None = None):
     """--kernel, when given, as $GDRELU_PROPAGATOR_KERNEL for this command (the engine
-    reads it there): a function that restores the variable as it was."""
+    reads it there), or the kernel the run in `recorded_by` recorded (its refusals then
+    name that run, not a flag): a function that restores the variable as it was."""
     from gdrelu.engine import KERNEL_VARIABLE
 
     before = os.environ.get(KERNEL_VARIABLE)
     if kernel is not None:
         os.environ[KERNEL_VARIABLE] = kernel
+    _RECORDED_BY[:] = [recorded_by] if kernel is not None and recorded_by is not None else []
 
     def restore() -> None:
+        _RECORDED_BY.clear()
         if before is None:
             os.environ.pop(KERNEL_VARIABLE, None)
         else:
@@ -115,9 +122,14 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
     from gdrelu.propagator import check_kernel_trains
 
     source = "--kernel" if from_flag else f"${KERNEL_VARIABLE}"
+    if _RECORDED_BY:  # no flag given: the run's record chose it, and only it resumes the run
+        source = f"--resume: {_RECORDED_BY[0]} was started with kernel {requested_kernel()!r}"
     try:  # asked for by name, so that the engine's message leaves the source to this one
         kernel = propagator_kernel(platform, requested_kernel())
     except ValueError as e:
+        if _RECORDED_BY:  # the engine's other kernels would give other bits than the units'
+            reason = str(e).split(";")[0]
+            raise UsageError(f"{source}: {reason}; {RESUME_ELSEWHERE}") from None
         raise UsageError(f"{source}: {e}") from None
     if requested_kernel() == "auto":  # "auto" picks per spec
         return
@@ -129,6 +141,8 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
             native_general.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
             fix = "use --kernel xla" if from_flag else "unset it or use 'xla'"
+            if _RECORDED_BY:  # another kernel would give other bits than the stored units'
+                fix = RESUME_ELSEWHERE
             raise UsageError(f"{source}: {e}; {fix}") from None
 
 

@@ -58,17 +58,19 @@ def is_preset(manifest: dict[str, Any] | None) -> bool:
 
 
 def recorded_kernel(args, manifest: dict[str, Any] | None) -> str | None:
-    """--kernel as given; on --resume without it and without $GDRELU_PROPAGATOR_KERNEL,
-    the kernel under which the run's recorded kernels resolve again (`store.kernel_flag`),
-    unless that is auto: a run started with --kernel native resumes as it was started."""
+    """On --resume without --kernel and without $GDRELU_PROPAGATOR_KERNEL: the kernel
+    under which the run's recorded kernels resolve again (`store.kernel_flag`), unless
+    that is auto (then None, as otherwise): a run started with --kernel native resumes as
+    it was started."""
     import os
 
     from gdrelu.engine.placement import KERNEL_VARIABLE
     from gdrelu.store import kernel_flag
 
-    given = getattr(args, "kernel", None)
-    if given is not None or manifest is None or KERNEL_VARIABLE in os.environ:
-        return given
+    if getattr(args, "kernel", None) is not None or manifest is None:
+        return None
+    if os.environ.get(KERNEL_VARIABLE):  # set and not empty ("" reads as unset)
+        return None
     kernels = manifest.get("settings", {}).get("kernels")
     flag = kernel_flag(kernels) if isinstance(kernels, str) else None
     return None if flag == "auto" else flag
