@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gdrelu.atomic import temporaries, write_bytes, write_figure
-from gdrelu.engine import SimulationResult
+from gdrelu.engine import SimulationResult, Status
 from gdrelu.model import Params
 from gdrelu.records import RUN_COLUMNS, RunRecord
 
@@ -284,6 +284,8 @@ def _stored_cell(stored, i: int, cell) -> tuple[np.ndarray, SimulationResult]:
         checked = cell.spec.applies_certificate
         fields["certificate_checked"] = np.full(len(stored[f"{i}/status"]), checked)
     params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
+    # a unit of an older gdrelu: a diverged run reads escaped, as simulate reports it now
+    fields["escaped"] = fields["escaped"] | (fields["status"] == Status.DIVERGED)
     return stored[f"{i}/step_size"], SimulationResult(params=params, **fields)
 
 

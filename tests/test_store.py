@@ -515,6 +515,20 @@ def _distinct(cell: Cell, k: int, runs: int) -> CellResult:
     return CellResult(cell, 1000.0 * k + i[:, 0] + 0.5, SimulationResult(params=params, **fields))
 
 
+def test_a_stored_diverged_run_reads_escaped(tmp_path):
+    """A unit an older gdrelu stored with a diverged run's `escaped` false (it classified a
+    run of finite parameters and infinite loss by its pattern) reads back true, as
+    `simulate` reports such a run now; the other runs keep theirs."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    (cell,) = spec.cells()
+    status = [Status.DIVERGED, Status.CROSSED, Status.STUCK]
+    stored = finished_cell(cell, status, escaped=[False, False, True])
+    (tmp_path / store.UNITS).mkdir()
+    store.save_unit(tmp_path, "gd-w4", [stored], 1.0)
+    ((_, result),) = store.load_unit(tmp_path, "gd-w4", spec.cells())
+    np.testing.assert_array_equal(result.escaped, [True, False, True])
+
+
 def test_units_round_trip(tmp_path):
     """Each cell of a unit is read back with its own step sizes and every value of its
     result, each of its own field and run (`_distinct`), in its dtype."""
