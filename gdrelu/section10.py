@@ -252,7 +252,7 @@ def _row(scale: Scale, group: dict[str, Any], label: tuple, cell_result: CellRes
     bias_init, k, step = label
     spec = cell_result.cell.spec
     if (spec.bias_init, spec.step_size) != (bias_init, step):
-        raise ValueError(f"row {label} holds the results of ({spec.bias_init}, {spec.step_size})")
+        raise ValueError(f"row {label} holds the results of {(spec.bias_init, spec.step_size)}")
     result = cell_result.result
     # weights 1/m: loss = ½ mean r², so RMSE = sqrt(2 loss); a diverged run scores inf
     val = _rmse(result.best_validation_loss)

@@ -266,8 +266,8 @@ def _check_step_size(spec: ExperimentSpec) -> None:
         raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
     if spec.init == "ntk" and spec.step_size == "paper":
         raise SpecError(
-            "step_size", "'paper' reads the raw (a, b, w) of the standard parameterization; "
-            "with init 'ntk' use 'ntk'"
+            "step_size", "'paper' (the default) reads the raw (a, b, w) of the standard "
+            "parameterization; with init 'ntk' use 'ntk'"
         )  # fmt: skip
     if not is_real(spec.step_factor) or not (0 < spec.step_factor < math.inf):
         raise SpecError("step_factor", f"{spec.step_factor!r} is not a positive number")

@@ -8,8 +8,8 @@
 # Its run directories and compilation cache are new folders of each call (a warm machine
 # called twice measures a cold cache again). At the end every result but log.txt is packed
 # into $OUT/results.tar.gz and removed: the device tool brings back only a few files. So
-# $OUT must be empty or new (exit 2 otherwise). The exit status is the number of stages
-# that failed (0: all ran).
+# $OUT must be empty or new (exit 2 otherwise); without OUT, a new folder under /tmp is
+# used and named. The exit status is the number of stages that failed (0: all ran).
 #
 # Stages (functions below): versions, figure, kernel, figure_kernel (the default, in this
 # order), unroll, check, bench, optimizers. All of them together stop at $BUDGET seconds (default 540,
@@ -21,13 +21,15 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
   exit 0
 fi
 DEADLINE=$((SECONDS + ${BUDGET:-540}))
-OUT=${OUT:-/tmp/gdrelu-device}
+OUT=${OUT:-$(mktemp -d /tmp/gdrelu-device.XXXXXX)}
 if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
   echo "OUT=$OUT is not empty: its files would be packed and removed; give an empty or new folder" >&2
   exit 2
 fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d)  # this call's run directories and compilation cache
+trap 'rm -rf "$WORK"' EXIT
+echo "== results in $OUT" >&2
 CACHE="$WORK/xla"
 FAILED=0
 export PYTHONPATH=. PYTHONUNBUFFERED=1

@@ -6,14 +6,14 @@
 2-D star data (11 rays, δ = 0.1, N = n² multinomial weights per run), He initialization
 with zero biases, GD with step 1/λ_max of the weighted neural-tangent Gram matrix at
 initialization, as the paper's text has it; `--step-size param-norm --step-factor 2` is
-the reference code's step instead, 1/‖θ‖² applied twice per epoch, 5-10 times smaller at
-widths 16-1024 (docs/fidelity.md, "The star program"). Reports per width the fraction of
-runs whose activation pattern on the data changed, and the fraction whose final loss
-fell below the "linear on every ray" threshold L_lin, each with a 95% Clopper-Pearson
-interval; writes star.md, star.json and star.png under --out (default a new
-runs/star-<timestamp>, relative to the working directory: like `gdrelu run`'s
-runs/<timestamp>/, git-ignored) and prints where. The dated results in scripts/results/
-are copies of such files.
+the reference code's step instead, 1/‖θ‖² applied twice per epoch (1/‖θ‖² is 5-10 times
+smaller than the `ntk` step at widths 16-1024; docs/fidelity.md, "The star program").
+Reports per width the fraction of runs whose activation pattern on the data changed, and
+the fraction whose final loss fell below the "linear on every ray" threshold L_lin, each
+with a 95% Clopper-Pearson interval; writes star.md, star.json and star.png under --out
+(default a new runs/star-<timestamp>, relative to the working directory: like `gdrelu
+run`'s runs/<timestamp>/, git-ignored) and prints where. The dated results in
+scripts/results/ are copies of such files.
 """
 
 from __future__ import annotations
@@ -73,13 +73,20 @@ def main(argv=None) -> int:
         widths = tuple(int(w) for w in args.widths.split(","))
     except ValueError:
         parser.error(f"--widths: {args.widths!r} is not comma-separated integers")
+    for name in ("steps", "check_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} is not positive")
     if args.steps % args.check_every:
         parser.error("--steps must be a multiple of --check-every")
 
     from gdrelu.cli import backends, default_cache_dir
+    from gdrelu.cli.errors import UsageError
 
     backends.enable_x64()  # and below the set-up of gdrelu run: precision, cores, cache
-    backends.prepare(every_core=True, cache_dir=default_cache_dir())
+    try:
+        backends.prepare(every_core=True, cache_dir=default_cache_dir())
+    except UsageError as err:
+        parser.error(str(err))
     import jax
     import numpy as np
 

@@ -490,7 +490,7 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(seed=2**32), "seed: must be below 2\\*\\*32"),
         (dict(data="star"), "step_size: 'paper' is the 1-D rule"),  # star is 2-D
         # the paper's rule ignores (s_a, s_w): 4x too small at width 16, 63x at 256
-        (dict(init="ntk"), "step_size: 'paper' reads the raw"),
+        (dict(init="ntk"), "step_size: 'paper' \\(the default\\) reads the raw"),
         (dict(step_factor=0.0), "step_factor"),  # h = 0 with a rule's step size
         (dict(alpha=-0.1), "alpha"),  # [0, 1)
         (dict(target_halfwidth=0.5, max_runs=2000), "target_halfwidth"),  # (0, 0.5)

@@ -94,7 +94,11 @@ def test_device_check_keeps_a_folder_that_holds_files(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
-    [(["--widths", "x"], "--widths: 'x' is not"), (["--runs", "0"], "runs: 0 is not")],
+    [
+        (["--widths", "x"], "--widths: 'x' is not"),
+        (["--runs", "0"], "runs: 0 is not"),
+        (["--check-every", "0"], "--check-every: 0 is not positive"),
+    ],
 )
 def test_star_experiment_refuses_bad_flags_by_name(args, message, tmp_path):
     done = _run(["scripts/star_experiment.py", *args, "--out", tmp_path / "star"], tmp_path)

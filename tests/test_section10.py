@@ -137,7 +137,7 @@ def test_a_row_is_the_mean_rmse_and_its_standard_error_over_runs():
     assert (row["bias_init"], row["step_exponent"], row["step_size"]) == ("zero", 0, 0.01)
     assert row["runs"] == 4 and row["diverged"] == 0  # the runs of the result, not the scale's
     for other in (("zero", -2, 0.005), ("unif", 0, 0.01)):  # another cell's label
-        with pytest.raises(ValueError, match=r"holds the results of \(zero, 0.01\)"):
+        with pytest.raises(ValueError, match=r"holds the results of \('zero', 0.01\)"):
             section10._row(TINY, GROUP, other, cell)
     assert row["validation_rmse"] == pytest.approx(1.625, rel=1e-14)
     assert row["test_rmse"] == pytest.approx(0.7, rel=1e-14)
