@@ -2197,6 +2197,11 @@ def test_a_resume_takes_the_kernel_its_run_recorded(tmp_path, monkeypatch, capsy
     monkeypatch.setenv(KERNEL_VARIABLE, "")  # empty reads as unset, as the engine reads it
     assert main(["run", "--resume", str(out), "--quiet"]) == 130
     capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["settings"] = {"kernel": "xla"}  # an older gdrelu recorded GD's kernel alone
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", "--resume", str(out), "--quiet"]) == 130
+    capsys.readouterr()
     # a record this machine cannot run (the GPU kernel) is refused naming the run, not a
     # flag the user did not give, nor advice (--kernel xla) that the record would refuse
     manifest = json.loads((out / "manifest.json").read_text())

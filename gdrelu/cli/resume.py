@@ -71,7 +71,8 @@ def recorded_kernel(args, manifest: dict[str, Any] | None) -> str | None:
         return None
     if os.environ.get(KERNEL_VARIABLE):  # set and not empty ("" reads as unset)
         return None
-    kernels = manifest.get("settings", {}).get("kernels")
+    settings = manifest.get("settings", {})
+    kernels = settings.get("kernels", settings.get("kernel"))  # an older gdrelu's: GD's kernel
     flag = kernel_flag(kernels) if isinstance(kernels, str) else None
     return None if flag == "auto" else flag
 
