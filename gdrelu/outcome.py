@@ -38,6 +38,13 @@ def status_counts(status: np.ndarray) -> dict[str, int]:
     return {s.label: int(np.sum(status == s)) for s in Status if s != Status.RUNNING}
 
 
+def with_diverged_escaped(escaped: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """`escaped` with every diverged run's true: its regime is undefined, whether its
+    parameters are NaN or it diverged with finite ones and an infinite loss (which the
+    detectors alone classify by its pattern)."""
+    return np.asarray(escaped) | (np.asarray(status) == Status.DIVERGED)
+
+
 STOP_RULES = ("crossed", "stuck", "degenerate")
 PROOF_RULES = frozenset({"stuck", "degenerate"})  # the certificate's: their statuses are proofs
 STUCK_STATUSES = (Status.STUCK, Status.A_DEGENERATE, Status.X_DEGENERATE)  # proven stuck

@@ -193,10 +193,9 @@ class ExperimentSpec:
         from gdrelu.outcome import stop_rules
 
         standard = self.parameterization == "standard"
-        rules = stop_rules(
+        return stop_rules(
             self.simulate_stop_on, self.trained_by, standard, self.input_dim == 1, "columns", False
         )
-        return tuple(rules)
 
     @functools.cached_property
     def user_data(self) -> tuple[np.ndarray, np.ndarray]:

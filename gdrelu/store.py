@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from gdrelu.atomic import temporaries, write_bytes, write_figure
-from gdrelu.engine import SimulationResult, Status
+from gdrelu.engine import SimulationResult
 from gdrelu.model import Params
+from gdrelu.outcome import with_diverged_escaped
 from gdrelu.records import RUN_COLUMNS, RunRecord
 
 MANIFEST = "manifest.json"
@@ -285,7 +286,7 @@ def _stored_cell(stored, i: int, cell) -> tuple[np.ndarray, SimulationResult]:
         fields["certificate_checked"] = np.full(len(stored[f"{i}/status"]), checked)
     params = Params(*(stored[f"{i}/params/{n}"] for n in Params._fields))
     # a unit of an older gdrelu: a diverged run reads escaped, as simulate reports it now
-    fields["escaped"] = fields["escaped"] | (fields["status"] == Status.DIVERGED)
+    fields["escaped"] = with_diverged_escaped(fields["escaped"], fields["status"])
     return stored[f"{i}/step_size"], SimulationResult(params=params, **fields)
 
 

@@ -118,19 +118,16 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
     platform and for the specs whose runs take the propagator or the general path's C loop
     (`native_general`), before anything is written."""
     from gdrelu import native_general
-    from gdrelu.engine import KERNEL_VARIABLE, propagator_kernel, requested_kernel
+    from gdrelu.engine import propagator_kernel, requested_kernel
     from gdrelu.propagator import check_kernel_trains
 
-    source = "--kernel" if from_flag else f"${KERNEL_VARIABLE}"
-    if _RECORDED_BY:  # no flag given: the run's record chose it, and only it resumes the run
-        source = f"--resume: {_RECORDED_BY[0]} was started with kernel {requested_kernel()!r}"
+    source, fix = _kernel_source(from_flag, requested_kernel())
     try:  # asked for by name, so that the engine's message leaves the source to this one
         kernel = propagator_kernel(platform, requested_kernel())
     except ValueError as e:
-        if _RECORDED_BY:  # the engine's other kernels would give other bits than the units'
-            reason = str(e).split(";")[0]
-            raise UsageError(f"{source}: {reason}; {RESUME_ELSEWHERE}") from None
-        raise UsageError(f"{source}: {e}") from None
+        # a record's kernel: the engine's other kernels would give other bits than its units
+        reason = f"{str(e).split(';')[0]}; {fix}" if _RECORDED_BY else str(e)
+        raise UsageError(f"{source}: {reason}") from None
     if requested_kernel() == "auto":  # "auto" picks per spec
         return
     for spec in specs:
@@ -140,10 +137,20 @@ def check_kernel(platform: str, specs=(), from_flag: bool = False) -> None:
             dimension, points = spec.input_dim, spec.training_points
             native_general.check_requested(kernel, spec.trained_by, dimension, points, spec.dtype)
         except ValueError as e:
-            fix = "use --kernel xla" if from_flag else "unset it or use 'xla'"
-            if _RECORDED_BY:  # another kernel would give other bits than the stored units'
-                fix = RESUME_ELSEWHERE
             raise UsageError(f"{source}: {e}; {fix}") from None
+
+
+def _kernel_source(from_flag: bool, kernel: str) -> tuple[str, str]:
+    """Who asked for `kernel`, as a refusal names it, and what to do instead: --kernel,
+    $GDRELU_PROPAGATOR_KERNEL, or the record of the run being resumed (`use_kernel`),
+    which only that kernel resumes."""
+    from gdrelu.engine import KERNEL_VARIABLE
+
+    if _RECORDED_BY:
+        return f"--resume: {_RECORDED_BY[0]} was started with kernel {kernel!r}", RESUME_ELSEWHERE
+    if from_flag:
+        return "--kernel", "use --kernel xla"
+    return f"${KERNEL_VARIABLE}", "unset it or use 'xla'"
 
 
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")  # of --distributed

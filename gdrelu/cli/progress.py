@@ -17,6 +17,12 @@ REFRESH_SECONDS = 1.0  # the longest a check's news waits to be drawn
 LOG_SECONDS = 30.0  # the same where stderr is no terminal (a batch job's log): fewer lines
 
 
+def is_terminal(stream) -> bool:
+    """Whether `stream` is a terminal (a bar redrawn in place), not a file or pipe (a log
+    that keeps every state it is sent)."""
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 class RunProgress:
     """A bar over `total` runs; `clock` prices the checks left. Spec s's checks are
     labelled `labels[s]`."""
@@ -28,8 +34,7 @@ class RunProgress:
 
         from tqdm.auto import tqdm
 
-        screen = file if file is not None else sys.stderr
-        terminal = bool(getattr(screen, "isatty", lambda: False)())
+        terminal = is_terminal(file if file is not None else sys.stderr)
         self.every = REFRESH_SECONDS if terminal else max(REFRESH_SECONDS, LOG_SECONDS)
         self.bar = tqdm(
             total=total,

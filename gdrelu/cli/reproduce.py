@@ -96,11 +96,11 @@ class _ProgressLine:
     once."""
 
     def __init__(self, quiet: bool) -> None:
-        from gdrelu.cli.progress import LOG_SECONDS
+        from gdrelu.cli.progress import LOG_SECONDS, is_terminal
 
         self.every = LOG_SECONDS
         self.quiet, self.start = quiet, time.perf_counter()
-        self.terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.terminal = is_terminal(sys.stderr)
         self.drawn = None  # when the last line was written
 
     def __call__(self, line: str) -> None:

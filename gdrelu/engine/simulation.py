@@ -48,7 +48,13 @@ from gdrelu.engine.state import (
 )
 from gdrelu.model import Params, Scaling, active_neurons, padded, scaling_of
 from gdrelu.optim import Optimizer, check_multinomial_steps, get_optimizer
-from gdrelu.outcome import PROOF_RULES, SimulationResult, Status, stop_rules
+from gdrelu.outcome import (
+    PROOF_RULES,
+    SimulationResult,
+    Status,
+    stop_rules,
+    with_diverged_escaped,
+)
 
 
 def simulate(
@@ -442,7 +448,6 @@ def _result(
         return classify(padded(initial, width, xp=np), padded(last, width, xp=np), *rest)
 
     threshold, escaped = in_draw_batches(classified, np.arange(runs), width, on_host=True)
-    escaped = escaped | (outcomes.status == Status.DIVERGED)  # finite params, infinite loss too
     return SimulationResult(
         status=outcomes.status,
         stop_step=outcomes.stop_step,
@@ -452,7 +457,7 @@ def _result(
         pattern_change_step=reported["pattern_change"],
         loss_below_step=reported["loss_below"],
         linear_threshold=threshold,
-        escaped=escaped,
+        escaped=with_diverged_escaped(escaped, outcomes.status),
         best_validation_loss=reported["best_val"],
         test_loss_at_best=reported["test_at_best"] if tested else np.full(runs, np.nan),
         best_step=reported["best_step"],
