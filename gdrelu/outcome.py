@@ -31,6 +31,12 @@ class Status(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    def __str__(self) -> str:  # runs.csv's word, where an IntEnum would print its number
+        return self.label
+
+    def __format__(self, spec: str) -> str:
+        return format(self.label, spec)
+
 
 def status_counts(status: np.ndarray) -> dict[str, int]:
     """Counts of every final status by lowercase name (zeros included)."""

@@ -121,6 +121,13 @@ def test_a_grown_cell_that_stopped_first_makes_its_comparison_nominal():
     assert pair["runs"] == 4 and pair.get("ci95_nominal") is True
 
 
+def test_a_status_prints_as_the_word_runs_csv_gives_it():
+    """An IntEnum prints its number ("1"); a status prints its label, in str, print and
+    f-strings alike, and still equals its number in the result's arrays."""
+    assert str(Status.CROSSED) == "crossed" and f"{Status.EARLY_STOPPED:>14}" == " early_stopped"
+    assert f"{Status(int(np.int32(2)))}" == "stuck" and Status.STUCK == 2
+
+
 def test_status_counts_name_every_final_status_once():
     """summary.json's status_counts: runs per `status` of runs.csv, every status named,
     zeros included (docs/outputs.md), and nothing else: no count of still-running runs."""
