@@ -229,6 +229,8 @@ DISTRIBUTED = ["--distributed", "--num-processes", "1", "--process-id", "0"]
         (["--preset", "section10", "--seed", "-1"], "seed"),
         (["--runs", "10", "--max-runs", "50"], "max_runs: bounds"),  # no growth asked for
         (["--num-processes", "2"], "--num-processes: needs --distributed"),
+        (["--coordinator-timeout", "5"], "--coordinator-timeout: needs --distributed"),
+        ([*DISTRIBUTED, "--coordinator-timeout", "0"], "--coordinator-timeout: 0 is not"),
         (["--resume", "nowhere"], "--resume: give the run's directory there, not with --out"),
         ([*DISTRIBUTED, "--coordinator", "host0"], "--coordinator: 'host0' is not host:port"),
         (
@@ -916,27 +918,58 @@ def test_processes_need_a_coordinator_at_host_port_and_a_run_each(monkeypatch):
     from gdrelu.cli.errors import UsageError
     from gdrelu.spec import ExperimentSpec
 
-    started = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda *args: started.append(args))
+    started, waited = [], []
+    monkeypatch.setattr(
+        jax.distributed, "initialize", lambda *args, **kw: started.append((*args, kw))
+    )
+    monkeypatch.setattr(backends, "_wait_for_coordinator", lambda *args: waited.append(args))
     monkeypatch.setattr(jax, "process_count", lambda: 3)
     monkeypatch.setattr(jax, "process_index", lambda: 2)
     spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
 
-    def args(coordinator):
+    def args(coordinator, timeout=None):
         return argparse.Namespace(resume=None, coordinator=coordinator, num_processes=3,
-                                  process_id=2)  # fmt: skip
+                                  process_id=2, coordinator_timeout=timeout)  # fmt: skip
 
     collectives = jax.config.jax_cpu_collectives_implementation
     try:
         for bad in ("host0:port", "host0:", ":12355", "host0", "host0:0", "host0:65536"):
             with pytest.raises(UsageError, match=rf"^--coordinator: '{bad}' is not host:port \("):
                 backends.start_processes(args(bad), [spec])
-        assert started == []
+        assert started == [] and waited == []
         processes = backends.start_processes(args("host0:12355"), [spec])
         assert (processes.index, processes.count) == (2, 3)
-        assert started == [("host0:12355", 3, 2)]
+        assert started == [("host0:12355", 3, 2, {"initialization_timeout": 300})]
+        assert waited == [("host0", 12355, 300)]  # process 2 waits for process 0's
+        backends.start_processes(args("host0:12355", timeout=7), [spec])
+        assert started[-1][-1] == {"initialization_timeout": 7} and waited[-1][-1] == 7
     finally:
         jax.config.update("jax_cpu_collectives_implementation", collectives)
+
+
+def test_a_process_whose_coordinator_does_not_answer_is_refused_in_time(tmp_path, capsys):
+    """Process 1 of 2 with nothing listening at --coordinator: one line naming the flag
+    and the address after --coordinator-timeout, before jax.distributed (which would wait
+    and abort in C++), and nothing written. With a listener there it goes on at once."""
+    import socket
+    import time
+
+    from gdrelu.cli import backends
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    start = time.monotonic()
+    backends._wait_for_coordinator("127.0.0.1", port, 30)
+    assert time.monotonic() - start < 10
+    listener.close()  # now nothing answers there
+    out = tmp_path / "never"
+    argv = ["run", *SMALL, "--distributed", "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "1"]  # fmt: skip
+    start = time.monotonic()
+    err = _refused_in_one_line([*argv, "--out", str(out)], out, capsys)
+    assert time.monotonic() - start >= 1
+    assert err.startswith(f"gdrelu: error: --coordinator: nothing answered at 127.0.0.1:{port}")
+    assert "in 1 s" in err and "start process 0 there first" in err, err
 
 
 def test_what_c_prints_on_stdout_while_gloo_connects_goes_to_stderr(capfd):
@@ -2028,7 +2061,7 @@ def test_a_distributed_run_without_a_coordinator_names_the_flag(tmp_path, capsys
     own words (stubbed here as it says them); the line also names --coordinator."""
     import jax
 
-    def initialize(coordinator_address=None, num_processes=None, process_id=None):
+    def initialize(coordinator_address=None, num_processes=None, process_id=None, **kw):
         raise ValueError("coordinator_address should be defined.")
 
     monkeypatch.setattr(jax.distributed, "initialize", initialize)

@@ -153,16 +153,42 @@ def _kernel_source(from_flag: bool, kernel: str) -> tuple[str, str]:
     return f"${KERNEL_VARIABLE}", "unset it or use 'xla'"
 
 
-PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")  # of --distributed
+PROCESS_FLAGS = ("coordinator", "num_processes", "process_id", "coordinator_timeout")
 
 
 def refuse_process_flags_alone(args) -> None:
-    """--coordinator, --num-processes and --process-id mean nothing without --distributed."""
+    """--coordinator, --num-processes, --process-id and --coordinator-timeout mean nothing
+    without --distributed."""
     if args.distributed:
         return
     for flag in PROCESS_FLAGS:
         if getattr(args, flag, None) is not None:
             raise UsageError(f"--{flag.replace('_', '-')}: needs --distributed")
+
+
+COORDINATOR_TIMEOUT = 300  # s: jax.distributed's own default
+
+
+def _wait_for_coordinator(host: str, port: int, timeout: float) -> None:
+    """Until `timeout` seconds have passed, try to open a connection to process 0's
+    coordinator; refuse if none opens. jax.distributed would instead wait as long and
+    then abort in C++ with a stack trace."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=min(5.0, timeout)).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise UsageError(
+                    f"--coordinator: nothing answered at {host}:{port} in {timeout:g} s "
+                    f"({err.strerror or err}); start process 0 there first, or give "
+                    "--coordinator-timeout SECONDS"
+                ) from None
+            time.sleep(0.5)
 
 
 def start_processes(args, specs):
@@ -172,15 +198,23 @@ def start_processes(args, specs):
         raise UsageError("--distributed: not with --resume yet (units live on process 0)")
     if any(spec.target_halfwidth is not None for spec in specs):
         raise UsageError("--distributed: not with --target-halfwidth yet")
+    timeout = getattr(args, "coordinator_timeout", None)
+    if timeout is not None and timeout < 1:
+        raise UsageError(f"--coordinator-timeout: {timeout} is not a number of seconds ≥ 1")
+    timeout = COORDINATOR_TIMEOUT if timeout is None else timeout
     if args.coordinator is not None:
         host, colon, port = args.coordinator.rpartition(":")
         if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
             raise UsageError(f"--coordinator: {args.coordinator!r} is not host:port (port 1-65535)")
+        if args.process_id:  # process 0 starts the coordinator
+            _wait_for_coordinator(host, int(port), timeout)
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        jax.distributed.initialize(
+            args.coordinator, args.num_processes, args.process_id, initialization_timeout=timeout
+        )
     except (ValueError, RuntimeError) as err:
         hint = ""
         if args.coordinator is None and "coordinator" in str(err):

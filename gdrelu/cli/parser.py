@@ -307,6 +307,13 @@ def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--num-processes", type=int, help="process count (--distributed)")
     command.add_argument("--process-id", type=int, help="this process's id (--distributed)")
     command.add_argument(
+        "--coordinator-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="how long a process waits for the others to connect (--distributed; default "
+        "JAX's 300); a process other than 0 refuses a --coordinator that does not answer",
+    )
+    command.add_argument(
         "--cache-dir",
         type=_cache_dir,
         default=default_cache_dir(),
