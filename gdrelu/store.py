@@ -268,6 +268,7 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
             for i, cell in enumerate(cells):
                 if f"{i}/cell" in stored.files:
                     _check_same_cell(path, json.loads(str(stored[f"{i}/cell"])), cell)
+                _check_run_count(path, len(stored[f"{i}/status"]), cell.spec)
                 found.append(_stored_cell(stored, i, cell))
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
         if isinstance(err, ResumeError):
@@ -426,6 +427,19 @@ def _described(cell) -> dict[str, Any]:
     described = {"width": int(cell.width), "delta": float(cell.delta), **spec.to_dict()}
     described.update(data_file=None, data_sha256=spec.data_sha256)
     return json.loads(json.dumps(described))
+
+
+def _check_run_count(path: Path, count: int, spec) -> None:
+    """A unit's cell holds `spec.runs` runs, or `runs` to `max_runs` when grown to a
+    target half-width: a unit of an older gdrelu, which stored no cell to compare, is
+    refused at least when its runs are another spec's."""
+    grown = spec.target_halfwidth is not None
+    if count != spec.runs if not grown else not spec.runs <= count <= spec.max_runs:
+        want = f"{spec.runs}" if not grown else f"{spec.runs} to {spec.max_runs}"
+        raise ResumeError(
+            f"{path} holds {count} runs of a cell, not {want}: use another directory for "
+            "another spec"
+        )
 
 
 def _check_same_cell(path: Path, stored: dict[str, Any], cell) -> None:

@@ -581,10 +581,28 @@ def _stored_without(out_dir, name, array):
 
 
 def test_a_unit_from_before_cells_were_stored_is_read(tmp_path):
+    """An older unit, without its cells, is read for a spec of as many runs per cell, and
+    refused for another count (a unit of `runs` 3 in a run of 5): its cells cannot be
+    compared, its run count can."""
     spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.1), runs=3)
     store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
     _stored_without(tmp_path, "gd-w4", "cell")
     assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())) == 2
+    more = ExperimentSpec(**{**spec.to_dict(), "runs": 5})
+    with pytest.raises(store.ResumeError, match=r"gd-w4\.npz holds 3 runs of a cell, not 5:"):
+        store.load_unit(tmp_path, "gd-w4", more.cells())
+
+
+@pytest.mark.parametrize(("runs", "refused"), [(2, True), (3, False), (4, False), (6, True)])
+def test_a_grown_cells_unit_holds_runs_to_max_runs(runs, refused, tmp_path):
+    """A cell grown to a target half-width holds `runs` to `max_runs` runs (here 3 to 5)."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3, target_halfwidth=0.1, max_runs=5)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(c, runs) for c in spec.cells()], 1.0)
+    if refused:
+        with pytest.raises(store.ResumeError, match=f"holds {runs} runs of a cell, not 3 to 5"):
+            store.load_unit(tmp_path, "gd-w4", spec.cells())
+    else:
+        assert len(store.load_unit(tmp_path, "gd-w4", spec.cells())[0][0]) == runs
 
 
 @pytest.mark.parametrize(("stop_on", "checked"), [(None, True), (("crossed",), False)])
