@@ -1612,10 +1612,13 @@ def test_only_storage_errors_are_reported_in_one_line(tmp_path, monkeypatch, cap
     raised.append(OSError(errno.EDQUOT, "Disk quota exceeded", "/data/runs.csv"))
     assert main(argv) == 1
     assert capsys.readouterr().err == "gdrelu: error: Disk quota exceeded: /data/runs.csv\n"
+    raised.append(NotADirectoryError(errno.ENOTDIR, "Not a directory", "/data/units/parts"))
+    assert main(argv) == 1  # units/ replaced by a file while a run writes its parts
+    assert capsys.readouterr().err == "gdrelu: error: Not a directory: /data/units/parts\n"
     raised.append(FileNotFoundError(errno.ENOENT, "No such file or directory", "/a/bug"))
     with pytest.raises(FileNotFoundError):
         main(argv)
-    assert seen == ["gdrelu: warning: careful\n"] * 2
+    assert seen == ["gdrelu: warning: careful\n"] * 3
     assert warnings.formatwarning is formatwarning
     assert signal.getsignal(signal.SIGINT) is handler
 

@@ -7,6 +7,7 @@ import datetime
 import errno
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -120,6 +121,28 @@ def test_a_full_disk_stops_the_run_in_one_line_that_says_how_to_finish(
     assert _one_line(capsys) == "gdrelu: error: No space left on device"
     monkeypatch.undo()
     assert main(["run", *TINY, "--out", str(early)]) == 0
+
+
+def test_a_units_folder_replaced_by_a_file_stops_the_run_in_one_line(tmp_path, monkeypatch, capsys):
+    """units/ replaced by a file while the run trains (before its first unit is stored):
+    one line naming the path and how to finish, exit 1, not a FileExistsError (or, for a
+    part, NotADirectoryError) traceback."""
+    out = tmp_path / "run"
+    original = store.save_unit
+
+    def replaced_first(out_dir, *args, **kwargs):
+        shutil.rmtree(out_dir / store.UNITS)
+        (out_dir / store.UNITS).write_text("not a folder")
+        return original(out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(store, "save_unit", replaced_first)
+    assert main(["run", *TINY, "--out", str(out)]) == 1
+    line = _one_line(capsys)
+    assert line.startswith("gdrelu: error: File exists: ") and str(out) in line, line
+    assert line.endswith(f"; finish with: gdrelu run --resume {out}"), line
+    (out / store.UNITS).unlink()
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0  # as the line says
 
 
 def test_a_disk_full_at_the_manifest_leaves_the_directory_as_it_was(tmp_path, monkeypatch, capsys):

@@ -127,7 +127,9 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
     return f"gdrelu: warning: {message}\n"
 
 
-_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                   errno.ENOTDIR, errno.EISDIR, errno.EEXIST}  # fmt: skip
+# the last three: a file where the run directory keeps a folder (units/), or the reverse
 
 
 def _resume_hint(args) -> str:
