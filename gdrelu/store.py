@@ -255,7 +255,7 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
     """The stored (step sizes, result) of each of `cells` (`cells.Cell`) in unit `name`,
     or None if that unit has not finished. A unit of other cells (another width, Δ or
     spec setting, or another number of cells) is refused: its runs are not these cells'.
-    Units written before gdrelu stored their cells are taken as they are."""
+    Units written before gdrelu stored their cells are checked by their run counts only."""
     path = _unit_path(out_dir, name)
     if not path.exists():
         return None
