@@ -183,6 +183,48 @@ def test_a_directory_that_cannot_be_written_is_refused_before_training(
     assert "--resume: cannot write to" in _one_line(capsys)
 
 
+def test_sigterm_stops_the_run_as_ctrl_c_does_with_exit_143(tmp_path, monkeypatch, capsys):
+    """A batch scheduler's SIGTERM (its time limit) ended the run with no word (exit 143
+    from the signal): it stops the run as Ctrl-C does, saying "terminated" and how to
+    finish, exit code 143; the process's own SIGTERM handling is back afterwards."""
+    import signal
+
+    import gdrelu.runner
+
+    original, before = gdrelu.runner.simulate, signal.getsignal(signal.SIGTERM)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gdrelu.runner, "simulate", terminated)
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--out", str(out)]) == 143
+    assert _one_line(capsys) == f"gdrelu: terminated; finish with: gdrelu run --resume {out}"
+    assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0  # and a Ctrl-C is 130 again
+    monkeypatch.setattr(gdrelu.runner, "simulate", lambda *a, **k: os.kill(os.getpid(), 2))
+    assert main(["run", *TINY, "--out", str(tmp_path / "again")]) == 130
+
+
+def test_the_command_leaves_at_once_when_interrupted(monkeypatch):
+    """`gdrelu` (`cli.command`): an interrupted `main` (130 or 143) leaves past Python's
+    shutdown, which segfaulted (exit 139) when Ctrl-C came while XLA compiled in its
+    threads (a fresh-user review, 4 of 4 tries at 3 s with a cold cache); any other
+    code is a plain exit."""
+    import gdrelu.cli
+
+    left = []
+    monkeypatch.setattr(gdrelu.cli, "leave_at_once", left.append)
+    for code in (130, 143, 0, 2):
+        monkeypatch.setattr(gdrelu.cli, "main", lambda code=code: code)
+        with pytest.raises(SystemExit) as stop:
+            gdrelu.cli.command()
+        assert stop.value.code == code
+    assert left == [130, 143]
+
+
 def test_a_ctrl_c_that_a_callback_swallowed_still_stops_the_run(tmp_path, monkeypatch, capsys):
     """Python drops a KeyboardInterrupt raised in a gc or weakref callback (JAX runs
     some): the run went on to its end with exit 0. The next check raises it again."""

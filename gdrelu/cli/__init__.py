@@ -19,7 +19,7 @@ written.
     outdir     the run directory: disk space, creation, manifest
     backends   JAX's set-up: precision, CPU cores, compilation cache, kernel, processes
     progress   the progress bar and its ETA from checks
-    interrupt  Ctrl-C that a callback swallowed, raised again at the next check
+    interrupt  Ctrl-C (and SIGTERM) that a callback swallowed, raised again at the next check
     run        `gdrelu run` and `gdrelu compare`
     section10  the Section 10 preset
     reproduce  `gdrelu reproduce`
@@ -31,6 +31,7 @@ import errno
 import os
 import sys
 import warnings
+from typing import NoReturn
 
 from gdrelu.cache import default_cache_dir
 from gdrelu.cli import interrupt
@@ -48,14 +49,24 @@ def main(argv=None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("gdrelu: interrupted", file=sys.stderr)
-        return 130
+        print(f"gdrelu: {interrupt.word()}", file=sys.stderr)
+        return interrupt.exit_code()
     except PeerLost as e:  # _main has cleaned up: its directory released, its kernel reset
         print(f"gdrelu: error: {e}", file=sys.stderr)
         leave_at_once(1)
         return 1
     finally:
         interrupt.restore(previous_handler)
+
+
+def command() -> NoReturn:
+    """The `gdrelu` command: `main`, then exit with its code. An interrupted command
+    leaves at once (`leave_at_once`): Python's shutdown while XLA still compiled in its
+    threads ended a Ctrl-C in a segmentation fault (exit code 139) after the hint."""
+    code = main()
+    if code in (130, 143):
+        leave_at_once(code)
+    sys.exit(code)
 
 
 def leave_at_once(code: int) -> None:
@@ -104,11 +115,11 @@ def _main(argv) -> int:
         print(f"gdrelu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as resume_with:
-        print(f"gdrelu: interrupted; finish with: {resume_with}", file=sys.stderr)
-        return 130
+        print(f"gdrelu: {interrupt.word()}; finish with: {resume_with}", file=sys.stderr)
+        return interrupt.exit_code()
     except KeyboardInterrupt:  # outside training (results being written): the held run's hint
-        print(f"gdrelu: interrupted{_resume_hint(args)}", file=sys.stderr)
-        return 130
+        print(f"gdrelu: {interrupt.word()}{_resume_hint(args)}", file=sys.stderr)
+        return interrupt.exit_code()
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
             raise

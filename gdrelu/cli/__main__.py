@@ -1,7 +1,5 @@
 """`python -m gdrelu.cli`: the `gdrelu` command."""
 
-import sys
+from gdrelu.cli import command
 
-from gdrelu.cli import main
-
-sys.exit(main())
+command()

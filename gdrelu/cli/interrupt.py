@@ -1,7 +1,9 @@
 """Ctrl-C that is not lost. Python drops a KeyboardInterrupt raised inside a garbage
 collector or weakref callback (JAX runs some), printing "Exception ignored in ...", and
 the run went on to its end; the handler also records the interrupt, the command raises
-it again at its next check, and such a dropped interrupt prints nothing."""
+it again at its next check, and such a dropped interrupt prints nothing. SIGTERM (what
+a batch scheduler sends at its time limit) stops the command the same way, with exit
+code 143 rather than 130."""
 
 from __future__ import annotations
 
@@ -10,11 +12,25 @@ import sys
 import threading
 
 _pending = threading.Event()
+_terminated = threading.Event()  # the interrupt was SIGTERM's
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _on_sigint(signum, frame) -> None:
+def _on_signal(signum, frame) -> None:
+    if signum == signal.SIGTERM:
+        _terminated.set()
     _pending.set()
     raise KeyboardInterrupt
+
+
+def exit_code() -> int:
+    """The exit code of an interrupted command: 128 + the signal's number."""
+    return 128 + (signal.SIGTERM if _terminated.is_set() else signal.SIGINT)
+
+
+def word() -> str:
+    """What the command says it was: "interrupted" (Ctrl-C), or "terminated" (SIGTERM)."""
+    return "terminated" if _terminated.is_set() else "interrupted"
 
 
 def _quiet_when_interrupted(report):
@@ -29,23 +45,31 @@ def _quiet_when_interrupted(report):
 
 
 def install():
-    """Handle SIGINT here (from the main thread only, and unless the parent had it
-    ignored, as a shell does for `gdrelu run &`); returns what to restore."""
+    """Handle SIGINT and SIGTERM here (from the main thread only; a signal the parent had
+    ignored, as a shell does SIGINT for `gdrelu run &`, stays ignored); returns what to
+    restore."""
     _pending.clear()
+    _terminated.clear()
     if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return None
     hook, sys.unraisablehook = sys.unraisablehook, _quiet_when_interrupted(sys.unraisablehook)
-    return signal.signal(signal.SIGINT, _on_sigint), hook
+    handlers = {}
+    for signum in SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            handlers[signum] = signal.signal(signum, _on_signal)
+    return handlers, hook
 
 
 def restore(previous) -> None:
     if previous is not None:
-        if previous[0] is not None:  # None: a handler not set from Python, left as it is
-            signal.signal(signal.SIGINT, previous[0])
+        for signum, handler in previous[0].items():
+            if handler is not None:  # None: a handler not set from Python, left as it is
+                signal.signal(signum, handler)
         sys.unraisablehook = previous[1]
     _pending.clear()
+    _terminated.clear()
 
 
 def raise_if_pending() -> None:

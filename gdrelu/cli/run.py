@@ -11,7 +11,7 @@ import functools
 import sys
 import time
 
-from gdrelu.cli import backends, options, outdir, resume
+from gdrelu.cli import backends, interrupt, options, outdir, resume
 from gdrelu.cli.errors import Interrupted, PeerLost, UsageError
 from gdrelu.cli.progress import RunProgress, finished_line
 from gdrelu.memory import BudgetError
@@ -56,7 +56,7 @@ def execute(args, started: dict | None = None) -> int:
         progress.close()  # before the message, so that no part of the bar follows it
         if writer:
             raise Interrupted(backends.resume_command("run", out, args)) from None
-        return 130
+        return interrupt.exit_code()
     except (SpecError, BudgetError):  # refuted by the draws (`runner`): no half-written run
         if out is not None and started is None:
             outdir.discard_unstarted(out)
