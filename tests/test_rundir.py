@@ -79,6 +79,27 @@ def test_a_directory_another_process_writes_is_refused(started, capsys):
     assert main(["run", "--resume", str(started), "--quiet"]) == 0  # released: fine
 
 
+def test_a_started_run_another_process_writes_is_not_to_be_resumed_as_well(tmp_path, capsys):
+    """`--out` at a started run that another process is writing said "finish it with
+    --resume", which that process refuses; it says the directory is being written. Once
+    the lock is free, the hint to resume is right again."""
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / store.MANIFEST).write_text("{}")
+    fd = os.open(out / outdir.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would hold it
+    try:
+        assert main(["run", *TINY, "--out", str(out)]) == 2
+        assert (
+            _one_line(capsys) == f"gdrelu: error: --out: another gdrelu process is writing to {out}"
+        )
+    finally:
+        os.close(fd)
+    assert main(["run", *TINY, "--out", str(out)]) == 2
+    assert f"holds a started run; finish it with --resume {out}" in _one_line(capsys)
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

@@ -90,6 +90,8 @@ def _created(out: Path | None) -> Path:
     runs/<timestamp>/, with a suffix when another run took that second's name."""
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} is a file, not a directory")
+    if out is not None and _locked_elsewhere(out):  # not "finish it with --resume"
+        raise UsageError(f"--out: another gdrelu process is writing to {out}")
     if out is not None:
         _MADE.update(_missing(out))
     else:
@@ -189,6 +191,24 @@ def _held(out: Path, flag: str) -> None:
             os.close(fd)
             raise UsageError(f"{flag}: another gdrelu process is writing to {out}") from None
     _HELD.append((out, fd))
+
+
+def _locked_elsewhere(out: Path) -> bool:
+    """Whether another process holds `out` (`_held`); False where the OS has no flock.
+    Asked before this process holds it: its own lock would answer yes."""
+    try:
+        import fcntl
+
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        return err.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+    finally:
+        os.close(fd)  # and with it the shared lock
+    return False
 
 
 def held() -> Path | None:
