@@ -125,7 +125,7 @@ def _check_grid(spec: ExperimentSpec) -> None:
         if not _is_positive_int(value, low):
             raise SpecError(name, f"{value!r} is not an integer ≥ {low}")
     if spec.seed >= 2**32:
-        raise SpecError("seed", "must be below 2**32")
+        raise SpecError("seed", f"{spec.seed!r} is not below 2**32")
     try:
         engine.check_step_budget(spec.check_every, spec.max_checks)
     except ValueError as err:

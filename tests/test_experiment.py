@@ -487,7 +487,7 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(data="p-ex", num_heldout=0, step_size=0.01), "num_heldout"),
         (dict(widths=(8, 8)), "widths: has duplicates"),  # the same cell twice
         (dict(deltas=(0.1, 0.1)), "deltas: has duplicates"),
-        (dict(seed=2**32), "seed: must be below 2\\*\\*32"),
+        (dict(seed=2**32), "seed: 4294967296 is not below 2\\*\\*32"),
         (dict(data="star"), "step_size: 'paper' is the 1-D rule"),  # star is 2-D
         # the paper's rule ignores (s_a, s_w): 4x too small at width 16, 63x at 256
         (dict(init="ntk"), "step_size: 'paper' \\(the default\\) reads the raw"),

@@ -219,7 +219,7 @@ def start_processes(args, specs):
         hint = ""
         if args.coordinator is None and "coordinator" in str(err):
             hint = "; outside a cluster JAX detects (SLURM, ...) give --coordinator host:port"
-        raise UsageError(f"--distributed: {err}{hint}") from None
+        raise UsageError(f"--distributed: {str(err).rstrip('.')}{hint}") from None
     from jax.experimental import multihost_utils
 
     from gdrelu.runner import Processes
