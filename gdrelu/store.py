@@ -473,6 +473,7 @@ def stored_seconds(out_dir: Path) -> float:
 
 def _unreadable(path: Path, err: Exception) -> ResumeError:
     what = "part" if path.parent.name == PARTS else "unit"
+    reason = "it holds Python objects, which gdrelu never stores" if "pickle" in str(err) else err
     return ResumeError(
-        f"{path} is not a readable {what} ({err}); delete it to train its runs again"
+        f"{path} is not a readable {what} ({reason}); delete it to train its runs again"
     )

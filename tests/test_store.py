@@ -670,6 +670,20 @@ def test_an_unreadable_unit_is_named(kept, tmp_path):
         store.stored_seconds(tmp_path)
 
 
+def test_a_unit_of_python_objects_is_named_in_gdrelus_words(tmp_path):
+    """A damaged header that reads as an object array gave numpy's advice to pass
+    allow_pickle=True, which gdrelu must not do with a file it did not write."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    with np.load(path) as stored:
+        arrays = {**stored, "0/status": np.array([None, 1, 2])}
+    np.savez(path, **arrays)
+    said = r"gd-w4.npz is not a readable unit \(it holds Python objects, which gdrelu never "
+    with pytest.raises(store.ResumeError, match=said + r"stores\); delete it"):
+        store.load_unit(tmp_path, "gd-w4", spec.cells())
+
+
 def test_run_experiment_refuses_the_units_of_another_spec(tmp_path):
     """The path as a str, as a user types it; a second spec with another seed is refused
     instead of returning the first spec's runs as its own."""
