@@ -71,6 +71,7 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
         raise ValueError(f"params: c of shape {jnp.shape(params.c)}; () or (runs,)")
     if one_dimensional and jnp.ndim(params.a) != jnp.ndim(params.b):
         raise ValueError(f"params: a of shape {jnp.shape(params.a)}: {name} is of 1-D networks")
+    _check_shapes(params, data)
     data_runs = jnp.shape(data.weights)[0] if jnp.ndim(data.weights) == 2 else None
     if data_runs is not None and data_runs != runs:
         raise ValueError(f"data: weights of shape {jnp.shape(data.weights)}, but params of "
@@ -90,6 +91,32 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
                 raise ValueError("step_size: every step size must be positive and finite")
         checked.append(value)
     return tuple(checked)
+
+
+def _check_shapes(params: Params, data: WeightedData) -> None:
+    """Refuse a network whose a, b and w disagree on the neurons, points whose x, y and
+    weights disagree, and points of another input dimension than the network's: each
+    failed deep inside `vmap` or XLA without naming its argument."""
+    a, b, w = (jnp.shape(v) for v in params[:3])
+    if w != b or not b or a[-1] != b[-1] or a[: len(b) - 1] != b[:-1] or len(a) > len(b) + 1:
+        raise ValueError(
+            f"params: a of shape {a}, b of {b}, w of {w}; each run needs one a, b and w per neuron"
+        )
+    x, y, weights = (jnp.shape(v) for v in data)
+    if x[: len(y)] != y or weights != y or len(x) > len(y) + 1:
+        raise ValueError(
+            f"data: x of shape {x}, y of {y}, weights of {weights}; each run needs one x, y "
+            "and weight per point"
+        )
+    network_dim = a[-2] if len(a) > len(b) else None  # None: a 1-D network
+    data_dim = x[-1] if len(x) > len(y) else None
+    if network_dim != data_dim:
+        points = "1-D points" if data_dim is None else f"points in d = {data_dim}"
+        network = f"a network for d = {network_dim}" if network_dim else "a 1-D network"
+        raise ValueError(
+            f"data: x of shape {x} ({points}), but params are {network} (a of shape {a}); "
+            "d-dim points have x of y's shape plus an axis of d"
+        )
 
 
 def _check_alpha(alpha) -> None:

@@ -117,7 +117,21 @@ def test_batched_inputs_that_do_not_fit_are_named(trajectories):
         (lambda: theory.provably_stuck(one, one_data, h[0], eigenvectors="foo"), "^eigenvec"),
         (lambda: theory.provably_stuck(params, data, -h), "^step_size: every step size must"),
         (lambda: theory.provably_stuck(one, one_data, np.nan), "^step_size: every"),
-    ]
+        # shapes that disagree (a deep TypeError or "Cannot stack arrays" before)
+        (lambda: theory.provably_stuck(params, data._replace(y=data.y[:, :4]), h),
+         r"^data: x of shape \(3, 6\), y of \(3, 4\), weights of \(3, 6\); each run needs"),
+        (lambda: theory.provably_stuck(params, data._replace(weights=data.weights[:, :4]), h),
+         r"^data: x of shape \(3, 6\), y of \(3, 6\), weights of \(3, 4\)"),
+        (lambda: theory.provably_stuck(params._replace(b=params.b[:, :8]), data, h),
+         r"^params: a of shape \(3, 16\), b of \(3, 8\), w of \(3, 16\); each run needs"),
+        (lambda: theory.paper_step_size(params, data._replace(x=data.x[..., None])),
+         r"^data: x of shape \(3, 6, 1\) \(points in d = 1\), but params are a 1-D "
+         r"network \(a of shape \(3, 16\)\)"),
+        (lambda: theory.ntk_step_size(flat, data),
+         r"^data: x of shape \(3, 6\) \(1-D points\), but params are a network for d = 1"),
+        (lambda: theory.ntk_step_size(flat, data._replace(x=data.x[..., None, None])),
+         r"^data: x of shape \(3, 6, 1, 1\), y of \(3, 6\)"),
+    ]  # fmt: skip
     for call, named in refused:
         with pytest.raises(ValueError, match=named):
             call()
