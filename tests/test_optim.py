@@ -522,6 +522,22 @@ def test_inputs_for_other_runs_or_bad_step_sizes_are_refused(change, field):
         simulate(params, data, h, check_every=20, max_checks=1, **(extra[0] if extra else {}))
 
 
+def test_a_bad_step_size_names_its_run_and_where_nan_comes_from():
+    """A run of weights summing to 0 gets h = nan from `paper_step_size` (a user's flow,
+    README's "Python API"); simulate named neither the run nor why."""
+    from gdrelu import theory
+
+    params, data = _batch(2)
+    data = data._replace(weights=data.weights.at[1].set(0.0))
+    h = theory.paper_step_size(params, data)
+    assert np.isfinite(h[0]) and not np.isfinite(h[1])
+    with pytest.raises(ValueError, match=r"^step_size: run 1 has (nan|inf); every step size .*"
+                       r"for data that are not finite or weights of sum 0\)$"):  # fmt: skip
+        simulate(params, data, h, check_every=20, max_checks=1)
+    with pytest.raises(ValueError, match=r"^step_size: -0.01; every step size must be positive"):
+        simulate(params, data, -0.01, check_every=20, max_checks=1)
+
+
 def test_a_step_size_of_one_value_serves_every_run():
     params, data = _batch(2)
     one = simulate(params, data, np.array([0.01]), check_every=20, max_checks=1)

@@ -83,8 +83,15 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
             raise ValueError(f"step_size: {h.dtype} values; give real numbers")
         if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
             raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
-        if not np.all(np.isfinite(h) & (h > 0)):
-            raise ValueError("step_size: every step size must be positive and finite")
+        bad = np.flatnonzero(~(np.isfinite(h) & (h > 0)))
+        if bad.size:
+            more = f" and {bad.size - 1} more" if bad.size > 1 else ""
+            which = f"run {bad[0]}{more} has " if h.ndim else ""
+            raise ValueError(
+                f"step_size: {which}{h.reshape(-1)[bad[0]].item()!r}; every step size must be "
+                "positive and finite (a rule such as theory.paper_step_size gives nan or inf "
+                "for data that are not finite or weights of sum 0)"
+            )
     points = np.shape(data.x)[1]
     if points < 2:  # a least-squares fit of one point; the minibatch samplers need two
         raise ValueError(f"data: {points} point per run; a run needs at least 2")
