@@ -716,17 +716,24 @@ def test_python_m_runs_the_command(module, monkeypatch, capsys):
 
 def test_an_ignored_sigint_stays_ignored():
     """A shell starts `gdrelu run &` with SIGINT ignored; the command no longer takes it
-    back (a Ctrl-C meant for the shell's foreground job stopped the background run)."""
+    back (a Ctrl-C meant for the shell's foreground job stopped the background run), but
+    takes SIGTERM (it returned before, and a `kill` ended the run with no hint)."""
     import signal
 
     from gdrelu.cli import interrupt
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term = signal.getsignal(signal.SIGTERM)
     try:
-        assert interrupt.install() is None
+        installed = interrupt.install()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        # SIGTERM (a `kill` of the background run) is still taken: its hint is printed
+        assert signal.getsignal(signal.SIGTERM) is interrupt._on_signal
+        interrupt.restore(installed)
+        assert signal.getsignal(signal.SIGTERM) is term
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, term)
 
 
 def test_the_command_handles_ctrl_c_before_jax_loads(tmp_path, monkeypatch, capsys):

@@ -52,14 +52,11 @@ def install():
     _terminated.clear()
     if threading.current_thread() is not threading.main_thread():
         return None
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    taken = [signum for signum in SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
+    if not taken:
         return None
     hook, sys.unraisablehook = sys.unraisablehook, _quiet_when_interrupted(sys.unraisablehook)
-    handlers = {}
-    for signum in SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            handlers[signum] = signal.signal(signum, _on_signal)
-    return handlers, hook
+    return {signum: signal.signal(signum, _on_signal) for signum in taken}, hook
 
 
 def restore(previous) -> None:
