@@ -158,17 +158,20 @@ def batching(
     most a block per device. A batch holds as many whole blocks per device as fit, at
     least one. On a CPU, networks of `FEW_RUNS_WIDTH` neurons or more whose runs are
     fewer than a block per device take blocks of their share, rounded up to a power of two
-    (at least `engine.MIN_BLOCK`): the padding lanes would do most of the work. (Not on
-    the mixed layout, whose blocks `engine.redone_blocking` sizes.)"""
+    (at least `engine.MIN_BLOCK`): the padding lanes would do most of the work. On the
+    mixed layout, whose blocks `engine.redone_blocking` makes `engine.REDO_BLOCK` runs and
+    whose redos a general block per device, the same holds below `REDO_BLOCK` runs per
+    device (two momentum runs of width 65 536: 3.3 GB in the engine's blocks)."""
     devices = jax.local_devices() if devices is None else list(devices)
     count = len(devices)
     default = engine.blocking_for(devices, runs, width=width)
     block, redo = default.block, default.redo
     share = -(-runs // count)
     cpu = devices[0].platform == "cpu"  # an accelerator's blocks are its share already
-    few = cpu and not mixed and width is not None and width >= FEW_RUNS_WIDTH and share < block
+    most = engine.REDO_BLOCK if mixed else block  # the mixed layout's, `redone_blocking`'s
+    few = cpu and width is not None and width >= FEW_RUNS_WIDTH and share < most
     if few:
-        block = min(block, max(engine.MIN_BLOCK, 1 << (share - 1).bit_length()))
+        block = min(most, max(engine.MIN_BLOCK, 1 << (share - 1).bit_length()))
         redo = min(redo, count * block)
     shrunk = batch_bytes(per_run, per_block_run, 1, block, count, mixed, redo) > budget
     if shrunk:
