@@ -479,7 +479,9 @@ def _train_batch(
     for cell, idx in work:
         part = slice(first, first + idx.size)
         result = jax.tree.map(lambda v, s=part: v[s], sim)
-        final = Params(*(leaf[..., : cell.width] for leaf in result.params[:3]), result.params.c)
+        # copies: a view would keep the whole padded batch alive beside the next batches
+        a, b, w = (np.array(v[..., : cell.width]) for v in result.params[:3])
+        final = Params(a, b, w, result.params.c)
         done.append(CellResult(cell, step[part], result._replace(params=final)))
         if flagged is not None:
             counts = at_zero.setdefault(cell, [0, 0])

@@ -241,6 +241,8 @@ def test_a_padded_run_equals_the_unpadded_run(settings, monkeypatch):
     padded = run_experiment(ExperimentSpec(**spec, buckets="one"))
     small, large = spec["widths"]
     assert buckets == [([small, large], large)]  # the narrow width padded to the wide one
+    for cr in padded:  # copies, not views: those kept the whole padded batch alive
+        assert all(leaf.base is None for leaf in cr.result.params[:3]), cr.cell.width
     buckets.clear()
     alone = run_experiment(ExperimentSpec(**spec, buckets="none"))
     assert buckets == [([small], small), ([large], large)]
