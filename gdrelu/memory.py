@@ -230,9 +230,10 @@ def check_fits(
     kept = results_bytes(spec) + held
     if largest + kept > budget:
         flag = named("max_runs" if spec.max_runs else "runs")
+        others = " (and of the specs before it)" if held else ""
         raise BudgetError(
             f"{flag}: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
-            f"up to {max(spec.widths)} (and of the specs before it, if any), need about "
+            f"up to {max(spec.widths)}{others}, need about "
             f"{_gigabytes(kept)}, and one run in training "
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
             f"lower {lower or flag + ' or ' + named('widths')}, or raise "

@@ -83,8 +83,11 @@ def test_the_finished_runs_count_against_the_budget():
     (--max-runs where it grows to it)."""
     huge = ExperimentSpec(widths=(8, 2**18), deltas=(0.0,), runs=1000)
     assert memory.results_bytes(huge) > 6e9  # 1000 final networks of 2¹⁸ neurons: 6.3 GB
-    with pytest.raises(memory.BudgetError, match=r"^--runs: .* lower --runs or"):
+    with pytest.raises(memory.BudgetError, match=r"^--runs: .* lower --runs or") as alone:
         memory.check_fits(huge, 4 * 10**9, as_flags=True)
+    assert "specs before it" not in str(alone.value)  # there are none
+    with pytest.raises(memory.BudgetError, match=r"widths up to 262144 \(and of the specs before"):
+        memory.check_fits(huge, 7 * 10**9, held=10**9, as_flags=True)  # a compare's later spec
     said = r"^runs: .* lower runs or widths, or raise memory_budget$"  # run_experiment's
     with pytest.raises(memory.BudgetError, match=said):
         memory.check_fits(huge, 4 * 10**9)
