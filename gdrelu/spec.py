@@ -69,8 +69,8 @@ class ExperimentSpec:
 
     `data` is one of `data.DATASETS`: a finite support (the six points, star, cross,
     double-cross, multi-axis in `dim` dimensions) gets per-run multinomial weights from
-    N = `num_samples` draws (None: N = n²); a continuous distribution (p-ex, radial and
-    rbf in `dim` dimensions) gets `num_train` i.i.d. points per run (None: 256·d) with
+    N = `num_samples` draws (None: N = n²); a continuous distribution (p-ex in 1-D,
+    radial and rbf in `dim` dimensions) gets `num_train` i.i.d. points per run (None: 256·d) with
     equal weights and `num_heldout` validation and test points each, all standardized
     with the training statistics; every run reports its best validation loss over the
     checks and the test loss there.

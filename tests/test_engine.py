@@ -743,6 +743,13 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
         with pytest.raises(ValueError, match=r"^key: one threefry key per run, \(2,\) typed "
                            rf"keys or \(2, 2\) key data .*, not {given}$"):  # fmt: skip
             simulate(params, data, 0.01, optimizer="sgd", key=keys)
+    # keys of the right shape but no threefry key: float data was cut to the same integers
+    # (0.2 and 0.9 drew the same minibatches), rbg keys were named by their shape alone
+    rbg = jax.random.split(jax.random.key(0, impl="rbg"), 2)
+    for keys, said in [(np.full((2, 2), 0.2), r"^key: float64 key data; give uint32 key data"),
+                       (rbg, r"^key: rbg keys; simulate takes threefry2x32 keys$")]:  # fmt: skip
+        with pytest.raises(ValueError, match=said):
+            simulate(params, data, 0.01, optimizer="sgd", key=keys)
     with pytest.raises(ValueError, match=r"^early_stopping: needs validation"):
         simulate(params, data, 0.01, early_stopping=True)
     for word in ("off", 0):  # "off" is truthy: every run stopped early at its first check

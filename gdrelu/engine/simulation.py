@@ -292,8 +292,13 @@ def key_data_per_run(key, runs: int):
     """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
     if key is None:
         return None
-    typed = jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key)
+    dtype = getattr(key, "dtype", None) or np.asarray(key).dtype
+    typed = jnp.issubdtype(dtype, jax.dtypes.prng_key)
     given = np.shape(key)
+    if typed and str(jax.random.key_impl(key)) != "threefry2x32":
+        raise ValueError(f"key: {jax.random.key_impl(key)} keys; simulate takes threefry2x32 keys")
+    if not typed and not jnp.issubdtype(dtype, jnp.integer):  # a float's bits were cut
+        raise ValueError(f"key: {dtype} key data; give uint32 key data or typed keys")
     if typed:
         key = jax.random.key_data(key)
     if np.shape(key) != (runs, 2):
