@@ -471,8 +471,14 @@ def test_adam_runs_do_not_depend_on_the_device_count():
         (dict(optimizer="sgd"), "key"),
         (dict(optimizer="gd", sampler="multinomial"), "sampler"),
         (dict(optimizer="lbfgs"), "optimizer"),
-        (dict(optimizer="sgd", sampler="epoch", batch_size=7, key=np.zeros((2, 2))), "batch_size"),
-        (dict(optimizer="sgd", sampler="epoch", batch_size=0, key=np.zeros((2, 2))), "batch_size"),
+        (
+            dict(optimizer="sgd", sampler="epoch", batch_size=7, key=np.zeros((2, 2), np.uint32)),
+            "batch_size",
+        ),
+        (
+            dict(optimizer="sgd", sampler="epoch", batch_size=0, key=np.zeros((2, 2), np.uint32)),
+            "batch_size",
+        ),
     ],
 )
 def test_bad_optimizer_settings_name_the_field(kwargs, field):
