@@ -3,6 +3,7 @@
 import errno
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,10 @@ TEST_CACHE_VARIABLE = "GDRELU_TEST_CACHE_DIR"
 
 
 def pytest_configure(config):
+    # the Ctrl-C tests send SIGINT to themselves: a suite started in the background by a
+    # shell (`pytest &`) inherits it ignored, and those four tests failed
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not hasattr(config, "workerinput") and TEST_CACHE_VARIABLE not in os.environ:
         config.gdrelu_test_cache = tempfile.mkdtemp(prefix="gdrelu-test-xla-")
         os.environ[TEST_CACHE_VARIABLE] = config.gdrelu_test_cache
