@@ -35,7 +35,10 @@ class Status(enum.IntEnum):
         return self.label
 
     def __format__(self, spec: str) -> str:
-        return format(self.label, spec)
+        try:
+            return format(self.label, spec)
+        except ValueError:  # a number's format ("d", "03"): the number
+            return int.__format__(self, spec)
 
 
 def status_counts(status: np.ndarray) -> dict[str, int]:

@@ -126,6 +126,7 @@ def test_a_status_prints_as_the_word_runs_csv_gives_it():
     f-strings alike, and still equals its number in the result's arrays."""
     assert str(Status.CROSSED) == "crossed" and f"{Status.EARLY_STOPPED:>14}" == " early_stopped"
     assert f"{Status(int(np.int32(2)))}" == "stuck" and Status.STUCK == 2
+    assert f"{Status.CROSSED:d}" == "1" and f"{Status.DIVERGED:03d}" == "006"  # numbers still
 
 
 def test_status_counts_name_every_final_status_once():

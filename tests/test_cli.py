@@ -968,6 +968,14 @@ def test_a_process_whose_coordinator_does_not_answer_is_refused_in_time(tmp_path
     start = time.monotonic()
     backends._wait_for_coordinator("127.0.0.1", port, 30)
     assert time.monotonic() - start < 10
+    if socket.has_ipv6:  # gRPC's [::1]: the brackets are no part of the host
+        with contextlib.suppress(OSError):
+            six = socket.create_server(("::1", 0), family=socket.AF_INET6)
+            backends._wait_for_coordinator("[::1]", six.getsockname()[1], 30)
+            six.close()
+    with pytest.raises(backends.UsageError, match=r"^--coordinator: 'no-such-host\.invalid' is "):
+        backends._wait_for_coordinator("no-such-host.invalid", port, 30)  # at once, no wait
+    assert time.monotonic() - start < 20
     listener.close()  # now nothing answers there
     out = tmp_path / "never"
     argv = ["run", *SMALL, "--distributed", "--coordinator", f"127.0.0.1:{port}",

@@ -747,6 +747,8 @@ def test_inputs_that_do_not_fit_the_runs_are_named():
     # (0.2 and 0.9 drew the same minibatches), rbg keys were named by their shape alone
     rbg = jax.random.split(jax.random.key(0, impl="rbg"), 2)
     for keys, said in [(np.full((2, 2), 0.2), r"^key: float64 key data; give uint32 key data"),
+                       (np.array([[2**33, 1], [0, 1]]), r"^key: key data outside \[0, 2\*\*32\)"),
+                       (np.array([[-1, 1], [0, 1]]), r"^key: key data outside \[0, 2\*\*32\)"),
                        (rbg, r"^key: rbg keys; simulate takes threefry2x32 keys$")]:  # fmt: skip
         with pytest.raises(ValueError, match=said):
             simulate(params, data, 0.01, optimizer="sgd", key=keys)

@@ -540,8 +540,9 @@ def test_a_bad_step_size_names_its_run_and_where_nan_comes_from():
     with pytest.raises(ValueError, match=r"^step_size: run 1 has (nan|inf); every step size .*"
                        r"for data that are not finite or weights of sum 0\)$"):  # fmt: skip
         simulate(params, data, h, check_every=20, max_checks=1)
-    with pytest.raises(ValueError, match=r"^step_size: -0.01; every step size must be positive"):
-        simulate(params, data, -0.01, check_every=20, max_checks=1)
+    for one in (-0.01, [-0.01]):  # one step size for every run names no run
+        with pytest.raises(ValueError, match=r"^step_size: -0.01; every step size must be posit"):
+            simulate(params, data, np.asarray(one), check_every=20, max_checks=1)
 
 
 def test_a_step_size_of_one_value_serves_every_run():

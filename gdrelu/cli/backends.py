@@ -176,11 +176,16 @@ def _wait_for_coordinator(host: str, port: int, timeout: float) -> None:
     import socket
     import time
 
+    host = host.removeprefix("[").removesuffix("]")  # an IPv6 address, as gRPC writes it
     deadline = time.monotonic() + timeout
     while True:
         try:
-            socket.create_connection((host, port), timeout=min(5.0, timeout)).close()
+            left = max(0.1, min(5.0, deadline - time.monotonic()))
+            socket.create_connection((host, port), timeout=left).close()
             return
+        except socket.gaierror as err:  # no such host: waiting will not make one
+            known = f"{host!r} is not a known host ({err.strerror})"
+            raise UsageError(f"--coordinator: {known}") from None
         except OSError as err:
             if time.monotonic() >= deadline:
                 raise UsageError(

@@ -86,7 +86,7 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
         bad = np.flatnonzero(~(np.isfinite(h) & (h > 0)))
         if bad.size:
             more = f" and {bad.size - 1} more" if bad.size > 1 else ""
-            which = f"run {bad[0]}{more} has " if h.ndim else ""
+            which = f"run {bad[0]}{more} has " if h.size > 1 else ""
             raise ValueError(
                 f"step_size: {which}{h.reshape(-1)[bad[0]].item()!r}; every step size must be "
                 "positive and finite (a rule such as theory.paper_step_size gives nan or inf "
