@@ -90,8 +90,6 @@ def _created(out: Path | None) -> Path:
     runs/<timestamp>/, with a suffix when another run took that second's name."""
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} is a file, not a directory")
-    if out is not None and _locked_elsewhere(out):  # not "finish it with --resume"
-        raise UsageError(f"--out: another gdrelu process is writing to {out}")
     if out is not None:
         _MADE.update(_missing(out))
     else:
@@ -107,7 +105,7 @@ def _created(out: Path | None) -> Path:
                 continue
             except OSError as e:
                 raise UsageError(f"--out: cannot create {out}: {e.strerror}") from None
-    _refuse_used(out)
+    _refuse_used(out, probe=True)
     _writable(out, "--out")
     _held(out, "--out")
     _refuse_used(out)  # again, now that no other gdrelu process can start there
@@ -126,9 +124,11 @@ def _remove_stale_temporaries(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _refuse_used(out: Path) -> None:
+def _refuse_used(out: Path, probe: bool = False) -> None:
     """Refuse a directory that holds anything: a run's results or start, or other files
-    that runs.csv, summary.json and the figures would overwrite."""
+    that runs.csv, summary.json and the figures would overwrite. A started run that
+    another process holds is said to be written (with `probe`: before this process
+    holds it, and only there, as the probe's lock is itself an instant's holder)."""
     from gdrelu.atomic import is_temporary
     from gdrelu.store import MANIFEST
 
@@ -137,6 +137,8 @@ def _refuse_used(out: Path) -> None:
     if (out / "summary.json").exists() or (out / "report.md").exists():  # run's, reproduce's
         raise UsageError(f"--out: {out} already holds results; choose another directory")
     if (out / MANIFEST).exists():  # units/ alone is no run a resume could finish
+        if probe and _locked_elsewhere(out):  # not "finish it with --resume"
+            raise UsageError(f"--out: another gdrelu process is writing to {out}")
         raise UsageError(
             f"--out: {out} holds a started run; finish it with --resume {out}, or choose "
             "another directory"
