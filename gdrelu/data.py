@@ -31,6 +31,17 @@ class WeightedData(NamedTuple):
     weights: jax.Array
 
 
+def check_points(name: str, points: WeightedData) -> None:
+    """Refuse points whose x, y and weights disagree: y and weights of shape ([runs,] m),
+    x of y's shape or, d-dim, ([runs,] m, d). `name` is the argument's."""
+    x, y, weights = (jnp.shape(v) for v in points)
+    if x[: len(y)] != y or weights != y or len(x) > len(y) + 1:
+        raise ValueError(
+            f"{name}: x of shape {x}, y of {y}, weights of {weights}; each run needs one x, y "
+            "and weight per point"
+        )
+
+
 def six_points(delta: float | jax.Array = 0.0, dtype=None) -> tuple[jax.Array, jax.Array]:
     """The paper's 1-D data: x = (-3, -2, -1, 1, 2, 3), y = (-1, 2, -1, 1, -2, 1) + Δ, one
     number Δ (vmap for several)."""

@@ -43,6 +43,16 @@ STANDARD = Scaling(1.0, 1.0)
 PARAMETERIZATIONS = ("standard", "ntk")
 
 
+def check_neurons(params: Params) -> None:
+    """Refuse a network whose a, b and w disagree on the neurons: b and w of shape
+    ([runs,] n), a of b's shape or, on d-dim data, ([runs,] d, n)."""
+    a, b, w = (jnp.shape(v) for v in params[:3])
+    if w != b or not b or a[-1] != b[-1] or a[: len(b) - 1] != b[:-1] or len(a) > len(b) + 1:
+        raise ValueError(
+            f"params: a of shape {a}, b of {b}, w of {w}; each run needs one a, b and w per neuron"
+        )
+
+
 def per_run_scaling(scaling: Scaling | None, runs: int, dtype, xp=jnp) -> Scaling:
     """`scaling` (standard when None) as (runs,) arrays of `dtype` each."""
     return Scaling(*(xp.broadcast_to(xp.asarray(v, dtype), (runs,)) for v in scaling or STANDARD))

@@ -433,9 +433,9 @@ def _check_run_count(path: Path, count: int, spec) -> None:
     """A unit's cell holds `spec.runs` runs, or `runs` to `max_runs` when grown to a
     target half-width: a unit of an older gdrelu, which stored no cell to compare, is
     refused at least when its runs are another spec's."""
-    grown = spec.target_halfwidth is not None
-    if count != spec.runs if not grown else not spec.runs <= count <= spec.max_runs:
-        want = f"{spec.runs}" if not grown else f"{spec.runs} to {spec.max_runs}"
+    most = spec.runs if spec.target_halfwidth is None else spec.max_runs
+    if not spec.runs <= count <= most:
+        want = f"{spec.runs}" if most == spec.runs else f"{spec.runs} to {most}"
         raise ResumeError(
             f"{path} holds {count} runs of a cell, not {want}: use another directory for "
             "another spec"

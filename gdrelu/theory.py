@@ -17,8 +17,16 @@ import numpy as np
 
 from gdrelu import jacobi
 from gdrelu.compiled import jit
-from gdrelu.data import WeightedData, side_masks
-from gdrelu.model import STANDARD, Params, Scaling, activation, active_neurons, preactivations
+from gdrelu.data import WeightedData, check_points, side_masks
+from gdrelu.model import (
+    STANDARD,
+    Params,
+    Scaling,
+    activation,
+    active_neurons,
+    check_neurons,
+    preactivations,
+)
 from gdrelu.numbers import check_kind
 
 _A, _B, _W = 0, 1, 2
@@ -94,20 +102,13 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
 
 
 def _check_shapes(params: Params, data: WeightedData) -> None:
-    """Refuse a network whose a, b and w disagree on the neurons, points whose x, y and
-    weights disagree, and points of another input dimension than the network's: each
-    failed deep inside `vmap` or XLA without naming its argument."""
-    a, b, w = (jnp.shape(v) for v in params[:3])
-    if w != b or not b or a[-1] != b[-1] or a[: len(b) - 1] != b[:-1] or len(a) > len(b) + 1:
-        raise ValueError(
-            f"params: a of shape {a}, b of {b}, w of {w}; each run needs one a, b and w per neuron"
-        )
-    x, y, weights = (jnp.shape(v) for v in data)
-    if x[: len(y)] != y or weights != y or len(x) > len(y) + 1:
-        raise ValueError(
-            f"data: x of shape {x}, y of {y}, weights of {weights}; each run needs one x, y "
-            "and weight per point"
-        )
+    """Refuse a network whose a, b and w disagree on the neurons (`model.check_neurons`),
+    points whose x, y and weights disagree (`data.check_points`), and points of another
+    input dimension than the network's: each failed deep inside `vmap` or XLA without
+    naming its argument."""
+    check_neurons(params)
+    check_points("data", data)
+    a, b, x, y = (jnp.shape(v) for v in (params.a, params.b, data.x, data.y))
     network_dim = a[-2] if len(a) > len(b) else None  # None: a 1-D network
     data_dim = x[-1] if len(x) > len(y) else None
     if network_dim != data_dim:

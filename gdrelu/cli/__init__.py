@@ -64,7 +64,7 @@ def command() -> NoReturn:
     leaves at once (`leave_at_once`): Python's shutdown while XLA still compiled in its
     threads ended a Ctrl-C in a segmentation fault (exit code 139) after the hint."""
     code = main()
-    if code in (130, 143):
+    if code in interrupt.EXIT_CODES:
         leave_at_once(code)
     sys.exit(code)
 

@@ -14,6 +14,7 @@ import threading
 _pending = threading.Event()
 _terminated = threading.Event()  # the interrupt was SIGTERM's
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_CODES = tuple(128 + signum for signum in SIGNALS)  # an interrupted command's: 130, 143
 
 
 def _on_signal(signum, frame) -> None:

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdrelu.data import WeightedData
+from gdrelu.data import WeightedData, check_points
 from gdrelu.engine.state import check_step_budget
-from gdrelu.model import Params
+from gdrelu.model import Params, check_neurons
 from gdrelu.numbers import check_kind, is_integer, is_real
 
 X64_HINT = 'jax.config.update("jax_enable_x64", True)'
@@ -114,12 +114,8 @@ def _check_points(data, validation_weights, **held_out) -> None:
     for name, points in {"data": data, **held_out}.items():
         if points is None:
             continue
-        x, y, weights = (np.shape(v) for v in points)
-        if x[:2] != y or weights != y:
-            raise ValueError(
-                f"{name}: x of shape {x}, y of {y}, weights of {weights}; each run needs one "
-                "x, y and weight per point"
-            )
+        check_points(name, points)
+        x = np.shape(points.x)
         if x[2:] != np.shape(data.x)[2:]:
             raise ValueError(f"{name}: x of shape {x}, but the data's x is {np.shape(data.x)}")
     if validation_weights is not None and np.shape(validation_weights) != np.shape(data.y):
@@ -138,11 +134,7 @@ def _check_runs(params: Params, **inputs) -> None:
             "takes a batch of at least one run of at least one neuron, a leading runs axis "
             "on every field (jax.vmap the init over keys)"
         )
-    a, b, w = (np.shape(v) for v in params[:3])
-    if (a[0], a[-1]) != b or w != b:  # a: (runs, n), or (runs, d, n) on d-dim data
-        raise ValueError(
-            f"params: a of shape {a}, b of {b}, w of {w}; each run needs one a, b and w per neuron"
-        )
+    check_neurons(params)
     finite = [np.all(np.isfinite(np.asarray(jax.device_get(v)))) for v in params]
     if not all(finite):
         raise ValueError("params: some weights are not finite; a run must start from a network")

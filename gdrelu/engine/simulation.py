@@ -297,10 +297,12 @@ def key_data_per_run(key, runs: int):
     given = np.shape(key)
     if typed and str(jax.random.key_impl(key)) != "threefry2x32":
         raise ValueError(f"key: {jax.random.key_impl(key)} keys; simulate takes threefry2x32 keys")
-    if not typed and not jnp.issubdtype(dtype, jnp.integer):  # a float's bits were cut
-        raise ValueError(f"key: {dtype} key data; give uint32 key data or typed keys")
-    if not typed and np.any((np.asarray(key) < 0) | (np.asarray(key) >= 2**32)):  # cut too
-        raise ValueError("key: key data outside [0, 2**32); give uint32 key data or typed keys")
+    if not typed:
+        words = np.asarray(key)
+        if not jnp.issubdtype(dtype, jnp.integer):  # a float's bits were cut
+            raise ValueError(f"key: {dtype} key data; give uint32 key data or typed keys")
+        if np.any((words < 0) | (words >= 2**32)):  # cut too
+            raise ValueError("key: key data outside [0, 2**32); give uint32 key data or typed keys")
     if typed:
         key = jax.random.key_data(key)
     if np.shape(key) != (runs, 2):
