@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 from scipy import special
 
-from gdrelu.numbers import is_integer
+from gdrelu.numbers import is_integer, is_real
 
 MAX_COUNT = 2**53  # float64 holds every integer count up to here, and the quantiles work
 
@@ -21,9 +21,7 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     quantiles are `scipy.special.betaincinv`, what `scipy.stats.beta.ppf` computes,
     without importing the much larger scipy.stats.)
     """
-    _check_exact("clopper_pearson", trials)
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(trials, dtype=float)
+    k, n = _counts("clopper_pearson", successes, trials)
     try:
         np.broadcast_shapes(k.shape, n.shape)
     except ValueError:
@@ -65,18 +63,25 @@ def failure_probability(stuck, runs=None, level: float = 0.95) -> tuple[float, t
 
 
 def _check_counts(name: str, k: np.ndarray, n: np.ndarray) -> None:
-    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, n ≥ 1 (n ≤ 2^53:
-    `_check_exact`)."""
+    """Refuse what is no binomial count: integers 0 ≤ k ≤ n, n ≥ 1 (≤ 2^53: `_counts`)."""
     if not np.all((k >= 0) & (k <= n) & (n >= 1) & (k == np.round(k)) & (n == np.round(n))):
         raise ValueError(f"{name}: need integers 0 ≤ k ≤ n, n ≥ 1, not {k}, {n}")
 
 
-def _check_exact(name: str, trials) -> None:
-    """Refuse trial counts above 2^53, checked before integers become floats (2^53 + 1
-    would read as 2^53, and k = 2^53 of it as every run)."""
-    raw = np.asarray(trials)
-    if raw.dtype.kind in "iufO" and np.any(raw > MAX_COUNT):
-        raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {trials}")
+def _counts(name: str, successes, trials) -> tuple[np.ndarray, np.ndarray]:
+    """(k, n) as float arrays. Refused before they become floats: what is no number (a
+    bool, a string) and counts above 2^53 (2^53 + 1 would read as 2^53, and k = 2^53 + 1
+    of n = 2^53 as every run); `_check_counts` checks the rest."""
+    for value in (successes, trials):
+        raw = np.asarray(value)
+        numeric = raw.dtype.kind in "iuf" or (
+            raw.dtype.kind == "O" and all(is_real(v) for v in raw.ravel().tolist())
+        )
+        if not numeric:
+            raise ValueError(f"{name}: counts are integers, not {value!r}")
+        if np.any(raw > MAX_COUNT):
+            raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {value}")
+    return np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
 
 
 def _check_level(level) -> float:
@@ -138,15 +143,13 @@ def adaptive_bias(p: float, runs: int, halfwidth: float, max_runs: int) -> float
 def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson's score interval for a binomial proportion k/n: the p with
     |k/n - p| <= z sqrt(p(1 - p)/n), z the normal quantile at (1 + level)/2."""
-    _check_exact("wilson", trials)
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(trials, dtype=float)
+    k, n = _counts("wilson", successes, trials)
     _check_counts("wilson", k, n)
     level = _check_level(level)
     z = special.ndtri(0.5 + level / 2.0)
     center = (k + z * z / 2.0) / (n + z * z)
     half = z * np.sqrt(k * (n - k) / n + z * z / 4.0) / (n + z * z)
-    return center - half, center + half
+    return np.maximum(center - half, 0.0), np.minimum(center + half, 1.0)
 
 
 def paired_difference_interval(table, level: float = 0.95) -> tuple[float, float]:
