@@ -1186,7 +1186,8 @@ def test_a_memory_check_refused_on_one_host_ends_every_process_in_one_line(
 
 def test_every_cpu_core_is_a_device_unless_the_caller_chose_a_count(monkeypatch):
     """`use_every_cpu_core` (JAX's config stubbed): one XLA CPU device per core as
-    os.cpu_count() says (1 where it cannot say), nothing where jax_num_cpu_devices was set."""
+    os.cpu_count() says (1 where it cannot say), nothing where jax_num_cpu_devices was set
+    or XLA_FLAGS chose a count (it overrode XLA_FLAGS=--xla_force_host_platform_device_count=1)."""
     import types
 
     import jax
@@ -1196,10 +1197,15 @@ def test_every_cpu_core_is_a_device_unless_the_caller_chose_a_count(monkeypatch)
     updates = []
     config = types.SimpleNamespace(jax_num_cpu_devices=-1, update=lambda *a: updates.append(a))
     monkeypatch.setattr(jax, "config", config)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     for cores, devices in ((6, 6), (None, 1)):
         monkeypatch.setattr(backends.os, "cpu_count", lambda cores=cores: cores)
         backends.use_every_cpu_core()
         assert updates.pop() == ("jax_num_cpu_devices", devices) and updates == []
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    backends.use_every_cpu_core()
+    assert updates == []
+    monkeypatch.delenv("XLA_FLAGS")
     config.jax_num_cpu_devices = 2  # the caller's count (the test suite's conftest sets 2)
     backends.use_every_cpu_core()
     assert updates == []

@@ -102,10 +102,13 @@ def _check_cache_dir(path: Path) -> None:
 
 def use_every_cpu_core() -> None:
     """One XLA CPU device per core (before JAX starts its backends), so that the engine
-    spreads its blocks of runs over all cores; on a GPU this changes nothing."""
+    spreads its blocks of runs over all cores, unless the caller chose a count
+    ($JAX_NUM_CPU_DEVICES, or XLA_FLAGS=--xla_force_host_platform_device_count=K, which
+    jax_num_cpu_devices would override); on a GPU this changes nothing."""
     import jax
 
-    if jax.config.jax_num_cpu_devices > 0:  # the caller chose
+    chosen_in_flags = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if jax.config.jax_num_cpu_devices > 0 or chosen_in_flags:
         return
     try:
         jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
