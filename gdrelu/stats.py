@@ -78,7 +78,7 @@ def _counts(name: str, successes, trials) -> tuple[np.ndarray, np.ndarray]:
             raw.dtype.kind == "O" and all(is_real(v) for v in raw.ravel().tolist())
         )
         if not numeric:
-            raise ValueError(f"{name}: counts are integers, not {value!r}")
+            raise ValueError(f"{name}: need integer counts, not {value!r}")
         if np.any(raw > MAX_COUNT):
             raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {value}")
     return np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)

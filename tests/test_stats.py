@@ -158,7 +158,7 @@ def test_counts_that_are_no_numbers_are_refused(k, n):
     from gdrelu.stats import wilson
 
     for entry in (clopper_pearson, wilson):
-        with pytest.raises(ValueError, match=rf"^{entry.__name__}: counts are integers"):
+        with pytest.raises(ValueError, match=rf"^{entry.__name__}: need integer counts"):
             entry(k, n)
 
 
