@@ -59,21 +59,28 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
         if open_:
             ax.plot(widths[open_], p[open_], linestyle="none", marker=style["marker"],
                     markerfacecolor="white", markeredgecolor=color, zorder=3)  # fmt: skip
+        lost = [i for i, c in enumerate(rows) if _diverged(c)]
+        if lost:
+            ax.plot(widths[lost], p[lost], linestyle="none", marker="x", markersize=9,
+                    color="black", zorder=4)  # fmt: skip
     if any(_unfinished(c) for c in cells):
         ax.plot([], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL)
+    if any(_diverged(c) for c in cells):
+        ax.plot([], [], "x", color="black", markersize=9, label=DIVERGED_LABEL)
     _width_axis(ax, [c["width"] for c in cells])
     rules = {c.get("stuck_rule", "certificate") for c in cells}
-    ax.set_ylabel("P(provably stuck)" if rules == {"certificate"} else "P(stuck)")
+    quantity = "P(provably stuck)" if rules == {"certificate"} else "P(stuck)"
+    ax.set_ylabel(quantity)
     ax.set_ylim(-0.03, 1.03)  # a cell at P = 0 or 1 whole, not cut in half by the frame
     ax.grid(True, alpha=0.3)
     names = ", ".join(optimizers).upper() if len(optimizers) > 1 else optimizers[0].upper()
     head = [f"{names} on two-layer ReLU nets:", *([setting] if setting else [])]
-    title = "\n".join([*head, "P(stuck), 95% Clopper-Pearson"])
+    title = "\n".join([*head, f"{quantity}, 95% Clopper-Pearson"])
     if any(c.get("ci95_nominal") for c in cells):  # run counts chosen by the outcomes
         title += " (nominal: --target-halfwidth)"
     ax.set_title(title, fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda i: labels[i] == UNFINISHED_LABEL)  # last
+    order = sorted(range(len(labels)), key=lambda i: labels[i] in _MARK_LABELS)  # last
     where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(lines) > 6 else {}
     ax.legend(  # outside when long: it would cover the bars
         [handles[i] for i in order], [labels[i] for i in order], fontsize="small", **where
@@ -83,6 +90,8 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
 
 
 UNFINISHED_LABEL = "open: some runs unfinished"
+DIVERGED_LABEL = "×: some runs diverged"
+_MARK_LABELS = (UNFINISHED_LABEL, DIVERGED_LABEL)
 
 
 def _rows(cells: Sequence[dict], optimizer: str, delta: float) -> list[dict]:
@@ -96,6 +105,12 @@ def _unfinished(cell: dict) -> bool:
     return cell.get("status_counts", {}).get("unfinished", 0) > 0
 
 
+def _diverged(cell: dict) -> bool:
+    """Whether some of the cell's runs diverged (neither stuck nor crossed: P(stuck) = 0
+    of such a cell says nothing of the kinks)."""
+    return cell.get("status_counts", {}).get("diverged", 0) > 0
+
+
 def _dodged(widths: Sequence[int], k: int, count: int) -> np.ndarray:
     """Line k of `count`'s widths moved apart from the others' on the log-2 axis, by at
     most 0.15 of an octave either way, so bars at one width do not hide each other."""
@@ -105,7 +120,8 @@ def _dodged(widths: Sequence[int], k: int, count: int) -> np.ndarray:
 
 def setting_line(spec: dict) -> str:
     """What a figure's title says of a spec (`ExperimentSpec.to_dict`): the data set, the
-    initialization, the biases and a LeakyReLU slope."""
+    initialization, the biases and a LeakyReLU slope; where the spec gives them, a second
+    line with the step size (rule or value, and factor), the step budget and the dtype."""
     data = spec.get("data", "six-points")
     if data == "file" and spec.get("data_file"):
         data = Path(spec["data_file"]).name
@@ -114,19 +130,29 @@ def setting_line(spec: dict) -> str:
     line = f"data {data}, init {spec.get('init', 'he')}, biases {spec.get('bias_init', 'zero')}"
     if spec.get("alpha"):
         line += f", LeakyReLU α = {spec['alpha']:g}"
-    return line
+    if "step_size" not in spec or "max_checks" not in spec:
+        return line
+    step = spec["step_size"]
+    step = f"{step:g}" if isinstance(step, int | float) else str(step)
+    if spec.get("step_factor", 1.0) != 1.0:
+        step += f" × {spec['step_factor']:g}"
+    steps = spec.get("check_every", 1000) * spec["max_checks"]
+    return f"{line}\nstep size {step}, ≤ {steps:,} steps, {spec.get('dtype', 'float64')}"
 
 
 _MARKERS, _LINES = "os^Dv", ("-", "--", ":", "-.")
 
 
-def _width_axis(ax, widths) -> None:
-    """Width n on a log-2 axis, ticked at the widths run, as plain numbers (not 2⁴)."""
+def _width_axis(ax, widths, label: str = "width n") -> None:
+    """Width n (or `label`'s quantity) on a log-2 axis, ticked at the values run, as plain
+    numbers (not 2⁴)."""
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("width n")
+    ax.set_xlabel(label)
     ticks = sorted(set(widths))
     ax.set_xticks(ticks, [str(w) for w in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if len(ticks) == 1:  # else the lines' small offsets would span the whole axis
+        ax.set_xlim(ticks[0] / math.sqrt(2), ticks[0] * math.sqrt(2))
 
 
 def comparison_plot(comparisons: Sequence[dict], path: Path | BinaryIO, setting: str = "") -> None:
@@ -191,22 +217,23 @@ def relative_rmse_plot(best: Sequence[dict], path: Path | BinaryIO) -> None:
             panel = (init, optimizer, data, bias_init)
             rows = [r for r in best if _panel(r) == panel]
             _relative_rmse_line(ax, sorted(rows, key=lambda r: r["dim"]), colours[bias_init])
-        ax.set_xscale("log", base=2)
+        _width_axis(
+            ax, [r["dim"] for r in best], "input dimension d" if i == len(inits) - 1 else ""
+        )
         if any(0 < r["relative_test_rmse"] < math.inf for r in best):  # else: all diverged
             ax.set_yscale("log")
         ax.set_title(f"{init}, {optimizer}", fontsize="medium")
         ax.grid(True, alpha=0.3)
-        if i == len(inits) - 1:
-            ax.set_xlabel("input dimension d")
         if j == 0:
             ax.set_ylabel("test RMSE / best at (data, d)")
-    axes[0][-1].legend(
-        fontsize="x-small", title="bias init (■ P_ex; × at the top: diverged)",
+    fig.legend(  # beside the panels: inside one it hid lines (he, adam's unif-pos)
+        *axes[0][-1].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
+        fontsize="x-small", title="bias init\n(■ P_ex;\n× at the top:\ndiverged)",
         title_fontsize="x-small",
     )  # fmt: skip
     fig.suptitle("Section 10: test RMSE at the best validation check, best step size")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -233,18 +260,27 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
         ax.plot(lost, [0.97] * len(lost), "x", color=colour, transform=top, clip_on=False)
 
 
-def fraction_plot(lines: dict, ylabel: str, path: Path) -> None:
+def fraction_plot(lines: dict, ylabel: str, path: Path, title: str = "") -> None:
     """Fractions against width (log-2 axis), one line per key of `lines` (a step budget:
-    {budget: [(width, fraction), ...]})."""
+    {budget: [(width, count, runs), ...]}), each with its 95% Clopper-Pearson interval as
+    an error bar; `title` (`setting_line`) above."""
+    from gdrelu.stats import clopper_pearson
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for budget, points in sorted(lines.items()):
-        widths, fractions = zip(*sorted(points), strict=True)
-        ax.plot(widths, fractions, marker="o", label=f"≤ {budget:g} steps")
-    _width_axis(ax, [w for points in lines.values() for w, _ in points])
+    for k, (budget, points) in enumerate(sorted(lines.items())):
+        widths, counts, runs = (np.array(v) for v in zip(*sorted(points), strict=True))
+        fractions = counts / runs
+        low, high = clopper_pearson(counts, runs)
+        errors = [fractions - low, high - fractions]
+        x = _dodged(widths, k, len(lines))  # as the failure figure's lines: bars apart
+        ax.errorbar(x, fractions, yerr=errors, marker="o", capsize=3, label=f"≤ {budget:g} steps")
+    _width_axis(ax, [w for points in lines.values() for w, *_ in points])
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.03, 1.03)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(f"{title}\n95% Clopper-Pearson", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -157,11 +157,12 @@ def _star_section(cells, spec, scale, directory, seconds) -> report.Section:
             changed = int(np.sum((res.pattern_change_step >= 0) & (res.pattern_change_step <= b)))
             below = int(np.sum((res.loss_below_step >= 0) & (res.loss_below_step <= b)))
             row += [_interval(changed, runs), _interval(below, runs)]
-            lines.setdefault(b, []).append((cr.cell.width, below / runs))
+            lines.setdefault(b, []).append((cr.cell.width, below, runs))
         ended = int(np.sum(res.final_loss < (1.0 - ESCAPE_MARGIN) * res.linear_threshold))
         rows.append((*row, _interval(ended, runs)))
     figure = "star.png"
-    plot.fraction_plot(lines, "fraction of runs with loss < L_lin", directory / figure)
+    ylabel = "fraction of runs with loss < L_lin\nat some step within the budget"
+    plot.fraction_plot(lines, ylabel, directory / figure, plot.setting_line(spec.to_dict()))
     text = ["Star data (11 rays, 3 points each), float32, h = 2/‖θ‖² at initialization (the "
             "star code's step size applied twice per epoch), no stopping. Fractions with 95% "
             "Clopper-Pearson intervals, counted at ANY step up to each budget, as the paper's "

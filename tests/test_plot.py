@@ -77,24 +77,37 @@ def test_the_axis_says_provably_only_when_every_cell_counts_certified_runs():
     certified = {**_cell(16, 0.0, 0.5, 0.3, 0.7), "stuck_rule": "certificate"}
     (ax,) = failure_probability_figure([certified]).axes
     assert ax.get_ylabel() == "P(provably stuck)" and "nominal" not in ax.get_title()
+    # the title names the axis' quantity (it said P(stuck) over a P(provably stuck) axis)
+    assert ax.get_title().splitlines()[-1] == "P(provably stuck), 95% Clopper-Pearson"
     (ax,) = failure_probability_figure([certified, _cell(32, 0.0, 0.5, 0.3, 0.7)]).axes
     assert ax.get_ylabel() == "P(stuck)"
+    assert ax.get_title().splitlines()[-1] == "P(stuck), 95% Clopper-Pearson"
     (ax,) = failure_probability_figure([{**certified, "ci95_nominal": True}]).axes
     assert "(nominal: --target-halfwidth)" in ax.get_title()
 
 
 def test_the_fraction_plot_draws_each_budget_by_width(tmp_path, closed_figures):
     """The star figure: one line per step budget, in budget order, its points sorted by
-    width whatever order they came in; the file is written."""
-    lines = {50_000: [(64, 0.9), (16, 0.5)], 10_000: [(32, 0.3), (16, 0.1), (64, 0.4)]}
-    plot.fraction_plot(lines, "fraction below", tmp_path / "star.png")
+    width whatever order they came in, set a little apart at a shared width, each with its
+    95% exact interval as a bar (it drew none, beside a table of intervals), and the title
+    given; the file is written."""
+    from scipy.stats import binomtest
+
+    lines = {50_000: [(64, 18, 20), (16, 10, 20)],
+             10_000: [(32, 6, 20), (16, 2, 20), (64, 8, 20)]}  # fmt: skip
+    plot.fraction_plot(lines, "fraction below", tmp_path / "star.png", "data star")
     (ax,) = closed_figures[0].axes
-    first, second = ax.lines
+    first, second = (container.lines[0] for container in ax.containers)
     assert ax.get_legend_handles_labels()[1] == ["≤ 10000 steps", "≤ 50000 steps"]
-    np.testing.assert_array_equal(first.get_xdata(), [16, 32, 64])
+    np.testing.assert_allclose(np.log2(first.get_xdata() / [16, 32, 64]), -0.02)
     np.testing.assert_allclose(first.get_ydata(), [0.1, 0.3, 0.4])
-    np.testing.assert_array_equal(second.get_xdata(), [16, 64])
+    np.testing.assert_allclose(np.log2(second.get_xdata() / [16, 64]), 0.02)
+    (segments,) = ax.containers[0].lines[2]
+    for (k, n), segment in zip([(2, 20), (6, 20), (8, 20)], segments.get_segments(), strict=True):
+        ci = binomtest(k, n).proportion_ci(0.95, "exact")
+        np.testing.assert_allclose(segment[:, 1], [ci.low, ci.high], atol=1e-12)
     assert ax.get_ylabel() == "fraction below" and ax.get_xscale() == "log"
+    assert ax.get_title().splitlines() == ["data star", "95% Clopper-Pearson"]
     assert (tmp_path / "star.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -196,6 +209,10 @@ def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, clos
     assert square.get_color() == zero.get_color() == crosses.get_color() != unif.get_color()
     assert ax.get_legend_handles_labels()[1] == ["zero", "unif"]
     assert ax.get_yscale() == "log"
+    # the legend beside the panels (inside one it hid a line), d ticked as plain numbers
+    (legend,) = closed_figures[0].legends
+    assert [t.get_text() for t in legend.get_texts()] == ["zero", "unif"] and not ax.get_legend()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]
     diverged = [{**r, "relative_test_rmse": np.inf} for r in best]  # no value a log axis shows
     plot.relative_rmse_plot(diverged, tmp_path / "all.png")
     (ax,) = closed_figures[1].axes
@@ -244,3 +261,55 @@ def test_the_title_names_the_data_and_initialization():
     pair = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
             "ci95": [0.05, 0.4]}  # fmt: skip
     assert comparison_figure([pair], line)._suptitle.get_text().endswith("\n" + line)
+
+
+def test_one_width_is_drawn_in_an_octave_around_it():
+    """With one width the lines' small offsets (under 0.15 of an octave) became the whole
+    axis: two lines at width 32 sat at its two edges, as if at two widths. The axis now
+    spans √2 either side of the width, its lines near the middle."""
+    cells = [_cell(32, d, 0.5, 0.3, 0.7) for d in (0.0, 0.1)]
+    (ax,) = failure_probability_figure(cells).axes
+    np.testing.assert_allclose(ax.get_xlim(), (32 / np.sqrt(2), 32 * np.sqrt(2)))
+    x = [c.lines[0].get_xdata()[0] for c in ax.containers]
+    assert all(abs(np.log2(v / 32)) < 0.15 for v in x)
+    pair = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
+            "ci95": [0.05, 0.4]}  # fmt: skip
+    np.testing.assert_allclose(
+        comparison_figure([pair]).axes[0].get_xlim(), (16 / np.sqrt(2), 16 * np.sqrt(2))
+    )
+
+
+def test_cells_with_diverged_runs_are_marked():
+    """A cell whose runs diverged has P(stuck) = 0 (such runs are neither stuck nor
+    crossed), which read as if GD had escaped: a × marks it, and the legend says so."""
+    cells = [
+        _cell(w, 0.0, p, lo, hi) for w, p, lo, hi in ((16, 0.5, 0.3, 0.7), (32, 0.0, 0.0, 0.17))
+    ]
+    cells[1] = {**cells[1], "status_counts": {"diverged": 20}}
+    (ax,) = failure_probability_figure(cells).axes
+    (cross,) = [line for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    x = ax.containers[0].lines[0].get_xdata()
+    np.testing.assert_allclose(cross.get_xdata(), [x[1]])
+    np.testing.assert_allclose(cross.get_ydata(), [0.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == plot.DIVERGED_LABEL
+    (ax,) = failure_probability_figure(cells[:1]).axes
+    assert plot.DIVERGED_LABEL not in ax.get_legend_handles_labels()[1]
+
+
+def test_the_title_says_the_step_size_the_budget_and_the_dtype():
+    """Two runs at 50 times the paper's step, or of 5 checks, were titled as the default
+    run: the spec's step size (rule or value, and factor), step budget and dtype are a
+    second line of the setting, where the spec gives them."""
+    spec = {"data": "six-points", "init": "he", "bias_init": "zero", "step_size": "paper",
+            "step_factor": 50.0, "check_every": 1000, "max_checks": 5,
+            "dtype": "float32"}  # fmt: skip
+    assert plot.setting_line(spec).splitlines() == [
+        "data six-points, init he, biases zero",
+        "step size paper × 50, ≤ 5,000 steps, float32",
+    ]
+    fixed = {**spec, "step_size": 0.125, "step_factor": 1.0, "max_checks": 1000}
+    assert plot.setting_line(fixed).splitlines()[1] == "step size 0.125, ≤ 1,000,000 steps, float32"
+    (ax,) = failure_probability_figure(
+        [_cell(16, 0.0, 0.5, 0.3, 0.7)], plot.setting_line(spec)
+    ).axes
+    assert ax.get_title().splitlines()[1:3] == plot.setting_line(spec).splitlines()
