@@ -313,3 +313,25 @@ def test_the_title_says_the_step_size_the_budget_and_the_dtype():
         [_cell(16, 0.0, 0.5, 0.3, 0.7)], plot.setting_line(spec)
     ).axes
     assert ax.get_title().splitlines()[1:3] == plot.setting_line(spec).splitlines()
+
+
+def test_a_published_table_is_redrawn_with_its_own_numbers(tmp_path, closed_figures):
+    """`scripts/redraw_table_figure.py` reads the H100 run's table back (README's figure):
+    8 widths × 3 Δ, each cell's P(stuck) and interval as the table prints them."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = root / "scripts" / "redraw_table_figure.py"
+    spec = importlib.util.spec_from_file_location("redraw_table_figure", source)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table = (root / "benchmarks" / "results" / "gpu-h100-2026-11-27.md").read_text()
+    cells = script.cells_of(table)
+    assert len(cells) == 24 and {c["delta"] for c in cells} == {0.0, 0.01, 0.1}
+    (last,) = [c for c in cells if (c["width"], c["delta"]) == (2048, 0.1)]
+    assert last["p_stuck"] == 0.368 and last["ci95"] == [0.338, 0.399]
+    plot.failure_probability_plot(cells, tmp_path / "f.png")
+    (ax,) = closed_figures[0].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(2**k) for k in range(4, 12)]
+    assert ax.get_ylabel() == "P(provably stuck)"
