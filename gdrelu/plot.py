@@ -246,12 +246,20 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
     if not rows:
         return
     radial = rows[0]["data"] == "radial"
-    ax.plot(
+    relative = np.array([r["relative_test_rmse"] for r in rows], float)
+    # ± the test RMSE's standard error over runs, on the same scale (the best's own is not
+    # propagated)
+    scale = np.array([r["relative_test_rmse"] / r["test_rmse"] if r.get("test_rmse") else np.nan
+                      for r in rows])  # fmt: skip
+    error = np.array([r.get("test_rmse_se", np.nan) for r in rows], float) * scale
+    ax.errorbar(
         [r["dim"] for r in rows],
-        [r["relative_test_rmse"] for r in rows],
+        relative,
+        yerr=np.where(np.isfinite(error) & np.isfinite(relative), error, 0.0),
         marker="o" if radial else "s",
         linestyle="-" if len(rows) > 1 else "none",
         color=colour,
+        capsize=2,
         label=rows[0]["bias_init"] if radial else None,
     )
     lost = [r["dim"] for r in rows if not 0 < r["relative_test_rmse"] < math.inf]

@@ -128,8 +128,9 @@ def test_section_10_marks_a_configuration_whose_runs_all_diverged(tmp_path, clos
             {**row, "dim": 4, "relative_test_rmse": 1.5}]  # fmt: skip
     plot.relative_rmse_plot(best, tmp_path / "s10.png")
     (ax,) = closed_figures[0].axes
-    line, crosses = ax.lines
-    assert line.get_color() == crosses.get_color() and crosses.get_marker() == "x"
+    line = ax.containers[0].lines[0]
+    (crosses,) = [line for line in ax.lines if line.get_marker() == "x"]
+    assert line.get_color() == crosses.get_color()
     np.testing.assert_array_equal(crosses.get_xdata(), [2])
     assert crosses.get_transform() != line.get_transform()  # y in axes fractions: the top
 
@@ -335,3 +336,18 @@ def test_a_published_table_is_redrawn_with_its_own_numbers(tmp_path, closed_figu
     (ax,) = closed_figures[0].axes
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(2**k) for k in range(4, 12)]
     assert ax.get_ylabel() == "P(provably stuck)"
+
+
+def test_section_10_draws_each_relative_rmse_with_its_standard_error(tmp_path, closed_figures):
+    """The table gives test RMSE ± its standard error over runs; the figure drew the mean
+    alone. Each point's bar is ± that error on the relative scale (test_rmse_se over the
+    best test RMSE at its (data, d))."""
+    row = dict(data="radial", init="he", optimizer="sgd", bias_init="zero")
+    keys = ("dim", "test_rmse", "test_rmse_se", "relative_test_rmse")
+    best = [{**row, **dict(zip(keys, values, strict=True))}
+            for values in ((1, 2.0, 0.1, 1.0), (2, 3.0, 0.3, 1.5))]  # fmt: skip
+    plot.relative_rmse_plot(best, tmp_path / "s10.png")
+    (ax,) = closed_figures[0].axes
+    (segments,) = ax.containers[0].lines[2]
+    spans = [tuple(segment[:, 1]) for segment in segments.get_segments()]
+    np.testing.assert_allclose(spans, [(0.95, 1.05), (1.35, 1.65)])
