@@ -16,6 +16,8 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib import transforms
 
+from gdrelu.stats import clopper_pearson
+
 
 def failure_probability_plot(
     cells: Sequence[dict], path: Path | BinaryIO, setting: str = ""
@@ -55,19 +57,12 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
         style = dict(marker=_MARKERS[kind % 5], linestyle=_LINES[kind % 4], color=color)
         ax.errorbar(widths, p, yerr=[p - low, high - p], capsize=3, label=label, **style)
         ax.fill_between(widths, low, high, color=color, alpha=0.2, linewidth=0)
-        open_ = [i for i, c in enumerate(rows) if _unfinished(c)]
-        if open_:
-            ax.plot(widths[open_], p[open_], linestyle="none", marker=style["marker"],
-                    markerfacecolor="white", markeredgecolor=color, zorder=3)  # fmt: skip
-        lost = [i for i, c in enumerate(rows) if _diverged(c)]
-        if lost:
-            ax.plot(widths[lost], p[lost], linestyle="none", marker="x", markersize=9,
-                    color="black", zorder=4)  # fmt: skip
+        _mark_cells(ax, rows, widths, p, style)
     if any(_unfinished(c) for c in cells):
         ax.plot([], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL)
     if any(_diverged(c) for c in cells):
         ax.plot([], [], "x", color="black", markersize=9, label=DIVERGED_LABEL)
-    _width_axis(ax, [c["width"] for c in cells])
+    _log2_axis(ax, [c["width"] for c in cells])
     rules = {c.get("stuck_rule", "certificate") for c in cells}
     quantity = "P(provably stuck)" if rules == {"certificate"} else "P(stuck)"
     ax.set_ylabel(quantity)
@@ -103,6 +98,19 @@ def _rows(cells: Sequence[dict], optimizer: str, delta: float) -> list[dict]:
 def _unfinished(cell: dict) -> bool:
     """Whether some of the cell's runs used their whole step budget undecided."""
     return cell.get("status_counts", {}).get("unfinished", 0) > 0
+
+
+def _mark_cells(ax, rows: Sequence[dict], widths: np.ndarray, p: np.ndarray, style: dict):
+    """An open marker at each cell of a line with unfinished runs, a × at each with
+    diverged ones."""
+    open_ = [i for i, c in enumerate(rows) if _unfinished(c)]
+    if open_:
+        ax.plot(widths[open_], p[open_], linestyle="none", marker=style["marker"],
+                markerfacecolor="white", markeredgecolor=style["color"], zorder=3)  # fmt: skip
+    lost = [i for i, c in enumerate(rows) if _diverged(c)]
+    if lost:
+        ax.plot(widths[lost], p[lost], linestyle="none", marker="x", markersize=9,
+                color="black", zorder=4)  # fmt: skip
 
 
 def _diverged(cell: dict) -> bool:
@@ -143,12 +151,12 @@ def setting_line(spec: dict) -> str:
 _MARKERS, _LINES = "os^Dv", ("-", "--", ":", "-.")
 
 
-def _width_axis(ax, widths, label: str = "width n") -> None:
-    """Width n (or `label`'s quantity) on a log-2 axis, ticked at the values run, as plain
-    numbers (not 2⁴)."""
+def _log2_axis(ax, values, label: str = "width n") -> None:
+    """Width n (or `label`'s quantity, such as the input dimension d) on a log-2 axis,
+    ticked at the `values` run, as plain numbers (not 2⁴)."""
     ax.set_xscale("log", base=2)
     ax.set_xlabel(label)
-    ticks = sorted(set(widths))
+    ticks = sorted(set(values))
     ax.set_xticks(ticks, [str(w) for w in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if len(ticks) == 1:  # else the lines' small offsets would span the whole axis
@@ -186,7 +194,7 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = ""):
             ]
             ax.errorbar(widths, diff, yerr=errors, marker="o", capsize=3, label=f"{a} − {b}")
         ax.axhline(0.0, color="black", linewidth=0.8)
-        _width_axis(ax, [c["width"] for c in comparisons if c["delta"] == delta])
+        _log2_axis(ax, [c["width"] for c in comparisons if c["delta"] == delta])
         ax.set_title(f"Δ = {delta:g}")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("P(stuck) difference (paired)")
@@ -217,9 +225,7 @@ def relative_rmse_plot(best: Sequence[dict], path: Path | BinaryIO) -> None:
             panel = (init, optimizer, data, bias_init)
             rows = [r for r in best if _panel(r) == panel]
             _relative_rmse_line(ax, sorted(rows, key=lambda r: r["dim"]), colours[bias_init])
-        _width_axis(
-            ax, [r["dim"] for r in best], "input dimension d" if i == len(inits) - 1 else ""
-        )
+        _log2_axis(ax, [r["dim"] for r in best], "input dimension d" if i == len(inits) - 1 else "")
         if any(0 < r["relative_test_rmse"] < math.inf for r in best):  # else: all diverged
             ax.set_yscale("log")
         ax.set_title(f"{init}, {optimizer}", fontsize="medium")
@@ -272,8 +278,6 @@ def fraction_plot(lines: dict, ylabel: str, path: Path, title: str = "") -> None
     """Fractions against width (log-2 axis), one line per key of `lines` (a step budget:
     {budget: [(width, count, runs), ...]}), each with its 95% Clopper-Pearson interval as
     an error bar; `title` (`setting_line`) above."""
-    from gdrelu.stats import clopper_pearson
-
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for k, (budget, points) in enumerate(sorted(lines.items())):
         widths, counts, runs = (np.array(v) for v in zip(*sorted(points), strict=True))
@@ -282,7 +286,7 @@ def fraction_plot(lines: dict, ylabel: str, path: Path, title: str = "") -> None
         errors = [fractions - low, high - fractions]
         x = _dodged(widths, k, len(lines))  # as the failure figure's lines: bars apart
         ax.errorbar(x, fractions, yerr=errors, marker="o", capsize=3, label=f"≤ {budget:g} steps")
-    _width_axis(ax, [w for points in lines.values() for w, *_ in points])
+    _log2_axis(ax, [w for points in lines.values() for w, *_ in points])
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.03, 1.03)
     ax.grid(True, alpha=0.3)

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 from scipy import special
 
-from gdrelu.numbers import is_integer, is_real
+from gdrelu.numbers import is_integer
 
 MAX_COUNT = 2**53  # float64 holds every integer count up to here, and the quantiles work
 
@@ -75,21 +75,25 @@ def _counts(name: str, successes, trials) -> tuple[np.ndarray, np.ndarray]:
     for value in (successes, trials):
         raw = np.asarray(value)
         numeric = raw.dtype.kind in "iuf" or (
-            raw.dtype.kind == "O" and all(is_real(v) for v in raw.ravel().tolist())
+            raw.dtype.kind == "O" and all(_real(v) for v in raw.ravel().tolist())
         )
         if not numeric:
             raise ValueError(f"{name}: need integer counts, not {value!r}")
-        if np.any(raw > MAX_COUNT):
+        if np.any((raw if raw.dtype.kind in "iuO" else raw.astype(float)) > MAX_COUNT):
             raise ValueError(f"{name}: counts above 2^53 are not exact in float64, not {value}")
     return np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+
+
+def _real(value) -> bool:
+    """A real number (a `Fraction` too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_level(level) -> float:
     """`level` as a float; refused outside (0, 1), such as 95 for 0.95. Any real number
     (a numpy scalar, a `Fraction`) will do, a bool will not."""
     value = np.asarray(level).item() if np.ndim(level) == 0 else None
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (real and 0 < value < 1):
+    if not (_real(value) and 0 < value < 1):
         raise ValueError(f"level: {level!r} is not a number in (0, 1)")
     return float(value)
 
@@ -149,7 +153,11 @@ def wilson(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarr
     z = special.ndtri(0.5 + level / 2.0)
     center = (k + z * z / 2.0) / (n + z * z)
     half = z * np.sqrt(k * (n - k) / n + z * z / 4.0) / (n + z * z)
-    return np.maximum(center - half, 0.0), np.minimum(center + half, 1.0)
+    # exact ends at k = 0 and k = n (their rounding left 1 ± 2⁻⁵³), as Clopper-Pearson's
+    return (
+        np.where(k > 0, np.maximum(center - half, 0.0), 0.0),
+        np.where(k < n, np.minimum(center + half, 1.0), 1.0),
+    )
 
 
 def paired_difference_interval(table, level: float = 0.95) -> tuple[float, float]:

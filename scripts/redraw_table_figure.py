@@ -21,9 +21,14 @@ CELL = re.compile(r"([0-9.]+) \[([0-9.]+), ([0-9.]+)\]")
 
 
 def cells_of(text: str) -> list[dict]:
-    """The cells of the first table whose header names Δ columns."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| n |") and "Δ" in line)
+    """The cells of the first table whose header names Δ columns; ValueError names what
+    is missing or unreadable."""
+    lines = [line.strip() for line in text.splitlines()]
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith("| n |") and "Δ" in line), None
+    )
+    if start is None:
+        raise ValueError("no table with a header '| n | Δ = ... |'")
     deltas = [float(h.split("=")[1]) for h in lines[start].strip("|").split("|")[1:]]
     cells = []
     for line in lines[start + 2 :]:
@@ -31,6 +36,8 @@ def cells_of(text: str) -> list[dict]:
         if not match:
             break
         values = [CELL.search(part) for part in match.group(2).split("|")]
+        if len(values) != len(deltas) or None in values:
+            raise ValueError(f"row {line!r}: not one 'p [low, high]' per Δ column")
         for delta, value in zip(deltas, values, strict=True):
             p, low, high = (float(v) for v in value.groups())
             cells.append({"width": int(match.group(1)), "delta": delta, "p_stuck": p,
@@ -44,7 +51,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--setting", default="", help="the title's setting line(s)")
     args = parser.parse_args()
-    cells = cells_of(args.table.read_text())
+    try:
+        cells = cells_of(args.table.read_text())
+    except ValueError as err:
+        parser.exit(2, f"{args.table}: {err}\n")
     plot.failure_probability_plot(cells, args.out, args.setting.replace("\\n", "\n"))
     print(f"{len(cells)} cells drawn into {args.out}")
 

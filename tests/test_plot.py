@@ -336,6 +336,12 @@ def test_a_published_table_is_redrawn_with_its_own_numbers(tmp_path, closed_figu
     (ax,) = closed_figures[0].axes
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(2**k) for k in range(4, 12)]
     assert ax.get_ylabel() == "P(provably stuck)"
+    header = "| n | Δ = 0 | Δ = 0.1 | \n|---|---|---|\n"  # a trailing space: still read
+    assert len(script.cells_of(header + "| 16 | 0.5 [0.4, 0.6] | 0.2 [0.1, 0.3] |")) == 2
+    with pytest.raises(ValueError, match="not one 'p \\[low, high\\]' per Δ column"):
+        script.cells_of(header + "| 16 | 0.5 [0.4, 0.6] | - |")
+    with pytest.raises(ValueError, match="no table"):
+        script.cells_of("no table here")
 
 
 def test_section_10_draws_each_relative_rmse_with_its_standard_error(tmp_path, closed_figures):

@@ -302,7 +302,7 @@ def test_the_star_table_counts_each_budget_inclusively(tmp_path, monkeypatch):
     # (changed, below) per budget, then ended below: counted by hand from the arrays
     counts = [2, 1, 3, 2, 4, 3, 3]
     assert fractions == pytest.approx([round(k / 6, 3) for k in counts])
-    assert drawn == {10_000: [(16, 1 / 6)], 50_000: [(16, 2 / 6)], 100_000: [(16, 3 / 6)]}
+    assert drawn == {10_000: [(16, 1, 6)], 50_000: [(16, 2, 6)], 100_000: [(16, 3, 6)]}
 
 
 def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):

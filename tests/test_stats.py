@@ -3,6 +3,7 @@ comparison against hand counts, a published table and its exact coverage."""
 
 import itertools
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,12 +155,20 @@ def test_counts_beyond_float64s_integers_are_refused():
 @pytest.mark.parametrize(("k", "n"), [(True, 5), ("1", 5), (1, True), ([1, "2"], 5)])
 def test_counts_that_are_no_numbers_are_refused(k, n):
     """A bool or a string was read as a count (True as 1 of 5, "1" through float), where
-    `failure_probability` refused them."""
+    `failure_probability` refused them. Whole numbers of other types still count (a
+    `Fraction`, float16, which compared with 2^53 overflowed with a warning)."""
+    from fractions import Fraction
+
     from gdrelu.stats import wilson
 
     for entry in (clopper_pearson, wilson):
         with pytest.raises(ValueError, match=rf"^{entry.__name__}: need integer counts"):
             entry(k, n)
+        expected = entry(1, 5)
+        for same in ((Fraction(1), 5), (np.float16(1), np.float16(5)), ([1], [5.0])):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                np.testing.assert_allclose(np.ravel(entry(*same)), np.ravel(expected))
 
 
 def test_successes_beyond_float64s_integers_are_refused():
@@ -172,17 +181,17 @@ def test_successes_beyond_float64s_integers_are_refused():
             entry(2**53 + 1, 2**53)
 
 
-def test_wilsons_interval_stays_in_0_1():
-    """At k = n its upper end rounded to 1 + 2^-52 (and at k = 0 its lower end may round
-    below 0): a probability interval ends within [0, 1]."""
+def test_wilsons_interval_stays_in_0_1_and_reaches_its_ends():
+    """At k = n its upper end rounded to 1 + 2^-52 (n = 16) or 1 - 2^-53 (n = 29), and at
+    k = 0 its lower end may round off 0: a probability interval ends within [0, 1], at 1
+    exactly where every run is stuck and at 0 where none is (as Clopper-Pearson's)."""
     from gdrelu.stats import wilson
 
-    ends = np.concatenate(wilson(np.arange(41), np.full(41, 40)))
-    for n in (16, 7, 1000, 12345):
-        ends = np.concatenate([ends, *wilson(np.array([0, n]), np.array([n, n]))])
-    assert ends.min() >= 0.0 and ends.max() <= 1.0
-    low, high = wilson(np.array([0, 16]), np.array([16, 16]))
-    assert low[0] == 0.0 and high[1] == 1.0
+    n = np.arange(1, 400)
+    low, high = wilson(np.concatenate([0 * n, n]), np.concatenate([n, n]))
+    assert np.all(low[: n.size] == 0.0) and np.all(high[n.size :] == 1.0)
+    low, high = wilson(np.arange(41), np.full(41, 40))
+    assert low.min() >= 0.0 and high.max() <= 1.0 and np.all(low[1:] > 0) and np.all(high[:-1] < 1)
 
 
 def test_counts_of_shapes_that_do_not_broadcast_are_named():

@@ -168,9 +168,10 @@ def test_the_figures_titles_name_the_summarys_data_and_init(tmp_path, monkeypatc
     spec = ExperimentSpec(data="radial", dim=3, runs=2, step_size="ntk", bias_init="normal(0.1)")
     spec = spec.to_dict()
     store.write_results(tmp_path, [], {"cells": [], "spec": spec, "comparisons": [{}]})
-    assert drawn == {"p": "data radial (d = 3), init he, biases normal(0.1)"} | {
-        "c": "data radial (d = 3), init he, biases normal(0.1)"
-    }
+    setting = "data radial (d = 3), init he, biases normal(0.1)\n" + (
+        "step size ntk, ≤ 1,000,000 steps, float64"
+    )
+    assert drawn == {"p": setting, "c": setting}
     drawn.clear()
     store.write_results(tmp_path, [], {"cells": []})
     assert drawn == {"p": "data six-points, init he, biases zero"}
