@@ -57,7 +57,9 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
         style = dict(marker=_MARKERS[kind % 5], linestyle=_LINES[kind % 4], color=color)
         ax.errorbar(widths, p, yerr=[p - low, high - p], capsize=3, label=label, **style)
         ax.fill_between(widths, low, high, color=color, alpha=0.2, linewidth=0)
-        _mark_cells(ax, rows, widths, p, style)
+        _mark_cells(
+            ax, widths, p, style, [_unfinished(c) for c in rows], [_diverged(c) for c in rows]
+        )
     if any(_unfinished(c) for c in cells):
         ax.plot([], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL)
     if any(_diverged(c) for c in cells):
@@ -100,15 +102,14 @@ def _unfinished(cell: dict) -> bool:
     return cell.get("status_counts", {}).get("unfinished", 0) > 0
 
 
-def _mark_cells(ax, rows: Sequence[dict], widths: np.ndarray, p: np.ndarray, style: dict):
-    """An open marker at each cell of a line with unfinished runs, a × at each with
-    diverged ones."""
-    open_ = [i for i, c in enumerate(rows) if _unfinished(c)]
-    if open_:
+def _mark_cells(ax, widths: np.ndarray, p: np.ndarray, style: dict, open_, lost=()) -> None:
+    """An open marker at each point of a line where `open_` (its runs unfinished), a × where
+    `lost` (some diverged)."""
+    open_, lost = np.flatnonzero(open_), np.flatnonzero(lost)
+    if open_.size:
         ax.plot(widths[open_], p[open_], linestyle="none", marker=style["marker"],
-                markerfacecolor="white", markeredgecolor=style["color"], zorder=3)  # fmt: skip
-    lost = [i for i, c in enumerate(rows) if _diverged(c)]
-    if lost:
+                color=style["color"], markerfacecolor="white", zorder=3)  # fmt: skip
+    if lost.size:
         ax.plot(widths[lost], p[lost], linestyle="none", marker="x", markersize=9,
                 color="black", zorder=4)  # fmt: skip
 
@@ -163,18 +164,24 @@ def _log2_axis(ax, values, label: str = "width n") -> None:
         ax.set_xlim(ticks[0] / math.sqrt(2), ticks[0] * math.sqrt(2))
 
 
-def comparison_plot(comparisons: Sequence[dict], path: Path | BinaryIO, setting: str = "") -> None:
+def comparison_plot(
+    comparisons: Sequence[dict], path: Path | BinaryIO, setting: str = "", cells=()
+) -> None:
     """`comparison_figure` saved to `path`."""
-    fig = comparison_figure(comparisons, setting)
+    fig = comparison_figure(comparisons, setting, cells)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def comparison_figure(comparisons: Sequence[dict], setting: str = ""):
+def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
     """Paired differences P_a(stuck) - P_b(stuck) against width, one panel per Δ, one line
     per optimizer pair (set apart a little along the axis), with the 95% intervals of
     `stats.paired_comparison` as error bars (`comparisons`: summary.json's records,
-    `analysis.comparisons`); `setting` (`setting_line`) is a line of the title."""
+    `analysis.comparisons`); `setting` (`setting_line`) is a line of the title. A pair
+    whose optimizers' `cells` (summary.json's) have unfinished runs has an open marker,
+    as in the failure figure."""
+    unfinished = {(c.get("optimizer", "gd"), c["width"], c["delta"]) for c in cells
+                  if _unfinished(c)}  # fmt: skip
     deltas = sorted({c["delta"] for c in comparisons})
     fig, axes = plt.subplots(
         1, len(deltas), figsize=(max(6.4, 4.2 * len(deltas)), 4.0), sharey=True, squeeze=False
@@ -192,12 +199,20 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = ""):
                 [d - c["ci95"][0] for d, c in zip(diff, rows, strict=True)],
                 [c["ci95"][1] - d for d, c in zip(diff, rows, strict=True)],
             ]
-            ax.errorbar(widths, diff, yerr=errors, marker="o", capsize=3, label=f"{a} − {b}")
+            bars = ax.errorbar(widths, diff, yerr=errors, marker="o", capsize=3, label=f"{a} − {b}")
+            style = {"marker": "o", "color": bars.lines[0].get_color()}
+            open_ = [bool({(a, c["width"], delta), (b, c["width"], delta)} & unfinished)
+                     for c in rows]  # fmt: skip
+            _mark_cells(ax, widths, np.asarray(diff), style, open_)
         ax.axhline(0.0, color="black", linewidth=0.8)
         _log2_axis(ax, [c["width"] for c in comparisons if c["delta"] == delta])
         ax.set_title(f"Δ = {delta:g}")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("P(stuck) difference (paired)")
+    if unfinished & {(o, c["width"], c["delta"]) for c in comparisons for o in (c["a"], c["b"])}:
+        axes[0][-1].plot(
+            [], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL
+        )
     axes[0][-1].legend(fontsize="small")
     title = "Paired P(stuck) differences, Newcombe 95% intervals"
     if any(c.get("ci95_nominal") for c in comparisons):  # pair counts chosen by the outcomes

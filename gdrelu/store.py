@@ -75,7 +75,9 @@ def write_results(out_dir: Path, records: Sequence[RunRecord], summary: dict[str
     write_figure(figure, lambda p: failure_probability_plot(cells, p, setting))
     if summary.get("comparisons"):
         pairs = summary["comparisons"]
-        write_figure(out_dir / "comparison.png", lambda p: comparison_plot(pairs, p, setting))
+        write_figure(
+            out_dir / "comparison.png", lambda p: comparison_plot(pairs, p, setting, cells)
+        )
 
 
 def write_section10(

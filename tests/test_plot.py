@@ -357,3 +357,30 @@ def test_section_10_draws_each_relative_rmse_with_its_standard_error(tmp_path, c
     (segments,) = ax.containers[0].lines[2]
     spans = [tuple(segment[:, 1]) for segment in segments.get_segments()]
     np.testing.assert_allclose(spans, [(0.95, 1.05), (1.35, 1.65)])
+
+
+def test_a_comparison_marks_pairs_of_cells_with_unfinished_runs():
+    """The failure figure marked cells with unfinished runs, the comparison of the same
+    run did not: a pair whose cell of either optimizer has unfinished runs is open, and
+    the legend says so; other pairs and panels stay filled."""
+    pairs = [{"a": "gd", "b": "adam", "width": w, "delta": d, "difference": 0.1 * w / 16,
+              "ci95": [0.0, 0.5]} for d in (0.0, 0.1) for w in (16, 32)]  # fmt: skip
+    counts = (("gd", 16, 0.0, 0), ("adam", 16, 0.0, 0), ("gd", 32, 0.0, 0),
+              ("adam", 32, 0.0, 3), ("gd", 16, 0.1, 0), ("adam", 16, 0.1, 0))  # fmt: skip
+    cells = [{"optimizer": o, "width": w, "delta": d, "status_counts": {"unfinished": n}}
+             for o, w, d, n in counts]  # fmt: skip
+    fig = comparison_figure(pairs, "", cells)
+    first, second = fig.axes
+    (open_,) = [line for line in first.lines
+                if line.get_markerfacecolor() == "white" and len(line.get_xdata())]  # fmt: skip
+    x = first.containers[0].lines[0].get_xdata()
+    np.testing.assert_allclose(open_.get_xdata(), [x[1]])
+    np.testing.assert_allclose(open_.get_ydata(), [0.2])
+    # in its pair's colour (a marker of the cycle's next colour took it from the next pair)
+    colour = first.containers[0].lines[0].get_color()
+    assert open_.get_color() == open_.get_markeredgecolor() == colour
+    assert not [line for line in second.lines
+                if line.get_markerfacecolor() == "white" and len(line.get_xdata())]  # fmt: skip
+    assert plot.UNFINISHED_LABEL in [t.get_text() for t in second.get_legend().get_texts()]
+    fig = comparison_figure(pairs, "", cells[:3])
+    assert plot.UNFINISHED_LABEL not in fig.axes[-1].get_legend_handles_labels()[1]

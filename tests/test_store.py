@@ -164,7 +164,7 @@ def test_the_figures_titles_name_the_summarys_data_and_init(tmp_path, monkeypatc
         lambda cells, path, setting: drawn.setdefault("p", setting),
     )
     monkeypatch.setattr(plot, "comparison_plot",
-                        lambda pairs, path, setting: drawn.setdefault("c", setting))  # fmt: skip
+                        lambda pairs, path, setting, _: drawn.setdefault("c", setting))  # fmt: skip
     spec = ExperimentSpec(data="radial", dim=3, runs=2, step_size="ntk", bias_init="normal(0.1)")
     spec = spec.to_dict()
     store.write_results(tmp_path, [], {"cells": [], "spec": spec, "comparisons": [{}]})
