@@ -236,10 +236,15 @@ def relative_rmse_plot(best: Sequence[dict], path: Path | BinaryIO) -> None:
     )  # fmt: skip
     for (i, init), (j, optimizer) in itertools.product(enumerate(inits), enumerate(optimizers)):
         ax = axes[i][j]
-        for data, bias_init in itertools.product(sorted({r["data"] for r in best}), biases):
+        for data, (k, bias_init) in itertools.product(
+            sorted({r["data"] for r in best}), enumerate(biases)
+        ):
             panel = (init, optimizer, data, bias_init)
-            rows = [r for r in best if _panel(r) == panel]
-            _relative_rmse_line(ax, sorted(rows, key=lambda r: r["dim"]), colours[bias_init])
+            rows = sorted((r for r in best if _panel(r) == panel), key=lambda r: r["dim"])
+            # P_ex's lone squares at d = 1 side by side (within 0.3 of an octave), else
+            # they hid each other; P_d's lines at their d
+            offset = 0.0 if data == "radial" else (k - (len(biases) - 1) / 2) * 0.6 / len(biases)
+            _relative_rmse_line(ax, rows, colours[bias_init], offset)
         _log2_axis(ax, [r["dim"] for r in best], "input dimension d" if i == len(inits) - 1 else "")
         if any(0 < r["relative_test_rmse"] < math.inf for r in best):  # else: all diverged
             ax.set_yscale("log")
@@ -262,10 +267,12 @@ def _panel(row: dict) -> tuple:
     return row["init"], row["optimizer"], row["data"], row["bias_init"]
 
 
-def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
-    """One bias init's rows of one data set (sorted by d), labelled on P_d only."""
+def _relative_rmse_line(ax, rows: Sequence[dict], colour, offset: float = 0.0) -> None:
+    """One bias init's rows of one data set (sorted by d), `offset` octaves off their d,
+    labelled on P_d only."""
     if not rows:
         return
+    dims = np.array([r["dim"] for r in rows], float) * 2.0**offset
     radial = rows[0]["data"] == "radial"
     relative = np.array([r["relative_test_rmse"] for r in rows], float)
     # ± the test RMSE's standard error over runs, on the same scale (the best's own is not
@@ -274,7 +281,7 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
                       for r in rows])  # fmt: skip
     error = np.array([r.get("test_rmse_se", np.nan) for r in rows], float) * scale
     ax.errorbar(
-        [r["dim"] for r in rows],
+        dims,
         relative,
         yerr=np.where(np.isfinite(error) & np.isfinite(relative), error, 0.0),
         marker="o" if radial else "s",
@@ -283,10 +290,10 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour) -> None:
         capsize=2,
         label=rows[0]["bias_init"] if radial else None,
     )
-    lost = [r["dim"] for r in rows if not 0 < r["relative_test_rmse"] < math.inf]
-    if lost:  # diverged (∞) or undefined: a log axis would drop them without a mark
+    lost = dims[~((relative > 0) & (relative < math.inf))]
+    if lost.size:  # diverged (∞) or undefined: a log axis would drop them without a mark
         top = transforms.blended_transform_factory(ax.transData, ax.transAxes)
-        ax.plot(lost, [0.97] * len(lost), "x", color=colour, transform=top, clip_on=False)
+        ax.plot(lost, [0.97] * lost.size, "x", color=colour, transform=top, clip_on=False)
 
 
 def fraction_plot(lines: dict, ylabel: str, path: Path, title: str = "") -> None:

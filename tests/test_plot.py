@@ -384,3 +384,21 @@ def test_a_comparison_marks_pairs_of_cells_with_unfinished_runs():
     assert plot.UNFINISHED_LABEL in [t.get_text() for t in second.get_legend().get_texts()]
     fig = comparison_figure(pairs, "", cells[:3])
     assert plot.UNFINISHED_LABEL not in fig.axes[-1].get_legend_handles_labels()[1]
+
+
+def test_section_10_sets_p_ex_squares_side_by_side_at_d_1(tmp_path, closed_figures):
+    """P_ex's squares, one per bias init at d = 1, hid each other where their RMSEs were
+    close: each sits at its own offset (in bias order, symmetric about d = 1, within 0.3
+    of an octave); P_d's circles stay at their d."""
+    row = dict(init="he", optimizer="sgd", dim=1, relative_test_rmse=1.5)
+    best = [{**row, "data": data, "bias_init": b}
+            for data in ("radial", "p-ex") for b in ("zero", "unif", "pytorch")]  # fmt: skip
+    plot.relative_rmse_plot(best, tmp_path / "s10.png")
+    (ax,) = closed_figures[0].axes
+    x = {c.lines[0].get_marker(): [] for c in ax.containers}
+    for c in ax.containers:
+        x[c.lines[0].get_marker()].append(c.lines[0].get_xdata()[0])
+    assert x["o"] == [1, 1, 1]
+    octaves = np.log2(x["s"])
+    assert np.all(np.diff(octaves) > 0.15) and abs(octaves.sum()) < 1e-12
+    assert np.all(np.abs(octaves) < 0.3)
