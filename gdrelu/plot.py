@@ -130,7 +130,8 @@ def _dodged(widths: Sequence[int], k: int, count: int) -> np.ndarray:
 def setting_line(spec: dict) -> str:
     """What a figure's title says of a spec (`ExperimentSpec.to_dict`): the data set, the
     initialization, the biases and a LeakyReLU slope; where the spec gives them, a second
-    line with the step size (rule or value, and factor), the step budget and the dtype."""
+    line with the step size (rule or value, and factor), the step budget, early stopping
+    where on, and the dtype."""
     data = spec.get("data", "six-points")
     if data == "file" and spec.get("data_file"):
         data = Path(spec["data_file"]).name
@@ -146,7 +147,8 @@ def setting_line(spec: dict) -> str:
     if spec.get("step_factor", 1.0) != 1.0:
         step += f" × {spec['step_factor']:g}"
     steps = spec.get("check_every", 1000) * spec["max_checks"]
-    return f"{line}\nstep size {step}, ≤ {steps:,} steps, {spec.get('dtype', 'float64')}"
+    stopping = ", early stopping" if spec.get("early_stopping") else ""
+    return f"{line}\nstep size {step}, ≤ {steps:,} steps{stopping}, {spec.get('dtype', 'float64')}"
 
 
 _MARKERS, _LINES = "os^Dv", ("-", "--", ":", "-.")

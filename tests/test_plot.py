@@ -310,6 +310,8 @@ def test_the_title_says_the_step_size_the_budget_and_the_dtype():
     ]
     fixed = {**spec, "step_size": 0.125, "step_factor": 1.0, "max_checks": 1000}
     assert plot.setting_line(fixed).splitlines()[1] == "step size 0.125, ≤ 1,000,000 steps, float32"
+    early = plot.setting_line({**fixed, "early_stopping": True}).splitlines()[1]
+    assert early == "step size 0.125, ≤ 1,000,000 steps, early stopping, float32"
     (ax,) = failure_probability_figure(
         [_cell(16, 0.0, 0.5, 0.3, 0.7)], plot.setting_line(spec)
     ).axes
