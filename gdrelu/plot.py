@@ -60,10 +60,7 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
         _mark_cells(
             ax, widths, p, style, [_unfinished(c) for c in rows], [_diverged(c) for c in rows]
         )
-    if any(_unfinished(c) for c in cells):
-        ax.plot([], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL)
-    if any(_diverged(c) for c in cells):
-        ax.plot([], [], "x", color="black", markersize=9, label=DIVERGED_LABEL)
+    _mark_legend(ax, any(map(_unfinished, cells)), any(map(_diverged, cells)))
     _log2_axis(ax, [c["width"] for c in cells])
     rules = {c.get("stuck_rule", "certificate") for c in cells}
     quantity = "P(provably stuck)" if rules == {"certificate"} else "P(stuck)"
@@ -112,6 +109,14 @@ def _mark_cells(ax, widths: np.ndarray, p: np.ndarray, style: dict, open_, lost=
     if lost.size:
         ax.plot(widths[lost], p[lost], linestyle="none", marker="x", markersize=9,
                 color="black", zorder=4)  # fmt: skip
+
+
+def _mark_legend(ax, some_open: bool, some_lost: bool) -> None:
+    """The legend's entries for `_mark_cells`' marks, where there are some."""
+    if some_open:
+        ax.plot([], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL)
+    if some_lost:
+        ax.plot([], [], "x", color="black", markersize=9, label=DIVERGED_LABEL)
 
 
 def _diverged(cell: dict) -> bool:
@@ -180,10 +185,12 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
     per optimizer pair (set apart a little along the axis), with the 95% intervals of
     `stats.paired_comparison` as error bars (`comparisons`: summary.json's records,
     `analysis.comparisons`); `setting` (`setting_line`) is a line of the title. A pair
-    whose optimizers' `cells` (summary.json's) have unfinished runs has an open marker,
-    as in the failure figure."""
-    unfinished = {(c.get("optimizer", "gd"), c["width"], c["delta"]) for c in cells
-                  if _unfinished(c)}  # fmt: skip
+    whose optimizers' `cells` (summary.json's) have unfinished runs has an open marker, one
+    with diverged runs a ×, as in the failure figure."""
+    unfinished, diverged = (
+        {(c.get("optimizer", "gd"), c["width"], c["delta"]) for c in cells if marked(c)}
+        for marked in (_unfinished, _diverged)
+    )
     deltas = sorted({c["delta"] for c in comparisons})
     fig, axes = plt.subplots(
         1, len(deltas), figsize=(max(6.4, 4.2 * len(deltas)), 4.0), sharey=True, squeeze=False
@@ -203,18 +210,18 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
             ]
             bars = ax.errorbar(widths, diff, yerr=errors, marker="o", capsize=3, label=f"{a} − {b}")
             style = {"marker": "o", "color": bars.lines[0].get_color()}
-            open_ = [bool({(a, c["width"], delta), (b, c["width"], delta)} & unfinished)
-                     for c in rows]  # fmt: skip
-            _mark_cells(ax, widths, np.asarray(diff), style, open_)
+            both = [{(a, c["width"], delta), (b, c["width"], delta)} for c in rows]
+            open_, lost = (
+                [bool(pair & cells) for pair in both] for cells in (unfinished, diverged)
+            )
+            _mark_cells(ax, widths, np.asarray(diff), style, open_, lost)
         ax.axhline(0.0, color="black", linewidth=0.8)
         _log2_axis(ax, [c["width"] for c in comparisons if c["delta"] == delta])
         ax.set_title(f"Δ = {delta:g}")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("P(stuck) difference (paired)")
-    if unfinished & {(o, c["width"], c["delta"]) for c in comparisons for o in (c["a"], c["b"])}:
-        axes[0][-1].plot(
-            [], [], "o", color="black", markerfacecolor="white", label=UNFINISHED_LABEL
-        )
+    drawn = {(o, c["width"], c["delta"]) for c in comparisons for o in (c["a"], c["b"])}
+    _mark_legend(axes[0][-1], bool(unfinished & drawn), bool(diverged & drawn))
     axes[0][-1].legend(fontsize="small")
     title = "Paired P(stuck) differences, Newcombe 95% intervals"
     if any(c.get("ci95_nominal") for c in comparisons):  # pair counts chosen by the outcomes
@@ -243,9 +250,9 @@ def relative_rmse_plot(best: Sequence[dict], path: Path | BinaryIO) -> None:
         ):
             panel = (init, optimizer, data, bias_init)
             rows = sorted((r for r in best if _panel(r) == panel), key=lambda r: r["dim"])
-            # P_ex's lone squares at d = 1 side by side (within 0.3 of an octave), else
-            # they hid each other; P_d's lines at their d
-            offset = 0.0 if data == "radial" else (k - (len(biases) - 1) / 2) * 0.6 / len(biases)
+            # P_ex's lone squares side by side just left of d = 1 (else they hid each
+            # other, and P_d's circles there); P_d's lines at their d
+            offset = 0.0 if data == "radial" else -0.1 - 0.4 * (len(biases) - k) / len(biases)
             _relative_rmse_line(ax, rows, colours[bias_init], offset)
         _log2_axis(ax, [r["dim"] for r in best], "input dimension d" if i == len(inits) - 1 else "")
         if any(0 < r["relative_test_rmse"] < math.inf for r in best):  # else: all diverged
