@@ -56,7 +56,9 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
         color = f"C{deltas.index(delta) % 10}"
         style = dict(marker=_MARKERS[kind % 5], linestyle=_LINES[kind % 4], color=color)
         ax.errorbar(widths, p, yerr=[p - low, high - p], capsize=3, label=label, **style)
-        ax.fill_between(widths, low, high, color=color, alpha=0.2, linewidth=0)
+        # fainter bands as lines multiply: where all overlap, about half opaque at most
+        alpha = min(0.2, 0.6 / len(lines))
+        ax.fill_between(widths, low, high, color=color, alpha=alpha, linewidth=0)
         _mark_cells(
             ax, widths, p, style, [_unfinished(c) for c in rows], [_diverged(c) for c in rows]
         )

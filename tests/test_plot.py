@@ -410,3 +410,15 @@ def test_section_10_sets_p_ex_squares_side_by_side_at_d_1(tmp_path, closed_figur
     octaves = np.log2(x["s"])
     assert np.all(np.diff(octaves) > 0.1)
     assert np.all((octaves >= -0.5 - 1e-12) & (octaves <= -0.1))
+
+
+@pytest.mark.parametrize("count", [1, 3, 9])
+def test_bands_that_overlap_stay_see_through(count):
+    """Nine lines' bands (three optimizers × three Δ) at 0.2 each stacked to 87% opaque,
+    a muddy block hiding the bars: where every band overlaps, together they are at most
+    about half opaque, and each stays visible."""
+    cells = [{**_cell(16, 0.1 * k, 0.5, 0.3, 0.7), "optimizer": "gd"} for k in range(count)]
+    (ax,) = failure_probability_figure(cells).axes
+    alphas = [band.get_alpha() for band in ax.collections if band.get_alpha() is not None]
+    assert len(alphas) == count and all(0.06 <= a <= 0.2 for a in alphas)
+    assert 1 - np.prod([1 - a for a in alphas]) <= 0.5
