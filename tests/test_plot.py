@@ -6,6 +6,18 @@ import pytest
 from gdrelu import plot
 from gdrelu.plot import comparison_figure, failure_probability_figure
 
+PAIR = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
+        "ci95": [0.05, 0.4]}  # fmt: skip
+
+
+def _marked(ax, marker: str) -> list:
+    """The lines of `ax` that mark points (not the legend's empty stand-ins): open markers
+    ("white") or crosses ("x")."""
+    if marker == "white":
+        return [line for line in ax.lines
+                if line.get_markerfacecolor() == "white" and len(line.get_xdata())]  # fmt: skip
+    return [line for line in ax.lines if line.get_marker() == marker and len(line.get_xdata())]
+
 
 def _cell(width, delta, p, low, high):
     return {"width": width, "delta": delta, "p_stuck": p, "ci95": [low, high],
@@ -43,10 +55,8 @@ def test_each_cell_has_its_interval_even_alone():
 def test_a_comparison_figure_says_when_its_intervals_are_nominal():
     """Its bars span each pair's interval, and a --target-halfwidth comparison's title says
     the intervals are nominal, as the printed lines and summary.json do."""
-    pair = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
-            "ci95": [0.05, 0.4]}  # fmt: skip
     for nominal in (False, True):
-        fig = comparison_figure([{**pair, "ci95_nominal": True} if nominal else pair])
+        fig = comparison_figure([{**PAIR, "ci95_nominal": True} if nominal else PAIR])
         (segments,) = fig.axes[0].containers[0].lines[2]
         np.testing.assert_allclose(segments.get_segments()[0][:, 1], (0.05, 0.4))
         assert ("nominal: --target-halfwidth" in fig._suptitle.get_text()) == nominal
@@ -236,8 +246,7 @@ def test_bars_at_one_width_stand_apart_and_unfinished_cells_are_open():
     assert len(np.unique(x[:, 0])) == 3 and np.all(np.abs(octaves) < 0.15)
     np.testing.assert_allclose(octaves.sum(axis=0), 0.0, atol=1e-12)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "64"]
-    (open_,) = [line for line in ax.lines if line.get_markerfacecolor() == "white"
-                and len(line.get_xdata())]  # fmt: skip
+    (open_,) = _marked(ax, "white")
     np.testing.assert_allclose(open_.get_xdata(), [x[1, 1]])  # Δ = 0.01's width 64
     np.testing.assert_allclose(open_.get_ydata(), [0.5])
     assert open_.get_markeredgecolor() == ax.containers[1].lines[0].get_color()
@@ -259,9 +268,7 @@ def test_the_title_names_the_data_and_initialization():
     assert own == "data points.csv, init he, biases zero"
     (ax,) = failure_probability_figure([_cell(16, 0.0, 0.5, 0.3, 0.7)], line).axes
     assert ax.get_title().splitlines()[1] == line
-    pair = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
-            "ci95": [0.05, 0.4]}  # fmt: skip
-    assert comparison_figure([pair], line)._suptitle.get_text().endswith("\n" + line)
+    assert comparison_figure([PAIR], line)._suptitle.get_text().endswith("\n" + line)
 
 
 def test_one_width_is_drawn_in_an_octave_around_it():
@@ -273,10 +280,8 @@ def test_one_width_is_drawn_in_an_octave_around_it():
     np.testing.assert_allclose(ax.get_xlim(), (32 / np.sqrt(2), 32 * np.sqrt(2)))
     x = [c.lines[0].get_xdata()[0] for c in ax.containers]
     assert all(abs(np.log2(v / 32)) < 0.15 for v in x)
-    pair = {"a": "gd", "b": "adam", "width": 16, "delta": 0.1, "difference": 0.2,
-            "ci95": [0.05, 0.4]}  # fmt: skip
     np.testing.assert_allclose(
-        comparison_figure([pair]).axes[0].get_xlim(), (16 / np.sqrt(2), 16 * np.sqrt(2))
+        comparison_figure([PAIR]).axes[0].get_xlim(), (16 / np.sqrt(2), 16 * np.sqrt(2))
     )
 
 
@@ -288,7 +293,7 @@ def test_cells_with_diverged_runs_are_marked():
     ]
     cells[1] = {**cells[1], "status_counts": {"diverged": 20}}
     (ax,) = failure_probability_figure(cells).axes
-    (cross,) = [line for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    (cross,) = _marked(ax, "x")
     x = ax.containers[0].lines[0].get_xdata()
     np.testing.assert_allclose(cross.get_xdata(), [x[1]])
     np.testing.assert_allclose(cross.get_ydata(), [0.0])
@@ -374,22 +379,20 @@ def test_a_comparison_marks_pairs_of_cells_with_unfinished_runs():
              for o, w, d, n in counts]  # fmt: skip
     fig = comparison_figure(pairs, "", cells)
     first, second = fig.axes
-    (open_,) = [line for line in first.lines
-                if line.get_markerfacecolor() == "white" and len(line.get_xdata())]  # fmt: skip
+    (open_,) = _marked(first, "white")
     x = first.containers[0].lines[0].get_xdata()
     np.testing.assert_allclose(open_.get_xdata(), [x[1]])
     np.testing.assert_allclose(open_.get_ydata(), [0.2])
     # in its pair's colour (a marker of the cycle's next colour took it from the next pair)
     colour = first.containers[0].lines[0].get_color()
     assert open_.get_color() == open_.get_markeredgecolor() == colour
-    assert not [line for line in second.lines
-                if line.get_markerfacecolor() == "white" and len(line.get_xdata())]  # fmt: skip
+    assert not _marked(second, "white")
     assert plot.UNFINISHED_LABEL in [t.get_text() for t in second.get_legend().get_texts()]
     fig = comparison_figure(pairs, "", cells[:3])
     assert plot.UNFINISHED_LABEL not in fig.axes[-1].get_legend_handles_labels()[1]
     cells[4] = {**cells[4], "status_counts": {"diverged": 2}}  # gd at width 16, Δ = 0.1
     second = comparison_figure(pairs, "", cells).axes[1]
-    (cross,) = [line for line in second.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    (cross,) = _marked(second, "x")
     np.testing.assert_allclose(cross.get_xdata(), [second.containers[0].lines[0].get_xdata()[0]])
     assert plot.DIVERGED_LABEL in [t.get_text() for t in second.get_legend().get_texts()]
 
