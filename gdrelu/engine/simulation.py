@@ -292,7 +292,7 @@ def key_data_per_run(key, runs: int):
     """Per-run key data (runs, 2) uint32 from typed keys or key data, or None."""
     if key is None:
         return None
-    dtype = getattr(key, "dtype", None) or np.asarray(key).dtype
+    dtype = key.dtype if hasattr(key, "dtype") else np.asarray(key).dtype  # a list has none
     typed = jnp.issubdtype(dtype, jax.dtypes.prng_key)
     given = np.shape(key)
     if typed and str(jax.random.key_impl(key)) != "threefry2x32":
