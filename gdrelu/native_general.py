@@ -128,11 +128,13 @@ def _opt_state(optimizer: Optimizer, opt_state, mu, nu, count, n: int):
     return opt_state
 
 
-def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer):
+def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer, active=None):
     """`num_steps` steps (an int or traced) of `optimizer` (`trains`) on a batch of runs
     (`engine.state.RunState`, data with a leading runs axis), as the vmapped
     `engine.paths._trained`: (state, kink, first pattern change, first loss below L_lin,
-    changed (runs, n))."""
+    changed (runs, n)). Only the first `active` runs step (an int or traced; None: all),
+    rounded up to a lane group (`native.LANES`); the others keep their state, with no
+    event and no kink."""
     if not is_named(optimizer):  # for callers of the path itself; `simulate` refuses earlier
         raise ValueError(
             f"kernel 'native' trains gdrelu's gd, sgd, momentum and adam, not {optimizer.name!r}"
@@ -168,7 +170,7 @@ def general_chunk(state, data, step_size, alpha, num_steps, optimizer: Optimizer
     dtypes = [np.uint32 if i in (7, 8) else np.float64 for i in range(len(fixed))]  # key, step
     draws = optimizer.batch_size if stochastic else 0
     mode = MODES[optimizer.name]
-    settings = (alpha, num_steps, draws, runs, mode, MOMENTUM)
+    settings = (alpha, num_steps, draws, runs if active is None else active, mode, MOMENTUM)
     stepped = native.lanes_call(target, carry, fixed, dtypes, settings)
     theta, mu, nu, count, kink, first, below, flags = (v[:, :runs] for v in stepped)
     opt_state = _opt_state(optimizer, state.opt_state, mu, nu, count, n)

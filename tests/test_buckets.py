@@ -506,7 +506,8 @@ def test_general_runs_go_after_the_others_from_a_new_block():
     """`arrange`: the runs spread evenly over two devices, on each the runs flagged general
     after the others from a new block of 4, the rest padding (slot -1) that copies an
     active run; num_blocks counts each device's blocks of the others, then of all its
-    runs, a partial block of general runs included (worked out by hand)."""
+    runs, a partial block of general runs included, then its runs of each kind (worked
+    out by hand)."""
     from gdrelu.engine import placement
 
     sharding = _over_two_devices()
@@ -519,7 +520,7 @@ def test_general_runs_go_after_the_others_from_a_new_block():
                                      105, 106, -1, -1, 108, 109, *pad, -1]  # fmt: skip
     on, off = [True] * 3, [False] * 5
     assert layout.general.tolist() == [False] * 4 + on + off + [False] * 4 + on[:2] + off + [False]
-    np.testing.assert_array_equal(np.asarray(layout.num_blocks), [[1, 2], [1, 2]])
+    np.testing.assert_array_equal(np.asarray(layout.num_blocks), [[1, 2, 3, 3], [1, 2, 2, 2]])
     real = layout.slots >= 0
     np.testing.assert_array_equal(slots[positions[real]], layout.slots[real])
     assert np.isin(positions[~real], lanes).all() and positions.size == 24

@@ -932,7 +932,8 @@ def test_a_batch_with_general_blocks_redoes_a_block_per_device_in_small_blocks()
 
 def test_a_redo_trains_only_the_blocks_that_hold_its_lanes():
     """A redo batch's num_blocks, per device: the blocks of `redo_block` runs its real
-    lanes fill, none on a device without any (`own_lane_batches` pads with -1)."""
+    lanes fill, none on a device without any (`own_lane_batches` pads with -1), then its
+    real lanes (first in its share) and no general ones."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     mesh = Mesh(np.asarray(jax.devices()[:2]), (engine.RUNS_AXIS,))
@@ -941,7 +942,7 @@ def test_a_redo_trains_only_the_blocks_that_hold_its_lanes():
     layout = placement.Layout(np.zeros(2 * 192, int), None, None, blocking, sharding)
     assert (layout.redo_lanes, layout.redo_block) == (128, 32)
     taken = np.concatenate([np.arange(33), np.full(31, -1), np.full(64, -1)])
-    np.testing.assert_array_equal(np.asarray(layout.redo_blocks(taken)), [[2, 2], [0, 0]])
+    np.testing.assert_array_equal(np.asarray(layout.redo_blocks(taken)), [[2, 2, 33, 0], [0] * 4])
 
 
 def test_a_redo_takes_its_size_rounded_up_over_the_devices():

@@ -310,6 +310,82 @@ def test_the_c_loop_gives_a_run_the_same_bits_in_any_batch():
 
 
 @needs_compiler
+def test_only_the_first_active_runs_step():
+    """`general_chunk(active=k)` steps the first k runs rounded up to a lane group
+    (`native.LANES`), each to the bits of a call that steps every run, and leaves the
+    others as they were: same state, no kink, no event, no neuron changed."""
+    from gdrelu.native import LANES
+
+    runs = 3 * LANES
+    params, data, h = _runs(runs=runs, n=5)
+    optimizer = get_optimizer("adam", sampler="multinomial")
+    keys = np.random.default_rng(1).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
+    ones = Scaling(np.ones(runs), np.ones(runs))
+    state = initial_state(params, h, keys, ones, optimizer=optimizer, data=data).state
+    chunk = jax.jit(native_general.general_chunk, static_argnames="optimizer")
+    every = jax.device_get(chunk(state, data, h, 0.0, 20, optimizer=optimizer))
+    some = jax.device_get(chunk(state, data, h, 0.0, 20, optimizer=optimizer, active=LANES + 1))
+    stepped = 2 * LANES
+    start = jax.device_get((state.params, state.opt_state))
+    leaves = [jax.tree.leaves((v[0].params, v[0].opt_state)) for v in (some, every)]
+    for mine, full, before in zip(*leaves, jax.tree.leaves(start), strict=True):
+        if np.ndim(mine) == 0:  # Adam's count, one for the batch
+            continue
+        np.testing.assert_array_equal(mine[:stepped], full[:stepped])
+        np.testing.assert_array_equal(mine[stepped:], before[stepped:])
+        assert not np.array_equal(mine[:stepped], before[:stepped])
+    kink, first, below, changed = some[1:]
+    assert not np.any(kink[stepped:]) and np.all(first[stepped:] == -1)
+    assert np.all(below[stepped:] == -1) and not np.any(changed[stepped:])
+    np.testing.assert_array_equal(kink[:stepped], every[1][:stepped])
+
+
+@needs_compiler
+@pytest.mark.parametrize("path", ["general", "fixed_pattern"])
+def test_a_chunk_leaves_its_blocks_padding_unstepped(path):
+    """A chunk of Adam on the C loop after most runs stopped (`placement.rearranged`: the
+    3 runs left first on their device, the rest padding): the blocks' padding lanes past
+    the runs' lane group keep their state, and the runs get the bits of a chunk that steps
+    every lane of the blocks. On the fixed-pattern path two of the runs train in a
+    general block (the counts' other half)."""
+    from gdrelu.engine.checks import ChunkScalars
+    from gdrelu.engine.chunk import chunk_settings, run_chunk
+    from gdrelu.engine.placement import placed, rearranged
+    from gdrelu.native import LANES
+
+    block, mixed = 2 * LANES, path == "fixed_pattern"
+    params, data, h = _runs(runs=13, n=5)
+    optimizer = get_optimizer("adam")
+    inputs = engine.check_inputs(data, jnp.asarray(h), data, data)
+    device = jax.devices()[:1]
+    placing = (None, None, optimizer, block, device, mixed)
+    runs, inputs, layout = placed(params, inputs, *placing, kernel="native")
+    general = np.array([False, True, True]) if mixed else None
+    runs, inputs, layout = rearranged(runs, inputs, layout, np.array([0, 5, 12]), general)
+    scalars = ChunkScalars(jnp.asarray(0.0), jnp.asarray(1e-8), jnp.asarray(10), jnp.int32(20))
+    settings = chunk_settings(20, ("crossed",), path, optimizer, layout.blocking)
+    mesh = layout.sharding.mesh
+
+    def trained(num_blocks):
+        out = run_chunk(runs, inputs, num_blocks, scalars, settings=settings, mesh=mesh)
+        return jax.device_get(out[0].state.params)
+
+    counts = np.asarray(layout.num_blocks)
+    np.testing.assert_array_equal(counts, [[1, 2, 1, 2]] if mixed else [[1, 1, 3, 0]])
+    ours, every = trained(layout.num_blocks), trained(counts * [1, 1, 0, 0] + [0, 0, block, block])
+    start = jax.device_get(runs.state.params)
+    real = np.flatnonzero(layout.slots >= 0)
+    untouched = np.arange(block * counts[0, 1]) % block >= LANES  # past the runs' lane group
+    if mixed:  # the fixed-pattern block steps all its lanes
+        untouched[:block] = False
+    for mine, full, before in zip(ours, every, start, strict=True):
+        np.testing.assert_array_equal(mine[real], full[real])
+        past = [v[: untouched.size][untouched] for v in (mine, full, before)]
+        np.testing.assert_array_equal(past[0], past[2])
+        assert not np.array_equal(past[1], past[2])  # a chunk that steps them changes them
+
+
+@needs_compiler
 def test_adam_on_the_c_loop_compiles_once_for_any_step_sizes_and_steps():
     """Step sizes and the chunk's step count are data: a second `simulate` with other step
     sizes and another `check_every` traces no new chunk program."""

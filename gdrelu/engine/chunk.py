@@ -58,11 +58,14 @@ def chunk_settings(check_every: int, rules, path: str, optimizer, blocking) -> C
     return ChunkSettings(rules, path, optimizer, blocking, check_every if static else None)
 
 
-def _trained_block(runs: Runs, inputs: CheckInputs, scalars, settings: ChunkSettings, **blocks):
-    """`check_every` steps for every run of one block: (runs, exact, ChunkEnd)."""
+def _trained_block(
+    runs: Runs, inputs: CheckInputs, scalars, settings: ChunkSettings, active=None, **blocks
+):
+    """`check_every` steps for every run of one block: (runs, exact, ChunkEnd). On the
+    general path, only the first `active` lanes are runs (a traced count; None: all)."""
     num_steps = scalars.check_every if settings.static_steps is None else settings.static_steps
     if settings.path == "general":
-        blocks = {"kernel": settings.blocking.general}
+        blocks = {"kernel": settings.blocking.general, "active": active}
     trained = PATHS[settings.path](
         runs.state,
         inputs.data,
@@ -121,21 +124,25 @@ def _trained_blocks(runs: Runs, inputs, num_blocks, scalars, settings: ChunkSett
     count = runs.info.max_kink.shape[0]
     block = min(settings.blocking.block, count)
 
-    def on(path):
+    def on(path, active=None):
         chunk_settings = settings._replace(path=path)
-        return lambda part: _trained_block(*part, scalars, chunk_settings)
+        return lambda part: _trained_block(*part, scalars, chunk_settings, active=active)
 
     if settings.path == "propagator":  # O(1) per step: only its steps go block by block
         visited = _visited_blocks(num_blocks, settings)
         blocks = {"blocks": (block, visited), "kernel": settings.blocking.kernel}
         return _trained_block(runs, inputs, scalars, settings, **blocks)
 
+    def runs_in(j, lanes):  # the runs of the j-th block of a part whose first `lanes` are runs
+        return jnp.clip(lanes - j * block, 0, block)
+
     def train(i, out):
         part = _part_at((out[0], inputs), i * block, block)
         if settings.path == "fixed_pattern":
-            done = jax.lax.cond(i < num_blocks[0], on("fixed_pattern"), on("general"), part)
+            general = on("general", runs_in(i - num_blocks[0], num_blocks[3]))
+            done = jax.lax.cond(i < num_blocks[0], on("fixed_pattern"), general, part)
         else:
-            done = on(settings.path)(part)
+            done = on(settings.path, runs_in(i, num_blocks[2]))(part)
         return _put_at(out, done, i * block)
 
     one_block = jax.eval_shape(on(settings.path), _part_at((runs, inputs), 0, block))

@@ -181,15 +181,26 @@ def _trained(
 
 
 def general(
-    state: RunState, data, step_size, alpha, num_steps, optimizer, unroll=1, kernel="xla"
+    state: RunState,
+    data,
+    step_size,
+    alpha,
+    num_steps,
+    optimizer,
+    unroll=1,
+    kernel="xla",
+    active=None,
 ) -> Trained:
     """Any optimizer on the loss's gradient: always exact. The only path that tracks the
     pattern change and the loss below L_lin after every step (in the pass over the points
     that gives the next step's gradient, `_trained`). With `kernel` "native"
-    (`placement.Blocking.general`), the steps go through the C loop (`native_general`)."""
+    (`placement.Blocking.general`), the steps go through the C loop (`native_general`),
+    which steps only the first `active` runs (padding after them keeps its state)."""
     state = materialized(state)
     if kernel == "native":
-        trained = native_general.general_chunk(state, data, step_size, alpha, num_steps, optimizer)
+        trained = native_general.general_chunk(
+            state, data, step_size, alpha, num_steps, optimizer, active
+        )
     else:
         one = jax.vmap(_trained, in_axes=(0, 0, 0, None, None, None, None))
         trained = one(state, data, step_size, alpha, num_steps, optimizer, unroll)

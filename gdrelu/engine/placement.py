@@ -192,7 +192,9 @@ class Layout(NamedTuple):
     """Where the runs are: lane j of the state holds run slots[j] (-1: padding). Each
     device's share of the lanes starts with its active runs, num_blocks[d, 1] blocks of
     them, of which the first num_blocks[d, 0] train on the chunk's path and the rest,
-    the lanes flagged `general`, on the general path (`paths.mixes_paths`)."""
+    the lanes flagged `general`, on the general path (`paths.mixes_paths`); the first
+    num_blocks[d, 2] lanes of the former and num_blocks[d, 3] of the latter are runs, the
+    others padding (which the general path's C loop skips)."""
 
     slots: np.ndarray
     general: np.ndarray
@@ -217,10 +219,11 @@ class Layout(NamedTuple):
 
     def redo_blocks(self, taken: np.ndarray) -> jax.Array:
         """num_blocks of a redo batch (`own_batches`' `taken`): on each device the blocks
-        that hold its lanes, none where it has none."""
+        that hold its lanes, none where it has none, and its lanes (first in its share)."""
         real = np.sum(taken.reshape(self.sharding.mesh.size, -1) >= 0, axis=1)
         blocks = -(-real // self.redo_block)
-        return jax.device_put(np.stack([blocks, blocks], 1).astype(np.int32), self.sharding)
+        counts = np.stack([blocks, blocks, real, np.zeros_like(real)], 1)
+        return jax.device_put(counts.astype(np.int32), self.sharding)
 
     @property
     def finished_lanes(self) -> int:
@@ -271,7 +274,9 @@ def arrange(lanes, slots, per_device, blocking: Blocking, sharding, general=None
         positions.append(np.concatenate([own, np.repeat(filler, extra)]))
         new_slots.append(np.concatenate([np.where(real, slots[own], -1), np.full(extra, -1)]))
         new_general.append(np.concatenate([flags, np.zeros(extra, bool)]))
-        counts.append((fixed_blocks, fixed_blocks + -(-other.size // block)))
+        counts.append(
+            (fixed_blocks, fixed_blocks + -(-other.size // block), fixed.size, other.size)
+        )
     layout = Layout(
         slots=np.concatenate(new_slots),
         general=np.concatenate(new_general),
