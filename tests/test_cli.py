@@ -607,6 +607,9 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     seconds = json.loads((out / "summary.json").read_text())["seconds"]
     assert seconds > 1000  # the time before the resume counts (no bound on the resume's own)
     assert "(1000.0 s of it before the resume)" in capsys.readouterr().out
+    assert main(["run", *SMALL, "--resume", str(out)]) == 0  # finished: nothing left to train
+    assert saved == ["gd-w4"]
+    assert ", all trained before the resume, on " in capsys.readouterr().out
 
 
 @pytest.mark.slow  # tests/test_store.py resumes from finished batches in the suite
@@ -1296,8 +1299,12 @@ def test_the_last_line_names_the_time_before_a_resume_only_after_one():
     assert finished_line(40, 2.04, 0.0, backend, "runs/a") == (
         "40 runs in 2.0 s on cpu (cpu, 2 device(s)); results in runs/a/"
     )
-    assert finished_line(40, 1002.04, 1000.0, backend, "runs/a") == (
+    assert finished_line(40, 1002.04, 1000.0, backend, "runs/a", stored=39) == (
         "40 runs in 1002.0 s (1000.0 s of it before the resume) on cpu (cpu, 2 device(s)); "
+        "results in runs/a/"
+    )
+    assert finished_line(40, 1000.04, 1000.0, backend, "runs/a", stored=40) == (
+        "40 runs in 1000.0 s, all trained before the resume, on cpu (cpu, 2 device(s)); "
         "results in runs/a/"
     )
 

@@ -50,6 +50,7 @@ class RunProgress:
         self.counts: dict[str, int] = {}  # final statuses of the cells done
         self.finished_in_batch = 0
         self.done = 0  # runs of the cells done
+        self.stored = 0  # of them, runs read back from their units (a resume)
         self.drawn = time.monotonic()
         clock.start()
 
@@ -96,7 +97,9 @@ class RunProgress:
 
     def on_stored(self, spec: int, cell_results: Sequence) -> None:
         """Spec `spec`'s `cell_results` were loaded from their unit: done, not timed."""
-        self._advance(sum(cr.result.status.size for cr in cell_results))
+        runs = sum(cr.result.status.size for cr in cell_results)
+        self.stored += runs
+        self._advance(runs)
         self._count(spec, cell_results)
         self._show()
         self.clock.start()
@@ -141,7 +144,12 @@ class RunProgress:
         self.bar.close()
 
 
-def finished_line(runs: int, seconds: float, before: float, backend: str, out) -> str:
-    """The last line of a run: `seconds` in all, `before` of them before a resume."""
+def finished_line(
+    runs: int, seconds: float, before: float, backend: str, out, stored: int = 0
+) -> str:
+    """The last line of a run: `seconds` in all, `before` of them before a resume, which
+    read `stored` of the runs back (all of them: the run had finished before it)."""
     earlier = f" ({before:.1f} s of it before the resume)" if before else ""
+    if before and stored >= runs:
+        earlier = ", all trained before the resume,"
     return f"{runs} runs in {seconds:.1f} s{earlier} on {backend}; results in {out}/"

@@ -69,7 +69,8 @@ def execute(args, started: dict | None = None) -> int:
     finally:
         progress.close()
     if writer:
-        _report(specs, results, before + time.perf_counter() - start, out, before)
+        seconds = before + time.perf_counter() - start
+        _report(specs, results, seconds, out, (before, progress.stored))
     return 0
 
 
@@ -176,9 +177,10 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     return results
 
 
-def _report(specs, results, seconds: float, out, before: float) -> None:
+def _report(specs, results, seconds: float, out, resumed: tuple[float, int]) -> None:
     """runs.csv, summary.json and the figures, and the table on stdout; `seconds` counts
-    the `before` seconds of the units and parts stored before a resume."""
+    the seconds of the units and parts stored before a resume, `resumed` = (those
+    seconds, the runs read back from them)."""
     from gdrelu.analysis import (
         comparisons,
         experiment_summary,
@@ -204,4 +206,5 @@ def _report(specs, results, seconds: float, out, before: float) -> None:
     if summary.get("comparisons"):
         print(format_comparisons(summary["comparisons"]))
     runs = sum(cr.result.status.size for cr in results)
-    print(finished_line(runs, seconds, before, backend, out))
+    before, stored = resumed
+    print(finished_line(runs, seconds, before, backend, out, stored=stored))

@@ -62,7 +62,8 @@ def execute(args, started: dict | None = None) -> int:
     summary = grid.summary(scale_name, scale, best, seconds=seconds, backend=backend, seed=seed)
     write_section10(out, rows, grid.format_table(best), summary)
     print(grid.format_table(best))
-    print(finished_line(len(groups) * per_group, seconds, before, backend, out))
+    runs = len(groups) * per_group
+    print(finished_line(runs, seconds, before, backend, out, stored=progress.stored))
     return 0
 
 
