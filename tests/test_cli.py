@@ -2087,6 +2087,26 @@ def test_the_parser_refuses_a_value_outside_its_flag(argv, message):
         parser().parse_args(argv)
 
 
+def test_negative_values_are_values_not_flags(tmp_path, capsys):
+    """A flag's value may start with a minus sign, as a list or a limit: --deltas
+    -0.1,0.1 and --step-factor -1e-3 parse (the specs judge them), and --memory-budget -inf
+    is refused by its own check, naming the value, not as a missing argument."""
+    from gdrelu.cli.errors import UsageError
+    from gdrelu.cli.options import requested_specs
+    from gdrelu.cli.parser import parser
+
+    args = parser().parse_args(["run", "--deltas", "-0.1,0.1", "--step-factor", "-1e-3"])
+    assert (args.deltas, args.step_factor) == ((-0.1, 0.1), -1e-3)
+    (spec,) = requested_specs(parser().parse_args(["run", "--deltas", "-0.1,0.1"]))
+    assert spec.deltas == (-0.1, 0.1)
+    out = tmp_path / "refused"
+    assert main(["run", "--memory-budget", "-inf", "--out", str(out)]) == 2
+    assert "--memory-budget: -inf is not a number of GB" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(UsageError, match="unrecognized arguments: -x"):
+        parser().parse_args(["run", "-x"])  # a dash and a letter is still a flag
+
+
 def test_a_distributed_run_without_a_coordinator_names_the_flag(tmp_path, capsys, monkeypatch):
     """Outside a cluster JAX detects, jax.distributed refuses a missing coordinator in its
     own words (stubbed here as it says them); the line also names --coordinator."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import textwrap
 from pathlib import Path
 
@@ -20,11 +21,15 @@ from gdrelu.spec import BUCKETS, DTYPES, STEP_SIZE_RULES, ExperimentSpec
 
 DATA_CHOICES = (*DATASETS, "file")
 PRESETS = ("section10",)
+# A negative number, list or limit as a flag's value (--deltas -0.1,0.1, --memory-budget
+# -inf): argparse's own pattern takes only -1 and -1.5, and reads the rest as flags.
+NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)[\w.,+-]*$", re.IGNORECASE)
 
 
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):  # --optimizer must not pass for --optimizers
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+        self._negative_number_matcher = NEGATIVE_VALUE
 
     def error(self, message):  # one line instead of argparse's usage block
         raise UsageError(message)
