@@ -323,8 +323,10 @@ def test_only_the_first_active_runs_step():
     ones = Scaling(np.ones(runs), np.ones(runs))
     state = initial_state(params, h, keys, ones, optimizer=optimizer, data=data).state
     chunk = jax.jit(native_general.general_chunk, static_argnames="optimizer")
-    every = jax.device_get(chunk(state, data, h, 0.0, 20, optimizer=optimizer))
-    some = jax.device_get(chunk(state, data, h, 0.0, 20, optimizer=optimizer, active=LANES + 1))
+    every, some = (
+        jax.device_get(chunk(state, data, h, 0.0, 20, optimizer=optimizer, active=active))
+        for active in (runs, LANES + 1)  # one compile: the count is data
+    )
     stepped = 2 * LANES
     start = jax.device_get((state.params, state.opt_state))
     leaves = [jax.tree.leaves((v[0].params, v[0].opt_state)) for v in (some, every)]
