@@ -214,7 +214,7 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
             style = {"marker": "o", "color": bars.lines[0].get_color()}
             both = [{(a, c["width"], delta), (b, c["width"], delta)} for c in rows]
             open_, lost = (
-                [bool(pair & cells) for pair in both] for cells in (unfinished, diverged)
+                [bool(pair & marked) for pair in both] for marked in (unfinished, diverged)
             )
             _mark_cells(ax, widths, np.asarray(diff), style, open_, lost)
         ax.axhline(0.0, color="black", linewidth=0.8)

@@ -70,7 +70,7 @@ def execute(args, started: dict | None = None) -> int:
         progress.close()
     if writer:
         seconds = before + time.perf_counter() - start
-        _report(specs, results, seconds, out, (before, progress.stored))
+        _report(specs, results, seconds, out, before, progress.stored)
     return 0
 
 
@@ -177,10 +177,10 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
     return results
 
 
-def _report(specs, results, seconds: float, out, resumed: tuple[float, int]) -> None:
+def _report(specs, results, seconds: float, out, before: float, stored: int) -> None:
     """runs.csv, summary.json and the figures, and the table on stdout; `seconds` counts
-    the seconds of the units and parts stored before a resume, `resumed` = (those
-    seconds, the runs read back from them)."""
+    the `before` seconds of the units and parts stored before a resume, which held
+    `stored` of the runs."""
     from gdrelu.analysis import (
         comparisons,
         experiment_summary,
@@ -206,5 +206,4 @@ def _report(specs, results, seconds: float, out, resumed: tuple[float, int]) -> 
     if summary.get("comparisons"):
         print(format_comparisons(summary["comparisons"]))
     runs = sum(cr.result.status.size for cr in results)
-    before, stored = resumed
     print(finished_line(runs, seconds, before, backend, out, stored=stored))
