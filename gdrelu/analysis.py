@@ -79,12 +79,19 @@ def cell_summary(cell_result: CellResult) -> dict[str, Any]:
 
 def _target_met(cell_result: CellResult) -> dict[str, bool]:
     """Whether a cell grown to `target_halfwidth` met it (it may stop at `max_runs`), and
-    that its interval is nominal: the outcomes chose the run count (docs/theory.md)."""
-    target = cell_result.cell.spec.target_halfwidth
-    if target is None:
+    whether its intervals (P(stuck)'s and the loss fractions') are nominal: where it could
+    grow, the outcomes chose the run count (docs/theory.md)."""
+    spec = cell_result.cell.spec
+    if spec.target_halfwidth is None:
         return {}
-    met = bool(interval_halfwidth(cell_result) <= target)
-    return {"target_halfwidth_met": met, "ci95_nominal": True}
+    met = bool(interval_halfwidth(cell_result) <= spec.target_halfwidth)
+    return {"target_halfwidth_met": met, **({"ci95_nominal": True} if can_grow(spec) else {})}
+
+
+def can_grow(spec: ExperimentSpec) -> bool:
+    """Whether `target_halfwidth` may add runs to a cell: with `max_runs` equal to `runs`
+    it cannot, and the run count is fixed, the intervals exact."""
+    return spec.target_halfwidth is not None and spec.max_runs > spec.runs
 
 
 def _nominal(what: str) -> str:
@@ -112,7 +119,7 @@ def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
                 stuck_a, stuck_b = stuck_runs(per_optimizer[a]), stuck_runs(per_optimizer[b])
                 shared = min(stuck_a.size, stuck_b.size)
                 pair = paired_comparison(stuck_a[:shared], stuck_b[:shared])
-                grown = any(per_optimizer[o].cell.spec.target_halfwidth for o in (a, b))
+                grown = any(can_grow(per_optimizer[o].cell.spec) for o in (a, b))
                 nominal = {"ci95_nominal": True} if grown else {}
                 out.append(
                     {"a": a, "b": b, "width": int(width), "delta": float(delta), **pair, **nominal}

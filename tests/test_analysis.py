@@ -56,9 +56,8 @@ def _optimizer_cell(optimizer, stuck, delta=0.0, **spec_fields):
     """A cell of `optimizer` whose runs are stuck where `stuck` says: certified stuck or
     crossed and escaped, so every stuck rule reads them alike."""
     stuck = np.asarray(stuck, bool)
-    spec = ExperimentSpec(
-        widths=(4,), deltas=(delta,), runs=stuck.size, optimizer=optimizer, **spec_fields
-    )
+    spec_fields = {"runs": stuck.size, **spec_fields}  # runs: a grown cell's first batch
+    spec = ExperimentSpec(widths=(4,), deltas=(delta,), optimizer=optimizer, **spec_fields)
     status = np.where(stuck, Status.STUCK, Status.CROSSED)
     never_below = np.full(stuck.size, -1)
     return finished_cell(Cell(4, delta, spec), status, ~stuck, loss_below_step=never_below)
@@ -96,6 +95,7 @@ def test_a_comparison_of_grown_cells_says_its_interval_is_nominal(halfwidth):
     fixed number gave 0.953 in the stats review's simulation. Counts as in the test above:
     discordant (2, 0) over 4 pairs."""
     growth = {} if halfwidth is None else {"target_halfwidth": halfwidth, "max_runs": 8}
+    growth = {**growth, "runs": 4}
     gd = _optimizer_cell("gd", [1, 1, 1, 0, 1, 1, 1, 1], **growth)
     adam = _optimizer_cell("adam", [0, 1, 0, 0], **growth)
     (pair,) = comparisons([gd, adam])
@@ -139,9 +139,9 @@ def test_status_counts_name_every_final_status_once():
 
 @pytest.mark.parametrize(("halfwidth", "met"), [(None, None), (0.4, True), (0.3, False)])
 def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
-    """4 stuck of 8: the interval (0.157, 0.843) has half-width 0.343."""
+    """4 stuck of 8, grown from 4: the interval (0.157, 0.843) has half-width 0.343."""
     growth = {} if halfwidth is None else {"target_halfwidth": halfwidth, "max_runs": 8}
-    summary = cell_summary(_optimizer_cell("gd", [1, 0] * 4, **growth))
+    summary = cell_summary(_optimizer_cell("gd", [1, 0] * 4, runs=4, **growth))
     assert summary.get("target_halfwidth_met") == met
     assert summary.get("ci95_nominal") == (None if halfwidth is None else True)
     lines = format_table([summary]).splitlines()[2:]  # after the header and the row
@@ -157,6 +157,22 @@ def test_a_grown_cell_says_whether_it_met_its_target(halfwidth, met):
     }[met]
 
 
+@pytest.mark.parametrize("halfwidth", [0.4, 0.3])
+def test_a_cell_that_cannot_grow_has_exact_intervals(halfwidth):
+    """max_runs = runs: `target_halfwidth` can add no run, so the run count is fixed and
+    no interval of the cell, nor of its comparisons, is nominal; whether the 8 runs met
+    the target is still said (half-width 0.343, as above)."""
+    growth = {"target_halfwidth": halfwidth, "max_runs": 8}
+    gd = _optimizer_cell("gd", [1, 0] * 4, **growth)
+    summary = cell_summary(gd)
+    assert summary["runs"] == 8 and summary["target_halfwidth_met"] == (halfwidth == 0.4)
+    assert "ci95_nominal" not in summary
+    assert not any("nominal" in line for line in format_table([summary]).splitlines())
+    (pair,) = comparisons([gd, _optimizer_cell("adam", [0, 1] * 4, **growth)])
+    assert "ci95_nominal" not in pair
+    assert len(format_comparisons([pair]).splitlines()) == 1
+
+
 def test_a_target_equal_to_the_half_width_is_met():
     """A cell grows until its half-width is at most H (`ExperimentSpec`): 4 stuck of 8
     with H exactly the interval's half-width has met it."""
@@ -164,7 +180,7 @@ def test_a_target_equal_to_the_half_width_is_met():
 
     low, high = failure_probability(4, 8)[1]
     summary = cell_summary(
-        _optimizer_cell("gd", [1, 0] * 4, target_halfwidth=(high - low) / 2, max_runs=8)
+        _optimizer_cell("gd", [1, 0] * 4, runs=4, target_halfwidth=(high - low) / 2, max_runs=8)
     )
     assert summary["target_halfwidth_met"] is True
 

@@ -238,6 +238,17 @@ def test_paired_interval_of_a_published_table():
     assert result["ci95"] == [low, high] and result["runs"] == 161
 
 
+def test_paired_interval_where_the_correlation_is_corrected_to_zero():
+    """The other table of the package's example (Bentur et al. 2009: (1, 1; 7, 12), 21
+    pairs): AD - BC = 5 lies in [0, N/2], so its continuity-corrected φ is 0 and the
+    interval is p_a - p_b minus and plus the root of the two Wilson distances' squares,
+    with the Wilson bounds of 2/21 and 8/21 from their closed form (a scratch computation
+    with scipy's ndtri). Keeping φ = 5/√(2·19·8·13) would give (-0.50166, -0.03605)."""
+    low, high = paired_difference_interval((1, 1, 7, 12))
+    assert low == pytest.approx(-0.506920226686141, abs=1e-12)
+    assert high == pytest.approx(-0.02555912416485978, abs=1e-12)
+
+
 @pytest.mark.parametrize(
     ("table", "level", "expected"),
     [
