@@ -34,7 +34,8 @@ class CheckClock:
     cells; its time is shared among them. A cell trained in several batches (a memory
     budget, a target half-width) owes the rest of the batch under way and, for each batch
     `plan` announced that it is in and that has not begun, the checks expected of a
-    batch; without a plan, the batch under way alone.
+    batch; without a plan, the batch under way alone. A cell grown to a target also owes
+    the batches `forecast` expects after those.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class CheckClock:
         # batches still queued per cell; a cell ever planned stays a key (count 0 once begun)
         self.waiting: list[Counter[tuple[int, float]]] = [Counter() for _ in cells]
         self.ended: list[list[int]] = [[] for _ in cells]  # checks of planned batches done
+        self.later: list[dict[tuple[int, float], int]] = [{} for _ in cells]  # forecast
         self.last_k = [0 for _ in cells]
         self.seconds = [0.0 for _ in cells]  # time in each spec's checks
         self.cell_checks = [0 for _ in cells]  # checks done, summed over the spec's cells
@@ -100,6 +102,11 @@ class CheckClock:
             self.queued[spec].append(cells)
             self.waiting[spec].update(cells)
 
+    def forecast(self, spec: int, later: dict[tuple[int, float], int]) -> None:
+        """Cells of spec `spec` grown to a target are expected to take `later[cell]`
+        batches after the one beginning (`growth.Forecast`), each priced as a batch."""
+        self.later[spec].update(later)
+
     def cell_done(self, spec: int, cell: tuple[int, float]) -> None:
         """Every run of `cell` of spec `spec` has finished (or was loaded from a unit)."""
         self.finished[spec].add(cell)
@@ -119,7 +126,7 @@ class CheckClock:
             if cell in self.waiting[spec]:  # planned
                 queued = self.waiting[spec][cell]
                 under_way = queued * expected + (under_way if cell in current else 0)
-            left += under_way
+            left += under_way + self.later[spec].get(cell, 0) * expected
         return left
 
     def _measured(self, spec: int) -> list[int]:
@@ -160,6 +167,11 @@ class CheckClock:
                 zip(self.seconds, self.cell_checks, strict=True)
             )
         )
+
+
+def widths_text(widths) -> str:
+    """A batch's widths as a progress line names them: "16,32" (a tuple, or one width)."""
+    return ",".join(map(str, np.atleast_1d(widths)))
 
 
 def can_stop_early(spec: ExperimentSpec) -> bool:

@@ -27,6 +27,7 @@ from gdrelu.analysis import cell_summary
 from gdrelu.cells import CellResult
 from gdrelu.detectors import ESCAPE_MARGIN
 from gdrelu.outcome import Status
+from gdrelu.progress import widths_text
 from gdrelu.protocols import protocol
 from gdrelu.runner import run_experiment
 from gdrelu.spec import ExperimentSpec
@@ -222,7 +223,7 @@ def run_one(
         spec,
         memory_budget=memory_budget,
         units=units,
-        on_check=lambda widths, k, status: on_progress(f"{name} n={widths} check {k}"),
+        on_check=lambda widths, k, status: on_progress(f"{name} n={widths_text(widths)} check {k}"),
     )
     seconds = before + time.perf_counter() - start
     if name == "star":

@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from gdrelu import memory, parts, store
-from gdrelu.analysis import interval_halfwidth
 from gdrelu.batched import joined
 from gdrelu.buckets import shared_width, width_buckets
 from gdrelu.cells import (
@@ -34,6 +33,7 @@ from gdrelu.cells import (
     warn_of_cells_at_zero,
 )
 from gdrelu.engine import PointAtZeroWarning, simulate
+from gdrelu.growth import OnForecast, grown_to_target, joined_cell, progress_after
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
 from gdrelu.processes import Processes, cell_from_processes, trained_everywhere
@@ -58,6 +58,7 @@ def run_experiment(
     on_stored: OnCells | None = None,
     stored: dict[int, list[CellResult]] | None = None,
     on_batches: OnBatches | None = None,
+    on_forecast: OnForecast | None = None,
 ) -> list[CellResult]:
     """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
     their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
@@ -84,7 +85,8 @@ def run_experiment(
     equals that of a spec with its final count as `runs`. `on_check(widths, k, status)`
     reports progress after each check; `on_batches(batches)` the cells of each batch to
     come, once for every bucket to train before the first trains, then for each batch of
-    added runs as it begins (`batch_plan`). A width whose single run needs more than the
+    added runs as it begins (`batch_plan`); `on_forecast` where each grown cell is
+    expected to end (`growth.grown_to_target`). A width whose single run needs more than the
     budget raises `memory.BudgetError` before anything is compiled.
     """
     _check_arguments(spec, processes)
@@ -101,7 +103,14 @@ def run_experiment(
         budget = _batches_budget(spec, measured)
         part_dir = units if processes is None else None
         trained = _trained_buckets(
-            spec, set(results), on_check, processes, budget, on_batches, part_dir=part_dir
+            spec,
+            set(results),
+            on_check,
+            processes,
+            budget,
+            on_batches,
+            part_dir=part_dir,
+            on_forecast=on_forecast,
         )
         results |= _stored_as_trained(spec, trained, units, on_cells_done)
     return [cr for width in spec.widths for cr in results[width]]
@@ -246,6 +255,7 @@ def _trained_buckets(
     on_batches: OnBatches | None = None,
     *,
     part_dir: Path | None = None,
+    on_forecast: OnForecast | None = None,
 ):
     """({width: its cells' results}, seconds its parts took before) of every bucket of
     `spec` with a width not in `stored` (`_bucket_work`); `on_batches` hears of a growing
@@ -274,41 +284,8 @@ def _trained_buckets(
             done = train(work)
         if spec.target_halfwidth is not None:
             grow = functools.partial(train, on_batches=on_batches)
-            done = _grown_to_target(spec, cells, done, grow, on_check)
+            done = grown_to_target(spec, cells, done, grow, on_check, on_forecast)
         yield {width: [cr for cr in done if cr.cell.width == width] for width in widths}, before
-
-
-def _grown_to_target(spec: ExperimentSpec, cells, done, train, on_check) -> list[CellResult]:
-    """`done` with `runs` more runs for each cell whose interval is wider than 2H, until
-    none is or it has `max_runs` runs. `on_check` sees each added batch after the runs
-    before it, as `train_cells` reports its batches."""
-    done = list(done)
-    while True:
-        wanted = [
-            (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
-            for i, cr in enumerate(done)
-            if (size := cr.result.status.size) < spec.max_runs
-            and interval_halfwidth(cr) > spec.target_halfwidth
-        ]
-        if not wanted:
-            return done
-        callback = None
-        if on_check is not None:
-            before = np.concatenate([cr.result.status for cr in done])
-            callback = functools.partial(_progress_after, on_check, before)
-        more = train([(cells[i], idx) for i, idx in wanted], on_check=callback)
-        for (i, _), extra in zip(wanted, more, strict=True):
-            done[i] = _joined(done[i], extra)
-
-
-def _joined(first: CellResult, second: CellResult) -> CellResult:
-    """One cell's results of two batches of consecutive run indices, in index order."""
-    join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
-    return CellResult(
-        first.cell,
-        np.concatenate([first.step_size, second.step_size]),
-        join(first.result, second.result),
-    )
 
 
 def train_cells(
@@ -354,13 +331,13 @@ def train_cells(
     for owned, batch, new in zip(batches, pieces, fresh, strict=True):
         callback = None
         if on_check is not None:
-            callback = functools.partial(_progress_after, on_check, finished)
+            callback = functools.partial(progress_after, on_check, finished)
         done = _batch_results(train, batch, new, held, callback, on_batch_done)
         for (i, _), cr in zip(owned, done, strict=True):
             results[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
     warn_of_cells_at_zero(work, at_zero)
-    return [functools.reduce(_joined, batches_of_cell) for batches_of_cell in results]
+    return [functools.reduce(joined_cell, batches_of_cell) for batches_of_cell in results]
 
 
 def _require_x64() -> None:
@@ -409,11 +386,6 @@ def batch_plan(work: Work, *, bucket: int, budget: int) -> tuple[list, int | Non
 def _pieces(work: Work, batches) -> list[Work]:
     """The (cell, run indices) of each of `batch_plan`'s batches."""
     return [[(work[i][0], idx) for i, idx in owned] for owned in batches]
-
-
-def _progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
-    """`on_check` of a later batch: the earlier batches' final statuses come first."""
-    on_check(widths, k, np.concatenate([before, status]))
 
 
 def batch_inputs(work: Work, *, bucket: int, classify_width: int):

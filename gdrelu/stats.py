@@ -121,6 +121,33 @@ def _grown_cells(p: float, runs: int, halfwidth: float, max_runs: int):
         growing, size = np.convolve(growing, binom.pmf(np.arange(more + 1), more, p)), size + more
 
 
+def expected_runs(stuck: int, runs: int, halfwidth: float, batch: int, max_runs: int) -> int:
+    """The run count a cell grown by `--target-halfwidth` is expected to end at, from
+    `stuck` of its `runs` so far: the first of runs, runs + batch, … (at most `max_runs`)
+    at which the 95% Clopper-Pearson interval of the fraction observed, stuck/runs, has
+    half-width at most `halfwidth`. A forecast (the runs to come move the fraction), for
+    the progress bar; the half-width at a fixed fraction shrinks with the count, so a
+    bisection over the batches finds it (the count p·n stuck need not be whole there)."""
+    p, tail = stuck / runs, 0.025
+
+    def too_wide(j: int) -> bool:
+        n = min(runs + j * batch, max_runs)
+        k = p * n
+        low = special.betaincinv(k, n - k + 1, tail) if k > 0 else 0.0
+        high = special.betaincinv(k + 1, n - k, 1.0 - tail) if k < n else 1.0
+        return (high - low) / 2 > halfwidth
+
+    first, last = 0, -(-(max_runs - runs) // batch)  # batches: none, …, up to max_runs
+    if not too_wide(first):
+        return runs
+    if too_wide(last):
+        return max_runs
+    while last - first > 1:  # too_wide(first), not too_wide(last)
+        middle = (first + last) // 2
+        first, last = (middle, last) if too_wide(middle) else (first, middle)
+    return min(runs + last * batch, max_runs)
+
+
 def adaptive_coverage(p: float, runs: int, halfwidth: float, max_runs: int, level=0.95) -> float:
     """Exact probability that the Clopper-Pearson interval at `level` of a cell grown by
     `--target-halfwidth` (`_grown_cells`: the runner grows on the 95% interval whatever

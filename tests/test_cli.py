@@ -1258,7 +1258,7 @@ def test_compare_trains_each_optimizer_in_what_the_earlier_results_leave(monkeyp
         for name in ("gd", "momentum", "adam")
     ]
     progress = types.SimpleNamespace(
-        on_check=print, on_cells_done=print, on_stored=print,
+        on_check=print, on_cells_done=print, on_stored=print, on_forecast=print,
         on_batches=lambda i, batches: events.append(("plan", i, batches)),
     )  # fmt: skip
     first, second = (memory.results_bytes(spec) for spec in specs[:2])
@@ -1692,6 +1692,7 @@ def test_a_resumed_comparison_counts_every_optimizers_stored_units_first(tmp_pat
         on_cells_done=print,
         on_stored=lambda i, cells: events.append(("stored", i, [c.cell.width for c in cells])),
         on_batches=print,
+        on_forecast=print,
     )
     run._train(specs, progress, processes=None, budget=10**9, out=tmp_path)
     assert events == [("stored", 1, [4]), ("train", "gd", []), ("train", "momentum", [4])]
@@ -1750,6 +1751,7 @@ def _run_under_a_bar(spec, monkeypatch, processes=None):
         spec,
         on_check=functools.partial(progress.on_check, 0),
         on_cells_done=functools.partial(progress.on_cells_done, 0),
+        on_forecast=functools.partial(progress.on_forecast, 0),
         processes=processes,
     )
     end = (progress.bar.n, progress.bar.total)
@@ -1768,6 +1770,20 @@ def test_the_bar_grows_with_the_runs_a_target_halfwidth_adds(monkeypatch):
     (cell,), shown, end = _run_under_a_bar(spec, monkeypatch)
     assert cell.result.status.size == 6
     assert shown == [(3, 3), (6, 6)] and end == (6, 6)
+
+
+def test_the_bar_of_a_growing_cell_totals_the_runs_it_is_expected_to_end_with(monkeypatch):
+    """A cell of 50 runs, none stuck, grown to a half-width of 0.01: its interval
+    [0, 1 - 0.025^(1/n)] is narrow enough first at n = 183, so in batches of 50 it is
+    expected to end at 200 from its first batch on, and the bar says 100/200 and 150/200
+    on the way, not 100%. The forecast is right here: the fraction stays 0."""
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=50, target_halfwidth=0.01,
+                          max_runs=400, check_every=20, max_checks=2)  # fmt: skip
+    (cell,), shown, end = _run_under_a_bar(spec, monkeypatch)
+    assert cell.result.status.size == 200
+    assert shown == [(50, 50), (100, 200), (150, 200), (200, 200)] and end == (200, 200)
 
 
 def test_the_bar_counts_each_batch_from_its_own_first_check():
@@ -2160,6 +2176,7 @@ def test_a_resume_prices_the_cells_its_parts_hold_whole_at_nothing(tmp_path, mon
         on_cells_done=print,
         on_stored=lambda i, cells: events.append(("stored", i)),
         on_batches=lambda i, batches: events.append(("plan", i, batches)),
+        on_forecast=print,
         finished=lambda i, cells: events.append(("finished", i, cells)),
     )
     run._train([spec], progress, processes=None, budget=10**9, out=tmp_path)

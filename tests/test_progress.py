@@ -415,6 +415,28 @@ def test_a_planned_cell_whose_batches_have_all_ended_owes_no_check():
     assert clock.checks_left(0) == 10
 
 
+def test_a_grown_cell_owes_the_batches_forecast_after_the_one_beginning():
+    """A cell of width 8 grown to a target (a budget of 10 checks, no stop rule): its first
+    batch took all 10 checks at 1 s each; the growth forecast (`growth.Forecast`) expects
+    3 batches after the one about to begin, which is announced as it begins. Two checks
+    into that batch the cell owes 8 of it and 3 × 10 after: 38 s. Without the forecast,
+    8; a new forecast replaces the old."""
+    fake = FakeClock()
+    cell = (8, 0.0)
+    clock = CheckClock([10], [False], [[cell]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 10, 1.0)
+    clock.forecast(0, {cell: 3})
+    clock.plan(0, [[cell]])
+    _run_checks(clock, fake, 0, (8,), 2, 1.0)
+    assert clock.checks_left(0) == 8 + 3 * 10
+    assert clock.seconds_left() == pytest.approx(38.0)
+    clock.forecast(0, {cell: 0})
+    assert clock.checks_left(0) == 8
+    clock.cell_done(0, cell)
+    assert clock.checks_left(0) == 0
+
+
 def test_an_estimate_past_its_end_is_shown_as_no_time_left():
     """Cells grown past their estimate (a target half-width) leave the clock's seconds
     left below 0: the bar shows eta 00:00, never a negative time."""

@@ -326,6 +326,20 @@ def test_the_verdict_reads_the_largest_z_in_absolute_value(tmp_path):
     assert (tmp_path / "gd-figure.png").exists()
 
 
+def test_a_progress_line_names_the_batchs_widths_as_the_run_bar_does(tmp_path, monkeypatch):
+    """`run_experiment` reports a batch's widths as a tuple; the line said "n=(16,)"."""
+    lines = []
+
+    def run_experiment(spec, *, on_check, **settings):
+        on_check((16, 32), 1, np.zeros(4, np.int8))
+        raise StopIteration  # the line is all this test needs
+
+    monkeypatch.setattr(reproduce, "run_experiment", run_experiment)
+    with pytest.raises(StopIteration):
+        reproduce.run_one("sgd", "small", tmp_path, lines.append)
+    assert lines == ["sgd n=16,32 check 1"]
+
+
 def test_the_files_of_a_reproduction_are_renamed_into_place(tmp_path, monkeypatch):
     """section.json marks an experiment finished: half-written (a kill, a full disk), it
     would be discarded and the experiment run again, so it is written to a temporary file

@@ -238,6 +238,43 @@ def test_paired_interval_of_a_published_table():
     assert result["ci95"] == [low, high] and result["runs"] == 161
 
 
+@pytest.mark.parametrize(
+    ("stuck", "runs", "halfwidth", "batch", "max_runs", "end"),
+    [
+        (0, 50, 0.01, 50, 400, 200),  # (1 - 0.025^(1/n))/2 ≤ 0.01 first at n = 183
+        (5, 50, 0.04, 50, 600, None),
+        (25, 50, 0.3, 50, 600, 50),  # met already: no batch more
+        (25, 50, 0.01, 50, 600, 600),  # p = 1/2 needs about 9600 runs: max_runs
+        (50, 50, 0.01, 50, 410, 200),  # p = 1: the mirror image of p = 0
+        (3, 7, 0.05, 7, 100, None),  # the last batch capped at max_runs
+        (2, 30, 0.02, 30, 1_000_000, None),
+    ],
+)
+def test_expected_runs_is_the_first_batch_at_which_the_interval_is_narrow_enough(
+    stuck, runs, halfwidth, batch, max_runs, end
+):
+    """`expected_runs` (the progress bar's forecast of a grown cell) against a walk over
+    the batches one by one, the interval at the fraction observed from scipy.stats' beta
+    quantiles (the count p·n stuck, not rounded); at p = 0 and 1 the interval's one
+    bound in closed form gives the end by hand."""
+    from scipy.stats import beta
+
+    from gdrelu.stats import expected_runs
+
+    p = stuck / runs
+
+    def halfwidth_at(n):
+        low = beta.ppf(0.025, p * n, n - p * n + 1) if p > 0 else 0.0
+        high = beta.ppf(0.975, p * n + 1, n - p * n) if p < 1 else 1.0
+        return (high - low) / 2
+
+    n = runs
+    while halfwidth_at(n) > halfwidth and n < max_runs:
+        n = min(n + batch, max_runs)
+    assert expected_runs(stuck, runs, halfwidth, batch, max_runs) == n
+    assert end is None or n == end
+
+
 def test_paired_interval_where_the_correlation_is_corrected_to_zero():
     """The other table of the package's example (Bentur et al. 2009: (1, 1; 7, 12), 21
     pairs): AD - BC = 5 lies in [0, N/2], so its continuity-corrected φ is 0 and the

@@ -10,7 +10,7 @@ import numpy as np
 
 from gdrelu.analysis import status_counts
 from gdrelu.cli import interrupt
-from gdrelu.progress import CheckClock
+from gdrelu.progress import CheckClock, widths_text
 
 BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 REFRESH_SECONDS = 1.0  # the longest a check's news waits to be drawn
@@ -51,6 +51,7 @@ class RunProgress:
         self.finished_in_batch = 0
         self.done = 0  # runs of the cells done
         self.stored = 0  # of them, runs read back from their units (a resume)
+        self.added: dict[tuple[int, tuple[int, float]], int] = {}  # forecast, by spec, cell
         self.drawn = time.monotonic()
         clock.start()
 
@@ -61,8 +62,8 @@ class RunProgress:
         interrupt.raise_if_pending()
 
         self.clock.on_check(spec, widths, k)
-        widths = ",".join(map(str, np.atleast_1d(widths)))
-        self.bar.set_description(f"{self.labels[spec]}n={widths} check {k}", refresh=False)
+        self.bar.set_description(f"{self.labels[spec]}n={widths_text(widths)} check {k}",
+                                 refresh=False)  # fmt: skip
         self._show(status)
         finished = int(np.sum(status != Status.RUNNING))
         self._advance(finished - self.finished_in_batch)
@@ -73,6 +74,18 @@ class RunProgress:
         """Spec `spec` will train `batches` (each a list of `cells.Cell`): the clock prices
         the batches to come (`CheckClock.plan`)."""
         self.clock.plan(spec, [[(cell.width, cell.delta) for cell in batch] for batch in batches])
+        self._show()
+
+    def on_forecast(self, spec: int, forecasts) -> None:
+        """Spec `spec`'s cells grown to a target are expected to end with `added` runs
+        beyond their first batch, after `later` more batches (`growth.Forecast` by (width,
+        Δ)): the bar's total and the clock follow the latest forecast."""
+        change = 0
+        for cell, forecast in forecasts.items():
+            change += forecast.added - self.added.get((spec, cell), 0)
+            self.added[(spec, cell)] = forecast.added
+        self.bar.total = max(self.bar.n, self.bar.total + change)
+        self.clock.forecast(spec, {cell: forecast.later for cell, forecast in forecasts.items()})
         self._show()
 
     def _draw_if_due(self) -> None:

@@ -170,6 +170,7 @@ def _train(specs, progress: RunProgress, *, processes, budget, out) -> list:
             on_check=functools.partial(progress.on_check, i),
             on_cells_done=functools.partial(progress.on_cells_done, i),
             on_batches=functools.partial(progress.on_batches, i),
+            on_forecast=functools.partial(progress.on_forecast, i),
             processes=processes,
             memory_budget=budget - held[i],
             units=out,
