@@ -1099,6 +1099,25 @@ def test_leaving_at_once_skips_the_exit_handlers_and_keeps_the_output():
     assert (done.returncode, done.stdout) == (3, "said\n")
 
 
+@pytest.mark.parametrize(("code", "signum"), [(0, "SIGINT"), (2, "SIGINT"), (0, "SIGTERM")])
+def test_a_signal_during_a_finished_commands_exit_ends_it_quietly_with_its_code(code, signum):
+    """`gdrelu run`'s table was printed, then Ctrl-C while an exit handler ran (JAX's clean
+    up): a KeyboardInterrupt traceback and exit 130 for a finished run. `command` now
+    leaves on such a signal with the command's own code, output flushed, no traceback."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, os, signal, sys, time; import gdrelu.cli as cli\n"
+        f"cli.main = lambda: print('table') or {code}\n"
+        f"atexit.register(lambda: os.kill(os.getpid(), signal.{signum}) or time.sleep(20))\n"
+        "cli.command()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (code, "table\n", "")
+
+
 @pytest.mark.parametrize("index", [0, 1])
 def test_a_process_that_ended_elsewhere_is_one_line_with_the_way_to_finish(
     index, tmp_path, monkeypatch, capsys
@@ -1649,6 +1668,36 @@ def test_only_storage_errors_are_reported_in_one_line(tmp_path, monkeypatch, cap
     assert seen == ["gdrelu: warning: careful\n"] * 3
     assert warnings.formatwarning is formatwarning
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_reader_that_leaves_stdout_ends_the_command_on_one_line(tmp_path, monkeypatch, capsys):
+    """`gdrelu run | head`: the table goes to a pipe whose reader has left. The command
+    says so on stderr with the run directory it held, exits 1 with no traceback, and its
+    stdout goes to /dev/null, so that Python's flush at exit does not fail again."""
+    import sys
+
+    from gdrelu.cli import outdir, run
+
+    out = tmp_path / "run"
+
+    def execute(args, started):
+        outdir.open_directory(args, {"cells": []})
+        print("row\n" * 20_000)  # more than a pipe's buffer: written at once
+        return 0
+
+    read, write = os.pipe()
+    os.close(read)
+    stdout = os.fdopen(write, "w")
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert main(["run", "--widths", "4", "--out", str(out)]) == 1
+        stdout.write("more\n" * 20_000)
+        stdout.flush()  # /dev/null now: no error
+    finally:
+        stdout.close()
+    said = capsys.readouterr().err
+    assert said == f"gdrelu: error: the output's reader left; the run directory: {out}/\n"
 
 
 def test_no_command_prints_the_help_and_exits_2(capsys):

@@ -115,6 +115,16 @@ def test_a_damaged_directory_is_refused_in_one_line(started, damage, message, ca
     assert message in _one_line(capsys)
 
 
+def test_an_unreadable_unit_is_refused_before_the_bar_is_drawn(started, capsys):
+    """Without --quiet: the error came after the bar's first state, on its line, and a
+    second bar followed it. Now the units' recorded times are read before the bar, and
+    the error is the only output."""
+    (started / "units" / "gd-w8.npz").write_bytes(b"")
+    assert main(["run", "--resume", str(started)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gdrelu: error: --resume: ") and err.count("\n") == 1, err
+
+
 def _edited_manifest(out, **fields):
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, **fields}))

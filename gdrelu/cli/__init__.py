@@ -62,10 +62,13 @@ def main(argv=None) -> int:
 def command() -> NoReturn:
     """The `gdrelu` command: `main`, then exit with its code. An interrupted command
     leaves at once (`leave_at_once`): Python's shutdown while XLA still compiled in its
-    threads ended a Ctrl-C in a segmentation fault (exit code 139) after the hint."""
+    threads ended a Ctrl-C in a segmentation fault (exit code 139) after the hint. A
+    Ctrl-C during a finished command's shutdown leaves at once with its code
+    (`interrupt.leave_on_signal`)."""
     code = main()
     if code in interrupt.EXIT_CODES:
         leave_at_once(code)
+    interrupt.leave_on_signal(code)  # the work is done: a Ctrl-C now ends the exit quietly
     sys.exit(code)
 
 
@@ -120,6 +123,8 @@ def _main(argv) -> int:
     except KeyboardInterrupt:  # outside training (results being written): the held run's hint
         print(f"gdrelu: {interrupt.word()}{_resume_hint(args)}", file=sys.stderr)
         return interrupt.exit_code()
+    except BrokenPipeError:
+        return _output_closed()
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
             raise
@@ -131,6 +136,26 @@ def _main(argv) -> int:
             restore_kernel()
         outdir.release()
         warnings.formatwarning = formatwarning
+
+
+def _output_closed() -> int:
+    """stdout or stderr went to a pipe whose reader left (`gdrelu run | head`): say so on
+    stderr if it is still open, with the run directory (stdout is written to only once
+    every result is; a closed stderr ends a run while it trains, which `--resume`
+    finishes), and point the closed streams at /dev/null: Python's flush at exit would
+    fail again."""
+    from gdrelu.cli import outdir
+
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(nowhere, sys.stdout.fileno())  # the command has nothing more to print there
+    held = outdir.held()
+    where = f"; the run directory: {held}/" if held is not None else ""
+    try:
+        print(f"gdrelu: error: the output's reader left{where}", file=sys.stderr, flush=True)
+    except OSError:
+        os.dup2(nowhere, sys.stderr.fileno())
+    os.close(nowhere)
+    return 1
 
 
 def _one_line(message, category, filename, lineno, line=None) -> str:

@@ -40,15 +40,17 @@ def execute(args, started: dict | None = None) -> int:
     budget = _checked_on_every_process(args, specs, budget, processes)
     out = _run_directory(args, specs, processes)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
+    from gdrelu.store import stored_seconds
+
+    # a resumed run's earlier time, read before the bar is drawn: an unreadable unit's
+    # error would follow the bar on its line
+    before = 0.0 if out is None else stored_seconds(out)
     progress = RunProgress(
         sum(spec.runs * len(spec.cells()) for spec in specs),
         spec_clock(specs),
         enabled=writer and not args.quiet,
         labels=labels,
     )
-    from gdrelu.store import stored_seconds
-
-    before = 0.0 if out is None else stored_seconds(out)  # a resumed run's earlier time
     start = time.perf_counter()
     try:
         results = _train(specs, progress, processes=processes, budget=budget, out=out)

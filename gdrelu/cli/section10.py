@@ -32,12 +32,13 @@ def execute(args, started: dict | None = None) -> int:
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
+    from gdrelu.store import stored_seconds, write_section10
+
+    before = stored_seconds(out)  # a resumed grid's earlier time, before the bar is drawn
     progress = RunProgress(
         len(groups) * per_group, spec_clock(firsts), enabled=not args.quiet, labels=labels
     )
-    from gdrelu.store import stored_seconds, write_section10
-
-    before, start = stored_seconds(out), time.perf_counter()  # a resumed grid's earlier time
+    start = time.perf_counter()
     rows = []
     try:
         for i, group in enumerate(groups):
