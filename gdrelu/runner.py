@@ -86,8 +86,8 @@ def run_experiment(
     reports progress after each check; `on_batches(batches)` the cells of each batch to
     come, once for every bucket to train before the first trains, then for each batch of
     added runs as it begins (`batch_plan`); `on_forecast` where each grown cell is
-    expected to end (`growth.grown_to_target`). A width whose single run needs more than the
-    budget raises `memory.BudgetError` before anything is compiled.
+    expected to end (`growth`). A width whose single run needs more than the budget
+    raises `memory.BudgetError` before anything is compiled.
     """
     _check_arguments(spec, processes)
     units = None if units is None else Path(units)
@@ -103,14 +103,7 @@ def run_experiment(
         budget = _batches_budget(spec, measured)
         part_dir = units if processes is None else None
         trained = _trained_buckets(
-            spec,
-            set(results),
-            on_check,
-            processes,
-            budget,
-            on_batches,
-            part_dir=part_dir,
-            on_forecast=on_forecast,
+            spec, set(results), on_check, processes, budget, on_batches, part_dir, on_forecast
         )
         results |= _stored_as_trained(spec, trained, units, on_cells_done)
     return [cr for width in spec.widths for cr in results[width]]
@@ -253,7 +246,6 @@ def _trained_buckets(
     processes: Processes | None,
     budget: int,
     on_batches: OnBatches | None = None,
-    *,
     part_dir: Path | None = None,
     on_forecast: OnForecast | None = None,
 ):
