@@ -1465,6 +1465,18 @@ def test_a_resume_refuses_a_setting_a_fresh_run_refuses(small_run, flag, capsys)
     assert len(err.splitlines()) == 1 and f"error: {flag[0]}: " in err, err
 
 
+def test_a_resume_names_an_unknown_config_setting_as_a_fresh_run_does(small_run, tmp_path, capsys):
+    """`--resume DIR --config typo.toml` with `runz = 3` said the run was started with
+    another spec ("runz: not recorded, given 3"); a fresh run says it is no setting, and
+    where it was set."""
+    config = tmp_path / "typo.toml"
+    config.write_text("runz = 3\n")
+    assert main(["run", "--resume", str(small_run), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gdrelu: error: runz: unknown setting (did you mean 'runs'?"), err
+    assert err.endswith(f"(runz is set by --config {config})") and len(err.splitlines()) == 1
+
+
 def test_a_directory_without_a_manifest_or_its_kernel_is_not_resumed(small_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -86,6 +86,12 @@ def _merged(layers) -> dict[str, Any]:
     return values
 
 
+def with_origin(message: str, args) -> str:
+    """`message` ("field: ...") with where this command line set its field, unless by a
+    flag: a protocol or the config file (`_with_origin`)."""
+    return _with_origin(message, _layers(args))
+
+
 def _with_origin(message: str, layers) -> str:
     """`message` ("field: ...") with where its field was set, unless by a flag."""
     field = message.split(":", 1)[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gdrelu.cli.errors import UsageError
-from gdrelu.cli.options import given_values, refuse_unused, specs_from
+from gdrelu.cli.options import given_values, refuse_unused, specs_from, with_origin
 from gdrelu.spec import ExperimentSpec, SpecError
 
 UNORDERED = ("widths", "deltas")
@@ -99,10 +99,10 @@ def recorded_specs(args, manifest: dict[str, Any]) -> list[ExperimentSpec]:
                 requested = specs_from({**specs[0].to_dict(), **given}, optimizers)
             else:
                 requested = [specs_from({**s.to_dict(), **given})[0] for s in specs]
-        except UsageError:  # the flags and a recorded spec make no spec together
+        except UsageError as err:  # the flags and a recorded spec make no spec together
             differ = _given_otherwise(specs, given)
-            if not differ:
-                raise
+            if not differ or set(given) - set(specs[0].to_dict()):  # no field: as fresh
+                raise UsageError(with_origin(str(err), args)) from None
         else:
             differ = _differing(specs, requested)
         if differ:
