@@ -378,9 +378,9 @@ def _kinks_hold(witnesses: jax.Array, real: jax.Array, kappa, x_min) -> jax.Arra
 
 def a_degenerate(params: Params) -> jax.Array:
     """All a_i of one sign: one side of the origin has no neuron (padding neurons left
-    out). Shape () or (runs,)."""
+    out; a real a_i = 0 is on side -, as in `neuron_grams`). Shape () or (runs,)."""
     padding = ~active_neurons(params)
-    return jnp.all((params.a > 0) | padding, axis=-1) | jnp.all((params.a < 0) | padding, axis=-1)
+    return jnp.all((params.a > 0) | padding, axis=-1) | jnp.all((params.a <= 0) | padding, axis=-1)
 
 
 def psi_sum(lam, vecs, psi0, h, eigenvectors: str = "columns") -> jax.Array:

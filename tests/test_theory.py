@@ -195,6 +195,16 @@ def test_certificate_needs_kinks_inside_the_data(trajectories):
     assert not _provably_stuck(p, data, 10 * case["lr"])  # ρ ≥ 1: step too large
 
 
+def test_a_real_neuron_with_a_zero_is_on_side_minus_as_in_its_gram():
+    """a = (-1, 0) with w ≠ 0: the side-+ Gram (`neuron_grams`, a_i ≤ 0 on side -) is 0,
+    so the propagator's check calls the run a-degenerate; `a_degenerate`, used on the
+    other paths, put a_i = 0 on neither side and did not. a = (1, 0) has both sides."""
+    for a, want in (([-1.0, 0.0], True), ([1.0, 0.0], False), ([0.0, 0.0], True)):
+        params = Params(np.array(a), np.zeros(2), np.array([0.5, -0.5]), np.zeros(()))
+        empty_side = np.any(np.trace(np.asarray(theory.neuron_grams(params)), 0, 1, 2) == 0)
+        assert bool(theory.a_degenerate(params)) == empty_side == want
+
+
 @pytest.mark.parametrize(
     "a, w, want",
     [
