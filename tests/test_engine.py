@@ -1,6 +1,7 @@
 """The engine: statuses, batching independence, paths, compile counts, faults."""
 
 import functools
+import re
 
 import jax
 import numpy as np
@@ -812,6 +813,40 @@ def test_networks_and_callers_that_cannot_train_are_named():
     for width in (0, 1, 2.0, True):
         with pytest.raises(ValueError, match=r"^classify_width: .* ≥ the networks' 2 neurons"):
             simulate(params, data, 0.01, classify_width=width)
+
+
+def test_networks_the_engine_would_misread_are_refused_by_name():
+    """From the API review, each trained or crashed without a word before: c of another run
+    count than a, b and w (one run trained, three dropped); a real neuron with a = b = 0
+    (its kink 0/0 kept the running largest kink NaN: the crossing rule never fired); a
+    step size that rounds to 0 or inf in the params' float32 (the runs stood still or
+    diverged); fields of two dtypes (trained in b's); complex targets (their imaginary
+    parts dropped); networks on R^2 for 1-D points (refused deep in the placement)."""
+    params, data = _tiny_runs()
+    with pytest.raises(ValueError, match=r"^params: c of shape \(1,\), b of \(2, 2\)"):
+        simulate(params._replace(c=params.c[:1]), data, 0.01)
+    dead = params._replace(a=np.array([[1.0, 0.0], [1.0, -1.0]]), b=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"^params: run 0's neuron 1 has a = 0 and b = 0 but w"):
+        simulate(dead, data, 0.01)
+    padded = dead._replace(w=np.array([[0.5, 0.0], [0.5, 0.5]]))  # a = b = w = 0: padding
+    from gdrelu.engine.arguments import check_arrays
+
+    check_arrays(padded, data, 0.01, None, None, None)
+    single = type(params)(*(v.astype(np.float32) for v in params))
+    for step, rounded in ((1e-50, "0.0"), (1e39, "inf")):
+        with pytest.raises(ValueError, match=rf"^step_size: {re.escape(repr(step))}, {rounded} in"):
+            simulate(single, data, step)
+    with pytest.raises(ValueError, match=r"^params: a float64, b float32, w float64, c float64"):
+        simulate(params._replace(b=params.b.astype(np.float32)), data, 0.01)
+    with pytest.raises(ValueError, match=r"^data: complex values"):
+        simulate(params, data._replace(y=data.y.astype(complex)), 0.01)
+    with pytest.raises(ValueError, match=r"^test: complex values"):
+        simulate(params, data, 0.01, test=data._replace(x=data.x.astype(complex)))
+    plane = params._replace(a=np.ones((2, 2, 2)))
+    with pytest.raises(
+        ValueError, match=r"^data: points of shape \(\) .* take points of shape \(2,\)"
+    ):
+        simulate(plane, data, 0.01)
 
 
 def test_points_that_do_not_fit_the_data_are_named():

@@ -71,6 +71,12 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
     _check_runs(params, data=data, validation_weights=validation_weights, validation=validation,
                 test=test)  # fmt: skip
     _check_points(data, validation_weights, validation=validation, test=test)
+    features, takes = np.shape(data.x)[2:], np.shape(params.a)[1:-1]  # () in 1-D
+    if features != takes:
+        raise ValueError(
+            f"data: points of shape {features or '()'} (x of shape {np.shape(data.x)}), but "
+            f"params' networks take points of shape {takes or '()'} (a of {np.shape(params.a)})"
+        )
     if isinstance(step_size, str):
         raise ValueError(
             f"step_size: {step_size!r} is a rule of ExperimentSpec; simulate takes numbers "
@@ -83,14 +89,20 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
             raise ValueError(f"step_size: {h.dtype} values; give real numbers")
         if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):
             raise ValueError(f"step_size: shape {h.shape} is neither a scalar nor one per run")
-        bad = np.flatnonzero(~(np.isfinite(h) & (h > 0)))
+        dtype = params_dtype(params)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            trained = h.astype(dtype)  # the runs train in the params' dtype
+        bad = np.flatnonzero(~(np.isfinite(trained) & (trained > 0)))
         if bad.size:
             more = f" and {bad.size - 1} more" if bad.size > 1 else ""
             which = f"run {bad[0]}{more} has " if h.size > 1 else ""
+            given, cast = h.reshape(-1)[bad[0]].item(), trained.reshape(-1)[bad[0]].item()
+            rounded = f", {cast!r} in the params' {dtype}" if np.isfinite(given) else ""
+            rounded = "" if cast == given else rounded
             raise ValueError(
-                f"step_size: {which}{h.reshape(-1)[bad[0]].item()!r}; every step size must be "
-                "positive and finite (a rule such as theory.paper_step_size gives nan or inf "
-                "for data that are not finite or weights of sum 0)"
+                f"step_size: {which}{given!r}{rounded}; every step size must be positive and "
+                "finite (a rule such as theory.paper_step_size gives nan or inf for data that "
+                "are not finite or weights of sum 0)"
             )
     points = np.shape(data.x)[1]
     if points < 2:  # a least-squares fit of one point; the minibatch samplers need two
@@ -128,7 +140,12 @@ def _check_points(data, validation_weights, **held_out) -> None:
 def _check_runs(params: Params, **inputs) -> None:
     """Refuse an input (a pytree or None) whose leaves' leading axis is not the runs axis
     of `params`, naming it: its runs would train on another run's points."""
-    if np.ndim(params.c) != 1 or np.shape(params.c)[0] < 1 or np.shape(params.b)[-1] < 1:
+    if (
+        np.ndim(params.c) != 1
+        or np.shape(params.c)[0] < 1
+        or np.shape(params.b)[-1] < 1
+        or np.shape(params.b)[:-1] != np.shape(params.c)
+    ):
         raise ValueError(
             f"params: c of shape {np.shape(params.c)}, b of {np.shape(params.b)}; simulate "
             "takes a batch of at least one run of at least one neuron, a leading runs axis "
@@ -138,6 +155,7 @@ def _check_runs(params: Params, **inputs) -> None:
     finite = [np.all(np.isfinite(np.asarray(jax.device_get(v)))) for v in params]
     if not all(finite):
         raise ValueError("params: some weights are not finite; a run must start from a network")
+    _check_kinks(params)
     runs = int(np.shape(params.c)[0])
     for name, tree in inputs.items():
         for leaf in jax.tree.leaves(tree):
@@ -145,6 +163,22 @@ def _check_runs(params: Params, **inputs) -> None:
                 raise ValueError(
                     f"{name}: shape {np.shape(leaf)} does not lead with the {runs} runs of params"
                 )
+
+
+def _check_kinks(params: Params) -> None:
+    """Refuse a real neuron (not padding: a = b = w = 0) with a_i = 0 and b_i = 0: its kink
+    b_i/a_i is 0/0, a NaN that the running largest kink keeps, and the crossing rule would
+    never fire for its run."""
+    a, b, w = (np.asarray(jax.device_get(v)) for v in params[:3])
+    flat = np.all(a == 0, axis=-2) if a.ndim > b.ndim else a == 0
+    undefined = flat & (b == 0) & (w != 0)
+    if undefined.any():
+        run, neuron = np.argwhere(undefined)[0]
+        raise ValueError(
+            f"params: run {run}'s neuron {neuron} has a = 0 and b = 0 but w ≠ 0: its kink b/a "
+            "is 0/0, and the crossing rule could not see its run cross; only padding neurons "
+            "(a = b = w = 0) may have a = 0 there"
+        )
 
 
 def check_callers(params: Params, devices, on_check, classify_width) -> None:
@@ -172,19 +206,26 @@ def params_dtype(params: Params) -> np.dtype:
     return np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
 
 
-def check_precision(params: Params, data: WeightedData) -> None:
+def check_precision(params: Params, data: WeightedData, **held_out) -> None:
     """Refuse params that are not float32 or float64 (the runs train in their dtype: an
     integer network cannot, and float16 has no eigensolver), and float64 params while
     `jax_enable_x64` is off: JAX would train them as float32 without a word. Float64 data
-    (numpy's default) beside float32 params is cast to float32, as every other input."""
+    (numpy's default) beside float32 params is cast to float32, as every other input.
+    Also refused: params whose fields differ in dtype (the runs would train in b's), and
+    complex points, targets or weights (their imaginary parts would be dropped)."""
     dtype = params_dtype(params)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
-    if jax.config.read("jax_enable_x64"):
-        return
-    wide = [np.dtype(v.dtype) == np.float64 for v in params if hasattr(v, "dtype")]
-    if any(wide):
+    fields = zip(params._fields, params, strict=True)
+    kinds = {name: np.dtype(v.dtype) for name, v in fields if hasattr(v, "dtype")}
+    if np.float64 in kinds.values() and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "params: float64 but jax_enable_x64 is off, so JAX would train them as float32; "
             f"enable it at start-up with {X64_HINT} (or pass float32 arrays)"
         )
+    if len(set(kinds.values())) > 1:
+        said = ", ".join(f"{name} {kind}" for name, kind in kinds.items())
+        raise ValueError(f"params: {said}; give every field the dtype the runs train in")
+    for name, points in (("data", data), *held_out.items()):
+        if points is not None and any(np.iscomplexobj(v) for v in points):
+            raise ValueError(f"{name}: complex values; points, targets and weights are real")

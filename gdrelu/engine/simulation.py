@@ -233,7 +233,7 @@ def _validated(
     """`simulate`'s arguments checked, before anything is compiled: its `_Plan`."""
     check_kinds(params, data, validation, test)
     optimizer = _optimizer(optimizer, sampler, batch_size)
-    check_precision(params, data)
+    check_precision(params, data, validation=validation, test=test)
     check_settings(check_every, max_checks, block, redo, patience, alpha, min_delta)
     check_arrays(params, data, step_size, validation_weights, validation, test)
     check_callers(params, devices, on_check, classify_width)
