@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdrelu.compiled import jit
-from gdrelu.numbers import is_integer
+from gdrelu.numbers import check_key, is_integer, is_real
 
 SIX_POINTS_X = (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0)
 SIX_POINTS_Y = (-1.0, 2.0, -1.0, 1.0, -2.0, 1.0)
@@ -45,11 +45,11 @@ def check_points(name: str, points: WeightedData) -> None:
 def six_points(delta: float | jax.Array = 0.0, dtype=None) -> tuple[jax.Array, jax.Array]:
     """The paper's 1-D data: x = (-3, -2, -1, 1, 2, 3), y = (-1, 2, -1, 1, -2, 1) + Δ, one
     number Δ (vmap for several)."""
-    if np.ndim(delta) != 0:
+    if not (is_real(delta) or isinstance(delta, jax.Array | np.ndarray)) or np.ndim(delta) != 0:
         raise ValueError(f"delta: one number Δ (jax.vmap over several), not {delta!r}")
     x = jnp.asarray(SIX_POINTS_X, dtype=dtype)
-    y = jnp.asarray(SIX_POINTS_Y, dtype=dtype) + delta
-    return x, y
+    y = jnp.asarray(SIX_POINTS_Y, dtype=dtype)
+    return x, y + jnp.asarray(delta).astype(y.dtype)  # in `dtype`, whatever Δ's
 
 
 def multinomial_weights(
@@ -67,6 +67,12 @@ def multinomial_weights(
         whole = value.ndim == 0 and value.dtype.kind in "iuf" and float(value).is_integer()
         if not (whole and value >= 1):
             raise ValueError(f"num_samples: {num_samples!r} is not a positive integer")
+        exact = 2 ** (np.finfo(count_dtype()).nmant + 1)  # counts stay whole up to here
+        if value > exact:
+            raise ValueError(
+                f"num_samples: {num_samples!r} is above {exact}, beyond which the counts, "
+                f"drawn in {np.dtype(count_dtype())}, are no longer whole numbers"
+            )
     if not (is_integer(num_points) and num_points >= 1):
         raise ValueError(f"num_points: {num_points!r} is not a positive integer")
     dtype = dtype or jnp.result_type(float)
@@ -87,6 +93,7 @@ def paper_data(
     key: jax.Array, delta: float | jax.Array, num_samples: int | jax.Array, dtype=None
 ) -> WeightedData:
     """One run's training distribution: the six points with multinomial weights (N samples)."""
+    check_key("key", key)
     x, y = six_points(delta, dtype)
     return WeightedData(x, y, multinomial_weights(key, x.shape[0], num_samples, y.dtype))
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from gdrelu.compiled import jit
 from gdrelu.model import STANDARD, Params, Scaling, scaling_of
-from gdrelu.numbers import is_integer
+from gdrelu.numbers import check_key, is_integer
 
 
 def _layers(key, n, d, var_a, var_w, dtype):
@@ -70,8 +70,7 @@ def _initialized(init: str, n: int, d: int, key, dtype) -> Params:
     for name, size in (("n", n), ("d", d)):
         if not is_integer(size) or size < 1:
             raise ValueError(f"{name}: {size!r} is not a positive integer (a static shape)")
-    if isinstance(key, int | float):
-        raise ValueError(f"key: a JAX PRNG key, such as jax.random.key({key!r}), not {key!r}")
+    check_key("key", key)
     return _layers(key, n, d, *VARIANCES[init](n, d), dtype or jnp.result_type(float))
 
 

@@ -25,3 +25,16 @@ def check_kind(name: str, value, kind) -> None:
             f"{name}: a gdrelu.{kind.__name__}({fields}), not {type(value).__name__}; "
             f"build one with gdrelu.{kind.__name__}(*values)"
         )
+
+
+def check_key(name: str, key) -> None:
+    """Refuse what is no single JAX PRNG key (a number, None, a batch of keys), naming
+    `name`: JAX's own errors do not say which argument."""
+    import jax
+
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = not typed and isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32
+    if not (typed or raw):
+        raise ValueError(f"{name}: a JAX PRNG key, such as jax.random.key(0), not {key!r}")
+    if np.ndim(key) != (0 if typed else 1):
+        raise ValueError(f"{name}: one key, not a batch of shape {np.shape(key)} (jax.vmap)")

@@ -63,9 +63,8 @@ def run_experiment(
     """Run every cell of `spec`, one bucket of widths at a time (`width_buckets`: all
     their Δ cells in one batch, padded to the bucket's width), in the spec's cell order.
     A bucket whose runs do not fit in `memory_budget` bytes (default: a share of the free
-    device or host memory, `memory.memory_budget`), less what the finished runs hold
-    (`memory.results_bytes`), goes in several batches (a run's result does not depend on
-    its batch).
+    memory, `memory.memory_budget`), less what the finished runs hold, goes in several
+    batches (`memory.results_bytes`; a run's result does not depend on its batch).
 
     With `units` (a run directory), the widths whose unit is stored there are loaded
     (`on_stored` receives their cells; `stored`: those the caller read already,
@@ -89,7 +88,7 @@ def run_experiment(
     expected to end (`growth`). A width whose single run needs more than the budget
     raises `memory.BudgetError` before anything is compiled.
     """
-    _check_arguments(spec, processes)
+    _check_arguments(spec, processes, on_check, on_cells_done, on_stored, on_batches, on_forecast)
     units = None if units is None else Path(units)
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)
@@ -109,7 +108,14 @@ def run_experiment(
     return [cr for width in spec.widths for cr in results[width]]
 
 
-def _check_arguments(spec, processes: Processes | None) -> None:
+def _check_arguments(spec, processes: Processes | None, *callbacks) -> None:
+    """Refuse what is no spec, what several processes cannot do yet, and a callback
+    (`run_experiment`'s, in order) that cannot be called: it would fail only after a
+    chunk has trained."""
+    names = ("on_check", "on_cells_done", "on_stored", "on_batches", "on_forecast")
+    for name, callback in zip(names, callbacks, strict=True):
+        if callback is not None and not callable(callback):
+            raise ValueError(f"{name}: {callback!r} is not a function")
     if not isinstance(spec, ExperimentSpec):
         raise TypeError(
             f"spec: an ExperimentSpec (ExperimentSpec.from_dict for a dict), not {spec!r}"

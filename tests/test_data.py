@@ -266,6 +266,32 @@ def test_a_sample_count_that_is_not_a_positive_integer_is_refused(count):
         multinomial_weights(jax.random.PRNGKey(0), 6, count)
 
 
+def test_a_sample_count_beyond_whole_counts_is_refused():
+    """Counts are drawn in float64 here (x64 on): above 2^53 draws they stop being whole
+    numbers, as `ExperimentSpec` says in refusing such an N; the function took them."""
+    above = rf"^num_samples: {2**53 + 1} is above {2**53}, beyond which the counts"
+    with pytest.raises(ValueError, match=above):
+        multinomial_weights(jax.random.PRNGKey(0), 6, 2**53 + 1)
+    assert float(np.sum(multinomial_weights(jax.random.PRNGKey(0), 6, 2**53))) == 1.0
+
+
+def test_paper_data_names_a_bad_key_or_delta_and_keeps_its_dtype():
+    """From the API review: a seed for the key and Δ as text failed inside JAX; a float64
+    Δ turned y and the weights float64 beside float32 x."""
+    from gdrelu import paper_data
+
+    with pytest.raises(ValueError, match=r"^key: a JAX PRNG key, such as jax.random.key\(0\)"):
+        paper_data(0, 0.0, 16)
+    with pytest.raises(ValueError, match=r"^delta: one number Δ"):
+        paper_data(jax.random.key(0), "0.1", 16)
+    data = paper_data(jax.random.key(0), np.float64(0.5), 16, jnp.float32)
+    assert [v.dtype for v in data] == [jnp.float32] * 3
+    np.testing.assert_array_equal(data.y, np.float32([-1, 2, -1, 1, -2, 1]) + np.float32(0.5))
+    deltas = jnp.linspace(0.0, 0.1, 3, dtype=jnp.float64)
+    batch = jax.vmap(lambda d: paper_data(jax.random.key(0), d, 16, jnp.float32))(deltas)
+    assert [v.dtype for v in batch] == [jnp.float32] * 3
+
+
 def test_a_sample_count_in_a_concrete_array_is_checked_and_a_traced_one_is_not():
     """A concrete JAX array N = 0 skipped the check and gave NaN weights; it is refused as
     the Python 0 is, while N = 16 in an array draws as 16 does. A traced N (inside `jit`)

@@ -926,6 +926,18 @@ def test_a_compares_batches_are_each_priced_once_and_all_begin(monkeypatch):
     assert not any(clock.queued) and all(not any(w.values()) for w in clock.waiting)
 
 
+@pytest.mark.parametrize("name", ["on_check", "on_cells_done", "on_batches", "on_forecast"])
+def test_a_callback_that_cannot_be_called_is_refused_before_training(name, monkeypatch):
+    """`run_experiment(spec, on_check=3)` failed with "'int' object is not callable" after
+    the first chunk had trained (API review)."""
+    from gdrelu import runner
+
+    monkeypatch.setattr(runner, "train_cells", lambda *a, **k: pytest.fail("trained"))
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=4)
+    with pytest.raises(ValueError, match=rf"^{name}: 3 is not a function"):
+        runner.run_experiment(spec, **{name: 3})
+
+
 def test_a_cell_grown_to_a_target_stops_at_max_runs_exactly(monkeypatch):
     """A target no 6 runs can meet (half-width 0.01): batches of 4 grow each cell to 4,
     then to 6 (a last batch of runs 4 and 5, not 4 runs), and no further."""

@@ -207,8 +207,11 @@ def test_a_network_without_neurons_or_inputs_is_refused(args, field):
     the key goes gave JAX's "invalid PRNG key data"."""
     with pytest.raises(ValueError, match=f"^{field} is not a positive integer"):
         he_init(*args, key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"^key: a JAX PRNG key, such as jax.random.key\(7\)"):
-        he_init(4, key=7)
+    for key in (7, None, np.int64(7)):  # np.int64 and None failed inside JAX
+        with pytest.raises(ValueError, match=r"^key: a JAX PRNG key, such as jax.random.key"):
+            he_init(4, key=key)
+    with pytest.raises(ValueError, match=r"^key: one key, not a batch of shape \(3,\)"):
+        he_init(4, key=jax.random.split(jax.random.key(0), 3))
 
 
 def test_cell_draws_refuse_the_non_partitionable_threefry():
