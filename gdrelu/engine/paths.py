@@ -307,9 +307,14 @@ def choose_path(
     if path == "fixed_pattern" and not fixed:
         raise ValueError("path='fixed_pattern' needs 1-D input and the standard parameterization")
     if path == "propagator" and not propagated:
+        unmet = {
+            f"one of {sorted(HEAVY_BALL)} (not {optimizer.name!r})": propagates(optimizer),
+            "1-D input": one_dimensional,
+            "the standard parameterization": standard,
+            "no held-out points": not held_out,
+        }
         raise ValueError(
-            f"path='propagator' needs one of {sorted(HEAVY_BALL)} (not {optimizer.name!r}), "
-            "1-D input, the standard parameterization and no held-out points"
+            f"path='propagator' needs {', '.join(k for k, v in unmet.items() if not v)}"
         )
     return path
 
