@@ -94,7 +94,9 @@ class SimulationResult(NamedTuple):
         rules (`certificate_checked`); "final", also those whose final network is still in
         the linear regime (not `escaped`), the rule where no proof exists. Neither counts a
         diverged run, nor one the crossing rule stopped: it was halted where it may escape,
-        before its budget, so its last network is no final one."""
+        before its budget, so its last network is no final one. With
+        `simulate(eigenvectors="rows")` "stuck" is the reference code's certificate, which
+        reads rows of U as eigenvectors: its count, not a proof (docs/fidelity.md)."""
         certified = np.isin(self.status, STUCK_STATUSES)
         if rule == "certificate":
             unchecked = int(np.size(self.status) - np.count_nonzero(self.certificate_checked))
