@@ -849,6 +849,20 @@ def test_networks_the_engine_would_misread_are_refused_by_name():
         simulate(plane, data, 0.01)
 
 
+def test_params_of_python_lists_are_taken_as_arrays():
+    """`params_dtype` takes array-likes, but the inputs' cast read `params.b.dtype`: a
+    Params of lists failed with "'list' object has no attribute 'dtype'" (API review)."""
+    from gdrelu.engine import simulation
+
+    params, data = _tiny_runs()
+    listed = type(params)(*(v.tolist() for v in params))
+    cast = (simulation._as_arrays(p, data, None, None, None) for p in (listed, params))
+    for got, want in zip(*cast, strict=True):
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype == np.float64
+            np.testing.assert_array_equal(g, w)
+
+
 def test_points_that_do_not_fit_the_data_are_named():
     """A point set whose x, y and weights disagree on the points per run, held-out points
     with features the data lacks, and validation weights for another number of points are

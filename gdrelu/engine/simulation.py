@@ -317,7 +317,7 @@ def key_data_per_run(key, runs: int):
 def _as_arrays(params, data, validation_weights, validation, test):
     """(params, data, validation, test) as JAX arrays of the parameters' dtype; without
     held-out points, validation is the training points with `validation_weights`."""
-    dtype = params.b.dtype
+    dtype = params_dtype(params)
     data = WeightedData(*(on_device(v, dtype) for v in data))
     params = Params(*(on_device(v, dtype) for v in params))
     if validation is None:
