@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +159,10 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentSpec:
-        """Build a spec from a mapping (a TOML table), naming any unknown field."""
+        """Build a spec from a mapping (a TOML table), naming any unknown field; a list
+        field may also be a numpy array, as the constructor takes."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"values: a mapping of spec fields (a TOML table), not {values!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         for name in values:
             if name not in known:
@@ -170,6 +174,8 @@ class ExperimentSpec:
             if name in values:
                 if name in ("stop_on", "split") and values[name] is None:
                     continue
+                if isinstance(values[name], np.ndarray) and values[name].ndim == 1:
+                    values[name] = values[name].tolist()
                 if not isinstance(values[name], list | tuple):
                     raise SpecError(name, "must be a list")
                 values[name] = tuple(values[name])

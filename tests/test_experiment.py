@@ -1017,9 +1017,14 @@ def test_from_dict_takes_back_what_to_dict_wrote_and_names_a_bare_value():
     )
     for spec in specs:
         assert ExperimentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    for name, value in (("widths", 16), ("split", 1), ("stop_on", 3)):
+    for name, value in (("widths", 16), ("split", 1), ("stop_on", 3), ("widths", np.int64(8))):
         with pytest.raises(SpecError, match=f"^{name}: must be a list"):
             ExperimentSpec.from_dict({name: value})
+    # a numpy array, as the constructor takes (it was 'must be a list'); no mapping at all
+    arrays = {"widths": np.array([8, 16]), "deltas": np.array([0.1])}
+    assert ExperimentSpec.from_dict({**arrays, "runs": 2}) == ExperimentSpec(**arrays, runs=2)
+    with pytest.raises(TypeError, match=r"^values: a mapping of spec fields"):
+        ExperimentSpec.from_dict(None)
 
 
 def test_the_defaults_are_the_documented_job():
