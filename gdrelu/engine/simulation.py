@@ -94,7 +94,8 @@ def simulate(
     "sgd", "momentum", "adam", a function h -> optax transformation, or a transformation
     (`optim.get_optimizer`, with `sampler` and `batch_size`, default 16, refused for a
     full-batch sampler; an `Optimizer` brings its own); a stochastic sampler needs `key`,
-    one key per run (typed, or (runs, 2) key data). `parameterization`: "standard" (He), "ntk".
+    one key per run (typed, or (runs, 2) key data), which a full-batch one ignores.
+    `parameterization`: "standard" (He), "ntk".
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
