@@ -1,6 +1,7 @@
 """Cells grown to a target half-width (`ExperimentSpec.target_halfwidth`): batches of
 `runs` more runs for each cell whose 95% interval of P(stuck) is still too wide, and the
-forecast of where each will end, for the progress bar (docs/design.md, "Runner")."""
+forecast of where each will end, for the progress bar (docs/design.md, "Adaptive Monte
+Carlo")."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def forecast(spec: ExperimentSpec, cell_result: CellResult) -> Forecast:
         return Forecast(size - spec.runs, 0)
     stuck = int(stuck_runs(cell_result).sum())
     end = expected_runs(stuck, size, spec.target_halfwidth, spec.runs, spec.max_runs)
+    end = max(end, min(size + spec.runs, spec.max_runs))  # it takes the next batch at least
     return Forecast(end - spec.runs, -(-(end - size) // spec.runs) - 1)
 
 
