@@ -211,20 +211,24 @@ def check_fits(
     `budget` bytes, or naming --runs (--max-runs if set) if the largest such run and the
     finished runs (`results_bytes`, plus `held` bytes of other specs' results) together
     do; shapes only, nothing is compiled. `lower`: the flags the message says to lower
-    (default: those that set the spec's sizes); it names the spec's fields, or with
-    `as_flags` the CLI's flags."""
+    (default: those that set the spec's sizes; "": none, a preset's smallest scale); it
+    names the spec's fields, or with `as_flags` the CLI's flags."""
     named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
     largest = 0
     for bucket, widths in width_buckets(spec):
         need = _alone(spec, bucket, max(widths), devices)
         if need > budget:
-            unpadded = "" if lower else _unpadded(spec, max(widths), bucket, budget, named, devices)
+            unpadded = (
+                ""
+                if lower is not None
+                else _unpadded(spec, max(widths), bucket, budget, named, devices)
+            )
+            advice = "raise " if lower == "" else f"lower {lower or _sizes(spec, named)}, or raise "
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "
-                f"{_gigabytes(budget)}; lower {lower or _sizes(spec, named)}, or raise "
-                f"{named('memory_budget')}{unpadded}"
+                f"{_gigabytes(budget)}; {advice}{named('memory_budget')}{unpadded}"
             )
         largest = max(largest, need)
     kept = results_bytes(spec) + held

@@ -134,15 +134,21 @@ def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys
 
 
 def test_a_budget_too_small_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
-    """--memory-budget reaches reproduce: 1 kB is less than one run of width 8 needs."""
+    """--memory-budget reaches reproduce: 1 kB is less than one run of width 8 needs. At
+    the smallest scale only the budget can change (it said "lower --scale"); at the
+    paper's, the message names the flags reproduce has, not run's --widths."""
     from gdrelu.cli import main
 
     out = tmp_path / "repro"
     command = ["reproduce", "--only", "sgd", "--out", str(out), "--quiet"]
     assert main([*command, "--memory-budget", "1e-6"]) == 2
-    err = capsys.readouterr().err  # names the flags reproduce has, not run's --widths
-    assert "width 8:" in err and "--scale" in err and "--widths" not in err, err
+    err = capsys.readouterr().err
+    assert "width 8:" in err and err.endswith("; raise --memory-budget\n"), err
     assert not out.exists()
+    assert main([*command, "--scale", "paper", "--memory-budget", "1e-6"]) == 2
+    err = capsys.readouterr().err
+    assert "; lower --scale (or --only), or raise --memory-budget" in err, err
+    assert "--widths" not in err and not out.exists()
     assert main([*command, "--memory-budget", "-1"]) == 2
     assert "--memory-budget" in capsys.readouterr().err and not out.exists()
     section10 = ["reproduce", "--only", "section10", "--out", str(out), "--quiet"]

@@ -435,6 +435,19 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
     assert not (tmp_path / "killed" / store.UNITS / store.PARTS).exists()
 
 
+@pytest.mark.parametrize(
+    ("scale", "advice"), [("tiny", "raise"), ("small", "lower --scale, or raise")]
+)
+def test_a_budget_below_one_run_says_what_can_change(scale, advice, tmp_path, capsys):
+    """At the smallest scale there is none to lower to: the refusal names the budget alone
+    (it said "lower --scale" there too); nothing is written."""
+    out = tmp_path / "grid"
+    argv = ["run", "--preset", "section10", "--scale", scale, "--memory-budget", "1e-6"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"GB; {advice} --memory-budget\n") and not out.exists(), err
+
+
 def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch):
     """The preset and `gdrelu reproduce --only section10` train the groups one after the
     other, each storing its results before the next starts: a budget that fits the

@@ -65,7 +65,8 @@ def execute(args, started: dict | None = None) -> int:
     specs = _specs(names, scale)
     backends.check_specs_kernel(specs, args.kernel)  # every experiment's, before it starts
     # before the directory is written; one experiment at a time, with the whole budget
-    options.check_fits(specs, budget, together=False, lower="--scale (or --only)")
+    lower = "" if scale == reproduce.SCALES[0] else "--scale (or --only)"  # "": the budget
+    options.check_fits(specs, budget, together=False, lower=lower)
     # a resume's directory is checked against its manifest before the paper scale's
     # estimate times each path; a new one is made after it, so a Ctrl-C there leaves none
     resumed = args.resume is not None
