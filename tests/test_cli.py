@@ -1847,6 +1847,27 @@ def test_the_bar_of_a_growing_cell_totals_the_runs_it_is_expected_to_end_with(mo
     assert shown == [(50, 50), (100, 200), (150, 200), (200, 200)] and end == (200, 200)
 
 
+def test_a_resumed_cell_that_had_grown_adds_its_runs_to_the_bar_s_total():
+    """A resume reads width 8's two cells back, grown from 10 runs to 60 each; width 16's
+    two cells still train their first 10. The bar said 120/120 (100%) through width 16's
+    first batch; the total now counts the stored cells' 100 runs beyond their first."""
+    import io
+
+    from gdrelu.cli.progress import RunProgress
+    from gdrelu.progress import spec_clock
+    from gdrelu.spec import ExperimentSpec
+
+    spec = ExperimentSpec(widths=(8, 16), deltas=(0.0, 1.0), runs=10, target_halfwidth=0.12,
+                          max_runs=60)  # fmt: skip
+    progress = RunProgress(40, spec_clock([spec]), enabled=True, file=io.StringIO())
+    stored = [finished_cell(c, [Status.CROSSED] * 60, [True] * 60) for c in spec.cells()[:2]]
+    progress.on_stored(0, stored)
+    assert (progress.bar.n, progress.bar.total) == (120, 140)
+    progress.on_check(0, (16,), 1, np.full(20, Status.CROSSED, np.int8))
+    assert (progress.bar.n, progress.bar.total) == (140, 140)
+    progress.close()
+
+
 def test_the_bar_counts_each_batch_from_its_own_first_check():
     """Width 4's batch finishes its 3 runs, then width 8's batch reports 1 of its 3
     finished: 4 runs done, not 1 (a batch's statuses count from its own start)."""

@@ -109,8 +109,11 @@ class RunProgress:
         self._show()
 
     def on_stored(self, spec: int, cell_results: Sequence) -> None:
-        """Spec `spec`'s `cell_results` were loaded from their unit: done, not timed."""
+        """Spec `spec`'s `cell_results` were loaded from their unit: done, not timed. A
+        cell that `target_halfwidth` grew adds its runs beyond the first batch to the total
+        (else the bar would read 100% while the cells left train their first batches)."""
         runs = sum(cr.result.status.size for cr in cell_results)
+        self.bar.total += runs - sum(cr.cell.spec.runs for cr in cell_results)
         self.stored += runs
         self._advance(runs)
         self._count(spec, cell_results)
