@@ -815,7 +815,7 @@ def test_networks_and_callers_that_cannot_train_are_named():
             simulate(params, data, 0.01, classify_width=width)
 
 
-def test_networks_the_engine_would_misread_are_refused_by_name():
+def test_networks_the_engine_would_misread_are_refused_by_name(monkeypatch):
     """From the API review, each trained or crashed without a word before: c of another run
     count than a, b and w (one run trained, three dropped); a real neuron with a = b = 0
     (its kink 0/0 kept the running largest kink NaN: the crossing rule never fired); a
@@ -832,6 +832,14 @@ def test_networks_the_engine_would_misread_are_refused_by_name():
     from gdrelu.engine.arguments import check_arrays
 
     check_arrays(padded, data, 0.01, None, None, None)
+    from gdrelu.engine import simulation
+
+    monkeypatch.setattr(simulation, "_trained", lambda plan, **arguments: plan)  # no training
+    simulate(padded, data, 0.01)
+    simulate(dead, data, 0.01, stop_on=())  # no crossing rule reads its kink: it trains
+    plane = data._replace(x=np.stack([data.x, data.x], -1))  # d = 2: crossing is a pattern
+    simulate(params._replace(a=np.zeros((2, 2, 2)), b=np.zeros((2, 2))), plane, 0.01)
+    monkeypatch.undo()
     single = type(params)(*(v.astype(np.float32) for v in params))
     for step, rounded in ((1e-50, "0.0"), (1e39, "inf")):
         with pytest.raises(ValueError, match=rf"^step_size: {re.escape(repr(step))}, {rounded} in"):
@@ -853,8 +861,17 @@ def test_params_of_python_lists_are_taken_as_arrays():
     """`params_dtype` takes array-likes, but the inputs' cast read `params.b.dtype`: a
     Params of lists failed with "'list' object has no attribute 'dtype'" (API review)."""
     from gdrelu.engine import simulation
+    from gdrelu.engine.arguments import check_precision, params_dtype
 
     params, data = _tiny_runs()
+    single = type(params)(*(v.astype(np.float32) for v in params))
+    assert params_dtype(single._replace(b=single.b.tolist())) == np.float32  # the arrays'
+    jax.config.update("jax_enable_x64", False)
+    try:  # lists alone are numpy's float64, which needs x64 (they trained as float32)
+        with pytest.raises(ValueError, match=r"^params: float64 but jax_enable_x64 is off"):
+            check_precision(type(params)(*(v.tolist() for v in params)), data)
+    finally:
+        jax.config.update("jax_enable_x64", True)
     listed = type(params)(*(v.tolist() for v in params))
     cast = (simulation._as_arrays(p, data, None, None, None) for p in (listed, params))
     for got, want in zip(*cast, strict=True):

@@ -155,7 +155,6 @@ def _check_runs(params: Params, **inputs) -> None:
     finite = [np.all(np.isfinite(np.asarray(jax.device_get(v)))) for v in params]
     if not all(finite):
         raise ValueError("params: some weights are not finite; a run must start from a network")
-    _check_kinks(params)
     runs = int(np.shape(params.c)[0])
     for name, tree in inputs.items():
         for leaf in jax.tree.leaves(tree):
@@ -165,13 +164,12 @@ def _check_runs(params: Params, **inputs) -> None:
                 )
 
 
-def _check_kinks(params: Params) -> None:
-    """Refuse a real neuron (not padding: a = b = w = 0) with a_i = 0 and b_i = 0: its kink
-    b_i/a_i is 0/0, a NaN that the running largest kink keeps, and the crossing rule would
-    never fire for its run."""
+def check_kinks(params: Params) -> None:
+    """Where the 1-D crossing rule applies (`max_kink` ≥ min|x|), refuse a real neuron
+    (not padding: a = b = w = 0) with a_i = 0 and b_i = 0: its kink b_i/a_i is 0/0, a NaN
+    that the running largest kink keeps, and the rule would never fire for its run."""
     a, b, w = (np.asarray(jax.device_get(v)) for v in params[:3])
-    flat = np.all(a == 0, axis=-2) if a.ndim > b.ndim else a == 0
-    undefined = flat & (b == 0) & (w != 0)
+    undefined = (a == 0) & (b == 0) & (w != 0)
     if undefined.any():
         run, neuron = np.argwhere(undefined)[0]
         raise ValueError(
@@ -202,8 +200,10 @@ def check_callers(params: Params, devices, on_check, classify_width) -> None:
 
 
 def params_dtype(params: Params) -> np.dtype:
-    """The dtype the runs train in: their weights' (arrays or array-likes)."""
-    return np.dtype(getattr(params.b, "dtype", np.asarray(params.b).dtype))
+    """The dtype the runs train in: their weights' (b's, else the first field's that has
+    one; array-likes such as lists take it, or numpy's if none has one)."""
+    typed = [np.dtype(v.dtype) for v in (params.b, *params) if hasattr(v, "dtype")]
+    return typed[0] if typed else np.asarray(params.b).dtype
 
 
 def check_precision(params: Params, data: WeightedData, **held_out) -> None:
@@ -218,7 +218,8 @@ def check_precision(params: Params, data: WeightedData, **held_out) -> None:
         raise ValueError(f"params: {dtype} weights; the runs train in float32 or float64")
     fields = zip(params._fields, params, strict=True)
     kinds = {name: np.dtype(v.dtype) for name, v in fields if hasattr(v, "dtype")}
-    if np.float64 in kinds.values() and not jax.config.read("jax_enable_x64"):
+    wide = np.float64 in (*kinds.values(), dtype)  # lists alone: numpy's float64
+    if wide and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "params: float64 but jax_enable_x64 is off, so JAX would train them as float32; "
             f"enable it at start-up with {X64_HINT} (or pass float32 arrays)"

@@ -24,6 +24,7 @@ from gdrelu.engine.arguments import (
     check_arrays,
     check_callers,
     check_kinds,
+    check_kinks,
     check_precision,
     check_settings,
     params_dtype,
@@ -243,6 +244,8 @@ def _validated(
     early_stopping = _early_stopping(early_stopping, validation_weights, validation)
     stop_on = rule_names(stop_on)
     rules = stop_rules(stop_on, optimizer, standard, one_dimensional, eigenvectors, early_stopping)
+    if one_dimensional and "crossed" in rules:
+        check_kinks(params)
     held_out = validation is not None or test is not None
     rules += ("held_out",) if held_out else ()
     if optimizer.uses_step_size == (step_size is None):
