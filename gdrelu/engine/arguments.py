@@ -164,10 +164,12 @@ def _check_runs(params: Params, **inputs) -> None:
                 )
 
 
-def check_kinks(params: Params) -> None:
+def check_kinks(params: Params, rules, one_dimensional: bool) -> None:
     """Where the 1-D crossing rule applies (`max_kink` ≥ min|x|), refuse a real neuron
     (not padding: a = b = w = 0) with a_i = 0 and b_i = 0: its kink b_i/a_i is 0/0, a NaN
     that the running largest kink keeps, and the rule would never fire for its run."""
+    if not (one_dimensional and "crossed" in rules):
+        return
     a, b, w = (np.asarray(jax.device_get(v)) for v in params[:3])
     undefined = (a == 0) & (b == 0) & (w != 0)
     if undefined.any():

@@ -94,9 +94,8 @@ def simulate(
     (float64 needs `jax_enable_x64`), to which the other inputs are cast. `optimizer`: "gd",
     "sgd", "momentum", "adam", a function h -> optax transformation, or a transformation
     (`optim.get_optimizer`, with `sampler` and `batch_size`, default 16, refused for a
-    full-batch sampler; an `Optimizer` brings its own); a stochastic sampler needs `key`,
-    one key per run (typed, or (runs, 2) key data), which a full-batch one ignores.
-    `parameterization`: "standard" (He), "ntk".
+    full-batch sampler; an `Optimizer` brings its own); `key`: one per run (typed, or (runs,
+    2) key data) for a stochastic sampler. `parameterization`: "standard" (He), "ntk".
 
     The checks and their order are `engine.checks`' (docs/theory.md, "Outcome of a run").
     `stop_on` selects crossed, stuck and degenerate (default: all three for full-batch GD
@@ -244,8 +243,7 @@ def _validated(
     early_stopping = _early_stopping(early_stopping, validation_weights, validation)
     stop_on = rule_names(stop_on)
     rules = stop_rules(stop_on, optimizer, standard, one_dimensional, eigenvectors, early_stopping)
-    if one_dimensional and "crossed" in rules:
-        check_kinks(params)
+    check_kinks(params, rules, one_dimensional)
     held_out = validation is not None or test is not None
     rules += ("held_out",) if held_out else ()
     if optimizer.uses_step_size == (step_size is None):
@@ -253,9 +251,7 @@ def _validated(
             "step_size: needed for a named optimizer or a function of h, and must be None "
             "for an optax transformation with its own learning rate"
         )
-    noise_key = key_data_per_run(key, int(np.shape(params.c)[0]))
-    if optimizer.stochastic and noise_key is None:
-        raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
+    noise_key = _noise_key(key, optimizer, int(np.shape(params.c)[0]))
     check_multinomial_steps(optimizer, check_every * max_checks)
     if optimizer.sampler == "epoch" and optimizer.batch_size > (points := np.shape(data.x)[1]):
         raise ValueError(f"batch_size: {optimizer.batch_size} exceeds the {points} points")
@@ -263,6 +259,15 @@ def _validated(
     shape, dtype = native_general.data_shape(data.x), params_dtype(params)
     native_general.check_requested(requested_kernel(kernel), optimizer, *shape, dtype)
     return _Plan(optimizer, rules, path, noise_key)
+
+
+def _noise_key(key, optimizer: Optimizer, runs: int) -> jax.Array | None:
+    """The runs' key data for the minibatch draws (`key_data_per_run`), refused if a
+    stochastic sampler has none."""
+    noise_key = key_data_per_run(key, runs)
+    if optimizer.stochastic and noise_key is None:
+        raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
+    return noise_key
 
 
 def _optimizer(optimizer, sampler, batch_size) -> Optimizer:
