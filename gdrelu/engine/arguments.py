@@ -97,8 +97,8 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
             more = f" and {bad.size - 1} more" if bad.size > 1 else ""
             which = f"run {bad[0]}{more} has " if h.size > 1 else ""
             given, cast = h.reshape(-1)[bad[0]].item(), trained.reshape(-1)[bad[0]].item()
-            rounded = f", {cast!r} in the params' {dtype}" if np.isfinite(given) else ""
-            rounded = "" if cast == given else rounded
+            changed = np.isfinite(given) and cast != given  # rounded to 0 or inf
+            rounded = f", {cast!r} in the params' {dtype}" if changed else ""
             raise ValueError(
                 f"step_size: {which}{given!r}{rounded}; every step size must be positive and "
                 "finite (a rule such as theory.paper_step_size gives nan or inf for data that "
