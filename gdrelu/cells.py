@@ -9,6 +9,7 @@ the same seed see the same data and initial networks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -88,6 +89,16 @@ class CellResult(NamedTuple):
             f"CellResult({c.cell_id}: width={c.width}, delta={c.delta:g}, "
             f"optimizer={c.spec.optimizer!r}, {self.result!r})"
         )
+
+
+def joined_cell(first: CellResult, second: CellResult) -> CellResult:
+    """One cell's results of two batches of consecutive run indices, in index order."""
+    join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
+    return CellResult(
+        first.cell,
+        np.concatenate([first.step_size, second.step_size]),
+        join(first.result, second.result),
+    )
 
 
 class RunKeys(NamedTuple):

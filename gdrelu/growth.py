@@ -9,11 +9,11 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from gdrelu.analysis import interval_halfwidth, stuck_runs
-from gdrelu.cells import CellResult
+from gdrelu.cells import CellResult, joined_cell
+from gdrelu.progress import progress_after
 from gdrelu.spec import ExperimentSpec
 from gdrelu.stats import expected_runs
 
@@ -39,14 +39,15 @@ def grown_to_target(
     (then each cell's final count, no batch later)."""
     done = list(done)
     while True:
-        growing = [_grows(spec, cr) for cr in done]
+        forecasts = [forecast(spec, cr) for cr in done]
         if on_forecast is not None:
-            on_forecast({(cr.cell.width, cr.cell.delta): forecast(spec, cr) for cr in done})
+            cells_at = [(cr.cell.width, cr.cell.delta) for cr in done]
+            on_forecast(dict(zip(cells_at, forecasts, strict=True)))
         sizes = [cr.result.status.size for cr in done]
         wanted = [
             (i, np.arange(size, min(size + spec.runs, spec.max_runs)))
-            for i, size in enumerate(sizes)
-            if growing[i]
+            for i, (size, ends) in enumerate(zip(sizes, forecasts, strict=True))
+            if ends.added + spec.runs > size  # a cell that grows ends beyond its count
         ]
         if not wanted:
             return done
@@ -77,18 +78,3 @@ def forecast(spec: ExperimentSpec, cell_result: CellResult) -> Forecast:
     end = expected_runs(stuck, size, spec.target_halfwidth, spec.runs, spec.max_runs)
     end = max(end, min(size + spec.runs, spec.max_runs))  # it takes the next batch at least
     return Forecast(end - spec.runs, -(-(end - size) // spec.runs) - 1)
-
-
-def joined_cell(first: CellResult, second: CellResult) -> CellResult:
-    """One cell's results of two batches of consecutive run indices, in index order."""
-    join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
-    return CellResult(
-        first.cell,
-        np.concatenate([first.step_size, second.step_size]),
-        join(first.result, second.result),
-    )
-
-
-def progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
-    """`on_check` of a later batch: the earlier batches' final statuses come first."""
-    on_check(widths, k, np.concatenate([before, status]))

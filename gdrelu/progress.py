@@ -169,6 +169,11 @@ class CheckClock:
         )
 
 
+def progress_after(on_check, before: np.ndarray, widths, k, status) -> None:
+    """`on_check` of a later batch: the earlier batches' final statuses come first."""
+    on_check(widths, k, np.concatenate([before, status]))
+
+
 def widths_text(widths) -> str:
     """A batch's widths as a progress line names them: "16,32" (a tuple, or one width)."""
     return ",".join(map(str, np.atleast_1d(widths)))

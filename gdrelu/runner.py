@@ -26,6 +26,7 @@ from gdrelu.cells import (
     CellResult,
     batch_settings,
     initial_runs,
+    joined_cell,
     noise_keys,
     points_at_zero,
     training_arguments,
@@ -33,10 +34,11 @@ from gdrelu.cells import (
     warn_of_cells_at_zero,
 )
 from gdrelu.engine import PointAtZeroWarning, simulate
-from gdrelu.growth import OnForecast, grown_to_target, joined_cell, progress_after
+from gdrelu.growth import OnForecast, grown_to_target
 from gdrelu.memory import run_bytes
 from gdrelu.model import Params
 from gdrelu.processes import Processes, cell_from_processes, trained_everywhere
+from gdrelu.progress import progress_after
 from gdrelu.spec import ExperimentSpec, SpecError
 from gdrelu.step_size import initial_step_sizes
 

@@ -27,6 +27,7 @@ written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -63,12 +64,13 @@ def command() -> NoReturn:
     """The `gdrelu` command: `main`, then exit with its code. An interrupted command
     leaves at once (`leave_at_once`): Python's shutdown while XLA still compiled in its
     threads ended a Ctrl-C in a segmentation fault (exit code 139) after the hint. A
-    Ctrl-C during a finished command's shutdown leaves at once with its code
-    (`interrupt.leave_on_signal`)."""
+    Ctrl-C during a finished command's shutdown leaves at once too, with the command's
+    code: while JAX's exit handler cleaned up it printed a traceback and could end a
+    finished run with exit code 130."""
     code = main()
     if code in interrupt.EXIT_CODES:
         leave_at_once(code)
-    interrupt.leave_on_signal(code)  # the work is done: a Ctrl-C now ends the exit quietly
+    interrupt.on_signal(lambda signum, frame: leave_at_once(code))
     sys.exit(code)
 
 
@@ -76,8 +78,9 @@ def leave_at_once(code: int) -> None:
     """End the process with `code` now, its output flushed, without Python's exit
     handlers: once another --distributed process has died, JAX's handler waits for it
     and aborts in C++ (exit code 134 and a stack trace, up to about 90 s later)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a pipe whose reader left
+            stream.flush()
     os._exit(code)
 
 

@@ -7,7 +7,6 @@ code 143 rather than 130."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
@@ -71,23 +70,13 @@ def restore(previous) -> None:
     _terminated.clear()
 
 
-def leave_on_signal(code: int) -> None:
-    """For the process's shutdown, once the command has ended with `code`: SIGINT and
-    SIGTERM (where not ignored) end the process at once with that code, its output
-    flushed, skipping the rest of the exit handlers. A Ctrl-C while JAX's handler cleaned
-    up printed its traceback and could end a finished run with exit code 130."""
-    import os
-
-    def leave(signum, frame) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a pipe whose reader left
-                stream.flush()
-        os._exit(code)
-
+def on_signal(handler) -> None:
+    """SIGINT and SIGTERM (where not ignored) call `handler(signum, frame)` from now on: for
+    the process's shutdown, once the command has ended (`gdrelu.cli.command`)."""
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
-                signal.signal(signum, leave)
+                signal.signal(signum, handler)
 
 
 def raise_if_pending() -> None:
