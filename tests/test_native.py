@@ -2,11 +2,15 @@
 kernel="native"): the XLA loop's numbers bit for bit, in the engine too, and a clear
 refusal where it cannot run."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import pytest
 from conftest import DATA
@@ -26,14 +30,27 @@ except native.NativeUnavailable as error:
 needs_compiler = pytest.mark.skipif(NO_COMPILER is not None, reason=f"{NO_COMPILER}")
 
 
+# jaxlib 0.12's XLA rounds a few of the loop's sums otherwise than 0.10 and 0.11 did (on
+# the same inputs: up to 8e-15 relative after 200 steps, docs/design.md); the C loop keeps
+# the bits of those releases, which `_assert_same_steps` checks where they are XLA's.
+XLA_ROUNDS_AS_THE_C_LOOP = tuple(map(int, jaxlib.__version__.split(".")[:2])) < (0, 12)
+
+
 def _assert_same_steps(ours: propagator.Stepped, xla: propagator.Stepped):
-    """Φ_t, Σ_t, c and the flags bit for bit; the tracked neurons and kinks to 1e-14."""
+    """Φ_t, Σ_t, c and the flags bit for bit (the floats to 1e-12 relative on a jaxlib
+    whose XLA rounds otherwise); the tracked neurons and kinks to 1e-14 (there 1e-10, the
+    issue's tolerance: a kink |b_i/a_i| of a small a_i magnifies a rounding)."""
     exact = (ours.c, ours.c_velocity, ours.state, ours.exact, ours.end.grams, ours.end.real)
     same = (xla.c, xla.c_velocity, xla.state, xla.exact, xla.end.grams, xla.end.real)
     for mine, theirs in zip(jax.tree.leaves(exact), jax.tree.leaves(same), strict=True):
-        np.testing.assert_array_equal(mine, theirs)
-    np.testing.assert_allclose(ours.end.witnesses, xla.end.witnesses, rtol=1e-14, atol=1e-300)
-    np.testing.assert_allclose(ours.kink, xla.kink, rtol=1e-14, atol=1e-300)
+        if XLA_ROUNDS_AS_THE_C_LOOP or not jnp.issubdtype(theirs.dtype, jnp.floating):
+            np.testing.assert_array_equal(mine, theirs)
+        else:
+            scale = float(np.abs(theirs).max(initial=0.0))
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-15 * scale)
+    rtol = 1e-14 if XLA_ROUNDS_AS_THE_C_LOOP else 1e-10
+    np.testing.assert_allclose(ours.end.witnesses, xla.end.witnesses, rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(ours.kink, xla.kink, rtol=rtol, atol=1e-300)
 
 
 def _natively(steps, *args, **kwargs):
@@ -405,6 +422,34 @@ def test_a_missing_source_or_header_is_an_error_not_a_missing_compiler(
             native.general_library.cache_clear()
             with pytest.raises(FileNotFoundError, match=r"C source is missing: .*lanes\.h"):
                 native.general_library()
+
+
+# jaxlib 0.11 renamed the head of a call frame's extensions; its layout is the same
+RENAMED = {"XLA_FFI_Extension_Base": "XLA_FFI_InternalExtension",
+           "XLA_FFI_Extension_Type": "XLA_FFI_InternalExtension_Type"}  # fmt: skip
+
+
+@needs_compiler
+@pytest.mark.parametrize("source", [native.SOURCE, native.GENERAL_SOURCE], ids=lambda p: p.name)
+def test_the_c_loops_compile_against_the_ffi_header_of_jaxlib_0_10_and_of_0_11(source, tmp_path):
+    """The C sources build against the installed jaxlib's c_api.h and against the same
+    header with the other release's names for the extension head: jaxlib 0.11 (the GPU
+    image's) renamed it, and there the C loops failed to build, so that "auto" warned
+    and fell back to XLA's loop."""
+    header = Path(jax.ffi.include_dir(), "xla", "ffi", "api", "c_api.h").read_text()
+    renames = RENAMED if "XLA_FFI_Extension_Base" in header else {v: k for k, v in RENAMED.items()}
+    assert all(name in header for name in renames), "neither release's names in c_api.h"
+    other = header
+    for old in sorted(renames, key=len, reverse=True):  # a name before its prefix
+        other = other.replace(old, renames[old])
+    include = tmp_path / "xla" / "ffi" / "api"
+    include.mkdir(parents=True)
+    (include / "c_api.h").write_text(other)
+    compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    for directory in (jax.ffi.include_dir(), str(tmp_path)):
+        command = [compiler, *native.FLAGS, "-fsyntax-only", f"-I{directory}", str(source)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, f"against {directory}:\n{done.stderr[-2000:]}"
 
 
 def _fake_compiler(monkeypatch, built: bytes):

@@ -15,9 +15,17 @@ static size_t bytes(XLA_FFI_Buffer *b) {
   return n;
 }
 
+/* The head every extension of a call frame starts with. jaxlib 0.10 names its type
+ * XLA_FFI_Extension_Base, 0.11 and later XLA_FFI_InternalExtension, with one layout. */
+typedef struct {
+  size_t struct_size;
+  int type;
+  void *next;
+} extension_head;
+
 /* Whether `call` only asks for the handler's API version (answered here). */
 static int metadata_query(XLA_FFI_CallFrame *call) {
-  XLA_FFI_Extension_Base *extension = call->extension_start;
+  const extension_head *extension = (const extension_head *)call->extension_start;
   if (!extension || extension->type != XLA_FFI_Extension_Metadata) return 0;
   XLA_FFI_Metadata *metadata = ((XLA_FFI_Metadata_Extension *)extension)->metadata;
   metadata->api_version = (XLA_FFI_Api_Version){XLA_FFI_Api_Version_STRUCT_SIZE, 0,
