@@ -242,7 +242,8 @@ def _spy(run_chunk, counts):
 @pytest.mark.slow  # duplicated in kind by faster tests; runs with -m slow
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     """A GPU's blocking (its whole share in one block, other redos, unrolled loops), here
-    on the CPU devices, gives every run exactly as the CPU's blocks of 64 do."""
+    on the CPU devices, gives every run's status and steps exactly as the CPU's blocks of
+    64 do, and its values to rounding (jaxlib 0.12: 1.3e-15 on a 3.8e-4 of a 0.1 matrix)."""
     from types import SimpleNamespace
 
     runs = paper_runs(8, 130, delta=0.01)
@@ -263,8 +264,8 @@ def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     assert 0 < np.sum(got.status == Status.CROSSED) < 130  # some runs were redone
     np.testing.assert_array_equal(got.status, cpu.status)
     np.testing.assert_array_equal(got.stop_step, cpu.stop_step)
-    for leaf, want in zip(got.params, cpu.params, strict=True):
-        np.testing.assert_allclose(leaf, want, rtol=1e-12, atol=1e-300)
+    for leaf, want in zip(got.params, cpu.params, strict=True):  # sums of other blocks
+        np.testing.assert_allclose(leaf, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     for field in ("final_loss", "max_kink", "linear_threshold"):
         np.testing.assert_allclose(getattr(got, field), getattr(cpu, field), rtol=1e-12)
     np.testing.assert_array_equal(got.pattern_change_step, cpu.pattern_change_step)

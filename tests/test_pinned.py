@@ -11,12 +11,15 @@ reciprocals (`optim.scale_by_adam`, 2026-12-04, which made its runs independent 
 device count), in `pinned_adam_reciprocal.npz`: the same `run_experiment` on the suite's two
 devices. Its statuses, stop steps and pattern-change steps are still 71d13f4's; of its 8
 final losses, one moved by 2e-5 relative and two of about 1e-30 (zero to rounding) changed.
+jaxlib 0.12's XLA rounds otherwise than 0.10's, which pinned them: there Adam's final
+losses are compared as another layout's would be (1e-4; one moved by 3.3e-5 on 0.12.1).
 """
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import XLA_ROUNDS_AS_0_10
 
 from gdrelu import ExperimentSpec, run_experiment
 
@@ -49,5 +52,10 @@ def test_results_are_those_of_the_pinned_commit(name):
         key = f"{name}_w{cell.cell.width}_d{cell.cell.delta}"
         for field in ("status", "stop_step", "pattern_change_step"):
             np.testing.assert_array_equal(getattr(cell.result, field), pinned[f"{key}_{field}"])
-        # the same layout: rounding alone may move the last bits
-        np.testing.assert_allclose(cell.result.final_loss, losses[f"{key}_final_loss"], rtol=1e-12)
+        # the same layout: rounding alone may move the last bits; an XLA that rounds
+        # otherwise than the pinning one moves Adam's chaotic losses as a layout does
+        got, want = cell.result.final_loss, losses[f"{key}_final_loss"]
+        if XLA_ROUNDS_AS_0_10 or name != "adam":
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-20)
