@@ -21,10 +21,9 @@ jax.config.update("jax_num_cpu_devices", 2)  # the engine shards runs over devic
 jax.config.update("jax_default_matmul_precision", "highest")
 
 DATA = Path(__file__).parent / "data"
-# jaxlib 0.12's XLA rounds some of the engine's sums otherwise than 0.10 and 0.11 did
-# (docs/design.md, "The native loop (CPUs)"): checks of bits, or of values pinned on 0.10,
-# hold on those releases, and to rounding after it.
-XLA_ROUNDS_AS_0_10 = tuple(map(int, jaxlib.__version__.split(".")[:2])) < (0, 12)
+# (major, minor) of the installed jaxlib: XLA's rounding differs between releases, so a
+# check of bits, or of values pinned on one release, holds on that release only
+JAXLIB = tuple(map(int, jaxlib.__version__.split(".")[:2]))
 # `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests. The CLI
 # tests run `gdrelu run` in-process, which would point the cache at ~/.cache for every
 # later test (separate `gdrelu run` processes sharing a cache:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DATA, XLA_ROUNDS_AS_0_10
+from conftest import DATA, JAXLIB
 from test_kernel import _batch
 
 from gdrelu import Params, WeightedData, engine, native, propagator, simulate, theory
@@ -29,6 +29,12 @@ except native.NativeUnavailable as error:
 needs_compiler = pytest.mark.skipif(NO_COMPILER is not None, reason=f"{NO_COMPILER}")
 
 
+# jaxlib 0.12's XLA rounds a few of the loop's sums otherwise than 0.10 and 0.11 did (on
+# the same inputs: up to 8e-15 relative after 200 steps, docs/design.md); the C loop keeps
+# the bits of those releases, which `_assert_same_steps` checks where they are XLA's.
+XLA_ROUNDS_AS_THE_C_LOOP = JAXLIB < (0, 12)
+
+
 def _assert_same_steps(ours: propagator.Stepped, xla: propagator.Stepped):
     """Φ_t, Σ_t, c and the flags bit for bit (the floats to 1e-12 relative on a jaxlib
     whose XLA rounds otherwise); the tracked neurons and kinks to 1e-14 (there 1e-10, the
@@ -36,12 +42,12 @@ def _assert_same_steps(ours: propagator.Stepped, xla: propagator.Stepped):
     exact = (ours.c, ours.c_velocity, ours.state, ours.exact, ours.end.grams, ours.end.real)
     same = (xla.c, xla.c_velocity, xla.state, xla.exact, xla.end.grams, xla.end.real)
     for mine, theirs in zip(jax.tree.leaves(exact), jax.tree.leaves(same), strict=True):
-        if XLA_ROUNDS_AS_0_10 or not jnp.issubdtype(theirs.dtype, jnp.floating):
+        if XLA_ROUNDS_AS_THE_C_LOOP or not jnp.issubdtype(theirs.dtype, jnp.floating):
             np.testing.assert_array_equal(mine, theirs)
         else:
             scale = float(np.abs(theirs).max(initial=0.0))
             np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-15 * scale)
-    rtol = 1e-14 if XLA_ROUNDS_AS_0_10 else 1e-10
+    rtol = 1e-14 if XLA_ROUNDS_AS_THE_C_LOOP else 1e-10
     np.testing.assert_allclose(ours.end.witnesses, xla.end.witnesses, rtol=rtol, atol=1e-300)
     np.testing.assert_allclose(ours.kink, xla.kink, rtol=rtol, atol=1e-300)
 

@@ -11,20 +11,23 @@ reciprocals (`optim.scale_by_adam`, 2026-12-04, which made its runs independent 
 device count), in `pinned_adam_reciprocal.npz`: the same `run_experiment` on the suite's two
 devices. Its statuses, stop steps and pattern-change steps are still 71d13f4's; of its 8
 final losses, one moved by 2e-5 relative and two of about 1e-30 (zero to rounding) changed.
-jaxlib 0.12's XLA rounds otherwise than 0.10's, which pinned them: there Adam's final
-losses are compared as another layout's would be (1e-4; one moved by 3.3e-5 on 0.12.1).
+Both were pinned on jaxlib 0.10. Other releases' XLA rounds Adam's steps otherwise, and
+its chaotic runs amplify that: on 0.11.2 one final loss moved by 2.9e-4 relative, on 0.12.1
+by 3.3e-5 (2026-12-07), so there Adam's final losses are compared to 1e-3; its statuses
+and steps, and GD's losses to 1e-12, hold on every release.
 """
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import XLA_ROUNDS_AS_0_10
+from conftest import JAXLIB
 
 from gdrelu import ExperimentSpec, run_experiment
 
 DATA = Path(__file__).parent / "data"
 
+PINNED_ON = (0, 10)  # the jaxlib release of the pins
 PINNED = {
     "gd": ExperimentSpec(widths=(16, 32, 128), deltas=(0.0, 0.1), runs=24, seed=7),
     "adam": ExperimentSpec(
@@ -52,10 +55,10 @@ def test_results_are_those_of_the_pinned_commit(name):
         key = f"{name}_w{cell.cell.width}_d{cell.cell.delta}"
         for field in ("status", "stop_step", "pattern_change_step"):
             np.testing.assert_array_equal(getattr(cell.result, field), pinned[f"{key}_{field}"])
-        # the same layout: rounding alone may move the last bits; an XLA that rounds
-        # otherwise than the pinning one moves Adam's chaotic losses as a layout does
+        # the same layout: rounding alone may move the last bits; another jaxlib's XLA
+        # rounds otherwise, which Adam's chaotic runs amplify as another layout does
         got, want = cell.result.final_loss, losses[f"{key}_final_loss"]
-        if XLA_ROUNDS_AS_0_10 or name != "adam":
+        if JAXLIB == PINNED_ON or name != "adam":
             np.testing.assert_allclose(got, want, rtol=1e-12)
         else:
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-20)
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-20)
