@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -21,9 +22,9 @@ jax.config.update("jax_num_cpu_devices", 2)  # the engine shards runs over devic
 jax.config.update("jax_default_matmul_precision", "highest")
 
 DATA = Path(__file__).parent / "data"
-# (major, minor) of the installed jaxlib: XLA's rounding differs between releases, so a
-# check of bits, or of values pinned on one release, holds on that release only
-JAXLIB = tuple(map(int, jaxlib.__version__.split(".")[:2]))
+# (major, minor, patch) of the installed jaxlib: XLA's rounding differs between releases,
+# so a check of bits, or of values pinned on one release, holds on that release only
+JAXLIB = tuple(int(part) for part in re.findall(r"\d+", jaxlib.__version__)[:3])
 # `gdrelu run` keeps compiled programs in ~/.cache by default: not from the tests. The CLI
 # tests run `gdrelu run` in-process, which would point the cache at ~/.cache for every
 # later test (separate `gdrelu run` processes sharing a cache:
