@@ -91,10 +91,7 @@ def test_kernel_lowers_to_triton_for_an_nvidia_gpu():
     steps = jax.jit(lambda carry, fixed: kernel.kernel_steps(carry, fixed, 0.0, 1000, 128))
     shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), (carry, fixed))
     unchecked = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
-    try:
-        h100 = AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=None, platform="gpu")
-    except TypeError:  # jax 0.10.0's has no platform; the library does not use it
-        pytest.skip(f"jax {jax.__version__}'s AbstractDevice takes no platform (0.10.2 does)")
+    h100 = AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=None, platform="gpu")
     with use_abstract_mesh(AbstractMesh((1,), ("runs",), abstract_device=h100)):
         exported = export.export(steps, platforms=["cuda"], disabled_checks=unchecked)(*shapes)
     assert "__gpu$xla.gpu.triton" in exported.mlir_module()
