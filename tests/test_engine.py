@@ -243,7 +243,8 @@ def _spy(run_chunk, counts):
 def test_accelerator_blocking_gives_the_same_runs(monkeypatch):
     """A GPU's blocking (its whole share in one block, other redos, unrolled loops), here
     on the CPU devices, gives every run's status and steps exactly as the CPU's blocks of
-    64 do, and its values to rounding (jaxlib 0.12: 1.3e-15 on a 3.8e-4 of a 0.1 matrix)."""
+    64 do, and its values to rounding (jaxlib 0.12.1: an entry of 3.8e-4 in a matrix of
+    about 0.1 came out 1.3e-15 apart)."""
     from types import SimpleNamespace
 
     runs = paper_runs(8, 130, delta=0.01)
