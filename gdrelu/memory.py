@@ -219,12 +219,11 @@ def check_fits(
     for bucket, widths in width_buckets(spec):
         need = _alone(spec, bucket, max(widths), devices)
         if need > budget:
-            unpadded = (
-                ""
-                if lower is not None
-                else _unpadded(spec, max(widths), bucket, budget, named, devices)
-            )
-            advice = "raise " if lower == "" else f"lower {lower or _sizes(spec, named)}, or raise "
+            lowered = _sizes(spec, named) if lower is None else lower
+            advice = f"lower {lowered}, or raise " if lowered else "raise "
+            unpadded = ""
+            if lower is None:  # the spec's own sizes: its padded bucket may be why
+                unpadded = _unpadded(spec, max(widths), bucket, budget, named, devices)
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "

@@ -77,8 +77,7 @@ def run_experiment(
     of training them.
 
     With `processes`, this process trains runs index, index + count, … of every cell and
-    `processes.gather` collects every process's share, so each process returns the
-    whole result (a run's key depends only on its index: the same runs as one process).
+    `processes.gather` collects the shares: each process returns the same runs as one.
 
     With `target_halfwidth` H, each bucket continues in batches of `runs` more runs (run
     indices continue, so keys do too) for the cells whose 95% interval of P(stuck) is
@@ -90,7 +89,8 @@ def run_experiment(
     expected to end (`growth`). A width whose single run needs more than the budget
     raises `memory.BudgetError` before anything is compiled.
     """
-    _check_arguments(spec, processes, on_check, on_cells_done, on_stored, on_batches, on_forecast)
+    callbacks = dict(on_check=on_check, on_cells_done=on_cells_done, on_stored=on_stored)
+    _check_arguments(spec, processes, **callbacks, on_batches=on_batches, on_forecast=on_forecast)
     units = None if units is None else Path(units)
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)
@@ -110,12 +110,11 @@ def run_experiment(
     return [cr for width in spec.widths for cr in results[width]]
 
 
-def _check_arguments(spec, processes: Processes | None, *callbacks) -> None:
-    """Refuse what is no spec, what several processes cannot do yet, and a callback
-    (`run_experiment`'s, in order) that cannot be called: it would fail only after a
+def _check_arguments(spec, processes: Processes | None, **callbacks) -> None:
+    """Refuse what is no spec, what several processes cannot do yet, and a callback (by
+    `run_experiment`'s name for it) that cannot be called: it would fail only after a
     chunk has trained."""
-    names = ("on_check", "on_cells_done", "on_stored", "on_batches", "on_forecast")
-    for name, callback in zip(names, callbacks, strict=True):
+    for name, callback in callbacks.items():
         if callback is not None and not callable(callback):
             raise ValueError(f"{name}: {callback!r} is not a function")
     if not isinstance(spec, ExperimentSpec):
