@@ -84,7 +84,10 @@ class ExperimentSpec:
     the paper's star code, `theory.param_norm_step_size`) or a positive number, times
     `step_factor`.
     `optimizer` is one of `optim.NAMED`;
-    `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches.
+    `sampler` (None: the optimizer's default) and `batch_size` B pick its minibatches; a
+    full-batch spec (sampler "full") trains on every point and ignores B, so that
+    `gdrelu compare` can give GD the other optimizers' B (the CLI refuses a B that no
+    optimizer of the command draws).
     `init` is "he" (standard), "swapped" or "ntk" (raw N(0, 1) weights, scaled in the
     forward pass); `bias_init` is one of `init.BIAS_INITS` (with σ or k filled in).
     `target_halfwidth` H (with `max_runs`) adds runs to each cell in batches of `runs`
