@@ -264,19 +264,20 @@ def load_user_data(path) -> tuple[jax.Array, jax.Array]:
 def _npz_arrays(path: str):
     import numpy as np
 
-    archive = np.load(path)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"data: {path} is one array, not an NPZ archive of x and y")
-    with archive:
-        if "x" not in archive or "y" not in archive:
-            raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
-        x, y = archive["x"], archive["y"]
-        if not all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
-                   for v in (x, y)):  # fmt: skip
-            raise ValueError(
-                f"data: {path}: x and y must be real numbers, not {x.dtype}, {y.dtype}"
-            )
-        return np.asarray(x, float), np.asarray(y, float)
+    with open(path, "rb") as f:  # np.load(path) leaves a damaged archive's file open
+        archive = np.load(f)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"data: {path} is one array, not an NPZ archive of x and y")
+        with archive:
+            if "x" not in archive or "y" not in archive:
+                raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
+            x, y = archive["x"], archive["y"]
+            if not all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
+                       for v in (x, y)):  # fmt: skip
+                raise ValueError(
+                    f"data: {path}: x and y must be real numbers, not {x.dtype}, {y.dtype}"
+                )
+            return np.asarray(x, float), np.asarray(y, float)
 
 
 def _numeric_header(path: str) -> bool:

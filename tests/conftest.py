@@ -1,11 +1,13 @@
 """Shared fixtures: float64 everywhere, and the golden vectors of the paper's reference code."""
 
 import errno
+import gc
 import os
 import re
 import shutil
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -187,6 +189,21 @@ def paper_runs(n, count, delta=0.0, seed=0):
     spec = ExperimentSpec(widths=(n,), deltas=(delta,), runs=count, seed=seed)
     params, data, _ = initial_runs(Cell(n, delta, spec), np.arange(count))
     return params, data, theory.paper_step_size(params, data)
+
+
+def files_left_open(call, error) -> list[str]:
+    """The files call() left open (Python's ResourceWarnings, once its objects are
+    collected); call() must raise `error`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call()
+        except error:
+            pass
+        else:
+            raise AssertionError(f"no {error.__name__}")
+        gc.collect()
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def disk_full(*args, **kwargs):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import files_left_open
 
 from gdrelu.data import (
     WeightedData,
@@ -145,6 +146,11 @@ def test_user_data_files(tmp_path):
         check_user_data(np.ones((3, 0)), np.ones(3))
     with pytest.raises(ValueError, match="cannot read"):
         load_user_data(tmp_path / "missing.csv")
+    cut = tmp_path / "cut.npz"  # a damaged archive is refused, its file closed
+    cut.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not an NPZ archive"):
+        load_user_data(cut)
+    assert not files_left_open(lambda: load_user_data(cut), ValueError)
     with pytest.raises(ValueError, match="m ≥ 2"):  # one point: nothing to fit or split
         check_user_data(np.ones(1), np.ones(1))
 

@@ -13,7 +13,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import disk_full, finished_cell
+from conftest import disk_full, files_left_open, finished_cell
 
 from gdrelu import atomic, provenance, section10, store
 from gdrelu.cells import Cell, CellResult
@@ -669,6 +669,8 @@ def test_an_unreadable_unit_is_named(kept, tmp_path):
         store.load_unit(tmp_path, "gd-w4", spec.cells())
     with pytest.raises(store.ResumeError, match=said):
         store.stored_seconds(tmp_path)
+    assert not files_left_open(lambda: store.load_unit(tmp_path, "gd-w4", spec.cells()),
+                               store.ResumeError)  # fmt: skip
 
 
 def test_a_unit_of_python_objects_is_named_in_gdrelus_words(tmp_path):
@@ -845,6 +847,10 @@ def test_an_unreadable_part_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(store.ResumeError, match=r"is not a readable part .*train its runs again"):
         store.part_runs(tmp_path, spec.cells(), ["gd-w4"])
+    for read in (lambda: store.part_runs(tmp_path, spec.cells(), ["gd-w4"]),
+                 lambda: store.remove_superseded_parts(tmp_path),
+                 lambda: store.stored_seconds(tmp_path)):  # fmt: skip
+        assert not files_left_open(read, store.ResumeError)
 
 
 def _work_order_batches(work, limit):
