@@ -25,6 +25,7 @@ warns and takes XLA's loop.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
@@ -55,7 +56,7 @@ TARGET = "gdrelu_propagator_steps"  # the C loop's name as an XLA FFI target
 GENERAL_TARGET = "gdrelu_general_steps"  # the general path's loop (`native_general`)
 LANES = 8  # runs per vector of the C loop (its LANES)
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
-_build: dict[str, tempfile.TemporaryDirectory] = {}
+_build: dict[str, Path] = {}  # "dir": this process's build directory (`_build_directory`)
 
 
 class NativeUnavailable(ValueError):
@@ -98,8 +99,7 @@ def _built(source: Path, library_name: str) -> ctypes.CDLL:
             return ctypes.CDLL(str(target))
         except OSError:
             target.unlink(missing_ok=True)  # a broken entry: build it again
-    directory = _build.setdefault("dir", tempfile.TemporaryDirectory(prefix="gdrelu-native-"))
-    built = Path(directory.name) / f"{library_name}.so"
+    built = _build_directory() / f"{library_name}.so"
     done = subprocess.run(
         [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(built)],
         capture_output=True,
@@ -120,6 +120,15 @@ def _built(source: Path, library_name: str) -> ctypes.CDLL:
         return ctypes.CDLL(str(built))
     except OSError as error:  # e.g. a temporary directory mounted noexec
         raise NativeUnavailable(f"the compiled C loop could not be loaded: {error}") from None
+
+
+def _build_directory() -> Path:
+    """This process's directory for the libraries it builds: made at its first build,
+    removed when it exits (a loaded library's file may go; its mapping stays)."""
+    if "dir" not in _build:
+        _build["dir"] = Path(tempfile.mkdtemp(prefix="gdrelu-native-"))
+        atexit.register(shutil.rmtree, _build["dir"], ignore_errors=True)
+    return _build["dir"]
 
 
 def cached(compiler: str, source: Path, name: str) -> Path | None:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DATA, JAXLIB
+from conftest import DATA, JAXLIB, files_left_open
 from test_kernel import _batch
 
 from gdrelu import Params, WeightedData, engine, native, propagator, simulate, theory
@@ -493,6 +493,24 @@ def test_a_broken_or_unwritable_cache_costs_a_compile_and_nothing_else(
     native.library.cache_clear()
     with pytest.raises(native.NativeUnavailable, match="could not be loaded"):
         native.library()
+
+
+@needs_compiler
+def test_the_builds_of_a_process_share_one_directory(monkeypatch, cache_setting):
+    """Both libraries built in a process (cache off) go to one build directory, removed
+    at exit: none is made and dropped at a build, which Python warns of as left for it
+    to clean up."""
+    _fake_compiler(monkeypatch, Path(native.library()._name).read_bytes())
+    jax.config.update("jax_compilation_cache_dir", None)
+    native.library.cache_clear()
+
+    def build_both():
+        native.library(), native.general_library()
+
+    assert not files_left_open(build_both)
+    built = {Path(native.library()._name), Path(native.general_library()._name)}
+    assert {path.parent for path in built} == {native._build["dir"]}
+    assert {path.name for path in built} == {"propagator.so", "general.so"}
 
 
 def test_the_cache_key_changes_with_everything_the_build_depends_on(
