@@ -226,6 +226,8 @@ def paired_comparison(stuck_a, stuck_b, level: float = 0.95) -> dict:
 
     With discordant counts b = #(a stuck, b not) and c = #(b stuck, a not), the two-sided
     exact McNemar p-value is the binomial test of b out of b + c against 1/2.
+    Returns {runs, difference, ci<100·level> (ci95 at the default level, as summary.json
+    names it), p_value, discordant: [b, c]}.
     """
     a = np.asarray(stuck_a)
     b_runs = np.asarray(stuck_b)
