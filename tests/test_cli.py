@@ -1385,6 +1385,24 @@ def test_help_lists_every_accepted_value(command, capsys, monkeypatch):
             assert re.search(pattern, blocks[flag]), (flag, value, blocks[flag])
 
 
+def test_the_scale_helps_name_the_section10_grid_each_reproduce_scale_trains(capsys):
+    """`run --scale` and `reproduce --scale` say which Section 10 grid `reproduce` trains
+    at each of its scales (the two commands name their scales apart): the grid whose
+    specs `reproduce` builds."""
+    from gdrelu import reproduce, section10
+
+    helps = {}
+    for command in ("run", "reproduce"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    for name in reproduce.SCALES:
+        trained = reproduce.experiment_specs("section10", name)
+        (grid,) = (g for g, s in section10.SCALES.items() if section10.group_specs(s) == trained)
+        assert f"{grid}: reproduce --scale {name}'s" in helps["run"]
+        assert f"{grid} at {name}" in helps["reproduce"]
+
+
 @pytest.mark.parametrize(
     ("argv", "ending"),
     [

@@ -219,8 +219,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _add_reproduce(sub) -> None:
-    from gdrelu.reproduce import EXPERIMENTS, SCALES
+    from gdrelu.reproduce import EXPERIMENTS, SCALES, SECTION10_SCALE
 
+    grids = ", ".join(f"{grid} at {name}" for name, grid in SECTION10_SCALE.items())
     command = sub.add_parser(
         "reproduce",
         help="every experiment of the paper as its code ran it, into DIR/report.md and .html",
@@ -229,7 +230,10 @@ def _add_reproduce(sub) -> None:
         formatter_class=_Formatter,
     )
     command.add_argument(
-        "--scale", choices=SCALES, help=f"{_one_of(SCALES)} (default small: minutes on a CPU)"
+        "--scale",
+        choices=SCALES,
+        help=f"{_one_of(SCALES)} (default small: minutes on a CPU); Section 10 takes run "
+        f"--preset section10's grid {grids}",
     )
     command.add_argument("--only", help=f"comma-separated experiments of {_one_of(EXPERIMENTS)}")
     command.add_argument("--out", type=_path, help="output directory (default runs/<timestamp>/)")
@@ -268,6 +272,11 @@ def _add_memory_budget(command: argparse.ArgumentParser) -> None:
 
 
 def _add_run_only(run: argparse.ArgumentParser) -> None:
+    from gdrelu.reproduce import SECTION10_SCALE
+
+    used = "; ".join(
+        f"{grid}: reproduce --scale {name}'s" for name, grid in SECTION10_SCALE.items()
+    )
     run.add_argument(
         "--protocol",
         choices=list(PROTOCOLS),
@@ -280,7 +289,7 @@ def _add_run_only(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--scale",
         choices=list(section10.SCALES),
-        help=f"size of the preset grid: {_one_of(section10.SCALES)} (default small)",
+        help=f"size of the preset grid: {_one_of(section10.SCALES)} (default small; {used})",
     )
 
 
