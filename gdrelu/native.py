@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.atomic import write_bytes
+
 SOURCE = Path(__file__).parent / "native_src" / "propagator_gd.c"
 GENERAL_SOURCE = SOURCE.with_name("general.c")  # `native_general`'s loop
 HEADERS = (SOURCE.with_name("lanes.h"), SOURCE.with_name("ffi.h"))
@@ -110,12 +112,9 @@ def _built(source: Path, library_name: str) -> ctypes.CDLL:
     if target is not None:
         try:  # another process may write the same entry: each renames its own whole file
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, partial = tempfile.mkstemp(suffix=".part", dir=target.parent)
-            os.close(handle)
-            shutil.copyfile(built, partial)
-            os.replace(partial, target)
+            write_bytes(target, built.read_bytes())
         except OSError:
-            pass  # a read-only cache costs the next process a compile, nothing else
+            pass  # a read-only or full cache costs the next process a compile, nothing else
     try:
         return ctypes.CDLL(str(built))
     except OSError as error:  # e.g. a temporary directory mounted noexec

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DATA, JAXLIB, files_left_open
+from conftest import DATA, JAXLIB, disk_full, files_left_open
 from test_kernel import _batch
 
 from gdrelu import Params, WeightedData, engine, native, propagator, simulate, theory
@@ -493,6 +493,18 @@ def test_a_broken_or_unwritable_cache_costs_a_compile_and_nothing_else(
     native.library.cache_clear()
     with pytest.raises(native.NativeUnavailable, match="could not be loaded"):
         native.library()
+
+
+@needs_compiler
+def test_a_cache_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch, cache_setting):
+    """A full disk while keeping the build (its rename fails) leaves the cache directory
+    as it was, the library loaded all the same: nothing half-written under any name."""
+    _fake_compiler(monkeypatch, Path(native.library()._name).read_bytes())
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    native.library.cache_clear()
+    monkeypatch.setattr(os, "replace", disk_full)
+    assert native.library().gd_steps is not None
+    assert list((tmp_path / "cache" / "gdrelu-native").iterdir()) == []
 
 
 @needs_compiler
