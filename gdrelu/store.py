@@ -225,9 +225,14 @@ def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
 @contextlib.contextmanager
 def _read_npz(path: Path):
     """The NPZ archive at `path`, open for reading; its file is closed on leaving even
-    where numpy refuses the archive (`np.load(path)` leaves a damaged one's file open)."""
-    with open(path, "rb") as f, np.load(f) as archive:
-        yield archive
+    where numpy refuses the archive (`np.load(path)` leaves a damaged one's file open).
+    ValueError where the file holds one array (`np.save`'s), not an archive."""
+    with open(path, "rb") as f:
+        archive = np.load(f)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an NPZ archive")
+        with archive:
+            yield archive
 
 
 def _unit_path(out_dir: Path, name: str) -> Path:

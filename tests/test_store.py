@@ -673,6 +673,21 @@ def test_an_unreadable_unit_is_named(kept, tmp_path):
                                store.ResumeError)  # fmt: skip
 
 
+def test_a_unit_that_holds_one_array_is_named(tmp_path):
+    """A unit overwritten with one array (`np.save`'s format, which `np.load` returns as
+    an array, not an archive) is a ResumeError that names it, not a TypeError."""
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=3)
+    store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
+    path = tmp_path / store.UNITS / "gd-w4.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+    said = r"gd-w4.npz is not a readable unit .*one array, not an NPZ archive"
+    with pytest.raises(store.ResumeError, match=said):
+        store.load_unit(tmp_path, "gd-w4", spec.cells())
+    with pytest.raises(store.ResumeError, match=said):
+        store.stored_seconds(tmp_path)
+
+
 def test_a_unit_of_python_objects_is_named_in_gdrelus_words(tmp_path):
     """A damaged header that reads as an object array gave numpy's advice to pass
     allow_pickle=True, which gdrelu must not do with a file it did not write."""
