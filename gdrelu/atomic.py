@@ -1,6 +1,7 @@
 """Files written whole or not at all: a temporary file of the writing process, flushed
 and renamed into place with its directory entry synced (docs/design.md, "Resume"), and
-the temporary files that killed writers leave behind."""
+the temporary files that killed writers leave behind; NPZ archives read back with their
+files closed, damaged or not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -75,3 +78,16 @@ def write_figure(path: Path, draw: Callable[[BinaryIO], None]) -> None:
     with matplotlib.rc_context({"savefig.format": "png"}):  # whatever the user's rc file says
         draw(buffer)
     write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def read_npz(path, refusal: str = "one array, not an NPZ archive"):
+    """The NPZ archive at `path`, open for reading; its file is closed on leaving even
+    where numpy refuses the archive (`np.load(path)` leaves a damaged one's file open).
+    ValueError(`refusal`) where the file holds one array (`np.save`'s), not an archive."""
+    with open(path, "rb") as f:
+        archive = np.load(f)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(refusal)
+        with archive:
+            yield archive

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdrelu.atomic import read_npz
 from gdrelu.compiled import jit
 from gdrelu.numbers import check_key, is_integer, is_real
 
@@ -262,22 +263,16 @@ def load_user_data(path) -> tuple[jax.Array, jax.Array]:
 
 
 def _npz_arrays(path: str):
-    import numpy as np
-
-    with open(path, "rb") as f:  # np.load(path) leaves a damaged archive's file open
-        archive = np.load(f)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"data: {path} is one array, not an NPZ archive of x and y")
-        with archive:
-            if "x" not in archive or "y" not in archive:
-                raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
-            x, y = archive["x"], archive["y"]
-            if not all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
-                       for v in (x, y)):  # fmt: skip
-                raise ValueError(
-                    f"data: {path}: x and y must be real numbers, not {x.dtype}, {y.dtype}"
-                )
-            return np.asarray(x, float), np.asarray(y, float)
+    with read_npz(path, f"data: {path} is one array, not an NPZ archive of x and y") as archive:
+        if "x" not in archive or "y" not in archive:
+            raise ValueError(f"data: {path} needs arrays 'x' and 'y'")
+        x, y = archive["x"], archive["y"]
+        if not all(np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
+                   for v in (x, y)):  # fmt: skip
+            raise ValueError(
+                f"data: {path}: x and y must be real numbers, not {x.dtype}, {y.dtype}"
+            )
+        return np.asarray(x, float), np.asarray(y, float)
 
 
 def _numeric_header(path: str) -> bool:

@@ -58,7 +58,6 @@ TARGET = "gdrelu_propagator_steps"  # the C loop's name as an XLA FFI target
 GENERAL_TARGET = "gdrelu_general_steps"  # the general path's loop (`native_general`)
 LANES = 8  # runs per vector of the C loop (its LANES)
 TRACKED = 6  # tracked neurons per run (`propagator.tracked_neurons`)
-_build: dict[str, Path] = {}  # "dir": this process's build directory (`_build_directory`)
 
 
 class NativeUnavailable(ValueError):
@@ -121,13 +120,13 @@ def _built(source: Path, library_name: str) -> ctypes.CDLL:
         raise NativeUnavailable(f"the compiled C loop could not be loaded: {error}") from None
 
 
+@functools.cache
 def _build_directory() -> Path:
     """This process's directory for the libraries it builds: made at its first build,
     removed when it exits (a loaded library's file may go; its mapping stays)."""
-    if "dir" not in _build:
-        _build["dir"] = Path(tempfile.mkdtemp(prefix="gdrelu-native-"))
-        atexit.register(shutil.rmtree, _build["dir"], ignore_errors=True)
-    return _build["dir"]
+    directory = Path(tempfile.mkdtemp(prefix="gdrelu-native-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
 
 
 def cached(compiler: str, source: Path, name: str) -> Path | None:

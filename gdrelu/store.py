@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gdrelu.atomic import temporaries, write_bytes, write_figure
+from gdrelu.atomic import read_npz, temporaries, write_bytes, write_figure
 from gdrelu.engine import SimulationResult
 from gdrelu.model import Params
 from gdrelu.outcome import with_diverged_escaped
@@ -222,19 +222,6 @@ def _as_recorded_now(out_dir: Path, recorded: dict, now: dict) -> dict:
     return {**recorded, "kernels": now["kernels"]}
 
 
-@contextlib.contextmanager
-def _read_npz(path: Path):
-    """The NPZ archive at `path`, open for reading; its file is closed on leaving even
-    where numpy refuses the archive (`np.load(path)` leaves a damaged one's file open).
-    ValueError where the file holds one array (`np.save`'s), not an archive."""
-    with open(path, "rb") as f:
-        archive = np.load(f)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("one array, not an NPZ archive")
-        with archive:
-            yield archive
-
-
 def _unit_path(out_dir: Path, name: str) -> Path:
     return out_dir / UNITS / f"{name}.npz"
 
@@ -275,7 +262,7 @@ def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:
     if not path.exists():
         return None
     try:
-        with _read_npz(path) as stored:
+        with read_npz(path) as stored:
             count = sum(1 for key in stored.files if key.endswith("/step_size"))
             if count != len(cells):
                 raise ResumeError(f"{path} holds {count} cells, not {len(cells)}")
@@ -387,7 +374,7 @@ def _read_parts(out_dir: Path, cells: Sequence, units: Sequence[str], read: Call
     out = []
     for path in _part_paths(out_dir):
         try:
-            with _read_npz(path) as part:
+            with read_npz(path) as part:
                 if _superseded(out_dir, part):
                     continue
                 if not set(_part_units(part)) & set(units):
@@ -425,7 +412,7 @@ def remove_superseded_parts(out_dir: Path) -> None:
     empty."""
     for path in _part_paths(out_dir):
         try:
-            with _read_npz(path) as part:
+            with read_npz(path) as part:
                 superseded = _superseded(out_dir, part)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise _unreadable(path, err) from None
@@ -476,7 +463,7 @@ def stored_seconds(out_dir: Path) -> float:
     total = 0.0
     for path in sorted((out_dir / UNITS).glob("*.npz")) + _part_paths(out_dir):
         try:
-            with _read_npz(path) as stored:
+            with read_npz(path) as stored:
                 if path.parent.name == PARTS:
                     total += _part_seconds(out_dir, stored)
                 elif "seconds" in stored.files:

@@ -2,6 +2,7 @@
 kernel="native"): the XLA loop's numbers bit for bit, in the engine too, and a clear
 refusal where it cannot run."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -463,7 +464,8 @@ def _fake_compiler(monkeypatch, built: bytes):
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(native.subprocess, "run", compile_)
-    monkeypatch.setattr(native, "_build", {})
+    fresh = functools.cache(native._build_directory.__wrapped__)  # the process's, after
+    monkeypatch.setattr(native, "_build_directory", fresh)
 
 
 @needs_compiler
@@ -521,7 +523,7 @@ def test_the_builds_of_a_process_share_one_directory(monkeypatch, cache_setting)
 
     assert not files_left_open(build_both)
     built = {Path(native.library()._name), Path(native.general_library()._name)}
-    assert {path.parent for path in built} == {native._build["dir"]}
+    assert {path.parent for path in built} == {native._build_directory()}
     assert {path.name for path in built} == {"propagator.so", "general.so"}
 
 
