@@ -6,7 +6,9 @@ An ETA from finished runs is wrong both ways: narrow cells finish many runs fast
 paper figure said 30 minutes when 10 s were left), and runs that cannot stop early finish
 all at once at the end (a `compare` said 1:44 when 15 minutes were left). `CheckClock`
 instead estimates, per cell not yet done, the checks it still needs, and prices them
-at the seconds per check measured on its spec so far.
+at the seconds per check measured on its spec so far, as a function of the cell's width
+(`CheckCost`): a check of an Adam run costs about twice at twice the width, one of a GD run
+on the propagator almost the same.
 """
 
 from __future__ import annotations
@@ -14,12 +16,58 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 if TYPE_CHECKING:
     from gdrelu.spec import ExperimentSpec
+
+
+class CheckCost(NamedTuple):
+    """Seconds a check of one cell of width w costs: `intercept + slope · w`, fitted to the
+    batches timed, each a point (its cells' mean width, its seconds per cell-check) weighted
+    by its cell-checks, with neither coefficient negative. While the batches timed have one
+    mean width (`fitted` false), a cell of a width timed costs their rate (`intercept`),
+    and one of another width at most that rate times max(1, w / the mean width): the
+    most a cost affine in the width with both coefficients ≥ 0 allows."""
+
+    intercept: float
+    slope: float
+    mean_width: float
+    timed: frozenset[int]  # the widths of the batches timed
+    fitted: bool
+
+    def seconds(self, width: int) -> float:
+        if self.bound(width):
+            return self.intercept * max(1.0, width / self.mean_width)
+        return self.intercept + self.slope * width
+
+    def bound(self, width: int) -> bool:
+        """Whether `seconds(width)` is an upper bound rather than an estimate."""
+        return not self.fitted and width not in self.timed
+
+
+def check_cost(batches: Sequence[tuple[Sequence[int], float, int, int]]) -> CheckCost | None:
+    """The `CheckCost` of batches timed as (widths, seconds, cell-checks, the cell-checks'
+    widths summed); None when none has a cell-check."""
+    points = [(s, n, w) for _, s, n, w in batches if n]
+    if not points:
+        return None
+    timed = frozenset(int(w) for widths, *_ in batches for w in widths)
+    checks = sum(n for _, n, _ in points)
+    rate = sum(s for s, _, _ in points) / checks
+    mean = sum(w for _, _, w in points) / checks
+    spread = sum(n * (w / n - mean) ** 2 for _, n, w in points)
+    if spread <= 1e-12 * mean * mean:
+        return CheckCost(rate, 0.0, mean, timed, fitted=False)
+    slope = sum((w / n - mean) * (s - n * rate) for s, n, w in points) / spread
+    if slope <= 0.0:
+        return CheckCost(rate, 0.0, mean, timed, fitted=True)
+    if rate - slope * mean < 0.0:  # through the origin instead
+        slope = sum(s * w / n for s, n, w in points) / sum(w * w / n for _, n, w in points)
+        return CheckCost(0.0, slope, mean, timed, fitted=True)
+    return CheckCost(rate - slope * mean, slope, mean, timed, fitted=True)
 
 
 class CheckClock:
@@ -56,8 +104,9 @@ class CheckClock:
         self.ended: list[list[int]] = [[] for _ in cells]  # checks of planned batches done
         self.later: list[dict[tuple[int, float], int]] = [{} for _ in cells]  # forecast
         self.last_k = [0 for _ in cells]
-        self.seconds = [0.0 for _ in cells]  # time in each spec's checks
         self.cell_checks = [0 for _ in cells]  # checks done, summed over the spec's cells
+        # per spec and batch widths: [seconds in its checks, cell-checks, their widths summed]
+        self.timed: list[dict[tuple[int, ...], list]] = [{} for _ in cells]
         self._last: float | None = None
 
     def start(self) -> None:
@@ -67,10 +116,11 @@ class CheckClock:
     def on_check(self, spec: int, widths: Sequence[int], k: int) -> None:
         """Check `k` (from 1) of the batch of `widths` of spec `spec` is done."""
         now = self.clock()
-        if self._last is not None:
-            self.seconds[spec] += now - self._last
+        seconds = now - self._last if self._last is not None else 0.0
         self._last = now
         widths = {int(w) for w in np.atleast_1d(widths)}
+        batch = self.timed[spec].setdefault(tuple(sorted(widths)), [0.0, 0, 0])
+        batch[0] += seconds
         queued = self.queued[spec]
         if k == 1:  # a batch begins: the first planned of these widths, if any
             if self.current[spec] is not None:  # the planned batch before it has ended
@@ -87,6 +137,8 @@ class CheckClock:
                 self.done[spec][cell] = k
                 self.most[spec][cell] = max(self.most[spec][cell], k)
                 self.cell_checks[spec] += 1
+                batch[1] += 1
+                batch[2] += cell[0]
 
     def plan(self, spec: int, batches: Sequence[Sequence[tuple[int, float]]]) -> None:
         """Spec `spec` will train these batches; each holds the cells (width, Δ) whose runs
@@ -113,20 +165,23 @@ class CheckClock:
 
     def checks_left(self, spec: int) -> int:
         """The checks spec `spec`'s unfinished cells are expected to need still, summed."""
+        return sum(self._cells_left(spec).values())
+
+    def _cells_left(self, spec: int) -> dict[tuple[int, float], int]:
+        """The checks each unfinished cell of spec `spec` is expected to need still."""
         budget = self.budgets[spec]
-        done = self.done[spec]
         ran = self._measured(spec)
         expected = max(ran) if self.can_stop[spec] and ran else budget
         current = self.current[spec] or ()
-        left = 0
-        for cell, n in done.items():
+        left = {}
+        for cell, n in self.done[spec].items():
             if cell in self.finished[spec]:
                 continue
             under_way = max(0, max(expected, min(n + 1, budget)) - n)
             if cell in self.waiting[spec]:  # planned
                 queued = self.waiting[spec][cell]
                 under_way = queued * expected + (under_way if cell in current else 0)
-            left += under_way + self.later[spec].get(cell, 0) * expected
+            left[cell] = under_way + self.later[spec].get(cell, 0) * expected
         return left
 
     def _measured(self, spec: int) -> list[int]:
@@ -138,12 +193,17 @@ class CheckClock:
     def bounded(self) -> bool:
         """Whether `seconds_left` is an upper bound rather than an estimate: some spec
         whose runs can stop early has no cell whose checks were counted here, so its
-        unfinished cells are priced at their whole budget."""
+        unfinished cells are priced at their whole budget; or some timed spec has cells
+        left of a width it has not timed, while it has timed one mean width (`CheckCost`)."""
         return any(
             self.can_stop[spec]
             and not self._measured(spec)
             and any(c not in self.finished[spec] for c in self.done[spec])
             for spec in range(len(self.done))
+        ) or any(
+            self.cell_checks[spec]
+            and any(n and cost.bound(cell[0]) for cell, n in self._cells_left(spec).items())
+            for spec, cost in enumerate(map(self.cost, range(len(self.done))))
         )
 
     def untimed(self) -> int:
@@ -155,18 +215,25 @@ class CheckClock:
             for spec, checks in enumerate(self.cell_checks)
         )
 
+    def cost(self, spec: int) -> CheckCost | None:
+        """What a check costs on spec `spec`, fitted to its batches timed, else to every
+        spec's (None before the first check)."""
+        own = self._batches([spec])
+        return check_cost(own if self.cell_checks[spec] else self._batches(range(len(self.timed))))
+
+    def _batches(self, specs) -> list[tuple[tuple[int, ...], float, int, int]]:
+        return [(widths, *batch) for s in specs for widths, batch in self.timed[s].items()]
+
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each
-        spec's checks left at the seconds per cell-check measured on it, else on all."""
+        cell's checks left at the seconds per check of its width on its spec (`cost`)."""
         if not any(self.cell_checks):
             return None
-        overall = sum(self.seconds) / sum(self.cell_checks)
-        return sum(
-            (seconds / checks if checks else overall) * self.checks_left(spec)
-            for spec, (seconds, checks) in enumerate(
-                zip(self.seconds, self.cell_checks, strict=True)
-            )
-        )
+        left = 0.0
+        for spec in range(len(self.done)):
+            cost = self.cost(spec)
+            left += sum(cost.seconds(cell[0]) * n for cell, n in self._cells_left(spec).items())
+        return left
 
 
 def progress_after(on_check, before: np.ndarray, widths, k, status) -> None:

@@ -40,7 +40,9 @@ def test_runs_that_cannot_stop_need_their_whole_budget():
 def test_cells_that_can_stop_take_as_many_checks_as_the_slowest_finished_cell():
     """Widths 16 and 2048, two Δ each: width 16's cells finished after 40 checks at 0.1 s
     per batch check (0.05 s per cell-check); width 2048 has done 5 checks at 2 s each
-    (1 s per cell-check), so 2 cells × 35 checks × 1 s = 70 s are left."""
+    (1 s per cell-check), so 2 cells × 35 checks × 1 s = 70 s are left: the cost line
+    through the two widths timed prices width 2048 at its own rate, not the spec's mean
+    (14 s / 90 cell-checks)."""
     fake = FakeClock()
     cells = [[(16, 0.0), (16, 0.1), (2048, 0.0), (2048, 0.1)]]
     clock = CheckClock([1000], [True], cells, clock=fake)
@@ -49,9 +51,8 @@ def test_cells_that_can_stop_take_as_many_checks_as_the_slowest_finished_cell():
     clock.cell_done(0, (16, 0.0))
     clock.cell_done(0, (16, 0.1))
     _run_checks(clock, fake, 0, (2048,), 5, 2.0)
-    # measured over the spec: (4 s + 10 s) / (80 + 10) cell-checks
     assert clock.checks_left(0) == 70
-    assert clock.seconds_left() == pytest.approx(70 * 14.0 / 90)
+    assert clock.seconds_left() == pytest.approx(70 * 1.0)
 
 
 def test_a_cell_past_the_expected_checks_still_needs_one_more():
@@ -69,14 +70,17 @@ def test_cells_trained_in_several_batches_owe_the_rest_of_the_batch_under_way():
     budget's checks: two batches of 4 checks and 2 of a third leave 2 checks each to
     widths 5 and 6 (not 0, nor a negative count cancelling width 8's 4). With stop rules,
     the slowest batch of a finished cell (4 checks), not the cell's sum over its batches
-    (7), prices the others: width 8, one check in, needs 3 more."""
+    (7), prices the others: width 8, one check in, needs 3 more. Width 8 was not timed, and
+    the (5, 6) batches (0.5 s per cell-check, mean width 5.5) are all that was: its checks
+    cost at most 0.5 s × 8 / 5.5, and the estimate is a bound."""
     fake = FakeClock()
     clock = CheckClock([4], [False], [[(5, 0.0), (6, 0.0), (8, 0.0)]], clock=fake)
     clock.start()
     for count in (4, 4, 2):  # three batches of the (5, 6) bucket
         _run_checks(clock, fake, 0, (5, 6), count, 1.0)
     assert clock.checks_left(0) == 2 + 2 + 4
-    assert clock.seconds_left() == pytest.approx(8 * 10.0 / 20)
+    assert clock.seconds_left() == pytest.approx(4 * 0.5 + 4 * 0.5 * 8 / 5.5)
+    assert clock.bounded()
     stops = CheckClock([10], [True], [[(5, 0.0), (8, 0.0)]], clock=fake)
     for count in (4, 3):
         _run_checks(stops, fake, 0, (5,), count, 1.0)
@@ -233,7 +237,7 @@ def test_cells_that_can_stop_are_priced_at_the_slowest_finished_cell_not_the_fas
 def test_a_finished_cell_stops_counting_checks_of_its_batch():
     """Width 16's two Δ share a batch: Δ = 0 finished after 10 checks, Δ = 0.1 went on for
     5 more. Δ = 0 took 10, not 15: width 32 (2 done) needs 8 more, Δ = 0.1 one (9 in all),
-    priced at 17 s over 20 + 5 + 2 = 27 cell-checks."""
+    priced at width 32's 1 s per cell-check and width 16's 15 s over 20 + 5 cell-checks."""
     fake = FakeClock()
     clock = CheckClock([1000], [True], [[(16, 0.0), (16, 0.1), (32, 0.0)]], clock=fake)
     clock.start()
@@ -242,7 +246,83 @@ def test_a_finished_cell_stops_counting_checks_of_its_batch():
     _run_checks(clock, fake, 0, (16,), 5, 1.0, first=11)
     _run_checks(clock, fake, 0, (32,), 2, 1.0)
     assert clock.checks_left(0) == 9
-    assert clock.seconds_left() == pytest.approx(9 * 17 / 27)
+    assert clock.seconds_left() == pytest.approx(8 * 1.0 + 1 * 15 / 25)
+
+
+def _adam_units(clock, fake, widths, seconds):
+    """Each width alone in its batch, 3 Δ cells, 1000 checks, `seconds` per unit."""
+    for width, unit in zip(widths, seconds, strict=True):
+        _run_checks(clock, fake, 0, (width,), 1000, unit / 1000)
+        for delta in (0.0, 0.01, 0.1):
+            clock.cell_done(0, (width, delta))
+
+
+def test_a_wider_cell_is_priced_on_the_line_through_the_widths_timed():
+    """The default `compare`'s Adam units took 68.8, 129.1, 251.3 and 500.4 s at widths
+    16-128 (forty-eighth session). Priced at width 16's rate, 64 and 128 would need 3 × 68.8 s
+    where they took 751.7 s. Once 16 and 32 are timed, the line through them prices 64 and
+    128: 68.8 + (129.1 - 68.8) × (w - 16) / 16 s each, and the estimate is not a bound."""
+    fake = FakeClock()
+    cells = [[(w, d) for w in (16, 32, 64, 128) for d in (0.0, 0.01, 0.1)]]
+    clock = CheckClock([1000], [False], cells, clock=fake)
+    clock.start()
+    _adam_units(clock, fake, (16, 32), (68.8, 129.1))
+    line = [68.8 + (129.1 - 68.8) * (w - 16) / 16 for w in (64, 128)]
+    assert clock.seconds_left() == pytest.approx(sum(line))
+    assert not clock.bounded()
+
+
+def test_one_width_timed_bounds_the_wider_cells_by_a_cost_proportional_to_the_width():
+    """Only width 16 timed (68.8 s for 3000 cell-checks): a check of width 32 costs at most
+    twice one of width 16 when the cost is a + b·w with a, b ≥ 0, and at least as much.
+    The bar marks the estimate as a bound; Adam's 129.1 s at width 32 is under it."""
+    from gdrelu.cli.progress import RunProgress
+
+    fake = FakeClock()
+    cells = [[(w, d) for w in (16, 32) for d in (0.0, 0.01, 0.1)]]
+    clock = CheckClock([1000], [False], cells, clock=fake)
+    bar = RunProgress(6000, clock, enabled=False)
+    clock.start()
+    _adam_units(clock, fake, (16,), (68.8,))
+    assert 129.1 <= clock.seconds_left() == pytest.approx(2 * 68.8)
+    assert clock.bounded() and "eta ≤ 02:17" in bar.postfix()
+
+
+def test_a_flat_cost_is_not_extrapolated_as_a_growing_one():
+    """GD on the propagator: width 32's checks cost what width 16's did, so 64's are
+    priced the same (the line is flat); a cheaper wider width does not make 64 cheaper
+    than either (no negative slope), and a line that would cross zero goes through it."""
+    from gdrelu.progress import check_cost
+
+    fake = FakeClock()
+    cells = [[(w, d) for w in (16, 32, 64) for d in (0.0, 0.01, 0.1)]]
+    clock = CheckClock([1000], [False], cells, clock=fake)
+    clock.start()
+    _adam_units(clock, fake, (16, 32), (27.0, 27.0))
+    assert clock.seconds_left() == pytest.approx(27.0)
+    falling = check_cost([((16,), 3.0, 3, 48), ((32,), 1.0, 3, 96)])
+    assert falling.seconds(64) == pytest.approx(4.0 / 6)  # the mean rate
+    steep = check_cost([((16,), 1.0, 1, 16), ((32,), 4.0, 1, 32)])
+    assert steep.intercept == 0.0 and steep.seconds(0) == 0.0
+
+
+def test_the_cost_line_is_a_weighted_least_squares_fit():
+    """Three batches' rates against their mean widths, weighted by their cell-checks: the
+    coefficients of numpy's weighted polyfit (weights are the square roots of the counts,
+    as polyfit weighs residuals before squaring them)."""
+    import numpy as np
+
+    from gdrelu.progress import check_cost
+
+    batches = [((8,), 2.0, 4, 32), ((16, 32), 9.0, 6, 144), ((64,), 5.0, 2, 128)]
+    cost = check_cost(batches)
+    n = np.array([4.0, 6.0, 2.0])
+    rate = np.array([2.0, 9.0, 5.0]) / n
+    width = np.array([32.0, 144.0, 128.0]) / n
+    slope, intercept = np.polyfit(width, rate, 1, w=np.sqrt(n))
+    assert cost.fitted and cost.slope == pytest.approx(slope)
+    assert cost.intercept == pytest.approx(intercept)
+    assert check_cost([((8,), 1.0, 0, 0)]) is None
 
 
 @pytest.mark.parametrize("can_stop", [True, False])
