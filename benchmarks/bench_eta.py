@@ -1,0 +1,147 @@
+"""How far the progress bar's ETA is from the time a command actually took.
+
+Runs a `gdrelu` command in this process and records every call it makes on its progress
+clock (`gdrelu.progress.CheckClock`), with its time. Then replays the calls through the
+clock and prints, at each twentieth of the run, the ETA the bar would have shown against
+the seconds that were in fact left. `--against FILE` replays them through a second
+version of `gdrelu/progress.py` too (`git show REV:gdrelu/progress.py > FILE`), so two
+clocks are compared on one run; `--calls P` replays a recording written by `--record P`
+without running anything.
+
+    PYTHONPATH=. python benchmarks/bench_eta.py [--record P] [--against FILE] -- compare ...
+    PYTHONPATH=. python benchmarks/bench_eta.py --calls P [--against FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import importlib.util
+import json
+import sys
+import time
+
+CALLS = ("start", "on_check", "plan", "forecast", "cell_done")
+
+
+def record(argv: list[str]) -> list:
+    """Run `gdrelu argv` here; the clock's calls as [time, method, arguments]."""
+    import numpy as np
+
+    from gdrelu import progress
+    from gdrelu.cli import main
+
+    calls: list = []
+
+    def listed(value):  # a dict (`forecast`'s, keyed by cells) as its items
+        if isinstance(value, dict):
+            return [[listed(k), listed(v)] for k, v in value.items()]
+        if isinstance(value, (list, tuple)):
+            return [listed(v) for v in value]
+        return np.asarray(value).tolist()
+
+    def recorded(name, method):
+        def call(self, *args, **kwargs):
+            calls.append([time.perf_counter(), name, listed(args)])
+            return method(self, *args, **kwargs)
+
+        return call
+
+    for name in ("__init__", *CALLS):
+        setattr(progress.CheckClock, name, recorded(name, getattr(progress.CheckClock, name)))
+    code = main(argv)
+    calls.append([time.perf_counter(), "end", []])
+    if code:
+        sys.exit(f"gdrelu {' '.join(argv)} exited with {code}")
+    return calls
+
+
+def _arguments(name: str, args: list) -> list:
+    """A recorded call's arguments as the clock takes them: cells as (width, Δ) tuples."""
+    if name == "__init__":
+        return [*args[:2], [[tuple(c) for c in cells] for cells in args[2]]]
+    if name == "cell_done":
+        return [args[0], tuple(args[1])]
+    if name == "plan":
+        return [args[0], [[tuple(c) for c in batch] for batch in args[1]]]
+    if name == "forecast":
+        return [args[0], {tuple(k): v for k, v in args[1]}]
+    return args
+
+
+def replay(calls: list, modules: dict) -> list:
+    """Each check's time and arguments, and every module's (ETA, bounded) after it."""
+    now = [0.0]
+    clocks: dict = {}
+    rows = []
+    for at, name, args in calls:
+        now[0] = at
+        if name == "end":
+            break
+        args = _arguments(name, args)
+        if name == "__init__":
+            clocks = {k: m.CheckClock(*args, clock=lambda: now[0]) for k, m in modules.items()}
+            continue
+        for clock in clocks.values():
+            getattr(clock, name)(*args)
+        if name == "on_check":
+            estimates = {k: (c.seconds_left(), c.bounded()) for k, c in clocks.items()}
+            rows.append((at, args, estimates))
+    return rows
+
+
+def table(calls: list, modules: dict, points: int = 20) -> str:
+    """The ETA against the time left at each 1/`points` of the run, as a Markdown table."""
+    rows = replay(calls, modules)
+    end, first = calls[-1][0], rows[0][0]
+    times = [row[0] for row in rows]
+    names = list(modules)
+    lines = [
+        f"{len(rows)} checks, {end - first:.1f} s from the first to the end",
+        "",
+        "| elapsed | at | seconds left | " + " | ".join(f"ETA {n} (ratio)" for n in names) + " |",
+        "|---|---|---:|" + "---:|" * len(names),
+    ]
+    for i in range(1, points):
+        at, (spec, widths, k), estimates = rows[
+            min(bisect.bisect_left(times, first + i / points * (end - first)), len(rows) - 1)
+        ]
+        left = end - at
+        shown = [
+            f"{'≤ ' if bound else ''}{eta:.1f} ({eta / left:.2f})"
+            for eta, bound in (estimates[n] for n in names)
+        ]
+        where = f"spec {spec}, width {','.join(map(str, widths))}, check {k}"
+        lines.append(f"| {i / points:.0%} | {where} | {left:.1f} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--record", help="write the clock's calls to this JSON file")
+    parser.add_argument("--calls", help="replay this recording instead of running")
+    parser.add_argument("--against", help="a second progress.py to replay the calls through")
+    parser.add_argument("command", nargs="*", help="the gdrelu command, after --")
+    args = parser.parse_args()
+    if bool(args.calls) == bool(args.command):
+        parser.error("give a gdrelu command after --, or --calls, not both")
+    if args.calls:
+        with open(args.calls) as f:
+            calls = json.load(f)
+    else:
+        calls = record(args.command)
+    if args.record:
+        with open(args.record, "w") as f:
+            json.dump(calls, f)
+    from gdrelu import progress
+
+    modules = {"now": progress}
+    if args.against:
+        spec = importlib.util.spec_from_file_location("progress_against", args.against)
+        modules["against"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules["against"])
+    print(table(calls, modules))
+
+
+if __name__ == "__main__":
+    main()
