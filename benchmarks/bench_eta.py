@@ -8,8 +8,9 @@ version of `gdrelu/progress.py` too (`git show REV:gdrelu/progress.py > FILE`), 
 clocks are compared on one run; `--calls P` replays a recording written by `--record P`
 without running anything.
 
-    PYTHONPATH=. python benchmarks/bench_eta.py [--record P] [--against FILE] -- compare ...
-    PYTHONPATH=. python benchmarks/bench_eta.py --calls P [--against FILE]
+    PYTHONPATH=. python benchmarks/bench_eta.py [--record P] [--against FILE] [--plot PNG] \\
+        -- compare ...
+    PYTHONPATH=. python benchmarks/bench_eta.py --calls P [--against FILE] [--plot PNG]
 """
 
 from __future__ import annotations
@@ -116,11 +117,34 @@ def table(calls: list, modules: dict, points: int = 20) -> str:
     return "\n".join(lines)
 
 
+def figure(calls: list, modules: dict, path: str) -> None:
+    """Every check's ETA against the seconds that were in fact left, over the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = replay(calls, modules)
+    end, first = calls[-1][0], rows[0][0]
+    elapsed = [at - first for at, *_ in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(elapsed, [end - at for at, *_ in rows], "k-", label="seconds in fact left")
+    for name in modules:
+        ax.plot(elapsed, [estimates[name][0] for *_, estimates in rows], label=f"ETA {name}")
+    ax.set(xlabel="seconds since the first check", ylabel="seconds left", yscale="log")
+    ax.set_ylim(max(1.0, 0.05 * (end - first)), 20 * (end - first))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", help="write the clock's calls to this JSON file")
     parser.add_argument("--calls", help="replay this recording instead of running")
     parser.add_argument("--against", help="a second progress.py to replay the calls through")
+    parser.add_argument("--plot", help="draw every check's ETA over the run to this PNG")
     parser.add_argument("command", nargs="*", help="the gdrelu command, after --")
     args = parser.parse_args()
     if bool(args.calls) == bool(args.command):
@@ -141,6 +165,8 @@ def main() -> None:
         modules["against"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(modules["against"])
     print(table(calls, modules))
+    if args.plot:
+        figure(calls, modules, args.plot)
 
 
 if __name__ == "__main__":

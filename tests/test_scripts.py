@@ -50,7 +50,8 @@ def test_each_script_answers_help(script, tmp_path):
         ["benchmarks/bench_general_loop.py", "--widths", "4", "--lanes", "16", "--steps", "5"],
         ["scripts/profile_suite.py", "--out", "{tmp}/profile", "--top", "3", "--", "-q",
          "-n", "0", "-p", "no:cacheprovider", "tests/test_model.py"],
-        ["benchmarks/bench_eta.py", "--record", "{tmp}/calls.json", "--", "run", "--widths",
+        ["benchmarks/bench_eta.py", "--record", "{tmp}/calls.json", "--plot", "{tmp}/eta.png",
+         "--", "run", "--widths",
          "4,8", "--runs", "4", "--max-checks", "3", "--check-every", "10", "--out",
          "{tmp}/eta", "--quiet"],
     ],
@@ -68,6 +69,7 @@ def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
         assert ("step 2/‖θ‖²" if "param-norm" in args else "step 1/λ_max(K_w)") in title, title
     if args[0] == "benchmarks/bench_eta.py":  # the ETA at each twentieth of the run
         assert done.stdout.count("\n| ") == 1 + 19 and (tmp_path / "calls.json").exists()
+        assert (tmp_path / "eta.png").read_bytes().startswith(b"\x89PNG")
     if args[0] == "scripts/profile_suite.py":  # the tests' programs, named and timed
         assert "tests/test_model.py::" in done.stdout and " jit(" in done.stdout, done.stdout
 
