@@ -48,10 +48,15 @@ def record(argv: list[str]) -> list:
 
         return call
 
-    for name in ("__init__", *CALLS):
-        setattr(progress.CheckClock, name, recorded(name, getattr(progress.CheckClock, name)))
-    code = main(argv)
-    calls.append([time.perf_counter(), "end", []])
+    methods = {name: getattr(progress.CheckClock, name) for name in ("__init__", *CALLS)}
+    for name, method in methods.items():
+        setattr(progress.CheckClock, name, recorded(name, method))
+    try:
+        code = main(argv)
+        calls.append([time.perf_counter(), "end", []])
+    finally:  # the replay's clocks are not recorded
+        for name, method in methods.items():
+            setattr(progress.CheckClock, name, method)
     if code:
         sys.exit(f"gdrelu {' '.join(argv)} exited with {code}")
     return calls

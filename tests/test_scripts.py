@@ -70,6 +70,8 @@ def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
     if args[0] == "benchmarks/bench_eta.py":  # the ETA at each twentieth of the run
         assert done.stdout.count("\n| ") == 1 + 19 and (tmp_path / "calls.json").exists()
         assert (tmp_path / "eta.png").read_bytes().startswith(b"\x89PNG")
+        again = _run(["benchmarks/bench_eta.py", "--calls", tmp_path / "calls.json"], tmp_path)
+        assert again.stdout in done.stdout  # the replay of the recording, as run
     if args[0] == "scripts/profile_suite.py":  # the tests' programs, named and timed
         assert "tests/test_model.py::" in done.stdout and " jit(" in done.stdout, done.stdout
 
