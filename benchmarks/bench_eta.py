@@ -119,7 +119,24 @@ def table(calls: list, modules: dict, points: int = 20) -> str:
         ]
         where = f"spec {spec}, width {','.join(map(str, widths))}, check {k}"
         lines.append(f"| {i / points:.0%} | {where} | {left:.1f} | " + " | ".join(shown) + " |")
+    lines += [
+        "",
+        *(
+            f"ETA {n}: {within(rows, end, n):.0%} of the run within 1.5× of the time left"
+            for n in names
+        ),
+    ]
     return "\n".join(lines)
+
+
+def within(rows: list, end: float, name: str, factor: float = 1.5) -> float:
+    """The share of the run's time (from its first check) during which clock `name`'s
+    ETA, as shown after the latest check, was within `factor` of the seconds left."""
+    good = 0.0
+    for (at, _, estimates), (then, *_) in zip(rows, [*rows[1:], (end,)], strict=True):
+        eta, left = estimates[name][0], end - at
+        good += (then - at) * (left / factor <= eta <= left * factor)
+    return good / (end - rows[0][0])
 
 
 def figure(calls: list, modules: dict, path: str) -> None:

@@ -113,3 +113,15 @@ def test_star_experiment_refuses_bad_flags_by_name(args, message, tmp_path):
     done = _run(["scripts/star_experiment.py", *args, "--out", tmp_path / "star"], tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "star").exists()
+
+
+def test_the_eta_benchmark_counts_the_time_each_estimate_was_shown():
+    """An ETA is shown from its check to the next: right (within 1.5×) for 1 s, 10 s
+    where 3 were left for 1 s, then right for the last 2 s: 3 of the run's 4 s."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_eta", ROOT / "benchmarks/bench_eta.py")
+    bench_eta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_eta)
+    rows = [(at, None, {"now": (eta, False)}) for at, eta in [(0, 4.0), (1, 10.0), (2, 2.5)]]
+    assert bench_eta.within(rows, 4.0, "now") == pytest.approx(3 / 4)
