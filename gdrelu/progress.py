@@ -83,7 +83,10 @@ class CheckClock:
     budget, a target half-width) owes the rest of the batch under way and, for each batch
     `plan` announced that it is in and that has not begun, the checks expected of a
     batch; without a plan, the batch under way alone. A cell grown to a target also owes
-    the batches `forecast` expects after those.
+    the batches `forecast` expects after those. A check is priced by the cell's width
+    (`cost`), fitted to the checks of each batch after its first: the first also compiles
+    and draws the batch's networks, and each batch not yet begun adds what the spec's first
+    checks took beyond their check (`setup`).
     """
 
     def __init__(
@@ -105,8 +108,11 @@ class CheckClock:
         self.later: list[dict[tuple[int, float], int]] = [{} for _ in cells]  # forecast
         self.last_k = [0 for _ in cells]
         self.cell_checks = [0 for _ in cells]  # checks done, summed over the spec's cells
-        # per spec and batch widths: [seconds in its checks, cell-checks, their widths summed]
-        self.timed: list[dict[tuple[int, ...], list]] = [{} for _ in cells]
+        # per spec and batch widths, for batches' first checks and for the later ones:
+        # [seconds in them, cell-checks, their widths summed]
+        self.timed: list[dict[tuple[int, ...], list[list]]] = [{} for _ in cells]
+        # each batch's first check: its seconds and the widths of the cells it advanced
+        self.setups: list[list[tuple[float, list[int]]]] = [[] for _ in cells]
         self._last: float | None = None
 
     def start(self) -> None:
@@ -119,8 +125,9 @@ class CheckClock:
         seconds = now - self._last if self._last is not None else 0.0
         self._last = now
         widths = {int(w) for w in np.atleast_1d(widths)}
-        batch = self.timed[spec].setdefault(tuple(sorted(widths)), [0.0, 0, 0])
-        batch[0] += seconds
+        timed = self.timed[spec].setdefault(tuple(sorted(widths)), [[0.0, 0, 0], [0.0, 0, 0]])
+        tally = timed[k > 1]
+        tally[0] += seconds
         queued = self.queued[spec]
         if k == 1:  # a batch begins: the first planned of these widths, if any
             if self.current[spec] is not None:  # the planned batch before it has ended
@@ -137,8 +144,12 @@ class CheckClock:
                 self.done[spec][cell] = k
                 self.most[spec][cell] = max(self.most[spec][cell], k)
                 self.cell_checks[spec] += 1
-                batch[1] += 1
-                batch[2] += cell[0]
+                tally[1] += 1
+                tally[2] += cell[0]
+        if k == 1:
+            self.setups[spec].append(
+                (seconds, [c[0] for c in advanced if c not in self.finished[spec]])
+            )
 
     def plan(self, spec: int, batches: Sequence[Sequence[tuple[int, float]]]) -> None:
         """Spec `spec` will train these batches; each holds the cells (width, Δ) whose runs
@@ -203,7 +214,7 @@ class CheckClock:
         ) or any(
             self.cell_checks[spec]
             and any(n and cost.bound(cell[0]) for cell, n in self._cells_left(spec).items())
-            for spec, cost in enumerate(map(self.cost, range(len(self.done))))
+            for spec, cost in enumerate(self._costs())
         )
 
     def untimed(self) -> int:
@@ -218,22 +229,71 @@ class CheckClock:
     def cost(self, spec: int) -> CheckCost | None:
         """What a check costs on spec `spec`, fitted to its batches timed, else to every
         spec's (None before the first check)."""
-        own = self._batches([spec])
-        return check_cost(own if self.cell_checks[spec] else self._batches(range(len(self.timed))))
+        return self._costs()[spec]
+
+    def _costs(self) -> list[CheckCost | None]:
+        """`cost` of every spec, the fit to every spec's batches made once."""
+        pooled = check_cost(self._batches(range(len(self.timed))))
+        return [
+            check_cost(self._batches([spec])) if checks else pooled
+            for spec, checks in enumerate(self.cell_checks)
+        ]
 
     def _batches(self, specs) -> list[tuple[tuple[int, ...], float, int, int]]:
-        return [(widths, *batch) for s in specs for widths, batch in self.timed[s].items()]
+        """The batches of `specs` timed, as `check_cost` takes them: their checks after the
+        first, or while none of them has more, their first. A batch's first check also
+        compiles and draws its networks (`setup`)."""
+        timed = [(w, batch) for s in specs for w, batch in self.timed[s].items()]
+        later = [(w, *batch[1]) for w, batch in timed if batch[1][1]]
+        return later or [(w, *batch[0]) for w, batch in timed]
+
+    def setup(self, spec: int) -> float:
+        """The seconds a batch of spec `spec` not yet begun is expected to add in its first
+        check, beyond the check itself: the mean such excess of the spec's batches after
+        its first (which also compiled), else of its first, else the same over every
+        spec."""
+        return _setups(self._excesses(self._costs()))[spec]
+
+    def _excesses(self, costs: Sequence[CheckCost | None]) -> list[list[float]]:
+        """Each spec's first checks, each less what its cells' check costs (`costs[s]`)."""
+        return [
+            [max(0.0, seconds - sum(cost.seconds(w) for w in widths)) for seconds, widths in setups]
+            for setups, cost in zip(self.setups, costs, strict=True)
+        ]
+
+    def _batches_left(self, spec: int) -> int:
+        """The batches of spec `spec` not yet begun: those planned, and one per width of the
+        cells no batch has advanced that no plan names."""
+        unplanned = {
+            c[0]
+            for c, n in self.done[spec].items()
+            if not n and c not in self.finished[spec] and c not in self.waiting[spec]
+        }
+        return len(self.queued[spec]) + len(unplanned)
 
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each
         cell's checks left at the seconds per check of its width on its spec (`cost`)."""
         if not any(self.cell_checks):
             return None
+        costs = self._costs()
+        setups = _setups(self._excesses(costs))
         left = 0.0
-        for spec in range(len(self.done)):
-            cost = self.cost(spec)
+        for spec, cost in enumerate(costs):
             left += sum(cost.seconds(cell[0]) * n for cell, n in self._cells_left(spec).items())
+            left += setups[spec] * self._batches_left(spec)
         return left
+
+
+def _setups(excesses: Sequence[list[float]]) -> list[float]:
+    """`CheckClock.setup` of every spec, from every spec's first checks' excesses."""
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    later = [t for e in excesses for t in e[1:]]
+    pooled = mean(later) if later else mean([t for e in excesses for t in e] or [0.0])
+    return [mean(e[1:] or e) if e else pooled for e in excesses]
 
 
 def progress_after(on_check, before: np.ndarray, widths, k, status) -> None:

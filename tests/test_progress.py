@@ -237,7 +237,8 @@ def test_cells_that_can_stop_are_priced_at_the_slowest_finished_cell_not_the_fas
 def test_a_finished_cell_stops_counting_checks_of_its_batch():
     """Width 16's two Δ share a batch: Δ = 0 finished after 10 checks, Δ = 0.1 went on for
     5 more. Δ = 0 took 10, not 15: width 32 (2 done) needs 8 more, Δ = 0.1 one (9 in all),
-    priced at width 32's 1 s per cell-check and width 16's 15 s over 20 + 5 cell-checks."""
+    priced at width 32's 1 s per cell-check and width 16's 14 s over 18 + 5 cell-checks
+    (each batch's first check is priced apart, `test_a_batch_s_first_check_...`)."""
     fake = FakeClock()
     clock = CheckClock([1000], [True], [[(16, 0.0), (16, 0.1), (32, 0.0)]], clock=fake)
     clock.start()
@@ -246,7 +247,7 @@ def test_a_finished_cell_stops_counting_checks_of_its_batch():
     _run_checks(clock, fake, 0, (16,), 5, 1.0, first=11)
     _run_checks(clock, fake, 0, (32,), 2, 1.0)
     assert clock.checks_left(0) == 9
-    assert clock.seconds_left() == pytest.approx(8 * 1.0 + 1 * 15 / 25)
+    assert clock.seconds_left() == pytest.approx(8 * 1.0 + 1 * 14 / 23)
 
 
 def _adam_units(clock, fake, widths, seconds):
@@ -304,6 +305,23 @@ def test_a_flat_cost_is_not_extrapolated_as_a_growing_one():
     assert falling.seconds(64) == pytest.approx(4.0 / 6)  # the mean rate
     steep = check_cost([((16,), 1.0, 1, 16), ((32,), 4.0, 1, 32)])
     assert steep.intercept == 0.0 and steep.seconds(0) == 0.0
+
+
+def test_a_batch_s_first_check_is_priced_apart_from_its_checks():
+    """A batch's first check also compiles (the run's first batch: 5 s) or draws its
+    networks (a later one: 1 s more than its 0.1 s check). Widths 8 and 16 checks then cost
+    0.1 s: width 16 owes 8 of them, width 32 (not begun) 10 and its first check's extra
+    1 s: 2.8 s. One rate over every check (7.1 s for 12 cell-checks) said 18 × 7.1 / 12."""
+    fake = FakeClock()
+    clock = CheckClock([10], [False], [[(8, 0.0), (16, 0.0), (32, 0.0)]], clock=fake)
+    clock.start()
+    _run_checks(clock, fake, 0, (8,), 1, 5.0)
+    _run_checks(clock, fake, 0, (8,), 9, 0.1, first=2)
+    clock.cell_done(0, (8, 0.0))
+    _run_checks(clock, fake, 0, (16,), 1, 1.1)
+    _run_checks(clock, fake, 0, (16,), 1, 0.1, first=2)
+    assert clock.seconds_left() == pytest.approx(8 * 0.1 + 10 * 0.1 + 1.0)
+    assert clock.setup(0) == pytest.approx(1.0)
 
 
 def test_the_cost_line_is_a_weighted_least_squares_fit():
