@@ -22,6 +22,8 @@ import json
 import sys
 import time
 
+from gdrelu.progress import widths_text
+
 CALLS = ("start", "on_check", "plan", "forecast", "cell_done")
 
 
@@ -76,7 +78,8 @@ def _arguments(name: str, args: list) -> list:
 
 
 def replay(calls: list, modules: dict) -> list:
-    """Each check's time and arguments, and every module's (ETA, bounded) after it."""
+    """Each check's time and arguments, and every module's (ETA, bounded) after it; the
+    checks after which some clock has no estimate yet (no cell-check timed) are left out."""
     now = [0.0]
     clocks: dict = {}
     rows = []
@@ -92,7 +95,8 @@ def replay(calls: list, modules: dict) -> list:
             getattr(clock, name)(*args)
         if name == "on_check":
             estimates = {k: (c.seconds_left(), c.bounded()) for k, c in clocks.items()}
-            rows.append((at, args, estimates))
+            if all(eta is not None for eta, _ in estimates.values()):
+                rows.append((at, args, estimates))
     return rows
 
 
@@ -117,7 +121,7 @@ def table(calls: list, modules: dict, points: int = 20) -> str:
             f"{'≤ ' if bound else ''}{eta:.1f} ({eta / left:.2f})"
             for eta, bound in (estimates[n] for n in names)
         ]
-        where = f"spec {spec}, width {','.join(map(str, widths))}, check {k}"
+        where = f"spec {spec}, width {widths_text(widths)}, check {k}"
         lines.append(f"| {i / points:.0%} | {where} | {left:.1f} | " + " | ".join(shown) + " |")
     lines += [
         "",
@@ -181,6 +185,8 @@ def main() -> None:
             json.dump(calls, f)
     from gdrelu import progress
 
+    if not replay(calls, {"now": progress}):
+        sys.exit("no check was timed (a command resumed whole, or one that failed first)")
     modules = {"now": progress}
     if args.against:
         spec = importlib.util.spec_from_file_location("progress_against", args.against)

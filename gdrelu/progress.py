@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 class CheckCost(NamedTuple):
     """Seconds a check of one cell of width w costs: `intercept + slope · w`, fitted to the
-    batches timed, each a point (its cells' mean width, its seconds per cell-check) weighted
-    by its cell-checks, with neither coefficient negative. While the batches timed have one
+    batches timed, the batches of the same widths merged into one point (their cells' mean
+    width, their seconds per cell-check) weighted by its cell-checks, with neither
+    coefficient negative. While the batches timed have one
     mean width (`fitted` false), a cell of a width timed costs their rate (`intercept`),
     and one of another width at most that rate times max(1, w / the mean width): the
     most a cost affine in the width with both coefficients ≥ 0 allows."""
@@ -54,7 +55,7 @@ def check_cost(batches: Sequence[tuple[Sequence[int], float, int, int]]) -> Chec
     points = [(s, n, w) for _, s, n, w in batches if n]
     if not points:
         return None
-    timed = frozenset(int(w) for widths, *_ in batches for w in widths)
+    timed = frozenset(int(w) for widths, _, n, _ in batches if n for w in widths)
     checks = sum(n for _, n, _ in points)
     rate = sum(s for s, _, _ in points) / checks
     mean = sum(w for _, _, w in points) / checks
@@ -84,9 +85,10 @@ class CheckClock:
     `plan` announced that it is in and that has not begun, the checks expected of a
     batch; without a plan, the batch under way alone. A cell grown to a target also owes
     the batches `forecast` expects after those. A check is priced by the cell's width
-    (`cost`), fitted to the checks of each batch after its first: the first also compiles
-    and draws the batch's networks, and each batch not yet begun adds what the spec's first
-    checks took beyond their check (`setup`).
+    (`cost`), fitted to the checks of each batch after its first (to the first checks while
+    no batch has had more): the first also compiles and draws the batch's networks, and
+    each batch not yet begun adds what the spec's first checks took beyond their check
+    (`setup`).
     """
 
     def __init__(
@@ -255,25 +257,38 @@ class CheckClock:
         return _setups(self._excesses(self._costs()))[spec]
 
     def _excesses(self, costs: Sequence[CheckCost | None]) -> list[list[float]]:
-        """Each spec's first checks, each less what its cells' check costs (`costs[s]`)."""
+        """Each spec's first checks, each less what its cells' check costs (`costs[s]`);
+        none where the spec's cost was fitted to its first checks (no later check timed),
+        which holds their excess already."""
         return [
             [max(0.0, seconds - sum(cost.seconds(w) for w in widths)) for seconds, widths in setups]
-            for setups, cost in zip(self.setups, costs, strict=True)
+            if any(tally[1][1] for tally in timed.values())
+            else [0.0] * len(setups)
+            for setups, cost, timed in zip(self.setups, costs, self.timed, strict=True)
         ]
 
     def _batches_left(self, spec: int) -> int:
-        """The batches of spec `spec` not yet begun: those planned, and one per width of the
-        cells no batch has advanced that no plan names."""
+        """The batches of spec `spec` not yet begun: those planned with a cell unfinished,
+        one per width of the unfinished cells no batch has advanced that no plan names (a
+        bucket of several widths trains them in one: an overcount without a plan), and
+        per width those `forecast` expects of its cells."""
+        finished = self.finished[spec]
+        planned = sum(any(c not in finished for c in batch) for batch in self.queued[spec])
         unplanned = {
             c[0]
             for c, n in self.done[spec].items()
-            if not n and c not in self.finished[spec] and c not in self.waiting[spec]
+            if not n and c not in finished and c not in self.waiting[spec]
         }
-        return len(self.queued[spec]) + len(unplanned)
+        grown: dict[int, int] = {}
+        for cell, later in self.later[spec].items():
+            if cell not in finished:
+                grown[cell[0]] = max(grown.get(cell[0], 0), later)
+        return planned + len(unplanned) + sum(grown.values())
 
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each
-        cell's checks left at the seconds per check of its width on its spec (`cost`)."""
+        cell's checks left at the seconds per check of its width on its spec (`cost`), and
+        each batch not yet begun at its spec's `setup`."""
         if not any(self.cell_checks):
             return None
         costs = self._costs()

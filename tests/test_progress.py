@@ -324,6 +324,44 @@ def test_a_batch_s_first_check_is_priced_apart_from_its_checks():
     assert clock.setup(0) == pytest.approx(1.0)
 
 
+def test_first_checks_priced_as_checks_add_no_setup():
+    """Batches of one check each (a budget of 1): the cost is fitted to the first checks
+    (2, 10 and 6 s: 6 s a check), which hold their setup already. The fourth batch is
+    priced at 6 s, not 6 s plus the mean excess of the later first checks over 6 s."""
+    fake = FakeClock()
+    cells = [(8, d) for d in (0.0, 0.1, 0.2, 0.3)]
+    clock = CheckClock([1], [False], [cells], clock=fake)
+    clock.plan(0, [[cell] for cell in cells])
+    clock.start()
+    for cell, seconds in zip(cells[:3], (2.0, 10.0, 6.0), strict=True):
+        _run_checks(clock, fake, 0, (8,), 1, seconds)
+        clock.cell_done(0, cell)
+    assert clock.seconds_left() == pytest.approx(6.0)
+
+
+def test_batches_forecast_or_planned_add_a_setup_only_while_they_can_begin():
+    """A grown cell's 3 batches to come (5 checks at 0.1 s each) add the first check's
+    1 s beyond its check each; a planned batch whose cell was loaded from its unit will
+    never begin and adds nothing, so the estimate reaches 0."""
+    fake = FakeClock()
+    clock = CheckClock([5], [False], [[(8, 0.0), (16, 0.0)]], clock=fake)
+    clock.plan(0, [[(8, 0.0)], [(16, 0.0)]])
+    clock.start()
+    clock.cell_done(0, (16, 0.0))
+    _run_checks(clock, fake, 0, (8,), 1, 1.1)
+    _run_checks(clock, fake, 0, (8,), 4, 0.1, first=2)
+    assert clock.seconds_left() == pytest.approx(0.0)
+    clock.forecast(0, {(8, 0.0): 3})
+    assert clock.seconds_left() == pytest.approx(3 * 5 * 0.1 + 3 * 1.0)
+
+
+def test_a_width_whose_batch_advanced_no_cell_is_not_timed():
+    from gdrelu.progress import check_cost
+
+    cost = check_cost([((8,), 1.0, 2, 16), ((16,), 0.5, 0, 0)])
+    assert cost.timed == {8} and cost.bound(16)
+
+
 def test_the_cost_line_is_a_weighted_least_squares_fit():
     """Three batches' rates against their mean widths, weighted by their cell-checks: the
     coefficients of numpy's weighted polyfit (weights are the square roots of the counts,

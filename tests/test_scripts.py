@@ -125,3 +125,27 @@ def test_the_eta_benchmark_counts_the_time_each_estimate_was_shown():
     spec.loader.exec_module(bench_eta)
     rows = [(at, None, {"now": (eta, False)}) for at, eta in [(0, 4.0), (1, 10.0), (2, 2.5)]]
     assert bench_eta.within(rows, 4.0, "now") == pytest.approx(3 / 4)
+
+
+def test_the_eta_benchmark_replays_an_int_width_and_skips_checks_with_no_estimate():
+    """The Section 10 preset names a batch's width as an int; a check that advanced no
+    unfinished cell leaves the clock without an estimate, and is not a row."""
+    import importlib.util
+
+    from gdrelu import progress
+
+    spec = importlib.util.spec_from_file_location("bench_eta", ROOT / "benchmarks/bench_eta.py")
+    bench_eta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_eta)
+    calls = [
+        [0.0, "__init__", [[2], [False], [[[8, 0.0], [16, 0.0]]]]],
+        [0.0, "start", []],
+        [0.0, "cell_done", [0, [8, 0.0]]],
+        [1.0, "on_check", [0, 8, 1]],
+        [2.0, "on_check", [0, 16, 1]],
+        [3.0, "on_check", [0, 16, 2]],
+        [3.5, "end", []],
+    ]
+    rows = bench_eta.replay(calls, {"now": progress})
+    assert [row[1][1] for row in rows] == [16, 16]
+    assert "| spec 0, width 16, check 2 | 0.5 |" in bench_eta.table(calls, {"now": progress})

@@ -141,7 +141,7 @@ class RunProgress:
         parts = [f"{label}={count}" for label, count in shown.items() if count]
         left = self.clock.seconds_left()
         if left is not None:  # past its estimate (cells grown to a target): 0, not negative
-            bound = "≤ " if self.clock.bounded() else ""  # no cell has stopped yet
+            bound = "≤ " if self.clock.bounded() else ""  # CheckClock.bounded says when
             untimed = self.clock.untimed()  # priced at the timed specs' rate
             guess = f" + {untimed} untimed" if untimed else ""
             parts.append(f"eta {bound}{self.bar.format_interval(max(0.0, left))}{guess}")
