@@ -221,8 +221,8 @@ class CheckClock:
 
     def untimed(self) -> int:
         """The specs with cells left none of whose checks have run here: `seconds_left`
-        prices them at the other specs' rate, which may be far from theirs (a `compare`'s
-        Adam checks cost many times GD's)."""
+        prices them by the line fitted to the other specs' checks, which may be far from
+        theirs (a `compare`'s Adam checks cost many times GD's)."""
         return sum(
             not checks and any(c not in self.finished[spec] for c in self.done[spec])
             for spec, checks in enumerate(self.cell_checks)
