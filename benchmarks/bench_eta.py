@@ -100,12 +100,12 @@ def replay(calls: list, modules: dict) -> list:
     return rows
 
 
-def table(calls: list, modules: dict, points: int = 20) -> str:
-    """The ETA against the time left at each 1/`points` of the run, as a Markdown table."""
-    rows = replay(calls, modules)
-    end, first = calls[-1][0], rows[0][0]
+def table(rows: list, end: float, points: int = 20) -> str:
+    """The ETA against the time left at each 1/`points` of the run (`replay`'s `rows`, the
+    run ending at `end`), as a Markdown table."""
+    first = rows[0][0]
     times = [row[0] for row in rows]
-    names = list(modules)
+    names = list(rows[0][2])
     lines = [
         f"{len(rows)} checks, {end - first:.1f} s from the first to the end",
         "",
@@ -143,19 +143,18 @@ def within(rows: list, end: float, name: str, factor: float = 1.5) -> float:
     return good / (end - rows[0][0])
 
 
-def figure(calls: list, modules: dict, path: str) -> None:
+def figure(rows: list, end: float, path: str) -> None:
     """Every check's ETA against the seconds that were in fact left, over the run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = replay(calls, modules)
-    end, first = calls[-1][0], rows[0][0]
+    first = rows[0][0]
     elapsed = [at - first for at, *_ in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(elapsed, [end - at for at, *_ in rows], "k-", label="seconds in fact left")
-    for name in modules:
+    for name in rows[0][2]:
         ax.plot(elapsed, [estimates[name][0] for *_, estimates in rows], label=f"ETA {name}")
     ax.set(xlabel="seconds since the first check", ylabel="seconds left", yscale="log")
     ax.set_ylim(max(1.0, 0.05 * (end - first)), 20 * (end - first))
@@ -185,16 +184,17 @@ def main() -> None:
             json.dump(calls, f)
     from gdrelu import progress
 
-    if not replay(calls, {"now": progress}):
-        sys.exit("no check was timed (a command resumed whole, or one that failed first)")
     modules = {"now": progress}
     if args.against:
         spec = importlib.util.spec_from_file_location("progress_against", args.against)
         modules["against"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(modules["against"])
-    print(table(calls, modules))
+    rows = replay(calls, modules)
+    if not rows:
+        sys.exit("no check was timed (a command resumed whole, or one that failed first)")
+    print(table(rows, calls[-1][0]))
     if args.plot:
-        figure(calls, modules, args.plot)
+        figure(rows, calls[-1][0], args.plot)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ class CheckClock:
     `plan` announced that it is in and that has not begun, the checks expected of a
     batch; without a plan, the batch under way alone. A cell grown to a target also owes
     the batches `forecast` expects after those. A check is priced by the cell's width
-    (`cost`), fitted to the checks of each batch after its first (to the first checks while
+    (`costs`), fitted to the checks of each batch after its first (to the first checks while
     no batch has had more): the first also compiles and draws the batch's networks, and
     each batch not yet begun adds what the spec's first checks took beyond their check
     (`setup`).
@@ -216,7 +216,7 @@ class CheckClock:
         ) or any(
             self.cell_checks[spec]
             and any(n and cost.bound(cell[0]) for cell, n in self._cells_left(spec).items())
-            for spec, cost in enumerate(self._costs())
+            for spec, cost in enumerate(self.costs())
         )
 
     def untimed(self) -> int:
@@ -228,13 +228,9 @@ class CheckClock:
             for spec, checks in enumerate(self.cell_checks)
         )
 
-    def cost(self, spec: int) -> CheckCost | None:
-        """What a check costs on spec `spec`, fitted to its batches timed, else to every
-        spec's (None before the first check)."""
-        return self._costs()[spec]
-
-    def _costs(self) -> list[CheckCost | None]:
-        """`cost` of every spec, the fit to every spec's batches made once."""
+    def costs(self) -> list[CheckCost | None]:
+        """What a check costs on each spec: fitted to its batches timed, else to every
+        spec's (that fit made once; None before the first check)."""
         pooled = check_cost(self._batches(range(len(self.timed))))
         return [
             check_cost(self._batches([spec])) if checks else pooled
@@ -246,15 +242,20 @@ class CheckClock:
         first, or while none of them has more, their first. A batch's first check also
         compiles and draws its networks (`setup`)."""
         timed = [(w, batch) for s in specs for w, batch in self.timed[s].items()]
-        later = [(w, *batch[1]) for w, batch in timed if batch[1][1]]
-        return later or [(w, *batch[0]) for w, batch in timed]
+        if any(map(self._timed_later, specs)):
+            return [(w, *batch[1]) for w, batch in timed if batch[1][1]]
+        return [(w, *batch[0]) for w, batch in timed]
+
+    def _timed_later(self, spec: int) -> bool:
+        """Whether a batch of spec `spec` has had a cell-check after its first check."""
+        return any(later[1] for _, later in self.timed[spec].values())
 
     def setup(self, spec: int) -> float:
         """The seconds a batch of spec `spec` not yet begun is expected to add in its first
         check, beyond the check itself: the mean such excess of the spec's batches after
         its first (which also compiled), else of its first, else the same over every
         spec."""
-        return _setups(self._excesses(self._costs()))[spec]
+        return _setups(self._excesses(self.costs()))[spec]
 
     def _excesses(self, costs: Sequence[CheckCost | None]) -> list[list[float]]:
         """Each spec's first checks, each less what its cells' check costs (`costs[s]`);
@@ -262,9 +263,9 @@ class CheckClock:
         which holds their excess already."""
         return [
             [max(0.0, seconds - sum(cost.seconds(w) for w in widths)) for seconds, widths in setups]
-            if any(tally[1][1] for tally in timed.values())
+            if self._timed_later(spec)
             else [0.0] * len(setups)
-            for setups, cost, timed in zip(self.setups, costs, self.timed, strict=True)
+            for spec, (setups, cost) in enumerate(zip(self.setups, costs, strict=True))
         ]
 
     def _batches_left(self, spec: int) -> int:
@@ -287,11 +288,11 @@ class CheckClock:
 
     def seconds_left(self) -> float | None:
         """Estimated seconds until every cell is done (None before the first check): each
-        cell's checks left at the seconds per check of its width on its spec (`cost`), and
+        cell's checks left at the seconds per check of its width on its spec (`costs`), and
         each batch not yet begun at its spec's `setup`."""
         if not any(self.cell_checks):
             return None
-        costs = self._costs()
+        costs = self.costs()
         setups = _setups(self._excesses(costs))
         left = 0.0
         for spec, cost in enumerate(costs):

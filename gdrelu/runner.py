@@ -89,8 +89,15 @@ def run_experiment(
     expected to end (`growth`). A width whose single run needs more than the budget
     raises `memory.BudgetError` before anything is compiled.
     """
-    callbacks = dict(on_check=on_check, on_cells_done=on_cells_done, on_stored=on_stored)
-    _check_arguments(spec, processes, **callbacks, on_batches=on_batches, on_forecast=on_forecast)
+    _check_arguments(
+        spec,
+        processes,
+        on_check=on_check,
+        on_cells_done=on_cells_done,
+        on_stored=on_stored,
+        on_batches=on_batches,
+        on_forecast=on_forecast,
+    )
     units = None if units is None else Path(units)
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)

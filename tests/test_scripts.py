@@ -148,4 +148,4 @@ def test_the_eta_benchmark_replays_an_int_width_and_skips_checks_with_no_estimat
     ]
     rows = bench_eta.replay(calls, {"now": progress})
     assert [row[1][1] for row in rows] == [16, 16]
-    assert "| spec 0, width 16, check 2 | 0.5 |" in bench_eta.table(calls, {"now": progress})
+    assert "| spec 0, width 16, check 2 | 0.5 |" in bench_eta.table(rows, calls[-1][0])
