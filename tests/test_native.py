@@ -2,8 +2,10 @@
 kernel="native"): the XLA loop's numbers bit for bit, in the engine too, and a clear
 refusal where it cannot run."""
 
+import ctypes
 import functools
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -451,6 +453,74 @@ def test_the_c_loops_compile_against_the_ffi_header_of_jaxlib_0_10_and_of_0_11(s
         command = [compiler, *native.FLAGS, "-fsyntax-only", f"-I{directory}", str(source)]
         done = subprocess.run(command, capture_output=True, text=True)
         assert done.returncode == 0, f"against {directory}:\n{done.stderr[-2000:]}"
+
+
+WORDS_HARNESS = """
+#include "lanes.h"
+void counts(const unsigned *k0, const unsigned *k1, unsigned step, long draws, long tails,
+            const double *thresholds, double *out) {
+  vu a, b;
+  vd TH[8], C[8];
+  __builtin_memcpy(&a, k0, sizeof a), __builtin_memcpy(&b, k1, sizeof b);
+  for (long j = 0; j < tails; j++) TH[j] = load(thresholds + j * LANES);
+  tail_counts(a, b, (vu){} + step, draws, tails, TH, C);
+  for (long j = 0; j < tails; j++) store(out + j * LANES, C[j]);
+}
+"""
+
+_WORD_KEYS = np.random.default_rng(5).integers(0, 2**32, size=(native.LANES, 2), dtype=np.uint32)
+
+
+def _word_thresholds() -> np.ndarray:
+    """(5, lanes) nondecreasing thresholds, one lane's last +inf (a category of weight 0)."""
+    thresholds = np.sort(np.random.default_rng(6).integers(0, 2**32, size=(5, native.LANES)), 0)
+    thresholds = thresholds.astype(np.float64)
+    thresholds[4, 3] = np.inf
+    return thresholds
+
+
+_WORD_THRESHOLDS = _word_thresholds()
+
+
+@functools.cache
+def _jax_tail_counts(draws: int) -> np.ndarray:
+    """(2, 5, lanes): the tail counts of steps 123455 and 123456 from JAX's words."""
+    from gdrelu.optim import multinomial_words, tail_counts
+
+    words = jax.vmap(lambda key: multinomial_words(key, draws, 123455, 2))(_WORD_KEYS)
+    thresholds = jnp.asarray(_WORD_THRESHOLDS)
+    return np.stack([tail_counts(words[:, t].T, thresholds) for t in (0, 1)])
+
+
+@needs_compiler
+@pytest.mark.parametrize("vectors", ["native", "without AVX-512"])
+def test_the_c_tail_counts_are_those_of_jax_s_words_for_any_draw_count(vectors, tmp_path):
+    """`tail_counts` of lanes.h, which runs a step's threefry calls GROUP at a time (8 with
+    AVX-512, 4 without): for 1 to 33 draws, so that groups are whole, cut short, and of an
+    odd count, each lane's tail counts equal those of `optim.multinomial_words` (JAX's
+    threefry) against its thresholds, a +inf among them (a category of weight 0)."""
+    compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    flags = [f for f in native.FLAGS if f != "-DGDRELU_XLA_FFI"]
+    if vectors != "native":
+        if platform.machine() not in ("x86_64", "AMD64"):
+            pytest.skip("AVX-512 is an x86 choice")
+        flags.append("-mno-avx512f")
+    (tmp_path / "words.c").write_text(WORDS_HARNESS)
+    built = tmp_path / "words.so"
+    command = [compiler, *flags, f"-I{native.SOURCE.parent}", str(tmp_path / "words.c")]
+    done = subprocess.run([*command, "-o", str(built)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    library = ctypes.CDLL(str(built))
+    keys, thresholds = _WORD_KEYS, _WORD_THRESHOLDS
+    for draws in (1, 3, 8, 9, 16, 17, 33):
+        for step, want in zip((123455, 123456), _jax_tail_counts(draws), strict=True):
+            out = np.zeros((5, native.LANES))
+            library.counts(
+                *(np.ascontiguousarray(keys[:, i]).ctypes.data_as(ctypes.c_void_p) for i in (0, 1)),
+                ctypes.c_uint(step), ctypes.c_long(draws), ctypes.c_long(5),
+                thresholds.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+            )  # fmt: skip
+            np.testing.assert_array_equal(out, want, err_msg=f"{draws} draws, step {step}")
 
 
 def _fake_compiler(monkeypatch, built: bytes):
