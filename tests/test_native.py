@@ -482,14 +482,23 @@ def _word_thresholds() -> np.ndarray:
 _WORD_THRESHOLDS = _word_thresholds()
 
 
+WORD_DRAWS = (1, 3, 8, 9, 16, 17, 33)  # GROUP 8 or 4: whole, cut short, odd counts
+
+
 @functools.cache
-def _jax_tail_counts(draws: int) -> np.ndarray:
-    """(2, 5, lanes): the tail counts of steps 123455 and 123456 from JAX's words."""
+def _jax_tail_counts() -> list[np.ndarray]:
+    """(2, 5, lanes) per count of `WORD_DRAWS`: the tail counts of steps 123455 and 123456
+    from JAX's words (one program for all counts)."""
     from gdrelu.optim import multinomial_words, tail_counts
 
-    words = jax.vmap(lambda key: multinomial_words(key, draws, 123455, 2))(_WORD_KEYS)
-    thresholds = jnp.asarray(_WORD_THRESHOLDS)
-    return np.stack([tail_counts(words[:, t].T, thresholds) for t in (0, 1)])
+    @jax.jit
+    def counts(keys, thresholds):
+        words = [
+            jax.vmap(lambda k, d=d: multinomial_words(k, d, 123455, 2))(keys) for d in WORD_DRAWS
+        ]
+        return [jnp.stack([tail_counts(w[:, t].T, thresholds) for t in (0, 1)]) for w in words]
+
+    return [np.asarray(c) for c in counts(_WORD_KEYS, jnp.asarray(_WORD_THRESHOLDS))]
 
 
 @needs_compiler
@@ -512,8 +521,8 @@ def test_the_c_tail_counts_are_those_of_jax_s_words_for_any_draw_count(vectors, 
     assert done.returncode == 0, done.stderr[-2000:]
     library = ctypes.CDLL(str(built))
     keys, thresholds = _WORD_KEYS, _WORD_THRESHOLDS
-    for draws in (1, 3, 8, 9, 16, 17, 33):
-        for step, want in zip((123455, 123456), _jax_tail_counts(draws), strict=True):
+    for draws, wanted in zip(WORD_DRAWS, _jax_tail_counts(), strict=True):
+        for step, want in zip((123455, 123456), wanted, strict=True):
             out = np.zeros((5, native.LANES))
             library.counts(
                 *(np.ascontiguousarray(keys[:, i]).ctypes.data_as(ctypes.c_void_p) for i in (0, 1)),
