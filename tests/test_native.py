@@ -455,7 +455,7 @@ def test_the_c_loops_compile_against_the_ffi_header_of_jaxlib_0_10_and_of_0_11(s
         assert done.returncode == 0, f"against {directory}:\n{done.stderr[-2000:]}"
 
 
-WORDS_HARNESS = """
+_WORDS_HARNESS = """
 #include "lanes.h"
 void counts(const unsigned *k0, const unsigned *k1, unsigned step, long draws, long tails,
             const double *thresholds, double *out) {
@@ -482,19 +482,19 @@ def _word_thresholds() -> np.ndarray:
 _WORD_THRESHOLDS = _word_thresholds()
 
 
-WORD_DRAWS = (1, 3, 8, 9, 16, 17, 33)  # GROUP 8 or 4: whole, cut short, odd counts
+_WORD_DRAWS = (1, 3, 8, 9, 16, 17, 33)  # GROUP 8 or 4: whole, cut short, odd counts
 
 
 @functools.cache
 def _jax_tail_counts() -> list[np.ndarray]:
-    """(2, 5, lanes) per count of `WORD_DRAWS`: the tail counts of steps 123455 and 123456
+    """(2, 5, lanes) per count of `_WORD_DRAWS`: the tail counts of steps 123455 and 123456
     from JAX's words (one program for all counts)."""
     from gdrelu.optim import multinomial_words, tail_counts
 
     @jax.jit
     def counts(keys, thresholds):
         words = [
-            jax.vmap(lambda k, d=d: multinomial_words(k, d, 123455, 2))(keys) for d in WORD_DRAWS
+            jax.vmap(lambda k, d=d: multinomial_words(k, d, 123455, 2))(keys) for d in _WORD_DRAWS
         ]
         return [jnp.stack([tail_counts(w[:, t].T, thresholds) for t in (0, 1)]) for w in words]
 
@@ -514,14 +514,14 @@ def test_the_c_tail_counts_are_those_of_jax_s_words_for_any_draw_count(vectors, 
         if platform.machine() not in ("x86_64", "AMD64"):
             pytest.skip("AVX-512 is an x86 choice")
         flags.append("-mno-avx512f")
-    (tmp_path / "words.c").write_text(WORDS_HARNESS)
+    (tmp_path / "words.c").write_text(_WORDS_HARNESS)
     built = tmp_path / "words.so"
     command = [compiler, *flags, f"-I{native.SOURCE.parent}", str(tmp_path / "words.c")]
     done = subprocess.run([*command, "-o", str(built)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     library = ctypes.CDLL(str(built))
     keys, thresholds = _WORD_KEYS, _WORD_THRESHOLDS
-    for draws, wanted in zip(WORD_DRAWS, _jax_tail_counts(), strict=True):
+    for draws, wanted in zip(_WORD_DRAWS, _jax_tail_counts(), strict=True):
         for step, want in zip((123455, 123456), wanted, strict=True):
             out = np.zeros((5, native.LANES))
             library.counts(
