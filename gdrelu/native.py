@@ -80,14 +80,20 @@ def general_library() -> ctypes.CDLL:
     return _built(GENERAL_SOURCE, "general")
 
 
+def c_compiler() -> str | None:
+    """The C compiler the loops are built with: $CC where set (None if it is not found),
+    else cc or gcc on the path; None where there is none."""
+    name = os.environ.get("CC")
+    return shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
+
+
 def _built(source: Path, library_name: str) -> ctypes.CDLL:
     """`source` compiled as the shared library `library_name` with the system's C compiler, or
     loaded from gdrelu's cache; NativeUnavailable with the reason."""
     for path in (source, *HEADERS):  # a broken install, not a missing compiler: no skip
         if not path.is_file():
             raise FileNotFoundError(f"gdrelu's C source is missing: {path}")
-    name = os.environ.get("CC")
-    compiler = shutil.which(name) if name else shutil.which("cc") or shutil.which("gcc")
+    name, compiler = os.environ.get("CC"), c_compiler()
     if compiler is None:
         raise NativeUnavailable(
             "kernel 'native' compiles a C loop on first use and found no C compiler "

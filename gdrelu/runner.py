@@ -89,15 +89,8 @@ def run_experiment(
     expected to end (`growth`). A width whose single run needs more than the budget
     raises `memory.BudgetError` before anything is compiled.
     """
-    _check_arguments(
-        spec,
-        processes,
-        on_check=on_check,
-        on_cells_done=on_cells_done,
-        on_stored=on_stored,
-        on_batches=on_batches,
-        on_forecast=on_forecast,
-    )
+    arguments = locals()
+    _check_arguments(spec, processes, {name: arguments[name] for name in CALLBACKS})
     units = None if units is None else Path(units)
     measured = memory.memory_budget(memory_budget)
     memory.check_fits(spec, measured)
@@ -117,10 +110,13 @@ def run_experiment(
     return [cr for width in spec.widths for cr in results[width]]
 
 
-def _check_arguments(spec, processes: Processes | None, **callbacks) -> None:
-    """Refuse what is no spec, what several processes cannot do yet, and a callback (by
-    `run_experiment`'s name for it) that cannot be called: it would fail only after a
-    chunk has trained."""
+CALLBACKS = ("on_check", "on_cells_done", "on_stored", "on_batches", "on_forecast")
+
+
+def _check_arguments(spec, processes: Processes | None, callbacks: dict) -> None:
+    """Refuse what is no spec, what several processes cannot do yet, and a callback
+    (`callbacks`: `run_experiment`'s `CALLBACKS` by name) that cannot be called: it would
+    fail only after a chunk has trained."""
     for name, callback in callbacks.items():
         if callback is not None and not callable(callback):
             raise ValueError(f"{name}: {callback!r} is not a function")

@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from conftest import agreeing, disk_full, finished_cell
 from scipy.stats import binomtest
 
+from gdrelu import native
 from gdrelu.cells import Cell
 from gdrelu.cli import main
 from gdrelu.engine import Status
@@ -90,7 +90,7 @@ def _refused_in_one_line(argv, out, capsys) -> str:
     return err
 
 
-_COMPILER = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+_COMPILER = native.c_compiler()
 needs_compiler = pytest.mark.skipif(not _COMPILER, reason="no C compiler for kernel 'native'")
 
 

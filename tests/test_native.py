@@ -6,7 +6,6 @@ import ctypes
 import functools
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -448,7 +447,7 @@ def test_the_c_loops_compile_against_the_ffi_header_of_jaxlib_0_10_and_of_0_11(s
     include = tmp_path / "xla" / "ffi" / "api"
     include.mkdir(parents=True)
     (include / "c_api.h").write_text(other)
-    compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    compiler = native.c_compiler()
     for directory in (jax.ffi.include_dir(), str(tmp_path)):
         command = [compiler, *native.FLAGS, "-fsyntax-only", f"-I{directory}", str(source)]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -508,7 +507,7 @@ def test_the_c_tail_counts_are_those_of_jax_s_words_for_any_draw_count(vectors, 
     AVX-512, 4 without): for 1 to 33 draws, so that groups are whole, cut short, and of an
     odd count, each lane's tail counts equal those of `optim.multinomial_words` (JAX's
     threefry) against its thresholds, a +inf among them (a category of weight 0)."""
-    compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    compiler = native.c_compiler()
     flags = [f for f in native.FLAGS if f != "-DGDRELU_XLA_FFI"]
     if vectors != "native":
         if platform.machine() not in ("x86_64", "AMD64"):
