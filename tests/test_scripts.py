@@ -48,6 +48,8 @@ def test_each_script_answers_help(script, tmp_path):
         ["benchmarks/bench_compare_floor.py", "--runs", str(BLOCK * (os.cpu_count() or 1)),
          "--steps", "10"],
         ["benchmarks/bench_general_loop.py", "--widths", "4", "--lanes", "16", "--steps", "5"],
+        ["benchmarks/bench_call_parts.py", "--optimizer", "sgd", "--width", "4", "--runs",
+         "16", "--steps", "40", "--check-every", "20", "--calls", "1"],
         ["scripts/profile_suite.py", "--out", "{tmp}/profile", "--top", "3", "--", "-q",
          "-n", "0", "-p", "no:cacheprovider", "tests/test_model.py"],
         ["benchmarks/bench_eta.py", "--record", "{tmp}/calls.json", "--plot", "{tmp}/eta.png",
@@ -64,6 +66,9 @@ def test_scripts_the_docs_name_run_on_a_tiny_workload(args, tmp_path):
         assert done.stdout.count("\n| ") == 6 and "| all |" in done.stdout, done.stdout
     if args[0] == "benchmarks/bench_general_loop.py":  # a rate for every optimizer
         assert done.stdout.count("\n| ") == 6, done.stdout
+    if args[0] == "benchmarks/bench_call_parts.py":  # the chunks, the rest and the whole
+        for row in ("\n| chunk: propagator |", "\n| the rest |", "\n| **whole (wrapped)** |"):
+            assert row in done.stdout, done.stdout
     if args[0] == "scripts/star_experiment.py":  # the step rule the title names
         title = (tmp_path / "star" / "star.md").read_text().splitlines()[0]
         assert ("step 2/‖θ‖²" if "param-norm" in args else "step 1/λ_max(K_w)") in title, title
