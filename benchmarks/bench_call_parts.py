@@ -5,12 +5,13 @@
 size, its noise keys) and the same call (`bench_vs_numpy.gdrelu_call`, `--protocol
 crossing` or `full`), times `--calls` warm calls as they are, then `--calls` more with the
 engine's pieces wrapped: each piece waits for its results before it returns, so that its
-time is its own (the pieces no longer overlap the host's work, and the wrapped call is a
-little slower than the plain one). The pieces: the chunks by path (`chunk.run_chunk`:
-`propagator`, `general`, `fixed_pattern`; a redo is a `general` chunk), the redos' lane
-gathers and puts, the moves of the active runs to the front of their devices, the reads
-of finished runs, the placement, the check inputs and the results' classification;
-"the rest" is the host's own work between them (NumPy, the layout, the stop codes).
+time is its own. The pieces then no longer overlap the host's work: on the 2-core VM the
+wrapped call's median came within 20% of the plain one's, either way. The pieces: the
+chunks by path (`chunk.run_chunk`: `propagator`, `general`, `fixed_pattern`; a redo is a
+`general` chunk), the redos' lane gathers and puts, the moves of the active runs to the
+front of their devices, the reads of finished runs, the placement, the check inputs and
+the results' classification; "the rest" is the host's own work between them (NumPy, the
+layout, the stop codes).
 
 "CPU/wall" is the process's CPU seconds over the wall seconds of each call of a piece,
 median and smallest: with D devices a piece that keeps all of them busy reads about D, and
