@@ -108,11 +108,8 @@ def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
     interval (`stats`). Run i of a cell starts from the same data and network for every
     optimizer, so the pairs are the run indices both have: all of them, or the first
     ones where `target_halfwidth` grew one optimizer's cell further than another's."""
-    by_cell: dict[tuple, dict[str, CellResult]] = {}
-    for cr in cell_results:
-        by_cell.setdefault((cr.cell.width, cr.cell.delta), {})[cr.cell.spec.optimizer] = cr
     out = []
-    for (width, delta), per_optimizer in by_cell.items():
+    for (width, delta), per_optimizer in _paired_cells(cell_results).items():
         names = list(per_optimizer)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
@@ -125,6 +122,28 @@ def comparisons(cell_results: Sequence[CellResult]) -> list[dict[str, Any]]:
                     {"a": a, "b": b, "width": int(width), "delta": float(delta), **pair, **nominal}
                 )
     return out
+
+
+def _paired_cells(cell_results: Sequence[CellResult]) -> dict[tuple, dict[str, CellResult]]:
+    """{(width, Δ): {optimizer: cell}}, refusing a second cell of an optimizer (it would
+    replace the first) and cells whose run i starts elsewhere (another seed or cell hash:
+    `Cell.settings`), which are no pairs."""
+    by_cell: dict[tuple, dict[str, CellResult]] = {}
+    for cr in cell_results:
+        cell, name = cr.cell, cr.cell.spec.optimizer
+        cells = by_cell.setdefault((cell.width, cell.delta), {})
+        where = f"width {cell.width}, Δ = {cell.delta:g}"
+        if name in cells:
+            raise ValueError(f"cell_results: two cells of optimizer {name!r} at {where}")
+        for other, first in cells.items():
+            starts = [(c.spec.seed, c.cell_id) for c in (cell, first.cell)]
+            if starts[0] != starts[1]:
+                raise ValueError(
+                    f"cell_results: {name!r} at {where} (seed, cell) = {starts[0]}, {other!r} "
+                    f"{starts[1]}: run i starts alike only in one seed and cell"
+                )
+        cells[name] = cr
+    return by_cell
 
 
 def format_comparisons(pairs: Sequence[dict[str, Any]]) -> str:

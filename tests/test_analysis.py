@@ -79,6 +79,24 @@ def test_optimizers_are_compared_within_each_delta():
     ]
 
 
+def test_cells_that_are_no_pairs_are_refused():
+    """A second GD cell replaced the first without a word, and GD's cell of seed 1 was
+    paired with Adam's of seed 7, whose run i starts from other data and another network;
+    so were cells of another init (another cell hash)."""
+    gd, adam = _optimizer_cell("gd", [1, 1, 0]), _optimizer_cell("adam", [0, 1, 0])
+    with pytest.raises(ValueError, match=r"^cell_results: two cells of optimizer 'gd' at width 4"):
+        comparisons([gd, _optimizer_cell("gd", [0, 0, 0]), adam])
+    for other in (
+        _optimizer_cell("adam", [0, 1, 0], seed=7),
+        _optimizer_cell("adam", [0, 1, 0], init="swapped"),
+    ):
+        with pytest.raises(
+            ValueError, match=r"^cell_results: 'adam' at width 4, Δ = 0 \(seed, cell\)"
+        ):
+            comparisons([gd, other])
+    assert comparisons([gd, adam])[0]["discordant"] == [1, 0]
+
+
 def test_cells_grown_to_different_sizes_are_paired_on_the_runs_both_have():
     """`target_halfwidth` grows each optimizer's cell on its own; run i is the same start
     for both, so the comparison pairs runs 0-3 and leaves GD's runs 4-7 out."""
