@@ -48,6 +48,8 @@ def six_points(delta: float | jax.Array = 0.0, dtype=None) -> tuple[jax.Array, j
     number Δ (vmap for several)."""
     if not (is_real(delta) or isinstance(delta, jax.Array | np.ndarray)) or np.ndim(delta) != 0:
         raise ValueError(f"delta: one number Δ (jax.vmap over several), not {delta!r}")
+    if not isinstance(delta, jax.core.Tracer) and not np.isfinite(delta):
+        raise ValueError(f"delta: {delta!r} is not finite")
     x = jnp.asarray(SIX_POINTS_X, dtype=dtype)
     y = jnp.asarray(SIX_POINTS_Y, dtype=dtype)
     return x, y + jnp.asarray(delta).astype(y.dtype)  # in `dtype`, whatever Δ's

@@ -71,7 +71,10 @@ def _initialized(init: str, n: int, d: int, key, dtype) -> Params:
         if not is_integer(size) or size < 1:
             raise ValueError(f"{name}: {size!r} is not a positive integer (a static shape)")
     check_key("key", key)
-    return _layers(key, n, d, *VARIANCES[init](n, d), dtype or jnp.result_type(float))
+    dtype = dtype or jnp.result_type(float)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype: {jnp.dtype(dtype).name} is not a floating-point dtype")
+    return _layers(key, n, d, *VARIANCES[init](n, d), dtype)
 
 
 INITS = {"he": he_init, "swapped": swapped_init, "ntk": ntk_init}

@@ -74,6 +74,8 @@ def activation(t: jax.Array, alpha: float | jax.Array = 0.0) -> jax.Array:
 
     Written with `where` so that the derivative at t = 0 is 1, the reference's convention.
     """
+    if jnp.ndim(alpha) != 0:
+        raise ValueError(f"alpha: shape {jnp.shape(alpha)}; one number (vmap for several)")
     return jnp.where(t >= 0, t, alpha * t)
 
 
@@ -149,11 +151,13 @@ def padded(params: Params, width: int, xp=jnp) -> Params:
     return Params(pad(params.a), pad(params.b), pad(params.w), params.c)
 
 
-def kinks(params: Params) -> jax.Array:
-    """Kink positions k_i = -b_i / a_i of a 1-D network, shape (n,)."""
+def kinks(params: Params, scaling: Scaling = STANDARD) -> jax.Array:
+    """Kink positions k_i = -b_i / (s_a a_i) of a 1-D network, shape (n,) (or (runs, n))."""
+    check_kind("params", params, Params)
+    check_neurons(params)
     if params.a.ndim != params.b.ndim:
         raise ValueError(f"params: a of shape {params.a.shape} is not a 1-D network's (n,)")
-    return -params.b / params.a
+    return -params.b / (scaling.a * params.a)
 
 
 def max_abs_kink(params: Params, scaling: Scaling = STANDARD, active=None) -> jax.Array:

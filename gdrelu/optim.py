@@ -120,6 +120,15 @@ def is_named(optimizer: Optimizer) -> bool:
     return named is not None and optimizer.transformation is named[0]
 
 
+def _check_transformation(name: str, made) -> None:
+    """Refuse a function h -> ? whose result has no optax `init` and `update`."""
+    if not (callable(getattr(made, "init", None)) and callable(getattr(made, "update", None))):
+        raise ValueError(
+            f"optimizer: {name}(h) returned {type(made).__name__}, not an "
+            "optax.GradientTransformation"
+        )
+
+
 def get_optimizer(
     optimizer="gd", *, sampler: str | None = None, batch_size: int | None = None
 ) -> Optimizer:
@@ -149,6 +158,7 @@ def get_optimizer(
     elif callable(optimizer):
         transformation, default = optimizer, "full"
         name, uses_step_size = getattr(optimizer, "__name__", "custom"), True
+        _check_transformation(name, optimizer(1.0))
         if name in NAMED:  # not the named optimizer: no certificate, no fast path of its own
             name = f"custom {name}"
     else:

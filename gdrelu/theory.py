@@ -3,7 +3,8 @@
 Symbols follow docs/theory.md. Coordinates of the per-side linear model are ordered
 v = (slope₊, intercept₊, slope₋, intercept₋); side + is x > 0 (data) or a > 0 (neurons).
 Every public function takes one run (c of shape ()) or a batch (leading runs axis on
-params, data and step size) and is pure JAX.
+params, data and step size) and is pure JAX; `certificate`, `linear_outputs` and `psi_sum`
+are its building blocks for one run (vmap them).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def _over_runs(fn=None, *, one_dimensional: bool = False):
             raise TypeError(f"{fn.__name__}: {len(names) + 2} positional arguments at most")
         given = dict(zip(names, args, strict=False))
         given.update((n, kwargs.pop(n)) for n in names[len(args) :] if n in kwargs)
-        _check_alpha(kwargs.get("alpha", 0.0))
+        check_alpha(kwargs.get("alpha", 0.0))
+        if "scaling" in kwargs:
+            _check_scaling(kwargs["scaling"])
         return compiled(
             params, data, *_check_batch(fn.__name__, one_dimensional, params, data, given), **kwargs
         )
@@ -77,13 +80,14 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
     runs = jnp.shape(params.c)[0] if jnp.ndim(params.c) == 1 else None
     if jnp.ndim(params.c) > 1:
         raise ValueError(f"params: c of shape {jnp.shape(params.c)}; () or (runs,)")
-    if one_dimensional and jnp.ndim(params.a) != jnp.ndim(params.b):
-        raise ValueError(f"params: a of shape {jnp.shape(params.a)}: {name} is of 1-D networks")
-    _check_shapes(params, data)
+    if one_dimensional:
+        _check_one_dimensional(name, params)
+    check_shapes(params, data)
     data_runs = jnp.shape(data.weights)[0] if jnp.ndim(data.weights) == 2 else None
     if data_runs is not None and data_runs != runs:
-        raise ValueError(f"data: weights of shape {jnp.shape(data.weights)}, but params of "
-                         f"{runs or 'one'} run(s) (c of shape {jnp.shape(params.c)})")  # fmt: skip
+        batch = f"params of {runs} runs" if runs is not None else "params of one run"
+        raise ValueError(f"data: weights of shape {jnp.shape(data.weights)}, but {batch} "
+                         f"(c of shape {jnp.shape(params.c)})")  # fmt: skip
     checked = []
     for arg, value in args.items():
         value = jnp.asarray(value) if isinstance(value, list | tuple) else value
@@ -101,7 +105,7 @@ def _check_batch(name: str, one_dimensional: bool, params, data, args: dict) -> 
     return tuple(checked)
 
 
-def _check_shapes(params: Params, data: WeightedData) -> None:
+def check_shapes(params: Params, data: WeightedData) -> None:
     """Refuse a network whose a, b and w disagree on the neurons (`model.check_neurons`),
     points whose x, y and weights disagree (`data.check_points`), and points of another
     input dimension than the network's: each failed deep inside `vmap` or XLA without
@@ -120,7 +124,30 @@ def _check_shapes(params: Params, data: WeightedData) -> None:
         )
 
 
-def _check_alpha(alpha) -> None:
+def _check_one_dimensional(name: str, params: Params) -> None:
+    """Refuse a d-dimensional network (a of shape ([runs,] d, n)) where `name` needs a 1-D one."""
+    if jnp.ndim(params.a) != jnp.ndim(params.b):
+        raise ValueError(f"params: a of shape {jnp.shape(params.a)}: {name} is of 1-D networks")
+
+
+def _check_one_dimensional_data(name: str, data: WeightedData) -> None:
+    """Refuse what is not 1-D points x, y, weights of one shape ([runs,] m), naming `data`."""
+    check_kind("data", data, WeightedData)
+    check_points("data", data)
+    if jnp.ndim(data.x) != jnp.ndim(data.y):
+        raise ValueError(f"data: x of shape {jnp.shape(data.x)}: {name} is of 1-D points")
+
+
+def _check_scaling(scaling) -> None:
+    """One `Scaling` of two numbers for every run (per-run scalings: vmap, as
+    `step_size.ntk_step_sizes` does)."""
+    check_kind("scaling", scaling, Scaling)
+    if any(jnp.ndim(v) for v in scaling):
+        shapes = ", ".join(str(jnp.shape(v)) for v in scaling)
+        raise ValueError(f"scaling: fields of shapes {shapes}; one number each (vmap per run)")
+
+
+def check_alpha(alpha) -> None:
     """σ_α's leak: one number, in [0, 1) where it is known (not traced)."""
     if jnp.ndim(alpha) != 0:
         raise ValueError(f"alpha: shape {jnp.shape(alpha)}; one number for every run")
@@ -156,7 +183,10 @@ def _side_moment_blocks(x: jax.Array, weights: jax.Array) -> jax.Array:
 
 
 def moment_matrix(data: WeightedData) -> jax.Array:
-    """M = diag(M₊, M₋), (4, 4)."""
+    """M = diag(M₊, M₋) of 1-D points, (4, 4) or (runs, 4, 4)."""
+    _check_one_dimensional_data("moment_matrix", data)
+    if jnp.ndim(data.weights) == 2:
+        return jax.vmap(moment_matrix)(data)
     blocks = _side_moment_blocks(data.x, data.weights)
     return _block_diag(blocks[0], blocks[1])
 
@@ -172,14 +202,22 @@ def _sqrt_and_pinv_sqrt(m: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def neuron_grams(params: Params) -> jax.Array:
-    """Σ_s = Σ_{i: sign a_i = s} θ_i θ_iᵀ with θ_i = (a_i, b_i, w_i) of one 1-D run; (2, 3, 3)."""
-    theta = jnp.stack([params.a, params.b, params.w])  # (3, n)
-    sides = jnp.stack([params.a > 0, params.a <= 0]).astype(theta.dtype)
-    return jnp.sum(sides[:, None, None] * theta[:, None] * theta[None, :], -1)
+    """Σ_s = Σ_{i: sign a_i = s} θ_i θ_iᵀ with θ_i = (a_i, b_i, w_i) of a 1-D network;
+    (2, 3, 3), or (runs, 2, 3, 3) for a batch."""
+    check_kind("params", params, Params)
+    check_neurons(params)
+    _check_one_dimensional("neuron_grams", params)
+    theta = jnp.stack([params.a, params.b, params.w], -2)  # ([runs,] 3, n)
+    sides = jnp.stack([params.a > 0, params.a <= 0], -2).astype(theta.dtype)
+    products = sides[..., :, None, None, :] * theta[..., None, :, None, :]
+    return jnp.sum(products * theta[..., None, None, :, :], -1)
 
 
 def moment_roots(data: WeightedData) -> tuple[jax.Array, jax.Array]:
-    """M^{1/2} and (M^{1/2})⁺ of one run's data (they do not change during training)."""
+    """M^{1/2} and (M^{1/2})⁺ of a run's data (they do not change during training); each
+    (4, 4), or (runs, 4, 4) for a batch."""
+    if jnp.ndim(data.weights) == 2:
+        return jax.vmap(moment_roots)(data)
     return _sqrt_and_pinv_sqrt(moment_matrix(data))
 
 
@@ -378,7 +416,9 @@ def _kinks_hold(witnesses: jax.Array, real: jax.Array, kappa, x_min) -> jax.Arra
 
 def a_degenerate(params: Params) -> jax.Array:
     """All a_i of one sign: one side of the origin has no neuron (padding neurons left
-    out; a real a_i = 0 is on side -, as in `neuron_grams`). Shape () or (runs,)."""
+    out; a real a_i = 0 is on side -, as in `neuron_grams`). A 1-D network; () or (runs,)."""
+    check_kind("params", params, Params)
+    _check_one_dimensional("a_degenerate", params)
     padding = ~active_neurons(params)
     return jnp.all((params.a > 0) | padding, axis=-1) | jnp.all((params.a <= 0) | padding, axis=-1)
 
@@ -401,28 +441,38 @@ def psi_sum(lam, vecs, psi0, h, eigenvectors: str = "columns") -> jax.Array:
 
 
 def point_at_zero(x, xp=jnp):
-    """(runs,) whether a run's 1-D training inputs x (runs, m) have a point at 0 (within 64
+    """Whether a run's 1-D training inputs x (m,) or (runs, m) have a point at 0 (within 64
     ulp of its largest |x_j|), where every kink of a zero bias is: the kink rule
-    (max |b_i/a_i| ≥ min |x_j|) then holds at once. The theory needs x_j ≠ 0."""
-    tiny = 64 * xp.finfo(x.dtype).eps * xp.max(xp.abs(x), axis=1)
-    return xp.any(xp.abs(x) <= tiny[:, None], axis=1)
+    (max |b_i/a_i| ≥ min |x_j|) then holds at once. The theory needs x_j ≠ 0. () or (runs,)."""
+    if xp.ndim(x) not in (1, 2):
+        raise ValueError(f"x: shape {xp.shape(x)}; 1-D inputs, (m,) or (runs, m)")
+    tiny = 64 * xp.finfo(x.dtype).eps * xp.max(xp.abs(x), axis=-1)
+    return xp.any(xp.abs(x) <= tiny[..., None], axis=-1)
 
 
 def x_degenerate(data: WeightedData) -> jax.Array:
-    """At most one data point of positive weight on some side of the origin. () or (runs,)."""
+    """At most one data point of positive weight on some side of the origin (1-D points).
+    () or (runs,)."""
+    _check_one_dimensional_data("x_degenerate", data)
     positive = data.weights > 0
     counts = jnp.stack([jnp.sum(positive & (data.x > 0), -1), jnp.sum(positive & (data.x < 0), -1)])
     return jnp.any(counts <= 1, axis=0)
 
 
 def _over_data(fn):
-    """Let a one-run function of the data take a leading runs axis."""
+    """Let a one-run function of 1-D data take a leading runs axis; the data are checked first."""
 
-    @functools.wraps(fn)
     def wrapped(data):
         return fn(data) if jnp.ndim(data.weights) == 1 else jax.vmap(fn)(data)
 
-    return jit(wrapped)
+    compiled = jit(wrapped)
+
+    @functools.wraps(fn)
+    def checked(data):
+        _check_one_dimensional_data(fn.__name__, data)
+        return compiled(data)
+
+    return checked
 
 
 def _per_side_lines(data: WeightedData) -> jax.Array:

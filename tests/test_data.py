@@ -290,6 +290,9 @@ def test_paper_data_names_a_bad_key_or_delta_and_keeps_its_dtype():
         paper_data(0, 0.0, 16)
     with pytest.raises(ValueError, match=r"^delta: one number Δ"):
         paper_data(jax.random.key(0), "0.1", 16)
+    for delta in (np.nan, np.inf):  # targets of NaN, which simulate refused only later
+        with pytest.raises(ValueError, match=rf"^delta: {delta} is not finite"):
+            paper_data(jax.random.key(0), delta, 16)
     data = paper_data(jax.random.key(0), np.float64(0.5), 16, jnp.float32)
     assert [v.dtype for v in data] == [jnp.float32] * 3
     np.testing.assert_array_equal(data.y, np.float32([-1, 2, -1, 1, -2, 1]) + np.float32(0.5))

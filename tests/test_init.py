@@ -212,6 +212,8 @@ def test_a_network_without_neurons_or_inputs_is_refused(args, field):
             he_init(4, key=key)
     with pytest.raises(ValueError, match=r"^key: one key, not a batch of shape \(3,\)"):
         he_init(4, key=jax.random.split(jax.random.key(0), 3))
+    with pytest.raises(ValueError, match=r"^dtype: int32 is not a floating-point dtype"):
+        he_init(4, key=jax.random.key(0), dtype=jnp.int32)  # JAX's message named `normal`
 
 
 def test_cell_draws_refuse_the_non_partitionable_threefry():

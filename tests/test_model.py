@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gdrelu import Params, WeightedData, activation, forward, gd_step, kinks, weighted_loss
+from gdrelu.model import Scaling
 
 ALPHAS = [0.0, 0.1]
 
@@ -42,8 +43,14 @@ def test_activation_derivative_is_one_at_zero():
 
 
 def test_kinks_are_where_neurons_switch():
+    """z = s_a a x + b is 0 at x = -b / (s_a a): with s_a = 2 (an NTK network's scaling)
+    the kinks of (a, b) = (2, 1), (-0.5, 0.25) are -1/4 and 1/4, which `kinks` gave as if
+    s_a were 1. Mismatched a and b failed inside JAX's division."""
     p = Params(jnp.array([2.0, -0.5]), jnp.array([1.0, 0.25]), jnp.ones(2), jnp.array(0.0))
     np.testing.assert_allclose(kinks(p), [-0.5, 0.5])
+    np.testing.assert_allclose(kinks(p, Scaling(2.0, 1.0)), [-0.25, 0.25])
+    with pytest.raises(ValueError, match=r"^params: a of shape \(2,\), b of \(3,\)"):
+        kinks(p._replace(b=jnp.ones(3)))
 
 
 @pytest.mark.parametrize("alpha", ALPHAS)
@@ -105,6 +112,27 @@ def test_a_batch_of_networks_is_refused_naming_the_params():
     data = WeightedData(x, x, jnp.full((8, 6), 1 / 6))
     with pytest.raises(ValueError, match=r"^params: b of shape \(8, 4\)"):
         gd_step(batch, data, 0.1)
+
+
+def test_gd_step_names_points_step_sizes_and_leaks_that_do_not_fit():
+    """Weights of another point count raised "mul got incompatible shapes", a NaN step
+    size returned NaN parameters and a negative one climbed the loss, a leak per neuron
+    "incompatible shapes" in `activation`."""
+    net = Params(jnp.array([2.0, -1.0]), jnp.zeros(2), jnp.ones(2), jnp.array(0.0))
+    x = jnp.array([-1.0, 0.5, 2.0])
+    points = WeightedData(x, x, jnp.full(3, 1 / 3))
+    refused = [
+        (lambda: gd_step(net, points._replace(weights=jnp.ones(2)), 0.1), r"^data: x of shape"),
+        (lambda: gd_step(net, tuple(points), 0.1), r"^data: a gdrelu.WeightedData"),
+        (lambda: gd_step(net, points, np.nan), r"^step_size: nan; one positive, finite number"),
+        (lambda: gd_step(net, points, -0.1), r"^step_size: -0.1; one positive"),
+        (lambda: gd_step(net, points, jnp.ones(2)), r"^step_size: .*; one positive"),
+        (lambda: gd_step(net, points, 0.1, alpha=2.0), r"^alpha: 2.0 is not in \[0, 1\)"),
+        (lambda: activation(x, jnp.ones(3)), r"^alpha: shape \(3,\); one number"),
+    ]
+    for call, named in refused:
+        with pytest.raises(ValueError, match=named):
+            call()
 
 
 def test_the_loss_names_targets_or_weights_that_do_not_fit_and_takes_lists():

@@ -471,6 +471,8 @@ def test_adam_runs_do_not_depend_on_the_device_count():
         (dict(optimizer="sgd"), "key"),
         (dict(optimizer="gd", sampler="multinomial"), "sampler"),
         (dict(optimizer="lbfgs"), "optimizer"),
+        # an AttributeError ('int' object has no attribute 'init') once the state was built
+        (dict(optimizer=lambda h: 3), r"optimizer: <lambda>\(h\) returned int, not an optax"),
         (
             dict(optimizer="sgd", sampler="epoch", batch_size=7, key=np.zeros((2, 2), np.uint32)),
             "batch_size",

@@ -10,6 +10,7 @@ import scipy.linalg
 from conftest import DATA, golden_case
 
 from gdrelu import Params, WeightedData, theory
+from gdrelu.model import Scaling
 
 GD_CASES = range(5)
 ALL_CASES = range(7)
@@ -614,3 +615,53 @@ def test_ntk_gram_takes_slope_one_at_a_kink():
         gram = root[:, None] * (jac @ jac.T) * root[None, :]
         got = theory.ntk_step_size(params, data, alpha=alpha)
         assert float(got) == pytest.approx(1.0 / np.linalg.eigvalsh(gram)[-1], rel=1e-12)
+
+
+def test_the_building_blocks_take_a_batch_and_name_what_does_not_fit():
+    """`neuron_grams` of a batch returned the runs axis last, (2, 3, 3, runs), and
+    `moment_matrix` of a batch failed inside dot_general; `point_at_zero` refused one run's
+    x (m,); `a_degenerate` of a d-dim network returned one flag per input dimension; the
+    least-squares lines, `x_degenerate` and a per-run or tuple `scaling` failed deep in
+    JAX. The Grams and M against sums of outer products written out, run by run."""
+    rng = np.random.default_rng(5)
+    a, b, w = rng.normal(size=(3, 4, 7))
+    a[0, :3] = 0.0  # a real a_i = 0 is on side -
+    params = Params(a, b, w, np.zeros(4))
+    x = np.array([[-3.0, -2, -1, 1, 2, 3]] * 4)
+    weights = rng.dirichlet(np.ones(6), size=4)
+    data = WeightedData(x, rng.normal(size=(4, 6)), weights)
+    grams, moments = np.asarray(theory.neuron_grams(params)), np.asarray(theory.moment_matrix(data))
+    assert grams.shape == (4, 2, 3, 3) and moments.shape == (4, 4, 4)
+    for r in range(4):
+        theta = np.stack([a[r], b[r], w[r]], -1)
+        for s, side in enumerate((a[r] > 0, a[r] <= 0)):
+            direct = sum(np.outer(t, t) for t in theta[side])
+            np.testing.assert_allclose(grams[r, s], direct, rtol=1e-14, atol=1e-15)
+        direct_m = np.zeros((4, 4))
+        for xj, pj in zip(x[r], weights[r], strict=True):
+            k = 0 if xj > 0 else 2
+            direct_m[k : k + 2, k : k + 2] += pj * np.array([[xj * xj, xj], [xj, 1.0]])
+        np.testing.assert_allclose(moments[r], direct_m, rtol=1e-14, atol=1e-15)
+        root, _ = theory.moment_roots(jax.tree.map(lambda v, r=r: v[r], data))
+        np.testing.assert_array_equal(theory.moment_roots(data)[0][r], root)
+    assert theory.point_at_zero(np.array([-1.0, 0.0, 2.0])) and not theory.point_at_zero(x[0])
+    wide = Params(rng.normal(size=(3, 5)), np.zeros(5), np.ones(5), np.zeros(()))
+    one = jax.tree.map(lambda v: v[0], data)
+    scaling_per_run = Scaling(np.full(4, 0.5), np.full(4, 0.7))
+    refused = [
+        (lambda: theory.a_degenerate(wide), r"^params: a of shape \(3, 5\): a_degenerate is of"),
+        (lambda: theory.neuron_grams(wide), r"^params: a of shape \(3, 5\): neuron_grams is of"),
+        (lambda: theory.neuron_grams(params._replace(w=w[:, :3])), r"^params: a of shape \(4, 7\)"),
+        (lambda: theory.linear_regression_minimum(one._replace(y=one.y[:5])), r"^data: x of shape"),
+        (lambda: theory.linear_regression_loss(data._replace(x=x[..., None])),
+         r"^data: x of shape \(4, 6, 1\): linear_regression_loss is of 1-D points"),
+        (lambda: theory.x_degenerate(tuple(one)), r"^data: a gdrelu.WeightedData"),
+        (lambda: theory.moment_matrix(data._replace(x=x[..., None])), r"^data: x of shape \(4, 6,"),
+        (lambda: theory.point_at_zero(x[..., None]), r"^x: shape \(4, 6, 1\); 1-D inputs"),
+        (lambda: theory.ntk_step_size(params, data, scaling=scaling_per_run),
+         r"^scaling: fields of shapes \(4,\), \(4,\); one number each"),
+        (lambda: theory.ntk_step_size(params, data, scaling=(0.5, 0.7)), r"^scaling: a gdrelu"),
+    ]  # fmt: skip
+    for call, named in refused:
+        with pytest.raises(ValueError, match=named):
+            call()

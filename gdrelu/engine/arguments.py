@@ -95,7 +95,8 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
         bad = np.flatnonzero(~(np.isfinite(trained) & (trained > 0)))
         if bad.size:
             more = f" and {bad.size - 1} more" if bad.size > 1 else ""
-            which = f"run {bad[0]}{more} has " if h.size > 1 else ""
+            verb = "have" if more else "has"
+            which = f"run {bad[0]}{more} {verb} " if h.size > 1 else ""
             given, cast = h.reshape(-1)[bad[0]].item(), trained.reshape(-1)[bad[0]].item()
             changed = np.isfinite(given) and cast != given  # rounded to 0 or inf
             rounded = f", {cast!r} in the params' {dtype}" if changed else ""

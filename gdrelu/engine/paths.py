@@ -13,9 +13,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from gdrelu import native_general
+from gdrelu import native_general, theory
 from gdrelu.data import WeightedData
 from gdrelu.detectors import below_linear
 from gdrelu.engine.checks import chunk_end
@@ -30,6 +31,7 @@ from gdrelu.model import (
     loss_pattern_and_gradient,
     max_abs_kink,
 )
+from gdrelu.numbers import check_kind
 from gdrelu.optim import (
     Optimizer,
     get_optimizer,
@@ -55,7 +57,15 @@ class Trained(NamedTuple):
 
 
 def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
-    """One GD step θ ← θ - h ∇L(θ) of one run."""
+    """One GD step θ ← θ - h ∇L(θ) of one run (vmap it for a batch); h one positive number."""
+    check_kind("params", params, Params)
+    check_kind("data", data, WeightedData)
+    theory.check_shapes(params, data)
+    theory.check_alpha(alpha)
+    if not isinstance(step_size, jax.core.Tracer):
+        h = np.asarray(step_size)
+        if h.ndim or h.dtype.kind not in "iuf" or not (np.isfinite(h) and h > 0):
+            raise ValueError(f"step_size: {step_size!r}; one positive, finite number")
     grads = loss_gradient(params, data.x, data.y, data.weights, alpha)
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads)
 
