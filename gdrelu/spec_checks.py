@@ -118,8 +118,10 @@ def _check_grid(spec: ExperimentSpec) -> None:
         if not is_real(delta) or not math.isfinite(delta):
             raise SpecError("deltas", f"{delta!r} is not a finite number")
     for name in ("widths", "deltas"):
-        if len(set(getattr(spec, name))) != len(getattr(spec, name)):
-            raise SpecError(name, "has duplicates")
+        values = getattr(spec, name)
+        twice = [v for i, v in enumerate(values) if v in values[:i]]  # 0 and -0.0 too: one cell
+        if twice:
+            raise SpecError(name, f"has duplicates ({twice[0]!r} again)")
     for name, low in (("runs", 1), ("seed", 0), ("check_every", 1), ("max_checks", 1)):
         value = getattr(spec, name)
         if not _is_positive_int(value, low):
@@ -263,7 +265,10 @@ def _check_step_size(spec: ExperimentSpec) -> None:
             f"{spec.step_size!r} is not one of {', '.join(STEP_SIZE_RULES)} or a positive number",
         )
     if spec.input_dim > 1 and spec.step_size == "paper":
-        raise SpecError("step_size", "'paper' is the 1-D rule; use 'ntk' for d-dim data")
+        raise SpecError(
+            "step_size", "'paper' (the default) is the 1-D rule; use 'ntk' for d-dim data "
+            "(or 'param-norm', the star code's)"
+        )  # fmt: skip
     if spec.init == "ntk" and spec.step_size == "paper":
         raise SpecError(
             "step_size", "'paper' (the default) reads the raw (a, b, w) of the standard "

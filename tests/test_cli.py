@@ -289,6 +289,30 @@ def test_a_cache_dir_that_is_a_file_exits_2(tmp_path, capsys):
     assert "--cache-dir: " in err and "not a directory" in err, err
 
 
+def test_a_cache_dir_that_cannot_be_made_exits_2_and_the_default_is_left_off(
+    tmp_path, capsys, monkeypatch
+):
+    """A --cache-dir under a file ran on, JAX warning into the progress bar at every
+    program that it could not write there. The default, which no flag chose (a read-only
+    home), is left off with one warning, and the run goes on."""
+    from gdrelu.cli import backends
+
+    (tmp_path / "a_file").write_text("")
+    out, under = tmp_path / "never", tmp_path / "a_file" / "xla"
+    argv = ["run", "--widths", "4", "--runs", "2", "--cache-dir", str(under), "--out", str(out)]
+    err = _refused_in_one_line(argv, out, capsys)
+    assert err == (f"gdrelu: error: --cache-dir: {under} cannot be made: {tmp_path}/a_file is "
+                   "a file, not a directory; 'none' turns it off")  # fmt: skip
+    monkeypatch.delenv("GDRELU_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(under))
+    default = backends.cache.default_cache_dir()
+    assert backends._usable_cache_dir(default) == "none"
+    assert capsys.readouterr().err == (f"gdrelu: warning: no compilation cache ({default} cannot "
+                                       f"be made: {tmp_path}/a_file is a file, not a directory); "
+                                       "--cache-dir DIR keeps one\n")  # fmt: skip
+    assert backends._usable_cache_dir(tmp_path / "new" / "xla") == tmp_path / "new" / "xla"
+
+
 def test_a_cache_variable_that_names_a_file_is_named(tmp_path, capsys, monkeypatch):
     """The refusal named --cache-dir, a flag the command line never gave."""
     (tmp_path / "a_file").write_text("")
@@ -607,9 +631,17 @@ def test_ctrl_c_leaves_a_resumable_directory(small_run, tmp_path, monkeypatch, c
     seconds = json.loads((out / "summary.json").read_text())["seconds"]
     assert seconds > 1000  # the time before the resume counts (no bound on the resume's own)
     assert "(1000.0 s of it before the resume)" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    peak = summary["peak_memory"]["host_peak_rss_bytes"]
+    summary["peak_memory"]["host_peak_rss_bytes"] = 2**50  # as if the first session had
+    (out / "summary.json").write_text(json.dumps(summary))
     assert main(["run", *SMALL, "--resume", str(out)]) == 0  # finished: nothing left to train
     assert saved == ["gd-w4"]
     assert ", all trained before the resume, on " in capsys.readouterr().out
+    # the summary kept the sessions' peak and time: this one's were written over them
+    again = json.loads((out / "summary.json").read_text())
+    assert again["peak_memory"]["host_peak_rss_bytes"] == 2**50 > peak
+    assert again["seconds"] == summary["seconds"]
 
 
 @pytest.mark.slow  # tests/test_store.py resumes from finished batches in the suite
@@ -955,6 +987,19 @@ def test_processes_need_a_coordinator_at_host_port_and_a_run_each(monkeypatch):
         assert started[-1][-1] == {"initialization_timeout": 7} and waited[-1][-1] == 7
     finally:
         jax.config.update("jax_cpu_collectives_implementation", collectives)
+
+
+@pytest.mark.parametrize(("given", "count"), [(5, "2"), (2, "2"), (-1, "2"), (-1, None)])
+def test_a_process_id_outside_the_count_is_refused_before_any_wait(given, count, tmp_path, capsys):
+    """--process-id 5 of 2 waited for the coordinator (5 minutes by default), then blamed
+    it; -1 was taken for a process other than 0 too."""
+    out = tmp_path / "never"
+    processes = ["--num-processes", count] if count else []
+    argv = ["run", "--widths", "4", "--runs", "2", "--out", str(out), "--distributed",
+            "--coordinator", "localhost:1", *processes, "--process-id", str(given),
+            "--coordinator-timeout", "30"]  # fmt: skip
+    err = _refused_in_one_line(argv, out, capsys)
+    assert err == f"gdrelu: error: --process-id: {given} is not in [0, {count or 'the count'})"
 
 
 def test_a_process_whose_coordinator_does_not_answer_is_refused_in_time(tmp_path, capsys):
@@ -2414,3 +2459,13 @@ def test_a_resume_takes_the_kernel_its_run_recorded(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"gdrelu: error: --resume: {out} was started with kernel 'pallas': ")
     assert "--kernel" not in err and err.endswith("resume it on a machine that runs that kernel")
+
+
+def test_version_prints_the_installed_distributions(capsys):
+    """`gdrelu --version`: the version pip installed (pyproject's), exit 0."""
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"gdrelu {metadata.version('gdrelu')}\n"

@@ -485,10 +485,11 @@ def test_runs_follow_the_documented_key_derivation():
         (dict(data="p-ex", num_train=1, step_size=0.01), "num_train"),  # an integer ≥ 2
         (dict(num_samples=0), "num_samples"),  # N draws: a positive integer
         (dict(data="p-ex", num_heldout=0, step_size=0.01), "num_heldout"),
-        (dict(widths=(8, 8)), "widths: has duplicates"),  # the same cell twice
-        (dict(deltas=(0.1, 0.1)), "deltas: has duplicates"),
+        (dict(widths=(8, 8)), r"widths: has duplicates \(8 again\)"),  # the same cell twice
+        (dict(deltas=(0.1, 0.1)), r"deltas: has duplicates \(0.1 again\)"),
+        (dict(deltas=(0.0, -0.0)), r"deltas: has duplicates \(0.0 again\)"),  # one cell hash
         (dict(seed=2**32), "seed: 4294967296 is not below 2\\*\\*32"),
-        (dict(data="star"), "step_size: 'paper' is the 1-D rule"),  # star is 2-D
+        (dict(data="star"), r"step_size: 'paper' \(the default\) is the 1-D rule"),  # star is 2-D
         # the paper's rule ignores (s_a, s_w): 4x too small at width 16, 63x at 256
         (dict(init="ntk"), "step_size: 'paper' \\(the default\\) reads the raw"),
         (dict(step_factor=0.0), "step_factor"),  # h = 0 with a rule's step size

@@ -83,21 +83,34 @@ def prepare(*, every_core: bool, cache_dir, specs=(), kernel_flag=None) -> None:
         raise UsageError(str(err)) from None
     jax.config.update("jax_default_matmul_precision", "highest")
     if cache_dir is not None and str(cache_dir).lower() != "none":
-        _check_cache_dir(Path(cache_dir))
+        cache_dir = _usable_cache_dir(Path(cache_dir))
     use_compilation_cache(cache_dir)
     if every_core:
         use_every_cpu_core()
     check_specs_kernel(specs, kernel_flag)
 
 
-def _check_cache_dir(path: Path) -> None:
-    """--cache-dir (or $GDRELU_CACHE_DIR) is not a file: JAX only warns, at every program,
-    when it cannot write there. (A directory it cannot create or write, as a read-only
-    default ~/.cache, leaves JAX's warning and the run going on without the cache.)"""
-    if path.exists() and not path.is_dir():
-        variable = os.environ.get(cache.VARIABLE)
-        named = f"${cache.VARIABLE}" if variable and Path(variable) == path else "--cache-dir"
-        raise UsageError(f"{named}: {path} is a file, not a directory; 'none' turns it off")
+def _usable_cache_dir(path: Path) -> Path | str:
+    """--cache-dir (or $GDRELU_CACHE_DIR) if it can hold the cache: a directory, or one
+    this user can create (its nearest existing ancestor a writable directory). JAX would
+    only warn, at every program and into the progress bar, and go on without it: a path
+    given is refused; the default (~/.cache/gdrelu/xla) is left off ("none") with one
+    warning, so that a read-only home still runs."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return path
+    why = "is not writable" if existing.is_dir() else "is a file, not a directory"
+    where = f"{path} {why}" if existing == path else f"{path} cannot be made: {existing} {why}"
+    variable = os.environ.get(cache.VARIABLE)
+    if variable and Path(variable) == path:
+        raise UsageError(f"${cache.VARIABLE}: {where}; 'none' turns it off")
+    if path != cache.default_cache_dir():
+        raise UsageError(f"--cache-dir: {where}; 'none' turns it off")
+    print(f"gdrelu: warning: no compilation cache ({where}); --cache-dir DIR keeps one",
+          file=sys.stderr)  # fmt: skip
+    return "none"
 
 
 def use_every_cpu_core() -> None:
@@ -210,6 +223,9 @@ def start_processes(args, specs):
     if timeout is not None and timeout < 1:
         raise UsageError(f"--coordinator-timeout: {timeout} is not a number of seconds ≥ 1")
     timeout = COORDINATOR_TIMEOUT if timeout is None else timeout
+    count, given = args.num_processes, args.process_id
+    if given is not None and (given < 0 or (count is not None and given >= count)):
+        raise UsageError(f"--process-id: {given} is not in [0, {count or 'the count'})")
     if args.coordinator is not None:
         host, colon, port = args.coordinator.rpartition(":")
         if not (host and colon and port.isdigit() and 0 < int(port) < 65536):

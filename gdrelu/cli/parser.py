@@ -181,6 +181,16 @@ RUN_FLAGS = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version ("unknown" from a source tree never installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("gdrelu")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     """`gdrelu run` and `gdrelu compare`, with every flag."""
     top = _Parser(
@@ -188,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
         description="Monte Carlo studies of GD on two-layer ReLU nets",
         formatter_class=_Formatter,
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = top.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser(
         "run",

@@ -204,9 +204,31 @@ def _report(specs, results, seconds: float, out, before: float, stored: int) -> 
     summary = experiment_summary(
         specs[0], results, seconds=seconds, backend=backend, extra=extra, together=specs
     )
+    runs = sum(cr.result.status.size for cr in results)
+    if before or stored:
+        summary = _with_earlier_sessions(summary, out, finished=stored >= runs)
+        seconds = summary["seconds"]
     write_results(out, table(results), summary)
     print(format_table(summary["cells"]))
     if summary.get("comparisons"):
         print(format_comparisons(summary["comparisons"]))
-    runs = sum(cr.result.status.size for cr in results)
     print(finished_line(runs, seconds, before, backend, out, stored=stored))
+
+
+def _with_earlier_sessions(summary: dict, out, finished: bool) -> dict:
+    """A resumed run's summary with the peak memory of every session that wrote one (the
+    larger of each), and, when every run was `finished` before the resume and a summary
+    was written, that summary's seconds: this session trained nothing."""
+    import json
+
+    try:
+        earlier = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):  # killed before its summary: this session's peak alone
+        return summary
+    peaks = earlier.get("peak_memory") or {}
+    merged = {
+        key: max((v for v in (value, peaks.get(key)) if isinstance(v, int)), default=value)
+        for key, value in summary["peak_memory"].items()
+    }
+    kept = {"seconds": earlier["seconds"]} if finished and "seconds" in earlier else {}
+    return {**summary, "peak_memory": merged, **kept}
