@@ -25,8 +25,11 @@ def failure_probability_plot(
     """P(stuck) against width (log-2 axis), one line per Δ, with 95% interval bars and
     bands (`failure_probability_figure`), saved to `path`."""
     fig = failure_probability_figure(cells, setting)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+DPI = 200  # sharp in print at a column's width (120 blurred the legends)
 
 
 def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
@@ -52,8 +55,12 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
         p = np.array([c["p_stuck"] for c in rows])
         low, high = np.array([c["ci95"] for c in rows]).T
         label = f"Δ = {delta:g}" if len(optimizers) == 1 else f"{optimizer}, Δ = {delta:g}"
-        kind = optimizers.index(optimizer)  # a colour per Δ, a marker and line per optimizer
-        color = f"C{deltas.index(delta) % 10}"
+        # one optimizer: a colour per Δ; several: a colour per optimizer (the pairs to
+        # compare), a marker and line style per Δ
+        kind, shade = deltas.index(delta), optimizers.index(optimizer)
+        if len(optimizers) == 1:
+            kind, shade = 0, deltas.index(delta)
+        color = f"C{shade % 10}"
         style = dict(marker=_MARKERS[kind % 5], linestyle=_LINES[kind % 4], color=color)
         ax.errorbar(widths, p, yerr=[p - low, high - p], capsize=3, label=label, **style)
         # fainter bands as lines multiply: where all overlap, about half opaque at most
@@ -69,9 +76,11 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
     ax.set_ylabel(quantity)
     ax.set_ylim(-0.03, 1.03)  # a cell at P = 0 or 1 whole, not cut in half by the frame
     ax.grid(True, alpha=0.3)
-    names = ", ".join(optimizers).upper() if len(optimizers) > 1 else optimizers[0].upper()
+    names = ", ".join(_DISPLAY.get(o, o) for o in optimizers)
     head = [f"{names} on two-layer ReLU nets:", *([setting] if setting else [])]
-    title = "\n".join([*head, f"{quantity}, 95% Clopper-Pearson"])
+    meaning = _stuck_meaning(cells)
+    title = "\n".join([*head, *([meaning] if meaning else []), f"{quantity}, 95% Clopper-Pearson"])
+    title += _run_counts(cells)
     if any(c.get("ci95_nominal") for c in cells):  # run counts chosen by the outcomes
         title += " (nominal: --target-halfwidth)"
     ax.set_title(title, fontsize="medium")
@@ -83,6 +92,36 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
     )
     fig.tight_layout()
     return fig
+
+
+_DISPLAY = {"gd": "GD", "sgd": "SGD", "adam": "Adam"}
+_MEANING = {"certificate": "certified or degenerate", "final": "final loss not below L_lin"}
+
+
+def _stuck_meaning(cells: Sequence[dict]) -> str:
+    """What a cell's "stuck" counts under its rule, where the rules differ between the
+    cells' optimizers (`compare`: GD's certificate, the final network for the others) or
+    are the final network's: "stuck = gd: ...; adam: ..."; "" for the certificate alone,
+    which the axis calls "provably"."""
+    by_rule: dict[str, list[str]] = {}
+    for c in cells:
+        names = by_rule.setdefault(c.get("stuck_rule", "certificate"), [])
+        if c.get("optimizer", "gd") not in names:
+            names.append(c.get("optimizer", "gd"))
+    if set(by_rule) <= {"certificate"}:  # or no cells
+        return ""
+    named = sum(map(len, by_rule.values())) == len({n for v in by_rule.values() for n in v})
+    if len(by_rule) == 1 or not named:  # one rule, or an optimizer's cells under both
+        return "stuck = " + "; ".join(_MEANING[r] for r in by_rule)
+    return "stuck = " + "; ".join(f"{', '.join(n)}: {_MEANING[r]}" for r, n in by_rule.items())
+
+
+def _run_counts(cells: Sequence[dict]) -> str:
+    """ ", N runs per cell" (or "N-M" where cells differ, as grown ones do); "" unknown."""
+    counts = sorted({c["runs"] for c in cells if "runs" in c})
+    if not counts:
+        return ""
+    return f", {counts[0]}{f'-{counts[-1]}' if len(counts) > 1 else ''} runs per cell"
 
 
 UNFINISHED_LABEL = "open: some runs unfinished"
@@ -147,6 +186,8 @@ def setting_line(spec: dict) -> str:
     line = f"data {data}, init {spec.get('init', 'he')}, biases {spec.get('bias_init', 'zero')}"
     if spec.get("alpha"):
         line += f", LeakyReLU α = {spec['alpha']:g}"
+    if "seed" in spec:
+        line += f", seed {spec['seed']}"
     if "step_size" not in spec or "max_checks" not in spec:
         return line
     step = spec["step_size"]
@@ -178,7 +219,7 @@ def comparison_plot(
 ) -> None:
     """`comparison_figure` saved to `path`."""
     fig = comparison_figure(comparisons, setting, cells)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -210,8 +251,8 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
                 [d - c["ci95"][0] for d, c in zip(diff, rows, strict=True)],
                 [c["ci95"][1] - d for d, c in zip(diff, rows, strict=True)],
             ]
-            bars = ax.errorbar(widths, diff, yerr=errors, marker="o", capsize=3, label=f"{a} − {b}")
-            style = {"marker": "o", "color": bars.lines[0].get_color()}
+            style = {"marker": _MARKERS[k % 5], "linestyle": _LINES[k % 4], "color": f"C{k % 10}"}
+            ax.errorbar(widths, diff, yerr=errors, capsize=3, label=f"{a} − {b}", **style)
             both = [{(a, c["width"], delta), (b, c["width"], delta)} for c in rows]
             open_, lost = (
                 [bool(pair & marked) for pair in both] for marked in (unfinished, diverged)
@@ -221,14 +262,18 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
         _log2_axis(ax, [c["width"] for c in comparisons if c["delta"] == delta])
         ax.set_title(f"Δ = {delta:g}")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("P(stuck) difference (paired)")
+    (a, b), *others = pairs
+    axes[0][0].set_ylabel(
+        "P_a(stuck) − P_b(stuck), paired" if others else f"P(stuck | {a}) − P(stuck | {b})"
+    )
     drawn = {(o, c["width"], c["delta"]) for c in comparisons for o in (c["a"], c["b"])}
     _mark_legend(axes[0][-1], bool(unfinished & drawn), bool(diverged & drawn))
     axes[0][-1].legend(fontsize="small")
     title = "Paired P(stuck) differences, Newcombe 95% intervals"
     if any(c.get("ci95_nominal") for c in comparisons):  # pair counts chosen by the outcomes
         title += " (nominal: --target-halfwidth)"
-    fig.suptitle(f"{title}\n{setting}" if setting else title, fontsize="medium")
+    lines = [title, *([setting] if setting else []), *filter(None, [_stuck_meaning(cells)])]
+    fig.suptitle("\n".join(lines), fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -327,5 +372,5 @@ def fraction_plot(lines: dict, ylabel: str, path: Path, title: str = "") -> None
     if title:
         ax.set_title(f"{title}\n95% Clopper-Pearson", fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -91,9 +91,36 @@ def test_the_axis_says_provably_only_when_every_cell_counts_certified_runs():
     assert ax.get_title().splitlines()[-1] == "P(provably stuck), 95% Clopper-Pearson"
     (ax,) = failure_probability_figure([certified, _cell(32, 0.0, 0.5, 0.3, 0.7)]).axes
     assert ax.get_ylabel() == "P(stuck)"
-    assert ax.get_title().splitlines()[-1] == "P(stuck), 95% Clopper-Pearson"
+    assert ax.get_title().splitlines()[-2:] == [
+        "stuck = certified or degenerate; final loss not below L_lin",
+        "P(stuck), 95% Clopper-Pearson",
+    ]
     (ax,) = failure_probability_figure([{**certified, "ci95_nominal": True}]).axes
     assert "(nominal: --target-halfwidth)" in ax.get_title()
+
+
+def test_a_comparisons_figure_says_what_stuck_counts_for_each_optimizer_and_how_many_runs():
+    """`compare` counts GD's runs by the certificate and Adam's by the final network: the
+    same runs read 0.300 in `run` and 0.575 in `compare` (GD at n = 8 under the final rule),
+    and no figure said why, nor how many runs a cell holds; GD and Adam at one Δ were
+    drawn in one colour, their bands alike, and titled "GD, ADAM"."""
+    gd = {**_cell(16, 0.0, 0.3, 0.2, 0.4), "optimizer": "gd", "stuck_rule": "certificate",
+          "runs": 60}  # fmt: skip
+    adam = {**_cell(16, 0.0, 0.6, 0.5, 0.7), "optimizer": "adam", "runs": 120}
+    (ax,) = failure_probability_figure([gd, adam]).axes
+    title = ax.get_title().splitlines()
+    assert title[0] == "GD, Adam on two-layer ReLU nets:"
+    assert title[-2:] == [
+        "stuck = gd: certified or degenerate; adam: final loss not below L_lin",
+        "P(stuck), 95% Clopper-Pearson, 60-120 runs per cell",
+    ]
+    colours = [c.lines[0].get_color() for c in ax.containers]
+    assert len(set(colours)) == 2
+    (ax,) = failure_probability_figure([{**adam, "runs": 40}]).axes
+    assert ax.get_title().splitlines()[-2:] == [
+        "stuck = final loss not below L_lin",
+        "P(stuck), 95% Clopper-Pearson, 40 runs per cell",
+    ]
 
 
 def test_the_fraction_plot_draws_each_budget_by_width(tmp_path, closed_figures):
@@ -160,7 +187,7 @@ def test_the_failure_figure_is_a_probability_against_log_2_width_in_delta_order(
 
 def test_every_line_of_a_four_optimizer_figure_is_told_apart_at_plain_widths():
     """Four optimizers × three Δ took matplotlib's ten colours in turn: "adam, Δ = 0.01"
-    drew as "gd, Δ = 0" did. A colour per Δ, a marker and line style per optimizer make
+    drew as "gd, Δ = 0" did. A colour per optimizer, a marker and line style per Δ make
     each line its own; the widths are ticked as 24 and 100, not 2⁴; a cell at P = 0 or 1
     lies inside the frame, not half under it; the twelve-line legend sits outside."""
     cells = [{**_cell(w, d, p, max(p - 0.1, 0.0), min(p + 0.1, 1.0)), "optimizer": o}
@@ -193,6 +220,26 @@ def test_a_comparison_figure_has_one_panel_per_delta_its_rows_by_width():
         np.testing.assert_array_equal(bars.lines[0].get_xdata(), widths)
         np.testing.assert_allclose(np.asarray(bars.lines[0].get_ydata(), float), differences)
     assert "nominal: --target-halfwidth" in fig._suptitle.get_text()
+
+
+def test_a_comparison_figure_says_the_sign_and_tells_its_pairs_apart_by_marker():
+    """The axis said "P(stuck) difference (paired)", the sign only in the legend, and every
+    pair drew circles in a colour of its own alone (red and green for the third and
+    fourth)."""
+    (ax,) = comparison_figure([PAIR]).axes
+    assert ax.get_ylabel() == "P(stuck | gd) − P(stuck | adam)"
+    cells = [{**_cell(16, 0.1, 0.5, 0.3, 0.7), "optimizer": o, "stuck_rule": rule}
+             for o, rule in (("gd", "certificate"), ("adam", "final"))]  # fmt: skip
+    title = comparison_figure([PAIR], "", cells)._suptitle.get_text()
+    assert (
+        title.splitlines()[-1]
+        == "stuck = gd: certified or degenerate; adam: final loss not below L_lin"
+    )
+    rows = [{**PAIR, "a": a, "b": b} for a, b in (("gd", "adam"), ("gd", "sgd"), ("sgd", "adam"))]
+    (ax,) = comparison_figure(rows).axes
+    assert ax.get_ylabel() == "P_a(stuck) − P_b(stuck), paired"
+    looks = [(c.lines[0].get_marker(), c.lines[0].get_color()) for c in ax.containers]
+    assert len({marker for marker, _ in looks}) == 3 and len(set(looks)) == 3
 
 
 def test_section_10_draws_p_d_in_circles_by_d_and_p_ex_in_squares(tmp_path, closed_figures):
@@ -266,6 +313,7 @@ def test_the_title_names_the_data_and_initialization():
     assert line == "data radial (d = 4), init kaiming, biases pytorch, LeakyReLU α = 0.01"
     own = plot.setting_line({"data": "file", "data_file": "/x/y/points.csv", "alpha": 0.0})
     assert own == "data points.csv, init he, biases zero"
+    assert plot.setting_line({"seed": 3}) == "data six-points, init he, biases zero, seed 3"
     (ax,) = failure_probability_figure([_cell(16, 0.0, 0.5, 0.3, 0.7)], line).axes
     assert ax.get_title().splitlines()[1] == line
     assert comparison_figure([PAIR], line)._suptitle.get_text().endswith("\n" + line)
