@@ -136,8 +136,11 @@ def _rows(cells: Sequence[dict], optimizer: str, delta: float) -> list[dict]:
 
 
 def _unfinished(cell: dict) -> bool:
-    """Whether some of the cell's runs used their whole step budget undecided."""
-    return cell.get("status_counts", {}).get("unfinished", 0) > 0
+    """Whether some of the cell's runs used their whole step budget undecided, where that
+    leaves its P(stuck) a lower bound: under the certificate rule (the final-network rule
+    judges such runs by their last network; every Adam run of `compare` is unfinished)."""
+    certified = cell.get("stuck_rule", "certificate") == "certificate"
+    return certified and cell.get("status_counts", {}).get("unfinished", 0) > 0
 
 
 def _mark_cells(ax, widths: np.ndarray, p: np.ndarray, style: dict, open_, lost=()) -> None:

@@ -283,10 +283,13 @@ def test_bars_at_one_width_stand_apart_and_unfinished_cells_are_open():
     at its own small offset on the log-2 axis (symmetric about the width, under 0.15 of an
     octave), ticks still at the widths run. A cell with unfinished runs (its P(stuck) may
     still change as they would finish) gets an open marker at its point, and the legend
-    says so."""
+    says so. Under the final-network rule unfinished runs are judged by their last network
+    (every Adam run of `compare` is unfinished): no open marker."""
     cells = [_cell(w, d, 0.5, 0.3, 0.7) for d in (0.0, 0.01, 0.1) for w in (16, 64)]
-    cells[3] = {**cells[3], "status_counts": {"unfinished": 2, "crossed": 5}}
+    cells[3] = {**cells[3], "status_counts": {"unfinished": 2, "crossed": 5},
+                "stuck_rule": "certificate"}  # fmt: skip
     cells[4] = {**cells[4], "status_counts": {"unfinished": 0, "crossed": 5}}
+    cells[5] = {**cells[5], "status_counts": {"unfinished": 3, "crossed": 5}}  # final rule
     (ax,) = failure_probability_figure(cells).axes
     x = np.array([c.lines[0].get_xdata() for c in ax.containers])  # (lines, widths)
     octaves = np.log2(x / [16, 64])
