@@ -176,10 +176,10 @@ def test_experiments_run_one_at_a_time_need_the_budget_one_at_a_time():
 @pytest.mark.parametrize(
     ("only", "message"),
     [
-        ("", "not a list of distinct"),
-        (",", "not a list of distinct"),
-        ("sgd,sgd", "distinct"),
-        ("sgd,,adam", "distinct"),
+        ("", "'' has an empty item"),  # each said "is not a list of distinct experiments"
+        (",", "',' has an empty item"),
+        ("sgd,sgd", "'sgd,sgd' names sgd twice"),
+        ("sgd,,adam", "'sgd,,adam' has an empty item"),
     ],
 )
 def test_only_names_each_experiment_once(only, message, tmp_path, capsys):

@@ -16,8 +16,11 @@ def _names(args) -> tuple[str, ...]:
     if args.only is None:
         return EXPERIMENTS
     names = tuple(v.strip() for v in args.only.split(","))
-    if not all(names) or len(set(names)) != len(names):  # an empty item too: a typo
-        raise UsageError(f"--only: {args.only!r} is not a list of distinct experiments")
+    if not all(names):  # a typo such as gd-figure,,sgd
+        raise UsageError(f"--only: {args.only!r} has an empty item")
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        raise UsageError(f"--only: {args.only!r} names {twice[0]} twice")
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise UsageError(f"--only: {', '.join(unknown)} not among {', '.join(EXPERIMENTS)}")
