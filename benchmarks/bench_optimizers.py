@@ -100,7 +100,7 @@ def main() -> None:
             kwargs = dict(
                 optimizer=name,
                 sampler=sampler,
-                key=noise_keys(cell, indices),
+                key=noise_keys(cell, indices) if sampler else None,  # full batch: none
                 check_every=1000,
                 max_checks=args.checks,
                 stop_on=(),

@@ -243,6 +243,7 @@ def test_the_c_loop_equals_the_optimizers_written_out(
 def _simulate(kernel, runs=16, steps=300, sampler="multinomial", optimizer="adam", **settings):
     params, data, h = _runs(runs=runs, n=9)
     keys = np.random.default_rng(2).integers(0, 2**32, size=(runs, 2), dtype=np.uint32)
+    keys = None if sampler == "full" else keys
     return simulate(
         params, data, h, optimizer=optimizer, sampler=sampler, key=keys, check_every=steps // 3,
         max_checks=3, stop_on=(), kernel=kernel, **settings,

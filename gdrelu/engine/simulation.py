@@ -263,10 +263,17 @@ def _validated(
 
 def _noise_key(key, optimizer: Optimizer, runs: int) -> jax.Array | None:
     """The runs' key data for the minibatch draws (`key_data_per_run`), refused if a
-    stochastic sampler has none."""
+    stochastic sampler has none, and given to a full-batch one, which would ignore it
+    (the paper's Adam took minibatches; gdrelu's is full-batch unless told)."""
     noise_key = key_data_per_run(key, runs)
     if optimizer.stochastic and noise_key is None:
         raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
+    if not optimizer.stochastic and noise_key is not None:  # as a batch_size would be
+        raise ValueError(
+            f"key: {optimizer.name!r} trains on every point each step (sampler "
+            f"{optimizer.sampler!r}) and draws nothing; give key=None, or "
+            "sampler='multinomial' or 'epoch' for minibatches"
+        )
     return noise_key
 
 
