@@ -2469,3 +2469,19 @@ def test_version_prints_the_installed_distributions(capsys):
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"gdrelu {metadata.version('gdrelu')}\n"
+
+
+def test_the_docs_config_example_builds_the_spec_they_describe(tmp_path):
+    """docs/outputs.md's example file, run with --seed 3: the four cells of 20 runs and at
+    most 5 000 steps it says, seed 3 from the flag over the file."""
+    from gdrelu.cli.options import requested_specs
+    from gdrelu.cli.parser import parser
+
+    text = (Path(__file__).parents[1] / "docs" / "outputs.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "exp.toml").write_text(example)
+    argv = ["run", "--config", str(tmp_path / "exp.toml"), "--seed", "3"]
+    (spec,) = requested_specs(parser().parse_args(argv))
+    assert (spec.widths, spec.deltas, spec.runs, spec.seed) == ((16, 32), (0.0, 0.1), 20, 3)
+    steps = spec.check_every * spec.max_checks
+    assert (len(spec.cells()), steps, spec.optimizer) == (4, 5000, "gd")
