@@ -76,14 +76,7 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
     ax.set_ylabel(quantity)
     ax.set_ylim(-0.03, 1.03)  # a cell at P = 0 or 1 whole, not cut in half by the frame
     ax.grid(True, alpha=0.3)
-    names = ", ".join(_DISPLAY.get(o, o) for o in optimizers)
-    head = [f"{names} on two-layer ReLU nets:", *([setting] if setting else [])]
-    meaning = _stuck_meaning(cells)
-    title = "\n".join([*head, *([meaning] if meaning else []), f"{quantity}, 95% Clopper-Pearson"])
-    title += _run_counts(cells)
-    if any(c.get("ci95_nominal") for c in cells):  # run counts chosen by the outcomes
-        title += " (nominal: --target-halfwidth)"
-    ax.set_title(title, fontsize="medium")
+    ax.set_title(_failure_title(cells, optimizers, quantity, setting), fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i] in _MARK_LABELS)  # last
     where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(lines) > 6 else {}
@@ -92,6 +85,19 @@ def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
     )
     fig.tight_layout()
     return fig
+
+
+def _failure_title(cells: Sequence[dict], optimizers, quantity: str, setting: str) -> str:
+    """The optimizers, the `setting` lines, what "stuck" counts where it is not the
+    certificate alone, then the quantity, its intervals and the runs per cell."""
+    names = ", ".join(_DISPLAY.get(o, o) for o in optimizers)
+    head = [f"{names} on two-layer ReLU nets:", *([setting] if setting else [])]
+    meaning = _stuck_meaning(cells)
+    title = "\n".join([*head, *([meaning] if meaning else []), f"{quantity}, 95% Clopper-Pearson"])
+    title += _run_counts(cells)
+    if any(c.get("ci95_nominal") for c in cells):  # run counts chosen by the outcomes
+        title += " (nominal: --target-halfwidth)"
+    return title
 
 
 _DISPLAY = {"gd": "GD", "sgd": "SGD", "adam": "Adam"}
