@@ -35,7 +35,8 @@ DPI = 200  # sharp in print at a column's width (120 blurred the legends)
 def failure_probability_figure(cells: Sequence[dict], setting: str = ""):
     """The figure of `failure_probability_plot`: each cell's 95% interval as an error bar
     (a band joins them across widths; one width has only its bars). Lines sharing a width
-    are set apart a little along the axis; a cell with unfinished runs has an open marker.
+    are set apart a little along the axis; a cell with unfinished runs (certificate rule)
+    has an open marker.
 
     `cells` are summary.json cell records (width, delta, p_stuck, ci95, stuck_rule, and
     status_counts where known): the axis says "provably" only where every cell counts
@@ -105,10 +106,11 @@ _MEANING = {"certificate": "certified or degenerate", "final": "final loss not b
 
 
 def _stuck_meaning(cells: Sequence[dict]) -> str:
-    """What a cell's "stuck" counts under its rule, where the rules differ between the
-    cells' optimizers (`compare`: GD's certificate, the final network for the others) or
-    are the final network's: "stuck = gd: ...; adam: ..."; "" for the certificate alone,
-    which the axis calls "provably"."""
+    """What a cell's "stuck" counts under its rule where that is the final network's
+    (`compare`'s, GD's cells too: "stuck = final loss not below L_lin"), or where the
+    rules differ between the cells' optimizers (results of several runs drawn together):
+    "stuck = gd: ...; adam: ..."; "" for the certificate alone, which the axis calls
+    "provably"."""
     by_rule: dict[str, list[str]] = {}
     for c in cells:
         names = by_rule.setdefault(c.get("stuck_rule", "certificate"), [])
@@ -143,8 +145,8 @@ def _rows(cells: Sequence[dict], optimizer: str, delta: float) -> list[dict]:
 
 def _unfinished(cell: dict) -> bool:
     """Whether some of the cell's runs used their whole step budget undecided, where that
-    leaves its P(stuck) a lower bound: under the certificate rule (the final-network rule
-    judges such runs by their last network; every Adam run of `compare` is unfinished)."""
+    leaves its P(stuck) a lower bound: under the certificate rule (the final-network rule,
+    `compare`'s, judges such runs by their last network)."""
     certified = cell.get("stuck_rule", "certificate") == "certificate"
     return certified and cell.get("status_counts", {}).get("unfinished", 0) > 0
 
@@ -237,8 +239,8 @@ def comparison_figure(comparisons: Sequence[dict], setting: str = "", cells=()):
     per optimizer pair (set apart a little along the axis), with the 95% intervals of
     `stats.paired_comparison` as error bars (`comparisons`: summary.json's records,
     `analysis.comparisons`); `setting` (`setting_line`) is a line of the title. A pair
-    whose optimizers' `cells` (summary.json's) have unfinished runs has an open marker, one
-    with diverged runs a ×, as in the failure figure."""
+    whose optimizers' `cells` (summary.json's) have unfinished runs under the certificate
+    rule has an open marker, one with diverged runs a ×, as in the failure figure."""
     unfinished, diverged = (
         {(c.get("optimizer", "gd"), c["width"], c["delta"]) for c in cells if marked(c)}
         for marked in (_unfinished, _diverged)

@@ -3,8 +3,8 @@
 Symbols follow docs/theory.md. Coordinates of the per-side linear model are ordered
 v = (slope₊, intercept₊, slope₋, intercept₋); side + is x > 0 (data) or a > 0 (neurons).
 Every public function takes one run (c of shape ()) or a batch (leading runs axis on
-params, data and step size) and is pure JAX; `certificate`, `linear_outputs` and `psi_sum`
-are its building blocks for one run (vmap them).
+params, data and step size) and is pure JAX; `certificate`, `linear_outputs`, `psi_sum`
+and `neural_tangent_gram` are building blocks for one run (vmap them).
 """
 
 from __future__ import annotations

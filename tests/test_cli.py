@@ -311,6 +311,12 @@ def test_a_cache_dir_that_cannot_be_made_exits_2_and_the_default_is_left_off(
                                        f"be made: {tmp_path}/a_file is a file, not a directory); "
                                        "--cache-dir DIR keeps one\n")  # fmt: skip
     assert backends._usable_cache_dir(tmp_path / "new" / "xla") == tmp_path / "new" / "xla"
+    monkeypatch.setattr(backends.os, "access", lambda *args: False)  # as a non-root user's
+    assert backends._usable_cache_dir(tmp_path) == tmp_path  # shared read-only: JAX reads it
+    assert capsys.readouterr().err == (f"gdrelu: warning: {tmp_path} is not writable: its "
+                                       "programs are read, none added\n")  # fmt: skip
+    with pytest.raises(backends.UsageError, match=r"cannot be made: .* is not writable; 'none'"):
+        backends._usable_cache_dir(tmp_path / "new")
 
 
 def test_a_cache_variable_that_names_a_file_is_named(tmp_path, capsys, monkeypatch):
@@ -1000,6 +1006,15 @@ def test_a_process_id_outside_the_count_is_refused_before_any_wait(given, count,
             "--coordinator-timeout", "30"]  # fmt: skip
     err = _refused_in_one_line(argv, out, capsys)
     assert err == f"gdrelu: error: --process-id: {given} is not in [0, {count or 'the count'})"
+
+
+def test_a_process_count_below_one_is_refused_by_name(tmp_path, capsys):
+    """--num-processes 0 was blamed on --process-id ("0 is not in [0, the count)")."""
+    out = tmp_path / "never"
+    argv = ["run", "--widths", "4", "--runs", "2", "--out", str(out), "--distributed",
+            "--coordinator", "localhost:1", "--num-processes", "0"]  # fmt: skip
+    err = _refused_in_one_line(argv, out, capsys)
+    assert err == "gdrelu: error: --num-processes: 0 is not a count ≥ 1"
 
 
 def test_a_process_whose_coordinator_does_not_answer_is_refused_in_time(tmp_path, capsys):

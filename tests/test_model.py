@@ -133,6 +133,8 @@ def test_gd_step_names_points_step_sizes_and_leaks_that_do_not_fit():
     for call, named in refused:
         with pytest.raises(ValueError, match=named):
             call()
+    half = gd_step(net, points, jnp.asarray(0.125, jnp.bfloat16))  # numpy's kind 'V': a real
+    assert half.c == gd_step(net, points, 0.125).c
 
 
 def test_the_loss_names_targets_or_weights_that_do_not_fit_and_takes_lists():

@@ -473,6 +473,7 @@ def test_adam_runs_do_not_depend_on_the_device_count():
         (dict(optimizer="lbfgs"), "optimizer"),
         # ignored: a user who passed keys to Adam may have meant the paper's minibatches
         (dict(optimizer="adam", key=np.zeros((2, 2), np.uint32)), r"key: 'adam' trains on every"),
+        (dict(optimizer="gd", key=np.zeros((2, 2), np.uint32)), r"key: .* or optimizer='sgd' for"),
         # an AttributeError ('int' object has no attribute 'init') once the state was built
         (dict(optimizer=lambda h: 3), r"optimizer: <lambda>\(h\) returned int, not an optax"),
         (

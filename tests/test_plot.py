@@ -100,10 +100,11 @@ def test_the_axis_says_provably_only_when_every_cell_counts_certified_runs():
 
 
 def test_a_comparisons_figure_says_what_stuck_counts_for_each_optimizer_and_how_many_runs():
-    """`compare` counts GD's runs by the certificate and Adam's by the final network: the
-    same runs read 0.300 in `run` and 0.575 in `compare` (GD at n = 8 under the final rule),
-    and no figure said why, nor how many runs a cell holds; GD and Adam at one Δ were
-    drawn in one colour, their bands alike, and titled "GD, ADAM"."""
+    """`run` counts GD's runs by the certificate, `compare` by the final network: the
+    same runs read 0.300 in `run` and 0.575 in `compare` (GD at n = 8), and no figure said
+    why, nor how many runs a cell holds; GD and Adam at one Δ were drawn in one colour,
+    their bands alike, and titled "GD, ADAM". Cells of both rules (results of a `run` and
+    a `compare` drawn together) name each optimizer's."""
     gd = {**_cell(16, 0.0, 0.3, 0.2, 0.4), "optimizer": "gd", "stuck_rule": "certificate",
           "runs": 60}  # fmt: skip
     adam = {**_cell(16, 0.0, 0.6, 0.5, 0.7), "optimizer": "adam", "runs": 120}

@@ -95,11 +95,16 @@ def _usable_cache_dir(path: Path) -> Path | str:
     this user can create (its nearest existing ancestor a writable directory). JAX would
     only warn, at every program and into the progress bar, and go on without it: a path
     given is refused; the default (~/.cache/gdrelu/xla) is left off ("none") with one
-    warning, so that a read-only home still runs."""
+    warning, so that a read-only home still runs. An existing directory this user cannot
+    write (a cache shared read-only) is kept, with one warning: JAX reads its programs."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return path
+    if existing == path and path.is_dir():  # a cache shared read-only: JAX reads its hits
+        print(f"gdrelu: warning: {path} is not writable: its programs are read, none added",
+              file=sys.stderr)  # fmt: skip
         return path
     why = "is not writable" if existing.is_dir() else "is a file, not a directory"
     where = f"{path} {why}" if existing == path else f"{path} cannot be made: {existing} {why}"
@@ -224,6 +229,8 @@ def start_processes(args, specs):
         raise UsageError(f"--coordinator-timeout: {timeout} is not a number of seconds ≥ 1")
     timeout = COORDINATOR_TIMEOUT if timeout is None else timeout
     count, given = args.num_processes, args.process_id
+    if count is not None and count < 1:
+        raise UsageError(f"--num-processes: {count} is not a count ≥ 1")
     if given is not None and (given < 0 or (count is not None and given >= count)):
         raise UsageError(f"--process-id: {given} is not in [0, {count or 'the count'})")
     if args.coordinator is not None:

@@ -64,7 +64,8 @@ def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
     theory.check_alpha(alpha)
     if not isinstance(step_size, jax.core.Tracer):
         h = np.asarray(step_size)
-        if h.ndim or h.dtype.kind not in "iuf" or not (np.isfinite(h) and h > 0):
+        real = jnp.issubdtype(h.dtype, jnp.floating) or jnp.issubdtype(h.dtype, jnp.integer)
+        if h.ndim or not real or not (np.isfinite(h) and h > 0):
             raise ValueError(f"step_size: {step_size!r}; one positive, finite number")
     grads = loss_gradient(params, data.x, data.y, data.weights, alpha)
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads)

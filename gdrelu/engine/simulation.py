@@ -269,10 +269,13 @@ def _noise_key(key, optimizer: Optimizer, runs: int) -> jax.Array | None:
     if optimizer.stochastic and noise_key is None:
         raise ValueError(f"key: sampler {optimizer.sampler!r} needs one key per run")
     if not optimizer.stochastic and noise_key is not None:  # as a batch_size would be
+        minibatches = (
+            "optimizer='sgd'" if optimizer.name == "gd" else "sampler='multinomial' or 'epoch'"
+        )
         raise ValueError(
             f"key: {optimizer.name!r} trains on every point each step (sampler "
-            f"{optimizer.sampler!r}) and draws nothing; give key=None, or "
-            "sampler='multinomial' or 'epoch' for minibatches"
+            f"{optimizer.sampler!r}) and draws nothing; give key=None, or {minibatches} "
+            "for minibatches"
         )
     return noise_key
 
