@@ -153,7 +153,7 @@ def test_a_figure_is_written_as_every_file_is(tmp_path, monkeypatch):
 
 
 def test_the_figures_titles_name_the_summarys_data_and_init(tmp_path, monkeypatch):
-    """The figures are drawn with their spec's setting line (data set, init), the
+    """The figures are drawn with their spec's setting line (data set, init, seed), the
     comparison as the failure figure; a summary without a spec gets the defaults'."""
     from gdrelu import plot
 
@@ -168,7 +168,7 @@ def test_the_figures_titles_name_the_summarys_data_and_init(tmp_path, monkeypatc
     spec = ExperimentSpec(data="radial", dim=3, runs=2, step_size="ntk", bias_init="normal(0.1)")
     spec = spec.to_dict()
     store.write_results(tmp_path, [], {"cells": [], "spec": spec, "comparisons": [{}]})
-    setting = "data radial (d = 3), init he, biases normal(0.1)\n" + (
+    setting = "data radial (d = 3), init he, biases normal(0.1), seed 0\n" + (
         "step size ntk, ≤ 1,000,000 steps, float64"
     )
     assert drawn == {"p": setting, "c": setting}
