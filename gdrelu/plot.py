@@ -1,4 +1,7 @@
-"""Figures of a finished experiment and of the Section 10 preset."""
+"""Figures of a finished experiment and of the Section 10 preset.
+
+Importing this module leaves matplotlib's backend as the caller set it (a notebook's
+inline one stays); the `gdrelu` command draws with Agg (`cli.main`)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np

@@ -32,6 +32,7 @@ JAXLIB = tuple(int(part) for part in re.findall(r"\d+", jaxlib.__version__)[:3])
 # later test (separate `gdrelu run` processes sharing a cache:
 # tests/test_cli.py::test_second_run_reads_the_compilation_cache).
 os.environ["GDRELU_CACHE_DIR"] = "none"
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures to files: no window on a desktop
 # The suite's own compilation cache instead: one new directory per session, shared by the
 # xdist workers (they inherit it from the controller's environment) and removed at the
 # end, so that a program the other worker or an earlier module compiled is read back, not

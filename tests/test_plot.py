@@ -1,5 +1,7 @@
 """The figures draw what the summary says: each cell's interval, at its width."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -477,3 +479,17 @@ def test_bands_that_overlap_stay_see_through(count):
     alphas = [band.get_alpha() for band in ax.collections if band.get_alpha() is not None]
     assert len(alphas) == count and all(0.06 <= a <= 0.2 for a in alphas)
     assert 1 - np.prod([1 - a for a in alphas]) <= 0.5
+
+
+def test_importing_the_figures_leaves_the_callers_backend():
+    """gdrelu.plot switched matplotlib to Agg on import: a notebook's inline backend went
+    with it (plt.show drew nothing after). A fresh process that chose the pdf backend
+    keeps it after the import; the command sets Agg itself."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('pdf'); import gdrelu.plot; "
+            "print(matplotlib.get_backend())")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "pdf", out.stderr

@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     cannot be resumed (a stored unit unreadable or of other cells). Ctrl-C while the
     command starts (its imports take seconds) ends it on one line too."""
     previous_handler = interrupt.install()  # before JAX is imported (`gdrelu` imports lazily)
+    os.environ["MPLBACKEND"] = "Agg"  # files only, never a window, with or without a display
     try:
         return _main(argv)
     except KeyboardInterrupt:
