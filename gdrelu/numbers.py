@@ -16,6 +16,20 @@ def is_real(value) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool)
 
 
+def has_real_dtype(array) -> bool:
+    """Whether an array's dtype is a real number's, floating or integer (bfloat16 too; a
+    bool or complex one is not)."""
+    import jax.numpy as jnp
+
+    dtype = np.asarray(array).dtype
+    return bool(jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))
+
+
+def first_repeated(values):
+    """The first of `values` equal to one before it (0 and -0.0 are equal), else None."""
+    return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
 def check_kind(name: str, value, kind) -> None:
     """Refuse a plain tuple, list or dict where the NamedTuple `kind` (`Params`,
     `WeightedData`) goes: its fields are read by name."""

@@ -112,15 +112,13 @@ def _stuck_meaning(cells: Sequence[dict]) -> str:
     rules differ between the cells' optimizers (results of several runs drawn together):
     "stuck = gd: ...; adam: ..."; "" for the certificate alone, which the axis calls
     "provably"."""
-    by_rule: dict[str, list[str]] = {}
+    by_rule: dict[str, dict[str, None]] = {}  # rule -> its optimizers, in order
     for c in cells:
-        names = by_rule.setdefault(c.get("stuck_rule", "certificate"), [])
-        if c.get("optimizer", "gd") not in names:
-            names.append(c.get("optimizer", "gd"))
+        by_rule.setdefault(c.get("stuck_rule", "certificate"), {})[c.get("optimizer", "gd")] = None
     if set(by_rule) <= {"certificate"}:  # or no cells
         return ""
-    named = sum(map(len, by_rule.values())) == len({n for v in by_rule.values() for n in v})
-    if len(by_rule) == 1 or not named:  # one rule, or an optimizer's cells under both
+    owners = [name for names in by_rule.values() for name in names]
+    if len(by_rule) == 1 or len(owners) != len(set(owners)):  # or an optimizer under both
         return "stuck = " + "; ".join(_MEANING[r] for r in by_rule)
     return "stuck = " + "; ".join(f"{', '.join(n)}: {_MEANING[r]}" for r, n in by_rule.items())
 

@@ -13,7 +13,7 @@ import numpy as np
 from gdrelu import engine, theory
 from gdrelu.data import CONTINUOUS, DATASETS, count_dtype, split_sizes
 from gdrelu.init import INITS, parse_bias_init
-from gdrelu.numbers import is_integer, is_real
+from gdrelu.numbers import first_repeated, is_integer, is_real
 from gdrelu.optim import NAMED, SAMPLERS, check_multinomial_steps
 from gdrelu.outcome import not_rules
 from gdrelu.spec import (
@@ -118,10 +118,9 @@ def _check_grid(spec: ExperimentSpec) -> None:
         if not is_real(delta) or not math.isfinite(delta):
             raise SpecError("deltas", f"{delta!r} is not a finite number")
     for name in ("widths", "deltas"):
-        values = getattr(spec, name)
-        twice = [v for i, v in enumerate(values) if v in values[:i]]  # 0 and -0.0 too: one cell
-        if twice:
-            raise SpecError(name, f"has duplicates ({twice[0]!r} again)")
+        twice = first_repeated(getattr(spec, name))  # 0 and -0.0 too: one cell
+        if twice is not None:
+            raise SpecError(name, f"has duplicates ({twice!r} again)")
     for name, low in (("runs", 1), ("seed", 0), ("check_every", 1), ("max_checks", 1)):
         value = getattr(spec, name)
         if not _is_positive_int(value, low):

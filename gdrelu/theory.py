@@ -175,6 +175,22 @@ def _block_diag(top: jax.Array, bottom: jax.Array) -> jax.Array:
     return jnp.block([[top, z], [z, bottom]])
 
 
+def _over_data(fn):
+    """Let a one-run function of 1-D data take a leading runs axis; the data are checked first."""
+
+    def wrapped(data):
+        return fn(data) if jnp.ndim(data.weights) == 1 else jax.vmap(fn)(data)
+
+    compiled = jit(wrapped)
+
+    @functools.wraps(fn)
+    def checked(data):
+        _check_one_dimensional_data(fn.__name__, data)
+        return compiled(data)
+
+    return checked
+
+
 def _side_moment_blocks(x: jax.Array, weights: jax.Array) -> jax.Array:
     """M_s = Σ_{j: sign x_j = s} p_j [[x_j², x_j], [x_j, 1]], shape (2, 2, 2), order (+, -)."""
     pw = side_masks(x) * weights
@@ -182,11 +198,9 @@ def _side_moment_blocks(x: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.stack([jnp.stack([m_xx, m_x], -1), jnp.stack([m_x, m_1], -1)], -1)
 
 
+@_over_data
 def moment_matrix(data: WeightedData) -> jax.Array:
     """M = diag(M₊, M₋) of 1-D points, (4, 4) or (runs, 4, 4)."""
-    _check_one_dimensional_data("moment_matrix", data)
-    if jnp.ndim(data.weights) == 2:
-        return jax.vmap(moment_matrix)(data)
     blocks = _side_moment_blocks(data.x, data.weights)
     return _block_diag(blocks[0], blocks[1])
 
@@ -213,11 +227,10 @@ def neuron_grams(params: Params) -> jax.Array:
     return jnp.sum(products * theta[..., None, None, :, :], -1)
 
 
+@_over_data
 def moment_roots(data: WeightedData) -> tuple[jax.Array, jax.Array]:
     """M^{1/2} and (M^{1/2})⁺ of a run's data (they do not change during training); each
     (4, 4), or (runs, 4, 4) for a batch."""
-    if jnp.ndim(data.weights) == 2:
-        return jax.vmap(moment_roots)(data)
     return _sqrt_and_pinv_sqrt(moment_matrix(data))
 
 
@@ -457,22 +470,6 @@ def x_degenerate(data: WeightedData) -> jax.Array:
     positive = data.weights > 0
     counts = jnp.stack([jnp.sum(positive & (data.x > 0), -1), jnp.sum(positive & (data.x < 0), -1)])
     return jnp.any(counts <= 1, axis=0)
-
-
-def _over_data(fn):
-    """Let a one-run function of 1-D data take a leading runs axis; the data are checked first."""
-
-    def wrapped(data):
-        return fn(data) if jnp.ndim(data.weights) == 1 else jax.vmap(fn)(data)
-
-    compiled = jit(wrapped)
-
-    @functools.wraps(fn)
-    def checked(data):
-        _check_one_dimensional_data(fn.__name__, data)
-        return compiled(data)
-
-    return checked
 
 
 def _per_side_lines(data: WeightedData) -> jax.Array:

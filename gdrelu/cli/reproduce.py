@@ -8,6 +8,7 @@ import time
 
 from gdrelu.cli import backends, interrupt, options, outdir
 from gdrelu.cli.errors import Interrupted, UsageError
+from gdrelu.numbers import first_repeated
 
 
 def _names(args) -> tuple[str, ...]:
@@ -18,9 +19,9 @@ def _names(args) -> tuple[str, ...]:
     names = tuple(v.strip() for v in args.only.split(","))
     if not all(names):  # a typo such as gd-figure,,sgd
         raise UsageError(f"--only: {args.only!r} has an empty item")
-    twice = [n for i, n in enumerate(names) if n in names[:i]]
-    if twice:
-        raise UsageError(f"--only: {args.only!r} names {twice[0]} twice")
+    twice = first_repeated(names)
+    if twice is not None:
+        raise UsageError(f"--only: {args.only!r} names {twice} twice")
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise UsageError(f"--only: {', '.join(unknown)} not among {', '.join(EXPERIMENTS)}")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gdrelu.data import WeightedData, check_points
 from gdrelu.engine.state import check_step_budget
 from gdrelu.model import Params, check_neurons
-from gdrelu.numbers import check_kind, is_integer, is_real
+from gdrelu.numbers import check_kind, has_real_dtype, is_integer, is_real
 
 X64_HINT = 'jax.config.update("jax_enable_x64", True)'
 
@@ -84,7 +83,7 @@ def check_arrays(params: Params, data, step_size, validation_weights, validation
         )
     if step_size is not None:
         h = np.asarray(jax.device_get(step_size))
-        if not (jnp.issubdtype(h.dtype, jnp.floating) or jnp.issubdtype(h.dtype, jnp.integer)):
+        if not has_real_dtype(h):
             # True trained with h = 1
             raise ValueError(f"step_size: {h.dtype} values; give real numbers")
         if h.ndim > 1 or (h.ndim == 1 and h.shape[0] not in (1, np.shape(params.c)[0])):

@@ -31,7 +31,7 @@ from gdrelu.model import (
     loss_pattern_and_gradient,
     max_abs_kink,
 )
-from gdrelu.numbers import check_kind
+from gdrelu.numbers import check_kind, has_real_dtype
 from gdrelu.optim import (
     Optimizer,
     get_optimizer,
@@ -64,8 +64,7 @@ def gd_step(params: Params, data: WeightedData, step_size, alpha=0.0) -> Params:
     theory.check_alpha(alpha)
     if not isinstance(step_size, jax.core.Tracer):
         h = np.asarray(step_size)
-        real = jnp.issubdtype(h.dtype, jnp.floating) or jnp.issubdtype(h.dtype, jnp.integer)
-        if h.ndim or not real or not (np.isfinite(h) and h > 0):
+        if h.ndim or not has_real_dtype(h) or not (np.isfinite(h) and h > 0):
             raise ValueError(f"step_size: {step_size!r}; one positive, finite number")
     grads = loss_gradient(params, data.x, data.y, data.weights, alpha)
     return jax.tree.map(lambda p, g: p - step_size * g, params, grads)
