@@ -215,6 +215,7 @@ def check_fits(
     names the spec's fields, or with `as_flags` the CLI's flags."""
     named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
+    _check_gram_fits(spec, budget, named)
     largest = 0
     for bucket, widths in width_buckets(spec):
         need = _alone(spec, bucket, max(widths), devices)
@@ -241,6 +242,31 @@ def check_fits(
             f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
             f"lower {lower or flag + ' or ' + named('widths')}, or raise "
             f"{named('memory_budget')}"
+        )
+
+
+GRAM_COPIES = 6  # (m, m) arrays alive in `theory.ntk_step_size`: products, Gram, eigvalsh's
+
+
+def gram_bytes(spec: ExperimentSpec) -> int:
+    """Bytes of one run's neural-tangent step size (`step_size` "ntk"): its (m, m) Gram on
+    the m training points, a few times over; 0 for the other rules."""
+    if spec.step_size != "ntk":
+        return 0
+    return GRAM_COPIES * spec.training_points**2 * jnp.dtype(spec.dtype).itemsize
+
+
+def _check_gram_fits(spec: ExperimentSpec, budget: int, named) -> None:
+    """`BudgetError` naming the step size if one run's Gram (`gram_bytes`) passes `budget`."""
+    need = gram_bytes(spec)
+    if need > budget:
+        points = spec.training_points
+        fewer = f"lower {named('num_train')}, " if spec.data in CONTINUOUS else ""
+        raise BudgetError(
+            f"{named('step_size')} ntk: one run's {points}×{points} neural-tangent Gram on "
+            f"its training points needs about {_gigabytes(need)}, more than the memory "
+            f"budget of {_gigabytes(budget)}; {fewer}set another {named('step_size')}, or "
+            f"raise {named('memory_budget')}"
         )
 
 

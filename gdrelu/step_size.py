@@ -54,11 +54,18 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
         def paper(p, d):  # padded a batch at a time: never every run at `classify_width`
             return paper_step_sizes(padded(p, classify_width, xp=np), d, alpha)
 
-        step = _in_batches(paper, classify_width, params, data)
+        patterns = data.x.shape[1] * classify_width  # a run's (m, n) activations
+        step = _in_batches(paper, classify_width, params, data, entries=patterns)
     elif spec.step_size == "ntk":
         rule = spec.parameterization
+        points = data.x.shape[1]  # a run's (m, m) Gram and (m, n) activations
         step = _in_batches(
-            lambda p, d, w: ntk_step_sizes(p, d, alpha, w, rule), width, params, data, widths
+            lambda p, d, w: ntk_step_sizes(p, d, alpha, w, rule),
+            width,
+            params,
+            data,
+            widths,
+            entries=points * max(points, width),
         )
     elif spec.step_size == "small":
         step = 0.01 / widths.astype(dtype)
@@ -71,9 +78,9 @@ def initial_step_sizes(specs_runs, params, data, widths, classify_width: int) ->
     return step
 
 
-def _in_batches(step_sizes, width: int, *trees) -> jax.Array:
-    """step_sizes(*trees) (runs,) computed `batched.draw_batch(width)` runs at a time, for
-    networks of `width` neurons: every run's step size comes from the same compiled
+def _in_batches(step_sizes, width: int, *trees, entries: int | None = None) -> jax.Array:
+    """step_sizes(*trees) (runs,) computed `batched.draw_batch(width, entries)` runs at a
+    time, for networks of `width` neurons: every run's step size comes from the same compiled
     program, whatever the batch's run count (batches of 1-8 runs were compiled to other
     roundings than batches of 64 and more, and Adam's runs amplified the last bit of h)."""
     trees = jax.device_get(trees)  # on the host, each batch is a numpy slice, not a gather
@@ -82,4 +89,4 @@ def _in_batches(step_sizes, width: int, *trees) -> jax.Array:
     def part(indices):
         return step_sizes(*jax.tree.map(lambda v: np.asarray(v)[indices], trees))
 
-    return in_draw_batches(part, np.arange(runs), width)
+    return in_draw_batches(part, np.arange(runs), width, entries=entries)

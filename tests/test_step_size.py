@@ -145,3 +145,54 @@ def test_a_runs_paper_step_size_does_not_depend_on_its_bucket(monkeypatch):
     narrow = initial_step_sizes([(spec, 40)], params, data, widths, 64)
     wide = initial_step_sizes([(spec, 40)], padded(params, 64, xp=np), data, widths, 64)
     np.testing.assert_array_equal(np.asarray(narrow), np.asarray(wide))
+
+
+def test_ntk_step_sizes_on_many_points_are_computed_a_few_runs_at_a_time(monkeypatch):
+    """A run's (m, m) neural-tangent Gram was computed for 64 runs at once whatever m:
+    d-dim data of 16 384 points asked XLA for 550 GB. The batch now holds at most
+    DRAW_ENTRIES // (m·max(m, n)) runs (here made 2 by a small DRAW_ENTRIES), and every
+    run's h equals `theory.ntk_step_size` on that run alone."""
+    from gdrelu import batched, step_size, theory
+
+    spec = ExperimentSpec(
+        data="radial", dim=2, num_train=40, widths=(8,), deltas=(0.0,), runs=5, step_size="ntk"
+    )
+    params, data, _ = jax.device_get(initial_runs(Cell(8, 0.0, spec), np.arange(5)))
+    monkeypatch.setattr(batched, "DRAW_ENTRIES", 2 * 40 * 40)
+    calls = []
+    compute = step_size.ntk_step_sizes
+    monkeypatch.setattr(
+        step_size,
+        "ntk_step_sizes",
+        lambda p, *rest: calls.append(p.b.shape[0]) or compute(p, *rest),
+    )
+    steps = np.asarray(initial_step_sizes([(spec, 5)], params, data, np.full(5, 8), 8))
+    assert calls == [2, 2, 2]
+    one = [jax.tree.map(lambda v, r=r: v[r], (params, data)) for r in range(5)]
+    np.testing.assert_allclose(steps, [theory.ntk_step_size(p, d) for p, d in one], rtol=1e-12)
+
+
+@pytest.mark.parametrize(("num_train", "refused"), [(1000, False), (4000, True)])
+def test_an_ntk_gram_beyond_the_memory_budget_is_refused_naming_the_step_size(num_train, refused):
+    """`--step-size ntk` on d-dim data of 16 384 points (the default m = 256·d at d = 64)
+    crashed with XLA's out-of-memory error after the run directory was made: one run's
+    Gram alone is 2.1 GB, a few copies of it in the eigenvalue program. `check_fits` now
+    refuses it up front, by the Gram's size (shapes only): 6·m²·8 bytes against 0.5 GB."""
+    from gdrelu.memory import BudgetError, check_fits, gram_bytes
+
+    spec = ExperimentSpec(
+        data="radial", dim=2, num_train=num_train, widths=(8,), deltas=(0.0,), runs=2,
+        step_size="ntk",
+    )  # fmt: skip
+    assert gram_bytes(spec) == 6 * num_train**2 * 8
+    assert gram_bytes(dataclasses.replace(spec, step_size=0.1)) == 0
+    if not refused:
+        check_fits(spec, 5 * 10**8)
+        return
+    with pytest.raises(BudgetError) as err:
+        check_fits(spec, 5 * 10**8, as_flags=True)
+    assert str(err.value) == (
+        "--step-size ntk: one run's 4000×4000 neural-tangent Gram on its training points "
+        "needs about 0.768 GB, more than the memory budget of 0.5 GB; lower --num-train, "
+        "set another --step-size, or raise --memory-budget"
+    )

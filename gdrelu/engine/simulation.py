@@ -475,7 +475,10 @@ def _result(
         initial, last, *rest = jax.tree.map(lambda v: np.asarray(v)[indices], trees)
         return classify(padded(initial, width, xp=np), padded(last, width, xp=np), *rest)
 
-    threshold, escaped = in_draw_batches(classified, np.arange(runs), width, on_host=True)
+    patterns = data.x.shape[1] * width  # (m, n) entries of a run's activation patterns
+    threshold, escaped = in_draw_batches(
+        classified, np.arange(runs), width, on_host=True, entries=patterns
+    )
     return SimulationResult(
         status=outcomes.status,
         stop_step=outcomes.stop_step,
