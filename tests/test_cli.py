@@ -2500,3 +2500,41 @@ def test_the_docs_config_example_builds_the_spec_they_describe(tmp_path):
     assert (spec.widths, spec.deltas, spec.runs, spec.seed) == ((16, 32), (0.0, 0.1), 20, 3)
     steps = spec.check_every * spec.max_checks
     assert (len(spec.cells()), steps, spec.optimizer) == (4, 5000, "gd")
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_running_out_of_memory_is_a_refusal_that_leaves_nothing_half_written(
+    stored, tmp_path, monkeypatch, capsys
+):
+    """An allocation that fails in training although the memory model admitted the run
+    (XLA's RESOURCE_EXHAUSTED, the host's MemoryError) was a traceback with exit code 1,
+    and a run directory holding a manifest and nothing else. It is one line naming
+    --memory-budget, exit code 2; a new directory without a stored unit is removed, one
+    holding units is kept and the line says how to finish it. Nothing trains."""
+    from gdrelu import runner
+    from gdrelu.cli import options
+    from gdrelu.store import UNITS
+
+    out = tmp_path / "out"
+
+    def fails(*args, **kwargs):
+        if stored:
+            (out / UNITS).mkdir(exist_ok=True)
+            (out / UNITS / "w8.npz").write_bytes(b"a stored unit")
+            raise MemoryError("Unable to allocate 512. GiB for an array")
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 549764202560 bytes.")
+
+    monkeypatch.setattr(runner, "run_experiment", fails)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
+    argv = ["run", *SMALL, "--out", str(out)]
+    if not stored:
+        err = _refused_in_one_line(argv, out, capsys)
+        assert "(RESOURCE_EXHAUSTED: Out of memory allocating 549764202560 bytes.)" in err
+    else:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert (out / UNITS / "w8.npz").exists()
+        assert err.endswith(f"finish with: gdrelu run --resume {out} --memory-budget GB"), err
+        assert "(Unable to allocate 512. GiB for an array)" in err
+    assert err.startswith("gdrelu: error: --memory-budget: out of memory while training"), err

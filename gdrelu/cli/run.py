@@ -63,10 +63,14 @@ def execute(args, started: dict | None = None) -> int:
         if out is not None and started is None:
             outdir.discard_unstarted(out)
         raise
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, MemoryError) as err:
+        progress.close()
+        if out_of_memory(err):
+            if out is not None and started is None:
+                outdir.discard_unstarted(out)
+            raise BudgetError(_out_of_memory(err, out, args)) from None
         if processes is None or "gloo" not in str(err).lower():
             raise
-        progress.close()
         raise PeerLost(_peer_lost(err, out, args)) from None
     finally:
         progress.close()
@@ -74,6 +78,26 @@ def execute(args, started: dict | None = None) -> int:
         seconds = before + time.perf_counter() - start
         _report(specs, results, seconds, out, before, progress.stored)
     return 0
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is the host's or XLA's allocation failing (RESOURCE_EXHAUSTED)."""
+    return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err)
+
+
+def _out_of_memory(err: BaseException, out, args) -> str:
+    """The refusal of a run whose allocation failed although the memory model admitted it:
+    the allocation's words, a lower budget's advice, and where units were stored (its
+    directory kept), the command that finishes it."""
+    said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    line = (
+        f"--memory-budget: out of memory while training ({said[:200]}), where the memory "
+        "model (docs/wide-networks.md) expected the runs to fit; give a lower "
+        "--memory-budget, which trains fewer runs at a time"
+    )
+    if out is not None and out.exists():
+        line += f"; finish with: gdrelu {args.command} --resume {out} --memory-budget GB"
+    return line
 
 
 def _checked_on_every_process(args, specs, budget, processes) -> int:
