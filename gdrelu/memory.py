@@ -13,6 +13,7 @@ cannot fit is refused before anything runs (`check_fits`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -28,7 +29,7 @@ from gdrelu.cells import Cell, initial_runs, noise_keys
 from gdrelu.data import CONTINUOUS
 from gdrelu.numbers import is_real
 from gdrelu.optim import NOISE_BLOCK
-from gdrelu.spec import ExperimentSpec
+from gdrelu.spec import ExperimentSpec, SpecError
 
 COPIES = 4  # state and inputs alive at once: start, new state, taken copy, host results
 TEMPORARIES = 8  # (m, n) arrays per run of a block on the general path
@@ -211,37 +212,42 @@ def check_fits(
     `budget` bytes, or naming --runs (--max-runs if set) if the largest such run and the
     finished runs (`results_bytes`, plus `held` bytes of other specs' results) together
     do; shapes only, nothing is compiled. `lower`: the flags the message says to lower
-    (default: those that set the spec's sizes; "": none, a preset's smallest scale); it
-    names the spec's fields, or with `as_flags` the CLI's flags."""
+    (default: those that set the spec's sizes; "": none, a preset's smallest scale or a
+    resumed run); it names the spec's fields, or with `as_flags` the CLI's flags. The
+    advice names only what can help: --batch-size where the minibatch words drawn ahead
+    are most of the bytes, not a count of runs already 1, and --buckets none only where
+    the spec would then pass this check."""
     named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
     _check_gram_fits(spec, budget, named)
+    drawn = devices * drawn_words_bytes(spec)  # a block of one per device draws them
     largest = 0
     for bucket, widths in width_buckets(spec):
         need = _alone(spec, bucket, max(widths), devices)
         if need > budget:
-            lowered = _sizes(spec, named) if lower is None else lower
-            advice = f"lower {lowered}, or raise " if lowered else "raise "
+            lowered = _sizes(spec, named, 2 * drawn > need) if lower is None else lower
             unpadded = ""
             if lower is None:  # the spec's own sizes: its padded bucket may be why
-                unpadded = _unpadded(spec, max(widths), bucket, budget, named, devices)
+                unpadded = _unpadded(spec, max(widths), bucket, budget, named, devices, held)
             raise BudgetError(
                 f"width {max(widths)}: one run needs about {_gigabytes(need)} (state, inputs "
                 f"and a block's temporaries), more than the memory budget of "
-                f"{_gigabytes(budget)}; {advice}{named('memory_budget')}{unpadded}"
+                f"{_gigabytes(budget)}; {_advice(lowered, named)}{unpadded}"
             )
         largest = max(largest, need)
     kept = results_bytes(spec) + held
     if largest + kept > budget:
-        flag = named("max_runs" if spec.max_runs else "runs")
+        count = spec.max_runs or spec.runs
+        counted = named("max_runs" if spec.max_runs else "runs")
+        fields = ["batch_size"] if 2 * drawn > largest + kept else []
+        names = [*map(named, fields), *([counted] if count > 1 else []), named("widths")]
         others = " (and of the specs before it)" if held else ""
         raise BudgetError(
-            f"{flag}: the final networks of {spec.max_runs or spec.runs} runs per cell, widths "
-            f"up to {max(spec.widths)}{others}, need about "
-            f"{_gigabytes(kept)}, and one run in training "
-            f"{_gigabytes(largest)}: more than the memory budget of {_gigabytes(budget)}; "
-            f"lower {lower or flag + ' or ' + named('widths')}, or raise "
-            f"{named('memory_budget')}"
+            f"{counted if count > 1 else named('widths')}: the final networks of {count} "
+            f"run{'s' if count > 1 else ''} per cell, widths up to {max(spec.widths)}{others}, "
+            f"need about {_gigabytes(kept)}, and one run in training {_gigabytes(largest)}: "
+            f"more than the memory budget of {_gigabytes(budget)}; "
+            f"{_advice(_either(names) if lower is None else lower, named)}"
         )
 
 
@@ -270,6 +276,21 @@ def _check_gram_fits(spec: ExperimentSpec, budget: int, named) -> None:
         )
 
 
+def drawn_words_bytes(spec: ExperimentSpec) -> int:
+    """Bytes of the multinomial minibatch words one run of a block draws ahead, the part
+    of `run_bytes`'s temporaries that `batch_size` sizes (0 for other samplers)."""
+    optimizer = spec.trained_by
+    if optimizer.sampler != "multinomial":
+        return 0
+    return NOISE_BLOCK * (optimizer.batch_size + optimizer.batch_size % 2) * 4
+
+
+def _advice(lowered: str, named) -> str:
+    """What a refusal says to do: lower `lowered` (if any), or raise the budget."""
+    budget = named("memory_budget")
+    return f"lower {lowered}, or raise {budget}" if lowered else f"raise {budget}"
+
+
 def _alone(spec: ExperimentSpec, size: int, width: int, devices: int) -> int:
     """Bytes of one run of `width` neurons padded to `size`, alone in blocks of one on
     each of `devices` devices."""
@@ -277,18 +298,23 @@ def _alone(spec: ExperimentSpec, size: int, width: int, devices: int) -> int:
     return batch_bytes(per_run, per_block_run, 1, 1, devices, spec.mixed_layout)
 
 
-def _unpadded(spec: ExperimentSpec, width: int, bucket: int, budget: int, named, devices) -> str:
+def _unpadded(
+    spec: ExperimentSpec, width: int, bucket: int, budget: int, named, devices, held: int
+) -> str:
     """The refusal's last words where the bucket's padding alone breaks the budget: that
-    `buckets` "none" trains the run at its own width, and in how much memory."""
+    `buckets` "none" trains the run at its own width, and in how much memory; said only
+    where the spec with it passes `check_fits` (every width unpadded, with the finished
+    runs and the `held` bytes), so that taking the advice is not refused in turn."""
     if bucket == width:
         return ""
-    need = _alone(spec, width, width, devices)
-    if need > budget:
+    try:
+        check_fits(dataclasses.replace(spec, buckets="none"), budget, devices, held)
+    except (BudgetError, SpecError):
         return ""
     setting = "--buckets none" if named is _flag else "buckets='none'"
     return (
         f" (it is padded to {bucket} neurons: {setting} trains it at its own width, "
-        f"in about {_gigabytes(need)})"
+        f"in about {_gigabytes(_alone(spec, width, width, devices))})"
     )
 
 
@@ -297,12 +323,19 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _sizes(spec: ExperimentSpec, named) -> str:
-    """The fields or flags (`named`) that size one run: the width, and the points of
-    sampled data."""
+def _sizes(spec: ExperimentSpec, named, drawn: bool = False) -> str:
+    """The fields or flags (`named`) that size one run: the batch size where its words
+    drawn ahead are most of it (`drawn`), the width, and the points of sampled data."""
+    fields = ["batch_size"] if drawn else []
+    fields.append("widths")
     if spec.data in CONTINUOUS:
-        return ", ".join(map(named, ("widths", "dim", "num_train"))) + f" or {named('num_heldout')}"
-    return named("widths")
+        fields += ["dim", "num_train", "num_heldout"]
+    return _either([named(field) for field in fields])
+
+
+def _either(names: list[str]) -> str:
+    """The names in words: a; a or b; a, b or c."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
 
 
 def _gigabytes(count: int) -> str:

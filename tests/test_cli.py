@@ -2075,6 +2075,31 @@ def test_a_width_that_cannot_fit_the_memory_budget_exits_2(args, tmp_path, capsy
     assert "budget" in err and "Traceback" not in err
 
 
+def test_a_resumed_run_over_the_memory_budget_is_told_only_to_raise_it(small_run, tmp_path, capsys):
+    """--resume refuses any change to the spec: a resumed run's memory refusal said
+    "lower --widths", and --buckets none where padded, which it would then refuse. It says
+    to raise --memory-budget alone; exit 2, the directory as it was."""
+    started = _started_copy(small_run, tmp_path / "started")
+    before = sorted(p.relative_to(started) for p in started.rglob("*"))
+    assert main(["run", "--resume", str(started), "--memory-budget", "1e-5", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gdrelu: error: width "), err
+    assert err.endswith("; raise --memory-budget") and "lower" not in err, err
+    assert sorted(p.relative_to(started) for p in started.rglob("*")) == before
+
+
+def test_a_refusal_names_the_batch_size_whose_words_fill_the_run(tmp_path, capsys):
+    """SGD with --batch-size 2²⁴ draws 8.6 GB of minibatch words ahead for a run of width
+    16: the refusal said "lower --widths"; it names --batch-size first."""
+    out = tmp_path / "never"
+    argv = ["run", "--widths", "16", "--runs", "2", "--deltas", "0", "--optimizer", "sgd",
+            "--batch-size", str(1 << 24), "--max-checks", "2", "--check-every", "10",
+            "--memory-budget", "4", "--quiet", "--out", str(out)]  # fmt: skip
+    err = _refused_in_one_line(argv, out, capsys)
+    assert err.startswith("gdrelu: error: width 16: "), err
+    assert err.endswith("; lower --batch-size or --widths, or raise --memory-budget"), err
+
+
 def _write_bad_data(directory):
     """Data files each refused for one reason (tests below)."""
     import io

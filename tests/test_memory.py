@@ -18,7 +18,7 @@ WIDE = ExperimentSpec(widths=(8, 4096), deltas=(0.0,), runs=2, check_every=10, m
 def one_run_bytes(spec: ExperimentSpec, width: int) -> int:
     per_run, per_block_run = memory.run_bytes(spec, width, spec.cells()[0])
     devices = memory.jax.local_device_count()
-    return memory.batch_bytes(per_run, per_block_run, 1, 1, devices, spec.path == "fixed_pattern")
+    return memory.batch_bytes(per_run, per_block_run, 1, 1, devices, spec.mixed_layout)
 
 
 def _block_of_one_bytes(per_run, per_block_run, devices, mixed):
@@ -400,3 +400,72 @@ def test_a_runs_bytes_grow_by_its_per_neuron_fields_counted_by_hand(optimizer, d
         sgd = dataclasses.replace(spec, optimizer="sgd")
         words = run_bytes(sgd, 64, Cell(8, 0.0, sgd))[1] - small_temporaries
         assert words == 64 * 16 * 4
+
+
+def test_the_buckets_none_hint_counts_the_finished_runs():
+    """Width 1 048 577 at --memory-budget 1.1 was told that --buckets none trains it in
+    1.08 GB, and --buckets none was then refused for its finished runs beside it: the hint
+    is given only where the unpadded run, the finished runs and `held` fit together."""
+    spec = dataclasses.replace(WIDE, widths=(3000,))
+    own = dataclasses.replace(spec, buckets="none")
+    padded, unpadded = one_run_bytes(spec, 4096), one_run_bytes(own, 3000)
+    kept, held = memory.results_bytes(spec), 10**5
+    assert unpadded + kept + held < padded  # the padding alone breaks these budgets
+    for budget, others, hinted in ((unpadded + kept - 1, 0, False), (unpadded + kept, 0, True),
+                                   (unpadded + kept, held, False),
+                                   (unpadded + kept + held, held, True)):  # fmt: skip
+        with pytest.raises(memory.BudgetError, match=r"^width 3000: ") as refused:
+            memory.check_fits(spec, budget, held=others, as_flags=True)
+        assert ("--buckets none" in str(refused.value)) is hinted, (budget, others)
+        if hinted:  # taking the advice passes
+            memory.check_fits(own, budget, held=others, as_flags=True)
+
+
+def test_a_resumed_runs_refusal_says_only_to_raise_the_budget():
+    """`lower=""` (a resumed run, a preset's smallest scale): neither refusal names a size
+    to lower, the finished runs' one said "lower --runs or --widths" even so."""
+    one, kept = one_run_bytes(WIDE, 4096), memory.results_bytes(WIDE)
+    for budget, start in ((one - 1, "width 4096: "), (one + kept - 1, "--runs: ")):
+        with pytest.raises(memory.BudgetError, match="^" + start) as refused:
+            memory.check_fits(WIDE, budget, lower="", as_flags=True)
+        assert str(refused.value).endswith("; raise --memory-budget"), str(refused.value)
+
+
+def test_a_single_run_is_not_told_to_lower_its_runs():
+    """--runs 1 (width 1 048 576 at --memory-budget 1.1) was told "lower --runs or
+    --widths": one run's final network beside it in training names the widths alone."""
+    spec = dataclasses.replace(WIDE, runs=1)
+    one, kept = one_run_bytes(spec, 4096), memory.results_bytes(spec)
+    for as_flags, said, budget in ((True, "--widths", "--memory-budget"),
+                                   (False, "widths", "memory_budget")):  # fmt: skip
+        with pytest.raises(memory.BudgetError) as refused:
+            memory.check_fits(spec, one + kept - 1, as_flags=as_flags)
+        message = str(refused.value)
+        assert message.startswith(f"{said}: the final networks of 1 run per cell"), message
+        assert message.endswith(f"; lower {said}, or raise {budget}"), message
+
+
+def test_a_run_sized_by_its_minibatch_words_names_the_batch_size():
+    """SGD with B = 2²⁴ draws 64 steps of words ahead, 8.6 GB of a run of width 16: the
+    refusal said "lower --widths". It names --batch-size where those words are most of
+    the bytes (`drawn_words_bytes`, as `run_bytes` counts them), and only there."""
+    sgd = dataclasses.replace(WIDE, widths=(16,), optimizer="sgd", batch_size=1 << 24)
+    devices = memory.jax.local_device_count()
+    words = memory.drawn_words_bytes(sgd)
+    assert words == 64 * (1 << 24) * 4 and memory.drawn_words_bytes(WIDE) == 0
+    for size in (15, 16):  # as `run_bytes` counts them, in pairs
+        words_of = memory.drawn_words_bytes(dataclasses.replace(sgd, batch_size=size))
+        assert words_of == _sgd_temporaries_over_gd(batch_size=size)
+    one = one_run_bytes(sgd, 16)
+    assert 2 * devices * words > one
+    with pytest.raises(
+        memory.BudgetError, match=r"^width 16: .*; lower --batch-size or --widths, or"
+    ):
+        memory.check_fits(sgd, one - 1, as_flags=True)
+    said = r"^runs: .*; lower batch_size, runs or widths, or raise memory_budget$"
+    with pytest.raises(memory.BudgetError, match=said):
+        memory.check_fits(sgd, one + memory.results_bytes(sgd) - 1)
+    small = dataclasses.replace(sgd, batch_size=16)  # its words are no part to speak of
+    with pytest.raises(memory.BudgetError) as refused:
+        memory.check_fits(small, one_run_bytes(small, 16) - 1, as_flags=True)
+    assert "batch" not in str(refused.value)

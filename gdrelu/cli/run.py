@@ -37,7 +37,7 @@ def execute(args, started: dict | None = None) -> int:
     if processes is not None:
         backends.check_same_experiment(specs, processes, args.num_processes)
     writer = processes is None or processes.index == 0
-    budget = _checked_on_every_process(args, specs, budget, processes)
+    budget = _checked_on_every_process(args, specs, budget, processes, started is not None)
     out = _run_directory(args, specs, processes)
     labels = [f"{spec.optimizer} " if len(specs) > 1 else "" for spec in specs]
     from gdrelu.store import stored_seconds
@@ -100,10 +100,11 @@ def _out_of_memory(err: BaseException, out, args) -> str:
     return line
 
 
-def _checked_on_every_process(args, specs, budget, processes) -> int:
+def _checked_on_every_process(args, specs, budget, processes, resumed: bool) -> int:
     """The backends prepared (kernel, compiler) and the specs checked against the memory
     budget, which is measured once, here: its bytes. With several processes a refusal on
-    one host ends them all on one line (`Processes.agreed`)."""
+    one host ends them all on one line (`Processes.agreed`). A `resumed` run's refusal
+    says only to raise the budget: --resume refuses a change to the spec's sizes."""
 
     def checked():
         backends.prepare(
@@ -112,7 +113,7 @@ def _checked_on_every_process(args, specs, budget, processes) -> int:
             specs=specs,
             kernel_flag=args.kernel,
         )
-        return options.check_fits(specs, budget)
+        return options.check_fits(specs, budget, lower="" if resumed else None)
 
     if processes is None:
         return checked()
