@@ -206,6 +206,7 @@ def check_fits(
     held: int = 0,
     lower: str | None = None,
     as_flags: bool = False,
+    cells: int = 1,
 ) -> None:
     """Raise `BudgetError` naming the width if one run of some bucket of `spec`, alone in
     blocks of one on each of `devices` devices (default: the local ones), needs more than
@@ -216,7 +217,8 @@ def check_fits(
     resumed run); it names the spec's fields, or with `as_flags` the CLI's flags. The
     advice names only what can help: --batch-size where the minibatch words drawn ahead
     are most of the bytes, not a count of runs already 1, and --buckets none only where
-    the spec would then pass this check."""
+    the spec would then pass this check. `cells`: how many cells of `spec`'s shape keep
+    their results together (a Section 10 group's configurations; `spec` holds one)."""
     named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
     _check_gram_fits(spec, budget, named)
@@ -235,15 +237,17 @@ def check_fits(
                 f"{_gigabytes(budget)}; {_advice(lowered, named)}{unpadded}"
             )
         largest = max(largest, need)
-    kept = results_bytes(spec) + held
+    kept = results_bytes(spec) * cells + held
     if largest + kept > budget:
         count = spec.max_runs or spec.runs
         counted = named("max_runs" if spec.max_runs else "runs")
         fields = ["batch_size"] if 2 * drawn > largest + kept else []
         names = [*map(named, fields), *([counted] if count > 1 else []), named("widths")]
         others = " (and of the specs before it)" if held else ""
+        others += f" in each of {cells} cells kept together" if cells > 1 else ""
+        head = counted if count > 1 else named("widths")
         raise BudgetError(
-            f"{counted if count > 1 else named('widths')}: the final networks of {count} "
+            f"{head if lower is None else named('memory_budget')}: the final networks of {count} "
             f"run{'s' if count > 1 else ''} per cell, widths up to {max(spec.widths)}{others}, "
             f"need about {_gigabytes(kept)}, and one run in training {_gigabytes(largest)}: "
             f"more than the memory budget of {_gigabytes(budget)}; "

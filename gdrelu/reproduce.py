@@ -81,6 +81,14 @@ def experiment_specs(name: str, scale: str) -> list[ExperimentSpec]:
     raise ValueError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}")
 
 
+def kept_cells(name: str, scale: str) -> int:
+    """Cells of each of `experiment_specs(name, scale)`'s specs whose results stay in
+    memory together: a Section 10 group's configurations, else the spec's own."""
+    if name == "section10":
+        return section10.group_size(section10.SCALES[SECTION10_SCALE[scale]])
+    return 1
+
+
 def _interval(k: int, n: int) -> str:
     p, (low, high) = failure_probability(k, n)
     return f"{p:.3f} [{low:.3f}, {high:.3f}]"

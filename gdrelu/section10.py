@@ -186,6 +186,17 @@ def group_cells(scale: Scale, group: dict[str, Any], seed: int) -> list[tuple[tu
     ]
 
 
+def group_size(scale: Scale) -> int:
+    """Cells of a group (its configurations), whose results stay until the group ends."""
+    return len(scale.bias_inits) * len(scale.step_exponents)
+
+
+def _results_bytes(cells: list[Cell]) -> int:
+    """Bytes of a group's finished runs, held until the group ends (`memory.results_bytes`
+    of each configuration's spec, which holds one cell)."""
+    return sum(memory.results_bytes(cell.spec) for cell in cells)
+
+
 def unit_name(group: dict[str, Any]) -> str:
     return f"section10-{group['data']}-d{group['dim']}-{group['init']}-{group['optimizer']}"
 
@@ -227,7 +238,7 @@ def run_group(
             train_cells,
             bucket=scale.width,
             classify_width=scale.width,
-            budget=memory.memory_budget(memory_budget),
+            budget=memory.memory_budget(memory_budget) - _results_bytes(cells),
             on_batches=on_batches,
         )
         checked = None if on_check is None else (lambda widths, k, status: on_check(k, status))

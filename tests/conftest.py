@@ -231,15 +231,16 @@ def multinomial_counts_by_hand(words, weights, bits=32):
     return counts
 
 
-def least_budget(spec) -> int:
-    """The least memory budget `memory.check_fits` accepts for `spec` alone (bisection)."""
+def least_budget(spec, cells: int = 1) -> int:
+    """The least memory budget `memory.check_fits` accepts for `spec` alone, with the
+    results of `cells` cells of its shape kept together (bisection)."""
     from gdrelu import memory
 
     low, high = 1, 10**12
     while high - low > 1:
         middle = (low + high) // 2
         try:
-            memory.check_fits(spec, middle)
+            memory.check_fits(spec, middle, cells=cells)
             high = middle
         except memory.BudgetError:
             low = middle

@@ -423,9 +423,10 @@ def test_the_buckets_none_hint_counts_the_finished_runs():
 
 def test_a_resumed_runs_refusal_says_only_to_raise_the_budget():
     """`lower=""` (a resumed run, a preset's smallest scale): neither refusal names a size
-    to lower, the finished runs' one said "lower --runs or --widths" even so."""
+    to lower, the finished runs' one said "lower --runs or --widths" even so, and it is
+    headed by the budget, the one setting that can change."""
     one, kept = one_run_bytes(WIDE, 4096), memory.results_bytes(WIDE)
-    for budget, start in ((one - 1, "width 4096: "), (one + kept - 1, "--runs: ")):
+    for budget, start in ((one - 1, "width 4096: "), (one + kept - 1, "--memory-budget: ")):
         with pytest.raises(memory.BudgetError, match="^" + start) as refused:
             memory.check_fits(WIDE, budget, lower="", as_flags=True)
         assert str(refused.value).endswith("; raise --memory-budget"), str(refused.value)

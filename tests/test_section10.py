@@ -457,7 +457,8 @@ def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch)
 
     firsts = section10.group_specs(section10.SCALES["tiny"])
     kept = sum(memory.results_bytes(spec) for spec in firsts[:-1])
-    budget = max(least_budget(spec) for spec in firsts) + 100  # the GB flag's rounding
+    size = section10.group_size(section10.SCALES["tiny"])  # a group's cells, held together
+    budget = max(least_budget(spec, size) for spec in firsts) + 100  # the GB flag's rounding
     assert kept > 100  # with the other groups' results held, it would not fit
     gigabytes = repr(budget / 1e9)
     _stop_in_the_first_group(monkeypatch)
@@ -467,3 +468,34 @@ def test_the_grid_needs_the_budget_of_one_group_at_a_time(tmp_path, monkeypatch)
     monkeypatch.setattr(reproduce, "reproduce", lambda out, **kwargs: out / "report.md")
     command = ["reproduce", "--only", "section10", "--quiet", "--out", str(tmp_path / "r")]
     assert main([*command, "--memory-budget", gigabytes]) == 0
+
+
+def test_a_groups_results_are_budgeted_with_its_training(monkeypatch):
+    """A group keeps the final networks of all its configurations until it ends (161
+    cells of 100 runs at full scale, 4.35 GB at d = 64), and none of it was budgeted:
+    the preset checked one cell's results, and the group's batches got the whole budget.
+    Now the check counts every cell of a group, and `run_group` gives its batches the
+    budget less the group's results. Shapes only, and training stubbed."""
+    from gdrelu.cli import options
+
+    scale = section10.SCALES["full"]
+    size = section10.group_size(scale)
+    assert size == len(scale.bias_inits) * len(scale.step_exponents) == 161
+    first = section10.group_specs(scale)[-1]  # d = 64
+    assert first.dim == 64 and size * memory.results_bytes(first) > 4.3e9
+    options.check_fits([first], 3e9, together=False, lower="--scale")  # one cell's: fits
+    with pytest.raises(memory.BudgetError) as err:
+        options.check_fits([first], 3e9, together=False, lower="--scale", cells=size)
+    assert str(err.value).startswith("--memory-budget: the final networks of 100 runs per "
+                                     "cell, widths up to 512 in each of 161 cells kept "
+                                     "together, need about 4.35 GB")  # fmt: skip
+    budgets = []
+    monkeypatch.setattr(
+        section10, "train_cells", lambda work, **kw: budgets.append(kw["budget"]) or 1 / 0
+    )
+    group = section10.configurations(section10.SCALES["tiny"])[0]
+    tiny = section10.SCALES["tiny"]
+    with pytest.raises(ZeroDivisionError):
+        section10.run_group(tiny, group, memory_budget=10**9)
+    cells = [cell for _, cell in section10.group_cells(tiny, group, 0)]
+    assert budgets == [10**9 - sum(memory.results_bytes(c.spec) for c in cells)]

@@ -168,15 +168,18 @@ def budget_bytes(gigabytes: float | None) -> int | None:
     return int(gigabytes * 1e9)
 
 
-def check_fits(specs, budget: int | None, *, together: bool = True, lower=None) -> int:
+def check_fits(specs, budget: int | None, *, together: bool = True, lower=None, cells=1) -> int:
     """Refuse, before anything is written, a spec with a width of which one run alone
     cannot fit in the memory budget (`memory.BudgetError`); after the devices are set.
     Returns the budget in bytes, measured once (`memory.memory_budget`), for the run.
     `together`: every spec's results stay until the end (`gdrelu compare`), else each
     spec runs alone (`gdrelu reproduce`, the Section 10 preset). `lower`: the flags the
-    message names (default: the spec's own, `memory.check_fits`)."""
+    message names (default: the spec's own, `memory.check_fits`). `cells` (one count, or
+    one per spec): how many cells of a spec's shape keep their results together (a
+    Section 10 group's configurations, `section10.group_size`)."""
     held, budget = 0, memory.memory_budget(budget)
-    for spec in specs:
-        memory.check_fits(spec, budget, held=held, lower=lower, as_flags=True)
+    counts = [cells] * len(specs) if isinstance(cells, int) else cells
+    for spec, count in zip(specs, counts, strict=True):
+        memory.check_fits(spec, budget, held=held, lower=lower, as_flags=True, cells=count)
         held += memory.results_bytes(spec) if together else 0
     return budget

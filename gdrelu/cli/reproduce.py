@@ -70,7 +70,8 @@ def execute(args, started: dict | None = None) -> int:
     backends.check_specs_kernel(specs, args.kernel)  # every experiment's, before it starts
     # before the directory is written; one experiment at a time, with the whole budget
     lower = "" if scale == reproduce.SCALES[0] else "--scale (or --only)"  # "": the budget
-    options.check_fits(specs, budget, together=False, lower=lower)
+    cells = [reproduce.kept_cells(name, scale) for name in names for _ in _specs([name], scale)]
+    options.check_fits(specs, budget, together=False, lower=lower, cells=cells)
     # a resume's directory is checked against its manifest before the paper scale's
     # estimate times each path; a new one is made after it, so a Ctrl-C there leaves none
     resumed = args.resume is not None

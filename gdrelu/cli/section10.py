@@ -29,7 +29,13 @@ def execute(args, started: dict | None = None) -> int:
     budget = options.budget_bytes(args.memory_budget)
     groups = grid.configurations(scale)
     smallest = scale_name == "tiny"  # no scale to lower to: the budget alone
-    options.check_fits(firsts, budget, together=False, lower="" if smallest else "--scale")
+    options.check_fits(
+        firsts,
+        budget,
+        together=False,
+        lower="" if smallest else "--scale",
+        cells=grid.group_size(scale),
+    )
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
     per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
