@@ -135,6 +135,13 @@ def _build_directory() -> Path:
     return directory
 
 
+def remove_build_directory() -> None:
+    """Remove this process's build directory now, where one was made: for an exit past
+    the exit handlers (`cli.leave_at_once`), which would have removed it."""
+    if _build_directory.cache_info().currsize:
+        shutil.rmtree(_build_directory(), ignore_errors=True)
+
+
 def cached(compiler: str, source: Path, name: str) -> Path | None:
     """Where the library `name` of `source` built by `compiler` for this CPU is kept: in
     the directory of JAX's compilation cache (`gdrelu.cache`), as

@@ -1159,23 +1159,49 @@ def test_leaving_at_once_skips_the_exit_handlers_and_keeps_the_output():
     assert (done.returncode, done.stdout) == (3, "said\n")
 
 
-@pytest.mark.parametrize(("code", "signum"), [(0, "SIGINT"), (2, "SIGINT"), (0, "SIGTERM")])
-def test_a_signal_during_a_finished_commands_exit_ends_it_quietly_with_its_code(code, signum):
+def test_leaving_at_once_removes_the_c_loops_build_directory():
+    """The one exit handler of gdrelu's own, which removes the directory a process builds
+    its C loops in (`native`), runs when leaving at once too: every finished command
+    leaves so, and each would have left a directory in /tmp."""
+    import subprocess
+    import sys
+
+    code = ("import gdrelu.native as n; from gdrelu.cli import leave_at_once; "
+            "print(n._build_directory()); leave_at_once(0)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    built = Path(done.stdout.strip())
+    assert built.name.startswith("gdrelu-native-") and not built.exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "signum", "distributed"),
+    [(0, "SIGINT", True), (2, "SIGINT", True), (0, "SIGTERM", True), (0, "SIGINT", False),
+     (0, "SIGTERM", False)],
+)  # fmt: skip
+def test_a_signal_during_a_finished_commands_exit_ends_it_quietly_with_its_code(
+    code, signum, distributed
+):
     """`gdrelu run`'s table was printed, then Ctrl-C while an exit handler ran (JAX's clean
-    up): a KeyboardInterrupt traceback and exit 130 for a finished run. `command` now
-    leaves on such a signal with the command's own code, output flushed, no traceback."""
+    up): a KeyboardInterrupt traceback and exit 130 for a finished run. With
+    --distributed `command` leaves on such a signal with the command's own code, output
+    flushed, no traceback; without, it runs no exit handler at all (a review killed
+    finished runs by SIGINT and SIGTERM 0.2-0.5 s after their last line: exit -2, -15)."""
     import subprocess
     import sys
 
     script = (
         "import atexit, os, signal, sys, time; import gdrelu.cli as cli\n"
         f"cli.main = lambda: print('table') or {code}\n"
-        f"atexit.register(lambda: os.kill(os.getpid(), signal.{signum}) or time.sleep(20))\n"
+        f"cli._distributed = lambda: {distributed}\n"
+        "atexit.register(lambda: print('handler ran') or "
+        f"os.kill(os.getpid(), signal.{signum}) or time.sleep(20))\n"
         "cli.command()\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
-    assert (done.returncode, done.stdout, done.stderr) == (code, "table\n", "")
+    said = "table\nhandler ran\n" if distributed else "table\n"
+    assert (done.returncode, done.stdout, done.stderr) == (code, said, "")
 
 
 @pytest.mark.parametrize("index", [0, 1])

@@ -240,21 +240,28 @@ def test_sigterm_stops_the_run_as_ctrl_c_does_with_exit_143(tmp_path, monkeypatc
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
 
 
-def test_the_command_leaves_at_once_when_interrupted(monkeypatch):
+@pytest.mark.parametrize("distributed", [False, True])
+def test_the_command_leaves_at_once_when_interrupted(distributed, monkeypatch):
     """`gdrelu` (`cli.command`): an interrupted `main` (130 or 143) leaves past Python's
     shutdown, which segfaulted (exit 139) when Ctrl-C came while XLA compiled in its
-    threads (a fresh-user review, 4 of 4 tries at 3 s with a cold cache); any other
-    code is a plain exit."""
+    threads (a fresh-user review, 4 of 4 tries at 3 s with a cold cache). So does any
+    other code, but with --distributed, whose processes part in JAX's exit handler: a
+    plain exit there."""
+    import signal
+
     import gdrelu.cli
 
-    left = []
+    left, handlers = [], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(gdrelu.cli, "leave_at_once", left.append)
+    monkeypatch.setattr(gdrelu.cli, "_distributed", lambda: distributed)
     for code in (130, 143, 0, 2):
         monkeypatch.setattr(gdrelu.cli, "main", lambda code=code: code)
         with pytest.raises(SystemExit) as stop:
             gdrelu.cli.command()
         assert stop.value.code == code
-    assert left == [130, 143]
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    assert left == [130, 143] if distributed else [130, 143, 0, 2]
 
 
 def test_a_ctrl_c_that_a_callback_swallowed_still_stops_the_run(tmp_path, monkeypatch, capsys):

@@ -65,14 +65,26 @@ def command() -> NoReturn:
     """The `gdrelu` command: `main`, then exit with its code. An interrupted command
     leaves at once (`leave_at_once`): Python's shutdown while XLA still compiled in its
     threads ended a Ctrl-C in a segmentation fault (exit code 139) after the hint. A
-    Ctrl-C during a finished command's shutdown leaves at once too, with the command's
-    code: while JAX's exit handler cleaned up it printed a traceback and could end a
-    finished run with exit code 130."""
-    code = main()
-    if code in interrupt.EXIT_CODES:
-        leave_at_once(code)
-    interrupt.on_signal(lambda signum, frame: leave_at_once(code))
-    sys.exit(code)
+    finished command leaves at once as well, its files written: Python's shutdown (0.8
+    s of JAX's exit handlers) let a Ctrl-C or SIGTERM that came in it kill the process by
+    the signal, so that a finished run read as killed. Only with --distributed does JAX's
+    handler part from the other processes; a Ctrl-C in it leaves at once with the
+    command's code."""
+    ended = []  # the command's code, once `main` has returned
+    # from `main`'s end (it restores this handler) to the process's: the code, at once
+    interrupt.on_signal(lambda s, f: leave_at_once(ended[0] if ended else 128 + s))
+    ended.append(main())
+    if ended[0] in interrupt.EXIT_CODES or not _distributed():
+        leave_at_once(ended[0])
+    sys.exit(ended[0])
+
+
+def _distributed() -> bool:
+    """Whether this process joined others (jax.distributed), where JAX was loaded."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return False
+    return getattr(jax.distributed, "is_initialized", lambda: True)()
 
 
 def leave_at_once(code: int) -> None:
@@ -82,6 +94,9 @@ def leave_at_once(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a pipe whose reader left
             stream.flush()
+    native = sys.modules.get("gdrelu.native")
+    if native is not None:  # its exit handler would have removed the C loops' build
+        native.remove_build_directory()
     os._exit(code)
 
 
