@@ -362,7 +362,7 @@ def _relative_rmse_line(ax, rows: Sequence[dict], colour, offset: float = 0.0) -
         ax.plot(lost, [0.97] * lost.size, "x", color=colour, transform=top, clip_on=False)
 
 
-def fraction_plot(lines: dict, ylabel: str, path: Path, title: str = "") -> None:
+def fraction_plot(lines: dict, ylabel: str, path: Path | BinaryIO, title: str = "") -> None:
     """Fractions against width (log-2 axis), one line per key of `lines` (a step budget:
     {budget: [(width, count, runs), ...]}), each with its 95% Clopper-Pearson interval as
     an error bar; `title` (`setting_line`) above."""

@@ -122,7 +122,10 @@ def _stuck_table(cells: list[CellResult], with_paper: bool) -> tuple[report.Tabl
 def _stuck_section(name, title, cells, spec, directory, seconds, with_paper) -> report.Section:
     figure = f"{name}.png"
     summaries = [cell_summary(cr) for cr in cells]
-    plot.failure_probability_plot(summaries, directory / figure, plot.setting_line(spec.to_dict()))
+    setting = plot.setting_line(spec.to_dict())
+    atomic.write_figure(
+        directory / figure, lambda f: plot.failure_probability_plot(summaries, f, setting)
+    )
     table, zs = _stuck_table(cells, with_paper)
     if spec.final_stuck_rule:
         rule = (
@@ -171,7 +174,8 @@ def _star_section(cells, spec, scale, directory, seconds) -> report.Section:
         rows.append((*row, _interval(ended, runs)))
     figure = "star.png"
     ylabel = "fraction of runs with loss < L_lin\nat some step within the budget"
-    plot.fraction_plot(lines, ylabel, directory / figure, plot.setting_line(spec.to_dict()))
+    setting = plot.setting_line(spec.to_dict())
+    atomic.write_figure(directory / figure, lambda f: plot.fraction_plot(lines, ylabel, f, setting))
     text = ["Star data (11 rays, 3 points each), float32, h = 2/‖θ‖² at initialization (the "
             "star code's step size applied twice per epoch), no stopping. Fractions with 95% "
             "Clopper-Pearson intervals, counted at ANY step up to each budget, as the paper's "
@@ -192,7 +196,7 @@ def _section10(directory: Path, scale: str, on_progress, memory_budget=None) -> 
         on_progress(f"section10 {section10.unit_name(group)}")
         rows += section10.run_group(grid, group, units=units, memory_budget=memory_budget)
     best = section10.best_step_sizes(rows)
-    plot.relative_rmse_plot(best, directory / "section10.png")
+    atomic.write_figure(directory / "section10.png", lambda f: plot.relative_rmse_plot(best, f))
     header = ("data", "d", "init", "optimizer", "bias init", "step", "test RMSE", "± s.e.",
               "relative")  # fmt: skip
     table = report.Table(header, [

@@ -457,3 +457,28 @@ def test_progress_in_a_log_is_a_line_per_log_interval(tmp_path, monkeypatch, cap
     assert main(["reproduce", "--only", "sgd", "--out", str(tmp_path / "b")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "check" in line]
     assert [line.split(" s  ", 1)[1] for line in lines] == [f"sgd n=16 check {k}" for k in range(5)]
+
+
+@pytest.mark.parametrize("section", ["gd-figure", "star"])
+def test_a_figure_that_fails_partway_leaves_no_file(section, tmp_path, monkeypatch):
+    """The reproduction's figures were saved in place: a kill while one was drawn left a
+    truncated PNG under its final name, which a resume kept (its section was stored). They
+    go through `atomic.write_figure` now, as `gdrelu run`'s do: a draw that fails after
+    writing some bytes leaves nothing."""
+    from gdrelu import plot
+
+    def partway(*args):
+        (target,) = [a for a in args if isinstance(a, Path) or hasattr(a, "write")]
+        (target.write_bytes if isinstance(target, Path) else target.write)(b"half a PNG")
+        raise RuntimeError("killed while drawing")
+
+    (spec,) = reproduce.experiment_specs(section, "small")
+    cells = [finished_cell(Cell(16, 0.0, spec), [Status.STUCK] * 4)]
+    with pytest.raises(RuntimeError, match="killed while drawing"):
+        if section == "gd-figure":
+            monkeypatch.setattr(plot, "failure_probability_plot", partway)
+            reproduce._stuck_section(section, "t", cells, spec, tmp_path, 1.0, False)
+        else:
+            monkeypatch.setattr(plot, "fraction_plot", partway)
+            reproduce._star_section(cells, spec, "small", tmp_path, 1.0)
+    assert list(tmp_path.iterdir()) == []
