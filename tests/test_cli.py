@@ -2233,6 +2233,30 @@ def test_a_split_without_curvature_stops_in_one_line_naming_the_step_size(tmp_pa
     assert list((tmp_path / "mine").iterdir()) == []
 
 
+def test_a_bad_setting_in_a_later_widths_draws_leaves_nothing_either(tmp_path, monkeypatch, capsys):
+    """A review's run on twelve points at two x, split a third each: width 16's draws
+    trained and stored its unit, width 32's gave a run one training x (h = 1/0). The
+    refusal kept the directory for its unit: --out then said to resume it, and every
+    resume failed alike. A new run's units are its own, and go with the rest. (The
+    runner stubbed: a unit stored, then the draws' SpecError.)"""
+    from gdrelu import runner
+    from gdrelu.cli import options
+    from gdrelu.spec import SpecError
+    from gdrelu.store import UNITS
+
+    out = tmp_path / "o"
+
+    def refused_at_the_second_width(*args, **kwargs):
+        (out / UNITS).mkdir(exist_ok=True)
+        (out / UNITS / "gd-w16.npz").write_bytes(b"width 16's unit")
+        raise SpecError("step_size", "rule 'paper' gives h = inf for run 1 of width 32")
+
+    monkeypatch.setattr(runner, "run_experiment", refused_at_the_second_width)
+    monkeypatch.setattr(options, "check_fits", lambda specs, budget, **kw: budget)
+    err = _refused_in_one_line(["run", *SMALL, "--out", str(out)], out, capsys)
+    assert err == "gdrelu: error: step_size: rule 'paper' gives h = inf for run 1 of width 32"
+
+
 def test_a_refused_field_names_the_layer_that_set_it_last(tmp_path, capsys):
     """docs: the defaults, then a protocol's fields, then a config file's, then the flags'.
     A refused field is traced to the last layer that set it; a flag's value needs no

@@ -332,6 +332,8 @@ def test_a_refused_new_run_removes_the_batches_it_stored(tmp_path):
     (out / store.UNITS / store.PARTS / "0123.npz").write_bytes(b"part")
     outdir.discard_unstarted(out)
     assert (out / store.MANIFEST).exists() and (out / store.UNITS / store.PARTS).is_dir()
+    outdir.discard_unstarted(out, stored_too=True)  # a new run's own units: they go too
+    assert list(out.iterdir()) == []
 
 
 def test_a_run_refused_for_memory_by_its_runner_removes_a_new_directory_only(

@@ -41,17 +41,21 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
     return out
 
 
-def discard_unstarted(out: Path) -> None:
+def discard_unstarted(out: Path, stored_too: bool = False) -> None:
     """Remove what a new run wrote in `out` while no unit is stored there yet (a run
     refused once its draws showed a bad setting), so that nothing half-written stays and
     the same --out can be given again: its manifest, lock, units/ with the parts of the
     batches it trained before the refusal, and `out` itself where this run created it. A
-    directory holding units is kept."""
+    directory holding units is kept, unless `stored_too`: the units are this new run's,
+    and a resume could never finish it (a bad setting in a later width's draws)."""
     from gdrelu.store import MANIFEST, PARTS, UNITS
 
     units = out / UNITS
     if units.is_dir() and any(units.glob("*.npz")):
-        return
+        if not stored_too:
+            return
+        for unit in units.glob("*.npz"):
+            unit.unlink()
     for name in (MANIFEST, LOCK):
         (out / name).unlink(missing_ok=True)
     for part in (units / PARTS).glob("*.npz"):

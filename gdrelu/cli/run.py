@@ -60,8 +60,8 @@ def execute(args, started: dict | None = None) -> int:
             raise Interrupted(backends.resume_command("run", out, args)) from None
         return interrupt.exit_code()
     except (SpecError, BudgetError):  # refuted by the draws (`runner`): no half-written run
-        if out is not None and started is None:
-            outdir.discard_unstarted(out)
+        if out is not None and started is None:  # every unit there is this run's
+            outdir.discard_unstarted(out, stored_too=True)
         raise
     except (ValueError, RuntimeError, MemoryError) as err:
         progress.close()
