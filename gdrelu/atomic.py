@@ -18,11 +18,19 @@ import numpy as np
 
 def write_bytes(path: Path, data: bytes) -> None:
     """`data` into `path` through a temporary file of this process, flushed and renamed into
-    place: a crash never leaves a half-written file under its final name."""
+    place (`write_with`): a crash never leaves a half-written file under its final name."""
+    write_with(path, lambda f: f.write(data))
+
+
+def write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """What `write` writes into the open file it is given, into `path` through a temporary
+    file of this process, flushed and renamed into place: a crash, or `write` failing
+    partway, never leaves a half-written file under its final name; the bytes go straight
+    to the file, never held in memory whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share it
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,13 +41,13 @@ def write_bytes(path: Path, data: bytes) -> None:
     _sync_directory(path.parent)
 
 
-# `write_bytes`'s .NAME.PID.tmp of the files gdrelu writes (a user's .notes.txt.1.tmp
-# is none of them)
+# `write_with`'s .NAME.PID.tmp of the files gdrelu writes (a user's .notes.txt.1.tmp is
+# none of them)
 _TEMPORARY = re.compile(r"^\..+\.(json|csv|npz|png|md|html)\.\d+\.tmp$")
 
 
 def temporaries(out: Path) -> list[Path]:
-    """`write_bytes`'s temporary files anywhere under `out`: a writer's in progress, or
+    """`write_with`'s temporary files anywhere under `out`: a writer's in progress, or
     one a killed process left (no finished file is one; once `out` is held, every such
     file is a dead writer's, since every writer holds the directory)."""
     if not out.is_dir():
@@ -48,7 +56,7 @@ def temporaries(out: Path) -> list[Path]:
 
 
 def is_temporary(path: Path) -> bool:
-    """Whether `path` is a file of `write_bytes`'s .NAME.PID.tmp form."""
+    """Whether `path` is a file of `write_with`'s .NAME.PID.tmp form."""
     return bool(_TEMPORARY.match(path.name)) and path.is_file()
 
 

@@ -9,7 +9,6 @@ the same seed see the same data and initial networks.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import warnings
@@ -93,12 +92,35 @@ class CellResult(NamedTuple):
 
 def joined_cell(first: CellResult, second: CellResult) -> CellResult:
     """One cell's results of two batches of consecutive run indices, in index order."""
-    join = functools.partial(jax.tree.map, lambda a, b: np.concatenate([a, b]))
-    return CellResult(
-        first.cell,
-        np.concatenate([first.step_size, second.step_size]),
-        join(first.result, second.result),
-    )
+    return joined_cells([first, second])
+
+
+def joined_cells(batches: list[CellResult]) -> CellResult:
+    """One cell's results of `batches` (the first's cell) of consecutive run indices, in
+    index order: the step sizes and every array of the results concatenated once along
+    the runs axis (joined pair by pair, the runs were copied again for each batch, and
+    the last join held them twice). One batch is returned as it is. `batches` is emptied:
+    each array of the batches is freed once joined where nothing else holds it, so the
+    join holds the results once and one field of them again, not twice over."""
+    if len(batches) == 1:
+        return batches.pop()
+    cell, structure = batches[0].cell, jax.tree.structure(batches[0].result)
+    for other in batches:
+        if (differs := jax.tree.structure(other.result)) != structure:
+            raise ValueError(f"batches of one cell differ: {structure} and {differs}")
+    columns = [list(c) for c in zip(*(_arrays(b) for b in batches), strict=True)]
+    batches.clear()
+    joined = []
+    for i, column in enumerate(columns):
+        columns[i] = None  # the batches' arrays of this field: freed once joined
+        joined.append(np.concatenate(column))
+        column.clear()
+    return CellResult(cell, joined[0], jax.tree.unflatten(structure, joined[1:]))
+
+
+def _arrays(cell_result: CellResult) -> list:
+    """A cell result's step sizes and then its result's leaves, in pytree order."""
+    return [cell_result.step_size, *jax.tree.leaves(cell_result.result)]
 
 
 class RunKeys(NamedTuple):

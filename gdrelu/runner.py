@@ -26,7 +26,7 @@ from gdrelu.cells import (
     CellResult,
     batch_settings,
     initial_runs,
-    joined_cell,
+    joined_cells,
     noise_keys,
     points_at_zero,
     training_arguments,
@@ -328,9 +328,22 @@ def train_cells(
     fresh = [parts.not_held(held, p) for p in pieces]
     if on_batches is not None:
         on_batches([[cell for cell, _ in new] for new in fresh if new])
-    results: list[list[CellResult]] = [[] for _ in work]
+    planned = zip(batches, pieces, fresh, strict=True)
+    results = _batches_by_cell(train, len(work), planned, held, on_check, on_batch_done)
+    warn_of_cells_at_zero(work, at_zero)
+    # each cell's batches joined once, and freed as they are (`joined_cells`)
+    return [joined_cells(batches_of_cell) for batches_of_cell in results]
+
+
+def _batches_by_cell(
+    train, cells: int, planned, held, on_check, on_batch_done
+) -> list[list[CellResult]]:
+    """The results of each of the `cells` cells of the work in the batches `planned`
+    ((positions in the work, batch, runs to train) each), in batch order; nothing else
+    holds them on return, so that joining them frees them."""
+    results: list[list[CellResult]] = [[] for _ in range(cells)]
     finished = np.zeros(0, np.int8)  # statuses of the batches done, for on_check
-    for owned, batch, new in zip(batches, pieces, fresh, strict=True):
+    for owned, batch, new in planned:
         callback = None
         if on_check is not None:
             callback = functools.partial(progress_after, on_check, finished)
@@ -338,8 +351,7 @@ def train_cells(
         for (i, _), cr in zip(owned, done, strict=True):
             results[i].append(cr)
         finished = np.concatenate([finished, *(cr.result.status for cr in done)])
-    warn_of_cells_at_zero(work, at_zero)
-    return [functools.reduce(joined_cell, batches_of_cell) for batches_of_cell in results]
+    return results
 
 
 def _require_x64() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gdrelu.atomic import read_npz, temporaries, write_bytes, write_figure
+from gdrelu.atomic import read_npz, temporaries, write_bytes, write_figure, write_with
 from gdrelu.engine import SimulationResult
 from gdrelu.model import Params
 from gdrelu.outcome import with_diverged_escaped
@@ -247,10 +247,11 @@ def _unit_arrays(cell_results: Sequence, seconds: float) -> dict[str, np.ndarray
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    """`arrays` as an NPZ archive at `path`, written atomically straight into the temporary
+    file (`write_with`): the same bytes as an archive built in a buffer, without the
+    buffer and its copy, which held a unit's results twice more while it was written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, buffer.getvalue())
+    write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def load_unit(out_dir: Path, name: str, cells: Sequence) -> list[tuple] | None:

@@ -872,6 +872,41 @@ def test_batches_split_cells_and_report_and_warn_per_cell(monkeypatch):
     ]
 
 
+def test_a_cells_batches_are_joined_once_into_the_whole_and_freed():
+    """Four batches of a cell (3, 1, 5 and 2 runs, every field random in its dtype) join
+    into the arrays of the 11 runs whole, as joined pair by pair, each field concatenated
+    once; the list of batches is emptied and their arrays freed, and one batch comes back
+    as it is."""
+    import functools
+    import weakref
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0,), runs=11)
+    cell = Cell(4, 0.0, spec)
+    rng = np.random.default_rng(3)
+    done = finished_cell(cell, [Status.CROSSED] * 11)
+    random = jax.tree.map(lambda v: (rng.random(v.shape) * 100).astype(v.dtype), done[1:])
+    whole = CellResult(cell, *random)
+    cuts = [(0, 3), (3, 4), (4, 9), (9, 11)]
+    batches = [
+        CellResult(cell, *jax.tree.map(lambda v, a=a, b=b: v[a:b].copy(), random)) for a, b in cuts
+    ]
+    pairwise = functools.reduce(cells.joined_cell, batches)
+    freed = [weakref.ref(b.result.params.a) for b in batches]
+    joined = cells.joined_cells(batches)
+    assert batches == [] and [ref() for ref in freed] == [None] * len(cuts)
+    assert joined.cell is cell
+    leaves = [jax.tree.leaves(c[1:]) for c in (joined, whole, pairwise)]
+    for got, want, pair in zip(*leaves, strict=True):
+        assert got.dtype == want.dtype == pair.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(pair, want)
+    one = [whole]
+    assert cells.joined_cells(one) is whole and one == []
+    other = whole._replace(result=whole.result._replace(params=None))
+    with pytest.raises(ValueError, match="batches of one cell differ"):
+        cells.joined_cells([whole, other])
+
+
 def test_the_batches_to_come_are_announced_before_they_train(monkeypatch):
     """run_experiment announces every batch of its buckets before the first trains, then
     a grown cell's batches as they begin (training stubbed, batches of 4): widths 4 and 64

@@ -6,6 +6,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import pathlib
 import re
 import shutil
@@ -120,6 +121,61 @@ def test_a_unit_is_on_disk_with_its_directory_entry(tmp_path, monkeypatch):
     (tmp_path / store.UNITS).mkdir()
     store.save_unit(tmp_path, "gd-w4", [fake_result(cell, 3) for cell in spec.cells()], 1.0)
     assert [stat.S_ISDIR(mode) for mode in synced] == [False, True]
+
+
+def _random_result(cell: Cell, runs: int, seed: int = 0) -> CellResult:
+    """A cell's result of `runs` runs whose every field holds random values of its dtype."""
+    rng = np.random.default_rng(seed)
+    done = fake_result(cell, runs)[1:]
+    random = jax.tree.map(lambda v: (rng.random(v.shape) * 100).astype(v.dtype), done)
+    return CellResult(cell, *random)
+
+
+def test_a_unit_is_written_straight_to_disk_with_the_bytes_of_a_buffered_archive(
+    tmp_path, monkeypatch
+):
+    """A unit's archive goes straight into its temporary file, never whole through memory
+    (a buffer and its copy held the results twice more), with the same bytes as the archive
+    `np.savez` builds in a buffer, and reads back to what was saved."""
+    import io
+
+    spec = ExperimentSpec(widths=(4,), deltas=(0.0, 0.5), runs=7)
+    saved = [_random_result(cell, 7, seed) for seed, cell in enumerate(spec.cells())]
+    monkeypatch.setattr(io, "BytesIO", None)  # no archive built in memory
+    store.save_unit(tmp_path, "gd-w4", saved, 2.5)
+    monkeypatch.undo()
+    buffer = io.BytesIO()
+    np.savez(buffer, **store._unit_arrays(saved, 2.5))
+    assert (tmp_path / store.UNITS / "gd-w4.npz").read_bytes() == buffer.getvalue()
+    loaded = store.load_unit(tmp_path, "gd-w4", spec.cells())
+    for cr, (step, result) in zip(saved, loaded, strict=True):
+        for want, got in zip(jax.tree.leaves(cr[1:]), jax.tree.leaves((step, result)), strict=True):
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_an_archive_that_fails_partway_leaves_the_file_as_it_was_and_no_temporary(tmp_path):
+    """An archive whose writing fails after some of its arrays are on disk: while it is
+    written, nothing of it is under its final name (only the writer's temporary file),
+    and after it fails, the file holds what it held before and the temporary file is
+    gone."""
+    path = tmp_path / "unit.npz"
+    seen = []
+
+    class Unpicklable:
+        def __reduce__(self):
+            seen.append((path.read_bytes(), [p.name for p in atomic.temporaries(tmp_path)]))
+            raise RuntimeError("the write failed")
+
+    store._save_npz(path, {"before": np.arange(3)})
+    before = path.read_bytes()
+    arrays = {"big": np.arange(1 << 20), "bad": np.array([Unpicklable()], dtype=object)}
+    with pytest.raises(RuntimeError, match="write failed"):
+        store._save_npz(path, arrays)
+    assert seen == [(before, [f".unit.npz.{os.getpid()}.tmp"])]
+    assert [p.name for p in tmp_path.iterdir()] == ["unit.npz"] and path.read_bytes() == before
+    with np.load(path) as archive:
+        assert archive.files == ["before"]
 
 
 def test_a_figure_is_written_as_every_file_is(tmp_path, monkeypatch):
