@@ -9,6 +9,8 @@ the same seed see the same data and initial networks.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
 import warnings
@@ -115,7 +117,26 @@ def joined_cells(batches: list[CellResult]) -> CellResult:
         columns[i] = None  # the batches' arrays of this field: freed once joined
         joined.append(np.concatenate(column))
         column.clear()
+        _heap_trimmed()
     return CellResult(cell, joined[0], jax.tree.unflatten(structure, joined[1:]))
+
+
+def _heap_trimmed() -> None:
+    """Hand the heap's free memory back to the system where the C library is glibc
+    (`malloc_trim`; elsewhere nothing): a batch's arrays (under glibc's 32 MB mmap
+    threshold) come from the heap, and once joined and freed they stayed in the process's
+    resident memory, as much again as the results, until it ended."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc (macOS, musl), or no C library to open
+        return None
 
 
 def _arrays(cell_result: CellResult) -> list:
