@@ -2494,7 +2494,7 @@ def test_compare_checks_each_optimizer_beside_the_results_of_the_earlier_ones(mo
     monkeypatch.setattr(memory, "memory_budget", lambda budget: 10**12)
     seen = []
     monkeypatch.setattr(
-        memory, "check_fits", lambda spec, budget, held, lower, as_flags: seen.append(held)
+        memory, "check_fits", lambda spec, budget, held, lower, as_flags, cells: seen.append(held)
     )
     args = parser().parse_args(["compare", "--optimizers", "gd,sgd,adam", "--widths", "8"])
     specs = options.requested_specs(args)
