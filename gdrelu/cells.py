@@ -117,8 +117,12 @@ def joined_cells(batches: list[CellResult]) -> CellResult:
         columns[i] = None  # the batches' arrays of this field: freed once joined
         joined.append(np.concatenate(column))
         column.clear()
-        _heap_trimmed()
+        if joined[-1].nbytes >= TRIMMED_BYTES:  # a trim walks the heap: 2-20 ms
+            _heap_trimmed()
     return CellResult(cell, joined[0], jax.tree.unflatten(structure, joined[1:]))
+
+
+TRIMMED_BYTES = 2**26  # a joined field this large hands its batches' memory back at once
 
 
 def _heap_trimmed() -> None:
