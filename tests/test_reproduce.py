@@ -131,6 +131,10 @@ def test_the_command_runs_resumes_and_refuses_in_one_line(tiny, tmp_path, capsys
     assert main(["reproduce", "--resume", str(out), "--scale", "paper", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("gdrelu: error: --resume: "), err
+    # with a budget too small as well, the scale is named, not the budget (a review)
+    argv = ["reproduce", "--resume", str(out), "--scale", "paper", "--memory-budget", "5e-6"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == err
 
 
 def test_a_budget_too_small_is_refused_before_anything_is_written(tiny, tmp_path, capsys):

@@ -19,14 +19,11 @@ from gdrelu.cli.errors import UsageError
 def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
     """The directory to resume, checked against `manifest`, or a new one holding it; held
     (`_held`) until `release` so that no second gdrelu process writes into it."""
-    from gdrelu.store import ResumeError, check_manifest, write_manifest
+    from gdrelu.store import write_manifest
 
     if args.resume is not None:
         check_space(args.resume, need_bytes)
-        try:
-            check_manifest(args.resume, manifest)
-        except ResumeError as err:
-            raise UsageError(f"--resume: {err}") from None
+        check_resumable(args.resume, manifest)
         _writable(args.resume, "--resume")
         _held(args.resume, "--resume")
         _remove_stale_temporaries(args.resume)
@@ -39,6 +36,18 @@ def open_directory(args, manifest: dict[str, Any], need_bytes: int = 0) -> Path:
         raise
     write_manifest(out, manifest)
     return out
+
+
+def check_resumable(directory: Path, manifest: dict[str, Any]) -> None:
+    """`UsageError` naming --resume unless `directory`'s manifest is `manifest`'s (the
+    same request): before the memory budget is checked, whose refusal would otherwise
+    hide that the request differs."""
+    from gdrelu.store import ResumeError, check_manifest
+
+    try:
+        check_manifest(directory, manifest)
+    except ResumeError as err:
+        raise UsageError(f"--resume: {err}") from None
 
 
 def discard_unstarted(out: Path, stored_too: bool = False) -> None:

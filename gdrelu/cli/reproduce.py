@@ -65,6 +65,8 @@ def execute(args, started: dict | None = None) -> int:
         every_core=True, cache_dir=args.cache_dir, kernel_flag=args.kernel
     )
     manifest = _manifest(args, started)
+    if args.resume is not None:  # a request that differs is told so before its budget
+        outdir.check_resumable(args.resume, manifest)
     names, scale = _names(args), args.scale or "small"
     specs = _specs(names, scale)
     backends.check_specs_kernel(specs, args.kernel)  # every experiment's, before it starts
