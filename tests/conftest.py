@@ -231,6 +231,16 @@ def multinomial_counts_by_hand(words, weights, bits=32):
     return counts
 
 
+def batch_sizes(monkeypatch, module, name: str) -> list[int]:
+    """The run counts of the calls of `module.name` from now on (its first argument's
+    networks, a leading runs axis), recorded as it is called."""
+    sizes, original = [], getattr(module, name)
+    monkeypatch.setattr(
+        module, name, lambda first, *rest: sizes.append(first.b.shape[0]) or original(first, *rest)
+    )
+    return sizes
+
+
 def least_budget(spec, cells: int = 1) -> int:
     """The least memory budget `memory.check_fits` accepts for `spec` alone, with the
     results of `cells` cells of its shape kept together (bisection)."""

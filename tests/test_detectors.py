@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import golden_case
+from conftest import batch_sizes, golden_case
 
 from gdrelu import Params, Status, WeightedData, simulate
 from gdrelu.detectors import (
@@ -322,13 +322,7 @@ def test_the_final_classification_takes_a_few_runs_at_a_time_on_many_points(monk
         return simulation._result(outcomes, params, data, STANDARD, (), None, False)
 
     whole = result()
-    calls = []
-    classify = simulation.classify
-    monkeypatch.setattr(
-        simulation,
-        "classify",
-        lambda first, *rest: calls.append(first.b.shape[0]) or classify(first, *rest),
-    )
+    calls = batch_sizes(monkeypatch, simulation, "classify")
     monkeypatch.setattr(batched, "DRAW_ENTRIES", 2 * 40 * 8)
     few = result()
     assert calls == [2, 2, 2]

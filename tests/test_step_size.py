@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from conftest import batch_sizes
 
 from gdrelu import ExperimentSpec, run_experiment
 from gdrelu.cells import Cell, initial_runs
@@ -159,13 +160,7 @@ def test_ntk_step_sizes_on_many_points_are_computed_a_few_runs_at_a_time(monkeyp
     )
     params, data, _ = jax.device_get(initial_runs(Cell(8, 0.0, spec), np.arange(5)))
     monkeypatch.setattr(batched, "DRAW_ENTRIES", 2 * 40 * 40)
-    calls = []
-    compute = step_size.ntk_step_sizes
-    monkeypatch.setattr(
-        step_size,
-        "ntk_step_sizes",
-        lambda p, *rest: calls.append(p.b.shape[0]) or compute(p, *rest),
-    )
+    calls = batch_sizes(monkeypatch, step_size, "ntk_step_sizes")
     steps = np.asarray(initial_step_sizes([(spec, 5)], params, data, np.full(5, 8), 8))
     assert calls == [2, 2, 2]
     one = [jax.tree.map(lambda v, r=r: v[r], (params, data)) for r in range(5)]
