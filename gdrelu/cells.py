@@ -139,7 +139,7 @@ def _heap_trimmed() -> None:
 def _malloc_trim():
     try:
         return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):  # not glibc (macOS, musl), or no C library to open
+    except (AttributeError, OSError, TypeError):  # not glibc (macOS, musl; Windows: TypeError)
         return None
 
 

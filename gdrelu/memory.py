@@ -221,7 +221,7 @@ def check_fits(
     their results together (a Section 10 group's configurations; `spec` holds one)."""
     named = _flag if as_flags else str
     devices = jax.local_device_count() if devices is None else devices
-    _check_gram_fits(spec, budget, named)
+    _check_gram_fits(spec, budget - held, named, lower)
     drawn = devices * drawn_words_bytes(spec)  # a block of one per device draws them
     largest = 0
     for bucket, widths in width_buckets(spec):
@@ -266,18 +266,23 @@ def gram_bytes(spec: ExperimentSpec) -> int:
     return GRAM_COPIES * spec.training_points**2 * jnp.dtype(spec.dtype).itemsize
 
 
-def _check_gram_fits(spec: ExperimentSpec, budget: int, named) -> None:
-    """`BudgetError` naming the step size if one run's Gram (`gram_bytes`) passes `budget`."""
+def _check_gram_fits(spec: ExperimentSpec, budget: int, named, lower: str | None) -> None:
+    """`BudgetError` naming the step size if one run's Gram (`gram_bytes`) passes `budget`
+    (what other specs' held results leave); `lower` as in `check_fits`."""
     need = gram_bytes(spec)
-    if need > budget:
-        points = spec.training_points
+    if need <= budget:
+        return
+    points, step_size = spec.training_points, named("step_size")
+    if lower is not None:
+        advice = _advice(lower, named)
+    else:
         fewer = f"lower {named('num_train')}, " if spec.data in CONTINUOUS else ""
-        raise BudgetError(
-            f"{named('step_size')} ntk: one run's {points}×{points} neural-tangent Gram on "
-            f"its training points needs about {_gigabytes(need)}, more than the memory "
-            f"budget of {_gigabytes(budget)}; {fewer}set another {named('step_size')}, or "
-            f"raise {named('memory_budget')}"
-        )
+        advice = f"{fewer}set another {step_size}, or raise {named('memory_budget')}"
+    raise BudgetError(
+        f"{step_size} ntk: one run's {points}×{points} neural-tangent Gram on its training "
+        f"points needs about {_gigabytes(need)}, more than the memory budget of "
+        f"{_gigabytes(budget)}; {advice}"
+    )
 
 
 def drawn_words_bytes(spec: ExperimentSpec) -> int:

@@ -2577,7 +2577,7 @@ def test_the_docs_config_example_builds_the_spec_they_describe(tmp_path):
     assert (len(spec.cells()), steps, spec.optimizer) == (4, 5000, "gd")
 
 
-@pytest.mark.parametrize("stored", [False, True])
+@pytest.mark.parametrize("stored", [False, True, "parts"])
 def test_running_out_of_memory_is_a_refusal_that_leaves_nothing_half_written(
     stored, tmp_path, monkeypatch, capsys
 ):
@@ -2588,11 +2588,15 @@ def test_running_out_of_memory_is_a_refusal_that_leaves_nothing_half_written(
     holding units is kept and the line says how to finish it. Nothing trains."""
     from gdrelu import runner
     from gdrelu.cli import options
-    from gdrelu.store import UNITS
+    from gdrelu.store import PARTS, UNITS
 
     out = tmp_path / "out"
 
     def fails(*args, **kwargs):
+        if stored == "parts":  # trained batches: kept for a resume with a lower budget
+            (out / UNITS / PARTS).mkdir(parents=True, exist_ok=True)
+            (out / UNITS / PARTS / "0.npz").write_bytes(b"a trained batch")
+            raise MemoryError("Unable to allocate 512. GiB for an array")
         if stored:
             (out / UNITS).mkdir(exist_ok=True)
             (out / UNITS / "w8.npz").write_bytes(b"a stored unit")
@@ -2609,7 +2613,8 @@ def test_running_out_of_memory_is_a_refusal_that_leaves_nothing_half_written(
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
-        assert (out / UNITS / "w8.npz").exists()
+        kept = out / UNITS / ("w8.npz" if stored is True else f"{PARTS}/0.npz")
+        assert kept.exists() and (out / "manifest.json").exists()
         assert err.endswith(f"finish with: gdrelu run --resume {out} --memory-budget GB"), err
         assert "(Unable to allocate 512. GiB for an array)" in err
     assert err.startswith("gdrelu: error: --memory-budget: out of memory while training"), err

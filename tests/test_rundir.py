@@ -261,7 +261,7 @@ def test_the_command_leaves_at_once_when_interrupted(distributed, monkeypatch):
         assert stop.value.code == code
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
-    assert left == [130, 143] if distributed else [130, 143, 0, 2]
+    assert left == ([130, 143] if distributed else [130, 143, 0, 2])
 
 
 def test_a_ctrl_c_that_a_callback_swallowed_still_stops_the_run(tmp_path, monkeypatch, capsys):

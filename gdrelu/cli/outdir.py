@@ -50,6 +50,13 @@ def check_resumable(directory: Path, manifest: dict[str, Any]) -> None:
         raise UsageError(f"--resume: {err}") from None
 
 
+def holds_parts(out: Path) -> bool:
+    """Whether `out` holds finished batches of a unit in progress (units/parts/)."""
+    from gdrelu.store import PARTS, UNITS
+
+    return any((out / UNITS / PARTS).glob("*.npz"))
+
+
 def discard_unstarted(out: Path, stored_too: bool = False) -> None:
     """Remove what a new run wrote in `out` while no unit is stored there yet (a run
     refused once its draws showed a bad setting), so that nothing half-written stays and

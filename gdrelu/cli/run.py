@@ -18,6 +18,7 @@ from gdrelu.memory import BudgetError
 from gdrelu.optim import NAMED
 from gdrelu.progress import spec_clock
 from gdrelu.spec import SpecError
+from gdrelu.store import MANIFEST
 
 
 def execute(args, started: dict | None = None) -> int:
@@ -59,14 +60,14 @@ def execute(args, started: dict | None = None) -> int:
         if writer:
             raise Interrupted(backends.resume_command("run", out, args)) from None
         return interrupt.exit_code()
-    except (SpecError, BudgetError):  # refuted by the draws (`runner`): no half-written run
-        if out is not None and started is None:  # every unit there is this run's
-            outdir.discard_unstarted(out, stored_too=True)
+    except (SpecError, BudgetError) as err:  # refuted by the draws (`runner`)
+        if out is not None and started is None:  # a bad setting: no resume can finish it
+            outdir.discard_unstarted(out, stored_too=isinstance(err, SpecError))
         raise
     except (ValueError, RuntimeError, MemoryError) as err:
         progress.close()
-        if out_of_memory(err):
-            if out is not None and started is None:
+        if out_of_memory(err):  # trained batches kept: a lower budget resumes them
+            if out is not None and started is None and not outdir.holds_parts(out):
                 outdir.discard_unstarted(out)
             raise BudgetError(_out_of_memory(err, out, args)) from None
         if processes is None or "gloo" not in str(err).lower():
@@ -95,7 +96,7 @@ def _out_of_memory(err: BaseException, out, args) -> str:
         "model (docs/wide-networks.md) expected the runs to fit; give a lower "
         "--memory-budget, which trains fewer runs at a time"
     )
-    if out is not None and out.exists():
+    if out is not None and (out / MANIFEST).exists():
         line += f"; finish with: gdrelu {args.command} --resume {out} --memory-budget GB"
     return line
 
