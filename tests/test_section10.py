@@ -404,7 +404,9 @@ def test_a_group_goes_in_memory_budgeted_batches_and_resumes(tmp_path, monkeypat
     spec = section10.group_cells(scale, group, 0)[0][1].spec
     per_run, per_block_run = memory.run_bytes(spec, scale.width, Cell(scale.width, 0.0, spec))
     devices = jax.local_device_count()
-    one_block = 4 * devices * (memory.COPIES * per_run + per_block_run)
+    cells = [cell for _, cell in section10.group_cells(scale, group, 0)]
+    held = sum(memory.results_bytes(cell.spec) for cell in cells)  # the group's results
+    one_block = 4 * devices * (memory.COPIES * per_run + per_block_run) + held
     split = section10.run_group(scale, group, memory_budget=one_block, units=tmp_path)
     assert [sum(idx.size for _, idx in work) for work in batches[1:]] == [4 * devices, 4]
     for got, want in zip(split, whole, strict=True):  # a batch's layout moves the last bits
