@@ -109,8 +109,7 @@ def run_bytes(spec: ExperimentSpec, bucket: int, cell: Cell) -> tuple[int, int]:
     points = max(leaf.shape[1] for leaf in (shapes[1].data.y, shapes[1].validation.y))
     itemsize = jnp.dtype(spec.dtype).itemsize
     temporaries = TEMPORARIES * points * bucket * itemsize
-    if optimizer.sampler == "multinomial":  # the words of `NOISE_BLOCK` steps drawn ahead
-        temporaries += NOISE_BLOCK * (optimizer.batch_size + optimizer.batch_size % 2) * 4
+    temporaries += drawn_words_bytes(spec)  # the words of `NOISE_BLOCK` steps drawn ahead
     return tree_bytes(shapes), temporaries
 
 

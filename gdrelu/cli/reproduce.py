@@ -68,11 +68,12 @@ def execute(args, started: dict | None = None) -> int:
     if args.resume is not None:  # a request that differs is told so before its budget
         outdir.check_resumable(args.resume, manifest)
     names, scale = _names(args), args.scale or "small"
-    specs = _specs(names, scale)
+    # each spec, with its cells whose results stay together (a Section 10 group's)
+    kept = [(spec, reproduce.kept_cells(n, scale)) for n in names for spec in _specs([n], scale)]
+    specs, cells = [spec for spec, _ in kept], [count for _, count in kept]
     backends.check_specs_kernel(specs, args.kernel)  # every experiment's, before it starts
     # before the directory is written; one experiment at a time, with the whole budget
     lower = "" if scale == reproduce.SCALES[0] else "--scale (or --only)"  # "": the budget
-    cells = [reproduce.kept_cells(name, scale) for name in names for _ in _specs([name], scale)]
     options.check_fits(specs, budget, together=False, lower=lower, cells=cells)
     # a resume's directory is checked against its manifest before the paper scale's
     # estimate times each path; a new one is made after it, so a Ctrl-C there leaves none

@@ -38,7 +38,7 @@ def execute(args, started: dict | None = None) -> int:
     )
     out = outdir.open_directory(args, grid.manifest(scale_name, scale, seed))
     labels = [f"{g['data']} d={g['dim']} {g['init']} {g['optimizer']} " for g in groups]
-    per_group = len(scale.bias_inits) * len(scale.step_exponents) * scale.runs
+    per_group = grid.group_size(scale) * scale.runs
     from gdrelu.store import stored_seconds, write_section10
 
     before = stored_seconds(out)  # a resumed grid's earlier time, before the bar is drawn
